@@ -1,0 +1,99 @@
+# evloop.h — the one entry point: make test, make demo, make bench,
+# make format, make format-check. Builds go to build/.
+
+CC      ?= cc
+BUILD   := build
+BACKENDS := select poll epoll
+select_MACRO := EVLOOP_BACKEND_SELECT
+poll_MACRO   := EVLOOP_BACKEND_POLL
+epoll_MACRO  := EVLOOP_BACKEND_EPOLL
+
+WARN := -Wall -Wextra -Wpedantic -Werror
+
+# Build variants of the test suite: compiler and flags.
+o2_CC      := gcc
+o2_FLAGS   := -std=c99 $(WARN) -O2 -g
+asan_CC    := clang
+asan_FLAGS := -std=c11 $(WARN) -O1 -g -fno-omit-frame-pointer \
+              -fsanitize=address,undefined -fno-sanitize-recover=all
+tsan_CC    := clang
+tsan_FLAGS := -std=c11 $(WARN) -O1 -g -fsanitize=thread
+tcc_CC     := tcc
+tcc_FLAGS  := -Wall -Werror -g
+musl_CC    := musl-gcc
+musl_FLAGS := -std=c99 $(WARN) -O2 -static
+LIBS       := -lpthread
+
+TEST_SRCS := $(sort $(wildcard tests/t_*.c))
+TESTS     := $(basename $(notdir $(TEST_SRCS)))
+# Tests that start threads; they also run under ThreadSanitizer.
+THREADED_TESTS := $(filter t_threadsafe t_executor t_dns t_close,$(TESTS))
+EXAMPLES  := $(basename $(notdir $(wildcard examples/*.c)))
+BENCHES   := $(basename $(notdir $(wildcard bench/*.c)))
+
+VARIANTS := o2 asan tsan tcc musl
+# Every (variant, backend) pair gets its own implementation object.
+define variant_rules
+$(BUILD)/$(1)-$(2)/impl.o: tests/impl.c evloop.h
+	@mkdir -p $$(@D)
+	$$($(1)_CC) $$($(1)_FLAGS) -D$$($(2)_MACRO) -c $$< -o $$@
+$(BUILD)/$(1)-$(2)/%: tests/%.c tests/test.h evloop.h $(BUILD)/$(1)-$(2)/impl.o
+	@mkdir -p $$(@D)
+	$$($(1)_CC) $$($(1)_FLAGS) $$< $(BUILD)/$(1)-$(2)/impl.o -o $$@ $(LIBS)
+endef
+$(foreach v,$(VARIANTS),$(foreach b,$(BACKENDS),$(eval $(call variant_rules,$(v),$(b)))))
+
+bins = $(foreach b,$(BACKENDS),$(addprefix $(BUILD)/$(1)-$(b)/,$(2)))
+
+.PHONY: all test test-quick compile-checks demo bench format format-check clean examples
+
+all: examples $(call bins,o2,$(TESTS))
+
+examples: $(addprefix $(BUILD)/examples/,$(EXAMPLES))
+$(BUILD)/examples/%: examples/%.c evloop.h
+	@mkdir -p $(@D)
+	$(o2_CC) $(o2_FLAGS) $< -o $@ $(LIBS)
+
+# The whole suite: every backend with gcc -O2, clang ASan+UBSan, tcc and
+# musl; the threaded tests under TSan; valgrind; compile checks; nm; format.
+# tests/run.sh prints each result and ends with "N passed, N failed".
+TEST_BINS := $(call bins,o2,$(TESTS)) $(call bins,asan,$(TESTS)) \
+             $(call bins,tsan,$(THREADED_TESTS)) $(call bins,tcc,$(TESTS)) \
+             $(call bins,musl,$(TESTS))
+test: $(TEST_BINS) examples compile-checks
+	@sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "$(THREADED_TESTS)" "$(EXAMPLES)"
+
+# Quick loop for development: gcc -O2 only.
+test-quick: $(call bins,o2,$(TESTS))
+	@VARIANTS=o2 sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "" ""
+
+# gcc and clang as C99 and C11, the header as C++, and the nm check.
+compile-checks: $(BUILD)/checks.stamp
+$(BUILD)/checks.stamp: evloop.h tests/impl.c tests/cpp_compile.cpp $(TEST_SRCS) $(wildcard examples/*.c) tests/nm_check.sh
+	@mkdir -p $(BUILD)
+	for cc in gcc clang; do for std in c99 c11; do \
+	  for f in tests/impl.c $(TEST_SRCS) $(wildcard examples/*.c); do \
+	    $$cc -std=$$std $(WARN) -fsyntax-only $$f || exit 1; \
+	  done; \
+	  for b in $(BACKENDS); do \
+	    $$cc -std=$$std $(WARN) -fsyntax-only -DEVLOOP_BACKEND_$$(echo $$b | tr a-z A-Z) tests/impl.c || exit 1; \
+	  done; done; done
+	g++ -std=c++11 -Wall -Wextra -Werror -c tests/cpp_compile.cpp -o $(BUILD)/cpp_compile.o
+	sh tests/nm_check.sh gcc
+	@touch $@
+
+demo: examples
+	@for e in $(EXAMPLES); do echo "== examples/$$e"; $(BUILD)/examples/$$e || exit 1; done
+
+bench:
+	@$(MAKE) -C bench
+
+format:
+	clang-format -i evloop.h tests/*.c tests/*.h tests/*.cpp examples/*.c bench/*.c
+
+format-check:
+	clang-format --dry-run --Werror evloop.h tests/*.c tests/*.h tests/*.cpp examples/*.c bench/*.c
+
+clean:
+	rm -rf $(BUILD)
+	-$(MAKE) -C bench clean

@@ -1,0 +1,65 @@
+#!/bin/sh
+# Runs the built test binaries: run.sh BUILD "BACKENDS" "TESTS" "THREADED" "EXAMPLES"
+# Each binary prints one line per test and "N passed, N failed"; this adds
+# them up and ends with the same line for the whole run.
+build=$1 backends=$2 tests=$3 threaded=$4 examples=$5
+variants=${VARIANTS:-"o2 asan tsan tcc musl valgrind"}
+passed=0 failed=0
+log=$build/test-log.txt
+: >"$log"
+
+# run LABEL CMD...: runs one test binary, adds its counts.
+run() {
+  label=$1
+  shift
+  out=$("$@" 2>&1)
+  rc=$?
+  printf '%s\n' "== $label" "$out" >>"$log"
+  line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
+  p=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) passed.*/\1/')
+  f=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+  [ -n "$line" ] || { p=0 f=1; }
+  [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+  passed=$((passed + p)) failed=$((failed + f))
+  if [ "$f" -ne 0 ]; then
+    echo "FAIL $label"
+    printf '%s\n' "$out" | grep -v '^ok ' | sed 's/^/    /'
+  else
+    echo "ok   $label ($p)"
+  fi
+}
+
+for v in $variants; do
+  for b in $backends; do
+    case $v in
+    tsan) list=$threaded ;;
+    valgrind) [ "$b" = epoll ] || continue; list=$tests ;;
+    *) list=$tests ;;
+    esac
+    for t in $list; do
+      case $v in
+      valgrind)
+        run "valgrind $b $t" valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
+          --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
+          --trace-children=no "$build/o2-$b/$t" ;;
+      tsan)
+        TSAN_OPTIONS="halt_on_error=1 exitcode=66" run "$v $b $t" "$build/$v-$b/$t" ;;
+      *)
+        run "$v $b $t" "$build/$v-$b/$t" ;;
+      esac
+    done
+  done
+done
+
+# The examples run as smoke tests (they stop by themselves).
+for e in $examples; do
+  if out=$(timeout 60 "$build/examples/$e" 2>&1); then
+    passed=$((passed + 1)); echo "ok   example $e"
+  else
+    failed=$((failed + 1)); echo "FAIL example $e"; printf '%s\n' "$out" | sed 's/^/    /'
+  fi
+done
+
+echo "(full output in $log)"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
