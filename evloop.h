@@ -576,3 +576,3240 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #endif
 
 #endif /* EVLOOP_H_INCLUDED */
+
+/* ======================================================================== */
+/*                            IMPLEMENTATION                                */
+/* ======================================================================== */
+#ifdef EVLOOP_IMPLEMENTATION
+#ifndef EVLOOP_IMPLEMENTATION_DONE
+#define EVLOOP_IMPLEMENTATION_DONE
+
+/* ==== Backend choice ==================================================== */
+#if !defined(EVLOOP_BACKEND_SELECT) && !defined(EVLOOP_BACKEND_POLL) &&       \
+    !defined(EVLOOP_BACKEND_EPOLL)
+#define EVL__HAVE_SELECT 1
+#define EVL__HAVE_POLL 1
+#if defined(__linux__)
+#define EVL__HAVE_EPOLL 1
+#endif
+#else
+#ifdef EVLOOP_BACKEND_SELECT
+#define EVL__HAVE_SELECT 1
+#endif
+#ifdef EVLOOP_BACKEND_POLL
+#define EVL__HAVE_POLL 1
+#endif
+#ifdef EVLOOP_BACKEND_EPOLL
+#define EVL__HAVE_EPOLL 1
+#define EVL__HAVE_POLL 1 /* the run-time fallback */
+#endif
+#endif
+
+#if defined(EVLOOP_BACKEND_EPOLL) || (!defined(EVLOOP_BACKEND_SELECT) &&      \
+                                      !defined(EVLOOP_BACKEND_POLL) &&        \
+                                      defined(EVL__HAVE_EPOLL))
+#define EVL__DEFAULT_BACKEND EVL_BACKEND_EPOLL
+#elif defined(EVLOOP_BACKEND_SELECT)
+#define EVL__DEFAULT_BACKEND EVL_BACKEND_SELECT
+#else
+#define EVL__DEFAULT_BACKEND EVL_BACKEND_POLL
+#endif
+
+/* ==== Platform includes ================================================= */
+#include <errno.h>
+#include <fcntl.h>
+#include <float.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netdb.h>
+#ifdef EVL__HAVE_POLL
+#include <poll.h>
+#endif
+#ifdef EVL__HAVE_SELECT
+#include <sys/select.h>
+#endif
+#ifdef EVL__HAVE_EPOLL
+#ifdef __TINYC__ /* tcc ignores glibc's packing of struct epoll_event */
+#pragma pack(push, 4)
+#include <sys/epoll.h>
+#pragma pack(pop)
+#else
+#include <sys/epoll.h>
+#endif
+#include <sys/eventfd.h>
+#endif
+#ifndef EVLOOP_NO_THREADS
+#include <pthread.h>
+#endif
+
+#ifndef EVLOOP_ASSERT
+#include <assert.h>
+#define EVLOOP_ASSERT(x) assert(x)
+#endif
+
+#if defined(EVLOOP_MALLOC) && defined(EVLOOP_REALLOC) && defined(EVLOOP_FREE)
+#elif !defined(EVLOOP_MALLOC) && !defined(EVLOOP_REALLOC) &&                  \
+    !defined(EVLOOP_FREE)
+#define EVLOOP_MALLOC(ctx, n) malloc(n)
+#define EVLOOP_REALLOC(ctx, p, n) realloc((p), (n))
+#define EVLOOP_FREE(ctx, p) free(p)
+#else
+#error "define all of EVLOOP_MALLOC, EVLOOP_REALLOC and EVLOOP_FREE, or none"
+#endif
+
+#ifdef EVLOOP_STATIC
+#define EVL__DEF static
+#else
+#define EVL__DEF
+#endif
+
+/* The call-site macros would rename the definitions below. */
+#undef evl_call_soon
+#undef evl_call_later
+#undef evl_call_at
+#undef evl_add_reader
+#undef evl_add_writer
+#undef evl_task_create
+
+/* ==== Internal types ==================================================== */
+
+#define EVL__NONE 0xffffffffu
+#define EVL__READ 1
+#define EVL__WRITE 2
+#define EVL__POS_READY (-1) /* in the ready ring */
+#define EVL__POS_FREE (-2)
+#define EVL__SLOT_INTERNAL 0x80000000u /* library callback: runs at close */
+#define EVL__GEN_MASK 0x7fffffffu
+#define EVL__IO_ENTRY (1ull << 63) /* ring entry for an fd event */
+#define EVL__MAX_WAIT_NS (86400ll * 1000000000ll) /* never sleep over 24 h */
+
+/* One scheduled callback. A slot is a ready callback, a timer, or free. */
+typedef struct evl__slot {
+  evl_callback fn; /* NULL once cancelled */
+  void *arg;
+  int64_t when; /* a timer's deadline (ns); the next free slot when free */
+  uint32_t gen; /* generation (checked by handles) + EVL__SLOT_INTERNAL */
+  int32_t pos;  /* index in the timer heap, or EVL__POS_* */
+} evl__slot;
+
+/* Where a callback was scheduled; kept only in debug mode. */
+typedef struct evl__site {
+  const char *name, *file;
+  int line;
+} evl__site;
+
+/* Timer heap entry: the deadline is cached here so sifting does not touch
+   the slots; seq orders equal deadlines by scheduling order. */
+typedef struct evl__hent {
+  int64_t when;
+  uint32_t slot, seq;
+} evl__hent;
+
+typedef struct evl__fdw {
+  evl_io_callback rfn, wfn;
+  void *rarg, *warg;
+  int kmask; /* interest the backend has */
+  int pidx;  /* poll backend: index in the pollfd array */
+  evl__site rsite, wsite;
+} evl__fdw;
+
+typedef struct evl__tsent {
+  evl_callback fn;
+  void *arg;
+  int internal;
+} evl__tsent;
+
+typedef struct evl__fcb {
+  evl_future_callback cb;
+  void *arg;
+} evl__fcb;
+
+typedef struct evl__future_vt {
+  int (*cancel)(evl_future *f);
+  void (*destroy)(evl_future *f); /* frees what the subclass holds */
+  void (*close)(evl_future *f);   /* loop closing: drop loop references */
+} evl__future_vt;
+
+enum { EVL__PENDING = 0, EVL__DONE, EVL__FAILED, EVL__CANCELLED };
+
+struct evl_future {
+  evl_loop *loop;
+  evl_future *lprev, *lnext; /* the loop's list of live futures */
+  const evl__future_vt *vt;
+  uint32_t refs;
+  uint8_t state, retrieved, fire_pending, firing;
+  int err;
+  char *errmsg;
+  void *result;
+  evl_free_fn result_free;
+  evl__fcb *cbs;
+  uint32_t ncbs, capcbs;
+};
+
+#ifndef EVLOOP_NO_THREADS
+typedef pthread_mutex_t evl__mutex;
+typedef pthread_cond_t evl__cond;
+#define evl__lock(m) pthread_mutex_lock(m)
+#define evl__unlock(m) pthread_mutex_unlock(m)
+#else
+typedef int evl__mutex;
+typedef int evl__cond;
+#define evl__lock(m) ((void)(m))
+#define evl__unlock(m) ((void)(m))
+#endif
+
+typedef struct evl__job evl__job;
+
+enum { EVL__JOB_QUEUED, EVL__JOB_RUNNING, EVL__JOB_DONE, EVL__JOB_CANCELLED };
+
+struct evl__job {
+  evl__job *next;         /* executor queue, then the loop's done list */
+  evl__job *lprev, *lnext; /* the loop's outstanding jobs */
+  evl_loop *loop;
+  evl_executor *exec;
+  evl_future *fut;
+  evl_work_fn fn;
+  void *arg;
+  evl_free_fn arg_free;
+  void *result;
+  evl_free_fn result_free;
+  int err, state;
+};
+
+
+struct evl_loop {
+  /* callbacks and timers */
+  evl__slot *slots;
+  evl__site *sites; /* parallel to slots once debug mode was on */
+  uint32_t nslots, capslots, free_head;
+  uint64_t *ring; /* ready queue: slot indexes and fd events */
+  uint32_t ring_cap, ring_head, ring_len;
+  evl__hent *heap; /* 4-ary min-heap of timers */
+  uint32_t heap_len, heap_cap, timer_seq;
+  /* fd watchers */
+  evl__fdw *fds;
+  int fds_cap, nwatchers;
+  /* backend */
+  evl_backend backend;
+  int fell_back;
+  int wake_rfd, wake_wfd;
+#ifdef EVL__HAVE_EPOLL
+  int epfd;
+  struct epoll_event *events;
+  int events_cap;
+#endif
+#ifdef EVL__HAVE_POLL
+  struct pollfd *pfds;
+  int npfds, pfds_cap;
+#endif
+#ifdef EVL__HAVE_SELECT
+  fd_set rset, wset;
+  int maxfd;
+#endif
+  /* state */
+  int running, stopping, closing, closed, user_freed;
+  int64_t now;
+  int64_t (*clock_ns)(void *ctx);
+  void *clock_ctx;
+  void *(*alloc)(void *ctx, void *ptr, size_t size);
+  void *alloc_ctx;
+  size_t struct_refs; /* the user + every live future */
+  evl_future *futures;
+  /* errors and debug */
+  evl_exception_handler handler;
+  void *handler_arg;
+  int debug;
+  int64_t slow_ns;
+  void (*log)(evl_loop *loop, const char *message, void *ctx);
+  void *log_ctx;
+  evl_task_factory factory;
+  void *factory_ctx;
+  /* cross-thread queue, executor jobs */
+  evl__mutex ts_mu;
+  evl__cond ts_cv;
+  evl__tsent *tsq, *tsq_spare;
+  size_t ts_len, ts_cap, ts_spare_cap;
+  int ts_pending, ts_closed;
+  evl__job *jobs;      /* submitted, not yet completed */
+  evl__job *tsq_done;  /* completed, not yet delivered (newest first) */
+  evl_executor *default_exec;
+  int owns_default_exec, exec_shutdown, exec_threads;
+#ifndef EVLOOP_NO_THREADS
+  pthread_t shutdown_thread;
+  int shutdown_thread_live;
+#endif
+};
+
+/* ==== Memory ============================================================ */
+
+static void *evl__lrealloc(evl_loop *loop, void *p, size_t n) {
+  if (loop->alloc)
+    return loop->alloc(loop->alloc_ctx, p, n);
+  if (n == 0) {
+    EVLOOP_FREE(NULL, p);
+    return NULL;
+  }
+  return p ? EVLOOP_REALLOC(NULL, p, n) : EVLOOP_MALLOC(NULL, n);
+}
+static void *evl__lalloc(evl_loop *loop, size_t n) {
+  return evl__lrealloc(loop, NULL, n);
+}
+static void evl__lfree(evl_loop *loop, void *p) {
+  if (p)
+    (void)evl__lrealloc(loop, p, 0);
+}
+static void *evl__zalloc(evl_loop *loop, size_t n) {
+  void *p = evl__lalloc(loop, n);
+  if (p)
+    memset(p, 0, n);
+  return p;
+}
+static char *evl__strdup(evl_loop *loop, const char *s) {
+  size_t n;
+  char *d;
+  if (!s)
+    return NULL;
+  n = strlen(s) + 1;
+  d = (char *)evl__lalloc(loop, n);
+  if (d)
+    memcpy(d, s, n);
+  return d;
+}
+
+/* ==== Errors ============================================================ */
+
+EVL__DEF const char *evl_strerror(int err) {
+  switch (err) {
+  case 0:
+    return "success";
+#define EVL__STRERROR_CASE(name, value, msg)                                   \
+  case value:                                                                  \
+    return msg;
+    EVL_ERROR_MAP(EVL__STRERROR_CASE)
+#undef EVL__STRERROR_CASE
+  default:
+    return "unknown error";
+  }
+}
+
+EVL__DEF const char *evl_err_name(int err) {
+  switch (err) {
+  case 0:
+    return "OK";
+#define EVL__NAME_CASE(name, value, msg)                                       \
+  case value:                                                                  \
+    return #name;
+    EVL_ERROR_MAP(EVL__NAME_CASE)
+#undef EVL__NAME_CASE
+  default:
+    return "EUNKNOWN";
+  }
+}
+
+EVL__DEF int evl_translate_sys_error(int sys_errno) {
+  if (sys_errno < 0)
+    sys_errno = -sys_errno;
+  switch (sys_errno) {
+  case 0:
+    return 0;
+#if defined(EWOULDBLOCK) && EWOULDBLOCK != EAGAIN
+  case EWOULDBLOCK:
+    return EVL_EAGAIN;
+#endif
+#if defined(EOPNOTSUPP) && EOPNOTSUPP != ENOTSUP
+  case EOPNOTSUPP:
+    return EVL_ENOTSUP;
+#endif
+#define EVL__ERRNO_CASE(name, value, msg)                                      \
+  case name:                                                                   \
+    return EVL_##name;
+    EVL__SYS_ERRORS(EVL__ERRNO_CASE)
+#undef EVL__ERRNO_CASE
+  default:
+    return EVL_EUNKNOWN;
+  }
+}
+#define evl__errno() evl_translate_sys_error(errno)
+
+static int evl__gai_error(int rc) {
+  switch (rc) {
+  case 0:
+    return 0;
+#ifdef EAI_SYSTEM
+  case EAI_SYSTEM:
+    return errno ? evl__errno() : EVL_EAI_FAIL;
+#endif
+#ifdef EAI_NODATA
+#if EAI_NODATA != EAI_NONAME
+  case EAI_NODATA:
+    return EVL_EAI_NONAME;
+#endif
+#endif
+#ifdef EAI_ADDRFAMILY
+  case EAI_ADDRFAMILY:
+    return EVL_EAI_FAMILY;
+#endif
+#define EVL__GAI_CASE(name, value, msg)                                        \
+  case name:                                                                   \
+    return EVL_##name;
+    EVL__GAI_ERRORS(EVL__GAI_CASE)
+#undef EVL__GAI_CASE
+  default:
+    return EVL_EAI_FAIL;
+  }
+}
+
+/* ==== Clock ============================================================= */
+
+static int64_t evl__monotonic_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+static int64_t evl__now(evl_loop *loop) {
+  return loop->clock_ns ? loop->clock_ns(loop->clock_ctx) : evl__monotonic_ns();
+}
+EVL__DEF int64_t evl_time_ns(evl_loop *loop) {
+  return loop ? evl__now(loop) : 0;
+}
+EVL__DEF double evl_time(evl_loop *loop) {
+  return loop ? (double)evl__now(loop) / 1e9 : 0.0;
+}
+
+/* Seconds -> nanoseconds rounded up (a timer must never fire early);
+   EVL_EINVAL for NaN and infinities, huge values clamp to ~73 years. */
+static int evl__seconds_to_ns(double s, int64_t *out) {
+  double ns;
+  int64_t v;
+  if (s != s || s > DBL_MAX || s < -DBL_MAX)
+    return EVL_EINVAL;
+  ns = s * 1e9;
+  if (ns > 2.3e18)
+    ns = 2.3e18;
+  if (ns < -2.3e18)
+    ns = -2.3e18;
+  v = (int64_t)ns;
+  if ((double)v < ns)
+    v++;
+  *out = v;
+  return 0;
+}
+
+/* ==== Logging and the exception handler ================================= */
+
+static void evl__log(evl_loop *loop, const char *msg) {
+  if (loop->log)
+    loop->log(loop, msg, loop->log_ctx);
+  else
+    fprintf(stderr, "evloop: %s\n", msg);
+}
+
+EVL__DEF void evl_default_exception_handler(evl_loop *loop,
+                                            const evl_context *ctx) {
+  (void)loop;
+  if (!ctx)
+    return;
+  fprintf(stderr, "evloop: %s", ctx->message ? ctx->message : "error");
+  if (ctx->error)
+    fprintf(stderr, ": %s (%s)", evl_err_name(ctx->error),
+            ctx->error_message ? ctx->error_message
+                               : evl_strerror(ctx->error));
+  if (ctx->future)
+    fprintf(stderr, " [future %p]", (void *)ctx->future);
+  if (ctx->handle)
+    fprintf(stderr, " [handle %lld]", (long long)ctx->handle);
+  fprintf(stderr, "\n");
+}
+EVL__DEF void evl_call_exception_handler(evl_loop *loop,
+                                         const evl_context *ctx) {
+  if (!loop || !ctx)
+    return;
+  if (loop->handler)
+    loop->handler(loop, ctx, loop->handler_arg);
+  else
+    evl_default_exception_handler(loop, ctx);
+}
+EVL__DEF void evl_set_exception_handler(evl_loop *loop,
+                                        evl_exception_handler handler,
+                                        void *arg) {
+  if (!loop)
+    return;
+  loop->handler = handler;
+  loop->handler_arg = arg;
+}
+EVL__DEF evl_exception_handler evl_get_exception_handler(evl_loop *loop,
+                                                         void **arg) {
+  if (!loop)
+    return NULL;
+  if (arg)
+    *arg = loop->handler_arg;
+  return loop->handler;
+}
+EVL__DEF int evl_get_debug(const evl_loop *loop) {
+  return loop ? loop->debug : 0;
+}
+EVL__DEF void evl_set_debug(evl_loop *loop, int enabled) {
+  if (loop)
+    loop->debug = enabled != 0;
+}
+EVL__DEF double evl_get_slow_callback_duration(const evl_loop *loop) {
+  return loop ? (double)loop->slow_ns / 1e9 : 0.0;
+}
+EVL__DEF void evl_set_slow_callback_duration(evl_loop *loop, double seconds) {
+  int64_t ns;
+  if (loop && evl__seconds_to_ns(seconds, &ns) == 0 && ns >= 0)
+    loop->slow_ns = ns;
+}
+
+static void evl__report_slow(evl_loop *loop, const char *what,
+                             const evl__site *site, int64_t ns) {
+  char msg[512];
+  snprintf(msg, sizeof msg, "Executing %s %s scheduled at %s:%d took %.3f seconds",
+           what, site && site->name ? site->name : "<callback>",
+           site && site->file ? site->file : "?", site ? site->line : 0,
+           (double)ns / 1e9);
+  evl__log(loop, msg);
+}
+
+/* ==== Ready ring ========================================================
+   Holds slot indexes of ready callbacks and fd events, FIFO; grows on
+   demand (a power of two, so indexes wrap with a mask). */
+
+static int evl__ring_reserve(evl_loop *loop, uint32_t extra) {
+  uint32_t cap = loop->ring_cap ? loop->ring_cap : 256, i;
+  uint64_t *r;
+  if ((uint64_t)loop->ring_len + extra <= loop->ring_cap)
+    return 0;
+  while ((uint64_t)cap < (uint64_t)loop->ring_len + extra) {
+    if (cap >= 0x80000000u)
+      return EVL_ENOMEM;
+    cap *= 2;
+  }
+  r = (uint64_t *)evl__lalloc(loop, (size_t)cap * sizeof *r);
+  if (!r)
+    return EVL_ENOMEM;
+  for (i = 0; i < loop->ring_len; i++)
+    r[i] = loop->ring[(loop->ring_head + i) & (loop->ring_cap - 1)];
+  evl__lfree(loop, loop->ring);
+  loop->ring = r;
+  loop->ring_cap = cap;
+  loop->ring_head = 0;
+  return 0;
+}
+static int evl__ring_push(evl_loop *loop, uint64_t v) {
+  if (loop->ring_len == loop->ring_cap && evl__ring_reserve(loop, 1))
+    return EVL_ENOMEM;
+  loop->ring[(loop->ring_head + loop->ring_len) & (loop->ring_cap - 1)] = v;
+  loop->ring_len++;
+  return 0;
+}
+static uint64_t evl__ring_pop(evl_loop *loop) {
+  uint64_t v = loop->ring[loop->ring_head];
+  loop->ring_head = (loop->ring_head + 1) & (loop->ring_cap - 1);
+  loop->ring_len--;
+  return v;
+}
+
+/* ==== Slots and handles ================================================= */
+
+static int evl__slot_alloc(evl_loop *loop, uint32_t *out) {
+  uint32_t i;
+  if (loop->free_head != EVL__NONE) {
+    i = loop->free_head;
+    loop->free_head = (uint32_t)loop->slots[i].when;
+  } else {
+    if (loop->nslots == loop->capslots) {
+      uint32_t cap = loop->capslots ? loop->capslots * 2 : 64;
+      evl__slot *s;
+      if (cap > 0x7ffffffeu)
+        return EVL_ENOMEM;
+      s = (evl__slot *)evl__lrealloc(loop, loop->slots, cap * sizeof *s);
+      if (!s)
+        return EVL_ENOMEM;
+      loop->slots = s;
+      if (loop->sites) {
+        evl__site *st = (evl__site *)evl__lrealloc(loop, loop->sites,
+                                                   cap * sizeof *st);
+        if (!st)
+          return EVL_ENOMEM;
+        loop->sites = st;
+      }
+      loop->capslots = cap;
+    }
+    i = loop->nslots++;
+    loop->slots[i].gen = 1;
+  }
+  *out = i;
+  return 0;
+}
+
+static void evl__slot_free(evl_loop *loop, uint32_t i) {
+  evl__slot *s = &loop->slots[i];
+  uint32_t gen = (s->gen + 1) & EVL__GEN_MASK;
+  s->gen = gen ? gen : 1;
+  s->fn = NULL;
+  s->pos = EVL__POS_FREE;
+  s->when = loop->free_head;
+  loop->free_head = i;
+}
+
+static evl_handle evl__handle_of(evl_loop *loop, uint32_t i) {
+  return (evl_handle)((uint64_t)(loop->slots[i].gen & EVL__GEN_MASK) << 32 |
+                      (uint64_t)(i + 1));
+}
+
+/* The live slot a handle names, or NULL for a stale or bogus handle. */
+static evl__slot *evl__slot_of(evl_loop *loop, evl_handle h, uint32_t *idx) {
+  uint64_t v = (uint64_t)h;
+  uint32_t i = (uint32_t)(v & 0xffffffffu), gen = (uint32_t)(v >> 32);
+  evl__slot *s;
+  if (h <= 0 || i == 0 || i > loop->nslots)
+    return NULL;
+  s = &loop->slots[i - 1];
+  if ((s->gen & EVL__GEN_MASK) != gen || s->pos == EVL__POS_FREE)
+    return NULL;
+  if (idx)
+    *idx = i - 1;
+  return s;
+}
+
+/* ==== Timer heap (4-ary, min on (when, seq)) ============================ */
+
+static int evl__hless(const evl__hent *a, const evl__hent *b) {
+  return a->when < b->when ||
+         (a->when == b->when && (int32_t)(a->seq - b->seq) < 0);
+}
+static void evl__heap_put(evl_loop *loop, uint32_t at, evl__hent e) {
+  loop->heap[at] = e;
+  loop->slots[e.slot].pos = (int32_t)at;
+}
+static void evl__heap_up(evl_loop *loop, uint32_t at) {
+  evl__hent e = loop->heap[at];
+  while (at > 0) {
+    uint32_t parent = (at - 1) / 4;
+    if (!evl__hless(&e, &loop->heap[parent]))
+      break;
+    evl__heap_put(loop, at, loop->heap[parent]);
+    at = parent;
+  }
+  evl__heap_put(loop, at, e);
+}
+static void evl__heap_down(evl_loop *loop, uint32_t at) {
+  evl__hent e = loop->heap[at];
+  uint32_t n = loop->heap_len;
+  for (;;) {
+    uint32_t c = at * 4 + 1, best, end, j;
+    if (c >= n)
+      break;
+    best = c;
+    end = c + 4 < n ? c + 4 : n;
+    for (j = c + 1; j < end; j++)
+      if (evl__hless(&loop->heap[j], &loop->heap[best]))
+        best = j;
+    if (!evl__hless(&loop->heap[best], &e))
+      break;
+    evl__heap_put(loop, at, loop->heap[best]);
+    at = best;
+  }
+  evl__heap_put(loop, at, e);
+}
+static int evl__heap_push(evl_loop *loop, uint32_t slot, int64_t when) {
+  evl__hent e;
+  if (loop->heap_len == loop->heap_cap) {
+    uint32_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
+    evl__hent *h =
+        (evl__hent *)evl__lrealloc(loop, loop->heap, cap * sizeof *h);
+    if (!h)
+      return EVL_ENOMEM;
+    loop->heap = h;
+    loop->heap_cap = cap;
+  }
+  e.when = when;
+  e.slot = slot;
+  e.seq = loop->timer_seq++;
+  loop->heap[loop->heap_len++] = e;
+  evl__heap_up(loop, loop->heap_len - 1);
+  return 0;
+}
+static void evl__heap_remove(evl_loop *loop, uint32_t at) {
+  evl__hent last = loop->heap[--loop->heap_len];
+  if (at == loop->heap_len)
+    return;
+  evl__heap_put(loop, at, last);
+  if (at > 0 && evl__hless(&last, &loop->heap[(at - 1) / 4]))
+    evl__heap_up(loop, at);
+  else
+    evl__heap_down(loop, at);
+}
+
+/* ==== Scheduling ======================================================== */
+
+/* when < 0: ready now (call_soon); else a timer deadline in ns. */
+static evl_handle evl__schedule(evl_loop *loop, int64_t when, evl_callback cb,
+                                void *arg, uint32_t flags, const char *name,
+                                const char *file, int line) {
+  uint32_t i;
+  evl__slot *s;
+  int rc;
+  if (loop->closed || loop->closing)
+    return EVL_ECLOSED;
+  if (loop->debug && !loop->sites && loop->capslots) {
+    loop->sites =
+        (evl__site *)evl__zalloc(loop, loop->capslots * sizeof(evl__site));
+  }
+  rc = evl__slot_alloc(loop, &i);
+  if (rc)
+    return rc;
+  s = &loop->slots[i];
+  s->fn = cb;
+  s->arg = arg;
+  s->gen |= flags;
+  if (loop->debug && !loop->sites)
+    loop->sites =
+        (evl__site *)evl__zalloc(loop, loop->capslots * sizeof(evl__site));
+  if (loop->sites) {
+    loop->sites[i].name = name;
+    loop->sites[i].file = file;
+    loop->sites[i].line = line;
+  }
+  if (when < 0) {
+    s->pos = EVL__POS_READY;
+    s->when = 0;
+    if (evl__ring_push(loop, i)) {
+      evl__slot_free(loop, i);
+      return EVL_ENOMEM;
+    }
+  } else {
+    s->when = when;
+    rc = evl__heap_push(loop, i, when);
+    if (rc) {
+      evl__slot_free(loop, i);
+      return rc;
+    }
+  }
+  return evl__handle_of(loop, i);
+}
+
+static evl_handle evl__soon_internal(evl_loop *loop, evl_callback cb,
+                                     void *arg) {
+  return evl__schedule(loop, -1, cb, arg, EVL__SLOT_INTERNAL, NULL, NULL, 0);
+}
+static evl_handle evl__later_internal(evl_loop *loop, int64_t delay_ns,
+                                      evl_callback cb, void *arg) {
+  int64_t when = evl__now(loop) + (delay_ns > 0 ? delay_ns : 0);
+  return evl__schedule(loop, when < 0 ? 0 : when, cb, arg, EVL__SLOT_INTERNAL,
+                       NULL, NULL, 0);
+}
+
+/* Cancels a slot: it leaves the heap and waits in the ring as a tombstone,
+   so evl_handle_cancelled() stays true until the next iteration. */
+static int evl__cancel_slot(evl_loop *loop, uint32_t i) {
+  evl__slot *s = &loop->slots[i];
+  if (!s->fn)
+    return 0;
+  s->fn = NULL;
+  if (s->pos >= 0) {
+    evl__heap_remove(loop, (uint32_t)s->pos);
+    s->pos = EVL__POS_READY;
+    if (evl__ring_push(loop, i)) /* no memory for the tombstone */
+      evl__slot_free(loop, i);
+  }
+  return 1;
+}
+static int evl__cancel_internal(evl_loop *loop, evl_handle h) {
+  uint32_t i;
+  if (!loop->slots || !evl__slot_of(loop, h, &i))
+    return 0;
+  return evl__cancel_slot(loop, i);
+}
+
+EVL__DEF evl_handle evl_call_soon_at_site(evl_loop *loop, evl_callback cb,
+                                          void *arg, const char *name,
+                                          const char *file, int line) {
+  if (!loop || !cb)
+    return loop && loop->closed ? EVL_ECLOSED : EVL_EINVAL;
+  return evl__schedule(loop, -1, cb, arg, 0, name, file, line);
+}
+EVL__DEF evl_handle evl_call_at_at_site(evl_loop *loop, double when,
+                                        evl_callback cb, void *arg,
+                                        const char *name, const char *file,
+                                        int line) {
+  int64_t ns;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closed)
+    return EVL_ECLOSED;
+  if (!cb || evl__seconds_to_ns(when, &ns))
+    return EVL_EINVAL;
+  return evl__schedule(loop, ns < 0 ? 0 : ns, cb, arg, 0, name, file, line);
+}
+EVL__DEF evl_handle evl_call_later_at_site(evl_loop *loop, double delay,
+                                           evl_callback cb, void *arg,
+                                           const char *name, const char *file,
+                                           int line) {
+  int64_t ns, when;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closed)
+    return EVL_ECLOSED;
+  if (!cb || evl__seconds_to_ns(delay, &ns))
+    return EVL_EINVAL;
+  when = evl__now(loop) + (ns > 0 ? ns : 0);
+  return evl__schedule(loop, when < 0 ? 0 : when, cb, arg, 0, name, file,
+                       line);
+}
+EVL__DEF evl_handle evl_call_soon(evl_loop *loop, evl_callback cb, void *arg) {
+  return evl_call_soon_at_site(loop, cb, arg, NULL, NULL, 0);
+}
+EVL__DEF evl_handle evl_call_later(evl_loop *loop, double delay,
+                                   evl_callback cb, void *arg) {
+  return evl_call_later_at_site(loop, delay, cb, arg, NULL, NULL, 0);
+}
+EVL__DEF evl_handle evl_call_at(evl_loop *loop, double when, evl_callback cb,
+                                void *arg) {
+  return evl_call_at_at_site(loop, when, cb, arg, NULL, NULL, 0);
+}
+
+EVL__DEF int evl_handle_cancel(evl_loop *loop, evl_handle h) {
+  uint32_t i;
+  evl__slot *s;
+  if (!loop || loop->closed || !loop->slots)
+    return 0;
+  s = evl__slot_of(loop, h, &i);
+  if (!s || (s->gen & EVL__SLOT_INTERNAL))
+    return 0;
+  return evl__cancel_slot(loop, i);
+}
+EVL__DEF int evl_handle_cancelled(evl_loop *loop, evl_handle h) {
+  evl__slot *s;
+  if (!loop || loop->closed || !loop->slots)
+    return 0;
+  s = evl__slot_of(loop, h, NULL);
+  return s && !s->fn;
+}
+EVL__DEF double evl_handle_when(evl_loop *loop, evl_handle h) {
+  evl__slot *s;
+  if (!loop || loop->closed || !loop->slots)
+    return -1.0;
+  s = evl__slot_of(loop, h, NULL);
+  if (!s || s->pos < 0 || !s->fn)
+    return -1.0;
+  return (double)s->when / 1e9;
+}
+
+/* ==== Cross-thread queue ================================================
+   evl_call_soon_threadsafe appends under a mutex and writes to the wake-up
+   fd only when the queue was empty, so a burst of calls costs one wake-up.
+   The loop drains the queue when the wake-up fd is readable. */
+
+static void evl__wake(evl_loop *loop) {
+  /* Called with ts_mu held, so the fd cannot be closed under us. */
+#ifdef EVL__HAVE_EPOLL
+  if (loop->backend == EVL_BACKEND_EPOLL) {
+    uint64_t one = 1;
+    ssize_t r = write(loop->wake_wfd, &one, sizeof one);
+    (void)r;
+    return;
+  }
+#endif
+  {
+    char c = 1;
+    ssize_t r = write(loop->wake_wfd, &c, 1);
+    (void)r; /* EAGAIN: the pipe is full, so a wake-up is pending anyway */
+  }
+}
+
+static int evl__ts_push(evl_loop *loop, evl_callback cb, void *arg,
+                        int internal) {
+  int rc = 0;
+  evl__lock(&loop->ts_mu);
+  if (loop->ts_closed) {
+    rc = EVL_ECLOSED;
+  } else {
+    if (loop->ts_len == loop->ts_cap) {
+      size_t cap = loop->ts_cap ? loop->ts_cap * 2 : 64;
+      evl__tsent *q = (evl__tsent *)EVLOOP_REALLOC(NULL, loop->tsq,
+                                                   cap * sizeof *q);
+      if (!q)
+        rc = EVL_ENOMEM;
+      else {
+        loop->tsq = q;
+        loop->ts_cap = cap;
+      }
+    }
+    if (rc == 0) {
+      loop->tsq[loop->ts_len].fn = cb;
+      loop->tsq[loop->ts_len].arg = arg;
+      loop->tsq[loop->ts_len].internal = internal;
+      loop->ts_len++;
+      if (!loop->ts_pending) {
+        loop->ts_pending = 1;
+        evl__wake(loop);
+      }
+    }
+  }
+  evl__unlock(&loop->ts_mu);
+  return rc;
+}
+
+EVL__DEF int evl_call_soon_threadsafe(evl_loop *loop, evl_callback cb,
+                                      void *arg) {
+  if (!loop || !cb)
+    return EVL_EINVAL;
+  return evl__ts_push(loop, cb, arg, 0);
+}
+
+static void evl__drain_wake_fd(evl_loop *loop) {
+  char buf[64];
+  while (read(loop->wake_rfd, buf, sizeof buf) > 0) {
+  }
+}
+
+/* Moves the queued cross-thread callbacks to the ready ring. At close they
+   are discarded instead; internal ones run in closing mode. */
+static void evl__job_deliver(evl_loop *loop, evl__job *job);
+
+static void evl__ts_drain(evl_loop *loop) {
+  evl__tsent *q;
+  evl__job *done, *job;
+  size_t n, i, cap;
+  evl__lock(&loop->ts_mu);
+  done = loop->tsq_done;
+  loop->tsq_done = NULL;
+  q = loop->tsq;
+  n = loop->ts_len;
+  cap = loop->ts_cap;
+  loop->tsq = loop->tsq_spare; /* double buffer: no allocation per drain */
+  loop->ts_cap = loop->ts_spare_cap;
+  loop->ts_len = 0;
+  loop->ts_pending = 0;
+  evl__unlock(&loop->ts_mu);
+  for (i = 0; i < n; i++) {
+    if (loop->closing) {
+      if (q[i].internal)
+        q[i].fn(loop, q[i].arg);
+    } else if (evl__schedule(loop, -1, q[i].fn, q[i].arg,
+                             q[i].internal ? EVL__SLOT_INTERNAL : 0,
+                             NULL, NULL, 0) < 0) {
+      evl_context ctx;
+      memset(&ctx, 0, sizeof ctx);
+      ctx.message = "could not schedule a call_soon_threadsafe callback";
+      ctx.error = EVL_ENOMEM;
+      evl_call_exception_handler(loop, &ctx);
+    }
+  }
+  loop->tsq_spare = q;
+  loop->ts_spare_cap = cap;
+  job = NULL;
+  while (done) { /* the list is newest first: reverse it */
+    evl__job *next = done->next;
+    done->next = job;
+    job = done;
+    done = next;
+  }
+  while (job) {
+    evl__job *next = job->next;
+    evl__job_deliver(loop, job);
+    job = next;
+  }
+}
+
+/* ==== fd watchers ======================================================= */
+
+static int evl__be_modify(evl_loop *loop, int fd, int oldmask, int newmask);
+
+static int evl__fd_is_open(int fd) {
+  return fcntl(fd, F_GETFD) != -1 || errno != EBADF;
+}
+
+static int evl__fds_reserve(evl_loop *loop, int fd) {
+  int cap = loop->fds_cap ? loop->fds_cap : 64, i;
+  evl__fdw *w;
+  if (fd < loop->fds_cap)
+    return 0;
+  while (cap <= fd)
+    cap = cap > INT_MAX / 2 ? INT_MAX : cap * 2;
+  w = (evl__fdw *)evl__lrealloc(loop, loop->fds, (size_t)cap * sizeof *w);
+  if (!w)
+    return EVL_ENOMEM;
+  memset(w + loop->fds_cap, 0, (size_t)(cap - loop->fds_cap) * sizeof *w);
+  for (i = loop->fds_cap; i < cap; i++)
+    w[i].pidx = -1;
+  loop->fds = w;
+  loop->fds_cap = cap;
+  return 0;
+}
+
+static int evl__watch(evl_loop *loop, evl_fd fdv, int which, evl_io_callback cb,
+                      void *arg, const char *name, const char *file,
+                      int line) {
+  evl__fdw *w;
+  int fd, rc, oldmask;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closed || loop->closing)
+    return EVL_ECLOSED;
+  if (!cb)
+    return EVL_EINVAL;
+  if (fdv < 0 || fdv > INT_MAX)
+    return EVL_EBADF;
+  fd = (int)fdv;
+  if (fd == loop->wake_rfd || fd == loop->wake_wfd)
+    return EVL_EINVAL; /* the loop's own fd */
+  rc = evl__fds_reserve(loop, fd);
+  if (rc)
+    return rc;
+  w = &loop->fds[fd];
+  oldmask = w->kmask;
+  if (!(oldmask & which)) {
+    rc = evl__be_modify(loop, fd, oldmask, oldmask | which);
+    if (rc)
+      return rc;
+    if (!oldmask)
+      loop->nwatchers++;
+    w->kmask = oldmask | which;
+  }
+  if (which == EVL__READ) {
+    w->rfn = cb;
+    w->rarg = arg;
+    w->rsite.name = name;
+    w->rsite.file = file;
+    w->rsite.line = line;
+  } else {
+    w->wfn = cb;
+    w->warg = arg;
+    w->wsite.name = name;
+    w->wsite.file = file;
+    w->wsite.line = line;
+  }
+  return 0;
+}
+
+static int evl__unwatch(evl_loop *loop, evl_fd fdv, int which) {
+  evl__fdw *w;
+  int fd;
+  if (!loop || fdv < 0 || fdv >= loop->fds_cap || loop->closed)
+    return 0;
+  fd = (int)fdv;
+  w = &loop->fds[fd];
+  if (!(w->kmask & which))
+    return 0;
+  (void)evl__be_modify(loop, fd, w->kmask, w->kmask & ~which);
+  w->kmask &= ~which;
+  if (!w->kmask)
+    loop->nwatchers--;
+  if (which == EVL__READ) {
+    w->rfn = NULL;
+    w->rarg = NULL;
+  } else {
+    w->wfn = NULL;
+    w->warg = NULL;
+  }
+  return 1;
+}
+
+EVL__DEF int evl_add_reader_at_site(evl_loop *loop, evl_fd fd,
+                                    evl_io_callback cb, void *arg,
+                                    const char *name, const char *file,
+                                    int line) {
+  return evl__watch(loop, fd, EVL__READ, cb, arg, name, file, line);
+}
+EVL__DEF int evl_add_writer_at_site(evl_loop *loop, evl_fd fd,
+                                    evl_io_callback cb, void *arg,
+                                    const char *name, const char *file,
+                                    int line) {
+  return evl__watch(loop, fd, EVL__WRITE, cb, arg, name, file, line);
+}
+EVL__DEF int evl_add_reader(evl_loop *loop, evl_fd fd, evl_io_callback cb,
+                            void *arg) {
+  return evl__watch(loop, fd, EVL__READ, cb, arg, NULL, NULL, 0);
+}
+EVL__DEF int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
+                            void *arg) {
+  return evl__watch(loop, fd, EVL__WRITE, cb, arg, NULL, NULL, 0);
+}
+EVL__DEF int evl_remove_reader(evl_loop *loop, evl_fd fd) {
+  return evl__unwatch(loop, fd, EVL__READ);
+}
+EVL__DEF int evl_remove_writer(evl_loop *loop, evl_fd fd) {
+  return evl__unwatch(loop, fd, EVL__WRITE);
+}
+
+/* A backend found fd ready: queue the event behind the callbacks already
+   ready (asyncio's order). The ring was reserved by the backend. */
+static void evl__io_event(evl_loop *loop, int fd, int events) {
+  if (fd == loop->wake_rfd) {
+    evl__drain_wake_fd(loop);
+    evl__ts_drain(loop);
+    return;
+  }
+  if (evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)events << 32 |
+                               (uint64_t)(uint32_t)fd))
+    return; /* no memory: the fd stays ready and is reported again */
+}
+
+#if defined(EVL__HAVE_EPOLL) || defined(EVL__HAVE_POLL)
+static int evl__ms_timeout(int64_t timeout_ns) {
+  if (timeout_ns < 0)
+    return -1;
+  if (timeout_ns > EVL__MAX_WAIT_NS)
+    timeout_ns = EVL__MAX_WAIT_NS;
+  return (int)((timeout_ns + 999999) / 1000000); /* round up: never early */
+}
+#endif
+
+/* ==== epoll backend ===================================================== */
+#ifdef EVL__HAVE_EPOLL
+
+static int evl__epoll_init(evl_loop *loop) {
+  struct epoll_event ev;
+  loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (loop->epfd < 0)
+    return evl__errno();
+  loop->wake_rfd = loop->wake_wfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (loop->wake_rfd < 0)
+    return evl__errno();
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN;
+  ev.data.fd = loop->wake_rfd;
+  if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wake_rfd, &ev) < 0)
+    return evl__errno();
+  loop->events_cap = 1024;
+  loop->events = (struct epoll_event *)evl__lalloc(
+      loop, (size_t)loop->events_cap * sizeof(struct epoll_event));
+  return loop->events ? 0 : EVL_ENOMEM;
+}
+
+static void evl__epoll_destroy(evl_loop *loop) {
+  if (loop->epfd >= 0)
+    close(loop->epfd);
+  if (loop->wake_rfd >= 0)
+    close(loop->wake_rfd);
+  loop->epfd = loop->wake_rfd = loop->wake_wfd = -1;
+  evl__lfree(loop, loop->events);
+  loop->events = NULL;
+}
+
+static int evl__epoll_modify(evl_loop *loop, int fd, int oldmask,
+                             int newmask) {
+  struct epoll_event ev;
+  int r;
+  memset(&ev, 0, sizeof ev);
+  ev.events = (newmask & EVL__READ ? (uint32_t)EPOLLIN : 0u) |
+              (newmask & EVL__WRITE ? (uint32_t)EPOLLOUT : 0u);
+  ev.data.fd = fd;
+  if (!oldmask) {
+    r = epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev);
+    if (r < 0 && errno == EEXIST)
+      r = epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev);
+  } else if (!newmask) {
+    r = epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, &ev);
+    if (r < 0 && (errno == ENOENT || errno == EBADF))
+      r = 0; /* the fd was closed already */
+  } else {
+    r = epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev);
+    if (r < 0 && errno == ENOENT)
+      r = epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev);
+  }
+  return r < 0 ? evl__errno() : 0;
+}
+
+static int evl__epoll_poll(evl_loop *loop, int64_t timeout_ns) {
+  int n, i;
+  n = epoll_wait(loop->epfd, loop->events, loop->events_cap,
+                 evl__ms_timeout(timeout_ns));
+  if (n < 0)
+    return errno == EINTR ? 0 : evl__errno();
+  if (evl__ring_reserve(loop, (uint32_t)n))
+    return 0;
+  for (i = 0; i < n; i++) {
+    uint32_t e = loop->events[i].events;
+    int ev = 0;
+    /* Errors and hang-ups wake both directions (as asyncio's selectors). */
+    if (e & ~(uint32_t)EPOLLOUT)
+      ev |= EVL__READ;
+    if (e & ~(uint32_t)EPOLLIN)
+      ev |= EVL__WRITE;
+    evl__io_event(loop, loop->events[i].data.fd, ev);
+  }
+  return n;
+}
+#endif /* EVL__HAVE_EPOLL */
+
+/* ==== Self-pipe (select and poll) ======================================= */
+#if defined(EVL__HAVE_POLL) || defined(EVL__HAVE_SELECT)
+static int evl__pipe_cloexec_nonblock(int fds[2]) {
+#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) ||     \
+    defined(__OpenBSD__)
+  if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0)
+    return 0;
+  if (errno != ENOSYS)
+    return evl__errno();
+#endif
+  if (pipe(fds) < 0)
+    return evl__errno();
+  fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+  fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+  fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
+  fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK);
+  return 0;
+}
+static int evl__selfpipe_init(evl_loop *loop) {
+  int p[2], rc = evl__pipe_cloexec_nonblock(p);
+  if (rc)
+    return rc;
+  loop->wake_rfd = p[0];
+  loop->wake_wfd = p[1];
+  return 0;
+}
+static void evl__selfpipe_destroy(evl_loop *loop) {
+  if (loop->wake_rfd >= 0)
+    close(loop->wake_rfd);
+  if (loop->wake_wfd >= 0)
+    close(loop->wake_wfd);
+  loop->wake_rfd = loop->wake_wfd = -1;
+}
+#endif
+
+/* ==== poll backend ====================================================== */
+#ifdef EVL__HAVE_POLL
+
+static int evl__poll_init(evl_loop *loop) {
+  int rc = evl__selfpipe_init(loop);
+  if (rc)
+    return rc;
+  loop->pfds_cap = 64;
+  loop->pfds = (struct pollfd *)evl__lalloc(
+      loop, (size_t)loop->pfds_cap * sizeof(struct pollfd));
+  if (!loop->pfds)
+    return EVL_ENOMEM;
+  loop->pfds[0].fd = loop->wake_rfd; /* index 0 is always the wake-up */
+  loop->pfds[0].events = POLLIN;
+  loop->pfds[0].revents = 0;
+  loop->npfds = 1;
+  return 0;
+}
+
+static void evl__poll_destroy(evl_loop *loop) {
+  evl__selfpipe_destroy(loop);
+  evl__lfree(loop, loop->pfds);
+  loop->pfds = NULL;
+  loop->npfds = 0;
+}
+
+static int evl__poll_modify(evl_loop *loop, int fd, int oldmask,
+                            int newmask) {
+  evl__fdw *w = &loop->fds[fd];
+  short events = (short)((newmask & EVL__READ ? POLLIN : 0) |
+                         (newmask & EVL__WRITE ? POLLOUT : 0));
+  if (!oldmask) {
+    if (!evl__fd_is_open(fd))
+      return EVL_EBADF;
+    if (loop->npfds == loop->pfds_cap) {
+      int cap = loop->pfds_cap * 2;
+      struct pollfd *p = (struct pollfd *)evl__lrealloc(
+          loop, loop->pfds, (size_t)cap * sizeof *p);
+      if (!p)
+        return EVL_ENOMEM;
+      loop->pfds = p;
+      loop->pfds_cap = cap;
+    }
+    w->pidx = loop->npfds++;
+    loop->pfds[w->pidx].fd = fd;
+    loop->pfds[w->pidx].revents = 0;
+  } else if (!newmask) {
+    int last = --loop->npfds;
+    if (w->pidx != last) {
+      loop->pfds[w->pidx] = loop->pfds[last];
+      loop->fds[loop->pfds[w->pidx].fd].pidx = w->pidx;
+    }
+    w->pidx = -1;
+    return 0;
+  }
+  loop->pfds[w->pidx].events = events;
+  return 0;
+}
+
+static int evl__poll_poll(evl_loop *loop, int64_t timeout_ns) {
+  int n, i, count;
+  n = poll(loop->pfds, (nfds_t)loop->npfds, evl__ms_timeout(timeout_ns));
+  if (n < 0)
+    return errno == EINTR ? 0 : evl__errno();
+  if (n == 0 || evl__ring_reserve(loop, (uint32_t)n))
+    return n;
+  count = loop->npfds;
+  for (i = 0; i < count; i++) {
+    short r = loop->pfds[i].revents;
+    int ev = 0;
+    if (!r)
+      continue;
+    if (r & (POLLIN | POLLERR | POLLHUP | POLLNVAL))
+      ev |= EVL__READ;
+    if (r & (POLLOUT | POLLERR | POLLHUP | POLLNVAL))
+      ev |= EVL__WRITE;
+    evl__io_event(loop, loop->pfds[i].fd, ev);
+  }
+  return n;
+}
+#endif /* EVL__HAVE_POLL */
+
+/* ==== select backend ==================================================== */
+#ifdef EVL__HAVE_SELECT
+
+static int evl__select_init(evl_loop *loop) {
+  int rc = evl__selfpipe_init(loop);
+  if (rc)
+    return rc;
+  if (loop->wake_rfd >= FD_SETSIZE)
+    return EVL_ERANGE;
+  FD_ZERO(&loop->rset);
+  FD_ZERO(&loop->wset);
+  FD_SET(loop->wake_rfd, &loop->rset);
+  loop->maxfd = loop->wake_rfd;
+  return 0;
+}
+
+static void evl__select_destroy(evl_loop *loop) {
+  evl__selfpipe_destroy(loop);
+}
+
+static int evl__select_modify(evl_loop *loop, int fd, int oldmask,
+                              int newmask) {
+  if (fd >= FD_SETSIZE)
+    return EVL_ERANGE;
+  if (!oldmask && !evl__fd_is_open(fd))
+    return EVL_EBADF;
+  if (newmask & EVL__READ)
+    FD_SET(fd, &loop->rset);
+  else
+    FD_CLR(fd, &loop->rset);
+  if (newmask & EVL__WRITE)
+    FD_SET(fd, &loop->wset);
+  else
+    FD_CLR(fd, &loop->wset);
+  if (newmask && fd > loop->maxfd)
+    loop->maxfd = fd;
+  while (loop->maxfd > loop->wake_rfd && !FD_ISSET(loop->maxfd, &loop->rset) &&
+         !FD_ISSET(loop->maxfd, &loop->wset))
+    loop->maxfd--;
+  return 0;
+}
+
+static int evl__select_poll(evl_loop *loop, int64_t timeout_ns) {
+  fd_set r = loop->rset, w = loop->wset;
+  struct timeval tv, *tvp = NULL;
+  int n, fd;
+  if (timeout_ns >= 0) {
+    int64_t us;
+    if (timeout_ns > EVL__MAX_WAIT_NS)
+      timeout_ns = EVL__MAX_WAIT_NS;
+    us = (timeout_ns + 999) / 1000;
+    tv.tv_sec = (time_t)(us / 1000000);
+    tv.tv_usec = (suseconds_t)(us % 1000000);
+    tvp = &tv;
+  }
+  n = select(loop->maxfd + 1, &r, &w, NULL, tvp);
+  if (n < 0 && errno == EBADF) {
+    /* A watched fd was closed: report it to its callbacks (as poll's
+       POLLNVAL) so the owner sees the error, instead of failing forever. */
+    FD_ZERO(&r);
+    FD_ZERO(&w);
+    n = 0;
+    for (fd = 0; fd <= loop->maxfd; fd++)
+      if ((FD_ISSET(fd, &loop->rset) || FD_ISSET(fd, &loop->wset)) &&
+          !evl__fd_is_open(fd)) {
+        FD_SET(fd, &r);
+        FD_SET(fd, &w);
+        n++;
+      }
+  }
+  if (n < 0)
+    return errno == EINTR ? 0 : evl__errno();
+  if (n == 0 || evl__ring_reserve(loop, (uint32_t)n))
+    return n;
+  for (fd = 0; fd <= loop->maxfd; fd++) {
+    int ev = (FD_ISSET(fd, &r) ? EVL__READ : 0) |
+             (FD_ISSET(fd, &w) ? EVL__WRITE : 0);
+    if (ev)
+      evl__io_event(loop, fd, ev);
+  }
+  return n;
+}
+#endif /* EVL__HAVE_SELECT */
+
+/* ==== Backend dispatch ================================================== */
+
+static int evl__be_init(evl_loop *loop) {
+  switch (loop->backend) {
+#ifdef EVL__HAVE_EPOLL
+  case EVL_BACKEND_EPOLL:
+    return evl__epoll_init(loop);
+#endif
+#ifdef EVL__HAVE_POLL
+  case EVL_BACKEND_POLL:
+    return evl__poll_init(loop);
+#endif
+#ifdef EVL__HAVE_SELECT
+  case EVL_BACKEND_SELECT:
+    return evl__select_init(loop);
+#endif
+  default:
+    return EVL_ENOTSUP;
+  }
+}
+static void evl__be_destroy(evl_loop *loop) {
+  switch (loop->backend) {
+#ifdef EVL__HAVE_EPOLL
+  case EVL_BACKEND_EPOLL:
+    evl__epoll_destroy(loop);
+    break;
+#endif
+#ifdef EVL__HAVE_POLL
+  case EVL_BACKEND_POLL:
+    evl__poll_destroy(loop);
+    break;
+#endif
+#ifdef EVL__HAVE_SELECT
+  case EVL_BACKEND_SELECT:
+    evl__select_destroy(loop);
+    break;
+#endif
+  default:
+    break;
+  }
+}
+static int evl__be_modify(evl_loop *loop, int fd, int oldmask, int newmask) {
+  switch (loop->backend) {
+#ifdef EVL__HAVE_EPOLL
+  case EVL_BACKEND_EPOLL:
+    return evl__epoll_modify(loop, fd, oldmask, newmask);
+#endif
+#ifdef EVL__HAVE_POLL
+  case EVL_BACKEND_POLL:
+    return evl__poll_modify(loop, fd, oldmask, newmask);
+#endif
+#ifdef EVL__HAVE_SELECT
+  case EVL_BACKEND_SELECT:
+    return evl__select_modify(loop, fd, oldmask, newmask);
+#endif
+  default:
+    return EVL_ENOTSUP;
+  }
+}
+static int evl__be_poll(evl_loop *loop, int64_t timeout_ns) {
+  switch (loop->backend) {
+#ifdef EVL__HAVE_EPOLL
+  case EVL_BACKEND_EPOLL:
+    return evl__epoll_poll(loop, timeout_ns);
+#endif
+#ifdef EVL__HAVE_POLL
+  case EVL_BACKEND_POLL:
+    return evl__poll_poll(loop, timeout_ns);
+#endif
+#ifdef EVL__HAVE_SELECT
+  case EVL_BACKEND_SELECT:
+    return evl__select_poll(loop, timeout_ns);
+#endif
+  default:
+    return EVL_ENOTSUP;
+  }
+}
+
+EVL__DEF const char *evl_backend_name(const evl_loop *loop) {
+  if (!loop)
+    return "none";
+  switch (loop->backend) {
+  case EVL_BACKEND_EPOLL:
+    return "epoll";
+  case EVL_BACKEND_POLL:
+    return loop->fell_back ? "poll (epoll unavailable)" : "poll";
+  case EVL_BACKEND_SELECT:
+    return "select";
+  default:
+    return "none";
+  }
+}
+EVL__DEF evl_fd evl_backend_fd(const evl_loop *loop) {
+#ifdef EVL__HAVE_EPOLL
+  if (loop && !loop->closed && loop->backend == EVL_BACKEND_EPOLL)
+    return loop->epfd;
+#endif
+  (void)loop;
+  return -1;
+}
+
+/* ==== Running =========================================================== */
+
+static void evl__dispatch_io(evl_loop *loop, uint64_t entry) {
+  int fd = (int)(uint32_t)entry, events = (int)((entry >> 32) & 3);
+  int64_t t0 = 0;
+  evl_io_callback cb;
+  void *arg;
+  if (fd >= loop->fds_cap)
+    return;
+  /* Mask with the current interest: an earlier callback may have removed
+     this watcher. Reload after each callback: the table may have grown. */
+  if ((events & EVL__READ) && (cb = loop->fds[fd].rfn) != NULL) {
+    arg = loop->fds[fd].rarg;
+    if (loop->debug)
+      t0 = evl__monotonic_ns();
+    cb(loop, fd, arg);
+    if (loop->debug && evl__monotonic_ns() - t0 >= loop->slow_ns &&
+        fd < loop->fds_cap)
+      evl__report_slow(loop, "reader", &loop->fds[fd].rsite,
+                       evl__monotonic_ns() - t0);
+  }
+  if ((events & EVL__WRITE) && fd < loop->fds_cap &&
+      (cb = loop->fds[fd].wfn) != NULL) {
+    arg = loop->fds[fd].warg;
+    if (loop->debug)
+      t0 = evl__monotonic_ns();
+    cb(loop, fd, arg);
+    if (loop->debug && evl__monotonic_ns() - t0 >= loop->slow_ns &&
+        fd < loop->fds_cap)
+      evl__report_slow(loop, "writer", &loop->fds[fd].wsite,
+                       evl__monotonic_ns() - t0);
+  }
+}
+
+/* One iteration, as asyncio's _run_once: wait for I/O (not at all if work
+   is ready or the loop is stopping), queue fd events and due timers behind
+   the callbacks already ready, then run exactly what is queued now. */
+static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
+  int64_t timeout;
+  uint32_t n;
+  int rc, ran = 0;
+  if (loop->ring_len || loop->stopping) {
+    timeout = 0;
+  } else if (loop->heap_len) {
+    timeout = loop->heap[0].when - evl__now(loop);
+    if (timeout < 0 || loop->clock_ns)
+      timeout = 0;
+  } else {
+    timeout = -1;
+  }
+  if (max_wait_ns >= 0 && (timeout < 0 || timeout > max_wait_ns))
+    timeout = max_wait_ns;
+  rc = evl__be_poll(loop, timeout);
+  if (rc < 0)
+    return rc;
+  loop->now = evl__now(loop);
+  while (loop->heap_len && loop->heap[0].when <= loop->now) {
+    uint32_t i = loop->heap[0].slot;
+    if (evl__ring_reserve(loop, 1))
+      break;
+    evl__heap_remove(loop, 0);
+    loop->slots[i].pos = EVL__POS_READY;
+    evl__ring_push(loop, i);
+  }
+  for (n = loop->ring_len; n > 0; n--) {
+    uint64_t e = evl__ring_pop(loop);
+    evl__slot *s;
+    evl_callback fn;
+    void *arg;
+    if (e & EVL__IO_ENTRY) {
+      evl__dispatch_io(loop, e);
+      ran++;
+      continue;
+    }
+    s = &loop->slots[(uint32_t)e];
+    fn = s->fn;
+    arg = s->arg;
+    if (!fn) {
+      evl__slot_free(loop, (uint32_t)e);
+      continue;
+    }
+    if (loop->debug && !(s->gen & EVL__SLOT_INTERNAL)) {
+      evl__site site;
+      int64_t t0, dt;
+      memset(&site, 0, sizeof site);
+      if (loop->sites)
+        site = loop->sites[(uint32_t)e];
+      evl__slot_free(loop, (uint32_t)e);
+      t0 = evl__monotonic_ns();
+      fn(loop, arg);
+      dt = evl__monotonic_ns() - t0;
+      if (dt >= loop->slow_ns)
+        evl__report_slow(loop, "callback", &site, dt);
+    } else {
+      evl__slot_free(loop, (uint32_t)e);
+      fn(loop, arg);
+    }
+    ran++;
+  }
+  return ran;
+}
+
+EVL__DEF int evl_run_forever(evl_loop *loop) {
+  int rc = 0;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closed)
+    return EVL_ECLOSED;
+  if (loop->running)
+    return EVL_ERUNNING;
+  loop->running = 1;
+  for (;;) {
+    rc = evl__iterate(loop, -1);
+    if (rc < 0 || loop->stopping)
+      break;
+  }
+  loop->stopping = 0;
+  loop->running = 0;
+  return rc < 0 ? rc : 0;
+}
+
+EVL__DEF int evl_run_once(evl_loop *loop, double max_wait) {
+  int64_t ns = -1;
+  int rc;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closed)
+    return EVL_ECLOSED;
+  if (loop->running)
+    return EVL_ERUNNING;
+  if (max_wait >= 0 && evl__seconds_to_ns(max_wait, &ns))
+    return EVL_EINVAL;
+  if (max_wait != max_wait)
+    return EVL_EINVAL;
+  loop->running = 1;
+  rc = evl__iterate(loop, ns);
+  loop->stopping = 0;
+  loop->running = 0;
+  return rc;
+}
+
+EVL__DEF void evl_stop(evl_loop *loop) {
+  if (loop)
+    loop->stopping = 1;
+}
+
+static void evl__stop_on_done(evl_future *fut, void *arg) {
+  (void)arg;
+  evl_stop(fut->loop);
+}
+
+EVL__DEF int evl_run_until_complete(evl_loop *loop, evl_future *fut) {
+  int rc;
+  if (!loop || !fut || fut->loop != loop)
+    return EVL_EINVAL;
+  if (loop->closed)
+    return EVL_ECLOSED;
+  if (loop->running)
+    return EVL_ERUNNING;
+  evl_future_ref(fut);
+  rc = evl_future_add_done_callback(fut, evl__stop_on_done, NULL);
+  if (rc == 0)
+    rc = evl_run_forever(loop);
+  evl_future_remove_done_callback(fut, evl__stop_on_done, NULL);
+  if (rc == 0)
+    rc = fut->state == EVL__PENDING ? EVL_ESTOPPED : evl_future_error(fut);
+  evl_future_release(fut);
+  return rc;
+}
+
+EVL__DEF double evl_next_timeout(evl_loop *loop) {
+  int64_t d;
+  if (!loop || loop->closed)
+    return -1.0;
+  if (loop->ring_len || loop->stopping)
+    return 0.0;
+  if (!loop->heap_len)
+    return -1.0;
+  d = loop->heap[0].when - evl__now(loop);
+  return d > 0 ? (double)d / 1e9 : 0.0;
+}
+
+EVL__DEF int evl_loop_is_closed(const evl_loop *loop) {
+  return loop ? loop->closed : 1;
+}
+EVL__DEF int evl_loop_is_running(const evl_loop *loop) {
+  return loop ? loop->running : 0;
+}
+
+/* ==== Loop lifetime ===================================================== */
+
+static void evl__loop_unref(evl_loop *loop) {
+  if (--loop->struct_refs == 0) {
+    void *(*alloc)(void *, void *, size_t) = loop->alloc;
+    if (alloc)
+      alloc(loop->alloc_ctx, loop, 0);
+    else
+      EVLOOP_FREE(NULL, loop);
+  }
+}
+
+EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
+  evl_loop_config def;
+  evl_loop *loop;
+  const char *env;
+  int rc;
+  if (!out)
+    return EVL_EINVAL;
+  *out = NULL;
+  if (!cfg) {
+    memset(&def, 0, sizeof def);
+    cfg = &def;
+  }
+  if ((int)cfg->backend < EVL_BACKEND_DEFAULT ||
+      (int)cfg->backend > EVL_BACKEND_IOCP)
+    return EVL_EINVAL;
+  if (cfg->alloc)
+    loop = (evl_loop *)cfg->alloc(cfg->alloc_ctx, NULL, sizeof *loop);
+  else
+    loop = (evl_loop *)EVLOOP_MALLOC(NULL, sizeof *loop);
+  if (!loop)
+    return EVL_ENOMEM;
+  memset(loop, 0, sizeof *loop);
+  loop->alloc = cfg->alloc;
+  loop->alloc_ctx = cfg->alloc_ctx;
+  loop->clock_ns = cfg->clock_ns;
+  loop->clock_ctx = cfg->clock_ctx;
+  loop->log = cfg->log;
+  loop->log_ctx = cfg->log_ctx;
+  loop->struct_refs = 1;
+  loop->free_head = EVL__NONE;
+  loop->slow_ns = 100000000; /* 0.1 s, as asyncio */
+  loop->exec_threads = cfg->executor_threads > 0 ? cfg->executor_threads : 4;
+  loop->wake_rfd = loop->wake_wfd = -1;
+#ifdef EVL__HAVE_EPOLL
+  loop->epfd = -1;
+#endif
+  env = getenv("EVLOOP_DEBUG");
+  loop->debug = cfg->debug > 0 ||
+                (cfg->debug == 0 && env && *env && strcmp(env, "0") != 0);
+  loop->backend = cfg->backend ? cfg->backend : EVL__DEFAULT_BACKEND;
+#ifndef EVLOOP_NO_THREADS
+  pthread_mutex_init(&loop->ts_mu, NULL);
+  pthread_cond_init(&loop->ts_cv, NULL);
+#endif
+  rc = evl__be_init(loop);
+#if defined(EVL__HAVE_EPOLL) && defined(EVL__HAVE_POLL)
+  if (rc && rc != EVL_ENOTSUP && loop->backend == EVL_BACKEND_EPOLL &&
+      cfg->backend == EVL_BACKEND_DEFAULT) {
+    evl__be_destroy(loop); /* seccomp or a sandbox: fall back to poll */
+    loop->backend = EVL_BACKEND_POLL;
+    loop->fell_back = 1;
+    rc = evl__be_init(loop);
+  }
+#endif
+  if (rc == 0)
+    rc = evl__ring_reserve(loop, 256);
+  if (rc) {
+    evl__be_destroy(loop);
+    evl__lfree(loop, loop->ring);
+#ifndef EVLOOP_NO_THREADS
+    pthread_mutex_destroy(&loop->ts_mu);
+    pthread_cond_destroy(&loop->ts_cv);
+#endif
+    evl__loop_unref(loop);
+    return rc;
+  }
+  *out = loop;
+  return 0;
+}
+
+static void evl__jobs_close(evl_loop *loop);
+static void evl__executor_close_default(evl_loop *loop);
+static void evl__futures_close(evl_loop *loop);
+
+static void evl__debug_close_report(evl_loop *loop) {
+  char msg[256];
+  size_t tasks = 0, futs = 0;
+  evl_future *f;
+  for (f = loop->futures; f; f = f->lnext) {
+    if (f->state != EVL__PENDING)
+      continue;
+    if (evl_is_task(f))
+      tasks++;
+    else
+      futs++;
+  }
+  if (!loop->ring_len && !loop->heap_len && !loop->nwatchers && !tasks &&
+      !futs)
+    return;
+  snprintf(msg, sizeof msg,
+           "closing the loop with %u ready callbacks, %u timers, %d fd "
+           "watchers, %lu pending tasks and %lu pending futures",
+           (unsigned)loop->ring_len, (unsigned)loop->heap_len,
+           loop->nwatchers, (unsigned long)tasks, (unsigned long)futs);
+  evl__log(loop, msg);
+}
+
+EVL__DEF int evl_loop_close(evl_loop *loop) {
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->running)
+    return EVL_ERUNNING;
+  if (loop->closed || loop->closing)
+    return 0;
+  if (loop->debug)
+    evl__debug_close_report(loop);
+  loop->closing = 1;
+  /* 1. No executor thread may touch the loop after this. */
+  evl__jobs_close(loop);
+  evl__executor_close_default(loop);
+  evl__lock(&loop->ts_mu);
+  loop->ts_closed = 1;
+  evl__unlock(&loop->ts_mu);
+  /* 2. Discard what is scheduled; the library's own callbacks run in
+     closing mode and drop the references they hold. */
+  evl__ts_drain(loop);
+  while (loop->heap_len) {
+    uint32_t i = loop->heap[0].slot;
+    evl__heap_remove(loop, 0);
+    loop->slots[i].pos = EVL__POS_READY;
+    if (evl__ring_push(loop, i))
+      evl__slot_free(loop, i); /* out of memory: may leak a reference */
+  }
+  while (loop->ring_len) {
+    uint64_t e = evl__ring_pop(loop);
+    evl__slot *s;
+    evl_callback fn;
+    void *arg;
+    int internal;
+    if (e & EVL__IO_ENTRY)
+      continue;
+    s = &loop->slots[(uint32_t)e];
+    fn = s->fn;
+    arg = s->arg;
+    internal = (s->gen & EVL__SLOT_INTERNAL) != 0;
+    evl__slot_free(loop, (uint32_t)e);
+    if (fn && internal)
+      fn(loop, arg);
+  }
+  /* 3. Pending tasks and combinators let go of what they wait for. */
+  evl__futures_close(loop);
+  /* 4. The backend and the memory. */
+  loop->closed = 1;
+  evl__be_destroy(loop);
+  evl__lfree(loop, loop->slots);
+  evl__lfree(loop, loop->sites);
+  evl__lfree(loop, loop->ring);
+  evl__lfree(loop, loop->heap);
+  evl__lfree(loop, loop->fds);
+  loop->slots = NULL;
+  loop->sites = NULL;
+  loop->ring = NULL;
+  loop->heap = NULL;
+  loop->fds = NULL;
+  loop->nslots = loop->capslots = loop->ring_cap = loop->ring_len = 0;
+  loop->heap_len = loop->heap_cap = 0;
+  loop->fds_cap = loop->nwatchers = 0;
+  loop->free_head = EVL__NONE;
+  EVLOOP_FREE(NULL, loop->tsq);
+  EVLOOP_FREE(NULL, loop->tsq_spare);
+  loop->tsq = loop->tsq_spare = NULL;
+  loop->ts_cap = loop->ts_spare_cap = 0;
+  return 0;
+}
+
+EVL__DEF void evl_loop_free(evl_loop *loop) {
+  if (!loop || loop->user_freed || evl_loop_close(loop) != 0)
+    return;
+  loop->user_freed = 1;
+#ifndef EVLOOP_NO_THREADS
+  pthread_mutex_destroy(&loop->ts_mu);
+  pthread_cond_destroy(&loop->ts_cv);
+#endif
+  evl__loop_unref(loop);
+}
+
+/* ==== Futures =========================================================== */
+
+static evl_future *evl__future_alloc(evl_loop *loop, size_t size,
+                                     const evl__future_vt *vt) {
+  evl_future *f;
+  if (!loop || loop->closed || loop->closing)
+    return NULL;
+  f = (evl_future *)evl__zalloc(loop, size);
+  if (!f)
+    return NULL;
+  f->loop = loop;
+  f->vt = vt;
+  f->refs = 1;
+  f->lnext = loop->futures;
+  if (loop->futures)
+    loop->futures->lprev = f;
+  loop->futures = f;
+  loop->struct_refs++;
+  return f;
+}
+
+static void evl__future_free(evl_future *f) {
+  evl_loop *loop = f->loop;
+  if (f->state == EVL__FAILED && !f->retrieved && !loop->closed) {
+    evl_context ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.message = evl_is_task(f) ? "Task exception was never retrieved"
+                                 : "Future exception was never retrieved";
+    ctx.error = f->err;
+    ctx.error_message = f->errmsg;
+    ctx.future = f;
+    f->refs = 1; /* the handler may look at it, not keep it */
+    evl_call_exception_handler(loop, &ctx);
+  }
+  if (f->vt && f->vt->destroy)
+    f->vt->destroy(f);
+  if (f->result_free && f->result)
+    f->result_free(f->result);
+  evl__lfree(loop, f->errmsg);
+  evl__lfree(loop, f->cbs);
+  if (f->lprev)
+    f->lprev->lnext = f->lnext;
+  else
+    loop->futures = f->lnext;
+  if (f->lnext)
+    f->lnext->lprev = f->lprev;
+  evl__lfree(loop, f);
+  evl__loop_unref(loop);
+}
+
+EVL__DEF evl_future *evl_future_new(evl_loop *loop) {
+  return evl__future_alloc(loop, sizeof(evl_future), NULL);
+}
+EVL__DEF evl_future *evl_future_ref(evl_future *fut) {
+  if (fut)
+    fut->refs++;
+  return fut;
+}
+EVL__DEF void evl_future_release(evl_future *fut) {
+  if (fut && --fut->refs == 0)
+    evl__future_free(fut);
+}
+EVL__DEF evl_loop *evl_future_loop(const evl_future *fut) {
+  return fut ? fut->loop : NULL;
+}
+
+/* Runs the done callbacks present when it starts, in order. Callbacks
+   removed meanwhile are skipped (left as NULL until the end), callbacks
+   added meanwhile wait for the next fire. */
+static void evl__future_fire(evl_loop *loop, void *arg) {
+  evl_future *f = (evl_future *)arg;
+  uint32_t n, i, j;
+  f->fire_pending = 0;
+  if (loop->closing) {
+    evl_future_release(f);
+    return;
+  }
+  n = f->ncbs;
+  f->firing = 1;
+  for (i = 0; i < n; i++) {
+    evl__fcb c = f->cbs[i];
+    if (!c.cb)
+      continue;
+    f->cbs[i].cb = NULL;
+    c.cb(f, c.arg);
+  }
+  f->firing = 0;
+  for (i = j = 0; i < f->ncbs; i++)
+    if (f->cbs[i].cb)
+      f->cbs[j++] = f->cbs[i];
+  f->ncbs = j; /* callbacks added while firing have their own fire */
+  evl_future_release(f);
+}
+
+static void evl__future_schedule_fire(evl_future *f) {
+  if (!f->ncbs || f->fire_pending)
+    return;
+  if (evl__soon_internal(f->loop, evl__future_fire, f) > 0) {
+    f->fire_pending = 1;
+    f->refs++;
+  }
+}
+
+static int evl__future_complete(evl_future *f, int state, void *result,
+                                evl_free_fn free_fn, int err,
+                                const char *msg) {
+  if (!f)
+    return EVL_EINVAL;
+  if (f->state != EVL__PENDING)
+    return EVL_EINVALSTATE;
+  if (f->loop->closed)
+    return EVL_ECLOSED;
+  f->state = (uint8_t)state;
+  f->result = result;
+  f->result_free = free_fn;
+  f->err = err;
+  if (msg)
+    f->errmsg = evl__strdup(f->loop, msg);
+  evl__future_schedule_fire(f);
+  return 0;
+}
+
+EVL__DEF int evl_future_set_result(evl_future *fut, void *result) {
+  return evl__future_complete(fut, EVL__DONE, result, NULL, 0, NULL);
+}
+EVL__DEF int evl_future_set_result_free(evl_future *fut, void *result,
+                                        evl_free_fn free_fn) {
+  return evl__future_complete(fut, EVL__DONE, result, free_fn, 0, NULL);
+}
+EVL__DEF int evl_future_set_error(evl_future *fut, int code,
+                                  const char *message) {
+  if (code >= 0)
+    return EVL_EINVAL;
+  return evl__future_complete(
+      fut, code == EVL_ECANCELED ? EVL__CANCELLED : EVL__FAILED, NULL, NULL,
+      code, message);
+}
+static int evl__future_cancel_base(evl_future *f) {
+  int rc = evl__future_complete(f, EVL__CANCELLED, NULL, NULL, EVL_ECANCELED,
+                                NULL);
+  return rc == 0 ? 1 : rc == EVL_EINVALSTATE ? 0 : rc;
+}
+EVL__DEF int evl_future_cancel(evl_future *fut) {
+  if (!fut)
+    return EVL_EINVAL;
+  if (fut->vt && fut->vt->cancel)
+    return fut->vt->cancel(fut);
+  return evl__future_cancel_base(fut);
+}
+EVL__DEF int evl_future_done(const evl_future *fut) {
+  return fut && fut->state != EVL__PENDING;
+}
+EVL__DEF int evl_future_cancelled(const evl_future *fut) {
+  return fut && fut->state == EVL__CANCELLED;
+}
+EVL__DEF int evl_future_error(evl_future *fut) {
+  if (!fut)
+    return EVL_EINVAL;
+  if (fut->state == EVL__PENDING)
+    return EVL_EINVALSTATE;
+  fut->retrieved = 1;
+  return fut->err;
+}
+EVL__DEF const char *evl_future_error_message(const evl_future *fut) {
+  if (!fut || !fut->err)
+    return NULL;
+  return fut->errmsg ? fut->errmsg : evl_strerror(fut->err);
+}
+EVL__DEF void *evl_future_result(evl_future *fut) {
+  if (!fut || fut->state == EVL__PENDING)
+    return NULL;
+  fut->retrieved = 1;
+  return fut->state == EVL__DONE ? fut->result : NULL;
+}
+
+EVL__DEF int evl_future_add_done_callback(evl_future *fut,
+                                          evl_future_callback cb, void *arg) {
+  if (!fut || !cb)
+    return EVL_EINVAL;
+  if (fut->loop->closed || fut->loop->closing)
+    return EVL_ECLOSED;
+  if (fut->ncbs == fut->capcbs) {
+    uint32_t cap = fut->capcbs ? fut->capcbs * 2 : 2;
+    evl__fcb *c = (evl__fcb *)evl__lrealloc(fut->loop, fut->cbs,
+                                            cap * sizeof *c);
+    if (!c)
+      return EVL_ENOMEM;
+    fut->cbs = c;
+    fut->capcbs = cap;
+  }
+  fut->cbs[fut->ncbs].cb = cb;
+  fut->cbs[fut->ncbs].arg = arg;
+  fut->ncbs++;
+  if (fut->state != EVL__PENDING)
+    evl__future_schedule_fire(fut);
+  return 0;
+}
+
+EVL__DEF int evl_future_remove_done_callback(evl_future *fut,
+                                             evl_future_callback cb,
+                                             void *arg) {
+  uint32_t i, j;
+  int removed = 0;
+  if (!fut)
+    return 0;
+  for (i = j = 0; i < fut->ncbs; i++) {
+    if (fut->cbs[i].cb == cb && fut->cbs[i].arg == arg) {
+      removed++;
+      if (fut->firing) /* keep indexes stable for the running fire */
+        fut->cbs[j++].cb = NULL;
+    } else {
+      fut->cbs[j++] = fut->cbs[i];
+    }
+  }
+  fut->ncbs = j;
+  return removed;
+}
+
+/* ==== Tasks ============================================================= */
+
+typedef struct evl__task {
+  evl_future fut;
+  evl_task_fn fn;
+  void *state;
+  evl_future *awaiting; /* held until the next await or the end */
+  int await_err, resume;
+  uint8_t suspended, must_cancel, started, propagate;
+  evl__site site;
+} evl__task;
+
+static int evl__task_cancel(evl_future *f);
+static void evl__task_close(evl_future *f);
+static const evl__future_vt evl__task_vt = {evl__task_cancel, NULL,
+                                            evl__task_close};
+
+EVL__DEF int evl_is_task(const evl_future *fut) {
+  return fut && fut->vt == &evl__task_vt;
+}
+#define EVL__TASK(t) ((evl__task *)(void *)(t))
+
+static void evl__task_finish(evl__task *t, int err, const char *msg,
+                             void *result) {
+  evl_future *aw = t->awaiting;
+  t->awaiting = NULL;
+  if (err == EVL_ECANCELED)
+    (void)evl__future_complete(&t->fut, EVL__CANCELLED, NULL, NULL, err,
+                               NULL);
+  else if (err)
+    (void)evl__future_complete(&t->fut, EVL__FAILED, NULL, NULL, err, msg);
+  else
+    (void)evl__future_complete(&t->fut, EVL__DONE, result, NULL, 0, NULL);
+  evl_future_release(aw);
+  evl_future_release(&t->fut); /* the reference a pending task holds */
+}
+
+static void evl__task_step(evl__task *t) {
+  evl_loop *loop = t->fut.loop;
+  evl_future *aw = t->awaiting;
+  int err = 0;
+  if (t->fut.state != EVL__PENDING)
+    return;
+  if (t->must_cancel) {
+    t->must_cancel = 0;
+    err = EVL_ECANCELED;
+    if (aw)
+      aw->retrieved = 1;
+  } else if (aw) {
+    err = aw->err;
+    aw->retrieved = 1;
+  }
+  t->await_err = err;
+  t->suspended = 0;
+  if (err && (!t->started || t->propagate)) {
+    evl__task_finish(t, err, aw && aw->err == err ? aw->errmsg : NULL, NULL);
+    return;
+  }
+  t->started = 1;
+  t->fut.refs++; /* fn may finish the task and drop the last reference */
+  if (loop->debug) {
+    int64_t t0 = evl__monotonic_ns(), dt;
+    t->fn(&t->fut, t->state);
+    dt = evl__monotonic_ns() - t0;
+    if (dt >= loop->slow_ns)
+      evl__report_slow(loop, "task", &t->site, dt);
+  } else {
+    t->fn(&t->fut, t->state);
+  }
+  if (t->fut.state == EVL__PENDING && !t->suspended)
+    evl__task_finish(t, 0, NULL, NULL);
+  evl_future_release(&t->fut);
+}
+
+static void evl__task_first_step(evl_loop *loop, void *arg) {
+  if (!loop->closing)
+    evl__task_step(EVL__TASK(arg));
+}
+static void evl__task_wakeup(evl_future *fut, void *arg) {
+  (void)fut;
+  evl__task_step(EVL__TASK(arg));
+}
+
+static int evl__task_cancel(evl_future *f) {
+  evl__task *t = EVL__TASK(f);
+  if (f->state != EVL__PENDING)
+    return 0;
+  if (f->loop->closed)
+    return EVL_ECLOSED;
+  if (t->suspended && t->awaiting && evl_future_cancel(t->awaiting) == 1)
+    return 1;
+  t->must_cancel = 1;
+  return 1;
+}
+
+/* Loop closing: the task will never resume; it lets go of what it awaits
+   and of the reference that kept it alive. */
+static void evl__task_close(evl_future *f) {
+  evl__task *t = EVL__TASK(f);
+  evl_future *aw = t->awaiting;
+  if (f->state != EVL__PENDING)
+    return;
+  t->awaiting = NULL;
+  f->state = EVL__CANCELLED;
+  f->err = EVL_ECANCELED;
+  if (aw) {
+    evl_future_remove_done_callback(aw, evl__task_wakeup, t);
+    evl_future_release(aw);
+  }
+  evl_future_release(f);
+}
+
+EVL__DEF evl_task *evl_task_new(evl_loop *loop, evl_task_fn fn,
+                                const void *state, size_t state_size) {
+  size_t head = (sizeof(evl__task) + 15) & ~(size_t)15;
+  evl__task *t;
+  if (!fn || state_size > ((size_t)-1) / 2)
+    return NULL;
+  t = (evl__task *)(void *)evl__future_alloc(loop, head + state_size,
+                                             &evl__task_vt);
+  if (!t)
+    return NULL;
+  t->fn = fn;
+  if (state_size) {
+    t->state = (char *)t + head;
+    if (state)
+      memcpy(t->state, state, state_size);
+  } else {
+    t->state = (void *)state;
+  }
+  t->site.name = "task";
+  if (evl__soon_internal(loop, evl__task_first_step, t) < 0) {
+    evl_future_release(&t->fut);
+    return NULL;
+  }
+  t->fut.refs++; /* held while pending */
+  return &t->fut;
+}
+
+EVL__DEF evl_task *evl_task_create_at_site(evl_loop *loop, evl_task_fn fn,
+                                           const void *state,
+                                           size_t state_size, const char *name,
+                                           const char *file, int line) {
+  evl_task *t;
+  if (!loop || !fn)
+    return NULL;
+  if (loop->factory)
+    t = loop->factory(loop, fn, state, state_size, loop->factory_ctx);
+  else
+    t = evl_task_new(loop, fn, state, state_size);
+  if (t && evl_is_task(t) && name) {
+    EVL__TASK(t)->site.name = name;
+    EVL__TASK(t)->site.file = file;
+    EVL__TASK(t)->site.line = line;
+  }
+  return t;
+}
+EVL__DEF evl_task *evl_task_create(evl_loop *loop, evl_task_fn fn,
+                                   const void *state, size_t state_size) {
+  return evl_task_create_at_site(loop, fn, state, state_size, NULL, NULL, 0);
+}
+EVL__DEF void evl_set_task_factory(evl_loop *loop, evl_task_factory factory,
+                                   void *ctx) {
+  if (loop) {
+    loop->factory = factory;
+    loop->factory_ctx = ctx;
+  }
+}
+EVL__DEF evl_task_factory evl_get_task_factory(evl_loop *loop, void **ctx) {
+  if (!loop)
+    return NULL;
+  if (ctx)
+    *ctx = loop->factory_ctx;
+  return loop->factory;
+}
+EVL__DEF int evl_task_cancel(evl_task *task) {
+  return evl_future_cancel(task);
+}
+EVL__DEF void *evl_task_state(evl_task *task) {
+  return evl_is_task(task) ? EVL__TASK(task)->state : NULL;
+}
+EVL__DEF evl_loop *evl_task_loop(evl_task *task) {
+  return task ? task->loop : NULL;
+}
+EVL__DEF const char *evl_task_name(evl_task *task) {
+  return evl_is_task(task) ? EVL__TASK(task)->site.name : NULL;
+}
+EVL__DEF int evl_await_error(evl_task *task) {
+  return evl_is_task(task) ? EVL__TASK(task)->await_err : EVL_EINVAL;
+}
+EVL__DEF void *evl_await_result(evl_task *task) {
+  evl__task *t = EVL__TASK(task);
+  if (!evl_is_task(task) || t->await_err || !t->awaiting)
+    return NULL;
+  return evl_future_result(t->awaiting);
+}
+EVL__DEF evl_future *evl_await_future(evl_task *task) {
+  return evl_is_task(task) ? EVL__TASK(task)->awaiting : NULL;
+}
+EVL__DEF int evl_task_resume_point(evl_task *task) {
+  return evl_is_task(task) ? EVL__TASK(task)->resume : -1;
+}
+
+EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
+                            int propagate) {
+  evl__task *t = EVL__TASK(task);
+  int err;
+  if (!evl_is_task(task)) {
+    evl_future_release(fut);
+    return 1;
+  }
+  evl_future_release(t->awaiting);
+  t->awaiting = NULL;
+  t->resume = point;
+  t->propagate = (uint8_t)(propagate != 0);
+  if (!fut || fut->loop != task->loop || fut == task) {
+    if (fut)
+      evl_future_release(fut);
+    t->await_err = EVL_EINVAL;
+    if (!propagate)
+      return 0;
+    evl_task_fail(task, EVL_EINVAL,
+                  fut ? "awaited a future of another loop, or itself"
+                      : "awaited a NULL future (its creation failed)");
+    return 1;
+  }
+  t->awaiting = fut;
+  if (fut->state != EVL__PENDING) { /* done: go on without yielding */
+    err = fut->err;
+    fut->retrieved = 1;
+    t->await_err = err;
+    if (err && propagate) {
+      evl__task_finish(t, err, fut->errmsg, NULL);
+      return 1;
+    }
+    return 0;
+  }
+  err = evl_future_add_done_callback(fut, evl__task_wakeup, t);
+  if (err) {
+    t->await_err = err;
+    if (!propagate)
+      return 0;
+    evl__task_finish(t, err, NULL, NULL);
+    return 1;
+  }
+  t->suspended = 1;
+  if (t->must_cancel && evl_future_cancel(fut) == 1)
+    t->must_cancel = 0;
+  return 1;
+}
+
+EVL__DEF void evl_task_return(evl_task *task, void *result) {
+  if (evl_is_task(task) && task->state == EVL__PENDING)
+    evl__task_finish(EVL__TASK(task), 0, NULL, result);
+}
+EVL__DEF void evl_task_fail(evl_task *task, int code, const char *message) {
+  if (evl_is_task(task) && task->state == EVL__PENDING)
+    evl__task_finish(EVL__TASK(task), code < 0 ? code : EVL_EINVAL, message,
+                     NULL);
+}
+
+/* Loop closing: every pending future lets go of its loop references. The
+   futures are pinned first, since dropping one reference can free others. */
+static void evl__futures_close(evl_loop *loop) {
+  evl_future *f, **all;
+  size_t n = 0, i;
+  for (f = loop->futures; f; f = f->lnext)
+    n++;
+  if (!n)
+    return;
+  all = (evl_future **)evl__lalloc(loop, n * sizeof *all);
+  if (!all) { /* out of memory: close what we can reach, one at a time */
+    for (f = loop->futures; f; f = f->lnext)
+      if (f->vt && f->vt->close && f->state == EVL__PENDING) {
+        f->vt->close(f);
+        break;
+      }
+    return;
+  }
+  for (i = 0, f = loop->futures; f; f = f->lnext)
+    all[i++] = evl_future_ref(f);
+  for (i = 0; i < n; i++)
+    if (all[i]->vt && all[i]->vt->close)
+      all[i]->vt->close(all[i]);
+  for (i = 0; i < n; i++)
+    evl_future_release(all[i]);
+  evl__lfree(loop, all);
+}
+
+/* ==== sleep, wait_for, gather =========================================== */
+
+typedef struct evl__sleep {
+  evl_future fut;
+  evl_handle timer; /* holds a reference to the future while pending */
+  void *value;
+} evl__sleep;
+
+static void evl__sleep_fire(evl_loop *loop, void *arg) {
+  evl__sleep *s = (evl__sleep *)arg;
+  s->timer = 0;
+  if (!loop->closing)
+    (void)evl_future_set_result(&s->fut, s->value);
+  evl_future_release(&s->fut);
+}
+static int evl__sleep_cancel(evl_future *f) {
+  evl__sleep *s = (evl__sleep *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && s->timer && evl__cancel_internal(f->loop, s->timer)) {
+    s->timer = 0;
+    evl_future_release(f); /* the timer's reference */
+  }
+  return rc;
+}
+static const evl__future_vt evl__sleep_vt = {evl__sleep_cancel, NULL, NULL};
+
+EVL__DEF evl_future *evl_sleep(evl_loop *loop, double delay, void *result) {
+  int64_t ns;
+  evl__sleep *s;
+  if (!loop || evl__seconds_to_ns(delay, &ns))
+    return NULL;
+  s = (evl__sleep *)(void *)evl__future_alloc(loop, sizeof *s, &evl__sleep_vt);
+  if (!s)
+    return NULL;
+  s->value = result;
+  s->timer = evl__later_internal(loop, ns, evl__sleep_fire, s);
+  if (s->timer < 0) {
+    s->timer = 0;
+    evl_future_release(&s->fut);
+    return NULL;
+  }
+  s->fut.refs++;
+  return &s->fut;
+}
+
+typedef struct evl__waitfor {
+  evl_future fut;
+  evl_future *inner;
+  evl_handle timer; /* holds a reference to the outer future */
+  int timed_out;
+} evl__waitfor;
+
+static void evl__waitfor_stop_timer(evl__waitfor *w) {
+  if (w->timer && evl__cancel_internal(w->fut.loop, w->timer)) {
+    w->timer = 0;
+    evl_future_release(&w->fut);
+  }
+}
+static void evl__waitfor_inner_done(evl_future *inner, void *arg) {
+  evl__waitfor *w = (evl__waitfor *)arg;
+  w->fut.refs++;
+  evl__waitfor_stop_timer(w);
+  if (w->fut.state == EVL__PENDING) {
+    if (inner->state == EVL__CANCELLED && w->timed_out) {
+      inner->retrieved = 1;
+      (void)evl_future_set_error(&w->fut, EVL_ETIMEDOUT, NULL);
+    } else if (inner->state == EVL__DONE) {
+      (void)evl_future_set_result(&w->fut, evl_future_result(inner));
+    } else {
+      inner->retrieved = 1;
+      (void)evl_future_set_error(&w->fut, inner->err, inner->errmsg);
+    }
+  }
+  evl_future_release(&w->fut);
+}
+static void evl__waitfor_timeout(evl_loop *loop, void *arg) {
+  evl__waitfor *w = (evl__waitfor *)arg;
+  w->timer = 0;
+  if (!loop->closing && w->fut.state == EVL__PENDING && w->inner &&
+      w->inner->state == EVL__PENDING) {
+    w->timed_out = 1;
+    (void)evl_future_cancel(w->inner); /* completes through inner_done */
+  }
+  evl_future_release(&w->fut);
+}
+static int evl__waitfor_cancel(evl_future *f) {
+  evl__waitfor *w = (evl__waitfor *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1) {
+    evl__waitfor_stop_timer(w);
+    if (w->inner)
+      (void)evl_future_cancel(w->inner);
+  }
+  return rc;
+}
+static void evl__waitfor_destroy(evl_future *f) {
+  evl__waitfor *w = (evl__waitfor *)(void *)f;
+  if (w->inner) {
+    evl_future_remove_done_callback(w->inner, evl__waitfor_inner_done, w);
+    evl_future_release(w->inner);
+    w->inner = NULL;
+  }
+}
+static const evl__future_vt evl__waitfor_vt = {
+    evl__waitfor_cancel, evl__waitfor_destroy, evl__waitfor_destroy};
+
+EVL__DEF evl_future *evl_wait_for(evl_future *fut, double timeout) {
+  evl__waitfor *w;
+  int64_t ns = 0;
+  if (!fut)
+    return NULL;
+  w = (evl__waitfor *)(void *)evl__future_alloc(fut->loop, sizeof *w,
+                                                &evl__waitfor_vt);
+  if (!w) {
+    evl_future_release(fut);
+    return NULL;
+  }
+  w->inner = fut;
+  if (timeout != timeout) {
+    (void)evl_future_set_error(&w->fut, EVL_EINVAL, "timeout is NaN");
+    return &w->fut;
+  }
+  if (evl_future_add_done_callback(fut, evl__waitfor_inner_done, w)) {
+    (void)evl_future_set_error(&w->fut, EVL_ENOMEM, NULL);
+    return &w->fut;
+  }
+  if (fut->state != EVL__PENDING || timeout > DBL_MAX)
+    return &w->fut; /* done already, or no time limit (+inf) */
+  if (timeout <= 0) {
+    w->timed_out = 1; /* asyncio: cancel at once and wait for it */
+    (void)evl_future_cancel(fut);
+    return &w->fut;
+  }
+  (void)evl__seconds_to_ns(timeout, &ns);
+  w->timer = evl__later_internal(fut->loop, ns, evl__waitfor_timeout, w);
+  if (w->timer > 0)
+    w->fut.refs++;
+  else
+    w->timer = 0;
+  return &w->fut;
+}
+
+typedef struct evl__gather {
+  evl_future fut;
+  evl_future **kids;
+  size_t n, ndone;
+  int flags;
+} evl__gather;
+
+static void evl__gather_kid_done(evl_future *kid, void *arg) {
+  evl__gather *g = (evl__gather *)arg;
+  g->ndone++;
+  if (g->fut.state != EVL__PENDING)
+    return;
+  if (kid->err && !(g->flags & EVL_GATHER_RETURN_ERRORS)) {
+    kid->retrieved = 1;
+    /* A cancelled child fails the gather; the gather is not cancelled. */
+    (void)evl__future_complete(&g->fut, EVL__FAILED, NULL, NULL, kid->err,
+                               kid->errmsg);
+  } else if (g->ndone == g->n) {
+    size_t i;
+    if (g->flags & EVL_GATHER_RETURN_ERRORS)
+      for (i = 0; i < g->n; i++)
+        g->kids[i]->retrieved = 1;
+    (void)evl_future_set_result(&g->fut, NULL);
+  }
+}
+static int evl__gather_cancel(evl_future *f) {
+  evl__gather *g = (evl__gather *)(void *)f;
+  size_t i;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1)
+    for (i = 0; i < g->n; i++)
+      (void)evl_future_cancel(g->kids[i]);
+  return rc;
+}
+static void evl__gather_destroy(evl_future *f) {
+  evl__gather *g = (evl__gather *)(void *)f;
+  size_t i;
+  for (i = 0; i < g->n; i++) {
+    evl_future_remove_done_callback(g->kids[i], evl__gather_kid_done, g);
+    evl_future_release(g->kids[i]);
+  }
+  evl__lfree(f->loop, g->kids);
+  g->kids = NULL;
+  g->n = 0;
+}
+static const evl__future_vt evl__gather_vt = {evl__gather_cancel,
+                                              evl__gather_destroy, NULL};
+
+EVL__DEF evl_future *evl_gather(evl_loop *loop, evl_future *const *futs,
+                                size_t n, int flags) {
+  evl__gather *g;
+  size_t i;
+  if (!loop || (n && !futs))
+    return NULL;
+  for (i = 0; i < n; i++)
+    if (!futs[i] || futs[i]->loop != loop)
+      return NULL;
+  g = (evl__gather *)(void *)evl__future_alloc(loop, sizeof *g,
+                                               &evl__gather_vt);
+  if (!g)
+    return NULL;
+  g->flags = flags;
+  if (n == 0) {
+    (void)evl_future_set_result(&g->fut, NULL);
+    return &g->fut;
+  }
+  g->kids = (evl_future **)evl__lalloc(loop, n * sizeof *g->kids);
+  if (!g->kids) {
+    evl_future_release(&g->fut);
+    return NULL;
+  }
+  for (i = 0; i < n; i++) {
+    g->kids[i] = evl_future_ref(futs[i]);
+    g->n = i + 1;
+    if (evl_future_add_done_callback(futs[i], evl__gather_kid_done, g)) {
+      evl_future_release(&g->fut);
+      return NULL;
+    }
+  }
+  return &g->fut;
+}
+
+/* ==== Executor ==========================================================
+   A pool of threads with one FIFO queue. A job is linked in its loop's
+   list (under the loop's ts_mu) from submission until its completion is
+   handed to the loop, so closing a loop can cancel queued jobs and wait for
+   running ones. Completions come back through the loop's wake-up. */
+
+typedef struct evl__exec_future {
+  evl_future fut;
+  evl__job *job;
+} evl__exec_future;
+
+#ifndef EVLOOP_NO_THREADS
+struct evl_executor {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  pthread_t *threads;
+  int nthreads, started, shutdown;
+  evl__job *head, *tail;
+};
+#else
+struct evl_executor {
+  int shutdown;
+};
+#endif
+
+static void evl__job_free(evl__job *job) {
+  if (job->arg_free)
+    job->arg_free(job->arg);
+  evl_future_release(job->fut);
+  EVLOOP_FREE(NULL, job);
+}
+
+/* On the loop thread: the job is over; complete its future. */
+static void evl__job_deliver(evl_loop *loop, evl__job *job) {
+  evl__exec_future *ef = (evl__exec_future *)(void *)job->fut;
+  int delivered = 0;
+  ef->job = NULL;
+  if (!loop->closing && job->fut->state == EVL__PENDING) {
+    if (job->err)
+      (void)evl_future_set_error(job->fut, job->err < 0 ? job->err
+                                                        : EVL_EUNKNOWN,
+                                 NULL);
+    else
+      delivered = evl_future_set_result_free(job->fut, job->result,
+                                             job->result_free) == 0;
+  }
+  if (!delivered && job->result && job->result_free)
+    job->result_free(job->result);
+  evl__job_free(job);
+}
+
+#ifndef EVLOOP_NO_THREADS
+static void evl__job_finished(evl__job *job) {
+  evl_loop *loop = job->loop;
+  pthread_mutex_lock(&loop->ts_mu);
+  if (job->lprev)
+    job->lprev->lnext = job->lnext;
+  else
+    loop->jobs = job->lnext;
+  if (job->lnext)
+    job->lnext->lprev = job->lprev;
+  job->state = EVL__JOB_DONE;
+  /* The done list reuses the queue link: handing over never allocates. */
+  job->next = loop->tsq_done;
+  loop->tsq_done = job;
+  if (!loop->ts_pending) {
+    loop->ts_pending = 1;
+    evl__wake(loop);
+  }
+  pthread_cond_broadcast(&loop->ts_cv);
+  pthread_mutex_unlock(&loop->ts_mu);
+}
+
+static void *evl__worker(void *p) {
+  evl_executor *ex = (evl_executor *)p;
+  evl__job *job;
+  pthread_mutex_lock(&ex->mu);
+  for (;;) {
+    while (!ex->head && !ex->shutdown)
+      pthread_cond_wait(&ex->cv, &ex->mu);
+    job = ex->head;
+    if (!job)
+      break; /* shut down and nothing left to run */
+    ex->head = job->next;
+    if (!ex->head)
+      ex->tail = NULL;
+    job->state = EVL__JOB_RUNNING;
+    pthread_mutex_unlock(&ex->mu);
+    job->err = job->fn(job->arg, &job->result);
+    evl__job_finished(job);
+    pthread_mutex_lock(&ex->mu);
+  }
+  pthread_mutex_unlock(&ex->mu);
+  return NULL;
+}
+
+EVL__DEF evl_executor *evl_executor_new(int nthreads) {
+  evl_executor *ex;
+  if (nthreads < 0 || nthreads > 1024)
+    return NULL;
+  ex = (evl_executor *)EVLOOP_MALLOC(NULL, sizeof *ex);
+  if (!ex)
+    return NULL;
+  memset(ex, 0, sizeof *ex);
+  ex->nthreads = nthreads ? nthreads : 4;
+  ex->threads =
+      (pthread_t *)EVLOOP_MALLOC(NULL, (size_t)ex->nthreads * sizeof(pthread_t));
+  if (!ex->threads) {
+    EVLOOP_FREE(NULL, ex);
+    return NULL;
+  }
+  pthread_mutex_init(&ex->mu, NULL);
+  pthread_cond_init(&ex->cv, NULL);
+  return ex;
+}
+
+/* Lets the queued jobs run, then joins the threads. */
+static void evl__executor_stop(evl_executor *ex) {
+  int i;
+  pthread_mutex_lock(&ex->mu);
+  ex->shutdown = 1;
+  pthread_cond_broadcast(&ex->cv);
+  pthread_mutex_unlock(&ex->mu);
+  for (i = 0; i < ex->started; i++)
+    pthread_join(ex->threads[i], NULL);
+  ex->started = 0;
+}
+
+EVL__DEF void evl_executor_free(evl_executor *ex) {
+  if (!ex)
+    return;
+  evl__executor_stop(ex);
+  pthread_mutex_destroy(&ex->mu);
+  pthread_cond_destroy(&ex->cv);
+  EVLOOP_FREE(NULL, ex->threads);
+  EVLOOP_FREE(NULL, ex);
+}
+
+/* Queues a job; starts the threads on first use. */
+static int evl__executor_push(evl_executor *ex, evl__job *job) {
+  int rc = 0;
+  pthread_mutex_lock(&ex->mu);
+  if (ex->shutdown) {
+    rc = EVL_ECLOSED;
+  } else {
+    while (ex->started < ex->nthreads &&
+           pthread_create(&ex->threads[ex->started], NULL, evl__worker, ex) ==
+               0)
+      ex->started++;
+    if (!ex->started) {
+      rc = EVL_EAGAIN;
+    } else {
+      job->next = NULL;
+      job->state = EVL__JOB_QUEUED;
+      if (ex->tail)
+        ex->tail->next = job;
+      else
+        ex->head = job;
+      ex->tail = job;
+      pthread_cond_signal(&ex->cv);
+    }
+  }
+  pthread_mutex_unlock(&ex->mu);
+  return rc;
+}
+
+/* Takes a job out of the queue if no thread started it. */
+static int evl__executor_unqueue(evl_executor *ex, evl__job *job) {
+  evl__job **pp, *prev = NULL;
+  int removed = 0;
+  pthread_mutex_lock(&ex->mu);
+  if (job->state == EVL__JOB_QUEUED) {
+    for (pp = &ex->head; *pp; prev = *pp, pp = &(*pp)->next) {
+      if (*pp == job) {
+        *pp = job->next;
+        if (ex->tail == job)
+          ex->tail = prev;
+        job->state = EVL__JOB_CANCELLED;
+        removed = 1;
+        break;
+      }
+    }
+  }
+  pthread_mutex_unlock(&ex->mu);
+  return removed;
+}
+
+static void evl__job_unlink(evl_loop *loop, evl__job *job) {
+  pthread_mutex_lock(&loop->ts_mu);
+  if (job->lprev)
+    job->lprev->lnext = job->lnext;
+  else
+    loop->jobs = job->lnext;
+  if (job->lnext)
+    job->lnext->lprev = job->lprev;
+  job->lprev = job->lnext = NULL;
+  pthread_mutex_unlock(&loop->ts_mu);
+}
+
+static void evl__jobs_close(evl_loop *loop) {
+  evl__job *job, *next, *cancelled = NULL;
+  pthread_mutex_lock(&loop->ts_mu);
+  for (job = loop->jobs; job; job = next) {
+    next = job->lnext;
+    if (evl__executor_unqueue(job->exec, job)) {
+      if (job->lprev)
+        job->lprev->lnext = job->lnext;
+      else
+        loop->jobs = job->lnext;
+      if (job->lnext)
+        job->lnext->lprev = job->lprev;
+      job->next = cancelled;
+      cancelled = job;
+    }
+  }
+  while (loop->jobs) /* the running ones */
+    pthread_cond_wait(&loop->ts_cv, &loop->ts_mu);
+  pthread_mutex_unlock(&loop->ts_mu);
+  for (job = cancelled; job; job = next) {
+    next = job->next;
+    ((evl__exec_future *)(void *)job->fut)->job = NULL;
+    evl__job_free(job);
+  }
+}
+
+typedef struct evl__shutdown {
+  evl_loop *loop;
+  evl_executor *ex;
+  evl_future *fut;
+} evl__shutdown;
+
+static void evl__shutdown_done(evl_loop *loop, void *arg) {
+  evl__shutdown *sd = (evl__shutdown *)arg;
+  if (loop->shutdown_thread_live) {
+    pthread_join(loop->shutdown_thread, NULL);
+    loop->shutdown_thread_live = 0;
+  }
+  evl_executor_free(sd->ex);
+  if (!loop->closing)
+    (void)evl_future_set_result(sd->fut, NULL);
+  evl_future_release(sd->fut);
+  EVLOOP_FREE(NULL, sd);
+}
+static void *evl__shutdown_main(void *p) {
+  evl__shutdown *sd = (evl__shutdown *)p;
+  evl__executor_stop(sd->ex);
+  if (evl__ts_push(sd->loop, evl__shutdown_done, sd, 1) != 0) {
+    /* cannot happen before close joins us; keep the memory consistent */
+  }
+  return NULL;
+}
+
+static void evl__executor_close_default(evl_loop *loop) {
+  if (loop->shutdown_thread_live) {
+    pthread_join(loop->shutdown_thread, NULL);
+    loop->shutdown_thread_live = 0; /* its completion is in the queue */
+  }
+  if (loop->default_exec && loop->owns_default_exec)
+    evl_executor_free(loop->default_exec);
+  loop->default_exec = NULL;
+  loop->owns_default_exec = 0;
+}
+
+EVL__DEF evl_future *evl_shutdown_default_executor(evl_loop *loop) {
+  evl_future *f = evl_future_new(loop);
+  evl__shutdown *sd;
+  evl_executor *ex;
+  if (!f)
+    return NULL;
+  ex = loop->default_exec;
+  loop->exec_shutdown = 1;
+  if (!ex || !loop->owns_default_exec || loop->shutdown_thread_live) {
+    loop->default_exec = NULL; /* not ours to stop: just stop using it */
+    loop->owns_default_exec = 0;
+    (void)evl_future_set_result(f, NULL);
+    return f;
+  }
+  loop->default_exec = NULL;
+  loop->owns_default_exec = 0;
+  sd = (evl__shutdown *)EVLOOP_MALLOC(NULL, sizeof *sd);
+  if (sd) {
+    sd->loop = loop;
+    sd->ex = ex;
+    sd->fut = evl_future_ref(f);
+    if (pthread_create(&loop->shutdown_thread, NULL, evl__shutdown_main, sd) ==
+        0) {
+      loop->shutdown_thread_live = 1;
+      return f;
+    }
+    evl_future_release(f);
+    EVLOOP_FREE(NULL, sd);
+  }
+  evl_executor_free(ex); /* no thread to spare: join here */
+  (void)evl_future_set_result(f, NULL);
+  return f;
+}
+
+#else /* EVLOOP_NO_THREADS: the work runs inline */
+
+EVL__DEF evl_executor *evl_executor_new(int nthreads) {
+  evl_executor *ex;
+  (void)nthreads;
+  ex = (evl_executor *)EVLOOP_MALLOC(NULL, sizeof *ex);
+  if (ex)
+    ex->shutdown = 0;
+  return ex;
+}
+EVL__DEF void evl_executor_free(evl_executor *ex) {
+  EVLOOP_FREE(NULL, ex);
+}
+static void evl__jobs_close(evl_loop *loop) {
+  (void)loop;
+}
+static void evl__executor_close_default(evl_loop *loop) {
+  if (loop->default_exec && loop->owns_default_exec)
+    evl_executor_free(loop->default_exec);
+  loop->default_exec = NULL;
+}
+EVL__DEF evl_future *evl_shutdown_default_executor(evl_loop *loop) {
+  evl_future *f = evl_future_new(loop);
+  if (!f)
+    return NULL;
+  evl__executor_close_default(loop);
+  loop->exec_shutdown = 1;
+  (void)evl_future_set_result(f, NULL);
+  return f;
+}
+#endif
+
+static int evl__exec_cancel(evl_future *f) {
+  evl__exec_future *ef = (evl__exec_future *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+#ifndef EVLOOP_NO_THREADS
+  if (rc == 1 && ef->job && evl__executor_unqueue(ef->job->exec, ef->job)) {
+    evl__job *job = ef->job;
+    ef->job = NULL;
+    evl__job_unlink(f->loop, job);
+    evl__job_free(job);
+  }
+#else
+  (void)ef;
+#endif
+  return rc;
+}
+static const evl__future_vt evl__exec_vt = {evl__exec_cancel, NULL, NULL};
+
+static evl_future *evl__submit(evl_loop *loop, evl_executor *ex,
+                               evl_work_fn fn, void *arg, evl_free_fn arg_free,
+                               evl_free_fn result_free) {
+  evl__exec_future *ef;
+  evl__job *job;
+  int rc = 0;
+  ef = (evl__exec_future *)(void *)evl__future_alloc(loop, sizeof *ef,
+                                                     &evl__exec_vt);
+  if (!ef) {
+    if (arg_free)
+      arg_free(arg);
+    return NULL;
+  }
+  job = (evl__job *)EVLOOP_MALLOC(NULL, sizeof *job);
+  if (!job) {
+    if (arg_free)
+      arg_free(arg);
+    (void)evl_future_set_error(&ef->fut, EVL_ENOMEM, NULL);
+    return &ef->fut;
+  }
+  memset(job, 0, sizeof *job);
+  job->loop = loop;
+  job->fn = fn;
+  job->arg = arg;
+  job->arg_free = arg_free;
+  job->result_free = result_free;
+  job->fut = evl_future_ref(&ef->fut);
+  if (!fn) {
+    rc = EVL_EINVAL;
+  } else if (!ex) {
+    if (loop->exec_shutdown)
+      rc = EVL_ECLOSED;
+    else if (!loop->default_exec) {
+      loop->default_exec = evl_executor_new(loop->exec_threads);
+      loop->owns_default_exec = 1;
+      if (!loop->default_exec)
+        rc = EVL_ENOMEM;
+    }
+    ex = loop->default_exec;
+  }
+  job->exec = ex;
+#ifndef EVLOOP_NO_THREADS
+  if (rc == 0) {
+    /* Linked before it is queued: a fast worker unlinks it when done. */
+    pthread_mutex_lock(&loop->ts_mu);
+    job->lnext = loop->jobs;
+    if (loop->jobs)
+      loop->jobs->lprev = job;
+    loop->jobs = job;
+    pthread_mutex_unlock(&loop->ts_mu);
+    rc = evl__executor_push(ex, job);
+    if (rc == 0) {
+      ef->job = job;
+      return &ef->fut;
+    }
+    evl__job_unlink(loop, job);
+  }
+#else
+  if (rc == 0 && ex->shutdown)
+    rc = EVL_ECLOSED;
+  if (rc == 0) {
+    job->err = fn(arg, &job->result);
+    evl__job_deliver(loop, job);
+    return &ef->fut;
+  }
+#endif
+  (void)evl_future_set_error(&ef->fut, rc, NULL);
+  evl__job_free(job);
+  return &ef->fut;
+}
+
+EVL__DEF evl_future *evl_run_in_executor(evl_loop *loop, evl_executor *exec,
+                                         evl_work_fn fn, void *arg,
+                                         evl_free_fn result_free) {
+  return evl__submit(loop, exec, fn, arg, NULL, result_free);
+}
+EVL__DEF int evl_set_default_executor(evl_loop *loop, evl_executor *exec) {
+  if (!loop || !exec)
+    return EVL_EINVAL;
+  if (loop->closed)
+    return EVL_ECLOSED;
+  if (loop->default_exec && loop->owns_default_exec) {
+    /* Like asyncio, the old default is dropped; ours must be stopped. Its
+       queued jobs still run first. */
+    evl__executor_close_default(loop);
+  }
+  loop->default_exec = exec;
+  loop->owns_default_exec = 0;
+  loop->exec_shutdown = 0;
+  return 0;
+}
+
+/* ==== DNS =============================================================== */
+
+typedef struct evl__gai_req {
+  char *host, *service;
+  struct addrinfo hints;
+} evl__gai_req;
+
+static void evl__gai_req_free(void *p) {
+  evl__gai_req *r = (evl__gai_req *)p;
+  EVLOOP_FREE(NULL, r->host);
+  EVLOOP_FREE(NULL, r->service);
+  EVLOOP_FREE(NULL, r);
+}
+static void evl__freeaddrinfo(void *p) {
+  freeaddrinfo((struct addrinfo *)p);
+}
+static int evl__gai_work(void *arg, void **result) {
+  evl__gai_req *r = (evl__gai_req *)arg;
+  struct addrinfo *res = NULL;
+  int rc = getaddrinfo(r->host, r->service, &r->hints, &res);
+  if (rc)
+    return evl__gai_error(rc);
+  *result = res;
+  return 0;
+}
+static char *evl__gstrdup(const char *s) {
+  size_t n;
+  char *d;
+  if (!s)
+    return NULL;
+  n = strlen(s) + 1;
+  d = (char *)EVLOOP_MALLOC(NULL, n);
+  if (d)
+    memcpy(d, s, n);
+  return d;
+}
+
+EVL__DEF evl_future *evl_getaddrinfo(evl_loop *loop, const char *host,
+                                     const char *service, int family,
+                                     int socktype, int protocol, int flags) {
+  evl__gai_req *r;
+  if (!loop || loop->closed)
+    return NULL;
+  r = (evl__gai_req *)EVLOOP_MALLOC(NULL, sizeof *r);
+  if (!r)
+    return NULL;
+  memset(r, 0, sizeof *r);
+  r->host = evl__gstrdup(host);
+  r->service = evl__gstrdup(service);
+  r->hints.ai_family = family;
+  r->hints.ai_socktype = socktype;
+  r->hints.ai_protocol = protocol;
+  r->hints.ai_flags = flags;
+  if ((host && !r->host) || (service && !r->service)) {
+    evl__gai_req_free(r);
+    return NULL;
+  }
+  return evl__submit(loop, NULL, evl__gai_work, r, evl__gai_req_free,
+                     evl__freeaddrinfo);
+}
+
+typedef struct evl__gni_req {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  int flags;
+} evl__gni_req;
+
+static void evl__gfree(void *p) {
+  EVLOOP_FREE(NULL, p);
+}
+static int evl__gni_work(void *arg, void **result) {
+  evl__gni_req *r = (evl__gni_req *)arg;
+  evl_nameinfo *ni = (evl_nameinfo *)EVLOOP_MALLOC(NULL, sizeof *ni);
+  int rc;
+  if (!ni)
+    return EVL_ENOMEM;
+  rc = getnameinfo((const struct sockaddr *)&r->ss, r->len, ni->host,
+                   sizeof ni->host, ni->service, sizeof ni->service, r->flags);
+  if (rc) {
+    EVLOOP_FREE(NULL, ni);
+    return evl__gai_error(rc);
+  }
+  *result = ni;
+  return 0;
+}
+
+EVL__DEF evl_future *evl_getnameinfo(evl_loop *loop, const void *sockaddr,
+                                     size_t socklen, int flags) {
+  evl__gni_req *r;
+  if (!loop || loop->closed)
+    return NULL;
+  if (!sockaddr || socklen < sizeof(sa_family_t) ||
+      socklen > sizeof(struct sockaddr_storage)) {
+    evl_future *f = evl_future_new(loop);
+    if (f)
+      (void)evl_future_set_error(f, EVL_EINVAL, "bad socket address length");
+    return f;
+  }
+  r = (evl__gni_req *)EVLOOP_MALLOC(NULL, sizeof *r);
+  if (!r)
+    return NULL;
+  memset(r, 0, sizeof *r);
+  memcpy(&r->ss, sockaddr, socklen);
+  r->len = (socklen_t)socklen;
+  r->flags = flags;
+  return evl__submit(loop, NULL, evl__gni_work, r, evl__gfree, evl__gfree);
+}
+
+/* ==== evl_run (asyncio.run) ============================================= */
+
+static void evl__cancel_all_tasks(evl_loop *loop) {
+  evl_future *f, **tasks, *all;
+  size_t n = 0, i;
+  for (f = loop->futures; f; f = f->lnext)
+    if (evl_is_task(f) && f->state == EVL__PENDING)
+      n++;
+  if (!n)
+    return;
+  tasks = (evl_future **)evl__lalloc(loop, n * sizeof *tasks);
+  if (!tasks)
+    return;
+  for (i = 0, f = loop->futures; f && i < n; f = f->lnext)
+    if (evl_is_task(f) && f->state == EVL__PENDING)
+      tasks[i++] = evl_future_ref(f);
+  for (i = 0; i < n; i++)
+    (void)evl_task_cancel(tasks[i]);
+  all = evl_gather(loop, tasks, n, EVL_GATHER_RETURN_ERRORS);
+  if (all) {
+    (void)evl_run_until_complete(loop, all);
+    evl_future_release(all);
+  }
+  for (i = 0; i < n; i++) {
+    if (tasks[i]->state == EVL__FAILED) {
+      evl_context ctx;
+      memset(&ctx, 0, sizeof ctx);
+      ctx.message = "unhandled error during evl_run() shutdown";
+      ctx.error = tasks[i]->err;
+      ctx.error_message = tasks[i]->errmsg;
+      ctx.future = tasks[i];
+      evl_call_exception_handler(loop, &ctx);
+    }
+    evl_future_release(tasks[i]);
+  }
+  evl__lfree(loop, tasks);
+}
+
+EVL__DEF int evl_run(evl_task_fn fn, const void *state, size_t state_size,
+                     const evl_loop_config *cfg, void **result) {
+  evl_loop *loop = NULL;
+  evl_task *main_task;
+  evl_future *sd;
+  int rc;
+  if (result)
+    *result = NULL;
+  if (!fn)
+    return EVL_EINVAL;
+  rc = evl_loop_new(&loop, cfg);
+  if (rc)
+    return rc;
+  main_task = evl_task_create_at_site(loop, fn, state, state_size, "main",
+                                      __FILE__, __LINE__);
+  if (!main_task) {
+    evl_loop_free(loop);
+    return EVL_ENOMEM;
+  }
+  rc = evl_run_until_complete(loop, main_task);
+  if (rc == 0 && result)
+    *result = evl_future_result(main_task);
+  evl__cancel_all_tasks(loop);
+  sd = evl_shutdown_default_executor(loop);
+  if (sd) {
+    (void)evl_run_until_complete(loop, sd);
+    evl_future_release(sd);
+  }
+  evl_future_release(main_task);
+  evl_loop_free(loop);
+  return rc;
+}
+
+#endif /* EVLOOP_IMPLEMENTATION_DONE */
+#endif /* EVLOOP_IMPLEMENTATION */
+
+/*
+------------------------------------------------------------------------------
+This software is available under 2 licenses -- choose whichever you prefer.
+------------------------------------------------------------------------------
+ALTERNATIVE A - MIT License
+Copyright (c) 2026 the evloop.h authors
+Permission is hereby granted, free of charge, to any person obtaining a copy of
+this software and associated documentation files (the "Software"), to deal in
+the Software without restriction, including without limitation the rights to
+use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies
+of the Software, and to permit persons to whom the Software is furnished to do
+so, subject to the following conditions:
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+------------------------------------------------------------------------------
+ALTERNATIVE B - Public Domain (www.unlicense.org)
+This is free and unencumbered software released into the public domain.
+Anyone is free to copy, modify, publish, use, compile, sell, or distribute this
+software, either in source code form or as a compiled binary, for any purpose,
+commercial or non-commercial, and by any means.
+In jurisdictions that recognize copyright laws, the author or authors of this
+software dedicate any and all copyright interest in the software to the public
+domain. We make this dedication for the benefit of the public at large and to
+the detriment of our heirs and successors. We intend this dedication to be an
+overt act of relinquishment in perpetuity of all present and future rights to
+this software under copyright law.
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER IN AN
+ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION
+WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+------------------------------------------------------------------------------
+*/
