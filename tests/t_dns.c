@@ -1,0 +1,273 @@
+/* DNS on the executor: evl_getaddrinfo and evl_getnameinfo. Loopback,
+   numeric addresses, localhost and .invalid names only: no network.
+   Runs under ThreadSanitizer. */
+#define _POSIX_C_SOURCE 200809L
+#include "test.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+
+static int is_eai_code(int err) {
+  return err <= EVL_EAI_AGAIN && err >= EVL_EAI_OVERFLOW;
+}
+
+/* Counts exception handler calls. */
+static int g_reports;
+static void count_handler(evl_loop *loop, const evl_context *ctx, void *arg) {
+  (void)loop;
+  (void)ctx;
+  (void)arg;
+  g_reports++;
+}
+
+TEST(getaddrinfo_numeric_ipv4) {
+  evl_loop *loop = test_loop();
+  evl_future *f = evl_getaddrinfo(loop, "127.0.0.1", "80", AF_INET, SOCK_STREAM,
+                                  0, AI_NUMERICHOST);
+  struct addrinfo *ai;
+  const struct sockaddr_in *sin;
+  CHECK(f != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, f), 0);
+  ai = (struct addrinfo *)evl_future_result(f);
+  CHECK(ai != NULL);
+  CHECK_EQ(ai->ai_family, AF_INET);
+  CHECK_EQ(ai->ai_socktype, SOCK_STREAM);
+  CHECK(ai->ai_addr != NULL);
+  CHECK_EQ(ai->ai_addrlen, sizeof(struct sockaddr_in));
+  sin = (const struct sockaddr_in *)(const void *)ai->ai_addr;
+  CHECK_EQ(sin->sin_family, AF_INET);
+  CHECK_EQ(ntohs(sin->sin_port), 80);
+  CHECK_EQ(ntohl(sin->sin_addr.s_addr), 0x7f000001L);
+  evl_future_release(f); /* the future owns the list */
+  evl_loop_free(loop);
+}
+
+TEST(getaddrinfo_localhost) {
+  evl_loop *loop = test_loop();
+  evl_future *f =
+      evl_getaddrinfo(loop, "localhost", "8080", AF_UNSPEC, SOCK_STREAM, 0, 0);
+  struct addrinfo *ai;
+  int n = 0, bad = 0;
+  CHECK(f != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, f), 0);
+  for (ai = (struct addrinfo *)evl_future_result(f); ai; ai = ai->ai_next) {
+    n++;
+    if (ai->ai_family == AF_INET) {
+      const struct sockaddr_in *sin =
+          (const struct sockaddr_in *)(const void *)ai->ai_addr;
+      bad += ntohs(sin->sin_port) != 8080;
+    } else if (ai->ai_family == AF_INET6) {
+      const struct sockaddr_in6 *sin6 =
+          (const struct sockaddr_in6 *)(const void *)ai->ai_addr;
+      bad += ntohs(sin6->sin6_port) != 8080;
+    } else {
+      bad++;
+    }
+  }
+  CHECK(n >= 1);
+  CHECK_EQ(bad, 0);
+  evl_future_release(f);
+  evl_loop_free(loop);
+}
+
+TEST(getaddrinfo_numeric_ipv6) {
+  static const unsigned char loopback6[16] = {0, 0, 0, 0, 0, 0, 0, 0,
+                                              0, 0, 0, 0, 0, 0, 0, 1};
+  evl_loop *loop = test_loop();
+  evl_future *f = evl_getaddrinfo(loop, "::1", "443", AF_INET6, SOCK_STREAM, 0,
+                                  AI_NUMERICHOST);
+  struct addrinfo *ai;
+  const struct sockaddr_in6 *sin6;
+  CHECK(f != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, f), 0);
+  ai = (struct addrinfo *)evl_future_result(f);
+  CHECK(ai != NULL);
+  CHECK_EQ(ai->ai_family, AF_INET6);
+  sin6 = (const struct sockaddr_in6 *)(const void *)ai->ai_addr;
+  CHECK_EQ(sin6->sin6_family, AF_INET6);
+  CHECK_EQ(ntohs(sin6->sin6_port), 443);
+  CHECK(memcmp(&sin6->sin6_addr, loopback6, 16) == 0);
+  evl_future_release(f);
+  evl_loop_free(loop);
+}
+
+TEST(getaddrinfo_invalid_name) {
+  evl_loop *loop = test_loop();
+  evl_future *f;
+  int err;
+  g_reports = 0;
+  evl_set_exception_handler(loop, count_handler, NULL);
+  f = evl_getaddrinfo(loop, "no-such-host.invalid", "80", AF_UNSPEC,
+                      SOCK_STREAM, 0, 0);
+  CHECK(f != NULL);
+  err = evl_run_until_complete(loop, f);
+  if (!is_eai_code(err))
+    fprintf(stderr, "  got %d (%s)\n", err, evl_err_name(err));
+  CHECK(is_eai_code(err));
+  CHECK_EQ(evl_future_error(f), err);
+  CHECK(evl_future_result(f) == NULL);
+  evl_future_release(f);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(getaddrinfo_numeric_flag_with_name) {
+  evl_loop *loop = test_loop();
+  evl_future *f = evl_getaddrinfo(loop, "localhost", "80", AF_INET, SOCK_STREAM,
+                                  0, AI_NUMERICHOST);
+  CHECK(f != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, f), EVL_EAI_NONAME);
+  CHECK(evl_future_result(f) == NULL);
+  evl_future_release(f);
+  evl_loop_free(loop);
+}
+
+TEST(getaddrinfo_no_host_no_service) {
+  evl_loop *loop = test_loop();
+  evl_future *f =
+      evl_getaddrinfo(loop, NULL, NULL, AF_UNSPEC, SOCK_STREAM, 0, 0);
+  if (f) { /* or refused at once: NULL */
+    CHECK_EQ(evl_run_until_complete(loop, f), EVL_EAI_NONAME);
+    evl_future_release(f);
+  }
+  evl_loop_free(loop);
+}
+
+TEST(getaddrinfo_many_concurrent) {
+  evl_loop *loop = test_loop();
+  evl_future *futs[32];
+  evl_future *g;
+  char host[32];
+  int i, bad = 0;
+  for (i = 0; i < 32; i++) {
+    sprintf(host, "127.0.0.%d", i + 1);
+    futs[i] = evl_getaddrinfo(loop, host, "1234", AF_INET, SOCK_DGRAM, 0,
+                              AI_NUMERICHOST);
+    CHECK(futs[i] != NULL);
+  }
+  g = evl_gather(loop, futs, 32, 0);
+  CHECK_EQ(evl_run_until_complete(loop, g), 0);
+  for (i = 0; i < 32; i++) {
+    struct addrinfo *ai = (struct addrinfo *)evl_future_result(futs[i]);
+    const struct sockaddr_in *sin;
+    if (!ai) {
+      bad++;
+      continue;
+    }
+    sin = (const struct sockaddr_in *)(const void *)ai->ai_addr;
+    bad += ntohl(sin->sin_addr.s_addr) != (unsigned long)(0x7f000001L + i);
+    bad += ntohs(sin->sin_port) != 1234;
+  }
+  CHECK_EQ(bad, 0);
+  evl_future_release(g);
+  for (i = 0; i < 32; i++)
+    evl_future_release(futs[i]);
+  evl_loop_free(loop);
+}
+
+TEST(getaddrinfo_cancelled) {
+  /* Cancelled right away: queued or running, the list must not leak. */
+  evl_loop *loop = test_loop();
+  evl_future *futs[8];
+  int i;
+  for (i = 0; i < 8; i++) {
+    futs[i] =
+        evl_getaddrinfo(loop, "localhost", "80", AF_UNSPEC, SOCK_STREAM, 0, 0);
+    CHECK(futs[i] != NULL);
+  }
+  for (i = 0; i < 8; i++)
+    CHECK_EQ(evl_future_cancel(futs[i]), 1);
+  for (i = 0; i < 20; i++)
+    evl_run_once(loop, 0.01);
+  for (i = 0; i < 8; i++) {
+    CHECK_EQ(evl_future_cancelled(futs[i]), 1);
+    evl_future_release(futs[i]);
+  }
+  evl_loop_free(loop);
+}
+
+TEST(getnameinfo_numeric) {
+  evl_loop *loop = test_loop();
+  struct sockaddr_in sin;
+  evl_future *f;
+  const evl_nameinfo *ni;
+  memset(&sin, 0, sizeof sin);
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons(80);
+  sin.sin_addr.s_addr = htonl(0x7f000001L);
+  f = evl_getnameinfo(loop, &sin, sizeof sin, NI_NUMERICHOST | NI_NUMERICSERV);
+  memset(&sin, 0xff, sizeof sin); /* the address was copied */
+  CHECK(f != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, f), 0);
+  ni = (const evl_nameinfo *)evl_future_result(f);
+  CHECK(ni != NULL);
+  CHECK(strcmp(ni->host, "127.0.0.1") == 0);
+  CHECK(strcmp(ni->service, "80") == 0);
+  evl_future_release(f);
+  evl_loop_free(loop);
+}
+
+TEST(getnameinfo_numeric_ipv6) {
+  evl_loop *loop = test_loop();
+  struct sockaddr_in6 sin6;
+  evl_future *f;
+  const evl_nameinfo *ni;
+  memset(&sin6, 0, sizeof sin6);
+  sin6.sin6_family = AF_INET6;
+  sin6.sin6_port = htons(8443);
+  sin6.sin6_addr.s6_addr[15] = 1;
+  f = evl_getnameinfo(loop, &sin6, sizeof sin6,
+                      NI_NUMERICHOST | NI_NUMERICSERV);
+  CHECK(f != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, f), 0);
+  ni = (const evl_nameinfo *)evl_future_result(f);
+  CHECK(ni != NULL);
+  CHECK(strcmp(ni->host, "::1") == 0);
+  CHECK(strcmp(ni->service, "8443") == 0);
+  evl_future_release(f);
+  evl_loop_free(loop);
+}
+
+TEST(getnameinfo_bad_length) {
+  evl_loop *loop = test_loop();
+  struct sockaddr_in sin;
+  evl_future *f;
+  memset(&sin, 0, sizeof sin);
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons(80);
+  sin.sin_addr.s_addr = htonl(0x7f000001L);
+  f = evl_getnameinfo(loop, &sin, 3, NI_NUMERICHOST | NI_NUMERICSERV);
+  if (f) { /* a future that fails, or NULL */
+    CHECK(evl_run_until_complete(loop, f) < 0);
+    CHECK(evl_future_result(f) == NULL);
+    evl_future_release(f);
+  }
+  f = evl_getnameinfo(loop, &sin, 0, NI_NUMERICHOST | NI_NUMERICSERV);
+  if (f) {
+    CHECK(evl_run_until_complete(loop, f) < 0);
+    evl_future_release(f);
+  }
+  f = evl_getnameinfo(loop, NULL, sizeof sin, NI_NUMERICHOST);
+  if (f) {
+    CHECK(evl_run_until_complete(loop, f) < 0);
+    evl_future_release(f);
+  }
+  evl_loop_free(loop);
+}
+
+TESTS_BEGIN
+T(getaddrinfo_numeric_ipv4)
+T(getaddrinfo_localhost)
+T(getaddrinfo_numeric_ipv6)
+T(getaddrinfo_invalid_name)
+T(getaddrinfo_numeric_flag_with_name)
+T(getaddrinfo_no_host_no_service)
+T(getaddrinfo_many_concurrent)
+T(getaddrinfo_cancelled)
+T(getnameinfo_numeric)
+T(getnameinfo_numeric_ipv6)
+T(getnameinfo_bad_length)
+TESTS_END

@@ -1,0 +1,224 @@
+/* Embedding the loop in a host's loop: evl_next_timeout, evl_run_once with
+   a bounded wait, and driving the loop from an outer poll(). */
+#define _POSIX_C_SOURCE 200809L
+#include "test.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+
+static double real_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void count_cb(evl_loop *loop, void *arg) {
+  (void)loop;
+  (*(int *)arg)++;
+}
+
+TEST(next_timeout_reflects_what_is_scheduled) {
+  evl_loop *loop = test_loop();
+  int ran = 0, fired = 0;
+  double t;
+  evl_handle h;
+  CHECK(evl_next_timeout(loop) == -1.0);
+  CHECK(evl_call_soon(loop, count_cb, &ran) > 0);
+  CHECK(evl_next_timeout(loop) == 0.0);
+  CHECK_EQ(evl_run_once(loop, 0), 1);
+  CHECK_EQ(ran, 1);
+  CHECK(evl_next_timeout(loop) == -1.0);
+  h = evl_call_later(loop, 0.5, count_cb, &fired);
+  CHECK(h > 0);
+  t = evl_next_timeout(loop);
+  CHECK(t > 0.3);
+  CHECK(t <= 0.5);
+  /* A nearer timer lowers it; a ready callback makes it 0. */
+  CHECK(evl_call_later(loop, 0.2, count_cb, &fired) > 0);
+  t = evl_next_timeout(loop);
+  CHECK(t > 0.0);
+  CHECK(t <= 0.2);
+  CHECK(evl_call_soon(loop, count_cb, &ran) > 0);
+  CHECK(evl_next_timeout(loop) == 0.0);
+  CHECK_EQ(evl_run_once(loop, 0), 1);
+  CHECK_EQ(ran, 2);
+  CHECK(evl_next_timeout(loop) > 0.0);
+  CHECK_EQ(fired, 0);
+  evl_loop_free(loop);
+}
+
+TEST(next_timeout_is_zero_for_an_expired_timer) {
+  evl_loop *loop = test_loop();
+  int fired = 0, i;
+  CHECK(evl_call_later(loop, 0.02, count_cb, &fired) > 0);
+  /* Let it expire without running the loop. */
+  for (i = 0; i < 100 && evl_next_timeout(loop) > 0.0; i++) {
+    struct timespec ts = {0, 10000000};
+    nanosleep(&ts, NULL);
+  }
+  CHECK(evl_next_timeout(loop) == 0.0);
+  CHECK_EQ(evl_run_once(loop, 0), 1);
+  CHECK_EQ(fired, 1);
+  CHECK(evl_next_timeout(loop) == -1.0);
+  evl_loop_free(loop);
+}
+
+TEST(run_once_zero_does_not_block) {
+  evl_loop *loop = test_loop();
+  int fired = 0;
+  double t0;
+  CHECK(evl_call_later(loop, 10.0, count_cb, &fired) > 0);
+  t0 = real_now();
+  CHECK_EQ(evl_run_once(loop, 0), 0);
+  CHECK_EQ(evl_run_once(loop, 0), 0);
+  CHECK(real_now() - t0 < 1.0);
+  CHECK_EQ(fired, 0);
+  evl_loop_free(loop);
+}
+
+TEST(run_once_with_max_wait_waits_when_nothing_is_ready) {
+  evl_loop *loop = test_loop();
+  int fired = 0;
+  double t0, elapsed;
+  /* Nothing scheduled at all. */
+  t0 = real_now();
+  CHECK_EQ(evl_run_once(loop, 0.05), 0);
+  elapsed = real_now() - t0;
+  CHECK(elapsed >= 0.045);
+  CHECK(elapsed < 5.0);
+  /* Only a far timer. */
+  CHECK(evl_call_later(loop, 10.0, count_cb, &fired) > 0);
+  t0 = real_now();
+  CHECK_EQ(evl_run_once(loop, 0.05), 0);
+  elapsed = real_now() - t0;
+  CHECK(elapsed >= 0.045);
+  CHECK(elapsed < 5.0);
+  CHECK_EQ(fired, 0);
+  evl_loop_free(loop);
+}
+
+TEST(run_once_max_wait_is_cut_short_by_a_nearer_timer) {
+  evl_loop *loop = test_loop();
+  int fired = 0, i;
+  double t0 = real_now(), elapsed;
+  CHECK(evl_call_later(loop, 0.05, count_cb, &fired) > 0);
+  /* A wait longer than the timer returns with the timer run. */
+  for (i = 0; i < 10 && fired == 0; i++)
+    evl_run_once(loop, 3.0);
+  elapsed = real_now() - t0;
+  CHECK_EQ(fired, 1);
+  CHECK(elapsed >= 0.05 - 1e-6);
+  CHECK(elapsed < 2.5);
+  evl_loop_free(loop);
+}
+
+typedef struct {
+  int read_calls;
+  int timer_calls;
+  double timer_sched, timer_fire;
+} embed_state;
+
+static void embed_reader(evl_loop *loop, evl_fd fd, void *arg) {
+  embed_state *s = (embed_state *)arg;
+  char c;
+  CHECK_EQ(read((int)fd, &c, 1), 1);
+  s->read_calls++;
+  CHECK_EQ(evl_remove_reader(loop, fd), 1);
+}
+
+static void embed_timer(evl_loop *loop, void *arg) {
+  embed_state *s = (embed_state *)arg;
+  (void)loop;
+  s->timer_fire = real_now();
+  s->timer_calls++;
+}
+
+TEST(loop_driven_from_an_outer_poll) {
+  evl_loop *loop = test_loop();
+  const char *name = evl_backend_name(loop);
+  evl_fd bfd = evl_backend_fd(loop);
+  embed_state s;
+  int sv[2], iterations;
+  memset(&s, 0, sizeof s);
+  CHECK(name != NULL);
+  if (strcmp(name, "epoll") == 0) {
+    CHECK(bfd >= 0);
+  } else {
+    CHECK(bfd == -1);
+    printf("note: %s has no backend fd; checking only the timeout path\n",
+           name);
+  }
+  CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  CHECK_EQ(evl_add_reader(loop, sv[0], embed_reader, &s), 0);
+  s.timer_sched = real_now();
+  CHECK(evl_call_later(loop, 0.03, embed_timer, &s) > 0);
+  CHECK_EQ(write(sv[1], "x", 1), 1);
+  for (iterations = 0; iterations < 500; iterations++) {
+    struct pollfd pfd;
+    double to;
+    int ms, n;
+    if (s.read_calls && s.timer_calls)
+      break;
+    to = evl_next_timeout(loop);
+    ms = to < 0 ? 1000 : (int)(to * 1000.0) + 1;
+    if (ms > 1000)
+      ms = 1000;
+    pfd.fd = (int)bfd;
+    pfd.events = POLLIN;
+    pfd.revents = 0;
+    n = poll(bfd >= 0 ? &pfd : NULL, bfd >= 0 ? 1 : 0, ms);
+    CHECK(n >= 0);
+    CHECK(evl_run_once(loop, 0) >= 0);
+  }
+  CHECK_EQ(s.read_calls, 1);
+  CHECK_EQ(s.timer_calls, 1);
+  CHECK(s.timer_fire - s.timer_sched >= 0.03 - 1e-6);
+  /* Nothing left: the host would sleep forever. */
+  CHECK(evl_next_timeout(loop) == -1.0);
+  evl_loop_free(loop);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+TEST(backend_fd_becomes_readable_when_io_is_ready) {
+  evl_loop *loop = test_loop();
+  evl_fd bfd = evl_backend_fd(loop);
+  embed_state s;
+  struct pollfd pfd;
+  int sv[2];
+  if (bfd < 0) {
+    printf("note: %s has no backend fd; nothing to check\n",
+           evl_backend_name(loop));
+    CHECK(bfd == -1);
+    evl_loop_free(loop);
+    return;
+  }
+  memset(&s, 0, sizeof s);
+  CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  CHECK_EQ(evl_add_reader(loop, sv[0], embed_reader, &s), 0);
+  pfd.fd = (int)bfd;
+  pfd.events = POLLIN;
+  pfd.revents = 0;
+  CHECK_EQ(poll(&pfd, 1, 0), 0); /* nothing to do yet */
+  CHECK_EQ(write(sv[1], "x", 1), 1);
+  CHECK_EQ(poll(&pfd, 1, 2000), 1);
+  CHECK(pfd.revents & POLLIN);
+  CHECK_EQ(evl_run_once(loop, 0), 1);
+  CHECK_EQ(s.read_calls, 1);
+  pfd.revents = 0;
+  CHECK_EQ(poll(&pfd, 1, 0), 0); /* handled: quiet again */
+  evl_loop_free(loop);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+TESTS_BEGIN
+T(next_timeout_reflects_what_is_scheduled)
+T(next_timeout_is_zero_for_an_expired_timer)
+T(run_once_zero_does_not_block)
+T(run_once_with_max_wait_waits_when_nothing_is_ready)
+T(run_once_max_wait_is_cut_short_by_a_nearer_timer)
+T(loop_driven_from_an_outer_poll)
+T(backend_fd_becomes_readable_when_io_is_ready)
+TESTS_END

@@ -1,0 +1,442 @@
+/* The executor: evl_run_in_executor on the default and on custom executors,
+   cancellation of queued jobs, undeliverable results, shutdown, close.
+   Runs under ThreadSanitizer. */
+#define _POSIX_C_SOURCE 200809L
+#include "test.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static pthread_t g_main;
+
+/* ---- a gate: jobs that block until the test releases them -------------- */
+
+typedef struct gate {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int started;  /* blocking jobs that started */
+  int released; /* set by gate_release */
+  int finished; /* blocking jobs that returned */
+  int markers;  /* marker jobs that ran */
+  int freed;    /* results given to counting_free */
+  int arrived;  /* rendezvous jobs that arrived */
+} gate;
+
+static gate g_gate = {
+    PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0};
+
+static void gate_reset(void) {
+  pthread_mutex_lock(&g_gate.mu);
+  g_gate.started = g_gate.released = g_gate.finished = 0;
+  g_gate.markers = g_gate.freed = g_gate.arrived = 0;
+  pthread_mutex_unlock(&g_gate.mu);
+}
+
+/* Waits (at most ~10 s) while *field < n; returns *field. */
+static int gate_wait(const int *field, int n) {
+  struct timespec ts;
+  int v;
+  ts.tv_sec = time(NULL) + 10;
+  ts.tv_nsec = 0;
+  pthread_mutex_lock(&g_gate.mu);
+  while (*field < n && time(NULL) < ts.tv_sec)
+    pthread_cond_timedwait(&g_gate.cv, &g_gate.mu, &ts);
+  v = *field;
+  pthread_mutex_unlock(&g_gate.mu);
+  return v;
+}
+
+static int gate_get(const int *field) {
+  int v;
+  pthread_mutex_lock(&g_gate.mu);
+  v = *field;
+  pthread_mutex_unlock(&g_gate.mu);
+  return v;
+}
+
+static void gate_release(void) {
+  pthread_mutex_lock(&g_gate.mu);
+  g_gate.released = 1;
+  pthread_cond_broadcast(&g_gate.cv);
+  pthread_mutex_unlock(&g_gate.mu);
+}
+
+/* Blocks until released (at most ~20 s), then stores `arg` as its result. */
+static int blocker_job(void *arg, void **result) {
+  gate *g = &g_gate;
+  struct timespec ts;
+  ts.tv_sec = time(NULL) + 20;
+  ts.tv_nsec = 0;
+  pthread_mutex_lock(&g->mu);
+  g->started++;
+  pthread_cond_broadcast(&g->cv);
+  while (!g->released && time(NULL) < ts.tv_sec)
+    pthread_cond_timedwait(&g->cv, &g->mu, &ts);
+  g->finished++;
+  pthread_cond_broadcast(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+  *result = arg;
+  return 0;
+}
+
+/* As blocker_job, but the result is a fresh allocation. */
+static int blocker_alloc_job(void *arg, void **result) {
+  void *ignored = NULL;
+  blocker_job(arg, &ignored);
+  *result = malloc(64);
+  return *result ? 0 : EVL_ENOMEM;
+}
+
+static void counting_free(void *p) {
+  pthread_mutex_lock(&g_gate.mu);
+  g_gate.freed++;
+  pthread_mutex_unlock(&g_gate.mu);
+  free(p);
+}
+
+static int marker_job(void *arg, void **result) {
+  pthread_mutex_lock(&g_gate.mu);
+  g_gate.markers++;
+  pthread_mutex_unlock(&g_gate.mu);
+  *result = arg;
+  return 0;
+}
+
+static int failing_job(void *arg, void **result) {
+  (void)arg;
+  *result = NULL;
+  return EVL_EIO;
+}
+
+static int record_thread_job(void *arg, void **result) {
+  *(pthread_t *)arg = pthread_self();
+  *result = arg;
+  return 0;
+}
+
+/* Two of these can only both succeed if they run at the same time. */
+static int rendezvous_job(void *arg, void **result) {
+  struct timespec ts;
+  int ok;
+  ts.tv_sec = time(NULL) + 5;
+  ts.tv_nsec = 0;
+  pthread_mutex_lock(&g_gate.mu);
+  g_gate.arrived++;
+  pthread_cond_broadcast(&g_gate.cv);
+  while (g_gate.arrived < 2 && time(NULL) < ts.tv_sec)
+    pthread_cond_timedwait(&g_gate.cv, &g_gate.mu, &ts);
+  ok = g_gate.arrived >= 2;
+  pthread_mutex_unlock(&g_gate.mu);
+  *result = arg;
+  return ok ? 0 : EVL_ETIMEDOUT;
+}
+
+/* Releases the gate after ~50 ms, from its own thread. */
+static void *releaser_thread(void *arg) {
+  struct timespec ts;
+  (void)arg;
+  ts.tv_sec = 0;
+  ts.tv_nsec = 50 * 1000 * 1000;
+  nanosleep(&ts, NULL);
+  gate_release();
+  return NULL;
+}
+
+/* ---- 10,000 jobs --------------------------------------------------------- */
+
+#define NJOBS 10000
+
+typedef struct slot {
+  int in;
+  int on_main;   /* written by the job */
+  int completed; /* written by the done callback */
+  int wrong;     /* wrong result or wrong thread in the done callback */
+} slot;
+
+static int g_done_calls;
+
+static int double_job(void *arg, void **result) {
+  slot *s = (slot *)arg;
+  s->on_main = pthread_equal(pthread_self(), g_main) ? 1 : 0;
+  *result = (void *)(intptr_t)(s->in * 2);
+  return 0;
+}
+
+static void slot_done(evl_future *fut, void *arg) {
+  slot *s = (slot *)arg;
+  g_done_calls++;
+  s->completed++;
+  if (!pthread_equal(pthread_self(), g_main))
+    s->wrong |= 1;
+  if (evl_future_error(fut) != 0 ||
+      evl_future_result(fut) != (void *)(intptr_t)(s->in * 2))
+    s->wrong |= 2;
+}
+
+TEST(many_jobs_default_executor) {
+  evl_loop *loop = test_loop();
+  slot *slots = (slot *)calloc(NJOBS, sizeof *slots);
+  evl_future **futs = (evl_future **)calloc(NJOBS, sizeof *futs);
+  evl_future *g;
+  int i, on_main = 0, wrong = 0, bad_count = 0;
+  CHECK(slots != NULL && futs != NULL);
+  g_main = pthread_self();
+  g_done_calls = 0;
+  for (i = 0; i < NJOBS; i++) {
+    slots[i].in = i + 1;
+    futs[i] = evl_run_in_executor(loop, NULL, double_job, &slots[i], NULL);
+    CHECK(futs[i] != NULL);
+    CHECK_EQ(evl_future_add_done_callback(futs[i], slot_done, &slots[i]), 0);
+  }
+  g = evl_gather(loop, futs, NJOBS, 0);
+  CHECK(g != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, g), 0);
+  for (i = 0; i < 100 && g_done_calls < NJOBS; i++)
+    evl_run_once(loop, 0.01);
+  CHECK_EQ(g_done_calls, NJOBS);
+  for (i = 0; i < NJOBS; i++) {
+    on_main += slots[i].on_main;
+    wrong += slots[i].wrong != 0;
+    bad_count += slots[i].completed != 1;
+    CHECK(evl_future_result(futs[i]) == (void *)(intptr_t)((i + 1) * 2));
+  }
+  CHECK_EQ(on_main, 0);
+  CHECK_EQ(wrong, 0);
+  CHECK_EQ(bad_count, 0);
+  evl_future_release(g);
+  for (i = 0; i < NJOBS; i++)
+    evl_future_release(futs[i]);
+  evl_loop_free(loop);
+  free(futs);
+  free(slots);
+}
+
+TEST(job_error_fails_future) {
+  evl_loop *loop = test_loop();
+  evl_future *f = evl_run_in_executor(loop, NULL, failing_job, NULL, NULL);
+  CHECK(f != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, f), EVL_EIO);
+  CHECK_EQ(evl_future_error(f), EVL_EIO);
+  CHECK_EQ(evl_future_cancelled(f), 0);
+  CHECK(evl_future_result(f) == NULL);
+  evl_future_release(f);
+  evl_loop_free(loop);
+}
+
+TEST(job_runs_on_other_thread) {
+  pthread_t tid;
+  evl_loop *loop = test_loop();
+  evl_future *f;
+  g_main = pthread_self();
+  tid = g_main;
+  f = evl_run_in_executor(loop, NULL, record_thread_job, &tid, NULL);
+  CHECK(f != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, f), 0);
+  CHECK(evl_future_result(f) == &tid);
+  CHECK(!pthread_equal(tid, g_main));
+  evl_future_release(f);
+  evl_loop_free(loop);
+}
+
+TEST(custom_executor) {
+  evl_executor *ex = evl_executor_new(2);
+  evl_loop *loop = test_loop();
+  evl_future *futs[2];
+  evl_future *g;
+  int a = 1, b = 2;
+  gate_reset();
+  CHECK(ex != NULL);
+  /* Both rendezvous jobs succeed only if the executor has two threads. */
+  futs[0] = evl_run_in_executor(loop, ex, rendezvous_job, &a, NULL);
+  futs[1] = evl_run_in_executor(loop, ex, rendezvous_job, &b, NULL);
+  CHECK(futs[0] != NULL && futs[1] != NULL);
+  g = evl_gather(loop, futs, 2, EVL_GATHER_RETURN_ERRORS);
+  CHECK_EQ(evl_run_until_complete(loop, g), 0);
+  CHECK_EQ(evl_future_error(futs[0]), 0);
+  CHECK_EQ(evl_future_error(futs[1]), 0);
+  CHECK(evl_future_result(futs[0]) == &a);
+  CHECK(evl_future_result(futs[1]) == &b);
+  evl_future_release(g);
+  evl_future_release(futs[0]);
+  evl_future_release(futs[1]);
+  evl_loop_free(loop);
+  evl_executor_free(ex);
+}
+
+TEST(set_default_executor) {
+  evl_executor *ex = evl_executor_new(1);
+  evl_loop *loop = test_loop();
+  evl_loop *loop2;
+  pthread_t t1, t2, t3;
+  evl_future *f1, *f2, *f3;
+  CHECK(ex != NULL);
+  g_main = pthread_self();
+  t1 = t2 = t3 = g_main;
+  CHECK_EQ(evl_set_default_executor(loop, ex), 0);
+  f1 = evl_run_in_executor(loop, NULL, record_thread_job, &t1, NULL);
+  f2 = evl_run_in_executor(loop, ex, record_thread_job, &t2, NULL);
+  CHECK(f1 != NULL && f2 != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, f1), 0);
+  CHECK_EQ(evl_run_until_complete(loop, f2), 0);
+  /* ex has one thread: both jobs ran on it. */
+  CHECK(!pthread_equal(t1, g_main));
+  CHECK(pthread_equal(t1, t2));
+  evl_future_release(f1);
+  evl_future_release(f2);
+  evl_loop_free(loop); /* does not free ex */
+  loop2 = test_loop();
+  f3 = evl_run_in_executor(loop2, ex, record_thread_job, &t3, NULL);
+  CHECK(f3 != NULL);
+  CHECK_EQ(evl_run_until_complete(loop2, f3), 0);
+  CHECK(pthread_equal(t3, t1));
+  evl_future_release(f3);
+  evl_loop_free(loop2);
+  evl_executor_free(ex);
+}
+
+TEST(cancel_queued_job) {
+  evl_executor *ex = evl_executor_new(1);
+  evl_loop *loop = test_loop();
+  evl_future *f1, *f2, *f3;
+  int x = 1;
+  gate_reset();
+  f1 = evl_run_in_executor(loop, ex, blocker_job, &x, NULL);
+  CHECK(f1 != NULL);
+  CHECK_EQ(gate_wait(&g_gate.started, 1), 1);
+  f2 = evl_run_in_executor(loop, ex, marker_job, &x, NULL);
+  CHECK(f2 != NULL);
+  CHECK_EQ(evl_future_cancel(f2), 1);
+  CHECK_EQ(evl_future_cancelled(f2), 1);
+  gate_release();
+  CHECK_EQ(evl_run_until_complete(loop, f1), 0);
+  CHECK(evl_future_result(f1) == &x);
+  /* One thread, FIFO: once f3 ran, f2 would have run before it. */
+  f3 = evl_run_in_executor(loop, ex, marker_job, &x, NULL);
+  CHECK_EQ(evl_run_until_complete(loop, f3), 0);
+  CHECK_EQ(gate_get(&g_gate.markers), 1);
+  CHECK_EQ(evl_future_error(f2), EVL_ECANCELED);
+  evl_future_release(f1);
+  evl_future_release(f2);
+  evl_future_release(f3);
+  evl_loop_free(loop);
+  evl_executor_free(ex);
+  CHECK_EQ(gate_get(&g_gate.markers), 1);
+}
+
+TEST(result_freed_when_cancelled_while_running) {
+  evl_executor *ex = evl_executor_new(1);
+  evl_loop *loop = test_loop();
+  evl_future *f;
+  int i;
+  gate_reset();
+  f = evl_run_in_executor(loop, ex, blocker_alloc_job, NULL, counting_free);
+  CHECK(f != NULL);
+  CHECK_EQ(gate_wait(&g_gate.started, 1), 1);
+  CHECK_EQ(evl_future_cancel(f), 1); /* the job goes on */
+  CHECK_EQ(evl_future_cancelled(f), 1);
+  gate_release();
+  CHECK_EQ(gate_wait(&g_gate.finished, 1), 1);
+  for (i = 0; i < 500 && gate_get(&g_gate.freed) == 0; i++)
+    evl_run_once(loop, 0.01);
+  CHECK_EQ(gate_get(&g_gate.freed), 1);
+  CHECK_EQ(evl_future_cancelled(f), 1);
+  CHECK(evl_future_result(f) == NULL);
+  evl_future_release(f);
+  evl_loop_free(loop);
+  evl_executor_free(ex);
+  CHECK_EQ(gate_get(&g_gate.freed), 1);
+}
+
+TEST(shutdown_default_executor) {
+  evl_loop *loop = test_loop();
+  evl_future *futs[20];
+  evl_future *sd, *g, *late;
+  int i, x = 1;
+  gate_reset();
+  for (i = 0; i < 20; i++) {
+    futs[i] = evl_run_in_executor(loop, NULL, marker_job, &x, NULL);
+    CHECK(futs[i] != NULL);
+  }
+  sd = evl_shutdown_default_executor(loop);
+  CHECK(sd != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, sd), 0);
+  /* It waited for the jobs already queued. */
+  CHECK_EQ(gate_get(&g_gate.markers), 20);
+  g = evl_gather(loop, futs, 20, 0);
+  CHECK_EQ(evl_run_until_complete(loop, g), 0);
+  late = evl_run_in_executor(loop, NULL, marker_job, &x, NULL);
+  CHECK(late != NULL); /* a future that fails, not NULL */
+  CHECK_EQ(evl_run_until_complete(loop, late), EVL_ECLOSED);
+  CHECK_EQ(gate_get(&g_gate.markers), 20);
+  evl_future_release(late);
+  evl_future_release(g);
+  evl_future_release(sd);
+  for (i = 0; i < 20; i++)
+    evl_future_release(futs[i]);
+  evl_loop_free(loop);
+}
+
+TEST(shutdown_unused_default_executor) {
+  evl_loop *loop = test_loop();
+  evl_future *sd, *late;
+  int x = 1;
+  gate_reset();
+  sd = evl_shutdown_default_executor(loop);
+  CHECK(sd != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, sd), 0);
+  late = evl_run_in_executor(loop, NULL, marker_job, &x, NULL);
+  CHECK(late != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, late), EVL_ECLOSED);
+  CHECK_EQ(gate_get(&g_gate.markers), 0);
+  evl_future_release(late);
+  evl_future_release(sd);
+  evl_loop_free(loop);
+}
+
+TEST(close_with_queued_and_running_jobs) {
+  evl_loop_config cfg;
+  evl_loop *loop;
+  evl_future *running, *queued[3];
+  pthread_t rel;
+  int i, x = 1;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.executor_threads = 1;
+  loop = test_loop_with(&cfg);
+  gate_reset();
+  running =
+      evl_run_in_executor(loop, NULL, blocker_alloc_job, NULL, counting_free);
+  CHECK(running != NULL);
+  CHECK_EQ(gate_wait(&g_gate.started, 1), 1);
+  for (i = 0; i < 3; i++) {
+    queued[i] = evl_run_in_executor(loop, NULL, marker_job, &x, NULL);
+    CHECK(queued[i] != NULL);
+  }
+  CHECK_EQ(pthread_create(&rel, NULL, releaser_thread, NULL), 0);
+  CHECK_EQ(evl_loop_close(loop), 0);
+  /* close waited for the running job and cancelled the queued ones */
+  CHECK_EQ(gate_get(&g_gate.finished), 1);
+  CHECK_EQ(gate_get(&g_gate.markers), 0);
+  CHECK_EQ(evl_loop_is_closed(loop), 1);
+  pthread_join(rel, NULL);
+  evl_future_release(running);
+  for (i = 0; i < 3; i++)
+    evl_future_release(queued[i]);
+  evl_loop_free(loop);
+  CHECK_EQ(gate_get(&g_gate.markers), 0);
+  CHECK_EQ(gate_get(&g_gate.freed), 1); /* the undelivered result */
+}
+
+TESTS_BEGIN
+T(many_jobs_default_executor)
+T(job_error_fails_future)
+T(job_runs_on_other_thread)
+T(custom_executor)
+T(set_default_executor)
+T(cancel_queued_job)
+T(result_freed_when_cancelled_while_running)
+T(shutdown_default_executor)
+T(shutdown_unused_default_executor)
+T(close_with_queued_and_running_jobs)
+TESTS_END

@@ -1,0 +1,452 @@
+/* Watching file descriptors: readers and writers on socketpairs and pipes,
+   removal, replacement, bad fds, regular files, FD_SETSIZE, many fds. */
+#define _POSIX_C_SOURCE 200809L
+#include "test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+
+static void make_socketpair(int sv[2]) {
+  CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+}
+
+static void write_byte(int fd) {
+  CHECK_EQ(write(fd, "x", 1), 1);
+}
+
+static int is_backend(evl_loop *loop, const char *name) {
+  const char *b = evl_backend_name(loop);
+  return b != NULL && strcmp(b, name) == 0;
+}
+
+/* Proves the loop still works: a call_soon runs in the next iteration. */
+static void soon_cb(evl_loop *loop, void *arg) {
+  (void)loop;
+  (*(int *)arg)++;
+}
+static void check_loop_works(evl_loop *loop) {
+  int ran = 0;
+  CHECK(evl_call_soon(loop, soon_cb, &ran) > 0);
+  CHECK_EQ(evl_run_once(loop, 0), 1);
+  CHECK_EQ(ran, 1);
+}
+
+/* What an I/O callback saw. */
+typedef struct {
+  int calls;
+  evl_fd fd;
+  void *arg;
+  int read_it;   /* read one byte each call */
+  int remove_it; /* remove the reader from inside the callback */
+  int remove_rc;
+  int stop_it; /* stop the loop */
+  char byte;
+} io_rec;
+
+static void reader_cb(evl_loop *loop, evl_fd fd, void *arg) {
+  io_rec *r = (io_rec *)arg;
+  r->calls++;
+  r->fd = fd;
+  r->arg = arg;
+  if (r->read_it)
+    CHECK_EQ(read((int)fd, &r->byte, 1), 1);
+  if (r->remove_it)
+    r->remove_rc = evl_remove_reader(loop, fd);
+  if (r->stop_it)
+    evl_stop(loop);
+}
+
+static void writer_cb(evl_loop *loop, evl_fd fd, void *arg) {
+  io_rec *r = (io_rec *)arg;
+  r->calls++;
+  r->fd = fd;
+  r->arg = arg;
+  if (r->remove_it)
+    r->remove_rc = evl_remove_writer(loop, fd);
+  if (r->stop_it)
+    evl_stop(loop);
+}
+
+static void timeout_cb(evl_loop *loop, void *arg) {
+  (*(int *)arg)++;
+  evl_stop(loop);
+}
+
+/* Waits (bounded) for one reader callback on rfd after writing to wfd. */
+static void reader_fires_once(evl_loop *loop, int rfd, int wfd) {
+  io_rec r;
+  int timed_out = 0;
+  evl_handle guard;
+  memset(&r, 0, sizeof r);
+  r.read_it = 1;
+  r.stop_it = 1;
+  CHECK_EQ(evl_add_reader(loop, rfd, reader_cb, &r), 0);
+  write_byte(wfd);
+  guard = evl_call_later(loop, 5.0, timeout_cb, &timed_out);
+  CHECK(guard > 0);
+  CHECK_EQ(evl_run_forever(loop), 0);
+  CHECK_EQ(timed_out, 0);
+  CHECK_EQ(r.calls, 1);
+  CHECK_EQ(r.fd, rfd);
+  CHECK(r.arg == &r);
+  CHECK_EQ(r.byte, 'x');
+  CHECK_EQ(evl_handle_cancel(loop, guard), 1);
+  CHECK_EQ(evl_remove_reader(loop, rfd), 1);
+  CHECK_EQ(evl_remove_reader(loop, rfd), 0);
+  /* Nothing fires after removal. */
+  write_byte(wfd);
+  CHECK_EQ(evl_run_once(loop, 0.02), 0);
+  CHECK_EQ(r.calls, 1);
+}
+
+TEST(reader_on_socketpair_fires_with_fd_and_arg) {
+  evl_loop *loop = test_loop();
+  int sv[2];
+  make_socketpair(sv);
+  reader_fires_once(loop, sv[0], sv[1]);
+  evl_loop_free(loop);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+TEST(reader_on_pipe_fires) {
+  evl_loop *loop = test_loop();
+  int p[2];
+  CHECK_EQ(pipe(p), 0);
+  reader_fires_once(loop, p[0], p[1]);
+  evl_loop_free(loop);
+  close(p[0]);
+  close(p[1]);
+}
+
+TEST(reader_removed_inside_its_callback_fires_once) {
+  evl_loop *loop = test_loop();
+  int sv[2], i;
+  io_rec r;
+  make_socketpair(sv);
+  memset(&r, 0, sizeof r);
+  r.remove_it = 1; /* and does not read: the fd stays readable */
+  r.remove_rc = -1;
+  CHECK_EQ(evl_add_reader(loop, sv[0], reader_cb, &r), 0);
+  write_byte(sv[1]);
+  for (i = 0; i < 100 && r.calls == 0; i++)
+    evl_run_once(loop, 0.05);
+  CHECK_EQ(r.calls, 1);
+  CHECK_EQ(r.remove_rc, 1);
+  for (i = 0; i < 5; i++)
+    evl_run_once(loop, 0.01);
+  CHECK_EQ(r.calls, 1);
+  CHECK_EQ(evl_remove_reader(loop, sv[0]), 0);
+  evl_loop_free(loop);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+TEST(reader_and_writer_on_one_fd_both_fire) {
+  evl_loop *loop = test_loop();
+  int sv[2], i;
+  io_rec r, w;
+  make_socketpair(sv);
+  memset(&r, 0, sizeof r);
+  memset(&w, 0, sizeof w);
+  r.read_it = 1;
+  r.remove_it = 1;
+  w.remove_it = 1;
+  CHECK_EQ(evl_add_writer(loop, sv[0], writer_cb, &w), 0);
+  CHECK_EQ(evl_add_reader(loop, sv[0], reader_cb, &r), 0);
+  /* A fresh socket is writable at once; nothing to read yet. */
+  for (i = 0; i < 100 && w.calls == 0; i++)
+    evl_run_once(loop, 0.05);
+  CHECK_EQ(w.calls, 1);
+  CHECK_EQ(w.fd, sv[0]);
+  CHECK(w.arg == &w);
+  CHECK_EQ(w.remove_rc, 1);
+  CHECK_EQ(r.calls, 0);
+  write_byte(sv[1]);
+  for (i = 0; i < 100 && r.calls == 0; i++)
+    evl_run_once(loop, 0.05);
+  CHECK_EQ(r.calls, 1);
+  CHECK_EQ(r.fd, sv[0]);
+  CHECK_EQ(r.remove_rc, 1);
+  CHECK_EQ(w.calls, 1);
+  evl_loop_free(loop);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+TEST(reader_and_writer_fire_in_the_same_iteration) {
+  evl_loop *loop = test_loop();
+  int sv[2], i;
+  io_rec r, w;
+  make_socketpair(sv);
+  memset(&r, 0, sizeof r);
+  memset(&w, 0, sizeof w);
+  write_byte(sv[1]);
+  CHECK_EQ(evl_add_reader(loop, sv[0], reader_cb, &r), 0);
+  CHECK_EQ(evl_add_writer(loop, sv[0], writer_cb, &w), 0);
+  for (i = 0; i < 100 && r.calls + w.calls == 0; i++)
+    evl_run_once(loop, 0.05);
+  CHECK_EQ(r.calls, 1);
+  CHECK_EQ(w.calls, 1);
+  CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
+  CHECK_EQ(evl_remove_writer(loop, sv[0]), 1);
+  CHECK_EQ(evl_remove_writer(loop, sv[0]), 0);
+  evl_loop_free(loop);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+TEST(adding_a_reader_again_replaces_the_callback) {
+  evl_loop *loop = test_loop();
+  int sv[2], i;
+  io_rec r1, r2;
+  make_socketpair(sv);
+  memset(&r1, 0, sizeof r1);
+  memset(&r2, 0, sizeof r2);
+  r1.read_it = r2.read_it = 1;
+  CHECK_EQ(evl_add_reader(loop, sv[0], reader_cb, &r1), 0);
+  CHECK_EQ(evl_add_reader(loop, sv[0], reader_cb, &r2), 0);
+  write_byte(sv[1]);
+  for (i = 0; i < 100 && r1.calls + r2.calls == 0; i++)
+    evl_run_once(loop, 0.05);
+  CHECK_EQ(r1.calls, 0);
+  CHECK_EQ(r2.calls, 1);
+  CHECK(r2.arg == &r2);
+  CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
+  CHECK_EQ(evl_remove_reader(loop, sv[0]), 0);
+  evl_loop_free(loop);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+TEST(removed_writer_stops_while_reader_goes_on_level_triggered) {
+  evl_loop *loop = test_loop();
+  int sv[2], i, wcalls;
+  io_rec r, w;
+  make_socketpair(sv);
+  memset(&r, 0, sizeof r);
+  memset(&w, 0, sizeof w);
+  CHECK_EQ(evl_add_reader(loop, sv[0], reader_cb, &r), 0);
+  CHECK_EQ(evl_add_writer(loop, sv[0], writer_cb, &w), 0);
+  for (i = 0; i < 100 && w.calls == 0; i++)
+    evl_run_once(loop, 0.05);
+  CHECK(w.calls >= 1);
+  CHECK_EQ(r.calls, 0);
+  /* Level-triggered: still writable, so it fires again. */
+  wcalls = w.calls;
+  evl_run_once(loop, 0.05);
+  CHECK_EQ(w.calls, wcalls + 1);
+  CHECK_EQ(evl_remove_writer(loop, sv[0]), 1);
+  CHECK_EQ(evl_remove_writer(loop, sv[0]), 0);
+  wcalls = w.calls;
+  write_byte(sv[1]);
+  /* The reader does not read: it fires every iteration. */
+  for (i = 0; i < 100 && r.calls == 0; i++)
+    evl_run_once(loop, 0.05);
+  CHECK_EQ(r.calls, 1);
+  for (i = 0; i < 3; i++)
+    CHECK_EQ(evl_run_once(loop, 0.05), 1);
+  CHECK_EQ(r.calls, 4);
+  CHECK_EQ(w.calls, wcalls);
+  CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
+  evl_loop_free(loop);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+TEST(bad_fds_and_null_callbacks_are_refused) {
+  evl_loop *loop = test_loop();
+  int p[2], sv[2];
+  io_rec r;
+  memset(&r, 0, sizeof r);
+  CHECK_EQ(pipe(p), 0);
+  close(p[0]);
+  close(p[1]);
+  CHECK_EQ(evl_add_reader(loop, p[0], reader_cb, &r), EVL_EBADF);
+  check_loop_works(loop);
+  CHECK_EQ(evl_add_writer(loop, p[1], writer_cb, &r), EVL_EBADF);
+  check_loop_works(loop);
+  CHECK_EQ(evl_add_reader(loop, -1, reader_cb, &r), EVL_EBADF);
+  check_loop_works(loop);
+  CHECK_EQ(evl_add_writer(loop, -1, writer_cb, &r), EVL_EBADF);
+  check_loop_works(loop);
+  CHECK_EQ(evl_add_reader(loop, -12345, reader_cb, &r), EVL_EBADF);
+  check_loop_works(loop);
+  /* A huge fd number that cannot be open. */
+  CHECK_EQ(evl_add_reader(loop, 1 << 30, reader_cb, &r), EVL_EBADF);
+  check_loop_works(loop);
+  make_socketpair(sv);
+  CHECK_EQ(evl_add_reader(loop, sv[0], NULL, &r), EVL_EINVAL);
+  check_loop_works(loop);
+  CHECK_EQ(evl_add_writer(loop, sv[0], NULL, &r), EVL_EINVAL);
+  check_loop_works(loop);
+  /* None of these left a watcher behind. */
+  CHECK_EQ(evl_remove_reader(loop, sv[0]), 0);
+  CHECK_EQ(evl_remove_writer(loop, sv[0]), 0);
+  CHECK_EQ(evl_remove_reader(loop, p[0]), 0);
+  CHECK_EQ(r.calls, 0);
+  /* The same fd works once given a callback. */
+  reader_fires_once(loop, sv[0], sv[1]);
+  evl_loop_free(loop);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+TEST(regular_file_is_eperm_on_epoll_and_ready_elsewhere) {
+  evl_loop *loop = test_loop();
+  char path[] = "/tmp/evloop-t_io-XXXXXX";
+  int fd = mkstemp(path), i;
+  io_rec r;
+  CHECK(fd >= 0);
+  unlink(path);
+  memset(&r, 0, sizeof r);
+  if (is_backend(loop, "epoll")) {
+    CHECK_EQ(evl_add_reader(loop, fd, reader_cb, &r), EVL_EPERM);
+    CHECK_EQ(evl_add_writer(loop, fd, writer_cb, &r), EVL_EPERM);
+    check_loop_works(loop);
+    CHECK_EQ(evl_remove_reader(loop, fd), 0);
+  } else {
+    /* select and poll: a regular file is always ready. */
+    CHECK_EQ(evl_add_reader(loop, fd, reader_cb, &r), 0);
+    for (i = 0; i < 100 && r.calls == 0; i++)
+      evl_run_once(loop, 0.05);
+    CHECK_EQ(r.calls, 1);
+    CHECK_EQ(r.fd, fd);
+    CHECK_EQ(evl_remove_reader(loop, fd), 1);
+  }
+  CHECK_EQ(r.calls == 0, is_backend(loop, "epoll"));
+  evl_loop_free(loop);
+  close(fd);
+}
+
+TEST(fd_above_fd_setsize_is_erange_on_select_only) {
+  evl_loop *loop = test_loop();
+  struct rlimit rl;
+  int sv[2], high = FD_SETSIZE + 10, i;
+  io_rec r;
+  CHECK_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur <= (rlim_t)high) {
+    rlim_t want = (rlim_t)high + 16;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) {
+      printf("note: RLIMIT_NOFILE hard limit too low; skipping\n");
+      evl_loop_free(loop);
+      return;
+    }
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+      printf("note: cannot raise RLIMIT_NOFILE; skipping\n");
+      evl_loop_free(loop);
+      return;
+    }
+  }
+  make_socketpair(sv);
+  CHECK_EQ(dup2(sv[0], high), high);
+  CHECK_EQ(dup2(sv[0], FD_SETSIZE), FD_SETSIZE);
+  CHECK_EQ(dup2(sv[0], FD_SETSIZE - 1), FD_SETSIZE - 1);
+  memset(&r, 0, sizeof r);
+  r.read_it = 1;
+  if (is_backend(loop, "select")) {
+    CHECK_EQ(evl_add_reader(loop, high, reader_cb, &r), EVL_ERANGE);
+    check_loop_works(loop);
+    CHECK_EQ(evl_add_writer(loop, high, writer_cb, &r), EVL_ERANGE);
+    check_loop_works(loop);
+    CHECK_EQ(evl_add_reader(loop, FD_SETSIZE, reader_cb, &r), EVL_ERANGE);
+    check_loop_works(loop);
+    CHECK_EQ(evl_remove_reader(loop, high), 0);
+    /* The last fd select can watch is fine. */
+    CHECK_EQ(evl_add_reader(loop, FD_SETSIZE - 1, reader_cb, &r), 0);
+    write_byte(sv[1]);
+    for (i = 0; i < 100 && r.calls == 0; i++)
+      evl_run_once(loop, 0.05);
+    CHECK_EQ(r.calls, 1);
+    CHECK_EQ(r.fd, FD_SETSIZE - 1);
+    CHECK_EQ(evl_remove_reader(loop, FD_SETSIZE - 1), 1);
+  } else {
+    /* poll and epoll have no such limit. */
+    CHECK_EQ(evl_add_reader(loop, high, reader_cb, &r), 0);
+    write_byte(sv[1]);
+    for (i = 0; i < 100 && r.calls == 0; i++)
+      evl_run_once(loop, 0.05);
+    CHECK_EQ(r.calls, 1);
+    CHECK_EQ(r.fd, high);
+    CHECK_EQ(evl_remove_reader(loop, high), 1);
+  }
+  /* A low fd still works on every backend. */
+  reader_fires_once(loop, sv[0], sv[1]);
+  evl_loop_free(loop);
+  close(high);
+  close(FD_SETSIZE);
+  close(FD_SETSIZE - 1);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+#define NPAIRS 200
+static int g_pairs[NPAIRS][2];
+static int g_pair_calls[NPAIRS];
+static int g_pair_total;
+
+static void pair_reader_cb(evl_loop *loop, evl_fd fd, void *arg) {
+  int i = (int)((int *)arg - g_pair_calls);
+  char c;
+  (void)loop;
+  CHECK_EQ(fd, g_pairs[i][0]);
+  CHECK_EQ(read((int)fd, &c, 1), 1);
+  g_pair_calls[i]++;
+  g_pair_total++;
+}
+
+TEST(two_hundred_socketpairs_each_reader_fires_once) {
+  evl_loop *loop = test_loop();
+  int i;
+  for (i = 0; i < NPAIRS; i++) {
+    make_socketpair(g_pairs[i]);
+    CHECK_EQ(
+        evl_add_reader(loop, g_pairs[i][0], pair_reader_cb, &g_pair_calls[i]),
+        0);
+  }
+  CHECK_EQ(evl_run_once(loop, 0), 0); /* nothing readable yet */
+  for (i = 0; i < NPAIRS; i++)
+    write_byte(g_pairs[i][1]);
+  for (i = 0; i < 100 && g_pair_total < NPAIRS; i++)
+    evl_run_once(loop, 0.05);
+  CHECK_EQ(g_pair_total, NPAIRS);
+  for (i = 0; i < 3; i++)
+    CHECK_EQ(evl_run_once(loop, 0.01), 0);
+  for (i = 0; i < NPAIRS; i++)
+    CHECK_EQ(g_pair_calls[i], 1);
+  /* Remove every other reader: only the rest fire on a second write. */
+  for (i = 0; i < NPAIRS; i += 2)
+    CHECK_EQ(evl_remove_reader(loop, g_pairs[i][0]), 1);
+  for (i = 0; i < NPAIRS; i++)
+    write_byte(g_pairs[i][1]);
+  for (i = 0; i < 100 && g_pair_total < NPAIRS + NPAIRS / 2; i++)
+    evl_run_once(loop, 0.05);
+  CHECK_EQ(evl_run_once(loop, 0.01), 0);
+  for (i = 0; i < NPAIRS; i++)
+    CHECK_EQ(g_pair_calls[i], i % 2 ? 2 : 1);
+  for (i = 1; i < NPAIRS; i += 2)
+    CHECK_EQ(evl_remove_reader(loop, g_pairs[i][0]), 1);
+  evl_loop_free(loop);
+  for (i = 0; i < NPAIRS; i++) {
+    close(g_pairs[i][0]);
+    close(g_pairs[i][1]);
+  }
+}
+
+TESTS_BEGIN
+T(reader_on_socketpair_fires_with_fd_and_arg)
+T(reader_on_pipe_fires)
+T(reader_removed_inside_its_callback_fires_once)
+T(reader_and_writer_on_one_fd_both_fire)
+T(reader_and_writer_fire_in_the_same_iteration)
+T(adding_a_reader_again_replaces_the_callback)
+T(removed_writer_stops_while_reader_goes_on_level_triggered)
+T(bad_fds_and_null_callbacks_are_refused)
+T(regular_file_is_eperm_on_epoll_and_ready_elsewhere)
+T(fd_above_fd_setsize_is_erange_on_select_only)
+T(two_hundred_socketpairs_each_reader_fires_once)
+TESTS_END

@@ -1,0 +1,904 @@
+/* Tasks (stackless coroutines), evl_sleep, evl_wait_for, evl_gather and the
+   task factory. No threads. */
+#include "test.h"
+
+#include <math.h>
+#include <string.h>
+
+static int g_value_a = 1, g_value_b = 2, g_value_c = 3;
+
+/* Counts exception handler calls (unretrieved errors). */
+static int g_reports;
+static void count_handler(evl_loop *loop, const evl_context *ctx, void *arg) {
+  (void)loop;
+  (void)ctx;
+  (void)arg;
+  g_reports++;
+}
+
+static evl_loop *quiet_loop(void) {
+  evl_loop *loop = test_loop();
+  g_reports = 0;
+  evl_set_exception_handler(loop, count_handler, NULL);
+  return loop;
+}
+
+static void set_result_cb(evl_loop *loop, void *arg) {
+  (void)loop;
+  evl_future_set_result((evl_future *)arg, &g_value_b);
+}
+
+static void set_error_cb(evl_loop *loop, void *arg) {
+  (void)loop;
+  evl_future_set_error((evl_future *)arg, EVL_EIO, "disk");
+}
+
+/* Runs the loop until *flag != 0, at most ~5 s. */
+static void run_until_flag(evl_loop *loop, const int *flag) {
+  int i;
+  for (i = 0; i < 500 && !*flag; i++)
+    evl_run_once(loop, 0.01);
+}
+
+/* ---- a task awaiting evl_sleep ----------------------------------------- */
+
+typedef struct sleeper_state {
+  int step;
+  double started, ended;
+} sleeper_state;
+
+static void sleeper(evl_task *t, void *state) {
+  sleeper_state *s = (sleeper_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  s->step = 1;
+  s->started = evl_time(evl_task_loop(t));
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.02, NULL));
+  s->ended = evl_time(evl_task_loop(t));
+  s->step = 2;
+  EVL_ASYNC_RETURN(t, &g_value_a);
+  EVL_ASYNC_END(t);
+}
+
+TEST(task_awaits_sleep) {
+  sleeper_state s;
+  evl_loop *loop = quiet_loop();
+  evl_task *t;
+  memset(&s, 0, sizeof s);
+  t = evl_task_create(loop, sleeper, &s, 0);
+  CHECK(t != NULL);
+  CHECK_EQ(evl_is_task(t), 1);
+  CHECK(evl_task_loop(t) == loop);
+  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  CHECK_EQ(s.step, 2);
+  CHECK(s.ended - s.started >= 0.0199);
+  CHECK_EQ(evl_future_done(t), 1);
+  CHECK(evl_future_result(t) == &g_value_a);
+  CHECK_EQ(evl_future_error(t), 0);
+  evl_future_release(t);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- a task awaiting a plain future ------------------------------------ */
+
+typedef struct await_state {
+  evl_future *fut;
+  evl_future *awaited;
+  void *got;
+  int err;
+  int after;
+  int started;
+} await_state;
+
+static void await_plain(evl_task *t, void *state) {
+  await_state *s = (await_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  s->started = 1;
+  EVL_AWAIT(t, evl_future_ref(s->fut));
+  s->got = evl_await_result(t);
+  s->err = evl_await_error(t);
+  s->awaited = evl_await_future(t);
+  s->after = 1;
+  EVL_ASYNC_RETURN(t, s->got);
+  EVL_ASYNC_END(t);
+}
+
+TEST(task_awaits_future_set_by_callback) {
+  await_state s;
+  evl_loop *loop = quiet_loop();
+  evl_task *t;
+  memset(&s, 0, sizeof s);
+  s.fut = evl_future_new(loop);
+  s.err = 12345;
+  CHECK(evl_call_later(loop, 0.01, set_result_cb, s.fut) > 0);
+  t = evl_task_create(loop, await_plain, &s, 0);
+  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  CHECK_EQ(s.after, 1);
+  CHECK(s.got == &g_value_b);
+  CHECK_EQ(s.err, 0);
+  CHECK(s.awaited == s.fut);
+  CHECK(evl_future_result(t) == &g_value_b);
+  evl_future_release(t);
+  evl_future_release(s.fut);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- a task awaiting another task -------------------------------------- */
+
+typedef struct outer_state {
+  void *got;
+  int inner_err;
+} outer_state;
+
+static void inner_task(evl_task *t, void *state) {
+  (void)state;
+  EVL_ASYNC_BEGIN(t);
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.01, NULL));
+  EVL_ASYNC_RETURN(t, &g_value_c);
+  EVL_ASYNC_END(t);
+}
+
+static void outer_task(evl_task *t, void *state) {
+  outer_state *s = (outer_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  EVL_AWAIT(t, evl_task_create(evl_task_loop(t), inner_task, NULL, 0));
+  s->got = evl_await_result(t);
+  s->inner_err = evl_await_error(t);
+  EVL_ASYNC_RETURN(t, s->got);
+  EVL_ASYNC_END(t);
+}
+
+TEST(task_awaits_task) {
+  outer_state s;
+  evl_loop *loop = quiet_loop();
+  evl_task *t;
+  memset(&s, 0, sizeof s);
+  t = evl_task_create(loop, outer_task, &s, 0);
+  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  CHECK(s.got == &g_value_c);
+  CHECK_EQ(s.inner_err, 0);
+  CHECK(evl_future_result(t) == &g_value_c);
+  evl_future_release(t);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- errors propagate through EVL_AWAIT, not through EVL_AWAIT_TRY ----- */
+
+TEST(await_failing_future_fails_task) {
+  await_state s;
+  evl_loop *loop = quiet_loop();
+  evl_task *t;
+  memset(&s, 0, sizeof s);
+  s.fut = evl_future_new(loop);
+  CHECK(evl_call_later(loop, 0.01, set_error_cb, s.fut) > 0);
+  t = evl_task_create(loop, await_plain, &s, 0);
+  CHECK_EQ(evl_run_until_complete(loop, t), EVL_EIO);
+  CHECK_EQ(s.started, 1);
+  CHECK_EQ(s.after, 0); /* the code after the await never ran */
+  CHECK_EQ(evl_future_done(t), 1);
+  CHECK_EQ(evl_future_cancelled(t), 0);
+  CHECK_EQ(evl_future_error(t), EVL_EIO);
+  CHECK(evl_future_result(t) == NULL);
+  evl_future_release(t);
+  evl_future_release(s.fut);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0); /* awaiting retrieved the inner error */
+}
+
+typedef struct try_state {
+  evl_future *fut;
+  int err;
+  void *res;
+  int after;
+  int started;
+} try_state;
+
+static void await_try(evl_task *t, void *state) {
+  try_state *s = (try_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  s->started = 1;
+  EVL_AWAIT_TRY(t, evl_future_ref(s->fut));
+  s->err = evl_await_error(t);
+  s->res = evl_await_result(t);
+  s->after = 1;
+  EVL_ASYNC_RETURN(t, &g_value_a);
+  EVL_ASYNC_END(t);
+}
+
+TEST(await_try_sees_error_and_continues) {
+  try_state s;
+  evl_loop *loop = quiet_loop();
+  evl_task *t;
+  memset(&s, 0, sizeof s);
+  s.fut = evl_future_new(loop);
+  s.res = &s;
+  CHECK(evl_call_later(loop, 0.01, set_error_cb, s.fut) > 0);
+  t = evl_task_create(loop, await_try, &s, 0);
+  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  CHECK_EQ(s.after, 1);
+  CHECK_EQ(s.err, EVL_EIO);
+  CHECK(s.res == NULL);
+  CHECK(evl_future_result(t) == &g_value_a);
+  CHECK_EQ(evl_future_error(t), 0);
+  evl_future_release(t);
+  evl_future_release(s.fut);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- cancellation ------------------------------------------------------ */
+
+TEST(cancel_task_cancels_awaited_future) {
+  await_state s;
+  evl_loop *loop = quiet_loop();
+  evl_task *t;
+  int i;
+  memset(&s, 0, sizeof s);
+  s.fut = evl_future_new(loop);
+  t = evl_task_create(loop, await_plain, &s, 0);
+  for (i = 0; i < 10 && !s.started; i++)
+    evl_run_once(loop, 0);
+  CHECK_EQ(s.started, 1);
+  CHECK_EQ(evl_future_done(t), 0);
+  CHECK_EQ(evl_task_cancel(t), 1);
+  CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
+  CHECK_EQ(evl_future_cancelled(s.fut), 1);
+  CHECK_EQ(evl_future_cancelled(t), 1);
+  CHECK_EQ(evl_future_error(t), EVL_ECANCELED);
+  CHECK_EQ(s.after, 0);
+  CHECK_EQ(evl_task_cancel(t), 0); /* done now */
+  evl_future_release(t);
+  evl_future_release(s.fut);
+  evl_loop_free(loop);
+}
+
+TEST(cancel_task_with_future_cancel) {
+  /* evl_future_cancel on a task behaves as evl_task_cancel. */
+  await_state s;
+  evl_loop *loop = quiet_loop();
+  evl_task *t;
+  int i;
+  memset(&s, 0, sizeof s);
+  s.fut = evl_future_new(loop);
+  t = evl_task_create(loop, await_plain, &s, 0);
+  for (i = 0; i < 10 && !s.started; i++)
+    evl_run_once(loop, 0);
+  CHECK_EQ(s.started, 1);
+  CHECK_EQ(evl_future_cancel(t), 1);
+  CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
+  CHECK_EQ(evl_future_cancelled(s.fut), 1);
+  CHECK_EQ(evl_future_cancelled(t), 1);
+  CHECK_EQ(s.after, 0);
+  evl_future_release(t);
+  evl_future_release(s.fut);
+  evl_loop_free(loop);
+}
+
+TEST(cancelled_await_try_can_recover) {
+  try_state s;
+  evl_loop *loop = quiet_loop();
+  evl_task *t;
+  int i;
+  memset(&s, 0, sizeof s);
+  s.fut = evl_future_new(loop);
+  t = evl_task_create(loop, await_try, &s, 0);
+  for (i = 0; i < 10 && !s.started; i++)
+    evl_run_once(loop, 0);
+  CHECK_EQ(s.started, 1);
+  CHECK_EQ(evl_task_cancel(t), 1);
+  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  CHECK_EQ(s.after, 1);
+  CHECK_EQ(s.err, EVL_ECANCELED);
+  CHECK_EQ(evl_future_cancelled(s.fut), 1);
+  CHECK_EQ(evl_future_cancelled(t), 0);
+  CHECK_EQ(evl_future_error(t), 0);
+  CHECK(evl_future_result(t) == &g_value_a);
+  evl_future_release(t);
+  evl_future_release(s.fut);
+  evl_loop_free(loop);
+}
+
+typedef struct ran_state {
+  int ran;
+} ran_state;
+
+static void mark_ran(evl_task *t, void *state) {
+  ran_state *s = (ran_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  s->ran++;
+  EVL_ASYNC_RETURN(t, &g_value_a);
+  EVL_ASYNC_END(t);
+}
+
+TEST(cancel_before_start) {
+  ran_state s = {0};
+  evl_loop *loop = quiet_loop();
+  evl_task *t = evl_task_create(loop, mark_ran, &s, 0);
+  CHECK(t != NULL);
+  CHECK_EQ(evl_task_cancel(t), 1);
+  CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
+  CHECK_EQ(s.ran, 0);
+  CHECK_EQ(evl_future_cancelled(t), 1);
+  CHECK_EQ(evl_future_error(t), EVL_ECANCELED);
+  evl_run_once(loop, 0);
+  CHECK_EQ(s.ran, 0);
+  evl_future_release(t);
+  evl_loop_free(loop);
+}
+
+/* ---- a task is a future ------------------------------------------------ */
+
+static evl_future *g_cb_fut;
+static void record_fut_cb(evl_future *fut, void *arg) {
+  g_cb_fut = fut;
+  (*(int *)arg)++;
+}
+
+TEST(task_is_a_future) {
+  ran_state s = {0};
+  int n = 0;
+  evl_loop *loop = quiet_loop();
+  evl_future *plain = evl_future_new(loop);
+  evl_task *t = evl_task_create(loop, mark_ran, &s, 0);
+  g_cb_fut = NULL;
+  CHECK_EQ(evl_is_task(t), 1);
+  CHECK_EQ(evl_is_task(plain), 0);
+  CHECK_EQ(evl_future_done(t), 0);
+  CHECK_EQ(evl_future_add_done_callback(t, record_fut_cb, &n), 0);
+  CHECK(evl_future_loop(t) == loop);
+  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  evl_run_once(loop, 0);
+  CHECK_EQ(n, 1);
+  CHECK(g_cb_fut == t);
+  CHECK_EQ(s.ran, 1);
+  CHECK(evl_future_result(t) == &g_value_a);
+  evl_future_release(plain);
+  evl_future_release(t);
+  evl_loop_free(loop);
+}
+
+TEST(task_starts_next_iteration) {
+  ran_state s = {0};
+  evl_loop *loop = quiet_loop();
+  evl_task *t = evl_task_create(loop, mark_ran, &s, 0);
+  CHECK_EQ(s.ran, 0); /* not inline */
+  CHECK_EQ(evl_future_done(t), 0);
+  evl_run_once(loop, 0);
+  CHECK_EQ(s.ran, 1);
+  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  CHECK_EQ(s.ran, 1);
+  evl_future_release(t);
+  evl_loop_free(loop);
+}
+
+/* ---- state: copied or passed through ----------------------------------- */
+
+typedef struct copy_state {
+  int value;
+  int seen;
+} copy_state;
+
+static int g_seen;
+static void *g_state_ptr;
+
+static void read_state(evl_task *t, void *state) {
+  copy_state *s = (copy_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  g_seen = s->value;
+  g_state_ptr = state;
+  s->seen = 1;
+  EVL_ASYNC_END(t);
+}
+
+TEST(state_is_copied) {
+  copy_state orig;
+  evl_loop *loop = quiet_loop();
+  evl_task *t;
+  orig.value = 5;
+  orig.seen = 0;
+  g_seen = 0;
+  g_state_ptr = NULL;
+  t = evl_task_create(loop, read_state, &orig, sizeof orig);
+  CHECK(t != NULL);
+  CHECK(evl_task_state(t) != NULL);
+  CHECK(evl_task_state(t) != (void *)&orig);
+  CHECK_EQ(((copy_state *)evl_task_state(t))->value, 5);
+  orig.value = 99; /* the task has its own copy */
+  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  CHECK_EQ(g_seen, 5);
+  CHECK(g_state_ptr == evl_task_state(t));
+  CHECK_EQ(orig.seen, 0);
+  CHECK(evl_future_result(t) == NULL); /* fell off EVL_ASYNC_END */
+  evl_future_release(t);
+  evl_loop_free(loop);
+}
+
+TEST(state_is_passed_through) {
+  copy_state orig;
+  evl_loop *loop = quiet_loop();
+  evl_task *t;
+  orig.value = 5;
+  orig.seen = 0;
+  g_seen = 0;
+  t = evl_task_create(loop, read_state, &orig, 0);
+  CHECK(evl_task_state(t) == (void *)&orig);
+  orig.value = 7; /* the task sees the change */
+  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  CHECK_EQ(g_seen, 7);
+  CHECK_EQ(orig.seen, 1);
+  evl_future_release(t);
+  evl_loop_free(loop);
+}
+
+/* ---- interleaving ------------------------------------------------------ */
+
+typedef struct step_state {
+  char tag;
+  int i;
+  int n;
+  double delays[4];
+} step_state;
+
+static char g_log[32];
+static int g_log_n;
+
+static void stepper(evl_task *t, void *state) {
+  step_state *s = (step_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  for (s->i = 0; s->i < s->n; s->i++) {
+    EVL_AWAIT(t, evl_sleep(evl_task_loop(t), s->delays[s->i], NULL));
+    if (g_log_n < 31)
+      g_log[g_log_n++] = (char)(s->tag + s->i);
+  }
+  EVL_ASYNC_END(t);
+}
+
+TEST(tasks_interleave) {
+  /* A wakes at 30, 60, 90 ms; B at 15 and 75 ms: B1 A1 A2 B2 A3. The
+     events are at least 15 ms apart. */
+  step_state a, b;
+  evl_loop *loop = quiet_loop();
+  evl_task *ta, *tb;
+  evl_future *futs[2];
+  evl_future *g;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  memset(g_log, 0, sizeof g_log);
+  g_log_n = 0;
+  a.tag = 'a';
+  a.n = 3;
+  a.delays[0] = a.delays[1] = a.delays[2] = 0.03;
+  b.tag = 'A';
+  b.n = 2;
+  b.delays[0] = 0.015;
+  b.delays[1] = 0.06;
+  ta = evl_task_create(loop, stepper, &a, sizeof a);
+  tb = evl_task_create(loop, stepper, &b, sizeof b);
+  futs[0] = ta;
+  futs[1] = tb;
+  g = evl_gather(loop, futs, 2, 0);
+  CHECK(g != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, g), 0);
+  g_log[g_log_n] = '\0';
+  if (strcmp(g_log, "AabBc") != 0)
+    fprintf(stderr, "  order: %s\n", g_log);
+  CHECK(strcmp(g_log, "AabBc") == 0);
+  evl_future_release(g);
+  evl_future_release(ta);
+  evl_future_release(tb);
+  evl_loop_free(loop);
+}
+
+/* ---- names and the task factory ---------------------------------------- */
+
+static void my_named_task(evl_task *t, void *state) {
+  (void)state;
+  EVL_ASYNC_BEGIN(t);
+  EVL_ASYNC_END(t);
+}
+
+TEST(task_name_is_function_name) {
+  evl_loop *loop = quiet_loop();
+  evl_task *t = evl_task_create(loop, my_named_task, NULL, 0);
+  const char *name = evl_task_name(t);
+  CHECK(name != NULL);
+  CHECK(strcmp(name, "my_named_task") == 0);
+  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  CHECK(strcmp(evl_task_name(t), "my_named_task") == 0);
+  evl_future_release(t);
+  evl_loop_free(loop);
+}
+
+typedef struct factory_ctx {
+  int calls;
+  evl_task_fn last_fn;
+} factory_ctx;
+
+static evl_task *counting_factory(evl_loop *loop, evl_task_fn fn,
+                                  const void *state, size_t state_size,
+                                  void *ctx) {
+  factory_ctx *c = (factory_ctx *)ctx;
+  c->calls++;
+  c->last_fn = fn;
+  return evl_task_new(loop, fn, state, state_size);
+}
+
+TEST(task_factory) {
+  factory_ctx ctx;
+  ran_state s1 = {0}, s2 = {0};
+  void *got_ctx = &ctx;
+  evl_loop *loop = quiet_loop();
+  evl_task *t1, *t2;
+  memset(&ctx, 0, sizeof ctx);
+  CHECK(evl_get_task_factory(loop, &got_ctx) == NULL);
+  evl_set_task_factory(loop, counting_factory, &ctx);
+  got_ctx = NULL;
+  CHECK(evl_get_task_factory(loop, &got_ctx) == counting_factory);
+  CHECK(got_ctx == &ctx);
+  t1 = evl_task_create(loop, mark_ran, &s1, 0);
+  CHECK(t1 != NULL);
+  CHECK_EQ(ctx.calls, 1);
+  CHECK(ctx.last_fn == mark_ran);
+  t2 = evl_task_new(loop, mark_ran, &s2, 0);
+  CHECK(t2 != NULL);
+  CHECK_EQ(ctx.calls, 1); /* evl_task_new never uses the factory */
+  CHECK_EQ(evl_run_until_complete(loop, t1), 0);
+  CHECK_EQ(evl_run_until_complete(loop, t2), 0);
+  CHECK_EQ(s1.ran, 1);
+  CHECK_EQ(s2.ran, 1);
+  evl_set_task_factory(loop, NULL, NULL);
+  CHECK(evl_get_task_factory(loop, &got_ctx) == NULL);
+  evl_future_release(t1);
+  t1 = evl_task_create(loop, mark_ran, &s1, 0);
+  CHECK_EQ(ctx.calls, 1);
+  CHECK_EQ(evl_run_until_complete(loop, t1), 0);
+  CHECK_EQ(s1.ran, 2);
+  evl_future_release(t1);
+  evl_future_release(t2);
+  evl_loop_free(loop);
+}
+
+/* ---- fire and forget --------------------------------------------------- */
+
+typedef struct ff_state {
+  int *done;
+  char padding[100];
+} ff_state;
+
+static void fire_and_forget_task(evl_task *t, void *state) {
+  ff_state *s = (ff_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.01, NULL));
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.01, NULL));
+  *s->done = 1;
+  EVL_ASYNC_END(t);
+}
+
+TEST(fire_and_forget) {
+  int done = 0;
+  ff_state s;
+  evl_loop *loop = quiet_loop();
+  evl_task *t;
+  memset(&s, 0, sizeof s);
+  s.done = &done;
+  t = evl_task_create(loop, fire_and_forget_task, &s, sizeof s);
+  CHECK(t != NULL);
+  evl_future_release(t); /* the task keeps itself alive */
+  run_until_flag(loop, &done);
+  CHECK_EQ(done, 1);
+  evl_run_once(loop, 0);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- evl_wait_for ------------------------------------------------------ */
+
+TEST(wait_for_in_time) {
+  evl_loop *loop = quiet_loop();
+  evl_future *inner = evl_sleep(loop, 0.01, &g_value_c);
+  evl_future *w = evl_wait_for(evl_future_ref(inner), 1.0);
+  CHECK(w != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, w), 0);
+  CHECK(evl_future_result(w) == &g_value_c);
+  CHECK_EQ(evl_future_cancelled(inner), 0);
+  CHECK(evl_future_result(inner) == &g_value_c);
+  evl_future_release(w);
+  evl_future_release(inner);
+  evl_loop_free(loop);
+}
+
+TEST(wait_for_inner_error) {
+  evl_loop *loop = quiet_loop();
+  evl_future *inner = evl_future_new(loop);
+  evl_future *w = evl_wait_for(evl_future_ref(inner), 1.0);
+  CHECK(evl_call_later(loop, 0.01, set_error_cb, inner) > 0);
+  CHECK_EQ(evl_run_until_complete(loop, w), EVL_EIO);
+  CHECK_EQ(evl_future_error(w), EVL_EIO);
+  evl_future_release(w);
+  evl_future_release(inner);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(wait_for_times_out) {
+  evl_loop *loop = quiet_loop();
+  evl_future *inner = evl_future_new(loop);
+  double t0 = evl_time(loop);
+  evl_future *w = evl_wait_for(evl_future_ref(inner), 0.03);
+  CHECK(w != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, w), EVL_ETIMEDOUT);
+  CHECK(evl_time(loop) - t0 >= 0.0299);
+  CHECK_EQ(evl_future_cancelled(inner), 1);
+  CHECK_EQ(evl_future_error(w), EVL_ETIMEDOUT);
+  evl_future_release(w);
+  evl_future_release(inner);
+  evl_loop_free(loop);
+}
+
+typedef struct long_state {
+  int started, after;
+} long_state;
+
+static void long_sleeper(evl_task *t, void *state) {
+  long_state *s = (long_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  s->started = 1;
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 30.0, NULL));
+  s->after = 1;
+  EVL_ASYNC_END(t);
+}
+
+TEST(wait_for_task_times_out) {
+  long_state s = {0, 0};
+  evl_loop *loop = quiet_loop();
+  evl_task *t = evl_task_create(loop, long_sleeper, &s, 0);
+  evl_future *w = evl_wait_for(evl_future_ref(t), 0.02);
+  CHECK_EQ(evl_run_until_complete(loop, w), EVL_ETIMEDOUT);
+  CHECK_EQ(s.started, 1);
+  CHECK_EQ(s.after, 0);
+  CHECK_EQ(evl_future_done(t), 1); /* wait_for waits for the cancel */
+  CHECK_EQ(evl_future_cancelled(t), 1);
+  CHECK_EQ(evl_future_error(t), EVL_ECANCELED);
+  evl_future_release(w);
+  evl_future_release(t);
+  evl_loop_free(loop);
+}
+
+TEST(wait_for_negative_timeout) {
+  evl_loop *loop = quiet_loop();
+  evl_future *inner = evl_future_new(loop);
+  double t0 = evl_time(loop);
+  evl_future *w = evl_wait_for(evl_future_ref(inner), -1.0);
+  CHECK(w != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, w), EVL_ETIMEDOUT);
+  CHECK(evl_time(loop) - t0 < 1.0);
+  CHECK_EQ(evl_future_cancelled(inner), 1);
+  evl_future_release(w);
+  evl_future_release(inner);
+  evl_loop_free(loop);
+}
+
+TEST(wait_for_nan_timeout) {
+  evl_loop *loop = quiet_loop();
+  evl_future *inner = evl_future_new(loop);
+  evl_future *w = evl_wait_for(evl_future_ref(inner), (double)NAN);
+  CHECK(w != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, w), EVL_EINVAL);
+  evl_future_release(w);
+  evl_future_release(inner);
+  evl_loop_free(loop);
+}
+
+/* ---- evl_gather -------------------------------------------------------- */
+
+TEST(gather_all_succeed) {
+  evl_loop *loop = quiet_loop();
+  evl_future *futs[3];
+  evl_future *g;
+  int i;
+  futs[0] = evl_sleep(loop, 0.02, &g_value_a);
+  futs[1] = evl_sleep(loop, 0.01, &g_value_b);
+  futs[2] = evl_sleep(loop, 0.03, &g_value_c);
+  g = evl_gather(loop, futs, 3, 0);
+  CHECK(g != NULL);
+  CHECK_EQ(evl_future_done(g), 0);
+  CHECK_EQ(evl_run_until_complete(loop, g), 0);
+  CHECK(evl_future_result(g) == NULL);
+  for (i = 0; i < 3; i++)
+    CHECK_EQ(evl_future_done(futs[i]), 1);
+  CHECK(evl_future_result(futs[0]) == &g_value_a);
+  CHECK(evl_future_result(futs[1]) == &g_value_b);
+  CHECK(evl_future_result(futs[2]) == &g_value_c);
+  evl_future_release(g);
+  for (i = 0; i < 3; i++)
+    evl_future_release(futs[i]);
+  evl_loop_free(loop);
+}
+
+TEST(gather_takes_own_references) {
+  /* Releasing ours at once is fine: gather holds its own. */
+  evl_loop *loop = quiet_loop();
+  evl_future *futs[2];
+  evl_future *g;
+  futs[0] = evl_sleep(loop, 0.01, &g_value_a);
+  futs[1] = evl_sleep(loop, 0.02, &g_value_b);
+  g = evl_gather(loop, futs, 2, 0);
+  evl_future_release(futs[0]);
+  evl_future_release(futs[1]);
+  CHECK_EQ(evl_run_until_complete(loop, g), 0);
+  evl_future_release(g);
+  evl_loop_free(loop);
+}
+
+TEST(gather_one_fails) {
+  evl_loop *loop = quiet_loop();
+  evl_future *futs[3];
+  evl_future *g;
+  int i;
+  futs[0] = evl_sleep(loop, 0.005, &g_value_a);
+  futs[1] = evl_future_new(loop);
+  futs[2] = evl_sleep(loop, 0.06, &g_value_c);
+  CHECK(evl_call_later(loop, 0.01, set_error_cb, futs[1]) > 0);
+  g = evl_gather(loop, futs, 3, 0);
+  CHECK_EQ(evl_run_until_complete(loop, g), EVL_EIO);
+  CHECK_EQ(evl_future_error(g), EVL_EIO);
+  CHECK_EQ(evl_future_done(futs[2]), 0); /* the others go on */
+  CHECK_EQ(evl_run_until_complete(loop, futs[2]), 0);
+  CHECK_EQ(evl_future_cancelled(futs[2]), 0);
+  CHECK(evl_future_result(futs[2]) == &g_value_c);
+  CHECK(evl_future_result(futs[0]) == &g_value_a);
+  CHECK_EQ(evl_future_error(futs[1]), EVL_EIO);
+  evl_future_release(g);
+  for (i = 0; i < 3; i++)
+    evl_future_release(futs[i]);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(gather_return_errors) {
+  evl_loop *loop = quiet_loop();
+  evl_future *futs[3];
+  evl_future *g;
+  int i;
+  futs[0] = evl_sleep(loop, 0.005, &g_value_a);
+  futs[1] = evl_future_new(loop);
+  futs[2] = evl_sleep(loop, 0.04, &g_value_c);
+  CHECK(evl_call_later(loop, 0.01, set_error_cb, futs[1]) > 0);
+  g = evl_gather(loop, futs, 3, EVL_GATHER_RETURN_ERRORS);
+  CHECK_EQ(evl_run_until_complete(loop, g), 0);
+  CHECK(evl_future_result(g) == NULL);
+  for (i = 0; i < 3; i++)
+    CHECK_EQ(evl_future_done(futs[i]), 1);
+  CHECK_EQ(evl_future_error(futs[1]), EVL_EIO);
+  CHECK(evl_future_result(futs[2]) == &g_value_c);
+  evl_future_release(g);
+  for (i = 0; i < 3; i++)
+    evl_future_release(futs[i]);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(gather_nothing) {
+  evl_loop *loop = quiet_loop();
+  evl_future *g = evl_gather(loop, NULL, 0, 0);
+  CHECK(g != NULL);
+  CHECK_EQ(evl_future_done(g), 1);
+  CHECK_EQ(evl_future_error(g), 0);
+  CHECK(evl_future_result(g) == NULL);
+  CHECK_EQ(evl_run_until_complete(loop, g), 0);
+  evl_future_release(g);
+  evl_loop_free(loop);
+}
+
+TEST(gather_cancel_cancels_children) {
+  long_state s = {0, 0};
+  evl_loop *loop = quiet_loop();
+  evl_future *futs[3];
+  evl_future *g;
+  int i;
+  futs[0] = evl_future_new(loop);
+  futs[1] = evl_sleep(loop, 30.0, NULL);
+  futs[2] = evl_task_create(loop, long_sleeper, &s, 0);
+  g = evl_gather(loop, futs, 3, 0);
+  for (i = 0; i < 10 && !s.started; i++)
+    evl_run_once(loop, 0);
+  CHECK_EQ(s.started, 1);
+  CHECK_EQ(evl_future_cancel(g), 1);
+  CHECK_EQ(evl_run_until_complete(loop, g), EVL_ECANCELED);
+  CHECK_EQ(evl_future_cancelled(g), 1);
+  CHECK_EQ(evl_run_until_complete(loop, futs[2]), EVL_ECANCELED);
+  for (i = 0; i < 3; i++)
+    CHECK_EQ(evl_future_cancelled(futs[i]), 1);
+  CHECK_EQ(s.after, 0);
+  evl_future_release(g);
+  for (i = 0; i < 3; i++)
+    evl_future_release(futs[i]);
+  evl_loop_free(loop);
+}
+
+/* ---- evl_sleep and EVL_ASYNC_FAIL ---------------------------------------- */
+
+TEST(sleep_returns_result) {
+  evl_loop *loop = quiet_loop();
+  double t0 = evl_time(loop);
+  evl_future *f = evl_sleep(loop, 0.02, &g_value_b);
+  CHECK(f != NULL);
+  CHECK_EQ(evl_future_done(f), 0);
+  CHECK_EQ(evl_run_until_complete(loop, f), 0);
+  CHECK(evl_time(loop) - t0 >= 0.0199);
+  CHECK(evl_future_result(f) == &g_value_b);
+  evl_future_release(f);
+  evl_loop_free(loop);
+}
+
+TEST(sleep_zero_next_iteration) {
+  evl_loop *loop = quiet_loop();
+  evl_future *f = evl_sleep(loop, 0, &g_value_a);
+  CHECK(f != NULL);
+  CHECK_EQ(evl_future_done(f), 0); /* not inline */
+  evl_run_once(loop, 0);
+  CHECK_EQ(evl_future_done(f), 1);
+  CHECK(evl_future_result(f) == &g_value_a);
+  evl_future_release(f);
+  evl_loop_free(loop);
+}
+
+static void failing_task(evl_task *t, void *state) {
+  (void)state;
+  EVL_ASYNC_BEGIN(t);
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0, NULL));
+  EVL_ASYNC_FAIL(t, EVL_ECONNRESET, "peer went away");
+  EVL_ASYNC_END(t);
+}
+
+TEST(async_fail) {
+  evl_loop *loop = quiet_loop();
+  evl_task *t = evl_task_create(loop, failing_task, NULL, 0);
+  const char *msg;
+  CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECONNRESET);
+  CHECK_EQ(evl_future_error(t), EVL_ECONNRESET);
+  CHECK_EQ(evl_future_cancelled(t), 0);
+  msg = evl_future_error_message(t);
+  CHECK(msg != NULL);
+  CHECK(strcmp(msg, "peer went away") == 0);
+  evl_future_release(t);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TESTS_BEGIN
+T(task_awaits_sleep)
+T(task_awaits_future_set_by_callback)
+T(task_awaits_task)
+T(await_failing_future_fails_task)
+T(await_try_sees_error_and_continues)
+T(cancel_task_cancels_awaited_future)
+T(cancel_task_with_future_cancel)
+T(cancelled_await_try_can_recover)
+T(cancel_before_start)
+T(task_is_a_future)
+T(task_starts_next_iteration)
+T(state_is_copied)
+T(state_is_passed_through)
+T(tasks_interleave)
+T(task_name_is_function_name)
+T(task_factory)
+T(fire_and_forget)
+T(wait_for_in_time)
+T(wait_for_inner_error)
+T(wait_for_times_out)
+T(wait_for_task_times_out)
+T(wait_for_negative_timeout)
+T(wait_for_nan_timeout)
+T(gather_all_succeed)
+T(gather_takes_own_references)
+T(gather_one_fails)
+T(gather_return_errors)
+T(gather_nothing)
+T(gather_cancel_cancels_children)
+T(sleep_returns_result)
+T(sleep_zero_next_iteration)
+T(async_fail)
+TESTS_END
