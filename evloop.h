@@ -210,14 +210,15 @@ extern "C" {
   X(EEOF, -3104, "end of file")                                                \
   X(EUNKNOWN, -3199, "unknown error")
 
-#define EVL_ERROR_MAP(X) EVL__SYS_ERRORS(X) EVL__GAI_ERRORS(X) EVL__LIB_ERRORS(X)
+#define EVL_ERROR_MAP(X)                                                       \
+  EVL__SYS_ERRORS(X) EVL__GAI_ERRORS(X) EVL__LIB_ERRORS(X)
 
 enum {
   EVL_OK = 0,
 #define EVL__ENUM_ERROR(name, value, msg) EVL_##name = value,
   EVL_ERROR_MAP(EVL__ENUM_ERROR)
 #undef EVL__ENUM_ERROR
-  EVL__ERROR_END = -9999
+      EVL__ERROR_END = -9999
 };
 
 /* ==== Types ============================================================ */
@@ -427,11 +428,16 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
 #define EVL_ASYNC_BEGIN(t)                                                     \
   switch (evl_task_resume_point(t)) {                                          \
   case 0:
+#define EVL__CAT2(a, b) a##b
+#define EVL__CAT(a, b) EVL__CAT2(a, b)
+/* The goto keeps compilers' fall-through warnings quiet. */
 #define EVL_AWAIT_MODE_(t, fut, propagate)                                     \
   do {                                                                         \
-    if (evl_task_await((t), (fut), __LINE__, (propagate)))                     \
-      return;                                                                  \
-  case __LINE__:;                                                              \
+    if (!evl_task_await((t), (fut), __LINE__, (propagate)))                    \
+      goto EVL__CAT(evl_resume_, __LINE__);                                    \
+    return;                                                                    \
+  case __LINE__:                                                               \
+    EVL__CAT(evl_resume_, __LINE__) :;                                         \
   } while (0)
 #define EVL_AWAIT(t, fut) EVL_AWAIT_MODE_(t, fut, 1)
 #define EVL_AWAIT_TRY(t, fut) EVL_AWAIT_MODE_(t, fut, 0)
@@ -458,8 +464,8 @@ EVLOOP_API evl_task *evl_task_create(evl_loop *loop, evl_task_fn fn,
 EVLOOP_API evl_task *evl_task_create_at_site(evl_loop *loop, evl_task_fn fn,
                                              const void *state,
                                              size_t state_size,
-                                             const char *name,
-                                             const char *file, int line);
+                                             const char *name, const char *file,
+                                             int line);
 typedef evl_task *(*evl_task_factory)(evl_loop *loop, evl_task_fn fn,
                                       const void *state, size_t state_size,
                                       void *ctx);
@@ -572,7 +578,8 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define evl_add_writer(loop, fd, cb, arg)                                      \
   evl_add_writer_at_site((loop), (fd), (cb), (arg), #cb, __FILE__, __LINE__)
 #define evl_task_create(loop, fn, state, size)                                 \
-  evl_task_create_at_site((loop), (fn), (state), (size), #fn, __FILE__, __LINE__)
+  evl_task_create_at_site((loop), (fn), (state), (size), #fn, __FILE__,        \
+                          __LINE__)
 #endif
 
 #endif /* EVLOOP_H_INCLUDED */
@@ -585,7 +592,7 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define EVLOOP_IMPLEMENTATION_DONE
 
 /* ==== Backend choice ==================================================== */
-#if !defined(EVLOOP_BACKEND_SELECT) && !defined(EVLOOP_BACKEND_POLL) &&       \
+#if !defined(EVLOOP_BACKEND_SELECT) && !defined(EVLOOP_BACKEND_POLL) &&        \
     !defined(EVLOOP_BACKEND_EPOLL)
 #define EVL__HAVE_SELECT 1
 #define EVL__HAVE_POLL 1
@@ -605,9 +612,9 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #endif
 #endif
 
-#if defined(EVLOOP_BACKEND_EPOLL) || (!defined(EVLOOP_BACKEND_SELECT) &&      \
-                                      !defined(EVLOOP_BACKEND_POLL) &&        \
-                                      defined(EVL__HAVE_EPOLL))
+#if defined(EVLOOP_BACKEND_EPOLL) ||                                           \
+    (!defined(EVLOOP_BACKEND_SELECT) && !defined(EVLOOP_BACKEND_POLL) &&       \
+     defined(EVL__HAVE_EPOLL))
 #define EVL__DEFAULT_BACKEND EVL_BACKEND_EPOLL
 #elif defined(EVLOOP_BACKEND_SELECT)
 #define EVL__DEFAULT_BACKEND EVL_BACKEND_SELECT
@@ -654,7 +661,7 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #endif
 
 #if defined(EVLOOP_MALLOC) && defined(EVLOOP_REALLOC) && defined(EVLOOP_FREE)
-#elif !defined(EVLOOP_MALLOC) && !defined(EVLOOP_REALLOC) &&                  \
+#elif !defined(EVLOOP_MALLOC) && !defined(EVLOOP_REALLOC) &&                   \
     !defined(EVLOOP_FREE)
 #define EVLOOP_MALLOC(ctx, n) malloc(n)
 #define EVLOOP_REALLOC(ctx, p, n) realloc((p), (n))
@@ -769,7 +776,7 @@ typedef struct evl__job evl__job;
 enum { EVL__JOB_QUEUED, EVL__JOB_RUNNING, EVL__JOB_DONE, EVL__JOB_CANCELLED };
 
 struct evl__job {
-  evl__job *next;         /* executor queue, then the loop's done list */
+  evl__job *next;          /* executor queue, then the loop's done list */
   evl__job *lprev, *lnext; /* the loop's outstanding jobs */
   evl_loop *loop;
   evl_executor *exec;
@@ -781,7 +788,6 @@ struct evl__job {
   evl_free_fn result_free;
   int err, state;
 };
-
 
 struct evl_loop {
   /* callbacks and timers */
@@ -836,8 +842,8 @@ struct evl_loop {
   evl__tsent *tsq, *tsq_spare;
   size_t ts_len, ts_cap, ts_spare_cap;
   int ts_pending, ts_closed;
-  evl__job *jobs;      /* submitted, not yet completed */
-  evl__job *tsq_done;  /* completed, not yet delivered (newest first) */
+  evl__job *jobs;     /* submitted, not yet completed */
+  evl__job *tsq_done; /* completed, not yet delivered (newest first) */
   evl_executor *default_exec;
   int owns_default_exec, exec_shutdown, exec_threads;
 #ifndef EVLOOP_NO_THREADS
@@ -1018,8 +1024,7 @@ EVL__DEF void evl_default_exception_handler(evl_loop *loop,
   fprintf(stderr, "evloop: %s", ctx->message ? ctx->message : "error");
   if (ctx->error)
     fprintf(stderr, ": %s (%s)", evl_err_name(ctx->error),
-            ctx->error_message ? ctx->error_message
-                               : evl_strerror(ctx->error));
+            ctx->error_message ? ctx->error_message : evl_strerror(ctx->error));
   if (ctx->future)
     fprintf(stderr, " [future %p]", (void *)ctx->future);
   if (ctx->handle)
@@ -1070,8 +1075,9 @@ EVL__DEF void evl_set_slow_callback_duration(evl_loop *loop, double seconds) {
 static void evl__report_slow(evl_loop *loop, const char *what,
                              const evl__site *site, int64_t ns) {
   char msg[512];
-  snprintf(msg, sizeof msg, "Executing %s %s scheduled at %s:%d took %.3f seconds",
-           what, site && site->name ? site->name : "<callback>",
+  snprintf(msg, sizeof msg,
+           "Executing %s %s scheduled at %s:%d took %.3f seconds", what,
+           site && site->name ? site->name : "<callback>",
            site && site->file ? site->file : "?", site ? site->line : 0,
            (double)ns / 1e9);
   evl__log(loop, msg);
@@ -1134,8 +1140,8 @@ static int evl__slot_alloc(evl_loop *loop, uint32_t *out) {
         return EVL_ENOMEM;
       loop->slots = s;
       if (loop->sites) {
-        evl__site *st = (evl__site *)evl__lrealloc(loop, loop->sites,
-                                                   cap * sizeof *st);
+        evl__site *st =
+            (evl__site *)evl__lrealloc(loop, loop->sites, cap * sizeof *st);
         if (!st)
           return EVL_ENOMEM;
         loop->sites = st;
@@ -1361,8 +1367,7 @@ EVL__DEF evl_handle evl_call_later_at_site(evl_loop *loop, double delay,
   if (!cb || evl__seconds_to_ns(delay, &ns))
     return EVL_EINVAL;
   when = evl__now(loop) + (ns > 0 ? ns : 0);
-  return evl__schedule(loop, when < 0 ? 0 : when, cb, arg, 0, name, file,
-                       line);
+  return evl__schedule(loop, when < 0 ? 0 : when, cb, arg, 0, name, file, line);
 }
 EVL__DEF evl_handle evl_call_soon(evl_loop *loop, evl_callback cb, void *arg) {
   return evl_call_soon_at_site(loop, cb, arg, NULL, NULL, 0);
@@ -1434,8 +1439,8 @@ static int evl__ts_push(evl_loop *loop, evl_callback cb, void *arg,
   } else {
     if (loop->ts_len == loop->ts_cap) {
       size_t cap = loop->ts_cap ? loop->ts_cap * 2 : 64;
-      evl__tsent *q = (evl__tsent *)EVLOOP_REALLOC(NULL, loop->tsq,
-                                                   cap * sizeof *q);
+      evl__tsent *q =
+          (evl__tsent *)EVLOOP_REALLOC(NULL, loop->tsq, cap * sizeof *q);
       if (!q)
         rc = EVL_ENOMEM;
       else {
@@ -1495,8 +1500,8 @@ static void evl__ts_drain(evl_loop *loop) {
       if (q[i].internal)
         q[i].fn(loop, q[i].arg);
     } else if (evl__schedule(loop, -1, q[i].fn, q[i].arg,
-                             q[i].internal ? EVL__SLOT_INTERNAL : 0,
-                             NULL, NULL, 0) < 0) {
+                             q[i].internal ? EVL__SLOT_INTERNAL : 0, NULL, NULL,
+                             0) < 0) {
       evl_context ctx;
       memset(&ctx, 0, sizeof ctx);
       ctx.message = "could not schedule a call_soon_threadsafe callback";
@@ -1547,8 +1552,7 @@ static int evl__fds_reserve(evl_loop *loop, int fd) {
 }
 
 static int evl__watch(evl_loop *loop, evl_fd fdv, int which, evl_io_callback cb,
-                      void *arg, const char *name, const char *file,
-                      int line) {
+                      void *arg, const char *name, const char *file, int line) {
   evl__fdw *w;
   int fd, rc, oldmask;
   if (!loop)
@@ -1562,6 +1566,8 @@ static int evl__watch(evl_loop *loop, evl_fd fdv, int which, evl_io_callback cb,
   fd = (int)fdv;
   if (fd == loop->wake_rfd || fd == loop->wake_wfd)
     return EVL_EINVAL; /* the loop's own fd */
+  if (fd >= loop->fds_cap && !evl__fd_is_open(fd))
+    return EVL_EBADF; /* not worth growing the table for */
   rc = evl__fds_reserve(loop, fd);
   if (rc)
     return rc;
@@ -1696,8 +1702,7 @@ static void evl__epoll_destroy(evl_loop *loop) {
   loop->events = NULL;
 }
 
-static int evl__epoll_modify(evl_loop *loop, int fd, int oldmask,
-                             int newmask) {
+static int evl__epoll_modify(evl_loop *loop, int fd, int oldmask, int newmask) {
   struct epoll_event ev;
   int r;
   memset(&ev, 0, sizeof ev);
@@ -1745,7 +1750,7 @@ static int evl__epoll_poll(evl_loop *loop, int64_t timeout_ns) {
 /* ==== Self-pipe (select and poll) ======================================= */
 #if defined(EVL__HAVE_POLL) || defined(EVL__HAVE_SELECT)
 static int evl__pipe_cloexec_nonblock(int fds[2]) {
-#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) ||     \
+#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) ||       \
     defined(__OpenBSD__)
   if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0)
     return 0;
@@ -1785,8 +1790,8 @@ static int evl__poll_init(evl_loop *loop) {
   if (rc)
     return rc;
   loop->pfds_cap = 64;
-  loop->pfds = (struct pollfd *)evl__lalloc(
-      loop, (size_t)loop->pfds_cap * sizeof(struct pollfd));
+  loop->pfds = (struct pollfd *)evl__lalloc(loop, (size_t)loop->pfds_cap *
+                                                      sizeof(struct pollfd));
   if (!loop->pfds)
     return EVL_ENOMEM;
   loop->pfds[0].fd = loop->wake_rfd; /* index 0 is always the wake-up */
@@ -1803,8 +1808,7 @@ static void evl__poll_destroy(evl_loop *loop) {
   loop->npfds = 0;
 }
 
-static int evl__poll_modify(evl_loop *loop, int fd, int oldmask,
-                            int newmask) {
+static int evl__poll_modify(evl_loop *loop, int fd, int oldmask, int newmask) {
   evl__fdw *w = &loop->fds[fd];
   short events = (short)((newmask & EVL__READ ? POLLIN : 0) |
                          (newmask & EVL__WRITE ? POLLOUT : 0));
@@ -2331,14 +2335,13 @@ static void evl__debug_close_report(evl_loop *loop) {
     else
       futs++;
   }
-  if (!loop->ring_len && !loop->heap_len && !loop->nwatchers && !tasks &&
-      !futs)
+  if (!loop->ring_len && !loop->heap_len && !loop->nwatchers && !tasks && !futs)
     return;
   snprintf(msg, sizeof msg,
            "closing the loop with %u ready callbacks, %u timers, %d fd "
            "watchers, %lu pending tasks and %lu pending futures",
-           (unsigned)loop->ring_len, (unsigned)loop->heap_len,
-           loop->nwatchers, (unsigned long)tasks, (unsigned long)futs);
+           (unsigned)loop->ring_len, (unsigned)loop->heap_len, loop->nwatchers,
+           (unsigned long)tasks, (unsigned long)futs);
   evl__log(loop, msg);
 }
 
@@ -2525,8 +2528,7 @@ static void evl__future_schedule_fire(evl_future *f) {
 }
 
 static int evl__future_complete(evl_future *f, int state, void *result,
-                                evl_free_fn free_fn, int err,
-                                const char *msg) {
+                                evl_free_fn free_fn, int err, const char *msg) {
   if (!f)
     return EVL_EINVAL;
   if (f->state != EVL__PENDING)
@@ -2559,8 +2561,8 @@ EVL__DEF int evl_future_set_error(evl_future *fut, int code,
       code, message);
 }
 static int evl__future_cancel_base(evl_future *f) {
-  int rc = evl__future_complete(f, EVL__CANCELLED, NULL, NULL, EVL_ECANCELED,
-                                NULL);
+  int rc =
+      evl__future_complete(f, EVL__CANCELLED, NULL, NULL, EVL_ECANCELED, NULL);
   return rc == 0 ? 1 : rc == EVL_EINVALSTATE ? 0 : rc;
 }
 EVL__DEF int evl_future_cancel(evl_future *fut) {
@@ -2604,8 +2606,8 @@ EVL__DEF int evl_future_add_done_callback(evl_future *fut,
     return EVL_ECLOSED;
   if (fut->ncbs == fut->capcbs) {
     uint32_t cap = fut->capcbs ? fut->capcbs * 2 : 2;
-    evl__fcb *c = (evl__fcb *)evl__lrealloc(fut->loop, fut->cbs,
-                                            cap * sizeof *c);
+    evl__fcb *c =
+        (evl__fcb *)evl__lrealloc(fut->loop, fut->cbs, cap * sizeof *c);
     if (!c)
       return EVL_ENOMEM;
     fut->cbs = c;
@@ -2666,8 +2668,7 @@ static void evl__task_finish(evl__task *t, int err, const char *msg,
   evl_future *aw = t->awaiting;
   t->awaiting = NULL;
   if (err == EVL_ECANCELED)
-    (void)evl__future_complete(&t->fut, EVL__CANCELLED, NULL, NULL, err,
-                               NULL);
+    (void)evl__future_complete(&t->fut, EVL__CANCELLED, NULL, NULL, err, NULL);
   else if (err)
     (void)evl__future_complete(&t->fut, EVL__FAILED, NULL, NULL, err, msg);
   else
@@ -2779,9 +2780,9 @@ EVL__DEF evl_task *evl_task_new(evl_loop *loop, evl_task_fn fn,
 }
 
 EVL__DEF evl_task *evl_task_create_at_site(evl_loop *loop, evl_task_fn fn,
-                                           const void *state,
-                                           size_t state_size, const char *name,
-                                           const char *file, int line) {
+                                           const void *state, size_t state_size,
+                                           const char *name, const char *file,
+                                           int line) {
   evl_task *t;
   if (!loop || !fn)
     return NULL;
@@ -3191,9 +3192,8 @@ static void evl__job_deliver(evl_loop *loop, evl__job *job) {
   ef->job = NULL;
   if (!loop->closing && job->fut->state == EVL__PENDING) {
     if (job->err)
-      (void)evl_future_set_error(job->fut, job->err < 0 ? job->err
-                                                        : EVL_EUNKNOWN,
-                                 NULL);
+      (void)evl_future_set_error(job->fut,
+                                 job->err < 0 ? job->err : EVL_EUNKNOWN, NULL);
     else
       delivered = evl_future_set_result_free(job->fut, job->result,
                                              job->result_free) == 0;
@@ -3257,8 +3257,8 @@ EVL__DEF evl_executor *evl_executor_new(int nthreads) {
     return NULL;
   memset(ex, 0, sizeof *ex);
   ex->nthreads = nthreads ? nthreads : 4;
-  ex->threads =
-      (pthread_t *)EVLOOP_MALLOC(NULL, (size_t)ex->nthreads * sizeof(pthread_t));
+  ex->threads = (pthread_t *)EVLOOP_MALLOC(NULL, (size_t)ex->nthreads *
+                                                     sizeof(pthread_t));
   if (!ex->threads) {
     EVLOOP_FREE(NULL, ex);
     return NULL;
@@ -3498,8 +3498,8 @@ static int evl__exec_cancel(evl_future *f) {
 }
 static const evl__future_vt evl__exec_vt = {evl__exec_cancel, NULL, NULL};
 
-static evl_future *evl__submit(evl_loop *loop, evl_executor *ex,
-                               evl_work_fn fn, void *arg, evl_free_fn arg_free,
+static evl_future *evl__submit(evl_loop *loop, evl_executor *ex, evl_work_fn fn,
+                               void *arg, evl_free_fn arg_free,
                                evl_free_fn result_free) {
   evl__exec_future *ef;
   evl__job *job;

@@ -24,7 +24,7 @@ typedef struct test_case {
 #define T(name) {#name, name},
 #define TESTS_BEGIN static const test_case test_cases_[] = {
 #define TESTS_END                                                              \
-  {NULL, NULL}                                                                 \
+  { NULL, NULL }                                                               \
   }                                                                            \
   ;                                                                            \
   int main(int argc, char **argv) {                                            \
@@ -41,7 +41,7 @@ typedef struct test_case {
   do {                                                                         \
     long long a_ = (long long)(a), b_ = (long long)(b);                        \
     if (a_ != b_)                                                              \
-      test_fail_(__FILE__, __LINE__, "%s == %s (%lld vs %lld)", #a, #b, a_,   \
+      test_fail_(__FILE__, __LINE__, "%s == %s (%lld vs %lld)", #a, #b, a_,    \
                  b_);                                                          \
   } while (0)
 
@@ -148,8 +148,7 @@ static int test_main(const test_case *cases, int argc, char **argv) {
                WTERMSIG(status),
                WTERMSIG(status) == SIGALRM ? " (timeout)" : "");
       else
-        printf("FAIL %s: exit status %d\n", cases[i].name,
-               WEXITSTATUS(status));
+        printf("FAIL %s: exit status %d\n", cases[i].name, WEXITSTATUS(status));
       failed++;
     }
   }
