@@ -262,6 +262,7 @@ TEST(bad_fds_and_null_callbacks_are_refused) {
   int p[2], sv[2];
   io_rec r;
   memset(&r, 0, sizeof r);
+  make_socketpair(sv); /* before the pipe: its numbers stay closed */
   CHECK_EQ(pipe(p), 0);
   close(p[0]);
   close(p[1]);
@@ -278,7 +279,14 @@ TEST(bad_fds_and_null_callbacks_are_refused) {
   /* A huge fd number that cannot be open. */
   CHECK_EQ(evl_add_reader(loop, 1 << 30, reader_cb, &r), EVL_EBADF);
   check_loop_works(loop);
-  make_socketpair(sv);
+  /* Again once the loop has watched an fd: its fd table then covers the
+     closed numbers. */
+  CHECK_EQ(evl_add_reader(loop, sv[1], reader_cb, &r), 0);
+  CHECK_EQ(evl_remove_reader(loop, sv[1]), 1);
+  CHECK_EQ(evl_add_reader(loop, p[0], reader_cb, &r), EVL_EBADF);
+  check_loop_works(loop);
+  CHECK_EQ(evl_add_writer(loop, p[1], writer_cb, &r), EVL_EBADF);
+  check_loop_works(loop);
   CHECK_EQ(evl_add_reader(loop, sv[0], NULL, &r), EVL_EINVAL);
   check_loop_works(loop);
   CHECK_EQ(evl_add_writer(loop, sv[0], NULL, &r), EVL_EINVAL);

@@ -315,20 +315,21 @@ TEST(negative_delay_counts_as_zero) {
 
 TEST(nan_and_infinite_delays_are_einval) {
   evl_loop *loop = test_loop();
-  int fired = 0;
+  int fired = 0, i;
   CHECK_EQ(evl_call_later(loop, NAN, count_cb, &fired), EVL_EINVAL);
   CHECK_EQ(evl_call_later(loop, INFINITY, count_cb, &fired), EVL_EINVAL);
   CHECK_EQ(evl_call_later(loop, -INFINITY, count_cb, &fired), EVL_EINVAL);
   CHECK_EQ(evl_call_at(loop, NAN, count_cb, &fired), EVL_EINVAL);
   CHECK_EQ(evl_call_at(loop, INFINITY, count_cb, &fired), EVL_EINVAL);
   CHECK_EQ(evl_call_at(loop, -INFINITY, count_cb, &fired), EVL_EINVAL);
-  CHECK_EQ(evl_next_timeout(loop), -1.0);
+  CHECK(evl_next_timeout(loop) == -1.0); /* nothing was scheduled */
   /* The loop still works. */
   CHECK(evl_call_soon(loop, count_cb, &fired) > 0);
-  CHECK(evl_call_later(loop, 0.001, count_cb, &fired) > 0);
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(fired, 1);
-  CHECK_EQ(evl_run_once(loop, 1.0), 1);
+  CHECK(evl_call_later(loop, 0.001, count_cb, &fired) > 0);
+  for (i = 0; i < 100 && fired < 2; i++)
+    evl_run_once(loop, 0.05);
   CHECK_EQ(fired, 2);
   evl_loop_free(loop);
 }
