@@ -14,7 +14,7 @@
      3. Backends             7. Does NOT do (yet)
      4. Errors and logging   8. Declarations, implementation, licence
 
-   1. QUICK START (examples/tasks.c is the same thing, compiled by the tests)
+   1. QUICK START (examples/tasks.c shows tasks and gather at more length)
 
        #define EVLOOP_IMPLEMENTATION
        #include "evloop.h"
@@ -65,9 +65,12 @@
 
    4. ERRORS AND LOGGING
      Functions return 0 (or a value >= 0) on success and a negative EVL_E*
-     code on failure; evl_strerror() and evl_err_name() describe a code.
-     Functions that return a pointer return NULL on failure. No function
-     aborts the process on bad input. The library prints nothing unless
+     code on failure; evl_strerror() and evl_err_name() describe a code
+     (an evl_handle < 0 is such a code: evl_strerror((int)h)). Functions
+     that return a future return NULL only when the loop is NULL or closed
+     or memory ran out; bad arguments give a future that fails with
+     EVL_EINVAL. EVL_AWAIT on NULL fails the task with EVL_EINVAL. No
+     function aborts the process on bad input. The library prints nothing unless
      asked: errors nobody handled go to the loop's exception handler (whose
      default writes one line to stderr), and debug mode (evl_set_debug or
      EVLOOP_DEBUG=1 in the environment) logs slow callbacks through
@@ -294,6 +297,8 @@ EVLOOP_API int evl_loop_close(evl_loop *loop);
 EVLOOP_API void evl_loop_free(evl_loop *loop);
 EVLOOP_API int evl_loop_is_closed(const evl_loop *loop);
 EVLOOP_API int evl_loop_is_running(const evl_loop *loop);
+/* Runs until evl_stop(): 0, or EVL_ECLOSED / EVL_ERUNNING, or the error of
+   a failing backend wait. */
 EVLOOP_API int evl_run_forever(evl_loop *loop);
 /* 0 when fut completed with a result; its error code when it failed or was
    cancelled (EVL_ECANCELED); EVL_ESTOPPED when evl_stop() came first. */
@@ -383,6 +388,7 @@ EVLOOP_API int evl_add_writer_at_site(evl_loop *loop, evl_fd fd,
    never run inline. */
 EVLOOP_API evl_future *evl_future_new(evl_loop *loop);
 EVLOOP_API evl_future *evl_future_ref(evl_future *fut);
+/* Drops a reference; NULL is ignored. */
 EVLOOP_API void evl_future_release(evl_future *fut);
 /* EVL_EINVALSTATE if already done. The _free variant makes the future own
    the result: free_fn(result) runs when the future is freed. */
@@ -2958,12 +2964,14 @@ static const evl__future_vt evl__sleep_vt = {evl__sleep_cancel, NULL, NULL};
 EVL__DEF evl_future *evl_sleep(evl_loop *loop, double delay, void *result) {
   int64_t ns;
   evl__sleep *s;
-  if (!loop || evl__seconds_to_ns(delay, &ns))
-    return NULL;
   s = (evl__sleep *)(void *)evl__future_alloc(loop, sizeof *s, &evl__sleep_vt);
   if (!s)
     return NULL;
   s->value = result;
+  if (evl__seconds_to_ns(delay, &ns)) {
+    (void)evl_future_set_error(&s->fut, EVL_EINVAL, "delay is NaN or infinite");
+    return &s->fut;
+  }
   s->timer = evl__later_internal(loop, ns, evl__sleep_fire, s);
   if (s->timer < 0) {
     s->timer = 0;
@@ -3123,16 +3131,19 @@ EVL__DEF evl_future *evl_gather(evl_loop *loop, evl_future *const *futs,
                                 size_t n, int flags) {
   evl__gather *g;
   size_t i;
-  if (!loop || (n && !futs))
-    return NULL;
-  for (i = 0; i < n; i++)
-    if (!futs[i] || futs[i]->loop != loop)
-      return NULL;
   g = (evl__gather *)(void *)evl__future_alloc(loop, sizeof *g,
                                                &evl__gather_vt);
   if (!g)
     return NULL;
   g->flags = flags;
+  for (i = 0; i < n && futs; i++)
+    if (!futs[i] || futs[i]->loop != loop)
+      break;
+  if (n && (!futs || i < n)) {
+    (void)evl_future_set_error(&g->fut, EVL_EINVAL,
+                               "NULL future, or a future of another loop");
+    return &g->fut;
+  }
   if (n == 0) {
     (void)evl_future_set_result(&g->fut, NULL);
     return &g->fut;

@@ -1,0 +1,109 @@
+/* API contracts that cut across areas: bad arguments to functions that
+   return futures give a future failing with EVL_EINVAL (NULL is kept for a
+   closed loop), EVL_AWAIT on NULL fails the task, release(NULL) is a no-op. */
+#include "test.h"
+
+#include <math.h>
+
+static void await_null_task(evl_task *t, void *state) {
+  (void)state;
+  EVL_ASYNC_BEGIN(t);
+  EVL_AWAIT(t, NULL);
+  EVL_ASYNC_RETURN(t, (void *)1); /* never reached */
+  EVL_ASYNC_END(t);
+}
+
+static int never_run(void *arg, void **result) {
+  (void)arg;
+  (void)result;
+  return 0;
+}
+
+TEST(bad_sleep_delay_gives_einval_future) {
+  evl_loop *loop = test_loop();
+  evl_future *f = evl_sleep(loop, NAN, NULL);
+  CHECK(f != NULL);
+  CHECK(evl_future_done(f));
+  CHECK_EQ(evl_future_error(f), EVL_EINVAL);
+  evl_future_release(f);
+  f = evl_sleep(loop, INFINITY, NULL);
+  CHECK(f != NULL);
+  CHECK_EQ(evl_future_error(f), EVL_EINVAL);
+  evl_future_release(f);
+  evl_loop_free(loop);
+}
+
+TEST(gather_of_null_or_foreign_futures_gives_einval_future) {
+  evl_loop *loop = test_loop(), *other = test_loop();
+  evl_future *mine = evl_future_new(loop), *theirs = evl_future_new(other);
+  evl_future *futs[2], *g;
+  futs[0] = mine;
+  futs[1] = theirs;
+  g = evl_gather(loop, futs, 2, 0);
+  CHECK(g != NULL);
+  CHECK_EQ(evl_future_error(g), EVL_EINVAL);
+  evl_future_release(g);
+  futs[1] = NULL;
+  g = evl_gather(loop, futs, 2, 0);
+  CHECK_EQ(evl_future_error(g), EVL_EINVAL);
+  evl_future_release(g);
+  g = evl_gather(loop, NULL, 3, 0);
+  CHECK_EQ(evl_future_error(g), EVL_EINVAL);
+  evl_future_release(g);
+  evl_future_release(mine);
+  evl_future_release(theirs);
+  evl_loop_free(other);
+  evl_loop_free(loop);
+}
+
+TEST(run_in_executor_without_function_gives_einval_future) {
+  evl_loop *loop = test_loop();
+  evl_future *f = evl_run_in_executor(loop, NULL, NULL, NULL, NULL);
+  CHECK(f != NULL);
+  CHECK_EQ(evl_future_error(f), EVL_EINVAL);
+  evl_future_release(f);
+  (void)never_run;
+  evl_loop_free(loop);
+}
+
+TEST(future_functions_on_a_closed_loop_return_null) {
+  evl_loop *loop = test_loop();
+  CHECK_EQ(evl_loop_close(loop), 0);
+  CHECK(evl_sleep(loop, 1.0, NULL) == NULL);
+  CHECK(evl_gather(loop, NULL, 0, 0) == NULL);
+  CHECK(evl_run_in_executor(loop, NULL, never_run, NULL, NULL) == NULL);
+  CHECK(evl_getaddrinfo(loop, "127.0.0.1", "80", 0, 0, 0, 0) == NULL);
+  CHECK(evl_task_create(loop, await_null_task, NULL, 0) == NULL);
+  evl_loop_free(loop);
+}
+
+TEST(await_null_fails_the_task_with_einval) {
+  evl_loop *loop = test_loop();
+  evl_task *t = evl_task_create(loop, await_null_task, NULL, 0);
+  CHECK(t != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, t), EVL_EINVAL);
+  CHECK(evl_future_result(t) == NULL);
+  CHECK(evl_future_error_message(t) != NULL);
+  evl_future_release(t);
+  evl_loop_free(loop);
+}
+
+TEST(release_null_and_queries_on_null_are_harmless) {
+  evl_future_release(NULL);
+  CHECK(evl_future_ref(NULL) == NULL);
+  CHECK_EQ(evl_future_done(NULL), 0);
+  CHECK(evl_future_result(NULL) == NULL);
+  CHECK_EQ(evl_future_error(NULL), EVL_EINVAL);
+  CHECK_EQ(evl_run_forever(NULL), EVL_EINVAL);
+  CHECK_EQ(evl_loop_close(NULL), EVL_EINVAL);
+  evl_loop_free(NULL);
+}
+
+TESTS_BEGIN
+T(bad_sleep_delay_gives_einval_future)
+T(gather_of_null_or_foreign_futures_gives_einval_future)
+T(run_in_executor_without_function_gives_einval_future)
+T(future_functions_on_a_closed_loop_return_null)
+T(await_null_fails_the_task_with_einval)
+T(release_null_and_queries_on_null_are_harmless)
+TESTS_END
