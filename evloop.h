@@ -305,7 +305,8 @@ EVLOOP_API int evl_run_forever(evl_loop *loop);
 EVLOOP_API int evl_run_until_complete(evl_loop *loop, evl_future *fut);
 EVLOOP_API void evl_stop(evl_loop *loop);
 /* One iteration that waits at most max_wait seconds (0: do not block;
-   negative: as long as needed). Returns the number of callbacks run. */
+   negative: as long as needed). Returns the number of callbacks run (fd
+   callbacks included). A evl_stop() made during it is used up by it. */
 EVLOOP_API int evl_run_once(evl_loop *loop, double max_wait);
 /* asyncio.run(): new loop, run a task to completion, cancel the tasks left,
    shut the default executor down, close. Returns the task's error code;
@@ -343,7 +344,8 @@ EVLOOP_API int evl_handle_cancel(evl_loop *loop, evl_handle h);
 /* 1 from the cancel until the loop discards the callback (its next
    iteration); 0 otherwise. */
 EVLOOP_API int evl_handle_cancelled(evl_loop *loop, evl_handle h);
-/* A pending timer's deadline in evl_time() seconds; -1.0 for anything else. */
+/* A pending timer's deadline in evl_time() seconds; -1.0 for anything else
+   (a call_soon handle, a timer that ran or was cancelled, a stale handle). */
 EVLOOP_API double evl_handle_when(evl_loop *loop, evl_handle h);
 
 /* Versions that record where the callback was scheduled, for debug mode.
@@ -2056,13 +2058,14 @@ EVL__DEF evl_fd evl_backend_fd(const evl_loop *loop) {
 
 /* ==== Running =========================================================== */
 
-static void evl__dispatch_io(evl_loop *loop, uint64_t entry) {
+static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   int fd = (int)(uint32_t)entry, events = (int)((entry >> 32) & 3);
   int64_t t0 = 0;
   evl_io_callback cb;
   void *arg;
+  int ran = 0;
   if (fd >= loop->fds_cap)
-    return;
+    return 0;
   /* Mask with the current interest: an earlier callback may have removed
      this watcher. Reload after each callback: the table may have grown. */
   if ((events & EVL__READ) && (cb = loop->fds[fd].rfn) != NULL) {
@@ -2070,6 +2073,7 @@ static void evl__dispatch_io(evl_loop *loop, uint64_t entry) {
     if (loop->debug)
       t0 = evl__monotonic_ns();
     cb(loop, fd, arg);
+    ran++;
     if (loop->debug && evl__monotonic_ns() - t0 >= loop->slow_ns &&
         fd < loop->fds_cap)
       evl__report_slow(loop, "reader", &loop->fds[fd].rsite,
@@ -2081,11 +2085,13 @@ static void evl__dispatch_io(evl_loop *loop, uint64_t entry) {
     if (loop->debug)
       t0 = evl__monotonic_ns();
     cb(loop, fd, arg);
+    ran++;
     if (loop->debug && evl__monotonic_ns() - t0 >= loop->slow_ns &&
         fd < loop->fds_cap)
       evl__report_slow(loop, "writer", &loop->fds[fd].wsite,
                        evl__monotonic_ns() - t0);
   }
+  return ran;
 }
 
 /* One iteration, as asyncio's _run_once: wait for I/O (not at all if work
@@ -2124,8 +2130,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     evl_callback fn;
     void *arg;
     if (e & EVL__IO_ENTRY) {
-      evl__dispatch_io(loop, e);
-      ran++;
+      ran += evl__dispatch_io(loop, e);
       continue;
     }
     s = &loop->slots[(uint32_t)e];

@@ -13,6 +13,15 @@ static void stop_cb(evl_loop *loop, void *arg) {
   evl_stop(loop);
 }
 
+/* Runs in 3 iterations in a row, then stops the loop. */
+static void chain_cb(evl_loop *loop, void *arg) {
+  int *n = (int *)arg;
+  if (++*n < 3)
+    CHECK(evl_call_soon(loop, chain_cb, n) > 0);
+  else
+    evl_stop(loop);
+}
+
 /* Proves the loop still works: a call_soon runs in the next iteration. */
 static void check_loop_works(evl_loop *loop) {
   int ran = 0;
@@ -143,9 +152,25 @@ TEST(removing_unwatched_fds_is_harmless) {
   close(p[1]);
 }
 
+TEST(run_until_complete_refuses_null_or_foreign_futures) {
+  evl_loop *loop = test_loop(), *other = test_loop();
+  evl_future *foreign = evl_future_new(other);
+  CHECK(foreign != NULL);
+  CHECK(evl_run_until_complete(loop, NULL) < 0);
+  check_loop_works(loop);
+  CHECK(evl_run_until_complete(loop, foreign) < 0);
+  CHECK(!evl_future_done(foreign));
+  check_loop_works(loop);
+  check_run_forever_works(loop);
+  check_run_forever_works(other);
+  evl_future_release(foreign);
+  evl_loop_free(other);
+  evl_loop_free(loop);
+}
+
 TEST(stop_and_run_once_on_an_idle_loop) {
   evl_loop *loop = test_loop();
-  int stops = 0;
+  int chain = 0;
   /* Nothing scheduled: run_once(0) returns 0 at once. */
   CHECK_EQ(evl_run_once(loop, 0), 0);
   /* stop twice before running still means one iteration. */
@@ -153,10 +178,10 @@ TEST(stop_and_run_once_on_an_idle_loop) {
   evl_stop(loop);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK(!evl_loop_is_running(loop));
-  /* The stop request was used up. */
-  CHECK(evl_call_soon(loop, stop_cb, &stops) > 0);
+  /* The stop request was used up: the next run goes on until stopped. */
+  CHECK(evl_call_soon(loop, chain_cb, &chain) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
-  CHECK_EQ(stops, 1);
+  CHECK_EQ(chain, 3);
   check_loop_works(loop);
   evl_loop_free(loop);
 }
@@ -176,6 +201,7 @@ T(loop_new_with_null_config_uses_defaults)
 T(unknown_or_missing_backends_are_refused)
 T(bogus_handles_are_harmless)
 T(removing_unwatched_fds_is_harmless)
+T(run_until_complete_refuses_null_or_foreign_futures)
 T(stop_and_run_once_on_an_idle_loop)
 T(freeing_a_fresh_or_closed_loop_is_fine)
 TESTS_END

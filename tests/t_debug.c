@@ -341,6 +341,33 @@ TEST(debug_off_logs_nothing) {
   CHECK_EQ(r.n, 0);
 }
 
+static void slow_task_fn(evl_task *t, void *state) {
+  (void)state;
+  EVL_ASYNC_BEGIN(t);
+  slow_busy_callback(evl_task_loop(t), NULL);
+  EVL_ASYNC_END(t);
+}
+
+TEST(slow_task_step_logged) {
+  log_rec r;
+  char where[64];
+  int line;
+  evl_loop *loop = loop_with_log(1, &r);
+  evl_task *t;
+  g_ran = 0;
+  evl_set_slow_callback_duration(loop, 0.05);
+  line = __LINE__ + 1;
+  t = evl_task_create(loop, slow_task_fn, NULL, 0);
+  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  CHECK_EQ(g_ran, 1);
+  sprintf(where, "t_debug.c:%d", line);
+  if (log_count(&r, "slow_task_fn", where) < 1)
+    dump_log(&r);
+  CHECK(log_count(&r, "slow_task_fn", where) >= 1);
+  evl_future_release(t);
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(exception_handler_round_trip)
 T(call_exception_handler_custom)
@@ -351,6 +378,7 @@ T(slow_callback_duration)
 T(slow_callback_logged)
 T(slow_timer_callback_logged)
 T(set_debug_at_run_time)
+T(slow_task_step_logged)
 T(fast_callback_not_logged)
 T(debug_off_logs_nothing)
 TESTS_END

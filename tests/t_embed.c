@@ -213,6 +213,36 @@ TEST(backend_fd_becomes_readable_when_io_is_ready) {
   close(sv[1]);
 }
 
+TEST(backend_fd_becomes_readable_on_a_threadsafe_call) {
+  evl_loop *loop = test_loop();
+  evl_fd bfd = evl_backend_fd(loop);
+  struct pollfd pfd;
+  int ran = 0;
+  if (bfd < 0) {
+    printf("note: %s has no backend fd; nothing to check\n",
+           evl_backend_name(loop));
+    evl_loop_free(loop);
+    return;
+  }
+  pfd.fd = (int)bfd;
+  pfd.events = POLLIN;
+  pfd.revents = 0;
+  CHECK_EQ(poll(&pfd, 1, 0), 0);
+  /* A host sleeping on the fd must wake for a cross-thread callback. */
+  CHECK_EQ(evl_call_soon_threadsafe(loop, count_cb, &ran), 0);
+  CHECK_EQ(poll(&pfd, 1, 2000), 1);
+  CHECK(pfd.revents & POLLIN);
+  /* The wake-up is consumed by one iteration; the callback runs then or at
+     the next one. */
+  evl_run_once(loop, 0);
+  if (!ran)
+    evl_run_once(loop, 0);
+  CHECK_EQ(ran, 1);
+  pfd.revents = 0;
+  CHECK_EQ(poll(&pfd, 1, 0), 0);
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(next_timeout_reflects_what_is_scheduled)
 T(next_timeout_is_zero_for_an_expired_timer)
@@ -221,4 +251,5 @@ T(run_once_with_max_wait_waits_when_nothing_is_ready)
 T(run_once_max_wait_is_cut_short_by_a_nearer_timer)
 T(loop_driven_from_an_outer_poll)
 T(backend_fd_becomes_readable_when_io_is_ready)
+T(backend_fd_becomes_readable_on_a_threadsafe_call)
 TESTS_END

@@ -428,6 +428,36 @@ TEST(close_with_queued_and_running_jobs) {
   CHECK_EQ(gate_get(&g_gate.freed), 1); /* the undelivered result */
 }
 
+TEST(close_with_jobs_on_custom_executor) {
+  /* The loop does not own ex: close must still cancel this loop's queued
+     jobs and wait for its running one before it returns. */
+  evl_executor *ex = evl_executor_new(1);
+  evl_loop *loop = test_loop();
+  evl_future *running, *queued[2];
+  pthread_t rel;
+  int i, x = 1;
+  gate_reset();
+  running =
+      evl_run_in_executor(loop, ex, blocker_alloc_job, NULL, counting_free);
+  CHECK(running != NULL);
+  CHECK_EQ(gate_wait(&g_gate.started, 1), 1);
+  for (i = 0; i < 2; i++) {
+    queued[i] = evl_run_in_executor(loop, ex, marker_job, &x, NULL);
+    CHECK(queued[i] != NULL);
+  }
+  CHECK_EQ(pthread_create(&rel, NULL, releaser_thread, NULL), 0);
+  CHECK_EQ(evl_loop_close(loop), 0);
+  CHECK_EQ(gate_get(&g_gate.finished), 1);
+  pthread_join(rel, NULL);
+  evl_future_release(running);
+  for (i = 0; i < 2; i++)
+    evl_future_release(queued[i]);
+  evl_loop_free(loop);
+  evl_executor_free(ex); /* would run jobs still queued */
+  CHECK_EQ(gate_get(&g_gate.markers), 0);
+  CHECK_EQ(gate_get(&g_gate.freed), 1);
+}
+
 TESTS_BEGIN
 T(many_jobs_default_executor)
 T(job_error_fails_future)
@@ -439,4 +469,5 @@ T(result_freed_when_cancelled_while_running)
 T(shutdown_default_executor)
 T(shutdown_unused_default_executor)
 T(close_with_queued_and_running_jobs)
+T(close_with_jobs_on_custom_executor)
 TESTS_END

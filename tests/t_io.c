@@ -179,7 +179,7 @@ TEST(reader_and_writer_on_one_fd_both_fire) {
 
 TEST(reader_and_writer_fire_in_the_same_iteration) {
   evl_loop *loop = test_loop();
-  int sv[2], i;
+  int sv[2], i, n;
   io_rec r, w;
   make_socketpair(sv);
   memset(&r, 0, sizeof r);
@@ -187,16 +187,59 @@ TEST(reader_and_writer_fire_in_the_same_iteration) {
   write_byte(sv[1]);
   CHECK_EQ(evl_add_reader(loop, sv[0], reader_cb, &r), 0);
   CHECK_EQ(evl_add_writer(loop, sv[0], writer_cb, &w), 0);
-  for (i = 0; i < 100 && r.calls + w.calls == 0; i++)
-    evl_run_once(loop, 0.05);
+  for (i = 0, n = 0; i < 100 && r.calls + w.calls == 0; i++)
+    n = evl_run_once(loop, 0.05);
   CHECK_EQ(r.calls, 1);
   CHECK_EQ(w.calls, 1);
+  CHECK_EQ(n, 2); /* evl_run_once counts the callbacks it ran */
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
   CHECK_EQ(evl_remove_writer(loop, sv[0]), 1);
   CHECK_EQ(evl_remove_writer(loop, sv[0]), 0);
   evl_loop_free(loop);
   close(sv[0]);
   close(sv[1]);
+}
+
+/* Two ready fds; whichever callback runs first removes the other's
+   reader, which then must not run although its fd was reported ready. */
+static int g_pair_a[2], g_pair_b[2], g_first_calls, g_other_calls;
+static void remove_other_cb(evl_loop *loop, evl_fd fd, void *arg) {
+  (void)arg;
+  if (g_first_calls + g_other_calls > 0) {
+    g_other_calls++;
+    return;
+  }
+  g_first_calls++;
+  CHECK_EQ(
+      evl_remove_reader(loop, fd == g_pair_a[0] ? g_pair_b[0] : g_pair_a[0]),
+      1);
+}
+
+TEST(reader_removed_by_earlier_callback_in_same_iteration_does_not_run) {
+  evl_loop *loop = test_loop();
+  int i, n;
+  make_socketpair(g_pair_a);
+  make_socketpair(g_pair_b);
+  write_byte(g_pair_a[1]);
+  write_byte(g_pair_b[1]);
+  CHECK_EQ(evl_add_reader(loop, g_pair_a[0], remove_other_cb, NULL), 0);
+  CHECK_EQ(evl_add_reader(loop, g_pair_b[0], remove_other_cb, NULL), 0);
+  for (i = 0, n = 0; i < 100 && g_first_calls == 0; i++)
+    n = evl_run_once(loop, 0.05);
+  CHECK_EQ(g_first_calls, 1);
+  CHECK_EQ(g_other_calls, 0);
+  CHECK_EQ(n, 1); /* only one callback ran */
+  /* The survivor keeps firing (data unread); the removed one never. */
+  evl_run_once(loop, 0.05);
+  CHECK_EQ(g_other_calls, 1);
+  CHECK(evl_remove_reader(loop, g_pair_a[0]) +
+            evl_remove_reader(loop, g_pair_b[0]) ==
+        1);
+  evl_loop_free(loop);
+  for (i = 0; i < 2; i++) {
+    close(g_pair_a[i]);
+    close(g_pair_b[i]);
+  }
 }
 
 TEST(adding_a_reader_again_replaces_the_callback) {
@@ -279,6 +322,12 @@ TEST(bad_fds_and_null_callbacks_are_refused) {
   /* A huge fd number that cannot be open. */
   CHECK_EQ(evl_add_reader(loop, 1 << 30, reader_cb, &r), EVL_EBADF);
   check_loop_works(loop);
+  if (sizeof(evl_fd) > 4) { /* beyond int on 64-bit */
+    CHECK_EQ(evl_add_reader(loop, (evl_fd)((int64_t)1 << 40), reader_cb, &r),
+             EVL_EBADF);
+    CHECK(evl_remove_reader(loop, (evl_fd)((int64_t)1 << 40)) <= 0);
+    check_loop_works(loop);
+  }
   /* Again once the loop has watched an fd: its fd table then covers the
      closed numbers. */
   CHECK_EQ(evl_add_reader(loop, sv[1], reader_cb, &r), 0);
@@ -451,6 +500,7 @@ T(reader_on_pipe_fires)
 T(reader_removed_inside_its_callback_fires_once)
 T(reader_and_writer_on_one_fd_both_fire)
 T(reader_and_writer_fire_in_the_same_iteration)
+T(reader_removed_by_earlier_callback_in_same_iteration_does_not_run)
 T(adding_a_reader_again_replaces_the_callback)
 T(removed_writer_stops_while_reader_goes_on_level_triggered)
 T(bad_fds_and_null_callbacks_are_refused)

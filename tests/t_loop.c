@@ -36,6 +36,24 @@ static void stop_cb(evl_loop *loop, void *arg) {
   evl_stop(loop);
 }
 
+/* Runs in 3 iterations in a row, then stops the loop. */
+static void chain_cb(evl_loop *loop, void *arg) {
+  int *n = (int *)arg;
+  if (++*n < 3)
+    CHECK(evl_call_soon(loop, chain_cb, n) > 0);
+  else
+    evl_stop(loop);
+}
+
+/* A run after a stop must go on until the next stop: the stop request was
+   used up by the run it ended. */
+static void check_runs_until_next_stop(evl_loop *loop) {
+  int n = 0;
+  CHECK(evl_call_soon(loop, chain_cb, &n) > 0);
+  CHECK_EQ(evl_run_forever(loop), 0);
+  CHECK_EQ(n, 3);
+}
+
 /* Logs its id, then schedules id + 100 with call_soon. */
 static void log_and_schedule_cb(evl_loop *loop, void *arg) {
   int id = *(int *)arg;
@@ -101,6 +119,7 @@ TEST(stop_before_run_forever_runs_exactly_one_iteration) {
   CHECK_EQ(g_nlog, 4);
   CHECK_EQ(g_log[2], 101);
   CHECK_EQ(g_log[3], 102);
+  check_runs_until_next_stop(loop);
   evl_loop_free(loop);
 }
 
@@ -125,6 +144,7 @@ TEST(stop_inside_callback_finishes_the_iteration_then_returns) {
   CHECK_EQ(g_log[3], 101);
   CHECK_EQ(g_log[4], 102);
   CHECK_EQ(g_log[5], 103);
+  check_runs_until_next_stop(loop);
   evl_loop_free(loop);
 }
 
@@ -208,6 +228,7 @@ TEST(run_until_complete_stopped_first_returns_estopped) {
   /* The loop still works and the future can still complete. */
   CHECK(evl_call_soon(loop, complete_later_cb, fut) > 0);
   CHECK_EQ(evl_run_until_complete(loop, fut), 0);
+  check_runs_until_next_stop(loop);
   evl_future_release(fut);
   evl_loop_free(loop);
 }
@@ -232,6 +253,7 @@ TEST(is_running_is_true_only_inside_the_loop) {
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(g_running_inside, 1);
   CHECK_EQ(evl_loop_is_running(loop), 0);
+  check_runs_until_next_stop(loop);
   evl_loop_free(loop);
 }
 
@@ -280,20 +302,24 @@ static void after_nested_cb(evl_loop *loop, void *arg) {
   g_after_nested++;
   evl_stop(loop);
 }
+static int g_nested_once_rc = 1;
 static void nested_run_forever_cb(evl_loop *loop, void *arg) {
   (void)arg;
+  g_nested_once_rc = evl_run_once(loop, 0);
   g_nested_rc = evl_run_forever(loop);
   CHECK(evl_loop_is_running(loop));
   CHECK(evl_call_soon(loop, after_nested_cb, NULL) > 0);
 }
 
-TEST(run_forever_reentered_returns_erunning_and_outer_run_goes_on) {
+TEST(run_forever_or_run_once_reentered_return_erunning) {
   evl_loop *loop = test_loop();
   CHECK(evl_call_soon(loop, nested_run_forever_cb, NULL) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(g_nested_rc, EVL_ERUNNING);
+  CHECK_EQ(g_nested_once_rc, EVL_ERUNNING);
   CHECK_EQ(g_after_nested, 1);
   CHECK(!evl_loop_is_running(loop));
+  check_runs_until_next_stop(loop);
   evl_loop_free(loop);
 }
 
@@ -396,6 +422,12 @@ static int backend_name_is(const char *name, const char *want) {
   return name != NULL && strcmp(name, want) == 0;
 }
 
+/* The same backend: names equal up to the first space ("poll (...)"). */
+static int same_backend(const char *a, const char *b) {
+  size_t la = strcspn(a, " "), lb = strcspn(b, " ");
+  return la == lb && strncmp(a, b, la) == 0;
+}
+
 TEST(backend_name_matches_the_requested_backend) {
   static const struct {
     evl_backend backend;
@@ -407,7 +439,8 @@ TEST(backend_name_matches_the_requested_backend) {
   const char *def = evl_backend_name(loop);
   int i, ok = 0, default_seen = 0;
   CHECK(def != NULL);
-  CHECK(backend_name_is(def, "select") || backend_name_is(def, "poll") ||
+  /* "poll" may say more after a fallback from epoll. */
+  CHECK(backend_name_is(def, "select") || !strncmp(def, "poll", 4) ||
         backend_name_is(def, "epoll"));
   evl_loop_free(loop);
   for (i = 0; i < 3; i++) {
@@ -427,10 +460,11 @@ TEST(backend_name_matches_the_requested_backend) {
     name = evl_backend_name(l);
     /* epoll may fall back to poll, and then says so. */
     if (backends[i].backend == EVL_BACKEND_EPOLL)
-      CHECK(backend_name_is(name, "epoll") || backend_name_is(name, "poll"));
+      CHECK(backend_name_is(name, "epoll") ||
+            (name != NULL && !strncmp(name, "poll", 4)));
     else
       CHECK(backend_name_is(name, backends[i].name));
-    if (backend_name_is(name, def))
+    if (same_backend(name, def))
       default_seen = 1;
     ok++;
     evl_loop_free(l);
@@ -478,7 +512,7 @@ T(run_until_complete_stopped_first_returns_estopped)
 T(is_running_is_true_only_inside_the_loop)
 T(close_is_idempotent_and_is_closed_reports_it)
 T(close_while_running_returns_erunning)
-T(run_forever_reentered_returns_erunning_and_outer_run_goes_on)
+T(run_forever_or_run_once_reentered_return_erunning)
 T(run_until_complete_reentered_returns_erunning)
 T(calls_on_a_closed_loop_return_eclosed)
 T(evl_run_returns_the_task_result)

@@ -3,6 +3,7 @@
 #include "test.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int g_value_a = 1, g_value_b = 2, g_value_c = 3;
@@ -868,6 +869,120 @@ TEST(async_fail) {
   CHECK_EQ(g_reports, 0);
 }
 
+TEST(gather_child_cancelled) {
+  /* asyncio: a cancelled child fails the gather, which is not cancelled. */
+  evl_loop *loop = quiet_loop();
+  evl_future *futs[2];
+  evl_future *g;
+  futs[0] = evl_future_new(loop);
+  futs[1] = evl_sleep(loop, 0.01, &g_value_a);
+  g = evl_gather(loop, futs, 2, 0);
+  CHECK_EQ(evl_future_cancel(futs[0]), 1);
+  CHECK_EQ(evl_run_until_complete(loop, g), EVL_ECANCELED);
+  CHECK_EQ(evl_future_cancelled(g), 0);
+  CHECK_EQ(evl_future_cancelled(futs[1]), 0);
+  CHECK_EQ(evl_run_until_complete(loop, futs[1]), 0);
+  evl_future_release(g);
+  evl_future_release(futs[0]);
+  evl_future_release(futs[1]);
+  evl_loop_free(loop);
+}
+
+TEST(cancel_after_awaited_future_done) {
+  /* The awaited future is done but the task has not resumed yet: the
+     cancel still wins, as in asyncio (the task is cancelled). */
+  await_state s;
+  evl_loop *loop = quiet_loop();
+  evl_task *t;
+  int i;
+  memset(&s, 0, sizeof s);
+  s.fut = evl_future_new(loop);
+  t = evl_task_create(loop, await_plain, &s, 0);
+  for (i = 0; i < 10 && !s.started; i++)
+    evl_run_once(loop, 0);
+  CHECK_EQ(s.started, 1);
+  CHECK_EQ(evl_future_set_result(s.fut, &g_value_a), 0);
+  CHECK_EQ(evl_task_cancel(t), 1);
+  CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
+  CHECK_EQ(s.after, 0);
+  CHECK_EQ(evl_future_cancelled(t), 1);
+  CHECK_EQ(evl_future_cancelled(s.fut), 0);
+  evl_future_release(t);
+  evl_future_release(s.fut);
+  evl_loop_free(loop);
+}
+
+static int g_report_error;
+static int g_report_had_future;
+static void record_handler(evl_loop *loop, const evl_context *ctx, void *arg) {
+  (void)loop;
+  (void)arg;
+  g_reports++;
+  g_report_error = ctx->error;
+  g_report_had_future = ctx->future != NULL;
+}
+
+TEST(failed_task_error_reported) {
+  /* A fire-and-forget task that fails: nobody retrieves its error, so it
+     goes to the exception handler when the task is freed. */
+  evl_loop *loop = test_loop();
+  evl_task *t;
+  int i;
+  g_reports = 0;
+  g_report_error = 0;
+  evl_set_exception_handler(loop, record_handler, NULL);
+  t = evl_task_create(loop, failing_task, NULL, 0);
+  evl_future_release(t);
+  for (i = 0; i < 20 && !g_reports; i++)
+    evl_run_once(loop, 0.01);
+  CHECK_EQ(g_reports, 1);
+  CHECK_EQ(g_report_error, EVL_ECONNRESET);
+  CHECK_EQ(g_report_had_future, 1);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 1);
+}
+
+#define NTASKS 2000
+
+typedef struct many_state {
+  int i, id;
+} many_state;
+
+static void many_task(evl_task *t, void *state) {
+  many_state *s = (many_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  for (s->i = 0; s->i < 3; s->i++) {
+    EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0, NULL));
+  }
+  EVL_ASYNC_RETURN(t, (void *)(intptr_t)(s->id * 3));
+  EVL_ASYNC_END(t);
+}
+
+TEST(many_tasks) {
+  evl_loop *loop = quiet_loop();
+  evl_task **ts = (evl_task **)calloc(NTASKS, sizeof *ts);
+  evl_future *g;
+  many_state s;
+  int i, bad = 0;
+  CHECK(ts != NULL);
+  for (i = 0; i < NTASKS; i++) {
+    s.i = 0;
+    s.id = i + 1;
+    ts[i] = evl_task_create(loop, many_task, &s, sizeof s);
+    CHECK(ts[i] != NULL);
+  }
+  g = evl_gather(loop, ts, NTASKS, 0);
+  CHECK_EQ(evl_run_until_complete(loop, g), 0);
+  for (i = 0; i < NTASKS; i++)
+    bad += evl_future_result(ts[i]) != (void *)(intptr_t)((i + 1) * 3);
+  CHECK_EQ(bad, 0);
+  evl_future_release(g);
+  for (i = 0; i < NTASKS; i++)
+    evl_future_release(ts[i]);
+  free(ts);
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(task_awaits_sleep)
 T(task_awaits_future_set_by_callback)
@@ -901,4 +1016,8 @@ T(gather_cancel_cancels_children)
 T(sleep_returns_result)
 T(sleep_zero_next_iteration)
 T(async_fail)
+T(gather_child_cancelled)
+T(cancel_after_awaited_future_done)
+T(failed_task_error_reported)
+T(many_tasks)
 TESTS_END

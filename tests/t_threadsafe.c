@@ -80,7 +80,7 @@ TEST(threadsafe_calls_from_four_threads_arrive_once_in_order) {
   producer prod[NTHREADS];
   int i, timed_out = 0;
   evl_handle guard;
-  guard = evl_call_later(loop, 50.0, guard_cb, &timed_out);
+  guard = evl_call_later(loop, 20.0, guard_cb, &timed_out);
   CHECK(guard > 0);
   for (i = 0; i < NTHREADS; i++) {
     prod[i].loop = loop;
@@ -222,10 +222,24 @@ TEST(threadsafe_call_refuses_closed_loop_and_null_callback) {
   evl_loop_free(loop);
 }
 
+static void soon_threadsafe_from_loop_cb(evl_loop *loop, void *arg) {
+  CHECK_EQ(evl_call_soon_threadsafe(loop, stop_cb, arg), 0);
+}
+
+TEST(threadsafe_call_from_the_loop_thread_itself_works) {
+  evl_loop *loop = test_loop();
+  int stops = 0;
+  CHECK(evl_call_soon(loop, soon_threadsafe_from_loop_cb, &stops) > 0);
+  CHECK_EQ(evl_run_forever(loop), 0);
+  CHECK_EQ(stops, 1);
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(threadsafe_calls_from_four_threads_arrive_once_in_order)
 T(threadsafe_call_wakes_a_loop_blocked_on_a_far_timer)
 T(threadsafe_call_wakes_a_loop_with_nothing_scheduled)
 T(threadsafe_callbacks_run_on_the_loop_thread)
 T(threadsafe_call_refuses_closed_loop_and_null_callback)
+T(threadsafe_call_from_the_loop_thread_itself_works)
 TESTS_END

@@ -161,6 +161,93 @@ TEST(hundred_thousand_random_timers_fire_in_deadline_order) {
   evl_loop_free(loop);
 }
 
+/* Timers cancelled at random, before and while the loop runs: the heap
+   must drop exactly those and keep the rest in order. */
+#define CANCEL_TIMERS 20000
+static evl_handle g_ch[CANCEL_TIMERS];
+static double g_cwhen[CANCEL_TIMERS];
+static char g_ccancelled[CANCEL_TIMERS], g_cfired[CANCEL_TIMERS];
+static int g_cleft, g_cbad;
+static double g_clast;
+
+static void cancel_some_cb(evl_loop *loop, void *arg) {
+  int i = (int)((char *)arg - g_cfired), j = (int)((i * 7919L) % CANCEL_TIMERS);
+  if (g_ccancelled[i] || g_cfired[i] || g_cwhen[i] < g_clast)
+    g_cbad++;
+  g_clast = g_cwhen[i];
+  g_cfired[i] = 1;
+  g_cleft--;
+  /* Cancel another timer: 1 exactly when it is still pending. */
+  if (!g_ccancelled[j] && !g_cfired[j]) {
+    if (evl_handle_cancel(loop, g_ch[j]) != 1)
+      g_cbad++;
+    g_ccancelled[j] = 1;
+    g_cleft--;
+  } else if (evl_handle_cancel(loop, g_ch[j]) != 0) {
+    g_cbad++;
+  }
+  if (g_cleft == 0)
+    evl_stop(loop);
+}
+
+TEST(randomly_cancelled_timers_never_fire_and_the_rest_stay_ordered) {
+  evl_loop *loop = test_loop();
+  uint32_t seed = 777;
+  int i, fired = 0, cancelled = 0;
+  for (i = 0; i < CANCEL_TIMERS; i++) {
+    seed = seed * 1103515245u + 12345u;
+    g_ch[i] = evl_call_later(loop, (double)((seed >> 8) % 100001u) / 1e6,
+                             cancel_some_cb, &g_cfired[i]);
+    CHECK(g_ch[i] > 0);
+    g_cwhen[i] = evl_handle_when(loop, g_ch[i]);
+  }
+  g_cleft = CANCEL_TIMERS;
+  for (i = 0; i < CANCEL_TIMERS; i++) {
+    seed = seed * 1103515245u + 12345u;
+    if ((seed >> 16) & 1) {
+      CHECK_EQ(evl_handle_cancel(loop, g_ch[i]), 1);
+      g_ccancelled[i] = 1;
+      g_cleft--;
+    }
+  }
+  g_clast = -1.0;
+  CHECK_EQ(evl_run_forever(loop), 0);
+  CHECK_EQ(g_cbad, 0);
+  CHECK_EQ(g_cleft, 0);
+  for (i = 0; i < CANCEL_TIMERS; i++) {
+    CHECK(g_cfired[i] + g_ccancelled[i] == 1);
+    fired += g_cfired[i];
+    cancelled += g_ccancelled[i];
+  }
+  CHECK(fired > 0);
+  CHECK(cancelled > CANCEL_TIMERS / 3);
+  CHECK(evl_next_timeout(loop) == -1.0);
+  evl_loop_free(loop);
+}
+
+TEST(huge_delays_are_accepted_and_do_not_fire) {
+  evl_loop *loop = test_loop();
+  int fired = 0, stops = 0;
+  evl_handle a, b, c;
+  a = evl_call_later(loop, 1e300, count_cb, &fired);
+  b = evl_call_at(loop, 1e300, count_cb, &fired);
+  c = evl_call_later(loop, 1e10, count_cb, &fired);
+  CHECK(a > 0);
+  CHECK(b > 0);
+  CHECK(c > 0);
+  CHECK(evl_handle_when(loop, a) > evl_time(loop) + 1e6);
+  CHECK(evl_handle_when(loop, b) > evl_time(loop) + 1e6);
+  CHECK(evl_next_timeout(loop) > 1e6);
+  /* A near timer still fires first and the far ones stay put. */
+  CHECK(evl_call_later(loop, 0.02, stop_cb, &stops) > 0);
+  CHECK_EQ(evl_run_forever(loop), 0);
+  CHECK_EQ(stops, 1);
+  CHECK_EQ(evl_run_once(loop, 0.01), 0);
+  CHECK_EQ(fired, 0);
+  CHECK_EQ(evl_handle_cancel(loop, c), 1);
+  evl_loop_free(loop);
+}
+
 static evl_handle g_victim;
 static int g_cancel_rc = -1;
 static void cancel_victim_cb(evl_loop *loop, void *arg) {
@@ -428,6 +515,8 @@ T(timers_fire_in_deadline_order)
 T(equal_deadlines_fire_in_scheduling_order)
 T(timers_never_fire_before_their_deadline)
 T(hundred_thousand_random_timers_fire_in_deadline_order)
+T(randomly_cancelled_timers_never_fire_and_the_rest_stay_ordered)
+T(huge_delays_are_accepted_and_do_not_fire)
 T(callback_cancelled_earlier_in_same_iteration_does_not_run)
 T(timer_cancelled_by_timer_due_in_same_iteration_does_not_run)
 T(handle_when_reports_pending_timer_deadlines_only)
