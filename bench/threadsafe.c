@@ -1,0 +1,278 @@
+/* threadsafe.c - cross-thread round trips per second.
+
+   Two loops, each run by its own thread: loop 1 by the main thread, loop 2
+   by a second one. A round trip: a callback on loop 1 sends a message to
+   loop 2, whose callback sends one back to loop 1. Exactly one message is
+   in flight at any time, so no library can coalesce wake-ups; every
+   message wakes a loop that is (or is about to be) asleep in epoll_wait.
+
+   - evloop: evl_call_soon_threadsafe(other loop, cb, arg) each way.
+   - libuv: one uv_async_t per direction (uv_async_init on the receiving
+     loop), uv_async_send from the sending thread.
+   - libev: one ev_async per direction, ev_async_send.
+
+   Time is wall-clock time from the first send (made by the main thread
+   once the second thread is started) to the callback on loop 1 that
+   receives the Nth reply. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+#if HAVE_EVL
+#ifndef BENCH_DECLS_ONLY /* make check: the declarations only */
+#define EVLOOP_IMPLEMENTATION
+#endif
+#include "../evloop.h"
+#endif
+#include "bench.h"
+#include <pthread.h>
+
+typedef struct rt {
+  long n, count;
+  double t0, t1;
+  int done; /* accessed with __atomic builtins */
+#if HAVE_EVL
+  evl_loop *el1, *el2;
+#endif
+#if HAVE_UV
+  uv_loop_t ul1, ul2;
+  uv_async_t ua1, ua2; /* ua1 wakes loop 1, ua2 wakes loop 2 */
+#endif
+#if HAVE_EV
+  struct ev_loop *vl1, *vl2;
+  ev_async va1, va2;
+#endif
+} rt;
+
+/* ---- evloop.h ----------------------------------------------------------- */
+
+#if HAVE_EVL
+static void evl_pong(evl_loop *loop, void *arg);
+
+static void evl_stop_cb(evl_loop *loop, void *arg) {
+  (void)arg;
+  evl_stop(loop);
+}
+
+static void evl_ping(evl_loop *loop, void *arg) { /* on loop 2 */
+  rt *r = (rt *)arg;
+  (void)loop;
+  if (evl_call_soon_threadsafe(r->el1, evl_pong, r) != 0)
+    bench_die("evl_call_soon_threadsafe");
+}
+
+static void evl_pong(evl_loop *loop, void *arg) { /* on loop 1 */
+  rt *r = (rt *)arg;
+  if (++r->count < r->n) {
+    if (evl_call_soon_threadsafe(r->el2, evl_ping, r) != 0)
+      bench_die("evl_call_soon_threadsafe");
+    return;
+  }
+  r->t1 = bench_now();
+  evl_stop(loop);
+  if (evl_call_soon_threadsafe(r->el2, evl_stop_cb, NULL) != 0)
+    bench_die("evl_call_soon_threadsafe");
+}
+
+static void *evl_thread(void *arg) {
+  rt *r = (rt *)arg;
+  if (evl_run_forever(r->el2) < 0)
+    bench_die("evl_run_forever");
+  return NULL;
+}
+
+static void run_evl(rt *r) {
+  evl_loop_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.debug = -1;
+  if (evl_loop_new(&r->el1, &cfg) != 0 || evl_loop_new(&r->el2, &cfg) != 0)
+    bench_die("evl_loop_new");
+  pthread_t th;
+  if (pthread_create(&th, NULL, evl_thread, r) != 0)
+    bench_die("pthread_create");
+  r->t0 = bench_now();
+  if (evl_call_soon_threadsafe(r->el2, evl_ping, r) != 0)
+    bench_die("evl_call_soon_threadsafe");
+  if (evl_run_forever(r->el1) < 0)
+    bench_die("evl_run_forever");
+  pthread_join(th, NULL);
+  evl_loop_free(r->el1);
+  evl_loop_free(r->el2);
+}
+#endif
+
+/* ---- libuv -------------------------------------------------------------- */
+
+#if HAVE_UV
+static void uv_ping(uv_async_t *a) { /* on loop 2 */
+  rt *r = (rt *)a->data;
+  if (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE))
+    uv_close((uv_handle_t *)a, NULL);
+  else if (uv_async_send(&r->ua1) != 0)
+    bench_die("uv_async_send");
+}
+
+static void uv_pong(uv_async_t *a) { /* on loop 1 */
+  rt *r = (rt *)a->data;
+  if (++r->count < r->n) {
+    if (uv_async_send(&r->ua2) != 0)
+      bench_die("uv_async_send");
+    return;
+  }
+  r->t1 = bench_now();
+  uv_close((uv_handle_t *)a, NULL);
+  __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+  if (uv_async_send(&r->ua2) != 0)
+    bench_die("uv_async_send");
+}
+
+static void *uv_thread(void *arg) {
+  rt *r = (rt *)arg;
+  uv_run(&r->ul2, UV_RUN_DEFAULT);
+  return NULL;
+}
+
+static void run_uv(rt *r) {
+  if (uv_loop_init(&r->ul1) != 0 || uv_loop_init(&r->ul2) != 0 ||
+      uv_async_init(&r->ul1, &r->ua1, uv_pong) != 0 ||
+      uv_async_init(&r->ul2, &r->ua2, uv_ping) != 0)
+    bench_die("uv init");
+  r->ua1.data = r->ua2.data = r;
+  pthread_t th;
+  if (pthread_create(&th, NULL, uv_thread, r) != 0)
+    bench_die("pthread_create");
+  r->t0 = bench_now();
+  if (uv_async_send(&r->ua2) != 0)
+    bench_die("uv_async_send");
+  uv_run(&r->ul1, UV_RUN_DEFAULT);
+  pthread_join(th, NULL);
+  if (uv_loop_close(&r->ul1) != 0 || uv_loop_close(&r->ul2) != 0)
+    bench_die("uv_loop_close");
+}
+#endif
+
+/* ---- libev -------------------------------------------------------------- */
+
+#if HAVE_EV
+static void ev_ping(struct ev_loop *loop, ev_async *w, int revents) {
+  rt *r = (rt *)w->data;
+  (void)revents;
+  if (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE))
+    ev_async_stop(loop, w);
+  else
+    ev_async_send(r->vl1, &r->va1);
+}
+
+static void ev_pong(struct ev_loop *loop, ev_async *w, int revents) {
+  rt *r = (rt *)w->data;
+  (void)revents;
+  if (++r->count < r->n) {
+    ev_async_send(r->vl2, &r->va2);
+    return;
+  }
+  r->t1 = bench_now();
+  ev_async_stop(loop, w);
+  __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+  ev_async_send(r->vl2, &r->va2);
+}
+
+static void *ev_thread(void *arg) {
+  rt *r = (rt *)arg;
+  ev_run(r->vl2, 0);
+  return NULL;
+}
+
+static void run_ev(rt *r) {
+  r->vl1 = ev_loop_new(EVFLAG_AUTO);
+  r->vl2 = ev_loop_new(EVFLAG_AUTO);
+  if (!r->vl1 || !r->vl2)
+    bench_die("ev_loop_new");
+  ev_async_init(&r->va1, ev_pong);
+  ev_async_init(&r->va2, ev_ping);
+  r->va1.data = r->va2.data = r;
+  ev_async_start(r->vl1, &r->va1);
+  ev_async_start(r->vl2, &r->va2);
+  pthread_t th;
+  if (pthread_create(&th, NULL, ev_thread, r) != 0)
+    bench_die("pthread_create");
+  r->t0 = bench_now();
+  ev_async_send(r->vl2, &r->va2);
+  ev_run(r->vl1, 0);
+  pthread_join(th, NULL);
+  ev_loop_destroy(r->vl1);
+  ev_loop_destroy(r->vl2);
+}
+#endif
+
+/* ---- Driver ------------------------------------------------------------- */
+
+enum { NLIBS = 3 };
+static const char *const lib_names[NLIBS] = {"evloop", "libuv", "libev"};
+static const int lib_built[NLIBS] = {HAVE_EVL, HAVE_UV, HAVE_EV};
+
+static int child(int argc, char **argv) {
+  if (argc != 4) {
+    fprintf(stderr, "usage: %s --run evloop|libuv|libev N\n", argv[0]);
+    return 2;
+  }
+  const char *lib = argv[2];
+  static rt r; /* zeroed */
+  r.n = atol(argv[3]);
+  if (r.n < 1)
+    bench_die("arguments");
+  int ran = 0;
+#if HAVE_EVL
+  if (strcmp(lib, "evloop") == 0)
+    run_evl(&r), ran = 1;
+#endif
+#if HAVE_UV
+  if (strcmp(lib, "libuv") == 0)
+    run_uv(&r), ran = 1;
+#endif
+#if HAVE_EV
+  if (strcmp(lib, "libev") == 0)
+    run_ev(&r), ran = 1;
+#endif
+  if (!ran) {
+    fprintf(stderr, "%s: not built in\n", lib);
+    return 2;
+  }
+  if (r.count != r.n)
+    bench_die("round trip count");
+  double t = r.t1 - r.t0;
+  printf("%s: %ld round trips in %.3f s = %.0f round trips/s (%.2f us "
+         "each)\n",
+         lib, r.count, t, (double)r.count / t, t / (double)r.count * 1e6);
+  printf("RESULT %ld %.9f\n", r.count, t);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--run") == 0)
+    return child(argc, argv);
+  long n = argc >= 2 ? atol(argv[1]) : 50000;
+  char ns[32];
+  snprintf(ns, sizeof ns, "%ld", n);
+  printf("# threadsafe: call_soon_threadsafe round trips (%s [N] "
+         "reproduces this)\n",
+         argv[0]);
+  bench_print_libs();
+  int reps = bench_reps();
+  double rate[NLIBS][BENCH_MAX_REPS];
+  for (int r = 0; r < reps; r++)
+    for (int l = 0; l < NLIBS; l++) {
+      if (!lib_built[l])
+        continue;
+      char *args[] = {(char *)lib_names[l], ns, NULL};
+      double v[2];
+      bench_spawn(argv[0], args, v, 2);
+      rate[l][r] = v[0] / v[1];
+    }
+  printf("\n== %ld round trips between two loops in two threads, one "
+         "message in flight\n",
+         n);
+  bench_rate_table(reps, "round trips/s", "us/trip", 1e6, lib_names, lib_built,
+                   rate);
+  printf("   one run: %s --run LIB %ld   (LIB: evloop libuv libev)\n", argv[0],
+         n);
+  return 0;
+}
