@@ -806,6 +806,7 @@ struct evl_loop {
   uint32_t ring_cap, ring_head, ring_len;
   evl__hent *heap; /* 4-ary min-heap of timers */
   uint32_t heap_len, heap_cap, timer_seq;
+  uint32_t heap_cancelled; /* cancelled timers still in the heap */
   /* fd watchers */
   evl__fdw *fds;
   int fds_cap, nwatchers;
@@ -849,7 +850,7 @@ struct evl_loop {
   evl__cond ts_cv;
   evl__tsent *tsq, *tsq_spare;
   size_t ts_len, ts_cap, ts_spare_cap;
-  int ts_pending, ts_closed;
+  int ts_pending, ts_closed, ts_wakers;
   evl__job *jobs;     /* submitted, not yet completed */
   evl__job *tsq_done; /* completed, not yet delivered (newest first) */
   evl_executor *default_exec;
@@ -1068,8 +1069,12 @@ EVL__DEF int evl_get_debug(const evl_loop *loop) {
   return loop ? loop->debug : 0;
 }
 EVL__DEF void evl_set_debug(evl_loop *loop, int enabled) {
-  if (loop)
-    loop->debug = enabled != 0;
+  if (!loop)
+    return;
+  loop->debug = enabled != 0;
+  if (loop->debug && !loop->sites && loop->capslots) /* keep call sites */
+    loop->sites =
+        (evl__site *)evl__zalloc(loop, loop->capslots * sizeof(evl__site));
 }
 EVL__DEF double evl_get_slow_callback_duration(const evl_loop *loop) {
   return loop ? (double)loop->slow_ns / 1e9 : 0.0;
@@ -1132,50 +1137,40 @@ static uint64_t evl__ring_pop(evl_loop *loop) {
 
 /* ==== Slots and handles ================================================= */
 
-static int evl__slot_alloc(evl_loop *loop, uint32_t *out) {
-  uint32_t i;
-  if (loop->free_head != EVL__NONE) {
-    i = loop->free_head;
-    loop->free_head = (uint32_t)loop->slots[i].when;
-  } else {
-    if (loop->nslots == loop->capslots) {
-      uint32_t cap = loop->capslots ? loop->capslots * 2 : 64;
-      evl__slot *s;
-      if (cap > 0x7ffffffeu)
-        return EVL_ENOMEM;
-      s = (evl__slot *)evl__lrealloc(loop, loop->slots, cap * sizeof *s);
-      if (!s)
-        return EVL_ENOMEM;
-      loop->slots = s;
-      if (loop->sites) {
-        evl__site *st =
-            (evl__site *)evl__lrealloc(loop, loop->sites, cap * sizeof *st);
-        if (!st)
-          return EVL_ENOMEM;
-        loop->sites = st;
-      }
-      loop->capslots = cap;
+/* Grows the slot array (cold path); the new slot is returned in *out. */
+static int evl__slot_grow(evl_loop *loop, uint32_t *out) {
+  if (loop->nslots == loop->capslots) {
+    uint32_t cap = loop->capslots ? loop->capslots * 2 : 64;
+    evl__slot *s;
+    if (cap > 0x7ffffffeu)
+      return EVL_ENOMEM;
+    s = (evl__slot *)evl__lrealloc(loop, loop->slots, cap * sizeof *s);
+    if (!s)
+      return EVL_ENOMEM;
+    loop->slots = s;
+    if (loop->sites || loop->debug) { /* call sites, for debug mode */
+      evl__site *st =
+          (evl__site *)evl__lrealloc(loop, loop->sites, cap * sizeof *st);
+      if (st)
+        memset(st + loop->capslots, 0, (cap - loop->capslots) * sizeof *st);
+      else
+        evl__lfree(loop, loop->sites);
+      loop->sites = st;
     }
-    i = loop->nslots++;
-    loop->slots[i].gen = 1;
+    loop->capslots = cap;
   }
-  *out = i;
+  *out = loop->nslots++;
+  loop->slots[*out].gen = 1;
   return 0;
 }
 
 static void evl__slot_free(evl_loop *loop, uint32_t i) {
   evl__slot *s = &loop->slots[i];
-  uint32_t gen = (s->gen + 1) & EVL__GEN_MASK;
-  s->gen = gen ? gen : 1;
+  s->gen = (s->gen + 1) & EVL__GEN_MASK; /* stale handles stop matching */
   s->fn = NULL;
   s->pos = EVL__POS_FREE;
   s->when = loop->free_head;
   loop->free_head = i;
-}
-
-static evl_handle evl__handle_of(evl_loop *loop, uint32_t i) {
-  return (evl_handle)((uint64_t)(loop->slots[i].gen & EVL__GEN_MASK) << 32 |
-                      (uint64_t)(i + 1));
 }
 
 /* The live slot a handle names, or NULL for a stale or bogus handle. */
@@ -1264,29 +1259,25 @@ static void evl__heap_remove(evl_loop *loop, uint32_t at) {
 
 /* ==== Scheduling ======================================================== */
 
-/* when < 0: ready now (call_soon); else a timer deadline in ns. */
+/* when < 0: ready now (call_soon); else a timer deadline in ns. This is
+   the hot path of every callback: keep it short. */
 static evl_handle evl__schedule(evl_loop *loop, int64_t when, evl_callback cb,
                                 void *arg, uint32_t flags, const char *name,
                                 const char *file, int line) {
   uint32_t i;
   evl__slot *s;
-  int rc;
-  if (loop->closed || loop->closing)
+  if (loop->closing) /* also set once closed */
     return EVL_ECLOSED;
-  if (loop->debug && !loop->sites && loop->capslots) {
-    loop->sites =
-        (evl__site *)evl__zalloc(loop, loop->capslots * sizeof(evl__site));
+  if (loop->free_head != EVL__NONE) {
+    i = loop->free_head;
+    loop->free_head = (uint32_t)loop->slots[i].when;
+  } else if (evl__slot_grow(loop, &i)) {
+    return EVL_ENOMEM;
   }
-  rc = evl__slot_alloc(loop, &i);
-  if (rc)
-    return rc;
   s = &loop->slots[i];
   s->fn = cb;
   s->arg = arg;
   s->gen |= flags;
-  if (loop->debug && !loop->sites)
-    loop->sites =
-        (evl__site *)evl__zalloc(loop, loop->capslots * sizeof(evl__site));
   if (loop->sites) {
     loop->sites[i].name = name;
     loop->sites[i].file = file;
@@ -1294,20 +1285,19 @@ static evl_handle evl__schedule(evl_loop *loop, int64_t when, evl_callback cb,
   }
   if (when < 0) {
     s->pos = EVL__POS_READY;
-    s->when = 0;
     if (evl__ring_push(loop, i)) {
       evl__slot_free(loop, i);
       return EVL_ENOMEM;
     }
   } else {
     s->when = when;
-    rc = evl__heap_push(loop, i, when);
-    if (rc) {
+    if (evl__heap_push(loop, i, when)) {
       evl__slot_free(loop, i);
-      return rc;
+      return EVL_ENOMEM;
     }
   }
-  return evl__handle_of(loop, i);
+  return (evl_handle)((uint64_t)(s->gen & EVL__GEN_MASK) << 32 |
+                      (uint64_t)(i + 1));
 }
 
 static evl_handle evl__soon_internal(evl_loop *loop, evl_callback cb,
@@ -1321,19 +1311,46 @@ static evl_handle evl__later_internal(evl_loop *loop, int64_t delay_ns,
                        NULL, NULL, 0);
 }
 
-/* Cancels a slot: it leaves the heap and waits in the ring as a tombstone,
-   so evl_handle_cancelled() stays true until the next iteration. */
+/* Rebuilds the heap without its cancelled timers (asyncio's purge): cancel
+   stays O(1) and cancelled timers never hold more than half the heap. */
+static void evl__heap_purge(evl_loop *loop) {
+  uint32_t i, j = 0;
+  for (i = 0; i < loop->heap_len; i++) {
+    evl__hent e = loop->heap[i];
+    if (loop->slots[e.slot].fn)
+      loop->heap[j++] = e;
+    else
+      evl__slot_free(loop, e.slot);
+  }
+  loop->heap_len = j;
+  loop->heap_cancelled = 0;
+  for (i = 0; i < j; i++)
+    loop->slots[loop->heap[i].slot].pos = (int32_t)i;
+  for (i = j > 1 ? (j - 2) / 4 + 1 : 0; i-- > 0;)
+    evl__heap_down(loop, i);
+}
+
+/* Drops cancelled timers from the top of the heap. */
+static void evl__heap_trim(evl_loop *loop) {
+  while (loop->heap_len && !loop->slots[loop->heap[0].slot].fn) {
+    uint32_t i = loop->heap[0].slot;
+    evl__heap_remove(loop, 0);
+    loop->heap_cancelled--;
+    evl__slot_free(loop, i);
+  }
+}
+
+/* Cancels a callback. A ready one stays queued and is skipped; a timer
+   stays in the heap until it reaches the top or a purge. Until then
+   evl_handle_cancelled() says 1. */
 static int evl__cancel_slot(evl_loop *loop, uint32_t i) {
   evl__slot *s = &loop->slots[i];
   if (!s->fn)
     return 0;
   s->fn = NULL;
-  if (s->pos >= 0) {
-    evl__heap_remove(loop, (uint32_t)s->pos);
-    s->pos = EVL__POS_READY;
-    if (evl__ring_push(loop, i)) /* no memory for the tombstone */
-      evl__slot_free(loop, i);
-  }
+  if (s->pos >= 0 && ++loop->heap_cancelled > 64 &&
+      loop->heap_cancelled > loop->heap_len / 2)
+    evl__heap_purge(loop);
   return 1;
 }
 static int evl__cancel_internal(evl_loop *loop, evl_handle h) {
@@ -1422,7 +1439,6 @@ EVL__DEF double evl_handle_when(evl_loop *loop, evl_handle h) {
    The loop drains the queue when the wake-up fd is readable. */
 
 static void evl__wake(evl_loop *loop) {
-  /* Called with ts_mu held, so the fd cannot be closed under us. */
 #ifdef EVL__HAVE_EPOLL
   if (loop->backend == EVL_BACKEND_EPOLL) {
     uint64_t one = 1;
@@ -1438,9 +1454,24 @@ static void evl__wake(evl_loop *loop) {
   }
 }
 
+/* The write happens outside the lock, so the woken loop never waits for
+   it; ts_wakers counts writers in flight and close waits for them before
+   it closes the fd. Called with ts_wakers already incremented. */
+static void evl__wake_outside_lock(evl_loop *loop) {
+  evl__wake(loop);
+  evl__lock(&loop->ts_mu);
+#ifndef EVLOOP_NO_THREADS
+  if (--loop->ts_wakers == 0 && loop->ts_closed)
+    pthread_cond_broadcast(&loop->ts_cv);
+#else
+  loop->ts_wakers--;
+#endif
+  evl__unlock(&loop->ts_mu);
+}
+
 static int evl__ts_push(evl_loop *loop, evl_callback cb, void *arg,
                         int internal) {
-  int rc = 0;
+  int rc = 0, wake = 0;
   evl__lock(&loop->ts_mu);
   if (loop->ts_closed) {
     rc = EVL_ECLOSED;
@@ -1448,7 +1479,9 @@ static int evl__ts_push(evl_loop *loop, evl_callback cb, void *arg,
     if (loop->ts_len == loop->ts_cap) {
       size_t cap = loop->ts_cap ? loop->ts_cap * 2 : 64;
       evl__tsent *q =
-          (evl__tsent *)EVLOOP_REALLOC(NULL, loop->tsq, cap * sizeof *q);
+          loop->tsq
+              ? (evl__tsent *)EVLOOP_REALLOC(NULL, loop->tsq, cap * sizeof *q)
+              : (evl__tsent *)EVLOOP_MALLOC(NULL, cap * sizeof *q);
       if (!q)
         rc = EVL_ENOMEM;
       else {
@@ -1463,11 +1496,14 @@ static int evl__ts_push(evl_loop *loop, evl_callback cb, void *arg,
       loop->ts_len++;
       if (!loop->ts_pending) {
         loop->ts_pending = 1;
-        evl__wake(loop);
+        loop->ts_wakers++;
+        wake = 1;
       }
     }
   }
   evl__unlock(&loop->ts_mu);
+  if (wake)
+    evl__wake_outside_lock(loop);
   return rc;
 }
 
@@ -1479,9 +1515,11 @@ EVL__DEF int evl_call_soon_threadsafe(evl_loop *loop, evl_callback cb,
 }
 
 static void evl__drain_wake_fd(evl_loop *loop) {
+  /* One read: an eventfd is reset by it, and the pipe holds a byte or two
+     at most since writes are coalesced. */
   char buf[64];
-  while (read(loop->wake_rfd, buf, sizeof buf) > 0) {
-  }
+  ssize_t r = read(loop->wake_rfd, buf, sizeof buf);
+  (void)r;
 }
 
 /* Moves the queued cross-thread callbacks to the ready ring. At close they
@@ -2101,6 +2139,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   int64_t timeout;
   uint32_t n;
   int rc, ran = 0;
+  evl__heap_trim(loop);
   if (loop->ring_len || loop->stopping) {
     timeout = 0;
   } else if (loop->heap_len) {
@@ -2121,6 +2160,11 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     if (evl__ring_reserve(loop, 1))
       break;
     evl__heap_remove(loop, 0);
+    if (!loop->slots[i].fn) {
+      loop->heap_cancelled--;
+      evl__slot_free(loop, i);
+      continue;
+    }
     loop->slots[i].pos = EVL__POS_READY;
     evl__ring_push(loop, i);
   }
@@ -2235,6 +2279,7 @@ EVL__DEF double evl_next_timeout(evl_loop *loop) {
     return -1.0;
   if (loop->ring_len || loop->stopping)
     return 0.0;
+  evl__heap_trim(loop);
   if (!loop->heap_len)
     return -1.0;
   d = loop->heap[0].when - evl__now(loop);
@@ -2371,17 +2416,21 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__executor_close_default(loop);
   evl__lock(&loop->ts_mu);
   loop->ts_closed = 1;
+#ifndef EVLOOP_NO_THREADS
+  while (loop->ts_wakers) /* a thread is writing to the wake-up fd */
+    pthread_cond_wait(&loop->ts_cv, &loop->ts_mu);
+#endif
   evl__unlock(&loop->ts_mu);
   /* 2. Discard what is scheduled; the library's own callbacks run in
      closing mode and drop the references they hold. */
   evl__ts_drain(loop);
   while (loop->heap_len) {
-    uint32_t i = loop->heap[0].slot;
-    evl__heap_remove(loop, 0);
+    uint32_t i = loop->heap[--loop->heap_len].slot;
     loop->slots[i].pos = EVL__POS_READY;
-    if (evl__ring_push(loop, i))
-      evl__slot_free(loop, i); /* out of memory: may leak a reference */
+    if (!loop->slots[i].fn || evl__ring_push(loop, i))
+      evl__slot_free(loop, i); /* cancelled (or no memory) */
   }
+  loop->heap_cancelled = 0;
   while (loop->ring_len) {
     uint64_t e = evl__ring_pop(loop);
     evl__slot *s;
@@ -2678,6 +2727,8 @@ static void evl__task_finish(evl__task *t, int err, const char *msg,
                              void *result) {
   evl_future *aw = t->awaiting;
   t->awaiting = NULL;
+  if (!err && t->must_cancel) /* cancelled right before it returned */
+    err = EVL_ECANCELED;
   if (err == EVL_ECANCELED)
     (void)evl__future_complete(&t->fut, EVL__CANCELLED, NULL, NULL, err, NULL);
   else if (err)
@@ -3222,6 +3273,7 @@ static void evl__job_deliver(evl_loop *loop, evl__job *job) {
 #ifndef EVLOOP_NO_THREADS
 static void evl__job_finished(evl__job *job) {
   evl_loop *loop = job->loop;
+  int wake = 0;
   pthread_mutex_lock(&loop->ts_mu);
   if (job->lprev)
     job->lprev->lnext = job->lnext;
@@ -3235,10 +3287,13 @@ static void evl__job_finished(evl__job *job) {
   loop->tsq_done = job;
   if (!loop->ts_pending) {
     loop->ts_pending = 1;
-    evl__wake(loop);
+    loop->ts_wakers++;
+    wake = 1;
   }
   pthread_cond_broadcast(&loop->ts_cv);
   pthread_mutex_unlock(&loop->ts_mu);
+  if (wake)
+    evl__wake_outside_lock(loop);
 }
 
 static void *evl__worker(void *p) {
