@@ -327,9 +327,16 @@ EVLOOP_API evl_fd evl_backend_fd(const evl_loop *loop);
 
 /* ==== Callbacks and timers ==============================================
    Callbacks run in FIFO order; a callback scheduled while the loop runs
-   callbacks runs in the next iteration. Timers never fire early; equal
-   deadlines fire in the order they were scheduled. A negative delay counts
-   as 0; NaN or an infinite delay or time is EVL_EINVAL. */
+   callbacks runs in the next iteration. Timers never fire before their
+   deadline (evl_handle_when); equal deadlines fire in the order they were
+   scheduled. A negative delay counts as 0; NaN or an infinite delay or time
+   is EVL_EINVAL.
+   A delay counts from the loop's clock reading: the clock is read again at
+   every callback boundary, by every evl_time() and after 64 scheduling
+   calls (a clock read costs as much as the rest of call_later). A callback
+   that computes for long between two evl_call_later calls and wants the
+   second delay to count from "now" calls evl_time() in between. (libuv and
+   libev count from the start of the whole iteration.) */
 EVLOOP_API evl_handle evl_call_soon(evl_loop *loop, evl_callback cb, void *arg);
 EVLOOP_API evl_handle evl_call_later(evl_loop *loop, double delay,
                                      evl_callback cb, void *arg);
@@ -830,6 +837,7 @@ struct evl_loop {
   /* state */
   int running, stopping, closing, closed, user_freed;
   int64_t now;
+  int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
   void *clock_ctx;
   void *(*alloc)(void *ctx, void *ptr, size_t size);
@@ -990,11 +998,32 @@ static int64_t evl__monotonic_ns(void) {
 static int64_t evl__now(evl_loop *loop) {
   return loop->clock_ns ? loop->clock_ns(loop->clock_ctx) : evl__monotonic_ns();
 }
+/* The time timers are scheduled from. A clock read costs 20-30 ns, as much
+   as the rest of call_later, so the reading is reused for up to 64
+   scheduling calls within one callback; every callback boundary and every
+   evl_time() read the clock again. A manual clock is always read. */
+#define EVL__NOW_REUSE 64
+static int64_t evl__sched_now(evl_loop *loop) {
+  if (loop->clock_ns)
+    return loop->clock_ns(loop->clock_ctx);
+  if (loop->now_reuse <= 0) {
+    loop->now = evl__monotonic_ns();
+    loop->now_reuse = EVL__NOW_REUSE;
+  }
+  loop->now_reuse--;
+  return loop->now;
+}
 EVL__DEF int64_t evl_time_ns(evl_loop *loop) {
-  return loop ? evl__now(loop) : 0;
+  if (!loop)
+    return 0;
+  if (loop->clock_ns)
+    return loop->clock_ns(loop->clock_ctx);
+  loop->now = evl__monotonic_ns();
+  loop->now_reuse = EVL__NOW_REUSE;
+  return loop->now;
 }
 EVL__DEF double evl_time(evl_loop *loop) {
-  return loop ? (double)evl__now(loop) / 1e9 : 0.0;
+  return (double)evl_time_ns(loop) / 1e9;
 }
 
 /* Seconds -> nanoseconds rounded up (a timer must never fire early);
@@ -1306,7 +1335,7 @@ static evl_handle evl__soon_internal(evl_loop *loop, evl_callback cb,
 }
 static evl_handle evl__later_internal(evl_loop *loop, int64_t delay_ns,
                                       evl_callback cb, void *arg) {
-  int64_t when = evl__now(loop) + (delay_ns > 0 ? delay_ns : 0);
+  int64_t when = evl__sched_now(loop) + (delay_ns > 0 ? delay_ns : 0);
   return evl__schedule(loop, when < 0 ? 0 : when, cb, arg, EVL__SLOT_INTERNAL,
                        NULL, NULL, 0);
 }
@@ -1391,7 +1420,7 @@ EVL__DEF evl_handle evl_call_later_at_site(evl_loop *loop, double delay,
     return EVL_ECLOSED;
   if (!cb || evl__seconds_to_ns(delay, &ns))
     return EVL_EINVAL;
-  when = evl__now(loop) + (ns > 0 ? ns : 0);
+  when = evl__sched_now(loop) + (ns > 0 ? ns : 0);
   return evl__schedule(loop, when < 0 ? 0 : when, cb, arg, 0, name, file, line);
 }
 EVL__DEF evl_handle evl_call_soon(evl_loop *loop, evl_callback cb, void *arg) {
@@ -2112,6 +2141,7 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
       t0 = evl__monotonic_ns();
     cb(loop, fd, arg);
     ran++;
+    loop->now_reuse = 0;
     if (loop->debug && evl__monotonic_ns() - t0 >= loop->slow_ns &&
         fd < loop->fds_cap)
       evl__report_slow(loop, "reader", &loop->fds[fd].rsite,
@@ -2173,6 +2203,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     evl__slot *s;
     evl_callback fn;
     void *arg;
+    loop->now_reuse = 0; /* a callback boundary: read the clock again */
     if (e & EVL__IO_ENTRY) {
       ran += evl__dispatch_io(loop, e);
       continue;
@@ -2202,6 +2233,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     }
     ran++;
   }
+  loop->now_reuse = 0;
   return ran;
 }
 
@@ -2568,6 +2600,7 @@ static void evl__future_fire(evl_loop *loop, void *arg) {
     if (!c.cb)
       continue;
     f->cbs[i].cb = NULL;
+    loop->now_reuse = 0;
     c.cb(f, c.arg);
   }
   f->firing = 0;

@@ -1,9 +1,11 @@
 /* API contracts that cut across areas: bad arguments to functions that
    return futures give a future failing with EVL_EINVAL (NULL is kept for a
    closed loop), EVL_AWAIT on NULL fails the task, release(NULL) is a no-op. */
+#define _POSIX_C_SOURCE 200809L
 #include "test.h"
 
 #include <math.h>
+#include <time.h>
 
 static void await_null_task(evl_task *t, void *state) {
   (void)state;
@@ -99,6 +101,77 @@ TEST(release_null_and_queries_on_null_are_harmless) {
   evl_loop_free(NULL);
 }
 
+/* ---- the clock timers are scheduled from -------------------------------
+   The loop reuses a clock reading for scheduling only within one callback;
+   a new callback, or evl_time(), reads the clock again. */
+static double real_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+static void busy_wait(double seconds) {
+  double end = real_now() + seconds;
+  while (real_now() < end) {
+  }
+}
+typedef struct clock_probe {
+  double sched_real, fire_real;
+} clock_probe;
+static void probe_fire(evl_loop *loop, void *arg) {
+  (void)loop;
+  ((clock_probe *)arg)->fire_real = real_now();
+}
+static clock_probe g_probe[2];
+static void slow_first(evl_loop *loop, void *arg) {
+  (void)arg;
+  /* Schedules (reading the clock), then works for 40 ms. */
+  CHECK(evl_call_later(loop, 10.0, probe_fire, &g_probe[1]) > 0);
+  busy_wait(0.04);
+}
+static void schedules_after(evl_loop *loop, void *arg) {
+  (void)arg;
+  g_probe[0].sched_real = real_now();
+  CHECK(evl_call_later(loop, 0.02, probe_fire, &g_probe[0]) > 0);
+}
+static void stop_when_fired(evl_loop *loop, void *arg) {
+  (void)arg;
+  if (g_probe[0].fire_real > 0)
+    evl_stop(loop);
+  else
+    CHECK(evl_call_later(loop, 0.005, stop_when_fired, NULL) > 0);
+}
+
+TEST(a_new_callback_reads_the_clock_again_for_timers) {
+  evl_loop *loop = test_loop();
+  memset(g_probe, 0, sizeof g_probe);
+  CHECK(evl_call_soon(loop, slow_first, NULL) > 0);
+  CHECK(evl_call_soon(loop, schedules_after, NULL) > 0);
+  CHECK(evl_call_soon(loop, stop_when_fired, NULL) > 0);
+  CHECK_EQ(evl_run_forever(loop), 0);
+  /* Measured from slow_first's reading it would fire 40 ms early. */
+  CHECK(g_probe[0].fire_real >= g_probe[0].sched_real + 0.02 - 1e-6);
+  evl_loop_free(loop);
+}
+
+static void schedules_around_work(evl_loop *loop, void *arg) {
+  (void)arg;
+  CHECK(evl_call_later(loop, 10.0, probe_fire, &g_probe[1]) > 0);
+  busy_wait(0.04);
+  g_probe[0].sched_real = real_now();
+  (void)evl_time(loop); /* reads the clock: the next delay counts from here */
+  CHECK(evl_call_later(loop, 0.02, probe_fire, &g_probe[0]) > 0);
+}
+
+TEST(evl_time_reads_the_clock_again_for_timers) {
+  evl_loop *loop = test_loop();
+  memset(g_probe, 0, sizeof g_probe);
+  CHECK(evl_call_soon(loop, schedules_around_work, NULL) > 0);
+  CHECK(evl_call_soon(loop, stop_when_fired, NULL) > 0);
+  CHECK_EQ(evl_run_forever(loop), 0);
+  CHECK(g_probe[0].fire_real >= g_probe[0].sched_real + 0.02 - 1e-6);
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(bad_sleep_delay_gives_einval_future)
 T(gather_of_null_or_foreign_futures_gives_einval_future)
@@ -106,4 +179,6 @@ T(run_in_executor_without_function_gives_einval_future)
 T(future_functions_on_a_closed_loop_return_null)
 T(await_null_fails_the_task_with_einval)
 T(release_null_and_queries_on_null_are_harmless)
+T(a_new_callback_reads_the_clock_again_for_timers)
+T(evl_time_reads_the_clock_again_for_timers)
 TESTS_END
