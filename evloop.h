@@ -1392,9 +1392,22 @@ static int evl__cancel_internal(evl_loop *loop, evl_handle h) {
 EVL__DEF evl_handle evl_call_soon_at_site(evl_loop *loop, evl_callback cb,
                                           void *arg, const char *name,
                                           const char *file, int line) {
+  uint32_t i;
+  evl__slot *s;
   if (!loop || !cb)
     return loop && loop->closed ? EVL_ECLOSED : EVL_EINVAL;
-  return evl__schedule(loop, -1, cb, arg, 0, name, file, line);
+  if (loop->closing || loop->free_head == EVL__NONE || loop->sites ||
+      loop->ring_len == loop->ring_cap)
+    return evl__schedule(loop, -1, cb, arg, 0, name, file, line);
+  /* The common case, inline: a free slot and room in the ring. */
+  i = loop->free_head;
+  s = &loop->slots[i];
+  loop->free_head = (uint32_t)s->when;
+  s->fn = cb;
+  s->arg = arg;
+  s->pos = EVL__POS_READY;
+  loop->ring[(loop->ring_head + loop->ring_len++) & (loop->ring_cap - 1)] = i;
+  return (evl_handle)((uint64_t)s->gen << 32 | (uint64_t)(i + 1));
 }
 EVL__DEF evl_handle evl_call_at_at_site(evl_loop *loop, double when,
                                         evl_callback cb, void *arg,

@@ -183,32 +183,42 @@ static inline double bench_best(const double *v, int n) {
 /* The table of a throughput benchmark: rate[lib][rep] for the 3 libraries
    evloop, libuv, libev (in that order); unit_scale turns 1/rate into the
    per-operation unit. Ratios are evloop's rate over each library's. */
-static inline void bench_rate_table(int reps, const char *rate_name,
-                                    const char *per_op_name, double unit_scale,
-                                    const char *const names[3],
-                                    const int built[3],
-                                    double rate[3][BENCH_MAX_REPS]) {
-  double med[3], best[3];
+#define BENCH_MAX_LIBS 8
+static inline void
+bench_rate_table_n(int nlibs, int reps, const char *rate_name,
+                   const char *per_op_name, double unit_scale,
+                   const char *const *names, const int *built,
+                   double rate[][BENCH_MAX_REPS]) {
+  double med[BENCH_MAX_LIBS], best[BENCH_MAX_LIBS];
   printf("   wall clock; median and best of %d runs, each in a new process;\n"
          "   %s and %s are medians; evl/x = evloop's rate / this one's\n"
          "   (> 1: evloop is faster)\n",
          reps, rate_name, per_op_name);
-  printf("   %-8s %14s %14s %9s %12s %10s\n", "library", rate_name, "best",
+  printf("   %-11s %14s %14s %9s %12s %10s\n", "library", rate_name, "best",
          per_op_name, "evl/x median", "evl/x best");
-  for (int l = 0; l < 3; l++) {
+  for (int l = 0; l < nlibs && l < BENCH_MAX_LIBS; l++) {
     if (!built[l]) {
-      printf("   %-8s %14s\n", names[l], "(not built)");
+      printf("   %-11s %14s\n", names[l], "(not built)");
       continue;
     }
     med[l] = bench_median(rate[l], reps);
     best[l] = bench_best(rate[l], reps);
-    printf("   %-8s %14.0f %14.0f %9.2f", names[l], med[l], best[l],
+    printf("   %-11s %14.0f %14.0f %9.2f", names[l], med[l], best[l],
            unit_scale / med[l]);
     if (built[0])
       printf(" %12.2f %10.2f\n", med[0] / med[l], best[0] / best[l]);
     else
       printf(" %12s %10s\n", "-", "-");
   }
+}
+
+static inline void bench_rate_table(int reps, const char *rate_name,
+                                    const char *per_op_name, double unit_scale,
+                                    const char *const names[3],
+                                    const int built[3],
+                                    double rate[3][BENCH_MAX_REPS]) {
+  bench_rate_table_n(3, reps, rate_name, per_op_name, unit_scale, names, built,
+                     rate);
 }
 
 /* One line telling which libraries this binary was built with. */
