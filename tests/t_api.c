@@ -104,14 +104,9 @@ TEST(release_null_and_queries_on_null_are_harmless) {
 /* ---- the clock timers are scheduled from -------------------------------
    The loop reuses a clock reading for scheduling only within one callback;
    a new callback, or evl_time(), reads the clock again. */
-static double real_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 static void busy_wait(double seconds) {
-  double end = real_now() + seconds;
-  while (real_now() < end) {
+  double end = test_now() + seconds;
+  while (test_now() < end) {
   }
 }
 typedef struct clock_probe {
@@ -119,7 +114,7 @@ typedef struct clock_probe {
 } clock_probe;
 static void probe_fire(evl_loop *loop, void *arg) {
   (void)loop;
-  ((clock_probe *)arg)->fire_real = real_now();
+  ((clock_probe *)arg)->fire_real = test_now();
 }
 static clock_probe g_probe[2];
 static void slow_first(evl_loop *loop, void *arg) {
@@ -130,7 +125,7 @@ static void slow_first(evl_loop *loop, void *arg) {
 }
 static void schedules_after(evl_loop *loop, void *arg) {
   (void)arg;
-  g_probe[0].sched_real = real_now();
+  g_probe[0].sched_real = test_now();
   CHECK(evl_call_later(loop, 0.02, probe_fire, &g_probe[0]) > 0);
 }
 static void stop_when_fired(evl_loop *loop, void *arg) {
@@ -157,7 +152,7 @@ static void schedules_around_work(evl_loop *loop, void *arg) {
   (void)arg;
   CHECK(evl_call_later(loop, 10.0, probe_fire, &g_probe[1]) > 0);
   busy_wait(0.04);
-  g_probe[0].sched_real = real_now();
+  g_probe[0].sched_real = test_now();
   (void)evl_time(loop); /* reads the clock: the next delay counts from here */
   CHECK(evl_call_later(loop, 0.02, probe_fire, &g_probe[0]) > 0);
 }

@@ -3,16 +3,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
 
-static void count_cb(evl_loop *loop, void *arg) {
-  (void)loop;
-  (*(int *)arg)++;
-}
-
-static void stop_cb(evl_loop *loop, void *arg) {
-  (*(int *)arg)++;
-  evl_stop(loop);
-}
-
 /* Runs in 3 iterations in a row, then stops the loop. */
 static void chain_cb(evl_loop *loop, void *arg) {
   int *n = (int *)arg;
@@ -25,7 +15,7 @@ static void chain_cb(evl_loop *loop, void *arg) {
 /* Proves the loop still works: a call_soon runs in the next iteration. */
 static void check_loop_works(evl_loop *loop) {
   int ran = 0;
-  CHECK(evl_call_soon(loop, count_cb, &ran) > 0);
+  CHECK(evl_call_soon(loop, test_count_cb, &ran) > 0);
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(ran, 1);
 }
@@ -33,8 +23,8 @@ static void check_loop_works(evl_loop *loop) {
 /* Proves run_forever + stop still work. */
 static void check_run_forever_works(evl_loop *loop) {
   int ran = 0, stops = 0;
-  CHECK(evl_call_soon(loop, count_cb, &ran) > 0);
-  CHECK(evl_call_soon(loop, stop_cb, &stops) > 0);
+  CHECK(evl_call_soon(loop, test_count_cb, &ran) > 0);
+  CHECK(evl_call_soon(loop, test_stop_cb, &stops) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(ran, 1);
   CHECK_EQ(stops, 1);
@@ -117,7 +107,7 @@ TEST(bogus_handles_are_harmless) {
   size_t i;
   evl_handle real;
   /* A real pending callback must survive all of it. */
-  real = evl_call_soon(loop, count_cb, &ran);
+  real = evl_call_soon(loop, test_count_cb, &ran);
   CHECK(real > 0);
   for (i = 0; i < sizeof bogus / sizeof bogus[0]; i++) {
     if (bogus[i] == real)

@@ -344,6 +344,32 @@ TEST(free_without_close) {
   CHECK_EQ(after, 0);
 }
 
+TEST(close_with_combinators) {
+  evl_loop *loop = test_loop();
+  evl_future *kids[3];
+  evl_future *w, *g, *w2;
+  int i;
+  g_ran = 0;
+  w = evl_wait_for(evl_future_new(loop), 10.0);
+  kids[0] = evl_sleep(loop, 10.0, NULL);
+  kids[1] = evl_future_new(loop);
+  kids[2] = evl_wait_for(evl_sleep(loop, 20.0, NULL), 5.0);
+  g = evl_gather(loop, kids, 3, 0);
+  w2 = evl_wait_for(evl_future_ref(g), 8.0);
+  CHECK(w != NULL && g != NULL && w2 != NULL);
+  CHECK_EQ(evl_future_add_done_callback(g, mark_done_cb, NULL), 0);
+  evl_run_once(loop, 0);
+  for (i = 0; i < 3; i++)
+    evl_future_release(kids[i]);
+  evl_future_release(w2); /* only the loop holds it now */
+  CHECK_EQ(evl_loop_close(loop), 0);
+  CHECK_EQ(g_ran, 0);
+  evl_future_release(g);
+  evl_loop_free(loop);
+  evl_future_release(w);
+  CHECK_EQ(g_ran, 0);
+}
+
 TESTS_BEGIN
 T(close_discards_callbacks)
 T(close_discards_timers)
@@ -356,4 +382,5 @@ T(future_held_after_close)
 T(close_twice)
 T(close_while_running_refused)
 T(free_without_close)
+T(close_with_combinators)
 TESTS_END

@@ -258,6 +258,21 @@ TEST(getnameinfo_bad_length) {
   evl_loop_free(loop);
 }
 
+TEST(getaddrinfo_released_early) {
+  /* Nobody holds the futures: the lists are freed when they complete. */
+  evl_loop *loop = test_loop();
+  int i;
+  for (i = 0; i < 8; i++) {
+    evl_future *f = evl_getaddrinfo(loop, "127.0.0.1", "80", AF_INET,
+                                    SOCK_STREAM, 0, AI_NUMERICHOST);
+    CHECK(f != NULL);
+    evl_future_release(f);
+  }
+  for (i = 0; i < 20; i++)
+    evl_run_once(loop, 0.01);
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(getaddrinfo_numeric_ipv4)
 T(getaddrinfo_localhost)
@@ -267,6 +282,7 @@ T(getaddrinfo_numeric_flag_with_name)
 T(getaddrinfo_no_host_no_service)
 T(getaddrinfo_many_concurrent)
 T(getaddrinfo_cancelled)
+T(getaddrinfo_released_early)
 T(getnameinfo_numeric)
 T(getnameinfo_numeric_ipv6)
 T(getnameinfo_bad_length)

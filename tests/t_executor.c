@@ -458,6 +458,44 @@ TEST(close_with_jobs_on_custom_executor) {
   CHECK_EQ(gate_get(&g_gate.freed), 1);
 }
 
+static int alloc_job(void *arg, void **result) {
+  (void)arg;
+  *result = malloc(32);
+  return *result ? 0 : EVL_ENOMEM;
+}
+
+TEST(future_released_before_job_ends) {
+  /* Fire and forget: the future owns the delivered result and frees it
+     with result_free once the job's reference is gone too. */
+  evl_loop *loop = test_loop();
+  evl_future *f;
+  int i;
+  gate_reset();
+  f = evl_run_in_executor(loop, NULL, alloc_job, NULL, counting_free);
+  CHECK(f != NULL);
+  evl_future_release(f);
+  for (i = 0; i < 500 && gate_get(&g_gate.freed) == 0; i++)
+    evl_run_once(loop, 0.01);
+  CHECK_EQ(gate_get(&g_gate.freed), 1);
+  evl_loop_free(loop);
+  CHECK_EQ(gate_get(&g_gate.freed), 1);
+}
+
+TEST(delivered_result_freed_with_future) {
+  evl_loop *loop = test_loop();
+  evl_future *f;
+  gate_reset();
+  f = evl_run_in_executor(loop, NULL, alloc_job, NULL, counting_free);
+  CHECK_EQ(evl_run_until_complete(loop, f), 0);
+  CHECK(evl_future_result(f) != NULL);
+  CHECK_EQ(gate_get(&g_gate.freed), 0); /* still ours to read */
+  evl_future_release(f);
+  evl_run_once(loop, 0);
+  CHECK_EQ(gate_get(&g_gate.freed), 1);
+  evl_loop_free(loop);
+  CHECK_EQ(gate_get(&g_gate.freed), 1);
+}
+
 TESTS_BEGIN
 T(many_jobs_default_executor)
 T(job_error_fails_future)
@@ -470,4 +508,6 @@ T(shutdown_default_executor)
 T(shutdown_unused_default_executor)
 T(close_with_queued_and_running_jobs)
 T(close_with_jobs_on_custom_executor)
+T(future_released_before_job_ends)
+T(delivered_result_freed_with_future)
 TESTS_END

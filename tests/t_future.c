@@ -380,6 +380,71 @@ TEST(run_until_complete_returns_error) {
   evl_loop_free(loop);
 }
 
+TEST(set_error_needs_negative_code) {
+  evl_loop *loop = test_loop();
+  evl_future *f = evl_future_new(loop);
+  CHECK(evl_future_set_error(f, 0, "not an error") < 0);
+  CHECK(evl_future_set_error(f, 5, NULL) < 0);
+  CHECK_EQ(evl_future_done(f), 0);
+  CHECK_EQ(evl_future_set_error(f, EVL_EIO, NULL), 0);
+  CHECK_EQ(evl_future_error(f), EVL_EIO);
+  evl_future_release(f);
+  evl_loop_free(loop);
+}
+
+static evl_future *g_added_in_cb_fut;
+static int g_added_count;
+static void late_cb(evl_future *fut, void *arg) {
+  (void)fut;
+  (void)arg;
+  g_added_count++;
+}
+static void adding_cb(evl_future *fut, void *arg) {
+  (void)arg;
+  g_added_in_cb_fut = fut;
+  evl_future_add_done_callback(fut, late_cb, NULL);
+  CHECK_EQ(g_added_count, 0); /* not inline */
+}
+
+TEST(done_callback_added_from_done_callback) {
+  evl_loop *loop = test_loop();
+  evl_future *f = evl_future_new(loop);
+  g_added_count = 0;
+  CHECK_EQ(evl_future_add_done_callback(f, adding_cb, NULL), 0);
+  CHECK_EQ(evl_future_set_result(f, NULL), 0);
+  evl_run_once(loop, 0);
+  CHECK(g_added_in_cb_fut == f);
+  CHECK_EQ(g_added_count, 0);
+  evl_run_once(loop, 0);
+  CHECK_EQ(g_added_count, 1);
+  evl_run_once(loop, 0);
+  CHECK_EQ(g_added_count, 1);
+  evl_future_release(f);
+  evl_loop_free(loop);
+}
+
+static void release_in_cb(evl_future *fut, void *arg) {
+  (void)arg;
+  evl_future_release(fut); /* the test's reference, given to us */
+  g_added_count++;
+}
+
+TEST(last_reference_released_in_done_callback) {
+  evl_loop *loop = test_loop();
+  evl_future *f = evl_future_new(loop);
+  char *payload = (char *)malloc(8);
+  g_added_count = 0;
+  g_freed = 0;
+  CHECK_EQ(evl_future_add_done_callback(f, release_in_cb, NULL), 0);
+  CHECK_EQ(evl_future_add_done_callback(f, count_cb, &g_added_count), 0);
+  CHECK_EQ(evl_future_set_result_free(f, payload, counting_free), 0);
+  evl_run_once(loop, 0);
+  CHECK_EQ(g_added_count, 2); /* the second callback still ran */
+  evl_run_once(loop, 0);
+  CHECK_EQ(g_freed, 1);
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(new_future_is_pending)
 T(set_result)
@@ -397,4 +462,7 @@ T(set_result_free_called_once)
 T(unretrieved_error_is_reported)
 T(retrieved_error_not_reported)
 T(run_until_complete_returns_error)
+T(set_error_needs_negative_code)
+T(done_callback_added_from_done_callback)
+T(last_reference_released_in_done_callback)
 TESTS_END

@@ -6,12 +6,6 @@
 #include <errno.h>
 #include <time.h>
 
-static double real_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* A log of which callbacks ran, in order. */
 static int g_log[256];
 static int g_nlog;
@@ -28,12 +22,6 @@ static void log_cb(evl_loop *loop, void *arg) {
   (void)loop;
   if (g_nlog < 256)
     g_log[g_nlog++] = *(int *)arg;
-}
-
-static void stop_cb(evl_loop *loop, void *arg) {
-  if (arg)
-    (*(int *)arg)++;
-  evl_stop(loop);
 }
 
 /* Runs in 3 iterations in a row, then stops the loop. */
@@ -73,7 +61,7 @@ TEST(callbacks_run_in_fifo_order) {
   reset_log();
   for (i = 0; i < 100; i++)
     CHECK(evl_call_soon(loop, log_cb, &g_ids[i]) > 0);
-  CHECK(evl_call_soon(loop, stop_cb, &stops) > 0);
+  CHECK(evl_call_soon(loop, test_stop_cb, &stops) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(stops, 1);
   CHECK_EQ(g_nlog, 100);
@@ -113,7 +101,7 @@ TEST(stop_before_run_forever_runs_exactly_one_iteration) {
   CHECK_EQ(g_log[0], 1);
   CHECK_EQ(g_log[1], 2);
   /* The callbacks they scheduled are still pending and run next time. */
-  CHECK(evl_call_soon(loop, stop_cb, &stops) > 0);
+  CHECK(evl_call_soon(loop, test_stop_cb, &stops) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(stops, 1);
   CHECK_EQ(g_nlog, 4);
@@ -137,7 +125,7 @@ TEST(stop_inside_callback_finishes_the_iteration_then_returns) {
   CHECK_EQ(g_log[1], 2);
   CHECK_EQ(g_log[2], 3);
   /* The loop runs again; what the last iteration scheduled is pending. */
-  CHECK(evl_call_soon(loop, stop_cb, &stops) > 0);
+  CHECK(evl_call_soon(loop, test_stop_cb, &stops) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(stops, 1);
   CHECK_EQ(g_nlog, 6);
@@ -162,9 +150,9 @@ TEST(run_until_complete_on_done_future_returns_at_once) {
   CHECK(fut != NULL);
   CHECK_EQ(evl_future_set_result(fut, &value), 0);
   CHECK(evl_call_later(loop, 10.0, never_cb, &fired) > 0);
-  t0 = real_now();
+  t0 = test_now();
   CHECK_EQ(evl_run_until_complete(loop, fut), 0);
-  elapsed = real_now() - t0;
+  elapsed = test_now() - t0;
   CHECK(elapsed < 1.0);
   CHECK_EQ(fired, 0);
   CHECK(evl_future_result(fut) == &value);
@@ -220,7 +208,7 @@ TEST(run_until_complete_stopped_first_returns_estopped) {
   evl_future *fut = evl_future_new(loop);
   int stops = 0;
   CHECK(fut != NULL);
-  CHECK(evl_call_soon(loop, stop_cb, &stops) > 0);
+  CHECK(evl_call_soon(loop, test_stop_cb, &stops) > 0);
   CHECK_EQ(evl_run_until_complete(loop, fut), EVL_ESTOPPED);
   CHECK_EQ(stops, 1);
   CHECK(!evl_future_done(fut));
@@ -287,7 +275,7 @@ TEST(close_while_running_returns_erunning) {
   CHECK_EQ(g_close_rc, EVL_ERUNNING);
   CHECK_EQ(evl_loop_is_closed(loop), 0);
   /* It still runs after the refused close. */
-  CHECK(evl_call_soon(loop, stop_cb, &stops) > 0);
+  CHECK(evl_call_soon(loop, test_stop_cb, &stops) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(stops, 1);
   CHECK_EQ(evl_loop_close(loop), 0);

@@ -983,6 +983,51 @@ TEST(many_tasks) {
   evl_loop_free(loop);
 }
 
+typedef struct self_cancel_state {
+  int after;
+  int err;
+  int mode; /* 0: await a long sleep, 1: return at once */
+} self_cancel_state;
+
+static void self_cancelling(evl_task *t, void *state) {
+  self_cancel_state *s = (self_cancel_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  s->err = evl_task_cancel(t);
+  if (s->mode == 1)
+    EVL_ASYNC_RETURN(t, &g_value_a);
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 30.0, NULL));
+  s->after = 1;
+  EVL_ASYNC_END(t);
+}
+
+TEST(task_cancels_itself) {
+  /* The cancel is delivered at the next await: the 30 s sleep is cut. */
+  self_cancel_state s = {0, 0, 0};
+  evl_loop *loop = quiet_loop();
+  double t0 = evl_time(loop);
+  evl_task *t = evl_task_create(loop, self_cancelling, &s, 0);
+  CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
+  CHECK_EQ(s.err, 1);
+  CHECK_EQ(s.after, 0);
+  CHECK_EQ(evl_future_cancelled(t), 1);
+  CHECK(evl_time(loop) - t0 < 10.0);
+  evl_future_release(t);
+  evl_loop_free(loop);
+}
+
+TEST(task_cancelled_while_running_then_returns) {
+  /* asyncio: a task cancelled while it runs that then returns without
+     awaiting again ends cancelled (Task.__step: _must_cancel wins). */
+  self_cancel_state s = {0, 0, 1};
+  evl_loop *loop = quiet_loop();
+  evl_task *t = evl_task_create(loop, self_cancelling, &s, 0);
+  CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
+  CHECK_EQ(s.err, 1);
+  CHECK_EQ(evl_future_cancelled(t), 1);
+  evl_future_release(t);
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(task_awaits_sleep)
 T(task_awaits_future_set_by_callback)
@@ -1020,4 +1065,6 @@ T(gather_child_cancelled)
 T(cancel_after_awaited_future_done)
 T(failed_task_error_reported)
 T(many_tasks)
+T(task_cancels_itself)
+T(task_cancelled_while_running_then_returns)
 TESTS_END

@@ -6,29 +6,12 @@
 #include <pthread.h>
 #include <time.h>
 
-static double real_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void sleep_ms(long ms) {
   struct timespec ts;
   ts.tv_sec = ms / 1000;
   ts.tv_nsec = (ms % 1000) * 1000000L;
   while (nanosleep(&ts, &ts) != 0) {
   }
-}
-
-static void count_cb(evl_loop *loop, void *arg) {
-  (void)loop;
-  (*(int *)arg)++;
-}
-
-static void stop_cb(evl_loop *loop, void *arg) {
-  if (arg)
-    (*(int *)arg)++;
-  evl_stop(loop);
 }
 
 /* 4 threads x 100,000 calls. The arg encodes (thread << 20) | sequence. */
@@ -115,7 +98,7 @@ typedef struct {
 static void *waker_main(void *arg) {
   waker *w = (waker *)arg;
   sleep_ms(100);
-  w->rc = evl_call_soon_threadsafe(w->loop, stop_cb, &w->stopped);
+  w->rc = evl_call_soon_threadsafe(w->loop, test_stop_cb, &w->stopped);
   return NULL;
 }
 
@@ -128,11 +111,11 @@ TEST(threadsafe_call_wakes_a_loop_blocked_on_a_far_timer) {
   w.loop = loop;
   w.rc = 1;
   w.stopped = 0;
-  CHECK(evl_call_later(loop, 30.0, count_cb, &far) > 0);
-  t0 = real_now();
+  CHECK(evl_call_later(loop, 30.0, test_count_cb, &far) > 0);
+  t0 = test_now();
   CHECK_EQ(pthread_create(&th, NULL, waker_main, &w), 0);
   CHECK_EQ(evl_run_forever(loop), 0);
-  elapsed = real_now() - t0;
+  elapsed = test_now() - t0;
   CHECK_EQ(pthread_join(th, NULL), 0);
   CHECK_EQ(w.rc, 0);
   CHECK_EQ(w.stopped, 1);
@@ -150,10 +133,10 @@ TEST(threadsafe_call_wakes_a_loop_with_nothing_scheduled) {
   w.loop = loop;
   w.rc = 1;
   w.stopped = 0;
-  t0 = real_now();
+  t0 = test_now();
   CHECK_EQ(pthread_create(&th, NULL, waker_main, &w), 0);
   CHECK_EQ(evl_run_forever(loop), 0);
-  elapsed = real_now() - t0;
+  elapsed = test_now() - t0;
   CHECK_EQ(pthread_join(th, NULL), 0);
   CHECK_EQ(w.rc, 0);
   CHECK_EQ(w.stopped, 1);
@@ -211,19 +194,19 @@ TEST(threadsafe_call_refuses_closed_loop_and_null_callback) {
   int ran = 0, stops = 0;
   CHECK_EQ(evl_call_soon_threadsafe(loop, NULL, &ran), EVL_EINVAL);
   /* The loop still works after the refused call. */
-  CHECK_EQ(evl_call_soon_threadsafe(loop, count_cb, &ran), 0);
-  CHECK_EQ(evl_call_soon_threadsafe(loop, stop_cb, &stops), 0);
+  CHECK_EQ(evl_call_soon_threadsafe(loop, test_count_cb, &ran), 0);
+  CHECK_EQ(evl_call_soon_threadsafe(loop, test_stop_cb, &stops), 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(ran, 1);
   CHECK_EQ(stops, 1);
   CHECK_EQ(evl_loop_close(loop), 0);
-  CHECK_EQ(evl_call_soon_threadsafe(loop, count_cb, &ran), EVL_ECLOSED);
+  CHECK_EQ(evl_call_soon_threadsafe(loop, test_count_cb, &ran), EVL_ECLOSED);
   CHECK_EQ(ran, 1);
   evl_loop_free(loop);
 }
 
 static void soon_threadsafe_from_loop_cb(evl_loop *loop, void *arg) {
-  CHECK_EQ(evl_call_soon_threadsafe(loop, stop_cb, arg), 0);
+  CHECK_EQ(evl_call_soon_threadsafe(loop, test_stop_cb, arg), 0);
 }
 
 TEST(threadsafe_call_from_the_loop_thread_itself_works) {

@@ -6,12 +6,6 @@
 #include <math.h>
 #include <time.h>
 
-static double real_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static int g_log[256];
 static int g_nlog;
 static int g_ids[256];
@@ -30,17 +24,6 @@ static void log_cb(evl_loop *loop, void *arg) {
     g_log[g_nlog++] = *(int *)arg;
   if (g_nlog == g_stop_after)
     evl_stop(loop);
-}
-
-static void count_cb(evl_loop *loop, void *arg) {
-  (void)loop;
-  (*(int *)arg)++;
-}
-
-static void stop_cb(evl_loop *loop, void *arg) {
-  if (arg)
-    (*(int *)arg)++;
-  evl_stop(loop);
 }
 
 TEST(timers_fire_in_deadline_order) {
@@ -83,7 +66,7 @@ static int g_early_left;
 
 static void early_cb(evl_loop *loop, void *arg) {
   early_rec *r = (early_rec *)arg;
-  r->fire_real = real_now();
+  r->fire_real = test_now();
   r->fire_loop = evl_time(loop);
   r->fired++;
   if (--g_early_left == 0)
@@ -97,7 +80,7 @@ TEST(timers_never_fire_before_their_deadline) {
   for (d = 1; d <= 60; d++) {
     early_rec *r = &g_early[d];
     r->delay = d / 1000.0;
-    r->sched_real = real_now();
+    r->sched_real = test_now();
     r->sched_loop = evl_time(loop);
     CHECK(evl_call_later(loop, r->delay, early_cb, r) > 0);
   }
@@ -229,9 +212,9 @@ TEST(huge_delays_are_accepted_and_do_not_fire) {
   evl_loop *loop = test_loop();
   int fired = 0, stops = 0;
   evl_handle a, b, c;
-  a = evl_call_later(loop, 1e300, count_cb, &fired);
-  b = evl_call_at(loop, 1e300, count_cb, &fired);
-  c = evl_call_later(loop, 1e10, count_cb, &fired);
+  a = evl_call_later(loop, 1e300, test_count_cb, &fired);
+  b = evl_call_at(loop, 1e300, test_count_cb, &fired);
+  c = evl_call_later(loop, 1e10, test_count_cb, &fired);
   CHECK(a > 0);
   CHECK(b > 0);
   CHECK(c > 0);
@@ -239,7 +222,7 @@ TEST(huge_delays_are_accepted_and_do_not_fire) {
   CHECK(evl_handle_when(loop, b) > evl_time(loop) + 1e6);
   CHECK(evl_next_timeout(loop) > 1e6);
   /* A near timer still fires first and the far ones stay put. */
-  CHECK(evl_call_later(loop, 0.02, stop_cb, &stops) > 0);
+  CHECK(evl_call_later(loop, 0.02, test_stop_cb, &stops) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(stops, 1);
   CHECK_EQ(evl_run_once(loop, 0.01), 0);
@@ -259,7 +242,7 @@ TEST(callback_cancelled_earlier_in_same_iteration_does_not_run) {
   evl_loop *loop = test_loop();
   int first = 0, second = 0;
   CHECK(evl_call_soon(loop, cancel_victim_cb, &first) > 0);
-  g_victim = evl_call_soon(loop, count_cb, &second);
+  g_victim = evl_call_soon(loop, test_count_cb, &second);
   CHECK(g_victim > 0);
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(first, 1);
@@ -275,9 +258,9 @@ TEST(timer_cancelled_by_timer_due_in_same_iteration_does_not_run) {
   int first = 0, second = 0, stops = 0;
   double when = evl_time(loop) + 0.02;
   CHECK(evl_call_at(loop, when, cancel_victim_cb, &first) > 0);
-  g_victim = evl_call_at(loop, when, count_cb, &second);
+  g_victim = evl_call_at(loop, when, test_count_cb, &second);
   CHECK(g_victim > 0);
-  CHECK(evl_call_at(loop, when + 0.03, stop_cb, &stops) > 0);
+  CHECK(evl_call_at(loop, when + 0.03, test_stop_cb, &stops) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(stops, 1);
   CHECK_EQ(first, 1);
@@ -290,18 +273,18 @@ TEST(handle_when_reports_pending_timer_deadlines_only) {
   evl_loop *loop = test_loop();
   int fired = 0, soon = 0, stops = 0;
   double before = evl_time(loop), after, when;
-  evl_handle timer = evl_call_later(loop, 0.05, count_cb, &fired);
+  evl_handle timer = evl_call_later(loop, 0.05, test_count_cb, &fired);
   evl_handle s;
   after = evl_time(loop);
   CHECK(timer > 0);
   when = evl_handle_when(loop, timer);
   CHECK(when >= before + 0.05 - 1e-9);
   CHECK(when <= after + 0.05 + 1e-9);
-  s = evl_call_soon(loop, count_cb, &soon);
+  s = evl_call_soon(loop, test_count_cb, &soon);
   CHECK(s > 0);
   CHECK(s != timer);
   CHECK(evl_handle_when(loop, s) == -1.0);
-  CHECK(evl_call_later(loop, 0.08, stop_cb, &stops) > 0);
+  CHECK(evl_call_later(loop, 0.08, test_stop_cb, &stops) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(fired, 1);
   CHECK_EQ(soon, 1);
@@ -313,7 +296,7 @@ TEST(handle_when_reports_pending_timer_deadlines_only) {
 TEST(handle_cancel_returns_1_once_then_0) {
   evl_loop *loop = test_loop();
   int ran = 0, ran2 = 0, tfired = 0;
-  evl_handle h = evl_call_soon(loop, count_cb, &ran), h2, t;
+  evl_handle h = evl_call_soon(loop, test_count_cb, &ran), h2, t;
   CHECK(h > 0);
   CHECK_EQ(evl_handle_cancelled(loop, h), 0);
   CHECK_EQ(evl_handle_cancel(loop, h), 1);
@@ -325,14 +308,14 @@ TEST(handle_cancel_returns_1_once_then_0) {
   CHECK_EQ(evl_handle_cancelled(loop, h), 0); /* discarded now */
   CHECK_EQ(evl_handle_cancel(loop, h), 0);
   /* After the callback ran, cancel is a no-op. */
-  h2 = evl_call_soon(loop, count_cb, &ran2);
+  h2 = evl_call_soon(loop, test_count_cb, &ran2);
   CHECK(h2 > 0);
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(ran2, 1);
   CHECK_EQ(evl_handle_cancel(loop, h2), 0);
   CHECK_EQ(evl_handle_cancelled(loop, h2), 0);
   /* A cancelled timer: when is -1 and it never fires. */
-  t = evl_call_later(loop, 0.01, count_cb, &tfired);
+  t = evl_call_later(loop, 0.01, test_count_cb, &tfired);
   CHECK(t > 0);
   CHECK(evl_handle_when(loop, t) > 0.0);
   CHECK_EQ(evl_handle_cancel(loop, t), 1);
@@ -348,11 +331,11 @@ TEST(cancelling_a_stale_handle_does_not_cancel_a_newer_callback) {
   evl_loop *loop = test_loop();
   int a = 0, b = 0, ta = 0, tb = 0, i;
   evl_handle ha, hb, hta, htb;
-  ha = evl_call_soon(loop, count_cb, &a);
+  ha = evl_call_soon(loop, test_count_cb, &a);
   CHECK(ha > 0);
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(a, 1);
-  hb = evl_call_soon(loop, count_cb, &b); /* likely reuses A's slot */
+  hb = evl_call_soon(loop, test_count_cb, &b); /* likely reuses A's slot */
   CHECK(hb > 0);
   CHECK(hb != ha);
   CHECK_EQ(evl_handle_cancel(loop, ha), 0);
@@ -360,12 +343,12 @@ TEST(cancelling_a_stale_handle_does_not_cancel_a_newer_callback) {
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(b, 1);
   /* The same for timers. */
-  hta = evl_call_later(loop, 0.001, count_cb, &ta);
+  hta = evl_call_later(loop, 0.001, test_count_cb, &ta);
   CHECK(hta > 0);
   for (i = 0; i < 100 && ta == 0; i++)
     evl_run_once(loop, 0.05);
   CHECK_EQ(ta, 1);
-  htb = evl_call_later(loop, 0.001, count_cb, &tb);
+  htb = evl_call_later(loop, 0.001, test_count_cb, &tb);
   CHECK(htb > 0);
   CHECK(htb != hta);
   CHECK_EQ(evl_handle_cancel(loop, hta), 0);
@@ -403,18 +386,18 @@ TEST(negative_delay_counts_as_zero) {
 TEST(nan_and_infinite_delays_are_einval) {
   evl_loop *loop = test_loop();
   int fired = 0, i;
-  CHECK_EQ(evl_call_later(loop, NAN, count_cb, &fired), EVL_EINVAL);
-  CHECK_EQ(evl_call_later(loop, INFINITY, count_cb, &fired), EVL_EINVAL);
-  CHECK_EQ(evl_call_later(loop, -INFINITY, count_cb, &fired), EVL_EINVAL);
-  CHECK_EQ(evl_call_at(loop, NAN, count_cb, &fired), EVL_EINVAL);
-  CHECK_EQ(evl_call_at(loop, INFINITY, count_cb, &fired), EVL_EINVAL);
-  CHECK_EQ(evl_call_at(loop, -INFINITY, count_cb, &fired), EVL_EINVAL);
+  CHECK_EQ(evl_call_later(loop, NAN, test_count_cb, &fired), EVL_EINVAL);
+  CHECK_EQ(evl_call_later(loop, INFINITY, test_count_cb, &fired), EVL_EINVAL);
+  CHECK_EQ(evl_call_later(loop, -INFINITY, test_count_cb, &fired), EVL_EINVAL);
+  CHECK_EQ(evl_call_at(loop, NAN, test_count_cb, &fired), EVL_EINVAL);
+  CHECK_EQ(evl_call_at(loop, INFINITY, test_count_cb, &fired), EVL_EINVAL);
+  CHECK_EQ(evl_call_at(loop, -INFINITY, test_count_cb, &fired), EVL_EINVAL);
   CHECK(evl_next_timeout(loop) == -1.0); /* nothing was scheduled */
   /* The loop still works. */
-  CHECK(evl_call_soon(loop, count_cb, &fired) > 0);
+  CHECK(evl_call_soon(loop, test_count_cb, &fired) > 0);
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(fired, 1);
-  CHECK(evl_call_later(loop, 0.001, count_cb, &fired) > 0);
+  CHECK(evl_call_later(loop, 0.001, test_count_cb, &fired) > 0);
   for (i = 0; i < 100 && fired < 2; i++)
     evl_run_once(loop, 0.05);
   CHECK_EQ(fired, 2);
@@ -477,9 +460,9 @@ TEST(manual_clock_hour_long_sleep_completes_at_once) {
   loop = test_loop_with(&cfg);
   fut = evl_sleep(loop, 3600.0, &token);
   CHECK(fut != NULL);
-  t0 = real_now();
+  t0 = test_now();
   CHECK_EQ(evl_run_until_complete(loop, fut), 0);
-  CHECK(real_now() - t0 < 5.0);
+  CHECK(test_now() - t0 < 5.0);
   CHECK(evl_future_result(fut) == &token);
   CHECK(evl_time(loop) >= 3600.0);
   evl_future_release(fut);
@@ -503,7 +486,7 @@ TEST(timer_rearmed_with_zero_delay_does_not_starve_the_loop) {
     CHECK_EQ(g_rearms, i);
   }
   /* Other timers still fire while it keeps re-arming. */
-  CHECK(evl_call_later(loop, 0.03, stop_cb, &stops) > 0);
+  CHECK(evl_call_later(loop, 0.03, test_stop_cb, &stops) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(stops, 1);
   CHECK(g_rearms > 6);

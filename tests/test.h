@@ -6,6 +6,11 @@
 #ifndef EVL_TEST_H
 #define EVL_TEST_H
 
+/* clock_gettime, pthreads, setenv, AI_* under strict -std=c99. */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+
 #include "../evloop.h"
 
 #include <signal.h>
@@ -13,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct test_case {
@@ -84,6 +90,23 @@ static evl_loop *test_loop_with(evl_loop_config *cfg) {
 }
 static evl_loop *test_loop(void) {
   return test_loop_with(NULL);
+}
+
+/* Monotonic wall time in seconds, independent of any loop's clock. */
+static inline double test_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+/* Callbacks many tests need: count into an int; count (if given) and stop. */
+static inline void test_count_cb(evl_loop *loop, void *arg) {
+  (void)loop;
+  (*(int *)arg)++;
+}
+static inline void test_stop_cb(evl_loop *loop, void *arg) {
+  if (arg)
+    (*(int *)arg)++;
+  evl_stop(loop);
 }
 
 static void test_fail_(const char *file, int line, const char *fmt, ...)
