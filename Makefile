@@ -20,6 +20,8 @@ tsan_CC    := clang
 tsan_FLAGS := -std=c11 $(WARN) -O1 -g -fsanitize=thread
 tcc_CC     := tcc
 tcc_FLAGS  := -Wall -Werror -g
+nothr_CC   := gcc
+nothr_FLAGS := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_THREADS
 musl_CC    := musl-gcc
 musl_FLAGS := -std=c99 $(WARN) -O2 -static
 LIBS       := -lpthread
@@ -27,11 +29,13 @@ LIBS       := -lpthread
 TEST_SRCS := $(sort $(wildcard tests/t_*.c))
 TESTS     := $(basename $(notdir $(TEST_SRCS)))
 # Tests that start threads; they also run under ThreadSanitizer.
-THREADED_TESTS := $(filter t_threadsafe t_executor t_dns t_close,$(TESTS))
+THREADED_TESTS := $(filter t_threadsafe t_executor t_dns t_close t_config,$(TESTS))
+# Built with EVLOOP_NO_THREADS too (t_config brings its own configuration).
+NOTHREAD_TESTS := $(filter-out $(THREADED_TESTS),$(TESTS))
 EXAMPLES  := $(basename $(notdir $(wildcard examples/*.c)))
 BENCHES   := $(basename $(notdir $(wildcard bench/*.c)))
 
-VARIANTS := o2 asan tsan tcc musl
+VARIANTS := o2 asan tsan tcc musl nothr
 # Every (variant, backend) pair gets its own implementation object.
 define variant_rules
 $(BUILD)/$(1)-$(2)/impl.o: tests/impl.c evloop.h
@@ -55,13 +59,14 @@ $(BUILD)/examples/%: examples/%.c evloop.h
 	$(o2_CC) $(o2_FLAGS) $< -o $@ $(LIBS)
 
 # The whole suite: every backend with gcc -O2, clang ASan+UBSan, tcc and
-# musl; the threaded tests under TSan; valgrind; compile checks; nm; format.
+# musl; the threaded tests under TSan; the others with EVLOOP_NO_THREADS;
+# valgrind; compile checks; nm.
 # tests/run.sh prints each result and ends with "N passed, N failed".
 TEST_BINS := $(call bins,o2,$(TESTS)) $(call bins,asan,$(TESTS)) \
              $(call bins,tsan,$(THREADED_TESTS)) $(call bins,tcc,$(TESTS)) \
-             $(call bins,musl,$(TESTS))
+             $(call bins,musl,$(TESTS)) $(call bins,nothr,$(NOTHREAD_TESTS))
 test: $(TEST_BINS) examples compile-checks
-	@sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "$(THREADED_TESTS)" "$(EXAMPLES)"
+	@sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "$(THREADED_TESTS)" "$(EXAMPLES)" "$(NOTHREAD_TESTS)"
 
 # Quick loop for development: gcc -O2 only.
 test-quick: $(call bins,o2,$(TESTS))

@@ -581,22 +581,6 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 }
 #endif
 
-#ifndef EVLOOP_NO_CALLSITE
-#define evl_call_soon(loop, cb, arg)                                           \
-  evl_call_soon_at_site((loop), (cb), (arg), #cb, __FILE__, __LINE__)
-#define evl_call_later(loop, delay, cb, arg)                                   \
-  evl_call_later_at_site((loop), (delay), (cb), (arg), #cb, __FILE__, __LINE__)
-#define evl_call_at(loop, when, cb, arg)                                       \
-  evl_call_at_at_site((loop), (when), (cb), (arg), #cb, __FILE__, __LINE__)
-#define evl_add_reader(loop, fd, cb, arg)                                      \
-  evl_add_reader_at_site((loop), (fd), (cb), (arg), #cb, __FILE__, __LINE__)
-#define evl_add_writer(loop, fd, cb, arg)                                      \
-  evl_add_writer_at_site((loop), (fd), (cb), (arg), #cb, __FILE__, __LINE__)
-#define evl_task_create(loop, fn, state, size)                                 \
-  evl_task_create_at_site((loop), (fn), (state), (size), #fn, __FILE__,        \
-                          __LINE__)
-#endif
-
 #endif /* EVLOOP_H_INCLUDED */
 
 /* ======================================================================== */
@@ -686,7 +670,11 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #endif
 
 #ifdef EVLOOP_STATIC
+#if defined(__GNUC__) || defined(__clang__)
+#define EVL__DEF static __attribute__((unused))
+#else
 #define EVL__DEF static
+#endif
 #else
 #define EVL__DEF
 #endif
@@ -3888,6 +3876,25 @@ EVL__DEF int evl_run(evl_task_fn fn, const void *state, size_t state_size,
 
 #endif /* EVLOOP_IMPLEMENTATION_DONE */
 #endif /* EVLOOP_IMPLEMENTATION */
+
+/* Call-site recording (see "Versions that record where..."). Outside the
+   include guard: the implementation undefines these names while it defines
+   the functions, and every inclusion ends by defining them again. */
+#if !defined(EVLOOP_NO_CALLSITE) && !defined(evl_call_soon)
+#define evl_call_soon(loop, cb, arg)                                           \
+  evl_call_soon_at_site((loop), (cb), (arg), #cb, __FILE__, __LINE__)
+#define evl_call_later(loop, delay, cb, arg)                                   \
+  evl_call_later_at_site((loop), (delay), (cb), (arg), #cb, __FILE__, __LINE__)
+#define evl_call_at(loop, when, cb, arg)                                       \
+  evl_call_at_at_site((loop), (when), (cb), (arg), #cb, __FILE__, __LINE__)
+#define evl_add_reader(loop, fd, cb, arg)                                      \
+  evl_add_reader_at_site((loop), (fd), (cb), (arg), #cb, __FILE__, __LINE__)
+#define evl_add_writer(loop, fd, cb, arg)                                      \
+  evl_add_writer_at_site((loop), (fd), (cb), (arg), #cb, __FILE__, __LINE__)
+#define evl_task_create(loop, fn, state, size)                                 \
+  evl_task_create_at_site((loop), (fn), (state), (size), #fn, __FILE__,        \
+                          __LINE__)
+#endif
 
 /*
 ------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 #!/bin/sh
-# Runs the built test binaries: run.sh BUILD "BACKENDS" "TESTS" "THREADED" "EXAMPLES"
+# Runs the built test binaries:
+#   run.sh BUILD "BACKENDS" "TESTS" "THREADED" "EXAMPLES" "NOTHREAD"
 # Each binary prints one line per test and "N passed, N failed"; this adds
 # them up and ends with the same line for the whole run.
-build=$1 backends=$2 tests=$3 threaded=$4 examples=$5
-variants=${VARIANTS:-"o2 asan tsan tcc musl valgrind"}
+build=$1 backends=$2 tests=$3 threaded=$4 examples=$5 nothread=$6
+variants=${VARIANTS:-"o2 asan tsan tcc musl nothr valgrind"}
 passed=0 failed=0
 log=$build/test-log.txt
 : >"$log"
@@ -33,6 +34,7 @@ for v in $variants; do
   for b in $backends; do
     case $v in
     tsan) list=$threaded ;;
+    nothr) list=$nothread ;;
     valgrind) [ "$b" = epoll ] || continue; list=$tests ;;
     *) list=$tests ;;
     esac

@@ -4,7 +4,11 @@
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
 
+#include <arpa/inet.h>
 #include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <time.h>
 
 static void await_null_task(evl_task *t, void *state) {
@@ -167,6 +171,25 @@ TEST(evl_time_reads_the_clock_again_for_timers) {
   evl_loop_free(loop);
 }
 
+/* Runs on the executor, or inline with EVLOOP_NO_THREADS: same result. */
+TEST(getaddrinfo_numeric_resolves_with_or_without_threads) {
+  evl_loop *loop = test_loop();
+  evl_future *f =
+      evl_getaddrinfo(loop, "127.0.0.1", "8080", AF_INET, SOCK_STREAM, 0,
+                      AI_NUMERICHOST | AI_NUMERICSERV);
+  const struct addrinfo *ai;
+  CHECK(f != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, f), 0);
+  ai = (const struct addrinfo *)evl_future_result(f);
+  CHECK(ai != NULL);
+  CHECK_EQ(ai->ai_family, AF_INET);
+  CHECK_EQ(
+      ntohs(((const struct sockaddr_in *)(const void *)ai->ai_addr)->sin_port),
+      8080);
+  evl_future_release(f);
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(bad_sleep_delay_gives_einval_future)
 T(gather_of_null_or_foreign_futures_gives_einval_future)
@@ -176,4 +199,5 @@ T(await_null_fails_the_task_with_einval)
 T(release_null_and_queries_on_null_are_harmless)
 T(a_new_callback_reads_the_clock_again_for_timers)
 T(evl_time_reads_the_clock_again_for_timers)
+T(getaddrinfo_numeric_resolves_with_or_without_threads)
 TESTS_END

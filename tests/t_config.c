@@ -1,0 +1,261 @@
+/* Configuration: this file is its own implementation file, built with
+   EVLOOP_STATIC (every function static: it does not use impl.o) and a
+   counting compile-time allocator (EVLOOP_MALLOC & co.). It also checks the
+   run-time allocator of evl_loop_config (every byte given back, and any
+   allocation failing gives an error code, never a crash or a leak), and
+   that the call-site macros still work after the implementation. */
+#define _GNU_SOURCE 1 /* before any system header, as evloop.h asks */
+#include <pthread.h>
+#include <stdlib.h>
+
+/* Compile-time allocator: live blocks, counted under a lock since executor
+   threads allocate too. */
+static long g_malloc_live;
+static pthread_mutex_t g_malloc_mu = PTHREAD_MUTEX_INITIALIZER;
+static void count_live(long d) {
+  pthread_mutex_lock(&g_malloc_mu);
+  g_malloc_live += d;
+  pthread_mutex_unlock(&g_malloc_mu);
+}
+static void *count_malloc(size_t n) {
+  void *p = malloc(n);
+  if (p)
+    count_live(1);
+  return p;
+}
+static void *count_realloc(void *p, size_t n) {
+  void *q = realloc(p, n);
+  if (!p && q)
+    count_live(1);
+  return q;
+}
+static void count_free(void *p) {
+  if (p)
+    count_live(-1);
+  free(p);
+}
+#define EVLOOP_MALLOC(ctx, n) count_malloc(n)
+#define EVLOOP_REALLOC(ctx, p, n) count_realloc((p), (n))
+#define EVLOOP_FREE(ctx, p) count_free(p)
+#define EVLOOP_STATIC
+#define EVLOOP_IMPLEMENTATION
+#include "test.h"
+
+#include <sys/socket.h>
+
+/* ---- the run-time allocator ------------------------------------------- */
+
+typedef struct alloc_stats {
+  long live, total;
+  long fail_at; /* the allocation number that fails; -1: none */
+} alloc_stats;
+
+static void *stat_alloc(void *ctx, void *ptr, size_t size) {
+  alloc_stats *st = (alloc_stats *)ctx;
+  if (size == 0) {
+    if (ptr) {
+      st->live--;
+      free(ptr);
+    }
+    return NULL;
+  }
+  if (st->total++ == st->fail_at)
+    return NULL; /* this one fails */
+  if (!ptr) {
+    void *p = malloc(size);
+    if (p)
+      st->live++;
+    return p;
+  }
+  return realloc(ptr, size);
+}
+
+static void reader(evl_loop *loop, evl_fd fd, void *arg) {
+  char c;
+  (void)loop;
+  if (read((int)fd, &c, 1) == 1)
+    (*(int *)arg)++;
+}
+
+static void count_done(evl_future *fut, void *arg) {
+  (void)fut;
+  (*(int *)arg)++;
+}
+
+typedef struct sleeper {
+  int done;
+} sleeper;
+static void sleepy(evl_task *t, void *state) {
+  sleeper *s = (sleeper *)state;
+  EVL_ASYNC_BEGIN(t);
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.001, NULL));
+  s->done = 1;
+  EVL_ASYNC_END(t);
+}
+
+/* A workload touching every allocation site that does not need threads:
+   slots and ring (callbacks), the heap (timers), the fd table, futures and
+   their callback lists, tasks, sleep, gather, wait_for. Each step may fail
+   with an error code when memory runs out; nothing may crash or leak. */
+static int workload(evl_loop *loop) {
+  int fds[2], got = 0, hits = 0, i;
+  evl_future *f, *g, *w, *kids[2];
+  evl_task *t;
+  sleeper st = {0};
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0)
+    return -1;
+  for (i = 0; i < 300; i++) {
+    if (evl_call_soon(loop, test_count_cb, &hits) > 0)
+      got++;
+    if (evl_call_later(loop, 0.0001 * (i % 7), test_count_cb, &hits) > 0)
+      got++;
+  }
+  if (evl_add_reader(loop, fds[0], reader, &hits) == 0)
+    got++;
+  if (write(fds[1], "x", 1) != 1)
+    got--;
+  f = evl_future_new(loop);
+  if (f) {
+    (void)evl_future_add_done_callback(f, count_done, &hits);
+  }
+  t = evl_task_create(loop, sleepy, &st, 0);
+  kids[0] = evl_sleep(loop, 0.001, NULL);
+  kids[1] = evl_sleep(loop, 0.002, NULL);
+  g = kids[0] && kids[1] ? evl_gather(loop, kids, 2, 0) : NULL;
+  w = evl_wait_for(evl_sleep(loop, 10.0, NULL), 0.002);
+  if (f)
+    (void)evl_future_set_result(f, NULL);
+  for (i = 0; i < 10; i++)
+    (void)evl_run_once(loop, 0.001);
+  evl_remove_reader(loop, fds[0]);
+  /* Retrieve the errors (ETIMEDOUT, ENOMEM...): they are expected here. */
+  (void)evl_future_error(t);
+  (void)evl_future_error(g);
+  (void)evl_future_error(w);
+  evl_future_release(f);
+  evl_future_release(t);
+  evl_future_release(kids[0]);
+  evl_future_release(kids[1]);
+  evl_future_release(g);
+  evl_future_release(w);
+  close(fds[0]);
+  close(fds[1]);
+  return got + hits;
+}
+
+TEST(runtime_allocator_gets_every_byte_back) {
+  alloc_stats st = {0, 0, -1};
+  evl_loop_config cfg;
+  evl_loop *loop;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.alloc = stat_alloc;
+  cfg.alloc_ctx = &st;
+  loop = test_loop_with(&cfg);
+  CHECK(workload(loop) > 1000);
+  CHECK(st.total > 5);
+  evl_loop_free(loop);
+  CHECK_EQ(st.live, 0);
+}
+
+TEST(every_failing_allocation_is_an_error_not_a_crash_or_leak) {
+  /* Fail allocation number k, for every k the workload reaches. */
+  long k, total;
+  alloc_stats probe = {0, 0, -1};
+  evl_loop_config cfg;
+  evl_loop *loop;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.alloc = stat_alloc;
+  cfg.alloc_ctx = &probe;
+  loop = test_loop_with(&cfg);
+  (void)workload(loop);
+  evl_loop_free(loop);
+  total = probe.total;
+  CHECK(total > 5);
+  for (k = 0; k < total; k++) {
+    alloc_stats st = {0, 0, 0};
+    int rc;
+    st.fail_at = k;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.alloc = stat_alloc;
+    cfg.alloc_ctx = &st;
+    cfg.backend = test_backend();
+    loop = NULL;
+    rc = evl_loop_new(&loop, &cfg);
+    if (rc != 0) {
+      CHECK_EQ(rc, EVL_ENOMEM);
+      CHECK(loop == NULL);
+    } else {
+      (void)workload(loop);
+      evl_loop_free(loop);
+    }
+    if (st.live != 0) {
+      fprintf(stderr, "  allocation %ld failing leaked %ld blocks\n", k,
+              st.live);
+      CHECK(0);
+    }
+  }
+}
+
+/* ---- the compile-time allocator and EVLOOP_STATIC --------------------- */
+
+static int twice(void *arg, void **result) {
+  *result = (void *)((intptr_t)arg * 2);
+  return 0;
+}
+
+TEST(compile_time_allocator_balances_with_threads) {
+  /* The executor, its jobs and the cross-thread queue use EVLOOP_MALLOC. */
+  evl_loop *loop = test_loop();
+  evl_future *f = evl_run_in_executor(loop, NULL, twice, (void *)21, NULL);
+  CHECK(f != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, f), 0);
+  CHECK_EQ((intptr_t)evl_future_result(f), 42);
+  evl_future_release(f);
+  CHECK(g_malloc_live > 0);
+  evl_loop_free(loop);
+  CHECK_EQ(g_malloc_live, 0);
+}
+
+/* ---- call sites in the implementation file ---------------------------- */
+
+static char g_logged[512];
+static void keep_log(evl_loop *loop, const char *msg, void *ctx) {
+  (void)loop;
+  (void)ctx;
+  snprintf(g_logged, sizeof g_logged, "%s", msg);
+}
+static void slow_callback_here(evl_loop *loop, void *arg) {
+  double end = test_now() + 0.03;
+  (void)loop;
+  (void)arg;
+  while (test_now() < end) {
+  }
+}
+
+TEST(call_sites_are_recorded_after_the_implementation) {
+  evl_loop_config cfg;
+  evl_loop *loop;
+  char where[64];
+  int line;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.debug = 1;
+  cfg.log = keep_log;
+  loop = test_loop_with(&cfg);
+  evl_set_slow_callback_duration(loop, 0.01);
+  line = __LINE__ + 1;
+  CHECK(evl_call_soon(loop, slow_callback_here, NULL) > 0);
+  CHECK_EQ(evl_run_once(loop, 0), 1);
+  snprintf(where, sizeof where, "t_config.c:%d", line);
+  if (!strstr(g_logged, "slow_callback_here") || !strstr(g_logged, where)) {
+    fprintf(stderr, "  logged: %s\n", g_logged);
+    CHECK(0);
+  }
+  evl_loop_free(loop);
+}
+
+TESTS_BEGIN
+T(runtime_allocator_gets_every_byte_back)
+T(every_failing_allocation_is_an_error_not_a_crash_or_leak)
+T(compile_time_allocator_balances_with_threads)
+T(call_sites_are_recorded_after_the_implementation)
+TESTS_END
