@@ -5,6 +5,7 @@
 #include "test.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -190,6 +191,66 @@ TEST(getaddrinfo_numeric_resolves_with_or_without_threads) {
   evl_loop_free(loop);
 }
 
+/* A sandbox that refuses epoll (seccomp; glibc has the kernel headers we
+   need): the default loop falls back to
+   poll and says so; asking for epoll explicitly is an error, not a switch. */
+#if defined(__linux__) && defined(__x86_64__) && defined(__GLIBC__)
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#ifndef AUDIT_ARCH_X86_64 /* <linux/audit.h> is not on every libc's path */
+#define AUDIT_ARCH_X86_64 0xC000003Eu
+#endif
+static int refuse_epoll_create(void) {
+  struct sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_epoll_create1, 2, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_epoll_create, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & 0xffff)),
+  };
+  struct sock_fprog prog;
+  prog.len = (unsigned short)(sizeof code / sizeof code[0]);
+  prog.filter = code;
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+    return -1;
+  return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
+TEST(refused_epoll_falls_back_to_poll) {
+  evl_loop_config cfg;
+  evl_loop *loop = NULL;
+  int ran = 0, epoll_default;
+  CHECK_EQ(evl_loop_new(&loop, NULL), 0);
+  epoll_default = strcmp(evl_backend_name(loop), "epoll") == 0;
+  evl_loop_free(loop);
+  loop = NULL;
+  if (!epoll_default) {
+    printf("  (not an epoll build: nothing to fall back from)\n");
+    return;
+  }
+  if (refuse_epoll_create() != 0) {
+    printf("  (cannot install a seccomp filter here: skipped)\n");
+    return;
+  }
+  memset(&cfg, 0, sizeof cfg);
+  CHECK_EQ(evl_loop_new(&loop, &cfg), 0);
+  CHECK(strcmp(evl_backend_name(loop), "poll (epoll unavailable)") == 0);
+  CHECK_EQ(evl_backend_fd(loop), -1);
+  CHECK(evl_call_later(loop, 0.001, test_stop_cb, &ran) > 0);
+  CHECK_EQ(evl_run_forever(loop), 0);
+  CHECK_EQ(ran, 1);
+  evl_loop_free(loop);
+  cfg.backend = EVL_BACKEND_EPOLL; /* asked for by name: no silent switch */
+  CHECK_EQ(evl_loop_new(&loop, &cfg), EVL_EPERM);
+}
+#endif
+
 TESTS_BEGIN
 T(bad_sleep_delay_gives_einval_future)
 T(gather_of_null_or_foreign_futures_gives_einval_future)
@@ -200,4 +261,7 @@ T(release_null_and_queries_on_null_are_harmless)
 T(a_new_callback_reads_the_clock_again_for_timers)
 T(evl_time_reads_the_clock_again_for_timers)
 T(getaddrinfo_numeric_resolves_with_or_without_threads)
+#if defined(__linux__) && defined(__x86_64__) && defined(__GLIBC__)
+T(refused_epoll_falls_back_to_poll)
+#endif
 TESTS_END
