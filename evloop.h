@@ -211,6 +211,8 @@ extern "C" {
   X(ESTOPPED, -3102, "event loop stopped before the future completed")         \
   X(EINVALSTATE, -3103, "invalid state for this operation")                    \
   X(EEOF, -3104, "end of file")                                                \
+  X(ELIMIT, -3105, "stream buffer limit exceeded")                             \
+  X(EINCOMPLETE, -3106, "stream ended before the expected data")               \
   X(EUNKNOWN, -3199, "unknown error")
 
 #define EVL_ERROR_MAP(X)                                                       \
@@ -555,6 +557,223 @@ EVLOOP_API evl_future *evl_getaddrinfo(evl_loop *loop, const char *host,
                                        int socktype, int protocol, int flags);
 EVLOOP_API evl_future *evl_getnameinfo(evl_loop *loop, const void *sockaddr,
                                        size_t socklen, int flags);
+
+/* ==== Transports and protocols ==========================================
+   A transport is a connection the loop owns (TCP, Unix stream or datagram
+   socket). The user closes it; the loop frees it right after
+   connection_lost has run, and never calls into a freed transport.
+
+   A protocol is a table of callbacks. Each gets the transport and its user
+   pointer (evl_transport_user): at first the `user` given to the call that
+   made the transport; connection_made may set a per-connection one with
+   evl_transport_set_user (what a server does). Unused entries may be NULL.
+
+   Reading: data_received gets bytes read into one buffer the loop shares
+   between its transports (valid during the call only). A protocol with
+   get_buffer is a buffered protocol: the loop reads straight into the
+   memory it returns, then calls buffer_updated(nbytes).
+   eof_received: return 1 to keep the transport open for writing (a
+   half-closed connection), 0 to let the loop close it (asyncio's meaning).
+   connection_lost: err 0 after close() or EOF, else why (EVL_ECONNRESET...).
+   Writing: write() tries to send at once and queues the rest; past the high
+   water mark (default 64 KiB) pause_writing is called once; at or below the
+   low mark (default 16 KiB) resume_writing is called once. */
+typedef struct evl_transport evl_transport;
+typedef struct evl_server evl_server;
+
+typedef struct evl_protocol {
+  void (*connection_made)(evl_transport *t, void *user);
+  void (*data_received)(evl_transport *t, const void *data, size_t len,
+                        void *user);
+  int (*eof_received)(evl_transport *t, void *user);
+  void (*connection_lost)(evl_transport *t, int err, void *user);
+  void (*pause_writing)(evl_transport *t, void *user);
+  void (*resume_writing)(evl_transport *t, void *user);
+  /* buffered protocols: give at least 1 byte of room (*len), or NULL */
+  void *(*get_buffer)(evl_transport *t, size_t size_hint, size_t *len,
+                      void *user);
+  void (*buffer_updated)(evl_transport *t, size_t nbytes, void *user);
+  /* datagram endpoints */
+  void (*datagram_received)(evl_transport *t, const void *data, size_t len,
+                            const void *addr, size_t addrlen, void *user);
+  void (*error_received)(evl_transport *t, int err, void *user);
+} evl_protocol;
+
+typedef struct evl_iovec {
+  const void *base;
+  size_t len;
+} evl_iovec;
+
+/* 0, or EVL_ECLOSED once the transport is closing. Data is copied if it
+   cannot be sent at once. */
+EVLOOP_API int evl_transport_write(evl_transport *t, const void *data,
+                                   size_t len);
+EVLOOP_API int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
+                                    size_t n);
+/* Half-close after the queued data is sent (shutdown(SHUT_WR)). */
+EVLOOP_API int evl_transport_write_eof(evl_transport *t);
+EVLOOP_API int evl_transport_can_write_eof(evl_transport *t);
+/* Sends what is queued, then closes: connection_lost(0). Idempotent. */
+EVLOOP_API void evl_transport_close(evl_transport *t);
+/* Closes at once, dropping queued data: connection_lost(0). */
+EVLOOP_API void evl_transport_abort(evl_transport *t);
+EVLOOP_API int evl_transport_is_closing(evl_transport *t);
+EVLOOP_API int evl_transport_pause_reading(evl_transport *t);
+EVLOOP_API int evl_transport_resume_reading(evl_transport *t);
+EVLOOP_API int evl_transport_is_reading(evl_transport *t);
+/* high 0: 64 KiB; low > high is EVL_EINVAL; low 0 with high given: high/4 */
+EVLOOP_API int evl_transport_set_write_buffer_limits(evl_transport *t,
+                                                     size_t high, size_t low);
+EVLOOP_API size_t evl_transport_get_write_buffer_size(evl_transport *t);
+/* Copies the address into addr (up to *addrlen bytes), sets *addrlen. */
+EVLOOP_API int evl_transport_get_peername(evl_transport *t, void *addr,
+                                          size_t *addrlen);
+EVLOOP_API int evl_transport_get_sockname(evl_transport *t, void *addr,
+                                          size_t *addrlen);
+EVLOOP_API evl_fd evl_transport_fd(evl_transport *t);
+EVLOOP_API evl_loop *evl_transport_loop(evl_transport *t);
+EVLOOP_API void *evl_transport_user(evl_transport *t);
+EVLOOP_API void evl_transport_set_user(evl_transport *t, void *user);
+/* Datagram endpoints: addr NULL sends to the connected remote address. A
+   zero-length datagram is sent as such. */
+EVLOOP_API int evl_transport_sendto(evl_transport *t, const void *data,
+                                    size_t len, const void *addr,
+                                    size_t addrlen);
+/* Sends count bytes of file_fd from offset (sendfile(2) where the platform
+   has it, read+write otherwise), after what is queued. The future's result
+   is the number of bytes sent (evl_future_result_int). */
+EVLOOP_API evl_future *evl_sendfile(evl_transport *t, int file_fd,
+                                    int64_t offset, size_t count);
+
+/* Options of connections and servers; zero means default. */
+typedef struct evl_net_options {
+  const char *local_host; /* create_connection: bind here first */
+  int local_port;
+  int family;           /* AF_INET, AF_INET6 or 0 (any) */
+  int backlog;          /* servers: default 100 */
+  int no_reuse_address; /* servers: SO_REUSEADDR is on by default */
+  int reuse_port;       /* SO_REUSEPORT */
+  int no_delay_off;     /* TCP_NODELAY is on by default */
+  int no_start_serving; /* create_server: do not accept yet */
+  int allow_broadcast;  /* datagram endpoints: SO_BROADCAST */
+} evl_net_options;
+
+/* The future's result is the evl_transport * (connection_made has run, or
+   will run before any other callback of it). host is resolved on the
+   executor and every address is tried in order; the error of the last one
+   is the future's. opts may be NULL. */
+EVLOOP_API evl_future *
+evl_create_connection(evl_loop *loop, const evl_protocol *proto, void *user,
+                      const char *host, int port, const evl_net_options *opts);
+/* path: a file name, or "@name" for a Linux abstract socket. */
+EVLOOP_API evl_future *evl_create_unix_connection(evl_loop *loop,
+                                                  const evl_protocol *proto,
+                                                  void *user, const char *path);
+/* Wraps a connected stream socket (the loop takes the fd). */
+EVLOOP_API evl_transport *evl_connect_accepted_socket(evl_loop *loop,
+                                                      const evl_protocol *proto,
+                                                      void *user, evl_fd fd);
+/* Listens on every address of host (NULL or "": all interfaces, IPv4 and
+   IPv6; a comma-separated list: each of them), one socket per address. The
+   future's result is the evl_server *. port 0 picks a free port (see
+   evl_server_port). */
+EVLOOP_API evl_future *evl_create_server(evl_loop *loop,
+                                         const evl_protocol *proto, void *user,
+                                         const char *host, int port,
+                                         const evl_net_options *opts);
+/* A stale socket file at path is replaced; any other file is EVL_EEXIST.
+   "@name" is a Linux abstract socket. */
+EVLOOP_API evl_future *evl_create_unix_server(evl_loop *loop,
+                                              const evl_protocol *proto,
+                                              void *user, const char *path,
+                                              const evl_net_options *opts);
+/* Stops listening (connections go on) and closes the listening sockets. */
+EVLOOP_API void evl_server_close(evl_server *s);
+/* Completes once the server is closed and all its connections are gone. */
+EVLOOP_API evl_future *evl_server_wait_closed(evl_server *s);
+EVLOOP_API int evl_server_start_serving(evl_server *s);
+/* Serves until the returned future is cancelled (which closes the server). */
+EVLOOP_API evl_future *evl_server_serve_forever(evl_server *s);
+EVLOOP_API int evl_server_is_serving(evl_server *s);
+/* The listening sockets: up to max fds into fds, returns how many exist. */
+EVLOOP_API size_t evl_server_sockets(evl_server *s, evl_fd *fds, size_t max);
+/* The port of the first listening socket (for port 0). */
+EVLOOP_API int evl_server_port(evl_server *s);
+/* Frees a closed server once its wait_closed would complete; a server not
+   freed is freed by loop close. */
+EVLOOP_API void evl_server_free(evl_server *s);
+
+/* local_host/local_port bind, remote_host/remote_port connect (either may
+   be NULL); the future's result is the evl_transport *. */
+EVLOOP_API evl_future *
+evl_create_datagram_endpoint(evl_loop *loop, const evl_protocol *proto,
+                             void *user, const char *local_host, int local_port,
+                             const char *remote_host, int remote_port,
+                             const evl_net_options *opts);
+
+/* ==== Sockets as futures ================================================
+   For non-blocking sockets the caller owns. Results through
+   evl_future_result_int: bytes for recv/sendall/sendfile, the new fd for
+   accept, 0 for connect. The buffers must stay valid until the future is
+   done; sock_sendall copies nothing, sock_recv reads into buf. */
+EVLOOP_API evl_future *evl_sock_recv(evl_loop *loop, evl_fd fd, void *buf,
+                                     size_t len);
+EVLOOP_API evl_future *evl_sock_recv_into(evl_loop *loop, evl_fd fd, void *buf,
+                                          size_t len);
+EVLOOP_API evl_future *evl_sock_sendall(evl_loop *loop, evl_fd fd,
+                                        const void *data, size_t len);
+EVLOOP_API evl_future *evl_sock_connect(evl_loop *loop, evl_fd fd,
+                                        const void *addr, size_t addrlen);
+EVLOOP_API evl_future *evl_sock_accept(evl_loop *loop, evl_fd fd);
+EVLOOP_API evl_future *evl_sock_sendfile(evl_loop *loop, evl_fd sock,
+                                         int file_fd, int64_t offset,
+                                         size_t count);
+/* A future's result as an integer (what the calls above give). */
+EVLOOP_API intptr_t evl_future_result_int(evl_future *fut);
+
+/* ==== Streams ===========================================================
+   asyncio's StreamReader/StreamWriter as one evl_stream. Reads complete
+   with an evl_bytes * the future owns (valid while you hold the future). A
+   read that would buffer more than `limit` bytes (default 64 KiB) fails
+   with EVL_ELIMIT and keeps the data buffered; readexactly at EOF fails
+   with EVL_EINCOMPLETE (the partial data stays readable with read). */
+typedef struct evl_stream evl_stream;
+typedef struct evl_bytes {
+  size_t len;
+  unsigned char *data; /* len bytes, plus a 0 byte after them */
+} evl_bytes;
+
+/* The future's result is the evl_stream *, yours to evl_stream_free. */
+EVLOOP_API evl_future *evl_open_connection(evl_loop *loop, const char *host,
+                                           int port, size_t limit,
+                                           const evl_net_options *opts);
+EVLOOP_API evl_future *evl_open_unix_connection(evl_loop *loop,
+                                                const char *path, size_t limit);
+/* cb gets each new connection's stream (yours to free) and arg. */
+typedef void (*evl_stream_callback)(evl_stream *s, void *arg);
+EVLOOP_API evl_future *evl_start_server(evl_loop *loop, evl_stream_callback cb,
+                                        void *arg, const char *host, int port,
+                                        size_t limit,
+                                        const evl_net_options *opts);
+EVLOOP_API evl_future *evl_start_unix_server(evl_loop *loop,
+                                             evl_stream_callback cb, void *arg,
+                                             const char *path, size_t limit);
+/* n < 0: until EOF. n == 0: an empty result. */
+EVLOOP_API evl_future *evl_stream_read(evl_stream *s, long n);
+EVLOOP_API evl_future *evl_stream_readline(evl_stream *s);
+EVLOOP_API evl_future *evl_stream_readexactly(evl_stream *s, size_t n);
+EVLOOP_API evl_future *evl_stream_readuntil(evl_stream *s, const void *sep,
+                                            size_t seplen);
+EVLOOP_API int evl_stream_at_eof(evl_stream *s);
+EVLOOP_API int evl_stream_write(evl_stream *s, const void *data, size_t len);
+/* Completes when the write buffer is at or below the low water mark. */
+EVLOOP_API evl_future *evl_stream_drain(evl_stream *s);
+EVLOOP_API int evl_stream_write_eof(evl_stream *s);
+EVLOOP_API void evl_stream_close(evl_stream *s);
+EVLOOP_API evl_future *evl_stream_wait_closed(evl_stream *s);
+EVLOOP_API evl_transport *evl_stream_transport(evl_stream *s);
+/* Closes if needed; the stream is freed once its transport is gone. */
+EVLOOP_API void evl_stream_free(evl_stream *s);
 
 /* ==== Errors, exception handler, debug ================================== */
 
