@@ -852,7 +852,16 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #include <unistd.h>
 #include <sys/types.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#ifdef __linux__
+#include <sys/sendfile.h>
+#endif
 #ifdef EVL__HAVE_POLL
 #include <poll.h>
 #endif
@@ -945,7 +954,6 @@ typedef struct evl__fdw {
   void *rarg, *warg;
   int kmask; /* interest the backend has */
   int pidx;  /* poll backend: index in the pollfd array */
-  evl__site rsite, wsite;
 } evl__fdw;
 
 typedef struct evl__tsent {
@@ -1024,6 +1032,8 @@ struct evl_loop {
   /* fd watchers */
   evl__fdw *fds;
   int fds_cap, nwatchers;
+  evl__site *fdsites; /* debug mode: reader and writer sites per fd */
+  int fdsites_cap;
   /* backend */
   evl_backend backend;
   int fell_back;
@@ -1066,6 +1076,10 @@ struct evl_loop {
   evl__tsent *tsq, *tsq_spare;
   size_t ts_len, ts_cap, ts_spare_cap;
   int ts_pending, ts_closed, ts_wakers;
+  unsigned char *rbuf;       /* the read buffer transports share */
+  evl_transport *transports; /* open transports */
+  evl_server *servers;
+  int reserve_fd;     /* a spare fd for running out of fds */
   evl__job *jobs;     /* submitted, not yet completed */
   evl__job *tsq_done; /* completed, not yet delivered (newest first) */
   evl_executor *default_exec;
@@ -1879,15 +1893,25 @@ static int evl__watch(evl_loop *loop, evl_fd fdv, int which, evl_io_callback cb,
   if (which == EVL__READ) {
     w->rfn = cb;
     w->rarg = arg;
-    w->rsite.name = name;
-    w->rsite.file = file;
-    w->rsite.line = line;
   } else {
     w->wfn = cb;
     w->warg = arg;
-    w->wsite.name = name;
-    w->wsite.file = file;
-    w->wsite.line = line;
+  }
+  if (loop->debug && loop->fdsites_cap < loop->fds_cap) {
+    evl__site *st = (evl__site *)evl__lrealloc(
+        loop, loop->fdsites, (size_t)loop->fds_cap * 2 * sizeof *st);
+    if (st) {
+      memset(st + 2 * loop->fdsites_cap, 0,
+             (size_t)(loop->fds_cap - loop->fdsites_cap) * 2 * sizeof *st);
+      loop->fdsites = st;
+      loop->fdsites_cap = loop->fds_cap;
+    }
+  }
+  if (fd < loop->fdsites_cap) {
+    evl__site *st = &loop->fdsites[2 * fd + (which == EVL__WRITE)];
+    st->name = name;
+    st->file = file;
+    st->line = line;
   }
   return 0;
 }
@@ -2364,7 +2388,8 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
     loop->now_reuse = 0;
     if (loop->debug && evl__monotonic_ns() - t0 >= loop->slow_ns &&
         fd < loop->fds_cap)
-      evl__report_slow(loop, "reader", &loop->fds[fd].rsite,
+      evl__report_slow(loop, "reader",
+                       fd < loop->fdsites_cap ? &loop->fdsites[2 * fd] : NULL,
                        evl__monotonic_ns() - t0);
   }
   if ((events & EVL__WRITE) && fd < loop->fds_cap &&
@@ -2376,7 +2401,9 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
     ran++;
     if (loop->debug && evl__monotonic_ns() - t0 >= loop->slow_ns &&
         fd < loop->fds_cap)
-      evl__report_slow(loop, "writer", &loop->fds[fd].wsite,
+      evl__report_slow(loop, "writer",
+                       fd < loop->fdsites_cap ? &loop->fdsites[2 * fd + 1]
+                                              : NULL,
                        evl__monotonic_ns() - t0);
   }
   return ran;
@@ -2590,6 +2617,7 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
   loop->slow_ns = 100000000; /* 0.1 s, as asyncio */
   loop->exec_threads = cfg->executor_threads > 0 ? cfg->executor_threads : 4;
   loop->wake_rfd = loop->wake_wfd = -1;
+  loop->reserve_fd = -1;
 #ifdef EVL__HAVE_EPOLL
   loop->epfd = -1;
 #endif
@@ -2629,6 +2657,8 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
 
 static void evl__jobs_close(evl_loop *loop);
 static void evl__executor_close_default(evl_loop *loop);
+static void evl__servers_close(evl_loop *loop);
+static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
 
 static void evl__debug_close_report(evl_loop *loop) {
@@ -2676,6 +2706,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   /* 2. Discard what is scheduled; the library's own callbacks run in
      closing mode and drop the references they hold. */
   evl__ts_drain(loop);
+  evl__servers_close(loop); /* stop accepting */
   while (loop->heap_len) {
     uint32_t i = loop->heap[--loop->heap_len].slot;
     loop->slots[i].pos = EVL__POS_READY;
@@ -2699,7 +2730,9 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     if (fn && internal)
       fn(loop, arg);
   }
-  /* 3. Pending tasks and combinators let go of what they wait for. */
+  /* 3. Open transports get connection_lost(EVL_ECLOSED); pending tasks
+     and combinators let go of what they wait for. */
+  evl__transports_close(loop);
   evl__futures_close(loop);
   /* 4. The backend and the memory. */
   loop->closed = 1;
@@ -2709,6 +2742,14 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__lfree(loop, loop->ring);
   evl__lfree(loop, loop->heap);
   evl__lfree(loop, loop->fds);
+  evl__lfree(loop, loop->fdsites);
+  evl__lfree(loop, loop->rbuf);
+  loop->rbuf = NULL;
+  if (loop->reserve_fd >= 0)
+    close(loop->reserve_fd);
+  loop->reserve_fd = -1;
+  loop->fdsites = NULL;
+  loop->fdsites_cap = 0;
   loop->slots = NULL;
   loop->sites = NULL;
   loop->ring = NULL;
@@ -4020,6 +4061,2594 @@ EVL__DEF evl_future *evl_getnameinfo(evl_loop *loop, const void *sockaddr,
   r->len = (socklen_t)socklen;
   r->flags = flags;
   return evl__submit(loop, NULL, evl__gni_work, r, evl__gfree, evl__gfree);
+}
+
+/* ==== Sockets ============================================================
+   Shared helpers: non-blocking close-on-exec sockets, addresses, and the
+   transports/servers lists a loop keeps so that closing it can run every
+   close path (connection_lost included). */
+
+#define EVL__RBUF_SIZE 65536
+
+static int evl__socket(int family, int type) {
+  int fd;
+#if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
+  fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd >= 0 || errno != EINVAL)
+    return fd < 0 ? evl__errno() : fd;
+#endif
+  fd = socket(family, type, 0);
+  if (fd < 0)
+    return evl__errno();
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  return fd;
+}
+
+static int evl__set_nonblocking(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    return evl__errno();
+  return 0;
+}
+
+static void evl__set_nodelay(int fd) {
+  int one = 1;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+/* The loop's shared read buffer, allocated on first use. */
+static unsigned char *evl__rbuf(evl_loop *loop) {
+  if (!loop->rbuf)
+    loop->rbuf = (unsigned char *)evl__lalloc(loop, EVL__RBUF_SIZE);
+  return loop->rbuf;
+}
+
+/* A numeric host and port into a sockaddr; 0 or an error (EVL_EAI_NONAME
+   when host is a name that needs resolving). */
+static int evl__numeric_addr(const char *host, int port, int family,
+                             struct sockaddr_storage *ss, socklen_t *len) {
+  memset(ss, 0, sizeof *ss);
+  if (port < 0 || port > 65535)
+    return EVL_EINVAL;
+  if (family != AF_INET6 &&
+      inet_pton(AF_INET, host, &((struct sockaddr_in *)(void *)ss)->sin_addr) ==
+          1) {
+    struct sockaddr_in *a = (struct sockaddr_in *)(void *)ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)port);
+    *len = sizeof *a;
+    return 0;
+  }
+  if (family != AF_INET &&
+      inet_pton(AF_INET6, host,
+                &((struct sockaddr_in6 *)(void *)ss)->sin6_addr) == 1) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)(void *)ss;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)port);
+    *len = sizeof *a;
+    return 0;
+  }
+  return EVL_EAI_NONAME;
+}
+
+/* "path" or "@abstract" into a sockaddr_un. */
+static int evl__unix_addr(const char *path, struct sockaddr_un *su,
+                          socklen_t *len) {
+  size_t n;
+  if (!path || !*path)
+    return EVL_EINVAL;
+  n = strlen(path);
+  memset(su, 0, sizeof *su);
+  su->sun_family = AF_UNIX;
+  if (n >= sizeof su->sun_path)
+    return EVL_ENAMETOOLONG;
+  memcpy(su->sun_path, path, n);
+  *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+  if (path[0] == '@') {
+#ifdef __linux__
+    su->sun_path[0] = '\0'; /* abstract: no file, no terminating NUL */
+#else
+    return EVL_ENOTSUP;
+#endif
+  } else {
+    *len += 1;
+  }
+  return 0;
+}
+
+/* ==== Transports ======================================================== */
+
+enum {
+  EVL__T_CLOSING = 1 << 0,     /* close() or abort() called, or fatal error */
+  EVL__T_PAUSED = 1 << 1,      /* the user paused reading */
+  EVL__T_EOF_PENDING = 1 << 2, /* write_eof after the queued data */
+  EVL__T_EOF_SENT = 1 << 3,
+  EVL__T_PROTO_PAUSED = 1 << 4, /* pause_writing was called */
+  EVL__T_MADE = 1 << 5,         /* connection_made ran */
+  EVL__T_READ_EOF = 1 << 6,     /* the peer closed its side */
+  EVL__T_DGRAM = 1 << 7,
+  EVL__T_LOST = 1 << 8,    /* connection_lost is scheduled */
+  EVL__T_SENDFILE = 1 << 9 /* a sendfile owns the write side */
+};
+
+typedef struct evl__dgram {
+  struct evl__dgram *next;
+  size_t len;
+  socklen_t addrlen;
+  struct sockaddr_storage addr;
+  /* the data follows */
+} evl__dgram;
+
+typedef struct evl__sendfile_op evl__sendfile_op;
+
+struct evl_transport {
+  evl_loop *loop;
+  const evl_protocol *proto;
+  void *user;
+  evl_server *server;           /* the server that accepted it, or NULL */
+  evl_transport *lprev, *lnext; /* the loop's transports */
+  unsigned char *wbuf;          /* queued bytes: wbuf[woff .. woff+wlen) */
+  size_t wlen, woff, wcap;
+  evl__dgram *dq_head, *dq_tail; /* queued datagrams */
+  evl__sendfile_op *sf;
+  evl_future *waiter; /* create_connection: completes at start */
+  uint32_t high, low;
+  int fd, flags, lost_err;
+};
+
+static void evl__tr_on_readable(evl_loop *loop, evl_fd fd, void *arg);
+static void evl__tr_on_writable(evl_loop *loop, evl_fd fd, void *arg);
+static void evl__dg_on_readable(evl_loop *loop, evl_fd fd, void *arg);
+static void evl__dg_on_writable(evl_loop *loop, evl_fd fd, void *arg);
+static void evl__server_conn_gone(evl_server *s);
+static void evl__sendfile_fail(evl_transport *t, int err);
+
+static size_t evl__tr_queued(const evl_transport *t) {
+  size_t n = t->wlen;
+  const evl__dgram *d;
+  for (d = t->dq_head; d; d = d->next)
+    n += d->len;
+  return n;
+}
+
+static void evl__tr_maybe_pause(evl_transport *t) {
+  if (!(t->flags & EVL__T_PROTO_PAUSED) && evl__tr_queued(t) > t->high) {
+    t->flags |= EVL__T_PROTO_PAUSED;
+    if (t->proto->pause_writing)
+      t->proto->pause_writing(t, t->user);
+  }
+}
+static void evl__tr_maybe_resume(evl_transport *t) {
+  if ((t->flags & EVL__T_PROTO_PAUSED) && evl__tr_queued(t) <= t->low) {
+    t->flags &= ~EVL__T_PROTO_PAUSED;
+    if (t->proto->resume_writing)
+      t->proto->resume_writing(t, t->user);
+  }
+}
+
+static void evl__tr_drop_queue(evl_transport *t) {
+  evl_loop *loop = t->loop;
+  while (t->dq_head) {
+    evl__dgram *d = t->dq_head;
+    t->dq_head = d->next;
+    evl__lfree(loop, d);
+  }
+  t->dq_tail = NULL;
+  evl__lfree(loop, t->wbuf);
+  t->wbuf = NULL;
+  t->wlen = t->woff = t->wcap = 0;
+}
+
+/* The last step: the fd is closed, connection_lost runs, the memory goes. */
+static void evl__tr_lost(evl_loop *loop, void *arg) {
+  evl_transport *t = (evl_transport *)arg;
+  evl_server *srv = t->server;
+  (void)loop;
+  evl__unwatch(t->loop, t->fd, EVL__READ);
+  evl__unwatch(t->loop, t->fd, EVL__WRITE);
+  close(t->fd);
+  t->fd = -1;
+  if (t->sf)
+    evl__sendfile_fail(t, t->lost_err ? t->lost_err : EVL_ECANCELED);
+  if (t->waiter) { /* it never started: the connection future fails */
+    (void)evl_future_set_error(t->waiter,
+                               t->lost_err ? t->lost_err : EVL_ECANCELED, NULL);
+    evl_future_release(t->waiter);
+    t->waiter = NULL;
+  }
+  if ((t->flags & EVL__T_MADE) && t->proto->connection_lost)
+    t->proto->connection_lost(t, t->lost_err, t->user);
+  evl__tr_drop_queue(t);
+  if (t->lprev)
+    t->lprev->lnext = t->lnext;
+  else
+    t->loop->transports = t->lnext;
+  if (t->lnext)
+    t->lnext->lprev = t->lprev;
+  evl__lfree(t->loop, t);
+  if (srv)
+    evl__server_conn_gone(srv);
+}
+
+/* Schedules the end (asyncio calls connection_lost from call_soon too). */
+static void evl__tr_schedule_lost(evl_transport *t, int err) {
+  if (t->flags & EVL__T_LOST)
+    return;
+  t->flags |= EVL__T_LOST | EVL__T_CLOSING;
+  t->lost_err = err;
+  evl__unwatch(t->loop, t->fd, EVL__READ);
+  evl__unwatch(t->loop, t->fd, EVL__WRITE);
+  if (evl__soon_internal(t->loop, evl__tr_lost, t) < 0)
+    evl__tr_lost(t->loop, t); /* closing loop or no memory: at once */
+}
+
+static void evl__tr_fatal(evl_transport *t, int err) {
+  evl__tr_drop_queue(t);
+  evl__tr_schedule_lost(t, err);
+}
+
+static evl_transport *evl__tr_new(evl_loop *loop, const evl_protocol *proto,
+                                  void *user, int fd, int dgram) {
+  evl_transport *t = (evl_transport *)evl__zalloc(loop, sizeof *t);
+  if (!t)
+    return NULL;
+  t->loop = loop;
+  t->proto = proto;
+  t->user = user;
+  t->fd = fd;
+  t->high = 65536;
+  t->low = 16384;
+  if (dgram)
+    t->flags |= EVL__T_DGRAM;
+  t->lnext = loop->transports;
+  if (loop->transports)
+    loop->transports->lprev = t;
+  loop->transports = t;
+  return t;
+}
+
+/* Runs from call_soon after the transport was made: connection_made, then
+   reading, then the connection future (asyncio's order). */
+static void evl__tr_start(evl_loop *loop, void *arg) {
+  evl_transport *t = (evl_transport *)arg;
+  evl_future *w = t->waiter;
+  if (t->flags & EVL__T_LOST)
+    return;
+  if (loop->closing) {
+    evl__tr_schedule_lost(t, EVL_ECLOSED);
+    return;
+  }
+  t->flags |= EVL__T_MADE;
+  t->waiter = NULL;
+  if (t->proto->connection_made)
+    t->proto->connection_made(t, t->user);
+  if (!(t->flags & (EVL__T_CLOSING | EVL__T_PAUSED))) {
+    int rc = evl__watch(loop, t->fd, EVL__READ,
+                        t->flags & EVL__T_DGRAM ? evl__dg_on_readable
+                                                : evl__tr_on_readable,
+                        t, NULL, NULL, 0);
+    if (rc)
+      evl__tr_fatal(t, rc);
+  }
+  if (w) {
+    if (w->state == EVL__PENDING)
+      (void)evl_future_set_result(w, t);
+    evl_future_release(w);
+  }
+}
+
+static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
+                                   void *user, int fd, int dgram,
+                                   evl_future *waiter) {
+  evl_transport *t;
+  if (evl__fds_reserve(loop, fd)) /* so watching it later cannot fail */
+    return NULL;
+  t = evl__tr_new(loop, proto, user, fd, dgram);
+  if (!t)
+    return NULL;
+  t->waiter = waiter ? evl_future_ref(waiter) : NULL;
+  if (evl__soon_internal(loop, evl__tr_start, t) < 0) {
+    evl_future_release(t->waiter);
+    t->waiter = NULL;
+    t->fd = -1; /* the caller keeps the fd */
+    if (t->lprev)
+      t->lprev->lnext = t->lnext;
+    else
+      loop->transports = t->lnext;
+    if (t->lnext)
+      t->lnext->lprev = t->lprev;
+    evl__lfree(loop, t);
+    return NULL;
+  }
+  return t;
+}
+
+static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
+  evl_transport *t = (evl_transport *)arg;
+  const evl_protocol *p = t->proto;
+  ssize_t n;
+  (void)fdv;
+  if (p->get_buffer) {
+    size_t len = 0;
+    void *buf = p->get_buffer(t, EVL__RBUF_SIZE, &len, t->user);
+    if (t->flags & EVL__T_CLOSING)
+      return;
+    if (!buf || !len) {
+      evl__tr_fatal(t, EVL_ENOBUFS);
+      return;
+    }
+    n = recv(t->fd, buf, len, 0);
+    if (n > 0) {
+      if (p->buffer_updated)
+        p->buffer_updated(t, (size_t)n, t->user);
+      return;
+    }
+  } else {
+    unsigned char *buf = evl__rbuf(loop);
+    if (!buf) {
+      evl__tr_fatal(t, EVL_ENOMEM);
+      return;
+    }
+    n = recv(t->fd, buf, EVL__RBUF_SIZE, 0);
+    if (n > 0) {
+      if (p->data_received)
+        p->data_received(t, buf, (size_t)n, t->user);
+      return;
+    }
+  }
+  if (n == 0) { /* EOF: the protocol decides whether we close */
+    int keep_open = 0;
+    t->flags |= EVL__T_READ_EOF;
+    evl__unwatch(loop, t->fd, EVL__READ);
+    if (p->eof_received)
+      keep_open = p->eof_received(t, t->user);
+    if (!keep_open)
+      evl_transport_close(t);
+    return;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+    return;
+  evl__tr_fatal(t, evl__errno());
+}
+
+/* Appends to the write queue; EVL_ENOMEM leaves it as it was. */
+static int evl__tr_queue(evl_transport *t, const void *data, size_t len) {
+  if (t->woff && t->woff + t->wlen + len > t->wcap) {
+    memmove(t->wbuf, t->wbuf + t->woff, t->wlen);
+    t->woff = 0;
+  }
+  if (t->wlen + len > t->wcap) {
+    size_t cap = t->wcap ? t->wcap : 4096;
+    unsigned char *b;
+    while (cap < t->wlen + len)
+      cap = cap > ((size_t)-1) / 2 ? t->wlen + len : cap * 2;
+    b = (unsigned char *)evl__lrealloc(t->loop, t->wbuf, cap);
+    if (!b)
+      return EVL_ENOMEM;
+    t->wbuf = b;
+    t->wcap = cap;
+  }
+  memcpy(t->wbuf + t->woff + t->wlen, data, len);
+  t->wlen += len;
+  return 0;
+}
+
+static int evl__tr_check_writable(evl_transport *t) {
+  if (!t)
+    return EVL_EINVAL;
+  if (t->flags & EVL__T_CLOSING)
+    return EVL_ECLOSED;
+  if (t->flags & (EVL__T_EOF_PENDING | EVL__T_EOF_SENT))
+    return EVL_EPIPE;
+  return 0;
+}
+
+#ifdef MSG_NOSIGNAL
+#define EVL__SEND_FLAGS MSG_NOSIGNAL /* SIGPIPE never kills the process */
+#else
+#define EVL__SEND_FLAGS 0
+#endif
+
+EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
+                                  size_t n) {
+  size_t total = 0, i, sent = 0;
+  int rc = evl__tr_check_writable(t);
+  if (rc)
+    return rc;
+  if (t->flags & EVL__T_DGRAM)
+    return EVL_ENOTSUP;
+  if (n && !iov)
+    return EVL_EINVAL;
+  for (i = 0; i < n; i++) {
+    if (iov[i].len && !iov[i].base)
+      return EVL_EINVAL;
+    total += iov[i].len;
+  }
+  if (!total)
+    return 0;
+  /* Nothing queued: send at once, queue only what the kernel did not take
+     (and watch for writability only then). */
+  if (!t->wlen && !t->sf) {
+    struct iovec v[64];
+    struct msghdr mh;
+    ssize_t r;
+    size_t k = n < 64 ? n : 64;
+    memset(&mh, 0, sizeof mh);
+    for (i = 0; i < k; i++) {
+      v[i].iov_base = (void *)iov[i].base;
+      v[i].iov_len = iov[i].len;
+    }
+    mh.msg_iov = v;
+    mh.msg_iovlen = k;
+    r = k == 1 ? send(t->fd, iov[0].base, iov[0].len, EVL__SEND_FLAGS)
+               : sendmsg(t->fd, &mh, EVL__SEND_FLAGS);
+    if (r < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        rc = evl__errno();
+        evl__tr_fatal(t, rc);
+        return rc;
+      }
+      r = 0;
+    }
+    sent = (size_t)r;
+    if (sent == total)
+      return 0;
+  }
+  for (i = 0; i < n; i++) {
+    size_t skip = sent < iov[i].len ? sent : iov[i].len;
+    sent -= skip;
+    if (iov[i].len > skip) {
+      rc = evl__tr_queue(t, (const unsigned char *)iov[i].base + skip,
+                         iov[i].len - skip);
+      if (rc) {
+        evl__tr_fatal(t, rc);
+        return rc;
+      }
+    }
+  }
+  if (!t->sf) {
+    rc = evl__watch(t->loop, t->fd, EVL__WRITE, evl__tr_on_writable, t, NULL,
+                    NULL, 0);
+    if (rc) {
+      evl__tr_fatal(t, rc);
+      return rc;
+    }
+  }
+  evl__tr_maybe_pause(t);
+  return 0;
+}
+
+EVL__DEF int evl_transport_write(evl_transport *t, const void *data,
+                                 size_t len) {
+  evl_iovec v;
+  v.base = data;
+  v.len = len;
+  return evl_transport_writev(t, &v, 1);
+}
+
+/* The queue is empty: finish a pending close or write_eof. */
+static void evl__tr_drained(evl_transport *t) {
+  evl__unwatch(t->loop, t->fd, EVL__WRITE);
+  if (t->wcap > 65536) { /* idle connections keep no big buffer */
+    evl__lfree(t->loop, t->wbuf);
+    t->wbuf = NULL;
+    t->wcap = 0;
+  }
+  t->woff = 0;
+  if ((t->flags & EVL__T_CLOSING) && !(t->flags & EVL__T_LOST)) {
+    evl__tr_schedule_lost(t, 0);
+    return;
+  }
+  if (t->flags & EVL__T_EOF_PENDING) {
+    t->flags = (t->flags & ~EVL__T_EOF_PENDING) | EVL__T_EOF_SENT;
+    (void)shutdown(t->fd, SHUT_WR);
+  }
+}
+
+static void evl__sendfile_pump(evl_transport *t);
+
+static void evl__tr_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
+  evl_transport *t = (evl_transport *)arg;
+  ssize_t n;
+  (void)loop;
+  (void)fdv;
+  if (t->wlen) {
+    n = send(t->fd, t->wbuf + t->woff, t->wlen, EVL__SEND_FLAGS);
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        evl__tr_fatal(t, evl__errno());
+      return;
+    }
+    t->woff += (size_t)n;
+    t->wlen -= (size_t)n;
+    evl__tr_maybe_resume(t);
+    if (t->flags & EVL__T_LOST)
+      return;
+  }
+  if (t->wlen)
+    return;
+  if (t->sf) {
+    evl__sendfile_pump(t);
+    return;
+  }
+  evl__tr_drained(t);
+}
+
+EVL__DEF int evl_transport_write_eof(evl_transport *t) {
+  int rc = evl__tr_check_writable(t);
+  if (rc)
+    return rc == EVL_EPIPE ? 0 : rc; /* twice is fine */
+  if (t->flags & EVL__T_DGRAM)
+    return EVL_ENOTSUP;
+  t->flags |= EVL__T_EOF_PENDING;
+  if (!t->wlen && !t->sf)
+    evl__tr_drained(t);
+  return 0;
+}
+EVL__DEF int evl_transport_can_write_eof(evl_transport *t) {
+  return t && !(t->flags & EVL__T_DGRAM);
+}
+
+EVL__DEF void evl_transport_close(evl_transport *t) {
+  if (!t || (t->flags & EVL__T_CLOSING))
+    return;
+  t->flags |= EVL__T_CLOSING;
+  evl__unwatch(t->loop, t->fd, EVL__READ);
+  if (!t->wlen && !t->dq_head && !t->sf)
+    evl__tr_schedule_lost(t, 0);
+  /* else: the writer callback finishes the close once the queue drained */
+}
+EVL__DEF void evl_transport_abort(evl_transport *t) {
+  if (!t || (t->flags & EVL__T_LOST))
+    return;
+  evl__tr_drop_queue(t);
+  evl__tr_schedule_lost(t, 0);
+}
+EVL__DEF int evl_transport_is_closing(evl_transport *t) {
+  return !t || (t->flags & EVL__T_CLOSING) != 0;
+}
+EVL__DEF int evl_transport_pause_reading(evl_transport *t) {
+  if (!t)
+    return EVL_EINVAL;
+  if (t->flags & EVL__T_CLOSING)
+    return EVL_ECLOSED;
+  t->flags |= EVL__T_PAUSED;
+  evl__unwatch(t->loop, t->fd, EVL__READ);
+  return 0;
+}
+EVL__DEF int evl_transport_resume_reading(evl_transport *t) {
+  if (!t)
+    return EVL_EINVAL;
+  if (t->flags & EVL__T_CLOSING)
+    return EVL_ECLOSED;
+  if (!(t->flags & EVL__T_PAUSED))
+    return 0;
+  t->flags &= ~EVL__T_PAUSED;
+  if (!(t->flags & EVL__T_MADE) || (t->flags & EVL__T_READ_EOF))
+    return 0; /* evl__tr_start starts reading / nothing more to read */
+  return evl__watch(t->loop, t->fd, EVL__READ,
+                    t->flags & EVL__T_DGRAM ? evl__dg_on_readable
+                                            : evl__tr_on_readable,
+                    t, NULL, NULL, 0);
+}
+EVL__DEF int evl_transport_is_reading(evl_transport *t) {
+  return t && !(t->flags & (EVL__T_PAUSED | EVL__T_CLOSING | EVL__T_READ_EOF));
+}
+EVL__DEF int evl_transport_set_write_buffer_limits(evl_transport *t,
+                                                   size_t high, size_t low) {
+  if (!t)
+    return EVL_EINVAL;
+  if (!high)
+    high = low ? low * 4 : 65536;
+  if (!low)
+    low = high / 4;
+  if (low > high || high > 0xffffffffu)
+    return EVL_EINVAL;
+  t->high = (uint32_t)high;
+  t->low = (uint32_t)low;
+  evl__tr_maybe_pause(t);
+  evl__tr_maybe_resume(t);
+  return 0;
+}
+EVL__DEF size_t evl_transport_get_write_buffer_size(evl_transport *t) {
+  return t ? evl__tr_queued(t) : 0;
+}
+static int evl__copy_name(int rc, struct sockaddr_storage *ss, socklen_t len,
+                          void *addr, size_t *addrlen) {
+  if (rc < 0)
+    return evl__errno();
+  if (addr && addrlen)
+    memcpy(addr, ss, *addrlen < (size_t)len ? *addrlen : (size_t)len);
+  if (addrlen)
+    *addrlen = (size_t)len;
+  return 0;
+}
+EVL__DEF int evl_transport_get_peername(evl_transport *t, void *addr,
+                                        size_t *addrlen) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (!t || t->fd < 0)
+    return EVL_EINVAL;
+  return evl__copy_name(getpeername(t->fd, (struct sockaddr *)&ss, &len), &ss,
+                        len, addr, addrlen);
+}
+EVL__DEF int evl_transport_get_sockname(evl_transport *t, void *addr,
+                                        size_t *addrlen) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (!t || t->fd < 0)
+    return EVL_EINVAL;
+  return evl__copy_name(getsockname(t->fd, (struct sockaddr *)&ss, &len), &ss,
+                        len, addr, addrlen);
+}
+EVL__DEF evl_fd evl_transport_fd(evl_transport *t) {
+  return t ? t->fd : -1;
+}
+EVL__DEF evl_loop *evl_transport_loop(evl_transport *t) {
+  return t ? t->loop : NULL;
+}
+EVL__DEF void *evl_transport_user(evl_transport *t) {
+  return t ? t->user : NULL;
+}
+EVL__DEF void evl_transport_set_user(evl_transport *t, void *user) {
+  if (t)
+    t->user = user;
+}
+
+EVL__DEF evl_transport *evl_connect_accepted_socket(evl_loop *loop,
+                                                    const evl_protocol *proto,
+                                                    void *user, evl_fd fd) {
+  if (!loop || !proto || fd < 0 || fd > INT_MAX || loop->closing)
+    return NULL;
+  if (evl__set_nonblocking((int)fd))
+    return NULL;
+  return evl__tr_open(loop, proto, user, (int)fd, 0, NULL);
+}
+
+/* Loop closing: every transport still open is aborted and its
+   connection_lost runs now, with EVL_ECLOSED. */
+static void evl__transports_close(evl_loop *loop) {
+  while (loop->transports) {
+    evl_transport *t = loop->transports;
+    evl__tr_drop_queue(t);
+    t->flags |= EVL__T_LOST | EVL__T_CLOSING;
+    if (!t->lost_err)
+      t->lost_err = EVL_ECLOSED;
+    evl__tr_lost(loop, t);
+  }
+}
+
+/* ==== Datagram endpoints ================================================ */
+
+static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
+  evl_transport *t = (evl_transport *)arg;
+  struct sockaddr_storage ss;
+  socklen_t alen = sizeof ss;
+  unsigned char *buf = evl__rbuf(loop);
+  ssize_t n;
+  (void)fdv;
+  if (!buf)
+    return;
+  n = recvfrom(t->fd, buf, EVL__RBUF_SIZE, 0, (struct sockaddr *)&ss, &alen);
+  if (n >= 0) {
+    if (t->proto->datagram_received)
+      t->proto->datagram_received(t, buf, (size_t)n, &ss, (size_t)alen,
+                                  t->user);
+    return;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+    return;
+  if (t->proto->error_received) /* e.g. ECONNREFUSED from an ICMP error */
+    t->proto->error_received(t, evl__errno(), t->user);
+}
+
+static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
+  evl_transport *t = (evl_transport *)arg;
+  (void)fdv;
+  while (t->dq_head) {
+    evl__dgram *d = t->dq_head;
+    ssize_t n = sendto(
+        t->fd, (const unsigned char *)(d + 1), d->len, EVL__SEND_FLAGS,
+        d->addrlen ? (const struct sockaddr *)&d->addr : NULL, d->addrlen);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+      return;
+    t->dq_head = d->next;
+    if (!t->dq_head)
+      t->dq_tail = NULL;
+    evl__lfree(loop, d);
+    if (n < 0 && t->proto->error_received)
+      t->proto->error_received(t, evl__errno(), t->user);
+    if (t->flags & EVL__T_LOST)
+      return;
+  }
+  evl__tr_maybe_resume(t);
+  evl__unwatch(loop, t->fd, EVL__WRITE);
+  if ((t->flags & EVL__T_CLOSING) && !(t->flags & EVL__T_LOST))
+    evl__tr_schedule_lost(t, 0);
+}
+
+EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
+                                  size_t len, const void *addr,
+                                  size_t addrlen) {
+  evl__dgram *d;
+  ssize_t n;
+  if (!t || (len && !data) ||
+      (addr && (!addrlen || addrlen > sizeof(struct sockaddr_storage))))
+    return EVL_EINVAL;
+  if (!(t->flags & EVL__T_DGRAM))
+    return EVL_ENOTSUP;
+  if (t->flags & EVL__T_CLOSING)
+    return EVL_ECLOSED;
+  if (!t->dq_head) {
+    n = sendto(t->fd, data, len, EVL__SEND_FLAGS, (const struct sockaddr *)addr,
+               addr ? (socklen_t)addrlen : 0);
+    if (n >= 0)
+      return 0;
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      int err = evl__errno();
+      if (t->proto->error_received) /* asyncio reports, and goes on */
+        t->proto->error_received(t, err, t->user);
+      return 0;
+    }
+  }
+  d = (evl__dgram *)evl__lalloc(t->loop, sizeof *d + len);
+  if (!d)
+    return EVL_ENOMEM;
+  d->next = NULL;
+  d->len = len;
+  d->addrlen = addr ? (socklen_t)addrlen : 0;
+  if (addr)
+    memcpy(&d->addr, addr, addrlen);
+  if (len)
+    memcpy(d + 1, data, len);
+  if (t->dq_tail)
+    t->dq_tail->next = d;
+  else
+    t->dq_head = d;
+  t->dq_tail = d;
+  if (evl__watch(t->loop, t->fd, EVL__WRITE, evl__dg_on_writable, t, NULL, NULL,
+                 0) == 0)
+    evl__tr_maybe_pause(t);
+  return 0;
+}
+
+/* ==== Address resolution for connections and servers ===================
+   Numeric hosts are parsed at once; names go to the executor. The result
+   is a list of addresses tried (connections) or bound (servers) in order. */
+
+typedef struct evl__addr {
+  struct sockaddr_storage ss;
+  socklen_t len;
+} evl__addr;
+
+typedef struct evl__addrs {
+  evl__addr *a;
+  size_t n;
+} evl__addrs;
+
+static void evl__addrs_free(void *p) {
+  evl__addrs *l = (evl__addrs *)p;
+  if (l) {
+    EVLOOP_FREE(NULL, l->a);
+    EVLOOP_FREE(NULL, l);
+  }
+}
+
+static int evl__addrs_push(evl__addrs *l, const void *sa, socklen_t len) {
+  evl__addr *a =
+      (evl__addr *)EVLOOP_REALLOC(NULL, l->a, (l->n + 1) * sizeof *a);
+  if (!a)
+    return EVL_ENOMEM;
+  l->a = a;
+  memset(&a[l->n], 0, sizeof a[l->n]);
+  memcpy(&a[l->n].ss, sa, len);
+  a[l->n].len = len;
+  l->n++;
+  return 0;
+}
+
+typedef struct evl__resolve_req {
+  char *hosts; /* comma-separated, or NULL: all interfaces */
+  int port, family, passive;
+} evl__resolve_req;
+
+static void evl__resolve_req_free(void *p) {
+  evl__resolve_req *r = (evl__resolve_req *)p;
+  EVLOOP_FREE(NULL, r->hosts);
+  EVLOOP_FREE(NULL, r);
+}
+
+/* Resolves every host of the list (on any thread). */
+static int evl__resolve_all(const char *hosts, int port, int family,
+                            int passive, evl__addrs **out) {
+  evl__addrs *l = (evl__addrs *)EVLOOP_MALLOC(NULL, sizeof *l);
+  char service[16], *copy = NULL, *h, *next;
+  int rc = 0;
+  if (!l)
+    return EVL_ENOMEM;
+  l->a = NULL;
+  l->n = 0;
+  snprintf(service, sizeof service, "%d", port);
+  if (hosts && *hosts) {
+    copy = evl__gstrdup(hosts);
+    if (!copy) {
+      evl__addrs_free(l);
+      return EVL_ENOMEM;
+    }
+  }
+  for (h = copy; rc == 0;) {
+    struct addrinfo hints, *res = NULL, *ai;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    next = h ? strchr(h, ',') : NULL;
+    if (next)
+      *next = '\0';
+    while (h && *h == ' ')
+      h++;
+    if (h && evl__numeric_addr(h, port, family, &ss, &len) == 0) {
+      rc = evl__addrs_push(l, &ss, len);
+    } else {
+      int g;
+      memset(&hints, 0, sizeof hints);
+      hints.ai_family = family;
+      hints.ai_socktype = SOCK_STREAM;
+      hints.ai_flags = passive ? AI_PASSIVE : AI_ADDRCONFIG;
+      g = getaddrinfo(h, service, &hints, &res);
+      if (g) {
+        rc = evl__gai_error(g);
+        break;
+      }
+      for (ai = res; ai && rc == 0; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET || ai->ai_family == AF_INET6)
+          rc = evl__addrs_push(l, ai->ai_addr, (socklen_t)ai->ai_addrlen);
+      freeaddrinfo(res);
+    }
+    if (!next)
+      break;
+    h = next + 1;
+  }
+  EVLOOP_FREE(NULL, copy);
+  if (rc == 0 && l->n == 0)
+    rc = EVL_EAI_NONAME;
+  if (rc) {
+    evl__addrs_free(l);
+    return rc;
+  }
+  *out = l;
+  return 0;
+}
+
+static int evl__resolve_work(void *arg, void **result) {
+  evl__resolve_req *r = (evl__resolve_req *)arg;
+  evl__addrs *l = NULL;
+  int rc = evl__resolve_all(r->hosts, r->port, r->family, r->passive, &l);
+  *result = l;
+  return rc;
+}
+
+/* True when every host of the list is numeric (no executor needed). */
+static int evl__hosts_numeric(const char *hosts, int family) {
+  char buf[256];
+  const char *p = hosts;
+  if (!hosts || !*hosts)
+    return 1; /* all interfaces: 0.0.0.0 and :: */
+  while (*p) {
+    const char *e = strchr(p, ',');
+    size_t n = e ? (size_t)(e - p) : strlen(p);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    while (n && *p == ' ') {
+      p++;
+      n--;
+    }
+    if (n >= sizeof buf)
+      return 0;
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    if (evl__numeric_addr(buf, 0, family, &ss, &len) != 0)
+      return 0;
+    p += n;
+    if (*p == ',')
+      p++;
+  }
+  return 1;
+}
+
+/* The addresses of "all interfaces": IPv4 and IPv6 wildcards. */
+static int evl__wildcard_addrs(int port, int family, evl__addrs **out) {
+  evl__addrs *l = (evl__addrs *)EVLOOP_MALLOC(NULL, sizeof *l);
+  struct sockaddr_in a4;
+  struct sockaddr_in6 a6;
+  int rc = 0;
+  if (!l)
+    return EVL_ENOMEM;
+  l->a = NULL;
+  l->n = 0;
+  if (family != AF_INET6) {
+    memset(&a4, 0, sizeof a4);
+    a4.sin_family = AF_INET;
+    a4.sin_port = htons((uint16_t)port);
+    a4.sin_addr.s_addr = htonl(INADDR_ANY);
+    rc = evl__addrs_push(l, &a4, sizeof a4);
+  }
+  if (rc == 0 && family != AF_INET) {
+    memset(&a6, 0, sizeof a6);
+    a6.sin6_family = AF_INET6;
+    a6.sin6_port = htons((uint16_t)port);
+    a6.sin6_addr = in6addr_any;
+    rc = evl__addrs_push(l, &a6, sizeof a6);
+  }
+  if (rc) {
+    evl__addrs_free(l);
+    return rc;
+  }
+  *out = l;
+  return 0;
+}
+
+/* Resolves on the executor or inline; cb(loop, list or NULL, err, arg)
+   runs on the loop thread (at once for numeric hosts). */
+typedef void (*evl__resolved_fn)(evl_loop *loop, evl__addrs *l, int err,
+                                 void *arg);
+typedef struct evl__resolve_wait {
+  evl__resolved_fn cb;
+  void *arg;
+} evl__resolve_wait;
+
+static void evl__resolve_done(evl_future *f, void *arg) {
+  evl__resolve_wait *w = (evl__resolve_wait *)arg;
+  evl__addrs *l = NULL;
+  int err = evl_future_error(f);
+  if (!err) {
+    l = (evl__addrs *)evl_future_result(f);
+    f->result = NULL; /* the list is the callback's now */
+    f->result_free = NULL;
+  }
+  w->cb(f->loop, l, err, w->arg);
+  evl__lfree(f->loop, w);
+  evl_future_release(f);
+}
+
+static int evl__resolve(evl_loop *loop, const char *hosts, int port, int family,
+                        int passive, evl__resolved_fn cb, void *arg) {
+  evl__resolve_req *r;
+  evl__resolve_wait *w;
+  evl_future *f;
+  evl__addrs *l = NULL;
+  int rc;
+  if (port < 0 || port > 65535)
+    return EVL_EINVAL;
+  if (evl__hosts_numeric(hosts, family)) {
+    rc = (!hosts || !*hosts) && passive
+             ? evl__wildcard_addrs(port, family, &l)
+             : evl__resolve_all(hosts && *hosts ? hosts : "localhost", port,
+                                family, passive, &l);
+    if (rc)
+      return rc;
+    cb(loop, l, 0, arg);
+    return 0;
+  }
+  r = (evl__resolve_req *)EVLOOP_MALLOC(NULL, sizeof *r);
+  w = (evl__resolve_wait *)evl__lalloc(loop, sizeof *w);
+  if (!r || !w) {
+    EVLOOP_FREE(NULL, r);
+    evl__lfree(loop, w);
+    return EVL_ENOMEM;
+  }
+  r->hosts = evl__gstrdup(hosts);
+  r->port = port;
+  r->family = family;
+  r->passive = passive;
+  w->cb = cb;
+  w->arg = arg;
+  f = evl__submit(loop, NULL, evl__resolve_work, r, evl__resolve_req_free,
+                  evl__addrs_free);
+  if (!f || evl_future_add_done_callback(f, evl__resolve_done, w)) {
+    evl_future_release(f);
+    evl__lfree(loop, w);
+    return f ? EVL_ENOMEM : EVL_ECLOSED;
+  }
+  return 0;
+}
+
+/* ==== Connections =======================================================
+   create_connection: resolve, then try each address in turn (a
+   non-blocking connect, then writability and SO_ERROR). The future is a
+   subclass that owns this state; cancelling it stops the attempt. */
+
+typedef struct evl__connect {
+  evl_future fut;
+  const evl_protocol *proto;
+  void *user;
+  evl__addrs *addrs;
+  size_t next;
+  int fd, err, waiting;
+  int nodelay, unix_sock;
+  struct sockaddr_storage local;
+  socklen_t local_len;
+} evl__connect;
+
+static void evl__connect_next(evl__connect *c);
+
+static void evl__connect_stop(evl__connect *c) {
+  if (c->fd >= 0) {
+    evl__unwatch(c->fut.loop, c->fd, EVL__WRITE);
+    close(c->fd);
+    c->fd = -1;
+  }
+  if (c->waiting) {
+    c->waiting = 0;
+    evl_future_release(&c->fut); /* the watcher's reference */
+  }
+}
+
+static void evl__connect_established(evl__connect *c) {
+  evl_loop *loop = c->fut.loop;
+  int fd = c->fd;
+  evl_transport *t;
+  evl__unwatch(loop, fd, EVL__WRITE);
+  c->fd = -1;
+  if (c->nodelay)
+    evl__set_nodelay(fd);
+  /* The transport completes the future after connection_made. */
+  t = evl__tr_open(loop, c->proto, c->user, fd, 0, &c->fut);
+  if (!t) {
+    close(fd);
+    (void)evl_future_set_error(&c->fut, EVL_ENOMEM, NULL);
+  }
+}
+
+static void evl__connect_writable(evl_loop *loop, evl_fd fdv, void *arg) {
+  evl__connect *c = (evl__connect *)arg;
+  int soerr = 0;
+  socklen_t len = sizeof soerr;
+  (void)loop;
+  (void)fdv;
+  if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+    soerr = errno;
+  c->waiting = 0;
+  if (soerr == 0) {
+    evl__connect_established(c);
+  } else {
+    c->err = evl_translate_sys_error(soerr);
+    evl__unwatch(c->fut.loop, c->fd, EVL__WRITE);
+    close(c->fd);
+    c->fd = -1;
+    evl__connect_next(c);
+  }
+  evl_future_release(&c->fut);
+}
+
+static void evl__connect_next(evl__connect *c) {
+  evl_loop *loop = c->fut.loop;
+  while (c->fut.state == EVL__PENDING && c->next < c->addrs->n) {
+    evl__addr *a = &c->addrs->a[c->next++];
+    int fd = evl__socket(a->ss.ss_family, SOCK_STREAM), rc;
+    if (fd < 0) {
+      c->err = fd;
+      continue;
+    }
+    if (c->local_len &&
+        bind(fd, (struct sockaddr *)&c->local, c->local_len) < 0) {
+      c->err = evl__errno();
+      close(fd);
+      continue;
+    }
+    if (connect(fd, (struct sockaddr *)&a->ss, a->len) == 0) {
+      c->fd = fd;
+      evl__connect_established(c);
+      return;
+    }
+    if (errno != EINPROGRESS && errno != EAGAIN && errno != EINTR) {
+      c->err = evl__errno();
+      close(fd);
+      continue;
+    }
+    c->fd = fd;
+    rc = evl__watch(loop, fd, EVL__WRITE, evl__connect_writable, c, NULL, NULL,
+                    0);
+    if (rc) {
+      c->err = rc;
+      close(fd);
+      c->fd = -1;
+      continue;
+    }
+    c->waiting = 1;
+    c->fut.refs++;
+    return;
+  }
+  if (c->fut.state == EVL__PENDING)
+    (void)evl_future_set_error(&c->fut, c->err ? c->err : EVL_ECONNREFUSED,
+                               NULL);
+}
+
+static void evl__connect_resolved(evl_loop *loop, evl__addrs *l, int err,
+                                  void *arg) {
+  evl__connect *c = (evl__connect *)arg;
+  (void)loop;
+  if (c->fut.state != EVL__PENDING || err) {
+    evl__addrs_free(l);
+    if (c->fut.state == EVL__PENDING)
+      (void)evl_future_set_error(&c->fut, err, NULL);
+  } else {
+    c->addrs = l;
+    evl__connect_next(c);
+  }
+  evl_future_release(&c->fut); /* the resolver's reference */
+}
+
+static int evl__connect_cancel(evl_future *f) {
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1)
+    evl__connect_stop((evl__connect *)(void *)f);
+  return rc;
+}
+static void evl__connect_destroy(evl_future *f) {
+  evl__connect *c = (evl__connect *)(void *)f;
+  evl__addrs_free(c->addrs);
+  c->addrs = NULL;
+}
+static void evl__connect_close(evl_future *f) {
+  evl__connect_stop((evl__connect *)(void *)f);
+}
+static const evl__future_vt evl__connect_vt = {
+    evl__connect_cancel, evl__connect_destroy, evl__connect_close};
+
+static evl__connect *evl__connect_new(evl_loop *loop, const evl_protocol *proto,
+                                      void *user) {
+  evl__connect *c;
+  if (!loop || loop->closing)
+    return NULL;
+  c = (evl__connect *)(void *)evl__future_alloc(loop, sizeof *c,
+                                                &evl__connect_vt);
+  if (!c)
+    return NULL;
+  c->proto = proto;
+  c->user = user;
+  c->fd = -1;
+  if (!proto)
+    (void)evl_future_set_error(&c->fut, EVL_EINVAL, "NULL protocol");
+  return c;
+}
+
+EVL__DEF evl_future *
+evl_create_connection(evl_loop *loop, const evl_protocol *proto, void *user,
+                      const char *host, int port, const evl_net_options *opts) {
+  evl__connect *c = evl__connect_new(loop, proto, user);
+  int family = opts ? opts->family : 0, rc;
+  if (!c || c->fut.state != EVL__PENDING)
+    return c ? &c->fut : NULL;
+  c->nodelay = !(opts && opts->no_delay_off);
+  if (port < 0 || port > 65535) {
+    (void)evl_future_set_error(&c->fut, EVL_EINVAL, "port out of range");
+    return &c->fut;
+  }
+  if (opts && (opts->local_host || opts->local_port)) {
+    rc = opts->local_port < 0 || opts->local_port > 65535
+             ? EVL_EINVAL
+             : evl__numeric_addr(
+                   opts->local_host ? opts->local_host
+                                    : (family == AF_INET6 ? "::" : "0.0.0.0"),
+                   opts->local_port, family, &c->local, &c->local_len);
+    if (rc) {
+      (void)evl_future_set_error(&c->fut, rc, "bad local address");
+      return &c->fut;
+    }
+  }
+  c->fut.refs++; /* held until the resolver calls back */
+  rc = evl__resolve(loop, host, port, family, 0, evl__connect_resolved, c);
+  if (rc) {
+    evl_future_release(&c->fut);
+    (void)evl_future_set_error(&c->fut, rc, NULL);
+  }
+  return &c->fut;
+}
+
+EVL__DEF evl_future *evl_create_unix_connection(evl_loop *loop,
+                                                const evl_protocol *proto,
+                                                void *user, const char *path) {
+  evl__connect *c = evl__connect_new(loop, proto, user);
+  struct sockaddr_un su;
+  socklen_t len;
+  int rc;
+  if (!c || c->fut.state != EVL__PENDING)
+    return c ? &c->fut : NULL;
+  rc = evl__unix_addr(path, &su, &len);
+  if (rc == 0) {
+    c->addrs = (evl__addrs *)EVLOOP_MALLOC(NULL, sizeof *c->addrs);
+    if (c->addrs) {
+      c->addrs->a = NULL;
+      c->addrs->n = 0;
+      rc = evl__addrs_push(c->addrs, &su, len);
+    } else {
+      rc = EVL_ENOMEM;
+    }
+  }
+  if (rc) {
+    (void)evl_future_set_error(&c->fut, rc, NULL);
+    return &c->fut;
+  }
+  c->unix_sock = 1;
+  evl__connect_next(c);
+  return &c->fut;
+}
+
+/* ==== Servers =========================================================== */
+
+struct evl_server {
+  evl_loop *loop;
+  const evl_protocol *proto;
+  void *user;
+  evl_server *lprev, *lnext; /* the loop's servers */
+  int *fds;
+  size_t nfds, nconns;
+  int backlog, serving, closed, user_freed, shed_reported;
+  evl_future *wait_fut, *serve_fut;
+  char *unix_path; /* the socket file we made, removed at close */
+  dev_t unix_dev;
+  ino_t unix_ino;
+  void *owned_user; /* streams: freed with the server */
+};
+
+static void evl__server_maybe_done(evl_server *s) {
+  if (s->closed && !s->nconns && s->wait_fut &&
+      s->wait_fut->state == EVL__PENDING)
+    (void)evl_future_set_result(s->wait_fut, NULL);
+}
+
+static void evl__server_conn_gone(evl_server *s) {
+  s->nconns--;
+  evl__server_maybe_done(s);
+}
+
+/* Out of fds: close the spare fd, accept and drop what waits, reopen the
+   spare. The listening socket is then quiet: no busy loop, and accepting
+   works again once fds are free. */
+static void evl__server_shed(evl_server *s, int lfd, int err) {
+  evl_loop *loop = s->loop;
+  int fd;
+  if (!s->shed_reported) {
+    evl_context ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.message = "accept failed: out of file descriptors; dropping "
+                  "connections until some are free";
+    ctx.error = err;
+    ctx.object = s;
+    s->shed_reported = 1;
+    evl_call_exception_handler(loop, &ctx);
+  }
+  if (loop->reserve_fd >= 0) {
+    close(loop->reserve_fd);
+    loop->reserve_fd = -1;
+  }
+  while ((fd = accept(lfd, NULL, NULL)) >= 0)
+    close(fd);
+  loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void evl__server_on_accept(evl_loop *loop, evl_fd lfdv, void *arg) {
+  evl_server *s = (evl_server *)arg;
+  int lfd = (int)lfdv, i;
+  for (i = 0; i < s->backlog && s->serving; i++) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    evl_transport *t;
+    int fd;
+#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) ||       \
+    defined(__OpenBSD__)
+    fd = accept4(lfd, (struct sockaddr *)&ss, &len,
+                 SOCK_NONBLOCK | SOCK_CLOEXEC);
+#else
+    fd = accept(lfd, (struct sockaddr *)&ss, &len);
+    if (fd >= 0) {
+      fcntl(fd, F_SETFD, FD_CLOEXEC);
+      evl__set_nonblocking(fd);
+    }
+#endif
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+          errno == ENOMEM)
+        evl__server_shed(s, lfd, evl__errno());
+      else if (errno == ECONNABORTED || errno == EINTR || errno == EPROTO)
+        continue;
+      return; /* EAGAIN: all accepted */
+    }
+    s->shed_reported = 0;
+    if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)
+      evl__set_nodelay(fd);
+    t = evl__tr_open(loop, s->proto, s->user, fd, 0, NULL);
+    if (!t) {
+      close(fd);
+      continue;
+    }
+    t->server = s;
+    s->nconns++;
+  }
+}
+
+static int evl__server_listen(evl_server *s) {
+  size_t i;
+  for (i = 0; i < s->nfds; i++) {
+    int rc = evl__watch(s->loop, s->fds[i], EVL__READ, evl__server_on_accept, s,
+                        NULL, NULL, 0);
+    if (rc)
+      return rc;
+  }
+  s->serving = 1;
+  return 0;
+}
+
+static void evl__server_close_fds(evl_server *s) {
+  size_t i;
+  for (i = 0; i < s->nfds; i++) {
+    evl__unwatch(s->loop, s->fds[i], EVL__READ);
+    close(s->fds[i]);
+  }
+  s->nfds = 0;
+  s->serving = 0;
+  if (s->unix_path) { /* remove our socket file, if it is still ours */
+    struct stat st;
+    if (lstat(s->unix_path, &st) == 0 && st.st_dev == s->unix_dev &&
+        st.st_ino == s->unix_ino)
+      unlink(s->unix_path);
+    EVLOOP_FREE(NULL, s->unix_path);
+    s->unix_path = NULL;
+  }
+}
+
+EVL__DEF void evl_server_close(evl_server *s) {
+  if (!s || s->closed)
+    return;
+  s->closed = 1;
+  evl__server_close_fds(s);
+  if (s->serve_fut && s->serve_fut->state == EVL__PENDING)
+    (void)evl__future_cancel_base(s->serve_fut);
+  evl__server_maybe_done(s);
+}
+EVL__DEF evl_future *evl_server_wait_closed(evl_server *s) {
+  if (!s || s->loop->closed)
+    return NULL;
+  if (!s->wait_fut) {
+    s->wait_fut = evl_future_new(s->loop);
+    if (!s->wait_fut)
+      return NULL;
+    evl__server_maybe_done(s);
+  }
+  return evl_future_ref(s->wait_fut);
+}
+EVL__DEF int evl_server_start_serving(evl_server *s) {
+  if (!s)
+    return EVL_EINVAL;
+  if (s->closed)
+    return EVL_ECLOSED;
+  return s->serving ? 0 : evl__server_listen(s);
+}
+static void evl__serve_forever_done(evl_future *f, void *arg) {
+  evl_server *s = (evl_server *)arg;
+  if (evl_future_cancelled(f))
+    evl_server_close(s);
+}
+EVL__DEF evl_future *evl_server_serve_forever(evl_server *s) {
+  if (!s || s->loop->closed)
+    return NULL;
+  if (s->closed) {
+    evl_future *f = evl_future_new(s->loop);
+    if (f)
+      (void)evl_future_set_error(f, EVL_ECLOSED, NULL);
+    return f;
+  }
+  if (!s->serve_fut) {
+    s->serve_fut = evl_future_new(s->loop);
+    if (!s->serve_fut)
+      return NULL;
+    if (evl_future_add_done_callback(s->serve_fut, evl__serve_forever_done,
+                                     s)) {
+      evl_future_release(s->serve_fut);
+      s->serve_fut = NULL;
+      return NULL;
+    }
+    if (!s->serving)
+      (void)evl__server_listen(s);
+  }
+  return evl_future_ref(s->serve_fut);
+}
+EVL__DEF int evl_server_is_serving(evl_server *s) {
+  return s && s->serving;
+}
+EVL__DEF size_t evl_server_sockets(evl_server *s, evl_fd *fds, size_t max) {
+  size_t i;
+  if (!s)
+    return 0;
+  for (i = 0; fds && i < s->nfds && i < max; i++)
+    fds[i] = s->fds[i];
+  return s->nfds;
+}
+EVL__DEF int evl_server_port(evl_server *s) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (!s || !s->nfds ||
+      getsockname(s->fds[0], (struct sockaddr *)&ss, &len) < 0)
+    return EVL_EBADF;
+  if (ss.ss_family == AF_INET)
+    return ntohs(((struct sockaddr_in *)(void *)&ss)->sin_port);
+  if (ss.ss_family == AF_INET6)
+    return ntohs(((struct sockaddr_in6 *)(void *)&ss)->sin6_port);
+  return 0;
+}
+
+static void evl__server_release(evl_server *s) {
+  evl_loop *loop = s->loop;
+  if (s->lprev)
+    s->lprev->lnext = s->lnext;
+  else
+    loop->servers = s->lnext;
+  if (s->lnext)
+    s->lnext->lprev = s->lprev;
+  if (s->serve_fut) {
+    evl_future_remove_done_callback(s->serve_fut, evl__serve_forever_done, s);
+    evl_future_release(s->serve_fut);
+  }
+  evl_future_release(s->wait_fut);
+  EVLOOP_FREE(NULL, s->fds);
+  EVLOOP_FREE(NULL, s->unix_path);
+  EVLOOP_FREE(NULL, s->owned_user);
+  EVLOOP_FREE(NULL, s);
+  evl__loop_unref(loop);
+}
+
+EVL__DEF void evl_server_free(evl_server *s) {
+  if (!s || s->user_freed)
+    return;
+  evl_server_close(s);
+  s->user_freed = 1;
+  if (!s->nconns || s->loop->closed)
+    evl__server_release(s);
+  /* else: freed when its last connection is gone (evl__server_conn_gone) */
+}
+
+/* Loop closing: servers stop listening; their connections are closed with
+   the other transports. */
+static void evl__servers_close(evl_loop *loop) {
+  evl_server *s, *next;
+  for (s = loop->servers; s; s = next) {
+    next = s->lnext;
+    evl_server_close(s);
+  }
+}
+
+static evl_server *evl__server_new(evl_loop *loop, const evl_protocol *proto,
+                                   void *user, const evl_net_options *opts) {
+  evl_server *s = (evl_server *)EVLOOP_MALLOC(NULL, sizeof *s);
+  if (!s)
+    return NULL;
+  memset(s, 0, sizeof *s);
+  s->loop = loop;
+  s->proto = proto;
+  s->user = user;
+  s->backlog = opts && opts->backlog > 0 ? opts->backlog : 100;
+  s->lnext = loop->servers;
+  if (loop->servers)
+    loop->servers->lprev = s;
+  loop->servers = s;
+  loop->struct_refs++;
+  if (loop->reserve_fd < 0) /* the spare fd for running out of fds */
+    loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return s;
+}
+
+static int evl__server_add_fd(evl_server *s, int fd) {
+  int *f = (int *)EVLOOP_REALLOC(NULL, s->fds, (s->nfds + 1) * sizeof *f);
+  if (!f)
+    return EVL_ENOMEM;
+  s->fds = f;
+  s->fds[s->nfds++] = fd;
+  return 0;
+}
+
+/* One listening socket per address. */
+static int evl__server_bind(evl_server *s, const evl__addrs *l,
+                            const evl_net_options *opts) {
+  size_t i;
+  for (i = 0; i < l->n; i++) {
+    const evl__addr *a = &l->a[i];
+    int fd = evl__socket(a->ss.ss_family, SOCK_STREAM), one = 1, rc;
+    if (fd < 0)
+      return fd;
+    if (!(opts && opts->no_reuse_address))
+      (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (opts && opts->reuse_port) {
+#ifdef SO_REUSEPORT
+      if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+        rc = evl__errno();
+        close(fd);
+        return rc;
+      }
+#else
+      close(fd);
+      return EVL_ENOTSUP;
+#endif
+    }
+    if (a->ss.ss_family == AF_INET6) /* v4 has its own socket */
+      (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
+        listen(fd, s->backlog) < 0) {
+      rc = evl__errno();
+      close(fd);
+      /* All interfaces on a machine without IPv6: keep what worked. */
+      if (a->ss.ss_family == AF_INET6 && s->nfds &&
+          (rc == EVL_EAFNOSUPPORT || rc == EVL_EADDRNOTAVAIL))
+        continue;
+      return rc;
+    }
+    rc = evl__server_add_fd(s, fd);
+    if (rc) {
+      close(fd);
+      return rc;
+    }
+  }
+  return 0;
+}
+
+typedef struct evl__server_req {
+  evl_future *fut;
+  evl_server *s;
+  evl_net_options opts;
+  int has_opts;
+} evl__server_req;
+
+static void evl__server_fail(evl_server *s) {
+  evl__server_close_fds(s);
+  s->closed = 1;
+  evl__server_release(s);
+}
+
+static void evl__server_resolved(evl_loop *loop, evl__addrs *l, int err,
+                                 void *arg) {
+  evl__server_req *r = (evl__server_req *)arg;
+  evl_server *s = r->s;
+  const evl_net_options *opts = r->has_opts ? &r->opts : NULL;
+  if (!err && r->fut->state == EVL__PENDING)
+    err = evl__server_bind(s, l, opts);
+  evl__addrs_free(l);
+  if (!err && r->fut->state == EVL__PENDING &&
+      !(opts && opts->no_start_serving))
+    err = evl__server_listen(s);
+  if (err || r->fut->state != EVL__PENDING) {
+    evl__server_fail(s);
+    if (r->fut->state == EVL__PENDING)
+      (void)evl_future_set_error(r->fut, err, NULL);
+  } else {
+    (void)evl_future_set_result(r->fut, s);
+  }
+  evl_future_release(r->fut);
+  evl__lfree(loop, r);
+}
+
+static evl_future *evl__create_server(evl_loop *loop, const evl_protocol *proto,
+                                      void *user, const char *host, int port,
+                                      const evl_net_options *opts,
+                                      evl_server **out) {
+  evl_future *f = evl_future_new(loop);
+  evl__server_req *r;
+  int rc;
+  if (!f)
+    return NULL;
+  if (!proto || port < 0 || port > 65535) {
+    (void)evl_future_set_error(f, EVL_EINVAL,
+                               proto ? "port out of range" : "NULL protocol");
+    return f;
+  }
+  r = (evl__server_req *)evl__zalloc(loop, sizeof *r);
+  if (r)
+    r->s = evl__server_new(loop, proto, user, opts);
+  if (!r || !r->s) {
+    evl__lfree(loop, r);
+    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
+    return f;
+  }
+  if (out)
+    *out = r->s;
+  r->fut = evl_future_ref(f);
+  if (opts) {
+    r->opts = *opts;
+    r->has_opts = 1;
+  }
+  rc = evl__resolve(loop, host, port, opts ? opts->family : 0, 1,
+                    evl__server_resolved, r);
+  if (rc) {
+    evl__server_fail(r->s);
+    if (out)
+      *out = NULL;
+    (void)evl_future_set_error(f, rc, NULL);
+    evl_future_release(r->fut);
+    evl__lfree(loop, r);
+  }
+  return f;
+}
+
+EVL__DEF evl_future *evl_create_server(evl_loop *loop,
+                                       const evl_protocol *proto, void *user,
+                                       const char *host, int port,
+                                       const evl_net_options *opts) {
+  return evl__create_server(loop, proto, user, host, port, opts, NULL);
+}
+
+EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
+                                            const evl_protocol *proto,
+                                            void *user, const char *path,
+                                            const evl_net_options *opts) {
+  evl_future *f = evl_future_new(loop);
+  struct sockaddr_un su;
+  struct stat st;
+  socklen_t len;
+  evl_server *s;
+  int fd, rc;
+  if (!f)
+    return NULL;
+  rc = proto ? evl__unix_addr(path, &su, &len) : EVL_EINVAL;
+  if (rc == 0 && path[0] != '@' && lstat(path, &st) == 0) {
+    if (S_ISSOCK(st.st_mode))
+      (void)unlink(path); /* a stale socket file is replaced */
+    else
+      rc = EVL_EEXIST;
+  }
+  if (rc) {
+    (void)evl_future_set_error(f, rc, NULL);
+    return f;
+  }
+  s = evl__server_new(loop, proto, user, opts);
+  if (!s) {
+    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
+    return f;
+  }
+  fd = evl__socket(AF_UNIX, SOCK_STREAM);
+  rc = fd < 0 ? fd : 0;
+  if (rc == 0 &&
+      (bind(fd, (struct sockaddr *)&su, len) < 0 || listen(fd, s->backlog) < 0))
+    rc = evl__errno();
+  if (rc == 0)
+    rc = evl__server_add_fd(s, fd);
+  if (rc == 0 && path[0] != '@' && lstat(path, &st) == 0) {
+    s->unix_path = evl__gstrdup(path);
+    s->unix_dev = st.st_dev;
+    s->unix_ino = st.st_ino;
+  }
+  if (rc == 0 && !(opts && opts->no_start_serving))
+    rc = evl__server_listen(s);
+  if (rc) {
+    if (fd >= 0 && !s->nfds)
+      close(fd);
+    evl__server_fail(s);
+    (void)evl_future_set_error(f, rc, NULL);
+    return f;
+  }
+  (void)evl_future_set_result(f, s);
+  return f;
+}
+
+/* ==== Datagram endpoint creation ======================================== */
+
+typedef struct evl__dgram_req {
+  evl_future *fut;
+  const evl_protocol *proto;
+  void *user;
+  evl_net_options opts;
+  struct sockaddr_storage local, remote;
+  socklen_t local_len, remote_len;
+  int family;
+} evl__dgram_req;
+
+static void evl__dgram_finish(evl_loop *loop, evl__dgram_req *r) {
+  int family = r->local_len    ? r->local.ss_family
+               : r->remote_len ? r->remote.ss_family
+               : r->family     ? r->family
+                               : AF_INET;
+  int fd = evl__socket(family, SOCK_DGRAM), one = 1, rc = fd < 0 ? fd : 0;
+  if (rc == 0 && r->opts.reuse_port) {
+#ifdef SO_REUSEPORT
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+      rc = evl__errno();
+#else
+    rc = EVL_ENOTSUP;
+#endif
+  }
+  if (rc == 0 && r->opts.allow_broadcast &&
+      setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof one) < 0)
+    rc = evl__errno();
+  if (rc == 0 && r->local_len &&
+      bind(fd, (struct sockaddr *)&r->local, r->local_len) < 0)
+    rc = evl__errno();
+  if (rc == 0 && r->remote_len &&
+      connect(fd, (struct sockaddr *)&r->remote, r->remote_len) < 0)
+    rc = evl__errno();
+  if (rc == 0 && !evl__tr_open(loop, r->proto, r->user, fd, 1, r->fut))
+    rc = EVL_ENOMEM;
+  if (rc) {
+    if (fd >= 0)
+      close(fd);
+    (void)evl_future_set_error(r->fut, rc, NULL);
+  }
+  evl_future_release(r->fut);
+  evl__lfree(loop, r);
+}
+
+EVL__DEF evl_future *
+evl_create_datagram_endpoint(evl_loop *loop, const evl_protocol *proto,
+                             void *user, const char *local_host, int local_port,
+                             const char *remote_host, int remote_port,
+                             const evl_net_options *opts) {
+  evl_future *f = evl_future_new(loop);
+  evl__dgram_req *r;
+  int family = opts ? opts->family : 0, rc = 0;
+  if (!f)
+    return NULL;
+  r = (evl__dgram_req *)evl__zalloc(loop, sizeof *r);
+  if (!r) {
+    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
+    return f;
+  }
+  r->fut = evl_future_ref(f);
+  r->proto = proto;
+  r->user = user;
+  r->family = family;
+  if (opts)
+    r->opts = *opts;
+  /* Datagram endpoints take numeric addresses (resolve names first with
+     evl_getaddrinfo): binding and connecting then happen at once. */
+  if (!proto)
+    rc = EVL_EINVAL;
+  if (rc == 0 && (local_host || local_port))
+    rc = evl__numeric_addr(local_host ? local_host
+                                      : (family == AF_INET6 ? "::" : "0.0.0.0"),
+                           local_port, family, &r->local, &r->local_len);
+  if (rc == 0 && remote_host)
+    rc = evl__numeric_addr(remote_host, remote_port,
+                           r->local_len ? r->local.ss_family : family,
+                           &r->remote, &r->remote_len);
+  if (rc) {
+    (void)evl_future_set_error(f, rc, NULL);
+    evl_future_release(r->fut);
+    evl__lfree(loop, r);
+    return f;
+  }
+  evl__dgram_finish(loop, r);
+  return f;
+}
+
+/* ==== Sockets as futures ================================================
+   One pending operation per fd and direction (it uses the fd's reader or
+   writer slot); cancelling the future removes its watcher. */
+
+enum {
+  EVL__SOCK_RECV,
+  EVL__SOCK_SEND,
+  EVL__SOCK_CONNECT,
+  EVL__SOCK_ACCEPT,
+  EVL__SOCK_SENDFILE
+};
+
+typedef struct evl__sockop {
+  evl_future fut;
+  int kind, fd, file_fd, watching;
+  unsigned char *buf;
+  size_t len, done;
+  int64_t offset;
+} evl__sockop;
+
+static void evl__sockop_unwatch(evl__sockop *op) {
+  if (op->watching) {
+    evl__unwatch(op->fut.loop, op->fd,
+                 op->kind == EVL__SOCK_RECV || op->kind == EVL__SOCK_ACCEPT
+                     ? EVL__READ
+                     : EVL__WRITE);
+    op->watching = 0;
+    evl_future_release(&op->fut); /* the watcher's reference */
+  }
+}
+
+/* Sends from a file: sendfile(2) on Linux, pread + send elsewhere (and
+   when sendfile refuses the pair). Returns bytes sent, or -1 with errno. */
+static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
+                                   int64_t *offset, size_t count) {
+  ssize_t n;
+  unsigned char *buf;
+#ifdef __linux__
+  off_t off = (off_t)*offset;
+  n = sendfile(sock, file_fd, &off, count);
+  if (n >= 0) {
+    *offset = (int64_t)off;
+    return n;
+  }
+  if (errno != EINVAL && errno != ENOSYS)
+    return -1;
+#endif
+  buf = evl__rbuf(loop);
+  if (!buf) {
+    errno = ENOMEM;
+    return -1;
+  }
+  n = pread(file_fd, buf, count < EVL__RBUF_SIZE ? count : EVL__RBUF_SIZE,
+            (off_t)*offset);
+  if (n <= 0)
+    return n;
+  n = send(sock, buf, (size_t)n, EVL__SEND_FLAGS);
+  if (n > 0)
+    *offset += n;
+  return n;
+}
+
+/* Tries the operation; 1 when the future is complete. */
+static int evl__sockop_try(evl__sockop *op) {
+  ssize_t n;
+  int err = 0;
+  for (;;) {
+    switch (op->kind) {
+    case EVL__SOCK_RECV:
+      n = recv(op->fd, op->buf, op->len, 0);
+      if (n >= 0) {
+        (void)evl_future_set_result(&op->fut, (void *)(intptr_t)n);
+        return 1;
+      }
+      break;
+    case EVL__SOCK_ACCEPT: {
+      int fd = accept(op->fd, NULL, NULL);
+      if (fd >= 0) {
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        (void)evl__set_nonblocking(fd);
+        (void)evl_future_set_result(&op->fut, (void *)(intptr_t)fd);
+        return 1;
+      }
+      n = -1;
+      break;
+    }
+    case EVL__SOCK_CONNECT: {
+      socklen_t len = sizeof err;
+      if (getsockopt(op->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+      if (err)
+        (void)evl_future_set_error(&op->fut, evl_translate_sys_error(err),
+                                   NULL);
+      else
+        (void)evl_future_set_result(&op->fut, NULL);
+      return 1;
+    }
+    case EVL__SOCK_SEND:
+      if (op->done == op->len) {
+        (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
+        return 1;
+      }
+      n = send(op->fd, op->buf + op->done, op->len - op->done, EVL__SEND_FLAGS);
+      if (n >= 0) {
+        op->done += (size_t)n;
+        continue;
+      }
+      break;
+    default: /* EVL__SOCK_SENDFILE */
+      if (op->done == op->len) {
+        (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
+        return 1;
+      }
+      n = evl__sendfile_chunk(op->fut.loop, op->fd, op->file_fd, &op->offset,
+                              op->len - op->done);
+      if (n == 0) { /* the file ended early */
+        (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
+        return 1;
+      }
+      if (n > 0) {
+        op->done += (size_t)n;
+        continue;
+      }
+      break;
+    }
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return 0;
+    (void)evl_future_set_error(&op->fut, evl__errno(), NULL);
+    return 1;
+  }
+}
+
+static void evl__sockop_ready(evl_loop *loop, evl_fd fd, void *arg) {
+  evl__sockop *op = (evl__sockop *)arg;
+  (void)loop;
+  (void)fd;
+  if (evl__sockop_try(op))
+    evl__sockop_unwatch(op);
+}
+
+static int evl__sockop_cancel(evl_future *f) {
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1)
+    evl__sockop_unwatch((evl__sockop *)(void *)f);
+  return rc;
+}
+static void evl__sockop_close(evl_future *f) {
+  evl__sockop_unwatch((evl__sockop *)(void *)f);
+}
+static const evl__future_vt evl__sockop_vt = {evl__sockop_cancel, NULL,
+                                              evl__sockop_close};
+
+static evl_future *evl__sockop_start(evl_loop *loop, int kind, evl_fd fd,
+                                     void *buf, size_t len, int file_fd,
+                                     int64_t offset, int try_first) {
+  evl__sockop *op;
+  int rc;
+  if (!loop || loop->closing)
+    return NULL;
+  op = (evl__sockop *)(void *)evl__future_alloc(loop, sizeof *op,
+                                                &evl__sockop_vt);
+  if (!op)
+    return NULL;
+  op->kind = kind;
+  op->fd = (int)fd;
+  op->buf = (unsigned char *)buf;
+  op->len = len;
+  op->file_fd = file_fd;
+  op->offset = offset;
+  if (fd < 0 || fd > INT_MAX || (len && !buf && kind != EVL__SOCK_SENDFILE)) {
+    (void)evl_future_set_error(&op->fut, fd < 0 ? EVL_EBADF : EVL_EINVAL, NULL);
+    return &op->fut;
+  }
+  if (try_first && evl__sockop_try(op))
+    return &op->fut;
+  rc = evl__watch(loop, fd,
+                  kind == EVL__SOCK_RECV || kind == EVL__SOCK_ACCEPT
+                      ? EVL__READ
+                      : EVL__WRITE,
+                  evl__sockop_ready, op, NULL, NULL, 0);
+  if (rc) {
+    (void)evl_future_set_error(&op->fut, rc, NULL);
+    return &op->fut;
+  }
+  op->watching = 1;
+  op->fut.refs++;
+  return &op->fut;
+}
+
+EVL__DEF evl_future *evl_sock_recv(evl_loop *loop, evl_fd fd, void *buf,
+                                   size_t len) {
+  return evl__sockop_start(loop, EVL__SOCK_RECV, fd, buf, len, -1, 0, 1);
+}
+EVL__DEF evl_future *evl_sock_recv_into(evl_loop *loop, evl_fd fd, void *buf,
+                                        size_t len) {
+  return evl__sockop_start(loop, EVL__SOCK_RECV, fd, buf, len, -1, 0, 1);
+}
+EVL__DEF evl_future *evl_sock_sendall(evl_loop *loop, evl_fd fd,
+                                      const void *data, size_t len) {
+  return evl__sockop_start(loop, EVL__SOCK_SEND, fd, (void *)data, len, -1, 0,
+                           1);
+}
+EVL__DEF evl_future *evl_sock_accept(evl_loop *loop, evl_fd fd) {
+  return evl__sockop_start(loop, EVL__SOCK_ACCEPT, fd, NULL, 0, -1, 0, 1);
+}
+EVL__DEF evl_future *evl_sock_sendfile(evl_loop *loop, evl_fd sock, int file_fd,
+                                       int64_t offset, size_t count) {
+  if (file_fd < 0 || offset < 0) {
+    evl_future *f = evl_future_new(loop);
+    if (f)
+      (void)evl_future_set_error(f, file_fd < 0 ? EVL_EBADF : EVL_EINVAL, NULL);
+    return f;
+  }
+  return evl__sockop_start(loop, EVL__SOCK_SENDFILE, sock, NULL, count, file_fd,
+                           offset, 1);
+}
+EVL__DEF evl_future *evl_sock_connect(evl_loop *loop, evl_fd fd,
+                                      const void *addr, size_t addrlen) {
+  evl_future *f;
+  if (!loop || loop->closing)
+    return NULL;
+  if (!addr || !addrlen || addrlen > sizeof(struct sockaddr_storage) ||
+      fd < 0 || fd > INT_MAX) {
+    f = evl_future_new(loop);
+    if (f)
+      (void)evl_future_set_error(f, fd < 0 ? EVL_EBADF : EVL_EINVAL, NULL);
+    return f;
+  }
+  {
+    int r = connect((int)fd, (const struct sockaddr *)addr, (socklen_t)addrlen),
+        err = r == 0 ? 0 : errno;
+    if (err == EINPROGRESS || err == EAGAIN || err == EINTR)
+      return evl__sockop_start(loop, EVL__SOCK_CONNECT, fd, NULL, 0, -1, 0, 0);
+    /* connected at once, or refused at once */
+    f = evl_future_new(loop);
+    if (f && (err == 0 || err == EISCONN))
+      (void)evl_future_set_result(f, NULL);
+    else if (f)
+      (void)evl_future_set_error(f, evl_translate_sys_error(err), NULL);
+    return f;
+  }
+}
+
+EVL__DEF intptr_t evl_future_result_int(evl_future *fut) {
+  return (intptr_t)evl_future_result(fut);
+}
+
+/* ==== sendfile on a transport ===========================================
+   Waits for the queued bytes, then owns the write side until done; writes
+   made meanwhile are queued behind it. */
+
+struct evl__sendfile_op {
+  evl_future fut;
+  evl_transport *t;
+  int file_fd;
+  int64_t offset;
+  size_t count, done;
+};
+
+static void evl__sendfile_finish(evl_transport *t) {
+  evl__sendfile_op *op = t->sf;
+  t->sf = NULL;
+  (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
+  op->t = NULL;
+  evl_future_release(&op->fut);
+  if (t->wlen) /* writes queued meanwhile */
+    return;
+  evl__tr_drained(t);
+}
+
+static void evl__sendfile_fail(evl_transport *t, int err) {
+  evl__sendfile_op *op = t->sf;
+  t->sf = NULL;
+  op->t = NULL;
+  (void)evl_future_set_error(&op->fut, err, NULL);
+  evl_future_release(&op->fut);
+}
+
+/* Called when the transport is writable and its queue is empty. */
+static void evl__sendfile_pump(evl_transport *t) {
+  evl__sendfile_op *op = t->sf;
+  while (op->done < op->count) {
+    ssize_t n = evl__sendfile_chunk(t->loop, t->fd, op->file_fd, &op->offset,
+                                    op->count - op->done);
+    if (n == 0)
+      break; /* the file ended early */
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return;
+      evl__tr_fatal(t, evl__errno());
+      return;
+    }
+    op->done += (size_t)n;
+  }
+  evl__sendfile_finish(t);
+}
+
+static int evl__sendfile_cancel(evl_future *f) {
+  evl__sendfile_op *op = (evl__sendfile_op *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && op->t && op->t->sf == op) {
+    evl_transport *t = op->t;
+    t->sf = NULL;
+    op->t = NULL;
+    evl_future_release(f);
+    if (!t->wlen && !(t->flags & EVL__T_LOST))
+      evl__tr_drained(t);
+  }
+  return rc;
+}
+static const evl__future_vt evl__sendfile_vt = {evl__sendfile_cancel, NULL,
+                                                NULL};
+
+EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
+                                  size_t count) {
+  evl__sendfile_op *op;
+  int rc;
+  if (!t || t->loop->closing)
+    return NULL;
+  op = (evl__sendfile_op *)(void *)evl__future_alloc(t->loop, sizeof *op,
+                                                     &evl__sendfile_vt);
+  if (!op)
+    return NULL;
+  rc = evl__tr_check_writable(t);
+  if (!rc && (t->flags & EVL__T_DGRAM))
+    rc = EVL_ENOTSUP;
+  if (!rc && t->sf)
+    rc = EVL_EBUSY;
+  if (!rc && (file_fd < 0 || offset < 0))
+    rc = file_fd < 0 ? EVL_EBADF : EVL_EINVAL;
+  if (rc) {
+    (void)evl_future_set_error(&op->fut, rc, NULL);
+    return &op->fut;
+  }
+  op->t = t;
+  op->file_fd = file_fd;
+  op->offset = offset;
+  op->count = count;
+  t->sf = op;
+  op->fut.refs++; /* the transport's reference */
+  rc = evl__watch(t->loop, t->fd, EVL__WRITE, evl__tr_on_writable, t, NULL,
+                  NULL, 0);
+  if (rc)
+    evl__tr_fatal(t, rc);
+  return &op->fut;
+}
+
+/* ==== Streams ===========================================================
+   A stream is a protocol over a transport with a read buffer. One read may
+   be pending at a time (asyncio's rule); it completes as soon as the buffer
+   can satisfy it. Reading pauses while the buffer holds more than twice the
+   limit and no read needs more. */
+
+enum {
+  EVL__RD_NONE,
+  EVL__RD_READ,
+  EVL__RD_EXACTLY,
+  EVL__RD_UNTIL,
+  EVL__RD_LINE
+};
+
+struct evl_stream {
+  evl_loop *loop;
+  evl_transport *t; /* NULL once the connection is gone */
+  unsigned char *buf;
+  size_t len, cap, limit, scanned;
+  int eof, err, lost, user_freed, reading_paused, writing_paused;
+  int op;
+  long n;
+  unsigned char *sep;
+  size_t seplen;
+  evl_future *read_fut, *drain_fut, *closed_fut;
+};
+
+typedef struct evl__stread {
+  evl_future fut;
+  evl_stream *s;
+} evl__stread;
+
+static void evl__bytes_free(void *p) {
+  EVLOOP_FREE(NULL, p);
+}
+
+/* The first n buffered bytes as an evl_bytes, removed from the buffer. */
+static evl_bytes *evl__st_take(evl_stream *s, size_t n) {
+  evl_bytes *b = (evl_bytes *)EVLOOP_MALLOC(NULL, sizeof *b + n + 1);
+  if (!b)
+    return NULL;
+  b->len = n;
+  b->data = (unsigned char *)(b + 1);
+  if (n)
+    memcpy(b->data, s->buf, n);
+  b->data[n] = 0;
+  memmove(s->buf, s->buf + n, s->len - n);
+  s->len -= n;
+  s->scanned = 0;
+  return b;
+}
+
+static void evl__st_update_reading(evl_stream *s) {
+  int need_more =
+      s->op == EVL__RD_EXACTLY || (s->op == EVL__RD_READ && s->n < 0);
+  if (!s->t)
+    return;
+  if (!s->reading_paused && s->len > 2 * s->limit && !need_more) {
+    s->reading_paused = 1;
+    (void)evl_transport_pause_reading(s->t);
+  } else if (s->reading_paused && (s->len <= s->limit || need_more)) {
+    s->reading_paused = 0;
+    (void)evl_transport_resume_reading(s->t);
+  }
+}
+
+static void evl__st_complete(evl_stream *s, evl_bytes *b, int err) {
+  evl_future *f = s->read_fut;
+  s->read_fut = NULL;
+  s->op = EVL__RD_NONE;
+  EVLOOP_FREE(NULL, s->sep);
+  s->sep = NULL;
+  ((evl__stread *)(void *)f)->s = NULL;
+  if (b)
+    (void)evl_future_set_result_free(f, b, evl__bytes_free);
+  else
+    (void)evl_future_set_error(f, err ? err : EVL_ENOMEM, NULL);
+  evl_future_release(f);
+}
+
+/* Completes the pending read if the buffer (or EOF) allows it. */
+static void evl__st_try(evl_stream *s) {
+  size_t i;
+  if (!s->read_fut)
+    return;
+  switch (s->op) {
+  case EVL__RD_READ:
+    if (s->n == 0 || (s->n > 0 && s->len) || s->eof)
+      evl__st_complete(s,
+                       evl__st_take(s, s->n < 0 || (size_t)s->n > s->len
+                                           ? s->len
+                                           : (size_t)s->n),
+                       0);
+    break;
+  case EVL__RD_EXACTLY:
+    if (s->len >= (size_t)s->n)
+      evl__st_complete(s, evl__st_take(s, (size_t)s->n), 0);
+    else if (s->eof)
+      evl__st_complete(s, NULL, s->err ? s->err : EVL_EINCOMPLETE);
+    break;
+  default: /* until a separator; a line is until "\n" */
+    for (i = s->scanned; i + s->seplen <= s->len; i++)
+      if (!memcmp(s->buf + i, s->sep, s->seplen))
+        break;
+    if (i + s->seplen <= s->len) {
+      if (i + s->seplen > s->limit)
+        evl__st_complete(s, NULL, EVL_ELIMIT); /* the data stays */
+      else
+        evl__st_complete(s, evl__st_take(s, i + s->seplen), 0);
+    } else if (s->len > s->limit) {
+      evl__st_complete(s, NULL, EVL_ELIMIT);
+    } else if (s->eof) {
+      if (s->op == EVL__RD_LINE) /* asyncio: the partial last line */
+        evl__st_complete(s, evl__st_take(s, s->len), 0);
+      else
+        evl__st_complete(s, NULL, s->err ? s->err : EVL_EINCOMPLETE);
+    } else {
+      s->scanned = s->len >= s->seplen ? s->len - s->seplen + 1 : 0;
+    }
+    break;
+  }
+  evl__st_update_reading(s);
+}
+
+static void evl__st_free(evl_stream *s) {
+  EVLOOP_FREE(NULL, s->buf);
+  EVLOOP_FREE(NULL, s->sep);
+  evl_future_release(s->drain_fut);
+  evl_future_release(s->closed_fut);
+  evl__loop_unref(s->loop);
+  EVLOOP_FREE(NULL, s);
+}
+
+static void evl__st_data(evl_transport *t, const void *data, size_t len,
+                         void *user) {
+  evl_stream *s = (evl_stream *)user;
+  (void)t;
+  if (s->len + len > s->cap) {
+    size_t cap = s->cap ? s->cap : 4096;
+    unsigned char *b;
+    while (cap < s->len + len)
+      cap *= 2;
+    b = (unsigned char *)EVLOOP_REALLOC(NULL, s->buf, cap);
+    if (!b) {
+      evl__tr_fatal(s->t, EVL_ENOMEM);
+      return;
+    }
+    s->buf = b;
+    s->cap = cap;
+  }
+  memcpy(s->buf + s->len, data, len);
+  s->len += len;
+  evl__st_try(s);
+  evl__st_update_reading(s);
+}
+static int evl__st_eof(evl_transport *t, void *user) {
+  evl_stream *s = (evl_stream *)user;
+  (void)t;
+  s->eof = 1;
+  evl__st_try(s);
+  return 1; /* keep the transport open: the writer may still write */
+}
+static void evl__st_lost(evl_transport *t, int err, void *user) {
+  evl_stream *s = (evl_stream *)user;
+  (void)t;
+  s->t = NULL;
+  s->lost = 1;
+  s->eof = 1;
+  s->err = err;
+  evl__st_try(s);
+  if (s->read_fut) /* cannot be satisfied any more */
+    evl__st_complete(s, NULL, err ? err : EVL_EINCOMPLETE);
+  if (s->drain_fut) {
+    (void)evl_future_set_error(s->drain_fut, err ? err : EVL_ECONNRESET, NULL);
+    evl_future_release(s->drain_fut);
+    s->drain_fut = NULL;
+  }
+  if (s->closed_fut && s->closed_fut->state == EVL__PENDING)
+    (void)evl_future_set_result(s->closed_fut, NULL);
+  if (s->user_freed)
+    evl__st_free(s);
+}
+static void evl__st_pause(evl_transport *t, void *user) {
+  (void)t;
+  ((evl_stream *)user)->writing_paused = 1;
+}
+static void evl__st_resume(evl_transport *t, void *user) {
+  evl_stream *s = (evl_stream *)user;
+  (void)t;
+  s->writing_paused = 0;
+  if (s->drain_fut) {
+    (void)evl_future_set_result(s->drain_fut, NULL);
+    evl_future_release(s->drain_fut);
+    s->drain_fut = NULL;
+  }
+}
+static void evl__st_made(evl_transport *t, void *user) {
+  ((evl_stream *)user)->t = t;
+}
+
+static const evl_protocol evl__stream_proto = {
+    evl__st_made,   evl__st_data, evl__st_eof, evl__st_lost, evl__st_pause,
+    evl__st_resume, NULL,         NULL,        NULL,         NULL};
+
+static evl_stream *evl__st_new(evl_loop *loop, size_t limit) {
+  evl_stream *s = (evl_stream *)EVLOOP_MALLOC(NULL, sizeof *s);
+  if (!s)
+    return NULL;
+  memset(s, 0, sizeof *s);
+  s->loop = loop;
+  s->limit = limit ? limit : 65536;
+  loop->struct_refs++;
+  return s;
+}
+
+/* ---- reads ---- */
+
+static int evl__stread_cancel(evl_future *f) {
+  evl__stread *r = (evl__stread *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && r->s && r->s->read_fut == f) {
+    evl_stream *s = r->s;
+    s->read_fut = NULL;
+    s->op = EVL__RD_NONE;
+    EVLOOP_FREE(NULL, s->sep);
+    s->sep = NULL;
+    r->s = NULL;
+    evl_future_release(f);
+    evl__st_update_reading(s);
+  }
+  return rc;
+}
+static const evl__future_vt evl__stread_vt = {evl__stread_cancel, NULL, NULL};
+
+static evl_future *evl__st_read(evl_stream *s, int op, long n, const void *sep,
+                                size_t seplen) {
+  evl__stread *r;
+  if (!s || s->loop->closing)
+    return NULL;
+  r = (evl__stread *)(void *)evl__future_alloc(s->loop, sizeof *r,
+                                               &evl__stread_vt);
+  if (!r)
+    return NULL;
+  if (s->read_fut || (op == EVL__RD_UNTIL && (!sep || !seplen))) {
+    (void)evl_future_set_error(&r->fut, s->read_fut ? EVL_EBUSY : EVL_EINVAL,
+                               s->read_fut ? "another read is pending"
+                                           : "empty separator");
+    return &r->fut;
+  }
+  if (seplen) {
+    s->sep = (unsigned char *)EVLOOP_MALLOC(NULL, seplen);
+    if (!s->sep) {
+      (void)evl_future_set_error(&r->fut, EVL_ENOMEM, NULL);
+      return &r->fut;
+    }
+    memcpy(s->sep, sep, seplen);
+  }
+  s->seplen = seplen;
+  s->op = op;
+  s->n = n;
+  s->scanned = 0;
+  r->s = s;
+  s->read_fut = evl_future_ref(&r->fut);
+  evl__st_try(s);
+  return &r->fut;
+}
+
+EVL__DEF evl_future *evl_stream_read(evl_stream *s, long n) {
+  return evl__st_read(s, EVL__RD_READ, n, NULL, 0);
+}
+EVL__DEF evl_future *evl_stream_readline(evl_stream *s) {
+  return evl__st_read(s, EVL__RD_LINE, 0, "\n", 1);
+}
+EVL__DEF evl_future *evl_stream_readexactly(evl_stream *s, size_t n) {
+  return evl__st_read(s, EVL__RD_EXACTLY, (long)n, NULL, 0);
+}
+EVL__DEF evl_future *evl_stream_readuntil(evl_stream *s, const void *sep,
+                                          size_t seplen) {
+  return evl__st_read(s, EVL__RD_UNTIL, 0, sep, seplen);
+}
+EVL__DEF int evl_stream_at_eof(evl_stream *s) {
+  return s && s->eof && !s->len;
+}
+
+/* ---- writes ---- */
+
+EVL__DEF int evl_stream_write(evl_stream *s, const void *data, size_t len) {
+  if (!s)
+    return EVL_EINVAL;
+  if (!s->t)
+    return s->err ? s->err : EVL_ECLOSED;
+  return evl_transport_write(s->t, data, len);
+}
+EVL__DEF evl_future *evl_stream_drain(evl_stream *s) {
+  evl_future *f;
+  if (!s || s->loop->closing)
+    return NULL;
+  f = evl_future_new(s->loop);
+  if (!f)
+    return NULL;
+  if (!s->t)
+    (void)evl_future_set_error(f, s->err ? s->err : EVL_ECONNRESET, NULL);
+  else if (!s->writing_paused)
+    (void)evl_future_set_result(f, NULL);
+  else if (s->drain_fut) { /* share the pending one */
+    evl_future_release(f);
+    f = evl_future_ref(s->drain_fut);
+  } else {
+    s->drain_fut = evl_future_ref(f);
+  }
+  return f;
+}
+EVL__DEF int evl_stream_write_eof(evl_stream *s) {
+  if (!s)
+    return EVL_EINVAL;
+  return s->t ? evl_transport_write_eof(s->t) : EVL_ECLOSED;
+}
+EVL__DEF void evl_stream_close(evl_stream *s) {
+  if (s && s->t)
+    evl_transport_close(s->t);
+}
+EVL__DEF evl_future *evl_stream_wait_closed(evl_stream *s) {
+  if (!s || s->loop->closed)
+    return NULL;
+  if (!s->closed_fut) {
+    s->closed_fut = evl_future_new(s->loop);
+    if (!s->closed_fut)
+      return NULL;
+    if (s->lost)
+      (void)evl_future_set_result(s->closed_fut, NULL);
+  }
+  return evl_future_ref(s->closed_fut);
+}
+EVL__DEF evl_transport *evl_stream_transport(evl_stream *s) {
+  return s ? s->t : NULL;
+}
+EVL__DEF void evl_stream_free(evl_stream *s) {
+  if (!s || s->user_freed)
+    return;
+  s->user_freed = 1;
+  if (s->read_fut)
+    evl__st_complete(s, NULL, EVL_ECANCELED);
+  if (s->t)
+    evl_transport_close(s->t); /* freed at connection_lost */
+  else
+    evl__st_free(s);
+}
+
+/* ---- opening ---- */
+
+static void evl__open_done(evl_future *inner, void *arg) {
+  evl_future *outer = (evl_future *)arg;
+  evl_stream *s = (evl_stream *)outer->result;
+  outer->result = NULL;
+  if (evl_future_error(inner) == 0 && outer->state == EVL__PENDING) {
+    (void)evl_future_set_result(outer, s);
+  } else {
+    if (outer->state == EVL__PENDING)
+      (void)evl_future_set_error(outer, inner->err ? inner->err : EVL_ECANCELED,
+                                 inner->errmsg);
+    if (s->t) { /* connected, but nobody wants it now */
+      evl_stream_free(s);
+    } else {
+      s->user_freed = 1;
+      if (!s->lost)
+        evl__st_free(s);
+    }
+  }
+  evl_future_release(outer);
+  evl_future_release(inner);
+}
+
+static evl_future *evl__open(evl_loop *loop, size_t limit, const char *host,
+                             int port, const char *path,
+                             const evl_net_options *opts) {
+  evl_future *outer = evl_future_new(loop), *inner;
+  evl_stream *s;
+  if (!outer)
+    return NULL;
+  s = evl__st_new(loop, limit);
+  if (!s) {
+    (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
+    return outer;
+  }
+  inner = path ? evl_create_unix_connection(loop, &evl__stream_proto, s, path)
+               : evl_create_connection(loop, &evl__stream_proto, s, host, port,
+                                       opts);
+  /* The stream waits in outer->result (no free function) until then. */
+  outer->result = s;
+  if (!inner || evl_future_add_done_callback(inner, evl__open_done,
+                                             evl_future_ref(outer))) {
+    outer->result = NULL;
+    evl_future_release(inner);
+    evl_future_release(outer);
+    evl__st_free(s);
+    (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
+  }
+  return outer;
+}
+
+EVL__DEF evl_future *evl_open_connection(evl_loop *loop, const char *host,
+                                         int port, size_t limit,
+                                         const evl_net_options *opts) {
+  if (!loop || loop->closing)
+    return NULL;
+  return evl__open(loop, limit, host, port, NULL, opts);
+}
+EVL__DEF evl_future *evl_open_unix_connection(evl_loop *loop, const char *path,
+                                              size_t limit) {
+  if (!loop || loop->closing)
+    return NULL;
+  return evl__open(loop, limit, NULL, 0, path ? path : "", NULL);
+}
+
+/* Servers: the server's user pointer is this, freed with the server. */
+typedef struct evl__st_server {
+  evl_stream_callback cb;
+  void *arg;
+  size_t limit;
+} evl__st_server;
+
+static void evl__st_srv_made(evl_transport *t, void *user) {
+  evl__st_server *ss = (evl__st_server *)user;
+  evl_stream *s = evl__st_new(t->loop, ss->limit);
+  if (!s) {
+    evl_transport_abort(t);
+    return;
+  }
+  s->t = t;
+  evl_transport_set_user(t, s);
+  ss->cb(s, ss->arg);
+}
+static const evl_protocol evl__stream_srv_proto = {
+    evl__st_srv_made, evl__st_data, evl__st_eof, evl__st_lost, evl__st_pause,
+    evl__st_resume,   NULL,         NULL,        NULL,         NULL};
+
+static evl_future *evl__start_server(evl_loop *loop, evl_stream_callback cb,
+                                     void *arg, const char *host, int port,
+                                     const char *path, size_t limit,
+                                     const evl_net_options *opts) {
+  evl__st_server *ss;
+  evl_server *srv = NULL;
+  evl_future *f;
+  if (!loop || loop->closing)
+    return NULL;
+  ss = (evl__st_server *)EVLOOP_MALLOC(NULL, sizeof *ss);
+  if (!ss || !cb) {
+    EVLOOP_FREE(NULL, ss);
+    f = evl_future_new(loop);
+    if (f)
+      (void)evl_future_set_error(f, cb ? EVL_ENOMEM : EVL_EINVAL, NULL);
+    return f;
+  }
+  ss->cb = cb;
+  ss->arg = arg;
+  ss->limit = limit ? limit : 65536;
+  if (path) {
+    f = evl_create_unix_server(loop, &evl__stream_srv_proto, ss, path, opts);
+    if (f && f->state == EVL__DONE)
+      srv = (evl_server *)f->result;
+  } else {
+    f = evl__create_server(loop, &evl__stream_srv_proto, ss, host, port, opts,
+                           &srv);
+  }
+  if (srv && (!f || f->state == EVL__PENDING || f->state == EVL__DONE))
+    srv->owned_user = ss; /* freed with the server */
+  else
+    EVLOOP_FREE(NULL, ss);
+  return f;
+}
+
+EVL__DEF evl_future *evl_start_server(evl_loop *loop, evl_stream_callback cb,
+                                      void *arg, const char *host, int port,
+                                      size_t limit,
+                                      const evl_net_options *opts) {
+  return evl__start_server(loop, cb, arg, host, port, NULL, limit, opts);
+}
+EVL__DEF evl_future *evl_start_unix_server(evl_loop *loop,
+                                           evl_stream_callback cb, void *arg,
+                                           const char *path, size_t limit) {
+  return evl__start_server(loop, cb, arg, NULL, 0, path ? path : "", limit,
+                           NULL);
 }
 
 /* ==== evl_run (asyncio.run) ============================================= */
