@@ -4668,19 +4668,21 @@ EVL__DEF int evl_transport_get_peername(evl_transport *t, void *addr,
                                         size_t *addrlen) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
+  int rc;
   if (!t || t->fd < 0)
     return EVL_EINVAL;
-  return evl__copy_name(getpeername(t->fd, (struct sockaddr *)&ss, &len), &ss,
-                        len, addr, addrlen);
+  rc = getpeername(t->fd, (struct sockaddr *)&ss, &len);
+  return evl__copy_name(rc, &ss, len, addr, addrlen);
 }
 EVL__DEF int evl_transport_get_sockname(evl_transport *t, void *addr,
                                         size_t *addrlen) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
+  int rc;
   if (!t || t->fd < 0)
     return EVL_EINVAL;
-  return evl__copy_name(getsockname(t->fd, (struct sockaddr *)&ss, &len), &ss,
-                        len, addr, addrlen);
+  rc = getsockname(t->fd, (struct sockaddr *)&ss, &len);
+  return evl__copy_name(rc, &ss, len, addr, addrlen);
 }
 EVL__DEF evl_fd evl_transport_fd(evl_transport *t) {
   return t ? t->fd : -1;
@@ -4703,6 +4705,7 @@ EVL__DEF evl_transport *evl_connect_accepted_socket(evl_loop *loop,
     return NULL;
   if (evl__set_nonblocking((int)fd))
     return NULL;
+  evl__set_nodelay((int)fd); /* fails harmlessly on non-TCP sockets */
   return evl__tr_open(loop, proto, user, (int)fd, 0, NULL);
 }
 
