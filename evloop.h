@@ -101,8 +101,9 @@
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
 
-   7. DOES NOT DO (yet): sockets and transports, pipes, signals, subprocesses,
-     TLS, kqueue and IOCP backends. They are planned, in that order.
+   7. DOES NOT DO (yet): pipes, signals, subprocesses, TLS, kqueue and IOCP
+     backends. They are planned, in that order. Datagram endpoints take
+     numeric addresses (resolve names with evl_getaddrinfo first).
 
    8. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
@@ -704,7 +705,8 @@ EVLOOP_API int evl_server_port(evl_server *s);
 EVLOOP_API void evl_server_free(evl_server *s);
 
 /* local_host/local_port bind, remote_host/remote_port connect (either may
-   be NULL); the future's result is the evl_transport *. */
+   be NULL); numeric addresses only (a name is EVL_EAI_NONAME: resolve it
+   with evl_getaddrinfo first). The future's result is the evl_transport *. */
 EVLOOP_API evl_future *
 evl_create_datagram_endpoint(evl_loop *loop, const evl_protocol *proto,
                              void *user, const char *local_host, int local_port,
