@@ -33,6 +33,11 @@ THREADED_TESTS := $(filter t_threadsafe t_executor t_dns t_close t_config,$(TEST
 # Built with EVLOOP_NO_THREADS too (t_config brings its own configuration).
 NOTHREAD_TESTS := $(filter-out $(THREADED_TESTS),$(TESTS))
 EXAMPLES  := $(basename $(notdir $(wildcard examples/*.c)))
+# Servers run until a signal, and the client needs a server: the driver
+# tests/net_examples.sh runs them against real clients (socat, nc, curl,
+# wrk). The other examples stop by themselves: `make demo` runs those.
+SERVER_EXAMPLES := $(filter echo_server http_server echo_client,$(EXAMPLES))
+DEMO_EXAMPLES := $(filter-out $(SERVER_EXAMPLES),$(EXAMPLES))
 BENCHES   := $(basename $(notdir $(wildcard bench/*.c)))
 
 VARIANTS := o2 asan tsan tcc musl nothr
@@ -66,7 +71,7 @@ TEST_BINS := $(call bins,o2,$(TESTS)) $(call bins,asan,$(TESTS)) \
              $(call bins,tsan,$(THREADED_TESTS)) $(call bins,tcc,$(TESTS)) \
              $(call bins,musl,$(TESTS)) $(call bins,nothr,$(NOTHREAD_TESTS))
 test: $(TEST_BINS) examples compile-checks
-	@sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "$(THREADED_TESTS)" "$(EXAMPLES)" "$(NOTHREAD_TESTS)"
+	@sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "$(THREADED_TESTS)" "$(DEMO_EXAMPLES)" "$(NOTHREAD_TESTS)"
 
 # Quick loop for development: gcc -O2 only.
 test-quick: $(call bins,o2,$(TESTS))
@@ -88,7 +93,8 @@ $(BUILD)/checks.stamp: evloop.h tests/impl.c tests/cpp_compile.cpp $(TEST_SRCS) 
 	@touch $@
 
 demo: examples
-	@for e in $(EXAMPLES); do echo "== examples/$$e"; $(BUILD)/examples/$$e || exit 1; done
+	@for e in $(DEMO_EXAMPLES); do echo "== examples/$$e"; $(BUILD)/examples/$$e || exit 1; done
+	@echo "== the servers: $(BUILD)/examples/echo_server [--port N], $(BUILD)/examples/http_server [--port N] (Ctrl-C stops them)"
 
 bench:
 	@$(MAKE) -C bench

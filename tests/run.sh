@@ -62,6 +62,19 @@ for e in $examples; do
   fi
 done
 
+# The network examples against real clients (socat, nc, curl, wrk).
+if [ -f tests/net_examples.sh ] && [ "${VARIANTS:-all}" = all ]; then
+  out=$(sh tests/net_examples.sh "$build" 2>&1)
+  printf '%s\n' "== net examples" "$out" >>"$log"
+  line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -n 1)
+  p=$(printf '%s' "$line" | sed -E 's/^([0-9]+) passed.*/\1/')
+  f=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+  [ -n "$line" ] || { p=0 f=1; }
+  passed=$((passed + p)) failed=$((failed + f))
+  printf '%s\n' "$out" | grep -E '^(ok|FAIL) ' | sed 's/^ok  /ok   net example/; s/^FAIL /FAIL net example /'
+  [ "$f" -eq 0 ] || printf '%s\n' "$out" | grep -v '^ok ' | sed 's/^/    /'
+fi
+
 echo "(full output in $log)"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
