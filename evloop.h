@@ -564,6 +564,11 @@ EVLOOP_API evl_future *evl_getnameinfo(evl_loop *loop, const void *sockaddr,
    socket). The user closes it; the loop frees it right after
    connection_lost has run, and never calls into a freed transport.
 
+   connection_lost runs once for every transport whose connection_made ran,
+   and the evl_transport * is invalid after it returns: clear your copies
+   there (asyncio's "await on_con_lost, then transport.close()" would be a
+   use-after-free in C).
+
    A protocol is a table of callbacks. Each gets the transport and its user
    pointer (evl_transport_user): at first the `user` given to the call that
    made the transport; connection_made may set a per-connection one with
@@ -690,7 +695,8 @@ EVLOOP_API evl_future *evl_create_unix_server(evl_loop *loop,
                                               const evl_net_options *opts);
 /* Stops listening (connections go on) and closes the listening sockets. */
 EVLOOP_API void evl_server_close(evl_server *s);
-/* Completes once the server is closed and all its connections are gone. */
+/* Completes once the server is closed and all its connections are gone;
+   each call gets its own future (cancelling it affects no other waiter). */
 EVLOOP_API evl_future *evl_server_wait_closed(evl_server *s);
 EVLOOP_API int evl_server_start_serving(evl_server *s);
 /* Serves until the returned future is cancelled (which closes the server). */
@@ -735,7 +741,8 @@ EVLOOP_API intptr_t evl_future_result_int(evl_future *fut);
 
 /* ==== Streams ===========================================================
    asyncio's StreamReader/StreamWriter as one evl_stream. Reads complete
-   with an evl_bytes * the future owns (valid while you hold the future). A
+   with an evl_bytes * the future owns (valid while you hold the future;
+   after an EVL_AWAIT, until the task's next await). limit 0 means 64 KiB. A
    read that would buffer more than `limit` bytes (default 64 KiB) fails
    with EVL_ELIMIT and keeps the data buffered; readexactly at EOF fails
    with EVL_EINCOMPLETE (the partial data stays readable with read). */
@@ -774,6 +781,7 @@ EVLOOP_API int evl_stream_write_eof(evl_stream *s);
 EVLOOP_API void evl_stream_close(evl_stream *s);
 EVLOOP_API evl_future *evl_stream_wait_closed(evl_stream *s);
 EVLOOP_API evl_transport *evl_stream_transport(evl_stream *s);
+EVLOOP_API evl_loop *evl_stream_loop(evl_stream *s);
 /* Closes if needed; the stream is freed once its transport is gone. */
 EVLOOP_API void evl_stream_free(evl_stream *s);
 
@@ -5289,7 +5297,9 @@ struct evl_server {
   int *fds;
   size_t nfds, nconns;
   int backlog, serving, closed, user_freed, shed_reported;
-  evl_future *wait_fut, *serve_fut;
+  evl_future **waiters; /* wait_closed: one future per caller */
+  size_t nwaiters;
+  evl_future *serve_fut;
   char *unix_path; /* the socket file we made, removed at close */
   dev_t unix_dev;
   ino_t unix_ino;
@@ -5297,9 +5307,16 @@ struct evl_server {
 };
 
 static void evl__server_maybe_done(evl_server *s) {
-  if (s->closed && !s->nconns && s->wait_fut &&
-      s->wait_fut->state == EVL__PENDING)
-    (void)evl_future_set_result(s->wait_fut, NULL);
+  size_t i;
+  if (!s->closed || s->nconns || !s->nwaiters)
+    return;
+  for (i = 0; i < s->nwaiters; i++) {
+    (void)evl_future_set_result(s->waiters[i], NULL); /* unless cancelled */
+    evl_future_release(s->waiters[i]);
+  }
+  EVLOOP_FREE(NULL, s->waiters);
+  s->waiters = NULL;
+  s->nwaiters = 0;
 }
 
 static void evl__server_conn_gone(evl_server *s) {
@@ -5412,15 +5429,25 @@ EVL__DEF void evl_server_close(evl_server *s) {
   evl__server_maybe_done(s);
 }
 EVL__DEF evl_future *evl_server_wait_closed(evl_server *s) {
+  evl_future *f, **w;
   if (!s || s->loop->closed)
     return NULL;
-  if (!s->wait_fut) {
-    s->wait_fut = evl_future_new(s->loop);
-    if (!s->wait_fut)
-      return NULL;
-    evl__server_maybe_done(s);
+  f = evl_future_new(s->loop);
+  if (!f)
+    return NULL;
+  if (s->closed && !s->nconns) {
+    (void)evl_future_set_result(f, NULL);
+    return f;
   }
-  return evl_future_ref(s->wait_fut);
+  w = (evl_future **)EVLOOP_REALLOC(NULL, s->waiters,
+                                    (s->nwaiters + 1) * sizeof *w);
+  if (!w) {
+    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
+    return f;
+  }
+  s->waiters = w;
+  s->waiters[s->nwaiters++] = evl_future_ref(f);
+  return f;
 }
 EVL__DEF int evl_server_start_serving(evl_server *s) {
   if (!s)
@@ -5494,7 +5521,9 @@ static void evl__server_release(evl_server *s) {
     evl_future_remove_done_callback(s->serve_fut, evl__serve_forever_done, s);
     evl_future_release(s->serve_fut);
   }
-  evl_future_release(s->wait_fut);
+  while (s->nwaiters)
+    evl_future_release(s->waiters[--s->nwaiters]);
+  EVLOOP_FREE(NULL, s->waiters);
   EVLOOP_FREE(NULL, s->fds);
   EVLOOP_FREE(NULL, s->unix_path);
   EVLOOP_FREE(NULL, s->owned_user);
@@ -6507,6 +6536,9 @@ EVL__DEF evl_future *evl_stream_wait_closed(evl_stream *s) {
 }
 EVL__DEF evl_transport *evl_stream_transport(evl_stream *s) {
   return s ? s->t : NULL;
+}
+EVL__DEF evl_loop *evl_stream_loop(evl_stream *s) {
+  return s ? s->loop : NULL;
 }
 EVL__DEF void evl_stream_free(evl_stream *s) {
   if (!s || s->user_freed)

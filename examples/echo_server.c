@@ -1,0 +1,268 @@
+/* TCP echo server: the echo server protocol of the asyncio "Transports and
+   Protocols" documentation, in C, serving until SIGINT or SIGTERM.
+
+       echo_server [--port N]        (default 8888, on 127.0.0.1)
+
+   A protocol is a table of callbacks. connection_made gives each new
+   connection its own state (evl_transport_set_user), data_received writes
+   every byte back, and flow control keeps memory bounded when a client
+   sends faster than it reads: past the transport's high water mark the
+   loop calls pause_writing and we stop reading from that client; once the
+   write buffer has drained to the low mark, resume_writing starts reading
+   again. EOF from the client closes the connection once the echo is sent.
+
+   It prints "listening on 127.0.0.1:PORT" when it accepts connections. On
+   SIGINT or SIGTERM it stops listening, closes every connection (flushing
+   what is queued, for at most 2 s), closes the loop and exits with 0.
+
+   Try it: echo_server & printf 'hello\n' | nc -N 127.0.0.1 8888
+
+   Build: cc -std=c99 echo_server.c -o echo_server -lpthread */
+#define EVLOOP_IMPLEMENTATION
+#include "../evloop.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- Shutdown on SIGINT/SIGTERM -----------------------------------------
+   The handler writes a byte to a non-blocking self-pipe; the loop watches
+   the read end with evl_add_reader. (This becomes evl_add_signal_handler
+   once the library handles signals.) */
+static int sig_pipe[2] = {-1, -1};
+
+static void on_signal(int signo) {
+  unsigned char b = (unsigned char)signo;
+  int saved = errno;
+  if (write(sig_pipe[1], &b, 1) < 0) {
+    /* the pipe is full: a wake-up is pending anyway */
+  }
+  errno = saved;
+}
+
+static int install_signal_handlers(void) {
+  struct sigaction sa;
+  int i;
+  if (pipe(sig_pipe) < 0)
+    return -1;
+  for (i = 0; i < 2; i++) {
+    int fl = fcntl(sig_pipe[i], F_GETFL);
+    if (fl < 0 || fcntl(sig_pipe[i], F_SETFL, fl | O_NONBLOCK) < 0 ||
+        fcntl(sig_pipe[i], F_SETFD, FD_CLOEXEC) < 0)
+      return -1;
+  }
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
+    return -1;
+  return 0;
+}
+
+/* ---- The echo protocol ---------------------------------------------------
+   The server keeps a list of its connections so that it can close them. */
+typedef struct conn {
+  struct conn *prev, *next;
+  struct server_state *srv;
+  evl_transport *t;
+} conn;
+
+typedef struct server_state {
+  conn *conns; /* live connections */
+  size_t nconns;
+} server_state;
+
+static void connection_made(evl_transport *t, void *user) {
+  server_state *srv = (server_state *)user; /* the server's user pointer */
+  conn *c = (conn *)malloc(sizeof *c);
+  if (!c) {
+    /* connection_lost must not mistake the server state for a conn */
+    evl_transport_set_user(t, NULL);
+    evl_transport_abort(t);
+    return;
+  }
+  c->srv = srv;
+  c->t = t;
+  c->prev = NULL;
+  c->next = srv->conns;
+  if (srv->conns)
+    srv->conns->prev = c;
+  srv->conns = c;
+  srv->nconns++;
+  /* From now on the callbacks of this connection get c. */
+  evl_transport_set_user(t, c);
+}
+
+static void data_received(evl_transport *t, const void *data, size_t len,
+                          void *user) {
+  (void)user;
+  /* Sends at once what the socket takes and queues the rest. */
+  evl_transport_write(t, data, len);
+}
+
+static int eof_received(evl_transport *t, void *user) {
+  (void)t;
+  (void)user;
+  return 0; /* close once the queued echo is sent */
+}
+
+/* Flow control: the client does not read as fast as it writes. */
+static void pause_writing(evl_transport *t, void *user) {
+  (void)user;
+  evl_transport_pause_reading(t);
+}
+
+static void resume_writing(evl_transport *t, void *user) {
+  (void)user;
+  evl_transport_resume_reading(t);
+}
+
+static void connection_lost(evl_transport *t, int err, void *user) {
+  conn *c = (conn *)user;
+  (void)t;
+  if (err < 0)
+    fprintf(stderr, "echo_server: connection lost: %s\n", evl_strerror(err));
+  if (!c)
+    return;
+  /* The loop frees the transport after this callback: forget it. */
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    c->srv->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  c->srv->nconns--;
+  free(c);
+}
+
+static const evl_protocol echo_protocol = {
+    .connection_made = connection_made,
+    .data_received = data_received,
+    .eof_received = eof_received,
+    .connection_lost = connection_lost,
+    .pause_writing = pause_writing,
+    .resume_writing = resume_writing,
+};
+
+/* Shutdown: the connections that did not close in time. */
+static void abort_connections(evl_loop *loop, void *arg) {
+  server_state *srv = (server_state *)arg;
+  conn *c, *next;
+  (void)loop;
+  for (c = srv->conns; c; c = next) {
+    next = c->next; /* connection_lost may free c */
+    evl_transport_abort(c->t);
+  }
+}
+
+/* The self-pipe is readable: a signal arrived. */
+static void on_signal_pipe(evl_loop *loop, evl_fd fd, void *arg) {
+  unsigned char b[16];
+  (void)arg;
+  while (read((int)fd, b, sizeof b) > 0) {
+  }
+  evl_stop(loop);
+}
+
+static int parse_port(int argc, char **argv, int def, int *port) {
+  int i;
+  *port = def;
+  for (i = 1; i < argc; i++) {
+    char *end;
+    long v;
+    if (strcmp(argv[i], "--port") != 0 || i + 1 >= argc)
+      return -1;
+    v = strtol(argv[++i], &end, 10);
+    if (*argv[i] == '\0' || *end != '\0' || v < 0 || v > 65535)
+      return -1;
+    *port = (int)v;
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  server_state srv = {NULL, 0};
+  evl_loop *loop = NULL;
+  evl_server *server = NULL;
+  evl_future *fut;
+  int port, err;
+
+  if (parse_port(argc, argv, 8888, &port) < 0) {
+    fprintf(stderr, "usage: echo_server [--port N]\n");
+    return 2;
+  }
+  if (install_signal_handlers() < 0) {
+    perror("echo_server: signal handlers");
+    return 1;
+  }
+  err = evl_loop_new(&loop, NULL);
+  if (err < 0) {
+    fprintf(stderr, "evl_loop_new: %s\n", evl_strerror(err));
+    return 1;
+  }
+  err = evl_add_reader(loop, sig_pipe[0], on_signal_pipe, NULL);
+  if (err < 0) {
+    fprintf(stderr, "evl_add_reader: %s\n", evl_strerror(err));
+    goto done;
+  }
+
+  /* Listen; the future's result is the evl_server *. */
+  fut = evl_create_server(loop, &echo_protocol, &srv, "127.0.0.1", port, NULL);
+  if (!fut) {
+    err = EVL_ENOMEM;
+    fprintf(stderr, "evl_create_server: %s\n", evl_strerror(err));
+    goto done;
+  }
+  err = evl_run_until_complete(loop, fut);
+  server = err == 0 ? (evl_server *)evl_future_result(fut) : NULL;
+  evl_future_release(fut);
+  if (err == EVL_ESTOPPED) { /* a signal came first */
+    err = 0;
+    goto done;
+  }
+  if (err < 0) {
+    fprintf(stderr, "echo_server: cannot listen on 127.0.0.1:%d: %s\n", port,
+            evl_strerror(err));
+    goto done;
+  }
+  printf("listening on 127.0.0.1:%d\n", evl_server_port(server));
+  fflush(stdout);
+
+  /* Serve until a signal stops the loop. */
+  err = evl_run_forever(loop);
+  if (err < 0)
+    fprintf(stderr, "evl_run_forever: %s\n", evl_strerror(err));
+  evl_remove_reader(loop, sig_pipe[0]); /* a second signal changes nothing */
+
+  /* Shut down: stop listening, close the connections (what is queued is
+     sent first) and wait until they are gone. A timer aborts those still
+     there after 2 s (a client that stopped reading). */
+  evl_server_close(server);
+  {
+    conn *c;
+    evl_handle timer;
+    int werr;
+    for (c = srv.conns; c; c = c->next)
+      evl_transport_close(c->t);
+    timer = evl_call_later(loop, 2.0, abort_connections, &srv);
+    fut = evl_server_wait_closed(server);
+    werr = evl_run_until_complete(loop, fut);
+    evl_future_release(fut);
+    evl_handle_cancel(loop, timer);
+    if (werr < 0 && err == 0)
+      err = werr;
+  }
+  evl_server_free(server);
+
+done:
+  evl_remove_reader(loop, sig_pipe[0]);
+  evl_loop_free(loop);
+  close(sig_pipe[0]);
+  close(sig_pipe[1]);
+  return err < 0 ? 1 : 0;
+}

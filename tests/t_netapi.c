@@ -1,0 +1,74 @@
+/* Networking API contracts the other network tests do not pin down. */
+#include "test.h"
+
+#include <sys/socket.h>
+
+typedef struct conn_state {
+  evl_transport *t;
+  int made, lost;
+} conn_state;
+
+static void made_cb(evl_transport *t, void *user) {
+  conn_state *c = (conn_state *)user;
+  c->t = t;
+  c->made++;
+}
+static void lost_cb(evl_transport *t, int err, void *user) {
+  conn_state *c = (conn_state *)user;
+  (void)t;
+  (void)err;
+  c->t = NULL;
+  c->lost++;
+}
+static const evl_protocol conn_proto = {made_cb, NULL, NULL, lost_cb, NULL,
+                                        NULL,    NULL, NULL, NULL,    NULL};
+
+static void run_until(evl_loop *loop, const int *flag, int value) {
+  int i;
+  for (i = 0; i < 2000 && *flag != value; i++)
+    CHECK(evl_run_once(loop, 0.01) >= 0);
+  CHECK_EQ(*flag, value);
+}
+
+/* Every wait_closed caller gets its own future: one that times out (and is
+   cancelled by wait_for) leaves the others waiting. */
+TEST(server_wait_closed_futures_are_per_caller) {
+  evl_loop *loop = test_loop();
+  conn_state srv = {NULL, 0, 0}, cli = {NULL, 0, 0};
+  evl_future *sf, *cf, *w1, *w2, *w3;
+  evl_server *s;
+  sf = evl_create_server(loop, &conn_proto, &srv, "127.0.0.1", 0, NULL);
+  CHECK_EQ(evl_run_until_complete(loop, sf), 0);
+  s = (evl_server *)evl_future_result(sf);
+  cf = evl_create_connection(loop, &conn_proto, &cli, "127.0.0.1",
+                             evl_server_port(s), NULL);
+  CHECK_EQ(evl_run_until_complete(loop, cf), 0);
+  run_until(loop, &srv.made, 1);
+
+  w1 = evl_server_wait_closed(s);
+  w2 = evl_wait_for(evl_server_wait_closed(s), 0.03);
+  CHECK_EQ(evl_run_until_complete(loop, w2), EVL_ETIMEDOUT);
+  CHECK(!evl_future_done(w1)); /* not cancelled by w2's timeout */
+
+  evl_server_close(s);
+  CHECK(evl_run_once(loop, 0) >= 0);
+  CHECK(!evl_future_done(w1)); /* a connection is still open */
+  evl_transport_close(cli.t);
+  CHECK_EQ(evl_run_until_complete(loop, w1), 0);
+  CHECK_EQ(srv.lost, 1);
+  w3 = evl_server_wait_closed(s); /* closed and empty: done at once */
+  CHECK(evl_future_done(w3));
+  CHECK_EQ(evl_future_error(w3), 0);
+
+  evl_future_release(w1);
+  evl_future_release(w2);
+  evl_future_release(w3);
+  evl_future_release(cf);
+  evl_future_release(sf);
+  evl_server_free(s);
+  evl_loop_free(loop);
+}
+
+TESTS_BEGIN
+T(server_wait_closed_futures_are_per_caller)
+TESTS_END
