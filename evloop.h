@@ -610,8 +610,10 @@ typedef struct evl_iovec {
   size_t len;
 } evl_iovec;
 
-/* 0, or EVL_ECLOSED once the transport is closing. Data is copied if it
-   cannot be sent at once. */
+/* 0; EVL_ECLOSED once the transport is closing, EVL_EPIPE after write_eof,
+   EVL_ENOTSUP on a datagram endpoint, or the error of the send itself (the
+   transport is then closing and connection_lost(err) follows). Data is
+   copied if it cannot be sent at once. */
 EVLOOP_API int evl_transport_write(evl_transport *t, const void *data,
                                    size_t len);
 EVLOOP_API int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
@@ -706,8 +708,10 @@ EVLOOP_API int evl_server_is_serving(evl_server *s);
 EVLOOP_API size_t evl_server_sockets(evl_server *s, evl_fd *fds, size_t max);
 /* The port of the first listening socket (for port 0). */
 EVLOOP_API int evl_server_port(evl_server *s);
-/* Frees a closed server once its wait_closed would complete; a server not
-   freed is freed by loop close. */
+/* Closes the server and frees it once its connections are gone. Optional:
+   servers belong to the loop, and evl_loop_free frees those left (do not
+   call this after evl_loop_free). A Unix server removes its socket file at
+   close if the file is still its own. */
 EVLOOP_API void evl_server_free(evl_server *s);
 
 /* local_host/local_port bind, remote_host/remote_port connect (either may
@@ -2668,6 +2672,7 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
 static void evl__jobs_close(evl_loop *loop);
 static void evl__executor_close_default(evl_loop *loop);
 static void evl__servers_close(evl_loop *loop);
+static void evl__server_release(evl_server *s);
 static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
 
@@ -2780,6 +2785,8 @@ EVL__DEF void evl_loop_free(evl_loop *loop) {
   if (!loop || loop->user_freed || evl_loop_close(loop) != 0)
     return;
   loop->user_freed = 1;
+  while (loop->servers) /* closed by evl_loop_close; ours to free now */
+    evl__server_release(loop->servers);
 #ifndef EVLOOP_NO_THREADS
   pthread_mutex_destroy(&loop->ts_mu);
   pthread_cond_destroy(&loop->ts_cv);
@@ -5322,6 +5329,8 @@ static void evl__server_maybe_done(evl_server *s) {
 static void evl__server_conn_gone(evl_server *s) {
   s->nconns--;
   evl__server_maybe_done(s);
+  if (s->user_freed && !s->nconns)
+    evl__server_release(s);
 }
 
 /* Out of fds: close the spare fd, accept and drop what waits, reopen the
@@ -5528,7 +5537,6 @@ static void evl__server_release(evl_server *s) {
   EVLOOP_FREE(NULL, s->unix_path);
   EVLOOP_FREE(NULL, s->owned_user);
   EVLOOP_FREE(NULL, s);
-  evl__loop_unref(loop);
 }
 
 EVL__DEF void evl_server_free(evl_server *s) {
@@ -5565,7 +5573,6 @@ static evl_server *evl__server_new(evl_loop *loop, const evl_protocol *proto,
   if (loop->servers)
     loop->servers->lprev = s;
   loop->servers = s;
-  loop->struct_refs++;
   if (loop->reserve_fd < 0) /* the spare fd for running out of fds */
     loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   return s;

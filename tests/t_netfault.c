@@ -1,0 +1,733 @@
+/* Network faults: refused connections, names that do not resolve, bad
+   ports, malformed hosts, peer resets, writing to a closed peer (no
+   SIGPIPE), running out of fds in accept (no spinning, recovery), 10,000
+   concurrent connections, no fd left behind. Resolving names starts the
+   executor's threads. */
+#include "test.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+
+static int g_reports, g_quiet;
+static void count_handler(evl_loop *loop, const evl_context *ctx, void *arg) {
+  (void)loop;
+  (void)arg;
+  if (!g_quiet)
+    fprintf(stderr, "  exception handler: %s (%s)\n", ctx->message,
+            ctx->error ? evl_err_name(ctx->error) : "-");
+  g_reports++;
+}
+static evl_loop *quiet_loop(void) {
+  evl_loop *loop = test_loop();
+  g_reports = 0;
+  evl_set_exception_handler(loop, count_handler, NULL);
+  return loop;
+}
+
+#define RUN_UNTIL(loop, cond)                                                  \
+  do {                                                                         \
+    double dl_ = test_now() + 10.0;                                            \
+    while (!(cond) && test_now() < dl_)                                        \
+      evl_run_once((loop), 0.01);                                              \
+    CHECK(cond);                                                               \
+  } while (0)
+
+static void run_for(evl_loop *loop, double secs) {
+  double end = test_now() + secs;
+  while (test_now() < end)
+    evl_run_once(loop, 0.005);
+}
+
+static int wait_fut(evl_loop *loop, evl_future *f) {
+  evl_future *w = evl_wait_for(evl_future_ref(f), 20.0);
+  int rc;
+  CHECK(w != NULL);
+  rc = evl_run_until_complete(loop, w);
+  (void)evl_future_error(w);
+  evl_future_release(w);
+  return rc;
+}
+
+static int is_eai(int err) {
+  return err <= EVL_EAI_AGAIN && err >= EVL_EAI_OVERFLOW;
+}
+
+/* ---- a small echo server and client peers -------------------------------- */
+
+typedef struct peer {
+  evl_transport *t;
+  int made, lost, lost_err, eofs, eof_keep, echo;
+  size_t n;
+  unsigned char buf[64];
+} peer;
+
+static void on_made(evl_transport *t, void *user) {
+  peer *p = (peer *)user;
+  p->t = t;
+  p->made++;
+}
+static void on_data(evl_transport *t, const void *data, size_t len,
+                    void *user) {
+  peer *p = (peer *)user;
+  if (p->n + len <= sizeof p->buf)
+    memcpy(p->buf + p->n, data, len);
+  p->n += len;
+  if (p->echo)
+    CHECK_EQ(evl_transport_write(t, data, len), 0);
+}
+static int on_eof(evl_transport *t, void *user) {
+  peer *p = (peer *)user;
+  (void)t;
+  p->eofs++;
+  return p->eof_keep;
+}
+static void on_lost(evl_transport *t, int err, void *user) {
+  peer *p = (peer *)user;
+  (void)t;
+  p->lost++;
+  p->lost_err = err;
+  p->t = NULL;
+}
+static const evl_protocol client_proto = {
+    on_made, on_data, on_eof, on_lost, NULL, NULL, NULL, NULL, NULL, NULL};
+
+/* Server: a stateless echo that counts. */
+typedef struct echo_srv {
+  int made, lost, lost_err_seen;
+  int peer_ports[64]; /* client ports of the first connections */
+} echo_srv;
+
+static int sa_port(const struct sockaddr_storage *ss) {
+  if (ss->ss_family == AF_INET)
+    return ntohs(((const struct sockaddr_in *)(const void *)ss)->sin_port);
+  if (ss->ss_family == AF_INET6)
+    return ntohs(((const struct sockaddr_in6 *)(const void *)ss)->sin6_port);
+  return -1;
+}
+
+static void srv_made(evl_transport *t, void *user) {
+  echo_srv *s = (echo_srv *)user;
+  if (s->made < 64) {
+    struct sockaddr_storage ss;
+    size_t len = sizeof ss;
+    CHECK_EQ(evl_transport_get_peername(t, &ss, &len), 0);
+    s->peer_ports[s->made] = sa_port(&ss);
+  }
+  s->made++;
+}
+static void srv_data(evl_transport *t, const void *data, size_t len,
+                     void *user) {
+  (void)user;
+  CHECK_EQ(evl_transport_write(t, data, len), 0);
+}
+static void srv_lost(evl_transport *t, int err, void *user) {
+  echo_srv *s = (echo_srv *)user;
+  (void)t;
+  s->lost++;
+  if (err)
+    s->lost_err_seen++;
+}
+static const evl_protocol echo_proto = {
+    srv_made, srv_data, NULL, srv_lost, NULL, NULL, NULL, NULL, NULL, NULL};
+
+static evl_server *echo_server(evl_loop *loop, echo_srv *s,
+                               const evl_net_options *o) {
+  evl_future *f = evl_create_server(loop, &echo_proto, s, "127.0.0.1", 0, o);
+  evl_server *srv;
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  srv = (evl_server *)evl_future_result(f);
+  CHECK(srv != NULL);
+  evl_future_release(f);
+  return srv;
+}
+
+static void server_done(evl_loop *loop, evl_server *srv) {
+  evl_future *w;
+  evl_server_close(srv);
+  w = evl_server_wait_closed(srv);
+  CHECK(w != NULL);
+  CHECK_EQ(wait_fut(loop, w), 0);
+  evl_future_release(w);
+  evl_server_free(srv);
+}
+
+static int connect_error(evl_loop *loop, const char *host, int port) {
+  peer p;
+  evl_future *f;
+  int rc;
+  memset(&p, 0, sizeof p);
+  f = evl_create_connection(loop, &client_proto, &p, host, port, NULL);
+  CHECK(f != NULL);
+  rc = wait_fut(loop, f);
+  CHECK_EQ(evl_future_error(f), rc);
+  CHECK(evl_future_result(f) == NULL);
+  evl_future_release(f);
+  CHECK_EQ(p.made, 0);
+  return rc;
+}
+
+/* A raw blocking listening socket on 127.0.0.1; returns it, *port set. */
+static int raw_listener(int *port) {
+  struct sockaddr_in sin;
+  socklen_t len = sizeof sin;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(fd >= 0);
+  memset(&sin, 0, sizeof sin);
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK_EQ(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+  CHECK_EQ(listen(fd, 64), 0);
+  CHECK_EQ(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+  *port = ntohs(sin.sin_port);
+  return fd;
+}
+
+static int free_port(void) {
+  int port, fd = raw_listener(&port);
+  close(fd);
+  return port;
+}
+
+/* ---- connection errors -------------------------------------------------- */
+
+TEST(netfault_connection_refused) {
+  evl_loop *loop = quiet_loop();
+  CHECK_EQ(connect_error(loop, "127.0.0.1", free_port()), EVL_ECONNREFUSED);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(netfault_unresolvable_host) {
+  evl_loop *loop = quiet_loop();
+  int rc = connect_error(loop, "no-such-host.invalid", 80);
+  if (!is_eai(rc))
+    fprintf(stderr, "  got %s\n", evl_err_name(rc));
+  CHECK(is_eai(rc));
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(netfault_bad_ports) {
+  evl_loop *loop = quiet_loop();
+  echo_srv s;
+  evl_future *f;
+  memset(&s, 0, sizeof s);
+  /* bad arguments: a future that fails with EVL_EINVAL */
+  CHECK_EQ(connect_error(loop, "127.0.0.1", -1), EVL_EINVAL);
+  CHECK_EQ(connect_error(loop, "127.0.0.1", 70000), EVL_EINVAL);
+  CHECK_EQ(connect_error(loop, "127.0.0.1", 65536), EVL_EINVAL);
+  f = evl_create_server(loop, &echo_proto, &s, "127.0.0.1", -1, NULL);
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
+  CHECK_EQ(evl_future_error(f), EVL_EINVAL);
+  evl_future_release(f);
+  f = evl_create_server(loop, &echo_proto, &s, "127.0.0.1", 70000, NULL);
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
+  CHECK_EQ(evl_future_error(f), EVL_EINVAL);
+  evl_future_release(f);
+  f = evl_open_connection(loop, "127.0.0.1", 70000, 0, NULL);
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
+  CHECK_EQ(evl_future_error(f), EVL_EINVAL);
+  evl_future_release(f);
+  /* port 0 cannot be connected to */
+  CHECK(connect_error(loop, "127.0.0.1", 0) < 0);
+  CHECK_EQ(s.made, 0);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(netfault_malformed_host) {
+  evl_loop *loop = quiet_loop();
+  int rc = connect_error(loop, "999.1.1.1x", 80);
+  if (!(is_eai(rc) || rc == EVL_EINVAL))
+    fprintf(stderr, "  got %s\n", evl_err_name(rc));
+  CHECK(is_eai(rc) || rc == EVL_EINVAL);
+  rc = connect_error(loop, "127.0.0.1,,", 80);
+  CHECK(rc < 0);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- peers that go away -------------------------------------------------- */
+
+TEST(netfault_peer_reset) {
+  evl_loop *loop = quiet_loop();
+  int port, lfd = raw_listener(&port), afd;
+  peer cl;
+  evl_future *f;
+  struct linger lg;
+  memset(&cl, 0, sizeof cl);
+  f = evl_create_connection(loop, &client_proto, &cl, "127.0.0.1", port, NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  evl_future_release(f);
+  RUN_UNTIL(loop, cl.made == 1);
+  afd = accept(lfd, NULL, NULL);
+  CHECK(afd >= 0);
+  lg.l_onoff = 1;
+  lg.l_linger = 0;
+  CHECK_EQ(setsockopt(afd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  close(afd); /* RST */
+  RUN_UNTIL(loop, cl.lost == 1);
+  CHECK_EQ(cl.lost_err, EVL_ECONNRESET);
+  CHECK_EQ(cl.eofs, 0);
+  close(lfd);
+  evl_loop_free(loop);
+}
+
+static void write_until_lost(evl_loop *loop, peer *cl, size_t chunk) {
+  unsigned char *data = (unsigned char *)calloc(1, chunk);
+  int i;
+  CHECK(data != NULL);
+  for (i = 0; i < 400 && !cl->lost; i++) {
+    /* the failing write may report the error itself (then it is
+       closing: the next write gives EVL_ECLOSED) */
+    int rc = evl_transport_write(cl->t, data, chunk);
+    if (!(rc == 0 || rc == EVL_ECLOSED || rc == EVL_EPIPE ||
+          rc == EVL_ECONNRESET))
+      fprintf(stderr, "  write: %s (lost %d)\n", evl_err_name(rc), cl->lost);
+    CHECK(rc == 0 || rc == EVL_ECLOSED || rc == EVL_EPIPE ||
+          rc == EVL_ECONNRESET);
+    if (rc == EVL_EPIPE || rc == EVL_ECONNRESET) {
+      CHECK_EQ(evl_transport_is_closing(cl->t), 1);
+      CHECK_EQ(evl_transport_write(cl->t, data, chunk), EVL_ECLOSED);
+    }
+    run_for(loop, 0.005);
+  }
+  free(data);
+  CHECK_EQ(cl->lost, 1);
+  if (!(cl->lost_err == EVL_EPIPE || cl->lost_err == EVL_ECONNRESET))
+    fprintf(stderr, "  lost with %s\n", evl_err_name(cl->lost_err));
+  CHECK(cl->lost_err == EVL_EPIPE || cl->lost_err == EVL_ECONNRESET);
+}
+
+TEST(netfault_write_after_peer_closed_no_sigpipe) {
+  evl_loop *loop;
+  int port, lfd = raw_listener(&port), afd;
+  peer cl;
+  evl_future *f;
+  signal(SIGPIPE, SIG_DFL); /* the runner ignores it; a SIGPIPE kills us */
+  loop = quiet_loop();
+  g_quiet = 1; /* the write error may be reported too */
+  memset(&cl, 0, sizeof cl);
+  cl.eof_keep = 1; /* stay open for writing after the peer's FIN */
+  f = evl_create_connection(loop, &client_proto, &cl, "127.0.0.1", port, NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  evl_future_release(f);
+  RUN_UNTIL(loop, cl.made == 1);
+  afd = accept(lfd, NULL, NULL);
+  CHECK(afd >= 0);
+  close(afd);
+  RUN_UNTIL(loop, cl.eofs == 1);
+  CHECK_EQ(cl.lost, 0);
+  write_until_lost(loop, &cl, 100);
+  close(lfd);
+  evl_loop_free(loop);
+}
+
+TEST(netfault_big_write_to_closed_peer_no_sigpipe) {
+  evl_loop *loop;
+  int port, lfd = raw_listener(&port), afd;
+  peer cl;
+  evl_future *f;
+  signal(SIGPIPE, SIG_DFL);
+  loop = quiet_loop();
+  g_quiet = 1;
+  memset(&cl, 0, sizeof cl);
+  cl.eof_keep = 1;
+  f = evl_create_connection(loop, &client_proto, &cl, "127.0.0.1", port, NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  evl_future_release(f);
+  RUN_UNTIL(loop, cl.made == 1);
+  afd = accept(lfd, NULL, NULL);
+  CHECK(afd >= 0);
+  close(afd);
+  close(lfd);
+  /* no waiting for the EOF: big writes, some of them queued */
+  write_until_lost(loop, &cl, (size_t)1 << 20);
+  evl_loop_free(loop);
+}
+
+/* ---- running out of fds in accept ---------------------------------------- */
+
+#define NCLI 24
+
+static double cpu_seconds(void) {
+  struct rusage ru;
+  CHECK_EQ(getrusage(RUSAGE_SELF, &ru), 0);
+  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+         (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+static int fd_open(int fd) {
+  return fcntl(fd, F_GETFD) != -1;
+}
+
+/* Reads what is there on a raw non-blocking client; returns bytes so far. */
+static size_t pump(int fd, char *buf, size_t *have, size_t cap) {
+  ssize_t n;
+  while (*have < cap && (n = recv(fd, buf + *have, cap - *have, 0)) > 0)
+    *have += (size_t)n;
+  return *have;
+}
+
+TEST(netfault_accept_out_of_fds) {
+  evl_loop *loop = quiet_loop();
+  echo_srv s;
+  evl_server *srv;
+  struct rlimit old, low;
+  struct sockaddr_in sin;
+  int cli[NCLI], i, lim, nfree = 0, port;
+  int accepted_before, k, fresh = -1;
+  double w0, c0, wall, cpu;
+  char buf[8];
+  size_t have = 0;
+  g_quiet = 1; /* EMFILE in accept may be reported */
+  memset(&s, 0, sizeof s);
+  srv = echo_server(loop, &s, NULL);
+  port = evl_server_port(srv);
+  for (i = 0; i < NCLI; i++) {
+    cli[i] = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(cli[i] >= 0);
+    CHECK_EQ(fcntl(cli[i], F_SETFL, O_NONBLOCK), 0);
+  }
+  CHECK_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  /* the limit caps new fd numbers: pick it so that exactly 3 fds below it
+     are free (fds above it, inherited ones say, stay usable) */
+  for (lim = 0; nfree < 3; lim++)
+    if (!fd_open(lim))
+      nfree++;
+  low = old;
+  low.rlim_cur = (rlim_t)lim;
+  CHECK_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+
+  memset(&sin, 0, sizeof sin);
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sin.sin_port = htons((unsigned short)port);
+  for (i = 0; i < NCLI; i++) {
+    int rc = connect(cli[i], (struct sockaddr *)&sin, sizeof sin);
+    CHECK(rc == 0 || errno == EINPROGRESS);
+  }
+  /* the server accepts what fits, then runs out of fds */
+  RUN_UNTIL(loop, s.made == nfree);
+  /* ~300 ms with connections pending and no fd to take them: the loop
+     must sleep, not spin on the readable listening socket */
+  w0 = test_now();
+  c0 = cpu_seconds();
+  run_for(loop, 0.3);
+  wall = test_now() - w0;
+  cpu = cpu_seconds() - c0;
+  if (cpu >= 0.5 * wall)
+    fprintf(stderr, "  cpu %.3f s over %.3f s\n", cpu, wall);
+  CHECK(cpu < 0.5 * wall);
+  CHECK_EQ(s.made, nfree);
+  CHECK_EQ(evl_server_is_serving(srv), 1);
+
+  /* close the clients: the server's fds come back (pending connections
+     may have been dropped or may be accepted now, either is fine), and
+     a new connection is accepted and echoes */
+  for (i = 0; i < NCLI; i++)
+    close(cli[i]);
+  RUN_UNTIL(loop, s.lost == s.made);
+  accepted_before = s.made;
+  fresh = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(fresh >= 0);
+  CHECK_EQ(fcntl(fresh, F_SETFL, O_NONBLOCK), 0);
+  k = connect(fresh, (struct sockaddr *)&sin, sizeof sin);
+  CHECK(k == 0 || errno == EINPROGRESS);
+  RUN_UNTIL(loop, s.made > accepted_before);
+  CHECK_EQ(send(fresh, "ping", 4, 0), 4);
+  RUN_UNTIL(loop, pump(fresh, buf, &have, 4) == 4);
+  CHECK(memcmp(buf, "ping", 4) == 0);
+  close(fresh);
+  CHECK_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+  RUN_UNTIL(loop, s.lost == s.made);
+  server_done(loop, srv);
+  evl_loop_free(loop);
+}
+
+/* ---- 10,000 concurrent connections --------------------------------------- */
+
+typedef struct mconn {
+  evl_transport *t;
+  int idx, made, lost, ok;
+  size_t n;
+  char want[16], got[16];
+} mconn;
+
+typedef struct many_ctx {
+  int inflight, connected, failed, echoed, lost;
+  int first_err;
+} many_ctx;
+static many_ctx g_many;
+
+static void m_made(evl_transport *t, void *user) {
+  mconn *c = (mconn *)user;
+  c->t = t;
+  c->made++;
+  g_many.connected++;
+  CHECK_EQ(evl_transport_write(t, c->want, strlen(c->want)), 0);
+}
+static void m_data(evl_transport *t, const void *data, size_t len, void *user) {
+  mconn *c = (mconn *)user;
+  (void)t;
+  CHECK(c->n + len <= strlen(c->want));
+  memcpy(c->got + c->n, data, len);
+  c->n += len;
+  if (c->n == strlen(c->want)) {
+    CHECK(memcmp(c->got, c->want, c->n) == 0);
+    c->ok = 1;
+    g_many.echoed++;
+  }
+}
+static void m_lost(evl_transport *t, int err, void *user) {
+  mconn *c = (mconn *)user;
+  (void)t;
+  (void)err;
+  c->lost++;
+  c->t = NULL;
+  g_many.lost++;
+}
+static const evl_protocol many_proto = {m_made, m_data, NULL, m_lost, NULL,
+                                        NULL,   NULL,   NULL, NULL,   NULL};
+
+static void m_connected(evl_future *f, void *arg) {
+  (void)arg;
+  g_many.inflight--;
+  if (evl_future_error(f) != 0) {
+    g_many.failed++;
+    if (!g_many.first_err)
+      g_many.first_err = evl_future_error(f);
+  }
+}
+
+TEST(netfault_10000_connections) {
+  int n = 10000, i, started = 0;
+  struct rlimit rl;
+  evl_loop *loop;
+  echo_srv s;
+  evl_server *srv;
+  evl_net_options o;
+  mconn *conns;
+  evl_future **futs;
+  double t0, dl;
+  rlim_t need = (rlim_t)(2 * n + 200);
+  CHECK_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+  if (rl.rlim_cur < need) {
+    struct rlimit r2 = rl;
+    r2.rlim_cur = need;
+    if (r2.rlim_max < need)
+      r2.rlim_max = need;
+    if (setrlimit(RLIMIT_NOFILE, &r2) != 0) {
+      /* the hard limit cannot be raised: as many as fit */
+      r2.rlim_cur = rl.rlim_max;
+      r2.rlim_max = rl.rlim_max;
+      if (r2.rlim_cur < 2200 || setrlimit(RLIMIT_NOFILE, &r2) != 0) {
+        printf("  note: cannot raise RLIMIT_NOFILE to %lu; skipped\n",
+               (unsigned long)need);
+        return;
+      }
+      n = (int)((r2.rlim_cur - 200) / 2);
+      printf("  note: RLIMIT_NOFILE hard limit %lu: %d connections\n",
+             (unsigned long)r2.rlim_cur, n);
+    }
+  }
+  loop = quiet_loop();
+  if (!strcmp(evl_backend_name(loop), "select")) {
+    n = (1024 - 64) / 2; /* select cannot watch fds >= FD_SETSIZE */
+    printf("  note: select backend: %d connections\n", n);
+  }
+  memset(&s, 0, sizeof s);
+  memset(&o, 0, sizeof o);
+  memset(&g_many, 0, sizeof g_many);
+  o.backlog = 1024;
+  srv = echo_server(loop, &s, &o);
+  conns = (mconn *)calloc((size_t)n, sizeof *conns);
+  futs = (evl_future **)calloc((size_t)n, sizeof *futs);
+  CHECK(conns != NULL && futs != NULL);
+  t0 = test_now();
+  dl = t0 + 40;
+  while (g_many.echoed + g_many.failed < n && test_now() < dl) {
+    /* at most 256 connects in flight: the backlog never overflows */
+    while (started < n && g_many.inflight < 256) {
+      mconn *c = &conns[started];
+      c->idx = started;
+      snprintf(c->want, sizeof c->want, "m%d.", started);
+      futs[started] = evl_create_connection(loop, &many_proto, c, "127.0.0.1",
+                                            evl_server_port(srv), NULL);
+      CHECK(futs[started] != NULL);
+      CHECK_EQ(evl_future_add_done_callback(futs[started], m_connected, NULL),
+               0);
+      g_many.inflight++;
+      started++;
+    }
+    evl_run_once(loop, 0.01);
+  }
+  if (g_many.failed)
+    fprintf(stderr, "  %d connections failed, first with %s\n", g_many.failed,
+            evl_err_name(g_many.first_err));
+  CHECK_EQ(g_many.failed, 0);
+  CHECK_EQ(g_many.connected, n);
+  CHECK_EQ(g_many.echoed, n);
+  CHECK_EQ(s.made, n);
+  for (i = 0; i < n; i++) {
+    CHECK(conns[i].ok);
+    CHECK_EQ(conns[i].made, 1);
+    CHECK(conns[i].t != NULL);
+  }
+  /* all of them are open at once, then closed */
+  for (i = 0; i < n; i++)
+    evl_transport_close(conns[i].t);
+  RUN_UNTIL(loop, g_many.lost == n && s.lost == n);
+  CHECK_EQ(s.lost_err_seen, 0);
+  for (i = 0; i < n; i++)
+    evl_future_release(futs[i]);
+  server_done(loop, srv);
+  evl_loop_free(loop);
+  free(conns);
+  free(futs);
+  CHECK_EQ(g_reports, 0);
+  if (test_now() - t0 > 15)
+    fprintf(stderr, "  note: took %.1f s\n", test_now() - t0);
+}
+
+/* ---- no fd left behind ------------------------------------------------- */
+
+static int count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  int n = 0;
+  if (!d)
+    return -1;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n;
+}
+
+static void dgram_made(evl_transport *t, void *user) {
+  on_made(t, user);
+}
+static void dgram_recv(evl_transport *t, const void *data, size_t len,
+                       const void *addr, size_t addrlen, void *user) {
+  peer *p = (peer *)user;
+  (void)t;
+  (void)data;
+  (void)addr;
+  (void)addrlen;
+  p->n += len + 1;
+}
+static const evl_protocol dgram_proto = {
+    dgram_made, NULL, NULL, on_lost, NULL, NULL, NULL, NULL, dgram_recv, NULL};
+
+static evl_transport *dial(evl_loop *loop, peer *p, const char *host,
+                           int port) {
+  evl_future *f =
+      evl_create_connection(loop, &client_proto, p, host, port, NULL);
+  evl_transport *t;
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  t = (evl_transport *)evl_future_result(f);
+  evl_future_release(f);
+  RUN_UNTIL(loop, p->made == 1);
+  return t;
+}
+
+TEST(netfault_no_fd_left) {
+  int before = count_fds(), i;
+  evl_loop *loop;
+  echo_srv s, us;
+  evl_server *srv, *usrv;
+  peer cl[2], u1, u2, uc;
+  evl_future *f;
+  char dir[] = "/tmp/evl-fds-XXXXXX", path[64];
+  if (before < 0) {
+    printf("  note: no /proc/self/fd; skipped\n");
+    return;
+  }
+  loop = quiet_loop();
+  memset(&s, 0, sizeof s);
+  memset(&us, 0, sizeof us);
+  memset(cl, 0, sizeof cl);
+  memset(&u1, 0, sizeof u1);
+  memset(&u2, 0, sizeof u2);
+  memset(&uc, 0, sizeof uc);
+  /* TCP: by number and by name (through the executor) */
+  srv = echo_server(loop, &s, NULL);
+  dial(loop, &cl[0], "127.0.0.1", evl_server_port(srv));
+  dial(loop, &cl[1], "localhost", evl_server_port(srv));
+  CHECK(count_fds() > before);
+  /* a refused connection */
+  CHECK_EQ(connect_error(loop, "127.0.0.1", free_port()), EVL_ECONNREFUSED);
+  /* Unix */
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(path, sizeof path, "%s/s", dir);
+  f = evl_create_unix_server(loop, &echo_proto, &us, path, NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  usrv = (evl_server *)evl_future_result(f);
+  evl_future_release(f);
+  f = evl_create_unix_connection(loop, &client_proto, &uc, path);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  evl_future_release(f);
+  RUN_UNTIL(loop, uc.made == 1 && us.made == 1);
+  /* UDP */
+  f = evl_create_datagram_endpoint(loop, &dgram_proto, &u1, "127.0.0.1", 0,
+                                   NULL, 0, NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  evl_future_release(f);
+  RUN_UNTIL(loop, u1.made == 1);
+  {
+    struct sockaddr_storage ss;
+    size_t len = sizeof ss;
+    CHECK_EQ(evl_transport_get_sockname(u1.t, &ss, &len), 0);
+    f = evl_create_datagram_endpoint(loop, &dgram_proto, &u2, NULL, 0,
+                                     "127.0.0.1", sa_port(&ss), NULL);
+  }
+  CHECK_EQ(wait_fut(loop, f), 0);
+  evl_future_release(f);
+  RUN_UNTIL(loop, u2.made == 1);
+  CHECK_EQ(evl_transport_sendto(u2.t, "x", 1, NULL, 0), 0);
+  RUN_UNTIL(loop, u1.n == 2);
+  /* traffic on every connection, then close everything */
+  for (i = 0; i < 2; i++)
+    CHECK_EQ(evl_transport_write(cl[i].t, "abc", 3), 0);
+  CHECK_EQ(evl_transport_write(uc.t, "abc", 3), 0);
+  RUN_UNTIL(loop, cl[0].n == 3 && cl[1].n == 3 && uc.n == 3);
+  for (i = 0; i < 2; i++)
+    evl_transport_close(cl[i].t);
+  evl_transport_abort(uc.t);
+  evl_transport_close(u1.t);
+  evl_transport_close(u2.t);
+  RUN_UNTIL(loop, cl[0].lost && cl[1].lost && uc.lost && u1.lost && u2.lost);
+  RUN_UNTIL(loop, s.lost == 2 && us.lost == 1);
+  server_done(loop, srv);
+  server_done(loop, usrv);
+  evl_loop_free(loop);
+  unlink(path);
+  CHECK_EQ(rmdir(dir), 0);
+  CHECK_EQ(count_fds(), before);
+}
+
+TESTS_BEGIN
+T(netfault_connection_refused)
+T(netfault_unresolvable_host)
+T(netfault_bad_ports)
+T(netfault_malformed_host)
+T(netfault_peer_reset)
+T(netfault_write_after_peer_closed_no_sigpipe)
+T(netfault_big_write_to_closed_peer_no_sigpipe)
+T(netfault_accept_out_of_fds)
+T(netfault_10000_connections)
+T(netfault_no_fd_left)
+TESTS_END

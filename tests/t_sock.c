@@ -1,0 +1,490 @@
+/* Sockets as futures: evl_sock_connect, evl_sock_accept, evl_sock_sendall,
+   evl_sock_recv, evl_sock_recv_into and evl_sock_sendfile on non-blocking
+   sockets the caller owns, awaited from tasks; a slow reader, a refused
+   connection, cancelling a pending receive. */
+#include "test.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+static int g_reports;
+static void count_handler(evl_loop *loop, const evl_context *ctx, void *arg) {
+  (void)loop;
+  (void)arg;
+  fprintf(stderr, "  exception handler: %s (%s)\n", ctx->message,
+          ctx->error ? evl_err_name(ctx->error) : "-");
+  g_reports++;
+}
+static evl_loop *quiet_loop(void) {
+  evl_loop *loop = test_loop();
+  g_reports = 0;
+  evl_set_exception_handler(loop, count_handler, NULL);
+  return loop;
+}
+
+#define RUN_UNTIL(loop, cond)                                                  \
+  do {                                                                         \
+    double dl_ = test_now() + 10.0;                                            \
+    while (!(cond) && test_now() < dl_)                                        \
+      evl_run_once((loop), 0.01);                                              \
+    CHECK(cond);                                                               \
+  } while (0)
+
+static void run_for(evl_loop *loop, double secs) {
+  double end = test_now() + secs;
+  while (test_now() < end)
+    evl_run_once(loop, 0.005);
+}
+
+/* Runs a task to its end (at most 10 s); returns its error code. */
+static int run_task(evl_loop *loop, evl_task *t) {
+  evl_future *w = evl_wait_for(evl_future_ref(t), 10.0);
+  int rc;
+  CHECK(w != NULL);
+  rc = evl_run_until_complete(loop, w);
+  (void)evl_future_error(w);
+  evl_future_release(w);
+  return rc;
+}
+
+static unsigned char pat(size_t i) {
+  return (unsigned char)((i * 131u + (i >> 11) + (i >> 19)) & 0xff);
+}
+
+static void set_nonblock(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  CHECK(fl >= 0);
+  CHECK_EQ(fcntl(fd, F_SETFL, fl | O_NONBLOCK), 0);
+}
+
+static int nb_socket(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(fd >= 0);
+  set_nonblock(fd);
+  return fd;
+}
+
+/* A non-blocking listening socket on 127.0.0.1; *addr gets its address. */
+static int listener(struct sockaddr_in *addr) {
+  socklen_t len = sizeof *addr;
+  int fd = nb_socket();
+  memset(addr, 0, sizeof *addr);
+  addr->sin_family = AF_INET;
+  addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK_EQ(bind(fd, (struct sockaddr *)addr, sizeof *addr), 0);
+  CHECK_EQ(listen(fd, 16), 0);
+  CHECK_EQ(getsockname(fd, (struct sockaddr *)addr, &len), 0);
+  return fd;
+}
+
+static int local_port(int fd) {
+  struct sockaddr_in sin;
+  socklen_t len = sizeof sin;
+  CHECK_EQ(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+  return ntohs(sin.sin_port);
+}
+static int remote_port(int fd) {
+  struct sockaddr_in sin;
+  socklen_t len = sizeof sin;
+  CHECK_EQ(getpeername(fd, (struct sockaddr *)&sin, &len), 0);
+  return ntohs(sin.sin_port);
+}
+
+/* ---- connect, accept, sendall, recv, recv_into, EOF -------------------- */
+
+typedef struct basic_state {
+  int lfd, cfd, afd;
+  struct sockaddr_in addr;
+  evl_future *acc;
+  char buf[64];
+  char big[4];
+  intptr_t connect_res, sent, got1, got2, got_eof;
+  int step;
+} basic_state;
+
+static void basic_task(evl_task *t, void *state) {
+  basic_state *s = (basic_state *)state;
+  evl_loop *loop = evl_task_loop(t);
+  EVL_ASYNC_BEGIN(t);
+  /* accept first: it waits until the connect below arrives */
+  s->acc = evl_sock_accept(loop, s->lfd);
+  CHECK(s->acc != NULL);
+  EVL_AWAIT(t, evl_sock_connect(loop, s->cfd, &s->addr, sizeof s->addr));
+  s->connect_res = evl_future_result_int(evl_await_future(t));
+  s->step = 1;
+  EVL_AWAIT(t, s->acc);
+  s->acc = NULL;
+  s->afd = (int)evl_future_result_int(evl_await_future(t));
+  s->step = 2;
+  EVL_AWAIT(t, evl_sock_sendall(loop, s->cfd, "hello, sock", 11));
+  s->sent = evl_future_result_int(evl_await_future(t));
+  EVL_AWAIT(t, evl_sock_recv(loop, s->afd, s->buf, sizeof s->buf));
+  s->got1 = evl_future_result_int(evl_await_future(t));
+  s->step = 3;
+  EVL_AWAIT(t, evl_sock_sendall(loop, s->afd, "pong", 4));
+  /* recv_into with a buffer smaller than what is there: a partial read */
+  EVL_AWAIT(t, evl_sock_recv_into(loop, s->cfd, s->big, 3));
+  s->got2 = evl_future_result_int(evl_await_future(t));
+  EVL_AWAIT(t, evl_sock_recv_into(loop, s->cfd, s->big + 3, 1));
+  s->step = 4;
+  CHECK_EQ(shutdown(s->cfd, SHUT_WR), 0);
+  EVL_AWAIT(t, evl_sock_recv(loop, s->afd, s->buf, sizeof s->buf));
+  s->got_eof = evl_future_result_int(evl_await_future(t));
+  s->step = 5;
+  EVL_ASYNC_END(t);
+}
+
+TEST(sock_connect_accept_sendall_recv) {
+  evl_loop *loop = quiet_loop();
+  basic_state s;
+  evl_task *t;
+  memset(&s, 0, sizeof s);
+  s.afd = -1;
+  s.lfd = listener(&s.addr);
+  s.cfd = nb_socket();
+  t = evl_task_create(loop, basic_task, &s, 0);
+  CHECK(t != NULL);
+  CHECK_EQ(run_task(loop, t), 0);
+  CHECK_EQ(s.step, 5);
+  CHECK_EQ(s.connect_res, 0);
+  CHECK(s.afd >= 0);
+  CHECK(s.afd != s.lfd && s.afd != s.cfd);
+  /* the accepted fd is the server end of the client's connection */
+  CHECK_EQ(remote_port(s.afd), local_port(s.cfd));
+  CHECK_EQ(s.sent, 11);
+  CHECK_EQ(s.got1, 11);
+  CHECK(memcmp(s.buf, "hello, sock", 11) == 0);
+  CHECK_EQ(s.got2, 3);
+  CHECK(memcmp(s.big, "pong", 4) == 0);
+  CHECK_EQ(s.got_eof, 0);
+  evl_future_release(t);
+  close(s.afd);
+  close(s.cfd);
+  close(s.lfd);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- sendall of 8 MiB against a slow reader ---------------------------- */
+
+#define BIG ((size_t)8 << 20)
+
+typedef struct slow_state {
+  int rfd, wfd;
+  unsigned char *data;
+  size_t got;
+  int bad, ticks, sendall_done;
+  intptr_t sent;
+  evl_handle timer;
+} slow_state;
+
+static void slow_read_cb(evl_loop *loop, void *arg) {
+  slow_state *s = (slow_state *)arg;
+  unsigned char buf[64 * 1024];
+  ssize_t n = read(s->rfd, buf, sizeof buf);
+  s->ticks++;
+  if (n > 0) {
+    ssize_t i;
+    for (i = 0; i < n; i++)
+      if (buf[i] != pat(s->got + (size_t)i))
+        s->bad = 1;
+    s->got += (size_t)n;
+  } else {
+    CHECK(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+  }
+  if (s->got < BIG)
+    s->timer = evl_call_later(loop, 0.002, slow_read_cb, s);
+}
+
+static void sendall_task(evl_task *t, void *state) {
+  slow_state *s = (slow_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  EVL_AWAIT(t, evl_sock_sendall(evl_task_loop(t), s->wfd, s->data, BIG));
+  s->sent = evl_future_result_int(evl_await_future(t));
+  s->sendall_done = 1;
+  EVL_ASYNC_END(t);
+}
+
+TEST(sock_sendall_slow_reader) {
+  evl_loop *loop = quiet_loop();
+  slow_state s;
+  evl_task *t;
+  int sv[2];
+  size_t i;
+  double t0;
+  memset(&s, 0, sizeof s);
+  CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  s.rfd = sv[0];
+  s.wfd = sv[1];
+  set_nonblock(s.rfd);
+  set_nonblock(s.wfd);
+  s.data = (unsigned char *)malloc(BIG);
+  CHECK(s.data != NULL);
+  for (i = 0; i < BIG; i++)
+    s.data[i] = pat(i);
+  s.timer = evl_call_later(loop, 0.002, slow_read_cb, &s);
+  t0 = test_now();
+  t = evl_task_create(loop, sendall_task, &s, 0);
+  CHECK_EQ(run_task(loop, t), 0);
+  CHECK_EQ(s.sendall_done, 1);
+  CHECK_EQ(s.sent, (intptr_t)BIG);
+  /* it had to wait for the reader: many reads happened meanwhile */
+  CHECK(s.ticks > 10);
+  CHECK(test_now() - t0 > 0.02);
+  RUN_UNTIL(loop, s.got == BIG);
+  CHECK_EQ(s.bad, 0);
+  evl_future_release(t);
+  close(sv[0]);
+  close(sv[1]);
+  free(s.data);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- errors ------------------------------------------------------------- */
+
+typedef struct refused_state {
+  int fd;
+  struct sockaddr_in addr;
+  int err, after;
+} refused_state;
+
+static void refused_task(evl_task *t, void *state) {
+  refused_state *s = (refused_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  EVL_AWAIT_TRY(
+      t, evl_sock_connect(evl_task_loop(t), s->fd, &s->addr, sizeof s->addr));
+  s->err = evl_await_error(t);
+  s->after = 1;
+  EVL_ASYNC_END(t);
+}
+
+TEST(sock_connect_refused) {
+  evl_loop *loop = quiet_loop();
+  refused_state s;
+  evl_task *t;
+  int lfd;
+  memset(&s, 0, sizeof s);
+  lfd = listener(&s.addr); /* take a free port, then free it */
+  close(lfd);
+  s.fd = nb_socket();
+  t = evl_task_create(loop, refused_task, &s, 0);
+  CHECK_EQ(run_task(loop, t), 0);
+  CHECK_EQ(s.after, 1);
+  CHECK_EQ(s.err, EVL_ECONNREFUSED);
+  evl_future_release(t);
+  close(s.fd);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(sock_connect_refused_plain_future) {
+  evl_loop *loop = quiet_loop();
+  struct sockaddr_in addr;
+  evl_future *f;
+  int lfd = listener(&addr), fd;
+  close(lfd);
+  fd = nb_socket();
+  f = evl_sock_connect(loop, fd, &addr, sizeof addr);
+  CHECK(f != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, f), EVL_ECONNREFUSED);
+  CHECK_EQ(evl_future_error(f), EVL_ECONNREFUSED);
+  evl_future_release(f);
+  close(fd);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- cancelling a pending receive --------------------------------------- */
+
+static void read_one_cb(evl_loop *loop, evl_fd fd, void *arg) {
+  char c;
+  int *got = (int *)arg;
+  (void)loop;
+  if (read((int)fd, &c, 1) == 1)
+    *got = c;
+}
+
+TEST(sock_recv_cancel_removes_watcher) {
+  evl_loop *loop = quiet_loop();
+  int sv[2], got = 0;
+  char buf[8];
+  evl_future *f;
+  memset(buf, '#', sizeof buf);
+  CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  set_nonblock(sv[0]);
+  set_nonblock(sv[1]);
+  f = evl_sock_recv(loop, sv[0], buf, sizeof buf);
+  CHECK(f != NULL);
+  run_for(loop, 0.02);
+  CHECK_EQ(evl_future_done(f), 0);
+  CHECK_EQ(evl_future_cancel(f), 1);
+  CHECK_EQ(evl_future_cancelled(f), 1);
+  /* the fd is free for a watcher of our own; data goes to it */
+  CHECK_EQ(evl_add_reader(loop, sv[0], read_one_cb, &got), 0);
+  CHECK_EQ(write(sv[1], "Z", 1), 1);
+  RUN_UNTIL(loop, got == 'Z');
+  run_for(loop, 0.02);
+  CHECK_EQ(evl_future_cancelled(f), 1);
+  CHECK_EQ(evl_future_error(f), EVL_ECANCELED);
+  CHECK_EQ(buf[0], '#'); /* the cancelled receive read nothing */
+  CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
+  /* and a new sock_recv on the same fd works */
+  evl_future_release(f);
+  f = evl_sock_recv(loop, sv[0], buf, sizeof buf);
+  CHECK(f != NULL);
+  CHECK_EQ(write(sv[1], "Q", 1), 1);
+  CHECK_EQ(evl_run_until_complete(loop, f), 0);
+  CHECK_EQ(evl_future_result_int(f), 1);
+  CHECK_EQ(buf[0], 'Q');
+  evl_future_release(f);
+  close(sv[0]);
+  close(sv[1]);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(sock_recv_cancel_then_release) {
+  /* cancel and release at once, then data arrives: nothing may touch the
+     (now gone) future or its buffer */
+  evl_loop *loop = quiet_loop();
+  int sv[2];
+  char *buf = (char *)malloc(8);
+  evl_future *f;
+  CHECK(buf != NULL);
+  CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  set_nonblock(sv[0]);
+  f = evl_sock_recv(loop, sv[0], buf, 8);
+  CHECK(f != NULL);
+  evl_run_once(loop, 0);
+  CHECK_EQ(evl_future_cancel(f), 1);
+  evl_future_release(f);
+  free(buf);
+  CHECK_EQ(write(sv[1], "data", 4), 4);
+  run_for(loop, 0.03);
+  close(sv[0]);
+  close(sv[1]);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- sock_sendfile --------------------------------------------------------
+ */
+
+#define FILE_SIZE ((size_t)1 << 20)
+
+typedef struct sf_state {
+  int file, wfd, rfd;
+  intptr_t sent;
+  unsigned char *rbuf;
+  size_t got;
+  int eof;
+} sf_state;
+
+static void sendfile_task(evl_task *t, void *state) {
+  sf_state *s = (sf_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  EVL_AWAIT(t,
+            evl_sock_sendfile(evl_task_loop(t), s->wfd, s->file, 0, FILE_SIZE));
+  s->sent = evl_future_result_int(evl_await_future(t));
+  CHECK_EQ(shutdown(s->wfd, SHUT_WR), 0);
+  EVL_ASYNC_END(t);
+}
+
+static void recv_all_task(evl_task *t, void *state) {
+  sf_state *s = (sf_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  while (!s->eof) {
+    CHECK(s->got <= FILE_SIZE);
+    EVL_AWAIT(t, evl_sock_recv(evl_task_loop(t), s->rfd, s->rbuf + s->got,
+                               FILE_SIZE + 16 - s->got));
+    if (evl_future_result_int(evl_await_future(t)) == 0)
+      s->eof = 1;
+    s->got += (size_t)evl_future_result_int(evl_await_future(t));
+  }
+  EVL_ASYNC_END(t);
+}
+
+TEST(sock_sendfile) {
+  evl_loop *loop = quiet_loop();
+  sf_state s;
+  evl_task *ts, *tr;
+  char name[] = "/tmp/evl-sock-sendfile-XXXXXX";
+  unsigned char *data = (unsigned char *)malloc(FILE_SIZE);
+  int sv[2];
+  size_t i;
+  memset(&s, 0, sizeof s);
+  CHECK(data != NULL);
+  for (i = 0; i < FILE_SIZE; i++)
+    data[i] = pat(i);
+  s.file = mkstemp(name);
+  CHECK(s.file >= 0);
+  unlink(name);
+  CHECK_EQ(write(s.file, data, FILE_SIZE), (ssize_t)FILE_SIZE);
+  s.rbuf = (unsigned char *)malloc(FILE_SIZE + 16);
+  CHECK(s.rbuf != NULL);
+  CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  s.wfd = sv[0];
+  s.rfd = sv[1];
+  set_nonblock(sv[0]);
+  set_nonblock(sv[1]);
+  ts = evl_task_create(loop, sendfile_task, &s, 0);
+  tr = evl_task_create(loop, recv_all_task, &s, 0);
+  CHECK_EQ(run_task(loop, tr), 0);
+  CHECK_EQ(run_task(loop, ts), 0);
+  CHECK_EQ(s.sent, (intptr_t)FILE_SIZE);
+  CHECK_EQ(s.got, FILE_SIZE);
+  CHECK(memcmp(s.rbuf, data, FILE_SIZE) == 0);
+  evl_future_release(ts);
+  evl_future_release(tr);
+  close(sv[0]);
+  close(sv[1]);
+  close(s.file);
+  free(s.rbuf);
+  free(data);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- accept of several connections -------------------------------------- */
+
+TEST(sock_accept_several) {
+  evl_loop *loop = quiet_loop();
+  struct sockaddr_in addr;
+  int lfd = listener(&addr), c[3], i;
+  for (i = 0; i < 3; i++) {
+    evl_future *fc, *fa;
+    int afd;
+    c[i] = nb_socket();
+    fc = evl_sock_connect(loop, c[i], &addr, sizeof addr);
+    fa = evl_sock_accept(loop, lfd);
+    CHECK(fc != NULL && fa != NULL);
+    CHECK_EQ(evl_run_until_complete(loop, fa), 0);
+    CHECK_EQ(evl_run_until_complete(loop, fc), 0);
+    afd = (int)evl_future_result_int(fa);
+    CHECK(afd >= 0);
+    CHECK_EQ(remote_port(afd), local_port(c[i]));
+    close(afd);
+    evl_future_release(fa);
+    evl_future_release(fc);
+  }
+  for (i = 0; i < 3; i++)
+    close(c[i]);
+  close(lfd);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TESTS_BEGIN
+T(sock_connect_accept_sendall_recv)
+T(sock_sendall_slow_reader)
+T(sock_connect_refused)
+T(sock_connect_refused_plain_future)
+T(sock_recv_cancel_removes_watcher)
+T(sock_recv_cancel_then_release)
+T(sock_sendfile)
+T(sock_accept_several)
+TESTS_END

@@ -1,0 +1,1632 @@
+/* TCP transports and servers on loopback: create_server/create_connection,
+   data both ways, close and EOF, half-close, big writes, writev, flow
+   control, pause/resume reading, close inside data_received, abort,
+   buffered protocols, addresses, TCP_NODELAY, listening on all interfaces
+   and on lists of hosts, address reuse, start_serving, server close,
+   wait_closed, serve_forever, connect_accepted_socket and sendfile. */
+#include "test.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* Counts (and prints) exception handler calls: none are expected. */
+static int g_reports;
+static void count_handler(evl_loop *loop, const evl_context *ctx, void *arg) {
+  (void)loop;
+  (void)arg;
+  fprintf(stderr, "  exception handler: %s (%s)\n", ctx->message,
+          ctx->error ? evl_err_name(ctx->error) : "-");
+  g_reports++;
+}
+static evl_loop *quiet_loop(void) {
+  evl_loop *loop = test_loop();
+  g_reports = 0;
+  evl_set_exception_handler(loop, count_handler, NULL);
+  return loop;
+}
+
+/* Runs the loop until cond holds (at most 10 s), then checks it. */
+#define RUN_UNTIL(loop, cond)                                                  \
+  do {                                                                         \
+    double dl_ = test_now() + 10.0;                                            \
+    while (!(cond) && test_now() < dl_)                                        \
+      evl_run_once((loop), 0.01);                                              \
+    CHECK(cond);                                                               \
+  } while (0)
+
+static void run_for(evl_loop *loop, double secs) {
+  double end = test_now() + secs;
+  while (test_now() < end)
+    evl_run_once(loop, 0.005);
+}
+
+/* Waits (at most 10 s) for f; returns its error code (0: a result). */
+static int wait_fut(evl_loop *loop, evl_future *f) {
+  evl_future *w = evl_wait_for(evl_future_ref(f), 10.0);
+  int rc;
+  CHECK(w != NULL);
+  rc = evl_run_until_complete(loop, w);
+  (void)evl_future_error(w);
+  evl_future_release(w);
+  return rc;
+}
+
+/* A byte pattern that does not repeat every 256 bytes. */
+static unsigned char pat(size_t i) {
+  return (unsigned char)((i * 131u + (i >> 11) + (i >> 19)) & 0xff);
+}
+static unsigned char *pattern_buf(size_t n, size_t off) {
+  unsigned char *b = (unsigned char *)malloc(n ? n : 1);
+  size_t i;
+  CHECK(b != NULL);
+  for (i = 0; i < n; i++)
+    b[i] = pat(off + i);
+  return b;
+}
+
+static int g_seq; /* orders callbacks across transports */
+
+/* One end of a connection and what happened to it. */
+typedef struct peer {
+  evl_transport *t;
+  int made, lost, lost_err, eofs, data_calls, after_lost;
+  int made_seq, eof_seq, lost_seq;
+  /* behaviour */
+  int eof_keep;      /* eof_received's return value */
+  int echo;          /* write back what arrives */
+  int close_in_data; /* close from inside data_received */
+  int pause_on_made; /* pause reading in connection_made */
+  int check_pat;     /* check the bytes against pat() */
+  int write_after_close_rc, closing_after_close;
+  int abort_in_data, close_in_eof, lost_write_rc;
+  /* received bytes: counted, the first `cap` kept in buf */
+  size_t n;
+  unsigned char *buf;
+  size_t cap;
+  int pat_bad;
+  size_t pat_bad_at;
+  /* flow control */
+  int pauses, resumes;
+  size_t size_at_pause, size_at_resume;
+  /* buffered protocol */
+  unsigned char small[1000];
+  int get_buffer_calls;
+} peer;
+
+static void peer_reset(peer *p) {
+  memset(p, 0, sizeof *p);
+  p->write_after_close_rc = 1;
+}
+
+static void on_made(evl_transport *t, void *user) {
+  peer *p = (peer *)user;
+  p->t = t;
+  p->made++;
+  p->made_seq = ++g_seq;
+  if (p->pause_on_made)
+    CHECK_EQ(evl_transport_pause_reading(t), 0);
+}
+
+static void take_bytes(peer *p, const unsigned char *d, size_t len) {
+  size_t i;
+  if (p->check_pat && !p->pat_bad)
+    for (i = 0; i < len; i++)
+      if (d[i] != pat(p->n + i)) {
+        p->pat_bad = 1;
+        p->pat_bad_at = p->n + i;
+        break;
+      }
+  if (p->buf && p->n < p->cap) {
+    size_t k = p->cap - p->n < len ? p->cap - p->n : len;
+    memcpy(p->buf + p->n, d, k);
+  }
+  p->n += len;
+}
+
+static void on_data(evl_transport *t, const void *data, size_t len,
+                    void *user) {
+  peer *p = (peer *)user;
+  if (p->lost)
+    p->after_lost++;
+  CHECK(len > 0);
+  p->data_calls++;
+  take_bytes(p, (const unsigned char *)data, len);
+  if (p->echo)
+    CHECK_EQ(evl_transport_write(t, data, len), 0);
+  if (p->abort_in_data) {
+    evl_transport_abort(t);
+    evl_transport_abort(t); /* idempotent */
+    evl_transport_close(t);
+  }
+  if (p->close_in_data) {
+    evl_transport_close(t);
+    p->closing_after_close = evl_transport_is_closing(t);
+    p->write_after_close_rc = evl_transport_write(t, "late", 4);
+    evl_transport_close(t); /* idempotent */
+  }
+}
+
+static int on_eof(evl_transport *t, void *user) {
+  peer *p = (peer *)user;
+  (void)t;
+  if (p->lost)
+    p->after_lost++;
+  p->eofs++;
+  p->eof_seq = ++g_seq;
+  if (p->close_in_eof)
+    evl_transport_close(t);
+  return p->eof_keep;
+}
+
+static void on_lost(evl_transport *t, int err, void *user) {
+  peer *p = (peer *)user;
+  (void)t;
+  if (p->lost)
+    p->after_lost++;
+  p->lost++;
+  p->lost_err = err;
+  p->lost_seq = ++g_seq;
+  p->lost_write_rc = evl_transport_write(t, "x", 1);
+  p->t = NULL; /* freed after this returns */
+}
+
+static void on_pause(evl_transport *t, void *user) {
+  peer *p = (peer *)user;
+  p->pauses++;
+  p->size_at_pause = evl_transport_get_write_buffer_size(t);
+}
+
+static void on_resume(evl_transport *t, void *user) {
+  peer *p = (peer *)user;
+  p->resumes++;
+  p->size_at_resume = evl_transport_get_write_buffer_size(t);
+}
+
+static void *on_get_buffer(evl_transport *t, size_t hint, size_t *len,
+                           void *user) {
+  peer *p = (peer *)user;
+  (void)t;
+  (void)hint;
+  p->get_buffer_calls++;
+  *len = sizeof p->small; /* smaller than what arrives: several reads */
+  return p->small;
+}
+
+static void on_buffer_updated(evl_transport *t, size_t nbytes, void *user) {
+  peer *p = (peer *)user;
+  (void)t;
+  CHECK(nbytes > 0 && nbytes <= sizeof p->small);
+  p->data_calls++;
+  take_bytes(p, p->small, nbytes);
+}
+
+static const evl_protocol client_proto = {on_made,  on_data,   on_eof, on_lost,
+                                          on_pause, on_resume, NULL,   NULL,
+                                          NULL,     NULL};
+
+/* A server gives each connection a peer of its own, copied from tmpl. */
+#define MAX_PEERS 16
+typedef struct server_ctx {
+  evl_server *free_in_made; /* evl_server_free from connection_made */
+  peer tmpl;
+  peer peers[MAX_PEERS];
+  int n;
+} server_ctx;
+
+static void server_ctx_init(server_ctx *c) {
+  memset(c, 0, sizeof *c);
+  peer_reset(&c->tmpl);
+}
+
+static void server_made(evl_transport *t, void *user) {
+  server_ctx *c = (server_ctx *)user;
+  peer *p;
+  CHECK(c->n < MAX_PEERS);
+  CHECK(evl_transport_user(t) == c);
+  p = &c->peers[c->n++];
+  *p = c->tmpl;
+  if (c->tmpl.cap) {
+    p->buf = (unsigned char *)malloc(c->tmpl.cap);
+    CHECK(p->buf != NULL);
+  }
+  evl_transport_set_user(t, p);
+  CHECK(evl_transport_user(t) == p);
+  on_made(t, p);
+  if (c->free_in_made) {
+    evl_server_free(c->free_in_made);
+    c->free_in_made = NULL;
+  }
+}
+
+static void server_ctx_free(server_ctx *c) {
+  int i;
+  for (i = 0; i < c->n; i++)
+    free(c->peers[i].buf);
+}
+
+static const evl_protocol server_proto = {
+    server_made, on_data, on_eof, on_lost, on_pause,
+    on_resume,   NULL,    NULL,   NULL,    NULL};
+
+static const evl_protocol buffered_server_proto = {
+    server_made,   on_data,           on_eof, on_lost, on_pause, on_resume,
+    on_get_buffer, on_buffer_updated, NULL,   NULL};
+
+static evl_server *serve_proto(evl_loop *loop, const evl_protocol *proto,
+                               server_ctx *c, const char *host, int port,
+                               const evl_net_options *opts) {
+  evl_future *f = evl_create_server(loop, proto, c, host, port, opts);
+  evl_server *s;
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  s = (evl_server *)evl_future_result(f);
+  CHECK(s != NULL);
+  evl_future_release(f);
+  return s;
+}
+static evl_server *serve(evl_loop *loop, server_ctx *c) {
+  return serve_proto(loop, &server_proto, c, "127.0.0.1", 0, NULL);
+}
+
+static evl_transport *dial(evl_loop *loop, peer *p, const char *host,
+                           int port) {
+  evl_future *f =
+      evl_create_connection(loop, &client_proto, p, host, port, NULL);
+  evl_transport *t;
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  t = (evl_transport *)evl_future_result(f);
+  CHECK(t != NULL);
+  evl_future_release(f);
+  RUN_UNTIL(loop, p->made == 1);
+  CHECK(p->t == t);
+  CHECK(evl_transport_loop(t) == loop);
+  CHECK(evl_transport_user(t) == p);
+  return t;
+}
+
+/* Connection attempt that must fail; returns the error. */
+static int dial_error(evl_loop *loop, const char *host, int port) {
+  peer p;
+  evl_future *f;
+  int rc;
+  peer_reset(&p);
+  f = evl_create_connection(loop, &client_proto, &p, host, port, NULL);
+  CHECK(f != NULL);
+  rc = wait_fut(loop, f);
+  CHECK_EQ(evl_future_error(f), rc);
+  CHECK(evl_future_result(f) == NULL);
+  evl_future_release(f);
+  CHECK_EQ(p.made, 0);
+  return rc;
+}
+
+/* Closes both transports (if open) and waits for both connection_lost. */
+static void close_both(evl_loop *loop, peer *a, peer *b) {
+  if (a->t)
+    evl_transport_close(a->t);
+  if (b->t)
+    evl_transport_close(b->t);
+  RUN_UNTIL(loop, a->lost == 1 && b->lost == 1);
+}
+
+static void server_done(evl_loop *loop, evl_server *s) {
+  evl_future *w;
+  evl_server_close(s);
+  w = evl_server_wait_closed(s);
+  CHECK(w != NULL);
+  CHECK_EQ(wait_fut(loop, w), 0);
+  evl_future_release(w);
+  evl_server_free(s);
+}
+
+static int port_of(const struct sockaddr_storage *ss) {
+  if (ss->ss_family == AF_INET)
+    return ntohs(((const struct sockaddr_in *)(const void *)ss)->sin_port);
+  if (ss->ss_family == AF_INET6)
+    return ntohs(((const struct sockaddr_in6 *)(const void *)ss)->sin6_port);
+  return -1;
+}
+
+static int fd_port(int fd, int *family) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  CHECK_EQ(getsockname(fd, (struct sockaddr *)&ss, &len), 0);
+  if (family)
+    *family = ss.ss_family;
+  return port_of(&ss);
+}
+
+static int have_ipv6(void) {
+  struct sockaddr_in6 sin6;
+  int fd = socket(AF_INET6, SOCK_STREAM, 0), ok;
+  if (fd < 0)
+    return 0;
+  memset(&sin6, 0, sizeof sin6);
+  sin6.sin6_family = AF_INET6;
+  sin6.sin6_addr = in6addr_loopback;
+  ok = bind(fd, (struct sockaddr *)&sin6, sizeof sin6) == 0;
+  close(fd);
+  return ok;
+}
+
+/* One echo round trip through a new connection to host:port. */
+static void echo_once(evl_loop *loop, server_ctx *c, const char *host,
+                      int port) {
+  peer cl;
+  unsigned char got[16];
+  int before = c->n;
+  peer *sp;
+  peer_reset(&cl);
+  cl.buf = got;
+  cl.cap = sizeof got;
+  c->tmpl.echo = 1;
+  dial(loop, &cl, host, port);
+  RUN_UNTIL(loop, c->n == before + 1);
+  sp = &c->peers[before];
+  CHECK_EQ(evl_transport_write(cl.t, "ping", 4), 0);
+  RUN_UNTIL(loop, cl.n == 4);
+  CHECK(memcmp(got, "ping", 4) == 0);
+  close_both(loop, &cl, sp);
+}
+
+/* ---- connection basics -------------------------------------------------- */
+
+TEST(tcp_data_both_ways_and_close) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  unsigned char cbuf[64], sbuf[64];
+  int port;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  cl.buf = cbuf;
+  cl.cap = sizeof cbuf;
+  c.tmpl.cap = sizeof sbuf;
+  s = serve(loop, &c);
+  port = evl_server_port(s);
+  CHECK(port > 0 && port < 65536);
+  CHECK_EQ(evl_server_is_serving(s), 1);
+  dial(loop, &cl, "127.0.0.1", port);
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+  CHECK_EQ(sp->made, 1);
+  CHECK(sp->t != NULL);
+  CHECK(evl_transport_fd(cl.t) >= 0);
+  CHECK(evl_transport_fd(sp->t) >= 0);
+  CHECK_EQ(evl_transport_is_closing(cl.t), 0);
+  CHECK_EQ(evl_transport_is_reading(cl.t), 1);
+  CHECK_EQ(evl_transport_can_write_eof(cl.t), 1);
+
+  CHECK_EQ(evl_transport_write(cl.t, "hello", 5), 0);
+  RUN_UNTIL(loop, sp->n == 5);
+  CHECK(memcmp(sp->buf, "hello", 5) == 0);
+  CHECK_EQ(evl_transport_write(sp->t, "world!", 6), 0);
+  RUN_UNTIL(loop, cl.n == 6);
+  CHECK(memcmp(cbuf, "world!", 6) == 0);
+  CHECK_EQ(evl_transport_get_write_buffer_size(cl.t), 0);
+
+  /* The client closes: lost(0) on it; the server sees EOF, then lost(0). */
+  evl_transport_close(cl.t);
+  CHECK_EQ(evl_transport_is_closing(cl.t), 1);
+  CHECK_EQ(evl_transport_write(cl.t, "x", 1), EVL_ECLOSED);
+  CHECK_EQ(cl.lost, 0); /* connection_lost is not called inline */
+  RUN_UNTIL(loop, cl.lost == 1 && sp->lost == 1);
+  CHECK_EQ(cl.lost_err, 0);
+  CHECK_EQ(sp->lost_err, 0);
+  CHECK_EQ(sp->eofs, 1);
+  CHECK(sp->eof_seq < sp->lost_seq);
+  CHECK_EQ(cl.eofs, 0);
+  run_for(loop, 0.03);
+  CHECK_EQ(cl.lost, 1);
+  CHECK_EQ(sp->lost, 1);
+  CHECK_EQ(cl.after_lost + sp->after_lost, 0);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_server_close_gives_client_eof) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  s = serve(loop, &c);
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+  CHECK_EQ(evl_transport_write(sp->t, "bye", 3), 0);
+  evl_transport_close(sp->t); /* queued data is sent first */
+  RUN_UNTIL(loop, cl.lost == 1 && sp->lost == 1);
+  CHECK_EQ(cl.n, 3);
+  CHECK_EQ(cl.eofs, 1);
+  CHECK(cl.eof_seq < cl.lost_seq);
+  CHECK_EQ(cl.lost_err, 0);
+  CHECK_EQ(sp->lost_err, 0);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_half_close_eof_received_keeps_writing) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  unsigned char cbuf[64], sbuf[64];
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  cl.buf = cbuf;
+  cl.cap = sizeof cbuf;
+  c.tmpl.cap = sizeof sbuf;
+  c.tmpl.eof_keep = 1;
+  s = serve(loop, &c);
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+  CHECK_EQ(evl_transport_write(cl.t, "request", 7), 0);
+  CHECK_EQ(evl_transport_write_eof(cl.t), 0);
+  CHECK_EQ(evl_transport_is_closing(cl.t), 0);
+  RUN_UNTIL(loop, sp->eofs == 1);
+  CHECK_EQ(sp->n, 7);
+  CHECK(memcmp(sp->buf, "request", 7) == 0);
+  run_for(loop, 0.03);
+  /* eof_received returned 1: the server side is still open for writing */
+  CHECK_EQ(sp->lost, 0);
+  CHECK(sp->t != NULL);
+  CHECK_EQ(evl_transport_is_closing(sp->t), 0);
+  CHECK_EQ(evl_transport_write(sp->t, "reply after eof", 15), 0);
+  RUN_UNTIL(loop, cl.n == 15);
+  CHECK(memcmp(cbuf, "reply after eof", 15) == 0);
+  CHECK_EQ(cl.lost, 0);
+  evl_transport_close(cl.t);
+  evl_transport_close(sp->t);
+  RUN_UNTIL(loop, cl.lost == 1 && sp->lost == 1);
+  CHECK_EQ(cl.lost_err, 0);
+  CHECK_EQ(sp->lost_err, 0);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- big writes, writev ------------------------------------------------- */
+
+TEST(tcp_write_64mib_in_one_call) {
+  const size_t total = (size_t)64 << 20;
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  unsigned char *data;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  c.tmpl.check_pat = 1;
+  s = serve(loop, &c);
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+  data = pattern_buf(total, 0);
+  CHECK_EQ(evl_transport_write(cl.t, data, total), 0);
+  /* the transport copied what it could not send at once */
+  memset(data, 0, total);
+  free(data);
+  CHECK(evl_transport_get_write_buffer_size(cl.t) > 0);
+  RUN_UNTIL(loop, sp->n >= total || sp->pat_bad || sp->lost);
+  CHECK_EQ(sp->pat_bad, 0);
+  CHECK_EQ(sp->n, total);
+  RUN_UNTIL(loop, evl_transport_get_write_buffer_size(cl.t) == 0);
+  close_both(loop, &cl, sp);
+  CHECK_EQ(sp->n, total);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_writev) {
+  const size_t big = (size_t)3 << 20;
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  unsigned char *a, *b;
+  evl_iovec iov[4];
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  c.tmpl.check_pat = 1;
+  s = serve(loop, &c);
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+  /* small pieces, an empty one, then two big ones that cannot all go at
+     once: the order must hold across what is sent and what is queued */
+  a = pattern_buf(big, 10);
+  b = pattern_buf(big, 10 + big);
+  {
+    unsigned char head[10];
+    size_t i;
+    for (i = 0; i < 10; i++)
+      head[i] = pat(i);
+    iov[0].base = head;
+    iov[0].len = 10;
+    iov[1].base = "";
+    iov[1].len = 0;
+    iov[2].base = a;
+    iov[2].len = big;
+    iov[3].base = b;
+    iov[3].len = big;
+    CHECK_EQ(evl_transport_writev(cl.t, iov, 4), 0);
+  }
+  free(a);
+  free(b);
+  CHECK_EQ(evl_transport_writev(cl.t, iov, 0), 0); /* nothing to send */
+  RUN_UNTIL(loop, sp->n >= 10 + 2 * big || sp->pat_bad || sp->lost);
+  CHECK_EQ(sp->pat_bad, 0);
+  CHECK_EQ(sp->n, 10 + 2 * big);
+  close_both(loop, &cl, sp);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- flow control ------------------------------------------------------- */
+
+TEST(tcp_flow_control_pause_resume_writing) {
+  const size_t high = 64 * 1024, low = 16 * 1024, chunk = 8 * 1024;
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  unsigned char *data;
+  size_t sent = 0;
+  int i;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  c.tmpl.check_pat = 1;
+  c.tmpl.pause_on_made = 1; /* the reader does not read at first */
+  s = serve(loop, &c);
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+  CHECK_EQ(evl_transport_is_reading(sp->t), 0);
+  CHECK_EQ(evl_transport_set_write_buffer_limits(cl.t, high, low), 0);
+  CHECK_EQ(evl_transport_set_write_buffer_limits(cl.t, 1000, 2000), EVL_EINVAL);
+  data = pattern_buf((size_t)64 << 20, 0);
+  /* Write 8 KiB at a time (letting the loop run) until the buffer passes
+     the high mark; the kernel's buffers fill first. */
+  for (i = 0; i < 32768 && cl.pauses == 0; i++) {
+    CHECK(sent + 9 * chunk <= ((size_t)64 << 20));
+    CHECK(evl_transport_get_write_buffer_size(cl.t) <= high);
+    CHECK_EQ(evl_transport_write(cl.t, data + sent, chunk), 0);
+    sent += chunk;
+    if (i % 16 == 0)
+      evl_run_once(loop, 0);
+  }
+  CHECK_EQ(cl.pauses, 1);
+  CHECK(cl.size_at_pause > high);
+  CHECK(evl_transport_get_write_buffer_size(cl.t) > high);
+  /* more writes while paused: no second pause_writing */
+  for (i = 0; i < 8; i++) {
+    CHECK_EQ(evl_transport_write(cl.t, data + sent, chunk), 0);
+    sent += chunk;
+  }
+  run_for(loop, 0.05);
+  CHECK_EQ(cl.pauses, 1);
+  CHECK_EQ(cl.resumes, 0);
+  CHECK_EQ(sp->n, 0);
+  CHECK_EQ(sp->data_calls, 0);
+  /* the reader resumes: the buffer drains, resume_writing once */
+  CHECK_EQ(evl_transport_resume_reading(sp->t), 0);
+  CHECK_EQ(evl_transport_is_reading(sp->t), 1);
+  RUN_UNTIL(loop, sp->n >= sent || sp->pat_bad || sp->lost);
+  CHECK_EQ(sp->pat_bad, 0);
+  CHECK_EQ(sp->n, sent);
+  RUN_UNTIL(loop, evl_transport_get_write_buffer_size(cl.t) == 0);
+  CHECK_EQ(cl.resumes, 1);
+  CHECK(cl.size_at_resume <= low);
+  CHECK_EQ(cl.pauses, 1);
+  free(data);
+  close_both(loop, &cl, sp);
+  CHECK_EQ(cl.pauses, 1);
+  CHECK_EQ(cl.resumes, 1);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_default_write_limits) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  unsigned char *data;
+  const size_t total = (size_t)64 << 20;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  c.tmpl.pause_on_made = 1;
+  s = serve(loop, &c);
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+  /* one write far beyond what the kernel holds: pause_writing once,
+     at once (asyncio calls it from inside write) */
+  data = pattern_buf(total, 0);
+  CHECK_EQ(evl_transport_write(cl.t, data, total), 0);
+  free(data);
+  CHECK_EQ(cl.pauses, 1);
+  CHECK(cl.size_at_pause > 64 * 1024);
+  CHECK_EQ(evl_transport_resume_reading(sp->t), 0);
+  RUN_UNTIL(loop, sp->n == total);
+  RUN_UNTIL(loop, cl.resumes == 1);
+  CHECK(cl.size_at_resume <= 16 * 1024);
+  CHECK_EQ(cl.pauses, 1);
+  close_both(loop, &cl, sp);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_pause_resume_reading) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  unsigned char sbuf[64];
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  c.tmpl.cap = sizeof sbuf;
+  s = serve(loop, &c);
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+  CHECK_EQ(evl_transport_is_reading(sp->t), 1);
+  CHECK_EQ(evl_transport_pause_reading(sp->t), 0);
+  CHECK_EQ(evl_transport_is_reading(sp->t), 0);
+  CHECK_EQ(evl_transport_pause_reading(sp->t), 0); /* no-op */
+  CHECK_EQ(evl_transport_write(cl.t, "abc", 3), 0);
+  CHECK_EQ(evl_transport_write_eof(cl.t), 0);
+  run_for(loop, 0.1);
+  CHECK_EQ(sp->data_calls, 0);
+  CHECK_EQ(sp->eofs, 0);
+  CHECK_EQ(sp->lost, 0);
+  CHECK_EQ(evl_transport_resume_reading(sp->t), 0);
+  CHECK_EQ(evl_transport_is_reading(sp->t), 1);
+  CHECK_EQ(evl_transport_resume_reading(sp->t), 0); /* no-op */
+  RUN_UNTIL(loop, sp->n == 3 && sp->lost == 1);
+  CHECK(memcmp(sp->buf, "abc", 3) == 0);
+  CHECK_EQ(sp->eofs, 1);
+  CHECK_EQ(sp->lost_err, 0);
+  close_both(loop, &cl, sp);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- close inside data_received, abort ---------------------------------- */
+
+TEST(tcp_close_inside_data_received) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  char msg[200];
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  c.tmpl.close_in_data = 1;
+  c.tmpl.echo = 1; /* writes, then closes: the echo is still sent */
+  s = serve(loop, &c);
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+  /* one write, read at once: no unread data turns the close into a reset */
+  memset(msg, 'm', sizeof msg);
+  CHECK_EQ(evl_transport_write(cl.t, msg, sizeof msg), 0);
+  RUN_UNTIL(loop, sp->lost == 1 && cl.lost == 1);
+  CHECK_EQ(sp->data_calls, 1); /* nothing after close */
+  CHECK_EQ(sp->n, sizeof msg);
+  CHECK_EQ(sp->closing_after_close, 1);
+  CHECK_EQ(sp->write_after_close_rc, EVL_ECLOSED);
+  CHECK_EQ(sp->lost_err, 0);
+  CHECK_EQ(sp->after_lost, 0);
+  CHECK_EQ(cl.n, sp->n); /* the echo written before close arrived */
+  CHECK_EQ(cl.eofs, 1);
+  CHECK_EQ(cl.lost_err, 0);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_abort_drops_queued_data) {
+  const size_t total = (size_t)32 << 20;
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  unsigned char *data;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  c.tmpl.pause_on_made = 1;
+  c.tmpl.check_pat = 1;
+  s = serve(loop, &c);
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+  data = pattern_buf(total, 0);
+  CHECK_EQ(evl_transport_write(cl.t, data, total), 0);
+  free(data);
+  CHECK(evl_transport_get_write_buffer_size(cl.t) > 0);
+  evl_transport_abort(cl.t);
+  CHECK_EQ(evl_transport_is_closing(cl.t), 1);
+  CHECK_EQ(cl.lost, 0);
+  RUN_UNTIL(loop, cl.lost == 1);
+  CHECK_EQ(cl.lost_err, 0);
+  /* the reader gets less than was written, in order, then the end */
+  CHECK_EQ(evl_transport_resume_reading(sp->t), 0);
+  RUN_UNTIL(loop, sp->lost == 1);
+  CHECK(sp->n < total);
+  CHECK_EQ(sp->pat_bad, 0);
+  CHECK(sp->lost_err == 0 || sp->lost_err == EVL_ECONNRESET);
+  CHECK_EQ(cl.after_lost, 0);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- buffered protocol --------------------------------------------------- */
+
+TEST(tcp_buffered_protocol) {
+  const size_t total = (size_t)1 << 20;
+  evl_loop *loop = quiet_loop();
+  server_ctx c, d;
+  evl_server *s, *s2;
+  peer cl, cl2, *sp, *sp2;
+  unsigned char *data;
+  server_ctx_init(&c);
+  server_ctx_init(&d);
+  peer_reset(&cl);
+  peer_reset(&cl2);
+  c.tmpl.check_pat = 1;
+  c.tmpl.cap = total;
+  d.tmpl.cap = total;
+  s = serve_proto(loop, &buffered_server_proto, &c, "127.0.0.1", 0, NULL);
+  s2 = serve(loop, &d); /* the same bytes through data_received */
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  dial(loop, &cl2, "127.0.0.1", evl_server_port(s2));
+  RUN_UNTIL(loop, c.n == 1 && d.n == 1);
+  sp = &c.peers[0];
+  sp2 = &d.peers[0];
+  data = pattern_buf(total, 0);
+  CHECK_EQ(evl_transport_write(cl.t, data, total), 0);
+  CHECK_EQ(evl_transport_write(cl2.t, data, total), 0);
+  evl_transport_close(cl.t);
+  evl_transport_close(cl2.t);
+  RUN_UNTIL(loop, sp->lost == 1 && sp2->lost == 1 && cl.lost && cl2.lost);
+  CHECK_EQ(sp->n, total);
+  CHECK_EQ(sp->pat_bad, 0);
+  CHECK(sp->get_buffer_calls >= (int)(total / sizeof sp->small));
+  CHECK_EQ(sp->eofs, 1);
+  CHECK_EQ(sp->lost_err, 0);
+  CHECK_EQ(sp2->n, total);
+  CHECK(memcmp(sp->buf, sp2->buf, total) == 0);
+  CHECK(memcmp(sp->buf, data, total) == 0);
+  free(data);
+  server_done(loop, s);
+  server_done(loop, s2);
+  server_ctx_free(&c);
+  server_ctx_free(&d);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- addresses and socket options --------------------------------------- */
+
+TEST(tcp_peername_sockname_nodelay) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  struct sockaddr_storage a, b;
+  size_t alen, blen;
+  int port, one = 0;
+  socklen_t olen;
+  evl_fd sfd;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  s = serve(loop, &c);
+  port = evl_server_port(s);
+  CHECK_EQ(evl_server_sockets(s, &sfd, 1), 1);
+  CHECK(sfd >= 0);
+  CHECK_EQ(fd_port((int)sfd, NULL), port);
+  dial(loop, &cl, "127.0.0.1", port);
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+
+  alen = sizeof a;
+  CHECK_EQ(evl_transport_get_peername(cl.t, &a, &alen), 0);
+  CHECK_EQ(alen, sizeof(struct sockaddr_in));
+  CHECK_EQ(a.ss_family, AF_INET);
+  CHECK_EQ(ntohl(((struct sockaddr_in *)(void *)&a)->sin_addr.s_addr),
+           0x7f000001L);
+  CHECK_EQ(port_of(&a), port);
+
+  alen = sizeof a;
+  CHECK_EQ(evl_transport_get_sockname(cl.t, &a, &alen), 0);
+  CHECK_EQ(alen, sizeof(struct sockaddr_in));
+  blen = sizeof b;
+  CHECK_EQ(evl_transport_get_peername(sp->t, &b, &blen), 0);
+  CHECK_EQ(blen, sizeof(struct sockaddr_in));
+  CHECK_EQ(ntohl(((struct sockaddr_in *)(void *)&b)->sin_addr.s_addr),
+           0x7f000001L);
+  CHECK_EQ(port_of(&a), port_of(&b)); /* client's port, seen by both */
+  CHECK(port_of(&a) != port);
+  blen = sizeof b;
+  CHECK_EQ(evl_transport_get_sockname(sp->t, &b, &blen), 0);
+  CHECK_EQ(port_of(&b), port);
+
+  /* a short buffer: truncated copy, the real length reported */
+  alen = 4;
+  memset(&a, 0xee, sizeof a);
+  CHECK_EQ(evl_transport_get_peername(cl.t, &a, &alen), 0);
+  CHECK_EQ(alen, sizeof(struct sockaddr_in));
+  CHECK_EQ(((unsigned char *)&a)[4], 0xee);
+
+  CHECK(evl_transport_fd(cl.t) >= 0);
+  CHECK(evl_transport_fd(sp->t) >= 0);
+  CHECK(evl_transport_fd(cl.t) != evl_transport_fd(sp->t));
+  olen = sizeof one;
+  CHECK_EQ(getsockopt((int)evl_transport_fd(cl.t), IPPROTO_TCP, TCP_NODELAY,
+                      &one, &olen),
+           0);
+  CHECK(one != 0);
+  one = 0;
+  olen = sizeof one;
+  CHECK_EQ(getsockopt((int)evl_transport_fd(sp->t), IPPROTO_TCP, TCP_NODELAY,
+                      &one, &olen),
+           0);
+  CHECK(one != 0);
+  /* the loop's sockets are non-blocking */
+  CHECK(fcntl((int)evl_transport_fd(cl.t), F_GETFL) & O_NONBLOCK);
+  CHECK(fcntl((int)evl_transport_fd(sp->t), F_GETFL) & O_NONBLOCK);
+  close_both(loop, &cl, sp);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_no_delay_off) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl;
+  evl_net_options o;
+  evl_future *f;
+  int one = 1;
+  socklen_t olen = sizeof one;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  s = serve(loop, &c);
+  memset(&o, 0, sizeof o);
+  o.no_delay_off = 1;
+  f = evl_create_connection(loop, &client_proto, &cl, "127.0.0.1",
+                            evl_server_port(s), &o);
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  evl_future_release(f);
+  RUN_UNTIL(loop, cl.made == 1 && c.n == 1);
+  CHECK_EQ(getsockopt((int)evl_transport_fd(cl.t), IPPROTO_TCP, TCP_NODELAY,
+                      &one, &olen),
+           0);
+  CHECK_EQ(one, 0);
+  close_both(loop, &cl, &c.peers[0]);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- listening addresses ------------------------------------------------- */
+
+TEST(tcp_server_all_interfaces) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  evl_fd fds[8];
+  size_t n, i;
+  int v4 = 0, v6 = 0, fam, port, v6only;
+  socklen_t olen;
+  server_ctx_init(&c);
+  s = serve_proto(loop, &server_proto, &c, NULL, 0, NULL);
+  n = evl_server_sockets(s, fds, 8);
+  CHECK(n >= 1 && n <= 8);
+  CHECK_EQ(evl_server_sockets(s, NULL, 0), n);
+  for (i = 0; i < n; i++) {
+    port = fd_port((int)fds[i], &fam);
+    CHECK(port > 0);
+    if (i == 0)
+      CHECK_EQ(evl_server_port(s), port);
+    if (fam == AF_INET) {
+      v4++;
+      echo_once(loop, &c, "127.0.0.1", port);
+    } else {
+      CHECK_EQ(fam, AF_INET6);
+      v6++;
+      echo_once(loop, &c, "::1", port);
+      v6only = 0;
+      olen = sizeof v6only;
+      CHECK_EQ(
+          getsockopt((int)fds[i], IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &olen),
+          0);
+      if (v6only == 0) /* a dual-stack socket takes IPv4 too */
+        v4++;
+    }
+  }
+  CHECK(v4 >= 1);
+  if (have_ipv6())
+    CHECK(v6 >= 1);
+  else
+    printf("  note: no IPv6 loopback; IPv6 part skipped\n");
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_server_empty_host_is_all_interfaces) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  server_ctx_init(&c);
+  s = serve_proto(loop, &server_proto, &c, "", 0, NULL);
+  CHECK(evl_server_sockets(s, NULL, 0) >= 1);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_server_host_list) {
+  evl_loop *loop;
+  server_ctx c;
+  evl_server *s;
+  evl_fd fds[4];
+  int fam0, fam1, p0, p1;
+  if (!have_ipv6()) {
+    printf("  note: no IPv6 loopback; skipped\n");
+    return;
+  }
+  loop = quiet_loop();
+  server_ctx_init(&c);
+  s = serve_proto(loop, &server_proto, &c, "127.0.0.1,::1", 0, NULL);
+  CHECK_EQ(evl_server_sockets(s, fds, 4), 2);
+  p0 = fd_port((int)fds[0], &fam0);
+  p1 = fd_port((int)fds[1], &fam1);
+  CHECK(fam0 != fam1);
+  CHECK(fam0 == AF_INET || fam0 == AF_INET6);
+  CHECK(fam1 == AF_INET || fam1 == AF_INET6);
+  echo_once(loop, &c, fam0 == AF_INET ? "127.0.0.1" : "::1", p0);
+  echo_once(loop, &c, fam1 == AF_INET ? "127.0.0.1" : "::1", p1);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_server_address_in_use_and_reuse_port) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c, d, e, g;
+  evl_server *s, *s2, *s3;
+  evl_net_options o;
+  evl_future *f;
+  int port;
+  server_ctx_init(&c);
+  server_ctx_init(&d);
+  server_ctx_init(&e);
+  server_ctx_init(&g);
+  s = serve(loop, &c);
+  port = evl_server_port(s);
+  f = evl_create_server(loop, &server_proto, &d, "127.0.0.1", port, NULL);
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), EVL_EADDRINUSE);
+  CHECK_EQ(evl_future_error(f), EVL_EADDRINUSE);
+  evl_future_release(f);
+  server_done(loop, s);
+
+  memset(&o, 0, sizeof o);
+  o.reuse_port = 1;
+  /* both servers share one context: the kernel picks either of them */
+  s2 = serve_proto(loop, &server_proto, &e, "127.0.0.1", 0, &o);
+  port = evl_server_port(s2);
+  s3 = serve_proto(loop, &server_proto, &e, "127.0.0.1", port, &o);
+  CHECK_EQ(evl_server_port(s3), port);
+  echo_once(loop, &e, "127.0.0.1", port);
+  server_done(loop, s2);
+  /* s3 still listens on the port */
+  echo_once(loop, &e, "127.0.0.1", port);
+  server_done(loop, s3);
+  server_ctx_free(&c);
+  server_ctx_free(&d);
+  server_ctx_free(&e);
+  server_ctx_free(&g);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- serving ------------------------------------------------------------ */
+
+TEST(tcp_no_start_serving) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  evl_net_options o;
+  memset(&o, 0, sizeof o);
+  o.no_start_serving = 1;
+  server_ctx_init(&c);
+  s = serve_proto(loop, &server_proto, &c, "127.0.0.1", 0, &o);
+  CHECK_EQ(evl_server_is_serving(s), 0);
+  CHECK(evl_server_port(s) > 0);
+  CHECK_EQ(evl_server_sockets(s, NULL, 0), 1);
+  run_for(loop, 0.02);
+  CHECK_EQ(c.n, 0);
+  CHECK_EQ(evl_server_start_serving(s), 0);
+  CHECK_EQ(evl_server_is_serving(s), 1);
+  CHECK_EQ(evl_server_start_serving(s), 0); /* again: no-op */
+  echo_once(loop, &c, "127.0.0.1", evl_server_port(s));
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_server_close_keeps_connections) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  evl_future *w;
+  unsigned char cbuf[16];
+  int port;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  cl.buf = cbuf;
+  cl.cap = sizeof cbuf;
+  c.tmpl.echo = 1;
+  s = serve(loop, &c);
+  port = evl_server_port(s);
+  dial(loop, &cl, "127.0.0.1", port);
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+  w = evl_server_wait_closed(s);
+  CHECK(w != NULL);
+  run_for(loop, 0.02);
+  CHECK_EQ(evl_future_done(w), 0); /* not closed yet */
+  evl_server_close(s);
+  CHECK_EQ(evl_server_is_serving(s), 0);
+  evl_server_close(s); /* idempotent */
+  CHECK_EQ(dial_error(loop, "127.0.0.1", port), EVL_ECONNREFUSED);
+  /* the existing connection still echoes */
+  CHECK_EQ(evl_transport_write(cl.t, "still", 5), 0);
+  RUN_UNTIL(loop, cl.n == 5);
+  CHECK(memcmp(cbuf, "still", 5) == 0);
+  run_for(loop, 0.02);
+  CHECK_EQ(evl_future_done(w), 0); /* a connection is still there */
+  evl_transport_close(cl.t);
+  RUN_UNTIL(loop, sp->lost == 1 && cl.lost == 1);
+  RUN_UNTIL(loop, evl_future_done(w));
+  CHECK_EQ(evl_future_error(w), 0);
+  evl_future_release(w);
+  evl_server_free(s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_wait_closed_waits_for_close) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  evl_future *w;
+  server_ctx_init(&c);
+  s = serve(loop, &c);
+  w = evl_server_wait_closed(s);
+  CHECK(w != NULL);
+  run_for(loop, 0.05);
+  CHECK_EQ(evl_future_done(w), 0); /* no connections, but still open */
+  evl_server_close(s);
+  RUN_UNTIL(loop, evl_future_done(w));
+  CHECK_EQ(evl_future_error(w), 0);
+  evl_future_release(w);
+  evl_server_free(s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_serve_forever_cancel_closes) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  evl_future *f, *w;
+  evl_net_options o;
+  int port;
+  memset(&o, 0, sizeof o);
+  o.no_start_serving = 1;
+  server_ctx_init(&c);
+  s = serve_proto(loop, &server_proto, &c, "127.0.0.1", 0, &o);
+  port = evl_server_port(s);
+  f = evl_server_serve_forever(s);
+  CHECK(f != NULL);
+  run_for(loop, 0.02);
+  CHECK_EQ(evl_future_done(f), 0);
+  CHECK_EQ(evl_server_is_serving(s), 1); /* serve_forever starts serving */
+  echo_once(loop, &c, "127.0.0.1", port);
+  CHECK_EQ(evl_future_done(f), 0);
+  CHECK_EQ(evl_future_cancel(f), 1);
+  RUN_UNTIL(loop, evl_server_is_serving(s) == 0);
+  CHECK_EQ(evl_future_cancelled(f), 1);
+  CHECK_EQ(dial_error(loop, "127.0.0.1", port), EVL_ECONNREFUSED);
+  w = evl_server_wait_closed(s);
+  CHECK_EQ(wait_fut(loop, w), 0);
+  evl_future_release(w);
+  CHECK_EQ(evl_future_error(f), EVL_ECANCELED);
+  evl_future_release(f);
+  evl_server_free(s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- connect_accepted_socket ------------------------------------------- */
+
+TEST(tcp_connect_accepted_socket) {
+  evl_loop *loop = quiet_loop();
+  int sv[2];
+  peer a, b;
+  unsigned char abuf[16], bbuf[16];
+  evl_transport *ta, *tb;
+  peer_reset(&a);
+  peer_reset(&b);
+  a.buf = abuf;
+  a.cap = sizeof abuf;
+  b.buf = bbuf;
+  b.cap = sizeof bbuf;
+  CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  /* blocking fds: the loop makes them non-blocking */
+  ta = evl_connect_accepted_socket(loop, &client_proto, &a, sv[0]);
+  tb = evl_connect_accepted_socket(loop, &client_proto, &b, sv[1]);
+  CHECK(ta != NULL && tb != NULL);
+  RUN_UNTIL(loop, a.made == 1 && b.made == 1);
+  CHECK(a.t == ta && b.t == tb);
+  CHECK_EQ(evl_transport_fd(ta), sv[0]);
+  CHECK(fcntl(sv[0], F_GETFL) & O_NONBLOCK);
+  CHECK_EQ(evl_transport_write(ta, "to b", 4), 0);
+  CHECK_EQ(evl_transport_write(tb, "to a!", 5), 0);
+  RUN_UNTIL(loop, a.n == 5 && b.n == 4);
+  CHECK(memcmp(abuf, "to a!", 5) == 0);
+  CHECK(memcmp(bbuf, "to b", 4) == 0);
+  evl_transport_close(ta);
+  RUN_UNTIL(loop, a.lost == 1 && b.lost == 1);
+  CHECK_EQ(b.eofs, 1);
+  CHECK_EQ(a.lost_err, 0);
+  CHECK_EQ(b.lost_err, 0);
+  /* the loop closed both fds */
+  CHECK(fcntl(sv[0], F_GETFD) == -1 && errno == EBADF);
+  CHECK(fcntl(sv[1], F_GETFD) == -1 && errno == EBADF);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_connect_accepted_tcp_socket) {
+  evl_loop *loop = quiet_loop();
+  struct sockaddr_in sin;
+  int lfd, cfd, afd, one = 0;
+  socklen_t olen = sizeof one;
+  peer a, b;
+  evl_transport *ta, *tb;
+  peer_reset(&a);
+  peer_reset(&b);
+  b.echo = 1;
+  lfd = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(lfd >= 0);
+  memset(&sin, 0, sizeof sin);
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK_EQ(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
+  CHECK_EQ(listen(lfd, 4), 0);
+  sin.sin_port = htons((unsigned short)fd_port(lfd, NULL));
+  cfd = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(cfd >= 0);
+  CHECK_EQ(connect(cfd, (struct sockaddr *)&sin, sizeof sin), 0);
+  afd = accept(lfd, NULL, NULL);
+  CHECK(afd >= 0);
+  close(lfd);
+  ta = evl_connect_accepted_socket(loop, &client_proto, &a, cfd);
+  tb = evl_connect_accepted_socket(loop, &client_proto, &b, afd);
+  CHECK(ta != NULL && tb != NULL);
+  RUN_UNTIL(loop, a.made == 1 && b.made == 1);
+  CHECK_EQ(getsockopt(afd, IPPROTO_TCP, TCP_NODELAY, &one, &olen), 0);
+  CHECK(one != 0);
+  CHECK_EQ(evl_transport_write(ta, "echo me", 7), 0);
+  RUN_UNTIL(loop, a.n == 7);
+  close_both(loop, &a, &b);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- sendfile ------------------------------------------------------------ */
+
+static int temp_file(size_t n) {
+  char name[] = "/tmp/evl-sendfile-XXXXXX";
+  unsigned char *data = pattern_buf(n, 3);
+  int fd = mkstemp(name);
+  size_t off = 0;
+  CHECK(fd >= 0);
+  unlink(name);
+  while (off < n) {
+    ssize_t w = write(fd, data + off, n - off);
+    CHECK(w > 0);
+    off += (size_t)w;
+  }
+  free(data);
+  return fd;
+}
+
+TEST(tcp_sendfile) {
+  const size_t total = (size_t)1 << 20;
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  evl_future *f, *f2;
+  int fd;
+  size_t i;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  c.tmpl.cap = total + 4096;
+  s = serve(loop, &c);
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+  fd = temp_file(total);
+  /* queued data first, then the file, then a part of it again */
+  CHECK_EQ(evl_transport_write(cl.t, "HDR", 3), 0);
+  f = evl_sendfile(cl.t, fd, 0, total);
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  CHECK_EQ(evl_future_result_int(f), (intptr_t)total);
+  f2 = evl_sendfile(cl.t, fd, 1000, 100);
+  CHECK(f2 != NULL);
+  CHECK_EQ(wait_fut(loop, f2), 0);
+  CHECK_EQ(evl_future_result_int(f2), 100);
+  CHECK_EQ(evl_transport_write(cl.t, "TRL", 3), 0);
+  RUN_UNTIL(loop, sp->n >= total + 106);
+  CHECK_EQ(sp->n, total + 106);
+  CHECK(memcmp(sp->buf, "HDR", 3) == 0);
+  for (i = 0; i < total; i++)
+    if (sp->buf[3 + i] != pat(3 + i))
+      break;
+  CHECK_EQ(i, total);
+  for (i = 0; i < 100; i++)
+    CHECK_EQ(sp->buf[3 + total + i], pat(3 + 1000 + i));
+  CHECK(memcmp(sp->buf + 3 + total + 100, "TRL", 3) == 0);
+  evl_future_release(f);
+  evl_future_release(f2);
+  close(fd);
+  close_both(loop, &cl, sp);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- re-entrant calls from callbacks ------------------------------------ */
+
+TEST(tcp_server_freed_in_connection_made) {
+  /* a one-shot server: evl_server_free from connection_made; the
+     connection goes on, the server is freed once it is gone */
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl;
+  int port;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  c.tmpl.echo = 1;
+  s = serve(loop, &c);
+  port = evl_server_port(s);
+  c.free_in_made = s;
+  dial(loop, &cl, "127.0.0.1", port);
+  RUN_UNTIL(loop, c.n == 1 && c.free_in_made == NULL);
+  CHECK_EQ(evl_transport_write(cl.t, "after", 5), 0);
+  RUN_UNTIL(loop, cl.n == 5);
+  CHECK_EQ(dial_error(loop, "127.0.0.1", port), EVL_ECONNREFUSED);
+  close_both(loop, &cl, &c.peers[0]);
+  run_for(loop, 0.02);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_abort_inside_data_received_during_bulk) {
+  const size_t total = (size_t)16 << 20;
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  unsigned char *data;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  cl.abort_in_data = 1;
+  s = serve(loop, &c);
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+  data = pattern_buf(total, 0);
+  CHECK_EQ(evl_transport_write(sp->t, data, total), 0);
+  free(data);
+  RUN_UNTIL(loop, cl.lost == 1);
+  CHECK_EQ(cl.data_calls, 1);
+  CHECK_EQ(cl.lost_err, 0);
+  CHECK_EQ(cl.lost_write_rc, EVL_ECLOSED);
+  CHECK_EQ(cl.after_lost, 0);
+  /* the sender finds out: reset or EOF, then connection_lost */
+  RUN_UNTIL(loop, sp->lost == 1);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+}
+
+TEST(tcp_close_inside_eof_received) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  c.tmpl.close_in_eof = 1;
+  c.tmpl.eof_keep = 1; /* keep open, but close anyway */
+  s = serve(loop, &c);
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+  CHECK_EQ(evl_transport_write_eof(cl.t), 0);
+  CHECK_EQ(evl_transport_write_eof(cl.t), 0);   /* twice is harmless */
+  CHECK(evl_transport_write(cl.t, "x", 1) < 0); /* no writes after EOF */
+  RUN_UNTIL(loop, sp->lost == 1 && cl.lost == 1);
+  CHECK_EQ(sp->eofs, 1);
+  CHECK_EQ(sp->lost_err, 0);
+  CHECK_EQ(cl.eofs, 1);
+  CHECK_EQ(cl.lost_err, 0);
+  CHECK_EQ(sp->after_lost + cl.after_lost, 0);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- options --------------------------------------------------------------
+ */
+
+TEST(tcp_connect_local_host_and_port) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl;
+  evl_net_options o;
+  evl_future *f;
+  struct sockaddr_storage ss;
+  size_t len = sizeof ss;
+  int lport;
+  evl_fd sfd;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  s = serve(loop, &c);
+  /* a free port to bind the client to: a server's, closed again */
+  {
+    server_ctx tmp;
+    evl_server *s2;
+    server_ctx_init(&tmp);
+    s2 = serve(loop, &tmp);
+    lport = evl_server_port(s2);
+    server_done(loop, s2);
+  }
+  memset(&o, 0, sizeof o);
+  o.local_host = "127.0.0.1";
+  o.local_port = lport;
+  f = evl_create_connection(loop, &client_proto, &cl, "127.0.0.1",
+                            evl_server_port(s), &o);
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  evl_future_release(f);
+  RUN_UNTIL(loop, cl.made == 1 && c.n == 1);
+  CHECK_EQ(evl_transport_get_sockname(cl.t, &ss, &len), 0);
+  CHECK_EQ(port_of(&ss), lport);
+  len = sizeof ss;
+  CHECK_EQ(evl_transport_get_peername(c.peers[0].t, &ss, &len), 0);
+  CHECK_EQ(port_of(&ss), lport);
+  close_both(loop, &cl, &c.peers[0]);
+  /* SO_REUSEADDR is on by default on listening sockets */
+  {
+    int v = 0;
+    socklen_t olen = sizeof v;
+    CHECK_EQ(evl_server_sockets(s, &sfd, 1), 1);
+    CHECK_EQ(getsockopt((int)sfd, SOL_SOCKET, SO_REUSEADDR, &v, &olen), 0);
+    CHECK(v != 0);
+  }
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_server_options_family_and_no_reuse_address) {
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  evl_net_options o;
+  evl_fd fds[8];
+  size_t n, i;
+  int fam, v = 1;
+  socklen_t olen = sizeof v;
+  server_ctx_init(&c);
+  memset(&o, 0, sizeof o);
+  o.family = AF_INET;
+  o.no_reuse_address = 1;
+  s = serve_proto(loop, &server_proto, &c, NULL, 0, &o);
+  n = evl_server_sockets(s, fds, 8);
+  CHECK(n >= 1 && n <= 8);
+  for (i = 0; i < n; i++) {
+    fd_port((int)fds[i], &fam);
+    CHECK_EQ(fam, AF_INET);
+  }
+  CHECK_EQ(getsockopt((int)fds[0], SOL_SOCKET, SO_REUSEADDR, &v, &olen), 0);
+  CHECK_EQ(v, 0);
+  echo_once(loop, &c, "127.0.0.1", evl_server_port(s));
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(tcp_write_limits_low_default) {
+  /* high given, low 0: low is high/4 */
+  const size_t high = 40000, chunk = 4096;
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+  unsigned char *data;
+  size_t sent = 0;
+  int i;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  c.tmpl.pause_on_made = 1;
+  s = serve(loop, &c);
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  RUN_UNTIL(loop, c.n == 1);
+  sp = &c.peers[0];
+  CHECK_EQ(evl_transport_set_write_buffer_limits(cl.t, high, 0), 0);
+  data = pattern_buf((size_t)32 << 20, 0);
+  for (i = 0; i < 8000 && cl.pauses == 0; i++) {
+    CHECK(sent + chunk <= ((size_t)32 << 20));
+    CHECK(evl_transport_get_write_buffer_size(cl.t) <= high);
+    CHECK_EQ(evl_transport_write(cl.t, data + sent, chunk), 0);
+    sent += chunk;
+    if (i % 16 == 0)
+      evl_run_once(loop, 0);
+  }
+  free(data);
+  CHECK_EQ(cl.pauses, 1);
+  CHECK(cl.size_at_pause > high);
+  CHECK(cl.size_at_pause <= high + chunk);
+  CHECK_EQ(evl_transport_resume_reading(sp->t), 0);
+  RUN_UNTIL(loop, cl.resumes == 1);
+  CHECK(cl.size_at_resume <= high / 4);
+  RUN_UNTIL(loop, sp->n == sent);
+  close_both(loop, &cl, sp);
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- loop close with a server and connections still open ---------------- */
+
+#ifdef __linux__
+#include <dirent.h>
+static int count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  int n = 0;
+  if (!d)
+    return -1;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n;
+}
+#else
+static int count_fds(void) {
+  return -1;
+}
+#endif
+
+TEST(tcp_loop_free_takes_open_server_and_connections) {
+  /* "a server not freed is freed by loop close"; open transports are
+     closed by it (connection_lost once); no fd and no memory is left
+     (LeakSanitizer and valgrind check the memory) */
+  int before = count_fds();
+  evl_loop *loop = quiet_loop();
+  server_ctx c;
+  evl_server *s;
+  peer cl;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  s = serve(loop, &c);
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  RUN_UNTIL(loop, c.n == 1);
+  CHECK_EQ(evl_transport_write(cl.t, "unsent?", 7), 0);
+  evl_loop_free(loop);
+  CHECK_EQ(cl.lost, 1);
+  CHECK_EQ(c.peers[0].lost, 1);
+  CHECK_EQ(cl.after_lost + c.peers[0].after_lost, 0);
+  if (before >= 0)
+    CHECK_EQ(count_fds(), before);
+  server_ctx_free(&c);
+}
+
+TESTS_BEGIN
+T(tcp_data_both_ways_and_close)
+T(tcp_server_close_gives_client_eof)
+T(tcp_half_close_eof_received_keeps_writing)
+T(tcp_write_64mib_in_one_call)
+T(tcp_writev)
+T(tcp_flow_control_pause_resume_writing)
+T(tcp_default_write_limits)
+T(tcp_pause_resume_reading)
+T(tcp_close_inside_data_received)
+T(tcp_abort_drops_queued_data)
+T(tcp_buffered_protocol)
+T(tcp_peername_sockname_nodelay)
+T(tcp_no_delay_off)
+T(tcp_server_all_interfaces)
+T(tcp_server_empty_host_is_all_interfaces)
+T(tcp_server_host_list)
+T(tcp_server_address_in_use_and_reuse_port)
+T(tcp_no_start_serving)
+T(tcp_server_close_keeps_connections)
+T(tcp_wait_closed_waits_for_close)
+T(tcp_serve_forever_cancel_closes)
+T(tcp_connect_accepted_socket)
+T(tcp_connect_accepted_tcp_socket)
+T(tcp_sendfile)
+T(tcp_server_freed_in_connection_made)
+T(tcp_abort_inside_data_received_during_bulk)
+T(tcp_close_inside_eof_received)
+T(tcp_connect_local_host_and_port)
+T(tcp_server_options_family_and_no_reuse_address)
+T(tcp_write_limits_low_default)
+T(tcp_loop_free_takes_open_server_and_connections)
+TESTS_END

@@ -1,0 +1,426 @@
+/* Datagram endpoints on loopback: bound and connected endpoints, sendto
+   with and without an address, sender addresses, empty datagrams,
+   ICMP errors through error_received, SO_BROADCAST, SO_REUSEPORT, close. */
+#include "test.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+static int g_reports;
+static void count_handler(evl_loop *loop, const evl_context *ctx, void *arg) {
+  (void)loop;
+  (void)arg;
+  fprintf(stderr, "  exception handler: %s (%s)\n", ctx->message,
+          ctx->error ? evl_err_name(ctx->error) : "-");
+  g_reports++;
+}
+static evl_loop *quiet_loop(void) {
+  evl_loop *loop = test_loop();
+  g_reports = 0;
+  evl_set_exception_handler(loop, count_handler, NULL);
+  return loop;
+}
+
+#define RUN_UNTIL(loop, cond)                                                  \
+  do {                                                                         \
+    double dl_ = test_now() + 10.0;                                            \
+    while (!(cond) && test_now() < dl_)                                        \
+      evl_run_once((loop), 0.01);                                              \
+    CHECK(cond);                                                               \
+  } while (0)
+
+static void run_for(evl_loop *loop, double secs) {
+  double end = test_now() + secs;
+  while (test_now() < end)
+    evl_run_once(loop, 0.005);
+}
+
+static int wait_fut(evl_loop *loop, evl_future *f) {
+  evl_future *w = evl_wait_for(evl_future_ref(f), 10.0);
+  int rc;
+  CHECK(w != NULL);
+  rc = evl_run_until_complete(loop, w);
+  (void)evl_future_error(w);
+  evl_future_release(w);
+  return rc;
+}
+
+#define MAX_DGRAMS 16
+typedef struct dpeer {
+  evl_transport *t;
+  int made, lost, lost_err, dgrams, errors, last_error, other_calls;
+  size_t len[MAX_DGRAMS];
+  unsigned char data[MAX_DGRAMS][64];
+  struct sockaddr_storage from[MAX_DGRAMS];
+  size_t fromlen[MAX_DGRAMS];
+} dpeer;
+
+static void on_made(evl_transport *t, void *user) {
+  dpeer *p = (dpeer *)user;
+  p->t = t;
+  p->made++;
+}
+static void on_lost(evl_transport *t, int err, void *user) {
+  dpeer *p = (dpeer *)user;
+  (void)t;
+  p->lost++;
+  p->lost_err = err;
+  p->t = NULL;
+}
+static void on_dgram(evl_transport *t, const void *data, size_t len,
+                     const void *addr, size_t addrlen, void *user) {
+  dpeer *p = (dpeer *)user;
+  int i = p->dgrams++;
+  (void)t;
+  CHECK(i < MAX_DGRAMS);
+  CHECK(len <= sizeof p->data[i]);
+  CHECK(len == 0 || data != NULL);
+  if (len)
+    memcpy(p->data[i], data, len);
+  p->len[i] = len;
+  CHECK(addr != NULL);
+  CHECK(addrlen > 0 && addrlen <= sizeof p->from[i]);
+  memcpy(&p->from[i], addr, addrlen);
+  p->fromlen[i] = addrlen;
+}
+static void on_error(evl_transport *t, int err, void *user) {
+  dpeer *p = (dpeer *)user;
+  (void)t;
+  p->errors++;
+  p->last_error = err;
+}
+static void on_other(evl_transport *t, const void *data, size_t len,
+                     void *user) {
+  (void)t;
+  (void)data;
+  (void)len;
+  ((dpeer *)user)->other_calls++;
+}
+static const evl_protocol dgram_proto = {on_made,  on_other, NULL, on_lost,
+                                         NULL,     NULL,     NULL, NULL,
+                                         on_dgram, on_error};
+
+static evl_transport *endpoint(evl_loop *loop, dpeer *p, const char *lhost,
+                               int lport, const char *rhost, int rport,
+                               const evl_net_options *o) {
+  evl_future *f = evl_create_datagram_endpoint(loop, &dgram_proto, p, lhost,
+                                               lport, rhost, rport, o);
+  evl_transport *t;
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  t = (evl_transport *)evl_future_result(f);
+  CHECK(t != NULL);
+  evl_future_release(f);
+  RUN_UNTIL(loop, p->made == 1);
+  CHECK(p->t == t);
+  return t;
+}
+
+static int endpoint_error(evl_loop *loop, dpeer *p, const char *lhost,
+                          int lport, const char *rhost, int rport,
+                          const evl_net_options *o) {
+  evl_future *f = evl_create_datagram_endpoint(loop, &dgram_proto, p, lhost,
+                                               lport, rhost, rport, o);
+  int rc;
+  CHECK(f != NULL);
+  rc = wait_fut(loop, f);
+  CHECK_EQ(evl_future_error(f), rc);
+  evl_future_release(f);
+  CHECK_EQ(p->made, 0);
+  return rc;
+}
+
+static int sockname_port(evl_transport *t) {
+  struct sockaddr_storage ss;
+  size_t len = sizeof ss;
+  CHECK_EQ(evl_transport_get_sockname(t, &ss, &len), 0);
+  CHECK_EQ(ss.ss_family, AF_INET);
+  CHECK_EQ(len, sizeof(struct sockaddr_in));
+  return ntohs(((struct sockaddr_in *)(void *)&ss)->sin_port);
+}
+
+static int addr_port(const struct sockaddr_storage *ss) {
+  CHECK_EQ(ss->ss_family, AF_INET);
+  return ntohs(((const struct sockaddr_in *)(const void *)ss)->sin_port);
+}
+
+static void close_wait(evl_loop *loop, dpeer *p) {
+  evl_transport_close(p->t);
+  RUN_UNTIL(loop, p->lost == 1);
+  CHECK_EQ(p->lost_err, 0);
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+TEST(udp_sendto_connected_and_explicit) {
+  evl_loop *loop = quiet_loop();
+  dpeer a, b, c;
+  struct sockaddr_in to;
+  int pa, pb, pc;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  memset(&c, 0, sizeof c);
+  endpoint(loop, &a, "127.0.0.1", 0, NULL, 0, NULL);
+  pa = sockname_port(a.t);
+  CHECK(pa > 0);
+  endpoint(loop, &b, NULL, 0, "127.0.0.1", pa, NULL);
+  pb = sockname_port(b.t);
+  CHECK(pb > 0);
+  {
+    struct sockaddr_storage ss;
+    size_t len = sizeof ss;
+    CHECK_EQ(evl_transport_get_peername(b.t, &ss, &len), 0);
+    CHECK_EQ(addr_port(&ss), pa);
+  }
+  /* connected: no address */
+  CHECK_EQ(evl_transport_sendto(b.t, "from b", 6, NULL, 0), 0);
+  RUN_UNTIL(loop, a.dgrams == 1);
+  CHECK_EQ(a.len[0], 6);
+  CHECK(memcmp(a.data[0], "from b", 6) == 0);
+  CHECK_EQ(a.fromlen[0], sizeof(struct sockaddr_in));
+  CHECK_EQ(addr_port(&a.from[0]), pb);
+  CHECK_EQ(ntohl(((struct sockaddr_in *)(void *)&a.from[0])->sin_addr.s_addr),
+           0x7f000001L);
+  /* the reply goes to the address it came from */
+  CHECK_EQ(evl_transport_sendto(a.t, "to b", 4, &a.from[0], a.fromlen[0]), 0);
+  RUN_UNTIL(loop, b.dgrams == 1);
+  CHECK_EQ(b.len[0], 4);
+  CHECK(memcmp(b.data[0], "to b", 4) == 0);
+  CHECK_EQ(addr_port(&b.from[0]), pa);
+  /* an unconnected endpoint with an explicit address */
+  endpoint(loop, &c, "127.0.0.1", 0, NULL, 0, NULL);
+  pc = sockname_port(c.t);
+  memset(&to, 0, sizeof to);
+  to.sin_family = AF_INET;
+  to.sin_port = htons((unsigned short)pa);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK_EQ(evl_transport_sendto(c.t, "from c", 6, &to, sizeof to), 0);
+  RUN_UNTIL(loop, a.dgrams == 2);
+  CHECK(memcmp(a.data[1], "from c", 6) == 0);
+  CHECK_EQ(addr_port(&a.from[1]), pc);
+  /* one datagram per sendto, boundaries kept */
+  CHECK_EQ(evl_transport_sendto(b.t, "1", 1, NULL, 0), 0);
+  CHECK_EQ(evl_transport_sendto(b.t, "22", 2, NULL, 0), 0);
+  CHECK_EQ(evl_transport_sendto(b.t, "333", 3, NULL, 0), 0);
+  RUN_UNTIL(loop, a.dgrams == 5);
+  CHECK_EQ(a.len[2], 1);
+  CHECK_EQ(a.len[3], 2);
+  CHECK_EQ(a.len[4], 3);
+  CHECK(memcmp(a.data[4], "333", 3) == 0);
+  CHECK_EQ(evl_transport_get_write_buffer_size(b.t), 0);
+  CHECK_EQ(a.errors + b.errors + c.errors, 0);
+  CHECK_EQ(a.other_calls + b.other_calls + c.other_calls, 0);
+  close_wait(loop, &a);
+  close_wait(loop, &b);
+  close_wait(loop, &c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(udp_zero_length_datagram) {
+  evl_loop *loop = quiet_loop();
+  dpeer a, b;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  endpoint(loop, &a, "127.0.0.1", 0, NULL, 0, NULL);
+  endpoint(loop, &b, NULL, 0, "127.0.0.1", sockname_port(a.t), NULL);
+  CHECK_EQ(evl_transport_sendto(b.t, "", 0, NULL, 0), 0);
+  CHECK_EQ(evl_transport_sendto(b.t, "x", 1, NULL, 0), 0);
+  RUN_UNTIL(loop, a.dgrams == 2);
+  CHECK_EQ(a.len[0], 0);
+  CHECK_EQ(a.len[1], 1);
+  CHECK_EQ(addr_port(&a.from[0]), sockname_port(b.t));
+  run_for(loop, 0.02);
+  CHECK_EQ(a.dgrams, 2);
+  close_wait(loop, &a);
+  close_wait(loop, &b);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(udp_connection_refused_error_received) {
+#ifdef __linux__
+  evl_loop *loop = quiet_loop();
+  dpeer b;
+  int fd, port, i;
+  struct sockaddr_in sin;
+  socklen_t len = sizeof sin;
+  memset(&b, 0, sizeof b);
+  /* a port nobody listens on */
+  fd = socket(AF_INET, SOCK_DGRAM, 0);
+  CHECK(fd >= 0);
+  memset(&sin, 0, sizeof sin);
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK_EQ(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+  CHECK_EQ(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+  port = ntohs(sin.sin_port);
+  close(fd);
+  endpoint(loop, &b, NULL, 0, "127.0.0.1", port, NULL);
+  /* the ICMP error comes back on a later receive (or send) */
+  for (i = 0; i < 50 && b.errors == 0; i++) {
+    int rc = evl_transport_sendto(b.t, "anyone?", 7, NULL, 0);
+    CHECK(rc == 0 || rc == EVL_ECONNREFUSED);
+    run_for(loop, 0.02);
+  }
+  CHECK(b.errors >= 1);
+  CHECK_EQ(b.last_error, EVL_ECONNREFUSED);
+  CHECK_EQ(b.lost, 0); /* an error_received does not close the endpoint */
+  CHECK_EQ(b.dgrams, 0);
+  close_wait(loop, &b);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+#else
+  printf("  note: ICMP errors on connected UDP are Linux-specific; skipped\n");
+#endif
+}
+
+TEST(udp_allow_broadcast) {
+  evl_loop *loop = quiet_loop();
+  dpeer a, b;
+  evl_net_options o;
+  int v = -1;
+  socklen_t len = sizeof v;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  memset(&o, 0, sizeof o);
+  o.allow_broadcast = 1;
+  endpoint(loop, &a, "127.0.0.1", 0, NULL, 0, &o);
+  CHECK(evl_transport_fd(a.t) >= 0);
+  CHECK_EQ(getsockopt((int)evl_transport_fd(a.t), SOL_SOCKET, SO_BROADCAST, &v,
+                      &len),
+           0);
+  CHECK(v != 0);
+  endpoint(loop, &b, "127.0.0.1", 0, NULL, 0, NULL);
+  v = -1;
+  len = sizeof v;
+  CHECK_EQ(getsockopt((int)evl_transport_fd(b.t), SOL_SOCKET, SO_BROADCAST, &v,
+                      &len),
+           0);
+  CHECK_EQ(v, 0);
+  close_wait(loop, &a);
+  close_wait(loop, &b);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(udp_reuse_port) {
+  evl_loop *loop = quiet_loop();
+  dpeer a, b, c, d;
+  evl_net_options o;
+  int port;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  memset(&c, 0, sizeof c);
+  memset(&d, 0, sizeof d);
+  memset(&o, 0, sizeof o);
+  o.reuse_port = 1;
+  endpoint(loop, &a, "127.0.0.1", 0, NULL, 0, &o);
+  port = sockname_port(a.t);
+  endpoint(loop, &b, "127.0.0.1", port, NULL, 0, &o);
+  CHECK_EQ(sockname_port(b.t), port);
+  /* without reuse_port the port is taken */
+  CHECK_EQ(endpoint_error(loop, &c, "127.0.0.1", port, NULL, 0, NULL),
+           EVL_EADDRINUSE);
+  /* a datagram to the port reaches one of the two */
+  endpoint(loop, &d, NULL, 0, "127.0.0.1", port, NULL);
+  CHECK_EQ(evl_transport_sendto(d.t, "hi", 2, NULL, 0), 0);
+  RUN_UNTIL(loop, a.dgrams + b.dgrams == 1);
+  close_wait(loop, &a);
+  close_wait(loop, &b);
+  close_wait(loop, &d);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(udp_close_connection_lost) {
+  evl_loop *loop = quiet_loop();
+  dpeer a, b;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  endpoint(loop, &a, "127.0.0.1", 0, NULL, 0, NULL);
+  endpoint(loop, &b, NULL, 0, "127.0.0.1", sockname_port(a.t), NULL);
+  CHECK_EQ(evl_transport_is_closing(a.t), 0);
+  evl_transport_close(a.t);
+  CHECK_EQ(evl_transport_is_closing(a.t), 1);
+  CHECK_EQ(evl_transport_sendto(a.t, "x", 1, NULL, 0), EVL_ECLOSED);
+  evl_transport_close(a.t); /* idempotent */
+  RUN_UNTIL(loop, a.lost == 1);
+  CHECK_EQ(a.lost_err, 0);
+  /* abort works the same way for datagrams */
+  evl_transport_abort(b.t);
+  RUN_UNTIL(loop, b.lost == 1);
+  CHECK_EQ(b.lost_err, 0);
+  run_for(loop, 0.02);
+  CHECK_EQ(a.lost, 1);
+  CHECK_EQ(b.lost, 1);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(udp_ipv6) {
+  evl_loop *loop;
+  dpeer a, b;
+  struct sockaddr_storage ss;
+  size_t len = sizeof ss;
+  int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+  struct sockaddr_in6 sin6;
+  int ok;
+  if (fd < 0) {
+    printf("  note: no IPv6; skipped\n");
+    return;
+  }
+  memset(&sin6, 0, sizeof sin6);
+  sin6.sin6_family = AF_INET6;
+  sin6.sin6_addr = in6addr_loopback;
+  ok = bind(fd, (struct sockaddr *)&sin6, sizeof sin6) == 0;
+  close(fd);
+  if (!ok) {
+    printf("  note: no IPv6 loopback; skipped\n");
+    return;
+  }
+  loop = quiet_loop();
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  endpoint(loop, &a, "::1", 0, NULL, 0, NULL);
+  CHECK_EQ(evl_transport_get_sockname(a.t, &ss, &len), 0);
+  CHECK_EQ(ss.ss_family, AF_INET6);
+  CHECK_EQ(len, sizeof(struct sockaddr_in6));
+  endpoint(loop, &b, NULL, 0, "::1",
+           ntohs(((struct sockaddr_in6 *)(void *)&ss)->sin6_port), NULL);
+  CHECK_EQ(evl_transport_sendto(b.t, "six", 3, NULL, 0), 0);
+  RUN_UNTIL(loop, a.dgrams == 1);
+  CHECK_EQ(a.from[0].ss_family, AF_INET6);
+  CHECK_EQ(a.fromlen[0], sizeof(struct sockaddr_in6));
+  CHECK_EQ(evl_transport_sendto(a.t, "back", 4, &a.from[0], a.fromlen[0]), 0);
+  RUN_UNTIL(loop, b.dgrams == 1);
+  close_wait(loop, &a);
+  close_wait(loop, &b);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(udp_bad_ports) {
+  evl_loop *loop = quiet_loop();
+  dpeer a;
+  memset(&a, 0, sizeof a);
+  CHECK_EQ(endpoint_error(loop, &a, "127.0.0.1", -1, NULL, 0, NULL),
+           EVL_EINVAL);
+  CHECK_EQ(endpoint_error(loop, &a, NULL, 0, "127.0.0.1", 70000, NULL),
+           EVL_EINVAL);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TESTS_BEGIN
+T(udp_sendto_connected_and_explicit)
+T(udp_zero_length_datagram)
+T(udp_connection_refused_error_received)
+T(udp_allow_broadcast)
+T(udp_reuse_port)
+T(udp_close_connection_lost)
+T(udp_ipv6)
+T(udp_bad_ports)
+TESTS_END
