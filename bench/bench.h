@@ -79,14 +79,19 @@ static inline uint64_t bench_rand(uint64_t *state) {
   return z ^ (z >> 31);
 }
 
-static inline int bench_reps(void) {
+/* Runs per measurement: BENCH_REPS, else def. */
+static inline int bench_reps_default(int def) {
   const char *s = getenv("BENCH_REPS");
-  int n = s ? atoi(s) : 3;
+  int n = s ? atoi(s) : def;
   if (n < 1)
     n = 1;
   if (n > BENCH_MAX_REPS)
     n = BENCH_MAX_REPS;
   return n;
+}
+
+static inline int bench_reps(void) {
+  return bench_reps_default(3);
 }
 
 static inline int bench_cmp_double(const void *a, const void *b) {
