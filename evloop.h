@@ -4185,8 +4185,8 @@ enum {
   EVL__T_MADE = 1 << 5,         /* connection_made ran */
   EVL__T_READ_EOF = 1 << 6,     /* the peer closed its side */
   EVL__T_DGRAM = 1 << 7,
-  EVL__T_LOST = 1 << 8,    /* connection_lost is scheduled */
-  EVL__T_SENDFILE = 1 << 9 /* a sendfile owns the write side */
+  EVL__T_LOST = 1 << 8,  /* connection_lost is scheduled */
+  EVL__T_WAITER = 1 << 9 /* u.waiter is set (not u.sf) */
 };
 
 typedef struct evl__dgram {
@@ -4206,13 +4206,19 @@ struct evl_transport {
   evl_server *server;           /* the server that accepted it, or NULL */
   evl_transport *lprev, *lnext; /* the loop's transports */
   unsigned char *wbuf;          /* queued bytes: wbuf[woff .. woff+wlen) */
-  size_t wlen, woff, wcap;
-  evl__dgram *dq_head, *dq_tail; /* queued datagrams */
-  evl__sendfile_op *sf;
-  evl_future *waiter; /* create_connection: completes at start */
-  uint32_t high, low;
+  uint32_t wlen, woff, wcap, high, low;
   int fd, flags, lost_err;
+  evl__dgram *dq_head; /* queued datagrams */
+  /* Before the start, the connection future to complete (EVL__T_WAITER);
+     after it, a running sendfile. Kept small: idle connections count. */
+  union {
+    evl_future *waiter;
+    evl__sendfile_op *sf;
+  } u;
 };
+
+/* The running sendfile, if any (u holds the waiter before the start). */
+#define EVL__SF(t) ((t)->flags & EVL__T_WAITER ? NULL : (t)->u.sf)
 
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__tr_on_writable(evl_loop *loop, evl_fd fd, void *arg);
@@ -4251,7 +4257,6 @@ static void evl__tr_drop_queue(evl_transport *t) {
     t->dq_head = d->next;
     evl__lfree(loop, d);
   }
-  t->dq_tail = NULL;
   evl__lfree(loop, t->wbuf);
   t->wbuf = NULL;
   t->wlen = t->woff = t->wcap = 0;
@@ -4266,13 +4271,14 @@ static void evl__tr_lost(evl_loop *loop, void *arg) {
   evl__unwatch(t->loop, t->fd, EVL__WRITE);
   close(t->fd);
   t->fd = -1;
-  if (t->sf)
-    evl__sendfile_fail(t, t->lost_err ? t->lost_err : EVL_ECANCELED);
-  if (t->waiter) { /* it never started: the connection future fails */
-    (void)evl_future_set_error(t->waiter,
+  if (t->flags & EVL__T_WAITER) { /* never started: the future fails */
+    t->flags &= ~EVL__T_WAITER;
+    (void)evl_future_set_error(t->u.waiter,
                                t->lost_err ? t->lost_err : EVL_ECANCELED, NULL);
-    evl_future_release(t->waiter);
-    t->waiter = NULL;
+    evl_future_release(t->u.waiter);
+    t->u.waiter = NULL;
+  } else if (t->u.sf) {
+    evl__sendfile_fail(t, t->lost_err ? t->lost_err : EVL_ECANCELED);
   }
   if ((t->flags & EVL__T_MADE) && t->proto->connection_lost)
     t->proto->connection_lost(t, t->lost_err, t->user);
@@ -4329,15 +4335,18 @@ static evl_transport *evl__tr_new(evl_loop *loop, const evl_protocol *proto,
    reading, then the connection future (asyncio's order). */
 static void evl__tr_start(evl_loop *loop, void *arg) {
   evl_transport *t = (evl_transport *)arg;
-  evl_future *w = t->waiter;
+  evl_future *w = NULL;
   if (t->flags & EVL__T_LOST)
     return;
   if (loop->closing) {
     evl__tr_schedule_lost(t, EVL_ECLOSED);
     return;
   }
-  t->flags |= EVL__T_MADE;
-  t->waiter = NULL;
+  if (t->flags & EVL__T_WAITER) {
+    w = t->u.waiter;
+    t->u.waiter = NULL;
+  }
+  t->flags = (t->flags & ~EVL__T_WAITER) | EVL__T_MADE;
   if (t->proto->connection_made)
     t->proto->connection_made(t, t->user);
   if (!(t->flags & (EVL__T_CLOSING | EVL__T_PAUSED))) {
@@ -4364,10 +4373,13 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
   t = evl__tr_new(loop, proto, user, fd, dgram);
   if (!t)
     return NULL;
-  t->waiter = waiter ? evl_future_ref(waiter) : NULL;
+  if (waiter) {
+    t->u.waiter = evl_future_ref(waiter);
+    t->flags |= EVL__T_WAITER;
+  }
   if (evl__soon_internal(loop, evl__tr_start, t) < 0) {
-    evl_future_release(t->waiter);
-    t->waiter = NULL;
+    if (waiter)
+      evl_future_release(waiter);
     t->fd = -1; /* the caller keeps the fd */
     if (t->lprev)
       t->lprev->lnext = t->lnext;
@@ -4431,23 +4443,25 @@ static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
 
 /* Appends to the write queue; EVL_ENOMEM leaves it as it was. */
 static int evl__tr_queue(evl_transport *t, const void *data, size_t len) {
-  if (t->woff && t->woff + t->wlen + len > t->wcap) {
+  if (len > 0xffffffffu - (size_t)t->wlen - (size_t)t->woff)
+    return EVL_ENOMEM; /* the queue holds up to 4 GiB */
+  if (t->woff && (size_t)t->woff + t->wlen + len > t->wcap) {
     memmove(t->wbuf, t->wbuf + t->woff, t->wlen);
     t->woff = 0;
   }
-  if (t->wlen + len > t->wcap) {
-    size_t cap = t->wcap ? t->wcap : 4096;
+  if ((size_t)t->wlen + len > t->wcap) {
+    size_t need = (size_t)t->wlen + len, cap = t->wcap ? t->wcap : 4096;
     unsigned char *b;
-    while (cap < t->wlen + len)
-      cap = cap > ((size_t)-1) / 2 ? t->wlen + len : cap * 2;
+    while (cap < need)
+      cap = cap > 0x7fffffffu ? need : cap * 2;
     b = (unsigned char *)evl__lrealloc(t->loop, t->wbuf, cap);
     if (!b)
       return EVL_ENOMEM;
     t->wbuf = b;
-    t->wcap = cap;
+    t->wcap = (uint32_t)cap;
   }
   memcpy(t->wbuf + t->woff + t->wlen, data, len);
-  t->wlen += len;
+  t->wlen += (uint32_t)len;
   return 0;
 }
 
@@ -4458,6 +4472,21 @@ static int evl__tr_check_writable(evl_transport *t) {
     return EVL_ECLOSED;
   if (t->flags & (EVL__T_EOF_PENDING | EVL__T_EOF_SENT))
     return EVL_EPIPE;
+  return 0;
+}
+
+/* Bytes were queued: watch for writability (unless a sendfile runs, which
+   watches already) and tell the protocol if it passed the high mark. */
+static int evl__tr_watch_queue(evl_transport *t) {
+  if (!EVL__SF(t)) {
+    int rc = evl__watch(t->loop, t->fd, EVL__WRITE, evl__tr_on_writable, t,
+                        NULL, NULL, 0);
+    if (rc) {
+      evl__tr_fatal(t, rc);
+      return rc;
+    }
+  }
+  evl__tr_maybe_pause(t);
   return 0;
 }
 
@@ -4486,7 +4515,7 @@ EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
     return 0;
   /* Nothing queued: send at once, queue only what the kernel did not take
      (and watch for writability only then). */
-  if (!t->wlen && !t->sf) {
+  if (!t->wlen && !EVL__SF(t)) {
     struct iovec v[64];
     struct msghdr mh;
     ssize_t r;
@@ -4524,21 +4553,35 @@ EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
       }
     }
   }
-  if (!t->sf) {
-    rc = evl__watch(t->loop, t->fd, EVL__WRITE, evl__tr_on_writable, t, NULL,
-                    NULL, 0);
-    if (rc) {
-      evl__tr_fatal(t, rc);
-      return rc;
-    }
-  }
-  evl__tr_maybe_pause(t);
-  return 0;
+  return evl__tr_watch_queue(t);
 }
 
 EVL__DEF int evl_transport_write(evl_transport *t, const void *data,
                                  size_t len) {
   evl_iovec v;
+  /* The common case, direct: a stream with nothing queued sends at once
+     (the echo and HTTP path: one send() per reply, nothing else). */
+  if (t && data && len &&
+      !(t->flags & (EVL__T_CLOSING | EVL__T_EOF_PENDING | EVL__T_EOF_SENT |
+                    EVL__T_DGRAM | EVL__T_WAITER)) &&
+      !t->wlen && !t->u.sf) {
+    ssize_t r = send(t->fd, data, len, EVL__SEND_FLAGS);
+    if (r == (ssize_t)len)
+      return 0;
+    if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      int rc = evl__errno();
+      evl__tr_fatal(t, rc);
+      return rc;
+    }
+    if (r < 0)
+      r = 0;
+    r = evl__tr_queue(t, (const unsigned char *)data + r, len - (size_t)r);
+    if (r) {
+      evl__tr_fatal(t, (int)r);
+      return (int)r;
+    }
+    return evl__tr_watch_queue(t);
+  }
   v.base = data;
   v.len = len;
   return evl_transport_writev(t, &v, 1);
@@ -4577,15 +4620,15 @@ static void evl__tr_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
         evl__tr_fatal(t, evl__errno());
       return;
     }
-    t->woff += (size_t)n;
-    t->wlen -= (size_t)n;
+    t->woff += (uint32_t)n;
+    t->wlen -= (uint32_t)n;
     evl__tr_maybe_resume(t);
     if (t->flags & EVL__T_LOST)
       return;
   }
   if (t->wlen)
     return;
-  if (t->sf) {
+  if (EVL__SF(t)) {
     evl__sendfile_pump(t);
     return;
   }
@@ -4599,7 +4642,7 @@ EVL__DEF int evl_transport_write_eof(evl_transport *t) {
   if (t->flags & EVL__T_DGRAM)
     return EVL_ENOTSUP;
   t->flags |= EVL__T_EOF_PENDING;
-  if (!t->wlen && !t->sf)
+  if (!t->wlen && !EVL__SF(t))
     evl__tr_drained(t);
   return 0;
 }
@@ -4612,7 +4655,7 @@ EVL__DEF void evl_transport_close(evl_transport *t) {
     return;
   t->flags |= EVL__T_CLOSING;
   evl__unwatch(t->loop, t->fd, EVL__READ);
-  if (!t->wlen && !t->dq_head && !t->sf)
+  if (!t->wlen && !t->dq_head && !EVL__SF(t))
     evl__tr_schedule_lost(t, 0);
   /* else: the writer callback finishes the close once the queue drained */
 }
@@ -4775,8 +4818,7 @@ static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
       return;
     t->dq_head = d->next;
     if (!t->dq_head)
-      t->dq_tail = NULL;
-    evl__lfree(loop, d);
+      evl__lfree(loop, d);
     if (n < 0 && t->proto->error_received)
       t->proto->error_received(t, evl__errno(), t->user);
     if (t->flags & EVL__T_LOST)
@@ -4822,11 +4864,12 @@ EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
     memcpy(&d->addr, addr, addrlen);
   if (len)
     memcpy(d + 1, data, len);
-  if (t->dq_tail)
-    t->dq_tail->next = d;
-  else
-    t->dq_head = d;
-  t->dq_tail = d;
+  { /* append: datagram queues are short, no tail pointer to keep */
+    evl__dgram **pp = &t->dq_head;
+    while (*pp)
+      pp = &(*pp)->next;
+    *pp = d;
+  }
   if (evl__watch(t->loop, t->fd, EVL__WRITE, evl__dg_on_writable, t, NULL, NULL,
                  0) == 0)
     evl__tr_maybe_pause(t);
@@ -6119,8 +6162,8 @@ struct evl__sendfile_op {
 };
 
 static void evl__sendfile_finish(evl_transport *t) {
-  evl__sendfile_op *op = t->sf;
-  t->sf = NULL;
+  evl__sendfile_op *op = t->u.sf;
+  t->u.sf = NULL;
   (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
   op->t = NULL;
   evl_future_release(&op->fut);
@@ -6130,8 +6173,8 @@ static void evl__sendfile_finish(evl_transport *t) {
 }
 
 static void evl__sendfile_fail(evl_transport *t, int err) {
-  evl__sendfile_op *op = t->sf;
-  t->sf = NULL;
+  evl__sendfile_op *op = t->u.sf;
+  t->u.sf = NULL;
   op->t = NULL;
   (void)evl_future_set_error(&op->fut, err, NULL);
   evl_future_release(&op->fut);
@@ -6139,7 +6182,7 @@ static void evl__sendfile_fail(evl_transport *t, int err) {
 
 /* Called when the transport is writable and its queue is empty. */
 static void evl__sendfile_pump(evl_transport *t) {
-  evl__sendfile_op *op = t->sf;
+  evl__sendfile_op *op = t->u.sf;
   while (op->done < op->count) {
     ssize_t n = evl__sendfile_chunk(t->loop, t->fd, op->file_fd, &op->offset,
                                     op->count - op->done);
@@ -6161,9 +6204,9 @@ static void evl__sendfile_pump(evl_transport *t) {
 static int evl__sendfile_cancel(evl_future *f) {
   evl__sendfile_op *op = (evl__sendfile_op *)(void *)f;
   int rc = evl__future_cancel_base(f);
-  if (rc == 1 && op->t && op->t->sf == op) {
+  if (rc == 1 && op->t && op->t->u.sf == op) {
     evl_transport *t = op->t;
-    t->sf = NULL;
+    t->u.sf = NULL;
     op->t = NULL;
     evl_future_release(f);
     if (!t->wlen && !(t->flags & EVL__T_LOST))
@@ -6187,7 +6230,7 @@ EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
   rc = evl__tr_check_writable(t);
   if (!rc && (t->flags & EVL__T_DGRAM))
     rc = EVL_ENOTSUP;
-  if (!rc && t->sf)
+  if (!rc && (EVL__SF(t) || (t->flags & EVL__T_WAITER)))
     rc = EVL_EBUSY;
   if (!rc && (file_fd < 0 || offset < 0))
     rc = file_fd < 0 ? EVL_EBADF : EVL_EINVAL;
@@ -6199,7 +6242,7 @@ EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
   op->file_fd = file_fd;
   op->offset = offset;
   op->count = count;
-  t->sf = op;
+  t->u.sf = op;
   op->fut.refs++; /* the transport's reference */
   rc = evl__watch(t->loop, t->fd, EVL__WRITE, evl__tr_on_writable, t, NULL,
                   NULL, 0);
