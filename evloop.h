@@ -96,14 +96,15 @@
        evl_future_result or an await) is reported to the exception handler
        when the future is freed.
      - evl_loop_close() discards pending callbacks, cancels queued executor
-       jobs, waits for running ones, drops every reference the loop holds
-       and frees what nobody else holds. evl_loop_free() frees the loop; the
+       jobs, waits for running ones, closes servers, calls connection_lost
+       (EVL_ECLOSED) on open transports, fails pending network operations
+       with EVL_ECLOSED, drops every reference the loop holds and frees what
+       nobody else holds. evl_loop_free() frees the loop; the
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
 
    7. DOES NOT DO (yet): pipes, signals, subprocesses, TLS, kqueue and IOCP
-     backends. They are planned, in that order. Datagram endpoints take
-     numeric addresses (resolve names with evl_getaddrinfo first).
+     backends. They are planned, in that order.
 
    8. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
@@ -715,8 +716,8 @@ EVLOOP_API int evl_server_port(evl_server *s);
 EVLOOP_API void evl_server_free(evl_server *s);
 
 /* local_host/local_port bind, remote_host/remote_port connect (either may
-   be NULL); numeric addresses only (a name is EVL_EAI_NONAME: resolve it
-   with evl_getaddrinfo first). The future's result is the evl_transport *. */
+   be NULL; names are resolved on the executor, numeric addresses at once).
+   The future's result is the evl_transport *. */
 EVLOOP_API evl_future *
 evl_create_datagram_endpoint(evl_loop *loop, const evl_protocol *proto,
                              void *user, const char *local_host, int local_port,
@@ -1016,6 +1017,7 @@ typedef int evl__cond;
 #endif
 
 typedef struct evl__job evl__job;
+typedef struct evl__resolve_wait evl__resolve_wait;
 
 enum { EVL__JOB_QUEUED, EVL__JOB_RUNNING, EVL__JOB_DONE, EVL__JOB_CANCELLED };
 
@@ -1093,8 +1095,9 @@ struct evl_loop {
   unsigned char *rbuf;       /* the read buffer transports share */
   evl_transport *transports; /* open transports */
   evl_server *servers;
-  int reserve_fd;     /* a spare fd for running out of fds */
-  evl__job *jobs;     /* submitted, not yet completed */
+  evl__resolve_wait *resolving; /* name lookups for connections, servers */
+  int reserve_fd;               /* a spare fd for running out of fds */
+  evl__job *jobs;               /* submitted, not yet completed */
   evl__job *tsq_done; /* completed, not yet delivered (newest first) */
   evl_executor *default_exec;
   int owns_default_exec, exec_shutdown, exec_threads;
@@ -2673,6 +2676,7 @@ static void evl__jobs_close(evl_loop *loop);
 static void evl__executor_close_default(evl_loop *loop);
 static void evl__servers_close(evl_loop *loop);
 static void evl__server_release(evl_server *s);
+static void evl__resolving_close(evl_loop *loop);
 static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
 
@@ -2721,7 +2725,8 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   /* 2. Discard what is scheduled; the library's own callbacks run in
      closing mode and drop the references they hold. */
   evl__ts_drain(loop);
-  evl__servers_close(loop); /* stop accepting */
+  evl__resolving_close(loop); /* lookups still pending fail: ECLOSED */
+  evl__servers_close(loop);   /* stop accepting */
   while (loop->heap_len) {
     uint32_t i = loop->heap[--loop->heap_len].slot;
     loop->slots[i].pos = EVL__POS_READY;
@@ -5054,15 +5059,29 @@ static int evl__wildcard_addrs(int port, int family, evl__addrs **out) {
    runs on the loop thread (at once for numeric hosts). */
 typedef void (*evl__resolved_fn)(evl_loop *loop, evl__addrs *l, int err,
                                  void *arg);
-typedef struct evl__resolve_wait {
+/* Pending resolutions are listed on the loop: closing it calls each one
+   back with EVL_ECLOSED, so what waits on them is freed too. */
+struct evl__resolve_wait {
   evl__resolved_fn cb;
   void *arg;
-} evl__resolve_wait;
+  evl_future *job;
+  evl__resolve_wait *next;
+};
+
+static void evl__resolve_unlist(evl_loop *loop, evl__resolve_wait *w) {
+  evl__resolve_wait **pp;
+  for (pp = &loop->resolving; *pp; pp = &(*pp)->next)
+    if (*pp == w) {
+      *pp = w->next;
+      break;
+    }
+}
 
 static void evl__resolve_done(evl_future *f, void *arg) {
   evl__resolve_wait *w = (evl__resolve_wait *)arg;
   evl__addrs *l = NULL;
   int err = evl_future_error(f);
+  evl__resolve_unlist(f->loop, w);
   if (!err) {
     l = (evl__addrs *)evl_future_result(f);
     f->result = NULL; /* the list is the callback's now */
@@ -5112,7 +5131,21 @@ static int evl__resolve(evl_loop *loop, const char *hosts, int port, int family,
     evl__lfree(loop, w);
     return f ? EVL_ENOMEM : EVL_ECLOSED;
   }
+  w->job = f;
+  w->next = loop->resolving;
+  loop->resolving = w;
   return 0;
+}
+
+static void evl__resolving_close(evl_loop *loop) {
+  while (loop->resolving) {
+    evl__resolve_wait *w = loop->resolving;
+    loop->resolving = w->next;
+    evl_future_remove_done_callback(w->job, evl__resolve_done, w);
+    w->cb(loop, NULL, EVL_ECLOSED, w->arg);
+    evl_future_release(w->job);
+    evl__lfree(loop, w);
+  }
 }
 
 /* ==== Connections =======================================================
@@ -5254,6 +5287,7 @@ static void evl__connect_destroy(evl_future *f) {
 }
 static void evl__connect_close(evl_future *f) {
   evl__connect_stop((evl__connect *)(void *)f);
+  (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
 }
 static const evl__future_vt evl__connect_vt = {
     evl__connect_cancel, evl__connect_destroy, evl__connect_close};
@@ -5820,8 +5854,61 @@ typedef struct evl__dgram_req {
   evl_net_options opts;
   struct sockaddr_storage local, remote;
   socklen_t local_len, remote_len;
-  int family;
+  int family, remote_port;
+  char *remote_host; /* still to resolve */
 } evl__dgram_req;
+
+static void evl__dgram_fail(evl_loop *loop, evl__dgram_req *r, int err) {
+  (void)evl_future_set_error(r->fut, err, NULL);
+  evl_future_release(r->fut);
+  EVLOOP_FREE(NULL, r->remote_host);
+  evl__lfree(loop, r);
+}
+
+/* The first address of l (of the local address's family, for remote). */
+static int evl__dgram_pick(const evl__addrs *l, int family,
+                           struct sockaddr_storage *ss, socklen_t *len) {
+  size_t i;
+  for (i = 0; l && i < l->n; i++) {
+    if (family && l->a[i].ss.ss_family != family)
+      continue;
+    memcpy(ss, &l->a[i].ss, l->a[i].len);
+    *len = l->a[i].len;
+    return 0;
+  }
+  return EVL_EAFNOSUPPORT;
+}
+
+static void evl__dgram_finish(evl_loop *loop, evl__dgram_req *r);
+
+static void evl__dgram_remote_resolved(evl_loop *loop, evl__addrs *l, int err,
+                                       void *arg) {
+  evl__dgram_req *r = (evl__dgram_req *)arg;
+  if (!err && l)
+    err = evl__dgram_pick(l, r->local_len ? r->local.ss_family : r->family,
+                          &r->remote, &r->remote_len);
+  evl__addrs_free(l);
+  if (err)
+    evl__dgram_fail(loop, r, err);
+  else
+    evl__dgram_finish(loop, r);
+}
+
+static void evl__dgram_local_resolved(evl_loop *loop, evl__addrs *l, int err,
+                                      void *arg) {
+  evl__dgram_req *r = (evl__dgram_req *)arg;
+  if (!err && l)
+    err = evl__dgram_pick(l, r->family, &r->local, &r->local_len);
+  evl__addrs_free(l);
+  if (!err && r->remote_host)
+    err = evl__resolve(loop, r->remote_host, r->remote_port,
+                       r->local_len ? r->local.ss_family : r->family, 0,
+                       evl__dgram_remote_resolved, r);
+  else if (!err)
+    evl__dgram_finish(loop, r);
+  if (err)
+    evl__dgram_fail(loop, r, err);
+}
 
 static void evl__dgram_finish(evl_loop *loop, evl__dgram_req *r) {
   int family = r->local_len    ? r->local.ss_family
@@ -5854,6 +5941,7 @@ static void evl__dgram_finish(evl_loop *loop, evl__dgram_req *r) {
     (void)evl_future_set_error(r->fut, rc, NULL);
   }
   evl_future_release(r->fut);
+  EVLOOP_FREE(NULL, r->remote_host);
   evl__lfree(loop, r);
 }
 
@@ -5876,27 +5964,28 @@ evl_create_datagram_endpoint(evl_loop *loop, const evl_protocol *proto,
   r->proto = proto;
   r->user = user;
   r->family = family;
+  r->remote_port = remote_port;
   if (opts)
     r->opts = *opts;
-  /* Datagram endpoints take numeric addresses (resolve names first with
-     evl_getaddrinfo): binding and connecting then happen at once. */
-  if (!proto)
+  if (!proto || local_port < 0 || local_port > 65535 || remote_port < 0 ||
+      remote_port > 65535)
     rc = EVL_EINVAL;
-  if (rc == 0 && (local_host || local_port))
-    rc = evl__numeric_addr(local_host ? local_host
-                                      : (family == AF_INET6 ? "::" : "0.0.0.0"),
-                           local_port, family, &r->local, &r->local_len);
-  if (rc == 0 && remote_host)
-    rc = evl__numeric_addr(remote_host, remote_port,
-                           r->local_len ? r->local.ss_family : family,
-                           &r->remote, &r->remote_len);
-  if (rc) {
-    (void)evl_future_set_error(f, rc, NULL);
-    evl_future_release(r->fut);
-    evl__lfree(loop, r);
+  if (rc == 0 && remote_host) {
+    r->remote_host = evl__gstrdup(remote_host);
+    if (!r->remote_host)
+      rc = EVL_ENOMEM;
+  }
+  /* Names are resolved like create_connection's (numeric ones at once):
+     the local address first, then the remote one. */
+  if (rc == 0 && (local_host || local_port)) {
+    rc = evl__resolve(loop, local_host, local_port, family, 1,
+                      evl__dgram_local_resolved, r);
+  } else if (rc == 0) {
+    evl__dgram_local_resolved(loop, NULL, 0, r);
     return f;
   }
-  evl__dgram_finish(loop, r);
+  if (rc)
+    evl__dgram_fail(loop, r, rc);
   return f;
 }
 
@@ -6050,6 +6139,7 @@ static int evl__sockop_cancel(evl_future *f) {
 }
 static void evl__sockop_close(evl_future *f) {
   evl__sockop_unwatch((evl__sockop *)(void *)f);
+  (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
 }
 static const evl__future_vt evl__sockop_vt = {evl__sockop_cancel, NULL,
                                               evl__sockop_close};
