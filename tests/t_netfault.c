@@ -5,6 +5,8 @@
    executor's threads. */
 #include "test.h"
 
+#include "net_test.h"
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -14,46 +16,6 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
-
-static int g_reports, g_quiet;
-static void count_handler(evl_loop *loop, const evl_context *ctx, void *arg) {
-  (void)loop;
-  (void)arg;
-  if (!g_quiet)
-    fprintf(stderr, "  exception handler: %s (%s)\n", ctx->message,
-            ctx->error ? evl_err_name(ctx->error) : "-");
-  g_reports++;
-}
-static evl_loop *quiet_loop(void) {
-  evl_loop *loop = test_loop();
-  g_reports = 0;
-  evl_set_exception_handler(loop, count_handler, NULL);
-  return loop;
-}
-
-#define RUN_UNTIL(loop, cond)                                                  \
-  do {                                                                         \
-    double dl_ = test_now() + 10.0;                                            \
-    while (!(cond) && test_now() < dl_)                                        \
-      evl_run_once((loop), 0.01);                                              \
-    CHECK(cond);                                                               \
-  } while (0)
-
-static void run_for(evl_loop *loop, double secs) {
-  double end = test_now() + secs;
-  while (test_now() < end)
-    evl_run_once(loop, 0.005);
-}
-
-static int wait_fut(evl_loop *loop, evl_future *f) {
-  evl_future *w = evl_wait_for(evl_future_ref(f), 20.0);
-  int rc;
-  CHECK(w != NULL);
-  rc = evl_run_until_complete(loop, w);
-  (void)evl_future_error(w);
-  evl_future_release(w);
-  return rc;
-}
 
 static int is_eai(int err) {
   return err <= EVL_EAI_AGAIN && err >= EVL_EAI_OVERFLOW;

@@ -4,40 +4,13 @@
    connection, cancelling a pending receive. */
 #include "test.h"
 
+#include "net_test.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-
-static int g_reports;
-static void count_handler(evl_loop *loop, const evl_context *ctx, void *arg) {
-  (void)loop;
-  (void)arg;
-  fprintf(stderr, "  exception handler: %s (%s)\n", ctx->message,
-          ctx->error ? evl_err_name(ctx->error) : "-");
-  g_reports++;
-}
-static evl_loop *quiet_loop(void) {
-  evl_loop *loop = test_loop();
-  g_reports = 0;
-  evl_set_exception_handler(loop, count_handler, NULL);
-  return loop;
-}
-
-#define RUN_UNTIL(loop, cond)                                                  \
-  do {                                                                         \
-    double dl_ = test_now() + 10.0;                                            \
-    while (!(cond) && test_now() < dl_)                                        \
-      evl_run_once((loop), 0.01);                                              \
-    CHECK(cond);                                                               \
-  } while (0)
-
-static void run_for(evl_loop *loop, double secs) {
-  double end = test_now() + secs;
-  while (test_now() < end)
-    evl_run_once(loop, 0.005);
-}
 
 /* Runs a task to its end (at most 10 s); returns its error code. */
 static int run_task(evl_loop *loop, evl_task *t) {

@@ -6,6 +6,8 @@
    wait_closed, serve_forever, connect_accepted_socket and sendfile. */
 #include "test.h"
 
+#include "net_test.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -17,48 +19,6 @@
 #include <sys/socket.h>
 
 /* ---- helpers ------------------------------------------------------------ */
-
-/* Counts (and prints) exception handler calls: none are expected. */
-static int g_reports;
-static void count_handler(evl_loop *loop, const evl_context *ctx, void *arg) {
-  (void)loop;
-  (void)arg;
-  fprintf(stderr, "  exception handler: %s (%s)\n", ctx->message,
-          ctx->error ? evl_err_name(ctx->error) : "-");
-  g_reports++;
-}
-static evl_loop *quiet_loop(void) {
-  evl_loop *loop = test_loop();
-  g_reports = 0;
-  evl_set_exception_handler(loop, count_handler, NULL);
-  return loop;
-}
-
-/* Runs the loop until cond holds (at most 10 s), then checks it. */
-#define RUN_UNTIL(loop, cond)                                                  \
-  do {                                                                         \
-    double dl_ = test_now() + 10.0;                                            \
-    while (!(cond) && test_now() < dl_)                                        \
-      evl_run_once((loop), 0.01);                                              \
-    CHECK(cond);                                                               \
-  } while (0)
-
-static void run_for(evl_loop *loop, double secs) {
-  double end = test_now() + secs;
-  while (test_now() < end)
-    evl_run_once(loop, 0.005);
-}
-
-/* Waits (at most 10 s) for f; returns its error code (0: a result). */
-static int wait_fut(evl_loop *loop, evl_future *f) {
-  evl_future *w = evl_wait_for(evl_future_ref(f), 10.0);
-  int rc;
-  CHECK(w != NULL);
-  rc = evl_run_until_complete(loop, w);
-  (void)evl_future_error(w);
-  evl_future_release(w);
-  return rc;
-}
 
 /* A byte pattern that does not repeat every 256 bytes. */
 static unsigned char pat(size_t i) {
