@@ -724,6 +724,22 @@ evl_create_datagram_endpoint(evl_loop *loop, const evl_protocol *proto,
                              const char *remote_host, int remote_port,
                              const evl_net_options *opts);
 
+/* ==== Pipes =============================================================
+   Transports over a pipe, FIFO, socket or tty fd (the loop takes the fd,
+   makes it non-blocking, and closes it with the transport); a regular file
+   or a directory is EVL_EINVAL. A read pipe only reads: data_received,
+   eof_received, then connection_lost(0) whatever eof_received returns. A
+   write pipe only writes: write, flow control, write_eof (closes once the
+   queue is sent); when the reader goes away it ends with connection_lost:
+   EVL_EPIPE if data was still queued, else 0. Writes never raise SIGPIPE.
+   The future's result is the evl_transport *, after connection_made. */
+EVLOOP_API evl_future *evl_connect_read_pipe(evl_loop *loop,
+                                             const evl_protocol *proto,
+                                             void *user, evl_fd fd);
+EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
+                                              const evl_protocol *proto,
+                                              void *user, evl_fd fd);
+
 /* ==== Sockets as futures ================================================
    For non-blocking sockets the caller owns. Results through
    evl_future_result_int: bytes for recv/sendall/sendfile, the new fd for
@@ -860,6 +876,7 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #include <fcntl.h>
 #include <float.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -4190,8 +4207,11 @@ enum {
   EVL__T_MADE = 1 << 5,         /* connection_made ran */
   EVL__T_READ_EOF = 1 << 6,     /* the peer closed its side */
   EVL__T_DGRAM = 1 << 7,
-  EVL__T_LOST = 1 << 8,  /* connection_lost is scheduled */
-  EVL__T_WAITER = 1 << 9 /* u.waiter is set (not u.sf) */
+  EVL__T_LOST = 1 << 8,      /* connection_lost is scheduled */
+  EVL__T_WAITER = 1 << 9,    /* u.waiter is set (not u.sf) */
+  EVL__T_PIPE = 1 << 10,     /* read()/write(), not recv()/send() */
+  EVL__T_WPIPE = 1 << 11,    /* a write pipe (else a read pipe, if PIPE) */
+  EVL__T_WATCH_HUP = 1 << 12 /* write pipe: readable = the reader left */
 };
 
 typedef struct evl__dgram {
@@ -4336,6 +4356,23 @@ static evl_transport *evl__tr_new(evl_loop *loop, const evl_protocol *proto,
   return t;
 }
 
+/* A write pipe's fd turned readable: its reader went away. */
+static void evl__wpipe_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
+  evl_transport *t = (evl_transport *)arg;
+  (void)loop;
+  (void)fdv;
+  if (t->wlen)
+    evl__tr_fatal(t, EVL_EPIPE);
+  else
+    evl_transport_close(t);
+}
+
+static evl_io_callback evl__tr_read_callback(evl_transport *t) {
+  if (t->flags & EVL__T_DGRAM)
+    return evl__dg_on_readable;
+  return t->flags & EVL__T_WPIPE ? evl__wpipe_on_readable : evl__tr_on_readable;
+}
+
 /* Runs from call_soon after the transport was made: connection_made, then
    reading, then the connection future (asyncio's order). */
 static void evl__tr_start(evl_loop *loop, void *arg) {
@@ -4354,11 +4391,10 @@ static void evl__tr_start(evl_loop *loop, void *arg) {
   t->flags = (t->flags & ~EVL__T_WAITER) | EVL__T_MADE;
   if (t->proto->connection_made)
     t->proto->connection_made(t, t->user);
-  if (!(t->flags & (EVL__T_CLOSING | EVL__T_PAUSED))) {
-    int rc = evl__watch(loop, t->fd, EVL__READ,
-                        t->flags & EVL__T_DGRAM ? evl__dg_on_readable
-                                                : evl__tr_on_readable,
-                        t, NULL, NULL, 0);
+  if (!(t->flags & (EVL__T_CLOSING | EVL__T_PAUSED)) &&
+      (!(t->flags & EVL__T_WPIPE) || (t->flags & EVL__T_WATCH_HUP))) {
+    int rc = evl__watch(loop, t->fd, EVL__READ, evl__tr_read_callback(t), t,
+                        NULL, NULL, 0);
     if (rc)
       evl__tr_fatal(t, rc);
   }
@@ -4398,6 +4434,56 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
   return t;
 }
 
+#ifdef MSG_NOSIGNAL
+#define EVL__SEND_FLAGS MSG_NOSIGNAL /* SIGPIPE never kills the process */
+#else
+#define EVL__SEND_FLAGS 0
+#endif
+
+static ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
+  return t->flags & EVL__T_PIPE ? read(t->fd, buf, len)
+                                : recv(t->fd, buf, len, 0);
+}
+
+/* A write to a pipe whose reader is gone raises SIGPIPE (send() has
+   MSG_NOSIGNAL, write() has nothing like it): block it in this thread for
+   the write, and take back a SIGPIPE the write caused. */
+static ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
+  sigset_t pipe_set, old, pending;
+  ssize_t r;
+  int err, was_pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+#ifndef EVLOOP_NO_THREADS
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+#else
+  sigprocmask(SIG_BLOCK, &pipe_set, &old);
+#endif
+  was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+  r = writev(fd, v, n);
+  err = errno;
+  if (r < 0 && err == EPIPE && !was_pending) {
+    struct timespec zero = {0, 0};
+    (void)sigtimedwait(&pipe_set, NULL, &zero);
+  }
+#ifndef EVLOOP_NO_THREADS
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+#else
+  sigprocmask(SIG_SETMASK, &old, NULL);
+#endif
+  errno = err;
+  return r;
+}
+
+static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
+  struct iovec v;
+  if (!(t->flags & EVL__T_PIPE))
+    return send(t->fd, data, len, EVL__SEND_FLAGS);
+  v.iov_base = (void *)data;
+  v.iov_len = len;
+  return evl__pipe_writev(t->fd, &v, 1);
+}
+
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   const evl_protocol *p = t->proto;
@@ -4412,7 +4498,7 @@ static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
       evl__tr_fatal(t, EVL_ENOBUFS);
       return;
     }
-    n = recv(t->fd, buf, len, 0);
+    n = evl__tr_recv(t, buf, len);
     if (n > 0) {
       if (p->buffer_updated)
         p->buffer_updated(t, (size_t)n, t->user);
@@ -4424,7 +4510,7 @@ static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
       evl__tr_fatal(t, EVL_ENOMEM);
       return;
     }
-    n = recv(t->fd, buf, EVL__RBUF_SIZE, 0);
+    n = evl__tr_recv(t, buf, EVL__RBUF_SIZE);
     if (n > 0) {
       if (p->data_received)
         p->data_received(t, buf, (size_t)n, t->user);
@@ -4437,7 +4523,7 @@ static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
     evl__unwatch(loop, t->fd, EVL__READ);
     if (p->eof_received)
       keep_open = p->eof_received(t, t->user);
-    if (!keep_open)
+    if (!keep_open || (t->flags & EVL__T_PIPE)) /* a pipe is done at EOF */
       evl_transport_close(t);
     return;
   }
@@ -4473,6 +4559,8 @@ static int evl__tr_queue(evl_transport *t, const void *data, size_t len) {
 static int evl__tr_check_writable(evl_transport *t) {
   if (!t)
     return EVL_EINVAL;
+  if ((t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) == EVL__T_PIPE)
+    return EVL_ENOTSUP; /* a read pipe */
   if (t->flags & EVL__T_CLOSING)
     return EVL_ECLOSED;
   if (t->flags & (EVL__T_EOF_PENDING | EVL__T_EOF_SENT))
@@ -4494,12 +4582,6 @@ static int evl__tr_watch_queue(evl_transport *t) {
   evl__tr_maybe_pause(t);
   return 0;
 }
-
-#ifdef MSG_NOSIGNAL
-#define EVL__SEND_FLAGS MSG_NOSIGNAL /* SIGPIPE never kills the process */
-#else
-#define EVL__SEND_FLAGS 0
-#endif
 
 EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
                                   size_t n) {
@@ -4532,8 +4614,9 @@ EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
     }
     mh.msg_iov = v;
     mh.msg_iovlen = k;
-    r = k == 1 ? send(t->fd, iov[0].base, iov[0].len, EVL__SEND_FLAGS)
-               : sendmsg(t->fd, &mh, EVL__SEND_FLAGS);
+    r = t->flags & EVL__T_PIPE ? evl__pipe_writev(t->fd, v, (int)k)
+        : k == 1 ? send(t->fd, iov[0].base, iov[0].len, EVL__SEND_FLAGS)
+                 : sendmsg(t->fd, &mh, EVL__SEND_FLAGS);
     if (r < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         rc = evl__errno();
@@ -4569,8 +4652,9 @@ EVL__DEF int evl_transport_write(evl_transport *t, const void *data,
   if (t && data && len &&
       !(t->flags & (EVL__T_CLOSING | EVL__T_EOF_PENDING | EVL__T_EOF_SENT |
                     EVL__T_DGRAM | EVL__T_WAITER)) &&
-      !t->wlen && !t->u.sf) {
-    ssize_t r = send(t->fd, data, len, EVL__SEND_FLAGS);
+      (t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) != EVL__T_PIPE && !t->wlen &&
+      !t->u.sf) {
+    ssize_t r = evl__tr_send(t, data, len);
     if (r == (ssize_t)len)
       return 0;
     if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -4619,7 +4703,7 @@ static void evl__tr_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   (void)loop;
   (void)fdv;
   if (t->wlen) {
-    n = send(t->fd, t->wbuf + t->woff, t->wlen, EVL__SEND_FLAGS);
+    n = evl__tr_send(t, t->wbuf + t->woff, t->wlen);
     if (n < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
         evl__tr_fatal(t, evl__errno());
@@ -4646,13 +4730,18 @@ EVL__DEF int evl_transport_write_eof(evl_transport *t) {
     return rc == EVL_EPIPE ? 0 : rc; /* twice is fine */
   if (t->flags & EVL__T_DGRAM)
     return EVL_ENOTSUP;
+  if (t->flags & EVL__T_WPIPE) { /* a pipe cannot half-close: close it */
+    evl_transport_close(t);
+    return 0;
+  }
   t->flags |= EVL__T_EOF_PENDING;
   if (!t->wlen && !EVL__SF(t))
     evl__tr_drained(t);
   return 0;
 }
 EVL__DEF int evl_transport_can_write_eof(evl_transport *t) {
-  return t && !(t->flags & EVL__T_DGRAM);
+  return t && !(t->flags & EVL__T_DGRAM) &&
+         (t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) != EVL__T_PIPE;
 }
 
 EVL__DEF void evl_transport_close(evl_transport *t) {
@@ -4676,6 +4765,8 @@ EVL__DEF int evl_transport_is_closing(evl_transport *t) {
 EVL__DEF int evl_transport_pause_reading(evl_transport *t) {
   if (!t)
     return EVL_EINVAL;
+  if (t->flags & EVL__T_WPIPE)
+    return EVL_ENOTSUP;
   if (t->flags & EVL__T_CLOSING)
     return EVL_ECLOSED;
   t->flags |= EVL__T_PAUSED;
@@ -4685,6 +4776,8 @@ EVL__DEF int evl_transport_pause_reading(evl_transport *t) {
 EVL__DEF int evl_transport_resume_reading(evl_transport *t) {
   if (!t)
     return EVL_EINVAL;
+  if (t->flags & EVL__T_WPIPE)
+    return EVL_ENOTSUP;
   if (t->flags & EVL__T_CLOSING)
     return EVL_ECLOSED;
   if (!(t->flags & EVL__T_PAUSED))
@@ -4692,10 +4785,8 @@ EVL__DEF int evl_transport_resume_reading(evl_transport *t) {
   t->flags &= ~EVL__T_PAUSED;
   if (!(t->flags & EVL__T_MADE) || (t->flags & EVL__T_READ_EOF))
     return 0; /* evl__tr_start starts reading / nothing more to read */
-  return evl__watch(t->loop, t->fd, EVL__READ,
-                    t->flags & EVL__T_DGRAM ? evl__dg_on_readable
-                                            : evl__tr_on_readable,
-                    t, NULL, NULL, 0);
+  return evl__watch(t->loop, t->fd, EVL__READ, evl__tr_read_callback(t), t,
+                    NULL, NULL, 0);
 }
 EVL__DEF int evl_transport_is_reading(evl_transport *t) {
   return t && !(t->flags & (EVL__T_PAUSED | EVL__T_CLOSING | EVL__T_READ_EOF));
@@ -4772,6 +4863,60 @@ EVL__DEF evl_transport *evl_connect_accepted_socket(evl_loop *loop,
     return NULL;
   evl__set_nodelay((int)fd); /* fails harmlessly on non-TCP sockets */
   return evl__tr_open(loop, proto, user, (int)fd, 0, NULL);
+}
+
+static evl_future *evl__connect_pipe(evl_loop *loop, const evl_protocol *proto,
+                                     void *user, evl_fd fdv, int write_side) {
+  evl_future *f = evl_future_new(loop);
+  struct stat st;
+  evl_transport *t;
+  int fd = (int)fdv, rc = 0;
+  if (!f)
+    return NULL;
+  if (!proto)
+    rc = EVL_EINVAL;
+  else if (fdv < 0 || fdv > INT_MAX || fstat(fd, &st) < 0)
+    rc = EVL_EBADF;
+  else if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode) &&
+           !S_ISCHR(st.st_mode))
+    rc = EVL_EINVAL; /* a regular file is always "ready": no transport */
+  else
+    rc = evl__set_nonblocking(fd);
+  if (rc) {
+    (void)evl_future_set_error(
+        f, rc,
+        rc == EVL_EINVAL && proto ? "not a pipe, FIFO, socket or tty" : NULL);
+    return f;
+  }
+  t = evl__tr_open(loop, proto, user, fd, 0, f);
+  if (!t) {
+    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
+    return f;
+  }
+  t->flags |= EVL__T_PIPE;
+  if (write_side) {
+    t->flags |= EVL__T_WPIPE;
+    /* asyncio's trick: a pipe's or socket's write end turns readable when
+       the reader goes away (a tty's does not). */
+    if (!S_ISCHR(st.st_mode))
+      t->flags |= EVL__T_WATCH_HUP;
+  }
+  return f;
+}
+
+EVL__DEF evl_future *evl_connect_read_pipe(evl_loop *loop,
+                                           const evl_protocol *proto,
+                                           void *user, evl_fd fd) {
+  if (!loop || loop->closing)
+    return NULL;
+  return evl__connect_pipe(loop, proto, user, fd, 0);
+}
+EVL__DEF evl_future *evl_connect_write_pipe(evl_loop *loop,
+                                            const evl_protocol *proto,
+                                            void *user, evl_fd fd) {
+  if (!loop || loop->closing)
+    return NULL;
+  return evl__connect_pipe(loop, proto, user, fd, 1);
 }
 
 /* Loop closing: every transport still open is aborted and its

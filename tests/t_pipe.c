@@ -1,0 +1,342 @@
+/* Pipe transports: connect_read_pipe / connect_write_pipe on pipes, FIFOs,
+   sockets and a pty; flow control, EOF and close, no SIGPIPE, refusals. */
+#define _XOPEN_SOURCE 700 /* posix_openpt & co. */
+#include "test.h"
+
+#include "net_test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <termios.h>
+
+typedef struct pend {
+  evl_transport *t;
+  int made, eofs, lost, lost_err, paused, resumed, eof_keep;
+  size_t n;
+  unsigned char buf[256];
+  size_t expect_pattern; /* > 0: check a pattern of that many bytes */
+  int bad;
+} pend;
+
+static unsigned char pat(size_t i) {
+  return (unsigned char)((i * 7u + (i >> 9)) & 0xff);
+}
+
+static void p_made(evl_transport *t, void *user) {
+  pend *p = (pend *)user;
+  p->t = t;
+  p->made++;
+}
+static void p_data(evl_transport *t, const void *data, size_t len, void *user) {
+  pend *p = (pend *)user;
+  const unsigned char *d = (const unsigned char *)data;
+  size_t i;
+  (void)t;
+  for (i = 0; i < len; i++) {
+    if (p->expect_pattern) {
+      if (d[i] != pat(p->n + i))
+        p->bad++;
+    } else if (p->n + i < sizeof p->buf) {
+      p->buf[p->n + i] = d[i];
+    }
+  }
+  p->n += len;
+}
+static int p_eof(evl_transport *t, void *user) {
+  pend *p = (pend *)user;
+  (void)t;
+  p->eofs++;
+  return p->eof_keep; /* a pipe closes at EOF whatever this says */
+}
+static void p_lost(evl_transport *t, int err, void *user) {
+  pend *p = (pend *)user;
+  (void)t;
+  p->t = NULL;
+  p->lost++;
+  p->lost_err = err;
+}
+static void p_pause(evl_transport *t, void *user) {
+  (void)t;
+  ((pend *)user)->paused++;
+}
+static void p_resume(evl_transport *t, void *user) {
+  (void)t;
+  ((pend *)user)->resumed++;
+}
+static const evl_protocol pipe_proto = {
+    p_made, p_data, p_eof, p_lost, p_pause, p_resume, NULL, NULL, NULL, NULL};
+
+static evl_transport *open_pipe(evl_loop *loop, pend *p, int fd, int write) {
+  evl_future *f = write ? evl_connect_write_pipe(loop, &pipe_proto, p, fd)
+                        : evl_connect_read_pipe(loop, &pipe_proto, p, fd);
+  evl_transport *t;
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  t = (evl_transport *)evl_future_result(f);
+  CHECK(t != NULL);
+  CHECK_EQ(p->made, 1); /* connection_made ran before the future */
+  evl_future_release(f);
+  return t;
+}
+
+static int fd_closed(int fd) {
+  return fcntl(fd, F_GETFD) == -1 && errno == EBADF;
+}
+
+TEST(read_pipe_data_then_eof_closes) {
+  evl_loop *loop = quiet_loop();
+  pend r;
+  int fds[2];
+  memset(&r, 0, sizeof r);
+  r.eof_keep = 1; /* ignored for pipes: EOF ends a read pipe */
+  CHECK_EQ(pipe(fds), 0);
+  open_pipe(loop, &r, fds[0], 0);
+  CHECK_EQ(write(fds[1], "abc", 3), 3);
+  RUN_UNTIL(loop, r.n == 3);
+  CHECK(!memcmp(r.buf, "abc", 3));
+  /* a read pipe cannot be written to */
+  CHECK_EQ(evl_transport_write(r.t, "x", 1), EVL_ENOTSUP);
+  CHECK_EQ(evl_transport_can_write_eof(r.t), 0);
+  close(fds[1]);
+  RUN_UNTIL(loop, r.lost == 1);
+  CHECK_EQ(r.eofs, 1);
+  CHECK_EQ(r.lost_err, 0);
+  CHECK(fd_closed(fds[0])); /* the transport owned it */
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* 8 MiB through a pipe, both ends transports on one loop: flow control
+   pauses the writer once and resumes it once; every byte arrives. */
+TEST(write_pipe_flow_control_and_write_eof) {
+  evl_loop *loop = quiet_loop();
+  pend r, w;
+  int fds[2];
+  size_t total = 8u << 20, i;
+  unsigned char *big = (unsigned char *)malloc(total);
+  CHECK(big != NULL);
+  for (i = 0; i < total; i++)
+    big[i] = pat(i);
+  memset(&r, 0, sizeof r);
+  memset(&w, 0, sizeof w);
+  r.expect_pattern = total;
+  CHECK_EQ(pipe(fds), 0);
+  open_pipe(loop, &r, fds[0], 0);
+  open_pipe(loop, &w, fds[1], 1);
+  CHECK_EQ(evl_transport_can_write_eof(w.t), 1);
+  CHECK_EQ(evl_transport_pause_reading(w.t), EVL_ENOTSUP);
+  CHECK_EQ(evl_transport_write(w.t, big, total), 0);
+  CHECK(evl_transport_get_write_buffer_size(w.t) > 65536);
+  CHECK_EQ(w.paused, 1);
+  CHECK_EQ(evl_transport_write_eof(w.t), 0); /* closes once flushed */
+  RUN_UNTIL(loop, r.lost == 1 && w.lost == 1);
+  CHECK_EQ(r.n, total);
+  CHECK_EQ(r.bad, 0);
+  CHECK_EQ(w.resumed, 1);
+  CHECK_EQ(w.lost_err, 0);
+  CHECK_EQ(r.eofs, 1);
+  free(big);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* The reader goes away: a write fails with EVL_EPIPE, never SIGPIPE. */
+TEST(write_pipe_reader_gone_no_sigpipe) {
+  evl_loop *loop = quiet_loop();
+  pend w;
+  int fds[2];
+  signal(SIGPIPE, SIG_DFL); /* the runner ignores it: undo that */
+  memset(&w, 0, sizeof w);
+  CHECK_EQ(pipe(fds), 0);
+  open_pipe(loop, &w, fds[1], 1);
+  close(fds[0]);
+  CHECK(evl_transport_write(w.t, "data", 4) == EVL_EPIPE || w.t == NULL ||
+        evl_transport_is_closing(w.t));
+  RUN_UNTIL(loop, w.lost == 1);
+  CHECK(w.lost_err == EVL_EPIPE || w.lost_err == 0);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* The reader goes away while nothing is queued: the write pipe notices
+   (its fd turns readable) and ends with connection_lost(0). */
+TEST(write_pipe_notices_reader_gone_when_idle) {
+  evl_loop *loop = quiet_loop();
+  pend w;
+  int fds[2];
+  memset(&w, 0, sizeof w);
+  CHECK_EQ(pipe(fds), 0);
+  open_pipe(loop, &w, fds[1], 1);
+  close(fds[0]);
+  RUN_UNTIL(loop, w.lost == 1);
+  CHECK_EQ(w.lost_err, 0);
+  CHECK(fd_closed(fds[1]));
+  evl_loop_free(loop);
+}
+
+TEST(fifo_read_and_write_pipes) {
+  evl_loop *loop = quiet_loop();
+  char dir[] = "/tmp/evl-fifo-XXXXXX", path[64];
+  pend r, w;
+  int rfd, wfd;
+  memset(&r, 0, sizeof r);
+  memset(&w, 0, sizeof w);
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(path, sizeof path, "%s/f", dir);
+  CHECK_EQ(mkfifo(path, 0600), 0);
+  rfd = open(path, O_RDONLY | O_NONBLOCK);
+  CHECK(rfd >= 0);
+  wfd = open(path, O_WRONLY);
+  CHECK(wfd >= 0);
+  open_pipe(loop, &r, rfd, 0);
+  open_pipe(loop, &w, wfd, 1);
+  CHECK_EQ(evl_transport_write(w.t, "through a fifo", 14), 0);
+  RUN_UNTIL(loop, r.n == 14);
+  CHECK(!memcmp(r.buf, "through a fifo", 14));
+  evl_transport_close(w.t);
+  RUN_UNTIL(loop, r.lost == 1 && w.lost == 1);
+  unlink(path);
+  rmdir(dir);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(socketpair_as_pipes) {
+  evl_loop *loop = quiet_loop();
+  pend r, w;
+  int sv[2];
+  memset(&r, 0, sizeof r);
+  memset(&w, 0, sizeof w);
+  CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  open_pipe(loop, &r, sv[0], 0);
+  open_pipe(loop, &w, sv[1], 1);
+  CHECK_EQ(evl_transport_write(w.t, "sock", 4), 0);
+  RUN_UNTIL(loop, r.n == 4);
+  evl_transport_close(w.t);
+  RUN_UNTIL(loop, r.lost == 1 && w.lost == 1);
+  CHECK_EQ(r.eofs, 1);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* A pty: the master as a read pipe and, on a dup, as a write pipe. */
+TEST(pty_read_and_write_pipes) {
+  evl_loop *loop = quiet_loop();
+  pend r, w;
+  struct termios tio;
+  struct pollfd pfd;
+  char got[64];
+  int master, slave, master2;
+  ssize_t k;
+  memset(&r, 0, sizeof r);
+  memset(&w, 0, sizeof w);
+  master = posix_openpt(O_RDWR | O_NOCTTY);
+  if (master < 0) {
+    printf("  (no pty here: skipped)\n");
+    evl_loop_free(loop);
+    return;
+  }
+  CHECK_EQ(grantpt(master), 0);
+  CHECK_EQ(unlockpt(master), 0);
+  slave = open(ptsname(master), O_RDWR | O_NOCTTY);
+  CHECK(slave >= 0);
+  CHECK_EQ(tcgetattr(slave, &tio), 0);
+  tio.c_lflag &= ~(tcflag_t)(ICANON | ECHO); /* raw enough: no echo */
+  tio.c_oflag &= ~(tcflag_t)OPOST;
+  CHECK_EQ(tcsetattr(slave, TCSANOW, &tio), 0);
+  master2 = dup(master);
+  CHECK(master2 >= 0);
+  open_pipe(loop, &r, master, 0);
+  open_pipe(loop, &w, master2, 1);
+  CHECK_EQ(write(slave, "from the tty", 12), 12);
+  RUN_UNTIL(loop, r.n >= 12);
+  CHECK(!memcmp(r.buf, "from the tty", 12));
+  CHECK_EQ(evl_transport_write(w.t, "to the tty", 10), 0);
+  RUN_UNTIL(loop, evl_transport_get_write_buffer_size(w.t) == 0);
+  pfd.fd = slave;
+  pfd.events = POLLIN;
+  CHECK_EQ(poll(&pfd, 1, 5000), 1);
+  k = read(slave, got, sizeof got);
+  CHECK_EQ(k, 10);
+  CHECK(!memcmp(got, "to the tty", 10));
+  evl_transport_close(w.t);
+  evl_transport_close(r.t);
+  RUN_UNTIL(loop, r.lost == 1 && w.lost == 1);
+  close(slave);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(regular_files_and_bad_fds_are_refused) {
+  evl_loop *loop = quiet_loop();
+  char path[] = "/tmp/evl-regular-XXXXXX";
+  int fd = mkstemp(path), fds[2];
+  pend p;
+  evl_future *f;
+  memset(&p, 0, sizeof p);
+  CHECK(fd >= 0);
+  f = evl_connect_read_pipe(loop, &pipe_proto, &p, fd);
+  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
+  evl_future_release(f);
+  f = evl_connect_write_pipe(loop, &pipe_proto, &p, fd);
+  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
+  evl_future_release(f);
+  CHECK(!fd_closed(fd)); /* refused: the caller keeps it */
+  close(fd);
+  unlink(path);
+  fd = open("/tmp", O_RDONLY);
+  CHECK(fd >= 0);
+  f = evl_connect_read_pipe(loop, &pipe_proto, &p, fd);
+  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL); /* a directory */
+  evl_future_release(f);
+  close(fd);
+  f = evl_connect_read_pipe(loop, &pipe_proto, &p, -1);
+  CHECK_EQ(wait_fut(loop, f), EVL_EBADF);
+  evl_future_release(f);
+  CHECK_EQ(pipe(fds), 0);
+  close(fds[0]);
+  f = evl_connect_read_pipe(loop, &pipe_proto, &p, fds[0]); /* closed */
+  CHECK_EQ(wait_fut(loop, f), EVL_EBADF);
+  evl_future_release(f);
+  f = evl_connect_write_pipe(loop, NULL, &p, fds[1]);
+  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
+  evl_future_release(f);
+  close(fds[1]);
+  CHECK_EQ(p.made, 0);
+  evl_loop_free(loop);
+}
+
+/* Closing the loop with pipe transports open runs their close paths. */
+TEST(loop_close_closes_pipe_transports) {
+  evl_loop *loop = quiet_loop();
+  pend r, w;
+  int fds[2];
+  memset(&r, 0, sizeof r);
+  memset(&w, 0, sizeof w);
+  CHECK_EQ(pipe(fds), 0);
+  open_pipe(loop, &r, fds[0], 0);
+  open_pipe(loop, &w, fds[1], 1);
+  CHECK_EQ(evl_transport_write(w.t, "pending", 7), 0);
+  evl_loop_free(loop);
+  CHECK_EQ(r.lost, 1);
+  CHECK_EQ(w.lost, 1);
+  CHECK_EQ(r.lost_err, EVL_ECLOSED);
+  CHECK(fd_closed(fds[0]) && fd_closed(fds[1]));
+}
+
+TESTS_BEGIN
+T(read_pipe_data_then_eof_closes)
+T(write_pipe_flow_control_and_write_eof)
+T(write_pipe_reader_gone_no_sigpipe)
+T(write_pipe_notices_reader_gone_when_idle)
+T(fifo_read_and_write_pipes)
+T(socketpair_as_pipes)
+T(pty_read_and_write_pipes)
+T(regular_files_and_bad_fds_are_refused)
+T(loop_close_closes_pipe_transports)
+TESTS_END
