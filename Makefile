@@ -29,7 +29,7 @@ LIBS       := -lpthread
 TEST_SRCS := $(sort $(wildcard tests/t_*.c))
 TESTS     := $(basename $(notdir $(TEST_SRCS)))
 # Tests that start threads; they also run under ThreadSanitizer.
-THREADED_TESTS := $(filter t_threadsafe t_executor t_dns t_close t_config t_netfault t_netapi,$(TESTS))
+THREADED_TESTS := $(filter t_threadsafe t_executor t_dns t_close t_config t_netfault t_netapi t_signal,$(TESTS))
 # Built with EVLOOP_NO_THREADS too (t_config brings its own configuration).
 NOTHREAD_TESTS := $(filter-out $(THREADED_TESTS),$(TESTS))
 EXAMPLES  := $(basename $(notdir $(wildcard examples/*.c)))

@@ -103,8 +103,8 @@
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
 
-   7. DOES NOT DO (yet): pipes, signals, subprocesses, TLS, kqueue and IOCP
-     backends. They are planned, in that order.
+   7. DOES NOT DO (yet): subprocesses, TLS, kqueue and IOCP backends. They
+     are planned, in that order.
 
    8. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
@@ -740,6 +740,20 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
                                               const evl_protocol *proto,
                                               void *user, evl_fd fd);
 
+/* ==== Unix signals ======================================================
+   cb(loop, signum, arg) runs in the loop, never in signal context. A burst
+   of one signal may be delivered as one call. Each loop (in any thread)
+   that registered a signal gets its own call; one handler per (loop,
+   signal), adding again replaces it. Removing a loop's last handler for a
+   signal restores the disposition the process had before. Errors:
+   EVL_EINVAL for SIGKILL, SIGSTOP and numbers out of range, EVL_ECLOSED on
+   a closed loop, EVL_EBUSY if more than 64 loops watch signals at once. */
+typedef void (*evl_signal_callback)(evl_loop *loop, int signum, void *arg);
+EVLOOP_API int evl_add_signal_handler(evl_loop *loop, int signum,
+                                      evl_signal_callback cb, void *arg);
+/* 1 if a handler was removed, 0 if there was none. */
+EVLOOP_API int evl_remove_signal_handler(evl_loop *loop, int signum);
+
 /* ==== Sockets as futures ================================================
    For non-blocking sockets the caller owns. Results through
    evl_future_result_int: bytes for recv/sendall/sendfile, the new fd for
@@ -1113,8 +1127,9 @@ struct evl_loop {
   evl_transport *transports; /* open transports */
   evl_server *servers;
   evl__resolve_wait *resolving; /* name lookups for connections, servers */
-  int reserve_fd;               /* a spare fd for running out of fds */
-  evl__job *jobs;               /* submitted, not yet completed */
+  void *sig;      /* signal handlers (an evl__sigstate), made on first use */
+  int reserve_fd; /* a spare fd for running out of fds */
+  evl__job *jobs; /* submitted, not yet completed */
   evl__job *tsq_done; /* completed, not yet delivered (newest first) */
   evl_executor *default_exec;
   int owns_default_exec, exec_shutdown, exec_threads;
@@ -2694,6 +2709,7 @@ static void evl__executor_close_default(evl_loop *loop);
 static void evl__servers_close(evl_loop *loop);
 static void evl__server_release(evl_server *s);
 static void evl__resolving_close(evl_loop *loop);
+static void evl__signals_close(evl_loop *loop);
 static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
 
@@ -2743,6 +2759,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
      closing mode and drop the references they hold. */
   evl__ts_drain(loop);
   evl__resolving_close(loop); /* lookups still pending fail: ECLOSED */
+  evl__signals_close(loop);   /* dispositions as they were before */
   evl__servers_close(loop);   /* stop accepting */
   while (loop->heap_len) {
     uint32_t i = loop->heap[--loop->heap_len].slot;
@@ -6971,6 +6988,200 @@ EVL__DEF evl_future *evl_start_unix_server(evl_loop *loop,
                                            const char *path, size_t limit) {
   return evl__start_server(loop, cb, arg, NULL, 0, path ? path : "", limit,
                            NULL);
+}
+
+/* ==== Unix signals ======================================================
+   Process-wide: the C handler only sets a flag and writes a byte to the
+   self-pipe of each slot that wants the signal. A slot belongs to one loop
+   at a time; its pipe is made once and never closed, so a handler running
+   in another thread while a loop lets go of its slot never writes to a
+   closed (or reused) fd. The loop reads its slot's pipe like any fd and
+   runs the callbacks of the flagged signals. */
+
+#ifdef NSIG
+#define EVL__NSIG NSIG
+#else
+#define EVL__NSIG 65
+#endif
+#define EVL__SIG_SLOTS 64
+
+typedef struct evl__sigslot {
+  int rfd, wfd;
+  volatile sig_atomic_t used;
+  volatile sig_atomic_t wanted[EVL__NSIG];
+  volatile sig_atomic_t pending[EVL__NSIG];
+} evl__sigslot;
+
+static evl__sigslot evl__sigslots[EVL__SIG_SLOTS];
+static int evl__sig_refs[EVL__NSIG]; /* loops watching each signal */
+static struct sigaction evl__sig_saved[EVL__NSIG];
+#ifndef EVLOOP_NO_THREADS
+static pthread_mutex_t evl__sig_mu = PTHREAD_MUTEX_INITIALIZER;
+#define evl__sig_lock() pthread_mutex_lock(&evl__sig_mu)
+#define evl__sig_unlock() pthread_mutex_unlock(&evl__sig_mu)
+#else
+#define evl__sig_lock() ((void)0)
+#define evl__sig_unlock() ((void)0)
+#endif
+
+typedef struct evl__sigstate {
+  int slot;
+  evl_signal_callback cb[EVL__NSIG];
+  void *arg[EVL__NSIG];
+} evl__sigstate;
+
+static void evl__sig_handler(int signum) {
+  int saved_errno = errno, i;
+  if (signum <= 0 || signum >= EVL__NSIG)
+    return;
+  for (i = 0; i < EVL__SIG_SLOTS; i++) {
+    evl__sigslot *sl = &evl__sigslots[i];
+    if (sl->used && sl->wanted[signum]) {
+      char c = (char)signum;
+      ssize_t r;
+      sl->pending[signum] = 1;
+      r = write(sl->wfd, &c, 1); /* a full pipe: a wake-up is pending */
+      (void)r;
+    }
+  }
+  errno = saved_errno;
+}
+
+static void evl__sig_on_readable(evl_loop *loop, evl_fd fd, void *arg) {
+  evl__sigstate *st = (evl__sigstate *)arg;
+  evl__sigslot *sl = &evl__sigslots[st->slot];
+  char buf[64];
+  int s;
+  while (read((int)fd, buf, sizeof buf) > 0) {
+  }
+  for (s = 1; s < EVL__NSIG; s++) {
+    if (!sl->pending[s])
+      continue;
+    sl->pending[s] = 0;
+    if (st->cb[s]) {
+      loop->now_reuse = 0;
+      st->cb[s](loop, s, st->arg[s]);
+      if (!loop->sig)
+        return; /* the callback closed the loop's signal state */
+    }
+  }
+}
+
+/* Takes a slot (and makes its pipe on first use); with evl__sig_lock. */
+static int evl__sig_slot_take(void) {
+  int i;
+  for (i = 0; i < EVL__SIG_SLOTS; i++) {
+    evl__sigslot *sl = &evl__sigslots[i];
+    if (sl->used)
+      continue;
+    if (!sl->wfd && !sl->rfd) {
+      int p[2], rc = evl__pipe_cloexec_nonblock(p);
+      if (rc)
+        return rc;
+      sl->rfd = p[0];
+      sl->wfd = p[1];
+    }
+    sl->used = 1;
+    return i;
+  }
+  return EVL_EBUSY;
+}
+
+EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
+                                    evl_signal_callback cb, void *arg) {
+  evl__sigstate *st;
+  int rc = 0;
+  if (!loop || !cb)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if (signum <= 0 || signum >= EVL__NSIG || signum == SIGKILL ||
+      signum == SIGSTOP)
+    return EVL_EINVAL;
+  st = (evl__sigstate *)loop->sig;
+  if (!st) {
+    st = (evl__sigstate *)evl__zalloc(loop, sizeof *st);
+    if (!st)
+      return EVL_ENOMEM;
+    evl__sig_lock();
+    st->slot = evl__sig_slot_take();
+    evl__sig_unlock();
+    if (st->slot < 0) {
+      rc = st->slot;
+      evl__lfree(loop, st);
+      return rc;
+    }
+    rc = evl__watch(loop, evl__sigslots[st->slot].rfd, EVL__READ,
+                    evl__sig_on_readable, st, NULL, NULL, 0);
+    if (rc) {
+      evl__sigslots[st->slot].used = 0;
+      evl__lfree(loop, st);
+      return rc;
+    }
+    loop->sig = st;
+  }
+  if (!st->cb[signum]) {
+    evl__sig_lock();
+    if (evl__sig_refs[signum] == 0) { /* the first loop: install */
+      struct sigaction sa;
+      memset(&sa, 0, sizeof sa);
+      sa.sa_handler = evl__sig_handler;
+      sigfillset(&sa.sa_mask);
+      sa.sa_flags = SA_RESTART;
+      if (sigaction(signum, &sa, &evl__sig_saved[signum]) < 0)
+        rc = evl__errno();
+    }
+    if (rc == 0) {
+      evl__sig_refs[signum]++;
+      evl__sigslots[st->slot].wanted[signum] = 1;
+    }
+    evl__sig_unlock();
+    if (rc)
+      return rc;
+  }
+  st->cb[signum] = cb;
+  st->arg[signum] = arg;
+  return 0;
+}
+
+EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
+  evl__sigstate *st;
+  if (!loop || signum <= 0 || signum >= EVL__NSIG)
+    return 0;
+  st = (evl__sigstate *)loop->sig;
+  if (!st || !st->cb[signum])
+    return 0;
+  st->cb[signum] = NULL;
+  st->arg[signum] = NULL;
+  evl__sig_lock();
+  evl__sigslots[st->slot].wanted[signum] = 0;
+  evl__sigslots[st->slot].pending[signum] = 0;
+  if (--evl__sig_refs[signum] == 0) /* the last loop: as it was before */
+    (void)sigaction(signum, &evl__sig_saved[signum], NULL);
+  evl__sig_unlock();
+  return 1;
+}
+
+/* Loop closing: its handlers go (dispositions restored), the slot is
+   given back with its pipe emptied. */
+static void evl__signals_close(evl_loop *loop) {
+  evl__sigstate *st = (evl__sigstate *)loop->sig;
+  evl__sigslot *sl;
+  char buf[64];
+  int s;
+  if (!st)
+    return;
+  for (s = 1; s < EVL__NSIG; s++)
+    (void)evl_remove_signal_handler(loop, s);
+  sl = &evl__sigslots[st->slot];
+  evl__unwatch(loop, sl->rfd, EVL__READ);
+  evl__sig_lock();
+  while (read(sl->rfd, buf, sizeof buf) > 0) {
+  }
+  sl->used = 0;
+  evl__sig_unlock();
+  loop->sig = NULL;
+  evl__lfree(loop, st);
 }
 
 /* ==== evl_run (asyncio.run) ============================================= */

@@ -1,0 +1,222 @@
+/* Unix signals: handlers run in the loop, bursts coalesce but are never
+   lost, several signals and several loops in several threads, the previous
+   disposition comes back, bad numbers are errors. */
+#include "test.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+typedef struct sig_count {
+  int calls, last_signum;
+  int in_loop; /* evl_loop_is_running() inside the callback */
+} sig_count;
+
+static void on_signal(evl_loop *loop, int signum, void *arg) {
+  sig_count *c = (sig_count *)arg;
+  c->calls++;
+  c->last_signum = signum;
+  c->in_loop = evl_loop_is_running(loop);
+}
+
+static void run_until_calls(evl_loop *loop, const int *calls, int n) {
+  double end = test_now() + 10;
+  while (*calls < n && test_now() < end)
+    CHECK(evl_run_once(loop, 0.05) >= 0);
+  CHECK(*calls >= n);
+}
+
+TEST(handler_runs_in_the_loop) {
+  evl_loop *loop = test_loop();
+  sig_count c = {0, 0, 0};
+  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, &c), 0);
+  CHECK_EQ(raise(SIGUSR1), 0);
+  CHECK_EQ(c.calls, 0); /* not in signal context, not inline */
+  run_until_calls(loop, &c.calls, 1);
+  CHECK_EQ(c.calls, 1);
+  CHECK_EQ(c.last_signum, SIGUSR1);
+  CHECK_EQ(c.in_loop, 1);
+  CHECK_EQ(evl_remove_signal_handler(loop, SIGUSR1), 1);
+  CHECK_EQ(evl_remove_signal_handler(loop, SIGUSR1), 0);
+  evl_loop_free(loop);
+}
+
+/* A burst of one signal: at least one call, and the loop goes on. */
+TEST(burst_is_never_lost_or_hung) {
+  evl_loop *loop = test_loop();
+  sig_count c = {0, 0, 0};
+  int i, before;
+  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, &c), 0);
+  for (i = 0; i < 200; i++)
+    CHECK_EQ(kill(getpid(), SIGUSR1), 0);
+  run_until_calls(loop, &c.calls, 1);
+  CHECK(c.calls >= 1 && c.calls <= 200);
+  /* one more after the burst arrives too */
+  before = c.calls;
+  CHECK_EQ(raise(SIGUSR1), 0);
+  run_until_calls(loop, &c.calls, before + 1);
+  CHECK(evl_call_soon(loop, test_count_cb, &i) > 0);
+  evl_loop_free(loop);
+}
+
+TEST(several_signals_on_one_loop) {
+  evl_loop *loop = test_loop();
+  sig_count a = {0, 0, 0}, b = {0, 0, 0};
+  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, &a), 0);
+  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR2, on_signal, &b), 0);
+  CHECK_EQ(raise(SIGUSR2), 0);
+  run_until_calls(loop, &b.calls, 1);
+  CHECK_EQ(a.calls, 0);
+  CHECK_EQ(b.last_signum, SIGUSR2);
+  CHECK_EQ(raise(SIGUSR1), 0);
+  run_until_calls(loop, &a.calls, 1);
+  CHECK_EQ(b.calls, 1);
+  /* adding again replaces the callback */
+  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, &b), 0);
+  CHECK_EQ(raise(SIGUSR1), 0);
+  run_until_calls(loop, &b.calls, 2);
+  CHECK_EQ(a.calls, 1);
+  evl_loop_free(loop);
+}
+
+/* Several loops in several threads: a process-directed signal reaches the
+   handler of every loop. */
+#define NTHREADS 4
+typedef struct thread_loop {
+  evl_loop *loop;
+  sig_count c;
+  int ready, done;
+  pthread_mutex_t *mu;
+} thread_loop;
+
+static void *loop_thread(void *p) {
+  thread_loop *tl = (thread_loop *)p;
+  double end;
+  tl->loop = test_loop();
+  CHECK_EQ(evl_add_signal_handler(tl->loop, SIGUSR1, on_signal, &tl->c), 0);
+  pthread_mutex_lock(tl->mu);
+  tl->ready = 1;
+  pthread_mutex_unlock(tl->mu);
+  end = test_now() + 10;
+  while (test_now() < end) {
+    int calls;
+    CHECK(evl_run_once(tl->loop, 0.02) >= 0);
+    calls = tl->c.calls;
+    if (calls >= 1)
+      break;
+  }
+  evl_loop_free(tl->loop);
+  pthread_mutex_lock(tl->mu);
+  tl->done = 1;
+  pthread_mutex_unlock(tl->mu);
+  return NULL;
+}
+
+TEST(each_loop_in_each_thread_gets_its_own) {
+  pthread_t th[NTHREADS];
+  thread_loop tl[NTHREADS];
+  pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+  int i, ready = 0;
+  double end = test_now() + 10;
+  memset(tl, 0, sizeof tl);
+  for (i = 0; i < NTHREADS; i++) {
+    tl[i].mu = &mu;
+    CHECK_EQ(pthread_create(&th[i], NULL, loop_thread, &tl[i]), 0);
+  }
+  while (ready < NTHREADS && test_now() < end) {
+    ready = 0;
+    pthread_mutex_lock(&mu);
+    for (i = 0; i < NTHREADS; i++)
+      ready += tl[i].ready;
+    pthread_mutex_unlock(&mu);
+  }
+  CHECK_EQ(ready, NTHREADS);
+  CHECK_EQ(kill(getpid(), SIGUSR1), 0);
+  for (i = 0; i < NTHREADS; i++)
+    CHECK_EQ(pthread_join(th[i], NULL), 0);
+  for (i = 0; i < NTHREADS; i++) {
+    CHECK_EQ(tl[i].c.calls, 1);
+    CHECK_EQ(tl[i].c.last_signum, SIGUSR1);
+  }
+}
+
+static volatile sig_atomic_t g_own_handler_calls;
+static void own_handler(int signum) {
+  (void)signum;
+  g_own_handler_calls++;
+}
+
+/* The disposition the process had comes back with the last handler, and
+   when the loop closes. */
+TEST(previous_disposition_is_restored) {
+  evl_loop *a = test_loop(), *b = test_loop();
+  struct sigaction mine, now;
+  sig_count ca = {0, 0, 0}, cb = {0, 0, 0};
+  memset(&mine, 0, sizeof mine);
+  mine.sa_handler = own_handler;
+  sigemptyset(&mine.sa_mask);
+  CHECK_EQ(sigaction(SIGUSR2, &mine, NULL), 0);
+  CHECK_EQ(evl_add_signal_handler(a, SIGUSR2, on_signal, &ca), 0);
+  CHECK_EQ(evl_add_signal_handler(b, SIGUSR2, on_signal, &cb), 0);
+  CHECK_EQ(sigaction(SIGUSR2, NULL, &now), 0);
+  CHECK(now.sa_handler != own_handler);
+  CHECK_EQ(raise(SIGUSR2), 0);
+  run_until_calls(a, &ca.calls, 1);
+  run_until_calls(b, &cb.calls, 1);
+  CHECK_EQ(g_own_handler_calls, 0);
+  CHECK_EQ(evl_remove_signal_handler(a, SIGUSR2), 1);
+  CHECK_EQ(sigaction(SIGUSR2, NULL, &now), 0);
+  CHECK(now.sa_handler != own_handler); /* b still watches it */
+  evl_loop_free(b);                     /* closing removes b's handler */
+  CHECK_EQ(sigaction(SIGUSR2, NULL, &now), 0);
+  CHECK(now.sa_handler == own_handler);
+  CHECK_EQ(raise(SIGUSR2), 0);
+  CHECK_EQ(g_own_handler_calls, 1);
+  evl_loop_free(a);
+  signal(SIGUSR2, SIG_DFL);
+}
+
+TEST(bad_signals_are_errors) {
+  evl_loop *loop = test_loop();
+  sig_count c = {0, 0, 0};
+  CHECK_EQ(evl_add_signal_handler(loop, SIGKILL, on_signal, &c), EVL_EINVAL);
+  CHECK_EQ(evl_add_signal_handler(loop, SIGSTOP, on_signal, &c), EVL_EINVAL);
+  CHECK_EQ(evl_add_signal_handler(loop, 0, on_signal, &c), EVL_EINVAL);
+  CHECK_EQ(evl_add_signal_handler(loop, -3, on_signal, &c), EVL_EINVAL);
+  CHECK_EQ(evl_add_signal_handler(loop, 100000, on_signal, &c), EVL_EINVAL);
+  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, NULL, &c), EVL_EINVAL);
+  CHECK_EQ(evl_add_signal_handler(NULL, SIGUSR1, on_signal, &c), EVL_EINVAL);
+  CHECK_EQ(evl_remove_signal_handler(loop, SIGKILL), 0);
+  CHECK_EQ(evl_remove_signal_handler(loop, 100000), 0);
+  CHECK_EQ(evl_loop_close(loop), 0);
+  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, &c), EVL_ECLOSED);
+  evl_loop_free(loop);
+}
+
+/* The signal's callback may remove its own handler or close the loop's
+   other handlers safely. */
+static void remove_self(evl_loop *loop, int signum, void *arg) {
+  (*(int *)arg)++;
+  CHECK_EQ(evl_remove_signal_handler(loop, signum), 1);
+}
+
+TEST(handler_removes_itself) {
+  evl_loop *loop = test_loop();
+  int calls = 0;
+  struct sigaction now;
+  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, remove_self, &calls), 0);
+  CHECK_EQ(raise(SIGUSR1), 0);
+  run_until_calls(loop, &calls, 1);
+  CHECK_EQ(sigaction(SIGUSR1, NULL, &now), 0);
+  CHECK(now.sa_handler == SIG_DFL); /* the test process's disposition */
+  evl_loop_free(loop);
+}
+
+TESTS_BEGIN
+T(handler_runs_in_the_loop)
+T(burst_is_never_lost_or_hung)
+T(several_signals_on_one_loop)
+T(each_loop_in_each_thread_gets_its_own)
+T(previous_disposition_is_restored)
+T(bad_signals_are_errors)
+T(handler_removes_itself)
+TESTS_END
