@@ -820,6 +820,103 @@ EVLOOP_API evl_loop *evl_stream_loop(evl_stream *s);
 /* Closes if needed; the stream is freed once its transport is gone. */
 EVLOOP_API void evl_stream_free(evl_stream *s);
 
+/* ==== Subprocesses ======================================================
+   asyncio's subprocess_exec / subprocess_shell with SubprocessProtocol and
+   SubprocessTransport (evl_subprocess), and the high-level Process API
+   (evl_process) with streams, wait and communicate.
+   Children are started with posix_spawn; they start with default signal
+   dispositions, an empty signal mask, and no fd but 0, 1 and 2 (and the
+   fds you pass). A missing program is EVL_ENOENT and a file that cannot be
+   executed EVL_EACCES, as errors of the future, not a child exiting 127.
+   Exits are watched with a pidfd where Linux has one, else with SIGCHLD;
+   no zombie is left. The returncode is the exit status, or minus the
+   signal number that killed the child (asyncio's convention).
+   Callback order (asyncio's): connection_made first; for each pipe, all
+   its data before its pipe_connection_lost; process_exited; connection_lost
+   last, once the child exited and every pipe closed.
+   subprocess_shell runs `/bin/sh -c cmd`: quoting cmd is the caller's job. */
+typedef struct evl_subprocess evl_subprocess;
+typedef struct evl_process evl_process;
+
+typedef enum evl_stdio {
+  EVL_STDIO_PIPE = 0, /* the default: a pipe to the loop */
+  EVL_STDIO_DEVNULL,
+  EVL_STDIO_INHERIT,
+  EVL_STDIO_STDOUT, /* stderr only: to wherever stdout goes */
+  EVL_STDIO_FD      /* the fd in the matching *_fd field */
+} evl_stdio;
+
+typedef struct evl_subprocess_options {
+  evl_stdio stdin_mode, stdout_mode, stderr_mode;
+  int stdin_fd, stdout_fd, stderr_fd; /* with EVL_STDIO_FD */
+  const char *cwd;                    /* NULL: the parent's */
+  const char *const *env;             /* NULL: the parent's environment */
+} evl_subprocess_options;
+
+typedef struct evl_subprocess_protocol {
+  void (*connection_made)(evl_subprocess *p, void *user);
+  void (*pipe_data_received)(evl_subprocess *p, int fd, const void *data,
+                             size_t len, void *user);
+  void (*pipe_connection_lost)(evl_subprocess *p, int fd, int err, void *user);
+  void (*process_exited)(evl_subprocess *p, void *user);
+  void (*connection_lost)(evl_subprocess *p, int err, void *user);
+} evl_subprocess_protocol;
+
+/* The future's result is the evl_subprocess * (after connection_made).
+   argv[0] is looked up in PATH when it has no '/'. opts may be NULL. The
+   loop frees the evl_subprocess after connection_lost. */
+EVLOOP_API evl_future *evl_subprocess_exec(evl_loop *loop,
+                                           const evl_subprocess_protocol *proto,
+                                           void *user, const char *const *argv,
+                                           const evl_subprocess_options *opts);
+EVLOOP_API evl_future *
+evl_subprocess_shell(evl_loop *loop, const evl_subprocess_protocol *proto,
+                     void *user, const char *cmd,
+                     const evl_subprocess_options *opts);
+EVLOOP_API int evl_subprocess_get_pid(evl_subprocess *p);
+/* 1 and *code set once the child exited, else 0. */
+EVLOOP_API int evl_subprocess_get_returncode(evl_subprocess *p, int *code);
+/* The pipe transport of fd 0, 1 or 2, or NULL if it is not a pipe. */
+EVLOOP_API evl_transport *evl_subprocess_get_pipe_transport(evl_subprocess *p,
+                                                            int fd);
+/* EVL_ESRCH once the child was reaped. */
+EVLOOP_API int evl_subprocess_send_signal(evl_subprocess *p, int signum);
+EVLOOP_API int evl_subprocess_terminate(evl_subprocess *p);
+EVLOOP_API int evl_subprocess_kill(evl_subprocess *p);
+/* Closes the pipes; kills the child if it still runs (asyncio's close). */
+EVLOOP_API void evl_subprocess_close(evl_subprocess *p);
+EVLOOP_API void *evl_subprocess_user(evl_subprocess *p);
+
+/* High level: the future's result is an evl_process *, yours to
+   evl_process_free. Its pipes are streams (limit 0: 64 KiB). */
+EVLOOP_API evl_future *
+evl_create_subprocess_exec(evl_loop *loop, const char *const *argv,
+                           const evl_subprocess_options *opts, size_t limit);
+EVLOOP_API evl_future *
+evl_create_subprocess_shell(evl_loop *loop, const char *cmd,
+                            const evl_subprocess_options *opts, size_t limit);
+EVLOOP_API int evl_process_pid(evl_process *p);
+/* The stream of stdin, stdout or stderr (NULL if that one is no pipe). */
+EVLOOP_API evl_stream *evl_process_stdin(evl_process *p);
+EVLOOP_API evl_stream *evl_process_stdout(evl_process *p);
+EVLOOP_API evl_stream *evl_process_stderr(evl_process *p);
+/* Completes with the returncode (evl_future_result_int) once it exited. */
+EVLOOP_API evl_future *evl_process_wait(evl_process *p);
+/* Writes input (copied) to stdin and closes it, reads stdout and stderr to
+   their ends while doing so (no deadlock whatever their sizes), waits for
+   the exit. The result is an evl_communicate * the future owns. */
+typedef struct evl_communicate {
+  evl_bytes *out, *err; /* NULL for a stream that is no pipe */
+  int returncode;
+} evl_communicate;
+EVLOOP_API evl_future *evl_process_communicate(evl_process *p,
+                                               const void *input, size_t len);
+EVLOOP_API int evl_process_send_signal(evl_process *p, int signum);
+EVLOOP_API int evl_process_terminate(evl_process *p);
+EVLOOP_API int evl_process_kill(evl_process *p);
+/* Frees the process object (the child goes on, and is reaped). */
+EVLOOP_API void evl_process_free(evl_process *p);
+
 /* ==== Errors, exception handler, debug ================================== */
 
 EVLOOP_API const char *evl_strerror(int err);
