@@ -103,8 +103,8 @@
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
 
-   7. DOES NOT DO (yet): subprocesses, TLS, kqueue and IOCP backends. They
-     are planned, in that order.
+   7. DOES NOT DO (yet): TLS, kqueue and IOCP backends. They are planned,
+     in that order.
 
    8. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
@@ -1002,8 +1002,11 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #ifdef __linux__
 #include <sys/sendfile.h>
+#include <sys/syscall.h>
 #endif
 #ifdef EVL__HAVE_POLL
 #include <poll.h>
@@ -1224,9 +1227,10 @@ struct evl_loop {
   evl_transport *transports; /* open transports */
   evl_server *servers;
   evl__resolve_wait *resolving; /* name lookups for connections, servers */
-  void *sig;      /* signal handlers (an evl__sigstate), made on first use */
-  int reserve_fd; /* a spare fd for running out of fds */
-  evl__job *jobs; /* submitted, not yet completed */
+  void *sig; /* signal handlers (an evl__sigstate), made on first use */
+  evl_subprocess *children;
+  int reserve_fd;     /* a spare fd for running out of fds */
+  evl__job *jobs;     /* submitted, not yet completed */
   evl__job *tsq_done; /* completed, not yet delivered (newest first) */
   evl_executor *default_exec;
   int owns_default_exec, exec_shutdown, exec_threads;
@@ -2807,6 +2811,7 @@ static void evl__servers_close(evl_loop *loop);
 static void evl__server_release(evl_server *s);
 static void evl__resolving_close(evl_loop *loop);
 static void evl__signals_close(evl_loop *loop);
+static void evl__children_close(evl_loop *loop);
 static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
 
@@ -2883,6 +2888,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   }
   /* 3. Open transports get connection_lost(EVL_ECLOSED); pending tasks
      and combinators let go of what they wait for. */
+  evl__children_close(loop); /* killed, reaped, connection_lost */
   evl__transports_close(loop);
   evl__futures_close(loop);
   /* 4. The backend and the memory. */
@@ -7279,6 +7285,794 @@ static void evl__signals_close(evl_loop *loop) {
   evl__sig_unlock();
   loop->sig = NULL;
   evl__lfree(loop, st);
+}
+
+/* ==== Subprocesses ======================================================
+   Spawning: posix_spawn (vfork speed, exec errors come back as its return
+   value) with closefrom and chdir file actions where glibc has them; else
+   fork + exec, an error pipe carrying errno back. Exits: a pidfd watched
+   like any fd, else SIGCHLD through evl_add_signal_handler and waitpid
+   on the loop's own children only (never waitpid(-1)). */
+
+#ifndef EVLOOP_HAVE_PIDFD
+#ifdef __linux__
+#define EVLOOP_HAVE_PIDFD 1
+#else
+#define EVLOOP_HAVE_PIDFD 0
+#endif
+#endif
+#if defined(__GLIBC__) &&                                                      \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+#define EVL__SPAWN_NP 1 /* addclosefrom_np and addchdir_np */
+#endif
+
+typedef struct evl__subpipe {
+  evl_subprocess *p;
+  evl_transport *t;
+  int fd, open;
+} evl__subpipe;
+
+struct evl_subprocess {
+  evl_loop *loop;
+  const evl_subprocess_protocol *proto;
+  void *user;
+  evl_subprocess *lprev, *lnext; /* the loop's children */
+  evl_future *waiter;            /* the creation future, until the start */
+  evl__subpipe pipes[3];
+  void (*pause_hook)(evl_subprocess *p, int paused); /* stdin full/drained */
+  pid_t pid;
+  int pidfd, returncode, exited, made, lost, npipes, result_is_user;
+};
+
+static void evl__sub_try_finish(evl_subprocess *p);
+
+static void evl__sub_unlink_free(evl_subprocess *p) {
+  evl_loop *loop = p->loop;
+  if (p->lprev)
+    p->lprev->lnext = p->lnext;
+  else
+    loop->children = p->lnext;
+  if (p->lnext)
+    p->lnext->lprev = p->lprev;
+  evl__lfree(loop, p);
+}
+
+/* The child is done: its returncode as asyncio reports it. */
+static void evl__sub_exited(evl_subprocess *p, int status, int known) {
+  if (p->exited)
+    return;
+  p->exited = 1;
+  if (!known)
+    p->returncode = 255; /* reaped by other code: asyncio says 255 too */
+  else if (WIFSIGNALED(status))
+    p->returncode = -WTERMSIG(status);
+  else
+    p->returncode = WEXITSTATUS(status);
+  if (p->pidfd >= 0) {
+    evl__unwatch(p->loop, p->pidfd, EVL__READ);
+    close(p->pidfd);
+    p->pidfd = -1;
+  }
+  if (p->made && p->proto->process_exited)
+    p->proto->process_exited(p, p->user);
+  evl__sub_try_finish(p);
+}
+
+/* Reaps the child if it exited; 1 if it did. */
+static int evl__sub_poll(evl_subprocess *p) {
+  int status = 0;
+  pid_t r;
+  if (p->exited)
+    return 1;
+  do
+    r = waitpid(p->pid, &status, WNOHANG);
+  while (r < 0 && errno == EINTR);
+  if (r == p->pid) {
+    evl__sub_exited(p, status, 1);
+    return 1;
+  }
+  if (r < 0 && errno == ECHILD) {
+    evl__sub_exited(p, 0, 0);
+    return 1;
+  }
+  return 0;
+}
+
+static void evl__sub_pidfd_ready(evl_loop *loop, evl_fd fd, void *arg) {
+  (void)loop;
+  (void)fd;
+  (void)evl__sub_poll((evl_subprocess *)arg);
+}
+
+static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg) {
+  evl_subprocess *p, *next;
+  int others = 0;
+  (void)signum;
+  (void)arg;
+  for (p = loop->children; p; p = next) {
+    next = p->lnext;
+    if (p->pidfd < 0 && !evl__sub_poll(p))
+      others++;
+  }
+  if (!others) /* no child left to watch this way */
+    (void)evl_remove_signal_handler(loop, SIGCHLD);
+}
+
+static void evl__sub_lost_cb(evl_loop *loop, void *arg) {
+  evl_subprocess *p = (evl_subprocess *)arg;
+  (void)loop;
+  if (p->made && p->proto->connection_lost)
+    p->proto->connection_lost(p, 0, p->user);
+  evl__sub_unlink_free(p);
+}
+
+static void evl__sub_try_finish(evl_subprocess *p) {
+  if (p->lost || !p->exited || p->npipes)
+    return;
+  p->lost = 1;
+  if (evl__soon_internal(p->loop, evl__sub_lost_cb, p) < 0)
+    evl__sub_lost_cb(p->loop, p); /* the loop is closing: now */
+}
+
+/* The pipes' protocol forwards to the subprocess protocol. */
+static void evl__sp_data(evl_transport *t, const void *data, size_t len,
+                         void *user) {
+  evl__subpipe *sp = (evl__subpipe *)user;
+  (void)t;
+  if (sp->p->proto->pipe_data_received)
+    sp->p->proto->pipe_data_received(sp->p, sp->fd, data, len, sp->p->user);
+}
+static void evl__sp_lost(evl_transport *t, int err, void *user) {
+  evl__subpipe *sp = (evl__subpipe *)user;
+  evl_subprocess *p = sp->p;
+  (void)t;
+  sp->t = NULL;
+  if (!sp->open)
+    return;
+  sp->open = 0;
+  p->npipes--;
+  if (p->made && p->proto->pipe_connection_lost)
+    p->proto->pipe_connection_lost(p, sp->fd, err, p->user);
+  evl__sub_try_finish(p);
+}
+static void evl__sp_pause(evl_transport *t, void *user) {
+  evl__subpipe *sp = (evl__subpipe *)user;
+  (void)t;
+  if (sp->p->pause_hook)
+    sp->p->pause_hook(sp->p, 1);
+}
+static void evl__sp_resume(evl_transport *t, void *user) {
+  evl__subpipe *sp = (evl__subpipe *)user;
+  (void)t;
+  if (sp->p->pause_hook)
+    sp->p->pause_hook(sp->p, 0);
+}
+static const evl_protocol evl__subpipe_proto = {
+    NULL,           evl__sp_data, NULL, evl__sp_lost, evl__sp_pause,
+    evl__sp_resume, NULL,         NULL, NULL,         NULL};
+
+/* The start, after the pipes were made: connection_made, then the future;
+   the pipes' own starts are queued behind this one. */
+static void evl__sub_start(evl_loop *loop, void *arg) {
+  evl_subprocess *p = (evl_subprocess *)arg;
+  evl_future *w = p->waiter;
+  if (loop->closing)
+    return; /* evl__children_close handles it */
+  p->waiter = NULL;
+  p->made = 1;
+  if (p->proto->connection_made)
+    p->proto->connection_made(p, p->user);
+  if (w) {
+    (void)evl_future_set_result(w, p->result_is_user ? p->user : (void *)p);
+    evl_future_release(w);
+  }
+  if (p->exited) { /* it ended before we started: report it now */
+    if (p->proto->process_exited)
+      p->proto->process_exited(p, p->user);
+    evl__sub_try_finish(p);
+  }
+}
+
+/* Runs argv with the child's fds 0..2 from cfd (-1: inherit), cwd, env. */
+static int evl__spawn(const char *const *argv, const char *cwd,
+                      const char *const *env, const int cfd[3], pid_t *out) {
+  int i, rc;
+  int path_search = strchr(argv[0], '/') == NULL;
+  char *const *av = (char *const *)(void *)argv;
+  char *const *ev = env ? (char *const *)(void *)env : environ;
+#ifdef EVL__SPAWN_NP
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  sigset_t all, none;
+  pid_t pid;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  for (i = 0; i < 3; i++)
+    if (cfd[i] >= 0)
+      posix_spawn_file_actions_adddup2(&fa, cfd[i], i);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  if (cwd)
+    posix_spawn_file_actions_addchdir_np(&fa, cwd);
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  rc = path_search ? posix_spawnp(&pid, argv[0], &fa, &attr, av, ev)
+                   : posix_spawn(&pid, argv[0], &fa, &attr, av, ev);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc)
+    return evl_translate_sys_error(rc);
+  *out = pid;
+  return 0;
+#else
+  /* fork + exec: errno of a failed exec comes back through a pipe. */
+  int ep[2], err = 0;
+  ssize_t n;
+  pid_t pid;
+  rc = evl__pipe_cloexec_nonblock(ep);
+  if (rc)
+    return rc;
+  fcntl(ep[0], F_SETFL, fcntl(ep[0], F_GETFL) & ~O_NONBLOCK);
+  pid = fork();
+  if (pid < 0) {
+    rc = evl__errno();
+    close(ep[0]);
+    close(ep[1]);
+    return rc;
+  }
+  if (pid == 0) {
+    sigset_t none;
+    struct sigaction dfl;
+    long fd, maxfd = sysconf(_SC_OPEN_MAX);
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (i = 1; i < EVL__NSIG; i++)
+      (void)sigaction(i, &dfl, NULL);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (i = 0; i < 3; i++)
+      if (cfd[i] >= 0 && cfd[i] != i && dup2(cfd[i], i) < 0)
+        goto fail;
+    for (i = 0; i < 3; i++) /* kept fds lose close-on-exec */
+      if (cfd[i] == i)
+        fcntl(i, F_SETFD, 0);
+    if (maxfd < 0 || maxfd > 65536)
+      maxfd = 65536;
+    for (fd = 3; fd < maxfd; fd++)
+      if (fd != ep[1])
+        close((int)fd);
+    if (cwd && chdir(cwd) < 0)
+      goto fail;
+    if (path_search)
+      execvpe(argv[0], av, ev);
+    else
+      execve(argv[0], av, ev);
+  fail:
+    err = errno;
+    n = write(ep[1], &err, sizeof err);
+    (void)n;
+    _exit(127);
+  }
+  close(ep[1]);
+  do
+    n = read(ep[0], &err, sizeof err);
+  while (n < 0 && errno == EINTR);
+  close(ep[0]);
+  if (n == (ssize_t)sizeof err) { /* exec failed: reap the child */
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    return evl_translate_sys_error(err);
+  }
+  *out = pid;
+  return 0;
+#endif
+}
+
+static evl_future *evl__subprocess(evl_loop *loop,
+                                   const evl_subprocess_protocol *proto,
+                                   void *user, const char *const *argv,
+                                   const evl_subprocess_options *opts,
+                                   evl_subprocess **out, int result_is_user) {
+  evl_subprocess_options defaults;
+  evl_future *f;
+  evl_subprocess *p;
+  evl_stdio mode[3];
+  int userfd[3], cfd[3] = {-1, -1, -1}, pfd[3] = {-1, -1, -1}, i, rc = 0;
+  int devnull = -1;
+  if (!loop || loop->closing)
+    return NULL;
+  f = evl_future_new(loop);
+  if (!f)
+    return NULL;
+  if (!opts) {
+    memset(&defaults, 0, sizeof defaults); /* all pipes */
+    opts = &defaults;
+  }
+  if (!proto || !argv || !argv[0]) {
+    (void)evl_future_set_error(f, EVL_EINVAL, "no protocol or no argv[0]");
+    return f;
+  }
+  mode[0] = opts->stdin_mode;
+  mode[1] = opts->stdout_mode;
+  mode[2] = opts->stderr_mode;
+  userfd[0] = opts->stdin_fd;
+  userfd[1] = opts->stdout_fd;
+  userfd[2] = opts->stderr_fd;
+  p = (evl_subprocess *)evl__zalloc(loop, sizeof *p);
+  if (!p) {
+    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
+    return f;
+  }
+  p->loop = loop;
+  p->proto = proto;
+  p->user = user;
+  p->pidfd = -1;
+  p->result_is_user = result_is_user;
+  /* The child's ends: pipes, /dev/null, inherited or given fds. */
+  for (i = 0; i < 3 && rc == 0; i++) {
+    int pp[2];
+    switch (mode[i]) {
+    case EVL_STDIO_PIPE:
+      rc = evl__pipe_cloexec_nonblock(pp);
+      if (rc)
+        break;
+      pfd[i] = i == 0 ? pp[1] : pp[0]; /* ours */
+      cfd[i] = i == 0 ? pp[0] : pp[1]; /* the child's */
+      fcntl(cfd[i], F_SETFL, fcntl(cfd[i], F_GETFL) & ~O_NONBLOCK);
+      break;
+    case EVL_STDIO_DEVNULL:
+      if (devnull < 0)
+        devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+      if (devnull < 0)
+        rc = evl__errno();
+      cfd[i] = devnull;
+      break;
+    case EVL_STDIO_INHERIT:
+      break;
+    case EVL_STDIO_STDOUT:
+      if (i != 2)
+        rc = EVL_EINVAL;
+      else
+        cfd[2] = cfd[1] >= 0 ? cfd[1] : 1;
+      break;
+    case EVL_STDIO_FD:
+      if (userfd[i] < 0 || fcntl(userfd[i], F_GETFD) < 0)
+        rc = EVL_EBADF;
+      cfd[i] = userfd[i];
+      break;
+    default:
+      rc = EVL_EINVAL;
+    }
+  }
+  if (rc == 0)
+    rc = evl__spawn(argv, opts->cwd, opts->env, cfd, &p->pid);
+  for (i = 0; i < 3; i++) /* the child has its ends now */
+    if (mode[i] == EVL_STDIO_PIPE && cfd[i] >= 0)
+      close(cfd[i]);
+  if (devnull >= 0)
+    close(devnull);
+  if (rc) {
+    for (i = 0; i < 3; i++)
+      if (pfd[i] >= 0)
+        close(pfd[i]);
+    evl__lfree(loop, p);
+    (void)evl_future_set_error(f, rc, NULL);
+    return f;
+  }
+  p->lnext = loop->children;
+  if (loop->children)
+    loop->children->lprev = p;
+  loop->children = p;
+  /* Exit watching: a pidfd, else SIGCHLD. */
+#if EVLOOP_HAVE_PIDFD && defined(SYS_pidfd_open)
+  p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+  if (p->pidfd >= 0 && evl__watch(loop, p->pidfd, EVL__READ,
+                                  evl__sub_pidfd_ready, p, NULL, NULL, 0)) {
+    close(p->pidfd);
+    p->pidfd = -1;
+  }
+#endif
+  if (p->pidfd < 0) {
+    rc = evl_add_signal_handler(loop, SIGCHLD, evl__sub_sigchld, NULL);
+    (void)evl__sub_poll(p); /* it may be gone before the handler */
+  }
+  /* connection_made first, then the pipes (their starts queue after). */
+  p->waiter = evl_future_ref(f);
+  if (evl__soon_internal(loop, evl__sub_start, p) < 0)
+    rc = EVL_ENOMEM;
+  for (i = 0; i < 3; i++) {
+    evl__subpipe *sp = &p->pipes[i];
+    sp->p = p;
+    sp->fd = i;
+    if (pfd[i] < 0)
+      continue;
+    sp->t = evl__tr_open(loop, &evl__subpipe_proto, sp, pfd[i], 0, NULL);
+    if (!sp->t) {
+      close(pfd[i]);
+      continue;
+    }
+    sp->t->flags |=
+        EVL__T_PIPE | (i == 0 ? EVL__T_WPIPE | EVL__T_WATCH_HUP : 0);
+    sp->open = 1;
+    p->npipes++;
+  }
+  (void)rc; /* the child runs: errors past the spawn do not undo it */
+  if (out)
+    *out = p;
+  return f;
+}
+
+EVL__DEF evl_future *evl_subprocess_exec(evl_loop *loop,
+                                         const evl_subprocess_protocol *proto,
+                                         void *user, const char *const *argv,
+                                         const evl_subprocess_options *opts) {
+  return evl__subprocess(loop, proto, user, argv, opts, NULL, 0);
+}
+EVL__DEF evl_future *evl_subprocess_shell(evl_loop *loop,
+                                          const evl_subprocess_protocol *proto,
+                                          void *user, const char *cmd,
+                                          const evl_subprocess_options *opts) {
+  const char *argv[4];
+  argv[0] = "/bin/sh";
+  argv[1] = "-c";
+  argv[2] = cmd;
+  argv[3] = NULL;
+  if (!cmd && loop && !loop->closing) {
+    evl_future *f = evl_future_new(loop);
+    if (f)
+      (void)evl_future_set_error(f, EVL_EINVAL, "no command");
+    return f;
+  }
+  return evl__subprocess(loop, proto, user, argv, opts, NULL, 0);
+}
+EVL__DEF int evl_subprocess_get_pid(evl_subprocess *p) {
+  return p ? (int)p->pid : EVL_EINVAL;
+}
+EVL__DEF int evl_subprocess_get_returncode(evl_subprocess *p, int *code) {
+  if (!p || !p->exited)
+    return 0;
+  if (code)
+    *code = p->returncode;
+  return 1;
+}
+EVL__DEF evl_transport *evl_subprocess_get_pipe_transport(evl_subprocess *p,
+                                                          int fd) {
+  return p && fd >= 0 && fd < 3 ? p->pipes[fd].t : NULL;
+}
+EVL__DEF int evl_subprocess_send_signal(evl_subprocess *p, int signum) {
+  if (!p)
+    return EVL_EINVAL;
+  if (p->exited)
+    return EVL_ESRCH;
+  return kill(p->pid, signum) < 0 ? evl__errno() : 0;
+}
+EVL__DEF int evl_subprocess_terminate(evl_subprocess *p) {
+  return evl_subprocess_send_signal(p, SIGTERM);
+}
+EVL__DEF int evl_subprocess_kill(evl_subprocess *p) {
+  return evl_subprocess_send_signal(p, SIGKILL);
+}
+EVL__DEF void evl_subprocess_close(evl_subprocess *p) {
+  int i;
+  if (!p)
+    return;
+  for (i = 0; i < 3; i++)
+    if (p->pipes[i].t)
+      evl_transport_close(p->pipes[i].t);
+  if (!p->exited)
+    (void)evl_subprocess_kill(p);
+}
+EVL__DEF void *evl_subprocess_user(evl_subprocess *p) {
+  return p ? p->user : NULL;
+}
+
+/* Loop closing: children still running are killed and reaped (no zombie),
+   their pipes closed, connection_lost(EVL_ECLOSED) runs for each. */
+static void evl__children_close(evl_loop *loop) {
+  while (loop->children) {
+    evl_subprocess *p = loop->children;
+    int i, status = 0, made = p->made && !p->lost;
+    p->lost = 1; /* the pipes' ends below must not finish it early */
+    for (i = 0; i < 3; i++)
+      if (p->pipes[i].t)
+        evl_transport_abort(p->pipes[i].t); /* lost at once: closing */
+    if (!p->exited) {
+      (void)kill(p->pid, SIGKILL);
+      while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      p->exited = 1;
+      p->returncode =
+          WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
+    }
+    if (p->pidfd >= 0) {
+      evl__unwatch(loop, p->pidfd, EVL__READ);
+      close(p->pidfd);
+      p->pidfd = -1;
+    }
+    if (p->waiter) {
+      (void)evl_future_set_error(p->waiter, EVL_ECLOSED, NULL);
+      evl_future_release(p->waiter);
+      p->waiter = NULL;
+    }
+    if (made && p->proto->connection_lost)
+      p->proto->connection_lost(p, EVL_ECLOSED, p->user);
+    evl__sub_unlink_free(p);
+  }
+}
+
+/* ==== Processes (high level) ============================================
+   An evl_subprocess whose protocol feeds streams: stdout and stderr are
+   stream readers, stdin a stream writer. */
+
+struct evl_process {
+  evl_loop *loop;
+  evl_subprocess *sub; /* NULL once its connection_lost ran */
+  evl_stream *io[3];
+  size_t limit;
+  int pid, exited, returncode, freed;
+  evl_future **waiters;
+  size_t nwaiters;
+};
+
+static void evl__proc_free_now(evl_process *pr) {
+  int i;
+  for (i = 0; i < 3; i++)
+    if (pr->io[i])
+      evl_stream_free(pr->io[i]);
+  while (pr->nwaiters)
+    evl_future_release(pr->waiters[--pr->nwaiters]);
+  EVLOOP_FREE(NULL, pr->waiters);
+  evl__loop_unref(pr->loop);
+  EVLOOP_FREE(NULL, pr);
+}
+
+static void evl__proc_pause(evl_subprocess *sub, int paused) {
+  evl_process *pr = (evl_process *)sub->user;
+  if (pr->io[0]) {
+    if (paused)
+      evl__st_pause(NULL, pr->io[0]);
+    else
+      evl__st_resume(NULL, pr->io[0]);
+  }
+}
+
+static void evl__proc_made(evl_subprocess *sub, void *user) {
+  evl_process *pr = (evl_process *)user;
+  int i;
+  pr->sub = sub;
+  pr->pid = (int)sub->pid;
+  sub->pause_hook = evl__proc_pause;
+  for (i = 0; i < 3; i++) {
+    evl_transport *t = sub->pipes[i].t;
+    if (!t)
+      continue;
+    pr->io[i] = evl__st_new(pr->loop, pr->limit);
+    if (pr->io[i])
+      pr->io[i]->t = t;
+  }
+}
+static void evl__proc_data(evl_subprocess *sub, int fd, const void *data,
+                           size_t len, void *user) {
+  evl_process *pr = (evl_process *)user;
+  (void)sub;
+  if (fd > 0 && fd < 3 && pr->io[fd])
+    evl__st_data(pr->io[fd]->t, data, len, pr->io[fd]);
+}
+static void evl__proc_pipe_lost(evl_subprocess *sub, int fd, int err,
+                                void *user) {
+  evl_process *pr = (evl_process *)user;
+  evl_stream *s = fd >= 0 && fd < 3 ? pr->io[fd] : NULL;
+  (void)sub;
+  if (!s)
+    return;
+  if (s->user_freed)
+    pr->io[fd] = NULL; /* evl__st_lost frees it */
+  evl__st_lost(NULL, err, s);
+}
+static void evl__proc_exited(evl_subprocess *sub, void *user) {
+  evl_process *pr = (evl_process *)user;
+  size_t i;
+  pr->exited = 1;
+  pr->returncode = sub->returncode;
+  for (i = 0; i < pr->nwaiters; i++) {
+    (void)evl_future_set_result(pr->waiters[i],
+                                (void *)(intptr_t)pr->returncode);
+    evl_future_release(pr->waiters[i]);
+  }
+  pr->nwaiters = 0;
+}
+static void evl__proc_lost(evl_subprocess *sub, int err, void *user) {
+  evl_process *pr = (evl_process *)user;
+  (void)sub;
+  (void)err;
+  pr->sub = NULL;
+  if (pr->freed)
+    evl__proc_free_now(pr);
+}
+static const evl_subprocess_protocol evl__process_proto = {
+    evl__proc_made, evl__proc_data, evl__proc_pipe_lost, evl__proc_exited,
+    evl__proc_lost};
+
+static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
+                                       const evl_subprocess_options *opts,
+                                       size_t limit) {
+  evl_process *pr;
+  evl_future *f;
+  if (!loop || loop->closing)
+    return NULL;
+  pr = (evl_process *)EVLOOP_MALLOC(NULL, sizeof *pr);
+  if (!pr)
+    return NULL;
+  memset(pr, 0, sizeof *pr);
+  pr->loop = loop;
+  pr->limit = limit ? limit : 65536;
+  loop->struct_refs++;
+  f = evl__subprocess(loop, &evl__process_proto, pr, argv, opts, NULL, 1);
+  if (!f || f->state != EVL__PENDING) { /* not started: nothing refers */
+    evl__loop_unref(loop);
+    EVLOOP_FREE(NULL, pr);
+  }
+  return f;
+}
+
+EVL__DEF evl_future *
+evl_create_subprocess_exec(evl_loop *loop, const char *const *argv,
+                           const evl_subprocess_options *opts, size_t limit) {
+  return evl__create_process(loop, argv, opts, limit);
+}
+EVL__DEF evl_future *
+evl_create_subprocess_shell(evl_loop *loop, const char *cmd,
+                            const evl_subprocess_options *opts, size_t limit) {
+  const char *argv[4];
+  argv[0] = "/bin/sh";
+  argv[1] = "-c";
+  argv[2] = cmd;
+  argv[3] = NULL;
+  return evl__create_process(loop, cmd ? argv : NULL, opts, limit);
+}
+EVL__DEF int evl_process_pid(evl_process *p) {
+  return p ? p->pid : EVL_EINVAL;
+}
+EVL__DEF evl_stream *evl_process_stdin(evl_process *p) {
+  return p ? p->io[0] : NULL;
+}
+EVL__DEF evl_stream *evl_process_stdout(evl_process *p) {
+  return p ? p->io[1] : NULL;
+}
+EVL__DEF evl_stream *evl_process_stderr(evl_process *p) {
+  return p ? p->io[2] : NULL;
+}
+EVL__DEF evl_future *evl_process_wait(evl_process *p) {
+  evl_future *f, **w;
+  if (!p || p->loop->closing)
+    return NULL;
+  f = evl_future_new(p->loop);
+  if (!f)
+    return NULL;
+  if (p->exited) {
+    (void)evl_future_set_result(f, (void *)(intptr_t)p->returncode);
+    return f;
+  }
+  w = (evl_future **)EVLOOP_REALLOC(NULL, p->waiters,
+                                    (p->nwaiters + 1) * sizeof *w);
+  if (!w) {
+    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
+    return f;
+  }
+  p->waiters = w;
+  p->waiters[p->nwaiters++] = evl_future_ref(f);
+  return f;
+}
+EVL__DEF int evl_process_send_signal(evl_process *p, int signum) {
+  if (!p)
+    return EVL_EINVAL;
+  return p->sub ? evl_subprocess_send_signal(p->sub, signum) : EVL_ESRCH;
+}
+EVL__DEF int evl_process_terminate(evl_process *p) {
+  return evl_process_send_signal(p, SIGTERM);
+}
+EVL__DEF int evl_process_kill(evl_process *p) {
+  return evl_process_send_signal(p, SIGKILL);
+}
+EVL__DEF void evl_process_free(evl_process *p) {
+  if (!p || p->freed)
+    return;
+  p->freed = 1;
+  if (!p->sub)
+    evl__proc_free_now(p);
+  /* else: freed at connection_lost; the child goes on and is reaped */
+}
+
+/* communicate: write the input and close stdin, read stdout and stderr to
+   their ends, wait; all at once, so no pipe can fill up and block. */
+typedef struct evl__comm {
+  evl_future fut;
+  evl_process *p;
+  evl_future *parts[3]; /* stdout read, stderr read, wait */
+  evl_future *all;
+} evl__comm;
+
+static void evl__comm_result_free(void *ptr) {
+  evl_communicate *c = (evl_communicate *)ptr;
+  EVLOOP_FREE(NULL, c->out);
+  EVLOOP_FREE(NULL, c->err);
+  EVLOOP_FREE(NULL, c);
+}
+
+static void evl__comm_done(evl_future *all, void *arg) {
+  evl__comm *c = (evl__comm *)arg;
+  evl_communicate *r;
+  int i, err = evl_future_error(all);
+  if (c->fut.state == EVL__PENDING && err) {
+    (void)evl_future_set_error(&c->fut, err, all->errmsg);
+  } else if (c->fut.state == EVL__PENDING) {
+    r = (evl_communicate *)EVLOOP_MALLOC(NULL, sizeof *r);
+    if (!r) {
+      (void)evl_future_set_error(&c->fut, EVL_ENOMEM, NULL);
+    } else {
+      evl_bytes **slot[2];
+      slot[0] = &r->out;
+      slot[1] = &r->err;
+      for (i = 0; i < 2; i++) { /* take the bytes over from the reads */
+        evl_future *f = c->parts[i];
+        *slot[i] = f ? (evl_bytes *)f->result : NULL;
+        if (f) {
+          f->result = NULL;
+          f->result_free = NULL;
+        }
+      }
+      r->returncode = (int)evl_future_result_int(c->parts[2]);
+      (void)evl_future_set_result_free(&c->fut, r, evl__comm_result_free);
+    }
+  }
+  evl_future_release(&c->fut);
+}
+
+static void evl__comm_destroy(evl_future *f) {
+  evl__comm *c = (evl__comm *)(void *)f;
+  int i;
+  if (c->all)
+    evl_future_remove_done_callback(c->all, evl__comm_done, c);
+  evl_future_release(c->all);
+  for (i = 0; i < 3; i++)
+    evl_future_release(c->parts[i]);
+}
+static const evl__future_vt evl__comm_vt = {NULL, evl__comm_destroy, NULL};
+
+EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
+                                             size_t len) {
+  evl__comm *c;
+  evl_future *list[3];
+  size_t n = 0;
+  int i;
+  if (!p || p->loop->closing)
+    return NULL;
+  c = (evl__comm *)(void *)evl__future_alloc(p->loop, sizeof *c, &evl__comm_vt);
+  if (!c)
+    return NULL;
+  c->p = p;
+  if (p->io[0]) {
+    if (input && len)
+      (void)evl_stream_write(p->io[0], input, len); /* queued if need be */
+    evl_stream_close(p->io[0]); /* closes once all is written */
+  }
+  for (i = 1; i < 3; i++)
+    if (p->io[i])
+      c->parts[i - 1] = evl_stream_read(p->io[i], -1);
+  c->parts[2] = evl_process_wait(p);
+  for (i = 0; i < 3; i++)
+    if (c->parts[i])
+      list[n++] = c->parts[i];
+  c->all = evl_gather(p->loop, list, n, 0);
+  if (!c->all || evl_future_add_done_callback(c->all, evl__comm_done, c)) {
+    (void)evl_future_set_error(&c->fut, EVL_ENOMEM, NULL);
+    return &c->fut;
+  }
+  c->fut.refs++; /* evl__comm_done's */
+  return &c->fut;
 }
 
 /* ==== evl_run (asyncio.run) ============================================= */
