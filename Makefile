@@ -23,7 +23,8 @@ tcc_FLAGS  := -Wall -Werror -g
 nothr_CC   := gcc
 nothr_FLAGS := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_THREADS
 musl_CC    := musl-gcc
-musl_FLAGS := -std=c99 $(WARN) -O2 -static
+# musl: also the fork+exec spawn and the SIGCHLD exit paths
+musl_FLAGS := -std=c99 $(WARN) -O2 -static -DEVLOOP_HAVE_PIDFD=0
 LIBS       := -lpthread
 
 TEST_SRCS := $(sort $(wildcard tests/t_*.c))

@@ -7378,11 +7378,13 @@ static int evl__sub_poll(evl_subprocess *p) {
   return 0;
 }
 
+#if EVLOOP_HAVE_PIDFD && defined(SYS_pidfd_open)
 static void evl__sub_pidfd_ready(evl_loop *loop, evl_fd fd, void *arg) {
   (void)loop;
   (void)fd;
   (void)evl__sub_poll((evl_subprocess *)arg);
 }
+#endif
 
 static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg) {
   evl_subprocess *p, *next;
