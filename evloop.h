@@ -746,8 +746,12 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
    that registered a signal gets its own call; one handler per (loop,
    signal), adding again replaces it. Removing a loop's last handler for a
    signal restores the disposition the process had before. Errors:
-   EVL_EINVAL for SIGKILL, SIGSTOP and numbers out of range, EVL_ECLOSED on
-   a closed loop, EVL_EBUSY if more than 64 loops watch signals at once. */
+   EVL_EINVAL for SIGKILL, SIGSTOP, numbers out of range and a NULL loop or
+   callback, EVL_ECLOSED on a closed loop, EVL_EBUSY if more than 64 loops
+   watch signals at once, or what pipe() or sigaction() said. Each of those
+   64 slots keeps a close-on-exec self-pipe open for the rest of the
+   process once used: the async signal handler can then never write to a
+   closed or reused fd. */
 typedef void (*evl_signal_callback)(evl_loop *loop, int signum, void *arg);
 EVLOOP_API int evl_add_signal_handler(evl_loop *loop, int signum,
                                       evl_signal_callback cb, void *arg);

@@ -21,48 +21,10 @@
 #define EVLOOP_IMPLEMENTATION
 #include "../evloop.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-/* ---- Shutdown on SIGINT/SIGTERM -----------------------------------------
-   The handler writes a byte to a non-blocking self-pipe; the loop watches
-   the read end with evl_add_reader. (This becomes evl_add_signal_handler
-   once the library handles signals.) */
-static int sig_pipe[2] = {-1, -1};
-
-static void on_signal(int signo) {
-  unsigned char b = (unsigned char)signo;
-  int saved = errno;
-  if (write(sig_pipe[1], &b, 1) < 0) {
-    /* the pipe is full: a wake-up is pending anyway */
-  }
-  errno = saved;
-}
-
-static int install_signal_handlers(void) {
-  struct sigaction sa;
-  int i;
-  if (pipe(sig_pipe) < 0)
-    return -1;
-  for (i = 0; i < 2; i++) {
-    int fl = fcntl(sig_pipe[i], F_GETFL);
-    if (fl < 0 || fcntl(sig_pipe[i], F_SETFL, fl | O_NONBLOCK) < 0 ||
-        fcntl(sig_pipe[i], F_SETFD, FD_CLOEXEC) < 0)
-      return -1;
-  }
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
-    return -1;
-  return 0;
-}
 
 /* ---- The echo protocol ---------------------------------------------------
    The server keeps a list of its connections so that it can close them. */
@@ -75,6 +37,7 @@ typedef struct conn {
 typedef struct server_state {
   conn *conns; /* live connections */
   size_t nconns;
+  int stopping; /* SIGINT or SIGTERM came */
 } server_state;
 
 static void connection_made(evl_transport *t, void *user) {
@@ -160,13 +123,16 @@ static void abort_connections(evl_loop *loop, void *arg) {
   }
 }
 
-/* The self-pipe is readable: a signal arrived. */
-static void on_signal_pipe(evl_loop *loop, evl_fd fd, void *arg) {
-  unsigned char b[16];
-  (void)arg;
-  while (read((int)fd, b, sizeof b) > 0) {
+/* SIGINT or SIGTERM (run by the loop, not in signal context): the first
+   one stops the loop; the handlers stay until the end, so that a second
+   signal changes nothing while we shut down. */
+static void on_signal(evl_loop *loop, int signum, void *arg) {
+  server_state *srv = (server_state *)arg;
+  (void)signum;
+  if (!srv->stopping) {
+    srv->stopping = 1;
+    evl_stop(loop);
   }
-  evl_stop(loop);
 }
 
 static int parse_port(int argc, char **argv, int def, int *port) {
@@ -186,7 +152,7 @@ static int parse_port(int argc, char **argv, int def, int *port) {
 }
 
 int main(int argc, char **argv) {
-  server_state srv = {NULL, 0};
+  server_state srv = {NULL, 0, 0};
   evl_loop *loop = NULL;
   evl_server *server = NULL;
   evl_future *fut;
@@ -196,18 +162,14 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: echo_server [--port N]\n");
     return 2;
   }
-  if (install_signal_handlers() < 0) {
-    perror("echo_server: signal handlers");
-    return 1;
-  }
   err = evl_loop_new(&loop, NULL);
   if (err < 0) {
     fprintf(stderr, "evl_loop_new: %s\n", evl_strerror(err));
     return 1;
   }
-  err = evl_add_reader(loop, sig_pipe[0], on_signal_pipe, NULL);
-  if (err < 0) {
-    fprintf(stderr, "evl_add_reader: %s\n", evl_strerror(err));
+  if ((err = evl_add_signal_handler(loop, SIGINT, on_signal, &srv)) < 0 ||
+      (err = evl_add_signal_handler(loop, SIGTERM, on_signal, &srv)) < 0) {
+    fprintf(stderr, "evl_add_signal_handler: %s\n", evl_strerror(err));
     goto done;
   }
 
@@ -233,11 +195,11 @@ int main(int argc, char **argv) {
   printf("listening on 127.0.0.1:%d\n", evl_server_port(server));
   fflush(stdout);
 
-  /* Serve until a signal stops the loop. */
-  err = evl_run_forever(loop);
+  /* Serve until a signal stops the loop (unless one came already). */
+  if (!srv.stopping)
+    err = evl_run_forever(loop);
   if (err < 0)
     fprintf(stderr, "evl_run_forever: %s\n", evl_strerror(err));
-  evl_remove_reader(loop, sig_pipe[0]); /* a second signal changes nothing */
 
   /* Shut down: stop listening, close the connections (what is queued is
      sent first) and wait until they are gone. A timer aborts those still
@@ -260,9 +222,8 @@ int main(int argc, char **argv) {
   evl_server_free(server);
 
 done:
-  evl_remove_reader(loop, sig_pipe[0]);
+  evl_remove_signal_handler(loop, SIGINT);
+  evl_remove_signal_handler(loop, SIGTERM);
   evl_loop_free(loop);
-  close(sig_pipe[0]);
-  close(sig_pipe[1]);
   return err < 0 ? 1 : 0;
 }
