@@ -834,7 +834,9 @@ EVLOOP_API void evl_stream_free(evl_stream *s);
    executed EVL_EACCES, as errors of the future, not a child exiting 127.
    Exits are watched with a pidfd where Linux has one, else with SIGCHLD;
    no zombie is left. The returncode is the exit status, or minus the
-   signal number that killed the child (asyncio's convention).
+   signal number that killed the child (asyncio's convention), or 255 for a
+   child that other code reaped first (as asyncio). An fd given with
+   EVL_STDIO_FD stays the caller's.
    Callback order (asyncio's): connection_made first; for each pipe, all
    its data before its pipe_connection_lost; process_exited; connection_lost
    last, once the child exited and every pipe closed.
@@ -6656,7 +6658,8 @@ static evl_bytes *evl__st_take(evl_stream *s, size_t n) {
   if (n)
     memcpy(b->data, s->buf, n);
   b->data[n] = 0;
-  memmove(s->buf, s->buf + n, s->len - n);
+  if (s->len > n)
+    memmove(s->buf, s->buf + n, s->len - n);
   s->len -= n;
   s->scanned = 0;
   return b;
@@ -7413,7 +7416,8 @@ static void evl__sub_lost_cb(evl_loop *loop, void *arg) {
 }
 
 static void evl__sub_try_finish(evl_subprocess *p) {
-  if (p->lost || !p->exited || p->npipes)
+  /* Not before the start: evl__sub_start reports an early exit itself. */
+  if (p->lost || !p->exited || p->npipes || !p->made)
     return;
   p->lost = 1;
   if (evl__soon_internal(p->loop, evl__sub_lost_cb, p) < 0)

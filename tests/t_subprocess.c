@@ -1,0 +1,963 @@
+/* Subprocesses, low level: evl_subprocess_exec / evl_subprocess_shell with
+   an evl_subprocess_protocol. Callback order, returncodes and signals,
+   stdio modes, cwd and env, spawn errors, inherited fds, reaping (no
+   zombie, a child reaped by other code), many children, loop close.
+   Only /bin/sh and coreutils run as children. */
+#define _GNU_SOURCE 1 /* realpath, mkdtemp under -std=c99 */
+#include "test.h"
+
+#include "net_test.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+/* What one child's protocol saw. Order violations are recorded in `why`
+   (the first one) and checked by the test, not in the callback. */
+typedef struct sp {
+  evl_subprocess *p;      /* cleared by connection_lost */
+  evl_subprocess *made_p; /* as connection_made saw it, never cleared */
+  int pid, made, exited, lost, lost_err;
+  int has_pipe[3], pipe_lost[3], pipe_err[3];
+  int rc_known_at_exit, rc_at_exit; /* get_returncode in process_exited */
+  int rc_known, rc;                 /* get_returncode in connection_lost */
+  int signal_after;                 /* send_signal in connection_lost */
+  int relaxed; /* loop close: connection_lost may skip process_exited */
+  size_t n[3];
+  char buf[3][512];
+  char log[48];
+  size_t nlog;
+  char why[160];
+} sp;
+
+static void sp_init(sp *s) {
+  memset(s, 0, sizeof *s);
+  s->rc = s->rc_at_exit = 12345;
+}
+
+static void sp_log(sp *s, char c) {
+  if (s->nlog + 1 < sizeof s->log)
+    s->log[s->nlog++] = c;
+}
+static void sp_bad(sp *s, const char *what) {
+  if (!s->why[0])
+    snprintf(s->why, sizeof s->why, "%s (log so far: \"%s\")", what, s->log);
+}
+
+static void s_made(evl_subprocess *p, void *user) {
+  sp *s = (sp *)user;
+  int fd;
+  if (s->nlog)
+    sp_bad(s, "connection_made is not the first callback");
+  if (s->made)
+    sp_bad(s, "connection_made twice");
+  sp_log(s, 'M');
+  s->made++;
+  s->p = s->made_p = p;
+  s->pid = evl_subprocess_get_pid(p);
+  if (evl_subprocess_user(p) != user)
+    sp_bad(s, "evl_subprocess_user is not the user pointer");
+  for (fd = 0; fd < 3; fd++)
+    s->has_pipe[fd] = evl_subprocess_get_pipe_transport(p, fd) != NULL;
+}
+static void s_data(evl_subprocess *p, int fd, const void *data, size_t len,
+                   void *user) {
+  sp *s = (sp *)user;
+  size_t i;
+  (void)p;
+  sp_log(s, (char)('0' + fd));
+  if (!s->made || s->lost)
+    sp_bad(s, "pipe_data_received outside made..lost");
+  if (fd != 1 && fd != 2) {
+    sp_bad(s, "pipe_data_received on an fd that is not 1 or 2");
+    return;
+  }
+  if (!s->has_pipe[fd])
+    sp_bad(s, "pipe_data_received on an fd that has no pipe transport");
+  if (s->pipe_lost[fd])
+    sp_bad(s, "pipe_data_received after that pipe's pipe_connection_lost");
+  if (len == 0)
+    sp_bad(s, "pipe_data_received with 0 bytes");
+  for (i = 0; i < len; i++)
+    if (s->n[fd] + i < sizeof s->buf[fd] - 1)
+      s->buf[fd][s->n[fd] + i] = ((const char *)data)[i];
+  s->n[fd] += len;
+}
+static void s_pipe_lost(evl_subprocess *p, int fd, int err, void *user) {
+  sp *s = (sp *)user;
+  (void)p;
+  sp_log(s, (char)('a' + fd)); /* a, b, c for fds 0, 1, 2 */
+  if (!s->made || s->lost)
+    sp_bad(s, "pipe_connection_lost outside made..lost");
+  if (fd < 0 || fd > 2) {
+    sp_bad(s, "pipe_connection_lost on a bad fd");
+    return;
+  }
+  if (!s->has_pipe[fd])
+    sp_bad(s, "pipe_connection_lost on an fd that has no pipe transport");
+  if (s->pipe_lost[fd])
+    sp_bad(s, "pipe_connection_lost twice for one fd");
+  s->pipe_lost[fd]++;
+  s->pipe_err[fd] = err;
+}
+static void s_exited(evl_subprocess *p, void *user) {
+  sp *s = (sp *)user;
+  sp_log(s, 'X');
+  if (!s->made || s->lost)
+    sp_bad(s, "process_exited outside made..lost");
+  if (s->exited)
+    sp_bad(s, "process_exited twice");
+  s->exited++;
+  s->rc_known_at_exit = evl_subprocess_get_returncode(p, &s->rc_at_exit);
+}
+static void s_lost(evl_subprocess *p, int err, void *user) {
+  sp *s = (sp *)user;
+  int fd;
+  sp_log(s, 'L');
+  if (!s->made)
+    sp_bad(s, "connection_lost without connection_made");
+  if (s->lost)
+    sp_bad(s, "connection_lost twice");
+  if (!s->relaxed) {
+    if (!s->exited)
+      sp_bad(s, "connection_lost before process_exited");
+    for (fd = 0; fd < 3; fd++)
+      if (s->has_pipe[fd] && !s->pipe_lost[fd])
+        sp_bad(s, "connection_lost before a pipe's pipe_connection_lost");
+  }
+  s->lost++;
+  s->lost_err = err;
+  s->rc_known = evl_subprocess_get_returncode(p, &s->rc);
+  s->signal_after = evl_subprocess_send_signal(p, SIGKILL);
+  s->p = NULL; /* freed by the loop after this returns */
+}
+static const evl_subprocess_protocol sp_proto = {s_made, s_data, s_pipe_lost,
+                                                 s_exited, s_lost};
+
+#define CHECK_ORDER(s)                                                         \
+  do {                                                                         \
+    if ((s).why[0])                                                            \
+      test_fail_(__FILE__, __LINE__, "callback order: %s", (s).why);           \
+  } while (0)
+#define CHECK_OUT(s, fd, str)                                                  \
+  do {                                                                         \
+    if ((s).n[fd] != strlen(str) || memcmp((s).buf[fd], str, strlen(str)))     \
+      test_fail_(__FILE__, __LINE__,                                           \
+                 "fd %d: got \"%.*s\" (%zu bytes), "                           \
+                 "expected \"%s\"",                                            \
+                 fd, (int)(s).n[fd], (s).buf[fd], (s).n[fd], str);             \
+  } while (0)
+
+/* Under valgrind (it preloads vgpreload_*.so), glibc's posix_spawn cannot
+   report exec errors (valgrind runs CLONE_VFORK as a plain fork): the
+   spawn succeeds and the child exits 127. The tests accept that there. */
+static int under_valgrind(void) {
+  const char *p = getenv("LD_PRELOAD");
+  return p && strstr(p, "vgpreload") != NULL;
+}
+
+/* Makes pidfd_open fail with ENOSYS in this (forked test) process, as on
+   Linux < 5.3 or under a seccomp policy, so the loop watches exits through
+   SIGCHLD. 0 if that is not possible here (then the test is skipped). */
+#if defined(__linux__) && defined(PR_SET_SECCOMP)
+typedef struct bpf_ins {
+  unsigned short code;
+  unsigned char jt, jf;
+  unsigned int k;
+} bpf_ins;
+typedef struct bpf_prog {
+  unsigned short len;
+  bpf_ins *filter;
+} bpf_prog;
+static int no_pidfd(void) {
+  static bpf_ins ins[] = {
+      {0x20, 0, 0, 0},                 /* A = seccomp_data.nr */
+      {0x15, 0, 1, 434},               /* A == __NR_pidfd_open ? */
+      {0x06, 0, 0, 0x00050000u | 38u}, /* SECCOMP_RET_ERRNO | ENOSYS */
+      {0x06, 0, 0, 0x7fff0000u}};      /* SECCOMP_RET_ALLOW */
+  bpf_prog prog;
+  prog.len = (unsigned short)(sizeof ins / sizeof ins[0]);
+  prog.filter = ins;
+  if (prctl(38 /* PR_SET_NO_NEW_PRIVS */, 1L, 0L, 0L, 0L) != 0 ||
+      prctl(PR_SET_SECCOMP, 2L /* SECCOMP_MODE_FILTER */, &prog, 0L, 0L) != 0) {
+    printf("  (seccomp not available: skipped)\n");
+    return 0;
+  }
+  return 1;
+}
+#else
+static int no_pidfd(void) {
+  printf("  (not Linux: the SIGCHLD path is the only one)\n");
+  return 0;
+}
+#endif
+
+/* Starts argv (shell: argv[0] is the command), waits for the future;
+   returns its error code (0: started, connection_made has run). */
+static int start(evl_loop *loop, sp *s, const char *const *argv,
+                 const char *shell, const evl_subprocess_options *opts) {
+  evl_future *f = shell ? evl_subprocess_shell(loop, &sp_proto, s, shell, opts)
+                        : evl_subprocess_exec(loop, &sp_proto, s, argv, opts);
+  int rc;
+  CHECK(f != NULL);
+  rc = wait_fut(loop, f);
+  if (rc == 0) {
+    CHECK_EQ(s->made, 1);
+    CHECK(evl_future_result(f) == s->made_p);
+  } else {
+    CHECK_EQ(s->made, 0);
+  }
+  evl_future_release(f);
+  return rc;
+}
+
+/* Starts, runs until connection_lost, checks the order rules. */
+static void run_child(evl_loop *loop, sp *s, const char *const *argv,
+                      const char *shell, const evl_subprocess_options *opts) {
+  CHECK_EQ(start(loop, s, argv, shell, opts), 0);
+  RUN_UNTIL(loop, s->lost == 1);
+  CHECK_ORDER(*s);
+  CHECK_EQ(s->exited, 1);
+  CHECK_EQ(s->rc_known, 1);
+  CHECK_EQ(s->rc_known_at_exit, 1);
+  CHECK_EQ(s->rc_at_exit, s->rc);
+}
+
+/* The child was reaped: not even a zombie is left. kill(pid, 0) succeeds
+   on a zombie, so this does not reap anything itself. */
+static int gone(int pid) {
+  return pid > 0 && kill(pid, 0) == -1 && errno == ESRCH;
+}
+static void check_reaped(int pid) {
+  CHECK(pid > 0);
+  CHECK(gone(pid));
+  errno = 0;
+  CHECK_EQ(waitpid(pid, NULL, WNOHANG), -1);
+  CHECK_EQ(errno, ECHILD);
+}
+
+static int count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  int n = 0;
+  CHECK(d != NULL);
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n - 1; /* the directory's own fd */
+}
+
+static void read_file(const char *path, char *buf, size_t cap) {
+  int fd = open(path, O_RDONLY);
+  ssize_t k;
+  size_t n = 0;
+  CHECK(fd >= 0);
+  while (n + 1 < cap && (k = read(fd, buf + n, cap - 1 - n)) > 0)
+    n += (size_t)k;
+  buf[n] = 0;
+  close(fd);
+}
+
+/* The spawn fails with `want` and no callback runs; under valgrind, where
+   glibc's posix_spawn cannot tell, a child that exits with want_exit. */
+static void expect_spawn_error(evl_loop *loop, const char *const *argv,
+                               const evl_subprocess_options *opts, int want,
+                               int want_exit) {
+  sp s;
+  int rc;
+  sp_init(&s);
+  rc = start(loop, &s, argv, NULL, opts);
+  if (rc == 0 && under_valgrind()) {
+    RUN_UNTIL(loop, s.lost == 1);
+    CHECK_EQ(s.rc, want_exit);
+    return;
+  }
+  CHECK_EQ(rc, want);
+  run_for(loop, 0.02);
+  CHECK_EQ(s.nlog, 0); /* no callback at all */
+}
+
+/* ---- callbacks, returncode ------------------------------------------- */
+
+TEST(echo_hello_callbacks_in_order) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {"echo", "hello", NULL}; /* found in PATH */
+  sp s;
+  sp_init(&s);
+  run_child(loop, &s, argv, NULL, NULL);
+  CHECK(s.pid > 0);
+  CHECK(s.has_pipe[0] && s.has_pipe[1] && s.has_pipe[2]); /* PIPE default */
+  CHECK_OUT(s, 1, "hello\n");
+  CHECK_EQ(s.n[2], 0);
+  CHECK_EQ(s.pipe_lost[0], 1);
+  CHECK_EQ(s.pipe_lost[1], 1);
+  CHECK_EQ(s.pipe_lost[2], 1);
+  CHECK_EQ(s.pipe_err[0], 0);
+  CHECK_EQ(s.pipe_err[1], 0);
+  CHECK_EQ(s.pipe_err[2], 0);
+  CHECK_EQ(s.lost_err, 0);
+  CHECK_EQ(s.rc, 0);
+  CHECK(s.log[0] == 'M' && s.log[s.nlog - 1] == 'L');
+  CHECK_EQ(s.signal_after, EVL_ESRCH); /* reaped before connection_lost */
+  check_reaped(s.pid);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(exit_status_is_the_returncode) {
+  evl_loop *loop = quiet_loop();
+  const char *a3[] = {"/bin/sh", "-c", "exit 3", NULL};
+  const char *afalse[] = {"/bin/false", NULL};
+  sp s;
+  sp_init(&s);
+  run_child(loop, &s, a3, NULL, NULL);
+  CHECK_EQ(s.rc, 3);
+  check_reaped(s.pid);
+  sp_init(&s);
+  run_child(loop, &s, afalse, NULL, NULL);
+  CHECK_EQ(s.rc, 1);
+  check_reaped(s.pid);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* kill -> -9, terminate -> -15 (asyncio: minus the signal number). */
+TEST(kill_and_terminate_give_minus_the_signal) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {"/bin/sleep", "10", NULL};
+  sp s;
+  double t0 = test_now();
+  sp_init(&s);
+  CHECK_EQ(start(loop, &s, argv, NULL, NULL), 0);
+  CHECK(s.p != NULL);
+  CHECK_EQ(evl_subprocess_get_returncode(s.p, &s.rc), 0); /* still runs */
+  CHECK_EQ(evl_subprocess_kill(s.p), 0);
+  RUN_UNTIL(loop, s.lost == 1);
+  CHECK_ORDER(s);
+  CHECK_EQ(s.rc, -SIGKILL);
+  check_reaped(s.pid);
+
+  sp_init(&s);
+  CHECK_EQ(start(loop, &s, argv, NULL, NULL), 0);
+  CHECK_EQ(evl_subprocess_terminate(s.p), 0);
+  RUN_UNTIL(loop, s.lost == 1);
+  CHECK_ORDER(s);
+  CHECK_EQ(s.rc, -SIGTERM);
+  check_reaped(s.pid);
+  CHECK(test_now() - t0 < 5.0);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* send_signal reaches the child: its USR1 trap exits 7. It sends only once
+   the trap is set ("ready" on stdout). */
+TEST(send_signal_reaches_the_child) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {
+      "/bin/sh", "-c",
+      "trap 'exit 7' USR1; echo ready; while :; do sleep 0.01; done", NULL};
+  sp s;
+  sp_init(&s);
+  CHECK_EQ(start(loop, &s, argv, NULL, NULL), 0);
+  RUN_UNTIL(loop, s.n[1] >= 6);
+  CHECK_OUT(s, 1, "ready\n");
+  CHECK(s.p != NULL);
+  CHECK_EQ(evl_subprocess_send_signal(s.p, SIGUSR1), 0);
+  RUN_UNTIL(loop, s.lost == 1);
+  CHECK_ORDER(s);
+  CHECK_EQ(s.rc, 7);
+  check_reaped(s.pid);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- stdio ------------------------------------------------------------ */
+
+TEST(stdin_pipe_write_eof_and_close) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {"/bin/cat", NULL};
+  evl_transport *in;
+  sp s;
+  sp_init(&s);
+  CHECK_EQ(start(loop, &s, argv, NULL, NULL), 0);
+  in = evl_subprocess_get_pipe_transport(s.p, 0);
+  CHECK(in != NULL);
+  CHECK_EQ(evl_transport_write(in, "abc", 3), 0);
+  CHECK_EQ(evl_transport_write_eof(in), 0);
+  RUN_UNTIL(loop, s.lost == 1);
+  CHECK_ORDER(s);
+  CHECK_OUT(s, 1, "abc");
+  CHECK_EQ(s.rc, 0);
+  CHECK_EQ(s.pipe_err[0], 0);
+  check_reaped(s.pid);
+
+  /* The same with transport_close: queued data is sent, then EOF. */
+  sp_init(&s);
+  CHECK_EQ(start(loop, &s, argv, NULL, NULL), 0);
+  in = evl_subprocess_get_pipe_transport(s.p, 0);
+  CHECK(in != NULL);
+  CHECK_EQ(evl_transport_write(in, "def", 3), 0);
+  evl_transport_close(in);
+  RUN_UNTIL(loop, s.lost == 1);
+  CHECK_ORDER(s);
+  CHECK_OUT(s, 1, "def");
+  CHECK_EQ(s.rc, 0);
+  check_reaped(s.pid);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* The child exits without reading its stdin while 1 MiB is queued: no
+   SIGPIPE, the stdin pipe ends (EVL_EPIPE or 0), and the rest follows. */
+TEST(stdin_pipe_child_exits_without_reading) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {"/bin/sleep", "0.2", NULL}; /* never reads */
+  size_t big = (size_t)1 << 20;
+  char *data = (char *)calloc(1, big);
+  evl_transport *in;
+  sp s;
+  int rc;
+  CHECK(data != NULL);
+  signal(SIGPIPE, SIG_DFL); /* the runner ignores it: undo that */
+  sp_init(&s);
+  CHECK_EQ(start(loop, &s, argv, NULL, NULL), 0);
+  in = evl_subprocess_get_pipe_transport(s.p, 0);
+  CHECK(in != NULL);
+  rc = evl_transport_write(in, data, big);
+  CHECK(rc == 0 || rc == EVL_EPIPE);
+  free(data);
+  RUN_UNTIL(loop, s.lost == 1);
+  CHECK_ORDER(s);
+  CHECK(s.pipe_err[0] == 0 || s.pipe_err[0] == EVL_EPIPE);
+  CHECK_EQ(s.rc, 0);
+  check_reaped(s.pid);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(stdout_devnull) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {"/bin/echo", "x", NULL};
+  evl_subprocess_options o;
+  sp s;
+  memset(&o, 0, sizeof o);
+  o.stdout_mode = EVL_STDIO_DEVNULL;
+  sp_init(&s);
+  run_child(loop, &s, argv, NULL, &o);
+  CHECK(s.has_pipe[0] && !s.has_pipe[1] && s.has_pipe[2]);
+  CHECK_EQ(s.n[1], 0);
+  CHECK_EQ(s.n[2], 0);
+  CHECK_EQ(s.pipe_lost[1], 0);
+  CHECK_EQ(s.rc, 0);
+
+  /* all three DEVNULL: no pipe at all, still exited and lost */
+  o.stdin_mode = o.stderr_mode = EVL_STDIO_DEVNULL;
+  sp_init(&s);
+  run_child(loop, &s, argv, NULL, &o);
+  CHECK(!s.has_pipe[0] && !s.has_pipe[1] && !s.has_pipe[2]);
+  CHECK_EQ(strlen(s.log), 3); /* "MXL" */
+  CHECK(!strcmp(s.log, "MXL"));
+  CHECK_EQ(s.rc, 0);
+  check_reaped(s.pid);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(stderr_to_stdout) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {"/bin/sh", "-c", "echo out; echo err 1>&2", NULL};
+  evl_subprocess_options o;
+  sp s;
+  memset(&o, 0, sizeof o);
+  o.stderr_mode = EVL_STDIO_STDOUT;
+  sp_init(&s);
+  run_child(loop, &s, argv, NULL, &o);
+  CHECK(s.has_pipe[1] && !s.has_pipe[2]);
+  CHECK_OUT(s, 1, "out\nerr\n");
+  CHECK_EQ(s.n[2], 0);
+  CHECK_EQ(s.rc, 0);
+
+  /* and without the redirection, stderr has its own pipe */
+  sp_init(&s);
+  run_child(loop, &s, argv, NULL, NULL);
+  CHECK_OUT(s, 1, "out\n");
+  CHECK_OUT(s, 2, "err\n");
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* EVL_STDIO_FD: the child's stdout is a temp file (the caller keeps its
+   fd, as with subprocess.Popen). */
+TEST(stdout_to_an_fd) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {"/bin/sh", "-c", "echo to-file; echo e >&2", NULL};
+  char path[] = "/tmp/evl-sp-out-XXXXXX", got[64];
+  evl_subprocess_options o;
+  sp s;
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  memset(&o, 0, sizeof o);
+  o.stdout_mode = EVL_STDIO_FD;
+  o.stdout_fd = fd;
+  sp_init(&s);
+  run_child(loop, &s, argv, NULL, &o);
+  CHECK(!s.has_pipe[1]);
+  CHECK_EQ(s.n[1], 0);
+  CHECK_OUT(s, 2, "e\n");
+  CHECK_EQ(s.rc, 0);
+  read_file(path, got, sizeof got);
+  CHECK(!strcmp(got, "to-file\n"));
+  CHECK_EQ(close(fd), 0); /* still ours */
+  unlink(path);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* INHERIT: the child writes to our own fd 1 (pointed at a temp file for
+   the test); there is no pipe transport for it. */
+TEST(stdout_inherit) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {"/bin/echo", "inherited", NULL};
+  char path[] = "/tmp/evl-sp-inh-XXXXXX", got[64];
+  evl_subprocess_options o;
+  sp s;
+  int fd = mkstemp(path), saved;
+  CHECK(fd >= 0);
+  fflush(stdout);
+  saved = dup(1);
+  CHECK(saved >= 0);
+  CHECK_EQ(dup2(fd, 1), 1);
+  memset(&o, 0, sizeof o);
+  o.stdout_mode = EVL_STDIO_INHERIT;
+  o.stdin_mode = EVL_STDIO_DEVNULL;
+  sp_init(&s);
+  CHECK_EQ(start(loop, &s, argv, NULL, &o), 0);
+  RUN_UNTIL(loop, s.lost == 1);
+  CHECK_EQ(dup2(saved, 1), 1);
+  close(saved);
+  CHECK_ORDER(s);
+  CHECK(!s.has_pipe[0] && !s.has_pipe[1] && s.has_pipe[2]);
+  CHECK_EQ(s.n[1], 0);
+  CHECK_EQ(s.rc, 0);
+  read_file(path, got, sizeof got);
+  CHECK(!strcmp(got, "inherited\n"));
+  close(fd);
+  unlink(path);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- cwd, env, shell -------------------------------------------------- */
+
+TEST(cwd_and_env) {
+  evl_loop *loop = quiet_loop();
+  const char *pwd[] = {"/bin/pwd", NULL};
+  const char *echo[] = {"/bin/sh", "-c", "echo $FOO; echo ${HOME-unset}", NULL};
+  const char *env[] = {"FOO=bar", NULL};
+  char dir[] = "/tmp/evl-sp-cwd-XXXXXX", real[PATH_MAX + 2];
+  evl_subprocess_options o;
+  sp s;
+  CHECK(mkdtemp(dir) != NULL);
+  CHECK(realpath(dir, real) != NULL);
+  strcat(real, "\n");
+  memset(&o, 0, sizeof o);
+  o.cwd = dir;
+  sp_init(&s);
+  run_child(loop, &s, pwd, NULL, &o);
+  CHECK_OUT(s, 1, real);
+  CHECK_EQ(s.rc, 0);
+  rmdir(dir);
+
+  memset(&o, 0, sizeof o);
+  o.env = env; /* replaces the environment: HOME is not there */
+  sp_init(&s);
+  run_child(loop, &s, echo, NULL, &o);
+  CHECK_OUT(s, 1, "bar\nunset\n");
+  CHECK_EQ(s.rc, 0);
+
+  /* a cwd that does not exist fails the future, no child */
+  memset(&o, 0, sizeof o);
+  o.cwd = "/nonexistent/evl-no-such-dir";
+  expect_spawn_error(loop, pwd, &o, EVL_ENOENT, 127);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(shell_runs_sh_c) {
+  evl_loop *loop = quiet_loop();
+  sp s;
+  sp_init(&s);
+  run_child(loop, &s, NULL, "echo $((1+2))", NULL);
+  CHECK_OUT(s, 1, "3\n");
+  CHECK_EQ(s.rc, 0);
+  sp_init(&s);
+  run_child(loop, &s, NULL, "echo a b | cat; exit 4", NULL);
+  CHECK_OUT(s, 1, "a b\n");
+  CHECK_EQ(s.rc, 4);
+  check_reaped(s.pid);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- spawn errors ----------------------------------------------------- */
+
+TEST(missing_program_is_enoent) {
+  evl_loop *loop = quiet_loop();
+  const char *abs[] = {"/nonexistent/evl-no-such-program", NULL};
+  const char *rel[] = {"evl-no-such-program-in-path", NULL};
+  int before;
+  expect_spawn_error(loop, abs, NULL, EVL_ENOENT, 127);
+  before = count_fds(); /* after the first: SIGCHLD pipes are for good */
+  expect_spawn_error(loop, rel, NULL, EVL_ENOENT, 127);
+  CHECK_EQ(count_fds(), before); /* the pipes were closed */
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+TEST(non_executable_file_is_eacces) {
+  evl_loop *loop = quiet_loop();
+  char path[] = "/tmp/evl-sp-noexec-XXXXXX";
+  const char *argv[] = {path, NULL};
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  CHECK_EQ(write(fd, "#!/bin/sh\nexit 0\n", 17), 17);
+  close(fd);
+  CHECK_EQ(chmod(path, 0644), 0);
+  expect_spawn_error(loop, argv, NULL, EVL_EACCES, 127);
+  unlink(path);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* Bad arguments: a future that fails with EVL_EINVAL, never a crash. */
+TEST(bad_arguments_fail_the_future) {
+  evl_loop *loop = quiet_loop();
+  const char *empty[] = {NULL};
+  const char *ok[] = {"/bin/true", NULL};
+  evl_subprocess_options o;
+  evl_future *f;
+  sp s;
+  int rc;
+  sp_init(&s);
+  CHECK_EQ(start(loop, &s, NULL, NULL, NULL), EVL_EINVAL);
+  CHECK_EQ(start(loop, &s, empty, NULL, NULL), EVL_EINVAL);
+  f = evl_subprocess_shell(loop, &sp_proto, &s, NULL, NULL);
+  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
+  evl_future_release(f);
+  f = evl_subprocess_exec(loop, NULL, &s, ok, NULL);
+  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
+  evl_future_release(f);
+  memset(&o, 0, sizeof o);
+  o.stdin_mode = EVL_STDIO_STDOUT; /* stderr only */
+  CHECK_EQ(start(loop, &s, ok, NULL, &o), EVL_EINVAL);
+  memset(&o, 0, sizeof o);
+  o.stdout_mode = EVL_STDIO_STDOUT;
+  CHECK_EQ(start(loop, &s, ok, NULL, &o), EVL_EINVAL);
+  memset(&o, 0, sizeof o);
+  o.stdout_mode = (evl_stdio)42;
+  CHECK_EQ(start(loop, &s, ok, NULL, &o), EVL_EINVAL);
+  memset(&o, 0, sizeof o);
+  o.stdout_mode = EVL_STDIO_FD;
+  o.stdout_fd = -1;
+  rc = start(loop, &s, ok, NULL, &o);
+  CHECK(rc == EVL_EINVAL || rc == EVL_EBADF);
+  CHECK_EQ(s.nlog, 0);
+  /* NULL objects */
+  CHECK(evl_subprocess_get_pid(NULL) <= 0);
+  CHECK_EQ(evl_subprocess_get_returncode(NULL, &rc), 0);
+  CHECK(evl_subprocess_get_pipe_transport(NULL, 1) == NULL);
+  CHECK(evl_subprocess_kill(NULL) < 0);
+  CHECK(evl_subprocess_send_signal(NULL, SIGTERM) < 0);
+  evl_subprocess_close(NULL);
+  CHECK(evl_subprocess_user(NULL) == NULL);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- fds -------------------------------------------------------------- */
+
+/* Parses `ls /proc/self/fd` output: fds 0, 1, 2 and the one ls opened for
+   the directory (the lowest free one: 3) and nothing else. */
+static void check_fd_list(const char *out) {
+  int seen[4] = {0, 0, 0, 0}, n = 0;
+  const char *q = out;
+  while (*q) {
+    char *end;
+    long v = strtol(q, &end, 10);
+    if (end == q || *end != '\n')
+      test_fail_(__FILE__, __LINE__, "odd ls output: \"%s\"", out);
+    if (v < 0 || v > 3)
+      test_fail_(__FILE__, __LINE__, "the child inherited fd %ld: \"%s\"", v,
+                 out);
+    seen[v]++;
+    n++;
+    q = end + 1;
+  }
+  CHECK(seen[0] == 1 && seen[1] == 1 && seen[2] == 1);
+  CHECK(n <= 4);
+}
+
+TEST(child_inherits_only_stdio) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {"/bin/ls", "/proc/self/fd", NULL};
+  char path[] = "/tmp/evl-sp-fds-XXXXXX", got[256];
+  evl_subprocess_options o;
+  sp s;
+  int extra = open("/dev/null", O_RDONLY), high, pfd[2], tmp, tmp_high;
+  CHECK(extra >= 0);
+  high = dup2(extra, 77); /* without O_CLOEXEC, like extra */
+  CHECK_EQ(high, 77);
+  CHECK_EQ(pipe(pfd), 0);
+  sp_init(&s);
+  run_child(loop, &s, argv, NULL, NULL);
+  CHECK_EQ(s.rc, 0);
+  check_fd_list(s.buf[1]); /* sp_init zeroed it: a C string */
+
+  /* an fd given with EVL_STDIO_FD is the child's fd 1, and only that */
+  tmp = mkstemp(path);
+  CHECK(tmp >= 0);
+  tmp_high = dup2(tmp, 90);
+  CHECK_EQ(tmp_high, 90);
+  close(tmp);
+  memset(&o, 0, sizeof o);
+  o.stdout_mode = EVL_STDIO_FD;
+  o.stdout_fd = tmp_high;
+  sp_init(&s);
+  run_child(loop, &s, argv, NULL, &o);
+  CHECK_EQ(s.rc, 0);
+  read_file(path, got, sizeof got);
+  check_fd_list(got);
+  close(tmp_high);
+  unlink(path);
+  close(extra);
+  close(high);
+  close(pfd[0]);
+  close(pfd[1]);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* ---- reaping ---------------------------------------------------------- */
+
+static const char *const tr[] = {"/bin/true", NULL};
+static const char *const sh_exit[7][4] = {
+    {"/bin/sh", "-c", "exit 0", NULL}, {"/bin/sh", "-c", "exit 1", NULL},
+    {"/bin/sh", "-c", "exit 2", NULL}, {"/bin/sh", "-c", "exit 3", NULL},
+    {"/bin/sh", "-c", "exit 4", NULL}, {"/bin/sh", "-c", "exit 5", NULL},
+    {"/bin/sh", "-c", "exit 6", NULL}};
+
+/* 1,000 short children, at most 200 at a time: /bin/true and sh -c 'exit
+   N', half of them with a stdout pipe, the rest all DEVNULL. */
+TEST(a_thousand_children) {
+  evl_loop *loop = quiet_loop();
+  enum { MAXRUN = 200 };
+  int N = under_valgrind() ? 300 : 1000; /* valgrind: ~50x slower */
+  sp *s = (sp *)calloc((size_t)N, sizeof *s);
+  evl_future **f = (evl_future **)calloc((size_t)N, sizeof *f);
+  evl_subprocess_options dn, half;
+  int started = 0, lost = 0, i, peak = 0;
+  double t0 = test_now(), dl = t0 + 45.0;
+  CHECK(s && f);
+  memset(&dn, 0, sizeof dn);
+  dn.stdin_mode = dn.stdout_mode = dn.stderr_mode = EVL_STDIO_DEVNULL;
+  half = dn;
+  half.stdout_mode = EVL_STDIO_PIPE;
+  while (lost < N && test_now() < dl) {
+    while (started < N && started - lost < MAXRUN) {
+      i = started++;
+      sp_init(&s[i]);
+      f[i] = evl_subprocess_exec(loop, &sp_proto, &s[i],
+                                 i % 2 ? sh_exit[i % 7] : tr,
+                                 (i / 2) % 2 ? &half : &dn);
+      CHECK(f[i] != NULL);
+    }
+    if (started - lost > peak)
+      peak = started - lost;
+    evl_run_once(loop, 0.01);
+    lost = 0;
+    for (i = 0; i < started; i++) {
+      if (f[i] && evl_future_done(f[i])) {
+        if (evl_future_error(f[i]) != 0)
+          test_fail_(__FILE__, __LINE__, "child %d: %s", i,
+                     evl_strerror(evl_future_error(f[i])));
+        evl_future_release(f[i]);
+        f[i] = NULL;
+      }
+      lost += s[i].lost;
+    }
+  }
+  if (lost < N)
+    test_fail_(__FILE__, __LINE__, "%d of %d children ended in %.1f s", lost, N,
+               test_now() - t0);
+  for (i = 0; i < N; i++) {
+    CHECK(f[i] == NULL);
+    CHECK_ORDER(s[i]);
+    CHECK_EQ(s[i].exited, 1);
+    CHECK_EQ(s[i].rc_known, 1);
+    if (s[i].rc != (i % 2 ? i % 7 : 0))
+      test_fail_(__FILE__, __LINE__, "child %d: returncode %d, expected %d", i,
+                 s[i].rc, i % 2 ? i % 7 : 0);
+    CHECK(gone(s[i].pid));
+  }
+  CHECK(peak <= MAXRUN);
+  free(s);
+  free(f);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* Other code reaps the child (a blocking waitpid) before the loop sees it
+   exit. The header does not say which returncode then: asyncio reports
+   255 with a warning; the real status (0) is fine too. What matters: no
+   hang, no crash, process_exited and connection_lost run. */
+TEST(child_reaped_by_other_code) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {"/bin/sleep", "0.5", NULL};
+  sp s;
+  int st = -1;
+  g_quiet = 1; /* a warning through the exception handler is allowed */
+  sp_init(&s);
+  CHECK_EQ(start(loop, &s, argv, NULL, NULL), 0);
+  CHECK(s.pid > 0);
+  CHECK_EQ(s.exited, 0);
+  CHECK_EQ(waitpid(s.pid, &st, 0), s.pid);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  RUN_UNTIL(loop, s.lost == 1);
+  CHECK_ORDER(s);
+  CHECK_EQ(s.exited, 1);
+  CHECK_EQ(s.rc_known, 1);
+  if (s.rc != 255 && s.rc != 0)
+    test_fail_(__FILE__, __LINE__, "returncode %d (expected 255 or 0)", s.rc);
+  /* the loop still works for the next child */
+  {
+    const char *a2[] = {"/bin/sh", "-c", "exit 2", NULL};
+    sp_init(&s);
+    run_child(loop, &s, a2, NULL, NULL);
+    CHECK_EQ(s.rc, 2);
+  }
+  evl_loop_free(loop);
+}
+
+/* evl_subprocess_close kills a running child (asyncio's close); the
+   callbacks still end with connection_lost, and the child is reaped. */
+TEST(close_kills_a_running_child) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {"/bin/sleep", "10", NULL};
+  double t0 = test_now();
+  sp s;
+  sp_init(&s);
+  CHECK_EQ(start(loop, &s, argv, NULL, NULL), 0);
+  evl_subprocess_close(s.p);
+  RUN_UNTIL(loop, s.lost == 1);
+  CHECK(test_now() - t0 < 3.0);
+  CHECK_ORDER(s);
+  CHECK_EQ(s.rc, -SIGKILL);
+  check_reaped(s.pid);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* Freeing the loop with a child running returns promptly, leaves no
+   zombie (the child is killed and reaped) and no fd behind; the protocol
+   still gets its connection_lost. The first loop warms up whatever the
+   process keeps for good (signal self-pipes). */
+TEST(loop_free_with_a_running_child) {
+  const char *echo[] = {"/bin/echo", "warm", NULL};
+  const char *argv[] = {"/bin/sleep", "10", NULL};
+  evl_loop *loop = quiet_loop();
+  double t0;
+  int fds;
+  sp s;
+  sp_init(&s);
+  run_child(loop, &s, echo, NULL, NULL);
+  evl_loop_free(loop);
+  fds = count_fds();
+
+  loop = quiet_loop();
+  sp_init(&s);
+  s.relaxed = 1;
+  CHECK_EQ(start(loop, &s, argv, NULL, NULL), 0);
+  run_for(loop, 0.05);
+  CHECK_EQ(s.lost, 0);
+  t0 = test_now();
+  evl_loop_free(loop);
+  CHECK(test_now() - t0 < 2.0);
+  CHECK_ORDER(s);
+  CHECK_EQ(s.lost, 1);
+  CHECK(s.lost_err == 0 || s.lost_err == EVL_ECLOSED);
+  if (!gone(s.pid)) {
+    int st = 0;
+    pid_t w = waitpid(s.pid, &st, WNOHANG);
+    kill(s.pid, SIGKILL);
+    waitpid(s.pid, NULL, 0);
+    test_fail_(__FILE__, __LINE__,
+               "child %d left behind after evl_loop_free (%s)", s.pid,
+               w == 0 ? "still running" : "a zombie");
+  }
+  CHECK_EQ(count_fds(), fds);
+}
+
+/* ---- the SIGCHLD path (no pidfd) ------------------------------------- */
+
+TEST(sigchld_path_basics) {
+  if (!no_pidfd())
+    return;
+  echo_hello_callbacks_in_order();
+  exit_status_is_the_returncode();
+  kill_and_terminate_give_minus_the_signal();
+  stdin_pipe_write_eof_and_close();
+  stdout_devnull();
+  missing_program_is_enoent();
+  close_kills_a_running_child();
+}
+
+TEST(sigchld_path_many_children) {
+  if (no_pidfd())
+    a_thousand_children();
+}
+
+TEST(sigchld_path_child_reaped_by_other_code) {
+  if (no_pidfd())
+    child_reaped_by_other_code();
+}
+
+TEST(sigchld_path_loop_free_with_a_running_child) {
+  if (no_pidfd())
+    loop_free_with_a_running_child();
+}
+
+TESTS_BEGIN
+T(echo_hello_callbacks_in_order)
+T(exit_status_is_the_returncode)
+T(kill_and_terminate_give_minus_the_signal)
+T(send_signal_reaches_the_child)
+T(stdin_pipe_write_eof_and_close)
+T(stdin_pipe_child_exits_without_reading)
+T(stdout_devnull)
+T(stderr_to_stdout)
+T(stdout_to_an_fd)
+T(stdout_inherit)
+T(cwd_and_env)
+T(shell_runs_sh_c)
+T(missing_program_is_enoent)
+T(non_executable_file_is_eacces)
+T(bad_arguments_fail_the_future)
+T(child_inherits_only_stdio)
+T(a_thousand_children)
+T(child_reaped_by_other_code)
+T(close_kills_a_running_child)
+T(loop_free_with_a_running_child)
+T(sigchld_path_basics)
+T(sigchld_path_many_children)
+T(sigchld_path_child_reaped_by_other_code)
+T(sigchld_path_loop_free_with_a_running_child)
+TESTS_END
