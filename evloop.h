@@ -828,7 +828,9 @@ EVLOOP_API void evl_stream_free(evl_stream *s);
    asyncio's subprocess_exec / subprocess_shell with SubprocessProtocol and
    SubprocessTransport (evl_subprocess), and the high-level Process API
    (evl_process) with streams, wait and communicate.
-   Children are started with posix_spawn; they start with default signal
+   Children are started with posix_spawn (with glibc >= 2.34, whose
+   closefrom and chdir file actions it needs; elsewhere with fork + exec,
+   which reports exec errors the same way); they start with default signal
    dispositions, an empty signal mask, and no fd but 0, 1 and 2 (and the
    fds you pass). A missing program is EVL_ENOENT and a file that cannot be
    executed EVL_EACCES, as errors of the future, not a child exiting 127.
