@@ -7,6 +7,7 @@
 #include "test.h"
 
 #include "net_test.h"
+#include "proc_test.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -155,50 +156,6 @@ static const evl_subprocess_protocol sp_proto = {s_made, s_data, s_pipe_lost,
                  "expected \"%s\"",                                            \
                  fd, (int)(s).n[fd], (s).buf[fd], (s).n[fd], str);             \
   } while (0)
-
-/* Under valgrind (it preloads vgpreload_*.so), glibc's posix_spawn cannot
-   report exec errors (valgrind runs CLONE_VFORK as a plain fork): the
-   spawn succeeds and the child exits 127. The tests accept that there. */
-static int under_valgrind(void) {
-  const char *p = getenv("LD_PRELOAD");
-  return p && strstr(p, "vgpreload") != NULL;
-}
-
-/* Makes pidfd_open fail with ENOSYS in this (forked test) process, as on
-   Linux < 5.3 or under a seccomp policy, so the loop watches exits through
-   SIGCHLD. 0 if that is not possible here (then the test is skipped). */
-#if defined(__linux__) && defined(PR_SET_SECCOMP)
-typedef struct bpf_ins {
-  unsigned short code;
-  unsigned char jt, jf;
-  unsigned int k;
-} bpf_ins;
-typedef struct bpf_prog {
-  unsigned short len;
-  bpf_ins *filter;
-} bpf_prog;
-static int no_pidfd(void) {
-  static bpf_ins ins[] = {
-      {0x20, 0, 0, 0},                 /* A = seccomp_data.nr */
-      {0x15, 0, 1, 434},               /* A == __NR_pidfd_open ? */
-      {0x06, 0, 0, 0x00050000u | 38u}, /* SECCOMP_RET_ERRNO | ENOSYS */
-      {0x06, 0, 0, 0x7fff0000u}};      /* SECCOMP_RET_ALLOW */
-  bpf_prog prog;
-  prog.len = (unsigned short)(sizeof ins / sizeof ins[0]);
-  prog.filter = ins;
-  if (prctl(38 /* PR_SET_NO_NEW_PRIVS */, 1L, 0L, 0L, 0L) != 0 ||
-      prctl(PR_SET_SECCOMP, 2L /* SECCOMP_MODE_FILTER */, &prog, 0L, 0L) != 0) {
-    printf("  (seccomp not available: skipped)\n");
-    return 0;
-  }
-  return 1;
-}
-#else
-static int no_pidfd(void) {
-  printf("  (not Linux: the SIGCHLD path is the only one)\n");
-  return 0;
-}
-#endif
 
 /* Starts argv (shell: argv[0] is the command), waits for the future;
    returns its error code (0: started, connection_made has run). */
