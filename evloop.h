@@ -5644,6 +5644,41 @@ EVL__DEF evl_future *evl_create_unix_connection(evl_loop *loop,
   return &c->fut;
 }
 
+/* Futures that callers wait on until something happens (a server closed,
+   a child exited): each caller gets its own future, so one cancelled
+   waiter (e.g. by evl_wait_for) leaves the others waiting. */
+typedef struct evl__waiters {
+  evl_future **f;
+  size_t n;
+} evl__waiters;
+
+static evl_future *evl__waiters_add(evl__waiters *w, evl_loop *loop) {
+  evl_future *f = evl_future_new(loop), **a;
+  if (!f)
+    return NULL;
+  a = (evl_future **)EVLOOP_REALLOC(NULL, w->f, (w->n + 1) * sizeof *a);
+  if (!a) {
+    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
+    return f;
+  }
+  w->f = a;
+  w->f[w->n++] = evl_future_ref(f);
+  return f;
+}
+/* Completes every waiter (those not cancelled) with result, and forgets
+   them; also what freeing does, with no result delivered. */
+static void evl__waiters_done(evl__waiters *w, int deliver, void *result) {
+  size_t i;
+  for (i = 0; i < w->n; i++) {
+    if (deliver)
+      (void)evl_future_set_result(w->f[i], result);
+    evl_future_release(w->f[i]);
+  }
+  EVLOOP_FREE(NULL, w->f);
+  w->f = NULL;
+  w->n = 0;
+}
+
 /* ==== Servers =========================================================== */
 
 struct evl_server {
@@ -5654,8 +5689,7 @@ struct evl_server {
   int *fds;
   size_t nfds, nconns;
   int backlog, serving, closed, user_freed, shed_reported;
-  evl_future **waiters; /* wait_closed: one future per caller */
-  size_t nwaiters;
+  evl__waiters waiters; /* wait_closed */
   evl_future *serve_fut;
   char *unix_path; /* the socket file we made, removed at close */
   dev_t unix_dev;
@@ -5664,16 +5698,8 @@ struct evl_server {
 };
 
 static void evl__server_maybe_done(evl_server *s) {
-  size_t i;
-  if (!s->closed || s->nconns || !s->nwaiters)
-    return;
-  for (i = 0; i < s->nwaiters; i++) {
-    (void)evl_future_set_result(s->waiters[i], NULL); /* unless cancelled */
-    evl_future_release(s->waiters[i]);
-  }
-  EVLOOP_FREE(NULL, s->waiters);
-  s->waiters = NULL;
-  s->nwaiters = 0;
+  if (s->closed && !s->nconns)
+    evl__waiters_done(&s->waiters, 1, NULL);
 }
 
 static void evl__server_conn_gone(evl_server *s) {
@@ -5788,24 +5814,11 @@ EVL__DEF void evl_server_close(evl_server *s) {
   evl__server_maybe_done(s);
 }
 EVL__DEF evl_future *evl_server_wait_closed(evl_server *s) {
-  evl_future *f, **w;
+  evl_future *f;
   if (!s || s->loop->closed)
     return NULL;
-  f = evl_future_new(s->loop);
-  if (!f)
-    return NULL;
-  if (s->closed && !s->nconns) {
-    (void)evl_future_set_result(f, NULL);
-    return f;
-  }
-  w = (evl_future **)EVLOOP_REALLOC(NULL, s->waiters,
-                                    (s->nwaiters + 1) * sizeof *w);
-  if (!w) {
-    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
-    return f;
-  }
-  s->waiters = w;
-  s->waiters[s->nwaiters++] = evl_future_ref(f);
+  f = evl__waiters_add(&s->waiters, s->loop);
+  evl__server_maybe_done(s); /* closed and empty already: done at once */
   return f;
 }
 EVL__DEF int evl_server_start_serving(evl_server *s) {
@@ -5880,9 +5893,7 @@ static void evl__server_release(evl_server *s) {
     evl_future_remove_done_callback(s->serve_fut, evl__serve_forever_done, s);
     evl_future_release(s->serve_fut);
   }
-  while (s->nwaiters)
-    evl_future_release(s->waiters[--s->nwaiters]);
-  EVLOOP_FREE(NULL, s->waiters);
+  evl__waiters_done(&s->waiters, 0, NULL);
   EVLOOP_FREE(NULL, s->fds);
   EVLOOP_FREE(NULL, s->unix_path);
   EVLOOP_FREE(NULL, s->owned_user);
@@ -7825,8 +7836,7 @@ struct evl_process {
   evl_stream *io[3];
   size_t limit;
   int pid, exited, returncode, freed;
-  evl_future **waiters;
-  size_t nwaiters;
+  evl__waiters waiters; /* evl_process_wait */
 };
 
 static void evl__proc_free_now(evl_process *pr) {
@@ -7834,9 +7844,7 @@ static void evl__proc_free_now(evl_process *pr) {
   for (i = 0; i < 3; i++)
     if (pr->io[i])
       evl_stream_free(pr->io[i]);
-  while (pr->nwaiters)
-    evl_future_release(pr->waiters[--pr->nwaiters]);
-  EVLOOP_FREE(NULL, pr->waiters);
+  evl__waiters_done(&pr->waiters, 0, NULL);
   evl__loop_unref(pr->loop);
   EVLOOP_FREE(NULL, pr);
 }
@@ -7886,15 +7894,9 @@ static void evl__proc_pipe_lost(evl_subprocess *sub, int fd, int err,
 }
 static void evl__proc_exited(evl_subprocess *sub, void *user) {
   evl_process *pr = (evl_process *)user;
-  size_t i;
   pr->exited = 1;
   pr->returncode = sub->returncode;
-  for (i = 0; i < pr->nwaiters; i++) {
-    (void)evl_future_set_result(pr->waiters[i],
-                                (void *)(intptr_t)pr->returncode);
-    evl_future_release(pr->waiters[i]);
-  }
-  pr->nwaiters = 0;
+  evl__waiters_done(&pr->waiters, 1, (void *)(intptr_t)pr->returncode);
 }
 static void evl__proc_lost(evl_subprocess *sub, int err, void *user) {
   evl_process *pr = (evl_process *)user;
@@ -7958,24 +7960,12 @@ EVL__DEF evl_stream *evl_process_stderr(evl_process *p) {
   return p ? p->io[2] : NULL;
 }
 EVL__DEF evl_future *evl_process_wait(evl_process *p) {
-  evl_future *f, **w;
+  evl_future *f;
   if (!p || p->loop->closing)
     return NULL;
-  f = evl_future_new(p->loop);
-  if (!f)
-    return NULL;
-  if (p->exited) {
-    (void)evl_future_set_result(f, (void *)(intptr_t)p->returncode);
-    return f;
-  }
-  w = (evl_future **)EVLOOP_REALLOC(NULL, p->waiters,
-                                    (p->nwaiters + 1) * sizeof *w);
-  if (!w) {
-    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
-    return f;
-  }
-  p->waiters = w;
-  p->waiters[p->nwaiters++] = evl_future_ref(f);
+  f = evl__waiters_add(&p->waiters, p->loop);
+  if (p->exited) /* done already: at once */
+    evl__waiters_done(&p->waiters, 1, (void *)(intptr_t)p->returncode);
   return f;
 }
 EVL__DEF int evl_process_send_signal(evl_process *p, int signum) {
