@@ -961,9 +961,13 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 
 /* ==== Backend choice ==================================================== */
 #if !defined(EVLOOP_BACKEND_SELECT) && !defined(EVLOOP_BACKEND_POLL) &&        \
-    !defined(EVLOOP_BACKEND_EPOLL)
+    !defined(EVLOOP_BACKEND_EPOLL) && !defined(EVLOOP_BACKEND_IOCP)
 #define EVL__HAVE_SELECT 1
+#if defined(_WIN32)
+#define EVL__HAVE_IOCP 1
+#else
 #define EVL__HAVE_POLL 1
+#endif
 #if defined(__linux__)
 #define EVL__HAVE_EPOLL 1
 #endif
@@ -978,12 +982,24 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define EVL__HAVE_EPOLL 1
 #define EVL__HAVE_POLL 1 /* the run-time fallback */
 #endif
+#ifdef EVLOOP_BACKEND_IOCP
+#define EVL__HAVE_IOCP 1
+#endif
+#endif
+
+#if defined(_WIN32) && (defined(EVL__HAVE_POLL) || defined(EVL__HAVE_EPOLL))
+#error "evloop.h: on Windows the backends are IOCP and select"
+#endif
+#if !defined(_WIN32) && defined(EVL__HAVE_IOCP)
+#error "evloop.h: the IOCP backend needs Windows"
 #endif
 
 #if defined(EVLOOP_BACKEND_EPOLL) ||                                           \
     (!defined(EVLOOP_BACKEND_SELECT) && !defined(EVLOOP_BACKEND_POLL) &&       \
      defined(EVL__HAVE_EPOLL))
 #define EVL__DEFAULT_BACKEND EVL_BACKEND_EPOLL
+#elif defined(EVL__HAVE_IOCP)
+#define EVL__DEFAULT_BACKEND EVL_BACKEND_IOCP
 #elif defined(EVLOOP_BACKEND_SELECT)
 #define EVL__DEFAULT_BACKEND EVL_BACKEND_SELECT
 #else
@@ -1000,10 +1016,25 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 #include <sys/types.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
+#ifdef _WIN32
+/* winsock2.h before windows.h; only the implementation pulls them in. */
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <mswsock.h>
+#include <windows.h>
+#include <process.h>
+#include <io.h>
+#ifdef _MSC_VER
+#pragma comment(lib, "ws2_32.lib")
+#endif
+#else
+#include <unistd.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <netdb.h>
@@ -1012,6 +1043,7 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #include <arpa/inet.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#endif
 #ifdef __linux__
 #include <sys/sendfile.h>
 #include <sys/syscall.h>
@@ -1019,7 +1051,7 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #ifdef EVL__HAVE_POLL
 #include <poll.h>
 #endif
-#ifdef EVL__HAVE_SELECT
+#if defined(EVL__HAVE_SELECT) && !defined(_WIN32)
 #include <sys/select.h>
 #endif
 #ifdef EVL__HAVE_EPOLL
@@ -1032,7 +1064,7 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #endif
 #include <sys/eventfd.h>
 #endif
-#ifndef EVLOOP_NO_THREADS
+#if !defined(EVLOOP_NO_THREADS) && !defined(_WIN32)
 #include <pthread.h>
 #endif
 
@@ -1143,16 +1175,58 @@ struct evl_future {
   uint32_t ncbs, capcbs;
 };
 
-#ifndef EVLOOP_NO_THREADS
-typedef pthread_mutex_t evl__mutex;
-typedef pthread_cond_t evl__cond;
-#define evl__lock(m) pthread_mutex_lock(m)
-#define evl__unlock(m) pthread_mutex_unlock(m)
-#else
+/* Threads: pthreads on POSIX, Win32 slim locks and threads on Windows. */
+#if defined(EVLOOP_NO_THREADS)
 typedef int evl__mutex;
 typedef int evl__cond;
 #define evl__lock(m) ((void)(m))
 #define evl__unlock(m) ((void)(m))
+#elif defined(_WIN32)
+typedef SRWLOCK evl__mutex;
+typedef CONDITION_VARIABLE evl__cond;
+typedef HANDLE evl__thread;
+#define EVL__MUTEX_INIT SRWLOCK_INIT
+#define evl__mutex_init(m) InitializeSRWLock(m)
+#define evl__mutex_destroy(m) ((void)(m))
+#define evl__lock(m) AcquireSRWLockExclusive(m)
+#define evl__unlock(m) ReleaseSRWLockExclusive(m)
+#define evl__cond_init(c) InitializeConditionVariable(c)
+#define evl__cond_destroy(c) ((void)(c))
+#define evl__cond_wait(c, m) SleepConditionVariableSRW((c), (m), INFINITE, 0)
+#define evl__cond_signal(c) WakeConditionVariable(c)
+#define evl__cond_broadcast(c) WakeAllConditionVariable(c)
+#define EVL__THREAD_FN(name, arg) static unsigned __stdcall name(void *arg)
+#define EVL__THREAD_RETURN return 0
+static int evl__thread_start(evl__thread *t, unsigned(__stdcall *fn)(void *),
+                             void *arg) {
+  uintptr_t h = _beginthreadex(NULL, 0, fn, arg, 0, NULL);
+  if (!h)
+    return -1;
+  *t = (HANDLE)h;
+  return 0;
+}
+static void evl__thread_join(evl__thread t) {
+  WaitForSingleObject(t, INFINITE);
+  CloseHandle(t);
+}
+#else
+typedef pthread_mutex_t evl__mutex;
+typedef pthread_cond_t evl__cond;
+typedef pthread_t evl__thread;
+#define EVL__MUTEX_INIT PTHREAD_MUTEX_INITIALIZER
+#define evl__mutex_init(m) pthread_mutex_init((m), NULL)
+#define evl__mutex_destroy(m) pthread_mutex_destroy(m)
+#define evl__lock(m) pthread_mutex_lock(m)
+#define evl__unlock(m) pthread_mutex_unlock(m)
+#define evl__cond_init(c) pthread_cond_init((c), NULL)
+#define evl__cond_destroy(c) pthread_cond_destroy(c)
+#define evl__cond_wait(c, m) pthread_cond_wait((c), (m))
+#define evl__cond_signal(c) pthread_cond_signal(c)
+#define evl__cond_broadcast(c) pthread_cond_broadcast(c)
+#define EVL__THREAD_FN(name, arg) static void *name(void *arg)
+#define EVL__THREAD_RETURN return NULL
+#define evl__thread_start(t, fn, arg) pthread_create((t), NULL, (fn), (arg))
+#define evl__thread_join(t) ((void)pthread_join((t), NULL))
 #endif
 
 typedef struct evl__job evl__job;
@@ -1243,7 +1317,7 @@ struct evl_loop {
   evl_executor *default_exec;
   int owns_default_exec, exec_shutdown, exec_threads;
 #ifndef EVLOOP_NO_THREADS
-  pthread_t shutdown_thread;
+  evl__thread shutdown_thread;
   int shutdown_thread_live;
 #endif
 };
@@ -1422,6 +1496,281 @@ static int evl__seconds_to_ns(double s, int64_t *out) {
     v++;
   *out = v;
   return 0;
+}
+
+/* ==== Platform layer ======================================================
+   The socket code below is written against POSIX. On POSIX the evl__
+   names are the system calls themselves; on Windows they are thin wrappers
+   with the same shape: an int socket (Windows keeps handle values within
+   32 bits so 32- and 64-bit processes can share them), -1 and errno on
+   failure. */
+#ifdef _WIN32
+#ifdef _MSC_VER
+typedef SSIZE_T ssize_t;
+#endif
+#ifndef SHUT_WR
+#define SHUT_WR SD_SEND
+#endif
+
+/* A Win32 or Winsock error code as the matching errno value. */
+static int evl__win_errno(DWORD e) {
+  switch (e) {
+  case 0:
+    return 0;
+  case WSAEINTR:
+    return EINTR;
+  case WSAEBADF:
+  case WSAENOTSOCK:
+    return e == WSAEBADF ? EBADF : ENOTSOCK;
+  case WSAEACCES:
+  case ERROR_ACCESS_DENIED:
+  case ERROR_SHARING_VIOLATION:
+    return EACCES;
+  case WSAEFAULT:
+    return EFAULT;
+  case WSAEINVAL:
+  case ERROR_INVALID_PARAMETER:
+  case ERROR_INVALID_NAME:
+    return EINVAL;
+  case WSAEMFILE:
+  case ERROR_TOO_MANY_OPEN_FILES:
+    return EMFILE;
+  case WSAEWOULDBLOCK:
+  case ERROR_IO_PENDING:
+    return EAGAIN;
+  case WSAEINPROGRESS:
+    return EINPROGRESS;
+  case WSAEALREADY:
+    return EALREADY;
+  case WSAEDESTADDRREQ:
+    return EDESTADDRREQ;
+  case WSAEMSGSIZE:
+    return EMSGSIZE;
+  case WSAEPROTOTYPE:
+    return EPROTOTYPE;
+  case WSAENOPROTOOPT:
+    return ENOPROTOOPT;
+  case WSAEPROTONOSUPPORT:
+  case WSAESOCKTNOSUPPORT:
+    return EPROTONOSUPPORT;
+  case WSAEOPNOTSUPP:
+  case ERROR_NOT_SUPPORTED:
+    return ENOTSUP;
+  case WSAEAFNOSUPPORT:
+  case WSAEPFNOSUPPORT:
+    return EAFNOSUPPORT;
+  case WSAEADDRINUSE:
+    return EADDRINUSE;
+  case WSAEADDRNOTAVAIL:
+    return EADDRNOTAVAIL;
+  case WSAENETDOWN:
+    return ENETDOWN;
+  case WSAENETUNREACH:
+    return ENETUNREACH;
+  case WSAECONNABORTED:
+  case ERROR_CONNECTION_ABORTED:
+    return ECONNABORTED;
+  case WSAENETRESET:
+  case WSAECONNRESET:
+  case ERROR_NETNAME_DELETED:
+    return ECONNRESET;
+  case WSAENOBUFS:
+    return ENOBUFS;
+  case WSAEISCONN:
+    return EISCONN;
+  case WSAENOTCONN:
+    return ENOTCONN;
+  case WSAESHUTDOWN:
+  case ERROR_BROKEN_PIPE:
+  case ERROR_NO_DATA:
+  case ERROR_PIPE_NOT_CONNECTED:
+    return EPIPE;
+  case WSAETIMEDOUT:
+  case WAIT_TIMEOUT:
+    return ETIMEDOUT;
+  case WSAECONNREFUSED:
+  case ERROR_CONNECTION_REFUSED:
+    return ECONNREFUSED;
+  case WSAEHOSTUNREACH:
+  case WSAEHOSTDOWN:
+  case ERROR_HOST_UNREACHABLE:
+    return EHOSTUNREACH;
+  case WSAENAMETOOLONG:
+  case ERROR_FILENAME_EXCED_RANGE:
+    return ENAMETOOLONG;
+  case WSA_OPERATION_ABORTED:
+    return ECANCELED;
+  case ERROR_FILE_NOT_FOUND:
+  case ERROR_PATH_NOT_FOUND:
+  case ERROR_MOD_NOT_FOUND:
+    return ENOENT;
+  case ERROR_INVALID_HANDLE:
+    return EBADF;
+  case ERROR_NOT_ENOUGH_MEMORY:
+  case ERROR_OUTOFMEMORY:
+    return ENOMEM;
+  case ERROR_BAD_EXE_FORMAT:
+    return ENOEXEC;
+  case ERROR_DIRECTORY:
+    return ENOTDIR;
+  case ERROR_FILE_EXISTS:
+  case ERROR_ALREADY_EXISTS:
+    return EEXIST;
+  case ERROR_BUSY:
+    return EBUSY;
+  default:
+    return EIO;
+  }
+}
+/* The last Winsock error into errno; returns -1 for `return` chains. */
+static int evl__sock_fail(void) {
+  errno = evl__win_errno((DWORD)WSAGetLastError());
+  return -1;
+}
+#define EVL__SOCK(fd) ((SOCKET)(intptr_t)(fd))
+static int evl__sock_len(size_t n) {
+  return n > INT_MAX ? INT_MAX : (int)n;
+}
+static ssize_t evl__sys_recv(int fd, void *buf, size_t len, int flags) {
+  int r = recv(EVL__SOCK(fd), (char *)buf, evl__sock_len(len), flags);
+  return r == SOCKET_ERROR ? evl__sock_fail() : r;
+}
+static ssize_t evl__sys_send(int fd, const void *buf, size_t len, int flags) {
+  int r = send(EVL__SOCK(fd), (const char *)buf, evl__sock_len(len), flags);
+  return r == SOCKET_ERROR ? evl__sock_fail() : r;
+}
+static ssize_t evl__sys_recvfrom(int fd, void *buf, size_t len, int flags,
+                                 struct sockaddr *a, socklen_t *alen) {
+  int r =
+      recvfrom(EVL__SOCK(fd), (char *)buf, evl__sock_len(len), flags, a, alen);
+  if (r == SOCKET_ERROR && WSAGetLastError() == WSAEMSGSIZE)
+    return evl__sock_len(len); /* truncated, as POSIX does */
+  return r == SOCKET_ERROR ? evl__sock_fail() : r;
+}
+static ssize_t evl__sys_sendto(int fd, const void *buf, size_t len, int flags,
+                               const struct sockaddr *a, socklen_t alen) {
+  int r = sendto(EVL__SOCK(fd), (const char *)buf, evl__sock_len(len), flags, a,
+                 alen);
+  return r == SOCKET_ERROR ? evl__sock_fail() : r;
+}
+/* A new socket handle as an int, not inheritable by children. */
+static int evl__own_socket(SOCKET s) {
+  if (s == INVALID_SOCKET)
+    return evl__sock_fail();
+  if (s > (SOCKET)INT_MAX) { /* cannot happen: handles stay in 32 bits */
+    closesocket(s);
+    errno = EMFILE;
+    return -1;
+  }
+  SetHandleInformation((HANDLE)s, HANDLE_FLAG_INHERIT, 0);
+  return (int)s;
+}
+static int evl__sys_accept(int fd, struct sockaddr *a, socklen_t *alen) {
+  return evl__own_socket(accept(EVL__SOCK(fd), a, alen));
+}
+static int evl__sys_connect(int fd, const struct sockaddr *a, socklen_t alen) {
+  if (connect(EVL__SOCK(fd), a, alen) == 0)
+    return 0;
+  if (WSAGetLastError() == WSAEWOULDBLOCK) { /* Winsock's EINPROGRESS */
+    errno = EINPROGRESS;
+    return -1;
+  }
+  return evl__sock_fail();
+}
+static int evl__sys_bind(int fd, const struct sockaddr *a, socklen_t alen) {
+  return bind(EVL__SOCK(fd), a, alen) == 0 ? 0 : evl__sock_fail();
+}
+static int evl__sys_listen(int fd, int backlog) {
+  return listen(EVL__SOCK(fd), backlog) == 0 ? 0 : evl__sock_fail();
+}
+static int evl__sys_getsockopt(int fd, int level, int name, void *v,
+                               socklen_t *len) {
+  return getsockopt(EVL__SOCK(fd), level, name, (char *)v, len) == 0
+             ? 0
+             : evl__sock_fail();
+}
+static int evl__sys_setsockopt(int fd, int level, int name, const void *v,
+                               socklen_t len) {
+  return setsockopt(EVL__SOCK(fd), level, name, (const char *)v, len) == 0
+             ? 0
+             : evl__sock_fail();
+}
+static int evl__sys_getsockname(int fd, struct sockaddr *a, socklen_t *len) {
+  return getsockname(EVL__SOCK(fd), a, len) == 0 ? 0 : evl__sock_fail();
+}
+static int evl__sys_getpeername(int fd, struct sockaddr *a, socklen_t *len) {
+  return getpeername(EVL__SOCK(fd), a, len) == 0 ? 0 : evl__sock_fail();
+}
+static int evl__sys_shutdown(int fd, int how) {
+  return shutdown(EVL__SOCK(fd), how) == 0 ? 0 : evl__sock_fail();
+}
+static int evl__closesocket(int fd) {
+  return closesocket(EVL__SOCK(fd)) == 0 ? 0 : evl__sock_fail();
+}
+static int evl__set_nonblocking(int fd) {
+  u_long one = 1;
+  return ioctlsocket(EVL__SOCK(fd), (long)FIONBIO, &one) == 0
+             ? 0
+             : (evl__sock_fail(), evl__errno());
+}
+/* 1 if fd is an open socket. */
+static int evl__is_socket(int fd) {
+  int type = 0, len = (int)sizeof type;
+  return getsockopt(EVL__SOCK(fd), SOL_SOCKET, SO_TYPE, (char *)&type, &len) ==
+         0;
+}
+#else
+#define evl__sys_recv recv
+#define evl__sys_send send
+#define evl__sys_recvfrom recvfrom
+#define evl__sys_sendto sendto
+#define evl__sys_connect connect
+#define evl__sys_bind bind
+#define evl__sys_listen listen
+#define evl__sys_getsockopt getsockopt
+#define evl__sys_setsockopt setsockopt
+#define evl__sys_getsockname getsockname
+#define evl__sys_getpeername getpeername
+#define evl__sys_shutdown shutdown
+#define evl__closesocket close
+static int evl__set_nonblocking(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    return evl__errno();
+  return 0;
+}
+/* A non-blocking close-on-exec accepted socket. */
+static int evl__sys_accept(int lfd, struct sockaddr *a, socklen_t *alen) {
+#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) ||       \
+    defined(__OpenBSD__)
+  return accept4(lfd, a, alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+#else
+  int fd = accept(lfd, a, alen);
+  if (fd >= 0) {
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    (void)evl__set_nonblocking(fd);
+  }
+  return fd;
+#endif
+}
+#endif
+
+/* A spare fd, closed to make room when accept runs out of fds (POSIX;
+   Windows has no per-process fd limit to shed). */
+static void evl__reserve_fd_open(evl_loop *loop) {
+#ifndef _WIN32
+  if (loop->reserve_fd < 0)
+    loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+#else
+  (void)loop;
+#endif
+}
+static void evl__reserve_fd_close(evl_loop *loop) {
+#ifndef _WIN32
+  if (loop->reserve_fd >= 0)
+    close(loop->reserve_fd);
+#endif
+  loop->reserve_fd = -1;
 }
 
 /* ==== Logging and the exception handler ================================= */
@@ -1883,7 +2232,7 @@ static void evl__wake_outside_lock(evl_loop *loop) {
   evl__lock(&loop->ts_mu);
 #ifndef EVLOOP_NO_THREADS
   if (--loop->ts_wakers == 0 && loop->ts_closed)
-    pthread_cond_broadcast(&loop->ts_cv);
+    evl__cond_broadcast(&loop->ts_cv);
 #else
   loop->ts_wakers--;
 #endif
@@ -2784,8 +3133,8 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
                 (cfg->debug == 0 && env && *env && strcmp(env, "0") != 0);
   loop->backend = cfg->backend ? cfg->backend : EVL__DEFAULT_BACKEND;
 #ifndef EVLOOP_NO_THREADS
-  pthread_mutex_init(&loop->ts_mu, NULL);
-  pthread_cond_init(&loop->ts_cv, NULL);
+  evl__mutex_init(&loop->ts_mu);
+  evl__cond_init(&loop->ts_cv);
 #endif
   rc = evl__be_init(loop);
 #if defined(EVL__HAVE_EPOLL) && defined(EVL__HAVE_POLL)
@@ -2803,8 +3152,8 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
     evl__be_destroy(loop);
     evl__lfree(loop, loop->ring);
 #ifndef EVLOOP_NO_THREADS
-    pthread_mutex_destroy(&loop->ts_mu);
-    pthread_cond_destroy(&loop->ts_cv);
+    evl__mutex_destroy(&loop->ts_mu);
+    evl__cond_destroy(&loop->ts_cv);
 #endif
     evl__loop_unref(loop);
     return rc;
@@ -2862,7 +3211,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   loop->ts_closed = 1;
 #ifndef EVLOOP_NO_THREADS
   while (loop->ts_wakers) /* a thread is writing to the wake-up fd */
-    pthread_cond_wait(&loop->ts_cv, &loop->ts_mu);
+    evl__cond_wait(&loop->ts_cv, &loop->ts_mu);
 #endif
   evl__unlock(&loop->ts_mu);
   /* 2. Discard what is scheduled; the library's own callbacks run in
@@ -2910,9 +3259,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__lfree(loop, loop->fdsites);
   evl__lfree(loop, loop->rbuf);
   loop->rbuf = NULL;
-  if (loop->reserve_fd >= 0)
-    close(loop->reserve_fd);
-  loop->reserve_fd = -1;
+  evl__reserve_fd_close(loop);
   loop->fdsites = NULL;
   loop->fdsites_cap = 0;
   loop->slots = NULL;
@@ -2938,8 +3285,8 @@ EVL__DEF void evl_loop_free(evl_loop *loop) {
   while (loop->servers) /* closed by evl_loop_close; ours to free now */
     evl__server_release(loop->servers);
 #ifndef EVLOOP_NO_THREADS
-  pthread_mutex_destroy(&loop->ts_mu);
-  pthread_cond_destroy(&loop->ts_cv);
+  evl__mutex_destroy(&loop->ts_mu);
+  evl__cond_destroy(&loop->ts_cv);
 #endif
   evl__loop_unref(loop);
 }
@@ -3694,9 +4041,9 @@ typedef struct evl__exec_future {
 
 #ifndef EVLOOP_NO_THREADS
 struct evl_executor {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  pthread_t *threads;
+  evl__mutex mu;
+  evl__cond cv;
+  evl__thread *threads;
   int nthreads, started, shutdown;
   evl__job *head, *tail;
 };
@@ -3735,7 +4082,7 @@ static void evl__job_deliver(evl_loop *loop, evl__job *job) {
 static void evl__job_finished(evl__job *job) {
   evl_loop *loop = job->loop;
   int wake = 0;
-  pthread_mutex_lock(&loop->ts_mu);
+  evl__lock(&loop->ts_mu);
   if (job->lprev)
     job->lprev->lnext = job->lnext;
   else
@@ -3751,19 +4098,19 @@ static void evl__job_finished(evl__job *job) {
     loop->ts_wakers++;
     wake = 1;
   }
-  pthread_cond_broadcast(&loop->ts_cv);
-  pthread_mutex_unlock(&loop->ts_mu);
+  evl__cond_broadcast(&loop->ts_cv);
+  evl__unlock(&loop->ts_mu);
   if (wake)
     evl__wake_outside_lock(loop);
 }
 
-static void *evl__worker(void *p) {
+EVL__THREAD_FN(evl__worker, p) {
   evl_executor *ex = (evl_executor *)p;
   evl__job *job;
-  pthread_mutex_lock(&ex->mu);
+  evl__lock(&ex->mu);
   for (;;) {
     while (!ex->head && !ex->shutdown)
-      pthread_cond_wait(&ex->cv, &ex->mu);
+      evl__cond_wait(&ex->cv, &ex->mu);
     job = ex->head;
     if (!job)
       break; /* shut down and nothing left to run */
@@ -3771,13 +4118,13 @@ static void *evl__worker(void *p) {
     if (!ex->head)
       ex->tail = NULL;
     job->state = EVL__JOB_RUNNING;
-    pthread_mutex_unlock(&ex->mu);
+    evl__unlock(&ex->mu);
     job->err = job->fn(job->arg, &job->result);
     evl__job_finished(job);
-    pthread_mutex_lock(&ex->mu);
+    evl__lock(&ex->mu);
   }
-  pthread_mutex_unlock(&ex->mu);
-  return NULL;
+  evl__unlock(&ex->mu);
+  EVL__THREAD_RETURN;
 }
 
 EVL__DEF evl_executor *evl_executor_new(int nthreads) {
@@ -3789,26 +4136,26 @@ EVL__DEF evl_executor *evl_executor_new(int nthreads) {
     return NULL;
   memset(ex, 0, sizeof *ex);
   ex->nthreads = nthreads ? nthreads : 4;
-  ex->threads = (pthread_t *)EVLOOP_MALLOC(NULL, (size_t)ex->nthreads *
-                                                     sizeof(pthread_t));
+  ex->threads = (evl__thread *)EVLOOP_MALLOC(NULL, (size_t)ex->nthreads *
+                                                       sizeof(evl__thread));
   if (!ex->threads) {
     EVLOOP_FREE(NULL, ex);
     return NULL;
   }
-  pthread_mutex_init(&ex->mu, NULL);
-  pthread_cond_init(&ex->cv, NULL);
+  evl__mutex_init(&ex->mu);
+  evl__cond_init(&ex->cv);
   return ex;
 }
 
 /* Lets the queued jobs run, then joins the threads. */
 static void evl__executor_stop(evl_executor *ex) {
   int i;
-  pthread_mutex_lock(&ex->mu);
+  evl__lock(&ex->mu);
   ex->shutdown = 1;
-  pthread_cond_broadcast(&ex->cv);
-  pthread_mutex_unlock(&ex->mu);
+  evl__cond_broadcast(&ex->cv);
+  evl__unlock(&ex->mu);
   for (i = 0; i < ex->started; i++)
-    pthread_join(ex->threads[i], NULL);
+    evl__thread_join(ex->threads[i]);
   ex->started = 0;
 }
 
@@ -3816,8 +4163,8 @@ EVL__DEF void evl_executor_free(evl_executor *ex) {
   if (!ex)
     return;
   evl__executor_stop(ex);
-  pthread_mutex_destroy(&ex->mu);
-  pthread_cond_destroy(&ex->cv);
+  evl__mutex_destroy(&ex->mu);
+  evl__cond_destroy(&ex->cv);
   EVLOOP_FREE(NULL, ex->threads);
   EVLOOP_FREE(NULL, ex);
 }
@@ -3825,13 +4172,12 @@ EVL__DEF void evl_executor_free(evl_executor *ex) {
 /* Queues a job; starts the threads on first use. */
 static int evl__executor_push(evl_executor *ex, evl__job *job) {
   int rc = 0;
-  pthread_mutex_lock(&ex->mu);
+  evl__lock(&ex->mu);
   if (ex->shutdown) {
     rc = EVL_ECLOSED;
   } else {
     while (ex->started < ex->nthreads &&
-           pthread_create(&ex->threads[ex->started], NULL, evl__worker, ex) ==
-               0)
+           evl__thread_start(&ex->threads[ex->started], evl__worker, ex) == 0)
       ex->started++;
     if (!ex->started) {
       rc = EVL_EAGAIN;
@@ -3843,10 +4189,10 @@ static int evl__executor_push(evl_executor *ex, evl__job *job) {
       else
         ex->head = job;
       ex->tail = job;
-      pthread_cond_signal(&ex->cv);
+      evl__cond_signal(&ex->cv);
     }
   }
-  pthread_mutex_unlock(&ex->mu);
+  evl__unlock(&ex->mu);
   return rc;
 }
 
@@ -3854,7 +4200,7 @@ static int evl__executor_push(evl_executor *ex, evl__job *job) {
 static int evl__executor_unqueue(evl_executor *ex, evl__job *job) {
   evl__job **pp, *prev = NULL;
   int removed = 0;
-  pthread_mutex_lock(&ex->mu);
+  evl__lock(&ex->mu);
   if (job->state == EVL__JOB_QUEUED) {
     for (pp = &ex->head; *pp; prev = *pp, pp = &(*pp)->next) {
       if (*pp == job) {
@@ -3867,12 +4213,12 @@ static int evl__executor_unqueue(evl_executor *ex, evl__job *job) {
       }
     }
   }
-  pthread_mutex_unlock(&ex->mu);
+  evl__unlock(&ex->mu);
   return removed;
 }
 
 static void evl__job_unlink(evl_loop *loop, evl__job *job) {
-  pthread_mutex_lock(&loop->ts_mu);
+  evl__lock(&loop->ts_mu);
   if (job->lprev)
     job->lprev->lnext = job->lnext;
   else
@@ -3880,12 +4226,12 @@ static void evl__job_unlink(evl_loop *loop, evl__job *job) {
   if (job->lnext)
     job->lnext->lprev = job->lprev;
   job->lprev = job->lnext = NULL;
-  pthread_mutex_unlock(&loop->ts_mu);
+  evl__unlock(&loop->ts_mu);
 }
 
 static void evl__jobs_close(evl_loop *loop) {
   evl__job *job, *next, *cancelled = NULL;
-  pthread_mutex_lock(&loop->ts_mu);
+  evl__lock(&loop->ts_mu);
   for (job = loop->jobs; job; job = next) {
     next = job->lnext;
     if (evl__executor_unqueue(job->exec, job)) {
@@ -3900,8 +4246,8 @@ static void evl__jobs_close(evl_loop *loop) {
     }
   }
   while (loop->jobs) /* the running ones */
-    pthread_cond_wait(&loop->ts_cv, &loop->ts_mu);
-  pthread_mutex_unlock(&loop->ts_mu);
+    evl__cond_wait(&loop->ts_cv, &loop->ts_mu);
+  evl__unlock(&loop->ts_mu);
   for (job = cancelled; job; job = next) {
     next = job->next;
     ((evl__exec_future *)(void *)job->fut)->job = NULL;
@@ -3918,7 +4264,7 @@ typedef struct evl__shutdown {
 static void evl__shutdown_done(evl_loop *loop, void *arg) {
   evl__shutdown *sd = (evl__shutdown *)arg;
   if (loop->shutdown_thread_live) {
-    pthread_join(loop->shutdown_thread, NULL);
+    evl__thread_join(loop->shutdown_thread);
     loop->shutdown_thread_live = 0;
   }
   evl_executor_free(sd->ex);
@@ -3927,18 +4273,18 @@ static void evl__shutdown_done(evl_loop *loop, void *arg) {
   evl_future_release(sd->fut);
   EVLOOP_FREE(NULL, sd);
 }
-static void *evl__shutdown_main(void *p) {
+EVL__THREAD_FN(evl__shutdown_main, p) {
   evl__shutdown *sd = (evl__shutdown *)p;
   evl__executor_stop(sd->ex);
   if (evl__ts_push(sd->loop, evl__shutdown_done, sd, 1) != 0) {
     /* cannot happen before close joins us; keep the memory consistent */
   }
-  return NULL;
+  EVL__THREAD_RETURN;
 }
 
 static void evl__executor_close_default(evl_loop *loop) {
   if (loop->shutdown_thread_live) {
-    pthread_join(loop->shutdown_thread, NULL);
+    evl__thread_join(loop->shutdown_thread);
     loop->shutdown_thread_live = 0; /* its completion is in the queue */
   }
   if (loop->default_exec && loop->owns_default_exec)
@@ -3968,7 +4314,7 @@ EVL__DEF evl_future *evl_shutdown_default_executor(evl_loop *loop) {
     sd->loop = loop;
     sd->ex = ex;
     sd->fut = evl_future_ref(f);
-    if (pthread_create(&loop->shutdown_thread, NULL, evl__shutdown_main, sd) ==
+    if (evl__thread_start(&loop->shutdown_thread, evl__shutdown_main, sd) ==
         0) {
       loop->shutdown_thread_live = 1;
       return f;
@@ -4074,12 +4420,12 @@ static evl_future *evl__submit(evl_loop *loop, evl_executor *ex, evl_work_fn fn,
 #ifndef EVLOOP_NO_THREADS
   if (rc == 0) {
     /* Linked before it is queued: a fast worker unlinks it when done. */
-    pthread_mutex_lock(&loop->ts_mu);
+    evl__lock(&loop->ts_mu);
     job->lnext = loop->jobs;
     if (loop->jobs)
       loop->jobs->lprev = job;
     loop->jobs = job;
-    pthread_mutex_unlock(&loop->ts_mu);
+    evl__unlock(&loop->ts_mu);
     rc = evl__executor_push(ex, job);
     if (rc == 0) {
       ef->job = job;
@@ -4252,16 +4598,9 @@ static int evl__socket(int family, int type) {
   return fd;
 }
 
-static int evl__set_nonblocking(int fd) {
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-    return evl__errno();
-  return 0;
-}
-
 static void evl__set_nodelay(int fd) {
   int one = 1;
-  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  (void)evl__sys_setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
 /* The loop's shared read buffer, allocated on first use. */
@@ -4327,7 +4666,8 @@ static int evl__unix_addr(const char *path, struct sockaddr_un *su,
 /* ==== Transports ======================================================== */
 
 enum {
-  EVL__T_CLOSING = 1 << 0,     /* close() or abort() called, or fatal error */
+  EVL__T_CLOSING =
+      1 << 0, /* evl__closesocket() or abort() called, or fatal error */
   EVL__T_PAUSED = 1 << 1,      /* the user paused reading */
   EVL__T_EOF_PENDING = 1 << 2, /* write_eof after the queued data */
   EVL__T_EOF_SENT = 1 << 3,
@@ -4335,9 +4675,10 @@ enum {
   EVL__T_MADE = 1 << 5,         /* connection_made ran */
   EVL__T_READ_EOF = 1 << 6,     /* the peer closed its side */
   EVL__T_DGRAM = 1 << 7,
-  EVL__T_LOST = 1 << 8,      /* connection_lost is scheduled */
-  EVL__T_WAITER = 1 << 9,    /* u.waiter is set (not u.sf) */
-  EVL__T_PIPE = 1 << 10,     /* read()/write(), not recv()/send() */
+  EVL__T_LOST = 1 << 8,   /* connection_lost is scheduled */
+  EVL__T_WAITER = 1 << 9, /* u.waiter is set (not u.sf) */
+  EVL__T_PIPE =
+      1 << 10, /* read()/write(), not evl__sys_recv()/evl__sys_send() */
   EVL__T_WPIPE = 1 << 11,    /* a write pipe (else a read pipe, if PIPE) */
   EVL__T_WATCH_HUP = 1 << 12 /* write pipe: readable = the reader left */
 };
@@ -4422,7 +4763,7 @@ static void evl__tr_lost(evl_loop *loop, void *arg) {
   (void)loop;
   evl__unwatch(t->loop, t->fd, EVL__READ);
   evl__unwatch(t->loop, t->fd, EVL__WRITE);
-  close(t->fd);
+  evl__closesocket(t->fd);
   t->fd = -1;
   if (t->flags & EVL__T_WAITER) { /* never started: the future fails */
     t->flags &= ~EVL__T_WAITER;
@@ -4570,10 +4911,10 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
 
 static ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
   return t->flags & EVL__T_PIPE ? read(t->fd, buf, len)
-                                : recv(t->fd, buf, len, 0);
+                                : evl__sys_recv(t->fd, buf, len, 0);
 }
 
-/* A write to a pipe whose reader is gone raises SIGPIPE (send() has
+/* A write to a pipe whose reader is gone raises SIGPIPE (evl__sys_send() has
    MSG_NOSIGNAL, write() has nothing like it): block it in this thread for
    the write, and take back a SIGPIPE the write caused. */
 static ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
@@ -4606,7 +4947,7 @@ static ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
 static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
   struct iovec v;
   if (!(t->flags & EVL__T_PIPE))
-    return send(t->fd, data, len, EVL__SEND_FLAGS);
+    return evl__sys_send(t->fd, data, len, EVL__SEND_FLAGS);
   v.iov_base = (void *)data;
   v.iov_len = len;
   return evl__pipe_writev(t->fd, &v, 1);
@@ -4743,8 +5084,9 @@ EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
     mh.msg_iov = v;
     mh.msg_iovlen = k;
     r = t->flags & EVL__T_PIPE ? evl__pipe_writev(t->fd, v, (int)k)
-        : k == 1 ? send(t->fd, iov[0].base, iov[0].len, EVL__SEND_FLAGS)
-                 : sendmsg(t->fd, &mh, EVL__SEND_FLAGS);
+        : k == 1
+            ? evl__sys_send(t->fd, iov[0].base, iov[0].len, EVL__SEND_FLAGS)
+            : sendmsg(t->fd, &mh, EVL__SEND_FLAGS);
     if (r < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         rc = evl__errno();
@@ -4776,7 +5118,7 @@ EVL__DEF int evl_transport_write(evl_transport *t, const void *data,
                                  size_t len) {
   evl_iovec v;
   /* The common case, direct: a stream with nothing queued sends at once
-     (the echo and HTTP path: one send() per reply, nothing else). */
+     (the echo and HTTP path: one evl__sys_send() per reply, nothing else). */
   if (t && data && len &&
       !(t->flags & (EVL__T_CLOSING | EVL__T_EOF_PENDING | EVL__T_EOF_SENT |
                     EVL__T_DGRAM | EVL__T_WAITER)) &&
@@ -4819,7 +5161,7 @@ static void evl__tr_drained(evl_transport *t) {
   }
   if (t->flags & EVL__T_EOF_PENDING) {
     t->flags = (t->flags & ~EVL__T_EOF_PENDING) | EVL__T_EOF_SENT;
-    (void)shutdown(t->fd, SHUT_WR);
+    (void)evl__sys_shutdown(t->fd, SHUT_WR);
   }
 }
 
@@ -4955,7 +5297,7 @@ EVL__DEF int evl_transport_get_peername(evl_transport *t, void *addr,
   int rc;
   if (!t || t->fd < 0)
     return EVL_EINVAL;
-  rc = getpeername(t->fd, (struct sockaddr *)&ss, &len);
+  rc = evl__sys_getpeername(t->fd, (struct sockaddr *)&ss, &len);
   return evl__copy_name(rc, &ss, len, addr, addrlen);
 }
 EVL__DEF int evl_transport_get_sockname(evl_transport *t, void *addr,
@@ -4965,7 +5307,7 @@ EVL__DEF int evl_transport_get_sockname(evl_transport *t, void *addr,
   int rc;
   if (!t || t->fd < 0)
     return EVL_EINVAL;
-  rc = getsockname(t->fd, (struct sockaddr *)&ss, &len);
+  rc = evl__sys_getsockname(t->fd, (struct sockaddr *)&ss, &len);
   return evl__copy_name(rc, &ss, len, addr, addrlen);
 }
 EVL__DEF evl_fd evl_transport_fd(evl_transport *t) {
@@ -5071,7 +5413,8 @@ static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   (void)fdv;
   if (!buf)
     return;
-  n = recvfrom(t->fd, buf, EVL__RBUF_SIZE, 0, (struct sockaddr *)&ss, &alen);
+  n = evl__sys_recvfrom(t->fd, buf, EVL__RBUF_SIZE, 0, (struct sockaddr *)&ss,
+                        &alen);
   if (n >= 0) {
     if (t->proto->datagram_received)
       t->proto->datagram_received(t, buf, (size_t)n, &ss, (size_t)alen,
@@ -5089,7 +5432,7 @@ static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   (void)fdv;
   while (t->dq_head) {
     evl__dgram *d = t->dq_head;
-    ssize_t n = sendto(
+    ssize_t n = evl__sys_sendto(
         t->fd, (const unsigned char *)(d + 1), d->len, EVL__SEND_FLAGS,
         d->addrlen ? (const struct sockaddr *)&d->addr : NULL, d->addrlen);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -5121,8 +5464,9 @@ EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
   if (t->flags & EVL__T_CLOSING)
     return EVL_ECLOSED;
   if (!t->dq_head) {
-    n = sendto(t->fd, data, len, EVL__SEND_FLAGS, (const struct sockaddr *)addr,
-               addr ? (socklen_t)addrlen : 0);
+    n = evl__sys_sendto(t->fd, data, len, EVL__SEND_FLAGS,
+                        (const struct sockaddr *)addr,
+                        addr ? (socklen_t)addrlen : 0);
     if (n >= 0)
       return 0;
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -5443,7 +5787,7 @@ static void evl__connect_next(evl__connect *c);
 static void evl__connect_stop(evl__connect *c) {
   if (c->fd >= 0) {
     evl__unwatch(c->fut.loop, c->fd, EVL__WRITE);
-    close(c->fd);
+    evl__closesocket(c->fd);
     c->fd = -1;
   }
   if (c->waiting) {
@@ -5463,7 +5807,7 @@ static void evl__connect_established(evl__connect *c) {
   /* The transport completes the future after connection_made. */
   t = evl__tr_open(loop, c->proto, c->user, fd, 0, &c->fut);
   if (!t) {
-    close(fd);
+    evl__closesocket(fd);
     (void)evl_future_set_error(&c->fut, EVL_ENOMEM, NULL);
   }
 }
@@ -5474,7 +5818,7 @@ static void evl__connect_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   socklen_t len = sizeof soerr;
   (void)loop;
   (void)fdv;
-  if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+  if (evl__sys_getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
     soerr = errno;
   c->waiting = 0;
   if (soerr == 0) {
@@ -5482,7 +5826,7 @@ static void evl__connect_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   } else {
     c->err = evl_translate_sys_error(soerr);
     evl__unwatch(c->fut.loop, c->fd, EVL__WRITE);
-    close(c->fd);
+    evl__closesocket(c->fd);
     c->fd = -1;
     evl__connect_next(c);
   }
@@ -5499,19 +5843,19 @@ static void evl__connect_next(evl__connect *c) {
       continue;
     }
     if (c->local_len &&
-        bind(fd, (struct sockaddr *)&c->local, c->local_len) < 0) {
+        evl__sys_bind(fd, (struct sockaddr *)&c->local, c->local_len) < 0) {
       c->err = evl__errno();
-      close(fd);
+      evl__closesocket(fd);
       continue;
     }
-    if (connect(fd, (struct sockaddr *)&a->ss, a->len) == 0) {
+    if (evl__sys_connect(fd, (struct sockaddr *)&a->ss, a->len) == 0) {
       c->fd = fd;
       evl__connect_established(c);
       return;
     }
     if (errno != EINPROGRESS && errno != EAGAIN && errno != EINTR) {
       c->err = evl__errno();
-      close(fd);
+      evl__closesocket(fd);
       continue;
     }
     c->fd = fd;
@@ -5519,7 +5863,7 @@ static void evl__connect_next(evl__connect *c) {
                     0);
     if (rc) {
       c->err = rc;
-      close(fd);
+      evl__closesocket(fd);
       c->fd = -1;
       continue;
     }
@@ -5725,13 +6069,10 @@ static void evl__server_shed(evl_server *s, int lfd, int err) {
     s->shed_reported = 1;
     evl_call_exception_handler(loop, &ctx);
   }
-  if (loop->reserve_fd >= 0) {
-    close(loop->reserve_fd);
-    loop->reserve_fd = -1;
-  }
-  while ((fd = accept(lfd, NULL, NULL)) >= 0)
-    close(fd);
-  loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  evl__reserve_fd_close(loop);
+  while ((fd = evl__sys_accept(lfd, NULL, NULL)) >= 0)
+    evl__closesocket(fd);
+  evl__reserve_fd_open(loop);
 }
 
 static void evl__server_on_accept(evl_loop *loop, evl_fd lfdv, void *arg) {
@@ -5742,17 +6083,7 @@ static void evl__server_on_accept(evl_loop *loop, evl_fd lfdv, void *arg) {
     socklen_t len = sizeof ss;
     evl_transport *t;
     int fd;
-#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) ||       \
-    defined(__OpenBSD__)
-    fd = accept4(lfd, (struct sockaddr *)&ss, &len,
-                 SOCK_NONBLOCK | SOCK_CLOEXEC);
-#else
-    fd = accept(lfd, (struct sockaddr *)&ss, &len);
-    if (fd >= 0) {
-      fcntl(fd, F_SETFD, FD_CLOEXEC);
-      evl__set_nonblocking(fd);
-    }
-#endif
+    fd = evl__sys_accept(lfd, (struct sockaddr *)&ss, &len);
     if (fd < 0) {
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
           errno == ENOMEM)
@@ -5766,7 +6097,7 @@ static void evl__server_on_accept(evl_loop *loop, evl_fd lfdv, void *arg) {
       evl__set_nodelay(fd);
     t = evl__tr_open(loop, s->proto, s->user, fd, 0, NULL);
     if (!t) {
-      close(fd);
+      evl__closesocket(fd);
       continue;
     }
     t->server = s;
@@ -5790,7 +6121,7 @@ static void evl__server_close_fds(evl_server *s) {
   size_t i;
   for (i = 0; i < s->nfds; i++) {
     evl__unwatch(s->loop, s->fds[i], EVL__READ);
-    close(s->fds[i]);
+    evl__closesocket(s->fds[i]);
   }
   s->nfds = 0;
   s->serving = 0;
@@ -5872,7 +6203,7 @@ EVL__DEF int evl_server_port(evl_server *s) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   if (!s || !s->nfds ||
-      getsockname(s->fds[0], (struct sockaddr *)&ss, &len) < 0)
+      evl__sys_getsockname(s->fds[0], (struct sockaddr *)&ss, &len) < 0)
     return EVL_EBADF;
   if (ss.ss_family == AF_INET)
     return ntohs(((struct sockaddr_in *)(void *)&ss)->sin_port);
@@ -5934,8 +6265,7 @@ static evl_server *evl__server_new(evl_loop *loop, const evl_protocol *proto,
   if (loop->servers)
     loop->servers->lprev = s;
   loop->servers = s;
-  if (loop->reserve_fd < 0) /* the spare fd for running out of fds */
-    loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  evl__reserve_fd_open(loop); /* the spare fd for running out of fds */
   return s;
 }
 
@@ -5958,25 +6288,27 @@ static int evl__server_bind(evl_server *s, const evl__addrs *l,
     if (fd < 0)
       return fd;
     if (!(opts && opts->no_reuse_address))
-      (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+      (void)evl__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (opts && opts->reuse_port) {
 #ifdef SO_REUSEPORT
-      if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+      if (evl__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) <
+          0) {
         rc = evl__errno();
-        close(fd);
+        evl__closesocket(fd);
         return rc;
       }
 #else
-      close(fd);
+      evl__closesocket(fd);
       return EVL_ENOTSUP;
 #endif
     }
     if (a->ss.ss_family == AF_INET6) /* v4 has its own socket */
-      (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
-        listen(fd, s->backlog) < 0) {
+      (void)evl__sys_setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
+                                sizeof one);
+    if (evl__sys_bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
+        evl__sys_listen(fd, s->backlog) < 0) {
       rc = evl__errno();
-      close(fd);
+      evl__closesocket(fd);
       /* All interfaces on a machine without IPv6: keep what worked. */
       if (a->ss.ss_family == AF_INET6 && s->nfds &&
           (rc == EVL_EAFNOSUPPORT || rc == EVL_EADDRNOTAVAIL))
@@ -5985,7 +6317,7 @@ static int evl__server_bind(evl_server *s, const evl__addrs *l,
     }
     rc = evl__server_add_fd(s, fd);
     if (rc) {
-      close(fd);
+      evl__closesocket(fd);
       return rc;
     }
   }
@@ -6106,8 +6438,8 @@ EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
   }
   fd = evl__socket(AF_UNIX, SOCK_STREAM);
   rc = fd < 0 ? fd : 0;
-  if (rc == 0 &&
-      (bind(fd, (struct sockaddr *)&su, len) < 0 || listen(fd, s->backlog) < 0))
+  if (rc == 0 && (evl__sys_bind(fd, (struct sockaddr *)&su, len) < 0 ||
+                  evl__sys_listen(fd, s->backlog) < 0))
     rc = evl__errno();
   if (rc == 0)
     rc = evl__server_add_fd(s, fd);
@@ -6120,7 +6452,7 @@ EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
     rc = evl__server_listen(s);
   if (rc) {
     if (fd >= 0 && !s->nfds)
-      close(fd);
+      evl__closesocket(fd);
     evl__server_fail(s);
     (void)evl_future_set_error(f, rc, NULL);
     return f;
@@ -6202,26 +6534,26 @@ static void evl__dgram_finish(evl_loop *loop, evl__dgram_req *r) {
   int fd = evl__socket(family, SOCK_DGRAM), one = 1, rc = fd < 0 ? fd : 0;
   if (rc == 0 && r->opts.reuse_port) {
 #ifdef SO_REUSEPORT
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+    if (evl__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
       rc = evl__errno();
 #else
     rc = EVL_ENOTSUP;
 #endif
   }
   if (rc == 0 && r->opts.allow_broadcast &&
-      setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof one) < 0)
+      evl__sys_setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof one) < 0)
     rc = evl__errno();
   if (rc == 0 && r->local_len &&
-      bind(fd, (struct sockaddr *)&r->local, r->local_len) < 0)
+      evl__sys_bind(fd, (struct sockaddr *)&r->local, r->local_len) < 0)
     rc = evl__errno();
   if (rc == 0 && r->remote_len &&
-      connect(fd, (struct sockaddr *)&r->remote, r->remote_len) < 0)
+      evl__sys_connect(fd, (struct sockaddr *)&r->remote, r->remote_len) < 0)
     rc = evl__errno();
   if (rc == 0 && !evl__tr_open(loop, r->proto, r->user, fd, 1, r->fut))
     rc = EVL_ENOMEM;
   if (rc) {
     if (fd >= 0)
-      close(fd);
+      evl__closesocket(fd);
     (void)evl_future_set_error(r->fut, rc, NULL);
   }
   evl_future_release(r->fut);
@@ -6329,7 +6661,7 @@ static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
             (off_t)*offset);
   if (n <= 0)
     return n;
-  n = send(sock, buf, (size_t)n, EVL__SEND_FLAGS);
+  n = evl__sys_send(sock, buf, (size_t)n, EVL__SEND_FLAGS);
   if (n > 0)
     *offset += n;
   return n;
@@ -6342,17 +6674,15 @@ static int evl__sockop_try(evl__sockop *op) {
   for (;;) {
     switch (op->kind) {
     case EVL__SOCK_RECV:
-      n = recv(op->fd, op->buf, op->len, 0);
+      n = evl__sys_recv(op->fd, op->buf, op->len, 0);
       if (n >= 0) {
         (void)evl_future_set_result(&op->fut, (void *)(intptr_t)n);
         return 1;
       }
       break;
     case EVL__SOCK_ACCEPT: {
-      int fd = accept(op->fd, NULL, NULL);
+      int fd = evl__sys_accept(op->fd, NULL, NULL);
       if (fd >= 0) {
-        fcntl(fd, F_SETFD, FD_CLOEXEC);
-        (void)evl__set_nonblocking(fd);
         (void)evl_future_set_result(&op->fut, (void *)(intptr_t)fd);
         return 1;
       }
@@ -6361,7 +6691,7 @@ static int evl__sockop_try(evl__sockop *op) {
     }
     case EVL__SOCK_CONNECT: {
       socklen_t len = sizeof err;
-      if (getsockopt(op->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+      if (evl__sys_getsockopt(op->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
       if (err)
         (void)evl_future_set_error(&op->fut, evl_translate_sys_error(err),
@@ -6375,7 +6705,8 @@ static int evl__sockop_try(evl__sockop *op) {
         (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
         return 1;
       }
-      n = send(op->fd, op->buf + op->done, op->len - op->done, EVL__SEND_FLAGS);
+      n = evl__sys_send(op->fd, op->buf + op->done, op->len - op->done,
+                        EVL__SEND_FLAGS);
       if (n >= 0) {
         op->done += (size_t)n;
         continue;
@@ -6505,7 +6836,8 @@ EVL__DEF evl_future *evl_sock_connect(evl_loop *loop, evl_fd fd,
     return f;
   }
   {
-    int r = connect((int)fd, (const struct sockaddr *)addr, (socklen_t)addrlen),
+    int r = evl__sys_connect((int)fd, (const struct sockaddr *)addr,
+                             (socklen_t)addrlen),
         err = r == 0 ? 0 : errno;
     if (err == EINPROGRESS || err == EAGAIN || err == EINTR)
       return evl__sockop_start(loop, EVL__SOCK_CONNECT, fd, NULL, 0, -1, 0, 0);
@@ -7139,9 +7471,9 @@ static evl__sigslot evl__sigslots[EVL__SIG_SLOTS];
 static int evl__sig_refs[EVL__NSIG]; /* loops watching each signal */
 static struct sigaction evl__sig_saved[EVL__NSIG];
 #ifndef EVLOOP_NO_THREADS
-static pthread_mutex_t evl__sig_mu = PTHREAD_MUTEX_INITIALIZER;
-#define evl__sig_lock() pthread_mutex_lock(&evl__sig_mu)
-#define evl__sig_unlock() pthread_mutex_unlock(&evl__sig_mu)
+static evl__mutex evl__sig_mu = EVL__MUTEX_INIT;
+#define evl__sig_lock() evl__lock(&evl__sig_mu)
+#define evl__sig_unlock() evl__unlock(&evl__sig_mu)
 #else
 #define evl__sig_lock() ((void)0)
 #define evl__sig_unlock() ((void)0)
