@@ -1023,6 +1023,9 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
 #endif
+#ifndef FD_SETSIZE
+#define FD_SETSIZE 1024 /* Winsock's default is 64 sockets */
+#endif
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #include <mswsock.h>
@@ -1031,6 +1034,9 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #include <io.h>
 #ifdef _MSC_VER
 #pragma comment(lib, "ws2_32.lib")
+#endif
+#ifndef EAI_OVERFLOW
+#define EAI_OVERFLOW (-3009) /* not a Winsock code: never returned there */
 #endif
 #else
 #include <unistd.h>
@@ -1112,6 +1118,8 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define EVL__GEN_MASK 0x7fffffffu
 #define EVL__IO_ENTRY (1ull << 63) /* ring entry for an fd event */
 #define EVL__MAX_WAIT_NS (86400ll * 1000000000ll) /* never sleep over 24 h */
+#define EVL__KEY_WAKE 1                           /* IOCP completion keys */
+#define EVL__KEY_AFD 2
 
 /* One scheduled callback. A slot is a ready callback, a timer, or free. */
 typedef struct evl__slot {
@@ -1140,6 +1148,9 @@ typedef struct evl__fdw {
   void *rarg, *warg;
   int kmask; /* interest the backend has */
   int pidx;  /* poll backend: index in the pollfd array */
+#ifdef EVL__HAVE_IOCP
+  struct evl__afd_req *afd; /* IOCP: the socket's poll request */
+#endif
 } evl__fdw;
 
 typedef struct evl__tsent {
@@ -1279,6 +1290,13 @@ struct evl_loop {
 #ifdef EVL__HAVE_SELECT
   fd_set rset, wset;
   int maxfd;
+#endif
+#ifdef EVL__HAVE_IOCP
+  HANDLE iocp;
+  HANDLE afd;                     /* \\Device\\Afd, opened on first watch */
+  struct evl__afd_req *afd_dirty; /* requests to (re)submit or cancel */
+  OVERLAPPED_ENTRY *entries;
+  int entries_cap, afd_pending;
 #endif
   /* state */
   int running, stopping, closing, closed, user_freed;
@@ -1443,11 +1461,26 @@ static int evl__gai_error(int rc) {
 
 /* ==== Clock ============================================================= */
 
+#ifdef _WIN32
+static int64_t evl__monotonic_ns(void) {
+  static volatile LONGLONG freq; /* a race here writes the same value */
+  LARGE_INTEGER c, f;
+  if (!freq) {
+    QueryPerformanceFrequency(&f);
+    freq = f.QuadPart;
+  }
+  QueryPerformanceCounter(&c);
+  /* split so that counter * 1e9 cannot overflow */
+  return (int64_t)(c.QuadPart / freq) * 1000000000 +
+         (int64_t)(c.QuadPart % freq) * 1000000000 / freq;
+}
+#else
 static int64_t evl__monotonic_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+#endif
 static int64_t evl__now(evl_loop *loop) {
   return loop->clock_ns ? loop->clock_ns(loop->clock_ctx) : evl__monotonic_ns();
 }
@@ -1510,6 +1543,9 @@ typedef SSIZE_T ssize_t;
 #endif
 #ifndef SHUT_WR
 #define SHUT_WR SD_SEND
+#endif
+#ifndef SIGKILL /* the numbers asyncio uses on Windows too */
+#define SIGKILL 9
 #endif
 
 /* A Win32 or Winsock error code as the matching errno value. */
@@ -1719,6 +1755,14 @@ static int evl__is_socket(int fd) {
   return getsockopt(EVL__SOCK(fd), SOL_SOCKET, SO_TYPE, (char *)&type, &len) ==
          0;
 }
+/* afunix.h's layout (Windows 10 1803+), declared here since not every
+   toolchain ships the header. */
+struct evl__sockaddr_un {
+  ADDRESS_FAMILY sun_family;
+  char sun_path[108];
+};
+#define sockaddr_un evl__sockaddr_un
+typedef ADDRESS_FAMILY sa_family_t;
 #else
 #define evl__sys_recv recv
 #define evl__sys_send send
@@ -2217,9 +2261,19 @@ static void evl__wake(evl_loop *loop) {
     return;
   }
 #endif
+#ifdef EVL__HAVE_IOCP
+  if (loop->backend == EVL_BACKEND_IOCP) {
+    PostQueuedCompletionStatus(loop->iocp, 0, EVL__KEY_WAKE, NULL);
+    return;
+  }
+#endif
   {
     char c = 1;
+#ifdef _WIN32
+    ssize_t r = evl__sys_send(loop->wake_wfd, &c, 1, 0);
+#else
     ssize_t r = write(loop->wake_wfd, &c, 1);
+#endif
     (void)r; /* EAGAIN: the pipe is full, so a wake-up is pending anyway */
   }
 }
@@ -2288,7 +2342,11 @@ static void evl__drain_wake_fd(evl_loop *loop) {
   /* One read: an eventfd is reset by it, and the pipe holds a byte or two
      at most since writes are coalesced. */
   char buf[64];
+#ifdef _WIN32
+  ssize_t r = evl__sys_recv(loop->wake_rfd, buf, sizeof buf, 0);
+#else
   ssize_t r = read(loop->wake_rfd, buf, sizeof buf);
+#endif
   (void)r;
 }
 
@@ -2345,9 +2403,15 @@ static void evl__ts_drain(evl_loop *loop) {
 
 static int evl__be_modify(evl_loop *loop, int fd, int oldmask, int newmask);
 
+#ifdef _WIN32
+static int evl__fd_is_open(int fd) {
+  return evl__is_socket(fd);
+}
+#else
 static int evl__fd_is_open(int fd) {
   return fcntl(fd, F_GETFD) != -1 || errno != EBADF;
 }
+#endif
 
 static int evl__fds_reserve(evl_loop *loop, int fd) {
   int cap = loop->fds_cap ? loop->fds_cap : 64, i;
@@ -2573,8 +2637,60 @@ static int evl__epoll_poll(evl_loop *loop, int64_t timeout_ns) {
 }
 #endif /* EVL__HAVE_EPOLL */
 
-/* ==== Self-pipe (select and poll) ======================================= */
-#if defined(EVL__HAVE_POLL) || defined(EVL__HAVE_SELECT)
+/* ==== Self-pipe (select and poll) =======================================
+   On Windows a connected loopback socket pair plays the pipe: select
+   there watches sockets only. */
+#ifdef _WIN32
+static int evl__socketpair(int sv[2]) {
+  struct sockaddr_in a, peer, local;
+  socklen_t alen = sizeof a, plen = sizeof peer, llen = sizeof local;
+  int l = -1, c = -1, srv = -1, rc = 0;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  l = evl__own_socket(socket(AF_INET, SOCK_STREAM, 0));
+  if (l < 0 || evl__sys_bind(l, (struct sockaddr *)&a, sizeof a) < 0 ||
+      evl__sys_listen(l, 1) < 0 ||
+      evl__sys_getsockname(l, (struct sockaddr *)&a, &alen) < 0)
+    goto fail;
+  c = evl__own_socket(
+      WSASocketW(AF_INET, SOCK_STREAM, 0, NULL, 0, WSA_FLAG_OVERLAPPED));
+  if (c < 0 || evl__sys_connect(c, (struct sockaddr *)&a, alen) < 0)
+    goto fail;
+  srv = evl__sys_accept(l, (struct sockaddr *)&peer, &plen);
+  /* Someone else could have connected first: check it is our socket. */
+  if (srv < 0 ||
+      evl__sys_getsockname(c, (struct sockaddr *)&local, &llen) < 0 ||
+      peer.sin_port != local.sin_port) {
+    errno = ECONNABORTED;
+    goto fail;
+  }
+  evl__closesocket(l);
+  if ((rc = evl__set_nonblocking(srv)) != 0 ||
+      (rc = evl__set_nonblocking(c)) != 0) {
+    evl__closesocket(srv);
+    evl__closesocket(c);
+    return rc;
+  }
+  {
+    int one = 1;
+    (void)evl__sys_setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  sv[0] = srv;
+  sv[1] = c;
+  return 0;
+fail:
+  rc = evl__errno();
+  if (l >= 0)
+    evl__closesocket(l);
+  if (c >= 0)
+    evl__closesocket(c);
+  if (srv >= 0)
+    evl__closesocket(srv);
+  return rc ? rc : EVL_EIO;
+}
+#define evl__pipe_cloexec_nonblock evl__socketpair
+#elif defined(EVL__HAVE_POLL) || defined(EVL__HAVE_SELECT)
 static int evl__pipe_cloexec_nonblock(int fds[2]) {
 #if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) ||       \
     defined(__OpenBSD__)
@@ -2591,6 +2707,8 @@ static int evl__pipe_cloexec_nonblock(int fds[2]) {
   fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK);
   return 0;
 }
+#endif
+#if defined(EVL__HAVE_POLL) || defined(EVL__HAVE_SELECT)
 static int evl__selfpipe_init(evl_loop *loop) {
   int p[2], rc = evl__pipe_cloexec_nonblock(p);
   if (rc)
@@ -2601,9 +2719,9 @@ static int evl__selfpipe_init(evl_loop *loop) {
 }
 static void evl__selfpipe_destroy(evl_loop *loop) {
   if (loop->wake_rfd >= 0)
-    close(loop->wake_rfd);
+    evl__closesocket(loop->wake_rfd);
   if (loop->wake_wfd >= 0)
-    close(loop->wake_wfd);
+    evl__closesocket(loop->wake_wfd);
   loop->wake_rfd = loop->wake_wfd = -1;
 }
 #endif
@@ -2689,8 +2807,90 @@ static int evl__poll_poll(evl_loop *loop, int64_t timeout_ns) {
 }
 #endif /* EVL__HAVE_POLL */
 
-/* ==== select backend ==================================================== */
-#ifdef EVL__HAVE_SELECT
+/* ==== select backend ====================================================
+   POSIX select indexes fd_sets by fd; Winsock's fd_set is a list of up to
+   FD_SETSIZE sockets, and a failed connect shows in the except set. */
+#if defined(EVL__HAVE_SELECT) && defined(_WIN32)
+
+static int evl__select_init(evl_loop *loop) {
+  int rc = evl__selfpipe_init(loop);
+  if (rc)
+    return rc;
+  FD_ZERO(&loop->rset);
+  FD_ZERO(&loop->wset);
+  FD_SET(EVL__SOCK(loop->wake_rfd), &loop->rset);
+  return 0;
+}
+
+static void evl__select_destroy(evl_loop *loop) {
+  evl__selfpipe_destroy(loop);
+}
+
+static int evl__select_modify(evl_loop *loop, int fd, int oldmask,
+                              int newmask) {
+  SOCKET sk = EVL__SOCK(fd);
+  if (!oldmask && !evl__is_socket(fd))
+    return EVL_EBADF;
+  if ((newmask & EVL__READ) && !FD_ISSET(sk, &loop->rset) &&
+      loop->rset.fd_count >= FD_SETSIZE)
+    return EVL_ERANGE;
+  if ((newmask & EVL__WRITE) && !FD_ISSET(sk, &loop->wset) &&
+      loop->wset.fd_count >= FD_SETSIZE)
+    return EVL_ERANGE;
+  if (newmask & EVL__READ)
+    FD_SET(sk, &loop->rset);
+  else
+    FD_CLR(sk, &loop->rset);
+  if (newmask & EVL__WRITE)
+    FD_SET(sk, &loop->wset);
+  else
+    FD_CLR(sk, &loop->wset);
+  return 0;
+}
+
+static int evl__select_poll(evl_loop *loop, int64_t timeout_ns) {
+  fd_set r = loop->rset, w = loop->wset, e = loop->wset;
+  struct timeval tv, *tvp = NULL;
+  u_int i;
+  int n;
+  if (timeout_ns >= 0) {
+    int64_t us;
+    if (timeout_ns > EVL__MAX_WAIT_NS)
+      timeout_ns = EVL__MAX_WAIT_NS;
+    us = (timeout_ns + 999) / 1000;
+    tv.tv_sec = (long)(us / 1000000);
+    tv.tv_usec = (long)(us % 1000000);
+    tvp = &tv;
+  }
+  n = select(0, &r, w.fd_count ? &w : NULL, e.fd_count ? &e : NULL, tvp);
+  if (n == SOCKET_ERROR && WSAGetLastError() == WSAENOTSOCK) {
+    /* A watched socket was closed: report it to its callbacks. */
+    FD_ZERO(&r);
+    FD_ZERO(&w);
+    FD_ZERO(&e);
+    for (i = 0; i < loop->rset.fd_count; i++)
+      if (!evl__is_socket((int)loop->rset.fd_array[i]))
+        FD_SET(loop->rset.fd_array[i], &e);
+    for (i = 0; i < loop->wset.fd_count; i++)
+      if (!evl__is_socket((int)loop->wset.fd_array[i]))
+        FD_SET(loop->wset.fd_array[i], &e);
+    n = (int)e.fd_count;
+  }
+  if (n == SOCKET_ERROR)
+    return (evl__sock_fail(), evl__errno());
+  if (n == 0 ||
+      evl__ring_reserve(loop, (uint32_t)(r.fd_count + w.fd_count + e.fd_count)))
+    return n;
+  for (i = 0; i < r.fd_count; i++)
+    evl__io_event(loop, (int)r.fd_array[i], EVL__READ);
+  for (i = 0; i < w.fd_count; i++)
+    evl__io_event(loop, (int)w.fd_array[i], EVL__WRITE);
+  for (i = 0; i < e.fd_count; i++)
+    evl__io_event(loop, (int)e.fd_array[i], EVL__READ | EVL__WRITE);
+  return n;
+}
+
+#elif defined(EVL__HAVE_SELECT)
 
 static int evl__select_init(evl_loop *loop) {
   int rc = evl__selfpipe_init(loop);
@@ -2773,10 +2973,351 @@ static int evl__select_poll(evl_loop *loop, int64_t timeout_ns) {
 }
 #endif /* EVL__HAVE_SELECT */
 
+/* ==== IOCP backend ======================================================
+   One completion port per loop. Wake-ups are packets posted to it (the
+   cross-thread queue coalesces them). Watching a socket uses the AFD poll
+   request that wepoll and libuv's uv_poll use: one poll outstanding per
+   watched socket, submitted again after each completion (which makes it
+   level-triggered like the other backends). Every request lives until its
+   completion is dequeued, cancelled ones included; closing drains them. */
+#ifdef EVL__HAVE_IOCP
+
+#define EVL__STATUS_PENDING ((LONG)0x00000103L)
+#define EVL__STATUS_CANCELLED ((LONG)0xC0000120L)
+#define EVL__IOCTL_AFD_POLL 0x00012024
+#define EVL__AFD_POLL_RECEIVE 0x0001
+#define EVL__AFD_POLL_RECEIVE_EXPEDITED 0x0002
+#define EVL__AFD_POLL_SEND 0x0004
+#define EVL__AFD_POLL_DISCONNECT 0x0008
+#define EVL__AFD_POLL_ABORT 0x0010
+#define EVL__AFD_POLL_LOCAL_CLOSE 0x0020
+#define EVL__AFD_POLL_ACCEPT 0x0080
+#define EVL__AFD_POLL_CONNECT_FAIL 0x0100
+
+typedef struct evl__afd_handle_info {
+  HANDLE handle;
+  ULONG events;
+  LONG status;
+} evl__afd_handle_info;
+typedef struct evl__afd_poll_info {
+  LARGE_INTEGER timeout;
+  ULONG count;
+  ULONG exclusive;
+  evl__afd_handle_info h[1];
+} evl__afd_poll_info;
+
+/* An OVERLAPPED doubles as the NT IO_STATUS_BLOCK: Internal is the status,
+   InternalHigh the byte count, the same layout. */
+typedef struct evl__afd_req {
+  OVERLAPPED iosb;
+  evl__afd_poll_info info;
+  struct evl__afd_req *next_dirty;
+  SOCKET base; /* the base provider socket AFD knows */
+  int fd;      /* -1 once nobody watches: the completion frees it */
+  int want;    /* EVL__READ | EVL__WRITE wanted */
+  int polled;  /* the interest of the request in flight */
+  int pending, dirty;
+} evl__afd_req;
+
+typedef struct evl__unicode_string {
+  USHORT length, max_length;
+  PWSTR buffer;
+} evl__unicode_string;
+typedef struct evl__object_attributes {
+  ULONG length;
+  HANDLE root;
+  evl__unicode_string *name;
+  ULONG attributes;
+  PVOID security, qos;
+} evl__object_attributes;
+typedef LONG(NTAPI *evl__nt_create_file_fn)(PHANDLE, ACCESS_MASK,
+                                            evl__object_attributes *,
+                                            OVERLAPPED *, PLARGE_INTEGER, ULONG,
+                                            ULONG, ULONG, ULONG, PVOID, ULONG);
+typedef LONG(NTAPI *evl__nt_ioctl_fn)(HANDLE, HANDLE, PVOID, PVOID,
+                                      OVERLAPPED *, ULONG, PVOID, ULONG, PVOID,
+                                      ULONG);
+typedef LONG(NTAPI *evl__nt_cancel_fn)(HANDLE, OVERLAPPED *, OVERLAPPED *);
+
+static evl__nt_create_file_fn evl__nt_create_file;
+static evl__nt_ioctl_fn evl__nt_ioctl;
+static evl__nt_cancel_fn evl__nt_cancel;
+
+/* ntdll's entry points, looked up once (the same values in every thread). */
+static int evl__nt_load(void) {
+  HMODULE nt;
+  if (evl__nt_ioctl)
+    return 0;
+  nt = GetModuleHandleW(L"ntdll.dll");
+  if (!nt)
+    return EVL_ENOTSUP;
+  evl__nt_create_file = (evl__nt_create_file_fn)(void (*)(void))GetProcAddress(
+      nt, "NtCreateFile");
+  evl__nt_cancel =
+      (evl__nt_cancel_fn)(void (*)(void))GetProcAddress(nt, "NtCancelIoFileEx");
+  evl__nt_ioctl = (evl__nt_ioctl_fn)(void (*)(void))GetProcAddress(
+      nt, "NtDeviceIoControlFile");
+  return evl__nt_create_file && evl__nt_cancel && evl__nt_ioctl ? 0
+                                                                : EVL_ENOTSUP;
+}
+
+static int evl__afd_open(evl_loop *loop) {
+  static WCHAR name[] = L"\\Device\\Afd\\Evloop";
+  evl__unicode_string us;
+  evl__object_attributes oa;
+  OVERLAPPED iosb;
+  HANDLE h;
+  LONG st;
+  int rc = evl__nt_load();
+  if (rc)
+    return rc;
+  us.length = (USHORT)(sizeof name - sizeof(WCHAR));
+  us.max_length = (USHORT)sizeof name;
+  us.buffer = name;
+  memset(&oa, 0, sizeof oa);
+  oa.length = sizeof oa;
+  oa.name = &us;
+  memset(&iosb, 0, sizeof iosb);
+  st = evl__nt_create_file(&h, SYNCHRONIZE, &oa, &iosb, NULL, 0,
+                           FILE_SHARE_READ | FILE_SHARE_WRITE, 1 /* OPEN */, 0,
+                           NULL, 0);
+  if (st < 0)
+    return EVL_ENOTSUP;
+  if (!CreateIoCompletionPort(h, loop->iocp, EVL__KEY_AFD, 0)) {
+    CloseHandle(h);
+    return evl_translate_sys_error(evl__win_errno(GetLastError()));
+  }
+  SetFileCompletionNotificationModes(h, FILE_SKIP_SET_EVENT_ON_HANDLE);
+  loop->afd = h;
+  return 0;
+}
+
+static int evl__iocp_init(evl_loop *loop) {
+  loop->afd = NULL;
+  loop->afd_dirty = NULL;
+  loop->afd_pending = 0;
+  loop->iocp = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, 1);
+  if (!loop->iocp)
+    return evl_translate_sys_error(evl__win_errno(GetLastError()));
+  loop->entries_cap = 256;
+  loop->entries = (OVERLAPPED_ENTRY *)evl__lalloc(
+      loop, (size_t)loop->entries_cap * sizeof(OVERLAPPED_ENTRY));
+  return loop->entries ? 0 : EVL_ENOMEM;
+}
+
+static void evl__afd_mark(evl_loop *loop, evl__afd_req *r) {
+  if (!r->dirty) {
+    r->dirty = 1;
+    r->next_dirty = loop->afd_dirty;
+    loop->afd_dirty = r;
+  }
+}
+
+static void evl__afd_cancel(evl_loop *loop, evl__afd_req *r) {
+  (void)evl__nt_cancel(loop->afd, &r->iosb, &r->iosb);
+}
+
+static void evl__iocp_destroy(evl_loop *loop) {
+  int i, rounds = 0;
+  /* Orphan every request; cancel those in flight and wait for their
+     completions, since the kernel writes into them until then. */
+  for (i = 0; i < loop->fds_cap; i++) {
+    evl__afd_req *r = loop->fds[i].afd;
+    if (r) {
+      loop->fds[i].afd = NULL;
+      r->fd = -1;
+      evl__afd_mark(loop, r);
+    }
+  }
+  while (loop->afd_dirty) {
+    evl__afd_req *r = loop->afd_dirty;
+    loop->afd_dirty = r->next_dirty;
+    r->dirty = 0;
+    if (r->pending)
+      evl__afd_cancel(loop, r);
+    else
+      evl__lfree(loop, r);
+  }
+  while (loop->afd_pending > 0 && rounds++ < 100) {
+    ULONG n = 0, k;
+    if (!GetQueuedCompletionStatusEx(loop->iocp, loop->entries,
+                                     (ULONG)loop->entries_cap, &n, 100, FALSE))
+      continue;
+    for (k = 0; k < n; k++)
+      if (loop->entries[k].lpCompletionKey == EVL__KEY_AFD) {
+        evl__afd_req *r = (evl__afd_req *)(void *)loop->entries[k].lpOverlapped;
+        r->pending = 0;
+        loop->afd_pending--;
+        evl__lfree(loop, r);
+      }
+  }
+  if (loop->afd)
+    CloseHandle(loop->afd);
+  if (loop->iocp)
+    CloseHandle(loop->iocp);
+  loop->afd = loop->iocp = NULL;
+  evl__lfree(loop, loop->entries);
+  loop->entries = NULL;
+}
+
+/* A non-socket handle is EVL_ENOTSUP; something that is no handle at all
+   is EVL_EBADF. */
+static int evl__iocp_modify(evl_loop *loop, int fd, int oldmask, int newmask) {
+  evl__fdw *w = &loop->fds[fd];
+  evl__afd_req *r = w->afd;
+  if (!oldmask) {
+    DWORD bytes = 0, flags;
+    SOCKET base = INVALID_SOCKET;
+    int rc;
+    if (!evl__is_socket(fd))
+      return GetHandleInformation((HANDLE)(intptr_t)fd, &flags) ? EVL_ENOTSUP
+                                                                : EVL_EBADF;
+    if (!loop->afd && (rc = evl__afd_open(loop)) != 0)
+      return rc;
+    /* AFD wants the base provider socket, under any layered providers. */
+    if (WSAIoctl(EVL__SOCK(fd), SIO_BASE_HANDLE, NULL, 0, &base, sizeof base,
+                 &bytes, NULL, NULL) != 0 ||
+        base == INVALID_SOCKET)
+      base = EVL__SOCK(fd);
+    r = (evl__afd_req *)evl__zalloc(loop, sizeof *r);
+    if (!r)
+      return EVL_ENOMEM;
+    r->fd = fd;
+    r->base = base;
+    w->afd = r;
+  }
+  if (!r)
+    return 0;
+  r->want = newmask;
+  if (!newmask) {
+    w->afd = NULL;
+    r->fd = -1;
+  }
+  evl__afd_mark(loop, r);
+  return 0;
+}
+
+static ULONG evl__afd_events(int mask) {
+  ULONG e = EVL__AFD_POLL_ABORT | EVL__AFD_POLL_LOCAL_CLOSE |
+            EVL__AFD_POLL_CONNECT_FAIL;
+  if (mask & EVL__READ)
+    e |= EVL__AFD_POLL_RECEIVE | EVL__AFD_POLL_RECEIVE_EXPEDITED |
+         EVL__AFD_POLL_ACCEPT | EVL__AFD_POLL_DISCONNECT;
+  if (mask & EVL__WRITE)
+    e |= EVL__AFD_POLL_SEND;
+  return e;
+}
+
+/* Submits or cancels what changed since the last wait. */
+static void evl__afd_flush(evl_loop *loop) {
+  while (loop->afd_dirty) {
+    evl__afd_req *r = loop->afd_dirty;
+    LONG st;
+    loop->afd_dirty = r->next_dirty;
+    r->dirty = 0;
+    if (r->pending) {
+      if (r->fd < 0 || r->polled != r->want)
+        evl__afd_cancel(loop, r); /* its completion brings it back */
+      continue;
+    }
+    if (r->fd < 0) {
+      evl__lfree(loop, r);
+      continue;
+    }
+    if (!r->want)
+      continue;
+    r->info.timeout.QuadPart = INT64_MAX;
+    r->info.count = 1;
+    r->info.exclusive = 0;
+    r->info.h[0].handle = (HANDLE)r->base;
+    r->info.h[0].events = evl__afd_events(r->want);
+    r->info.h[0].status = 0;
+    memset(&r->iosb, 0, sizeof r->iosb);
+    r->iosb.Internal = (ULONG_PTR)EVL__STATUS_PENDING;
+    st = evl__nt_ioctl(loop->afd, NULL, NULL, &r->iosb, &r->iosb,
+                       EVL__IOCTL_AFD_POLL, &r->info, sizeof r->info, &r->info,
+                       sizeof r->info);
+    if (st == EVL__STATUS_PENDING || st >= 0) {
+      r->pending = 1;
+      r->polled = r->want;
+      loop->afd_pending++;
+    } else if (evl__ring_reserve(loop, 1) == 0) {
+      /* The socket is gone: tell its callbacks, as poll's POLLNVAL. */
+      evl__io_event(loop, r->fd, EVL__READ | EVL__WRITE);
+    }
+  }
+}
+
+static void evl__afd_done(evl_loop *loop, evl__afd_req *r) {
+  LONG st = (LONG)r->iosb.Internal;
+  int ev = 0;
+  r->pending = 0;
+  loop->afd_pending--;
+  if (r->fd < 0) {
+    if (!r->dirty)
+      evl__lfree(loop, r);
+    return;
+  }
+  evl__afd_mark(loop, r); /* submitted again before the next wait */
+  if (st == EVL__STATUS_CANCELLED)
+    return;
+  if (st < 0) {
+    ev = EVL__READ | EVL__WRITE;
+  } else if (r->info.count >= 1) {
+    ULONG e = r->info.h[0].events;
+    if (e &
+        (EVL__AFD_POLL_RECEIVE | EVL__AFD_POLL_RECEIVE_EXPEDITED |
+         EVL__AFD_POLL_ACCEPT | EVL__AFD_POLL_DISCONNECT | EVL__AFD_POLL_ABORT |
+         EVL__AFD_POLL_CONNECT_FAIL | EVL__AFD_POLL_LOCAL_CLOSE))
+      ev |= EVL__READ;
+    if (e & (EVL__AFD_POLL_SEND | EVL__AFD_POLL_ABORT |
+             EVL__AFD_POLL_CONNECT_FAIL | EVL__AFD_POLL_LOCAL_CLOSE))
+      ev |= EVL__WRITE;
+  }
+  ev &= r->want;
+  if (ev)
+    evl__io_event(loop, r->fd, ev);
+}
+
+static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
+  ULONG n = 0, i;
+  DWORD ms;
+  evl__afd_flush(loop);
+  if (timeout_ns < 0)
+    ms = INFINITE;
+  else {
+    if (timeout_ns > EVL__MAX_WAIT_NS)
+      timeout_ns = EVL__MAX_WAIT_NS;
+    ms = (DWORD)((timeout_ns + 999999) / 1000000); /* round up: never early */
+  }
+  if (!GetQueuedCompletionStatusEx(loop->iocp, loop->entries,
+                                   (ULONG)loop->entries_cap, &n, ms, FALSE)) {
+    DWORD e = GetLastError();
+    return e == WAIT_TIMEOUT || e == WAIT_IO_COMPLETION
+               ? 0
+               : evl_translate_sys_error(evl__win_errno(e));
+  }
+  if (evl__ring_reserve(loop, (uint32_t)n))
+    return 0; /* no memory: nothing dequeued is lost but AFD's results */
+  for (i = 0; i < n; i++) {
+    OVERLAPPED_ENTRY *e = &loop->entries[i];
+    if (e->lpCompletionKey == EVL__KEY_WAKE)
+      evl__ts_drain(loop);
+    else if (e->lpCompletionKey == EVL__KEY_AFD)
+      evl__afd_done(loop, (evl__afd_req *)(void *)e->lpOverlapped);
+  }
+  return (int)n;
+}
+#endif /* EVL__HAVE_IOCP */
+
 /* ==== Backend dispatch ================================================== */
 
 static int evl__be_init(evl_loop *loop) {
   switch (loop->backend) {
+#ifdef EVL__HAVE_IOCP
+  case EVL_BACKEND_IOCP:
+    return evl__iocp_init(loop);
+#endif
 #ifdef EVL__HAVE_EPOLL
   case EVL_BACKEND_EPOLL:
     return evl__epoll_init(loop);
@@ -2795,6 +3336,11 @@ static int evl__be_init(evl_loop *loop) {
 }
 static void evl__be_destroy(evl_loop *loop) {
   switch (loop->backend) {
+#ifdef EVL__HAVE_IOCP
+  case EVL_BACKEND_IOCP:
+    evl__iocp_destroy(loop);
+    break;
+#endif
 #ifdef EVL__HAVE_EPOLL
   case EVL_BACKEND_EPOLL:
     evl__epoll_destroy(loop);
@@ -2816,6 +3362,10 @@ static void evl__be_destroy(evl_loop *loop) {
 }
 static int evl__be_modify(evl_loop *loop, int fd, int oldmask, int newmask) {
   switch (loop->backend) {
+#ifdef EVL__HAVE_IOCP
+  case EVL_BACKEND_IOCP:
+    return evl__iocp_modify(loop, fd, oldmask, newmask);
+#endif
 #ifdef EVL__HAVE_EPOLL
   case EVL_BACKEND_EPOLL:
     return evl__epoll_modify(loop, fd, oldmask, newmask);
@@ -2834,6 +3384,10 @@ static int evl__be_modify(evl_loop *loop, int fd, int oldmask, int newmask) {
 }
 static int evl__be_poll(evl_loop *loop, int64_t timeout_ns) {
   switch (loop->backend) {
+#ifdef EVL__HAVE_IOCP
+  case EVL_BACKEND_IOCP:
+    return evl__iocp_poll(loop, timeout_ns);
+#endif
 #ifdef EVL__HAVE_EPOLL
   case EVL_BACKEND_EPOLL:
     return evl__epoll_poll(loop, timeout_ns);
@@ -2855,6 +3409,8 @@ EVL__DEF const char *evl_backend_name(const evl_loop *loop) {
   if (!loop)
     return "none";
   switch (loop->backend) {
+  case EVL_BACKEND_IOCP:
+    return "iocp";
   case EVL_BACKEND_EPOLL:
     return "epoll";
   case EVL_BACKEND_POLL:
@@ -2866,6 +3422,10 @@ EVL__DEF const char *evl_backend_name(const evl_loop *loop) {
   }
 }
 EVL__DEF evl_fd evl_backend_fd(const evl_loop *loop) {
+#ifdef EVL__HAVE_IOCP
+  if (loop && !loop->closed && loop->backend == EVL_BACKEND_IOCP)
+    return (evl_fd)(intptr_t)loop->iocp;
+#endif
 #ifdef EVL__HAVE_EPOLL
   if (loop && !loop->closed && loop->backend == EVL_BACKEND_EPOLL)
     return loop->epfd;
@@ -3106,6 +3666,17 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
   if ((int)cfg->backend < EVL_BACKEND_DEFAULT ||
       (int)cfg->backend > EVL_BACKEND_IOCP)
     return EVL_EINVAL;
+#ifdef _WIN32
+  { /* Winsock, once per process; it stays up (it counts its users). */
+    static volatile LONG wsa_up;
+    WSADATA wd;
+    if (!wsa_up) {
+      if (WSAStartup(MAKEWORD(2, 2), &wd) != 0)
+        return EVL_ENOSYS;
+      InterlockedExchange(&wsa_up, 1);
+    }
+  }
+#endif
   if (cfg->alloc)
     loop = (evl_loop *)cfg->alloc(cfg->alloc_ctx, NULL, sizeof *loop);
   else
@@ -4583,6 +5154,20 @@ EVL__DEF evl_future *evl_getnameinfo(evl_loop *loop, const void *sockaddr,
 
 #define EVL__RBUF_SIZE 65536
 
+#ifdef _WIN32
+static int evl__socket(int family, int type) {
+  int fd = evl__own_socket(
+      WSASocketW(family, type, 0, NULL, 0, WSA_FLAG_OVERLAPPED));
+  if (fd < 0)
+    return evl__errno();
+  if (evl__set_nonblocking(fd)) {
+    int rc = evl__errno();
+    evl__closesocket(fd);
+    return rc;
+  }
+  return fd;
+}
+#else
 static int evl__socket(int family, int type) {
   int fd;
 #if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
@@ -4597,6 +5182,7 @@ static int evl__socket(int family, int type) {
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   return fd;
 }
+#endif
 
 static void evl__set_nodelay(int fd) {
   int one = 1;
@@ -4909,6 +5495,28 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
 #define EVL__SEND_FLAGS 0
 #endif
 
+#ifdef _WIN32
+/* No pipe transports on Windows (yet): everything is a socket. */
+static ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
+  return evl__sys_recv(t->fd, buf, len, 0);
+}
+static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
+  return evl__sys_send(t->fd, data, len, 0);
+}
+static ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov, size_t n) {
+  WSABUF b[64];
+  DWORD sent = 0, i;
+  if (n > 64)
+    n = 64;
+  for (i = 0; i < n; i++) {
+    b[i].buf = (char *)iov[i].base;
+    b[i].len = iov[i].len > 0x7fffffff ? 0x7fffffff : (ULONG)iov[i].len;
+  }
+  if (WSASend(EVL__SOCK(t->fd), b, (DWORD)n, &sent, 0, NULL, NULL) != 0)
+    return evl__sock_fail();
+  return (ssize_t)sent;
+}
+#else
 static ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
   return t->flags & EVL__T_PIPE ? read(t->fd, buf, len)
                                 : evl__sys_recv(t->fd, buf, len, 0);
@@ -4952,6 +5560,25 @@ static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
   v.iov_len = len;
   return evl__pipe_writev(t->fd, &v, 1);
 }
+
+/* Up to 64 buffers in one call: writev on pipes, sendmsg on sockets. */
+static ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov, size_t n) {
+  struct iovec v[64];
+  struct msghdr mh;
+  size_t i, k = n < 64 ? n : 64;
+  memset(&mh, 0, sizeof mh);
+  for (i = 0; i < k; i++) {
+    v[i].iov_base = (void *)iov[i].base;
+    v[i].iov_len = iov[i].len;
+  }
+  mh.msg_iov = v;
+  mh.msg_iovlen = k;
+  return t->flags & EVL__T_PIPE ? evl__pipe_writev(t->fd, v, (int)k)
+         : k == 1
+             ? evl__sys_send(t->fd, iov[0].base, iov[0].len, EVL__SEND_FLAGS)
+             : sendmsg(t->fd, &mh, EVL__SEND_FLAGS);
+}
+#endif
 
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
@@ -5072,21 +5699,9 @@ EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
   /* Nothing queued: send at once, queue only what the kernel did not take
      (and watch for writability only then). */
   if (!t->wlen && !EVL__SF(t)) {
-    struct iovec v[64];
-    struct msghdr mh;
     ssize_t r;
     size_t k = n < 64 ? n : 64;
-    memset(&mh, 0, sizeof mh);
-    for (i = 0; i < k; i++) {
-      v[i].iov_base = (void *)iov[i].base;
-      v[i].iov_len = iov[i].len;
-    }
-    mh.msg_iov = v;
-    mh.msg_iovlen = k;
-    r = t->flags & EVL__T_PIPE ? evl__pipe_writev(t->fd, v, (int)k)
-        : k == 1
-            ? evl__sys_send(t->fd, iov[0].base, iov[0].len, EVL__SEND_FLAGS)
-            : sendmsg(t->fd, &mh, EVL__SEND_FLAGS);
+    r = evl__tr_sendv(t, iov, k);
     if (r < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         rc = evl__errno();
@@ -5343,6 +5958,17 @@ static evl_future *evl__connect_pipe(evl_loop *loop, const evl_protocol *proto,
   int fd = (int)fdv, rc = 0;
   if (!f)
     return NULL;
+#ifdef _WIN32
+  (void)st;
+  (void)t;
+  (void)fd;
+  (void)rc;
+  (void)write_side;
+  (void)user;
+  (void)evl_future_set_error(f, proto ? EVL_ENOTSUP : EVL_EINVAL,
+                             "pipe transports are not implemented on Windows");
+  return f;
+#else
   if (!proto)
     rc = EVL_EINVAL;
   else if (fdv < 0 || fdv > INT_MAX || fstat(fd, &st) < 0)
@@ -5372,6 +5998,7 @@ static evl_future *evl__connect_pipe(evl_loop *loop, const evl_protocol *proto,
       t->flags |= EVL__T_WATCH_HUP;
   }
   return f;
+#endif
 }
 
 EVL__DEF evl_future *evl_connect_read_pipe(evl_loop *loop,
@@ -6126,10 +6753,12 @@ static void evl__server_close_fds(evl_server *s) {
   s->nfds = 0;
   s->serving = 0;
   if (s->unix_path) { /* remove our socket file, if it is still ours */
+#ifndef _WIN32
     struct stat st;
     if (lstat(s->unix_path, &st) == 0 && st.st_dev == s->unix_dev &&
         st.st_ino == s->unix_ino)
       unlink(s->unix_path);
+#endif
     EVLOOP_FREE(NULL, s->unix_path);
     s->unix_path = NULL;
   }
@@ -6421,12 +7050,14 @@ EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
   if (!f)
     return NULL;
   rc = proto ? evl__unix_addr(path, &su, &len) : EVL_EINVAL;
+#ifndef _WIN32
   if (rc == 0 && path[0] != '@' && lstat(path, &st) == 0) {
     if (S_ISSOCK(st.st_mode))
       (void)unlink(path); /* a stale socket file is replaced */
     else
       rc = EVL_EEXIST;
   }
+#endif
   if (rc) {
     (void)evl_future_set_error(f, rc, NULL);
     return f;
@@ -6443,11 +7074,15 @@ EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
     rc = evl__errno();
   if (rc == 0)
     rc = evl__server_add_fd(s, fd);
+#ifndef _WIN32
   if (rc == 0 && path[0] != '@' && lstat(path, &st) == 0) {
     s->unix_path = evl__gstrdup(path);
     s->unix_dev = st.st_dev;
     s->unix_ino = st.st_ino;
   }
+#else
+  (void)st;
+#endif
   if (rc == 0 && !(opts && opts->no_start_serving))
     rc = evl__server_listen(s);
   if (rc) {
@@ -6657,8 +7292,33 @@ static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
     errno = ENOMEM;
     return -1;
   }
+#ifdef _WIN32
+  { /* a positioned read: ReadFile with an offset, like pread */
+    OVERLAPPED ov;
+    DWORD got = 0;
+    HANDLE h = (HANDLE)_get_osfhandle(file_fd);
+    memset(&ov, 0, sizeof ov);
+    ov.Offset = (DWORD)((uint64_t)*offset & 0xffffffffu);
+    ov.OffsetHigh = (DWORD)((uint64_t)*offset >> 32);
+    if (h == INVALID_HANDLE_VALUE) {
+      errno = EBADF;
+      return -1;
+    }
+    if (!ReadFile(h, buf,
+                  (DWORD)(count < EVL__RBUF_SIZE ? count : EVL__RBUF_SIZE),
+                  &got, &ov)) {
+      DWORD e = GetLastError();
+      if (e == ERROR_HANDLE_EOF)
+        return 0;
+      errno = evl__win_errno(e);
+      return -1;
+    }
+    n = (ssize_t)got;
+  }
+#else
   n = pread(file_fd, buf, count < EVL__RBUF_SIZE ? count : EVL__RBUF_SIZE,
             (off_t)*offset);
+#endif
   if (n <= 0)
     return n;
   n = evl__sys_send(sock, buf, (size_t)n, EVL__SEND_FLAGS);
@@ -7445,6 +8105,166 @@ EVL__DEF evl_future *evl_start_unix_server(evl_loop *loop,
                            NULL);
 }
 
+/* ==== Signals on Windows ================================================
+   SIGINT and SIGBREAK come from the console (Ctrl-C, Ctrl-Break) through a
+   console control handler, which Windows runs in a thread of its own: it
+   flags the signal and queues a delivery with the thread-safe queue of
+   each loop that registered it. Other numbers are EVL_EINVAL. */
+#ifdef _WIN32
+#ifndef SIGBREAK
+#define SIGBREAK 21
+#endif
+
+typedef struct evl__sigstate {
+  evl_loop *loop;
+  struct evl__sigstate *next;
+  evl_signal_callback cb[2]; /* SIGINT, SIGBREAK */
+  void *arg[2];
+  volatile LONG pending[2];
+  volatile LONG queued;
+} evl__sigstate;
+
+#ifndef EVLOOP_NO_THREADS
+static evl__mutex evl__sig_mu = EVL__MUTEX_INIT;
+static evl__sigstate *evl__sig_loops; /* loops with handlers */
+static int evl__ctrl_installed;
+
+static int evl__sig_index(int signum) {
+  return signum == SIGINT ? 0 : signum == SIGBREAK ? 1 : -1;
+}
+
+static void evl__sig_deliver(evl_loop *loop, void *arg) {
+  evl__sigstate *st = (evl__sigstate *)loop->sig;
+  int i;
+  (void)arg;
+  if (!st || loop->closing)
+    return;
+  InterlockedExchange(&st->queued, 0);
+  for (i = 0; i < 2; i++) {
+    if (!InterlockedExchange(&st->pending[i], 0) || !st->cb[i])
+      continue;
+    loop->now_reuse = 0;
+    st->cb[i](loop, i == 0 ? SIGINT : SIGBREAK, st->arg[i]);
+    st = (evl__sigstate *)loop->sig;
+    if (!st)
+      return; /* the callback closed the loop's signal state */
+  }
+}
+
+static BOOL WINAPI evl__ctrl_handler(DWORD type) {
+  int i = type == CTRL_C_EVENT ? 0 : type == CTRL_BREAK_EVENT ? 1 : -1;
+  BOOL handled = FALSE;
+  evl__sigstate *st;
+  if (i < 0)
+    return FALSE;
+  evl__lock(&evl__sig_mu);
+  for (st = evl__sig_loops; st; st = st->next) {
+    if (!st->cb[i])
+      continue;
+    handled = TRUE;
+    InterlockedExchange(&st->pending[i], 1);
+    if (InterlockedExchange(&st->queued, 1) == 0)
+      (void)evl__ts_push(st->loop, evl__sig_deliver, NULL, 1);
+  }
+  evl__unlock(&evl__sig_mu);
+  return handled; /* FALSE: the next handler (default: exit) runs */
+}
+
+EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
+                                    evl_signal_callback cb, void *arg) {
+  evl__sigstate *st;
+  int i = evl__sig_index(signum);
+  if (!loop || !cb || i < 0)
+    return EVL_EINVAL;
+  if (loop->closed || loop->closing)
+    return EVL_ECLOSED;
+  evl__lock(&evl__sig_mu);
+  st = (evl__sigstate *)loop->sig;
+  if (!st) {
+    st = (evl__sigstate *)EVLOOP_MALLOC(NULL, sizeof *st);
+    if (!st) {
+      evl__unlock(&evl__sig_mu);
+      return EVL_ENOMEM;
+    }
+    memset(st, 0, sizeof *st);
+    st->loop = loop;
+    st->next = evl__sig_loops;
+    evl__sig_loops = st;
+    loop->sig = st;
+  }
+  if (!evl__ctrl_installed && !SetConsoleCtrlHandler(evl__ctrl_handler, TRUE)) {
+    int rc = evl_translate_sys_error(evl__win_errno(GetLastError()));
+    evl__unlock(&evl__sig_mu);
+    return rc;
+  }
+  evl__ctrl_installed = 1; /* stays: it declines when nobody listens */
+  st->cb[i] = cb;
+  st->arg[i] = arg;
+  evl__unlock(&evl__sig_mu);
+  return 0;
+}
+
+static void evl__sig_unlink(evl__sigstate *st) {
+  evl__sigstate **pp = &evl__sig_loops;
+  while (*pp && *pp != st)
+    pp = &(*pp)->next;
+  if (*pp)
+    *pp = st->next;
+}
+
+EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
+  evl__sigstate *st;
+  int i = evl__sig_index(signum);
+  if (!loop || i < 0 || !loop->sig)
+    return 0;
+  evl__lock(&evl__sig_mu);
+  st = (evl__sigstate *)loop->sig;
+  if (!st->cb[i]) {
+    evl__unlock(&evl__sig_mu);
+    return 0;
+  }
+  st->cb[i] = NULL;
+  st->arg[i] = NULL;
+  if (!st->cb[0] && !st->cb[1]) {
+    evl__sig_unlink(st);
+    loop->sig = NULL;
+    EVLOOP_FREE(NULL, st);
+  }
+  evl__unlock(&evl__sig_mu);
+  return 1;
+}
+
+static void evl__signals_close(evl_loop *loop) {
+  evl__sigstate *st;
+  if (!loop->sig)
+    return;
+  evl__lock(&evl__sig_mu);
+  st = (evl__sigstate *)loop->sig;
+  evl__sig_unlink(st);
+  loop->sig = NULL;
+  evl__unlock(&evl__sig_mu);
+  EVLOOP_FREE(NULL, st);
+}
+#else /* no threads: the console handler's thread could not queue */
+EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
+                                    evl_signal_callback cb, void *arg) {
+  (void)loop;
+  (void)signum;
+  (void)cb;
+  (void)arg;
+  return EVL_ENOTSUP;
+}
+EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
+  (void)loop;
+  (void)signum;
+  return 0;
+}
+static void evl__signals_close(evl_loop *loop) {
+  (void)loop;
+}
+#endif
+
+#else
 /* ==== Unix signals ======================================================
    Process-wide: the C handler only sets a flag and writes a byte to the
    self-pipe of each slot that wants the signal. A slot belongs to one loop
@@ -7638,6 +8458,7 @@ static void evl__signals_close(evl_loop *loop) {
   loop->sig = NULL;
   evl__lfree(loop, st);
 }
+#endif /* _WIN32 */
 
 /* ==== Subprocesses ======================================================
    Spawning: posix_spawn (vfork speed, exec errors come back as its return
@@ -7694,6 +8515,9 @@ static void evl__sub_exited(evl_subprocess *p, int status, int known) {
   if (p->exited)
     return;
   p->exited = 1;
+#ifdef _WIN32
+  p->returncode = known ? status : 255;
+#else
   if (!known)
     p->returncode = 255; /* reaped by other code: asyncio says 255 too */
   else if (WIFSIGNALED(status))
@@ -7705,11 +8529,13 @@ static void evl__sub_exited(evl_subprocess *p, int status, int known) {
     close(p->pidfd);
     p->pidfd = -1;
   }
+#endif
   if (p->made && p->proto->process_exited)
     p->proto->process_exited(p, p->user);
   evl__sub_try_finish(p);
 }
 
+#ifndef _WIN32
 /* Reaps the child if it exited; 1 if it did. */
 static int evl__sub_poll(evl_subprocess *p) {
   int status = 0;
@@ -7751,6 +8577,7 @@ static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg) {
   if (!others) /* no child left to watch this way */
     (void)evl_remove_signal_handler(loop, SIGCHLD);
 }
+#endif
 
 static void evl__sub_lost_cb(evl_loop *loop, void *arg) {
   evl_subprocess *p = (evl_subprocess *)arg;
@@ -7828,6 +8655,31 @@ static void evl__sub_start(evl_loop *loop, void *arg) {
   }
 }
 
+#ifdef _WIN32
+static evl_future *evl__subprocess(evl_loop *loop,
+                                   const evl_subprocess_protocol *proto,
+                                   void *user, const char *const *argv,
+                                   const evl_subprocess_options *opts,
+                                   evl_subprocess **out, int result_is_user) {
+  evl_future *f;
+  (void)proto;
+  (void)user;
+  (void)argv;
+  (void)opts;
+  (void)out;
+  (void)result_is_user;
+  (void)evl__sub_start;
+  (void)evl__subpipe_proto;
+  (void)evl__sub_exited;
+  if (!loop || loop->closing)
+    return NULL;
+  f = evl_future_new(loop);
+  if (f)
+    (void)evl_future_set_error(f, EVL_ENOTSUP,
+                               "subprocesses are not implemented on Windows");
+  return f;
+}
+#else
 /* Runs argv with the child's fds 0..2 from cfd (-1: inherit), cwd, env. */
 static int evl__spawn(const char *const *argv, const char *cwd,
                       const char *const *env, const int cfd[3], pid_t *out) {
@@ -8059,6 +8911,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
     *out = p;
   return f;
 }
+#endif
 
 EVL__DEF evl_future *evl_subprocess_exec(evl_loop *loop,
                                          const evl_subprocess_protocol *proto,
@@ -8102,7 +8955,12 @@ EVL__DEF int evl_subprocess_send_signal(evl_subprocess *p, int signum) {
     return EVL_EINVAL;
   if (p->exited)
     return EVL_ESRCH;
+#ifdef _WIN32
+  (void)signum;
+  return EVL_ENOTSUP;
+#else
   return kill(p->pid, signum) < 0 ? evl__errno() : 0;
+#endif
 }
 EVL__DEF int evl_subprocess_terminate(evl_subprocess *p) {
   return evl_subprocess_send_signal(p, SIGTERM);
@@ -8134,6 +8992,7 @@ static void evl__children_close(evl_loop *loop) {
     for (i = 0; i < 3; i++)
       if (p->pipes[i].t)
         evl_transport_abort(p->pipes[i].t); /* lost at once: closing */
+#ifndef _WIN32
     if (!p->exited) {
       (void)kill(p->pid, SIGKILL);
       while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
@@ -8147,6 +9006,9 @@ static void evl__children_close(evl_loop *loop) {
       close(p->pidfd);
       p->pidfd = -1;
     }
+#else
+    (void)status;
+#endif
     if (p->waiter) {
       (void)evl_future_set_error(p->waiter, EVL_ECLOSED, NULL);
       evl_future_release(p->waiter);

@@ -17,9 +17,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
+#ifdef _WIN32
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <windows.h>
+#else
+#include <sys/wait.h>
 #include <unistd.h>
+#endif
 
 typedef struct test_case {
   const char *name;
@@ -94,10 +103,43 @@ static evl_loop *test_loop(void) {
 
 /* Monotonic wall time in seconds, independent of any loop's clock. */
 static inline double test_now(void) {
+#ifdef _WIN32
+  LARGE_INTEGER c, f;
+  QueryPerformanceCounter(&c);
+  QueryPerformanceFrequency(&f);
+  return (double)c.QuadPart / (double)f.QuadPart;
+#else
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+#endif
 }
+
+/* Windows has no fork: each test runs in a new process of this program
+   (argv[0] NAME), killed after 60 s. 0 passed, else the exit code. */
+#ifdef _WIN32
+static int test_run_child_(const char *self, const char *name, int *timed_out) {
+  char cmd[1024];
+  STARTUPINFOA si;
+  PROCESS_INFORMATION pi;
+  DWORD code = 1;
+  *timed_out = 0;
+  snprintf(cmd, sizeof cmd, "\"%s\" %s", self, name);
+  memset(&si, 0, sizeof si);
+  si.cb = sizeof si;
+  if (!CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi))
+    return -1;
+  if (WaitForSingleObject(pi.hProcess, 60000) == WAIT_TIMEOUT) {
+    *timed_out = 1;
+    TerminateProcess(pi.hProcess, 124);
+    WaitForSingleObject(pi.hProcess, INFINITE);
+  }
+  GetExitCodeProcess(pi.hProcess, &code);
+  CloseHandle(pi.hProcess);
+  CloseHandle(pi.hThread);
+  return (int)code;
+}
+#endif
 /* Callbacks many tests need: count into an int; count (if given) and stop. */
 static inline void test_count_cb(evl_loop *loop, void *arg) {
   (void)loop;
@@ -141,10 +183,28 @@ static int test_main(const test_case *cases, int argc, char **argv) {
         return 2;
       }
       cases[i].fn();
-      printf("ok %s\n", cases[i].name);
+      if (!getenv("EVL_TEST_CHILD")) /* the runner prints the result */
+        printf("ok %s\n", cases[i].name);
     }
     return 0;
   }
+#ifdef _WIN32
+  SetEnvironmentVariableA("EVL_TEST_CHILD", "1");
+  for (i = 0; cases[i].name; i++) {
+    int timed_out, code;
+    fflush(stdout);
+    fflush(stderr);
+    code = test_run_child_(argv[0], cases[i].name, &timed_out);
+    if (code == 0) {
+      printf("ok   %s\n", cases[i].name);
+      passed++;
+    } else {
+      printf("FAIL %s: %s %d\n", cases[i].name,
+             timed_out ? "timeout, killed:" : "exit status", code);
+      failed++;
+    }
+  }
+#else
   signal(SIGPIPE, SIG_IGN);
   for (i = 0; cases[i].name; i++) {
     pid_t pid;
@@ -175,6 +235,7 @@ static int test_main(const test_case *cases, int argc, char **argv) {
       failed++;
     }
   }
+#endif
   printf("%s [%s]: %d passed, %d failed\n", argv[0],
          backend && *backend ? backend : "default", passed, failed);
   return failed ? 1 : 0;
