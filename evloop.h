@@ -5959,14 +5959,30 @@ static evl_future *evl__connect_pipe(evl_loop *loop, const evl_protocol *proto,
   if (!f)
     return NULL;
 #ifdef _WIN32
+  /* Sockets only (a socket pair stands in for a pipe); overlapped named
+     pipes are not supported yet. */
   (void)st;
-  (void)t;
-  (void)fd;
-  (void)rc;
-  (void)write_side;
-  (void)user;
-  (void)evl_future_set_error(f, proto ? EVL_ENOTSUP : EVL_EINVAL,
-                             "pipe transports are not implemented on Windows");
+  if (!proto)
+    rc = EVL_EINVAL;
+  else if (fdv < 0 || fdv > INT_MAX)
+    rc = EVL_EBADF;
+  else if (!evl__is_socket(fd)) {
+    DWORD fl;
+    rc = GetHandleInformation((HANDLE)(intptr_t)fd, &fl) ? EVL_ENOTSUP
+                                                         : EVL_EBADF;
+  } else
+    rc = evl__set_nonblocking(fd);
+  if (rc) {
+    (void)evl_future_set_error(
+        f, rc, rc == EVL_ENOTSUP ? "only sockets on Windows" : NULL);
+    return f;
+  }
+  t = evl__tr_open(loop, proto, user, fd, 0, f);
+  if (!t) {
+    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
+    return f;
+  }
+  t->flags |= EVL__T_PIPE | (write_side ? EVL__T_WPIPE | EVL__T_WATCH_HUP : 0);
   return f;
 #else
   if (!proto)
@@ -8486,6 +8502,9 @@ typedef struct evl__subpipe {
 } evl__subpipe;
 
 struct evl_subprocess {
+#ifdef _WIN32
+  HANDLE proc, wait; /* the process, its exit wait registration */
+#endif
   evl_loop *loop;
   const evl_subprocess_protocol *proto;
   void *user;
@@ -8501,6 +8520,12 @@ static void evl__sub_try_finish(evl_subprocess *p);
 
 static void evl__sub_unlink_free(evl_subprocess *p) {
   evl_loop *loop = p->loop;
+#ifdef _WIN32
+  if (p->wait)
+    UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
+  if (p->proc)
+    CloseHandle(p->proc);
+#endif
   if (p->lprev)
     p->lprev->lnext = p->lnext;
   else
@@ -8656,6 +8681,383 @@ static void evl__sub_start(evl_loop *loop, void *arg) {
 }
 
 #ifdef _WIN32
+static const char evl__shell_marker[] = "<shell>";
+static void evl__shell_argv(const char *argv[4], const char *cmd) {
+  argv[0] = evl__shell_marker; /* the command line is cmd itself */
+  argv[1] = cmd;
+  argv[2] = argv[3] = NULL;
+}
+
+#ifndef EVLOOP_NO_THREADS
+/* Windows: CreateProcess with an explicit list of the handles the child
+   inherits (nothing else leaks), the exit seen through a thread-pool wait
+   that queues a call on the loop. Piped stdio is a connected loopback
+   socket pair, the child's end blocking and non-overlapped (a plain file
+   handle to it); our end is an ordinary socket transport. */
+
+/* Appends s to the command line, quoted the way the C runtime splits it. */
+static int evl__cmdline_arg(char **buf, size_t *len, size_t *cap,
+                            const char *a) {
+  size_t need = strlen(a) * 2 + 4, i;
+  int quote = !*a || strpbrk(a, " \t\n\v\"") != NULL;
+  char *o;
+  if (*len + need >= *cap) {
+    size_t ncap = (*cap + need) * 2;
+    char *nb = (char *)EVLOOP_REALLOC(NULL, *buf, ncap);
+    if (!nb)
+      return EVL_ENOMEM;
+    *buf = nb;
+    *cap = ncap;
+  }
+  o = *buf + *len;
+  if (*len)
+    *o++ = ' ';
+  if (!quote) {
+    memcpy(o, a, strlen(a));
+    o += strlen(a);
+  } else {
+    *o++ = '"';
+    for (i = 0; a[i]; i++) {
+      size_t bs = 0, k;
+      while (a[i] == '\\') {
+        bs++;
+        i++;
+      }
+      if (!a[i]) { /* backslashes before the closing quote: doubled */
+        for (k = 0; k < bs * 2; k++)
+          *o++ = '\\';
+        break;
+      }
+      if (a[i] == '"') { /* doubled, plus one escaping the quote */
+        for (k = 0; k < bs * 2 + 1; k++)
+          *o++ = '\\';
+      } else {
+        for (k = 0; k < bs; k++)
+          *o++ = '\\';
+      }
+      *o++ = a[i];
+    }
+    *o++ = '"';
+  }
+  *o = '\0';
+  *len = (size_t)(o - *buf);
+  return 0;
+}
+
+static char *evl__cmdline(const char *const *argv, int *rc) {
+  char *buf = NULL;
+  size_t len = 0, cap = 0;
+  int i;
+  *rc = 0;
+  if (argv[0] == evl__shell_marker) { /* "%COMSPEC%" /c cmd, as asyncio */
+    const char *comspec = getenv("COMSPEC");
+    size_t n;
+    if (!comspec || !*comspec)
+      comspec = "cmd.exe";
+    n = strlen(comspec) + strlen(argv[1]) + 16;
+    buf = (char *)EVLOOP_MALLOC(NULL, n);
+    if (!buf) {
+      *rc = EVL_ENOMEM;
+      return NULL;
+    }
+    snprintf(buf, n, "\"%s\" /c %s", comspec, argv[1]);
+    return buf;
+  }
+  for (i = 0; argv[i]; i++)
+    if ((*rc = evl__cmdline_arg(&buf, &len, &cap, argv[i])) != 0) {
+      EVLOOP_FREE(NULL, buf);
+      return NULL;
+    }
+  return buf;
+}
+
+/* "k=v\0k=v\0\0" from an env array. */
+static char *evl__env_block(const char *const *env) {
+  size_t n = 1, i, off = 0;
+  char *b;
+  for (i = 0; env[i]; i++)
+    n += strlen(env[i]) + 1;
+  b = (char *)EVLOOP_MALLOC(NULL, n + 1);
+  if (!b)
+    return NULL;
+  for (i = 0; env[i]; i++) {
+    size_t k = strlen(env[i]) + 1;
+    memcpy(b + off, env[i], k);
+    off += k;
+  }
+  b[off++] = '\0';
+  b[off] = '\0';
+  return b;
+}
+
+/* A socket pair for a child's stdio: ours non-blocking and overlapped, the
+   child's blocking and non-overlapped (usable by ReadFile/WriteFile). */
+static int evl__stdio_pair(int *ours, HANDLE *theirs) {
+  struct sockaddr_in a, peer, local;
+  socklen_t alen = sizeof a, plen = sizeof peer, llen = sizeof local;
+  int l = -1, c = -1, srv = -1, rc;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  l = evl__own_socket(WSASocketW(AF_INET, SOCK_STREAM, 0, NULL, 0, 0));
+  if (l < 0 || evl__sys_bind(l, (struct sockaddr *)&a, sizeof a) < 0 ||
+      evl__sys_listen(l, 1) < 0 ||
+      evl__sys_getsockname(l, (struct sockaddr *)&a, &alen) < 0)
+    goto fail;
+  c = evl__own_socket(
+      WSASocketW(AF_INET, SOCK_STREAM, 0, NULL, 0, WSA_FLAG_OVERLAPPED));
+  if (c < 0 || evl__sys_connect(c, (struct sockaddr *)&a, alen) < 0)
+    goto fail;
+  srv = evl__sys_accept(l, (struct sockaddr *)&peer, &plen);
+  if (srv < 0 ||
+      evl__sys_getsockname(c, (struct sockaddr *)&local, &llen) < 0 ||
+      peer.sin_port != local.sin_port) { /* a stranger connected first */
+    errno = ECONNABORTED;
+    goto fail;
+  }
+  evl__closesocket(l);
+  if ((rc = evl__set_nonblocking(c)) != 0) {
+    evl__closesocket(c);
+    evl__closesocket(srv);
+    return rc;
+  }
+  *ours = c;
+  *theirs = (HANDLE)EVL__SOCK(srv);
+  return 0;
+fail:
+  rc = evl__errno();
+  if (l >= 0)
+    evl__closesocket(l);
+  if (c >= 0)
+    evl__closesocket(c);
+  if (srv >= 0)
+    evl__closesocket(srv);
+  return rc ? rc : EVL_EIO;
+}
+
+static void evl__sub_win_exit(evl_loop *loop, void *arg) {
+  evl_subprocess *p = (evl_subprocess *)arg;
+  DWORD code = 0;
+  if (loop->closing)
+    return; /* evl__children_close reaps it */
+  if (p->wait) {
+    UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
+    p->wait = NULL;
+  }
+  GetExitCodeProcess(p->proc, &code);
+  evl__sub_exited(p, (int)code, 1);
+}
+
+/* A thread-pool thread: the process ended. */
+static VOID CALLBACK evl__sub_win_signalled(PVOID arg, BOOLEAN timed_out) {
+  evl_subprocess *p = (evl_subprocess *)arg;
+  (void)timed_out;
+  (void)evl__ts_push(p->loop, evl__sub_win_exit, p, 1);
+}
+
+static int evl__inherit(HANDLE h, HANDLE *out) {
+  if (!DuplicateHandle(GetCurrentProcess(), h, GetCurrentProcess(), out, 0,
+                       TRUE, DUPLICATE_SAME_ACCESS))
+    return evl_translate_sys_error(evl__win_errno(GetLastError()));
+  return 0;
+}
+
+static evl_future *evl__subprocess(evl_loop *loop,
+                                   const evl_subprocess_protocol *proto,
+                                   void *user, const char *const *argv,
+                                   const evl_subprocess_options *opts,
+                                   evl_subprocess **out, int result_is_user) {
+  evl_subprocess_options defaults;
+  evl_future *f;
+  evl_subprocess *p;
+  evl_stdio mode[3];
+  int userfd[3], pfd[3] = {-1, -1, -1}, i, rc = 0;
+  HANDLE child[3] = {NULL, NULL, NULL}, list[3];
+  DWORD nlist = 0;
+  char *cmdline = NULL, *envblock = NULL;
+  STARTUPINFOEXA si;
+  PROCESS_INFORMATION pi;
+  SIZE_T attr_size = 0;
+  if (!loop || loop->closing)
+    return NULL;
+  f = evl_future_new(loop);
+  if (!f)
+    return NULL;
+  if (!opts) {
+    memset(&defaults, 0, sizeof defaults); /* all pipes */
+    opts = &defaults;
+  }
+  if (!proto || !argv || !argv[0] ||
+      (argv[0] == evl__shell_marker && !argv[1])) {
+    (void)evl_future_set_error(f, EVL_EINVAL, "no protocol or no argv[0]");
+    return f;
+  }
+  mode[0] = opts->stdin_mode;
+  mode[1] = opts->stdout_mode;
+  mode[2] = opts->stderr_mode;
+  userfd[0] = opts->stdin_fd;
+  userfd[1] = opts->stdout_fd;
+  userfd[2] = opts->stderr_fd;
+  p = (evl_subprocess *)evl__zalloc(loop, sizeof *p);
+  if (!p) {
+    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
+    return f;
+  }
+  p->loop = loop;
+  p->proto = proto;
+  p->user = user;
+  p->pidfd = -1;
+  p->result_is_user = result_is_user;
+  /* The child's handles, each an inheritable copy of its own. */
+  for (i = 0; i < 3 && rc == 0; i++) {
+    static const DWORD std_ids[3] = {STD_INPUT_HANDLE, STD_OUTPUT_HANDLE,
+                                     STD_ERROR_HANDLE};
+    HANDLE h = NULL;
+    switch (mode[i]) {
+    case EVL_STDIO_PIPE:
+      rc = evl__stdio_pair(&pfd[i], &h);
+      if (rc == 0 &&
+          !SetHandleInformation(h, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT))
+        rc = evl_translate_sys_error(evl__win_errno(GetLastError()));
+      child[i] = h;
+      break;
+    case EVL_STDIO_DEVNULL: {
+      SECURITY_ATTRIBUTES sa;
+      sa.nLength = sizeof sa;
+      sa.lpSecurityDescriptor = NULL;
+      sa.bInheritHandle = TRUE;
+      h = CreateFileA("NUL", GENERIC_READ | GENERIC_WRITE,
+                      FILE_SHARE_READ | FILE_SHARE_WRITE, &sa, OPEN_EXISTING, 0,
+                      NULL);
+      if (h == INVALID_HANDLE_VALUE)
+        rc = evl_translate_sys_error(evl__win_errno(GetLastError()));
+      else
+        child[i] = h;
+      break;
+    }
+    case EVL_STDIO_INHERIT:
+      h = GetStdHandle(std_ids[i]);
+      if (h && h != INVALID_HANDLE_VALUE)
+        rc = evl__inherit(h, &child[i]);
+      break;
+    case EVL_STDIO_STDOUT:
+      if (i != 2)
+        rc = EVL_EINVAL;
+      else if (child[1])
+        rc = evl__inherit(child[1], &child[2]);
+      break;
+    case EVL_STDIO_FD: {
+      DWORD fl;
+      h = (HANDLE)(intptr_t)userfd[i];
+      if (userfd[i] < 0 || !GetHandleInformation(h, &fl))
+        rc = EVL_EBADF;
+      else
+        rc = evl__inherit(h, &child[i]);
+      break;
+    }
+    default:
+      rc = EVL_EINVAL;
+    }
+  }
+  if (rc == 0) {
+    cmdline = evl__cmdline(argv, &rc);
+    if (rc == 0 && opts->env && !(envblock = evl__env_block(opts->env)))
+      rc = EVL_ENOMEM;
+  }
+  if (rc == 0) {
+    memset(&si, 0, sizeof si);
+    si.StartupInfo.cb = sizeof si;
+    si.StartupInfo.dwFlags = STARTF_USESTDHANDLES;
+    si.StartupInfo.hStdInput = child[0];
+    si.StartupInfo.hStdOutput = child[1];
+    si.StartupInfo.hStdError = child[2];
+    for (i = 0; i < 3; i++) {
+      int k, dup = 0;
+      for (k = 0; k < (int)nlist; k++)
+        dup |= list[k] == child[i];
+      if (child[i] && !dup)
+        list[nlist++] = child[i];
+    }
+    InitializeProcThreadAttributeList(NULL, 1, 0, &attr_size);
+    si.lpAttributeList =
+        (LPPROC_THREAD_ATTRIBUTE_LIST)EVLOOP_MALLOC(NULL, attr_size);
+    if (!si.lpAttributeList || !InitializeProcThreadAttributeList(
+                                   si.lpAttributeList, 1, 0, &attr_size)) {
+      EVLOOP_FREE(NULL, si.lpAttributeList);
+      si.lpAttributeList = NULL;
+      rc = EVL_ENOMEM;
+    } else if (nlist &&
+               !UpdateProcThreadAttribute(
+                   si.lpAttributeList, 0, PROC_THREAD_ATTRIBUTE_HANDLE_LIST,
+                   list, nlist * sizeof(HANDLE), NULL, NULL)) {
+      rc = evl_translate_sys_error(evl__win_errno(GetLastError()));
+    }
+    if (rc == 0 &&
+        !CreateProcessA(NULL, cmdline, NULL, NULL, nlist ? TRUE : FALSE,
+                        EXTENDED_STARTUPINFO_PRESENT | CREATE_NO_WINDOW,
+                        envblock, opts->cwd, &si.StartupInfo, &pi)) {
+      DWORD e = GetLastError();
+      rc = evl_translate_sys_error(evl__win_errno(e));
+      if (e == ERROR_DIRECTORY && opts->cwd)
+        rc = EVL_ENOENT;
+    }
+    if (si.lpAttributeList) {
+      DeleteProcThreadAttributeList(si.lpAttributeList);
+      EVLOOP_FREE(NULL, si.lpAttributeList);
+    }
+  }
+  EVLOOP_FREE(NULL, cmdline);
+  EVLOOP_FREE(NULL, envblock);
+  for (i = 0; i < 3; i++) /* the child has its copies now */
+    if (child[i]) {
+      if (mode[i] == EVL_STDIO_PIPE)
+        closesocket((SOCKET)child[i]);
+      else
+        CloseHandle(child[i]);
+    }
+  if (rc) {
+    for (i = 0; i < 3; i++)
+      if (pfd[i] >= 0)
+        evl__closesocket(pfd[i]);
+    evl__lfree(loop, p);
+    (void)evl_future_set_error(f, rc, NULL);
+    return f;
+  }
+  CloseHandle(pi.hThread);
+  p->proc = pi.hProcess;
+  p->pid = (pid_t)pi.dwProcessId;
+  p->lnext = loop->children;
+  if (loop->children)
+    loop->children->lprev = p;
+  loop->children = p;
+  if (!RegisterWaitForSingleObject(&p->wait, p->proc, evl__sub_win_signalled, p,
+                                   INFINITE, WT_EXECUTEONLYONCE))
+    p->wait = NULL; /* reaped at close; EVL_ENOMEM territory */
+  p->waiter = evl_future_ref(f);
+  if (evl__soon_internal(loop, evl__sub_start, p) < 0)
+    rc = EVL_ENOMEM;
+  for (i = 0; i < 3; i++) {
+    evl__subpipe *sp = &p->pipes[i];
+    sp->p = p;
+    sp->fd = i;
+    if (pfd[i] < 0)
+      continue;
+    sp->t = evl__tr_open(loop, &evl__subpipe_proto, sp, pfd[i], 0, NULL);
+    if (!sp->t) {
+      evl__closesocket(pfd[i]);
+      continue;
+    }
+    sp->t->flags |=
+        EVL__T_PIPE | (i == 0 ? EVL__T_WPIPE | EVL__T_WATCH_HUP : 0);
+    sp->open = 1;
+    p->npipes++;
+  }
+  (void)rc;
+  if (out)
+    *out = p;
+  return f;
+}
+#else /* no threads: nothing could watch the child's exit */
 static evl_future *evl__subprocess(evl_loop *loop,
                                    const evl_subprocess_protocol *proto,
                                    void *user, const char *const *argv,
@@ -8676,10 +9078,18 @@ static evl_future *evl__subprocess(evl_loop *loop,
   f = evl_future_new(loop);
   if (f)
     (void)evl_future_set_error(f, EVL_ENOTSUP,
-                               "subprocesses are not implemented on Windows");
+                               "subprocesses need threads on Windows");
   return f;
 }
+#endif
 #else
+static void evl__shell_argv(const char *argv[4], const char *cmd) {
+  argv[0] = "/bin/sh";
+  argv[1] = "-c";
+  argv[2] = cmd;
+  argv[3] = NULL;
+}
+
 /* Runs argv with the child's fds 0..2 from cfd (-1: inherit), cwd, env. */
 static int evl__spawn(const char *const *argv, const char *cwd,
                       const char *const *env, const int cfd[3], pid_t *out) {
@@ -8924,10 +9334,7 @@ EVL__DEF evl_future *evl_subprocess_shell(evl_loop *loop,
                                           void *user, const char *cmd,
                                           const evl_subprocess_options *opts) {
   const char *argv[4];
-  argv[0] = "/bin/sh";
-  argv[1] = "-c";
-  argv[2] = cmd;
-  argv[3] = NULL;
+  evl__shell_argv(argv, cmd);
   if (!cmd && loop && !loop->closing) {
     evl_future *f = evl_future_new(loop);
     if (f)
@@ -8956,8 +9363,12 @@ EVL__DEF int evl_subprocess_send_signal(evl_subprocess *p, int signum) {
   if (p->exited)
     return EVL_ESRCH;
 #ifdef _WIN32
-  (void)signum;
-  return EVL_ENOTSUP;
+  /* asyncio on Windows: SIGTERM and kill are TerminateProcess(1). */
+  if (signum != SIGTERM && signum != SIGKILL)
+    return EVL_EINVAL;
+  return TerminateProcess(p->proc, 1)
+             ? 0
+             : evl_translate_sys_error(evl__win_errno(GetLastError()));
 #else
   return kill(p->pid, signum) < 0 ? evl__errno() : 0;
 #endif
@@ -9008,6 +9419,18 @@ static void evl__children_close(evl_loop *loop) {
     }
 #else
     (void)status;
+    if (p->wait) { /* after this no wait callback runs */
+      UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
+      p->wait = NULL;
+    }
+    if (!p->exited) {
+      DWORD code = 1;
+      TerminateProcess(p->proc, 1);
+      WaitForSingleObject(p->proc, INFINITE);
+      GetExitCodeProcess(p->proc, &code);
+      p->exited = 1;
+      p->returncode = (int)code;
+    }
 #endif
     if (p->waiter) {
       (void)evl_future_set_error(p->waiter, EVL_ECLOSED, NULL);
@@ -9135,10 +9558,7 @@ EVL__DEF evl_future *
 evl_create_subprocess_shell(evl_loop *loop, const char *cmd,
                             const evl_subprocess_options *opts, size_t limit) {
   const char *argv[4];
-  argv[0] = "/bin/sh";
-  argv[1] = "-c";
-  argv[2] = cmd;
-  argv[3] = NULL;
+  evl__shell_argv(argv, cmd);
   return evl__create_process(loop, cmd ? argv : NULL, opts, limit);
 }
 EVL__DEF int evl_process_pid(evl_process *p) {
