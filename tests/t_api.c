@@ -4,13 +4,15 @@
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
+#include <time.h>
+#ifndef _WIN32
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <time.h>
+#endif
 
 static void await_null_task(evl_task *t, void *state) {
   (void)state;
@@ -263,5 +265,8 @@ T(evl_time_reads_the_clock_again_for_timers)
 T(getaddrinfo_numeric_resolves_with_or_without_threads)
 #if defined(__linux__) && defined(__x86_64__) && defined(__GLIBC__)
 T(refused_epoll_falls_back_to_poll)
+#else
+T_SKIP(refused_epoll_falls_back_to_poll,
+       "needs epoll and seccomp (Linux, x86-64, glibc)")
 #endif
 TESTS_END

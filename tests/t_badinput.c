@@ -83,7 +83,12 @@ TEST(unknown_or_missing_backends_are_refused) {
   evl_loop *loop;
   expect_backend_refused(99, 0);
   expect_backend_refused(-1, 0);
+#ifdef _WIN32
+  expect_backend_refused(EVL_BACKEND_EPOLL, EVL_ENOTSUP);
+  expect_backend_refused(EVL_BACKEND_POLL, EVL_ENOTSUP);
+#else
   expect_backend_refused(EVL_BACKEND_IOCP, EVL_ENOTSUP);
+#endif
   expect_backend_refused(EVL_BACKEND_KQUEUE, 0);
   /* A good loop can still be made afterwards. */
   loop = test_loop();
@@ -127,7 +132,7 @@ TEST(bogus_handles_are_harmless) {
 TEST(removing_unwatched_fds_is_harmless) {
   evl_loop *loop = test_loop();
   int p[2];
-  CHECK_EQ(pipe(p), 0);
+  CHECK_EQ(test_pipe(p), 0);
   CHECK_EQ(evl_remove_reader(loop, p[0]), 0);
   CHECK_EQ(evl_remove_writer(loop, p[1]), 0);
   /* Out-of-range fds: no watcher, no crash (0 or an error code). */
@@ -138,8 +143,8 @@ TEST(removing_unwatched_fds_is_harmless) {
   check_loop_works(loop);
   check_run_forever_works(loop);
   evl_loop_free(loop);
-  close(p[0]);
-  close(p[1]);
+  test_pipe_close(p[0]);
+  test_pipe_close(p[1]);
 }
 
 TEST(run_until_complete_refuses_null_or_foreign_futures) {

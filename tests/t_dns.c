@@ -4,11 +4,13 @@
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
 
+#ifndef _WIN32
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <string.h>
 #include <sys/socket.h>
+#endif
+#include <string.h>
 
 static int is_eai_code(int err) {
   return err <= EVL_EAI_AGAIN && err >= EVL_EAI_OVERFLOW;

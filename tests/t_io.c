@@ -5,16 +5,23 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#ifndef _WIN32
 #include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#endif
 
+/* An AF_UNIX socketpair on POSIX, a loopback TCP pair on Windows. */
 static void make_socketpair(int sv[2]) {
-  CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  CHECK_EQ(test_socketpair(sv), 0);
+}
+static void close_pair(int sv[2]) {
+  test_closesocket(sv[0]);
+  test_closesocket(sv[1]);
 }
 
 static void write_byte(int fd) {
-  CHECK_EQ(write(fd, "x", 1), 1);
+  CHECK_EQ(test_send(fd, "x", 1), 1);
 }
 
 static int is_backend(evl_loop *loop, const char *name) {
@@ -52,7 +59,7 @@ static void reader_cb(evl_loop *loop, evl_fd fd, void *arg) {
   r->fd = fd;
   r->arg = arg;
   if (r->read_it)
-    CHECK_EQ(read((int)fd, &r->byte, 1), 1);
+    CHECK_EQ(test_recv((int)fd, &r->byte, 1), 1);
   if (r->remove_it)
     r->remove_rc = evl_remove_reader(loop, fd);
   if (r->stop_it)
@@ -108,10 +115,10 @@ TEST(reader_on_socketpair_fires_with_fd_and_arg) {
   make_socketpair(sv);
   reader_fires_once(loop, sv[0], sv[1]);
   evl_loop_free(loop);
-  close(sv[0]);
-  close(sv[1]);
+  close_pair(sv);
 }
 
+#ifndef _WIN32
 TEST(reader_on_pipe_fires) {
   evl_loop *loop = test_loop();
   int p[2];
@@ -121,6 +128,7 @@ TEST(reader_on_pipe_fires) {
   close(p[0]);
   close(p[1]);
 }
+#endif
 
 TEST(reader_removed_inside_its_callback_fires_once) {
   evl_loop *loop = test_loop();
@@ -141,8 +149,7 @@ TEST(reader_removed_inside_its_callback_fires_once) {
   CHECK_EQ(r.calls, 1);
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 0);
   evl_loop_free(loop);
-  close(sv[0]);
-  close(sv[1]);
+  close_pair(sv);
 }
 
 TEST(reader_and_writer_on_one_fd_both_fire) {
@@ -173,8 +180,7 @@ TEST(reader_and_writer_on_one_fd_both_fire) {
   CHECK_EQ(r.remove_rc, 1);
   CHECK_EQ(w.calls, 1);
   evl_loop_free(loop);
-  close(sv[0]);
-  close(sv[1]);
+  close_pair(sv);
 }
 
 TEST(reader_and_writer_fire_in_the_same_iteration) {
@@ -196,8 +202,7 @@ TEST(reader_and_writer_fire_in_the_same_iteration) {
   CHECK_EQ(evl_remove_writer(loop, sv[0]), 1);
   CHECK_EQ(evl_remove_writer(loop, sv[0]), 0);
   evl_loop_free(loop);
-  close(sv[0]);
-  close(sv[1]);
+  close_pair(sv);
 }
 
 /* Two ready fds; whichever callback runs first removes the other's
@@ -236,10 +241,8 @@ TEST(reader_removed_by_earlier_callback_in_same_iteration_does_not_run) {
             evl_remove_reader(loop, g_pair_b[0]) ==
         1);
   evl_loop_free(loop);
-  for (i = 0; i < 2; i++) {
-    close(g_pair_a[i]);
-    close(g_pair_b[i]);
-  }
+  close_pair(g_pair_a);
+  close_pair(g_pair_b);
 }
 
 TEST(adding_a_reader_again_replaces_the_callback) {
@@ -261,8 +264,7 @@ TEST(adding_a_reader_again_replaces_the_callback) {
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 0);
   evl_loop_free(loop);
-  close(sv[0]);
-  close(sv[1]);
+  close_pair(sv);
 }
 
 TEST(removed_writer_stops_while_reader_goes_on_level_triggered) {
@@ -296,8 +298,7 @@ TEST(removed_writer_stops_while_reader_goes_on_level_triggered) {
   CHECK_EQ(w.calls, wcalls);
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
   evl_loop_free(loop);
-  close(sv[0]);
-  close(sv[1]);
+  close_pair(sv);
 }
 
 TEST(bad_fds_and_null_callbacks_are_refused) {
@@ -306,9 +307,19 @@ TEST(bad_fds_and_null_callbacks_are_refused) {
   io_rec r;
   memset(&r, 0, sizeof r);
   make_socketpair(sv); /* before the pipe: its numbers stay closed */
+#ifdef _WIN32
+  /* Closed socket handles. Watching once first makes the loop open what
+     it needs (the IOCP loop's AFD handle), which could reuse them. */
+  CHECK_EQ(evl_add_reader(loop, sv[1], reader_cb, &r), 0);
+  CHECK_EQ(evl_remove_reader(loop, sv[1]), 1);
+  check_loop_works(loop);
+  make_socketpair(p);
+  close_pair(p);
+#else
   CHECK_EQ(pipe(p), 0);
   close(p[0]);
   close(p[1]);
+#endif
   CHECK_EQ(evl_add_reader(loop, p[0], reader_cb, &r), EVL_EBADF);
   check_loop_works(loop);
   CHECK_EQ(evl_add_writer(loop, p[1], writer_cb, &r), EVL_EBADF);
@@ -348,10 +359,10 @@ TEST(bad_fds_and_null_callbacks_are_refused) {
   /* The same fd works once given a callback. */
   reader_fires_once(loop, sv[0], sv[1]);
   evl_loop_free(loop);
-  close(sv[0]);
-  close(sv[1]);
+  close_pair(sv);
 }
 
+#ifndef _WIN32
 TEST(regular_file_is_eperm_on_epoll_and_ready_elsewhere) {
   evl_loop *loop = test_loop();
   char path[] = "/tmp/evloop-t_io-XXXXXX";
@@ -440,6 +451,96 @@ TEST(fd_above_fd_setsize_is_erange_on_select_only) {
   close(sv[0]);
   close(sv[1]);
 }
+#else
+/* Windows: only sockets can be watched (Winsock's select and AFD polls
+   take nothing else); a pipe or a file handle is a clear EVL_ENOTSUP on
+   both backends, a closed handle EVL_EBADF. */
+TEST(non_socket_handles_are_enotsup_on_windows) {
+  evl_loop *loop = test_loop();
+  char dir[MAX_PATH], path[MAX_PATH];
+  HANDLE file;
+  int p[2], sv[2], rc;
+  io_rec r;
+  memset(&r, 0, sizeof r);
+  make_socketpair(sv);
+  CHECK_EQ(test_pipe(p), 0);
+  rc = evl_add_reader(loop, p[0], reader_cb, &r);
+  KNOWN_BUG_IF(rc == EVL_EBADF, "windows-bugs.md #1: a pipe handle is EBADF");
+  CHECK_EQ(rc, EVL_ENOTSUP);
+  check_loop_works(loop);
+  CHECK_EQ(evl_add_writer(loop, p[1], writer_cb, &r), EVL_ENOTSUP);
+  check_loop_works(loop);
+  /* The same once the loop's fd table covers the handle values. */
+  CHECK_EQ(evl_add_reader(loop, sv[0], reader_cb, &r), 0);
+  CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
+  CHECK_EQ(evl_add_reader(loop, p[0], reader_cb, &r), EVL_ENOTSUP);
+  CHECK_EQ(evl_add_writer(loop, p[1], writer_cb, &r), EVL_ENOTSUP);
+  CHECK(GetTempPathA(sizeof dir, dir) > 0);
+  CHECK(GetTempFileNameA(dir, "evl", 0, path) != 0);
+  file =
+      CreateFileA(path, GENERIC_READ | GENERIC_WRITE, 0, NULL, CREATE_ALWAYS,
+                  FILE_ATTRIBUTE_TEMPORARY | FILE_FLAG_DELETE_ON_CLOSE, NULL);
+  CHECK(file != INVALID_HANDLE_VALUE);
+  CHECK_EQ(evl_add_reader(loop, (evl_fd)(intptr_t)file, reader_cb, &r),
+           EVL_ENOTSUP);
+  check_loop_works(loop);
+  /* Nothing was left behind; a socket still works next to them. */
+  CHECK_EQ(evl_remove_reader(loop, p[0]), 0);
+  CHECK_EQ(evl_remove_writer(loop, p[1]), 0);
+  CHECK_EQ(r.calls, 0);
+  reader_fires_once(loop, sv[0], sv[1]);
+  evl_loop_free(loop);
+  CloseHandle(file);
+  test_pipe_close(p[0]);
+  test_pipe_close(p[1]);
+  close_pair(sv);
+}
+
+static void count_io_cb(evl_loop *loop, evl_fd fd, void *arg) {
+  (void)loop;
+  (void)fd;
+  (*(int *)arg)++;
+}
+
+/* Winsock's fd_set is a list of at most FD_SETSIZE sockets (evloop.h makes
+   it 1024, and the loop's wake-up socket takes one): select refuses the
+   socket after that with EVL_ERANGE; IOCP has no such limit. */
+TEST(select_refuses_sockets_beyond_fd_setsize_on_windows) {
+  enum { N = 1100 };
+  static int socks[N];
+  evl_loop *loop = test_loop();
+  int is_select = is_backend(loop, "select"), i, refused = 0, fired = 0;
+  int sv[2];
+  for (i = 0; i < N; i++) {
+    SOCKET s = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
+    CHECK(s != INVALID_SOCKET);
+    socks[i] = (int)s;
+  }
+  for (i = 0; i < N; i++) {
+    int rc = evl_add_reader(loop, socks[i], count_io_cb, &fired);
+    if (rc == EVL_ERANGE) {
+      if (!refused)
+        CHECK_EQ(i, 1023); /* 1023 sockets and the wake-up socket */
+      refused++;
+    } else {
+      CHECK_EQ(rc, 0);
+    }
+  }
+  CHECK_EQ(refused, is_select ? N - 1023 : 0);
+  check_loop_works(loop);
+  CHECK_EQ(fired, 0); /* unbound UDP sockets have nothing to read */
+  /* A freed place can be used again. */
+  CHECK_EQ(evl_remove_reader(loop, socks[0]), 1);
+  make_socketpair(sv);
+  reader_fires_once(loop, sv[0], sv[1]);
+  for (i = 1; i < N; i++)
+    CHECK_EQ(evl_remove_reader(loop, socks[i]), is_select ? i < 1023 : 1);
+  evl_loop_free(loop);
+  for (i = 0; i < N; i++)
+    closesocket((SOCKET)socks[i]);
+  close_pair(sv);
+}
+#endif
 
 #define NPAIRS 200
 static int g_pairs[NPAIRS][2];
@@ -451,7 +552,7 @@ static void pair_reader_cb(evl_loop *loop, evl_fd fd, void *arg) {
   char c;
   (void)loop;
   CHECK_EQ(fd, g_pairs[i][0]);
-  CHECK_EQ(read((int)fd, &c, 1), 1);
+  CHECK_EQ(test_recv((int)fd, &c, 1), 1);
   g_pair_calls[i]++;
   g_pair_total++;
 }
@@ -488,15 +589,14 @@ TEST(two_hundred_socketpairs_each_reader_fires_once) {
   for (i = 1; i < NPAIRS; i += 2)
     CHECK_EQ(evl_remove_reader(loop, g_pairs[i][0]), 1);
   evl_loop_free(loop);
-  for (i = 0; i < NPAIRS; i++) {
-    close(g_pairs[i][0]);
-    close(g_pairs[i][1]);
-  }
+  for (i = 0; i < NPAIRS; i++)
+    close_pair(g_pairs[i]);
 }
 
 TESTS_BEGIN
 T(reader_on_socketpair_fires_with_fd_and_arg)
-T(reader_on_pipe_fires)
+T_POSIX(reader_on_pipe_fires,
+        "no pipes can be watched (non_socket_handles_are_enotsup_on_windows)")
 T(reader_removed_inside_its_callback_fires_once)
 T(reader_and_writer_on_one_fd_both_fire)
 T(reader_and_writer_fire_in_the_same_iteration)
@@ -504,7 +604,14 @@ T(reader_removed_by_earlier_callback_in_same_iteration_does_not_run)
 T(adding_a_reader_again_replaces_the_callback)
 T(removed_writer_stops_while_reader_goes_on_level_triggered)
 T(bad_fds_and_null_callbacks_are_refused)
-T(regular_file_is_eperm_on_epoll_and_ready_elsewhere)
-T(fd_above_fd_setsize_is_erange_on_select_only)
+T_POSIX(regular_file_is_eperm_on_epoll_and_ready_elsewhere,
+        "files cannot be watched (non_socket_handles_are_enotsup_on_windows)")
+T_POSIX(fd_above_fd_setsize_is_erange_on_select_only,
+        "no fd numbers or rlimits (select_refuses_sockets_beyond_fd_setsize_"
+        "on_windows)")
+#ifdef _WIN32
+T(non_socket_handles_are_enotsup_on_windows)
+T(select_refuses_sockets_beyond_fd_setsize_on_windows)
+#endif
 T(two_hundred_socketpairs_each_reader_fires_once)
 TESTS_END

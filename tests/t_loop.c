@@ -341,7 +341,7 @@ TEST(calls_on_a_closed_loop_return_eclosed) {
   evl_future *fut = evl_future_new(loop);
   int fired = 0, p[2];
   CHECK(fut != NULL);
-  CHECK_EQ(pipe(p), 0);
+  CHECK_EQ(test_pipe(p), 0);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_call_soon(loop, never_cb, &fired), EVL_ECLOSED);
   CHECK_EQ(evl_call_later(loop, 0.01, never_cb, &fired), EVL_ECLOSED);
@@ -356,8 +356,8 @@ TEST(calls_on_a_closed_loop_return_eclosed) {
   CHECK_EQ(fired, 0);
   evl_future_release(fut);
   evl_loop_free(loop);
-  close(p[0]);
-  close(p[1]);
+  test_pipe_close(p[0]);
+  test_pipe_close(p[1]);
 }
 
 typedef struct {
@@ -422,16 +422,19 @@ TEST(backend_name_matches_the_requested_backend) {
     const char *name;
   } backends[] = {{EVL_BACKEND_SELECT, "select"},
                   {EVL_BACKEND_POLL, "poll"},
-                  {EVL_BACKEND_EPOLL, "epoll"}};
+                  {EVL_BACKEND_EPOLL, "epoll"},
+                  {EVL_BACKEND_KQUEUE, "kqueue"},
+                  {EVL_BACKEND_IOCP, "iocp"}};
   evl_loop *loop = test_loop();
   const char *def = evl_backend_name(loop);
   int i, ok = 0, default_seen = 0;
   CHECK(def != NULL);
   /* "poll" may say more after a fallback from epoll. */
   CHECK(backend_name_is(def, "select") || !strncmp(def, "poll", 4) ||
-        backend_name_is(def, "epoll"));
+        backend_name_is(def, "epoll") || backend_name_is(def, "kqueue") ||
+        backend_name_is(def, "iocp"));
   evl_loop_free(loop);
-  for (i = 0; i < 3; i++) {
+  for (i = 0; i < (int)(sizeof backends / sizeof backends[0]); i++) {
     evl_loop *l = NULL;
     evl_loop_config cfg;
     const char *name;
@@ -459,9 +462,12 @@ TEST(backend_name_matches_the_requested_backend) {
   }
   CHECK(ok >= 1);
   CHECK(default_seen);
-  /* A select-only build has nothing else. */
-  if (backend_name_is(def, "select"))
+  /* A select-only build (its default is select) has nothing else. */
+  loop = NULL;
+  CHECK_EQ(evl_loop_new(&loop, NULL), 0);
+  if (backend_name_is(evl_backend_name(loop), "select"))
     CHECK_EQ(ok, 1);
+  evl_loop_free(loop);
 }
 
 TEST(error_names_messages_and_errno_translation) {

@@ -1,9 +1,11 @@
 /* Networking API contracts the other network tests do not pin down. */
 #include "test.h"
 
+#ifndef _WIN32
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#endif
 
 typedef struct conn_state {
   evl_transport *t;

@@ -106,12 +106,12 @@ TEST(threadsafe_call_wakes_a_loop_blocked_on_a_far_timer) {
   evl_loop *loop = test_loop();
   pthread_t th;
   waker w;
-  int far = 0;
+  int far_fired = 0;
   double t0, elapsed;
   w.loop = loop;
   w.rc = 1;
   w.stopped = 0;
-  CHECK(evl_call_later(loop, 30.0, test_count_cb, &far) > 0);
+  CHECK(evl_call_later(loop, 30.0, test_count_cb, &far_fired) > 0);
   t0 = test_now();
   CHECK_EQ(pthread_create(&th, NULL, waker_main, &w), 0);
   CHECK_EQ(evl_run_forever(loop), 0);
@@ -119,7 +119,7 @@ TEST(threadsafe_call_wakes_a_loop_blocked_on_a_far_timer) {
   CHECK_EQ(pthread_join(th, NULL), 0);
   CHECK_EQ(w.rc, 0);
   CHECK_EQ(w.stopped, 1);
-  CHECK_EQ(far, 0);
+  CHECK_EQ(far_fired, 0);
   CHECK(elapsed >= 0.09);
   CHECK(elapsed < 5.0);
   evl_loop_free(loop);

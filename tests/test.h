@@ -2,7 +2,10 @@
    process (so one crash or hang is one failure), under a 60 s alarm.
    A test file ends with TESTS_BEGIN T(name) ... TESTS_END, which defines
    main(). The run prints one line per test and ends with
-   "N passed, N failed". Run one test in-process: ./t_foo name            */
+   "N passed, N failed, N skipped". Run one test in-process: ./t_foo name
+   A test that cannot apply here is never dropped silently: T_SKIP(name,
+   "reason") in the list, or SKIP("reason") inside the test, prints
+   "skip NAME: reason" and counts it as skipped.                          */
 #ifndef EVL_TEST_H
 #define EVL_TEST_H
 
@@ -25,7 +28,10 @@
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #include <windows.h>
+#include <io.h>
 #else
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #endif
@@ -33,13 +39,24 @@
 typedef struct test_case {
   const char *name;
   void (*fn)(void);
+  const char *skip; /* why it cannot run here, or NULL */
 } test_case;
 
 #define TEST(name) static void name(void)
-#define T(name) {#name, name},
+#define T(name) {#name, name, NULL},
+/* A test that does not apply on this platform (its function is usually
+   not compiled here): listed, printed and counted as skipped. */
+#define T_SKIP(name, reason) {#name, NULL, reason},
+/* A POSIX-only test: runs on POSIX, skipped with the reason on Windows
+   (wrap its function in #ifndef _WIN32). */
+#ifdef _WIN32
+#define T_POSIX(name, reason) T_SKIP(name, "Windows: " reason)
+#else
+#define T_POSIX(name, reason) T(name)
+#endif
 #define TESTS_BEGIN static const test_case test_cases_[] = {
 #define TESTS_END                                                              \
-  { NULL, NULL }                                                               \
+  { NULL, NULL, NULL }                                                         \
   }                                                                            \
   ;                                                                            \
   int main(int argc, char **argv) {                                            \
@@ -60,8 +77,34 @@ typedef struct test_case {
                  b_);                                                          \
   } while (0)
 
-/* Which backend the tests run on: EVLOOP_TEST_BACKEND=select|poll|epoll,
-   default: the build's default. */
+/* Skips the current test at run time (something this machine lacks):
+   prints "skip NAME: reason" and ends the test process with
+   TEST_SKIP_STATUS, which the runner counts as skipped. */
+#define TEST_SKIP_STATUS 77
+static const char *test_current_;
+#define SKIP(reason) test_skip_(reason)
+static inline void test_skip_(const char *reason)
+#if defined(__GNUC__)
+    __attribute__((noreturn))
+#endif
+    ;
+static inline void test_skip_(const char *reason) {
+  printf("skip %s: %s\n", test_current_ ? test_current_ : "?", reason);
+  fflush(stdout);
+  exit(TEST_SKIP_STATUS);
+}
+
+/* A known evloop.h bug, written down in /work/notes/windows-bugs.md:
+   while the buggy result shows, the test is skipped with the note (a
+   temporary measure); any other wrong result still fails it. */
+#define KNOWN_BUG_IF(cond, note)                                               \
+  do {                                                                         \
+    if (cond)                                                                  \
+      SKIP("TODO(evloop bug) " note);                                          \
+  } while (0)
+
+/* Which backend the tests run on: EVLOOP_TEST_BACKEND=select|poll|epoll|
+   kqueue|iocp, default: the build's default. */
 static evl_backend test_backend(void) {
   const char *b = getenv("EVLOOP_TEST_BACKEND");
   if (!b || !*b)
@@ -114,6 +157,106 @@ static inline double test_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 #endif
 }
+
+/* ---- Sockets on both platforms -----------------------------------------
+   A socket is kept in an int on both (evloop.h does the same: Windows
+   keeps handle values within 32 bits). Winsock closes sockets with
+   closesocket, reads and writes them with recv and send, and has no
+   socketpair: test_socketpair gives a connected loopback TCP pair there
+   (AF_UNIX socketpair on POSIX). */
+#ifdef _WIN32
+static inline int test_closesocket(int fd) {
+  return closesocket((SOCKET)fd) == 0 ? 0 : -1;
+}
+static inline long test_send(int fd, const void *buf, size_t len) {
+  return (long)send((SOCKET)fd, (const char *)buf, (int)len, 0);
+}
+static inline long test_recv(int fd, void *buf, size_t len) {
+  return (long)recv((SOCKET)fd, (char *)buf, (int)len, 0);
+}
+static inline int test_set_nonblocking(int fd) {
+  u_long one = 1;
+  return ioctlsocket((SOCKET)fd, (long)FIONBIO, &one) == 0 ? 0 : -1;
+}
+static inline int test_socketpair(int sv[2]) {
+  SOCKET l, c = INVALID_SOCKET, a = INVALID_SOCKET;
+  struct sockaddr_in sa;
+  int len = (int)sizeof sa, one = 1;
+  l = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+  if (l == INVALID_SOCKET)
+    return -1;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(l, (struct sockaddr *)&sa, len) != 0 || listen(l, 1) != 0 ||
+      getsockname(l, (struct sockaddr *)&sa, &len) != 0)
+    goto fail;
+  c = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+  if (c == INVALID_SOCKET || connect(c, (struct sockaddr *)&sa, len) != 0)
+    goto fail;
+  a = accept(l, NULL, NULL);
+  if (a == INVALID_SOCKET)
+    goto fail;
+  closesocket(l);
+  /* Single bytes go at once, as on a socketpair; no child inherits them. */
+  setsockopt(c, IPPROTO_TCP, TCP_NODELAY, (const char *)&one, sizeof one);
+  setsockopt(a, IPPROTO_TCP, TCP_NODELAY, (const char *)&one, sizeof one);
+  SetHandleInformation((HANDLE)c, HANDLE_FLAG_INHERIT, 0);
+  SetHandleInformation((HANDLE)a, HANDLE_FLAG_INHERIT, 0);
+  sv[0] = (int)c;
+  sv[1] = (int)a;
+  return 0;
+fail:
+  closesocket(l);
+  if (c != INVALID_SOCKET)
+    closesocket(c);
+  return -1;
+}
+static inline void test_sleep_ms(int ms) {
+  Sleep((DWORD)ms);
+}
+/* An anonymous pipe: two Win32 HANDLEs (in ints), which are no sockets. */
+static inline int test_pipe(int p[2]) {
+  HANDLE r, w;
+  if (!CreatePipe(&r, &w, NULL, 0))
+    return -1;
+  p[0] = (int)(intptr_t)r;
+  p[1] = (int)(intptr_t)w;
+  return 0;
+}
+static inline int test_pipe_close(int fd) {
+  return CloseHandle((HANDLE)(intptr_t)fd) ? 0 : -1;
+}
+#else
+static inline int test_closesocket(int fd) {
+  return close(fd);
+}
+static inline long test_send(int fd, const void *buf, size_t len) {
+  return (long)write(fd, buf, len);
+}
+static inline long test_recv(int fd, void *buf, size_t len) {
+  return (long)read(fd, buf, len);
+}
+static inline int test_set_nonblocking(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+static inline int test_socketpair(int sv[2]) {
+  return socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+}
+static inline int test_pipe(int p[2]) {
+  return pipe(p);
+}
+static inline int test_pipe_close(int fd) {
+  return close(fd);
+}
+static inline void test_sleep_ms(int ms) {
+  struct timespec ts;
+  ts.tv_sec = ms / 1000;
+  ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+  nanosleep(&ts, NULL);
+}
+#endif
 
 /* Windows has no fork: each test runs in a new process of this program
    (argv[0] NAME), killed after 60 s. 0 passed, else the exit code. */
@@ -169,9 +312,30 @@ static void test_fail_(const char *file, int line, const char *fmt, ...) {
   exit(1);
 }
 
+/* One result line; returns 0 passed, 1 failed, 2 skipped (the test
+   printed its own "skip" line). */
+static int test_report_(const char *name, int skipped, int ok,
+                        const char *why) {
+  if (skipped)
+    return 2;
+  if (ok) {
+    printf("ok   %s\n", name);
+    return 0;
+  }
+  printf("FAIL %s: %s\n", name, why);
+  return 1;
+}
+
 static int test_main(const test_case *cases, int argc, char **argv) {
-  int passed = 0, failed = 0, i;
+  int counts[3] = {0, 0, 0}, i; /* passed, failed, skipped */
   const char *backend = getenv("EVLOOP_TEST_BACKEND");
+#ifdef _WIN32
+  WSADATA wsa; /* the tests make sockets before any loop starts Winsock */
+  if (WSAStartup(MAKEWORD(2, 2), &wsa) != 0) {
+    printf("FAIL WSAStartup\n");
+    return 1;
+  }
+#endif
   if (argc > 1) { /* run the named tests in this process */
     int a;
     for (a = 1; a < argc; a++) {
@@ -182,6 +346,11 @@ static int test_main(const test_case *cases, int argc, char **argv) {
         fprintf(stderr, "no test named %s\n", argv[a]);
         return 2;
       }
+      test_current_ = cases[i].name;
+      if (cases[i].skip) {
+        printf("skip %s: %s\n", cases[i].name, cases[i].skip);
+        continue;
+      }
       cases[i].fn();
       if (!getenv("EVL_TEST_CHILD")) /* the runner prints the result */
         printf("ok %s\n", cases[i].name);
@@ -190,55 +359,60 @@ static int test_main(const test_case *cases, int argc, char **argv) {
   }
 #ifdef _WIN32
   SetEnvironmentVariableA("EVL_TEST_CHILD", "1");
-  for (i = 0; cases[i].name; i++) {
-    int timed_out, code;
-    fflush(stdout);
-    fflush(stderr);
-    code = test_run_child_(argv[0], cases[i].name, &timed_out);
-    if (code == 0) {
-      printf("ok   %s\n", cases[i].name);
-      passed++;
-    } else {
-      printf("FAIL %s: %s %d\n", cases[i].name,
-             timed_out ? "timeout, killed:" : "exit status", code);
-      failed++;
-    }
-  }
 #else
   signal(SIGPIPE, SIG_IGN);
+#endif
   for (i = 0; cases[i].name; i++) {
-    pid_t pid;
-    int status = 0;
+    char why[96];
+    int r;
     fflush(stdout);
     fflush(stderr);
-    pid = fork();
-    if (pid == 0) {
-      alarm(60);
-      cases[i].fn();
-      exit(0); /* not _exit: LeakSanitizer runs at exit */
-    }
-    if (pid < 0 || waitpid(pid, &status, 0) != pid) {
-      printf("FAIL %s: could not run\n", cases[i].name);
-      failed++;
+    if (cases[i].skip) {
+      printf("skip %s: %s\n", cases[i].name, cases[i].skip);
+      counts[2]++;
       continue;
     }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-      printf("ok   %s\n", cases[i].name);
-      passed++;
-    } else {
-      if (WIFSIGNALED(status))
-        printf("FAIL %s: killed by signal %d%s\n", cases[i].name,
-               WTERMSIG(status),
-               WTERMSIG(status) == SIGALRM ? " (timeout)" : "");
-      else
-        printf("FAIL %s: exit status %d\n", cases[i].name, WEXITSTATUS(status));
-      failed++;
+#ifdef _WIN32
+    {
+      int timed_out, code;
+      code = test_run_child_(argv[0], cases[i].name, &timed_out);
+      snprintf(why, sizeof why, "%s %d",
+               timed_out ? "timeout (60 s), killed:" : "exit status", code);
+      r = test_report_(cases[i].name, code == TEST_SKIP_STATUS, code == 0, why);
     }
-  }
+#else
+    {
+      pid_t pid;
+      int status = 0;
+      pid = fork();
+      if (pid == 0) {
+        alarm(60);
+        test_current_ = cases[i].name;
+        cases[i].fn();
+        exit(0); /* not _exit: LeakSanitizer runs at exit */
+      }
+      if (pid < 0 || waitpid(pid, &status, 0) != pid) {
+        printf("FAIL %s: could not run\n", cases[i].name);
+        counts[1]++;
+        continue;
+      }
+      if (WIFSIGNALED(status))
+        snprintf(why, sizeof why, "killed by signal %d%s", WTERMSIG(status),
+                 WTERMSIG(status) == SIGALRM ? " (timeout)" : "");
+      else
+        snprintf(why, sizeof why, "exit status %d", WEXITSTATUS(status));
+      r = test_report_(cases[i].name,
+                       WIFEXITED(status) &&
+                           WEXITSTATUS(status) == TEST_SKIP_STATUS,
+                       WIFEXITED(status) && WEXITSTATUS(status) == 0, why);
+    }
 #endif
-  printf("%s [%s]: %d passed, %d failed\n", argv[0],
-         backend && *backend ? backend : "default", passed, failed);
-  return failed ? 1 : 0;
+    counts[r]++;
+  }
+  printf("%s [%s]: %d passed, %d failed, %d skipped\n", argv[0],
+         backend && *backend ? backend : "default", counts[0], counts[1],
+         counts[2]);
+  return counts[1] ? 1 : 0;
 }
 
 #endif
