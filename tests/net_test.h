@@ -47,4 +47,20 @@ static inline int wait_fut(evl_loop *loop, evl_future *f) {
   return rc;
 }
 
+/* Unix stream sockets: Windows has them since Windows 10 1803, wine 8 has
+   none (WSAEAFNOSUPPORT): the test is skipped there. */
+static inline void need_af_unix(void) {
+#ifdef _WIN32
+  SOCKET s = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (s == INVALID_SOCKET)
+    SKIP("no AF_UNIX sockets here (wine 8: WSAEAFNOSUPPORT)");
+  closesocket(s);
+#endif
+}
+
+/* Known evloop.h bugs on Windows (/work/notes/windows-bugs.md), for
+   CHECK_EQ_KNOWN_BUG. */
+#define BUG2 "windows-bugs.md #2: SO_ERROR's WSA code is not translated"
+#define BUG3 "windows-bugs.md #3: SO_REUSEADDR on Windows listening sockets"
+
 #endif

@@ -41,8 +41,6 @@ static void count_free(void *p) {
 #define EVLOOP_IMPLEMENTATION
 #include "test.h"
 
-#include <sys/socket.h>
-
 /* ---- the run-time allocator ------------------------------------------- */
 
 typedef struct alloc_stats {
@@ -73,7 +71,7 @@ static void *stat_alloc(void *ctx, void *ptr, size_t size) {
 static void reader(evl_loop *loop, evl_fd fd, void *arg) {
   char c;
   (void)loop;
-  if (read((int)fd, &c, 1) == 1)
+  if (test_recv((int)fd, &c, 1) == 1)
     (*(int *)arg)++;
 }
 
@@ -102,7 +100,7 @@ static int workload(evl_loop *loop) {
   evl_future *f, *g, *w, *kids[2];
   evl_task *t;
   sleeper st = {0};
-  if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0)
+  if (test_socketpair(fds) != 0)
     return -1;
   for (i = 0; i < 300; i++) {
     if (evl_call_soon(loop, test_count_cb, &hits) > 0)
@@ -112,7 +110,7 @@ static int workload(evl_loop *loop) {
   }
   if (evl_add_reader(loop, fds[0], reader, &hits) == 0)
     got++;
-  if (write(fds[1], "x", 1) != 1)
+  if (test_send(fds[1], "x", 1) != 1)
     got--;
   f = evl_future_new(loop);
   if (f) {
@@ -138,8 +136,8 @@ static int workload(evl_loop *loop) {
   evl_future_release(kids[1]);
   evl_future_release(g);
   evl_future_release(w);
-  close(fds[0]);
-  close(fds[1]);
+  test_closesocket(fds[0]);
+  test_closesocket(fds[1]);
   return got + hits;
 }
 

@@ -161,10 +161,10 @@ static const char *capture_stderr(void (*fn)(evl_loop *, const evl_context *),
   fflush(stderr);
   saved = dup(2);
   CHECK(saved >= 0);
-  CHECK(dup2(fileno(tmp), 2) == 2);
+  CHECK(dup2(fileno(tmp), 2) >= 0); /* MS: 0, POSIX: 2 */
   fn(loop, ctx);
   fflush(stderr);
-  CHECK(dup2(saved, 2) == 2);
+  CHECK(dup2(saved, 2) >= 0);
   close(saved);
   rewind(tmp);
   n = (int)fread(g_captured, 1, sizeof g_captured - 1, tmp);
@@ -203,7 +203,7 @@ TEST(default_handler_writes_stderr) {
 TEST(get_set_debug) {
   evl_loop_config cfg;
   evl_loop *loop;
-  unsetenv("EVLOOP_DEBUG");
+  test_unsetenv("EVLOOP_DEBUG");
   loop = test_loop();
   CHECK_EQ(evl_get_debug(loop), 0);
   evl_set_debug(loop, 1);
@@ -226,7 +226,7 @@ TEST(get_set_debug) {
 TEST(debug_from_environment) {
   evl_loop_config cfg;
   evl_loop *loop;
-  CHECK_EQ(setenv("EVLOOP_DEBUG", "1", 1), 0);
+  CHECK_EQ(test_setenv("EVLOOP_DEBUG", "1"), 0);
   loop = test_loop(); /* cfg.debug 0: from the environment */
   CHECK(evl_get_debug(loop) != 0);
   evl_loop_free(loop);
@@ -235,7 +235,7 @@ TEST(debug_from_environment) {
   loop = test_loop_with(&cfg);
   CHECK_EQ(evl_get_debug(loop), 0);
   evl_loop_free(loop);
-  CHECK_EQ(unsetenv("EVLOOP_DEBUG"), 0);
+  CHECK_EQ(test_unsetenv("EVLOOP_DEBUG"), 0);
   loop = test_loop();
   CHECK_EQ(evl_get_debug(loop), 0);
   evl_loop_free(loop);
@@ -326,7 +326,7 @@ TEST(fast_callback_not_logged) {
 TEST(debug_off_logs_nothing) {
   log_rec r;
   evl_loop *loop;
-  unsetenv("EVLOOP_DEBUG");
+  test_unsetenv("EVLOOP_DEBUG");
   loop = loop_with_log(0, &r);
   g_ran = 0;
   CHECK_EQ(evl_get_debug(loop), 0);
