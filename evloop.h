@@ -1721,9 +1721,11 @@ static int evl__sys_listen(int fd, int backlog) {
 }
 static int evl__sys_getsockopt(int fd, int level, int name, void *v,
                                socklen_t *len) {
-  return getsockopt(EVL__SOCK(fd), level, name, (char *)v, len) == 0
-             ? 0
-             : evl__sock_fail();
+  if (getsockopt(EVL__SOCK(fd), level, name, (char *)v, len) != 0)
+    return evl__sock_fail();
+  if (level == SOL_SOCKET && name == SO_ERROR) /* a WSA code: as errno */
+    *(int *)v = evl__win_errno((DWORD) * (int *)v);
+  return 0;
 }
 static int evl__sys_setsockopt(int fd, int level, int name, const void *v,
                                socklen_t len) {
@@ -2404,8 +2406,12 @@ static void evl__ts_drain(evl_loop *loop) {
 static int evl__be_modify(evl_loop *loop, int fd, int oldmask, int newmask);
 
 #ifdef _WIN32
+/* A socket or any other open handle (which the backends then refuse
+   with EVL_ENOTSUP). */
 static int evl__fd_is_open(int fd) {
-  return evl__is_socket(fd);
+  DWORD flags;
+  return evl__is_socket(fd) ||
+         GetHandleInformation((HANDLE)(intptr_t)fd, &flags);
 }
 #else
 static int evl__fd_is_open(int fd) {
@@ -2830,7 +2836,7 @@ static int evl__select_modify(evl_loop *loop, int fd, int oldmask,
                               int newmask) {
   SOCKET sk = EVL__SOCK(fd);
   if (!oldmask && !evl__is_socket(fd))
-    return EVL_EBADF;
+    return evl__fd_is_open(fd) ? EVL_ENOTSUP : EVL_EBADF;
   if ((newmask & EVL__READ) && !FD_ISSET(sk, &loop->rset) &&
       loop->rset.fd_count >= FD_SETSIZE)
     return EVL_ERANGE;
@@ -6932,8 +6938,16 @@ static int evl__server_bind(evl_server *s, const evl__addrs *l,
     int fd = evl__socket(a->ss.ss_family, SOCK_STREAM), one = 1, rc;
     if (fd < 0)
       return fd;
+#ifdef _WIN32
+    /* Windows' SO_REUSEADDR lets another socket take over the port; the
+       exclusive use POSIX servers get is SO_EXCLUSIVEADDRUSE there (and
+       Windows rebinds ports in TIME_WAIT anyway). */
+    (void)evl__sys_setsockopt(fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, &one,
+                              sizeof one);
+#else
     if (!(opts && opts->no_reuse_address))
       (void)evl__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+#endif
     if (opts && opts->reuse_port) {
 #ifdef SO_REUSEPORT
       if (evl__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) <
