@@ -58,9 +58,4 @@ static inline void need_af_unix(void) {
 #endif
 }
 
-/* Known evloop.h bugs on Windows (/work/notes/windows-bugs.md), for
-   CHECK_EQ_KNOWN_BUG. */
-#define BUG2 "windows-bugs.md #2: SO_ERROR's WSA code is not translated"
-#define BUG3 "windows-bugs.md #3: SO_REUSEADDR on Windows listening sockets"
-
 #endif

@@ -452,7 +452,6 @@ TEST(fd_above_fd_setsize_is_erange_on_select_only) {
   close(sv[1]);
 }
 #else
-#define BUG1 "windows-bugs.md #1: a non-socket handle is EBADF, not ENOTSUP"
 /* Windows: only sockets can be watched (Winsock's select and AFD polls
    take nothing else); a pipe or a file handle is a clear EVL_ENOTSUP on
    both backends, a closed handle EVL_EBADF. */
@@ -465,28 +464,23 @@ TEST(non_socket_handles_are_enotsup_on_windows) {
   memset(&r, 0, sizeof r);
   make_socketpair(sv);
   CHECK_EQ(test_pipe(p), 0);
-  CHECK_EQ_KNOWN_BUG(evl_add_reader(loop, p[0], reader_cb, &r), EVL_ENOTSUP,
-                     EVL_EBADF, BUG1);
+  CHECK_EQ(evl_add_reader(loop, p[0], reader_cb, &r), EVL_ENOTSUP);
   check_loop_works(loop);
-  CHECK_EQ_KNOWN_BUG(evl_add_writer(loop, p[1], writer_cb, &r), EVL_ENOTSUP,
-                     EVL_EBADF, BUG1);
+  CHECK_EQ(evl_add_writer(loop, p[1], writer_cb, &r), EVL_ENOTSUP);
   check_loop_works(loop);
   /* The same once the loop's fd table covers the handle values. */
   CHECK_EQ(evl_add_reader(loop, sv[0], reader_cb, &r), 0);
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
-  CHECK_EQ_KNOWN_BUG(evl_add_reader(loop, p[0], reader_cb, &r), EVL_ENOTSUP,
-                     EVL_EBADF, BUG1);
-  CHECK_EQ_KNOWN_BUG(evl_add_writer(loop, p[1], writer_cb, &r), EVL_ENOTSUP,
-                     EVL_EBADF, BUG1);
+  CHECK_EQ(evl_add_reader(loop, p[0], reader_cb, &r), EVL_ENOTSUP);
+  CHECK_EQ(evl_add_writer(loop, p[1], writer_cb, &r), EVL_ENOTSUP);
   CHECK(GetTempPathA(sizeof dir, dir) > 0);
   CHECK(GetTempFileNameA(dir, "evl", 0, path) != 0);
   file =
       CreateFileA(path, GENERIC_READ | GENERIC_WRITE, 0, NULL, CREATE_ALWAYS,
                   FILE_ATTRIBUTE_TEMPORARY | FILE_FLAG_DELETE_ON_CLOSE, NULL);
   CHECK(file != INVALID_HANDLE_VALUE);
-  CHECK_EQ_KNOWN_BUG(
-      evl_add_reader(loop, (evl_fd)(intptr_t)file, reader_cb, &r), EVL_ENOTSUP,
-      EVL_EBADF, BUG1);
+  CHECK_EQ(evl_add_reader(loop, (evl_fd)(intptr_t)file, reader_cb, &r),
+           EVL_ENOTSUP);
   check_loop_works(loop);
   /* Nothing was left behind; a socket still works next to them. */
   CHECK_EQ(evl_remove_reader(loop, p[0]), 0);

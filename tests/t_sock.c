@@ -247,7 +247,7 @@ TEST(sock_connect_refused) {
   t = evl_task_create(loop, refused_task, &s, 0);
   CHECK_EQ(run_task(loop, t), 0);
   CHECK_EQ(s.after, 1);
-  CHECK_EQ_KNOWN_BUG(s.err, EVL_ECONNREFUSED, EVL_EUNKNOWN, BUG2);
+  CHECK_EQ(s.err, EVL_ECONNREFUSED);
   evl_future_release(t);
   test_closesocket(s.fd);
   evl_loop_free(loop);
@@ -264,8 +264,8 @@ TEST(sock_connect_refused_plain_future) {
   f = evl_sock_connect(loop, fd, &addr, sizeof addr);
   CHECK(f != NULL);
   rc = evl_run_until_complete(loop, f);
-  CHECK_EQ_KNOWN_BUG(rc, EVL_ECONNREFUSED, EVL_EUNKNOWN, BUG2);
-  CHECK_EQ(evl_future_error(f), rc);
+  CHECK_EQ(rc, EVL_ECONNREFUSED);
+  CHECK_EQ(evl_future_error(f), EVL_ECONNREFUSED);
   evl_future_release(f);
   test_closesocket(fd);
   evl_loop_free(loop);
