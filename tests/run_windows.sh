@@ -75,6 +75,42 @@ for b in $backends; do
   done
 done
 
+# t_signal's Ctrl-C test needs a Ctrl-C from outside: wine has no console,
+# but runs the console control handlers when its process gets a Unix
+# SIGINT. Once the test says it is ready, it gets one.
+sigint_test() {
+  b=$1 name=ctrl_c_from_outside_runs_the_sigint_handlers
+  file=$out/t_signal-ctrl-c.$b.txt
+  EVLOOP_TEST_BACKEND=$b EVL_TEST_SIGINT_FROM_OUTSIDE=1 \
+    wine "$win/t_signal.exe" $name </dev/null >"$file.raw" 2>&1 &
+  pid=$!
+  i=0
+  while [ $i -lt 600 ] && ! grep -q 'ready for SIGINT' "$file.raw"; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+  kill -INT $pid 2>/dev/null
+  (sleep 60 && kill -KILL $pid 2>/dev/null) &
+  watchdog=$!
+  wait $pid
+  rc=$?
+  kill $watchdog 2>/dev/null
+  tr -d '\r' <"$file.raw" >"$file" && rm -f "$file.raw"
+  printf '%s\n' "== $b t_signal $name, kill -INT (exit status $rc)" >>"$log"
+  cat "$file" >>"$log"
+  if [ "$rc" -eq 0 ] && grep -q "^ok $name" "$file"; then
+    passed=$((passed + 1))
+    echo "ok   $b t_signal $name (kill -INT from outside)"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $b t_signal $name (kill -INT from outside, exit status $rc)"
+    sed 's/^/    /' "$file"
+  fi
+}
+case " $tests " in
+*" t_signal "*) for b in $backends; do sigint_test "$b"; done ;;
+esac
+
 # The examples that build on Windows and stop by themselves: smoke tests.
 for e in $examples; do
   if timeout -k 10 60 wine "$win/examples/$e.exe" </dev/null \

@@ -1,6 +1,7 @@
 /* Unix signals: handlers run in the loop, bursts coalesce but are never
    lost, several signals and several loops in several threads, the previous
-   disposition comes back, bad numbers are errors. */
+   disposition comes back, bad numbers are errors. Windows has SIGINT and
+   SIGBREAK only (console Ctrl-C and Ctrl-Break): its own tests at the end. */
 #include "test.h"
 
 #include <pthread.h>
@@ -18,6 +19,7 @@ static void on_signal(evl_loop *loop, int signum, void *arg) {
   c->in_loop = evl_loop_is_running(loop);
 }
 
+#ifndef _WIN32
 static void run_until_calls(evl_loop *loop, const int *calls, int n) {
   double end = test_now() + 10;
   while (*calls < n && test_now() < end)
@@ -211,12 +213,90 @@ TEST(handler_removes_itself) {
   evl_loop_free(loop);
 }
 
+#else
+/* Windows: SIGINT and SIGBREAK through a console control handler; any
+   other number is EVL_EINVAL. */
+TEST(windows_has_sigint_and_sigbreak_only) {
+  evl_loop *loop = test_loop(), *other = test_loop();
+  sig_count c = {0, 0, 0};
+  static const int bad[] = {0,       -3,     100000, SIGTERM,         SIGABRT,
+                            SIGSEGV, SIGFPE, SIGILL, 9 /* SIGKILL */, 10,
+                            12};
+  size_t i;
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    CHECK_EQ(evl_add_signal_handler(loop, bad[i], on_signal, &c), EVL_EINVAL);
+    CHECK_EQ(evl_remove_signal_handler(loop, bad[i]), 0);
+  }
+  CHECK_EQ(evl_add_signal_handler(loop, SIGINT, NULL, &c), EVL_EINVAL);
+  CHECK_EQ(evl_add_signal_handler(NULL, SIGINT, on_signal, &c), EVL_EINVAL);
+  CHECK_EQ(evl_remove_signal_handler(loop, SIGINT), 0); /* none yet */
+  CHECK_EQ(evl_add_signal_handler(loop, SIGINT, on_signal, &c), 0);
+  CHECK_EQ(evl_add_signal_handler(loop, SIGINT, on_signal, &c), 0);
+  CHECK_EQ(evl_add_signal_handler(loop, SIGBREAK, on_signal, &c), 0);
+  CHECK_EQ(evl_add_signal_handler(other, SIGINT, on_signal, &c), 0);
+  CHECK_EQ(evl_remove_signal_handler(loop, SIGINT), 1);
+  CHECK_EQ(evl_remove_signal_handler(loop, SIGINT), 0);
+  CHECK_EQ(evl_remove_signal_handler(loop, SIGBREAK), 1);
+  CHECK_EQ(evl_remove_signal_handler(loop, SIGBREAK), 0);
+  /* a loop closed with a handler still registered */
+  CHECK_EQ(evl_loop_close(other), 0);
+  CHECK_EQ(evl_remove_signal_handler(other, SIGINT), 0);
+  CHECK_EQ(evl_add_signal_handler(other, SIGINT, on_signal, &c), EVL_ECLOSED);
+  evl_loop_free(other);
+  CHECK(evl_call_soon(loop, test_count_cb, &c.calls) > 0);
+  CHECK_EQ(evl_run_once(loop, 0), 1);
+  CHECK_EQ(c.calls, 1); /* the count callback, no signal */
+  evl_loop_free(loop);
+}
+
+/* A Ctrl-C reaches the SIGINT handler of each loop that has one, in the
+   loop. It has to come from outside: GenerateConsoleCtrlEvent would hit
+   the whole console (the runner too), and wine has no console. wine runs
+   the console control handlers when its process gets a Unix SIGINT, so
+   tests/run_windows.sh runs this test on its own with
+   EVL_TEST_SIGINT_FROM_OUTSIDE=1 and sends the kill -INT once it prints
+   "ready for SIGINT". */
+TEST(ctrl_c_from_outside_runs_the_sigint_handlers) {
+  evl_loop *loop, *other;
+  sig_count c = {0, 0, 0}, o = {0, 0, 0}, brk = {0, 0, 0};
+  double end;
+  if (!getenv("EVL_TEST_SIGINT_FROM_OUTSIDE"))
+    SKIP("needs a Ctrl-C from outside: tests/run_windows.sh runs it on its "
+         "own and sends one (kill -INT to the wine process)");
+  loop = test_loop();
+  other = test_loop();
+  CHECK_EQ(evl_add_signal_handler(loop, SIGINT, on_signal, &c), 0);
+  CHECK_EQ(evl_add_signal_handler(loop, SIGBREAK, on_signal, &brk), 0);
+  CHECK_EQ(evl_add_signal_handler(other, SIGINT, on_signal, &o), 0);
+  printf("ready for SIGINT\n");
+  fflush(stdout);
+  end = test_now() + 30;
+  while ((c.calls < 1 || o.calls < 1) && test_now() < end) {
+    CHECK(evl_run_once(loop, 0.02) >= 0);
+    CHECK(evl_run_once(other, 0.02) >= 0);
+  }
+  CHECK_EQ(c.calls, 1);
+  CHECK_EQ(c.last_signum, SIGINT);
+  CHECK_EQ(c.in_loop, 1);
+  CHECK_EQ(o.calls, 1);
+  CHECK_EQ(o.last_signum, SIGINT);
+  CHECK_EQ(brk.calls, 0);
+  evl_loop_free(other);
+  evl_loop_free(loop);
+}
+#endif
+
 TESTS_BEGIN
-T(handler_runs_in_the_loop)
-T(burst_is_never_lost_or_hung)
-T(several_signals_on_one_loop)
-T(each_loop_in_each_thread_gets_its_own)
-T(previous_disposition_is_restored)
-T(bad_signals_are_errors)
-T(handler_removes_itself)
+#define NO_UNIX_SIGNALS "SIGINT and SIGBREAK (console events) only"
+T_POSIX(handler_runs_in_the_loop, NO_UNIX_SIGNALS)
+T_POSIX(burst_is_never_lost_or_hung, NO_UNIX_SIGNALS)
+T_POSIX(several_signals_on_one_loop, NO_UNIX_SIGNALS)
+T_POSIX(each_loop_in_each_thread_gets_its_own, NO_UNIX_SIGNALS)
+T_POSIX(previous_disposition_is_restored, NO_UNIX_SIGNALS)
+T_POSIX(bad_signals_are_errors, NO_UNIX_SIGNALS)
+T_POSIX(handler_removes_itself, NO_UNIX_SIGNALS)
+#ifdef _WIN32
+T(windows_has_sigint_and_sigbreak_only)
+T(ctrl_c_from_outside_runs_the_sigint_handlers)
+#endif
 TESTS_END

@@ -21,8 +21,9 @@ static void expect_bytes(evl_task *t, const char *want) {
   CHECK_EQ(evl_await_error(t), 0);
   CHECK(b != NULL);
   if (b->len != n || memcmp(b->data, want, n) != 0)
-    fprintf(stderr, "  got %zu bytes \"%.*s\", want \"%s\"\n", b->len,
-            (int)(b->len > 200 ? 200 : b->len), (const char *)b->data, want);
+    fprintf(stderr, "  got %lu bytes \"%.*s\", want \"%s\"\n",
+            (unsigned long)b->len, (int)(b->len > 200 ? 200 : b->len),
+            (const char *)b->data, want);
   CHECK_EQ(b->len, n);
   CHECK(memcmp(b->data, want, n) == 0);
   CHECK_EQ(b->data[n], 0);

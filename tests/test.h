@@ -34,6 +34,9 @@
 #ifndef SHUT_WR
 #define SHUT_WR SD_SEND
 #endif
+#ifndef SIGKILL /* the numbers evloop.h takes on Windows too (as asyncio) */
+#define SIGKILL 9
+#endif
 #else
 #include <errno.h>
 #include <fcntl.h>
@@ -387,6 +390,80 @@ static inline void test_sleep_ms(int ms) {
 }
 #endif
 
+/* ---- Child programs on Windows ------------------------------------------
+   Windows has no /bin/sh and coreutils: the subprocess tests run this very
+   program as their child, "SELF --child CMD ARGS" (test_main dispatches),
+   with stdio in binary mode:
+     echo ARGS...  its arguments, space-separated, and "\n"
+     lines ARGS... each argument on a line of its own
+     exit N        exits with N
+     sleep SECS    sleeps, then exits 0
+     cat           copies stdin to stdout until EOF
+     outerr        "out\n" to stdout, then "err\n" to stderr
+     cwd           the current directory and "\n"
+     env NAME      NAME's value, or "unset", and "\n"
+     handle H      exits 1 if H is a semaphore of count 37 here (the one
+                   the parent made: inherited), else 0
+     ready         "ready\n", then sleeps until killed                  */
+#ifdef _WIN32
+static inline const char *test_self(void) {
+  static char path[MAX_PATH];
+  if (!path[0])
+    GetModuleFileNameA(NULL, path, sizeof path);
+  return path;
+}
+#define TEST_CHILD(...) test_self(), "--child", __VA_ARGS__
+static int test_child_main_(int argc, char **argv) {
+  const char *cmd = argc > 0 ? argv[0] : "";
+  int i;
+  _setmode(_fileno(stdin), _O_BINARY);
+  _setmode(_fileno(stdout), _O_BINARY);
+  _setmode(_fileno(stderr), _O_BINARY);
+  if (!strcmp(cmd, "echo") || !strcmp(cmd, "lines")) {
+    for (i = 1; i < argc; i++)
+      printf("%s%s", argv[i], cmd[0] == 'l' ? "\n" : i + 1 < argc ? " " : "");
+    if (cmd[0] == 'e')
+      printf("\n");
+  } else if (!strcmp(cmd, "exit") && argc > 1) {
+    return atoi(argv[1]);
+  } else if (!strcmp(cmd, "sleep") && argc > 1) {
+    Sleep((DWORD)(atof(argv[1]) * 1000));
+  } else if (!strcmp(cmd, "cat")) {
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, stdin)) > 0)
+      if (fwrite(buf, 1, n, stdout) != n)
+        return 2;
+  } else if (!strcmp(cmd, "outerr")) {
+    fputs("out\n", stdout);
+    fflush(stdout);
+    fputs("err\n", stderr);
+  } else if (!strcmp(cmd, "cwd")) {
+    char dir[MAX_PATH];
+    if (!GetCurrentDirectoryA(sizeof dir, dir))
+      return 2;
+    printf("%s\n", dir);
+  } else if (!strcmp(cmd, "env") && argc > 1) {
+    const char *v = getenv(argv[1]);
+    printf("%s\n", v ? v : "unset");
+  } else if (!strcmp(cmd, "handle") && argc > 1) {
+    LONG prev = -1;
+    return ReleaseSemaphore((HANDLE)(intptr_t)atoll(argv[1]), 1, &prev) &&
+           prev == 37;
+  } else if (!strcmp(cmd, "ready")) {
+    printf("ready\n");
+    fflush(stdout);
+    for (;;)
+      Sleep(1000);
+  } else {
+    fprintf(stderr, "unknown child command \"%s\"\n", cmd);
+    return 99;
+  }
+  fflush(stdout);
+  return 0;
+}
+#endif
+
 /* Windows has no fork: each test runs in a new process of this program
    (argv[0] NAME), killed after 60 s. 0 passed, else the exit code. */
 #ifdef _WIN32
@@ -460,6 +537,8 @@ static int test_main(const test_case *cases, int argc, char **argv) {
   const char *backend = getenv("EVLOOP_TEST_BACKEND");
 #ifdef _WIN32
   WSADATA wsa; /* the tests make sockets before any loop starts Winsock */
+  if (argc > 2 && !strcmp(argv[1], "--child"))
+    return test_child_main_(argc - 2, argv + 2);
   if (WSAStartup(MAKEWORD(2, 2), &wsa) != 0) {
     printf("FAIL WSAStartup\n");
     return 1;
