@@ -2,7 +2,7 @@
    evl_process API: wait, stdout/stderr/stdin streams, communicate (64 MiB
    both ways without deadlock), signals, tasks that await a process, and
    freeing a process before its child ended. Only /bin/sh and coreutils run
-   as children. */
+   as children; on Windows the test program itself (TEST_CHILD). */
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
 
@@ -17,17 +17,64 @@
 #include <sys/prctl.h>
 #endif
 
+#ifdef _WIN32
+#define cat_argv (child_argv("cat", NULL, NULL, NULL))
+#define sleep10 (child_argv("sleep", "10", NULL, NULL))
+/* "SELF --child a [b [c [d]]]" in static storage (each call overwrites
+   it: spawn at once). */
+static const char *const *child_argv(const char *a, const char *b,
+                                     const char *c, const char *d) {
+  static const char *argv[7];
+  argv[0] = test_self();
+  argv[1] = "--child";
+  argv[2] = a;
+  argv[3] = b;
+  argv[4] = b ? c : NULL;
+  argv[5] = b && c ? d : NULL;
+  argv[6] = NULL;
+  return argv;
+}
+/* TerminateProcess, exit code 1 (as asyncio) */
+#define RC_KILLED 1
+#define RC_TERMINATED 1
+#else
 static const char *const cat_argv[] = {"/bin/cat", NULL};
 static const char *const sleep10[] = {"/bin/sleep", "10", NULL};
+#define RC_KILLED (-SIGKILL)
+#define RC_TERMINATED (-SIGTERM)
+#endif
 
 static unsigned char pat(size_t i) {
   return (unsigned char)((i * 7u + (i >> 9)) & 0xff);
 }
 
+#ifdef _WIN32
+/* The child ended (wine lets an ended process be opened still). */
+static int gone(int pid) {
+  HANDLE h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, (DWORD)pid);
+  DWORD code = STILL_ACTIVE;
+  if (!h)
+    return 1;
+  GetExitCodeProcess(h, &code);
+  CloseHandle(h);
+  return code != STILL_ACTIVE;
+}
+static int kill_pid(int pid) {
+  HANDLE h = OpenProcess(PROCESS_TERMINATE, FALSE, (DWORD)pid);
+  int ok = h && TerminateProcess(h, 9);
+  if (h)
+    CloseHandle(h);
+  return ok ? 0 : -1;
+}
+#else
 /* kill(pid, 0) succeeds on a zombie: this says "reaped" without reaping. */
 static int gone(int pid) {
   return pid > 0 && kill(pid, 0) == -1 && errno == ESRCH;
 }
+static int kill_pid(int pid) {
+  return kill(pid, SIGKILL);
+}
+#endif
 
 static evl_process *spawn(evl_loop *loop, const char *const *argv,
                           const char *shell,
@@ -74,7 +121,11 @@ static size_t read_line(evl_loop *loop, evl_stream *s, char *line, size_t cap) {
 
 TEST(wait_gives_the_exit_status) {
   evl_loop *loop = quiet_loop();
+#ifdef _WIN32
+  const char *argv[] = {TEST_CHILD("exit", "5"), NULL};
+#else
   const char *argv[] = {"/bin/sh", "-c", "exit 5", NULL};
+#endif
   evl_process *p = spawn(loop, argv, NULL, NULL);
   evl_future *w2;
   int pid = evl_process_pid(p);
@@ -96,7 +147,12 @@ TEST(wait_gives_the_exit_status) {
 /* Two waiters on one process both get the code. */
 TEST(two_waiters) {
   evl_loop *loop = quiet_loop();
+#ifdef _WIN32
+  evl_process *p =
+      spawn(loop, child_argv("sleep", "0.05", "9", NULL), NULL, NULL);
+#else
   evl_process *p = spawn(loop, NULL, "sleep 0.05; exit 9", NULL);
+#endif
   evl_future *a = evl_process_wait(p), *b = evl_process_wait(p);
   CHECK(a && b);
   CHECK_EQ(wait_fut(loop, a), 0);
@@ -112,7 +168,11 @@ TEST(two_waiters) {
 
 TEST(stdout_readline_then_eof) {
   evl_loop *loop = quiet_loop();
+#ifdef _WIN32
+  evl_process *p = spawn(loop, child_argv("lines", "a", "b", NULL), NULL, NULL);
+#else
   evl_process *p = spawn(loop, NULL, "printf 'a\\nb\\n'", NULL);
+#endif
   evl_stream *out = evl_process_stdout(p);
   char line[64];
   CHECK(out != NULL);
@@ -139,6 +199,15 @@ TEST(communicate_64_mib_through_cat) {
   evl_future *c;
   evl_communicate *r;
   double t0 = test_now(), dt;
+#ifdef _WIN32
+  if (test_under_wine()) {
+    /* wine 8: the child's blocking ReadFile/WriteFile on its socket stdio
+       can hang for good after 10-20 MiB both ways (a plain Win32 program
+       shows it too); 2 MiB still fills the socket buffers many times */
+    total = (size_t)2 << 20;
+    printf("  note: wine: 2 MiB\n");
+  }
+#endif
   CHECK(big != NULL);
   for (i = 0; i < total; i++)
     big[i] = pat(i);
@@ -168,7 +237,15 @@ TEST(communicate_64_mib_through_cat) {
 
 TEST(communicate_devnull_stdin_and_stderr_pipe) {
   evl_loop *loop = quiet_loop();
+#ifdef _WIN32
+  const char *argv[] = {TEST_CHILD("outerr"), NULL};
+#define OUT1 "out\n"
+#define ERR1 "err\n"
+#else
   const char *argv[] = {"/bin/sh", "-c", "echo e 1>&2; echo o", NULL};
+#define OUT1 "o\n"
+#define ERR1 "e\n"
+#endif
   evl_subprocess_options o;
   evl_process *p;
   evl_future *c;
@@ -182,15 +259,19 @@ TEST(communicate_devnull_stdin_and_stderr_pipe) {
   CHECK_EQ(wait_fut(loop, c), 0);
   r = (evl_communicate *)evl_future_result(c);
   CHECK(r && r->out && r->err);
-  CHECK(r->out->len == 2 && !memcmp(r->out->data, "o\n", 2));
-  CHECK(r->err->len == 2 && !memcmp(r->err->data, "e\n", 2));
+  CHECK(r->out->len == strlen(OUT1) && !strcmp((char *)r->out->data, OUT1));
+  CHECK(r->err->len == strlen(ERR1) && !strcmp((char *)r->err->data, ERR1));
   CHECK_EQ(r->returncode, 0);
   evl_future_release(c);
   evl_process_free(p);
 
   /* stdout DEVNULL: out is NULL; stderr still captured; exit code kept */
   o.stdout_mode = EVL_STDIO_DEVNULL;
+#ifdef _WIN32
+  p = spawn(loop, child_argv("outerr", "3", NULL, NULL), NULL, &o);
+#else
   p = spawn(loop, NULL, "echo o; echo err 1>&2; exit 3", &o);
+#endif
   CHECK(evl_process_stdout(p) == NULL);
   c = evl_process_communicate(p, NULL, 0);
   CHECK_EQ(wait_fut(loop, c), 0);
@@ -226,8 +307,12 @@ TEST(communicate_child_ignores_its_input) {
   evl_future *c;
   evl_communicate *r;
   CHECK(data != NULL);
+#ifdef _WIN32
+  p = spawn(loop, child_argv("say", "bye", "0", "6"), NULL, NULL);
+#else
   signal(SIGPIPE, SIG_DFL); /* the runner ignores it: undo that */
   p = spawn(loop, NULL, "echo bye; exit 6", NULL);
+#endif
   c = evl_process_communicate(p, data, big);
   CHECK(c != NULL);
   free(data);
@@ -305,9 +390,13 @@ TEST(task_awaits_readline_and_wait) {
 
 TEST(kill_terminate_send_signal) {
   evl_loop *loop = quiet_loop();
+#ifdef _WIN32
+  const char **trap = NULL;
+#else
   const char *trap[] = {
       "/bin/sh", "-c",
       "trap 'exit 7' USR1; echo ready; while :; do sleep 0.01; done", NULL};
+#endif
   evl_process *p;
   char line[16];
   int pid;
@@ -316,16 +405,23 @@ TEST(kill_terminate_send_signal) {
   p = spawn(loop, sleep10, NULL, NULL);
   pid = evl_process_pid(p);
   CHECK_EQ(evl_process_kill(p), 0);
-  CHECK_EQ(wait_rc(loop, p), -SIGKILL);
+  CHECK_EQ(wait_rc(loop, p), RC_KILLED);
   CHECK(gone(pid));
   CHECK_EQ(evl_process_kill(p), EVL_ESRCH);
   evl_process_free(p);
 
   p = spawn(loop, sleep10, NULL, NULL);
+#ifdef _WIN32 /* no other signals there */
+  CHECK_EQ(evl_process_send_signal(p, SIGINT), EVL_EINVAL);
+#endif
   CHECK_EQ(evl_process_terminate(p), 0);
-  CHECK_EQ(wait_rc(loop, p), -SIGTERM);
+  CHECK_EQ(wait_rc(loop, p), RC_TERMINATED);
   CHECK_EQ(evl_process_terminate(p), EVL_ESRCH);
   evl_process_free(p);
+#ifdef _WIN32
+  (void)trap;
+  (void)line;
+#else
 
   p = spawn(loop, trap, NULL, NULL);
   CHECK_EQ(read_line(loop, evl_process_stdout(p), line, sizeof line), 6);
@@ -333,6 +429,7 @@ TEST(kill_terminate_send_signal) {
   CHECK_EQ(evl_process_send_signal(p, SIGUSR1), 0);
   CHECK_EQ(wait_rc(loop, p), 7);
   evl_process_free(p);
+#endif
   CHECK(test_now() - t0 < 5.0);
   evl_loop_free(loop);
   CHECK_EQ(g_reports, 0);
@@ -343,9 +440,14 @@ TEST(kill_terminate_send_signal) {
    and a pending readline too. */
 TEST(free_before_the_child_ends) {
   evl_loop *loop = quiet_loop();
+#ifdef _WIN32
+  evl_process *p =
+      spawn(loop, child_argv("say", "lots-more", "0.2", NULL), NULL, NULL);
+#else
   const char *argv[] = {"/bin/sh", "-c", "echo lots; echo more; sleep 0.2",
                         NULL};
   evl_process *p = spawn(loop, argv, NULL, NULL);
+#endif
   int pid = evl_process_pid(p), pid2;
   double t0;
   evl_future *rl;
@@ -364,7 +466,7 @@ TEST(free_before_the_child_ends) {
   evl_process_free(p);
   run_for(loop, 0.02);
   CHECK(!gone(pid2)); /* still running */
-  CHECK(kill(pid2, SIGKILL) == 0);
+  CHECK(kill_pid(pid2) == 0);
   RUN_UNTIL(loop, gone(pid2));
   RUN_UNTIL(loop, evl_future_done(rl)); /* EOF or an error: it ends */
   (void)evl_future_error(rl);
@@ -384,6 +486,12 @@ TEST(loop_free_with_a_freed_running_process) {
   t0 = test_now();
   evl_loop_free(loop);
   CHECK(test_now() - t0 < 2.0);
+#ifdef _WIN32
+  if (!gone(pid)) {
+    kill_pid(pid);
+    test_fail_(__FILE__, __LINE__, "child %d left after evl_loop_free", pid);
+  }
+#else
   if (!gone(pid)) {
     pid_t w = waitpid(pid, NULL, WNOHANG);
     kill(pid, SIGKILL);
@@ -392,11 +500,16 @@ TEST(loop_free_with_a_freed_running_process) {
                "child %d left behind after evl_loop_free (%s)", pid,
                w == 0 ? "still running" : "a zombie");
   }
+#endif
 }
 
 TEST(missing_program_fails_the_future) {
   evl_loop *loop = quiet_loop();
+#ifdef _WIN32
+  const char *argv[] = {"C:\\nonexistent\\evl-no-such-program.exe", NULL};
+#else
   const char *argv[] = {"/nonexistent/evl-no-such-program", NULL};
+#endif
   evl_future *f = evl_create_subprocess_exec(loop, argv, NULL, 0);
   int rc;
   CHECK(f != NULL);
@@ -419,6 +532,7 @@ TEST(missing_program_fails_the_future) {
 }
 
 /* The same through SIGCHLD (pidfd_open made to fail). */
+#ifndef _WIN32
 TEST(sigchld_path) {
   if (!no_pidfd())
     return;
@@ -430,6 +544,7 @@ TEST(sigchld_path) {
   free_before_the_child_ends();
   loop_free_with_a_freed_running_process();
 }
+#endif
 
 TESTS_BEGIN
 T(wait_gives_the_exit_status)
@@ -443,5 +558,5 @@ T(kill_terminate_send_signal)
 T(free_before_the_child_ends)
 T(loop_free_with_a_freed_running_process)
 T(missing_program_fails_the_future)
-T(sigchld_path)
+T_POSIX(sigchld_path, "exits come through a wait registration, no SIGCHLD")
 TESTS_END

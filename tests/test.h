@@ -397,9 +397,10 @@ static inline void test_sleep_ms(int ms) {
      echo ARGS...  its arguments, space-separated, and "\n"
      lines ARGS... each argument on a line of its own
      exit N        exits with N
-     sleep SECS    sleeps, then exits 0
+     sleep SECS [N]  sleeps, then exits N (0)
+     say TEXT [SECS [N]]  TEXT and "\n", then sleeps SECS, exits N (0)
      cat           copies stdin to stdout until EOF
-     outerr        "out\n" to stdout, then "err\n" to stderr
+     outerr [N]    "out\n" to stdout, then "err\n" to stderr; exits N (0)
      cwd           the current directory and "\n"
      env NAME      NAME's value, or "unset", and "\n"
      handle H      exits 1 if H is a semaphore of count 37 here (the one
@@ -428,6 +429,13 @@ static int test_child_main_(int argc, char **argv) {
     return atoi(argv[1]);
   } else if (!strcmp(cmd, "sleep") && argc > 1) {
     Sleep((DWORD)(atof(argv[1]) * 1000));
+    return argc > 2 ? atoi(argv[2]) : 0;
+  } else if (!strcmp(cmd, "say") && argc > 1) {
+    printf("%s\n", argv[1]);
+    fflush(stdout);
+    if (argc > 2)
+      Sleep((DWORD)(atof(argv[2]) * 1000));
+    return argc > 3 ? atoi(argv[3]) : 0;
   } else if (!strcmp(cmd, "cat")) {
     char buf[65536];
     size_t n;
@@ -438,6 +446,8 @@ static int test_child_main_(int argc, char **argv) {
     fputs("out\n", stdout);
     fflush(stdout);
     fputs("err\n", stderr);
+    fflush(stderr);
+    return argc > 1 ? atoi(argv[1]) : 0;
   } else if (!strcmp(cmd, "cwd")) {
     char dir[MAX_PATH];
     if (!GetCurrentDirectoryA(sizeof dir, dir))
