@@ -1,5 +1,5 @@
-# evloop.h — the one entry point: make test, make demo, make bench,
-# make format, make format-check. Builds go to build/.
+# evloop.h — the one entry point: make test, make test-windows, make demo,
+# make bench, make format, make format-check. Builds go to build/.
 
 CC      ?= cc
 BUILD   := build
@@ -99,7 +99,7 @@ $(BUILD)/checks.stamp: evloop.h tests/impl.c tests/cpp_compile.cpp $(TEST_SRCS) 
 # on iocp and select under a timeout), with the examples that build on
 # Windows; the ones that stop by themselves run as smoke tests (not
 # subprocess_date/_streams: they run `date`, which Windows lacks).
-WIN_CC       := x86_64-w64-mingw32-gcc
+WIN_CC       ?= x86_64-w64-mingw32-gcc
 WIN_FLAGS    := -std=c99 $(WARN) -O2
 WIN_LIBS     := -static -lws2_32 -lpthread
 WIN_BACKENDS := iocp select
