@@ -837,6 +837,7 @@ TEST(loop_free_with_a_running_child) {
   sp_init(&s);
   run_child(loop, &s, echo, NULL, NULL);
   evl_loop_free(loop);
+  test_settle_fds();
   fds = count_fds();
 
   loop = quiet_loop();
@@ -860,6 +861,7 @@ TEST(loop_free_with_a_running_child) {
                "child %d left behind after evl_loop_free (%s)", s.pid,
                w == 0 ? "still running" : "a zombie");
   }
+  test_settle_fds();
   CHECK_EQ(count_fds(), fds);
 }
 

@@ -1537,8 +1537,11 @@ TEST(tcp_loop_free_takes_open_server_and_connections) {
   /* "a server not freed is freed by loop close"; open transports are
      closed by it (connection_lost once); no fd and no memory is left
      (LeakSanitizer and valgrind check the memory) */
-  int before = count_fds();
-  evl_loop *loop = quiet_loop();
+  int before;
+  evl_loop *loop;
+  test_settle_fds();
+  before = count_fds();
+  loop = quiet_loop();
   server_ctx c;
   evl_server *s;
   peer cl;
@@ -1552,6 +1555,7 @@ TEST(tcp_loop_free_takes_open_server_and_connections) {
   CHECK_EQ(cl.lost, 1);
   CHECK_EQ(c.peers[0].lost, 1);
   CHECK_EQ(cl.after_lost + c.peers[0].after_lost, 0);
+  test_settle_fds();
   if (before >= 0)
     CHECK_EQ(count_fds(), before);
   server_ctx_free(&c);
