@@ -57,6 +57,9 @@ tcc_CC     := tcc
 tcc_FLAGS  := -Wall -Werror -g
 nothr_CC   := gcc
 nothr_FLAGS := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_THREADS
+# kqueue only: wake-ups through the self-pipe, as where EVFILT_USER is missing
+kqpipe_CC  := gcc
+kqpipe_FLAGS := -std=c99 $(WARN) -O2 -g -DEVLOOP_HAVE_EVFILT_USER=0
 musl_CC    := musl-gcc
 # musl: also the fork+exec spawn and the SIGCHLD exit paths
 musl_FLAGS := -std=c99 $(WARN) -O2 -static -DEVLOOP_HAVE_PIDFD=0
@@ -76,7 +79,7 @@ SERVER_EXAMPLES := $(filter echo_server http_server echo_client,$(EXAMPLES))
 DEMO_EXAMPLES := $(filter-out $(SERVER_EXAMPLES),$(EXAMPLES))
 BENCHES   := $(basename $(notdir $(wildcard bench/*.c)))
 
-VARIANTS := o2 asan tsan tcc musl nothr
+VARIANTS := o2 asan tsan tcc musl nothr kqpipe
 # Every (variant, backend) pair gets its own implementation object.
 define variant_rules
 $(BUILD)/$(1)-$(2)/impl.o: tests/impl.c evloop.h
@@ -110,8 +113,13 @@ $(BUILD)/examples/%: examples/%.c evloop.h
 TEST_BINS := $(call bins,o2,$(TESTS)) $(call bins,asan,$(TESTS)) \
              $(call bins,tsan,$(THREADED_TESTS)) $(call bins,tcc,$(TESTS)) \
              $(call bins,musl,$(TESTS)) $(call bins,nothr,$(NOTHREAD_TESTS))
+# The kqpipe variant: the threaded tests and t_kqueue, on kqueue.
+KQPIPE_TESTS := $(THREADED_TESTS) $(filter t_kqueue,$(TESTS))
+ifneq ($(filter kqueue,$(BACKENDS)),)
+TEST_BINS += $(addprefix $(BUILD)/kqpipe-kqueue/,$(KQPIPE_TESTS))
+endif
 test: $(TEST_BINS) examples compile-checks
-	@SKIPPED="$(SKIPPED)" SKIP_WHY="$(SKIP_WHY)" sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "$(THREADED_TESTS)" "$(DEMO_EXAMPLES)" "$(NOTHREAD_TESTS)"
+	@SKIPPED="$(SKIPPED)" SKIP_WHY="$(SKIP_WHY)" KQPIPE_TESTS="$(KQPIPE_TESTS)" sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "$(THREADED_TESTS)" "$(DEMO_EXAMPLES)" "$(NOTHREAD_TESTS)"
 
 # Quick loop for development: gcc -O2 only.
 test-quick: $(call bins,o2,$(TESTS))

@@ -44,6 +44,12 @@
      EVLOOP_BACKEND_SELECT   build only this backend (plus nothing else)
      EVLOOP_BACKEND_POLL     build only poll
      EVLOOP_BACKEND_EPOLL    build epoll (and poll as its runtime fallback)
+     EVLOOP_BACKEND_KQUEUE   build kqueue (and poll as its runtime fallback);
+                             elsewhere than macOS and the BSDs this needs a
+                             provider such as libkqueue (-I.../include/kqueue
+                             -lkqueue -lpthread)
+     EVLOOP_HAVE_EVFILT_USER 0: kqueue wake-ups through a self-pipe even
+                             where EVFILT_USER exists (default: 1 if it does)
      EVLOOP_MALLOC(ctx, n) / EVLOOP_REALLOC(ctx, p, n) / EVLOOP_FREE(ctx, p)
                              compile-time allocator (define all three or none);
                              a loop may also get a run-time allocator through
@@ -58,10 +64,17 @@
    3. BACKENDS
      Without a backend macro every backend the platform has is compiled and
      evl_loop_config.backend picks one at run time; the default is epoll on
-     Linux and poll elsewhere on POSIX. If epoll_create1 fails (seccomp,
-     sandboxes) the loop falls back to poll and evl_backend_name() says so.
+     Linux, kqueue on macOS and the BSDs, and poll elsewhere on POSIX. If
+     epoll_create1 or kqueue fails (seccomp, sandboxes) the loop falls back
+     to poll and evl_backend_name() says so.
      select refuses fds >= FD_SETSIZE with EVL_ERANGE.
-     Cross-thread wake-ups: eventfd on epoll, a self-pipe on select and poll.
+     Cross-thread wake-ups: eventfd on epoll, EVFILT_USER on kqueue (a
+     self-pipe where it is missing), a self-pipe on select and poll.
+     kqueue: interest changes are batched into the next kevent() wait; an
+     fd's first watcher and the removal of its last are applied at once (a
+     bad fd is an error of evl_add_reader, and the registration is gone
+     before the fd is closed). Signals come through EVFILT_SIGNAL and child
+     exits through EVFILT_PROC.
 
    4. ERRORS AND LOGGING
      Functions return 0 (or a value >= 0) on success and a negative EVL_E*
@@ -103,8 +116,8 @@
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
 
-   7. DOES NOT DO (yet): TLS, kqueue and IOCP backends. They are planned,
-     in that order.
+   7. DOES NOT DO (yet): TLS and the IOCP backend. They are planned, in
+     that order.
 
    8. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
@@ -324,8 +337,9 @@ EVLOOP_API const char *evl_backend_name(const evl_loop *loop);
 
 /* Embedding in a host's loop: seconds the host may sleep before calling
    evl_run_once(loop, 0) (0: work is ready; -1: nothing is scheduled), and
-   an fd that becomes readable when the loop has I/O to handle (the epoll fd;
-   -1 on select and poll, which have no such fd). */
+   an fd that becomes readable when the loop has I/O to handle (the epoll or
+   kqueue fd; -1 on select and poll, which have no such fd; libkqueue's
+   kqueue fd cannot be polled). */
 EVLOOP_API double evl_next_timeout(evl_loop *loop);
 EVLOOP_API evl_fd evl_backend_fd(const evl_loop *loop);
 
@@ -379,7 +393,9 @@ EVLOOP_API evl_handle evl_call_at_at_site(evl_loop *loop, double when,
    Level-triggered: the callback runs each iteration while the fd is ready.
    Remove the watchers before closing the fd. Errors: EVL_EBADF for a
    negative or closed fd, EVL_EPERM for a file epoll cannot watch (regular
-   files), EVL_ERANGE for fd >= FD_SETSIZE on select, EVL_EINVAL for NULL. */
+   files), EVL_ERANGE for fd >= FD_SETSIZE on select, EVL_EINVAL for NULL.
+   A regular file is always ready on select and poll, and readable while
+   its offset is before its end on kqueue. */
 EVLOOP_API int evl_add_reader(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                               void *arg);
 EVLOOP_API int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
@@ -751,7 +767,11 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
    watch signals at once, or what pipe() or sigaction() said. Each of those
    64 slots keeps a close-on-exec self-pipe open for the rest of the
    process once used: the async signal handler can then never write to a
-   closed or reused fd. */
+   closed or reused fd. kqueue loops take no slot: EVFILT_SIGNAL tells
+   them (the disposition is replaced and restored all the same). With
+   libkqueue (kqueue on Linux) a signal sent to one thread, as raise()
+   sends it, is not seen, and threads that existed before the handler was
+   added must block the signal themselves: libkqueue's limits. */
 typedef void (*evl_signal_callback)(evl_loop *loop, int signum, void *arg);
 EVLOOP_API int evl_add_signal_handler(evl_loop *loop, int signum,
                                       evl_signal_callback cb, void *arg);
@@ -834,10 +854,10 @@ EVLOOP_API void evl_stream_free(evl_stream *s);
    dispositions, an empty signal mask, and no fd but 0, 1 and 2 (and the
    fds you pass). A missing program is EVL_ENOENT and a file that cannot be
    executed EVL_EACCES, as errors of the future, not a child exiting 127.
-   Exits are watched with a pidfd where Linux has one, else with SIGCHLD;
-   no zombie is left. The returncode is the exit status, or minus the
-   signal number that killed the child (asyncio's convention), or 255 for a
-   child that other code reaped first (as asyncio). An fd given with
+   Exits are watched with EVFILT_PROC on kqueue, a pidfd where Linux has
+   one, else with SIGCHLD; no zombie is left. The returncode is the exit status,
+   or minus the signal number that killed the child (asyncio's convention), or
+   255 for a child that other code reaped first (as asyncio). An fd given with
    EVL_STDIO_FD stays the caller's.
    Callback order (asyncio's): connection_made first; for each pipe, all
    its data before its pipe_connection_lost; process_exited; connection_lost
