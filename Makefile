@@ -68,7 +68,7 @@ LIBS       := -lpthread
 TEST_SRCS := $(sort $(wildcard tests/t_*.c))
 TESTS     := $(basename $(notdir $(TEST_SRCS)))
 # Tests that start threads; they also run under ThreadSanitizer.
-THREADED_TESTS := $(filter t_threadsafe t_executor t_dns t_close t_config t_netfault t_netapi t_signal,$(TESTS))
+THREADED_TESTS := $(filter t_threadsafe t_executor t_dns t_close t_config t_netfault t_netapi t_signal t_kqueue,$(TESTS))
 # Built with EVLOOP_NO_THREADS too (t_config brings its own configuration).
 NOTHREAD_TESTS := $(filter-out $(THREADED_TESTS),$(TESTS))
 EXAMPLES  := $(basename $(notdir $(wildcard examples/*.c)))
@@ -113,8 +113,8 @@ $(BUILD)/examples/%: examples/%.c evloop.h
 TEST_BINS := $(call bins,o2,$(TESTS)) $(call bins,asan,$(TESTS)) \
              $(call bins,tsan,$(THREADED_TESTS)) $(call bins,tcc,$(TESTS)) \
              $(call bins,musl,$(TESTS)) $(call bins,nothr,$(NOTHREAD_TESTS))
-# The kqpipe variant: the threaded tests and t_kqueue, on kqueue.
-KQPIPE_TESTS := $(THREADED_TESTS) $(filter t_kqueue,$(TESTS))
+# The kqpipe variant: the threaded tests (t_kqueue among them), on kqueue.
+KQPIPE_TESTS := $(THREADED_TESTS)
 ifneq ($(filter kqueue,$(BACKENDS)),)
 TEST_BINS += $(addprefix $(BUILD)/kqpipe-kqueue/,$(KQPIPE_TESTS))
 endif

@@ -2512,7 +2512,9 @@ struct evl__kqfd {
 
 static int evl__kq_signal_fire(evl_loop *loop, int signum);
 static int evl__kq_child_exit(evl_loop *loop, int pid);
+#ifdef EVFILT_LIBKQUEUE
 static void evl__kq_children_check(evl_loop *loop);
+#endif
 
 /* One change applied now; its error is returned. */
 static int evl__kq_apply(evl_loop *loop, uintptr_t ident, int filter, int flags,
@@ -2713,7 +2715,9 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
   struct timespec ts, *tsp = NULL;
   struct kevent *ev = loop->kq_events;
   int n, i, nchanges, full;
+#ifdef EVFILT_LIBKQUEUE
   int64_t t0 = loop->children ? evl__monotonic_ns() : 0;
+#endif
   if (timeout_ns >= 0) {
     if (timeout_ns > EVL__MAX_WAIT_NS)
       timeout_ns = EVL__MAX_WAIT_NS;
@@ -2732,9 +2736,11 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
              tsp);
   if (n < 0)
     return errno == EINTR ? 0 : evl__errno();
+#ifdef EVFILT_LIBKQUEUE
   if (n == 0 && loop->children && timeout_ns &&
       (timeout_ns < 0 || evl__monotonic_ns() - t0 < timeout_ns))
     evl__kq_children_check(loop); /* woken early for nothing */
+#endif
   full = evl__ring_reserve(loop, (uint32_t)n) != 0;
   for (i = 0; i < n; i++) {
     int fd = (int)ev[i].ident;
@@ -4152,6 +4158,19 @@ static void evl__job_finished(evl__job *job) {
     evl__wake_outside_lock(loop);
 }
 
+/* The library's threads take no signals: those go to the application's
+   threads (libkqueue's EVFILT_SIGNAL even needs every thread that could
+   take a watched signal to block it). */
+static int evl__thread_start(pthread_t *t, void *(*fn)(void *), void *arg) {
+  sigset_t all, old;
+  int rc;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  rc = pthread_create(t, NULL, fn, arg);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return rc;
+}
+
 static void *evl__worker(void *p) {
   evl_executor *ex = (evl_executor *)p;
   evl__job *job;
@@ -4225,8 +4244,7 @@ static int evl__executor_push(evl_executor *ex, evl__job *job) {
     rc = EVL_ECLOSED;
   } else {
     while (ex->started < ex->nthreads &&
-           pthread_create(&ex->threads[ex->started], NULL, evl__worker, ex) ==
-               0)
+           evl__thread_start(&ex->threads[ex->started], evl__worker, ex) == 0)
       ex->started++;
     if (!ex->started) {
       rc = EVL_EAGAIN;
@@ -4363,7 +4381,7 @@ EVL__DEF evl_future *evl_shutdown_default_executor(evl_loop *loop) {
     sd->loop = loop;
     sd->ex = ex;
     sd->fut = evl_future_ref(f);
-    if (pthread_create(&loop->shutdown_thread, NULL, evl__shutdown_main, sd) ==
+    if (evl__thread_start(&loop->shutdown_thread, evl__shutdown_main, sd) ==
         0) {
       loop->shutdown_thread_live = 1;
       return f;
@@ -7951,6 +7969,7 @@ static int evl__kq_child_exit(evl_loop *loop, int pid) {
   return 1;
 }
 
+#ifdef EVFILT_LIBKQUEUE
 /* libkqueue drops the NOTE_EXIT of a child that other code reaped (it
    reads the exit status without reaping, which then fails), and kevent()
    returns early with nothing for as long as that registration lives. On
@@ -7970,6 +7989,7 @@ static void evl__kq_children_check(evl_loop *loop) {
                                    (uint64_t)(uint32_t)p->pid);
   }
 }
+#endif
 #endif
 
 static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg) {

@@ -20,6 +20,7 @@
     (defined(EVFILT_LIBKQUEUE) || defined(__FreeBSD__) || defined(__APPLE__))
 #define KQ_COUNT 1
 #include <dlfcn.h>
+#include <pthread.h>
 
 typedef int (*kevent_fn)(int, const struct kevent *, int, struct kevent *, int,
                          const struct timespec *);
@@ -31,6 +32,7 @@ typedef struct kq_counts {
   int adds[3], deletes[3];   /* 0: READ/WRITE, 1: SIGNAL, 2: PROC */
 } kq_counts;
 static kq_counts g_kq;
+static pthread_mutex_t g_kq_mu = PTHREAD_MUTEX_INITIALIZER; /* wakers too */
 
 static int filter_kind(int filter) {
   return filter == EVFILT_SIGNAL ? 1 : filter == EVFILT_PROC ? 2 : 0;
@@ -39,13 +41,16 @@ static int filter_kind(int filter) {
 int kevent(int kq, const struct kevent *ch, int nch, struct kevent *ev, int nev,
            const struct timespec *ts) {
   static kevent_fn real;
+  kevent_fn fn;
   int i;
+  pthread_mutex_lock(&g_kq_mu);
   if (!real) {
     void *p = dlsym(RTLD_NEXT, "kevent");
     if (!p)
       abort();
     memcpy(&real, &p, sizeof p);
   }
+  fn = real;
   g_kq.calls++;
   g_kq.changes += nch;
   if (nev > 0 && !(nch > 0 && (ch[0].flags & EV_RECEIPT))) {
@@ -60,10 +65,14 @@ int kevent(int kq, const struct kevent *ch, int nch, struct kevent *ev, int nev,
     if (ch[i].flags & EV_DELETE)
       g_kq.deletes[filter_kind(ch[i].filter)]++;
   }
-  i = real(kq, ch, nch, ev, nev, ts);
+  pthread_mutex_unlock(&g_kq_mu);
+  i = fn(kq, ch, nch, ev, nev, ts);
   if (i < 0 && nch == 1 && ch[0].filter == EVFILT_PROC &&
-      (ch[0].flags & EV_ADD))
+      (ch[0].flags & EV_ADD)) {
+    pthread_mutex_lock(&g_kq_mu);
     g_kq.proc_refused++;
+    pthread_mutex_unlock(&g_kq_mu);
+  }
   return i;
 }
 #endif
@@ -431,6 +440,32 @@ TEST(process_handler_works_again_after_the_loop) {
   signal(SIGUSR1, SIG_DFL);
 }
 
+/* The executor's threads were started before the handler was added: a
+   signal to the process must still reach the loop, not a worker (under
+   libkqueue a worker that took it would lose it). */
+static int work_nothing(void *arg, void **result) {
+  (void)arg;
+  *result = NULL;
+  return 0;
+}
+TEST(signal_reaches_the_loop_after_executor_threads_started) {
+  evl_loop *loop = test_loop();
+  int calls = 0, i;
+  for (i = 0; i < 8; i++) {
+    evl_future *f = evl_run_in_executor(loop, NULL, work_nothing, NULL, NULL);
+    CHECK(f != NULL);
+    CHECK_EQ(evl_run_until_complete(loop, f), 0);
+    evl_future_release(f);
+  }
+  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR2, on_signal, &calls), 0);
+  for (i = 1; i <= 5; i++) {
+    CHECK_EQ(kill(getpid(), SIGUSR2), 0);
+    run_until(loop, &calls, i);
+  }
+  CHECK_EQ(calls, 5);
+  evl_loop_free(loop);
+}
+
 /* ---- the backend fd and the poll fallback ------------------------------ */
 
 TEST(backend_fd_is_a_kqueue) {
@@ -520,6 +555,7 @@ T(bad_fd_is_refused_at_once)
 T(wakeups_coalesce)
 T(child_exit_is_seen_and_reaped)
 T(process_handler_works_again_after_the_loop)
+T(signal_reaches_the_loop_after_executor_threads_started)
 T(backend_fd_is_a_kqueue)
 T(refused_kqueue_falls_back_to_poll)
 TESTS_END
