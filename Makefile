@@ -19,7 +19,8 @@ kqueue_MACRO := EVLOOP_BACKEND_KQUEUE
 
 # kqueue is the system's on macOS and the BSDs. Elsewhere a provider
 # (libkqueue) comes in through KQUEUE_CFLAGS / KQUEUE_LIBS, by default from
-# pkg-config; e.g. for a libkqueue installed under $$P:
+# pkg-config (then the run needs LD_LIBRARY_PATH if the library is not on
+# the loader's path); e.g. for a libkqueue installed under $$P:
 #   make test BACKEND=kqueue KQUEUE_CFLAGS=-I$$P/include/kqueue \
 #     KQUEUE_LIBS="-L$$P/lib -Wl,-rpath,$$P/lib -lkqueue -lpthread"
 UNAME := $(shell uname -s)

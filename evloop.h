@@ -2485,9 +2485,10 @@ static int evl__select_poll(evl_loop *loop, int64_t timeout_ns) {
    two kinds that are applied at once: an fd's first filter (so a bad fd is
    an error of add_reader/add_writer, as with epoll_ctl) and the removal of
    its last one (its owner may close the fd next, and EV_DELETE must come
-   before the close: libkqueue keeps a stale entry for a closed fd that
-   blocks the reuse of its number). A change and its pending opposite
-   cancel out. Wake-ups: EVFILT_USER, else the self-pipe. Signals come
+   before the close: libkqueue, on epoll, keeps a stale entry for a closed
+   fd that blocks the reuse of its number, and goes on reporting the file
+   while a dup keeps it open). A change and its pending opposite cancel
+   out. Wake-ups: EVFILT_USER, else the self-pipe. Signals come
    through EVFILT_SIGNAL (Unix signals) and child exits through EVFILT_PROC
    (Subprocesses); both reach the ready ring as fd events do, marked
    EVL__KQ_SIG / EVL__KQ_PROC, with the signal number or pid as the fd. */
@@ -2637,9 +2638,9 @@ static int evl__kq_flush(evl_loop *loop, int fd) {
           kevent(loop->kqfd, &ch[i], 1, NULL, 0, NULL) < 0 ? errno : 0;
 #endif
     for (i = 0; i < k; i++) {
-      if (!out[i].data)
-        continue;
-      if ((int)ch[i].ident == fd && (ch[i].flags & EV_ADD))
+      if (!out[i].data || !(ch[i].flags & EV_ADD))
+        continue; /* failed deletes do not matter */
+      if ((int)ch[i].ident == fd)
         rc = evl_translate_sys_error((int)out[i].data);
       else
         evl__kq_failed(loop, &ch[i]);
