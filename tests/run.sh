@@ -4,7 +4,7 @@
 # Each binary prints one line per test and "N passed, N failed"; this adds
 # them up and ends with the same line for the whole run.
 build=$1 backends=$2 tests=$3 threaded=$4 examples=$5 nothread=$6
-variants=${VARIANTS:-"o2 asan tsan tcc musl nothr valgrind"}
+variants=${VARIANTS:-"o2 asan tsan tcc musl nothr kqpipe valgrind"}
 passed=0 failed=0
 log=$build/test-log.txt
 : >"$log"
@@ -32,10 +32,15 @@ run() {
 
 for v in $variants; do
   for b in $backends; do
+    # Pairs the Makefile could not build (SKIPPED="variant-backend ...").
+    case " $SKIPPED " in
+    *" $v-$b "*) echo "skip $v $b: $SKIP_WHY"; continue ;;
+    esac
     case $v in
     tsan) list=$threaded ;;
     nothr) list=$nothread ;;
-    valgrind) [ "$b" = epoll ] || continue; list=$tests ;;
+    kqpipe) [ "$b" = kqueue ] || continue; list=$KQPIPE_TESTS ;;
+    valgrind) case $b in epoll | kqueue) ;; *) continue ;; esac; list=$tests ;;
     *) list=$tests ;;
     esac
     for t in $list; do
@@ -45,7 +50,9 @@ for v in $variants; do
           --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
           --trace-children=no "$build/o2-$b/$t" ;;
       tsan)
-        TSAN_OPTIONS="halt_on_error=1 exitcode=66" run "$v $b $t" "$build/$v-$b/$t" ;;
+        supp=
+        [ "$b" = kqueue ] && supp=" suppressions=tests/tsan-libkqueue.supp"
+        TSAN_OPTIONS="halt_on_error=1 exitcode=66$supp" run "$v $b $t" "$build/$v-$b/$t" ;;
       *)
         run "$v $b $t" "$build/$v-$b/$t" ;;
       esac

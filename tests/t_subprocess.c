@@ -1164,6 +1164,7 @@ TEST(loop_free_with_a_running_child) {
   sp_init(&s);
   run_child(loop, &s, echo, NULL, NULL);
   evl_loop_free(loop);
+  test_settle_fds();
   fds = count_fds();
 
   loop = quiet_loop();
@@ -1192,6 +1193,7 @@ TEST(loop_free_with_a_running_child) {
                w == 0 ? "still running" : "a zombie");
   }
 #endif
+  test_settle_fds();
   CHECK_EQ(count_fds(), fds);
 }
 
