@@ -92,6 +92,13 @@ static evl_loop *test_loop(void) {
   return test_loop_with(NULL);
 }
 
+/* Set by `make test-cross`: the binary runs under qemu-user, whose few
+   known limits some tests work around, always saying so. */
+static inline int under_qemu(void) {
+  const char *q = getenv("EVL_TEST_QEMU");
+  return q && *q && strcmp(q, "0") != 0;
+}
+
 /* Monotonic wall time in seconds, independent of any loop's clock. */
 static inline double test_now(void) {
   struct timespec ts;
