@@ -666,7 +666,9 @@ EVLOOP_API int evl_transport_sendto(evl_transport *t, const void *data,
                                     size_t addrlen);
 /* Sends count bytes of file_fd from offset (sendfile(2) where the platform
    has it, read+write otherwise), after what is queued. The future's result
-   is the number of bytes sent (evl_future_result_int). */
+   is the number of bytes sent (evl_future_result_int). An offset that the
+   implementation's off_t cannot hold is EVL_EFBIG (32-bit glibc: compile it
+   with -D_FILE_OFFSET_BITS=64 to send from past 2 GiB). */
 EVLOOP_API evl_future *evl_sendfile(evl_transport *t, int file_fd,
                                     int64_t offset, size_t count);
 
@@ -7751,6 +7753,16 @@ static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
   unsigned char *buf;
 #ifdef __linux__
   off_t off = (off_t)*offset;
+#endif
+#ifndef _WIN32 /* Windows reads at a 64-bit offset below */
+  /* A 32-bit off_t (32-bit glibc without _FILE_OFFSET_BITS=64) cannot hold
+     every int64_t offset: fail rather than send from the truncated one. */
+  if ((int64_t)(off_t)*offset != *offset) {
+    errno = EFBIG;
+    return -1;
+  }
+#endif
+#ifdef __linux__
   n = sendfile(sock, file_fd, &off, count);
   if (n >= 0) {
     *offset = (int64_t)off;

@@ -155,7 +155,19 @@ TEST(each_loop_in_each_thread_gets_its_own) {
     pthread_mutex_unlock(&mu);
   }
   CHECK_EQ(ready, NTHREADS);
-  CHECK_EQ(kill(getpid(), SIGUSR1), 0);
+#if defined(__i386__)
+  /* qemu-i386 keeps one GDT for all threads: each pthread_create rewrites
+     the shared TLS entry, and a signal return reloads %gs from it, so a
+     handler run by any thread but the newest leaves that thread with the
+     newest one's TLS (pthread_join then fails with EDEADLK). There, the
+     newest thread takes the signal; every loop must still get it. */
+  if (under_qemu()) {
+    printf("  (qemu-i386: signal sent to the newest thread, not the "
+           "process: see t_signal.c)\n");
+    CHECK_EQ(pthread_kill(th[NTHREADS - 1], SIGUSR1), 0);
+  } else
+#endif
+    CHECK_EQ(kill(getpid(), SIGUSR1), 0);
   for (i = 0; i < NTHREADS; i++)
     CHECK_EQ(pthread_join(th[i], NULL), 0);
   for (i = 0; i < NTHREADS; i++) {

@@ -200,6 +200,13 @@ static inline void test_settle_fds(void) {
 #endif
 }
 
+/* Set by `make test-cross`: the binary runs under qemu-user, whose few
+   known limits some tests work around, always saying so. */
+static inline int under_qemu(void) {
+  const char *q = getenv("EVL_TEST_QEMU");
+  return q && *q && strcmp(q, "0") != 0;
+}
+
 /* Monotonic wall time in seconds, independent of any loop's clock. */
 static inline double test_now(void) {
 #ifdef _WIN32
