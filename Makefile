@@ -4,9 +4,45 @@
 CC      ?= cc
 BUILD   := build
 BACKENDS := select poll epoll
+# One backend only (examples too), in a build directory of its own:
+# make test BACKEND=kqueue
+ifdef BACKEND
+BACKENDS := $(BACKEND)
+BUILD    := build/only-$(BACKEND)
+EX_FLAGS  = -D$($(BACKEND)_MACRO) $($(BACKEND)_CFLAGS)
+EX_LIBS   = $($(BACKEND)_LIBS)
+endif
 select_MACRO := EVLOOP_BACKEND_SELECT
 poll_MACRO   := EVLOOP_BACKEND_POLL
 epoll_MACRO  := EVLOOP_BACKEND_EPOLL
+kqueue_MACRO := EVLOOP_BACKEND_KQUEUE
+
+# kqueue is the system's on macOS and the BSDs. Elsewhere a provider
+# (libkqueue) comes in through KQUEUE_CFLAGS / KQUEUE_LIBS, by default from
+# pkg-config (then the run needs LD_LIBRARY_PATH if the library is not on
+# the loader's path); e.g. for a libkqueue installed under $$P:
+#   make test BACKEND=kqueue KQUEUE_CFLAGS=-I$$P/include/kqueue \
+#     KQUEUE_LIBS="-L$$P/lib -Wl,-rpath,$$P/lib -lkqueue -lpthread"
+UNAME := $(shell uname -s)
+KQUEUE_NATIVE := $(filter Darwin FreeBSD OpenBSD NetBSD DragonFly,$(UNAME))
+ifeq ($(KQUEUE_NATIVE),)
+ifneq ($(filter kqueue,$(BACKENDS)),)
+ifndef KQUEUE_LIBS
+KQUEUE_CFLAGS := $(shell pkg-config --cflags libkqueue 2>/dev/null)
+KQUEUE_LIBS   := $(shell pkg-config --libs libkqueue 2>/dev/null)
+endif
+ifeq ($(strip $(KQUEUE_LIBS)),)
+$(error the kqueue backend on $(UNAME) needs a provider (libkqueue): set KQUEUE_CFLAGS and KQUEUE_LIBS, or let pkg-config find libkqueue)
+endif
+endif
+# A provider built for the system's libc: tcc and static musl cannot link it.
+kqueue_SKIP := tcc musl
+kqueue_SKIP_WHY := libkqueue is built for glibc with gcc: tcc and static musl builds cannot link it
+endif
+kqueue_CFLAGS = $(KQUEUE_CFLAGS)
+kqueue_LIBS   = $(KQUEUE_LIBS)
+# Tests include the kqueue header too, to tell libkqueue (EVFILT_LIBKQUEUE).
+kqueue_TFLAGS = -D$(kqueue_MACRO)
 
 WARN := -Wall -Wextra -Wpedantic -Werror
 
@@ -22,15 +58,42 @@ tcc_CC     := tcc
 tcc_FLAGS  := -Wall -Werror -g
 nothr_CC   := gcc
 nothr_FLAGS := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_THREADS
+# kqueue only: wake-ups through the self-pipe, as where EVFILT_USER is missing
+kqpipe_CC  := gcc
+kqpipe_FLAGS := -std=c99 $(WARN) -O2 -g -DEVLOOP_HAVE_EVFILT_USER=0
 musl_CC    := musl-gcc
 # musl: also the fork+exec spawn and the SIGCHLD exit paths
 musl_FLAGS := -std=c99 $(WARN) -O2 -static -DEVLOOP_HAVE_PIDFD=0
 LIBS       := -lpthread
+# Cross builds run under qemu-user (make test-cross): 32-bit and big-endian.
+# Static, so no guest libc has to be found at run time (qemu -L with a
+# dynamic i686 binary mixed the cross ld.so with the host's /lib32 libc,
+# and every forked child spun forever). Static glibc makes ld warn about
+# getaddrinfo; its "files dns" lookups are built into libc, so it works.
+i686_CC     := i686-linux-gnu-gcc
+i686_FLAGS  := -std=c99 $(WARN) -O2 -static
+i686_QEMU   := qemu-i386
+s390x_CC    := s390x-linux-gnu-gcc
+s390x_FLAGS := -std=c99 $(WARN) -O2 -static
+s390x_QEMU  := qemu-s390x
+CROSS       := i686 s390x
+# The "alt" builds (epoll only) take the other branches: no pidfd, so the
+# SIGCHLD exit path (qemu-user refuses seccomp, so the tests cannot take
+# pidfd_open away at run time), and on i686 the 64-bit off_t and time_t
+# that 32-bit distributions now build with.
+i686alt_CC     := $(i686_CC)
+i686alt_FLAGS  := $(i686_FLAGS) -DEVLOOP_HAVE_PIDFD=0 \
+                  -D_FILE_OFFSET_BITS=64 -D_TIME_BITS=64
+i686alt_QEMU   := $(i686_QEMU)
+s390xalt_CC    := $(s390x_CC)
+s390xalt_FLAGS := $(s390x_FLAGS) -DEVLOOP_HAVE_PIDFD=0
+s390xalt_QEMU  := $(s390x_QEMU)
+CROSS_VARIANTS := $(foreach a,$(CROSS),$(a) $(a)alt)
 
 TEST_SRCS := $(sort $(wildcard tests/t_*.c))
 TESTS     := $(basename $(notdir $(TEST_SRCS)))
 # Tests that start threads; they also run under ThreadSanitizer.
-THREADED_TESTS := $(filter t_threadsafe t_executor t_dns t_close t_config t_netfault t_netapi t_signal,$(TESTS))
+THREADED_TESTS := $(filter t_threadsafe t_executor t_dns t_close t_config t_netfault t_netapi t_signal t_kqueue,$(TESTS))
 # Built with EVLOOP_NO_THREADS too (t_config brings its own configuration).
 NOTHREAD_TESTS := $(filter-out $(THREADED_TESTS),$(TESTS))
 EXAMPLES  := $(basename $(notdir $(wildcard examples/*.c)))
@@ -41,21 +104,25 @@ SERVER_EXAMPLES := $(filter echo_server http_server echo_client,$(EXAMPLES))
 DEMO_EXAMPLES := $(filter-out $(SERVER_EXAMPLES),$(EXAMPLES))
 BENCHES   := $(basename $(notdir $(wildcard bench/*.c)))
 
-VARIANTS := o2 asan tsan tcc musl nothr
+VARIANTS := o2 asan tsan tcc musl nothr kqpipe $(CROSS_VARIANTS)
 # Every (variant, backend) pair gets its own implementation object.
 define variant_rules
 $(BUILD)/$(1)-$(2)/impl.o: tests/impl.c evloop.h
 	@mkdir -p $$(@D)
-	$$($(1)_CC) $$($(1)_FLAGS) -D$$($(2)_MACRO) -c $$< -o $$@
+	$$($(1)_CC) $$($(1)_FLAGS) -D$$($(2)_MACRO) $$($(2)_CFLAGS) -c $$< -o $$@
 $(BUILD)/$(1)-$(2)/%: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h evloop.h $(BUILD)/$(1)-$(2)/impl.o
 	@mkdir -p $$(@D)
-	$$($(1)_CC) $$($(1)_FLAGS) $$< $(BUILD)/$(1)-$(2)/impl.o -o $$@ $(LIBS)
+	$$($(1)_CC) $$($(1)_FLAGS) $$($(2)_TFLAGS) $$($(2)_CFLAGS) $$< $(BUILD)/$(1)-$(2)/impl.o -o $$@ $$($(2)_LIBS) $(LIBS)
 endef
 $(foreach v,$(VARIANTS),$(foreach b,$(BACKENDS),$(eval $(call variant_rules,$(v),$(b)))))
 
-bins = $(foreach b,$(BACKENDS),$(addprefix $(BUILD)/$(1)-$(b)/,$(2)))
+# The binaries of variant $(1) for tests $(2), on the backends that variant
+# can build (a kqueue provider may not link with every compiler).
+bins = $(foreach b,$(BACKENDS),$(if $(filter $(1),$($(b)_SKIP)),,$(addprefix $(BUILD)/$(1)-$(b)/,$(2))))
+SKIPPED := $(foreach b,$(BACKENDS),$(addsuffix -$(b),$($(b)_SKIP)))
+SKIP_WHY := $(foreach b,$(BACKENDS),$($(b)_SKIP_WHY))
 
-.PHONY: all test test-quick compile-checks demo bench format format-check clean examples \
+.PHONY: all test test-quick test-cross compile-checks demo bench format format-check clean examples \
         test-windows windows
 
 all: examples $(call bins,o2,$(TESTS))
@@ -63,7 +130,7 @@ all: examples $(call bins,o2,$(TESTS))
 examples: $(addprefix $(BUILD)/examples/,$(EXAMPLES))
 $(BUILD)/examples/%: examples/%.c evloop.h
 	@mkdir -p $(@D)
-	$(o2_CC) $(o2_FLAGS) $< -o $@ $(LIBS)
+	$(o2_CC) $(o2_FLAGS) $(EX_FLAGS) $< -o $@ $(EX_LIBS) $(LIBS)
 
 # The whole suite: every backend with gcc -O2, clang ASan+UBSan, tcc and
 # musl; the threaded tests under TSan; the others with EVLOOP_NO_THREADS;
@@ -72,12 +139,28 @@ $(BUILD)/examples/%: examples/%.c evloop.h
 TEST_BINS := $(call bins,o2,$(TESTS)) $(call bins,asan,$(TESTS)) \
              $(call bins,tsan,$(THREADED_TESTS)) $(call bins,tcc,$(TESTS)) \
              $(call bins,musl,$(TESTS)) $(call bins,nothr,$(NOTHREAD_TESTS))
+# The kqpipe variant: the threaded tests (t_kqueue among them), on kqueue.
+KQPIPE_TESTS := $(THREADED_TESTS)
+ifneq ($(filter kqueue,$(BACKENDS)),)
+TEST_BINS += $(addprefix $(BUILD)/kqpipe-kqueue/,$(KQPIPE_TESTS))
+endif
 test: $(TEST_BINS) examples compile-checks
-	@sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "$(THREADED_TESTS)" "$(DEMO_EXAMPLES)" "$(NOTHREAD_TESTS)"
+	@SKIPPED="$(SKIPPED)" SKIP_WHY="$(SKIP_WHY)" KQPIPE_TESTS="$(KQPIPE_TESTS)" sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "$(THREADED_TESTS)" "$(DEMO_EXAMPLES)" "$(NOTHREAD_TESTS)"
 
 # Quick loop for development: gcc -O2 only.
 test-quick: $(call bins,o2,$(TESTS))
 	@VARIANTS=o2 sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "" ""
+
+# The suite built by the i686 (32-bit) and s390x (big-endian) cross
+# compilers, run under qemu-user: every backend, and the alt builds.
+# EVL_TEST_QEMU=1 lets the tests work around qemu-user's known limits,
+# saying so; run.sh stops each binary after CROSS_TIMEOUT seconds.
+CROSS_BINS := $(foreach a,$(CROSS),$(call bins,$(a),$(TESTS)) \
+                $(addprefix $(BUILD)/$(a)alt-epoll/,$(TESTS)))
+test-cross: $(CROSS_BINS)
+	@EVL_TEST_QEMU=1 VARIANTS="$(CROSS_VARIANTS)" LOG=$(BUILD)/test-cross-log.txt \
+	  $(foreach v,$(CROSS_VARIANTS),$(v)_QEMU=$($(v)_QEMU)) \
+	  sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "" ""
 
 # gcc and clang as C99 and C11, the header as C++, and the nm check.
 compile-checks: $(BUILD)/checks.stamp
@@ -88,7 +171,7 @@ $(BUILD)/checks.stamp: evloop.h tests/impl.c tests/cpp_compile.cpp $(TEST_SRCS) 
 	    $$cc -std=$$std $(WARN) -fsyntax-only $$f || exit 1; \
 	  done; \
 	  for b in $(BACKENDS); do \
-	    $$cc -std=$$std $(WARN) -fsyntax-only -DEVLOOP_BACKEND_$$(echo $$b | tr a-z A-Z) tests/impl.c || exit 1; \
+	    $$cc -std=$$std $(WARN) -fsyntax-only -DEVLOOP_BACKEND_$$(echo $$b | tr a-z A-Z) $(KQUEUE_CFLAGS) tests/impl.c || exit 1; \
 	  done; done; done
 	g++ -std=c++11 -Wall -Wextra -Werror -c tests/cpp_compile.cpp -o $(BUILD)/cpp_compile.o
 	sh tests/nm_check.sh gcc

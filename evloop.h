@@ -44,6 +44,12 @@
      EVLOOP_BACKEND_SELECT   build only this backend (plus nothing else)
      EVLOOP_BACKEND_POLL     build only poll
      EVLOOP_BACKEND_EPOLL    build epoll (and poll as its runtime fallback)
+     EVLOOP_BACKEND_KQUEUE   build kqueue (and poll as its runtime fallback);
+                             elsewhere than macOS and the BSDs this needs a
+                             provider such as libkqueue (-I.../include/kqueue
+                             -lkqueue -lpthread)
+     EVLOOP_HAVE_EVFILT_USER 0: kqueue wake-ups through a self-pipe even
+                             where EVFILT_USER exists (default: 1 if it does)
      EVLOOP_MALLOC(ctx, n) / EVLOOP_REALLOC(ctx, p, n) / EVLOOP_FREE(ctx, p)
                              compile-time allocator (define all three or none);
                              a loop may also get a run-time allocator through
@@ -58,10 +64,17 @@
    3. BACKENDS
      Without a backend macro every backend the platform has is compiled and
      evl_loop_config.backend picks one at run time; the default is epoll on
-     Linux and poll elsewhere on POSIX. If epoll_create1 fails (seccomp,
-     sandboxes) the loop falls back to poll and evl_backend_name() says so.
+     Linux, kqueue on macOS and the BSDs, and poll elsewhere on POSIX. If
+     epoll_create1 or kqueue fails (seccomp, sandboxes) the loop falls back
+     to poll and evl_backend_name() says so.
      select refuses fds >= FD_SETSIZE with EVL_ERANGE.
-     Cross-thread wake-ups: eventfd on epoll, a self-pipe on select and poll.
+     Cross-thread wake-ups: eventfd on epoll, EVFILT_USER on kqueue (a
+     self-pipe where it is missing), a self-pipe on select and poll.
+     kqueue: interest changes are batched into the next kevent() wait; an
+     fd's first watcher and the removal of its last are applied at once (a
+     bad fd is an error of evl_add_reader, and the registration is gone
+     before the fd is closed). Signals come through EVFILT_SIGNAL and child
+     exits through EVFILT_PROC.
 
    4. ERRORS AND LOGGING
      Functions return 0 (or a value >= 0) on success and a negative EVL_E*
@@ -103,8 +116,8 @@
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
 
-   7. DOES NOT DO (yet): TLS, kqueue and IOCP backends. They are planned,
-     in that order.
+   7. DOES NOT DO (yet): TLS and the IOCP backend. They are planned, in
+     that order.
 
    8. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
@@ -324,8 +337,9 @@ EVLOOP_API const char *evl_backend_name(const evl_loop *loop);
 
 /* Embedding in a host's loop: seconds the host may sleep before calling
    evl_run_once(loop, 0) (0: work is ready; -1: nothing is scheduled), and
-   an fd that becomes readable when the loop has I/O to handle (the epoll fd;
-   -1 on select and poll, which have no such fd). */
+   an fd that becomes readable when the loop has I/O to handle (the epoll or
+   kqueue fd; -1 on select and poll, which have no such fd; libkqueue's
+   kqueue fd cannot be polled). */
 EVLOOP_API double evl_next_timeout(evl_loop *loop);
 EVLOOP_API evl_fd evl_backend_fd(const evl_loop *loop);
 
@@ -379,7 +393,9 @@ EVLOOP_API evl_handle evl_call_at_at_site(evl_loop *loop, double when,
    Level-triggered: the callback runs each iteration while the fd is ready.
    Remove the watchers before closing the fd. Errors: EVL_EBADF for a
    negative or closed fd, EVL_EPERM for a file epoll cannot watch (regular
-   files), EVL_ERANGE for fd >= FD_SETSIZE on select, EVL_EINVAL for NULL. */
+   files), EVL_ERANGE for fd >= FD_SETSIZE on select, EVL_EINVAL for NULL.
+   A regular file is always ready on select and poll, and readable while
+   its offset is before its end on kqueue. */
 EVLOOP_API int evl_add_reader(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                               void *arg);
 EVLOOP_API int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
@@ -650,7 +666,9 @@ EVLOOP_API int evl_transport_sendto(evl_transport *t, const void *data,
                                     size_t addrlen);
 /* Sends count bytes of file_fd from offset (sendfile(2) where the platform
    has it, read+write otherwise), after what is queued. The future's result
-   is the number of bytes sent (evl_future_result_int). */
+   is the number of bytes sent (evl_future_result_int). An offset that the
+   implementation's off_t cannot hold is EVL_EFBIG (32-bit glibc: compile it
+   with -D_FILE_OFFSET_BITS=64 to send from past 2 GiB). */
 EVLOOP_API evl_future *evl_sendfile(evl_transport *t, int file_fd,
                                     int64_t offset, size_t count);
 
@@ -751,7 +769,11 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
    watch signals at once, or what pipe() or sigaction() said. Each of those
    64 slots keeps a close-on-exec self-pipe open for the rest of the
    process once used: the async signal handler can then never write to a
-   closed or reused fd. */
+   closed or reused fd. kqueue loops take no slot: EVFILT_SIGNAL tells
+   them (the disposition is replaced and restored all the same). With
+   libkqueue (kqueue on Linux) a signal sent to one thread, as raise()
+   sends it, is not seen, and threads that existed before the handler was
+   added must block the signal themselves: libkqueue's limits. */
 typedef void (*evl_signal_callback)(evl_loop *loop, int signum, void *arg);
 EVLOOP_API int evl_add_signal_handler(evl_loop *loop, int signum,
                                       evl_signal_callback cb, void *arg);
@@ -834,10 +856,10 @@ EVLOOP_API void evl_stream_free(evl_stream *s);
    dispositions, an empty signal mask, and no fd but 0, 1 and 2 (and the
    fds you pass). A missing program is EVL_ENOENT and a file that cannot be
    executed EVL_EACCES, as errors of the future, not a child exiting 127.
-   Exits are watched with a pidfd where Linux has one, else with SIGCHLD;
-   no zombie is left. The returncode is the exit status, or minus the
-   signal number that killed the child (asyncio's convention), or 255 for a
-   child that other code reaped first (as asyncio). An fd given with
+   Exits are watched with EVFILT_PROC on kqueue, a pidfd where Linux has
+   one, else with SIGCHLD; no zombie is left. The returncode is the exit status,
+   or minus the signal number that killed the child (asyncio's convention), or
+   255 for a child that other code reaped first (as asyncio). An fd given with
    EVL_STDIO_FD stays the caller's.
    Callback order (asyncio's): connection_made first; for each pipe, all
    its data before its pipe_connection_lost; process_exited; connection_lost
@@ -1006,6 +1028,20 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define EVL__DEFAULT_BACKEND EVL_BACKEND_POLL
 #endif
 
+/* kqueue: asked for by EVLOOP_BACKEND_KQUEUE (elsewhere through a provider
+   such as libkqueue), or the default on macOS and the BSDs when no backend
+   is forced. poll comes along as the run-time fallback. */
+#if defined(EVLOOP_BACKEND_KQUEUE) ||                                          \
+    (!defined(EVLOOP_BACKEND_SELECT) && !defined(EVLOOP_BACKEND_POLL) &&       \
+     !defined(EVLOOP_BACKEND_EPOLL) &&                                         \
+     (defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) ||    \
+      defined(__NetBSD__) || defined(__DragonFly__)))
+#define EVL__HAVE_KQUEUE 1
+#define EVL__HAVE_POLL 1
+#undef EVL__DEFAULT_BACKEND
+#define EVL__DEFAULT_BACKEND EVL_BACKEND_KQUEUE
+#endif
+
 /* ==== Platform includes ================================================= */
 #include <errno.h>
 #include <fcntl.h>
@@ -1069,6 +1105,9 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #include <sys/epoll.h>
 #endif
 #include <sys/eventfd.h>
+#endif
+#ifdef EVL__HAVE_KQUEUE
+#include <sys/event.h> /* with libkqueue: -I<prefix>/include/kqueue */
 #endif
 #if !defined(EVLOOP_NO_THREADS) && !defined(_WIN32)
 #include <pthread.h>
@@ -1236,7 +1275,18 @@ typedef pthread_t evl__thread;
 #define evl__cond_broadcast(c) pthread_cond_broadcast(c)
 #define EVL__THREAD_FN(name, arg) static void *name(void *arg)
 #define EVL__THREAD_RETURN return NULL
-#define evl__thread_start(t, fn, arg) pthread_create((t), NULL, (fn), (arg))
+/* The library's threads take no signals: those go to the application's
+   threads (libkqueue's EVFILT_SIGNAL even needs every thread that could
+   take a watched signal to block it). */
+static int evl__thread_start(pthread_t *t, void *(*fn)(void *), void *arg) {
+  sigset_t all, old;
+  int rc;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  rc = pthread_create(t, NULL, fn, arg);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return rc;
+}
 #define evl__thread_join(t) ((void)pthread_join((t), NULL))
 #endif
 
@@ -1282,6 +1332,14 @@ struct evl_loop {
   int epfd;
   struct epoll_event *events;
   int events_cap;
+#endif
+#ifdef EVL__HAVE_KQUEUE
+  int kqfd;
+  int kq_user; /* wake-ups through EVFILT_USER (else the self-pipe) */
+  struct kevent *kq_events, *kq_changes;
+  int kq_events_cap, kq_nchanges, kq_changes_cap;
+  struct evl__kqfd *kq_fds; /* per fd: pending changes, error of an event */
+  int kq_fds_cap;
 #endif
 #ifdef EVL__HAVE_POLL
   struct pollfd *pfds;
@@ -2254,6 +2312,10 @@ EVL__DEF double evl_handle_when(evl_loop *loop, evl_handle h) {
    fd only when the queue was empty, so a burst of calls costs one wake-up.
    The loop drains the queue when the wake-up fd is readable. */
 
+#ifdef EVL__HAVE_KQUEUE
+static void evl__kqueue_trigger(evl_loop *loop);
+#endif
+
 static void evl__wake(evl_loop *loop) {
 #ifdef EVL__HAVE_EPOLL
   if (loop->backend == EVL_BACKEND_EPOLL) {
@@ -2266,6 +2328,12 @@ static void evl__wake(evl_loop *loop) {
 #ifdef EVL__HAVE_IOCP
   if (loop->backend == EVL_BACKEND_IOCP) {
     PostQueuedCompletionStatus(loop->iocp, 0, EVL__KEY_WAKE, NULL);
+    return;
+  }
+#endif
+#ifdef EVL__HAVE_KQUEUE
+  if (loop->backend == EVL_BACKEND_KQUEUE && loop->kq_user) {
+    evl__kqueue_trigger(loop);
     return;
   }
 #endif
@@ -3315,6 +3383,309 @@ static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
   return (int)n;
 }
 #endif /* EVL__HAVE_IOCP */
+/* ==== kqueue backend ====================================================
+   EVFILT_READ and EVFILT_WRITE per fd (ident = the fd). Interest changes
+   wait in a changelist that goes in with the next kevent() wait, except
+   two kinds that are applied at once: an fd's first filter (so a bad fd is
+   an error of add_reader/add_writer, as with epoll_ctl) and the removal of
+   its last one (its owner may close the fd next, and EV_DELETE must come
+   before the close: libkqueue, on epoll, keeps a stale entry for a closed
+   fd that blocks the reuse of its number, and goes on reporting the file
+   while a dup keeps it open). A change and its pending opposite cancel
+   out. Wake-ups: EVFILT_USER, else the self-pipe. Signals come
+   through EVFILT_SIGNAL (Unix signals) and child exits through EVFILT_PROC
+   (Subprocesses); both reach the ready ring as fd events do, marked
+   EVL__KQ_SIG / EVL__KQ_PROC, with the signal number or pid as the fd. */
+#ifdef EVL__HAVE_KQUEUE
+
+#ifndef EVLOOP_HAVE_EVFILT_USER
+#ifdef EVFILT_USER
+#define EVLOOP_HAVE_EVFILT_USER 1
+#else
+#define EVLOOP_HAVE_EVFILT_USER 0
+#endif
+#endif
+
+#define EVL__KQ_SIG 4 /* ring entry event bits beside EVL__READ/WRITE */
+#define EVL__KQ_PROC 8
+
+struct evl__kqfd {
+  int chg[2]; /* pending change for READ, WRITE: changelist index + 1 */
+  int soerr;  /* socket error an event carried in fflags (libkqueue reads
+                 and so clears SO_ERROR itself) */
+};
+
+static int evl__kq_signal_fire(evl_loop *loop, int signum);
+static int evl__kq_child_exit(evl_loop *loop, int pid);
+#ifdef EVFILT_LIBKQUEUE
+static void evl__kq_children_check(evl_loop *loop);
+#endif
+
+/* One change applied now; its error is returned. */
+static int evl__kq_apply(evl_loop *loop, uintptr_t ident, int filter, int flags,
+                         unsigned fflags) {
+  struct kevent kev;
+  EV_SET(&kev, ident, filter, flags, fflags, 0, 0);
+  return kevent(loop->kqfd, &kev, 1, NULL, 0, NULL) < 0 ? evl__errno() : 0;
+}
+
+static int evl__kqueue_init(evl_loop *loop) {
+  int rc;
+  loop->kqfd = kqueue();
+  if (loop->kqfd < 0)
+    return evl__errno();
+  (void)fcntl(loop->kqfd, F_SETFD, FD_CLOEXEC);
+  loop->kq_events_cap = 1024;
+  loop->kq_events = (struct kevent *)evl__lalloc(
+      loop, (size_t)loop->kq_events_cap * sizeof(struct kevent));
+  if (!loop->kq_events)
+    return EVL_ENOMEM;
+#if EVLOOP_HAVE_EVFILT_USER
+  if (evl__kq_apply(loop, 0, EVFILT_USER, EV_ADD | EV_CLEAR, 0) == 0) {
+    loop->kq_user = 1;
+    return 0;
+  }
+#endif
+  rc = evl__selfpipe_init(loop);
+  if (rc == 0)
+    rc = evl__kq_apply(loop, (uintptr_t)loop->wake_rfd, EVFILT_READ, EV_ADD, 0);
+  return rc;
+}
+
+static void evl__kqueue_destroy(evl_loop *loop) {
+  if (loop->kqfd >= 0)
+    close(loop->kqfd); /* its registrations go with it */
+  loop->kqfd = -1;
+  evl__selfpipe_destroy(loop);
+  evl__lfree(loop, loop->kq_events);
+  evl__lfree(loop, loop->kq_changes);
+  evl__lfree(loop, loop->kq_fds);
+  loop->kq_events = loop->kq_changes = NULL;
+  loop->kq_fds = NULL;
+  loop->kq_nchanges = loop->kq_changes_cap = loop->kq_fds_cap = 0;
+}
+
+static void evl__kqueue_trigger(evl_loop *loop) {
+#if EVLOOP_HAVE_EVFILT_USER
+  struct kevent kev;
+  EV_SET(&kev, 0, EVFILT_USER, 0, NOTE_TRIGGER, 0, 0);
+  (void)kevent(loop->kqfd, &kev, 1, NULL, 0, NULL);
+#else
+  (void)loop;
+#endif
+}
+
+static int evl__kq_fds_reserve(evl_loop *loop, int fd) {
+  int cap = loop->fds_cap > fd ? loop->fds_cap : fd + 1;
+  struct evl__kqfd *k;
+  if (fd < loop->kq_fds_cap)
+    return 0;
+  k = (struct evl__kqfd *)evl__lrealloc(loop, loop->kq_fds,
+                                        (size_t)cap * sizeof *k);
+  if (!k)
+    return EVL_ENOMEM;
+  memset(k + loop->kq_fds_cap, 0, (size_t)(cap - loop->kq_fds_cap) * sizeof *k);
+  loop->kq_fds = k;
+  loop->kq_fds_cap = cap;
+  return 0;
+}
+
+/* The pending changes are about to go to the kernel: forget their places. */
+static void evl__kq_forget(evl_loop *loop) {
+  int i;
+  for (i = 0; i < loop->kq_nchanges; i++) {
+    const struct kevent *c = &loop->kq_changes[i];
+    loop->kq_fds[c->ident].chg[c->filter == EVFILT_WRITE] = 0;
+  }
+}
+
+/* A change of a batch failed. The kernel's EV_ERROR entry does not keep
+   the change's flags, but a filter still in the fd's interest was being
+   added: that fd was closed under the loop (a user error), so it is
+   reported ready and its callback sees the error (as poll's POLLNVAL).
+   Failed deletes do not matter. */
+static void evl__kq_failed(evl_loop *loop, const struct kevent *kev) {
+  int fd = (int)kev->ident;
+  int bit = kev->filter == EVFILT_WRITE ? EVL__WRITE : EVL__READ;
+  if ((kev->filter != EVFILT_READ && kev->filter != EVFILT_WRITE) ||
+      fd >= loop->fds_cap || !(loop->fds[fd].kmask & bit))
+    return;
+  if (evl__ring_reserve(loop, 1) == 0)
+    evl__io_event(loop, fd, bit);
+}
+
+/* Applies the pending changes now, with a receipt for each (so a failed
+   change neither stops the others nor lets kevent() collect events).
+   Returns the error of the add of `fd`, if that failed. */
+static int evl__kq_flush(evl_loop *loop, int fd) {
+  struct kevent out[64];
+  int done, k, i, rc = 0;
+  evl__kq_forget(loop);
+  for (done = 0; done < loop->kq_nchanges; done += k) {
+    struct kevent *ch = loop->kq_changes + done;
+    k = loop->kq_nchanges - done < 64 ? loop->kq_nchanges - done : 64;
+#ifdef EV_RECEIPT
+    {
+      static const struct timespec zero = {0, 0};
+      int n;
+      for (i = 0; i < k; i++)
+        ch[i].flags |= EV_RECEIPT;
+      n = kevent(loop->kqfd, ch, k, out, k, &zero);
+      for (i = 0; i < k; i++) /* receipts come in the changes' order */
+        out[i].data = n < 0                                ? errno
+                      : i < n && (out[i].flags & EV_ERROR) ? out[i].data
+                                                           : 0;
+    }
+#else
+    for (i = 0; i < k; i++) /* one by one: kevent() stops at a failure */
+      out[i].data =
+          kevent(loop->kqfd, &ch[i], 1, NULL, 0, NULL) < 0 ? errno : 0;
+#endif
+    for (i = 0; i < k; i++) {
+      if (!out[i].data || !(ch[i].flags & EV_ADD))
+        continue; /* failed deletes do not matter */
+      if ((int)ch[i].ident == fd)
+        rc = evl_translate_sys_error((int)out[i].data);
+      else
+        evl__kq_failed(loop, &ch[i]);
+    }
+  }
+  loop->kq_nchanges = 0;
+  return rc;
+}
+
+/* Queues EV_ADD or EV_DELETE of one filter of fd, or cancels the pending
+   opposite. Without memory for the changelist, the change is made now. */
+static int evl__kq_change(evl_loop *loop, int fd, int dir, int flags) {
+  struct evl__kqfd *k = &loop->kq_fds[fd];
+  struct kevent *c;
+  if (k->chg[dir]) { /* the opposite is pending: neither reaches the kernel */
+    int i = k->chg[dir] - 1, last = --loop->kq_nchanges;
+    k->chg[dir] = 0;
+    if (i != last) {
+      c = &loop->kq_changes[i];
+      *c = loop->kq_changes[last];
+      loop->kq_fds[c->ident].chg[c->filter == EVFILT_WRITE] = i + 1;
+    }
+    return 0;
+  }
+  if (loop->kq_nchanges == loop->kq_changes_cap) {
+    int cap = loop->kq_changes_cap ? loop->kq_changes_cap * 2 : 64;
+    c = (struct kevent *)evl__lrealloc(loop, loop->kq_changes,
+                                       (size_t)cap * sizeof *c);
+    if (!c) {
+      int rc = evl__kq_apply(loop, (uintptr_t)fd,
+                             dir ? EVFILT_WRITE : EVFILT_READ, flags, 0);
+      return (flags & EV_ADD) ? rc : 0;
+    }
+    loop->kq_changes = c;
+    loop->kq_changes_cap = cap;
+  }
+  c = &loop->kq_changes[loop->kq_nchanges++];
+  EV_SET(c, (uintptr_t)fd, dir ? EVFILT_WRITE : EVFILT_READ, flags, 0, 0, 0);
+  k->chg[dir] = loop->kq_nchanges;
+  return 0;
+}
+
+static int evl__kqueue_modify(evl_loop *loop, int fd, int oldmask,
+                              int newmask) {
+  int dir, rc;
+  if (evl__kq_fds_reserve(loop, fd))
+    return EVL_ENOMEM;
+  for (dir = 0; dir < 2; dir++) {
+    int bit = dir ? EVL__WRITE : EVL__READ;
+    if (!((oldmask ^ newmask) & bit))
+      continue;
+    rc = evl__kq_change(loop, fd, dir, (newmask & bit) ? EV_ADD : EV_DELETE);
+    if (rc)
+      return rc;
+  }
+  if (oldmask && newmask)
+    return 0;
+  loop->kq_fds[fd].soerr = 0; /* a new or departing fd: no old error */
+  return evl__kq_flush(loop, newmask ? fd : -1);
+}
+
+/* The error an event carried for fd (taken once), 0 if none. */
+static int evl__kqueue_take_soerr(evl_loop *loop, int fd) {
+  int err;
+  if (loop->backend != EVL_BACKEND_KQUEUE || fd < 0 || fd >= loop->kq_fds_cap)
+    return 0;
+  err = loop->kq_fds[fd].soerr;
+  loop->kq_fds[fd].soerr = 0;
+  return err;
+}
+
+static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
+  struct timespec ts, *tsp = NULL;
+  struct kevent *ev = loop->kq_events;
+  int n, i, nchanges, full;
+#ifdef EVFILT_LIBKQUEUE
+  int64_t t0 = loop->children ? evl__monotonic_ns() : 0;
+#endif
+  if (timeout_ns >= 0) {
+    if (timeout_ns > EVL__MAX_WAIT_NS)
+      timeout_ns = EVL__MAX_WAIT_NS;
+    ts.tv_sec = (time_t)(timeout_ns / 1000000000);
+    ts.tv_nsec = (long)(timeout_ns % 1000000000);
+    tsp = &ts;
+  }
+  /* Each failed change takes a slot of the event list: more changes than
+     slots go in beforehand. */
+  if (loop->kq_nchanges > loop->kq_events_cap)
+    (void)evl__kq_flush(loop, -1);
+  evl__kq_forget(loop);
+  nchanges = loop->kq_nchanges;
+  loop->kq_nchanges = 0;
+  n = kevent(loop->kqfd, loop->kq_changes, nchanges, ev, loop->kq_events_cap,
+             tsp);
+  if (n < 0)
+    return errno == EINTR ? 0 : evl__errno();
+#ifdef EVFILT_LIBKQUEUE
+  if (n == 0 && loop->children && timeout_ns &&
+      (timeout_ns < 0 || evl__monotonic_ns() - t0 < timeout_ns))
+    evl__kq_children_check(loop); /* woken early for nothing */
+#endif
+  full = evl__ring_reserve(loop, (uint32_t)n) != 0;
+  for (i = 0; i < n; i++) {
+    int fd = (int)ev[i].ident;
+    if (ev[i].flags & EV_ERROR) { /* a change of the batch failed */
+      if (ev[i].data)
+        evl__kq_failed(loop, &ev[i]);
+      continue;
+    }
+    switch (ev[i].filter) {
+#if EVLOOP_HAVE_EVFILT_USER
+    case EVFILT_USER:
+      evl__ts_drain(loop);
+      break;
+#endif
+    case EVFILT_READ:
+    case EVFILT_WRITE:
+      if (full && fd != loop->wake_rfd)
+        break; /* no memory: level-triggered, it comes again */
+      if ((ev[i].flags & EV_EOF) && ev[i].fflags && fd < loop->kq_fds_cap)
+        loop->kq_fds[fd].soerr = (int)ev[i].fflags;
+      evl__io_event(loop, fd,
+                    ev[i].filter == EVFILT_READ ? EVL__READ : EVL__WRITE);
+      break;
+    case EVFILT_SIGNAL:
+    case EVFILT_PROC:
+      if (!full)
+        (void)evl__ring_push(loop, EVL__IO_ENTRY |
+                                       (uint64_t)(ev[i].filter == EVFILT_SIGNAL
+                                                      ? EVL__KQ_SIG
+                                                      : EVL__KQ_PROC)
+                                           << 32 |
+                                       (uint64_t)(uint32_t)fd);
+      break;
+    default:
+      break;
+    }
+  }
+  return n;
+}
+#endif /* EVL__HAVE_KQUEUE */
 
 /* ==== Backend dispatch ================================================== */
 
@@ -3327,6 +3698,10 @@ static int evl__be_init(evl_loop *loop) {
 #ifdef EVL__HAVE_EPOLL
   case EVL_BACKEND_EPOLL:
     return evl__epoll_init(loop);
+#endif
+#ifdef EVL__HAVE_KQUEUE
+  case EVL_BACKEND_KQUEUE:
+    return evl__kqueue_init(loop);
 #endif
 #ifdef EVL__HAVE_POLL
   case EVL_BACKEND_POLL:
@@ -3350,6 +3725,11 @@ static void evl__be_destroy(evl_loop *loop) {
 #ifdef EVL__HAVE_EPOLL
   case EVL_BACKEND_EPOLL:
     evl__epoll_destroy(loop);
+    break;
+#endif
+#ifdef EVL__HAVE_KQUEUE
+  case EVL_BACKEND_KQUEUE:
+    evl__kqueue_destroy(loop);
     break;
 #endif
 #ifdef EVL__HAVE_POLL
@@ -3376,6 +3756,10 @@ static int evl__be_modify(evl_loop *loop, int fd, int oldmask, int newmask) {
   case EVL_BACKEND_EPOLL:
     return evl__epoll_modify(loop, fd, oldmask, newmask);
 #endif
+#ifdef EVL__HAVE_KQUEUE
+  case EVL_BACKEND_KQUEUE:
+    return evl__kqueue_modify(loop, fd, oldmask, newmask);
+#endif
 #ifdef EVL__HAVE_POLL
   case EVL_BACKEND_POLL:
     return evl__poll_modify(loop, fd, oldmask, newmask);
@@ -3398,6 +3782,10 @@ static int evl__be_poll(evl_loop *loop, int64_t timeout_ns) {
   case EVL_BACKEND_EPOLL:
     return evl__epoll_poll(loop, timeout_ns);
 #endif
+#ifdef EVL__HAVE_KQUEUE
+  case EVL_BACKEND_KQUEUE:
+    return evl__kqueue_poll(loop, timeout_ns);
+#endif
 #ifdef EVL__HAVE_POLL
   case EVL_BACKEND_POLL:
     return evl__poll_poll(loop, timeout_ns);
@@ -3419,7 +3807,11 @@ EVL__DEF const char *evl_backend_name(const evl_loop *loop) {
     return "iocp";
   case EVL_BACKEND_EPOLL:
     return "epoll";
+  case EVL_BACKEND_KQUEUE:
+    return "kqueue";
   case EVL_BACKEND_POLL:
+    if (loop->fell_back == EVL_BACKEND_KQUEUE)
+      return "poll (kqueue unavailable)";
     return loop->fell_back ? "poll (epoll unavailable)" : "poll";
   case EVL_BACKEND_SELECT:
     return "select";
@@ -3436,6 +3828,10 @@ EVL__DEF evl_fd evl_backend_fd(const evl_loop *loop) {
   if (loop && !loop->closed && loop->backend == EVL_BACKEND_EPOLL)
     return loop->epfd;
 #endif
+#ifdef EVL__HAVE_KQUEUE
+  if (loop && !loop->closed && loop->backend == EVL_BACKEND_KQUEUE)
+    return loop->kqfd;
+#endif
   (void)loop;
   return -1;
 }
@@ -3443,11 +3839,17 @@ EVL__DEF evl_fd evl_backend_fd(const evl_loop *loop) {
 /* ==== Running =========================================================== */
 
 static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
-  int fd = (int)(uint32_t)entry, events = (int)((entry >> 32) & 3);
+  int fd = (int)(uint32_t)entry, events = (int)((entry >> 32) & 15);
   int64_t t0 = 0;
   evl_io_callback cb;
   void *arg;
   int ran = 0;
+#ifdef EVL__HAVE_KQUEUE
+  if (events & EVL__KQ_SIG)
+    return evl__kq_signal_fire(loop, fd);
+  if (events & EVL__KQ_PROC)
+    return evl__kq_child_exit(loop, fd);
+#endif
   if (fd >= loop->fds_cap)
     return 0;
   /* Mask with the current interest: an earlier callback may have removed
@@ -3705,6 +4107,9 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
 #ifdef EVL__HAVE_EPOLL
   loop->epfd = -1;
 #endif
+#ifdef EVL__HAVE_KQUEUE
+  loop->kqfd = -1;
+#endif
   env = getenv("EVLOOP_DEBUG");
   loop->debug = cfg->debug > 0 ||
                 (cfg->debug == 0 && env && *env && strcmp(env, "0") != 0);
@@ -3720,6 +4125,15 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
     evl__be_destroy(loop); /* seccomp or a sandbox: fall back to poll */
     loop->backend = EVL_BACKEND_POLL;
     loop->fell_back = 1;
+    rc = evl__be_init(loop);
+  }
+#endif
+#ifdef EVL__HAVE_KQUEUE
+  if (rc && rc != EVL_ENOTSUP && loop->backend == EVL_BACKEND_KQUEUE &&
+      cfg->backend == EVL_BACKEND_DEFAULT) {
+    evl__be_destroy(loop); /* a sandbox without kqueue(): fall back to poll */
+    loop->backend = EVL_BACKEND_POLL;
+    loop->fell_back = EVL_BACKEND_KQUEUE;
     rc = evl__be_init(loop);
   }
 #endif
@@ -5160,6 +5574,25 @@ EVL__DEF evl_future *evl_getnameinfo(evl_loop *loop, const void *sockaddr,
 
 #define EVL__RBUF_SIZE 65536
 
+/* A socket's pending error after a readiness event. With kqueue, the event
+   carried it too: libkqueue reads (and so clears) SO_ERROR itself. */
+static int evl__sock_error(evl_loop *loop, int fd) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (evl__sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    err = errno;
+#ifdef EVL__HAVE_KQUEUE
+  {
+    int kerr = evl__kqueue_take_soerr(loop, fd);
+    if (!err)
+      err = kerr;
+  }
+#else
+  (void)loop;
+#endif
+  return err;
+}
+
 #ifdef _WIN32
 static int evl__socket(int family, int type) {
   int fd = evl__own_socket(
@@ -5619,6 +6052,15 @@ static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
       return;
     }
   }
+#ifdef EVL__HAVE_KQUEUE
+  if (n == 0 && !(t->flags & EVL__T_PIPE)) { /* a reset libkqueue took */
+    int err = evl__kqueue_take_soerr(loop, t->fd);
+    if (err) {
+      evl__tr_fatal(t, evl_translate_sys_error(err));
+      return;
+    }
+  }
+#endif
   if (n == 0) { /* EOF: the protocol decides whether we close */
     int keep_open = 0;
     t->flags |= EVL__T_READ_EOF;
@@ -6070,8 +6512,14 @@ static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
                                   t->user);
     return;
   }
-  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+#ifdef EVL__HAVE_KQUEUE
+    int err = evl__kqueue_take_soerr(loop, t->fd); /* libkqueue took it */
+    if (err && t->proto->error_received)
+      t->proto->error_received(t, evl_translate_sys_error(err), t->user);
+#endif
     return;
+  }
   if (t->proto->error_received) /* e.g. ECONNREFUSED from an ICMP error */
     t->proto->error_received(t, evl__errno(), t->user);
 }
@@ -6463,12 +6911,8 @@ static void evl__connect_established(evl__connect *c) {
 
 static void evl__connect_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl__connect *c = (evl__connect *)arg;
-  int soerr = 0;
-  socklen_t len = sizeof soerr;
-  (void)loop;
+  int soerr = evl__sock_error(loop, c->fd);
   (void)fdv;
-  if (evl__sys_getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
-    soerr = errno;
   c->waiting = 0;
   if (soerr == 0) {
     evl__connect_established(c);
@@ -7309,6 +7753,16 @@ static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
   unsigned char *buf;
 #ifdef __linux__
   off_t off = (off_t)*offset;
+#endif
+#ifndef _WIN32 /* Windows reads at a 64-bit offset below */
+  /* A 32-bit off_t (32-bit glibc without _FILE_OFFSET_BITS=64) cannot hold
+     every int64_t offset: fail rather than send from the truncated one. */
+  if ((int64_t)(off_t)*offset != *offset) {
+    errno = EFBIG;
+    return -1;
+  }
+#endif
+#ifdef __linux__
   n = sendfile(sock, file_fd, &off, count);
   if (n >= 0) {
     *offset = (int64_t)off;
@@ -7380,9 +7834,7 @@ static int evl__sockop_try(evl__sockop *op) {
       break;
     }
     case EVL__SOCK_CONNECT: {
-      socklen_t len = sizeof err;
-      if (evl__sys_getsockopt(op->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
+      err = evl__sock_error(op->fut.loop, op->fd);
       if (err)
         (void)evl_future_set_error(&op->fut, evl_translate_sys_error(err),
                                    NULL);
@@ -8301,7 +8753,12 @@ static void evl__signals_close(evl_loop *loop) {
    at a time; its pipe is made once and never closed, so a handler running
    in another thread while a loop lets go of its slot never writes to a
    closed (or reused) fd. The loop reads its slot's pipe like any fd and
-   runs the callbacks of the flagged signals. */
+   runs the callbacks of the flagged signals.
+   A kqueue loop takes no slot: EVFILT_SIGNAL records each delivery for it
+   while the C handler stays installed, so that a signal whose default
+   action ends the process does not (BSD needs a handler or SIG_IGN, and
+   SIG_IGN would hide SIGCHLD), and the disposition comes back as for the
+   other backends. */
 
 #ifdef NSIG
 #define EVL__NSIG NSIG
@@ -8330,10 +8787,77 @@ static evl__mutex evl__sig_mu = EVL__MUTEX_INIT;
 #endif
 
 typedef struct evl__sigstate {
-  int slot;
+  int slot; /* -1 on kqueue */
   evl_signal_callback cb[EVL__NSIG];
   void *arg[EVL__NSIG];
 } evl__sigstate;
+
+#ifdef EVL__HAVE_KQUEUE
+#define evl__sig_kq(loop) ((loop)->backend == EVL_BACKEND_KQUEUE)
+#ifndef EVLOOP_NO_THREADS
+#define evl__sigmask(how, set, old) pthread_sigmask((how), (set), (old))
+#else
+#define evl__sigmask(how, set, old) sigprocmask((how), (set), (old))
+#endif
+
+#ifdef EVFILT_LIBKQUEUE
+/* libkqueue reads signals from a signalfd: it blocks a signal in the
+   thread that adds it, and leaves it blocked after EV_DELETE. The mask
+   comes back with the disposition, so the process's own handler runs
+   again. (Other threads must block the signal themselves, and a signal
+   sent to one thread, as raise() does, is not seen: libkqueue's limits.) */
+static unsigned char evl__kq_sig_unblock[EVL__NSIG];
+#endif
+
+static int evl__kq_signal(evl_loop *loop, int signum, int on) {
+  int rc;
+#ifdef EVFILT_LIBKQUEUE
+  sigset_t before, after;
+  (void)evl__sigmask(SIG_BLOCK, NULL, &before);
+#endif
+  rc = evl__kq_apply(loop, (uintptr_t)signum, EVFILT_SIGNAL,
+                     on ? EV_ADD : EV_DELETE, 0);
+#ifdef EVFILT_LIBKQUEUE
+  (void)evl__sigmask(SIG_BLOCK, NULL, &after);
+  if (on && rc == 0 && !sigismember(&before, signum) &&
+      sigismember(&after, signum)) {
+    evl__sig_lock();
+    evl__kq_sig_unblock[signum] = 1;
+    evl__sig_unlock();
+  }
+#endif
+  return rc;
+}
+
+/* An EVFILT_SIGNAL event, from the ready ring. */
+static int evl__kq_signal_fire(evl_loop *loop, int signum) {
+  evl__sigstate *st = (evl__sigstate *)loop->sig;
+  if (!st || signum <= 0 || signum >= EVL__NSIG || !st->cb[signum])
+    return 0;
+  st->cb[signum](loop, signum, st->arg[signum]);
+  return 1;
+}
+#else
+#define evl__sig_kq(loop) 0
+#endif
+
+/* A loop lets signum go; after the last one, the disposition as it was. */
+static void evl__sig_release(int signum) {
+  evl__sig_lock();
+  if (--evl__sig_refs[signum] == 0) { /* the last loop: as it was before */
+    (void)sigaction(signum, &evl__sig_saved[signum], NULL);
+#ifdef EVFILT_LIBKQUEUE
+    if (evl__kq_sig_unblock[signum]) {
+      sigset_t one;
+      sigemptyset(&one);
+      sigaddset(&one, signum);
+      evl__kq_sig_unblock[signum] = 0;
+      (void)evl__sigmask(SIG_UNBLOCK, &one, NULL);
+    }
+#endif
+  }
+  evl__sig_unlock();
+}
 
 static void evl__sig_handler(int signum) {
   int saved_errno = errno, i;
@@ -8408,6 +8932,9 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
     st = (evl__sigstate *)evl__zalloc(loop, sizeof *st);
     if (!st)
       return EVL_ENOMEM;
+    st->slot = -1;
+  }
+  if (!loop->sig && !evl__sig_kq(loop)) {
     evl__sig_lock();
     st->slot = evl__sig_slot_take();
     evl__sig_unlock();
@@ -8438,12 +8965,21 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
     }
     if (rc == 0) {
       evl__sig_refs[signum]++;
-      evl__sigslots[st->slot].wanted[signum] = 1;
+      if (st->slot >= 0)
+        evl__sigslots[st->slot].wanted[signum] = 1;
     }
     evl__sig_unlock();
-    if (rc)
+#ifdef EVL__HAVE_KQUEUE
+    if (rc == 0 && evl__sig_kq(loop) && (rc = evl__kq_signal(loop, signum, 1)))
+      evl__sig_release(signum);
+#endif
+    if (rc) {
+      if (!loop->sig)
+        evl__lfree(loop, st);
       return rc;
+    }
   }
+  loop->sig = st;
   st->cb[signum] = cb;
   st->arg[signum] = arg;
   return 0;
@@ -8458,12 +8994,17 @@ EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
     return 0;
   st->cb[signum] = NULL;
   st->arg[signum] = NULL;
-  evl__sig_lock();
-  evl__sigslots[st->slot].wanted[signum] = 0;
-  evl__sigslots[st->slot].pending[signum] = 0;
-  if (--evl__sig_refs[signum] == 0) /* the last loop: as it was before */
-    (void)sigaction(signum, &evl__sig_saved[signum], NULL);
-  evl__sig_unlock();
+#ifdef EVL__HAVE_KQUEUE
+  if (st->slot < 0)
+    (void)evl__kq_signal(loop, signum, 0);
+#endif
+  if (st->slot >= 0) {
+    evl__sig_lock();
+    evl__sigslots[st->slot].wanted[signum] = 0;
+    evl__sigslots[st->slot].pending[signum] = 0;
+    evl__sig_unlock();
+  }
+  evl__sig_release(signum);
   return 1;
 }
 
@@ -8478,13 +9019,15 @@ static void evl__signals_close(evl_loop *loop) {
     return;
   for (s = 1; s < EVL__NSIG; s++)
     (void)evl_remove_signal_handler(loop, s);
-  sl = &evl__sigslots[st->slot];
-  evl__unwatch(loop, sl->rfd, EVL__READ);
-  evl__sig_lock();
-  while (read(sl->rfd, buf, sizeof buf) > 0) {
+  if (st->slot >= 0) {
+    sl = &evl__sigslots[st->slot];
+    evl__unwatch(loop, sl->rfd, EVL__READ);
+    evl__sig_lock();
+    while (read(sl->rfd, buf, sizeof buf) > 0) {
+    }
+    sl->used = 0;
+    evl__sig_unlock();
   }
-  sl->used = 0;
-  evl__sig_unlock();
   loop->sig = NULL;
   evl__lfree(loop, st);
 }
@@ -8493,9 +9036,10 @@ static void evl__signals_close(evl_loop *loop) {
 /* ==== Subprocesses ======================================================
    Spawning: posix_spawn (vfork speed, exec errors come back as its return
    value) with closefrom and chdir file actions where glibc has them; else
-   fork + exec, an error pipe carrying errno back. Exits: a pidfd watched
-   like any fd, else SIGCHLD through evl_add_signal_handler and waitpid
-   on the loop's own children only (never waitpid(-1)). */
+   fork + exec, an error pipe carrying errno back. Exits: EVFILT_PROC on
+   kqueue, else a pidfd watched like any fd, else SIGCHLD through
+   evl_add_signal_handler; waitpid on the loop's own children only (never
+   waitpid(-1)). */
 
 #ifndef EVLOOP_HAVE_PIDFD
 #ifdef __linux__
@@ -8528,6 +9072,7 @@ struct evl_subprocess {
   void (*pause_hook)(evl_subprocess *p, int paused); /* stdin full/drained */
   pid_t pid;
   int pidfd, returncode, exited, made, lost, npipes, result_is_user;
+  int kq_proc; /* an EVFILT_PROC registration is live */
 };
 
 static void evl__sub_try_finish(evl_subprocess *p);
@@ -8568,6 +9113,12 @@ static void evl__sub_exited(evl_subprocess *p, int status, int known) {
     close(p->pidfd);
     p->pidfd = -1;
   }
+#ifdef EVL__HAVE_KQUEUE
+  if (p->kq_proc) { /* reaped by another path: the registration goes */
+    p->kq_proc = 0;
+    (void)evl__kq_apply(p->loop, (uintptr_t)p->pid, EVFILT_PROC, EV_DELETE, 0);
+  }
+#endif
 #endif
   if (p->made && p->proto->process_exited)
     p->proto->process_exited(p, p->user);
@@ -8601,6 +9152,52 @@ static void evl__sub_pidfd_ready(evl_loop *loop, evl_fd fd, void *arg) {
   (void)fd;
   (void)evl__sub_poll((evl_subprocess *)arg);
 }
+#endif
+
+#ifdef EVL__HAVE_KQUEUE
+static void evl__kq_child_retry(evl_loop *loop, void *arg) {
+  if (!loop->closing)
+    (void)evl__kq_child_exit(loop, (int)(intptr_t)arg);
+}
+
+/* An EVFILT_PROC NOTE_EXIT event, from the ready ring. The pid is looked
+   up: the child may be gone (reaped by another path) by now. */
+static int evl__kq_child_exit(evl_loop *loop, int pid) {
+  evl_subprocess *p;
+  for (p = loop->children; p; p = p->lnext)
+    if ((int)p->pid == pid && !p->exited)
+      break;
+  if (!p)
+    return 0;
+  p->kq_proc = 0; /* EV_ONESHOT: the kernel dropped it */
+  /* NOTE_EXIT can come a moment before the child can be waited for. */
+  if (!evl__sub_poll(p))
+    (void)evl__later_internal(loop, 1000000, evl__kq_child_retry,
+                              (void *)(intptr_t)pid);
+  return 1;
+}
+
+#ifdef EVFILT_LIBKQUEUE
+/* libkqueue drops the NOTE_EXIT of a child that other code reaped (it
+   reads the exit status without reaping, which then fails), and kevent()
+   returns early with nothing for as long as that registration lives. On
+   such a return the loop looks for its reaped children itself: they lose
+   their registration and finish through the ready ring. */
+static void evl__kq_children_check(evl_loop *loop) {
+  evl_subprocess *p;
+  for (p = loop->children; p; p = p->lnext) {
+    siginfo_t si;
+    if (!p->kq_proc || p->exited ||
+        waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 ||
+        errno != ECHILD)
+      continue;
+    p->kq_proc = 0;
+    (void)evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC, EV_DELETE, 0);
+    (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_PROC << 32 |
+                                   (uint64_t)(uint32_t)p->pid);
+  }
+}
+#endif
 #endif
 
 static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg) {
@@ -9297,16 +9894,23 @@ static evl_future *evl__subprocess(evl_loop *loop,
   if (loop->children)
     loop->children->lprev = p;
   loop->children = p;
-  /* Exit watching: a pidfd, else SIGCHLD. */
+  /* Exit watching: EVFILT_PROC on kqueue (ESRCH: it is gone already, and
+     the paths below reap it), else a pidfd, else SIGCHLD. */
+#ifdef EVL__HAVE_KQUEUE
+  if (loop->backend == EVL_BACKEND_KQUEUE)
+    p->kq_proc = evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC,
+                               EV_ADD | EV_ONESHOT, NOTE_EXIT) == 0;
+#endif
 #if EVLOOP_HAVE_PIDFD && defined(SYS_pidfd_open)
-  p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+  if (!p->kq_proc)
+    p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
   if (p->pidfd >= 0 && evl__watch(loop, p->pidfd, EVL__READ,
                                   evl__sub_pidfd_ready, p, NULL, NULL, 0)) {
     close(p->pidfd);
     p->pidfd = -1;
   }
 #endif
-  if (p->pidfd < 0) {
+  if (p->pidfd < 0 && !p->kq_proc) {
     rc = evl_add_signal_handler(loop, SIGCHLD, evl__sub_sigchld, NULL);
     (void)evl__sub_poll(p); /* it may be gone before the handler */
   }

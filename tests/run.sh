@@ -3,10 +3,13 @@
 #   run.sh BUILD "BACKENDS" "TESTS" "THREADED" "EXAMPLES" "NOTHREAD"
 # Each binary prints one line per test and "N passed, N failed"; this adds
 # them up and ends with the same line for the whole run.
+# Environment: VARIANTS (build/VARIANT-BACKEND/ dirs to run), LOG (the full
+# output), VARIANT_QEMU (run that variant's binaries under this qemu-user,
+# each for at most CROSS_TIMEOUT s). A variant named *alt runs on epoll only.
 build=$1 backends=$2 tests=$3 threaded=$4 examples=$5 nothread=$6
-variants=${VARIANTS:-"o2 asan tsan tcc musl nothr valgrind"}
+variants=${VARIANTS:-"o2 asan tsan tcc musl nothr kqpipe valgrind"}
 passed=0 failed=0
-log=$build/test-log.txt
+log=${LOG:-$build/test-log.txt}
 : >"$log"
 
 # run LABEL CMD...: runs one test binary, adds its counts.
@@ -15,6 +18,8 @@ run() {
   shift
   out=$("$@" 2>&1)
   rc=$?
+  [ "$rc" -eq 124 ] && out="$out
+(timed out: killed after ${CROSS_TIMEOUT:-300} s)"
   printf '%s\n' "== $label" "$out" >>"$log"
   line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
   p=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) passed.*/\1/')
@@ -32,10 +37,16 @@ run() {
 
 for v in $variants; do
   for b in $backends; do
+    # Pairs the Makefile could not build (SKIPPED="variant-backend ...").
+    case " $SKIPPED " in
+    *" $v-$b "*) echo "skip $v $b: $SKIP_WHY"; continue ;;
+    esac
     case $v in
     tsan) list=$threaded ;;
     nothr) list=$nothread ;;
-    valgrind) [ "$b" = epoll ] || continue; list=$tests ;;
+    kqpipe) [ "$b" = kqueue ] || continue; list=$KQPIPE_TESTS ;;
+    valgrind) case $b in epoll | kqueue) ;; *) continue ;; esac; list=$tests ;;
+    *alt) [ "$b" = epoll ] || continue; list=$tests ;;
     *) list=$tests ;;
     esac
     for t in $list; do
@@ -45,9 +56,18 @@ for v in $variants; do
           --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
           --trace-children=no "$build/o2-$b/$t" ;;
       tsan)
-        TSAN_OPTIONS="halt_on_error=1 exitcode=66" run "$v $b $t" "$build/$v-$b/$t" ;;
+        supp=
+        [ "$b" = kqueue ] && supp=" suppressions=tests/tsan-libkqueue.supp"
+        TSAN_OPTIONS="halt_on_error=1 exitcode=66$supp" run "$v $b $t" "$build/$v-$b/$t" ;;
       *)
-        run "$v $b $t" "$build/$v-$b/$t" ;;
+        # Cross variants run under qemu-user ($v_QEMU names it), each binary
+        # with a time limit so a hang is one failure, not a stuck run.
+        eval "qemu=\${${v}_QEMU:-}"
+        if [ -n "$qemu" ]; then
+          run "$v $b $t" timeout -k 10 "${CROSS_TIMEOUT:-300}" "$qemu" "$build/$v-$b/$t"
+        else
+          run "$v $b $t" "$build/$v-$b/$t"
+        fi ;;
       esac
     done
   done

@@ -89,7 +89,19 @@ TEST(unknown_or_missing_backends_are_refused) {
 #else
   expect_backend_refused(EVL_BACKEND_IOCP, EVL_ENOTSUP);
 #endif
-  expect_backend_refused(EVL_BACKEND_KQUEUE, 0);
+#if (defined(__linux__) || defined(_WIN32)) && !defined(EVLOOP_BACKEND_KQUEUE)
+  expect_backend_refused(EVL_BACKEND_KQUEUE, 0); /* not built in */
+#else
+  { /* macOS and the BSDs have it, libkqueue builds too: it is kqueue */
+    evl_loop_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.backend = EVL_BACKEND_KQUEUE;
+    loop = NULL;
+    CHECK_EQ(evl_loop_new(&loop, &cfg), 0);
+    CHECK(strcmp(evl_backend_name(loop), "kqueue") == 0);
+    evl_loop_free(loop);
+  }
+#endif
   /* A good loop can still be made afterwards. */
   loop = test_loop();
   check_run_forever_works(loop);

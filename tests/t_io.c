@@ -376,6 +376,17 @@ TEST(regular_file_is_eperm_on_epoll_and_ready_elsewhere) {
     CHECK_EQ(evl_add_writer(loop, fd, writer_cb, &r), EVL_EPERM);
     check_loop_works(loop);
     CHECK_EQ(evl_remove_reader(loop, fd), 0);
+  } else if (is_backend(loop, "kqueue")) {
+    /* kqueue: readable while the offset is before the end of the file. */
+    CHECK_EQ(write(fd, "abc", 3), 3);
+    CHECK_EQ(lseek(fd, 0, SEEK_SET), 0);
+    r.remove_it = 1;
+    CHECK_EQ(evl_add_reader(loop, fd, reader_cb, &r), 0);
+    for (i = 0; i < 100 && r.calls == 0; i++)
+      evl_run_once(loop, 0.05);
+    CHECK_EQ(r.calls, 1);
+    CHECK_EQ(r.fd, fd);
+    CHECK_EQ(r.remove_rc, 1);
   } else {
     /* select and poll: a regular file is always ready. */
     CHECK_EQ(evl_add_reader(loop, fd, reader_cb, &r), 0);

@@ -429,7 +429,7 @@ TEST(backend_name_matches_the_requested_backend) {
   const char *def = evl_backend_name(loop);
   int i, ok = 0, default_seen = 0;
   CHECK(def != NULL);
-  /* "poll" may say more after a fallback from epoll. */
+  /* "poll" may say more after a fallback from epoll or kqueue. */
   CHECK(backend_name_is(def, "select") || !strncmp(def, "poll", 4) ||
         backend_name_is(def, "epoll") || backend_name_is(def, "kqueue") ||
         backend_name_is(def, "iocp"));
@@ -449,9 +449,10 @@ TEST(backend_name_matches_the_requested_backend) {
     }
     CHECK(l != NULL);
     name = evl_backend_name(l);
-    /* epoll may fall back to poll, and then says so. */
-    if (backends[i].backend == EVL_BACKEND_EPOLL)
-      CHECK(backend_name_is(name, "epoll") ||
+    /* epoll and kqueue may fall back to poll, and then say so. */
+    if (backends[i].backend == EVL_BACKEND_EPOLL ||
+        backends[i].backend == EVL_BACKEND_KQUEUE)
+      CHECK(backend_name_is(name, backends[i].name) ||
             (name != NULL && !strncmp(name, "poll", 4)));
     else
       CHECK(backend_name_is(name, backends[i].name));

@@ -20,6 +20,20 @@ static void on_signal(evl_loop *loop, int signum, void *arg) {
 }
 
 #ifndef _WIN32
+/* A signal to this process from this thread: raise(). libkqueue does not
+   see a signal sent to one thread (its signalfd reads the process's queue
+   and its own thread's), so there the signal goes to the process. */
+static int send_self(int signum) {
+#ifdef EVFILT_LIBKQUEUE
+  static int said;
+  if (!said++)
+    printf("  note: libkqueue misses raise(): kill(getpid()) instead\n");
+  return kill(getpid(), signum);
+#else
+  return raise(signum);
+#endif
+}
+
 static void run_until_calls(evl_loop *loop, const int *calls, int n) {
   double end = test_now() + 10;
   while (*calls < n && test_now() < end)
@@ -31,7 +45,7 @@ TEST(handler_runs_in_the_loop) {
   evl_loop *loop = test_loop();
   sig_count c = {0, 0, 0};
   CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, &c), 0);
-  CHECK_EQ(raise(SIGUSR1), 0);
+  CHECK_EQ(send_self(SIGUSR1), 0);
   CHECK_EQ(c.calls, 0); /* not in signal context, not inline */
   run_until_calls(loop, &c.calls, 1);
   CHECK_EQ(c.calls, 1);
@@ -54,7 +68,7 @@ TEST(burst_is_never_lost_or_hung) {
   CHECK(c.calls >= 1 && c.calls <= 200);
   /* one more after the burst arrives too */
   before = c.calls;
-  CHECK_EQ(raise(SIGUSR1), 0);
+  CHECK_EQ(send_self(SIGUSR1), 0);
   run_until_calls(loop, &c.calls, before + 1);
   CHECK(evl_call_soon(loop, test_count_cb, &i) > 0);
   evl_loop_free(loop);
@@ -65,16 +79,16 @@ TEST(several_signals_on_one_loop) {
   sig_count a = {0, 0, 0}, b = {0, 0, 0};
   CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, &a), 0);
   CHECK_EQ(evl_add_signal_handler(loop, SIGUSR2, on_signal, &b), 0);
-  CHECK_EQ(raise(SIGUSR2), 0);
+  CHECK_EQ(send_self(SIGUSR2), 0);
   run_until_calls(loop, &b.calls, 1);
   CHECK_EQ(a.calls, 0);
   CHECK_EQ(b.last_signum, SIGUSR2);
-  CHECK_EQ(raise(SIGUSR1), 0);
+  CHECK_EQ(send_self(SIGUSR1), 0);
   run_until_calls(loop, &a.calls, 1);
   CHECK_EQ(b.calls, 1);
   /* adding again replaces the callback */
   CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, &b), 0);
-  CHECK_EQ(raise(SIGUSR1), 0);
+  CHECK_EQ(send_self(SIGUSR1), 0);
   run_until_calls(loop, &b.calls, 2);
   CHECK_EQ(a.calls, 1);
   evl_loop_free(loop);
@@ -120,6 +134,15 @@ TEST(each_loop_in_each_thread_gets_its_own) {
   int i, ready = 0;
   double end = test_now() + 10;
   memset(tl, 0, sizeof tl);
+#ifdef EVFILT_LIBKQUEUE
+  { /* libkqueue: every thread must block the signal, this one too */
+    sigset_t usr1;
+    printf("  note: libkqueue needs SIGUSR1 blocked in the main thread\n");
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    CHECK_EQ(pthread_sigmask(SIG_BLOCK, &usr1, NULL), 0);
+  }
+#endif
   for (i = 0; i < NTHREADS; i++) {
     tl[i].mu = &mu;
     CHECK_EQ(pthread_create(&th[i], NULL, loop_thread, &tl[i]), 0);
@@ -132,7 +155,19 @@ TEST(each_loop_in_each_thread_gets_its_own) {
     pthread_mutex_unlock(&mu);
   }
   CHECK_EQ(ready, NTHREADS);
-  CHECK_EQ(kill(getpid(), SIGUSR1), 0);
+#if defined(__i386__)
+  /* qemu-i386 keeps one GDT for all threads: each pthread_create rewrites
+     the shared TLS entry, and a signal return reloads %gs from it, so a
+     handler run by any thread but the newest leaves that thread with the
+     newest one's TLS (pthread_join then fails with EDEADLK). There, the
+     newest thread takes the signal; every loop must still get it. */
+  if (under_qemu()) {
+    printf("  (qemu-i386: signal sent to the newest thread, not the "
+           "process: see t_signal.c)\n");
+    CHECK_EQ(pthread_kill(th[NTHREADS - 1], SIGUSR1), 0);
+  } else
+#endif
+    CHECK_EQ(kill(getpid(), SIGUSR1), 0);
   for (i = 0; i < NTHREADS; i++)
     CHECK_EQ(pthread_join(th[i], NULL), 0);
   for (i = 0; i < NTHREADS; i++) {
@@ -161,7 +196,7 @@ TEST(previous_disposition_is_restored) {
   CHECK_EQ(evl_add_signal_handler(b, SIGUSR2, on_signal, &cb), 0);
   CHECK_EQ(sigaction(SIGUSR2, NULL, &now), 0);
   CHECK(now.sa_handler != own_handler);
-  CHECK_EQ(raise(SIGUSR2), 0);
+  CHECK_EQ(send_self(SIGUSR2), 0);
   run_until_calls(a, &ca.calls, 1);
   run_until_calls(b, &cb.calls, 1);
   CHECK_EQ(g_own_handler_calls, 0);
@@ -171,7 +206,7 @@ TEST(previous_disposition_is_restored) {
   evl_loop_free(b);                     /* closing removes b's handler */
   CHECK_EQ(sigaction(SIGUSR2, NULL, &now), 0);
   CHECK(now.sa_handler == own_handler);
-  CHECK_EQ(raise(SIGUSR2), 0);
+  CHECK_EQ(raise(SIGUSR2), 0); /* the process's handler, at once */
   CHECK_EQ(g_own_handler_calls, 1);
   evl_loop_free(a);
   signal(SIGUSR2, SIG_DFL);
@@ -206,7 +241,7 @@ TEST(handler_removes_itself) {
   int calls = 0;
   struct sigaction now;
   CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, remove_self, &calls), 0);
-  CHECK_EQ(raise(SIGUSR1), 0);
+  CHECK_EQ(send_self(SIGUSR1), 0);
   run_until_calls(loop, &calls, 1);
   CHECK_EQ(sigaction(SIGUSR1, NULL, &now), 0);
   CHECK(now.sa_handler == SIG_DFL); /* the test process's disposition */

@@ -1594,6 +1594,7 @@ TEST(tcp_loop_free_takes_open_server_and_connections) {
      which stays: once first, then count. */
   loop_free_with_open_server_and_connections();
 #endif
+  test_settle_fds();
   before = count_fds();
   loop_free_with_open_server_and_connections();
   if (before >= 0)

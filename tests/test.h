@@ -16,6 +16,13 @@
 
 #include "../evloop.h"
 
+/* kqueue builds: the provider's header, so that a test can tell libkqueue
+   (EVFILT_LIBKQUEUE) from the BSDs' kqueue and say what it skips there. */
+#ifdef EVLOOP_BACKEND_KQUEUE
+#include <sys/types.h>
+#include <sys/event.h>
+#endif
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,6 +171,40 @@ static evl_loop *test_loop_with(evl_loop_config *cfg) {
 }
 static evl_loop *test_loop(void) {
   return test_loop_with(NULL);
+}
+
+/* libkqueue keeps fds of its own: process-wide ones made with the first
+   kqueue and the first EVFILT_SIGNAL, and those of a closed kqueue until
+   its monitoring thread frees them a moment later. A test that counts fds
+   calls this before each count: it makes the lasting ones and waits for
+   the others to go. A no-op elsewhere. */
+#ifdef EVFILT_LIBKQUEUE
+void libkqueue_drain_pending_close(void); /* libkqueue's, for its tests */
+static void test_sig_nop(evl_loop *loop, int signum, void *arg) {
+  (void)loop;
+  (void)signum;
+  (void)arg;
+}
+#endif
+static inline void test_settle_fds(void) {
+#ifdef EVFILT_LIBKQUEUE
+  static int warm;
+  if (!warm) {
+    evl_loop *loop = test_loop();
+    warm = 1;
+    if (evl_add_signal_handler(loop, SIGWINCH, test_sig_nop, NULL) != 0)
+      exit(1);
+    evl_loop_free(loop);
+  }
+  libkqueue_drain_pending_close();
+#endif
+}
+
+/* Set by `make test-cross`: the binary runs under qemu-user, whose few
+   known limits some tests work around, always saying so. */
+static inline int under_qemu(void) {
+  const char *q = getenv("EVL_TEST_QEMU");
+  return q && *q && strcmp(q, "0") != 0;
 }
 
 /* Monotonic wall time in seconds, independent of any loop's clock. */
