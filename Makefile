@@ -35,9 +35,9 @@ ifeq ($(strip $(KQUEUE_LIBS)),)
 $(error the kqueue backend on $(UNAME) needs a provider (libkqueue): set KQUEUE_CFLAGS and KQUEUE_LIBS, or let pkg-config find libkqueue)
 endif
 endif
-# A provider built for the system's libc: tcc and static musl cannot link it.
-kqueue_SKIP := tcc musl
-kqueue_SKIP_WHY := libkqueue is built for glibc with gcc: tcc and static musl builds cannot link it
+# A provider built for the system's libc: a static musl build cannot link it.
+kqueue_SKIP := musl
+kqueue_SKIP_WHY := the kqueue provider is built for the system's libc; a static musl build cannot link it
 endif
 kqueue_CFLAGS = $(KQUEUE_CFLAGS)
 kqueue_LIBS   = $(KQUEUE_LIBS)
