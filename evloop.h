@@ -6,7 +6,11 @@
        #include "evloop.h"
 
    Every other file includes "evloop.h" without the define. Link with
-   -lpthread on POSIX (nothing else is needed on Linux).
+   -lpthread on POSIX (nothing else is needed on Linux), -lws2_32 on
+   Windows. The declarations pull in no system header but <stddef.h> and
+   <stdint.h>; on Windows the implementation includes <winsock2.h> before
+   <windows.h>, so include <windows.h> after it in that one file (or
+   define WIN32_LEAN_AND_MEAN first).
 
    CONTENTS
      1. Quick start          5. Threads
@@ -44,6 +48,8 @@
      EVLOOP_BACKEND_SELECT   build only this backend (plus nothing else)
      EVLOOP_BACKEND_POLL     build only poll
      EVLOOP_BACKEND_EPOLL    build epoll (and poll as its runtime fallback)
+     EVLOOP_BACKEND_IOCP     build only IOCP (Windows; select and IOCP are
+                             both built by default there)
      EVLOOP_BACKEND_KQUEUE   build kqueue (and poll as its runtime fallback);
                              elsewhere than macOS and the BSDs this needs a
                              provider such as libkqueue (-I.../include/kqueue
@@ -75,6 +81,18 @@
      bad fd is an error of evl_add_reader, and the registration is gone
      before the fd is closed). Signals come through EVFILT_SIGNAL and child
      exits through EVFILT_PROC.
+     Windows: IOCP (the default) and select, sockets only. An evl_fd is a
+     SOCKET (or, for subprocess stdio, a HANDLE). IOCP waits in
+     GetQueuedCompletionStatusEx (timeouts rounded up), wake-ups are posted
+     packets, and evl_add_reader/evl_add_writer watch sockets through AFD
+     poll requests on the same port (as wepoll and libuv's uv_poll do);
+     evl_backend_fd() is the completion port. Transports use the same
+     readiness code on every backend: on IOCP through AFD, not through
+     WSARecv/AcceptEx completions. Non-socket handles give EVL_ENOTSUP.
+     Signals: SIGINT and SIGBREAK (console Ctrl-C, Ctrl-Break) only.
+     Subprocesses: CreateProcess with an explicit list of inherited handles;
+     piped stdio is a loopback socket pair (not a named pipe); terminate
+     and kill are TerminateProcess(1), as asyncio does.
 
    4. ERRORS AND LOGGING
      Functions return 0 (or a value >= 0) on success and a negative EVL_E*
@@ -116,8 +134,9 @@
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
 
-   7. DOES NOT DO (yet): TLS and the IOCP backend. They are planned, in
-     that order.
+   7. DOES NOT DO (yet): TLS; on Windows, completion-based socket I/O
+     (AcceptEx, ConnectEx, WSARecv/WSASend, TransmitFile), overlapped named
+     pipes, and AF_UNIX socket files (stale-file replacement).
 
    8. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
