@@ -9312,6 +9312,79 @@ static void evl__sub_start(evl_loop *loop, void *arg) {
 
 #ifdef _WIN32
 static const char evl__shell_marker[] = "<shell>";
+#else
+#define evl__shell_marker ((const char *)0) /* no such argv[0] on POSIX */
+#endif
+
+/* What starting a child takes on every platform. First the arguments
+   and the object: NULL (with the future failed) when they are bad. */
+static evl_subprocess *evl__sub_new(evl_loop *loop, evl_future *f,
+                                    const evl_subprocess_protocol *proto,
+                                    void *user, const char *const *argv,
+                                    const evl_subprocess_options *opts,
+                                    int result_is_user, evl_stdio mode[3],
+                                    int userfd[3]) {
+  evl_subprocess *p;
+  if (!proto || !argv || !argv[0] ||
+      (argv[0] == evl__shell_marker && !argv[1])) {
+    (void)evl_future_set_error(f, EVL_EINVAL, "no protocol or no argv[0]");
+    return NULL;
+  }
+  mode[0] = opts->stdin_mode;
+  mode[1] = opts->stdout_mode;
+  mode[2] = opts->stderr_mode;
+  userfd[0] = opts->stdin_fd;
+  userfd[1] = opts->stdout_fd;
+  userfd[2] = opts->stderr_fd;
+  p = (evl_subprocess *)evl__zalloc(loop, sizeof *p);
+  if (!p) {
+    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
+    return NULL;
+  }
+  p->loop = loop;
+  p->proto = proto;
+  p->user = user;
+  p->pidfd = -1;
+  p->result_is_user = result_is_user;
+  return p;
+}
+
+/* The child runs: into the loop's list. */
+static void evl__sub_link(evl_subprocess *p) {
+  evl_loop *loop = p->loop;
+  p->lnext = loop->children;
+  if (loop->children)
+    loop->children->lprev = p;
+  loop->children = p;
+}
+
+/* connection_made first, then the pipes (their starts queue after it).
+   Errors past the spawn do not undo it: the child runs. */
+static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
+                           const int pfd[3]) {
+  int i;
+  p->waiter = evl_future_ref(f);
+  if (evl__soon_internal(loop, evl__sub_start, p) < 0)
+    evl__sub_start(loop, p); /* no memory for the queue: start now */
+  for (i = 0; i < 3; i++) {
+    evl__subpipe *sp = &p->pipes[i];
+    sp->p = p;
+    sp->fd = i;
+    if (pfd[i] < 0)
+      continue;
+    sp->t = evl__tr_open(loop, &evl__subpipe_proto, sp, pfd[i], 0, NULL);
+    if (!sp->t) {
+      evl__closesocket(pfd[i]);
+      continue;
+    }
+    sp->t->flags |=
+        EVL__T_PIPE | (i == 0 ? EVL__T_WPIPE | EVL__T_WATCH_HUP : 0);
+    sp->open = 1;
+    p->npipes++;
+  }
+}
+
+#ifdef _WIN32
 static void evl__shell_argv(const char *argv[4], const char *cmd) {
   argv[0] = evl__shell_marker; /* the command line is cmd itself */
   argv[1] = cmd;
@@ -9517,27 +9590,10 @@ static evl_future *evl__subprocess(evl_loop *loop,
     memset(&defaults, 0, sizeof defaults); /* all pipes */
     opts = &defaults;
   }
-  if (!proto || !argv || !argv[0] ||
-      (argv[0] == evl__shell_marker && !argv[1])) {
-    (void)evl_future_set_error(f, EVL_EINVAL, "no protocol or no argv[0]");
+  p = evl__sub_new(loop, f, proto, user, argv, opts, result_is_user, mode,
+                   userfd);
+  if (!p)
     return f;
-  }
-  mode[0] = opts->stdin_mode;
-  mode[1] = opts->stdout_mode;
-  mode[2] = opts->stderr_mode;
-  userfd[0] = opts->stdin_fd;
-  userfd[1] = opts->stdout_fd;
-  userfd[2] = opts->stderr_fd;
-  p = (evl_subprocess *)evl__zalloc(loop, sizeof *p);
-  if (!p) {
-    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
-    return f;
-  }
-  p->loop = loop;
-  p->proto = proto;
-  p->user = user;
-  p->pidfd = -1;
-  p->result_is_user = result_is_user;
   /* The child's handles, each an inheritable copy of its own. */
   for (i = 0; i < 3 && rc == 0; i++) {
     static const DWORD std_ids[3] = {STD_INPUT_HANDLE, STD_OUTPUT_HANDLE,
@@ -9656,33 +9712,11 @@ static evl_future *evl__subprocess(evl_loop *loop,
   CloseHandle(pi.hThread);
   p->proc = pi.hProcess;
   p->pid = (pid_t)pi.dwProcessId;
-  p->lnext = loop->children;
-  if (loop->children)
-    loop->children->lprev = p;
-  loop->children = p;
+  evl__sub_link(p);
   if (!RegisterWaitForSingleObject(&p->wait, p->proc, evl__sub_win_signalled, p,
                                    INFINITE, WT_EXECUTEONLYONCE))
     p->wait = NULL; /* reaped at close; EVL_ENOMEM territory */
-  p->waiter = evl_future_ref(f);
-  if (evl__soon_internal(loop, evl__sub_start, p) < 0)
-    rc = EVL_ENOMEM;
-  for (i = 0; i < 3; i++) {
-    evl__subpipe *sp = &p->pipes[i];
-    sp->p = p;
-    sp->fd = i;
-    if (pfd[i] < 0)
-      continue;
-    sp->t = evl__tr_open(loop, &evl__subpipe_proto, sp, pfd[i], 0, NULL);
-    if (!sp->t) {
-      evl__closesocket(pfd[i]);
-      continue;
-    }
-    sp->t->flags |=
-        EVL__T_PIPE | (i == 0 ? EVL__T_WPIPE | EVL__T_WATCH_HUP : 0);
-    sp->open = 1;
-    p->npipes++;
-  }
-  (void)rc;
+  evl__sub_begin(loop, p, f, pfd);
   if (out)
     *out = p;
   return f;
@@ -9838,26 +9872,10 @@ static evl_future *evl__subprocess(evl_loop *loop,
     memset(&defaults, 0, sizeof defaults); /* all pipes */
     opts = &defaults;
   }
-  if (!proto || !argv || !argv[0]) {
-    (void)evl_future_set_error(f, EVL_EINVAL, "no protocol or no argv[0]");
+  p = evl__sub_new(loop, f, proto, user, argv, opts, result_is_user, mode,
+                   userfd);
+  if (!p)
     return f;
-  }
-  mode[0] = opts->stdin_mode;
-  mode[1] = opts->stdout_mode;
-  mode[2] = opts->stderr_mode;
-  userfd[0] = opts->stdin_fd;
-  userfd[1] = opts->stdout_fd;
-  userfd[2] = opts->stderr_fd;
-  p = (evl_subprocess *)evl__zalloc(loop, sizeof *p);
-  if (!p) {
-    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
-    return f;
-  }
-  p->loop = loop;
-  p->proto = proto;
-  p->user = user;
-  p->pidfd = -1;
-  p->result_is_user = result_is_user;
   /* The child's ends: pipes, /dev/null, inherited or given fds. */
   for (i = 0; i < 3 && rc == 0; i++) {
     int pp[2];
@@ -9909,10 +9927,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
     (void)evl_future_set_error(f, rc, NULL);
     return f;
   }
-  p->lnext = loop->children;
-  if (loop->children)
-    loop->children->lprev = p;
-  loop->children = p;
+  evl__sub_link(p);
   /* Exit watching: EVFILT_PROC on kqueue (ESRCH: it is gone already, and
      the paths below reap it), else a pidfd, else SIGCHLD. */
 #ifdef EVL__HAVE_KQUEUE
@@ -9933,27 +9948,8 @@ static evl_future *evl__subprocess(evl_loop *loop,
     rc = evl_add_signal_handler(loop, SIGCHLD, evl__sub_sigchld, NULL);
     (void)evl__sub_poll(p); /* it may be gone before the handler */
   }
-  /* connection_made first, then the pipes (their starts queue after). */
-  p->waiter = evl_future_ref(f);
-  if (evl__soon_internal(loop, evl__sub_start, p) < 0)
-    rc = EVL_ENOMEM;
-  for (i = 0; i < 3; i++) {
-    evl__subpipe *sp = &p->pipes[i];
-    sp->p = p;
-    sp->fd = i;
-    if (pfd[i] < 0)
-      continue;
-    sp->t = evl__tr_open(loop, &evl__subpipe_proto, sp, pfd[i], 0, NULL);
-    if (!sp->t) {
-      close(pfd[i]);
-      continue;
-    }
-    sp->t->flags |=
-        EVL__T_PIPE | (i == 0 ? EVL__T_WPIPE | EVL__T_WATCH_HUP : 0);
-    sp->open = 1;
-    p->npipes++;
-  }
   (void)rc; /* the child runs: errors past the spawn do not undo it */
+  evl__sub_begin(loop, p, f, pfd);
   if (out)
     *out = p;
   return f;
