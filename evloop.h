@@ -2734,14 +2734,19 @@ static int evl__epoll_poll(evl_loop *loop, int64_t timeout_ns) {
    On Windows a connected loopback socket pair plays the pipe: select
    there watches sockets only. */
 #ifdef _WIN32
-static int evl__socketpair(int sv[2]) {
+/* A connected loopback TCP pair: sv[1] is overlapped and non-blocking (for
+   the loop); sv[0] is too, unless child_end: then it is a blocking,
+   non-overlapped socket a child can use as a plain file handle. */
+static int evl__loopback_pair(int sv[2], int child_end) {
   struct sockaddr_in a, peer, local;
   socklen_t alen = sizeof a, plen = sizeof peer, llen = sizeof local;
-  int l = -1, c = -1, srv = -1, rc = 0;
+  int l = -1, c = -1, srv = -1, rc = 0, one = 1;
   memset(&a, 0, sizeof a);
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  l = evl__own_socket(socket(AF_INET, SOCK_STREAM, 0));
+  /* The accepted socket inherits the listener's overlapped attribute. */
+  l = evl__own_socket(WSASocketW(AF_INET, SOCK_STREAM, 0, NULL, 0,
+                                 child_end ? 0 : WSA_FLAG_OVERLAPPED));
   if (l < 0 || evl__sys_bind(l, (struct sockaddr *)&a, sizeof a) < 0 ||
       evl__sys_listen(l, 1) < 0 ||
       evl__sys_getsockname(l, (struct sockaddr *)&a, &alen) < 0)
@@ -2759,16 +2764,13 @@ static int evl__socketpair(int sv[2]) {
     goto fail;
   }
   evl__closesocket(l);
-  if ((rc = evl__set_nonblocking(srv)) != 0 ||
+  if ((!child_end && (rc = evl__set_nonblocking(srv)) != 0) ||
       (rc = evl__set_nonblocking(c)) != 0) {
     evl__closesocket(srv);
     evl__closesocket(c);
     return rc;
   }
-  {
-    int one = 1;
-    (void)evl__sys_setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  }
+  (void)evl__sys_setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   sv[0] = srv;
   sv[1] = c;
   return 0;
@@ -2781,6 +2783,9 @@ fail:
   if (srv >= 0)
     evl__closesocket(srv);
   return rc ? rc : EVL_EIO;
+}
+static int evl__socketpair(int sv[2]) {
+  return evl__loopback_pair(sv, 0);
 }
 #define evl__pipe_cloexec_nonblock evl__socketpair
 #elif defined(EVL__HAVE_POLL) || defined(EVL__HAVE_SELECT)
@@ -9316,15 +9321,27 @@ static const char evl__shell_marker[] = "<shell>";
 #define evl__shell_marker ((const char *)0) /* no such argv[0] on POSIX */
 #endif
 
-/* What starting a child takes on every platform. First the arguments
-   and the object: NULL (with the future failed) when they are bad. */
-static evl_subprocess *evl__sub_new(evl_loop *loop, evl_future *f,
+/* What starting a child takes on every platform. First the creation
+   future (*fut; NULL when the loop is closing or out of memory), the
+   arguments (NULL options: all pipes) and the object: NULL when any of it
+   failed (the future says why). */
+static const evl_subprocess_options evl__sub_default_opts = {
+    EVL_STDIO_PIPE, EVL_STDIO_PIPE, EVL_STDIO_PIPE, -1, -1, -1, NULL, NULL};
+static evl_subprocess *evl__sub_new(evl_loop *loop, evl_future **fut,
                                     const evl_subprocess_protocol *proto,
                                     void *user, const char *const *argv,
-                                    const evl_subprocess_options *opts,
+                                    const evl_subprocess_options **optsp,
                                     int result_is_user, evl_stdio mode[3],
                                     int userfd[3]) {
+  const evl_subprocess_options *opts = *optsp;
   evl_subprocess *p;
+  evl_future *f;
+  *fut = NULL;
+  if (!loop || loop->closing || !(f = evl_future_new(loop)))
+    return NULL;
+  *fut = f;
+  if (!opts)
+    opts = *optsp = &evl__sub_default_opts;
   if (!proto || !argv || !argv[0] ||
       (argv[0] == evl__shell_marker && !argv[1])) {
     (void)evl_future_set_error(f, EVL_EINVAL, "no protocol or no argv[0]");
@@ -9493,51 +9510,6 @@ static char *evl__env_block(const char *const *env) {
   return b;
 }
 
-/* A socket pair for a child's stdio: ours non-blocking and overlapped, the
-   child's blocking and non-overlapped (usable by ReadFile/WriteFile). */
-static int evl__stdio_pair(int *ours, HANDLE *theirs) {
-  struct sockaddr_in a, peer, local;
-  socklen_t alen = sizeof a, plen = sizeof peer, llen = sizeof local;
-  int l = -1, c = -1, srv = -1, rc;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  l = evl__own_socket(WSASocketW(AF_INET, SOCK_STREAM, 0, NULL, 0, 0));
-  if (l < 0 || evl__sys_bind(l, (struct sockaddr *)&a, sizeof a) < 0 ||
-      evl__sys_listen(l, 1) < 0 ||
-      evl__sys_getsockname(l, (struct sockaddr *)&a, &alen) < 0)
-    goto fail;
-  c = evl__own_socket(
-      WSASocketW(AF_INET, SOCK_STREAM, 0, NULL, 0, WSA_FLAG_OVERLAPPED));
-  if (c < 0 || evl__sys_connect(c, (struct sockaddr *)&a, alen) < 0)
-    goto fail;
-  srv = evl__sys_accept(l, (struct sockaddr *)&peer, &plen);
-  if (srv < 0 ||
-      evl__sys_getsockname(c, (struct sockaddr *)&local, &llen) < 0 ||
-      peer.sin_port != local.sin_port) { /* a stranger connected first */
-    errno = ECONNABORTED;
-    goto fail;
-  }
-  evl__closesocket(l);
-  if ((rc = evl__set_nonblocking(c)) != 0) {
-    evl__closesocket(c);
-    evl__closesocket(srv);
-    return rc;
-  }
-  *ours = c;
-  *theirs = (HANDLE)EVL__SOCK(srv);
-  return 0;
-fail:
-  rc = evl__errno();
-  if (l >= 0)
-    evl__closesocket(l);
-  if (c >= 0)
-    evl__closesocket(c);
-  if (srv >= 0)
-    evl__closesocket(srv);
-  return rc ? rc : EVL_EIO;
-}
-
 static void evl__sub_win_exit(evl_loop *loop, void *arg) {
   evl_subprocess *p = (evl_subprocess *)arg;
   DWORD code = 0;
@@ -9570,7 +9542,6 @@ static evl_future *evl__subprocess(evl_loop *loop,
                                    void *user, const char *const *argv,
                                    const evl_subprocess_options *opts,
                                    evl_subprocess **out, int result_is_user) {
-  evl_subprocess_options defaults;
   evl_future *f;
   evl_subprocess *p;
   evl_stdio mode[3];
@@ -9581,16 +9552,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   STARTUPINFOEXA si;
   PROCESS_INFORMATION pi;
   SIZE_T attr_size = 0;
-  if (!loop || loop->closing)
-    return NULL;
-  f = evl_future_new(loop);
-  if (!f)
-    return NULL;
-  if (!opts) {
-    memset(&defaults, 0, sizeof defaults); /* all pipes */
-    opts = &defaults;
-  }
-  p = evl__sub_new(loop, f, proto, user, argv, opts, result_is_user, mode,
+  p = evl__sub_new(loop, &f, proto, user, argv, &opts, result_is_user, mode,
                    userfd);
   if (!p)
     return f;
@@ -9599,9 +9561,13 @@ static evl_future *evl__subprocess(evl_loop *loop,
     static const DWORD std_ids[3] = {STD_INPUT_HANDLE, STD_OUTPUT_HANDLE,
                                      STD_ERROR_HANDLE};
     HANDLE h = NULL;
+    int sv[2];
     switch (mode[i]) {
     case EVL_STDIO_PIPE:
-      rc = evl__stdio_pair(&pfd[i], &h);
+      if ((rc = evl__loopback_pair(sv, 1)) == 0) {
+        pfd[i] = sv[1]; /* ours */
+        h = (HANDLE)EVL__SOCK(sv[0]);
+      }
       if (rc == 0 &&
           !SetHandleInformation(h, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT))
         rc = evl_translate_sys_error(evl__win_errno(GetLastError()));
@@ -9857,22 +9823,12 @@ static evl_future *evl__subprocess(evl_loop *loop,
                                    void *user, const char *const *argv,
                                    const evl_subprocess_options *opts,
                                    evl_subprocess **out, int result_is_user) {
-  evl_subprocess_options defaults;
   evl_future *f;
   evl_subprocess *p;
   evl_stdio mode[3];
   int userfd[3], cfd[3] = {-1, -1, -1}, pfd[3] = {-1, -1, -1}, i, rc = 0;
   int devnull = -1;
-  if (!loop || loop->closing)
-    return NULL;
-  f = evl_future_new(loop);
-  if (!f)
-    return NULL;
-  if (!opts) {
-    memset(&defaults, 0, sizeof defaults); /* all pipes */
-    opts = &defaults;
-  }
-  p = evl__sub_new(loop, f, proto, user, argv, opts, result_is_user, mode,
+  p = evl__sub_new(loop, &f, proto, user, argv, &opts, result_is_user, mode,
                    userfd);
   if (!p)
     return f;
