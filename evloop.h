@@ -1178,6 +1178,8 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define EVL__MAX_WAIT_NS (86400ll * 1000000000ll) /* never sleep over 24 h */
 #define EVL__KEY_WAKE 1                           /* IOCP completion keys */
 #define EVL__KEY_AFD 2
+#define EVL__KEY_IO 3   /* an overlapped request (evl__ovl) */
+#define EVL__OV_DONE 16 /* ring entry event bit: run completed requests */
 
 /* One scheduled callback. A slot is a ready callback, a timer, or free. */
 typedef struct evl__slot {
@@ -1374,6 +1376,12 @@ struct evl_loop {
   struct evl__afd_req *afd_dirty; /* requests to (re)submit or cancel */
   OVERLAPPED_ENTRY *entries;
   int entries_cap, afd_pending;
+  struct evl__ovl *ov_live;      /* overlapped requests the kernel holds */
+  struct evl__ovl *ov_done_head; /* completed, to run from the ring */
+  struct evl__ovl *ov_done_tail;
+  int ov_pending, ov_done_scheduled;
+  LPFN_ACCEPTEX accept_ex; /* Winsock's extensions, looked up on first use */
+  LPFN_CONNECTEX connect_ex;
 #endif
   /* state */
   int running, stopping, closing, closed, user_freed;
@@ -3082,6 +3090,7 @@ static int evl__select_poll(evl_loop *loop, int64_t timeout_ns) {
 
 #define EVL__STATUS_PENDING ((LONG)0x00000103L)
 #define EVL__STATUS_CANCELLED ((LONG)0xC0000120L)
+#define EVL__STATUS_PIPE_BROKEN ((LONG)0xC000014BL)
 #define EVL__IOCTL_AFD_POLL 0x00012024
 #define EVL__AFD_POLL_RECEIVE 0x0001
 #define EVL__AFD_POLL_RECEIVE_EXPEDITED 0x0002
@@ -3136,10 +3145,12 @@ typedef LONG(NTAPI *evl__nt_ioctl_fn)(HANDLE, HANDLE, PVOID, PVOID,
                                       OVERLAPPED *, ULONG, PVOID, ULONG, PVOID,
                                       ULONG);
 typedef LONG(NTAPI *evl__nt_cancel_fn)(HANDLE, OVERLAPPED *, OVERLAPPED *);
+typedef LONG(NTAPI *evl__nt_query_fn)(HANDLE, OVERLAPPED *, PVOID, ULONG, int);
 
 static evl__nt_create_file_fn evl__nt_create_file;
 static evl__nt_ioctl_fn evl__nt_ioctl;
 static evl__nt_cancel_fn evl__nt_cancel;
+static evl__nt_query_fn evl__nt_query;
 
 /* ntdll's entry points, looked up once (the same values in every thread). */
 static int evl__nt_load(void) {
@@ -3153,6 +3164,8 @@ static int evl__nt_load(void) {
       nt, "NtCreateFile");
   evl__nt_cancel =
       (evl__nt_cancel_fn)(void (*)(void))GetProcAddress(nt, "NtCancelIoFileEx");
+  evl__nt_query = (evl__nt_query_fn)(void (*)(void))GetProcAddress(
+      nt, "NtQueryInformationFile");
   evl__nt_ioctl = (evl__nt_ioctl_fn)(void (*)(void))GetProcAddress(
       nt, "NtDeviceIoControlFile");
   return evl__nt_create_file && evl__nt_cancel && evl__nt_ioctl ? 0
@@ -3190,10 +3203,215 @@ static int evl__afd_open(evl_loop *loop) {
   return 0;
 }
 
+/* ---- Overlapped requests ----
+   Completion-based I/O (sockets and named pipes): a request is an
+   OVERLAPPED that the kernel owns from the call that starts it until its
+   completion is dequeued. With FILE_SKIP_COMPLETION_PORT_ON_SUCCESS no
+   packet comes for a call that succeeds at once; such a request is
+   complete when the call returns. Completed requests run from the ready
+   ring in the order they completed, so protocol callbacks run in the
+   callback phase, as asyncio's proactor runs them. An owner that goes
+   away first orphans its requests (owner = NULL): the completion frees
+   them. Loop close cancels and drains whatever is left. */
+enum {
+  EVL__OV_RECV,     /* a zero-byte WSARecv: the socket is readable */
+  EVL__OV_SEND,     /* WSASend of buf[off .. off+len) */
+  EVL__OV_RECVFROM, /* WSARecvFrom into buf, the sender after the data */
+  EVL__OV_SENDTO,   /* WSASendTo of the datagram dg */
+  EVL__OV_ACCEPT,   /* AcceptEx into the socket sock */
+  EVL__OV_CONNECT,  /* ConnectEx */
+  EVL__OV_READ,     /* ReadFile on a pipe, into buf */
+  EVL__OV_WRITE     /* WriteFile on a pipe of buf[off .. off+len) */
+};
+
+typedef struct evl__ovl {
+  OVERLAPPED ov;
+  struct evl__ovl *lprev, *lnext; /* loop->ov_live */
+  struct evl__ovl *next_done;     /* loop->ov_done_head */
+  void *owner;                    /* transport, server or connection */
+  HANDLE h;                       /* the socket or pipe, for CancelIoEx */
+  unsigned char *buf;             /* owned: freed with the request */
+  void *dg;                       /* EVL__OV_SENDTO: the datagram sent */
+  uint32_t off, len, cap;
+  int kind, pending, queued, held, sock, index;
+  int skip; /* its handle skips the port on success */
+  int alen; /* EVL__OV_RECVFROM: the sender's address length */
+  DWORD flags;
+} evl__ovl;
+
+static evl__ovl *evl__ovl_new(evl_loop *loop, void *owner, int kind, HANDLE h) {
+  evl__ovl *r = (evl__ovl *)evl__zalloc(loop, sizeof *r);
+  if (r) {
+    r->owner = owner;
+    r->kind = kind;
+    r->h = h;
+    r->sock = -1;
+  }
+  return r;
+}
+
+static void evl__ovl_free(evl_loop *loop, evl__ovl *r) {
+  if (r->sock >= 0)
+    closesocket(EVL__SOCK(r->sock)); /* an accepted socket nobody took */
+  evl__lfree(loop, r->dg);
+  evl__lfree(loop, r->buf);
+  evl__lfree(loop, r);
+}
+
+/* The owner lets go: freed now, or by its completion. */
+static void evl__ovl_release(evl_loop *loop, evl__ovl *r) {
+  if (!r)
+    return;
+  if (r->pending || r->queued)
+    r->owner = NULL;
+  else
+    evl__ovl_free(loop, r);
+}
+
+/* Binds a handle to the loop's port: 1 if calls that succeed at once
+   post no completion (FILE_SKIP_COMPLETION_PORT_ON_SUCCESS, set only on
+   sockets of IFS providers, where it is safe), 0 if they post one, or an
+   error (e.g. the handle is bound to another port already). */
+static int evl__ovl_bind(evl_loop *loop, HANDLE h, int is_socket) {
+  if (!CreateIoCompletionPort(h, loop->iocp, EVL__KEY_IO, 0))
+    return evl_translate_sys_error(evl__win_errno(GetLastError()));
+  if (is_socket) {
+    WSAPROTOCOL_INFOW info;
+    int len = (int)sizeof info;
+    if (getsockopt((SOCKET)h, SOL_SOCKET, SO_PROTOCOL_INFOW, (char *)&info,
+                   &len) == 0 &&
+        (info.dwServiceFlags1 & XP1_IFS_HANDLES) &&
+        SetFileCompletionNotificationModes(
+            h, FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
+                   FILE_SKIP_SET_EVENT_ON_HANDLE))
+      return 1;
+  }
+  return 0;
+}
+
+/* 1 if the handle was opened for synchronous I/O only (no overlapped
+   calls: the port would never hear of them), 0 if not or unknown. */
+static int evl__handle_is_sync(HANDLE h) {
+  OVERLAPPED iosb;
+  ULONG mode = 0;
+  memset(&iosb, 0, sizeof iosb);
+  if (evl__nt_load() || !evl__nt_query ||
+      evl__nt_query(h, &iosb, &mode, sizeof mode, 16 /* FileMode */) < 0)
+    return 0;
+  return (mode & 0x30) != 0; /* FILE_SYNCHRONOUS_IO_(NON)ALERT */
+}
+
+static void evl__ovl_push_done(evl_loop *loop, evl__ovl *r) {
+  r->queued = 1;
+  r->next_done = NULL;
+  if (loop->ov_done_tail)
+    loop->ov_done_tail->next_done = r;
+  else
+    loop->ov_done_head = r;
+  loop->ov_done_tail = r;
+  if (!loop->ov_done_scheduled &&
+      evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__OV_DONE << 32) == 0)
+    loop->ov_done_scheduled = 1; /* else the next poll pushes it */
+}
+
+/* The kernel is done with the request. */
+static void evl__ovl_completed(evl_loop *loop, evl__ovl *r) {
+  if (r->lprev)
+    r->lprev->lnext = r->lnext;
+  else
+    loop->ov_live = r->lnext;
+  if (r->lnext)
+    r->lnext->lprev = r->lprev;
+  r->lprev = r->lnext = NULL;
+  r->pending = 0;
+  loop->ov_pending--;
+  evl__ovl_push_done(loop, r);
+}
+
+/* After the call that took r->ov (ok: it returned success): 0 if a
+   completion is coming or came, else the call's error (then nothing
+   comes, and the request is free to be used again). */
+static int evl__ovl_started(evl_loop *loop, evl__ovl *r, int ok) {
+  if (!ok) {
+    DWORD e = GetLastError();
+    if (e != ERROR_IO_PENDING)
+      return evl_translate_sys_error(evl__win_errno(e));
+  }
+  r->pending = 1;
+  loop->ov_pending++;
+  r->lprev = NULL;
+  r->lnext = loop->ov_live;
+  if (loop->ov_live)
+    loop->ov_live->lprev = r;
+  loop->ov_live = r;
+  if (ok && r->skip)
+    evl__ovl_completed(loop, r);
+  return 0;
+}
+
+/* The outcome of a completed request: 0 or an EVL_E* code. */
+static int evl__ovl_error(evl__ovl *r) {
+  DWORD bytes = 0, flags = 0;
+  LONG st = (LONG)r->ov.Internal;
+  if (st >= 0)
+    return 0;
+  if (st == EVL__STATUS_CANCELLED)
+    return EVL_ECANCELED;
+  if (r->kind == EVL__OV_READ || r->kind == EVL__OV_WRITE) {
+    if (GetOverlappedResult(r->h, &r->ov, &bytes, FALSE))
+      return 0;
+    return evl_translate_sys_error(evl__win_errno(GetLastError()));
+  }
+  if (WSAGetOverlappedResult((SOCKET)r->h, &r->ov, &bytes, FALSE, &flags))
+    return 0;
+  return evl_translate_sys_error(evl__win_errno((DWORD)WSAGetLastError()));
+}
+
+static void evl__ovl_handle(evl_loop *loop, evl__ovl *r, int err);
+
+/* AcceptEx and ConnectEx, fetched through a socket of the provider. */
+static int evl__wsa_ext(int fd, GUID guid, void *fn, DWORD size) {
+  DWORD bytes = 0;
+  return WSAIoctl(EVL__SOCK(fd), SIO_GET_EXTENSION_FUNCTION_POINTER, &guid,
+                  sizeof guid, fn, size, &bytes, NULL, NULL) == 0
+             ? 0
+             : EVL_ENOTSUP;
+}
+
+/* The ring entry: runs the requests that completed before it. */
+static int evl__ovl_run_done(evl_loop *loop) {
+  evl__ovl *last = loop->ov_done_tail;
+  int ran = 0;
+  loop->ov_done_scheduled = 0;
+  while (loop->ov_done_head) {
+    evl__ovl *r = loop->ov_done_head;
+    int is_last;
+    loop->ov_done_head = r->next_done;
+    if (!loop->ov_done_head)
+      loop->ov_done_tail = NULL;
+    is_last = r == last;
+    r->queued = 0;
+    if (!r->owner)
+      evl__ovl_free(loop, r);
+    else {
+      evl__ovl_handle(loop, r, evl__ovl_error(r));
+      ran++;
+    }
+    if (is_last)
+      break;
+  }
+  if (loop->ov_done_head && !loop->ov_done_scheduled &&
+      evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__OV_DONE << 32) == 0)
+    loop->ov_done_scheduled = 1;
+  return ran;
+}
+
 static int evl__iocp_init(evl_loop *loop) {
   loop->afd = NULL;
   loop->afd_dirty = NULL;
   loop->afd_pending = 0;
+  loop->ov_live = loop->ov_done_head = loop->ov_done_tail = NULL;
+  loop->ov_pending = loop->ov_done_scheduled = 0;
   loop->iocp = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, 1);
   if (!loop->iocp)
     return evl_translate_sys_error(evl__win_errno(GetLastError()));
@@ -3236,7 +3454,16 @@ static void evl__iocp_destroy(evl_loop *loop) {
     else
       evl__lfree(loop, r);
   }
-  while (loop->afd_pending > 0 && rounds++ < 100) {
+  /* Overlapped requests too: every owner has let go by now. */
+  loop->ov_done_scheduled = 1; /* the ring is gone: no entries for them */
+  {
+    evl__ovl *o;
+    for (o = loop->ov_live; o; o = o->lnext) {
+      o->owner = NULL;
+      (void)CancelIoEx(o->h, &o->ov);
+    }
+  }
+  while ((loop->afd_pending > 0 || loop->ov_pending > 0) && rounds++ < 100) {
     ULONG n = 0, k;
     if (!GetQueuedCompletionStatusEx(loop->iocp, loop->entries,
                                      (ULONG)loop->entries_cap, &n, 100, FALSE))
@@ -3247,8 +3474,18 @@ static void evl__iocp_destroy(evl_loop *loop) {
         r->pending = 0;
         loop->afd_pending--;
         evl__lfree(loop, r);
+      } else if (loop->entries[k].lpCompletionKey == EVL__KEY_IO &&
+                 loop->entries[k].lpOverlapped) {
+        evl__ovl_completed(loop,
+                           (evl__ovl *)(void *)loop->entries[k].lpOverlapped);
       }
   }
+  while (loop->ov_done_head) {
+    evl__ovl *o = loop->ov_done_head;
+    loop->ov_done_head = o->next_done;
+    evl__ovl_free(loop, o);
+  }
+  loop->ov_done_tail = NULL;
   if (loop->afd)
     CloseHandle(loop->afd);
   if (loop->iocp)
@@ -3381,6 +3618,12 @@ static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
   ULONG n = 0, i;
   DWORD ms;
   evl__afd_flush(loop);
+  if (loop->ov_done_head) { /* completed at once, or no ring room earlier */
+    timeout_ns = 0;
+    if (!loop->ov_done_scheduled &&
+        evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__OV_DONE << 32) == 0)
+      loop->ov_done_scheduled = 1;
+  }
   if (timeout_ns < 0)
     ms = INFINITE;
   else {
@@ -3403,6 +3646,8 @@ static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
       evl__ts_drain(loop);
     else if (e->lpCompletionKey == EVL__KEY_AFD)
       evl__afd_done(loop, (evl__afd_req *)(void *)e->lpOverlapped);
+    else if (e->lpCompletionKey == EVL__KEY_IO && e->lpOverlapped)
+      evl__ovl_completed(loop, (evl__ovl *)(void *)e->lpOverlapped);
   }
   return (int)n;
 }
@@ -3863,11 +4108,15 @@ EVL__DEF evl_fd evl_backend_fd(const evl_loop *loop) {
 /* ==== Running =========================================================== */
 
 static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
-  int fd = (int)(uint32_t)entry, events = (int)((entry >> 32) & 15);
+  int fd = (int)(uint32_t)entry, events = (int)((entry >> 32) & 31);
   int64_t t0 = 0;
   evl_io_callback cb;
   void *arg;
   int ran = 0;
+#ifdef EVL__HAVE_IOCP
+  if (events & EVL__OV_DONE)
+    return evl__ovl_run_done(loop);
+#endif
 #ifdef EVL__HAVE_KQUEUE
   if (events & EVL__KQ_SIG)
     return evl__kq_signal_fire(loop, fd);
@@ -5728,8 +5977,11 @@ enum {
   EVL__T_WAITER = 1 << 9, /* u.waiter is set (not u.sf) */
   EVL__T_PIPE =
       1 << 10, /* read()/write(), not evl__sys_recv()/evl__sys_send() */
-  EVL__T_WPIPE = 1 << 11,    /* a write pipe (else a read pipe, if PIPE) */
-  EVL__T_WATCH_HUP = 1 << 12 /* write pipe: readable = the reader left */
+  EVL__T_WPIPE = 1 << 11,     /* a write pipe (else a read pipe, if PIPE) */
+  EVL__T_WATCH_HUP = 1 << 12, /* write pipe: readable = the reader left */
+  EVL__T_OVL = 1 << 13,       /* IOCP: completion-based I/O */
+  EVL__T_SKIP = 1 << 14,      /* IOCP: no completion packet on success */
+  EVL__T_HANDLE = 1 << 15     /* IOCP: a named pipe handle, not a socket */
 };
 
 typedef struct evl__dgram {
@@ -5758,7 +6010,18 @@ struct evl_transport {
     evl_future *waiter;
     evl__sendfile_op *sf;
   } u;
+#ifdef EVL__HAVE_IOCP
+  struct evl__ovl *rreq, *wreq; /* completion mode: the read and the write */
+  uint32_t wflight;             /* bytes the write in flight holds */
+#endif
 };
+
+#ifdef EVL__HAVE_IOCP
+/* A write (or datagram) is in flight: new bytes queue behind it. */
+#define EVL__WBUSY(t) ((t)->wreq && ((t)->wreq->pending || (t)->wreq->queued))
+#else
+#define EVL__WBUSY(t) 0
+#endif
 
 /* The running sendfile, if any (u holds the waiter before the start). */
 #define EVL__SF(t) ((t)->flags & EVL__T_WAITER ? NULL : (t)->u.sf)
@@ -5769,12 +6032,23 @@ static void evl__dg_on_readable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__dg_on_writable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__server_conn_gone(evl_server *s);
 static void evl__sendfile_fail(evl_transport *t, int err);
+static int evl__tr_read_on(evl_transport *t);
+#ifdef EVL__HAVE_IOCP
+static void evl__tr_ovl_adopt(evl_transport *t);
+static int evl__tr_ovl_read(evl_transport *t);
+static int evl__tr_ovl_write(evl_transport *t);
+static void evl__dg_ovl_pump(evl_transport *t);
+static void evl__tr_ovl_writable(evl_transport *t);
+#endif
 
 static size_t evl__tr_queued(const evl_transport *t) {
   size_t n = t->wlen;
   const evl__dgram *d;
   for (d = t->dq_head; d; d = d->next)
     n += d->len;
+#ifdef EVL__HAVE_IOCP
+  n += t->wflight;
+#endif
   return n;
 }
 
@@ -5805,15 +6079,32 @@ static void evl__tr_drop_queue(evl_transport *t) {
   t->wlen = t->woff = t->wcap = 0;
 }
 
+/* Closes the socket (or pipe handle); requests in flight are cancelled by
+   the close and freed by their completions. */
+static void evl__tr_close_fd(evl_transport *t) {
+  evl__unwatch(t->loop, t->fd, EVL__READ);
+  evl__unwatch(t->loop, t->fd, EVL__WRITE);
+#ifdef EVL__HAVE_IOCP
+  evl__ovl_release(t->loop, t->rreq);
+  evl__ovl_release(t->loop, t->wreq);
+  t->rreq = t->wreq = NULL;
+  t->wflight = 0;
+  if (t->flags & EVL__T_HANDLE) {
+    CloseHandle((HANDLE)(intptr_t)t->fd);
+    t->fd = -1;
+    return;
+  }
+#endif
+  evl__closesocket(t->fd);
+  t->fd = -1;
+}
+
 /* The last step: the fd is closed, connection_lost runs, the memory goes. */
 static void evl__tr_lost(evl_loop *loop, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   evl_server *srv = t->server;
   (void)loop;
-  evl__unwatch(t->loop, t->fd, EVL__READ);
-  evl__unwatch(t->loop, t->fd, EVL__WRITE);
-  evl__closesocket(t->fd);
-  t->fd = -1;
+  evl__tr_close_fd(t);
   if (t->flags & EVL__T_WAITER) { /* never started: the future fails */
     t->flags &= ~EVL__T_WAITER;
     (void)evl_future_set_error(t->u.waiter,
@@ -5911,8 +6202,7 @@ static void evl__tr_start(evl_loop *loop, void *arg) {
     t->proto->connection_made(t, t->user);
   if (!(t->flags & (EVL__T_CLOSING | EVL__T_PAUSED)) &&
       (!(t->flags & EVL__T_WPIPE) || (t->flags & EVL__T_WATCH_HUP))) {
-    int rc = evl__watch(loop, t->fd, EVL__READ, evl__tr_read_callback(t), t,
-                        NULL, NULL, 0);
+    int rc = evl__tr_read_on(t);
     if (rc)
       evl__tr_fatal(t, rc);
   }
@@ -5932,6 +6222,9 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
   t = evl__tr_new(loop, proto, user, fd, dgram);
   if (!t)
     return NULL;
+#ifdef EVL__HAVE_IOCP
+  evl__tr_ovl_adopt(t);
+#endif
   if (waiter) {
     t->u.waiter = evl_future_ref(waiter);
     t->flags |= EVL__T_WAITER;
@@ -6043,6 +6336,17 @@ static ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov, size_t n) {
 }
 #endif
 
+/* EOF: the protocol decides whether we close. */
+static void evl__tr_read_eof(evl_transport *t) {
+  int keep_open = 0;
+  t->flags |= EVL__T_READ_EOF;
+  evl__unwatch(t->loop, t->fd, EVL__READ);
+  if (t->proto->eof_received)
+    keep_open = t->proto->eof_received(t, t->user);
+  if (!keep_open || (t->flags & EVL__T_PIPE)) /* a pipe is done at EOF */
+    evl_transport_close(t);
+}
+
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   const evl_protocol *p = t->proto;
@@ -6085,19 +6389,23 @@ static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
     }
   }
 #endif
-  if (n == 0) { /* EOF: the protocol decides whether we close */
-    int keep_open = 0;
-    t->flags |= EVL__T_READ_EOF;
-    evl__unwatch(loop, t->fd, EVL__READ);
-    if (p->eof_received)
-      keep_open = p->eof_received(t, t->user);
-    if (!keep_open || (t->flags & EVL__T_PIPE)) /* a pipe is done at EOF */
-      evl_transport_close(t);
+  if (n == 0) {
+    evl__tr_read_eof(t);
     return;
   }
   if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
     return;
   evl__tr_fatal(t, evl__errno());
+}
+
+/* Reading on: a read watch, or in completion mode a posted read. */
+static int evl__tr_read_on(evl_transport *t) {
+#ifdef EVL__HAVE_IOCP
+  if (t->flags & EVL__T_OVL)
+    return evl__tr_ovl_read(t);
+#endif
+  return evl__watch(t->loop, t->fd, EVL__READ, evl__tr_read_callback(t), t,
+                    NULL, NULL, 0);
 }
 
 /* Appends to the write queue; EVL_ENOMEM leaves it as it was. */
@@ -6139,7 +6447,16 @@ static int evl__tr_check_writable(evl_transport *t) {
 /* Bytes were queued: watch for writability (unless a sendfile runs, which
    watches already) and tell the protocol if it passed the high mark. */
 static int evl__tr_watch_queue(evl_transport *t) {
-  if (!EVL__SF(t)) {
+#ifdef EVL__HAVE_IOCP
+  if (t->flags & EVL__T_OVL) { /* send it (behind the write in flight) */
+    int rc = evl__tr_ovl_write(t);
+    if (rc) {
+      evl__tr_fatal(t, rc);
+      return rc;
+    }
+  } else
+#endif
+      if (!EVL__SF(t)) {
     int rc = evl__watch(t->loop, t->fd, EVL__WRITE, evl__tr_on_writable, t,
                         NULL, NULL, 0);
     if (rc) {
@@ -6170,7 +6487,8 @@ EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
     return 0;
   /* Nothing queued: send at once, queue only what the kernel did not take
      (and watch for writability only then). */
-  if (!t->wlen && !EVL__SF(t)) {
+  if (!t->wlen && !EVL__SF(t) && !EVL__WBUSY(t) &&
+      !(t->flags & EVL__T_HANDLE)) { /* a pipe handle: WriteFile below */
     ssize_t r;
     size_t k = n < 64 ? n : 64;
     r = evl__tr_sendv(t, iov, k);
@@ -6208,9 +6526,9 @@ EVL__DEF int evl_transport_write(evl_transport *t, const void *data,
      (the echo and HTTP path: one evl__sys_send() per reply, nothing else). */
   if (t && data && len &&
       !(t->flags & (EVL__T_CLOSING | EVL__T_EOF_PENDING | EVL__T_EOF_SENT |
-                    EVL__T_DGRAM | EVL__T_WAITER)) &&
+                    EVL__T_DGRAM | EVL__T_WAITER | EVL__T_HANDLE)) &&
       (t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) != EVL__T_PIPE && !t->wlen &&
-      !t->u.sf) {
+      !t->u.sf && !EVL__WBUSY(t)) {
     ssize_t r = evl__tr_send(t, data, len);
     if (r == (ssize_t)len)
       return 0;
@@ -6281,6 +6599,351 @@ static void evl__tr_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl__tr_drained(t);
 }
 
+#ifdef EVL__HAVE_IOCP
+/* ---- Completion mode (IOCP) ----
+   A stream socket waits for data with a zero-byte WSARecv, so an idle
+   connection holds no buffer, then reads what came without blocking, as
+   after a readiness event. Queued bytes leave in one overlapped WSASend
+   at a time, which owns them until it completes; writes made meanwhile
+   queue behind it. Datagrams arrive through WSARecvFrom into the
+   endpoint's buffer and leave through WSASendTo. Named pipes read with
+   ReadFile into the transport's buffer and write with WriteFile. A read
+   that completes while reading is paused is held until it resumes. */
+
+/* Completion mode for an IPv4/IPv6 socket on an IOCP loop. Else (other
+   families, or a socket bound to another loop's port) it stays on
+   readiness, through AFD. */
+static void evl__tr_ovl_adopt(evl_transport *t) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int rc;
+  if (t->loop->backend != EVL_BACKEND_IOCP ||
+      evl__sys_getsockname(t->fd, (struct sockaddr *)&ss, &len) < 0 ||
+      (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+    return;
+  rc = evl__ovl_bind(t->loop, (HANDLE)(intptr_t)t->fd, 1);
+  if (rc >= 0)
+    t->flags |= EVL__T_OVL | (rc ? EVL__T_SKIP : 0);
+}
+
+static int evl__tr_reading(const evl_transport *t) {
+  return (t->flags & (EVL__T_MADE | EVL__T_PAUSED | EVL__T_CLOSING |
+                      EVL__T_READ_EOF)) == EVL__T_MADE;
+}
+
+/* Posts the read, unless one is in flight or held. */
+static int evl__tr_ovl_read(evl_transport *t) {
+  evl_loop *loop = t->loop;
+  evl__ovl *r = t->rreq;
+  SOCKET sock = EVL__SOCK(t->fd);
+  WSABUF b;
+  int ok;
+  if (!r) {
+    int kind = t->flags & EVL__T_HANDLE  ? EVL__OV_READ
+               : t->flags & EVL__T_DGRAM ? EVL__OV_RECVFROM
+                                         : EVL__OV_RECV;
+    r = evl__ovl_new(loop, t, kind, (HANDLE)(intptr_t)t->fd);
+    if (!r)
+      return EVL_ENOMEM;
+    r->skip = (t->flags & EVL__T_SKIP) != 0;
+    if (kind != EVL__OV_RECV) { /* the data, then the sender's address */
+      r->cap = t->flags & EVL__T_WPIPE ? 16 : EVL__RBUF_SIZE;
+      r->buf = (unsigned char *)evl__lalloc(
+          loop, EVL__RBUF_SIZE + sizeof(struct sockaddr_storage));
+      if (!r->buf) {
+        evl__lfree(loop, r);
+        return EVL_ENOMEM;
+      }
+    }
+    t->rreq = r;
+  }
+  if (r->pending || r->queued)
+    return 0;
+  if (r->held) { /* what came while paused: run it again */
+    r->held = 0;
+    evl__ovl_push_done(loop, r);
+    return 0;
+  }
+  memset(&r->ov, 0, sizeof r->ov);
+  r->flags = 0;
+  switch (r->kind) {
+  case EVL__OV_RECV:
+    b.buf = NULL;
+    b.len = 0;
+    ok = WSARecv(sock, &b, 1, NULL, &r->flags, &r->ov, NULL) == 0;
+    break;
+  case EVL__OV_RECVFROM:
+    b.buf = (char *)r->buf;
+    b.len = r->cap;
+    r->alen = (int)sizeof(struct sockaddr_storage);
+    ok = WSARecvFrom(sock, &b, 1, NULL, &r->flags,
+                     (struct sockaddr *)(void *)(r->buf + r->cap), &r->alen,
+                     &r->ov, NULL) == 0;
+    break;
+  default:
+    ok = ReadFile(r->h, r->buf, r->cap, NULL, &r->ov) != 0;
+    if (!ok && (GetLastError() == ERROR_BROKEN_PIPE ||
+                GetLastError() == ERROR_HANDLE_EOF)) {
+      /* the other end is gone: run it from the ring like a completion */
+      r->ov.Internal = (ULONG_PTR)EVL__STATUS_PIPE_BROKEN;
+      evl__ovl_push_done(loop, r);
+      return 0;
+    }
+    if (!ok && GetLastError() != ERROR_IO_PENDING && (t->flags & EVL__T_WPIPE))
+      return 0; /* an outbound-only pipe: nothing to watch with */
+  }
+  return evl__ovl_started(loop, r, ok);
+}
+
+/* Sends r->buf[off .. off+len). */
+static int evl__tr_ovl_send(evl_transport *t, evl__ovl *r) {
+  WSABUF b;
+  int ok, rc;
+  memset(&r->ov, 0, sizeof r->ov);
+  if (r->kind == EVL__OV_WRITE) {
+    ok = WriteFile(r->h, r->buf + r->off, r->len, NULL, &r->ov) != 0;
+  } else {
+    b.buf = (char *)(r->buf + r->off);
+    b.len = r->len;
+    ok = WSASend(EVL__SOCK(t->fd), &b, 1, NULL, 0, &r->ov, NULL) == 0;
+  }
+  rc = evl__ovl_started(t->loop, r, ok);
+  if (rc) { /* nothing in flight */
+    evl__lfree(t->loop, r->buf);
+    r->buf = NULL;
+    t->wflight = 0;
+  }
+  return rc;
+}
+
+/* Hands the queued bytes to one overlapped write, unless one is in
+   flight. */
+static int evl__tr_ovl_write(evl_transport *t) {
+  evl__ovl *r = t->wreq;
+  if (EVL__WBUSY(t) || !t->wlen)
+    return 0;
+  if (!r) {
+    r = evl__ovl_new(t->loop, t,
+                     t->flags & EVL__T_HANDLE ? EVL__OV_WRITE : EVL__OV_SEND,
+                     (HANDLE)(intptr_t)t->fd);
+    if (!r)
+      return EVL_ENOMEM;
+    r->skip = (t->flags & EVL__T_SKIP) != 0;
+    t->wreq = r;
+  }
+  r->buf = t->wbuf;
+  r->off = t->woff;
+  r->len = t->wlen;
+  r->cap = t->wcap;
+  t->wbuf = NULL;
+  t->woff = t->wlen = t->wcap = 0;
+  t->wflight = r->len;
+  return evl__tr_ovl_send(t, r);
+}
+
+/* Nothing in flight: the queue, then a sendfile, then a pending close or
+   write_eof. */
+static void evl__tr_ovl_writable(evl_transport *t) {
+  if (t->wlen) {
+    int rc = evl__tr_ovl_write(t);
+    if (rc)
+      evl__tr_fatal(t, rc);
+    return;
+  }
+  if (EVL__SF(t)) {
+    evl__sendfile_pump(t);
+    return;
+  }
+  evl__tr_drained(t);
+}
+
+/* Sends the queued datagrams, one in flight at a time. */
+static void evl__dg_ovl_pump(evl_transport *t) {
+  while (!EVL__WBUSY(t) && t->dq_head && !(t->flags & EVL__T_LOST)) {
+    evl__dgram *d = t->dq_head;
+    evl__ovl *r = t->wreq;
+    WSABUF b;
+    int rc = EVL_ENOMEM, ok;
+    t->dq_head = d->next;
+    if (!r && (r = evl__ovl_new(t->loop, t, EVL__OV_SENDTO,
+                                (HANDLE)(intptr_t)t->fd)) != NULL) {
+      r->skip = (t->flags & EVL__T_SKIP) != 0;
+      t->wreq = r;
+    }
+    if (r) {
+      memset(&r->ov, 0, sizeof r->ov);
+      r->dg = d;
+      t->wflight = (uint32_t)d->len;
+      b.buf = (char *)(d + 1);
+      b.len = (ULONG)d->len;
+      ok = WSASendTo(EVL__SOCK(t->fd), &b, 1, NULL, 0,
+                     d->addrlen ? (const struct sockaddr *)&d->addr : NULL,
+                     (int)d->addrlen, &r->ov, NULL) == 0;
+      rc = evl__ovl_started(t->loop, r, ok);
+      if (rc) {
+        r->dg = NULL;
+        t->wflight = 0;
+      }
+    }
+    if (rc) { /* this one failed at once: reported, the next goes on */
+      evl__lfree(t->loop, d);
+      if (t->proto->error_received)
+        t->proto->error_received(t, rc, t->user);
+    }
+  }
+  if (!EVL__WBUSY(t) && !t->dq_head && !(t->flags & EVL__T_LOST)) {
+    evl__tr_maybe_resume(t);
+    if ((t->flags & EVL__T_CLOSING) && !(t->flags & EVL__T_LOST))
+      evl__tr_schedule_lost(t, 0);
+  }
+}
+
+/* Bytes that came through a ReadFile, to data_received or into the
+   protocol's buffers. */
+static void evl__tr_deliver(evl_transport *t, const unsigned char *data,
+                            size_t n) {
+  const evl_protocol *p = t->proto;
+  if (!p->get_buffer) {
+    if (p->data_received)
+      p->data_received(t, data, n, t->user);
+    return;
+  }
+  while (n && !(t->flags & EVL__T_CLOSING)) {
+    size_t len = 0;
+    void *buf = p->get_buffer(t, n, &len, t->user);
+    if (t->flags & EVL__T_CLOSING)
+      return;
+    if (!buf || !len) {
+      evl__tr_fatal(t, EVL_ENOBUFS);
+      return;
+    }
+    if (len > n)
+      len = n;
+    memcpy(buf, data, len);
+    if (p->buffer_updated)
+      p->buffer_updated(t, len, t->user);
+    data += len;
+    n -= len;
+  }
+}
+
+/* Posts the next read if the transport still reads. */
+static void evl__tr_ovl_rearm(evl_transport *t) {
+  if (evl__tr_reading(t)) {
+    int rc = evl__tr_ovl_read(t);
+    if (rc)
+      evl__tr_fatal(t, rc);
+  }
+}
+
+/* A completed request of a transport. */
+static void evl__tr_ovl_done(evl_transport *t, evl__ovl *r, int err) {
+  uint32_t n = (uint32_t)r->ov.InternalHigh;
+  switch (r->kind) {
+  case EVL__OV_RECV: /* readable (or failed): read as after readiness */
+    if (t->flags & EVL__T_CLOSING)
+      return;
+    if (err) {
+      evl__tr_fatal(t, err);
+      return;
+    }
+    if (!evl__tr_reading(t))
+      return; /* paused: resuming posts a new one */
+    evl__tr_on_readable(t->loop, t->fd, t);
+    evl__tr_ovl_rearm(t);
+    return;
+  case EVL__OV_READ:
+    if (t->flags & EVL__T_CLOSING)
+      return;
+    if (t->flags & EVL__T_WPIPE) { /* the watch for the reader leaving */
+      if (err)
+        evl__wpipe_on_readable(t->loop, t->fd, t);
+      else
+        evl__tr_ovl_rearm(t);
+      return;
+    }
+    if (err == EVL_EPIPE) {
+      evl__tr_read_eof(t);
+      return;
+    }
+    if (err) {
+      evl__tr_fatal(t, err);
+      return;
+    }
+    if (!evl__tr_reading(t)) {
+      r->held = 1;
+      return;
+    }
+    if (n)
+      evl__tr_deliver(t, r->buf, n);
+    evl__tr_ovl_rearm(t);
+    return;
+  case EVL__OV_RECVFROM:
+    if (t->flags & EVL__T_CLOSING)
+      return;
+    if (err == EVL_EMSGSIZE) { /* truncated to the buffer, as POSIX does */
+      err = 0;
+      n = r->cap;
+    }
+    if (!evl__tr_reading(t)) {
+      r->held = 1;
+      return;
+    }
+    if (!err) {
+      if (t->proto->datagram_received)
+        t->proto->datagram_received(t, r->buf, n, r->buf + r->cap,
+                                    (size_t)r->alen, t->user);
+    } else if (err == EVL_ECONNRESET || err == EVL_ECONNREFUSED ||
+               err == EVL_EHOSTUNREACH || err == EVL_ENETUNREACH) {
+      /* an ICMP error about an earlier datagram: reported, reading goes on */
+      if (t->proto->error_received)
+        t->proto->error_received(t, err, t->user);
+    } else {
+      evl__tr_fatal(t, err);
+      return;
+    }
+    evl__tr_ovl_rearm(t);
+    return;
+  case EVL__OV_SENDTO:
+    evl__lfree(t->loop, r->dg);
+    r->dg = NULL;
+    t->wflight = 0;
+    if (t->flags & EVL__T_LOST)
+      return;
+    if (err && t->proto->error_received)
+      t->proto->error_received(t, err, t->user);
+    evl__dg_ovl_pump(t);
+    return;
+  default: /* EVL__OV_SEND, EVL__OV_WRITE */
+    if (!err && n < r->len && !(t->flags & EVL__T_LOST)) {
+      r->off += n; /* the rest of it */
+      r->len -= n;
+      t->wflight = r->len;
+      if ((err = evl__tr_ovl_send(t, r)) == 0)
+        return;
+    }
+    t->wflight = 0;
+    if (!err && !t->wbuf && r->cap <= 65536) { /* the queue reuses it */
+      t->wbuf = r->buf;
+      t->wcap = r->cap;
+      t->woff = 0;
+    } else {
+      evl__lfree(t->loop, r->buf);
+    }
+    r->buf = NULL;
+    if (t->flags & EVL__T_LOST)
+      return;
+    if (err) {
+      evl__tr_fatal(t, err);
+      return;
+    }
+    evl__tr_maybe_resume(t);
+    if (!(t->flags & EVL__T_LOST))
+      evl__tr_ovl_writable(t);
+  }
+}
+#endif /* EVL__HAVE_IOCP */
+
 EVL__DEF int evl_transport_write_eof(evl_transport *t) {
   int rc = evl__tr_check_writable(t);
   if (rc)
@@ -6292,7 +6955,7 @@ EVL__DEF int evl_transport_write_eof(evl_transport *t) {
     return 0;
   }
   t->flags |= EVL__T_EOF_PENDING;
-  if (!t->wlen && !EVL__SF(t))
+  if (!t->wlen && !EVL__SF(t) && !EVL__WBUSY(t))
     evl__tr_drained(t);
   return 0;
 }
@@ -6306,7 +6969,7 @@ EVL__DEF void evl_transport_close(evl_transport *t) {
     return;
   t->flags |= EVL__T_CLOSING;
   evl__unwatch(t->loop, t->fd, EVL__READ);
-  if (!t->wlen && !t->dq_head && !EVL__SF(t))
+  if (!t->wlen && !t->dq_head && !EVL__SF(t) && !EVL__WBUSY(t))
     evl__tr_schedule_lost(t, 0);
   /* else: the writer callback finishes the close once the queue drained */
 }
@@ -6342,8 +7005,7 @@ EVL__DEF int evl_transport_resume_reading(evl_transport *t) {
   t->flags &= ~EVL__T_PAUSED;
   if (!(t->flags & EVL__T_MADE) || (t->flags & EVL__T_READ_EOF))
     return 0; /* evl__tr_start starts reading / nothing more to read */
-  return evl__watch(t->loop, t->fd, EVL__READ, evl__tr_read_callback(t), t,
-                    NULL, NULL, 0);
+  return evl__tr_read_on(t);
 }
 EVL__DEF int evl_transport_is_reading(evl_transport *t) {
   return t && !(t->flags & (EVL__T_PAUSED | EVL__T_CLOSING | EVL__T_READ_EOF));
@@ -6422,6 +7084,37 @@ EVL__DEF evl_transport *evl_connect_accepted_socket(evl_loop *loop,
   return evl__tr_open(loop, proto, user, (int)fd, 0, NULL);
 }
 
+#ifdef EVL__HAVE_IOCP
+/* A pipe transport on a named pipe handle opened for overlapped I/O
+   (IOCP loops only): ReadFile and WriteFile through the port. NULL and
+   *err when refused; the caller keeps the handle then. */
+static evl_transport *evl__tr_open_handle(evl_loop *loop,
+                                          const evl_protocol *proto, void *user,
+                                          HANDLE h, int write_side,
+                                          evl_future *waiter, int *err) {
+  evl_transport *t;
+  int rc;
+  if (loop->backend != EVL_BACKEND_IOCP || evl__handle_is_sync(h)) {
+    *err = EVL_ENOTSUP;
+    return NULL;
+  }
+  if ((rc = evl__ovl_bind(loop, h, 0)) < 0) {
+    *err = rc == EVL_EINVAL ? EVL_ENOTSUP : rc; /* on another port */
+    return NULL;
+  }
+  t = evl__tr_open(loop, proto, user, (int)(intptr_t)h, 0, waiter);
+  if (!t) {
+    *err = EVL_ENOMEM;
+    return NULL;
+  }
+  /* A write side watches for the reader leaving with a read of its own,
+     where the pipe allows one (duplex). */
+  t->flags |= EVL__T_PIPE | EVL__T_HANDLE | EVL__T_OVL |
+              (write_side ? EVL__T_WPIPE | EVL__T_WATCH_HUP : 0);
+  return t;
+}
+#endif
+
 static evl_future *evl__connect_pipe(evl_loop *loop, const evl_protocol *proto,
                                      void *user, evl_fd fdv, int write_side) {
   evl_future *f = evl_future_new(loop);
@@ -6431,22 +7124,34 @@ static evl_future *evl__connect_pipe(evl_loop *loop, const evl_protocol *proto,
   if (!f)
     return NULL;
 #ifdef _WIN32
-  /* Sockets only (a socket pair stands in for a pipe); overlapped named
-     pipes are not supported yet. */
+  /* Sockets, and on IOCP named pipes opened for overlapped I/O. */
   (void)st;
   if (!proto)
     rc = EVL_EINVAL;
   else if (fdv < 0 || fdv > INT_MAX)
     rc = EVL_EBADF;
   else if (!evl__is_socket(fd)) {
+    HANDLE h = (HANDLE)(intptr_t)fd;
     DWORD fl;
-    rc = GetHandleInformation((HANDLE)(intptr_t)fd, &fl) ? EVL_ENOTSUP
-                                                         : EVL_EBADF;
+    if (!GetHandleInformation(h, &fl))
+      rc = EVL_EBADF;
+    else if (GetFileType(h) != FILE_TYPE_PIPE)
+      rc = EVL_ENOTSUP;
+#ifdef EVL__HAVE_IOCP
+    else if (evl__tr_open_handle(loop, proto, user, h, write_side, f, &rc))
+      return f;
+#else
+    else
+      rc = EVL_ENOTSUP;
+#endif
   } else
     rc = evl__set_nonblocking(fd);
   if (rc) {
     (void)evl_future_set_error(
-        f, rc, rc == EVL_ENOTSUP ? "only sockets on Windows" : NULL);
+        f, rc,
+        rc == EVL_ENOTSUP
+            ? "sockets, or on IOCP named pipes opened for overlapped I/O"
+            : NULL);
     return f;
   }
   t = evl__tr_open(loop, proto, user, fd, 0, f);
@@ -6559,8 +7264,7 @@ static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
       return;
     t->dq_head = d->next;
-    if (!t->dq_head)
-      evl__lfree(loop, d);
+    evl__lfree(loop, d);
     if (n < 0 && t->proto->error_received)
       t->proto->error_received(t, evl__errno(), t->user);
     if (t->flags & EVL__T_LOST)
@@ -6584,7 +7288,7 @@ EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
     return EVL_ENOTSUP;
   if (t->flags & EVL__T_CLOSING)
     return EVL_ECLOSED;
-  if (!t->dq_head) {
+  if (!t->dq_head && !EVL__WBUSY(t)) {
     n = evl__sys_sendto(t->fd, data, len, EVL__SEND_FLAGS,
                         (const struct sockaddr *)addr,
                         addr ? (socklen_t)addrlen : 0);
@@ -6613,6 +7317,13 @@ EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
       pp = &(*pp)->next;
     *pp = d;
   }
+#ifdef EVL__HAVE_IOCP
+  if (t->flags & EVL__T_OVL) {
+    evl__tr_maybe_pause(t);
+    evl__dg_ovl_pump(t);
+    return 0;
+  }
+#endif
   if (evl__watch(t->loop, t->fd, EVL__WRITE, evl__dg_on_writable, t, NULL, NULL,
                  0) == 0)
     evl__tr_maybe_pause(t);
@@ -6901,11 +7612,19 @@ typedef struct evl__connect {
   int nodelay, unix_sock;
   struct sockaddr_storage local;
   socklen_t local_len;
+#ifdef EVL__HAVE_IOCP
+  struct evl__ovl *creq; /* the ConnectEx in flight */
+  int ovl_flags;         /* for the transport: the socket is on the port */
+#endif
 } evl__connect;
 
 static void evl__connect_next(evl__connect *c);
 
 static void evl__connect_stop(evl__connect *c) {
+#ifdef EVL__HAVE_IOCP
+  evl__ovl_release(c->fut.loop, c->creq); /* the close cancels it */
+  c->creq = NULL;
+#endif
   if (c->fd >= 0) {
     evl__unwatch(c->fut.loop, c->fd, EVL__WRITE);
     evl__closesocket(c->fd);
@@ -6931,7 +7650,74 @@ static void evl__connect_established(evl__connect *c) {
     evl__closesocket(fd);
     (void)evl_future_set_error(&c->fut, EVL_ENOMEM, NULL);
   }
+#ifdef EVL__HAVE_IOCP
+  else
+    t->flags |= c->ovl_flags; /* ConnectEx bound it to the port */
+#endif
 }
+
+#ifdef EVL__HAVE_IOCP
+/* ConnectEx on an IOCP loop (IPv4, IPv6): 0 if it is in flight;
+   EVL_ENOTSUP sends the caller to the non-blocking connect. */
+static int evl__connect_ovl(evl__connect *c, int fd, const evl__addr *a) {
+  evl_loop *loop = c->fut.loop;
+  int family = a->ss.ss_family, skip, ok, rc;
+  evl__ovl *r;
+  if (loop->backend != EVL_BACKEND_IOCP ||
+      (family != AF_INET && family != AF_INET6))
+    return EVL_ENOTSUP;
+  if (!loop->connect_ex) {
+    GUID g = WSAID_CONNECTEX;
+    if (evl__wsa_ext(fd, g, &loop->connect_ex, sizeof loop->connect_ex))
+      return EVL_ENOTSUP;
+  }
+  if (!c->local_len) { /* ConnectEx wants a bound socket */
+    struct sockaddr_storage any;
+    memset(&any, 0, sizeof any);
+    any.ss_family = (ADDRESS_FAMILY)family;
+    if (evl__sys_bind(fd, (struct sockaddr *)&any,
+                      family == AF_INET ? sizeof(struct sockaddr_in)
+                                        : sizeof(struct sockaddr_in6)) < 0)
+      return evl__errno();
+  }
+  skip = evl__ovl_bind(loop, (HANDLE)(intptr_t)fd, 1);
+  if (skip < 0)
+    return skip;
+  r = evl__ovl_new(loop, c, EVL__OV_CONNECT, (HANDLE)(intptr_t)fd);
+  if (!r)
+    return EVL_ENOMEM;
+  r->skip = skip;
+  ok = loop->connect_ex(EVL__SOCK(fd), (const struct sockaddr *)&a->ss,
+                        (int)a->len, NULL, 0, NULL, &r->ov) != FALSE;
+  rc = evl__ovl_started(loop, r, ok);
+  if (rc) {
+    evl__lfree(loop, r);
+    return rc;
+  }
+  c->creq = r;
+  c->ovl_flags = EVL__T_OVL | (skip ? EVL__T_SKIP : 0);
+  return 0;
+}
+
+static void evl__connect_ovl_done(evl__connect *c, evl__ovl *r, int err) {
+  evl_loop *loop = c->fut.loop;
+  c->creq = NULL;
+  evl__ovl_free(loop, r);
+  c->waiting = 0;
+  if (!err && setsockopt(EVL__SOCK(c->fd), SOL_SOCKET,
+                         SO_UPDATE_CONNECT_CONTEXT, NULL, 0) != 0)
+    err = evl_translate_sys_error(evl__win_errno((DWORD)WSAGetLastError()));
+  if (!err) {
+    evl__connect_established(c);
+  } else {
+    c->err = err;
+    evl__closesocket(c->fd);
+    c->fd = -1;
+    evl__connect_next(c);
+  }
+  evl_future_release(&c->fut); /* the request's reference */
+}
+#endif
 
 static void evl__connect_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl__connect *c = (evl__connect *)arg;
@@ -6965,6 +7751,20 @@ static void evl__connect_next(evl__connect *c) {
       evl__closesocket(fd);
       continue;
     }
+#ifdef EVL__HAVE_IOCP
+    rc = evl__connect_ovl(c, fd, a);
+    if (rc == 0) {
+      c->fd = fd;
+      c->waiting = 1;
+      c->fut.refs++;
+      return;
+    }
+    if (rc != EVL_ENOTSUP) {
+      c->err = rc;
+      evl__closesocket(fd);
+      continue;
+    }
+#endif
     if (evl__sys_connect(fd, (struct sockaddr *)&a->ss, a->len) == 0) {
       c->fd = fd;
       evl__connect_established(c);
@@ -7156,6 +7956,9 @@ struct evl_server {
   dev_t unix_dev;
   ino_t unix_ino;
   void *owned_user; /* streams: freed with the server */
+#ifdef EVL__HAVE_IOCP
+  struct evl__ovl **acc; /* AcceptEx requests: EVL__ACCEPTS per socket */
+#endif
 };
 
 static void evl__server_maybe_done(evl_server *s) {
@@ -7222,11 +8025,118 @@ static void evl__server_on_accept(evl_loop *loop, evl_fd lfdv, void *arg) {
   }
 }
 
+#ifdef EVL__HAVE_IOCP
+/* On IOCP, IPv4 and IPv6 servers keep EVL__ACCEPTS AcceptEx calls posted
+   per socket; the accepted socket is made beforehand. If posting fails
+   (no memory or sockets), the socket falls back to accept() on
+   readiness, which needs nothing made in advance. */
+#define EVL__ACCEPTS 8
+#define EVL__ACCEPT_ADDR (sizeof(struct sockaddr_storage) + 16)
+
+static int evl__server_post_accept(evl_server *s, evl__ovl *r) {
+  evl_loop *loop = s->loop;
+  DWORD bytes = 0;
+  int fd = evl__socket(r->alen, SOCK_STREAM), ok, rc;
+  if (fd < 0)
+    return fd;
+  r->sock = fd;
+  memset(&r->ov, 0, sizeof r->ov);
+  ok = loop->accept_ex(EVL__SOCK(s->fds[r->index]), EVL__SOCK(fd), r->buf, 0,
+                       EVL__ACCEPT_ADDR, EVL__ACCEPT_ADDR, &bytes,
+                       &r->ov) != FALSE;
+  rc = evl__ovl_started(loop, r, ok);
+  if (rc) {
+    evl__closesocket(fd);
+    r->sock = -1;
+  }
+  return rc;
+}
+
+/* 0 if socket i of the server accepts through AcceptEx now. */
+static int evl__server_ovl_listen(evl_server *s, size_t i) {
+  evl_loop *loop = s->loop;
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int lfd = s->fds[i], skip, k, posted = 0;
+  if (loop->backend != EVL_BACKEND_IOCP ||
+      evl__sys_getsockname(lfd, (struct sockaddr *)&ss, &len) < 0 ||
+      (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+    return EVL_ENOTSUP;
+  if (!loop->accept_ex) {
+    GUID g = WSAID_ACCEPTEX;
+    if (evl__wsa_ext(lfd, g, &loop->accept_ex, sizeof loop->accept_ex))
+      return EVL_ENOTSUP;
+  }
+  if (!s->acc) {
+    s->acc =
+        (evl__ovl **)evl__zalloc(loop, s->nfds * EVL__ACCEPTS * sizeof *s->acc);
+    if (!s->acc)
+      return EVL_ENOMEM;
+  }
+  skip = evl__ovl_bind(loop, (HANDLE)(intptr_t)lfd, 1);
+  if (skip < 0)
+    return skip;
+  for (k = 0; k < EVL__ACCEPTS; k++) {
+    evl__ovl *r = evl__ovl_new(loop, s, EVL__OV_ACCEPT, (HANDLE)(intptr_t)lfd);
+    if (!r)
+      break;
+    r->skip = skip;
+    r->index = (int)i;
+    r->alen = ss.ss_family;
+    r->buf = (unsigned char *)evl__lalloc(loop, 2 * EVL__ACCEPT_ADDR);
+    s->acc[i * EVL__ACCEPTS + (size_t)k] = r;
+    if (!r->buf || evl__server_post_accept(s, r) != 0)
+      break;
+    posted++;
+  }
+  return posted ? 0 : EVL_ENOMEM;
+}
+
+/* An AcceptEx completed: the connection gets its transport, and the
+   request is posted again. */
+static void evl__server_ovl_accepted(evl_server *s, evl__ovl *r, int err) {
+  evl_loop *loop = s->loop;
+  SOCKET lsock = EVL__SOCK(s->fds[r->index]);
+  int fd = r->sock;
+  r->sock = -1;
+  if (!err && setsockopt(EVL__SOCK(fd), SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
+                         (char *)&lsock, sizeof lsock) != 0)
+    err = evl_translate_sys_error(evl__win_errno((DWORD)WSAGetLastError()));
+  if (err) {
+    evl__closesocket(fd);
+  } else {
+    evl_transport *t;
+    (void)evl__set_nonblocking(fd);
+    evl__set_nodelay(fd);
+    t = evl__tr_open(loop, s->proto, s->user, fd, 0, NULL);
+    if (!t) {
+      evl__closesocket(fd);
+    } else {
+      t->server = s;
+      s->nconns++;
+    }
+  }
+  if (!s->serving)
+    return;
+  /* A connection reset before it was accepted is that connection's end;
+     anything else, or failing to post again, falls back to readiness. */
+  if ((err && err != EVL_ECONNRESET && err != EVL_ECONNABORTED) ||
+      evl__server_post_accept(s, r) != 0)
+    (void)evl__watch(loop, (int)lsock, EVL__READ, evl__server_on_accept, s,
+                     NULL, NULL, 0);
+}
+#endif
+
 static int evl__server_listen(evl_server *s) {
   size_t i;
   for (i = 0; i < s->nfds; i++) {
-    int rc = evl__watch(s->loop, s->fds[i], EVL__READ, evl__server_on_accept, s,
-                        NULL, NULL, 0);
+    int rc;
+#ifdef EVL__HAVE_IOCP
+    if (evl__server_ovl_listen(s, i) == 0)
+      continue;
+#endif
+    rc = evl__watch(s->loop, s->fds[i], EVL__READ, evl__server_on_accept, s,
+                    NULL, NULL, 0);
     if (rc)
       return rc;
   }
@@ -7236,6 +8146,14 @@ static int evl__server_listen(evl_server *s) {
 
 static void evl__server_close_fds(evl_server *s) {
   size_t i;
+#ifdef EVL__HAVE_IOCP
+  if (s->acc) { /* the close cancels them */
+    for (i = 0; i < s->nfds * EVL__ACCEPTS; i++)
+      evl__ovl_release(s->loop, s->acc[i]);
+    evl__lfree(s->loop, s->acc);
+    s->acc = NULL;
+  }
+#endif
   for (i = 0; i < s->nfds; i++) {
     evl__unwatch(s->loop, s->fds[i], EVL__READ);
     evl__closesocket(s->fds[i]);
@@ -7253,6 +8171,23 @@ static void evl__server_close_fds(evl_server *s) {
     s->unix_path = NULL;
   }
 }
+
+#ifdef EVL__HAVE_IOCP
+/* A completed overlapped request, to its owner. */
+static void evl__ovl_handle(evl_loop *loop, evl__ovl *r, int err) {
+  (void)loop;
+  switch (r->kind) {
+  case EVL__OV_ACCEPT:
+    evl__server_ovl_accepted((evl_server *)r->owner, r, err);
+    break;
+  case EVL__OV_CONNECT:
+    evl__connect_ovl_done((evl__connect *)r->owner, r, err);
+    break;
+  default:
+    evl__tr_ovl_done((evl_transport *)r->owner, r, err);
+  }
+}
+#endif
 
 EVL__DEF void evl_server_close(evl_server *s) {
   if (!s || s->closed)
@@ -7771,6 +8706,34 @@ static void evl__sockop_unwatch(evl__sockop *op) {
 
 /* Sends from a file: sendfile(2) on Linux, pread + send elsewhere (and
    when sendfile refuses the pair). Returns bytes sent, or -1 with errno. */
+#ifdef _WIN32
+/* Up to EVL__RBUF_SIZE bytes of a file at an offset, like pread:
+   ReadFile with the offset in the OVERLAPPED. */
+static ssize_t evl__file_pread(int file_fd, void *buf, size_t count,
+                               int64_t offset) {
+  OVERLAPPED ov;
+  DWORD got = 0;
+  HANDLE h = (HANDLE)_get_osfhandle(file_fd);
+  memset(&ov, 0, sizeof ov);
+  ov.Offset = (DWORD)((uint64_t)offset & 0xffffffffu);
+  ov.OffsetHigh = (DWORD)((uint64_t)offset >> 32);
+  if (h == INVALID_HANDLE_VALUE) {
+    errno = EBADF;
+    return -1;
+  }
+  if (!ReadFile(h, buf,
+                (DWORD)(count < EVL__RBUF_SIZE ? count : EVL__RBUF_SIZE), &got,
+                &ov)) {
+    DWORD e = GetLastError();
+    if (e == ERROR_HANDLE_EOF)
+      return 0;
+    errno = evl__win_errno(e);
+    return -1;
+  }
+  return (ssize_t)got;
+}
+#endif
+
 static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
                                    int64_t *offset, size_t count) {
   ssize_t n;
@@ -7801,28 +8764,7 @@ static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
     return -1;
   }
 #ifdef _WIN32
-  { /* a positioned read: ReadFile with an offset, like pread */
-    OVERLAPPED ov;
-    DWORD got = 0;
-    HANDLE h = (HANDLE)_get_osfhandle(file_fd);
-    memset(&ov, 0, sizeof ov);
-    ov.Offset = (DWORD)((uint64_t)*offset & 0xffffffffu);
-    ov.OffsetHigh = (DWORD)((uint64_t)*offset >> 32);
-    if (h == INVALID_HANDLE_VALUE) {
-      errno = EBADF;
-      return -1;
-    }
-    if (!ReadFile(h, buf,
-                  (DWORD)(count < EVL__RBUF_SIZE ? count : EVL__RBUF_SIZE),
-                  &got, &ov)) {
-      DWORD e = GetLastError();
-      if (e == ERROR_HANDLE_EOF)
-        return 0;
-      errno = evl__win_errno(e);
-      return -1;
-    }
-    n = (ssize_t)got;
-  }
+  n = evl__file_pread(file_fd, buf, count, *offset);
 #else
   n = pread(file_fd, buf, count < EVL__RBUF_SIZE ? count : EVL__RBUF_SIZE,
             (off_t)*offset);
@@ -8039,7 +8981,7 @@ static void evl__sendfile_finish(evl_transport *t) {
   (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
   op->t = NULL;
   evl_future_release(&op->fut);
-  if (t->wlen) /* writes queued meanwhile */
+  if (t->wlen || EVL__WBUSY(t)) /* writes queued meanwhile */
     return;
   evl__tr_drained(t);
 }
@@ -8055,6 +8997,34 @@ static void evl__sendfile_fail(evl_transport *t, int err) {
 /* Called when the transport is writable and its queue is empty. */
 static void evl__sendfile_pump(evl_transport *t) {
   evl__sendfile_op *op = t->u.sf;
+#ifdef EVL__HAVE_IOCP
+  if (t->flags & EVL__T_OVL) { /* a chunk at a time through the queue */
+    if (op->done < op->count) {
+      unsigned char *buf = evl__rbuf(t->loop);
+      ssize_t n = buf ? evl__file_pread(op->file_fd, buf, op->count - op->done,
+                                        op->offset)
+                      : (errno = ENOMEM, -1);
+      int rc;
+      if (n < 0) {
+        evl__tr_fatal(t, evl__errno());
+        return;
+      }
+      if (n > 0) {
+        rc = evl__tr_queue(t, buf, (size_t)n);
+        if (!rc) {
+          op->offset += n;
+          op->done += (size_t)n;
+          rc = evl__tr_ovl_write(t);
+        }
+        if (rc)
+          evl__tr_fatal(t, rc);
+        return;
+      }
+    }
+    evl__sendfile_finish(t);
+    return;
+  }
+#endif
   while (op->done < op->count) {
     ssize_t n = evl__sendfile_chunk(t->loop, t->fd, op->file_fd, &op->offset,
                                     op->count - op->done);
@@ -8081,7 +9051,7 @@ static int evl__sendfile_cancel(evl_future *f) {
     t->u.sf = NULL;
     op->t = NULL;
     evl_future_release(f);
-    if (!t->wlen && !(t->flags & EVL__T_LOST))
+    if (!t->wlen && !EVL__WBUSY(t) && !(t->flags & EVL__T_LOST))
       evl__tr_drained(t);
   }
   return rc;
@@ -8116,6 +9086,13 @@ EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
   op->count = count;
   t->u.sf = op;
   op->fut.refs++; /* the transport's reference */
+#ifdef EVL__HAVE_IOCP
+  if (t->flags & EVL__T_OVL) {
+    if (!EVL__WBUSY(t))
+      evl__tr_ovl_writable(t); /* the queue first, then the file */
+    return &op->fut;
+  }
+#endif
   rc = evl__watch(t->loop, t->fd, EVL__WRITE, evl__tr_on_writable, t, NULL,
                   NULL, 0);
   if (rc)
@@ -9389,6 +10366,21 @@ static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
     sp->fd = i;
     if (pfd[i] < 0)
       continue;
+#ifdef EVL__HAVE_IOCP
+    if (loop->backend == EVL_BACKEND_IOCP && !evl__is_socket(pfd[i])) {
+      int err = 0;
+      HANDLE h = (HANDLE)(intptr_t)pfd[i];
+      sp->t = evl__tr_open_handle(loop, &evl__subpipe_proto, sp, h, i == 0,
+                                  NULL, &err);
+      if (!sp->t) {
+        CloseHandle(h);
+        continue;
+      }
+      sp->open = 1;
+      p->npipes++;
+      continue;
+    }
+#endif
     sp->t = evl__tr_open(loop, &evl__subpipe_proto, sp, pfd[i], 0, NULL);
     if (!sp->t) {
       evl__closesocket(pfd[i]);
@@ -9530,6 +10522,46 @@ static VOID CALLBACK evl__sub_win_signalled(PVOID arg, BOOLEAN timed_out) {
   (void)evl__ts_push(p->loop, evl__sub_win_exit, p, 1);
 }
 
+#ifdef EVL__HAVE_IOCP
+/* A named pipe for a child's stdio on an IOCP loop: our end overlapped,
+   for the port; the child's a plain inheritable handle (programs expect
+   blocking stdio). The name is unique in the process, and
+   FILE_FLAG_FIRST_PIPE_INSTANCE fails if anyone took it first. */
+static int evl__child_pipe(HANDLE *ours, HANDLE *theirs, int we_read) {
+  static volatile LONG serial;
+  char name[96];
+  SECURITY_ATTRIBUTES sa;
+  HANDLE h, c;
+  /* The child's stdin is duplex on our side: a read we post there ends
+     when the child closes its end (asyncio does the same). */
+  DWORD open_mode = (we_read ? PIPE_ACCESS_INBOUND : PIPE_ACCESS_DUPLEX) |
+                    FILE_FLAG_OVERLAPPED | FILE_FLAG_FIRST_PIPE_INSTANCE;
+  snprintf(name, sizeof name, "\\\\.\\pipe\\evloop-%lu-%ld-%p",
+           (unsigned long)GetCurrentProcessId(),
+           (long)InterlockedIncrement(&serial), (void *)ours);
+  h = CreateNamedPipeA(name, open_mode,
+                       PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT, 1,
+                       65536, 65536, 0, NULL);
+  if (h == INVALID_HANDLE_VALUE)
+    return evl_translate_sys_error(evl__win_errno(GetLastError()));
+  sa.nLength = sizeof sa;
+  sa.lpSecurityDescriptor = NULL;
+  sa.bInheritHandle = TRUE;
+  c = CreateFileA(name,
+                  we_read ? GENERIC_WRITE | FILE_READ_ATTRIBUTES
+                          : GENERIC_READ | FILE_WRITE_ATTRIBUTES,
+                  0, &sa, OPEN_EXISTING, 0, NULL);
+  if (c == INVALID_HANDLE_VALUE) {
+    int rc = evl_translate_sys_error(evl__win_errno(GetLastError()));
+    CloseHandle(h);
+    return rc;
+  }
+  *ours = h;
+  *theirs = c;
+  return 0;
+}
+#endif
+
 static int evl__inherit(HANDLE h, HANDLE *out) {
   if (!DuplicateHandle(GetCurrentProcess(), h, GetCurrentProcess(), out, 0,
                        TRUE, DUPLICATE_SAME_ACCESS))
@@ -9546,6 +10578,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   evl_subprocess *p;
   evl_stdio mode[3];
   int userfd[3], pfd[3] = {-1, -1, -1}, i, rc = 0;
+  int named[3] = {0, 0, 0}; /* stdio i is a named pipe, not a socket pair */
   HANDLE child[3] = {NULL, NULL, NULL}, list[3];
   DWORD nlist = 0;
   char *cmdline = NULL, *envblock = NULL;
@@ -9564,6 +10597,17 @@ static evl_future *evl__subprocess(evl_loop *loop,
     int sv[2];
     switch (mode[i]) {
     case EVL_STDIO_PIPE:
+#ifdef EVL__HAVE_IOCP
+      if (loop->backend == EVL_BACKEND_IOCP) { /* else select: sockets */
+        HANDLE ours;
+        if ((rc = evl__child_pipe(&ours, &h, i != 0)) == 0) {
+          pfd[i] = (int)(intptr_t)ours;
+          named[i] = 1;
+          child[i] = h;
+        }
+        break;
+      }
+#endif
       if ((rc = evl__loopback_pair(sv, 1)) == 0) {
         pfd[i] = sv[1]; /* ours */
         h = (HANDLE)EVL__SOCK(sv[0]);
@@ -9662,14 +10706,16 @@ static evl_future *evl__subprocess(evl_loop *loop,
   EVLOOP_FREE(NULL, envblock);
   for (i = 0; i < 3; i++) /* the child has its copies now */
     if (child[i]) {
-      if (mode[i] == EVL_STDIO_PIPE)
+      if (mode[i] == EVL_STDIO_PIPE && !named[i])
         closesocket((SOCKET)child[i]);
       else
         CloseHandle(child[i]);
     }
   if (rc) {
     for (i = 0; i < 3; i++)
-      if (pfd[i] >= 0)
+      if (pfd[i] >= 0 && named[i])
+        CloseHandle((HANDLE)(intptr_t)pfd[i]);
+      else if (pfd[i] >= 0)
         evl__closesocket(pfd[i]);
     evl__lfree(loop, p);
     (void)evl_future_set_error(f, rc, NULL);
