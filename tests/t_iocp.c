@@ -448,6 +448,19 @@ static int sock_port(int fd) {
   return ntohs(sin.sin_port);
 }
 
+/* A TCP port where connects are refused: a socket bound to it that does
+   not listen, kept open (*fd) so that no connect's own socket can get the
+   port and connect to itself (which a port merely freed again allows when
+   the ephemeral ports are crowded, e.g. by many sockets in TIME_WAIT). */
+static int refused_port(int *fd) {
+  struct sockaddr_in sin;
+  *fd = (int)socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(*fd >= 0);
+  loopback_addr(&sin, 0);
+  CHECK_EQ(bind(*fd, (struct sockaddr *)&sin, sizeof sin), 0);
+  return sock_port(*fd);
+}
+
 /* A port nothing listens on (TCP or UDP: type). */
 static int free_port(int type) {
   struct sockaddr_in sin;
@@ -499,6 +512,31 @@ static int full_listener(int *port, int *fills, int max, int *nfill,
   *nfill = k;
   return lfd;
 }
+
+/* Open fds (Linux) or handles, sockets included (Windows); -1 elsewhere. */
+#ifdef __linux__
+#include <dirent.h>
+static int count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  int n = 0;
+  if (!d)
+    return -1;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n;
+}
+#elif defined(_WIN32)
+static int count_fds(void) {
+  return test_count_handles();
+}
+#else
+static int count_fds(void) {
+  return -1;
+}
+#endif
 
 /* ---- 1. idle connections hold little memory ----------------------------- */
 
@@ -649,10 +687,33 @@ TEST(iocp_idle_connections_hold_little_memory) {
 
 /* ---- 2. closing the loop with I/O in flight ----------------------------- */
 
+/* What the first loop of a process makes once and keeps (Winsock's own
+   handles under wine), made before the fds are counted. */
+static void warm_up_sockets(void) {
+#ifdef _WIN32
+  mcount m;
+  evl_loop *loop = counted_loop(&m);
+  pool sp;
+  conn cl;
+  dpeer u;
+  evl_server *s;
+  pool_init(&sp, 2);
+  memset(&cl, 0, sizeof cl);
+  memset(&u, 0, sizeof u);
+  s = serve(loop, &sp, 0);
+  dial(loop, &cl, evl_server_port(s));
+  endpoint(loop, &u, "127.0.0.1", 0, NULL, 0);
+  RUN_UNTIL(loop, sp.n == 1);
+  free_counted_loop(loop, &m);
+  pool_free(&sp);
+#endif
+  test_settle_fds();
+}
+
 TEST(iocp_loop_close_with_io_in_flight) {
   const size_t big = (size_t)8 << 20;
   mcount m;
-  evl_loop *loop = counted_loop(&m);
+  evl_loop *loop;
   evl_server *s, *s2;
   pool sp, idle;
   conn cl[4], rd, pc;
@@ -662,6 +723,10 @@ TEST(iocp_loop_close_with_io_in_flight) {
   int i, lfd, lport, fills[16], nfill, full, late_tcp, late_udp;
   struct sockaddr_in sin;
   double t0;
+  int fds_before;
+  warm_up_sockets();
+  fds_before = count_fds();
+  loop = counted_loop(&m);
   memset(cl, 0, sizeof cl);
   memset(&rd, 0, sizeof rd);
   memset(&pc, 0, sizeof pc);
@@ -774,6 +839,10 @@ TEST(iocp_loop_close_with_io_in_flight) {
   for (i = 0; i < nfill; i++)
     test_closesocket(fills[i]);
   test_closesocket(lfd);
+  /* no socket left: not the one a pending accept took for the late
+     connection, nor the pending connect's */
+  if (fds_before >= 0)
+    CHECK_EQ(count_fds(), fds_before);
   pool_free(&sp);
   pool_free(&idle);
   CHECK_EQ(g_reports, 0);
@@ -934,7 +1003,7 @@ static void refused_round(evl_loop *loop, int port, int n) {
 TEST(iocp_refused_connects_in_parallel) {
   mcount m;
   evl_loop *loop = counted_loop(&m);
-  int port = free_port(SOCK_STREAM);
+  int held, port = refused_port(&held);
   long long warm;
   evl_server *s;
   pool sp;
@@ -955,6 +1024,7 @@ TEST(iocp_refused_connects_in_parallel) {
   close_both(loop, &cl, &sp.c[0]);
   server_done(loop, s);
   free_counted_loop(loop, &m);
+  test_closesocket(held);
   pool_free(&sp);
   CHECK_EQ(g_reports, 0);
 }
@@ -1223,7 +1293,11 @@ TEST(iocp_abort_while_writing) {
   CHECK(evl_transport_get_write_buffer_size(cl.t) > 0);
   evl_transport_abort(cl.t);
   CHECK_EQ(evl_transport_is_closing(cl.t), 1);
-  CHECK_EQ(evl_transport_get_write_buffer_size(cl.t), 0);
+  /* the queue is dropped: nothing counts as buffered any more (asyncio's
+     proactor transports say 0 after abort too) */
+  CHECK_EQ_KNOWN_BUG(evl_transport_get_write_buffer_size(cl.t) == 0, 1, 0,
+                     "evloop.h IOCP: after abort, get_write_buffer_size "
+                     "still counts the bytes of the WSASend in flight");
   CHECK(evl_transport_write(cl.t, "x", 1) < 0);
   RUN_UNTIL(loop, cl.lost == 1 && sc->lost == 1);
   CHECK_EQ(cl.lost_err, 0);
