@@ -81,18 +81,21 @@
      bad fd is an error of evl_add_reader, and the registration is gone
      before the fd is closed). Signals come through EVFILT_SIGNAL and child
      exits through EVFILT_PROC.
-     Windows: IOCP (the default) and select, sockets only. An evl_fd is a
-     SOCKET (or, for subprocess stdio, a HANDLE). IOCP waits in
-     GetQueuedCompletionStatusEx (timeouts rounded up), wake-ups are posted
-     packets, and evl_add_reader/evl_add_writer watch sockets through AFD
-     poll requests on the same port (as wepoll and libuv's uv_poll do);
-     evl_backend_fd() is the completion port. Transports use the same
-     readiness code on every backend: on IOCP through AFD, not through
-     WSARecv/AcceptEx completions. Non-socket handles give EVL_ENOTSUP.
+     Windows: IOCP (the default) and select. An evl_fd is a SOCKET or, for
+     pipes, a HANDLE. IOCP waits in GetQueuedCompletionStatusEx (timeouts
+     rounded up) and wake-ups are posted packets; evl_backend_fd() is the
+     completion port. On IOCP, TCP and UDP transports use completion-based
+     I/O: zero-byte WSARecv (an idle connection holds no buffer), WSASend,
+     AcceptEx, ConnectEx, WSARecvFrom and WSASendTo, skipping the port on
+     immediate success where the provider allows it; pipe transports take
+     named pipes opened for overlapped I/O (ReadFile/WriteFile).
+     evl_add_reader/evl_add_writer watch sockets through AFD poll requests
+     on the same port (as wepoll and libuv's uv_poll do); other handles give
+     EVL_ENOTSUP. select on Windows takes sockets only.
      Signals: SIGINT and SIGBREAK (console Ctrl-C, Ctrl-Break) only.
      Subprocesses: CreateProcess with an explicit list of inherited handles;
-     piped stdio is a loopback socket pair (not a named pipe); terminate
-     and kill are TerminateProcess(1), as asyncio does.
+     piped stdio is a named pipe on IOCP (a loopback socket pair on select);
+     terminate and kill are TerminateProcess(1), as asyncio does.
 
    4. ERRORS AND LOGGING
      Functions return 0 (or a value >= 0) on success and a negative EVL_E*
@@ -2740,7 +2743,7 @@ static int evl__epoll_poll(evl_loop *loop, int64_t timeout_ns) {
 
 /* ==== Self-pipe (select and poll) =======================================
    On Windows a connected loopback socket pair plays the pipe: select
-   there watches sockets only. */
+   there watches sockets only (so do subprocess pipes on select loops). */
 #ifdef _WIN32
 /* A connected loopback TCP pair: sv[1] is overlapped and non-blocking (for
    the loop); sv[0] is too, unless child_end: then it is a blocking,
@@ -3081,7 +3084,9 @@ static int evl__select_poll(evl_loop *loop, int64_t timeout_ns) {
 
 /* ==== IOCP backend ======================================================
    One completion port per loop. Wake-ups are packets posted to it (the
-   cross-thread queue coalesces them). Watching a socket uses the AFD poll
+   cross-thread queue coalesces them). Transports do overlapped I/O on it
+   (the requests below; their owners are in the transport, connection and
+   server sections). Watching a socket uses the AFD poll
    request that wepoll and libuv's uv_poll use: one poll outstanding per
    watched socket, submitted again after each completion (which makes it
    level-triggered like the other backends). Every request lives until its
@@ -3234,8 +3239,9 @@ typedef struct evl__ovl {
   void *dg;                       /* EVL__OV_SENDTO: the datagram sent */
   uint32_t off, len, cap;
   int kind, pending, queued, held, sock, index;
-  int skip; /* its handle skips the port on success */
-  int alen; /* EVL__OV_RECVFROM: the sender's address length */
+  int delivering; /* its data is in the protocol's hands: no new read */
+  int skip;       /* its handle skips the port on success */
+  int alen;       /* EVL__OV_RECVFROM: the sender's address length */
   DWORD flags;
 } evl__ovl;
 
@@ -6657,8 +6663,8 @@ static int evl__tr_ovl_read(evl_transport *t) {
     }
     t->rreq = r;
   }
-  if (r->pending || r->queued)
-    return 0;
+  if (r->pending || r->queued || r->delivering)
+    return 0;    /* (after delivering, the completion handler posts again) */
   if (r->held) { /* what came while paused: run it again */
     r->held = 0;
     evl__ovl_push_done(loop, r);
@@ -6874,8 +6880,11 @@ static void evl__tr_ovl_done(evl_transport *t, evl__ovl *r, int err) {
       r->held = 1;
       return;
     }
-    if (n)
+    if (n) {
+      r->delivering = 1;
       evl__tr_deliver(t, r->buf, n);
+      r->delivering = 0;
+    }
     evl__tr_ovl_rearm(t);
     return;
   case EVL__OV_RECVFROM:
@@ -6890,9 +6899,11 @@ static void evl__tr_ovl_done(evl_transport *t, evl__ovl *r, int err) {
       return;
     }
     if (!err) {
+      r->delivering = 1;
       if (t->proto->datagram_received)
         t->proto->datagram_received(t, r->buf, n, r->buf + r->cap,
                                     (size_t)r->alen, t->user);
+      r->delivering = 0;
     } else if (err == EVL_ECONNRESET || err == EVL_ECONNREFUSED ||
                err == EVL_EHOSTUNREACH || err == EVL_ENETUNREACH) {
       /* an ICMP error about an earlier datagram: reported, reading goes on */
