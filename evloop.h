@@ -6617,15 +6617,17 @@ static void evl__tr_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
    that completes while reading is paused is held until it resumes. */
 
 /* Completion mode for an IPv4/IPv6 socket on an IOCP loop. Else (other
-   families, or a socket bound to another loop's port) it stays on
-   readiness, through AFD. */
+   families, a socket made without WSA_FLAG_OVERLAPPED, on which overlapped
+   calls would block, or one bound to another port) it stays on readiness,
+   through AFD. */
 static void evl__tr_ovl_adopt(evl_transport *t) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   int rc;
   if (t->loop->backend != EVL_BACKEND_IOCP ||
       evl__sys_getsockname(t->fd, (struct sockaddr *)&ss, &len) < 0 ||
-      (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+      (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) ||
+      evl__handle_is_sync((HANDLE)(intptr_t)t->fd))
     return;
   rc = evl__ovl_bind(t->loop, (HANDLE)(intptr_t)t->fd, 1);
   if (rc >= 0)
