@@ -3307,6 +3307,14 @@ static int evl__handle_is_sync(HANDLE h) {
   return (mode & 0x30) != 0; /* FILE_SYNCHRONOUS_IO_(NON)ALERT */
 }
 
+/* One ring entry runs the completed requests (if the ring has no room,
+   the next poll tries again). */
+static void evl__ovl_schedule(evl_loop *loop) {
+  if (loop->ov_done_head && !loop->ov_done_scheduled &&
+      evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__OV_DONE << 32) == 0)
+    loop->ov_done_scheduled = 1;
+}
+
 static void evl__ovl_push_done(evl_loop *loop, evl__ovl *r) {
   r->queued = 1;
   r->next_done = NULL;
@@ -3315,9 +3323,7 @@ static void evl__ovl_push_done(evl_loop *loop, evl__ovl *r) {
   else
     loop->ov_done_head = r;
   loop->ov_done_tail = r;
-  if (!loop->ov_done_scheduled &&
-      evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__OV_DONE << 32) == 0)
-    loop->ov_done_scheduled = 1; /* else the next poll pushes it */
+  evl__ovl_schedule(loop);
 }
 
 /* The kernel is done with the request. */
@@ -3406,9 +3412,7 @@ static int evl__ovl_run_done(evl_loop *loop) {
     if (is_last)
       break;
   }
-  if (loop->ov_done_head && !loop->ov_done_scheduled &&
-      evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__OV_DONE << 32) == 0)
-    loop->ov_done_scheduled = 1;
+  evl__ovl_schedule(loop);
   return ran;
 }
 
@@ -3626,9 +3630,7 @@ static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
   evl__afd_flush(loop);
   if (loop->ov_done_head) { /* completed at once, or no ring room earlier */
     timeout_ns = 0;
-    if (!loop->ov_done_scheduled &&
-        evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__OV_DONE << 32) == 0)
-      loop->ov_done_scheduled = 1;
+    evl__ovl_schedule(loop);
   }
   if (timeout_ns < 0)
     ms = INFINITE;
@@ -6353,20 +6355,32 @@ static void evl__tr_read_eof(evl_transport *t) {
     evl_transport_close(t);
 }
 
+/* A buffered protocol's buffer for up to hint bytes; NULL if the protocol
+   closed the transport, or gave no buffer (the transport then fails with
+   EVL_ENOBUFS). */
+static void *evl__tr_get_buffer(evl_transport *t, size_t hint, size_t *len) {
+  void *buf;
+  *len = 0;
+  buf = t->proto->get_buffer(t, hint, len, t->user);
+  if (t->flags & EVL__T_CLOSING)
+    return NULL;
+  if (!buf || !*len) {
+    evl__tr_fatal(t, EVL_ENOBUFS);
+    return NULL;
+  }
+  return buf;
+}
+
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   const evl_protocol *p = t->proto;
   ssize_t n;
   (void)fdv;
   if (p->get_buffer) {
-    size_t len = 0;
-    void *buf = p->get_buffer(t, EVL__RBUF_SIZE, &len, t->user);
-    if (t->flags & EVL__T_CLOSING)
+    size_t len;
+    void *buf = evl__tr_get_buffer(t, EVL__RBUF_SIZE, &len);
+    if (!buf)
       return;
-    if (!buf || !len) {
-      evl__tr_fatal(t, EVL_ENOBUFS);
-      return;
-    }
     n = evl__tr_recv(t, buf, len);
     if (n > 0) {
       if (p->buffer_updated)
@@ -6817,14 +6831,10 @@ static void evl__tr_deliver(evl_transport *t, const unsigned char *data,
     return;
   }
   while (n && !(t->flags & EVL__T_CLOSING)) {
-    size_t len = 0;
-    void *buf = p->get_buffer(t, n, &len, t->user);
-    if (t->flags & EVL__T_CLOSING)
+    size_t len;
+    void *buf = evl__tr_get_buffer(t, n, &len);
+    if (!buf)
       return;
-    if (!buf || !len) {
-      evl__tr_fatal(t, EVL_ENOBUFS);
-      return;
-    }
     if (len > n)
       len = n;
     memcpy(buf, data, len);
