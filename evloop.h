@@ -81,18 +81,21 @@
      bad fd is an error of evl_add_reader, and the registration is gone
      before the fd is closed). Signals come through EVFILT_SIGNAL and child
      exits through EVFILT_PROC.
-     Windows: IOCP (the default) and select, sockets only. An evl_fd is a
-     SOCKET (or, for subprocess stdio, a HANDLE). IOCP waits in
-     GetQueuedCompletionStatusEx (timeouts rounded up), wake-ups are posted
-     packets, and evl_add_reader/evl_add_writer watch sockets through AFD
-     poll requests on the same port (as wepoll and libuv's uv_poll do);
-     evl_backend_fd() is the completion port. Transports use the same
-     readiness code on every backend: on IOCP through AFD, not through
-     WSARecv/AcceptEx completions. Non-socket handles give EVL_ENOTSUP.
+     Windows: IOCP (the default) and select. An evl_fd is a SOCKET or, for
+     pipes, a HANDLE. IOCP waits in GetQueuedCompletionStatusEx (timeouts
+     rounded up) and wake-ups are posted packets; evl_backend_fd() is the
+     completion port. On IOCP, TCP and UDP transports use completion-based
+     I/O: zero-byte WSARecv (an idle connection holds no buffer), WSASend,
+     AcceptEx, ConnectEx, WSARecvFrom and WSASendTo, skipping the port on
+     immediate success where the provider allows it; pipe transports take
+     named pipes opened for overlapped I/O (ReadFile/WriteFile).
+     evl_add_reader/evl_add_writer watch sockets through AFD poll requests
+     on the same port (as wepoll and libuv's uv_poll do); other handles give
+     EVL_ENOTSUP. select on Windows takes sockets only.
      Signals: SIGINT and SIGBREAK (console Ctrl-C, Ctrl-Break) only.
      Subprocesses: CreateProcess with an explicit list of inherited handles;
-     piped stdio is a loopback socket pair (not a named pipe); terminate
-     and kill are TerminateProcess(1), as asyncio does.
+     piped stdio is a named pipe on IOCP (a loopback socket pair on select);
+     terminate and kill are TerminateProcess(1), as asyncio does.
 
    4. ERRORS AND LOGGING
      Functions return 0 (or a value >= 0) on success and a negative EVL_E*
@@ -2740,7 +2743,7 @@ static int evl__epoll_poll(evl_loop *loop, int64_t timeout_ns) {
 
 /* ==== Self-pipe (select and poll) =======================================
    On Windows a connected loopback socket pair plays the pipe: select
-   there watches sockets only. */
+   there watches sockets only (so do subprocess pipes on select loops). */
 #ifdef _WIN32
 /* A connected loopback TCP pair: sv[1] is overlapped and non-blocking (for
    the loop); sv[0] is too, unless child_end: then it is a blocking,
@@ -3081,7 +3084,9 @@ static int evl__select_poll(evl_loop *loop, int64_t timeout_ns) {
 
 /* ==== IOCP backend ======================================================
    One completion port per loop. Wake-ups are packets posted to it (the
-   cross-thread queue coalesces them). Watching a socket uses the AFD poll
+   cross-thread queue coalesces them). Transports do overlapped I/O on it
+   (the requests below; their owners are in the transport, connection and
+   server sections). Watching a socket uses the AFD poll
    request that wepoll and libuv's uv_poll use: one poll outstanding per
    watched socket, submitted again after each completion (which makes it
    level-triggered like the other backends). Every request lives until its
@@ -3234,8 +3239,9 @@ typedef struct evl__ovl {
   void *dg;                       /* EVL__OV_SENDTO: the datagram sent */
   uint32_t off, len, cap;
   int kind, pending, queued, held, sock, index;
-  int skip; /* its handle skips the port on success */
-  int alen; /* EVL__OV_RECVFROM: the sender's address length */
+  int delivering; /* its data is in the protocol's hands: no new read */
+  int skip;       /* its handle skips the port on success */
+  int alen;       /* EVL__OV_RECVFROM: the sender's address length */
   DWORD flags;
 } evl__ovl;
 
@@ -3301,6 +3307,14 @@ static int evl__handle_is_sync(HANDLE h) {
   return (mode & 0x30) != 0; /* FILE_SYNCHRONOUS_IO_(NON)ALERT */
 }
 
+/* One ring entry runs the completed requests (if the ring has no room,
+   the next poll tries again). */
+static void evl__ovl_schedule(evl_loop *loop) {
+  if (loop->ov_done_head && !loop->ov_done_scheduled &&
+      evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__OV_DONE << 32) == 0)
+    loop->ov_done_scheduled = 1;
+}
+
 static void evl__ovl_push_done(evl_loop *loop, evl__ovl *r) {
   r->queued = 1;
   r->next_done = NULL;
@@ -3309,9 +3323,7 @@ static void evl__ovl_push_done(evl_loop *loop, evl__ovl *r) {
   else
     loop->ov_done_head = r;
   loop->ov_done_tail = r;
-  if (!loop->ov_done_scheduled &&
-      evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__OV_DONE << 32) == 0)
-    loop->ov_done_scheduled = 1; /* else the next poll pushes it */
+  evl__ovl_schedule(loop);
 }
 
 /* The kernel is done with the request. */
@@ -3400,9 +3412,7 @@ static int evl__ovl_run_done(evl_loop *loop) {
     if (is_last)
       break;
   }
-  if (loop->ov_done_head && !loop->ov_done_scheduled &&
-      evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__OV_DONE << 32) == 0)
-    loop->ov_done_scheduled = 1;
+  evl__ovl_schedule(loop);
   return ran;
 }
 
@@ -3620,9 +3630,7 @@ static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
   evl__afd_flush(loop);
   if (loop->ov_done_head) { /* completed at once, or no ring room earlier */
     timeout_ns = 0;
-    if (!loop->ov_done_scheduled &&
-        evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__OV_DONE << 32) == 0)
-      loop->ov_done_scheduled = 1;
+    evl__ovl_schedule(loop);
   }
   if (timeout_ns < 0)
     ms = INFINITE;
@@ -6347,20 +6355,32 @@ static void evl__tr_read_eof(evl_transport *t) {
     evl_transport_close(t);
 }
 
+/* A buffered protocol's buffer for up to hint bytes; NULL if the protocol
+   closed the transport, or gave no buffer (the transport then fails with
+   EVL_ENOBUFS). */
+static void *evl__tr_get_buffer(evl_transport *t, size_t hint, size_t *len) {
+  void *buf;
+  *len = 0;
+  buf = t->proto->get_buffer(t, hint, len, t->user);
+  if (t->flags & EVL__T_CLOSING)
+    return NULL;
+  if (!buf || !*len) {
+    evl__tr_fatal(t, EVL_ENOBUFS);
+    return NULL;
+  }
+  return buf;
+}
+
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   const evl_protocol *p = t->proto;
   ssize_t n;
   (void)fdv;
   if (p->get_buffer) {
-    size_t len = 0;
-    void *buf = p->get_buffer(t, EVL__RBUF_SIZE, &len, t->user);
-    if (t->flags & EVL__T_CLOSING)
+    size_t len;
+    void *buf = evl__tr_get_buffer(t, EVL__RBUF_SIZE, &len);
+    if (!buf)
       return;
-    if (!buf || !len) {
-      evl__tr_fatal(t, EVL_ENOBUFS);
-      return;
-    }
     n = evl__tr_recv(t, buf, len);
     if (n > 0) {
       if (p->buffer_updated)
@@ -6611,15 +6631,17 @@ static void evl__tr_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
    that completes while reading is paused is held until it resumes. */
 
 /* Completion mode for an IPv4/IPv6 socket on an IOCP loop. Else (other
-   families, or a socket bound to another loop's port) it stays on
-   readiness, through AFD. */
+   families, a socket made without WSA_FLAG_OVERLAPPED, on which overlapped
+   calls would block, or one bound to another port) it stays on readiness,
+   through AFD. */
 static void evl__tr_ovl_adopt(evl_transport *t) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   int rc;
   if (t->loop->backend != EVL_BACKEND_IOCP ||
       evl__sys_getsockname(t->fd, (struct sockaddr *)&ss, &len) < 0 ||
-      (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+      (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) ||
+      evl__handle_is_sync((HANDLE)(intptr_t)t->fd))
     return;
   rc = evl__ovl_bind(t->loop, (HANDLE)(intptr_t)t->fd, 1);
   if (rc >= 0)
@@ -6657,8 +6679,8 @@ static int evl__tr_ovl_read(evl_transport *t) {
     }
     t->rreq = r;
   }
-  if (r->pending || r->queued)
-    return 0;
+  if (r->pending || r->queued || r->delivering)
+    return 0;    /* (after delivering, the completion handler posts again) */
   if (r->held) { /* what came while paused: run it again */
     r->held = 0;
     evl__ovl_push_done(loop, r);
@@ -6809,14 +6831,10 @@ static void evl__tr_deliver(evl_transport *t, const unsigned char *data,
     return;
   }
   while (n && !(t->flags & EVL__T_CLOSING)) {
-    size_t len = 0;
-    void *buf = p->get_buffer(t, n, &len, t->user);
-    if (t->flags & EVL__T_CLOSING)
+    size_t len;
+    void *buf = evl__tr_get_buffer(t, n, &len);
+    if (!buf)
       return;
-    if (!buf || !len) {
-      evl__tr_fatal(t, EVL_ENOBUFS);
-      return;
-    }
     if (len > n)
       len = n;
     memcpy(buf, data, len);
@@ -6874,8 +6892,11 @@ static void evl__tr_ovl_done(evl_transport *t, evl__ovl *r, int err) {
       r->held = 1;
       return;
     }
-    if (n)
+    if (n) {
+      r->delivering = 1;
       evl__tr_deliver(t, r->buf, n);
+      r->delivering = 0;
+    }
     evl__tr_ovl_rearm(t);
     return;
   case EVL__OV_RECVFROM:
@@ -6890,9 +6911,11 @@ static void evl__tr_ovl_done(evl_transport *t, evl__ovl *r, int err) {
       return;
     }
     if (!err) {
+      r->delivering = 1;
       if (t->proto->datagram_received)
         t->proto->datagram_received(t, r->buf, n, r->buf + r->cap,
                                     (size_t)r->alen, t->user);
+      r->delivering = 0;
     } else if (err == EVL_ECONNRESET || err == EVL_ECONNREFUSED ||
                err == EVL_EHOSTUNREACH || err == EVL_ENETUNREACH) {
       /* an ICMP error about an earlier datagram: reported, reading goes on */

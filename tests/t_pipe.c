@@ -1,7 +1,8 @@
 /* Pipe transports: connect_read_pipe / connect_write_pipe on pipes, FIFOs,
    sockets and a pty; flow control, EOF and close, no SIGPIPE, refusals.
-   Windows takes sockets only: a loopback socket pair stands in for a pipe
-   there (as for its children's stdio), and pipe handles are refused. */
+   Windows takes sockets everywhere (a loopback socket pair stands in for a
+   pipe there) and, on IOCP loops, named pipes opened for overlapped I/O;
+   other handles are refused. */
 #define _XOPEN_SOURCE 700 /* posix_openpt & co. */
 #include "test.h"
 
@@ -425,6 +426,106 @@ TEST(loop_close_closes_pipe_transports) {
   CHECK(fd_closed(fds[0]) && fd_closed(fds[1]));
 }
 
+#ifdef _WIN32
+/* A named pipe pair, both ends overlapped: h[0] the server end (mode:
+   PIPE_ACCESS_INBOUND, _OUTBOUND or _DUPLEX), h[1] the client end that
+   talks to it. */
+static void named_pipe(HANDLE h[2], DWORD mode) {
+  static int serial;
+  char name[96];
+  snprintf(name, sizeof name, "\\\\.\\pipe\\evl-test-%lu-%d",
+           (unsigned long)GetCurrentProcessId(), serial++);
+  h[0] = CreateNamedPipeA(name, mode | FILE_FLAG_OVERLAPPED,
+                          PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT, 1,
+                          4096, 4096, 0, NULL);
+  CHECK(h[0] != INVALID_HANDLE_VALUE);
+  h[1] =
+      CreateFileA(name,
+                  mode == PIPE_ACCESS_INBOUND    ? GENERIC_WRITE
+                  : mode == PIPE_ACCESS_OUTBOUND ? GENERIC_READ
+                                                 : GENERIC_READ | GENERIC_WRITE,
+                  0, NULL, OPEN_EXISTING, FILE_FLAG_OVERLAPPED, NULL);
+  CHECK(h[1] != INVALID_HANDLE_VALUE);
+}
+#define HFD(h) ((evl_fd)(intptr_t)(h))
+
+/* On IOCP a named pipe is a pipe transport (ReadFile/WriteFile through the
+   port): 3 MiB through 4 KiB pipe buffers with flow control, EOF when the
+   writer closes; on select it is refused. */
+TEST(named_pipes_on_iocp) {
+  evl_loop *loop = quiet_loop();
+  pend r, w;
+  HANDLE h[2];
+  size_t total = (size_t)3 << 20, i;
+  unsigned char *big = (unsigned char *)malloc(total);
+  evl_future *f;
+  memset(&r, 0, sizeof r);
+  memset(&w, 0, sizeof w);
+  CHECK(big != NULL);
+  named_pipe(h, PIPE_ACCESS_INBOUND);
+  if (strcmp(evl_backend_name(loop), "iocp") != 0) {
+    f = evl_connect_read_pipe(loop, &pipe_proto, &r, HFD(h[0]));
+    CHECK_EQ(wait_fut(loop, f), EVL_ENOTSUP);
+    evl_future_release(f);
+    CHECK(CloseHandle(h[0]) && CloseHandle(h[1]));
+    free(big);
+    evl_loop_free(loop);
+    return;
+  }
+  r.expect_pattern = total;
+  open_pipe(loop, &r, (int)HFD(h[0]), 0);
+  open_pipe(loop, &w, (int)HFD(h[1]), 1);
+  CHECK(evl_transport_can_write_eof(w.t));
+  for (i = 0; i < total; i++)
+    big[i] = pat(i);
+  CHECK_EQ(evl_transport_write(w.t, big, total), 0);
+  free(big);
+  CHECK(w.paused == 1); /* 3 MiB queued: above the high mark */
+  CHECK(evl_transport_get_write_buffer_size(w.t) > 0);
+  RUN_UNTIL(loop, r.n == total && w.resumed == 1 &&
+                      evl_transport_get_write_buffer_size(w.t) == 0);
+  CHECK_EQ(r.bad, 0);
+  CHECK_EQ(evl_transport_write_eof(w.t), 0); /* a pipe: closes it */
+  RUN_UNTIL(loop, w.lost == 1 && r.lost == 1);
+  CHECK_EQ(w.lost_err, 0);
+  CHECK_EQ(r.eofs, 1); /* EOF, then the read pipe closed */
+  CHECK_EQ(r.lost_err, 0);
+  CHECK_EQ(r.n, total);
+  evl_loop_free(loop);
+}
+
+/* A write pipe on a named pipe learns that the reader left: a duplex end
+   while idle (its own read fails), an outbound-only end at its next write
+   (EVL_EPIPE). */
+TEST(named_pipe_reader_gone) {
+  evl_loop *loop = quiet_loop();
+  pend w;
+  HANDLE h[2];
+  if (strcmp(evl_backend_name(loop), "iocp") != 0) {
+    evl_loop_free(loop);
+    return; /* named_pipes_on_iocp checks the refusal */
+  }
+  memset(&w, 0, sizeof w);
+  named_pipe(h, PIPE_ACCESS_DUPLEX);
+  open_pipe(loop, &w, (int)HFD(h[0]), 1);
+  CHECK(CloseHandle(h[1]));
+  RUN_UNTIL(loop, w.lost == 1);
+  CHECK_EQ(w.lost_err, 0); /* nothing was lost: a plain close */
+
+  memset(&w, 0, sizeof w);
+  named_pipe(h, PIPE_ACCESS_OUTBOUND);
+  open_pipe(loop, &w, (int)HFD(h[0]), 1);
+  CHECK_EQ(evl_transport_write(w.t, "abc", 3), 0);
+  CHECK(CloseHandle(h[1])); /* the reader never read */
+  RUN_UNTIL(loop, evl_transport_get_write_buffer_size(w.t) == 0 || w.lost);
+  if (!w.lost)
+    (void)evl_transport_write(w.t, "def", 3);
+  RUN_UNTIL(loop, w.lost == 1);
+  CHECK_EQ(w.lost_err, EVL_EPIPE);
+  evl_loop_free(loop);
+}
+#endif
+
 TESTS_BEGIN
 T(read_pipe_data_then_eof_closes)
 T(write_pipe_flow_control_and_write_eof)
@@ -435,4 +536,8 @@ T(socketpair_as_pipes)
 T_POSIX(pty_read_and_write_pipes, "no ptys")
 T(regular_files_and_bad_fds_are_refused)
 T(loop_close_closes_pipe_transports)
+#ifdef _WIN32
+T(named_pipes_on_iocp)
+T(named_pipe_reader_gone)
+#endif
 TESTS_END

@@ -1601,6 +1601,75 @@ TEST(tcp_loop_free_takes_open_server_and_connections) {
     CHECK_EQ(count_fds(), before);
 }
 
+#ifdef _WIN32
+/* 1 if the socket is bound to an I/O completion port already: a socket
+   takes one port for good, so binding it to a new one fails. */
+static int bound_to_a_port(evl_fd fd) {
+  HANDLE port = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, 1);
+  HANDLE r;
+  CHECK(port != NULL);
+  r = CreateIoCompletionPort((HANDLE)(intptr_t)fd, port, 1, 0);
+  CloseHandle(port);
+  return r == NULL;
+}
+
+/* On IOCP, connections (ConnectEx), accepted sockets (AcceptEx) and
+   listening sockets do their I/O through the loop's port; on select they
+   do not. Data goes both ways either way, and a connection made with
+   evl_connect_accepted_socket on a socket bound elsewhere still works
+   (through readiness). */
+TEST(tcp_iocp_completion_io) {
+  evl_loop *loop = quiet_loop();
+  int iocp = strcmp(evl_backend_name(loop), "iocp") == 0, i;
+  server_ctx c;
+  evl_server *s;
+  evl_fd lfd;
+  peer cl;
+  server_ctx_init(&c);
+  peer_reset(&cl);
+  s = serve(loop, &c);
+  CHECK_EQ(evl_server_sockets(s, &lfd, 1), 1);
+  CHECK_EQ(bound_to_a_port(lfd), iocp);
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
+  RUN_UNTIL(loop, c.n == 1);
+  CHECK_EQ(bound_to_a_port(evl_transport_fd(cl.t)), iocp);
+  CHECK_EQ(bound_to_a_port(evl_transport_fd(c.peers[0].t)), iocp);
+  for (i = 0; i < 100; i++) { /* many round trips through the port */
+    CHECK_EQ(evl_transport_write(cl.t, "ping", 4), 0);
+    RUN_UNTIL(loop, c.peers[0].n == (size_t)(i + 1) * 4);
+    CHECK_EQ(evl_transport_write(c.peers[0].t, "pong", 4), 0);
+    RUN_UNTIL(loop, cl.n == (size_t)(i + 1) * 4);
+  }
+  close_both(loop, &cl, &c.peers[0]);
+  { /* a socket bound to another port: readiness (AFD) instead */
+    HANDLE other = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, 1);
+    char got[3];
+    peer a;
+    int sv[2];
+    peer_reset(&a);
+    CHECK(other != NULL);
+    CHECK_EQ(test_socketpair(sv), 0);
+    CHECK(CreateIoCompletionPort((HANDLE)(intptr_t)sv[0], other, 1, 0));
+    CHECK(evl_connect_accepted_socket(loop, &client_proto, &a, sv[0]));
+    RUN_UNTIL(loop, a.made == 1);
+    CHECK_EQ(test_send(sv[1], "abc", 3), 3);
+    RUN_UNTIL(loop, a.n == 3);
+    CHECK_EQ(evl_transport_write(a.t, "xyz", 3), 0);
+    CHECK_EQ(test_recv(sv[1], got, 3), 3);
+    CHECK(memcmp(got, "xyz", 3) == 0);
+    evl_transport_close(a.t);
+    RUN_UNTIL(loop, a.lost == 1);
+    CHECK_EQ(a.lost_err, 0);
+    test_closesocket(sv[1]);
+    CloseHandle(other);
+  }
+  server_done(loop, s);
+  server_ctx_free(&c);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+#endif
+
 TESTS_BEGIN
 T(tcp_data_both_ways_and_close)
 T(tcp_server_close_gives_client_eof)
@@ -1633,4 +1702,7 @@ T(tcp_connect_local_host_and_port)
 T(tcp_server_options_family_and_no_reuse_address)
 T(tcp_write_limits_low_default)
 T(tcp_loop_free_takes_open_server_and_connections)
+#ifdef _WIN32
+T(tcp_iocp_completion_io)
+#endif
 TESTS_END

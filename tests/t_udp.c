@@ -395,6 +395,64 @@ TEST(udp_bad_ports) {
   CHECK_EQ(g_reports, 0);
 }
 
+/* Paused reading holds datagrams back (on IOCP the one already received
+   is kept until reading resumes), and the pause/resume cycle repeats;
+   datagram_received may pause and resume inside itself. */
+static void on_dgram_pause_resume(evl_transport *t, const void *data,
+                                  size_t len, const void *addr, size_t addrlen,
+                                  void *user) {
+  on_dgram(t, data, len, addr, addrlen, user);
+  CHECK_EQ(evl_transport_pause_reading(t), 0);
+  CHECK_EQ(evl_transport_resume_reading(t), 0);
+}
+TEST(udp_pause_and_resume_reading) {
+  evl_loop *loop = quiet_loop();
+  evl_protocol proto = dgram_proto;
+  dpeer a, b;
+  int round, i;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  proto.datagram_received = on_dgram_pause_resume;
+  endpoint(loop, &a, "127.0.0.1", 0, NULL, 0, NULL);
+  {
+    evl_future *f = evl_create_datagram_endpoint(
+        loop, &proto, &b, NULL, 0, "127.0.0.1", sockname_port(a.t), NULL);
+    CHECK_EQ(wait_fut(loop, f), 0);
+    evl_future_release(f);
+  }
+  RUN_UNTIL(loop, b.made == 1);
+  for (round = 0; round < 3; round++) {
+    int base = a.dgrams;
+    CHECK_EQ(evl_transport_pause_reading(a.t), 0);
+    CHECK_EQ(evl_transport_is_reading(a.t), 0);
+    for (i = 0; i < 4; i++) {
+      char msg[8];
+      snprintf(msg, sizeof msg, "d%d", round * 4 + i);
+      CHECK_EQ(evl_transport_sendto(b.t, msg, strlen(msg), NULL, 0), 0);
+    }
+    run_for(loop, 0.05);
+    CHECK_EQ(a.dgrams, base); /* nothing while paused */
+    CHECK_EQ(evl_transport_resume_reading(a.t), 0);
+    RUN_UNTIL(loop, a.dgrams == base + 4);
+    for (i = 0; i < 4; i++) {
+      char msg[8];
+      snprintf(msg, sizeof msg, "d%d", round * 4 + i);
+      CHECK_EQ(a.len[base + i], strlen(msg));
+      CHECK(memcmp(a.data[base + i], msg, strlen(msg)) == 0);
+    }
+  }
+  /* b pauses and resumes inside each datagram_received: it goes on */
+  CHECK_EQ(evl_transport_sendto(a.t, "x", 1, &a.from[0], a.fromlen[0]), 0);
+  CHECK_EQ(evl_transport_sendto(a.t, "yz", 2, &a.from[0], a.fromlen[0]), 0);
+  RUN_UNTIL(loop, b.dgrams == 2);
+  CHECK(b.len[0] == 1 && b.data[0][0] == 'x');
+  CHECK(b.len[1] == 2 && memcmp(b.data[1], "yz", 2) == 0);
+  close_wait(loop, &a);
+  close_wait(loop, &b);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
 TESTS_BEGIN
 T(udp_sendto_connected_and_explicit)
 T(udp_zero_length_datagram)
@@ -404,4 +462,5 @@ T(udp_reuse_port)
 T(udp_close_connection_lost)
 T(udp_ipv6)
 T(udp_bad_ports)
+T(udp_pause_and_resume_reading)
 TESTS_END
