@@ -6000,7 +6000,16 @@ typedef struct evl__dgram {
   /* the data follows */
 } evl__dgram;
 
-typedef struct evl__sendfile_op evl__sendfile_op;
+/* A running evl_sendfile (its section is further down). The bytes queued
+   before it go first; writes made while it runs wait behind it. */
+typedef struct evl__sendfile_op {
+  evl_future fut;
+  struct evl_transport *t;
+  int file_fd;
+  int64_t offset;
+  size_t count, done;
+  size_t before; /* queued bytes still to send ahead of the file */
+} evl__sendfile_op;
 
 struct evl_transport {
   evl_loop *loop;
@@ -6085,6 +6094,9 @@ static void evl__tr_drop_queue(evl_transport *t) {
   evl__lfree(loop, t->wbuf);
   t->wbuf = NULL;
   t->wlen = t->woff = t->wcap = 0;
+#ifdef EVL__HAVE_IOCP
+  t->wflight = 0; /* the write in flight is the kernel's to finish */
+#endif
 }
 
 /* Closes the socket (or pipe handle); requests in flight are cancelled by
@@ -6594,11 +6606,15 @@ static void evl__sendfile_pump(evl_transport *t);
 
 static void evl__tr_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
+  evl__sendfile_op *sf = EVL__SF(t);
+  size_t want = t->wlen;
   ssize_t n;
   (void)loop;
   (void)fdv;
-  if (t->wlen) {
-    n = evl__tr_send(t, t->wbuf + t->woff, t->wlen);
+  if (sf && sf->before < want)
+    want = sf->before; /* what was written during a sendfile waits */
+  if (want) {
+    n = evl__tr_send(t, t->wbuf + t->woff, want);
     if (n < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
         evl__tr_fatal(t, evl__errno());
@@ -6606,17 +6622,18 @@ static void evl__tr_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
     }
     t->woff += (uint32_t)n;
     t->wlen -= (uint32_t)n;
+    if (sf)
+      sf->before -= (size_t)n;
     evl__tr_maybe_resume(t);
-    if (t->flags & EVL__T_LOST)
+    if ((t->flags & EVL__T_LOST) || (size_t)n < want)
       return;
   }
-  if (t->wlen)
-    return;
   if (EVL__SF(t)) {
     evl__sendfile_pump(t);
     return;
   }
-  evl__tr_drained(t);
+  if (!t->wlen)
+    evl__tr_drained(t);
 }
 
 #ifdef EVL__HAVE_IOCP
@@ -6740,39 +6757,71 @@ static int evl__tr_ovl_send(evl_transport *t, evl__ovl *r) {
 
 /* Hands the queued bytes to one overlapped write, unless one is in
    flight. */
-static int evl__tr_ovl_write(evl_transport *t) {
+/* Posts buf[off .. off+len) (the request owns buf from now on). */
+static int evl__tr_ovl_post(evl_transport *t, unsigned char *buf, uint32_t off,
+                            uint32_t len, uint32_t cap) {
   evl__ovl *r = t->wreq;
-  if (EVL__WBUSY(t) || !t->wlen)
-    return 0;
   if (!r) {
     r = evl__ovl_new(t->loop, t,
                      t->flags & EVL__T_HANDLE ? EVL__OV_WRITE : EVL__OV_SEND,
                      (HANDLE)(intptr_t)t->fd);
-    if (!r)
+    if (!r) {
+      evl__lfree(t->loop, buf);
       return EVL_ENOMEM;
+    }
     r->skip = (t->flags & EVL__T_SKIP) != 0;
     t->wreq = r;
   }
-  r->buf = t->wbuf;
-  r->off = t->woff;
-  r->len = t->wlen;
-  r->cap = t->wcap;
-  t->wbuf = NULL;
-  t->woff = t->wlen = t->wcap = 0;
-  t->wflight = r->len;
+  r->buf = buf;
+  r->off = off;
+  r->len = len;
+  r->cap = cap;
+  t->wflight = len;
   return evl__tr_ovl_send(t, r);
+}
+
+/* Hands the queued bytes to one overlapped write, unless one is in flight;
+   while a sendfile runs, only those queued before it. */
+static int evl__tr_ovl_write(evl_transport *t) {
+  evl__sendfile_op *sf = EVL__SF(t);
+  uint32_t take = t->wlen;
+  unsigned char *buf;
+  if (EVL__WBUSY(t) || !t->wlen)
+    return 0;
+  if (sf) {
+    if (sf->before < take)
+      take = (uint32_t)sf->before;
+    if (!take)
+      return 0;
+    sf->before -= take;
+  }
+  if (take == t->wlen) { /* the whole queue: its buffer goes with it */
+    uint32_t off = t->woff, cap = t->wcap;
+    buf = t->wbuf;
+    t->wbuf = NULL;
+    t->woff = t->wlen = t->wcap = 0;
+    return evl__tr_ovl_post(t, buf, off, take, cap);
+  }
+  buf = (unsigned char *)evl__lalloc(t->loop, take);
+  if (!buf)
+    return EVL_ENOMEM;
+  memcpy(buf, t->wbuf + t->woff, take);
+  t->woff += take;
+  t->wlen -= take;
+  return evl__tr_ovl_post(t, buf, 0, take, take);
 }
 
 /* Nothing in flight: the queue, then a sendfile, then a pending close or
    write_eof. */
 static void evl__tr_ovl_writable(evl_transport *t) {
-  if (t->wlen) {
+  evl__sendfile_op *sf = EVL__SF(t);
+  if (t->wlen && (!sf || sf->before)) {
     int rc = evl__tr_ovl_write(t);
     if (rc)
       evl__tr_fatal(t, rc);
     return;
   }
-  if (EVL__SF(t)) {
+  if (sf) {
     evl__sendfile_pump(t);
     return;
   }
@@ -8990,13 +9039,21 @@ EVL__DEF intptr_t evl_future_result_int(evl_future *fut) {
    Waits for the queued bytes, then owns the write side until done; writes
    made meanwhile are queued behind it. */
 
-struct evl__sendfile_op {
-  evl_future fut;
-  evl_transport *t;
-  int file_fd;
-  int64_t offset;
-  size_t count, done;
-};
+/* The sendfile let go of the write side: what was written meanwhile goes
+   now (a readiness watch is still on for it), or the queue is drained. */
+static void evl__sendfile_released(evl_transport *t) {
+  if (t->flags & EVL__T_LOST)
+    return;
+#ifdef EVL__HAVE_IOCP
+  if (t->flags & EVL__T_OVL) {
+    if (!EVL__WBUSY(t))
+      evl__tr_ovl_writable(t);
+    return;
+  }
+#endif
+  if (!t->wlen)
+    evl__tr_drained(t);
+}
 
 static void evl__sendfile_finish(evl_transport *t) {
   evl__sendfile_op *op = t->u.sf;
@@ -9004,9 +9061,7 @@ static void evl__sendfile_finish(evl_transport *t) {
   (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
   op->t = NULL;
   evl_future_release(&op->fut);
-  if (t->wlen || EVL__WBUSY(t)) /* writes queued meanwhile */
-    return;
-  evl__tr_drained(t);
+  evl__sendfile_released(t);
 }
 
 static void evl__sendfile_fail(evl_transport *t, int err) {
@@ -9021,24 +9076,24 @@ static void evl__sendfile_fail(evl_transport *t, int err) {
 static void evl__sendfile_pump(evl_transport *t) {
   evl__sendfile_op *op = t->u.sf;
 #ifdef EVL__HAVE_IOCP
-  if (t->flags & EVL__T_OVL) { /* a chunk at a time through the queue */
-    if (op->done < op->count) {
-      unsigned char *buf = evl__rbuf(t->loop);
+  if (t->flags & EVL__T_OVL) {  /* a chunk at a time through the queue */
+    if (op->done < op->count) { /* a buffer of its own: the queue waits */
+      unsigned char *buf =
+          (unsigned char *)evl__lalloc(t->loop, EVL__RBUF_SIZE);
       ssize_t n = buf ? evl__file_pread(op->file_fd, buf, op->count - op->done,
                                         op->offset)
                       : (errno = ENOMEM, -1);
       int rc;
+      if (n <= 0)
+        evl__lfree(t->loop, buf);
       if (n < 0) {
         evl__tr_fatal(t, evl__errno());
         return;
       }
       if (n > 0) {
-        rc = evl__tr_queue(t, buf, (size_t)n);
-        if (!rc) {
-          op->offset += n;
-          op->done += (size_t)n;
-          rc = evl__tr_ovl_write(t);
-        }
+        op->offset += n;
+        op->done += (size_t)n;
+        rc = evl__tr_ovl_post(t, buf, 0, (uint32_t)n, EVL__RBUF_SIZE);
         if (rc)
           evl__tr_fatal(t, rc);
         return;
@@ -9074,8 +9129,8 @@ static int evl__sendfile_cancel(evl_future *f) {
     t->u.sf = NULL;
     op->t = NULL;
     evl_future_release(f);
-    if (!t->wlen && !EVL__WBUSY(t) && !(t->flags & EVL__T_LOST))
-      evl__tr_drained(t);
+    if (!EVL__WBUSY(t))
+      evl__sendfile_released(t);
   }
   return rc;
 }
@@ -9107,6 +9162,7 @@ EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
   op->file_fd = file_fd;
   op->offset = offset;
   op->count = count;
+  op->before = t->wlen;
   t->u.sf = op;
   op->fut.refs++; /* the transport's reference */
 #ifdef EVL__HAVE_IOCP
