@@ -772,7 +772,10 @@ evl_create_datagram_endpoint(evl_loop *loop, const evl_protocol *proto,
    write pipe only writes: write, flow control, write_eof (closes once the
    queue is sent); when the reader goes away it ends with connection_lost:
    EVL_EPIPE if data was still queued, else 0. Writes never raise SIGPIPE.
-   The future's result is the evl_transport *, after connection_made. */
+   The future's result is the evl_transport *, after connection_made.
+   Windows: a socket, or on IOCP loops a named pipe HANDLE opened with
+   FILE_FLAG_OVERLAPPED (a write side on an outbound-only pipe learns that
+   the reader left at its next write); other handles are EVL_ENOTSUP. */
 EVLOOP_API evl_future *evl_connect_read_pipe(evl_loop *loop,
                                              const evl_protocol *proto,
                                              void *user, evl_fd fd);
@@ -3646,8 +3649,11 @@ static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
                ? 0
                : evl_translate_sys_error(evl__win_errno(e));
   }
-  if (evl__ring_reserve(loop, (uint32_t)n))
-    return 0; /* no memory: nothing dequeued is lost but AFD's results */
+  /* Every dequeued entry is taken, even without ring room: a request
+     dropped here would stay pending for good. An AFD event that finds no
+     room is reported again (its poll is submitted again), and completed
+     requests wait in their list. */
+  (void)evl__ring_reserve(loop, (uint32_t)n);
   for (i = 0; i < n; i++) {
     OVERLAPPED_ENTRY *e = &loop->entries[i];
     if (e->lpCompletionKey == EVL__KEY_WAKE)
