@@ -194,6 +194,163 @@ TEST(every_failing_allocation_is_an_error_not_a_crash_or_leak) {
   }
 }
 
+/* The same for the network paths (on IOCP the completion requests too):
+   a server, a connection echoing 256 KiB, a datagram pair, each step
+   allowed to fail for want of memory, the loop freed with whatever is
+   still open or in flight. */
+typedef struct netload {
+  int made, lost;
+  size_t got;
+  evl_transport *client;
+} netload;
+static void nl_made(evl_transport *t, void *user) {
+  ((netload *)user)->made++;
+  (void)t;
+}
+static void nl_lost(evl_transport *t, int err, void *user) {
+  netload *n = (netload *)user;
+  (void)err;
+  n->lost++;
+  if (t == n->client)
+    n->client = NULL;
+}
+static void nl_echo(evl_transport *t, const void *d, size_t len, void *user) {
+  (void)user;
+  (void)evl_transport_write(t, d, len);
+}
+static void nl_count(evl_transport *t, const void *d, size_t len, void *user) {
+  (void)t;
+  (void)d;
+  ((netload *)user)->got += len;
+}
+static void nl_dgram(evl_transport *t, const void *d, size_t len,
+                     const void *addr, size_t addrlen, void *user) {
+  (void)t;
+  (void)d;
+  (void)addr;
+  (void)addrlen;
+  ((netload *)user)->got += len + 1;
+}
+static const evl_protocol nl_server = {nl_made, nl_echo, NULL, nl_lost,  NULL,
+                                       NULL,    NULL,    NULL, nl_dgram, NULL};
+static const evl_protocol nl_client = {nl_made, nl_count, NULL, nl_lost, NULL,
+                                       NULL,    NULL,     NULL, NULL,    NULL};
+
+/* Failures are reported through the handler: expected here. */
+static void nl_quiet(evl_loop *loop, const evl_context *ctx, void *arg) {
+  (void)loop;
+  (void)ctx;
+  (void)arg;
+}
+
+static evl_future *nl_wait(evl_loop *loop, evl_future *f) {
+  int i;
+  for (i = 0; f && !evl_future_done(f) && i < 200; i++)
+    (void)evl_run_once(loop, 0.002);
+  return f;
+}
+
+/* nl[0] the server side, nl[1] the client side: they outlive the workload
+   (the transports left open are closed by evl_loop_free). */
+#define srv nl[0]
+#define cl nl[1]
+static int net_workload(evl_loop *loop, netload nl[2]) {
+  static unsigned char big[256 * 1024];
+  evl_future *fs, *fc = NULL, *fu = NULL, *fv = NULL;
+  evl_server *s = NULL;
+  evl_transport *u = NULL, *v = NULL;
+  int i, port;
+  memset(nl, 0, 2 * sizeof *nl);
+  fs = nl_wait(loop,
+               evl_create_server(loop, &nl_server, &srv, "127.0.0.1", 0, NULL));
+  if (fs && evl_future_done(fs) && !evl_future_error(fs))
+    s = (evl_server *)evl_future_result(fs);
+  port = s ? evl_server_port(s) : 0;
+  if (port > 0)
+    fc = nl_wait(loop, evl_create_connection(loop, &nl_client, &cl, "127.0.0.1",
+                                             port, NULL));
+  if (fc && evl_future_done(fc) && !evl_future_error(fc)) {
+    cl.client = (evl_transport *)evl_future_result(fc);
+    (void)evl_transport_write(cl.client, big, sizeof big);
+  }
+  fu =
+      nl_wait(loop, evl_create_datagram_endpoint(
+                        loop, &nl_server, &srv, "127.0.0.1", 0, NULL, 0, NULL));
+  if (fu && evl_future_done(fu) && !evl_future_error(fu)) {
+    struct sockaddr_storage ss;
+    size_t len = sizeof ss;
+    u = (evl_transport *)evl_future_result(fu);
+    if (evl_transport_get_sockname(u, &ss, &len) == 0)
+      fv = nl_wait(loop,
+                   evl_create_datagram_endpoint(
+                       loop, &nl_client, &cl, NULL, 0, "127.0.0.1",
+                       ntohs(((struct sockaddr_in *)(void *)&ss)->sin_port),
+                       NULL));
+  }
+  if (fv && evl_future_done(fv) && !evl_future_error(fv)) {
+    v = (evl_transport *)evl_future_result(fv);
+    for (i = 0; i < 8; i++)
+      (void)evl_transport_sendto(v, big, 100 + (size_t)i, NULL, 0);
+  }
+  for (i = 0; i < 300 && cl.client && cl.got < sizeof big; i++)
+    (void)evl_run_once(loop, 0.002);
+  if (cl.client && i % 2) /* half the time: closed, else left to the loop */
+    evl_transport_close(cl.client);
+  for (i = 0; i < 5; i++)
+    (void)evl_run_once(loop, 0.001);
+  evl_future_release(fs);
+  evl_future_release(fc);
+  evl_future_release(fu);
+  evl_future_release(fv);
+  return (int)(cl.got + srv.got);
+}
+#undef srv
+#undef cl
+
+TEST(every_failing_allocation_in_networking_is_an_error) {
+  long k, total;
+  alloc_stats probe = {0, 0, -1};
+  evl_loop_config cfg;
+  evl_loop *loop;
+  netload nl[2];
+  long live0 = g_malloc_live;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.alloc = stat_alloc;
+  cfg.alloc_ctx = &probe;
+  loop = test_loop_with(&cfg);
+  evl_set_exception_handler(loop, nl_quiet, NULL);
+  CHECK(net_workload(loop, nl) >= 256 * 1024);
+  evl_loop_free(loop);
+  CHECK_EQ(probe.live, 0);
+  total = probe.total;
+  CHECK(total > 5);
+  for (k = 0; k < total; k++) {
+    alloc_stats st = {0, 0, 0};
+    int rc;
+    st.fail_at = k;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.alloc = stat_alloc;
+    cfg.alloc_ctx = &st;
+    cfg.backend = test_backend();
+    loop = NULL;
+    rc = evl_loop_new(&loop, &cfg);
+    if (rc != 0) {
+      CHECK_EQ(rc, EVL_ENOMEM);
+    } else {
+      evl_set_exception_handler(loop, nl_quiet, NULL);
+      (void)net_workload(loop, nl);
+      evl_loop_free(loop);
+    }
+    if (st.live != 0) {
+      fprintf(stderr, "  allocation %ld failing leaked %ld blocks\n", k,
+              st.live);
+      CHECK(0);
+    }
+  }
+  CHECK_EQ(g_malloc_live, live0); /* servers come from EVLOOP_MALLOC */
+  printf("  note: %ld allocations, each failed once\n", total);
+}
+
 /* ---- the compile-time allocator and EVLOOP_STATIC --------------------- */
 
 static int twice(void *arg, void **result) {
@@ -254,6 +411,7 @@ TEST(call_sites_are_recorded_after_the_implementation) {
 TESTS_BEGIN
 T(runtime_allocator_gets_every_byte_back)
 T(every_failing_allocation_is_an_error_not_a_crash_or_leak)
+T(every_failing_allocation_in_networking_is_an_error)
 T(compile_time_allocator_balances_with_threads)
 T(call_sites_are_recorded_after_the_implementation)
 TESTS_END
