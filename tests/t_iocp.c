@@ -301,6 +301,15 @@ static void server_done(evl_loop *loop, evl_server *s) {
   evl_server_free(s);
 }
 
+/* The end of a test: the server closed, the loop freed with every byte
+   back, the accepted connections' records freed, nothing reported. */
+static void finish(evl_loop *loop, evl_server *s, mcount *m, pool *sp) {
+  server_done(loop, s);
+  free_counted_loop(loop, m);
+  pool_free(sp);
+  CHECK_EQ(g_reports, 0);
+}
+
 static void dial(evl_loop *loop, conn *c, int port) {
   evl_future *f =
       evl_create_connection(loop, &conn_proto, c, "127.0.0.1", port, NULL);
@@ -513,31 +522,6 @@ static int full_listener(int *port, int *fills, int max, int *nfill,
   return lfd;
 }
 
-/* Open fds (Linux) or handles, sockets included (Windows); -1 elsewhere. */
-#ifdef __linux__
-#include <dirent.h>
-static int count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  int n = 0;
-  if (!d)
-    return -1;
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.')
-      n++;
-  closedir(d);
-  return n;
-}
-#elif defined(_WIN32)
-static int count_fds(void) {
-  return test_count_handles();
-}
-#else
-static int count_fds(void) {
-  return -1;
-}
-#endif
-
 /* ---- 1. idle connections hold little memory ----------------------------- */
 
 /* Raises RLIMIT_NOFILE to hold `need` fds if it can; returns how many
@@ -725,7 +709,7 @@ TEST(iocp_loop_close_with_io_in_flight) {
   double t0;
   int fds_before;
   warm_up_sockets();
-  fds_before = count_fds();
+  fds_before = test_count_fds();
   loop = counted_loop(&m);
   memset(cl, 0, sizeof cl);
   memset(&rd, 0, sizeof rd);
@@ -844,7 +828,7 @@ TEST(iocp_loop_close_with_io_in_flight) {
      kqueue's own fds a bit later) */
   test_settle_fds();
   if (fds_before >= 0)
-    CHECK_EQ(count_fds(), fds_before);
+    CHECK_EQ(test_count_fds(), fds_before);
   pool_free(&sp);
   pool_free(&idle);
   CHECK_EQ(g_reports, 0);
@@ -1106,10 +1090,7 @@ TEST(iocp_write_16mib_in_pause_resume_cycles) {
   close_both(loop, &cl, sc);
   CHECK_EQ(cl.lost_err, 0);
   CHECK_EQ(sc->lost_err, 0);
-  server_done(loop, s);
-  free_counted_loop(loop, &m);
-  pool_free(&sp);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, s, &m, &sp);
 }
 
 /* ---- 6. pause_reading/resume_reading during 4 MiB ----------------------- */
@@ -1171,10 +1152,7 @@ TEST(iocp_pause_resume_reading_during_4mib) {
   RUN_UNTIL(loop, cl.lost == 1);
   CHECK_EQ(cl.lost_err, 0);
   run_for(loop, 0.01); /* a resume timer left fires on a lost transport */
-  server_done(loop, s);
-  free_counted_loop(loop, &m);
-  pool_free(&sp);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, s, &m, &sp);
 }
 
 /* ---- 7. write_eof, close and abort with queued data --------------------- */
@@ -1236,10 +1214,7 @@ TEST(iocp_write_eof_after_queued_data) {
   CHECK_EQ(cl.lost_err, 0);
   CHECK_EQ(sc->lost_err, 0);
   CHECK_EQ(sc->after_lost + cl.after_lost, 0);
-  server_done(loop, s);
-  free_counted_loop(loop, &m);
-  pool_free(&sp);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, s, &m, &sp);
 }
 
 TEST(iocp_close_after_queued_data) {
@@ -1266,10 +1241,7 @@ TEST(iocp_close_after_queued_data) {
   CHECK_EQ(cl.lost_err, 0);
   CHECK_EQ(sc->lost_err, 0);
   CHECK_EQ(sc->after_lost + cl.after_lost, 0);
-  server_done(loop, s);
-  free_counted_loop(loop, &m);
-  pool_free(&sp);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, s, &m, &sp);
 }
 
 TEST(iocp_abort_while_writing) {
@@ -1329,10 +1301,7 @@ TEST(iocp_abort_while_writing) {
   CHECK_EQ(cl.lost + cl2.lost, 2);
   CHECK_EQ(cl.after_lost + cl2.after_lost, 0);
   CHECK_EQ(sc->after_lost + sc2->after_lost, 0);
-  server_done(loop, s);
-  free_counted_loop(loop, &m);
-  pool_free(&sp);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, s, &m, &sp);
 }
 
 /* ---- 8. datagrams ---------------------------------------------------------
@@ -1530,10 +1499,7 @@ TEST(iocp_sendfile_5mib) {
   CHECK_EQ(sc->lost_err, 0);
   evl_future_release(f);
   test_fd_close(fd);
-  server_done(loop, s);
-  free_counted_loop(loop, &m);
-  pool_free(&sp);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, s, &m, &sp);
 }
 
 TEST(iocp_write_during_sendfile_goes_after_the_file) {
@@ -1574,10 +1540,7 @@ TEST(iocp_write_during_sendfile_goes_after_the_file) {
   CHECK_EQ(sc->lost_err, 0);
   evl_future_release(f);
   test_fd_close(fd);
-  server_done(loop, s);
-  free_counted_loop(loop, &m);
-  pool_free(&sp);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, s, &m, &sp);
 }
 
 TESTS_BEGIN

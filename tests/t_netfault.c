@@ -13,7 +13,6 @@
 #include <process.h>
 #else
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -689,25 +688,6 @@ TEST(netfault_10000_connections) {
 
 /* ---- no fd left behind ------------------------------------------------- */
 
-#ifdef _WIN32
-static int count_fds(void) { /* handles, sockets included */
-  return test_count_handles();
-}
-#else
-static int count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  int n = 0;
-  if (!d)
-    return -1;
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.')
-      n++;
-  closedir(d);
-  return n;
-}
-#endif
-
 static void dgram_made(evl_transport *t, void *user) {
   on_made(t, user);
 }
@@ -753,7 +733,7 @@ TEST(netfault_no_fd_left) {
     closesocket(probe);
 #endif
   test_settle_fds();
-  before = count_fds();
+  before = test_count_fds();
   if (before < 0)
     SKIP("no /proc/self/fd to count fds with");
 #ifdef _WIN32
@@ -765,7 +745,7 @@ TEST(netfault_no_fd_left) {
   srv = echo_server(loop, &s, NULL);
   dial(loop, &cl[0], "127.0.0.1", evl_server_port(srv));
   evl_loop_free(loop);
-  before = count_fds();
+  before = test_count_fds();
 #endif
   loop = quiet_loop();
   memset(&s, 0, sizeof s);
@@ -778,7 +758,7 @@ TEST(netfault_no_fd_left) {
   srv = echo_server(loop, &s, NULL);
   dial(loop, &cl[0], "127.0.0.1", evl_server_port(srv));
   dial(loop, &cl[1], "localhost", evl_server_port(srv));
-  CHECK(count_fds() > before);
+  CHECK(test_count_fds() > before);
   /* a refused connection */
   CHECK_EQ(connect_error(loop, "127.0.0.1", free_port()), EVL_ECONNREFUSED);
   /* Unix */
@@ -839,7 +819,7 @@ TEST(netfault_no_fd_left) {
     CHECK_EQ(test_rmdir(dir), 0);
   }
   test_settle_fds();
-  CHECK_EQ(count_fds(), before);
+  CHECK_EQ(test_count_fds(), before);
 }
 
 TESTS_BEGIN

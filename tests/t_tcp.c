@@ -1542,30 +1542,6 @@ TEST(tcp_write_limits_low_default) {
 
 /* ---- loop close with a server and connections still open ---------------- */
 
-#ifdef __linux__
-#include <dirent.h>
-static int count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  int n = 0;
-  if (!d)
-    return -1;
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.')
-      n++;
-  closedir(d);
-  return n;
-}
-#elif defined(_WIN32)
-static int count_fds(void) { /* handles, sockets included */
-  return test_count_handles();
-}
-#else
-static int count_fds(void) {
-  return -1;
-}
-#endif
-
 static void loop_free_with_open_server_and_connections(void) {
   evl_loop *loop = quiet_loop();
   server_ctx c;
@@ -1595,11 +1571,11 @@ TEST(tcp_loop_free_takes_open_server_and_connections) {
   loop_free_with_open_server_and_connections();
 #endif
   test_settle_fds();
-  before = count_fds();
+  before = test_count_fds();
   loop_free_with_open_server_and_connections();
   test_settle_fds(); /* libkqueue frees a closed kqueue's fds a bit later */
   if (before >= 0)
-    CHECK_EQ(count_fds(), before);
+    CHECK_EQ(test_count_fds(), before);
 }
 
 #ifdef _WIN32

@@ -173,6 +173,29 @@ static evl_loop *test_loop(void) {
   return test_loop_with(NULL);
 }
 
+/* Open fds (Linux: /proc/self/fd) or handles, sockets included
+   (Windows); -1 where neither can be counted. */
+#ifdef _WIN32
+static inline int test_count_handles(void);
+static inline int test_count_fds(void) {
+  return test_count_handles();
+}
+#else
+#include <dirent.h>
+static inline int test_count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  int n = 0;
+  if (!d)
+    return -1;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n;
+}
+#endif
+
 /* libkqueue keeps fds of its own: process-wide ones made with the first
    kqueue and the first EVFILT_SIGNAL, and those of a closed kqueue until
    its monitoring thread frees them a moment later. A test that counts fds
