@@ -1390,6 +1390,7 @@ struct evl_loop {
   LPFN_CONNECTEX connect_ex;
 #endif
   /* state */
+  const struct evl__backend_ops *be; /* the backend's functions */
   int running, stopping, closing, closed, user_freed;
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
@@ -3972,114 +3973,63 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
 
 /* ==== Backend dispatch ================================================== */
 
-static int evl__be_init(evl_loop *loop) {
-  switch (loop->backend) {
+/* Each backend is four functions; the loop keeps its backend's table. */
+typedef struct evl__backend_ops {
+  int (*init)(evl_loop *loop);
+  void (*destroy)(evl_loop *loop);
+  int (*modify)(evl_loop *loop, int fd, int oldmask, int newmask);
+  int (*poll)(evl_loop *loop, int64_t timeout_ns);
+} evl__backend_ops;
+
+#define EVL__BACKEND_OPS(name)                                                 \
+  {                                                                            \
+    static const evl__backend_ops ops = {                                      \
+        evl__##name##_init, evl__##name##_destroy, evl__##name##_modify,       \
+        evl__##name##_poll};                                                   \
+    return &ops;                                                               \
+  }
+/* The table of a backend; NULL if this build does not have it. */
+static const evl__backend_ops *evl__backend_ops_of(evl_backend b) {
+  switch (b) {
 #ifdef EVL__HAVE_IOCP
   case EVL_BACKEND_IOCP:
-    return evl__iocp_init(loop);
+    EVL__BACKEND_OPS(iocp)
 #endif
 #ifdef EVL__HAVE_EPOLL
   case EVL_BACKEND_EPOLL:
-    return evl__epoll_init(loop);
+    EVL__BACKEND_OPS(epoll)
 #endif
 #ifdef EVL__HAVE_KQUEUE
   case EVL_BACKEND_KQUEUE:
-    return evl__kqueue_init(loop);
+    EVL__BACKEND_OPS(kqueue)
 #endif
 #ifdef EVL__HAVE_POLL
   case EVL_BACKEND_POLL:
-    return evl__poll_init(loop);
+    EVL__BACKEND_OPS(poll)
 #endif
 #ifdef EVL__HAVE_SELECT
   case EVL_BACKEND_SELECT:
-    return evl__select_init(loop);
+    EVL__BACKEND_OPS(select)
 #endif
   default:
-    return EVL_ENOTSUP;
+    return NULL;
   }
+}
+#undef EVL__BACKEND_OPS
+
+static int evl__be_init(evl_loop *loop) {
+  loop->be = evl__backend_ops_of(loop->backend);
+  return loop->be ? loop->be->init(loop) : EVL_ENOTSUP;
 }
 static void evl__be_destroy(evl_loop *loop) {
-  switch (loop->backend) {
-#ifdef EVL__HAVE_IOCP
-  case EVL_BACKEND_IOCP:
-    evl__iocp_destroy(loop);
-    break;
-#endif
-#ifdef EVL__HAVE_EPOLL
-  case EVL_BACKEND_EPOLL:
-    evl__epoll_destroy(loop);
-    break;
-#endif
-#ifdef EVL__HAVE_KQUEUE
-  case EVL_BACKEND_KQUEUE:
-    evl__kqueue_destroy(loop);
-    break;
-#endif
-#ifdef EVL__HAVE_POLL
-  case EVL_BACKEND_POLL:
-    evl__poll_destroy(loop);
-    break;
-#endif
-#ifdef EVL__HAVE_SELECT
-  case EVL_BACKEND_SELECT:
-    evl__select_destroy(loop);
-    break;
-#endif
-  default:
-    break;
-  }
+  if (loop->be)
+    loop->be->destroy(loop);
 }
 static int evl__be_modify(evl_loop *loop, int fd, int oldmask, int newmask) {
-  switch (loop->backend) {
-#ifdef EVL__HAVE_IOCP
-  case EVL_BACKEND_IOCP:
-    return evl__iocp_modify(loop, fd, oldmask, newmask);
-#endif
-#ifdef EVL__HAVE_EPOLL
-  case EVL_BACKEND_EPOLL:
-    return evl__epoll_modify(loop, fd, oldmask, newmask);
-#endif
-#ifdef EVL__HAVE_KQUEUE
-  case EVL_BACKEND_KQUEUE:
-    return evl__kqueue_modify(loop, fd, oldmask, newmask);
-#endif
-#ifdef EVL__HAVE_POLL
-  case EVL_BACKEND_POLL:
-    return evl__poll_modify(loop, fd, oldmask, newmask);
-#endif
-#ifdef EVL__HAVE_SELECT
-  case EVL_BACKEND_SELECT:
-    return evl__select_modify(loop, fd, oldmask, newmask);
-#endif
-  default:
-    return EVL_ENOTSUP;
-  }
+  return loop->be->modify(loop, fd, oldmask, newmask);
 }
 static int evl__be_poll(evl_loop *loop, int64_t timeout_ns) {
-  switch (loop->backend) {
-#ifdef EVL__HAVE_IOCP
-  case EVL_BACKEND_IOCP:
-    return evl__iocp_poll(loop, timeout_ns);
-#endif
-#ifdef EVL__HAVE_EPOLL
-  case EVL_BACKEND_EPOLL:
-    return evl__epoll_poll(loop, timeout_ns);
-#endif
-#ifdef EVL__HAVE_KQUEUE
-  case EVL_BACKEND_KQUEUE:
-    return evl__kqueue_poll(loop, timeout_ns);
-#endif
-#ifdef EVL__HAVE_POLL
-  case EVL_BACKEND_POLL:
-    return evl__poll_poll(loop, timeout_ns);
-#endif
-#ifdef EVL__HAVE_SELECT
-  case EVL_BACKEND_SELECT:
-    return evl__select_poll(loop, timeout_ns);
-#endif
-  default:
-    return EVL_ENOTSUP;
-  }
+  return loop->be->poll(loop, timeout_ns);
 }
 
 EVL__DEF const char *evl_backend_name(const evl_loop *loop) {
