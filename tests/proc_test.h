@@ -68,4 +68,26 @@ static inline int no_pidfd(void) {
 }
 #endif
 
+/* The child ended, and (POSIX) was reaped: kill(pid, 0) succeeds on a
+   zombie, so this says "reaped" without reaping. On Windows the process
+   ended (once its last handle is closed Windows forgets it, but wine 8
+   lets an ended process be opened still). */
+#ifdef _WIN32
+static inline int gone(int pid) {
+  HANDLE h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, (DWORD)pid);
+  DWORD code = STILL_ACTIVE;
+  if (!h)
+    return 1;
+  GetExitCodeProcess(h, &code);
+  CloseHandle(h);
+  return code != STILL_ACTIVE;
+}
+#else
+#include <errno.h>
+#include <signal.h>
+static inline int gone(int pid) {
+  return pid > 0 && kill(pid, 0) == -1 && errno == ESRCH;
+}
+#endif
+
 #endif

@@ -49,16 +49,6 @@ static unsigned char pat(size_t i) {
 }
 
 #ifdef _WIN32
-/* The child ended (wine lets an ended process be opened still). */
-static int gone(int pid) {
-  HANDLE h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, (DWORD)pid);
-  DWORD code = STILL_ACTIVE;
-  if (!h)
-    return 1;
-  GetExitCodeProcess(h, &code);
-  CloseHandle(h);
-  return code != STILL_ACTIVE;
-}
 static int kill_pid(int pid) {
   HANDLE h = OpenProcess(PROCESS_TERMINATE, FALSE, (DWORD)pid);
   int ok = h && TerminateProcess(h, 9);
@@ -67,10 +57,6 @@ static int kill_pid(int pid) {
   return ok ? 0 : -1;
 }
 #else
-/* kill(pid, 0) succeeds on a zombie: this says "reaped" without reaping. */
-static int gone(int pid) {
-  return pid > 0 && kill(pid, 0) == -1 && errno == ESRCH;
-}
 static int kill_pid(int pid) {
   return kill(pid, SIGKILL);
 }

@@ -17,12 +17,16 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#ifndef _WIN32
-#include <dirent.h>
-#endif
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
+
+/* Open fds or handles now (the counts compared must be available). */
+static int count_fds(void) {
+  int n = test_count_fds();
+  CHECK(n >= 0);
+  return n;
+}
 
 /* What one child's protocol saw. Order violations are recorded in `why`
    (the first one) and checked by the test, not in the callback. */
@@ -197,24 +201,11 @@ static void run_child(evl_loop *loop, sp *s, const char *const *argv,
    asyncio), and only SIGTERM and SIGKILL can be sent. */
 #define RC_KILLED 1
 #define RC_TERMINATED 1
-/* The child ended. (Once the last handle is closed Windows forgets the
-   process, but wine 8 lets it be opened still: that the loop closed its
-   handle shows in the handle counts of loop_free_with_a_running_child.) */
-static int gone(int pid) {
-  HANDLE h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, (DWORD)pid);
-  DWORD code = STILL_ACTIVE;
-  if (!h)
-    return 1;
-  GetExitCodeProcess(h, &code);
-  CloseHandle(h);
-  return code != STILL_ACTIVE;
-}
+/* That the loop closed the process handle shows in the handle counts of
+   loop_free_with_a_running_child (gone() cannot tell under wine). */
 static void check_reaped(int pid) {
   CHECK(pid > 0);
   CHECK(gone(pid));
-}
-static int count_fds(void) {
-  return test_count_handles();
 }
 static void read_file(const char *path, char *buf, size_t cap) {
   FILE *f = fopen(path, "rb");
@@ -227,29 +218,12 @@ static void read_file(const char *path, char *buf, size_t cap) {
 #else
 #define RC_KILLED (-SIGKILL)
 #define RC_TERMINATED (-SIGTERM)
-/* The child was reaped: not even a zombie is left. kill(pid, 0) succeeds
-   on a zombie, so this does not reap anything itself. */
-static int gone(int pid) {
-  return pid > 0 && kill(pid, 0) == -1 && errno == ESRCH;
-}
 static void check_reaped(int pid) {
   CHECK(pid > 0);
   CHECK(gone(pid));
   errno = 0;
   CHECK_EQ(waitpid(pid, NULL, WNOHANG), -1);
   CHECK_EQ(errno, ECHILD);
-}
-
-static int count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  int n = 0;
-  CHECK(d != NULL);
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.')
-      n++;
-  closedir(d);
-  return n - 1; /* the directory's own fd */
 }
 
 static void read_file(const char *path, char *buf, size_t cap) {
