@@ -546,12 +546,22 @@ static int test_run_child_(const char *self, const char *name, int *timed_out) {
   STARTUPINFOA si;
   PROCESS_INFORMATION pi;
   DWORD code = 1;
+  int tries = 0;
   *timed_out = 0;
   snprintf(cmd, sizeof cmd, "\"%s\" %s", self, name);
   memset(&si, 0, sizeof si);
   si.cb = sizeof si;
-  if (!CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi))
-    return -1;
+  /* Starting the test's process is the runner's job, not the test: wine
+     under load has refused it once in a while, so try again (and say so). */
+  while (
+      !CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi)) {
+    printf("  note: starting %s failed (error %lu)%s\n", name,
+           (unsigned long)GetLastError(), tries < 2 ? ", trying again" : "");
+    fflush(stdout);
+    if (++tries == 3)
+      return -1;
+    Sleep(200);
+  }
   if (WaitForSingleObject(pi.hProcess, 60000) == WAIT_TIMEOUT) {
     *timed_out = 1;
     TerminateProcess(pi.hProcess, 124);
