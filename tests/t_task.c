@@ -457,8 +457,9 @@ static void stepper(evl_task *t, void *state) {
 }
 
 TEST(tasks_interleave) {
-  /* A wakes at 30, 60, 90 ms; B at 15 and 75 ms: B1 A1 A2 B2 A3. The
-     events are at least 15 ms apart. */
+  /* A wakes at 100, 200, 300 ms; B at 50 and 250 ms: B1 A1 A2 B2 A3. The
+     events are 50 ms apart, so a loaded machine's late wake-ups (which
+     add up along A's chain) do not reorder them. */
   step_state a, b;
   evl_loop *loop = quiet_loop();
   evl_task *ta, *tb;
@@ -470,11 +471,11 @@ TEST(tasks_interleave) {
   g_log_n = 0;
   a.tag = 'a';
   a.n = 3;
-  a.delays[0] = a.delays[1] = a.delays[2] = 0.03;
+  a.delays[0] = a.delays[1] = a.delays[2] = 0.1;
   b.tag = 'A';
   b.n = 2;
-  b.delays[0] = 0.015;
-  b.delays[1] = 0.06;
+  b.delays[0] = 0.05;
+  b.delays[1] = 0.2;
   ta = evl_task_create(loop, stepper, &a, sizeof a);
   tb = evl_task_create(loop, stepper, &b, sizeof b);
   futs[0] = ta;
