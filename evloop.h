@@ -1320,7 +1320,7 @@ static int evl__thread_start(pthread_t *t, void *(*fn)(void *), void *arg) {
 typedef struct evl__job evl__job;
 typedef struct evl__resolve_wait evl__resolve_wait;
 
-enum { EVL__JOB_QUEUED, EVL__JOB_RUNNING, EVL__JOB_DONE, EVL__JOB_CANCELLED };
+enum { EVL__JOB_QUEUED, EVL__JOB_RUNNING, EVL__JOB_CANCELLED };
 
 struct evl__job {
   evl__job *next;          /* executor queue, then the loop's done list */
@@ -5317,8 +5317,9 @@ static void evl__job_finished(evl__job *job) {
     loop->jobs = job->lnext;
   if (job->lnext)
     job->lnext->lprev = job->lprev;
-  job->state = EVL__JOB_DONE;
-  /* The done list reuses the queue link: handing over never allocates. */
+  /* (job->state stays RUNNING: it is the executor's, under ex->mu, and
+     only "still queued?" is ever asked of it.) The done list reuses the queue
+     link: handing over never allocates. */
   job->next = loop->tsq_done;
   loop->tsq_done = job;
   if (!loop->ts_pending) {
