@@ -148,19 +148,23 @@
 #define EVLOOP_H_INCLUDED
 
 /* The implementation needs POSIX and GNU declarations; they must be asked
-   for before the first system header of the translation unit. */
-#if defined(EVLOOP_IMPLEMENTATION) && !defined(_WIN32)
-#ifndef _GNU_SOURCE
+   for before the first system header of the translation unit. Asked for
+   with or without EVLOOP_IMPLEMENTATION: a file may include the
+   declarations first and the implementation later, and by then the C
+   library has fixed its feature set (the <stdint.h> below settles it). */
+#if !defined(_WIN32) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE 1
-#endif
 #endif
 
 #include <stddef.h>
 #include <stdint.h>
 
+/* The version, in this one place (the first line above, README.md and
+   evloop.pc follow it; tests/version_check.sh checks that they agree). */
 #define EVLOOP_VERSION_MAJOR 0
 #define EVLOOP_VERSION_MINOR 1
 #define EVLOOP_VERSION_PATCH 0
+#define EVLOOP_VERSION_STRING "0.1.0"
 
 #ifndef EVLOOP_API
 #ifdef EVLOOP_STATIC

@@ -1,0 +1,47 @@
+#!/bin/sh
+# The version lives in one place, the EVLOOP_VERSION_* macros of evloop.h;
+# everything that states it must agree:
+#   sh tests/version_check.sh BUILD     (BUILD/evloop.pc made by make)
+# Prints "ok   NAME" or "FAIL NAME" per check, then
+# "N passed, N failed, 0 skipped".
+build=${1:?usage: sh tests/version_check.sh BUILD}
+passed=0 failed=0
+
+check() { # check NAME STATUS [DETAIL]
+  if [ "$2" -eq 0 ]; then
+    passed=$((passed + 1))
+    echo "ok   $1"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $1"
+    [ -z "$3" ] || printf '    %s\n' "$3"
+  fi
+}
+
+macro() { # the value of #define EVLOOP_VERSION_$1
+  sed -n "s/^#define EVLOOP_VERSION_$1 \\(.*\\)\$/\\1/p" evloop.h
+}
+v="$(macro MAJOR).$(macro MINOR).$(macro PATCH)"
+echo "$v" | grep -Eq '^[0-9]+\.[0-9]+\.[0-9]+$'
+check "version: EVLOOP_VERSION_MAJOR/MINOR/PATCH are numbers ($v)" $? \
+  "got '$v' from evloop.h"
+
+s=$(macro STRING)
+[ "$s" = "\"$v\"" ]
+check "version: EVLOOP_VERSION_STRING is \"$v\"" $? "EVLOOP_VERSION_STRING is $s"
+
+first=$(head -n 1 evloop.h)
+case $first in *" - v$v - "*) r=0 ;; *) r=1 ;; esac
+check "version: the header's first line says v$v" $r "$first"
+
+# README: "Version X.Y.Z" at least once, and never another one.
+all=$(grep -o 'Version [0-9][0-9.]*[0-9]' README.md | sort -u)
+[ "$all" = "Version $v" ]
+check "version: README.md says Version $v" $? "README.md has: $(echo $all)"
+
+pc=$(sed -n 's/^Version: *//p' "$build/evloop.pc" 2>/dev/null)
+[ "$pc" = "$v" ]
+check "version: evloop.pc says Version: $v" $? "$build/evloop.pc has: '$pc'"
+
+echo "$passed passed, $failed failed, 0 skipped"
+[ "$failed" -eq 0 ]
