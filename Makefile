@@ -206,14 +206,14 @@ $(BUILD)/examples/%: examples/%.c evloop.h
 	@mkdir -p $(@D)
 	$(o2_CC) $(o2_FLAGS) $(EX_FLAGS) $< -o $@ $(EX_LIBS) $(LIBS)
 
-# The whole suite: every backend with gcc -O2, clang ASan+UBSan, tcc and
-# musl; the threaded tests under TSan; the others with EVLOOP_NO_THREADS;
-# valgrind; compile checks; nm.
-# tests/run.sh prints each result and ends with "N passed, N failed".
+# The whole suite: every backend with gcc -O2, ASan+UBSan (clang, else
+# gcc), tcc and musl; the threaded tests under TSan; the others with
+# EVLOOP_NO_THREADS; valgrind; compile checks; nm. tests/run.sh prints each
+# result and ends with "N passed, N failed, K skipped".
 # Only the variants whose toolchain is here (HAVE_VARIANTS); the others
 # are named as skipped (SKIPS). Then the script checks: the network
-# examples against real clients, make install through pkg-config, and the
-# version's agreement.
+# examples against real clients, make install through pkg-config, the
+# version's agreement, and the docs against the code.
 have_bins = $(if $(filter $(1),$(HAVE_VARIANTS)),$(call bins,$(1),$(2)))
 TEST_BINS := $(call have_bins,o2,$(TESTS)) $(call have_bins,asan,$(TESTS)) \
              $(call have_bins,tsan,$(THREADED_TESTS)) $(call have_bins,tcc,$(TESTS)) \
@@ -223,7 +223,8 @@ KQPIPE_TESTS := $(THREADED_TESTS)
 ifneq ($(filter kqueue,$(BACKENDS)),)
 TEST_BINS += $(addprefix $(BUILD)/kqpipe-kqueue/,$(KQPIPE_TESTS))
 endif
-TEST_CHECKS := tests/net_examples.sh tests/install_check.sh tests/version_check.sh
+TEST_CHECKS := tests/net_examples.sh tests/install_check.sh tests/version_check.sh \
+               tests/docs_check.sh
 test: $(TEST_BINS) examples compile-checks $(BUILD)/evloop.pc
 	@$(if $(SANITIZER_NOTE),echo "note: $(SANITIZER_NOTE)";) \
 	  VARIANTS="$(HAVE_VARIANTS)" SKIPS="$(SKIPS)" STRICT="$(STRICT)" CHECKS="$(TEST_CHECKS)" \
