@@ -43,10 +43,10 @@ for m in $settable; do
     miss_r="$miss_r $m"
 done
 [ -n "$settable" ] && [ -z "$miss_h" ]
-check "docs: the header's configuration chapter lists every settable EVLOOP_* macro" $? \
+check "the header's configuration chapter lists every settable EVLOOP_* macro" $? \
   "missing:$miss_h"
 [ -n "$settable" ] && [ -z "$miss_r" ]
-check "docs: README.md's configuration table lists every settable EVLOOP_* macro" $? \
+check "README.md's configuration table lists every settable EVLOOP_* macro" $? \
   "missing:$miss_r"
 
 glance=$(chapter "API AT A GLANCE")
@@ -56,7 +56,7 @@ for n in $(printf '%s\n' "$glance" | grep -oE '\b(evl|EVL)_[A-Za-z0-9_]*[A-Za-z0
   printf '%s\n' "$decls" | grep -qE "\b$n\b" || bad="$bad $n"
 done
 [ -n "$glance" ] && [ -z "$bad" ]
-check "docs: every name in the header's API AT A GLANCE chapter is declared" $? \
+check "every name in the header's API AT A GLANCE chapter is declared" $? \
   "not declared:$bad"
 
 ci=$(sed -n '/apt-get install/,/>\/dev\/null/p' .ci/run | tr ' \\' '\n\n' |
@@ -64,7 +64,7 @@ ci=$(sed -n '/apt-get install/,/>\/dev\/null/p' .ci/run | tr ' \\' '\n\n' |
 readme=$(grep -E '^ +sudo apt-get install ' README.md | head -n 1 | tr ' ' '\n' |
   grep -E '^[a-z0-9][a-z0-9.+-]*$' | grep -vxE 'sudo|apt-get|install' | sort -u)
 [ -n "$ci" ] && [ "$ci" = "$readme" ]
-check "docs: README.md's apt-get line installs what .ci/run installs" $? \
+check "README.md's apt-get line installs what .ci/run installs" $? \
   "only in .ci/run: $(printf '%s\n' "$ci" | grep -vxF "$readme" | tr '\n' ' ')only in README: $(printf '%s\n' "$readme" | grep -vxF "$ci" | tr '\n' ' ')"
 
 echo "$passed passed, $failed failed, 0 skipped"

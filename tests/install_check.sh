@@ -38,7 +38,7 @@ st=$?
 files=$(cd "$dest" 2>/dev/null && find . -type f | sort | tr '\n' ' ')
 want="./opt/evl-test/include/evloop.h ./opt/evl-test/lib/pkgconfig/evloop.pc "
 [ $st -eq 0 ] && [ "$files" = "$want" ] && cmp -s evloop.h "$dest$prefix/include/evloop.h"
-check "install: make install PREFIX=$prefix DESTDIR=... puts evloop.h and evloop.pc there" $? \
+check "make install PREFIX=$prefix DESTDIR=... puts evloop.h and evloop.pc there" $? \
   "make status $st; installed: $files" "$tmp/log"
 
 # pkg-config as a user of the staged tree would call it.
@@ -51,13 +51,13 @@ case " $flags " in
 *" -I$dest$prefix/include "*"-lpthread "*) r=$st ;;
 *) r=1 ;;
 esac
-check "install: pkg-config --cflags --libs evloop gives -I<include> -lpthread" $r \
+check "pkg-config --cflags --libs evloop gives -I<include> -lpthread" $r \
   "pkg-config status $st: '$flags'" "$tmp/err"
 
 v="$(sed -n 's/^#define EVLOOP_VERSION_STRING "\(.*\)"$/\1/p' evloop.h)"
 mv=$(pkg-config --modversion evloop 2>&1)
 [ "$mv" = "$v" ]
-check "install: pkg-config --modversion evloop is $v" $? "got '$mv'"
+check "pkg-config --modversion evloop is $v" $? "got '$mv'"
 
 # examples/hello_world.c with <evloop.h> instead of "../evloop.h", built
 # in the temporary directory: only the installed header can be found.
@@ -67,17 +67,17 @@ grep -q '^#include <evloop.h>$' "$tmp/hello.c" &&
   (cd "$tmp" && $cc -std=c99 -Wall -Wextra -Wpedantic -Werror -MD hello.c -o hello $flags) \
     >"$tmp/err" 2>&1 &&
   grep -q "$dest$prefix/include/evloop.h" "$tmp/hello.d"
-check "install: examples/hello_world.c builds with \`pkg-config --cflags --libs evloop\`" $? "$tmp/err"
+check "examples/hello_world.c builds with \`pkg-config --cflags --libs evloop\`" $? "$tmp/err"
 
 out=$("$tmp/hello" 2>&1)
 [ "$out" = "Hello World" ]
-check "install: that build runs and prints Hello World" $? "$out"
+check "that build runs and prints Hello World" $? "$out"
 
 $make -s uninstall PREFIX=$prefix DESTDIR="$dest" BUILD="$build" >"$tmp/log" 2>&1
 st=$?
 left=$(cd "$dest" && find . -type f | tr '\n' ' ')
 [ $st -eq 0 ] && [ -z "$left" ]
-check "install: make uninstall removes both files" $? \
+check "make uninstall removes both files" $? \
   "make status $st; left: $left" "$tmp/log"
 
 echo "$passed passed, $failed failed, 0 skipped"

@@ -13,9 +13,10 @@
 # `sh SCRIPT BUILD`, each ending with "N passed, N failed, K skipped"),
 # STRICT=1 (any skip fails the run). A variant named *alt runs on epoll only.
 build=$1 backends=$2 tests=$3 threaded=$4 examples=$5 nothread=$6
-variants=${VARIANTS:-"o2 asan tsan tcc musl nothr kqpipe valgrind"}
+variants=${VARIANTS-"o2 asan tsan tcc musl nothr kqpipe valgrind"}
 passed=0 failed=0 skipped=0
 log=${LOG:-$build/test-log.txt}
+mkdir -p "$(dirname "$log")"
 : >"$log"
 
 # What the Makefile could not build here, named first.

@@ -23,25 +23,25 @@ macro() { # the value of #define EVLOOP_VERSION_$1
 }
 v="$(macro MAJOR).$(macro MINOR).$(macro PATCH)"
 echo "$v" | grep -Eq '^[0-9]+\.[0-9]+\.[0-9]+$'
-check "version: EVLOOP_VERSION_MAJOR/MINOR/PATCH are numbers ($v)" $? \
+check "EVLOOP_VERSION_MAJOR/MINOR/PATCH are numbers ($v)" $? \
   "got '$v' from evloop.h"
 
 s=$(macro STRING)
 [ "$s" = "\"$v\"" ]
-check "version: EVLOOP_VERSION_STRING is \"$v\"" $? "EVLOOP_VERSION_STRING is $s"
+check "EVLOOP_VERSION_STRING is \"$v\"" $? "EVLOOP_VERSION_STRING is $s"
 
 first=$(head -n 1 evloop.h)
 case $first in *" - v$v - "*) r=0 ;; *) r=1 ;; esac
-check "version: the header's first line says v$v" $r "$first"
+check "the header's first line says v$v" $r "$first"
 
 # README: "Version X.Y.Z" at least once, and never another one.
 all=$(grep -o 'Version [0-9][0-9.]*[0-9]' README.md | sort -u)
 [ "$all" = "Version $v" ]
-check "version: README.md says Version $v" $? "README.md has: $(echo $all)"
+check "README.md says Version $v" $? "README.md has: $(echo $all)"
 
 pc=$(sed -n 's/^Version: *//p' "$build/evloop.pc" 2>/dev/null)
 [ "$pc" = "$v" ]
-check "version: evloop.pc says Version: $v" $? "$build/evloop.pc has: '$pc'"
+check "evloop.pc says Version: $v" $? "$build/evloop.pc has: '$pc'"
 
 echo "$passed passed, $failed failed, 0 skipped"
 [ "$failed" -eq 0 ]
