@@ -9,17 +9,7 @@
 # - the README's apt-get line names the packages .ci/run installs.
 # Prints "ok   NAME" or "FAIL NAME" per check, then
 # "N passed, N failed, 0 skipped".
-passed=0 failed=0
-check() { # check NAME STATUS [DETAIL]
-  if [ "$2" -eq 0 ]; then
-    passed=$((passed + 1))
-    echo "ok   $1"
-  else
-    failed=$((failed + 1))
-    echo "FAIL $1"
-    [ -z "$3" ] || printf '    %s\n' "$3"
-  fi
-}
+. tests/check_lib.sh
 
 # The chapter of the top comment that starts with heading $1 (up to the
 # next numbered heading).
@@ -67,5 +57,4 @@ readme=$(grep -E '^ +sudo apt-get install ' README.md | head -n 1 | tr ' ' '\n' 
 check "README.md's apt-get line installs what .ci/run installs" $? \
   "only in .ci/run: $(printf '%s\n' "$ci" | grep -vxF "$readme" | tr '\n' ' ')only in README: $(printf '%s\n' "$readme" | grep -vxF "$ci" | tr '\n' ' ')"
 
-echo "$passed passed, $failed failed, 0 skipped"
-[ "$failed" -eq 0 ]
+summary

@@ -8,30 +8,17 @@
 build=${1:?usage: sh tests/install_check.sh BUILD}
 make=${MAKE:-make}
 cc=${CC:-cc}
-passed=0 failed=0
+. tests/check_lib.sh
 if ! command -v pkg-config >/dev/null 2>&1; then
   echo "skipped: make install checked through pkg-config (apt-get install pkg-config)"
-  echo "0 passed, 0 failed, 1 skipped"
-  exit 0
+  skipped=1
+  summary
+  exit
 fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/evl_install.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
 dest=$tmp/root prefix=/opt/evl-test
 
-check() { # check NAME STATUS [FILE|TEXT...]
-  name=$1 st=$2
-  shift 2
-  if [ "$st" -eq 0 ]; then
-    passed=$((passed + 1))
-    echo "ok   $name"
-  else
-    failed=$((failed + 1))
-    echo "FAIL $name"
-    for x in "$@"; do
-      if [ -f "$x" ]; then cat "$x"; else printf '%s\n' "$x"; fi
-    done | sed 's/^/    /'
-  fi
-}
 
 $make -s install PREFIX=$prefix DESTDIR="$dest" BUILD="$build" >"$tmp/log" 2>&1
 st=$?
@@ -80,5 +67,4 @@ left=$(cd "$dest" && find . -type f | tr '\n' ' ')
 check "make uninstall removes both files" $? \
   "make status $st; left: $left" "$tmp/log"
 
-echo "$passed passed, $failed failed, 0 skipped"
-[ "$failed" -eq 0 ]
+summary

@@ -5,18 +5,8 @@
 # Prints "ok   NAME" or "FAIL NAME" per check, then
 # "N passed, N failed, 0 skipped".
 build=${1:?usage: sh tests/version_check.sh BUILD}
-passed=0 failed=0
+. tests/check_lib.sh
 
-check() { # check NAME STATUS [DETAIL]
-  if [ "$2" -eq 0 ]; then
-    passed=$((passed + 1))
-    echo "ok   $1"
-  else
-    failed=$((failed + 1))
-    echo "FAIL $1"
-    [ -z "$3" ] || printf '    %s\n' "$3"
-  fi
-}
 
 macro() { # the value of #define EVLOOP_VERSION_$1
   sed -n "s/^#define EVLOOP_VERSION_$1 \\(.*\\)\$/\\1/p" evloop.h
@@ -43,5 +33,4 @@ pc=$(sed -n 's/^Version: *//p' "$build/evloop.pc" 2>/dev/null)
 [ "$pc" = "$v" ]
 check "evloop.pc says Version: $v" $? "$build/evloop.pc has: '$pc'"
 
-echo "$passed passed, $failed failed, 0 skipped"
-[ "$failed" -eq 0 ]
+summary
