@@ -8,15 +8,21 @@
    Every other file includes "evloop.h" without the define. Link with
    -lpthread on POSIX (nothing else is needed on Linux), -lws2_32 on
    Windows. The declarations pull in no system header but <stddef.h> and
-   <stdint.h>; on Windows the implementation includes <winsock2.h> before
-   <windows.h>, so include <windows.h> after it in that one file (or
-   define WIN32_LEAN_AND_MEAN first).
+   <stdint.h>. On POSIX the header defines _GNU_SOURCE (unless it is
+   defined), with or without EVLOOP_IMPLEMENTATION, so a file may include
+   the declarations and later the implementation; either way its first
+   inclusion comes before any system header. On Windows the implementation
+   includes <winsock2.h> before <windows.h>, so include <windows.h> after
+   it in that one file (or define WIN32_LEAN_AND_MEAN first).
+   `make install` puts this file and an evloop.pc for pkg-config under
+   PREFIX (`pkg-config --cflags --libs evloop`).
 
    CONTENTS
-     1. Quick start          5. Threads
-     2. Configuration macros 6. Ownership and lifetimes
-     3. Backends             7. Does NOT do (yet)
-     4. Errors and logging   8. Declarations, implementation, licence
+     1. Quick start          6. Threads
+     2. API at a glance      7. Ownership and lifetimes
+     3. Configuration macros 8. Does NOT do (yet)
+     4. Backends             9. Declarations, implementation, licence
+     5. Errors and logging
 
    1. QUICK START (examples/tasks.c shows tasks and gather at more length)
 
@@ -42,7 +48,101 @@
            return evl_run(count, &c, sizeof c, NULL, NULL) == 0 ? 0 : 1;
        }
 
-   2. CONFIGURATION MACROS (define them before including the header)
+   2. API AT A GLANCE: asyncio -> evloop.h (declarations further down,
+      with the rules of each call; "_x" is short for evl_<object>_x)
+
+     new_event_loop, close, is_closed, is_running
+                         evl_loop_new(&loop, &cfg), evl_loop_close,
+                         evl_loop_free, evl_loop_is_closed,
+                         evl_loop_is_running
+     run_forever, run_until_complete, stop
+                         evl_run_forever, evl_run_until_complete(loop, fut),
+                         evl_stop (asyncio's semantics, stop before run too)
+     asyncio.run         evl_run(task_fn, state, size, cfg, &result)
+     (game, GUI loops)   evl_run_once(loop, max_wait), evl_next_timeout,
+                         evl_backend_fd
+     call_soon, call_soon_threadsafe, call_later, call_at
+                         the same names with evl_; they return an evl_handle
+     time                evl_time (seconds, double), evl_time_ns
+     Handle.cancel/cancelled, TimerHandle.when
+                         evl_handle_cancel, evl_handle_cancelled,
+                         evl_handle_when (stale handles are harmless)
+     create_future, Future
+                         evl_future_new, _set_result, _set_error, _cancel,
+                         _done, _cancelled, _result, _error,
+                         _add_done_callback, _remove_done_callback, _ref,
+                         _release
+     create_task, coroutines, await
+                         evl_task_create(loop, fn, state, size),
+                         EVL_ASYNC_BEGIN, EVL_AWAIT, EVL_AWAIT_TRY,
+                         EVL_ASYNC_RETURN, EVL_ASYNC_END, evl_task_cancel,
+                         evl_set_task_factory
+     sleep, wait_for, gather
+                         evl_sleep, evl_wait_for, evl_gather
+     add_reader, add_writer, remove_reader, remove_writer
+                         the same names with evl_
+     run_in_executor, set_default_executor, shutdown_default_executor
+                         the same names with evl_; evl_executor_new/_free
+     getaddrinfo, getnameinfo
+                         evl_getaddrinfo, evl_getnameinfo (futures, run on
+                         the executor)
+     create_connection, create_unix_connection, connect_accepted_socket
+                         evl_create_connection(loop, &proto, user, host,
+                         port, opts) -> future of evl_transport *, and
+                         evl_create_unix_connection,
+                         evl_connect_accepted_socket
+     create_server, create_unix_server, Server
+                         evl_create_server, evl_create_unix_server -> future
+                         of evl_server *; evl_server_close, _wait_closed,
+                         _start_serving, _serve_forever, _is_serving,
+                         _sockets, _port, _free
+     create_datagram_endpoint
+                         evl_create_datagram_endpoint, evl_transport_sendto
+     Protocol, BufferedProtocol, DatagramProtocol
+                         evl_protocol: a table of callbacks
+                         (connection_made, data_received, eof_received,
+                         connection_lost, pause_writing, resume_writing,
+                         get_buffer/buffer_updated, datagram_received,
+                         error_received)
+     Transport           evl_transport_write, _writev, _write_eof, _close,
+                         _abort, _pause_reading, _resume_reading,
+                         _set_write_buffer_limits, _get_write_buffer_size,
+                         _get_peername, _get_sockname, _fd
+     sendfile, sock_sendfile
+                         evl_sendfile(transport, fd, offset, count),
+                         evl_sock_sendfile
+     sock_recv, sock_recv_into, sock_sendall, sock_connect, sock_accept
+                         the same names with evl_, as futures
+                         (evl_future_result_int: the count or the fd)
+     open_connection, start_server, StreamReader, StreamWriter
+                         evl_open_connection, evl_start_server (and the
+                         unix variants) -> evl_stream: _read, _readline,
+                         _readexactly, _readuntil, _at_eof, _write, _drain,
+                         _write_eof, _close, _wait_closed
+     connect_read_pipe, connect_write_pipe
+                         evl_connect_read_pipe, evl_connect_write_pipe
+     add_signal_handler, remove_signal_handler
+                         evl_add_signal_handler(loop, signum, cb, arg),
+                         evl_remove_signal_handler
+     subprocess_exec, subprocess_shell, SubprocessProtocol,
+     SubprocessTransport evl_subprocess_exec(loop, &proto, user, argv,
+                         &opts), evl_subprocess_shell; evl_subprocess_
+                         get_pid, _get_returncode, _get_pipe_transport,
+                         _send_signal, _terminate, _kill, _close
+     create_subprocess_exec, create_subprocess_shell, Process
+                         evl_create_subprocess_exec/_shell -> evl_process:
+                         evl_process_stdin/_stdout/_stderr (streams),
+                         _wait, _communicate, _send_signal, _terminate,
+                         _kill, _free
+     exception handler   evl_set_exception_handler,
+                         evl_get_exception_handler,
+                         evl_default_exception_handler,
+                         evl_call_exception_handler
+     debug mode          evl_set_debug, evl_get_debug, EVLOOP_DEBUG=1 in
+                         the environment, evl_set_slow_callback_duration
+     errors              negative EVL_E* codes; evl_strerror, evl_err_name
+
+   3. CONFIGURATION MACROS (define them before including the header)
 
      EVLOOP_IMPLEMENTATION   emit the implementation in this file
      EVLOOP_BACKEND_SELECT   build only this backend (plus nothing else)
@@ -63,11 +163,21 @@
      EVLOOP_ASSERT(x)        internal consistency checks (default: assert)
      EVLOOP_NO_THREADS       no threads: evl_run_in_executor and DNS run the
                              work inline and complete the future at once
+     EVLOOP_HAVE_PIDFD       0: child exits come through SIGCHLD (kqueue:
+                             EVFILT_PROC) instead of a pidfd (default: 1
+                             on Linux, where pidfd_open is tried first and
+                             SIGCHLD serves if the kernel refuses it)
      EVLOOP_STATIC           make every public function static
+     EVLOOP_API              what precedes every public declaration
+                             (default: extern, or static with
+                             EVLOOP_STATIC); e.g. a visibility attribute
+                             or __declspec(dllexport)
      EVLOOP_NO_CALLSITE      do not wrap evl_call_soon & co. in macros that
                              record the call site for debug mode
+     (EVLOOP_DEBUG is an environment variable, chapter 5; EVLOOP_VERSION_*
+     and EVLOOP_H_INCLUDED are defined by the header.)
 
-   3. BACKENDS
+   4. BACKENDS
      Without a backend macro every backend the platform has is compiled and
      evl_loop_config.backend picks one at run time; the default is epoll on
      Linux, kqueue on macOS and the BSDs, and poll elsewhere on POSIX. If
@@ -97,7 +207,7 @@
      piped stdio is a named pipe on IOCP (a loopback socket pair on select);
      terminate and kill are TerminateProcess(1), as asyncio does.
 
-   4. ERRORS AND LOGGING
+   5. ERRORS AND LOGGING
      Functions return 0 (or a value >= 0) on success and a negative EVL_E*
      code on failure; evl_strerror() and evl_err_name() describe a code
      (an evl_handle < 0 is such a code: evl_strerror((int)h)). Functions
@@ -110,13 +220,13 @@
      EVLOOP_DEBUG=1 in the environment) logs slow callbacks through
      evl_loop_config.log (default: stderr).
 
-   5. THREADS
+   6. THREADS
      A loop belongs to the thread that runs it; many loops may run in many
      threads. Only evl_call_soon_threadsafe() may be called on a loop from
      another thread. Executors are thread-safe. The run-time allocator of
      evl_loop_config is only called on the loop's thread.
 
-   6. OWNERSHIP AND LIFETIMES
+   7. OWNERSHIP AND LIFETIMES
      - Handles (evl_handle) are generation-checked values: cancelling a
        handle whose callback already ran, or that was already cancelled, is
        a harmless no-op.
@@ -137,30 +247,43 @@
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
 
-   7. DOES NOT DO (yet): TLS; on Windows, completion-based socket I/O
-     (AcceptEx, ConnectEx, WSARecv/WSASend, TransmitFile), overlapped named
-     pipes, and AF_UNIX socket files (stale-file replacement).
+   8. DOES NOT DO (yet)
+     - TLS.
+     - Windows: Unix signals other than SIGINT and SIGBREAK; replacing a
+       stale socket file in evl_create_unix_server; pipe handles on select
+       loops (evl_connect_read_pipe/_write_pipe take sockets there, and
+       subprocess stdio is a loopback socket pair); completions for the
+       evl_sock_* futures and Unix-domain transports (they use AFD
+       readiness on IOCP); TransmitFile (evl_sendfile on IOCP reads the
+       file into overlapped sends); with EVLOOP_NO_THREADS, subprocesses
+       and signals (EVL_ENOTSUP). IOCP does have completion-based TCP and
+       UDP (AcceptEx, ConnectEx, WSARecv/WSASend, WSARecvFrom/WSASendTo)
+       and overlapped named pipes: chapter 4.
 
-   8. Licence: MIT or public domain (Unlicense), your choice; at the end.
+   9. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
 
 #ifndef EVLOOP_H_INCLUDED
 #define EVLOOP_H_INCLUDED
 
 /* The implementation needs POSIX and GNU declarations; they must be asked
-   for before the first system header of the translation unit. */
-#if defined(EVLOOP_IMPLEMENTATION) && !defined(_WIN32)
-#ifndef _GNU_SOURCE
+   for before the first system header of the translation unit. Asked for
+   with or without EVLOOP_IMPLEMENTATION: a file may include the
+   declarations first and the implementation later, and by then the C
+   library has fixed its feature set (the <stdint.h> below settles it). */
+#if !defined(_WIN32) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE 1
-#endif
 #endif
 
 #include <stddef.h>
 #include <stdint.h>
 
+/* The version, in this one place (the first line above, README.md and
+   evloop.pc follow it; tests/version_check.sh checks that they agree). */
 #define EVLOOP_VERSION_MAJOR 0
 #define EVLOOP_VERSION_MINOR 1
 #define EVLOOP_VERSION_PATCH 0
+#define EVLOOP_VERSION_STRING "0.1.0"
 
 #ifndef EVLOOP_API
 #ifdef EVLOOP_STATIC
@@ -10439,9 +10562,10 @@ static void evl__shell_argv(const char *argv[4], const char *cmd) {
 #ifndef EVLOOP_NO_THREADS
 /* Windows: CreateProcess with an explicit list of the handles the child
    inherits (nothing else leaks), the exit seen through a thread-pool wait
-   that queues a call on the loop. Piped stdio is a connected loopback
+   that queues a call on the loop. Piped stdio is, on an IOCP loop, a named
+   pipe (our end overlapped, evl__child_pipe), else a connected loopback
    socket pair, the child's end blocking and non-overlapped (a plain file
-   handle to it); our end is an ordinary socket transport. */
+   handle to it); our end is an ordinary transport. */
 
 /* Appends s to the command line, quoted the way the C runtime splits it. */
 static int evl__cmdline_arg(char **buf, size_t *len, size_t *cap,
