@@ -1250,6 +1250,7 @@ struct evl_future {
   evl_free_fn result_free;
   evl__fcb *cbs;
   uint32_t ncbs, capcbs;
+  evl_future *fire_next; /* on the loop's fire_later list */
 };
 
 /* Threads: pthreads on POSIX, Win32 slim locks and threads on Windows. */
@@ -1400,6 +1401,9 @@ struct evl_loop {
   void *alloc_ctx;
   size_t struct_refs; /* the user + every live future */
   evl_future *futures;
+  /* Futures whose done callbacks could not be queued (no memory for the
+     ready ring): an intrusive list, so that completing never loses them. */
+  evl_future *fire_head, *fire_tail;
   /* errors and debug */
   evl_exception_handler handler;
   void *handler_arg;
@@ -4121,6 +4125,8 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   return ran;
 }
 
+static int evl__future_fire_later(evl_loop *loop);
+
 /* One iteration, as asyncio's _run_once: wait for I/O (not at all if work
    is ready or the loop is stopping), queue fd events and due timers behind
    the callbacks already ready, then run exactly what is queued now. */
@@ -4129,7 +4135,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   uint32_t n;
   int rc, ran = 0;
   evl__heap_trim(loop);
-  if (loop->ring_len || loop->stopping) {
+  if (loop->ring_len || loop->stopping || loop->fire_head) {
     timeout = 0;
   } else if (loop->heap_len) {
     timeout = loop->heap[0].when - evl__now(loop);
@@ -4157,7 +4163,10 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     loop->slots[i].pos = EVL__POS_READY;
     evl__ring_push(loop, i);
   }
-  for (n = loop->ring_len; n > 0; n--) {
+  n = loop->ring_len; /* what the fires below queue waits, as call_soon */
+  if (loop->fire_head)
+    ran += evl__future_fire_later(loop);
+  for (; n > 0; n--) {
     uint64_t e = evl__ring_pop(loop);
     evl__slot *s;
     evl_callback fn;
@@ -4471,6 +4480,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     if (fn && internal)
       fn(loop, arg);
   }
+  (void)evl__future_fire_later(loop); /* in closing mode: references go */
   /* 3. Open transports get connection_lost(EVL_ECLOSED); pending tasks
      and combinators let go of what they wait for. */
   evl__children_close(loop); /* killed, reaped, connection_lost */
@@ -4614,13 +4624,39 @@ static void evl__future_fire(evl_loop *loop, void *arg) {
   evl_future_release(f);
 }
 
+/* Queues the done callbacks. Without memory for the ready ring the future
+   goes on the loop's fire_later list (a link in the future: this cannot
+   fail), which the next iteration runs: a wake-up is never lost. */
 static void evl__future_schedule_fire(evl_future *f) {
-  if (!f->ncbs || f->fire_pending)
+  evl_loop *loop = f->loop;
+  if (!f->ncbs || f->fire_pending || loop->closing)
+    return; /* closing: a fire would only drop its reference */
+  f->fire_pending = 1;
+  f->refs++;
+  if (evl__soon_internal(loop, evl__future_fire, f) > 0)
     return;
-  if (evl__soon_internal(f->loop, evl__future_fire, f) > 0) {
-    f->fire_pending = 1;
-    f->refs++;
+  f->fire_next = NULL;
+  if (loop->fire_tail)
+    loop->fire_tail->fire_next = f;
+  else
+    loop->fire_head = f;
+  loop->fire_tail = f;
+}
+
+/* Runs the fires the ring had no room for (those queued before this call:
+   new ones wait for the next iteration, as call_soon's do). */
+static int evl__future_fire_later(evl_loop *loop) {
+  evl_future *f = loop->fire_head;
+  int ran = 0;
+  loop->fire_head = loop->fire_tail = NULL;
+  while (f) {
+    evl_future *next = f->fire_next;
+    f->fire_next = NULL;
+    evl__future_fire(loop, f);
+    ran++;
+    f = next;
   }
+  return ran;
 }
 
 static int evl__future_complete(evl_future *f, int state, void *result,
@@ -5002,29 +5038,19 @@ EVL__DEF void evl_task_fail(evl_task *task, int code, const char *message) {
 /* Loop closing: every pending future lets go of its loop references. The
    futures are pinned first, since dropping one reference can free others. */
 static void evl__futures_close(evl_loop *loop) {
-  evl_future *f, **all;
-  size_t n = 0, i;
+  evl_future *f, *next;
+  /* No allocation (this runs out of memory too): nothing is freed while
+     every future is pinned, and no future is made while closing, so the
+     list holds still until the last pass. */
   for (f = loop->futures; f; f = f->lnext)
-    n++;
-  if (!n)
-    return;
-  all = (evl_future **)evl__lalloc(loop, n * sizeof *all);
-  if (!all) { /* out of memory: close what we can reach, one at a time */
-    for (f = loop->futures; f; f = f->lnext)
-      if (f->vt && f->vt->close && f->state == EVL__PENDING) {
-        f->vt->close(f);
-        break;
-      }
-    return;
+    f->refs++;
+  for (f = loop->futures; f; f = f->lnext)
+    if (f->vt && f->vt->close)
+      f->vt->close(f);
+  for (f = loop->futures; f; f = next) {
+    next = f->lnext; /* pinned: alive after f goes */
+    evl_future_release(f);
   }
-  for (i = 0, f = loop->futures; f; f = f->lnext)
-    all[i++] = evl_future_ref(f);
-  for (i = 0; i < n; i++)
-    if (all[i]->vt && all[i]->vt->close)
-      all[i]->vt->close(all[i]);
-  for (i = 0; i < n; i++)
-    evl_future_release(all[i]);
-  evl__lfree(loop, all);
 }
 
 /* ==== sleep, wait_for, gather =========================================== */
@@ -9490,6 +9516,17 @@ EVL__DEF void evl_stream_free(evl_stream *s) {
 
 /* ---- opening ---- */
 
+/* The stream of a connection nobody will get. */
+static void evl__open_drop(evl_stream *s) {
+  if (s->t) { /* connected, but nobody wants it now */
+    evl_stream_free(s);
+  } else {
+    s->user_freed = 1;
+    if (!s->lost)
+      evl__st_free(s);
+  }
+}
+
 static void evl__open_done(evl_future *inner, void *arg) {
   evl_future *outer = (evl_future *)arg;
   evl_stream *s = (evl_stream *)outer->result;
@@ -9500,13 +9537,7 @@ static void evl__open_done(evl_future *inner, void *arg) {
     if (outer->state == EVL__PENDING)
       (void)evl_future_set_error(outer, inner->err ? inner->err : EVL_ECANCELED,
                                  inner->errmsg);
-    if (s->t) { /* connected, but nobody wants it now */
-      evl_stream_free(s);
-    } else {
-      s->user_freed = 1;
-      if (!s->lost)
-        evl__st_free(s);
-    }
+    evl__open_drop(s);
   }
   evl_future_release(outer);
   evl_future_release(inner);
@@ -9527,16 +9558,23 @@ static evl_future *evl__open(evl_loop *loop, size_t limit, const char *host,
   inner = path ? evl_create_unix_connection(loop, &evl__stream_proto, s, path)
                : evl_create_connection(loop, &evl__stream_proto, s, host, port,
                                        opts);
-  /* The stream waits in outer->result (no free function) until then. */
-  outer->result = s;
-  if (!inner || evl_future_add_done_callback(inner, evl__open_done,
-                                             evl_future_ref(outer))) {
-    outer->result = NULL;
-    evl_future_release(inner);
-    evl_future_release(outer);
+  if (!inner) {
     evl__st_free(s);
     (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
+    return outer;
   }
+  /* The stream waits in outer->result (no free function) until then. */
+  outer->result = s;
+  if (evl_future_add_done_callback(inner, evl__open_done, outer) == 0) {
+    evl_future_ref(outer); /* the callback's */
+    return outer;
+  }
+  /* No memory for the callback: the connect stops before it can use s. */
+  outer->result = NULL;
+  (void)evl_future_cancel(inner);
+  evl__open_drop(s);
+  evl_future_release(inner);
+  (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
   return outer;
 }
 
@@ -10110,6 +10148,8 @@ struct evl_subprocess {
   pid_t pid;
   int pidfd, returncode, exited, made, lost, npipes, result_is_user;
   int kq_proc; /* an EVFILT_PROC registration is live */
+  evl_handle poll_timer; /* the last-resort exit watch (POSIX) */
+  int poll_ms;
 };
 
 static void evl__sub_try_finish(evl_subprocess *p);
@@ -10122,6 +10162,8 @@ static void evl__sub_unlink_free(evl_subprocess *p) {
   if (p->proc)
     CloseHandle(p->proc);
 #endif
+  if (p->poll_timer)
+    (void)evl__cancel_internal(loop, p->poll_timer);
   if (p->lprev)
     p->lprev->lnext = p->lnext;
   else
@@ -10149,6 +10191,10 @@ static void evl__sub_exited(evl_subprocess *p, int status, int known) {
     evl__unwatch(p->loop, p->pidfd, EVL__READ);
     close(p->pidfd);
     p->pidfd = -1;
+  }
+  if (p->poll_timer) {
+    (void)evl__cancel_internal(p->loop, p->poll_timer);
+    p->poll_timer = 0;
   }
 #ifdef EVL__HAVE_KQUEUE
   if (p->kq_proc) { /* reaped by another path: the registration goes */
@@ -10236,6 +10282,51 @@ static void evl__kq_children_check(evl_loop *loop) {
 }
 #endif
 #endif
+
+static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg);
+
+/* Watches a child's exit: EVFILT_PROC on kqueue (ESRCH: it is gone
+   already, and the paths below reap it), else a pidfd, else SIGCHLD; 0 if
+   one of them watches it, else the error (a full fd table fails the pidfd
+   and the SIGCHLD self-pipe alike). */
+static int evl__sub_watch_exit(evl_loop *loop, evl_subprocess *p) {
+  int rc;
+#ifdef EVL__HAVE_KQUEUE
+  if (loop->backend == EVL_BACKEND_KQUEUE && !p->kq_proc)
+    p->kq_proc = evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC,
+                               EV_ADD | EV_ONESHOT, NOTE_EXIT) == 0;
+#endif
+  if (p->kq_proc)
+    return 0;
+#if EVLOOP_HAVE_PIDFD && defined(SYS_pidfd_open)
+  p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+  if (p->pidfd >= 0 && evl__watch(loop, p->pidfd, EVL__READ,
+                                  evl__sub_pidfd_ready, p, NULL, NULL, 0)) {
+    close(p->pidfd);
+    p->pidfd = -1;
+  }
+  if (p->pidfd >= 0)
+    return 0;
+#endif
+  rc = evl_add_signal_handler(loop, SIGCHLD, evl__sub_sigchld, NULL);
+  if (rc == 0)
+    (void)evl__sub_poll(p); /* it may be gone before the handler */
+  return rc;
+}
+
+/* The last resort: a timer polls the child, less often each time (up to
+   100 ms), until a pidfd or SIGCHLD can watch it. It rearms inside its own
+   callback, taking back the slot and heap room it has just left: that
+   cannot fail for want of memory. */
+static void evl__sub_poll_timer(evl_loop *loop, void *arg) {
+  evl_subprocess *p = (evl_subprocess *)arg;
+  p->poll_timer = 0;
+  if (loop->closing || evl__sub_poll(p) || evl__sub_watch_exit(loop, p) == 0)
+    return; /* p may be gone */
+  p->poll_ms = p->poll_ms < 50 ? p->poll_ms * 2 : 100;
+  p->poll_timer = evl__later_internal(loop, (int64_t)p->poll_ms * 1000000,
+                                      evl__sub_poll_timer, p);
+}
 
 static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg) {
   evl_subprocess *p, *next;
@@ -10966,27 +11057,25 @@ static evl_future *evl__subprocess(evl_loop *loop,
     return f;
   }
   evl__sub_link(p);
-  /* Exit watching: EVFILT_PROC on kqueue (ESRCH: it is gone already, and
-     the paths below reap it), else a pidfd, else SIGCHLD. */
-#ifdef EVL__HAVE_KQUEUE
-  if (loop->backend == EVL_BACKEND_KQUEUE)
-    p->kq_proc = evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC,
-                               EV_ADD | EV_ONESHOT, NOTE_EXIT) == 0;
-#endif
-#if EVLOOP_HAVE_PIDFD && defined(SYS_pidfd_open)
-  if (!p->kq_proc)
-    p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-  if (p->pidfd >= 0 && evl__watch(loop, p->pidfd, EVL__READ,
-                                  evl__sub_pidfd_ready, p, NULL, NULL, 0)) {
-    close(p->pidfd);
-    p->pidfd = -1;
+  rc = evl__sub_watch_exit(loop, p);
+  if (rc) { /* no fd, no memory: a timer polls it (rearming cannot fail) */
+    p->poll_ms = 1;
+    p->poll_timer =
+        evl__later_internal(loop, 1000000, evl__sub_poll_timer, p);
+    if (p->poll_timer < 0) { /* nothing could ever reap it: undone */
+      int status;
+      (void)kill(p->pid, SIGKILL);
+      while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      p->poll_timer = 0;
+      for (i = 0; i < 3; i++)
+        if (pfd[i] >= 0)
+          close(pfd[i]);
+      evl__sub_unlink_free(p);
+      (void)evl_future_set_error(f, rc, NULL);
+      return f;
+    }
   }
-#endif
-  if (p->pidfd < 0 && !p->kq_proc) {
-    rc = evl_add_signal_handler(loop, SIGCHLD, evl__sub_sigchld, NULL);
-    (void)evl__sub_poll(p); /* it may be gone before the handler */
-  }
-  (void)rc; /* the child runs: errors past the spawn do not undo it */
   evl__sub_begin(loop, p, f, pfd);
   if (out)
     *out = p;
