@@ -111,7 +111,7 @@ define variant_rules
 $(BUILD)/$(1)-$(2)/impl.o: tests/impl.c evloop.h
 	@mkdir -p $$(@D)
 	$$($(1)_CC) $$($(1)_FLAGS) -D$$($(2)_MACRO) $$($(2)_CFLAGS) -c $$< -o $$@
-$(BUILD)/$(1)-$(2)/%: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h evloop.h $(BUILD)/$(1)-$(2)/impl.o
+$(BUILD)/$(1)-$(2)/%: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h evloop.h $(BUILD)/$(1)-$(2)/impl.o
 	@mkdir -p $$(@D)
 	$$($(1)_CC) $$($(1)_FLAGS) $$($(2)_TFLAGS) $$($(2)_CFLAGS) $$< $(BUILD)/$(1)-$(2)/impl.o -o $$@ $$($(2)_LIBS) $(LIBS)
 endef
@@ -196,7 +196,7 @@ WIN_EXES := $(addprefix $(WIN_DIR)/,$(addsuffix .exe,$(TESTS))) \
 $(WIN_DIR)/impl.o: tests/impl.c evloop.h
 	@mkdir -p $(@D)
 	$(WIN_CC) $(WIN_FLAGS) -c $< -o $@
-$(WIN_DIR)/%.exe: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h evloop.h $(WIN_DIR)/impl.o
+$(WIN_DIR)/%.exe: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h evloop.h $(WIN_DIR)/impl.o
 	$(WIN_CC) $(WIN_FLAGS) $< $(WIN_DIR)/impl.o -o $@ $(WIN_LIBS)
 $(WIN_DIR)/examples/%.exe: examples/%.c evloop.h
 	@mkdir -p $(@D)

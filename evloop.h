@@ -9250,7 +9250,11 @@ static void evl__st_try(evl_stream *s) {
     return;
   switch (s->op) {
   case EVL__RD_READ:
-    if (s->n == 0 || (s->n > 0 && s->len) || s->eof)
+    /* An end by error (a reset, no memory for the data) fails a read to
+       EOF, and a read with nothing left: its bytes would be a lie. */
+    if (s->n != 0 && s->eof && s->err && (s->n < 0 || !s->len))
+      evl__st_complete(s, NULL, s->err);
+    else if (s->n == 0 || (s->n > 0 && s->len) || s->eof)
       evl__st_complete(s,
                        evl__st_take(s, s->n < 0 || (size_t)s->n > s->len
                                            ? s->len
@@ -9328,6 +9332,8 @@ static int evl__st_eof(evl_transport *t, void *user) {
 static void evl__st_lost(evl_transport *t, int err, void *user) {
   evl_stream *s = (evl_stream *)user;
   (void)t;
+  if (!s) /* a server's connection that got no stream (no memory) */
+    return;
   s->t = NULL;
   s->lost = 1;
   s->eof = 1;
@@ -9602,7 +9608,8 @@ typedef struct evl__st_server {
 static void evl__st_srv_made(evl_transport *t, void *user) {
   evl__st_server *ss = (evl__st_server *)user;
   evl_stream *s = evl__st_new(t->loop, ss->limit);
-  if (!s) {
+  if (!s) { /* no stream: its connection_lost must not take ss for one */
+    evl_transport_set_user(t, NULL);
     evl_transport_abort(t);
     return;
   }
@@ -10147,9 +10154,10 @@ struct evl_subprocess {
   void (*pause_hook)(evl_subprocess *p, int paused); /* stdin full/drained */
   pid_t pid;
   int pidfd, returncode, exited, made, lost, npipes, result_is_user;
-  int kq_proc; /* an EVFILT_PROC registration is live */
+  int kq_proc;           /* an EVFILT_PROC registration is live */
   evl_handle poll_timer; /* the last-resort exit watch (POSIX) */
   int poll_ms;
+  int pipe_failed; /* a pipe got no transport (no memory): start fails */
 };
 
 static void evl__sub_try_finish(evl_subprocess *p);
@@ -10397,6 +10405,39 @@ static const evl_protocol evl__subpipe_proto = {
     NULL,           evl__sp_data, NULL, evl__sp_lost, evl__sp_pause,
     evl__sp_resume, NULL,         NULL, NULL,         NULL};
 
+/* A child whose pipes could not all get a transport (no memory): nobody
+   gets it. It is killed, its pipes closed, the creation future fails with
+   EVL_ENOMEM; with no callback of the user's it is reaped and freed as any
+   child (made is set for that). The high-level process is freed too. */
+static const evl_subprocess_protocol evl__sub_quiet_proto = {NULL, NULL, NULL,
+                                                             NULL, NULL};
+static void evl__proc_abandon(evl_subprocess *sub);
+static void evl__sub_abandon(evl_subprocess *p, evl_future *w) {
+  int i;
+  evl__proc_abandon(p);
+  p->proto = &evl__sub_quiet_proto;
+  p->made = 1;
+  if (!p->exited)
+    (void)evl_subprocess_kill(p);
+  for (i = 0; i < 3; i++) { /* not started: no connection_lost comes */
+    evl__subpipe *sp = &p->pipes[i];
+    evl_transport *t = sp->t;
+    if (!t)
+      continue;
+    sp->t = NULL;
+    if (sp->open) {
+      sp->open = 0;
+      p->npipes--;
+    }
+    evl_transport_abort(t);
+  }
+  if (w) {
+    (void)evl_future_set_error(w, EVL_ENOMEM, "no memory for a pipe");
+    evl_future_release(w);
+  }
+  evl__sub_try_finish(p);
+}
+
 /* The start, after the pipes were made: connection_made, then the future;
    the pipes' own starts are queued behind this one. */
 static void evl__sub_start(evl_loop *loop, void *arg) {
@@ -10405,6 +10446,10 @@ static void evl__sub_start(evl_loop *loop, void *arg) {
   if (loop->closing)
     return; /* evl__children_close handles it */
   p->waiter = NULL;
+  if (p->pipe_failed) {
+    evl__sub_abandon(p, w);
+    return;
+  }
   p->made = 1;
   if (p->proto->connection_made)
     p->proto->connection_made(p, p->user);
@@ -10479,14 +10524,29 @@ static void evl__sub_link(evl_subprocess *p) {
   loop->children = p;
 }
 
-/* connection_made first, then the pipes (their starts queue after it).
-   Errors past the spawn do not undo it: the child runs. */
+/* The start is queued before the spawn (evl__sub_queue_start): once the
+   child runs, nothing can fail for want of memory and leave it unwatched
+   or start it before its pipes exist. *rc: the spawn may go on (0), or
+   the error; returns the handle to cancel if the spawn fails. */
+static evl_handle evl__sub_queue_start(evl_loop *loop, evl_subprocess *p,
+                                       int *rc) {
+  evl_handle h;
+  if (*rc)
+    return 0;
+  h = evl__soon_internal(loop, evl__sub_start, p);
+  if (h > 0)
+    return h;
+  *rc = (int)h;
+  return 0;
+}
+
+/* connection_made first (queued before the spawn), then the pipes (their
+   starts queue after it). Errors past the spawn do not undo it: the child
+   runs. */
 static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
                            const int pfd[3]) {
   int i;
   p->waiter = evl_future_ref(f);
-  if (evl__soon_internal(loop, evl__sub_start, p) < 0)
-    evl__sub_start(loop, p); /* no memory for the queue: start now */
   for (i = 0; i < 3; i++) {
     evl__subpipe *sp = &p->pipes[i];
     sp->p = p;
@@ -10501,6 +10561,7 @@ static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
                                   NULL, &err);
       if (!sp->t) {
         CloseHandle(h);
+        p->pipe_failed = 1;
         continue;
       }
       sp->open = 1;
@@ -10511,6 +10572,7 @@ static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
     sp->t = evl__tr_open(loop, &evl__subpipe_proto, sp, pfd[i], 0, NULL);
     if (!sp->t) {
       evl__closesocket(pfd[i]);
+      p->pipe_failed = 1;
       continue;
     }
     sp->t->flags |=
@@ -10706,6 +10768,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   evl_stdio mode[3];
   int userfd[3], pfd[3] = {-1, -1, -1}, i, rc = 0;
   int named[3] = {0, 0, 0}; /* stdio i is a named pipe, not a socket pair */
+  evl_handle start = 0;
   HANDLE child[3] = {NULL, NULL, NULL}, list[3];
   DWORD nlist = 0;
   char *cmdline = NULL, *envblock = NULL;
@@ -10815,6 +10878,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
                    list, nlist * sizeof(HANDLE), NULL, NULL)) {
       rc = evl_translate_sys_error(evl__win_errno(GetLastError()));
     }
+    start = evl__sub_queue_start(loop, p, &rc);
     if (rc == 0 &&
         !CreateProcessA(NULL, cmdline, NULL, NULL, nlist ? TRUE : FALSE,
                         EXTENDED_STARTUPINFO_PRESENT | CREATE_NO_WINDOW,
@@ -10839,6 +10903,8 @@ static evl_future *evl__subprocess(evl_loop *loop,
         CloseHandle(child[i]);
     }
   if (rc) {
+    if (start)
+      (void)evl__cancel_internal(loop, start);
     for (i = 0; i < 3; i++)
       if (pfd[i] >= 0 && named[i])
         CloseHandle((HANDLE)(intptr_t)pfd[i]);
@@ -10874,6 +10940,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   (void)out;
   (void)result_is_user;
   (void)evl__sub_start;
+  (void)evl__sub_queue_start;
   (void)evl__subpipe_proto;
   (void)evl__sub_exited;
   if (!loop || loop->closing)
@@ -11001,6 +11068,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   evl_stdio mode[3];
   int userfd[3], cfd[3] = {-1, -1, -1}, pfd[3] = {-1, -1, -1}, i, rc = 0;
   int devnull = -1;
+  evl_handle start = 0;
   p = evl__sub_new(loop, &f, proto, user, argv, &opts, result_is_user, mode,
                    userfd);
   if (!p)
@@ -11041,8 +11109,11 @@ static evl_future *evl__subprocess(evl_loop *loop,
       rc = EVL_EINVAL;
     }
   }
+  start = evl__sub_queue_start(loop, p, &rc);
   if (rc == 0)
     rc = evl__spawn(argv, opts->cwd, opts->env, cfd, &p->pid);
+  if (rc && start)
+    (void)evl__cancel_internal(loop, start);
   for (i = 0; i < 3; i++) /* the child has its ends now */
     if (mode[i] == EVL_STDIO_PIPE && cfd[i] >= 0)
       close(cfd[i]);
@@ -11060,14 +11131,14 @@ static evl_future *evl__subprocess(evl_loop *loop,
   rc = evl__sub_watch_exit(loop, p);
   if (rc) { /* no fd, no memory: a timer polls it (rearming cannot fail) */
     p->poll_ms = 1;
-    p->poll_timer =
-        evl__later_internal(loop, 1000000, evl__sub_poll_timer, p);
+    p->poll_timer = evl__later_internal(loop, 1000000, evl__sub_poll_timer, p);
     if (p->poll_timer < 0) { /* nothing could ever reap it: undone */
       int status;
       (void)kill(p->pid, SIGKILL);
       while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
       }
       p->poll_timer = 0;
+      (void)evl__cancel_internal(loop, start);
       for (i = 0; i < 3; i++)
         if (pfd[i] >= 0)
           close(pfd[i]);
@@ -11236,21 +11307,19 @@ static void evl__proc_pause(evl_subprocess *sub, int paused) {
   }
 }
 
+/* The streams were made before the spawn (evl__create_process); here they
+   get their pipes (every pipe has its transport: see evl__sub_abandon). */
 static void evl__proc_made(evl_subprocess *sub, void *user) {
   evl_process *pr = (evl_process *)user;
   int i;
   pr->sub = sub;
   pr->pid = (int)sub->pid;
   sub->pause_hook = evl__proc_pause;
-  for (i = 0; i < 3; i++) {
-    evl_transport *t = sub->pipes[i].t;
-    if (!t)
-      continue;
-    pr->io[i] = evl__st_new(pr->loop, pr->limit);
+  for (i = 0; i < 3; i++)
     if (pr->io[i])
-      pr->io[i]->t = t;
-  }
+      pr->io[i]->t = sub->pipes[i].t;
 }
+
 static void evl__proc_data(evl_subprocess *sub, int fd, const void *data,
                            size_t len, void *user) {
   evl_process *pr = (evl_process *)user;
@@ -11286,6 +11355,11 @@ static void evl__proc_lost(evl_subprocess *sub, int err, void *user) {
 static const evl_subprocess_protocol evl__process_proto = {
     evl__proc_made, evl__proc_data, evl__proc_pipe_lost, evl__proc_exited,
     evl__proc_lost};
+/* A process whose start failed (evl__sub_abandon): nobody got it. */
+static void evl__proc_abandon(evl_subprocess *sub) {
+  if (sub->proto == &evl__process_proto)
+    evl__proc_free_now((evl_process *)sub->user);
+}
 
 static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
                                        const evl_subprocess_options *opts,
@@ -11294,6 +11368,7 @@ static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
   evl_future *f;
   if (!loop || loop->closing)
     return NULL;
+  int i;
   pr = (evl_process *)EVLOOP_MALLOC(NULL, sizeof *pr);
   if (!pr)
     return NULL;
@@ -11301,11 +11376,21 @@ static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
   pr->loop = loop;
   pr->limit = limit ? limit : 65536;
   loop->struct_refs++;
-  f = evl__subprocess(loop, &evl__process_proto, pr, argv, opts, NULL, 1);
-  if (!f || f->state != EVL__PENDING) { /* not started: nothing refers */
-    evl__loop_unref(loop);
-    EVLOOP_FREE(NULL, pr);
+  /* The streams first: none can fail once the child runs. */
+  for (i = 0; i < 3; i++) {
+    evl_stdio m = !opts    ? EVL_STDIO_PIPE
+                  : i == 0 ? opts->stdin_mode
+                  : i == 1 ? opts->stdout_mode
+                           : opts->stderr_mode;
+    if (m == EVL_STDIO_PIPE &&
+        (pr->io[i] = evl__st_new(loop, pr->limit)) == NULL) {
+      evl__proc_free_now(pr);
+      return NULL;
+    }
   }
+  f = evl__subprocess(loop, &evl__process_proto, pr, argv, opts, NULL, 1);
+  if (!f || f->state != EVL__PENDING) /* not started: nothing refers */
+    evl__proc_free_now(pr);
   return f;
 }
 
@@ -11431,18 +11516,23 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
     return NULL;
   c->p = p;
   if (p->io[0]) {
-    if (input && len)
-      (void)evl_stream_write(p->io[0], input, len); /* queued if need be */
+    int rc = input && len ? evl_stream_write(p->io[0], input, len) : 0;
     evl_stream_close(p->io[0]); /* closes once all is written */
+    /* A child that does not read is no error (asyncio ignores the broken
+       pipe); input that could not be queued is: no result can be right. */
+    if (rc == EVL_ENOMEM) {
+      (void)evl_future_set_error(&c->fut, rc, NULL);
+      return &c->fut;
+    }
   }
   for (i = 1; i < 3; i++)
-    if (p->io[i])
-      c->parts[i - 1] = evl_stream_read(p->io[i], -1);
-  c->parts[2] = evl_process_wait(p);
+    if (p->io[i] && !(c->parts[i - 1] = evl_stream_read(p->io[i], -1)))
+      break;
+  c->parts[2] = i == 3 ? evl_process_wait(p) : NULL;
   for (i = 0; i < 3; i++)
     if (c->parts[i])
       list[n++] = c->parts[i];
-  c->all = evl_gather(p->loop, list, n, 0);
+  c->all = c->parts[2] ? evl_gather(p->loop, list, n, 0) : NULL;
   if (!c->all || evl_future_add_done_callback(c->all, evl__comm_done, c)) {
     (void)evl_future_set_error(&c->fut, EVL_ENOMEM, NULL);
     return &c->fut;
