@@ -85,11 +85,13 @@ static long sweep_stride(void) {
 }
 
 enum {
-  SWEEP_ONE = 1,    /* each allocation failing alone */
-  SWEEP_FROM = 2,   /* every allocation failing from the nth on */
-  SWEEP_RECOVER = 4 /* after the failing run, memory comes back and the
-                       work runs again on the same loop: it must reach
-                       min_result */
+  SWEEP_ONE = 1,     /* each allocation failing alone */
+  SWEEP_FROM = 2,    /* every allocation failing from the nth on */
+  SWEEP_RECOVER = 4, /* after the failing run, memory comes back and the
+                        work runs again on the same loop: it must reach
+                        min_result */
+  SWEEP_CLOSE = 8    /* every allocation from the nth on failing, through
+                        evl_loop_free too (no recovery) */
 };
 
 /* One run: a loop allocating through g_fail (allocation k failing as mode
@@ -97,7 +99,8 @@ enum {
    every block must come back with the loop. Returns how many allocations
    the failing part made. */
 static long sweep_run(int (*work)(evl_loop *, void *), void *arg,
-                      int min_result, long k, int from, int recover) {
+                      int min_result, long k, int from, int recover,
+                      int close_failing) {
   evl_loop_config cfg;
   evl_loop *loop = NULL;
   long made;
@@ -125,9 +128,10 @@ static long sweep_run(int (*work)(evl_loop *, void *), void *arg,
   }
   pthread_mutex_lock(&g_fail_mu);
   made = g_fail.total;
-  g_fail.fail_at = -1; /* memory is back */
+  if (!close_failing)
+    g_fail.fail_at = -1; /* memory is back */
   pthread_mutex_unlock(&g_fail_mu);
-  g_sweep_failing = 0;
+  g_sweep_failing = close_failing;
   if (loop && recover) {
     int got = work(loop, arg);
     if (got < min_result) {
@@ -137,6 +141,8 @@ static long sweep_run(int (*work)(evl_loop *, void *), void *arg,
     }
   }
   evl_loop_free(loop);
+  g_fail.fail_at = -1;
+  g_sweep_failing = 0;
   if (g_fail.live != 0) {
     fprintf(stderr, "  %s: %ld blocks leaked\n", g_sweep_where, g_fail.live);
     CHECK(0);
@@ -147,24 +153,26 @@ static long sweep_run(int (*work)(evl_loop *, void *), void *arg,
 /* Runs work once with no failure to count its allocations (it must reach
    min_result), then for each allocation k (every stride-th): with
    SWEEP_ONE allocation k alone failing, with SWEEP_FROM every allocation
-   from k on failing, until k is past what a run allocates. Returns the
+   from k on failing, with SWEEP_CLOSE the same through the loop's close,
+   until k is past what a run allocates. Returns the
    number of failing runs; *allocs (if given) gets the count. */
 static long alloc_sweep(int (*work)(evl_loop *, void *), void *arg,
                         int min_result, int modes, long *allocs) {
   long total, k, runs = 0, stride = sweep_stride(), made;
   int m;
-  total = sweep_run(work, arg, min_result, -1, 0, 1);
+  total = sweep_run(work, arg, min_result, -1, 0, 1, 0);
   CHECK(total > 0);
   if (allocs)
     *allocs = total;
-  for (m = SWEEP_ONE; m <= SWEEP_FROM; m <<= 1) {
-    if (!(modes & m))
+  for (m = SWEEP_ONE; m <= SWEEP_CLOSE; m <<= 1) {
+    if (!(modes & m) || m == SWEEP_RECOVER)
       continue;
     /* Counts vary a little from run to run (reads, threads): go on until
        a run allocates no more than k, within a bound. */
     for (k = 0; k < 2 * total + 64; k += stride) {
-      made = sweep_run(work, arg, min_result, k, m == SWEEP_FROM,
-                       (modes & SWEEP_RECOVER) != 0);
+      made = sweep_run(work, arg, min_result, k, m != SWEEP_ONE,
+                       m != SWEEP_CLOSE && (modes & SWEEP_RECOVER) != 0,
+                       m == SWEEP_CLOSE);
       runs++;
       if (made <= k)
         break;

@@ -32,7 +32,8 @@ static void sweep(const char *name, int (*work)(evl_loop *, void *), void *arg,
                   int full) {
   long allocs = 0, runs;
   double t0 = test_now();
-  runs = alloc_sweep(work, arg, full, SWEEP_ONE | SWEEP_FROM | SWEEP_RECOVER,
+  runs = alloc_sweep(work, arg, full,
+                     SWEEP_ONE | SWEEP_FROM | SWEEP_RECOVER | SWEEP_CLOSE,
                      &allocs);
   printf("  note: %s: %ld allocations, %ld runs (stride %ld), %.1f s\n", name,
          allocs, runs, sweep_stride(), test_now() - t0);
@@ -134,6 +135,40 @@ TEST(completion_with_a_full_ready_ring_still_wakes) {
   CHECK_EQ(g_fail.live, 0);
 }
 
+/* Closing a loop with no memory left still lets go of every pending
+   future: it used to need an array of them, and with none closed only
+   the first (the rest leaked). */
+static void sleeper_task(evl_task *t, void *state) {
+  (void)state;
+  EVL_ASYNC_BEGIN(t);
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 30.0, NULL));
+  EVL_ASYNC_END(t);
+}
+TEST(close_with_no_memory_lets_go_of_every_future) {
+  evl_loop_config cfg;
+  evl_loop *loop;
+  int i;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.alloc = stat_alloc;
+  loop = test_loop_with(&cfg);
+  evl_set_exception_handler(loop, quiet, NULL);
+  for (i = 0; i < 4; i++) {
+    evl_task *t = evl_task_create(loop, sleeper_task, NULL, 0);
+    evl_future *w = evl_wait_for(evl_sleep(loop, 30.0, NULL), 20.0);
+    CHECK(t != NULL && w != NULL);
+    evl_future_release(t); /* the loop holds them while they run */
+    evl_future_release(w);
+  }
+  (void)evl_run_once(loop, 0); /* the tasks await their sleeps */
+  pthread_mutex_lock(&g_fail_mu);
+  g_fail.fail_at = g_fail.total; /* nothing more can be allocated */
+  g_fail.from = 1;
+  pthread_mutex_unlock(&g_fail_mu);
+  evl_loop_free(loop);
+  g_fail.fail_at = -1;
+  CHECK_EQ(g_fail.live, 0);
+}
+
 /* ---- the sweep ---------------------------------------------------------- */
 
 /* Every scenario succeeds in full on a plain loop, twice over (what the
@@ -176,6 +211,7 @@ TEST(allocfail_signals) {
 TESTS_BEGIN
 T_POSIX(open_connection_survives_each_failing_allocation, "POSIX sockets")
 T_POSIX(completion_with_a_full_ready_ring_still_wakes, "POSIX: see above")
+T(close_with_no_memory_lets_go_of_every_future)
 T_POSIX(scenarios_succeed_with_no_fault, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_core, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_streams, "the sweep scenarios are POSIX")
