@@ -449,17 +449,23 @@ static int sc_subprocess(evl_loop *loop, void *arg) {
   static const char *const cat[] = {"cat", NULL};
   static const char *const tru[] = {"true", NULL};
   sc_sub sub;
+  evl_subprocess_options inherit;
   int score = 0;
   (void)arg;
+  /* the low-level one inherits its stdio: its spawn needs no fd, so that
+     the exit watch (pidfd, SIGCHLD self-pipe) meets a full fd table */
+  memset(&inherit, 0, sizeof inherit);
+  inherit.stdin_mode = inherit.stdout_mode = inherit.stderr_mode =
+      EVL_STDIO_INHERIT;
   score += sc_communicate(loop, evl_create_subprocess_exec(loop, cat, NULL, 0),
                           "hello", "hello", "create_subprocess_exec");
   score += sc_communicate(loop,
                           evl_create_subprocess_shell(loop, "echo hi", NULL, 0),
                           NULL, "hi\n", "create_subprocess_shell");
   memset(&sub, 0, sizeof sub);
-  if (sweep_object(loop,
-                   evl_subprocess_exec(loop, &sc_sub_proto, &sub, tru, NULL),
-                   "subprocess_exec", 0, &score)) {
+  if (sweep_object(
+          loop, evl_subprocess_exec(loop, &sc_sub_proto, &sub, tru, &inherit),
+          "subprocess_exec", 0, &score)) {
     sweep_until(loop, &sub.lost, 1, "subprocess connection_lost");
     if (sub.exited == 1 && sub.made == 1)
       score++;
