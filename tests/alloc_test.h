@@ -75,13 +75,11 @@ static char g_sweep_where[96];
 /* 1 while the allocator fails: the work may then see errors. */
 static int g_sweep_failing;
 
-/* A stride over the allocations: EVL_SWEEP_STRIDE, or 7 under valgrind
-   (where each run costs a hundred times more); 1 elsewhere: every one. */
-static long sweep_stride(void) {
-  const char *s = getenv("EVL_SWEEP_STRIDE"), *p = getenv("LD_PRELOAD");
-  if (s && atol(s) > 0)
-    return atol(s);
-  return p && strstr(p, "vgpreload") ? 7 : 1;
+/* A stride over the allocations: EVL_SWEEP_STRIDE (for a quick look);
+   1 by default, every one (valgrind too runs them all in seconds). */
+static inline long sweep_stride(void) {
+  const char *s = getenv("EVL_SWEEP_STRIDE");
+  return s && atol(s) > 0 ? atol(s) : 1;
 }
 
 enum {
@@ -98,9 +96,9 @@ enum {
    says), work on it, then (SWEEP_RECOVER) work again with memory back;
    every block must come back with the loop. Returns how many allocations
    the failing part made. */
-static long sweep_run(int (*work)(evl_loop *, void *), void *arg,
-                      int min_result, long k, int from, int recover,
-                      int close_failing) {
+static inline long sweep_run(int (*work)(evl_loop *, void *), void *arg,
+                             int min_result, long k, int from, int recover,
+                             int close_failing) {
   evl_loop_config cfg;
   evl_loop *loop = NULL;
   long made;
@@ -156,8 +154,8 @@ static long sweep_run(int (*work)(evl_loop *, void *), void *arg,
    from k on failing, with SWEEP_CLOSE the same through the loop's close,
    until k is past what a run allocates. Returns the
    number of failing runs; *allocs (if given) gets the count. */
-static long alloc_sweep(int (*work)(evl_loop *, void *), void *arg,
-                        int min_result, int modes, long *allocs) {
+static inline long alloc_sweep(int (*work)(evl_loop *, void *), void *arg,
+                               int min_result, int modes, long *allocs) {
   long total, k, runs = 0, stride = sweep_stride(), made;
   int m;
   total = sweep_run(work, arg, min_result, -1, 0, 1, 0);
