@@ -1373,6 +1373,7 @@ struct evl_future {
   evl_free_fn result_free;
   evl__fcb *cbs;
   uint32_t ncbs, capcbs;
+  evl_future *fire_next; /* on the loop's fire_later list */
 };
 
 /* Threads: pthreads on POSIX, Win32 slim locks and threads on Windows. */
@@ -1523,6 +1524,9 @@ struct evl_loop {
   void *alloc_ctx;
   size_t struct_refs; /* the user + every live future */
   evl_future *futures;
+  /* Futures whose done callbacks could not be queued (no memory for the
+     ready ring): an intrusive list, so that completing never loses them. */
+  evl_future *fire_head, *fire_tail;
   /* errors and debug */
   evl_exception_handler handler;
   void *handler_arg;
@@ -4244,6 +4248,8 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   return ran;
 }
 
+static int evl__future_fire_later(evl_loop *loop);
+
 /* One iteration, as asyncio's _run_once: wait for I/O (not at all if work
    is ready or the loop is stopping), queue fd events and due timers behind
    the callbacks already ready, then run exactly what is queued now. */
@@ -4252,7 +4258,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   uint32_t n;
   int rc, ran = 0;
   evl__heap_trim(loop);
-  if (loop->ring_len || loop->stopping) {
+  if (loop->ring_len || loop->stopping || loop->fire_head) {
     timeout = 0;
   } else if (loop->heap_len) {
     timeout = loop->heap[0].when - evl__now(loop);
@@ -4280,7 +4286,10 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     loop->slots[i].pos = EVL__POS_READY;
     evl__ring_push(loop, i);
   }
-  for (n = loop->ring_len; n > 0; n--) {
+  n = loop->ring_len; /* what the fires below queue waits, as call_soon */
+  if (loop->fire_head)
+    ran += evl__future_fire_later(loop);
+  for (; n > 0; n--) {
     uint64_t e = evl__ring_pop(loop);
     evl__slot *s;
     evl_callback fn;
@@ -4594,6 +4603,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     if (fn && internal)
       fn(loop, arg);
   }
+  (void)evl__future_fire_later(loop); /* in closing mode: references go */
   /* 3. Open transports get connection_lost(EVL_ECLOSED); pending tasks
      and combinators let go of what they wait for. */
   evl__children_close(loop); /* killed, reaped, connection_lost */
@@ -4737,13 +4747,39 @@ static void evl__future_fire(evl_loop *loop, void *arg) {
   evl_future_release(f);
 }
 
+/* Queues the done callbacks. Without memory for the ready ring the future
+   goes on the loop's fire_later list (a link in the future: this cannot
+   fail), which the next iteration runs: a wake-up is never lost. */
 static void evl__future_schedule_fire(evl_future *f) {
-  if (!f->ncbs || f->fire_pending)
+  evl_loop *loop = f->loop;
+  if (!f->ncbs || f->fire_pending || loop->closing)
+    return; /* closing: a fire would only drop its reference */
+  f->fire_pending = 1;
+  f->refs++;
+  if (evl__soon_internal(loop, evl__future_fire, f) > 0)
     return;
-  if (evl__soon_internal(f->loop, evl__future_fire, f) > 0) {
-    f->fire_pending = 1;
-    f->refs++;
+  f->fire_next = NULL;
+  if (loop->fire_tail)
+    loop->fire_tail->fire_next = f;
+  else
+    loop->fire_head = f;
+  loop->fire_tail = f;
+}
+
+/* Runs the fires the ring had no room for (those queued before this call:
+   new ones wait for the next iteration, as call_soon's do). */
+static int evl__future_fire_later(evl_loop *loop) {
+  evl_future *f = loop->fire_head;
+  int ran = 0;
+  loop->fire_head = loop->fire_tail = NULL;
+  while (f) {
+    evl_future *next = f->fire_next;
+    f->fire_next = NULL;
+    evl__future_fire(loop, f);
+    ran++;
+    f = next;
   }
+  return ran;
 }
 
 static int evl__future_complete(evl_future *f, int state, void *result,
@@ -5125,29 +5161,19 @@ EVL__DEF void evl_task_fail(evl_task *task, int code, const char *message) {
 /* Loop closing: every pending future lets go of its loop references. The
    futures are pinned first, since dropping one reference can free others. */
 static void evl__futures_close(evl_loop *loop) {
-  evl_future *f, **all;
-  size_t n = 0, i;
+  evl_future *f, *next;
+  /* No allocation (this runs out of memory too): nothing is freed while
+     every future is pinned, and no future is made while closing, so the
+     list holds still until the last pass. */
   for (f = loop->futures; f; f = f->lnext)
-    n++;
-  if (!n)
-    return;
-  all = (evl_future **)evl__lalloc(loop, n * sizeof *all);
-  if (!all) { /* out of memory: close what we can reach, one at a time */
-    for (f = loop->futures; f; f = f->lnext)
-      if (f->vt && f->vt->close && f->state == EVL__PENDING) {
-        f->vt->close(f);
-        break;
-      }
-    return;
+    f->refs++;
+  for (f = loop->futures; f; f = f->lnext)
+    if (f->vt && f->vt->close)
+      f->vt->close(f);
+  for (f = loop->futures; f; f = next) {
+    next = f->lnext; /* pinned: alive after f goes */
+    evl_future_release(f);
   }
-  for (i = 0, f = loop->futures; f; f = f->lnext)
-    all[i++] = evl_future_ref(f);
-  for (i = 0; i < n; i++)
-    if (all[i]->vt && all[i]->vt->close)
-      all[i]->vt->close(all[i]);
-  for (i = 0; i < n; i++)
-    evl_future_release(all[i]);
-  evl__lfree(loop, all);
 }
 
 /* ==== sleep, wait_for, gather =========================================== */
@@ -9347,7 +9373,11 @@ static void evl__st_try(evl_stream *s) {
     return;
   switch (s->op) {
   case EVL__RD_READ:
-    if (s->n == 0 || (s->n > 0 && s->len) || s->eof)
+    /* An end by error (a reset, no memory for the data) fails a read to
+       EOF, and a read with nothing left: its bytes would be a lie. */
+    if (s->n != 0 && s->eof && s->err && (s->n < 0 || !s->len))
+      evl__st_complete(s, NULL, s->err);
+    else if (s->n == 0 || (s->n > 0 && s->len) || s->eof)
       evl__st_complete(s,
                        evl__st_take(s, s->n < 0 || (size_t)s->n > s->len
                                            ? s->len
@@ -9425,6 +9455,8 @@ static int evl__st_eof(evl_transport *t, void *user) {
 static void evl__st_lost(evl_transport *t, int err, void *user) {
   evl_stream *s = (evl_stream *)user;
   (void)t;
+  if (!s) /* a server's connection that got no stream (no memory) */
+    return;
   s->t = NULL;
   s->lost = 1;
   s->eof = 1;
@@ -9613,6 +9645,17 @@ EVL__DEF void evl_stream_free(evl_stream *s) {
 
 /* ---- opening ---- */
 
+/* The stream of a connection nobody will get. */
+static void evl__open_drop(evl_stream *s) {
+  if (s->t) { /* connected, but nobody wants it now */
+    evl_stream_free(s);
+  } else {
+    s->user_freed = 1;
+    if (!s->lost)
+      evl__st_free(s);
+  }
+}
+
 static void evl__open_done(evl_future *inner, void *arg) {
   evl_future *outer = (evl_future *)arg;
   evl_stream *s = (evl_stream *)outer->result;
@@ -9623,13 +9666,7 @@ static void evl__open_done(evl_future *inner, void *arg) {
     if (outer->state == EVL__PENDING)
       (void)evl_future_set_error(outer, inner->err ? inner->err : EVL_ECANCELED,
                                  inner->errmsg);
-    if (s->t) { /* connected, but nobody wants it now */
-      evl_stream_free(s);
-    } else {
-      s->user_freed = 1;
-      if (!s->lost)
-        evl__st_free(s);
-    }
+    evl__open_drop(s);
   }
   evl_future_release(outer);
   evl_future_release(inner);
@@ -9650,16 +9687,23 @@ static evl_future *evl__open(evl_loop *loop, size_t limit, const char *host,
   inner = path ? evl_create_unix_connection(loop, &evl__stream_proto, s, path)
                : evl_create_connection(loop, &evl__stream_proto, s, host, port,
                                        opts);
-  /* The stream waits in outer->result (no free function) until then. */
-  outer->result = s;
-  if (!inner || evl_future_add_done_callback(inner, evl__open_done,
-                                             evl_future_ref(outer))) {
-    outer->result = NULL;
-    evl_future_release(inner);
-    evl_future_release(outer);
+  if (!inner) {
     evl__st_free(s);
     (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
+    return outer;
   }
+  /* The stream waits in outer->result (no free function) until then. */
+  outer->result = s;
+  if (evl_future_add_done_callback(inner, evl__open_done, outer) == 0) {
+    evl_future_ref(outer); /* the callback's */
+    return outer;
+  }
+  /* No memory for the callback: the connect stops before it can use s. */
+  outer->result = NULL;
+  (void)evl_future_cancel(inner);
+  evl__open_drop(s);
+  evl_future_release(inner);
+  (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
   return outer;
 }
 
@@ -9687,7 +9731,8 @@ typedef struct evl__st_server {
 static void evl__st_srv_made(evl_transport *t, void *user) {
   evl__st_server *ss = (evl__st_server *)user;
   evl_stream *s = evl__st_new(t->loop, ss->limit);
-  if (!s) {
+  if (!s) { /* no stream: its connection_lost must not take ss for one */
+    evl_transport_set_user(t, NULL);
     evl_transport_abort(t);
     return;
   }
@@ -10232,7 +10277,10 @@ struct evl_subprocess {
   void (*pause_hook)(evl_subprocess *p, int paused); /* stdin full/drained */
   pid_t pid;
   int pidfd, returncode, exited, made, lost, npipes, result_is_user;
-  int kq_proc; /* an EVFILT_PROC registration is live */
+  int kq_proc;           /* an EVFILT_PROC registration is live */
+  evl_handle poll_timer; /* the last-resort exit watch (POSIX) */
+  int poll_ms;
+  int pipe_failed; /* a pipe got no transport (no memory): start fails */
 };
 
 static void evl__sub_try_finish(evl_subprocess *p);
@@ -10245,6 +10293,8 @@ static void evl__sub_unlink_free(evl_subprocess *p) {
   if (p->proc)
     CloseHandle(p->proc);
 #endif
+  if (p->poll_timer)
+    (void)evl__cancel_internal(loop, p->poll_timer);
   if (p->lprev)
     p->lprev->lnext = p->lnext;
   else
@@ -10272,6 +10322,10 @@ static void evl__sub_exited(evl_subprocess *p, int status, int known) {
     evl__unwatch(p->loop, p->pidfd, EVL__READ);
     close(p->pidfd);
     p->pidfd = -1;
+  }
+  if (p->poll_timer) {
+    (void)evl__cancel_internal(p->loop, p->poll_timer);
+    p->poll_timer = 0;
   }
 #ifdef EVL__HAVE_KQUEUE
   if (p->kq_proc) { /* reaped by another path: the registration goes */
@@ -10360,6 +10414,51 @@ static void evl__kq_children_check(evl_loop *loop) {
 #endif
 #endif
 
+static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg);
+
+/* Watches a child's exit: EVFILT_PROC on kqueue (ESRCH: it is gone
+   already, and the paths below reap it), else a pidfd, else SIGCHLD; 0 if
+   one of them watches it, else the error (a full fd table fails the pidfd
+   and the SIGCHLD self-pipe alike). */
+static int evl__sub_watch_exit(evl_loop *loop, evl_subprocess *p) {
+  int rc;
+#ifdef EVL__HAVE_KQUEUE
+  if (loop->backend == EVL_BACKEND_KQUEUE && !p->kq_proc)
+    p->kq_proc = evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC,
+                               EV_ADD | EV_ONESHOT, NOTE_EXIT) == 0;
+#endif
+  if (p->kq_proc)
+    return 0;
+#if EVLOOP_HAVE_PIDFD && defined(SYS_pidfd_open)
+  p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+  if (p->pidfd >= 0 && evl__watch(loop, p->pidfd, EVL__READ,
+                                  evl__sub_pidfd_ready, p, NULL, NULL, 0)) {
+    close(p->pidfd);
+    p->pidfd = -1;
+  }
+  if (p->pidfd >= 0)
+    return 0;
+#endif
+  rc = evl_add_signal_handler(loop, SIGCHLD, evl__sub_sigchld, NULL);
+  if (rc == 0)
+    (void)evl__sub_poll(p); /* it may be gone before the handler */
+  return rc;
+}
+
+/* The last resort: a timer polls the child, less often each time (up to
+   100 ms), until a pidfd or SIGCHLD can watch it. It rearms inside its own
+   callback, taking back the slot and heap room it has just left: that
+   cannot fail for want of memory. */
+static void evl__sub_poll_timer(evl_loop *loop, void *arg) {
+  evl_subprocess *p = (evl_subprocess *)arg;
+  p->poll_timer = 0;
+  if (loop->closing || evl__sub_poll(p) || evl__sub_watch_exit(loop, p) == 0)
+    return; /* p may be gone */
+  p->poll_ms = p->poll_ms < 50 ? p->poll_ms * 2 : 100;
+  p->poll_timer = evl__later_internal(loop, (int64_t)p->poll_ms * 1000000,
+                                      evl__sub_poll_timer, p);
+}
+
 static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg) {
   evl_subprocess *p, *next;
   int others = 0;
@@ -10429,6 +10528,39 @@ static const evl_protocol evl__subpipe_proto = {
     NULL,           evl__sp_data, NULL, evl__sp_lost, evl__sp_pause,
     evl__sp_resume, NULL,         NULL, NULL,         NULL};
 
+/* A child whose pipes could not all get a transport (no memory): nobody
+   gets it. It is killed, its pipes closed, the creation future fails with
+   EVL_ENOMEM; with no callback of the user's it is reaped and freed as any
+   child (made is set for that). The high-level process is freed too. */
+static const evl_subprocess_protocol evl__sub_quiet_proto = {NULL, NULL, NULL,
+                                                             NULL, NULL};
+static void evl__proc_abandon(evl_subprocess *sub);
+static void evl__sub_abandon(evl_subprocess *p, evl_future *w) {
+  int i;
+  evl__proc_abandon(p);
+  p->proto = &evl__sub_quiet_proto;
+  p->made = 1;
+  if (!p->exited)
+    (void)evl_subprocess_kill(p);
+  for (i = 0; i < 3; i++) { /* not started: no connection_lost comes */
+    evl__subpipe *sp = &p->pipes[i];
+    evl_transport *t = sp->t;
+    if (!t)
+      continue;
+    sp->t = NULL;
+    if (sp->open) {
+      sp->open = 0;
+      p->npipes--;
+    }
+    evl_transport_abort(t);
+  }
+  if (w) {
+    (void)evl_future_set_error(w, EVL_ENOMEM, "no memory for a pipe");
+    evl_future_release(w);
+  }
+  evl__sub_try_finish(p);
+}
+
 /* The start, after the pipes were made: connection_made, then the future;
    the pipes' own starts are queued behind this one. */
 static void evl__sub_start(evl_loop *loop, void *arg) {
@@ -10437,6 +10569,10 @@ static void evl__sub_start(evl_loop *loop, void *arg) {
   if (loop->closing)
     return; /* evl__children_close handles it */
   p->waiter = NULL;
+  if (p->pipe_failed) {
+    evl__sub_abandon(p, w);
+    return;
+  }
   p->made = 1;
   if (p->proto->connection_made)
     p->proto->connection_made(p, p->user);
@@ -10511,14 +10647,29 @@ static void evl__sub_link(evl_subprocess *p) {
   loop->children = p;
 }
 
-/* connection_made first, then the pipes (their starts queue after it).
-   Errors past the spawn do not undo it: the child runs. */
+/* The start is queued before the spawn (evl__sub_queue_start): once the
+   child runs, nothing can fail for want of memory and leave it unwatched
+   or start it before its pipes exist. *rc: the spawn may go on (0), or
+   the error; returns the handle to cancel if the spawn fails. */
+static evl_handle evl__sub_queue_start(evl_loop *loop, evl_subprocess *p,
+                                       int *rc) {
+  evl_handle h;
+  if (*rc)
+    return 0;
+  h = evl__soon_internal(loop, evl__sub_start, p);
+  if (h > 0)
+    return h;
+  *rc = (int)h;
+  return 0;
+}
+
+/* connection_made first (queued before the spawn), then the pipes (their
+   starts queue after it). Errors past the spawn do not undo it: the child
+   runs. */
 static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
                            const int pfd[3]) {
   int i;
   p->waiter = evl_future_ref(f);
-  if (evl__soon_internal(loop, evl__sub_start, p) < 0)
-    evl__sub_start(loop, p); /* no memory for the queue: start now */
   for (i = 0; i < 3; i++) {
     evl__subpipe *sp = &p->pipes[i];
     sp->p = p;
@@ -10533,6 +10684,7 @@ static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
                                   NULL, &err);
       if (!sp->t) {
         CloseHandle(h);
+        p->pipe_failed = 1;
         continue;
       }
       sp->open = 1;
@@ -10543,6 +10695,7 @@ static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
     sp->t = evl__tr_open(loop, &evl__subpipe_proto, sp, pfd[i], 0, NULL);
     if (!sp->t) {
       evl__closesocket(pfd[i]);
+      p->pipe_failed = 1;
       continue;
     }
     sp->t->flags |=
@@ -10739,6 +10892,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   evl_stdio mode[3];
   int userfd[3], pfd[3] = {-1, -1, -1}, i, rc = 0;
   int named[3] = {0, 0, 0}; /* stdio i is a named pipe, not a socket pair */
+  evl_handle start = 0;
   HANDLE child[3] = {NULL, NULL, NULL}, list[3];
   DWORD nlist = 0;
   char *cmdline = NULL, *envblock = NULL;
@@ -10848,6 +11002,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
                    list, nlist * sizeof(HANDLE), NULL, NULL)) {
       rc = evl_translate_sys_error(evl__win_errno(GetLastError()));
     }
+    start = evl__sub_queue_start(loop, p, &rc);
     if (rc == 0 &&
         !CreateProcessA(NULL, cmdline, NULL, NULL, nlist ? TRUE : FALSE,
                         EXTENDED_STARTUPINFO_PRESENT | CREATE_NO_WINDOW,
@@ -10872,6 +11027,8 @@ static evl_future *evl__subprocess(evl_loop *loop,
         CloseHandle(child[i]);
     }
   if (rc) {
+    if (start)
+      (void)evl__cancel_internal(loop, start);
     for (i = 0; i < 3; i++)
       if (pfd[i] >= 0 && named[i])
         CloseHandle((HANDLE)(intptr_t)pfd[i]);
@@ -10907,6 +11064,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   (void)out;
   (void)result_is_user;
   (void)evl__sub_start;
+  (void)evl__sub_queue_start;
   (void)evl__subpipe_proto;
   (void)evl__sub_exited;
   if (!loop || loop->closing)
@@ -11034,6 +11192,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   evl_stdio mode[3];
   int userfd[3], cfd[3] = {-1, -1, -1}, pfd[3] = {-1, -1, -1}, i, rc = 0;
   int devnull = -1;
+  evl_handle start = 0;
   p = evl__sub_new(loop, &f, proto, user, argv, &opts, result_is_user, mode,
                    userfd);
   if (!p)
@@ -11074,8 +11233,11 @@ static evl_future *evl__subprocess(evl_loop *loop,
       rc = EVL_EINVAL;
     }
   }
+  start = evl__sub_queue_start(loop, p, &rc);
   if (rc == 0)
     rc = evl__spawn(argv, opts->cwd, opts->env, cfd, &p->pid);
+  if (rc && start)
+    (void)evl__cancel_internal(loop, start);
   for (i = 0; i < 3; i++) /* the child has its ends now */
     if (mode[i] == EVL_STDIO_PIPE && cfd[i] >= 0)
       close(cfd[i]);
@@ -11090,27 +11252,25 @@ static evl_future *evl__subprocess(evl_loop *loop,
     return f;
   }
   evl__sub_link(p);
-  /* Exit watching: EVFILT_PROC on kqueue (ESRCH: it is gone already, and
-     the paths below reap it), else a pidfd, else SIGCHLD. */
-#ifdef EVL__HAVE_KQUEUE
-  if (loop->backend == EVL_BACKEND_KQUEUE)
-    p->kq_proc = evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC,
-                               EV_ADD | EV_ONESHOT, NOTE_EXIT) == 0;
-#endif
-#if EVLOOP_HAVE_PIDFD && defined(SYS_pidfd_open)
-  if (!p->kq_proc)
-    p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-  if (p->pidfd >= 0 && evl__watch(loop, p->pidfd, EVL__READ,
-                                  evl__sub_pidfd_ready, p, NULL, NULL, 0)) {
-    close(p->pidfd);
-    p->pidfd = -1;
+  rc = evl__sub_watch_exit(loop, p);
+  if (rc) { /* no fd, no memory: a timer polls it (rearming cannot fail) */
+    p->poll_ms = 1;
+    p->poll_timer = evl__later_internal(loop, 1000000, evl__sub_poll_timer, p);
+    if (p->poll_timer < 0) { /* nothing could ever reap it: undone */
+      int status;
+      (void)kill(p->pid, SIGKILL);
+      while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      p->poll_timer = 0;
+      (void)evl__cancel_internal(loop, start);
+      for (i = 0; i < 3; i++)
+        if (pfd[i] >= 0)
+          close(pfd[i]);
+      evl__sub_unlink_free(p);
+      (void)evl_future_set_error(f, rc, NULL);
+      return f;
+    }
   }
-#endif
-  if (p->pidfd < 0 && !p->kq_proc) {
-    rc = evl_add_signal_handler(loop, SIGCHLD, evl__sub_sigchld, NULL);
-    (void)evl__sub_poll(p); /* it may be gone before the handler */
-  }
-  (void)rc; /* the child runs: errors past the spawn do not undo it */
   evl__sub_begin(loop, p, f, pfd);
   if (out)
     *out = p;
@@ -11271,21 +11431,19 @@ static void evl__proc_pause(evl_subprocess *sub, int paused) {
   }
 }
 
+/* The streams were made before the spawn (evl__create_process); here they
+   get their pipes (every pipe has its transport: see evl__sub_abandon). */
 static void evl__proc_made(evl_subprocess *sub, void *user) {
   evl_process *pr = (evl_process *)user;
   int i;
   pr->sub = sub;
   pr->pid = (int)sub->pid;
   sub->pause_hook = evl__proc_pause;
-  for (i = 0; i < 3; i++) {
-    evl_transport *t = sub->pipes[i].t;
-    if (!t)
-      continue;
-    pr->io[i] = evl__st_new(pr->loop, pr->limit);
+  for (i = 0; i < 3; i++)
     if (pr->io[i])
-      pr->io[i]->t = t;
-  }
+      pr->io[i]->t = sub->pipes[i].t;
 }
+
 static void evl__proc_data(evl_subprocess *sub, int fd, const void *data,
                            size_t len, void *user) {
   evl_process *pr = (evl_process *)user;
@@ -11321,6 +11479,11 @@ static void evl__proc_lost(evl_subprocess *sub, int err, void *user) {
 static const evl_subprocess_protocol evl__process_proto = {
     evl__proc_made, evl__proc_data, evl__proc_pipe_lost, evl__proc_exited,
     evl__proc_lost};
+/* A process whose start failed (evl__sub_abandon): nobody got it. */
+static void evl__proc_abandon(evl_subprocess *sub) {
+  if (sub->proto == &evl__process_proto)
+    evl__proc_free_now((evl_process *)sub->user);
+}
 
 static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
                                        const evl_subprocess_options *opts,
@@ -11329,6 +11492,7 @@ static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
   evl_future *f;
   if (!loop || loop->closing)
     return NULL;
+  int i;
   pr = (evl_process *)EVLOOP_MALLOC(NULL, sizeof *pr);
   if (!pr)
     return NULL;
@@ -11336,11 +11500,21 @@ static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
   pr->loop = loop;
   pr->limit = limit ? limit : 65536;
   loop->struct_refs++;
-  f = evl__subprocess(loop, &evl__process_proto, pr, argv, opts, NULL, 1);
-  if (!f || f->state != EVL__PENDING) { /* not started: nothing refers */
-    evl__loop_unref(loop);
-    EVLOOP_FREE(NULL, pr);
+  /* The streams first: none can fail once the child runs. */
+  for (i = 0; i < 3; i++) {
+    evl_stdio m = !opts    ? EVL_STDIO_PIPE
+                  : i == 0 ? opts->stdin_mode
+                  : i == 1 ? opts->stdout_mode
+                           : opts->stderr_mode;
+    if (m == EVL_STDIO_PIPE &&
+        (pr->io[i] = evl__st_new(loop, pr->limit)) == NULL) {
+      evl__proc_free_now(pr);
+      return NULL;
+    }
   }
+  f = evl__subprocess(loop, &evl__process_proto, pr, argv, opts, NULL, 1);
+  if (!f || f->state != EVL__PENDING) /* not started: nothing refers */
+    evl__proc_free_now(pr);
   return f;
 }
 
@@ -11466,18 +11640,23 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
     return NULL;
   c->p = p;
   if (p->io[0]) {
-    if (input && len)
-      (void)evl_stream_write(p->io[0], input, len); /* queued if need be */
+    int rc = input && len ? evl_stream_write(p->io[0], input, len) : 0;
     evl_stream_close(p->io[0]); /* closes once all is written */
+    /* A child that does not read is no error (asyncio ignores the broken
+       pipe); input that could not be queued is: no result can be right. */
+    if (rc == EVL_ENOMEM) {
+      (void)evl_future_set_error(&c->fut, rc, NULL);
+      return &c->fut;
+    }
   }
   for (i = 1; i < 3; i++)
-    if (p->io[i])
-      c->parts[i - 1] = evl_stream_read(p->io[i], -1);
-  c->parts[2] = evl_process_wait(p);
+    if (p->io[i] && !(c->parts[i - 1] = evl_stream_read(p->io[i], -1)))
+      break;
+  c->parts[2] = i == 3 ? evl_process_wait(p) : NULL;
   for (i = 0; i < 3; i++)
     if (c->parts[i])
       list[n++] = c->parts[i];
-  c->all = evl_gather(p->loop, list, n, 0);
+  c->all = c->parts[2] ? evl_gather(p->loop, list, n, 0) : NULL;
   if (!c->all || evl_future_add_done_callback(c->all, evl__comm_done, c)) {
     (void)evl_future_set_error(&c->fut, EVL_ENOMEM, NULL);
     return &c->fut;
