@@ -136,6 +136,25 @@
        nobody else holds. evl_loop_free() frees the loop; the
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
+     - Closing or freeing the loop from one of its own callbacks: while it
+       runs (any callback of evl_run_*), evl_loop_close() returns
+       EVL_ERUNNING and evl_loop_free() does nothing but report EVL_ERUNNING
+       to the exception handler; free it once the run returned. Inside
+       evl_loop_close() (connection_lost(EVL_ECLOSED), the subprocess
+       callbacks of the close, the exception handler), evl_loop_close() is
+       a no-op returning 0 and evl_loop_free() takes effect as the close
+       returns: the code that called evl_loop_close() must not use the
+       loop after it. A transport closed from a connection_lost of the
+       close gets its own connection_lost(EVL_ECLOSED) once, after the
+       current one returned, never nested in it.
+     - Cancelling a future the library made stops what it stands for and
+       leaves nothing of it behind: a cancelled connection (or pipe, or
+       datagram endpoint) closes its socket, and a transport whose
+       connection_made had not run never gets it; a cancelled spawn kills
+       and reaps its child and runs none of its callbacks; a cancelled
+       read leaves the data buffered; a cancelled send or sendfile keeps
+       what the kernel took (the rest is not sent). Once a future
+       completed, what it delivered is yours even if you cancel it then.
 
    7. DOES NOT DO (yet): TLS; on Windows, completion-based socket I/O
      (AcceptEx, ConnectEx, WSARecv/WSASend, TransmitFile), overlapped named
@@ -1392,6 +1411,7 @@ struct evl_loop {
   /* state */
   const struct evl__backend_ops *be; /* the backend's functions */
   int running, stopping, closing, closed, user_freed;
+  int free_pending; /* evl_loop_free: 1 when close ends, 2 under way */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
@@ -4399,6 +4419,7 @@ static void evl__signals_close(evl_loop *loop);
 static void evl__children_close(evl_loop *loop);
 static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
+static void evl__loop_free_now(evl_loop *loop);
 
 static void evl__debug_close_report(evl_loop *loop) {
   char msg[256];
@@ -4503,12 +4524,35 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   EVLOOP_FREE(NULL, loop->tsq_spare);
   loop->tsq = loop->tsq_spare = NULL;
   loop->ts_cap = loop->ts_spare_cap = 0;
+  if (loop->free_pending == 1) /* evl_loop_free from a callback of ours */
+    evl__loop_free_now(loop);
   return 0;
 }
 
+/* evl_loop_free from a callback: inside evl_loop_close it waits for the
+   close to end (that callback's caller still uses the loop); while the
+   loop runs it is refused, as evl_loop_close is. */
 EVL__DEF void evl_loop_free(evl_loop *loop) {
-  if (!loop || loop->user_freed || evl_loop_close(loop) != 0)
+  if (!loop || loop->user_freed || loop->free_pending)
     return;
+  if (loop->closing && !loop->closed) {
+    loop->free_pending = 1;
+    return;
+  }
+  if (loop->running) {
+    evl_context ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.message = "evl_loop_free() while the loop runs: ignored";
+    ctx.error = EVL_ERUNNING;
+    evl_call_exception_handler(loop, &ctx);
+    return;
+  }
+  loop->free_pending = 2;
+  (void)evl_loop_close(loop);
+  evl__loop_free_now(loop);
+}
+
+static void evl__loop_free_now(evl_loop *loop) {
   loop->user_freed = 1;
   while (loop->servers) /* closed by evl_loop_close; ours to free now */
     evl__server_release(loop->servers);
