@@ -11482,7 +11482,24 @@ static void evl__comm_destroy(evl_future *f) {
   for (i = 0; i < 3; i++)
     evl_future_release(c->parts[i]);
 }
-static const evl__future_vt evl__comm_vt = {NULL, evl__comm_destroy, NULL};
+/* Cancelling stops the reads (their data stays buffered) and the wait;
+   the child goes on. */
+static int evl__comm_cancel(evl_future *f) {
+  evl__comm *c = (evl__comm *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && c->all)
+    (void)evl_future_cancel(c->all);
+  return rc;
+}
+/* Loop closing: evl__comm_done will not run; drop its reference. */
+static void evl__comm_close(evl_future *f) {
+  evl__comm *c = (evl__comm *)(void *)f;
+  if (c->all && evl_future_remove_done_callback(c->all, evl__comm_done, c))
+    evl_future_release(f);
+  (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
+}
+static const evl__future_vt evl__comm_vt = {evl__comm_cancel, evl__comm_destroy,
+                                            evl__comm_close};
 
 EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
                                              size_t len) {
