@@ -4220,7 +4220,7 @@ EVL__DEF int evl_run_forever(evl_loop *loop) {
   int rc = 0;
   if (!loop)
     return EVL_EINVAL;
-  if (loop->closed)
+  if (loop->closing) /* also set once closed: no run from a close's callback */
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
@@ -4240,7 +4240,7 @@ EVL__DEF int evl_run_once(evl_loop *loop, double max_wait) {
   int rc;
   if (!loop)
     return EVL_EINVAL;
-  if (loop->closed)
+  if (loop->closing)
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
@@ -4269,7 +4269,7 @@ EVL__DEF int evl_run_until_complete(evl_loop *loop, evl_future *fut) {
   int rc;
   if (!loop || !fut || fut->loop != loop)
     return EVL_EINVAL;
-  if (loop->closed)
+  if (loop->closing)
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
@@ -4450,9 +4450,9 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     return EVL_ERUNNING;
   if (loop->closed || loop->closing)
     return 0;
+  loop->closing = 1; /* first: the log callback may call back */
   if (loop->debug)
     evl__debug_close_report(loop);
-  loop->closing = 1;
   /* 1. No executor thread may touch the loop after this. */
   evl__jobs_close(loop);
   evl__executor_close_default(loop);

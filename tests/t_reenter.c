@@ -88,6 +88,8 @@ enum {
   KC_SUB_PIPE_LOST,
   KC_SUB_LOST,
   KC_EXCEPTION,
+  KC_LOG, /* the debug-mode log callback, reporting what the close finds */
+  K_OUTSIDE_EXCEPTION, /* the handler, from a release outside any run */
   K_END
 };
 static const char *const kind_names[] = {"call_soon",
@@ -114,9 +116,11 @@ static const char *const kind_names[] = {"call_soon",
                                          "connection_lost at close",
                                          "pipe_connection_lost at close",
                                          "subprocess connection_lost at close",
-                                         "exception handler at close"};
+                                         "exception handler at close",
+                                         "debug log at close",
+                                         "exception handler outside the run"};
 
-static int g_kind, g_action, g_acted, g_rc, g_was_running;
+static int g_kind, g_action, g_acted, g_rc, g_was_running, g_run_rc;
 static int g_handler_calls, g_refused; /* exception handler: all, ERUNNING */
 static evl_loop *g_loop;
 
@@ -125,6 +129,7 @@ static void act(evl_loop *loop, int kind) {
     return;
   g_acted = 1;
   g_was_running = evl_loop_is_running(loop);
+  g_run_rc = evl_run_once(loop, 0); /* never a run nested in its own */
   if (g_action == ACT_CLOSE)
     g_rc = evl_loop_close(loop);
   else
@@ -139,7 +144,15 @@ static void handler(evl_loop *loop, const evl_context *ctx, void *arg) {
     return;
   }
   if (ctx->future && ctx->error == EVL_EIO)
-    act(loop, evl_loop_is_running(loop) ? K_EXCEPTION : KC_EXCEPTION);
+    act(loop, evl_loop_is_running(loop)       ? K_EXCEPTION
+              : g_kind == K_OUTSIDE_EXCEPTION ? K_OUTSIDE_EXCEPTION
+                                              : KC_EXCEPTION);
+}
+static void log_cb(evl_loop *loop, const char *message, void *ctx) {
+  (void)message;
+  (void)ctx;
+  if (!evl_loop_is_running(loop)) /* (not a slow callback's line) */
+    act(loop, KC_LOG);
 }
 
 /* ---- triggers ---- */
@@ -487,20 +500,27 @@ static void scenario(int kind, int action, int zoo_iters, int outer_free) {
   evl_loop *loop;
   evl_future *held;
   zoo z;
-  int sv[2], i, inside_close = kind > K_RUNNING_END;
+  int sv[2], i,
+      inside_close = kind > K_RUNNING_END && kind != K_OUTSIDE_EXCEPTION;
   if (getenv("T_VERBOSE"))
     printf("  %s: %s, zoo after %d iterations, outer %s\n", kind_names[kind],
            action == ACT_CLOSE ? "close" : "free", zoo_iters,
            outer_free ? "free" : "close");
   memset(&cfg, 0, sizeof cfg);
   cfg.alloc = count_alloc;
+  if (kind == KC_LOG) {
+    cfg.debug = 1;
+    cfg.log = log_cb;
+  }
   g_live = 0;
+  g_kind = K_END; /* nothing acts before the trigger */
   loop = test_loop_with(&cfg);
   g_loop = loop;
   evl_set_exception_handler(loop, handler, NULL);
   g_kind = kind;
   g_action = action;
   g_acted = g_rc = g_was_running = g_handler_calls = g_refused = 0;
+  g_run_rc = 1;
   g_a = g_b = NULL;
   g_b_lost = g_b_err = g_b_nested = g_depth = 0;
   g_srv_stream = NULL;
@@ -508,9 +528,24 @@ static void scenario(int kind, int action, int zoo_iters, int outer_free) {
   for (i = 0; i < zoo_iters; i++)
     evl_run_once(loop, 0.01);
   trigger(loop, kind, sv, &held);
-  if (!inside_close) {
+  if (kind == K_OUTSIDE_EXCEPTION) {
+    /* Not running, not closing: both take effect at once. */
+    evl_future *f = evl_future_new(loop);
+    run_for(loop, 0.02);
+    CHECK_EQ(evl_future_set_error(f, EVL_EIO, NULL), 0);
+    evl_future_release(f); /* the handler runs in here */
+    CHECK(g_acted);
+    CHECK(!g_was_running);
+    CHECK_EQ(g_run_rc, 0); /* evl_run_once from it runs */
+    if (action == ACT_CLOSE) {
+      CHECK_EQ(g_rc, 0);
+      CHECK(evl_loop_is_closed(loop));
+      evl_loop_free(loop);
+    }
+  } else if (!inside_close) {
     RUN_UNTIL(loop, g_acted);
     CHECK(g_was_running);
+    CHECK_EQ(g_run_rc, EVL_ERUNNING);
     if (action == ACT_CLOSE)
       CHECK_EQ(g_rc, EVL_ERUNNING);
     else
@@ -528,7 +563,7 @@ static void scenario(int kind, int action, int zoo_iters, int outer_free) {
   } else {
     if (kind == KC_SUB_PIPE_LOST || kind == KC_SUB_LOST)
       RUN_UNTIL(loop, evl_future_done(held));
-    else if (kind != KC_EXCEPTION) /* (its future must die in the close) */
+    else if (kind != KC_EXCEPTION && kind != KC_LOG) /* (for the close) */
       run_for(loop, 0.02);
     CHECK(!g_acted);
     if (outer_free) {
@@ -541,6 +576,7 @@ static void scenario(int kind, int action, int zoo_iters, int outer_free) {
     }
     CHECK(g_acted);
     CHECK(!g_was_running);
+    CHECK_EQ(g_run_rc, EVL_ECLOSED);
     if (action == ACT_CLOSE)
       CHECK_EQ(g_rc, 0);
     CHECK_EQ(g_refused, 0);
@@ -588,7 +624,9 @@ static void sweep(int from, int to) {
   for (kind = from; kind < to; kind++)
     for (action = ACT_CLOSE; action <= ACT_FREE; action++)
       for (iters = 0; iters <= 3; iters += 3)
-        for (outer = 0; outer <= (kind > K_RUNNING_END); outer++)
+        for (outer = 0;
+             outer <= (kind > K_RUNNING_END && kind != K_OUTSIDE_EXCEPTION);
+             outer++)
           scenario(kind, action, iters, outer);
 }
 
@@ -596,7 +634,10 @@ TEST(close_and_free_from_running_callbacks) {
   sweep(K_SOON, K_RUNNING_END);
 }
 TEST(close_and_free_from_callbacks_inside_close) {
-  sweep(K_RUNNING_END + 1, K_END);
+  sweep(K_RUNNING_END + 1, K_OUTSIDE_EXCEPTION);
+}
+TEST(close_and_free_from_handler_outside_run) {
+  sweep(K_OUTSIDE_EXCEPTION, K_END);
 }
 
 /* Issue 11, bug 5: the proxy pattern alone, on a plain loop. */
@@ -644,6 +685,7 @@ TEST(free_loop_right_after_spawn) {
 TESTS_BEGIN
 T_POSIX(close_and_free_from_running_callbacks, "POSIX fds, fork, kill")
 T_POSIX(close_and_free_from_callbacks_inside_close, "POSIX fds, fork, kill")
+T_POSIX(close_and_free_from_handler_outside_run, "POSIX fds, fork, kill")
 T_POSIX(proxy_close_inside_connection_lost_at_close, "POSIX socketpair")
 T_POSIX(free_loop_right_after_spawn, "POSIX children")
 TESTS_END
