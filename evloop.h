@@ -246,6 +246,25 @@
        nobody else holds. evl_loop_free() frees the loop; the
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
+     - Closing or freeing the loop from one of its own callbacks: while it
+       runs (any callback of evl_run_*), evl_loop_close() returns
+       EVL_ERUNNING and evl_loop_free() does nothing but report EVL_ERUNNING
+       to the exception handler; free it once the run returned. Inside
+       evl_loop_close() (connection_lost(EVL_ECLOSED), the subprocess
+       callbacks of the close, the exception handler), evl_loop_close() is
+       a no-op returning 0 and evl_loop_free() takes effect as the close
+       returns: the code that called evl_loop_close() must not use the
+       loop after it. A transport closed from a connection_lost of the
+       close gets its own connection_lost(EVL_ECLOSED) once, after the
+       current one returned, never nested in it.
+     - Cancelling a future the library made stops what it stands for and
+       leaves nothing of it behind: a cancelled connection (or pipe, or
+       datagram endpoint) closes its socket, and a transport whose
+       connection_made had not run never gets it; a cancelled spawn kills
+       and reaps its child and runs none of its callbacks; a cancelled
+       read leaves the data buffered; a cancelled send or sendfile keeps
+       what the kernel took (the rest is not sent). Once a future
+       completed, what it delivered is yours even if you cancel it then.
 
    8. DOES NOT DO (yet)
      - TLS.
@@ -453,14 +472,18 @@ typedef struct evl_loop_config {
 /* ==== Loop ============================================================= */
 
 EVLOOP_API int evl_loop_new(evl_loop **out, const evl_loop_config *cfg);
-/* Closes the loop (idempotent); EVL_ERUNNING if it is running. */
+/* Closes the loop (idempotent); EVL_ERUNNING if it is running. From a
+   callback of the close itself: 0, nothing more happens. */
 EVLOOP_API int evl_loop_close(evl_loop *loop);
-/* Closes if needed and frees the loop. */
+/* Closes if needed and frees the loop. From a callback while the loop
+   runs: ignored (reported to the exception handler as EVL_ERUNNING); from
+   a callback of evl_loop_close: done as that close returns. See chapter 6
+   of the header. */
 EVLOOP_API void evl_loop_free(evl_loop *loop);
 EVLOOP_API int evl_loop_is_closed(const evl_loop *loop);
 EVLOOP_API int evl_loop_is_running(const evl_loop *loop);
-/* Runs until evl_stop(): 0, or EVL_ECLOSED / EVL_ERUNNING, or the error of
-   a failing backend wait. */
+/* Runs until evl_stop(): 0, or EVL_ECLOSED (also from a callback of
+   evl_loop_close) / EVL_ERUNNING, or the error of a failing backend wait. */
 EVLOOP_API int evl_run_forever(evl_loop *loop);
 /* 0 when fut completed with a result; its error code when it failed or was
    cancelled (EVL_ECANCELED); EVL_ESTOPPED when evl_stop() came first. */
@@ -811,7 +834,9 @@ EVLOOP_API int evl_transport_sendto(evl_transport *t, const void *data,
                                     size_t addrlen);
 /* Sends count bytes of file_fd from offset (sendfile(2) where the platform
    has it, read+write otherwise), after what is queued. The future's result
-   is the number of bytes sent (evl_future_result_int). An offset that the
+   is the number of bytes sent (evl_future_result_int). Cancelled, it
+   stops: what it sent stays sent, the transport stays open and the next
+   write follows that part of the file. An offset that the
    implementation's off_t cannot hold is EVL_EFBIG (32-bit glibc: compile it
    with -D_FILE_OFFSET_BITS=64 to send from past 2 GiB). */
 EVLOOP_API evl_future *evl_sendfile(evl_transport *t, int file_fd,
@@ -932,7 +957,9 @@ EVLOOP_API int evl_remove_signal_handler(evl_loop *loop, int signum);
    For non-blocking sockets the caller owns. Results through
    evl_future_result_int: bytes for recv/sendall/sendfile, the new fd for
    accept, 0 for connect. The buffers must stay valid until the future is
-   done; sock_sendall copies nothing, sock_recv reads into buf. */
+   done; sock_sendall copies nothing, sock_recv reads into buf. A cancelled
+   sock_sendall or sock_sendfile has sent an unknown part (the count goes
+   with the future): close the socket rather than go on writing. */
 EVLOOP_API evl_future *evl_sock_recv(evl_loop *loop, evl_fd fd, void *buf,
                                      size_t len);
 EVLOOP_API evl_future *evl_sock_recv_into(evl_loop *loop, evl_fd fd, void *buf,
@@ -961,7 +988,8 @@ typedef struct evl_bytes {
   unsigned char *data; /* len bytes, plus a 0 byte after them */
 } evl_bytes;
 
-/* The future's result is the evl_stream *, yours to evl_stream_free. */
+/* The future's result is the evl_stream *, yours to evl_stream_free.
+   Cancelling it before it completed stops the connection: no stream. */
 EVLOOP_API evl_future *evl_open_connection(evl_loop *loop, const char *host,
                                            int port, size_t limit,
                                            const evl_net_options *opts);
@@ -1042,7 +1070,9 @@ typedef struct evl_subprocess_protocol {
 
 /* The future's result is the evl_subprocess * (after connection_made).
    argv[0] is looked up in PATH when it has no '/'. opts may be NULL. The
-   loop frees the evl_subprocess after connection_lost. */
+   loop frees the evl_subprocess after connection_lost. Cancelling the
+   future before it completed kills and reaps the child and frees it: no
+   callback of proto runs (asyncio leaves such a child running). */
 EVLOOP_API evl_future *evl_subprocess_exec(evl_loop *loop,
                                            const evl_subprocess_protocol *proto,
                                            void *user, const char *const *argv,
@@ -1066,7 +1096,8 @@ EVLOOP_API void evl_subprocess_close(evl_subprocess *p);
 EVLOOP_API void *evl_subprocess_user(evl_subprocess *p);
 
 /* High level: the future's result is an evl_process *, yours to
-   evl_process_free. Its pipes are streams (limit 0: 64 KiB). */
+   evl_process_free. Its pipes are streams (limit 0: 64 KiB). Cancelling
+   the future before it completed kills and reaps the child. */
 EVLOOP_API evl_future *
 evl_create_subprocess_exec(evl_loop *loop, const char *const *argv,
                            const evl_subprocess_options *opts, size_t limit);
@@ -1082,7 +1113,9 @@ EVLOOP_API evl_stream *evl_process_stderr(evl_process *p);
 EVLOOP_API evl_future *evl_process_wait(evl_process *p);
 /* Writes input (copied) to stdin and closes it, reads stdout and stderr to
    their ends while doing so (no deadlock whatever their sizes), waits for
-   the exit. The result is an evl_communicate * the future owns. */
+   the exit. The result is an evl_communicate * the future owns.
+   Cancelling it stops the reads (what they had stays buffered) and the
+   wait; the child goes on, and stdin stays closed. */
 typedef struct evl_communicate {
   evl_bytes *out, *err; /* NULL for a stream that is no pipe */
   int returncode;
@@ -1516,6 +1549,7 @@ struct evl_loop {
   /* state */
   const struct evl__backend_ops *be; /* the backend's functions */
   int running, stopping, closing, closed, user_freed;
+  int free_pending; /* evl_loop_free: 1 when close ends, 2 under way */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
@@ -4332,7 +4366,7 @@ EVL__DEF int evl_run_forever(evl_loop *loop) {
   int rc = 0;
   if (!loop)
     return EVL_EINVAL;
-  if (loop->closed)
+  if (loop->closing) /* also set once closed: no run from a close's callback */
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
@@ -4352,7 +4386,7 @@ EVL__DEF int evl_run_once(evl_loop *loop, double max_wait) {
   int rc;
   if (!loop)
     return EVL_EINVAL;
-  if (loop->closed)
+  if (loop->closing)
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
@@ -4381,7 +4415,7 @@ EVL__DEF int evl_run_until_complete(evl_loop *loop, evl_future *fut) {
   int rc;
   if (!loop || !fut || fut->loop != loop)
     return EVL_EINVAL;
-  if (loop->closed)
+  if (loop->closing)
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
@@ -4531,6 +4565,7 @@ static void evl__signals_close(evl_loop *loop);
 static void evl__children_close(evl_loop *loop);
 static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
+static void evl__loop_free_now(evl_loop *loop);
 
 static void evl__debug_close_report(evl_loop *loop) {
   char msg[256];
@@ -4561,9 +4596,9 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     return EVL_ERUNNING;
   if (loop->closed || loop->closing)
     return 0;
+  loop->closing = 1; /* first: the log callback may call back */
   if (loop->debug)
     evl__debug_close_report(loop);
-  loop->closing = 1;
   /* 1. No executor thread may touch the loop after this. */
   evl__jobs_close(loop);
   evl__executor_close_default(loop);
@@ -4636,12 +4671,35 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   EVLOOP_FREE(NULL, loop->tsq_spare);
   loop->tsq = loop->tsq_spare = NULL;
   loop->ts_cap = loop->ts_spare_cap = 0;
+  if (loop->free_pending == 1) /* evl_loop_free from a callback of ours */
+    evl__loop_free_now(loop);
   return 0;
 }
 
+/* evl_loop_free from a callback: inside evl_loop_close it waits for the
+   close to end (that callback's caller still uses the loop); while the
+   loop runs it is refused, as evl_loop_close is. */
 EVL__DEF void evl_loop_free(evl_loop *loop) {
-  if (!loop || loop->user_freed || evl_loop_close(loop) != 0)
+  if (!loop || loop->user_freed || loop->free_pending)
     return;
+  if (loop->closing && !loop->closed) {
+    loop->free_pending = 1;
+    return;
+  }
+  if (loop->running) {
+    evl_context ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.message = "evl_loop_free() while the loop runs: ignored";
+    ctx.error = EVL_ERUNNING;
+    evl_call_exception_handler(loop, &ctx);
+    return;
+  }
+  loop->free_pending = 2;
+  (void)evl_loop_close(loop);
+  evl__loop_free_now(loop);
+}
+
+static void evl__loop_free_now(evl_loop *loop) {
   loop->user_freed = 1;
   while (loop->servers) /* closed by evl_loop_close; ours to free now */
     evl__server_release(loop->servers);
@@ -6262,8 +6320,10 @@ static void evl__tr_schedule_lost(evl_transport *t, int err) {
   t->lost_err = err;
   evl__unwatch(t->loop, t->fd, EVL__READ);
   evl__unwatch(t->loop, t->fd, EVL__WRITE);
+  if (t->loop->closing)
+    return; /* evl__transports_close ends it, not nested in the caller */
   if (evl__soon_internal(t->loop, evl__tr_lost, t) < 0)
-    evl__tr_lost(t->loop, t); /* closing loop or no memory: at once */
+    evl__tr_lost(t->loop, t); /* no memory: at once */
 }
 
 static void evl__tr_fatal(evl_transport *t, int err) {
@@ -6317,6 +6377,12 @@ static void evl__tr_start(evl_loop *loop, void *arg) {
     return;
   if (loop->closing) {
     evl__tr_schedule_lost(t, EVL_ECLOSED);
+    return;
+  }
+  if ((t->flags & EVL__T_WAITER) && t->u.waiter->state != EVL__PENDING) {
+    /* Its future was cancelled: nobody wants it, and the protocol never
+       hears of it (no connection_made, no connection_lost). */
+    evl__tr_schedule_lost(t, EVL_ECANCELED);
     return;
   }
   if (t->flags & EVL__T_WAITER) {
@@ -9643,68 +9709,102 @@ EVL__DEF void evl_stream_free(evl_stream *s) {
     evl__st_free(s);
 }
 
-/* ---- opening ---- */
+/* ---- opening ----
+   The stream waits in the future (not in its result, which a cancel
+   clears) until the connection completes; cancelling stops the attempt. */
 
-/* The stream of a connection nobody will get. */
+typedef struct evl__openf {
+  evl_future fut;
+  evl_stream *s;     /* until the connection future completes */
+  evl_future *inner; /* the connection future, until then */
+} evl__openf;
+
+/* A stream nobody will get: closed, freed once its transport is gone. */
 static void evl__open_drop(evl_stream *s) {
-  if (s->t) { /* connected, but nobody wants it now */
+  if (s->t) {
     evl_stream_free(s);
-  } else {
+  } else { /* never made (its transport will not make it now), or lost */
     s->user_freed = 1;
-    if (!s->lost)
-      evl__st_free(s);
+    evl__st_free(s);
   }
 }
 
 static void evl__open_done(evl_future *inner, void *arg) {
-  evl_future *outer = (evl_future *)arg;
-  evl_stream *s = (evl_stream *)outer->result;
-  outer->result = NULL;
-  if (evl_future_error(inner) == 0 && outer->state == EVL__PENDING) {
-    (void)evl_future_set_result(outer, s);
+  evl__openf *o = (evl__openf *)arg;
+  evl_stream *s = o->s;
+  o->s = NULL;
+  o->inner = NULL;
+  if (evl_future_error(inner) == 0 && o->fut.state == EVL__PENDING) {
+    (void)evl_future_set_result(&o->fut, s);
   } else {
-    if (outer->state == EVL__PENDING)
-      (void)evl_future_set_error(outer, inner->err ? inner->err : EVL_ECANCELED,
-                                 inner->errmsg);
+    if (o->fut.state == EVL__PENDING)
+      (void)evl_future_set_error(
+          &o->fut, inner->err ? inner->err : EVL_ECANCELED, inner->errmsg);
     evl__open_drop(s);
   }
-  evl_future_release(outer);
+  evl_future_release(&o->fut);
   evl_future_release(inner);
 }
+
+static int evl__open_cancel(evl_future *f) {
+  evl__openf *o = (evl__openf *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && o->inner) /* evl__open_done then drops the stream */
+    (void)evl_future_cancel(o->inner);
+  return rc;
+}
+/* Loop closing: no done callback runs any more; let go of both. */
+static void evl__open_close(evl_future *f) {
+  evl__openf *o = (evl__openf *)(void *)f;
+  evl_future *inner = o->inner;
+  if (inner && evl_future_remove_done_callback(inner, evl__open_done, o) == 1) {
+    evl_stream *s = o->s;
+    o->s = NULL;
+    o->inner = NULL;
+    evl__open_drop(s);
+    evl_future_release(inner);
+    evl_future_release(f); /* the callback's reference */
+  }
+  (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
+}
+static const evl__future_vt evl__open_vt = {evl__open_cancel, NULL,
+                                            evl__open_close};
 
 static evl_future *evl__open(evl_loop *loop, size_t limit, const char *host,
                              int port, const char *path,
                              const evl_net_options *opts) {
-  evl_future *outer = evl_future_new(loop), *inner;
+  evl__openf *o =
+      (evl__openf *)(void *)evl__future_alloc(loop, sizeof *o, &evl__open_vt);
+  evl_future *inner;
   evl_stream *s;
-  if (!outer)
+  if (!o)
     return NULL;
   s = evl__st_new(loop, limit);
   if (!s) {
-    (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
-    return outer;
+    (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
+    return &o->fut;
   }
   inner = path ? evl_create_unix_connection(loop, &evl__stream_proto, s, path)
                : evl_create_connection(loop, &evl__stream_proto, s, host, port,
                                        opts);
   if (!inner) {
     evl__st_free(s);
-    (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
-    return outer;
+    (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
+    return &o->fut;
   }
-  /* The stream waits in outer->result (no free function) until then. */
-  outer->result = s;
-  if (evl_future_add_done_callback(inner, evl__open_done, outer) == 0) {
-    evl_future_ref(outer); /* the callback's */
-    return outer;
+  o->s = s;
+  o->inner = inner;
+  if (evl_future_add_done_callback(inner, evl__open_done, o)) {
+    o->s = NULL;
+    o->inner = NULL;
+    (void)evl_future_cancel(inner); /* stops it: no transport makes s */
+    evl_future_release(inner);
+    evl__open_drop(s);
+    (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
+    return &o->fut;
   }
-  /* No memory for the callback: the connect stops before it can use s. */
-  outer->result = NULL;
-  (void)evl_future_cancel(inner);
-  evl__open_drop(s);
-  evl_future_release(inner);
-  (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
-  return outer;
+  o->fut.refs++; /* evl__open_done's */
+  return &o->fut;
 }
 
 EVL__DEF evl_future *evl_open_connection(evl_loop *loop, const char *host,
@@ -10501,8 +10601,11 @@ static void evl__sp_data(evl_transport *t, const void *data, size_t len,
 }
 static void evl__sp_lost(evl_transport *t, int err, void *user) {
   evl__subpipe *sp = (evl__subpipe *)user;
-  evl_subprocess *p = sp->p;
+  evl_subprocess *p;
   (void)t;
+  if (!sp) /* detached from its child (evl__sub_drop_pipes) */
+    return;
+  p = sp->p;
   sp->t = NULL;
   if (!sp->open)
     return;
@@ -10561,13 +10664,96 @@ static void evl__sub_abandon(evl_subprocess *p, evl_future *w) {
   evl__sub_try_finish(p);
 }
 
+/* Kills the child if it still runs and reaps it (SIGKILL ends it at once),
+   calling nothing. */
+static void evl__sub_kill_reap(evl_subprocess *p) {
+#ifndef _WIN32
+  int status = 0;
+  if (!p->exited) {
+    (void)kill(p->pid, SIGKILL);
+    while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    p->exited = 1;
+    p->returncode =
+        WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
+  }
+  if (p->pidfd >= 0) {
+    evl__unwatch(p->loop, p->pidfd, EVL__READ);
+    close(p->pidfd);
+    p->pidfd = -1;
+  }
+#ifdef EVL__HAVE_KQUEUE
+  if (p->kq_proc && !p->loop->closing) {
+    p->kq_proc = 0;
+    (void)evl__kq_apply(p->loop, (uintptr_t)p->pid, EVFILT_PROC, EV_DELETE, 0);
+  }
+#endif
+#else
+  if (p->wait) { /* after this no wait callback runs */
+    UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
+    p->wait = NULL;
+  }
+  if (!p->exited) {
+    DWORD code = 1;
+    TerminateProcess(p->proc, 1);
+    WaitForSingleObject(p->proc, INFINITE);
+    GetExitCodeProcess(p->proc, &code);
+    p->exited = 1;
+    p->returncode = (int)code;
+  }
+#endif
+}
+
+/* Cuts the pipes loose from the child and aborts them: their transports
+   end on their own and call nobody (evl__sp_lost sees no pipe). notify:
+   pipe_connection_lost(EVL_ECLOSED) first for each one still open. */
+static void evl__sub_drop_pipes(evl_subprocess *p, int notify) {
+  int i;
+  for (i = 0; i < 3; i++) {
+    evl__subpipe *sp = &p->pipes[i];
+    evl_transport *t = sp->t;
+    int was_open = sp->open;
+    if (!t)
+      continue;
+    sp->t = NULL;
+    sp->open = 0;
+    t->user = NULL;
+    evl_transport_abort(t);
+    if (notify && was_open && p->proto->pipe_connection_lost)
+      p->proto->pipe_connection_lost(p, i, EVL_ECLOSED, p->user);
+  }
+  p->npipes = 0;
+}
+
+static void evl__proc_free_now(evl_process *pr);
+
+/* A child nobody will get (its creation was cancelled, or the loop closed
+   before it started): killed, reaped and freed, with no callback. */
+static void evl__sub_discard(evl_subprocess *p) {
+  evl_future *w = p->waiter;
+  p->waiter = NULL;
+  evl__sub_kill_reap(p);
+  evl__sub_drop_pipes(p, 0);
+  if (w) {
+    (void)evl_future_set_error(w, EVL_ECLOSED, NULL); /* if pending */
+    evl_future_release(w);
+  }
+  if (p->result_is_user) /* evl_create_subprocess_*: its evl_process */
+    evl__proc_free_now((evl_process *)p->user);
+  evl__sub_unlink_free(p);
+}
+
 /* The start, after the pipes were made: connection_made, then the future;
    the pipes' own starts are queued behind this one. */
 static void evl__sub_start(evl_loop *loop, void *arg) {
   evl_subprocess *p = (evl_subprocess *)arg;
   evl_future *w = p->waiter;
   if (loop->closing)
-    return; /* evl__children_close handles it */
+    return;                            /* evl__children_close handles it */
+  if (w && w->state != EVL__PENDING) { /* the creation was cancelled */
+    evl__sub_discard(p);
+    return;
+  }
   p->waiter = NULL;
   if (p->pipe_failed) {
     evl__sub_abandon(p, w);
@@ -11349,49 +11535,20 @@ EVL__DEF void *evl_subprocess_user(evl_subprocess *p) {
 }
 
 /* Loop closing: children still running are killed and reaped (no zombie),
-   their pipes closed, connection_lost(EVL_ECLOSED) runs for each. */
+   their pipes closed (pipe_connection_lost(EVL_ECLOSED) for those still
+   open), then connection_lost(EVL_ECLOSED) for each child that was made.
+   A child not started yet is discarded without callbacks. */
 static void evl__children_close(evl_loop *loop) {
   while (loop->children) {
     evl_subprocess *p = loop->children;
-    int i, status = 0, made = p->made && !p->lost;
+    int made = p->made && !p->lost;
+    if (!p->made) {
+      evl__sub_discard(p);
+      continue;
+    }
     p->lost = 1; /* the pipes' ends below must not finish it early */
-    for (i = 0; i < 3; i++)
-      if (p->pipes[i].t)
-        evl_transport_abort(p->pipes[i].t); /* lost at once: closing */
-#ifndef _WIN32
-    if (!p->exited) {
-      (void)kill(p->pid, SIGKILL);
-      while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
-      }
-      p->exited = 1;
-      p->returncode =
-          WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
-    }
-    if (p->pidfd >= 0) {
-      evl__unwatch(loop, p->pidfd, EVL__READ);
-      close(p->pidfd);
-      p->pidfd = -1;
-    }
-#else
-    (void)status;
-    if (p->wait) { /* after this no wait callback runs */
-      UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
-      p->wait = NULL;
-    }
-    if (!p->exited) {
-      DWORD code = 1;
-      TerminateProcess(p->proc, 1);
-      WaitForSingleObject(p->proc, INFINITE);
-      GetExitCodeProcess(p->proc, &code);
-      p->exited = 1;
-      p->returncode = (int)code;
-    }
-#endif
-    if (p->waiter) {
-      (void)evl_future_set_error(p->waiter, EVL_ECLOSED, NULL);
-      evl_future_release(p->waiter);
-      p->waiter = NULL;
-    }
+    evl__sub_kill_reap(p);
+    evl__sub_drop_pipes(p, made);
     if (made && p->proto->connection_lost)
       p->proto->connection_lost(p, EVL_ECLOSED, p->user);
     evl__sub_unlink_free(p);
@@ -11625,7 +11782,24 @@ static void evl__comm_destroy(evl_future *f) {
   for (i = 0; i < 3; i++)
     evl_future_release(c->parts[i]);
 }
-static const evl__future_vt evl__comm_vt = {NULL, evl__comm_destroy, NULL};
+/* Cancelling stops the reads (their data stays buffered) and the wait;
+   the child goes on. */
+static int evl__comm_cancel(evl_future *f) {
+  evl__comm *c = (evl__comm *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && c->all)
+    (void)evl_future_cancel(c->all);
+  return rc;
+}
+/* Loop closing: evl__comm_done will not run; drop its reference. */
+static void evl__comm_close(evl_future *f) {
+  evl__comm *c = (evl__comm *)(void *)f;
+  if (c->all && evl_future_remove_done_callback(c->all, evl__comm_done, c))
+    evl_future_release(f);
+  (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
+}
+static const evl__future_vt evl__comm_vt = {evl__comm_cancel, evl__comm_destroy,
+                                            evl__comm_close};
 
 EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
                                              size_t len) {
