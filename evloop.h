@@ -727,7 +727,8 @@ EVLOOP_API evl_transport *evl_connect_accepted_socket(evl_loop *loop,
                                                       const evl_protocol *proto,
                                                       void *user, evl_fd fd);
 /* Listens on every address of host (NULL or "": all interfaces, IPv4 and
-   IPv6; a comma-separated list: each of them), one socket per address. The
+   IPv6; a comma-separated list: each of them, and an empty element, as in
+   "127.0.0.1,", is EVL_EINVAL), one socket per address. The
    future's result is the evl_server *. port 0 picks a free port (see
    evl_server_port). */
 EVLOOP_API evl_future *evl_create_server(evl_loop *loop,
@@ -7494,6 +7495,26 @@ static int evl__resolve_work(void *arg, void **result) {
   return rc;
 }
 
+/* 0 when no element of the list is empty: "a,", ",a", "a,,b" and " " are
+   EVL_EINVAL (an empty element would ask getaddrinfo for "", which is no
+   host; ignoring it would hide a mistake). NULL and "" (all interfaces, or
+   localhost to connect to) are no list and pass. */
+static int evl__hosts_check(const char *hosts) {
+  const char *p = hosts;
+  if (!hosts || !*hosts)
+    return 0;
+  for (;;) {
+    while (*p == ' ')
+      p++;
+    if (*p == ',' || *p == '\0')
+      return EVL_EINVAL;
+    p = strchr(p, ',');
+    if (!p)
+      return 0;
+    p++;
+  }
+}
+
 /* True when every host of the list is numeric (no executor needed). */
 static int evl__hosts_numeric(const char *hosts, int family) {
   char buf[256];
@@ -7598,7 +7619,7 @@ static int evl__resolve(evl_loop *loop, const char *hosts, int port, int family,
   evl_future *f;
   evl__addrs *l = NULL;
   int rc;
-  if (port < 0 || port > 65535)
+  if (port < 0 || port > 65535 || evl__hosts_check(hosts))
     return EVL_EINVAL;
   if (evl__hosts_numeric(hosts, family)) {
     rc = (!hosts || !*hosts) && passive
