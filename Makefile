@@ -129,6 +129,7 @@ SKIP_WHY := $(foreach b,$(BACKENDS),$($(b)_SKIP_WHY))
 all: examples $(call bins,o2,$(TESTS))
 
 examples: $(addprefix $(BUILD)/examples/,$(EXAMPLES))
+$(BUILD)/examples/http_server: examples/http_request.h
 $(BUILD)/examples/%: examples/%.c evloop.h
 	@mkdir -p $(@D)
 	$(o2_CC) $(o2_FLAGS) $(EX_FLAGS) $< -o $@ $(EX_LIBS) $(LIBS)
@@ -213,10 +214,10 @@ bench:
 	@$(MAKE) -C bench
 
 format:
-	clang-format -i evloop.h tests/*.c tests/*.h tests/*.cpp examples/*.c bench/*.c
+	clang-format -i evloop.h tests/*.c tests/*.h tests/*.cpp examples/*.c examples/*.h bench/*.c
 
 format-check:
-	clang-format --dry-run --Werror evloop.h tests/*.c tests/*.h tests/*.cpp examples/*.c bench/*.c
+	clang-format --dry-run --Werror evloop.h tests/*.c tests/*.h tests/*.cpp examples/*.c examples/*.h bench/*.c
 
 clean:
 	rm -rf $(BUILD)
