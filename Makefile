@@ -124,7 +124,7 @@ SKIPPED := $(foreach b,$(BACKENDS),$(addsuffix -$(b),$($(b)_SKIP)))
 SKIP_WHY := $(foreach b,$(BACKENDS),$($(b)_SKIP_WHY))
 
 .PHONY: all test test-quick test-cross compile-checks demo bench format format-check clean examples \
-        test-windows windows
+        test-windows windows fuzz soak
 
 all: examples $(call bins,o2,$(TESTS))
 
@@ -213,11 +213,36 @@ demo: examples
 bench:
 	@$(MAKE) -C bench
 
+# ---- issue 11: fuzzing (its own target; not part of make test) ----------
+# libFuzzer targets in tests/fuzz/ (clang -fsanitize=fuzzer,address,
+# undefined), each run for FUZZ_SECONDS from its seed corpus in
+# tests/fuzz/corpus/NAME/ (never written to: new inputs go to
+# build/fuzz/corpus-NAME/). A crash is saved as build/fuzz/NAME-crash-*;
+# copied into tests/fuzz/corpus/NAME/ it is replayed by every run.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_TARGETS := stream http addr
+FUZZ_FLAGS   := -std=c11 $(WARN) -g -O1 -fno-omit-frame-pointer \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c evloop.h examples/http_request.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $< -o $@ $(LIBS)
+fuzz: $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(BUILD)/fuzz/corpus-$$t; \
+	  echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
+	  $(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(BUILD)/fuzz/$$t- $(BUILD)/fuzz/corpus-$$t tests/fuzz/corpus/$$t \
+	    >$(BUILD)/fuzz/$$t.log 2>&1; rc=$$?; \
+	  grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|^#[0-9]+.*DONE' $(BUILD)/fuzz/$$t.log; \
+	  if [ $$rc -ne 0 ]; then tail -n 40 $(BUILD)/fuzz/$$t.log; echo "fuzz_$$t FAILED (log: $(BUILD)/fuzz/$$t.log)"; exit 1; fi; \
+	done
+
 format:
-	clang-format -i evloop.h tests/*.c tests/*.h tests/*.cpp examples/*.c examples/*.h bench/*.c
+	clang-format -i evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c examples/*.c examples/*.h bench/*.c
 
 format-check:
-	clang-format --dry-run --Werror evloop.h tests/*.c tests/*.h tests/*.cpp examples/*.c examples/*.h bench/*.c
+	clang-format --dry-run --Werror evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c examples/*.c examples/*.h bench/*.c
 
 clean:
 	rm -rf $(BUILD)
