@@ -238,6 +238,22 @@ fuzz: $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_TARGETS))
 	  if [ $$rc -ne 0 ]; then tail -n 40 $(BUILD)/fuzz/$$t.log; echo "fuzz_$$t FAILED (log: $(BUILD)/fuzz/$$t.log)"; exit 1; fi; \
 	done
 
+# ---- issue 11: soak (its own target; not part of make test) -------------
+# tests/soak.c: one loop under mixed load for SOAK_SECONDS with ASan+UBSan
+# (echo clients, timers, subprocesses, signals, threadsafe calls, executor
+# jobs; it checks bytes, fds, RSS and zombies and prints its totals), then
+# its threaded part (timers, threadsafe calls, executor) under TSan.
+SOAK_SECONDS ?= 60
+$(BUILD)/soak/soak-asan: tests/soak.c evloop.h
+	@mkdir -p $(@D)
+	$(asan_CC) $(asan_FLAGS) $< -o $@ $(LIBS)
+$(BUILD)/soak/soak-tsan: tests/soak.c evloop.h
+	@mkdir -p $(@D)
+	$(tsan_CC) $(tsan_FLAGS) $< -o $@ $(LIBS)
+soak: $(BUILD)/soak/soak-asan $(BUILD)/soak/soak-tsan
+	$(BUILD)/soak/soak-asan $(SOAK_SECONDS)
+	$(BUILD)/soak/soak-tsan --threaded-only $(SOAK_SECONDS)
+
 format:
 	clang-format -i evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c examples/*.c examples/*.h bench/*.c
 
