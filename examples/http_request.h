@@ -229,7 +229,8 @@ typedef struct http_conn {
   int closing;                  /* answered for the last time */
   unsigned long long body_left; /* request body bytes still to skip */
   size_t len;                   /* bytes in buf */
-  char buf[HEAD_MAX];           /* the unconsumed input */
+  size_t parsed; /* of an unfinished head at buf[0]: bytes parsed already */
+  char buf[HEAD_MAX]; /* the unconsumed input */
 } http_conn;
 
 /* Answers one request at the start of p[0..n): returns the bytes consumed
@@ -286,11 +287,20 @@ static int http_input(http_conn *c, const char *in, size_t len, out_buf *o) {
           used = (size_t)c->body_left;
         c->body_left -= used;
       } else {
-        used = handle_request(c, c->buf + start, c->len - start, o);
-        if (used == 0)
+        /* An unfinished head is parsed again only once a new line ends:
+           a client sending a byte at a time costs one scan per line, not
+           one per byte. */
+        if (start == 0 && c->parsed &&
+            !memchr(c->buf + c->parsed, '\n', c->len - c->parsed))
           break;
+        used = handle_request(c, c->buf + start, c->len - start, o);
+        if (used == 0) {
+          c->parsed = c->len - start; /* at buf[0] after the memmove */
+          break;
+        }
         answered++;
       }
+      c->parsed = 0;
       start += used;
     }
     if (c->closing)

@@ -172,6 +172,7 @@ static void connection_made(evl_transport *t, void *user) {
   c->http.closing = 0;
   c->http.body_left = 0;
   c->http.len = 0;
+  c->http.parsed = 0;
   c->timer = -1;
   arm_timer(c, 1); /* the first request must come in time too */
   c->prev = NULL;

@@ -18,8 +18,8 @@
    every threadsafe call run, every job and child accounted for, no child
    left (no zombie), the fd count back to its start and the RSS at most
    RSS_TOLERANCE_MB above what it was after a warm-up (the first tenth of
-   the run; ASan's allocator keeps freed memory in quarantine, so RSS is
-   compared to a warm state, not to the empty start). Prints its totals;
+   the run, 5 s at least; ASan's allocator keeps freed memory in quarantine, so
+   RSS is compared to a warm state, not to the empty start). Prints its totals;
    exits 0 only if every check holds. */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -45,7 +45,7 @@
 #define NCHAINS 2
 #define NTHREADS 4
 #define MAXJOBS 8
-#define RSS_TOLERANCE_MB 64
+#define RSS_TOLERANCE_MB 32
 
 /* ASan keeps freed memory in a quarantine (256 MiB by default) that fills
    over the run: a smaller one lets the RSS check see real growth. */
@@ -532,7 +532,7 @@ int main(int argc, char **argv) {
   for (i = 0; i < NTHREADS; i++)
     pthread_create(&th[i], NULL, ts_thread, &ts_sent[i]);
 
-  t_warm = seconds / 10;
+  t_warm = seconds / 10 < 5 ? (seconds < 10 ? seconds / 2 : 5) : seconds / 10;
   evl_call_later(loop, t_warm, warm_check, NULL);
   t_end = seconds;
   evl_call_later(loop, seconds, stop_cb, NULL);
