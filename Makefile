@@ -197,11 +197,12 @@ SKIPPED := $(foreach b,$(BACKENDS),$(addsuffix -$(b),$($(b)_SKIP)))
 SKIP_WHY := $(foreach b,$(BACKENDS),$($(b)_SKIP_WHY))
 
 .PHONY: all test test-quick test-cross compile-checks demo bench format format-check clean examples \
-        test-windows windows
+        test-windows windows fuzz soak
 
 all: examples $(call bins,o2,$(TESTS))
 
 examples: $(addprefix $(BUILD)/examples/,$(EXAMPLES))
+$(BUILD)/examples/http_server: examples/http_request.h
 $(BUILD)/examples/%: examples/%.c evloop.h
 	@mkdir -p $(@D)
 	$(o2_CC) $(o2_FLAGS) $(EX_FLAGS) $< -o $@ $(EX_LIBS) $(LIBS)
@@ -331,11 +332,52 @@ demo: examples
 bench:
 	@$(MAKE) -C bench
 
+# ---- issue 11: fuzzing (its own target; not part of make test) ----------
+# libFuzzer targets in tests/fuzz/ (clang -fsanitize=fuzzer,address,
+# undefined), each run for FUZZ_SECONDS from its seed corpus in
+# tests/fuzz/corpus/NAME/ (never written to: new inputs go to
+# build/fuzz/corpus-NAME/). A crash is saved as build/fuzz/NAME-crash-*;
+# copied into tests/fuzz/corpus/NAME/ it is replayed by every run.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_TARGETS := stream http addr
+FUZZ_FLAGS   := -std=c11 $(WARN) -g -O1 -fno-omit-frame-pointer \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c evloop.h examples/http_request.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $< -o $@ $(LIBS)
+fuzz: $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(BUILD)/fuzz/corpus-$$t; \
+	  echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
+	  $(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(BUILD)/fuzz/$$t- $(BUILD)/fuzz/corpus-$$t tests/fuzz/corpus/$$t \
+	    >$(BUILD)/fuzz/$$t.log 2>&1; rc=$$?; \
+	  grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|^#[0-9]+.*DONE' $(BUILD)/fuzz/$$t.log; \
+	  if [ $$rc -ne 0 ]; then tail -n 40 $(BUILD)/fuzz/$$t.log; echo "fuzz_$$t FAILED (log: $(BUILD)/fuzz/$$t.log)"; exit 1; fi; \
+	done
+
+# ---- issue 11: soak (its own target; not part of make test) -------------
+# tests/soak.c: one loop under mixed load for SOAK_SECONDS with ASan+UBSan
+# (echo clients, timers, subprocesses, signals, threadsafe calls, executor
+# jobs; it checks bytes, fds, RSS and zombies and prints its totals), then
+# its threaded part (timers, threadsafe calls, executor) under TSan.
+SOAK_SECONDS ?= 60
+$(BUILD)/soak/soak-asan: tests/soak.c evloop.h
+	@mkdir -p $(@D)
+	$(asan_CC) $(asan_FLAGS) $< -o $@ $(LIBS)
+$(BUILD)/soak/soak-tsan: tests/soak.c evloop.h
+	@mkdir -p $(@D)
+	$(tsan_CC) $(tsan_FLAGS) $< -o $@ $(LIBS)
+soak: $(BUILD)/soak/soak-asan $(BUILD)/soak/soak-tsan
+	$(BUILD)/soak/soak-asan $(SOAK_SECONDS)
+	$(BUILD)/soak/soak-tsan --threaded-only $(SOAK_SECONDS)
+
 format:
-	clang-format -i evloop.h tests/*.c tests/*.h tests/*.cpp examples/*.c bench/*.c
+	clang-format -i evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c examples/*.c examples/*.h bench/*.c
 
 format-check:
-	clang-format --dry-run --Werror evloop.h tests/*.c tests/*.h tests/*.cpp examples/*.c bench/*.c
+	clang-format --dry-run --Werror evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c examples/*.c examples/*.h bench/*.c
 
 clean:
 	rm -rf $(BUILD)

@@ -838,7 +838,11 @@ EVLOOP_API int evl_transport_sendto(evl_transport *t, const void *data,
    stops: what it sent stays sent, the transport stays open and the next
    write follows that part of the file. An offset that the
    implementation's off_t cannot hold is EVL_EFBIG (32-bit glibc: compile it
-   with -D_FILE_OFFSET_BITS=64 to send from past 2 GiB). */
+   with -D_FILE_OFFSET_BITS=64 to send from past 2 GiB). A peer that is gone
+   fails it with EVL_EPIPE (or EVL_ECONNRESET), never a SIGPIPE: sendfile(2)
+   runs with SIGPIPE blocked in the calling thread, and the one it raised is
+   taken back (one pending before is left pending). So does
+   evl_sock_sendfile. */
 EVLOOP_API evl_future *evl_sendfile(evl_transport *t, int file_fd,
                                     int64_t offset, size_t count);
 
@@ -871,7 +875,8 @@ EVLOOP_API evl_transport *evl_connect_accepted_socket(evl_loop *loop,
                                                       const evl_protocol *proto,
                                                       void *user, evl_fd fd);
 /* Listens on every address of host (NULL or "": all interfaces, IPv4 and
-   IPv6; a comma-separated list: each of them), one socket per address. The
+   IPv6; a comma-separated list: each of them, and an empty element, as in
+   "127.0.0.1,", is EVL_EINVAL), one socket per address. The
    future's result is the evl_server *. port 0 picks a free port (see
    evl_server_port). */
 EVLOOP_API evl_future *evl_create_server(evl_loop *loop,
@@ -6470,33 +6475,50 @@ static ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
                                 : evl__sys_recv(t->fd, buf, len, 0);
 }
 
-/* A write to a pipe whose reader is gone raises SIGPIPE (evl__sys_send() has
-   MSG_NOSIGNAL, write() has nothing like it): block it in this thread for
-   the write, and take back a SIGPIPE the write caused. */
-static ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
-  sigset_t pipe_set, old, pending;
-  ssize_t r;
-  int err, was_pending;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
+/* SIGPIPE guard for the writes that have no MSG_NOSIGNAL: write() to a pipe,
+   sendfile(2). The signal is blocked in this thread for the call; if the
+   call failed with EPIPE, the SIGPIPE it raised (pending on this thread) is
+   taken back with sigtimedwait, unless one was already pending before the
+   call (another's, which must still be delivered: one pending SIGPIPE
+   cannot be told from two, so ours is left with it). The old mask comes
+   back afterwards, so a thread that blocks SIGPIPE itself keeps it so. */
+typedef struct evl__sigpipe_guard {
+  sigset_t set, old;
+  int was_pending;
+} evl__sigpipe_guard;
+
+static void evl__sigpipe_mask(int how, const sigset_t *set, sigset_t *old) {
 #ifndef EVLOOP_NO_THREADS
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  pthread_sigmask(how, set, old);
 #else
-  sigprocmask(SIG_BLOCK, &pipe_set, &old);
+  sigprocmask(how, set, old);
 #endif
-  was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
-  r = writev(fd, v, n);
-  err = errno;
-  if (r < 0 && err == EPIPE && !was_pending) {
+}
+
+static void evl__sigpipe_block(evl__sigpipe_guard *g) {
+  sigset_t pending;
+  sigemptyset(&g->set);
+  sigaddset(&g->set, SIGPIPE);
+  evl__sigpipe_mask(SIG_BLOCK, &g->set, &g->old);
+  g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+}
+
+/* r and err: the call's result and errno (errno is err again on return). */
+static void evl__sigpipe_unblock(evl__sigpipe_guard *g, ssize_t r, int err) {
+  if (r < 0 && err == EPIPE && !g->was_pending) {
     struct timespec zero = {0, 0};
-    (void)sigtimedwait(&pipe_set, NULL, &zero);
+    (void)sigtimedwait(&g->set, NULL, &zero);
   }
-#ifndef EVLOOP_NO_THREADS
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-#else
-  sigprocmask(SIG_SETMASK, &old, NULL);
-#endif
+  evl__sigpipe_mask(SIG_SETMASK, &g->old, NULL);
   errno = err;
+}
+
+static ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
+  evl__sigpipe_guard g;
+  ssize_t r;
+  evl__sigpipe_block(&g);
+  r = writev(fd, v, n);
+  evl__sigpipe_unblock(&g, r, errno);
   return r;
 }
 
@@ -7688,6 +7710,26 @@ static int evl__resolve_work(void *arg, void **result) {
   return rc;
 }
 
+/* 0 when no element of the list is empty: "a,", ",a", "a,,b" and " " are
+   EVL_EINVAL (an empty element would ask getaddrinfo for "", which is no
+   host; ignoring it would hide a mistake). NULL and "" (all interfaces, or
+   localhost to connect to) are no list and pass. */
+static int evl__hosts_check(const char *hosts) {
+  const char *p = hosts;
+  if (!hosts || !*hosts)
+    return 0;
+  for (;;) {
+    while (*p == ' ')
+      p++;
+    if (*p == ',' || *p == '\0')
+      return EVL_EINVAL;
+    p = strchr(p, ',');
+    if (!p)
+      return 0;
+    p++;
+  }
+}
+
 /* True when every host of the list is numeric (no executor needed). */
 static int evl__hosts_numeric(const char *hosts, int family) {
   char buf[256];
@@ -7792,7 +7834,7 @@ static int evl__resolve(evl_loop *loop, const char *hosts, int port, int family,
   evl_future *f;
   evl__addrs *l = NULL;
   int rc;
-  if (port < 0 || port > 65535)
+  if (port < 0 || port > 65535 || evl__hosts_check(hosts))
     return EVL_EINVAL;
   if (evl__hosts_numeric(hosts, family)) {
     rc = (!hosts || !*hosts) && passive
@@ -8994,7 +9036,13 @@ static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
   }
 #endif
 #ifdef __linux__
-  n = sendfile(sock, file_fd, &off, count);
+  {
+    /* sendfile(2) has no MSG_NOSIGNAL: a peer that is gone raises SIGPIPE */
+    evl__sigpipe_guard g;
+    evl__sigpipe_block(&g);
+    n = sendfile(sock, file_fd, &off, count);
+    evl__sigpipe_unblock(&g, n, errno);
+  }
   if (n >= 0) {
     *offset = (int64_t)off;
     return n;
@@ -9015,7 +9063,16 @@ static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
 #endif
   if (n <= 0)
     return n;
+#if !defined(MSG_NOSIGNAL) && !defined(_WIN32)
+  { /* no MSG_NOSIGNAL here either: guard the send the same way */
+    evl__sigpipe_guard g;
+    evl__sigpipe_block(&g);
+    n = evl__sys_send(sock, buf, (size_t)n, EVL__SEND_FLAGS);
+    evl__sigpipe_unblock(&g, n, errno);
+  }
+#else
   n = evl__sys_send(sock, buf, (size_t)n, EVL__SEND_FLAGS);
+#endif
   if (n > 0)
     *offset += n;
   return n;
