@@ -383,7 +383,11 @@ EVLOOP_API evl_handle evl_call_later(evl_loop *loop, double delay,
 EVLOOP_API evl_handle evl_call_at(evl_loop *loop, double when, evl_callback cb,
                                   void *arg);
 /* The only function that may be called from any thread. Wake-ups are
-   coalesced. Returns 0 or an error code (no handle: it cannot be cancelled). */
+   coalesced. Returns 0 or an error code (no handle: it cannot be cancelled).
+   It feeds the same FIFO as evl_call_soon (asyncio): a callback queued here
+   runs before one that evl_call_soon schedules after it on the loop's
+   thread (this thread's later call, or one that another thread's call
+   happens before, e.g. through a join or a lock). */
 EVLOOP_API int evl_call_soon_threadsafe(evl_loop *loop, evl_callback cb,
                                         void *arg);
 /* 1 if cancelled now, 0 if it had run, was cancelled or is unknown. */
@@ -1252,6 +1256,18 @@ struct evl_future {
   uint32_t ncbs, capcbs;
 };
 
+/* A flag another thread sets under a lock and the loop thread reads
+   without it (call_soon's look at the cross-thread queue). Relaxed is
+   enough: the reader only learns that it must take the lock, and the lock
+   orders the data. */
+#if defined(__GNUC__) || defined(__clang__)
+#define EVL__FLAG_LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define EVL__FLAG_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#else
+#define EVL__FLAG_LOAD(p) (*(volatile int *)(p))
+#define EVL__FLAG_STORE(p, v) (*(volatile int *)(p) = (v))
+#endif
+
 /* Threads: pthreads on POSIX, Win32 slim locks and threads on Windows. */
 #if defined(EVLOOP_NO_THREADS)
 typedef int evl__mutex;
@@ -1415,7 +1431,9 @@ struct evl_loop {
   evl__tsent *tsq, *tsq_spare;
   size_t ts_len, ts_cap, ts_spare_cap;
   int ts_pending, ts_closed, ts_wakers;
-  unsigned char *rbuf;       /* the read buffer transports share */
+  int ts_calls;        /* 1 while tsq holds callbacks; read without ts_mu */
+  int ts_taking;       /* evl__ts_take is moving callbacks (loop thread only) */
+  unsigned char *rbuf; /* the read buffer transports share */
   evl_transport *transports; /* open transports */
   evl_server *servers;
   evl__resolve_wait *resolving; /* name lookups for connections, servers */
@@ -2195,8 +2213,19 @@ static evl_handle evl__schedule(evl_loop *loop, int64_t when, evl_callback cb,
                       (uint64_t)(i + 1));
 }
 
+/* call_soon and call_soon_threadsafe feed one FIFO: callbacks another
+   thread (or this one) queued before this call_soon go to the ring first.
+   One relaxed load on the hot path; the lock only when something waits. */
+static void evl__ts_take(evl_loop *loop, int jobs_too);
+#define EVL__TS_CATCH_UP(loop)                                                 \
+  do {                                                                         \
+    if (EVL__FLAG_LOAD(&(loop)->ts_calls))                                     \
+      evl__ts_take((loop), 0);                                                 \
+  } while (0)
+
 static evl_handle evl__soon_internal(evl_loop *loop, evl_callback cb,
                                      void *arg) {
+  EVL__TS_CATCH_UP(loop);
   return evl__schedule(loop, -1, cb, arg, EVL__SLOT_INTERNAL, NULL, NULL, 0);
 }
 static evl_handle evl__later_internal(evl_loop *loop, int64_t delay_ns,
@@ -2262,6 +2291,7 @@ EVL__DEF evl_handle evl_call_soon_at_site(evl_loop *loop, evl_callback cb,
   evl__slot *s;
   if (!loop || !cb)
     return loop && loop->closed ? EVL_ECLOSED : EVL_EINVAL;
+  EVL__TS_CATCH_UP(loop);
   if (loop->closing || loop->free_head == EVL__NONE || loop->sites ||
       loop->ring_len == loop->ring_cap)
     return evl__schedule(loop, -1, cb, arg, 0, name, file, line);
@@ -2422,6 +2452,7 @@ static int evl__ts_push(evl_loop *loop, evl_callback cb, void *arg,
       loop->tsq[loop->ts_len].arg = arg;
       loop->tsq[loop->ts_len].internal = internal;
       loop->ts_len++;
+      EVL__FLAG_STORE(&loop->ts_calls, 1);
       if (!loop->ts_pending) {
         loop->ts_pending = 1;
         loop->ts_wakers++;
@@ -2458,21 +2489,29 @@ static void evl__drain_wake_fd(evl_loop *loop) {
    are discarded instead; internal ones run in closing mode. */
 static void evl__job_deliver(evl_loop *loop, evl__job *job);
 
-static void evl__ts_drain(evl_loop *loop) {
+/* Moves the queued callbacks to the ring; with jobs_too (the wake-up fd
+   was read) also delivers completed executor jobs and rearms the wake-up. */
+static void evl__ts_take(evl_loop *loop, int jobs_too) {
   evl__tsent *q;
-  evl__job *done, *job;
+  evl__job *done = NULL, *job;
   size_t n, i, cap;
+  if (loop->ts_taking) /* a callback queued while we move: it waits */
+    return;
   evl__lock(&loop->ts_mu);
-  done = loop->tsq_done;
-  loop->tsq_done = NULL;
+  if (jobs_too) {
+    done = loop->tsq_done;
+    loop->tsq_done = NULL;
+    loop->ts_pending = 0;
+  }
   q = loop->tsq;
   n = loop->ts_len;
   cap = loop->ts_cap;
   loop->tsq = loop->tsq_spare; /* double buffer: no allocation per drain */
   loop->ts_cap = loop->ts_spare_cap;
   loop->ts_len = 0;
-  loop->ts_pending = 0;
+  EVL__FLAG_STORE(&loop->ts_calls, 0);
   evl__unlock(&loop->ts_mu);
+  loop->ts_taking = 1;
   for (i = 0; i < n; i++) {
     if (loop->closing) {
       if (q[i].internal)
@@ -2487,6 +2526,7 @@ static void evl__ts_drain(evl_loop *loop) {
       evl_call_exception_handler(loop, &ctx);
     }
   }
+  loop->ts_taking = 0;
   loop->tsq_spare = q;
   loop->ts_spare_cap = cap;
   job = NULL;
@@ -2501,6 +2541,9 @@ static void evl__ts_drain(evl_loop *loop) {
     evl__job_deliver(loop, job);
     job = next;
   }
+}
+static void evl__ts_drain(evl_loop *loop) {
+  evl__ts_take(loop, 1);
 }
 
 /* ==== fd watchers ======================================================= */
