@@ -421,12 +421,16 @@ EVLOOP_API evl_handle evl_call_at_at_site(evl_loop *loop, double when,
    negative or closed fd, EVL_EPERM for a file epoll cannot watch (regular
    files), EVL_ERANGE for fd >= FD_SETSIZE on select, EVL_EINVAL for NULL.
    A regular file is always ready on select and poll, and readable while
-   its offset is before its end on kqueue. */
+   its offset is before its end on kqueue.
+   The fd of a transport or a server is the loop's: adding or removing a
+   watcher on it is EVL_EBUSY (asyncio: "File descriptor is used by
+   transport"). An event polled for a watcher that was removed is never
+   given to a watcher added later on the same (reused) fd number. */
 EVLOOP_API int evl_add_reader(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                               void *arg);
 EVLOOP_API int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                               void *arg);
-/* 1 if a watcher was removed, 0 if there was none. */
+/* 1 if a watcher was removed, 0 if there was none, EVL_EBUSY (above). */
 EVLOOP_API int evl_remove_reader(evl_loop *loop, evl_fd fd);
 EVLOOP_API int evl_remove_writer(evl_loop *loop, evl_fd fd);
 EVLOOP_API int evl_add_reader_at_site(evl_loop *loop, evl_fd fd,
@@ -1185,6 +1189,11 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define EVL__SLOT_INTERNAL 0x80000000u /* library callback: runs at close */
 #define EVL__GEN_MASK 0x7fffffffu
 #define EVL__IO_ENTRY (1ull << 63) /* ring entry for an fd event */
+/* An fd event's entry: fd in bits 0-31, events in 32-36, the reader's and
+   the writer's generation (13 bits each) in 37-49 and 50-62. */
+#define EVL__IO_GEN_MASK 0x1fffu
+#define EVL__IO_RGEN_SHIFT 37
+#define EVL__IO_WGEN_SHIFT 50
 #define EVL__MAX_WAIT_NS (86400ll * 1000000000ll) /* never sleep over 24 h */
 #define EVL__KEY_WAKE 1                           /* IOCP completion keys */
 #define EVL__KEY_AFD 2
@@ -1218,6 +1227,10 @@ typedef struct evl__fdw {
   void *rarg, *warg;
   int kmask; /* interest the backend has */
   int pidx;  /* poll backend: index in the pollfd array */
+  /* Bumped when the reader (writer) goes: an event queued for it is not
+     given to a watcher added later on the same fd number. */
+  unsigned rgen, wgen;
+  int owned; /* a transport's or server's fd: not the user's to watch */
 #ifdef EVL__HAVE_IOCP
   struct evl__afd_req *afd; /* IOCP: the socket's poll request */
 #endif
@@ -2654,37 +2667,56 @@ static int evl__unwatch(evl_loop *loop, evl_fd fdv, int which) {
   if (which == EVL__READ) {
     w->rfn = NULL;
     w->rarg = NULL;
+    w->rgen++;
   } else {
     w->wfn = NULL;
     w->warg = NULL;
+    w->wgen++;
   }
   return 1;
 }
 
+/* asyncio's "File descriptor is used by transport": the public calls
+   leave a transport's or a server's fd alone. */
+static int evl__fd_owned(evl_loop *loop, evl_fd fd) {
+  return loop && fd >= 0 && fd < loop->fds_cap && loop->fds[fd].owned;
+}
+static void evl__fd_own(evl_loop *loop, evl_fd fd, int owned) {
+  if (fd >= 0 && fd < loop->fds_cap)
+    loop->fds[fd].owned = owned;
+}
 EVL__DEF int evl_add_reader_at_site(evl_loop *loop, evl_fd fd,
                                     evl_io_callback cb, void *arg,
                                     const char *name, const char *file,
                                     int line) {
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
   return evl__watch(loop, fd, EVL__READ, cb, arg, name, file, line);
 }
 EVL__DEF int evl_add_writer_at_site(evl_loop *loop, evl_fd fd,
                                     evl_io_callback cb, void *arg,
                                     const char *name, const char *file,
                                     int line) {
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
   return evl__watch(loop, fd, EVL__WRITE, cb, arg, name, file, line);
 }
 EVL__DEF int evl_add_reader(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                             void *arg) {
-  return evl__watch(loop, fd, EVL__READ, cb, arg, NULL, NULL, 0);
+  return evl_add_reader_at_site(loop, fd, cb, arg, NULL, NULL, 0);
 }
 EVL__DEF int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                             void *arg) {
-  return evl__watch(loop, fd, EVL__WRITE, cb, arg, NULL, NULL, 0);
+  return evl_add_writer_at_site(loop, fd, cb, arg, NULL, NULL, 0);
 }
 EVL__DEF int evl_remove_reader(evl_loop *loop, evl_fd fd) {
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
   return evl__unwatch(loop, fd, EVL__READ);
 }
 EVL__DEF int evl_remove_writer(evl_loop *loop, evl_fd fd) {
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
   return evl__unwatch(loop, fd, EVL__WRITE);
 }
 
@@ -2696,7 +2728,13 @@ static void evl__io_event(evl_loop *loop, int fd, int events) {
     evl__ts_drain(loop);
     return;
   }
-  if (evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)events << 32 |
+  uint64_t gens = 0;
+  if (fd >= 0 && fd < loop->fds_cap)
+    gens = (uint64_t)(loop->fds[fd].rgen & EVL__IO_GEN_MASK)
+               << EVL__IO_RGEN_SHIFT |
+           (uint64_t)(loop->fds[fd].wgen & EVL__IO_GEN_MASK)
+               << EVL__IO_WGEN_SHIFT;
+  if (evl__ring_push(loop, EVL__IO_ENTRY | gens | (uint64_t)events << 32 |
                                (uint64_t)(uint32_t)fd))
     return; /* no memory: the fd stays ready and is reported again */
 }
@@ -4133,7 +4171,12 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   if (fd >= loop->fds_cap)
     return 0;
   /* Mask with the current interest: an earlier callback may have removed
-     this watcher. Reload after each callback: the table may have grown. */
+     this watcher, or removed it and added another on a reused fd number
+     (the generation tells). Reload after each callback: the table may
+     have grown. */
+  if (((entry >> EVL__IO_RGEN_SHIFT) & EVL__IO_GEN_MASK) !=
+      (loop->fds[fd].rgen & EVL__IO_GEN_MASK))
+    events &= ~EVL__READ;
   if ((events & EVL__READ) && (cb = loop->fds[fd].rfn) != NULL) {
     arg = loop->fds[fd].rarg;
     if (loop->debug)
@@ -4148,6 +4191,8 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
                        evl__monotonic_ns() - t0);
   }
   if ((events & EVL__WRITE) && fd < loop->fds_cap &&
+      ((entry >> EVL__IO_WGEN_SHIFT) & EVL__IO_GEN_MASK) ==
+          (loop->fds[fd].wgen & EVL__IO_GEN_MASK) &&
       (cb = loop->fds[fd].wfn) != NULL) {
     arg = loop->fds[fd].warg;
     if (loop->debug)
@@ -6104,6 +6149,7 @@ static void evl__tr_drop_queue(evl_transport *t) {
 static void evl__tr_close_fd(evl_transport *t) {
   evl__unwatch(t->loop, t->fd, EVL__READ);
   evl__unwatch(t->loop, t->fd, EVL__WRITE);
+  evl__fd_own(t->loop, t->fd, 0);
 #ifdef EVL__HAVE_IOCP
   evl__ovl_release(t->loop, t->rreq);
   evl__ovl_release(t->loop, t->wreq);
@@ -6262,6 +6308,7 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
     evl__lfree(loop, t);
     return NULL;
   }
+  evl__fd_own(loop, fd, 1);
   return t;
 }
 
@@ -8228,6 +8275,7 @@ static void evl__server_close_fds(evl_server *s) {
 #endif
   for (i = 0; i < s->nfds; i++) {
     evl__unwatch(s->loop, s->fds[i], EVL__READ);
+    evl__fd_own(s->loop, s->fds[i], 0);
     evl__closesocket(s->fds[i]);
   }
   s->nfds = 0;
@@ -8396,11 +8444,15 @@ static evl_server *evl__server_new(evl_loop *loop, const evl_protocol *proto,
 }
 
 static int evl__server_add_fd(evl_server *s, int fd) {
-  int *f = (int *)EVLOOP_REALLOC(NULL, s->fds, (s->nfds + 1) * sizeof *f);
+  int *f;
+  if (evl__fds_reserve(s->loop, fd))
+    return EVL_ENOMEM;
+  f = (int *)EVLOOP_REALLOC(NULL, s->fds, (s->nfds + 1) * sizeof *f);
   if (!f)
     return EVL_ENOMEM;
   s->fds = f;
   s->fds[s->nfds++] = fd;
+  evl__fd_own(s->loop, fd, 1);
   return 0;
 }
 

@@ -86,9 +86,112 @@ TEST(threadsafe_from_other_thread_runs_before_later_soon) {
 }
 #endif
 
+/* ---- events carry the identity of the watcher ------------------------- */
+#ifndef _WIN32
+static int g_old_reads, g_new_reads, g_fresh[2], g_reused_fd;
+static void old_reader(evl_loop *loop, evl_fd fd, void *arg) {
+  (void)loop;
+  (void)fd;
+  (void)arg;
+  g_old_reads++;
+}
+static void new_reader(evl_loop *loop, evl_fd fd, void *arg) {
+  char buf[16];
+  (void)loop;
+  (void)arg;
+  g_new_reads++;
+  CHECK(read((int)fd, buf, sizeof buf) > 0); /* it is really readable */
+}
+/* Runs before the fd event the poll queued for the old reader. */
+static void reuse_fd_cb(evl_loop *loop, void *arg) {
+  (void)arg;
+  CHECK_EQ(evl_remove_reader(loop, g_reused_fd), 1);
+  CHECK_EQ(dup2(g_fresh[0], g_reused_fd), g_reused_fd);
+  CHECK_EQ(evl_add_reader(loop, g_reused_fd, new_reader, NULL), 0);
+}
+
+TEST(fd_event_not_given_to_new_reader_on_reused_fd) {
+  evl_loop *loop = test_loop();
+  int old[2];
+  CHECK_EQ(test_socketpair(old), 0);
+  CHECK_EQ(test_socketpair(g_fresh), 0);
+  test_set_nonblocking(old[0]);
+  test_set_nonblocking(g_fresh[0]);
+  g_reused_fd = old[0];
+  CHECK_EQ(test_send(old[1], "x", 1), 1); /* the old socket is readable */
+  CHECK_EQ(evl_add_reader(loop, old[0], old_reader, NULL), 0);
+  CHECK(evl_call_soon(loop, reuse_fd_cb, NULL) > 0);
+  CHECK(evl_run_once(loop, 0) >= 0);
+  CHECK_EQ(g_old_reads, 0);
+  CHECK_EQ(g_new_reads, 0); /* the fresh socket has nothing to read */
+  /* The new reader works once its own socket is readable. */
+  CHECK_EQ(test_send(g_fresh[1], "y", 1), 1);
+  RUN_UNTIL(loop, g_new_reads == 1);
+  CHECK_EQ(evl_remove_reader(loop, g_reused_fd), 1);
+  evl_loop_close(loop);
+  close(old[0]);
+  close(old[1]);
+  close(g_fresh[0]);
+  close(g_fresh[1]);
+}
+#endif
+
+/* ---- a transport's or server's fd is not the user's to watch ---------- */
+static int g_got;
+static void count_data(evl_transport *t, const void *d, size_t n, void *u) {
+  (void)t;
+  (void)d;
+  (void)u;
+  g_got += (int)n;
+}
+static void never_io(evl_loop *loop, evl_fd fd, void *arg) {
+  (void)loop;
+  (void)fd;
+  (void)arg;
+  CHECK(!"a user watcher ran on a transport's fd");
+}
+static const evl_protocol count_proto = {NULL, count_data, NULL, NULL, NULL,
+                                         NULL, NULL,       NULL, NULL, NULL};
+
+TEST(transport_and_server_fds_refuse_add_and_remove_reader) {
+  evl_loop *loop = quiet_loop();
+  evl_transport *t;
+  evl_future *f;
+  evl_server *srv;
+  evl_fd lfd;
+  int sv[2];
+  CHECK_EQ(test_socketpair(sv), 0);
+  t = evl_connect_accepted_socket(loop, &count_proto, NULL, sv[0]);
+  CHECK(t != NULL);
+  CHECK_EQ(evl_add_reader(loop, sv[0], never_io, NULL), EVL_EBUSY);
+  CHECK_EQ(evl_add_writer(loop, sv[0], never_io, NULL), EVL_EBUSY);
+  evl_run_once(loop, 0); /* connection_made: the transport reads */
+  CHECK_EQ(evl_remove_reader(loop, sv[0]), EVL_EBUSY);
+  CHECK_EQ(evl_remove_writer(loop, sv[0]), EVL_EBUSY);
+  CHECK_EQ(test_send(sv[1], "hello", 5), 5);
+  RUN_UNTIL(loop, g_got == 5); /* its own watcher is still there */
+
+  f = evl_create_server(loop, &count_proto, NULL, "127.0.0.1", 0, NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  srv = (evl_server *)evl_future_result(f);
+  evl_future_release(f);
+  CHECK_EQ(evl_server_sockets(srv, &lfd, 1), 1);
+  CHECK_EQ(evl_add_reader(loop, lfd, never_io, NULL), EVL_EBUSY);
+  CHECK_EQ(evl_remove_reader(loop, lfd), EVL_EBUSY);
+  evl_server_close(srv);
+
+  evl_transport_close(t);
+  run_for(loop, 0.02);
+  test_closesocket(sv[1]);
+  CHECK_EQ(g_reports, 0);
+  evl_loop_close(loop);
+}
+
 TESTS_BEGIN
 T(threadsafe_then_soon_from_loop_thread_run_in_order)
 #ifndef EVLOOP_NO_THREADS
 T(threadsafe_from_other_thread_runs_before_later_soon)
 #endif
+T_POSIX(fd_event_not_given_to_new_reader_on_reused_fd, "dup2 onto a socket")
+T(transport_and_server_fds_refuse_add_and_remove_reader)
 TESTS_END
