@@ -250,6 +250,7 @@ extern "C" {
   X(EEOF, -3104, "end of file")                                                \
   X(ELIMIT, -3105, "stream buffer limit exceeded")                             \
   X(EINCOMPLETE, -3106, "stream ended before the expected data")               \
+  X(EOTHERLOOP, -3110, "another event loop is running on this thread")         \
   X(EUNKNOWN, -3199, "unknown error")
 
 #define EVL_ERROR_MAP(X)                                                       \
@@ -337,7 +338,11 @@ EVLOOP_API void evl_loop_free(evl_loop *loop);
 EVLOOP_API int evl_loop_is_closed(const evl_loop *loop);
 EVLOOP_API int evl_loop_is_running(const evl_loop *loop);
 /* Runs until evl_stop(): 0, or EVL_ECLOSED / EVL_ERUNNING, or the error of
-   a failing backend wait. */
+   a failing backend wait. Every way to run a loop (run_forever,
+   run_until_complete, run_once, evl_run) is EVL_EOTHERLOOP inside a
+   callback of another loop running on the same thread (asyncio: "Cannot
+   run the event loop while another loop is running"): run the other loop
+   on its own thread, or from the host's frame loop between iterations. */
 EVLOOP_API int evl_run_forever(evl_loop *loop);
 /* 0 when fut completed with a result; its error code when it failed or was
    cancelled (EVL_ECANCELED); EVL_ESTOPPED when evl_stop() came first. */
@@ -4284,22 +4289,70 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   return ran;
 }
 
-EVL__DEF int evl_run_forever(evl_loop *loop) {
-  int rc = 0;
-  if (!loop)
-    return EVL_EINVAL;
+/* The loop running on this thread, if any: one thread runs one loop at a
+   time (asyncio's rule). A thread-local where the compiler has one, a
+   pthread key for tcc. */
+#if defined(EVLOOP_NO_THREADS)
+static evl_loop *evl__thread_loop;
+#define evl__thread_loop_get() evl__thread_loop
+#define evl__thread_loop_set(l) ((void)(evl__thread_loop = (l)))
+#elif defined(_MSC_VER)
+static __declspec(thread) evl_loop *evl__thread_loop;
+#define evl__thread_loop_get() evl__thread_loop
+#define evl__thread_loop_set(l) ((void)(evl__thread_loop = (l)))
+#elif defined(__GNUC__) || defined(__clang__)
+static __thread evl_loop *evl__thread_loop;
+#define evl__thread_loop_get() evl__thread_loop
+#define evl__thread_loop_set(l) ((void)(evl__thread_loop = (l)))
+#elif !defined(_WIN32)
+static pthread_key_t evl__thread_loop_key;
+static pthread_once_t evl__thread_loop_once = PTHREAD_ONCE_INIT;
+static void evl__thread_loop_init(void) {
+  (void)pthread_key_create(&evl__thread_loop_key, NULL);
+}
+static evl_loop *evl__thread_loop_get(void) {
+  (void)pthread_once(&evl__thread_loop_once, evl__thread_loop_init);
+  return (evl_loop *)pthread_getspecific(evl__thread_loop_key);
+}
+static void evl__thread_loop_set(evl_loop *l) {
+  (void)pthread_once(&evl__thread_loop_once, evl__thread_loop_init);
+  (void)pthread_setspecific(evl__thread_loop_key, l);
+}
+#else
+#error "evloop.h: no thread-local storage with this compiler"
+#endif
+
+/* 0 and the loop marks itself running on this thread, or why it cannot. */
+static int evl__run_enter(evl_loop *loop) {
   if (loop->closed)
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
+  if (evl__thread_loop_get())
+    return EVL_EOTHERLOOP;
   loop->running = 1;
+  evl__thread_loop_set(loop);
+  return 0;
+}
+static void evl__run_leave(evl_loop *loop) {
+  loop->stopping = 0;
+  loop->running = 0;
+  evl__thread_loop_set(NULL);
+}
+
+EVL__DEF int evl_run_forever(evl_loop *loop) {
+  int rc = 0;
+  if (!loop)
+    return EVL_EINVAL;
+  rc = evl__run_enter(loop);
+  if (rc)
+    return rc;
   for (;;) {
     rc = evl__iterate(loop, -1);
     if (rc < 0 || loop->stopping)
       break;
   }
-  loop->stopping = 0;
-  loop->running = 0;
+  evl__run_leave(loop);
   return rc < 0 ? rc : 0;
 }
 
@@ -4316,10 +4369,11 @@ EVL__DEF int evl_run_once(evl_loop *loop, double max_wait) {
     return EVL_EINVAL;
   if (max_wait != max_wait)
     return EVL_EINVAL;
-  loop->running = 1;
+  rc = evl__run_enter(loop);
+  if (rc)
+    return rc;
   rc = evl__iterate(loop, ns);
-  loop->stopping = 0;
-  loop->running = 0;
+  evl__run_leave(loop);
   return rc;
 }
 
@@ -4341,6 +4395,8 @@ EVL__DEF int evl_run_until_complete(evl_loop *loop, evl_future *fut) {
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
+  if (evl__thread_loop_get())
+    return EVL_EOTHERLOOP;
   evl_future_ref(fut);
   rc = evl_future_add_done_callback(fut, evl__stop_on_done, NULL);
   if (rc == 0)
@@ -11505,6 +11561,8 @@ EVL__DEF int evl_run(evl_task_fn fn, const void *state, size_t state_size,
     *result = NULL;
   if (!fn)
     return EVL_EINVAL;
+  if (evl__thread_loop_get())
+    return EVL_EOTHERLOOP;
   rc = evl_loop_new(&loop, cfg);
   if (rc)
     return rc;

@@ -187,6 +187,44 @@ TEST(transport_and_server_fds_refuse_add_and_remove_reader) {
   evl_loop_close(loop);
 }
 
+/* ---- one running loop per thread (asyncio) ----------------------------- */
+static int g_inner_rc[4];
+static void inner_main(evl_task *task, void *st) {
+  (void)task;
+  (void)st;
+}
+static void run_other_loop_cb(evl_loop *loop, void *arg) {
+  evl_loop *other = (evl_loop *)arg;
+  evl_future *f = evl_future_new(other);
+  (void)loop;
+  CHECK(f != NULL);
+  CHECK(evl_call_soon(other, test_stop_cb, NULL) > 0);
+  g_inner_rc[0] = evl_run_once(other, 0);
+  g_inner_rc[1] = evl_run_forever(other);
+  g_inner_rc[2] = evl_run_until_complete(other, f);
+  g_inner_rc[3] = evl_run(inner_main, NULL, 0, NULL, NULL);
+  evl_future_release(f);
+}
+
+TEST(running_a_loop_inside_another_loops_callback_is_refused) {
+  evl_loop *loop = test_loop(), *other = test_loop();
+  int ran = 0;
+  CHECK(evl_call_soon(loop, run_other_loop_cb, other) > 0);
+  CHECK(evl_run_once(loop, 0) >= 1);
+  CHECK_EQ(g_inner_rc[0], EVL_EOTHERLOOP);
+  CHECK_EQ(g_inner_rc[1], EVL_EOTHERLOOP);
+  CHECK_EQ(g_inner_rc[2], EVL_EOTHERLOOP);
+  CHECK_EQ(g_inner_rc[3], EVL_EOTHERLOOP);
+  CHECK(strstr(evl_strerror(EVL_EOTHERLOOP), "another event loop") != NULL);
+  /* Outside the callback the other loop runs as usual. */
+  CHECK(evl_call_soon(other, test_count_cb, &ran) > 0);
+  CHECK(evl_run_once(other, 0) >= 1);
+  CHECK_EQ(ran, 1);
+  evl_loop_close(other);
+  evl_loop_free(other);
+  evl_loop_close(loop);
+}
+
 TESTS_BEGIN
 T(threadsafe_then_soon_from_loop_thread_run_in_order)
 #ifndef EVLOOP_NO_THREADS
@@ -194,4 +232,5 @@ T(threadsafe_from_other_thread_runs_before_later_soon)
 #endif
 T_POSIX(fd_event_not_given_to_new_reader_on_reused_fd, "dup2 onto a socket")
 T(transport_and_server_fds_refuse_add_and_remove_reader)
+T(running_a_loop_inside_another_loops_callback_is_refused)
 TESTS_END
