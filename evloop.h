@@ -375,7 +375,9 @@ EVLOOP_API evl_fd evl_backend_fd(const evl_loop *loop);
    callbacks runs in the next iteration. Timers never fire before their
    deadline (evl_handle_when); equal deadlines fire in the order they were
    scheduled. A negative delay counts as 0; NaN or an infinite delay or time
-   is EVL_EINVAL.
+   is EVL_EINVAL. A finite delay or time beyond about 73 years (2.3e18 ns,
+   the clock's range with room to add) is clamped to it, and
+   evl_handle_when reports the clamped deadline (asyncio keeps floats).
    A delay counts from the loop's clock reading: the clock is read again at
    every callback boundary, by every evl_time() and after 64 scheduling
    calls (a clock read costs as much as the rest of call_later). A callback
@@ -397,8 +399,8 @@ EVLOOP_API int evl_call_soon_threadsafe(evl_loop *loop, evl_callback cb,
                                         void *arg);
 /* 1 if cancelled now, 0 if it had run, was cancelled or is unknown. */
 EVLOOP_API int evl_handle_cancel(evl_loop *loop, evl_handle h);
-/* 1 from the cancel until the loop discards the callback (its next
-   iteration); 0 otherwise. */
+/* 1 from the cancel until the loop discards the callback (at its next
+   iteration or evl_next_timeout, never earlier); 0 otherwise. */
 EVLOOP_API int evl_handle_cancelled(evl_loop *loop, evl_handle h);
 /* A pending timer's deadline in evl_time() seconds; -1.0 for anything else
    (a call_soon handle, a timer that ran or was cancelled, a stale handle). */
@@ -2272,8 +2274,12 @@ static void evl__heap_purge(evl_loop *loop) {
     evl__heap_down(loop, i);
 }
 
-/* Drops cancelled timers from the top of the heap. */
+/* Drops cancelled timers from the top of the heap, or all of them when
+   they are more than half of it (at iteration boundaries only, so that
+   evl_handle_cancelled keeps its promise). */
 static void evl__heap_trim(evl_loop *loop) {
+  if (loop->heap_cancelled > 64 && loop->heap_cancelled > loop->heap_len / 2)
+    evl__heap_purge(loop);
   while (loop->heap_len && !loop->slots[loop->heap[0].slot].fn) {
     uint32_t i = loop->heap[0].slot;
     evl__heap_remove(loop, 0);
@@ -2283,16 +2289,15 @@ static void evl__heap_trim(evl_loop *loop) {
 }
 
 /* Cancels a callback. A ready one stays queued and is skipped; a timer
-   stays in the heap until it reaches the top or a purge. Until then
-   evl_handle_cancelled() says 1. */
+   stays in the heap until it reaches the top or a purge (evl__heap_trim).
+   Until then evl_handle_cancelled() says 1. */
 static int evl__cancel_slot(evl_loop *loop, uint32_t i) {
   evl__slot *s = &loop->slots[i];
   if (!s->fn)
     return 0;
   s->fn = NULL;
-  if (s->pos >= 0 && ++loop->heap_cancelled > 64 &&
-      loop->heap_cancelled > loop->heap_len / 2)
-    evl__heap_purge(loop);
+  if (s->pos >= 0)
+    loop->heap_cancelled++;
   return 1;
 }
 static int evl__cancel_internal(evl_loop *loop, evl_handle h) {

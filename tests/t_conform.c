@@ -225,6 +225,49 @@ TEST(running_a_loop_inside_another_loops_callback_is_refused) {
   evl_loop_close(loop);
 }
 
+/* ---- handle_cancelled and handle_when --------------------------------- */
+TEST(handle_cancelled_holds_until_next_iteration_despite_purge) {
+  evl_loop *loop = test_loop();
+  evl_handle h[200];
+  int i, ran = 0;
+  for (i = 0; i < 200; i++) {
+    h[i] = evl_call_later(loop, 100.0 + i, test_count_cb, &ran);
+    CHECK(h[i] > 0);
+  }
+  for (i = 0; i < 150; i++) { /* passes the purge threshold on the way */
+    CHECK_EQ(evl_handle_cancel(loop, h[i]), 1);
+    CHECK_EQ(evl_handle_cancelled(loop, h[i]), 1);
+  }
+  for (i = 0; i < 150; i++)
+    CHECK_EQ(evl_handle_cancelled(loop, h[i]), 1);
+  CHECK(evl_handle_when(loop, h[150]) > 0);
+  evl_run_once(loop, 0);
+  for (i = 0; i < 150; i++)
+    CHECK_EQ(evl_handle_cancelled(loop, h[i]), 0); /* discarded */
+  for (i = 150; i < 200; i++)
+    CHECK_EQ(evl_handle_cancelled(loop, h[i]), 0); /* still pending */
+  CHECK_EQ(ran, 0);
+  evl_loop_close(loop);
+}
+
+TEST(huge_delay_is_clamped_and_handle_when_says_so) {
+  evl_loop *loop = test_loop();
+  int ran = 0;
+  evl_handle a = evl_call_later(loop, 1e300, test_count_cb, &ran);
+  evl_handle b = evl_call_at(loop, 1e300, test_count_cb, &ran);
+  double now = evl_time(loop), wa, wb;
+  CHECK(a > 0 && b > 0);
+  wa = evl_handle_when(loop, a);
+  wb = evl_handle_when(loop, b);
+  CHECK(wa >= now + 2.29e9 && wa <= now + 2.31e9); /* now + 2.3e18 ns */
+  CHECK(wb >= 2.29e9 && wb <= 2.31e9);             /* 2.3e18 ns */
+  CHECK(evl_next_timeout(loop) > 2.0e9);
+  evl_run_once(loop, 0);
+  CHECK_EQ(ran, 0);
+  CHECK_EQ(evl_handle_cancel(loop, a), 1);
+  evl_loop_close(loop);
+}
+
 TESTS_BEGIN
 T(threadsafe_then_soon_from_loop_thread_run_in_order)
 #ifndef EVLOOP_NO_THREADS
@@ -233,4 +276,6 @@ T(threadsafe_from_other_thread_runs_before_later_soon)
 T_POSIX(fd_event_not_given_to_new_reader_on_reused_fd, "dup2 onto a socket")
 T(transport_and_server_fds_refuse_add_and_remove_reader)
 T(running_a_loop_inside_another_loops_callback_is_refused)
+T(handle_cancelled_holds_until_next_iteration_despite_purge)
+T(huge_delay_is_clamped_and_handle_when_says_so)
 TESTS_END
