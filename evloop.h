@@ -733,12 +733,14 @@ evl_create_connection(evl_loop *loop, const evl_protocol *proto, void *user,
 EVLOOP_API evl_future *evl_create_unix_connection(evl_loop *loop,
                                                   const evl_protocol *proto,
                                                   void *user, const char *path);
-/* Wraps a connected stream socket (the loop takes the fd). */
+/* Wraps a connected stream socket (the loop takes the fd). NULL, the fd
+   left alone, for anything else (a datagram socket, a pipe, a bad fd). */
 EVLOOP_API evl_transport *evl_connect_accepted_socket(evl_loop *loop,
                                                       const evl_protocol *proto,
                                                       void *user, evl_fd fd);
 /* Listens on every address of host (NULL or "": all interfaces, IPv4 and
-   IPv6; a comma-separated list: each of them), one socket per address. The
+   IPv6; a comma-separated list: each of them), one socket per address
+   (an address that comes twice listens once, as asyncio). The
    future's result is the evl_server *. port 0 picks a free port (see
    evl_server_port). */
 EVLOOP_API evl_future *evl_create_server(evl_loop *loop,
@@ -7253,11 +7255,22 @@ EVL__DEF void evl_transport_set_user(evl_transport *t, void *user) {
     t->user = user;
 }
 
+/* SOCK_STREAM, SOCK_DGRAM...; -1 if fd is no socket. */
+static int evl__sock_type(int fd) {
+  int type = -1;
+  socklen_t len = (socklen_t)sizeof type;
+  if (evl__sys_getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+    return -1;
+  return type;
+}
+
 EVL__DEF evl_transport *evl_connect_accepted_socket(evl_loop *loop,
                                                     const evl_protocol *proto,
                                                     void *user, evl_fd fd) {
   if (!loop || !proto || fd < 0 || fd > INT_MAX || loop->closing)
     return NULL;
+  if (evl__sock_type((int)fd) != SOCK_STREAM)
+    return NULL; /* asyncio: "A Stream Socket was expected" */
   if (evl__set_nonblocking((int)fd))
     return NULL;
   evl__set_nodelay((int)fd); /* fails harmlessly on non-TCP sockets */
@@ -8517,13 +8530,39 @@ static int evl__server_add_fd(evl_server *s, int fd) {
   return 0;
 }
 
-/* One listening socket per address. */
+/* 1 if two resolved addresses are the same socket address. */
+static int evl__addr_same(const evl__addr *x, const evl__addr *y) {
+  if (x->len != y->len || x->ss.ss_family != y->ss.ss_family)
+    return 0;
+  if (x->ss.ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)&x->ss,
+                             *b = (const struct sockaddr_in *)&y->ss;
+    return a->sin_port == b->sin_port &&
+           !memcmp(&a->sin_addr, &b->sin_addr, sizeof a->sin_addr);
+  }
+  if (x->ss.ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&x->ss,
+                              *b = (const struct sockaddr_in6 *)&y->ss;
+    return a->sin6_port == b->sin6_port &&
+           a->sin6_scope_id == b->sin6_scope_id &&
+           !memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr);
+  }
+  return !memcmp(&x->ss, &y->ss, (size_t)x->len);
+}
+
+/* One listening socket per address; an address listed twice listens once
+   (asyncio removes duplicates). */
 static int evl__server_bind(evl_server *s, const evl__addrs *l,
                             const evl_net_options *opts) {
-  size_t i;
+  size_t i, j;
   for (i = 0; i < l->n; i++) {
     const evl__addr *a = &l->a[i];
-    int fd = evl__socket(a->ss.ss_family, SOCK_STREAM), one = 1, rc;
+    int fd, one = 1, rc;
+    for (j = 0; j < i && !evl__addr_same(a, &l->a[j]); j++) {
+    }
+    if (j < i)
+      continue;
+    fd = evl__socket(a->ss.ss_family, SOCK_STREAM);
     if (fd < 0)
       return fd;
 #ifdef _WIN32

@@ -268,6 +268,46 @@ TEST(huge_delay_is_clamped_and_handle_when_says_so) {
   evl_loop_close(loop);
 }
 
+/* ---- network ------------------------------------------------------------ */
+TEST(connect_accepted_socket_refuses_a_datagram_socket) {
+  evl_loop *loop = quiet_loop();
+  int u = (int)socket(AF_INET, SOCK_DGRAM, 0);
+  CHECK(u >= 0);
+  CHECK(evl_connect_accepted_socket(loop, &count_proto, NULL, u) == NULL);
+  CHECK(!test_sock_is_closed(u)); /* refused: the fd is still the caller's */
+  test_closesocket(u);
+  evl_loop_close(loop);
+}
+
+TEST(server_host_list_with_the_same_address_twice_listens_once) {
+  evl_loop *loop = quiet_loop();
+  evl_future *f;
+  evl_server *srv;
+  evl_fd fds[4];
+  int port;
+  /* Port 0: one socket, not two. */
+  f = evl_create_server(loop, &count_proto, NULL, "127.0.0.1,127.0.0.1", 0,
+                        NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  srv = (evl_server *)evl_future_result(f);
+  evl_future_release(f);
+  CHECK_EQ(evl_server_sockets(srv, fds, 4), 1);
+  port = evl_server_port(srv);
+  evl_server_free(srv);
+  run_for(loop, 0.01);
+  /* A fixed port: not EADDRINUSE against itself. */
+  f = evl_create_server(loop, &count_proto, NULL, "127.0.0.1,127.0.0.1", port,
+                        NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  srv = (evl_server *)evl_future_result(f);
+  evl_future_release(f);
+  CHECK_EQ(evl_server_sockets(srv, fds, 4), 1);
+  CHECK_EQ(evl_server_port(srv), port);
+  evl_server_free(srv);
+  CHECK_EQ(g_reports, 0);
+  evl_loop_close(loop);
+}
+
 TESTS_BEGIN
 T(threadsafe_then_soon_from_loop_thread_run_in_order)
 #ifndef EVLOOP_NO_THREADS
@@ -278,4 +318,6 @@ T(transport_and_server_fds_refuse_add_and_remove_reader)
 T(running_a_loop_inside_another_loops_callback_is_refused)
 T(handle_cancelled_holds_until_next_iteration_despite_purge)
 T(huge_delay_is_clamped_and_handle_when_says_so)
+T(connect_accepted_socket_refuses_a_datagram_socket)
+T(server_host_list_with_the_same_address_twice_listens_once)
 TESTS_END
