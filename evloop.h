@@ -696,8 +696,9 @@ EVLOOP_API evl_fd evl_transport_fd(evl_transport *t);
 EVLOOP_API evl_loop *evl_transport_loop(evl_transport *t);
 EVLOOP_API void *evl_transport_user(evl_transport *t);
 EVLOOP_API void evl_transport_set_user(evl_transport *t, void *user);
-/* Datagram endpoints: addr NULL sends to the connected remote address. A
-   zero-length datagram is sent as such. */
+/* Datagram endpoints: addr NULL sends to the remote address. On an
+   endpoint made with a remote address, any other addr is EVL_EINVAL and
+   nothing is sent (asyncio). A zero-length datagram is sent as such. */
 EVLOOP_API int evl_transport_sendto(evl_transport *t, const void *data,
                                     size_t len, const void *addr,
                                     size_t addrlen);
@@ -774,6 +775,9 @@ EVLOOP_API void evl_server_free(evl_server *s);
 
 /* local_host/local_port bind, remote_host/remote_port connect (either may
    be NULL; names are resolved on the executor, numeric addresses at once).
+   Neither of them nor opts->family: EVL_EINVAL. With allow_broadcast the
+   socket is not connected (asyncio): sends go to the remote address by
+   name, and datagrams from anyone are received.
    The future's result is the evl_transport *. */
 EVLOOP_API evl_future *
 evl_create_datagram_endpoint(evl_loop *loop, const evl_protocol *proto,
@@ -6119,6 +6123,13 @@ typedef struct evl__sendfile_op {
   size_t before; /* queued bytes still to send ahead of the file */
 } evl__sendfile_op;
 
+/* A datagram endpoint's remote address (create_datagram_endpoint's). */
+typedef struct evl__dg_peer {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  int connected; /* 0 with allow_broadcast: sends name the address */
+} evl__dg_peer;
+
 struct evl_transport {
   evl_loop *loop;
   const evl_protocol *proto;
@@ -6129,6 +6140,7 @@ struct evl_transport {
   uint32_t wlen, woff, wcap, high, low;
   int fd, flags, lost_err;
   evl__dgram *dq_head; /* queued datagrams */
+  evl__dg_peer *peer;  /* datagram endpoints made with a remote address */
   /* Before the start, the connection future to complete (EVL__T_WAITER);
      after it, a running sendfile. Kept small: idle connections count. */
   union {
@@ -6246,6 +6258,7 @@ static void evl__tr_lost(evl_loop *loop, void *arg) {
   if ((t->flags & EVL__T_MADE) && t->proto->connection_lost)
     t->proto->connection_lost(t, t->lost_err, t->user);
   evl__tr_drop_queue(t);
+  evl__lfree(t->loop, t->peer);
   if (t->lprev)
     t->lprev->lnext = t->lnext;
   else
@@ -7469,6 +7482,33 @@ static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
     evl__tr_schedule_lost(t, 0);
 }
 
+/* 1 if two socket addresses name the same endpoint (IPv4 and IPv6 by
+   family, port and address, whatever length the caller gave). */
+static int evl__sockaddr_same(const void *xv, size_t xlen, const void *yv,
+                              size_t ylen) {
+  const struct sockaddr *x = (const struct sockaddr *)xv,
+                        *y = (const struct sockaddr *)yv;
+  if (xlen < sizeof x->sa_family || ylen < sizeof y->sa_family ||
+      x->sa_family != y->sa_family)
+    return 0;
+  if (x->sa_family == AF_INET && xlen >= sizeof(struct sockaddr_in) &&
+      ylen >= sizeof(struct sockaddr_in)) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)xv,
+                             *b = (const struct sockaddr_in *)yv;
+    return a->sin_port == b->sin_port &&
+           !memcmp(&a->sin_addr, &b->sin_addr, sizeof a->sin_addr);
+  }
+  if (x->sa_family == AF_INET6 && xlen >= sizeof(struct sockaddr_in6) &&
+      ylen >= sizeof(struct sockaddr_in6)) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)xv,
+                              *b = (const struct sockaddr_in6 *)yv;
+    return a->sin6_port == b->sin6_port &&
+           a->sin6_scope_id == b->sin6_scope_id &&
+           !memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr);
+  }
+  return xlen == ylen && !memcmp(xv, yv, xlen);
+}
+
 EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
                                   size_t len, const void *addr,
                                   size_t addrlen) {
@@ -7481,6 +7521,13 @@ EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
     return EVL_ENOTSUP;
   if (t->flags & EVL__T_CLOSING)
     return EVL_ECLOSED;
+  if (t->peer) { /* asyncio: addr must be None or the remote address */
+    if (addr &&
+        !evl__sockaddr_same(addr, addrlen, &t->peer->ss, (size_t)t->peer->len))
+      return EVL_EINVAL;
+    addr = t->peer->connected ? NULL : (const void *)&t->peer->ss;
+    addrlen = t->peer->len;
+  }
   if (!t->dq_head && !EVL__WBUSY(t)) {
     n = evl__sys_sendto(t->fd, data, len, EVL__SEND_FLAGS,
                         (const struct sockaddr *)addr,
@@ -8532,22 +8579,7 @@ static int evl__server_add_fd(evl_server *s, int fd) {
 
 /* 1 if two resolved addresses are the same socket address. */
 static int evl__addr_same(const evl__addr *x, const evl__addr *y) {
-  if (x->len != y->len || x->ss.ss_family != y->ss.ss_family)
-    return 0;
-  if (x->ss.ss_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)&x->ss,
-                             *b = (const struct sockaddr_in *)&y->ss;
-    return a->sin_port == b->sin_port &&
-           !memcmp(&a->sin_addr, &b->sin_addr, sizeof a->sin_addr);
-  }
-  if (x->ss.ss_family == AF_INET6) {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&x->ss,
-                              *b = (const struct sockaddr_in6 *)&y->ss;
-    return a->sin6_port == b->sin6_port &&
-           a->sin6_scope_id == b->sin6_scope_id &&
-           !memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr);
-  }
-  return !memcmp(&x->ss, &y->ss, (size_t)x->len);
+  return evl__sockaddr_same(&x->ss, (size_t)x->len, &y->ss, (size_t)y->len);
 }
 
 /* One listening socket per address; an address listed twice listens once
@@ -8824,6 +8856,8 @@ static void evl__dgram_finish(evl_loop *loop, evl__dgram_req *r) {
                : r->family     ? r->family
                                : AF_INET;
   int fd = evl__socket(family, SOCK_DGRAM), one = 1, rc = fd < 0 ? fd : 0;
+  evl__dg_peer *peer = NULL;
+  evl_transport *t = NULL;
   if (rc == 0 && r->opts.reuse_port) {
 #ifdef SO_REUSEPORT
     if (evl__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
@@ -8838,11 +8872,27 @@ static void evl__dgram_finish(evl_loop *loop, evl__dgram_req *r) {
   if (rc == 0 && r->local_len &&
       evl__sys_bind(fd, (struct sockaddr *)&r->local, r->local_len) < 0)
     rc = evl__errno();
-  if (rc == 0 && r->remote_len &&
+  /* With allow_broadcast the socket stays unconnected (asyncio): sends
+     name the remote address instead. */
+  if (rc == 0 && r->remote_len && !r->opts.allow_broadcast &&
       evl__sys_connect(fd, (struct sockaddr *)&r->remote, r->remote_len) < 0)
     rc = evl__errno();
-  if (rc == 0 && !evl__tr_open(loop, r->proto, r->user, fd, 1, r->fut))
+  if (rc == 0 && r->remote_len) {
+    peer = (evl__dg_peer *)evl__lalloc(loop, sizeof *peer);
+    if (!peer)
+      rc = EVL_ENOMEM;
+    else {
+      memcpy(&peer->ss, &r->remote, sizeof peer->ss);
+      peer->len = r->remote_len;
+      peer->connected = !r->opts.allow_broadcast;
+    }
+  }
+  if (rc == 0 && !(t = evl__tr_open(loop, r->proto, r->user, fd, 1, r->fut)))
     rc = EVL_ENOMEM;
+  if (t)
+    t->peer = peer;
+  else
+    evl__lfree(loop, peer);
   if (rc) {
     if (fd >= 0)
       evl__closesocket(fd);
@@ -8878,6 +8928,8 @@ evl_create_datagram_endpoint(evl_loop *loop, const evl_protocol *proto,
   if (!proto || local_port < 0 || local_port > 65535 || remote_port < 0 ||
       remote_port > 65535)
     rc = EVL_EINVAL;
+  if (!local_host && !local_port && !remote_host && !family)
+    rc = EVL_EINVAL; /* nothing to choose a socket's family by (asyncio) */
   if (rc == 0 && remote_host) {
     r->remote_host = evl__gstrdup(remote_host);
     if (!r->remote_host)

@@ -4,6 +4,11 @@
 #include "test.h"
 #include "net_test.h"
 
+#ifndef _WIN32
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#endif
+
 #ifndef EVLOOP_NO_THREADS
 #ifdef _WIN32
 #include <process.h>
@@ -308,6 +313,92 @@ TEST(server_host_list_with_the_same_address_twice_listens_once) {
   evl_loop_close(loop);
 }
 
+/* A UDP socket on 127.0.0.1, non-blocking; its address in *sin. */
+static int udp_sink(struct sockaddr_in *sin) {
+  socklen_t len = sizeof *sin;
+  int u = (int)socket(AF_INET, SOCK_DGRAM, 0);
+  CHECK(u >= 0);
+  memset(sin, 0, sizeof *sin);
+  sin->sin_family = AF_INET;
+  sin->sin_addr.s_addr = htonl(0x7f000001);
+  CHECK_EQ(bind(u, (struct sockaddr *)sin, sizeof *sin), 0);
+  CHECK_EQ(getsockname(u, (struct sockaddr *)sin, &len), 0);
+  test_set_nonblocking(u);
+  return u;
+}
+/* Datagrams waiting on u after the loop ran a little. */
+static int udp_count(evl_loop *loop, int u) {
+  char buf[64];
+  int n = 0;
+  run_for(loop, 0.05);
+  while (test_recv(u, buf, sizeof buf) >= 0)
+    n++;
+  return n;
+}
+static evl_transport *udp_endpoint(evl_loop *loop, int port,
+                                   const evl_net_options *o) {
+  evl_future *f = evl_create_datagram_endpoint(loop, &count_proto, NULL, NULL,
+                                               0, "127.0.0.1", port, o);
+  evl_transport *t;
+  CHECK_EQ(wait_fut(loop, f), 0);
+  t = (evl_transport *)evl_future_result(f);
+  evl_future_release(f);
+  return t;
+}
+
+TEST(datagram_sendto_elsewhere_than_remote_is_einval) {
+  evl_loop *loop = quiet_loop();
+  struct sockaddr_in ra, oa;
+  int r = udp_sink(&ra), o = udp_sink(&oa);
+  evl_transport *t = udp_endpoint(loop, ntohs(ra.sin_port), NULL);
+  CHECK_EQ(evl_transport_sendto(t, "x", 1, &oa, sizeof oa), EVL_EINVAL);
+  CHECK_EQ(evl_transport_sendto(t, "y", 1, &ra, sizeof ra), 0);
+  CHECK_EQ(evl_transport_sendto(t, "z", 1, NULL, 0), 0);
+  CHECK_EQ(udp_count(loop, o), 0); /* nothing went elsewhere */
+  CHECK_EQ(udp_count(loop, r), 2);
+  evl_transport_close(t);
+  run_for(loop, 0.01);
+  test_closesocket(r);
+  test_closesocket(o);
+  CHECK_EQ(g_reports, 0);
+  evl_loop_close(loop);
+}
+
+TEST(datagram_endpoint_without_any_address_or_family_is_einval) {
+  evl_loop *loop = quiet_loop();
+  evl_future *f = evl_create_datagram_endpoint(loop, &count_proto, NULL, NULL,
+                                               0, NULL, 0, NULL);
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
+  evl_future_release(f);
+  evl_loop_close(loop);
+}
+
+TEST(datagram_allow_broadcast_leaves_socket_unconnected) {
+  evl_loop *loop = quiet_loop();
+  struct sockaddr_in ra, oa;
+  struct sockaddr_storage ss;
+  size_t sslen = sizeof ss;
+  evl_net_options o;
+  int r = udp_sink(&ra), other = udp_sink(&oa);
+  evl_transport *t;
+  memset(&o, 0, sizeof o);
+  o.allow_broadcast = 1;
+  t = udp_endpoint(loop, ntohs(ra.sin_port), &o);
+  CHECK(evl_transport_get_peername(t, &ss, &sslen) != 0); /* not connected */
+  CHECK_EQ(evl_transport_sendto(t, "a", 1, NULL, 0), 0);
+  CHECK_EQ(evl_transport_sendto(t, "b", 1, &ra, sizeof ra), 0);
+  CHECK_EQ(evl_transport_sendto(t, "c", 1, &oa, sizeof oa), EVL_EINVAL);
+  CHECK_EQ(udp_count(loop, r), 2);
+  CHECK_EQ(udp_count(loop, other), 0);
+  evl_transport_close(t);
+  run_for(loop, 0.01);
+  test_closesocket(r);
+  test_closesocket(other);
+  CHECK_EQ(g_reports, 0);
+  evl_loop_close(loop);
+}
+
 TESTS_BEGIN
 T(threadsafe_then_soon_from_loop_thread_run_in_order)
 #ifndef EVLOOP_NO_THREADS
@@ -320,4 +411,7 @@ T(handle_cancelled_holds_until_next_iteration_despite_purge)
 T(huge_delay_is_clamped_and_handle_when_says_so)
 T(connect_accepted_socket_refuses_a_datagram_socket)
 T(server_host_list_with_the_same_address_twice_listens_once)
+T(datagram_sendto_elsewhere_than_remote_is_einval)
+T(datagram_endpoint_without_any_address_or_family_is_einval)
+T(datagram_allow_broadcast_leaves_socket_unconnected)
 TESTS_END
