@@ -748,7 +748,10 @@ EVLOOP_API evl_future *evl_create_server(evl_loop *loop,
                                          const evl_protocol *proto, void *user,
                                          const char *host, int port,
                                          const evl_net_options *opts);
-/* A stale socket file at path is replaced; any other file is EVL_EEXIST.
+/* A stale socket file at path (nobody accepts on it) is replaced; one a
+   live server listens on is EVL_EADDRINUSE (asyncio would remove it: the
+   check connects once, so the live server sees a connection that ends at
+   once); any other file is EVL_EEXIST.
    "@name" is a Linux abstract socket. */
 EVLOOP_API evl_future *evl_create_unix_server(evl_loop *loop,
                                               const evl_protocol *proto,
@@ -8726,6 +8729,25 @@ EVL__DEF evl_future *evl_create_server(evl_loop *loop,
   return evl__create_server(loop, proto, user, host, port, opts, NULL);
 }
 
+#ifndef _WIN32
+/* Is someone listening on the socket file? A non-blocking connect tells:
+   refused means stale (0), accepted or a full backlog means live
+   (EVL_EADDRINUSE; the live server sees a connection that ends at once). */
+static int evl__unix_path_live(const struct sockaddr_un *su, socklen_t len) {
+  int fd = evl__socket(AF_UNIX, SOCK_STREAM), rc;
+  if (fd < 0)
+    return fd;
+  rc = connect(fd, (const struct sockaddr *)su, len) == 0 ? EVL_EADDRINUSE
+                                                          : evl__errno();
+  close(fd);
+  if (rc == EVL_EAGAIN || rc == EVL_EINPROGRESS)
+    rc = EVL_EADDRINUSE;
+  else if (rc == EVL_ECONNREFUSED || rc == EVL_ENOENT)
+    rc = 0;
+  return rc;
+}
+#endif
+
 EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
                                             const evl_protocol *proto,
                                             void *user, const char *path,
@@ -8741,10 +8763,10 @@ EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
   rc = proto ? evl__unix_addr(path, &su, &len) : EVL_EINVAL;
 #ifndef _WIN32
   if (rc == 0 && path[0] != '@' && lstat(path, &st) == 0) {
-    if (S_ISSOCK(st.st_mode))
-      (void)unlink(path); /* a stale socket file is replaced */
-    else
+    if (!S_ISSOCK(st.st_mode))
       rc = EVL_EEXIST;
+    else if ((rc = evl__unix_path_live(&su, len)) == 0)
+      (void)unlink(path); /* a stale socket file is replaced */
   }
 #endif
   if (rc) {

@@ -7,6 +7,7 @@
 #ifndef _WIN32
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/un.h>
 #endif
 
 #ifndef EVLOOP_NO_THREADS
@@ -399,6 +400,59 @@ TEST(datagram_allow_broadcast_leaves_socket_unconnected) {
   evl_loop_close(loop);
 }
 
+#ifndef _WIN32
+static int unix_connect(const char *path) {
+  struct sockaddr_un sun;
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0), rc;
+  CHECK(fd >= 0);
+  memset(&sun, 0, sizeof sun);
+  sun.sun_family = AF_UNIX;
+  strcpy(sun.sun_path, path);
+  rc = connect(fd, (struct sockaddr *)&sun, sizeof sun);
+  close(fd);
+  return rc;
+}
+
+TEST(unix_server_on_a_live_path_is_eaddrinuse) {
+  evl_loop *loop = quiet_loop();
+  char dir[80], path[100];
+  evl_future *f;
+  evl_server *first;
+  int fd;
+  struct sockaddr_un sun;
+  CHECK_EQ(test_mkdtemp(dir, sizeof dir), 0);
+  snprintf(path, sizeof path, "%s/s", dir);
+  f = evl_create_unix_server(loop, &count_proto, NULL, path, NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  first = (evl_server *)evl_future_result(f);
+  evl_future_release(f);
+  /* Someone listens there: refused, and the first server keeps its path. */
+  f = evl_create_unix_server(loop, &count_proto, NULL, path, NULL);
+  CHECK_EQ(wait_fut(loop, f), EVL_EADDRINUSE);
+  evl_future_release(f);
+  CHECK_EQ(unix_connect(path), 0);
+  evl_server_free(first);
+  run_for(loop, 0.01);
+  /* A stale file (bound, nobody listening) is replaced. */
+  fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  memset(&sun, 0, sizeof sun);
+  sun.sun_family = AF_UNIX;
+  strcpy(sun.sun_path, path);
+  CHECK_EQ(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+  close(fd);
+  f = evl_create_unix_server(loop, &count_proto, NULL, path, NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  first = (evl_server *)evl_future_result(f);
+  evl_future_release(f);
+  CHECK_EQ(unix_connect(path), 0);
+  evl_server_free(first);
+  run_for(loop, 0.01);
+  evl_loop_close(loop);
+  unlink(path);
+  CHECK_EQ(test_rmdir(dir), 0);
+}
+#endif
+
 TESTS_BEGIN
 T(threadsafe_then_soon_from_loop_thread_run_in_order)
 #ifndef EVLOOP_NO_THREADS
@@ -414,4 +468,5 @@ T(server_host_list_with_the_same_address_twice_listens_once)
 T(datagram_sendto_elsewhere_than_remote_is_einval)
 T(datagram_endpoint_without_any_address_or_family_is_einval)
 T(datagram_allow_broadcast_leaves_socket_unconnected)
+T_POSIX(unix_server_on_a_live_path_is_eaddrinuse, "socket files")
 TESTS_END
