@@ -703,10 +703,13 @@ EVLOOP_API int evl_transport_sendto(evl_transport *t, const void *data,
                                     size_t len, const void *addr,
                                     size_t addrlen);
 /* Sends count bytes of file_fd from offset (sendfile(2) where the platform
-   has it, read+write otherwise), after what is queued. The future's result
-   is the number of bytes sent (evl_future_result_int). An offset that the
-   implementation's off_t cannot hold is EVL_EFBIG (32-bit glibc: compile it
-   with -D_FILE_OFFSET_BITS=64 to send from past 2 GiB). */
+   has it, read+write otherwise), after what is queued; count 0 sends to
+   the end of the file (asyncio's count=None), and a file that ends early
+   ends the send. The future's result is the number of bytes sent
+   (evl_future_result_int). Afterwards, however it ended (done, failed,
+   cancelled), the file position is offset + bytes sent, as asyncio. An offset
+   that the implementation's off_t cannot hold is EVL_EFBIG (32-bit glibc:
+   compile it with -D_FILE_OFFSET_BITS=64 to send from past 2 GiB). */
 EVLOOP_API evl_future *evl_sendfile(evl_transport *t, int file_fd,
                                     int64_t offset, size_t count);
 
@@ -843,6 +846,9 @@ EVLOOP_API evl_future *evl_sock_sendall(evl_loop *loop, evl_fd fd,
 EVLOOP_API evl_future *evl_sock_connect(evl_loop *loop, evl_fd fd,
                                         const void *addr, size_t addrlen);
 EVLOOP_API evl_future *evl_sock_accept(evl_loop *loop, evl_fd fd);
+/* As evl_sendfile (count 0: to the end of the file; the file position
+   afterwards). A blocking socket (POSIX: Windows cannot tell) or one that
+   is not a stream socket is EVL_EINVAL, as asyncio. */
 EVLOOP_API evl_future *evl_sock_sendfile(evl_loop *loop, evl_fd sock,
                                          int file_fd, int64_t offset,
                                          size_t count);
@@ -9032,6 +9038,17 @@ static ssize_t evl__file_pread(int file_fd, void *buf, size_t count,
 }
 #endif
 
+/* After a sendfile, however it ended: the file position is the offset
+   plus the bytes sent (asyncio's promise). */
+static void evl__file_seek(int file_fd, int64_t pos) {
+#ifdef _WIN32
+  (void)_lseeki64(file_fd, pos, SEEK_SET);
+#else
+  if ((int64_t)(off_t)pos == pos)
+    (void)lseek(file_fd, (off_t)pos, SEEK_SET);
+#endif
+}
+
 static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
                                    int64_t *offset, size_t count) {
   ssize_t n;
@@ -9076,7 +9093,7 @@ static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
 }
 
 /* Tries the operation; 1 when the future is complete. */
-static int evl__sockop_try(evl__sockop *op) {
+static int evl__sockop_step(evl__sockop *op) {
   ssize_t n;
   int err = 0;
   for (;;) {
@@ -9144,6 +9161,13 @@ static int evl__sockop_try(evl__sockop *op) {
   }
 }
 
+static int evl__sockop_try(evl__sockop *op) {
+  int done = evl__sockop_step(op);
+  if (done && op->kind == EVL__SOCK_SENDFILE)
+    evl__file_seek(op->file_fd, op->offset);
+  return done;
+}
+
 static void evl__sockop_ready(evl_loop *loop, evl_fd fd, void *arg) {
   evl__sockop *op = (evl__sockop *)arg;
   (void)loop;
@@ -9153,13 +9177,20 @@ static void evl__sockop_ready(evl_loop *loop, evl_fd fd, void *arg) {
 }
 
 static int evl__sockop_cancel(evl_future *f) {
+  evl__sockop *op = (evl__sockop *)(void *)f;
   int rc = evl__future_cancel_base(f);
-  if (rc == 1)
-    evl__sockop_unwatch((evl__sockop *)(void *)f);
+  if (rc == 1) {
+    evl__sockop_unwatch(op);
+    if (op->kind == EVL__SOCK_SENDFILE)
+      evl__file_seek(op->file_fd, op->offset);
+  }
   return rc;
 }
 static void evl__sockop_close(evl_future *f) {
-  evl__sockop_unwatch((evl__sockop *)(void *)f);
+  evl__sockop *op = (evl__sockop *)(void *)f;
+  if (op->kind == EVL__SOCK_SENDFILE && f->state == EVL__PENDING)
+    evl__file_seek(op->file_fd, op->offset);
+  evl__sockop_unwatch(op);
   (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
 }
 static const evl__future_vt evl__sockop_vt = {evl__sockop_cancel, NULL,
@@ -9220,14 +9251,24 @@ EVL__DEF evl_future *evl_sock_accept(evl_loop *loop, evl_fd fd) {
 }
 EVL__DEF evl_future *evl_sock_sendfile(evl_loop *loop, evl_fd sock, int file_fd,
                                        int64_t offset, size_t count) {
-  if (file_fd < 0 || offset < 0) {
+  int rc = file_fd < 0 ? EVL_EBADF : offset < 0 ? EVL_EINVAL : 0;
+  /* asyncio: a non-blocking stream socket only */
+  if (!rc && sock >= 0 && sock <= INT_MAX &&
+      evl__sock_type((int)sock) != SOCK_STREAM)
+    rc = EVL_EINVAL;
+#ifndef _WIN32 /* Windows cannot tell a socket's blocking mode */
+  if (!rc && sock >= 0 && sock <= INT_MAX &&
+      !(fcntl((int)sock, F_GETFL) & O_NONBLOCK))
+    rc = EVL_EINVAL;
+#endif
+  if (rc && loop && !loop->closing) {
     evl_future *f = evl_future_new(loop);
     if (f)
-      (void)evl_future_set_error(f, file_fd < 0 ? EVL_EBADF : EVL_EINVAL, NULL);
+      (void)evl_future_set_error(f, rc, NULL);
     return f;
   }
-  return evl__sockop_start(loop, EVL__SOCK_SENDFILE, sock, NULL, count, file_fd,
-                           offset, 1);
+  return evl__sockop_start(loop, EVL__SOCK_SENDFILE, sock, NULL,
+                           count ? count : (size_t)-1, file_fd, offset, 1);
 }
 EVL__DEF evl_future *evl_sock_connect(evl_loop *loop, evl_fd fd,
                                       const void *addr, size_t addrlen) {
@@ -9283,6 +9324,7 @@ static void evl__sendfile_released(evl_transport *t) {
 
 static void evl__sendfile_finish(evl_transport *t) {
   evl__sendfile_op *op = t->u.sf;
+  evl__file_seek(op->file_fd, op->offset);
   t->u.sf = NULL;
   (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
   op->t = NULL;
@@ -9292,6 +9334,7 @@ static void evl__sendfile_finish(evl_transport *t) {
 
 static void evl__sendfile_fail(evl_transport *t, int err) {
   evl__sendfile_op *op = t->u.sf;
+  evl__file_seek(op->file_fd, op->offset);
   t->u.sf = NULL;
   op->t = NULL;
   (void)evl_future_set_error(&op->fut, err, NULL);
@@ -9352,6 +9395,7 @@ static int evl__sendfile_cancel(evl_future *f) {
   int rc = evl__future_cancel_base(f);
   if (rc == 1 && op->t && op->t->u.sf == op) {
     evl_transport *t = op->t;
+    evl__file_seek(op->file_fd, op->offset);
     t->u.sf = NULL;
     op->t = NULL;
     evl_future_release(f);
@@ -9387,7 +9431,7 @@ EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
   op->t = t;
   op->file_fd = file_fd;
   op->offset = offset;
-  op->count = count;
+  op->count = count ? count : (size_t)-1; /* 0: to the end of the file */
   op->before = t->wlen;
   t->u.sf = op;
   op->fut.refs++; /* the transport's reference */

@@ -45,7 +45,7 @@ TEST(threadsafe_then_soon_from_loop_thread_run_in_order) {
   evl_run_once(loop, 0);
   g_order[g_norder] = 0;
   CHECK(strcmp(g_order, "ABCD") == 0);
-  evl_loop_close(loop);
+  evl_loop_free(loop);
 }
 
 #ifndef EVLOOP_NO_THREADS
@@ -88,7 +88,7 @@ TEST(threadsafe_from_other_thread_runs_before_later_soon) {
     evl_run_once(loop, 0.05);
   g_order[g_norder] = 0;
   CHECK(strcmp(g_order, "AB") == 0);
-  evl_loop_close(loop);
+  evl_loop_free(loop);
 }
 #endif
 
@@ -134,7 +134,7 @@ TEST(fd_event_not_given_to_new_reader_on_reused_fd) {
   CHECK_EQ(test_send(g_fresh[1], "y", 1), 1);
   RUN_UNTIL(loop, g_new_reads == 1);
   CHECK_EQ(evl_remove_reader(loop, g_reused_fd), 1);
-  evl_loop_close(loop);
+  evl_loop_free(loop);
   close(old[0]);
   close(old[1]);
   close(g_fresh[0]);
@@ -190,7 +190,7 @@ TEST(transport_and_server_fds_refuse_add_and_remove_reader) {
   run_for(loop, 0.02);
   test_closesocket(sv[1]);
   CHECK_EQ(g_reports, 0);
-  evl_loop_close(loop);
+  evl_loop_free(loop);
 }
 
 /* ---- one running loop per thread (asyncio) ----------------------------- */
@@ -228,7 +228,7 @@ TEST(running_a_loop_inside_another_loops_callback_is_refused) {
   CHECK_EQ(ran, 1);
   evl_loop_close(other);
   evl_loop_free(other);
-  evl_loop_close(loop);
+  evl_loop_free(loop);
 }
 
 /* ---- handle_cancelled and handle_when --------------------------------- */
@@ -253,7 +253,7 @@ TEST(handle_cancelled_holds_until_next_iteration_despite_purge) {
   for (i = 150; i < 200; i++)
     CHECK_EQ(evl_handle_cancelled(loop, h[i]), 0); /* still pending */
   CHECK_EQ(ran, 0);
-  evl_loop_close(loop);
+  evl_loop_free(loop);
 }
 
 TEST(huge_delay_is_clamped_and_handle_when_says_so) {
@@ -271,7 +271,7 @@ TEST(huge_delay_is_clamped_and_handle_when_says_so) {
   evl_run_once(loop, 0);
   CHECK_EQ(ran, 0);
   CHECK_EQ(evl_handle_cancel(loop, a), 1);
-  evl_loop_close(loop);
+  evl_loop_free(loop);
 }
 
 /* ---- network ------------------------------------------------------------ */
@@ -282,7 +282,7 @@ TEST(connect_accepted_socket_refuses_a_datagram_socket) {
   CHECK(evl_connect_accepted_socket(loop, &count_proto, NULL, u) == NULL);
   CHECK(!test_sock_is_closed(u)); /* refused: the fd is still the caller's */
   test_closesocket(u);
-  evl_loop_close(loop);
+  evl_loop_free(loop);
 }
 
 TEST(server_host_list_with_the_same_address_twice_listens_once) {
@@ -311,7 +311,7 @@ TEST(server_host_list_with_the_same_address_twice_listens_once) {
   CHECK_EQ(evl_server_port(srv), port);
   evl_server_free(srv);
   CHECK_EQ(g_reports, 0);
-  evl_loop_close(loop);
+  evl_loop_free(loop);
 }
 
 /* A UDP socket on 127.0.0.1, non-blocking; its address in *sin. */
@@ -362,7 +362,7 @@ TEST(datagram_sendto_elsewhere_than_remote_is_einval) {
   test_closesocket(r);
   test_closesocket(o);
   CHECK_EQ(g_reports, 0);
-  evl_loop_close(loop);
+  evl_loop_free(loop);
 }
 
 TEST(datagram_endpoint_without_any_address_or_family_is_einval) {
@@ -372,7 +372,7 @@ TEST(datagram_endpoint_without_any_address_or_family_is_einval) {
   CHECK(f != NULL);
   CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
   evl_future_release(f);
-  evl_loop_close(loop);
+  evl_loop_free(loop);
 }
 
 TEST(datagram_allow_broadcast_leaves_socket_unconnected) {
@@ -397,7 +397,7 @@ TEST(datagram_allow_broadcast_leaves_socket_unconnected) {
   test_closesocket(r);
   test_closesocket(other);
   CHECK_EQ(g_reports, 0);
-  evl_loop_close(loop);
+  evl_loop_free(loop);
 }
 
 #ifndef _WIN32
@@ -447,9 +447,148 @@ TEST(unix_server_on_a_live_path_is_eaddrinuse) {
   CHECK_EQ(unix_connect(path), 0);
   evl_server_free(first);
   run_for(loop, 0.01);
-  evl_loop_close(loop);
+  evl_loop_free(loop);
   unlink(path);
   CHECK_EQ(test_rmdir(dir), 0);
+}
+#endif
+
+/* ---- sendfile: file position, count 0, socket checks ------------------- */
+#ifndef _WIN32
+#define SF_SIZE 100000
+static int sf_file(void) {
+  static unsigned char data[SF_SIZE];
+  int fd = test_tmpfile_fd(), i;
+  for (i = 0; i < SF_SIZE; i++)
+    data[i] = (unsigned char)(i * 7);
+  CHECK(fd >= 0);
+  CHECK_EQ(test_fd_write(fd, data, SF_SIZE), SF_SIZE);
+  CHECK_EQ(lseek(fd, 0, SEEK_SET), 0);
+  return fd;
+}
+
+TEST(transport_sendfile_sets_file_position_and_count_0_is_rest) {
+  evl_loop *loop = quiet_loop();
+  int sv[2], file = sf_file();
+  evl_transport *t;
+  evl_future *f;
+  CHECK_EQ(test_socketpair(sv), 0);
+  test_set_nonblocking(sv[1]);
+  t = evl_connect_accepted_socket(loop, &count_proto, NULL, sv[0]);
+  CHECK(t != NULL);
+  evl_run_once(loop, 0);
+  g_got = 0;
+  f = evl_sendfile(t, file, 1000, 500);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  CHECK_EQ(evl_future_result_int(f), 500);
+  evl_future_release(f);
+  CHECK_EQ(lseek(file, 0, SEEK_CUR), 1500);
+  /* count 0: the rest of the file, in chunks the reader drains */
+  f = evl_sendfile(t, file, 90000, 0);
+  {
+    char buf[65536];
+    long got = 0, n;
+    double end = test_now() + 10;
+    while (!evl_future_done(f) && test_now() < end) {
+      evl_run_once(loop, 0.01);
+      while ((n = test_recv(sv[1], buf, sizeof buf)) > 0)
+        got += n;
+    }
+    while ((n = test_recv(sv[1], buf, sizeof buf)) > 0)
+      got += n;
+    CHECK_EQ(got, 500 + SF_SIZE - 90000);
+  }
+  CHECK_EQ(evl_future_error(f), 0);
+  CHECK_EQ(evl_future_result_int(f), SF_SIZE - 90000);
+  evl_future_release(f);
+  CHECK_EQ(lseek(file, 0, SEEK_CUR), SF_SIZE);
+  evl_transport_close(t);
+  run_for(loop, 0.01);
+  close(sv[1]);
+  close(file);
+  evl_loop_free(loop);
+}
+
+TEST(transport_sendfile_failing_midway_sets_file_position) {
+  evl_loop *loop = quiet_loop();
+  int sv[2], file = sf_file();
+  evl_transport *t;
+  evl_future *f;
+  intptr_t sent;
+  CHECK_EQ(test_socketpair(sv), 0);
+  {
+    int small = 4096;
+    CHECK_EQ(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    CHECK_EQ(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  }
+  t = evl_connect_accepted_socket(loop, &count_proto, NULL, sv[0]);
+  CHECK(t != NULL);
+  evl_run_once(loop, 0);
+  /* The peer reads nothing: the send stalls part way; closing the
+     transport at once ends it with an error. */
+  f = evl_sendfile(t, file, 0, SF_SIZE);
+  run_for(loop, 0.05);
+  CHECK(!evl_future_done(f));
+  evl_transport_abort(t);
+  RUN_UNTIL(loop, evl_future_done(f));
+  CHECK(evl_future_error(f) != 0);
+  evl_future_release(f);
+  /* What the peer got is what was sent. */
+  {
+    char buf[65536];
+    long n;
+    sent = 0;
+    test_set_nonblocking(sv[1]);
+    while ((n = test_recv(sv[1], buf, sizeof buf)) > 0)
+      sent += n;
+  }
+  CHECK(sent > 0 && sent < SF_SIZE);
+  CHECK_EQ(lseek(file, 0, SEEK_CUR), sent);
+  close(sv[1]);
+  close(file);
+  evl_loop_free(loop);
+}
+
+TEST(sock_sendfile_position_and_refusals) {
+  evl_loop *loop = quiet_loop();
+  int sv[2], file = sf_file(), u;
+  evl_future *f;
+  CHECK_EQ(test_socketpair(sv), 0);
+  /* a blocking socket */
+  f = evl_sock_sendfile(loop, sv[0], file, 0, 10);
+  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
+  evl_future_release(f);
+  /* a datagram socket */
+  u = (int)socket(AF_INET, SOCK_DGRAM, 0);
+  test_set_nonblocking(u);
+  f = evl_sock_sendfile(loop, u, file, 0, 10);
+  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
+  evl_future_release(f);
+  close(u);
+  CHECK_EQ(lseek(file, 0, SEEK_CUR), 0);
+  /* done: the position is offset + bytes sent */
+  test_set_nonblocking(sv[0]);
+  f = evl_sock_sendfile(loop, sv[0], file, 10, 20);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  CHECK_EQ(evl_future_result_int(f), 20);
+  evl_future_release(f);
+  CHECK_EQ(lseek(file, 0, SEEK_CUR), 30);
+  /* count 0: to the end */
+  {
+    char buf[4096];
+    test_set_nonblocking(sv[1]);
+    while (test_recv(sv[1], buf, sizeof buf) > 0) {
+    }
+  }
+  f = evl_sock_sendfile(loop, sv[0], file, SF_SIZE - 100, 0);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  CHECK_EQ(evl_future_result_int(f), 100);
+  evl_future_release(f);
+  CHECK_EQ(lseek(file, 0, SEEK_CUR), SF_SIZE);
+  close(sv[0]);
+  close(sv[1]);
+  close(file);
+  evl_loop_free(loop);
 }
 #endif
 
@@ -469,4 +608,9 @@ T(datagram_sendto_elsewhere_than_remote_is_einval)
 T(datagram_endpoint_without_any_address_or_family_is_einval)
 T(datagram_allow_broadcast_leaves_socket_unconnected)
 T_POSIX(unix_server_on_a_live_path_is_eaddrinuse, "socket files")
+T_POSIX(transport_sendfile_sets_file_position_and_count_0_is_rest,
+        "lseek on a CRT fd")
+T_POSIX(transport_sendfile_failing_midway_sets_file_position,
+        "lseek on a CRT fd")
+T_POSIX(sock_sendfile_position_and_refusals, "blocking mode unknown on Windows")
 TESTS_END
