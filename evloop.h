@@ -829,7 +829,8 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
 typedef void (*evl_signal_callback)(evl_loop *loop, int signum, void *arg);
 EVLOOP_API int evl_add_signal_handler(evl_loop *loop, int signum,
                                       evl_signal_callback cb, void *arg);
-/* 1 if a handler was removed, 0 if there was none. */
+/* 1 if a handler was removed, 0 if there was none; EVL_EINVAL for a number
+   that is no signal (or a NULL loop), as add. */
 EVLOOP_API int evl_remove_signal_handler(evl_loop *loop, int signum);
 
 /* ==== Sockets as futures ================================================
@@ -918,7 +919,9 @@ EVLOOP_API void evl_stream_free(evl_stream *s);
    EVL_STDIO_FD stays the caller's.
    Callback order (asyncio's): connection_made first; for each pipe, all
    its data before its pipe_connection_lost; process_exited; connection_lost
-   last, once the child exited and every pipe closed.
+   last, once the child exited and every pipe closed. Also when the loop
+   closes under a running child (it is killed and reaped, then
+   process_exited and connection_lost(EVL_ECLOSED) run).
    subprocess_shell runs `/bin/sh -c cmd`: quoting cmd is the caller's job. */
 typedef struct evl_subprocess evl_subprocess;
 typedef struct evl_process evl_process;
@@ -10047,7 +10050,9 @@ static void evl__sig_unlink(evl__sigstate *st) {
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   evl__sigstate *st;
   int i = evl__sig_index(signum);
-  if (!loop || i < 0 || !loop->sig)
+  if (!loop || i < 0)
+    return EVL_EINVAL; /* as add */
+  if (!loop->sig)
     return 0;
   evl__lock(&evl__sig_mu);
   st = (evl__sigstate *)loop->sig;
@@ -10338,7 +10343,7 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   evl__sigstate *st;
   if (!loop || signum <= 0 || signum >= EVL__NSIG)
-    return 0;
+    return EVL_EINVAL; /* as add */
   st = (evl__sigstate *)loop->sig;
   if (!st || !st->cb[signum])
     return 0;
@@ -11383,6 +11388,8 @@ static void evl__children_close(evl_loop *loop) {
   while (loop->children) {
     evl_subprocess *p = loop->children;
     int i, status = 0, made = p->made && !p->lost;
+    /* process_exited ran already if the child exited after the start */
+    int report_exit = made && !p->exited;
     p->lost = 1; /* the pipes' ends below must not finish it early */
     for (i = 0; i < 3; i++)
       if (p->pipes[i].t)
@@ -11421,6 +11428,8 @@ static void evl__children_close(evl_loop *loop) {
       evl_future_release(p->waiter);
       p->waiter = NULL;
     }
+    if (report_exit && p->proto->process_exited) /* the documented order */
+      p->proto->process_exited(p, p->user);
     if (made && p->proto->connection_lost)
       p->proto->connection_lost(p, EVL_ECLOSED, p->user);
     evl__sub_unlink_free(p);

@@ -592,6 +592,70 @@ TEST(sock_sendfile_position_and_refusals) {
 }
 #endif
 
+/* ---- processes and signals ---------------------------------------------- */
+#ifndef _WIN32
+static char g_seq[32];
+static int g_nseq;
+static void seq_add(char c) {
+  if (g_nseq < 31)
+    g_seq[g_nseq++] = c;
+  g_seq[g_nseq] = 0;
+}
+static void sp_made(evl_subprocess *p, void *u) {
+  (void)p;
+  (void)u;
+  seq_add('m');
+}
+static void sp_pipe_lost(evl_subprocess *p, int fd, int err, void *u) {
+  (void)p;
+  (void)fd;
+  (void)err;
+  (void)u;
+  seq_add('p');
+}
+static void sp_exited(evl_subprocess *p, void *u) {
+  (void)p;
+  (void)u;
+  seq_add('x');
+}
+static void sp_lost(evl_subprocess *p, int err, void *u) {
+  (void)p;
+  (void)u;
+  CHECK_EQ(err, EVL_ECLOSED);
+  seq_add('l');
+}
+static const evl_subprocess_protocol seq_proto = {sp_made, NULL, sp_pipe_lost,
+                                                  sp_exited, sp_lost};
+
+TEST(subprocess_callback_order_holds_at_loop_close) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {"/bin/sleep", "10", NULL};
+  evl_future *f = evl_subprocess_exec(loop, &seq_proto, NULL, argv, NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  evl_future_release(f);
+  CHECK(strcmp(g_seq, "m") == 0);
+  evl_loop_close(loop); /* the child still runs */
+  CHECK(strcmp(g_seq, "mpppxl") == 0);
+  evl_loop_free(loop);
+}
+#endif
+
+static void sig_nop(evl_loop *loop, int signum, void *arg) {
+  (void)loop;
+  (void)signum;
+  (void)arg;
+}
+TEST(remove_signal_handler_with_an_invalid_number_is_einval) {
+  evl_loop *loop = test_loop();
+  CHECK_EQ(evl_remove_signal_handler(loop, 0), EVL_EINVAL);
+  CHECK_EQ(evl_remove_signal_handler(loop, -1), EVL_EINVAL);
+  CHECK_EQ(evl_remove_signal_handler(loop, 100000), EVL_EINVAL);
+  CHECK_EQ(evl_remove_signal_handler(NULL, SIGINT), EVL_EINVAL);
+  CHECK_EQ(evl_add_signal_handler(loop, 100000, sig_nop, NULL), EVL_EINVAL);
+  CHECK_EQ(evl_remove_signal_handler(loop, SIGINT), 0); /* none there */
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(threadsafe_then_soon_from_loop_thread_run_in_order)
 #ifndef EVLOOP_NO_THREADS
@@ -613,4 +677,6 @@ T_POSIX(transport_sendfile_sets_file_position_and_count_0_is_rest,
 T_POSIX(transport_sendfile_failing_midway_sets_file_position,
         "lseek on a CRT fd")
 T_POSIX(sock_sendfile_position_and_refusals, "blocking mode unknown on Windows")
+T_POSIX(subprocess_callback_order_holds_at_loop_close, "/bin/sleep")
+T(remove_signal_handler_with_an_invalid_number_is_einval)
 TESTS_END
