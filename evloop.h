@@ -251,6 +251,8 @@ extern "C" {
   X(ELIMIT, -3105, "stream buffer limit exceeded")                             \
   X(EINCOMPLETE, -3106, "stream ended before the expected data")               \
   X(EOTHERLOOP, -3110, "another event loop is running on this thread")         \
+  X(ECLOSING, -3111, "transport is closing or closed")                         \
+  X(EEXITED, -3112, "the child process has exited")                            \
   X(EUNKNOWN, -3199, "unknown error")
 
 #define EVL_ERROR_MAP(X)                                                       \
@@ -664,7 +666,7 @@ typedef struct evl_iovec {
   size_t len;
 } evl_iovec;
 
-/* 0; EVL_ECLOSED once the transport is closing, EVL_EPIPE after write_eof,
+/* 0; EVL_ECLOSING once the transport is closing, EVL_EPIPE after write_eof,
    EVL_ENOTSUP on a datagram endpoint, or the error of the send itself (the
    transport is then closing and connection_lost(err) follows). Data is
    copied if it cannot be sent at once. */
@@ -6605,7 +6607,7 @@ static int evl__tr_check_writable(evl_transport *t) {
   if ((t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) == EVL__T_PIPE)
     return EVL_ENOTSUP; /* a read pipe */
   if (t->flags & EVL__T_CLOSING)
-    return EVL_ECLOSED;
+    return EVL_ECLOSING;
   if (t->flags & (EVL__T_EOF_PENDING | EVL__T_EOF_SENT))
     return EVL_EPIPE;
   return 0;
@@ -7532,7 +7534,7 @@ EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
   if (!(t->flags & EVL__T_DGRAM))
     return EVL_ENOTSUP;
   if (t->flags & EVL__T_CLOSING)
-    return EVL_ECLOSED;
+    return EVL_ECLOSING;
   if (t->peer) { /* asyncio: addr must be None or the remote address */
     if (addr &&
         !evl__sockaddr_same(addr, addrlen, &t->peer->ss, (size_t)t->peer->len))
@@ -9621,7 +9623,8 @@ static void evl__st_lost(evl_transport *t, int err, void *user) {
   s->t = NULL;
   s->lost = 1;
   s->eof = 1;
-  s->err = err;
+  if (err || !s->err) /* keeps EVL_EEXITED (evl__proc_exited) */
+    s->err = err;
   evl__st_try(s);
   if (s->read_fut) /* cannot be satisfied any more */
     evl__st_complete(s, NULL, err ? err : EVL_EINCOMPLETE);
@@ -9742,8 +9745,8 @@ EVL__DEF int evl_stream_at_eof(evl_stream *s) {
 EVL__DEF int evl_stream_write(evl_stream *s, const void *data, size_t len) {
   if (!s)
     return EVL_EINVAL;
-  if (!s->t)
-    return s->err ? s->err : EVL_ECLOSED;
+  if (!s->t || s->err) /* EVL_EEXITED: a child's stdin after its exit */
+    return s->err ? s->err : EVL_ECLOSING;
   return evl_transport_write(s->t, data, len);
 }
 EVL__DEF evl_future *evl_stream_drain(evl_stream *s) {
@@ -9768,7 +9771,7 @@ EVL__DEF evl_future *evl_stream_drain(evl_stream *s) {
 EVL__DEF int evl_stream_write_eof(evl_stream *s) {
   if (!s)
     return EVL_EINVAL;
-  return s->t ? evl_transport_write_eof(s->t) : EVL_ECLOSED;
+  return s->t ? evl_transport_write_eof(s->t) : EVL_ECLOSING;
 }
 EVL__DEF void evl_stream_close(evl_stream *s) {
   if (s && s->t)
@@ -11506,6 +11509,8 @@ static void evl__proc_exited(evl_subprocess *sub, void *user) {
   evl_process *pr = (evl_process *)user;
   pr->exited = 1;
   pr->returncode = sub->returncode;
+  if (pr->io[0] && !pr->io[0]->err) /* writes to its stdin say why */
+    pr->io[0]->err = EVL_EEXITED;
   evl__waiters_done(&pr->waiters, 1, (void *)(intptr_t)pr->returncode);
 }
 static void evl__proc_lost(evl_subprocess *sub, int err, void *user) {

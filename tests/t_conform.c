@@ -656,6 +656,47 @@ TEST(remove_signal_handler_with_an_invalid_number_is_einval) {
   evl_loop_free(loop);
 }
 
+TEST(write_to_closing_transport_says_transport_is_closing) {
+  evl_loop *loop = quiet_loop();
+  int sv[2];
+  evl_transport *t;
+  CHECK_EQ(test_socketpair(sv), 0);
+  t = evl_connect_accepted_socket(loop, &count_proto, NULL, sv[0]);
+  CHECK(t != NULL);
+  evl_run_once(loop, 0);
+  evl_transport_close(t);
+  CHECK_EQ(evl_transport_write(t, "x", 1), EVL_ECLOSING);
+  CHECK(strstr(evl_strerror(EVL_ECLOSING), "transport") != NULL);
+  run_for(loop, 0.01);
+  test_closesocket(sv[1]);
+  evl_loop_free(loop);
+}
+
+#ifndef _WIN32
+TEST(write_to_stdin_of_exited_child_says_it_exited) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {"/bin/sh", "-c", "exit 3", NULL};
+  evl_future *f = evl_create_subprocess_exec(loop, argv, NULL, 0), *w;
+  evl_process *pr;
+  int rc;
+  CHECK_EQ(wait_fut(loop, f), 0);
+  pr = (evl_process *)evl_future_result(f);
+  evl_future_release(f);
+  w = evl_process_wait(pr);
+  CHECK_EQ(wait_fut(loop, w), 0);
+  CHECK_EQ(evl_future_result_int(w), 3);
+  evl_future_release(w);
+  rc = evl_stream_write(evl_process_stdin(pr), "x", 1);
+  CHECK_EQ(rc, EVL_EEXITED);
+  CHECK(strstr(evl_strerror(rc), "exited") != NULL);
+  run_for(loop, 0.02);
+  CHECK_EQ(evl_stream_write(evl_process_stdin(pr), "x", 1), EVL_EEXITED);
+  evl_process_free(pr);
+  run_for(loop, 0.01);
+  evl_loop_free(loop);
+}
+#endif
+
 TESTS_BEGIN
 T(threadsafe_then_soon_from_loop_thread_run_in_order)
 #ifndef EVLOOP_NO_THREADS
@@ -679,4 +720,6 @@ T_POSIX(transport_sendfile_failing_midway_sets_file_position,
 T_POSIX(sock_sendfile_position_and_refusals, "blocking mode unknown on Windows")
 T_POSIX(subprocess_callback_order_holds_at_loop_close, "/bin/sleep")
 T(remove_signal_handler_with_an_invalid_number_is_einval)
+T(write_to_closing_transport_says_transport_is_closing)
+T_POSIX(write_to_stdin_of_exited_child_says_it_exited, "/bin/sh")
 TESTS_END
