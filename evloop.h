@@ -941,7 +941,23 @@ typedef struct evl_subprocess_options {
   int stdin_fd, stdout_fd, stderr_fd; /* with EVL_STDIO_FD */
   const char *cwd;                    /* NULL: the parent's */
   const char *const *env;             /* NULL: the parent's environment */
+  /* Popen's start_new_session: the child calls setsid(), so a job runner
+     can signal the child and all it starts at once (kill(-pid, sig)).
+     Windows: CREATE_NEW_PROCESS_GROUP (Ctrl+Break goes to the group). */
+  int start_new_session;
+  /* Popen's process_group, with 0 meaning "unchanged" (a C struct's zero
+     default; asyncio's 0 is EVL_PROCESS_GROUP_NEW here): a pgid > 0 to join,
+     or EVL_PROCESS_GROUP_NEW for a group the child leads. With
+     start_new_session: EVL_EINVAL. Windows: NEW as start_new_session, a
+     pgid to join is EVL_ENOTSUP. */
+  int process_group;
+  /* Popen's pass_fds: these fds stay open in the child, at the same
+     numbers (0-2 are the stdio's). A closed one is EVL_EBADF. Windows:
+     EVL_ENOTSUP (handles are not fds; use EVL_STDIO_FD). */
+  const int *pass_fds;
+  size_t npass_fds;
 } evl_subprocess_options;
+#define EVL_PROCESS_GROUP_NEW (-1)
 
 typedef struct evl_subprocess_protocol {
   void (*connection_made)(evl_subprocess *p, void *user);
@@ -10659,8 +10675,40 @@ static const char evl__shell_marker[] = "<shell>";
    future (*fut; NULL when the loop is closing or out of memory), the
    arguments (NULL options: all pipes) and the object: NULL when any of it
    failed (the future says why). */
-static const evl_subprocess_options evl__sub_default_opts = {
-    EVL_STDIO_PIPE, EVL_STDIO_PIPE, EVL_STDIO_PIPE, -1, -1, -1, NULL, NULL};
+static const evl_subprocess_options evl__sub_default_opts = {EVL_STDIO_PIPE,
+                                                             EVL_STDIO_PIPE,
+                                                             EVL_STDIO_PIPE,
+                                                             -1,
+                                                             -1,
+                                                             -1,
+                                                             NULL,
+                                                             NULL,
+                                                             0,
+                                                             0,
+                                                             NULL,
+                                                             0};
+/* The session, group and pass_fds options: 0, or the future failed. */
+static int evl__sub_check_opts(evl_future *f, const evl_subprocess_options *o) {
+  size_t i;
+  int rc = 0;
+  if ((o->start_new_session && o->process_group) ||
+      o->process_group < EVL_PROCESS_GROUP_NEW ||
+      (o->npass_fds && !o->pass_fds))
+    rc = EVL_EINVAL;
+  for (i = 0; rc == 0 && i < o->npass_fds; i++)
+    if (o->pass_fds[i] < 0)
+      rc = EVL_EBADF;
+#ifdef _WIN32
+  if (rc == 0 && (o->process_group > 0 || o->npass_fds))
+    rc = EVL_ENOTSUP;
+#endif
+  if (rc)
+    (void)evl_future_set_error(f, rc,
+                               "start_new_session/process_group/"
+                               "pass_fds");
+  return rc;
+}
+
 static evl_subprocess *evl__sub_new(evl_loop *loop, evl_future **fut,
                                     const evl_subprocess_protocol *proto,
                                     void *user, const char *const *argv,
@@ -10681,6 +10729,8 @@ static evl_subprocess *evl__sub_new(evl_loop *loop, evl_future **fut,
     (void)evl_future_set_error(f, EVL_EINVAL, "no protocol or no argv[0]");
     return NULL;
   }
+  if (evl__sub_check_opts(f, opts))
+    return NULL;
   mode[0] = opts->stdin_mode;
   mode[1] = opts->stdout_mode;
   mode[2] = opts->stderr_mode;
@@ -11047,7 +11097,10 @@ static evl_future *evl__subprocess(evl_loop *loop,
     }
     if (rc == 0 &&
         !CreateProcessA(NULL, cmdline, NULL, NULL, nlist ? TRUE : FALSE,
-                        EXTENDED_STARTUPINFO_PRESENT | CREATE_NO_WINDOW,
+                        EXTENDED_STARTUPINFO_PRESENT | CREATE_NO_WINDOW |
+                            (opts->start_new_session || opts->process_group
+                                 ? CREATE_NEW_PROCESS_GROUP
+                                 : 0),
                         envblock, opts->cwd, &si.StartupInfo, &pi)) {
       DWORD e = GetLastError();
       rc = evl_translate_sys_error(evl__win_errno(e));
@@ -11123,10 +11176,23 @@ static void evl__shell_argv(const char *argv[4], const char *cmd) {
   argv[3] = NULL;
 }
 
-/* Runs argv with the child's fds 0..2 from cfd (-1: inherit), cwd, env. */
-static int evl__spawn(const char *const *argv, const char *cwd,
-                      const char *const *env, const int cfd[3], pid_t *out) {
-  int i, rc;
+/* 1 if fd is one of the options' pass_fds. */
+static int evl__sub_passed(const evl_subprocess_options *o, int fd) {
+  size_t i;
+  for (i = 0; i < o->npass_fds; i++)
+    if (o->pass_fds[i] == fd)
+      return 1;
+  return 0;
+}
+
+/* Runs argv with the child's fds 0..2 from cfd (-1: inherit), the cwd,
+   env, session, group and pass_fds of o. */
+static int evl__spawn(const char *const *argv, const evl_subprocess_options *o,
+                      const int cfd[3], pid_t *out) {
+  const char *cwd = o->cwd;
+  const char *const *env = o->env;
+  int i, rc, top = 2; /* the highest fd the child keeps */
+  size_t k;
   int path_search = strchr(argv[0], '/') == NULL;
   char *const *av = (char *const *)(void *)argv;
   char *const *ev = env ? (char *const *)(void *)env : environ;
@@ -11135,20 +11201,43 @@ static int evl__spawn(const char *const *argv, const char *cwd,
   posix_spawnattr_t attr;
   sigset_t all, none;
   pid_t pid;
+  short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
+  for (k = 0; k < o->npass_fds; k++) {
+    if (fcntl(o->pass_fds[k], F_GETFD) < 0)
+      return EVL_EBADF;
+    if (o->pass_fds[k] > top)
+      top = o->pass_fds[k];
+  }
+  if (top > 65535)
+    return EVL_EINVAL; /* one close action per fd below it */
   posix_spawn_file_actions_init(&fa);
   posix_spawnattr_init(&attr);
   for (i = 0; i < 3; i++)
     if (cfd[i] >= 0)
       posix_spawn_file_actions_adddup2(&fa, cfd[i], i);
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  /* pass_fds: a dup2 onto itself clears close-on-exec (glibc >= 2.29, as
+     POSIX 2024 asks); every other fd above 2 is closed. */
+  for (i = 3; i <= top; i++) {
+    if (evl__sub_passed(o, i))
+      posix_spawn_file_actions_adddup2(&fa, i, i);
+    else
+      posix_spawn_file_actions_addclose(&fa, i);
+  }
+  posix_spawn_file_actions_addclosefrom_np(&fa, top + 1);
   if (cwd)
     posix_spawn_file_actions_addchdir_np(&fa, cwd);
   sigfillset(&all);
   sigemptyset(&none);
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  if (o->start_new_session)
+    flags |= POSIX_SPAWN_SETSID;
+  if (o->process_group) {
+    flags |= POSIX_SPAWN_SETPGROUP;
+    posix_spawnattr_setpgroup(&attr,
+                              o->process_group > 0 ? o->process_group : 0);
+  }
+  posix_spawnattr_setflags(&attr, flags);
   rc = path_search ? posix_spawnp(&pid, argv[0], &fa, &attr, av, ev)
                    : posix_spawn(&pid, argv[0], &fa, &attr, av, ev);
   posix_spawn_file_actions_destroy(&fa);
@@ -11162,6 +11251,10 @@ static int evl__spawn(const char *const *argv, const char *cwd,
   int ep[2], err = 0;
   ssize_t n;
   pid_t pid;
+  for (k = 0; k < o->npass_fds; k++)
+    if (fcntl(o->pass_fds[k], F_GETFD) < 0)
+      return EVL_EBADF;
+  (void)top;
   rc = evl__pipe_cloexec_nonblock(ep);
   if (rc)
     return rc;
@@ -11189,11 +11282,19 @@ static int evl__spawn(const char *const *argv, const char *cwd,
     for (i = 0; i < 3; i++) /* kept fds lose close-on-exec */
       if (cfd[i] == i)
         fcntl(i, F_SETFD, 0);
+    for (k = 0; k < o->npass_fds; k++)
+      if (o->pass_fds[k] > 2 && o->pass_fds[k] != ep[1])
+        fcntl(o->pass_fds[k], F_SETFD, 0);
     if (maxfd < 0 || maxfd > 65536)
       maxfd = 65536;
     for (fd = 3; fd < maxfd; fd++)
-      if (fd != ep[1])
+      if (fd != ep[1] && !evl__sub_passed(o, (int)fd))
         close((int)fd);
+    if (o->start_new_session && setsid() < 0)
+      goto fail;
+    if (o->process_group &&
+        setpgid(0, o->process_group > 0 ? o->process_group : 0) < 0)
+      goto fail;
     if (cwd && chdir(cwd) < 0)
       goto fail;
     if (path_search)
@@ -11272,7 +11373,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
     }
   }
   if (rc == 0)
-    rc = evl__spawn(argv, opts->cwd, opts->env, cfd, &p->pid);
+    rc = evl__spawn(argv, opts, cfd, &p->pid);
   for (i = 0; i < 3; i++) /* the child has its ends now */
     if (mode[i] == EVL_STDIO_PIPE && cfd[i] >= 0)
       close(cfd[i]);

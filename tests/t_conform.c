@@ -697,6 +697,121 @@ TEST(write_to_stdin_of_exited_child_says_it_exited) {
 }
 #endif
 
+/* ---- start_new_session, process_group, pass_fds ------------------------ */
+#ifndef _WIN32
+static const evl_subprocess_protocol quiet_sub = {NULL, NULL, NULL, NULL, NULL};
+static evl_subprocess *spawn_opts(evl_loop *loop, const char *const *argv,
+                                  evl_subprocess_options *o, int want) {
+  evl_future *f;
+  evl_subprocess *p = NULL;
+  o->stdin_mode = o->stdout_mode = o->stderr_mode = EVL_STDIO_DEVNULL;
+  f = evl_subprocess_exec(loop, &quiet_sub, NULL, argv, o);
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), want);
+  if (want == 0)
+    p = (evl_subprocess *)evl_future_result(f);
+  evl_future_release(f);
+  return p;
+}
+static void kill_and_reap(evl_loop *loop, evl_subprocess *p, int group) {
+  int pid = evl_subprocess_get_pid(p), code = 0;
+  CHECK_EQ(kill(group ? -pid : pid, SIGKILL), 0);
+  RUN_UNTIL(loop, evl_subprocess_get_returncode(p, &code) == 1);
+  CHECK_EQ(code, -SIGKILL);
+}
+
+TEST(subprocess_start_new_session_and_process_group) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {"/bin/sleep", "10", NULL};
+  evl_subprocess_options o;
+  evl_subprocess *a, *b;
+  int pa, pb;
+  /* start_new_session: its own session and group */
+  memset(&o, 0, sizeof o);
+  o.start_new_session = 1;
+  a = spawn_opts(loop, argv, &o, 0);
+  pa = evl_subprocess_get_pid(a);
+  CHECK_EQ(getsid(pa), pa);
+  CHECK_EQ(getpgid(pa), pa);
+  kill_and_reap(loop, a, 1); /* one signal to the group */
+  /* a new group in our session, then a second child joins it */
+  memset(&o, 0, sizeof o);
+  o.process_group = EVL_PROCESS_GROUP_NEW;
+  a = spawn_opts(loop, argv, &o, 0);
+  pa = evl_subprocess_get_pid(a);
+  CHECK_EQ(getpgid(pa), pa);
+  CHECK_EQ(getsid(pa), getsid(0));
+  memset(&o, 0, sizeof o);
+  o.process_group = pa;
+  b = spawn_opts(loop, argv, &o, 0);
+  pb = evl_subprocess_get_pid(b);
+  CHECK_EQ(getpgid(pb), pa);
+  CHECK_EQ(kill(-pa, SIGKILL), 0); /* both at once */
+  {
+    int ca = 0, cb = 0;
+    RUN_UNTIL(loop, evl_subprocess_get_returncode(a, &ca) == 1 &&
+                        evl_subprocess_get_returncode(b, &cb) == 1);
+    CHECK_EQ(ca, -SIGKILL);
+    CHECK_EQ(cb, -SIGKILL);
+  }
+  /* without either, the child stays in our group */
+  memset(&o, 0, sizeof o);
+  a = spawn_opts(loop, argv, &o, 0);
+  CHECK_EQ(getpgid(evl_subprocess_get_pid(a)), getpgid(0));
+  kill_and_reap(loop, a, 0);
+  /* both at once, or a bad group: EVL_EINVAL */
+  memset(&o, 0, sizeof o);
+  o.start_new_session = 1;
+  o.process_group = EVL_PROCESS_GROUP_NEW;
+  (void)spawn_opts(loop, argv, &o, EVL_EINVAL);
+  memset(&o, 0, sizeof o);
+  o.process_group = -5;
+  (void)spawn_opts(loop, argv, &o, EVL_EINVAL);
+  run_for(loop, 0.02);
+  evl_loop_free(loop);
+}
+
+TEST(subprocess_pass_fds_keeps_them_open_in_the_child) {
+  evl_loop *loop = quiet_loop();
+  evl_subprocess_options o;
+  evl_subprocess *p;
+  char cmd[64], buf[16];
+  const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+  int pp[2], code = -1, fds[1];
+  long n;
+  CHECK_EQ(pipe(pp), 0);
+  /* close-on-exec, as every fd a careful program opens */
+  CHECK_EQ(fcntl(pp[1], F_SETFD, FD_CLOEXEC), 0);
+  snprintf(cmd, sizeof cmd, "echo hi >&%d", pp[1]);
+  fds[0] = pp[1];
+  memset(&o, 0, sizeof o);
+  o.pass_fds = fds;
+  o.npass_fds = 1;
+  p = spawn_opts(loop, argv, &o, 0);
+  RUN_UNTIL(loop, evl_subprocess_get_returncode(p, &code) == 1);
+  CHECK_EQ(code, 0);
+  n = read(pp[0], buf, sizeof buf);
+  CHECK_EQ(n, 3);
+  CHECK(memcmp(buf, "hi\n", 3) == 0);
+  /* not passed: the child cannot write there */
+  memset(&o, 0, sizeof o);
+  CHECK_EQ(fcntl(pp[1], F_SETFD, 0), 0); /* even without close-on-exec */
+  p = spawn_opts(loop, argv, &o, 0);
+  code = 0;
+  RUN_UNTIL(loop, evl_subprocess_get_returncode(p, &code) == 1);
+  CHECK(code != 0);
+  /* a closed fd */
+  close(pp[0]);
+  close(pp[1]);
+  memset(&o, 0, sizeof o);
+  o.pass_fds = fds;
+  o.npass_fds = 1;
+  (void)spawn_opts(loop, argv, &o, EVL_EBADF);
+  run_for(loop, 0.02);
+  evl_loop_free(loop);
+}
+#endif
+
 TESTS_BEGIN
 T(threadsafe_then_soon_from_loop_thread_run_in_order)
 #ifndef EVLOOP_NO_THREADS
@@ -722,4 +837,6 @@ T_POSIX(subprocess_callback_order_holds_at_loop_close, "/bin/sleep")
 T(remove_signal_handler_with_an_invalid_number_is_einval)
 T(write_to_closing_transport_says_transport_is_closing)
 T_POSIX(write_to_stdin_of_exited_child_says_it_exited, "/bin/sh")
+T_POSIX(subprocess_start_new_session_and_process_group, "sessions")
+T_POSIX(subprocess_pass_fds_keeps_them_open_in_the_child, "fds")
 TESTS_END
