@@ -812,6 +812,42 @@ TEST(subprocess_pass_fds_keeps_them_open_in_the_child) {
 }
 #endif
 
+#ifdef _WIN32
+/* Windows: a new process group is the nearest thing to a session; joining
+   a group and pass_fds have no equivalent. */
+TEST(subprocess_group_options_on_windows) {
+  evl_loop *loop = quiet_loop();
+  const char *argv[] = {"cmd.exe", "/c", "exit 0", NULL};
+  evl_subprocess_options o;
+  evl_future *f;
+  int fds[1] = {1}, code = -1;
+  evl_subprocess *p;
+  static const evl_subprocess_protocol none = {NULL, NULL, NULL, NULL, NULL};
+  memset(&o, 0, sizeof o);
+  o.stdin_mode = o.stdout_mode = o.stderr_mode = EVL_STDIO_DEVNULL;
+  o.start_new_session = 1;
+  f = evl_subprocess_exec(loop, &none, NULL, argv, &o);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  p = (evl_subprocess *)evl_future_result(f);
+  evl_future_release(f);
+  RUN_UNTIL(loop, evl_subprocess_get_returncode(p, &code) == 1);
+  CHECK_EQ(code, 0);
+  o.start_new_session = 0;
+  o.process_group = 1234;
+  f = evl_subprocess_exec(loop, &none, NULL, argv, &o);
+  CHECK_EQ(wait_fut(loop, f), EVL_ENOTSUP);
+  evl_future_release(f);
+  o.process_group = 0;
+  o.pass_fds = fds;
+  o.npass_fds = 1;
+  f = evl_subprocess_exec(loop, &none, NULL, argv, &o);
+  CHECK_EQ(wait_fut(loop, f), EVL_ENOTSUP);
+  evl_future_release(f);
+  run_for(loop, 0.02);
+  evl_loop_free(loop);
+}
+#endif
+
 TESTS_BEGIN
 T(threadsafe_then_soon_from_loop_thread_run_in_order)
 #ifndef EVLOOP_NO_THREADS
@@ -839,4 +875,7 @@ T(write_to_closing_transport_says_transport_is_closing)
 T_POSIX(write_to_stdin_of_exited_child_says_it_exited, "/bin/sh")
 T_POSIX(subprocess_start_new_session_and_process_group, "sessions")
 T_POSIX(subprocess_pass_fds_keeps_them_open_in_the_child, "fds")
+#ifdef _WIN32
+T(subprocess_group_options_on_windows)
+#endif
 TESTS_END
