@@ -861,10 +861,16 @@ EVLOOP_API intptr_t evl_future_result_int(evl_future *fut);
 /* ==== Streams ===========================================================
    asyncio's StreamReader/StreamWriter as one evl_stream. Reads complete
    with an evl_bytes * the future owns (valid while you hold the future;
-   after an EVL_AWAIT, until the task's next await). limit 0 means 64 KiB. A
-   read that would buffer more than `limit` bytes (default 64 KiB) fails
-   with EVL_ELIMIT and keeps the data buffered; readexactly at EOF fails
-   with EVL_EINCOMPLETE (the partial data stays readable with read). */
+   after an EVL_AWAIT, until the task's next await). limit 0 means 64 KiB.
+   The limit bounds what a read must buffer before it can tell where its
+   data ends, as asyncio's: readline and readuntil fail with EVL_ELIMIT
+   (the data stays buffered) when no separator comes within `limit` bytes.
+   read(n), read(-1) and readexactly(n) are not limited: they take what
+   they ask for, however large (read(-1) of 700 KB or readexactly(300000)
+   with a 64 KiB limit both succeed). The limit also sets flow control:
+   reading from the socket pauses while more than twice the limit is
+   buffered and no pending read needs more. readexactly at EOF fails with
+   EVL_EINCOMPLETE (the partial data stays readable with read). */
 typedef struct evl_stream evl_stream;
 typedef struct evl_bytes {
   size_t len;
@@ -1006,7 +1012,13 @@ EVLOOP_API int evl_process_pid(evl_process *p);
 EVLOOP_API evl_stream *evl_process_stdin(evl_process *p);
 EVLOOP_API evl_stream *evl_process_stdout(evl_process *p);
 EVLOOP_API evl_stream *evl_process_stderr(evl_process *p);
-/* Completes with the returncode (evl_future_result_int) once it exited. */
+/* asyncio's Process.returncode: 1 and *code set once the child exited
+   (what evl_process_wait gives), 0 while it runs, EVL_EINVAL for NULL. */
+EVLOOP_API int evl_process_returncode(evl_process *p, int *code);
+/* Completes with the returncode (evl_future_result_int) once it exited.
+   It can deadlock, as asyncio warns: a child that writes to a stdout or
+   stderr pipe nobody reads blocks once the pipe is full and never exits.
+   Read those pipes meanwhile, or use evl_process_communicate. */
 EVLOOP_API evl_future *evl_process_wait(evl_process *p);
 /* Writes input (copied) to stdin and closes it, reads stdout and stderr to
    their ends while doing so (no deadlock whatever their sizes), waits for
@@ -11662,6 +11674,13 @@ evl_create_subprocess_shell(evl_loop *loop, const char *cmd,
 }
 EVL__DEF int evl_process_pid(evl_process *p) {
   return p ? p->pid : EVL_EINVAL;
+}
+EVL__DEF int evl_process_returncode(evl_process *p, int *code) {
+  if (!p)
+    return EVL_EINVAL;
+  if (p->exited && code)
+    *code = p->returncode;
+  return p->exited;
 }
 EVL__DEF evl_stream *evl_process_stdin(evl_process *p) {
   return p ? p->io[0] : NULL;

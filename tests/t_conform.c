@@ -848,6 +848,83 @@ TEST(subprocess_group_options_on_windows) {
 }
 #endif
 
+TEST(process_returncode_getter) {
+  evl_loop *loop = quiet_loop();
+#ifdef _WIN32
+  const char *argv[] = {"cmd.exe", "/c", "exit 7", NULL};
+#else
+  const char *argv[] = {"/bin/sh", "-c", "exit 7", NULL};
+#endif
+  evl_future *f = evl_create_subprocess_exec(loop, argv, NULL, 0);
+  evl_process *pr;
+  int code = -1;
+  CHECK_EQ(wait_fut(loop, f), 0);
+  pr = (evl_process *)evl_future_result(f);
+  evl_future_release(f);
+  CHECK_EQ(evl_process_returncode(NULL, &code), EVL_EINVAL);
+  RUN_UNTIL(loop, evl_process_returncode(pr, &code) == 1);
+  CHECK_EQ(code, 7);
+  evl_process_free(pr);
+  run_for(loop, 0.01);
+  evl_loop_free(loop);
+}
+
+/* ---- documentation pinned: what the stream limit limits ---------------- */
+#define BIG 700000
+static unsigned char g_big[BIG];
+static evl_stream *g_srv_stream;
+static void big_writer(evl_stream *s, void *arg) {
+  size_t n = (size_t)(uintptr_t)arg;
+  g_srv_stream = s;
+  CHECK_EQ(evl_stream_write(s, g_big, n), 0);
+  CHECK_EQ(evl_stream_write_eof(s), 0);
+}
+static evl_stream *big_pair(evl_loop *loop, evl_server **srv, size_t n) {
+  evl_future *f = evl_start_server(loop, big_writer, (void *)(uintptr_t)n,
+                                   "127.0.0.1", 0, 0, NULL);
+  evl_stream *c;
+  CHECK_EQ(wait_fut(loop, f), 0);
+  *srv = (evl_server *)evl_future_result(f);
+  evl_future_release(f);
+  f = evl_open_connection(loop, "127.0.0.1", evl_server_port(*srv), 0, NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  c = (evl_stream *)evl_future_result(f);
+  evl_future_release(f);
+  return c;
+}
+static size_t read_len(evl_loop *loop, evl_future *f, int want_err) {
+  size_t n = 0;
+  CHECK_EQ(wait_fut(loop, f), want_err);
+  if (!want_err)
+    n = ((evl_bytes *)evl_future_result(f))->len;
+  evl_future_release(f);
+  return n;
+}
+static void big_done(evl_loop *loop, evl_server *srv, evl_stream *c) {
+  evl_stream_free(c);
+  evl_stream_free(g_srv_stream);
+  evl_server_free(srv);
+  run_for(loop, 0.02);
+  evl_loop_free(loop);
+}
+
+TEST(stream_limit_bounds_readline_not_read_or_readexactly) {
+  evl_loop *loop = quiet_loop();
+  evl_server *srv;
+  evl_stream *c;
+  memset(g_big, 'a', sizeof g_big); /* no newline anywhere */
+  c = big_pair(loop, &srv, BIG);
+  CHECK_EQ(read_len(loop, evl_stream_readexactly(c, 300000), 0), 300000);
+  CHECK_EQ(read_len(loop, evl_stream_read(c, -1), 0), BIG - 300000);
+  big_done(loop, srv, c);
+  loop = quiet_loop();
+  c = big_pair(loop, &srv, 100000);
+  CHECK_EQ(read_len(loop, evl_stream_readline(c), EVL_ELIMIT), 0);
+  CHECK_EQ(read_len(loop, evl_stream_readuntil(c, "\n", 1), EVL_ELIMIT), 0);
+  CHECK_EQ(read_len(loop, evl_stream_read(c, -1), 0), 100000); /* kept */
+  big_done(loop, srv, c);
+}
+
 TESTS_BEGIN
 T(threadsafe_then_soon_from_loop_thread_run_in_order)
 #ifndef EVLOOP_NO_THREADS
@@ -878,4 +955,6 @@ T_POSIX(subprocess_pass_fds_keeps_them_open_in_the_child, "fds")
 #ifdef _WIN32
 T(subprocess_group_options_on_windows)
 #endif
+T(process_returncode_getter)
+T(stream_limit_bounds_readline_not_read_or_readexactly)
 TESTS_END
