@@ -488,6 +488,16 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
    A task function is re-entered at its last await, so its C locals do not
    survive an await: keep such variables in the state struct. At most one
    EVL_AWAIT per source line.
+   The rule for locals: declare them before EVL_ASYNC_BEGIN (assign them
+   after each await that they must outlive, from the state struct), or
+   inside a { } block that closes before the next EVL_AWAIT. A local
+   declared with an initializer between two awaits is a hard error in C++
+   (the resume jumps past its initialization), and in C it compiles but
+   holds garbage after the await (at -O0 visibly so).
+   EVL_AWAIT cannot sit inside a switch of your own (its resume label would
+   belong to your switch): such a task fails on resume with
+   EVL_EINVALSTATE ("no resume point") instead of going on or ending
+   silently. Use if/else around awaits. Loops (for, while) are fine.
 
      EVL_AWAIT(t, fut)      wait for fut (consumes the reference). If fut
                             fails or is cancelled, the task ends with the
@@ -501,6 +511,10 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
    Falling off EVL_ASYNC_END finishes with a NULL result. */
 #define EVL_ASYNC_BEGIN(t)                                                     \
   switch (evl_task_resume_point(t)) {                                          \
+  default:                                                                     \
+    evl_task_fail((t), EVL_EINVALSTATE,                                        \
+                  "no resume point: EVL_AWAIT inside a switch of the task?");  \
+    return;                                                                    \
   case 0:
 #define EVL__CAT2(a, b) a##b
 #define EVL__CAT(a, b) EVL__CAT2(a, b)

@@ -699,74 +699,76 @@ TEST(write_to_stdin_of_exited_child_says_it_exited) {
 
 /* ---- start_new_session, process_group, pass_fds ------------------------ */
 #ifndef _WIN32
-static const evl_subprocess_protocol quiet_sub = {NULL, NULL, NULL, NULL, NULL};
-static evl_subprocess *spawn_opts(evl_loop *loop, const char *const *argv,
-                                  evl_subprocess_options *o, int want) {
+/* The child's pid and, once it exited, its returncode (the loop frees the
+   evl_subprocess after connection_lost: keep what is needed here). */
+typedef struct {
+  int pid, exited, code;
+} child_info;
+static void ci_made(evl_subprocess *p, void *u) {
+  ((child_info *)u)->pid = evl_subprocess_get_pid(p);
+}
+static void ci_exited(evl_subprocess *p, void *u) {
+  child_info *ci = (child_info *)u;
+  CHECK_EQ(evl_subprocess_get_returncode(p, &ci->code), 1);
+  ci->exited = 1;
+}
+static const evl_subprocess_protocol ci_proto = {ci_made, NULL, NULL, ci_exited,
+                                                 NULL};
+static void spawn_opts(evl_loop *loop, const char *const *argv,
+                       evl_subprocess_options *o, child_info *ci, int want) {
   evl_future *f;
-  evl_subprocess *p = NULL;
+  memset(ci, 0, sizeof *ci);
   o->stdin_mode = o->stdout_mode = o->stderr_mode = EVL_STDIO_DEVNULL;
-  f = evl_subprocess_exec(loop, &quiet_sub, NULL, argv, o);
+  f = evl_subprocess_exec(loop, &ci_proto, ci, argv, o);
   CHECK(f != NULL);
   CHECK_EQ(wait_fut(loop, f), want);
-  if (want == 0)
-    p = (evl_subprocess *)evl_future_result(f);
   evl_future_release(f);
-  return p;
 }
-static void kill_and_reap(evl_loop *loop, evl_subprocess *p, int group) {
-  int pid = evl_subprocess_get_pid(p), code = 0;
-  CHECK_EQ(kill(group ? -pid : pid, SIGKILL), 0);
-  RUN_UNTIL(loop, evl_subprocess_get_returncode(p, &code) == 1);
-  CHECK_EQ(code, -SIGKILL);
+static void kill_and_reap(evl_loop *loop, child_info *ci, int group) {
+  CHECK_EQ(kill(group ? -ci->pid : ci->pid, SIGKILL), 0);
+  RUN_UNTIL(loop, ci->exited);
+  CHECK_EQ(ci->code, -SIGKILL);
 }
 
 TEST(subprocess_start_new_session_and_process_group) {
   evl_loop *loop = quiet_loop();
   const char *argv[] = {"/bin/sleep", "10", NULL};
   evl_subprocess_options o;
-  evl_subprocess *a, *b;
-  int pa, pb;
+  child_info a, b;
   /* start_new_session: its own session and group */
   memset(&o, 0, sizeof o);
   o.start_new_session = 1;
-  a = spawn_opts(loop, argv, &o, 0);
-  pa = evl_subprocess_get_pid(a);
-  CHECK_EQ(getsid(pa), pa);
-  CHECK_EQ(getpgid(pa), pa);
-  kill_and_reap(loop, a, 1); /* one signal to the group */
+  spawn_opts(loop, argv, &o, &a, 0);
+  CHECK_EQ(getsid(a.pid), a.pid);
+  CHECK_EQ(getpgid(a.pid), a.pid);
+  kill_and_reap(loop, &a, 1); /* one signal to the group */
   /* a new group in our session, then a second child joins it */
   memset(&o, 0, sizeof o);
   o.process_group = EVL_PROCESS_GROUP_NEW;
-  a = spawn_opts(loop, argv, &o, 0);
-  pa = evl_subprocess_get_pid(a);
-  CHECK_EQ(getpgid(pa), pa);
-  CHECK_EQ(getsid(pa), getsid(0));
+  spawn_opts(loop, argv, &o, &a, 0);
+  CHECK_EQ(getpgid(a.pid), a.pid);
+  CHECK_EQ(getsid(a.pid), getsid(0));
   memset(&o, 0, sizeof o);
-  o.process_group = pa;
-  b = spawn_opts(loop, argv, &o, 0);
-  pb = evl_subprocess_get_pid(b);
-  CHECK_EQ(getpgid(pb), pa);
-  CHECK_EQ(kill(-pa, SIGKILL), 0); /* both at once */
-  {
-    int ca = 0, cb = 0;
-    RUN_UNTIL(loop, evl_subprocess_get_returncode(a, &ca) == 1 &&
-                        evl_subprocess_get_returncode(b, &cb) == 1);
-    CHECK_EQ(ca, -SIGKILL);
-    CHECK_EQ(cb, -SIGKILL);
-  }
+  o.process_group = a.pid;
+  spawn_opts(loop, argv, &o, &b, 0);
+  CHECK_EQ(getpgid(b.pid), a.pid);
+  CHECK_EQ(kill(-a.pid, SIGKILL), 0); /* both at once */
+  RUN_UNTIL(loop, a.exited && b.exited);
+  CHECK_EQ(a.code, -SIGKILL);
+  CHECK_EQ(b.code, -SIGKILL);
   /* without either, the child stays in our group */
   memset(&o, 0, sizeof o);
-  a = spawn_opts(loop, argv, &o, 0);
-  CHECK_EQ(getpgid(evl_subprocess_get_pid(a)), getpgid(0));
-  kill_and_reap(loop, a, 0);
+  spawn_opts(loop, argv, &o, &a, 0);
+  CHECK_EQ(getpgid(a.pid), getpgid(0));
+  kill_and_reap(loop, &a, 0);
   /* both at once, or a bad group: EVL_EINVAL */
   memset(&o, 0, sizeof o);
   o.start_new_session = 1;
   o.process_group = EVL_PROCESS_GROUP_NEW;
-  (void)spawn_opts(loop, argv, &o, EVL_EINVAL);
+  spawn_opts(loop, argv, &o, &a, EVL_EINVAL);
   memset(&o, 0, sizeof o);
   o.process_group = -5;
-  (void)spawn_opts(loop, argv, &o, EVL_EINVAL);
+  spawn_opts(loop, argv, &o, &a, EVL_EINVAL);
   run_for(loop, 0.02);
   evl_loop_free(loop);
 }
@@ -774,10 +776,10 @@ TEST(subprocess_start_new_session_and_process_group) {
 TEST(subprocess_pass_fds_keeps_them_open_in_the_child) {
   evl_loop *loop = quiet_loop();
   evl_subprocess_options o;
-  evl_subprocess *p;
+  child_info ci;
   char cmd[64], buf[16];
   const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-  int pp[2], code = -1, fds[1];
+  int pp[2], fds[1];
   long n;
   CHECK_EQ(pipe(pp), 0);
   /* close-on-exec, as every fd a careful program opens */
@@ -787,26 +789,25 @@ TEST(subprocess_pass_fds_keeps_them_open_in_the_child) {
   memset(&o, 0, sizeof o);
   o.pass_fds = fds;
   o.npass_fds = 1;
-  p = spawn_opts(loop, argv, &o, 0);
-  RUN_UNTIL(loop, evl_subprocess_get_returncode(p, &code) == 1);
-  CHECK_EQ(code, 0);
+  spawn_opts(loop, argv, &o, &ci, 0);
+  RUN_UNTIL(loop, ci.exited);
+  CHECK_EQ(ci.code, 0);
   n = read(pp[0], buf, sizeof buf);
   CHECK_EQ(n, 3);
   CHECK(memcmp(buf, "hi\n", 3) == 0);
   /* not passed: the child cannot write there */
   memset(&o, 0, sizeof o);
   CHECK_EQ(fcntl(pp[1], F_SETFD, 0), 0); /* even without close-on-exec */
-  p = spawn_opts(loop, argv, &o, 0);
-  code = 0;
-  RUN_UNTIL(loop, evl_subprocess_get_returncode(p, &code) == 1);
-  CHECK(code != 0);
+  spawn_opts(loop, argv, &o, &ci, 0);
+  RUN_UNTIL(loop, ci.exited);
+  CHECK(ci.code != 0);
   /* a closed fd */
   close(pp[0]);
   close(pp[1]);
   memset(&o, 0, sizeof o);
   o.pass_fds = fds;
   o.npass_fds = 1;
-  (void)spawn_opts(loop, argv, &o, EVL_EBADF);
+  spawn_opts(loop, argv, &o, &ci, EVL_EBADF);
   run_for(loop, 0.02);
   evl_loop_free(loop);
 }
@@ -925,6 +926,38 @@ TEST(stream_limit_bounds_readline_not_read_or_readexactly) {
   big_done(loop, srv, c);
 }
 
+/* ---- EVL_AWAIT inside a switch of the task's own fails loudly ---------- */
+typedef struct {
+  int kind, before, after;
+} switch_state;
+static void await_in_switch_task(evl_task *t, void *state) {
+  switch_state *st = (switch_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  st->before++;
+  switch (st->kind) {
+  case 1:
+    EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.01, NULL));
+    st->after++; /* never reached: the resume finds no point */
+    break;
+  default:
+    break;
+  }
+  st->after += 10;
+  EVL_ASYNC_END(t);
+}
+
+TEST(await_inside_own_switch_fails_the_task_loudly) {
+  evl_loop *loop = quiet_loop();
+  switch_state st = {1, 0, 0};
+  evl_task *t = evl_task_create(loop, await_in_switch_task, &st, 0);
+  CHECK(t != NULL);
+  CHECK_EQ(wait_fut(loop, t), EVL_EINVALSTATE);
+  CHECK_EQ(st.before, 1);
+  CHECK_EQ(st.after, 0);
+  evl_future_release(t);
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(threadsafe_then_soon_from_loop_thread_run_in_order)
 #ifndef EVLOOP_NO_THREADS
@@ -957,4 +990,5 @@ T(subprocess_group_options_on_windows)
 #endif
 T(process_returncode_getter)
 T(stream_limit_bounds_readline_not_read_or_readexactly)
+T(await_inside_own_switch_fails_the_task_loudly)
 TESTS_END
