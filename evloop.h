@@ -1465,6 +1465,10 @@ struct evl_loop {
   int kq_events_cap, kq_nchanges, kq_changes_cap;
   struct evl__kqfd *kq_fds; /* per fd: pending changes, error of an event */
   int kq_fds_cap;
+  /* Signal and exit events that found no room in the ready ring (no
+     memory): kept until there is room (evl__kq_requeue). */
+  uint32_t kq_sig_later[4]; /* signals 1..127, one bit each */
+  int kq_later;             /* something above or a child's kq_exit_later */
 #endif
 #ifdef EVL__HAVE_POLL
   struct pollfd *pfds;
@@ -4053,6 +4057,44 @@ static int evl__kqueue_take_soerr(evl_loop *loop, int fd) {
   return err;
 }
 
+/* The children's side of evl__kq_requeue (in the subprocess section):
+   with push 0, how many children have an exit waiting; with push 1, their
+   ring entries are pushed (room was reserved) and the marks cleared. */
+static uint32_t evl__kq_exits_later(evl_loop *loop, int push);
+static void evl__kq_exit_keep(evl_loop *loop, int pid);
+
+static void evl__kq_keep(evl_loop *loop, const struct kevent *e) {
+  int id = (int)e->ident;
+  if (e->filter == EVFILT_PROC) {
+    evl__kq_exit_keep(loop, id);
+  } else if (id > 0 && id < 128) {
+    loop->kq_sig_later[id / 32] |= 1u << (id % 32);
+    loop->kq_later = 1;
+  }
+}
+
+/* Queues the kept signal and exit events once the ring has room; 1 while
+   some still wait (the next wait must not block on them). */
+static int evl__kq_requeue(evl_loop *loop) {
+  uint32_t need = evl__kq_exits_later(loop, 0), w;
+  int sig;
+  for (w = 0; w < 4; w++) {
+    uint32_t bits = loop->kq_sig_later[w];
+    for (; bits; bits &= bits - 1)
+      need++;
+  }
+  if (need && evl__ring_reserve(loop, need))
+    return 1;
+  for (sig = 1; sig < 128; sig++)
+    if (loop->kq_sig_later[sig / 32] & (1u << (sig % 32)))
+      (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_SIG << 32 |
+                                     (uint64_t)(uint32_t)sig);
+  memset(loop->kq_sig_later, 0, sizeof loop->kq_sig_later);
+  (void)evl__kq_exits_later(loop, 1);
+  loop->kq_later = 0;
+  return 0;
+}
+
 static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
   struct timespec ts, *tsp = NULL;
   struct kevent *ev = loop->kq_events;
@@ -4060,6 +4102,8 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
 #ifdef EVFILT_LIBKQUEUE
   int64_t t0 = loop->children ? evl__monotonic_ns() : 0;
 #endif
+  if (loop->kq_later && evl__kq_requeue(loop))
+    timeout_ns = 0; /* still no room: look again soon, never block */
   if (timeout_ns >= 0) {
     if (timeout_ns > EVL__MAX_WAIT_NS)
       timeout_ns = EVL__MAX_WAIT_NS;
@@ -4108,7 +4152,12 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
       break;
     case EVFILT_SIGNAL:
     case EVFILT_PROC:
-      if (!full)
+      /* Not level-triggered: the kernel will not report these again (a
+         signal's count is taken, NOTE_EXIT is one-shot), so one that
+         finds no room is kept for later, never dropped. */
+      if (full)
+        evl__kq_keep(loop, &ev[i]);
+      else
         (void)evl__ring_push(loop, EVL__IO_ENTRY |
                                        (uint64_t)(ev[i].filter == EVFILT_SIGNAL
                                                       ? EVL__KQ_SIG
@@ -10472,7 +10521,8 @@ struct evl_subprocess {
   void (*pause_hook)(evl_subprocess *p, int paused); /* stdin full/drained */
   pid_t pid;
   int pidfd, returncode, exited, made, lost, npipes, result_is_user;
-  int kq_proc; /* an EVFILT_PROC registration is live */
+  int kq_proc;       /* an EVFILT_PROC registration is live */
+  int kq_exit_later; /* its NOTE_EXIT waits for room in the ring */
 };
 
 static void evl__sub_try_finish(evl_subprocess *p);
@@ -10575,6 +10625,30 @@ static int evl__kq_child_exit(evl_loop *loop, int pid) {
     (void)evl__later_internal(loop, 1000000, evl__kq_child_retry,
                               (void *)(intptr_t)pid);
   return 1;
+}
+
+static void evl__kq_exit_keep(evl_loop *loop, int pid) {
+  evl_subprocess *p;
+  for (p = loop->children; p; p = p->lnext)
+    if ((int)p->pid == pid && !p->exited) {
+      p->kq_exit_later = 1;
+      loop->kq_later = 1;
+    }
+}
+static uint32_t evl__kq_exits_later(evl_loop *loop, int push) {
+  evl_subprocess *p;
+  uint32_t n = 0;
+  for (p = loop->children; p; p = p->lnext) {
+    if (!p->kq_exit_later)
+      continue;
+    n++;
+    if (push) {
+      p->kq_exit_later = 0;
+      (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_PROC << 32 |
+                                     (uint64_t)(uint32_t)p->pid);
+    }
+  }
+  return n;
 }
 
 #ifdef EVFILT_LIBKQUEUE

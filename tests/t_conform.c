@@ -784,7 +784,8 @@ TEST(subprocess_pass_fds_keeps_them_open_in_the_child) {
   CHECK_EQ(pipe(pp), 0);
   /* close-on-exec, as every fd a careful program opens */
   CHECK_EQ(fcntl(pp[1], F_SETFD, FD_CLOEXEC), 0);
-  snprintf(cmd, sizeof cmd, "echo hi >&%d", pp[1]);
+  /* /dev/fd/N: dash's ">&N" takes one digit only */
+  snprintf(cmd, sizeof cmd, "echo hi >/dev/fd/%d", pp[1]);
   fds[0] = pp[1];
   memset(&o, 0, sizeof o);
   o.pass_fds = fds;
@@ -958,6 +959,76 @@ TEST(await_inside_own_switch_fails_the_task_loudly) {
   evl_loop_free(loop);
 }
 
+/* ---- kqueue: no signal or exit event lost when memory runs out -------- */
+#ifdef EVLOOP_BACKEND_KQUEUE
+static int g_fail_alloc;
+static void *failing_alloc(void *ctx, void *p, size_t n) {
+  (void)ctx;
+  if (n == 0) {
+    free(p);
+    return NULL;
+  }
+  if (g_fail_alloc)
+    return NULL;
+  return realloc(p, n);
+}
+static void nop_cb(evl_loop *loop, void *arg) {
+  (void)loop;
+  (void)arg;
+}
+static void count_sig(evl_loop *loop, int signum, void *arg) {
+  (void)loop;
+  (void)signum;
+  (*(int *)arg)++;
+}
+static void kq_exited(evl_subprocess *p, void *u) {
+  (void)p;
+  (*(int *)u)++;
+}
+static const evl_subprocess_protocol kq_proto = {NULL, NULL, NULL, kq_exited,
+                                                 NULL};
+/* Fills the ready ring to its capacity (a power of two), so that the next
+   poll must grow it, then makes every allocation fail for one iteration. */
+static void run_once_without_memory(evl_loop *loop) {
+  int i;
+  for (i = 0; i < 4096; i++)
+    CHECK(evl_call_soon(loop, nop_cb, NULL) > 0);
+  g_fail_alloc = 1;
+  evl_run_once(loop, 0);
+  g_fail_alloc = 0;
+}
+
+TEST(kqueue_keeps_signal_and_exit_events_when_memory_runs_out) {
+  evl_loop_config cfg;
+  evl_loop *loop;
+  evl_future *f;
+  const char *argv[] = {"/bin/sh", "-c", "exit 0", NULL};
+  evl_subprocess_options o;
+  int sigs = 0, exits = 0;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.alloc = failing_alloc;
+  loop = test_loop_with(&cfg);
+  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, count_sig, &sigs), 0);
+  CHECK_EQ(kill(getpid(), SIGUSR1), 0);
+  test_sleep_ms(50);
+  run_once_without_memory(loop);
+  CHECK_EQ(sigs, 0);
+  RUN_UNTIL(loop, sigs == 1); /* kept, delivered once memory came back */
+  /* A child's NOTE_EXIT (one-shot) likewise. */
+  memset(&o, 0, sizeof o);
+  o.stdin_mode = o.stdout_mode = o.stderr_mode = EVL_STDIO_DEVNULL;
+  f = evl_subprocess_exec(loop, &kq_proto, &exits, argv, &o);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  evl_future_release(f);
+  test_sleep_ms(200); /* it exits meanwhile */
+  run_once_without_memory(loop);
+  RUN_UNTIL(loop, exits == 1);
+  CHECK_EQ(evl_remove_signal_handler(loop, SIGUSR1), 1);
+  evl_loop_free(loop);
+  signal(SIGUSR1, SIG_DFL);
+}
+#endif
+
 TESTS_BEGIN
 T(threadsafe_then_soon_from_loop_thread_run_in_order)
 #ifndef EVLOOP_NO_THREADS
@@ -991,4 +1062,10 @@ T(subprocess_group_options_on_windows)
 T(process_returncode_getter)
 T(stream_limit_bounds_readline_not_read_or_readexactly)
 T(await_inside_own_switch_fails_the_task_loudly)
+#ifdef EVLOOP_BACKEND_KQUEUE
+T(kqueue_keeps_signal_and_exit_events_when_memory_runs_out)
+#else
+T_SKIP(kqueue_keeps_signal_and_exit_events_when_memory_runs_out,
+       "kqueue backend only (make test BACKEND=kqueue)")
+#endif
 TESTS_END
