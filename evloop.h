@@ -2148,10 +2148,13 @@ static int evl__slot_grow(evl_loop *loop, uint32_t *out) {
       return EVL_ENOMEM;
     loop->slots = s;
     if (loop->sites || loop->debug) { /* call sites, for debug mode */
+      /* After a failed growth the table is gone: a new one starts empty
+         (the slots scheduled meanwhile have no site, not garbage). */
+      uint32_t kept = loop->sites ? loop->capslots : 0;
       evl__site *st =
           (evl__site *)evl__lrealloc(loop, loop->sites, cap * sizeof *st);
       if (st)
-        memset(st + loop->capslots, 0, (cap - loop->capslots) * sizeof *st);
+        memset(st + kept, 0, (cap - kept) * sizeof *st);
       else
         evl__lfree(loop, loop->sites);
       loop->sites = st;

@@ -1029,6 +1029,56 @@ TEST(kqueue_keeps_signal_and_exit_events_when_memory_runs_out) {
 }
 #endif
 
+/* ---- debug mode: a failed growth of the call-site table ---------------- */
+static size_t g_fail_size;
+static void *fail_once_alloc(void *ctx, void *p, size_t n) {
+  (void)ctx;
+  if (n == 0) {
+    free(p);
+    return NULL;
+  }
+  if (g_fail_size && n == g_fail_size) {
+    g_fail_size = 0;
+    return NULL;
+  }
+  return realloc(p, n);
+}
+static int g_slow_reports, g_bad_reports;
+static void slow_log(evl_loop *loop, const char *msg, void *ctx) {
+  (void)loop;
+  (void)ctx;
+  if (!strstr(msg, "scheduled at"))
+    return;
+  g_slow_reports++;
+  /* a site is this file's, or none ("<callback>" at "?") */
+  if (!strstr(msg, "t_conform.c") && !strstr(msg, "<callback> scheduled at ?"))
+    g_bad_reports++;
+}
+
+TEST(debug_slow_callback_report_after_site_table_growth_failed) {
+  evl_loop_config cfg;
+  evl_loop *loop;
+  int i, ran = 0;
+  size_t site_size = 3 * sizeof(void *); /* name, file, line (padded) */
+  memset(&cfg, 0, sizeof cfg);
+  cfg.alloc = fail_once_alloc;
+  cfg.debug = 1;
+  cfg.log = slow_log;
+  loop = test_loop_with(&cfg);
+  evl_set_slow_callback_duration(loop, 0.0); /* every callback is "slow" */
+  for (i = 0; i < 64; i++) /* the first 64 slots, with their sites */
+    CHECK(evl_call_soon(loop, test_count_cb, &ran) > 0);
+  g_fail_size = 128 * site_size; /* the table's growth to 128 fails */
+  for (i = 64; i < 200; i++)     /* ...and to 256 succeeds */
+    CHECK(evl_call_soon(loop, test_count_cb, &ran) > 0);
+  CHECK_EQ(g_fail_size, 0); /* the failure happened */
+  evl_run_once(loop, 0);
+  CHECK_EQ(ran, 200);
+  CHECK_EQ(g_slow_reports, 200);
+  CHECK_EQ(g_bad_reports, 0);
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(threadsafe_then_soon_from_loop_thread_run_in_order)
 #ifndef EVLOOP_NO_THREADS
@@ -1068,4 +1118,5 @@ T(kqueue_keeps_signal_and_exit_events_when_memory_runs_out)
 T_SKIP(kqueue_keeps_signal_and_exit_events_when_memory_runs_out,
        "kqueue backend only (make test BACKEND=kqueue)")
 #endif
+T(debug_slow_callback_report_after_site_table_growth_failed)
 TESTS_END
