@@ -165,7 +165,7 @@ test-cross: $(CROSS_BINS)
 
 # gcc and clang as C99 and C11, the header as C++, and the nm check.
 compile-checks: $(BUILD)/checks.stamp
-$(BUILD)/checks.stamp: evloop.h tests/impl.c tests/cpp_compile.cpp $(TEST_SRCS) $(wildcard examples/*.c) tests/nm_check.sh
+$(BUILD)/checks.stamp: evloop.h tests/impl.c tests/cpp_compile.cpp tests/win_names.c $(TEST_SRCS) $(wildcard examples/*.c) tests/nm_check.sh
 	@mkdir -p $(BUILD)
 	for cc in gcc clang; do for std in c99 c11; do \
 	  for f in tests/impl.c $(TEST_SRCS) $(wildcard examples/*.c); do \
@@ -175,7 +175,12 @@ $(BUILD)/checks.stamp: evloop.h tests/impl.c tests/cpp_compile.cpp $(TEST_SRCS) 
 	    $$cc -std=$$std $(WARN) -fsyntax-only -DEVLOOP_BACKEND_$$(echo $$b | tr a-z A-Z) $(KQUEUE_CFLAGS) tests/impl.c || exit 1; \
 	  done; done; done
 	g++ -std=c++11 -Wall -Wextra -Werror -c tests/cpp_compile.cpp -o $(BUILD)/cpp_compile.o
+	if command -v $(WIN_CC) >/dev/null 2>&1; then \
+	  $(WIN_CC) -std=c99 $(WARN) -fsyntax-only tests/win_names.c || exit 1; fi
 	sh tests/nm_check.sh gcc
+	printf 'int evl__leak(void);\nint evl__leak(void) { return 0; }\n' >$(BUILD)/nm_leak.c
+	if sh tests/nm_check.sh gcc $(BUILD)/nm_leak.c >/dev/null; then \
+	  echo "nm_check.sh let an exported evl__ symbol through"; exit 1; fi
 	@touch $@
 
 # Windows: the tests cross-compiled with mingw-w64 into build/win/ and run

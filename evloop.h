@@ -1173,8 +1173,9 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #ifdef _MSC_VER
 #pragma comment(lib, "ws2_32.lib")
 #endif
-#ifndef EAI_OVERFLOW
-#define EAI_OVERFLOW (-3009) /* not a Winsock code: never returned there */
+#ifndef EAI_OVERFLOW /* not a Winsock code: never returned there */
+#define EAI_OVERFLOW (-3009)
+#define EVL__OWN_EAI_OVERFLOW /* undefined again after its one use */
 #endif
 #else
 #include <unistd.h>
@@ -1650,6 +1651,10 @@ static int evl__gai_error(int rc) {
     return EVL_##name;
     EVL__GAI_ERRORS(EVL__GAI_CASE)
 #undef EVL__GAI_CASE
+#ifdef EVL__OWN_EAI_OVERFLOW
+#undef EAI_OVERFLOW
+#undef EVL__OWN_EAI_OVERFLOW
+#endif
   default:
     return EVL_EAI_FAIL;
   }
@@ -1733,16 +1738,22 @@ static int evl__seconds_to_ns(double s, int64_t *out) {
    with the same shape: an int socket (Windows keeps handle values within
    32 bits so 32- and 64-bit processes can share them), -1 and errno on
    failure. */
+/* The implementation defines no system names in the user's translation
+   unit (ssize_t under MSVC, SIGKILL, sockaddr_un...): its own are evl__. */
+#if defined(_WIN32) && defined(_MSC_VER)
+typedef SSIZE_T evl__ssize_t;
+#else
+typedef ssize_t evl__ssize_t;
+#endif
+#ifdef SIGKILL
+#define EVL__SIGKILL SIGKILL
+#define EVL__SIGTERM SIGTERM
+#else /* Windows: the numbers asyncio uses there too */
+#define EVL__SIGKILL 9
+#define EVL__SIGTERM 15
+#endif
 #ifdef _WIN32
-#ifdef _MSC_VER
-typedef SSIZE_T ssize_t;
-#endif
-#ifndef SHUT_WR
-#define SHUT_WR SD_SEND
-#endif
-#ifndef SIGKILL /* the numbers asyncio uses on Windows too */
-#define SIGKILL 9
-#endif
+#define EVL__SHUT_WR SD_SEND
 
 /* A Win32 or Winsock error code as the matching errno value. */
 static int evl__win_errno(DWORD e) {
@@ -1863,24 +1874,26 @@ static int evl__sock_fail(void) {
 static int evl__sock_len(size_t n) {
   return n > INT_MAX ? INT_MAX : (int)n;
 }
-static ssize_t evl__sys_recv(int fd, void *buf, size_t len, int flags) {
+static evl__ssize_t evl__sys_recv(int fd, void *buf, size_t len, int flags) {
   int r = recv(EVL__SOCK(fd), (char *)buf, evl__sock_len(len), flags);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
-static ssize_t evl__sys_send(int fd, const void *buf, size_t len, int flags) {
+static evl__ssize_t evl__sys_send(int fd, const void *buf, size_t len,
+                                  int flags) {
   int r = send(EVL__SOCK(fd), (const char *)buf, evl__sock_len(len), flags);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
-static ssize_t evl__sys_recvfrom(int fd, void *buf, size_t len, int flags,
-                                 struct sockaddr *a, socklen_t *alen) {
+static evl__ssize_t evl__sys_recvfrom(int fd, void *buf, size_t len, int flags,
+                                      struct sockaddr *a, socklen_t *alen) {
   int r =
       recvfrom(EVL__SOCK(fd), (char *)buf, evl__sock_len(len), flags, a, alen);
   if (r == SOCKET_ERROR && WSAGetLastError() == WSAEMSGSIZE)
     return evl__sock_len(len); /* truncated, as POSIX does */
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
-static ssize_t evl__sys_sendto(int fd, const void *buf, size_t len, int flags,
-                               const struct sockaddr *a, socklen_t alen) {
+static evl__ssize_t evl__sys_sendto(int fd, const void *buf, size_t len,
+                                    int flags, const struct sockaddr *a,
+                                    socklen_t alen) {
   int r = sendto(EVL__SOCK(fd), (const char *)buf, evl__sock_len(len), flags, a,
                  alen);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
@@ -1959,9 +1972,11 @@ struct evl__sockaddr_un {
   ADDRESS_FAMILY sun_family;
   char sun_path[108];
 };
-#define sockaddr_un evl__sockaddr_un
-typedef ADDRESS_FAMILY sa_family_t;
+typedef ADDRESS_FAMILY evl__sa_family_t;
 #else
+#define EVL__SHUT_WR SHUT_WR
+#define evl__sockaddr_un sockaddr_un
+typedef sa_family_t evl__sa_family_t;
 #define evl__sys_recv recv
 #define evl__sys_send send
 #define evl__sys_recvfrom recvfrom
@@ -2476,7 +2491,7 @@ static void evl__wake(evl_loop *loop) {
 #ifdef EVL__HAVE_EPOLL
   if (loop->backend == EVL_BACKEND_EPOLL) {
     uint64_t one = 1;
-    ssize_t r = write(loop->wake_wfd, &one, sizeof one);
+    evl__ssize_t r = write(loop->wake_wfd, &one, sizeof one);
     (void)r;
     return;
   }
@@ -2496,9 +2511,9 @@ static void evl__wake(evl_loop *loop) {
   {
     char c = 1;
 #ifdef _WIN32
-    ssize_t r = evl__sys_send(loop->wake_wfd, &c, 1, 0);
+    evl__ssize_t r = evl__sys_send(loop->wake_wfd, &c, 1, 0);
 #else
-    ssize_t r = write(loop->wake_wfd, &c, 1);
+    evl__ssize_t r = write(loop->wake_wfd, &c, 1);
 #endif
     (void)r; /* EAGAIN: the pipe is full, so a wake-up is pending anyway */
   }
@@ -2570,9 +2585,9 @@ static void evl__drain_wake_fd(evl_loop *loop) {
      at most since writes are coalesced. */
   char buf[64];
 #ifdef _WIN32
-  ssize_t r = evl__sys_recv(loop->wake_rfd, buf, sizeof buf, 0);
+  evl__ssize_t r = evl__sys_recv(loop->wake_rfd, buf, sizeof buf, 0);
 #else
-  ssize_t r = read(loop->wake_rfd, buf, sizeof buf);
+  evl__ssize_t r = read(loop->wake_rfd, buf, sizeof buf);
 #endif
   (void)r;
 }
@@ -6051,7 +6066,7 @@ EVL__DEF evl_future *evl_getnameinfo(evl_loop *loop, const void *sockaddr,
   evl__gni_req *r;
   if (!loop || loop->closed)
     return NULL;
-  if (!sockaddr || socklen < sizeof(sa_family_t) ||
+  if (!sockaddr || socklen < sizeof(evl__sa_family_t) ||
       socklen > sizeof(struct sockaddr_storage)) {
     evl_future *f = evl_future_new(loop);
     if (f)
@@ -6165,7 +6180,7 @@ static int evl__numeric_addr(const char *host, int port, int family,
 }
 
 /* "path" or "@abstract" into a sockaddr_un. */
-static int evl__unix_addr(const char *path, struct sockaddr_un *su,
+static int evl__unix_addr(const char *path, struct evl__sockaddr_un *su,
                           socklen_t *len) {
   size_t n;
   if (!path || !*path)
@@ -6176,7 +6191,7 @@ static int evl__unix_addr(const char *path, struct sockaddr_un *su,
   if (n >= sizeof su->sun_path)
     return EVL_ENAMETOOLONG;
   memcpy(su->sun_path, path, n);
-  *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+  *len = (socklen_t)(offsetof(struct evl__sockaddr_un, sun_path) + n);
   if (path[0] == '@') {
 #ifdef __linux__
     su->sun_path[0] = '\0'; /* abstract: no file, no terminating NUL */
@@ -6504,13 +6519,15 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
 
 #ifdef _WIN32
 /* No pipe transports on Windows (yet): everything is a socket. */
-static ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
+static evl__ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
   return evl__sys_recv(t->fd, buf, len, 0);
 }
-static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
+static evl__ssize_t evl__tr_send(evl_transport *t, const void *data,
+                                 size_t len) {
   return evl__sys_send(t->fd, data, len, 0);
 }
-static ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov, size_t n) {
+static evl__ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov,
+                                  size_t n) {
   WSABUF b[64];
   DWORD sent = 0, i;
   if (n > 64)
@@ -6521,10 +6538,10 @@ static ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov, size_t n) {
   }
   if (WSASend(EVL__SOCK(t->fd), b, (DWORD)n, &sent, 0, NULL, NULL) != 0)
     return evl__sock_fail();
-  return (ssize_t)sent;
+  return (evl__ssize_t)sent;
 }
 #else
-static ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
+static evl__ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
   return t->flags & EVL__T_PIPE ? read(t->fd, buf, len)
                                 : evl__sys_recv(t->fd, buf, len, 0);
 }
@@ -6532,9 +6549,9 @@ static ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
 /* A write to a pipe whose reader is gone raises SIGPIPE (evl__sys_send() has
    MSG_NOSIGNAL, write() has nothing like it): block it in this thread for
    the write, and take back a SIGPIPE the write caused. */
-static ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
+static evl__ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
   sigset_t pipe_set, old, pending;
-  ssize_t r;
+  evl__ssize_t r;
   int err, was_pending;
   sigemptyset(&pipe_set);
   sigaddset(&pipe_set, SIGPIPE);
@@ -6559,7 +6576,8 @@ static ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
   return r;
 }
 
-static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
+static evl__ssize_t evl__tr_send(evl_transport *t, const void *data,
+                                 size_t len) {
   struct iovec v;
   if (!(t->flags & EVL__T_PIPE))
     return evl__sys_send(t->fd, data, len, EVL__SEND_FLAGS);
@@ -6569,7 +6587,8 @@ static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
 }
 
 /* Up to 64 buffers in one call: writev on pipes, sendmsg on sockets. */
-static ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov, size_t n) {
+static evl__ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov,
+                                  size_t n) {
   struct iovec v[64];
   struct msghdr mh;
   size_t i, k = n < 64 ? n : 64;
@@ -6617,7 +6636,7 @@ static void *evl__tr_get_buffer(evl_transport *t, size_t hint, size_t *len) {
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   const evl_protocol *p = t->proto;
-  ssize_t n;
+  evl__ssize_t n;
   (void)fdv;
   if (p->get_buffer) {
     size_t len;
@@ -6752,7 +6771,7 @@ EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
      (and watch for writability only then). */
   if (!t->wlen && !EVL__SF(t) && !EVL__WBUSY(t) &&
       !(t->flags & EVL__T_HANDLE)) { /* a pipe handle: WriteFile below */
-    ssize_t r;
+    evl__ssize_t r;
     size_t k = n < 64 ? n : 64;
     r = evl__tr_sendv(t, iov, k);
     if (r < 0) {
@@ -6792,8 +6811,8 @@ EVL__DEF int evl_transport_write(evl_transport *t, const void *data,
                     EVL__T_DGRAM | EVL__T_WAITER | EVL__T_HANDLE)) &&
       (t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) != EVL__T_PIPE && !t->wlen &&
       !t->u.sf && !EVL__WBUSY(t)) {
-    ssize_t r = evl__tr_send(t, data, len);
-    if (r == (ssize_t)len)
+    evl__ssize_t r = evl__tr_send(t, data, len);
+    if (r == (evl__ssize_t)len)
       return 0;
     if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
       int rc = evl__errno();
@@ -6829,7 +6848,7 @@ static void evl__tr_drained(evl_transport *t) {
   }
   if (t->flags & EVL__T_EOF_PENDING) {
     t->flags = (t->flags & ~EVL__T_EOF_PENDING) | EVL__T_EOF_SENT;
-    (void)evl__sys_shutdown(t->fd, SHUT_WR);
+    (void)evl__sys_shutdown(t->fd, EVL__SHUT_WR);
   }
 }
 
@@ -6839,7 +6858,7 @@ static void evl__tr_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   evl__sendfile_op *sf = EVL__SF(t);
   size_t want = t->wlen;
-  ssize_t n;
+  evl__ssize_t n;
   (void)loop;
   (void)fdv;
   if (sf && sf->before < want)
@@ -7543,7 +7562,7 @@ static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   struct sockaddr_storage ss;
   socklen_t alen = sizeof ss;
   unsigned char *buf = evl__rbuf(loop);
-  ssize_t n;
+  evl__ssize_t n;
   (void)fdv;
   if (!buf)
     return;
@@ -7572,7 +7591,7 @@ static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   (void)fdv;
   while (t->dq_head) {
     evl__dgram *d = t->dq_head;
-    ssize_t n = evl__sys_sendto(
+    evl__ssize_t n = evl__sys_sendto(
         t->fd, (const unsigned char *)(d + 1), d->len, EVL__SEND_FLAGS,
         d->addrlen ? (const struct sockaddr *)&d->addr : NULL, d->addrlen);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -7621,7 +7640,7 @@ EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
                                   size_t len, const void *addr,
                                   size_t addrlen) {
   evl__dgram *d;
-  ssize_t n;
+  evl__ssize_t n;
   if (!t || (len && !data) ||
       (addr && (!addrlen || addrlen > sizeof(struct sockaddr_storage))))
     return EVL_EINVAL;
@@ -8228,7 +8247,7 @@ EVL__DEF evl_future *evl_create_unix_connection(evl_loop *loop,
                                                 const evl_protocol *proto,
                                                 void *user, const char *path) {
   evl__connect *c = evl__connect_new(loop, proto, user);
-  struct sockaddr_un su;
+  struct evl__sockaddr_un su;
   socklen_t len;
   int rc;
   if (!c || c->fut.state != EVL__PENDING)
@@ -8838,7 +8857,8 @@ EVL__DEF evl_future *evl_create_server(evl_loop *loop,
 /* Is someone listening on the socket file? A non-blocking connect tells:
    refused means stale (0), accepted or a full backlog means live
    (EVL_EADDRINUSE; the live server sees a connection that ends at once). */
-static int evl__unix_path_live(const struct sockaddr_un *su, socklen_t len) {
+static int evl__unix_path_live(const struct evl__sockaddr_un *su,
+                               socklen_t len) {
   int fd = evl__socket(AF_UNIX, SOCK_STREAM), rc;
   if (fd < 0)
     return fd;
@@ -8858,7 +8878,7 @@ EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
                                             void *user, const char *path,
                                             const evl_net_options *opts) {
   evl_future *f = evl_future_new(loop);
-  struct sockaddr_un su;
+  struct evl__sockaddr_un su;
   struct stat st;
   socklen_t len;
   evl_server *s;
@@ -9112,8 +9132,8 @@ static void evl__sockop_unwatch(evl__sockop *op) {
 #ifdef _WIN32
 /* Up to EVL__RBUF_SIZE bytes of a file at an offset, like pread:
    ReadFile with the offset in the OVERLAPPED. */
-static ssize_t evl__file_pread(int file_fd, void *buf, size_t count,
-                               int64_t offset) {
+static evl__ssize_t evl__file_pread(int file_fd, void *buf, size_t count,
+                                    int64_t offset) {
   OVERLAPPED ov;
   DWORD got = 0;
   HANDLE h = (HANDLE)_get_osfhandle(file_fd);
@@ -9133,7 +9153,7 @@ static ssize_t evl__file_pread(int file_fd, void *buf, size_t count,
     errno = evl__win_errno(e);
     return -1;
   }
-  return (ssize_t)got;
+  return (evl__ssize_t)got;
 }
 #endif
 
@@ -9148,9 +9168,9 @@ static void evl__file_seek(int file_fd, int64_t pos) {
 #endif
 }
 
-static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
-                                   int64_t *offset, size_t count) {
-  ssize_t n;
+static evl__ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
+                                        int64_t *offset, size_t count) {
+  evl__ssize_t n;
   unsigned char *buf;
 #ifdef __linux__
   off_t off = (off_t)*offset;
@@ -9193,7 +9213,7 @@ static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
 
 /* Tries the operation; 1 when the future is complete. */
 static int evl__sockop_step(evl__sockop *op) {
-  ssize_t n;
+  evl__ssize_t n;
   int err = 0;
   for (;;) {
     switch (op->kind) {
@@ -9448,9 +9468,9 @@ static void evl__sendfile_pump(evl_transport *t) {
     if (op->done < op->count) { /* a buffer of its own: the queue waits */
       unsigned char *buf =
           (unsigned char *)evl__lalloc(t->loop, EVL__RBUF_SIZE);
-      ssize_t n = buf ? evl__file_pread(op->file_fd, buf, op->count - op->done,
-                                        op->offset)
-                      : (errno = ENOMEM, -1);
+      evl__ssize_t n = buf ? evl__file_pread(op->file_fd, buf,
+                                             op->count - op->done, op->offset)
+                           : (errno = ENOMEM, -1);
       int rc;
       if (n <= 0)
         evl__lfree(t->loop, buf);
@@ -9472,8 +9492,8 @@ static void evl__sendfile_pump(evl_transport *t) {
   }
 #endif
   while (op->done < op->count) {
-    ssize_t n = evl__sendfile_chunk(t->loop, t->fd, op->file_fd, &op->offset,
-                                    op->count - op->done);
+    evl__ssize_t n = evl__sendfile_chunk(t->loop, t->fd, op->file_fd,
+                                         &op->offset, op->count - op->done);
     if (n == 0)
       break; /* the file ended early */
     if (n < 0) {
@@ -10043,8 +10063,10 @@ EVL__DEF evl_future *evl_start_unix_server(evl_loop *loop,
    flags the signal and queues a delivery with the thread-safe queue of
    each loop that registered it. Other numbers are EVL_EINVAL. */
 #ifdef _WIN32
-#ifndef SIGBREAK
-#define SIGBREAK 21
+#ifdef SIGBREAK
+#define EVL__SIGBREAK SIGBREAK
+#else
+#define EVL__SIGBREAK 21
 #endif
 
 typedef struct evl__sigstate {
@@ -10062,7 +10084,7 @@ static evl__sigstate *evl__sig_loops; /* loops with handlers */
 static int evl__ctrl_installed;
 
 static int evl__sig_index(int signum) {
-  return signum == SIGINT ? 0 : signum == SIGBREAK ? 1 : -1;
+  return signum == SIGINT ? 0 : signum == EVL__SIGBREAK ? 1 : -1;
 }
 
 static void evl__sig_deliver(evl_loop *loop, void *arg) {
@@ -10076,7 +10098,7 @@ static void evl__sig_deliver(evl_loop *loop, void *arg) {
     if (!InterlockedExchange(&st->pending[i], 0) || !st->cb[i])
       continue;
     loop->now_reuse = 0;
-    st->cb[i](loop, i == 0 ? SIGINT : SIGBREAK, st->arg[i]);
+    st->cb[i](loop, i == 0 ? SIGINT : EVL__SIGBREAK, st->arg[i]);
     st = (evl__sigstate *)loop->sig;
     if (!st)
       return; /* the callback closed the loop's signal state */
@@ -10319,7 +10341,7 @@ static void evl__sig_handler(int signum) {
     evl__sigslot *sl = &evl__sigslots[i];
     if (sl->used && sl->wanted[signum]) {
       char c = (char)signum;
-      ssize_t r;
+      evl__ssize_t r;
       sl->pending[signum] = 1;
       r = write(sl->wfd, &c, 1); /* a full pipe: a wake-up is pending */
       (void)r;
@@ -10376,7 +10398,7 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
     return EVL_EINVAL;
   if (loop->closing)
     return EVL_ECLOSED;
-  if (signum <= 0 || signum >= EVL__NSIG || signum == SIGKILL ||
+  if (signum <= 0 || signum >= EVL__NSIG || signum == EVL__SIGKILL ||
       signum == SIGSTOP)
     return EVL_EINVAL;
   st = (evl__sigstate *)loop->sig;
@@ -11352,7 +11374,7 @@ static int evl__spawn(const char *const *argv, const evl_subprocess_options *o,
 #else
   /* fork + exec: errno of a failed exec comes back through a pipe. */
   int ep[2], err = 0;
-  ssize_t n;
+  evl__ssize_t n;
   pid_t pid;
   for (k = 0; k < o->npass_fds; k++)
     if (fcntl(o->pass_fds[k], F_GETFD) < 0)
@@ -11415,7 +11437,7 @@ static int evl__spawn(const char *const *argv, const evl_subprocess_options *o,
     n = read(ep[0], &err, sizeof err);
   while (n < 0 && errno == EINTR);
   close(ep[0]);
-  if (n == (ssize_t)sizeof err) { /* exec failed: reap the child */
+  if (n == (evl__ssize_t)sizeof err) { /* exec failed: reap the child */
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
     }
     return evl_translate_sys_error(err);
@@ -11560,7 +11582,7 @@ EVL__DEF int evl_subprocess_send_signal(evl_subprocess *p, int signum) {
     return EVL_ESRCH;
 #ifdef _WIN32
   /* asyncio on Windows: SIGTERM and kill are TerminateProcess(1). */
-  if (signum != SIGTERM && signum != SIGKILL)
+  if (signum != EVL__SIGTERM && signum != EVL__SIGKILL)
     return EVL_EINVAL;
   return TerminateProcess(p->proc, 1)
              ? 0
@@ -11570,10 +11592,10 @@ EVL__DEF int evl_subprocess_send_signal(evl_subprocess *p, int signum) {
 #endif
 }
 EVL__DEF int evl_subprocess_terminate(evl_subprocess *p) {
-  return evl_subprocess_send_signal(p, SIGTERM);
+  return evl_subprocess_send_signal(p, EVL__SIGTERM);
 }
 EVL__DEF int evl_subprocess_kill(evl_subprocess *p) {
-  return evl_subprocess_send_signal(p, SIGKILL);
+  return evl_subprocess_send_signal(p, EVL__SIGKILL);
 }
 EVL__DEF void evl_subprocess_close(evl_subprocess *p) {
   int i;
@@ -11603,7 +11625,7 @@ static void evl__children_close(evl_loop *loop) {
         evl_transport_abort(p->pipes[i].t); /* lost at once: closing */
 #ifndef _WIN32
     if (!p->exited) {
-      (void)kill(p->pid, SIGKILL);
+      (void)kill(p->pid, EVL__SIGKILL);
       while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
       }
       p->exited = 1;
@@ -11797,10 +11819,10 @@ EVL__DEF int evl_process_send_signal(evl_process *p, int signum) {
   return p->sub ? evl_subprocess_send_signal(p->sub, signum) : EVL_ESRCH;
 }
 EVL__DEF int evl_process_terminate(evl_process *p) {
-  return evl_process_send_signal(p, SIGTERM);
+  return evl_process_send_signal(p, EVL__SIGTERM);
 }
 EVL__DEF int evl_process_kill(evl_process *p) {
-  return evl_process_send_signal(p, SIGKILL);
+  return evl_process_send_signal(p, EVL__SIGKILL);
 }
 EVL__DEF void evl_process_free(evl_process *p) {
   if (!p || p->freed)
