@@ -167,7 +167,7 @@ $(call strict_check,test-windows,$(WIN_SKIPS))
 TEST_SRCS := $(sort $(wildcard tests/t_*.c))
 TESTS     := $(basename $(notdir $(TEST_SRCS)))
 # Tests that start threads; they also run under ThreadSanitizer.
-THREADED_TESTS := $(filter t_threadsafe t_executor t_dns t_close t_config t_netfault t_netapi t_signal t_kqueue t_allocfail t_fdlimit t_cancel t_reenter,$(TESTS))
+THREADED_TESTS := $(filter t_threadsafe t_conform t_executor t_dns t_close t_config t_netfault t_netapi t_signal t_kqueue t_allocfail t_fdlimit t_cancel t_reenter,$(TESTS))
 # Built with EVLOOP_NO_THREADS too (t_config brings its own configuration).
 NOTHREAD_TESTS := $(filter-out $(THREADED_TESTS),$(TESTS))
 EXAMPLES  := $(basename $(notdir $(wildcard examples/*.c)))
@@ -255,7 +255,7 @@ test-cross: $(CROSS_BINS)
 # one file.
 CHECK_SRCS := tests/impl.c tests/include_twice.c $(TEST_SRCS) $(wildcard examples/*.c)
 compile-checks: $(BUILD)/checks.stamp
-$(BUILD)/checks.stamp: evloop.h tests/cpp_compile.cpp $(CHECK_SRCS) tests/nm_check.sh
+$(BUILD)/checks.stamp: evloop.h tests/cpp_compile.cpp tests/win_names.c $(CHECK_SRCS) tests/nm_check.sh
 	@mkdir -p $(BUILD)
 	for cc in gcc $(if $(HAVE_CLANG),clang); do for std in c99 c11; do \
 	  for f in $(CHECK_SRCS); do \
@@ -265,7 +265,12 @@ $(BUILD)/checks.stamp: evloop.h tests/cpp_compile.cpp $(CHECK_SRCS) tests/nm_che
 	    $$cc -std=$$std $(WARN) -fsyntax-only -DEVLOOP_BACKEND_$$(echo $$b | tr a-z A-Z) $(KQUEUE_CFLAGS) tests/impl.c || exit 1; \
 	  done; done; done
 	$(if $(call have,g++),g++ -std=c++11 -Wall -Wextra -Werror -c tests/cpp_compile.cpp -o $(BUILD)/cpp_compile.o)
+	if command -v $(WIN_CC) >/dev/null 2>&1; then \
+	  $(WIN_CC) -std=c99 $(WARN) -fsyntax-only tests/win_names.c || exit 1; fi
 	sh tests/nm_check.sh gcc
+	printf 'int evl__leak(void);\nint evl__leak(void) { return 0; }\n' >$(BUILD)/nm_leak.c
+	if sh tests/nm_check.sh gcc $(BUILD)/nm_leak.c >/dev/null; then \
+	  echo "nm_check.sh let an exported evl__ symbol through"; exit 1; fi
 	@touch $@
 
 # Windows: the tests cross-compiled with mingw-w64 into build/win/ and run
