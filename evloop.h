@@ -129,6 +129,18 @@
      - An error stored in a future that nobody retrieved (evl_future_error,
        evl_future_result or an await) is reported to the exception handler
        when the future is freed.
+     - A task's cleanup runs exactly once however it ends: the section
+       after EVL_FINALLY(t) (it may await) and the function given to
+       evl_task_set_cleanup (for state that owns things). Keep what the
+       state owns freed there, not after the last await: an await that
+       fails, a cancel or a timeout ends the body at that await.
+     - evl_loop_close() and evl_loop_free() first cancel every pending task
+       and run the loop until each has ended, finally sections and cleanup
+       functions included (as evl_run and asyncio.run do); the user's
+       callbacks pending at that moment are discarded first, not run. A
+       task that ignores its cancellation keeps close waiting, as in
+       asyncio; tasks started by cleanups are cancelled in turn (16 rounds
+       at most, then what is left is dropped with its cleanup function run).
      - evl_loop_close() discards pending callbacks, cancels queued executor
        jobs, waits for running ones, closes servers, calls connection_lost
        (EVL_ECLOSED) on open transports, fails pending network operations
@@ -280,6 +292,8 @@ typedef void (*evl_callback)(evl_loop *loop, void *arg);
 typedef void (*evl_io_callback)(evl_loop *loop, evl_fd fd, void *arg);
 typedef void (*evl_future_callback)(evl_future *fut, void *arg);
 typedef void (*evl_task_fn)(evl_task *task, void *state);
+/* Runs once when a task ends, however it ends (see evl_task_set_cleanup). */
+typedef void (*evl_task_cleanup_fn)(evl_task *task, void *state);
 /* Work for an executor thread: store a result, return 0 or an EVL_E* code. */
 typedef int (*evl_work_fn)(void *arg, void **result);
 typedef void (*evl_free_fn)(void *ptr);
@@ -490,7 +504,7 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
 /* The goto keeps compilers' fall-through warnings quiet. */
 #define EVL_AWAIT_MODE_(t, fut, propagate)                                     \
   do {                                                                         \
-    if (!evl_task_await((t), (fut), __LINE__, (propagate)))                    \
+    if (!evl_task_await_at((t), (fut), __LINE__, (propagate), __FILE__))       \
       goto EVL__CAT(evl_resume_, __LINE__);                                    \
     return;                                                                    \
   case __LINE__:                                                               \
@@ -509,6 +523,19 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
     return;                                                                    \
   } while (0)
 #define EVL_ASYNC_END(t) }
+/* The cleanup section: what follows EVL_FINALLY(t) up to EVL_ASYNC_END runs
+   once however the body ends (Python's try/finally around the whole body):
+   falling into it, EVL_ASYNC_RETURN, EVL_ASYNC_FAIL, an EVL_AWAIT whose
+   future failed or was cancelled, the task cancelled or timed out, its loop
+   closed. It may await; after it the task ends as the body did, unless the
+   section itself failed or returned (then that outcome wins). A task
+   cancelled before it started never runs its body, so neither this. */
+#define EVL__FINALLY_POINT (-1)
+#define EVL_FINALLY(t)                                                         \
+  goto evl_finally_;                                                           \
+  case EVL__FINALLY_POINT:                                                     \
+  evl_finally_:                                                                \
+    evl_task_finally(t)
 
 /* A new task (a future) that starts at the next iteration. state_size > 0:
    the task keeps its own zero-padded copy of state[0..state_size) and frees
@@ -534,7 +561,20 @@ EVLOOP_API evl_task_factory evl_get_task_factory(evl_loop *loop, void **ctx);
 EVLOOP_API int evl_task_cancel(evl_task *task);
 EVLOOP_API void *evl_task_state(evl_task *task);
 EVLOOP_API evl_loop *evl_task_loop(evl_task *task);
+/* The name given by evl_task_set_name (copied), else the function's name
+   when made by the evl_task_create macro, else "task". */
 EVLOOP_API const char *evl_task_name(evl_task *task);
+EVLOOP_API int evl_task_set_name(evl_task *task, const char *name);
+/* asyncio.current_task: the task whose body runs now, or NULL. */
+EVLOOP_API evl_task *evl_current_task(evl_loop *loop);
+/* asyncio.all_tasks without allocating: the pending task after prev (NULL:
+   the first), NULL at the end. Borrowed; do not end tasks while walking. */
+EVLOOP_API evl_task *evl_task_next(evl_loop *loop, evl_task *prev);
+/* File and line of the task's current (or last) EVL_AWAIT; NULL if none. */
+EVLOOP_API const char *evl_task_await_site(evl_task *task, int *line);
+/* Logs one line per pending task (name, where made, where it waits)
+   through the loop's log; returns how many. Debug mode does it at close. */
+EVLOOP_API int evl_dump_tasks(evl_loop *loop);
 EVLOOP_API int evl_is_task(const evl_future *fut);
 /* How the last await ended, and the future awaited (borrowed, valid until
    the next await or the end of the task). */
@@ -545,8 +585,16 @@ EVLOOP_API evl_future *evl_await_future(evl_task *task);
 EVLOOP_API int evl_task_resume_point(evl_task *task);
 EVLOOP_API int evl_task_await(evl_task *task, evl_future *fut, int point,
                               int propagate);
+EVLOOP_API int evl_task_await_at(evl_task *task, evl_future *fut, int point,
+                                 int propagate, const char *file);
 EVLOOP_API void evl_task_return(evl_task *task, void *result);
 EVLOOP_API void evl_task_fail(evl_task *task, int code, const char *message);
+EVLOOP_API void evl_task_finally(evl_task *task);
+/* fn(task, state) runs exactly once when the task ends: returned, failed,
+   cancelled (even before it started), timed out, or its loop closed; after
+   the finally section, before the task's done callbacks. For state that
+   owns something whatever the body did. EVL_EINVALSTATE once done. */
+EVLOOP_API int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn);
 
 /* ==== High-level helpers ================================================= */
 
@@ -564,6 +612,25 @@ EVLOOP_API evl_future *evl_wait_for(evl_future *fut, double timeout);
 #define EVL_GATHER_RETURN_ERRORS 1
 EVLOOP_API evl_future *evl_gather(evl_loop *loop, evl_future *const *futs,
                                   size_t n, int flags);
+
+/* ==== Timeouts (asyncio.timeout, timeout_at) ============================
+   A deadline over a span of a task's awaits. When it passes, the await in
+   progress is cancelled and the task sees EVL_ETIMEDOUT there (a propagating
+   EVL_AWAIT ends the task with it, through its finally section). The scope
+   belongs to the task: evl_timeout_end closes it (EVL_ETIMEDOUT if it had
+   expired, else 0; a cancel it had sent but the task had not yet seen is
+   withdrawn) and the task's end closes what is left. Times are evl_time()
+   seconds; INFINITY means no deadline. NULL: not a pending task, NaN, or
+   no memory. */
+typedef struct evl_timeout evl_timeout;
+EVLOOP_API evl_timeout *evl_timeout_new(evl_task *task, double delay);
+EVLOOP_API evl_timeout *evl_timeout_at(evl_task *task, double when);
+/* Moves the deadline (INFINITY removes it); EVL_EINVALSTATE once expired. */
+EVLOOP_API int evl_timeout_reschedule(evl_timeout *to, double when);
+/* The deadline, or -1.0 when there is none. */
+EVLOOP_API double evl_timeout_when(const evl_timeout *to);
+EVLOOP_API int evl_timeout_expired(const evl_timeout *to);
+EVLOOP_API int evl_timeout_end(evl_timeout *to);
 
 /* ==== Executor ==========================================================
    evl_run_in_executor runs fn(arg, &result) on a pool thread (exec NULL: the
@@ -1409,6 +1476,7 @@ struct evl_loop {
   void *log_ctx;
   evl_task_factory factory;
   void *factory_ctx;
+  evl_task *current_task; /* the task whose body runs now, or NULL */
   /* cross-thread queue, executor jobs */
   evl__mutex ts_mu;
   evl__cond ts_cv;
@@ -4422,6 +4490,8 @@ static void evl__debug_close_report(evl_loop *loop) {
   evl__log(loop, msg);
 }
 
+static void evl__cancel_all_tasks(evl_loop *loop);
+
 EVL__DEF int evl_loop_close(evl_loop *loop) {
   if (!loop)
     return EVL_EINVAL;
@@ -4429,8 +4499,23 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     return EVL_ERUNNING;
   if (loop->closed || loop->closing)
     return 0;
-  if (loop->debug)
+  if (loop->debug) {
     evl__debug_close_report(loop);
+    (void)evl_dump_tasks(loop);
+  }
+  /* 0. Pending tasks are cancelled and run to their end (their finally
+     sections and cleanup functions included), as asyncio.run does. The
+     user's pending callbacks are discarded first, as close always did. */
+  if (evl_task_next(loop, NULL)) {
+    uint32_t i;
+    for (i = 0; i < loop->nslots; i++)
+      if (loop->slots[i].pos != EVL__POS_FREE &&
+          !(loop->slots[i].gen & EVL__SLOT_INTERNAL))
+        (void)evl__cancel_slot(loop, i);
+    evl__cancel_all_tasks(loop);
+  }
+  if (loop->running || loop->closed || loop->closing)
+    return loop->running ? EVL_ERUNNING : 0;
   loop->closing = 1;
   /* 1. No executor thread may touch the loop after this. */
   evl__jobs_close(loop);
@@ -4746,12 +4831,25 @@ typedef struct evl__task {
   evl_future *awaiting; /* held until the next await or the end */
   int await_err, resume;
   uint8_t suspended, must_cancel, started, propagate;
+  /* Cleanup: `switched` once the body went through EVL_ASYNC_BEGIN (so
+     re-entering it at EVL__FINALLY_POINT is safe); `in_step` while fn
+     runs; the outcome staged while the finally section runs. */
+  uint8_t switched, in_step, fin_staged, fin_entered, cleaned, timed_out;
+  int fin_err;
+  char *fin_msg;
+  void *fin_result;
+  evl_task_cleanup_fn cleanup;
+  char *name;            /* a copy, or NULL (then site.name) */
+  evl_timeout *timeouts; /* active timeout scopes, innermost first */
   evl__site site;
+  const char *await_file; /* call site of the current await (debug) */
+  int await_line;
 } evl__task;
 
 static int evl__task_cancel(evl_future *f);
 static void evl__task_close(evl_future *f);
-static const evl__future_vt evl__task_vt = {evl__task_cancel, NULL,
+static void evl__task_destroy(evl_future *f);
+static const evl__future_vt evl__task_vt = {evl__task_cancel, evl__task_destroy,
                                             evl__task_close};
 
 EVL__DEF int evl_is_task(const evl_future *fut) {
@@ -4759,12 +4857,26 @@ EVL__DEF int evl_is_task(const evl_future *fut) {
 }
 #define EVL__TASK(t) ((evl__task *)(void *)(t))
 
+static void evl__timeouts_drop(evl__task *t);
+
+/* The task's cleanup function runs once, whatever ended the task. */
+static void evl__task_cleanup(evl__task *t) {
+  if (t->cleanup && !t->cleaned) {
+    t->cleaned = 1;
+    t->cleanup(&t->fut, t->state);
+  }
+}
+
 static void evl__task_finish(evl__task *t, int err, const char *msg,
                              void *result) {
   evl_future *aw = t->awaiting;
   t->awaiting = NULL;
   if (!err && t->must_cancel) /* cancelled right before it returned */
     err = EVL_ECANCELED;
+  t->fut.refs++; /* the cleanup may drop the user's last reference */
+  evl__timeouts_drop(t);
+  evl__task_cleanup(t);
+  t->fin_staged = 0;
   if (err == EVL_ECANCELED)
     (void)evl__future_complete(&t->fut, EVL__CANCELLED, NULL, NULL, err, NULL);
   else if (err)
@@ -4772,7 +4884,31 @@ static void evl__task_finish(evl__task *t, int err, const char *msg,
   else
     (void)evl__future_complete(&t->fut, EVL__DONE, result, NULL, 0, NULL);
   evl_future_release(aw);
+  evl__lfree(t->fut.loop, t->fin_msg); /* msg may have been it: copied */
+  t->fin_msg = NULL;
   evl_future_release(&t->fut); /* the reference a pending task holds */
+  evl_future_release(&t->fut);
+}
+
+/* The task ends with (err, msg, result). A body that declared a finally
+   section and has not entered it yet is re-entered there first: the
+   outcome waits until the section has run (an error inside it replaces
+   the outcome, as in Python). */
+static int evl__task_stage(evl__task *t, int err, const char *msg,
+                           void *result) {
+  if (!t->switched || t->fin_entered || t->fin_staged || !t->started)
+    return 0;
+  t->fin_staged = 1;
+  t->fin_err = err;
+  t->fin_result = result;
+  t->fin_msg = msg ? evl__strdup(t->fut.loop, msg) : NULL;
+  t->resume = EVL__FINALLY_POINT;
+  return 1;
+}
+static void evl__task_end(evl__task *t, int err, const char *msg,
+                          void *result) {
+  if (!t->in_step || !evl__task_stage(t, err, msg, result))
+    evl__task_finish(t, err, msg, result);
 }
 
 static void evl__task_step(evl__task *t) {
@@ -4784,31 +4920,53 @@ static void evl__task_step(evl__task *t) {
   if (t->must_cancel) {
     t->must_cancel = 0;
     err = EVL_ECANCELED;
-    if (aw)
+    if (aw && aw->state != EVL__DONE) /* a result dropped stays unread */
       aw->retrieved = 1;
   } else if (aw) {
     err = aw->err;
     aw->retrieved = 1;
   }
+  if (err == EVL_ECANCELED && t->timed_out) {
+    t->timed_out = 0; /* the cancel came from an expired evl_timeout */
+    err = EVL_ETIMEDOUT;
+  }
   t->await_err = err;
   t->suspended = 0;
-  if (err && (!t->started || t->propagate)) {
+  if (err && (!t->started || t->propagate) &&
+      !evl__task_stage(t, err, aw && aw->err == err ? aw->errmsg : NULL,
+                       NULL)) {
     evl__task_finish(t, err, aw && aw->err == err ? aw->errmsg : NULL, NULL);
     return;
   }
   t->started = 1;
   t->fut.refs++; /* fn may finish the task and drop the last reference */
-  if (loop->debug) {
-    int64_t t0 = evl__monotonic_ns(), dt;
-    t->fn(&t->fut, t->state);
-    dt = evl__monotonic_ns() - t0;
-    if (dt >= loop->slow_ns)
-      evl__report_slow(loop, "task", &t->site, dt);
-  } else {
-    t->fn(&t->fut, t->state);
+  for (;;) {
+    loop->current_task = &t->fut;
+    t->in_step = 1;
+    if (loop->debug) {
+      int64_t t0 = evl__monotonic_ns(), dt;
+      t->fn(&t->fut, t->state);
+      dt = evl__monotonic_ns() - t0;
+      if (dt >= loop->slow_ns)
+        evl__report_slow(loop, "task", &t->site, dt);
+    } else {
+      t->fn(&t->fut, t->state);
+    }
+    t->in_step = 0;
+    loop->current_task = NULL;
+    if (t->fut.state != EVL__PENDING || t->suspended)
+      break;
+    if (t->fin_staged && !t->fin_entered) {
+      t->fin_entered = 1; /* once, even without an EVL_FINALLY label */
+      t->resume = EVL__FINALLY_POINT;
+      continue;
+    }
+    if (t->fin_staged)
+      evl__task_finish(t, t->fin_err, t->fin_msg, t->fin_result);
+    else
+      evl__task_finish(t, 0, NULL, NULL);
+    break;
   }
-  if (t->fut.state == EVL__PENDING && !t->suspended)
-    evl__task_finish(t, 0, NULL, NULL);
   evl_future_release(&t->fut);
 }
 
@@ -4847,6 +5005,10 @@ static void evl__task_close(evl_future *f) {
     evl_future_remove_done_callback(aw, evl__task_wakeup, t);
     evl_future_release(aw);
   }
+  evl__timeouts_drop(t);
+  evl__task_cleanup(t);
+  evl__lfree(f->loop, t->fin_msg);
+  t->fin_msg = NULL;
   evl_future_release(f);
 }
 
@@ -4923,7 +5085,69 @@ EVL__DEF evl_loop *evl_task_loop(evl_task *task) {
   return task ? task->loop : NULL;
 }
 EVL__DEF const char *evl_task_name(evl_task *task) {
-  return evl_is_task(task) ? EVL__TASK(task)->site.name : NULL;
+  if (!evl_is_task(task))
+    return NULL;
+  return EVL__TASK(task)->name ? EVL__TASK(task)->name
+                               : EVL__TASK(task)->site.name;
+}
+EVL__DEF int evl_task_set_name(evl_task *task, const char *name) {
+  char *copy = NULL;
+  if (!evl_is_task(task) || !name)
+    return EVL_EINVAL;
+  copy = evl__strdup(task->loop, name);
+  if (!copy)
+    return EVL_ENOMEM;
+  evl__lfree(task->loop, EVL__TASK(task)->name);
+  EVL__TASK(task)->name = copy;
+  return 0;
+}
+static void evl__task_destroy(evl_future *f) {
+  evl__task *t = EVL__TASK(f);
+  evl__lfree(f->loop, t->name);
+  evl__lfree(f->loop, t->fin_msg);
+  t->name = t->fin_msg = NULL;
+}
+EVL__DEF evl_task *evl_current_task(evl_loop *loop) {
+  return loop ? loop->current_task : NULL;
+}
+/* The loop's futures list holds every live task: a walk needs no memory. */
+EVL__DEF evl_task *evl_task_next(evl_loop *loop, evl_task *prev) {
+  evl_future *f;
+  if (!loop || (prev && prev->loop != loop))
+    return NULL;
+  for (f = prev ? prev->lnext : loop->futures; f; f = f->lnext)
+    if (evl_is_task(f) && f->state == EVL__PENDING)
+      return f;
+  return NULL;
+}
+EVL__DEF const char *evl_task_await_site(evl_task *task, int *line) {
+  if (line)
+    *line = 0;
+  if (!evl_is_task(task) || !EVL__TASK(task)->await_file)
+    return NULL;
+  if (line)
+    *line = EVL__TASK(task)->await_line;
+  return EVL__TASK(task)->await_file;
+}
+EVL__DEF int evl_dump_tasks(evl_loop *loop) {
+  char msg[512];
+  evl_task *t;
+  int n = 0;
+  for (t = evl_task_next(loop, NULL); t; t = evl_task_next(loop, t)) {
+    evl__task *k = EVL__TASK(t);
+    const char *name = evl_task_name(t);
+    if (k->await_file)
+      snprintf(msg, sizeof msg, "pending task %s (%s:%d) waiting at %s:%d",
+               name ? name : "task", k->site.file ? k->site.file : "?",
+               k->site.line, k->await_file, k->await_line);
+    else
+      snprintf(msg, sizeof msg, "pending task %s (%s:%d), not started",
+               name ? name : "task", k->site.file ? k->site.file : "?",
+               k->site.line);
+    evl__log(loop, msg);
+    n++;
+  }
+  return n;
 }
 EVL__DEF int evl_await_error(evl_task *task) {
   return evl_is_task(task) ? EVL__TASK(task)->await_err : EVL_EINVAL;
@@ -4938,7 +5162,22 @@ EVL__DEF evl_future *evl_await_future(evl_task *task) {
   return evl_is_task(task) ? EVL__TASK(task)->awaiting : NULL;
 }
 EVL__DEF int evl_task_resume_point(evl_task *task) {
-  return evl_is_task(task) ? EVL__TASK(task)->resume : -1;
+  if (!evl_is_task(task))
+    return -2;
+  EVL__TASK(task)->switched = 1;
+  return EVL__TASK(task)->resume;
+}
+EVL__DEF void evl_task_finally(evl_task *task) {
+  if (evl_is_task(task))
+    EVL__TASK(task)->fin_entered = 1;
+}
+EVL__DEF int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn) {
+  if (!evl_is_task(task))
+    return EVL_EINVAL;
+  if (task->state != EVL__PENDING)
+    return EVL_EINVALSTATE;
+  EVL__TASK(task)->cleanup = fn;
+  return 0;
 }
 
 EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
@@ -4970,7 +5209,7 @@ EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
     fut->retrieved = 1;
     t->await_err = err;
     if (err && propagate) {
-      evl__task_finish(t, err, fut->errmsg, NULL);
+      evl__task_end(t, err, fut->errmsg, NULL);
       return 1;
     }
     return 0;
@@ -4980,7 +5219,7 @@ EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
     t->await_err = err;
     if (!propagate)
       return 0;
-    evl__task_finish(t, err, NULL, NULL);
+    evl__task_end(t, err, NULL, NULL);
     return 1;
   }
   t->suspended = 1;
@@ -4989,14 +5228,21 @@ EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
   return 1;
 }
 
+EVL__DEF int evl_task_await_at(evl_task *task, evl_future *fut, int point,
+                               int propagate, const char *file) {
+  if (evl_is_task(task)) {
+    EVL__TASK(task)->await_file = file;
+    EVL__TASK(task)->await_line = point;
+  }
+  return evl_task_await(task, fut, point, propagate);
+}
 EVL__DEF void evl_task_return(evl_task *task, void *result) {
   if (evl_is_task(task) && task->state == EVL__PENDING)
-    evl__task_finish(EVL__TASK(task), 0, NULL, result);
+    evl__task_end(EVL__TASK(task), 0, NULL, result);
 }
 EVL__DEF void evl_task_fail(evl_task *task, int code, const char *message) {
   if (evl_is_task(task) && task->state == EVL__PENDING)
-    evl__task_finish(EVL__TASK(task), code < 0 ? code : EVL_EINVAL, message,
-                     NULL);
+    evl__task_end(EVL__TASK(task), code < 0 ? code : EVL_EINVAL, message, NULL);
 }
 
 /* Loop closing: every pending future lets go of its loop references. The
@@ -5254,6 +5500,131 @@ EVL__DEF evl_future *evl_gather(evl_loop *loop, evl_future *const *futs,
     }
   }
   return &g->fut;
+}
+
+/* ==== Tasks that compose: timeouts ======================================
+   A timeout scope belongs to its task: it is freed by evl_timeout_end or
+   when the task ends. Expiry cancels the task's current await; the task
+   sees EVL_ETIMEDOUT there (asyncio.timeout's TimeoutError). */
+
+struct evl_timeout {
+  evl__task *task;
+  struct evl_timeout *next;
+  evl_handle timer;
+  int64_t when; /* ns on the loop clock; INT64_MAX: no deadline */
+  int expired;
+};
+
+static void evl__timeout_fire(evl_loop *loop, void *arg) {
+  evl_timeout *to = (evl_timeout *)arg;
+  to->timer = 0;
+  if (loop->closing || to->task->fut.state != EVL__PENDING)
+    return;
+  to->expired = 1;
+  to->task->timed_out = 1;
+  (void)evl_task_cancel(&to->task->fut);
+}
+
+static int evl__timeout_arm(evl_timeout *to, int64_t when) {
+  evl_loop *loop = to->task->fut.loop;
+  if (to->timer)
+    (void)evl__cancel_internal(loop, to->timer);
+  to->timer = 0;
+  to->when = when;
+  if (when == INT64_MAX || to->expired)
+    return 0;
+  to->timer = evl__schedule(loop, when < 0 ? 0 : when, evl__timeout_fire, to,
+                            EVL__SLOT_INTERNAL, NULL, NULL, 0);
+  if (to->timer < 0) {
+    int rc = (int)to->timer;
+    to->timer = 0;
+    return rc;
+  }
+  return 0;
+}
+
+static int evl__when_ns(evl_loop *loop, double when, int64_t *out) {
+  if (when != when)
+    return EVL_EINVAL;
+  if (when > 9.2e9) /* +inf and beyond the clock: no deadline */
+    *out = INT64_MAX;
+  else if (when < -9.2e9)
+    *out = 0;
+  else
+    *out = (int64_t)(when * 1e9);
+  (void)loop;
+  return 0;
+}
+
+EVL__DEF evl_timeout *evl_timeout_at(evl_task *task, double when) {
+  evl_timeout *to;
+  int64_t ns;
+  if (!evl_is_task(task) || task->state != EVL__PENDING ||
+      evl__when_ns(task->loop, when, &ns))
+    return NULL;
+  to = (evl_timeout *)evl__zalloc(task->loop, sizeof *to);
+  if (!to)
+    return NULL;
+  to->task = EVL__TASK(task);
+  if (evl__timeout_arm(to, ns)) {
+    evl__lfree(task->loop, to);
+    return NULL;
+  }
+  to->next = to->task->timeouts;
+  to->task->timeouts = to;
+  return to;
+}
+EVL__DEF evl_timeout *evl_timeout_new(evl_task *task, double delay) {
+  if (!evl_is_task(task) || delay != delay)
+    return NULL;
+  return evl_timeout_at(task,
+                        delay > 9.2e9 ? delay : evl_time(task->loop) + delay);
+}
+EVL__DEF int evl_timeout_reschedule(evl_timeout *to, double when) {
+  int64_t ns;
+  if (!to || evl__when_ns(to->task->fut.loop, when, &ns))
+    return EVL_EINVAL;
+  if (to->expired)
+    return EVL_EINVALSTATE;
+  return evl__timeout_arm(to, ns);
+}
+EVL__DEF double evl_timeout_when(const evl_timeout *to) {
+  if (!to || to->when == INT64_MAX)
+    return -1.0;
+  return (double)to->when / 1e9;
+}
+EVL__DEF int evl_timeout_expired(const evl_timeout *to) {
+  return to ? to->expired : 0;
+}
+
+static void evl__timeout_unlink(evl_timeout *to) {
+  evl_timeout **pp;
+  for (pp = &to->task->timeouts; *pp; pp = &(*pp)->next)
+    if (*pp == to) {
+      *pp = to->next;
+      break;
+    }
+  if (to->timer)
+    (void)evl__cancel_internal(to->task->fut.loop, to->timer);
+  evl__lfree(to->task->fut.loop, to);
+}
+EVL__DEF int evl_timeout_end(evl_timeout *to) {
+  evl__task *t;
+  int expired;
+  if (!to)
+    return EVL_EINVAL;
+  t = to->task;
+  expired = to->expired;
+  if (expired && t->timed_out) { /* the cancel it sent was not seen: undo */
+    t->timed_out = 0;
+    t->must_cancel = 0;
+  }
+  evl__timeout_unlink(to);
+  return expired ? EVL_ETIMEDOUT : 0;
+}
+static void evl__timeouts_drop(evl__task *t) {
+  while (t->timeouts)
+    evl__timeout_unlink(t->timeouts);
 }
 
 /* ==== Executor ==========================================================
@@ -11364,17 +11735,26 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
 
 /* ==== evl_run (asyncio.run) ============================================= */
 
+/* Cancels the pending tasks and runs the loop until they have ended;
+   again for tasks their cleanup started (a bounded number of rounds). */
+static int evl__cancel_tasks_round(evl_loop *loop);
 static void evl__cancel_all_tasks(evl_loop *loop) {
+  int round;
+  for (round = 0; round < 16; round++)
+    if (loop->running || loop->closed || !evl__cancel_tasks_round(loop))
+      break;
+}
+static int evl__cancel_tasks_round(evl_loop *loop) {
   evl_future *f, **tasks, *all;
   size_t n = 0, i;
   for (f = loop->futures; f; f = f->lnext)
     if (evl_is_task(f) && f->state == EVL__PENDING)
       n++;
   if (!n)
-    return;
+    return 0;
   tasks = (evl_future **)evl__lalloc(loop, n * sizeof *tasks);
   if (!tasks)
-    return;
+    return 0;
   for (i = 0, f = loop->futures; f && i < n; f = f->lnext)
     if (evl_is_task(f) && f->state == EVL__PENDING)
       tasks[i++] = evl_future_ref(f);
@@ -11389,7 +11769,7 @@ static void evl__cancel_all_tasks(evl_loop *loop) {
     if (tasks[i]->state == EVL__FAILED) {
       evl_context ctx;
       memset(&ctx, 0, sizeof ctx);
-      ctx.message = "unhandled error during evl_run() shutdown";
+      ctx.message = "unhandled error of a task cancelled at shutdown";
       ctx.error = tasks[i]->err;
       ctx.error_message = tasks[i]->errmsg;
       ctx.future = tasks[i];
@@ -11398,6 +11778,7 @@ static void evl__cancel_all_tasks(evl_loop *loop) {
     evl_future_release(tasks[i]);
   }
   evl__lfree(loop, tasks);
+  return 1;
 }
 
 EVL__DEF int evl_run(evl_task_fn fn, const void *state, size_t state_size,
