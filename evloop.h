@@ -262,6 +262,10 @@ extern "C" {
   X(EEOF, -3104, "end of file")                                                \
   X(ELIMIT, -3105, "stream buffer limit exceeded")                             \
   X(EINCOMPLETE, -3106, "stream ended before the expected data")               \
+  X(EQUEUEFULL, -3120, "queue is full")                                        \
+  X(EQUEUEEMPTY, -3121, "queue is empty")                                      \
+  X(ESHUTDOWN, -3122, "queue is shut down")                                    \
+  X(EBROKEN, -3123, "barrier is broken")                                       \
   X(EUNKNOWN, -3199, "unknown error")
 
 #define EVL_ERROR_MAP(X)                                                       \
@@ -631,6 +635,121 @@ EVLOOP_API int evl_timeout_reschedule(evl_timeout *to, double when);
 EVLOOP_API double evl_timeout_when(const evl_timeout *to);
 EVLOOP_API int evl_timeout_expired(const evl_timeout *to);
 EVLOOP_API int evl_timeout_end(evl_timeout *to);
+
+/* ==== Synchronisation primitives (asyncio Lock, Event, Condition,
+   Semaphore, BoundedSemaphore, Barrier) ====================================
+   Small objects of one loop; every wait is a future to EVL_AWAIT (or
+   evl_wait_for). Waiters are served first come, first served. A grant (the
+   lock, a semaphore unit) is handed to the first waiter when it is freed,
+   so the lock stays locked between the release and the waiter's resuming
+   (asyncio shows it unlocked in that moment; nobody can barge in either
+   way). The grant is the waiter's once its result is taken: awaited, or
+   read with evl_future_result/evl_future_error. A waiter cancelled before
+   that (a task cancelled just after the grant, a future released unread)
+   never keeps it: it passes to the next waiter. Freeing a primitive fails
+   its pending waits with EVL_ECLOSED. NULL: NULL object, closed loop, no
+   memory (constructors: also bad arguments). */
+typedef struct evl_lock evl_lock;
+typedef struct evl_event evl_event;
+typedef struct evl_condition evl_condition;
+typedef struct evl_semaphore evl_semaphore;
+typedef struct evl_barrier evl_barrier;
+
+EVLOOP_API evl_lock *evl_lock_new(evl_loop *loop);
+EVLOOP_API void evl_lock_free(evl_lock *lock);
+/* Completes (result: the lock) when the caller holds the lock. */
+EVLOOP_API evl_future *evl_lock_acquire(evl_lock *lock);
+/* EVL_EINVALSTATE if not locked (asyncio's RuntimeError). */
+EVLOOP_API int evl_lock_release(evl_lock *lock);
+EVLOOP_API int evl_lock_locked(const evl_lock *lock);
+
+EVLOOP_API evl_event *evl_event_new(evl_loop *loop);
+EVLOOP_API void evl_event_free(evl_event *ev);
+/* Completes when the event is set (at once if it is). */
+EVLOOP_API evl_future *evl_event_wait(evl_event *ev);
+EVLOOP_API void evl_event_set(evl_event *ev);
+EVLOOP_API void evl_event_clear(evl_event *ev);
+EVLOOP_API int evl_event_is_set(const evl_event *ev);
+
+/* lock NULL: the condition makes (and frees) its own. Wait with the lock
+   held: the future releases it, waits for a notify and completes once the
+   lock is held again - also when the wait is cancelled (the cancel is seen
+   with the lock held, as asyncio), so release it in the finally section.
+   Without the lock held the future fails with EVL_EINVALSTATE. wait_for
+   waits until pred(arg) is true (checked with the lock held). notify
+   returns how many waiters it woke, or EVL_EINVALSTATE if not locked. */
+EVLOOP_API evl_condition *evl_condition_new(evl_loop *loop, evl_lock *lock);
+EVLOOP_API void evl_condition_free(evl_condition *cond);
+EVLOOP_API evl_lock *evl_condition_lock(evl_condition *cond);
+EVLOOP_API evl_future *evl_condition_wait(evl_condition *cond);
+EVLOOP_API evl_future *
+evl_condition_wait_for(evl_condition *cond, int (*pred)(void *arg), void *arg);
+EVLOOP_API int evl_condition_notify(evl_condition *cond, size_t n);
+EVLOOP_API int evl_condition_notify_all(evl_condition *cond);
+
+/* value >= 0; bounded: a release above the initial value is refused with
+   EVL_EINVALSTATE (BoundedSemaphore's ValueError). */
+EVLOOP_API evl_semaphore *evl_semaphore_new(evl_loop *loop, long value,
+                                            int bounded);
+EVLOOP_API void evl_semaphore_free(evl_semaphore *sem);
+EVLOOP_API evl_future *evl_semaphore_acquire(evl_semaphore *sem);
+EVLOOP_API int evl_semaphore_release(evl_semaphore *sem);
+/* 1 if an acquire would wait. */
+EVLOOP_API int evl_semaphore_locked(const evl_semaphore *sem);
+EVLOOP_API long evl_semaphore_value(const evl_semaphore *sem);
+
+/* parties >= 1. wait completes with the arrival index, (void *)(intptr_t)
+   0 .. parties-1, when the last party arrives; it fails with EVL_EBROKEN
+   when the barrier is (or gets) aborted or reset while waiting. A party
+   cancelled while waiting leaves without breaking it (asyncio). */
+EVLOOP_API evl_barrier *evl_barrier_new(evl_loop *loop, size_t parties);
+EVLOOP_API void evl_barrier_free(evl_barrier *b);
+EVLOOP_API evl_future *evl_barrier_wait(evl_barrier *b);
+EVLOOP_API int evl_barrier_reset(evl_barrier *b);
+EVLOOP_API int evl_barrier_abort(evl_barrier *b);
+EVLOOP_API size_t evl_barrier_n_waiting(const evl_barrier *b);
+EVLOOP_API size_t evl_barrier_parties(const evl_barrier *b);
+EVLOOP_API int evl_barrier_broken(const evl_barrier *b);
+
+/* ==== Queues (asyncio Queue, PriorityQueue, LifoQueue) ===================
+   Items are void *: the queue never frees an item unless given item_free
+   (may be NULL), which it calls for the items it drops: left in the queue
+   at evl_queue_free or removed by an immediate shutdown. maxsize 0: no
+   limit. The priority queue gives the lowest priority first, equal ones
+   in arrival order. put completes (result: the item) once the item is in
+   the queue; cancelled before that, the item stays the caller's. get
+   completes with the item; an item handed to a get that is cancelled or
+   released unread goes back to the front. */
+typedef struct evl_queue evl_queue;
+#define EVL_QUEUE_FIFO 0
+#define EVL_QUEUE_LIFO 1
+#define EVL_QUEUE_PRIORITY 2
+EVLOOP_API evl_queue *evl_queue_new(evl_loop *loop, int kind, size_t maxsize,
+                                    evl_free_fn item_free);
+EVLOOP_API void evl_queue_free(evl_queue *q);
+EVLOOP_API evl_future *evl_queue_put(evl_queue *q, void *item);
+EVLOOP_API evl_future *evl_queue_put_prio(evl_queue *q, void *item,
+                                          int64_t prio);
+EVLOOP_API evl_future *evl_queue_get(evl_queue *q);
+/* EVL_EQUEUEFULL / EVL_EQUEUEEMPTY, EVL_ESHUTDOWN after a shutdown (get:
+   once the queue is also empty). */
+EVLOOP_API int evl_queue_put_nowait(evl_queue *q, void *item);
+EVLOOP_API int evl_queue_put_nowait_prio(evl_queue *q, void *item,
+                                         int64_t prio);
+EVLOOP_API int evl_queue_get_nowait(evl_queue *q, void **item);
+EVLOOP_API size_t evl_queue_qsize(const evl_queue *q);
+EVLOOP_API int evl_queue_empty(const evl_queue *q);
+EVLOOP_API int evl_queue_full(const evl_queue *q);
+/* One call per item taken; EVL_EINVALSTATE when more calls than puts. join
+   completes when every item put has been marked done. */
+EVLOOP_API int evl_queue_task_done(evl_queue *q);
+EVLOOP_API evl_future *evl_queue_join(evl_queue *q);
+/* asyncio 3.13: later puts fail with EVL_ESHUTDOWN, waiting putters too;
+   gets drain what is left, then fail. immediate: the items are dropped
+   (given to item_free; they count as done for join) and waiting getters
+   fail at once. */
+EVLOOP_API int evl_queue_shutdown(evl_queue *q, int immediate);
+EVLOOP_API int evl_queue_is_shutdown(const evl_queue *q);
 
 /* ==== Executor ==========================================================
    evl_run_in_executor runs fn(arg, &result) on a pool thread (exec NULL: the
@@ -5625,6 +5744,811 @@ EVL__DEF int evl_timeout_end(evl_timeout *to) {
 static void evl__timeouts_drop(evl__task *t) {
   while (t->timeouts)
     evl__timeout_unlink(t->timeouts);
+}
+
+/* ==== Tasks that compose: Lock, Event, Condition, Semaphore, Barrier,
+   queues ===================================================================
+   Every wait is a waiter future linked in its primitive's FIFO list while
+   pending. A cancelled waiter leaves the list at once. A grant (a lock, a
+   semaphore unit, a queue item) goes to the first waiter when it is made;
+   the waiter then sits in the primitive's `granted` list until freed, and
+   if it is freed with its result never taken (a task cancelled after the
+   grant, a future dropped unread) the grant goes back (abandon). */
+
+typedef struct evl__waiter evl__waiter;
+typedef struct evl__wlist {
+  evl__waiter *head, *tail;
+  size_t n;
+} evl__wlist;
+
+enum { EVL__W_PLAIN, EVL__W_BARRIER, EVL__W_COND };
+
+struct evl__waiter {
+  evl_future fut;
+  evl__wlist *list; /* the list it is linked in, or NULL */
+  evl__waiter *prev, *next;
+  void *owner;                     /* the primitive; NULL once it is freed */
+  void (*abandon)(evl__waiter *w); /* gives back a grant nobody took */
+  void *item;                      /* queue item; barrier index */
+  int64_t prio;
+  uint64_t seq;
+  int kind, cancel_req;
+  int (*pred)(void *arg); /* condition wait_for */
+  void *pred_arg;
+};
+
+static void evl__wl_push(evl__wlist *l, evl__waiter *w) {
+  w->list = l;
+  w->next = NULL;
+  w->prev = l->tail;
+  if (l->tail)
+    l->tail->next = w;
+  else
+    l->head = w;
+  l->tail = w;
+  l->n++;
+}
+static void evl__wl_remove(evl__waiter *w) {
+  evl__wlist *l = w->list;
+  if (!l)
+    return;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    l->head = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  else
+    l->tail = w->prev;
+  l->n--;
+  w->list = NULL;
+  w->prev = w->next = NULL;
+}
+
+static void evl__barrier_left(void *owner);
+static int evl__cond_cancel(evl__waiter *w);
+
+static int evl__waiter_cancel(evl_future *f) {
+  evl__waiter *w = (evl__waiter *)(void *)f;
+  if (f->state != EVL__PENDING)
+    return 0;
+  if (w->kind == EVL__W_COND && w->owner)
+    return evl__cond_cancel(w);
+  evl__wl_remove(w);
+  if (w->kind == EVL__W_BARRIER && w->owner)
+    evl__barrier_left(w->owner);
+  return evl__future_cancel_base(f);
+}
+static void evl__waiter_destroy(evl_future *f) {
+  evl__waiter *w = (evl__waiter *)(void *)f;
+  int abandoned = f->state == EVL__DONE && !f->retrieved && w->abandon &&
+                  w->owner && !f->loop->closing && !f->loop->closed;
+  evl__wl_remove(w);
+  if (abandoned)
+    w->abandon(w);
+}
+static void evl__waiter_close(evl_future *f) {
+  evl__waiter *w = (evl__waiter *)(void *)f;
+  evl__wl_remove(w);
+  w->owner = NULL;
+}
+static const evl__future_vt evl__waiter_vt = {
+    evl__waiter_cancel, evl__waiter_destroy, evl__waiter_close};
+
+static evl__waiter *evl__waiter_new(evl_loop *loop, void *owner,
+                                    void (*abandon)(evl__waiter *)) {
+  evl__waiter *w = (evl__waiter *)(void *)evl__future_alloc(loop, sizeof *w,
+                                                            &evl__waiter_vt);
+  if (w) {
+    w->owner = owner;
+    w->abandon = abandon;
+  }
+  return w;
+}
+
+/* Completes w with a grant; with an abandon hook it is kept in `granted`
+   so that freeing the primitive can detach it. */
+static void evl__grant(evl__waiter *w, evl__wlist *granted, void *result) {
+  evl__wl_remove(w);
+  if (w->abandon && granted)
+    evl__wl_push(granted, w);
+  (void)evl_future_set_result(&w->fut, result);
+}
+/* Fails every waiter of l with err (ECLOSED: the primitive was freed). */
+static void evl__wl_fail_all(evl__wlist *l, int err, const char *msg) {
+  while (l->head) {
+    evl__waiter *w = l->head;
+    evl__wl_remove(w);
+    w->owner = NULL;
+    (void)evl_future_set_error(&w->fut, err, msg);
+  }
+}
+static void evl__wl_detach_all(evl__wlist *l) {
+  while (l->head) {
+    l->head->owner = NULL;
+    evl__wl_remove(l->head);
+  }
+}
+static evl_future *evl__failed(evl_loop *loop, int err, const char *msg) {
+  evl_future *f = evl_future_new(loop);
+  if (f)
+    (void)evl_future_set_error(f, err, msg);
+  return f;
+}
+static void *evl__prim_alloc(evl_loop *loop, size_t size) {
+  void *p;
+  if (!loop || loop->closed || loop->closing)
+    return NULL;
+  p = evl__zalloc(loop, size);
+  if (p)
+    loop->struct_refs++; /* the loop's memory outlives the primitive */
+  return p;
+}
+static void evl__prim_free(evl_loop *loop, void *p) {
+  evl__lfree(loop, p);
+  evl__loop_unref(loop);
+}
+
+/* ---- Lock ---- */
+
+struct evl_lock {
+  evl_loop *loop;
+  evl__wlist waiters, granted;
+  int locked;
+};
+
+EVL__DEF evl_lock *evl_lock_new(evl_loop *loop) {
+  evl_lock *l = (evl_lock *)evl__prim_alloc(loop, sizeof *l);
+  if (l)
+    l->loop = loop;
+  return l;
+}
+static void evl__lock_abandon(evl__waiter *w) {
+  (void)evl_lock_release((evl_lock *)w->owner);
+}
+EVL__DEF evl_future *evl_lock_acquire(evl_lock *lock) {
+  evl__waiter *w;
+  if (!lock)
+    return NULL;
+  w = evl__waiter_new(lock->loop, lock, evl__lock_abandon);
+  if (!w)
+    return NULL;
+  if (!lock->locked) {
+    lock->locked = 1;
+    evl__grant(w, &lock->granted, lock);
+  } else {
+    evl__wl_push(&lock->waiters, w);
+  }
+  return &w->fut;
+}
+EVL__DEF int evl_lock_release(evl_lock *lock) {
+  if (!lock)
+    return EVL_EINVAL;
+  if (!lock->locked)
+    return EVL_EINVALSTATE;
+  if (lock->waiters.head) /* handed over: it stays locked */
+    evl__grant(lock->waiters.head, &lock->granted, lock);
+  else
+    lock->locked = 0;
+  return 0;
+}
+EVL__DEF int evl_lock_locked(const evl_lock *lock) {
+  return lock ? lock->locked : 0;
+}
+EVL__DEF void evl_lock_free(evl_lock *lock) {
+  if (!lock)
+    return;
+  evl__wl_fail_all(&lock->waiters, EVL_ECLOSED, "lock freed");
+  evl__wl_detach_all(&lock->granted);
+  evl__prim_free(lock->loop, lock);
+}
+
+/* ---- Semaphore, BoundedSemaphore ---- */
+
+struct evl_semaphore {
+  evl_loop *loop;
+  evl__wlist waiters, granted;
+  long value, bound; /* bound < 0: unbounded */
+};
+
+EVL__DEF evl_semaphore *evl_semaphore_new(evl_loop *loop, long value,
+                                          int bounded) {
+  evl_semaphore *s;
+  if (value < 0)
+    return NULL;
+  s = (evl_semaphore *)evl__prim_alloc(loop, sizeof *s);
+  if (s) {
+    s->loop = loop;
+    s->value = value;
+    s->bound = bounded ? value : -1;
+  }
+  return s;
+}
+static void evl__sem_abandon(evl__waiter *w) {
+  (void)evl_semaphore_release((evl_semaphore *)w->owner);
+}
+EVL__DEF evl_future *evl_semaphore_acquire(evl_semaphore *sem) {
+  evl__waiter *w;
+  if (!sem)
+    return NULL;
+  w = evl__waiter_new(sem->loop, sem, evl__sem_abandon);
+  if (!w)
+    return NULL;
+  if (sem->value > 0 && !sem->waiters.head) {
+    sem->value--;
+    evl__grant(w, &sem->granted, sem);
+  } else {
+    evl__wl_push(&sem->waiters, w);
+  }
+  return &w->fut;
+}
+EVL__DEF int evl_semaphore_release(evl_semaphore *sem) {
+  if (!sem)
+    return EVL_EINVAL;
+  if (sem->waiters.head) {
+    evl__grant(sem->waiters.head, &sem->granted, sem);
+    return 0;
+  }
+  if (sem->bound >= 0 && sem->value >= sem->bound)
+    return EVL_EINVALSTATE; /* BoundedSemaphore released too many times */
+  sem->value++;
+  return 0;
+}
+EVL__DEF int evl_semaphore_locked(const evl_semaphore *sem) {
+  return sem ? sem->value == 0 || sem->waiters.head != NULL : 0;
+}
+EVL__DEF long evl_semaphore_value(const evl_semaphore *sem) {
+  return sem ? sem->value : 0;
+}
+EVL__DEF void evl_semaphore_free(evl_semaphore *sem) {
+  if (!sem)
+    return;
+  evl__wl_fail_all(&sem->waiters, EVL_ECLOSED, "semaphore freed");
+  evl__wl_detach_all(&sem->granted);
+  evl__prim_free(sem->loop, sem);
+}
+
+/* ---- Event ---- */
+
+struct evl_event {
+  evl_loop *loop;
+  evl__wlist waiters;
+  int set;
+};
+
+EVL__DEF evl_event *evl_event_new(evl_loop *loop) {
+  evl_event *e = (evl_event *)evl__prim_alloc(loop, sizeof *e);
+  if (e)
+    e->loop = loop;
+  return e;
+}
+EVL__DEF evl_future *evl_event_wait(evl_event *ev) {
+  evl__waiter *w;
+  if (!ev)
+    return NULL;
+  w = evl__waiter_new(ev->loop, ev, NULL);
+  if (!w)
+    return NULL;
+  if (ev->set)
+    evl__grant(w, NULL, ev);
+  else
+    evl__wl_push(&ev->waiters, w);
+  return &w->fut;
+}
+EVL__DEF void evl_event_set(evl_event *ev) {
+  if (!ev || ev->set)
+    return;
+  ev->set = 1;
+  while (ev->waiters.head)
+    evl__grant(ev->waiters.head, NULL, ev);
+}
+EVL__DEF void evl_event_clear(evl_event *ev) {
+  if (ev)
+    ev->set = 0;
+}
+EVL__DEF int evl_event_is_set(const evl_event *ev) {
+  return ev ? ev->set : 0;
+}
+EVL__DEF void evl_event_free(evl_event *ev) {
+  if (!ev)
+    return;
+  evl__wl_fail_all(&ev->waiters, EVL_ECLOSED, "event freed");
+  evl__prim_free(ev->loop, ev);
+}
+
+/* ---- Condition ---- */
+
+struct evl_condition {
+  evl_loop *loop;
+  evl__wlist waiters, relocking; /* waiting for notify; for the lock */
+  evl_lock *lock;
+  int own_lock;
+};
+
+EVL__DEF evl_condition *evl_condition_new(evl_loop *loop, evl_lock *lock) {
+  evl_condition *c;
+  if (lock && lock->loop != loop)
+    return NULL;
+  c = (evl_condition *)evl__prim_alloc(loop, sizeof *c);
+  if (!c)
+    return NULL;
+  c->loop = loop;
+  c->lock = lock ? lock : evl_lock_new(loop);
+  c->own_lock = !lock;
+  if (!c->lock) {
+    evl__prim_free(loop, c);
+    return NULL;
+  }
+  return c;
+}
+EVL__DEF evl_lock *evl_condition_lock(evl_condition *cond) {
+  return cond ? cond->lock : NULL;
+}
+
+/* The lock came back to a notified (or cancelled) waiter. */
+static void evl__cond_relocked(evl_future *lf, void *arg) {
+  evl__waiter *w = (evl__waiter *)arg;
+  evl_condition *c = (evl_condition *)w->owner;
+  lf->retrieved = 1; /* the grant is the waiter's now */
+  evl__wl_remove(w);
+  if (lf->state != EVL__DONE)
+    (void)evl_future_set_error(&w->fut, lf->err, "lock lost while waiting");
+  else if (w->cancel_req)
+    (void)evl__future_cancel_base(&w->fut);
+  else if (c && w->pred && !w->pred(w->pred_arg)) {
+    (void)evl_lock_release(c->lock); /* wait_for: not yet, wait again */
+    evl__wl_push(&c->waiters, w);
+  } else
+    (void)evl_future_set_result(&w->fut, c);
+  evl_future_release(lf);
+  evl_future_release(&w->fut);
+}
+static void evl__cond_reacquire(evl__waiter *w) {
+  evl_condition *c = (evl_condition *)w->owner;
+  evl_future *lf = evl_lock_acquire(c->lock);
+  if (!lf || evl_future_add_done_callback(lf, evl__cond_relocked, w)) {
+    evl_future_release(lf);
+    (void)evl_future_set_error(&w->fut, EVL_ENOMEM, "could not retake lock");
+    return;
+  }
+  w->fut.refs++; /* until the lock is back */
+  evl__wl_push(&c->relocking, w);
+}
+/* asyncio: the lock is taken back before the cancel is seen. */
+static int evl__cond_cancel(evl__waiter *w) {
+  w->cancel_req = 1;
+  if (w->list == &((evl_condition *)w->owner)->waiters) {
+    evl__wl_remove(w);
+    evl__cond_reacquire(w);
+  }
+  return w->fut.state == EVL__PENDING ? 1 : 0;
+}
+static evl_future *evl__condition_wait(evl_condition *cond, int (*pred)(void *),
+                                       void *arg) {
+  evl__waiter *w;
+  if (!cond)
+    return NULL;
+  if (!cond->lock->locked)
+    return evl__failed(cond->loop, EVL_EINVALSTATE, "lock is not acquired");
+  w = evl__waiter_new(cond->loop, cond, NULL);
+  if (!w)
+    return NULL;
+  w->kind = EVL__W_COND;
+  w->pred = pred;
+  w->pred_arg = arg;
+  if (pred && pred(arg)) {
+    (void)evl_future_set_result(&w->fut, cond);
+    return &w->fut;
+  }
+  (void)evl_lock_release(cond->lock);
+  evl__wl_push(&cond->waiters, w);
+  return &w->fut;
+}
+EVL__DEF evl_future *evl_condition_wait(evl_condition *cond) {
+  return evl__condition_wait(cond, NULL, NULL);
+}
+EVL__DEF evl_future *evl_condition_wait_for(evl_condition *cond,
+                                            int (*pred)(void *arg), void *arg) {
+  if (cond && !pred)
+    return evl__failed(cond->loop, EVL_EINVAL, "NULL predicate");
+  return evl__condition_wait(cond, pred, arg);
+}
+EVL__DEF int evl_condition_notify(evl_condition *cond, size_t n) {
+  int woken = 0;
+  if (!cond)
+    return EVL_EINVAL;
+  if (!cond->lock->locked)
+    return EVL_EINVALSTATE;
+  while (n-- > 0 && cond->waiters.head) {
+    evl__waiter *w = cond->waiters.head;
+    evl__wl_remove(w);
+    evl__cond_reacquire(w);
+    woken++;
+  }
+  return woken;
+}
+EVL__DEF int evl_condition_notify_all(evl_condition *cond) {
+  return evl_condition_notify(cond, (size_t)-1);
+}
+EVL__DEF void evl_condition_free(evl_condition *cond) {
+  if (!cond)
+    return;
+  evl__wl_fail_all(&cond->waiters, EVL_ECLOSED, "condition freed");
+  evl__wl_detach_all(&cond->relocking);
+  if (cond->own_lock)
+    evl_lock_free(cond->lock);
+  evl__prim_free(cond->loop, cond);
+}
+
+/* ---- Barrier (asyncio 3.11) ----
+   Parties arrive one by one; the last one releases them all at once, each
+   with its arrival index. A party cancelled while waiting leaves (asyncio:
+   the barrier is not broken by it). */
+
+struct evl_barrier {
+  evl_loop *loop;
+  evl__wlist waiters;
+  size_t parties, count;
+  int broken;
+};
+
+EVL__DEF evl_barrier *evl_barrier_new(evl_loop *loop, size_t parties) {
+  evl_barrier *b;
+  if (parties < 1)
+    return NULL;
+  b = (evl_barrier *)evl__prim_alloc(loop, sizeof *b);
+  if (b) {
+    b->loop = loop;
+    b->parties = parties;
+  }
+  return b;
+}
+static void evl__barrier_left(void *owner) {
+  evl_barrier *b = (evl_barrier *)owner;
+  if (b->count)
+    b->count--;
+}
+EVL__DEF evl_future *evl_barrier_wait(evl_barrier *b) {
+  evl__waiter *w;
+  if (!b)
+    return NULL;
+  if (b->broken)
+    return evl__failed(b->loop, EVL_EBROKEN, NULL);
+  w = evl__waiter_new(b->loop, b, NULL);
+  if (!w)
+    return NULL;
+  w->kind = EVL__W_BARRIER;
+  w->item = (void *)(intptr_t)b->count;
+  if (++b->count < b->parties) {
+    evl__wl_push(&b->waiters, w);
+    return &w->fut;
+  }
+  b->count = 0; /* the last party: everyone passes */
+  while (b->waiters.head)
+    evl__grant(b->waiters.head, NULL, b->waiters.head->item);
+  evl__grant(w, NULL, w->item);
+  return &w->fut;
+}
+EVL__DEF int evl_barrier_reset(evl_barrier *b) {
+  if (!b)
+    return EVL_EINVAL;
+  evl__wl_fail_all(&b->waiters, EVL_EBROKEN, "barrier reset");
+  b->count = 0;
+  b->broken = 0;
+  return 0;
+}
+EVL__DEF int evl_barrier_abort(evl_barrier *b) {
+  if (!b)
+    return EVL_EINVAL;
+  b->broken = 1;
+  evl__wl_fail_all(&b->waiters, EVL_EBROKEN, "barrier aborted");
+  b->count = 0;
+  return 0;
+}
+EVL__DEF size_t evl_barrier_n_waiting(const evl_barrier *b) {
+  return b ? b->count : 0;
+}
+EVL__DEF size_t evl_barrier_parties(const evl_barrier *b) {
+  return b ? b->parties : 0;
+}
+EVL__DEF int evl_barrier_broken(const evl_barrier *b) {
+  return b ? b->broken : 0;
+}
+EVL__DEF void evl_barrier_free(evl_barrier *b) {
+  if (!b)
+    return;
+  evl__wl_fail_all(&b->waiters, EVL_ECLOSED, "barrier freed");
+  evl__prim_free(b->loop, b);
+}
+
+/* ---- Queue, PriorityQueue, LifoQueue ----
+   Items sit in one array: a ring for FIFO, a stack for LIFO, a binary
+   min-heap on (priority, arrival) for the priority queue, so equal
+   priorities come out in arrival order. An item given to a getter that
+   nobody takes goes back to the front. */
+
+typedef struct evl__qent {
+  int64_t prio;
+  uint64_t seq;
+  void *item;
+} evl__qent;
+
+struct evl_queue {
+  evl_loop *loop;
+  evl__wlist getters, putters, joiners, granted;
+  evl__qent *a;
+  size_t cap, head, len, maxsize, unfinished;
+  uint64_t seq;
+  int kind, shutdown;
+  evl_free_fn item_free;
+};
+
+EVL__DEF evl_queue *evl_queue_new(evl_loop *loop, int kind, size_t maxsize,
+                                  evl_free_fn item_free) {
+  evl_queue *q;
+  if (kind != EVL_QUEUE_FIFO && kind != EVL_QUEUE_LIFO &&
+      kind != EVL_QUEUE_PRIORITY)
+    return NULL;
+  q = (evl_queue *)evl__prim_alloc(loop, sizeof *q);
+  if (q) {
+    q->loop = loop;
+    q->kind = kind;
+    q->maxsize = maxsize;
+    q->item_free = item_free;
+  }
+  return q;
+}
+
+static int evl__qent_less(const evl__qent *a, const evl__qent *b) {
+  return a->prio < b->prio || (a->prio == b->prio && a->seq < b->seq);
+}
+static int evl__q_reserve(evl_queue *q) {
+  size_t cap, i;
+  evl__qent *a;
+  if (q->len < q->cap)
+    return 0;
+  cap = q->cap ? q->cap * 2 : 8;
+  a = (evl__qent *)evl__lalloc(q->loop, cap * sizeof *a);
+  if (!a)
+    return EVL_ENOMEM;
+  for (i = 0; i < q->len; i++) /* unwrap the ring */
+    a[i] = q->a[(q->head + i) % (q->cap ? q->cap : 1)];
+  evl__lfree(q->loop, q->a);
+  q->a = a;
+  q->cap = cap;
+  q->head = 0;
+  return 0;
+}
+/* Adds e; front: where the next get takes from (an item given back). */
+static int evl__q_push(evl_queue *q, evl__qent e, int front) {
+  size_t i;
+  if (evl__q_reserve(q))
+    return EVL_ENOMEM;
+  if (q->kind == EVL_QUEUE_PRIORITY) {
+    for (i = q->len++; i > 0; i = (i - 1) / 2) { /* sift up */
+      if (!evl__qent_less(&e, &q->a[(i - 1) / 2]))
+        break;
+      q->a[i] = q->a[(i - 1) / 2];
+    }
+    q->a[i] = e;
+  } else if (q->kind == EVL_QUEUE_LIFO || !front) {
+    q->a[(q->head + q->len++) % q->cap] = e;
+  } else {
+    q->head = (q->head + q->cap - 1) % q->cap;
+    q->a[q->head] = e;
+    q->len++;
+  }
+  return 0;
+}
+static evl__qent evl__q_pop(evl_queue *q) {
+  evl__qent top;
+  size_t i, c, n;
+  if (q->kind == EVL_QUEUE_FIFO) {
+    top = q->a[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+  } else if (q->kind == EVL_QUEUE_LIFO) {
+    top = q->a[--q->len];
+  } else {
+    evl__qent last;
+    top = q->a[0];
+    last = q->a[--q->len];
+    n = q->len;
+    for (i = 0; (c = 2 * i + 1) < n; i = c) { /* sift down */
+      if (c + 1 < n && evl__qent_less(&q->a[c + 1], &q->a[c]))
+        c++;
+      if (!evl__qent_less(&q->a[c], &last))
+        break;
+      q->a[i] = q->a[c];
+    }
+    if (n)
+      q->a[i] = last;
+  }
+  return top;
+}
+
+static void evl__q_abandon(evl__waiter *w);
+/* Items to waiting getters while both exist; then waiting putters into the
+   free room. */
+static void evl__q_settle(evl_queue *q) {
+  for (;;) {
+    if (q->getters.head && q->len) {
+      evl__waiter *g = q->getters.head;
+      evl__qent e = evl__q_pop(q);
+      g->prio = e.prio;
+      g->seq = e.seq;
+      evl__grant(g, &q->granted, e.item);
+    } else if (q->putters.head && (!q->maxsize || q->len < q->maxsize)) {
+      evl__waiter *p = q->putters.head;
+      evl__qent e;
+      e.prio = p->prio;
+      e.seq = q->seq++;
+      e.item = p->item;
+      if (evl__q_push(q, e, 0)) {
+        evl__wl_remove(p);
+        (void)evl_future_set_error(&p->fut, EVL_ENOMEM, NULL);
+        continue;
+      }
+      q->unfinished++;
+      evl__grant(p, NULL, p->item);
+    } else {
+      return;
+    }
+  }
+}
+static void evl__q_abandon(evl__waiter *w) {
+  evl_queue *q = (evl_queue *)w->owner;
+  evl__qent e;
+  e.prio = w->prio;
+  e.seq = w->seq;
+  e.item = w->item;
+  if (q->shutdown == 2 || evl__q_push(q, e, 1)) { /* dropped */
+    if (q->item_free && w->item)
+      q->item_free(w->item);
+    return;
+  }
+  evl__q_settle(q);
+}
+static evl_future *evl__q_put(evl_queue *q, void *item, int64_t prio) {
+  evl__waiter *w;
+  if (!q)
+    return NULL;
+  if (q->shutdown)
+    return evl__failed(q->loop, EVL_ESHUTDOWN, NULL);
+  w = evl__waiter_new(q->loop, q, NULL);
+  if (!w)
+    return NULL;
+  w->item = item;
+  w->prio = prio;
+  evl__wl_push(&q->putters, w);
+  evl__q_settle(q);
+  return &w->fut;
+}
+EVL__DEF evl_future *evl_queue_put(evl_queue *q, void *item) {
+  return evl__q_put(q, item, 0);
+}
+EVL__DEF evl_future *evl_queue_put_prio(evl_queue *q, void *item,
+                                        int64_t prio) {
+  return evl__q_put(q, item, prio);
+}
+EVL__DEF int evl_queue_put_nowait_prio(evl_queue *q, void *item, int64_t prio) {
+  evl__qent e;
+  if (!q)
+    return EVL_EINVAL;
+  if (q->shutdown)
+    return EVL_ESHUTDOWN;
+  if (q->maxsize && q->len + q->putters.n >= q->maxsize)
+    return EVL_EQUEUEFULL;
+  e.prio = prio;
+  e.seq = q->seq++;
+  e.item = item;
+  if (evl__q_push(q, e, 0))
+    return EVL_ENOMEM;
+  q->unfinished++;
+  evl__q_settle(q);
+  return 0;
+}
+EVL__DEF int evl_queue_put_nowait(evl_queue *q, void *item) {
+  return evl_queue_put_nowait_prio(q, item, 0);
+}
+EVL__DEF evl_future *evl_queue_get(evl_queue *q) {
+  evl__waiter *w;
+  if (!q)
+    return NULL;
+  if (q->shutdown && !q->len)
+    return evl__failed(q->loop, EVL_ESHUTDOWN, NULL);
+  w = evl__waiter_new(q->loop, q, evl__q_abandon);
+  if (!w)
+    return NULL;
+  evl__wl_push(&q->getters, w);
+  evl__q_settle(q);
+  return &w->fut;
+}
+EVL__DEF int evl_queue_get_nowait(evl_queue *q, void **item) {
+  evl__qent e;
+  if (item)
+    *item = NULL;
+  if (!q || !item)
+    return EVL_EINVAL;
+  if (!q->len)
+    return q->shutdown ? EVL_ESHUTDOWN : EVL_EQUEUEEMPTY;
+  e = evl__q_pop(q);
+  *item = e.item;
+  evl__q_settle(q);
+  return 0;
+}
+EVL__DEF size_t evl_queue_qsize(const evl_queue *q) {
+  return q ? q->len : 0;
+}
+EVL__DEF int evl_queue_empty(const evl_queue *q) {
+  return q ? q->len == 0 : 1;
+}
+EVL__DEF int evl_queue_full(const evl_queue *q) {
+  return q && q->maxsize ? q->len >= q->maxsize : 0;
+}
+EVL__DEF int evl_queue_task_done(evl_queue *q) {
+  if (!q)
+    return EVL_EINVAL;
+  if (!q->unfinished)
+    return EVL_EINVALSTATE; /* asyncio: called too many times */
+  if (--q->unfinished == 0)
+    while (q->joiners.head)
+      evl__grant(q->joiners.head, NULL, q);
+  return 0;
+}
+EVL__DEF evl_future *evl_queue_join(evl_queue *q) {
+  evl__waiter *w;
+  if (!q)
+    return NULL;
+  w = evl__waiter_new(q->loop, q, NULL);
+  if (!w)
+    return NULL;
+  if (!q->unfinished)
+    evl__grant(w, NULL, q);
+  else
+    evl__wl_push(&q->joiners, w);
+  return &w->fut;
+}
+static void evl__q_drop_items(evl_queue *q) {
+  while (q->len) {
+    evl__qent e = evl__q_pop(q);
+    if (q->item_free && e.item)
+      q->item_free(e.item);
+    if (q->unfinished)
+      q->unfinished--;
+  }
+}
+EVL__DEF int evl_queue_shutdown(evl_queue *q, int immediate) {
+  if (!q)
+    return EVL_EINVAL;
+  if (!q->shutdown)
+    q->shutdown = 1;
+  if (immediate) {
+    q->shutdown = 2;
+    evl__q_drop_items(q);
+    if (!q->unfinished)
+      while (q->joiners.head)
+        evl__grant(q->joiners.head, NULL, q);
+  }
+  evl__wl_fail_all(&q->putters, EVL_ESHUTDOWN, NULL);
+  if (!q->len) /* getters wait only on an empty queue */
+    evl__wl_fail_all(&q->getters, EVL_ESHUTDOWN, NULL);
+  return 0;
+}
+EVL__DEF int evl_queue_is_shutdown(const evl_queue *q) {
+  return q ? q->shutdown != 0 : 0;
+}
+EVL__DEF void evl_queue_free(evl_queue *q) {
+  if (!q)
+    return;
+  evl__wl_fail_all(&q->getters, EVL_ECLOSED, "queue freed");
+  evl__wl_fail_all(&q->putters, EVL_ECLOSED, "queue freed");
+  evl__wl_fail_all(&q->joiners, EVL_ECLOSED, "queue freed");
+  evl__wl_detach_all(&q->granted);
+  q->unfinished = 0;
+  evl__q_drop_items(q);
+  evl__lfree(q->loop, q->a);
+  evl__prim_free(q->loop, q);
 }
 
 /* ==== Executor ==========================================================
