@@ -6377,6 +6377,7 @@ static void evl__q_settle(evl_queue *q) {
       evl__qent e = evl__q_pop(q);
       g->prio = e.prio;
       g->seq = e.seq;
+      g->item = e.item;
       evl__grant(g, &q->granted, e.item);
     } else if (q->putters.head && (!q->maxsize || q->len < q->maxsize)) {
       evl__waiter *p = q->putters.head;
