@@ -751,6 +751,57 @@ EVLOOP_API evl_future *evl_queue_join(evl_queue *q);
 EVLOOP_API int evl_queue_shutdown(evl_queue *q, int immediate);
 EVLOOP_API int evl_queue_is_shutdown(const evl_queue *q);
 
+/* ==== Waiting primitives, shield, TaskGroup ==============================
+   evl_wait (asyncio.wait): completes, never failing, when return_when is
+   met or the timeout passes (INFINITY: none), with the number of futures
+   done as (void *)(intptr_t); which are done and which pending is
+   evl_future_done on each. It cancels nothing, neither at the timeout nor
+   when itself is cancelled. FIRST_EXCEPTION: a failure (not a cancel) or
+   all done. n == 0, NULL or another loop's future: fails with EVL_EINVAL.
+   It takes references of its own. */
+#define EVL_FIRST_COMPLETED 1
+#define EVL_FIRST_EXCEPTION 2
+#define EVL_ALL_COMPLETED 3
+EVLOOP_API evl_future *evl_wait(evl_loop *loop, evl_future *const *futs,
+                                size_t n, int return_when, double timeout);
+/* asyncio.as_completed: each evl_as_completed_next gives a future that
+   completes with the next input future to finish (result: that future,
+   borrowed from the iterator), in completion order; once the overall
+   timeout (INFINITY: none) passes, the ones not delivered fail with
+   EVL_ETIMEDOUT. More than n calls: EVL_EINVALSTATE. The inputs are not
+   cancelled. NULL for bad arguments. */
+typedef struct evl_as_completed evl_as_completed;
+EVLOOP_API evl_as_completed *evl_as_completed_new(evl_loop *loop,
+                                                  evl_future *const *futs,
+                                                  size_t n, double timeout);
+EVLOOP_API evl_future *evl_as_completed_next(evl_as_completed *ac);
+EVLOOP_API void evl_as_completed_free(evl_as_completed *ac);
+/* asyncio.shield: completes as fut does; cancelling it does not cancel fut.
+   Takes a reference of its own (the caller keeps its own). */
+EVLOOP_API evl_future *evl_shield(evl_future *fut);
+
+/* TaskGroup (asyncio 3.11). Children are made with evl_task_group_create;
+   evl_task_group_wait (the end of `async with`) completes when every child
+   has ended. The first child to fail cancels the others and, unless it is
+   already awaiting the wait, the parent task (its current await sees
+   EVL_ECANCELED; await the group's wait in its finally section); the wait
+   then fails with that child's error, and evl_task_group_others_failed
+   counts the other children that failed (cancelled ones do not count).
+   Cancelling the wait (or the task awaiting it) cancels the children; it
+   completes, cancelled, once they have ended. No children after a failure
+   or the end (NULL). evl_task_group_free cancels children still running:
+   none outlives the group. parent may be NULL. */
+typedef struct evl_task_group evl_task_group;
+EVLOOP_API evl_task_group *evl_task_group_new(evl_loop *loop, evl_task *parent);
+EVLOOP_API evl_task *evl_task_group_create(evl_task_group *g, evl_task_fn fn,
+                                           const void *state,
+                                           size_t state_size);
+EVLOOP_API evl_future *evl_task_group_wait(evl_task_group *g);
+/* The first child's error (0 if none), and how many others failed. */
+EVLOOP_API int evl_task_group_error(const evl_task_group *g);
+EVLOOP_API int evl_task_group_others_failed(const evl_task_group *g);
+EVLOOP_API void evl_task_group_free(evl_task_group *g);
+
 /* ==== Executor ==========================================================
    evl_run_in_executor runs fn(arg, &result) on a pool thread (exec NULL: the
    loop's default executor, created on first use) and completes the future
@@ -6550,6 +6601,408 @@ EVL__DEF void evl_queue_free(evl_queue *q) {
   evl__q_drop_items(q);
   evl__lfree(q->loop, q->a);
   evl__prim_free(q->loop, q);
+}
+
+/* ==== Tasks that compose: wait, as_completed, shield, TaskGroup ========= */
+
+typedef struct evl__multi {
+  evl_future fut;
+  evl_future **kids;
+  size_t n, ndone;
+  evl_handle timer; /* holds a reference to the future while pending */
+  int how;
+} evl__multi;
+
+static void evl__multi_stop_timer(evl__multi *m) {
+  if (m->timer && evl__cancel_internal(m->fut.loop, m->timer)) {
+    m->timer = 0;
+    evl_future_release(&m->fut);
+  }
+}
+static void evl__multi_release_kids(evl__multi *m, evl_future_callback cb) {
+  size_t i;
+  for (i = 0; i < m->n; i++) {
+    evl_future_remove_done_callback(m->kids[i], cb, m);
+    evl_future_release(m->kids[i]);
+  }
+  evl__lfree(m->fut.loop, m->kids);
+  m->kids = NULL;
+  m->n = 0;
+}
+/* Takes references to futs[0..n) and calls cb when each completes. */
+static int evl__multi_init(evl__multi *m, evl_future *const *futs, size_t n,
+                           double timeout, evl_future_callback cb,
+                           evl_callback on_timeout) {
+  size_t i;
+  int64_t ns = 0;
+  if (!n || !futs || timeout != timeout)
+    return EVL_EINVAL;
+  for (i = 0; i < n; i++)
+    if (!futs[i] || futs[i]->loop != m->fut.loop)
+      return EVL_EINVAL;
+  m->kids = (evl_future **)evl__lalloc(m->fut.loop, n * sizeof *m->kids);
+  if (!m->kids)
+    return EVL_ENOMEM;
+  for (i = 0; i < n; i++) {
+    m->kids[i] = evl_future_ref(futs[i]);
+    m->n = i + 1;
+    if (evl_future_add_done_callback(futs[i], cb, m))
+      return EVL_ENOMEM;
+  }
+  if (timeout < 0)
+    timeout = 0;
+  if (timeout <= DBL_MAX && !evl__seconds_to_ns(timeout, &ns)) {
+    m->timer = evl__later_internal(m->fut.loop, ns, on_timeout, m);
+    if (m->timer > 0)
+      m->fut.refs++;
+    else
+      m->timer = 0;
+  }
+  return 0;
+}
+
+/* ---- wait ---- */
+
+static void evl__wait_check(evl__multi *m) {
+  size_t i;
+  int fire = m->ndone == m->n || (m->how == EVL_FIRST_COMPLETED && m->ndone);
+  if (m->how == EVL_FIRST_EXCEPTION)
+    for (i = 0; i < m->n && !fire; i++)
+      fire = m->kids[i]->state == EVL__FAILED;
+  if (fire && m->fut.state == EVL__PENDING) {
+    evl__multi_stop_timer(m);
+    (void)evl_future_set_result(&m->fut, (void *)(intptr_t)m->ndone);
+  }
+}
+static void evl__wait_kid_done(evl_future *kid, void *arg) {
+  evl__multi *m = (evl__multi *)arg;
+  (void)kid;
+  m->ndone++;
+  evl__wait_check(m);
+}
+static void evl__wait_timeout(evl_loop *loop, void *arg) {
+  evl__multi *m = (evl__multi *)arg;
+  m->timer = 0;
+  if (!loop->closing && m->fut.state == EVL__PENDING)
+    (void)evl_future_set_result(&m->fut, (void *)(intptr_t)m->ndone);
+  evl_future_release(&m->fut);
+}
+static int evl__wait_cancel(evl_future *f) {
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1)
+    evl__multi_stop_timer((evl__multi *)(void *)f); /* the futures go on */
+  return rc;
+}
+static void evl__wait_destroy(evl_future *f) {
+  evl__multi_release_kids((evl__multi *)(void *)f, evl__wait_kid_done);
+}
+static const evl__future_vt evl__wait_vt = {evl__wait_cancel, evl__wait_destroy,
+                                            NULL};
+
+EVL__DEF evl_future *evl_wait(evl_loop *loop, evl_future *const *futs, size_t n,
+                              int return_when, double timeout) {
+  evl__multi *m;
+  int rc;
+  m = (evl__multi *)(void *)evl__future_alloc(loop, sizeof *m, &evl__wait_vt);
+  if (!m)
+    return NULL;
+  m->how = return_when;
+  if (return_when != EVL_FIRST_COMPLETED &&
+      return_when != EVL_FIRST_EXCEPTION && return_when != EVL_ALL_COMPLETED)
+    rc = EVL_EINVAL;
+  else
+    rc = evl__multi_init(m, futs, n, timeout, evl__wait_kid_done,
+                         evl__wait_timeout);
+  if (rc) {
+    evl__multi_stop_timer(m);
+    (void)evl_future_set_error(&m->fut, rc, NULL);
+    return &m->fut;
+  }
+  return &m->fut; /* futures done already report at the next iteration */
+}
+
+/* ---- as_completed ---- */
+
+struct evl_as_completed {
+  evl__multi m;       /* the futures, the overall timer; never awaited itself */
+  evl_future **order; /* in completion order */
+  size_t nready, nhanded, ncalls;
+  evl__wlist waiters;
+  int timed_out;
+};
+
+static void evl__ac_deliver(evl_as_completed *ac) {
+  while (ac->waiters.head && ac->nhanded < ac->nready)
+    evl__grant(ac->waiters.head, NULL, ac->order[ac->nhanded++]);
+  if (ac->timed_out)
+    evl__wl_fail_all(&ac->waiters, EVL_ETIMEDOUT, NULL);
+}
+static void evl__ac_kid_done(evl_future *kid, void *arg) {
+  evl_as_completed *ac = (evl_as_completed *)arg;
+  ac->order[ac->nready++] = kid;
+  if (ac->nready == ac->m.n)
+    evl__multi_stop_timer(&ac->m);
+  evl__ac_deliver(ac);
+}
+static void evl__ac_timeout(evl_loop *loop, void *arg) {
+  evl_as_completed *ac = (evl_as_completed *)arg;
+  ac->m.timer = 0;
+  if (!loop->closing) {
+    ac->timed_out = 1;
+    evl__ac_deliver(ac);
+  }
+  evl_future_release(&ac->m.fut);
+}
+static void evl__ac_destroy(evl_future *f) {
+  evl_as_completed *ac = (evl_as_completed *)(void *)f;
+  evl__wl_fail_all(&ac->waiters, EVL_ECLOSED, NULL);
+  evl__multi_release_kids(&ac->m, evl__ac_kid_done);
+  evl__lfree(f->loop, ac->order);
+}
+static const evl__future_vt evl__ac_vt = {NULL, evl__ac_destroy, NULL};
+
+EVL__DEF evl_as_completed *evl_as_completed_new(evl_loop *loop,
+                                                evl_future *const *futs,
+                                                size_t n, double timeout) {
+  evl_as_completed *ac;
+  ac = (evl_as_completed *)(void *)evl__future_alloc(loop, sizeof *ac,
+                                                     &evl__ac_vt);
+  if (!ac)
+    return NULL;
+  ac->order =
+      n ? (evl_future **)evl__lalloc(loop, n * sizeof *ac->order) : NULL;
+  if (!ac->order || evl__multi_init(&ac->m, futs, n, timeout, evl__ac_kid_done,
+                                    evl__ac_timeout)) {
+    evl__multi_stop_timer(&ac->m);
+    evl_future_release(&ac->m.fut);
+    return NULL;
+  }
+  return ac;
+}
+EVL__DEF evl_future *evl_as_completed_next(evl_as_completed *ac) {
+  evl__waiter *w;
+  if (!ac)
+    return NULL;
+  if (ac->ncalls >= ac->m.n)
+    return evl__failed(ac->m.fut.loop, EVL_EINVALSTATE, "all handed out");
+  w = evl__waiter_new(ac->m.fut.loop, ac, NULL);
+  if (!w)
+    return NULL;
+  ac->ncalls++;
+  evl__wl_push(&ac->waiters, w);
+  evl__ac_deliver(ac);
+  return &w->fut;
+}
+EVL__DEF void evl_as_completed_free(evl_as_completed *ac) {
+  if (ac) {
+    evl__multi_stop_timer(&ac->m);
+    evl_future_release(&ac->m.fut);
+  }
+}
+
+/* ---- shield ---- */
+
+typedef struct evl__shield {
+  evl_future fut;
+  evl_future *inner;
+} evl__shield;
+
+static void evl__shield_inner_done(evl_future *inner, void *arg) {
+  evl__shield *s = (evl__shield *)arg;
+  if (s->fut.state != EVL__PENDING)
+    return;
+  if (inner->state == EVL__DONE) {
+    (void)evl_future_set_result(&s->fut, evl_future_result(inner));
+  } else {
+    inner->retrieved = 1;
+    (void)evl_future_set_error(&s->fut, inner->err, inner->errmsg);
+  }
+}
+static void evl__shield_destroy(evl_future *f) {
+  evl__shield *s = (evl__shield *)(void *)f;
+  if (s->inner) {
+    evl_future_remove_done_callback(s->inner, evl__shield_inner_done, s);
+    evl_future_release(s->inner);
+    s->inner = NULL;
+  }
+}
+static const evl__future_vt evl__shield_vt = {NULL, evl__shield_destroy,
+                                              evl__shield_destroy};
+
+EVL__DEF evl_future *evl_shield(evl_future *fut) {
+  evl__shield *s;
+  if (!fut)
+    return NULL;
+  s = (evl__shield *)(void *)evl__future_alloc(fut->loop, sizeof *s,
+                                               &evl__shield_vt);
+  if (!s)
+    return NULL;
+  s->inner = evl_future_ref(fut);
+  if (evl_future_add_done_callback(fut, evl__shield_inner_done, s)) {
+    evl_future_release(&s->fut);
+    return NULL;
+  }
+  return &s->fut;
+}
+
+/* ---- TaskGroup ---- */
+
+typedef struct evl__tgwait {
+  evl_future fut;
+  evl_task_group *g;
+  int cancel_req;
+} evl__tgwait;
+
+struct evl_task_group {
+  evl_loop *loop;
+  evl_task *parent; /* a reference, or NULL */
+  evl_task **kids;
+  size_t n, cap, pending;
+  evl__tgwait *wait;
+  int err, others, aborting, parent_cancelled;
+  char *msg;
+};
+
+static void evl__tg_abort(evl_task_group *g) {
+  size_t i;
+  g->aborting = 1;
+  for (i = 0; i < g->n; i++)
+    if (g->kids[i]->state == EVL__PENDING)
+      (void)evl_task_cancel(g->kids[i]);
+}
+static void evl__tg_finish(evl_task_group *g) {
+  evl__tgwait *w = g->wait;
+  if (!w || g->pending || w->fut.state != EVL__PENDING)
+    return;
+  if (g->err)
+    (void)evl_future_set_error(&w->fut, g->err, g->msg);
+  else if (w->cancel_req)
+    (void)evl__future_cancel_base(&w->fut);
+  else
+    (void)evl_future_set_result(&w->fut, NULL);
+}
+static void evl__tg_kid_done(evl_future *kid, void *arg) {
+  evl_task_group *g = (evl_task_group *)arg;
+  g->pending--;
+  if (kid->state == EVL__FAILED) {
+    kid->retrieved = 1; /* the group reports it */
+    if (g->err) {
+      g->others++;
+    } else {
+      evl__task *p = g->parent ? EVL__TASK(g->parent) : NULL;
+      g->err = kid->err;
+      g->msg = kid->errmsg ? evl__strdup(g->loop, kid->errmsg) : NULL;
+      evl__tg_abort(g);
+      /* asyncio: the parent is stopped where it is, unless it already
+         waits for the group */
+      if (p && p->fut.state == EVL__PENDING && !g->parent_cancelled &&
+          !(g->wait && p->awaiting == &g->wait->fut)) {
+        g->parent_cancelled = 1;
+        (void)evl_task_cancel(&p->fut);
+      }
+    }
+  }
+  evl__tg_finish(g);
+}
+static int evl__tgwait_cancel(evl_future *f) {
+  evl__tgwait *w = (evl__tgwait *)(void *)f;
+  if (f->state != EVL__PENDING)
+    return 0;
+  if (!w->g)
+    return evl__future_cancel_base(f);
+  w->cancel_req = 1; /* the children are cancelled and waited for */
+  evl__tg_abort(w->g);
+  evl__tg_finish(w->g);
+  return 1;
+}
+static void evl__tgwait_destroy(evl_future *f) {
+  evl__tgwait *w = (evl__tgwait *)(void *)f;
+  if (w->g)
+    w->g->wait = NULL;
+}
+static const evl__future_vt evl__tgwait_vt = {evl__tgwait_cancel,
+                                              evl__tgwait_destroy, NULL};
+
+EVL__DEF evl_task_group *evl_task_group_new(evl_loop *loop, evl_task *parent) {
+  evl_task_group *g;
+  if (parent && (!evl_is_task(parent) || parent->loop != loop))
+    return NULL;
+  g = (evl_task_group *)evl__prim_alloc(loop, sizeof *g);
+  if (g) {
+    g->loop = loop;
+    g->parent = evl_future_ref(parent);
+  }
+  return g;
+}
+EVL__DEF evl_task *evl_task_group_create(evl_task_group *g, evl_task_fn fn,
+                                         const void *state, size_t state_size) {
+  evl_task *t;
+  if (!g || !fn || g->aborting ||
+      (g->wait && g->wait->fut.state != EVL__PENDING))
+    return NULL;
+  if (g->n == g->cap) {
+    size_t cap = g->cap ? g->cap * 2 : 4;
+    evl_task **k =
+        (evl_task **)evl__lrealloc(g->loop, g->kids, cap * sizeof *k);
+    if (!k)
+      return NULL;
+    g->kids = k;
+    g->cap = cap;
+  }
+  t = evl_task_create_at_site(g->loop, fn, state, state_size, NULL, NULL, 0);
+  if (!t)
+    return NULL;
+  if (evl_future_add_done_callback(t, evl__tg_kid_done, g)) {
+    (void)evl_task_cancel(t);
+    evl_future_release(t);
+    return NULL;
+  }
+  g->kids[g->n++] = evl_future_ref(t);
+  g->pending++;
+  return t;
+}
+EVL__DEF evl_future *evl_task_group_wait(evl_task_group *g) {
+  evl__tgwait *w;
+  if (!g)
+    return NULL;
+  if (g->wait)
+    return evl_future_ref(&g->wait->fut);
+  w = (evl__tgwait *)(void *)evl__future_alloc(g->loop, sizeof *w,
+                                               &evl__tgwait_vt);
+  if (!w)
+    return NULL;
+  w->g = g;
+  g->wait = w;
+  evl__tg_finish(g);
+  return &w->fut;
+}
+EVL__DEF int evl_task_group_error(const evl_task_group *g) {
+  return g ? g->err : EVL_EINVAL;
+}
+EVL__DEF int evl_task_group_others_failed(const evl_task_group *g) {
+  return g ? g->others : 0;
+}
+EVL__DEF void evl_task_group_free(evl_task_group *g) {
+  size_t i;
+  if (!g)
+    return;
+  for (i = 0; i < g->n; i++) {
+    evl_future_remove_done_callback(g->kids[i], evl__tg_kid_done, g);
+    if (g->kids[i]->state == EVL__PENDING)
+      (void)evl_task_cancel(g->kids[i]); /* no child outlives the group */
+    else if (g->kids[i]->state == EVL__FAILED)
+      g->kids[i]->retrieved = 1;
+    evl_future_release(g->kids[i]);
+  }
+  if (g->wait) {
+    g->wait->g = NULL;
+    if (g->wait->fut.state == EVL__PENDING)
+      (void)evl__future_cancel_base(&g->wait->fut);
+  }
+  evl_future_release(g->parent);
+  evl__lfree(g->loop, g->kids);
+  evl__lfree(g->loop, g->msg);
+  evl__prim_free(g->loop, g);
 }
 
 /* ==== Executor ==========================================================
