@@ -821,6 +821,33 @@ EVLOOP_API int evl_set_default_executor(evl_loop *loop, evl_executor *exec);
    EVL_ECLOSED. */
 EVLOOP_API evl_future *evl_shutdown_default_executor(evl_loop *loop);
 
+/* ==== Tasks from other threads ==========================================
+   evl_run_task_threadsafe (asyncio.run_coroutine_threadsafe) may be called
+   from any thread: the task is made on the loop's thread (state copied now
+   when state_size > 0) and the handle returned is for the calling thread:
+   wait for it with a timeout, read its outcome, cancel it, free it. All
+   the evl_threadsafe_* functions are thread-safe. If the loop closes
+   first, the outcome is EVL_ECLOSED (or the task's cancellation).
+   evl_to_thread (asyncio.to_thread) runs fn on the default executor. */
+typedef struct evl_threadsafe evl_threadsafe;
+EVLOOP_API evl_threadsafe *evl_run_task_threadsafe(evl_loop *loop,
+                                                   evl_task_fn fn,
+                                                   const void *state,
+                                                   size_t state_size);
+/* 0 once done, EVL_ETIMEDOUT if not done within timeout seconds (0: just
+   look; without threads it never blocks). */
+EVLOOP_API int evl_threadsafe_wait(evl_threadsafe *h, double timeout);
+EVLOOP_API int evl_threadsafe_done(evl_threadsafe *h);
+/* The task's error code (0: *result is its result), EVL_EINVALSTATE if
+   not done. */
+EVLOOP_API int evl_threadsafe_result(evl_threadsafe *h, void **result);
+EVLOOP_API const char *evl_threadsafe_error_message(evl_threadsafe *h);
+/* 1 if a cancel was requested, 0 if already done. */
+EVLOOP_API int evl_threadsafe_cancel(evl_threadsafe *h);
+EVLOOP_API void evl_threadsafe_free(evl_threadsafe *h);
+EVLOOP_API evl_future *evl_to_thread(evl_loop *loop, evl_work_fn fn, void *arg,
+                                     evl_free_fn result_free);
+
 /* ==== DNS (on the executor) =============================================
    evl_getaddrinfo: the result is a `struct addrinfo *` the future owns.
    evl_getnameinfo: the result is an `evl_nameinfo *` the future owns.
@@ -7444,6 +7471,228 @@ EVL__DEF int evl_set_default_executor(evl_loop *loop, evl_executor *exec) {
   loop->owns_default_exec = 0;
   loop->exec_shutdown = 0;
   return 0;
+}
+
+/* ==== Tasks from other threads (run_coroutine_threadsafe, to_thread) ====
+   The handle is shared by the caller's thread and the loop's: its fields
+   after `mu` are read and written under it, and it is freed (with the
+   process allocator: the loop's runs on the loop thread only) when both
+   sides have let go. */
+
+struct evl_threadsafe {
+  evl_loop *loop;    /* set once */
+  evl_task_fn fn;    /* set once */
+  void *state;       /* set once: the copy below, or the caller's */
+  size_t state_size; /* set once */
+  evl_task *task;    /* loop thread only */
+  evl__mutex mu;
+#ifndef EVLOOP_NO_THREADS
+  evl__cond cv;
+#endif
+  int refs, done, err, cancel_req;
+  void *result;
+  char msg[128];
+};
+
+static void evl__ts_unref(evl_threadsafe *h) {
+  int last;
+  evl__lock(&h->mu);
+  last = --h->refs == 0;
+  evl__unlock(&h->mu);
+  if (last) {
+#ifndef EVLOOP_NO_THREADS
+    evl__mutex_destroy(&h->mu);
+    evl__cond_destroy(&h->cv);
+#endif
+    EVLOOP_FREE(NULL, h);
+  }
+}
+static void evl__ts_complete(evl_threadsafe *h, int err, const char *msg,
+                             void *result) {
+  evl__lock(&h->mu);
+  h->done = 1;
+  h->err = err;
+  h->result = result;
+  if (msg)
+    snprintf(h->msg, sizeof h->msg, "%s", msg);
+#ifndef EVLOOP_NO_THREADS
+  evl__cond_broadcast(&h->cv);
+#endif
+  evl__unlock(&h->mu);
+  evl__ts_unref(h); /* the loop side's reference */
+}
+static void evl__ts_task_done(evl_future *task, void *arg) {
+  evl_threadsafe *h = (evl_threadsafe *)arg;
+  int err = evl_future_error(task);
+  h->task = NULL;
+  evl__ts_complete(h, err, err ? evl_future_error_message(task) : NULL,
+                   evl_future_result(task));
+  evl_future_release(task);
+}
+static void evl__ts_start(evl_loop *loop, void *arg) {
+  evl_threadsafe *h = (evl_threadsafe *)arg;
+  evl_task *t;
+  int cancel;
+  if (loop->closing) {
+    evl__ts_complete(h, EVL_ECLOSED, NULL, NULL);
+    return;
+  }
+  t = evl_task_create_at_site(loop, h->fn, h->state, h->state_size,
+                              "threadsafe", NULL, 0);
+  if (!t || evl_future_add_done_callback(t, evl__ts_task_done, h)) {
+    if (t)
+      (void)evl_task_cancel(t);
+    evl_future_release(t);
+    evl__ts_complete(h, EVL_ENOMEM, NULL, NULL);
+    return;
+  }
+  h->task = t;
+  evl__lock(&h->mu);
+  cancel = h->cancel_req;
+  evl__unlock(&h->mu);
+  if (cancel)
+    (void)evl_task_cancel(t);
+}
+static void evl__ts_cancel_cb(evl_loop *loop, void *arg) {
+  evl_threadsafe *h = (evl_threadsafe *)arg;
+  if (!loop->closing && h->task)
+    (void)evl_task_cancel(h->task);
+  evl__ts_unref(h);
+}
+
+EVL__DEF evl_threadsafe *evl_run_task_threadsafe(evl_loop *loop, evl_task_fn fn,
+                                                 const void *state,
+                                                 size_t state_size) {
+  evl_threadsafe *h;
+  size_t head = (sizeof *h + 15) & ~(size_t)15;
+  if (!loop || !fn || state_size > ((size_t)-1) / 2)
+    return NULL;
+  h = (evl_threadsafe *)EVLOOP_MALLOC(NULL, head + state_size);
+  if (!h)
+    return NULL;
+  memset(h, 0, sizeof *h);
+  h->loop = loop;
+  h->fn = fn;
+  h->state_size = state_size;
+  h->state = state_size ? (char *)h + head : (void *)state;
+  if (state_size && state)
+    memcpy(h->state, state, state_size);
+  else if (state_size)
+    memset(h->state, 0, state_size);
+  h->refs = 2; /* the caller and the loop */
+#ifndef EVLOOP_NO_THREADS
+  evl__mutex_init(&h->mu);
+  evl__cond_init(&h->cv);
+#endif
+  if (evl__ts_push(loop, evl__ts_start, h, 1)) {
+#ifndef EVLOOP_NO_THREADS
+    evl__mutex_destroy(&h->mu);
+    evl__cond_destroy(&h->cv);
+#endif
+    EVLOOP_FREE(NULL, h);
+    return NULL;
+  }
+  return h;
+}
+
+EVL__DEF int evl_threadsafe_wait(evl_threadsafe *h, double timeout) {
+  int done;
+  if (!h || timeout != timeout)
+    return EVL_EINVAL;
+  evl__lock(&h->mu);
+#ifndef EVLOOP_NO_THREADS
+  if (!h->done && timeout > 0) {
+#ifdef _WIN32
+    ULONGLONG end =
+        GetTickCount64() +
+        (timeout > 1e9 ? (ULONGLONG)1e12 : (ULONGLONG)(timeout * 1e3));
+    while (!h->done) {
+      ULONGLONG now = GetTickCount64();
+      if (now >= end)
+        break;
+      SleepConditionVariableSRW(
+          &h->cv, &h->mu, (DWORD)(end - now > 86400000 ? 86400000 : end - now),
+          0);
+    }
+#else
+    struct timespec ts;
+    double whole;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (timeout > 1e9)
+      timeout = 1e9;
+    whole = (double)(int64_t)timeout;
+    ts.tv_sec += (time_t)whole;
+    ts.tv_nsec += (long)((timeout - whole) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    while (!h->done)
+      if (pthread_cond_timedwait(&h->cv, &h->mu, &ts) == ETIMEDOUT)
+        break;
+#endif
+  }
+#endif
+  done = h->done;
+  evl__unlock(&h->mu);
+  return done ? 0 : EVL_ETIMEDOUT;
+}
+EVL__DEF int evl_threadsafe_done(evl_threadsafe *h) {
+  int done;
+  if (!h)
+    return 0;
+  evl__lock(&h->mu);
+  done = h->done;
+  evl__unlock(&h->mu);
+  return done;
+}
+EVL__DEF int evl_threadsafe_result(evl_threadsafe *h, void **result) {
+  int rc;
+  if (result)
+    *result = NULL;
+  if (!h)
+    return EVL_EINVAL;
+  evl__lock(&h->mu);
+  rc = h->done ? h->err : EVL_EINVALSTATE;
+  if (h->done && result)
+    *result = h->result;
+  evl__unlock(&h->mu);
+  return rc;
+}
+EVL__DEF const char *evl_threadsafe_error_message(evl_threadsafe *h) {
+  const char *m;
+  if (!h)
+    return NULL;
+  evl__lock(&h->mu);
+  m = h->done && h->err ? (h->msg[0] ? h->msg : evl_strerror(h->err)) : NULL;
+  evl__unlock(&h->mu);
+  return m;
+}
+EVL__DEF int evl_threadsafe_cancel(evl_threadsafe *h) {
+  int post;
+  if (!h)
+    return EVL_EINVAL;
+  evl__lock(&h->mu);
+  post = !h->done && !h->cancel_req;
+  if (!h->done)
+    h->cancel_req = 1;
+  if (post)
+    h->refs++; /* for the callback */
+  evl__unlock(&h->mu);
+  if (!post)
+    return evl_threadsafe_done(h) ? 0 : 1;
+  if (evl__ts_push(h->loop, evl__ts_cancel_cb, h, 1))
+    evl__ts_unref(h); /* the loop is gone: its side completed the handle */
+  return 1;
+}
+EVL__DEF void evl_threadsafe_free(evl_threadsafe *h) {
+  if (h)
+    evl__ts_unref(h);
+}
+
+EVL__DEF evl_future *evl_to_thread(evl_loop *loop, evl_work_fn fn, void *arg,
+                                   evl_free_fn result_free) {
+  return evl_run_in_executor(loop, NULL, fn, arg, result_free);
 }
 
 /* ==== DNS =============================================================== */
