@@ -487,8 +487,8 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
 
 /* ==== Tasks: stackless coroutines ========================================
    A task function is re-entered at its last await, so its C locals do not
-   survive an await: keep such variables in the state struct. At most one
-   EVL_AWAIT per source line.
+   survive an await: keep such variables in the state struct. Where the
+   compiler lacks __COUNTER__, at most one EVL_AWAIT per source line.
 
      EVL_AWAIT(t, fut)      wait for fut (consumes the reference). If fut
                             fails or is cancelled, the task ends with the
@@ -506,16 +506,37 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
 #define EVL__CAT2(a, b) a##b
 #define EVL__CAT(a, b) EVL__CAT2(a, b)
 /* The goto keeps compilers' fall-through warnings quiet. */
-#define EVL_AWAIT_MODE_(t, fut, propagate)                                     \
+#define EVL__AWAIT_AT_(t, fut, propagate, point, id)                           \
   do {                                                                         \
-    if (!evl_task_await_at((t), (fut), __LINE__, (propagate), __FILE__))       \
-      goto EVL__CAT(evl_resume_, __LINE__);                                    \
+    if (!evl_task_await_at((t), (fut), (point), (propagate), __FILE__,         \
+                           __LINE__))                                          \
+      goto EVL__CAT(evl_resume_, id);                                          \
     return;                                                                    \
-  case __LINE__:                                                               \
-    EVL__CAT(evl_resume_, __LINE__) :;                                         \
+  case point:                                                                  \
+    EVL__CAT(evl_resume_, id) :;                                               \
   } while (0)
+/* With __COUNTER__ (gcc, clang, MSVC, tcc) each await gets its own resume
+   point, so several may share a line (or a macro of yours); without it the
+   line number is the resume point. EVLOOP_AWAIT_BY_LINE forces the latter. */
+#if defined(__COUNTER__) && !defined(EVLOOP_AWAIT_BY_LINE)
+#define EVL__AWAIT_ID_(t, fut, propagate, n)                                   \
+  EVL__AWAIT_AT_(t, fut, propagate, (n) + 1, n)
+#define EVL_AWAIT_MODE_(t, fut, propagate)                                     \
+  EVL__AWAIT_ID_(t, fut, propagate, __COUNTER__)
+#else
+#define EVL_AWAIT_MODE_(t, fut, propagate)                                     \
+  EVL__AWAIT_AT_(t, fut, propagate, __LINE__, __LINE__)
+#endif
 #define EVL_AWAIT(t, fut) EVL_AWAIT_MODE_(t, fut, 1)
 #define EVL_AWAIT_TRY(t, fut) EVL_AWAIT_MODE_(t, fut, 0)
+/* Awaits fut and stores its result, cast to type, in lvalue (which must
+   live in the state struct to be read after a later await):
+   EVL_AWAIT_AS(t, evl_stream *, s->conn, evl_open_connection(...)). */
+#define EVL_AWAIT_AS(t, type, lvalue, fut)                                     \
+  do {                                                                         \
+    EVL_AWAIT(t, fut);                                                         \
+    (lvalue) = (type)evl_await_result(t);                                      \
+  } while (0)
 #define EVL_ASYNC_RETURN(t, value)                                             \
   do {                                                                         \
     evl_task_return((t), (void *)(value));                                     \
@@ -590,7 +611,7 @@ EVLOOP_API int evl_task_resume_point(evl_task *task);
 EVLOOP_API int evl_task_await(evl_task *task, evl_future *fut, int point,
                               int propagate);
 EVLOOP_API int evl_task_await_at(evl_task *task, evl_future *fut, int point,
-                                 int propagate, const char *file);
+                                 int propagate, const char *file, int line);
 EVLOOP_API void evl_task_return(evl_task *task, void *result);
 EVLOOP_API void evl_task_fail(evl_task *task, int code, const char *message);
 EVLOOP_API void evl_task_finally(evl_task *task);
@@ -5426,10 +5447,10 @@ EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
 }
 
 EVL__DEF int evl_task_await_at(evl_task *task, evl_future *fut, int point,
-                               int propagate, const char *file) {
+                               int propagate, const char *file, int line) {
   if (evl_is_task(task)) {
     EVL__TASK(task)->await_file = file;
-    EVL__TASK(task)->await_line = point;
+    EVL__TASK(task)->await_line = line;
   }
   return evl_task_await(task, fut, point, propagate);
 }

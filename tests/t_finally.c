@@ -477,6 +477,38 @@ TEST(current_task_all_tasks_names_dump) {
   CHECK(g_logged >= 3); /* the summary line and one per pending task */
 }
 
+/* ---- macros: several awaits on one line, EVL_AWAIT_AS ------------------- */
+
+typedef struct two_state {
+  int *value;
+  int steps;
+} two_state;
+
+#define TWO_SLEEPS(t, s)                                                       \
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0, NULL));                          \
+  (s)->steps++;                                                                \
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0, NULL));                          \
+  (s)->steps++
+
+static void two_awaits(evl_task *t, void *state) {
+  two_state *s = (two_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  TWO_SLEEPS(t, s);
+  EVL_AWAIT_AS(t, int *, s->value, evl_sleep(evl_task_loop(t), 0, &g_value));
+  EVL_ASYNC_END(t);
+}
+
+TEST(awaits_sharing_a_line_and_await_as) {
+  evl_loop *loop = test_loop();
+  two_state s = {NULL, 0};
+  evl_task *t = evl_task_create(loop, two_awaits, &s, 0);
+  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  CHECK_EQ(s.steps, 2);
+  CHECK(s.value == &g_value);
+  evl_future_release(t);
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(finally_after_return)
 T(finally_after_falling_through)
@@ -495,4 +527,5 @@ T(timeout_spans_awaits)
 T(timeout_in_the_past_and_bad_input)
 T(timeout_outside_cancel_stays_cancel)
 T(current_task_all_tasks_names_dump)
+T(awaits_sharing_a_line_and_await_as)
 TESTS_END
