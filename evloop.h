@@ -554,7 +554,8 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
    future failed or was cancelled, the task cancelled or timed out, its loop
    closed. It may await; after it the task ends as the body did, unless the
    section itself failed or returned (then that outcome wins). A task
-   cancelled before it started never runs its body, so neither this. */
+   cancelled before it started never runs its body, so neither this.
+   Deadlines (evl_timeout) set in the body stop at EVL_FINALLY. */
 #define EVL__FINALLY_POINT (-1)
 #define EVL_FINALLY(t)                                                         \
   goto evl_finally_;                                                           \
@@ -615,6 +616,9 @@ EVLOOP_API int evl_task_await_at(evl_task *task, evl_future *fut, int point,
 EVLOOP_API void evl_task_return(evl_task *task, void *result);
 EVLOOP_API void evl_task_fail(evl_task *task, int code, const char *message);
 EVLOOP_API void evl_task_finally(evl_task *task);
+/* In the finally section: the error the body is ending with (0 when it
+   returned or fell through). */
+EVLOOP_API int evl_task_finally_error(evl_task *task);
 /* fn(task, state) runs exactly once when the task ends: returned, failed,
    cancelled (even before it started), timed out, or its loop closed; after
    the finally section, before the task's done callbacks. For state that
@@ -5076,6 +5080,7 @@ EVL__DEF int evl_is_task(const evl_future *fut) {
 #define EVL__TASK(t) ((evl__task *)(void *)(t))
 
 static void evl__timeouts_drop(evl__task *t);
+static void evl__timeouts_disarm(evl__task *t);
 
 /* The task's cleanup function runs once, whatever ended the task. */
 static void evl__task_cleanup(evl__task *t) {
@@ -5159,6 +5164,7 @@ static void evl__task_step(evl__task *t) {
   t->started = 1;
   t->fut.refs++; /* fn may finish the task and drop the last reference */
   for (;;) {
+    evl_task *outer = loop->current_task;
     loop->current_task = &t->fut;
     t->in_step = 1;
     if (loop->debug) {
@@ -5171,7 +5177,7 @@ static void evl__task_step(evl__task *t) {
       t->fn(&t->fut, t->state);
     }
     t->in_step = 0;
-    loop->current_task = NULL;
+    loop->current_task = outer;
     if (t->fut.state != EVL__PENDING || t->suspended)
       break;
     if (t->fin_staged && !t->fin_entered) {
@@ -5386,8 +5392,15 @@ EVL__DEF int evl_task_resume_point(evl_task *task) {
   return EVL__TASK(task)->resume;
 }
 EVL__DEF void evl_task_finally(evl_task *task) {
-  if (evl_is_task(task))
+  if (evl_is_task(task)) {
     EVL__TASK(task)->fin_entered = 1;
+    evl__timeouts_disarm(EVL__TASK(task)); /* the body's scopes are left */
+  }
+}
+EVL__DEF int evl_task_finally_error(evl_task *task) {
+  if (!evl_is_task(task))
+    return EVL_EINVAL;
+  return EVL__TASK(task)->fin_staged ? EVL__TASK(task)->fin_err : 0;
 }
 EVL__DEF int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn) {
   if (!evl_is_task(task))
@@ -5844,6 +5857,16 @@ static void evl__timeouts_drop(evl__task *t) {
   while (t->timeouts)
     evl__timeout_unlink(t->timeouts);
 }
+/* The body ended: its deadlines no longer apply to the finally section
+   (the scopes stay valid for evl_timeout_end there). */
+static void evl__timeouts_disarm(evl__task *t) {
+  evl_timeout *to;
+  for (to = t->timeouts; to; to = to->next)
+    if (to->timer) {
+      (void)evl__cancel_internal(t->fut.loop, to->timer);
+      to->timer = 0;
+    }
+}
 
 /* ==== Tasks that compose: Lock, Event, Condition, Semaphore, Barrier,
    queues ===================================================================
@@ -5926,10 +5949,14 @@ static void evl__waiter_destroy(evl_future *f) {
   if (abandoned)
     w->abandon(w);
 }
+static int evl__cond_relocking(evl__waiter *w);
 static void evl__waiter_close(evl_future *f) {
   evl__waiter *w = (evl__waiter *)(void *)f;
+  int relocking = w->kind == EVL__W_COND && w->owner && evl__cond_relocking(w);
   evl__wl_remove(w);
   w->owner = NULL;
+  if (relocking) /* the lock will never come back: drop its reference */
+    evl_future_release(f);
 }
 static const evl__future_vt evl__waiter_vt = {
     evl__waiter_cancel, evl__waiter_destroy, evl__waiter_close};
@@ -6212,6 +6239,9 @@ static void evl__cond_reacquire(evl__waiter *w) {
   }
   w->fut.refs++; /* until the lock is back */
   evl__wl_push(&c->relocking, w);
+}
+static int evl__cond_relocking(evl__waiter *w) {
+  return w->list == &((evl_condition *)w->owner)->relocking;
 }
 /* asyncio: the lock is taken back before the cancel is seen. */
 static int evl__cond_cancel(evl__waiter *w) {

@@ -509,6 +509,49 @@ TEST(awaits_sharing_a_line_and_await_as) {
   evl_loop_free(loop);
 }
 
+/* In the finally section the task can tell why it is ending; the body's
+   deadlines do not reach into the section (asyncio leaves the timeout
+   scope before the outer finally). */
+typedef struct why_state {
+  int fail, why, after_sleep;
+  evl_timeout *to;
+} why_state;
+
+static void why_task(evl_task *t, void *state) {
+  why_state *s = (why_state *)state;
+  EVL_ASYNC_BEGIN(t);
+  s->to = evl_timeout_new(t, 0.02);
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0, NULL));
+  if (s->fail)
+    EVL_ASYNC_FAIL(t, EVL_EIO, NULL);
+  EVL_FINALLY(t);
+  s->why = evl_task_finally_error(t);
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.05, NULL)); /* past 0.02 */
+  s->after_sleep = 1;
+  CHECK_EQ(evl_timeout_end(s->to), 0);
+  EVL_ASYNC_END(t);
+}
+
+TEST(finally_knows_why_and_escapes_body_deadline) {
+  evl_loop *loop = test_loop();
+  why_state s;
+  evl_task *t;
+  memset(&s, 0, sizeof s);
+  s.fail = 1;
+  t = evl_task_create(loop, why_task, &s, 0);
+  CHECK_EQ(evl_run_until_complete(loop, t), EVL_EIO);
+  CHECK_EQ(s.why, EVL_EIO);
+  CHECK_EQ(s.after_sleep, 1);
+  evl_future_release(t);
+  memset(&s, 0, sizeof s);
+  t = evl_task_create(loop, why_task, &s, 0);
+  CHECK_EQ(evl_run_until_complete(loop, t), 0); /* fell through */
+  CHECK_EQ(s.why, 0);
+  evl_future_release(t);
+  CHECK_EQ(evl_task_finally_error(NULL), EVL_EINVAL);
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(finally_after_return)
 T(finally_after_falling_through)
@@ -528,4 +571,5 @@ T(timeout_in_the_past_and_bad_input)
 T(timeout_outside_cancel_stays_cancel)
 T(current_task_all_tasks_names_dump)
 T(awaits_sharing_a_line_and_await_as)
+T(finally_knows_why_and_escapes_body_deadline)
 TESTS_END
