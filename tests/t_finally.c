@@ -552,6 +552,129 @@ TEST(finally_knows_why_and_escapes_body_deadline) {
   evl_loop_free(loop);
 }
 
+/* CPython test_timeouts.py cases, in one task each. */
+typedef struct tcase {
+  int which, err1, err2, end1, end2, exp1, exp2, fin_err;
+  evl_timeout *a, *b;
+  double t0, t1;
+} tcase;
+
+static void timeout_cases(evl_task *t, void *state) {
+  tcase *c = (tcase *)state;
+  evl_loop *loop = evl_task_loop(t);
+  EVL_ASYNC_BEGIN(t);
+  c->t0 = evl_time(loop);
+  switch (c->which) {
+  case 0: /* test_nested_timeouts: both expire, the await times out */
+    c->a = evl_timeout_new(t, 0.01);
+    c->b = evl_timeout_at(t, evl_timeout_when(c->a));
+    break;
+  case 1: /* test_timeout_zero_sleep_zero */
+    c->a = evl_timeout_new(t, 0);
+    break;
+  case 2: /* test_nested_timeouts_loop_busy: inner expires, is handled;
+             the outer one still stops a later await */
+    c->a = evl_timeout_new(t, 0.1);
+    c->b = evl_timeout_new(t, 0.01);
+    break;
+  case 3: /* test_cancel_in_timeout_after_cancellation: a cancel inside a
+             scope that did not expire stays a cancel */
+    c->a = evl_timeout_new(t, 1.0);
+    evl_task_cancel(t);
+    break;
+  }
+  EVL_AWAIT_TRY(t, evl_sleep(loop, c->which == 1 ? 0 : 10.0, NULL));
+  c->err1 = evl_await_error(t);
+  if (c->b) {
+    c->exp2 = evl_timeout_expired(c->b);
+    c->end2 = evl_timeout_end(c->b);
+  }
+  if (c->which == 2) {
+    EVL_AWAIT_TRY(t, evl_sleep(loop, 10.0, NULL));
+    c->err2 = evl_await_error(t);
+  }
+  c->exp1 = evl_timeout_expired(c->a);
+  c->end1 = evl_timeout_end(c->a);
+  c->t1 = evl_time(loop);
+  EVL_ASYNC_END(t);
+}
+
+static void run_case(tcase *c, int which) {
+  evl_loop *loop = test_loop();
+  evl_task *t;
+  memset(c, 0, sizeof *c);
+  c->which = which;
+  t = evl_task_create(loop, timeout_cases, c, 0);
+  CHECK_EQ(evl_run_until_complete(loop, t), 0); /* never cancelled */
+  CHECK(c->t1 - c->t0 < 1.0);
+  evl_future_release(t);
+  evl_loop_free(loop);
+}
+
+TEST(timeout_cases_from_cpython) {
+  tcase c;
+  run_case(&c, 0);
+  CHECK_EQ(c.err1, EVL_ETIMEDOUT);
+  CHECK_EQ(c.exp1 + c.exp2, 2);
+  CHECK_EQ(c.end1, EVL_ETIMEDOUT);
+  run_case(&c, 1);
+  CHECK_EQ(c.err1, EVL_ETIMEDOUT);
+  CHECK_EQ(c.exp1, 1);
+  run_case(&c, 2);
+  CHECK_EQ(c.err1, EVL_ETIMEDOUT);
+  CHECK_EQ(c.exp2, 1);
+  CHECK_EQ(c.end2, EVL_ETIMEDOUT);
+  CHECK_EQ(c.err2, EVL_ETIMEDOUT);
+  CHECK_EQ(c.exp1, 1);
+  CHECK(c.t1 - c.t0 >= 0.099);
+  run_case(&c, 3);
+  CHECK_EQ(c.err1, EVL_ECANCELED);
+  CHECK_EQ(c.exp1, 0);
+  CHECK_EQ(c.end1, 0);
+}
+
+/* test_nested_timeout_in_finally and test_timeout_after_cancellation: a
+   scope opened in the finally section works, after a timeout or a cancel
+   ended the body. */
+typedef struct fin_to {
+  int cancel, fin_err, fin_end;
+  evl_timeout *body, *fin;
+} fin_to;
+
+static void timeout_in_finally(evl_task *t, void *state) {
+  fin_to *s = (fin_to *)state;
+  EVL_ASYNC_BEGIN(t);
+  if (s->cancel)
+    evl_task_cancel(t);
+  else
+    s->body = evl_timeout_new(t, 0.01);
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 10.0, NULL));
+  EVL_FINALLY(t);
+  s->fin = evl_timeout_new(t, s->cancel ? 0.0 : 0.01);
+  EVL_AWAIT_TRY(t, evl_sleep(evl_task_loop(t), 10.0, NULL));
+  s->fin_err = evl_await_error(t);
+  s->fin_end = evl_timeout_end(s->fin);
+  EVL_ASYNC_END(t);
+}
+
+TEST(timeout_inside_finally_section) {
+  evl_loop *loop = test_loop();
+  fin_to s;
+  int cancel;
+  for (cancel = 0; cancel < 2; cancel++) {
+    evl_task *t;
+    memset(&s, 0, sizeof s);
+    s.cancel = cancel;
+    t = evl_task_create(loop, timeout_in_finally, &s, 0);
+    CHECK_EQ(evl_run_until_complete(loop, t),
+             cancel ? EVL_ECANCELED : EVL_ETIMEDOUT);
+    CHECK_EQ(s.fin_err, EVL_ETIMEDOUT);
+    CHECK_EQ(s.fin_end, EVL_ETIMEDOUT);
+    evl_future_release(t);
+  }
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(finally_after_return)
 T(finally_after_falling_through)
@@ -572,4 +695,6 @@ T(timeout_outside_cancel_stays_cancel)
 T(current_task_all_tasks_names_dump)
 T(awaits_sharing_a_line_and_await_as)
 T(finally_knows_why_and_escapes_body_deadline)
+T(timeout_cases_from_cpython)
+T(timeout_inside_finally_section)
 TESTS_END
