@@ -6217,15 +6217,19 @@ static void evl__cond_relocked(evl_future *lf, void *arg) {
   evl_condition *c = (evl_condition *)w->owner;
   lf->retrieved = 1; /* the grant is the waiter's now */
   evl__wl_remove(w);
-  if (lf->state != EVL__DONE)
+  if (lf->state != EVL__DONE) {
     (void)evl_future_set_error(&w->fut, lf->err, "lock lost while waiting");
-  else if (w->cancel_req)
+  } else if (w->cancel_req) {
     (void)evl__future_cancel_base(&w->fut);
-  else if (c && w->pred && !w->pred(w->pred_arg)) {
+    if (c && w->item) /* notified, then cancelled: pass it on (asyncio) */
+      (void)evl_condition_notify(c, 1);
+  } else if (c && w->pred && !w->pred(w->pred_arg)) {
     (void)evl_lock_release(c->lock); /* wait_for: not yet, wait again */
+    w->item = NULL;
     evl__wl_push(&c->waiters, w);
-  } else
+  } else {
     (void)evl_future_set_result(&w->fut, c);
+  }
   evl_future_release(lf);
   evl_future_release(&w->fut);
 }
@@ -6291,6 +6295,7 @@ EVL__DEF int evl_condition_notify(evl_condition *cond, size_t n) {
   while (n-- > 0 && cond->waiters.head) {
     evl__waiter *w = cond->waiters.head;
     evl__wl_remove(w);
+    w->item = cond; /* notified */
     evl__cond_reacquire(w);
     woken++;
   }

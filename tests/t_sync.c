@@ -382,6 +382,45 @@ TEST(condition_wait_for_predicate) {
   evl_loop_free(loop);
 }
 
+/* test_cancelled_wakeup (asyncio 3.13): a waiter notified and then
+   cancelled before it has the lock back passes the notification on; it
+   still ends holding the lock. */
+TEST(condition_notified_then_cancelled_passes_it_on) {
+  evl_loop *loop = test_loop();
+  evl_condition *c = evl_condition_new(loop, NULL);
+  cv_waiter w[3];
+  evl_task *t[3];
+  evl_future *mine;
+  int i;
+  reset_counts();
+  for (i = 0; i < 3; i++)
+    t[i] = start_cv(loop, &w[i], c, i);
+  spin(loop, 4);
+  mine = evl_lock_acquire(evl_condition_lock(c));
+  CHECK_EQ(evl_future_error(mine), 0);
+  CHECK_EQ(evl_condition_notify(c, 1), 1); /* w[0] */
+  CHECK_EQ(evl_task_cancel(t[0]), 1);
+  CHECK_EQ(evl_lock_release(evl_condition_lock(c)), 0);
+  CHECK_EQ(evl_run_until_complete(loop, t[0]), 0);
+  CHECK_EQ(w[0].err, EVL_ECANCELED);
+  CHECK_EQ(w[0].held_after, 1);
+  CHECK_EQ(evl_run_until_complete(loop, t[1]), 0); /* woken in its place */
+  CHECK_EQ(w[1].err, 0);
+  spin(loop, 4);
+  CHECK_EQ(w[2].woke, 0);
+  CHECK_EQ(evl_lock_locked(evl_condition_lock(c)), 0);
+  evl_future_release(mine);
+  mine = locked_notify(loop, c, 1, &i);
+  CHECK_EQ(i, 1);
+  CHECK_EQ(evl_run_until_complete(loop, t[2]), 0);
+  CHECK_EQ(w[2].err, 0);
+  evl_future_release(mine);
+  evl_condition_free(c);
+  for (i = 0; i < 3; i++)
+    evl_future_release(t[i]);
+  evl_loop_free(loop);
+}
+
 /* ---- Semaphore ---- */
 
 TEST(semaphore_limits_and_fifo) {
@@ -632,6 +671,7 @@ T(event_set_clear_wait_cancel)
 T(condition_notify_fifo_and_all)
 T(condition_cancelled_wait_retakes_lock)
 T(condition_wait_for_predicate)
+T(condition_notified_then_cancelled_passes_it_on)
 T(semaphore_limits_and_fifo)
 T(bounded_semaphore_refuses_extra_release)
 T(semaphore_cancel_after_grant_and_pending)
