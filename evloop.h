@@ -112,8 +112,9 @@
 
    5. THREADS
      A loop belongs to the thread that runs it; many loops may run in many
-     threads. Only evl_call_soon_threadsafe() may be called on a loop from
-     another thread. Executors are thread-safe. The run-time allocator of
+     threads. Only evl_call_soon_threadsafe() and evl_run_task_threadsafe()
+     may be called on a loop from another thread (and the evl_threadsafe_*
+     functions on the handle the latter returns). Executors are thread-safe. The run-time allocator of
      evl_loop_config is only called on the loop's thread.
 
    6. OWNERSHIP AND LIFETIMES
@@ -6015,6 +6016,27 @@ static void evl__prim_free(evl_loop *loop, void *p) {
   evl__loop_unref(loop);
 }
 
+/* A new waiter of owner, granted at once (now) or queued. */
+static evl_future *evl__acquire(evl_loop *loop, void *owner,
+                                void (*abandon)(evl__waiter *), int now,
+                                evl__wlist *waiters, evl__wlist *granted) {
+  evl__waiter *w = evl__waiter_new(loop, owner, abandon);
+  if (!w)
+    return NULL;
+  if (now)
+    evl__grant(w, granted, owner);
+  else
+    evl__wl_push(waiters, w);
+  return &w->fut;
+}
+/* A primitive being freed: its waits fail, its grants are detached. */
+static void evl__prim_close(evl__wlist *waiters, evl__wlist *granted,
+                            const char *msg) {
+  evl__wl_fail_all(waiters, EVL_ECLOSED, msg);
+  if (granted)
+    evl__wl_detach_all(granted);
+}
+
 /* ---- Lock ---- */
 
 struct evl_lock {
@@ -6033,19 +6055,16 @@ static void evl__lock_abandon(evl__waiter *w) {
   (void)evl_lock_release((evl_lock *)w->owner);
 }
 EVL__DEF evl_future *evl_lock_acquire(evl_lock *lock) {
-  evl__waiter *w;
+  evl_future *f;
+  int now;
   if (!lock)
     return NULL;
-  w = evl__waiter_new(lock->loop, lock, evl__lock_abandon);
-  if (!w)
-    return NULL;
-  if (!lock->locked) {
+  now = !lock->locked;
+  f = evl__acquire(lock->loop, lock, evl__lock_abandon, now, &lock->waiters,
+                   &lock->granted);
+  if (f && now)
     lock->locked = 1;
-    evl__grant(w, &lock->granted, lock);
-  } else {
-    evl__wl_push(&lock->waiters, w);
-  }
-  return &w->fut;
+  return f;
 }
 EVL__DEF int evl_lock_release(evl_lock *lock) {
   if (!lock)
@@ -6064,8 +6083,7 @@ EVL__DEF int evl_lock_locked(const evl_lock *lock) {
 EVL__DEF void evl_lock_free(evl_lock *lock) {
   if (!lock)
     return;
-  evl__wl_fail_all(&lock->waiters, EVL_ECLOSED, "lock freed");
-  evl__wl_detach_all(&lock->granted);
+  evl__prim_close(&lock->waiters, &lock->granted, "lock freed");
   evl__prim_free(lock->loop, lock);
 }
 
@@ -6094,19 +6112,16 @@ static void evl__sem_abandon(evl__waiter *w) {
   (void)evl_semaphore_release((evl_semaphore *)w->owner);
 }
 EVL__DEF evl_future *evl_semaphore_acquire(evl_semaphore *sem) {
-  evl__waiter *w;
+  evl_future *f;
+  int now;
   if (!sem)
     return NULL;
-  w = evl__waiter_new(sem->loop, sem, evl__sem_abandon);
-  if (!w)
-    return NULL;
-  if (sem->value > 0 && !sem->waiters.head) {
+  now = sem->value > 0 && !sem->waiters.head;
+  f = evl__acquire(sem->loop, sem, evl__sem_abandon, now, &sem->waiters,
+                   &sem->granted);
+  if (f && now)
     sem->value--;
-    evl__grant(w, &sem->granted, sem);
-  } else {
-    evl__wl_push(&sem->waiters, w);
-  }
-  return &w->fut;
+  return f;
 }
 EVL__DEF int evl_semaphore_release(evl_semaphore *sem) {
   if (!sem)
@@ -6129,8 +6144,7 @@ EVL__DEF long evl_semaphore_value(const evl_semaphore *sem) {
 EVL__DEF void evl_semaphore_free(evl_semaphore *sem) {
   if (!sem)
     return;
-  evl__wl_fail_all(&sem->waiters, EVL_ECLOSED, "semaphore freed");
-  evl__wl_detach_all(&sem->granted);
+  evl__prim_close(&sem->waiters, &sem->granted, "semaphore freed");
   evl__prim_free(sem->loop, sem);
 }
 
@@ -6149,17 +6163,8 @@ EVL__DEF evl_event *evl_event_new(evl_loop *loop) {
   return e;
 }
 EVL__DEF evl_future *evl_event_wait(evl_event *ev) {
-  evl__waiter *w;
-  if (!ev)
-    return NULL;
-  w = evl__waiter_new(ev->loop, ev, NULL);
-  if (!w)
-    return NULL;
-  if (ev->set)
-    evl__grant(w, NULL, ev);
-  else
-    evl__wl_push(&ev->waiters, w);
-  return &w->fut;
+  return ev ? evl__acquire(ev->loop, ev, NULL, ev->set, &ev->waiters, NULL)
+            : NULL;
 }
 EVL__DEF void evl_event_set(evl_event *ev) {
   if (!ev || ev->set)
@@ -6178,7 +6183,7 @@ EVL__DEF int evl_event_is_set(const evl_event *ev) {
 EVL__DEF void evl_event_free(evl_event *ev) {
   if (!ev)
     return;
-  evl__wl_fail_all(&ev->waiters, EVL_ECLOSED, "event freed");
+  evl__prim_close(&ev->waiters, NULL, "event freed");
   evl__prim_free(ev->loop, ev);
 }
 
@@ -6632,17 +6637,8 @@ EVL__DEF int evl_queue_task_done(evl_queue *q) {
   return 0;
 }
 EVL__DEF evl_future *evl_queue_join(evl_queue *q) {
-  evl__waiter *w;
-  if (!q)
-    return NULL;
-  w = evl__waiter_new(q->loop, q, NULL);
-  if (!w)
-    return NULL;
-  if (!q->unfinished)
-    evl__grant(w, NULL, q);
-  else
-    evl__wl_push(&q->joiners, w);
-  return &w->fut;
+  return q ? evl__acquire(q->loop, q, NULL, !q->unfinished, &q->joiners, NULL)
+           : NULL;
 }
 static void evl__q_drop_items(evl_queue *q) {
   while (q->len) {
@@ -6676,10 +6672,9 @@ EVL__DEF int evl_queue_is_shutdown(const evl_queue *q) {
 EVL__DEF void evl_queue_free(evl_queue *q) {
   if (!q)
     return;
-  evl__wl_fail_all(&q->getters, EVL_ECLOSED, "queue freed");
-  evl__wl_fail_all(&q->putters, EVL_ECLOSED, "queue freed");
-  evl__wl_fail_all(&q->joiners, EVL_ECLOSED, "queue freed");
-  evl__wl_detach_all(&q->granted);
+  evl__prim_close(&q->getters, &q->granted, "queue freed");
+  evl__prim_close(&q->putters, NULL, "queue freed");
+  evl__prim_close(&q->joiners, NULL, "queue freed");
   q->unfinished = 0;
   evl__q_drop_items(q);
   evl__lfree(q->loop, q->a);
