@@ -114,8 +114,8 @@
      A loop belongs to the thread that runs it; many loops may run in many
      threads. Only evl_call_soon_threadsafe() and evl_run_task_threadsafe()
      may be called on a loop from another thread (and the evl_threadsafe_*
-     functions on the handle the latter returns). Executors are thread-safe. The run-time allocator of
-     evl_loop_config is only called on the loop's thread.
+     functions on the handle the latter returns). Executors are thread-safe. The
+   run-time allocator of evl_loop_config is only called on the loop's thread.
 
    6. OWNERSHIP AND LIFETIMES
      - Handles (evl_handle) are generation-checked values: cancelling a
@@ -142,6 +142,11 @@
        task that ignores its cancellation keeps close waiting, as in
        asyncio; tasks started by cleanups are cancelled in turn (16 rounds
        at most, then what is left is dropped with its cleanup function run).
+     - Locks, events, conditions, semaphores, barriers, queues, task groups
+       and as_completed iterators are the user's: free each with its
+       *_free function (before or after the loop is closed); their pending
+       waits then fail with EVL_ECLOSED. A queue frees the items it still
+       holds only through the item_free it was given.
      - evl_loop_close() discards pending callbacks, cancels queued executor
        jobs, waits for running ones, closes servers, calls connection_lost
        (EVL_ECLOSED) on open transports, fails pending network operations
@@ -814,9 +819,11 @@ EVLOOP_API evl_future *evl_shield(evl_future *fut);
    then fails with that child's error, and evl_task_group_others_failed
    counts the other children that failed (cancelled ones do not count).
    Cancelling the wait (or the task awaiting it) cancels the children; it
-   completes, cancelled, once they have ended. No children after a failure
-   or the end (NULL). evl_task_group_free cancels children still running:
-   none outlives the group. parent may be NULL. */
+   completes, cancelled, once they have ended. A parent whose body failed
+   or was cancelled and that waits from its finally section cancels the
+   children first (asyncio's __aexit__ with an exception). No children
+   after a failure or the end (NULL). evl_task_group_free cancels children still
+   running: none outlives the group. parent may be NULL. */
 typedef struct evl_task_group evl_task_group;
 EVLOOP_API evl_task_group *evl_task_group_new(evl_loop *loop, evl_task *parent);
 EVLOOP_API evl_task *evl_task_group_create(evl_task_group *g, evl_task_fn fn,
@@ -7051,6 +7058,12 @@ EVL__DEF evl_future *evl_task_group_wait(evl_task_group *g) {
     return NULL;
   w->g = g;
   g->wait = w;
+  /* asyncio: a body that ends with an error (or cancelled) aborts the
+     group before waiting: here, a parent waiting from its finally section
+     with an error staged. */
+  if (g->parent && EVL__TASK(g->parent)->fin_staged &&
+      EVL__TASK(g->parent)->fin_err)
+    evl__tg_abort(g);
   evl__tg_finish(g);
   return &w->fut;
 }

@@ -315,6 +315,52 @@ TEST(taskgroup_no_children_after_failure_and_free_cancels) {
   evl_loop_free(loop);
 }
 
+/* asyncio: an error in the body of `async with TaskGroup()` aborts the
+   group; the children are cancelled and waited for, the task ends with the
+   body's error. */
+typedef struct body_fail {
+  evl_task_group *g;
+  kid_state k[2];
+  int ended, cancelled, wait_err;
+} body_fail;
+
+static void failing_body(evl_task *t, void *state) {
+  body_fail *b = (body_fail *)state;
+  int i;
+  EVL_ASYNC_BEGIN(t);
+  b->g = evl_task_group_new(evl_task_loop(t), t);
+  for (i = 0; i < 2; i++) {
+    b->k[i].delay = 1.0;
+    b->k[i].ended = &b->ended;
+    b->k[i].cancelled = &b->cancelled;
+    evl_future_release(
+        evl_task_group_create(b->g, kid, &b->k[i], sizeof b->k[i]));
+  }
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.01, NULL));
+  EVL_ASYNC_FAIL(t, EVL_EPIPE, "body failed");
+  EVL_FINALLY(t);
+  EVL_AWAIT_TRY(t, evl_task_group_wait(b->g));
+  b->wait_err = evl_await_error(t);
+  evl_task_group_free(b->g);
+  EVL_ASYNC_END(t);
+}
+
+TEST(taskgroup_body_error_cancels_children) {
+  evl_loop *loop = test_loop();
+  body_fail b;
+  evl_task *t;
+  double t0 = evl_time(loop);
+  memset(&b, 0, sizeof b);
+  t = evl_task_create(loop, failing_body, &b, 0);
+  CHECK_EQ(evl_run_until_complete(loop, t), EVL_EPIPE);
+  CHECK(evl_time(loop) - t0 < 0.5);
+  CHECK_EQ(b.ended, 2);
+  CHECK_EQ(b.cancelled, 2);
+  CHECK_EQ(b.wait_err, 0);
+  evl_future_release(t);
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(wait_first_completed_reports_done_and_pending)
 T(wait_first_exception_and_all_completed)
@@ -326,4 +372,5 @@ T(taskgroup_child_failure_cancels_siblings_and_parent)
 T(taskgroup_counts_other_failures)
 T(taskgroup_parent_cancel_cancels_children)
 T(taskgroup_no_children_after_failure_and_free_cancels)
+T(taskgroup_body_error_cancels_children)
 TESTS_END
