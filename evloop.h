@@ -222,9 +222,10 @@
 
    6. THREADS
      A loop belongs to the thread that runs it; many loops may run in many
-     threads. Only evl_call_soon_threadsafe() may be called on a loop from
-     another thread. Executors are thread-safe. The run-time allocator of
-     evl_loop_config is only called on the loop's thread.
+     threads. Only evl_call_soon_threadsafe() and evl_run_task_threadsafe()
+     may be called on a loop from another thread (and the evl_threadsafe_*
+     functions on the handle the latter returns). Executors are thread-safe. The
+   run-time allocator of evl_loop_config is only called on the loop's thread.
 
    7. OWNERSHIP AND LIFETIMES
      - Handles (evl_handle) are generation-checked values: cancelling a
@@ -239,6 +240,23 @@
      - An error stored in a future that nobody retrieved (evl_future_error,
        evl_future_result or an await) is reported to the exception handler
        when the future is freed.
+     - A task's cleanup runs exactly once however it ends: the section
+       after EVL_FINALLY(t) (it may await) and the function given to
+       evl_task_set_cleanup (for state that owns things). Keep what the
+       state owns freed there, not after the last await: an await that
+       fails, a cancel or a timeout ends the body at that await.
+     - evl_loop_close() and evl_loop_free() first cancel every pending task
+       and run the loop until each has ended, finally sections and cleanup
+       functions included (as evl_run and asyncio.run do); the user's
+       callbacks pending at that moment are discarded first, not run. A
+       task that ignores its cancellation keeps close waiting, as in
+       asyncio; tasks started by cleanups are cancelled in turn (16 rounds
+       at most, then what is left is dropped with its cleanup function run).
+     - Locks, events, conditions, semaphores, barriers, queues, task groups
+       and as_completed iterators are the user's: free each with its
+       *_free function (before or after the loop is closed); their pending
+       waits then fail with EVL_ECLOSED. A queue frees the items it still
+       holds only through the item_free it was given.
      - evl_loop_close() discards pending callbacks, cancels queued executor
        jobs, waits for running ones, closes servers, calls connection_lost
        (EVL_ECLOSED) on open transports, fails pending network operations
@@ -395,6 +413,10 @@ extern "C" {
   X(EOTHERLOOP, -3110, "another event loop is running on this thread")         \
   X(ECLOSING, -3111, "transport is closing or closed")                         \
   X(EEXITED, -3112, "the child process has exited")                            \
+  X(EQUEUEFULL, -3120, "queue is full")                                        \
+  X(EQUEUEEMPTY, -3121, "queue is empty")                                      \
+  X(ESHUTDOWN, -3122, "queue is shut down")                                    \
+  X(EBROKEN, -3123, "barrier is broken")                                       \
   X(EUNKNOWN, -3199, "unknown error")
 
 #define EVL_ERROR_MAP(X)                                                       \
@@ -425,6 +447,8 @@ typedef void (*evl_callback)(evl_loop *loop, void *arg);
 typedef void (*evl_io_callback)(evl_loop *loop, evl_fd fd, void *arg);
 typedef void (*evl_future_callback)(evl_future *fut, void *arg);
 typedef void (*evl_task_fn)(evl_task *task, void *state);
+/* Runs once when a task ends, however it ends (see evl_task_set_cleanup). */
+typedef void (*evl_task_cleanup_fn)(evl_task *task, void *state);
 /* Work for an executor thread: store a result, return 0 or an EVL_E* code. */
 typedef int (*evl_work_fn)(void *arg, void **result);
 typedef void (*evl_free_fn)(void *ptr);
@@ -633,8 +657,8 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
 
 /* ==== Tasks: stackless coroutines ========================================
    A task function is re-entered at its last await, so its C locals do not
-   survive an await: keep such variables in the state struct. At most one
-   EVL_AWAIT per source line.
+   survive an await: keep such variables in the state struct. Where the
+   compiler lacks __COUNTER__, at most one EVL_AWAIT per source line.
    The rule for locals: declare them before EVL_ASYNC_BEGIN (assign them
    after each await that they must outlive, from the state struct), or
    inside a { } block that closes before the next EVL_AWAIT. A local
@@ -658,24 +682,49 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
    Falling off EVL_ASYNC_END finishes with a NULL result. */
 #define EVL_ASYNC_BEGIN(t)                                                     \
   switch (evl_task_resume_point(t)) {                                          \
-  default:                                                                     \
-    evl_task_fail((t), EVL_EINVALSTATE,                                        \
-                  "no resume point: EVL_AWAIT inside a switch of the task?");  \
+  default: /* the finally point of a body without EVL_FINALLY: it ends */      \
+    if (evl_task_resume_point(t) != EVL__FINALLY_POINT)                        \
+      evl_task_fail(                                                           \
+          (t), EVL_EINVALSTATE,                                                \
+          "no resume point: EVL_AWAIT inside a switch of the task?");          \
     return;                                                                    \
   case 0:
 #define EVL__CAT2(a, b) a##b
 #define EVL__CAT(a, b) EVL__CAT2(a, b)
 /* The goto keeps compilers' fall-through warnings quiet. */
-#define EVL_AWAIT_MODE_(t, fut, propagate)                                     \
+#define EVL__AWAIT_AT_(t, fut, propagate, point, id)                           \
   do {                                                                         \
-    if (!evl_task_await((t), (fut), __LINE__, (propagate)))                    \
-      goto EVL__CAT(evl_resume_, __LINE__);                                    \
+    if (!evl_task_await_at((t), (fut), (point), (propagate), __FILE__,         \
+                           __LINE__))                                          \
+      goto EVL__CAT(evl_resume_, id);                                          \
     return;                                                                    \
-  case __LINE__:                                                               \
-    EVL__CAT(evl_resume_, __LINE__) :;                                         \
+  case point:                                                                  \
+    EVL__CAT(evl_resume_, id) :;                                               \
   } while (0)
+/* With __COUNTER__ (gcc, clang, MSVC, tcc) each await gets its own resume
+   point, so several may share a line (or a macro of yours); without it the
+   line number is the resume point. EVLOOP_AWAIT_BY_LINE forces the latter. */
+#if defined(__COUNTER__) && !defined(EVLOOP_AWAIT_BY_LINE)
+/* Counted points start high, clear of the small case values of a switch of
+   the user's (an await inside one is then caught: see EVL_ASYNC_BEGIN). */
+#define EVL__AWAIT_ID_(t, fut, propagate, n)                                   \
+  EVL__AWAIT_AT_(t, fut, propagate, (n) + 1000001, n)
+#define EVL_AWAIT_MODE_(t, fut, propagate)                                     \
+  EVL__AWAIT_ID_(t, fut, propagate, __COUNTER__)
+#else
+#define EVL_AWAIT_MODE_(t, fut, propagate)                                     \
+  EVL__AWAIT_AT_(t, fut, propagate, __LINE__, __LINE__)
+#endif
 #define EVL_AWAIT(t, fut) EVL_AWAIT_MODE_(t, fut, 1)
 #define EVL_AWAIT_TRY(t, fut) EVL_AWAIT_MODE_(t, fut, 0)
+/* Awaits fut and stores its result, cast to type, in lvalue (which must
+   live in the state struct to be read after a later await):
+   EVL_AWAIT_AS(t, evl_stream *, s->conn, evl_open_connection(...)). */
+#define EVL_AWAIT_AS(t, type, lvalue, fut)                                     \
+  do {                                                                         \
+    EVL_AWAIT(t, fut);                                                         \
+    (lvalue) = (type)evl_await_result(t);                                      \
+  } while (0)
 #define EVL_ASYNC_RETURN(t, value)                                             \
   do {                                                                         \
     evl_task_return((t), (void *)(value));                                     \
@@ -687,6 +736,20 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
     return;                                                                    \
   } while (0)
 #define EVL_ASYNC_END(t) }
+/* The cleanup section: what follows EVL_FINALLY(t) up to EVL_ASYNC_END runs
+   once however the body ends (Python's try/finally around the whole body):
+   falling into it, EVL_ASYNC_RETURN, EVL_ASYNC_FAIL, an EVL_AWAIT whose
+   future failed or was cancelled, the task cancelled or timed out, its loop
+   closed. It may await; after it the task ends as the body did, unless the
+   section itself failed or returned (then that outcome wins). A task
+   cancelled before it started never runs its body, so neither this.
+   Deadlines (evl_timeout) set in the body stop at EVL_FINALLY. */
+#define EVL__FINALLY_POINT (-1)
+#define EVL_FINALLY(t)                                                         \
+  goto evl_finally_;                                                           \
+  case EVL__FINALLY_POINT:                                                     \
+  evl_finally_:                                                                \
+    evl_task_finally(t)
 
 /* A new task (a future) that starts at the next iteration. state_size > 0:
    the task keeps its own zero-padded copy of state[0..state_size) and frees
@@ -712,7 +775,20 @@ EVLOOP_API evl_task_factory evl_get_task_factory(evl_loop *loop, void **ctx);
 EVLOOP_API int evl_task_cancel(evl_task *task);
 EVLOOP_API void *evl_task_state(evl_task *task);
 EVLOOP_API evl_loop *evl_task_loop(evl_task *task);
+/* The name given by evl_task_set_name (copied), else the function's name
+   when made by the evl_task_create macro, else "task". */
 EVLOOP_API const char *evl_task_name(evl_task *task);
+EVLOOP_API int evl_task_set_name(evl_task *task, const char *name);
+/* asyncio.current_task: the task whose body runs now, or NULL. */
+EVLOOP_API evl_task *evl_current_task(evl_loop *loop);
+/* asyncio.all_tasks without allocating: the pending task after prev (NULL:
+   the first), NULL at the end. Borrowed; do not end tasks while walking. */
+EVLOOP_API evl_task *evl_task_next(evl_loop *loop, evl_task *prev);
+/* File and line of the task's current (or last) EVL_AWAIT; NULL if none. */
+EVLOOP_API const char *evl_task_await_site(evl_task *task, int *line);
+/* Logs one line per pending task (name, where made, where it waits)
+   through the loop's log; returns how many. Debug mode does it at close. */
+EVLOOP_API int evl_dump_tasks(evl_loop *loop);
 EVLOOP_API int evl_is_task(const evl_future *fut);
 /* How the last await ended, and the future awaited (borrowed, valid until
    the next await or the end of the task). */
@@ -723,8 +799,19 @@ EVLOOP_API evl_future *evl_await_future(evl_task *task);
 EVLOOP_API int evl_task_resume_point(evl_task *task);
 EVLOOP_API int evl_task_await(evl_task *task, evl_future *fut, int point,
                               int propagate);
+EVLOOP_API int evl_task_await_at(evl_task *task, evl_future *fut, int point,
+                                 int propagate, const char *file, int line);
 EVLOOP_API void evl_task_return(evl_task *task, void *result);
 EVLOOP_API void evl_task_fail(evl_task *task, int code, const char *message);
+EVLOOP_API void evl_task_finally(evl_task *task);
+/* In the finally section: the error the body is ending with (0 when it
+   returned or fell through). */
+EVLOOP_API int evl_task_finally_error(evl_task *task);
+/* fn(task, state) runs exactly once when the task ends: returned, failed,
+   cancelled (even before it started), timed out, or its loop closed; after
+   the finally section, before the task's done callbacks. For state that
+   owns something whatever the body did. EVL_EINVALSTATE once done. */
+EVLOOP_API int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn);
 
 /* ==== High-level helpers ================================================= */
 
@@ -742,6 +829,193 @@ EVLOOP_API evl_future *evl_wait_for(evl_future *fut, double timeout);
 #define EVL_GATHER_RETURN_ERRORS 1
 EVLOOP_API evl_future *evl_gather(evl_loop *loop, evl_future *const *futs,
                                   size_t n, int flags);
+
+/* ==== Timeouts (asyncio.timeout, timeout_at) ============================
+   A deadline over a span of a task's awaits. When it passes, the await in
+   progress is cancelled and the task sees EVL_ETIMEDOUT there (a propagating
+   EVL_AWAIT ends the task with it, through its finally section). The scope
+   belongs to the task: evl_timeout_end closes it (EVL_ETIMEDOUT if it had
+   expired, else 0; a cancel it had sent but the task had not yet seen is
+   withdrawn) and the task's end closes what is left. Times are evl_time()
+   seconds; INFINITY means no deadline. NULL: not a pending task, NaN, or
+   no memory. */
+typedef struct evl_timeout evl_timeout;
+EVLOOP_API evl_timeout *evl_timeout_new(evl_task *task, double delay);
+EVLOOP_API evl_timeout *evl_timeout_at(evl_task *task, double when);
+/* Moves the deadline (INFINITY removes it); EVL_EINVALSTATE once expired. */
+EVLOOP_API int evl_timeout_reschedule(evl_timeout *to, double when);
+/* The deadline, or -1.0 when there is none. */
+EVLOOP_API double evl_timeout_when(const evl_timeout *to);
+EVLOOP_API int evl_timeout_expired(const evl_timeout *to);
+EVLOOP_API int evl_timeout_end(evl_timeout *to);
+
+/* ==== Synchronisation primitives (asyncio Lock, Event, Condition,
+   Semaphore, BoundedSemaphore, Barrier) ====================================
+   Small objects of one loop; every wait is a future to EVL_AWAIT (or
+   evl_wait_for). Waiters are served first come, first served. A grant (the
+   lock, a semaphore unit) is handed to the first waiter when it is freed,
+   so the lock stays locked between the release and the waiter's resuming
+   (asyncio shows it unlocked in that moment; nobody can barge in either
+   way). The grant is the waiter's once its result is taken: awaited, or
+   read with evl_future_result/evl_future_error. A waiter cancelled before
+   that (a task cancelled just after the grant, a future released unread)
+   never keeps it: it passes to the next waiter. Freeing a primitive fails
+   its pending waits with EVL_ECLOSED. NULL: NULL object, closed loop, no
+   memory (constructors: also bad arguments). */
+typedef struct evl_lock evl_lock;
+typedef struct evl_event evl_event;
+typedef struct evl_condition evl_condition;
+typedef struct evl_semaphore evl_semaphore;
+typedef struct evl_barrier evl_barrier;
+
+EVLOOP_API evl_lock *evl_lock_new(evl_loop *loop);
+EVLOOP_API void evl_lock_free(evl_lock *lock);
+/* Completes (result: the lock) when the caller holds the lock. */
+EVLOOP_API evl_future *evl_lock_acquire(evl_lock *lock);
+/* EVL_EINVALSTATE if not locked (asyncio's RuntimeError). */
+EVLOOP_API int evl_lock_release(evl_lock *lock);
+EVLOOP_API int evl_lock_locked(const evl_lock *lock);
+
+EVLOOP_API evl_event *evl_event_new(evl_loop *loop);
+EVLOOP_API void evl_event_free(evl_event *ev);
+/* Completes when the event is set (at once if it is). */
+EVLOOP_API evl_future *evl_event_wait(evl_event *ev);
+EVLOOP_API void evl_event_set(evl_event *ev);
+EVLOOP_API void evl_event_clear(evl_event *ev);
+EVLOOP_API int evl_event_is_set(const evl_event *ev);
+
+/* lock NULL: the condition makes (and frees) its own. Wait with the lock
+   held: the future releases it, waits for a notify and completes once the
+   lock is held again - also when the wait is cancelled (the cancel is seen
+   with the lock held, as asyncio), so release it in the finally section.
+   Without the lock held the future fails with EVL_EINVALSTATE. wait_for
+   waits until pred(arg) is true (checked with the lock held). notify
+   returns how many waiters it woke, or EVL_EINVALSTATE if not locked. */
+EVLOOP_API evl_condition *evl_condition_new(evl_loop *loop, evl_lock *lock);
+EVLOOP_API void evl_condition_free(evl_condition *cond);
+EVLOOP_API evl_lock *evl_condition_lock(evl_condition *cond);
+EVLOOP_API evl_future *evl_condition_wait(evl_condition *cond);
+EVLOOP_API evl_future *
+evl_condition_wait_for(evl_condition *cond, int (*pred)(void *arg), void *arg);
+EVLOOP_API int evl_condition_notify(evl_condition *cond, size_t n);
+EVLOOP_API int evl_condition_notify_all(evl_condition *cond);
+
+/* value >= 0; bounded: a release above the initial value is refused with
+   EVL_EINVALSTATE (BoundedSemaphore's ValueError). */
+EVLOOP_API evl_semaphore *evl_semaphore_new(evl_loop *loop, long value,
+                                            int bounded);
+EVLOOP_API void evl_semaphore_free(evl_semaphore *sem);
+EVLOOP_API evl_future *evl_semaphore_acquire(evl_semaphore *sem);
+EVLOOP_API int evl_semaphore_release(evl_semaphore *sem);
+/* 1 if an acquire would wait. */
+EVLOOP_API int evl_semaphore_locked(const evl_semaphore *sem);
+EVLOOP_API long evl_semaphore_value(const evl_semaphore *sem);
+
+/* parties >= 1. wait completes with the arrival index, (void *)(intptr_t)
+   0 .. parties-1, when the last party arrives; it fails with EVL_EBROKEN
+   when the barrier is (or gets) aborted or reset while waiting. A party
+   cancelled while waiting leaves without breaking it (asyncio). */
+EVLOOP_API evl_barrier *evl_barrier_new(evl_loop *loop, size_t parties);
+EVLOOP_API void evl_barrier_free(evl_barrier *b);
+EVLOOP_API evl_future *evl_barrier_wait(evl_barrier *b);
+EVLOOP_API int evl_barrier_reset(evl_barrier *b);
+EVLOOP_API int evl_barrier_abort(evl_barrier *b);
+EVLOOP_API size_t evl_barrier_n_waiting(const evl_barrier *b);
+EVLOOP_API size_t evl_barrier_parties(const evl_barrier *b);
+EVLOOP_API int evl_barrier_broken(const evl_barrier *b);
+
+/* ==== Queues (asyncio Queue, PriorityQueue, LifoQueue) ===================
+   Items are void *: the queue never frees an item unless given item_free
+   (may be NULL), which it calls for the items it drops: left in the queue
+   at evl_queue_free or removed by an immediate shutdown. maxsize 0: no
+   limit. The priority queue gives the lowest priority first, equal ones
+   in arrival order. put completes (result: the item) once the item is in
+   the queue; cancelled before that, the item stays the caller's. get
+   completes with the item; an item handed to a get that is cancelled or
+   released unread goes back to the front. */
+typedef struct evl_queue evl_queue;
+#define EVL_QUEUE_FIFO 0
+#define EVL_QUEUE_LIFO 1
+#define EVL_QUEUE_PRIORITY 2
+EVLOOP_API evl_queue *evl_queue_new(evl_loop *loop, int kind, size_t maxsize,
+                                    evl_free_fn item_free);
+EVLOOP_API void evl_queue_free(evl_queue *q);
+EVLOOP_API evl_future *evl_queue_put(evl_queue *q, void *item);
+EVLOOP_API evl_future *evl_queue_put_prio(evl_queue *q, void *item,
+                                          int64_t prio);
+EVLOOP_API evl_future *evl_queue_get(evl_queue *q);
+/* EVL_EQUEUEFULL / EVL_EQUEUEEMPTY, EVL_ESHUTDOWN after a shutdown (get:
+   once the queue is also empty). */
+EVLOOP_API int evl_queue_put_nowait(evl_queue *q, void *item);
+EVLOOP_API int evl_queue_put_nowait_prio(evl_queue *q, void *item,
+                                         int64_t prio);
+EVLOOP_API int evl_queue_get_nowait(evl_queue *q, void **item);
+EVLOOP_API size_t evl_queue_qsize(const evl_queue *q);
+EVLOOP_API int evl_queue_empty(const evl_queue *q);
+EVLOOP_API int evl_queue_full(const evl_queue *q);
+/* One call per item taken; EVL_EINVALSTATE when more calls than puts. join
+   completes when every item put has been marked done. */
+EVLOOP_API int evl_queue_task_done(evl_queue *q);
+EVLOOP_API evl_future *evl_queue_join(evl_queue *q);
+/* asyncio 3.13: later puts fail with EVL_ESHUTDOWN, waiting putters too;
+   gets drain what is left, then fail. immediate: the items are dropped
+   (given to item_free; they count as done for join) and waiting getters
+   fail at once. */
+EVLOOP_API int evl_queue_shutdown(evl_queue *q, int immediate);
+EVLOOP_API int evl_queue_is_shutdown(const evl_queue *q);
+
+/* ==== Waiting primitives, shield, TaskGroup ==============================
+   evl_wait (asyncio.wait): completes, never failing, when return_when is
+   met or the timeout passes (INFINITY: none), with the number of futures
+   done as (void *)(intptr_t); which are done and which pending is
+   evl_future_done on each. It cancels nothing, neither at the timeout nor
+   when itself is cancelled. FIRST_EXCEPTION: a failure (not a cancel) or
+   all done. n == 0, NULL or another loop's future: fails with EVL_EINVAL.
+   It takes references of its own. */
+#define EVL_FIRST_COMPLETED 1
+#define EVL_FIRST_EXCEPTION 2
+#define EVL_ALL_COMPLETED 3
+EVLOOP_API evl_future *evl_wait(evl_loop *loop, evl_future *const *futs,
+                                size_t n, int return_when, double timeout);
+/* asyncio.as_completed: each evl_as_completed_next gives a future that
+   completes with the next input future to finish (result: that future,
+   borrowed from the iterator), in completion order; once the overall
+   timeout (INFINITY: none) passes, the ones not delivered fail with
+   EVL_ETIMEDOUT. More than n calls: EVL_EINVALSTATE. The inputs are not
+   cancelled. NULL for bad arguments. */
+typedef struct evl_as_completed evl_as_completed;
+EVLOOP_API evl_as_completed *evl_as_completed_new(evl_loop *loop,
+                                                  evl_future *const *futs,
+                                                  size_t n, double timeout);
+EVLOOP_API evl_future *evl_as_completed_next(evl_as_completed *ac);
+EVLOOP_API void evl_as_completed_free(evl_as_completed *ac);
+/* asyncio.shield: completes as fut does; cancelling it does not cancel fut.
+   Takes a reference of its own (the caller keeps its own). */
+EVLOOP_API evl_future *evl_shield(evl_future *fut);
+
+/* TaskGroup (asyncio 3.11). Children are made with evl_task_group_create;
+   evl_task_group_wait (the end of `async with`) completes when every child
+   has ended. The first child to fail cancels the others and, unless it is
+   already awaiting the wait, the parent task (its current await sees
+   EVL_ECANCELED; await the group's wait in its finally section); the wait
+   then fails with that child's error, and evl_task_group_others_failed
+   counts the other children that failed (cancelled ones do not count).
+   Cancelling the wait (or the task awaiting it) cancels the children; it
+   completes, cancelled, once they have ended. A parent whose body failed
+   or was cancelled and that waits from its finally section cancels the
+   children first (asyncio's __aexit__ with an exception). No children
+   after a failure or the end (NULL). evl_task_group_free cancels children still
+   running: none outlives the group. parent may be NULL. */
+typedef struct evl_task_group evl_task_group;
+EVLOOP_API evl_task_group *evl_task_group_new(evl_loop *loop, evl_task *parent);
+EVLOOP_API evl_task *evl_task_group_create(evl_task_group *g, evl_task_fn fn,
+                                           const void *state,
+                                           size_t state_size);
+EVLOOP_API evl_future *evl_task_group_wait(evl_task_group *g);
+/* The first child's error (0 if none), and how many others failed. */
+EVLOOP_API int evl_task_group_error(const evl_task_group *g);
+EVLOOP_API int evl_task_group_others_failed(const evl_task_group *g);
+EVLOOP_API void evl_task_group_free(evl_task_group *g);
 
 /* ==== Executor ==========================================================
    evl_run_in_executor runs fn(arg, &result) on a pool thread (exec NULL: the
@@ -761,6 +1035,33 @@ EVLOOP_API int evl_set_default_executor(evl_loop *loop, evl_executor *exec);
    threads; later evl_run_in_executor(loop, NULL, ...) fails with
    EVL_ECLOSED. */
 EVLOOP_API evl_future *evl_shutdown_default_executor(evl_loop *loop);
+
+/* ==== Tasks from other threads ==========================================
+   evl_run_task_threadsafe (asyncio.run_coroutine_threadsafe) may be called
+   from any thread: the task is made on the loop's thread (state copied now
+   when state_size > 0) and the handle returned is for the calling thread:
+   wait for it with a timeout, read its outcome, cancel it, free it. All
+   the evl_threadsafe_* functions are thread-safe. If the loop closes
+   first, the outcome is EVL_ECLOSED (or the task's cancellation).
+   evl_to_thread (asyncio.to_thread) runs fn on the default executor. */
+typedef struct evl_threadsafe evl_threadsafe;
+EVLOOP_API evl_threadsafe *evl_run_task_threadsafe(evl_loop *loop,
+                                                   evl_task_fn fn,
+                                                   const void *state,
+                                                   size_t state_size);
+/* 0 once done, EVL_ETIMEDOUT if not done within timeout seconds (0: just
+   look; without threads it never blocks). */
+EVLOOP_API int evl_threadsafe_wait(evl_threadsafe *h, double timeout);
+EVLOOP_API int evl_threadsafe_done(evl_threadsafe *h);
+/* The task's error code (0: *result is its result), EVL_EINVALSTATE if
+   not done. */
+EVLOOP_API int evl_threadsafe_result(evl_threadsafe *h, void **result);
+EVLOOP_API const char *evl_threadsafe_error_message(evl_threadsafe *h);
+/* 1 if a cancel was requested, 0 if already done. */
+EVLOOP_API int evl_threadsafe_cancel(evl_threadsafe *h);
+EVLOOP_API void evl_threadsafe_free(evl_threadsafe *h);
+EVLOOP_API evl_future *evl_to_thread(evl_loop *loop, evl_work_fn fn, void *arg,
+                                     evl_free_fn result_free);
 
 /* ==== DNS (on the executor) =============================================
    evl_getaddrinfo: the result is a `struct addrinfo *` the future owns.
@@ -1658,7 +1959,8 @@ struct evl_loop {
   /* state */
   const struct evl__backend_ops *be; /* the backend's functions */
   int running, stopping, closing, closed, user_freed;
-  int free_pending; /* evl_loop_free: 1 when close ends, 2 under way */
+  int free_pending;  /* evl_loop_free: 1 when close ends, 2 under way */
+  int closing_tasks; /* evl_loop_close runs the cancelled tasks to their end */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
@@ -1679,6 +1981,7 @@ struct evl_loop {
   void *log_ctx;
   evl_task_factory factory;
   void *factory_ctx;
+  evl_task *current_task; /* the task whose body runs now, or NULL */
   /* cross-thread queue, executor jobs */
   evl__mutex ts_mu;
   evl__cond ts_cv;
@@ -4873,6 +5176,8 @@ static void evl__debug_close_report(evl_loop *loop) {
   evl__log(loop, msg);
 }
 
+static void evl__cancel_all_tasks(evl_loop *loop);
+
 EVL__DEF int evl_loop_close(evl_loop *loop) {
   if (!loop)
     return EVL_EINVAL;
@@ -4880,9 +5185,29 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     return EVL_ERUNNING;
   if (loop->closed || loop->closing)
     return 0;
-  loop->closing = 1; /* first: the log callback may call back */
-  if (loop->debug)
+  if (loop->debug) {
+    loop->closing = 1; /* the log callback may call back */
     evl__debug_close_report(loop);
+    (void)evl_dump_tasks(loop);
+    loop->closing = 0;
+  }
+  /* 0. Pending tasks are cancelled and run to their end (their finally
+     sections and cleanup functions included), as asyncio.run does. The
+     user's pending callbacks are discarded first, as close always did.
+     An evl_loop_free from a task here takes effect as the close returns. */
+  if (evl_task_next(loop, NULL)) {
+    uint32_t i;
+    for (i = 0; i < loop->nslots; i++)
+      if (loop->slots[i].pos != EVL__POS_FREE &&
+          !(loop->slots[i].gen & EVL__SLOT_INTERNAL))
+        (void)evl__cancel_slot(loop, i);
+    loop->closing_tasks = 1;
+    evl__cancel_all_tasks(loop);
+    loop->closing_tasks = 0;
+  }
+  if (loop->running || loop->closed || loop->closing)
+    return loop->running ? EVL_ERUNNING : 0;
+  loop->closing = 1;
   /* 1. No executor thread may touch the loop after this. */
   evl__jobs_close(loop);
   evl__executor_close_default(loop);
@@ -4966,7 +5291,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
 EVL__DEF void evl_loop_free(evl_loop *loop) {
   if (!loop || loop->user_freed || loop->free_pending)
     return;
-  if (loop->closing && !loop->closed) {
+  if ((loop->closing && !loop->closed) || loop->closing_tasks) {
     loop->free_pending = 1;
     return;
   }
@@ -5247,12 +5572,25 @@ typedef struct evl__task {
   evl_future *awaiting; /* held until the next await or the end */
   int await_err, resume;
   uint8_t suspended, must_cancel, started, propagate;
+  /* Cleanup: `switched` once the body went through EVL_ASYNC_BEGIN (so
+     re-entering it at EVL__FINALLY_POINT is safe); `in_step` while fn
+     runs; the outcome staged while the finally section runs. */
+  uint8_t switched, in_step, fin_staged, fin_entered, cleaned, timed_out;
+  int fin_err;
+  char *fin_msg;
+  void *fin_result;
+  evl_task_cleanup_fn cleanup;
+  char *name;            /* a copy, or NULL (then site.name) */
+  evl_timeout *timeouts; /* active timeout scopes, innermost first */
   evl__site site;
+  const char *await_file; /* call site of the current await (debug) */
+  int await_line;
 } evl__task;
 
 static int evl__task_cancel(evl_future *f);
 static void evl__task_close(evl_future *f);
-static const evl__future_vt evl__task_vt = {evl__task_cancel, NULL,
+static void evl__task_destroy(evl_future *f);
+static const evl__future_vt evl__task_vt = {evl__task_cancel, evl__task_destroy,
                                             evl__task_close};
 
 EVL__DEF int evl_is_task(const evl_future *fut) {
@@ -5260,12 +5598,27 @@ EVL__DEF int evl_is_task(const evl_future *fut) {
 }
 #define EVL__TASK(t) ((evl__task *)(void *)(t))
 
+static void evl__timeouts_drop(evl__task *t);
+static void evl__timeouts_disarm(evl__task *t);
+
+/* The task's cleanup function runs once, whatever ended the task. */
+static void evl__task_cleanup(evl__task *t) {
+  if (t->cleanup && !t->cleaned) {
+    t->cleaned = 1;
+    t->cleanup(&t->fut, t->state);
+  }
+}
+
 static void evl__task_finish(evl__task *t, int err, const char *msg,
                              void *result) {
   evl_future *aw = t->awaiting;
   t->awaiting = NULL;
   if (!err && t->must_cancel) /* cancelled right before it returned */
     err = EVL_ECANCELED;
+  t->fut.refs++; /* the cleanup may drop the user's last reference */
+  evl__timeouts_drop(t);
+  evl__task_cleanup(t);
+  t->fin_staged = 0;
   if (err == EVL_ECANCELED)
     (void)evl__future_complete(&t->fut, EVL__CANCELLED, NULL, NULL, err, NULL);
   else if (err)
@@ -5273,7 +5626,31 @@ static void evl__task_finish(evl__task *t, int err, const char *msg,
   else
     (void)evl__future_complete(&t->fut, EVL__DONE, result, NULL, 0, NULL);
   evl_future_release(aw);
+  evl__lfree(t->fut.loop, t->fin_msg); /* msg may have been it: copied */
+  t->fin_msg = NULL;
   evl_future_release(&t->fut); /* the reference a pending task holds */
+  evl_future_release(&t->fut);
+}
+
+/* The task ends with (err, msg, result). A body that declared a finally
+   section and has not entered it yet is re-entered there first: the
+   outcome waits until the section has run (an error inside it replaces
+   the outcome, as in Python). */
+static int evl__task_stage(evl__task *t, int err, const char *msg,
+                           void *result) {
+  if (!t->switched || t->fin_entered || t->fin_staged || !t->started)
+    return 0;
+  t->fin_staged = 1;
+  t->fin_err = err;
+  t->fin_result = result;
+  t->fin_msg = msg ? evl__strdup(t->fut.loop, msg) : NULL;
+  t->resume = EVL__FINALLY_POINT;
+  return 1;
+}
+static void evl__task_end(evl__task *t, int err, const char *msg,
+                          void *result) {
+  if (!t->in_step || !evl__task_stage(t, err, msg, result))
+    evl__task_finish(t, err, msg, result);
 }
 
 static void evl__task_step(evl__task *t) {
@@ -5285,31 +5662,54 @@ static void evl__task_step(evl__task *t) {
   if (t->must_cancel) {
     t->must_cancel = 0;
     err = EVL_ECANCELED;
-    if (aw)
+    if (aw && aw->state != EVL__DONE) /* a result dropped stays unread */
       aw->retrieved = 1;
   } else if (aw) {
     err = aw->err;
     aw->retrieved = 1;
   }
+  if (err == EVL_ECANCELED && t->timed_out) {
+    t->timed_out = 0; /* the cancel came from an expired evl_timeout */
+    err = EVL_ETIMEDOUT;
+  }
   t->await_err = err;
   t->suspended = 0;
-  if (err && (!t->started || t->propagate)) {
+  if (err && (!t->started || t->propagate) &&
+      !evl__task_stage(t, err, aw && aw->err == err ? aw->errmsg : NULL,
+                       NULL)) {
     evl__task_finish(t, err, aw && aw->err == err ? aw->errmsg : NULL, NULL);
     return;
   }
   t->started = 1;
   t->fut.refs++; /* fn may finish the task and drop the last reference */
-  if (loop->debug) {
-    int64_t t0 = evl__monotonic_ns(), dt;
-    t->fn(&t->fut, t->state);
-    dt = evl__monotonic_ns() - t0;
-    if (dt >= loop->slow_ns)
-      evl__report_slow(loop, "task", &t->site, dt);
-  } else {
-    t->fn(&t->fut, t->state);
+  for (;;) {
+    evl_task *outer = loop->current_task;
+    loop->current_task = &t->fut;
+    t->in_step = 1;
+    if (loop->debug) {
+      int64_t t0 = evl__monotonic_ns(), dt;
+      t->fn(&t->fut, t->state);
+      dt = evl__monotonic_ns() - t0;
+      if (dt >= loop->slow_ns)
+        evl__report_slow(loop, "task", &t->site, dt);
+    } else {
+      t->fn(&t->fut, t->state);
+    }
+    t->in_step = 0;
+    loop->current_task = outer;
+    if (t->fut.state != EVL__PENDING || t->suspended)
+      break;
+    if (t->fin_staged && !t->fin_entered) {
+      t->fin_entered = 1; /* once, even without an EVL_FINALLY label */
+      t->resume = EVL__FINALLY_POINT;
+      continue;
+    }
+    if (t->fin_staged)
+      evl__task_finish(t, t->fin_err, t->fin_msg, t->fin_result);
+    else
+      evl__task_finish(t, 0, NULL, NULL);
+    break;
   }
-  if (t->fut.state == EVL__PENDING && !t->suspended)
-    evl__task_finish(t, 0, NULL, NULL);
   evl_future_release(&t->fut);
 }
 
@@ -5348,6 +5748,10 @@ static void evl__task_close(evl_future *f) {
     evl_future_remove_done_callback(aw, evl__task_wakeup, t);
     evl_future_release(aw);
   }
+  evl__timeouts_drop(t);
+  evl__task_cleanup(t);
+  evl__lfree(f->loop, t->fin_msg);
+  t->fin_msg = NULL;
   evl_future_release(f);
 }
 
@@ -5424,7 +5828,69 @@ EVL__DEF evl_loop *evl_task_loop(evl_task *task) {
   return task ? task->loop : NULL;
 }
 EVL__DEF const char *evl_task_name(evl_task *task) {
-  return evl_is_task(task) ? EVL__TASK(task)->site.name : NULL;
+  if (!evl_is_task(task))
+    return NULL;
+  return EVL__TASK(task)->name ? EVL__TASK(task)->name
+                               : EVL__TASK(task)->site.name;
+}
+EVL__DEF int evl_task_set_name(evl_task *task, const char *name) {
+  char *copy = NULL;
+  if (!evl_is_task(task) || !name)
+    return EVL_EINVAL;
+  copy = evl__strdup(task->loop, name);
+  if (!copy)
+    return EVL_ENOMEM;
+  evl__lfree(task->loop, EVL__TASK(task)->name);
+  EVL__TASK(task)->name = copy;
+  return 0;
+}
+static void evl__task_destroy(evl_future *f) {
+  evl__task *t = EVL__TASK(f);
+  evl__lfree(f->loop, t->name);
+  evl__lfree(f->loop, t->fin_msg);
+  t->name = t->fin_msg = NULL;
+}
+EVL__DEF evl_task *evl_current_task(evl_loop *loop) {
+  return loop ? loop->current_task : NULL;
+}
+/* The loop's futures list holds every live task: a walk needs no memory. */
+EVL__DEF evl_task *evl_task_next(evl_loop *loop, evl_task *prev) {
+  evl_future *f;
+  if (!loop || (prev && prev->loop != loop))
+    return NULL;
+  for (f = prev ? prev->lnext : loop->futures; f; f = f->lnext)
+    if (evl_is_task(f) && f->state == EVL__PENDING)
+      return f;
+  return NULL;
+}
+EVL__DEF const char *evl_task_await_site(evl_task *task, int *line) {
+  if (line)
+    *line = 0;
+  if (!evl_is_task(task) || !EVL__TASK(task)->await_file)
+    return NULL;
+  if (line)
+    *line = EVL__TASK(task)->await_line;
+  return EVL__TASK(task)->await_file;
+}
+EVL__DEF int evl_dump_tasks(evl_loop *loop) {
+  char msg[512];
+  evl_task *t;
+  int n = 0;
+  for (t = evl_task_next(loop, NULL); t; t = evl_task_next(loop, t)) {
+    evl__task *k = EVL__TASK(t);
+    const char *name = evl_task_name(t);
+    if (k->await_file)
+      snprintf(msg, sizeof msg, "pending task %s (%s:%d) waiting at %s:%d",
+               name ? name : "task", k->site.file ? k->site.file : "?",
+               k->site.line, k->await_file, k->await_line);
+    else
+      snprintf(msg, sizeof msg, "pending task %s (%s:%d), not started",
+               name ? name : "task", k->site.file ? k->site.file : "?",
+               k->site.line);
+    evl__log(loop, msg);
+    n++;
+  }
+  return n;
 }
 EVL__DEF int evl_await_error(evl_task *task) {
   return evl_is_task(task) ? EVL__TASK(task)->await_err : EVL_EINVAL;
@@ -5439,7 +5905,29 @@ EVL__DEF evl_future *evl_await_future(evl_task *task) {
   return evl_is_task(task) ? EVL__TASK(task)->awaiting : NULL;
 }
 EVL__DEF int evl_task_resume_point(evl_task *task) {
-  return evl_is_task(task) ? EVL__TASK(task)->resume : -1;
+  if (!evl_is_task(task))
+    return -2;
+  EVL__TASK(task)->switched = 1;
+  return EVL__TASK(task)->resume;
+}
+EVL__DEF void evl_task_finally(evl_task *task) {
+  if (evl_is_task(task)) {
+    EVL__TASK(task)->fin_entered = 1;
+    evl__timeouts_disarm(EVL__TASK(task)); /* the body's scopes are left */
+  }
+}
+EVL__DEF int evl_task_finally_error(evl_task *task) {
+  if (!evl_is_task(task))
+    return EVL_EINVAL;
+  return EVL__TASK(task)->fin_staged ? EVL__TASK(task)->fin_err : 0;
+}
+EVL__DEF int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn) {
+  if (!evl_is_task(task))
+    return EVL_EINVAL;
+  if (task->state != EVL__PENDING)
+    return EVL_EINVALSTATE;
+  EVL__TASK(task)->cleanup = fn;
+  return 0;
 }
 
 EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
@@ -5471,7 +5959,7 @@ EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
     fut->retrieved = 1;
     t->await_err = err;
     if (err && propagate) {
-      evl__task_finish(t, err, fut->errmsg, NULL);
+      evl__task_end(t, err, fut->errmsg, NULL);
       return 1;
     }
     return 0;
@@ -5481,7 +5969,7 @@ EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
     t->await_err = err;
     if (!propagate)
       return 0;
-    evl__task_finish(t, err, NULL, NULL);
+    evl__task_end(t, err, NULL, NULL);
     return 1;
   }
   t->suspended = 1;
@@ -5490,14 +5978,21 @@ EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
   return 1;
 }
 
+EVL__DEF int evl_task_await_at(evl_task *task, evl_future *fut, int point,
+                               int propagate, const char *file, int line) {
+  if (evl_is_task(task)) {
+    EVL__TASK(task)->await_file = file;
+    EVL__TASK(task)->await_line = line;
+  }
+  return evl_task_await(task, fut, point, propagate);
+}
 EVL__DEF void evl_task_return(evl_task *task, void *result) {
   if (evl_is_task(task) && task->state == EVL__PENDING)
-    evl__task_finish(EVL__TASK(task), 0, NULL, result);
+    evl__task_end(EVL__TASK(task), 0, NULL, result);
 }
 EVL__DEF void evl_task_fail(evl_task *task, int code, const char *message) {
   if (evl_is_task(task) && task->state == EVL__PENDING)
-    evl__task_finish(EVL__TASK(task), code < 0 ? code : EVL_EINVAL, message,
-                     NULL);
+    evl__task_end(EVL__TASK(task), code < 0 ? code : EVL_EINVAL, message, NULL);
 }
 
 /* Loop closing: every pending future lets go of its loop references. The
@@ -5745,6 +6240,1361 @@ EVL__DEF evl_future *evl_gather(evl_loop *loop, evl_future *const *futs,
     }
   }
   return &g->fut;
+}
+
+/* ==== Tasks that compose: timeouts ======================================
+   A timeout scope belongs to its task: it is freed by evl_timeout_end or
+   when the task ends. Expiry cancels the task's current await; the task
+   sees EVL_ETIMEDOUT there (asyncio.timeout's TimeoutError). */
+
+struct evl_timeout {
+  evl__task *task;
+  struct evl_timeout *next;
+  evl_handle timer;
+  int64_t when; /* ns on the loop clock; INT64_MAX: no deadline */
+  int expired;
+};
+
+static void evl__timeout_fire(evl_loop *loop, void *arg) {
+  evl_timeout *to = (evl_timeout *)arg;
+  to->timer = 0;
+  if (loop->closing || to->task->fut.state != EVL__PENDING)
+    return;
+  to->expired = 1;
+  to->task->timed_out = 1;
+  (void)evl_task_cancel(&to->task->fut);
+}
+
+static int evl__timeout_arm(evl_timeout *to, int64_t when) {
+  evl_loop *loop = to->task->fut.loop;
+  if (to->timer)
+    (void)evl__cancel_internal(loop, to->timer);
+  to->timer = 0;
+  to->when = when;
+  if (when == INT64_MAX || to->expired)
+    return 0;
+  to->timer = evl__schedule(loop, when < 0 ? 0 : when, evl__timeout_fire, to,
+                            EVL__SLOT_INTERNAL, NULL, NULL, 0);
+  if (to->timer < 0) {
+    int rc = (int)to->timer;
+    to->timer = 0;
+    return rc;
+  }
+  return 0;
+}
+
+static int evl__when_ns(evl_loop *loop, double when, int64_t *out) {
+  if (when != when)
+    return EVL_EINVAL;
+  if (when > 9.2e9) /* +inf and beyond the clock: no deadline */
+    *out = INT64_MAX;
+  else if (when < -9.2e9)
+    *out = 0;
+  else
+    *out = (int64_t)(when * 1e9);
+  (void)loop;
+  return 0;
+}
+
+EVL__DEF evl_timeout *evl_timeout_at(evl_task *task, double when) {
+  evl_timeout *to;
+  int64_t ns;
+  if (!evl_is_task(task) || task->state != EVL__PENDING ||
+      evl__when_ns(task->loop, when, &ns))
+    return NULL;
+  to = (evl_timeout *)evl__zalloc(task->loop, sizeof *to);
+  if (!to)
+    return NULL;
+  to->task = EVL__TASK(task);
+  if (evl__timeout_arm(to, ns)) {
+    evl__lfree(task->loop, to);
+    return NULL;
+  }
+  to->next = to->task->timeouts;
+  to->task->timeouts = to;
+  return to;
+}
+EVL__DEF evl_timeout *evl_timeout_new(evl_task *task, double delay) {
+  if (!evl_is_task(task) || delay != delay)
+    return NULL;
+  return evl_timeout_at(task,
+                        delay > 9.2e9 ? delay : evl_time(task->loop) + delay);
+}
+EVL__DEF int evl_timeout_reschedule(evl_timeout *to, double when) {
+  int64_t ns;
+  if (!to || evl__when_ns(to->task->fut.loop, when, &ns))
+    return EVL_EINVAL;
+  if (to->expired)
+    return EVL_EINVALSTATE;
+  return evl__timeout_arm(to, ns);
+}
+EVL__DEF double evl_timeout_when(const evl_timeout *to) {
+  if (!to || to->when == INT64_MAX)
+    return -1.0;
+  return (double)to->when / 1e9;
+}
+EVL__DEF int evl_timeout_expired(const evl_timeout *to) {
+  return to ? to->expired : 0;
+}
+
+static void evl__timeout_unlink(evl_timeout *to) {
+  evl_timeout **pp;
+  for (pp = &to->task->timeouts; *pp; pp = &(*pp)->next)
+    if (*pp == to) {
+      *pp = to->next;
+      break;
+    }
+  if (to->timer)
+    (void)evl__cancel_internal(to->task->fut.loop, to->timer);
+  evl__lfree(to->task->fut.loop, to);
+}
+EVL__DEF int evl_timeout_end(evl_timeout *to) {
+  evl__task *t;
+  int expired;
+  if (!to)
+    return EVL_EINVAL;
+  t = to->task;
+  expired = to->expired;
+  if (expired && t->timed_out) { /* the cancel it sent was not seen: undo */
+    t->timed_out = 0;
+    t->must_cancel = 0;
+  }
+  evl__timeout_unlink(to);
+  return expired ? EVL_ETIMEDOUT : 0;
+}
+static void evl__timeouts_drop(evl__task *t) {
+  while (t->timeouts)
+    evl__timeout_unlink(t->timeouts);
+}
+/* The body ended: its deadlines no longer apply to the finally section
+   (the scopes stay valid for evl_timeout_end there). */
+static void evl__timeouts_disarm(evl__task *t) {
+  evl_timeout *to;
+  for (to = t->timeouts; to; to = to->next)
+    if (to->timer) {
+      (void)evl__cancel_internal(t->fut.loop, to->timer);
+      to->timer = 0;
+    }
+}
+
+/* ==== Tasks that compose: Lock, Event, Condition, Semaphore, Barrier,
+   queues ===================================================================
+   Every wait is a waiter future linked in its primitive's FIFO list while
+   pending. A cancelled waiter leaves the list at once. A grant (a lock, a
+   semaphore unit, a queue item) goes to the first waiter when it is made;
+   the waiter then sits in the primitive's `granted` list until freed, and
+   if it is freed with its result never taken (a task cancelled after the
+   grant, a future dropped unread) the grant goes back (abandon). */
+
+typedef struct evl__waiter evl__waiter;
+typedef struct evl__wlist {
+  evl__waiter *head, *tail;
+  size_t n;
+} evl__wlist;
+
+enum { EVL__W_PLAIN, EVL__W_BARRIER, EVL__W_COND };
+
+struct evl__waiter {
+  evl_future fut;
+  evl__wlist *list; /* the list it is linked in, or NULL */
+  evl__waiter *prev, *next;
+  void *owner;                     /* the primitive; NULL once it is freed */
+  void (*abandon)(evl__waiter *w); /* gives back a grant nobody took */
+  void *item;                      /* queue item; barrier index */
+  int64_t prio;
+  uint64_t seq;
+  int kind, cancel_req;
+  int (*pred)(void *arg); /* condition wait_for */
+  void *pred_arg;
+};
+
+static void evl__wl_push(evl__wlist *l, evl__waiter *w) {
+  w->list = l;
+  w->next = NULL;
+  w->prev = l->tail;
+  if (l->tail)
+    l->tail->next = w;
+  else
+    l->head = w;
+  l->tail = w;
+  l->n++;
+}
+static void evl__wl_remove(evl__waiter *w) {
+  evl__wlist *l = w->list;
+  if (!l)
+    return;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    l->head = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  else
+    l->tail = w->prev;
+  l->n--;
+  w->list = NULL;
+  w->prev = w->next = NULL;
+}
+
+static void evl__barrier_left(void *owner);
+static int evl__cond_cancel(evl__waiter *w);
+
+static int evl__waiter_cancel(evl_future *f) {
+  evl__waiter *w = (evl__waiter *)(void *)f;
+  if (f->state != EVL__PENDING)
+    return 0;
+  if (w->kind == EVL__W_COND && w->owner)
+    return evl__cond_cancel(w);
+  evl__wl_remove(w);
+  if (w->kind == EVL__W_BARRIER && w->owner)
+    evl__barrier_left(w->owner);
+  return evl__future_cancel_base(f);
+}
+static void evl__waiter_destroy(evl_future *f) {
+  evl__waiter *w = (evl__waiter *)(void *)f;
+  int abandoned = f->state == EVL__DONE && !f->retrieved && w->abandon &&
+                  w->owner && !f->loop->closing && !f->loop->closed;
+  evl__wl_remove(w);
+  if (abandoned)
+    w->abandon(w);
+}
+static int evl__cond_relocking(evl__waiter *w);
+static void evl__waiter_close(evl_future *f) {
+  evl__waiter *w = (evl__waiter *)(void *)f;
+  int relocking = w->kind == EVL__W_COND && w->owner && evl__cond_relocking(w);
+  evl__wl_remove(w);
+  w->owner = NULL;
+  if (relocking) /* the lock will never come back: drop its reference */
+    evl_future_release(f);
+}
+static const evl__future_vt evl__waiter_vt = {
+    evl__waiter_cancel, evl__waiter_destroy, evl__waiter_close};
+
+static evl__waiter *evl__waiter_new(evl_loop *loop, void *owner,
+                                    void (*abandon)(evl__waiter *)) {
+  evl__waiter *w = (evl__waiter *)(void *)evl__future_alloc(loop, sizeof *w,
+                                                            &evl__waiter_vt);
+  if (w) {
+    w->owner = owner;
+    w->abandon = abandon;
+  }
+  return w;
+}
+
+/* Completes w with a grant; with an abandon hook it is kept in `granted`
+   so that freeing the primitive can detach it. */
+static void evl__grant(evl__waiter *w, evl__wlist *granted, void *result) {
+  evl__wl_remove(w);
+  if (w->abandon && granted)
+    evl__wl_push(granted, w);
+  (void)evl_future_set_result(&w->fut, result);
+}
+/* Fails every waiter of l with err (ECLOSED: the primitive was freed). */
+static void evl__wl_fail_all(evl__wlist *l, int err, const char *msg) {
+  while (l->head) {
+    evl__waiter *w = l->head;
+    evl__wl_remove(w);
+    w->owner = NULL;
+    (void)evl_future_set_error(&w->fut, err, msg);
+  }
+}
+static void evl__wl_detach_all(evl__wlist *l) {
+  while (l->head) {
+    l->head->owner = NULL;
+    evl__wl_remove(l->head);
+  }
+}
+static evl_future *evl__failed(evl_loop *loop, int err, const char *msg) {
+  evl_future *f = evl_future_new(loop);
+  if (f)
+    (void)evl_future_set_error(f, err, msg);
+  return f;
+}
+static void *evl__prim_alloc(evl_loop *loop, size_t size) {
+  void *p;
+  if (!loop || loop->closed || loop->closing)
+    return NULL;
+  p = evl__zalloc(loop, size);
+  if (p)
+    loop->struct_refs++; /* the loop's memory outlives the primitive */
+  return p;
+}
+static void evl__prim_free(evl_loop *loop, void *p) {
+  evl__lfree(loop, p);
+  evl__loop_unref(loop);
+}
+
+/* A new waiter of owner, granted at once (now) or queued. */
+static evl_future *evl__acquire(evl_loop *loop, void *owner,
+                                void (*abandon)(evl__waiter *), int now,
+                                evl__wlist *waiters, evl__wlist *granted) {
+  evl__waiter *w = evl__waiter_new(loop, owner, abandon);
+  if (!w)
+    return NULL;
+  if (now)
+    evl__grant(w, granted, owner);
+  else
+    evl__wl_push(waiters, w);
+  return &w->fut;
+}
+/* A primitive being freed: its waits fail, its grants are detached. */
+static void evl__prim_close(evl__wlist *waiters, evl__wlist *granted,
+                            const char *msg) {
+  evl__wl_fail_all(waiters, EVL_ECLOSED, msg);
+  if (granted)
+    evl__wl_detach_all(granted);
+}
+
+/* ---- Lock ---- */
+
+struct evl_lock {
+  evl_loop *loop;
+  evl__wlist waiters, granted;
+  int locked;
+};
+
+EVL__DEF evl_lock *evl_lock_new(evl_loop *loop) {
+  evl_lock *l = (evl_lock *)evl__prim_alloc(loop, sizeof *l);
+  if (l)
+    l->loop = loop;
+  return l;
+}
+static void evl__lock_abandon(evl__waiter *w) {
+  (void)evl_lock_release((evl_lock *)w->owner);
+}
+EVL__DEF evl_future *evl_lock_acquire(evl_lock *lock) {
+  evl_future *f;
+  int now;
+  if (!lock)
+    return NULL;
+  now = !lock->locked;
+  f = evl__acquire(lock->loop, lock, evl__lock_abandon, now, &lock->waiters,
+                   &lock->granted);
+  if (f && now)
+    lock->locked = 1;
+  return f;
+}
+EVL__DEF int evl_lock_release(evl_lock *lock) {
+  if (!lock)
+    return EVL_EINVAL;
+  if (!lock->locked)
+    return EVL_EINVALSTATE;
+  if (lock->waiters.head) /* handed over: it stays locked */
+    evl__grant(lock->waiters.head, &lock->granted, lock);
+  else
+    lock->locked = 0;
+  return 0;
+}
+EVL__DEF int evl_lock_locked(const evl_lock *lock) {
+  return lock ? lock->locked : 0;
+}
+EVL__DEF void evl_lock_free(evl_lock *lock) {
+  if (!lock)
+    return;
+  evl__prim_close(&lock->waiters, &lock->granted, "lock freed");
+  evl__prim_free(lock->loop, lock);
+}
+
+/* ---- Semaphore, BoundedSemaphore ---- */
+
+struct evl_semaphore {
+  evl_loop *loop;
+  evl__wlist waiters, granted;
+  long value, bound; /* bound < 0: unbounded */
+};
+
+EVL__DEF evl_semaphore *evl_semaphore_new(evl_loop *loop, long value,
+                                          int bounded) {
+  evl_semaphore *s;
+  if (value < 0)
+    return NULL;
+  s = (evl_semaphore *)evl__prim_alloc(loop, sizeof *s);
+  if (s) {
+    s->loop = loop;
+    s->value = value;
+    s->bound = bounded ? value : -1;
+  }
+  return s;
+}
+static void evl__sem_abandon(evl__waiter *w) {
+  (void)evl_semaphore_release((evl_semaphore *)w->owner);
+}
+EVL__DEF evl_future *evl_semaphore_acquire(evl_semaphore *sem) {
+  evl_future *f;
+  int now;
+  if (!sem)
+    return NULL;
+  now = sem->value > 0 && !sem->waiters.head;
+  f = evl__acquire(sem->loop, sem, evl__sem_abandon, now, &sem->waiters,
+                   &sem->granted);
+  if (f && now)
+    sem->value--;
+  return f;
+}
+EVL__DEF int evl_semaphore_release(evl_semaphore *sem) {
+  if (!sem)
+    return EVL_EINVAL;
+  if (sem->waiters.head) {
+    evl__grant(sem->waiters.head, &sem->granted, sem);
+    return 0;
+  }
+  if (sem->bound >= 0 && sem->value >= sem->bound)
+    return EVL_EINVALSTATE; /* BoundedSemaphore released too many times */
+  sem->value++;
+  return 0;
+}
+EVL__DEF int evl_semaphore_locked(const evl_semaphore *sem) {
+  return sem ? sem->value == 0 || sem->waiters.head != NULL : 0;
+}
+EVL__DEF long evl_semaphore_value(const evl_semaphore *sem) {
+  return sem ? sem->value : 0;
+}
+EVL__DEF void evl_semaphore_free(evl_semaphore *sem) {
+  if (!sem)
+    return;
+  evl__prim_close(&sem->waiters, &sem->granted, "semaphore freed");
+  evl__prim_free(sem->loop, sem);
+}
+
+/* ---- Event ---- */
+
+struct evl_event {
+  evl_loop *loop;
+  evl__wlist waiters;
+  int set;
+};
+
+EVL__DEF evl_event *evl_event_new(evl_loop *loop) {
+  evl_event *e = (evl_event *)evl__prim_alloc(loop, sizeof *e);
+  if (e)
+    e->loop = loop;
+  return e;
+}
+EVL__DEF evl_future *evl_event_wait(evl_event *ev) {
+  return ev ? evl__acquire(ev->loop, ev, NULL, ev->set, &ev->waiters, NULL)
+            : NULL;
+}
+EVL__DEF void evl_event_set(evl_event *ev) {
+  if (!ev || ev->set)
+    return;
+  ev->set = 1;
+  while (ev->waiters.head)
+    evl__grant(ev->waiters.head, NULL, ev);
+}
+EVL__DEF void evl_event_clear(evl_event *ev) {
+  if (ev)
+    ev->set = 0;
+}
+EVL__DEF int evl_event_is_set(const evl_event *ev) {
+  return ev ? ev->set : 0;
+}
+EVL__DEF void evl_event_free(evl_event *ev) {
+  if (!ev)
+    return;
+  evl__prim_close(&ev->waiters, NULL, "event freed");
+  evl__prim_free(ev->loop, ev);
+}
+
+/* ---- Condition ---- */
+
+struct evl_condition {
+  evl_loop *loop;
+  evl__wlist waiters, relocking; /* waiting for notify; for the lock */
+  evl_lock *lock;
+  int own_lock;
+};
+
+EVL__DEF evl_condition *evl_condition_new(evl_loop *loop, evl_lock *lock) {
+  evl_condition *c;
+  if (lock && lock->loop != loop)
+    return NULL;
+  c = (evl_condition *)evl__prim_alloc(loop, sizeof *c);
+  if (!c)
+    return NULL;
+  c->loop = loop;
+  c->lock = lock ? lock : evl_lock_new(loop);
+  c->own_lock = !lock;
+  if (!c->lock) {
+    evl__prim_free(loop, c);
+    return NULL;
+  }
+  return c;
+}
+EVL__DEF evl_lock *evl_condition_lock(evl_condition *cond) {
+  return cond ? cond->lock : NULL;
+}
+
+/* The lock came back to a notified (or cancelled) waiter. */
+static void evl__cond_relocked(evl_future *lf, void *arg) {
+  evl__waiter *w = (evl__waiter *)arg;
+  evl_condition *c = (evl_condition *)w->owner;
+  lf->retrieved = 1; /* the grant is the waiter's now */
+  evl__wl_remove(w);
+  if (lf->state != EVL__DONE) {
+    (void)evl_future_set_error(&w->fut, lf->err, "lock lost while waiting");
+  } else if (w->cancel_req) {
+    (void)evl__future_cancel_base(&w->fut);
+    if (c && w->item) /* notified, then cancelled: pass it on (asyncio) */
+      (void)evl_condition_notify(c, 1);
+  } else if (c && w->pred && !w->pred(w->pred_arg)) {
+    (void)evl_lock_release(c->lock); /* wait_for: not yet, wait again */
+    w->item = NULL;
+    evl__wl_push(&c->waiters, w);
+  } else {
+    (void)evl_future_set_result(&w->fut, c);
+  }
+  evl_future_release(lf);
+  evl_future_release(&w->fut);
+}
+static void evl__cond_reacquire(evl__waiter *w) {
+  evl_condition *c = (evl_condition *)w->owner;
+  evl_future *lf = evl_lock_acquire(c->lock);
+  if (!lf || evl_future_add_done_callback(lf, evl__cond_relocked, w)) {
+    evl_future_release(lf);
+    (void)evl_future_set_error(&w->fut, EVL_ENOMEM, "could not retake lock");
+    return;
+  }
+  w->fut.refs++; /* until the lock is back */
+  evl__wl_push(&c->relocking, w);
+}
+static int evl__cond_relocking(evl__waiter *w) {
+  return w->list == &((evl_condition *)w->owner)->relocking;
+}
+/* asyncio: the lock is taken back before the cancel is seen. */
+static int evl__cond_cancel(evl__waiter *w) {
+  w->cancel_req = 1;
+  if (w->list == &((evl_condition *)w->owner)->waiters) {
+    evl__wl_remove(w);
+    evl__cond_reacquire(w);
+  }
+  return w->fut.state == EVL__PENDING ? 1 : 0;
+}
+static evl_future *evl__condition_wait(evl_condition *cond, int (*pred)(void *),
+                                       void *arg) {
+  evl__waiter *w;
+  if (!cond)
+    return NULL;
+  if (!cond->lock->locked)
+    return evl__failed(cond->loop, EVL_EINVALSTATE, "lock is not acquired");
+  w = evl__waiter_new(cond->loop, cond, NULL);
+  if (!w)
+    return NULL;
+  w->kind = EVL__W_COND;
+  w->pred = pred;
+  w->pred_arg = arg;
+  if (pred && pred(arg)) {
+    (void)evl_future_set_result(&w->fut, cond);
+    return &w->fut;
+  }
+  (void)evl_lock_release(cond->lock);
+  evl__wl_push(&cond->waiters, w);
+  return &w->fut;
+}
+EVL__DEF evl_future *evl_condition_wait(evl_condition *cond) {
+  return evl__condition_wait(cond, NULL, NULL);
+}
+EVL__DEF evl_future *evl_condition_wait_for(evl_condition *cond,
+                                            int (*pred)(void *arg), void *arg) {
+  if (cond && !pred)
+    return evl__failed(cond->loop, EVL_EINVAL, "NULL predicate");
+  return evl__condition_wait(cond, pred, arg);
+}
+EVL__DEF int evl_condition_notify(evl_condition *cond, size_t n) {
+  int woken = 0;
+  if (!cond)
+    return EVL_EINVAL;
+  if (!cond->lock->locked)
+    return EVL_EINVALSTATE;
+  while (n-- > 0 && cond->waiters.head) {
+    evl__waiter *w = cond->waiters.head;
+    evl__wl_remove(w);
+    w->item = cond; /* notified */
+    evl__cond_reacquire(w);
+    woken++;
+  }
+  return woken;
+}
+EVL__DEF int evl_condition_notify_all(evl_condition *cond) {
+  return evl_condition_notify(cond, (size_t)-1);
+}
+EVL__DEF void evl_condition_free(evl_condition *cond) {
+  if (!cond)
+    return;
+  evl__wl_fail_all(&cond->waiters, EVL_ECLOSED, "condition freed");
+  evl__wl_detach_all(&cond->relocking);
+  if (cond->own_lock)
+    evl_lock_free(cond->lock);
+  evl__prim_free(cond->loop, cond);
+}
+
+/* ---- Barrier (asyncio 3.11) ----
+   Parties arrive one by one; the last one releases them all at once, each
+   with its arrival index. A party cancelled while waiting leaves (asyncio:
+   the barrier is not broken by it). */
+
+struct evl_barrier {
+  evl_loop *loop;
+  evl__wlist waiters;
+  size_t parties, count;
+  int broken;
+};
+
+EVL__DEF evl_barrier *evl_barrier_new(evl_loop *loop, size_t parties) {
+  evl_barrier *b;
+  if (parties < 1)
+    return NULL;
+  b = (evl_barrier *)evl__prim_alloc(loop, sizeof *b);
+  if (b) {
+    b->loop = loop;
+    b->parties = parties;
+  }
+  return b;
+}
+static void evl__barrier_left(void *owner) {
+  evl_barrier *b = (evl_barrier *)owner;
+  if (b->count)
+    b->count--;
+}
+EVL__DEF evl_future *evl_barrier_wait(evl_barrier *b) {
+  evl__waiter *w;
+  if (!b)
+    return NULL;
+  if (b->broken)
+    return evl__failed(b->loop, EVL_EBROKEN, NULL);
+  w = evl__waiter_new(b->loop, b, NULL);
+  if (!w)
+    return NULL;
+  w->kind = EVL__W_BARRIER;
+  w->item = (void *)(intptr_t)b->count;
+  if (++b->count < b->parties) {
+    evl__wl_push(&b->waiters, w);
+    return &w->fut;
+  }
+  b->count = 0; /* the last party: everyone passes */
+  while (b->waiters.head)
+    evl__grant(b->waiters.head, NULL, b->waiters.head->item);
+  evl__grant(w, NULL, w->item);
+  return &w->fut;
+}
+EVL__DEF int evl_barrier_reset(evl_barrier *b) {
+  if (!b)
+    return EVL_EINVAL;
+  evl__wl_fail_all(&b->waiters, EVL_EBROKEN, "barrier reset");
+  b->count = 0;
+  b->broken = 0;
+  return 0;
+}
+EVL__DEF int evl_barrier_abort(evl_barrier *b) {
+  if (!b)
+    return EVL_EINVAL;
+  b->broken = 1;
+  evl__wl_fail_all(&b->waiters, EVL_EBROKEN, "barrier aborted");
+  b->count = 0;
+  return 0;
+}
+EVL__DEF size_t evl_barrier_n_waiting(const evl_barrier *b) {
+  return b ? b->count : 0;
+}
+EVL__DEF size_t evl_barrier_parties(const evl_barrier *b) {
+  return b ? b->parties : 0;
+}
+EVL__DEF int evl_barrier_broken(const evl_barrier *b) {
+  return b ? b->broken : 0;
+}
+EVL__DEF void evl_barrier_free(evl_barrier *b) {
+  if (!b)
+    return;
+  evl__wl_fail_all(&b->waiters, EVL_ECLOSED, "barrier freed");
+  evl__prim_free(b->loop, b);
+}
+
+/* ---- Queue, PriorityQueue, LifoQueue ----
+   Items sit in one array: a ring for FIFO, a stack for LIFO, a binary
+   min-heap on (priority, arrival) for the priority queue, so equal
+   priorities come out in arrival order. An item given to a getter that
+   nobody takes goes back to the front. */
+
+typedef struct evl__qent {
+  int64_t prio;
+  uint64_t seq;
+  void *item;
+} evl__qent;
+
+struct evl_queue {
+  evl_loop *loop;
+  evl__wlist getters, putters, joiners, granted;
+  evl__qent *a;
+  size_t cap, head, len, maxsize, unfinished;
+  uint64_t seq;
+  int kind, shutdown;
+  evl_free_fn item_free;
+};
+
+EVL__DEF evl_queue *evl_queue_new(evl_loop *loop, int kind, size_t maxsize,
+                                  evl_free_fn item_free) {
+  evl_queue *q;
+  if (kind != EVL_QUEUE_FIFO && kind != EVL_QUEUE_LIFO &&
+      kind != EVL_QUEUE_PRIORITY)
+    return NULL;
+  q = (evl_queue *)evl__prim_alloc(loop, sizeof *q);
+  if (q) {
+    q->loop = loop;
+    q->kind = kind;
+    q->maxsize = maxsize;
+    q->item_free = item_free;
+  }
+  return q;
+}
+
+static int evl__qent_less(const evl__qent *a, const evl__qent *b) {
+  return a->prio < b->prio || (a->prio == b->prio && a->seq < b->seq);
+}
+static int evl__q_reserve(evl_queue *q) {
+  size_t cap, i;
+  evl__qent *a;
+  if (q->len < q->cap)
+    return 0;
+  cap = q->cap ? q->cap * 2 : 8;
+  a = (evl__qent *)evl__lalloc(q->loop, cap * sizeof *a);
+  if (!a)
+    return EVL_ENOMEM;
+  for (i = 0; i < q->len; i++) /* unwrap the ring */
+    a[i] = q->a[(q->head + i) % (q->cap ? q->cap : 1)];
+  evl__lfree(q->loop, q->a);
+  q->a = a;
+  q->cap = cap;
+  q->head = 0;
+  return 0;
+}
+/* Adds e; front: where the next get takes from (an item given back). */
+static int evl__q_push(evl_queue *q, evl__qent e, int front) {
+  size_t i;
+  if (evl__q_reserve(q))
+    return EVL_ENOMEM;
+  if (q->kind == EVL_QUEUE_PRIORITY) {
+    for (i = q->len++; i > 0; i = (i - 1) / 2) { /* sift up */
+      if (!evl__qent_less(&e, &q->a[(i - 1) / 2]))
+        break;
+      q->a[i] = q->a[(i - 1) / 2];
+    }
+    q->a[i] = e;
+  } else if (q->kind == EVL_QUEUE_LIFO || !front) {
+    q->a[(q->head + q->len++) % q->cap] = e;
+  } else {
+    q->head = (q->head + q->cap - 1) % q->cap;
+    q->a[q->head] = e;
+    q->len++;
+  }
+  return 0;
+}
+static evl__qent evl__q_pop(evl_queue *q) {
+  evl__qent top;
+  size_t i, c, n;
+  if (q->kind == EVL_QUEUE_FIFO) {
+    top = q->a[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+  } else if (q->kind == EVL_QUEUE_LIFO) {
+    top = q->a[--q->len];
+  } else {
+    evl__qent last;
+    top = q->a[0];
+    last = q->a[--q->len];
+    n = q->len;
+    for (i = 0; (c = 2 * i + 1) < n; i = c) { /* sift down */
+      if (c + 1 < n && evl__qent_less(&q->a[c + 1], &q->a[c]))
+        c++;
+      if (!evl__qent_less(&q->a[c], &last))
+        break;
+      q->a[i] = q->a[c];
+    }
+    if (n)
+      q->a[i] = last;
+  }
+  return top;
+}
+
+static void evl__q_abandon(evl__waiter *w);
+/* Items to waiting getters while both exist; then waiting putters into the
+   free room. */
+static void evl__q_settle(evl_queue *q) {
+  for (;;) {
+    if (q->getters.head && q->len) {
+      evl__waiter *g = q->getters.head;
+      evl__qent e = evl__q_pop(q);
+      g->prio = e.prio;
+      g->seq = e.seq;
+      g->item = e.item;
+      evl__grant(g, &q->granted, e.item);
+    } else if (q->putters.head && (!q->maxsize || q->len < q->maxsize)) {
+      evl__waiter *p = q->putters.head;
+      evl__qent e;
+      e.prio = p->prio;
+      e.seq = q->seq++;
+      e.item = p->item;
+      if (evl__q_push(q, e, 0)) {
+        evl__wl_remove(p);
+        (void)evl_future_set_error(&p->fut, EVL_ENOMEM, NULL);
+        continue;
+      }
+      q->unfinished++;
+      evl__grant(p, NULL, p->item);
+    } else {
+      return;
+    }
+  }
+}
+static void evl__q_abandon(evl__waiter *w) {
+  evl_queue *q = (evl_queue *)w->owner;
+  evl__qent e;
+  e.prio = w->prio;
+  e.seq = w->seq;
+  e.item = w->item;
+  if (q->shutdown == 2 || evl__q_push(q, e, 1)) { /* dropped */
+    if (q->item_free && w->item)
+      q->item_free(w->item);
+    return;
+  }
+  evl__q_settle(q);
+}
+static evl_future *evl__q_put(evl_queue *q, void *item, int64_t prio) {
+  evl__waiter *w;
+  if (!q)
+    return NULL;
+  if (q->shutdown)
+    return evl__failed(q->loop, EVL_ESHUTDOWN, NULL);
+  w = evl__waiter_new(q->loop, q, NULL);
+  if (!w)
+    return NULL;
+  w->item = item;
+  w->prio = prio;
+  evl__wl_push(&q->putters, w);
+  evl__q_settle(q);
+  return &w->fut;
+}
+EVL__DEF evl_future *evl_queue_put(evl_queue *q, void *item) {
+  return evl__q_put(q, item, 0);
+}
+EVL__DEF evl_future *evl_queue_put_prio(evl_queue *q, void *item,
+                                        int64_t prio) {
+  return evl__q_put(q, item, prio);
+}
+EVL__DEF int evl_queue_put_nowait_prio(evl_queue *q, void *item, int64_t prio) {
+  evl__qent e;
+  if (!q)
+    return EVL_EINVAL;
+  if (q->shutdown)
+    return EVL_ESHUTDOWN;
+  if (q->maxsize && q->len + q->putters.n >= q->maxsize)
+    return EVL_EQUEUEFULL;
+  e.prio = prio;
+  e.seq = q->seq++;
+  e.item = item;
+  if (evl__q_push(q, e, 0))
+    return EVL_ENOMEM;
+  q->unfinished++;
+  evl__q_settle(q);
+  return 0;
+}
+EVL__DEF int evl_queue_put_nowait(evl_queue *q, void *item) {
+  return evl_queue_put_nowait_prio(q, item, 0);
+}
+EVL__DEF evl_future *evl_queue_get(evl_queue *q) {
+  evl__waiter *w;
+  if (!q)
+    return NULL;
+  if (q->shutdown && !q->len)
+    return evl__failed(q->loop, EVL_ESHUTDOWN, NULL);
+  w = evl__waiter_new(q->loop, q, evl__q_abandon);
+  if (!w)
+    return NULL;
+  evl__wl_push(&q->getters, w);
+  evl__q_settle(q);
+  return &w->fut;
+}
+EVL__DEF int evl_queue_get_nowait(evl_queue *q, void **item) {
+  evl__qent e;
+  if (item)
+    *item = NULL;
+  if (!q || !item)
+    return EVL_EINVAL;
+  if (!q->len)
+    return q->shutdown ? EVL_ESHUTDOWN : EVL_EQUEUEEMPTY;
+  e = evl__q_pop(q);
+  *item = e.item;
+  evl__q_settle(q);
+  return 0;
+}
+EVL__DEF size_t evl_queue_qsize(const evl_queue *q) {
+  return q ? q->len : 0;
+}
+EVL__DEF int evl_queue_empty(const evl_queue *q) {
+  return q ? q->len == 0 : 1;
+}
+EVL__DEF int evl_queue_full(const evl_queue *q) {
+  return q && q->maxsize ? q->len >= q->maxsize : 0;
+}
+EVL__DEF int evl_queue_task_done(evl_queue *q) {
+  if (!q)
+    return EVL_EINVAL;
+  if (!q->unfinished)
+    return EVL_EINVALSTATE; /* asyncio: called too many times */
+  if (--q->unfinished == 0)
+    while (q->joiners.head)
+      evl__grant(q->joiners.head, NULL, q);
+  return 0;
+}
+EVL__DEF evl_future *evl_queue_join(evl_queue *q) {
+  return q ? evl__acquire(q->loop, q, NULL, !q->unfinished, &q->joiners, NULL)
+           : NULL;
+}
+static void evl__q_drop_items(evl_queue *q) {
+  while (q->len) {
+    evl__qent e = evl__q_pop(q);
+    if (q->item_free && e.item)
+      q->item_free(e.item);
+    if (q->unfinished)
+      q->unfinished--;
+  }
+}
+EVL__DEF int evl_queue_shutdown(evl_queue *q, int immediate) {
+  if (!q)
+    return EVL_EINVAL;
+  if (!q->shutdown)
+    q->shutdown = 1;
+  if (immediate) {
+    q->shutdown = 2;
+    evl__q_drop_items(q);
+    if (!q->unfinished)
+      while (q->joiners.head)
+        evl__grant(q->joiners.head, NULL, q);
+  }
+  evl__wl_fail_all(&q->putters, EVL_ESHUTDOWN, NULL);
+  if (!q->len) /* getters wait only on an empty queue */
+    evl__wl_fail_all(&q->getters, EVL_ESHUTDOWN, NULL);
+  return 0;
+}
+EVL__DEF int evl_queue_is_shutdown(const evl_queue *q) {
+  return q ? q->shutdown != 0 : 0;
+}
+EVL__DEF void evl_queue_free(evl_queue *q) {
+  if (!q)
+    return;
+  evl__prim_close(&q->getters, &q->granted, "queue freed");
+  evl__prim_close(&q->putters, NULL, "queue freed");
+  evl__prim_close(&q->joiners, NULL, "queue freed");
+  q->unfinished = 0;
+  evl__q_drop_items(q);
+  evl__lfree(q->loop, q->a);
+  evl__prim_free(q->loop, q);
+}
+
+/* ==== Tasks that compose: wait, as_completed, shield, TaskGroup ========= */
+
+typedef struct evl__multi {
+  evl_future fut;
+  evl_future **kids;
+  size_t n, ndone;
+  evl_handle timer; /* holds a reference to the future while pending */
+  int how;
+} evl__multi;
+
+static void evl__multi_stop_timer(evl__multi *m) {
+  if (m->timer && evl__cancel_internal(m->fut.loop, m->timer)) {
+    m->timer = 0;
+    evl_future_release(&m->fut);
+  }
+}
+static void evl__multi_release_kids(evl__multi *m, evl_future_callback cb) {
+  size_t i;
+  for (i = 0; i < m->n; i++) {
+    evl_future_remove_done_callback(m->kids[i], cb, m);
+    evl_future_release(m->kids[i]);
+  }
+  evl__lfree(m->fut.loop, m->kids);
+  m->kids = NULL;
+  m->n = 0;
+}
+/* Takes references to futs[0..n) and calls cb when each completes. */
+static int evl__multi_init(evl__multi *m, evl_future *const *futs, size_t n,
+                           double timeout, evl_future_callback cb,
+                           evl_callback on_timeout) {
+  size_t i;
+  int64_t ns = 0;
+  if (!n || !futs || timeout != timeout)
+    return EVL_EINVAL;
+  for (i = 0; i < n; i++)
+    if (!futs[i] || futs[i]->loop != m->fut.loop)
+      return EVL_EINVAL;
+  m->kids = (evl_future **)evl__lalloc(m->fut.loop, n * sizeof *m->kids);
+  if (!m->kids)
+    return EVL_ENOMEM;
+  for (i = 0; i < n; i++) {
+    m->kids[i] = evl_future_ref(futs[i]);
+    m->n = i + 1;
+    if (evl_future_add_done_callback(futs[i], cb, m))
+      return EVL_ENOMEM;
+  }
+  if (timeout < 0)
+    timeout = 0;
+  if (timeout <= DBL_MAX && !evl__seconds_to_ns(timeout, &ns)) {
+    m->timer = evl__later_internal(m->fut.loop, ns, on_timeout, m);
+    if (m->timer > 0)
+      m->fut.refs++;
+    else
+      m->timer = 0;
+  }
+  return 0;
+}
+
+/* ---- wait ---- */
+
+static void evl__wait_check(evl__multi *m) {
+  size_t i;
+  int fire = m->ndone == m->n || (m->how == EVL_FIRST_COMPLETED && m->ndone);
+  if (m->how == EVL_FIRST_EXCEPTION)
+    for (i = 0; i < m->n && !fire; i++)
+      fire = m->kids[i]->state == EVL__FAILED;
+  if (fire && m->fut.state == EVL__PENDING) {
+    evl__multi_stop_timer(m);
+    (void)evl_future_set_result(&m->fut, (void *)(intptr_t)m->ndone);
+  }
+}
+static void evl__wait_kid_done(evl_future *kid, void *arg) {
+  evl__multi *m = (evl__multi *)arg;
+  (void)kid;
+  m->ndone++;
+  evl__wait_check(m);
+}
+static void evl__wait_timeout(evl_loop *loop, void *arg) {
+  evl__multi *m = (evl__multi *)arg;
+  m->timer = 0;
+  if (!loop->closing && m->fut.state == EVL__PENDING)
+    (void)evl_future_set_result(&m->fut, (void *)(intptr_t)m->ndone);
+  evl_future_release(&m->fut);
+}
+static int evl__wait_cancel(evl_future *f) {
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1)
+    evl__multi_stop_timer((evl__multi *)(void *)f); /* the futures go on */
+  return rc;
+}
+static void evl__wait_destroy(evl_future *f) {
+  evl__multi_release_kids((evl__multi *)(void *)f, evl__wait_kid_done);
+}
+static const evl__future_vt evl__wait_vt = {evl__wait_cancel, evl__wait_destroy,
+                                            NULL};
+
+EVL__DEF evl_future *evl_wait(evl_loop *loop, evl_future *const *futs, size_t n,
+                              int return_when, double timeout) {
+  evl__multi *m;
+  int rc;
+  m = (evl__multi *)(void *)evl__future_alloc(loop, sizeof *m, &evl__wait_vt);
+  if (!m)
+    return NULL;
+  m->how = return_when;
+  if (return_when != EVL_FIRST_COMPLETED &&
+      return_when != EVL_FIRST_EXCEPTION && return_when != EVL_ALL_COMPLETED)
+    rc = EVL_EINVAL;
+  else
+    rc = evl__multi_init(m, futs, n, timeout, evl__wait_kid_done,
+                         evl__wait_timeout);
+  if (rc) {
+    evl__multi_stop_timer(m);
+    (void)evl_future_set_error(&m->fut, rc, NULL);
+    return &m->fut;
+  }
+  return &m->fut; /* futures done already report at the next iteration */
+}
+
+/* ---- as_completed ---- */
+
+struct evl_as_completed {
+  evl__multi m;       /* the futures, the overall timer; never awaited itself */
+  evl_future **order; /* in completion order */
+  size_t nready, nhanded, ncalls;
+  evl__wlist waiters;
+  int timed_out;
+};
+
+static void evl__ac_deliver(evl_as_completed *ac) {
+  while (ac->waiters.head && ac->nhanded < ac->nready)
+    evl__grant(ac->waiters.head, NULL, ac->order[ac->nhanded++]);
+  if (ac->timed_out)
+    evl__wl_fail_all(&ac->waiters, EVL_ETIMEDOUT, NULL);
+}
+static void evl__ac_kid_done(evl_future *kid, void *arg) {
+  evl_as_completed *ac = (evl_as_completed *)arg;
+  ac->order[ac->nready++] = kid;
+  if (ac->nready == ac->m.n)
+    evl__multi_stop_timer(&ac->m);
+  evl__ac_deliver(ac);
+}
+static void evl__ac_timeout(evl_loop *loop, void *arg) {
+  evl_as_completed *ac = (evl_as_completed *)arg;
+  ac->m.timer = 0;
+  if (!loop->closing) {
+    ac->timed_out = 1;
+    evl__ac_deliver(ac);
+  }
+  evl_future_release(&ac->m.fut);
+}
+static void evl__ac_destroy(evl_future *f) {
+  evl_as_completed *ac = (evl_as_completed *)(void *)f;
+  evl__wl_fail_all(&ac->waiters, EVL_ECLOSED, NULL);
+  evl__multi_release_kids(&ac->m, evl__ac_kid_done);
+  evl__lfree(f->loop, ac->order);
+}
+static const evl__future_vt evl__ac_vt = {NULL, evl__ac_destroy, NULL};
+
+EVL__DEF evl_as_completed *evl_as_completed_new(evl_loop *loop,
+                                                evl_future *const *futs,
+                                                size_t n, double timeout) {
+  evl_as_completed *ac;
+  ac = (evl_as_completed *)(void *)evl__future_alloc(loop, sizeof *ac,
+                                                     &evl__ac_vt);
+  if (!ac)
+    return NULL;
+  ac->order =
+      n ? (evl_future **)evl__lalloc(loop, n * sizeof *ac->order) : NULL;
+  if (!ac->order || evl__multi_init(&ac->m, futs, n, timeout, evl__ac_kid_done,
+                                    evl__ac_timeout)) {
+    evl__multi_stop_timer(&ac->m);
+    evl_future_release(&ac->m.fut);
+    return NULL;
+  }
+  return ac;
+}
+EVL__DEF evl_future *evl_as_completed_next(evl_as_completed *ac) {
+  evl__waiter *w;
+  if (!ac)
+    return NULL;
+  if (ac->ncalls >= ac->m.n)
+    return evl__failed(ac->m.fut.loop, EVL_EINVALSTATE, "all handed out");
+  w = evl__waiter_new(ac->m.fut.loop, ac, NULL);
+  if (!w)
+    return NULL;
+  ac->ncalls++;
+  evl__wl_push(&ac->waiters, w);
+  evl__ac_deliver(ac);
+  return &w->fut;
+}
+EVL__DEF void evl_as_completed_free(evl_as_completed *ac) {
+  if (ac) {
+    evl__multi_stop_timer(&ac->m);
+    evl_future_release(&ac->m.fut);
+  }
+}
+
+/* ---- shield ---- */
+
+typedef struct evl__shield {
+  evl_future fut;
+  evl_future *inner;
+} evl__shield;
+
+static void evl__shield_inner_done(evl_future *inner, void *arg) {
+  evl__shield *s = (evl__shield *)arg;
+  if (s->fut.state != EVL__PENDING)
+    return;
+  if (inner->state == EVL__DONE) {
+    (void)evl_future_set_result(&s->fut, evl_future_result(inner));
+  } else {
+    inner->retrieved = 1;
+    (void)evl_future_set_error(&s->fut, inner->err, inner->errmsg);
+  }
+}
+static void evl__shield_destroy(evl_future *f) {
+  evl__shield *s = (evl__shield *)(void *)f;
+  if (s->inner) {
+    evl_future_remove_done_callback(s->inner, evl__shield_inner_done, s);
+    evl_future_release(s->inner);
+    s->inner = NULL;
+  }
+}
+static const evl__future_vt evl__shield_vt = {NULL, evl__shield_destroy,
+                                              evl__shield_destroy};
+
+EVL__DEF evl_future *evl_shield(evl_future *fut) {
+  evl__shield *s;
+  if (!fut)
+    return NULL;
+  s = (evl__shield *)(void *)evl__future_alloc(fut->loop, sizeof *s,
+                                               &evl__shield_vt);
+  if (!s)
+    return NULL;
+  s->inner = evl_future_ref(fut);
+  if (evl_future_add_done_callback(fut, evl__shield_inner_done, s)) {
+    evl_future_release(&s->fut);
+    return NULL;
+  }
+  return &s->fut;
+}
+
+/* ---- TaskGroup ---- */
+
+typedef struct evl__tgwait {
+  evl_future fut;
+  evl_task_group *g;
+  int cancel_req;
+} evl__tgwait;
+
+struct evl_task_group {
+  evl_loop *loop;
+  evl_task *parent; /* a reference, or NULL */
+  evl_task **kids;
+  size_t n, cap, pending;
+  evl__tgwait *wait;
+  int err, others, aborting, parent_cancelled;
+  char *msg;
+};
+
+static void evl__tg_abort(evl_task_group *g) {
+  size_t i;
+  g->aborting = 1;
+  for (i = 0; i < g->n; i++)
+    if (g->kids[i]->state == EVL__PENDING)
+      (void)evl_task_cancel(g->kids[i]);
+}
+static void evl__tg_finish(evl_task_group *g) {
+  evl__tgwait *w = g->wait;
+  if (!w || g->pending || w->fut.state != EVL__PENDING)
+    return;
+  if (g->err)
+    (void)evl_future_set_error(&w->fut, g->err, g->msg);
+  else if (w->cancel_req)
+    (void)evl__future_cancel_base(&w->fut);
+  else
+    (void)evl_future_set_result(&w->fut, NULL);
+}
+static void evl__tg_kid_done(evl_future *kid, void *arg) {
+  evl_task_group *g = (evl_task_group *)arg;
+  g->pending--;
+  if (kid->state == EVL__FAILED) {
+    kid->retrieved = 1; /* the group reports it */
+    if (g->err) {
+      g->others++;
+    } else {
+      evl__task *p = g->parent ? EVL__TASK(g->parent) : NULL;
+      g->err = kid->err;
+      g->msg = kid->errmsg ? evl__strdup(g->loop, kid->errmsg) : NULL;
+      evl__tg_abort(g);
+      /* asyncio: the parent is stopped where it is, unless it already
+         waits for the group */
+      if (p && p->fut.state == EVL__PENDING && !g->parent_cancelled &&
+          !(g->wait && p->awaiting == &g->wait->fut)) {
+        g->parent_cancelled = 1;
+        (void)evl_task_cancel(&p->fut);
+      }
+    }
+  }
+  evl__tg_finish(g);
+}
+static int evl__tgwait_cancel(evl_future *f) {
+  evl__tgwait *w = (evl__tgwait *)(void *)f;
+  if (f->state != EVL__PENDING)
+    return 0;
+  if (!w->g)
+    return evl__future_cancel_base(f);
+  w->cancel_req = 1; /* the children are cancelled and waited for */
+  evl__tg_abort(w->g);
+  evl__tg_finish(w->g);
+  return 1;
+}
+static void evl__tgwait_destroy(evl_future *f) {
+  evl__tgwait *w = (evl__tgwait *)(void *)f;
+  if (w->g)
+    w->g->wait = NULL;
+}
+static const evl__future_vt evl__tgwait_vt = {evl__tgwait_cancel,
+                                              evl__tgwait_destroy, NULL};
+
+EVL__DEF evl_task_group *evl_task_group_new(evl_loop *loop, evl_task *parent) {
+  evl_task_group *g;
+  if (parent && (!evl_is_task(parent) || parent->loop != loop))
+    return NULL;
+  g = (evl_task_group *)evl__prim_alloc(loop, sizeof *g);
+  if (g) {
+    g->loop = loop;
+    g->parent = evl_future_ref(parent);
+  }
+  return g;
+}
+EVL__DEF evl_task *evl_task_group_create(evl_task_group *g, evl_task_fn fn,
+                                         const void *state, size_t state_size) {
+  evl_task *t;
+  if (!g || !fn || g->aborting ||
+      (g->wait && g->wait->fut.state != EVL__PENDING))
+    return NULL;
+  if (g->n == g->cap) {
+    size_t cap = g->cap ? g->cap * 2 : 4;
+    evl_task **k =
+        (evl_task **)evl__lrealloc(g->loop, g->kids, cap * sizeof *k);
+    if (!k)
+      return NULL;
+    g->kids = k;
+    g->cap = cap;
+  }
+  t = evl_task_create_at_site(g->loop, fn, state, state_size, NULL, NULL, 0);
+  if (!t)
+    return NULL;
+  if (evl_future_add_done_callback(t, evl__tg_kid_done, g)) {
+    (void)evl_task_cancel(t);
+    evl_future_release(t);
+    return NULL;
+  }
+  g->kids[g->n++] = evl_future_ref(t);
+  g->pending++;
+  return t;
+}
+EVL__DEF evl_future *evl_task_group_wait(evl_task_group *g) {
+  evl__tgwait *w;
+  if (!g)
+    return NULL;
+  if (g->wait)
+    return evl_future_ref(&g->wait->fut);
+  w = (evl__tgwait *)(void *)evl__future_alloc(g->loop, sizeof *w,
+                                               &evl__tgwait_vt);
+  if (!w)
+    return NULL;
+  w->g = g;
+  g->wait = w;
+  /* asyncio: a body that ends with an error (or cancelled) aborts the
+     group before waiting: here, a parent waiting from its finally section
+     with an error staged. */
+  if (g->parent && EVL__TASK(g->parent)->fin_staged &&
+      EVL__TASK(g->parent)->fin_err)
+    evl__tg_abort(g);
+  evl__tg_finish(g);
+  return &w->fut;
+}
+EVL__DEF int evl_task_group_error(const evl_task_group *g) {
+  return g ? g->err : EVL_EINVAL;
+}
+EVL__DEF int evl_task_group_others_failed(const evl_task_group *g) {
+  return g ? g->others : 0;
+}
+EVL__DEF void evl_task_group_free(evl_task_group *g) {
+  size_t i;
+  if (!g)
+    return;
+  for (i = 0; i < g->n; i++) {
+    evl_future_remove_done_callback(g->kids[i], evl__tg_kid_done, g);
+    if (g->kids[i]->state == EVL__PENDING)
+      (void)evl_task_cancel(g->kids[i]); /* no child outlives the group */
+    else if (g->kids[i]->state == EVL__FAILED)
+      g->kids[i]->retrieved = 1;
+    evl_future_release(g->kids[i]);
+  }
+  if (g->wait) {
+    g->wait->g = NULL;
+    if (g->wait->fut.state == EVL__PENDING)
+      (void)evl__future_cancel_base(&g->wait->fut);
+  }
+  evl_future_release(g->parent);
+  evl__lfree(g->loop, g->kids);
+  evl__lfree(g->loop, g->msg);
+  evl__prim_free(g->loop, g);
 }
 
 /* ==== Executor ==========================================================
@@ -6186,6 +8036,228 @@ EVL__DEF int evl_set_default_executor(evl_loop *loop, evl_executor *exec) {
   loop->owns_default_exec = 0;
   loop->exec_shutdown = 0;
   return 0;
+}
+
+/* ==== Tasks from other threads (run_coroutine_threadsafe, to_thread) ====
+   The handle is shared by the caller's thread and the loop's: its fields
+   after `mu` are read and written under it, and it is freed (with the
+   process allocator: the loop's runs on the loop thread only) when both
+   sides have let go. */
+
+struct evl_threadsafe {
+  evl_loop *loop;    /* set once */
+  evl_task_fn fn;    /* set once */
+  void *state;       /* set once: the copy below, or the caller's */
+  size_t state_size; /* set once */
+  evl_task *task;    /* loop thread only */
+  evl__mutex mu;
+#ifndef EVLOOP_NO_THREADS
+  evl__cond cv;
+#endif
+  int refs, done, err, cancel_req;
+  void *result;
+  char msg[128];
+};
+
+static void evl__ts_unref(evl_threadsafe *h) {
+  int last;
+  evl__lock(&h->mu);
+  last = --h->refs == 0;
+  evl__unlock(&h->mu);
+  if (last) {
+#ifndef EVLOOP_NO_THREADS
+    evl__mutex_destroy(&h->mu);
+    evl__cond_destroy(&h->cv);
+#endif
+    EVLOOP_FREE(NULL, h);
+  }
+}
+static void evl__ts_complete(evl_threadsafe *h, int err, const char *msg,
+                             void *result) {
+  evl__lock(&h->mu);
+  h->done = 1;
+  h->err = err;
+  h->result = result;
+  if (msg)
+    snprintf(h->msg, sizeof h->msg, "%s", msg);
+#ifndef EVLOOP_NO_THREADS
+  evl__cond_broadcast(&h->cv);
+#endif
+  evl__unlock(&h->mu);
+  evl__ts_unref(h); /* the loop side's reference */
+}
+static void evl__ts_task_done(evl_future *task, void *arg) {
+  evl_threadsafe *h = (evl_threadsafe *)arg;
+  int err = evl_future_error(task);
+  h->task = NULL;
+  evl__ts_complete(h, err, err ? evl_future_error_message(task) : NULL,
+                   evl_future_result(task));
+  evl_future_release(task);
+}
+static void evl__ts_start(evl_loop *loop, void *arg) {
+  evl_threadsafe *h = (evl_threadsafe *)arg;
+  evl_task *t;
+  int cancel;
+  if (loop->closing) {
+    evl__ts_complete(h, EVL_ECLOSED, NULL, NULL);
+    return;
+  }
+  t = evl_task_create_at_site(loop, h->fn, h->state, h->state_size,
+                              "threadsafe", NULL, 0);
+  if (!t || evl_future_add_done_callback(t, evl__ts_task_done, h)) {
+    if (t)
+      (void)evl_task_cancel(t);
+    evl_future_release(t);
+    evl__ts_complete(h, EVL_ENOMEM, NULL, NULL);
+    return;
+  }
+  h->task = t;
+  evl__lock(&h->mu);
+  cancel = h->cancel_req;
+  evl__unlock(&h->mu);
+  if (cancel)
+    (void)evl_task_cancel(t);
+}
+static void evl__ts_cancel_cb(evl_loop *loop, void *arg) {
+  evl_threadsafe *h = (evl_threadsafe *)arg;
+  if (!loop->closing && h->task)
+    (void)evl_task_cancel(h->task);
+  evl__ts_unref(h);
+}
+
+EVL__DEF evl_threadsafe *evl_run_task_threadsafe(evl_loop *loop, evl_task_fn fn,
+                                                 const void *state,
+                                                 size_t state_size) {
+  evl_threadsafe *h;
+  size_t head = (sizeof *h + 15) & ~(size_t)15;
+  if (!loop || !fn || state_size > ((size_t)-1) / 2)
+    return NULL;
+  h = (evl_threadsafe *)EVLOOP_MALLOC(NULL, head + state_size);
+  if (!h)
+    return NULL;
+  memset(h, 0, sizeof *h);
+  h->loop = loop;
+  h->fn = fn;
+  h->state_size = state_size;
+  h->state = state_size ? (char *)h + head : (void *)state;
+  if (state_size && state)
+    memcpy(h->state, state, state_size);
+  else if (state_size)
+    memset(h->state, 0, state_size);
+  h->refs = 2; /* the caller and the loop */
+#ifndef EVLOOP_NO_THREADS
+  evl__mutex_init(&h->mu);
+  evl__cond_init(&h->cv);
+#endif
+  if (evl__ts_push(loop, evl__ts_start, h, 1)) {
+#ifndef EVLOOP_NO_THREADS
+    evl__mutex_destroy(&h->mu);
+    evl__cond_destroy(&h->cv);
+#endif
+    EVLOOP_FREE(NULL, h);
+    return NULL;
+  }
+  return h;
+}
+
+EVL__DEF int evl_threadsafe_wait(evl_threadsafe *h, double timeout) {
+  int done;
+  if (!h || timeout != timeout)
+    return EVL_EINVAL;
+  evl__lock(&h->mu);
+#ifndef EVLOOP_NO_THREADS
+  if (!h->done && timeout > 0) {
+#ifdef _WIN32
+    ULONGLONG end =
+        GetTickCount64() +
+        (timeout > 1e9 ? (ULONGLONG)1e12 : (ULONGLONG)(timeout * 1e3));
+    while (!h->done) {
+      ULONGLONG now = GetTickCount64();
+      if (now >= end)
+        break;
+      SleepConditionVariableSRW(
+          &h->cv, &h->mu, (DWORD)(end - now > 86400000 ? 86400000 : end - now),
+          0);
+    }
+#else
+    struct timespec ts;
+    double whole;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (timeout > 1e9)
+      timeout = 1e9;
+    whole = (double)(int64_t)timeout;
+    ts.tv_sec += (time_t)whole;
+    ts.tv_nsec += (long)((timeout - whole) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    while (!h->done)
+      if (pthread_cond_timedwait(&h->cv, &h->mu, &ts) == ETIMEDOUT)
+        break;
+#endif
+  }
+#endif
+  done = h->done;
+  evl__unlock(&h->mu);
+  return done ? 0 : EVL_ETIMEDOUT;
+}
+EVL__DEF int evl_threadsafe_done(evl_threadsafe *h) {
+  int done;
+  if (!h)
+    return 0;
+  evl__lock(&h->mu);
+  done = h->done;
+  evl__unlock(&h->mu);
+  return done;
+}
+EVL__DEF int evl_threadsafe_result(evl_threadsafe *h, void **result) {
+  int rc;
+  if (result)
+    *result = NULL;
+  if (!h)
+    return EVL_EINVAL;
+  evl__lock(&h->mu);
+  rc = h->done ? h->err : EVL_EINVALSTATE;
+  if (h->done && result)
+    *result = h->result;
+  evl__unlock(&h->mu);
+  return rc;
+}
+EVL__DEF const char *evl_threadsafe_error_message(evl_threadsafe *h) {
+  const char *m;
+  if (!h)
+    return NULL;
+  evl__lock(&h->mu);
+  m = h->done && h->err ? (h->msg[0] ? h->msg : evl_strerror(h->err)) : NULL;
+  evl__unlock(&h->mu);
+  return m;
+}
+EVL__DEF int evl_threadsafe_cancel(evl_threadsafe *h) {
+  int post;
+  if (!h)
+    return EVL_EINVAL;
+  evl__lock(&h->mu);
+  post = !h->done && !h->cancel_req;
+  if (!h->done)
+    h->cancel_req = 1;
+  if (post)
+    h->refs++; /* for the callback */
+  evl__unlock(&h->mu);
+  if (!post)
+    return evl_threadsafe_done(h) ? 0 : 1;
+  if (evl__ts_push(h->loop, evl__ts_cancel_cb, h, 1))
+    evl__ts_unref(h); /* the loop is gone: its side completed the handle */
+  return 1;
+}
+EVL__DEF void evl_threadsafe_free(evl_threadsafe *h) {
+  if (h)
+    evl__ts_unref(h);
+}
+
+EVL__DEF evl_future *evl_to_thread(evl_loop *loop, evl_work_fn fn, void *arg,
+                                   evl_free_fn result_free) {
+  return evl_run_in_executor(loop, NULL, fn, arg, result_free);
 }
 
 /* ==== DNS =============================================================== */
@@ -12459,17 +14531,26 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
 
 /* ==== evl_run (asyncio.run) ============================================= */
 
+/* Cancels the pending tasks and runs the loop until they have ended;
+   again for tasks their cleanup started (a bounded number of rounds). */
+static int evl__cancel_tasks_round(evl_loop *loop);
 static void evl__cancel_all_tasks(evl_loop *loop) {
+  int round;
+  for (round = 0; round < 16; round++)
+    if (loop->running || loop->closed || !evl__cancel_tasks_round(loop))
+      break;
+}
+static int evl__cancel_tasks_round(evl_loop *loop) {
   evl_future *f, **tasks, *all;
   size_t n = 0, i;
   for (f = loop->futures; f; f = f->lnext)
     if (evl_is_task(f) && f->state == EVL__PENDING)
       n++;
   if (!n)
-    return;
+    return 0;
   tasks = (evl_future **)evl__lalloc(loop, n * sizeof *tasks);
   if (!tasks)
-    return;
+    return 0;
   for (i = 0, f = loop->futures; f && i < n; f = f->lnext)
     if (evl_is_task(f) && f->state == EVL__PENDING)
       tasks[i++] = evl_future_ref(f);
@@ -12484,7 +14565,7 @@ static void evl__cancel_all_tasks(evl_loop *loop) {
     if (tasks[i]->state == EVL__FAILED) {
       evl_context ctx;
       memset(&ctx, 0, sizeof ctx);
-      ctx.message = "unhandled error during evl_run() shutdown";
+      ctx.message = "unhandled error of a task cancelled at shutdown";
       ctx.error = tasks[i]->err;
       ctx.error_message = tasks[i]->errmsg;
       ctx.future = tasks[i];
@@ -12493,6 +14574,7 @@ static void evl__cancel_all_tasks(evl_loop *loop) {
     evl_future_release(tasks[i]);
   }
   evl__lfree(loop, tasks);
+  return 1;
 }
 
 EVL__DEF int evl_run(evl_task_fn fn, const void *state, size_t state_size,
