@@ -325,6 +325,12 @@ typedef struct evl_loop_config {
   /* Where debug-mode messages go (default: a line on stderr). */
   void (*log)(evl_loop *loop, const char *message, void *ctx);
   void *log_ctx;
+  /* Reads one readable socket or pipe gets per iteration: datagrams, or
+     reads of up to 64 KiB on a stream (which stop early at a short read:
+     the socket is drained). 0: 128; 1: one read, as before; < 0: EINVAL.
+     A frame loop calling evl_run_once once a frame gets every datagram
+     queued, up to this many per endpoint and frame. */
+  int read_budget;
 } evl_loop_config;
 
 /* ==== Loop ============================================================= */
@@ -1392,6 +1398,7 @@ struct evl_loop {
   /* state */
   const struct evl__backend_ops *be; /* the backend's functions */
   int running, stopping, closing, closed, user_freed;
+  int read_budget; /* reads per readable socket and iteration */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
@@ -4309,7 +4316,7 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
     cfg = &def;
   }
   if ((int)cfg->backend < EVL_BACKEND_DEFAULT ||
-      (int)cfg->backend > EVL_BACKEND_IOCP)
+      (int)cfg->backend > EVL_BACKEND_IOCP || cfg->read_budget < 0)
     return EVL_EINVAL;
 #ifdef _WIN32
   { /* Winsock, once per process; it stays up (it counts its users). */
@@ -4339,6 +4346,7 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
   loop->free_head = EVL__NONE;
   loop->slow_ns = 100000000; /* 0.1 s, as asyncio */
   loop->exec_threads = cfg->executor_threads > 0 ? cfg->executor_threads : 4;
+  loop->read_budget = cfg->read_budget > 0 ? cfg->read_budget : 128;
   loop->wake_rfd = loop->wake_wfd = -1;
   loop->reserve_fd = -1;
 #ifdef EVL__HAVE_EPOLL
@@ -6004,6 +6012,10 @@ static void evl__tr_on_readable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__tr_on_writable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__dg_on_readable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__dg_on_writable(evl_loop *loop, evl_fd fd, void *arg);
+static int evl__dg_read_some(evl_transport *t, int budget);
+/* Reading may go on: no pause, close or EOF came from a callback. */
+#define EVL__TR_READ_STOP                                                      \
+  (EVL__T_PAUSED | EVL__T_CLOSING | EVL__T_READ_EOF | EVL__T_LOST)
 static void evl__server_conn_gone(evl_server *s);
 static void evl__sendfile_fail(evl_transport *t, int err);
 static int evl__tr_read_on(evl_transport *t);
@@ -6340,34 +6352,37 @@ static void *evl__tr_get_buffer(evl_transport *t, size_t hint, size_t *len) {
   return buf;
 }
 
+/* Reads until the socket is drained (a short read says so, as libuv takes
+   it; EAGAIN otherwise) or the loop's read budget is used up. */
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   const evl_protocol *p = t->proto;
   ssize_t n;
+  int budget = loop->read_budget;
   (void)fdv;
-  if (p->get_buffer) {
-    size_t len;
-    void *buf = evl__tr_get_buffer(t, EVL__RBUF_SIZE, &len);
-    if (!buf)
-      return;
-    n = evl__tr_recv(t, buf, len);
-    if (n > 0) {
-      if (p->buffer_updated)
+  for (;;) {
+    size_t len = EVL__RBUF_SIZE;
+    if (p->get_buffer) {
+      void *buf = evl__tr_get_buffer(t, EVL__RBUF_SIZE, &len);
+      if (!buf)
+        return;
+      n = evl__tr_recv(t, buf, len);
+      if (n > 0 && p->buffer_updated)
         p->buffer_updated(t, (size_t)n, t->user);
-      return;
-    }
-  } else {
-    unsigned char *buf = evl__rbuf(loop);
-    if (!buf) {
-      evl__tr_fatal(t, EVL_ENOMEM);
-      return;
-    }
-    n = evl__tr_recv(t, buf, EVL__RBUF_SIZE);
-    if (n > 0) {
-      if (p->data_received)
+    } else {
+      unsigned char *buf = evl__rbuf(loop);
+      if (!buf) {
+        evl__tr_fatal(t, EVL_ENOMEM);
+        return;
+      }
+      n = evl__tr_recv(t, buf, EVL__RBUF_SIZE);
+      if (n > 0 && p->data_received)
         p->data_received(t, buf, (size_t)n, t->user);
-      return;
     }
+    if (n <= 0)
+      break;
+    if ((size_t)n < len || --budget <= 0 || (t->flags & EVL__TR_READ_STOP))
+      return;
   }
 #ifdef EVL__HAVE_KQUEUE
   if (n == 0 && !(t->flags & EVL__T_PIPE)) { /* a reset libkqueue took */
@@ -6921,6 +6936,8 @@ static void evl__tr_ovl_done(evl_transport *t, evl__ovl *r, int err) {
       if (t->proto->datagram_received)
         t->proto->datagram_received(t, r->buf, n, r->buf + r->cap,
                                     (size_t)r->alen, t->user);
+      /* what else is queued, up to the budget, before posting again */
+      evl__dg_read_some(t, t->loop->read_budget - 1);
       r->delivering = 0;
     } else if (err == EVL_ECONNRESET || err == EVL_ECONNREFUSED ||
                err == EVL_EHOSTUNREACH || err == EVL_ENETUNREACH) {
@@ -7253,33 +7270,44 @@ static void evl__transports_close(evl_loop *loop) {
 
 /* ==== Datagram endpoints ================================================ */
 
-static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
-  evl_transport *t = (evl_transport *)arg;
-  struct sockaddr_storage ss;
-  socklen_t alen = sizeof ss;
+/* Up to budget datagrams, until the socket has none (EAGAIN) or a callback
+   paused or closed the endpoint; returns the number delivered. */
+static int evl__dg_read_some(evl_transport *t, int budget) {
+  evl_loop *loop = t->loop;
   unsigned char *buf = evl__rbuf(loop);
-  ssize_t n;
-  (void)fdv;
+  int got = 0;
   if (!buf)
-    return;
-  n = evl__sys_recvfrom(t->fd, buf, EVL__RBUF_SIZE, 0, (struct sockaddr *)&ss,
-                        &alen);
-  if (n >= 0) {
-    if (t->proto->datagram_received)
-      t->proto->datagram_received(t, buf, (size_t)n, &ss, (size_t)alen,
-                                  t->user);
-    return;
-  }
-  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+    return 0;
+  while (got < budget && !(t->flags & EVL__TR_READ_STOP)) {
+    struct sockaddr_storage ss;
+    socklen_t alen = sizeof ss;
+    ssize_t n = evl__sys_recvfrom(t->fd, buf, EVL__RBUF_SIZE, 0,
+                                  (struct sockaddr *)&ss, &alen);
+    if (n >= 0) {
+      got++;
+      if (t->proto->datagram_received)
+        t->proto->datagram_received(t, buf, (size_t)n, &ss, (size_t)alen,
+                                    t->user);
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
 #ifdef EVL__HAVE_KQUEUE
-    int err = evl__kqueue_take_soerr(loop, t->fd); /* libkqueue took it */
-    if (err && t->proto->error_received)
-      t->proto->error_received(t, evl_translate_sys_error(err), t->user);
+      int err = evl__kqueue_take_soerr(loop, t->fd); /* libkqueue took it */
+      if (err && t->proto->error_received)
+        t->proto->error_received(t, evl_translate_sys_error(err), t->user);
 #endif
-    return;
+      break;
+    }
+    got++; /* e.g. ECONNREFUSED from an ICMP error: reported, counted */
+    if (t->proto->error_received)
+      t->proto->error_received(t, evl__errno(), t->user);
   }
-  if (t->proto->error_received) /* e.g. ECONNREFUSED from an ICMP error */
-    t->proto->error_received(t, evl__errno(), t->user);
+  return got;
+}
+
+static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
+  (void)fdv;
+  evl__dg_read_some((evl_transport *)arg, loop->read_budget);
 }
 
 static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
