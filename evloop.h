@@ -401,6 +401,31 @@ EVLOOP_API int evl_handle_cancelled(evl_loop *loop, evl_handle h);
    (a call_soon handle, a timer that ran or was cancelled, a stale handle). */
 EVLOOP_API double evl_handle_when(evl_loop *loop, evl_handle h);
 
+/* Repeating timers. The callback runs at start + k * interval (k = 1, 2,
+   ...; start is when evl_call_every was called): deadlines do not drift
+   however late a tick runs. The handle stays valid until cancelled
+   (evl_handle_cancel, also from inside the callback); evl_handle_when
+   gives the next deadline. interval must be > 0 and finite (EVL_EINVAL). */
+EVLOOP_API evl_handle evl_call_every(evl_loop *loop, double interval,
+                                     evl_callback cb, void *arg);
+/* What a repeating timer does when a tick runs so late that the next
+   deadline has passed too (tokio's MissedTickBehavior). */
+typedef enum evl_missed_tick {
+  EVL_MISSED_BURST = 0, /* default: every missed tick fires, one an
+                           iteration, until the timer has caught up */
+  EVL_MISSED_DELAY,     /* the schedule restarts: next = now + interval */
+  EVL_MISSED_SKIP       /* missed ticks are dropped: next = the first
+                           start + k * interval after now */
+} evl_missed_tick;
+EVLOOP_API int evl_every_set_missed(evl_loop *loop, evl_handle h,
+                                    evl_missed_tick missed);
+/* A new interval: the next deadline becomes the last one (or the start)
+   plus the new interval (due at once if that has passed), and the ones
+   after follow it. 0, or EVL_EINVAL for a handle that is not a pending
+   repeating timer or a bad interval. */
+EVLOOP_API int evl_every_set_interval(evl_loop *loop, evl_handle h,
+                                      double interval);
+
 /* Versions that record where the callback was scheduled, for debug mode.
    The macros below call them; the plain functions exist too (take their
    address, or write (evl_call_soon)(...)). */
@@ -1185,7 +1210,8 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define EVL__POS_READY (-1) /* in the ready ring */
 #define EVL__POS_FREE (-2)
 #define EVL__SLOT_INTERNAL 0x80000000u /* library callback: runs at close */
-#define EVL__GEN_MASK 0x7fffffffu
+#define EVL__SLOT_REPEAT 0x40000000u   /* evl_call_every: loop->every[slot] */
+#define EVL__GEN_MASK 0x3fffffffu
 #define EVL__IO_ENTRY (1ull << 63) /* ring entry for an fd event */
 #define EVL__MAX_WAIT_NS (86400ll * 1000000000ll) /* never sleep over 24 h */
 #define EVL__KEY_WAKE 1                           /* IOCP completion keys */
@@ -1351,7 +1377,9 @@ struct evl_loop {
   uint32_t ring_cap, ring_head, ring_len;
   evl__hent *heap; /* 4-ary min-heap of timers */
   uint32_t heap_len, heap_cap, timer_seq;
-  uint32_t heap_cancelled; /* cancelled timers still in the heap */
+  uint32_t heap_cancelled;  /* cancelled timers still in the heap */
+  struct evl__every *every; /* per slot, for repeating timers */
+  uint32_t every_cap;
   /* fd watchers */
   evl__fdw *fds;
   int fds_cap, nwatchers;
@@ -2346,6 +2374,118 @@ EVL__DEF double evl_handle_when(evl_loop *loop, evl_handle h) {
   if (!s || s->pos < 0 || !s->fn)
     return -1.0;
   return (double)s->when / 1e9;
+}
+
+/* ==== Repeating timers ==================================================
+   A repeating timer is one slot that goes back into the heap, at its last
+   deadline plus the interval, just before its callback runs: deadlines
+   are start + k * interval in integer nanoseconds (no drift), the handle
+   stays the same, and a cancel from inside the callback finds it in the
+   heap like any timer. */
+
+typedef struct evl__every {
+  int64_t interval; /* ns, > 0 */
+  int missed;       /* evl_missed_tick */
+} evl__every;
+
+/* The slot's next deadline after the one that is due now. */
+static int64_t evl__every_next(const evl_loop *loop, const evl__slot *s,
+                               const evl__every *e) {
+  int64_t next = s->when + e->interval;
+  if (next > loop->now || e->missed == EVL_MISSED_BURST)
+    return next; /* on time, or burst: every missed tick fires */
+  if (e->missed == EVL_MISSED_DELAY)
+    return loop->now + e->interval;
+  return next + ((loop->now - next) / e->interval + 1) * e->interval;
+}
+
+/* A ready slot whose callback is about to run: freed, unless it repeats
+   and went back into the heap. */
+static void evl__slot_done(evl_loop *loop, uint32_t i) {
+  evl__slot *s = &loop->slots[i];
+  if (s->gen & EVL__SLOT_REPEAT) {
+    int64_t next = evl__every_next(loop, s, &loop->every[i]);
+    if (evl__heap_push(loop, i, next) == 0) {
+      s->when = next;
+      return;
+    }
+    {
+      evl_context ctx;
+      memset(&ctx, 0, sizeof ctx);
+      ctx.message = "a repeating timer stopped: no memory to reschedule it";
+      ctx.error = EVL_ENOMEM;
+      evl_call_exception_handler(loop, &ctx);
+    }
+  }
+  evl__slot_free(loop, i);
+}
+
+/* A repeating timer's slot, or NULL for any other handle. */
+static evl__slot *evl__every_slot(evl_loop *loop, evl_handle h, uint32_t *i) {
+  evl__slot *s;
+  if (!loop || loop->closed || !loop->slots)
+    return NULL;
+  s = evl__slot_of(loop, h, i);
+  return s && s->fn && (s->gen & EVL__SLOT_REPEAT) ? s : NULL;
+}
+
+EVL__DEF evl_handle evl_call_every(evl_loop *loop, double interval,
+                                   evl_callback cb, void *arg) {
+  int64_t ns;
+  evl_handle h;
+  uint32_t i;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if (!cb || !(interval > 0) || evl__seconds_to_ns(interval, &ns) || ns < 1)
+    return EVL_EINVAL;
+  h = evl__schedule(loop, evl__sched_now(loop) + ns, cb, arg, EVL__SLOT_REPEAT,
+                    NULL, NULL, 0);
+  if (h < 0)
+    return h;
+  i = (uint32_t)h - 1;
+  if (i >= loop->every_cap) {
+    uint32_t cap = loop->capslots;
+    evl__every *e =
+        (evl__every *)evl__lrealloc(loop, loop->every, cap * sizeof *e);
+    if (!e) {
+      evl__cancel_slot(loop, i);
+      return EVL_ENOMEM;
+    }
+    loop->every = e;
+    loop->every_cap = cap;
+  }
+  loop->every[i].interval = ns;
+  loop->every[i].missed = EVL_MISSED_BURST;
+  return h;
+}
+
+EVL__DEF int evl_every_set_interval(evl_loop *loop, evl_handle h,
+                                    double interval) {
+  uint32_t i;
+  int64_t ns;
+  evl__slot *s = evl__every_slot(loop, h, &i);
+  if (!s || !(interval > 0) || evl__seconds_to_ns(interval, &ns) || ns < 1)
+    return EVL_EINVAL;
+  if (s->pos >= 0) { /* pending: its next deadline moves with the interval */
+    s->when += ns - loop->every[i].interval;
+    evl__heap_remove(loop, (uint32_t)s->pos);
+    loop->every[i].interval = ns;
+    return evl__heap_push(loop, i, s->when); /* the heap has room for it */
+  }
+  loop->every[i].interval = ns; /* due now: from its next deadline on */
+  return 0;
+}
+
+EVL__DEF int evl_every_set_missed(evl_loop *loop, evl_handle h,
+                                  evl_missed_tick missed) {
+  uint32_t i;
+  if (!evl__every_slot(loop, h, &i) || (int)missed < EVL_MISSED_BURST ||
+      (int)missed > EVL_MISSED_SKIP)
+    return EVL_EINVAL;
+  loop->every[i].missed = (int)missed;
+  return 0;
 }
 
 /* ==== Cross-thread queue ================================================
@@ -4187,14 +4327,14 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
       memset(&site, 0, sizeof site);
       if (loop->sites)
         site = loop->sites[(uint32_t)e];
-      evl__slot_free(loop, (uint32_t)e);
+      evl__slot_done(loop, (uint32_t)e);
       t0 = evl__monotonic_ns();
       fn(loop, arg);
       dt = evl__monotonic_ns() - t0;
       if (dt >= loop->slow_ns)
         evl__report_slow(loop, "callback", &site, dt);
     } else {
-      evl__slot_free(loop, (uint32_t)e);
+      evl__slot_done(loop, (uint32_t)e);
       fn(loop, arg);
     }
     ran++;
@@ -4491,6 +4631,9 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__lfree(loop, loop->sites);
   evl__lfree(loop, loop->ring);
   evl__lfree(loop, loop->heap);
+  evl__lfree(loop, loop->every);
+  loop->every = NULL;
+  loop->every_cap = 0;
   evl__lfree(loop, loop->fds);
   evl__lfree(loop, loop->fdsites);
   evl__lfree(loop, loop->rbuf);
