@@ -426,6 +426,24 @@ EVLOOP_API int evl_every_set_missed(evl_loop *loop, evl_handle h,
 EVLOOP_API int evl_every_set_interval(evl_loop *loop, evl_handle h,
                                       double interval);
 
+/* Loop hooks, with libuv's semantics: each iteration runs the idle hooks,
+   then the prepare hooks, just before it waits for I/O; the check hooks
+   after the callbacks of the iteration (the I/O events the wait found and
+   the timers that came due) have run. While an idle hook is active the
+   loop does not block (it polls I/O with no wait), as libuv's uv_idle.
+   Hooks run in the order they were added and are not counted in
+   evl_run_once's return value. evl_hook_add returns an id > 0 or an
+   EVL_E* code; a hook added from a hook runs from the next round on. */
+typedef enum evl_hook_kind {
+  EVL_HOOK_PREPARE = 0,
+  EVL_HOOK_CHECK,
+  EVL_HOOK_IDLE
+} evl_hook_kind;
+EVLOOP_API int evl_hook_add(evl_loop *loop, evl_hook_kind kind, evl_callback cb,
+                            void *arg);
+/* 1 if removed (also from inside a hook), 0 for an unknown id. */
+EVLOOP_API int evl_hook_remove(evl_loop *loop, int id);
+
 /* Versions that record where the callback was scheduled, for debug mode.
    The macros below call them; the plain functions exist too (take their
    address, or write (evl_call_soon)(...)). */
@@ -1380,6 +1398,8 @@ struct evl_loop {
   uint32_t heap_cancelled;  /* cancelled timers still in the heap */
   struct evl__every *every; /* per slot, for repeating timers */
   uint32_t every_cap;
+  struct evl__hook *hooks; /* prepare, check and idle hooks */
+  int nhooks, caphooks, hooks_running, hooks_dirty, idle_active, hook_id;
   /* fd watchers */
   evl__fdw *fds;
   int fds_cap, nwatchers;
@@ -2486,6 +2506,97 @@ EVL__DEF int evl_every_set_missed(evl_loop *loop, evl_handle h,
     return EVL_EINVAL;
   loop->every[i].missed = (int)missed;
   return 0;
+}
+
+/* ==== Loop hooks ========================================================
+   A small array in the order the hooks were added; removing one marks it
+   (cb = NULL) while hooks run and the array is compacted afterwards, so a
+   hook may remove itself or any other; hooks added while hooks run start
+   with the next round. */
+
+typedef struct evl__hook {
+  evl_callback cb; /* NULL once removed */
+  void *arg;
+  int id, kind, unref;
+} evl__hook;
+
+static void evl__hooks_compact(evl_loop *loop) {
+  int i, j = 0;
+  for (i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].cb)
+      loop->hooks[j++] = loop->hooks[i];
+  loop->nhooks = j;
+  loop->hooks_dirty = 0;
+}
+
+/* Runs the hooks of one kind; returns how many ran. */
+static int evl__hooks_run(evl_loop *loop, int kind) {
+  int i, n = loop->nhooks, ran = 0;
+  loop->hooks_running++;
+  for (i = 0; i < n; i++) {
+    evl__hook *h = &loop->hooks[i];
+    if (h->cb && h->kind == kind) {
+      loop->now_reuse = 0; /* a callback boundary */
+      h->cb(loop, h->arg);
+      ran++;
+    }
+  }
+  if (--loop->hooks_running == 0 && loop->hooks_dirty)
+    evl__hooks_compact(loop);
+  return ran;
+}
+
+static evl__hook *evl__hook_find(evl_loop *loop, int id) {
+  int i;
+  if (!loop || id <= 0)
+    return NULL;
+  for (i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].id == id && loop->hooks[i].cb)
+      return &loop->hooks[i];
+  return NULL;
+}
+
+EVL__DEF int evl_hook_add(evl_loop *loop, evl_hook_kind kind, evl_callback cb,
+                          void *arg) {
+  evl__hook *h;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if (!cb || (int)kind < EVL_HOOK_PREPARE || (int)kind > EVL_HOOK_IDLE)
+    return EVL_EINVAL;
+  if (loop->nhooks == loop->caphooks) {
+    int cap = loop->caphooks ? loop->caphooks * 2 : 4;
+    h = (evl__hook *)evl__lrealloc(loop, loop->hooks, (size_t)cap * sizeof *h);
+    if (!h)
+      return EVL_ENOMEM;
+    loop->hooks = h;
+    loop->caphooks = cap;
+  }
+  h = &loop->hooks[loop->nhooks++];
+  h->cb = cb;
+  h->arg = arg;
+  h->kind = (int)kind;
+  h->unref = 0;
+  if (++loop->hook_id <= 0) /* ids stay positive */
+    loop->hook_id = 1;
+  h->id = loop->hook_id;
+  if (kind == EVL_HOOK_IDLE)
+    loop->idle_active++;
+  return h->id;
+}
+
+EVL__DEF int evl_hook_remove(evl_loop *loop, int id) {
+  evl__hook *h = evl__hook_find(loop, id);
+  if (!h)
+    return 0;
+  if (h->kind == EVL_HOOK_IDLE)
+    loop->idle_active--;
+  h->cb = NULL;
+  loop->hooks_dirty = 1;
+  if (!loop->hooks_running)
+    evl__hooks_compact(loop);
+  return 1;
 }
 
 /* ==== Cross-thread queue ================================================
@@ -4275,8 +4386,12 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   int64_t timeout;
   uint32_t n;
   int rc, ran = 0;
+  if (loop->nhooks) { /* idle, then prepare: just before the wait */
+    evl__hooks_run(loop, EVL_HOOK_IDLE);
+    evl__hooks_run(loop, EVL_HOOK_PREPARE);
+  }
   evl__heap_trim(loop);
-  if (loop->ring_len || loop->stopping) {
+  if (loop->ring_len || loop->stopping || loop->idle_active) {
     timeout = 0;
   } else if (loop->heap_len) {
     timeout = loop->heap[0].when - evl__now(loop);
@@ -4339,6 +4454,8 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     }
     ran++;
   }
+  if (loop->nhooks) /* check: after the iteration's callbacks */
+    evl__hooks_run(loop, EVL_HOOK_CHECK);
   loop->now_reuse = 0;
   return ran;
 }
@@ -4415,7 +4532,7 @@ EVL__DEF double evl_next_timeout(evl_loop *loop) {
   int64_t d;
   if (!loop || loop->closed)
     return -1.0;
-  if (loop->ring_len || loop->stopping)
+  if (loop->ring_len || loop->stopping || loop->idle_active)
     return 0.0;
   evl__heap_trim(loop);
   if (!loop->heap_len)
@@ -4634,6 +4751,9 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__lfree(loop, loop->every);
   loop->every = NULL;
   loop->every_cap = 0;
+  evl__lfree(loop, loop->hooks);
+  loop->hooks = NULL;
+  loop->nhooks = loop->caphooks = loop->idle_active = 0;
   evl__lfree(loop, loop->fds);
   evl__lfree(loop, loop->fdsites);
   evl__lfree(loop, loop->rbuf);
