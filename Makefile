@@ -94,7 +94,7 @@ CROSS_VARIANTS := $(foreach a,$(CROSS),$(a) $(a)alt)
 TEST_SRCS := $(sort $(wildcard tests/t_*.c))
 TESTS     := $(basename $(notdir $(TEST_SRCS)))
 # Tests that start threads; they also run under ThreadSanitizer.
-THREADED_TESTS := $(filter t_threadsafe t_executor t_dns t_close t_config t_netfault t_netapi t_signal t_kqueue t_budget,$(TESTS))
+THREADED_TESTS := $(filter t_threadsafe t_executor t_dns t_close t_config t_netfault t_netapi t_signal t_kqueue t_budget t_ref,$(TESTS))
 # Built with EVLOOP_NO_THREADS too (t_config brings its own configuration).
 NOTHREAD_TESTS := $(filter-out $(THREADED_TESTS),$(TESTS))
 EXAMPLES  := $(basename $(notdir $(wildcard examples/*.c)))

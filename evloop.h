@@ -359,6 +359,19 @@ EVLOOP_API int evl_run_once(evl_loop *loop, double max_wait);
 EVLOOP_API int evl_run(evl_task_fn fn, const void *state, size_t state_size,
                        const evl_loop_config *cfg, void **result);
 
+/* Runs while something referenced is left, as libuv's UV_RUN_DEFAULT
+   (evl_run_forever keeps asyncio's semantics and runs until evl_stop).
+   Returns 0 once nothing referenced is left, 1 when evl_stop() ended it
+   with referenced work left, or an error as evl_run_forever. */
+EVLOOP_API int evl_run_alive(evl_loop *loop);
+/* 1 if something keeps the loop alive: a ready callback, a pending timer,
+   an fd watcher, an open transport, a server that is not closed, a signal
+   handler, a subprocess, an executor job or name lookup of the loop, a
+   hook; each of them counts unless it was unreferenced (the *_set_ref
+   functions with ref 0; ref 1 references it again). Futures and tasks
+   count only through what they wait for (a timer, a transport...). */
+EVLOOP_API int evl_loop_alive(evl_loop *loop);
+
 EVLOOP_API double evl_time(evl_loop *loop);     /* monotonic seconds */
 EVLOOP_API int64_t evl_time_ns(evl_loop *loop); /* monotonic nanoseconds */
 EVLOOP_API const char *evl_backend_name(const evl_loop *loop);
@@ -444,6 +457,12 @@ EVLOOP_API int evl_hook_add(evl_loop *loop, evl_hook_kind kind, evl_callback cb,
 /* 1 if removed (also from inside a hook), 0 for an unknown id. */
 EVLOOP_API int evl_hook_remove(evl_loop *loop, int id);
 
+/* A timer (one-shot or repeating) or ready callback that does not keep the
+   loop alive (ref 0) or does again (ref 1): 0, or EVL_EINVAL for a handle
+   that is not pending. */
+EVLOOP_API int evl_handle_set_ref(evl_loop *loop, evl_handle h, int ref);
+EVLOOP_API int evl_hook_set_ref(evl_loop *loop, int id, int ref);
+
 /* Versions that record where the callback was scheduled, for debug mode.
    The macros below call them; the plain functions exist too (take their
    address, or write (evl_call_soon)(...)). */
@@ -474,6 +493,10 @@ EVLOOP_API int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
 /* 1 if a watcher was removed, 0 if there was none. */
 EVLOOP_API int evl_remove_reader(evl_loop *loop, evl_fd fd);
 EVLOOP_API int evl_remove_writer(evl_loop *loop, evl_fd fd);
+/* The fd's reader and writer keep the loop alive (ref 1, the default) or
+   not (ref 0), for evl_run_alive; EVL_EINVAL if the fd has no watcher
+   added with evl_add_reader/writer. Removing both resets it. */
+EVLOOP_API int evl_fd_set_ref(evl_loop *loop, evl_fd fd, int ref);
 EVLOOP_API int evl_add_reader_at_site(evl_loop *loop, evl_fd fd,
                                       evl_io_callback cb, void *arg,
                                       const char *name, const char *file,
@@ -717,6 +740,8 @@ EVLOOP_API int evl_transport_is_closing(evl_transport *t);
 EVLOOP_API int evl_transport_pause_reading(evl_transport *t);
 EVLOOP_API int evl_transport_resume_reading(evl_transport *t);
 EVLOOP_API int evl_transport_is_reading(evl_transport *t);
+/* ref 0: the transport does not keep the loop alive (evl_run_alive). */
+EVLOOP_API int evl_transport_set_ref(evl_transport *t, int ref);
 /* high 0: 64 KiB; low > high is EVL_EINVAL; low 0 with high given: high/4 */
 EVLOOP_API int evl_transport_set_write_buffer_limits(evl_transport *t,
                                                      size_t high, size_t low);
@@ -787,6 +812,8 @@ EVLOOP_API evl_future *evl_create_unix_server(evl_loop *loop,
                                               const evl_net_options *opts);
 /* Stops listening (connections go on) and closes the listening sockets. */
 EVLOOP_API void evl_server_close(evl_server *s);
+/* ref 0: the listening server does not keep the loop alive. */
+EVLOOP_API int evl_server_set_ref(evl_server *s, int ref);
 /* Completes once the server is closed and all its connections are gone;
    each call gets its own future (cancelling it affects no other waiter). */
 EVLOOP_API evl_future *evl_server_wait_closed(evl_server *s);
@@ -853,6 +880,9 @@ EVLOOP_API int evl_add_signal_handler(evl_loop *loop, int signum,
                                       evl_signal_callback cb, void *arg);
 /* 1 if a handler was removed, 0 if there was none. */
 EVLOOP_API int evl_remove_signal_handler(evl_loop *loop, int signum);
+/* ref 0: the handler does not keep the loop alive (EVL_EINVAL without a
+   handler for signum). A handler added again starts referenced. */
+EVLOOP_API int evl_signal_set_ref(evl_loop *loop, int signum, int ref);
 
 /* ==== Sockets as futures ================================================
    For non-blocking sockets the caller owns. Results through
@@ -978,6 +1008,8 @@ evl_subprocess_shell(evl_loop *loop, const evl_subprocess_protocol *proto,
                      void *user, const char *cmd,
                      const evl_subprocess_options *opts);
 EVLOOP_API int evl_subprocess_get_pid(evl_subprocess *p);
+/* ref 0: the child and its pipes do not keep the loop alive. */
+EVLOOP_API int evl_subprocess_set_ref(evl_subprocess *p, int ref);
 /* 1 and *code set once the child exited, else 0. */
 EVLOOP_API int evl_subprocess_get_returncode(evl_subprocess *p, int *code);
 /* The pipe transport of fd 0, 1 or 2, or NULL if it is not a pipe. */
@@ -1229,7 +1261,8 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define EVL__POS_FREE (-2)
 #define EVL__SLOT_INTERNAL 0x80000000u /* library callback: runs at close */
 #define EVL__SLOT_REPEAT 0x40000000u   /* evl_call_every: loop->every[slot] */
-#define EVL__GEN_MASK 0x3fffffffu
+#define EVL__SLOT_UNREF 0x20000000u    /* does not keep the loop alive */
+#define EVL__GEN_MASK 0x1fffffffu
 #define EVL__IO_ENTRY (1ull << 63) /* ring entry for an fd event */
 #define EVL__MAX_WAIT_NS (86400ll * 1000000000ll) /* never sleep over 24 h */
 #define EVL__KEY_WAKE 1                           /* IOCP completion keys */
@@ -1262,8 +1295,9 @@ typedef struct evl__hent {
 typedef struct evl__fdw {
   evl_io_callback rfn, wfn;
   void *rarg, *warg;
-  int kmask; /* interest the backend has */
-  int pidx;  /* poll backend: index in the pollfd array */
+  int kmask;  /* interest the backend has */
+  int pidx;   /* poll backend: index in the pollfd array */
+  int uflags; /* EVL__FD_*: the user's watchers (evl_add_reader/writer) */
 #ifdef EVL__HAVE_IOCP
   struct evl__afd_req *afd; /* IOCP: the socket's poll request */
 #endif
@@ -1398,6 +1432,9 @@ struct evl_loop {
   uint32_t heap_cancelled;  /* cancelled timers still in the heap */
   struct evl__every *every; /* per slot, for repeating timers */
   uint32_t every_cap;
+  uint32_t heap_unref;     /* unreferenced timers in the heap */
+  int fd_refs;             /* fds with a referenced user watcher */
+  uint64_t sig_unref;      /* bit signum - 1: handler unreferenced */
   struct evl__hook *hooks; /* prepare, check and idle hooks */
   int nhooks, caphooks, hooks_running, hooks_dirty, idle_active, hook_id;
   /* fd watchers */
@@ -1447,6 +1484,7 @@ struct evl_loop {
   const struct evl__backend_ops *be; /* the backend's functions */
   int running, stopping, closing, closed, user_freed;
   int read_budget; /* reads per readable socket and iteration */
+  int run_alive;   /* in evl_run_alive */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
@@ -2298,6 +2336,10 @@ static int evl__cancel_slot(evl_loop *loop, uint32_t i) {
   if (!s->fn)
     return 0;
   s->fn = NULL;
+  if (s->pos >= 0 && (s->gen & EVL__SLOT_UNREF)) {
+    s->gen &= ~EVL__SLOT_UNREF; /* counted as cancelled from now on */
+    loop->heap_unref--;
+  }
   if (s->pos >= 0 && ++loop->heap_cancelled > 64 &&
       loop->heap_cancelled > loop->heap_len / 2)
     evl__heap_purge(loop);
@@ -2427,6 +2469,8 @@ static void evl__slot_done(evl_loop *loop, uint32_t i) {
     int64_t next = evl__every_next(loop, s, &loop->every[i]);
     if (evl__heap_push(loop, i, next) == 0) {
       s->when = next;
+      if (s->gen & EVL__SLOT_UNREF)
+        loop->heap_unref++;
       return;
     }
     {
@@ -2876,31 +2920,73 @@ static int evl__unwatch(evl_loop *loop, evl_fd fdv, int which) {
   return 1;
 }
 
+/* The user's watchers of an fd, for evl_loop_alive: EVL__READ and
+   EVL__WRITE as in kmask, and whether they keep the loop alive. */
+#define EVL__FD_UNREF 4
+static int evl__fd_referenced(int uflags) {
+  return (uflags & (EVL__READ | EVL__WRITE)) && !(uflags & EVL__FD_UNREF);
+}
+static void evl__fd_user(evl_loop *loop, evl_fd fd, int which, int on) {
+  evl__fdw *w = &loop->fds[fd];
+  int was = evl__fd_referenced(w->uflags);
+  w->uflags = on ? w->uflags | which : w->uflags & ~which;
+  if (!(w->uflags & (EVL__READ | EVL__WRITE)))
+    w->uflags = 0; /* the next watcher of this fd starts referenced */
+  loop->fd_refs += evl__fd_referenced(w->uflags) - was;
+}
+static int evl__user_watch(evl_loop *loop, evl_fd fd, int which,
+                           evl_io_callback cb, void *arg, const char *name,
+                           const char *file, int line) {
+  int rc = evl__watch(loop, fd, which, cb, arg, name, file, line);
+  if (rc == 0)
+    evl__fd_user(loop, fd, which, 1);
+  return rc;
+}
+static int evl__user_unwatch(evl_loop *loop, evl_fd fd, int which) {
+  int rc = evl__unwatch(loop, fd, which);
+  if (rc)
+    evl__fd_user(loop, fd, which, 0);
+  return rc;
+}
+
 EVL__DEF int evl_add_reader_at_site(evl_loop *loop, evl_fd fd,
                                     evl_io_callback cb, void *arg,
                                     const char *name, const char *file,
                                     int line) {
-  return evl__watch(loop, fd, EVL__READ, cb, arg, name, file, line);
+  return evl__user_watch(loop, fd, EVL__READ, cb, arg, name, file, line);
 }
 EVL__DEF int evl_add_writer_at_site(evl_loop *loop, evl_fd fd,
                                     evl_io_callback cb, void *arg,
                                     const char *name, const char *file,
                                     int line) {
-  return evl__watch(loop, fd, EVL__WRITE, cb, arg, name, file, line);
+  return evl__user_watch(loop, fd, EVL__WRITE, cb, arg, name, file, line);
 }
 EVL__DEF int evl_add_reader(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                             void *arg) {
-  return evl__watch(loop, fd, EVL__READ, cb, arg, NULL, NULL, 0);
+  return evl__user_watch(loop, fd, EVL__READ, cb, arg, NULL, NULL, 0);
 }
 EVL__DEF int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                             void *arg) {
-  return evl__watch(loop, fd, EVL__WRITE, cb, arg, NULL, NULL, 0);
+  return evl__user_watch(loop, fd, EVL__WRITE, cb, arg, NULL, NULL, 0);
 }
 EVL__DEF int evl_remove_reader(evl_loop *loop, evl_fd fd) {
-  return evl__unwatch(loop, fd, EVL__READ);
+  return evl__user_unwatch(loop, fd, EVL__READ);
 }
 EVL__DEF int evl_remove_writer(evl_loop *loop, evl_fd fd) {
-  return evl__unwatch(loop, fd, EVL__WRITE);
+  return evl__user_unwatch(loop, fd, EVL__WRITE);
+}
+EVL__DEF int evl_fd_set_ref(evl_loop *loop, evl_fd fd, int ref) {
+  evl__fdw *w;
+  int was;
+  if (!loop || loop->closed || fd < 0 || fd >= loop->fds_cap)
+    return EVL_EINVAL;
+  w = &loop->fds[fd];
+  if (!(w->uflags & (EVL__READ | EVL__WRITE)))
+    return EVL_EINVAL; /* no watcher of the user's */
+  was = evl__fd_referenced(w->uflags);
+  w->uflags = ref ? w->uflags & ~EVL__FD_UNREF : w->uflags | EVL__FD_UNREF;
+  loop->fd_refs += evl__fd_referenced(w->uflags) - was;
+  return 0;
 }
 
 /* A backend found fd ready: queue the event behind the callbacks already
@@ -4402,6 +4488,8 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   }
   if (max_wait_ns >= 0 && (timeout < 0 || timeout > max_wait_ns))
     timeout = max_wait_ns;
+  if (timeout && loop->run_alive && !evl_loop_alive(loop))
+    timeout = 0; /* a hook let go of the last reference: do not block */
   rc = evl__be_poll(loop, timeout);
   if (rc < 0)
     return rc;
@@ -4416,6 +4504,8 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
       evl__slot_free(loop, i);
       continue;
     }
+    if (loop->slots[i].gen & EVL__SLOT_UNREF)
+      loop->heap_unref--;
     loop->slots[i].pos = EVL__POS_READY;
     evl__ring_push(loop, i);
   }
@@ -4719,7 +4809,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     if (!loop->slots[i].fn || evl__ring_push(loop, i))
       evl__slot_free(loop, i); /* cancelled (or no memory) */
   }
-  loop->heap_cancelled = 0;
+  loop->heap_cancelled = loop->heap_unref = 0;
   while (loop->ring_len) {
     uint64_t e = evl__ring_pop(loop);
     evl__slot *s;
@@ -4768,7 +4858,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   loop->fds = NULL;
   loop->nslots = loop->capslots = loop->ring_cap = loop->ring_len = 0;
   loop->heap_len = loop->heap_cap = 0;
-  loop->fds_cap = loop->nwatchers = 0;
+  loop->fds_cap = loop->nwatchers = loop->fd_refs = 0;
   loop->free_head = EVL__NONE;
   EVLOOP_FREE(NULL, loop->tsq);
   EVLOOP_FREE(NULL, loop->tsq_spare);
@@ -6217,7 +6307,8 @@ enum {
   EVL__T_WATCH_HUP = 1 << 12, /* write pipe: readable = the reader left */
   EVL__T_OVL = 1 << 13,       /* IOCP: completion-based I/O */
   EVL__T_SKIP = 1 << 14,      /* IOCP: no completion packet on success */
-  EVL__T_HANDLE = 1 << 15     /* IOCP: a named pipe handle, not a socket */
+  EVL__T_HANDLE = 1 << 15,    /* IOCP: a named pipe handle, not a socket */
+  EVL__T_UNREF = 1 << 16      /* does not keep the loop alive */
 };
 
 typedef struct evl__dgram {
@@ -8270,6 +8361,7 @@ struct evl_server {
   int *fds;
   size_t nfds, nconns;
   int backlog, serving, closed, user_freed, shed_reported;
+  int unref;            /* does not keep the loop alive */
   evl__waiters waiters; /* wait_closed */
   evl_future *serve_fut;
   char *unix_path; /* the socket file we made, removed at close */
@@ -9942,6 +10034,11 @@ static int evl__ctrl_installed;
 static int evl__sig_index(int signum) {
   return signum == SIGINT ? 0 : signum == SIGBREAK ? 1 : -1;
 }
+/* A handler for signum is set. */
+static int evl__sig_has(evl_loop *loop, int signum) {
+  int i = evl__sig_index(signum);
+  return loop->sig && i >= 0 && ((evl__sigstate *)loop->sig)->cb[i];
+}
 
 static void evl__sig_deliver(evl_loop *loop, void *arg) {
   evl__sigstate *st = (evl__sigstate *)loop->sig;
@@ -10035,6 +10132,7 @@ EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   }
   st->cb[i] = NULL;
   st->arg[i] = NULL;
+  loop->sig_unref &= ~((uint64_t)1 << (signum - 1));
   if (!st->cb[0] && !st->cb[1]) {
     evl__sig_unlink(st);
     loop->sig = NULL;
@@ -10065,6 +10163,11 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
   return EVL_ENOTSUP;
 }
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
+  (void)loop;
+  (void)signum;
+  return 0;
+}
+static int evl__sig_has(evl_loop *loop, int signum) {
   (void)loop;
   (void)signum;
   return 0;
@@ -10313,6 +10416,12 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
   return 0;
 }
 
+/* A handler for signum is set. */
+static int evl__sig_has(evl_loop *loop, int signum) {
+  return loop->sig && signum > 0 && signum < EVL__NSIG &&
+         ((evl__sigstate *)loop->sig)->cb[signum];
+}
+
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   evl__sigstate *st;
   if (!loop || signum <= 0 || signum >= EVL__NSIG)
@@ -10322,6 +10431,8 @@ EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
     return 0;
   st->cb[signum] = NULL;
   st->arg[signum] = NULL;
+  if (signum <= 64)
+    loop->sig_unref &= ~((uint64_t)1 << (signum - 1));
 #ifdef EVL__HAVE_KQUEUE
   if (st->slot < 0)
     (void)evl__kq_signal(loop, signum, 0);
@@ -10401,6 +10512,7 @@ struct evl_subprocess {
   pid_t pid;
   int pidfd, returncode, exited, made, lost, npipes, result_is_user;
   int kq_proc; /* an EVFILT_PROC registration is live */
+  int unref;   /* does not keep the loop alive */
 };
 
 static void evl__sub_try_finish(evl_subprocess *p);
@@ -11403,6 +11515,124 @@ static void evl__children_close(evl_loop *loop) {
       p->proto->connection_lost(p, EVL_ECLOSED, p->user);
     evl__sub_unlink_free(p);
   }
+}
+
+/* ==== What keeps the loop alive ==========================================
+   libuv's ref/unref: every kind of handle can be told not to keep the
+   loop running. evl_loop_alive asks the cheap counters first and walks
+   the lists of transports, servers and children only when those say no
+   (the walk stops at the first referenced object). */
+
+EVL__DEF int evl_handle_set_ref(evl_loop *loop, evl_handle h, int ref) {
+  uint32_t i;
+  evl__slot *s;
+  if (!loop || loop->closed || !loop->slots)
+    return EVL_EINVAL;
+  s = evl__slot_of(loop, h, &i);
+  if (!s || !s->fn || (s->gen & EVL__SLOT_INTERNAL))
+    return EVL_EINVAL;
+  if (!ref == !!(s->gen & EVL__SLOT_UNREF)) /* already so */
+    return 0;
+  s->gen ^= EVL__SLOT_UNREF;
+  if (s->pos >= 0) /* in the heap (a ready callback is not counted) */
+    loop->heap_unref += ref ? (uint32_t)-1 : 1u;
+  return 0;
+}
+
+EVL__DEF int evl_hook_set_ref(evl_loop *loop, int id, int ref) {
+  evl__hook *h = evl__hook_find(loop, id);
+  if (!h)
+    return EVL_EINVAL;
+  h->unref = !ref;
+  return 0;
+}
+
+EVL__DEF int evl_transport_set_ref(evl_transport *t, int ref) {
+  if (!t)
+    return EVL_EINVAL;
+  t->flags = ref ? t->flags & ~EVL__T_UNREF : t->flags | EVL__T_UNREF;
+  return 0;
+}
+
+EVL__DEF int evl_server_set_ref(evl_server *s, int ref) {
+  if (!s)
+    return EVL_EINVAL;
+  s->unref = !ref;
+  return 0;
+}
+
+EVL__DEF int evl_signal_set_ref(evl_loop *loop, int signum, int ref) {
+  uint64_t bit;
+  if (!loop || signum <= 0 || signum > 64 || !evl__sig_has(loop, signum))
+    return EVL_EINVAL;
+  bit = (uint64_t)1 << (signum - 1);
+  loop->sig_unref = ref ? loop->sig_unref & ~bit : loop->sig_unref | bit;
+  return 0;
+}
+
+/* A subprocess and its pipe transports. */
+EVL__DEF int evl_subprocess_set_ref(evl_subprocess *p, int ref) {
+  int i;
+  if (!p)
+    return EVL_EINVAL;
+  p->unref = !ref;
+  for (i = 0; i < 3; i++)
+    if (p->pipes[i].t)
+      evl_transport_set_ref(p->pipes[i].t, ref);
+  return 0;
+}
+
+EVL__DEF int evl_loop_alive(evl_loop *loop) {
+  evl_transport *t;
+  evl_server *sv;
+  evl_subprocess *p;
+  int i;
+  if (!loop || loop->closed)
+    return 0;
+  if (loop->ring_len || loop->fd_refs || loop->jobs || loop->resolving ||
+      loop->heap_len - loop->heap_cancelled > loop->heap_unref)
+    return 1;
+  for (i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].cb && !loop->hooks[i].unref)
+      return 1;
+  for (t = loop->transports; t; t = t->lnext)
+    if (!(t->flags & EVL__T_UNREF))
+      return 1;
+  for (sv = loop->servers; sv; sv = sv->lnext)
+    if (!sv->closed && !sv->unref)
+      return 1;
+  for (p = loop->children; p; p = p->lnext)
+    if (!p->unref)
+      return 1;
+  if (loop->sig)
+    for (i = 1; i <= 64; i++)
+      if (evl__sig_has(loop, i) && !(loop->sig_unref >> (i - 1) & 1))
+        return 1;
+  return 0;
+}
+
+EVL__DEF int evl_run_alive(evl_loop *loop) {
+  int rc = 0;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closed)
+    return EVL_ECLOSED;
+  if (loop->running)
+    return EVL_ERUNNING;
+  loop->running = loop->run_alive = 1;
+  while (evl_loop_alive(loop)) {
+    rc = evl__iterate(loop, -1);
+    if (rc < 0)
+      break;
+    rc = 0;
+    if (loop->stopping) {
+      rc = evl_loop_alive(loop);
+      break;
+    }
+  }
+  loop->stopping = 0;
+  loop->running = loop->run_alive = 0;
+  return rc;
 }
 
 /* ==== Processes (high level) ============================================
