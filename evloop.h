@@ -376,6 +376,26 @@ EVLOOP_API double evl_time(evl_loop *loop);     /* monotonic seconds */
 EVLOOP_API int64_t evl_time_ns(evl_loop *loop); /* monotonic nanoseconds */
 EVLOOP_API const char *evl_backend_name(const evl_loop *loop);
 
+/* Loop metrics, always on: counters the loop keeps anyway and two clock
+   readings per iteration (after the wait, which the loop does anyway, and
+   after the callbacks; a third before the wait when evl_run_once is the
+   caller or hooks ran). No clock reading per callback: the longest
+   callback is timed per iteration, so it is exact when an iteration ran
+   one callback and an upper bound otherwise (debug mode times every
+   callback and makes it exact). Times are in nanoseconds of the monotonic
+   clock (also with a manual clock, which does not drive them). */
+typedef struct evl_loop_metrics {
+  uint64_t iterations;
+  uint64_t events;     /* fd events and completions the waits returned */
+  uint64_t callbacks;  /* callbacks, timers, fd callbacks and hooks run */
+  int64_t idle_ns;     /* time in the backend's wait */
+  int64_t callback_ns; /* time from the end of each wait to the end of
+                          its iteration (callbacks, hooks, bookkeeping) */
+  int64_t longest_ns;  /* the longest callback (see above) */
+} evl_loop_metrics;
+/* Copies the counters since the loop was made into *out: 0 or EVL_EINVAL. */
+EVLOOP_API int evl_loop_metrics_get(evl_loop *loop, evl_loop_metrics *out);
+
 /* Embedding in a host's loop: seconds the host may sleep before calling
    evl_run_once(loop, 0) (0: work is ready; -1: nothing is scheduled), and
    an fd that becomes readable when the loop has I/O to handle (the epoll or
@@ -1485,6 +1505,9 @@ struct evl_loop {
   int running, stopping, closing, closed, user_freed;
   int read_budget; /* reads per readable socket and iteration */
   int run_alive;   /* in evl_run_alive */
+  evl_loop_metrics metrics;
+  int64_t m_mark; /* monotonic ns at the end of the last iteration */
+  int m_mark_ok;  /* m_mark is the start of this wait (run_forever) */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
@@ -4465,16 +4488,38 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   return ran;
 }
 
+static void evl__metrics_add(evl_loop *loop, int64_t idle, int64_t busy,
+                             int callbacks, uint64_t events) {
+  evl_loop_metrics *m = &loop->metrics;
+  m->iterations++;
+  m->events += events;
+  m->callbacks += (uint64_t)callbacks;
+  m->idle_ns += idle;
+  m->callback_ns += busy;
+  /* one callback: exact; several: the iteration bounds each (debug mode
+     timed them one by one) */
+  if (callbacks > 0 && busy > m->longest_ns && (callbacks == 1 || !loop->debug))
+    m->longest_ns = busy;
+}
+
+EVL__DEF int evl_loop_metrics_get(evl_loop *loop, evl_loop_metrics *out) {
+  if (!loop || !out)
+    return EVL_EINVAL;
+  *out = loop->metrics;
+  return 0;
+}
+
 /* One iteration, as asyncio's _run_once: wait for I/O (not at all if work
    is ready or the loop is stopping), queue fd events and due timers behind
    the callbacks already ready, then run exactly what is queued now. */
 static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
-  int64_t timeout;
+  int64_t timeout, t_wait, t_woke, t_end;
   uint32_t n;
-  int rc, ran = 0;
+  int rc, ran = 0, hooks = 0;
+  uint64_t events = 0;
   if (loop->nhooks) { /* idle, then prepare: just before the wait */
-    evl__hooks_run(loop, EVL_HOOK_IDLE);
-    evl__hooks_run(loop, EVL_HOOK_PREPARE);
+    hooks += evl__hooks_run(loop, EVL_HOOK_IDLE);
+    hooks += evl__hooks_run(loop, EVL_HOOK_PREPARE);
   }
   evl__heap_trim(loop);
   if (loop->ring_len || loop->stopping || loop->idle_active) {
@@ -4490,10 +4535,12 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     timeout = max_wait_ns;
   if (timeout && loop->run_alive && !evl_loop_alive(loop))
     timeout = 0; /* a hook let go of the last reference: do not block */
+  t_wait = loop->m_mark_ok && !hooks ? loop->m_mark : evl__monotonic_ns();
   rc = evl__be_poll(loop, timeout);
   if (rc < 0)
     return rc;
   loop->now = evl__now(loop);
+  t_woke = loop->clock_ns ? evl__monotonic_ns() : loop->now;
   while (loop->heap_len && loop->heap[0].when <= loop->now) {
     uint32_t i = loop->heap[0].slot;
     if (evl__ring_reserve(loop, 1))
@@ -4517,6 +4564,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     loop->now_reuse = 0; /* a callback boundary: read the clock again */
     if (e & EVL__IO_ENTRY) {
       ran += evl__dispatch_io(loop, e);
+      events++;
       continue;
     }
     s = &loop->slots[(uint32_t)e];
@@ -4538,6 +4586,8 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
       dt = evl__monotonic_ns() - t0;
       if (dt >= loop->slow_ns)
         evl__report_slow(loop, "callback", &site, dt);
+      if (dt > loop->metrics.longest_ns)
+        loop->metrics.longest_ns = dt;
     } else {
       evl__slot_done(loop, (uint32_t)e);
       fn(loop, arg);
@@ -4545,8 +4595,12 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     ran++;
   }
   if (loop->nhooks) /* check: after the iteration's callbacks */
-    evl__hooks_run(loop, EVL_HOOK_CHECK);
+    hooks += evl__hooks_run(loop, EVL_HOOK_CHECK);
   loop->now_reuse = 0;
+  t_end = evl__monotonic_ns();
+  evl__metrics_add(loop, t_woke - t_wait, t_end - t_woke, ran + hooks, events);
+  loop->m_mark = t_end;
+  loop->m_mark_ok = 1;
   return ran;
 }
 
@@ -4559,6 +4613,7 @@ EVL__DEF int evl_run_forever(evl_loop *loop) {
   if (loop->running)
     return EVL_ERUNNING;
   loop->running = 1;
+  loop->m_mark_ok = 0; /* the time since the last run is not the loop's */
   for (;;) {
     rc = evl__iterate(loop, -1);
     if (rc < 0 || loop->stopping)
@@ -4583,7 +4638,9 @@ EVL__DEF int evl_run_once(evl_loop *loop, double max_wait) {
   if (max_wait != max_wait)
     return EVL_EINVAL;
   loop->running = 1;
+  loop->m_mark_ok = 0;
   rc = evl__iterate(loop, ns);
+  loop->m_mark_ok = 0;
   loop->stopping = 0;
   loop->running = 0;
   return rc;
@@ -11620,6 +11677,7 @@ EVL__DEF int evl_run_alive(evl_loop *loop) {
   if (loop->running)
     return EVL_ERUNNING;
   loop->running = loop->run_alive = 1;
+  loop->m_mark_ok = 0;
   while (evl_loop_alive(loop)) {
     rc = evl__iterate(loop, -1);
     if (rc < 0)
