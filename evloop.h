@@ -207,6 +207,7 @@ extern "C" {
   X(ERANGE, -34, "result out of range")                                        \
   X(ENAMETOOLONG, -36, "name too long")                                        \
   X(ENOSYS, -38, "function not implemented")                                   \
+  X(ENOTEMPTY, -39, "directory not empty")                                     \
   X(ENOTSOCK, -88, "socket operation on non-socket")                           \
   X(EDESTADDRREQ, -89, "destination address required")                         \
   X(EMSGSIZE, -90, "message too long")                                         \
@@ -1073,6 +1074,79 @@ EVLOOP_API int evl_process_kill(evl_process *p);
 /* Frees the process object (the child goes on, and is reaped). */
 EVLOOP_API void evl_process_free(evl_process *p);
 
+/* ==== Files (on the executor) ===========================================
+   libuv's uv_fs_* set as futures: each runs its blocking call on the
+   loop's default executor (inline under EVLOOP_NO_THREADS). Paths are
+   UTF-8 (UTF-16 on Windows, converted) and copied: free them at once if
+   you like. A buffer given to evl_fs_read or evl_fs_write is the caller's
+   again when the future completes. A file is an evl_fd: a POSIX fd, a
+   HANDLE on Windows. Results that are numbers come as
+   (intptr_t)evl_future_result(f); structures the future owns and frees
+   with itself. Errors: the future fails with the EVL_E* code (EVL_ENOENT,
+   EVL_EEXIST, EVL_ENOTEMPTY...); bad arguments with EVL_EINVAL. */
+enum {
+  EVL_FS_READ = 1,   /* open for reading */
+  EVL_FS_WRITE = 2,  /* open for writing */
+  EVL_FS_CREATE = 4, /* create if missing (mode, e.g. 0644, on POSIX) */
+  EVL_FS_TRUNC = 8,  /* truncate to 0 */
+  EVL_FS_APPEND = 16,
+  EVL_FS_EXCL = 32 /* with CREATE: fail if it exists; copyfile: the same */
+};
+typedef enum evl_fs_type {
+  EVL_FS_FILE = 1,
+  EVL_FS_DIR,
+  EVL_FS_LINK,
+  EVL_FS_OTHER
+} evl_fs_type;
+typedef struct evl_stat {
+  uint64_t size, dev, ino, nlink;
+  uint32_t mode; /* POSIX st_mode; on Windows S_IFDIR/S_IFREG and 0444/0644 */
+  evl_fs_type type;
+  int64_t atime_ns, mtime_ns, ctime_ns; /* since 1970 */
+} evl_stat;
+typedef struct evl_dirent {
+  const char *name; /* not "." or ".." */
+  evl_fs_type type; /* EVL_FS_OTHER where the system does not say */
+} evl_dirent;
+typedef struct evl_fs_dir {
+  size_t count;
+  evl_dirent *entries; /* in the order the system lists them */
+} evl_fs_dir;
+typedef struct evl_fs_data {
+  size_t len;
+  unsigned char *data; /* len bytes and a NUL after them */
+} evl_fs_data;
+/* Result: the fd. */
+EVLOOP_API evl_future *evl_fs_open(evl_loop *loop, const char *path, int flags,
+                                   int mode);
+EVLOOP_API evl_future *evl_fs_close(evl_loop *loop, evl_fd fd);
+/* At offset (>= 0), not moving the file position. Result: bytes read (0
+   at the end) / written (all of len, or the future fails). */
+EVLOOP_API evl_future *evl_fs_read(evl_loop *loop, evl_fd fd, void *buf,
+                                   size_t len, int64_t offset);
+EVLOOP_API evl_future *evl_fs_write(evl_loop *loop, evl_fd fd, const void *buf,
+                                    size_t len, int64_t offset);
+/* Result: an evl_stat *. lstat describes a symbolic link itself. */
+EVLOOP_API evl_future *evl_fs_stat(evl_loop *loop, const char *path);
+EVLOOP_API evl_future *evl_fs_lstat(evl_loop *loop, const char *path);
+EVLOOP_API evl_future *evl_fs_fstat(evl_loop *loop, evl_fd fd);
+EVLOOP_API evl_future *evl_fs_fsync(evl_loop *loop, evl_fd fd);
+/* Replaces an existing file at to. */
+EVLOOP_API evl_future *evl_fs_rename(evl_loop *loop, const char *from,
+                                     const char *to);
+EVLOOP_API evl_future *evl_fs_unlink(evl_loop *loop, const char *path);
+EVLOOP_API evl_future *evl_fs_mkdir(evl_loop *loop, const char *path, int mode);
+EVLOOP_API evl_future *evl_fs_rmdir(evl_loop *loop, const char *path);
+/* Result: an evl_fs_dir *. */
+EVLOOP_API evl_future *evl_fs_readdir(evl_loop *loop, const char *path);
+/* Result: the absolute path with links resolved (char *). */
+EVLOOP_API evl_future *evl_fs_realpath(evl_loop *loop, const char *path);
+/* flags: EVL_FS_EXCL fails if to exists. */
+EVLOOP_API evl_future *evl_fs_copyfile(evl_loop *loop, const char *from,
+                                       const char *to, int flags);
+/* The whole file in memory. Result: an evl_fs_data *. */
+EVLOOP_API evl_future *evl_fs_read_file(evl_loop *loop, const char *path);
+
 /* ==== Errors, exception handler, debug ================================== */
 
 EVLOOP_API const char *evl_strerror(int err);
@@ -1211,6 +1285,7 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #include <arpa/inet.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #endif
 #ifdef __linux__
 #include <sys/sendfile.h>
@@ -1857,6 +1932,8 @@ static int evl__win_errno(DWORD e) {
     return ENOEXEC;
   case ERROR_DIRECTORY:
     return ENOTDIR;
+  case ERROR_DIR_NOT_EMPTY:
+    return ENOTEMPTY;
   case ERROR_FILE_EXISTS:
   case ERROR_ALREADY_EXISTS:
     return EEXIST;
@@ -11939,6 +12016,769 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
   }
   c->fut.refs++; /* evl__comm_done's */
   return &c->fut;
+}
+
+/* ==== Files (on the executor) ===========================================
+   One request type for every operation; its work function runs on an
+   executor thread, so everything it allocates comes from EVLOOP_MALLOC
+   (the loop's allocator is the loop thread's). */
+
+enum {
+  EVL__FS_OPEN,
+  EVL__FS_CLOSE,
+  EVL__FS_READ,
+  EVL__FS_WRITE,
+  EVL__FS_STAT,
+  EVL__FS_LSTAT,
+  EVL__FS_FSTAT,
+  EVL__FS_FSYNC,
+  EVL__FS_RENAME,
+  EVL__FS_UNLINK,
+  EVL__FS_MKDIR,
+  EVL__FS_RMDIR,
+  EVL__FS_READDIR,
+  EVL__FS_REALPATH,
+  EVL__FS_COPYFILE,
+  EVL__FS_READFILE
+};
+
+typedef struct evl__fsreq {
+  int op, flags, mode;
+  evl_fd fd;
+  void *buf;
+  size_t len;
+  int64_t off;
+  char *path, *path2;
+} evl__fsreq;
+
+static void evl__fsreq_free(void *p) {
+  evl__fsreq *r = (evl__fsreq *)p;
+  EVLOOP_FREE(NULL, r->path);
+  EVLOOP_FREE(NULL, r->path2);
+  EVLOOP_FREE(NULL, r);
+}
+
+/* A directory listing in one block: the header, the entries, the names. */
+typedef struct evl__dirent_at {
+  size_t off; /* of the name in names */
+  evl_fs_type type;
+} evl__dirent_at;
+typedef struct evl__dirbuild {
+  evl__dirent_at *ents;
+  char *names;
+  size_t n, cap, nlen, ncap;
+} evl__dirbuild;
+
+static int evl__dir_add(evl__dirbuild *b, const char *name, evl_fs_type t) {
+  size_t len = strlen(name) + 1;
+  if ((name[0] == '.' && !name[1]) ||
+      (name[0] == '.' && name[1] == '.' && !name[2]))
+    return 0;
+  if (b->n == b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 16;
+    evl__dirent_at *e =
+        (evl__dirent_at *)EVLOOP_REALLOC(NULL, b->ents, cap * sizeof *e);
+    if (!e)
+      return EVL_ENOMEM;
+    b->ents = e;
+    b->cap = cap;
+  }
+  if (b->nlen + len > b->ncap) {
+    size_t cap = b->ncap ? b->ncap * 2 : 256;
+    char *nm;
+    while (cap < b->nlen + len)
+      cap *= 2;
+    nm = (char *)EVLOOP_REALLOC(NULL, b->names, cap);
+    if (!nm)
+      return EVL_ENOMEM;
+    b->names = nm;
+    b->ncap = cap;
+  }
+  memcpy(b->names + b->nlen, name, len);
+  b->ents[b->n].off = b->nlen;
+  b->ents[b->n++].type = t;
+  b->nlen += len;
+  return 0;
+}
+
+static int evl__dir_finish(evl__dirbuild *b, void **result) {
+  size_t head = sizeof(evl_fs_dir) + b->n * sizeof(evl_dirent), i;
+  evl_fs_dir *d = (evl_fs_dir *)EVLOOP_MALLOC(NULL, head + b->nlen + 1);
+  char *names;
+  if (!d)
+    return EVL_ENOMEM;
+  d->count = b->n;
+  d->entries = (evl_dirent *)(void *)(d + 1);
+  names = (char *)d + head;
+  if (b->nlen)
+    memcpy(names, b->names, b->nlen);
+  for (i = 0; i < b->n; i++) {
+    d->entries[i].name = names + b->ents[i].off;
+    d->entries[i].type = b->ents[i].type;
+  }
+  *result = d;
+  return 0;
+}
+
+static void evl__dir_drop(evl__dirbuild *b) {
+  EVLOOP_FREE(NULL, b->ents);
+  EVLOOP_FREE(NULL, b->names);
+}
+
+#ifdef _WIN32
+#define EVL__FS_FAIL() evl_translate_sys_error(evl__win_errno(GetLastError()))
+
+static evl_fs_data *evl__fs_data_new(size_t len) {
+  evl_fs_data *d = (evl_fs_data *)EVLOOP_MALLOC(NULL, sizeof *d + len + 1);
+  if (d) {
+    d->len = len;
+    d->data = (unsigned char *)(d + 1);
+    d->data[len] = 0;
+  }
+  return d;
+}
+
+/* UTF-8 -> UTF-16, from EVLOOP_MALLOC; NULL when out of memory or bad. */
+static wchar_t *evl__wpath(const char *s) {
+  int n = MultiByteToWideChar(CP_UTF8, 0, s, -1, NULL, 0);
+  wchar_t *w;
+  if (n <= 0)
+    return NULL;
+  w = (wchar_t *)EVLOOP_MALLOC(NULL, (size_t)n * sizeof *w);
+  if (w && MultiByteToWideChar(CP_UTF8, 0, s, -1, w, n) <= 0) {
+    EVLOOP_FREE(NULL, w);
+    w = NULL;
+  }
+  return w;
+}
+static char *evl__utf8(const wchar_t *w) {
+  int n = WideCharToMultiByte(CP_UTF8, 0, w, -1, NULL, 0, NULL, NULL);
+  char *s;
+  if (n <= 0)
+    return NULL;
+  s = (char *)EVLOOP_MALLOC(NULL, (size_t)n);
+  if (s && WideCharToMultiByte(CP_UTF8, 0, w, -1, s, n, NULL, NULL) <= 0) {
+    EVLOOP_FREE(NULL, s);
+    s = NULL;
+  }
+  return s;
+}
+
+/* Opens path with CreateFileW; INVALID_HANDLE_VALUE and *err on failure. */
+static HANDLE evl__fs_wopen(const char *path, DWORD access, DWORD disp,
+                            DWORD flags, int *err) {
+  wchar_t *w = evl__wpath(path);
+  HANDLE h;
+  if (!w) {
+    *err = EVL_EINVAL;
+    return INVALID_HANDLE_VALUE;
+  }
+  h = CreateFileW(w, access,
+                  FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
+                  disp, flags, NULL);
+  if (h == INVALID_HANDLE_VALUE)
+    *err = EVL__FS_FAIL();
+  EVLOOP_FREE(NULL, w);
+  return h;
+}
+
+static int64_t
+evl__ft_ns(FILETIME ft) { /* 100 ns since 1601 -> ns since 1970 */
+  int64_t t = (int64_t)(((uint64_t)ft.dwHighDateTime << 32) | ft.dwLowDateTime);
+  return (t - 116444736000000000ll) * 100;
+}
+
+static int evl__fs_fstat_h(HANDLE h, void **result) {
+  BY_HANDLE_FILE_INFORMATION fi;
+  evl_stat *st;
+  if (!GetFileInformationByHandle(h, &fi))
+    return EVL__FS_FAIL();
+  st = (evl_stat *)EVLOOP_MALLOC(NULL, sizeof *st);
+  if (!st)
+    return EVL_ENOMEM;
+  memset(st, 0, sizeof *st);
+  st->size = ((uint64_t)fi.nFileSizeHigh << 32) | fi.nFileSizeLow;
+  st->dev = fi.dwVolumeSerialNumber;
+  st->ino = ((uint64_t)fi.nFileIndexHigh << 32) | fi.nFileIndexLow;
+  st->nlink = fi.nNumberOfLinks;
+  st->type = fi.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT ? EVL_FS_LINK
+             : fi.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY   ? EVL_FS_DIR
+                                                                : EVL_FS_FILE;
+  st->mode =
+      (st->type == EVL_FS_DIR ? 0040000u | 0755u : 0100000u) |
+      (st->type != EVL_FS_DIR
+           ? (fi.dwFileAttributes & FILE_ATTRIBUTE_READONLY ? 0444u : 0644u)
+           : 0u);
+  st->atime_ns = evl__ft_ns(fi.ftLastAccessTime);
+  st->mtime_ns = evl__ft_ns(fi.ftLastWriteTime);
+  st->ctime_ns = evl__ft_ns(fi.ftCreationTime);
+  *result = st;
+  return 0;
+}
+
+static int evl__fs_pio(evl__fsreq *r, void **result) {
+  HANDLE h = (HANDLE)r->fd;
+  size_t done = 0;
+  for (;;) {
+    OVERLAPPED ov;
+    DWORD n = 0, want;
+    BOOL ok;
+    uint64_t off = (uint64_t)r->off + done;
+    size_t left = r->len - done;
+    want = left > 0x40000000u ? 0x40000000u : (DWORD)left;
+    memset(&ov, 0, sizeof ov);
+    ov.Offset = (DWORD)off;
+    ov.OffsetHigh = (DWORD)(off >> 32);
+    ok = r->op == EVL__FS_READ
+             ? ReadFile(h, (char *)r->buf + done, want, &n, &ov)
+             : WriteFile(h, (const char *)r->buf + done, want, &n, &ov);
+    if (!ok) {
+      if (r->op == EVL__FS_READ && GetLastError() == ERROR_HANDLE_EOF)
+        break;
+      return EVL__FS_FAIL();
+    }
+    done += n;
+    if (r->op == EVL__FS_READ || done == r->len || n == 0)
+      break;
+  }
+  *result = (void *)(intptr_t)done;
+  return 0;
+}
+
+static int evl__fs_work(void *arg, void **result) {
+  evl__fsreq *r = (evl__fsreq *)arg;
+  int err = 0;
+  HANDLE h;
+  wchar_t *w = NULL, *w2 = NULL;
+  BOOL ok = TRUE;
+  switch (r->op) {
+  case EVL__FS_OPEN: {
+    DWORD access = 0, disp;
+    int f = r->flags;
+    if (f & EVL_FS_READ)
+      access |= GENERIC_READ;
+    if (f & EVL_FS_WRITE)
+      access |= f & EVL_FS_APPEND ? FILE_APPEND_DATA : GENERIC_WRITE;
+    if ((f & (EVL_FS_CREATE | EVL_FS_EXCL)) == (EVL_FS_CREATE | EVL_FS_EXCL))
+      disp = CREATE_NEW;
+    else if (f & EVL_FS_CREATE)
+      disp = f & EVL_FS_TRUNC ? CREATE_ALWAYS : OPEN_ALWAYS;
+    else
+      disp = f & EVL_FS_TRUNC ? TRUNCATE_EXISTING : OPEN_EXISTING;
+    h = evl__fs_wopen(r->path, access, disp, FILE_ATTRIBUTE_NORMAL, &err);
+    if (h == INVALID_HANDLE_VALUE)
+      return err;
+    SetHandleInformation(h, HANDLE_FLAG_INHERIT, 0);
+    *result = (void *)(intptr_t)h;
+    return 0;
+  }
+  case EVL__FS_CLOSE:
+    return CloseHandle((HANDLE)r->fd) ? 0 : EVL__FS_FAIL();
+  case EVL__FS_READ:
+  case EVL__FS_WRITE:
+    return evl__fs_pio(r, result);
+  case EVL__FS_FSTAT:
+    return evl__fs_fstat_h((HANDLE)r->fd, result);
+  case EVL__FS_STAT:
+  case EVL__FS_LSTAT:
+  case EVL__FS_REALPATH:
+    h = evl__fs_wopen(
+        r->path, FILE_READ_ATTRIBUTES, OPEN_EXISTING,
+        FILE_FLAG_BACKUP_SEMANTICS |
+            (r->op == EVL__FS_LSTAT ? FILE_FLAG_OPEN_REPARSE_POINT : 0),
+        &err);
+    if (h == INVALID_HANDLE_VALUE)
+      return err;
+    if (r->op != EVL__FS_REALPATH) {
+      err = evl__fs_fstat_h(h, result);
+    } else {
+      wchar_t buf[32768];
+      DWORD n = GetFinalPathNameByHandleW(h, buf, 32768, 0);
+      char *u = NULL;
+      if (n == 0 || n >= 32768)
+        err = n ? EVL_ENAMETOOLONG : EVL__FS_FAIL();
+      else if (!(u = evl__utf8(wcsncmp(buf, L"\\\\?\\UNC\\", 8) == 0 ? buf + 6
+                               : wcsncmp(buf, L"\\\\?\\", 4) == 0    ? buf + 4
+                                                                     : buf)))
+        err = EVL_ENOMEM;
+      else
+        *result = u;
+    }
+    CloseHandle(h);
+    return err;
+  case EVL__FS_FSYNC:
+    return FlushFileBuffers((HANDLE)r->fd) ? 0 : EVL__FS_FAIL();
+  case EVL__FS_READFILE: {
+    LARGE_INTEGER size;
+    evl_fs_data *d;
+    evl__fsreq rr;
+    void *got;
+    h = evl__fs_wopen(r->path, GENERIC_READ, OPEN_EXISTING,
+                      FILE_ATTRIBUTE_NORMAL, &err);
+    if (h == INVALID_HANDLE_VALUE)
+      return err;
+    if (!GetFileSizeEx(h, &size)) {
+      err = EVL__FS_FAIL();
+    } else if ((uint64_t)size.QuadPart > (uint64_t)0x7fffffff) {
+      err = EVL_EFBIG;
+    } else if (!(d = evl__fs_data_new((size_t)size.QuadPart))) {
+      err = EVL_ENOMEM;
+    } else {
+      memset(&rr, 0, sizeof rr);
+      rr.op = EVL__FS_READ;
+      rr.fd = (evl_fd)(intptr_t)h;
+      rr.buf = d->data;
+      rr.len = d->len;
+      err = evl__fs_pio(&rr, &got);
+      if (err) {
+        EVLOOP_FREE(NULL, d);
+      } else {
+        d->len = (size_t)(intptr_t)got;
+        d->data[d->len] = 0;
+        *result = d;
+      }
+    }
+    CloseHandle(h);
+    return err;
+  }
+  case EVL__FS_READDIR: {
+    WIN32_FIND_DATAW fd;
+    evl__dirbuild b;
+    size_t n = strlen(r->path);
+    char *pat = (char *)EVLOOP_MALLOC(NULL, n + 3);
+    if (!pat)
+      return EVL_ENOMEM;
+    memcpy(pat, r->path, n);
+    memcpy(pat + n,
+           n && (r->path[n - 1] == '\\' || r->path[n - 1] == '/') ? "*" : "\\*",
+           3);
+    w = evl__wpath(pat);
+    EVLOOP_FREE(NULL, pat);
+    if (!w)
+      return EVL_EINVAL;
+    h = FindFirstFileW(w, &fd);
+    EVLOOP_FREE(NULL, w);
+    if (h == INVALID_HANDLE_VALUE)
+      return GetLastError() == ERROR_FILE_NOT_FOUND ? EVL_ENOENT
+                                                    : EVL__FS_FAIL();
+    memset(&b, 0, sizeof b);
+    do {
+      char *u = evl__utf8(fd.cFileName);
+      evl_fs_type t =
+          fd.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT ? EVL_FS_LINK
+          : fd.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY   ? EVL_FS_DIR
+                                                             : EVL_FS_FILE;
+      err = u ? evl__dir_add(&b, u, t) : EVL_ENOMEM;
+      EVLOOP_FREE(NULL, u);
+    } while (!err && FindNextFileW(h, &fd));
+    FindClose(h);
+    if (!err)
+      err = evl__dir_finish(&b, result);
+    evl__dir_drop(&b);
+    return err;
+  }
+  default:
+    break;
+  }
+  /* operations on one or two paths */
+  w = evl__wpath(r->path);
+  if (r->path2)
+    w2 = evl__wpath(r->path2);
+  if (!w || (r->path2 && !w2)) {
+    err = EVL_EINVAL;
+  } else {
+    switch (r->op) {
+    case EVL__FS_RENAME:
+      ok = MoveFileExW(w, w2, MOVEFILE_REPLACE_EXISTING);
+      break;
+    case EVL__FS_UNLINK:
+      ok = DeleteFileW(w);
+      break;
+    case EVL__FS_MKDIR:
+      ok = CreateDirectoryW(w, NULL);
+      break;
+    case EVL__FS_RMDIR:
+      ok = RemoveDirectoryW(w);
+      break;
+    default: /* EVL__FS_COPYFILE */
+      ok = CopyFileW(w, w2, (r->flags & EVL_FS_EXCL) != 0);
+    }
+    if (!ok)
+      err = EVL__FS_FAIL();
+  }
+  EVLOOP_FREE(NULL, w);
+  EVLOOP_FREE(NULL, w2);
+  return err;
+}
+#else /* POSIX */
+
+static int64_t evl__ts_ns(time_t s, long ns) {
+  return (int64_t)s * 1000000000 + ns;
+}
+
+static int evl__fs_statres(const struct stat *sb, void **result) {
+  evl_stat *st = (evl_stat *)EVLOOP_MALLOC(NULL, sizeof *st);
+  if (!st)
+    return EVL_ENOMEM;
+  memset(st, 0, sizeof *st);
+  st->size = (uint64_t)sb->st_size;
+  st->dev = (uint64_t)sb->st_dev;
+  st->ino = (uint64_t)sb->st_ino;
+  st->nlink = (uint64_t)sb->st_nlink;
+  st->mode = (uint32_t)sb->st_mode;
+  st->type = S_ISREG(sb->st_mode)   ? EVL_FS_FILE
+             : S_ISDIR(sb->st_mode) ? EVL_FS_DIR
+             : S_ISLNK(sb->st_mode) ? EVL_FS_LINK
+                                    : EVL_FS_OTHER;
+#if defined(__APPLE__)
+  st->atime_ns = evl__ts_ns(sb->st_atimespec.tv_sec, sb->st_atimespec.tv_nsec);
+  st->mtime_ns = evl__ts_ns(sb->st_mtimespec.tv_sec, sb->st_mtimespec.tv_nsec);
+  st->ctime_ns = evl__ts_ns(sb->st_ctimespec.tv_sec, sb->st_ctimespec.tv_nsec);
+#else
+  st->atime_ns = evl__ts_ns(sb->st_atim.tv_sec, sb->st_atim.tv_nsec);
+  st->mtime_ns = evl__ts_ns(sb->st_mtim.tv_sec, sb->st_mtim.tv_nsec);
+  st->ctime_ns = evl__ts_ns(sb->st_ctim.tv_sec, sb->st_ctim.tv_nsec);
+#endif
+  *result = st;
+  return 0;
+}
+
+/* pread/pwrite until done (write) or one read; EINTR is retried. */
+static int evl__fs_pio(int fd, int op, void *buf, size_t len, int64_t off,
+                       size_t *out) {
+  size_t done = 0;
+  while (done < len || len == 0) {
+    ssize_t n = op == EVL__FS_READ
+                    ? pread(fd, (char *)buf + done, len - done,
+                            (off_t)(off + (int64_t)done))
+                    : pwrite(fd, (const char *)buf + done, len - done,
+                             (off_t)(off + (int64_t)done));
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return evl__errno();
+    }
+    done += (size_t)n;
+    if (op == EVL__FS_READ || n == 0)
+      break;
+  }
+  *out = done;
+  return 0;
+}
+
+static int evl__fs_copy(const char *from, const char *to, int flags) {
+  struct stat sb;
+  int in, out, err = 0;
+  char *buf;
+  in = open(from, O_RDONLY | O_CLOEXEC);
+  if (in < 0)
+    return evl__errno();
+  if (fstat(in, &sb) < 0) {
+    err = evl__errno();
+    close(in);
+    return err;
+  }
+  out = open(to,
+             O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+                 (flags & EVL_FS_EXCL ? O_EXCL : 0),
+             sb.st_mode & 07777);
+  if (out < 0) {
+    err = evl__errno();
+    close(in);
+    return err;
+  }
+  buf = (char *)EVLOOP_MALLOC(NULL, 65536);
+  if (!buf)
+    err = EVL_ENOMEM;
+  while (!err) {
+    ssize_t n = read(in, buf, 65536), w = 0;
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      err = n < 0 ? evl__errno() : 0;
+      break;
+    }
+    while (w < n && !err) {
+      ssize_t k = write(out, buf + w, (size_t)(n - w));
+      if (k < 0 && errno != EINTR)
+        err = evl__errno();
+      else if (k > 0)
+        w += k;
+    }
+  }
+  EVLOOP_FREE(NULL, buf);
+  close(in);
+  if (close(out) < 0 && !err)
+    err = evl__errno();
+  if (err)
+    (void)unlink(to);
+  return err;
+}
+
+static int evl__fs_work(void *arg, void **result) {
+  evl__fsreq *r = (evl__fsreq *)arg;
+  struct stat sb;
+  size_t n = 0;
+  int rc, fd, f = r->flags;
+  switch (r->op) {
+  case EVL__FS_OPEN:
+    fd = open(r->path,
+              ((f & EVL_FS_READ) && (f & EVL_FS_WRITE) ? O_RDWR
+               : f & EVL_FS_WRITE                      ? O_WRONLY
+                                                       : O_RDONLY) |
+                  (f & EVL_FS_CREATE ? O_CREAT : 0) |
+                  (f & EVL_FS_TRUNC ? O_TRUNC : 0) |
+                  (f & EVL_FS_APPEND ? O_APPEND : 0) |
+                  (f & EVL_FS_EXCL ? O_EXCL : 0) | O_CLOEXEC,
+              r->mode);
+    if (fd < 0)
+      return evl__errno();
+    *result = (void *)(intptr_t)fd;
+    return 0;
+  case EVL__FS_CLOSE:
+    return close((int)r->fd) < 0 && errno != EINTR ? evl__errno() : 0;
+  case EVL__FS_READ:
+  case EVL__FS_WRITE:
+    rc = evl__fs_pio((int)r->fd, r->op, r->buf, r->len, r->off, &n);
+    if (!rc)
+      *result = (void *)(intptr_t)n;
+    return rc;
+  case EVL__FS_STAT:
+  case EVL__FS_LSTAT:
+  case EVL__FS_FSTAT:
+    rc = r->op == EVL__FS_STAT    ? stat(r->path, &sb)
+         : r->op == EVL__FS_LSTAT ? lstat(r->path, &sb)
+                                  : fstat((int)r->fd, &sb);
+    return rc < 0 ? evl__errno() : evl__fs_statres(&sb, result);
+  case EVL__FS_FSYNC:
+    return fsync((int)r->fd) < 0 ? evl__errno() : 0;
+  case EVL__FS_RENAME:
+    return rename(r->path, r->path2) < 0 ? evl__errno() : 0;
+  case EVL__FS_UNLINK:
+    return unlink(r->path) < 0 ? evl__errno() : 0;
+  case EVL__FS_MKDIR:
+    return mkdir(r->path, (mode_t)r->mode) < 0 ? evl__errno() : 0;
+  case EVL__FS_RMDIR:
+    return rmdir(r->path) < 0 ? evl__errno() : 0;
+  case EVL__FS_REALPATH: {
+    char *p = realpath(r->path, NULL), *c;
+    if (!p)
+      return evl__errno();
+    c = evl__gstrdup(p); /* realpath's is malloc's, ours EVLOOP_FREE's */
+    free(p);
+    if (!c)
+      return EVL_ENOMEM;
+    *result = c;
+    return 0;
+  }
+  case EVL__FS_COPYFILE:
+    return evl__fs_copy(r->path, r->path2, r->flags);
+  case EVL__FS_READFILE: {
+    evl_fs_data *d = NULL;
+    size_t cap;
+    fd = open(r->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      return evl__errno();
+    rc = fstat(fd, &sb) < 0 ? evl__errno() : 0;
+    cap = !rc && sb.st_size > 0 ? (size_t)sb.st_size : 4096;
+    n = 0;
+    while (!rc) { /* the size may change (or be 0: /proc): read to EOF */
+      ssize_t k;
+      if (!d || n == cap) {
+        evl_fs_data *g;
+        if (d)
+          cap *= 2;
+        g = (evl_fs_data *)EVLOOP_REALLOC(NULL, d, sizeof *d + cap + 1);
+        if (!g) {
+          rc = EVL_ENOMEM;
+          break;
+        }
+        d = g;
+        d->data = (unsigned char *)(d + 1);
+      }
+      k = read(fd, d->data + n, cap - n);
+      if (k < 0 && errno == EINTR)
+        continue;
+      if (k < 0)
+        rc = evl__errno();
+      else if (k == 0)
+        break;
+      else
+        n += (size_t)k;
+    }
+    close(fd);
+    if (rc) {
+      EVLOOP_FREE(NULL, d);
+      return rc;
+    }
+    d->len = n;
+    d->data[n] = 0;
+    *result = d;
+    return 0;
+  }
+  default: { /* EVL__FS_READDIR */
+    DIR *dir = opendir(r->path);
+    struct dirent *e;
+    evl__dirbuild b;
+    if (!dir)
+      return evl__errno();
+    memset(&b, 0, sizeof b);
+    rc = 0;
+    errno = 0;
+    while (!rc && (e = readdir(dir)) != NULL) {
+      evl_fs_type t = EVL_FS_OTHER;
+#ifdef DT_DIR
+      t = e->d_type == DT_REG   ? EVL_FS_FILE
+          : e->d_type == DT_DIR ? EVL_FS_DIR
+          : e->d_type == DT_LNK ? EVL_FS_LINK
+                                : EVL_FS_OTHER;
+#endif
+      rc = evl__dir_add(&b, e->d_name, t);
+    }
+    if (!rc && errno)
+      rc = evl__errno();
+    closedir(dir);
+    if (!rc)
+      rc = evl__dir_finish(&b, result);
+    evl__dir_drop(&b);
+    return rc;
+  }
+  }
+}
+#endif
+
+/* A future that failed with err at once (bad arguments). */
+static evl_future *evl__failed_future(evl_loop *loop, int err) {
+  evl_future *f = evl_future_new(loop);
+  if (f)
+    (void)evl_future_set_error(f, err, NULL);
+  return f;
+}
+
+/* Submits a request; r is freed with the job (or here on failure). */
+static evl_future *evl__fs_submit(evl_loop *loop, evl__fsreq *r) {
+  evl_future *f;
+  if (!r)
+    return NULL;
+  /* results that are numbers (an fd, a count) are not freed */
+  f = evl__submit(loop, NULL, evl__fs_work, r, evl__fsreq_free,
+                  r->op == EVL__FS_OPEN || r->op == EVL__FS_READ ||
+                          r->op == EVL__FS_WRITE
+                      ? NULL
+                      : evl__gfree);
+  return f;
+}
+
+/* A request, or NULL (out of memory); path copies made. */
+static evl__fsreq *evl__fsreq_new(int op, const char *path, const char *path2) {
+  evl__fsreq *r = (evl__fsreq *)EVLOOP_MALLOC(NULL, sizeof *r);
+  if (!r)
+    return NULL;
+  memset(r, 0, sizeof *r);
+  r->op = op;
+  r->path = evl__gstrdup(path);
+  r->path2 = evl__gstrdup(path2);
+  if ((path && !r->path) || (path2 && !r->path2)) {
+    evl__fsreq_free(r);
+    return NULL;
+  }
+  return r;
+}
+
+/* NULL for a NULL/closed loop; a future failed with EVL_EINVAL for bad
+   arguments; else the submitted request. */
+static evl_future *evl__fs_path_op(evl_loop *loop, int op, const char *path,
+                                   const char *path2, int need2, int flags,
+                                   int mode) {
+  evl__fsreq *r;
+  if (!loop || loop->closed)
+    return NULL;
+  if (!path || !*path || (need2 && (!path2 || !*path2)))
+    return evl__failed_future(loop, EVL_EINVAL);
+  r = evl__fsreq_new(op, path, need2 ? path2 : NULL);
+  if (r) {
+    r->flags = flags;
+    r->mode = mode;
+  }
+  return evl__fs_submit(loop, r);
+}
+
+static evl_future *evl__fs_fd_op(evl_loop *loop, int op, evl_fd fd, void *buf,
+                                 size_t len, int64_t off) {
+  evl__fsreq *r;
+  if (!loop || loop->closed)
+    return NULL;
+  if (fd < 0 || off < 0 || (!buf && len) ||
+      ((op == EVL__FS_READ || op == EVL__FS_WRITE) && len > (size_t)INTPTR_MAX))
+    return evl__failed_future(loop, fd < 0 ? EVL_EBADF : EVL_EINVAL);
+  r = evl__fsreq_new(op, NULL, NULL);
+  if (r) {
+    r->fd = fd;
+    r->buf = buf;
+    r->len = len;
+    r->off = off;
+  }
+  return evl__fs_submit(loop, r);
+}
+
+EVL__DEF evl_future *evl_fs_open(evl_loop *loop, const char *path, int flags,
+                                 int mode) {
+  if (loop && !loop->closed &&
+      (!(flags & (EVL_FS_READ | EVL_FS_WRITE)) || (flags & ~63)))
+    return evl__failed_future(loop, EVL_EINVAL);
+  return evl__fs_path_op(loop, EVL__FS_OPEN, path, NULL, 0, flags, mode);
+}
+EVL__DEF evl_future *evl_fs_close(evl_loop *loop, evl_fd fd) {
+  return evl__fs_fd_op(loop, EVL__FS_CLOSE, fd, NULL, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_read(evl_loop *loop, evl_fd fd, void *buf,
+                                 size_t len, int64_t offset) {
+  return evl__fs_fd_op(loop, EVL__FS_READ, fd, buf, len, offset);
+}
+EVL__DEF evl_future *evl_fs_write(evl_loop *loop, evl_fd fd, const void *buf,
+                                  size_t len, int64_t offset) {
+  return evl__fs_fd_op(loop, EVL__FS_WRITE, fd, (void *)(uintptr_t)buf, len,
+                       offset);
+}
+EVL__DEF evl_future *evl_fs_stat(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_STAT, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_lstat(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_LSTAT, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_fstat(evl_loop *loop, evl_fd fd) {
+  return evl__fs_fd_op(loop, EVL__FS_FSTAT, fd, NULL, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_fsync(evl_loop *loop, evl_fd fd) {
+  return evl__fs_fd_op(loop, EVL__FS_FSYNC, fd, NULL, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_rename(evl_loop *loop, const char *from,
+                                   const char *to) {
+  return evl__fs_path_op(loop, EVL__FS_RENAME, from, to, 1, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_unlink(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_UNLINK, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_mkdir(evl_loop *loop, const char *path, int mode) {
+  return evl__fs_path_op(loop, EVL__FS_MKDIR, path, NULL, 0, 0, mode);
+}
+EVL__DEF evl_future *evl_fs_rmdir(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_RMDIR, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_readdir(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_READDIR, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_realpath(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_REALPATH, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_copyfile(evl_loop *loop, const char *from,
+                                     const char *to, int flags) {
+  if (loop && !loop->closed && (flags & ~EVL_FS_EXCL))
+    return evl__failed_future(loop, EVL_EINVAL);
+  return evl__fs_path_op(loop, EVL__FS_COPYFILE, from, to, 1, flags, 0);
+}
+EVL__DEF evl_future *evl_fs_read_file(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_READFILE, path, NULL, 0, 0, 0);
 }
 
 /* ==== evl_run (asyncio.run) ============================================= */
