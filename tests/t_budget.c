@@ -198,9 +198,23 @@ TEST(stream_drained_per_iteration) {
   if (wrote <= 65536)
     SKIP("the socket buffers hold no more than one read");
   test_sleep_ms(20);
+#ifndef _WIN32
+  /* an AF_UNIX socketpair holds everything written by now */
   evl_run_once(loop, 1.0);
   CHECK_EQ(r.bytes, wrote);
   CHECK(r.count >= 2);
+#else
+  { /* loopback TCP may still have bytes in flight: some iteration reads
+       several times (one read an iteration would take > 16 of them) */
+    int iterations = 0;
+    while (r.bytes < wrote && iterations < 100) {
+      evl_run_once(loop, 1.0);
+      iterations++;
+    }
+    CHECK_EQ(r.bytes, wrote);
+    CHECK(r.count > iterations);
+  }
+#endif
   test_closesocket(sv[1]);
   evl_transport_close(r.t);
   evl_run_once(loop, 0);

@@ -81,7 +81,7 @@ TEST(metrics_times) {
   {
     evl_loop_metrics m2;
     CHECK_EQ(evl_loop_metrics_get(loop, &m2), 0);
-    CHECK_EQ(m2.longest_ns, m.longest_ns);
+    CHECK(m2.longest_ns >= m.longest_ns); /* never shrinks */
     CHECK(m2.callback_ns >= m.callback_ns + 10000000);
   }
   evl_loop_free(loop);
@@ -102,7 +102,7 @@ TEST(metrics_run_forever) {
   CHECK_EQ(evl_run_forever(loop), 0);
   wall = test_now() - t0;
   CHECK_EQ(evl_loop_metrics_get(loop, &m), 0);
-  CHECK(m.iterations >= 6);
+  CHECK(m.iterations >= 2); /* (a late wake-up runs several timers) */
   CHECK_EQ(m.callbacks, 6);
   CHECK(m.callback_ns >= 100000000);
   CHECK(m.idle_ns >= 40000000);
