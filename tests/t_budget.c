@@ -23,6 +23,7 @@ typedef struct rx {
   int count, bad_order, pause_at;
   uint32_t next_seq;
   double frame_prev; /* start of the previous frame's evl_run_once */
+  int prev_on_time;  /* the previous frame came within 3 frame times */
   double *prev_at;   /* per sequence number: frame_prev at its receipt */
   int nprev;
   double worst; /* longest send-to-receipt time */
@@ -59,8 +60,8 @@ static void rx_dgram(evl_transport *t, const void *data, size_t len,
     r->bad_order++;
   r->next_seq = m.seq + 1;
   r->count++;
-  if (r->prev_at && m.seq < (uint32_t)r->nprev)
-    r->prev_at[m.seq] = r->frame_prev;
+  if (r->prev_at && m.seq < (uint32_t)r->nprev) /* < 0: not judged */
+    r->prev_at[m.seq] = r->prev_on_time ? r->frame_prev : -1.0;
   if (now - m.sent > r->worst)
     r->worst = now - m.sent;
   if (r->pause_at && r->count == r->pause_at)
@@ -255,15 +256,18 @@ static int sender(void *arg, void **result) {
    a frame, another thread sending 2,000 datagrams/s (T_BUDGET_SECS
    seconds, default 3). None is lost, and none waits past one frame: a
    datagram received in frame f was sent after frame f-1 began (its sendto
-   returned after that), else frame f-1 should have had it. */
+   returned after that), else frame f-1 should have had it. Where the
+   system kept the frame loop itself from running for over 3 frame times
+   (a loaded machine), the frame after is not judged: the datagrams of
+   those frames may exceed one frame's budget. */
 TEST(frame_loop_2000_per_second) {
   evl_loop *loop = quiet_loop();
   const char *env = getenv("T_BUDGET_SECS");
   sender_job job;
   evl_future *f;
   rx r;
-  int s, frames = 0, late = 0, i;
-  double start, next;
+  int s, frames = 0, late = 0, unjudged = 0, i;
+  double start, next, prev_start = 0;
   memset(&r, 0, sizeof r);
   memset(&job, 0, sizeof job);
   open_pair(loop, &r, &s);
@@ -283,7 +287,8 @@ TEST(frame_loop_2000_per_second) {
     double frame_start = test_now(), wait;
     CHECK(frame_start < start + job.secs + 10.0);
     evl_run_once(loop, 0);
-    r.frame_prev = frame_start;
+    r.prev_on_time = prev_start > 0 && frame_start - prev_start < 3.0 / 60;
+    prev_start = r.frame_prev = frame_start;
     frames++;
     next += 1.0 / 60;
     wait = next - test_now();
@@ -292,12 +297,17 @@ TEST(frame_loop_2000_per_second) {
   }
   CHECK_EQ(evl_future_error(f), 0);
   evl_future_release(f);
-  for (i = 0; i < job.sent; i++)
-    if (r.prev_at[i] > 0 && job.done_at[i] < r.prev_at[i])
+  for (i = 0; i < job.sent; i++) {
+    if (r.prev_at[i] < 0)
+      unjudged++;
+    else if (r.prev_at[i] > 0 && job.done_at[i] < r.prev_at[i])
       late++;
+  }
   printf("  %d datagrams in %.1f s over %d frames: %d received, %d out of "
-         "order, %d delayed past one frame, longest %.1f ms\n",
-         job.sent, job.secs, frames, r.count, r.bad_order, late, r.worst * 1e3);
+         "order, %d delayed past one frame (%d after a late frame, not "
+         "judged), longest %.1f ms\n",
+         job.sent, job.secs, frames, r.count, r.bad_order, late, unjudged,
+         r.worst * 1e3);
   CHECK_EQ(r.count, job.sent);
   CHECK_EQ(r.bad_order, 0);
   CHECK_EQ(late, 0);
