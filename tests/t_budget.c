@@ -12,6 +12,12 @@
 #include <sys/socket.h>
 #endif
 
+#ifdef _WIN32
+typedef SOCKET test_sock_t;
+#else
+typedef int test_sock_t;
+#endif
+
 /* Datagrams carry a sequence number and the sender's test_now(). */
 typedef struct dgram_msg {
   uint32_t seq;
@@ -271,6 +277,12 @@ TEST(frame_loop_2000_per_second) {
   memset(&r, 0, sizeof r);
   memset(&job, 0, sizeof job);
   open_pair(loop, &r, &s);
+  { /* room for a loaded machine's late frames: what is lost in the kernel
+       is not what this test is about */
+    int big = 4 << 20;
+    setsockopt((test_sock_t)evl_transport_fd(r.t), SOL_SOCKET, SO_RCVBUF,
+               (const char *)&big, (int)sizeof big);
+  }
   job.sock = s;
   job.secs = env && *env ? atof(env) : 3.0;
   if (job.secs <= 0 || job.secs > 30)
@@ -285,7 +297,8 @@ TEST(frame_loop_2000_per_second) {
   start = next = test_now();
   while (!evl_future_done(f) || r.count < job.sent) {
     double frame_start = test_now(), wait;
-    CHECK(frame_start < start + job.secs + 10.0);
+    if (frame_start > start + job.secs + 10.0)
+      break; /* (the counts below say what is missing) */
     evl_run_once(loop, 0);
     r.prev_on_time = prev_start > 0 && frame_start - prev_start < 3.0 / 60;
     prev_start = r.frame_prev = frame_start;
