@@ -1147,6 +1147,36 @@ EVLOOP_API evl_future *evl_fs_copyfile(evl_loop *loop, const char *from,
 /* The whole file in memory. Result: an evl_fs_data *. */
 EVLOOP_API evl_future *evl_fs_read_file(evl_loop *loop, const char *path);
 
+/* ==== Watching files ======================================================
+   A callback per change of a file or of a directory's entries (libuv's
+   uv_fs_event, and uv_fs_poll where the system has nothing better):
+   inotify on Linux; elsewhere (kqueue systems, Windows: EVFILT_VNODE and
+   ReadDirectoryChangesW are not used yet) and with EVL_FS_WATCH_POLL, a
+   comparison of stat() results every poll interval. name is the entry of
+   a watched directory that changed, or the watched file's own name.
+   Polling sees a rename as DELETED of the old name and CREATED of the
+   new; inotify reports RENAMED for both names. A watch keeps the loop
+   alive (evl_run_alive) until it is stopped. */
+enum {
+  EVL_FS_CREATED = 1,
+  EVL_FS_MODIFIED = 2, /* contents or attributes */
+  EVL_FS_DELETED = 4,
+  EVL_FS_RENAMED = 8
+};
+#define EVL_FS_WATCH_POLL 1 /* stat polling even where inotify exists */
+typedef struct evl_fs_watch evl_fs_watch;
+typedef void (*evl_fs_watch_cb)(evl_fs_watch *w, const char *name, int events,
+                                void *arg);
+/* Watches path (a file or a directory; it must exist). poll_interval: in
+   seconds, for polling (<= 0: 0.1 s). 0 and *out, or an EVL_E* code. */
+EVLOOP_API int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
+                                  double poll_interval, evl_fs_watch_cb cb,
+                                  void *arg, evl_fs_watch **out);
+/* Stops and frees the watch (also from inside its callback). */
+EVLOOP_API void evl_fs_watch_stop(evl_fs_watch *w);
+/* "inotify" or "poll". */
+EVLOOP_API const char *evl_fs_watch_method(const evl_fs_watch *w);
+
 /* ==== Errors, exception handler, debug ================================== */
 
 EVLOOP_API const char *evl_strerror(int err);
@@ -1578,8 +1608,10 @@ struct evl_loop {
   /* state */
   const struct evl__backend_ops *be; /* the backend's functions */
   int running, stopping, closing, closed, user_freed;
-  int read_budget; /* reads per readable socket and iteration */
-  int run_alive;   /* in evl_run_alive */
+  int read_budget;                 /* reads per readable socket and iteration */
+  int run_alive;                   /* in evl_run_alive */
+  struct evl_fs_watch *fs_watches; /* file watches, closed with the loop */
+  void (*fs_watches_close)(evl_loop *loop);
   evl_loop_metrics metrics;
   int64_t m_mark; /* monotonic ns at the end of the last iteration */
   int m_mark_ok;  /* m_mark is the start of this wait (run_forever) */
@@ -4962,6 +4994,8 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   }
   /* 3. Open transports get connection_lost(EVL_ECLOSED); pending tasks
      and combinators let go of what they wait for. */
+  if (loop->fs_watches_close)
+    loop->fs_watches_close(loop);
   evl__children_close(loop); /* killed, reaped, connection_lost */
   evl__transports_close(loop);
   evl__futures_close(loop);
@@ -11724,6 +11758,7 @@ EVL__DEF int evl_loop_alive(evl_loop *loop) {
   if (!loop || loop->closed)
     return 0;
   if (loop->ring_len || loop->fd_refs || loop->jobs || loop->resolving ||
+      loop->fs_watches ||
       loop->heap_len - loop->heap_cancelled > loop->heap_unref)
     return 1;
   for (i = 0; i < loop->nhooks; i++)
@@ -12779,6 +12814,345 @@ EVL__DEF evl_future *evl_fs_copyfile(evl_loop *loop, const char *from,
 }
 EVL__DEF evl_future *evl_fs_read_file(evl_loop *loop, const char *path) {
   return evl__fs_path_op(loop, EVL__FS_READFILE, path, NULL, 0, 0, 0);
+}
+
+/* ==== Watching files ====================================================
+   A watch holds a snapshot of what it watches (one entry for a file, one
+   per directory entry) for polling; inotify needs none. Stopping from
+   inside the callback marks the watch; it is freed when the callback
+   returns. */
+
+#if defined(__linux__) && !defined(EVLOOP_NO_INOTIFY)
+#include <sys/inotify.h>
+#define EVL__HAVE_INOTIFY 1
+#endif
+
+typedef struct evl__snap {
+  char *name;
+  int64_t mtime;
+  uint64_t size, ino;
+} evl__snap;
+
+struct evl_fs_watch {
+  evl_loop *loop;
+  evl_fs_watch_cb cb;
+  void *arg;
+  char *path;
+  const char *base; /* the last component of path */
+  int is_dir, inotify, fd, exists, in_cb, stopped;
+  evl_handle timer; /* polling */
+  evl__snap *snap;
+  size_t nsnap;
+  evl_fs_watch *lprev, *lnext; /* the loop's watches */
+};
+
+static void evl__snap_drop(evl__snap *s, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    EVLOOP_FREE(NULL, s[i].name);
+  EVLOOP_FREE(NULL, s);
+}
+
+static void evl__fsw_free(evl_fs_watch *w) {
+  evl_loop *loop = w->loop;
+  if (w->lprev)
+    w->lprev->lnext = w->lnext;
+  else
+    loop->fs_watches = w->lnext;
+  if (w->lnext)
+    w->lnext->lprev = w->lprev;
+  if (w->timer > 0)
+    evl_handle_cancel(loop, w->timer);
+#ifdef EVL__HAVE_INOTIFY
+  if (w->fd >= 0) {
+    evl__unwatch(loop, w->fd, EVL__READ);
+    close(w->fd);
+  }
+#endif
+  evl__snap_drop(w->snap, w->nsnap);
+  EVLOOP_FREE(NULL, w->path);
+  EVLOOP_FREE(NULL, w);
+}
+
+/* Runs the callback; 1 if the watch was stopped from it (and is freed). */
+static int evl__fsw_emit(evl_fs_watch *w, const char *name, int events) {
+  w->in_cb++;
+  w->cb(w, name, events, w->arg);
+  w->in_cb--;
+  if (w->stopped && !w->in_cb) {
+    evl__fsw_free(w);
+    return 1;
+  }
+  return w->stopped;
+}
+
+/* A stat of path, synchronously through the file operations' worker. */
+static int evl__fsw_stat(const char *path, evl__snap *out) {
+  evl__fsreq r;
+  void *res = NULL;
+  int rc;
+  memset(&r, 0, sizeof r);
+  r.op = EVL__FS_STAT;
+  r.path = (char *)(uintptr_t)path;
+  rc = evl__fs_work(&r, &res);
+  if (rc == 0) {
+    const evl_stat *st = (const evl_stat *)res;
+    out->mtime = st->mtime_ns;
+    out->size = st->size;
+    out->ino = st->ino;
+    EVLOOP_FREE(NULL, res);
+  }
+  return rc;
+}
+
+static int evl__snap_cmp(const void *a, const void *b) {
+  return strcmp(((const evl__snap *)a)->name, ((const evl__snap *)b)->name);
+}
+
+/* The directory's entries, sorted by name, each with its stat. */
+static int evl__fsw_scan_dir(const char *path, evl__snap **out, size_t *n) {
+  evl__fsreq r;
+  void *res = NULL;
+  const evl_fs_dir *d;
+  evl__snap *s;
+  size_t i, k = 0, plen = strlen(path);
+  int rc;
+  memset(&r, 0, sizeof r);
+  r.op = EVL__FS_READDIR;
+  r.path = (char *)(uintptr_t)path;
+  if ((rc = evl__fs_work(&r, &res)) != 0)
+    return rc;
+  d = (const evl_fs_dir *)res;
+  s = (evl__snap *)EVLOOP_MALLOC(NULL, (d->count + 1) * sizeof *s);
+  if (!s) {
+    EVLOOP_FREE(NULL, res);
+    return EVL_ENOMEM;
+  }
+  for (i = 0; i < d->count; i++) {
+    size_t nl = strlen(d->entries[i].name);
+    char *full = (char *)EVLOOP_MALLOC(NULL, plen + nl + 2);
+    if (!full)
+      break;
+    memcpy(full, path, plen);
+    full[plen] = '/';
+    memcpy(full + plen + 1, d->entries[i].name, nl + 1);
+    memset(&s[k], 0, sizeof s[k]);
+    if (evl__fsw_stat(full, &s[k]) == 0) { /* (gone meanwhile: skipped) */
+      s[k].name = evl__gstrdup(d->entries[i].name);
+      if (s[k].name)
+        k++;
+    }
+    EVLOOP_FREE(NULL, full);
+  }
+  EVLOOP_FREE(NULL, res);
+  if (k > 1)
+    qsort(s, k, sizeof *s, evl__snap_cmp);
+  *out = s;
+  *n = k;
+  return 0;
+}
+
+static int evl__snap_changed(const evl__snap *a, const evl__snap *b) {
+  return a->mtime != b->mtime || a->size != b->size || a->ino != b->ino;
+}
+
+/* Polling: compare with the last snapshot and report the differences. */
+static void evl__fsw_poll(evl_loop *loop, void *arg) {
+  evl_fs_watch *w = (evl_fs_watch *)arg;
+  evl__snap *now = NULL, one;
+  size_t n = 0, i = 0, j = 0;
+  (void)loop;
+  if (!w->is_dir) {
+    int exists = evl__fsw_stat(w->path, &one) == 0;
+    int ev = exists && !w->exists                             ? EVL_FS_CREATED
+             : !exists && w->exists                           ? EVL_FS_DELETED
+             : exists && evl__snap_changed(&one, &w->snap[0]) ? EVL_FS_MODIFIED
+                                                              : 0;
+    w->exists = exists;
+    if (exists) {
+      w->snap[0].mtime = one.mtime;
+      w->snap[0].size = one.size;
+      w->snap[0].ino = one.ino;
+    }
+    if (ev)
+      evl__fsw_emit(w, w->base, ev);
+    return;
+  }
+  if (evl__fsw_scan_dir(w->path, &now, &n) != 0) {
+    if (w->exists) { /* the directory itself went away */
+      w->exists = 0;
+      evl__snap_drop(w->snap, w->nsnap);
+      w->snap = NULL;
+      w->nsnap = 0;
+      evl__fsw_emit(w, w->base, EVL_FS_DELETED);
+    }
+    return;
+  }
+  w->exists = 1;
+  w->in_cb++; /* the snapshots stay ours while the callbacks run */
+  while ((i < w->nsnap || j < n) && !w->stopped) {
+    int c = i == w->nsnap ? 1
+            : j == n      ? -1
+                          : strcmp(w->snap[i].name, now[j].name);
+    if (c < 0) {
+      evl__fsw_emit(w, w->snap[i++].name, EVL_FS_DELETED);
+    } else if (c > 0) {
+      evl__fsw_emit(w, now[j++].name, EVL_FS_CREATED);
+    } else {
+      if (evl__snap_changed(&w->snap[i], &now[j]))
+        evl__fsw_emit(w, now[j].name, EVL_FS_MODIFIED);
+      i++;
+      j++;
+    }
+  }
+  w->in_cb--;
+  evl__snap_drop(w->snap, w->nsnap);
+  w->snap = now;
+  w->nsnap = n;
+  if (w->stopped && !w->in_cb)
+    evl__fsw_free(w);
+}
+
+#ifdef EVL__HAVE_INOTIFY
+static void evl__fsw_readable(evl_loop *loop, evl_fd fd, void *arg) {
+  evl_fs_watch *w = (evl_fs_watch *)arg;
+  union {
+    struct inotify_event ev;
+    char buf[4096];
+  } u;
+  (void)loop;
+  for (;;) {
+    ssize_t n = read((int)fd, u.buf, sizeof u.buf), off = 0;
+    if (n <= 0)
+      return;
+    while (off < n) {
+      const struct inotify_event *e =
+          (const struct inotify_event *)(const void *)(u.buf + off);
+      uint32_t m = e->mask;
+      int ev =
+          (m & IN_CREATE ? EVL_FS_CREATED : 0) |
+          (m & (IN_MODIFY | IN_ATTRIB) ? EVL_FS_MODIFIED : 0) |
+          (m & (IN_DELETE | IN_DELETE_SELF) ? EVL_FS_DELETED : 0) |
+          (m & (IN_MOVED_FROM | IN_MOVED_TO | IN_MOVE_SELF) ? EVL_FS_RENAMED
+                                                            : 0);
+      off += (ssize_t)sizeof *e + (ssize_t)e->len;
+      if (ev && evl__fsw_emit(w, e->len ? e->name : w->base, ev))
+        return; /* stopped (and freed) */
+    }
+  }
+}
+#endif
+
+static void evl__fs_watches_close(evl_loop *loop) {
+  while (loop->fs_watches) {
+    loop->fs_watches->in_cb = 0;
+    evl__fsw_free(loop->fs_watches);
+  }
+}
+
+EVL__DEF int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
+                                double poll_interval, evl_fs_watch_cb cb,
+                                void *arg, evl_fs_watch **out) {
+  evl_fs_watch *w;
+  evl__snap one;
+  const char *p;
+  int rc;
+  if (out)
+    *out = NULL;
+  if (!loop || !path || !*path || !cb || !out || (flags & ~EVL_FS_WATCH_POLL) ||
+      poll_interval != poll_interval)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if ((rc = evl__fsw_stat(path, &one)) != 0)
+    return rc;
+  w = (evl_fs_watch *)EVLOOP_MALLOC(NULL, sizeof *w);
+  if (!w)
+    return EVL_ENOMEM;
+  memset(w, 0, sizeof *w);
+  w->loop = loop;
+  w->cb = cb;
+  w->arg = arg;
+  w->fd = -1;
+  w->exists = 1;
+  w->path = evl__gstrdup(path);
+  if (!w->path) {
+    EVLOOP_FREE(NULL, w);
+    return EVL_ENOMEM;
+  }
+  for (p = w->base = w->path; *p; p++)
+    if ((*p == '/' || *p == '\\') && p[1])
+      w->base = p + 1;
+  w->lnext = loop->fs_watches;
+  if (w->lnext)
+    w->lnext->lprev = w;
+  loop->fs_watches = w;
+  loop->fs_watches_close = evl__fs_watches_close;
+  {
+    evl__fsreq r;
+    void *res = NULL;
+    memset(&r, 0, sizeof r);
+    r.op = EVL__FS_STAT;
+    r.path = w->path;
+    if (evl__fs_work(&r, &res) == 0) {
+      w->is_dir = ((const evl_stat *)res)->type == EVL_FS_DIR;
+      EVLOOP_FREE(NULL, res);
+    }
+  }
+#ifdef EVL__HAVE_INOTIFY
+  if (!(flags & EVL_FS_WATCH_POLL)) {
+    w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (w->fd < 0 ||
+        inotify_add_watch(w->fd, w->path,
+                          IN_CREATE | IN_MODIFY | IN_ATTRIB | IN_DELETE |
+                              IN_DELETE_SELF | IN_MOVED_FROM | IN_MOVED_TO |
+                              IN_MOVE_SELF) < 0 ||
+        (rc = evl__watch(loop, w->fd, EVL__READ, evl__fsw_readable, w, NULL,
+                         NULL, 0)) != 0) {
+      rc = rc ? rc : evl__errno();
+      evl__fsw_free(w);
+      return rc;
+    }
+    w->inotify = 1;
+    *out = w;
+    return 0;
+  }
+#endif
+  if (w->is_dir) {
+    rc = evl__fsw_scan_dir(w->path, &w->snap, &w->nsnap);
+  } else {
+    w->snap = (evl__snap *)EVLOOP_MALLOC(NULL, sizeof *w->snap);
+    rc = w->snap ? 0 : EVL_ENOMEM;
+    if (w->snap) {
+      w->snap[0] = one;
+      w->snap[0].name = NULL;
+      w->nsnap = 1;
+    }
+  }
+  if (!rc) {
+    w->timer = evl_call_every(loop, poll_interval > 0 ? poll_interval : 0.1,
+                              evl__fsw_poll, w);
+    rc = w->timer < 0 ? (int)w->timer : 0;
+  }
+  if (rc) {
+    w->timer = 0;
+    evl__fsw_free(w);
+    return rc;
+  }
+  *out = w;
+  return 0;
+}
+
+EVL__DEF void evl_fs_watch_stop(evl_fs_watch *w) {
+  if (!w || w->stopped)
+    return;
+  w->stopped = 1;
+  if (!w->in_cb)
+    evl__fsw_free(w);
+}
+
+EVL__DEF const char *evl_fs_watch_method(const evl_fs_watch *w) {
+  return !w ? NULL : w->inotify ? "inotify" : "poll";
 }
 
 /* ==== evl_run (asyncio.run) ============================================= */
