@@ -58,6 +58,15 @@ tcc_CC     := tcc
 tcc_FLAGS  := -Wall -Werror -g
 nothr_CC   := gcc
 nothr_FLAGS := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_THREADS
+# Subsystems left out: files (EVLOOP_NO_FS), signals and subprocesses
+# (EVLOOP_NO_PROCESS), both (nosub); make test-subsets runs them alone.
+nofs_CC      := gcc
+nofs_FLAGS   := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_FS
+noproc_CC    := gcc
+noproc_FLAGS := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_PROCESS
+nosub_CC     := gcc
+nosub_FLAGS  := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS
+SUBSET_VARIANTS := nofs noproc nosub
 # kqueue only: wake-ups through the self-pipe, as where EVFILT_USER is missing
 kqpipe_CC  := gcc
 kqpipe_FLAGS := -std=c99 $(WARN) -O2 -g -DEVLOOP_HAVE_EVFILT_USER=0
@@ -105,7 +114,7 @@ SERVER_EXAMPLES := $(filter echo_server http_server echo_client,$(EXAMPLES))
 DEMO_EXAMPLES := $(filter-out $(SERVER_EXAMPLES),$(EXAMPLES))
 BENCHES   := $(basename $(notdir $(wildcard bench/*.c)))
 
-VARIANTS := o2 asan tsan tcc musl nothr kqpipe $(CROSS_VARIANTS)
+VARIANTS := o2 asan tsan tcc musl nothr kqpipe $(SUBSET_VARIANTS) $(CROSS_VARIANTS)
 # Every (variant, backend) pair gets its own implementation object.
 define variant_rules
 $(BUILD)/$(1)-$(2)/impl.o: tests/impl.c evloop.h
@@ -123,7 +132,7 @@ bins = $(foreach b,$(BACKENDS),$(if $(filter $(1),$($(b)_SKIP)),,$(addprefix $(B
 SKIPPED := $(foreach b,$(BACKENDS),$(addsuffix -$(b),$($(b)_SKIP)))
 SKIP_WHY := $(foreach b,$(BACKENDS),$($(b)_SKIP_WHY))
 
-.PHONY: all test test-quick test-cross compile-checks demo bench format format-check clean examples \
+.PHONY: all test test-quick test-subsets test-cross compile-checks demo bench format format-check clean examples \
         test-windows windows
 
 all: examples $(call bins,o2,$(TESTS))
@@ -140,17 +149,25 @@ $(BUILD)/examples/%: examples/%.c evloop.h
 TEST_BINS := $(call bins,o2,$(TESTS)) $(call bins,asan,$(TESTS)) \
              $(call bins,tsan,$(THREADED_TESTS)) $(call bins,tcc,$(TESTS)) \
              $(call bins,musl,$(TESTS)) $(call bins,nothr,$(NOTHREAD_TESTS))
+# The subset variants: the tests of what they leave out (which then say
+# they skip) and the core's.
+SUBSET_TESTS := $(filter t_fs t_fswatch t_signal t_subprocess t_process t_kqueue t_loop t_timers t_interval t_hooks t_ref t_metrics t_budget t_future t_task t_executor,$(TESTS))
+TEST_BINS += $(foreach v,$(SUBSET_VARIANTS),$(call bins,$(v),$(SUBSET_TESTS)))
 # The kqpipe variant: the threaded tests (t_kqueue among them), on kqueue.
 KQPIPE_TESTS := $(THREADED_TESTS)
 ifneq ($(filter kqueue,$(BACKENDS)),)
 TEST_BINS += $(addprefix $(BUILD)/kqpipe-kqueue/,$(KQPIPE_TESTS))
 endif
 test: $(TEST_BINS) examples compile-checks
-	@SKIPPED="$(SKIPPED)" SKIP_WHY="$(SKIP_WHY)" KQPIPE_TESTS="$(KQPIPE_TESTS)" sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "$(THREADED_TESTS)" "$(DEMO_EXAMPLES)" "$(NOTHREAD_TESTS)"
+	@SKIPPED="$(SKIPPED)" SKIP_WHY="$(SKIP_WHY)" KQPIPE_TESTS="$(KQPIPE_TESTS)" SUBSET_TESTS="$(SUBSET_TESTS)" sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "$(THREADED_TESTS)" "$(DEMO_EXAMPLES)" "$(NOTHREAD_TESTS)"
 
 # Quick loop for development: gcc -O2 only.
 test-quick: $(call bins,o2,$(TESTS))
 	@VARIANTS=o2 sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "" ""
+
+# The builds without a subsystem, and their tests (also part of make test).
+test-subsets: $(foreach v,$(SUBSET_VARIANTS),$(call bins,$(v),$(SUBSET_TESTS)))
+	@VARIANTS="$(SUBSET_VARIANTS)" SUBSET_TESTS="$(SUBSET_TESTS)" sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(SUBSET_TESTS)" "" ""
 
 # The suite built by the i686 (32-bit) and s390x (big-endian) cross
 # compilers, run under qemu-user: every backend, and the alt builds.
@@ -173,6 +190,12 @@ $(BUILD)/checks.stamp: evloop.h tests/impl.c tests/cpp_compile.cpp $(TEST_SRCS) 
 	  done; \
 	  for b in $(BACKENDS); do \
 	    $$cc -std=$$std $(WARN) -fsyntax-only -DEVLOOP_BACKEND_$$(echo $$b | tr a-z A-Z) $(KQUEUE_CFLAGS) tests/impl.c || exit 1; \
+	    for sub in -DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS "-DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS"; do \
+	      $$cc -std=$$std $(WARN) -fsyntax-only $$sub -DEVLOOP_BACKEND_$$(echo $$b | tr a-z A-Z) $(KQUEUE_CFLAGS) tests/impl.c || exit 1; \
+	    done; \
+	  done; \
+	  for f in $(TEST_SRCS); do \
+	    $$cc -std=$$std $(WARN) -fsyntax-only -DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS $$f || exit 1; \
 	  done; done; done
 	g++ -std=c++11 -Wall -Wextra -Werror -c tests/cpp_compile.cpp -o $(BUILD)/cpp_compile.o
 	sh tests/nm_check.sh gcc

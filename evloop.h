@@ -66,6 +66,13 @@
      EVLOOP_STATIC           make every public function static
      EVLOOP_NO_CALLSITE      do not wrap evl_call_soon & co. in macros that
                              record the call site for debug mode
+     EVLOOP_NO_INOTIFY       Linux: file watches poll with stat() instead of
+                             using inotify
+     EVLOOP_NO_FS            leave out the file operations (evl_fs_*) and
+                             file watching
+     EVLOOP_NO_PROCESS       leave out signal handlers and subprocesses
+                             (evl_add_signal_handler, evl_subprocess_*,
+                             evl_process_*)
 
    3. BACKENDS
      Without a backend macro every backend the platform has is compiled and
@@ -140,6 +147,11 @@
    7. DOES NOT DO (yet): TLS; on Windows, completion-based socket I/O
      (AcceptEx, ConnectEx, WSARecv/WSASend, TransmitFile), overlapped named
      pipes, and AF_UNIX socket files (stale-file replacement).
+     File watches use inotify on Linux only: on kqueue systems and Windows
+     they poll with stat() (EVFILT_VNODE and ReadDirectoryChangesW are not
+     used yet). Datagrams are read one recvfrom() each (no recvmmsg yet).
+     Networking cannot be compiled out yet (no EVLOOP_NO_NET; files and
+     processes can: EVLOOP_NO_FS, EVLOOP_NO_PROCESS).
 
    8. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
@@ -880,6 +892,7 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
                                               const evl_protocol *proto,
                                               void *user, evl_fd fd);
 
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Unix signals ======================================================
    cb(loop, signum, arg) runs in the loop, never in signal context. A burst
    of one signal may be delivered as one call. Each loop (in any thread)
@@ -904,6 +917,8 @@ EVLOOP_API int evl_remove_signal_handler(evl_loop *loop, int signum);
 /* ref 0: the handler does not keep the loop alive (EVL_EINVAL without a
    handler for signum). A handler added again starts referenced. */
 EVLOOP_API int evl_signal_set_ref(evl_loop *loop, int signum, int ref);
+
+#endif /* EVLOOP_NO_PROCESS */
 
 /* ==== Sockets as futures ================================================
    For non-blocking sockets the caller owns. Results through
@@ -971,6 +986,7 @@ EVLOOP_API evl_loop *evl_stream_loop(evl_stream *s);
 /* Closes if needed; the stream is freed once its transport is gone. */
 EVLOOP_API void evl_stream_free(evl_stream *s);
 
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Subprocesses ======================================================
    asyncio's subprocess_exec / subprocess_shell with SubprocessProtocol and
    SubprocessTransport (evl_subprocess), and the high-level Process API
@@ -1074,6 +1090,9 @@ EVLOOP_API int evl_process_kill(evl_process *p);
 /* Frees the process object (the child goes on, and is reaped). */
 EVLOOP_API void evl_process_free(evl_process *p);
 
+#endif /* EVLOOP_NO_PROCESS */
+
+#ifndef EVLOOP_NO_FS
 /* ==== Files (on the executor) ===========================================
    libuv's uv_fs_* set as futures: each runs its blocking call on the
    loop's default executor (inline under EVLOOP_NO_THREADS). Paths are
@@ -1176,6 +1195,8 @@ EVLOOP_API int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
 EVLOOP_API void evl_fs_watch_stop(evl_fs_watch *w);
 /* "inotify" or "poll". */
 EVLOOP_API const char *evl_fs_watch_method(const evl_fs_watch *w);
+
+#endif /* EVLOOP_NO_FS */
 
 /* ==== Errors, exception handler, debug ================================== */
 
@@ -1643,7 +1664,7 @@ struct evl_loop {
   evl_server *servers;
   evl__resolve_wait *resolving; /* name lookups for connections, servers */
   void *sig; /* signal handlers (an evl__sigstate), made on first use */
-  evl_subprocess *children;
+  struct evl_subprocess *children;
   int reserve_fd;     /* a spare fd for running out of fds */
   evl__job *jobs;     /* submitted, not yet completed */
   evl__job *tsq_done; /* completed, not yet delivered (newest first) */
@@ -10175,6 +10196,7 @@ EVL__DEF evl_future *evl_start_unix_server(evl_loop *loop,
                            NULL);
 }
 
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Signals on Windows ================================================
    SIGINT and SIGBREAK come from the console (Ctrl-C, Ctrl-Break) through a
    console control handler, which Windows runs in a thread of its own: it
@@ -11685,6 +11707,35 @@ static void evl__children_close(evl_loop *loop) {
   }
 }
 
+#else /* EVLOOP_NO_PROCESS: what the loop's core calls */
+static void evl__signals_close(evl_loop *loop) {
+  (void)loop;
+}
+static void evl__children_close(evl_loop *loop) {
+  (void)loop;
+}
+static int evl__sig_has(evl_loop *loop, int signum) {
+  (void)loop;
+  (void)signum;
+  return 0;
+}
+#ifdef EVL__HAVE_KQUEUE
+static int evl__kq_signal_fire(evl_loop *loop, int signum) {
+  (void)loop;
+  (void)signum;
+  return 0;
+}
+static int evl__kq_child_exit(evl_loop *loop, int pid) {
+  (void)loop;
+  (void)pid;
+  return 0;
+}
+static void evl__kq_children_check(evl_loop *loop) {
+  (void)loop;
+}
+#endif
+#endif /* EVLOOP_NO_PROCESS */
+
 /* ==== What keeps the loop alive ==========================================
    libuv's ref/unref: every kind of handle can be told not to keep the
    loop running. evl_loop_alive asks the cheap counters first and walks
@@ -11729,6 +11780,7 @@ EVL__DEF int evl_server_set_ref(evl_server *s, int ref) {
   return 0;
 }
 
+#ifndef EVLOOP_NO_PROCESS
 EVL__DEF int evl_signal_set_ref(evl_loop *loop, int signum, int ref) {
   uint64_t bit;
   if (!loop || signum <= 0 || signum > 64 || !evl__sig_has(loop, signum))
@@ -11749,11 +11801,12 @@ EVL__DEF int evl_subprocess_set_ref(evl_subprocess *p, int ref) {
       evl_transport_set_ref(p->pipes[i].t, ref);
   return 0;
 }
+#endif
 
 EVL__DEF int evl_loop_alive(evl_loop *loop) {
   evl_transport *t;
   evl_server *sv;
-  evl_subprocess *p;
+  struct evl_subprocess *p;
   int i;
   if (!loop || loop->closed)
     return 0;
@@ -11770,9 +11823,13 @@ EVL__DEF int evl_loop_alive(evl_loop *loop) {
   for (sv = loop->servers; sv; sv = sv->lnext)
     if (!sv->closed && !sv->unref)
       return 1;
+#ifndef EVLOOP_NO_PROCESS
   for (p = loop->children; p; p = p->lnext)
     if (!p->unref)
       return 1;
+#else
+  (void)p;
+#endif
   if (loop->sig)
     for (i = 1; i <= 64; i++)
       if (evl__sig_has(loop, i) && !(loop->sig_unref >> (i - 1) & 1))
@@ -11805,6 +11862,7 @@ EVL__DEF int evl_run_alive(evl_loop *loop) {
   return rc;
 }
 
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Processes (high level) ============================================
    An evl_subprocess whose protocol feeds streams: stdout and stderr are
    stream readers, stdin a stream writer. */
@@ -12053,6 +12111,9 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
   return &c->fut;
 }
 
+#endif /* EVLOOP_NO_PROCESS */
+
+#ifndef EVLOOP_NO_FS
 /* ==== Files (on the executor) ===========================================
    One request type for every operation; its work function runs on an
    executor thread, so everything it allocates comes from EVLOOP_MALLOC
@@ -13154,6 +13215,8 @@ EVL__DEF void evl_fs_watch_stop(evl_fs_watch *w) {
 EVL__DEF const char *evl_fs_watch_method(const evl_fs_watch *w) {
   return !w ? NULL : w->inotify ? "inotify" : "poll";
 }
+
+#endif /* EVLOOP_NO_FS */
 
 /* ==== evl_run (asyncio.run) ============================================= */
 

@@ -5,9 +5,10 @@
 # them up and ends with the same line for the whole run.
 # Environment: VARIANTS (build/VARIANT-BACKEND/ dirs to run), LOG (the full
 # output), VARIANT_QEMU (run that variant's binaries under this qemu-user,
-# each for at most CROSS_TIMEOUT s). A variant named *alt runs on epoll only.
+# each for at most CROSS_TIMEOUT s), KQPIPE_TESTS and SUBSET_TESTS (the
+# lists of the kqpipe variant and of nofs, noproc and nosub). A variant named *alt runs on epoll only.
 build=$1 backends=$2 tests=$3 threaded=$4 examples=$5 nothread=$6
-variants=${VARIANTS:-"o2 asan tsan tcc musl nothr kqpipe valgrind"}
+variants=${VARIANTS:-"o2 asan tsan tcc musl nothr kqpipe nofs noproc nosub valgrind"}
 passed=0 failed=0
 log=${LOG:-$build/test-log.txt}
 : >"$log"
@@ -45,6 +46,7 @@ for v in $variants; do
     tsan) list=$threaded ;;
     nothr) list=$nothread ;;
     kqpipe) [ "$b" = kqueue ] || continue; list=$KQPIPE_TESTS ;;
+    nofs | noproc | nosub) list=$SUBSET_TESTS ;;
     valgrind) case $b in epoll | kqueue) ;; *) continue ;; esac; list=$tests ;;
     *alt) [ "$b" = epoll ] || continue; list=$tests ;;
     *) list=$tests ;;

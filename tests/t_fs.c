@@ -3,6 +3,7 @@
    realpath, a whole file at once; errors as EVL_E* codes. */
 #include "test.h"
 
+#ifndef EVLOOP_NO_FS
 #include "net_test.h"
 
 #ifndef _WIN32
@@ -303,3 +304,8 @@ T(rename_copy_realpath)
 T(big_file_and_many_at_once)
 T(bad_input)
 TESTS_END
+#else
+TESTS_BEGIN
+T_SKIP(everything, "built with EVLOOP_NO_FS: no file operations")
+TESTS_END
+#endif

@@ -4,6 +4,7 @@
    forced with EVL_FS_WATCH_POLL). */
 #include "test.h"
 
+#ifndef EVLOOP_NO_FS
 #define MAX_EV 64
 typedef struct seen {
   int n;
@@ -209,3 +210,8 @@ T(stop_inside_callback)
 T(closed_with_the_loop)
 T(bad_input)
 TESTS_END
+#else
+TESTS_BEGIN
+T_SKIP(everything, "built with EVLOOP_NO_FS: no file watching")
+TESTS_END
+#endif

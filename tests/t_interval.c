@@ -234,9 +234,9 @@ TEST(every_many) {
 }
 
 /* Real clock, a callback that works 3 ms of every 5 ms tick: the 200th
-   deadline is exactly 1 s after the first's start, and (where timers are
-   fine-grained) 200 ticks take 1 s, not 1.6 s as a timer re-armed from its
-   callback would. Burst fires one missed tick an iteration: where waits
+   deadline is exactly 1 s after the first's start (a timer re-armed from
+   its callback would be 0.6 s later), and on an idle machine 200 ticks
+   take 1 s (printed). Burst fires one missed tick an iteration: where waits
    are coarse (wine rounds them to ~16 ms) ticks lag behind the deadlines,
    which still do not move. */
 TEST(every_real_clock_under_load) {
@@ -258,9 +258,10 @@ TEST(every_real_clock_under_load) {
   printf("  200 ticks of 5 ms: %.3f s\n", end - start);
   CHECK(evl_handle_when(loop, t.h) - first > 1.0 - 1e-6);
   CHECK(evl_handle_when(loop, t.h) - first < 1.0 + 1e-6);
-  CHECK(end - start >= 0.995);
-  if (!test_under_wine())
-    CHECK(end - start < 1.5);
+  CHECK(end - start >= 0.995); /* never early */
+  /* (how soon the ticks catch up depends on how loaded the machine is:
+     not checked; the deadlines above are, and t_interval's manual-clock
+     tests pin them exactly) */
   evl_loop_free(loop);
 }
 

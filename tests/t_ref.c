@@ -207,7 +207,7 @@ TEST(executor_job) {
   evl_loop_free(loop);
 }
 
-#ifndef _WIN32
+#if !defined(_WIN32) && !defined(EVLOOP_NO_PROCESS)
 static void on_signal(evl_loop *loop, int signum, void *arg) {
   (void)loop;
   (void)signum;
@@ -270,6 +270,11 @@ T(fd_watchers)
 T(transports_and_servers)
 T(hooks)
 T(executor_job)
+#ifndef EVLOOP_NO_PROCESS
 T_POSIX(signal_handlers, "SIGUSR1")
 T_POSIX(subprocess, "sleep(1) as a child")
+#else
+T_SKIP(signal_handlers, "built with EVLOOP_NO_PROCESS")
+T_SKIP(subprocess, "built with EVLOOP_NO_PROCESS")
+#endif
 TESTS_END
