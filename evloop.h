@@ -174,6 +174,13 @@
                              or __declspec(dllexport)
      EVLOOP_NO_CALLSITE      do not wrap evl_call_soon & co. in macros that
                              record the call site for debug mode
+     EVLOOP_NO_INOTIFY       Linux: file watches poll with stat() instead of
+                             using inotify
+     EVLOOP_NO_FS            leave out the file operations (evl_fs_*) and
+                             file watching
+     EVLOOP_NO_PROCESS       leave out signal handlers and subprocesses
+                             (evl_add_signal_handler, evl_subprocess_*,
+                             evl_process_*)
      (EVLOOP_DEBUG is an environment variable, chapter 5; EVLOOP_VERSION_*
      and EVLOOP_H_INCLUDED are defined by the header.)
 
@@ -296,6 +303,11 @@
        and signals (EVL_ENOTSUP). IOCP does have completion-based TCP and
        UDP (AcceptEx, ConnectEx, WSARecv/WSASend, WSARecvFrom/WSASendTo)
        and overlapped named pipes: chapter 4.
+     - File watches use inotify on Linux only: on kqueue systems and Windows
+       they poll with stat() (EVFILT_VNODE and ReadDirectoryChangesW are not
+       used yet). Datagrams are read one recvfrom() each (no recvmmsg yet).
+     - Networking cannot be compiled out yet (no EVLOOP_NO_NET; files and
+       processes can: EVLOOP_NO_FS, EVLOOP_NO_PROCESS).
 
    9. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
@@ -367,6 +379,7 @@ extern "C" {
   X(ERANGE, -34, "result out of range")                                        \
   X(ENAMETOOLONG, -36, "name too long")                                        \
   X(ENOSYS, -38, "function not implemented")                                   \
+  X(ENOTEMPTY, -39, "directory not empty")                                     \
   X(ENOTSOCK, -88, "socket operation on non-socket")                           \
   X(EDESTADDRREQ, -89, "destination address required")                         \
   X(EMSGSIZE, -90, "message too long")                                         \
@@ -494,6 +507,12 @@ typedef struct evl_loop_config {
   /* Where debug-mode messages go (default: a line on stderr). */
   void (*log)(evl_loop *loop, const char *message, void *ctx);
   void *log_ctx;
+  /* Reads one readable socket or pipe gets per iteration: datagrams, or
+     reads of up to 64 KiB on a stream (which stop early at a short read:
+     the socket is drained). 0: 128; 1: one read, as before; < 0: EINVAL.
+     A frame loop calling evl_run_once once a frame gets every datagram
+     queued, up to this many per endpoint and frame. */
+  int read_budget;
 } evl_loop_config;
 
 /* ==== Loop ============================================================= */
@@ -531,9 +550,42 @@ EVLOOP_API int evl_run_once(evl_loop *loop, double max_wait);
 EVLOOP_API int evl_run(evl_task_fn fn, const void *state, size_t state_size,
                        const evl_loop_config *cfg, void **result);
 
+/* Runs while something referenced is left, as libuv's UV_RUN_DEFAULT
+   (evl_run_forever keeps asyncio's semantics and runs until evl_stop).
+   Returns 0 once nothing referenced is left, 1 when evl_stop() ended it
+   with referenced work left, or an error as evl_run_forever. */
+EVLOOP_API int evl_run_alive(evl_loop *loop);
+/* 1 if something keeps the loop alive: a ready callback, a pending timer,
+   an fd watcher, an open transport, a server that is not closed, a signal
+   handler, a subprocess, an executor job or name lookup of the loop, a
+   hook; each of them counts unless it was unreferenced (the *_set_ref
+   functions with ref 0; ref 1 references it again). Futures and tasks
+   count only through what they wait for (a timer, a transport...). */
+EVLOOP_API int evl_loop_alive(evl_loop *loop);
+
 EVLOOP_API double evl_time(evl_loop *loop);     /* monotonic seconds */
 EVLOOP_API int64_t evl_time_ns(evl_loop *loop); /* monotonic nanoseconds */
 EVLOOP_API const char *evl_backend_name(const evl_loop *loop);
+
+/* Loop metrics, always on: counters the loop keeps anyway and two clock
+   readings per iteration (after the wait, which the loop does anyway, and
+   after the callbacks; a third before the wait when evl_run_once is the
+   caller or hooks ran). No clock reading per callback: the longest
+   callback is timed per iteration, so it is exact when an iteration ran
+   one callback and an upper bound otherwise (debug mode times every
+   callback and makes it exact). Times are in nanoseconds of the monotonic
+   clock (also with a manual clock, which does not drive them). */
+typedef struct evl_loop_metrics {
+  uint64_t iterations;
+  uint64_t events;     /* fd events and completions the waits returned */
+  uint64_t callbacks;  /* callbacks, timers, fd callbacks and hooks run */
+  int64_t idle_ns;     /* time in the backend's wait */
+  int64_t callback_ns; /* time from the end of each wait to the end of
+                          its iteration (callbacks, hooks, bookkeeping) */
+  int64_t longest_ns;  /* the longest callback (see above) */
+} evl_loop_metrics;
+/* Copies the counters since the loop was made into *out: 0 or EVL_EINVAL. */
+EVLOOP_API int evl_loop_metrics_get(evl_loop *loop, evl_loop_metrics *out);
 
 /* Embedding in a host's loop: seconds the host may sleep before calling
    evl_run_once(loop, 0) (0: work is ready; -1: nothing is scheduled), and
@@ -579,6 +631,55 @@ EVLOOP_API int evl_handle_cancelled(evl_loop *loop, evl_handle h);
    (a call_soon handle, a timer that ran or was cancelled, a stale handle). */
 EVLOOP_API double evl_handle_when(evl_loop *loop, evl_handle h);
 
+/* Repeating timers. The callback runs at start + k * interval (k = 1, 2,
+   ...; start is when evl_call_every was called): deadlines do not drift
+   however late a tick runs. The handle stays valid until cancelled
+   (evl_handle_cancel, also from inside the callback); evl_handle_when
+   gives the next deadline. interval must be > 0 and finite (EVL_EINVAL). */
+EVLOOP_API evl_handle evl_call_every(evl_loop *loop, double interval,
+                                     evl_callback cb, void *arg);
+/* What a repeating timer does when a tick runs so late that the next
+   deadline has passed too (tokio's MissedTickBehavior). */
+typedef enum evl_missed_tick {
+  EVL_MISSED_BURST = 0, /* default: every missed tick fires, one an
+                           iteration, until the timer has caught up */
+  EVL_MISSED_DELAY,     /* the schedule restarts: next = now + interval */
+  EVL_MISSED_SKIP       /* missed ticks are dropped: next = the first
+                           start + k * interval after now */
+} evl_missed_tick;
+EVLOOP_API int evl_every_set_missed(evl_loop *loop, evl_handle h,
+                                    evl_missed_tick missed);
+/* A new interval: the next deadline becomes the last one (or the start)
+   plus the new interval (due at once if that has passed), and the ones
+   after follow it. 0, or EVL_EINVAL for a handle that is not a pending
+   repeating timer or a bad interval. */
+EVLOOP_API int evl_every_set_interval(evl_loop *loop, evl_handle h,
+                                      double interval);
+
+/* Loop hooks, with libuv's semantics: each iteration runs the idle hooks,
+   then the prepare hooks, just before it waits for I/O; the check hooks
+   after the callbacks of the iteration (the I/O events the wait found and
+   the timers that came due) have run. While an idle hook is active the
+   loop does not block (it polls I/O with no wait), as libuv's uv_idle.
+   Hooks run in the order they were added and are not counted in
+   evl_run_once's return value. evl_hook_add returns an id > 0 or an
+   EVL_E* code; a hook added from a hook runs from the next round on. */
+typedef enum evl_hook_kind {
+  EVL_HOOK_PREPARE = 0,
+  EVL_HOOK_CHECK,
+  EVL_HOOK_IDLE
+} evl_hook_kind;
+EVLOOP_API int evl_hook_add(evl_loop *loop, evl_hook_kind kind, evl_callback cb,
+                            void *arg);
+/* 1 if removed (also from inside a hook), 0 for an unknown id. */
+EVLOOP_API int evl_hook_remove(evl_loop *loop, int id);
+
+/* A timer (one-shot or repeating) or ready callback that does not keep the
+   loop alive (ref 0) or does again (ref 1): 0, or EVL_EINVAL for a handle
+   that is not pending. */
+EVLOOP_API int evl_handle_set_ref(evl_loop *loop, evl_handle h, int ref);
+EVLOOP_API int evl_hook_set_ref(evl_loop *loop, int id, int ref);
+
 /* Versions that record where the callback was scheduled, for debug mode.
    The macros below call them; the plain functions exist too (take their
    address, or write (evl_call_soon)(...)). */
@@ -613,6 +714,10 @@ EVLOOP_API int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
 /* 1 if a watcher was removed, 0 if there was none, EVL_EBUSY (above). */
 EVLOOP_API int evl_remove_reader(evl_loop *loop, evl_fd fd);
 EVLOOP_API int evl_remove_writer(evl_loop *loop, evl_fd fd);
+/* The fd's reader and writer keep the loop alive (ref 1, the default) or
+   not (ref 0), for evl_run_alive; EVL_EINVAL if the fd has no watcher
+   added with evl_add_reader/writer. Removing both resets it. */
+EVLOOP_API int evl_fd_set_ref(evl_loop *loop, evl_fd fd, int ref);
 EVLOOP_API int evl_add_reader_at_site(evl_loop *loop, evl_fd fd,
                                       evl_io_callback cb, void *arg,
                                       const char *name, const char *file,
@@ -1147,6 +1252,8 @@ EVLOOP_API int evl_transport_is_closing(evl_transport *t);
 EVLOOP_API int evl_transport_pause_reading(evl_transport *t);
 EVLOOP_API int evl_transport_resume_reading(evl_transport *t);
 EVLOOP_API int evl_transport_is_reading(evl_transport *t);
+/* ref 0: the transport does not keep the loop alive (evl_run_alive). */
+EVLOOP_API int evl_transport_set_ref(evl_transport *t, int ref);
 /* high 0: 64 KiB; low > high is EVL_EINVAL; low 0 with high given: high/4 */
 EVLOOP_API int evl_transport_set_write_buffer_limits(evl_transport *t,
                                                      size_t high, size_t low);
@@ -1233,6 +1340,8 @@ EVLOOP_API evl_future *evl_create_unix_server(evl_loop *loop,
                                               const evl_net_options *opts);
 /* Stops listening (connections go on) and closes the listening sockets. */
 EVLOOP_API void evl_server_close(evl_server *s);
+/* ref 0: the listening server does not keep the loop alive. */
+EVLOOP_API int evl_server_set_ref(evl_server *s, int ref);
 /* Completes once the server is closed and all its connections are gone;
    each call gets its own future (cancelling it affects no other waiter). */
 EVLOOP_API evl_future *evl_server_wait_closed(evl_server *s);
@@ -1281,6 +1390,7 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
                                               const evl_protocol *proto,
                                               void *user, evl_fd fd);
 
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Unix signals ======================================================
    cb(loop, signum, arg) runs in the loop, never in signal context. A burst
    of one signal may be delivered as one call. Each loop (in any thread)
@@ -1303,6 +1413,11 @@ EVLOOP_API int evl_add_signal_handler(evl_loop *loop, int signum,
 /* 1 if a handler was removed, 0 if there was none; EVL_EINVAL for a number
    that is no signal (or a NULL loop), as add. */
 EVLOOP_API int evl_remove_signal_handler(evl_loop *loop, int signum);
+/* ref 0: the handler does not keep the loop alive (EVL_EINVAL without a
+   handler for signum). A handler added again starts referenced. */
+EVLOOP_API int evl_signal_set_ref(evl_loop *loop, int signum, int ref);
+
+#endif /* EVLOOP_NO_PROCESS */
 
 /* ==== Sockets as futures ================================================
    For non-blocking sockets the caller owns. Results through
@@ -1382,6 +1497,7 @@ EVLOOP_API evl_loop *evl_stream_loop(evl_stream *s);
 /* Closes if needed; the stream is freed once its transport is gone. */
 EVLOOP_API void evl_stream_free(evl_stream *s);
 
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Subprocesses ======================================================
    asyncio's subprocess_exec / subprocess_shell with SubprocessProtocol and
    SubprocessTransport (evl_subprocess), and the high-level Process API
@@ -1460,6 +1576,8 @@ evl_subprocess_shell(evl_loop *loop, const evl_subprocess_protocol *proto,
                      void *user, const char *cmd,
                      const evl_subprocess_options *opts);
 EVLOOP_API int evl_subprocess_get_pid(evl_subprocess *p);
+/* ref 0: the child and its pipes do not keep the loop alive. */
+EVLOOP_API int evl_subprocess_set_ref(evl_subprocess *p, int ref);
 /* 1 and *code set once the child exited, else 0. */
 EVLOOP_API int evl_subprocess_get_returncode(evl_subprocess *p, int *code);
 /* The pipe transport of fd 0, 1 or 2, or NULL if it is not a pipe. */
@@ -1511,6 +1629,114 @@ EVLOOP_API int evl_process_terminate(evl_process *p);
 EVLOOP_API int evl_process_kill(evl_process *p);
 /* Frees the process object (the child goes on, and is reaped). */
 EVLOOP_API void evl_process_free(evl_process *p);
+
+#endif /* EVLOOP_NO_PROCESS */
+
+#ifndef EVLOOP_NO_FS
+/* ==== Files (on the executor) ===========================================
+   libuv's uv_fs_* set as futures: each runs its blocking call on the
+   loop's default executor (inline under EVLOOP_NO_THREADS). Paths are
+   UTF-8 (UTF-16 on Windows, converted) and copied: free them at once if
+   you like. A buffer given to evl_fs_read or evl_fs_write is the caller's
+   again when the future completes. A file is an evl_fd: a POSIX fd, a
+   HANDLE on Windows. Results that are numbers come as
+   (intptr_t)evl_future_result(f); structures the future owns and frees
+   with itself. Errors: the future fails with the EVL_E* code (EVL_ENOENT,
+   EVL_EEXIST, EVL_ENOTEMPTY...); bad arguments with EVL_EINVAL. */
+enum {
+  EVL_FS_READ = 1,   /* open for reading */
+  EVL_FS_WRITE = 2,  /* open for writing */
+  EVL_FS_CREATE = 4, /* create if missing (mode, e.g. 0644, on POSIX) */
+  EVL_FS_TRUNC = 8,  /* truncate to 0 */
+  EVL_FS_APPEND = 16,
+  EVL_FS_EXCL = 32 /* with CREATE: fail if it exists; copyfile: the same */
+};
+typedef enum evl_fs_type {
+  EVL_FS_FILE = 1,
+  EVL_FS_DIR,
+  EVL_FS_LINK,
+  EVL_FS_OTHER
+} evl_fs_type;
+typedef struct evl_stat {
+  uint64_t size, dev, ino, nlink;
+  uint32_t mode; /* POSIX st_mode; on Windows S_IFDIR/S_IFREG and 0444/0644 */
+  evl_fs_type type;
+  int64_t atime_ns, mtime_ns, ctime_ns; /* since 1970 */
+} evl_stat;
+typedef struct evl_dirent {
+  const char *name; /* not "." or ".." */
+  evl_fs_type type; /* EVL_FS_OTHER where the system does not say */
+} evl_dirent;
+typedef struct evl_fs_dir {
+  size_t count;
+  evl_dirent *entries; /* in the order the system lists them */
+} evl_fs_dir;
+typedef struct evl_fs_data {
+  size_t len;
+  unsigned char *data; /* len bytes and a NUL after them */
+} evl_fs_data;
+/* Result: the fd. */
+EVLOOP_API evl_future *evl_fs_open(evl_loop *loop, const char *path, int flags,
+                                   int mode);
+EVLOOP_API evl_future *evl_fs_close(evl_loop *loop, evl_fd fd);
+/* At offset (>= 0), not moving the file position. Result: bytes read (0
+   at the end) / written (all of len, or the future fails). */
+EVLOOP_API evl_future *evl_fs_read(evl_loop *loop, evl_fd fd, void *buf,
+                                   size_t len, int64_t offset);
+EVLOOP_API evl_future *evl_fs_write(evl_loop *loop, evl_fd fd, const void *buf,
+                                    size_t len, int64_t offset);
+/* Result: an evl_stat *. lstat describes a symbolic link itself. */
+EVLOOP_API evl_future *evl_fs_stat(evl_loop *loop, const char *path);
+EVLOOP_API evl_future *evl_fs_lstat(evl_loop *loop, const char *path);
+EVLOOP_API evl_future *evl_fs_fstat(evl_loop *loop, evl_fd fd);
+EVLOOP_API evl_future *evl_fs_fsync(evl_loop *loop, evl_fd fd);
+/* Replaces an existing file at to. */
+EVLOOP_API evl_future *evl_fs_rename(evl_loop *loop, const char *from,
+                                     const char *to);
+EVLOOP_API evl_future *evl_fs_unlink(evl_loop *loop, const char *path);
+EVLOOP_API evl_future *evl_fs_mkdir(evl_loop *loop, const char *path, int mode);
+EVLOOP_API evl_future *evl_fs_rmdir(evl_loop *loop, const char *path);
+/* Result: an evl_fs_dir *. */
+EVLOOP_API evl_future *evl_fs_readdir(evl_loop *loop, const char *path);
+/* Result: the absolute path with links resolved (char *). */
+EVLOOP_API evl_future *evl_fs_realpath(evl_loop *loop, const char *path);
+/* flags: EVL_FS_EXCL fails if to exists. */
+EVLOOP_API evl_future *evl_fs_copyfile(evl_loop *loop, const char *from,
+                                       const char *to, int flags);
+/* The whole file in memory. Result: an evl_fs_data *. */
+EVLOOP_API evl_future *evl_fs_read_file(evl_loop *loop, const char *path);
+
+/* ==== Watching files ======================================================
+   A callback per change of a file or of a directory's entries (libuv's
+   uv_fs_event, and uv_fs_poll where the system has nothing better):
+   inotify on Linux; elsewhere (kqueue systems, Windows: EVFILT_VNODE and
+   ReadDirectoryChangesW are not used yet) and with EVL_FS_WATCH_POLL, a
+   comparison of stat() results every poll interval. name is the entry of
+   a watched directory that changed, or the watched file's own name.
+   Polling sees a rename as DELETED of the old name and CREATED of the
+   new; inotify reports RENAMED for both names. A watch keeps the loop
+   alive (evl_run_alive) until it is stopped. */
+enum {
+  EVL_FS_CREATED = 1,
+  EVL_FS_MODIFIED = 2, /* contents or attributes */
+  EVL_FS_DELETED = 4,
+  EVL_FS_RENAMED = 8
+};
+#define EVL_FS_WATCH_POLL 1 /* stat polling even where inotify exists */
+typedef struct evl_fs_watch evl_fs_watch;
+typedef void (*evl_fs_watch_cb)(evl_fs_watch *w, const char *name, int events,
+                                void *arg);
+/* Watches path (a file or a directory; it must exist). poll_interval: in
+   seconds, for polling (<= 0: 0.1 s). 0 and *out, or an EVL_E* code. */
+EVLOOP_API int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
+                                  double poll_interval, evl_fs_watch_cb cb,
+                                  void *arg, evl_fs_watch **out);
+/* Stops and frees the watch (also from inside its callback). */
+EVLOOP_API void evl_fs_watch_stop(evl_fs_watch *w);
+/* "inotify" or "poll". */
+EVLOOP_API const char *evl_fs_watch_method(const evl_fs_watch *w);
+
+#endif /* EVLOOP_NO_FS */
 
 /* ==== Errors, exception handler, debug ================================== */
 
@@ -1651,6 +1877,7 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #include <arpa/inet.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #endif
 #ifdef __linux__
 #include <sys/sendfile.h>
@@ -1720,7 +1947,9 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define EVL__POS_READY (-1) /* in the ready ring */
 #define EVL__POS_FREE (-2)
 #define EVL__SLOT_INTERNAL 0x80000000u /* library callback: runs at close */
-#define EVL__GEN_MASK 0x7fffffffu
+#define EVL__SLOT_REPEAT 0x40000000u   /* evl_call_every: loop->every[slot] */
+#define EVL__SLOT_UNREF 0x20000000u    /* does not keep the loop alive */
+#define EVL__GEN_MASK 0x1fffffffu
 #define EVL__IO_ENTRY (1ull << 63) /* ring entry for an fd event */
 /* An fd event's entry: fd in bits 0-31, events in 32-36, the reader's and
    the writer's generation (13 bits each) in 37-49 and 50-62. */
@@ -1763,7 +1992,8 @@ typedef struct evl__fdw {
   /* Bumped when the reader (writer) goes: an event queued for it is not
      given to a watcher added later on the same fd number. */
   unsigned rgen, wgen;
-  int owned; /* a transport's or server's fd: not the user's to watch */
+  int owned;  /* a transport's or server's fd: not the user's to watch */
+  int uflags; /* EVL__FD_*: the user's watchers (evl_add_reader/writer) */
 #ifdef EVL__HAVE_IOCP
   struct evl__afd_req *afd; /* IOCP: the socket's poll request */
 #endif
@@ -1908,7 +2138,14 @@ struct evl_loop {
   uint32_t ring_cap, ring_head, ring_len;
   evl__hent *heap; /* 4-ary min-heap of timers */
   uint32_t heap_len, heap_cap, timer_seq;
-  uint32_t heap_cancelled; /* cancelled timers still in the heap */
+  uint32_t heap_cancelled;  /* cancelled timers still in the heap */
+  struct evl__every *every; /* per slot, for repeating timers */
+  uint32_t every_cap;
+  uint32_t heap_unref;     /* unreferenced timers in the heap */
+  int fd_refs;             /* fds with a referenced user watcher */
+  uint64_t sig_unref;      /* bit signum - 1: handler unreferenced */
+  struct evl__hook *hooks; /* prepare, check and idle hooks */
+  int nhooks, caphooks, hooks_running, hooks_dirty, idle_active, hook_id;
   /* fd watchers */
   evl__fdw *fds;
   int fds_cap, nwatchers;
@@ -1961,6 +2198,13 @@ struct evl_loop {
   int running, stopping, closing, closed, user_freed;
   int free_pending;  /* evl_loop_free: 1 when close ends, 2 under way */
   int closing_tasks; /* evl_loop_close runs the cancelled tasks to their end */
+  int read_budget;   /* reads per readable socket and iteration */
+  int run_alive;     /* in evl_run_alive */
+  struct evl_fs_watch *fs_watches; /* file watches, closed with the loop */
+  void (*fs_watches_close)(evl_loop *loop);
+  evl_loop_metrics metrics;
+  int64_t m_mark; /* monotonic ns at the end of the last iteration */
+  int m_mark_ok;  /* m_mark is the start of this wait (run_forever) */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
@@ -1995,7 +2239,7 @@ struct evl_loop {
   evl_server *servers;
   evl__resolve_wait *resolving; /* name lookups for connections, servers */
   void *sig; /* signal handlers (an evl__sigstate), made on first use */
-  evl_subprocess *children;
+  struct evl_subprocess *children;
   int reserve_fd;     /* a spare fd for running out of fds */
   evl__job *jobs;     /* submitted, not yet completed */
   evl__job *tsq_done; /* completed, not yet delivered (newest first) */
@@ -2326,6 +2570,8 @@ static int evl__win_errno(DWORD e) {
     return ENOEXEC;
   case ERROR_DIRECTORY:
     return ENOTDIR;
+  case ERROR_DIR_NOT_EMPTY:
+    return ENOTEMPTY;
   case ERROR_FILE_EXISTS:
   case ERROR_ALREADY_EXISTS:
     return EEXIST;
@@ -2850,6 +3096,10 @@ static int evl__cancel_slot(evl_loop *loop, uint32_t i) {
   if (!s->fn)
     return 0;
   s->fn = NULL;
+  if (s->pos >= 0 && (s->gen & EVL__SLOT_UNREF)) {
+    s->gen &= ~EVL__SLOT_UNREF; /* counted as cancelled from now on */
+    loop->heap_unref--;
+  }
   if (s->pos >= 0)
     loop->heap_cancelled++;
   return 1;
@@ -2946,6 +3196,211 @@ EVL__DEF double evl_handle_when(evl_loop *loop, evl_handle h) {
   if (!s || s->pos < 0 || !s->fn)
     return -1.0;
   return (double)s->when / 1e9;
+}
+
+/* ==== Repeating timers ==================================================
+   A repeating timer is one slot that goes back into the heap, at its last
+   deadline plus the interval, just before its callback runs: deadlines
+   are start + k * interval in integer nanoseconds (no drift), the handle
+   stays the same, and a cancel from inside the callback finds it in the
+   heap like any timer. */
+
+typedef struct evl__every {
+  int64_t interval; /* ns, > 0 */
+  int missed;       /* evl_missed_tick */
+} evl__every;
+
+/* The slot's next deadline after the one that is due now. */
+static int64_t evl__every_next(const evl_loop *loop, const evl__slot *s,
+                               const evl__every *e) {
+  int64_t next = s->when + e->interval;
+  if (next > loop->now || e->missed == EVL_MISSED_BURST)
+    return next; /* on time, or burst: every missed tick fires */
+  if (e->missed == EVL_MISSED_DELAY)
+    return loop->now + e->interval;
+  return next + ((loop->now - next) / e->interval + 1) * e->interval;
+}
+
+/* A ready slot whose callback is about to run: freed, unless it repeats
+   and went back into the heap. */
+static void evl__slot_done(evl_loop *loop, uint32_t i) {
+  evl__slot *s = &loop->slots[i];
+  if (s->gen & EVL__SLOT_REPEAT) {
+    int64_t next = evl__every_next(loop, s, &loop->every[i]);
+    if (evl__heap_push(loop, i, next) == 0) {
+      s->when = next;
+      if (s->gen & EVL__SLOT_UNREF)
+        loop->heap_unref++;
+      return;
+    }
+    {
+      evl_context ctx;
+      memset(&ctx, 0, sizeof ctx);
+      ctx.message = "a repeating timer stopped: no memory to reschedule it";
+      ctx.error = EVL_ENOMEM;
+      evl_call_exception_handler(loop, &ctx);
+    }
+  }
+  evl__slot_free(loop, i);
+}
+
+/* A repeating timer's slot, or NULL for any other handle. */
+static evl__slot *evl__every_slot(evl_loop *loop, evl_handle h, uint32_t *i) {
+  evl__slot *s;
+  if (!loop || loop->closed || !loop->slots)
+    return NULL;
+  s = evl__slot_of(loop, h, i);
+  return s && s->fn && (s->gen & EVL__SLOT_REPEAT) ? s : NULL;
+}
+
+EVL__DEF evl_handle evl_call_every(evl_loop *loop, double interval,
+                                   evl_callback cb, void *arg) {
+  int64_t ns;
+  evl_handle h;
+  uint32_t i;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if (!cb || !(interval > 0) || evl__seconds_to_ns(interval, &ns) || ns < 1)
+    return EVL_EINVAL;
+  h = evl__schedule(loop, evl__sched_now(loop) + ns, cb, arg, EVL__SLOT_REPEAT,
+                    NULL, NULL, 0);
+  if (h < 0)
+    return h;
+  i = (uint32_t)h - 1;
+  if (i >= loop->every_cap) {
+    uint32_t cap = loop->capslots;
+    evl__every *e =
+        (evl__every *)evl__lrealloc(loop, loop->every, cap * sizeof *e);
+    if (!e) {
+      evl__cancel_slot(loop, i);
+      return EVL_ENOMEM;
+    }
+    loop->every = e;
+    loop->every_cap = cap;
+  }
+  loop->every[i].interval = ns;
+  loop->every[i].missed = EVL_MISSED_BURST;
+  return h;
+}
+
+EVL__DEF int evl_every_set_interval(evl_loop *loop, evl_handle h,
+                                    double interval) {
+  uint32_t i;
+  int64_t ns;
+  evl__slot *s = evl__every_slot(loop, h, &i);
+  if (!s || !(interval > 0) || evl__seconds_to_ns(interval, &ns) || ns < 1)
+    return EVL_EINVAL;
+  if (s->pos >= 0) { /* pending: its next deadline moves with the interval */
+    s->when += ns - loop->every[i].interval;
+    evl__heap_remove(loop, (uint32_t)s->pos);
+    loop->every[i].interval = ns;
+    return evl__heap_push(loop, i, s->when); /* the heap has room for it */
+  }
+  loop->every[i].interval = ns; /* due now: from its next deadline on */
+  return 0;
+}
+
+EVL__DEF int evl_every_set_missed(evl_loop *loop, evl_handle h,
+                                  evl_missed_tick missed) {
+  uint32_t i;
+  if (!evl__every_slot(loop, h, &i) || (int)missed < EVL_MISSED_BURST ||
+      (int)missed > EVL_MISSED_SKIP)
+    return EVL_EINVAL;
+  loop->every[i].missed = (int)missed;
+  return 0;
+}
+
+/* ==== Loop hooks ========================================================
+   A small array in the order the hooks were added; removing one marks it
+   (cb = NULL) while hooks run and the array is compacted afterwards, so a
+   hook may remove itself or any other; hooks added while hooks run start
+   with the next round. */
+
+typedef struct evl__hook {
+  evl_callback cb; /* NULL once removed */
+  void *arg;
+  int id, kind, unref;
+} evl__hook;
+
+static void evl__hooks_compact(evl_loop *loop) {
+  int i, j = 0;
+  for (i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].cb)
+      loop->hooks[j++] = loop->hooks[i];
+  loop->nhooks = j;
+  loop->hooks_dirty = 0;
+}
+
+/* Runs the hooks of one kind; returns how many ran. */
+static int evl__hooks_run(evl_loop *loop, int kind) {
+  int i, n = loop->nhooks, ran = 0;
+  loop->hooks_running++;
+  for (i = 0; i < n; i++) {
+    evl__hook *h = &loop->hooks[i];
+    if (h->cb && h->kind == kind) {
+      loop->now_reuse = 0; /* a callback boundary */
+      h->cb(loop, h->arg);
+      ran++;
+    }
+  }
+  if (--loop->hooks_running == 0 && loop->hooks_dirty)
+    evl__hooks_compact(loop);
+  return ran;
+}
+
+static evl__hook *evl__hook_find(evl_loop *loop, int id) {
+  int i;
+  if (!loop || id <= 0)
+    return NULL;
+  for (i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].id == id && loop->hooks[i].cb)
+      return &loop->hooks[i];
+  return NULL;
+}
+
+EVL__DEF int evl_hook_add(evl_loop *loop, evl_hook_kind kind, evl_callback cb,
+                          void *arg) {
+  evl__hook *h;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if (!cb || (int)kind < EVL_HOOK_PREPARE || (int)kind > EVL_HOOK_IDLE)
+    return EVL_EINVAL;
+  if (loop->nhooks == loop->caphooks) {
+    int cap = loop->caphooks ? loop->caphooks * 2 : 4;
+    h = (evl__hook *)evl__lrealloc(loop, loop->hooks, (size_t)cap * sizeof *h);
+    if (!h)
+      return EVL_ENOMEM;
+    loop->hooks = h;
+    loop->caphooks = cap;
+  }
+  h = &loop->hooks[loop->nhooks++];
+  h->cb = cb;
+  h->arg = arg;
+  h->kind = (int)kind;
+  h->unref = 0;
+  if (++loop->hook_id <= 0) /* ids stay positive */
+    loop->hook_id = 1;
+  h->id = loop->hook_id;
+  if (kind == EVL_HOOK_IDLE)
+    loop->idle_active++;
+  return h->id;
+}
+
+EVL__DEF int evl_hook_remove(evl_loop *loop, int id) {
+  evl__hook *h = evl__hook_find(loop, id);
+  if (!h)
+    return 0;
+  if (h->kind == EVL_HOOK_IDLE)
+    loop->idle_active--;
+  h->cb = NULL;
+  loop->hooks_dirty = 1;
+  if (!loop->hooks_running)
+    evl__hooks_compact(loop);
+  return 1;
 }
 
 /* ==== Cross-thread queue ================================================
@@ -3249,13 +3704,43 @@ static void evl__fd_own(evl_loop *loop, evl_fd fd, int owned) {
   if (fd >= 0 && fd < loop->fds_cap)
     loop->fds[fd].owned = owned;
 }
+
+/* The user's watchers of an fd, for evl_loop_alive: EVL__READ and
+   EVL__WRITE as in kmask, and whether they keep the loop alive. */
+#define EVL__FD_UNREF 4
+static int evl__fd_referenced(int uflags) {
+  return (uflags & (EVL__READ | EVL__WRITE)) && !(uflags & EVL__FD_UNREF);
+}
+static void evl__fd_user(evl_loop *loop, evl_fd fd, int which, int on) {
+  evl__fdw *w = &loop->fds[fd];
+  int was = evl__fd_referenced(w->uflags);
+  w->uflags = on ? w->uflags | which : w->uflags & ~which;
+  if (!(w->uflags & (EVL__READ | EVL__WRITE)))
+    w->uflags = 0; /* the next watcher of this fd starts referenced */
+  loop->fd_refs += evl__fd_referenced(w->uflags) - was;
+}
+static int evl__user_watch(evl_loop *loop, evl_fd fd, int which,
+                           evl_io_callback cb, void *arg, const char *name,
+                           const char *file, int line) {
+  int rc = evl__watch(loop, fd, which, cb, arg, name, file, line);
+  if (rc == 0)
+    evl__fd_user(loop, fd, which, 1);
+  return rc;
+}
+static int evl__user_unwatch(evl_loop *loop, evl_fd fd, int which) {
+  int rc = evl__unwatch(loop, fd, which);
+  if (rc)
+    evl__fd_user(loop, fd, which, 0);
+  return rc;
+}
+
 EVL__DEF int evl_add_reader_at_site(evl_loop *loop, evl_fd fd,
                                     evl_io_callback cb, void *arg,
                                     const char *name, const char *file,
                                     int line) {
   if (evl__fd_owned(loop, fd))
     return EVL_EBUSY;
-  return evl__watch(loop, fd, EVL__READ, cb, arg, name, file, line);
+  return evl__user_watch(loop, fd, EVL__READ, cb, arg, name, file, line);
 }
 EVL__DEF int evl_add_writer_at_site(evl_loop *loop, evl_fd fd,
                                     evl_io_callback cb, void *arg,
@@ -3263,7 +3748,7 @@ EVL__DEF int evl_add_writer_at_site(evl_loop *loop, evl_fd fd,
                                     int line) {
   if (evl__fd_owned(loop, fd))
     return EVL_EBUSY;
-  return evl__watch(loop, fd, EVL__WRITE, cb, arg, name, file, line);
+  return evl__user_watch(loop, fd, EVL__WRITE, cb, arg, name, file, line);
 }
 EVL__DEF int evl_add_reader(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                             void *arg) {
@@ -3276,12 +3761,25 @@ EVL__DEF int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
 EVL__DEF int evl_remove_reader(evl_loop *loop, evl_fd fd) {
   if (evl__fd_owned(loop, fd))
     return EVL_EBUSY;
-  return evl__unwatch(loop, fd, EVL__READ);
+  return evl__user_unwatch(loop, fd, EVL__READ);
 }
 EVL__DEF int evl_remove_writer(evl_loop *loop, evl_fd fd) {
   if (evl__fd_owned(loop, fd))
     return EVL_EBUSY;
-  return evl__unwatch(loop, fd, EVL__WRITE);
+  return evl__user_unwatch(loop, fd, EVL__WRITE);
+}
+EVL__DEF int evl_fd_set_ref(evl_loop *loop, evl_fd fd, int ref) {
+  evl__fdw *w;
+  int was;
+  if (!loop || loop->closed || fd < 0 || fd >= loop->fds_cap)
+    return EVL_EINVAL;
+  w = &loop->fds[fd];
+  if (!(w->uflags & (EVL__READ | EVL__WRITE)))
+    return EVL_EINVAL; /* no watcher of the user's */
+  was = evl__fd_referenced(w->uflags);
+  w->uflags = ref ? w->uflags & ~EVL__FD_UNREF : w->uflags | EVL__FD_UNREF;
+  loop->fd_refs += evl__fd_referenced(w->uflags) - was;
+  return 0;
 }
 
 /* A backend found fd ready: queue the event behind the callbacks already
@@ -4820,15 +5318,42 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
 
 static int evl__future_fire_later(evl_loop *loop);
 
+static void evl__metrics_add(evl_loop *loop, int64_t idle, int64_t busy,
+                             int callbacks, uint64_t events) {
+  evl_loop_metrics *m = &loop->metrics;
+  m->iterations++;
+  m->events += events;
+  m->callbacks += (uint64_t)callbacks;
+  m->idle_ns += idle;
+  m->callback_ns += busy;
+  /* one callback: exact; several: the iteration bounds each (debug mode
+     timed them one by one) */
+  if (callbacks > 0 && busy > m->longest_ns && (callbacks == 1 || !loop->debug))
+    m->longest_ns = busy;
+}
+
+EVL__DEF int evl_loop_metrics_get(evl_loop *loop, evl_loop_metrics *out) {
+  if (!loop || !out)
+    return EVL_EINVAL;
+  *out = loop->metrics;
+  return 0;
+}
+
 /* One iteration, as asyncio's _run_once: wait for I/O (not at all if work
    is ready or the loop is stopping), queue fd events and due timers behind
    the callbacks already ready, then run exactly what is queued now. */
 static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
-  int64_t timeout;
+  int64_t timeout, t_wait, t_woke, t_end;
   uint32_t n;
-  int rc, ran = 0;
+  int rc, ran = 0, hooks = 0;
+  uint64_t events = 0;
+  if (loop->nhooks) { /* idle, then prepare: just before the wait */
+    hooks += evl__hooks_run(loop, EVL_HOOK_IDLE);
+    hooks += evl__hooks_run(loop, EVL_HOOK_PREPARE);
+  }
   evl__heap_trim(loop);
-  if (loop->ring_len || loop->stopping || loop->fire_head) {
+  if (loop->ring_len || loop->stopping || loop->fire_head ||
+      loop->idle_active) {
     timeout = 0;
   } else if (loop->heap_len) {
     timeout = loop->heap[0].when - evl__now(loop);
@@ -4839,10 +5364,14 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   }
   if (max_wait_ns >= 0 && (timeout < 0 || timeout > max_wait_ns))
     timeout = max_wait_ns;
+  if (timeout && loop->run_alive && !evl_loop_alive(loop))
+    timeout = 0; /* a hook let go of the last reference: do not block */
+  t_wait = loop->m_mark_ok && !hooks ? loop->m_mark : evl__monotonic_ns();
   rc = evl__be_poll(loop, timeout);
   if (rc < 0)
     return rc;
   loop->now = evl__now(loop);
+  t_woke = loop->clock_ns ? evl__monotonic_ns() : loop->now;
   while (loop->heap_len && loop->heap[0].when <= loop->now) {
     uint32_t i = loop->heap[0].slot;
     if (evl__ring_reserve(loop, 1))
@@ -4853,6 +5382,8 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
       evl__slot_free(loop, i);
       continue;
     }
+    if (loop->slots[i].gen & EVL__SLOT_UNREF)
+      loop->heap_unref--;
     loop->slots[i].pos = EVL__POS_READY;
     evl__ring_push(loop, i);
   }
@@ -4867,6 +5398,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     loop->now_reuse = 0; /* a callback boundary: read the clock again */
     if (e & EVL__IO_ENTRY) {
       ran += evl__dispatch_io(loop, e);
+      events++;
       continue;
     }
     s = &loop->slots[(uint32_t)e];
@@ -4882,19 +5414,27 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
       memset(&site, 0, sizeof site);
       if (loop->sites)
         site = loop->sites[(uint32_t)e];
-      evl__slot_free(loop, (uint32_t)e);
+      evl__slot_done(loop, (uint32_t)e);
       t0 = evl__monotonic_ns();
       fn(loop, arg);
       dt = evl__monotonic_ns() - t0;
       if (dt >= loop->slow_ns)
         evl__report_slow(loop, "callback", &site, dt);
+      if (dt > loop->metrics.longest_ns)
+        loop->metrics.longest_ns = dt;
     } else {
-      evl__slot_free(loop, (uint32_t)e);
+      evl__slot_done(loop, (uint32_t)e);
       fn(loop, arg);
     }
     ran++;
   }
+  if (loop->nhooks) /* check: after the iteration's callbacks */
+    hooks += evl__hooks_run(loop, EVL_HOOK_CHECK);
   loop->now_reuse = 0;
+  t_end = evl__monotonic_ns();
+  evl__metrics_add(loop, t_woke - t_wait, t_end - t_woke, ran + hooks, events);
+  loop->m_mark = t_end;
+  loop->m_mark_ok = 1;
   return ran;
 }
 
@@ -4956,6 +5496,7 @@ EVL__DEF int evl_run_forever(evl_loop *loop) {
   rc = evl__run_enter(loop);
   if (rc)
     return rc;
+  loop->m_mark_ok = 0; /* the time since the last run is not the loop's */
   for (;;) {
     rc = evl__iterate(loop, -1);
     if (rc < 0 || loop->stopping)
@@ -4981,7 +5522,9 @@ EVL__DEF int evl_run_once(evl_loop *loop, double max_wait) {
   rc = evl__run_enter(loop);
   if (rc)
     return rc;
+  loop->m_mark_ok = 0;
   rc = evl__iterate(loop, ns);
+  loop->m_mark_ok = 0;
   evl__run_leave(loop);
   return rc;
 }
@@ -5021,7 +5564,7 @@ EVL__DEF double evl_next_timeout(evl_loop *loop) {
   int64_t d;
   if (!loop || loop->closed)
     return -1.0;
-  if (loop->ring_len || loop->stopping)
+  if (loop->ring_len || loop->stopping || loop->idle_active)
     return 0.0;
   evl__heap_trim(loop);
   if (!loop->heap_len)
@@ -5062,7 +5605,7 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
     cfg = &def;
   }
   if ((int)cfg->backend < EVL_BACKEND_DEFAULT ||
-      (int)cfg->backend > EVL_BACKEND_IOCP)
+      (int)cfg->backend > EVL_BACKEND_IOCP || cfg->read_budget < 0)
     return EVL_EINVAL;
 #ifdef _WIN32
   { /* Winsock, once per process; it stays up (it counts its users). */
@@ -5092,6 +5635,7 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
   loop->free_head = EVL__NONE;
   loop->slow_ns = 100000000; /* 0.1 s, as asyncio */
   loop->exec_threads = cfg->executor_threads > 0 ? cfg->executor_threads : 4;
+  loop->read_budget = cfg->read_budget > 0 ? cfg->read_budget : 128;
   loop->wake_rfd = loop->wake_wfd = -1;
   loop->reserve_fd = -1;
 #ifdef EVL__HAVE_EPOLL
@@ -5230,7 +5774,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     if (!loop->slots[i].fn || evl__ring_push(loop, i))
       evl__slot_free(loop, i); /* cancelled (or no memory) */
   }
-  loop->heap_cancelled = 0;
+  loop->heap_cancelled = loop->heap_unref = 0;
   while (loop->ring_len) {
     uint64_t e = evl__ring_pop(loop);
     evl__slot *s;
@@ -5250,6 +5794,8 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   (void)evl__future_fire_later(loop); /* in closing mode: references go */
   /* 3. Open transports get connection_lost(EVL_ECLOSED); pending tasks
      and combinators let go of what they wait for. */
+  if (loop->fs_watches_close)
+    loop->fs_watches_close(loop);
   evl__children_close(loop); /* killed, reaped, connection_lost */
   evl__transports_close(loop);
   evl__futures_close(loop);
@@ -5260,6 +5806,12 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__lfree(loop, loop->sites);
   evl__lfree(loop, loop->ring);
   evl__lfree(loop, loop->heap);
+  evl__lfree(loop, loop->every);
+  loop->every = NULL;
+  loop->every_cap = 0;
+  evl__lfree(loop, loop->hooks);
+  loop->hooks = NULL;
+  loop->nhooks = loop->caphooks = loop->idle_active = 0;
   evl__lfree(loop, loop->fds);
   evl__lfree(loop, loop->fdsites);
   evl__lfree(loop, loop->rbuf);
@@ -5274,7 +5826,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   loop->fds = NULL;
   loop->nslots = loop->capslots = loop->ring_cap = loop->ring_len = 0;
   loop->heap_len = loop->heap_cap = 0;
-  loop->fds_cap = loop->nwatchers = 0;
+  loop->fds_cap = loop->nwatchers = loop->fd_refs = 0;
   loop->free_head = EVL__NONE;
   EVLOOP_FREE(NULL, loop->tsq);
   EVLOOP_FREE(NULL, loop->tsq_spare);
@@ -8509,7 +9061,8 @@ enum {
   EVL__T_WATCH_HUP = 1 << 12, /* write pipe: readable = the reader left */
   EVL__T_OVL = 1 << 13,       /* IOCP: completion-based I/O */
   EVL__T_SKIP = 1 << 14,      /* IOCP: no completion packet on success */
-  EVL__T_HANDLE = 1 << 15     /* IOCP: a named pipe handle, not a socket */
+  EVL__T_HANDLE = 1 << 15,    /* IOCP: a named pipe handle, not a socket */
+  EVL__T_UNREF = 1 << 16      /* does not keep the loop alive */
 };
 
 typedef struct evl__dgram {
@@ -8575,6 +9128,10 @@ static void evl__tr_on_readable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__tr_on_writable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__dg_on_readable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__dg_on_writable(evl_loop *loop, evl_fd fd, void *arg);
+static int evl__dg_read_some(evl_transport *t, int budget);
+/* Reading may go on: no pause, close or EOF came from a callback. */
+#define EVL__TR_READ_STOP                                                      \
+  (EVL__T_PAUSED | EVL__T_CLOSING | EVL__T_READ_EOF | EVL__T_LOST)
 static void evl__server_conn_gone(evl_server *s);
 static void evl__sendfile_fail(evl_transport *t, int err);
 static int evl__tr_read_on(evl_transport *t);
@@ -8943,34 +9500,37 @@ static void *evl__tr_get_buffer(evl_transport *t, size_t hint, size_t *len) {
   return buf;
 }
 
+/* Reads until the socket is drained (a short read says so, as libuv takes
+   it; EAGAIN otherwise) or the loop's read budget is used up. */
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   const evl_protocol *p = t->proto;
   evl__ssize_t n;
+  int budget = loop->read_budget;
   (void)fdv;
-  if (p->get_buffer) {
-    size_t len;
-    void *buf = evl__tr_get_buffer(t, EVL__RBUF_SIZE, &len);
-    if (!buf)
-      return;
-    n = evl__tr_recv(t, buf, len);
-    if (n > 0) {
-      if (p->buffer_updated)
+  for (;;) {
+    size_t len = EVL__RBUF_SIZE;
+    if (p->get_buffer) {
+      void *buf = evl__tr_get_buffer(t, EVL__RBUF_SIZE, &len);
+      if (!buf)
+        return;
+      n = evl__tr_recv(t, buf, len);
+      if (n > 0 && p->buffer_updated)
         p->buffer_updated(t, (size_t)n, t->user);
-      return;
-    }
-  } else {
-    unsigned char *buf = evl__rbuf(loop);
-    if (!buf) {
-      evl__tr_fatal(t, EVL_ENOMEM);
-      return;
-    }
-    n = evl__tr_recv(t, buf, EVL__RBUF_SIZE);
-    if (n > 0) {
-      if (p->data_received)
+    } else {
+      unsigned char *buf = evl__rbuf(loop);
+      if (!buf) {
+        evl__tr_fatal(t, EVL_ENOMEM);
+        return;
+      }
+      n = evl__tr_recv(t, buf, EVL__RBUF_SIZE);
+      if (n > 0 && p->data_received)
         p->data_received(t, buf, (size_t)n, t->user);
-      return;
     }
+    if (n <= 0)
+      break;
+    if ((size_t)n < len || --budget <= 0 || (t->flags & EVL__TR_READ_STOP))
+      return;
   }
 #ifdef EVL__HAVE_KQUEUE
   if (n == 0 && !(t->flags & EVL__T_PIPE)) { /* a reset libkqueue took */
@@ -9524,6 +10084,8 @@ static void evl__tr_ovl_done(evl_transport *t, evl__ovl *r, int err) {
       if (t->proto->datagram_received)
         t->proto->datagram_received(t, r->buf, n, r->buf + r->cap,
                                     (size_t)r->alen, t->user);
+      /* what else is queued, up to the budget, before posting again */
+      evl__dg_read_some(t, t->loop->read_budget - 1);
       r->delivering = 0;
     } else if (err == EVL_ECONNRESET || err == EVL_ECONNREFUSED ||
                err == EVL_EHOSTUNREACH || err == EVL_ENETUNREACH) {
@@ -9867,33 +10429,44 @@ static void evl__transports_close(evl_loop *loop) {
 
 /* ==== Datagram endpoints ================================================ */
 
-static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
-  evl_transport *t = (evl_transport *)arg;
-  struct sockaddr_storage ss;
-  socklen_t alen = sizeof ss;
+/* Up to budget datagrams, until the socket has none (EAGAIN) or a callback
+   paused or closed the endpoint; returns the number delivered. */
+static int evl__dg_read_some(evl_transport *t, int budget) {
+  evl_loop *loop = t->loop;
   unsigned char *buf = evl__rbuf(loop);
-  evl__ssize_t n;
-  (void)fdv;
+  int got = 0;
   if (!buf)
-    return;
-  n = evl__sys_recvfrom(t->fd, buf, EVL__RBUF_SIZE, 0, (struct sockaddr *)&ss,
-                        &alen);
-  if (n >= 0) {
-    if (t->proto->datagram_received)
-      t->proto->datagram_received(t, buf, (size_t)n, &ss, (size_t)alen,
-                                  t->user);
-    return;
-  }
-  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+    return 0;
+  while (got < budget && !(t->flags & EVL__TR_READ_STOP)) {
+    struct sockaddr_storage ss;
+    socklen_t alen = sizeof ss;
+    evl__ssize_t n = evl__sys_recvfrom(t->fd, buf, EVL__RBUF_SIZE, 0,
+                                       (struct sockaddr *)&ss, &alen);
+    if (n >= 0) {
+      got++;
+      if (t->proto->datagram_received)
+        t->proto->datagram_received(t, buf, (size_t)n, &ss, (size_t)alen,
+                                    t->user);
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
 #ifdef EVL__HAVE_KQUEUE
-    int err = evl__kqueue_take_soerr(loop, t->fd); /* libkqueue took it */
-    if (err && t->proto->error_received)
-      t->proto->error_received(t, evl_translate_sys_error(err), t->user);
+      int err = evl__kqueue_take_soerr(loop, t->fd); /* libkqueue took it */
+      if (err && t->proto->error_received)
+        t->proto->error_received(t, evl_translate_sys_error(err), t->user);
 #endif
-    return;
+      break;
+    }
+    got++; /* e.g. ECONNREFUSED from an ICMP error: reported, counted */
+    if (t->proto->error_received)
+      t->proto->error_received(t, evl__errno(), t->user);
   }
-  if (t->proto->error_received) /* e.g. ECONNREFUSED from an ICMP error */
-    t->proto->error_received(t, evl__errno(), t->user);
+  return got;
+}
+
+static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
+  (void)fdv;
+  evl__dg_read_some((evl_transport *)arg, loop->read_budget);
 }
 
 static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
@@ -10647,6 +11220,7 @@ struct evl_server {
   int *fds;
   size_t nfds, nconns;
   int backlog, serving, closed, user_freed, shed_reported;
+  int unref;            /* does not keep the loop alive */
   evl__waiters waiters; /* wait_closed */
   evl_future *serve_fut;
   char *unix_path; /* the socket file we made, removed at close */
@@ -12455,6 +13029,7 @@ EVL__DEF evl_future *evl_start_unix_server(evl_loop *loop,
                            NULL);
 }
 
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Signals on Windows ================================================
    SIGINT and SIGBREAK come from the console (Ctrl-C, Ctrl-Break) through a
    console control handler, which Windows runs in a thread of its own: it
@@ -12483,6 +13058,11 @@ static int evl__ctrl_installed;
 
 static int evl__sig_index(int signum) {
   return signum == SIGINT ? 0 : signum == EVL__SIGBREAK ? 1 : -1;
+}
+/* A handler for signum is set. */
+static int evl__sig_has(evl_loop *loop, int signum) {
+  int i = evl__sig_index(signum);
+  return loop->sig && i >= 0 && ((evl__sigstate *)loop->sig)->cb[i];
 }
 
 static void evl__sig_deliver(evl_loop *loop, void *arg) {
@@ -12579,6 +13159,7 @@ EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   }
   st->cb[i] = NULL;
   st->arg[i] = NULL;
+  loop->sig_unref &= ~((uint64_t)1 << (signum - 1));
   if (!st->cb[0] && !st->cb[1]) {
     evl__sig_unlink(st);
     loop->sig = NULL;
@@ -12609,6 +13190,11 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
   return EVL_ENOTSUP;
 }
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
+  (void)loop;
+  (void)signum;
+  return 0;
+}
+static int evl__sig_has(evl_loop *loop, int signum) {
   (void)loop;
   (void)signum;
   return 0;
@@ -12857,6 +13443,12 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
   return 0;
 }
 
+/* A handler for signum is set. */
+static int evl__sig_has(evl_loop *loop, int signum) {
+  return loop->sig && signum > 0 && signum < EVL__NSIG &&
+         ((evl__sigstate *)loop->sig)->cb[signum];
+}
+
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   evl__sigstate *st;
   if (!loop || signum <= 0 || signum >= EVL__NSIG)
@@ -12866,6 +13458,8 @@ EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
     return 0;
   st->cb[signum] = NULL;
   st->arg[signum] = NULL;
+  if (signum <= 64)
+    loop->sig_unref &= ~((uint64_t)1 << (signum - 1));
 #ifdef EVL__HAVE_KQUEUE
   if (st->slot < 0)
     (void)evl__kq_signal(loop, signum, 0);
@@ -12949,6 +13543,7 @@ struct evl_subprocess {
   evl_handle poll_timer; /* the last-resort exit watch (POSIX) */
   int poll_ms;
   int pipe_failed; /* a pipe got no transport (no memory): start fails */
+  int unref;       /* does not keep the loop alive */
 };
 
 static void evl__sub_try_finish(evl_subprocess *p);
@@ -14236,6 +14831,161 @@ static void evl__children_close(evl_loop *loop) {
   }
 }
 
+#else /* EVLOOP_NO_PROCESS: what the loop's core calls */
+static void evl__signals_close(evl_loop *loop) {
+  (void)loop;
+}
+static void evl__children_close(evl_loop *loop) {
+  (void)loop;
+}
+static int evl__sig_has(evl_loop *loop, int signum) {
+  (void)loop;
+  (void)signum;
+  return 0;
+}
+#ifdef EVL__HAVE_KQUEUE
+static int evl__kq_signal_fire(evl_loop *loop, int signum) {
+  (void)loop;
+  (void)signum;
+  return 0;
+}
+static int evl__kq_child_exit(evl_loop *loop, int pid) {
+  (void)loop;
+  (void)pid;
+  return 0;
+}
+static void evl__kq_children_check(evl_loop *loop) {
+  (void)loop;
+}
+#endif
+#endif /* EVLOOP_NO_PROCESS */
+
+/* ==== What keeps the loop alive ==========================================
+   libuv's ref/unref: every kind of handle can be told not to keep the
+   loop running. evl_loop_alive asks the cheap counters first and walks
+   the lists of transports, servers and children only when those say no
+   (the walk stops at the first referenced object). */
+
+EVL__DEF int evl_handle_set_ref(evl_loop *loop, evl_handle h, int ref) {
+  uint32_t i;
+  evl__slot *s;
+  if (!loop || loop->closed || !loop->slots)
+    return EVL_EINVAL;
+  s = evl__slot_of(loop, h, &i);
+  if (!s || !s->fn || (s->gen & EVL__SLOT_INTERNAL))
+    return EVL_EINVAL;
+  if (!ref == !!(s->gen & EVL__SLOT_UNREF)) /* already so */
+    return 0;
+  s->gen ^= EVL__SLOT_UNREF;
+  if (s->pos >= 0) /* in the heap (a ready callback is not counted) */
+    loop->heap_unref += ref ? (uint32_t)-1 : 1u;
+  return 0;
+}
+
+EVL__DEF int evl_hook_set_ref(evl_loop *loop, int id, int ref) {
+  evl__hook *h = evl__hook_find(loop, id);
+  if (!h)
+    return EVL_EINVAL;
+  h->unref = !ref;
+  return 0;
+}
+
+EVL__DEF int evl_transport_set_ref(evl_transport *t, int ref) {
+  if (!t)
+    return EVL_EINVAL;
+  t->flags = ref ? t->flags & ~EVL__T_UNREF : t->flags | EVL__T_UNREF;
+  return 0;
+}
+
+EVL__DEF int evl_server_set_ref(evl_server *s, int ref) {
+  if (!s)
+    return EVL_EINVAL;
+  s->unref = !ref;
+  return 0;
+}
+
+#ifndef EVLOOP_NO_PROCESS
+EVL__DEF int evl_signal_set_ref(evl_loop *loop, int signum, int ref) {
+  uint64_t bit;
+  if (!loop || signum <= 0 || signum > 64 || !evl__sig_has(loop, signum))
+    return EVL_EINVAL;
+  bit = (uint64_t)1 << (signum - 1);
+  loop->sig_unref = ref ? loop->sig_unref & ~bit : loop->sig_unref | bit;
+  return 0;
+}
+
+/* A subprocess and its pipe transports. */
+EVL__DEF int evl_subprocess_set_ref(evl_subprocess *p, int ref) {
+  int i;
+  if (!p)
+    return EVL_EINVAL;
+  p->unref = !ref;
+  for (i = 0; i < 3; i++)
+    if (p->pipes[i].t)
+      evl_transport_set_ref(p->pipes[i].t, ref);
+  return 0;
+}
+#endif
+
+EVL__DEF int evl_loop_alive(evl_loop *loop) {
+  evl_transport *t;
+  evl_server *sv;
+  struct evl_subprocess *p;
+  int i;
+  if (!loop || loop->closed)
+    return 0;
+  if (loop->ring_len || loop->fd_refs || loop->jobs || loop->resolving ||
+      loop->fs_watches ||
+      loop->heap_len - loop->heap_cancelled > loop->heap_unref)
+    return 1;
+  for (i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].cb && !loop->hooks[i].unref)
+      return 1;
+  for (t = loop->transports; t; t = t->lnext)
+    if (!(t->flags & EVL__T_UNREF))
+      return 1;
+  for (sv = loop->servers; sv; sv = sv->lnext)
+    if (!sv->closed && !sv->unref)
+      return 1;
+#ifndef EVLOOP_NO_PROCESS
+  for (p = loop->children; p; p = p->lnext)
+    if (!p->unref)
+      return 1;
+#else
+  (void)p;
+#endif
+  if (loop->sig)
+    for (i = 1; i <= 64; i++)
+      if (evl__sig_has(loop, i) && !(loop->sig_unref >> (i - 1) & 1))
+        return 1;
+  return 0;
+}
+
+EVL__DEF int evl_run_alive(evl_loop *loop) {
+  int rc = 0;
+  if (!loop)
+    return EVL_EINVAL;
+  rc = evl__run_enter(loop);
+  if (rc)
+    return rc;
+  loop->run_alive = 1;
+  loop->m_mark_ok = 0;
+  while (evl_loop_alive(loop)) {
+    rc = evl__iterate(loop, -1);
+    if (rc < 0)
+      break;
+    rc = 0;
+    if (loop->stopping) {
+      rc = evl_loop_alive(loop);
+      break;
+    }
+  }
+  loop->run_alive = 0;
+  evl__run_leave(loop);
+  return rc;
+}
+
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Processes (high level) ============================================
    An evl_subprocess whose protocol feeds streams: stdout and stderr are
    stream readers, stdin a stream writer. */
@@ -14528,6 +15278,1113 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
   c->fut.refs++; /* evl__comm_done's */
   return &c->fut;
 }
+
+#endif /* EVLOOP_NO_PROCESS */
+
+#ifndef EVLOOP_NO_FS
+/* ==== Files (on the executor) ===========================================
+   One request type for every operation; its work function runs on an
+   executor thread, so everything it allocates comes from EVLOOP_MALLOC
+   (the loop's allocator is the loop thread's). */
+
+enum {
+  EVL__FS_OPEN,
+  EVL__FS_CLOSE,
+  EVL__FS_READ,
+  EVL__FS_WRITE,
+  EVL__FS_STAT,
+  EVL__FS_LSTAT,
+  EVL__FS_FSTAT,
+  EVL__FS_FSYNC,
+  EVL__FS_RENAME,
+  EVL__FS_UNLINK,
+  EVL__FS_MKDIR,
+  EVL__FS_RMDIR,
+  EVL__FS_READDIR,
+  EVL__FS_REALPATH,
+  EVL__FS_COPYFILE,
+  EVL__FS_READFILE
+};
+
+typedef struct evl__fsreq {
+  int op, flags, mode;
+  evl_fd fd;
+  void *buf;
+  size_t len;
+  int64_t off;
+  char *path, *path2;
+} evl__fsreq;
+
+static void evl__fsreq_free(void *p) {
+  evl__fsreq *r = (evl__fsreq *)p;
+  EVLOOP_FREE(NULL, r->path);
+  EVLOOP_FREE(NULL, r->path2);
+  EVLOOP_FREE(NULL, r);
+}
+
+/* A directory listing in one block: the header, the entries, the names. */
+typedef struct evl__dirent_at {
+  size_t off; /* of the name in names */
+  evl_fs_type type;
+} evl__dirent_at;
+typedef struct evl__dirbuild {
+  evl__dirent_at *ents;
+  char *names;
+  size_t n, cap, nlen, ncap;
+} evl__dirbuild;
+
+static int evl__dir_add(evl__dirbuild *b, const char *name, evl_fs_type t) {
+  size_t len = strlen(name) + 1;
+  if ((name[0] == '.' && !name[1]) ||
+      (name[0] == '.' && name[1] == '.' && !name[2]))
+    return 0;
+  if (b->n == b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 16;
+    evl__dirent_at *e =
+        (evl__dirent_at *)EVLOOP_REALLOC(NULL, b->ents, cap * sizeof *e);
+    if (!e)
+      return EVL_ENOMEM;
+    b->ents = e;
+    b->cap = cap;
+  }
+  if (b->nlen + len > b->ncap) {
+    size_t cap = b->ncap ? b->ncap * 2 : 256;
+    char *nm;
+    while (cap < b->nlen + len)
+      cap *= 2;
+    nm = (char *)EVLOOP_REALLOC(NULL, b->names, cap);
+    if (!nm)
+      return EVL_ENOMEM;
+    b->names = nm;
+    b->ncap = cap;
+  }
+  memcpy(b->names + b->nlen, name, len);
+  b->ents[b->n].off = b->nlen;
+  b->ents[b->n++].type = t;
+  b->nlen += len;
+  return 0;
+}
+
+static int evl__dir_finish(evl__dirbuild *b, void **result) {
+  size_t head = sizeof(evl_fs_dir) + b->n * sizeof(evl_dirent), i;
+  evl_fs_dir *d = (evl_fs_dir *)EVLOOP_MALLOC(NULL, head + b->nlen + 1);
+  char *names;
+  if (!d)
+    return EVL_ENOMEM;
+  d->count = b->n;
+  d->entries = (evl_dirent *)(void *)(d + 1);
+  names = (char *)d + head;
+  if (b->nlen)
+    memcpy(names, b->names, b->nlen);
+  for (i = 0; i < b->n; i++) {
+    d->entries[i].name = names + b->ents[i].off;
+    d->entries[i].type = b->ents[i].type;
+  }
+  *result = d;
+  return 0;
+}
+
+static void evl__dir_drop(evl__dirbuild *b) {
+  EVLOOP_FREE(NULL, b->ents);
+  EVLOOP_FREE(NULL, b->names);
+}
+
+#ifdef _WIN32
+#define EVL__FS_FAIL() evl_translate_sys_error(evl__win_errno(GetLastError()))
+
+static evl_fs_data *evl__fs_data_new(size_t len) {
+  evl_fs_data *d = (evl_fs_data *)EVLOOP_MALLOC(NULL, sizeof *d + len + 1);
+  if (d) {
+    d->len = len;
+    d->data = (unsigned char *)(d + 1);
+    d->data[len] = 0;
+  }
+  return d;
+}
+
+/* UTF-8 -> UTF-16, from EVLOOP_MALLOC; NULL when out of memory or bad. */
+static wchar_t *evl__wpath(const char *s) {
+  int n = MultiByteToWideChar(CP_UTF8, 0, s, -1, NULL, 0);
+  wchar_t *w;
+  if (n <= 0)
+    return NULL;
+  w = (wchar_t *)EVLOOP_MALLOC(NULL, (size_t)n * sizeof *w);
+  if (w && MultiByteToWideChar(CP_UTF8, 0, s, -1, w, n) <= 0) {
+    EVLOOP_FREE(NULL, w);
+    w = NULL;
+  }
+  return w;
+}
+static char *evl__utf8(const wchar_t *w) {
+  int n = WideCharToMultiByte(CP_UTF8, 0, w, -1, NULL, 0, NULL, NULL);
+  char *s;
+  if (n <= 0)
+    return NULL;
+  s = (char *)EVLOOP_MALLOC(NULL, (size_t)n);
+  if (s && WideCharToMultiByte(CP_UTF8, 0, w, -1, s, n, NULL, NULL) <= 0) {
+    EVLOOP_FREE(NULL, s);
+    s = NULL;
+  }
+  return s;
+}
+
+/* Opens path with CreateFileW; INVALID_HANDLE_VALUE and *err on failure. */
+static HANDLE evl__fs_wopen(const char *path, DWORD access, DWORD disp,
+                            DWORD flags, int *err) {
+  wchar_t *w = evl__wpath(path);
+  HANDLE h;
+  if (!w) {
+    *err = EVL_EINVAL;
+    return INVALID_HANDLE_VALUE;
+  }
+  h = CreateFileW(w, access,
+                  FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
+                  disp, flags, NULL);
+  if (h == INVALID_HANDLE_VALUE)
+    *err = EVL__FS_FAIL();
+  EVLOOP_FREE(NULL, w);
+  return h;
+}
+
+static int64_t
+evl__ft_ns(FILETIME ft) { /* 100 ns since 1601 -> ns since 1970 */
+  int64_t t = (int64_t)(((uint64_t)ft.dwHighDateTime << 32) | ft.dwLowDateTime);
+  return (t - 116444736000000000ll) * 100;
+}
+
+static int evl__fs_fstat_h(HANDLE h, void **result) {
+  BY_HANDLE_FILE_INFORMATION fi;
+  evl_stat *st;
+  if (!GetFileInformationByHandle(h, &fi))
+    return EVL__FS_FAIL();
+  st = (evl_stat *)EVLOOP_MALLOC(NULL, sizeof *st);
+  if (!st)
+    return EVL_ENOMEM;
+  memset(st, 0, sizeof *st);
+  st->size = ((uint64_t)fi.nFileSizeHigh << 32) | fi.nFileSizeLow;
+  st->dev = fi.dwVolumeSerialNumber;
+  st->ino = ((uint64_t)fi.nFileIndexHigh << 32) | fi.nFileIndexLow;
+  st->nlink = fi.nNumberOfLinks;
+  st->type = fi.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT ? EVL_FS_LINK
+             : fi.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY   ? EVL_FS_DIR
+                                                                : EVL_FS_FILE;
+  st->mode =
+      (st->type == EVL_FS_DIR ? 0040000u | 0755u : 0100000u) |
+      (st->type != EVL_FS_DIR
+           ? (fi.dwFileAttributes & FILE_ATTRIBUTE_READONLY ? 0444u : 0644u)
+           : 0u);
+  st->atime_ns = evl__ft_ns(fi.ftLastAccessTime);
+  st->mtime_ns = evl__ft_ns(fi.ftLastWriteTime);
+  st->ctime_ns = evl__ft_ns(fi.ftCreationTime);
+  *result = st;
+  return 0;
+}
+
+static int evl__fs_pio(evl__fsreq *r, void **result) {
+  HANDLE h = (HANDLE)r->fd;
+  size_t done = 0;
+  for (;;) {
+    OVERLAPPED ov;
+    DWORD n = 0, want;
+    BOOL ok;
+    uint64_t off = (uint64_t)r->off + done;
+    size_t left = r->len - done;
+    want = left > 0x40000000u ? 0x40000000u : (DWORD)left;
+    memset(&ov, 0, sizeof ov);
+    ov.Offset = (DWORD)off;
+    ov.OffsetHigh = (DWORD)(off >> 32);
+    ok = r->op == EVL__FS_READ
+             ? ReadFile(h, (char *)r->buf + done, want, &n, &ov)
+             : WriteFile(h, (const char *)r->buf + done, want, &n, &ov);
+    if (!ok) {
+      if (r->op == EVL__FS_READ && GetLastError() == ERROR_HANDLE_EOF)
+        break;
+      return EVL__FS_FAIL();
+    }
+    done += n;
+    if (r->op == EVL__FS_READ || done == r->len || n == 0)
+      break;
+  }
+  *result = (void *)(intptr_t)done;
+  return 0;
+}
+
+static int evl__fs_work(void *arg, void **result) {
+  evl__fsreq *r = (evl__fsreq *)arg;
+  int err = 0;
+  HANDLE h;
+  wchar_t *w = NULL, *w2 = NULL;
+  BOOL ok = TRUE;
+  switch (r->op) {
+  case EVL__FS_OPEN: {
+    DWORD access = 0, disp;
+    int f = r->flags;
+    if (f & EVL_FS_READ)
+      access |= GENERIC_READ;
+    if (f & EVL_FS_WRITE)
+      access |= f & EVL_FS_APPEND ? FILE_APPEND_DATA : GENERIC_WRITE;
+    if ((f & (EVL_FS_CREATE | EVL_FS_EXCL)) == (EVL_FS_CREATE | EVL_FS_EXCL))
+      disp = CREATE_NEW;
+    else if (f & EVL_FS_CREATE)
+      disp = f & EVL_FS_TRUNC ? CREATE_ALWAYS : OPEN_ALWAYS;
+    else
+      disp = f & EVL_FS_TRUNC ? TRUNCATE_EXISTING : OPEN_EXISTING;
+    h = evl__fs_wopen(r->path, access, disp, FILE_ATTRIBUTE_NORMAL, &err);
+    if (h == INVALID_HANDLE_VALUE)
+      return err;
+    SetHandleInformation(h, HANDLE_FLAG_INHERIT, 0);
+    *result = (void *)(intptr_t)h;
+    return 0;
+  }
+  case EVL__FS_CLOSE:
+    return CloseHandle((HANDLE)r->fd) ? 0 : EVL__FS_FAIL();
+  case EVL__FS_READ:
+  case EVL__FS_WRITE:
+    return evl__fs_pio(r, result);
+  case EVL__FS_FSTAT:
+    return evl__fs_fstat_h((HANDLE)r->fd, result);
+  case EVL__FS_STAT:
+  case EVL__FS_LSTAT:
+  case EVL__FS_REALPATH:
+    h = evl__fs_wopen(
+        r->path, FILE_READ_ATTRIBUTES, OPEN_EXISTING,
+        FILE_FLAG_BACKUP_SEMANTICS |
+            (r->op == EVL__FS_LSTAT ? FILE_FLAG_OPEN_REPARSE_POINT : 0),
+        &err);
+    if (h == INVALID_HANDLE_VALUE)
+      return err;
+    if (r->op != EVL__FS_REALPATH) {
+      err = evl__fs_fstat_h(h, result);
+    } else {
+      wchar_t buf[32768];
+      DWORD n = GetFinalPathNameByHandleW(h, buf, 32768, 0);
+      char *u = NULL;
+      if (n == 0 || n >= 32768)
+        err = n ? EVL_ENAMETOOLONG : EVL__FS_FAIL();
+      else if (!(u = evl__utf8(wcsncmp(buf, L"\\\\?\\UNC\\", 8) == 0 ? buf + 6
+                               : wcsncmp(buf, L"\\\\?\\", 4) == 0    ? buf + 4
+                                                                     : buf)))
+        err = EVL_ENOMEM;
+      else
+        *result = u;
+    }
+    CloseHandle(h);
+    return err;
+  case EVL__FS_FSYNC:
+    return FlushFileBuffers((HANDLE)r->fd) ? 0 : EVL__FS_FAIL();
+  case EVL__FS_READFILE: {
+    LARGE_INTEGER size;
+    evl_fs_data *d;
+    evl__fsreq rr;
+    void *got;
+    h = evl__fs_wopen(r->path, GENERIC_READ, OPEN_EXISTING,
+                      FILE_ATTRIBUTE_NORMAL, &err);
+    if (h == INVALID_HANDLE_VALUE)
+      return err;
+    if (!GetFileSizeEx(h, &size)) {
+      err = EVL__FS_FAIL();
+    } else if ((uint64_t)size.QuadPart > (uint64_t)0x7fffffff) {
+      err = EVL_EFBIG;
+    } else if (!(d = evl__fs_data_new((size_t)size.QuadPart))) {
+      err = EVL_ENOMEM;
+    } else {
+      memset(&rr, 0, sizeof rr);
+      rr.op = EVL__FS_READ;
+      rr.fd = (evl_fd)(intptr_t)h;
+      rr.buf = d->data;
+      rr.len = d->len;
+      err = evl__fs_pio(&rr, &got);
+      if (err) {
+        EVLOOP_FREE(NULL, d);
+      } else {
+        d->len = (size_t)(intptr_t)got;
+        d->data[d->len] = 0;
+        *result = d;
+      }
+    }
+    CloseHandle(h);
+    return err;
+  }
+  case EVL__FS_READDIR: {
+    WIN32_FIND_DATAW fd;
+    evl__dirbuild b;
+    size_t n = strlen(r->path);
+    char *pat = (char *)EVLOOP_MALLOC(NULL, n + 3);
+    if (!pat)
+      return EVL_ENOMEM;
+    memcpy(pat, r->path, n);
+    memcpy(pat + n,
+           n && (r->path[n - 1] == '\\' || r->path[n - 1] == '/') ? "*" : "\\*",
+           3);
+    w = evl__wpath(pat);
+    EVLOOP_FREE(NULL, pat);
+    if (!w)
+      return EVL_EINVAL;
+    h = FindFirstFileW(w, &fd);
+    EVLOOP_FREE(NULL, w);
+    if (h == INVALID_HANDLE_VALUE)
+      return GetLastError() == ERROR_FILE_NOT_FOUND ? EVL_ENOENT
+                                                    : EVL__FS_FAIL();
+    memset(&b, 0, sizeof b);
+    do {
+      char *u = evl__utf8(fd.cFileName);
+      evl_fs_type t =
+          fd.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT ? EVL_FS_LINK
+          : fd.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY   ? EVL_FS_DIR
+                                                             : EVL_FS_FILE;
+      err = u ? evl__dir_add(&b, u, t) : EVL_ENOMEM;
+      EVLOOP_FREE(NULL, u);
+    } while (!err && FindNextFileW(h, &fd));
+    FindClose(h);
+    if (!err)
+      err = evl__dir_finish(&b, result);
+    evl__dir_drop(&b);
+    return err;
+  }
+  default:
+    break;
+  }
+  /* operations on one or two paths */
+  w = evl__wpath(r->path);
+  if (r->path2)
+    w2 = evl__wpath(r->path2);
+  if (!w || (r->path2 && !w2)) {
+    err = EVL_EINVAL;
+  } else {
+    switch (r->op) {
+    case EVL__FS_RENAME:
+      ok = MoveFileExW(w, w2, MOVEFILE_REPLACE_EXISTING);
+      break;
+    case EVL__FS_UNLINK:
+      ok = DeleteFileW(w);
+      break;
+    case EVL__FS_MKDIR:
+      ok = CreateDirectoryW(w, NULL);
+      break;
+    case EVL__FS_RMDIR:
+      ok = RemoveDirectoryW(w);
+      break;
+    default: /* EVL__FS_COPYFILE */
+      ok = CopyFileW(w, w2, (r->flags & EVL_FS_EXCL) != 0);
+    }
+    if (!ok)
+      err = EVL__FS_FAIL();
+  }
+  EVLOOP_FREE(NULL, w);
+  EVLOOP_FREE(NULL, w2);
+  return err;
+}
+#else /* POSIX */
+
+static int64_t evl__ts_ns(time_t s, long ns) {
+  return (int64_t)s * 1000000000 + ns;
+}
+
+static int evl__fs_statres(const struct stat *sb, void **result) {
+  evl_stat *st = (evl_stat *)EVLOOP_MALLOC(NULL, sizeof *st);
+  if (!st)
+    return EVL_ENOMEM;
+  memset(st, 0, sizeof *st);
+  st->size = (uint64_t)sb->st_size;
+  st->dev = (uint64_t)sb->st_dev;
+  st->ino = (uint64_t)sb->st_ino;
+  st->nlink = (uint64_t)sb->st_nlink;
+  st->mode = (uint32_t)sb->st_mode;
+  st->type = S_ISREG(sb->st_mode) ? EVL_FS_FILE
+             : S_ISDIR(sb->st_mode) ? EVL_FS_DIR
+             : S_ISLNK(sb->st_mode) ? EVL_FS_LINK
+                                    : EVL_FS_OTHER;
+#if defined(__APPLE__)
+  st->atime_ns = evl__ts_ns(sb->st_atimespec.tv_sec, sb->st_atimespec.tv_nsec);
+  st->mtime_ns = evl__ts_ns(sb->st_mtimespec.tv_sec, sb->st_mtimespec.tv_nsec);
+  st->ctime_ns = evl__ts_ns(sb->st_ctimespec.tv_sec, sb->st_ctimespec.tv_nsec);
+#else
+  st->atime_ns = evl__ts_ns(sb->st_atim.tv_sec, sb->st_atim.tv_nsec);
+  st->mtime_ns = evl__ts_ns(sb->st_mtim.tv_sec, sb->st_mtim.tv_nsec);
+  st->ctime_ns = evl__ts_ns(sb->st_ctim.tv_sec, sb->st_ctim.tv_nsec);
+#endif
+  *result = st;
+  return 0;
+}
+
+/* pread/pwrite until done (write) or one read; EINTR is retried. */
+static int evl__fs_pio(int fd, int op, void *buf, size_t len, int64_t off,
+                       size_t *out) {
+  size_t done = 0;
+  while (done < len || len == 0) {
+    ssize_t n = op == EVL__FS_READ
+                    ? pread(fd, (char *)buf + done, len - done,
+                            (off_t)(off + (int64_t)done))
+                    : pwrite(fd, (const char *)buf + done, len - done,
+                             (off_t)(off + (int64_t)done));
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return evl__errno();
+    }
+    done += (size_t)n;
+    if (op == EVL__FS_READ || n == 0)
+      break;
+  }
+  *out = done;
+  return 0;
+}
+
+static int evl__fs_copy(const char *from, const char *to, int flags) {
+  struct stat sb;
+  int in, out, err = 0;
+  char *buf;
+  in = open(from, O_RDONLY | O_CLOEXEC);
+  if (in < 0)
+    return evl__errno();
+  if (fstat(in, &sb) < 0) {
+    err = evl__errno();
+    close(in);
+    return err;
+  }
+  out = open(to,
+             O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+                 (flags & EVL_FS_EXCL ? O_EXCL : 0),
+             sb.st_mode & 07777);
+  if (out < 0) {
+    err = evl__errno();
+    close(in);
+    return err;
+  }
+  buf = (char *)EVLOOP_MALLOC(NULL, 65536);
+  if (!buf)
+    err = EVL_ENOMEM;
+  while (!err) {
+    ssize_t n = read(in, buf, 65536), w = 0;
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      err = n < 0 ? evl__errno() : 0;
+      break;
+    }
+    while (w < n && !err) {
+      ssize_t k = write(out, buf + w, (size_t)(n - w));
+      if (k < 0 && errno != EINTR)
+        err = evl__errno();
+      else if (k > 0)
+        w += k;
+    }
+  }
+  EVLOOP_FREE(NULL, buf);
+  close(in);
+  if (close(out) < 0 && !err)
+    err = evl__errno();
+  if (err)
+    (void)unlink(to);
+  return err;
+}
+
+static int evl__fs_work(void *arg, void **result) {
+  evl__fsreq *r = (evl__fsreq *)arg;
+  struct stat sb;
+  size_t n = 0;
+  int rc, fd, f = r->flags;
+  switch (r->op) {
+  case EVL__FS_OPEN:
+    fd = open(r->path,
+              ((f & EVL_FS_READ) && (f & EVL_FS_WRITE) ? O_RDWR
+               : f & EVL_FS_WRITE ? O_WRONLY
+                                  : O_RDONLY) |
+                  (f & EVL_FS_CREATE ? O_CREAT : 0) |
+                  (f & EVL_FS_TRUNC ? O_TRUNC : 0) |
+                  (f & EVL_FS_APPEND ? O_APPEND : 0) |
+                  (f & EVL_FS_EXCL ? O_EXCL : 0) | O_CLOEXEC,
+              r->mode);
+    if (fd < 0)
+      return evl__errno();
+    *result = (void *)(intptr_t)fd;
+    return 0;
+  case EVL__FS_CLOSE:
+    return close((int)r->fd) < 0 && errno != EINTR ? evl__errno() : 0;
+  case EVL__FS_READ:
+  case EVL__FS_WRITE:
+    rc = evl__fs_pio((int)r->fd, r->op, r->buf, r->len, r->off, &n);
+    if (!rc)
+      *result = (void *)(intptr_t)n;
+    return rc;
+  case EVL__FS_STAT:
+  case EVL__FS_LSTAT:
+  case EVL__FS_FSTAT:
+    rc = r->op == EVL__FS_STAT ? stat(r->path, &sb)
+         : r->op == EVL__FS_LSTAT ? lstat(r->path, &sb)
+                                  : fstat((int)r->fd, &sb);
+    return rc < 0 ? evl__errno() : evl__fs_statres(&sb, result);
+  case EVL__FS_FSYNC:
+    return fsync((int)r->fd) < 0 ? evl__errno() : 0;
+  case EVL__FS_RENAME:
+    return rename(r->path, r->path2) < 0 ? evl__errno() : 0;
+  case EVL__FS_UNLINK:
+    return unlink(r->path) < 0 ? evl__errno() : 0;
+  case EVL__FS_MKDIR:
+    return mkdir(r->path, (mode_t)r->mode) < 0 ? evl__errno() : 0;
+  case EVL__FS_RMDIR:
+    return rmdir(r->path) < 0 ? evl__errno() : 0;
+  case EVL__FS_REALPATH: {
+    char *p = realpath(r->path, NULL), *c;
+    if (!p)
+      return evl__errno();
+    c = evl__gstrdup(p); /* realpath's is malloc's, ours EVLOOP_FREE's */
+    free(p);
+    if (!c)
+      return EVL_ENOMEM;
+    *result = c;
+    return 0;
+  }
+  case EVL__FS_COPYFILE:
+    return evl__fs_copy(r->path, r->path2, r->flags);
+  case EVL__FS_READFILE: {
+    evl_fs_data *d = NULL;
+    size_t cap;
+    fd = open(r->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      return evl__errno();
+    rc = fstat(fd, &sb) < 0 ? evl__errno() : 0;
+    cap = !rc && sb.st_size > 0 ? (size_t)sb.st_size : 4096;
+    n = 0;
+    while (!rc) { /* the size may change (or be 0: /proc): read to EOF */
+      ssize_t k;
+      if (!d || n == cap) {
+        evl_fs_data *g;
+        if (d)
+          cap *= 2;
+        g = (evl_fs_data *)EVLOOP_REALLOC(NULL, d, sizeof *d + cap + 1);
+        if (!g) {
+          rc = EVL_ENOMEM;
+          break;
+        }
+        d = g;
+        d->data = (unsigned char *)(d + 1);
+      }
+      k = read(fd, d->data + n, cap - n);
+      if (k < 0 && errno == EINTR)
+        continue;
+      if (k < 0)
+        rc = evl__errno();
+      else if (k == 0)
+        break;
+      else
+        n += (size_t)k;
+    }
+    close(fd);
+    if (rc) {
+      EVLOOP_FREE(NULL, d);
+      return rc;
+    }
+    d->len = n;
+    d->data[n] = 0;
+    *result = d;
+    return 0;
+  }
+  default: { /* EVL__FS_READDIR */
+    DIR *dir = opendir(r->path);
+    struct dirent *e;
+    evl__dirbuild b;
+    if (!dir)
+      return evl__errno();
+    memset(&b, 0, sizeof b);
+    rc = 0;
+    errno = 0;
+    while (!rc && (e = readdir(dir)) != NULL) {
+      evl_fs_type t = EVL_FS_OTHER;
+#ifdef DT_DIR
+      t = e->d_type == DT_REG ? EVL_FS_FILE
+          : e->d_type == DT_DIR ? EVL_FS_DIR
+          : e->d_type == DT_LNK ? EVL_FS_LINK
+                                : EVL_FS_OTHER;
+#endif
+      rc = evl__dir_add(&b, e->d_name, t);
+    }
+    if (!rc && errno)
+      rc = evl__errno();
+    closedir(dir);
+    if (!rc)
+      rc = evl__dir_finish(&b, result);
+    evl__dir_drop(&b);
+    return rc;
+  }
+  }
+}
+#endif
+
+/* A future that failed with err at once (bad arguments). */
+static evl_future *evl__failed_future(evl_loop *loop, int err) {
+  evl_future *f = evl_future_new(loop);
+  if (f)
+    (void)evl_future_set_error(f, err, NULL);
+  return f;
+}
+
+/* Submits a request; r is freed with the job (or here on failure). */
+static evl_future *evl__fs_submit(evl_loop *loop, evl__fsreq *r) {
+  evl_future *f;
+  if (!r)
+    return NULL;
+  /* results that are numbers (an fd, a count) are not freed */
+  f = evl__submit(loop, NULL, evl__fs_work, r, evl__fsreq_free,
+                  r->op == EVL__FS_OPEN || r->op == EVL__FS_READ ||
+                          r->op == EVL__FS_WRITE
+                      ? NULL
+                      : evl__gfree);
+  return f;
+}
+
+/* A request, or NULL (out of memory); path copies made. */
+static evl__fsreq *evl__fsreq_new(int op, const char *path, const char *path2) {
+  evl__fsreq *r = (evl__fsreq *)EVLOOP_MALLOC(NULL, sizeof *r);
+  if (!r)
+    return NULL;
+  memset(r, 0, sizeof *r);
+  r->op = op;
+  r->path = evl__gstrdup(path);
+  r->path2 = evl__gstrdup(path2);
+  if ((path && !r->path) || (path2 && !r->path2)) {
+    evl__fsreq_free(r);
+    return NULL;
+  }
+  return r;
+}
+
+/* NULL for a NULL/closed loop; a future failed with EVL_EINVAL for bad
+   arguments; else the submitted request. */
+static evl_future *evl__fs_path_op(evl_loop *loop, int op, const char *path,
+                                   const char *path2, int need2, int flags,
+                                   int mode) {
+  evl__fsreq *r;
+  if (!loop || loop->closed)
+    return NULL;
+  if (!path || !*path || (need2 && (!path2 || !*path2)))
+    return evl__failed_future(loop, EVL_EINVAL);
+  r = evl__fsreq_new(op, path, need2 ? path2 : NULL);
+  if (r) {
+    r->flags = flags;
+    r->mode = mode;
+  }
+  return evl__fs_submit(loop, r);
+}
+
+static evl_future *evl__fs_fd_op(evl_loop *loop, int op, evl_fd fd, void *buf,
+                                 size_t len, int64_t off) {
+  evl__fsreq *r;
+  if (!loop || loop->closed)
+    return NULL;
+  if (fd < 0 || off < 0 || (!buf && len) ||
+      ((op == EVL__FS_READ || op == EVL__FS_WRITE) && len > (size_t)INTPTR_MAX))
+    return evl__failed_future(loop, fd < 0 ? EVL_EBADF : EVL_EINVAL);
+  r = evl__fsreq_new(op, NULL, NULL);
+  if (r) {
+    r->fd = fd;
+    r->buf = buf;
+    r->len = len;
+    r->off = off;
+  }
+  return evl__fs_submit(loop, r);
+}
+
+EVL__DEF evl_future *evl_fs_open(evl_loop *loop, const char *path, int flags,
+                                 int mode) {
+  if (loop && !loop->closed &&
+      (!(flags & (EVL_FS_READ | EVL_FS_WRITE)) || (flags & ~63)))
+    return evl__failed_future(loop, EVL_EINVAL);
+  return evl__fs_path_op(loop, EVL__FS_OPEN, path, NULL, 0, flags, mode);
+}
+EVL__DEF evl_future *evl_fs_close(evl_loop *loop, evl_fd fd) {
+  return evl__fs_fd_op(loop, EVL__FS_CLOSE, fd, NULL, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_read(evl_loop *loop, evl_fd fd, void *buf,
+                                 size_t len, int64_t offset) {
+  return evl__fs_fd_op(loop, EVL__FS_READ, fd, buf, len, offset);
+}
+EVL__DEF evl_future *evl_fs_write(evl_loop *loop, evl_fd fd, const void *buf,
+                                  size_t len, int64_t offset) {
+  return evl__fs_fd_op(loop, EVL__FS_WRITE, fd, (void *)(uintptr_t)buf, len,
+                       offset);
+}
+EVL__DEF evl_future *evl_fs_stat(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_STAT, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_lstat(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_LSTAT, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_fstat(evl_loop *loop, evl_fd fd) {
+  return evl__fs_fd_op(loop, EVL__FS_FSTAT, fd, NULL, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_fsync(evl_loop *loop, evl_fd fd) {
+  return evl__fs_fd_op(loop, EVL__FS_FSYNC, fd, NULL, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_rename(evl_loop *loop, const char *from,
+                                   const char *to) {
+  return evl__fs_path_op(loop, EVL__FS_RENAME, from, to, 1, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_unlink(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_UNLINK, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_mkdir(evl_loop *loop, const char *path, int mode) {
+  return evl__fs_path_op(loop, EVL__FS_MKDIR, path, NULL, 0, 0, mode);
+}
+EVL__DEF evl_future *evl_fs_rmdir(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_RMDIR, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_readdir(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_READDIR, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_realpath(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_REALPATH, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_copyfile(evl_loop *loop, const char *from,
+                                     const char *to, int flags) {
+  if (loop && !loop->closed && (flags & ~EVL_FS_EXCL))
+    return evl__failed_future(loop, EVL_EINVAL);
+  return evl__fs_path_op(loop, EVL__FS_COPYFILE, from, to, 1, flags, 0);
+}
+EVL__DEF evl_future *evl_fs_read_file(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_READFILE, path, NULL, 0, 0, 0);
+}
+
+/* ==== Watching files ====================================================
+   A watch holds a snapshot of what it watches (one entry for a file, one
+   per directory entry) for polling; inotify needs none. Stopping from
+   inside the callback marks the watch; it is freed when the callback
+   returns. */
+
+#if defined(__linux__) && !defined(EVLOOP_NO_INOTIFY)
+#include <sys/inotify.h>
+#define EVL__HAVE_INOTIFY 1
+#endif
+
+typedef struct evl__snap {
+  char *name;
+  int64_t mtime;
+  uint64_t size, ino;
+} evl__snap;
+
+struct evl_fs_watch {
+  evl_loop *loop;
+  evl_fs_watch_cb cb;
+  void *arg;
+  char *path;
+  const char *base; /* the last component of path */
+  int is_dir, inotify, fd, exists, in_cb, stopped;
+  evl_handle timer; /* polling */
+  evl__snap *snap;
+  size_t nsnap;
+  evl_fs_watch *lprev, *lnext; /* the loop's watches */
+};
+
+static void evl__snap_drop(evl__snap *s, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    EVLOOP_FREE(NULL, s[i].name);
+  EVLOOP_FREE(NULL, s);
+}
+
+static void evl__fsw_free(evl_fs_watch *w) {
+  evl_loop *loop = w->loop;
+  if (w->lprev)
+    w->lprev->lnext = w->lnext;
+  else
+    loop->fs_watches = w->lnext;
+  if (w->lnext)
+    w->lnext->lprev = w->lprev;
+  if (w->timer > 0)
+    evl_handle_cancel(loop, w->timer);
+#ifdef EVL__HAVE_INOTIFY
+  if (w->fd >= 0) {
+    evl__unwatch(loop, w->fd, EVL__READ);
+    close(w->fd);
+  }
+#endif
+  evl__snap_drop(w->snap, w->nsnap);
+  EVLOOP_FREE(NULL, w->path);
+  EVLOOP_FREE(NULL, w);
+}
+
+/* Runs the callback; 1 if the watch was stopped from it (and is freed). */
+static int evl__fsw_emit(evl_fs_watch *w, const char *name, int events) {
+  w->in_cb++;
+  w->cb(w, name, events, w->arg);
+  w->in_cb--;
+  if (w->stopped && !w->in_cb) {
+    evl__fsw_free(w);
+    return 1;
+  }
+  return w->stopped;
+}
+
+/* A stat of path, synchronously through the file operations' worker. */
+static int evl__fsw_stat(const char *path, evl__snap *out) {
+  evl__fsreq r;
+  void *res = NULL;
+  int rc;
+  memset(&r, 0, sizeof r);
+  r.op = EVL__FS_STAT;
+  r.path = (char *)(uintptr_t)path;
+  rc = evl__fs_work(&r, &res);
+  if (rc == 0) {
+    const evl_stat *st = (const evl_stat *)res;
+    out->mtime = st->mtime_ns;
+    out->size = st->size;
+    out->ino = st->ino;
+    EVLOOP_FREE(NULL, res);
+  }
+  return rc;
+}
+
+static int evl__snap_cmp(const void *a, const void *b) {
+  return strcmp(((const evl__snap *)a)->name, ((const evl__snap *)b)->name);
+}
+
+/* The directory's entries, sorted by name, each with its stat. */
+static int evl__fsw_scan_dir(const char *path, evl__snap **out, size_t *n) {
+  evl__fsreq r;
+  void *res = NULL;
+  const evl_fs_dir *d;
+  evl__snap *s;
+  size_t i, k = 0, plen = strlen(path);
+  int rc;
+  memset(&r, 0, sizeof r);
+  r.op = EVL__FS_READDIR;
+  r.path = (char *)(uintptr_t)path;
+  if ((rc = evl__fs_work(&r, &res)) != 0)
+    return rc;
+  d = (const evl_fs_dir *)res;
+  s = (evl__snap *)EVLOOP_MALLOC(NULL, (d->count + 1) * sizeof *s);
+  if (!s) {
+    EVLOOP_FREE(NULL, res);
+    return EVL_ENOMEM;
+  }
+  for (i = 0; i < d->count; i++) {
+    size_t nl = strlen(d->entries[i].name);
+    char *full = (char *)EVLOOP_MALLOC(NULL, plen + nl + 2);
+    if (!full)
+      break;
+    memcpy(full, path, plen);
+    full[plen] = '/';
+    memcpy(full + plen + 1, d->entries[i].name, nl + 1);
+    memset(&s[k], 0, sizeof s[k]);
+    if (evl__fsw_stat(full, &s[k]) == 0) { /* (gone meanwhile: skipped) */
+      s[k].name = evl__gstrdup(d->entries[i].name);
+      if (s[k].name)
+        k++;
+    }
+    EVLOOP_FREE(NULL, full);
+  }
+  EVLOOP_FREE(NULL, res);
+  if (k > 1)
+    qsort(s, k, sizeof *s, evl__snap_cmp);
+  *out = s;
+  *n = k;
+  return 0;
+}
+
+static int evl__snap_changed(const evl__snap *a, const evl__snap *b) {
+  return a->mtime != b->mtime || a->size != b->size || a->ino != b->ino;
+}
+
+/* Polling: compare with the last snapshot and report the differences. */
+static void evl__fsw_poll(evl_loop *loop, void *arg) {
+  evl_fs_watch *w = (evl_fs_watch *)arg;
+  evl__snap *now = NULL, one;
+  size_t n = 0, i = 0, j = 0;
+  (void)loop;
+  if (!w->is_dir) {
+    int exists = evl__fsw_stat(w->path, &one) == 0;
+    int ev = exists && !w->exists                             ? EVL_FS_CREATED
+             : !exists && w->exists                           ? EVL_FS_DELETED
+             : exists && evl__snap_changed(&one, &w->snap[0]) ? EVL_FS_MODIFIED
+                                                              : 0;
+    w->exists = exists;
+    if (exists) {
+      w->snap[0].mtime = one.mtime;
+      w->snap[0].size = one.size;
+      w->snap[0].ino = one.ino;
+    }
+    if (ev)
+      evl__fsw_emit(w, w->base, ev);
+    return;
+  }
+  if (evl__fsw_scan_dir(w->path, &now, &n) != 0) {
+    if (w->exists) { /* the directory itself went away */
+      w->exists = 0;
+      evl__snap_drop(w->snap, w->nsnap);
+      w->snap = NULL;
+      w->nsnap = 0;
+      evl__fsw_emit(w, w->base, EVL_FS_DELETED);
+    }
+    return;
+  }
+  w->exists = 1;
+  w->in_cb++; /* the snapshots stay ours while the callbacks run */
+  while ((i < w->nsnap || j < n) && !w->stopped) {
+    int c = i == w->nsnap ? 1
+            : j == n      ? -1
+                          : strcmp(w->snap[i].name, now[j].name);
+    if (c < 0) {
+      evl__fsw_emit(w, w->snap[i++].name, EVL_FS_DELETED);
+    } else if (c > 0) {
+      evl__fsw_emit(w, now[j++].name, EVL_FS_CREATED);
+    } else {
+      if (evl__snap_changed(&w->snap[i], &now[j]))
+        evl__fsw_emit(w, now[j].name, EVL_FS_MODIFIED);
+      i++;
+      j++;
+    }
+  }
+  w->in_cb--;
+  evl__snap_drop(w->snap, w->nsnap);
+  w->snap = now;
+  w->nsnap = n;
+  if (w->stopped && !w->in_cb)
+    evl__fsw_free(w);
+}
+
+#ifdef EVL__HAVE_INOTIFY
+static void evl__fsw_readable(evl_loop *loop, evl_fd fd, void *arg) {
+  evl_fs_watch *w = (evl_fs_watch *)arg;
+  union {
+    struct inotify_event ev;
+    char buf[4096];
+  } u;
+  (void)loop;
+  for (;;) {
+    ssize_t n = read((int)fd, u.buf, sizeof u.buf), off = 0;
+    if (n <= 0)
+      return;
+    while (off < n) {
+      const struct inotify_event *e =
+          (const struct inotify_event *)(const void *)(u.buf + off);
+      uint32_t m = e->mask;
+      int ev =
+          (m & IN_CREATE ? EVL_FS_CREATED : 0) |
+          (m & (IN_MODIFY | IN_ATTRIB) ? EVL_FS_MODIFIED : 0) |
+          (m & (IN_DELETE | IN_DELETE_SELF) ? EVL_FS_DELETED : 0) |
+          (m & (IN_MOVED_FROM | IN_MOVED_TO | IN_MOVE_SELF) ? EVL_FS_RENAMED
+                                                            : 0);
+      off += (ssize_t)sizeof *e + (ssize_t)e->len;
+      if (ev && evl__fsw_emit(w, e->len ? e->name : w->base, ev))
+        return; /* stopped (and freed) */
+    }
+  }
+}
+#endif
+
+static void evl__fs_watches_close(evl_loop *loop) {
+  while (loop->fs_watches) {
+    loop->fs_watches->in_cb = 0;
+    evl__fsw_free(loop->fs_watches);
+  }
+}
+
+EVL__DEF int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
+                                double poll_interval, evl_fs_watch_cb cb,
+                                void *arg, evl_fs_watch **out) {
+  evl_fs_watch *w;
+  evl__snap one;
+  const char *p;
+  int rc;
+  if (out)
+    *out = NULL;
+  if (!loop || !path || !*path || !cb || !out || (flags & ~EVL_FS_WATCH_POLL) ||
+      poll_interval != poll_interval)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if ((rc = evl__fsw_stat(path, &one)) != 0)
+    return rc;
+  w = (evl_fs_watch *)EVLOOP_MALLOC(NULL, sizeof *w);
+  if (!w)
+    return EVL_ENOMEM;
+  memset(w, 0, sizeof *w);
+  w->loop = loop;
+  w->cb = cb;
+  w->arg = arg;
+  w->fd = -1;
+  w->exists = 1;
+  w->path = evl__gstrdup(path);
+  if (!w->path) {
+    EVLOOP_FREE(NULL, w);
+    return EVL_ENOMEM;
+  }
+  for (p = w->base = w->path; *p; p++)
+    if ((*p == '/' || *p == '\\') && p[1])
+      w->base = p + 1;
+  w->lnext = loop->fs_watches;
+  if (w->lnext)
+    w->lnext->lprev = w;
+  loop->fs_watches = w;
+  loop->fs_watches_close = evl__fs_watches_close;
+  {
+    evl__fsreq r;
+    void *res = NULL;
+    memset(&r, 0, sizeof r);
+    r.op = EVL__FS_STAT;
+    r.path = w->path;
+    if (evl__fs_work(&r, &res) == 0) {
+      w->is_dir = ((const evl_stat *)res)->type == EVL_FS_DIR;
+      EVLOOP_FREE(NULL, res);
+    }
+  }
+#ifdef EVL__HAVE_INOTIFY
+  if (!(flags & EVL_FS_WATCH_POLL)) {
+    w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (w->fd < 0 ||
+        inotify_add_watch(w->fd, w->path,
+                          IN_CREATE | IN_MODIFY | IN_ATTRIB | IN_DELETE |
+                              IN_DELETE_SELF | IN_MOVED_FROM | IN_MOVED_TO |
+                              IN_MOVE_SELF) < 0 ||
+        (rc = evl__watch(loop, w->fd, EVL__READ, evl__fsw_readable, w, NULL,
+                         NULL, 0)) != 0) {
+      rc = rc ? rc : evl__errno();
+      evl__fsw_free(w);
+      return rc;
+    }
+    w->inotify = 1;
+    *out = w;
+    return 0;
+  }
+#endif
+  if (w->is_dir) {
+    rc = evl__fsw_scan_dir(w->path, &w->snap, &w->nsnap);
+  } else {
+    w->snap = (evl__snap *)EVLOOP_MALLOC(NULL, sizeof *w->snap);
+    rc = w->snap ? 0 : EVL_ENOMEM;
+    if (w->snap) {
+      w->snap[0] = one;
+      w->snap[0].name = NULL;
+      w->nsnap = 1;
+    }
+  }
+  if (!rc) {
+    w->timer = evl_call_every(loop, poll_interval > 0 ? poll_interval : 0.1,
+                              evl__fsw_poll, w);
+    rc = w->timer < 0 ? (int)w->timer : 0;
+  }
+  if (rc) {
+    w->timer = 0;
+    evl__fsw_free(w);
+    return rc;
+  }
+  *out = w;
+  return 0;
+}
+
+EVL__DEF void evl_fs_watch_stop(evl_fs_watch *w) {
+  if (!w || w->stopped)
+    return;
+  w->stopped = 1;
+  if (!w->in_cb)
+    evl__fsw_free(w);
+}
+
+EVL__DEF const char *evl_fs_watch_method(const evl_fs_watch *w) {
+  return !w ? NULL : w->inotify ? "inotify" : "poll";
+}
+
+#endif /* EVLOOP_NO_FS */
 
 /* ==== evl_run (asyncio.run) ============================================= */
 
