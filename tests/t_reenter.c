@@ -75,6 +75,8 @@ enum {
   K_EOF,
   K_LOST,
   K_DGRAM,
+  K_ERROR_RECEIVED,
+  K_PAUSE_WRITING,
   K_STREAM_SERVER,
   K_SUB_MADE,
   K_SUB_DATA,
@@ -104,6 +106,8 @@ static const char *const kind_names[] = {"call_soon",
                                          "eof_received",
                                          "connection_lost",
                                          "datagram_received",
+                                         "error_received",
+                                         "pause_writing",
                                          "start_server cb",
                                          "subprocess connection_made",
                                          "pipe_data_received",
@@ -241,8 +245,26 @@ static void p_dgram(evl_transport *t, const void *d, size_t n, const void *a,
   (void)user;
   act(evl_transport_loop(t), K_DGRAM);
 }
-static const evl_protocol proto = {p_made, p_data, p_eof, p_lost,  NULL,
-                                   NULL,   NULL,   NULL,  p_dgram, NULL};
+static void p_error(evl_transport *t, int err, void *user) {
+  (void)err;
+  (void)user;
+  act(evl_transport_loop(t), K_ERROR_RECEIVED);
+}
+static void p_pause(evl_transport *t, void *user) {
+  (void)user;
+  act(evl_transport_loop(t), K_PAUSE_WRITING);
+}
+static const evl_protocol proto = {p_made, p_data, p_eof, p_lost,  p_pause,
+                                   NULL,   NULL,   NULL,  p_dgram, p_error};
+
+/* Writes past the high-water mark from a loop callback: pause_writing. */
+static evl_transport *g_writer;
+static void write_big(evl_loop *loop, void *arg) {
+  static char big[1024 * 1024];
+  (void)loop;
+  (void)arg;
+  (void)evl_transport_write(g_writer, big, sizeof big);
+}
 
 static evl_stream *g_srv_stream;
 static void stream_cb(evl_stream *s, void *arg) {
@@ -450,6 +472,24 @@ static void trigger(evl_loop *loop, int kind, int sv[2], evl_future **held) {
     close(u);
     break;
   }
+  case K_ERROR_RECEIVED: { /* a datagram to a port nobody listens on */
+    int port = 0, l = tcp_listener(&port); /* a free port number... */
+    close(l);
+    *held = evl_create_datagram_endpoint(loop, &proto, NULL, NULL, 0,
+                                         "127.0.0.1", port, NULL);
+    CHECK_EQ(evl_run_until_complete(loop, *held), 0);
+    t = (evl_transport *)evl_future_result(*held);
+    CHECK_EQ(evl_transport_sendto(t, &c, 1, NULL, 0), 0);
+    break;
+  }
+  case K_PAUSE_WRITING:
+    CHECK(test_socketpair(sv) == 0);
+    CHECK(test_set_nonblocking(sv[0]) == 0);
+    g_writer = evl_connect_accepted_socket(loop, &proto, NULL, sv[0]);
+    CHECK(g_writer != NULL);
+    CHECK_EQ(evl_transport_set_write_buffer_limits(g_writer, 1024, 0), 0);
+    CHECK(evl_call_soon(loop, write_big, NULL) > 0);
+    break;
   case K_STREAM_SERVER: {
     evl_server *srv;
     evl_future *f =
@@ -593,7 +633,7 @@ static void scenario(int kind, int action, int zoo_iters, int outer_free) {
   }
   zoo_free(&z);
   if (sv[0] >= 0 && kind != K_MADE && kind != K_DATA && kind != K_EOF &&
-      kind != K_LOST && kind != KC_LOST)
+      kind != K_LOST && kind != KC_LOST && kind != K_PAUSE_WRITING)
     close(sv[0]); /* not given to a transport */
   if (sv[1] >= 0)
     close(sv[1]);
