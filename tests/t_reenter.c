@@ -89,6 +89,7 @@ enum {
   KC_LOST,
   KC_SUB_PIPE_LOST,
   KC_SUB_LOST,
+  KC_SUB_EXITED,
   KC_EXCEPTION,
   KC_LOG, /* the debug-mode log callback, reporting what the close finds */
   K_OUTSIDE_EXCEPTION, /* the handler, from a release outside any run */
@@ -120,6 +121,7 @@ static const char *const kind_names[] = {"call_soon",
                                          "connection_lost at close",
                                          "pipe_connection_lost at close",
                                          "subprocess connection_lost at close",
+                                         "process_exited at close",
                                          "exception handler at close",
                                          "debug log at close",
                                          "exception handler outside the run"};
@@ -127,6 +129,7 @@ static const char *const kind_names[] = {"call_soon",
 static int g_kind, g_action, g_acted, g_rc, g_was_running, g_run_rc;
 static int g_handler_calls, g_refused; /* exception handler: all, ERUNNING */
 static evl_loop *g_loop;
+static int g_outer; /* the test's own evl_loop_close/free is under way */
 
 static void act(evl_loop *loop, int kind) {
   if (kind != g_kind || g_acted)
@@ -296,7 +299,7 @@ static void s_pipe_lost(evl_subprocess *p, int fd, int err, void *user) {
 static void s_exited(evl_subprocess *p, void *user) {
   (void)p;
   (void)user;
-  act(g_loop, K_SUB_EXITED);
+  act(g_loop, g_outer ? KC_SUB_EXITED : K_SUB_EXITED);
 }
 static void s_lost(evl_subprocess *p, int err, void *user) {
   (void)p;
@@ -510,6 +513,7 @@ static void trigger(evl_loop *loop, int kind, int sv[2], evl_future **held) {
     break;
   case KC_SUB_PIPE_LOST:
   case KC_SUB_LOST:
+  case KC_SUB_EXITED:
     *held = evl_subprocess_exec(loop, &sproto, NULL, sleep_arg, NULL);
     break;
   case K_SIGNAL:
@@ -601,11 +605,13 @@ static void scenario(int kind, int action, int zoo_iters, int outer_free) {
       evl_stream_free(g_srv_stream);
     evl_loop_free(loop);
   } else {
-    if (kind == KC_SUB_PIPE_LOST || kind == KC_SUB_LOST)
+    if (kind == KC_SUB_PIPE_LOST || kind == KC_SUB_LOST ||
+        kind == KC_SUB_EXITED)
       RUN_UNTIL(loop, evl_future_done(held));
     else if (kind != KC_EXCEPTION && kind != KC_LOG) /* (for the close) */
       run_for(loop, 0.02);
     CHECK(!g_acted);
+    g_outer = 1;
     if (outer_free) {
       evl_loop_free(loop); /* the callback's free or close: no effect */
     } else {
@@ -614,6 +620,7 @@ static void scenario(int kind, int action, int zoo_iters, int outer_free) {
         evl_loop_free(loop);
       /* else: the callback's evl_loop_free freed it as the close ended */
     }
+    g_outer = 0;
     CHECK(g_acted);
     CHECK(!g_was_running);
     CHECK_EQ(g_run_rc, EVL_ECLOSED);
