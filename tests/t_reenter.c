@@ -666,15 +666,18 @@ static void warm_up(void) {
 }
 
 static void sweep(int from, int to) {
-  int kind, action, iters, outer;
+  int kind, action, iters, outer, n = 0;
   warm_up();
   for (kind = from; kind < to; kind++)
     for (action = ACT_CLOSE; action <= ACT_FREE; action++)
       for (iters = 0; iters <= 3; iters += 3)
         for (outer = 0;
              outer <= (kind > K_RUNNING_END && kind != K_OUTSIDE_EXCEPTION);
-             outer++)
+             outer++) {
           scenario(kind, action, iters, outer);
+          n++;
+        }
+  printf("  %d scenarios\n", n);
 }
 
 TEST(close_and_free_from_running_callbacks) {
