@@ -1566,7 +1566,8 @@ typedef struct evl_subprocess_protocol {
    argv[0] is looked up in PATH when it has no '/'. opts may be NULL. The
    loop frees the evl_subprocess after connection_lost. Cancelling the
    future before it completed kills and reaps the child and frees it: no
-   callback of proto runs (asyncio leaves such a child running). */
+   callback of proto runs (asyncio closes it too, though its
+   connection_made may have run). */
 EVLOOP_API evl_future *evl_subprocess_exec(evl_loop *loop,
                                            const evl_subprocess_protocol *proto,
                                            void *user, const char *const *argv,
