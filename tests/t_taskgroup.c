@@ -156,7 +156,8 @@ typedef struct kid_state {
 static void kid(evl_task *t, void *state) {
   kid_state *k = (kid_state *)state;
   EVL_ASYNC_BEGIN(t);
-  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), k->delay, NULL));
+  if (k->delay > 0) /* 0: fail at the first step, with no await */
+    EVL_AWAIT(t, evl_sleep(evl_task_loop(t), k->delay, NULL));
   if (k->fail)
     EVL_ASYNC_FAIL(t, k->fail, "child failed");
   EVL_FINALLY(t);
@@ -251,7 +252,7 @@ TEST(taskgroup_child_failure_cancels_siblings_and_parent) {
 
 TEST(taskgroup_counts_other_failures) {
   evl_loop *loop = test_loop();
-  static const double d[3] = {0.01, 0.01, 0.3};
+  static const double d[3] = {0, 0, 0.3}; /* both fail in one iteration */
   static const int fails[3] = {EVL_EIO, EVL_EPIPE, 0};
   parent_state *p = new_parent(3, d, fails, 0);
   evl_task *t = evl_task_create(loop, parent, p, 0);
