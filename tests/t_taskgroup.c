@@ -35,7 +35,7 @@ TEST(wait_first_completed_reports_done_and_pending) {
   make3(loop, f);
   w = evl_wait(loop, f, 3, EVL_FIRST_COMPLETED, INFINITY);
   evl_call_later(loop, 0.02, set_result_cb, f[1]);
-  evl_call_later(loop, 0.2, set_result_cb, f[2]);
+  evl_call_later(loop, 0.5, set_result_cb, f[2]);
   CHECK_EQ(evl_run_until_complete(loop, w), 0);
   CHECK_EQ((int)(intptr_t)evl_future_result(w), 1);
   CHECK_EQ(evl_future_done(f[1]), 1);
@@ -52,8 +52,8 @@ TEST(wait_first_exception_and_all_completed) {
   w = evl_wait(loop, f, 3, EVL_FIRST_EXCEPTION, INFINITY);
   a = evl_wait(loop, f, 3, EVL_ALL_COMPLETED, INFINITY);
   evl_call_later(loop, 0.01, set_result_cb, f[0]); /* not an exception */
-  evl_call_later(loop, 0.03, set_error_cb, f[1]);
-  evl_call_later(loop, 0.06, set_result_cb, f[2]);
+  evl_call_later(loop, 0.05, set_error_cb, f[1]);
+  evl_call_later(loop, 0.5, set_result_cb, f[2]);
   CHECK_EQ(evl_run_until_complete(loop, w), 0);
   CHECK_EQ((int)(intptr_t)evl_future_result(w), 2);
   CHECK_EQ(evl_future_done(f[2]), 0);
