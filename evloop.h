@@ -8,15 +8,21 @@
    Every other file includes "evloop.h" without the define. Link with
    -lpthread on POSIX (nothing else is needed on Linux), -lws2_32 on
    Windows. The declarations pull in no system header but <stddef.h> and
-   <stdint.h>; on Windows the implementation includes <winsock2.h> before
-   <windows.h>, so include <windows.h> after it in that one file (or
-   define WIN32_LEAN_AND_MEAN first).
+   <stdint.h>. On POSIX the header defines _GNU_SOURCE (unless it is
+   defined), with or without EVLOOP_IMPLEMENTATION, so a file may include
+   the declarations and later the implementation; either way its first
+   inclusion comes before any system header. On Windows the implementation
+   includes <winsock2.h> before <windows.h>, so include <windows.h> after
+   it in that one file (or define WIN32_LEAN_AND_MEAN first).
+   `make install` puts this file and an evloop.pc for pkg-config under
+   PREFIX (`pkg-config --cflags --libs evloop`).
 
    CONTENTS
-     1. Quick start          5. Threads
-     2. Configuration macros 6. Ownership and lifetimes
-     3. Backends             7. Does NOT do (yet)
-     4. Errors and logging   8. Declarations, implementation, licence
+     1. Quick start          6. Threads
+     2. API at a glance      7. Ownership and lifetimes
+     3. Configuration macros 8. Does NOT do (yet)
+     4. Backends             9. Declarations, implementation, licence
+     5. Errors and logging
 
    1. QUICK START (examples/tasks.c shows tasks and gather at more length)
 
@@ -42,7 +48,101 @@
            return evl_run(count, &c, sizeof c, NULL, NULL) == 0 ? 0 : 1;
        }
 
-   2. CONFIGURATION MACROS (define them before including the header)
+   2. API AT A GLANCE: asyncio -> evloop.h (declarations further down,
+      with the rules of each call; "_x" is short for evl_<object>_x)
+
+     new_event_loop, close, is_closed, is_running
+                         evl_loop_new(&loop, &cfg), evl_loop_close,
+                         evl_loop_free, evl_loop_is_closed,
+                         evl_loop_is_running
+     run_forever, run_until_complete, stop
+                         evl_run_forever, evl_run_until_complete(loop, fut),
+                         evl_stop (asyncio's semantics, stop before run too)
+     asyncio.run         evl_run(task_fn, state, size, cfg, &result)
+     (game, GUI loops)   evl_run_once(loop, max_wait), evl_next_timeout,
+                         evl_backend_fd
+     call_soon, call_soon_threadsafe, call_later, call_at
+                         the same names with evl_; they return an evl_handle
+     time                evl_time (seconds, double), evl_time_ns
+     Handle.cancel/cancelled, TimerHandle.when
+                         evl_handle_cancel, evl_handle_cancelled,
+                         evl_handle_when (stale handles are harmless)
+     create_future, Future
+                         evl_future_new, _set_result, _set_error, _cancel,
+                         _done, _cancelled, _result, _error,
+                         _add_done_callback, _remove_done_callback, _ref,
+                         _release
+     create_task, coroutines, await
+                         evl_task_create(loop, fn, state, size),
+                         EVL_ASYNC_BEGIN, EVL_AWAIT, EVL_AWAIT_TRY,
+                         EVL_ASYNC_RETURN, EVL_ASYNC_END, evl_task_cancel,
+                         evl_set_task_factory
+     sleep, wait_for, gather
+                         evl_sleep, evl_wait_for, evl_gather
+     add_reader, add_writer, remove_reader, remove_writer
+                         the same names with evl_
+     run_in_executor, set_default_executor, shutdown_default_executor
+                         the same names with evl_; evl_executor_new/_free
+     getaddrinfo, getnameinfo
+                         evl_getaddrinfo, evl_getnameinfo (futures, run on
+                         the executor)
+     create_connection, create_unix_connection, connect_accepted_socket
+                         evl_create_connection(loop, &proto, user, host,
+                         port, opts) -> future of evl_transport *, and
+                         evl_create_unix_connection,
+                         evl_connect_accepted_socket
+     create_server, create_unix_server, Server
+                         evl_create_server, evl_create_unix_server -> future
+                         of evl_server *; evl_server_close, _wait_closed,
+                         _start_serving, _serve_forever, _is_serving,
+                         _sockets, _port, _free
+     create_datagram_endpoint
+                         evl_create_datagram_endpoint, evl_transport_sendto
+     Protocol, BufferedProtocol, DatagramProtocol
+                         evl_protocol: a table of callbacks
+                         (connection_made, data_received, eof_received,
+                         connection_lost, pause_writing, resume_writing,
+                         get_buffer/buffer_updated, datagram_received,
+                         error_received)
+     Transport           evl_transport_write, _writev, _write_eof, _close,
+                         _abort, _pause_reading, _resume_reading,
+                         _set_write_buffer_limits, _get_write_buffer_size,
+                         _get_peername, _get_sockname, _fd
+     sendfile, sock_sendfile
+                         evl_sendfile(transport, fd, offset, count),
+                         evl_sock_sendfile
+     sock_recv, sock_recv_into, sock_sendall, sock_connect, sock_accept
+                         the same names with evl_, as futures
+                         (evl_future_result_int: the count or the fd)
+     open_connection, start_server, StreamReader, StreamWriter
+                         evl_open_connection, evl_start_server (and the
+                         unix variants) -> evl_stream: _read, _readline,
+                         _readexactly, _readuntil, _at_eof, _write, _drain,
+                         _write_eof, _close, _wait_closed
+     connect_read_pipe, connect_write_pipe
+                         evl_connect_read_pipe, evl_connect_write_pipe
+     add_signal_handler, remove_signal_handler
+                         evl_add_signal_handler(loop, signum, cb, arg),
+                         evl_remove_signal_handler
+     subprocess_exec, subprocess_shell, SubprocessProtocol,
+     SubprocessTransport evl_subprocess_exec(loop, &proto, user, argv,
+                         &opts), evl_subprocess_shell; evl_subprocess_
+                         get_pid, _get_returncode, _get_pipe_transport,
+                         _send_signal, _terminate, _kill, _close
+     create_subprocess_exec, create_subprocess_shell, Process
+                         evl_create_subprocess_exec/_shell -> evl_process:
+                         evl_process_stdin/_stdout/_stderr (streams),
+                         _wait, _communicate, _send_signal, _terminate,
+                         _kill, _free
+     exception handler   evl_set_exception_handler,
+                         evl_get_exception_handler,
+                         evl_default_exception_handler,
+                         evl_call_exception_handler
+     debug mode          evl_set_debug, evl_get_debug, EVLOOP_DEBUG=1 in
+                         the environment, evl_set_slow_callback_duration
+     errors              negative EVL_E* codes; evl_strerror, evl_err_name
+
+   3. CONFIGURATION MACROS (define them before including the header)
 
      EVLOOP_IMPLEMENTATION   emit the implementation in this file
      EVLOOP_BACKEND_SELECT   build only this backend (plus nothing else)
@@ -63,11 +163,28 @@
      EVLOOP_ASSERT(x)        internal consistency checks (default: assert)
      EVLOOP_NO_THREADS       no threads: evl_run_in_executor and DNS run the
                              work inline and complete the future at once
+     EVLOOP_HAVE_PIDFD       0: child exits come through SIGCHLD (kqueue:
+                             EVFILT_PROC) instead of a pidfd (default: 1
+                             on Linux, where pidfd_open is tried first and
+                             SIGCHLD serves if the kernel refuses it)
      EVLOOP_STATIC           make every public function static
+     EVLOOP_API              what precedes every public declaration
+                             (default: extern, or static with
+                             EVLOOP_STATIC); e.g. a visibility attribute
+                             or __declspec(dllexport)
      EVLOOP_NO_CALLSITE      do not wrap evl_call_soon & co. in macros that
                              record the call site for debug mode
+     EVLOOP_NO_INOTIFY       Linux: file watches poll with stat() instead of
+                             using inotify
+     EVLOOP_NO_FS            leave out the file operations (evl_fs_*) and
+                             file watching
+     EVLOOP_NO_PROCESS       leave out signal handlers and subprocesses
+                             (evl_add_signal_handler, evl_subprocess_*,
+                             evl_process_*)
+     (EVLOOP_DEBUG is an environment variable, chapter 5; EVLOOP_VERSION_*
+     and EVLOOP_H_INCLUDED are defined by the header.)
 
-   3. BACKENDS
+   4. BACKENDS
      Without a backend macro every backend the platform has is compiled and
      evl_loop_config.backend picks one at run time; the default is epoll on
      Linux, kqueue on macOS and the BSDs, and poll elsewhere on POSIX. If
@@ -97,7 +214,7 @@
      piped stdio is a named pipe on IOCP (a loopback socket pair on select);
      terminate and kill are TerminateProcess(1), as asyncio does.
 
-   4. ERRORS AND LOGGING
+   5. ERRORS AND LOGGING
      Functions return 0 (or a value >= 0) on success and a negative EVL_E*
      code on failure; evl_strerror() and evl_err_name() describe a code
      (an evl_handle < 0 is such a code: evl_strerror((int)h)). Functions
@@ -110,14 +227,14 @@
      EVLOOP_DEBUG=1 in the environment) logs slow callbacks through
      evl_loop_config.log (default: stderr).
 
-   5. THREADS
+   6. THREADS
      A loop belongs to the thread that runs it; many loops may run in many
      threads. Only evl_call_soon_threadsafe() and evl_run_task_threadsafe()
      may be called on a loop from another thread (and the evl_threadsafe_*
      functions on the handle the latter returns). Executors are thread-safe. The
    run-time allocator of evl_loop_config is only called on the loop's thread.
 
-   6. OWNERSHIP AND LIFETIMES
+   7. OWNERSHIP AND LIFETIMES
      - Handles (evl_handle) are generation-checked values: cancelling a
        handle whose callback already ran, or that was already cancelled, is
        a harmless no-op.
@@ -154,31 +271,68 @@
        nobody else holds. evl_loop_free() frees the loop; the
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
+     - Closing or freeing the loop from one of its own callbacks: while it
+       runs (any callback of evl_run_*), evl_loop_close() returns
+       EVL_ERUNNING and evl_loop_free() does nothing but report EVL_ERUNNING
+       to the exception handler; free it once the run returned. Inside
+       evl_loop_close() (connection_lost(EVL_ECLOSED), the subprocess
+       callbacks of the close, the exception handler), evl_loop_close() is
+       a no-op returning 0 and evl_loop_free() takes effect as the close
+       returns: the code that called evl_loop_close() must not use the
+       loop after it. A transport closed from a connection_lost of the
+       close gets its own connection_lost(EVL_ECLOSED) once, after the
+       current one returned, never nested in it.
+     - Cancelling a future the library made stops what it stands for and
+       leaves nothing of it behind: a cancelled connection (or pipe, or
+       datagram endpoint) closes its socket, and a transport whose
+       connection_made had not run never gets it; a cancelled spawn kills
+       and reaps its child and runs none of its callbacks; a cancelled
+       read leaves the data buffered; a cancelled send or sendfile keeps
+       what the kernel took (the rest is not sent). Once a future
+       completed, what it delivered is yours even if you cancel it then.
 
-   7. DOES NOT DO (yet): TLS; on Windows, completion-based socket I/O
-     (AcceptEx, ConnectEx, WSARecv/WSASend, TransmitFile), overlapped named
-     pipes, and AF_UNIX socket files (stale-file replacement).
+   8. DOES NOT DO (yet)
+     - TLS.
+     - Windows: Unix signals other than SIGINT and SIGBREAK; replacing a
+       stale socket file in evl_create_unix_server; pipe handles on select
+       loops (evl_connect_read_pipe/_write_pipe take sockets there, and
+       subprocess stdio is a loopback socket pair); completions for the
+       evl_sock_* futures and Unix-domain transports (they use AFD
+       readiness on IOCP); TransmitFile (evl_sendfile on IOCP reads the
+       file into overlapped sends); with EVLOOP_NO_THREADS, subprocesses
+       and signals (EVL_ENOTSUP). IOCP does have completion-based TCP and
+       UDP (AcceptEx, ConnectEx, WSARecv/WSASend, WSARecvFrom/WSASendTo)
+       and overlapped named pipes: chapter 4.
+     - File watches use inotify on Linux only: on kqueue systems and Windows
+       they poll with stat() (EVFILT_VNODE and ReadDirectoryChangesW are not
+       used yet). Datagrams are read one recvfrom() each (no recvmmsg yet).
+     - Networking cannot be compiled out yet (no EVLOOP_NO_NET; files and
+       processes can: EVLOOP_NO_FS, EVLOOP_NO_PROCESS).
 
-   8. Licence: MIT or public domain (Unlicense), your choice; at the end.
+   9. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
 
 #ifndef EVLOOP_H_INCLUDED
 #define EVLOOP_H_INCLUDED
 
 /* The implementation needs POSIX and GNU declarations; they must be asked
-   for before the first system header of the translation unit. */
-#if defined(EVLOOP_IMPLEMENTATION) && !defined(_WIN32)
-#ifndef _GNU_SOURCE
+   for before the first system header of the translation unit. Asked for
+   with or without EVLOOP_IMPLEMENTATION: a file may include the
+   declarations first and the implementation later, and by then the C
+   library has fixed its feature set (the <stdint.h> below settles it). */
+#if !defined(_WIN32) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE 1
-#endif
 #endif
 
 #include <stddef.h>
 #include <stdint.h>
 
+/* The version, in this one place (the first line above, README.md and
+   evloop.pc follow it; tests/version_check.sh checks that they agree). */
 #define EVLOOP_VERSION_MAJOR 0
 #define EVLOOP_VERSION_MINOR 1
 #define EVLOOP_VERSION_PATCH 0
+#define EVLOOP_VERSION_STRING "0.1.0"
 
 #ifndef EVLOOP_API
 #ifdef EVLOOP_STATIC
@@ -225,6 +379,7 @@ extern "C" {
   X(ERANGE, -34, "result out of range")                                        \
   X(ENAMETOOLONG, -36, "name too long")                                        \
   X(ENOSYS, -38, "function not implemented")                                   \
+  X(ENOTEMPTY, -39, "directory not empty")                                     \
   X(ENOTSOCK, -88, "socket operation on non-socket")                           \
   X(EDESTADDRREQ, -89, "destination address required")                         \
   X(EMSGSIZE, -90, "message too long")                                         \
@@ -268,6 +423,9 @@ extern "C" {
   X(EEOF, -3104, "end of file")                                                \
   X(ELIMIT, -3105, "stream buffer limit exceeded")                             \
   X(EINCOMPLETE, -3106, "stream ended before the expected data")               \
+  X(EOTHERLOOP, -3110, "another event loop is running on this thread")         \
+  X(ECLOSING, -3111, "transport is closing or closed")                         \
+  X(EEXITED, -3112, "the child process has exited")                            \
   X(EQUEUEFULL, -3120, "queue is full")                                        \
   X(EQUEUEEMPTY, -3121, "queue is empty")                                      \
   X(ESHUTDOWN, -3122, "queue is shut down")                                    \
@@ -349,19 +507,34 @@ typedef struct evl_loop_config {
   /* Where debug-mode messages go (default: a line on stderr). */
   void (*log)(evl_loop *loop, const char *message, void *ctx);
   void *log_ctx;
+  /* Reads one readable socket or pipe gets per iteration: datagrams, or
+     reads of up to 64 KiB on a stream (which stop early at a short read:
+     the socket is drained). 0: 128; 1: one read, as before; < 0: EINVAL.
+     A frame loop calling evl_run_once once a frame gets every datagram
+     queued, up to this many per endpoint and frame. */
+  int read_budget;
 } evl_loop_config;
 
 /* ==== Loop ============================================================= */
 
 EVLOOP_API int evl_loop_new(evl_loop **out, const evl_loop_config *cfg);
-/* Closes the loop (idempotent); EVL_ERUNNING if it is running. */
+/* Closes the loop (idempotent); EVL_ERUNNING if it is running. From a
+   callback of the close itself: 0, nothing more happens. */
 EVLOOP_API int evl_loop_close(evl_loop *loop);
-/* Closes if needed and frees the loop. */
+/* Closes if needed and frees the loop. From a callback while the loop
+   runs: ignored (reported to the exception handler as EVL_ERUNNING); from
+   a callback of evl_loop_close: done as that close returns. See chapter 6
+   of the header. */
 EVLOOP_API void evl_loop_free(evl_loop *loop);
 EVLOOP_API int evl_loop_is_closed(const evl_loop *loop);
 EVLOOP_API int evl_loop_is_running(const evl_loop *loop);
-/* Runs until evl_stop(): 0, or EVL_ECLOSED / EVL_ERUNNING, or the error of
-   a failing backend wait. */
+/* Runs until evl_stop(): 0, or EVL_ECLOSED (also from a callback of
+   evl_loop_close) / EVL_ERUNNING, or the error of a failing backend wait.
+   Every way to run a loop (run_forever, run_until_complete, run_once,
+   evl_run) is EVL_EOTHERLOOP inside a callback of another loop running on
+   the same thread (asyncio: "Cannot run the event loop while another loop
+   is running"): run the other loop on its own thread, or from the host's
+   frame loop between iterations. */
 EVLOOP_API int evl_run_forever(evl_loop *loop);
 /* 0 when fut completed with a result; its error code when it failed or was
    cancelled (EVL_ECANCELED); EVL_ESTOPPED when evl_stop() came first. */
@@ -377,9 +550,42 @@ EVLOOP_API int evl_run_once(evl_loop *loop, double max_wait);
 EVLOOP_API int evl_run(evl_task_fn fn, const void *state, size_t state_size,
                        const evl_loop_config *cfg, void **result);
 
+/* Runs while something referenced is left, as libuv's UV_RUN_DEFAULT
+   (evl_run_forever keeps asyncio's semantics and runs until evl_stop).
+   Returns 0 once nothing referenced is left, 1 when evl_stop() ended it
+   with referenced work left, or an error as evl_run_forever. */
+EVLOOP_API int evl_run_alive(evl_loop *loop);
+/* 1 if something keeps the loop alive: a ready callback, a pending timer,
+   an fd watcher, an open transport, a server that is not closed, a signal
+   handler, a subprocess, an executor job or name lookup of the loop, a
+   hook; each of them counts unless it was unreferenced (the *_set_ref
+   functions with ref 0; ref 1 references it again). Futures and tasks
+   count only through what they wait for (a timer, a transport...). */
+EVLOOP_API int evl_loop_alive(evl_loop *loop);
+
 EVLOOP_API double evl_time(evl_loop *loop);     /* monotonic seconds */
 EVLOOP_API int64_t evl_time_ns(evl_loop *loop); /* monotonic nanoseconds */
 EVLOOP_API const char *evl_backend_name(const evl_loop *loop);
+
+/* Loop metrics, always on: counters the loop keeps anyway and two clock
+   readings per iteration (after the wait, which the loop does anyway, and
+   after the callbacks; a third before the wait when evl_run_once is the
+   caller or hooks ran). No clock reading per callback: the longest
+   callback is timed per iteration, so it is exact when an iteration ran
+   one callback and an upper bound otherwise (debug mode times every
+   callback and makes it exact). Times are in nanoseconds of the monotonic
+   clock (also with a manual clock, which does not drive them). */
+typedef struct evl_loop_metrics {
+  uint64_t iterations;
+  uint64_t events;     /* fd events and completions the waits returned */
+  uint64_t callbacks;  /* callbacks, timers, fd callbacks and hooks run */
+  int64_t idle_ns;     /* time in the backend's wait */
+  int64_t callback_ns; /* time from the end of each wait to the end of
+                          its iteration (callbacks, hooks, bookkeeping) */
+  int64_t longest_ns;  /* the longest callback (see above) */
+} evl_loop_metrics;
+/* Copies the counters since the loop was made into *out: 0 or EVL_EINVAL. */
+EVLOOP_API int evl_loop_metrics_get(evl_loop *loop, evl_loop_metrics *out);
 
 /* Embedding in a host's loop: seconds the host may sleep before calling
    evl_run_once(loop, 0) (0: work is ready; -1: nothing is scheduled), and
@@ -394,7 +600,9 @@ EVLOOP_API evl_fd evl_backend_fd(const evl_loop *loop);
    callbacks runs in the next iteration. Timers never fire before their
    deadline (evl_handle_when); equal deadlines fire in the order they were
    scheduled. A negative delay counts as 0; NaN or an infinite delay or time
-   is EVL_EINVAL.
+   is EVL_EINVAL. A finite delay or time beyond about 73 years (2.3e18 ns,
+   the clock's range with room to add) is clamped to it, and
+   evl_handle_when reports the clamped deadline (asyncio keeps floats).
    A delay counts from the loop's clock reading: the clock is read again at
    every callback boundary, by every evl_time() and after 64 scheduling
    calls (a clock read costs as much as the rest of call_later). A callback
@@ -407,17 +615,70 @@ EVLOOP_API evl_handle evl_call_later(evl_loop *loop, double delay,
 EVLOOP_API evl_handle evl_call_at(evl_loop *loop, double when, evl_callback cb,
                                   void *arg);
 /* The only function that may be called from any thread. Wake-ups are
-   coalesced. Returns 0 or an error code (no handle: it cannot be cancelled). */
+   coalesced. Returns 0 or an error code (no handle: it cannot be cancelled).
+   It feeds the same FIFO as evl_call_soon (asyncio): a callback queued here
+   runs before one that evl_call_soon schedules after it on the loop's
+   thread (this thread's later call, or one that another thread's call
+   happens before, e.g. through a join or a lock). */
 EVLOOP_API int evl_call_soon_threadsafe(evl_loop *loop, evl_callback cb,
                                         void *arg);
 /* 1 if cancelled now, 0 if it had run, was cancelled or is unknown. */
 EVLOOP_API int evl_handle_cancel(evl_loop *loop, evl_handle h);
-/* 1 from the cancel until the loop discards the callback (its next
-   iteration); 0 otherwise. */
+/* 1 from the cancel until the loop discards the callback (at its next
+   iteration or evl_next_timeout, never earlier); 0 otherwise. */
 EVLOOP_API int evl_handle_cancelled(evl_loop *loop, evl_handle h);
 /* A pending timer's deadline in evl_time() seconds; -1.0 for anything else
    (a call_soon handle, a timer that ran or was cancelled, a stale handle). */
 EVLOOP_API double evl_handle_when(evl_loop *loop, evl_handle h);
+
+/* Repeating timers. The callback runs at start + k * interval (k = 1, 2,
+   ...; start is when evl_call_every was called): deadlines do not drift
+   however late a tick runs. The handle stays valid until cancelled
+   (evl_handle_cancel, also from inside the callback); evl_handle_when
+   gives the next deadline. interval must be > 0 and finite (EVL_EINVAL). */
+EVLOOP_API evl_handle evl_call_every(evl_loop *loop, double interval,
+                                     evl_callback cb, void *arg);
+/* What a repeating timer does when a tick runs so late that the next
+   deadline has passed too (tokio's MissedTickBehavior). */
+typedef enum evl_missed_tick {
+  EVL_MISSED_BURST = 0, /* default: every missed tick fires, one an
+                           iteration, until the timer has caught up */
+  EVL_MISSED_DELAY,     /* the schedule restarts: next = now + interval */
+  EVL_MISSED_SKIP       /* missed ticks are dropped: next = the first
+                           start + k * interval after now */
+} evl_missed_tick;
+EVLOOP_API int evl_every_set_missed(evl_loop *loop, evl_handle h,
+                                    evl_missed_tick missed);
+/* A new interval: the next deadline becomes the last one (or the start)
+   plus the new interval (due at once if that has passed), and the ones
+   after follow it. 0, or EVL_EINVAL for a handle that is not a pending
+   repeating timer or a bad interval. */
+EVLOOP_API int evl_every_set_interval(evl_loop *loop, evl_handle h,
+                                      double interval);
+
+/* Loop hooks, with libuv's semantics: each iteration runs the idle hooks,
+   then the prepare hooks, just before it waits for I/O; the check hooks
+   after the callbacks of the iteration (the I/O events the wait found and
+   the timers that came due) have run. While an idle hook is active the
+   loop does not block (it polls I/O with no wait), as libuv's uv_idle.
+   Hooks run in the order they were added and are not counted in
+   evl_run_once's return value. evl_hook_add returns an id > 0 or an
+   EVL_E* code; a hook added from a hook runs from the next round on. */
+typedef enum evl_hook_kind {
+  EVL_HOOK_PREPARE = 0,
+  EVL_HOOK_CHECK,
+  EVL_HOOK_IDLE
+} evl_hook_kind;
+EVLOOP_API int evl_hook_add(evl_loop *loop, evl_hook_kind kind, evl_callback cb,
+                            void *arg);
+/* 1 if removed (also from inside a hook), 0 for an unknown id. */
+EVLOOP_API int evl_hook_remove(evl_loop *loop, int id);
+
+/* A timer (one-shot or repeating) or ready callback that does not keep the
+   loop alive (ref 0) or does again (ref 1): 0, or EVL_EINVAL for a handle
+   that is not pending. */
+EVLOOP_API int evl_handle_set_ref(evl_loop *loop, evl_handle h, int ref);
+EVLOOP_API int evl_hook_set_ref(evl_loop *loop, int id, int ref);
 
 /* Versions that record where the callback was scheduled, for debug mode.
    The macros below call them; the plain functions exist too (take their
@@ -441,14 +702,22 @@ EVLOOP_API evl_handle evl_call_at_at_site(evl_loop *loop, double when,
    negative or closed fd, EVL_EPERM for a file epoll cannot watch (regular
    files), EVL_ERANGE for fd >= FD_SETSIZE on select, EVL_EINVAL for NULL.
    A regular file is always ready on select and poll, and readable while
-   its offset is before its end on kqueue. */
+   its offset is before its end on kqueue.
+   The fd of a transport or a server is the loop's: adding or removing a
+   watcher on it is EVL_EBUSY (asyncio: "File descriptor is used by
+   transport"). An event polled for a watcher that was removed is never
+   given to a watcher added later on the same (reused) fd number. */
 EVLOOP_API int evl_add_reader(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                               void *arg);
 EVLOOP_API int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                               void *arg);
-/* 1 if a watcher was removed, 0 if there was none. */
+/* 1 if a watcher was removed, 0 if there was none, EVL_EBUSY (above). */
 EVLOOP_API int evl_remove_reader(evl_loop *loop, evl_fd fd);
 EVLOOP_API int evl_remove_writer(evl_loop *loop, evl_fd fd);
+/* The fd's reader and writer keep the loop alive (ref 1, the default) or
+   not (ref 0), for evl_run_alive; EVL_EINVAL if the fd has no watcher
+   added with evl_add_reader/writer. Removing both resets it. */
+EVLOOP_API int evl_fd_set_ref(evl_loop *loop, evl_fd fd, int ref);
 EVLOOP_API int evl_add_reader_at_site(evl_loop *loop, evl_fd fd,
                                       evl_io_callback cb, void *arg,
                                       const char *name, const char *file,
@@ -495,6 +764,16 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
    A task function is re-entered at its last await, so its C locals do not
    survive an await: keep such variables in the state struct. Where the
    compiler lacks __COUNTER__, at most one EVL_AWAIT per source line.
+   The rule for locals: declare them before EVL_ASYNC_BEGIN (assign them
+   after each await that they must outlive, from the state struct), or
+   inside a { } block that closes before the next EVL_AWAIT. A local
+   declared with an initializer between two awaits is a hard error in C++
+   (the resume jumps past its initialization), and in C it compiles but
+   holds garbage after the await (at -O0 visibly so).
+   EVL_AWAIT cannot sit inside a switch of your own (its resume label would
+   belong to your switch): such a task fails on resume with
+   EVL_EINVALSTATE ("no resume point") instead of going on or ending
+   silently. Use if/else around awaits. Loops (for, while) are fine.
 
      EVL_AWAIT(t, fut)      wait for fut (consumes the reference). If fut
                             fails or is cancelled, the task ends with the
@@ -508,6 +787,12 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
    Falling off EVL_ASYNC_END finishes with a NULL result. */
 #define EVL_ASYNC_BEGIN(t)                                                     \
   switch (evl_task_resume_point(t)) {                                          \
+  default: /* the finally point of a body without EVL_FINALLY: it ends */      \
+    if (evl_task_resume_point(t) != EVL__FINALLY_POINT)                        \
+      evl_task_fail(                                                           \
+          (t), EVL_EINVALSTATE,                                                \
+          "no resume point: EVL_AWAIT inside a switch of the task?");          \
+    return;                                                                    \
   case 0:
 #define EVL__CAT2(a, b) a##b
 #define EVL__CAT(a, b) EVL__CAT2(a, b)
@@ -525,8 +810,10 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
    point, so several may share a line (or a macro of yours); without it the
    line number is the resume point. EVLOOP_AWAIT_BY_LINE forces the latter. */
 #if defined(__COUNTER__) && !defined(EVLOOP_AWAIT_BY_LINE)
+/* Counted points start high, clear of the small case values of a switch of
+   the user's (an await inside one is then caught: see EVL_ASYNC_BEGIN). */
 #define EVL__AWAIT_ID_(t, fut, propagate, n)                                   \
-  EVL__AWAIT_AT_(t, fut, propagate, (n) + 1, n)
+  EVL__AWAIT_AT_(t, fut, propagate, (n) + 1000001, n)
 #define EVL_AWAIT_MODE_(t, fut, propagate)                                     \
   EVL__AWAIT_ID_(t, fut, propagate, __COUNTER__)
 #else
@@ -946,7 +1233,7 @@ typedef struct evl_iovec {
   size_t len;
 } evl_iovec;
 
-/* 0; EVL_ECLOSED once the transport is closing, EVL_EPIPE after write_eof,
+/* 0; EVL_ECLOSING once the transport is closing, EVL_EPIPE after write_eof,
    EVL_ENOTSUP on a datagram endpoint, or the error of the send itself (the
    transport is then closing and connection_lost(err) follows). Data is
    copied if it cannot be sent at once. */
@@ -965,6 +1252,8 @@ EVLOOP_API int evl_transport_is_closing(evl_transport *t);
 EVLOOP_API int evl_transport_pause_reading(evl_transport *t);
 EVLOOP_API int evl_transport_resume_reading(evl_transport *t);
 EVLOOP_API int evl_transport_is_reading(evl_transport *t);
+/* ref 0: the transport does not keep the loop alive (evl_run_alive). */
+EVLOOP_API int evl_transport_set_ref(evl_transport *t, int ref);
 /* high 0: 64 KiB; low > high is EVL_EINVAL; low 0 with high given: high/4 */
 EVLOOP_API int evl_transport_set_write_buffer_limits(evl_transport *t,
                                                      size_t high, size_t low);
@@ -978,16 +1267,26 @@ EVLOOP_API evl_fd evl_transport_fd(evl_transport *t);
 EVLOOP_API evl_loop *evl_transport_loop(evl_transport *t);
 EVLOOP_API void *evl_transport_user(evl_transport *t);
 EVLOOP_API void evl_transport_set_user(evl_transport *t, void *user);
-/* Datagram endpoints: addr NULL sends to the connected remote address. A
-   zero-length datagram is sent as such. */
+/* Datagram endpoints: addr NULL sends to the remote address. On an
+   endpoint made with a remote address, any other addr is EVL_EINVAL and
+   nothing is sent (asyncio). A zero-length datagram is sent as such. */
 EVLOOP_API int evl_transport_sendto(evl_transport *t, const void *data,
                                     size_t len, const void *addr,
                                     size_t addrlen);
 /* Sends count bytes of file_fd from offset (sendfile(2) where the platform
-   has it, read+write otherwise), after what is queued. The future's result
-   is the number of bytes sent (evl_future_result_int). An offset that the
+   has it, read+write otherwise), after what is queued; count 0 sends to
+   the end of the file (asyncio's count=None), and a file that ends early
+   ends the send. The future's result is the number of bytes sent
+   (evl_future_result_int). Afterwards, however it ended (done, failed,
+   cancelled), the file position is offset + bytes sent, as asyncio.
+   Cancelled, it stops: what it sent stays sent, the transport stays open
+   and the next write follows that part of the file. An offset that the
    implementation's off_t cannot hold is EVL_EFBIG (32-bit glibc: compile it
-   with -D_FILE_OFFSET_BITS=64 to send from past 2 GiB). */
+   with -D_FILE_OFFSET_BITS=64 to send from past 2 GiB). A peer that is gone
+   fails it with EVL_EPIPE (or EVL_ECONNRESET), never a SIGPIPE: sendfile(2)
+   runs with SIGPIPE blocked in the calling thread, and the one it raised is
+   taken back (one pending before is left pending). So does
+   evl_sock_sendfile. */
 EVLOOP_API evl_future *evl_sendfile(evl_transport *t, int file_fd,
                                     int64_t offset, size_t count);
 
@@ -1015,19 +1314,25 @@ evl_create_connection(evl_loop *loop, const evl_protocol *proto, void *user,
 EVLOOP_API evl_future *evl_create_unix_connection(evl_loop *loop,
                                                   const evl_protocol *proto,
                                                   void *user, const char *path);
-/* Wraps a connected stream socket (the loop takes the fd). */
+/* Wraps a connected stream socket (the loop takes the fd). NULL, the fd
+   left alone, for anything else (a datagram socket, a pipe, a bad fd). */
 EVLOOP_API evl_transport *evl_connect_accepted_socket(evl_loop *loop,
                                                       const evl_protocol *proto,
                                                       void *user, evl_fd fd);
 /* Listens on every address of host (NULL or "": all interfaces, IPv4 and
-   IPv6; a comma-separated list: each of them), one socket per address. The
+   IPv6; a comma-separated list: each of them, and an empty element, as in
+   "127.0.0.1,", is EVL_EINVAL), one socket per address (an address that
+   comes twice listens once, as asyncio). The
    future's result is the evl_server *. port 0 picks a free port (see
    evl_server_port). */
 EVLOOP_API evl_future *evl_create_server(evl_loop *loop,
                                          const evl_protocol *proto, void *user,
                                          const char *host, int port,
                                          const evl_net_options *opts);
-/* A stale socket file at path is replaced; any other file is EVL_EEXIST.
+/* A stale socket file at path (nobody accepts on it) is replaced; one a
+   live server listens on is EVL_EADDRINUSE (asyncio would remove it: the
+   check connects once, so the live server sees a connection that ends at
+   once); any other file is EVL_EEXIST.
    "@name" is a Linux abstract socket. */
 EVLOOP_API evl_future *evl_create_unix_server(evl_loop *loop,
                                               const evl_protocol *proto,
@@ -1035,6 +1340,8 @@ EVLOOP_API evl_future *evl_create_unix_server(evl_loop *loop,
                                               const evl_net_options *opts);
 /* Stops listening (connections go on) and closes the listening sockets. */
 EVLOOP_API void evl_server_close(evl_server *s);
+/* ref 0: the listening server does not keep the loop alive. */
+EVLOOP_API int evl_server_set_ref(evl_server *s, int ref);
 /* Completes once the server is closed and all its connections are gone;
    each call gets its own future (cancelling it affects no other waiter). */
 EVLOOP_API evl_future *evl_server_wait_closed(evl_server *s);
@@ -1054,6 +1361,9 @@ EVLOOP_API void evl_server_free(evl_server *s);
 
 /* local_host/local_port bind, remote_host/remote_port connect (either may
    be NULL; names are resolved on the executor, numeric addresses at once).
+   Neither of them nor opts->family: EVL_EINVAL. With allow_broadcast the
+   socket is not connected (asyncio): sends go to the remote address by
+   name, and datagrams from anyone are received.
    The future's result is the evl_transport *. */
 EVLOOP_API evl_future *
 evl_create_datagram_endpoint(evl_loop *loop, const evl_protocol *proto,
@@ -1080,6 +1390,7 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
                                               const evl_protocol *proto,
                                               void *user, evl_fd fd);
 
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Unix signals ======================================================
    cb(loop, signum, arg) runs in the loop, never in signal context. A burst
    of one signal may be delivered as one call. Each loop (in any thread)
@@ -1099,14 +1410,22 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
 typedef void (*evl_signal_callback)(evl_loop *loop, int signum, void *arg);
 EVLOOP_API int evl_add_signal_handler(evl_loop *loop, int signum,
                                       evl_signal_callback cb, void *arg);
-/* 1 if a handler was removed, 0 if there was none. */
+/* 1 if a handler was removed, 0 if there was none; EVL_EINVAL for a number
+   that is no signal (or a NULL loop), as add. */
 EVLOOP_API int evl_remove_signal_handler(evl_loop *loop, int signum);
+/* ref 0: the handler does not keep the loop alive (EVL_EINVAL without a
+   handler for signum). A handler added again starts referenced. */
+EVLOOP_API int evl_signal_set_ref(evl_loop *loop, int signum, int ref);
+
+#endif /* EVLOOP_NO_PROCESS */
 
 /* ==== Sockets as futures ================================================
    For non-blocking sockets the caller owns. Results through
    evl_future_result_int: bytes for recv/sendall/sendfile, the new fd for
    accept, 0 for connect. The buffers must stay valid until the future is
-   done; sock_sendall copies nothing, sock_recv reads into buf. */
+   done; sock_sendall copies nothing, sock_recv reads into buf. A cancelled
+   sock_sendall or sock_sendfile has sent an unknown part (the count goes
+   with the future): close the socket rather than go on writing. */
 EVLOOP_API evl_future *evl_sock_recv(evl_loop *loop, evl_fd fd, void *buf,
                                      size_t len);
 EVLOOP_API evl_future *evl_sock_recv_into(evl_loop *loop, evl_fd fd, void *buf,
@@ -1116,6 +1435,9 @@ EVLOOP_API evl_future *evl_sock_sendall(evl_loop *loop, evl_fd fd,
 EVLOOP_API evl_future *evl_sock_connect(evl_loop *loop, evl_fd fd,
                                         const void *addr, size_t addrlen);
 EVLOOP_API evl_future *evl_sock_accept(evl_loop *loop, evl_fd fd);
+/* As evl_sendfile (count 0: to the end of the file; the file position
+   afterwards). A blocking socket (POSIX: Windows cannot tell) or one that
+   is not a stream socket is EVL_EINVAL, as asyncio. */
 EVLOOP_API evl_future *evl_sock_sendfile(evl_loop *loop, evl_fd sock,
                                          int file_fd, int64_t offset,
                                          size_t count);
@@ -1125,17 +1447,24 @@ EVLOOP_API intptr_t evl_future_result_int(evl_future *fut);
 /* ==== Streams ===========================================================
    asyncio's StreamReader/StreamWriter as one evl_stream. Reads complete
    with an evl_bytes * the future owns (valid while you hold the future;
-   after an EVL_AWAIT, until the task's next await). limit 0 means 64 KiB. A
-   read that would buffer more than `limit` bytes (default 64 KiB) fails
-   with EVL_ELIMIT and keeps the data buffered; readexactly at EOF fails
-   with EVL_EINCOMPLETE (the partial data stays readable with read). */
+   after an EVL_AWAIT, until the task's next await). limit 0 means 64 KiB.
+   The limit bounds what a read must buffer before it can tell where its
+   data ends, as asyncio's: readline and readuntil fail with EVL_ELIMIT
+   (the data stays buffered) when no separator comes within `limit` bytes.
+   read(n), read(-1) and readexactly(n) are not limited: they take what
+   they ask for, however large (read(-1) of 700 KB or readexactly(300000)
+   with a 64 KiB limit both succeed). The limit also sets flow control:
+   reading from the socket pauses while more than twice the limit is
+   buffered and no pending read needs more. readexactly at EOF fails with
+   EVL_EINCOMPLETE (the partial data stays readable with read). */
 typedef struct evl_stream evl_stream;
 typedef struct evl_bytes {
   size_t len;
   unsigned char *data; /* len bytes, plus a 0 byte after them */
 } evl_bytes;
 
-/* The future's result is the evl_stream *, yours to evl_stream_free. */
+/* The future's result is the evl_stream *, yours to evl_stream_free.
+   Cancelling it before it completed stops the connection: no stream. */
 EVLOOP_API evl_future *evl_open_connection(evl_loop *loop, const char *host,
                                            int port, size_t limit,
                                            const evl_net_options *opts);
@@ -1168,6 +1497,7 @@ EVLOOP_API evl_loop *evl_stream_loop(evl_stream *s);
 /* Closes if needed; the stream is freed once its transport is gone. */
 EVLOOP_API void evl_stream_free(evl_stream *s);
 
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Subprocesses ======================================================
    asyncio's subprocess_exec / subprocess_shell with SubprocessProtocol and
    SubprocessTransport (evl_subprocess), and the high-level Process API
@@ -1185,7 +1515,9 @@ EVLOOP_API void evl_stream_free(evl_stream *s);
    EVL_STDIO_FD stays the caller's.
    Callback order (asyncio's): connection_made first; for each pipe, all
    its data before its pipe_connection_lost; process_exited; connection_lost
-   last, once the child exited and every pipe closed.
+   last, once the child exited and every pipe closed. Also when the loop
+   closes under a running child (it is killed and reaped, then
+   process_exited and connection_lost(EVL_ECLOSED) run).
    subprocess_shell runs `/bin/sh -c cmd`: quoting cmd is the caller's job. */
 typedef struct evl_subprocess evl_subprocess;
 typedef struct evl_process evl_process;
@@ -1203,7 +1535,23 @@ typedef struct evl_subprocess_options {
   int stdin_fd, stdout_fd, stderr_fd; /* with EVL_STDIO_FD */
   const char *cwd;                    /* NULL: the parent's */
   const char *const *env;             /* NULL: the parent's environment */
+  /* Popen's start_new_session: the child calls setsid(), so a job runner
+     can signal the child and all it starts at once (kill(-pid, sig)).
+     Windows: CREATE_NEW_PROCESS_GROUP (Ctrl+Break goes to the group). */
+  int start_new_session;
+  /* Popen's process_group, with 0 meaning "unchanged" (a C struct's zero
+     default; asyncio's 0 is EVL_PROCESS_GROUP_NEW here): a pgid > 0 to join,
+     or EVL_PROCESS_GROUP_NEW for a group the child leads. With
+     start_new_session: EVL_EINVAL. Windows: NEW as start_new_session, a
+     pgid to join is EVL_ENOTSUP. */
+  int process_group;
+  /* Popen's pass_fds: these fds stay open in the child, at the same
+     numbers (0-2 are the stdio's). A closed one is EVL_EBADF. Windows:
+     EVL_ENOTSUP (handles are not fds; use EVL_STDIO_FD). */
+  const int *pass_fds;
+  size_t npass_fds;
 } evl_subprocess_options;
+#define EVL_PROCESS_GROUP_NEW (-1)
 
 typedef struct evl_subprocess_protocol {
   void (*connection_made)(evl_subprocess *p, void *user);
@@ -1216,7 +1564,9 @@ typedef struct evl_subprocess_protocol {
 
 /* The future's result is the evl_subprocess * (after connection_made).
    argv[0] is looked up in PATH when it has no '/'. opts may be NULL. The
-   loop frees the evl_subprocess after connection_lost. */
+   loop frees the evl_subprocess after connection_lost. Cancelling the
+   future before it completed kills and reaps the child and frees it: no
+   callback of proto runs (asyncio leaves such a child running). */
 EVLOOP_API evl_future *evl_subprocess_exec(evl_loop *loop,
                                            const evl_subprocess_protocol *proto,
                                            void *user, const char *const *argv,
@@ -1226,6 +1576,8 @@ evl_subprocess_shell(evl_loop *loop, const evl_subprocess_protocol *proto,
                      void *user, const char *cmd,
                      const evl_subprocess_options *opts);
 EVLOOP_API int evl_subprocess_get_pid(evl_subprocess *p);
+/* ref 0: the child and its pipes do not keep the loop alive. */
+EVLOOP_API int evl_subprocess_set_ref(evl_subprocess *p, int ref);
 /* 1 and *code set once the child exited, else 0. */
 EVLOOP_API int evl_subprocess_get_returncode(evl_subprocess *p, int *code);
 /* The pipe transport of fd 0, 1 or 2, or NULL if it is not a pipe. */
@@ -1240,7 +1592,8 @@ EVLOOP_API void evl_subprocess_close(evl_subprocess *p);
 EVLOOP_API void *evl_subprocess_user(evl_subprocess *p);
 
 /* High level: the future's result is an evl_process *, yours to
-   evl_process_free. Its pipes are streams (limit 0: 64 KiB). */
+   evl_process_free. Its pipes are streams (limit 0: 64 KiB). Cancelling
+   the future before it completed kills and reaps the child. */
 EVLOOP_API evl_future *
 evl_create_subprocess_exec(evl_loop *loop, const char *const *argv,
                            const evl_subprocess_options *opts, size_t limit);
@@ -1252,11 +1605,19 @@ EVLOOP_API int evl_process_pid(evl_process *p);
 EVLOOP_API evl_stream *evl_process_stdin(evl_process *p);
 EVLOOP_API evl_stream *evl_process_stdout(evl_process *p);
 EVLOOP_API evl_stream *evl_process_stderr(evl_process *p);
-/* Completes with the returncode (evl_future_result_int) once it exited. */
+/* asyncio's Process.returncode: 1 and *code set once the child exited
+   (what evl_process_wait gives), 0 while it runs, EVL_EINVAL for NULL. */
+EVLOOP_API int evl_process_returncode(evl_process *p, int *code);
+/* Completes with the returncode (evl_future_result_int) once it exited.
+   It can deadlock, as asyncio warns: a child that writes to a stdout or
+   stderr pipe nobody reads blocks once the pipe is full and never exits.
+   Read those pipes meanwhile, or use evl_process_communicate. */
 EVLOOP_API evl_future *evl_process_wait(evl_process *p);
 /* Writes input (copied) to stdin and closes it, reads stdout and stderr to
    their ends while doing so (no deadlock whatever their sizes), waits for
-   the exit. The result is an evl_communicate * the future owns. */
+   the exit. The result is an evl_communicate * the future owns.
+   Cancelling it stops the reads (what they had stays buffered) and the
+   wait; the child goes on, and stdin stays closed. */
 typedef struct evl_communicate {
   evl_bytes *out, *err; /* NULL for a stream that is no pipe */
   int returncode;
@@ -1268,6 +1629,114 @@ EVLOOP_API int evl_process_terminate(evl_process *p);
 EVLOOP_API int evl_process_kill(evl_process *p);
 /* Frees the process object (the child goes on, and is reaped). */
 EVLOOP_API void evl_process_free(evl_process *p);
+
+#endif /* EVLOOP_NO_PROCESS */
+
+#ifndef EVLOOP_NO_FS
+/* ==== Files (on the executor) ===========================================
+   libuv's uv_fs_* set as futures: each runs its blocking call on the
+   loop's default executor (inline under EVLOOP_NO_THREADS). Paths are
+   UTF-8 (UTF-16 on Windows, converted) and copied: free them at once if
+   you like. A buffer given to evl_fs_read or evl_fs_write is the caller's
+   again when the future completes. A file is an evl_fd: a POSIX fd, a
+   HANDLE on Windows. Results that are numbers come as
+   (intptr_t)evl_future_result(f); structures the future owns and frees
+   with itself. Errors: the future fails with the EVL_E* code (EVL_ENOENT,
+   EVL_EEXIST, EVL_ENOTEMPTY...); bad arguments with EVL_EINVAL. */
+enum {
+  EVL_FS_READ = 1,   /* open for reading */
+  EVL_FS_WRITE = 2,  /* open for writing */
+  EVL_FS_CREATE = 4, /* create if missing (mode, e.g. 0644, on POSIX) */
+  EVL_FS_TRUNC = 8,  /* truncate to 0 */
+  EVL_FS_APPEND = 16,
+  EVL_FS_EXCL = 32 /* with CREATE: fail if it exists; copyfile: the same */
+};
+typedef enum evl_fs_type {
+  EVL_FS_FILE = 1,
+  EVL_FS_DIR,
+  EVL_FS_LINK,
+  EVL_FS_OTHER
+} evl_fs_type;
+typedef struct evl_stat {
+  uint64_t size, dev, ino, nlink;
+  uint32_t mode; /* POSIX st_mode; on Windows S_IFDIR/S_IFREG and 0444/0644 */
+  evl_fs_type type;
+  int64_t atime_ns, mtime_ns, ctime_ns; /* since 1970 */
+} evl_stat;
+typedef struct evl_dirent {
+  const char *name; /* not "." or ".." */
+  evl_fs_type type; /* EVL_FS_OTHER where the system does not say */
+} evl_dirent;
+typedef struct evl_fs_dir {
+  size_t count;
+  evl_dirent *entries; /* in the order the system lists them */
+} evl_fs_dir;
+typedef struct evl_fs_data {
+  size_t len;
+  unsigned char *data; /* len bytes and a NUL after them */
+} evl_fs_data;
+/* Result: the fd. */
+EVLOOP_API evl_future *evl_fs_open(evl_loop *loop, const char *path, int flags,
+                                   int mode);
+EVLOOP_API evl_future *evl_fs_close(evl_loop *loop, evl_fd fd);
+/* At offset (>= 0), not moving the file position. Result: bytes read (0
+   at the end) / written (all of len, or the future fails). */
+EVLOOP_API evl_future *evl_fs_read(evl_loop *loop, evl_fd fd, void *buf,
+                                   size_t len, int64_t offset);
+EVLOOP_API evl_future *evl_fs_write(evl_loop *loop, evl_fd fd, const void *buf,
+                                    size_t len, int64_t offset);
+/* Result: an evl_stat *. lstat describes a symbolic link itself. */
+EVLOOP_API evl_future *evl_fs_stat(evl_loop *loop, const char *path);
+EVLOOP_API evl_future *evl_fs_lstat(evl_loop *loop, const char *path);
+EVLOOP_API evl_future *evl_fs_fstat(evl_loop *loop, evl_fd fd);
+EVLOOP_API evl_future *evl_fs_fsync(evl_loop *loop, evl_fd fd);
+/* Replaces an existing file at to. */
+EVLOOP_API evl_future *evl_fs_rename(evl_loop *loop, const char *from,
+                                     const char *to);
+EVLOOP_API evl_future *evl_fs_unlink(evl_loop *loop, const char *path);
+EVLOOP_API evl_future *evl_fs_mkdir(evl_loop *loop, const char *path, int mode);
+EVLOOP_API evl_future *evl_fs_rmdir(evl_loop *loop, const char *path);
+/* Result: an evl_fs_dir *. */
+EVLOOP_API evl_future *evl_fs_readdir(evl_loop *loop, const char *path);
+/* Result: the absolute path with links resolved (char *). */
+EVLOOP_API evl_future *evl_fs_realpath(evl_loop *loop, const char *path);
+/* flags: EVL_FS_EXCL fails if to exists. */
+EVLOOP_API evl_future *evl_fs_copyfile(evl_loop *loop, const char *from,
+                                       const char *to, int flags);
+/* The whole file in memory. Result: an evl_fs_data *. */
+EVLOOP_API evl_future *evl_fs_read_file(evl_loop *loop, const char *path);
+
+/* ==== Watching files ======================================================
+   A callback per change of a file or of a directory's entries (libuv's
+   uv_fs_event, and uv_fs_poll where the system has nothing better):
+   inotify on Linux; elsewhere (kqueue systems, Windows: EVFILT_VNODE and
+   ReadDirectoryChangesW are not used yet) and with EVL_FS_WATCH_POLL, a
+   comparison of stat() results every poll interval. name is the entry of
+   a watched directory that changed, or the watched file's own name.
+   Polling sees a rename as DELETED of the old name and CREATED of the
+   new; inotify reports RENAMED for both names. A watch keeps the loop
+   alive (evl_run_alive) until it is stopped. */
+enum {
+  EVL_FS_CREATED = 1,
+  EVL_FS_MODIFIED = 2, /* contents or attributes */
+  EVL_FS_DELETED = 4,
+  EVL_FS_RENAMED = 8
+};
+#define EVL_FS_WATCH_POLL 1 /* stat polling even where inotify exists */
+typedef struct evl_fs_watch evl_fs_watch;
+typedef void (*evl_fs_watch_cb)(evl_fs_watch *w, const char *name, int events,
+                                void *arg);
+/* Watches path (a file or a directory; it must exist). poll_interval: in
+   seconds, for polling (<= 0: 0.1 s). 0 and *out, or an EVL_E* code. */
+EVLOOP_API int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
+                                  double poll_interval, evl_fs_watch_cb cb,
+                                  void *arg, evl_fs_watch **out);
+/* Stops and frees the watch (also from inside its callback). */
+EVLOOP_API void evl_fs_watch_stop(evl_fs_watch *w);
+/* "inotify" or "poll". */
+EVLOOP_API const char *evl_fs_watch_method(const evl_fs_watch *w);
+
+#endif /* EVLOOP_NO_FS */
 
 /* ==== Errors, exception handler, debug ================================== */
 
@@ -1393,8 +1862,9 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #ifdef _MSC_VER
 #pragma comment(lib, "ws2_32.lib")
 #endif
-#ifndef EAI_OVERFLOW
-#define EAI_OVERFLOW (-3009) /* not a Winsock code: never returned there */
+#ifndef EAI_OVERFLOW /* not a Winsock code: never returned there */
+#define EAI_OVERFLOW (-3009)
+#define EVL__OWN_EAI_OVERFLOW /* undefined again after its one use */
 #endif
 #else
 #include <unistd.h>
@@ -1407,6 +1877,7 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #include <arpa/inet.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #endif
 #ifdef __linux__
 #include <sys/sendfile.h>
@@ -1476,8 +1947,15 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define EVL__POS_READY (-1) /* in the ready ring */
 #define EVL__POS_FREE (-2)
 #define EVL__SLOT_INTERNAL 0x80000000u /* library callback: runs at close */
-#define EVL__GEN_MASK 0x7fffffffu
+#define EVL__SLOT_REPEAT 0x40000000u   /* evl_call_every: loop->every[slot] */
+#define EVL__SLOT_UNREF 0x20000000u    /* does not keep the loop alive */
+#define EVL__GEN_MASK 0x1fffffffu
 #define EVL__IO_ENTRY (1ull << 63) /* ring entry for an fd event */
+/* An fd event's entry: fd in bits 0-31, events in 32-36, the reader's and
+   the writer's generation (13 bits each) in 37-49 and 50-62. */
+#define EVL__IO_GEN_MASK 0x1fffu
+#define EVL__IO_RGEN_SHIFT 37
+#define EVL__IO_WGEN_SHIFT 50
 #define EVL__MAX_WAIT_NS (86400ll * 1000000000ll) /* never sleep over 24 h */
 #define EVL__KEY_WAKE 1                           /* IOCP completion keys */
 #define EVL__KEY_AFD 2
@@ -1511,6 +1989,11 @@ typedef struct evl__fdw {
   void *rarg, *warg;
   int kmask; /* interest the backend has */
   int pidx;  /* poll backend: index in the pollfd array */
+  /* Bumped when the reader (writer) goes: an event queued for it is not
+     given to a watcher added later on the same fd number. */
+  unsigned rgen, wgen;
+  int owned;  /* a transport's or server's fd: not the user's to watch */
+  int uflags; /* EVL__FD_*: the user's watchers (evl_add_reader/writer) */
 #ifdef EVL__HAVE_IOCP
   struct evl__afd_req *afd; /* IOCP: the socket's poll request */
 #endif
@@ -1547,7 +2030,20 @@ struct evl_future {
   evl_free_fn result_free;
   evl__fcb *cbs;
   uint32_t ncbs, capcbs;
+  evl_future *fire_next; /* on the loop's fire_later list */
 };
+
+/* A flag another thread sets under a lock and the loop thread reads
+   without it (call_soon's look at the cross-thread queue). Relaxed is
+   enough: the reader only learns that it must take the lock, and the lock
+   orders the data. */
+#if defined(__GNUC__) || defined(__clang__)
+#define EVL__FLAG_LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define EVL__FLAG_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#else
+#define EVL__FLAG_LOAD(p) (*(volatile int *)(p))
+#define EVL__FLAG_STORE(p, v) (*(volatile int *)(p) = (v))
+#endif
 
 /* Threads: pthreads on POSIX, Win32 slim locks and threads on Windows. */
 #if defined(EVLOOP_NO_THREADS)
@@ -1642,7 +2138,14 @@ struct evl_loop {
   uint32_t ring_cap, ring_head, ring_len;
   evl__hent *heap; /* 4-ary min-heap of timers */
   uint32_t heap_len, heap_cap, timer_seq;
-  uint32_t heap_cancelled; /* cancelled timers still in the heap */
+  uint32_t heap_cancelled;  /* cancelled timers still in the heap */
+  struct evl__every *every; /* per slot, for repeating timers */
+  uint32_t every_cap;
+  uint32_t heap_unref;     /* unreferenced timers in the heap */
+  int fd_refs;             /* fds with a referenced user watcher */
+  uint64_t sig_unref;      /* bit signum - 1: handler unreferenced */
+  struct evl__hook *hooks; /* prepare, check and idle hooks */
+  int nhooks, caphooks, hooks_running, hooks_dirty, idle_active, hook_id;
   /* fd watchers */
   evl__fdw *fds;
   int fds_cap, nwatchers;
@@ -1664,6 +2167,10 @@ struct evl_loop {
   int kq_events_cap, kq_nchanges, kq_changes_cap;
   struct evl__kqfd *kq_fds; /* per fd: pending changes, error of an event */
   int kq_fds_cap;
+  /* Signal and exit events that found no room in the ready ring (no
+     memory): kept until there is room (evl__kq_requeue). */
+  uint32_t kq_sig_later[4]; /* signals 1..127, one bit each */
+  int kq_later;             /* something above or a child's kq_exit_later */
 #endif
 #ifdef EVL__HAVE_POLL
   struct pollfd *pfds;
@@ -1689,6 +2196,15 @@ struct evl_loop {
   /* state */
   const struct evl__backend_ops *be; /* the backend's functions */
   int running, stopping, closing, closed, user_freed;
+  int free_pending;  /* evl_loop_free: 1 when close ends, 2 under way */
+  int closing_tasks; /* evl_loop_close runs the cancelled tasks to their end */
+  int read_budget;   /* reads per readable socket and iteration */
+  int run_alive;     /* in evl_run_alive */
+  struct evl_fs_watch *fs_watches; /* file watches, closed with the loop */
+  void (*fs_watches_close)(evl_loop *loop);
+  evl_loop_metrics metrics;
+  int64_t m_mark; /* monotonic ns at the end of the last iteration */
+  int m_mark_ok;  /* m_mark is the start of this wait (run_forever) */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
@@ -1697,6 +2213,9 @@ struct evl_loop {
   void *alloc_ctx;
   size_t struct_refs; /* the user + every live future */
   evl_future *futures;
+  /* Futures whose done callbacks could not be queued (no memory for the
+     ready ring): an intrusive list, so that completing never loses them. */
+  evl_future *fire_head, *fire_tail;
   /* errors and debug */
   evl_exception_handler handler;
   void *handler_arg;
@@ -1713,12 +2232,14 @@ struct evl_loop {
   evl__tsent *tsq, *tsq_spare;
   size_t ts_len, ts_cap, ts_spare_cap;
   int ts_pending, ts_closed, ts_wakers;
-  unsigned char *rbuf;       /* the read buffer transports share */
+  int ts_calls;        /* 1 while tsq holds callbacks; read without ts_mu */
+  int ts_taking;       /* evl__ts_take is moving callbacks (loop thread only) */
+  unsigned char *rbuf; /* the read buffer transports share */
   evl_transport *transports; /* open transports */
   evl_server *servers;
   evl__resolve_wait *resolving; /* name lookups for connections, servers */
   void *sig; /* signal handlers (an evl__sigstate), made on first use */
-  evl_subprocess *children;
+  struct evl_subprocess *children;
   int reserve_fd;     /* a spare fd for running out of fds */
   evl__job *jobs;     /* submitted, not yet completed */
   evl__job *tsq_done; /* completed, not yet delivered (newest first) */
@@ -1844,6 +2365,10 @@ static int evl__gai_error(int rc) {
     return EVL_##name;
     EVL__GAI_ERRORS(EVL__GAI_CASE)
 #undef EVL__GAI_CASE
+#ifdef EVL__OWN_EAI_OVERFLOW
+#undef EAI_OVERFLOW
+#undef EVL__OWN_EAI_OVERFLOW
+#endif
   default:
     return EVL_EAI_FAIL;
   }
@@ -1927,16 +2452,22 @@ static int evl__seconds_to_ns(double s, int64_t *out) {
    with the same shape: an int socket (Windows keeps handle values within
    32 bits so 32- and 64-bit processes can share them), -1 and errno on
    failure. */
+/* The implementation defines no system names in the user's translation
+   unit (ssize_t under MSVC, SIGKILL, sockaddr_un...): its own are evl__. */
+#if defined(_WIN32) && defined(_MSC_VER)
+typedef SSIZE_T evl__ssize_t;
+#else
+typedef ssize_t evl__ssize_t;
+#endif
+#ifdef SIGKILL
+#define EVL__SIGKILL SIGKILL
+#define EVL__SIGTERM SIGTERM
+#else /* Windows: the numbers asyncio uses there too */
+#define EVL__SIGKILL 9
+#define EVL__SIGTERM 15
+#endif
 #ifdef _WIN32
-#ifdef _MSC_VER
-typedef SSIZE_T ssize_t;
-#endif
-#ifndef SHUT_WR
-#define SHUT_WR SD_SEND
-#endif
-#ifndef SIGKILL /* the numbers asyncio uses on Windows too */
-#define SIGKILL 9
-#endif
+#define EVL__SHUT_WR SD_SEND
 
 /* A Win32 or Winsock error code as the matching errno value. */
 static int evl__win_errno(DWORD e) {
@@ -2039,6 +2570,8 @@ static int evl__win_errno(DWORD e) {
     return ENOEXEC;
   case ERROR_DIRECTORY:
     return ENOTDIR;
+  case ERROR_DIR_NOT_EMPTY:
+    return ENOTEMPTY;
   case ERROR_FILE_EXISTS:
   case ERROR_ALREADY_EXISTS:
     return EEXIST;
@@ -2057,24 +2590,26 @@ static int evl__sock_fail(void) {
 static int evl__sock_len(size_t n) {
   return n > INT_MAX ? INT_MAX : (int)n;
 }
-static ssize_t evl__sys_recv(int fd, void *buf, size_t len, int flags) {
+static evl__ssize_t evl__sys_recv(int fd, void *buf, size_t len, int flags) {
   int r = recv(EVL__SOCK(fd), (char *)buf, evl__sock_len(len), flags);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
-static ssize_t evl__sys_send(int fd, const void *buf, size_t len, int flags) {
+static evl__ssize_t evl__sys_send(int fd, const void *buf, size_t len,
+                                  int flags) {
   int r = send(EVL__SOCK(fd), (const char *)buf, evl__sock_len(len), flags);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
-static ssize_t evl__sys_recvfrom(int fd, void *buf, size_t len, int flags,
-                                 struct sockaddr *a, socklen_t *alen) {
+static evl__ssize_t evl__sys_recvfrom(int fd, void *buf, size_t len, int flags,
+                                      struct sockaddr *a, socklen_t *alen) {
   int r =
       recvfrom(EVL__SOCK(fd), (char *)buf, evl__sock_len(len), flags, a, alen);
   if (r == SOCKET_ERROR && WSAGetLastError() == WSAEMSGSIZE)
     return evl__sock_len(len); /* truncated, as POSIX does */
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
-static ssize_t evl__sys_sendto(int fd, const void *buf, size_t len, int flags,
-                               const struct sockaddr *a, socklen_t alen) {
+static evl__ssize_t evl__sys_sendto(int fd, const void *buf, size_t len,
+                                    int flags, const struct sockaddr *a,
+                                    socklen_t alen) {
   int r = sendto(EVL__SOCK(fd), (const char *)buf, evl__sock_len(len), flags, a,
                  alen);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
@@ -2153,9 +2688,11 @@ struct evl__sockaddr_un {
   ADDRESS_FAMILY sun_family;
   char sun_path[108];
 };
-#define sockaddr_un evl__sockaddr_un
-typedef ADDRESS_FAMILY sa_family_t;
+typedef ADDRESS_FAMILY evl__sa_family_t;
 #else
+#define EVL__SHUT_WR SHUT_WR
+#define evl__sockaddr_un sockaddr_un
+typedef sa_family_t evl__sa_family_t;
 #define evl__sys_recv recv
 #define evl__sys_send send
 #define evl__sys_recvfrom recvfrom
@@ -2342,10 +2879,13 @@ static int evl__slot_grow(evl_loop *loop, uint32_t *out) {
       return EVL_ENOMEM;
     loop->slots = s;
     if (loop->sites || loop->debug) { /* call sites, for debug mode */
+      /* After a failed growth the table is gone: a new one starts empty
+         (the slots scheduled meanwhile have no site, not garbage). */
+      uint32_t kept = loop->sites ? loop->capslots : 0;
       evl__site *st =
           (evl__site *)evl__lrealloc(loop, loop->sites, cap * sizeof *st);
       if (st)
-        memset(st + loop->capslots, 0, (cap - loop->capslots) * sizeof *st);
+        memset(st + kept, 0, (cap - kept) * sizeof *st);
       else
         evl__lfree(loop, loop->sites);
       loop->sites = st;
@@ -2493,8 +3033,19 @@ static evl_handle evl__schedule(evl_loop *loop, int64_t when, evl_callback cb,
                       (uint64_t)(i + 1));
 }
 
+/* call_soon and call_soon_threadsafe feed one FIFO: callbacks another
+   thread (or this one) queued before this call_soon go to the ring first.
+   One relaxed load on the hot path; the lock only when something waits. */
+static void evl__ts_take(evl_loop *loop, int jobs_too);
+#define EVL__TS_CATCH_UP(loop)                                                 \
+  do {                                                                         \
+    if (EVL__FLAG_LOAD(&(loop)->ts_calls))                                     \
+      evl__ts_take((loop), 0);                                                 \
+  } while (0)
+
 static evl_handle evl__soon_internal(evl_loop *loop, evl_callback cb,
                                      void *arg) {
+  EVL__TS_CATCH_UP(loop);
   return evl__schedule(loop, -1, cb, arg, EVL__SLOT_INTERNAL, NULL, NULL, 0);
 }
 static evl_handle evl__later_internal(evl_loop *loop, int64_t delay_ns,
@@ -2523,8 +3074,12 @@ static void evl__heap_purge(evl_loop *loop) {
     evl__heap_down(loop, i);
 }
 
-/* Drops cancelled timers from the top of the heap. */
+/* Drops cancelled timers from the top of the heap, or all of them when
+   they are more than half of it (at iteration boundaries only, so that
+   evl_handle_cancelled keeps its promise). */
 static void evl__heap_trim(evl_loop *loop) {
+  if (loop->heap_cancelled > 64 && loop->heap_cancelled > loop->heap_len / 2)
+    evl__heap_purge(loop);
   while (loop->heap_len && !loop->slots[loop->heap[0].slot].fn) {
     uint32_t i = loop->heap[0].slot;
     evl__heap_remove(loop, 0);
@@ -2534,16 +3089,19 @@ static void evl__heap_trim(evl_loop *loop) {
 }
 
 /* Cancels a callback. A ready one stays queued and is skipped; a timer
-   stays in the heap until it reaches the top or a purge. Until then
-   evl_handle_cancelled() says 1. */
+   stays in the heap until it reaches the top or a purge (evl__heap_trim).
+   Until then evl_handle_cancelled() says 1. */
 static int evl__cancel_slot(evl_loop *loop, uint32_t i) {
   evl__slot *s = &loop->slots[i];
   if (!s->fn)
     return 0;
   s->fn = NULL;
-  if (s->pos >= 0 && ++loop->heap_cancelled > 64 &&
-      loop->heap_cancelled > loop->heap_len / 2)
-    evl__heap_purge(loop);
+  if (s->pos >= 0 && (s->gen & EVL__SLOT_UNREF)) {
+    s->gen &= ~EVL__SLOT_UNREF; /* counted as cancelled from now on */
+    loop->heap_unref--;
+  }
+  if (s->pos >= 0)
+    loop->heap_cancelled++;
   return 1;
 }
 static int evl__cancel_internal(evl_loop *loop, evl_handle h) {
@@ -2560,6 +3118,7 @@ EVL__DEF evl_handle evl_call_soon_at_site(evl_loop *loop, evl_callback cb,
   evl__slot *s;
   if (!loop || !cb)
     return loop && loop->closed ? EVL_ECLOSED : EVL_EINVAL;
+  EVL__TS_CATCH_UP(loop);
   if (loop->closing || loop->free_head == EVL__NONE || loop->sites ||
       loop->ring_len == loop->ring_cap)
     return evl__schedule(loop, -1, cb, arg, 0, name, file, line);
@@ -2639,6 +3198,211 @@ EVL__DEF double evl_handle_when(evl_loop *loop, evl_handle h) {
   return (double)s->when / 1e9;
 }
 
+/* ==== Repeating timers ==================================================
+   A repeating timer is one slot that goes back into the heap, at its last
+   deadline plus the interval, just before its callback runs: deadlines
+   are start + k * interval in integer nanoseconds (no drift), the handle
+   stays the same, and a cancel from inside the callback finds it in the
+   heap like any timer. */
+
+typedef struct evl__every {
+  int64_t interval; /* ns, > 0 */
+  int missed;       /* evl_missed_tick */
+} evl__every;
+
+/* The slot's next deadline after the one that is due now. */
+static int64_t evl__every_next(const evl_loop *loop, const evl__slot *s,
+                               const evl__every *e) {
+  int64_t next = s->when + e->interval;
+  if (next > loop->now || e->missed == EVL_MISSED_BURST)
+    return next; /* on time, or burst: every missed tick fires */
+  if (e->missed == EVL_MISSED_DELAY)
+    return loop->now + e->interval;
+  return next + ((loop->now - next) / e->interval + 1) * e->interval;
+}
+
+/* A ready slot whose callback is about to run: freed, unless it repeats
+   and went back into the heap. */
+static void evl__slot_done(evl_loop *loop, uint32_t i) {
+  evl__slot *s = &loop->slots[i];
+  if (s->gen & EVL__SLOT_REPEAT) {
+    int64_t next = evl__every_next(loop, s, &loop->every[i]);
+    if (evl__heap_push(loop, i, next) == 0) {
+      s->when = next;
+      if (s->gen & EVL__SLOT_UNREF)
+        loop->heap_unref++;
+      return;
+    }
+    {
+      evl_context ctx;
+      memset(&ctx, 0, sizeof ctx);
+      ctx.message = "a repeating timer stopped: no memory to reschedule it";
+      ctx.error = EVL_ENOMEM;
+      evl_call_exception_handler(loop, &ctx);
+    }
+  }
+  evl__slot_free(loop, i);
+}
+
+/* A repeating timer's slot, or NULL for any other handle. */
+static evl__slot *evl__every_slot(evl_loop *loop, evl_handle h, uint32_t *i) {
+  evl__slot *s;
+  if (!loop || loop->closed || !loop->slots)
+    return NULL;
+  s = evl__slot_of(loop, h, i);
+  return s && s->fn && (s->gen & EVL__SLOT_REPEAT) ? s : NULL;
+}
+
+EVL__DEF evl_handle evl_call_every(evl_loop *loop, double interval,
+                                   evl_callback cb, void *arg) {
+  int64_t ns;
+  evl_handle h;
+  uint32_t i;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if (!cb || !(interval > 0) || evl__seconds_to_ns(interval, &ns) || ns < 1)
+    return EVL_EINVAL;
+  h = evl__schedule(loop, evl__sched_now(loop) + ns, cb, arg, EVL__SLOT_REPEAT,
+                    NULL, NULL, 0);
+  if (h < 0)
+    return h;
+  i = (uint32_t)h - 1;
+  if (i >= loop->every_cap) {
+    uint32_t cap = loop->capslots;
+    evl__every *e =
+        (evl__every *)evl__lrealloc(loop, loop->every, cap * sizeof *e);
+    if (!e) {
+      evl__cancel_slot(loop, i);
+      return EVL_ENOMEM;
+    }
+    loop->every = e;
+    loop->every_cap = cap;
+  }
+  loop->every[i].interval = ns;
+  loop->every[i].missed = EVL_MISSED_BURST;
+  return h;
+}
+
+EVL__DEF int evl_every_set_interval(evl_loop *loop, evl_handle h,
+                                    double interval) {
+  uint32_t i;
+  int64_t ns;
+  evl__slot *s = evl__every_slot(loop, h, &i);
+  if (!s || !(interval > 0) || evl__seconds_to_ns(interval, &ns) || ns < 1)
+    return EVL_EINVAL;
+  if (s->pos >= 0) { /* pending: its next deadline moves with the interval */
+    s->when += ns - loop->every[i].interval;
+    evl__heap_remove(loop, (uint32_t)s->pos);
+    loop->every[i].interval = ns;
+    return evl__heap_push(loop, i, s->when); /* the heap has room for it */
+  }
+  loop->every[i].interval = ns; /* due now: from its next deadline on */
+  return 0;
+}
+
+EVL__DEF int evl_every_set_missed(evl_loop *loop, evl_handle h,
+                                  evl_missed_tick missed) {
+  uint32_t i;
+  if (!evl__every_slot(loop, h, &i) || (int)missed < EVL_MISSED_BURST ||
+      (int)missed > EVL_MISSED_SKIP)
+    return EVL_EINVAL;
+  loop->every[i].missed = (int)missed;
+  return 0;
+}
+
+/* ==== Loop hooks ========================================================
+   A small array in the order the hooks were added; removing one marks it
+   (cb = NULL) while hooks run and the array is compacted afterwards, so a
+   hook may remove itself or any other; hooks added while hooks run start
+   with the next round. */
+
+typedef struct evl__hook {
+  evl_callback cb; /* NULL once removed */
+  void *arg;
+  int id, kind, unref;
+} evl__hook;
+
+static void evl__hooks_compact(evl_loop *loop) {
+  int i, j = 0;
+  for (i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].cb)
+      loop->hooks[j++] = loop->hooks[i];
+  loop->nhooks = j;
+  loop->hooks_dirty = 0;
+}
+
+/* Runs the hooks of one kind; returns how many ran. */
+static int evl__hooks_run(evl_loop *loop, int kind) {
+  int i, n = loop->nhooks, ran = 0;
+  loop->hooks_running++;
+  for (i = 0; i < n; i++) {
+    evl__hook *h = &loop->hooks[i];
+    if (h->cb && h->kind == kind) {
+      loop->now_reuse = 0; /* a callback boundary */
+      h->cb(loop, h->arg);
+      ran++;
+    }
+  }
+  if (--loop->hooks_running == 0 && loop->hooks_dirty)
+    evl__hooks_compact(loop);
+  return ran;
+}
+
+static evl__hook *evl__hook_find(evl_loop *loop, int id) {
+  int i;
+  if (!loop || id <= 0)
+    return NULL;
+  for (i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].id == id && loop->hooks[i].cb)
+      return &loop->hooks[i];
+  return NULL;
+}
+
+EVL__DEF int evl_hook_add(evl_loop *loop, evl_hook_kind kind, evl_callback cb,
+                          void *arg) {
+  evl__hook *h;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if (!cb || (int)kind < EVL_HOOK_PREPARE || (int)kind > EVL_HOOK_IDLE)
+    return EVL_EINVAL;
+  if (loop->nhooks == loop->caphooks) {
+    int cap = loop->caphooks ? loop->caphooks * 2 : 4;
+    h = (evl__hook *)evl__lrealloc(loop, loop->hooks, (size_t)cap * sizeof *h);
+    if (!h)
+      return EVL_ENOMEM;
+    loop->hooks = h;
+    loop->caphooks = cap;
+  }
+  h = &loop->hooks[loop->nhooks++];
+  h->cb = cb;
+  h->arg = arg;
+  h->kind = (int)kind;
+  h->unref = 0;
+  if (++loop->hook_id <= 0) /* ids stay positive */
+    loop->hook_id = 1;
+  h->id = loop->hook_id;
+  if (kind == EVL_HOOK_IDLE)
+    loop->idle_active++;
+  return h->id;
+}
+
+EVL__DEF int evl_hook_remove(evl_loop *loop, int id) {
+  evl__hook *h = evl__hook_find(loop, id);
+  if (!h)
+    return 0;
+  if (h->kind == EVL_HOOK_IDLE)
+    loop->idle_active--;
+  h->cb = NULL;
+  loop->hooks_dirty = 1;
+  if (!loop->hooks_running)
+    evl__hooks_compact(loop);
+  return 1;
+}
+
 /* ==== Cross-thread queue ================================================
    evl_call_soon_threadsafe appends under a mutex and writes to the wake-up
    fd only when the queue was empty, so a burst of calls costs one wake-up.
@@ -2652,7 +3416,7 @@ static void evl__wake(evl_loop *loop) {
 #ifdef EVL__HAVE_EPOLL
   if (loop->backend == EVL_BACKEND_EPOLL) {
     uint64_t one = 1;
-    ssize_t r = write(loop->wake_wfd, &one, sizeof one);
+    evl__ssize_t r = write(loop->wake_wfd, &one, sizeof one);
     (void)r;
     return;
   }
@@ -2672,9 +3436,9 @@ static void evl__wake(evl_loop *loop) {
   {
     char c = 1;
 #ifdef _WIN32
-    ssize_t r = evl__sys_send(loop->wake_wfd, &c, 1, 0);
+    evl__ssize_t r = evl__sys_send(loop->wake_wfd, &c, 1, 0);
 #else
-    ssize_t r = write(loop->wake_wfd, &c, 1);
+    evl__ssize_t r = write(loop->wake_wfd, &c, 1);
 #endif
     (void)r; /* EAGAIN: the pipe is full, so a wake-up is pending anyway */
   }
@@ -2720,6 +3484,7 @@ static int evl__ts_push(evl_loop *loop, evl_callback cb, void *arg,
       loop->tsq[loop->ts_len].arg = arg;
       loop->tsq[loop->ts_len].internal = internal;
       loop->ts_len++;
+      EVL__FLAG_STORE(&loop->ts_calls, 1);
       if (!loop->ts_pending) {
         loop->ts_pending = 1;
         loop->ts_wakers++;
@@ -2745,9 +3510,9 @@ static void evl__drain_wake_fd(evl_loop *loop) {
      at most since writes are coalesced. */
   char buf[64];
 #ifdef _WIN32
-  ssize_t r = evl__sys_recv(loop->wake_rfd, buf, sizeof buf, 0);
+  evl__ssize_t r = evl__sys_recv(loop->wake_rfd, buf, sizeof buf, 0);
 #else
-  ssize_t r = read(loop->wake_rfd, buf, sizeof buf);
+  evl__ssize_t r = read(loop->wake_rfd, buf, sizeof buf);
 #endif
   (void)r;
 }
@@ -2756,21 +3521,29 @@ static void evl__drain_wake_fd(evl_loop *loop) {
    are discarded instead; internal ones run in closing mode. */
 static void evl__job_deliver(evl_loop *loop, evl__job *job);
 
-static void evl__ts_drain(evl_loop *loop) {
+/* Moves the queued callbacks to the ring; with jobs_too (the wake-up fd
+   was read) also delivers completed executor jobs and rearms the wake-up. */
+static void evl__ts_take(evl_loop *loop, int jobs_too) {
   evl__tsent *q;
-  evl__job *done, *job;
+  evl__job *done = NULL, *job;
   size_t n, i, cap;
+  if (loop->ts_taking) /* a callback queued while we move: it waits */
+    return;
   evl__lock(&loop->ts_mu);
-  done = loop->tsq_done;
-  loop->tsq_done = NULL;
+  if (jobs_too) {
+    done = loop->tsq_done;
+    loop->tsq_done = NULL;
+    loop->ts_pending = 0;
+  }
   q = loop->tsq;
   n = loop->ts_len;
   cap = loop->ts_cap;
   loop->tsq = loop->tsq_spare; /* double buffer: no allocation per drain */
   loop->ts_cap = loop->ts_spare_cap;
   loop->ts_len = 0;
-  loop->ts_pending = 0;
+  EVL__FLAG_STORE(&loop->ts_calls, 0);
   evl__unlock(&loop->ts_mu);
+  loop->ts_taking = 1;
   for (i = 0; i < n; i++) {
     if (loop->closing) {
       if (q[i].internal)
@@ -2785,6 +3558,7 @@ static void evl__ts_drain(evl_loop *loop) {
       evl_call_exception_handler(loop, &ctx);
     }
   }
+  loop->ts_taking = 0;
   loop->tsq_spare = q;
   loop->ts_spare_cap = cap;
   job = NULL;
@@ -2799,6 +3573,9 @@ static void evl__ts_drain(evl_loop *loop) {
     evl__job_deliver(loop, job);
     job = next;
   }
+}
+static void evl__ts_drain(evl_loop *loop) {
+  evl__ts_take(loop, 1);
 }
 
 /* ==== fd watchers ======================================================= */
@@ -2909,38 +3686,100 @@ static int evl__unwatch(evl_loop *loop, evl_fd fdv, int which) {
   if (which == EVL__READ) {
     w->rfn = NULL;
     w->rarg = NULL;
+    w->rgen++;
   } else {
     w->wfn = NULL;
     w->warg = NULL;
+    w->wgen++;
   }
   return 1;
+}
+
+/* asyncio's "File descriptor is used by transport": the public calls
+   leave a transport's or a server's fd alone. */
+static int evl__fd_owned(evl_loop *loop, evl_fd fd) {
+  return loop && fd >= 0 && fd < loop->fds_cap && loop->fds[fd].owned;
+}
+static void evl__fd_own(evl_loop *loop, evl_fd fd, int owned) {
+  if (fd >= 0 && fd < loop->fds_cap)
+    loop->fds[fd].owned = owned;
+}
+
+/* The user's watchers of an fd, for evl_loop_alive: EVL__READ and
+   EVL__WRITE as in kmask, and whether they keep the loop alive. */
+#define EVL__FD_UNREF 4
+static int evl__fd_referenced(int uflags) {
+  return (uflags & (EVL__READ | EVL__WRITE)) && !(uflags & EVL__FD_UNREF);
+}
+static void evl__fd_user(evl_loop *loop, evl_fd fd, int which, int on) {
+  evl__fdw *w = &loop->fds[fd];
+  int was = evl__fd_referenced(w->uflags);
+  w->uflags = on ? w->uflags | which : w->uflags & ~which;
+  if (!(w->uflags & (EVL__READ | EVL__WRITE)))
+    w->uflags = 0; /* the next watcher of this fd starts referenced */
+  loop->fd_refs += evl__fd_referenced(w->uflags) - was;
+}
+static int evl__user_watch(evl_loop *loop, evl_fd fd, int which,
+                           evl_io_callback cb, void *arg, const char *name,
+                           const char *file, int line) {
+  int rc = evl__watch(loop, fd, which, cb, arg, name, file, line);
+  if (rc == 0)
+    evl__fd_user(loop, fd, which, 1);
+  return rc;
+}
+static int evl__user_unwatch(evl_loop *loop, evl_fd fd, int which) {
+  int rc = evl__unwatch(loop, fd, which);
+  if (rc)
+    evl__fd_user(loop, fd, which, 0);
+  return rc;
 }
 
 EVL__DEF int evl_add_reader_at_site(evl_loop *loop, evl_fd fd,
                                     evl_io_callback cb, void *arg,
                                     const char *name, const char *file,
                                     int line) {
-  return evl__watch(loop, fd, EVL__READ, cb, arg, name, file, line);
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
+  return evl__user_watch(loop, fd, EVL__READ, cb, arg, name, file, line);
 }
 EVL__DEF int evl_add_writer_at_site(evl_loop *loop, evl_fd fd,
                                     evl_io_callback cb, void *arg,
                                     const char *name, const char *file,
                                     int line) {
-  return evl__watch(loop, fd, EVL__WRITE, cb, arg, name, file, line);
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
+  return evl__user_watch(loop, fd, EVL__WRITE, cb, arg, name, file, line);
 }
 EVL__DEF int evl_add_reader(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                             void *arg) {
-  return evl__watch(loop, fd, EVL__READ, cb, arg, NULL, NULL, 0);
+  return evl_add_reader_at_site(loop, fd, cb, arg, NULL, NULL, 0);
 }
 EVL__DEF int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                             void *arg) {
-  return evl__watch(loop, fd, EVL__WRITE, cb, arg, NULL, NULL, 0);
+  return evl_add_writer_at_site(loop, fd, cb, arg, NULL, NULL, 0);
 }
 EVL__DEF int evl_remove_reader(evl_loop *loop, evl_fd fd) {
-  return evl__unwatch(loop, fd, EVL__READ);
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
+  return evl__user_unwatch(loop, fd, EVL__READ);
 }
 EVL__DEF int evl_remove_writer(evl_loop *loop, evl_fd fd) {
-  return evl__unwatch(loop, fd, EVL__WRITE);
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
+  return evl__user_unwatch(loop, fd, EVL__WRITE);
+}
+EVL__DEF int evl_fd_set_ref(evl_loop *loop, evl_fd fd, int ref) {
+  evl__fdw *w;
+  int was;
+  if (!loop || loop->closed || fd < 0 || fd >= loop->fds_cap)
+    return EVL_EINVAL;
+  w = &loop->fds[fd];
+  if (!(w->uflags & (EVL__READ | EVL__WRITE)))
+    return EVL_EINVAL; /* no watcher of the user's */
+  was = evl__fd_referenced(w->uflags);
+  w->uflags = ref ? w->uflags & ~EVL__FD_UNREF : w->uflags | EVL__FD_UNREF;
+  loop->fd_refs += evl__fd_referenced(w->uflags) - was;
+  return 0;
 }
 
 /* A backend found fd ready: queue the event behind the callbacks already
@@ -2951,7 +3790,13 @@ static void evl__io_event(evl_loop *loop, int fd, int events) {
     evl__ts_drain(loop);
     return;
   }
-  if (evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)events << 32 |
+  uint64_t gens = 0;
+  if (fd >= 0 && fd < loop->fds_cap)
+    gens = (uint64_t)(loop->fds[fd].rgen & EVL__IO_GEN_MASK)
+               << EVL__IO_RGEN_SHIFT |
+           (uint64_t)(loop->fds[fd].wgen & EVL__IO_GEN_MASK)
+               << EVL__IO_WGEN_SHIFT;
+  if (evl__ring_push(loop, EVL__IO_ENTRY | gens | (uint64_t)events << 32 |
                                (uint64_t)(uint32_t)fd))
     return; /* no memory: the fd stays ready and is reported again */
 }
@@ -4198,6 +5043,44 @@ static int evl__kqueue_take_soerr(evl_loop *loop, int fd) {
   return err;
 }
 
+/* The children's side of evl__kq_requeue (in the subprocess section):
+   with push 0, how many children have an exit waiting; with push 1, their
+   ring entries are pushed (room was reserved) and the marks cleared. */
+static uint32_t evl__kq_exits_later(evl_loop *loop, int push);
+static void evl__kq_exit_keep(evl_loop *loop, int pid);
+
+static void evl__kq_keep(evl_loop *loop, const struct kevent *e) {
+  int id = (int)e->ident;
+  if (e->filter == EVFILT_PROC) {
+    evl__kq_exit_keep(loop, id);
+  } else if (id > 0 && id < 128) {
+    loop->kq_sig_later[id / 32] |= 1u << (id % 32);
+    loop->kq_later = 1;
+  }
+}
+
+/* Queues the kept signal and exit events once the ring has room; 1 while
+   some still wait (the next wait must not block on them). */
+static int evl__kq_requeue(evl_loop *loop) {
+  uint32_t need = evl__kq_exits_later(loop, 0), w;
+  int sig;
+  for (w = 0; w < 4; w++) {
+    uint32_t bits = loop->kq_sig_later[w];
+    for (; bits; bits &= bits - 1)
+      need++;
+  }
+  if (need && evl__ring_reserve(loop, need))
+    return 1;
+  for (sig = 1; sig < 128; sig++)
+    if (loop->kq_sig_later[sig / 32] & (1u << (sig % 32)))
+      (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_SIG << 32 |
+                                     (uint64_t)(uint32_t)sig);
+  memset(loop->kq_sig_later, 0, sizeof loop->kq_sig_later);
+  (void)evl__kq_exits_later(loop, 1);
+  loop->kq_later = 0;
+  return 0;
+}
+
 static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
   struct timespec ts, *tsp = NULL;
   struct kevent *ev = loop->kq_events;
@@ -4205,6 +5088,8 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
 #ifdef EVFILT_LIBKQUEUE
   int64_t t0 = loop->children ? evl__monotonic_ns() : 0;
 #endif
+  if (loop->kq_later && evl__kq_requeue(loop))
+    timeout_ns = 0; /* still no room: look again soon, never block */
   if (timeout_ns >= 0) {
     if (timeout_ns > EVL__MAX_WAIT_NS)
       timeout_ns = EVL__MAX_WAIT_NS;
@@ -4253,7 +5138,12 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
       break;
     case EVFILT_SIGNAL:
     case EVFILT_PROC:
-      if (!full)
+      /* Not level-triggered: the kernel will not report these again (a
+         signal's count is taken, NOTE_EXIT is one-shot), so one that
+         finds no room is kept for later, never dropped. */
+      if (full)
+        evl__kq_keep(loop, &ev[i]);
+      else
         (void)evl__ring_push(loop, EVL__IO_ENTRY |
                                        (uint64_t)(ev[i].filter == EVFILT_SIGNAL
                                                       ? EVL__KQ_SIG
@@ -4388,7 +5278,12 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   if (fd >= loop->fds_cap)
     return 0;
   /* Mask with the current interest: an earlier callback may have removed
-     this watcher. Reload after each callback: the table may have grown. */
+     this watcher, or removed it and added another on a reused fd number
+     (the generation tells). Reload after each callback: the table may
+     have grown. */
+  if (((entry >> EVL__IO_RGEN_SHIFT) & EVL__IO_GEN_MASK) !=
+      (loop->fds[fd].rgen & EVL__IO_GEN_MASK))
+    events &= ~EVL__READ;
   if ((events & EVL__READ) && (cb = loop->fds[fd].rfn) != NULL) {
     arg = loop->fds[fd].rarg;
     if (loop->debug)
@@ -4403,6 +5298,8 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
                        evl__monotonic_ns() - t0);
   }
   if ((events & EVL__WRITE) && fd < loop->fds_cap &&
+      ((entry >> EVL__IO_WGEN_SHIFT) & EVL__IO_GEN_MASK) ==
+          (loop->fds[fd].wgen & EVL__IO_GEN_MASK) &&
       (cb = loop->fds[fd].wfn) != NULL) {
     arg = loop->fds[fd].warg;
     if (loop->debug)
@@ -4419,15 +5316,44 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   return ran;
 }
 
+static int evl__future_fire_later(evl_loop *loop);
+
+static void evl__metrics_add(evl_loop *loop, int64_t idle, int64_t busy,
+                             int callbacks, uint64_t events) {
+  evl_loop_metrics *m = &loop->metrics;
+  m->iterations++;
+  m->events += events;
+  m->callbacks += (uint64_t)callbacks;
+  m->idle_ns += idle;
+  m->callback_ns += busy;
+  /* one callback: exact; several: the iteration bounds each (debug mode
+     timed them one by one) */
+  if (callbacks > 0 && busy > m->longest_ns && (callbacks == 1 || !loop->debug))
+    m->longest_ns = busy;
+}
+
+EVL__DEF int evl_loop_metrics_get(evl_loop *loop, evl_loop_metrics *out) {
+  if (!loop || !out)
+    return EVL_EINVAL;
+  *out = loop->metrics;
+  return 0;
+}
+
 /* One iteration, as asyncio's _run_once: wait for I/O (not at all if work
    is ready or the loop is stopping), queue fd events and due timers behind
    the callbacks already ready, then run exactly what is queued now. */
 static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
-  int64_t timeout;
+  int64_t timeout, t_wait, t_woke, t_end;
   uint32_t n;
-  int rc, ran = 0;
+  int rc, ran = 0, hooks = 0;
+  uint64_t events = 0;
+  if (loop->nhooks) { /* idle, then prepare: just before the wait */
+    hooks += evl__hooks_run(loop, EVL_HOOK_IDLE);
+    hooks += evl__hooks_run(loop, EVL_HOOK_PREPARE);
+  }
   evl__heap_trim(loop);
-  if (loop->ring_len || loop->stopping) {
+  if (loop->ring_len || loop->stopping || loop->fire_head ||
+      loop->idle_active) {
     timeout = 0;
   } else if (loop->heap_len) {
     timeout = loop->heap[0].when - evl__now(loop);
@@ -4438,10 +5364,14 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   }
   if (max_wait_ns >= 0 && (timeout < 0 || timeout > max_wait_ns))
     timeout = max_wait_ns;
+  if (timeout && loop->run_alive && !evl_loop_alive(loop))
+    timeout = 0; /* a hook let go of the last reference: do not block */
+  t_wait = loop->m_mark_ok && !hooks ? loop->m_mark : evl__monotonic_ns();
   rc = evl__be_poll(loop, timeout);
   if (rc < 0)
     return rc;
   loop->now = evl__now(loop);
+  t_woke = loop->clock_ns ? evl__monotonic_ns() : loop->now;
   while (loop->heap_len && loop->heap[0].when <= loop->now) {
     uint32_t i = loop->heap[0].slot;
     if (evl__ring_reserve(loop, 1))
@@ -4452,10 +5382,15 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
       evl__slot_free(loop, i);
       continue;
     }
+    if (loop->slots[i].gen & EVL__SLOT_UNREF)
+      loop->heap_unref--;
     loop->slots[i].pos = EVL__POS_READY;
     evl__ring_push(loop, i);
   }
-  for (n = loop->ring_len; n > 0; n--) {
+  n = loop->ring_len; /* what the fires below queue waits, as call_soon */
+  if (loop->fire_head)
+    ran += evl__future_fire_later(loop);
+  for (; n > 0; n--) {
     uint64_t e = evl__ring_pop(loop);
     evl__slot *s;
     evl_callback fn;
@@ -4463,6 +5398,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     loop->now_reuse = 0; /* a callback boundary: read the clock again */
     if (e & EVL__IO_ENTRY) {
       ran += evl__dispatch_io(loop, e);
+      events++;
       continue;
     }
     s = &loop->slots[(uint32_t)e];
@@ -4478,38 +5414,95 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
       memset(&site, 0, sizeof site);
       if (loop->sites)
         site = loop->sites[(uint32_t)e];
-      evl__slot_free(loop, (uint32_t)e);
+      evl__slot_done(loop, (uint32_t)e);
       t0 = evl__monotonic_ns();
       fn(loop, arg);
       dt = evl__monotonic_ns() - t0;
       if (dt >= loop->slow_ns)
         evl__report_slow(loop, "callback", &site, dt);
+      if (dt > loop->metrics.longest_ns)
+        loop->metrics.longest_ns = dt;
     } else {
-      evl__slot_free(loop, (uint32_t)e);
+      evl__slot_done(loop, (uint32_t)e);
       fn(loop, arg);
     }
     ran++;
   }
+  if (loop->nhooks) /* check: after the iteration's callbacks */
+    hooks += evl__hooks_run(loop, EVL_HOOK_CHECK);
   loop->now_reuse = 0;
+  t_end = evl__monotonic_ns();
+  evl__metrics_add(loop, t_woke - t_wait, t_end - t_woke, ran + hooks, events);
+  loop->m_mark = t_end;
+  loop->m_mark_ok = 1;
   return ran;
+}
+
+/* The loop running on this thread, if any: one thread runs one loop at a
+   time (asyncio's rule). A thread-local where the compiler has one, a
+   pthread key for tcc. */
+#if defined(EVLOOP_NO_THREADS)
+static evl_loop *evl__thread_loop;
+#define evl__thread_loop_get() evl__thread_loop
+#define evl__thread_loop_set(l) ((void)(evl__thread_loop = (l)))
+#elif defined(_MSC_VER)
+static __declspec(thread) evl_loop *evl__thread_loop;
+#define evl__thread_loop_get() evl__thread_loop
+#define evl__thread_loop_set(l) ((void)(evl__thread_loop = (l)))
+#elif defined(__GNUC__) || defined(__clang__)
+static __thread evl_loop *evl__thread_loop;
+#define evl__thread_loop_get() evl__thread_loop
+#define evl__thread_loop_set(l) ((void)(evl__thread_loop = (l)))
+#elif !defined(_WIN32)
+static pthread_key_t evl__thread_loop_key;
+static pthread_once_t evl__thread_loop_once = PTHREAD_ONCE_INIT;
+static void evl__thread_loop_init(void) {
+  (void)pthread_key_create(&evl__thread_loop_key, NULL);
+}
+static evl_loop *evl__thread_loop_get(void) {
+  (void)pthread_once(&evl__thread_loop_once, evl__thread_loop_init);
+  return (evl_loop *)pthread_getspecific(evl__thread_loop_key);
+}
+static void evl__thread_loop_set(evl_loop *l) {
+  (void)pthread_once(&evl__thread_loop_once, evl__thread_loop_init);
+  (void)pthread_setspecific(evl__thread_loop_key, l);
+}
+#else
+#error "evloop.h: no thread-local storage with this compiler"
+#endif
+
+/* 0 and the loop marks itself running on this thread, or why it cannot. */
+static int evl__run_enter(evl_loop *loop) {
+  if (loop->closing) /* also set once closed: no run from a close's callback */
+    return EVL_ECLOSED;
+  if (loop->running)
+    return EVL_ERUNNING;
+  if (evl__thread_loop_get())
+    return EVL_EOTHERLOOP;
+  loop->running = 1;
+  evl__thread_loop_set(loop);
+  return 0;
+}
+static void evl__run_leave(evl_loop *loop) {
+  loop->stopping = 0;
+  loop->running = 0;
+  evl__thread_loop_set(NULL);
 }
 
 EVL__DEF int evl_run_forever(evl_loop *loop) {
   int rc = 0;
   if (!loop)
     return EVL_EINVAL;
-  if (loop->closed)
-    return EVL_ECLOSED;
-  if (loop->running)
-    return EVL_ERUNNING;
-  loop->running = 1;
+  rc = evl__run_enter(loop);
+  if (rc)
+    return rc;
+  loop->m_mark_ok = 0; /* the time since the last run is not the loop's */
   for (;;) {
     rc = evl__iterate(loop, -1);
     if (rc < 0 || loop->stopping)
       break;
   }
-  loop->stopping = 0;
-  loop->running = 0;
+  evl__run_leave(loop);
   return rc < 0 ? rc : 0;
 }
 
@@ -4518,7 +5511,7 @@ EVL__DEF int evl_run_once(evl_loop *loop, double max_wait) {
   int rc;
   if (!loop)
     return EVL_EINVAL;
-  if (loop->closed)
+  if (loop->closing)
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
@@ -4526,10 +5519,13 @@ EVL__DEF int evl_run_once(evl_loop *loop, double max_wait) {
     return EVL_EINVAL;
   if (max_wait != max_wait)
     return EVL_EINVAL;
-  loop->running = 1;
+  rc = evl__run_enter(loop);
+  if (rc)
+    return rc;
+  loop->m_mark_ok = 0;
   rc = evl__iterate(loop, ns);
-  loop->stopping = 0;
-  loop->running = 0;
+  loop->m_mark_ok = 0;
+  evl__run_leave(loop);
   return rc;
 }
 
@@ -4547,10 +5543,12 @@ EVL__DEF int evl_run_until_complete(evl_loop *loop, evl_future *fut) {
   int rc;
   if (!loop || !fut || fut->loop != loop)
     return EVL_EINVAL;
-  if (loop->closed)
+  if (loop->closing)
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
+  if (evl__thread_loop_get())
+    return EVL_EOTHERLOOP;
   evl_future_ref(fut);
   rc = evl_future_add_done_callback(fut, evl__stop_on_done, NULL);
   if (rc == 0)
@@ -4566,7 +5564,7 @@ EVL__DEF double evl_next_timeout(evl_loop *loop) {
   int64_t d;
   if (!loop || loop->closed)
     return -1.0;
-  if (loop->ring_len || loop->stopping)
+  if (loop->ring_len || loop->stopping || loop->idle_active)
     return 0.0;
   evl__heap_trim(loop);
   if (!loop->heap_len)
@@ -4607,7 +5605,7 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
     cfg = &def;
   }
   if ((int)cfg->backend < EVL_BACKEND_DEFAULT ||
-      (int)cfg->backend > EVL_BACKEND_IOCP)
+      (int)cfg->backend > EVL_BACKEND_IOCP || cfg->read_budget < 0)
     return EVL_EINVAL;
 #ifdef _WIN32
   { /* Winsock, once per process; it stays up (it counts its users). */
@@ -4637,6 +5635,7 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
   loop->free_head = EVL__NONE;
   loop->slow_ns = 100000000; /* 0.1 s, as asyncio */
   loop->exec_threads = cfg->executor_threads > 0 ? cfg->executor_threads : 4;
+  loop->read_budget = cfg->read_budget > 0 ? cfg->read_budget : 128;
   loop->wake_rfd = loop->wake_wfd = -1;
   loop->reserve_fd = -1;
 #ifdef EVL__HAVE_EPOLL
@@ -4697,6 +5696,7 @@ static void evl__signals_close(evl_loop *loop);
 static void evl__children_close(evl_loop *loop);
 static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
+static void evl__loop_free_now(evl_loop *loop);
 
 static void evl__debug_close_report(evl_loop *loop) {
   char msg[256];
@@ -4730,19 +5730,24 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   if (loop->closed || loop->closing)
     return 0;
   if (loop->debug) {
+    loop->closing = 1; /* the log callback may call back */
     evl__debug_close_report(loop);
     (void)evl_dump_tasks(loop);
+    loop->closing = 0;
   }
   /* 0. Pending tasks are cancelled and run to their end (their finally
      sections and cleanup functions included), as asyncio.run does. The
-     user's pending callbacks are discarded first, as close always did. */
+     user's pending callbacks are discarded first, as close always did.
+     An evl_loop_free from a task here takes effect as the close returns. */
   if (evl_task_next(loop, NULL)) {
     uint32_t i;
     for (i = 0; i < loop->nslots; i++)
       if (loop->slots[i].pos != EVL__POS_FREE &&
           !(loop->slots[i].gen & EVL__SLOT_INTERNAL))
         (void)evl__cancel_slot(loop, i);
+    loop->closing_tasks = 1;
     evl__cancel_all_tasks(loop);
+    loop->closing_tasks = 0;
   }
   if (loop->running || loop->closed || loop->closing)
     return loop->running ? EVL_ERUNNING : 0;
@@ -4769,7 +5774,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     if (!loop->slots[i].fn || evl__ring_push(loop, i))
       evl__slot_free(loop, i); /* cancelled (or no memory) */
   }
-  loop->heap_cancelled = 0;
+  loop->heap_cancelled = loop->heap_unref = 0;
   while (loop->ring_len) {
     uint64_t e = evl__ring_pop(loop);
     evl__slot *s;
@@ -4786,8 +5791,11 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     if (fn && internal)
       fn(loop, arg);
   }
+  (void)evl__future_fire_later(loop); /* in closing mode: references go */
   /* 3. Open transports get connection_lost(EVL_ECLOSED); pending tasks
      and combinators let go of what they wait for. */
+  if (loop->fs_watches_close)
+    loop->fs_watches_close(loop);
   evl__children_close(loop); /* killed, reaped, connection_lost */
   evl__transports_close(loop);
   evl__futures_close(loop);
@@ -4798,6 +5806,12 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__lfree(loop, loop->sites);
   evl__lfree(loop, loop->ring);
   evl__lfree(loop, loop->heap);
+  evl__lfree(loop, loop->every);
+  loop->every = NULL;
+  loop->every_cap = 0;
+  evl__lfree(loop, loop->hooks);
+  loop->hooks = NULL;
+  loop->nhooks = loop->caphooks = loop->idle_active = 0;
   evl__lfree(loop, loop->fds);
   evl__lfree(loop, loop->fdsites);
   evl__lfree(loop, loop->rbuf);
@@ -4812,18 +5826,41 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   loop->fds = NULL;
   loop->nslots = loop->capslots = loop->ring_cap = loop->ring_len = 0;
   loop->heap_len = loop->heap_cap = 0;
-  loop->fds_cap = loop->nwatchers = 0;
+  loop->fds_cap = loop->nwatchers = loop->fd_refs = 0;
   loop->free_head = EVL__NONE;
   EVLOOP_FREE(NULL, loop->tsq);
   EVLOOP_FREE(NULL, loop->tsq_spare);
   loop->tsq = loop->tsq_spare = NULL;
   loop->ts_cap = loop->ts_spare_cap = 0;
+  if (loop->free_pending == 1) /* evl_loop_free from a callback of ours */
+    evl__loop_free_now(loop);
   return 0;
 }
 
+/* evl_loop_free from a callback: inside evl_loop_close it waits for the
+   close to end (that callback's caller still uses the loop); while the
+   loop runs it is refused, as evl_loop_close is. */
 EVL__DEF void evl_loop_free(evl_loop *loop) {
-  if (!loop || loop->user_freed || evl_loop_close(loop) != 0)
+  if (!loop || loop->user_freed || loop->free_pending)
     return;
+  if ((loop->closing && !loop->closed) || loop->closing_tasks) {
+    loop->free_pending = 1;
+    return;
+  }
+  if (loop->running) {
+    evl_context ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.message = "evl_loop_free() while the loop runs: ignored";
+    ctx.error = EVL_ERUNNING;
+    evl_call_exception_handler(loop, &ctx);
+    return;
+  }
+  loop->free_pending = 2;
+  (void)evl_loop_close(loop);
+  evl__loop_free_now(loop);
+}
+
+static void evl__loop_free_now(evl_loop *loop) {
   loop->user_freed = 1;
   while (loop->servers) /* closed by evl_loop_close; ours to free now */
     evl__server_release(loop->servers);
@@ -4929,13 +5966,39 @@ static void evl__future_fire(evl_loop *loop, void *arg) {
   evl_future_release(f);
 }
 
+/* Queues the done callbacks. Without memory for the ready ring the future
+   goes on the loop's fire_later list (a link in the future: this cannot
+   fail), which the next iteration runs: a wake-up is never lost. */
 static void evl__future_schedule_fire(evl_future *f) {
-  if (!f->ncbs || f->fire_pending)
+  evl_loop *loop = f->loop;
+  if (!f->ncbs || f->fire_pending || loop->closing)
+    return; /* closing: a fire would only drop its reference */
+  f->fire_pending = 1;
+  f->refs++;
+  if (evl__soon_internal(loop, evl__future_fire, f) > 0)
     return;
-  if (evl__soon_internal(f->loop, evl__future_fire, f) > 0) {
-    f->fire_pending = 1;
-    f->refs++;
+  f->fire_next = NULL;
+  if (loop->fire_tail)
+    loop->fire_tail->fire_next = f;
+  else
+    loop->fire_head = f;
+  loop->fire_tail = f;
+}
+
+/* Runs the fires the ring had no room for (those queued before this call:
+   new ones wait for the next iteration, as call_soon's do). */
+static int evl__future_fire_later(evl_loop *loop) {
+  evl_future *f = loop->fire_head;
+  int ran = 0;
+  loop->fire_head = loop->fire_tail = NULL;
+  while (f) {
+    evl_future *next = f->fire_next;
+    f->fire_next = NULL;
+    evl__future_fire(loop, f);
+    ran++;
+    f = next;
   }
+  return ran;
 }
 
 static int evl__future_complete(evl_future *f, int state, void *result,
@@ -5487,29 +6550,19 @@ EVL__DEF void evl_task_fail(evl_task *task, int code, const char *message) {
 /* Loop closing: every pending future lets go of its loop references. The
    futures are pinned first, since dropping one reference can free others. */
 static void evl__futures_close(evl_loop *loop) {
-  evl_future *f, **all;
-  size_t n = 0, i;
+  evl_future *f, *next;
+  /* No allocation (this runs out of memory too): nothing is freed while
+     every future is pinned, and no future is made while closing, so the
+     list holds still until the last pass. */
   for (f = loop->futures; f; f = f->lnext)
-    n++;
-  if (!n)
-    return;
-  all = (evl_future **)evl__lalloc(loop, n * sizeof *all);
-  if (!all) { /* out of memory: close what we can reach, one at a time */
-    for (f = loop->futures; f; f = f->lnext)
-      if (f->vt && f->vt->close && f->state == EVL__PENDING) {
-        f->vt->close(f);
-        break;
-      }
-    return;
+    f->refs++;
+  for (f = loop->futures; f; f = f->lnext)
+    if (f->vt && f->vt->close)
+      f->vt->close(f);
+  for (f = loop->futures; f; f = next) {
+    next = f->lnext; /* pinned: alive after f goes */
+    evl_future_release(f);
   }
-  for (i = 0, f = loop->futures; f; f = f->lnext)
-    all[i++] = evl_future_ref(f);
-  for (i = 0; i < n; i++)
-    if (all[i]->vt && all[i]->vt->close)
-      all[i]->vt->close(all[i]);
-  for (i = 0; i < n; i++)
-    evl_future_release(all[i]);
-  evl__lfree(loop, all);
 }
 
 /* ==== sleep, wait_for, gather =========================================== */
@@ -7850,7 +8903,7 @@ EVL__DEF evl_future *evl_getnameinfo(evl_loop *loop, const void *sockaddr,
   evl__gni_req *r;
   if (!loop || loop->closed)
     return NULL;
-  if (!sockaddr || socklen < sizeof(sa_family_t) ||
+  if (!sockaddr || socklen < sizeof(evl__sa_family_t) ||
       socklen > sizeof(struct sockaddr_storage)) {
     evl_future *f = evl_future_new(loop);
     if (f)
@@ -7964,7 +9017,7 @@ static int evl__numeric_addr(const char *host, int port, int family,
 }
 
 /* "path" or "@abstract" into a sockaddr_un. */
-static int evl__unix_addr(const char *path, struct sockaddr_un *su,
+static int evl__unix_addr(const char *path, struct evl__sockaddr_un *su,
                           socklen_t *len) {
   size_t n;
   if (!path || !*path)
@@ -7975,7 +9028,7 @@ static int evl__unix_addr(const char *path, struct sockaddr_un *su,
   if (n >= sizeof su->sun_path)
     return EVL_ENAMETOOLONG;
   memcpy(su->sun_path, path, n);
-  *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+  *len = (socklen_t)(offsetof(struct evl__sockaddr_un, sun_path) + n);
   if (path[0] == '@') {
 #ifdef __linux__
     su->sun_path[0] = '\0'; /* abstract: no file, no terminating NUL */
@@ -8008,7 +9061,8 @@ enum {
   EVL__T_WATCH_HUP = 1 << 12, /* write pipe: readable = the reader left */
   EVL__T_OVL = 1 << 13,       /* IOCP: completion-based I/O */
   EVL__T_SKIP = 1 << 14,      /* IOCP: no completion packet on success */
-  EVL__T_HANDLE = 1 << 15     /* IOCP: a named pipe handle, not a socket */
+  EVL__T_HANDLE = 1 << 15,    /* IOCP: a named pipe handle, not a socket */
+  EVL__T_UNREF = 1 << 16      /* does not keep the loop alive */
 };
 
 typedef struct evl__dgram {
@@ -8030,6 +9084,13 @@ typedef struct evl__sendfile_op {
   size_t before; /* queued bytes still to send ahead of the file */
 } evl__sendfile_op;
 
+/* A datagram endpoint's remote address (create_datagram_endpoint's). */
+typedef struct evl__dg_peer {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  int connected; /* 0 with allow_broadcast: sends name the address */
+} evl__dg_peer;
+
 struct evl_transport {
   evl_loop *loop;
   const evl_protocol *proto;
@@ -8040,6 +9101,7 @@ struct evl_transport {
   uint32_t wlen, woff, wcap, high, low;
   int fd, flags, lost_err;
   evl__dgram *dq_head; /* queued datagrams */
+  evl__dg_peer *peer;  /* datagram endpoints made with a remote address */
   /* Before the start, the connection future to complete (EVL__T_WAITER);
      after it, a running sendfile. Kept small: idle connections count. */
   union {
@@ -8066,6 +9128,10 @@ static void evl__tr_on_readable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__tr_on_writable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__dg_on_readable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__dg_on_writable(evl_loop *loop, evl_fd fd, void *arg);
+static int evl__dg_read_some(evl_transport *t, int budget);
+/* Reading may go on: no pause, close or EOF came from a callback. */
+#define EVL__TR_READ_STOP                                                      \
+  (EVL__T_PAUSED | EVL__T_CLOSING | EVL__T_READ_EOF | EVL__T_LOST)
 static void evl__server_conn_gone(evl_server *s);
 static void evl__sendfile_fail(evl_transport *t, int err);
 static int evl__tr_read_on(evl_transport *t);
@@ -8123,6 +9189,7 @@ static void evl__tr_drop_queue(evl_transport *t) {
 static void evl__tr_close_fd(evl_transport *t) {
   evl__unwatch(t->loop, t->fd, EVL__READ);
   evl__unwatch(t->loop, t->fd, EVL__WRITE);
+  evl__fd_own(t->loop, t->fd, 0);
 #ifdef EVL__HAVE_IOCP
   evl__ovl_release(t->loop, t->rreq);
   evl__ovl_release(t->loop, t->wreq);
@@ -8156,6 +9223,7 @@ static void evl__tr_lost(evl_loop *loop, void *arg) {
   if ((t->flags & EVL__T_MADE) && t->proto->connection_lost)
     t->proto->connection_lost(t, t->lost_err, t->user);
   evl__tr_drop_queue(t);
+  evl__lfree(t->loop, t->peer);
   if (t->lprev)
     t->lprev->lnext = t->lnext;
   else
@@ -8175,8 +9243,10 @@ static void evl__tr_schedule_lost(evl_transport *t, int err) {
   t->lost_err = err;
   evl__unwatch(t->loop, t->fd, EVL__READ);
   evl__unwatch(t->loop, t->fd, EVL__WRITE);
+  if (t->loop->closing)
+    return; /* evl__transports_close ends it, not nested in the caller */
   if (evl__soon_internal(t->loop, evl__tr_lost, t) < 0)
-    evl__tr_lost(t->loop, t); /* closing loop or no memory: at once */
+    evl__tr_lost(t->loop, t); /* no memory: at once */
 }
 
 static void evl__tr_fatal(evl_transport *t, int err) {
@@ -8232,6 +9302,12 @@ static void evl__tr_start(evl_loop *loop, void *arg) {
     evl__tr_schedule_lost(t, EVL_ECLOSED);
     return;
   }
+  if ((t->flags & EVL__T_WAITER) && t->u.waiter->state != EVL__PENDING) {
+    /* Its future was cancelled: nobody wants it, and the protocol never
+       hears of it (no connection_made, no connection_lost). */
+    evl__tr_schedule_lost(t, EVL_ECANCELED);
+    return;
+  }
   if (t->flags & EVL__T_WAITER) {
     w = t->u.waiter;
     t->u.waiter = NULL;
@@ -8281,6 +9357,7 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
     evl__lfree(loop, t);
     return NULL;
   }
+  evl__fd_own(loop, fd, 1);
   return t;
 }
 
@@ -8292,13 +9369,15 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
 
 #ifdef _WIN32
 /* No pipe transports on Windows (yet): everything is a socket. */
-static ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
+static evl__ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
   return evl__sys_recv(t->fd, buf, len, 0);
 }
-static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
+static evl__ssize_t evl__tr_send(evl_transport *t, const void *data,
+                                 size_t len) {
   return evl__sys_send(t->fd, data, len, 0);
 }
-static ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov, size_t n) {
+static evl__ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov,
+                                  size_t n) {
   WSABUF b[64];
   DWORD sent = 0, i;
   if (n > 64)
@@ -8309,45 +9388,63 @@ static ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov, size_t n) {
   }
   if (WSASend(EVL__SOCK(t->fd), b, (DWORD)n, &sent, 0, NULL, NULL) != 0)
     return evl__sock_fail();
-  return (ssize_t)sent;
+  return (evl__ssize_t)sent;
 }
 #else
-static ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
+static evl__ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
   return t->flags & EVL__T_PIPE ? read(t->fd, buf, len)
                                 : evl__sys_recv(t->fd, buf, len, 0);
 }
 
-/* A write to a pipe whose reader is gone raises SIGPIPE (evl__sys_send() has
-   MSG_NOSIGNAL, write() has nothing like it): block it in this thread for
-   the write, and take back a SIGPIPE the write caused. */
-static ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
-  sigset_t pipe_set, old, pending;
-  ssize_t r;
-  int err, was_pending;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
+/* SIGPIPE guard for the writes that have no MSG_NOSIGNAL: write() to a pipe,
+   sendfile(2). The signal is blocked in this thread for the call; if the
+   call failed with EPIPE, the SIGPIPE it raised (pending on this thread) is
+   taken back with sigtimedwait, unless one was already pending before the
+   call (another's, which must still be delivered: one pending SIGPIPE
+   cannot be told from two, so ours is left with it). The old mask comes
+   back afterwards, so a thread that blocks SIGPIPE itself keeps it so. */
+typedef struct evl__sigpipe_guard {
+  sigset_t set, old;
+  int was_pending;
+} evl__sigpipe_guard;
+
+static void evl__sigpipe_mask(int how, const sigset_t *set, sigset_t *old) {
 #ifndef EVLOOP_NO_THREADS
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  pthread_sigmask(how, set, old);
 #else
-  sigprocmask(SIG_BLOCK, &pipe_set, &old);
+  sigprocmask(how, set, old);
 #endif
-  was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
-  r = writev(fd, v, n);
-  err = errno;
-  if (r < 0 && err == EPIPE && !was_pending) {
+}
+
+static void evl__sigpipe_block(evl__sigpipe_guard *g) {
+  sigset_t pending;
+  sigemptyset(&g->set);
+  sigaddset(&g->set, SIGPIPE);
+  evl__sigpipe_mask(SIG_BLOCK, &g->set, &g->old);
+  g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+}
+
+/* r and err: the call's result and errno (errno is err again on return). */
+static void evl__sigpipe_unblock(evl__sigpipe_guard *g, ssize_t r, int err) {
+  if (r < 0 && err == EPIPE && !g->was_pending) {
     struct timespec zero = {0, 0};
-    (void)sigtimedwait(&pipe_set, NULL, &zero);
+    (void)sigtimedwait(&g->set, NULL, &zero);
   }
-#ifndef EVLOOP_NO_THREADS
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-#else
-  sigprocmask(SIG_SETMASK, &old, NULL);
-#endif
+  evl__sigpipe_mask(SIG_SETMASK, &g->old, NULL);
   errno = err;
+}
+
+static ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
+  evl__sigpipe_guard g;
+  ssize_t r;
+  evl__sigpipe_block(&g);
+  r = writev(fd, v, n);
+  evl__sigpipe_unblock(&g, r, errno);
   return r;
 }
 
-static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
+static evl__ssize_t evl__tr_send(evl_transport *t, const void *data,
+                                 size_t len) {
   struct iovec v;
   if (!(t->flags & EVL__T_PIPE))
     return evl__sys_send(t->fd, data, len, EVL__SEND_FLAGS);
@@ -8357,7 +9454,8 @@ static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
 }
 
 /* Up to 64 buffers in one call: writev on pipes, sendmsg on sockets. */
-static ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov, size_t n) {
+static evl__ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov,
+                                  size_t n) {
   struct iovec v[64];
   struct msghdr mh;
   size_t i, k = n < 64 ? n : 64;
@@ -8402,34 +9500,37 @@ static void *evl__tr_get_buffer(evl_transport *t, size_t hint, size_t *len) {
   return buf;
 }
 
+/* Reads until the socket is drained (a short read says so, as libuv takes
+   it; EAGAIN otherwise) or the loop's read budget is used up. */
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   const evl_protocol *p = t->proto;
-  ssize_t n;
+  evl__ssize_t n;
+  int budget = loop->read_budget;
   (void)fdv;
-  if (p->get_buffer) {
-    size_t len;
-    void *buf = evl__tr_get_buffer(t, EVL__RBUF_SIZE, &len);
-    if (!buf)
-      return;
-    n = evl__tr_recv(t, buf, len);
-    if (n > 0) {
-      if (p->buffer_updated)
+  for (;;) {
+    size_t len = EVL__RBUF_SIZE;
+    if (p->get_buffer) {
+      void *buf = evl__tr_get_buffer(t, EVL__RBUF_SIZE, &len);
+      if (!buf)
+        return;
+      n = evl__tr_recv(t, buf, len);
+      if (n > 0 && p->buffer_updated)
         p->buffer_updated(t, (size_t)n, t->user);
-      return;
-    }
-  } else {
-    unsigned char *buf = evl__rbuf(loop);
-    if (!buf) {
-      evl__tr_fatal(t, EVL_ENOMEM);
-      return;
-    }
-    n = evl__tr_recv(t, buf, EVL__RBUF_SIZE);
-    if (n > 0) {
-      if (p->data_received)
+    } else {
+      unsigned char *buf = evl__rbuf(loop);
+      if (!buf) {
+        evl__tr_fatal(t, EVL_ENOMEM);
+        return;
+      }
+      n = evl__tr_recv(t, buf, EVL__RBUF_SIZE);
+      if (n > 0 && p->data_received)
         p->data_received(t, buf, (size_t)n, t->user);
-      return;
     }
+    if (n <= 0)
+      break;
+    if ((size_t)n < len || --budget <= 0 || (t->flags & EVL__TR_READ_STOP))
+      return;
   }
 #ifdef EVL__HAVE_KQUEUE
   if (n == 0 && !(t->flags & EVL__T_PIPE)) { /* a reset libkqueue took */
@@ -8489,7 +9590,7 @@ static int evl__tr_check_writable(evl_transport *t) {
   if ((t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) == EVL__T_PIPE)
     return EVL_ENOTSUP; /* a read pipe */
   if (t->flags & EVL__T_CLOSING)
-    return EVL_ECLOSED;
+    return EVL_ECLOSING;
   if (t->flags & (EVL__T_EOF_PENDING | EVL__T_EOF_SENT))
     return EVL_EPIPE;
   return 0;
@@ -8540,7 +9641,7 @@ EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
      (and watch for writability only then). */
   if (!t->wlen && !EVL__SF(t) && !EVL__WBUSY(t) &&
       !(t->flags & EVL__T_HANDLE)) { /* a pipe handle: WriteFile below */
-    ssize_t r;
+    evl__ssize_t r;
     size_t k = n < 64 ? n : 64;
     r = evl__tr_sendv(t, iov, k);
     if (r < 0) {
@@ -8580,8 +9681,8 @@ EVL__DEF int evl_transport_write(evl_transport *t, const void *data,
                     EVL__T_DGRAM | EVL__T_WAITER | EVL__T_HANDLE)) &&
       (t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) != EVL__T_PIPE && !t->wlen &&
       !t->u.sf && !EVL__WBUSY(t)) {
-    ssize_t r = evl__tr_send(t, data, len);
-    if (r == (ssize_t)len)
+    evl__ssize_t r = evl__tr_send(t, data, len);
+    if (r == (evl__ssize_t)len)
       return 0;
     if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
       int rc = evl__errno();
@@ -8617,7 +9718,7 @@ static void evl__tr_drained(evl_transport *t) {
   }
   if (t->flags & EVL__T_EOF_PENDING) {
     t->flags = (t->flags & ~EVL__T_EOF_PENDING) | EVL__T_EOF_SENT;
-    (void)evl__sys_shutdown(t->fd, SHUT_WR);
+    (void)evl__sys_shutdown(t->fd, EVL__SHUT_WR);
   }
 }
 
@@ -8627,7 +9728,7 @@ static void evl__tr_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   evl__sendfile_op *sf = EVL__SF(t);
   size_t want = t->wlen;
-  ssize_t n;
+  evl__ssize_t n;
   (void)loop;
   (void)fdv;
   if (sf && sf->before < want)
@@ -8983,6 +10084,8 @@ static void evl__tr_ovl_done(evl_transport *t, evl__ovl *r, int err) {
       if (t->proto->datagram_received)
         t->proto->datagram_received(t, r->buf, n, r->buf + r->cap,
                                     (size_t)r->alen, t->user);
+      /* what else is queued, up to the budget, before posting again */
+      evl__dg_read_some(t, t->loop->read_budget - 1);
       r->delivering = 0;
     } else if (err == EVL_ECONNRESET || err == EVL_ECONNREFUSED ||
                err == EVL_EHOSTUNREACH || err == EVL_ENETUNREACH) {
@@ -9164,11 +10267,22 @@ EVL__DEF void evl_transport_set_user(evl_transport *t, void *user) {
     t->user = user;
 }
 
+/* SOCK_STREAM, SOCK_DGRAM...; -1 if fd is no socket. */
+static int evl__sock_type(int fd) {
+  int type = -1;
+  socklen_t len = (socklen_t)sizeof type;
+  if (evl__sys_getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+    return -1;
+  return type;
+}
+
 EVL__DEF evl_transport *evl_connect_accepted_socket(evl_loop *loop,
                                                     const evl_protocol *proto,
                                                     void *user, evl_fd fd) {
   if (!loop || !proto || fd < 0 || fd > INT_MAX || loop->closing)
     return NULL;
+  if (evl__sock_type((int)fd) != SOCK_STREAM)
+    return NULL; /* asyncio: "A Stream Socket was expected" */
   if (evl__set_nonblocking((int)fd))
     return NULL;
   evl__set_nodelay((int)fd); /* fails harmlessly on non-TCP sockets */
@@ -9315,33 +10429,44 @@ static void evl__transports_close(evl_loop *loop) {
 
 /* ==== Datagram endpoints ================================================ */
 
-static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
-  evl_transport *t = (evl_transport *)arg;
-  struct sockaddr_storage ss;
-  socklen_t alen = sizeof ss;
+/* Up to budget datagrams, until the socket has none (EAGAIN) or a callback
+   paused or closed the endpoint; returns the number delivered. */
+static int evl__dg_read_some(evl_transport *t, int budget) {
+  evl_loop *loop = t->loop;
   unsigned char *buf = evl__rbuf(loop);
-  ssize_t n;
-  (void)fdv;
+  int got = 0;
   if (!buf)
-    return;
-  n = evl__sys_recvfrom(t->fd, buf, EVL__RBUF_SIZE, 0, (struct sockaddr *)&ss,
-                        &alen);
-  if (n >= 0) {
-    if (t->proto->datagram_received)
-      t->proto->datagram_received(t, buf, (size_t)n, &ss, (size_t)alen,
-                                  t->user);
-    return;
-  }
-  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+    return 0;
+  while (got < budget && !(t->flags & EVL__TR_READ_STOP)) {
+    struct sockaddr_storage ss;
+    socklen_t alen = sizeof ss;
+    evl__ssize_t n = evl__sys_recvfrom(t->fd, buf, EVL__RBUF_SIZE, 0,
+                                       (struct sockaddr *)&ss, &alen);
+    if (n >= 0) {
+      got++;
+      if (t->proto->datagram_received)
+        t->proto->datagram_received(t, buf, (size_t)n, &ss, (size_t)alen,
+                                    t->user);
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
 #ifdef EVL__HAVE_KQUEUE
-    int err = evl__kqueue_take_soerr(loop, t->fd); /* libkqueue took it */
-    if (err && t->proto->error_received)
-      t->proto->error_received(t, evl_translate_sys_error(err), t->user);
+      int err = evl__kqueue_take_soerr(loop, t->fd); /* libkqueue took it */
+      if (err && t->proto->error_received)
+        t->proto->error_received(t, evl_translate_sys_error(err), t->user);
 #endif
-    return;
+      break;
+    }
+    got++; /* e.g. ECONNREFUSED from an ICMP error: reported, counted */
+    if (t->proto->error_received)
+      t->proto->error_received(t, evl__errno(), t->user);
   }
-  if (t->proto->error_received) /* e.g. ECONNREFUSED from an ICMP error */
-    t->proto->error_received(t, evl__errno(), t->user);
+  return got;
+}
+
+static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
+  (void)fdv;
+  evl__dg_read_some((evl_transport *)arg, loop->read_budget);
 }
 
 static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
@@ -9349,7 +10474,7 @@ static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   (void)fdv;
   while (t->dq_head) {
     evl__dgram *d = t->dq_head;
-    ssize_t n = evl__sys_sendto(
+    evl__ssize_t n = evl__sys_sendto(
         t->fd, (const unsigned char *)(d + 1), d->len, EVL__SEND_FLAGS,
         d->addrlen ? (const struct sockaddr *)&d->addr : NULL, d->addrlen);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -9367,18 +10492,52 @@ static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
     evl__tr_schedule_lost(t, 0);
 }
 
+/* 1 if two socket addresses name the same endpoint (IPv4 and IPv6 by
+   family, port and address, whatever length the caller gave). */
+static int evl__sockaddr_same(const void *xv, size_t xlen, const void *yv,
+                              size_t ylen) {
+  const struct sockaddr *x = (const struct sockaddr *)xv,
+                        *y = (const struct sockaddr *)yv;
+  if (xlen < sizeof x->sa_family || ylen < sizeof y->sa_family ||
+      x->sa_family != y->sa_family)
+    return 0;
+  if (x->sa_family == AF_INET && xlen >= sizeof(struct sockaddr_in) &&
+      ylen >= sizeof(struct sockaddr_in)) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)xv,
+                             *b = (const struct sockaddr_in *)yv;
+    return a->sin_port == b->sin_port &&
+           !memcmp(&a->sin_addr, &b->sin_addr, sizeof a->sin_addr);
+  }
+  if (x->sa_family == AF_INET6 && xlen >= sizeof(struct sockaddr_in6) &&
+      ylen >= sizeof(struct sockaddr_in6)) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)xv,
+                              *b = (const struct sockaddr_in6 *)yv;
+    return a->sin6_port == b->sin6_port &&
+           a->sin6_scope_id == b->sin6_scope_id &&
+           !memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr);
+  }
+  return xlen == ylen && !memcmp(xv, yv, xlen);
+}
+
 EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
                                   size_t len, const void *addr,
                                   size_t addrlen) {
   evl__dgram *d;
-  ssize_t n;
+  evl__ssize_t n;
   if (!t || (len && !data) ||
       (addr && (!addrlen || addrlen > sizeof(struct sockaddr_storage))))
     return EVL_EINVAL;
   if (!(t->flags & EVL__T_DGRAM))
     return EVL_ENOTSUP;
   if (t->flags & EVL__T_CLOSING)
-    return EVL_ECLOSED;
+    return EVL_ECLOSING;
+  if (t->peer) { /* asyncio: addr must be None or the remote address */
+    if (addr &&
+        !evl__sockaddr_same(addr, addrlen, &t->peer->ss, (size_t)t->peer->len))
+      return EVL_EINVAL;
+    addr = t->peer->connected ? NULL : (const void *)&t->peer->ss;
+    addrlen = t->peer->len;
+  }
   if (!t->dq_head && !EVL__WBUSY(t)) {
     n = evl__sys_sendto(t->fd, data, len, EVL__SEND_FLAGS,
                         (const struct sockaddr *)addr,
@@ -9535,6 +10694,26 @@ static int evl__resolve_work(void *arg, void **result) {
   return rc;
 }
 
+/* 0 when no element of the list is empty: "a,", ",a", "a,,b" and " " are
+   EVL_EINVAL (an empty element would ask getaddrinfo for "", which is no
+   host; ignoring it would hide a mistake). NULL and "" (all interfaces, or
+   localhost to connect to) are no list and pass. */
+static int evl__hosts_check(const char *hosts) {
+  const char *p = hosts;
+  if (!hosts || !*hosts)
+    return 0;
+  for (;;) {
+    while (*p == ' ')
+      p++;
+    if (*p == ',' || *p == '\0')
+      return EVL_EINVAL;
+    p = strchr(p, ',');
+    if (!p)
+      return 0;
+    p++;
+  }
+}
+
 /* True when every host of the list is numeric (no executor needed). */
 static int evl__hosts_numeric(const char *hosts, int family) {
   char buf[256];
@@ -9639,7 +10818,7 @@ static int evl__resolve(evl_loop *loop, const char *hosts, int port, int family,
   evl_future *f;
   evl__addrs *l = NULL;
   int rc;
-  if (port < 0 || port > 65535)
+  if (port < 0 || port > 65535 || evl__hosts_check(hosts))
     return EVL_EINVAL;
   if (evl__hosts_numeric(hosts, family)) {
     rc = (!hosts || !*hosts) && passive
@@ -9971,7 +11150,7 @@ EVL__DEF evl_future *evl_create_unix_connection(evl_loop *loop,
                                                 const evl_protocol *proto,
                                                 void *user, const char *path) {
   evl__connect *c = evl__connect_new(loop, proto, user);
-  struct sockaddr_un su;
+  struct evl__sockaddr_un su;
   socklen_t len;
   int rc;
   if (!c || c->fut.state != EVL__PENDING)
@@ -10041,6 +11220,7 @@ struct evl_server {
   int *fds;
   size_t nfds, nconns;
   int backlog, serving, closed, user_freed, shed_reported;
+  int unref;            /* does not keep the loop alive */
   evl__waiters waiters; /* wait_closed */
   evl_future *serve_fut;
   char *unix_path; /* the socket file we made, removed at close */
@@ -10247,6 +11427,7 @@ static void evl__server_close_fds(evl_server *s) {
 #endif
   for (i = 0; i < s->nfds; i++) {
     evl__unwatch(s->loop, s->fds[i], EVL__READ);
+    evl__fd_own(s->loop, s->fds[i], 0);
     evl__closesocket(s->fds[i]);
   }
   s->nfds = 0;
@@ -10415,21 +11596,36 @@ static evl_server *evl__server_new(evl_loop *loop, const evl_protocol *proto,
 }
 
 static int evl__server_add_fd(evl_server *s, int fd) {
-  int *f = (int *)EVLOOP_REALLOC(NULL, s->fds, (s->nfds + 1) * sizeof *f);
+  int *f;
+  if (evl__fds_reserve(s->loop, fd))
+    return EVL_ENOMEM;
+  f = (int *)EVLOOP_REALLOC(NULL, s->fds, (s->nfds + 1) * sizeof *f);
   if (!f)
     return EVL_ENOMEM;
   s->fds = f;
   s->fds[s->nfds++] = fd;
+  evl__fd_own(s->loop, fd, 1);
   return 0;
 }
 
-/* One listening socket per address. */
+/* 1 if two resolved addresses are the same socket address. */
+static int evl__addr_same(const evl__addr *x, const evl__addr *y) {
+  return evl__sockaddr_same(&x->ss, (size_t)x->len, &y->ss, (size_t)y->len);
+}
+
+/* One listening socket per address; an address listed twice listens once
+   (asyncio removes duplicates). */
 static int evl__server_bind(evl_server *s, const evl__addrs *l,
                             const evl_net_options *opts) {
-  size_t i;
+  size_t i, j;
   for (i = 0; i < l->n; i++) {
     const evl__addr *a = &l->a[i];
-    int fd = evl__socket(a->ss.ss_family, SOCK_STREAM), one = 1, rc;
+    int fd, one = 1, rc;
+    for (j = 0; j < i && !evl__addr_same(a, &l->a[j]); j++) {
+    }
+    if (j < i)
+      continue;
+    fd = evl__socket(a->ss.ss_family, SOCK_STREAM);
     if (fd < 0)
       return fd;
 #ifdef _WIN32
@@ -10561,12 +11757,32 @@ EVL__DEF evl_future *evl_create_server(evl_loop *loop,
   return evl__create_server(loop, proto, user, host, port, opts, NULL);
 }
 
+#ifndef _WIN32
+/* Is someone listening on the socket file? A non-blocking connect tells:
+   refused means stale (0), accepted or a full backlog means live
+   (EVL_EADDRINUSE; the live server sees a connection that ends at once). */
+static int evl__unix_path_live(const struct evl__sockaddr_un *su,
+                               socklen_t len) {
+  int fd = evl__socket(AF_UNIX, SOCK_STREAM), rc;
+  if (fd < 0)
+    return fd;
+  rc = connect(fd, (const struct sockaddr *)su, len) == 0 ? EVL_EADDRINUSE
+                                                          : evl__errno();
+  close(fd);
+  if (rc == EVL_EAGAIN || rc == EVL_EINPROGRESS)
+    rc = EVL_EADDRINUSE;
+  else if (rc == EVL_ECONNREFUSED || rc == EVL_ENOENT)
+    rc = 0;
+  return rc;
+}
+#endif
+
 EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
                                             const evl_protocol *proto,
                                             void *user, const char *path,
                                             const evl_net_options *opts) {
   evl_future *f = evl_future_new(loop);
-  struct sockaddr_un su;
+  struct evl__sockaddr_un su;
   struct stat st;
   socklen_t len;
   evl_server *s;
@@ -10576,10 +11792,10 @@ EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
   rc = proto ? evl__unix_addr(path, &su, &len) : EVL_EINVAL;
 #ifndef _WIN32
   if (rc == 0 && path[0] != '@' && lstat(path, &st) == 0) {
-    if (S_ISSOCK(st.st_mode))
-      (void)unlink(path); /* a stale socket file is replaced */
-    else
+    if (!S_ISSOCK(st.st_mode))
       rc = EVL_EEXIST;
+    else if ((rc = evl__unix_path_live(&su, len)) == 0)
+      (void)unlink(path); /* a stale socket file is replaced */
   }
 #endif
   if (rc) {
@@ -10691,6 +11907,8 @@ static void evl__dgram_finish(evl_loop *loop, evl__dgram_req *r) {
                : r->family     ? r->family
                                : AF_INET;
   int fd = evl__socket(family, SOCK_DGRAM), one = 1, rc = fd < 0 ? fd : 0;
+  evl__dg_peer *peer = NULL;
+  evl_transport *t = NULL;
   if (rc == 0 && r->opts.reuse_port) {
 #ifdef SO_REUSEPORT
     if (evl__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
@@ -10705,11 +11923,27 @@ static void evl__dgram_finish(evl_loop *loop, evl__dgram_req *r) {
   if (rc == 0 && r->local_len &&
       evl__sys_bind(fd, (struct sockaddr *)&r->local, r->local_len) < 0)
     rc = evl__errno();
-  if (rc == 0 && r->remote_len &&
+  /* With allow_broadcast the socket stays unconnected (asyncio): sends
+     name the remote address instead. */
+  if (rc == 0 && r->remote_len && !r->opts.allow_broadcast &&
       evl__sys_connect(fd, (struct sockaddr *)&r->remote, r->remote_len) < 0)
     rc = evl__errno();
-  if (rc == 0 && !evl__tr_open(loop, r->proto, r->user, fd, 1, r->fut))
+  if (rc == 0 && r->remote_len) {
+    peer = (evl__dg_peer *)evl__lalloc(loop, sizeof *peer);
+    if (!peer)
+      rc = EVL_ENOMEM;
+    else {
+      memcpy(&peer->ss, &r->remote, sizeof peer->ss);
+      peer->len = r->remote_len;
+      peer->connected = !r->opts.allow_broadcast;
+    }
+  }
+  if (rc == 0 && !(t = evl__tr_open(loop, r->proto, r->user, fd, 1, r->fut)))
     rc = EVL_ENOMEM;
+  if (t)
+    t->peer = peer;
+  else
+    evl__lfree(loop, peer);
   if (rc) {
     if (fd >= 0)
       evl__closesocket(fd);
@@ -10745,6 +11979,8 @@ evl_create_datagram_endpoint(evl_loop *loop, const evl_protocol *proto,
   if (!proto || local_port < 0 || local_port > 65535 || remote_port < 0 ||
       remote_port > 65535)
     rc = EVL_EINVAL;
+  if (!local_host && !local_port && !remote_host && !family)
+    rc = EVL_EINVAL; /* nothing to choose a socket's family by (asyncio) */
   if (rc == 0 && remote_host) {
     r->remote_host = evl__gstrdup(remote_host);
     if (!r->remote_host)
@@ -10800,8 +12036,8 @@ static void evl__sockop_unwatch(evl__sockop *op) {
 #ifdef _WIN32
 /* Up to EVL__RBUF_SIZE bytes of a file at an offset, like pread:
    ReadFile with the offset in the OVERLAPPED. */
-static ssize_t evl__file_pread(int file_fd, void *buf, size_t count,
-                               int64_t offset) {
+static evl__ssize_t evl__file_pread(int file_fd, void *buf, size_t count,
+                                    int64_t offset) {
   OVERLAPPED ov;
   DWORD got = 0;
   HANDLE h = (HANDLE)_get_osfhandle(file_fd);
@@ -10821,13 +12057,24 @@ static ssize_t evl__file_pread(int file_fd, void *buf, size_t count,
     errno = evl__win_errno(e);
     return -1;
   }
-  return (ssize_t)got;
+  return (evl__ssize_t)got;
 }
 #endif
 
-static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
-                                   int64_t *offset, size_t count) {
-  ssize_t n;
+/* After a sendfile, however it ended: the file position is the offset
+   plus the bytes sent (asyncio's promise). */
+static void evl__file_seek(int file_fd, int64_t pos) {
+#ifdef _WIN32
+  (void)_lseeki64(file_fd, pos, SEEK_SET);
+#else
+  if ((int64_t)(off_t)pos == pos)
+    (void)lseek(file_fd, (off_t)pos, SEEK_SET);
+#endif
+}
+
+static evl__ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
+                                        int64_t *offset, size_t count) {
+  evl__ssize_t n;
   unsigned char *buf;
 #ifdef __linux__
   off_t off = (off_t)*offset;
@@ -10841,7 +12088,13 @@ static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
   }
 #endif
 #ifdef __linux__
-  n = sendfile(sock, file_fd, &off, count);
+  {
+    /* sendfile(2) has no MSG_NOSIGNAL: a peer that is gone raises SIGPIPE */
+    evl__sigpipe_guard g;
+    evl__sigpipe_block(&g);
+    n = sendfile(sock, file_fd, &off, count);
+    evl__sigpipe_unblock(&g, n, errno);
+  }
   if (n >= 0) {
     *offset = (int64_t)off;
     return n;
@@ -10862,15 +12115,24 @@ static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
 #endif
   if (n <= 0)
     return n;
+#if !defined(MSG_NOSIGNAL) && !defined(_WIN32)
+  { /* no MSG_NOSIGNAL here either: guard the send the same way */
+    evl__sigpipe_guard g;
+    evl__sigpipe_block(&g);
+    n = evl__sys_send(sock, buf, (size_t)n, EVL__SEND_FLAGS);
+    evl__sigpipe_unblock(&g, n, errno);
+  }
+#else
   n = evl__sys_send(sock, buf, (size_t)n, EVL__SEND_FLAGS);
+#endif
   if (n > 0)
     *offset += n;
   return n;
 }
 
 /* Tries the operation; 1 when the future is complete. */
-static int evl__sockop_try(evl__sockop *op) {
-  ssize_t n;
+static int evl__sockop_step(evl__sockop *op) {
+  evl__ssize_t n;
   int err = 0;
   for (;;) {
     switch (op->kind) {
@@ -10937,6 +12199,13 @@ static int evl__sockop_try(evl__sockop *op) {
   }
 }
 
+static int evl__sockop_try(evl__sockop *op) {
+  int done = evl__sockop_step(op);
+  if (done && op->kind == EVL__SOCK_SENDFILE)
+    evl__file_seek(op->file_fd, op->offset);
+  return done;
+}
+
 static void evl__sockop_ready(evl_loop *loop, evl_fd fd, void *arg) {
   evl__sockop *op = (evl__sockop *)arg;
   (void)loop;
@@ -10946,13 +12215,20 @@ static void evl__sockop_ready(evl_loop *loop, evl_fd fd, void *arg) {
 }
 
 static int evl__sockop_cancel(evl_future *f) {
+  evl__sockop *op = (evl__sockop *)(void *)f;
   int rc = evl__future_cancel_base(f);
-  if (rc == 1)
-    evl__sockop_unwatch((evl__sockop *)(void *)f);
+  if (rc == 1) {
+    evl__sockop_unwatch(op);
+    if (op->kind == EVL__SOCK_SENDFILE)
+      evl__file_seek(op->file_fd, op->offset);
+  }
   return rc;
 }
 static void evl__sockop_close(evl_future *f) {
-  evl__sockop_unwatch((evl__sockop *)(void *)f);
+  evl__sockop *op = (evl__sockop *)(void *)f;
+  if (op->kind == EVL__SOCK_SENDFILE && f->state == EVL__PENDING)
+    evl__file_seek(op->file_fd, op->offset);
+  evl__sockop_unwatch(op);
   (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
 }
 static const evl__future_vt evl__sockop_vt = {evl__sockop_cancel, NULL,
@@ -11013,14 +12289,24 @@ EVL__DEF evl_future *evl_sock_accept(evl_loop *loop, evl_fd fd) {
 }
 EVL__DEF evl_future *evl_sock_sendfile(evl_loop *loop, evl_fd sock, int file_fd,
                                        int64_t offset, size_t count) {
-  if (file_fd < 0 || offset < 0) {
+  int rc = file_fd < 0 ? EVL_EBADF : offset < 0 ? EVL_EINVAL : 0;
+  /* asyncio: a non-blocking stream socket only */
+  if (!rc && sock >= 0 && sock <= INT_MAX &&
+      evl__sock_type((int)sock) != SOCK_STREAM)
+    rc = EVL_EINVAL;
+#ifndef _WIN32 /* Windows cannot tell a socket's blocking mode */
+  if (!rc && sock >= 0 && sock <= INT_MAX &&
+      !(fcntl((int)sock, F_GETFL) & O_NONBLOCK))
+    rc = EVL_EINVAL;
+#endif
+  if (rc && loop && !loop->closing) {
     evl_future *f = evl_future_new(loop);
     if (f)
-      (void)evl_future_set_error(f, file_fd < 0 ? EVL_EBADF : EVL_EINVAL, NULL);
+      (void)evl_future_set_error(f, rc, NULL);
     return f;
   }
-  return evl__sockop_start(loop, EVL__SOCK_SENDFILE, sock, NULL, count, file_fd,
-                           offset, 1);
+  return evl__sockop_start(loop, EVL__SOCK_SENDFILE, sock, NULL,
+                           count ? count : (size_t)-1, file_fd, offset, 1);
 }
 EVL__DEF evl_future *evl_sock_connect(evl_loop *loop, evl_fd fd,
                                       const void *addr, size_t addrlen) {
@@ -11076,6 +12362,7 @@ static void evl__sendfile_released(evl_transport *t) {
 
 static void evl__sendfile_finish(evl_transport *t) {
   evl__sendfile_op *op = t->u.sf;
+  evl__file_seek(op->file_fd, op->offset);
   t->u.sf = NULL;
   (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
   op->t = NULL;
@@ -11085,6 +12372,7 @@ static void evl__sendfile_finish(evl_transport *t) {
 
 static void evl__sendfile_fail(evl_transport *t, int err) {
   evl__sendfile_op *op = t->u.sf;
+  evl__file_seek(op->file_fd, op->offset);
   t->u.sf = NULL;
   op->t = NULL;
   (void)evl_future_set_error(&op->fut, err, NULL);
@@ -11099,9 +12387,9 @@ static void evl__sendfile_pump(evl_transport *t) {
     if (op->done < op->count) { /* a buffer of its own: the queue waits */
       unsigned char *buf =
           (unsigned char *)evl__lalloc(t->loop, EVL__RBUF_SIZE);
-      ssize_t n = buf ? evl__file_pread(op->file_fd, buf, op->count - op->done,
-                                        op->offset)
-                      : (errno = ENOMEM, -1);
+      evl__ssize_t n = buf ? evl__file_pread(op->file_fd, buf,
+                                             op->count - op->done, op->offset)
+                           : (errno = ENOMEM, -1);
       int rc;
       if (n <= 0)
         evl__lfree(t->loop, buf);
@@ -11123,8 +12411,8 @@ static void evl__sendfile_pump(evl_transport *t) {
   }
 #endif
   while (op->done < op->count) {
-    ssize_t n = evl__sendfile_chunk(t->loop, t->fd, op->file_fd, &op->offset,
-                                    op->count - op->done);
+    evl__ssize_t n = evl__sendfile_chunk(t->loop, t->fd, op->file_fd,
+                                         &op->offset, op->count - op->done);
     if (n == 0)
       break; /* the file ended early */
     if (n < 0) {
@@ -11145,6 +12433,7 @@ static int evl__sendfile_cancel(evl_future *f) {
   int rc = evl__future_cancel_base(f);
   if (rc == 1 && op->t && op->t->u.sf == op) {
     evl_transport *t = op->t;
+    evl__file_seek(op->file_fd, op->offset);
     t->u.sf = NULL;
     op->t = NULL;
     evl_future_release(f);
@@ -11180,7 +12469,7 @@ EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
   op->t = t;
   op->file_fd = file_fd;
   op->offset = offset;
-  op->count = count;
+  op->count = count ? count : (size_t)-1; /* 0: to the end of the file */
   op->before = t->wlen;
   t->u.sf = op;
   op->fut.refs++; /* the transport's reference */
@@ -11286,7 +12575,11 @@ static void evl__st_try(evl_stream *s) {
     return;
   switch (s->op) {
   case EVL__RD_READ:
-    if (s->n == 0 || (s->n > 0 && s->len) || s->eof)
+    /* An end by error (a reset, no memory for the data) fails a read to
+       EOF, and a read with nothing left: its bytes would be a lie. */
+    if (s->n != 0 && s->eof && s->err && (s->n < 0 || !s->len))
+      evl__st_complete(s, NULL, s->err);
+    else if (s->n == 0 || (s->n > 0 && s->len) || s->eof)
       evl__st_complete(s,
                        evl__st_take(s, s->n < 0 || (size_t)s->n > s->len
                                            ? s->len
@@ -11364,10 +12657,13 @@ static int evl__st_eof(evl_transport *t, void *user) {
 static void evl__st_lost(evl_transport *t, int err, void *user) {
   evl_stream *s = (evl_stream *)user;
   (void)t;
+  if (!s) /* a server's connection that got no stream (no memory) */
+    return;
   s->t = NULL;
   s->lost = 1;
   s->eof = 1;
-  s->err = err;
+  if (err || !s->err) /* keeps EVL_EEXITED (evl__proc_exited) */
+    s->err = err;
   evl__st_try(s);
   if (s->read_fut) /* cannot be satisfied any more */
     evl__st_complete(s, NULL, err ? err : EVL_EINCOMPLETE);
@@ -11488,8 +12784,8 @@ EVL__DEF int evl_stream_at_eof(evl_stream *s) {
 EVL__DEF int evl_stream_write(evl_stream *s, const void *data, size_t len) {
   if (!s)
     return EVL_EINVAL;
-  if (!s->t)
-    return s->err ? s->err : EVL_ECLOSED;
+  if (!s->t || s->err) /* EVL_EEXITED: a child's stdin after its exit */
+    return s->err ? s->err : EVL_ECLOSING;
   return evl_transport_write(s->t, data, len);
 }
 EVL__DEF evl_future *evl_stream_drain(evl_stream *s) {
@@ -11514,7 +12810,7 @@ EVL__DEF evl_future *evl_stream_drain(evl_stream *s) {
 EVL__DEF int evl_stream_write_eof(evl_stream *s) {
   if (!s)
     return EVL_EINVAL;
-  return s->t ? evl_transport_write_eof(s->t) : EVL_ECLOSED;
+  return s->t ? evl_transport_write_eof(s->t) : EVL_ECLOSING;
 }
 EVL__DEF void evl_stream_close(evl_stream *s) {
   if (s && s->t)
@@ -11550,56 +12846,102 @@ EVL__DEF void evl_stream_free(evl_stream *s) {
     evl__st_free(s);
 }
 
-/* ---- opening ---- */
+/* ---- opening ----
+   The stream waits in the future (not in its result, which a cancel
+   clears) until the connection completes; cancelling stops the attempt. */
+
+typedef struct evl__openf {
+  evl_future fut;
+  evl_stream *s;     /* until the connection future completes */
+  evl_future *inner; /* the connection future, until then */
+} evl__openf;
+
+/* A stream nobody will get: closed, freed once its transport is gone. */
+static void evl__open_drop(evl_stream *s) {
+  if (s->t) {
+    evl_stream_free(s);
+  } else { /* never made (its transport will not make it now), or lost */
+    s->user_freed = 1;
+    evl__st_free(s);
+  }
+}
 
 static void evl__open_done(evl_future *inner, void *arg) {
-  evl_future *outer = (evl_future *)arg;
-  evl_stream *s = (evl_stream *)outer->result;
-  outer->result = NULL;
-  if (evl_future_error(inner) == 0 && outer->state == EVL__PENDING) {
-    (void)evl_future_set_result(outer, s);
+  evl__openf *o = (evl__openf *)arg;
+  evl_stream *s = o->s;
+  o->s = NULL;
+  o->inner = NULL;
+  if (evl_future_error(inner) == 0 && o->fut.state == EVL__PENDING) {
+    (void)evl_future_set_result(&o->fut, s);
   } else {
-    if (outer->state == EVL__PENDING)
-      (void)evl_future_set_error(outer, inner->err ? inner->err : EVL_ECANCELED,
-                                 inner->errmsg);
-    if (s->t) { /* connected, but nobody wants it now */
-      evl_stream_free(s);
-    } else {
-      s->user_freed = 1;
-      if (!s->lost)
-        evl__st_free(s);
-    }
+    if (o->fut.state == EVL__PENDING)
+      (void)evl_future_set_error(
+          &o->fut, inner->err ? inner->err : EVL_ECANCELED, inner->errmsg);
+    evl__open_drop(s);
   }
-  evl_future_release(outer);
+  evl_future_release(&o->fut);
   evl_future_release(inner);
 }
+
+static int evl__open_cancel(evl_future *f) {
+  evl__openf *o = (evl__openf *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && o->inner) /* evl__open_done then drops the stream */
+    (void)evl_future_cancel(o->inner);
+  return rc;
+}
+/* Loop closing: no done callback runs any more; let go of both. */
+static void evl__open_close(evl_future *f) {
+  evl__openf *o = (evl__openf *)(void *)f;
+  evl_future *inner = o->inner;
+  if (inner && evl_future_remove_done_callback(inner, evl__open_done, o) == 1) {
+    evl_stream *s = o->s;
+    o->s = NULL;
+    o->inner = NULL;
+    evl__open_drop(s);
+    evl_future_release(inner);
+    evl_future_release(f); /* the callback's reference */
+  }
+  (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
+}
+static const evl__future_vt evl__open_vt = {evl__open_cancel, NULL,
+                                            evl__open_close};
 
 static evl_future *evl__open(evl_loop *loop, size_t limit, const char *host,
                              int port, const char *path,
                              const evl_net_options *opts) {
-  evl_future *outer = evl_future_new(loop), *inner;
+  evl__openf *o =
+      (evl__openf *)(void *)evl__future_alloc(loop, sizeof *o, &evl__open_vt);
+  evl_future *inner;
   evl_stream *s;
-  if (!outer)
+  if (!o)
     return NULL;
   s = evl__st_new(loop, limit);
   if (!s) {
-    (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
-    return outer;
+    (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
+    return &o->fut;
   }
   inner = path ? evl_create_unix_connection(loop, &evl__stream_proto, s, path)
                : evl_create_connection(loop, &evl__stream_proto, s, host, port,
                                        opts);
-  /* The stream waits in outer->result (no free function) until then. */
-  outer->result = s;
-  if (!inner || evl_future_add_done_callback(inner, evl__open_done,
-                                             evl_future_ref(outer))) {
-    outer->result = NULL;
-    evl_future_release(inner);
-    evl_future_release(outer);
+  if (!inner) {
     evl__st_free(s);
-    (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
+    (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
+    return &o->fut;
   }
-  return outer;
+  o->s = s;
+  o->inner = inner;
+  if (evl_future_add_done_callback(inner, evl__open_done, o)) {
+    o->s = NULL;
+    o->inner = NULL;
+    (void)evl_future_cancel(inner); /* stops it: no transport makes s */
+    evl_future_release(inner);
+    evl__open_drop(s);
+    (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
+    return &o->fut;
+  }
+  o->fut.refs++; /* evl__open_done's */
+  return &o->fut;
 }
 
 EVL__DEF evl_future *evl_open_connection(evl_loop *loop, const char *host,
@@ -11626,7 +12968,8 @@ typedef struct evl__st_server {
 static void evl__st_srv_made(evl_transport *t, void *user) {
   evl__st_server *ss = (evl__st_server *)user;
   evl_stream *s = evl__st_new(t->loop, ss->limit);
-  if (!s) {
+  if (!s) { /* no stream: its connection_lost must not take ss for one */
+    evl_transport_set_user(t, NULL);
     evl_transport_abort(t);
     return;
   }
@@ -11686,14 +13029,17 @@ EVL__DEF evl_future *evl_start_unix_server(evl_loop *loop,
                            NULL);
 }
 
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Signals on Windows ================================================
    SIGINT and SIGBREAK come from the console (Ctrl-C, Ctrl-Break) through a
    console control handler, which Windows runs in a thread of its own: it
    flags the signal and queues a delivery with the thread-safe queue of
    each loop that registered it. Other numbers are EVL_EINVAL. */
 #ifdef _WIN32
-#ifndef SIGBREAK
-#define SIGBREAK 21
+#ifdef SIGBREAK
+#define EVL__SIGBREAK SIGBREAK
+#else
+#define EVL__SIGBREAK 21
 #endif
 
 typedef struct evl__sigstate {
@@ -11711,7 +13057,12 @@ static evl__sigstate *evl__sig_loops; /* loops with handlers */
 static int evl__ctrl_installed;
 
 static int evl__sig_index(int signum) {
-  return signum == SIGINT ? 0 : signum == SIGBREAK ? 1 : -1;
+  return signum == SIGINT ? 0 : signum == EVL__SIGBREAK ? 1 : -1;
+}
+/* A handler for signum is set. */
+static int evl__sig_has(evl_loop *loop, int signum) {
+  int i = evl__sig_index(signum);
+  return loop->sig && i >= 0 && ((evl__sigstate *)loop->sig)->cb[i];
 }
 
 static void evl__sig_deliver(evl_loop *loop, void *arg) {
@@ -11725,7 +13076,7 @@ static void evl__sig_deliver(evl_loop *loop, void *arg) {
     if (!InterlockedExchange(&st->pending[i], 0) || !st->cb[i])
       continue;
     loop->now_reuse = 0;
-    st->cb[i](loop, i == 0 ? SIGINT : SIGBREAK, st->arg[i]);
+    st->cb[i](loop, i == 0 ? SIGINT : EVL__SIGBREAK, st->arg[i]);
     st = (evl__sigstate *)loop->sig;
     if (!st)
       return; /* the callback closed the loop's signal state */
@@ -11796,7 +13147,9 @@ static void evl__sig_unlink(evl__sigstate *st) {
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   evl__sigstate *st;
   int i = evl__sig_index(signum);
-  if (!loop || i < 0 || !loop->sig)
+  if (!loop || i < 0)
+    return EVL_EINVAL; /* as add */
+  if (!loop->sig)
     return 0;
   evl__lock(&evl__sig_mu);
   st = (evl__sigstate *)loop->sig;
@@ -11806,6 +13159,7 @@ EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   }
   st->cb[i] = NULL;
   st->arg[i] = NULL;
+  loop->sig_unref &= ~((uint64_t)1 << (signum - 1));
   if (!st->cb[0] && !st->cb[1]) {
     evl__sig_unlink(st);
     loop->sig = NULL;
@@ -11836,6 +13190,11 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
   return EVL_ENOTSUP;
 }
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
+  (void)loop;
+  (void)signum;
+  return 0;
+}
+static int evl__sig_has(evl_loop *loop, int signum) {
   (void)loop;
   (void)signum;
   return 0;
@@ -11966,7 +13325,7 @@ static void evl__sig_handler(int signum) {
     evl__sigslot *sl = &evl__sigslots[i];
     if (sl->used && sl->wanted[signum]) {
       char c = (char)signum;
-      ssize_t r;
+      evl__ssize_t r;
       sl->pending[signum] = 1;
       r = write(sl->wfd, &c, 1); /* a full pipe: a wake-up is pending */
       (void)r;
@@ -12023,7 +13382,7 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
     return EVL_EINVAL;
   if (loop->closing)
     return EVL_ECLOSED;
-  if (signum <= 0 || signum >= EVL__NSIG || signum == SIGKILL ||
+  if (signum <= 0 || signum >= EVL__NSIG || signum == EVL__SIGKILL ||
       signum == SIGSTOP)
     return EVL_EINVAL;
   st = (evl__sigstate *)loop->sig;
@@ -12084,15 +13443,23 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
   return 0;
 }
 
+/* A handler for signum is set. */
+static int evl__sig_has(evl_loop *loop, int signum) {
+  return loop->sig && signum > 0 && signum < EVL__NSIG &&
+         ((evl__sigstate *)loop->sig)->cb[signum];
+}
+
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   evl__sigstate *st;
   if (!loop || signum <= 0 || signum >= EVL__NSIG)
-    return 0;
+    return EVL_EINVAL; /* as add */
   st = (evl__sigstate *)loop->sig;
   if (!st || !st->cb[signum])
     return 0;
   st->cb[signum] = NULL;
   st->arg[signum] = NULL;
+  if (signum <= 64)
+    loop->sig_unref &= ~((uint64_t)1 << (signum - 1));
 #ifdef EVL__HAVE_KQUEUE
   if (st->slot < 0)
     (void)evl__kq_signal(loop, signum, 0);
@@ -12171,7 +13538,12 @@ struct evl_subprocess {
   void (*pause_hook)(evl_subprocess *p, int paused); /* stdin full/drained */
   pid_t pid;
   int pidfd, returncode, exited, made, lost, npipes, result_is_user;
-  int kq_proc; /* an EVFILT_PROC registration is live */
+  int kq_proc;           /* an EVFILT_PROC registration is live */
+  int kq_exit_later;     /* its NOTE_EXIT waits for room in the ring */
+  evl_handle poll_timer; /* the last-resort exit watch (POSIX) */
+  int poll_ms;
+  int pipe_failed; /* a pipe got no transport (no memory): start fails */
+  int unref;       /* does not keep the loop alive */
 };
 
 static void evl__sub_try_finish(evl_subprocess *p);
@@ -12184,6 +13556,8 @@ static void evl__sub_unlink_free(evl_subprocess *p) {
   if (p->proc)
     CloseHandle(p->proc);
 #endif
+  if (p->poll_timer)
+    (void)evl__cancel_internal(loop, p->poll_timer);
   if (p->lprev)
     p->lprev->lnext = p->lnext;
   else
@@ -12211,6 +13585,10 @@ static void evl__sub_exited(evl_subprocess *p, int status, int known) {
     evl__unwatch(p->loop, p->pidfd, EVL__READ);
     close(p->pidfd);
     p->pidfd = -1;
+  }
+  if (p->poll_timer) {
+    (void)evl__cancel_internal(p->loop, p->poll_timer);
+    p->poll_timer = 0;
   }
 #ifdef EVL__HAVE_KQUEUE
   if (p->kq_proc) { /* reaped by another path: the registration goes */
@@ -12276,6 +13654,30 @@ static int evl__kq_child_exit(evl_loop *loop, int pid) {
   return 1;
 }
 
+static void evl__kq_exit_keep(evl_loop *loop, int pid) {
+  evl_subprocess *p;
+  for (p = loop->children; p; p = p->lnext)
+    if ((int)p->pid == pid && !p->exited) {
+      p->kq_exit_later = 1;
+      loop->kq_later = 1;
+    }
+}
+static uint32_t evl__kq_exits_later(evl_loop *loop, int push) {
+  evl_subprocess *p;
+  uint32_t n = 0;
+  for (p = loop->children; p; p = p->lnext) {
+    if (!p->kq_exit_later)
+      continue;
+    n++;
+    if (push) {
+      p->kq_exit_later = 0;
+      (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_PROC << 32 |
+                                     (uint64_t)(uint32_t)p->pid);
+    }
+  }
+  return n;
+}
+
 #ifdef EVFILT_LIBKQUEUE
 /* libkqueue drops the NOTE_EXIT of a child that other code reaped (it
    reads the exit status without reaping, which then fails), and kevent()
@@ -12298,6 +13700,51 @@ static void evl__kq_children_check(evl_loop *loop) {
 }
 #endif
 #endif
+
+static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg);
+
+/* Watches a child's exit: EVFILT_PROC on kqueue (ESRCH: it is gone
+   already, and the paths below reap it), else a pidfd, else SIGCHLD; 0 if
+   one of them watches it, else the error (a full fd table fails the pidfd
+   and the SIGCHLD self-pipe alike). */
+static int evl__sub_watch_exit(evl_loop *loop, evl_subprocess *p) {
+  int rc;
+#ifdef EVL__HAVE_KQUEUE
+  if (loop->backend == EVL_BACKEND_KQUEUE && !p->kq_proc)
+    p->kq_proc = evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC,
+                               EV_ADD | EV_ONESHOT, NOTE_EXIT) == 0;
+#endif
+  if (p->kq_proc)
+    return 0;
+#if EVLOOP_HAVE_PIDFD && defined(SYS_pidfd_open)
+  p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+  if (p->pidfd >= 0 && evl__watch(loop, p->pidfd, EVL__READ,
+                                  evl__sub_pidfd_ready, p, NULL, NULL, 0)) {
+    close(p->pidfd);
+    p->pidfd = -1;
+  }
+  if (p->pidfd >= 0)
+    return 0;
+#endif
+  rc = evl_add_signal_handler(loop, SIGCHLD, evl__sub_sigchld, NULL);
+  if (rc == 0)
+    (void)evl__sub_poll(p); /* it may be gone before the handler */
+  return rc;
+}
+
+/* The last resort: a timer polls the child, less often each time (up to
+   100 ms), until a pidfd or SIGCHLD can watch it. It rearms inside its own
+   callback, taking back the slot and heap room it has just left: that
+   cannot fail for want of memory. */
+static void evl__sub_poll_timer(evl_loop *loop, void *arg) {
+  evl_subprocess *p = (evl_subprocess *)arg;
+  p->poll_timer = 0;
+  if (loop->closing || evl__sub_poll(p) || evl__sub_watch_exit(loop, p) == 0)
+    return; /* p may be gone */
+  p->poll_ms = p->poll_ms < 50 ? p->poll_ms * 2 : 100;
+  p->poll_timer = evl__later_internal(loop, (int64_t)p->poll_ms * 1000000,
+                                      evl__sub_poll_timer, p);
+}
 
 static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg) {
   evl_subprocess *p, *next;
@@ -12341,8 +13788,11 @@ static void evl__sp_data(evl_transport *t, const void *data, size_t len,
 }
 static void evl__sp_lost(evl_transport *t, int err, void *user) {
   evl__subpipe *sp = (evl__subpipe *)user;
-  evl_subprocess *p = sp->p;
+  evl_subprocess *p;
   (void)t;
+  if (!sp) /* detached from its child (evl__sub_drop_pipes) */
+    return;
+  p = sp->p;
   sp->t = NULL;
   if (!sp->open)
     return;
@@ -12368,14 +13818,134 @@ static const evl_protocol evl__subpipe_proto = {
     NULL,           evl__sp_data, NULL, evl__sp_lost, evl__sp_pause,
     evl__sp_resume, NULL,         NULL, NULL,         NULL};
 
+/* A child whose pipes could not all get a transport (no memory): nobody
+   gets it. It is killed, its pipes closed, the creation future fails with
+   EVL_ENOMEM; with no callback of the user's it is reaped and freed as any
+   child (made is set for that). The high-level process is freed too. */
+static const evl_subprocess_protocol evl__sub_quiet_proto = {NULL, NULL, NULL,
+                                                             NULL, NULL};
+static void evl__proc_abandon(evl_subprocess *sub);
+static void evl__sub_abandon(evl_subprocess *p, evl_future *w) {
+  int i;
+  evl__proc_abandon(p);
+  p->proto = &evl__sub_quiet_proto;
+  p->made = 1;
+  if (!p->exited)
+    (void)evl_subprocess_kill(p);
+  for (i = 0; i < 3; i++) { /* not started: no connection_lost comes */
+    evl__subpipe *sp = &p->pipes[i];
+    evl_transport *t = sp->t;
+    if (!t)
+      continue;
+    sp->t = NULL;
+    if (sp->open) {
+      sp->open = 0;
+      p->npipes--;
+    }
+    evl_transport_abort(t);
+  }
+  if (w) {
+    (void)evl_future_set_error(w, EVL_ENOMEM, "no memory for a pipe");
+    evl_future_release(w);
+  }
+  evl__sub_try_finish(p);
+}
+
+/* Kills the child if it still runs and reaps it (SIGKILL ends it at once),
+   calling nothing. */
+static void evl__sub_kill_reap(evl_subprocess *p) {
+#ifndef _WIN32
+  int status = 0;
+  if (!p->exited) {
+    (void)kill(p->pid, SIGKILL);
+    while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    p->exited = 1;
+    p->returncode =
+        WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
+  }
+  if (p->pidfd >= 0) {
+    evl__unwatch(p->loop, p->pidfd, EVL__READ);
+    close(p->pidfd);
+    p->pidfd = -1;
+  }
+#ifdef EVL__HAVE_KQUEUE
+  if (p->kq_proc && !p->loop->closing) {
+    p->kq_proc = 0;
+    (void)evl__kq_apply(p->loop, (uintptr_t)p->pid, EVFILT_PROC, EV_DELETE, 0);
+  }
+#endif
+#else
+  if (p->wait) { /* after this no wait callback runs */
+    UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
+    p->wait = NULL;
+  }
+  if (!p->exited) {
+    DWORD code = 1;
+    TerminateProcess(p->proc, 1);
+    WaitForSingleObject(p->proc, INFINITE);
+    GetExitCodeProcess(p->proc, &code);
+    p->exited = 1;
+    p->returncode = (int)code;
+  }
+#endif
+}
+
+/* Cuts the pipes loose from the child and aborts them: their transports
+   end on their own and call nobody (evl__sp_lost sees no pipe). notify:
+   pipe_connection_lost(EVL_ECLOSED) first for each one still open. */
+static void evl__sub_drop_pipes(evl_subprocess *p, int notify) {
+  int i;
+  for (i = 0; i < 3; i++) {
+    evl__subpipe *sp = &p->pipes[i];
+    evl_transport *t = sp->t;
+    int was_open = sp->open;
+    if (!t)
+      continue;
+    sp->t = NULL;
+    sp->open = 0;
+    t->user = NULL;
+    evl_transport_abort(t);
+    if (notify && was_open && p->proto->pipe_connection_lost)
+      p->proto->pipe_connection_lost(p, i, EVL_ECLOSED, p->user);
+  }
+  p->npipes = 0;
+}
+
+static void evl__proc_free_now(evl_process *pr);
+
+/* A child nobody will get (its creation was cancelled, or the loop closed
+   before it started): killed, reaped and freed, with no callback. */
+static void evl__sub_discard(evl_subprocess *p) {
+  evl_future *w = p->waiter;
+  p->waiter = NULL;
+  evl__sub_kill_reap(p);
+  evl__sub_drop_pipes(p, 0);
+  if (w) {
+    (void)evl_future_set_error(w, EVL_ECLOSED, NULL); /* if pending */
+    evl_future_release(w);
+  }
+  if (p->result_is_user) /* evl_create_subprocess_*: its evl_process */
+    evl__proc_free_now((evl_process *)p->user);
+  evl__sub_unlink_free(p);
+}
+
 /* The start, after the pipes were made: connection_made, then the future;
    the pipes' own starts are queued behind this one. */
 static void evl__sub_start(evl_loop *loop, void *arg) {
   evl_subprocess *p = (evl_subprocess *)arg;
   evl_future *w = p->waiter;
   if (loop->closing)
-    return; /* evl__children_close handles it */
+    return;                            /* evl__children_close handles it */
+  if (w && w->state != EVL__PENDING) { /* the creation was cancelled */
+    evl__sub_discard(p);
+    return;
+  }
   p->waiter = NULL;
+  if (p->pipe_failed) {
+    evl__sub_abandon(p, w);
+    return;
+  }
   p->made = 1;
   if (p->proto->connection_made)
     p->proto->connection_made(p, p->user);
@@ -12400,8 +13970,40 @@ static const char evl__shell_marker[] = "<shell>";
    future (*fut; NULL when the loop is closing or out of memory), the
    arguments (NULL options: all pipes) and the object: NULL when any of it
    failed (the future says why). */
-static const evl_subprocess_options evl__sub_default_opts = {
-    EVL_STDIO_PIPE, EVL_STDIO_PIPE, EVL_STDIO_PIPE, -1, -1, -1, NULL, NULL};
+static const evl_subprocess_options evl__sub_default_opts = {EVL_STDIO_PIPE,
+                                                             EVL_STDIO_PIPE,
+                                                             EVL_STDIO_PIPE,
+                                                             -1,
+                                                             -1,
+                                                             -1,
+                                                             NULL,
+                                                             NULL,
+                                                             0,
+                                                             0,
+                                                             NULL,
+                                                             0};
+/* The session, group and pass_fds options: 0, or the future failed. */
+static int evl__sub_check_opts(evl_future *f, const evl_subprocess_options *o) {
+  size_t i;
+  int rc = 0;
+  if ((o->start_new_session && o->process_group) ||
+      o->process_group < EVL_PROCESS_GROUP_NEW ||
+      (o->npass_fds && !o->pass_fds))
+    rc = EVL_EINVAL;
+  for (i = 0; rc == 0 && i < o->npass_fds; i++)
+    if (o->pass_fds[i] < 0)
+      rc = EVL_EBADF;
+#ifdef _WIN32
+  if (rc == 0 && (o->process_group > 0 || o->npass_fds))
+    rc = EVL_ENOTSUP;
+#endif
+  if (rc)
+    (void)evl_future_set_error(f, rc,
+                               "start_new_session/process_group/"
+                               "pass_fds");
+  return rc;
+}
+
 static evl_subprocess *evl__sub_new(evl_loop *loop, evl_future **fut,
                                     const evl_subprocess_protocol *proto,
                                     void *user, const char *const *argv,
@@ -12422,6 +14024,8 @@ static evl_subprocess *evl__sub_new(evl_loop *loop, evl_future **fut,
     (void)evl_future_set_error(f, EVL_EINVAL, "no protocol or no argv[0]");
     return NULL;
   }
+  if (evl__sub_check_opts(f, opts))
+    return NULL;
   mode[0] = opts->stdin_mode;
   mode[1] = opts->stdout_mode;
   mode[2] = opts->stderr_mode;
@@ -12450,14 +14054,29 @@ static void evl__sub_link(evl_subprocess *p) {
   loop->children = p;
 }
 
-/* connection_made first, then the pipes (their starts queue after it).
-   Errors past the spawn do not undo it: the child runs. */
+/* The start is queued before the spawn (evl__sub_queue_start): once the
+   child runs, nothing can fail for want of memory and leave it unwatched
+   or start it before its pipes exist. *rc: the spawn may go on (0), or
+   the error; returns the handle to cancel if the spawn fails. */
+static evl_handle evl__sub_queue_start(evl_loop *loop, evl_subprocess *p,
+                                       int *rc) {
+  evl_handle h;
+  if (*rc)
+    return 0;
+  h = evl__soon_internal(loop, evl__sub_start, p);
+  if (h > 0)
+    return h;
+  *rc = (int)h;
+  return 0;
+}
+
+/* connection_made first (queued before the spawn), then the pipes (their
+   starts queue after it). Errors past the spawn do not undo it: the child
+   runs. */
 static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
                            const int pfd[3]) {
   int i;
   p->waiter = evl_future_ref(f);
-  if (evl__soon_internal(loop, evl__sub_start, p) < 0)
-    evl__sub_start(loop, p); /* no memory for the queue: start now */
   for (i = 0; i < 3; i++) {
     evl__subpipe *sp = &p->pipes[i];
     sp->p = p;
@@ -12472,6 +14091,7 @@ static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
                                   NULL, &err);
       if (!sp->t) {
         CloseHandle(h);
+        p->pipe_failed = 1;
         continue;
       }
       sp->open = 1;
@@ -12482,6 +14102,7 @@ static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
     sp->t = evl__tr_open(loop, &evl__subpipe_proto, sp, pfd[i], 0, NULL);
     if (!sp->t) {
       evl__closesocket(pfd[i]);
+      p->pipe_failed = 1;
       continue;
     }
     sp->t->flags |=
@@ -12501,9 +14122,10 @@ static void evl__shell_argv(const char *argv[4], const char *cmd) {
 #ifndef EVLOOP_NO_THREADS
 /* Windows: CreateProcess with an explicit list of the handles the child
    inherits (nothing else leaks), the exit seen through a thread-pool wait
-   that queues a call on the loop. Piped stdio is a connected loopback
+   that queues a call on the loop. Piped stdio is, on an IOCP loop, a named
+   pipe (our end overlapped, evl__child_pipe), else a connected loopback
    socket pair, the child's end blocking and non-overlapped (a plain file
-   handle to it); our end is an ordinary socket transport. */
+   handle to it); our end is an ordinary transport. */
 
 /* Appends s to the command line, quoted the way the C runtime splits it. */
 static int evl__cmdline_arg(char **buf, size_t *len, size_t *cap,
@@ -12677,6 +14299,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   evl_stdio mode[3];
   int userfd[3], pfd[3] = {-1, -1, -1}, i, rc = 0;
   int named[3] = {0, 0, 0}; /* stdio i is a named pipe, not a socket pair */
+  evl_handle start = 0;
   HANDLE child[3] = {NULL, NULL, NULL}, list[3];
   DWORD nlist = 0;
   char *cmdline = NULL, *envblock = NULL;
@@ -12786,9 +14409,13 @@ static evl_future *evl__subprocess(evl_loop *loop,
                    list, nlist * sizeof(HANDLE), NULL, NULL)) {
       rc = evl_translate_sys_error(evl__win_errno(GetLastError()));
     }
+    start = evl__sub_queue_start(loop, p, &rc);
     if (rc == 0 &&
         !CreateProcessA(NULL, cmdline, NULL, NULL, nlist ? TRUE : FALSE,
-                        EXTENDED_STARTUPINFO_PRESENT | CREATE_NO_WINDOW,
+                        EXTENDED_STARTUPINFO_PRESENT | CREATE_NO_WINDOW |
+                            (opts->start_new_session || opts->process_group
+                                 ? CREATE_NEW_PROCESS_GROUP
+                                 : 0),
                         envblock, opts->cwd, &si.StartupInfo, &pi)) {
       DWORD e = GetLastError();
       rc = evl_translate_sys_error(evl__win_errno(e));
@@ -12810,6 +14437,8 @@ static evl_future *evl__subprocess(evl_loop *loop,
         CloseHandle(child[i]);
     }
   if (rc) {
+    if (start)
+      (void)evl__cancel_internal(loop, start);
     for (i = 0; i < 3; i++)
       if (pfd[i] >= 0 && named[i])
         CloseHandle((HANDLE)(intptr_t)pfd[i]);
@@ -12845,6 +14474,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   (void)out;
   (void)result_is_user;
   (void)evl__sub_start;
+  (void)evl__sub_queue_start;
   (void)evl__subpipe_proto;
   (void)evl__sub_exited;
   if (!loop || loop->closing)
@@ -12864,10 +14494,23 @@ static void evl__shell_argv(const char *argv[4], const char *cmd) {
   argv[3] = NULL;
 }
 
-/* Runs argv with the child's fds 0..2 from cfd (-1: inherit), cwd, env. */
-static int evl__spawn(const char *const *argv, const char *cwd,
-                      const char *const *env, const int cfd[3], pid_t *out) {
-  int i, rc;
+/* 1 if fd is one of the options' pass_fds. */
+static int evl__sub_passed(const evl_subprocess_options *o, int fd) {
+  size_t i;
+  for (i = 0; i < o->npass_fds; i++)
+    if (o->pass_fds[i] == fd)
+      return 1;
+  return 0;
+}
+
+/* Runs argv with the child's fds 0..2 from cfd (-1: inherit), the cwd,
+   env, session, group and pass_fds of o. */
+static int evl__spawn(const char *const *argv, const evl_subprocess_options *o,
+                      const int cfd[3], pid_t *out) {
+  const char *cwd = o->cwd;
+  const char *const *env = o->env;
+  int i, rc, top = 2; /* the highest fd the child keeps */
+  size_t k;
   int path_search = strchr(argv[0], '/') == NULL;
   char *const *av = (char *const *)(void *)argv;
   char *const *ev = env ? (char *const *)(void *)env : environ;
@@ -12876,20 +14519,43 @@ static int evl__spawn(const char *const *argv, const char *cwd,
   posix_spawnattr_t attr;
   sigset_t all, none;
   pid_t pid;
+  short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
+  for (k = 0; k < o->npass_fds; k++) {
+    if (fcntl(o->pass_fds[k], F_GETFD) < 0)
+      return EVL_EBADF;
+    if (o->pass_fds[k] > top)
+      top = o->pass_fds[k];
+  }
+  if (top > 65535)
+    return EVL_EINVAL; /* one close action per fd below it */
   posix_spawn_file_actions_init(&fa);
   posix_spawnattr_init(&attr);
   for (i = 0; i < 3; i++)
     if (cfd[i] >= 0)
       posix_spawn_file_actions_adddup2(&fa, cfd[i], i);
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  /* pass_fds: a dup2 onto itself clears close-on-exec (glibc >= 2.29, as
+     POSIX 2024 asks); every other fd above 2 is closed. */
+  for (i = 3; i <= top; i++) {
+    if (evl__sub_passed(o, i))
+      posix_spawn_file_actions_adddup2(&fa, i, i);
+    else
+      posix_spawn_file_actions_addclose(&fa, i);
+  }
+  posix_spawn_file_actions_addclosefrom_np(&fa, top + 1);
   if (cwd)
     posix_spawn_file_actions_addchdir_np(&fa, cwd);
   sigfillset(&all);
   sigemptyset(&none);
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  if (o->start_new_session)
+    flags |= POSIX_SPAWN_SETSID;
+  if (o->process_group) {
+    flags |= POSIX_SPAWN_SETPGROUP;
+    posix_spawnattr_setpgroup(&attr,
+                              o->process_group > 0 ? o->process_group : 0);
+  }
+  posix_spawnattr_setflags(&attr, flags);
   rc = path_search ? posix_spawnp(&pid, argv[0], &fa, &attr, av, ev)
                    : posix_spawn(&pid, argv[0], &fa, &attr, av, ev);
   posix_spawn_file_actions_destroy(&fa);
@@ -12901,8 +14567,12 @@ static int evl__spawn(const char *const *argv, const char *cwd,
 #else
   /* fork + exec: errno of a failed exec comes back through a pipe. */
   int ep[2], err = 0;
-  ssize_t n;
+  evl__ssize_t n;
   pid_t pid;
+  for (k = 0; k < o->npass_fds; k++)
+    if (fcntl(o->pass_fds[k], F_GETFD) < 0)
+      return EVL_EBADF;
+  (void)top;
   rc = evl__pipe_cloexec_nonblock(ep);
   if (rc)
     return rc;
@@ -12930,11 +14600,19 @@ static int evl__spawn(const char *const *argv, const char *cwd,
     for (i = 0; i < 3; i++) /* kept fds lose close-on-exec */
       if (cfd[i] == i)
         fcntl(i, F_SETFD, 0);
+    for (k = 0; k < o->npass_fds; k++)
+      if (o->pass_fds[k] > 2 && o->pass_fds[k] != ep[1])
+        fcntl(o->pass_fds[k], F_SETFD, 0);
     if (maxfd < 0 || maxfd > 65536)
       maxfd = 65536;
     for (fd = 3; fd < maxfd; fd++)
-      if (fd != ep[1])
+      if (fd != ep[1] && !evl__sub_passed(o, (int)fd))
         close((int)fd);
+    if (o->start_new_session && setsid() < 0)
+      goto fail;
+    if (o->process_group &&
+        setpgid(0, o->process_group > 0 ? o->process_group : 0) < 0)
+      goto fail;
     if (cwd && chdir(cwd) < 0)
       goto fail;
     if (path_search)
@@ -12952,7 +14630,7 @@ static int evl__spawn(const char *const *argv, const char *cwd,
     n = read(ep[0], &err, sizeof err);
   while (n < 0 && errno == EINTR);
   close(ep[0]);
-  if (n == (ssize_t)sizeof err) { /* exec failed: reap the child */
+  if (n == (evl__ssize_t)sizeof err) { /* exec failed: reap the child */
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
     }
     return evl_translate_sys_error(err);
@@ -12972,6 +14650,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   evl_stdio mode[3];
   int userfd[3], cfd[3] = {-1, -1, -1}, pfd[3] = {-1, -1, -1}, i, rc = 0;
   int devnull = -1;
+  evl_handle start = 0;
   p = evl__sub_new(loop, &f, proto, user, argv, &opts, result_is_user, mode,
                    userfd);
   if (!p)
@@ -13012,8 +14691,11 @@ static evl_future *evl__subprocess(evl_loop *loop,
       rc = EVL_EINVAL;
     }
   }
+  start = evl__sub_queue_start(loop, p, &rc);
   if (rc == 0)
-    rc = evl__spawn(argv, opts->cwd, opts->env, cfd, &p->pid);
+    rc = evl__spawn(argv, opts, cfd, &p->pid);
+  if (rc && start)
+    (void)evl__cancel_internal(loop, start);
   for (i = 0; i < 3; i++) /* the child has its ends now */
     if (mode[i] == EVL_STDIO_PIPE && cfd[i] >= 0)
       close(cfd[i]);
@@ -13028,27 +14710,25 @@ static evl_future *evl__subprocess(evl_loop *loop,
     return f;
   }
   evl__sub_link(p);
-  /* Exit watching: EVFILT_PROC on kqueue (ESRCH: it is gone already, and
-     the paths below reap it), else a pidfd, else SIGCHLD. */
-#ifdef EVL__HAVE_KQUEUE
-  if (loop->backend == EVL_BACKEND_KQUEUE)
-    p->kq_proc = evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC,
-                               EV_ADD | EV_ONESHOT, NOTE_EXIT) == 0;
-#endif
-#if EVLOOP_HAVE_PIDFD && defined(SYS_pidfd_open)
-  if (!p->kq_proc)
-    p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-  if (p->pidfd >= 0 && evl__watch(loop, p->pidfd, EVL__READ,
-                                  evl__sub_pidfd_ready, p, NULL, NULL, 0)) {
-    close(p->pidfd);
-    p->pidfd = -1;
+  rc = evl__sub_watch_exit(loop, p);
+  if (rc) { /* no fd, no memory: a timer polls it (rearming cannot fail) */
+    p->poll_ms = 1;
+    p->poll_timer = evl__later_internal(loop, 1000000, evl__sub_poll_timer, p);
+    if (p->poll_timer < 0) { /* nothing could ever reap it: undone */
+      int status;
+      (void)kill(p->pid, SIGKILL);
+      while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      p->poll_timer = 0;
+      (void)evl__cancel_internal(loop, start);
+      for (i = 0; i < 3; i++)
+        if (pfd[i] >= 0)
+          close(pfd[i]);
+      evl__sub_unlink_free(p);
+      (void)evl_future_set_error(f, rc, NULL);
+      return f;
+    }
   }
-#endif
-  if (p->pidfd < 0 && !p->kq_proc) {
-    rc = evl_add_signal_handler(loop, SIGCHLD, evl__sub_sigchld, NULL);
-    (void)evl__sub_poll(p); /* it may be gone before the handler */
-  }
-  (void)rc; /* the child runs: errors past the spawn do not undo it */
   evl__sub_begin(loop, p, f, pfd);
   if (out)
     *out = p;
@@ -13097,7 +14777,7 @@ EVL__DEF int evl_subprocess_send_signal(evl_subprocess *p, int signum) {
     return EVL_ESRCH;
 #ifdef _WIN32
   /* asyncio on Windows: SIGTERM and kill are TerminateProcess(1). */
-  if (signum != SIGTERM && signum != SIGKILL)
+  if (signum != EVL__SIGTERM && signum != EVL__SIGKILL)
     return EVL_EINVAL;
   return TerminateProcess(p->proc, 1)
              ? 0
@@ -13107,10 +14787,10 @@ EVL__DEF int evl_subprocess_send_signal(evl_subprocess *p, int signum) {
 #endif
 }
 EVL__DEF int evl_subprocess_terminate(evl_subprocess *p) {
-  return evl_subprocess_send_signal(p, SIGTERM);
+  return evl_subprocess_send_signal(p, EVL__SIGTERM);
 }
 EVL__DEF int evl_subprocess_kill(evl_subprocess *p) {
-  return evl_subprocess_send_signal(p, SIGKILL);
+  return evl_subprocess_send_signal(p, EVL__SIGKILL);
 }
 EVL__DEF void evl_subprocess_close(evl_subprocess *p) {
   int i;
@@ -13127,55 +14807,185 @@ EVL__DEF void *evl_subprocess_user(evl_subprocess *p) {
 }
 
 /* Loop closing: children still running are killed and reaped (no zombie),
-   their pipes closed, connection_lost(EVL_ECLOSED) runs for each. */
+   their pipes closed (pipe_connection_lost(EVL_ECLOSED) for those still
+   open), then connection_lost(EVL_ECLOSED) for each child that was made.
+   A child not started yet is discarded without callbacks. */
 static void evl__children_close(evl_loop *loop) {
   while (loop->children) {
     evl_subprocess *p = loop->children;
-    int i, status = 0, made = p->made && !p->lost;
+    int made = p->made && !p->lost, report_exit;
+    if (!p->made) {
+      evl__sub_discard(p);
+      continue;
+    }
+    /* process_exited ran already if the child exited after the start */
+    report_exit = made && !p->exited;
     p->lost = 1; /* the pipes' ends below must not finish it early */
-    for (i = 0; i < 3; i++)
-      if (p->pipes[i].t)
-        evl_transport_abort(p->pipes[i].t); /* lost at once: closing */
-#ifndef _WIN32
-    if (!p->exited) {
-      (void)kill(p->pid, SIGKILL);
-      while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
-      }
-      p->exited = 1;
-      p->returncode =
-          WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
-    }
-    if (p->pidfd >= 0) {
-      evl__unwatch(loop, p->pidfd, EVL__READ);
-      close(p->pidfd);
-      p->pidfd = -1;
-    }
-#else
-    (void)status;
-    if (p->wait) { /* after this no wait callback runs */
-      UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
-      p->wait = NULL;
-    }
-    if (!p->exited) {
-      DWORD code = 1;
-      TerminateProcess(p->proc, 1);
-      WaitForSingleObject(p->proc, INFINITE);
-      GetExitCodeProcess(p->proc, &code);
-      p->exited = 1;
-      p->returncode = (int)code;
-    }
-#endif
-    if (p->waiter) {
-      (void)evl_future_set_error(p->waiter, EVL_ECLOSED, NULL);
-      evl_future_release(p->waiter);
-      p->waiter = NULL;
-    }
+    evl__sub_kill_reap(p);
+    evl__sub_drop_pipes(p, made);
+    if (report_exit && p->proto->process_exited) /* the documented order */
+      p->proto->process_exited(p, p->user);
     if (made && p->proto->connection_lost)
       p->proto->connection_lost(p, EVL_ECLOSED, p->user);
     evl__sub_unlink_free(p);
   }
 }
 
+#else /* EVLOOP_NO_PROCESS: what the loop's core calls */
+static void evl__signals_close(evl_loop *loop) {
+  (void)loop;
+}
+static void evl__children_close(evl_loop *loop) {
+  (void)loop;
+}
+static int evl__sig_has(evl_loop *loop, int signum) {
+  (void)loop;
+  (void)signum;
+  return 0;
+}
+#ifdef EVL__HAVE_KQUEUE
+static int evl__kq_signal_fire(evl_loop *loop, int signum) {
+  (void)loop;
+  (void)signum;
+  return 0;
+}
+static int evl__kq_child_exit(evl_loop *loop, int pid) {
+  (void)loop;
+  (void)pid;
+  return 0;
+}
+static void evl__kq_children_check(evl_loop *loop) {
+  (void)loop;
+}
+#endif
+#endif /* EVLOOP_NO_PROCESS */
+
+/* ==== What keeps the loop alive ==========================================
+   libuv's ref/unref: every kind of handle can be told not to keep the
+   loop running. evl_loop_alive asks the cheap counters first and walks
+   the lists of transports, servers and children only when those say no
+   (the walk stops at the first referenced object). */
+
+EVL__DEF int evl_handle_set_ref(evl_loop *loop, evl_handle h, int ref) {
+  uint32_t i;
+  evl__slot *s;
+  if (!loop || loop->closed || !loop->slots)
+    return EVL_EINVAL;
+  s = evl__slot_of(loop, h, &i);
+  if (!s || !s->fn || (s->gen & EVL__SLOT_INTERNAL))
+    return EVL_EINVAL;
+  if (!ref == !!(s->gen & EVL__SLOT_UNREF)) /* already so */
+    return 0;
+  s->gen ^= EVL__SLOT_UNREF;
+  if (s->pos >= 0) /* in the heap (a ready callback is not counted) */
+    loop->heap_unref += ref ? (uint32_t)-1 : 1u;
+  return 0;
+}
+
+EVL__DEF int evl_hook_set_ref(evl_loop *loop, int id, int ref) {
+  evl__hook *h = evl__hook_find(loop, id);
+  if (!h)
+    return EVL_EINVAL;
+  h->unref = !ref;
+  return 0;
+}
+
+EVL__DEF int evl_transport_set_ref(evl_transport *t, int ref) {
+  if (!t)
+    return EVL_EINVAL;
+  t->flags = ref ? t->flags & ~EVL__T_UNREF : t->flags | EVL__T_UNREF;
+  return 0;
+}
+
+EVL__DEF int evl_server_set_ref(evl_server *s, int ref) {
+  if (!s)
+    return EVL_EINVAL;
+  s->unref = !ref;
+  return 0;
+}
+
+#ifndef EVLOOP_NO_PROCESS
+EVL__DEF int evl_signal_set_ref(evl_loop *loop, int signum, int ref) {
+  uint64_t bit;
+  if (!loop || signum <= 0 || signum > 64 || !evl__sig_has(loop, signum))
+    return EVL_EINVAL;
+  bit = (uint64_t)1 << (signum - 1);
+  loop->sig_unref = ref ? loop->sig_unref & ~bit : loop->sig_unref | bit;
+  return 0;
+}
+
+/* A subprocess and its pipe transports. */
+EVL__DEF int evl_subprocess_set_ref(evl_subprocess *p, int ref) {
+  int i;
+  if (!p)
+    return EVL_EINVAL;
+  p->unref = !ref;
+  for (i = 0; i < 3; i++)
+    if (p->pipes[i].t)
+      evl_transport_set_ref(p->pipes[i].t, ref);
+  return 0;
+}
+#endif
+
+EVL__DEF int evl_loop_alive(evl_loop *loop) {
+  evl_transport *t;
+  evl_server *sv;
+  struct evl_subprocess *p;
+  int i;
+  if (!loop || loop->closed)
+    return 0;
+  if (loop->ring_len || loop->fd_refs || loop->jobs || loop->resolving ||
+      loop->fs_watches ||
+      loop->heap_len - loop->heap_cancelled > loop->heap_unref)
+    return 1;
+  for (i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].cb && !loop->hooks[i].unref)
+      return 1;
+  for (t = loop->transports; t; t = t->lnext)
+    if (!(t->flags & EVL__T_UNREF))
+      return 1;
+  for (sv = loop->servers; sv; sv = sv->lnext)
+    if (!sv->closed && !sv->unref)
+      return 1;
+#ifndef EVLOOP_NO_PROCESS
+  for (p = loop->children; p; p = p->lnext)
+    if (!p->unref)
+      return 1;
+#else
+  (void)p;
+#endif
+  if (loop->sig)
+    for (i = 1; i <= 64; i++)
+      if (evl__sig_has(loop, i) && !(loop->sig_unref >> (i - 1) & 1))
+        return 1;
+  return 0;
+}
+
+EVL__DEF int evl_run_alive(evl_loop *loop) {
+  int rc = 0;
+  if (!loop)
+    return EVL_EINVAL;
+  rc = evl__run_enter(loop);
+  if (rc)
+    return rc;
+  loop->run_alive = 1;
+  loop->m_mark_ok = 0;
+  while (evl_loop_alive(loop)) {
+    rc = evl__iterate(loop, -1);
+    if (rc < 0)
+      break;
+    rc = 0;
+    if (loop->stopping) {
+      rc = evl_loop_alive(loop);
+      break;
+    }
+  }
+  loop->run_alive = 0;
+  evl__run_leave(loop);
+  return rc;
+}
+
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Processes (high level) ============================================
    An evl_subprocess whose protocol feeds streams: stdout and stderr are
    stream readers, stdin a stream writer. */
@@ -13209,21 +15019,19 @@ static void evl__proc_pause(evl_subprocess *sub, int paused) {
   }
 }
 
+/* The streams were made before the spawn (evl__create_process); here they
+   get their pipes (every pipe has its transport: see evl__sub_abandon). */
 static void evl__proc_made(evl_subprocess *sub, void *user) {
   evl_process *pr = (evl_process *)user;
   int i;
   pr->sub = sub;
   pr->pid = (int)sub->pid;
   sub->pause_hook = evl__proc_pause;
-  for (i = 0; i < 3; i++) {
-    evl_transport *t = sub->pipes[i].t;
-    if (!t)
-      continue;
-    pr->io[i] = evl__st_new(pr->loop, pr->limit);
+  for (i = 0; i < 3; i++)
     if (pr->io[i])
-      pr->io[i]->t = t;
-  }
+      pr->io[i]->t = sub->pipes[i].t;
 }
+
 static void evl__proc_data(evl_subprocess *sub, int fd, const void *data,
                            size_t len, void *user) {
   evl_process *pr = (evl_process *)user;
@@ -13246,6 +15054,8 @@ static void evl__proc_exited(evl_subprocess *sub, void *user) {
   evl_process *pr = (evl_process *)user;
   pr->exited = 1;
   pr->returncode = sub->returncode;
+  if (pr->io[0] && !pr->io[0]->err) /* writes to its stdin say why */
+    pr->io[0]->err = EVL_EEXITED;
   evl__waiters_done(&pr->waiters, 1, (void *)(intptr_t)pr->returncode);
 }
 static void evl__proc_lost(evl_subprocess *sub, int err, void *user) {
@@ -13259,6 +15069,11 @@ static void evl__proc_lost(evl_subprocess *sub, int err, void *user) {
 static const evl_subprocess_protocol evl__process_proto = {
     evl__proc_made, evl__proc_data, evl__proc_pipe_lost, evl__proc_exited,
     evl__proc_lost};
+/* A process whose start failed (evl__sub_abandon): nobody got it. */
+static void evl__proc_abandon(evl_subprocess *sub) {
+  if (sub->proto == &evl__process_proto)
+    evl__proc_free_now((evl_process *)sub->user);
+}
 
 static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
                                        const evl_subprocess_options *opts,
@@ -13267,6 +15082,7 @@ static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
   evl_future *f;
   if (!loop || loop->closing)
     return NULL;
+  int i;
   pr = (evl_process *)EVLOOP_MALLOC(NULL, sizeof *pr);
   if (!pr)
     return NULL;
@@ -13274,11 +15090,21 @@ static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
   pr->loop = loop;
   pr->limit = limit ? limit : 65536;
   loop->struct_refs++;
-  f = evl__subprocess(loop, &evl__process_proto, pr, argv, opts, NULL, 1);
-  if (!f || f->state != EVL__PENDING) { /* not started: nothing refers */
-    evl__loop_unref(loop);
-    EVLOOP_FREE(NULL, pr);
+  /* The streams first: none can fail once the child runs. */
+  for (i = 0; i < 3; i++) {
+    evl_stdio m = !opts    ? EVL_STDIO_PIPE
+                  : i == 0 ? opts->stdin_mode
+                  : i == 1 ? opts->stdout_mode
+                           : opts->stderr_mode;
+    if (m == EVL_STDIO_PIPE &&
+        (pr->io[i] = evl__st_new(loop, pr->limit)) == NULL) {
+      evl__proc_free_now(pr);
+      return NULL;
+    }
   }
+  f = evl__subprocess(loop, &evl__process_proto, pr, argv, opts, NULL, 1);
+  if (!f || f->state != EVL__PENDING) /* not started: nothing refers */
+    evl__proc_free_now(pr);
   return f;
 }
 
@@ -13296,6 +15122,13 @@ evl_create_subprocess_shell(evl_loop *loop, const char *cmd,
 }
 EVL__DEF int evl_process_pid(evl_process *p) {
   return p ? p->pid : EVL_EINVAL;
+}
+EVL__DEF int evl_process_returncode(evl_process *p, int *code) {
+  if (!p)
+    return EVL_EINVAL;
+  if (p->exited && code)
+    *code = p->returncode;
+  return p->exited;
 }
 EVL__DEF evl_stream *evl_process_stdin(evl_process *p) {
   return p ? p->io[0] : NULL;
@@ -13321,10 +15154,10 @@ EVL__DEF int evl_process_send_signal(evl_process *p, int signum) {
   return p->sub ? evl_subprocess_send_signal(p->sub, signum) : EVL_ESRCH;
 }
 EVL__DEF int evl_process_terminate(evl_process *p) {
-  return evl_process_send_signal(p, SIGTERM);
+  return evl_process_send_signal(p, EVL__SIGTERM);
 }
 EVL__DEF int evl_process_kill(evl_process *p) {
-  return evl_process_send_signal(p, SIGKILL);
+  return evl_process_send_signal(p, EVL__SIGKILL);
 }
 EVL__DEF void evl_process_free(evl_process *p) {
   if (!p || p->freed)
@@ -13389,7 +15222,24 @@ static void evl__comm_destroy(evl_future *f) {
   for (i = 0; i < 3; i++)
     evl_future_release(c->parts[i]);
 }
-static const evl__future_vt evl__comm_vt = {NULL, evl__comm_destroy, NULL};
+/* Cancelling stops the reads (their data stays buffered) and the wait;
+   the child goes on. */
+static int evl__comm_cancel(evl_future *f) {
+  evl__comm *c = (evl__comm *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && c->all)
+    (void)evl_future_cancel(c->all);
+  return rc;
+}
+/* Loop closing: evl__comm_done will not run; drop its reference. */
+static void evl__comm_close(evl_future *f) {
+  evl__comm *c = (evl__comm *)(void *)f;
+  if (c->all && evl_future_remove_done_callback(c->all, evl__comm_done, c))
+    evl_future_release(f);
+  (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
+}
+static const evl__future_vt evl__comm_vt = {evl__comm_cancel, evl__comm_destroy,
+                                            evl__comm_close};
 
 EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
                                              size_t len) {
@@ -13404,18 +15254,23 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
     return NULL;
   c->p = p;
   if (p->io[0]) {
-    if (input && len)
-      (void)evl_stream_write(p->io[0], input, len); /* queued if need be */
+    int rc = input && len ? evl_stream_write(p->io[0], input, len) : 0;
     evl_stream_close(p->io[0]); /* closes once all is written */
+    /* A child that does not read is no error (asyncio ignores the broken
+       pipe); input that could not be queued is: no result can be right. */
+    if (rc == EVL_ENOMEM) {
+      (void)evl_future_set_error(&c->fut, rc, NULL);
+      return &c->fut;
+    }
   }
   for (i = 1; i < 3; i++)
-    if (p->io[i])
-      c->parts[i - 1] = evl_stream_read(p->io[i], -1);
-  c->parts[2] = evl_process_wait(p);
+    if (p->io[i] && !(c->parts[i - 1] = evl_stream_read(p->io[i], -1)))
+      break;
+  c->parts[2] = i == 3 ? evl_process_wait(p) : NULL;
   for (i = 0; i < 3; i++)
     if (c->parts[i])
       list[n++] = c->parts[i];
-  c->all = evl_gather(p->loop, list, n, 0);
+  c->all = c->parts[2] ? evl_gather(p->loop, list, n, 0) : NULL;
   if (!c->all || evl_future_add_done_callback(c->all, evl__comm_done, c)) {
     (void)evl_future_set_error(&c->fut, EVL_ENOMEM, NULL);
     return &c->fut;
@@ -13423,6 +15278,1113 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
   c->fut.refs++; /* evl__comm_done's */
   return &c->fut;
 }
+
+#endif /* EVLOOP_NO_PROCESS */
+
+#ifndef EVLOOP_NO_FS
+/* ==== Files (on the executor) ===========================================
+   One request type for every operation; its work function runs on an
+   executor thread, so everything it allocates comes from EVLOOP_MALLOC
+   (the loop's allocator is the loop thread's). */
+
+enum {
+  EVL__FS_OPEN,
+  EVL__FS_CLOSE,
+  EVL__FS_READ,
+  EVL__FS_WRITE,
+  EVL__FS_STAT,
+  EVL__FS_LSTAT,
+  EVL__FS_FSTAT,
+  EVL__FS_FSYNC,
+  EVL__FS_RENAME,
+  EVL__FS_UNLINK,
+  EVL__FS_MKDIR,
+  EVL__FS_RMDIR,
+  EVL__FS_READDIR,
+  EVL__FS_REALPATH,
+  EVL__FS_COPYFILE,
+  EVL__FS_READFILE
+};
+
+typedef struct evl__fsreq {
+  int op, flags, mode;
+  evl_fd fd;
+  void *buf;
+  size_t len;
+  int64_t off;
+  char *path, *path2;
+} evl__fsreq;
+
+static void evl__fsreq_free(void *p) {
+  evl__fsreq *r = (evl__fsreq *)p;
+  EVLOOP_FREE(NULL, r->path);
+  EVLOOP_FREE(NULL, r->path2);
+  EVLOOP_FREE(NULL, r);
+}
+
+/* A directory listing in one block: the header, the entries, the names. */
+typedef struct evl__dirent_at {
+  size_t off; /* of the name in names */
+  evl_fs_type type;
+} evl__dirent_at;
+typedef struct evl__dirbuild {
+  evl__dirent_at *ents;
+  char *names;
+  size_t n, cap, nlen, ncap;
+} evl__dirbuild;
+
+static int evl__dir_add(evl__dirbuild *b, const char *name, evl_fs_type t) {
+  size_t len = strlen(name) + 1;
+  if ((name[0] == '.' && !name[1]) ||
+      (name[0] == '.' && name[1] == '.' && !name[2]))
+    return 0;
+  if (b->n == b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 16;
+    evl__dirent_at *e =
+        (evl__dirent_at *)EVLOOP_REALLOC(NULL, b->ents, cap * sizeof *e);
+    if (!e)
+      return EVL_ENOMEM;
+    b->ents = e;
+    b->cap = cap;
+  }
+  if (b->nlen + len > b->ncap) {
+    size_t cap = b->ncap ? b->ncap * 2 : 256;
+    char *nm;
+    while (cap < b->nlen + len)
+      cap *= 2;
+    nm = (char *)EVLOOP_REALLOC(NULL, b->names, cap);
+    if (!nm)
+      return EVL_ENOMEM;
+    b->names = nm;
+    b->ncap = cap;
+  }
+  memcpy(b->names + b->nlen, name, len);
+  b->ents[b->n].off = b->nlen;
+  b->ents[b->n++].type = t;
+  b->nlen += len;
+  return 0;
+}
+
+static int evl__dir_finish(evl__dirbuild *b, void **result) {
+  size_t head = sizeof(evl_fs_dir) + b->n * sizeof(evl_dirent), i;
+  evl_fs_dir *d = (evl_fs_dir *)EVLOOP_MALLOC(NULL, head + b->nlen + 1);
+  char *names;
+  if (!d)
+    return EVL_ENOMEM;
+  d->count = b->n;
+  d->entries = (evl_dirent *)(void *)(d + 1);
+  names = (char *)d + head;
+  if (b->nlen)
+    memcpy(names, b->names, b->nlen);
+  for (i = 0; i < b->n; i++) {
+    d->entries[i].name = names + b->ents[i].off;
+    d->entries[i].type = b->ents[i].type;
+  }
+  *result = d;
+  return 0;
+}
+
+static void evl__dir_drop(evl__dirbuild *b) {
+  EVLOOP_FREE(NULL, b->ents);
+  EVLOOP_FREE(NULL, b->names);
+}
+
+#ifdef _WIN32
+#define EVL__FS_FAIL() evl_translate_sys_error(evl__win_errno(GetLastError()))
+
+static evl_fs_data *evl__fs_data_new(size_t len) {
+  evl_fs_data *d = (evl_fs_data *)EVLOOP_MALLOC(NULL, sizeof *d + len + 1);
+  if (d) {
+    d->len = len;
+    d->data = (unsigned char *)(d + 1);
+    d->data[len] = 0;
+  }
+  return d;
+}
+
+/* UTF-8 -> UTF-16, from EVLOOP_MALLOC; NULL when out of memory or bad. */
+static wchar_t *evl__wpath(const char *s) {
+  int n = MultiByteToWideChar(CP_UTF8, 0, s, -1, NULL, 0);
+  wchar_t *w;
+  if (n <= 0)
+    return NULL;
+  w = (wchar_t *)EVLOOP_MALLOC(NULL, (size_t)n * sizeof *w);
+  if (w && MultiByteToWideChar(CP_UTF8, 0, s, -1, w, n) <= 0) {
+    EVLOOP_FREE(NULL, w);
+    w = NULL;
+  }
+  return w;
+}
+static char *evl__utf8(const wchar_t *w) {
+  int n = WideCharToMultiByte(CP_UTF8, 0, w, -1, NULL, 0, NULL, NULL);
+  char *s;
+  if (n <= 0)
+    return NULL;
+  s = (char *)EVLOOP_MALLOC(NULL, (size_t)n);
+  if (s && WideCharToMultiByte(CP_UTF8, 0, w, -1, s, n, NULL, NULL) <= 0) {
+    EVLOOP_FREE(NULL, s);
+    s = NULL;
+  }
+  return s;
+}
+
+/* Opens path with CreateFileW; INVALID_HANDLE_VALUE and *err on failure. */
+static HANDLE evl__fs_wopen(const char *path, DWORD access, DWORD disp,
+                            DWORD flags, int *err) {
+  wchar_t *w = evl__wpath(path);
+  HANDLE h;
+  if (!w) {
+    *err = EVL_EINVAL;
+    return INVALID_HANDLE_VALUE;
+  }
+  h = CreateFileW(w, access,
+                  FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
+                  disp, flags, NULL);
+  if (h == INVALID_HANDLE_VALUE)
+    *err = EVL__FS_FAIL();
+  EVLOOP_FREE(NULL, w);
+  return h;
+}
+
+static int64_t
+evl__ft_ns(FILETIME ft) { /* 100 ns since 1601 -> ns since 1970 */
+  int64_t t = (int64_t)(((uint64_t)ft.dwHighDateTime << 32) | ft.dwLowDateTime);
+  return (t - 116444736000000000ll) * 100;
+}
+
+static int evl__fs_fstat_h(HANDLE h, void **result) {
+  BY_HANDLE_FILE_INFORMATION fi;
+  evl_stat *st;
+  if (!GetFileInformationByHandle(h, &fi))
+    return EVL__FS_FAIL();
+  st = (evl_stat *)EVLOOP_MALLOC(NULL, sizeof *st);
+  if (!st)
+    return EVL_ENOMEM;
+  memset(st, 0, sizeof *st);
+  st->size = ((uint64_t)fi.nFileSizeHigh << 32) | fi.nFileSizeLow;
+  st->dev = fi.dwVolumeSerialNumber;
+  st->ino = ((uint64_t)fi.nFileIndexHigh << 32) | fi.nFileIndexLow;
+  st->nlink = fi.nNumberOfLinks;
+  st->type = fi.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT ? EVL_FS_LINK
+             : fi.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY   ? EVL_FS_DIR
+                                                                : EVL_FS_FILE;
+  st->mode =
+      (st->type == EVL_FS_DIR ? 0040000u | 0755u : 0100000u) |
+      (st->type != EVL_FS_DIR
+           ? (fi.dwFileAttributes & FILE_ATTRIBUTE_READONLY ? 0444u : 0644u)
+           : 0u);
+  st->atime_ns = evl__ft_ns(fi.ftLastAccessTime);
+  st->mtime_ns = evl__ft_ns(fi.ftLastWriteTime);
+  st->ctime_ns = evl__ft_ns(fi.ftCreationTime);
+  *result = st;
+  return 0;
+}
+
+static int evl__fs_pio(evl__fsreq *r, void **result) {
+  HANDLE h = (HANDLE)r->fd;
+  size_t done = 0;
+  for (;;) {
+    OVERLAPPED ov;
+    DWORD n = 0, want;
+    BOOL ok;
+    uint64_t off = (uint64_t)r->off + done;
+    size_t left = r->len - done;
+    want = left > 0x40000000u ? 0x40000000u : (DWORD)left;
+    memset(&ov, 0, sizeof ov);
+    ov.Offset = (DWORD)off;
+    ov.OffsetHigh = (DWORD)(off >> 32);
+    ok = r->op == EVL__FS_READ
+             ? ReadFile(h, (char *)r->buf + done, want, &n, &ov)
+             : WriteFile(h, (const char *)r->buf + done, want, &n, &ov);
+    if (!ok) {
+      if (r->op == EVL__FS_READ && GetLastError() == ERROR_HANDLE_EOF)
+        break;
+      return EVL__FS_FAIL();
+    }
+    done += n;
+    if (r->op == EVL__FS_READ || done == r->len || n == 0)
+      break;
+  }
+  *result = (void *)(intptr_t)done;
+  return 0;
+}
+
+static int evl__fs_work(void *arg, void **result) {
+  evl__fsreq *r = (evl__fsreq *)arg;
+  int err = 0;
+  HANDLE h;
+  wchar_t *w = NULL, *w2 = NULL;
+  BOOL ok = TRUE;
+  switch (r->op) {
+  case EVL__FS_OPEN: {
+    DWORD access = 0, disp;
+    int f = r->flags;
+    if (f & EVL_FS_READ)
+      access |= GENERIC_READ;
+    if (f & EVL_FS_WRITE)
+      access |= f & EVL_FS_APPEND ? FILE_APPEND_DATA : GENERIC_WRITE;
+    if ((f & (EVL_FS_CREATE | EVL_FS_EXCL)) == (EVL_FS_CREATE | EVL_FS_EXCL))
+      disp = CREATE_NEW;
+    else if (f & EVL_FS_CREATE)
+      disp = f & EVL_FS_TRUNC ? CREATE_ALWAYS : OPEN_ALWAYS;
+    else
+      disp = f & EVL_FS_TRUNC ? TRUNCATE_EXISTING : OPEN_EXISTING;
+    h = evl__fs_wopen(r->path, access, disp, FILE_ATTRIBUTE_NORMAL, &err);
+    if (h == INVALID_HANDLE_VALUE)
+      return err;
+    SetHandleInformation(h, HANDLE_FLAG_INHERIT, 0);
+    *result = (void *)(intptr_t)h;
+    return 0;
+  }
+  case EVL__FS_CLOSE:
+    return CloseHandle((HANDLE)r->fd) ? 0 : EVL__FS_FAIL();
+  case EVL__FS_READ:
+  case EVL__FS_WRITE:
+    return evl__fs_pio(r, result);
+  case EVL__FS_FSTAT:
+    return evl__fs_fstat_h((HANDLE)r->fd, result);
+  case EVL__FS_STAT:
+  case EVL__FS_LSTAT:
+  case EVL__FS_REALPATH:
+    h = evl__fs_wopen(
+        r->path, FILE_READ_ATTRIBUTES, OPEN_EXISTING,
+        FILE_FLAG_BACKUP_SEMANTICS |
+            (r->op == EVL__FS_LSTAT ? FILE_FLAG_OPEN_REPARSE_POINT : 0),
+        &err);
+    if (h == INVALID_HANDLE_VALUE)
+      return err;
+    if (r->op != EVL__FS_REALPATH) {
+      err = evl__fs_fstat_h(h, result);
+    } else {
+      wchar_t buf[32768];
+      DWORD n = GetFinalPathNameByHandleW(h, buf, 32768, 0);
+      char *u = NULL;
+      if (n == 0 || n >= 32768)
+        err = n ? EVL_ENAMETOOLONG : EVL__FS_FAIL();
+      else if (!(u = evl__utf8(wcsncmp(buf, L"\\\\?\\UNC\\", 8) == 0 ? buf + 6
+                               : wcsncmp(buf, L"\\\\?\\", 4) == 0    ? buf + 4
+                                                                     : buf)))
+        err = EVL_ENOMEM;
+      else
+        *result = u;
+    }
+    CloseHandle(h);
+    return err;
+  case EVL__FS_FSYNC:
+    return FlushFileBuffers((HANDLE)r->fd) ? 0 : EVL__FS_FAIL();
+  case EVL__FS_READFILE: {
+    LARGE_INTEGER size;
+    evl_fs_data *d;
+    evl__fsreq rr;
+    void *got;
+    h = evl__fs_wopen(r->path, GENERIC_READ, OPEN_EXISTING,
+                      FILE_ATTRIBUTE_NORMAL, &err);
+    if (h == INVALID_HANDLE_VALUE)
+      return err;
+    if (!GetFileSizeEx(h, &size)) {
+      err = EVL__FS_FAIL();
+    } else if ((uint64_t)size.QuadPart > (uint64_t)0x7fffffff) {
+      err = EVL_EFBIG;
+    } else if (!(d = evl__fs_data_new((size_t)size.QuadPart))) {
+      err = EVL_ENOMEM;
+    } else {
+      memset(&rr, 0, sizeof rr);
+      rr.op = EVL__FS_READ;
+      rr.fd = (evl_fd)(intptr_t)h;
+      rr.buf = d->data;
+      rr.len = d->len;
+      err = evl__fs_pio(&rr, &got);
+      if (err) {
+        EVLOOP_FREE(NULL, d);
+      } else {
+        d->len = (size_t)(intptr_t)got;
+        d->data[d->len] = 0;
+        *result = d;
+      }
+    }
+    CloseHandle(h);
+    return err;
+  }
+  case EVL__FS_READDIR: {
+    WIN32_FIND_DATAW fd;
+    evl__dirbuild b;
+    size_t n = strlen(r->path);
+    char *pat = (char *)EVLOOP_MALLOC(NULL, n + 3);
+    if (!pat)
+      return EVL_ENOMEM;
+    memcpy(pat, r->path, n);
+    memcpy(pat + n,
+           n && (r->path[n - 1] == '\\' || r->path[n - 1] == '/') ? "*" : "\\*",
+           3);
+    w = evl__wpath(pat);
+    EVLOOP_FREE(NULL, pat);
+    if (!w)
+      return EVL_EINVAL;
+    h = FindFirstFileW(w, &fd);
+    EVLOOP_FREE(NULL, w);
+    if (h == INVALID_HANDLE_VALUE)
+      return GetLastError() == ERROR_FILE_NOT_FOUND ? EVL_ENOENT
+                                                    : EVL__FS_FAIL();
+    memset(&b, 0, sizeof b);
+    do {
+      char *u = evl__utf8(fd.cFileName);
+      evl_fs_type t =
+          fd.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT ? EVL_FS_LINK
+          : fd.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY   ? EVL_FS_DIR
+                                                             : EVL_FS_FILE;
+      err = u ? evl__dir_add(&b, u, t) : EVL_ENOMEM;
+      EVLOOP_FREE(NULL, u);
+    } while (!err && FindNextFileW(h, &fd));
+    FindClose(h);
+    if (!err)
+      err = evl__dir_finish(&b, result);
+    evl__dir_drop(&b);
+    return err;
+  }
+  default:
+    break;
+  }
+  /* operations on one or two paths */
+  w = evl__wpath(r->path);
+  if (r->path2)
+    w2 = evl__wpath(r->path2);
+  if (!w || (r->path2 && !w2)) {
+    err = EVL_EINVAL;
+  } else {
+    switch (r->op) {
+    case EVL__FS_RENAME:
+      ok = MoveFileExW(w, w2, MOVEFILE_REPLACE_EXISTING);
+      break;
+    case EVL__FS_UNLINK:
+      ok = DeleteFileW(w);
+      break;
+    case EVL__FS_MKDIR:
+      ok = CreateDirectoryW(w, NULL);
+      break;
+    case EVL__FS_RMDIR:
+      ok = RemoveDirectoryW(w);
+      break;
+    default: /* EVL__FS_COPYFILE */
+      ok = CopyFileW(w, w2, (r->flags & EVL_FS_EXCL) != 0);
+    }
+    if (!ok)
+      err = EVL__FS_FAIL();
+  }
+  EVLOOP_FREE(NULL, w);
+  EVLOOP_FREE(NULL, w2);
+  return err;
+}
+#else /* POSIX */
+
+static int64_t evl__ts_ns(time_t s, long ns) {
+  return (int64_t)s * 1000000000 + ns;
+}
+
+static int evl__fs_statres(const struct stat *sb, void **result) {
+  evl_stat *st = (evl_stat *)EVLOOP_MALLOC(NULL, sizeof *st);
+  if (!st)
+    return EVL_ENOMEM;
+  memset(st, 0, sizeof *st);
+  st->size = (uint64_t)sb->st_size;
+  st->dev = (uint64_t)sb->st_dev;
+  st->ino = (uint64_t)sb->st_ino;
+  st->nlink = (uint64_t)sb->st_nlink;
+  st->mode = (uint32_t)sb->st_mode;
+  st->type = S_ISREG(sb->st_mode) ? EVL_FS_FILE
+             : S_ISDIR(sb->st_mode) ? EVL_FS_DIR
+             : S_ISLNK(sb->st_mode) ? EVL_FS_LINK
+                                    : EVL_FS_OTHER;
+#if defined(__APPLE__)
+  st->atime_ns = evl__ts_ns(sb->st_atimespec.tv_sec, sb->st_atimespec.tv_nsec);
+  st->mtime_ns = evl__ts_ns(sb->st_mtimespec.tv_sec, sb->st_mtimespec.tv_nsec);
+  st->ctime_ns = evl__ts_ns(sb->st_ctimespec.tv_sec, sb->st_ctimespec.tv_nsec);
+#else
+  st->atime_ns = evl__ts_ns(sb->st_atim.tv_sec, sb->st_atim.tv_nsec);
+  st->mtime_ns = evl__ts_ns(sb->st_mtim.tv_sec, sb->st_mtim.tv_nsec);
+  st->ctime_ns = evl__ts_ns(sb->st_ctim.tv_sec, sb->st_ctim.tv_nsec);
+#endif
+  *result = st;
+  return 0;
+}
+
+/* pread/pwrite until done (write) or one read; EINTR is retried. */
+static int evl__fs_pio(int fd, int op, void *buf, size_t len, int64_t off,
+                       size_t *out) {
+  size_t done = 0;
+  while (done < len || len == 0) {
+    ssize_t n = op == EVL__FS_READ
+                    ? pread(fd, (char *)buf + done, len - done,
+                            (off_t)(off + (int64_t)done))
+                    : pwrite(fd, (const char *)buf + done, len - done,
+                             (off_t)(off + (int64_t)done));
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return evl__errno();
+    }
+    done += (size_t)n;
+    if (op == EVL__FS_READ || n == 0)
+      break;
+  }
+  *out = done;
+  return 0;
+}
+
+static int evl__fs_copy(const char *from, const char *to, int flags) {
+  struct stat sb;
+  int in, out, err = 0;
+  char *buf;
+  in = open(from, O_RDONLY | O_CLOEXEC);
+  if (in < 0)
+    return evl__errno();
+  if (fstat(in, &sb) < 0) {
+    err = evl__errno();
+    close(in);
+    return err;
+  }
+  out = open(to,
+             O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+                 (flags & EVL_FS_EXCL ? O_EXCL : 0),
+             sb.st_mode & 07777);
+  if (out < 0) {
+    err = evl__errno();
+    close(in);
+    return err;
+  }
+  buf = (char *)EVLOOP_MALLOC(NULL, 65536);
+  if (!buf)
+    err = EVL_ENOMEM;
+  while (!err) {
+    ssize_t n = read(in, buf, 65536), w = 0;
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      err = n < 0 ? evl__errno() : 0;
+      break;
+    }
+    while (w < n && !err) {
+      ssize_t k = write(out, buf + w, (size_t)(n - w));
+      if (k < 0 && errno != EINTR)
+        err = evl__errno();
+      else if (k > 0)
+        w += k;
+    }
+  }
+  EVLOOP_FREE(NULL, buf);
+  close(in);
+  if (close(out) < 0 && !err)
+    err = evl__errno();
+  if (err)
+    (void)unlink(to);
+  return err;
+}
+
+static int evl__fs_work(void *arg, void **result) {
+  evl__fsreq *r = (evl__fsreq *)arg;
+  struct stat sb;
+  size_t n = 0;
+  int rc, fd, f = r->flags;
+  switch (r->op) {
+  case EVL__FS_OPEN:
+    fd = open(r->path,
+              ((f & EVL_FS_READ) && (f & EVL_FS_WRITE) ? O_RDWR
+               : f & EVL_FS_WRITE ? O_WRONLY
+                                  : O_RDONLY) |
+                  (f & EVL_FS_CREATE ? O_CREAT : 0) |
+                  (f & EVL_FS_TRUNC ? O_TRUNC : 0) |
+                  (f & EVL_FS_APPEND ? O_APPEND : 0) |
+                  (f & EVL_FS_EXCL ? O_EXCL : 0) | O_CLOEXEC,
+              r->mode);
+    if (fd < 0)
+      return evl__errno();
+    *result = (void *)(intptr_t)fd;
+    return 0;
+  case EVL__FS_CLOSE:
+    return close((int)r->fd) < 0 && errno != EINTR ? evl__errno() : 0;
+  case EVL__FS_READ:
+  case EVL__FS_WRITE:
+    rc = evl__fs_pio((int)r->fd, r->op, r->buf, r->len, r->off, &n);
+    if (!rc)
+      *result = (void *)(intptr_t)n;
+    return rc;
+  case EVL__FS_STAT:
+  case EVL__FS_LSTAT:
+  case EVL__FS_FSTAT:
+    rc = r->op == EVL__FS_STAT ? stat(r->path, &sb)
+         : r->op == EVL__FS_LSTAT ? lstat(r->path, &sb)
+                                  : fstat((int)r->fd, &sb);
+    return rc < 0 ? evl__errno() : evl__fs_statres(&sb, result);
+  case EVL__FS_FSYNC:
+    return fsync((int)r->fd) < 0 ? evl__errno() : 0;
+  case EVL__FS_RENAME:
+    return rename(r->path, r->path2) < 0 ? evl__errno() : 0;
+  case EVL__FS_UNLINK:
+    return unlink(r->path) < 0 ? evl__errno() : 0;
+  case EVL__FS_MKDIR:
+    return mkdir(r->path, (mode_t)r->mode) < 0 ? evl__errno() : 0;
+  case EVL__FS_RMDIR:
+    return rmdir(r->path) < 0 ? evl__errno() : 0;
+  case EVL__FS_REALPATH: {
+    char *p = realpath(r->path, NULL), *c;
+    if (!p)
+      return evl__errno();
+    c = evl__gstrdup(p); /* realpath's is malloc's, ours EVLOOP_FREE's */
+    free(p);
+    if (!c)
+      return EVL_ENOMEM;
+    *result = c;
+    return 0;
+  }
+  case EVL__FS_COPYFILE:
+    return evl__fs_copy(r->path, r->path2, r->flags);
+  case EVL__FS_READFILE: {
+    evl_fs_data *d = NULL;
+    size_t cap;
+    fd = open(r->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      return evl__errno();
+    rc = fstat(fd, &sb) < 0 ? evl__errno() : 0;
+    cap = !rc && sb.st_size > 0 ? (size_t)sb.st_size : 4096;
+    n = 0;
+    while (!rc) { /* the size may change (or be 0: /proc): read to EOF */
+      ssize_t k;
+      if (!d || n == cap) {
+        evl_fs_data *g;
+        if (d)
+          cap *= 2;
+        g = (evl_fs_data *)EVLOOP_REALLOC(NULL, d, sizeof *d + cap + 1);
+        if (!g) {
+          rc = EVL_ENOMEM;
+          break;
+        }
+        d = g;
+        d->data = (unsigned char *)(d + 1);
+      }
+      k = read(fd, d->data + n, cap - n);
+      if (k < 0 && errno == EINTR)
+        continue;
+      if (k < 0)
+        rc = evl__errno();
+      else if (k == 0)
+        break;
+      else
+        n += (size_t)k;
+    }
+    close(fd);
+    if (rc) {
+      EVLOOP_FREE(NULL, d);
+      return rc;
+    }
+    d->len = n;
+    d->data[n] = 0;
+    *result = d;
+    return 0;
+  }
+  default: { /* EVL__FS_READDIR */
+    DIR *dir = opendir(r->path);
+    struct dirent *e;
+    evl__dirbuild b;
+    if (!dir)
+      return evl__errno();
+    memset(&b, 0, sizeof b);
+    rc = 0;
+    errno = 0;
+    while (!rc && (e = readdir(dir)) != NULL) {
+      evl_fs_type t = EVL_FS_OTHER;
+#ifdef DT_DIR
+      t = e->d_type == DT_REG ? EVL_FS_FILE
+          : e->d_type == DT_DIR ? EVL_FS_DIR
+          : e->d_type == DT_LNK ? EVL_FS_LINK
+                                : EVL_FS_OTHER;
+#endif
+      rc = evl__dir_add(&b, e->d_name, t);
+    }
+    if (!rc && errno)
+      rc = evl__errno();
+    closedir(dir);
+    if (!rc)
+      rc = evl__dir_finish(&b, result);
+    evl__dir_drop(&b);
+    return rc;
+  }
+  }
+}
+#endif
+
+/* A future that failed with err at once (bad arguments). */
+static evl_future *evl__failed_future(evl_loop *loop, int err) {
+  evl_future *f = evl_future_new(loop);
+  if (f)
+    (void)evl_future_set_error(f, err, NULL);
+  return f;
+}
+
+/* Submits a request; r is freed with the job (or here on failure). */
+static evl_future *evl__fs_submit(evl_loop *loop, evl__fsreq *r) {
+  evl_future *f;
+  if (!r)
+    return NULL;
+  /* results that are numbers (an fd, a count) are not freed */
+  f = evl__submit(loop, NULL, evl__fs_work, r, evl__fsreq_free,
+                  r->op == EVL__FS_OPEN || r->op == EVL__FS_READ ||
+                          r->op == EVL__FS_WRITE
+                      ? NULL
+                      : evl__gfree);
+  return f;
+}
+
+/* A request, or NULL (out of memory); path copies made. */
+static evl__fsreq *evl__fsreq_new(int op, const char *path, const char *path2) {
+  evl__fsreq *r = (evl__fsreq *)EVLOOP_MALLOC(NULL, sizeof *r);
+  if (!r)
+    return NULL;
+  memset(r, 0, sizeof *r);
+  r->op = op;
+  r->path = evl__gstrdup(path);
+  r->path2 = evl__gstrdup(path2);
+  if ((path && !r->path) || (path2 && !r->path2)) {
+    evl__fsreq_free(r);
+    return NULL;
+  }
+  return r;
+}
+
+/* NULL for a NULL/closed loop; a future failed with EVL_EINVAL for bad
+   arguments; else the submitted request. */
+static evl_future *evl__fs_path_op(evl_loop *loop, int op, const char *path,
+                                   const char *path2, int need2, int flags,
+                                   int mode) {
+  evl__fsreq *r;
+  if (!loop || loop->closed)
+    return NULL;
+  if (!path || !*path || (need2 && (!path2 || !*path2)))
+    return evl__failed_future(loop, EVL_EINVAL);
+  r = evl__fsreq_new(op, path, need2 ? path2 : NULL);
+  if (r) {
+    r->flags = flags;
+    r->mode = mode;
+  }
+  return evl__fs_submit(loop, r);
+}
+
+static evl_future *evl__fs_fd_op(evl_loop *loop, int op, evl_fd fd, void *buf,
+                                 size_t len, int64_t off) {
+  evl__fsreq *r;
+  if (!loop || loop->closed)
+    return NULL;
+  if (fd < 0 || off < 0 || (!buf && len) ||
+      ((op == EVL__FS_READ || op == EVL__FS_WRITE) && len > (size_t)INTPTR_MAX))
+    return evl__failed_future(loop, fd < 0 ? EVL_EBADF : EVL_EINVAL);
+  r = evl__fsreq_new(op, NULL, NULL);
+  if (r) {
+    r->fd = fd;
+    r->buf = buf;
+    r->len = len;
+    r->off = off;
+  }
+  return evl__fs_submit(loop, r);
+}
+
+EVL__DEF evl_future *evl_fs_open(evl_loop *loop, const char *path, int flags,
+                                 int mode) {
+  if (loop && !loop->closed &&
+      (!(flags & (EVL_FS_READ | EVL_FS_WRITE)) || (flags & ~63)))
+    return evl__failed_future(loop, EVL_EINVAL);
+  return evl__fs_path_op(loop, EVL__FS_OPEN, path, NULL, 0, flags, mode);
+}
+EVL__DEF evl_future *evl_fs_close(evl_loop *loop, evl_fd fd) {
+  return evl__fs_fd_op(loop, EVL__FS_CLOSE, fd, NULL, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_read(evl_loop *loop, evl_fd fd, void *buf,
+                                 size_t len, int64_t offset) {
+  return evl__fs_fd_op(loop, EVL__FS_READ, fd, buf, len, offset);
+}
+EVL__DEF evl_future *evl_fs_write(evl_loop *loop, evl_fd fd, const void *buf,
+                                  size_t len, int64_t offset) {
+  return evl__fs_fd_op(loop, EVL__FS_WRITE, fd, (void *)(uintptr_t)buf, len,
+                       offset);
+}
+EVL__DEF evl_future *evl_fs_stat(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_STAT, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_lstat(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_LSTAT, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_fstat(evl_loop *loop, evl_fd fd) {
+  return evl__fs_fd_op(loop, EVL__FS_FSTAT, fd, NULL, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_fsync(evl_loop *loop, evl_fd fd) {
+  return evl__fs_fd_op(loop, EVL__FS_FSYNC, fd, NULL, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_rename(evl_loop *loop, const char *from,
+                                   const char *to) {
+  return evl__fs_path_op(loop, EVL__FS_RENAME, from, to, 1, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_unlink(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_UNLINK, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_mkdir(evl_loop *loop, const char *path, int mode) {
+  return evl__fs_path_op(loop, EVL__FS_MKDIR, path, NULL, 0, 0, mode);
+}
+EVL__DEF evl_future *evl_fs_rmdir(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_RMDIR, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_readdir(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_READDIR, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_realpath(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_REALPATH, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_copyfile(evl_loop *loop, const char *from,
+                                     const char *to, int flags) {
+  if (loop && !loop->closed && (flags & ~EVL_FS_EXCL))
+    return evl__failed_future(loop, EVL_EINVAL);
+  return evl__fs_path_op(loop, EVL__FS_COPYFILE, from, to, 1, flags, 0);
+}
+EVL__DEF evl_future *evl_fs_read_file(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_READFILE, path, NULL, 0, 0, 0);
+}
+
+/* ==== Watching files ====================================================
+   A watch holds a snapshot of what it watches (one entry for a file, one
+   per directory entry) for polling; inotify needs none. Stopping from
+   inside the callback marks the watch; it is freed when the callback
+   returns. */
+
+#if defined(__linux__) && !defined(EVLOOP_NO_INOTIFY)
+#include <sys/inotify.h>
+#define EVL__HAVE_INOTIFY 1
+#endif
+
+typedef struct evl__snap {
+  char *name;
+  int64_t mtime;
+  uint64_t size, ino;
+} evl__snap;
+
+struct evl_fs_watch {
+  evl_loop *loop;
+  evl_fs_watch_cb cb;
+  void *arg;
+  char *path;
+  const char *base; /* the last component of path */
+  int is_dir, inotify, fd, exists, in_cb, stopped;
+  evl_handle timer; /* polling */
+  evl__snap *snap;
+  size_t nsnap;
+  evl_fs_watch *lprev, *lnext; /* the loop's watches */
+};
+
+static void evl__snap_drop(evl__snap *s, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    EVLOOP_FREE(NULL, s[i].name);
+  EVLOOP_FREE(NULL, s);
+}
+
+static void evl__fsw_free(evl_fs_watch *w) {
+  evl_loop *loop = w->loop;
+  if (w->lprev)
+    w->lprev->lnext = w->lnext;
+  else
+    loop->fs_watches = w->lnext;
+  if (w->lnext)
+    w->lnext->lprev = w->lprev;
+  if (w->timer > 0)
+    evl_handle_cancel(loop, w->timer);
+#ifdef EVL__HAVE_INOTIFY
+  if (w->fd >= 0) {
+    evl__unwatch(loop, w->fd, EVL__READ);
+    close(w->fd);
+  }
+#endif
+  evl__snap_drop(w->snap, w->nsnap);
+  EVLOOP_FREE(NULL, w->path);
+  EVLOOP_FREE(NULL, w);
+}
+
+/* Runs the callback; 1 if the watch was stopped from it (and is freed). */
+static int evl__fsw_emit(evl_fs_watch *w, const char *name, int events) {
+  w->in_cb++;
+  w->cb(w, name, events, w->arg);
+  w->in_cb--;
+  if (w->stopped && !w->in_cb) {
+    evl__fsw_free(w);
+    return 1;
+  }
+  return w->stopped;
+}
+
+/* A stat of path, synchronously through the file operations' worker. */
+static int evl__fsw_stat(const char *path, evl__snap *out) {
+  evl__fsreq r;
+  void *res = NULL;
+  int rc;
+  memset(&r, 0, sizeof r);
+  r.op = EVL__FS_STAT;
+  r.path = (char *)(uintptr_t)path;
+  rc = evl__fs_work(&r, &res);
+  if (rc == 0) {
+    const evl_stat *st = (const evl_stat *)res;
+    out->mtime = st->mtime_ns;
+    out->size = st->size;
+    out->ino = st->ino;
+    EVLOOP_FREE(NULL, res);
+  }
+  return rc;
+}
+
+static int evl__snap_cmp(const void *a, const void *b) {
+  return strcmp(((const evl__snap *)a)->name, ((const evl__snap *)b)->name);
+}
+
+/* The directory's entries, sorted by name, each with its stat. */
+static int evl__fsw_scan_dir(const char *path, evl__snap **out, size_t *n) {
+  evl__fsreq r;
+  void *res = NULL;
+  const evl_fs_dir *d;
+  evl__snap *s;
+  size_t i, k = 0, plen = strlen(path);
+  int rc;
+  memset(&r, 0, sizeof r);
+  r.op = EVL__FS_READDIR;
+  r.path = (char *)(uintptr_t)path;
+  if ((rc = evl__fs_work(&r, &res)) != 0)
+    return rc;
+  d = (const evl_fs_dir *)res;
+  s = (evl__snap *)EVLOOP_MALLOC(NULL, (d->count + 1) * sizeof *s);
+  if (!s) {
+    EVLOOP_FREE(NULL, res);
+    return EVL_ENOMEM;
+  }
+  for (i = 0; i < d->count; i++) {
+    size_t nl = strlen(d->entries[i].name);
+    char *full = (char *)EVLOOP_MALLOC(NULL, plen + nl + 2);
+    if (!full)
+      break;
+    memcpy(full, path, plen);
+    full[plen] = '/';
+    memcpy(full + plen + 1, d->entries[i].name, nl + 1);
+    memset(&s[k], 0, sizeof s[k]);
+    if (evl__fsw_stat(full, &s[k]) == 0) { /* (gone meanwhile: skipped) */
+      s[k].name = evl__gstrdup(d->entries[i].name);
+      if (s[k].name)
+        k++;
+    }
+    EVLOOP_FREE(NULL, full);
+  }
+  EVLOOP_FREE(NULL, res);
+  if (k > 1)
+    qsort(s, k, sizeof *s, evl__snap_cmp);
+  *out = s;
+  *n = k;
+  return 0;
+}
+
+static int evl__snap_changed(const evl__snap *a, const evl__snap *b) {
+  return a->mtime != b->mtime || a->size != b->size || a->ino != b->ino;
+}
+
+/* Polling: compare with the last snapshot and report the differences. */
+static void evl__fsw_poll(evl_loop *loop, void *arg) {
+  evl_fs_watch *w = (evl_fs_watch *)arg;
+  evl__snap *now = NULL, one;
+  size_t n = 0, i = 0, j = 0;
+  (void)loop;
+  if (!w->is_dir) {
+    int exists = evl__fsw_stat(w->path, &one) == 0;
+    int ev = exists && !w->exists                             ? EVL_FS_CREATED
+             : !exists && w->exists                           ? EVL_FS_DELETED
+             : exists && evl__snap_changed(&one, &w->snap[0]) ? EVL_FS_MODIFIED
+                                                              : 0;
+    w->exists = exists;
+    if (exists) {
+      w->snap[0].mtime = one.mtime;
+      w->snap[0].size = one.size;
+      w->snap[0].ino = one.ino;
+    }
+    if (ev)
+      evl__fsw_emit(w, w->base, ev);
+    return;
+  }
+  if (evl__fsw_scan_dir(w->path, &now, &n) != 0) {
+    if (w->exists) { /* the directory itself went away */
+      w->exists = 0;
+      evl__snap_drop(w->snap, w->nsnap);
+      w->snap = NULL;
+      w->nsnap = 0;
+      evl__fsw_emit(w, w->base, EVL_FS_DELETED);
+    }
+    return;
+  }
+  w->exists = 1;
+  w->in_cb++; /* the snapshots stay ours while the callbacks run */
+  while ((i < w->nsnap || j < n) && !w->stopped) {
+    int c = i == w->nsnap ? 1
+            : j == n      ? -1
+                          : strcmp(w->snap[i].name, now[j].name);
+    if (c < 0) {
+      evl__fsw_emit(w, w->snap[i++].name, EVL_FS_DELETED);
+    } else if (c > 0) {
+      evl__fsw_emit(w, now[j++].name, EVL_FS_CREATED);
+    } else {
+      if (evl__snap_changed(&w->snap[i], &now[j]))
+        evl__fsw_emit(w, now[j].name, EVL_FS_MODIFIED);
+      i++;
+      j++;
+    }
+  }
+  w->in_cb--;
+  evl__snap_drop(w->snap, w->nsnap);
+  w->snap = now;
+  w->nsnap = n;
+  if (w->stopped && !w->in_cb)
+    evl__fsw_free(w);
+}
+
+#ifdef EVL__HAVE_INOTIFY
+static void evl__fsw_readable(evl_loop *loop, evl_fd fd, void *arg) {
+  evl_fs_watch *w = (evl_fs_watch *)arg;
+  union {
+    struct inotify_event ev;
+    char buf[4096];
+  } u;
+  (void)loop;
+  for (;;) {
+    ssize_t n = read((int)fd, u.buf, sizeof u.buf), off = 0;
+    if (n <= 0)
+      return;
+    while (off < n) {
+      const struct inotify_event *e =
+          (const struct inotify_event *)(const void *)(u.buf + off);
+      uint32_t m = e->mask;
+      int ev =
+          (m & IN_CREATE ? EVL_FS_CREATED : 0) |
+          (m & (IN_MODIFY | IN_ATTRIB) ? EVL_FS_MODIFIED : 0) |
+          (m & (IN_DELETE | IN_DELETE_SELF) ? EVL_FS_DELETED : 0) |
+          (m & (IN_MOVED_FROM | IN_MOVED_TO | IN_MOVE_SELF) ? EVL_FS_RENAMED
+                                                            : 0);
+      off += (ssize_t)sizeof *e + (ssize_t)e->len;
+      if (ev && evl__fsw_emit(w, e->len ? e->name : w->base, ev))
+        return; /* stopped (and freed) */
+    }
+  }
+}
+#endif
+
+static void evl__fs_watches_close(evl_loop *loop) {
+  while (loop->fs_watches) {
+    loop->fs_watches->in_cb = 0;
+    evl__fsw_free(loop->fs_watches);
+  }
+}
+
+EVL__DEF int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
+                                double poll_interval, evl_fs_watch_cb cb,
+                                void *arg, evl_fs_watch **out) {
+  evl_fs_watch *w;
+  evl__snap one;
+  const char *p;
+  int rc;
+  if (out)
+    *out = NULL;
+  if (!loop || !path || !*path || !cb || !out || (flags & ~EVL_FS_WATCH_POLL) ||
+      poll_interval != poll_interval)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if ((rc = evl__fsw_stat(path, &one)) != 0)
+    return rc;
+  w = (evl_fs_watch *)EVLOOP_MALLOC(NULL, sizeof *w);
+  if (!w)
+    return EVL_ENOMEM;
+  memset(w, 0, sizeof *w);
+  w->loop = loop;
+  w->cb = cb;
+  w->arg = arg;
+  w->fd = -1;
+  w->exists = 1;
+  w->path = evl__gstrdup(path);
+  if (!w->path) {
+    EVLOOP_FREE(NULL, w);
+    return EVL_ENOMEM;
+  }
+  for (p = w->base = w->path; *p; p++)
+    if ((*p == '/' || *p == '\\') && p[1])
+      w->base = p + 1;
+  w->lnext = loop->fs_watches;
+  if (w->lnext)
+    w->lnext->lprev = w;
+  loop->fs_watches = w;
+  loop->fs_watches_close = evl__fs_watches_close;
+  {
+    evl__fsreq r;
+    void *res = NULL;
+    memset(&r, 0, sizeof r);
+    r.op = EVL__FS_STAT;
+    r.path = w->path;
+    if (evl__fs_work(&r, &res) == 0) {
+      w->is_dir = ((const evl_stat *)res)->type == EVL_FS_DIR;
+      EVLOOP_FREE(NULL, res);
+    }
+  }
+#ifdef EVL__HAVE_INOTIFY
+  if (!(flags & EVL_FS_WATCH_POLL)) {
+    w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (w->fd < 0 ||
+        inotify_add_watch(w->fd, w->path,
+                          IN_CREATE | IN_MODIFY | IN_ATTRIB | IN_DELETE |
+                              IN_DELETE_SELF | IN_MOVED_FROM | IN_MOVED_TO |
+                              IN_MOVE_SELF) < 0 ||
+        (rc = evl__watch(loop, w->fd, EVL__READ, evl__fsw_readable, w, NULL,
+                         NULL, 0)) != 0) {
+      rc = rc ? rc : evl__errno();
+      evl__fsw_free(w);
+      return rc;
+    }
+    w->inotify = 1;
+    *out = w;
+    return 0;
+  }
+#endif
+  if (w->is_dir) {
+    rc = evl__fsw_scan_dir(w->path, &w->snap, &w->nsnap);
+  } else {
+    w->snap = (evl__snap *)EVLOOP_MALLOC(NULL, sizeof *w->snap);
+    rc = w->snap ? 0 : EVL_ENOMEM;
+    if (w->snap) {
+      w->snap[0] = one;
+      w->snap[0].name = NULL;
+      w->nsnap = 1;
+    }
+  }
+  if (!rc) {
+    w->timer = evl_call_every(loop, poll_interval > 0 ? poll_interval : 0.1,
+                              evl__fsw_poll, w);
+    rc = w->timer < 0 ? (int)w->timer : 0;
+  }
+  if (rc) {
+    w->timer = 0;
+    evl__fsw_free(w);
+    return rc;
+  }
+  *out = w;
+  return 0;
+}
+
+EVL__DEF void evl_fs_watch_stop(evl_fs_watch *w) {
+  if (!w || w->stopped)
+    return;
+  w->stopped = 1;
+  if (!w->in_cb)
+    evl__fsw_free(w);
+}
+
+EVL__DEF const char *evl_fs_watch_method(const evl_fs_watch *w) {
+  return !w ? NULL : w->inotify ? "inotify" : "poll";
+}
+
+#endif /* EVLOOP_NO_FS */
 
 /* ==== evl_run (asyncio.run) ============================================= */
 
@@ -13482,6 +16444,8 @@ EVL__DEF int evl_run(evl_task_fn fn, const void *state, size_t state_size,
     *result = NULL;
   if (!fn)
     return EVL_EINVAL;
+  if (evl__thread_loop_get())
+    return EVL_EOTHERLOOP;
   rc = evl_loop_new(&loop, cfg);
   if (rc)
     return rc;
