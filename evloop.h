@@ -7802,28 +7802,28 @@ static int evl__multi_init(evl__multi *m, evl_future *const *futs, size_t n,
 
 /* ---- wait ---- */
 
-static void evl__wait_check(evl__multi *m) {
-  size_t i;
-  int fire = m->ndone == m->n || (m->how == EVL_FIRST_COMPLETED && m->ndone);
-  if (m->how == EVL_FIRST_EXCEPTION)
-    for (i = 0; i < m->n && !fire; i++)
-      fire = m->kids[i]->state == EVL__FAILED;
-  if (fire && m->fut.state == EVL__PENDING) {
-    evl__multi_stop_timer(m);
-    (void)evl_future_set_result(&m->fut, (void *)(intptr_t)m->ndone);
-  }
+/* Completes the wait with the number of futures done at this moment. */
+static void evl__wait_complete(evl__multi *m) {
+  size_t i, done = 0;
+  if (m->fut.state != EVL__PENDING)
+    return;
+  for (i = 0; i < m->n; i++)
+    done += m->kids[i]->state != EVL__PENDING;
+  evl__multi_stop_timer(m);
+  (void)evl_future_set_result(&m->fut, (void *)(intptr_t)done);
 }
 static void evl__wait_kid_done(evl_future *kid, void *arg) {
   evl__multi *m = (evl__multi *)arg;
-  (void)kid;
   m->ndone++;
-  evl__wait_check(m);
+  if (m->ndone == m->n || m->how == EVL_FIRST_COMPLETED ||
+      (m->how == EVL_FIRST_EXCEPTION && kid->state == EVL__FAILED))
+    evl__wait_complete(m);
 }
 static void evl__wait_timeout(evl_loop *loop, void *arg) {
   evl__multi *m = (evl__multi *)arg;
   m->timer = 0;
-  if (!loop->closing && m->fut.state == EVL__PENDING)
-    (void)evl_future_set_result(&m->fut, (void *)(intptr_t)m->ndone);
+  if (!loop->closing)
+    evl__wait_complete(m);
   evl_future_release(&m->fut);
 }
 static int evl__wait_cancel(evl_future *f) {

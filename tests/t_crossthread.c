@@ -40,7 +40,7 @@ static void *client_thread(void *arg) {
   slow_state s;
   evl_threadsafe *h;
   const char *m;
-  s.delay = c->mode == 2 ? 10.0 : 0.05;
+  s.delay = c->mode == 2 ? 10.0 : 0.3; /* the 1 ms wait comes first */
   s.fail = c->mode == 1;
   h = evl_run_task_threadsafe(c->loop, slow_task, &s, sizeof s);
   if (h) {

@@ -661,6 +661,132 @@ TEST(barrier_abort_reset_and_cancel) {
   evl_loop_free(loop);
 }
 
+/* ---- every allocation failing once in turn -------------------------------
+   A workload over every primitive, a queue, a task group, timeouts and
+   finally sections, with the loop freed while tasks still wait: each run
+   fails one allocation; nothing may crash or leak (ASan, and the count of
+   live blocks). */
+
+typedef struct oom_alloc {
+  long live, total, fail_at;
+} oom_alloc;
+
+static void *oom_realloc(void *ctx, void *ptr, size_t size) {
+  oom_alloc *a = (oom_alloc *)ctx;
+  if (size == 0) {
+    if (ptr) {
+      a->live--;
+      free(ptr);
+    }
+    return NULL;
+  }
+  if (a->total++ == a->fail_at)
+    return NULL;
+  if (!ptr) {
+    void *p = malloc(size);
+    if (p)
+      a->live++;
+    return p;
+  }
+  return realloc(ptr, size);
+}
+
+typedef struct mix {
+  evl_lock *l;
+  evl_semaphore *s;
+  evl_queue *q;
+  evl_barrier *b;
+  evl_event *e;
+  int held_l, held_s;
+} mix;
+
+static void mixer(evl_task *t, void *state) {
+  mix *m = (mix *)state;
+  EVL_ASYNC_BEGIN(t);
+  (void)evl_timeout_new(t, 5.0);
+  EVL_AWAIT(t, evl_lock_acquire(m->l));
+  m->held_l = 1;
+  EVL_AWAIT(t, evl_semaphore_acquire(m->s));
+  m->held_s = 1;
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0, NULL));
+  m->held_s = 0;
+  evl_semaphore_release(m->s);
+  m->held_l = 0;
+  evl_lock_release(m->l);
+  EVL_AWAIT(t, evl_queue_put_prio(m->q, m, 3));
+  EVL_AWAIT(t, evl_queue_get(m->q));
+  EVL_AWAIT(t, evl_barrier_wait(m->b));
+  EVL_AWAIT(t, evl_event_wait(m->e)); /* never set: still waiting at free */
+  EVL_FINALLY(t);
+  if (m->held_s)
+    evl_semaphore_release(m->s);
+  if (m->held_l)
+    evl_lock_release(m->l);
+  EVL_ASYNC_END(t);
+}
+
+static void oom_quiet(evl_loop *loop, const evl_context *ctx, void *arg) {
+  (void)loop;
+  (void)ctx;
+  (void)arg;
+}
+
+static void oom_workload(evl_loop *loop) {
+  mix m;
+  evl_task_group *g;
+  evl_condition *c;
+  evl_future *w = NULL;
+  int i;
+  m.l = evl_lock_new(loop);
+  m.s = evl_semaphore_new(loop, 1, 1);
+  m.q = evl_queue_new(loop, EVL_QUEUE_PRIORITY, 1, NULL);
+  m.b = evl_barrier_new(loop, 2);
+  m.e = evl_event_new(loop);
+  m.held_l = m.held_s = 0;
+  c = evl_condition_new(loop, m.l);
+  g = evl_task_group_new(loop, NULL);
+  for (i = 0; i < 2; i++)
+    evl_future_release(evl_task_create(loop, mixer, &m, sizeof m));
+  for (i = 0; i < 2; i++)
+    evl_future_release(evl_task_group_create(g, mixer, &m, sizeof m));
+  if (g)
+    w = evl_task_group_wait(g);
+  for (i = 0; i < 20; i++)
+    evl_run_once(loop, 0.001);
+  evl_loop_free(loop); /* tasks still waiting: run to their end */
+  evl_future_release(w);
+  evl_task_group_free(g);
+  evl_condition_free(c);
+  evl_lock_free(m.l);
+  evl_semaphore_free(m.s);
+  evl_queue_free(m.q);
+  evl_barrier_free(m.b);
+  evl_event_free(m.e);
+}
+
+TEST(every_allocation_failing_once) {
+  long k, total = 0;
+  for (k = -1; k == -1 || k < total; k++) {
+    oom_alloc a = {0, 0, -1};
+    evl_loop_config cfg;
+    evl_loop *loop = NULL;
+    memset(&cfg, 0, sizeof cfg);
+    a.fail_at = k;
+    cfg.alloc = oom_realloc;
+    cfg.alloc_ctx = &a;
+    cfg.backend = test_backend();
+    if (evl_loop_new(&loop, &cfg) == 0) {
+      evl_set_exception_handler(loop, oom_quiet, NULL);
+      oom_workload(loop);
+    }
+    CHECK_EQ(a.live, 0);
+    if (k == -1)
+      total = a.total; /* the first run counts them */
+  }
+  CHECK(total > 30);
+  printf("  note: %ld allocations, each failed once\n", total);
+}
+
 TESTS_BEGIN
 T(lock_fifo_and_exclusive)
 T(lock_cancel_pending_waiter)
@@ -678,4 +804,5 @@ T(semaphore_cancel_after_grant_and_pending)
 T(ten_thousand_tasks_on_lock_and_semaphore)
 T(barrier_passes_in_rounds)
 T(barrier_abort_reset_and_cancel)
+T(every_allocation_failing_once)
 TESTS_END

@@ -35,7 +35,7 @@ TEST(wait_first_completed_reports_done_and_pending) {
   make3(loop, f);
   w = evl_wait(loop, f, 3, EVL_FIRST_COMPLETED, INFINITY);
   evl_call_later(loop, 0.02, set_result_cb, f[1]);
-  evl_call_later(loop, 0.2, set_result_cb, f[2]);
+  evl_call_later(loop, 0.5, set_result_cb, f[2]);
   CHECK_EQ(evl_run_until_complete(loop, w), 0);
   CHECK_EQ((int)(intptr_t)evl_future_result(w), 1);
   CHECK_EQ(evl_future_done(f[1]), 1);
@@ -52,8 +52,8 @@ TEST(wait_first_exception_and_all_completed) {
   w = evl_wait(loop, f, 3, EVL_FIRST_EXCEPTION, INFINITY);
   a = evl_wait(loop, f, 3, EVL_ALL_COMPLETED, INFINITY);
   evl_call_later(loop, 0.01, set_result_cb, f[0]); /* not an exception */
-  evl_call_later(loop, 0.03, set_error_cb, f[1]);
-  evl_call_later(loop, 0.06, set_result_cb, f[2]);
+  evl_call_later(loop, 0.05, set_error_cb, f[1]);
+  evl_call_later(loop, 0.5, set_result_cb, f[2]);
   CHECK_EQ(evl_run_until_complete(loop, w), 0);
   CHECK_EQ((int)(intptr_t)evl_future_result(w), 2);
   CHECK_EQ(evl_future_done(f[2]), 0);
@@ -156,7 +156,8 @@ typedef struct kid_state {
 static void kid(evl_task *t, void *state) {
   kid_state *k = (kid_state *)state;
   EVL_ASYNC_BEGIN(t);
-  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), k->delay, NULL));
+  if (k->delay > 0) /* 0: fail at the first step, with no await */
+    EVL_AWAIT(t, evl_sleep(evl_task_loop(t), k->delay, NULL));
   if (k->fail)
     EVL_ASYNC_FAIL(t, k->fail, "child failed");
   EVL_FINALLY(t);
@@ -251,7 +252,7 @@ TEST(taskgroup_child_failure_cancels_siblings_and_parent) {
 
 TEST(taskgroup_counts_other_failures) {
   evl_loop *loop = test_loop();
-  static const double d[3] = {0.01, 0.01, 0.3};
+  static const double d[3] = {0, 0, 0.3}; /* both fail in one iteration */
   static const int fails[3] = {EVL_EIO, EVL_EPIPE, 0};
   parent_state *p = new_parent(3, d, fails, 0);
   evl_task *t = evl_task_create(loop, parent, p, 0);
