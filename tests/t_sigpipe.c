@@ -150,6 +150,33 @@ TEST(sigpipe_pipe_transport) {
 
 /* ---- sendfile on a transport: bug 2 of issue 11 ------------------------- */
 
+TEST(sigpipe_sendfile_pipe_transport) {
+  /* sendfile(2) into a pipe whose reader is gone */
+  evl_loop *loop;
+  conn c;
+  int p[2], fd = temp_file(1 << 16), rc;
+  evl_future *f;
+  default_sigpipe();
+  loop = quiet_loop();
+  g_quiet = 1;
+  memset(&c, 0, sizeof c);
+  CHECK_EQ(pipe(p), 0);
+  f = evl_connect_write_pipe(loop, &conn_proto, &c, p[1]);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  evl_future_release(f);
+  close(p[0]);
+  f = evl_sendfile(c.t, fd, 0, 1 << 16);
+  CHECK(f != NULL);
+  rc = wait_fut(loop, f);
+  if (!is_peer_gone(rc))
+    fprintf(stderr, "  sendfile: %s\n", evl_err_name(rc));
+  CHECK(is_peer_gone(rc));
+  evl_future_release(f);
+  RUN_UNTIL(loop, c.lost == 1);
+  close(fd);
+  evl_loop_free(loop);
+}
+
 TEST(sigpipe_sendfile) {
   evl_loop *loop;
   conn c;
@@ -435,6 +462,7 @@ T_POSIX(sigpipe_transport_write, "no SIGPIPE on Windows")
 T_POSIX(sigpipe_transport_writev, "no SIGPIPE on Windows")
 T_POSIX(sigpipe_pipe_transport, "no SIGPIPE on Windows")
 T_POSIX(sigpipe_sendfile, "no SIGPIPE on Windows")
+T_POSIX(sigpipe_sendfile_pipe_transport, "no SIGPIPE on Windows")
 T_POSIX(sigpipe_sock_sendall, "no SIGPIPE on Windows")
 T_POSIX(sigpipe_sock_sendfile, "no SIGPIPE on Windows")
 T_POSIX(sigpipe_sock_sendfile_peer_leaves_midway, "no SIGPIPE on Windows")
