@@ -371,7 +371,7 @@ FUZZ_CC      ?= clang
 FUZZ_TARGETS := stream http addr
 FUZZ_FLAGS   := -std=c11 $(WARN) -g -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c evloop.h examples/http_request.h
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h evloop.h examples/http_request.h
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $< -o $@ $(LIBS)
 fuzz: $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_TARGETS))
@@ -402,10 +402,10 @@ soak: $(BUILD)/soak/soak-asan $(BUILD)/soak/soak-tsan
 	$(BUILD)/soak/soak-tsan --threaded-only $(SOAK_SECONDS)
 
 format:
-	clang-format -i evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c examples/*.c examples/*.h bench/*.c
+	clang-format -i evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c tests/fuzz/*.h examples/*.c examples/*.h bench/*.c
 
 format-check:
-	clang-format --dry-run --Werror evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c examples/*.c examples/*.h bench/*.c
+	clang-format --dry-run --Werror evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c tests/fuzz/*.h examples/*.c examples/*.h bench/*.c
 
 clean:
 	rm -rf $(BUILD)
