@@ -1251,6 +1251,10 @@ struct evl_future {
   evl__fcb *cbs;
   uint32_t ncbs, capcbs;
   evl_future *fire_next; /* on the loop's fire_later list */
+  /* One done callback of the library's own, before the others: setting it
+     cannot fail (evl__future_set_hook). */
+  evl_future_callback hook;
+  void *hook_arg;
 };
 
 /* Threads: pthreads on POSIX, Win32 slim locks and threads on Windows. */
@@ -1418,6 +1422,10 @@ struct evl_loop {
   evl__cond ts_cv;
   evl__tsent *tsq, *tsq_spare;
   size_t ts_len, ts_cap, ts_spare_cap;
+  /* A drained queue whose callbacks could not all be scheduled (no
+     memory): the rest, from ts_carry_at, go first at the next drain. */
+  evl__tsent *ts_carry;
+  size_t ts_carry_at, ts_carry_n, ts_carry_cap;
   int ts_pending, ts_closed, ts_wakers;
   unsigned char *rbuf;       /* the read buffer transports share */
   evl_transport *transports; /* open transports */
@@ -2462,10 +2470,56 @@ static void evl__drain_wake_fd(evl_loop *loop) {
    are discarded instead; internal ones run in closing mode. */
 static void evl__job_deliver(evl_loop *loop, evl__job *job);
 
+/* Schedules q[i..n) (at close: runs the internal ones, drops the rest);
+   returns where it stopped: n, or the first that found no memory. */
+static size_t evl__ts_schedule(evl_loop *loop, const evl__tsent *q, size_t i,
+                               size_t n) {
+  for (; i < n; i++) {
+    if (loop->closing) {
+      if (q[i].internal)
+        q[i].fn(loop, q[i].arg);
+    } else if (evl__schedule(loop, -1, q[i].fn, q[i].arg,
+                             q[i].internal ? EVL__SLOT_INTERNAL : 0, NULL, NULL,
+                             0) < 0) {
+      break;
+    }
+  }
+  return i;
+}
+
+static void evl__ts_carry_done(evl_loop *loop) {
+  loop->tsq_spare = loop->ts_carry; /* it took the spare's place */
+  loop->ts_spare_cap = loop->ts_carry_cap;
+  loop->ts_carry = NULL;
+}
+
+static void evl__ts_drain(evl_loop *loop);
+
+/* From the iteration (never from inside a backend's poll): the callbacks
+   a drain could not schedule run now, in order, each as a ready callback
+   would; then what was queued behind them is drained. A cross-thread call
+   that said 0 is never lost for want of memory. */
+static void evl__ts_run_carry(evl_loop *loop) {
+  while (loop->ts_carry_at < loop->ts_carry_n) {
+    evl__tsent e = loop->ts_carry[loop->ts_carry_at++];
+    loop->now_reuse = 0;
+    e.fn(loop, e.arg);
+  }
+  evl__ts_carry_done(loop);
+  evl__ts_drain(loop);
+}
+
 static void evl__ts_drain(evl_loop *loop) {
   evl__tsent *q;
   evl__job *done, *job;
   size_t n, i, cap;
+  if (loop->ts_carry) { /* evl__ts_run_carry runs it first */
+    if (!loop->closing)
+      return;
+    (void)evl__ts_schedule(loop, loop->ts_carry, loop->ts_carry_at,
+                           loop->ts_carry_n);
+    evl__ts_carry_done(loop);
+  }
   evl__lock(&loop->ts_mu);
   done = loop->tsq_done;
   loop->tsq_done = NULL;
@@ -2477,22 +2531,18 @@ static void evl__ts_drain(evl_loop *loop) {
   loop->ts_len = 0;
   loop->ts_pending = 0;
   evl__unlock(&loop->ts_mu);
-  for (i = 0; i < n; i++) {
-    if (loop->closing) {
-      if (q[i].internal)
-        q[i].fn(loop, q[i].arg);
-    } else if (evl__schedule(loop, -1, q[i].fn, q[i].arg,
-                             q[i].internal ? EVL__SLOT_INTERNAL : 0, NULL, NULL,
-                             0) < 0) {
-      evl_context ctx;
-      memset(&ctx, 0, sizeof ctx);
-      ctx.message = "could not schedule a call_soon_threadsafe callback";
-      ctx.error = EVL_ENOMEM;
-      evl_call_exception_handler(loop, &ctx);
-    }
+  i = evl__ts_schedule(loop, q, 0, n);
+  if (i < n) { /* kept, in order, for the next drain */
+    loop->ts_carry = q;
+    loop->ts_carry_at = i;
+    loop->ts_carry_n = n;
+    loop->ts_carry_cap = cap;
+    loop->tsq_spare = NULL; /* it is the queue now */
+    loop->ts_spare_cap = 0;
+  } else {
+    loop->tsq_spare = q;
+    loop->ts_spare_cap = cap;
   }
-  loop->tsq_spare = q;
-  loop->ts_spare_cap = cap;
   job = NULL;
   while (done) { /* the list is newest first: reverse it */
     evl__job *next = done->next;
@@ -4135,7 +4185,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   uint32_t n;
   int rc, ran = 0;
   evl__heap_trim(loop);
-  if (loop->ring_len || loop->stopping || loop->fire_head) {
+  if (loop->ring_len || loop->stopping || loop->fire_head || loop->ts_carry) {
     timeout = 0;
   } else if (loop->heap_len) {
     timeout = loop->heap[0].when - evl__now(loop);
@@ -4149,6 +4199,8 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   rc = evl__be_poll(loop, timeout);
   if (rc < 0)
     return rc;
+  if (loop->ts_carry)
+    evl__ts_run_carry(loop);
   loop->now = evl__now(loop);
   while (loop->heap_len && loop->heap[0].when <= loop->now) {
     uint32_t i = loop->heap[0].slot;
@@ -4606,6 +4658,11 @@ static void evl__future_fire(evl_loop *loop, void *arg) {
     evl_future_release(f);
     return;
   }
+  if (f->hook) {
+    evl_future_callback hook = f->hook;
+    f->hook = NULL;
+    hook(f, f->hook_arg);
+  }
   n = f->ncbs;
   f->firing = 1;
   for (i = 0; i < n; i++) {
@@ -4629,7 +4686,7 @@ static void evl__future_fire(evl_loop *loop, void *arg) {
    fail), which the next iteration runs: a wake-up is never lost. */
 static void evl__future_schedule_fire(evl_future *f) {
   evl_loop *loop = f->loop;
-  if (!f->ncbs || f->fire_pending || loop->closing)
+  if ((!f->ncbs && !f->hook) || f->fire_pending || loop->closing)
     return; /* closing: a fire would only drop its reference */
   f->fire_pending = 1;
   f->refs++;
@@ -4657,6 +4714,16 @@ static int evl__future_fire_later(evl_loop *loop) {
     f = next;
   }
   return ran;
+}
+
+/* The library's own done callback (one per future): runs as the others
+   do, first; unlike evl_future_add_done_callback it cannot fail. */
+static void evl__future_set_hook(evl_future *f, evl_future_callback cb,
+                                 void *arg) {
+  f->hook = cb;
+  f->hook_arg = arg;
+  if (f->state != EVL__PENDING)
+    evl__future_schedule_fire(f);
 }
 
 static int evl__future_complete(evl_future *f, int state, void *result,
@@ -9522,17 +9589,6 @@ EVL__DEF void evl_stream_free(evl_stream *s) {
 
 /* ---- opening ---- */
 
-/* The stream of a connection nobody will get. */
-static void evl__open_drop(evl_stream *s) {
-  if (s->t) { /* connected, but nobody wants it now */
-    evl_stream_free(s);
-  } else {
-    s->user_freed = 1;
-    if (!s->lost)
-      evl__st_free(s);
-  }
-}
-
 static void evl__open_done(evl_future *inner, void *arg) {
   evl_future *outer = (evl_future *)arg;
   evl_stream *s = (evl_stream *)outer->result;
@@ -9543,7 +9599,13 @@ static void evl__open_done(evl_future *inner, void *arg) {
     if (outer->state == EVL__PENDING)
       (void)evl_future_set_error(outer, inner->err ? inner->err : EVL_ECANCELED,
                                  inner->errmsg);
-    evl__open_drop(s);
+    if (s->t) { /* connected, but nobody wants it now */
+      evl_stream_free(s);
+    } else {
+      s->user_freed = 1;
+      if (!s->lost)
+        evl__st_free(s);
+    }
   }
   evl_future_release(outer);
   evl_future_release(inner);
@@ -9569,18 +9631,10 @@ static evl_future *evl__open(evl_loop *loop, size_t limit, const char *host,
     (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
     return outer;
   }
-  /* The stream waits in outer->result (no free function) until then. */
+  /* The stream waits in outer->result (no free function) until then. The
+     hook cannot fail: once the connect may use s, s is seen through. */
   outer->result = s;
-  if (evl_future_add_done_callback(inner, evl__open_done, outer) == 0) {
-    evl_future_ref(outer); /* the callback's */
-    return outer;
-  }
-  /* No memory for the callback: the connect stops before it can use s. */
-  outer->result = NULL;
-  (void)evl_future_cancel(inner);
-  evl__open_drop(s);
-  evl_future_release(inner);
-  (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
+  evl__future_set_hook(inner, evl__open_done, evl_future_ref(outer));
   return outer;
 }
 

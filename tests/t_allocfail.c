@@ -137,6 +137,45 @@ TEST(completion_with_a_full_ready_ring_still_wakes) {
   CHECK_EQ(g_fail.live, 0);
 }
 
+/* A call_soon_threadsafe callback that the drain cannot schedule (no slot
+   left, no memory for more) runs all the same: the call said 0.
+   It used to be dropped (only the exception handler heard of it). */
+TEST(threadsafe_callback_survives_no_memory_for_its_slot) {
+  evl_loop_config cfg;
+  evl_loop *loop;
+  int hits = 0, ts = 0, n = 0, i;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.alloc = stat_alloc;
+  loop = test_loop_with(&cfg);
+  CHECK(evl_call_soon(loop, test_count_cb, &hits) > 0); /* the ring exists */
+  CHECK_EQ(evl_run_once(loop, 0), 1);
+  hits = 0;
+  /* Every slot taken (the next callback needs the slot array to grow),
+     the ring still with room (so that the backend's poll goes on and the
+     drain runs): the drain is what cannot schedule. */
+  while (loop->free_head != EVL__NONE || loop->nslots < loop->capslots) {
+    CHECK(evl_call_soon(loop, test_count_cb, &hits) > 0);
+    n++;
+  }
+  CHECK(loop->ring_len + 8 < loop->ring_cap);
+  CHECK_EQ(evl_call_soon_threadsafe(loop, test_count_cb, &ts), 0);
+  pthread_mutex_lock(&g_fail_mu);
+  g_fail.fail_at = g_fail.total; /* every allocation from now on fails */
+  g_fail.from = 1;
+  pthread_mutex_unlock(&g_fail_mu);
+  for (i = 0; i < 3; i++)
+    (void)evl_run_once(loop, 0);
+  pthread_mutex_lock(&g_fail_mu);
+  g_fail.fail_at = -1;
+  pthread_mutex_unlock(&g_fail_mu);
+  for (i = 0; i < 3; i++)
+    (void)evl_run_once(loop, 0);
+  CHECK_EQ(hits, n);
+  CHECK_EQ(ts, 1);
+  evl_loop_free(loop);
+  CHECK_EQ(g_fail.live, 0);
+}
+
 /* Closing a loop with no memory left still lets go of every pending
    future: it used to need an array of them, and with none closed only
    the first (the rest leaked). */
@@ -184,6 +223,7 @@ TEST(scenarios_succeed_with_no_fault) {
     CHECK_EQ(sc_streams(loop, &g_net), FULL_STREAMS);
     CHECK_EQ(sc_proto(loop, &g_net), FULL_PROTO);
     CHECK_EQ(sc_udp(loop, &g_net), FULL_UDP);
+    CHECK_EQ(sc_local(loop, &g_net), FULL_LOCAL);
     CHECK_EQ(sc_subprocess(loop, NULL), FULL_SUBPROCESS);
     CHECK_EQ(sc_signals(loop, NULL), FULL_SIGNALS);
   }
@@ -203,6 +243,9 @@ TEST(allocfail_protocols_sendfile) {
 TEST(allocfail_udp) {
   sweep("udp", sc_udp, &g_net, FULL_UDP);
 }
+TEST(allocfail_local) {
+  sweep("unix+sock+pipes", sc_local, &g_net, FULL_LOCAL);
+}
 TEST(allocfail_subprocess) {
   sweep("subprocess", sc_subprocess, NULL, FULL_SUBPROCESS);
 }
@@ -214,12 +257,14 @@ TEST(allocfail_signals) {
 TESTS_BEGIN
 T_POSIX(open_connection_survives_each_failing_allocation, "POSIX sockets")
 T(completion_with_a_full_ready_ring_still_wakes)
+T(threadsafe_callback_survives_no_memory_for_its_slot)
 T(close_with_no_memory_lets_go_of_every_future)
 T_POSIX(scenarios_succeed_with_no_fault, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_core, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_streams, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_protocols_sendfile, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_udp, "the sweep scenarios are POSIX")
+T_POSIX(allocfail_local, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_subprocess, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_signals, "the sweep scenarios are POSIX")
 TESTS_END
