@@ -104,7 +104,12 @@
      that return a future return NULL only when the loop is NULL or closed
      or memory ran out; bad arguments give a future that fails with
      EVL_EINVAL. EVL_AWAIT on NULL fails the task with EVL_EINVAL. No
-     function aborts the process on bad input. The library prints nothing unless
+     function aborts the process on bad input. Out of memory or of fds, an
+     operation fails (EVL_ENOMEM, EVL_EMFILE...) and nothing else: no
+     future is left pending, no callback that was accepted is dropped,
+     nothing leaks, and the loop works again once memory or fds are back
+     (tests/t_allocfail.c and tests/t_fdlimit.c fail each allocation, and
+     each fd, of whole scenarios in turn). The library prints nothing unless
      asked: errors nobody handled go to the loop's exception handler (whose
      default writes one line to stderr), and debug mode (evl_set_debug or
      EVLOOP_DEBUG=1 in the environment) logs slow callbacks through
@@ -383,7 +388,9 @@ EVLOOP_API evl_handle evl_call_later(evl_loop *loop, double delay,
 EVLOOP_API evl_handle evl_call_at(evl_loop *loop, double when, evl_callback cb,
                                   void *arg);
 /* The only function that may be called from any thread. Wake-ups are
-   coalesced. Returns 0 or an error code (no handle: it cannot be cancelled). */
+   coalesced. Returns 0 or an error code (no handle: it cannot be cancelled).
+   A callback it took (0) runs even if the loop then lacks memory to queue
+   it (it runs at the start of an iteration instead). */
 EVLOOP_API int evl_call_soon_threadsafe(evl_loop *loop, evl_callback cb,
                                         void *arg);
 /* 1 if cancelled now, 0 if it had run, was cancelled or is unknown. */
@@ -853,7 +860,9 @@ EVLOOP_API evl_future *evl_start_server(evl_loop *loop, evl_stream_callback cb,
 EVLOOP_API evl_future *evl_start_unix_server(evl_loop *loop,
                                              evl_stream_callback cb, void *arg,
                                              const char *path, size_t limit);
-/* n < 0: until EOF. n == 0: an empty result. */
+/* n < 0: until EOF. n == 0: an empty result. A connection that ended with
+   an error (a reset, no memory for its data) fails a read to EOF, and a
+   read with nothing left, with that error (asyncio raises it too). */
 EVLOOP_API evl_future *evl_stream_read(evl_stream *s, long n);
 EVLOOP_API evl_future *evl_stream_readline(evl_stream *s);
 EVLOOP_API evl_future *evl_stream_readexactly(evl_stream *s, size_t n);
@@ -882,14 +891,18 @@ EVLOOP_API void evl_stream_free(evl_stream *s);
    fds you pass). A missing program is EVL_ENOENT and a file that cannot be
    executed EVL_EACCES, as errors of the future, not a child exiting 127.
    Exits are watched with EVFILT_PROC on kqueue, a pidfd where Linux has
-   one, else with SIGCHLD; no zombie is left. The returncode is the exit status,
-   or minus the signal number that killed the child (asyncio's convention), or
-   255 for a child that other code reaped first (as asyncio). An fd given with
-   EVL_STDIO_FD stays the caller's.
-   Callback order (asyncio's): connection_made first; for each pipe, all
-   its data before its pipe_connection_lost; process_exited; connection_lost
-   last, once the child exited and every pipe closed.
-   subprocess_shell runs `/bin/sh -c cmd`: quoting cmd is the caller's job. */
+   one, else with SIGCHLD; when none of them can be had (no fd free for the
+   pidfd or the SIGCHLD self-pipe), a timer polls the child (1 ms, then
+   less often, up to 100 ms) until one can; no zombie is left. If a pipe
+   gets no transport (no memory) the creation future fails with
+   EVL_ENOMEM and the child is killed and reaped. The returncode is the exit
+   status, or minus the signal number that killed the child (asyncio's
+   convention), or 255 for a child that other code reaped first (as asyncio). An
+   fd given with EVL_STDIO_FD stays the caller's. Callback order (asyncio's):
+   connection_made first; for each pipe, all its data before its
+   pipe_connection_lost; process_exited; connection_lost last, once the child
+   exited and every pipe closed. subprocess_shell runs `/bin/sh -c cmd`: quoting
+   cmd is the caller's job. */
 typedef struct evl_subprocess evl_subprocess;
 typedef struct evl_process evl_process;
 
@@ -4511,9 +4524,15 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__servers_close(loop);   /* stop accepting */
   while (loop->heap_len) {
     uint32_t i = loop->heap[--loop->heap_len].slot;
+    evl_callback fn = loop->slots[i].fn;
+    void *arg = loop->slots[i].arg;
+    int internal = (loop->slots[i].gen & EVL__SLOT_INTERNAL) != 0;
     loop->slots[i].pos = EVL__POS_READY;
-    if (!loop->slots[i].fn || evl__ring_push(loop, i))
-      evl__slot_free(loop, i); /* cancelled (or no memory) */
+    if (fn && !evl__ring_push(loop, i))
+      continue;
+    evl__slot_free(loop, i); /* cancelled, or no memory for the ring: */
+    if (fn && internal)      /* its references go now (closing mode) */
+      fn(loop, arg);
   }
   loop->heap_cancelled = 0;
   while (loop->ring_len) {

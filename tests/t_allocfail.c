@@ -211,6 +211,32 @@ TEST(close_with_no_memory_lets_go_of_every_future) {
 }
 
 #ifndef _WIN32
+/* More timers than the ready ring holds, the loop closed with no memory:
+   the timers' references to their futures still go (they were dropped
+   when the ring could not take them all). */
+TEST(close_with_no_memory_lets_go_of_every_timer) {
+  evl_loop_config cfg;
+  evl_loop *loop;
+  int i;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.alloc = stat_alloc;
+  loop = test_loop_with(&cfg);
+  for (i = 0; i < 600; i++) {
+    evl_future *f = evl_sleep(loop, 30.0, NULL);
+    CHECK(f != NULL);
+    evl_future_release(f); /* its timer holds it */
+  }
+  (void)evl_run_once(loop, 0);
+  CHECK(loop->ring_cap < 600);
+  pthread_mutex_lock(&g_fail_mu);
+  g_fail.fail_at = g_fail.total; /* nothing more can be allocated */
+  g_fail.from = 1;
+  pthread_mutex_unlock(&g_fail_mu);
+  evl_loop_free(loop);
+  g_fail.fail_at = -1;
+  CHECK_EQ(g_fail.live, 0);
+}
+
 /* ---- the sweep ---------------------------------------------------------- */
 
 /* Every scenario succeeds in full on a plain loop, twice over (what the
@@ -259,6 +285,7 @@ T_POSIX(open_connection_survives_each_failing_allocation, "POSIX sockets")
 T(completion_with_a_full_ready_ring_still_wakes)
 T(threadsafe_callback_survives_no_memory_for_its_slot)
 T(close_with_no_memory_lets_go_of_every_future)
+T(close_with_no_memory_lets_go_of_every_timer)
 T_POSIX(scenarios_succeed_with_no_fault, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_core, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_streams, "the sweep scenarios are POSIX")
