@@ -33,7 +33,8 @@ static void sweep(const char *name, int (*work)(evl_loop *, void *), void *arg,
   long allocs = 0, runs;
   double t0 = test_now();
   runs = alloc_sweep(work, arg, full,
-                     SWEEP_ONE | SWEEP_FROM | SWEEP_RECOVER | SWEEP_CLOSE,
+                     SWEEP_ONE | SWEEP_FROM | SWEEP_RECOVER | SWEEP_CLOSE |
+                         SWEEP_WARM_ONE | SWEEP_WARM_FROM,
                      &allocs);
   printf("  note: %s: %ld allocations, %ld runs (stride %ld), %.1f s\n", name,
          allocs, runs, sweep_stride(), test_now() - t0);
