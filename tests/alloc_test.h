@@ -70,6 +70,29 @@ static void quiet(evl_loop *loop, const evl_context *ctx, void *arg) {
   (void)arg;
 }
 
+/* For the tests that drive g_fail by hand: a loop on it, every allocation
+   failing from now on, memory back. */
+static inline evl_loop *alloc_loop(void) {
+  evl_loop_config cfg;
+  evl_loop *loop;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.alloc = stat_alloc;
+  loop = test_loop_with(&cfg);
+  evl_set_exception_handler(loop, quiet, NULL);
+  return loop;
+}
+static inline void memory_runs_out(void) {
+  pthread_mutex_lock(&g_fail_mu);
+  g_fail.fail_at = g_fail.total;
+  g_fail.from = 1;
+  pthread_mutex_unlock(&g_fail_mu);
+}
+static inline void memory_is_back(void) {
+  pthread_mutex_lock(&g_fail_mu);
+  g_fail.fail_at = -1;
+  pthread_mutex_unlock(&g_fail_mu);
+}
+
 /* Which run of a sweep is going on (printed when one fails). */
 static char g_sweep_where[96];
 /* 1 while the allocator fails: the work may then see errors. */

@@ -239,6 +239,15 @@ static void sc_serve(evl_stream *s, void *arg) {
   }
 }
 
+/* Every server-side stream's read completes and the stream is freed. */
+static void sweep_streams_freed(evl_loop *loop, sc_net *n) {
+  double end = test_now() + SWEEP_PATIENCE;
+  while (n->open > 0 && test_now() < end)
+    (void)evl_run_once(loop, 0.01);
+  if (n->open > 0)
+    sweep_fail("server stream", 0, "its read never completed");
+}
+
 #define FULL_STREAMS 4
 static int sc_streams(evl_loop *loop, void *arg) {
   sc_net *n = (sc_net *)arg;
@@ -282,13 +291,7 @@ static int sc_streams(evl_loop *loop, void *arg) {
   }
   if (srv)
     evl_server_free(srv);
-  {
-    double end = test_now() + SWEEP_PATIENCE;
-    while (n->open > 0 && test_now() < end)
-      (void)evl_run_once(loop, 0.01);
-    if (n->open > 0)
-      sweep_fail("server stream", 0, "its read never completed");
-  }
+  sweep_streams_freed(loop, n);
   return score;
 }
 
@@ -528,13 +531,7 @@ static int sc_local(evl_loop *loop, void *arg) {
   } else if (!g_sweep_failing) {
     CHECK(0);
   }
-  {
-    double end = test_now() + SWEEP_PATIENCE;
-    while (n->open > 0 && test_now() < end)
-      (void)evl_run_once(loop, 0.01);
-    if (n->open > 0)
-      sweep_fail("unix server stream", 0, "its read never completed");
-  }
+  sweep_streams_freed(loop, n);
   return score;
 }
 

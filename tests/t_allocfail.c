@@ -97,15 +97,12 @@ static void await_it(evl_task *t, void *state) {
   EVL_ASYNC_END(t);
 }
 TEST(completion_with_a_full_ready_ring_still_wakes) {
-  evl_loop_config cfg;
   evl_loop *loop;
   waiter w = {NULL, 0}, *wp = &w;
   evl_task *t;
   int hits = 0, n = 0, i;
   double end;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.alloc = stat_alloc;
-  loop = test_loop_with(&cfg);
+  loop = alloc_loop();
   w.f = evl_future_new(loop);
   t = evl_task_create(loop, await_it, &wp, sizeof wp);
   CHECK(w.f && t);
@@ -116,16 +113,11 @@ TEST(completion_with_a_full_ready_ring_still_wakes) {
     CHECK(evl_call_soon(loop, test_count_cb, &hits) > 0);
     n++;
   }
-  pthread_mutex_lock(&g_fail_mu);
-  g_fail.fail_at = g_fail.total; /* every allocation from now on fails */
-  g_fail.from = 1;
-  pthread_mutex_unlock(&g_fail_mu);
+  memory_runs_out();
   CHECK_EQ(evl_future_set_result(w.f, NULL), 0);
   for (i = 0; i < 3; i++)
     (void)evl_run_once(loop, 0);
-  pthread_mutex_lock(&g_fail_mu);
-  g_fail.fail_at = -1; /* memory is back */
-  pthread_mutex_unlock(&g_fail_mu);
+  memory_is_back();
   end = test_now() + 2.0;
   while (!w.resumed && test_now() < end)
     (void)evl_run_once(loop, 0.01);
@@ -142,12 +134,9 @@ TEST(completion_with_a_full_ready_ring_still_wakes) {
    left, no memory for more) runs all the same: the call said 0.
    It used to be dropped (only the exception handler heard of it). */
 TEST(threadsafe_callback_survives_no_memory_for_its_slot) {
-  evl_loop_config cfg;
   evl_loop *loop;
   int hits = 0, ts = 0, n = 0, i;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.alloc = stat_alloc;
-  loop = test_loop_with(&cfg);
+  loop = alloc_loop();
   CHECK(evl_call_soon(loop, test_count_cb, &hits) > 0); /* the ring exists */
   CHECK_EQ(evl_run_once(loop, 0), 1);
   hits = 0;
@@ -160,15 +149,10 @@ TEST(threadsafe_callback_survives_no_memory_for_its_slot) {
   }
   CHECK(loop->ring_len + 8 < loop->ring_cap);
   CHECK_EQ(evl_call_soon_threadsafe(loop, test_count_cb, &ts), 0);
-  pthread_mutex_lock(&g_fail_mu);
-  g_fail.fail_at = g_fail.total; /* every allocation from now on fails */
-  g_fail.from = 1;
-  pthread_mutex_unlock(&g_fail_mu);
+  memory_runs_out();
   for (i = 0; i < 3; i++)
     (void)evl_run_once(loop, 0);
-  pthread_mutex_lock(&g_fail_mu);
-  g_fail.fail_at = -1;
-  pthread_mutex_unlock(&g_fail_mu);
+  memory_is_back();
   for (i = 0; i < 3; i++)
     (void)evl_run_once(loop, 0);
   CHECK_EQ(hits, n);
@@ -187,13 +171,8 @@ static void sleeper_task(evl_task *t, void *state) {
   EVL_ASYNC_END(t);
 }
 TEST(close_with_no_memory_lets_go_of_every_future) {
-  evl_loop_config cfg;
-  evl_loop *loop;
+  evl_loop *loop = alloc_loop();
   int i;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.alloc = stat_alloc;
-  loop = test_loop_with(&cfg);
-  evl_set_exception_handler(loop, quiet, NULL);
   for (i = 0; i < 4; i++) {
     evl_task *t = evl_task_create(loop, sleeper_task, NULL, 0);
     evl_future *w = evl_wait_for(evl_sleep(loop, 30.0, NULL), 20.0);
@@ -202,26 +181,18 @@ TEST(close_with_no_memory_lets_go_of_every_future) {
     evl_future_release(w);
   }
   (void)evl_run_once(loop, 0); /* the tasks await their sleeps */
-  pthread_mutex_lock(&g_fail_mu);
-  g_fail.fail_at = g_fail.total; /* nothing more can be allocated */
-  g_fail.from = 1;
-  pthread_mutex_unlock(&g_fail_mu);
+  memory_runs_out();
   evl_loop_free(loop);
-  g_fail.fail_at = -1;
+  memory_is_back();
   CHECK_EQ(g_fail.live, 0);
 }
 
-#ifndef _WIN32
 /* More timers than the ready ring holds, the loop closed with no memory:
    the timers' references to their futures still go (they were dropped
    when the ring could not take them all). */
 TEST(close_with_no_memory_lets_go_of_every_timer) {
-  evl_loop_config cfg;
-  evl_loop *loop;
+  evl_loop *loop = alloc_loop();
   int i;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.alloc = stat_alloc;
-  loop = test_loop_with(&cfg);
   for (i = 0; i < 600; i++) {
     evl_future *f = evl_sleep(loop, 30.0, NULL);
     CHECK(f != NULL);
@@ -229,15 +200,13 @@ TEST(close_with_no_memory_lets_go_of_every_timer) {
   }
   (void)evl_run_once(loop, 0);
   CHECK(loop->ring_cap < 600);
-  pthread_mutex_lock(&g_fail_mu);
-  g_fail.fail_at = g_fail.total; /* nothing more can be allocated */
-  g_fail.from = 1;
-  pthread_mutex_unlock(&g_fail_mu);
+  memory_runs_out();
   evl_loop_free(loop);
-  g_fail.fail_at = -1;
+  memory_is_back();
   CHECK_EQ(g_fail.live, 0);
 }
 
+#ifndef _WIN32
 /* ---- the sweep ---------------------------------------------------------- */
 
 /* Every scenario succeeds in full on a plain loop, twice over (what the
