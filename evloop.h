@@ -8,15 +8,21 @@
    Every other file includes "evloop.h" without the define. Link with
    -lpthread on POSIX (nothing else is needed on Linux), -lws2_32 on
    Windows. The declarations pull in no system header but <stddef.h> and
-   <stdint.h>; on Windows the implementation includes <winsock2.h> before
-   <windows.h>, so include <windows.h> after it in that one file (or
-   define WIN32_LEAN_AND_MEAN first).
+   <stdint.h>. On POSIX the header defines _GNU_SOURCE (unless it is
+   defined), with or without EVLOOP_IMPLEMENTATION, so a file may include
+   the declarations and later the implementation; either way its first
+   inclusion comes before any system header. On Windows the implementation
+   includes <winsock2.h> before <windows.h>, so include <windows.h> after
+   it in that one file (or define WIN32_LEAN_AND_MEAN first).
+   `make install` puts this file and an evloop.pc for pkg-config under
+   PREFIX (`pkg-config --cflags --libs evloop`).
 
    CONTENTS
-     1. Quick start          5. Threads
-     2. Configuration macros 6. Ownership and lifetimes
-     3. Backends             7. Does NOT do (yet)
-     4. Errors and logging   8. Declarations, implementation, licence
+     1. Quick start          6. Threads
+     2. API at a glance      7. Ownership and lifetimes
+     3. Configuration macros 8. Does NOT do (yet)
+     4. Backends             9. Declarations, implementation, licence
+     5. Errors and logging
 
    1. QUICK START (examples/tasks.c shows tasks and gather at more length)
 
@@ -42,7 +48,101 @@
            return evl_run(count, &c, sizeof c, NULL, NULL) == 0 ? 0 : 1;
        }
 
-   2. CONFIGURATION MACROS (define them before including the header)
+   2. API AT A GLANCE: asyncio -> evloop.h (declarations further down,
+      with the rules of each call; "_x" is short for evl_<object>_x)
+
+     new_event_loop, close, is_closed, is_running
+                         evl_loop_new(&loop, &cfg), evl_loop_close,
+                         evl_loop_free, evl_loop_is_closed,
+                         evl_loop_is_running
+     run_forever, run_until_complete, stop
+                         evl_run_forever, evl_run_until_complete(loop, fut),
+                         evl_stop (asyncio's semantics, stop before run too)
+     asyncio.run         evl_run(task_fn, state, size, cfg, &result)
+     (game, GUI loops)   evl_run_once(loop, max_wait), evl_next_timeout,
+                         evl_backend_fd
+     call_soon, call_soon_threadsafe, call_later, call_at
+                         the same names with evl_; they return an evl_handle
+     time                evl_time (seconds, double), evl_time_ns
+     Handle.cancel/cancelled, TimerHandle.when
+                         evl_handle_cancel, evl_handle_cancelled,
+                         evl_handle_when (stale handles are harmless)
+     create_future, Future
+                         evl_future_new, _set_result, _set_error, _cancel,
+                         _done, _cancelled, _result, _error,
+                         _add_done_callback, _remove_done_callback, _ref,
+                         _release
+     create_task, coroutines, await
+                         evl_task_create(loop, fn, state, size),
+                         EVL_ASYNC_BEGIN, EVL_AWAIT, EVL_AWAIT_TRY,
+                         EVL_ASYNC_RETURN, EVL_ASYNC_END, evl_task_cancel,
+                         evl_set_task_factory
+     sleep, wait_for, gather
+                         evl_sleep, evl_wait_for, evl_gather
+     add_reader, add_writer, remove_reader, remove_writer
+                         the same names with evl_
+     run_in_executor, set_default_executor, shutdown_default_executor
+                         the same names with evl_; evl_executor_new/_free
+     getaddrinfo, getnameinfo
+                         evl_getaddrinfo, evl_getnameinfo (futures, run on
+                         the executor)
+     create_connection, create_unix_connection, connect_accepted_socket
+                         evl_create_connection(loop, &proto, user, host,
+                         port, opts) -> future of evl_transport *, and
+                         evl_create_unix_connection,
+                         evl_connect_accepted_socket
+     create_server, create_unix_server, Server
+                         evl_create_server, evl_create_unix_server -> future
+                         of evl_server *; evl_server_close, _wait_closed,
+                         _start_serving, _serve_forever, _is_serving,
+                         _sockets, _port, _free
+     create_datagram_endpoint
+                         evl_create_datagram_endpoint, evl_transport_sendto
+     Protocol, BufferedProtocol, DatagramProtocol
+                         evl_protocol: a table of callbacks
+                         (connection_made, data_received, eof_received,
+                         connection_lost, pause_writing, resume_writing,
+                         get_buffer/buffer_updated, datagram_received,
+                         error_received)
+     Transport           evl_transport_write, _writev, _write_eof, _close,
+                         _abort, _pause_reading, _resume_reading,
+                         _set_write_buffer_limits, _get_write_buffer_size,
+                         _get_peername, _get_sockname, _fd
+     sendfile, sock_sendfile
+                         evl_sendfile(transport, fd, offset, count),
+                         evl_sock_sendfile
+     sock_recv, sock_recv_into, sock_sendall, sock_connect, sock_accept
+                         the same names with evl_, as futures
+                         (evl_future_result_int: the count or the fd)
+     open_connection, start_server, StreamReader, StreamWriter
+                         evl_open_connection, evl_start_server (and the
+                         unix variants) -> evl_stream: _read, _readline,
+                         _readexactly, _readuntil, _at_eof, _write, _drain,
+                         _write_eof, _close, _wait_closed
+     connect_read_pipe, connect_write_pipe
+                         evl_connect_read_pipe, evl_connect_write_pipe
+     add_signal_handler, remove_signal_handler
+                         evl_add_signal_handler(loop, signum, cb, arg),
+                         evl_remove_signal_handler
+     subprocess_exec, subprocess_shell, SubprocessProtocol,
+     SubprocessTransport evl_subprocess_exec(loop, &proto, user, argv,
+                         &opts), evl_subprocess_shell; evl_subprocess_
+                         get_pid, _get_returncode, _get_pipe_transport,
+                         _send_signal, _terminate, _kill, _close
+     create_subprocess_exec, create_subprocess_shell, Process
+                         evl_create_subprocess_exec/_shell -> evl_process:
+                         evl_process_stdin/_stdout/_stderr (streams),
+                         _wait, _communicate, _send_signal, _terminate,
+                         _kill, _free
+     exception handler   evl_set_exception_handler,
+                         evl_get_exception_handler,
+                         evl_default_exception_handler,
+                         evl_call_exception_handler
+     debug mode          evl_set_debug, evl_get_debug, EVLOOP_DEBUG=1 in
+                         the environment, evl_set_slow_callback_duration
+     errors              negative EVL_E* codes; evl_strerror, evl_err_name
+
+   3. CONFIGURATION MACROS (define them before including the header)
 
      EVLOOP_IMPLEMENTATION   emit the implementation in this file
      EVLOOP_BACKEND_SELECT   build only this backend (plus nothing else)
@@ -63,11 +163,21 @@
      EVLOOP_ASSERT(x)        internal consistency checks (default: assert)
      EVLOOP_NO_THREADS       no threads: evl_run_in_executor and DNS run the
                              work inline and complete the future at once
+     EVLOOP_HAVE_PIDFD       0: child exits come through SIGCHLD (kqueue:
+                             EVFILT_PROC) instead of a pidfd (default: 1
+                             on Linux, where pidfd_open is tried first and
+                             SIGCHLD serves if the kernel refuses it)
      EVLOOP_STATIC           make every public function static
+     EVLOOP_API              what precedes every public declaration
+                             (default: extern, or static with
+                             EVLOOP_STATIC); e.g. a visibility attribute
+                             or __declspec(dllexport)
      EVLOOP_NO_CALLSITE      do not wrap evl_call_soon & co. in macros that
                              record the call site for debug mode
+     (EVLOOP_DEBUG is an environment variable, chapter 5; EVLOOP_VERSION_*
+     and EVLOOP_H_INCLUDED are defined by the header.)
 
-   3. BACKENDS
+   4. BACKENDS
      Without a backend macro every backend the platform has is compiled and
      evl_loop_config.backend picks one at run time; the default is epoll on
      Linux, kqueue on macOS and the BSDs, and poll elsewhere on POSIX. If
@@ -97,7 +207,7 @@
      piped stdio is a named pipe on IOCP (a loopback socket pair on select);
      terminate and kill are TerminateProcess(1), as asyncio does.
 
-   4. ERRORS AND LOGGING
+   5. ERRORS AND LOGGING
      Functions return 0 (or a value >= 0) on success and a negative EVL_E*
      code on failure; evl_strerror() and evl_err_name() describe a code
      (an evl_handle < 0 is such a code: evl_strerror((int)h)). Functions
@@ -115,13 +225,13 @@
      EVLOOP_DEBUG=1 in the environment) logs slow callbacks through
      evl_loop_config.log (default: stderr).
 
-   5. THREADS
+   6. THREADS
      A loop belongs to the thread that runs it; many loops may run in many
      threads. Only evl_call_soon_threadsafe() may be called on a loop from
      another thread. Executors are thread-safe. The run-time allocator of
      evl_loop_config is only called on the loop's thread.
 
-   6. OWNERSHIP AND LIFETIMES
+   7. OWNERSHIP AND LIFETIMES
      - Handles (evl_handle) are generation-checked values: cancelling a
        handle whose callback already ran, or that was already cancelled, is
        a harmless no-op.
@@ -141,31 +251,63 @@
        nobody else holds. evl_loop_free() frees the loop; the
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
+     - Closing or freeing the loop from one of its own callbacks: while it
+       runs (any callback of evl_run_*), evl_loop_close() returns
+       EVL_ERUNNING and evl_loop_free() does nothing but report EVL_ERUNNING
+       to the exception handler; free it once the run returned. Inside
+       evl_loop_close() (connection_lost(EVL_ECLOSED), the subprocess
+       callbacks of the close, the exception handler), evl_loop_close() is
+       a no-op returning 0 and evl_loop_free() takes effect as the close
+       returns: the code that called evl_loop_close() must not use the
+       loop after it. A transport closed from a connection_lost of the
+       close gets its own connection_lost(EVL_ECLOSED) once, after the
+       current one returned, never nested in it.
+     - Cancelling a future the library made stops what it stands for and
+       leaves nothing of it behind: a cancelled connection (or pipe, or
+       datagram endpoint) closes its socket, and a transport whose
+       connection_made had not run never gets it; a cancelled spawn kills
+       and reaps its child and runs none of its callbacks; a cancelled
+       read leaves the data buffered; a cancelled send or sendfile keeps
+       what the kernel took (the rest is not sent). Once a future
+       completed, what it delivered is yours even if you cancel it then.
 
-   7. DOES NOT DO (yet): TLS; on Windows, completion-based socket I/O
-     (AcceptEx, ConnectEx, WSARecv/WSASend, TransmitFile), overlapped named
-     pipes, and AF_UNIX socket files (stale-file replacement).
+   8. DOES NOT DO (yet)
+     - TLS.
+     - Windows: Unix signals other than SIGINT and SIGBREAK; replacing a
+       stale socket file in evl_create_unix_server; pipe handles on select
+       loops (evl_connect_read_pipe/_write_pipe take sockets there, and
+       subprocess stdio is a loopback socket pair); completions for the
+       evl_sock_* futures and Unix-domain transports (they use AFD
+       readiness on IOCP); TransmitFile (evl_sendfile on IOCP reads the
+       file into overlapped sends); with EVLOOP_NO_THREADS, subprocesses
+       and signals (EVL_ENOTSUP). IOCP does have completion-based TCP and
+       UDP (AcceptEx, ConnectEx, WSARecv/WSASend, WSARecvFrom/WSASendTo)
+       and overlapped named pipes: chapter 4.
 
-   8. Licence: MIT or public domain (Unlicense), your choice; at the end.
+   9. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
 
 #ifndef EVLOOP_H_INCLUDED
 #define EVLOOP_H_INCLUDED
 
 /* The implementation needs POSIX and GNU declarations; they must be asked
-   for before the first system header of the translation unit. */
-#if defined(EVLOOP_IMPLEMENTATION) && !defined(_WIN32)
-#ifndef _GNU_SOURCE
+   for before the first system header of the translation unit. Asked for
+   with or without EVLOOP_IMPLEMENTATION: a file may include the
+   declarations first and the implementation later, and by then the C
+   library has fixed its feature set (the <stdint.h> below settles it). */
+#if !defined(_WIN32) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE 1
-#endif
 #endif
 
 #include <stddef.h>
 #include <stdint.h>
 
+/* The version, in this one place (the first line above, README.md and
+   evloop.pc follow it; tests/version_check.sh checks that they agree). */
 #define EVLOOP_VERSION_MAJOR 0
 #define EVLOOP_VERSION_MINOR 1
 #define EVLOOP_VERSION_PATCH 0
+#define EVLOOP_VERSION_STRING "0.1.0"
 
 #ifndef EVLOOP_API
 #ifdef EVLOOP_STATIC
@@ -255,6 +397,9 @@ extern "C" {
   X(EEOF, -3104, "end of file")                                                \
   X(ELIMIT, -3105, "stream buffer limit exceeded")                             \
   X(EINCOMPLETE, -3106, "stream ended before the expected data")               \
+  X(EOTHERLOOP, -3110, "another event loop is running on this thread")         \
+  X(ECLOSING, -3111, "transport is closing or closed")                         \
+  X(EEXITED, -3112, "the child process has exited")                            \
   X(EUNKNOWN, -3199, "unknown error")
 
 #define EVL_ERROR_MAP(X)                                                       \
@@ -335,14 +480,23 @@ typedef struct evl_loop_config {
 /* ==== Loop ============================================================= */
 
 EVLOOP_API int evl_loop_new(evl_loop **out, const evl_loop_config *cfg);
-/* Closes the loop (idempotent); EVL_ERUNNING if it is running. */
+/* Closes the loop (idempotent); EVL_ERUNNING if it is running. From a
+   callback of the close itself: 0, nothing more happens. */
 EVLOOP_API int evl_loop_close(evl_loop *loop);
-/* Closes if needed and frees the loop. */
+/* Closes if needed and frees the loop. From a callback while the loop
+   runs: ignored (reported to the exception handler as EVL_ERUNNING); from
+   a callback of evl_loop_close: done as that close returns. See chapter 6
+   of the header. */
 EVLOOP_API void evl_loop_free(evl_loop *loop);
 EVLOOP_API int evl_loop_is_closed(const evl_loop *loop);
 EVLOOP_API int evl_loop_is_running(const evl_loop *loop);
-/* Runs until evl_stop(): 0, or EVL_ECLOSED / EVL_ERUNNING, or the error of
-   a failing backend wait. */
+/* Runs until evl_stop(): 0, or EVL_ECLOSED (also from a callback of
+   evl_loop_close) / EVL_ERUNNING, or the error of a failing backend wait.
+   Every way to run a loop (run_forever, run_until_complete, run_once,
+   evl_run) is EVL_EOTHERLOOP inside a callback of another loop running on
+   the same thread (asyncio: "Cannot run the event loop while another loop
+   is running"): run the other loop on its own thread, or from the host's
+   frame loop between iterations. */
 EVLOOP_API int evl_run_forever(evl_loop *loop);
 /* 0 when fut completed with a result; its error code when it failed or was
    cancelled (EVL_ECANCELED); EVL_ESTOPPED when evl_stop() came first. */
@@ -375,7 +529,9 @@ EVLOOP_API evl_fd evl_backend_fd(const evl_loop *loop);
    callbacks runs in the next iteration. Timers never fire before their
    deadline (evl_handle_when); equal deadlines fire in the order they were
    scheduled. A negative delay counts as 0; NaN or an infinite delay or time
-   is EVL_EINVAL.
+   is EVL_EINVAL. A finite delay or time beyond about 73 years (2.3e18 ns,
+   the clock's range with room to add) is clamped to it, and
+   evl_handle_when reports the clamped deadline (asyncio keeps floats).
    A delay counts from the loop's clock reading: the clock is read again at
    every callback boundary, by every evl_time() and after 64 scheduling
    calls (a clock read costs as much as the rest of call_later). A callback
@@ -389,14 +545,18 @@ EVLOOP_API evl_handle evl_call_at(evl_loop *loop, double when, evl_callback cb,
                                   void *arg);
 /* The only function that may be called from any thread. Wake-ups are
    coalesced. Returns 0 or an error code (no handle: it cannot be cancelled).
-   A callback it took (0) runs even if the loop then lacks memory to queue
-   it (it runs at the start of an iteration instead). */
+   It feeds the same FIFO as evl_call_soon (asyncio): a callback queued here
+   runs before one that evl_call_soon schedules after it on the loop's
+   thread (this thread's later call, or one that another thread's call
+   happens before, e.g. through a join or a lock). A callback it took (0)
+   runs even if the loop then lacks memory to queue it (it runs at the
+   start of an iteration instead). */
 EVLOOP_API int evl_call_soon_threadsafe(evl_loop *loop, evl_callback cb,
                                         void *arg);
 /* 1 if cancelled now, 0 if it had run, was cancelled or is unknown. */
 EVLOOP_API int evl_handle_cancel(evl_loop *loop, evl_handle h);
-/* 1 from the cancel until the loop discards the callback (its next
-   iteration); 0 otherwise. */
+/* 1 from the cancel until the loop discards the callback (at its next
+   iteration or evl_next_timeout, never earlier); 0 otherwise. */
 EVLOOP_API int evl_handle_cancelled(evl_loop *loop, evl_handle h);
 /* A pending timer's deadline in evl_time() seconds; -1.0 for anything else
    (a call_soon handle, a timer that ran or was cancelled, a stale handle). */
@@ -424,12 +584,16 @@ EVLOOP_API evl_handle evl_call_at_at_site(evl_loop *loop, double when,
    negative or closed fd, EVL_EPERM for a file epoll cannot watch (regular
    files), EVL_ERANGE for fd >= FD_SETSIZE on select, EVL_EINVAL for NULL.
    A regular file is always ready on select and poll, and readable while
-   its offset is before its end on kqueue. */
+   its offset is before its end on kqueue.
+   The fd of a transport or a server is the loop's: adding or removing a
+   watcher on it is EVL_EBUSY (asyncio: "File descriptor is used by
+   transport"). An event polled for a watcher that was removed is never
+   given to a watcher added later on the same (reused) fd number. */
 EVLOOP_API int evl_add_reader(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                               void *arg);
 EVLOOP_API int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                               void *arg);
-/* 1 if a watcher was removed, 0 if there was none. */
+/* 1 if a watcher was removed, 0 if there was none, EVL_EBUSY (above). */
 EVLOOP_API int evl_remove_reader(evl_loop *loop, evl_fd fd);
 EVLOOP_API int evl_remove_writer(evl_loop *loop, evl_fd fd);
 EVLOOP_API int evl_add_reader_at_site(evl_loop *loop, evl_fd fd,
@@ -478,6 +642,16 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
    A task function is re-entered at its last await, so its C locals do not
    survive an await: keep such variables in the state struct. At most one
    EVL_AWAIT per source line.
+   The rule for locals: declare them before EVL_ASYNC_BEGIN (assign them
+   after each await that they must outlive, from the state struct), or
+   inside a { } block that closes before the next EVL_AWAIT. A local
+   declared with an initializer between two awaits is a hard error in C++
+   (the resume jumps past its initialization), and in C it compiles but
+   holds garbage after the await (at -O0 visibly so).
+   EVL_AWAIT cannot sit inside a switch of your own (its resume label would
+   belong to your switch): such a task fails on resume with
+   EVL_EINVALSTATE ("no resume point") instead of going on or ending
+   silently. Use if/else around awaits. Loops (for, while) are fine.
 
      EVL_AWAIT(t, fut)      wait for fut (consumes the reference). If fut
                             fails or is cancelled, the task ends with the
@@ -491,6 +665,10 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
    Falling off EVL_ASYNC_END finishes with a NULL result. */
 #define EVL_ASYNC_BEGIN(t)                                                     \
   switch (evl_task_resume_point(t)) {                                          \
+  default:                                                                     \
+    evl_task_fail((t), EVL_EINVALSTATE,                                        \
+                  "no resume point: EVL_AWAIT inside a switch of the task?");  \
+    return;                                                                    \
   case 0:
 #define EVL__CAT2(a, b) a##b
 #define EVL__CAT(a, b) EVL__CAT2(a, b)
@@ -656,7 +834,7 @@ typedef struct evl_iovec {
   size_t len;
 } evl_iovec;
 
-/* 0; EVL_ECLOSED once the transport is closing, EVL_EPIPE after write_eof,
+/* 0; EVL_ECLOSING once the transport is closing, EVL_EPIPE after write_eof,
    EVL_ENOTSUP on a datagram endpoint, or the error of the send itself (the
    transport is then closing and connection_lost(err) follows). Data is
    copied if it cannot be sent at once. */
@@ -688,16 +866,26 @@ EVLOOP_API evl_fd evl_transport_fd(evl_transport *t);
 EVLOOP_API evl_loop *evl_transport_loop(evl_transport *t);
 EVLOOP_API void *evl_transport_user(evl_transport *t);
 EVLOOP_API void evl_transport_set_user(evl_transport *t, void *user);
-/* Datagram endpoints: addr NULL sends to the connected remote address. A
-   zero-length datagram is sent as such. */
+/* Datagram endpoints: addr NULL sends to the remote address. On an
+   endpoint made with a remote address, any other addr is EVL_EINVAL and
+   nothing is sent (asyncio). A zero-length datagram is sent as such. */
 EVLOOP_API int evl_transport_sendto(evl_transport *t, const void *data,
                                     size_t len, const void *addr,
                                     size_t addrlen);
 /* Sends count bytes of file_fd from offset (sendfile(2) where the platform
-   has it, read+write otherwise), after what is queued. The future's result
-   is the number of bytes sent (evl_future_result_int). An offset that the
+   has it, read+write otherwise), after what is queued; count 0 sends to
+   the end of the file (asyncio's count=None), and a file that ends early
+   ends the send. The future's result is the number of bytes sent
+   (evl_future_result_int). Afterwards, however it ended (done, failed,
+   cancelled), the file position is offset + bytes sent, as asyncio.
+   Cancelled, it stops: what it sent stays sent, the transport stays open
+   and the next write follows that part of the file. An offset that the
    implementation's off_t cannot hold is EVL_EFBIG (32-bit glibc: compile it
-   with -D_FILE_OFFSET_BITS=64 to send from past 2 GiB). */
+   with -D_FILE_OFFSET_BITS=64 to send from past 2 GiB). A peer that is gone
+   fails it with EVL_EPIPE (or EVL_ECONNRESET), never a SIGPIPE: sendfile(2)
+   runs with SIGPIPE blocked in the calling thread, and the one it raised is
+   taken back (one pending before is left pending). So does
+   evl_sock_sendfile. */
 EVLOOP_API evl_future *evl_sendfile(evl_transport *t, int file_fd,
                                     int64_t offset, size_t count);
 
@@ -725,19 +913,25 @@ evl_create_connection(evl_loop *loop, const evl_protocol *proto, void *user,
 EVLOOP_API evl_future *evl_create_unix_connection(evl_loop *loop,
                                                   const evl_protocol *proto,
                                                   void *user, const char *path);
-/* Wraps a connected stream socket (the loop takes the fd). */
+/* Wraps a connected stream socket (the loop takes the fd). NULL, the fd
+   left alone, for anything else (a datagram socket, a pipe, a bad fd). */
 EVLOOP_API evl_transport *evl_connect_accepted_socket(evl_loop *loop,
                                                       const evl_protocol *proto,
                                                       void *user, evl_fd fd);
 /* Listens on every address of host (NULL or "": all interfaces, IPv4 and
-   IPv6; a comma-separated list: each of them), one socket per address. The
+   IPv6; a comma-separated list: each of them, and an empty element, as in
+   "127.0.0.1,", is EVL_EINVAL), one socket per address (an address that
+   comes twice listens once, as asyncio). The
    future's result is the evl_server *. port 0 picks a free port (see
    evl_server_port). */
 EVLOOP_API evl_future *evl_create_server(evl_loop *loop,
                                          const evl_protocol *proto, void *user,
                                          const char *host, int port,
                                          const evl_net_options *opts);
-/* A stale socket file at path is replaced; any other file is EVL_EEXIST.
+/* A stale socket file at path (nobody accepts on it) is replaced; one a
+   live server listens on is EVL_EADDRINUSE (asyncio would remove it: the
+   check connects once, so the live server sees a connection that ends at
+   once); any other file is EVL_EEXIST.
    "@name" is a Linux abstract socket. */
 EVLOOP_API evl_future *evl_create_unix_server(evl_loop *loop,
                                               const evl_protocol *proto,
@@ -764,6 +958,9 @@ EVLOOP_API void evl_server_free(evl_server *s);
 
 /* local_host/local_port bind, remote_host/remote_port connect (either may
    be NULL; names are resolved on the executor, numeric addresses at once).
+   Neither of them nor opts->family: EVL_EINVAL. With allow_broadcast the
+   socket is not connected (asyncio): sends go to the remote address by
+   name, and datagrams from anyone are received.
    The future's result is the evl_transport *. */
 EVLOOP_API evl_future *
 evl_create_datagram_endpoint(evl_loop *loop, const evl_protocol *proto,
@@ -809,14 +1006,17 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
 typedef void (*evl_signal_callback)(evl_loop *loop, int signum, void *arg);
 EVLOOP_API int evl_add_signal_handler(evl_loop *loop, int signum,
                                       evl_signal_callback cb, void *arg);
-/* 1 if a handler was removed, 0 if there was none. */
+/* 1 if a handler was removed, 0 if there was none; EVL_EINVAL for a number
+   that is no signal (or a NULL loop), as add. */
 EVLOOP_API int evl_remove_signal_handler(evl_loop *loop, int signum);
 
 /* ==== Sockets as futures ================================================
    For non-blocking sockets the caller owns. Results through
    evl_future_result_int: bytes for recv/sendall/sendfile, the new fd for
    accept, 0 for connect. The buffers must stay valid until the future is
-   done; sock_sendall copies nothing, sock_recv reads into buf. */
+   done; sock_sendall copies nothing, sock_recv reads into buf. A cancelled
+   sock_sendall or sock_sendfile has sent an unknown part (the count goes
+   with the future): close the socket rather than go on writing. */
 EVLOOP_API evl_future *evl_sock_recv(evl_loop *loop, evl_fd fd, void *buf,
                                      size_t len);
 EVLOOP_API evl_future *evl_sock_recv_into(evl_loop *loop, evl_fd fd, void *buf,
@@ -826,6 +1026,9 @@ EVLOOP_API evl_future *evl_sock_sendall(evl_loop *loop, evl_fd fd,
 EVLOOP_API evl_future *evl_sock_connect(evl_loop *loop, evl_fd fd,
                                         const void *addr, size_t addrlen);
 EVLOOP_API evl_future *evl_sock_accept(evl_loop *loop, evl_fd fd);
+/* As evl_sendfile (count 0: to the end of the file; the file position
+   afterwards). A blocking socket (POSIX: Windows cannot tell) or one that
+   is not a stream socket is EVL_EINVAL, as asyncio. */
 EVLOOP_API evl_future *evl_sock_sendfile(evl_loop *loop, evl_fd sock,
                                          int file_fd, int64_t offset,
                                          size_t count);
@@ -835,17 +1038,24 @@ EVLOOP_API intptr_t evl_future_result_int(evl_future *fut);
 /* ==== Streams ===========================================================
    asyncio's StreamReader/StreamWriter as one evl_stream. Reads complete
    with an evl_bytes * the future owns (valid while you hold the future;
-   after an EVL_AWAIT, until the task's next await). limit 0 means 64 KiB. A
-   read that would buffer more than `limit` bytes (default 64 KiB) fails
-   with EVL_ELIMIT and keeps the data buffered; readexactly at EOF fails
-   with EVL_EINCOMPLETE (the partial data stays readable with read). */
+   after an EVL_AWAIT, until the task's next await). limit 0 means 64 KiB.
+   The limit bounds what a read must buffer before it can tell where its
+   data ends, as asyncio's: readline and readuntil fail with EVL_ELIMIT
+   (the data stays buffered) when no separator comes within `limit` bytes.
+   read(n), read(-1) and readexactly(n) are not limited: they take what
+   they ask for, however large (read(-1) of 700 KB or readexactly(300000)
+   with a 64 KiB limit both succeed). The limit also sets flow control:
+   reading from the socket pauses while more than twice the limit is
+   buffered and no pending read needs more. readexactly at EOF fails with
+   EVL_EINCOMPLETE (the partial data stays readable with read). */
 typedef struct evl_stream evl_stream;
 typedef struct evl_bytes {
   size_t len;
   unsigned char *data; /* len bytes, plus a 0 byte after them */
 } evl_bytes;
 
-/* The future's result is the evl_stream *, yours to evl_stream_free. */
+/* The future's result is the evl_stream *, yours to evl_stream_free.
+   Cancelling it before it completed stops the connection: no stream. */
 EVLOOP_API evl_future *evl_open_connection(evl_loop *loop, const char *host,
                                            int port, size_t limit,
                                            const evl_net_options *opts);
@@ -897,12 +1107,14 @@ EVLOOP_API void evl_stream_free(evl_stream *s);
    gets no transport (no memory) the creation future fails with
    EVL_ENOMEM and the child is killed and reaped. The returncode is the exit
    status, or minus the signal number that killed the child (asyncio's
-   convention), or 255 for a child that other code reaped first (as asyncio). An
-   fd given with EVL_STDIO_FD stays the caller's. Callback order (asyncio's):
-   connection_made first; for each pipe, all its data before its
-   pipe_connection_lost; process_exited; connection_lost last, once the child
-   exited and every pipe closed. subprocess_shell runs `/bin/sh -c cmd`: quoting
-   cmd is the caller's job. */
+   convention), or 255 for a child that other code reaped first (as
+   asyncio). An fd given with EVL_STDIO_FD stays the caller's.
+   Callback order (asyncio's): connection_made first; for each pipe, all
+   its data before its pipe_connection_lost; process_exited; connection_lost
+   last, once the child exited and every pipe closed. Also when the loop
+   closes under a running child (it is killed and reaped, then
+   process_exited and connection_lost(EVL_ECLOSED) run).
+   subprocess_shell runs `/bin/sh -c cmd`: quoting cmd is the caller's job. */
 typedef struct evl_subprocess evl_subprocess;
 typedef struct evl_process evl_process;
 
@@ -919,7 +1131,23 @@ typedef struct evl_subprocess_options {
   int stdin_fd, stdout_fd, stderr_fd; /* with EVL_STDIO_FD */
   const char *cwd;                    /* NULL: the parent's */
   const char *const *env;             /* NULL: the parent's environment */
+  /* Popen's start_new_session: the child calls setsid(), so a job runner
+     can signal the child and all it starts at once (kill(-pid, sig)).
+     Windows: CREATE_NEW_PROCESS_GROUP (Ctrl+Break goes to the group). */
+  int start_new_session;
+  /* Popen's process_group, with 0 meaning "unchanged" (a C struct's zero
+     default; asyncio's 0 is EVL_PROCESS_GROUP_NEW here): a pgid > 0 to join,
+     or EVL_PROCESS_GROUP_NEW for a group the child leads. With
+     start_new_session: EVL_EINVAL. Windows: NEW as start_new_session, a
+     pgid to join is EVL_ENOTSUP. */
+  int process_group;
+  /* Popen's pass_fds: these fds stay open in the child, at the same
+     numbers (0-2 are the stdio's). A closed one is EVL_EBADF. Windows:
+     EVL_ENOTSUP (handles are not fds; use EVL_STDIO_FD). */
+  const int *pass_fds;
+  size_t npass_fds;
 } evl_subprocess_options;
+#define EVL_PROCESS_GROUP_NEW (-1)
 
 typedef struct evl_subprocess_protocol {
   void (*connection_made)(evl_subprocess *p, void *user);
@@ -932,7 +1160,9 @@ typedef struct evl_subprocess_protocol {
 
 /* The future's result is the evl_subprocess * (after connection_made).
    argv[0] is looked up in PATH when it has no '/'. opts may be NULL. The
-   loop frees the evl_subprocess after connection_lost. */
+   loop frees the evl_subprocess after connection_lost. Cancelling the
+   future before it completed kills and reaps the child and frees it: no
+   callback of proto runs (asyncio leaves such a child running). */
 EVLOOP_API evl_future *evl_subprocess_exec(evl_loop *loop,
                                            const evl_subprocess_protocol *proto,
                                            void *user, const char *const *argv,
@@ -956,7 +1186,8 @@ EVLOOP_API void evl_subprocess_close(evl_subprocess *p);
 EVLOOP_API void *evl_subprocess_user(evl_subprocess *p);
 
 /* High level: the future's result is an evl_process *, yours to
-   evl_process_free. Its pipes are streams (limit 0: 64 KiB). */
+   evl_process_free. Its pipes are streams (limit 0: 64 KiB). Cancelling
+   the future before it completed kills and reaps the child. */
 EVLOOP_API evl_future *
 evl_create_subprocess_exec(evl_loop *loop, const char *const *argv,
                            const evl_subprocess_options *opts, size_t limit);
@@ -968,11 +1199,19 @@ EVLOOP_API int evl_process_pid(evl_process *p);
 EVLOOP_API evl_stream *evl_process_stdin(evl_process *p);
 EVLOOP_API evl_stream *evl_process_stdout(evl_process *p);
 EVLOOP_API evl_stream *evl_process_stderr(evl_process *p);
-/* Completes with the returncode (evl_future_result_int) once it exited. */
+/* asyncio's Process.returncode: 1 and *code set once the child exited
+   (what evl_process_wait gives), 0 while it runs, EVL_EINVAL for NULL. */
+EVLOOP_API int evl_process_returncode(evl_process *p, int *code);
+/* Completes with the returncode (evl_future_result_int) once it exited.
+   It can deadlock, as asyncio warns: a child that writes to a stdout or
+   stderr pipe nobody reads blocks once the pipe is full and never exits.
+   Read those pipes meanwhile, or use evl_process_communicate. */
 EVLOOP_API evl_future *evl_process_wait(evl_process *p);
 /* Writes input (copied) to stdin and closes it, reads stdout and stderr to
    their ends while doing so (no deadlock whatever their sizes), waits for
-   the exit. The result is an evl_communicate * the future owns. */
+   the exit. The result is an evl_communicate * the future owns.
+   Cancelling it stops the reads (what they had stays buffered) and the
+   wait; the child goes on, and stdin stays closed. */
 typedef struct evl_communicate {
   evl_bytes *out, *err; /* NULL for a stream that is no pipe */
   int returncode;
@@ -1109,8 +1348,9 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #ifdef _MSC_VER
 #pragma comment(lib, "ws2_32.lib")
 #endif
-#ifndef EAI_OVERFLOW
-#define EAI_OVERFLOW (-3009) /* not a Winsock code: never returned there */
+#ifndef EAI_OVERFLOW /* not a Winsock code: never returned there */
+#define EAI_OVERFLOW (-3009)
+#define EVL__OWN_EAI_OVERFLOW /* undefined again after its one use */
 #endif
 #else
 #include <unistd.h>
@@ -1194,6 +1434,11 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define EVL__SLOT_INTERNAL 0x80000000u /* library callback: runs at close */
 #define EVL__GEN_MASK 0x7fffffffu
 #define EVL__IO_ENTRY (1ull << 63) /* ring entry for an fd event */
+/* An fd event's entry: fd in bits 0-31, events in 32-36, the reader's and
+   the writer's generation (13 bits each) in 37-49 and 50-62. */
+#define EVL__IO_GEN_MASK 0x1fffu
+#define EVL__IO_RGEN_SHIFT 37
+#define EVL__IO_WGEN_SHIFT 50
 #define EVL__MAX_WAIT_NS (86400ll * 1000000000ll) /* never sleep over 24 h */
 #define EVL__KEY_WAKE 1                           /* IOCP completion keys */
 #define EVL__KEY_AFD 2
@@ -1227,6 +1472,10 @@ typedef struct evl__fdw {
   void *rarg, *warg;
   int kmask; /* interest the backend has */
   int pidx;  /* poll backend: index in the pollfd array */
+  /* Bumped when the reader (writer) goes: an event queued for it is not
+     given to a watcher added later on the same fd number. */
+  unsigned rgen, wgen;
+  int owned; /* a transport's or server's fd: not the user's to watch */
 #ifdef EVL__HAVE_IOCP
   struct evl__afd_req *afd; /* IOCP: the socket's poll request */
 #endif
@@ -1264,11 +1513,19 @@ struct evl_future {
   evl__fcb *cbs;
   uint32_t ncbs, capcbs;
   evl_future *fire_next; /* on the loop's fire_later list */
-  /* One done callback of the library's own, before the others: setting it
-     cannot fail (evl__future_set_hook). */
-  evl_future_callback hook;
-  void *hook_arg;
 };
+
+/* A flag another thread sets under a lock and the loop thread reads
+   without it (call_soon's look at the cross-thread queue). Relaxed is
+   enough: the reader only learns that it must take the lock, and the lock
+   orders the data. */
+#if defined(__GNUC__) || defined(__clang__)
+#define EVL__FLAG_LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define EVL__FLAG_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#else
+#define EVL__FLAG_LOAD(p) (*(volatile int *)(p))
+#define EVL__FLAG_STORE(p, v) (*(volatile int *)(p) = (v))
+#endif
 
 /* Threads: pthreads on POSIX, Win32 slim locks and threads on Windows. */
 #if defined(EVLOOP_NO_THREADS)
@@ -1385,6 +1642,10 @@ struct evl_loop {
   int kq_events_cap, kq_nchanges, kq_changes_cap;
   struct evl__kqfd *kq_fds; /* per fd: pending changes, error of an event */
   int kq_fds_cap;
+  /* Signal and exit events that found no room in the ready ring (no
+     memory): kept until there is room (evl__kq_requeue). */
+  uint32_t kq_sig_later[4]; /* signals 1..127, one bit each */
+  int kq_later;             /* something above or a child's kq_exit_later */
 #endif
 #ifdef EVL__HAVE_POLL
   struct pollfd *pfds;
@@ -1410,6 +1671,7 @@ struct evl_loop {
   /* state */
   const struct evl__backend_ops *be; /* the backend's functions */
   int running, stopping, closing, closed, user_freed;
+  int free_pending; /* evl_loop_free: 1 when close ends, 2 under way */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
@@ -1440,7 +1702,9 @@ struct evl_loop {
   evl__tsent *ts_carry;
   size_t ts_carry_at, ts_carry_n, ts_carry_cap;
   int ts_pending, ts_closed, ts_wakers;
-  unsigned char *rbuf;       /* the read buffer transports share */
+  int ts_calls;        /* 1 while tsq holds callbacks; read without ts_mu */
+  int ts_taking;       /* evl__ts_take is moving callbacks (loop thread only) */
+  unsigned char *rbuf; /* the read buffer transports share */
   evl_transport *transports; /* open transports */
   evl_server *servers;
   evl__resolve_wait *resolving; /* name lookups for connections, servers */
@@ -1571,6 +1835,10 @@ static int evl__gai_error(int rc) {
     return EVL_##name;
     EVL__GAI_ERRORS(EVL__GAI_CASE)
 #undef EVL__GAI_CASE
+#ifdef EVL__OWN_EAI_OVERFLOW
+#undef EAI_OVERFLOW
+#undef EVL__OWN_EAI_OVERFLOW
+#endif
   default:
     return EVL_EAI_FAIL;
   }
@@ -1654,16 +1922,22 @@ static int evl__seconds_to_ns(double s, int64_t *out) {
    with the same shape: an int socket (Windows keeps handle values within
    32 bits so 32- and 64-bit processes can share them), -1 and errno on
    failure. */
+/* The implementation defines no system names in the user's translation
+   unit (ssize_t under MSVC, SIGKILL, sockaddr_un...): its own are evl__. */
+#if defined(_WIN32) && defined(_MSC_VER)
+typedef SSIZE_T evl__ssize_t;
+#else
+typedef ssize_t evl__ssize_t;
+#endif
+#ifdef SIGKILL
+#define EVL__SIGKILL SIGKILL
+#define EVL__SIGTERM SIGTERM
+#else /* Windows: the numbers asyncio uses there too */
+#define EVL__SIGKILL 9
+#define EVL__SIGTERM 15
+#endif
 #ifdef _WIN32
-#ifdef _MSC_VER
-typedef SSIZE_T ssize_t;
-#endif
-#ifndef SHUT_WR
-#define SHUT_WR SD_SEND
-#endif
-#ifndef SIGKILL /* the numbers asyncio uses on Windows too */
-#define SIGKILL 9
-#endif
+#define EVL__SHUT_WR SD_SEND
 
 /* A Win32 or Winsock error code as the matching errno value. */
 static int evl__win_errno(DWORD e) {
@@ -1784,24 +2058,26 @@ static int evl__sock_fail(void) {
 static int evl__sock_len(size_t n) {
   return n > INT_MAX ? INT_MAX : (int)n;
 }
-static ssize_t evl__sys_recv(int fd, void *buf, size_t len, int flags) {
+static evl__ssize_t evl__sys_recv(int fd, void *buf, size_t len, int flags) {
   int r = recv(EVL__SOCK(fd), (char *)buf, evl__sock_len(len), flags);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
-static ssize_t evl__sys_send(int fd, const void *buf, size_t len, int flags) {
+static evl__ssize_t evl__sys_send(int fd, const void *buf, size_t len,
+                                  int flags) {
   int r = send(EVL__SOCK(fd), (const char *)buf, evl__sock_len(len), flags);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
-static ssize_t evl__sys_recvfrom(int fd, void *buf, size_t len, int flags,
-                                 struct sockaddr *a, socklen_t *alen) {
+static evl__ssize_t evl__sys_recvfrom(int fd, void *buf, size_t len, int flags,
+                                      struct sockaddr *a, socklen_t *alen) {
   int r =
       recvfrom(EVL__SOCK(fd), (char *)buf, evl__sock_len(len), flags, a, alen);
   if (r == SOCKET_ERROR && WSAGetLastError() == WSAEMSGSIZE)
     return evl__sock_len(len); /* truncated, as POSIX does */
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
-static ssize_t evl__sys_sendto(int fd, const void *buf, size_t len, int flags,
-                               const struct sockaddr *a, socklen_t alen) {
+static evl__ssize_t evl__sys_sendto(int fd, const void *buf, size_t len,
+                                    int flags, const struct sockaddr *a,
+                                    socklen_t alen) {
   int r = sendto(EVL__SOCK(fd), (const char *)buf, evl__sock_len(len), flags, a,
                  alen);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
@@ -1880,9 +2156,11 @@ struct evl__sockaddr_un {
   ADDRESS_FAMILY sun_family;
   char sun_path[108];
 };
-#define sockaddr_un evl__sockaddr_un
-typedef ADDRESS_FAMILY sa_family_t;
+typedef ADDRESS_FAMILY evl__sa_family_t;
 #else
+#define EVL__SHUT_WR SHUT_WR
+#define evl__sockaddr_un sockaddr_un
+typedef sa_family_t evl__sa_family_t;
 #define evl__sys_recv recv
 #define evl__sys_send send
 #define evl__sys_recvfrom recvfrom
@@ -2069,10 +2347,13 @@ static int evl__slot_grow(evl_loop *loop, uint32_t *out) {
       return EVL_ENOMEM;
     loop->slots = s;
     if (loop->sites || loop->debug) { /* call sites, for debug mode */
+      /* After a failed growth the table is gone: a new one starts empty
+         (the slots scheduled meanwhile have no site, not garbage). */
+      uint32_t kept = loop->sites ? loop->capslots : 0;
       evl__site *st =
           (evl__site *)evl__lrealloc(loop, loop->sites, cap * sizeof *st);
       if (st)
-        memset(st + loop->capslots, 0, (cap - loop->capslots) * sizeof *st);
+        memset(st + kept, 0, (cap - kept) * sizeof *st);
       else
         evl__lfree(loop, loop->sites);
       loop->sites = st;
@@ -2220,8 +2501,19 @@ static evl_handle evl__schedule(evl_loop *loop, int64_t when, evl_callback cb,
                       (uint64_t)(i + 1));
 }
 
+/* call_soon and call_soon_threadsafe feed one FIFO: callbacks another
+   thread (or this one) queued before this call_soon go to the ring first.
+   One relaxed load on the hot path; the lock only when something waits. */
+static void evl__ts_take(evl_loop *loop, int jobs_too);
+#define EVL__TS_CATCH_UP(loop)                                                 \
+  do {                                                                         \
+    if (EVL__FLAG_LOAD(&(loop)->ts_calls))                                     \
+      evl__ts_take((loop), 0);                                                 \
+  } while (0)
+
 static evl_handle evl__soon_internal(evl_loop *loop, evl_callback cb,
                                      void *arg) {
+  EVL__TS_CATCH_UP(loop);
   return evl__schedule(loop, -1, cb, arg, EVL__SLOT_INTERNAL, NULL, NULL, 0);
 }
 static evl_handle evl__later_internal(evl_loop *loop, int64_t delay_ns,
@@ -2250,8 +2542,12 @@ static void evl__heap_purge(evl_loop *loop) {
     evl__heap_down(loop, i);
 }
 
-/* Drops cancelled timers from the top of the heap. */
+/* Drops cancelled timers from the top of the heap, or all of them when
+   they are more than half of it (at iteration boundaries only, so that
+   evl_handle_cancelled keeps its promise). */
 static void evl__heap_trim(evl_loop *loop) {
+  if (loop->heap_cancelled > 64 && loop->heap_cancelled > loop->heap_len / 2)
+    evl__heap_purge(loop);
   while (loop->heap_len && !loop->slots[loop->heap[0].slot].fn) {
     uint32_t i = loop->heap[0].slot;
     evl__heap_remove(loop, 0);
@@ -2261,16 +2557,15 @@ static void evl__heap_trim(evl_loop *loop) {
 }
 
 /* Cancels a callback. A ready one stays queued and is skipped; a timer
-   stays in the heap until it reaches the top or a purge. Until then
-   evl_handle_cancelled() says 1. */
+   stays in the heap until it reaches the top or a purge (evl__heap_trim).
+   Until then evl_handle_cancelled() says 1. */
 static int evl__cancel_slot(evl_loop *loop, uint32_t i) {
   evl__slot *s = &loop->slots[i];
   if (!s->fn)
     return 0;
   s->fn = NULL;
-  if (s->pos >= 0 && ++loop->heap_cancelled > 64 &&
-      loop->heap_cancelled > loop->heap_len / 2)
-    evl__heap_purge(loop);
+  if (s->pos >= 0)
+    loop->heap_cancelled++;
   return 1;
 }
 static int evl__cancel_internal(evl_loop *loop, evl_handle h) {
@@ -2287,6 +2582,7 @@ EVL__DEF evl_handle evl_call_soon_at_site(evl_loop *loop, evl_callback cb,
   evl__slot *s;
   if (!loop || !cb)
     return loop && loop->closed ? EVL_ECLOSED : EVL_EINVAL;
+  EVL__TS_CATCH_UP(loop);
   if (loop->closing || loop->free_head == EVL__NONE || loop->sites ||
       loop->ring_len == loop->ring_cap)
     return evl__schedule(loop, -1, cb, arg, 0, name, file, line);
@@ -2379,7 +2675,7 @@ static void evl__wake(evl_loop *loop) {
 #ifdef EVL__HAVE_EPOLL
   if (loop->backend == EVL_BACKEND_EPOLL) {
     uint64_t one = 1;
-    ssize_t r = write(loop->wake_wfd, &one, sizeof one);
+    evl__ssize_t r = write(loop->wake_wfd, &one, sizeof one);
     (void)r;
     return;
   }
@@ -2399,9 +2695,9 @@ static void evl__wake(evl_loop *loop) {
   {
     char c = 1;
 #ifdef _WIN32
-    ssize_t r = evl__sys_send(loop->wake_wfd, &c, 1, 0);
+    evl__ssize_t r = evl__sys_send(loop->wake_wfd, &c, 1, 0);
 #else
-    ssize_t r = write(loop->wake_wfd, &c, 1);
+    evl__ssize_t r = write(loop->wake_wfd, &c, 1);
 #endif
     (void)r; /* EAGAIN: the pipe is full, so a wake-up is pending anyway */
   }
@@ -2447,6 +2743,7 @@ static int evl__ts_push(evl_loop *loop, evl_callback cb, void *arg,
       loop->tsq[loop->ts_len].arg = arg;
       loop->tsq[loop->ts_len].internal = internal;
       loop->ts_len++;
+      EVL__FLAG_STORE(&loop->ts_calls, 1);
       if (!loop->ts_pending) {
         loop->ts_pending = 1;
         loop->ts_wakers++;
@@ -2472,9 +2769,9 @@ static void evl__drain_wake_fd(evl_loop *loop) {
      at most since writes are coalesced. */
   char buf[64];
 #ifdef _WIN32
-  ssize_t r = evl__sys_recv(loop->wake_rfd, buf, sizeof buf, 0);
+  evl__ssize_t r = evl__sys_recv(loop->wake_rfd, buf, sizeof buf, 0);
 #else
-  ssize_t r = read(loop->wake_rfd, buf, sizeof buf);
+  evl__ssize_t r = read(loop->wake_rfd, buf, sizeof buf);
 #endif
   (void)r;
 }
@@ -2522,10 +2819,14 @@ static void evl__ts_run_carry(evl_loop *loop) {
   evl__ts_drain(loop);
 }
 
-static void evl__ts_drain(evl_loop *loop) {
+/* Moves the queued callbacks to the ring; with jobs_too (the wake-up fd
+   was read) also delivers completed executor jobs and rearms the wake-up. */
+static void evl__ts_take(evl_loop *loop, int jobs_too) {
   evl__tsent *q;
-  evl__job *done, *job;
+  evl__job *done = NULL, *job;
   size_t n, i, cap;
+  if (loop->ts_taking) /* a callback queued while we move: it waits */
+    return;
   if (loop->ts_carry) { /* evl__ts_run_carry runs it first */
     if (!loop->closing)
       return;
@@ -2534,17 +2835,22 @@ static void evl__ts_drain(evl_loop *loop) {
     evl__ts_carry_done(loop);
   }
   evl__lock(&loop->ts_mu);
-  done = loop->tsq_done;
-  loop->tsq_done = NULL;
+  if (jobs_too) {
+    done = loop->tsq_done;
+    loop->tsq_done = NULL;
+    loop->ts_pending = 0;
+  }
   q = loop->tsq;
   n = loop->ts_len;
   cap = loop->ts_cap;
   loop->tsq = loop->tsq_spare; /* double buffer: no allocation per drain */
   loop->ts_cap = loop->ts_spare_cap;
   loop->ts_len = 0;
-  loop->ts_pending = 0;
+  EVL__FLAG_STORE(&loop->ts_calls, 0);
   evl__unlock(&loop->ts_mu);
+  loop->ts_taking = 1;
   i = evl__ts_schedule(loop, q, 0, n);
+  loop->ts_taking = 0;
   if (i < n) { /* kept, in order, for the next drain */
     loop->ts_carry = q;
     loop->ts_carry_at = i;
@@ -2568,6 +2874,9 @@ static void evl__ts_drain(evl_loop *loop) {
     evl__job_deliver(loop, job);
     job = next;
   }
+}
+static void evl__ts_drain(evl_loop *loop) {
+  evl__ts_take(loop, 1);
 }
 
 /* ==== fd watchers ======================================================= */
@@ -2678,37 +2987,56 @@ static int evl__unwatch(evl_loop *loop, evl_fd fdv, int which) {
   if (which == EVL__READ) {
     w->rfn = NULL;
     w->rarg = NULL;
+    w->rgen++;
   } else {
     w->wfn = NULL;
     w->warg = NULL;
+    w->wgen++;
   }
   return 1;
 }
 
+/* asyncio's "File descriptor is used by transport": the public calls
+   leave a transport's or a server's fd alone. */
+static int evl__fd_owned(evl_loop *loop, evl_fd fd) {
+  return loop && fd >= 0 && fd < loop->fds_cap && loop->fds[fd].owned;
+}
+static void evl__fd_own(evl_loop *loop, evl_fd fd, int owned) {
+  if (fd >= 0 && fd < loop->fds_cap)
+    loop->fds[fd].owned = owned;
+}
 EVL__DEF int evl_add_reader_at_site(evl_loop *loop, evl_fd fd,
                                     evl_io_callback cb, void *arg,
                                     const char *name, const char *file,
                                     int line) {
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
   return evl__watch(loop, fd, EVL__READ, cb, arg, name, file, line);
 }
 EVL__DEF int evl_add_writer_at_site(evl_loop *loop, evl_fd fd,
                                     evl_io_callback cb, void *arg,
                                     const char *name, const char *file,
                                     int line) {
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
   return evl__watch(loop, fd, EVL__WRITE, cb, arg, name, file, line);
 }
 EVL__DEF int evl_add_reader(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                             void *arg) {
-  return evl__watch(loop, fd, EVL__READ, cb, arg, NULL, NULL, 0);
+  return evl_add_reader_at_site(loop, fd, cb, arg, NULL, NULL, 0);
 }
 EVL__DEF int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                             void *arg) {
-  return evl__watch(loop, fd, EVL__WRITE, cb, arg, NULL, NULL, 0);
+  return evl_add_writer_at_site(loop, fd, cb, arg, NULL, NULL, 0);
 }
 EVL__DEF int evl_remove_reader(evl_loop *loop, evl_fd fd) {
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
   return evl__unwatch(loop, fd, EVL__READ);
 }
 EVL__DEF int evl_remove_writer(evl_loop *loop, evl_fd fd) {
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
   return evl__unwatch(loop, fd, EVL__WRITE);
 }
 
@@ -2720,7 +3048,13 @@ static void evl__io_event(evl_loop *loop, int fd, int events) {
     evl__ts_drain(loop);
     return;
   }
-  if (evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)events << 32 |
+  uint64_t gens = 0;
+  if (fd >= 0 && fd < loop->fds_cap)
+    gens = (uint64_t)(loop->fds[fd].rgen & EVL__IO_GEN_MASK)
+               << EVL__IO_RGEN_SHIFT |
+           (uint64_t)(loop->fds[fd].wgen & EVL__IO_GEN_MASK)
+               << EVL__IO_WGEN_SHIFT;
+  if (evl__ring_push(loop, EVL__IO_ENTRY | gens | (uint64_t)events << 32 |
                                (uint64_t)(uint32_t)fd))
     return; /* no memory: the fd stays ready and is reported again */
 }
@@ -3967,6 +4301,44 @@ static int evl__kqueue_take_soerr(evl_loop *loop, int fd) {
   return err;
 }
 
+/* The children's side of evl__kq_requeue (in the subprocess section):
+   with push 0, how many children have an exit waiting; with push 1, their
+   ring entries are pushed (room was reserved) and the marks cleared. */
+static uint32_t evl__kq_exits_later(evl_loop *loop, int push);
+static void evl__kq_exit_keep(evl_loop *loop, int pid);
+
+static void evl__kq_keep(evl_loop *loop, const struct kevent *e) {
+  int id = (int)e->ident;
+  if (e->filter == EVFILT_PROC) {
+    evl__kq_exit_keep(loop, id);
+  } else if (id > 0 && id < 128) {
+    loop->kq_sig_later[id / 32] |= 1u << (id % 32);
+    loop->kq_later = 1;
+  }
+}
+
+/* Queues the kept signal and exit events once the ring has room; 1 while
+   some still wait (the next wait must not block on them). */
+static int evl__kq_requeue(evl_loop *loop) {
+  uint32_t need = evl__kq_exits_later(loop, 0), w;
+  int sig;
+  for (w = 0; w < 4; w++) {
+    uint32_t bits = loop->kq_sig_later[w];
+    for (; bits; bits &= bits - 1)
+      need++;
+  }
+  if (need && evl__ring_reserve(loop, need))
+    return 1;
+  for (sig = 1; sig < 128; sig++)
+    if (loop->kq_sig_later[sig / 32] & (1u << (sig % 32)))
+      (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_SIG << 32 |
+                                     (uint64_t)(uint32_t)sig);
+  memset(loop->kq_sig_later, 0, sizeof loop->kq_sig_later);
+  (void)evl__kq_exits_later(loop, 1);
+  loop->kq_later = 0;
+  return 0;
+}
+
 static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
   struct timespec ts, *tsp = NULL;
   struct kevent *ev = loop->kq_events;
@@ -3974,6 +4346,8 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
 #ifdef EVFILT_LIBKQUEUE
   int64_t t0 = loop->children ? evl__monotonic_ns() : 0;
 #endif
+  if (loop->kq_later && evl__kq_requeue(loop))
+    timeout_ns = 0; /* still no room: look again soon, never block */
   if (timeout_ns >= 0) {
     if (timeout_ns > EVL__MAX_WAIT_NS)
       timeout_ns = EVL__MAX_WAIT_NS;
@@ -4022,7 +4396,12 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
       break;
     case EVFILT_SIGNAL:
     case EVFILT_PROC:
-      if (!full)
+      /* Not level-triggered: the kernel will not report these again (a
+         signal's count is taken, NOTE_EXIT is one-shot), so one that
+         finds no room is kept for later, never dropped. */
+      if (full)
+        evl__kq_keep(loop, &ev[i]);
+      else
         (void)evl__ring_push(loop, EVL__IO_ENTRY |
                                        (uint64_t)(ev[i].filter == EVFILT_SIGNAL
                                                       ? EVL__KQ_SIG
@@ -4157,7 +4536,12 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   if (fd >= loop->fds_cap)
     return 0;
   /* Mask with the current interest: an earlier callback may have removed
-     this watcher. Reload after each callback: the table may have grown. */
+     this watcher, or removed it and added another on a reused fd number
+     (the generation tells). Reload after each callback: the table may
+     have grown. */
+  if (((entry >> EVL__IO_RGEN_SHIFT) & EVL__IO_GEN_MASK) !=
+      (loop->fds[fd].rgen & EVL__IO_GEN_MASK))
+    events &= ~EVL__READ;
   if ((events & EVL__READ) && (cb = loop->fds[fd].rfn) != NULL) {
     arg = loop->fds[fd].rarg;
     if (loop->debug)
@@ -4172,6 +4556,8 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
                        evl__monotonic_ns() - t0);
   }
   if ((events & EVL__WRITE) && fd < loop->fds_cap &&
+      ((entry >> EVL__IO_WGEN_SHIFT) & EVL__IO_GEN_MASK) ==
+          (loop->fds[fd].wgen & EVL__IO_GEN_MASK) &&
       (cb = loop->fds[fd].wfn) != NULL) {
     arg = loop->fds[fd].warg;
     if (loop->debug)
@@ -4270,22 +4656,70 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   return ran;
 }
 
+/* The loop running on this thread, if any: one thread runs one loop at a
+   time (asyncio's rule). A thread-local where the compiler has one, a
+   pthread key for tcc. */
+#if defined(EVLOOP_NO_THREADS)
+static evl_loop *evl__thread_loop;
+#define evl__thread_loop_get() evl__thread_loop
+#define evl__thread_loop_set(l) ((void)(evl__thread_loop = (l)))
+#elif defined(_MSC_VER)
+static __declspec(thread) evl_loop *evl__thread_loop;
+#define evl__thread_loop_get() evl__thread_loop
+#define evl__thread_loop_set(l) ((void)(evl__thread_loop = (l)))
+#elif defined(__GNUC__) || defined(__clang__)
+static __thread evl_loop *evl__thread_loop;
+#define evl__thread_loop_get() evl__thread_loop
+#define evl__thread_loop_set(l) ((void)(evl__thread_loop = (l)))
+#elif !defined(_WIN32)
+static pthread_key_t evl__thread_loop_key;
+static pthread_once_t evl__thread_loop_once = PTHREAD_ONCE_INIT;
+static void evl__thread_loop_init(void) {
+  (void)pthread_key_create(&evl__thread_loop_key, NULL);
+}
+static evl_loop *evl__thread_loop_get(void) {
+  (void)pthread_once(&evl__thread_loop_once, evl__thread_loop_init);
+  return (evl_loop *)pthread_getspecific(evl__thread_loop_key);
+}
+static void evl__thread_loop_set(evl_loop *l) {
+  (void)pthread_once(&evl__thread_loop_once, evl__thread_loop_init);
+  (void)pthread_setspecific(evl__thread_loop_key, l);
+}
+#else
+#error "evloop.h: no thread-local storage with this compiler"
+#endif
+
+/* 0 and the loop marks itself running on this thread, or why it cannot. */
+static int evl__run_enter(evl_loop *loop) {
+  if (loop->closing) /* also set once closed: no run from a close's callback */
+    return EVL_ECLOSED;
+  if (loop->running)
+    return EVL_ERUNNING;
+  if (evl__thread_loop_get())
+    return EVL_EOTHERLOOP;
+  loop->running = 1;
+  evl__thread_loop_set(loop);
+  return 0;
+}
+static void evl__run_leave(evl_loop *loop) {
+  loop->stopping = 0;
+  loop->running = 0;
+  evl__thread_loop_set(NULL);
+}
+
 EVL__DEF int evl_run_forever(evl_loop *loop) {
   int rc = 0;
   if (!loop)
     return EVL_EINVAL;
-  if (loop->closed)
-    return EVL_ECLOSED;
-  if (loop->running)
-    return EVL_ERUNNING;
-  loop->running = 1;
+  rc = evl__run_enter(loop);
+  if (rc)
+    return rc;
   for (;;) {
     rc = evl__iterate(loop, -1);
     if (rc < 0 || loop->stopping)
       break;
   }
-  loop->stopping = 0;
-  loop->running = 0;
+  evl__run_leave(loop);
   return rc < 0 ? rc : 0;
 }
 
@@ -4294,7 +4728,7 @@ EVL__DEF int evl_run_once(evl_loop *loop, double max_wait) {
   int rc;
   if (!loop)
     return EVL_EINVAL;
-  if (loop->closed)
+  if (loop->closing)
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
@@ -4302,10 +4736,11 @@ EVL__DEF int evl_run_once(evl_loop *loop, double max_wait) {
     return EVL_EINVAL;
   if (max_wait != max_wait)
     return EVL_EINVAL;
-  loop->running = 1;
+  rc = evl__run_enter(loop);
+  if (rc)
+    return rc;
   rc = evl__iterate(loop, ns);
-  loop->stopping = 0;
-  loop->running = 0;
+  evl__run_leave(loop);
   return rc;
 }
 
@@ -4323,10 +4758,12 @@ EVL__DEF int evl_run_until_complete(evl_loop *loop, evl_future *fut) {
   int rc;
   if (!loop || !fut || fut->loop != loop)
     return EVL_EINVAL;
-  if (loop->closed)
+  if (loop->closing)
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
+  if (evl__thread_loop_get())
+    return EVL_EOTHERLOOP;
   evl_future_ref(fut);
   rc = evl_future_add_done_callback(fut, evl__stop_on_done, NULL);
   if (rc == 0)
@@ -4473,6 +4910,7 @@ static void evl__signals_close(evl_loop *loop);
 static void evl__children_close(evl_loop *loop);
 static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
+static void evl__loop_free_now(evl_loop *loop);
 
 static void evl__debug_close_report(evl_loop *loop) {
   char msg[256];
@@ -4503,9 +4941,9 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     return EVL_ERUNNING;
   if (loop->closed || loop->closing)
     return 0;
+  loop->closing = 1; /* first: the log callback may call back */
   if (loop->debug)
     evl__debug_close_report(loop);
-  loop->closing = 1;
   /* 1. No executor thread may touch the loop after this. */
   evl__jobs_close(loop);
   evl__executor_close_default(loop);
@@ -4584,12 +5022,35 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   EVLOOP_FREE(NULL, loop->tsq_spare);
   loop->tsq = loop->tsq_spare = NULL;
   loop->ts_cap = loop->ts_spare_cap = 0;
+  if (loop->free_pending == 1) /* evl_loop_free from a callback of ours */
+    evl__loop_free_now(loop);
   return 0;
 }
 
+/* evl_loop_free from a callback: inside evl_loop_close it waits for the
+   close to end (that callback's caller still uses the loop); while the
+   loop runs it is refused, as evl_loop_close is. */
 EVL__DEF void evl_loop_free(evl_loop *loop) {
-  if (!loop || loop->user_freed || evl_loop_close(loop) != 0)
+  if (!loop || loop->user_freed || loop->free_pending)
     return;
+  if (loop->closing && !loop->closed) {
+    loop->free_pending = 1;
+    return;
+  }
+  if (loop->running) {
+    evl_context ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.message = "evl_loop_free() while the loop runs: ignored";
+    ctx.error = EVL_ERUNNING;
+    evl_call_exception_handler(loop, &ctx);
+    return;
+  }
+  loop->free_pending = 2;
+  (void)evl_loop_close(loop);
+  evl__loop_free_now(loop);
+}
+
+static void evl__loop_free_now(evl_loop *loop) {
   loop->user_freed = 1;
   while (loop->servers) /* closed by evl_loop_close; ours to free now */
     evl__server_release(loop->servers);
@@ -4677,11 +5138,6 @@ static void evl__future_fire(evl_loop *loop, void *arg) {
     evl_future_release(f);
     return;
   }
-  if (f->hook) {
-    evl_future_callback hook = f->hook;
-    f->hook = NULL;
-    hook(f, f->hook_arg);
-  }
   n = f->ncbs;
   f->firing = 1;
   for (i = 0; i < n; i++) {
@@ -4705,7 +5161,7 @@ static void evl__future_fire(evl_loop *loop, void *arg) {
    fail), which the next iteration runs: a wake-up is never lost. */
 static void evl__future_schedule_fire(evl_future *f) {
   evl_loop *loop = f->loop;
-  if ((!f->ncbs && !f->hook) || f->fire_pending || loop->closing)
+  if (!f->ncbs || f->fire_pending || loop->closing)
     return; /* closing: a fire would only drop its reference */
   f->fire_pending = 1;
   f->refs++;
@@ -4733,16 +5189,6 @@ static int evl__future_fire_later(evl_loop *loop) {
     f = next;
   }
   return ran;
-}
-
-/* The library's own done callback (one per future): runs as the others
-   do, first; unlike evl_future_add_done_callback it cannot fail. */
-static void evl__future_set_hook(evl_future *f, evl_future_callback cb,
-                                 void *arg) {
-  f->hook = cb;
-  f->hook_arg = arg;
-  if (f->state != EVL__PENDING)
-    evl__future_schedule_fire(f);
 }
 
 static int evl__future_complete(evl_future *f, int state, void *result,
@@ -5900,7 +6346,7 @@ EVL__DEF evl_future *evl_getnameinfo(evl_loop *loop, const void *sockaddr,
   evl__gni_req *r;
   if (!loop || loop->closed)
     return NULL;
-  if (!sockaddr || socklen < sizeof(sa_family_t) ||
+  if (!sockaddr || socklen < sizeof(evl__sa_family_t) ||
       socklen > sizeof(struct sockaddr_storage)) {
     evl_future *f = evl_future_new(loop);
     if (f)
@@ -6014,7 +6460,7 @@ static int evl__numeric_addr(const char *host, int port, int family,
 }
 
 /* "path" or "@abstract" into a sockaddr_un. */
-static int evl__unix_addr(const char *path, struct sockaddr_un *su,
+static int evl__unix_addr(const char *path, struct evl__sockaddr_un *su,
                           socklen_t *len) {
   size_t n;
   if (!path || !*path)
@@ -6025,7 +6471,7 @@ static int evl__unix_addr(const char *path, struct sockaddr_un *su,
   if (n >= sizeof su->sun_path)
     return EVL_ENAMETOOLONG;
   memcpy(su->sun_path, path, n);
-  *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+  *len = (socklen_t)(offsetof(struct evl__sockaddr_un, sun_path) + n);
   if (path[0] == '@') {
 #ifdef __linux__
     su->sun_path[0] = '\0'; /* abstract: no file, no terminating NUL */
@@ -6080,6 +6526,13 @@ typedef struct evl__sendfile_op {
   size_t before; /* queued bytes still to send ahead of the file */
 } evl__sendfile_op;
 
+/* A datagram endpoint's remote address (create_datagram_endpoint's). */
+typedef struct evl__dg_peer {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  int connected; /* 0 with allow_broadcast: sends name the address */
+} evl__dg_peer;
+
 struct evl_transport {
   evl_loop *loop;
   const evl_protocol *proto;
@@ -6090,6 +6543,7 @@ struct evl_transport {
   uint32_t wlen, woff, wcap, high, low;
   int fd, flags, lost_err;
   evl__dgram *dq_head; /* queued datagrams */
+  evl__dg_peer *peer;  /* datagram endpoints made with a remote address */
   /* Before the start, the connection future to complete (EVL__T_WAITER);
      after it, a running sendfile. Kept small: idle connections count. */
   union {
@@ -6173,6 +6627,7 @@ static void evl__tr_drop_queue(evl_transport *t) {
 static void evl__tr_close_fd(evl_transport *t) {
   evl__unwatch(t->loop, t->fd, EVL__READ);
   evl__unwatch(t->loop, t->fd, EVL__WRITE);
+  evl__fd_own(t->loop, t->fd, 0);
 #ifdef EVL__HAVE_IOCP
   evl__ovl_release(t->loop, t->rreq);
   evl__ovl_release(t->loop, t->wreq);
@@ -6206,6 +6661,7 @@ static void evl__tr_lost(evl_loop *loop, void *arg) {
   if ((t->flags & EVL__T_MADE) && t->proto->connection_lost)
     t->proto->connection_lost(t, t->lost_err, t->user);
   evl__tr_drop_queue(t);
+  evl__lfree(t->loop, t->peer);
   if (t->lprev)
     t->lprev->lnext = t->lnext;
   else
@@ -6225,8 +6681,10 @@ static void evl__tr_schedule_lost(evl_transport *t, int err) {
   t->lost_err = err;
   evl__unwatch(t->loop, t->fd, EVL__READ);
   evl__unwatch(t->loop, t->fd, EVL__WRITE);
+  if (t->loop->closing)
+    return; /* evl__transports_close ends it, not nested in the caller */
   if (evl__soon_internal(t->loop, evl__tr_lost, t) < 0)
-    evl__tr_lost(t->loop, t); /* closing loop or no memory: at once */
+    evl__tr_lost(t->loop, t); /* no memory: at once */
 }
 
 static void evl__tr_fatal(evl_transport *t, int err) {
@@ -6282,6 +6740,12 @@ static void evl__tr_start(evl_loop *loop, void *arg) {
     evl__tr_schedule_lost(t, EVL_ECLOSED);
     return;
   }
+  if ((t->flags & EVL__T_WAITER) && t->u.waiter->state != EVL__PENDING) {
+    /* Its future was cancelled: nobody wants it, and the protocol never
+       hears of it (no connection_made, no connection_lost). */
+    evl__tr_schedule_lost(t, EVL_ECANCELED);
+    return;
+  }
   if (t->flags & EVL__T_WAITER) {
     w = t->u.waiter;
     t->u.waiter = NULL;
@@ -6331,6 +6795,7 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
     evl__lfree(loop, t);
     return NULL;
   }
+  evl__fd_own(loop, fd, 1);
   return t;
 }
 
@@ -6342,13 +6807,15 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
 
 #ifdef _WIN32
 /* No pipe transports on Windows (yet): everything is a socket. */
-static ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
+static evl__ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
   return evl__sys_recv(t->fd, buf, len, 0);
 }
-static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
+static evl__ssize_t evl__tr_send(evl_transport *t, const void *data,
+                                 size_t len) {
   return evl__sys_send(t->fd, data, len, 0);
 }
-static ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov, size_t n) {
+static evl__ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov,
+                                  size_t n) {
   WSABUF b[64];
   DWORD sent = 0, i;
   if (n > 64)
@@ -6359,45 +6826,63 @@ static ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov, size_t n) {
   }
   if (WSASend(EVL__SOCK(t->fd), b, (DWORD)n, &sent, 0, NULL, NULL) != 0)
     return evl__sock_fail();
-  return (ssize_t)sent;
+  return (evl__ssize_t)sent;
 }
 #else
-static ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
+static evl__ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
   return t->flags & EVL__T_PIPE ? read(t->fd, buf, len)
                                 : evl__sys_recv(t->fd, buf, len, 0);
 }
 
-/* A write to a pipe whose reader is gone raises SIGPIPE (evl__sys_send() has
-   MSG_NOSIGNAL, write() has nothing like it): block it in this thread for
-   the write, and take back a SIGPIPE the write caused. */
-static ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
-  sigset_t pipe_set, old, pending;
-  ssize_t r;
-  int err, was_pending;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
+/* SIGPIPE guard for the writes that have no MSG_NOSIGNAL: write() to a pipe,
+   sendfile(2). The signal is blocked in this thread for the call; if the
+   call failed with EPIPE, the SIGPIPE it raised (pending on this thread) is
+   taken back with sigtimedwait, unless one was already pending before the
+   call (another's, which must still be delivered: one pending SIGPIPE
+   cannot be told from two, so ours is left with it). The old mask comes
+   back afterwards, so a thread that blocks SIGPIPE itself keeps it so. */
+typedef struct evl__sigpipe_guard {
+  sigset_t set, old;
+  int was_pending;
+} evl__sigpipe_guard;
+
+static void evl__sigpipe_mask(int how, const sigset_t *set, sigset_t *old) {
 #ifndef EVLOOP_NO_THREADS
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  pthread_sigmask(how, set, old);
 #else
-  sigprocmask(SIG_BLOCK, &pipe_set, &old);
+  sigprocmask(how, set, old);
 #endif
-  was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
-  r = writev(fd, v, n);
-  err = errno;
-  if (r < 0 && err == EPIPE && !was_pending) {
+}
+
+static void evl__sigpipe_block(evl__sigpipe_guard *g) {
+  sigset_t pending;
+  sigemptyset(&g->set);
+  sigaddset(&g->set, SIGPIPE);
+  evl__sigpipe_mask(SIG_BLOCK, &g->set, &g->old);
+  g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+}
+
+/* r and err: the call's result and errno (errno is err again on return). */
+static void evl__sigpipe_unblock(evl__sigpipe_guard *g, ssize_t r, int err) {
+  if (r < 0 && err == EPIPE && !g->was_pending) {
     struct timespec zero = {0, 0};
-    (void)sigtimedwait(&pipe_set, NULL, &zero);
+    (void)sigtimedwait(&g->set, NULL, &zero);
   }
-#ifndef EVLOOP_NO_THREADS
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-#else
-  sigprocmask(SIG_SETMASK, &old, NULL);
-#endif
+  evl__sigpipe_mask(SIG_SETMASK, &g->old, NULL);
   errno = err;
+}
+
+static ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
+  evl__sigpipe_guard g;
+  ssize_t r;
+  evl__sigpipe_block(&g);
+  r = writev(fd, v, n);
+  evl__sigpipe_unblock(&g, r, errno);
   return r;
 }
 
-static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
+static evl__ssize_t evl__tr_send(evl_transport *t, const void *data,
+                                 size_t len) {
   struct iovec v;
   if (!(t->flags & EVL__T_PIPE))
     return evl__sys_send(t->fd, data, len, EVL__SEND_FLAGS);
@@ -6407,7 +6892,8 @@ static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
 }
 
 /* Up to 64 buffers in one call: writev on pipes, sendmsg on sockets. */
-static ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov, size_t n) {
+static evl__ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov,
+                                  size_t n) {
   struct iovec v[64];
   struct msghdr mh;
   size_t i, k = n < 64 ? n : 64;
@@ -6455,7 +6941,7 @@ static void *evl__tr_get_buffer(evl_transport *t, size_t hint, size_t *len) {
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   const evl_protocol *p = t->proto;
-  ssize_t n;
+  evl__ssize_t n;
   (void)fdv;
   if (p->get_buffer) {
     size_t len;
@@ -6539,7 +7025,7 @@ static int evl__tr_check_writable(evl_transport *t) {
   if ((t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) == EVL__T_PIPE)
     return EVL_ENOTSUP; /* a read pipe */
   if (t->flags & EVL__T_CLOSING)
-    return EVL_ECLOSED;
+    return EVL_ECLOSING;
   if (t->flags & (EVL__T_EOF_PENDING | EVL__T_EOF_SENT))
     return EVL_EPIPE;
   return 0;
@@ -6590,7 +7076,7 @@ EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
      (and watch for writability only then). */
   if (!t->wlen && !EVL__SF(t) && !EVL__WBUSY(t) &&
       !(t->flags & EVL__T_HANDLE)) { /* a pipe handle: WriteFile below */
-    ssize_t r;
+    evl__ssize_t r;
     size_t k = n < 64 ? n : 64;
     r = evl__tr_sendv(t, iov, k);
     if (r < 0) {
@@ -6630,8 +7116,8 @@ EVL__DEF int evl_transport_write(evl_transport *t, const void *data,
                     EVL__T_DGRAM | EVL__T_WAITER | EVL__T_HANDLE)) &&
       (t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) != EVL__T_PIPE && !t->wlen &&
       !t->u.sf && !EVL__WBUSY(t)) {
-    ssize_t r = evl__tr_send(t, data, len);
-    if (r == (ssize_t)len)
+    evl__ssize_t r = evl__tr_send(t, data, len);
+    if (r == (evl__ssize_t)len)
       return 0;
     if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
       int rc = evl__errno();
@@ -6667,7 +7153,7 @@ static void evl__tr_drained(evl_transport *t) {
   }
   if (t->flags & EVL__T_EOF_PENDING) {
     t->flags = (t->flags & ~EVL__T_EOF_PENDING) | EVL__T_EOF_SENT;
-    (void)evl__sys_shutdown(t->fd, SHUT_WR);
+    (void)evl__sys_shutdown(t->fd, EVL__SHUT_WR);
   }
 }
 
@@ -6677,7 +7163,7 @@ static void evl__tr_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   evl__sendfile_op *sf = EVL__SF(t);
   size_t want = t->wlen;
-  ssize_t n;
+  evl__ssize_t n;
   (void)loop;
   (void)fdv;
   if (sf && sf->before < want)
@@ -7214,11 +7700,22 @@ EVL__DEF void evl_transport_set_user(evl_transport *t, void *user) {
     t->user = user;
 }
 
+/* SOCK_STREAM, SOCK_DGRAM...; -1 if fd is no socket. */
+static int evl__sock_type(int fd) {
+  int type = -1;
+  socklen_t len = (socklen_t)sizeof type;
+  if (evl__sys_getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+    return -1;
+  return type;
+}
+
 EVL__DEF evl_transport *evl_connect_accepted_socket(evl_loop *loop,
                                                     const evl_protocol *proto,
                                                     void *user, evl_fd fd) {
   if (!loop || !proto || fd < 0 || fd > INT_MAX || loop->closing)
     return NULL;
+  if (evl__sock_type((int)fd) != SOCK_STREAM)
+    return NULL; /* asyncio: "A Stream Socket was expected" */
   if (evl__set_nonblocking((int)fd))
     return NULL;
   evl__set_nodelay((int)fd); /* fails harmlessly on non-TCP sockets */
@@ -7370,7 +7867,7 @@ static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   struct sockaddr_storage ss;
   socklen_t alen = sizeof ss;
   unsigned char *buf = evl__rbuf(loop);
-  ssize_t n;
+  evl__ssize_t n;
   (void)fdv;
   if (!buf)
     return;
@@ -7399,7 +7896,7 @@ static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   (void)fdv;
   while (t->dq_head) {
     evl__dgram *d = t->dq_head;
-    ssize_t n = evl__sys_sendto(
+    evl__ssize_t n = evl__sys_sendto(
         t->fd, (const unsigned char *)(d + 1), d->len, EVL__SEND_FLAGS,
         d->addrlen ? (const struct sockaddr *)&d->addr : NULL, d->addrlen);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -7417,18 +7914,52 @@ static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
     evl__tr_schedule_lost(t, 0);
 }
 
+/* 1 if two socket addresses name the same endpoint (IPv4 and IPv6 by
+   family, port and address, whatever length the caller gave). */
+static int evl__sockaddr_same(const void *xv, size_t xlen, const void *yv,
+                              size_t ylen) {
+  const struct sockaddr *x = (const struct sockaddr *)xv,
+                        *y = (const struct sockaddr *)yv;
+  if (xlen < sizeof x->sa_family || ylen < sizeof y->sa_family ||
+      x->sa_family != y->sa_family)
+    return 0;
+  if (x->sa_family == AF_INET && xlen >= sizeof(struct sockaddr_in) &&
+      ylen >= sizeof(struct sockaddr_in)) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)xv,
+                             *b = (const struct sockaddr_in *)yv;
+    return a->sin_port == b->sin_port &&
+           !memcmp(&a->sin_addr, &b->sin_addr, sizeof a->sin_addr);
+  }
+  if (x->sa_family == AF_INET6 && xlen >= sizeof(struct sockaddr_in6) &&
+      ylen >= sizeof(struct sockaddr_in6)) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)xv,
+                              *b = (const struct sockaddr_in6 *)yv;
+    return a->sin6_port == b->sin6_port &&
+           a->sin6_scope_id == b->sin6_scope_id &&
+           !memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr);
+  }
+  return xlen == ylen && !memcmp(xv, yv, xlen);
+}
+
 EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
                                   size_t len, const void *addr,
                                   size_t addrlen) {
   evl__dgram *d;
-  ssize_t n;
+  evl__ssize_t n;
   if (!t || (len && !data) ||
       (addr && (!addrlen || addrlen > sizeof(struct sockaddr_storage))))
     return EVL_EINVAL;
   if (!(t->flags & EVL__T_DGRAM))
     return EVL_ENOTSUP;
   if (t->flags & EVL__T_CLOSING)
-    return EVL_ECLOSED;
+    return EVL_ECLOSING;
+  if (t->peer) { /* asyncio: addr must be None or the remote address */
+    if (addr &&
+        !evl__sockaddr_same(addr, addrlen, &t->peer->ss, (size_t)t->peer->len))
+      return EVL_EINVAL;
+    addr = t->peer->connected ? NULL : (const void *)&t->peer->ss;
+    addrlen = t->peer->len;
+  }
   if (!t->dq_head && !EVL__WBUSY(t)) {
     n = evl__sys_sendto(t->fd, data, len, EVL__SEND_FLAGS,
                         (const struct sockaddr *)addr,
@@ -7585,6 +8116,26 @@ static int evl__resolve_work(void *arg, void **result) {
   return rc;
 }
 
+/* 0 when no element of the list is empty: "a,", ",a", "a,,b" and " " are
+   EVL_EINVAL (an empty element would ask getaddrinfo for "", which is no
+   host; ignoring it would hide a mistake). NULL and "" (all interfaces, or
+   localhost to connect to) are no list and pass. */
+static int evl__hosts_check(const char *hosts) {
+  const char *p = hosts;
+  if (!hosts || !*hosts)
+    return 0;
+  for (;;) {
+    while (*p == ' ')
+      p++;
+    if (*p == ',' || *p == '\0')
+      return EVL_EINVAL;
+    p = strchr(p, ',');
+    if (!p)
+      return 0;
+    p++;
+  }
+}
+
 /* True when every host of the list is numeric (no executor needed). */
 static int evl__hosts_numeric(const char *hosts, int family) {
   char buf[256];
@@ -7689,7 +8240,7 @@ static int evl__resolve(evl_loop *loop, const char *hosts, int port, int family,
   evl_future *f;
   evl__addrs *l = NULL;
   int rc;
-  if (port < 0 || port > 65535)
+  if (port < 0 || port > 65535 || evl__hosts_check(hosts))
     return EVL_EINVAL;
   if (evl__hosts_numeric(hosts, family)) {
     rc = (!hosts || !*hosts) && passive
@@ -8021,7 +8572,7 @@ EVL__DEF evl_future *evl_create_unix_connection(evl_loop *loop,
                                                 const evl_protocol *proto,
                                                 void *user, const char *path) {
   evl__connect *c = evl__connect_new(loop, proto, user);
-  struct sockaddr_un su;
+  struct evl__sockaddr_un su;
   socklen_t len;
   int rc;
   if (!c || c->fut.state != EVL__PENDING)
@@ -8297,6 +8848,7 @@ static void evl__server_close_fds(evl_server *s) {
 #endif
   for (i = 0; i < s->nfds; i++) {
     evl__unwatch(s->loop, s->fds[i], EVL__READ);
+    evl__fd_own(s->loop, s->fds[i], 0);
     evl__closesocket(s->fds[i]);
   }
   s->nfds = 0;
@@ -8465,21 +9017,36 @@ static evl_server *evl__server_new(evl_loop *loop, const evl_protocol *proto,
 }
 
 static int evl__server_add_fd(evl_server *s, int fd) {
-  int *f = (int *)EVLOOP_REALLOC(NULL, s->fds, (s->nfds + 1) * sizeof *f);
+  int *f;
+  if (evl__fds_reserve(s->loop, fd))
+    return EVL_ENOMEM;
+  f = (int *)EVLOOP_REALLOC(NULL, s->fds, (s->nfds + 1) * sizeof *f);
   if (!f)
     return EVL_ENOMEM;
   s->fds = f;
   s->fds[s->nfds++] = fd;
+  evl__fd_own(s->loop, fd, 1);
   return 0;
 }
 
-/* One listening socket per address. */
+/* 1 if two resolved addresses are the same socket address. */
+static int evl__addr_same(const evl__addr *x, const evl__addr *y) {
+  return evl__sockaddr_same(&x->ss, (size_t)x->len, &y->ss, (size_t)y->len);
+}
+
+/* One listening socket per address; an address listed twice listens once
+   (asyncio removes duplicates). */
 static int evl__server_bind(evl_server *s, const evl__addrs *l,
                             const evl_net_options *opts) {
-  size_t i;
+  size_t i, j;
   for (i = 0; i < l->n; i++) {
     const evl__addr *a = &l->a[i];
-    int fd = evl__socket(a->ss.ss_family, SOCK_STREAM), one = 1, rc;
+    int fd, one = 1, rc;
+    for (j = 0; j < i && !evl__addr_same(a, &l->a[j]); j++) {
+    }
+    if (j < i)
+      continue;
+    fd = evl__socket(a->ss.ss_family, SOCK_STREAM);
     if (fd < 0)
       return fd;
 #ifdef _WIN32
@@ -8611,12 +9178,32 @@ EVL__DEF evl_future *evl_create_server(evl_loop *loop,
   return evl__create_server(loop, proto, user, host, port, opts, NULL);
 }
 
+#ifndef _WIN32
+/* Is someone listening on the socket file? A non-blocking connect tells:
+   refused means stale (0), accepted or a full backlog means live
+   (EVL_EADDRINUSE; the live server sees a connection that ends at once). */
+static int evl__unix_path_live(const struct evl__sockaddr_un *su,
+                               socklen_t len) {
+  int fd = evl__socket(AF_UNIX, SOCK_STREAM), rc;
+  if (fd < 0)
+    return fd;
+  rc = connect(fd, (const struct sockaddr *)su, len) == 0 ? EVL_EADDRINUSE
+                                                          : evl__errno();
+  close(fd);
+  if (rc == EVL_EAGAIN || rc == EVL_EINPROGRESS)
+    rc = EVL_EADDRINUSE;
+  else if (rc == EVL_ECONNREFUSED || rc == EVL_ENOENT)
+    rc = 0;
+  return rc;
+}
+#endif
+
 EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
                                             const evl_protocol *proto,
                                             void *user, const char *path,
                                             const evl_net_options *opts) {
   evl_future *f = evl_future_new(loop);
-  struct sockaddr_un su;
+  struct evl__sockaddr_un su;
   struct stat st;
   socklen_t len;
   evl_server *s;
@@ -8626,10 +9213,10 @@ EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
   rc = proto ? evl__unix_addr(path, &su, &len) : EVL_EINVAL;
 #ifndef _WIN32
   if (rc == 0 && path[0] != '@' && lstat(path, &st) == 0) {
-    if (S_ISSOCK(st.st_mode))
-      (void)unlink(path); /* a stale socket file is replaced */
-    else
+    if (!S_ISSOCK(st.st_mode))
       rc = EVL_EEXIST;
+    else if ((rc = evl__unix_path_live(&su, len)) == 0)
+      (void)unlink(path); /* a stale socket file is replaced */
   }
 #endif
   if (rc) {
@@ -8741,6 +9328,8 @@ static void evl__dgram_finish(evl_loop *loop, evl__dgram_req *r) {
                : r->family     ? r->family
                                : AF_INET;
   int fd = evl__socket(family, SOCK_DGRAM), one = 1, rc = fd < 0 ? fd : 0;
+  evl__dg_peer *peer = NULL;
+  evl_transport *t = NULL;
   if (rc == 0 && r->opts.reuse_port) {
 #ifdef SO_REUSEPORT
     if (evl__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
@@ -8755,11 +9344,27 @@ static void evl__dgram_finish(evl_loop *loop, evl__dgram_req *r) {
   if (rc == 0 && r->local_len &&
       evl__sys_bind(fd, (struct sockaddr *)&r->local, r->local_len) < 0)
     rc = evl__errno();
-  if (rc == 0 && r->remote_len &&
+  /* With allow_broadcast the socket stays unconnected (asyncio): sends
+     name the remote address instead. */
+  if (rc == 0 && r->remote_len && !r->opts.allow_broadcast &&
       evl__sys_connect(fd, (struct sockaddr *)&r->remote, r->remote_len) < 0)
     rc = evl__errno();
-  if (rc == 0 && !evl__tr_open(loop, r->proto, r->user, fd, 1, r->fut))
+  if (rc == 0 && r->remote_len) {
+    peer = (evl__dg_peer *)evl__lalloc(loop, sizeof *peer);
+    if (!peer)
+      rc = EVL_ENOMEM;
+    else {
+      memcpy(&peer->ss, &r->remote, sizeof peer->ss);
+      peer->len = r->remote_len;
+      peer->connected = !r->opts.allow_broadcast;
+    }
+  }
+  if (rc == 0 && !(t = evl__tr_open(loop, r->proto, r->user, fd, 1, r->fut)))
     rc = EVL_ENOMEM;
+  if (t)
+    t->peer = peer;
+  else
+    evl__lfree(loop, peer);
   if (rc) {
     if (fd >= 0)
       evl__closesocket(fd);
@@ -8795,6 +9400,8 @@ evl_create_datagram_endpoint(evl_loop *loop, const evl_protocol *proto,
   if (!proto || local_port < 0 || local_port > 65535 || remote_port < 0 ||
       remote_port > 65535)
     rc = EVL_EINVAL;
+  if (!local_host && !local_port && !remote_host && !family)
+    rc = EVL_EINVAL; /* nothing to choose a socket's family by (asyncio) */
   if (rc == 0 && remote_host) {
     r->remote_host = evl__gstrdup(remote_host);
     if (!r->remote_host)
@@ -8850,8 +9457,8 @@ static void evl__sockop_unwatch(evl__sockop *op) {
 #ifdef _WIN32
 /* Up to EVL__RBUF_SIZE bytes of a file at an offset, like pread:
    ReadFile with the offset in the OVERLAPPED. */
-static ssize_t evl__file_pread(int file_fd, void *buf, size_t count,
-                               int64_t offset) {
+static evl__ssize_t evl__file_pread(int file_fd, void *buf, size_t count,
+                                    int64_t offset) {
   OVERLAPPED ov;
   DWORD got = 0;
   HANDLE h = (HANDLE)_get_osfhandle(file_fd);
@@ -8871,13 +9478,24 @@ static ssize_t evl__file_pread(int file_fd, void *buf, size_t count,
     errno = evl__win_errno(e);
     return -1;
   }
-  return (ssize_t)got;
+  return (evl__ssize_t)got;
 }
 #endif
 
-static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
-                                   int64_t *offset, size_t count) {
-  ssize_t n;
+/* After a sendfile, however it ended: the file position is the offset
+   plus the bytes sent (asyncio's promise). */
+static void evl__file_seek(int file_fd, int64_t pos) {
+#ifdef _WIN32
+  (void)_lseeki64(file_fd, pos, SEEK_SET);
+#else
+  if ((int64_t)(off_t)pos == pos)
+    (void)lseek(file_fd, (off_t)pos, SEEK_SET);
+#endif
+}
+
+static evl__ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
+                                        int64_t *offset, size_t count) {
+  evl__ssize_t n;
   unsigned char *buf;
 #ifdef __linux__
   off_t off = (off_t)*offset;
@@ -8891,7 +9509,13 @@ static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
   }
 #endif
 #ifdef __linux__
-  n = sendfile(sock, file_fd, &off, count);
+  {
+    /* sendfile(2) has no MSG_NOSIGNAL: a peer that is gone raises SIGPIPE */
+    evl__sigpipe_guard g;
+    evl__sigpipe_block(&g);
+    n = sendfile(sock, file_fd, &off, count);
+    evl__sigpipe_unblock(&g, n, errno);
+  }
   if (n >= 0) {
     *offset = (int64_t)off;
     return n;
@@ -8912,15 +9536,24 @@ static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
 #endif
   if (n <= 0)
     return n;
+#if !defined(MSG_NOSIGNAL) && !defined(_WIN32)
+  { /* no MSG_NOSIGNAL here either: guard the send the same way */
+    evl__sigpipe_guard g;
+    evl__sigpipe_block(&g);
+    n = evl__sys_send(sock, buf, (size_t)n, EVL__SEND_FLAGS);
+    evl__sigpipe_unblock(&g, n, errno);
+  }
+#else
   n = evl__sys_send(sock, buf, (size_t)n, EVL__SEND_FLAGS);
+#endif
   if (n > 0)
     *offset += n;
   return n;
 }
 
 /* Tries the operation; 1 when the future is complete. */
-static int evl__sockop_try(evl__sockop *op) {
-  ssize_t n;
+static int evl__sockop_step(evl__sockop *op) {
+  evl__ssize_t n;
   int err = 0;
   for (;;) {
     switch (op->kind) {
@@ -8987,6 +9620,13 @@ static int evl__sockop_try(evl__sockop *op) {
   }
 }
 
+static int evl__sockop_try(evl__sockop *op) {
+  int done = evl__sockop_step(op);
+  if (done && op->kind == EVL__SOCK_SENDFILE)
+    evl__file_seek(op->file_fd, op->offset);
+  return done;
+}
+
 static void evl__sockop_ready(evl_loop *loop, evl_fd fd, void *arg) {
   evl__sockop *op = (evl__sockop *)arg;
   (void)loop;
@@ -8996,13 +9636,20 @@ static void evl__sockop_ready(evl_loop *loop, evl_fd fd, void *arg) {
 }
 
 static int evl__sockop_cancel(evl_future *f) {
+  evl__sockop *op = (evl__sockop *)(void *)f;
   int rc = evl__future_cancel_base(f);
-  if (rc == 1)
-    evl__sockop_unwatch((evl__sockop *)(void *)f);
+  if (rc == 1) {
+    evl__sockop_unwatch(op);
+    if (op->kind == EVL__SOCK_SENDFILE)
+      evl__file_seek(op->file_fd, op->offset);
+  }
   return rc;
 }
 static void evl__sockop_close(evl_future *f) {
-  evl__sockop_unwatch((evl__sockop *)(void *)f);
+  evl__sockop *op = (evl__sockop *)(void *)f;
+  if (op->kind == EVL__SOCK_SENDFILE && f->state == EVL__PENDING)
+    evl__file_seek(op->file_fd, op->offset);
+  evl__sockop_unwatch(op);
   (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
 }
 static const evl__future_vt evl__sockop_vt = {evl__sockop_cancel, NULL,
@@ -9063,14 +9710,24 @@ EVL__DEF evl_future *evl_sock_accept(evl_loop *loop, evl_fd fd) {
 }
 EVL__DEF evl_future *evl_sock_sendfile(evl_loop *loop, evl_fd sock, int file_fd,
                                        int64_t offset, size_t count) {
-  if (file_fd < 0 || offset < 0) {
+  int rc = file_fd < 0 ? EVL_EBADF : offset < 0 ? EVL_EINVAL : 0;
+  /* asyncio: a non-blocking stream socket only */
+  if (!rc && sock >= 0 && sock <= INT_MAX &&
+      evl__sock_type((int)sock) != SOCK_STREAM)
+    rc = EVL_EINVAL;
+#ifndef _WIN32 /* Windows cannot tell a socket's blocking mode */
+  if (!rc && sock >= 0 && sock <= INT_MAX &&
+      !(fcntl((int)sock, F_GETFL) & O_NONBLOCK))
+    rc = EVL_EINVAL;
+#endif
+  if (rc && loop && !loop->closing) {
     evl_future *f = evl_future_new(loop);
     if (f)
-      (void)evl_future_set_error(f, file_fd < 0 ? EVL_EBADF : EVL_EINVAL, NULL);
+      (void)evl_future_set_error(f, rc, NULL);
     return f;
   }
-  return evl__sockop_start(loop, EVL__SOCK_SENDFILE, sock, NULL, count, file_fd,
-                           offset, 1);
+  return evl__sockop_start(loop, EVL__SOCK_SENDFILE, sock, NULL,
+                           count ? count : (size_t)-1, file_fd, offset, 1);
 }
 EVL__DEF evl_future *evl_sock_connect(evl_loop *loop, evl_fd fd,
                                       const void *addr, size_t addrlen) {
@@ -9126,6 +9783,7 @@ static void evl__sendfile_released(evl_transport *t) {
 
 static void evl__sendfile_finish(evl_transport *t) {
   evl__sendfile_op *op = t->u.sf;
+  evl__file_seek(op->file_fd, op->offset);
   t->u.sf = NULL;
   (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
   op->t = NULL;
@@ -9135,6 +9793,7 @@ static void evl__sendfile_finish(evl_transport *t) {
 
 static void evl__sendfile_fail(evl_transport *t, int err) {
   evl__sendfile_op *op = t->u.sf;
+  evl__file_seek(op->file_fd, op->offset);
   t->u.sf = NULL;
   op->t = NULL;
   (void)evl_future_set_error(&op->fut, err, NULL);
@@ -9149,9 +9808,9 @@ static void evl__sendfile_pump(evl_transport *t) {
     if (op->done < op->count) { /* a buffer of its own: the queue waits */
       unsigned char *buf =
           (unsigned char *)evl__lalloc(t->loop, EVL__RBUF_SIZE);
-      ssize_t n = buf ? evl__file_pread(op->file_fd, buf, op->count - op->done,
-                                        op->offset)
-                      : (errno = ENOMEM, -1);
+      evl__ssize_t n = buf ? evl__file_pread(op->file_fd, buf,
+                                             op->count - op->done, op->offset)
+                           : (errno = ENOMEM, -1);
       int rc;
       if (n <= 0)
         evl__lfree(t->loop, buf);
@@ -9173,8 +9832,8 @@ static void evl__sendfile_pump(evl_transport *t) {
   }
 #endif
   while (op->done < op->count) {
-    ssize_t n = evl__sendfile_chunk(t->loop, t->fd, op->file_fd, &op->offset,
-                                    op->count - op->done);
+    evl__ssize_t n = evl__sendfile_chunk(t->loop, t->fd, op->file_fd,
+                                         &op->offset, op->count - op->done);
     if (n == 0)
       break; /* the file ended early */
     if (n < 0) {
@@ -9195,6 +9854,7 @@ static int evl__sendfile_cancel(evl_future *f) {
   int rc = evl__future_cancel_base(f);
   if (rc == 1 && op->t && op->t->u.sf == op) {
     evl_transport *t = op->t;
+    evl__file_seek(op->file_fd, op->offset);
     t->u.sf = NULL;
     op->t = NULL;
     evl_future_release(f);
@@ -9230,7 +9890,7 @@ EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
   op->t = t;
   op->file_fd = file_fd;
   op->offset = offset;
-  op->count = count;
+  op->count = count ? count : (size_t)-1; /* 0: to the end of the file */
   op->before = t->wlen;
   t->u.sf = op;
   op->fut.refs++; /* the transport's reference */
@@ -9423,7 +10083,8 @@ static void evl__st_lost(evl_transport *t, int err, void *user) {
   s->t = NULL;
   s->lost = 1;
   s->eof = 1;
-  s->err = err;
+  if (err || !s->err) /* keeps EVL_EEXITED (evl__proc_exited) */
+    s->err = err;
   evl__st_try(s);
   if (s->read_fut) /* cannot be satisfied any more */
     evl__st_complete(s, NULL, err ? err : EVL_EINCOMPLETE);
@@ -9544,8 +10205,8 @@ EVL__DEF int evl_stream_at_eof(evl_stream *s) {
 EVL__DEF int evl_stream_write(evl_stream *s, const void *data, size_t len) {
   if (!s)
     return EVL_EINVAL;
-  if (!s->t)
-    return s->err ? s->err : EVL_ECLOSED;
+  if (!s->t || s->err) /* EVL_EEXITED: a child's stdin after its exit */
+    return s->err ? s->err : EVL_ECLOSING;
   return evl_transport_write(s->t, data, len);
 }
 EVL__DEF evl_future *evl_stream_drain(evl_stream *s) {
@@ -9570,7 +10231,7 @@ EVL__DEF evl_future *evl_stream_drain(evl_stream *s) {
 EVL__DEF int evl_stream_write_eof(evl_stream *s) {
   if (!s)
     return EVL_EINVAL;
-  return s->t ? evl_transport_write_eof(s->t) : EVL_ECLOSED;
+  return s->t ? evl_transport_write_eof(s->t) : EVL_ECLOSING;
 }
 EVL__DEF void evl_stream_close(evl_stream *s) {
   if (s && s->t)
@@ -9606,55 +10267,102 @@ EVL__DEF void evl_stream_free(evl_stream *s) {
     evl__st_free(s);
 }
 
-/* ---- opening ---- */
+/* ---- opening ----
+   The stream waits in the future (not in its result, which a cancel
+   clears) until the connection completes; cancelling stops the attempt. */
+
+typedef struct evl__openf {
+  evl_future fut;
+  evl_stream *s;     /* until the connection future completes */
+  evl_future *inner; /* the connection future, until then */
+} evl__openf;
+
+/* A stream nobody will get: closed, freed once its transport is gone. */
+static void evl__open_drop(evl_stream *s) {
+  if (s->t) {
+    evl_stream_free(s);
+  } else { /* never made (its transport will not make it now), or lost */
+    s->user_freed = 1;
+    evl__st_free(s);
+  }
+}
 
 static void evl__open_done(evl_future *inner, void *arg) {
-  evl_future *outer = (evl_future *)arg;
-  evl_stream *s = (evl_stream *)outer->result;
-  outer->result = NULL;
-  if (evl_future_error(inner) == 0 && outer->state == EVL__PENDING) {
-    (void)evl_future_set_result(outer, s);
+  evl__openf *o = (evl__openf *)arg;
+  evl_stream *s = o->s;
+  o->s = NULL;
+  o->inner = NULL;
+  if (evl_future_error(inner) == 0 && o->fut.state == EVL__PENDING) {
+    (void)evl_future_set_result(&o->fut, s);
   } else {
-    if (outer->state == EVL__PENDING)
-      (void)evl_future_set_error(outer, inner->err ? inner->err : EVL_ECANCELED,
-                                 inner->errmsg);
-    if (s->t) { /* connected, but nobody wants it now */
-      evl_stream_free(s);
-    } else {
-      s->user_freed = 1;
-      if (!s->lost)
-        evl__st_free(s);
-    }
+    if (o->fut.state == EVL__PENDING)
+      (void)evl_future_set_error(
+          &o->fut, inner->err ? inner->err : EVL_ECANCELED, inner->errmsg);
+    evl__open_drop(s);
   }
-  evl_future_release(outer);
+  evl_future_release(&o->fut);
   evl_future_release(inner);
 }
+
+static int evl__open_cancel(evl_future *f) {
+  evl__openf *o = (evl__openf *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && o->inner) /* evl__open_done then drops the stream */
+    (void)evl_future_cancel(o->inner);
+  return rc;
+}
+/* Loop closing: no done callback runs any more; let go of both. */
+static void evl__open_close(evl_future *f) {
+  evl__openf *o = (evl__openf *)(void *)f;
+  evl_future *inner = o->inner;
+  if (inner && evl_future_remove_done_callback(inner, evl__open_done, o) == 1) {
+    evl_stream *s = o->s;
+    o->s = NULL;
+    o->inner = NULL;
+    evl__open_drop(s);
+    evl_future_release(inner);
+    evl_future_release(f); /* the callback's reference */
+  }
+  (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
+}
+static const evl__future_vt evl__open_vt = {evl__open_cancel, NULL,
+                                            evl__open_close};
 
 static evl_future *evl__open(evl_loop *loop, size_t limit, const char *host,
                              int port, const char *path,
                              const evl_net_options *opts) {
-  evl_future *outer = evl_future_new(loop), *inner;
+  evl__openf *o =
+      (evl__openf *)(void *)evl__future_alloc(loop, sizeof *o, &evl__open_vt);
+  evl_future *inner;
   evl_stream *s;
-  if (!outer)
+  if (!o)
     return NULL;
   s = evl__st_new(loop, limit);
   if (!s) {
-    (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
-    return outer;
+    (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
+    return &o->fut;
   }
   inner = path ? evl_create_unix_connection(loop, &evl__stream_proto, s, path)
                : evl_create_connection(loop, &evl__stream_proto, s, host, port,
                                        opts);
   if (!inner) {
     evl__st_free(s);
-    (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
-    return outer;
+    (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
+    return &o->fut;
   }
-  /* The stream waits in outer->result (no free function) until then. The
-     hook cannot fail: once the connect may use s, s is seen through. */
-  outer->result = s;
-  evl__future_set_hook(inner, evl__open_done, evl_future_ref(outer));
-  return outer;
+  o->s = s;
+  o->inner = inner;
+  if (evl_future_add_done_callback(inner, evl__open_done, o)) {
+    o->s = NULL;
+    o->inner = NULL;
+    (void)evl_future_cancel(inner); /* stops it: no transport makes s */
+    evl_future_release(inner);
+    evl__open_drop(s);
+    (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
+    return &o->fut;
+  }
+  o->fut.refs++; /* evl__open_done's */
+  return &o->fut;
 }
 
 EVL__DEF evl_future *evl_open_connection(evl_loop *loop, const char *host,
@@ -9748,8 +10456,10 @@ EVL__DEF evl_future *evl_start_unix_server(evl_loop *loop,
    flags the signal and queues a delivery with the thread-safe queue of
    each loop that registered it. Other numbers are EVL_EINVAL. */
 #ifdef _WIN32
-#ifndef SIGBREAK
-#define SIGBREAK 21
+#ifdef SIGBREAK
+#define EVL__SIGBREAK SIGBREAK
+#else
+#define EVL__SIGBREAK 21
 #endif
 
 typedef struct evl__sigstate {
@@ -9767,7 +10477,7 @@ static evl__sigstate *evl__sig_loops; /* loops with handlers */
 static int evl__ctrl_installed;
 
 static int evl__sig_index(int signum) {
-  return signum == SIGINT ? 0 : signum == SIGBREAK ? 1 : -1;
+  return signum == SIGINT ? 0 : signum == EVL__SIGBREAK ? 1 : -1;
 }
 
 static void evl__sig_deliver(evl_loop *loop, void *arg) {
@@ -9781,7 +10491,7 @@ static void evl__sig_deliver(evl_loop *loop, void *arg) {
     if (!InterlockedExchange(&st->pending[i], 0) || !st->cb[i])
       continue;
     loop->now_reuse = 0;
-    st->cb[i](loop, i == 0 ? SIGINT : SIGBREAK, st->arg[i]);
+    st->cb[i](loop, i == 0 ? SIGINT : EVL__SIGBREAK, st->arg[i]);
     st = (evl__sigstate *)loop->sig;
     if (!st)
       return; /* the callback closed the loop's signal state */
@@ -9852,7 +10562,9 @@ static void evl__sig_unlink(evl__sigstate *st) {
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   evl__sigstate *st;
   int i = evl__sig_index(signum);
-  if (!loop || i < 0 || !loop->sig)
+  if (!loop || i < 0)
+    return EVL_EINVAL; /* as add */
+  if (!loop->sig)
     return 0;
   evl__lock(&evl__sig_mu);
   st = (evl__sigstate *)loop->sig;
@@ -10022,7 +10734,7 @@ static void evl__sig_handler(int signum) {
     evl__sigslot *sl = &evl__sigslots[i];
     if (sl->used && sl->wanted[signum]) {
       char c = (char)signum;
-      ssize_t r;
+      evl__ssize_t r;
       sl->pending[signum] = 1;
       r = write(sl->wfd, &c, 1); /* a full pipe: a wake-up is pending */
       (void)r;
@@ -10079,7 +10791,7 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
     return EVL_EINVAL;
   if (loop->closing)
     return EVL_ECLOSED;
-  if (signum <= 0 || signum >= EVL__NSIG || signum == SIGKILL ||
+  if (signum <= 0 || signum >= EVL__NSIG || signum == EVL__SIGKILL ||
       signum == SIGSTOP)
     return EVL_EINVAL;
   st = (evl__sigstate *)loop->sig;
@@ -10143,7 +10855,7 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   evl__sigstate *st;
   if (!loop || signum <= 0 || signum >= EVL__NSIG)
-    return 0;
+    return EVL_EINVAL; /* as add */
   st = (evl__sigstate *)loop->sig;
   if (!st || !st->cb[signum])
     return 0;
@@ -10228,6 +10940,7 @@ struct evl_subprocess {
   pid_t pid;
   int pidfd, returncode, exited, made, lost, npipes, result_is_user;
   int kq_proc;           /* an EVFILT_PROC registration is live */
+  int kq_exit_later;     /* its NOTE_EXIT waits for room in the ring */
   evl_handle poll_timer; /* the last-resort exit watch (POSIX) */
   int poll_ms;
   int pipe_failed; /* a pipe got no transport (no memory): start fails */
@@ -10341,6 +11054,30 @@ static int evl__kq_child_exit(evl_loop *loop, int pid) {
   return 1;
 }
 
+static void evl__kq_exit_keep(evl_loop *loop, int pid) {
+  evl_subprocess *p;
+  for (p = loop->children; p; p = p->lnext)
+    if ((int)p->pid == pid && !p->exited) {
+      p->kq_exit_later = 1;
+      loop->kq_later = 1;
+    }
+}
+static uint32_t evl__kq_exits_later(evl_loop *loop, int push) {
+  evl_subprocess *p;
+  uint32_t n = 0;
+  for (p = loop->children; p; p = p->lnext) {
+    if (!p->kq_exit_later)
+      continue;
+    n++;
+    if (push) {
+      p->kq_exit_later = 0;
+      (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_PROC << 32 |
+                                     (uint64_t)(uint32_t)p->pid);
+    }
+  }
+  return n;
+}
+
 #ifdef EVFILT_LIBKQUEUE
 /* libkqueue drops the NOTE_EXIT of a child that other code reaped (it
    reads the exit status without reaping, which then fails), and kevent()
@@ -10451,8 +11188,11 @@ static void evl__sp_data(evl_transport *t, const void *data, size_t len,
 }
 static void evl__sp_lost(evl_transport *t, int err, void *user) {
   evl__subpipe *sp = (evl__subpipe *)user;
-  evl_subprocess *p = sp->p;
+  evl_subprocess *p;
   (void)t;
+  if (!sp) /* detached from its child (evl__sub_drop_pipes) */
+    return;
+  p = sp->p;
   sp->t = NULL;
   if (!sp->open)
     return;
@@ -10511,13 +11251,96 @@ static void evl__sub_abandon(evl_subprocess *p, evl_future *w) {
   evl__sub_try_finish(p);
 }
 
+/* Kills the child if it still runs and reaps it (SIGKILL ends it at once),
+   calling nothing. */
+static void evl__sub_kill_reap(evl_subprocess *p) {
+#ifndef _WIN32
+  int status = 0;
+  if (!p->exited) {
+    (void)kill(p->pid, SIGKILL);
+    while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    p->exited = 1;
+    p->returncode =
+        WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
+  }
+  if (p->pidfd >= 0) {
+    evl__unwatch(p->loop, p->pidfd, EVL__READ);
+    close(p->pidfd);
+    p->pidfd = -1;
+  }
+#ifdef EVL__HAVE_KQUEUE
+  if (p->kq_proc && !p->loop->closing) {
+    p->kq_proc = 0;
+    (void)evl__kq_apply(p->loop, (uintptr_t)p->pid, EVFILT_PROC, EV_DELETE, 0);
+  }
+#endif
+#else
+  if (p->wait) { /* after this no wait callback runs */
+    UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
+    p->wait = NULL;
+  }
+  if (!p->exited) {
+    DWORD code = 1;
+    TerminateProcess(p->proc, 1);
+    WaitForSingleObject(p->proc, INFINITE);
+    GetExitCodeProcess(p->proc, &code);
+    p->exited = 1;
+    p->returncode = (int)code;
+  }
+#endif
+}
+
+/* Cuts the pipes loose from the child and aborts them: their transports
+   end on their own and call nobody (evl__sp_lost sees no pipe). notify:
+   pipe_connection_lost(EVL_ECLOSED) first for each one still open. */
+static void evl__sub_drop_pipes(evl_subprocess *p, int notify) {
+  int i;
+  for (i = 0; i < 3; i++) {
+    evl__subpipe *sp = &p->pipes[i];
+    evl_transport *t = sp->t;
+    int was_open = sp->open;
+    if (!t)
+      continue;
+    sp->t = NULL;
+    sp->open = 0;
+    t->user = NULL;
+    evl_transport_abort(t);
+    if (notify && was_open && p->proto->pipe_connection_lost)
+      p->proto->pipe_connection_lost(p, i, EVL_ECLOSED, p->user);
+  }
+  p->npipes = 0;
+}
+
+static void evl__proc_free_now(evl_process *pr);
+
+/* A child nobody will get (its creation was cancelled, or the loop closed
+   before it started): killed, reaped and freed, with no callback. */
+static void evl__sub_discard(evl_subprocess *p) {
+  evl_future *w = p->waiter;
+  p->waiter = NULL;
+  evl__sub_kill_reap(p);
+  evl__sub_drop_pipes(p, 0);
+  if (w) {
+    (void)evl_future_set_error(w, EVL_ECLOSED, NULL); /* if pending */
+    evl_future_release(w);
+  }
+  if (p->result_is_user) /* evl_create_subprocess_*: its evl_process */
+    evl__proc_free_now((evl_process *)p->user);
+  evl__sub_unlink_free(p);
+}
+
 /* The start, after the pipes were made: connection_made, then the future;
    the pipes' own starts are queued behind this one. */
 static void evl__sub_start(evl_loop *loop, void *arg) {
   evl_subprocess *p = (evl_subprocess *)arg;
   evl_future *w = p->waiter;
   if (loop->closing)
-    return; /* evl__children_close handles it */
+    return;                            /* evl__children_close handles it */
+  if (w && w->state != EVL__PENDING) { /* the creation was cancelled */
+    evl__sub_discard(p);
+    return;
+  }
   p->waiter = NULL;
   if (p->pipe_failed) {
     evl__sub_abandon(p, w);
@@ -10547,8 +11370,40 @@ static const char evl__shell_marker[] = "<shell>";
    future (*fut; NULL when the loop is closing or out of memory), the
    arguments (NULL options: all pipes) and the object: NULL when any of it
    failed (the future says why). */
-static const evl_subprocess_options evl__sub_default_opts = {
-    EVL_STDIO_PIPE, EVL_STDIO_PIPE, EVL_STDIO_PIPE, -1, -1, -1, NULL, NULL};
+static const evl_subprocess_options evl__sub_default_opts = {EVL_STDIO_PIPE,
+                                                             EVL_STDIO_PIPE,
+                                                             EVL_STDIO_PIPE,
+                                                             -1,
+                                                             -1,
+                                                             -1,
+                                                             NULL,
+                                                             NULL,
+                                                             0,
+                                                             0,
+                                                             NULL,
+                                                             0};
+/* The session, group and pass_fds options: 0, or the future failed. */
+static int evl__sub_check_opts(evl_future *f, const evl_subprocess_options *o) {
+  size_t i;
+  int rc = 0;
+  if ((o->start_new_session && o->process_group) ||
+      o->process_group < EVL_PROCESS_GROUP_NEW ||
+      (o->npass_fds && !o->pass_fds))
+    rc = EVL_EINVAL;
+  for (i = 0; rc == 0 && i < o->npass_fds; i++)
+    if (o->pass_fds[i] < 0)
+      rc = EVL_EBADF;
+#ifdef _WIN32
+  if (rc == 0 && (o->process_group > 0 || o->npass_fds))
+    rc = EVL_ENOTSUP;
+#endif
+  if (rc)
+    (void)evl_future_set_error(f, rc,
+                               "start_new_session/process_group/"
+                               "pass_fds");
+  return rc;
+}
+
 static evl_subprocess *evl__sub_new(evl_loop *loop, evl_future **fut,
                                     const evl_subprocess_protocol *proto,
                                     void *user, const char *const *argv,
@@ -10569,6 +11424,8 @@ static evl_subprocess *evl__sub_new(evl_loop *loop, evl_future **fut,
     (void)evl_future_set_error(f, EVL_EINVAL, "no protocol or no argv[0]");
     return NULL;
   }
+  if (evl__sub_check_opts(f, opts))
+    return NULL;
   mode[0] = opts->stdin_mode;
   mode[1] = opts->stdout_mode;
   mode[2] = opts->stderr_mode;
@@ -10665,9 +11522,10 @@ static void evl__shell_argv(const char *argv[4], const char *cmd) {
 #ifndef EVLOOP_NO_THREADS
 /* Windows: CreateProcess with an explicit list of the handles the child
    inherits (nothing else leaks), the exit seen through a thread-pool wait
-   that queues a call on the loop. Piped stdio is a connected loopback
+   that queues a call on the loop. Piped stdio is, on an IOCP loop, a named
+   pipe (our end overlapped, evl__child_pipe), else a connected loopback
    socket pair, the child's end blocking and non-overlapped (a plain file
-   handle to it); our end is an ordinary socket transport. */
+   handle to it); our end is an ordinary transport. */
 
 /* Appends s to the command line, quoted the way the C runtime splits it. */
 static int evl__cmdline_arg(char **buf, size_t *len, size_t *cap,
@@ -10954,7 +11812,10 @@ static evl_future *evl__subprocess(evl_loop *loop,
     start = evl__sub_queue_start(loop, p, &rc);
     if (rc == 0 &&
         !CreateProcessA(NULL, cmdline, NULL, NULL, nlist ? TRUE : FALSE,
-                        EXTENDED_STARTUPINFO_PRESENT | CREATE_NO_WINDOW,
+                        EXTENDED_STARTUPINFO_PRESENT | CREATE_NO_WINDOW |
+                            (opts->start_new_session || opts->process_group
+                                 ? CREATE_NEW_PROCESS_GROUP
+                                 : 0),
                         envblock, opts->cwd, &si.StartupInfo, &pi)) {
       DWORD e = GetLastError();
       rc = evl_translate_sys_error(evl__win_errno(e));
@@ -11033,10 +11894,23 @@ static void evl__shell_argv(const char *argv[4], const char *cmd) {
   argv[3] = NULL;
 }
 
-/* Runs argv with the child's fds 0..2 from cfd (-1: inherit), cwd, env. */
-static int evl__spawn(const char *const *argv, const char *cwd,
-                      const char *const *env, const int cfd[3], pid_t *out) {
-  int i, rc;
+/* 1 if fd is one of the options' pass_fds. */
+static int evl__sub_passed(const evl_subprocess_options *o, int fd) {
+  size_t i;
+  for (i = 0; i < o->npass_fds; i++)
+    if (o->pass_fds[i] == fd)
+      return 1;
+  return 0;
+}
+
+/* Runs argv with the child's fds 0..2 from cfd (-1: inherit), the cwd,
+   env, session, group and pass_fds of o. */
+static int evl__spawn(const char *const *argv, const evl_subprocess_options *o,
+                      const int cfd[3], pid_t *out) {
+  const char *cwd = o->cwd;
+  const char *const *env = o->env;
+  int i, rc, top = 2; /* the highest fd the child keeps */
+  size_t k;
   int path_search = strchr(argv[0], '/') == NULL;
   char *const *av = (char *const *)(void *)argv;
   char *const *ev = env ? (char *const *)(void *)env : environ;
@@ -11045,20 +11919,43 @@ static int evl__spawn(const char *const *argv, const char *cwd,
   posix_spawnattr_t attr;
   sigset_t all, none;
   pid_t pid;
+  short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
+  for (k = 0; k < o->npass_fds; k++) {
+    if (fcntl(o->pass_fds[k], F_GETFD) < 0)
+      return EVL_EBADF;
+    if (o->pass_fds[k] > top)
+      top = o->pass_fds[k];
+  }
+  if (top > 65535)
+    return EVL_EINVAL; /* one close action per fd below it */
   posix_spawn_file_actions_init(&fa);
   posix_spawnattr_init(&attr);
   for (i = 0; i < 3; i++)
     if (cfd[i] >= 0)
       posix_spawn_file_actions_adddup2(&fa, cfd[i], i);
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  /* pass_fds: a dup2 onto itself clears close-on-exec (glibc >= 2.29, as
+     POSIX 2024 asks); every other fd above 2 is closed. */
+  for (i = 3; i <= top; i++) {
+    if (evl__sub_passed(o, i))
+      posix_spawn_file_actions_adddup2(&fa, i, i);
+    else
+      posix_spawn_file_actions_addclose(&fa, i);
+  }
+  posix_spawn_file_actions_addclosefrom_np(&fa, top + 1);
   if (cwd)
     posix_spawn_file_actions_addchdir_np(&fa, cwd);
   sigfillset(&all);
   sigemptyset(&none);
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  if (o->start_new_session)
+    flags |= POSIX_SPAWN_SETSID;
+  if (o->process_group) {
+    flags |= POSIX_SPAWN_SETPGROUP;
+    posix_spawnattr_setpgroup(&attr,
+                              o->process_group > 0 ? o->process_group : 0);
+  }
+  posix_spawnattr_setflags(&attr, flags);
   rc = path_search ? posix_spawnp(&pid, argv[0], &fa, &attr, av, ev)
                    : posix_spawn(&pid, argv[0], &fa, &attr, av, ev);
   posix_spawn_file_actions_destroy(&fa);
@@ -11070,8 +11967,12 @@ static int evl__spawn(const char *const *argv, const char *cwd,
 #else
   /* fork + exec: errno of a failed exec comes back through a pipe. */
   int ep[2], err = 0;
-  ssize_t n;
+  evl__ssize_t n;
   pid_t pid;
+  for (k = 0; k < o->npass_fds; k++)
+    if (fcntl(o->pass_fds[k], F_GETFD) < 0)
+      return EVL_EBADF;
+  (void)top;
   rc = evl__pipe_cloexec_nonblock(ep);
   if (rc)
     return rc;
@@ -11099,11 +12000,19 @@ static int evl__spawn(const char *const *argv, const char *cwd,
     for (i = 0; i < 3; i++) /* kept fds lose close-on-exec */
       if (cfd[i] == i)
         fcntl(i, F_SETFD, 0);
+    for (k = 0; k < o->npass_fds; k++)
+      if (o->pass_fds[k] > 2 && o->pass_fds[k] != ep[1])
+        fcntl(o->pass_fds[k], F_SETFD, 0);
     if (maxfd < 0 || maxfd > 65536)
       maxfd = 65536;
     for (fd = 3; fd < maxfd; fd++)
-      if (fd != ep[1])
+      if (fd != ep[1] && !evl__sub_passed(o, (int)fd))
         close((int)fd);
+    if (o->start_new_session && setsid() < 0)
+      goto fail;
+    if (o->process_group &&
+        setpgid(0, o->process_group > 0 ? o->process_group : 0) < 0)
+      goto fail;
     if (cwd && chdir(cwd) < 0)
       goto fail;
     if (path_search)
@@ -11121,7 +12030,7 @@ static int evl__spawn(const char *const *argv, const char *cwd,
     n = read(ep[0], &err, sizeof err);
   while (n < 0 && errno == EINTR);
   close(ep[0]);
-  if (n == (ssize_t)sizeof err) { /* exec failed: reap the child */
+  if (n == (evl__ssize_t)sizeof err) { /* exec failed: reap the child */
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
     }
     return evl_translate_sys_error(err);
@@ -11184,7 +12093,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   }
   start = evl__sub_queue_start(loop, p, &rc);
   if (rc == 0)
-    rc = evl__spawn(argv, opts->cwd, opts->env, cfd, &p->pid);
+    rc = evl__spawn(argv, opts, cfd, &p->pid);
   if (rc && start)
     (void)evl__cancel_internal(loop, start);
   for (i = 0; i < 3; i++) /* the child has its ends now */
@@ -11268,7 +12177,7 @@ EVL__DEF int evl_subprocess_send_signal(evl_subprocess *p, int signum) {
     return EVL_ESRCH;
 #ifdef _WIN32
   /* asyncio on Windows: SIGTERM and kill are TerminateProcess(1). */
-  if (signum != SIGTERM && signum != SIGKILL)
+  if (signum != EVL__SIGTERM && signum != EVL__SIGKILL)
     return EVL_EINVAL;
   return TerminateProcess(p->proc, 1)
              ? 0
@@ -11278,10 +12187,10 @@ EVL__DEF int evl_subprocess_send_signal(evl_subprocess *p, int signum) {
 #endif
 }
 EVL__DEF int evl_subprocess_terminate(evl_subprocess *p) {
-  return evl_subprocess_send_signal(p, SIGTERM);
+  return evl_subprocess_send_signal(p, EVL__SIGTERM);
 }
 EVL__DEF int evl_subprocess_kill(evl_subprocess *p) {
-  return evl_subprocess_send_signal(p, SIGKILL);
+  return evl_subprocess_send_signal(p, EVL__SIGKILL);
 }
 EVL__DEF void evl_subprocess_close(evl_subprocess *p) {
   int i;
@@ -11298,49 +12207,24 @@ EVL__DEF void *evl_subprocess_user(evl_subprocess *p) {
 }
 
 /* Loop closing: children still running are killed and reaped (no zombie),
-   their pipes closed, connection_lost(EVL_ECLOSED) runs for each. */
+   their pipes closed (pipe_connection_lost(EVL_ECLOSED) for those still
+   open), then connection_lost(EVL_ECLOSED) for each child that was made.
+   A child not started yet is discarded without callbacks. */
 static void evl__children_close(evl_loop *loop) {
   while (loop->children) {
     evl_subprocess *p = loop->children;
-    int i, status = 0, made = p->made && !p->lost;
+    int made = p->made && !p->lost, report_exit;
+    if (!p->made) {
+      evl__sub_discard(p);
+      continue;
+    }
+    /* process_exited ran already if the child exited after the start */
+    report_exit = made && !p->exited;
     p->lost = 1; /* the pipes' ends below must not finish it early */
-    for (i = 0; i < 3; i++)
-      if (p->pipes[i].t)
-        evl_transport_abort(p->pipes[i].t); /* lost at once: closing */
-#ifndef _WIN32
-    if (!p->exited) {
-      (void)kill(p->pid, SIGKILL);
-      while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
-      }
-      p->exited = 1;
-      p->returncode =
-          WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
-    }
-    if (p->pidfd >= 0) {
-      evl__unwatch(loop, p->pidfd, EVL__READ);
-      close(p->pidfd);
-      p->pidfd = -1;
-    }
-#else
-    (void)status;
-    if (p->wait) { /* after this no wait callback runs */
-      UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
-      p->wait = NULL;
-    }
-    if (!p->exited) {
-      DWORD code = 1;
-      TerminateProcess(p->proc, 1);
-      WaitForSingleObject(p->proc, INFINITE);
-      GetExitCodeProcess(p->proc, &code);
-      p->exited = 1;
-      p->returncode = (int)code;
-    }
-#endif
-    if (p->waiter) {
-      (void)evl_future_set_error(p->waiter, EVL_ECLOSED, NULL);
-      evl_future_release(p->waiter);
-      p->waiter = NULL;
-    }
+    evl__sub_kill_reap(p);
+    evl__sub_drop_pipes(p, made);
+    if (report_exit && p->proto->process_exited) /* the documented order */
+      p->proto->process_exited(p, p->user);
     if (made && p->proto->connection_lost)
       p->proto->connection_lost(p, EVL_ECLOSED, p->user);
     evl__sub_unlink_free(p);
@@ -11415,6 +12299,8 @@ static void evl__proc_exited(evl_subprocess *sub, void *user) {
   evl_process *pr = (evl_process *)user;
   pr->exited = 1;
   pr->returncode = sub->returncode;
+  if (pr->io[0] && !pr->io[0]->err) /* writes to its stdin say why */
+    pr->io[0]->err = EVL_EEXITED;
   evl__waiters_done(&pr->waiters, 1, (void *)(intptr_t)pr->returncode);
 }
 static void evl__proc_lost(evl_subprocess *sub, int err, void *user) {
@@ -11482,6 +12368,13 @@ evl_create_subprocess_shell(evl_loop *loop, const char *cmd,
 EVL__DEF int evl_process_pid(evl_process *p) {
   return p ? p->pid : EVL_EINVAL;
 }
+EVL__DEF int evl_process_returncode(evl_process *p, int *code) {
+  if (!p)
+    return EVL_EINVAL;
+  if (p->exited && code)
+    *code = p->returncode;
+  return p->exited;
+}
 EVL__DEF evl_stream *evl_process_stdin(evl_process *p) {
   return p ? p->io[0] : NULL;
 }
@@ -11506,10 +12399,10 @@ EVL__DEF int evl_process_send_signal(evl_process *p, int signum) {
   return p->sub ? evl_subprocess_send_signal(p->sub, signum) : EVL_ESRCH;
 }
 EVL__DEF int evl_process_terminate(evl_process *p) {
-  return evl_process_send_signal(p, SIGTERM);
+  return evl_process_send_signal(p, EVL__SIGTERM);
 }
 EVL__DEF int evl_process_kill(evl_process *p) {
-  return evl_process_send_signal(p, SIGKILL);
+  return evl_process_send_signal(p, EVL__SIGKILL);
 }
 EVL__DEF void evl_process_free(evl_process *p) {
   if (!p || p->freed)
@@ -11574,7 +12467,24 @@ static void evl__comm_destroy(evl_future *f) {
   for (i = 0; i < 3; i++)
     evl_future_release(c->parts[i]);
 }
-static const evl__future_vt evl__comm_vt = {NULL, evl__comm_destroy, NULL};
+/* Cancelling stops the reads (their data stays buffered) and the wait;
+   the child goes on. */
+static int evl__comm_cancel(evl_future *f) {
+  evl__comm *c = (evl__comm *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && c->all)
+    (void)evl_future_cancel(c->all);
+  return rc;
+}
+/* Loop closing: evl__comm_done will not run; drop its reference. */
+static void evl__comm_close(evl_future *f) {
+  evl__comm *c = (evl__comm *)(void *)f;
+  if (c->all && evl_future_remove_done_callback(c->all, evl__comm_done, c))
+    evl_future_release(f);
+  (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
+}
+static const evl__future_vt evl__comm_vt = {evl__comm_cancel, evl__comm_destroy,
+                                            evl__comm_close};
 
 EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
                                              size_t len) {
@@ -11662,6 +12572,8 @@ EVL__DEF int evl_run(evl_task_fn fn, const void *state, size_t state_size,
     *result = NULL;
   if (!fn)
     return EVL_EINVAL;
+  if (evl__thread_loop_get())
+    return EVL_EOTHERLOOP;
   rc = evl_loop_new(&loop, cfg);
   if (rc)
     return rc;

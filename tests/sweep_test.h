@@ -26,7 +26,7 @@ static int sweep_fault_err(int err);
 static int sweep_peer_err(int err) {
   return err == EVL_EINCOMPLETE || err == EVL_ECONNRESET || err == EVL_EPIPE ||
          err == EVL_ECLOSED || err == EVL_ECONNREFUSED ||
-         err == EVL_ECONNABORTED || err == EVL_ECANCELED;
+         err == EVL_ECONNABORTED || err == EVL_ECANCELED || err == EVL_ECLOSING;
 }
 
 static void sweep_fail(const char *what, int err, const char *why) {
