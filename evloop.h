@@ -221,7 +221,12 @@
      that return a future return NULL only when the loop is NULL or closed
      or memory ran out; bad arguments give a future that fails with
      EVL_EINVAL. EVL_AWAIT on NULL fails the task with EVL_EINVAL. No
-     function aborts the process on bad input. The library prints nothing unless
+     function aborts the process on bad input. Out of memory or of fds, an
+     operation fails (EVL_ENOMEM, EVL_EMFILE...) and nothing else: no
+     future is left pending, no callback that was accepted is dropped,
+     nothing leaks, and the loop works again once memory or fds are back
+     (tests/t_allocfail.c and tests/t_fdlimit.c fail each allocation, and
+     each fd, of whole scenarios in turn). The library prints nothing unless
      asked: errors nobody handled go to the loop's exception handler (whose
      default writes one line to stderr), and debug mode (evl_set_debug or
      EVLOOP_DEBUG=1 in the environment) logs slow callbacks through
@@ -619,7 +624,9 @@ EVLOOP_API evl_handle evl_call_at(evl_loop *loop, double when, evl_callback cb,
    It feeds the same FIFO as evl_call_soon (asyncio): a callback queued here
    runs before one that evl_call_soon schedules after it on the loop's
    thread (this thread's later call, or one that another thread's call
-   happens before, e.g. through a join or a lock). */
+   happens before, e.g. through a join or a lock). A callback it took (0)
+   runs even if the loop then lacks memory to queue it (it runs at the
+   start of an iteration instead). */
 EVLOOP_API int evl_call_soon_threadsafe(evl_loop *loop, evl_callback cb,
                                         void *arg);
 /* 1 if cancelled now, 0 if it had run, was cancelled or is unknown. */
@@ -1479,7 +1486,9 @@ EVLOOP_API evl_future *evl_start_server(evl_loop *loop, evl_stream_callback cb,
 EVLOOP_API evl_future *evl_start_unix_server(evl_loop *loop,
                                              evl_stream_callback cb, void *arg,
                                              const char *path, size_t limit);
-/* n < 0: until EOF. n == 0: an empty result. */
+/* n < 0: until EOF. n == 0: an empty result. A connection that ended with
+   an error (a reset, no memory for its data) fails a read to EOF, and a
+   read with nothing left, with that error (asyncio raises it too). */
 EVLOOP_API evl_future *evl_stream_read(evl_stream *s, long n);
 EVLOOP_API evl_future *evl_stream_readline(evl_stream *s);
 EVLOOP_API evl_future *evl_stream_readexactly(evl_stream *s, size_t n);
@@ -1509,10 +1518,14 @@ EVLOOP_API void evl_stream_free(evl_stream *s);
    fds you pass). A missing program is EVL_ENOENT and a file that cannot be
    executed EVL_EACCES, as errors of the future, not a child exiting 127.
    Exits are watched with EVFILT_PROC on kqueue, a pidfd where Linux has
-   one, else with SIGCHLD; no zombie is left. The returncode is the exit status,
-   or minus the signal number that killed the child (asyncio's convention), or
-   255 for a child that other code reaped first (as asyncio). An fd given with
-   EVL_STDIO_FD stays the caller's.
+   one, else with SIGCHLD; when none of them can be had (no fd free for the
+   pidfd or the SIGCHLD self-pipe), a timer polls the child (1 ms, then
+   less often, up to 100 ms) until one can; no zombie is left. If a pipe
+   gets no transport (no memory) the creation future fails with
+   EVL_ENOMEM and the child is killed and reaped. The returncode is the exit
+   status, or minus the signal number that killed the child (asyncio's
+   convention), or 255 for a child that other code reaped first (as
+   asyncio). An fd given with EVL_STDIO_FD stays the caller's.
    Callback order (asyncio's): connection_made first; for each pipe, all
    its data before its pipe_connection_lost; process_exited; connection_lost
    last, once the child exited and every pipe closed. Also when the loop
@@ -2232,6 +2245,10 @@ struct evl_loop {
   evl__cond ts_cv;
   evl__tsent *tsq, *tsq_spare;
   size_t ts_len, ts_cap, ts_spare_cap;
+  /* A drained queue whose callbacks could not all be scheduled (no
+     memory): the rest, from ts_carry_at, go first at the next drain. */
+  evl__tsent *ts_carry;
+  size_t ts_carry_at, ts_carry_n, ts_carry_cap;
   int ts_pending, ts_closed, ts_wakers;
   int ts_calls;        /* 1 while tsq holds callbacks; read without ts_mu */
   int ts_taking;       /* evl__ts_take is moving callbacks (loop thread only) */
@@ -3522,6 +3539,45 @@ static void evl__drain_wake_fd(evl_loop *loop) {
    are discarded instead; internal ones run in closing mode. */
 static void evl__job_deliver(evl_loop *loop, evl__job *job);
 
+/* Schedules q[i..n) (at close: runs the internal ones, drops the rest);
+   returns where it stopped: n, or the first that found no memory. */
+static size_t evl__ts_schedule(evl_loop *loop, const evl__tsent *q, size_t i,
+                               size_t n) {
+  for (; i < n; i++) {
+    if (loop->closing) {
+      if (q[i].internal)
+        q[i].fn(loop, q[i].arg);
+    } else if (evl__schedule(loop, -1, q[i].fn, q[i].arg,
+                             q[i].internal ? EVL__SLOT_INTERNAL : 0, NULL, NULL,
+                             0) < 0) {
+      break;
+    }
+  }
+  return i;
+}
+
+static void evl__ts_carry_done(evl_loop *loop) {
+  loop->tsq_spare = loop->ts_carry; /* it took the spare's place */
+  loop->ts_spare_cap = loop->ts_carry_cap;
+  loop->ts_carry = NULL;
+}
+
+static void evl__ts_drain(evl_loop *loop);
+
+/* From the iteration (never from inside a backend's poll): the callbacks
+   a drain could not schedule run now, in order, each as a ready callback
+   would; then what was queued behind them is drained. A cross-thread call
+   that said 0 is never lost for want of memory. */
+static void evl__ts_run_carry(evl_loop *loop) {
+  while (loop->ts_carry_at < loop->ts_carry_n) {
+    evl__tsent e = loop->ts_carry[loop->ts_carry_at++];
+    loop->now_reuse = 0;
+    e.fn(loop, e.arg);
+  }
+  evl__ts_carry_done(loop);
+  evl__ts_drain(loop);
+}
+
 /* Moves the queued callbacks to the ring; with jobs_too (the wake-up fd
    was read) also delivers completed executor jobs and rearms the wake-up. */
 static void evl__ts_take(evl_loop *loop, int jobs_too) {
@@ -3530,6 +3586,13 @@ static void evl__ts_take(evl_loop *loop, int jobs_too) {
   size_t n, i, cap;
   if (loop->ts_taking) /* a callback queued while we move: it waits */
     return;
+  if (loop->ts_carry) { /* evl__ts_run_carry runs it first */
+    if (!loop->closing)
+      return;
+    (void)evl__ts_schedule(loop, loop->ts_carry, loop->ts_carry_at,
+                           loop->ts_carry_n);
+    evl__ts_carry_done(loop);
+  }
   evl__lock(&loop->ts_mu);
   if (jobs_too) {
     done = loop->tsq_done;
@@ -3545,23 +3608,19 @@ static void evl__ts_take(evl_loop *loop, int jobs_too) {
   EVL__FLAG_STORE(&loop->ts_calls, 0);
   evl__unlock(&loop->ts_mu);
   loop->ts_taking = 1;
-  for (i = 0; i < n; i++) {
-    if (loop->closing) {
-      if (q[i].internal)
-        q[i].fn(loop, q[i].arg);
-    } else if (evl__schedule(loop, -1, q[i].fn, q[i].arg,
-                             q[i].internal ? EVL__SLOT_INTERNAL : 0, NULL, NULL,
-                             0) < 0) {
-      evl_context ctx;
-      memset(&ctx, 0, sizeof ctx);
-      ctx.message = "could not schedule a call_soon_threadsafe callback";
-      ctx.error = EVL_ENOMEM;
-      evl_call_exception_handler(loop, &ctx);
-    }
-  }
+  i = evl__ts_schedule(loop, q, 0, n);
   loop->ts_taking = 0;
-  loop->tsq_spare = q;
-  loop->ts_spare_cap = cap;
+  if (i < n) { /* kept, in order, for the next drain */
+    loop->ts_carry = q;
+    loop->ts_carry_at = i;
+    loop->ts_carry_n = n;
+    loop->ts_carry_cap = cap;
+    loop->tsq_spare = NULL; /* it is the queue now */
+    loop->ts_spare_cap = 0;
+  } else {
+    loop->tsq_spare = q;
+    loop->ts_spare_cap = cap;
+  }
   job = NULL;
   while (done) { /* the list is newest first: reverse it */
     evl__job *next = done->next;
@@ -5353,7 +5412,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     hooks += evl__hooks_run(loop, EVL_HOOK_PREPARE);
   }
   evl__heap_trim(loop);
-  if (loop->ring_len || loop->stopping || loop->fire_head ||
+  if (loop->ring_len || loop->stopping || loop->fire_head || loop->ts_carry ||
       loop->idle_active) {
     timeout = 0;
   } else if (loop->heap_len) {
@@ -5371,6 +5430,8 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   rc = evl__be_poll(loop, timeout);
   if (rc < 0)
     return rc;
+  if (loop->ts_carry)
+    evl__ts_run_carry(loop);
   loop->now = evl__now(loop);
   t_woke = loop->clock_ns ? evl__monotonic_ns() : loop->now;
   while (loop->heap_len && loop->heap[0].when <= loop->now) {
@@ -5771,9 +5832,15 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__servers_close(loop);   /* stop accepting */
   while (loop->heap_len) {
     uint32_t i = loop->heap[--loop->heap_len].slot;
+    evl_callback fn = loop->slots[i].fn;
+    void *arg = loop->slots[i].arg;
+    int internal = (loop->slots[i].gen & EVL__SLOT_INTERNAL) != 0;
     loop->slots[i].pos = EVL__POS_READY;
-    if (!loop->slots[i].fn || evl__ring_push(loop, i))
-      evl__slot_free(loop, i); /* cancelled (or no memory) */
+    if (fn && !evl__ring_push(loop, i))
+      continue;
+    evl__slot_free(loop, i); /* cancelled, or no memory for the ring: */
+    if (fn && internal)      /* its references go now (closing mode) */
+      fn(loop, arg);
   }
   loop->heap_cancelled = loop->heap_unref = 0;
   while (loop->ring_len) {
