@@ -114,7 +114,10 @@
      A loop belongs to the thread that runs it; many loops may run in many
      threads. Only evl_call_soon_threadsafe() may be called on a loop from
      another thread. Executors are thread-safe. The run-time allocator of
-     evl_loop_config is only called on the loop's thread.
+     evl_loop_config is only called on the loop's thread. A thread runs one
+     loop at a time: running another loop from a callback is
+     EVL_EOTHERLOOP (as asyncio). call_soon_threadsafe and call_soon feed
+     one FIFO.
 
    6. OWNERSHIP AND LIFETIMES
      - Handles (evl_handle) are generation-checked values: cancelling a
@@ -136,6 +139,9 @@
        nobody else holds. evl_loop_free() frees the loop; the
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
+     - The fd of a transport or a server belongs to the loop: add_reader,
+       add_writer and remove_* on it are EVL_EBUSY. Writes to a closing
+       transport are EVL_ECLOSING.
 
    7. DOES NOT DO (yet): TLS; on Windows, completion-based socket I/O
      (AcceptEx, ConnectEx, WSARecv/WSASend, TransmitFile), overlapped named

@@ -959,9 +959,11 @@ TEST(await_inside_own_switch_fails_the_task_loudly) {
   evl_loop_free(loop);
 }
 
-/* ---- kqueue: no signal or exit event lost when memory runs out -------- */
-#ifdef EVLOOP_BACKEND_KQUEUE
+/* ---- allocation failures ------------------------------------------------ */
+/* Fails every allocation while g_fail_alloc, or the next one of exactly
+   g_fail_size bytes. */
 static int g_fail_alloc;
+static size_t g_fail_size;
 static void *failing_alloc(void *ctx, void *p, size_t n) {
   (void)ctx;
   if (n == 0) {
@@ -970,8 +972,15 @@ static void *failing_alloc(void *ctx, void *p, size_t n) {
   }
   if (g_fail_alloc)
     return NULL;
+  if (g_fail_size && n == g_fail_size) {
+    g_fail_size = 0;
+    return NULL;
+  }
   return realloc(p, n);
 }
+
+/* ---- kqueue: no signal or exit event lost when memory runs out -------- */
+#ifdef EVLOOP_BACKEND_KQUEUE
 static void nop_cb(evl_loop *loop, void *arg) {
   (void)loop;
   (void)arg;
@@ -1030,19 +1039,6 @@ TEST(kqueue_keeps_signal_and_exit_events_when_memory_runs_out) {
 #endif
 
 /* ---- debug mode: a failed growth of the call-site table ---------------- */
-static size_t g_fail_size;
-static void *fail_once_alloc(void *ctx, void *p, size_t n) {
-  (void)ctx;
-  if (n == 0) {
-    free(p);
-    return NULL;
-  }
-  if (g_fail_size && n == g_fail_size) {
-    g_fail_size = 0;
-    return NULL;
-  }
-  return realloc(p, n);
-}
 static int g_slow_reports, g_bad_reports;
 static void slow_log(evl_loop *loop, const char *msg, void *ctx) {
   (void)loop;
@@ -1061,7 +1057,7 @@ TEST(debug_slow_callback_report_after_site_table_growth_failed) {
   int i, ran = 0;
   size_t site_size = 3 * sizeof(void *); /* name, file, line (padded) */
   memset(&cfg, 0, sizeof cfg);
-  cfg.alloc = fail_once_alloc;
+  cfg.alloc = failing_alloc;
   cfg.debug = 1;
   cfg.log = slow_log;
   loop = test_loop_with(&cfg);
