@@ -1,5 +1,7 @@
 # evloop.h — the one entry point: make test, make test-windows, make demo,
-# make bench, make format, make format-check. Builds go to build/.
+# make bench, make install, make format, make format-check. Builds go to
+# build/. make test runs what this machine's tools allow and names what it
+# skips; make test STRICT=1 (CI) makes any skip an error.
 
 CC      ?= cc
 BUILD   := build
@@ -49,10 +51,9 @@ WARN := -Wall -Wextra -Wpedantic -Werror
 # Build variants of the test suite: compiler and flags.
 o2_CC      := gcc
 o2_FLAGS   := -std=c99 $(WARN) -O2 -g
-asan_CC    := clang
+# asan_CC and tsan_CC: clang, else gcc (see "What this machine has").
 asan_FLAGS := -std=c11 $(WARN) -O1 -g -fno-omit-frame-pointer \
               -fsanitize=address,undefined -fno-sanitize-recover=all
-tsan_CC    := clang
 tsan_FLAGS := -std=c11 $(WARN) -O1 -g -fsanitize=thread
 tcc_CC     := tcc
 tcc_FLAGS  := -Wall -Werror -g
@@ -91,10 +92,82 @@ s390xalt_FLAGS := $(s390x_FLAGS) -DEVLOOP_HAVE_PIDFD=0
 s390xalt_QEMU  := $(s390x_QEMU)
 CROSS_VARIANTS := $(foreach a,$(CROSS),$(a) $(a)alt)
 
+# ---- What this machine has ----------------------------------------------
+# make test needs only gcc and make. Every other part of the run needs a
+# tool that may be missing; a missing one makes that part a skip, named
+# once in the run with the Debian package that brings the tool, and
+# counted in the last line ("N passed, N failed, K skipped"). Each skip is
+# one entry of SKIPS (entries end with ';'), which tests/run.sh prints.
+# STRICT=1 (what .ci/run uses) turns any skip into an error: CI cannot
+# lose a variant because a package went missing. The scripts run.sh starts
+# (tests/net_examples.sh, tests/install_check.sh) find their own clients
+# and report their own skips.
+STRICT ?=
+have  = $(shell command -v $(1) >/dev/null 2>&1 && echo 1)
+# Can compiler $(1) build and link a program with flags $(2)?
+links = $(shell printf 'int main(void){return 0;}\n' | \
+          $(1) $(2) -x c - -o /dev/null >/dev/null 2>&1 && echo 1)
+CLANG_PKG := clang libclang-rt-14-dev
+SANITIZE_ASAN := -fsanitize=address,undefined
+SANITIZE_TSAN := -fsanitize=thread
+HAVE_CLANG := $(call have,clang)
+SKIPS :=
+# The sanitizer variants prefer clang; where clang (or its runtime) is
+# missing, gcc's own sanitizers stand in if their runtime links.
+pick_sanitizer_cc = $(if $(and $(HAVE_CLANG),$(call links,clang,$(1))),clang,$(if $(call links,gcc,$(1)),gcc))
+ifeq ($(origin asan_CC),undefined)
+asan_CC := $(call pick_sanitizer_cc,$(SANITIZE_ASAN))
+endif
+ifeq ($(origin tsan_CC),undefined)
+tsan_CC := $(call pick_sanitizer_cc,$(SANITIZE_TSAN))
+endif
+ifeq ($(asan_CC),)
+SKIPS += ASan+UBSan variant (apt-get install $(CLANG_PKG));
+endif
+ifeq ($(tsan_CC),)
+SKIPS += TSan variant (apt-get install $(CLANG_PKG));
+endif
+ifeq ($(HAVE_CLANG),)
+SKIPS += clang compile checks, C99 and C11 (apt-get install clang);
+endif
+ifeq ($(call have,g++),)
+SKIPS += C++ compile check (apt-get install g++);
+endif
+ifeq ($(call have,$(tcc_CC)),)
+SKIPS += tcc variant (apt-get install tcc);
+endif
+ifeq ($(call have,$(musl_CC)),)
+SKIPS += musl variant (apt-get install musl-tools);
+endif
+ifeq ($(call have,valgrind),)
+SKIPS += valgrind variant (apt-get install valgrind);
+endif
+# The variants this machine can build and run (run.sh's VARIANTS), in
+# run order.
+HAVE_VARIANTS := o2 $(if $(asan_CC),asan) $(if $(tsan_CC),tsan) \
+                 $(if $(call have,$(tcc_CC)),tcc) $(if $(call have,$(musl_CC)),musl) \
+                 nothr kqpipe $(if $(call have,valgrind),valgrind)
+# A note (not a skip) when gcc stands in for clang's sanitizers.
+SANITIZER_NOTE := $(if $(filter gcc,$(asan_CC) $(tsan_CC)),the sanitizer variants use gcc's runtime (clang's: apt-get install $(CLANG_PKG)))
+# make test-cross: the architectures whose cross gcc and qemu-user are here.
+i686_PKGS  := gcc-i686-linux-gnu libc6-dev-i386-cross qemu-user
+s390x_PKGS := gcc-s390x-linux-gnu libc6-dev-s390x-cross qemu-user
+HAVE_CROSS := $(foreach a,$(CROSS),$(if $(and $(call have,$($(a)_CC)),$(call have,$($(a)_QEMU))),$(a)))
+CROSS_SKIPS := $(foreach a,$(filter-out $(HAVE_CROSS),$(CROSS)),$(a) builds under qemu-user (apt-get install $($(a)_PKGS));)
+# make test-windows: mingw-w64 and wine.
+WIN_CC ?= x86_64-w64-mingw32-gcc
+WIN_SKIPS := $(if $(and $(call have,$(WIN_CC)),$(call have,wine)),,Windows builds under wine (apt-get install gcc-mingw-w64-x86-64-win32 wine wine64);)
+# STRICT=1: a goal that would skip something stops here, before building.
+strict_check = $(if $(and $(filter 1,$(STRICT)),$(filter $(1),$(MAKECMDGOALS)),$(strip $(2))),\
+                 $(error STRICT=1: make $(1) would skip: $(strip $(2))))
+$(call strict_check,test,$(SKIPS))
+$(call strict_check,test-cross,$(CROSS_SKIPS))
+$(call strict_check,test-windows,$(WIN_SKIPS))
+
 TEST_SRCS := $(sort $(wildcard tests/t_*.c))
 TESTS     := $(basename $(notdir $(TEST_SRCS)))
 # Tests that start threads; they also run under ThreadSanitizer.
-THREADED_TESTS := $(filter t_threadsafe t_conform t_executor t_dns t_close t_config t_netfault t_netapi t_signal t_kqueue,$(TESTS))
+THREADED_TESTS := $(filter t_threadsafe t_conform t_executor t_dns t_close t_config t_netfault t_netapi t_signal t_kqueue t_allocfail t_fdlimit t_cancel t_reenter,$(TESTS))
 # Built with EVLOOP_NO_THREADS too (t_config brings its own configuration).
 NOTHREAD_TESTS := $(filter-out $(THREADED_TESTS),$(TESTS))
 EXAMPLES  := $(basename $(notdir $(wildcard examples/*.c)))
@@ -111,7 +184,7 @@ define variant_rules
 $(BUILD)/$(1)-$(2)/impl.o: tests/impl.c evloop.h
 	@mkdir -p $$(@D)
 	$$($(1)_CC) $$($(1)_FLAGS) -D$$($(2)_MACRO) $$($(2)_CFLAGS) -c $$< -o $$@
-$(BUILD)/$(1)-$(2)/%: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h evloop.h $(BUILD)/$(1)-$(2)/impl.o
+$(BUILD)/$(1)-$(2)/%: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h evloop.h $(BUILD)/$(1)-$(2)/impl.o
 	@mkdir -p $$(@D)
 	$$($(1)_CC) $$($(1)_FLAGS) $$($(2)_TFLAGS) $$($(2)_CFLAGS) $$< $(BUILD)/$(1)-$(2)/impl.o -o $$@ $$($(2)_LIBS) $(LIBS)
 endef
@@ -124,29 +197,40 @@ SKIPPED := $(foreach b,$(BACKENDS),$(addsuffix -$(b),$($(b)_SKIP)))
 SKIP_WHY := $(foreach b,$(BACKENDS),$($(b)_SKIP_WHY))
 
 .PHONY: all test test-quick test-cross compile-checks demo bench format format-check clean examples \
-        test-windows windows
+        test-windows windows fuzz soak
 
 all: examples $(call bins,o2,$(TESTS))
 
 examples: $(addprefix $(BUILD)/examples/,$(EXAMPLES))
+$(BUILD)/examples/http_server: examples/http_request.h
 $(BUILD)/examples/%: examples/%.c evloop.h
 	@mkdir -p $(@D)
 	$(o2_CC) $(o2_FLAGS) $(EX_FLAGS) $< -o $@ $(EX_LIBS) $(LIBS)
 
-# The whole suite: every backend with gcc -O2, clang ASan+UBSan, tcc and
-# musl; the threaded tests under TSan; the others with EVLOOP_NO_THREADS;
-# valgrind; compile checks; nm.
-# tests/run.sh prints each result and ends with "N passed, N failed".
-TEST_BINS := $(call bins,o2,$(TESTS)) $(call bins,asan,$(TESTS)) \
-             $(call bins,tsan,$(THREADED_TESTS)) $(call bins,tcc,$(TESTS)) \
-             $(call bins,musl,$(TESTS)) $(call bins,nothr,$(NOTHREAD_TESTS))
+# The whole suite: every backend with gcc -O2, ASan+UBSan (clang, else
+# gcc), tcc and musl; the threaded tests under TSan; the others with
+# EVLOOP_NO_THREADS; valgrind; compile checks; nm. tests/run.sh prints each
+# result and ends with "N passed, N failed, K skipped".
+# Only the variants whose toolchain is here (HAVE_VARIANTS); the others
+# are named as skipped (SKIPS). Then the script checks: the network
+# examples against real clients, make install through pkg-config, the
+# version's agreement, and the docs against the code.
+have_bins = $(if $(filter $(1),$(HAVE_VARIANTS)),$(call bins,$(1),$(2)))
+TEST_BINS := $(call have_bins,o2,$(TESTS)) $(call have_bins,asan,$(TESTS)) \
+             $(call have_bins,tsan,$(THREADED_TESTS)) $(call have_bins,tcc,$(TESTS)) \
+             $(call have_bins,musl,$(TESTS)) $(call have_bins,nothr,$(NOTHREAD_TESTS))
 # The kqpipe variant: the threaded tests (t_kqueue among them), on kqueue.
 KQPIPE_TESTS := $(THREADED_TESTS)
 ifneq ($(filter kqueue,$(BACKENDS)),)
 TEST_BINS += $(addprefix $(BUILD)/kqpipe-kqueue/,$(KQPIPE_TESTS))
 endif
-test: $(TEST_BINS) examples compile-checks
-	@SKIPPED="$(SKIPPED)" SKIP_WHY="$(SKIP_WHY)" KQPIPE_TESTS="$(KQPIPE_TESTS)" sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "$(THREADED_TESTS)" "$(DEMO_EXAMPLES)" "$(NOTHREAD_TESTS)"
+TEST_CHECKS := tests/net_examples.sh tests/install_check.sh tests/version_check.sh \
+               tests/docs_check.sh
+test: $(TEST_BINS) examples compile-checks $(BUILD)/evloop.pc
+	@$(if $(SANITIZER_NOTE),echo "note: $(SANITIZER_NOTE)";) \
+	  VARIANTS="$(HAVE_VARIANTS)" SKIPS="$(SKIPS)" STRICT="$(STRICT)" CHECKS="$(TEST_CHECKS)" \
+	  SKIPPED="$(SKIPPED)" SKIP_WHY="$(SKIP_WHY)" KQPIPE_TESTS="$(KQPIPE_TESTS)" \
+	  sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "$(THREADED_TESTS)" "$(DEMO_EXAMPLES)" "$(NOTHREAD_TESTS)"
 
 # Quick loop for development: gcc -O2 only.
 test-quick: $(call bins,o2,$(TESTS))
@@ -156,25 +240,31 @@ test-quick: $(call bins,o2,$(TESTS))
 # compilers, run under qemu-user: every backend, and the alt builds.
 # EVL_TEST_QEMU=1 lets the tests work around qemu-user's known limits,
 # saying so; run.sh stops each binary after CROSS_TIMEOUT seconds.
-CROSS_BINS := $(foreach a,$(CROSS),$(call bins,$(a),$(TESTS)) \
+# An architecture whose tools are missing is a skip (CROSS_SKIPS).
+CROSS_BINS := $(foreach a,$(HAVE_CROSS),$(call bins,$(a),$(TESTS)) \
                 $(addprefix $(BUILD)/$(a)alt-epoll/,$(TESTS)))
 test-cross: $(CROSS_BINS)
-	@EVL_TEST_QEMU=1 VARIANTS="$(CROSS_VARIANTS)" LOG=$(BUILD)/test-cross-log.txt \
+	@EVL_TEST_QEMU=1 VARIANTS="$(foreach a,$(HAVE_CROSS),$(a) $(a)alt)" \
+	  SKIPS="$(CROSS_SKIPS)" STRICT="$(STRICT)" LOG=$(BUILD)/test-cross-log.txt \
 	  $(foreach v,$(CROSS_VARIANTS),$(v)_QEMU=$($(v)_QEMU)) \
 	  sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "" ""
 
-# gcc and clang as C99 and C11, the header as C++, and the nm check.
+# gcc and clang as C99 and C11, the header as C++, and the nm check
+# (clang and g++ where installed; SKIPS names them otherwise).
+# tests/include_twice.c: the declarations, then the implementation, in
+# one file.
+CHECK_SRCS := tests/impl.c tests/include_twice.c $(TEST_SRCS) $(wildcard examples/*.c)
 compile-checks: $(BUILD)/checks.stamp
-$(BUILD)/checks.stamp: evloop.h tests/impl.c tests/cpp_compile.cpp tests/win_names.c $(TEST_SRCS) $(wildcard examples/*.c) tests/nm_check.sh
+$(BUILD)/checks.stamp: evloop.h tests/cpp_compile.cpp tests/win_names.c $(CHECK_SRCS) tests/nm_check.sh
 	@mkdir -p $(BUILD)
-	for cc in gcc clang; do for std in c99 c11; do \
-	  for f in tests/impl.c $(TEST_SRCS) $(wildcard examples/*.c); do \
+	for cc in gcc $(if $(HAVE_CLANG),clang); do for std in c99 c11; do \
+	  for f in $(CHECK_SRCS); do \
 	    $$cc -std=$$std $(WARN) -fsyntax-only $$f || exit 1; \
 	  done; \
 	  for b in $(BACKENDS); do \
 	    $$cc -std=$$std $(WARN) -fsyntax-only -DEVLOOP_BACKEND_$$(echo $$b | tr a-z A-Z) $(KQUEUE_CFLAGS) tests/impl.c || exit 1; \
 	  done; done; done
-	g++ -std=c++11 -Wall -Wextra -Werror -c tests/cpp_compile.cpp -o $(BUILD)/cpp_compile.o
+	$(if $(call have,g++),g++ -std=c++11 -Wall -Wextra -Werror -c tests/cpp_compile.cpp -o $(BUILD)/cpp_compile.o)
 	if command -v $(WIN_CC) >/dev/null 2>&1; then \
 	  $(WIN_CC) -std=c99 $(WARN) -fsyntax-only tests/win_names.c || exit 1; fi
 	sh tests/nm_check.sh gcc
@@ -188,7 +278,6 @@ $(BUILD)/checks.stamp: evloop.h tests/impl.c tests/cpp_compile.cpp tests/win_nam
 # on iocp and select under a timeout), with the examples that build on
 # Windows; the ones that stop by themselves run as smoke tests (not
 # subprocess_date/_streams: they run `date`, which Windows lacks).
-WIN_CC       ?= x86_64-w64-mingw32-gcc
 WIN_FLAGS    := -std=c99 $(WARN) -O2
 WIN_LIBS     := -static -lws2_32 -lpthread
 WIN_BACKENDS := iocp select
@@ -201,14 +290,45 @@ WIN_EXES := $(addprefix $(WIN_DIR)/,$(addsuffix .exe,$(TESTS))) \
 $(WIN_DIR)/impl.o: tests/impl.c evloop.h
 	@mkdir -p $(@D)
 	$(WIN_CC) $(WIN_FLAGS) -c $< -o $@
-$(WIN_DIR)/%.exe: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h evloop.h $(WIN_DIR)/impl.o
+$(WIN_DIR)/%.exe: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h evloop.h $(WIN_DIR)/impl.o
 	$(WIN_CC) $(WIN_FLAGS) $< $(WIN_DIR)/impl.o -o $@ $(WIN_LIBS)
 $(WIN_DIR)/examples/%.exe: examples/%.c evloop.h
 	@mkdir -p $(@D)
 	$(WIN_CC) $(WIN_FLAGS) $< -o $@ $(WIN_LIBS)
 windows: $(WIN_EXES)
+# Without mingw-w64 or wine, one skip (WIN_SKIPS; an error with STRICT=1).
+ifeq ($(WIN_SKIPS),)
 test-windows: $(WIN_EXES)
 	@sh tests/run_windows.sh "$(BUILD)" "$(WIN_BACKENDS)" "$(TESTS)" "$(WIN_EXAMPLES_RUN)"
+else
+test-windows:
+	@echo "skipped: $(WIN_SKIPS:;=)"; echo "0 passed, 0 failed, 1 skipped"
+endif
+
+# ---- make install / make uninstall ----------------------------------------
+# The header under $(PREFIX)/include and a pkg-config file under
+# $(PREFIX)/lib/pkgconfig, staged under DESTDIR if given. The version comes
+# from the header's EVLOOP_VERSION_STRING (its only home).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+VERSION := $(shell sed -n 's/^\#define EVLOOP_VERSION_STRING "\(.*\)"$$/\1/p' evloop.h)
+# Windows links ws2_32; POSIX needs pthreads.
+PC_LIBS := $(if $(filter MINGW% MSYS% CYGWIN% Windows_NT,$(UNAME) $(OS)),-lws2_32,-lpthread)
+$(BUILD)/evloop.pc: FORCE
+	@mkdir -p $(@D)
+	@printf '%s\n' 'prefix=$(PREFIX)' 'includedir=$${prefix}/include' '' \
+	  'Name: evloop' \
+	  'Description: asyncio'"'"'s event loop for C, in one header (define EVLOOP_IMPLEMENTATION in one file)' \
+	  'Version: $(VERSION)' 'Cflags: -I$${includedir}' 'Libs: $(PC_LIBS)' >$@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
+install: $(BUILD)/evloop.pc
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 evloop.h $(DESTDIR)$(PREFIX)/include/evloop.h
+	install -m 644 $(BUILD)/evloop.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/evloop.pc
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/include/evloop.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/evloop.pc
+.PHONY: install uninstall FORCE
+FORCE:
 
 demo: examples
 	@for e in $(DEMO_EXAMPLES); do echo "== examples/$$e"; $(BUILD)/examples/$$e || exit 1; done
@@ -217,11 +337,52 @@ demo: examples
 bench:
 	@$(MAKE) -C bench
 
+# ---- issue 11: fuzzing (its own target; not part of make test) ----------
+# libFuzzer targets in tests/fuzz/ (clang -fsanitize=fuzzer,address,
+# undefined), each run for FUZZ_SECONDS from its seed corpus in
+# tests/fuzz/corpus/NAME/ (never written to: new inputs go to
+# build/fuzz/corpus-NAME/). A crash is saved as build/fuzz/NAME-crash-*;
+# copied into tests/fuzz/corpus/NAME/ it is replayed by every run.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_TARGETS := stream http addr
+FUZZ_FLAGS   := -std=c11 $(WARN) -g -O1 -fno-omit-frame-pointer \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c evloop.h examples/http_request.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $< -o $@ $(LIBS)
+fuzz: $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(BUILD)/fuzz/corpus-$$t; \
+	  echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
+	  $(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(BUILD)/fuzz/$$t- $(BUILD)/fuzz/corpus-$$t tests/fuzz/corpus/$$t \
+	    >$(BUILD)/fuzz/$$t.log 2>&1; rc=$$?; \
+	  grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|^#[0-9]+.*DONE' $(BUILD)/fuzz/$$t.log; \
+	  if [ $$rc -ne 0 ]; then tail -n 40 $(BUILD)/fuzz/$$t.log; echo "fuzz_$$t FAILED (log: $(BUILD)/fuzz/$$t.log)"; exit 1; fi; \
+	done
+
+# ---- issue 11: soak (its own target; not part of make test) -------------
+# tests/soak.c: one loop under mixed load for SOAK_SECONDS with ASan+UBSan
+# (echo clients, timers, subprocesses, signals, threadsafe calls, executor
+# jobs; it checks bytes, fds, RSS and zombies and prints its totals), then
+# its threaded part (timers, threadsafe calls, executor) under TSan.
+SOAK_SECONDS ?= 60
+$(BUILD)/soak/soak-asan: tests/soak.c evloop.h
+	@mkdir -p $(@D)
+	$(asan_CC) $(asan_FLAGS) $< -o $@ $(LIBS)
+$(BUILD)/soak/soak-tsan: tests/soak.c evloop.h
+	@mkdir -p $(@D)
+	$(tsan_CC) $(tsan_FLAGS) $< -o $@ $(LIBS)
+soak: $(BUILD)/soak/soak-asan $(BUILD)/soak/soak-tsan
+	$(BUILD)/soak/soak-asan $(SOAK_SECONDS)
+	$(BUILD)/soak/soak-tsan --threaded-only $(SOAK_SECONDS)
+
 format:
-	clang-format -i evloop.h tests/*.c tests/*.h tests/*.cpp examples/*.c bench/*.c
+	clang-format -i evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c examples/*.c examples/*.h bench/*.c
 
 format-check:
-	clang-format --dry-run --Werror evloop.h tests/*.c tests/*.h tests/*.cpp examples/*.c bench/*.c
+	clang-format --dry-run --Werror evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c examples/*.c examples/*.h bench/*.c
 
 clean:
 	rm -rf $(BUILD)

@@ -8,15 +8,21 @@
    Every other file includes "evloop.h" without the define. Link with
    -lpthread on POSIX (nothing else is needed on Linux), -lws2_32 on
    Windows. The declarations pull in no system header but <stddef.h> and
-   <stdint.h>; on Windows the implementation includes <winsock2.h> before
-   <windows.h>, so include <windows.h> after it in that one file (or
-   define WIN32_LEAN_AND_MEAN first).
+   <stdint.h>. On POSIX the header defines _GNU_SOURCE (unless it is
+   defined), with or without EVLOOP_IMPLEMENTATION, so a file may include
+   the declarations and later the implementation; either way its first
+   inclusion comes before any system header. On Windows the implementation
+   includes <winsock2.h> before <windows.h>, so include <windows.h> after
+   it in that one file (or define WIN32_LEAN_AND_MEAN first).
+   `make install` puts this file and an evloop.pc for pkg-config under
+   PREFIX (`pkg-config --cflags --libs evloop`).
 
    CONTENTS
-     1. Quick start          5. Threads
-     2. Configuration macros 6. Ownership and lifetimes
-     3. Backends             7. Does NOT do (yet)
-     4. Errors and logging   8. Declarations, implementation, licence
+     1. Quick start          6. Threads
+     2. API at a glance      7. Ownership and lifetimes
+     3. Configuration macros 8. Does NOT do (yet)
+     4. Backends             9. Declarations, implementation, licence
+     5. Errors and logging
 
    1. QUICK START (examples/tasks.c shows tasks and gather at more length)
 
@@ -42,7 +48,101 @@
            return evl_run(count, &c, sizeof c, NULL, NULL) == 0 ? 0 : 1;
        }
 
-   2. CONFIGURATION MACROS (define them before including the header)
+   2. API AT A GLANCE: asyncio -> evloop.h (declarations further down,
+      with the rules of each call; "_x" is short for evl_<object>_x)
+
+     new_event_loop, close, is_closed, is_running
+                         evl_loop_new(&loop, &cfg), evl_loop_close,
+                         evl_loop_free, evl_loop_is_closed,
+                         evl_loop_is_running
+     run_forever, run_until_complete, stop
+                         evl_run_forever, evl_run_until_complete(loop, fut),
+                         evl_stop (asyncio's semantics, stop before run too)
+     asyncio.run         evl_run(task_fn, state, size, cfg, &result)
+     (game, GUI loops)   evl_run_once(loop, max_wait), evl_next_timeout,
+                         evl_backend_fd
+     call_soon, call_soon_threadsafe, call_later, call_at
+                         the same names with evl_; they return an evl_handle
+     time                evl_time (seconds, double), evl_time_ns
+     Handle.cancel/cancelled, TimerHandle.when
+                         evl_handle_cancel, evl_handle_cancelled,
+                         evl_handle_when (stale handles are harmless)
+     create_future, Future
+                         evl_future_new, _set_result, _set_error, _cancel,
+                         _done, _cancelled, _result, _error,
+                         _add_done_callback, _remove_done_callback, _ref,
+                         _release
+     create_task, coroutines, await
+                         evl_task_create(loop, fn, state, size),
+                         EVL_ASYNC_BEGIN, EVL_AWAIT, EVL_AWAIT_TRY,
+                         EVL_ASYNC_RETURN, EVL_ASYNC_END, evl_task_cancel,
+                         evl_set_task_factory
+     sleep, wait_for, gather
+                         evl_sleep, evl_wait_for, evl_gather
+     add_reader, add_writer, remove_reader, remove_writer
+                         the same names with evl_
+     run_in_executor, set_default_executor, shutdown_default_executor
+                         the same names with evl_; evl_executor_new/_free
+     getaddrinfo, getnameinfo
+                         evl_getaddrinfo, evl_getnameinfo (futures, run on
+                         the executor)
+     create_connection, create_unix_connection, connect_accepted_socket
+                         evl_create_connection(loop, &proto, user, host,
+                         port, opts) -> future of evl_transport *, and
+                         evl_create_unix_connection,
+                         evl_connect_accepted_socket
+     create_server, create_unix_server, Server
+                         evl_create_server, evl_create_unix_server -> future
+                         of evl_server *; evl_server_close, _wait_closed,
+                         _start_serving, _serve_forever, _is_serving,
+                         _sockets, _port, _free
+     create_datagram_endpoint
+                         evl_create_datagram_endpoint, evl_transport_sendto
+     Protocol, BufferedProtocol, DatagramProtocol
+                         evl_protocol: a table of callbacks
+                         (connection_made, data_received, eof_received,
+                         connection_lost, pause_writing, resume_writing,
+                         get_buffer/buffer_updated, datagram_received,
+                         error_received)
+     Transport           evl_transport_write, _writev, _write_eof, _close,
+                         _abort, _pause_reading, _resume_reading,
+                         _set_write_buffer_limits, _get_write_buffer_size,
+                         _get_peername, _get_sockname, _fd
+     sendfile, sock_sendfile
+                         evl_sendfile(transport, fd, offset, count),
+                         evl_sock_sendfile
+     sock_recv, sock_recv_into, sock_sendall, sock_connect, sock_accept
+                         the same names with evl_, as futures
+                         (evl_future_result_int: the count or the fd)
+     open_connection, start_server, StreamReader, StreamWriter
+                         evl_open_connection, evl_start_server (and the
+                         unix variants) -> evl_stream: _read, _readline,
+                         _readexactly, _readuntil, _at_eof, _write, _drain,
+                         _write_eof, _close, _wait_closed
+     connect_read_pipe, connect_write_pipe
+                         evl_connect_read_pipe, evl_connect_write_pipe
+     add_signal_handler, remove_signal_handler
+                         evl_add_signal_handler(loop, signum, cb, arg),
+                         evl_remove_signal_handler
+     subprocess_exec, subprocess_shell, SubprocessProtocol,
+     SubprocessTransport evl_subprocess_exec(loop, &proto, user, argv,
+                         &opts), evl_subprocess_shell; evl_subprocess_
+                         get_pid, _get_returncode, _get_pipe_transport,
+                         _send_signal, _terminate, _kill, _close
+     create_subprocess_exec, create_subprocess_shell, Process
+                         evl_create_subprocess_exec/_shell -> evl_process:
+                         evl_process_stdin/_stdout/_stderr (streams),
+                         _wait, _communicate, _send_signal, _terminate,
+                         _kill, _free
+     exception handler   evl_set_exception_handler,
+                         evl_get_exception_handler,
+                         evl_default_exception_handler,
+                         evl_call_exception_handler
+     debug mode          evl_set_debug, evl_get_debug, EVLOOP_DEBUG=1 in
+                         the environment, evl_set_slow_callback_duration
+     errors              negative EVL_E* codes; evl_strerror, evl_err_name
+
+   3. CONFIGURATION MACROS (define them before including the header)
 
      EVLOOP_IMPLEMENTATION   emit the implementation in this file
      EVLOOP_BACKEND_SELECT   build only this backend (plus nothing else)
@@ -63,11 +163,21 @@
      EVLOOP_ASSERT(x)        internal consistency checks (default: assert)
      EVLOOP_NO_THREADS       no threads: evl_run_in_executor and DNS run the
                              work inline and complete the future at once
+     EVLOOP_HAVE_PIDFD       0: child exits come through SIGCHLD (kqueue:
+                             EVFILT_PROC) instead of a pidfd (default: 1
+                             on Linux, where pidfd_open is tried first and
+                             SIGCHLD serves if the kernel refuses it)
      EVLOOP_STATIC           make every public function static
+     EVLOOP_API              what precedes every public declaration
+                             (default: extern, or static with
+                             EVLOOP_STATIC); e.g. a visibility attribute
+                             or __declspec(dllexport)
      EVLOOP_NO_CALLSITE      do not wrap evl_call_soon & co. in macros that
                              record the call site for debug mode
+     (EVLOOP_DEBUG is an environment variable, chapter 5; EVLOOP_VERSION_*
+     and EVLOOP_H_INCLUDED are defined by the header.)
 
-   3. BACKENDS
+   4. BACKENDS
      Without a backend macro every backend the platform has is compiled and
      evl_loop_config.backend picks one at run time; the default is epoll on
      Linux, kqueue on macOS and the BSDs, and poll elsewhere on POSIX. If
@@ -97,7 +207,7 @@
      piped stdio is a named pipe on IOCP (a loopback socket pair on select);
      terminate and kill are TerminateProcess(1), as asyncio does.
 
-   4. ERRORS AND LOGGING
+   5. ERRORS AND LOGGING
      Functions return 0 (or a value >= 0) on success and a negative EVL_E*
      code on failure; evl_strerror() and evl_err_name() describe a code
      (an evl_handle < 0 is such a code: evl_strerror((int)h)). Functions
@@ -110,7 +220,7 @@
      EVLOOP_DEBUG=1 in the environment) logs slow callbacks through
      evl_loop_config.log (default: stderr).
 
-   5. THREADS
+   6. THREADS
      A loop belongs to the thread that runs it; many loops may run in many
      threads. Only evl_call_soon_threadsafe() may be called on a loop from
      another thread. Executors are thread-safe. The run-time allocator of
@@ -119,7 +229,7 @@
      EVL_EOTHERLOOP (as asyncio). call_soon_threadsafe and call_soon feed
      one FIFO.
 
-   6. OWNERSHIP AND LIFETIMES
+   7. OWNERSHIP AND LIFETIMES
      - Handles (evl_handle) are generation-checked values: cancelling a
        handle whose callback already ran, or that was already cancelled, is
        a harmless no-op.
@@ -139,34 +249,66 @@
        nobody else holds. evl_loop_free() frees the loop; the
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
+     - Closing or freeing the loop from one of its own callbacks: while it
+       runs (any callback of evl_run_*), evl_loop_close() returns
+       EVL_ERUNNING and evl_loop_free() does nothing but report EVL_ERUNNING
+       to the exception handler; free it once the run returned. Inside
+       evl_loop_close() (connection_lost(EVL_ECLOSED), the subprocess
+       callbacks of the close, the exception handler), evl_loop_close() is
+       a no-op returning 0 and evl_loop_free() takes effect as the close
+       returns: the code that called evl_loop_close() must not use the
+       loop after it. A transport closed from a connection_lost of the
+       close gets its own connection_lost(EVL_ECLOSED) once, after the
+       current one returned, never nested in it.
+     - Cancelling a future the library made stops what it stands for and
+       leaves nothing of it behind: a cancelled connection (or pipe, or
+       datagram endpoint) closes its socket, and a transport whose
+       connection_made had not run never gets it; a cancelled spawn kills
+       and reaps its child and runs none of its callbacks; a cancelled
+       read leaves the data buffered; a cancelled send or sendfile keeps
+       what the kernel took (the rest is not sent). Once a future
+       completed, what it delivered is yours even if you cancel it then.
      - The fd of a transport or a server belongs to the loop: add_reader,
        add_writer and remove_* on it are EVL_EBUSY. Writes to a closing
        transport are EVL_ECLOSING.
 
-   7. DOES NOT DO (yet): TLS; on Windows, completion-based socket I/O
-     (AcceptEx, ConnectEx, WSARecv/WSASend, TransmitFile), overlapped named
-     pipes, and AF_UNIX socket files (stale-file replacement).
+   8. DOES NOT DO (yet)
+     - TLS.
+     - Windows: Unix signals other than SIGINT and SIGBREAK; replacing a
+       stale socket file in evl_create_unix_server; pipe handles on select
+       loops (evl_connect_read_pipe/_write_pipe take sockets there, and
+       subprocess stdio is a loopback socket pair); completions for the
+       evl_sock_* futures and Unix-domain transports (they use AFD
+       readiness on IOCP); TransmitFile (evl_sendfile on IOCP reads the
+       file into overlapped sends); with EVLOOP_NO_THREADS, subprocesses
+       and signals (EVL_ENOTSUP). IOCP does have completion-based TCP and
+       UDP (AcceptEx, ConnectEx, WSARecv/WSASend, WSARecvFrom/WSASendTo)
+       and overlapped named pipes: chapter 4.
 
-   8. Licence: MIT or public domain (Unlicense), your choice; at the end.
+   9. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
 
 #ifndef EVLOOP_H_INCLUDED
 #define EVLOOP_H_INCLUDED
 
 /* The implementation needs POSIX and GNU declarations; they must be asked
-   for before the first system header of the translation unit. */
-#if defined(EVLOOP_IMPLEMENTATION) && !defined(_WIN32)
-#ifndef _GNU_SOURCE
+   for before the first system header of the translation unit. Asked for
+   with or without EVLOOP_IMPLEMENTATION: a file may include the
+   declarations first and the implementation later, and by then the C
+   library has fixed its feature set (the <stdint.h> below settles it). */
+#if !defined(_WIN32) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE 1
-#endif
 #endif
 
 #include <stddef.h>
 #include <stdint.h>
 
+/* The version, in this one place (the first line above, README.md and
+   evloop.pc follow it; tests/version_check.sh checks that they agree). */
 #define EVLOOP_VERSION_MAJOR 0
 #define EVLOOP_VERSION_MINOR 1
 #define EVLOOP_VERSION_PATCH 0
+#define EVLOOP_VERSION_STRING "0.1.0"
 
 #ifndef EVLOOP_API
 #ifdef EVLOOP_STATIC
@@ -339,18 +481,23 @@ typedef struct evl_loop_config {
 /* ==== Loop ============================================================= */
 
 EVLOOP_API int evl_loop_new(evl_loop **out, const evl_loop_config *cfg);
-/* Closes the loop (idempotent); EVL_ERUNNING if it is running. */
+/* Closes the loop (idempotent); EVL_ERUNNING if it is running. From a
+   callback of the close itself: 0, nothing more happens. */
 EVLOOP_API int evl_loop_close(evl_loop *loop);
-/* Closes if needed and frees the loop. */
+/* Closes if needed and frees the loop. From a callback while the loop
+   runs: ignored (reported to the exception handler as EVL_ERUNNING); from
+   a callback of evl_loop_close: done as that close returns. See chapter 6
+   of the header. */
 EVLOOP_API void evl_loop_free(evl_loop *loop);
 EVLOOP_API int evl_loop_is_closed(const evl_loop *loop);
 EVLOOP_API int evl_loop_is_running(const evl_loop *loop);
-/* Runs until evl_stop(): 0, or EVL_ECLOSED / EVL_ERUNNING, or the error of
-   a failing backend wait. Every way to run a loop (run_forever,
-   run_until_complete, run_once, evl_run) is EVL_EOTHERLOOP inside a
-   callback of another loop running on the same thread (asyncio: "Cannot
-   run the event loop while another loop is running"): run the other loop
-   on its own thread, or from the host's frame loop between iterations. */
+/* Runs until evl_stop(): 0, or EVL_ECLOSED (also from a callback of
+   evl_loop_close) / EVL_ERUNNING, or the error of a failing backend wait.
+   Every way to run a loop (run_forever, run_until_complete, run_once,
+   evl_run) is EVL_EOTHERLOOP inside a callback of another loop running on
+   the same thread (asyncio: "Cannot run the event loop while another loop
+   is running"): run the other loop on its own thread, or from the host's
+   frame loop between iterations. */
 EVLOOP_API int evl_run_forever(evl_loop *loop);
 /* 0 when fut completed with a result; its error code when it failed or was
    cancelled (EVL_ECANCELED); EVL_ESTOPPED when evl_stop() came first. */
@@ -729,9 +876,15 @@ EVLOOP_API int evl_transport_sendto(evl_transport *t, const void *data,
    the end of the file (asyncio's count=None), and a file that ends early
    ends the send. The future's result is the number of bytes sent
    (evl_future_result_int). Afterwards, however it ended (done, failed,
-   cancelled), the file position is offset + bytes sent, as asyncio. An offset
-   that the implementation's off_t cannot hold is EVL_EFBIG (32-bit glibc:
-   compile it with -D_FILE_OFFSET_BITS=64 to send from past 2 GiB). */
+   cancelled), the file position is offset + bytes sent, as asyncio.
+   Cancelled, it stops: what it sent stays sent, the transport stays open
+   and the next write follows that part of the file. An offset that the
+   implementation's off_t cannot hold is EVL_EFBIG (32-bit glibc: compile it
+   with -D_FILE_OFFSET_BITS=64 to send from past 2 GiB). A peer that is gone
+   fails it with EVL_EPIPE (or EVL_ECONNRESET), never a SIGPIPE: sendfile(2)
+   runs with SIGPIPE blocked in the calling thread, and the one it raised is
+   taken back (one pending before is left pending). So does
+   evl_sock_sendfile. */
 EVLOOP_API evl_future *evl_sendfile(evl_transport *t, int file_fd,
                                     int64_t offset, size_t count);
 
@@ -765,8 +918,9 @@ EVLOOP_API evl_transport *evl_connect_accepted_socket(evl_loop *loop,
                                                       const evl_protocol *proto,
                                                       void *user, evl_fd fd);
 /* Listens on every address of host (NULL or "": all interfaces, IPv4 and
-   IPv6; a comma-separated list: each of them), one socket per address
-   (an address that comes twice listens once, as asyncio). The
+   IPv6; a comma-separated list: each of them, and an empty element, as in
+   "127.0.0.1,", is EVL_EINVAL), one socket per address (an address that
+   comes twice listens once, as asyncio). The
    future's result is the evl_server *. port 0 picks a free port (see
    evl_server_port). */
 EVLOOP_API evl_future *evl_create_server(evl_loop *loop,
@@ -859,7 +1013,9 @@ EVLOOP_API int evl_remove_signal_handler(evl_loop *loop, int signum);
    For non-blocking sockets the caller owns. Results through
    evl_future_result_int: bytes for recv/sendall/sendfile, the new fd for
    accept, 0 for connect. The buffers must stay valid until the future is
-   done; sock_sendall copies nothing, sock_recv reads into buf. */
+   done; sock_sendall copies nothing, sock_recv reads into buf. A cancelled
+   sock_sendall or sock_sendfile has sent an unknown part (the count goes
+   with the future): close the socket rather than go on writing. */
 EVLOOP_API evl_future *evl_sock_recv(evl_loop *loop, evl_fd fd, void *buf,
                                      size_t len);
 EVLOOP_API evl_future *evl_sock_recv_into(evl_loop *loop, evl_fd fd, void *buf,
@@ -897,7 +1053,8 @@ typedef struct evl_bytes {
   unsigned char *data; /* len bytes, plus a 0 byte after them */
 } evl_bytes;
 
-/* The future's result is the evl_stream *, yours to evl_stream_free. */
+/* The future's result is the evl_stream *, yours to evl_stream_free.
+   Cancelling it before it completed stops the connection: no stream. */
 EVLOOP_API evl_future *evl_open_connection(evl_loop *loop, const char *host,
                                            int port, size_t limit,
                                            const evl_net_options *opts);
@@ -996,7 +1153,9 @@ typedef struct evl_subprocess_protocol {
 
 /* The future's result is the evl_subprocess * (after connection_made).
    argv[0] is looked up in PATH when it has no '/'. opts may be NULL. The
-   loop frees the evl_subprocess after connection_lost. */
+   loop frees the evl_subprocess after connection_lost. Cancelling the
+   future before it completed kills and reaps the child and frees it: no
+   callback of proto runs (asyncio leaves such a child running). */
 EVLOOP_API evl_future *evl_subprocess_exec(evl_loop *loop,
                                            const evl_subprocess_protocol *proto,
                                            void *user, const char *const *argv,
@@ -1020,7 +1179,8 @@ EVLOOP_API void evl_subprocess_close(evl_subprocess *p);
 EVLOOP_API void *evl_subprocess_user(evl_subprocess *p);
 
 /* High level: the future's result is an evl_process *, yours to
-   evl_process_free. Its pipes are streams (limit 0: 64 KiB). */
+   evl_process_free. Its pipes are streams (limit 0: 64 KiB). Cancelling
+   the future before it completed kills and reaps the child. */
 EVLOOP_API evl_future *
 evl_create_subprocess_exec(evl_loop *loop, const char *const *argv,
                            const evl_subprocess_options *opts, size_t limit);
@@ -1042,7 +1202,9 @@ EVLOOP_API int evl_process_returncode(evl_process *p, int *code);
 EVLOOP_API evl_future *evl_process_wait(evl_process *p);
 /* Writes input (copied) to stdin and closes it, reads stdout and stderr to
    their ends while doing so (no deadlock whatever their sizes), waits for
-   the exit. The result is an evl_communicate * the future owns. */
+   the exit. The result is an evl_communicate * the future owns.
+   Cancelling it stops the reads (what they had stays buffered) and the
+   wait; the child goes on, and stdin stays closed. */
 typedef struct evl_communicate {
   evl_bytes *out, *err; /* NULL for a stream that is no pipe */
   int returncode;
@@ -1343,6 +1505,7 @@ struct evl_future {
   evl_free_fn result_free;
   evl__fcb *cbs;
   uint32_t ncbs, capcbs;
+  evl_future *fire_next; /* on the loop's fire_later list */
 };
 
 /* A flag another thread sets under a lock and the loop thread reads
@@ -1501,6 +1664,7 @@ struct evl_loop {
   /* state */
   const struct evl__backend_ops *be; /* the backend's functions */
   int running, stopping, closing, closed, user_freed;
+  int free_pending; /* evl_loop_free: 1 when close ends, 2 under way */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
@@ -1509,6 +1673,9 @@ struct evl_loop {
   void *alloc_ctx;
   size_t struct_refs; /* the user + every live future */
   evl_future *futures;
+  /* Futures whose done callbacks could not be queued (no memory for the
+     ready ring): an intrusive list, so that completing never loses them. */
+  evl_future *fire_head, *fire_tail;
   /* errors and debug */
   evl_exception_handler handler;
   void *handler_arg;
@@ -4354,6 +4521,8 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   return ran;
 }
 
+static int evl__future_fire_later(evl_loop *loop);
+
 /* One iteration, as asyncio's _run_once: wait for I/O (not at all if work
    is ready or the loop is stopping), queue fd events and due timers behind
    the callbacks already ready, then run exactly what is queued now. */
@@ -4362,7 +4531,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   uint32_t n;
   int rc, ran = 0;
   evl__heap_trim(loop);
-  if (loop->ring_len || loop->stopping) {
+  if (loop->ring_len || loop->stopping || loop->fire_head) {
     timeout = 0;
   } else if (loop->heap_len) {
     timeout = loop->heap[0].when - evl__now(loop);
@@ -4390,7 +4559,10 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     loop->slots[i].pos = EVL__POS_READY;
     evl__ring_push(loop, i);
   }
-  for (n = loop->ring_len; n > 0; n--) {
+  n = loop->ring_len; /* what the fires below queue waits, as call_soon */
+  if (loop->fire_head)
+    ran += evl__future_fire_later(loop);
+  for (; n > 0; n--) {
     uint64_t e = evl__ring_pop(loop);
     evl__slot *s;
     evl_callback fn;
@@ -4464,7 +4636,7 @@ static void evl__thread_loop_set(evl_loop *l) {
 
 /* 0 and the loop marks itself running on this thread, or why it cannot. */
 static int evl__run_enter(evl_loop *loop) {
-  if (loop->closed)
+  if (loop->closing) /* also set once closed: no run from a close's callback */
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
@@ -4501,7 +4673,7 @@ EVL__DEF int evl_run_once(evl_loop *loop, double max_wait) {
   int rc;
   if (!loop)
     return EVL_EINVAL;
-  if (loop->closed)
+  if (loop->closing)
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
@@ -4531,7 +4703,7 @@ EVL__DEF int evl_run_until_complete(evl_loop *loop, evl_future *fut) {
   int rc;
   if (!loop || !fut || fut->loop != loop)
     return EVL_EINVAL;
-  if (loop->closed)
+  if (loop->closing)
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
@@ -4683,6 +4855,7 @@ static void evl__signals_close(evl_loop *loop);
 static void evl__children_close(evl_loop *loop);
 static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
+static void evl__loop_free_now(evl_loop *loop);
 
 static void evl__debug_close_report(evl_loop *loop) {
   char msg[256];
@@ -4713,9 +4886,9 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     return EVL_ERUNNING;
   if (loop->closed || loop->closing)
     return 0;
+  loop->closing = 1; /* first: the log callback may call back */
   if (loop->debug)
     evl__debug_close_report(loop);
-  loop->closing = 1;
   /* 1. No executor thread may touch the loop after this. */
   evl__jobs_close(loop);
   evl__executor_close_default(loop);
@@ -4755,6 +4928,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     if (fn && internal)
       fn(loop, arg);
   }
+  (void)evl__future_fire_later(loop); /* in closing mode: references go */
   /* 3. Open transports get connection_lost(EVL_ECLOSED); pending tasks
      and combinators let go of what they wait for. */
   evl__children_close(loop); /* killed, reaped, connection_lost */
@@ -4787,12 +4961,35 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   EVLOOP_FREE(NULL, loop->tsq_spare);
   loop->tsq = loop->tsq_spare = NULL;
   loop->ts_cap = loop->ts_spare_cap = 0;
+  if (loop->free_pending == 1) /* evl_loop_free from a callback of ours */
+    evl__loop_free_now(loop);
   return 0;
 }
 
+/* evl_loop_free from a callback: inside evl_loop_close it waits for the
+   close to end (that callback's caller still uses the loop); while the
+   loop runs it is refused, as evl_loop_close is. */
 EVL__DEF void evl_loop_free(evl_loop *loop) {
-  if (!loop || loop->user_freed || evl_loop_close(loop) != 0)
+  if (!loop || loop->user_freed || loop->free_pending)
     return;
+  if (loop->closing && !loop->closed) {
+    loop->free_pending = 1;
+    return;
+  }
+  if (loop->running) {
+    evl_context ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.message = "evl_loop_free() while the loop runs: ignored";
+    ctx.error = EVL_ERUNNING;
+    evl_call_exception_handler(loop, &ctx);
+    return;
+  }
+  loop->free_pending = 2;
+  (void)evl_loop_close(loop);
+  evl__loop_free_now(loop);
+}
+
+static void evl__loop_free_now(evl_loop *loop) {
   loop->user_freed = 1;
   while (loop->servers) /* closed by evl_loop_close; ours to free now */
     evl__server_release(loop->servers);
@@ -4898,13 +5095,39 @@ static void evl__future_fire(evl_loop *loop, void *arg) {
   evl_future_release(f);
 }
 
+/* Queues the done callbacks. Without memory for the ready ring the future
+   goes on the loop's fire_later list (a link in the future: this cannot
+   fail), which the next iteration runs: a wake-up is never lost. */
 static void evl__future_schedule_fire(evl_future *f) {
-  if (!f->ncbs || f->fire_pending)
+  evl_loop *loop = f->loop;
+  if (!f->ncbs || f->fire_pending || loop->closing)
+    return; /* closing: a fire would only drop its reference */
+  f->fire_pending = 1;
+  f->refs++;
+  if (evl__soon_internal(loop, evl__future_fire, f) > 0)
     return;
-  if (evl__soon_internal(f->loop, evl__future_fire, f) > 0) {
-    f->fire_pending = 1;
-    f->refs++;
+  f->fire_next = NULL;
+  if (loop->fire_tail)
+    loop->fire_tail->fire_next = f;
+  else
+    loop->fire_head = f;
+  loop->fire_tail = f;
+}
+
+/* Runs the fires the ring had no room for (those queued before this call:
+   new ones wait for the next iteration, as call_soon's do). */
+static int evl__future_fire_later(evl_loop *loop) {
+  evl_future *f = loop->fire_head;
+  int ran = 0;
+  loop->fire_head = loop->fire_tail = NULL;
+  while (f) {
+    evl_future *next = f->fire_next;
+    f->fire_next = NULL;
+    evl__future_fire(loop, f);
+    ran++;
+    f = next;
   }
+  return ran;
 }
 
 static int evl__future_complete(evl_future *f, int state, void *result,
@@ -5286,29 +5509,19 @@ EVL__DEF void evl_task_fail(evl_task *task, int code, const char *message) {
 /* Loop closing: every pending future lets go of its loop references. The
    futures are pinned first, since dropping one reference can free others. */
 static void evl__futures_close(evl_loop *loop) {
-  evl_future *f, **all;
-  size_t n = 0, i;
+  evl_future *f, *next;
+  /* No allocation (this runs out of memory too): nothing is freed while
+     every future is pinned, and no future is made while closing, so the
+     list holds still until the last pass. */
   for (f = loop->futures; f; f = f->lnext)
-    n++;
-  if (!n)
-    return;
-  all = (evl_future **)evl__lalloc(loop, n * sizeof *all);
-  if (!all) { /* out of memory: close what we can reach, one at a time */
-    for (f = loop->futures; f; f = f->lnext)
-      if (f->vt && f->vt->close && f->state == EVL__PENDING) {
-        f->vt->close(f);
-        break;
-      }
-    return;
+    f->refs++;
+  for (f = loop->futures; f; f = f->lnext)
+    if (f->vt && f->vt->close)
+      f->vt->close(f);
+  for (f = loop->futures; f; f = next) {
+    next = f->lnext; /* pinned: alive after f goes */
+    evl_future_release(f);
   }
-  for (i = 0, f = loop->futures; f; f = f->lnext)
-    all[i++] = evl_future_ref(f);
-  for (i = 0; i < n; i++)
-    if (all[i]->vt && all[i]->vt->close)
-      all[i]->vt->close(all[i]);
-  for (i = 0; i < n; i++)
-    evl_future_release(all[i]);
-  evl__lfree(loop, all);
 }
 
 /* ==== sleep, wait_for, gather =========================================== */
@@ -6407,8 +6620,10 @@ static void evl__tr_schedule_lost(evl_transport *t, int err) {
   t->lost_err = err;
   evl__unwatch(t->loop, t->fd, EVL__READ);
   evl__unwatch(t->loop, t->fd, EVL__WRITE);
+  if (t->loop->closing)
+    return; /* evl__transports_close ends it, not nested in the caller */
   if (evl__soon_internal(t->loop, evl__tr_lost, t) < 0)
-    evl__tr_lost(t->loop, t); /* closing loop or no memory: at once */
+    evl__tr_lost(t->loop, t); /* no memory: at once */
 }
 
 static void evl__tr_fatal(evl_transport *t, int err) {
@@ -6462,6 +6677,12 @@ static void evl__tr_start(evl_loop *loop, void *arg) {
     return;
   if (loop->closing) {
     evl__tr_schedule_lost(t, EVL_ECLOSED);
+    return;
+  }
+  if ((t->flags & EVL__T_WAITER) && t->u.waiter->state != EVL__PENDING) {
+    /* Its future was cancelled: nobody wants it, and the protocol never
+       hears of it (no connection_made, no connection_lost). */
+    evl__tr_schedule_lost(t, EVL_ECANCELED);
     return;
   }
   if (t->flags & EVL__T_WAITER) {
@@ -6552,33 +6773,50 @@ static evl__ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
                                 : evl__sys_recv(t->fd, buf, len, 0);
 }
 
-/* A write to a pipe whose reader is gone raises SIGPIPE (evl__sys_send() has
-   MSG_NOSIGNAL, write() has nothing like it): block it in this thread for
-   the write, and take back a SIGPIPE the write caused. */
-static evl__ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
-  sigset_t pipe_set, old, pending;
-  evl__ssize_t r;
-  int err, was_pending;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
+/* SIGPIPE guard for the writes that have no MSG_NOSIGNAL: write() to a pipe,
+   sendfile(2). The signal is blocked in this thread for the call; if the
+   call failed with EPIPE, the SIGPIPE it raised (pending on this thread) is
+   taken back with sigtimedwait, unless one was already pending before the
+   call (another's, which must still be delivered: one pending SIGPIPE
+   cannot be told from two, so ours is left with it). The old mask comes
+   back afterwards, so a thread that blocks SIGPIPE itself keeps it so. */
+typedef struct evl__sigpipe_guard {
+  sigset_t set, old;
+  int was_pending;
+} evl__sigpipe_guard;
+
+static void evl__sigpipe_mask(int how, const sigset_t *set, sigset_t *old) {
 #ifndef EVLOOP_NO_THREADS
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  pthread_sigmask(how, set, old);
 #else
-  sigprocmask(SIG_BLOCK, &pipe_set, &old);
+  sigprocmask(how, set, old);
 #endif
-  was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
-  r = writev(fd, v, n);
-  err = errno;
-  if (r < 0 && err == EPIPE && !was_pending) {
+}
+
+static void evl__sigpipe_block(evl__sigpipe_guard *g) {
+  sigset_t pending;
+  sigemptyset(&g->set);
+  sigaddset(&g->set, SIGPIPE);
+  evl__sigpipe_mask(SIG_BLOCK, &g->set, &g->old);
+  g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+}
+
+/* r and err: the call's result and errno (errno is err again on return). */
+static void evl__sigpipe_unblock(evl__sigpipe_guard *g, ssize_t r, int err) {
+  if (r < 0 && err == EPIPE && !g->was_pending) {
     struct timespec zero = {0, 0};
-    (void)sigtimedwait(&pipe_set, NULL, &zero);
+    (void)sigtimedwait(&g->set, NULL, &zero);
   }
-#ifndef EVLOOP_NO_THREADS
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-#else
-  sigprocmask(SIG_SETMASK, &old, NULL);
-#endif
+  evl__sigpipe_mask(SIG_SETMASK, &g->old, NULL);
   errno = err;
+}
+
+static ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
+  evl__sigpipe_guard g;
+  ssize_t r;
+  evl__sigpipe_block(&g);
+  r = writev(fd, v, n);
+  evl__sigpipe_unblock(&g, r, errno);
   return r;
 }
 
@@ -7817,6 +8055,26 @@ static int evl__resolve_work(void *arg, void **result) {
   return rc;
 }
 
+/* 0 when no element of the list is empty: "a,", ",a", "a,,b" and " " are
+   EVL_EINVAL (an empty element would ask getaddrinfo for "", which is no
+   host; ignoring it would hide a mistake). NULL and "" (all interfaces, or
+   localhost to connect to) are no list and pass. */
+static int evl__hosts_check(const char *hosts) {
+  const char *p = hosts;
+  if (!hosts || !*hosts)
+    return 0;
+  for (;;) {
+    while (*p == ' ')
+      p++;
+    if (*p == ',' || *p == '\0')
+      return EVL_EINVAL;
+    p = strchr(p, ',');
+    if (!p)
+      return 0;
+    p++;
+  }
+}
+
 /* True when every host of the list is numeric (no executor needed). */
 static int evl__hosts_numeric(const char *hosts, int family) {
   char buf[256];
@@ -7921,7 +8179,7 @@ static int evl__resolve(evl_loop *loop, const char *hosts, int port, int family,
   evl_future *f;
   evl__addrs *l = NULL;
   int rc;
-  if (port < 0 || port > 65535)
+  if (port < 0 || port > 65535 || evl__hosts_check(hosts))
     return EVL_EINVAL;
   if (evl__hosts_numeric(hosts, family)) {
     rc = (!hosts || !*hosts) && passive
@@ -9190,7 +9448,13 @@ static evl__ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
   }
 #endif
 #ifdef __linux__
-  n = sendfile(sock, file_fd, &off, count);
+  {
+    /* sendfile(2) has no MSG_NOSIGNAL: a peer that is gone raises SIGPIPE */
+    evl__sigpipe_guard g;
+    evl__sigpipe_block(&g);
+    n = sendfile(sock, file_fd, &off, count);
+    evl__sigpipe_unblock(&g, n, errno);
+  }
   if (n >= 0) {
     *offset = (int64_t)off;
     return n;
@@ -9211,7 +9475,16 @@ static evl__ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
 #endif
   if (n <= 0)
     return n;
+#if !defined(MSG_NOSIGNAL) && !defined(_WIN32)
+  { /* no MSG_NOSIGNAL here either: guard the send the same way */
+    evl__sigpipe_guard g;
+    evl__sigpipe_block(&g);
+    n = evl__sys_send(sock, buf, (size_t)n, EVL__SEND_FLAGS);
+    evl__sigpipe_unblock(&g, n, errno);
+  }
+#else
   n = evl__sys_send(sock, buf, (size_t)n, EVL__SEND_FLAGS);
+#endif
   if (n > 0)
     *offset += n;
   return n;
@@ -9662,7 +9935,11 @@ static void evl__st_try(evl_stream *s) {
     return;
   switch (s->op) {
   case EVL__RD_READ:
-    if (s->n == 0 || (s->n > 0 && s->len) || s->eof)
+    /* An end by error (a reset, no memory for the data) fails a read to
+       EOF, and a read with nothing left: its bytes would be a lie. */
+    if (s->n != 0 && s->eof && s->err && (s->n < 0 || !s->len))
+      evl__st_complete(s, NULL, s->err);
+    else if (s->n == 0 || (s->n > 0 && s->len) || s->eof)
       evl__st_complete(s,
                        evl__st_take(s, s->n < 0 || (size_t)s->n > s->len
                                            ? s->len
@@ -9740,6 +10017,8 @@ static int evl__st_eof(evl_transport *t, void *user) {
 static void evl__st_lost(evl_transport *t, int err, void *user) {
   evl_stream *s = (evl_stream *)user;
   (void)t;
+  if (!s) /* a server's connection that got no stream (no memory) */
+    return;
   s->t = NULL;
   s->lost = 1;
   s->eof = 1;
@@ -9927,56 +10206,102 @@ EVL__DEF void evl_stream_free(evl_stream *s) {
     evl__st_free(s);
 }
 
-/* ---- opening ---- */
+/* ---- opening ----
+   The stream waits in the future (not in its result, which a cancel
+   clears) until the connection completes; cancelling stops the attempt. */
+
+typedef struct evl__openf {
+  evl_future fut;
+  evl_stream *s;     /* until the connection future completes */
+  evl_future *inner; /* the connection future, until then */
+} evl__openf;
+
+/* A stream nobody will get: closed, freed once its transport is gone. */
+static void evl__open_drop(evl_stream *s) {
+  if (s->t) {
+    evl_stream_free(s);
+  } else { /* never made (its transport will not make it now), or lost */
+    s->user_freed = 1;
+    evl__st_free(s);
+  }
+}
 
 static void evl__open_done(evl_future *inner, void *arg) {
-  evl_future *outer = (evl_future *)arg;
-  evl_stream *s = (evl_stream *)outer->result;
-  outer->result = NULL;
-  if (evl_future_error(inner) == 0 && outer->state == EVL__PENDING) {
-    (void)evl_future_set_result(outer, s);
+  evl__openf *o = (evl__openf *)arg;
+  evl_stream *s = o->s;
+  o->s = NULL;
+  o->inner = NULL;
+  if (evl_future_error(inner) == 0 && o->fut.state == EVL__PENDING) {
+    (void)evl_future_set_result(&o->fut, s);
   } else {
-    if (outer->state == EVL__PENDING)
-      (void)evl_future_set_error(outer, inner->err ? inner->err : EVL_ECANCELED,
-                                 inner->errmsg);
-    if (s->t) { /* connected, but nobody wants it now */
-      evl_stream_free(s);
-    } else {
-      s->user_freed = 1;
-      if (!s->lost)
-        evl__st_free(s);
-    }
+    if (o->fut.state == EVL__PENDING)
+      (void)evl_future_set_error(
+          &o->fut, inner->err ? inner->err : EVL_ECANCELED, inner->errmsg);
+    evl__open_drop(s);
   }
-  evl_future_release(outer);
+  evl_future_release(&o->fut);
   evl_future_release(inner);
 }
+
+static int evl__open_cancel(evl_future *f) {
+  evl__openf *o = (evl__openf *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && o->inner) /* evl__open_done then drops the stream */
+    (void)evl_future_cancel(o->inner);
+  return rc;
+}
+/* Loop closing: no done callback runs any more; let go of both. */
+static void evl__open_close(evl_future *f) {
+  evl__openf *o = (evl__openf *)(void *)f;
+  evl_future *inner = o->inner;
+  if (inner && evl_future_remove_done_callback(inner, evl__open_done, o) == 1) {
+    evl_stream *s = o->s;
+    o->s = NULL;
+    o->inner = NULL;
+    evl__open_drop(s);
+    evl_future_release(inner);
+    evl_future_release(f); /* the callback's reference */
+  }
+  (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
+}
+static const evl__future_vt evl__open_vt = {evl__open_cancel, NULL,
+                                            evl__open_close};
 
 static evl_future *evl__open(evl_loop *loop, size_t limit, const char *host,
                              int port, const char *path,
                              const evl_net_options *opts) {
-  evl_future *outer = evl_future_new(loop), *inner;
+  evl__openf *o =
+      (evl__openf *)(void *)evl__future_alloc(loop, sizeof *o, &evl__open_vt);
+  evl_future *inner;
   evl_stream *s;
-  if (!outer)
+  if (!o)
     return NULL;
   s = evl__st_new(loop, limit);
   if (!s) {
-    (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
-    return outer;
+    (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
+    return &o->fut;
   }
   inner = path ? evl_create_unix_connection(loop, &evl__stream_proto, s, path)
                : evl_create_connection(loop, &evl__stream_proto, s, host, port,
                                        opts);
-  /* The stream waits in outer->result (no free function) until then. */
-  outer->result = s;
-  if (!inner || evl_future_add_done_callback(inner, evl__open_done,
-                                             evl_future_ref(outer))) {
-    outer->result = NULL;
-    evl_future_release(inner);
-    evl_future_release(outer);
+  if (!inner) {
     evl__st_free(s);
-    (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
+    (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
+    return &o->fut;
   }
-  return outer;
+  o->s = s;
+  o->inner = inner;
+  if (evl_future_add_done_callback(inner, evl__open_done, o)) {
+    o->s = NULL;
+    o->inner = NULL;
+    (void)evl_future_cancel(inner); /* stops it: no transport makes s */
+    evl_future_release(inner);
+    evl__open_drop(s);
+    (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
+    return &o->fut;
+  }
+  o->fut.refs++; /* evl__open_done's */
+  return &o->fut;
 }
 
 EVL__DEF evl_future *evl_open_connection(evl_loop *loop, const char *host,
@@ -10003,7 +10328,8 @@ typedef struct evl__st_server {
 static void evl__st_srv_made(evl_transport *t, void *user) {
   evl__st_server *ss = (evl__st_server *)user;
   evl_stream *s = evl__st_new(t->loop, ss->limit);
-  if (!s) {
+  if (!s) { /* no stream: its connection_lost must not take ss for one */
+    evl_transport_set_user(t, NULL);
     evl_transport_abort(t);
     return;
   }
@@ -10552,8 +10878,11 @@ struct evl_subprocess {
   void (*pause_hook)(evl_subprocess *p, int paused); /* stdin full/drained */
   pid_t pid;
   int pidfd, returncode, exited, made, lost, npipes, result_is_user;
-  int kq_proc;       /* an EVFILT_PROC registration is live */
-  int kq_exit_later; /* its NOTE_EXIT waits for room in the ring */
+  int kq_proc;           /* an EVFILT_PROC registration is live */
+  int kq_exit_later;     /* its NOTE_EXIT waits for room in the ring */
+  evl_handle poll_timer; /* the last-resort exit watch (POSIX) */
+  int poll_ms;
+  int pipe_failed; /* a pipe got no transport (no memory): start fails */
 };
 
 static void evl__sub_try_finish(evl_subprocess *p);
@@ -10566,6 +10895,8 @@ static void evl__sub_unlink_free(evl_subprocess *p) {
   if (p->proc)
     CloseHandle(p->proc);
 #endif
+  if (p->poll_timer)
+    (void)evl__cancel_internal(loop, p->poll_timer);
   if (p->lprev)
     p->lprev->lnext = p->lnext;
   else
@@ -10593,6 +10924,10 @@ static void evl__sub_exited(evl_subprocess *p, int status, int known) {
     evl__unwatch(p->loop, p->pidfd, EVL__READ);
     close(p->pidfd);
     p->pidfd = -1;
+  }
+  if (p->poll_timer) {
+    (void)evl__cancel_internal(p->loop, p->poll_timer);
+    p->poll_timer = 0;
   }
 #ifdef EVL__HAVE_KQUEUE
   if (p->kq_proc) { /* reaped by another path: the registration goes */
@@ -10705,6 +11040,51 @@ static void evl__kq_children_check(evl_loop *loop) {
 #endif
 #endif
 
+static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg);
+
+/* Watches a child's exit: EVFILT_PROC on kqueue (ESRCH: it is gone
+   already, and the paths below reap it), else a pidfd, else SIGCHLD; 0 if
+   one of them watches it, else the error (a full fd table fails the pidfd
+   and the SIGCHLD self-pipe alike). */
+static int evl__sub_watch_exit(evl_loop *loop, evl_subprocess *p) {
+  int rc;
+#ifdef EVL__HAVE_KQUEUE
+  if (loop->backend == EVL_BACKEND_KQUEUE && !p->kq_proc)
+    p->kq_proc = evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC,
+                               EV_ADD | EV_ONESHOT, NOTE_EXIT) == 0;
+#endif
+  if (p->kq_proc)
+    return 0;
+#if EVLOOP_HAVE_PIDFD && defined(SYS_pidfd_open)
+  p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+  if (p->pidfd >= 0 && evl__watch(loop, p->pidfd, EVL__READ,
+                                  evl__sub_pidfd_ready, p, NULL, NULL, 0)) {
+    close(p->pidfd);
+    p->pidfd = -1;
+  }
+  if (p->pidfd >= 0)
+    return 0;
+#endif
+  rc = evl_add_signal_handler(loop, SIGCHLD, evl__sub_sigchld, NULL);
+  if (rc == 0)
+    (void)evl__sub_poll(p); /* it may be gone before the handler */
+  return rc;
+}
+
+/* The last resort: a timer polls the child, less often each time (up to
+   100 ms), until a pidfd or SIGCHLD can watch it. It rearms inside its own
+   callback, taking back the slot and heap room it has just left: that
+   cannot fail for want of memory. */
+static void evl__sub_poll_timer(evl_loop *loop, void *arg) {
+  evl_subprocess *p = (evl_subprocess *)arg;
+  p->poll_timer = 0;
+  if (loop->closing || evl__sub_poll(p) || evl__sub_watch_exit(loop, p) == 0)
+    return; /* p may be gone */
+  p->poll_ms = p->poll_ms < 50 ? p->poll_ms * 2 : 100;
+  p->poll_timer = evl__later_internal(loop, (int64_t)p->poll_ms * 1000000,
+                                      evl__sub_poll_timer, p);
+}
+
 static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg) {
   evl_subprocess *p, *next;
   int others = 0;
@@ -10747,8 +11127,11 @@ static void evl__sp_data(evl_transport *t, const void *data, size_t len,
 }
 static void evl__sp_lost(evl_transport *t, int err, void *user) {
   evl__subpipe *sp = (evl__subpipe *)user;
-  evl_subprocess *p = sp->p;
+  evl_subprocess *p;
   (void)t;
+  if (!sp) /* detached from its child (evl__sub_drop_pipes) */
+    return;
+  p = sp->p;
   sp->t = NULL;
   if (!sp->open)
     return;
@@ -10774,14 +11157,134 @@ static const evl_protocol evl__subpipe_proto = {
     NULL,           evl__sp_data, NULL, evl__sp_lost, evl__sp_pause,
     evl__sp_resume, NULL,         NULL, NULL,         NULL};
 
+/* A child whose pipes could not all get a transport (no memory): nobody
+   gets it. It is killed, its pipes closed, the creation future fails with
+   EVL_ENOMEM; with no callback of the user's it is reaped and freed as any
+   child (made is set for that). The high-level process is freed too. */
+static const evl_subprocess_protocol evl__sub_quiet_proto = {NULL, NULL, NULL,
+                                                             NULL, NULL};
+static void evl__proc_abandon(evl_subprocess *sub);
+static void evl__sub_abandon(evl_subprocess *p, evl_future *w) {
+  int i;
+  evl__proc_abandon(p);
+  p->proto = &evl__sub_quiet_proto;
+  p->made = 1;
+  if (!p->exited)
+    (void)evl_subprocess_kill(p);
+  for (i = 0; i < 3; i++) { /* not started: no connection_lost comes */
+    evl__subpipe *sp = &p->pipes[i];
+    evl_transport *t = sp->t;
+    if (!t)
+      continue;
+    sp->t = NULL;
+    if (sp->open) {
+      sp->open = 0;
+      p->npipes--;
+    }
+    evl_transport_abort(t);
+  }
+  if (w) {
+    (void)evl_future_set_error(w, EVL_ENOMEM, "no memory for a pipe");
+    evl_future_release(w);
+  }
+  evl__sub_try_finish(p);
+}
+
+/* Kills the child if it still runs and reaps it (SIGKILL ends it at once),
+   calling nothing. */
+static void evl__sub_kill_reap(evl_subprocess *p) {
+#ifndef _WIN32
+  int status = 0;
+  if (!p->exited) {
+    (void)kill(p->pid, SIGKILL);
+    while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    p->exited = 1;
+    p->returncode =
+        WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
+  }
+  if (p->pidfd >= 0) {
+    evl__unwatch(p->loop, p->pidfd, EVL__READ);
+    close(p->pidfd);
+    p->pidfd = -1;
+  }
+#ifdef EVL__HAVE_KQUEUE
+  if (p->kq_proc && !p->loop->closing) {
+    p->kq_proc = 0;
+    (void)evl__kq_apply(p->loop, (uintptr_t)p->pid, EVFILT_PROC, EV_DELETE, 0);
+  }
+#endif
+#else
+  if (p->wait) { /* after this no wait callback runs */
+    UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
+    p->wait = NULL;
+  }
+  if (!p->exited) {
+    DWORD code = 1;
+    TerminateProcess(p->proc, 1);
+    WaitForSingleObject(p->proc, INFINITE);
+    GetExitCodeProcess(p->proc, &code);
+    p->exited = 1;
+    p->returncode = (int)code;
+  }
+#endif
+}
+
+/* Cuts the pipes loose from the child and aborts them: their transports
+   end on their own and call nobody (evl__sp_lost sees no pipe). notify:
+   pipe_connection_lost(EVL_ECLOSED) first for each one still open. */
+static void evl__sub_drop_pipes(evl_subprocess *p, int notify) {
+  int i;
+  for (i = 0; i < 3; i++) {
+    evl__subpipe *sp = &p->pipes[i];
+    evl_transport *t = sp->t;
+    int was_open = sp->open;
+    if (!t)
+      continue;
+    sp->t = NULL;
+    sp->open = 0;
+    t->user = NULL;
+    evl_transport_abort(t);
+    if (notify && was_open && p->proto->pipe_connection_lost)
+      p->proto->pipe_connection_lost(p, i, EVL_ECLOSED, p->user);
+  }
+  p->npipes = 0;
+}
+
+static void evl__proc_free_now(evl_process *pr);
+
+/* A child nobody will get (its creation was cancelled, or the loop closed
+   before it started): killed, reaped and freed, with no callback. */
+static void evl__sub_discard(evl_subprocess *p) {
+  evl_future *w = p->waiter;
+  p->waiter = NULL;
+  evl__sub_kill_reap(p);
+  evl__sub_drop_pipes(p, 0);
+  if (w) {
+    (void)evl_future_set_error(w, EVL_ECLOSED, NULL); /* if pending */
+    evl_future_release(w);
+  }
+  if (p->result_is_user) /* evl_create_subprocess_*: its evl_process */
+    evl__proc_free_now((evl_process *)p->user);
+  evl__sub_unlink_free(p);
+}
+
 /* The start, after the pipes were made: connection_made, then the future;
    the pipes' own starts are queued behind this one. */
 static void evl__sub_start(evl_loop *loop, void *arg) {
   evl_subprocess *p = (evl_subprocess *)arg;
   evl_future *w = p->waiter;
   if (loop->closing)
-    return; /* evl__children_close handles it */
+    return;                            /* evl__children_close handles it */
+  if (w && w->state != EVL__PENDING) { /* the creation was cancelled */
+    evl__sub_discard(p);
+    return;
+  }
   p->waiter = NULL;
+  if (p->pipe_failed) {
+    evl__sub_abandon(p, w);
+    return;
+  }
   p->made = 1;
   if (p->proto->connection_made)
     p->proto->connection_made(p, p->user);
@@ -10890,14 +11393,29 @@ static void evl__sub_link(evl_subprocess *p) {
   loop->children = p;
 }
 
-/* connection_made first, then the pipes (their starts queue after it).
-   Errors past the spawn do not undo it: the child runs. */
+/* The start is queued before the spawn (evl__sub_queue_start): once the
+   child runs, nothing can fail for want of memory and leave it unwatched
+   or start it before its pipes exist. *rc: the spawn may go on (0), or
+   the error; returns the handle to cancel if the spawn fails. */
+static evl_handle evl__sub_queue_start(evl_loop *loop, evl_subprocess *p,
+                                       int *rc) {
+  evl_handle h;
+  if (*rc)
+    return 0;
+  h = evl__soon_internal(loop, evl__sub_start, p);
+  if (h > 0)
+    return h;
+  *rc = (int)h;
+  return 0;
+}
+
+/* connection_made first (queued before the spawn), then the pipes (their
+   starts queue after it). Errors past the spawn do not undo it: the child
+   runs. */
 static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
                            const int pfd[3]) {
   int i;
   p->waiter = evl_future_ref(f);
-  if (evl__soon_internal(loop, evl__sub_start, p) < 0)
-    evl__sub_start(loop, p); /* no memory for the queue: start now */
   for (i = 0; i < 3; i++) {
     evl__subpipe *sp = &p->pipes[i];
     sp->p = p;
@@ -10912,6 +11430,7 @@ static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
                                   NULL, &err);
       if (!sp->t) {
         CloseHandle(h);
+        p->pipe_failed = 1;
         continue;
       }
       sp->open = 1;
@@ -10922,6 +11441,7 @@ static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
     sp->t = evl__tr_open(loop, &evl__subpipe_proto, sp, pfd[i], 0, NULL);
     if (!sp->t) {
       evl__closesocket(pfd[i]);
+      p->pipe_failed = 1;
       continue;
     }
     sp->t->flags |=
@@ -10941,9 +11461,10 @@ static void evl__shell_argv(const char *argv[4], const char *cmd) {
 #ifndef EVLOOP_NO_THREADS
 /* Windows: CreateProcess with an explicit list of the handles the child
    inherits (nothing else leaks), the exit seen through a thread-pool wait
-   that queues a call on the loop. Piped stdio is a connected loopback
+   that queues a call on the loop. Piped stdio is, on an IOCP loop, a named
+   pipe (our end overlapped, evl__child_pipe), else a connected loopback
    socket pair, the child's end blocking and non-overlapped (a plain file
-   handle to it); our end is an ordinary socket transport. */
+   handle to it); our end is an ordinary transport. */
 
 /* Appends s to the command line, quoted the way the C runtime splits it. */
 static int evl__cmdline_arg(char **buf, size_t *len, size_t *cap,
@@ -11117,6 +11638,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   evl_stdio mode[3];
   int userfd[3], pfd[3] = {-1, -1, -1}, i, rc = 0;
   int named[3] = {0, 0, 0}; /* stdio i is a named pipe, not a socket pair */
+  evl_handle start = 0;
   HANDLE child[3] = {NULL, NULL, NULL}, list[3];
   DWORD nlist = 0;
   char *cmdline = NULL, *envblock = NULL;
@@ -11226,6 +11748,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
                    list, nlist * sizeof(HANDLE), NULL, NULL)) {
       rc = evl_translate_sys_error(evl__win_errno(GetLastError()));
     }
+    start = evl__sub_queue_start(loop, p, &rc);
     if (rc == 0 &&
         !CreateProcessA(NULL, cmdline, NULL, NULL, nlist ? TRUE : FALSE,
                         EXTENDED_STARTUPINFO_PRESENT | CREATE_NO_WINDOW |
@@ -11253,6 +11776,8 @@ static evl_future *evl__subprocess(evl_loop *loop,
         CloseHandle(child[i]);
     }
   if (rc) {
+    if (start)
+      (void)evl__cancel_internal(loop, start);
     for (i = 0; i < 3; i++)
       if (pfd[i] >= 0 && named[i])
         CloseHandle((HANDLE)(intptr_t)pfd[i]);
@@ -11288,6 +11813,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   (void)out;
   (void)result_is_user;
   (void)evl__sub_start;
+  (void)evl__sub_queue_start;
   (void)evl__subpipe_proto;
   (void)evl__sub_exited;
   if (!loop || loop->closing)
@@ -11463,6 +11989,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   evl_stdio mode[3];
   int userfd[3], cfd[3] = {-1, -1, -1}, pfd[3] = {-1, -1, -1}, i, rc = 0;
   int devnull = -1;
+  evl_handle start = 0;
   p = evl__sub_new(loop, &f, proto, user, argv, &opts, result_is_user, mode,
                    userfd);
   if (!p)
@@ -11503,8 +12030,11 @@ static evl_future *evl__subprocess(evl_loop *loop,
       rc = EVL_EINVAL;
     }
   }
+  start = evl__sub_queue_start(loop, p, &rc);
   if (rc == 0)
     rc = evl__spawn(argv, opts, cfd, &p->pid);
+  if (rc && start)
+    (void)evl__cancel_internal(loop, start);
   for (i = 0; i < 3; i++) /* the child has its ends now */
     if (mode[i] == EVL_STDIO_PIPE && cfd[i] >= 0)
       close(cfd[i]);
@@ -11519,27 +12049,25 @@ static evl_future *evl__subprocess(evl_loop *loop,
     return f;
   }
   evl__sub_link(p);
-  /* Exit watching: EVFILT_PROC on kqueue (ESRCH: it is gone already, and
-     the paths below reap it), else a pidfd, else SIGCHLD. */
-#ifdef EVL__HAVE_KQUEUE
-  if (loop->backend == EVL_BACKEND_KQUEUE)
-    p->kq_proc = evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC,
-                               EV_ADD | EV_ONESHOT, NOTE_EXIT) == 0;
-#endif
-#if EVLOOP_HAVE_PIDFD && defined(SYS_pidfd_open)
-  if (!p->kq_proc)
-    p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-  if (p->pidfd >= 0 && evl__watch(loop, p->pidfd, EVL__READ,
-                                  evl__sub_pidfd_ready, p, NULL, NULL, 0)) {
-    close(p->pidfd);
-    p->pidfd = -1;
+  rc = evl__sub_watch_exit(loop, p);
+  if (rc) { /* no fd, no memory: a timer polls it (rearming cannot fail) */
+    p->poll_ms = 1;
+    p->poll_timer = evl__later_internal(loop, 1000000, evl__sub_poll_timer, p);
+    if (p->poll_timer < 0) { /* nothing could ever reap it: undone */
+      int status;
+      (void)kill(p->pid, SIGKILL);
+      while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      p->poll_timer = 0;
+      (void)evl__cancel_internal(loop, start);
+      for (i = 0; i < 3; i++)
+        if (pfd[i] >= 0)
+          close(pfd[i]);
+      evl__sub_unlink_free(p);
+      (void)evl_future_set_error(f, rc, NULL);
+      return f;
+    }
   }
-#endif
-  if (p->pidfd < 0 && !p->kq_proc) {
-    rc = evl_add_signal_handler(loop, SIGCHLD, evl__sub_sigchld, NULL);
-    (void)evl__sub_poll(p); /* it may be gone before the handler */
-  }
-  (void)rc; /* the child runs: errors past the spawn do not undo it */
   evl__sub_begin(loop, p, f, pfd);
   if (out)
     *out = p;
@@ -11618,51 +12146,22 @@ EVL__DEF void *evl_subprocess_user(evl_subprocess *p) {
 }
 
 /* Loop closing: children still running are killed and reaped (no zombie),
-   their pipes closed, connection_lost(EVL_ECLOSED) runs for each. */
+   their pipes closed (pipe_connection_lost(EVL_ECLOSED) for those still
+   open), then connection_lost(EVL_ECLOSED) for each child that was made.
+   A child not started yet is discarded without callbacks. */
 static void evl__children_close(evl_loop *loop) {
   while (loop->children) {
     evl_subprocess *p = loop->children;
-    int i, status = 0, made = p->made && !p->lost;
+    int made = p->made && !p->lost, report_exit;
+    if (!p->made) {
+      evl__sub_discard(p);
+      continue;
+    }
     /* process_exited ran already if the child exited after the start */
-    int report_exit = made && !p->exited;
+    report_exit = made && !p->exited;
     p->lost = 1; /* the pipes' ends below must not finish it early */
-    for (i = 0; i < 3; i++)
-      if (p->pipes[i].t)
-        evl_transport_abort(p->pipes[i].t); /* lost at once: closing */
-#ifndef _WIN32
-    if (!p->exited) {
-      (void)kill(p->pid, EVL__SIGKILL);
-      while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
-      }
-      p->exited = 1;
-      p->returncode =
-          WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
-    }
-    if (p->pidfd >= 0) {
-      evl__unwatch(loop, p->pidfd, EVL__READ);
-      close(p->pidfd);
-      p->pidfd = -1;
-    }
-#else
-    (void)status;
-    if (p->wait) { /* after this no wait callback runs */
-      UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
-      p->wait = NULL;
-    }
-    if (!p->exited) {
-      DWORD code = 1;
-      TerminateProcess(p->proc, 1);
-      WaitForSingleObject(p->proc, INFINITE);
-      GetExitCodeProcess(p->proc, &code);
-      p->exited = 1;
-      p->returncode = (int)code;
-    }
-#endif
-    if (p->waiter) {
-      (void)evl_future_set_error(p->waiter, EVL_ECLOSED, NULL);
-      evl_future_release(p->waiter);
-      p->waiter = NULL;
-    }
+    evl__sub_kill_reap(p);
+    evl__sub_drop_pipes(p, made);
     if (report_exit && p->proto->process_exited) /* the documented order */
       p->proto->process_exited(p, p->user);
     if (made && p->proto->connection_lost)
@@ -11704,21 +12203,19 @@ static void evl__proc_pause(evl_subprocess *sub, int paused) {
   }
 }
 
+/* The streams were made before the spawn (evl__create_process); here they
+   get their pipes (every pipe has its transport: see evl__sub_abandon). */
 static void evl__proc_made(evl_subprocess *sub, void *user) {
   evl_process *pr = (evl_process *)user;
   int i;
   pr->sub = sub;
   pr->pid = (int)sub->pid;
   sub->pause_hook = evl__proc_pause;
-  for (i = 0; i < 3; i++) {
-    evl_transport *t = sub->pipes[i].t;
-    if (!t)
-      continue;
-    pr->io[i] = evl__st_new(pr->loop, pr->limit);
+  for (i = 0; i < 3; i++)
     if (pr->io[i])
-      pr->io[i]->t = t;
-  }
+      pr->io[i]->t = sub->pipes[i].t;
 }
+
 static void evl__proc_data(evl_subprocess *sub, int fd, const void *data,
                            size_t len, void *user) {
   evl_process *pr = (evl_process *)user;
@@ -11756,6 +12253,11 @@ static void evl__proc_lost(evl_subprocess *sub, int err, void *user) {
 static const evl_subprocess_protocol evl__process_proto = {
     evl__proc_made, evl__proc_data, evl__proc_pipe_lost, evl__proc_exited,
     evl__proc_lost};
+/* A process whose start failed (evl__sub_abandon): nobody got it. */
+static void evl__proc_abandon(evl_subprocess *sub) {
+  if (sub->proto == &evl__process_proto)
+    evl__proc_free_now((evl_process *)sub->user);
+}
 
 static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
                                        const evl_subprocess_options *opts,
@@ -11764,6 +12266,7 @@ static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
   evl_future *f;
   if (!loop || loop->closing)
     return NULL;
+  int i;
   pr = (evl_process *)EVLOOP_MALLOC(NULL, sizeof *pr);
   if (!pr)
     return NULL;
@@ -11771,11 +12274,21 @@ static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
   pr->loop = loop;
   pr->limit = limit ? limit : 65536;
   loop->struct_refs++;
-  f = evl__subprocess(loop, &evl__process_proto, pr, argv, opts, NULL, 1);
-  if (!f || f->state != EVL__PENDING) { /* not started: nothing refers */
-    evl__loop_unref(loop);
-    EVLOOP_FREE(NULL, pr);
+  /* The streams first: none can fail once the child runs. */
+  for (i = 0; i < 3; i++) {
+    evl_stdio m = !opts    ? EVL_STDIO_PIPE
+                  : i == 0 ? opts->stdin_mode
+                  : i == 1 ? opts->stdout_mode
+                           : opts->stderr_mode;
+    if (m == EVL_STDIO_PIPE &&
+        (pr->io[i] = evl__st_new(loop, pr->limit)) == NULL) {
+      evl__proc_free_now(pr);
+      return NULL;
+    }
   }
+  f = evl__subprocess(loop, &evl__process_proto, pr, argv, opts, NULL, 1);
+  if (!f || f->state != EVL__PENDING) /* not started: nothing refers */
+    evl__proc_free_now(pr);
   return f;
 }
 
@@ -11893,7 +12406,24 @@ static void evl__comm_destroy(evl_future *f) {
   for (i = 0; i < 3; i++)
     evl_future_release(c->parts[i]);
 }
-static const evl__future_vt evl__comm_vt = {NULL, evl__comm_destroy, NULL};
+/* Cancelling stops the reads (their data stays buffered) and the wait;
+   the child goes on. */
+static int evl__comm_cancel(evl_future *f) {
+  evl__comm *c = (evl__comm *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && c->all)
+    (void)evl_future_cancel(c->all);
+  return rc;
+}
+/* Loop closing: evl__comm_done will not run; drop its reference. */
+static void evl__comm_close(evl_future *f) {
+  evl__comm *c = (evl__comm *)(void *)f;
+  if (c->all && evl_future_remove_done_callback(c->all, evl__comm_done, c))
+    evl_future_release(f);
+  (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
+}
+static const evl__future_vt evl__comm_vt = {evl__comm_cancel, evl__comm_destroy,
+                                            evl__comm_close};
 
 EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
                                              size_t len) {
@@ -11908,18 +12438,23 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
     return NULL;
   c->p = p;
   if (p->io[0]) {
-    if (input && len)
-      (void)evl_stream_write(p->io[0], input, len); /* queued if need be */
+    int rc = input && len ? evl_stream_write(p->io[0], input, len) : 0;
     evl_stream_close(p->io[0]); /* closes once all is written */
+    /* A child that does not read is no error (asyncio ignores the broken
+       pipe); input that could not be queued is: no result can be right. */
+    if (rc == EVL_ENOMEM) {
+      (void)evl_future_set_error(&c->fut, rc, NULL);
+      return &c->fut;
+    }
   }
   for (i = 1; i < 3; i++)
-    if (p->io[i])
-      c->parts[i - 1] = evl_stream_read(p->io[i], -1);
-  c->parts[2] = evl_process_wait(p);
+    if (p->io[i] && !(c->parts[i - 1] = evl_stream_read(p->io[i], -1)))
+      break;
+  c->parts[2] = i == 3 ? evl_process_wait(p) : NULL;
   for (i = 0; i < 3; i++)
     if (c->parts[i])
       list[n++] = c->parts[i];
-  c->all = evl_gather(p->loop, list, n, 0);
+  c->all = c->parts[2] ? evl_gather(p->loop, list, n, 0) : NULL;
   if (!c->all || evl_future_add_done_callback(c->all, evl__comm_done, c)) {
     (void)evl_future_set_error(&c->fut, EVL_ENOMEM, NULL);
     return &c->fut;

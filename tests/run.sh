@@ -2,15 +2,29 @@
 # Runs the built test binaries:
 #   run.sh BUILD "BACKENDS" "TESTS" "THREADED" "EXAMPLES" "NOTHREAD"
 # Each binary prints one line per test and "N passed, N failed"; this adds
-# them up and ends with the same line for the whole run.
+# them up and ends with "N passed, N failed, K skipped" for the whole run,
+# where K counts the parts skipped for a missing tool (each named once with
+# its "skipped:" line; a test that does not apply to the platform is not
+# counted here: the log has its "skip" line).
 # Environment: VARIANTS (build/VARIANT-BACKEND/ dirs to run), LOG (the full
 # output), VARIANT_QEMU (run that variant's binaries under this qemu-user,
-# each for at most CROSS_TIMEOUT s). A variant named *alt runs on epoll only.
+# each for at most CROSS_TIMEOUT s), SKIPS (what the Makefile found it
+# cannot run, entries ending with ';'), CHECKS (scripts run as
+# `sh SCRIPT BUILD`, each ending with "N passed, N failed, K skipped"),
+# STRICT=1 (any skip fails the run). A variant named *alt runs on epoll only.
 build=$1 backends=$2 tests=$3 threaded=$4 examples=$5 nothread=$6
-variants=${VARIANTS:-"o2 asan tsan tcc musl nothr kqpipe valgrind"}
-passed=0 failed=0
+variants=${VARIANTS-"o2 asan tsan tcc musl nothr kqpipe valgrind"}
+passed=0 failed=0 skipped=0
 log=${LOG:-$build/test-log.txt}
+mkdir -p "$(dirname "$log")"
 : >"$log"
+
+# What the Makefile could not build here, named first.
+skips=$(printf '%s' "${SKIPS:-}" | tr ';' '\n' | sed 's/^ *//; s/ *$//' | grep -v '^$')
+if [ -n "$skips" ]; then
+  printf '%s\n' "$skips" | sed 's/^/skipped: /'
+  skipped=$(printf '%s\n' "$skips" | wc -l)
+fi
 
 # run LABEL CMD...: runs one test binary, adds its counts.
 run() {
@@ -39,7 +53,10 @@ for v in $variants; do
   for b in $backends; do
     # Pairs the Makefile could not build (SKIPPED="variant-backend ...").
     case " $SKIPPED " in
-    *" $v-$b "*) echo "skip $v $b: $SKIP_WHY"; continue ;;
+    *" $v-$b "*)
+      echo "skipped: $v $b: $SKIP_WHY"
+      skipped=$((skipped + 1))
+      continue ;;
     esac
     case $v in
     tsan) list=$threaded ;;
@@ -82,19 +99,30 @@ for e in $examples; do
   fi
 done
 
-# The network examples against real clients (socat, nc, curl, wrk).
-if [ -f tests/net_examples.sh ] && [ "${VARIANTS:-all}" = all ]; then
-  out=$(sh tests/net_examples.sh "$build" 2>&1)
-  printf '%s\n' "== net examples" "$out" >>"$log"
-  line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -n 1)
+# Script checks (tests/net_examples.sh: the network examples against real
+# clients; tests/install_check.sh; tests/version_check.sh). Each prints
+# ok/FAIL/skipped: lines and "N passed, N failed, K skipped".
+for c in ${CHECKS:-}; do
+  out=$(sh "$c" "$build" 2>&1)
+  rc=$?
+  printf '%s\n' "== $c" "$out" >>"$log"
+  line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' | tail -n 1)
   p=$(printf '%s' "$line" | sed -E 's/^([0-9]+) passed.*/\1/')
   f=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
-  [ -n "$line" ] || { p=0 f=1; }
-  passed=$((passed + p)) failed=$((failed + f))
-  printf '%s\n' "$out" | grep -E '^(ok|FAIL) ' | sed 's/^ok  /ok   net example/; s/^FAIL /FAIL net example /'
-  [ "$f" -eq 0 ] || printf '%s\n' "$out" | grep -v '^ok ' | sed 's/^/    /'
-fi
+  k=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) skipped.*/\1/')
+  [ -n "$line" ] || { p=0 f=1 k=0; }
+  [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+  passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + k))
+  name=$(basename "$c" .sh)
+  printf '%s\n' "$out" | grep -E '^(ok|FAIL) ' | sed "s/^ok  /ok   $name:/; s/^FAIL /FAIL $name: /"
+  printf '%s\n' "$out" | grep '^skipped: '
+  [ "$f" -eq 0 ] || printf '%s\n' "$out" | grep -Ev '^(ok|skipped:) ' | sed 's/^/    /'
+done
 
 echo "(full output in $log)"
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
+if [ "${STRICT:-}" = 1 ] && [ "$skipped" -ne 0 ]; then
+  echo "STRICT=1: $skipped skipped; install what the skipped: lines name"
+  exit 1
+fi
 [ "$failed" -eq 0 ]

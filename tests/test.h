@@ -169,7 +169,7 @@ static evl_loop *test_loop_with(evl_loop_config *cfg) {
   }
   return loop;
 }
-static evl_loop *test_loop(void) {
+static inline evl_loop *test_loop(void) {
   return test_loop_with(NULL);
 }
 
