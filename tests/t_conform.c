@@ -1086,6 +1086,29 @@ TEST(debug_slow_callback_report_after_site_table_growth_failed) {
   evl_loop_free(loop);
 }
 
+/* A manual clock near the end of its range: a long delay saturates at the
+   end (never wraps around into the past and fires at once). */
+static int64_t late_clock(void *ctx) {
+  (void)ctx;
+  return (int64_t)9000000000000000000LL; /* 9e18 ns */
+}
+TEST(delay_past_the_clock_end_saturates_and_does_not_fire) {
+  evl_loop_config cfg;
+  evl_loop *loop;
+  int ran = 0;
+  evl_handle h;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.clock_ns = late_clock;
+  loop = test_loop_with(&cfg);
+  h = evl_call_later(loop, 1e9, test_count_cb, &ran); /* 1e18 ns */
+  CHECK(h > 0);
+  CHECK(evl_handle_when(loop, h) >= 9.2e9); /* INT64_MAX ns */
+  evl_run_once(loop, 0);
+  evl_run_once(loop, 0);
+  CHECK_EQ(ran, 0);
+  evl_loop_free(loop);
+}
+
 TESTS_BEGIN
 T(threadsafe_then_soon_from_loop_thread_run_in_order)
 #ifndef EVLOOP_NO_THREADS
@@ -1125,4 +1148,5 @@ T_SKIP(kqueue_keeps_signal_and_exit_events_when_memory_runs_out,
        "kqueue backend only (make test BACKEND=kqueue)")
 #endif
 T(debug_slow_callback_report_after_site_table_growth_failed)
+T(delay_past_the_clock_end_saturates_and_does_not_fire)
 TESTS_END
