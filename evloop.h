@@ -236,8 +236,11 @@
      A loop belongs to the thread that runs it; many loops may run in many
      threads. Only evl_call_soon_threadsafe() and evl_run_task_threadsafe()
      may be called on a loop from another thread (and the evl_threadsafe_*
-     functions on the handle the latter returns). Executors are thread-safe. The
-   run-time allocator of evl_loop_config is only called on the loop's thread.
+     functions on the handle the latter returns). Executors are thread-safe.
+     The run-time allocator of evl_loop_config is only called on the loop's
+     thread. A thread runs one loop at a time: running another loop from a
+     callback is EVL_EOTHERLOOP (as asyncio). call_soon_threadsafe and
+     call_soon feed one FIFO.
 
    7. OWNERSHIP AND LIFETIMES
      - Handles (evl_handle) are generation-checked values: cancelling a
@@ -295,6 +298,9 @@
        read leaves the data buffered; a cancelled send or sendfile keeps
        what the kernel took (the rest is not sent). Once a future
        completed, what it delivered is yours even if you cancel it then.
+     - The fd of a transport or a server belongs to the loop: add_reader,
+       add_writer and remove_* on it are EVL_EBUSY. Writes to a closing
+       transport are EVL_ECLOSING.
 
    8. DOES NOT DO (yet)
      - TLS.
@@ -605,9 +611,10 @@ EVLOOP_API evl_fd evl_backend_fd(const evl_loop *loop);
    callbacks runs in the next iteration. Timers never fire before their
    deadline (evl_handle_when); equal deadlines fire in the order they were
    scheduled. A negative delay counts as 0; NaN or an infinite delay or time
-   is EVL_EINVAL. A finite delay or time beyond about 73 years (2.3e18 ns,
-   the clock's range with room to add) is clamped to it, and
-   evl_handle_when reports the clamped deadline (asyncio keeps floats).
+   is EVL_EINVAL. A finite delay or time beyond about 73 years (2.3e18 ns)
+   is clamped to it, a deadline past the clock's end (INT64_MAX ns, which
+   a manual clock may near) to that end; evl_handle_when reports the
+   clamped deadline (asyncio keeps floats, so it never clamps).
    A delay counts from the loop's clock reading: the clock is read again at
    every callback boundary, by every evl_time() and after 64 scheduling
    calls (a clock read costs as much as the rest of call_later). A callback
@@ -3066,11 +3073,21 @@ static evl_handle evl__soon_internal(evl_loop *loop, evl_callback cb,
   EVL__TS_CATCH_UP(loop);
   return evl__schedule(loop, -1, cb, arg, EVL__SLOT_INTERNAL, NULL, NULL, 0);
 }
+/* now + delay, saturated at the clock's end instead of overflowing (a
+   manual clock may start anywhere): what evl_handle_when then reports. */
+static int64_t evl__deadline(evl_loop *loop, int64_t delay_ns) {
+  int64_t now = evl__sched_now(loop), when;
+  if (delay_ns < 0)
+    delay_ns = 0;
+  if (now > 0 && delay_ns > INT64_MAX - now)
+    return INT64_MAX;
+  when = now + delay_ns;
+  return when < 0 ? 0 : when;
+}
 static evl_handle evl__later_internal(evl_loop *loop, int64_t delay_ns,
                                       evl_callback cb, void *arg) {
-  int64_t when = evl__sched_now(loop) + (delay_ns > 0 ? delay_ns : 0);
-  return evl__schedule(loop, when < 0 ? 0 : when, cb, arg, EVL__SLOT_INTERNAL,
-                       NULL, NULL, 0);
+  return evl__schedule(loop, evl__deadline(loop, delay_ns), cb, arg,
+                       EVL__SLOT_INTERNAL, NULL, NULL, 0);
 }
 
 /* Rebuilds the heap without its cancelled timers (asyncio's purge): cancel
@@ -3167,15 +3184,15 @@ EVL__DEF evl_handle evl_call_later_at_site(evl_loop *loop, double delay,
                                            evl_callback cb, void *arg,
                                            const char *name, const char *file,
                                            int line) {
-  int64_t ns, when;
+  int64_t ns;
   if (!loop)
     return EVL_EINVAL;
   if (loop->closed)
     return EVL_ECLOSED;
   if (!cb || evl__seconds_to_ns(delay, &ns))
     return EVL_EINVAL;
-  when = evl__sched_now(loop) + (ns > 0 ? ns : 0);
-  return evl__schedule(loop, when < 0 ? 0 : when, cb, arg, 0, name, file, line);
+  return evl__schedule(loop, evl__deadline(loop, ns), cb, arg, 0, name, file,
+                       line);
 }
 EVL__DEF evl_handle evl_call_soon(evl_loop *loop, evl_callback cb, void *arg) {
   return evl_call_soon_at_site(loop, cb, arg, NULL, NULL, 0);
