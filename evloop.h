@@ -147,8 +147,7 @@
    7. DOES NOT DO (yet): TLS; on Windows, completion-based socket I/O
      (AcceptEx, ConnectEx, WSARecv/WSASend, TransmitFile), overlapped named
      pipes, and AF_UNIX socket files (stale-file replacement).
-     File watches use inotify on Linux only: on kqueue systems and Windows
-     they poll with stat() (EVFILT_VNODE and ReadDirectoryChangesW are not
+     File watches poll with stat() on Windows (ReadDirectoryChangesW is not
      used yet). Datagrams are read one recvfrom() each (no recvmmsg yet).
      Networking cannot be compiled out yet (no EVLOOP_NO_NET; files and
      processes can: EVLOOP_NO_FS, EVLOOP_NO_PROCESS).
@@ -1169,13 +1168,16 @@ EVLOOP_API evl_future *evl_fs_read_file(evl_loop *loop, const char *path);
 /* ==== Watching files ======================================================
    A callback per change of a file or of a directory's entries (libuv's
    uv_fs_event, and uv_fs_poll where the system has nothing better):
-   inotify on Linux; elsewhere (kqueue systems, Windows: EVFILT_VNODE and
-   ReadDirectoryChangesW are not used yet) and with EVL_FS_WATCH_POLL, a
+   EVFILT_VNODE on a kqueue loop, inotify on Linux; elsewhere (Windows:
+   ReadDirectoryChangesW is not used yet) and with EVL_FS_WATCH_POLL, a
    comparison of stat() results every poll interval. name is the entry of
    a watched directory that changed, or the watched file's own name.
-   Polling sees a rename as DELETED of the old name and CREATED of the
-   new; inotify reports RENAMED for both names. A watch keeps the loop
-   alive (evl_run_alive) until it is stopped. */
+   Polling, and kqueue for a directory's entries (it says only that the
+   directory changed; a snapshot comparison finds which), see a rename as
+   DELETED of the old name and CREATED of the new; inotify reports RENAMED
+   for both names. A watch on a file follows its inode (an editor that
+   saves by renaming a new file over it ends the watch's events: watch the
+   directory). A watch keeps the loop alive until it is stopped. */
 enum {
   EVL_FS_CREATED = 1,
   EVL_FS_MODIFIED = 2, /* contents or attributes */
@@ -1193,7 +1195,7 @@ EVLOOP_API int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
                                   void *arg, evl_fs_watch **out);
 /* Stops and frees the watch (also from inside its callback). */
 EVLOOP_API void evl_fs_watch_stop(evl_fs_watch *w);
-/* "inotify" or "poll". */
+/* "inotify", "kqueue" or "poll". */
 EVLOOP_API const char *evl_fs_watch_method(const evl_fs_watch *w);
 
 #endif /* EVLOOP_NO_FS */
@@ -4189,6 +4191,9 @@ static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
 
 #define EVL__KQ_SIG 4 /* ring entry event bits beside EVL__READ/WRITE */
 #define EVL__KQ_PROC 8
+/* A file watch's EVFILT_VNODE (the bit is EVL__OV_DONE's on IOCP, which
+   never meets kqueue); the EVL_FS_* events ride in bits 40-43. */
+#define EVL__KQ_VNODE 16
 
 struct evl__kqfd {
   int chg[2]; /* pending change for READ, WRITE: changelist index + 1 */
@@ -4196,9 +4201,20 @@ struct evl__kqfd {
                  and so clears SO_ERROR itself) */
 };
 
+#ifndef EVLOOP_NO_FS
+static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events);
+#else
+#define evl__kq_vnode_fire(loop, fd, events) ((void)(fd), (void)(events), 0)
+#endif
+#ifndef EVLOOP_NO_PROCESS
 static int evl__kq_signal_fire(evl_loop *loop, int signum);
 static int evl__kq_child_exit(evl_loop *loop, int pid);
-#ifdef EVFILT_LIBKQUEUE
+#else /* no signals or children: nothing to fire */
+#define evl__kq_signal_fire(loop, signum) ((void)(signum), 0)
+#define evl__kq_child_exit(loop, pid) ((void)(pid), 0)
+#define evl__kq_children_check(loop) ((void)(loop))
+#endif
+#if defined(EVFILT_LIBKQUEUE) && !defined(EVLOOP_NO_PROCESS)
 static void evl__kq_children_check(evl_loop *loop);
 #endif
 
@@ -4460,6 +4476,17 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
                                            << 32 |
                                        (uint64_t)(uint32_t)fd);
       break;
+    case EVFILT_VNODE: {
+      unsigned ff = (unsigned)ev[i].fflags;
+      uint64_t fsev =
+          (ff & (NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB) ? 2u : 0u) |
+          (ff & NOTE_DELETE ? 4u : 0u) | (ff & NOTE_RENAME ? 8u : 0u);
+      if (!full)
+        (void)evl__ring_push(loop, EVL__IO_ENTRY | fsev << 40 |
+                                       (uint64_t)EVL__KQ_VNODE << 32 |
+                                       (uint64_t)(uint32_t)fd);
+      break;
+    }
     default:
       break;
     }
@@ -4583,6 +4610,8 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
     return evl__kq_signal_fire(loop, fd);
   if (events & EVL__KQ_PROC)
     return evl__kq_child_exit(loop, fd);
+  if (events & EVL__KQ_VNODE)
+    return evl__kq_vnode_fire(loop, fd, (int)(entry >> 40) & 15);
 #endif
   if (fd >= loop->fds_cap)
     return 0;
@@ -4734,8 +4763,8 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   return ran;
 }
 
-EVL__DEF int evl_run_forever(evl_loop *loop) {
-  int rc = 0;
+/* A run starts: 0, or why it cannot. */
+static int evl__run_enter(evl_loop *loop) {
   if (!loop)
     return EVL_EINVAL;
   if (loop->closed)
@@ -4744,6 +4773,13 @@ EVL__DEF int evl_run_forever(evl_loop *loop) {
     return EVL_ERUNNING;
   loop->running = 1;
   loop->m_mark_ok = 0; /* the time since the last run is not the loop's */
+  return 0;
+}
+
+EVL__DEF int evl_run_forever(evl_loop *loop) {
+  int rc = evl__run_enter(loop);
+  if (rc)
+    return rc;
   for (;;) {
     rc = evl__iterate(loop, -1);
     if (rc < 0 || loop->stopping)
@@ -4937,8 +4973,14 @@ static void evl__executor_close_default(evl_loop *loop);
 static void evl__servers_close(evl_loop *loop);
 static void evl__server_release(evl_server *s);
 static void evl__resolving_close(evl_loop *loop);
+#ifndef EVLOOP_NO_PROCESS
 static void evl__signals_close(evl_loop *loop);
 static void evl__children_close(evl_loop *loop);
+#else /* left out: nothing to close, no handler set */
+#define evl__signals_close(loop) ((void)(loop))
+#define evl__children_close(loop) ((void)(loop))
+#define evl__sig_has(loop, signum) ((void)(signum), 0)
+#endif
 static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
 
@@ -11707,33 +11749,6 @@ static void evl__children_close(evl_loop *loop) {
   }
 }
 
-#else /* EVLOOP_NO_PROCESS: what the loop's core calls */
-static void evl__signals_close(evl_loop *loop) {
-  (void)loop;
-}
-static void evl__children_close(evl_loop *loop) {
-  (void)loop;
-}
-static int evl__sig_has(evl_loop *loop, int signum) {
-  (void)loop;
-  (void)signum;
-  return 0;
-}
-#ifdef EVL__HAVE_KQUEUE
-static int evl__kq_signal_fire(evl_loop *loop, int signum) {
-  (void)loop;
-  (void)signum;
-  return 0;
-}
-static int evl__kq_child_exit(evl_loop *loop, int pid) {
-  (void)loop;
-  (void)pid;
-  return 0;
-}
-static void evl__kq_children_check(evl_loop *loop) {
-  (void)loop;
-}
-#endif
 #endif /* EVLOOP_NO_PROCESS */
 
 /* ==== What keeps the loop alive ==========================================
@@ -11838,15 +11853,10 @@ EVL__DEF int evl_loop_alive(evl_loop *loop) {
 }
 
 EVL__DEF int evl_run_alive(evl_loop *loop) {
-  int rc = 0;
-  if (!loop)
-    return EVL_EINVAL;
-  if (loop->closed)
-    return EVL_ECLOSED;
-  if (loop->running)
-    return EVL_ERUNNING;
-  loop->running = loop->run_alive = 1;
-  loop->m_mark_ok = 0;
+  int rc = evl__run_enter(loop);
+  if (rc)
+    return rc;
+  loop->run_alive = 1;
   while (evl_loop_alive(loop)) {
     rc = evl__iterate(loop, -1);
     if (rc < 0)
@@ -12522,7 +12532,7 @@ static int evl__fs_statres(const struct stat *sb, void **result) {
   st->ino = (uint64_t)sb->st_ino;
   st->nlink = (uint64_t)sb->st_nlink;
   st->mode = (uint32_t)sb->st_mode;
-  st->type = S_ISREG(sb->st_mode)   ? EVL_FS_FILE
+  st->type = S_ISREG(sb->st_mode) ? EVL_FS_FILE
              : S_ISDIR(sb->st_mode) ? EVL_FS_DIR
              : S_ISLNK(sb->st_mode) ? EVL_FS_LINK
                                     : EVL_FS_OTHER;
@@ -12620,8 +12630,8 @@ static int evl__fs_work(void *arg, void **result) {
   case EVL__FS_OPEN:
     fd = open(r->path,
               ((f & EVL_FS_READ) && (f & EVL_FS_WRITE) ? O_RDWR
-               : f & EVL_FS_WRITE                      ? O_WRONLY
-                                                       : O_RDONLY) |
+               : f & EVL_FS_WRITE ? O_WRONLY
+                                  : O_RDONLY) |
                   (f & EVL_FS_CREATE ? O_CREAT : 0) |
                   (f & EVL_FS_TRUNC ? O_TRUNC : 0) |
                   (f & EVL_FS_APPEND ? O_APPEND : 0) |
@@ -12642,7 +12652,7 @@ static int evl__fs_work(void *arg, void **result) {
   case EVL__FS_STAT:
   case EVL__FS_LSTAT:
   case EVL__FS_FSTAT:
-    rc = r->op == EVL__FS_STAT    ? stat(r->path, &sb)
+    rc = r->op == EVL__FS_STAT ? stat(r->path, &sb)
          : r->op == EVL__FS_LSTAT ? lstat(r->path, &sb)
                                   : fstat((int)r->fd, &sb);
     return rc < 0 ? evl__errno() : evl__fs_statres(&sb, result);
@@ -12724,7 +12734,7 @@ static int evl__fs_work(void *arg, void **result) {
     while (!rc && (e = readdir(dir)) != NULL) {
       evl_fs_type t = EVL_FS_OTHER;
 #ifdef DT_DIR
-      t = e->d_type == DT_REG   ? EVL_FS_FILE
+      t = e->d_type == DT_REG ? EVL_FS_FILE
           : e->d_type == DT_DIR ? EVL_FS_DIR
           : e->d_type == DT_LNK ? EVL_FS_LINK
                                 : EVL_FS_OTHER;
@@ -12900,7 +12910,7 @@ struct evl_fs_watch {
   void *arg;
   char *path;
   const char *base; /* the last component of path */
-  int is_dir, inotify, fd, exists, in_cb, stopped;
+  int is_dir, inotify, kq, fd, exists, in_cb, stopped;
   evl_handle timer; /* polling */
   evl__snap *snap;
   size_t nsnap;
@@ -12925,8 +12935,15 @@ static void evl__fsw_free(evl_fs_watch *w) {
   if (w->timer > 0)
     evl_handle_cancel(loop, w->timer);
 #ifdef EVL__HAVE_INOTIFY
-  if (w->fd >= 0) {
+  if (w->fd >= 0 && w->inotify) {
     evl__unwatch(loop, w->fd, EVL__READ);
+    close(w->fd);
+  }
+#endif
+#ifdef EVL__HAVE_KQUEUE
+  if (w->fd >= 0 && w->kq) {
+    if (!loop->closed)
+      (void)evl__kq_apply(loop, (uintptr_t)w->fd, EVFILT_VNODE, EV_DELETE, 0);
     close(w->fd);
   }
 #endif
@@ -13104,6 +13121,46 @@ static void evl__fsw_readable(evl_loop *loop, evl_fd fd, void *arg) {
 }
 #endif
 
+#ifdef EVL__HAVE_KQUEUE
+/* EVFILT_VNODE fired for a watch's fd: a file's change is the event; a
+   directory's (its entries changed) is found by comparing snapshots. */
+static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events) {
+  evl_fs_watch *w;
+  for (w = loop->fs_watches; w; w = w->lnext)
+    if (w->kq && w->fd == fd && !w->stopped)
+      break;
+  if (!w || !events)
+    return 0;
+  if (w->is_dir)
+    evl__fsw_poll(loop, w);
+  else
+    evl__fsw_emit(w, w->base, events);
+  return 1;
+}
+
+/* EVFILT_VNODE on an fd of path, for a loop on kqueue; 0 or an error. */
+static int evl__fsw_kq_start(evl_fs_watch *w) {
+#ifdef O_EVTONLY
+  int fd = open(w->path, O_EVTONLY | O_CLOEXEC);
+#else
+  int fd = open(w->path, O_RDONLY | O_CLOEXEC);
+#endif
+  int rc;
+  if (fd < 0)
+    return evl__errno();
+  rc = evl__kq_apply(w->loop, (uintptr_t)fd, EVFILT_VNODE, EV_ADD | EV_CLEAR,
+                     NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB | NOTE_DELETE |
+                         NOTE_RENAME);
+  if (rc) {
+    close(fd);
+    return rc;
+  }
+  w->fd = fd;
+  w->kq = 1;
+  return 0;
+}
+#endif
+
 static void evl__fs_watches_close(evl_loop *loop) {
   while (loop->fs_watches) {
     loop->fs_watches->in_cb = 0;
@@ -13161,7 +13218,7 @@ EVL__DEF int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
     }
   }
 #ifdef EVL__HAVE_INOTIFY
-  if (!(flags & EVL_FS_WATCH_POLL)) {
+  if (!(flags & EVL_FS_WATCH_POLL) && loop->backend != EVL_BACKEND_KQUEUE) {
     w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (w->fd < 0 ||
         inotify_add_watch(w->fd, w->path,
@@ -13190,6 +13247,16 @@ EVL__DEF int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
       w->nsnap = 1;
     }
   }
+#ifdef EVL__HAVE_KQUEUE
+  if (!rc && loop->backend == EVL_BACKEND_KQUEUE &&
+      !(flags & EVL_FS_WATCH_POLL)) { /* events, and the snapshot for dirs */
+    rc = evl__fsw_kq_start(w);
+    if (!rc) {
+      *out = w;
+      return 0;
+    }
+  }
+#endif
   if (!rc) {
     w->timer = evl_call_every(loop, poll_interval > 0 ? poll_interval : 0.1,
                               evl__fsw_poll, w);
@@ -13213,7 +13280,7 @@ EVL__DEF void evl_fs_watch_stop(evl_fs_watch *w) {
 }
 
 EVL__DEF const char *evl_fs_watch_method(const evl_fs_watch *w) {
-  return !w ? NULL : w->inotify ? "inotify" : "poll";
+  return !w ? NULL : w->inotify ? "inotify" : w->kq ? "kqueue" : "poll";
 }
 
 #endif /* EVLOOP_NO_FS */
