@@ -10,7 +10,9 @@
 
 #ifdef EVLOOP_NO_PROCESS
 TEST(everything) { /* (test.h's helpers are used) */
-  evl_loop_free(test_loop());
+  evl_loop *loop = test_loop();
+  CHECK(loop != NULL);
+  evl_loop_free(loop);
   SKIP("built with EVLOOP_NO_PROCESS: no signals and subprocesses (their "
        "kqueue filters are most of this file)");
 }
