@@ -11825,9 +11825,15 @@ EVL__DEF int evl_loop_alive(evl_loop *loop) {
   int i;
   if (!loop || loop->closed)
     return 0;
-  if (loop->ring_len || loop->fd_refs || loop->jobs || loop->resolving ||
-      loop->fs_watches ||
+  if (loop->ring_len || loop->fd_refs || loop->resolving || loop->fs_watches ||
       loop->heap_len - loop->heap_cancelled > loop->heap_unref)
+    return 1;
+  /* executor jobs: running, or done and not delivered yet (the executor's
+     threads move them under the lock) */
+  evl__lock(&loop->ts_mu);
+  i = loop->jobs || loop->tsq_done;
+  evl__unlock(&loop->ts_mu);
+  if (i)
     return 1;
   for (i = 0; i < loop->nhooks; i++)
     if (loop->hooks[i].cb && !loop->hooks[i].unref)
