@@ -314,9 +314,9 @@
        and signals (EVL_ENOTSUP). IOCP does have completion-based TCP and
        UDP (AcceptEx, ConnectEx, WSARecv/WSASend, WSARecvFrom/WSASendTo)
        and overlapped named pipes: chapter 4.
-     - File watches use inotify on Linux only: on kqueue systems and Windows
-       they poll with stat() (EVFILT_VNODE and ReadDirectoryChangesW are not
-       used yet). Datagrams are read one recvfrom() each (no recvmmsg yet).
+     - File watches poll with stat() on Windows (ReadDirectoryChangesW is
+       not used yet). Datagrams are read one recvfrom() each (no recvmmsg
+       yet).
      - Networking cannot be compiled out yet (no EVLOOP_NO_NET; files and
        processes can: EVLOOP_NO_FS, EVLOOP_NO_PROCESS).
 
@@ -1730,13 +1730,16 @@ EVLOOP_API evl_future *evl_fs_read_file(evl_loop *loop, const char *path);
 /* ==== Watching files ======================================================
    A callback per change of a file or of a directory's entries (libuv's
    uv_fs_event, and uv_fs_poll where the system has nothing better):
-   inotify on Linux; elsewhere (kqueue systems, Windows: EVFILT_VNODE and
-   ReadDirectoryChangesW are not used yet) and with EVL_FS_WATCH_POLL, a
+   EVFILT_VNODE on a kqueue loop, inotify on Linux; elsewhere (Windows:
+   ReadDirectoryChangesW is not used yet) and with EVL_FS_WATCH_POLL, a
    comparison of stat() results every poll interval. name is the entry of
    a watched directory that changed, or the watched file's own name.
-   Polling sees a rename as DELETED of the old name and CREATED of the
-   new; inotify reports RENAMED for both names. A watch keeps the loop
-   alive (evl_run_alive) until it is stopped. */
+   Polling, and kqueue for a directory's entries (it says only that the
+   directory changed; a snapshot comparison finds which), see a rename as
+   DELETED of the old name and CREATED of the new; inotify reports RENAMED
+   for both names. A watch on a file follows its inode (an editor that
+   saves by renaming a new file over it ends the watch's events: watch the
+   directory). A watch keeps the loop alive until it is stopped. */
 enum {
   EVL_FS_CREATED = 1,
   EVL_FS_MODIFIED = 2, /* contents or attributes */
@@ -1754,7 +1757,7 @@ EVLOOP_API int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
                                   void *arg, evl_fs_watch **out);
 /* Stops and frees the watch (also from inside its callback). */
 EVLOOP_API void evl_fs_watch_stop(evl_fs_watch *w);
-/* "inotify" or "poll". */
+/* "inotify", "kqueue" or "poll". */
 EVLOOP_API const char *evl_fs_watch_method(const evl_fs_watch *w);
 
 #endif /* EVLOOP_NO_FS */
@@ -4912,6 +4915,9 @@ static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
 
 #define EVL__KQ_SIG 4 /* ring entry event bits beside EVL__READ/WRITE */
 #define EVL__KQ_PROC 8
+/* A file watch's EVFILT_VNODE (the bit is EVL__OV_DONE's on IOCP, which
+   never meets kqueue); the EVL_FS_* events ride in bits 40-43. */
+#define EVL__KQ_VNODE 16
 
 struct evl__kqfd {
   int chg[2]; /* pending change for READ, WRITE: changelist index + 1 */
@@ -4919,9 +4925,20 @@ struct evl__kqfd {
                  and so clears SO_ERROR itself) */
 };
 
+#ifndef EVLOOP_NO_FS
+static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events);
+#else
+#define evl__kq_vnode_fire(loop, fd, events) ((void)(fd), (void)(events), 0)
+#endif
+#ifndef EVLOOP_NO_PROCESS
 static int evl__kq_signal_fire(evl_loop *loop, int signum);
 static int evl__kq_child_exit(evl_loop *loop, int pid);
-#ifdef EVFILT_LIBKQUEUE
+#else /* no signals or children: nothing to fire */
+#define evl__kq_signal_fire(loop, signum) ((void)(signum), 0)
+#define evl__kq_child_exit(loop, pid) ((void)(pid), 0)
+#define evl__kq_children_check(loop) ((void)(loop))
+#endif
+#if defined(EVFILT_LIBKQUEUE) && !defined(EVLOOP_NO_PROCESS)
 static void evl__kq_children_check(evl_loop *loop);
 #endif
 
@@ -5228,6 +5245,17 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
                                            << 32 |
                                        (uint64_t)(uint32_t)fd);
       break;
+    case EVFILT_VNODE: {
+      unsigned ff = (unsigned)ev[i].fflags;
+      uint64_t fsev =
+          (ff & (NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB) ? 2u : 0u) |
+          (ff & NOTE_DELETE ? 4u : 0u) | (ff & NOTE_RENAME ? 8u : 0u);
+      if (!full)
+        (void)evl__ring_push(loop, EVL__IO_ENTRY | fsev << 40 |
+                                       (uint64_t)EVL__KQ_VNODE << 32 |
+                                       (uint64_t)(uint32_t)fd);
+      break;
+    }
     default:
       break;
     }
@@ -5351,6 +5379,8 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
     return evl__kq_signal_fire(loop, fd);
   if (events & EVL__KQ_PROC)
     return evl__kq_child_exit(loop, fd);
+  if (events & EVL__KQ_VNODE)
+    return evl__kq_vnode_fire(loop, fd, (int)(entry >> 40) & 15);
 #endif
   if (fd >= loop->fds_cap)
     return 0;
@@ -5552,6 +5582,8 @@ static void evl__thread_loop_set(evl_loop *l) {
 
 /* 0 and the loop marks itself running on this thread, or why it cannot. */
 static int evl__run_enter(evl_loop *loop) {
+  if (!loop)
+    return EVL_EINVAL;
   if (loop->closing) /* also set once closed: no run from a close's callback */
     return EVL_ECLOSED;
   if (loop->running)
@@ -5559,6 +5591,7 @@ static int evl__run_enter(evl_loop *loop) {
   if (evl__thread_loop_get())
     return EVL_EOTHERLOOP;
   loop->running = 1;
+  loop->m_mark_ok = 0; /* the time since the last run is not the loop's */
   evl__thread_loop_set(loop);
   return 0;
 }
@@ -5569,13 +5602,9 @@ static void evl__run_leave(evl_loop *loop) {
 }
 
 EVL__DEF int evl_run_forever(evl_loop *loop) {
-  int rc = 0;
-  if (!loop)
-    return EVL_EINVAL;
-  rc = evl__run_enter(loop);
+  int rc = evl__run_enter(loop);
   if (rc)
     return rc;
-  loop->m_mark_ok = 0; /* the time since the last run is not the loop's */
   for (;;) {
     rc = evl__iterate(loop, -1);
     if (rc < 0 || loop->stopping)
@@ -5601,7 +5630,6 @@ EVL__DEF int evl_run_once(evl_loop *loop, double max_wait) {
   rc = evl__run_enter(loop);
   if (rc)
     return rc;
-  loop->m_mark_ok = 0;
   rc = evl__iterate(loop, ns);
   loop->m_mark_ok = 0;
   evl__run_leave(loop);
@@ -5771,8 +5799,14 @@ static void evl__executor_close_default(evl_loop *loop);
 static void evl__servers_close(evl_loop *loop);
 static void evl__server_release(evl_server *s);
 static void evl__resolving_close(evl_loop *loop);
+#ifndef EVLOOP_NO_PROCESS
 static void evl__signals_close(evl_loop *loop);
 static void evl__children_close(evl_loop *loop);
+#else /* left out: nothing to close, no handler set */
+#define evl__signals_close(loop) ((void)(loop))
+#define evl__children_close(loop) ((void)(loop))
+#define evl__sig_has(loop, signum) ((void)(signum), 0)
+#endif
 static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
 static void evl__loop_free_now(evl_loop *loop);
@@ -14916,33 +14950,6 @@ static void evl__children_close(evl_loop *loop) {
   }
 }
 
-#else /* EVLOOP_NO_PROCESS: what the loop's core calls */
-static void evl__signals_close(evl_loop *loop) {
-  (void)loop;
-}
-static void evl__children_close(evl_loop *loop) {
-  (void)loop;
-}
-static int evl__sig_has(evl_loop *loop, int signum) {
-  (void)loop;
-  (void)signum;
-  return 0;
-}
-#ifdef EVL__HAVE_KQUEUE
-static int evl__kq_signal_fire(evl_loop *loop, int signum) {
-  (void)loop;
-  (void)signum;
-  return 0;
-}
-static int evl__kq_child_exit(evl_loop *loop, int pid) {
-  (void)loop;
-  (void)pid;
-  return 0;
-}
-static void evl__kq_children_check(evl_loop *loop) {
-  (void)loop;
-}
-#endif
 #endif /* EVLOOP_NO_PROCESS */
 
 /* ==== What keeps the loop alive ==========================================
@@ -15019,9 +15026,15 @@ EVL__DEF int evl_loop_alive(evl_loop *loop) {
   int i;
   if (!loop || loop->closed)
     return 0;
-  if (loop->ring_len || loop->fd_refs || loop->jobs || loop->resolving ||
-      loop->fs_watches ||
+  if (loop->ring_len || loop->fd_refs || loop->resolving || loop->fs_watches ||
       loop->heap_len - loop->heap_cancelled > loop->heap_unref)
+    return 1;
+  /* executor jobs: running, or done and not delivered yet (the executor's
+     threads move them under the lock) */
+  evl__lock(&loop->ts_mu);
+  i = loop->jobs || loop->tsq_done;
+  evl__unlock(&loop->ts_mu);
+  if (i)
     return 1;
   for (i = 0; i < loop->nhooks; i++)
     if (loop->hooks[i].cb && !loop->hooks[i].unref)
@@ -16153,7 +16166,7 @@ struct evl_fs_watch {
   void *arg;
   char *path;
   const char *base; /* the last component of path */
-  int is_dir, inotify, fd, exists, in_cb, stopped;
+  int is_dir, inotify, kq, fd, exists, in_cb, stopped;
   evl_handle timer; /* polling */
   evl__snap *snap;
   size_t nsnap;
@@ -16178,8 +16191,15 @@ static void evl__fsw_free(evl_fs_watch *w) {
   if (w->timer > 0)
     evl_handle_cancel(loop, w->timer);
 #ifdef EVL__HAVE_INOTIFY
-  if (w->fd >= 0) {
+  if (w->fd >= 0 && w->inotify) {
     evl__unwatch(loop, w->fd, EVL__READ);
+    close(w->fd);
+  }
+#endif
+#ifdef EVL__HAVE_KQUEUE
+  if (w->fd >= 0 && w->kq) {
+    if (!loop->closed)
+      (void)evl__kq_apply(loop, (uintptr_t)w->fd, EVFILT_VNODE, EV_DELETE, 0);
     close(w->fd);
   }
 #endif
@@ -16357,6 +16377,46 @@ static void evl__fsw_readable(evl_loop *loop, evl_fd fd, void *arg) {
 }
 #endif
 
+#ifdef EVL__HAVE_KQUEUE
+/* EVFILT_VNODE fired for a watch's fd: a file's change is the event; a
+   directory's (its entries changed) is found by comparing snapshots. */
+static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events) {
+  evl_fs_watch *w;
+  for (w = loop->fs_watches; w; w = w->lnext)
+    if (w->kq && w->fd == fd && !w->stopped)
+      break;
+  if (!w || !events)
+    return 0;
+  if (w->is_dir)
+    evl__fsw_poll(loop, w);
+  else
+    evl__fsw_emit(w, w->base, events);
+  return 1;
+}
+
+/* EVFILT_VNODE on an fd of path, for a loop on kqueue; 0 or an error. */
+static int evl__fsw_kq_start(evl_fs_watch *w) {
+#ifdef O_EVTONLY
+  int fd = open(w->path, O_EVTONLY | O_CLOEXEC);
+#else
+  int fd = open(w->path, O_RDONLY | O_CLOEXEC);
+#endif
+  int rc;
+  if (fd < 0)
+    return evl__errno();
+  rc = evl__kq_apply(w->loop, (uintptr_t)fd, EVFILT_VNODE, EV_ADD | EV_CLEAR,
+                     NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB | NOTE_DELETE |
+                         NOTE_RENAME);
+  if (rc) {
+    close(fd);
+    return rc;
+  }
+  w->fd = fd;
+  w->kq = 1;
+  return 0;
+}
+#endif
+
 static void evl__fs_watches_close(evl_loop *loop) {
   while (loop->fs_watches) {
     loop->fs_watches->in_cb = 0;
@@ -16414,7 +16474,7 @@ EVL__DEF int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
     }
   }
 #ifdef EVL__HAVE_INOTIFY
-  if (!(flags & EVL_FS_WATCH_POLL)) {
+  if (!(flags & EVL_FS_WATCH_POLL) && loop->backend != EVL_BACKEND_KQUEUE) {
     w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (w->fd < 0 ||
         inotify_add_watch(w->fd, w->path,
@@ -16443,6 +16503,16 @@ EVL__DEF int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
       w->nsnap = 1;
     }
   }
+#ifdef EVL__HAVE_KQUEUE
+  if (!rc && loop->backend == EVL_BACKEND_KQUEUE &&
+      !(flags & EVL_FS_WATCH_POLL)) { /* events, and the snapshot for dirs */
+    rc = evl__fsw_kq_start(w);
+    if (!rc) {
+      *out = w;
+      return 0;
+    }
+  }
+#endif
   if (!rc) {
     w->timer = evl_call_every(loop, poll_interval > 0 ? poll_interval : 0.1,
                               evl__fsw_poll, w);
@@ -16466,7 +16536,7 @@ EVL__DEF void evl_fs_watch_stop(evl_fs_watch *w) {
 }
 
 EVL__DEF const char *evl_fs_watch_method(const evl_fs_watch *w) {
-  return !w ? NULL : w->inotify ? "inotify" : "poll";
+  return !w ? NULL : w->inotify ? "inotify" : w->kq ? "kqueue" : "poll";
 }
 
 #endif /* EVLOOP_NO_FS */

@@ -95,11 +95,29 @@ static int open_pair(evl_loop *loop, rx *r, int *sender) {
   return ntohs(sa.sin_port);
 }
 
+/* Closes what open_pair made, and the loop; no exception was reported. */
+static void close_pair(evl_loop *loop, rx *r, int sender) {
+  test_closesocket(sender);
+  evl_transport_close(r->t);
+  evl_run_once(loop, 0);
+  evl_loop_free(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
 static void send_seq(int s, uint32_t seq) {
   dgram_msg m;
   m.seq = seq;
   m.sent = test_now();
   CHECK_EQ(test_send(s, &m, sizeof m), (long)sizeof m);
+}
+
+/* n datagrams (numbered from 0), then one iteration. */
+static void send_burst(evl_loop *loop, int s, int n) {
+  int i;
+  for (i = 0; i < n; i++)
+    send_seq(s, (uint32_t)i);
+  test_sleep_ms(20);
+  evl_run_once(loop, 1.0);
 }
 
 /* The datagrams queued before an iteration all arrive in it. */
@@ -118,11 +136,7 @@ TEST(udp_drained_per_iteration) {
     CHECK_EQ(r.count - before, 100);
   }
   CHECK_EQ(r.bad_order, 0);
-  test_closesocket(s);
-  evl_transport_close(r.t);
-  evl_run_once(loop, 0);
-  evl_loop_free(loop);
-  CHECK_EQ(g_reports, 0);
+  close_pair(loop, &r, s);
 }
 
 /* The budget is per loop: read_budget 10 delivers 10 a time; bad values
@@ -131,7 +145,7 @@ TEST(udp_budget_configured) {
   evl_loop_config cfg;
   evl_loop *loop, *bad = NULL;
   rx r;
-  int s, i;
+  int s;
   memset(&cfg, 0, sizeof cfg);
   cfg.read_budget = -1;
   CHECK_EQ(evl_loop_new(&bad, &cfg), EVL_EINVAL);
@@ -140,20 +154,14 @@ TEST(udp_budget_configured) {
   loop = test_loop_with(&cfg);
   memset(&r, 0, sizeof r);
   open_pair(loop, &r, &s);
-  for (i = 0; i < 25; i++)
-    send_seq(s, (uint32_t)i);
-  test_sleep_ms(20);
-  evl_run_once(loop, 1.0);
+  send_burst(loop, s, 25);
   CHECK_EQ(r.count, 10);
   evl_run_once(loop, 1.0);
   CHECK_EQ(r.count, 20);
   evl_run_once(loop, 1.0);
   CHECK_EQ(r.count, 25);
   CHECK_EQ(r.bad_order, 0);
-  test_closesocket(s);
-  evl_transport_close(r.t);
-  evl_run_once(loop, 0);
-  evl_loop_free(loop);
+  close_pair(loop, &r, s);
 }
 
 /* pause_reading inside datagram_received stops the batch; the rest stays
@@ -161,25 +169,18 @@ TEST(udp_budget_configured) {
 TEST(udp_pause_stops_batch) {
   evl_loop *loop = quiet_loop();
   rx r;
-  int s, i;
+  int s;
   memset(&r, 0, sizeof r);
   r.pause_at = 5;
   open_pair(loop, &r, &s);
-  for (i = 0; i < 30; i++)
-    send_seq(s, (uint32_t)i);
-  test_sleep_ms(20);
-  evl_run_once(loop, 1.0);
+  send_burst(loop, s, 30);
   CHECK_EQ(r.count, 5);
   evl_run_once(loop, 0.05);
   CHECK_EQ(r.count, 5);
   CHECK_EQ(evl_transport_resume_reading(r.t), 0);
   RUN_UNTIL(loop, r.count == 30);
   CHECK_EQ(r.bad_order, 0);
-  test_closesocket(s);
-  evl_transport_close(r.t);
-  evl_run_once(loop, 0);
-  evl_loop_free(loop);
-  CHECK_EQ(g_reports, 0);
+  close_pair(loop, &r, s);
 }
 
 /* A stream transport reads until the socket is drained: everything the
@@ -326,11 +327,7 @@ TEST(frame_loop_2000_per_second) {
   CHECK_EQ(late, 0);
   free(job.done_at);
   free(r.prev_at);
-  test_closesocket(s);
-  evl_transport_close(r.t);
-  evl_run_once(loop, 0);
-  evl_loop_free(loop);
-  CHECK_EQ(g_reports, 0);
+  close_pair(loop, &r, s);
 }
 
 TESTS_BEGIN
