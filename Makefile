@@ -102,6 +102,8 @@ EXAMPLES  := $(basename $(notdir $(wildcard examples/*.c)))
 # tests/net_examples.sh runs them against real clients (socat, nc, curl,
 # wrk). The other examples stop by themselves: `make demo` runs those.
 SERVER_EXAMPLES := $(filter echo_server http_server echo_client,$(EXAMPLES))
+# The TLS examples need an engine: tests/tls_examples.sh runs them.
+SERVER_EXAMPLES += $(filter https_server tls_client starttls,$(EXAMPLES))
 DEMO_EXAMPLES := $(filter-out $(SERVER_EXAMPLES),$(EXAMPLES))
 BENCHES   := $(basename $(notdir $(wildcard bench/*.c)))
 
@@ -237,11 +239,22 @@ $(foreach v,$(TLS_VARIANTS),$(foreach b,$(BACKENDS),$(foreach e,$(TLS_ENGINES),$
 tls_bins = $(foreach v,$(1),$(foreach b,$(BACKENDS),$(foreach e,$(TLS_OK),$(BUILD)/$(v)-$(b)/tls-$(e)/t_tls)))
 tls_run = @$(foreach e,$(TLS_MISSING),echo "skip TLS engine $(e): headers missing (install $($(e)_TLS_PKG))";) \
   VARIANTS="$(1)" LOG=$(BUILD)/test-tls-log.txt sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(foreach e,$(TLS_OK),tls-$(e)/t_tls)" "" ""
-.PHONY: test-tls test-tls-quick
-test-tls: $(call tls_bins,$(TLS_VARIANTS))
+# The TLS examples, per engine, against curl, openssl s_client / s_server.
+TLS_EXAMPLES := https_server tls_client starttls
+define tls_example_rules
+$(BUILD)/examples-tls-$(1)/%: examples/%.c examples/http_server.c evloop.h
+	@mkdir -p $$(@D)
+	$(o2_CC) $(o2_FLAGS) -D$($(1)_TLS_MACRO) $(EX_FLAGS) $$< -o $$@ $($(1)_TLS_LIBS) $(EX_LIBS) $(LIBS)
+endef
+$(foreach e,$(TLS_ENGINES),$(eval $(call tls_example_rules,$(e))))
+TLS_EXAMPLE_BINS := $(foreach e,$(TLS_OK),$(addprefix $(BUILD)/examples-tls-$(e)/,$(TLS_EXAMPLES)))
+.PHONY: test-tls test-tls-quick tls-examples
+test-tls: $(call tls_bins,$(TLS_VARIANTS)) tls-examples
 	$(call tls_run,$(TLS_VARIANTS))
-test-tls-quick: $(call tls_bins,o2)
+test-tls-quick: $(call tls_bins,o2) tls-examples
 	$(call tls_run,o2)
+tls-examples: $(TLS_EXAMPLE_BINS)
+	@for e in $(TLS_OK); do sh tests/tls_examples.sh $(BUILD)/examples-tls-$$e $$e || exit 1; done
 test: test-tls
 test-quick: test-tls-quick
 

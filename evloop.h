@@ -66,6 +66,11 @@
      EVLOOP_STATIC           make every public function static
      EVLOOP_NO_CALLSITE      do not wrap evl_call_soon & co. in macros that
                              record the call site for debug mode
+     EVLOOP_TLS_OPENSSL      TLS through OpenSSL 1.1.1/3.x (link -lssl
+                             -lcrypto); see "TLS layer" in the declarations
+     EVLOOP_TLS_MBEDTLS      TLS through mbedTLS 2.28 (link -lmbedtls
+                             -lmbedx509 -lmbedcrypto); neither: the TLS
+                             functions give EVL_ENOTSUP
 
    3. BACKENDS
      Without a backend macro every backend the platform has is compiled and
@@ -137,9 +142,11 @@
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
 
-   7. DOES NOT DO (yet): TLS; on Windows, completion-based socket I/O
-     (AcceptEx, ConnectEx, WSARecv/WSASend, TransmitFile), overlapped named
-     pipes, and AF_UNIX socket files (stale-file replacement).
+   7. DOES NOT DO (yet): TLS 1.3 with mbedTLS (2.28 has none), TLS
+     renegotiation with mbedTLS, TLS over datagrams (DTLS); on Windows,
+   completion-based socket I/O (AcceptEx, ConnectEx, WSARecv/WSASend,
+   TransmitFile), overlapped named pipes, and AF_UNIX socket files (stale-file
+   replacement).
 
    8. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
@@ -969,9 +976,9 @@ EVLOOP_API int evl_transport_is_tls(evl_transport *t);
    not the user's any more: never use it again (on failure it is closed).
    server_hostname: a client's SNI and name to check (NULL: none is
    checked). Timeouts in seconds, 0: the defaults (60, 30). */
-EVLOOP_API evl_future *evl_start_tls(evl_transport *t, const evl_protocol *proto,
-                                     void *user, evl_tls_context *ctx,
-                                     int server_side,
+EVLOOP_API evl_future *evl_start_tls(evl_transport *t,
+                                     const evl_protocol *proto, void *user,
+                                     evl_tls_context *ctx, int server_side,
                                      const char *server_hostname,
                                      double handshake_timeout,
                                      double shutdown_timeout);
@@ -992,12 +999,14 @@ EVLOOP_API evl_future *
 evl_create_unix_connection_opts(evl_loop *loop, const evl_protocol *proto,
                                 void *user, const char *path,
                                 const evl_net_options *opts);
-EVLOOP_API evl_future *evl_open_unix_connection_opts(
-    evl_loop *loop, const char *path, size_t limit, const evl_net_options *opts);
 EVLOOP_API evl_future *
-evl_start_unix_server_opts(evl_loop *loop, evl_stream_callback cb, void *arg,
-                           const char *path, size_t limit,
-                           const evl_net_options *opts);
+evl_open_unix_connection_opts(evl_loop *loop, const char *path, size_t limit,
+                              const evl_net_options *opts);
+EVLOOP_API evl_future *evl_start_unix_server_opts(evl_loop *loop,
+                                                  evl_stream_callback cb,
+                                                  void *arg, const char *path,
+                                                  size_t limit,
+                                                  const evl_net_options *opts);
 EVLOOP_API evl_future *
 evl_connect_accepted_socket_opts(evl_loop *loop, const evl_protocol *proto,
                                  void *user, evl_fd fd,
@@ -6132,9 +6141,9 @@ struct evl__tlse {
   char msg[160];
 };
 
-static const char *evl__tlse_engine(void) { return "openssl"; }
-
-static int evl__ossl_app_idx = -1; /* SSL ex_data slot: the evl__tlse */
+static const char *evl__tlse_engine(void) {
+  return "openssl";
+}
 
 /* Server: the first of our protocols the client offers. */
 static int evl__ossl_alpn_select(SSL *ssl, const unsigned char **out,
@@ -6151,7 +6160,7 @@ static int evl__ossl_alpn_select(SSL *ssl, const unsigned char **out,
 }
 
 static int evl__ossl_new_session(SSL *ssl, SSL_SESSION *sess) {
-  evl__tlse *e = (evl__tlse *)SSL_get_ex_data(ssl, evl__ossl_app_idx);
+  evl__tlse *e = (evl__tlse *)SSL_get_app_data(ssl);
   int len = i2d_SSL_SESSION(sess, NULL);
   unsigned char *buf, *p;
   if (!e || !e->host || len <= 0 || !SSL_SESSION_is_resumable(sess))
@@ -6215,8 +6224,6 @@ static int evl__tlse_ctx_new(evl__tlse_ctx **out, const evl_tls_config *cfg,
   SSL_CTX *sc;
   int ok = 1;
   *out = NULL;
-  if (evl__ossl_app_idx < 0) /* the first call; racing ones get the same */
-    evl__ossl_app_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
   c = (evl__tlse_ctx *)EVLOOP_MALLOC(NULL, sizeof *c);
   if (!c)
     return EVL_ENOMEM;
@@ -6333,7 +6340,7 @@ static int evl__tlse_new(evl__tlse **out, evl__tlse_ctx *c, int server,
   }
   BIO_set_mem_eof_return(e->rb, -1); /* empty: "retry", not EOF */
   SSL_set_bio(e->ssl, e->rb, e->wb);
-  SSL_set_ex_data(e->ssl, evl__ossl_app_idx, e);
+  SSL_set_app_data(e->ssl, e);
   ok = 1;
   if (server) {
     SSL_set_accept_state(e->ssl);
@@ -6429,7 +6436,7 @@ static int evl__ossl_error(evl__tlse *e, int r) {
     return EVL_ETLSEOF;
   default:
     return ERR_GET_REASON(err) >= SSL_AD_REASON_OFFSET ? EVL_ETLSALERT
-                                                        : EVL_ETLS;
+                                                       : EVL_ETLS;
   }
 }
 
@@ -6460,7 +6467,9 @@ static size_t evl__tlse_out(evl__tlse *e, const unsigned char **p) {
   *p = (const unsigned char *)d;
   return n > 0 ? (size_t)n : 0;
 }
-static void evl__tlse_out_done(evl__tlse *e) { (void)BIO_reset(e->wb); }
+static void evl__tlse_out_done(evl__tlse *e) {
+  (void)BIO_reset(e->wb);
+}
 
 static long evl__tlse_read(evl__tlse *e, void *buf, size_t len) {
   int r;
@@ -6523,10 +6532,10 @@ static const char *evl__tlse_msg(evl__tlse *e) {
    mbedTLS 2.28 (TLS 1.2; 1.3 is not in that branch): its bio callbacks read
    from and write to the connection's own two buffers. Renegotiation is
    refused both ways (mbedTLS's default: a no_renegotiation alert; an
-   OpenSSL peer then ends the connection). mbedTLS has no system store: with no CA given, the usual
-   bundle files and /etc/ssl/certs are read. An IP address as the host name
-   is checked against the certificate's IP SAN entries here (2.28 checks
-   DNS names only). */
+   OpenSSL peer then ends the connection). mbedTLS has no system store: with no
+   CA given, the usual bundle files and /etc/ssl/certs are read. An IP address
+   as the host name is checked against the certificate's IP SAN entries here
+   (2.28 checks DNS names only). */
 #ifdef EVLOOP_TLS_MBEDTLS
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_cache.h>
@@ -6562,7 +6571,9 @@ struct evl__tlse {
   char msg[160];
 };
 
-static const char *evl__tlse_engine(void) { return "mbedtls"; }
+static const char *evl__tlse_engine(void) {
+  return "mbedtls";
+}
 
 static int evl__mbed_send(void *p, const unsigned char *buf, size_t len) {
   evl__tlse *e = (evl__tlse *)p;
@@ -6652,9 +6663,9 @@ static int evl__mbed_load(mbedtls_x509_crt *chain, const char *file,
 
 static int evl__tlse_ctx_new(evl__tlse_ctx **out, const evl_tls_config *cfg,
                              evl_tls_context *owner) {
-  static const char *const bundles[] = {
-      "/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
-      "/etc/ssl/cert.pem", NULL};
+  static const char *const bundles[] = {"/etc/ssl/certs/ca-certificates.crt",
+                                        "/etc/pki/tls/certs/ca-bundle.crt",
+                                        "/etc/ssl/cert.pem", NULL};
   evl__tlse_ctx *c;
   int ok = 1, i;
   *out = NULL;
@@ -6707,11 +6718,10 @@ static int evl__tlse_ctx_new(evl__tlse_ctx **out, const evl_tls_config *cfg,
       (void)evl__mbed_load(&c->ca, NULL, "/etc/ssl/certs", NULL);
   }
   mbedtls_ssl_conf_ca_chain(&c->conf, &c->ca, NULL);
-  c->authmode = cfg->server
-                    ? (cfg->verify_client ? MBEDTLS_SSL_VERIFY_REQUIRED
-                                          : MBEDTLS_SSL_VERIFY_NONE)
-                    : (cfg->no_verify ? MBEDTLS_SSL_VERIFY_NONE
-                                      : MBEDTLS_SSL_VERIFY_REQUIRED);
+  c->authmode = cfg->server ? (cfg->verify_client ? MBEDTLS_SSL_VERIFY_REQUIRED
+                                                  : MBEDTLS_SSL_VERIFY_NONE)
+                            : (cfg->no_verify ? MBEDTLS_SSL_VERIFY_NONE
+                                              : MBEDTLS_SSL_VERIFY_REQUIRED);
   mbedtls_ssl_conf_authmode(&c->conf, c->authmode);
   if (ok && cfg->alpn) {
     size_t n = 0, k;
@@ -7068,7 +7078,6 @@ static evl_future *evl__tls_connect(evl_loop *loop, const evl_protocol *proto,
                                     void *user, const char *host, int port,
                                     const char *path, evl_fd fd,
                                     const evl_net_options *opts);
-
 
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__tr_on_writable(evl_loop *loop, evl_fd fd, void *arg);
@@ -10628,7 +10637,7 @@ static evl_future *evl__open(evl_loop *loop, size_t limit, const char *host,
     return outer;
   }
   inner = path ? evl_create_unix_connection_opts(loop, &evl__stream_proto, s,
-                                                path, opts)
+                                                 path, opts)
                : evl_create_connection(loop, &evl__stream_proto, s, host, port,
                                        opts);
   /* The stream waits in outer->result (no free function) until then. */
@@ -10831,7 +10840,7 @@ static evl__tls_blob *evl__tls_cache_get(evl_tls_context *ctx,
 }
 
 EVL__DEF int evl_tls_context_new(evl_tls_context **out,
-                                  const evl_tls_config *cfg) {
+                                 const evl_tls_config *cfg) {
   evl_tls_context *c;
   int rc;
   if (!out)
@@ -10892,7 +10901,9 @@ EVL__DEF void evl_tls_context_release(evl_tls_context *ctx) {
   EVLOOP_FREE(NULL, ctx);
 }
 
-EVL__DEF const char *evl_tls_engine(void) { return evl__tlse_engine(); }
+EVL__DEF const char *evl_tls_engine(void) {
+  return evl__tlse_engine();
+}
 
 static int evl__tls_seconds(double v, double dflt, double *out) {
   if (v != v || v < 0)
@@ -10903,9 +10914,9 @@ static int evl__tls_seconds(double v, double dflt, double *out) {
 
 /* A connection's layer, not yet on a transport. */
 static evl__tls *evl__tls_new(evl_loop *loop, evl_tls_context *ctx,
-                              const evl_protocol *proto, void *user,
-                              int server, const char *host, double hs,
-                              double sd, int *err) {
+                              const evl_protocol *proto, void *user, int server,
+                              const char *host, double hs, double sd,
+                              int *err) {
   evl__tls *x;
   *err = evl__tls_seconds(hs, 60, &hs);
   if (!*err)
@@ -11348,7 +11359,10 @@ static void evl__tls_lost(evl_transport *raw, int err, void *user) {
   if ((t->flags & EVL__T_MADE || x->stream) && !(t->flags & EVL__T_LOST)) {
     t->flags |= EVL__T_LOST | EVL__T_CLOSING;
     if (t->proto->connection_lost)
-      t->proto->connection_lost(t, x->err == EVL_ECANCELED ? 0 : x->err ? x->err : err,
+      t->proto->connection_lost(t,
+                                x->err == EVL_ECANCELED ? 0
+                                : x->err                ? x->err
+                                                        : err,
                                 t->user);
   }
   evl__tls_free(x);
@@ -11363,10 +11377,16 @@ static void evl__tls_raw_resume(evl_transport *raw, void *user) {
   evl__tls_encrypt((evl__tls *)user);
 }
 
-static const evl_protocol evl__tls_proto = {
-    evl__tls_made,      evl__tls_data,       evl__tls_eof, evl__tls_lost,
-    evl__tls_raw_pause, evl__tls_raw_resume, NULL,         NULL,
-    NULL,               NULL};
+static const evl_protocol evl__tls_proto = {evl__tls_made,
+                                            evl__tls_data,
+                                            evl__tls_eof,
+                                            evl__tls_lost,
+                                            evl__tls_raw_pause,
+                                            evl__tls_raw_resume,
+                                            NULL,
+                                            NULL,
+                                            NULL,
+                                            NULL};
 
 /* Servers: raw's user is this until connection_made makes the layer. */
 typedef struct evl__tls_srv {
@@ -11389,10 +11409,16 @@ static void evl__tls_srv_made(evl_transport *raw, void *user) {
   evl__tls_attach(x, raw);
 }
 
-static const evl_protocol evl__tls_srv_proto = {
-    evl__tls_srv_made,  evl__tls_data,       evl__tls_eof, evl__tls_lost,
-    evl__tls_raw_pause, evl__tls_raw_resume, NULL,         NULL,
-    NULL,               NULL};
+static const evl_protocol evl__tls_srv_proto = {evl__tls_srv_made,
+                                                evl__tls_data,
+                                                evl__tls_eof,
+                                                evl__tls_lost,
+                                                evl__tls_raw_pause,
+                                                evl__tls_raw_resume,
+                                                NULL,
+                                                NULL,
+                                                NULL,
+                                                NULL};
 
 /* A server with opts->tls: accepted connections start with the protocol
    above. 0 and nothing done without TLS. */
@@ -11690,7 +11716,6 @@ static evl_future *evl__tls_sendfile(evl_transport *t, int file_fd,
 
 /* ---- making TLS connections ---- */
 
-
 static int evl__tls_connect_cancel(evl_future *f) {
   evl__tls_cfut *c = (evl__tls_cfut *)(void *)f;
   int rc = evl__future_cancel_base(f);
@@ -11710,8 +11735,8 @@ static void evl__tls_connect_done(evl_future *inner, void *arg) {
     /* raw never started: the layer is ours to free */
     evl__tls *x = c->x;
     if (c->fut.state == EVL__PENDING)
-      (void)evl_future_set_error(&c->fut, inner->err ? inner->err : EVL_ECANCELED,
-                                 inner->errmsg);
+      (void)evl_future_set_error(
+          &c->fut, inner->err ? inner->err : EVL_ECANCELED, inner->errmsg);
     if (x) {
       evl__tls_drop_waiter(x);
       evl__tls_free(x);
@@ -11735,12 +11760,12 @@ static evl_future *evl__tls_connect(evl_loop *loop, const evl_protocol *proto,
   if (!loop || loop->closing)
     return NULL;
   c = (evl__tls_cfut *)(void *)evl__future_alloc(loop, sizeof *c,
-                                                    &evl__tls_connect_vt);
+                                                 &evl__tls_connect_vt);
   if (!c)
     return NULL;
-  x = evl__tls_new(loop, opts->tls, proto, user, server,
-                   server ? NULL : name, opts->tls_handshake_timeout,
-                   opts->tls_shutdown_timeout, &err);
+  x = evl__tls_new(loop, opts->tls, proto, user, server, server ? NULL : name,
+                   opts->tls_handshake_timeout, opts->tls_shutdown_timeout,
+                   &err);
   if (!x) {
     (void)evl_future_set_error(&c->fut, err, NULL);
     return &c->fut;
@@ -11757,9 +11782,9 @@ static evl_future *evl__tls_connect(evl_loop *loop, const evl_protocol *proto,
     return &c->fut;
   }
   o.tls = NULL;
-  c->inner = path ? evl_create_unix_connection(loop, &evl__tls_proto, x, path)
-                  : evl_create_connection(loop, &evl__tls_proto, x, host, port,
-                                          &o);
+  c->inner =
+      path ? evl_create_unix_connection(loop, &evl__tls_proto, x, path)
+           : evl_create_connection(loop, &evl__tls_proto, x, host, port, &o);
   if (!c->inner || evl_future_add_done_callback(c->inner, evl__tls_connect_done,
                                                 evl_future_ref(&c->fut))) {
     if (c->inner) {
@@ -11779,8 +11804,7 @@ static evl_future *evl__tls_connect(evl_loop *loop, const evl_protocol *proto,
 
 EVL__DEF evl_future *evl_start_tls(evl_transport *t, const evl_protocol *proto,
                                    void *user, evl_tls_context *ctx,
-                                   int server_side,
-                                   const char *server_hostname,
+                                   int server_side, const char *server_hostname,
                                    double handshake_timeout,
                                    double shutdown_timeout) {
   evl_future *f;
@@ -11864,8 +11888,12 @@ EVL__DEF int evl_tls_context_new(evl_tls_context **out,
 EVL__DEF evl_tls_context *evl_tls_context_ref(evl_tls_context *ctx) {
   return ctx;
 }
-EVL__DEF void evl_tls_context_release(evl_tls_context *ctx) { (void)ctx; }
-EVL__DEF const char *evl_tls_engine(void) { return NULL; }
+EVL__DEF void evl_tls_context_release(evl_tls_context *ctx) {
+  (void)ctx;
+}
+EVL__DEF const char *evl_tls_engine(void) {
+  return NULL;
+}
 EVL__DEF int evl_transport_is_tls(evl_transport *t) {
   (void)t;
   return 0;
@@ -11914,11 +11942,12 @@ EVL__DEF evl_future *evl_stream_start_tls(evl_stream *s, evl_tls_context *ctx,
     (void)evl_future_set_error(f, EVL_ENOTSUP, "built without a TLS engine");
   return f;
 }
-static void evl__tls_server_free(void *p) { (void)p; }
+static void evl__tls_server_free(void *p) {
+  (void)p;
+}
 EVL__DEF evl_future *evl_start_tls(evl_transport *t, const evl_protocol *proto,
                                    void *user, evl_tls_context *ctx,
-                                   int server_side,
-                                   const char *server_hostname,
+                                   int server_side, const char *server_hostname,
                                    double handshake_timeout,
                                    double shutdown_timeout) {
   evl_future *f;
@@ -11938,17 +11967,19 @@ EVL__DEF evl_future *evl_start_tls(evl_transport *t, const evl_protocol *proto,
 }
 #endif
 
-EVL__DEF evl_future *evl_open_unix_connection_opts(
-    evl_loop *loop, const char *path, size_t limit, const evl_net_options *opts) {
+EVL__DEF evl_future *
+evl_open_unix_connection_opts(evl_loop *loop, const char *path, size_t limit,
+                              const evl_net_options *opts) {
   if (!loop || loop->closing)
     return NULL;
   return evl__open(loop, limit, NULL, 0, path ? path : "", opts);
 }
 
-EVL__DEF evl_future *
-evl_start_unix_server_opts(evl_loop *loop, evl_stream_callback cb, void *arg,
-                           const char *path, size_t limit,
-                           const evl_net_options *opts) {
+EVL__DEF evl_future *evl_start_unix_server_opts(evl_loop *loop,
+                                                evl_stream_callback cb,
+                                                void *arg, const char *path,
+                                                size_t limit,
+                                                const evl_net_options *opts) {
   return evl__start_server(loop, cb, arg, NULL, 0, path ? path : "", limit,
                            opts);
 }

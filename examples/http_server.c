@@ -440,12 +440,33 @@ static void on_signal(evl_loop *loop, int signum, void *arg) {
   }
 }
 
+/* examples/https_server.c is this file with HTTPS_SERVER defined: it also
+   takes --cert F --key F and serves HTTPS (ALPN http/1.1). */
+#ifdef HTTPS_SERVER
+static const char *cert_file, *key_file;
+#define SERVER_NAME "https_server"
+#define USAGE "usage: https_server [--port N] --cert F --key F\n"
+#else
+#define SERVER_NAME "http_server"
+#define USAGE "usage: http_server [--port N]\n"
+#endif
+
 static int parse_port(int argc, char **argv, int def, int *port) {
   int i;
   *port = def;
   for (i = 1; i < argc; i++) {
     char *end;
     long v;
+#ifdef HTTPS_SERVER
+    if (!strcmp(argv[i], "--cert") && i + 1 < argc) {
+      cert_file = argv[++i];
+      continue;
+    }
+    if (!strcmp(argv[i], "--key") && i + 1 < argc) {
+      key_file = argv[++i];
+      continue;
+    }
+#endif
     if (strcmp(argv[i], "--port") != 0 || i + 1 >= argc)
       return -1;
     v = strtol(argv[++i], &end, 10);
@@ -460,13 +481,38 @@ int main(int argc, char **argv) {
   server_state srv = {NULL, 0};
   evl_loop *loop = NULL;
   evl_server *server = NULL;
+  evl_net_options opts;
   evl_future *fut;
   int port, err;
 
+  memset(&opts, 0, sizeof opts);
   if (parse_port(argc, argv, 8080, &port) < 0) {
-    fprintf(stderr, "usage: http_server [--port N]\n");
+    fprintf(stderr, USAGE);
     return 2;
   }
+#ifdef HTTPS_SERVER
+  {
+    static const char *const alpn[] = {"http/1.1", NULL};
+    evl_tls_config cfg;
+    if (!cert_file || !key_file) {
+      fprintf(stderr, USAGE);
+      return 2;
+    }
+    memset(&cfg, 0, sizeof cfg);
+    cfg.server = 1;
+    cfg.cert_file = cert_file;
+    cfg.key_file = key_file;
+    cfg.alpn = alpn;
+    err = evl_tls_context_new(&opts.tls, &cfg);
+    if (err < 0) {
+      fprintf(stderr, "https_server: %s: %s\n",
+              err == EVL_ENOTSUP ? "built without a TLS engine"
+                                 : "cannot use the certificate and key",
+              evl_strerror(err));
+      return 1;
+    }
+  }
+#endif
   err = evl_loop_new(&loop, NULL);
   if (err < 0) {
     fprintf(stderr, "evl_loop_new: %s\n", evl_strerror(err));
@@ -479,7 +525,7 @@ int main(int argc, char **argv) {
   }
 
   /* Listen; the future's result is the evl_server *. */
-  fut = evl_create_server(loop, &http_protocol, &srv, "127.0.0.1", port, NULL);
+  fut = evl_create_server(loop, &http_protocol, &srv, "127.0.0.1", port, &opts);
   if (!fut) {
     err = EVL_ENOMEM;
     fprintf(stderr, "evl_create_server: %s\n", evl_strerror(err));
@@ -493,7 +539,7 @@ int main(int argc, char **argv) {
     goto done;
   }
   if (err < 0) {
-    fprintf(stderr, "http_server: cannot listen on 127.0.0.1:%d: %s\n", port,
+    fprintf(stderr, SERVER_NAME ": cannot listen on 127.0.0.1:%d: %s\n", port,
             evl_strerror(err));
     goto done;
   }
@@ -530,5 +576,6 @@ done:
   evl_remove_signal_handler(loop, SIGINT);
   evl_remove_signal_handler(loop, SIGTERM);
   evl_loop_free(loop);
+  evl_tls_context_release(opts.tls);
   return err < 0 ? 1 : 0;
 }

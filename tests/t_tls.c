@@ -79,7 +79,7 @@ TESTS_END
 #include <sys/stat.h>
 
 #ifdef EVLOOP_TLS_MBEDTLS
-#define ENGINE_HAS_TLS13 0 /* mbedTLS 2.28: TLS 1.2 only */
+#define ENGINE_HAS_TLS13 0    /* mbedTLS 2.28: TLS 1.2 only */
 #define ENGINE_RENEGOTIATES 0 /* evloop.h leaves it off in mbedTLS */
 #else
 #define ENGINE_HAS_TLS13 1
@@ -207,7 +207,9 @@ static evl_tls_context *srv_ctx_with(const char *cert, int max_version) {
   CHECK_EQ(evl_tls_context_new(&c, &cfg), 0);
   return c;
 }
-static evl_tls_context *srv_ctx(void) { return srv_ctx_with(NULL, 0); }
+static evl_tls_context *srv_ctx(void) {
+  return srv_ctx_with(NULL, 0);
+}
 static evl_tls_context *cli_ctx_with(const char *ca) {
   evl_tls_context *c = NULL;
   evl_tls_config cfg;
@@ -219,7 +221,9 @@ static evl_tls_context *cli_ctx_with(const char *ca) {
   CHECK_EQ(evl_tls_context_new(&c, &cfg), 0);
   return c;
 }
-static evl_tls_context *cli_ctx(void) { return cli_ctx_with(NULL); }
+static evl_tls_context *cli_ctx(void) {
+  return cli_ctx_with(NULL);
+}
 
 /* ---- a recording protocol for both ends ---- */
 
@@ -238,8 +242,7 @@ static void s_made(evl_transport *t, void *user) {
   s->t = t;
   s->made++;
 }
-static void s_data(evl_transport *t, const void *data, size_t len,
-                   void *user) {
+static void s_data(evl_transport *t, const void *data, size_t len, void *user) {
   side *s = (side *)user;
   if (s->rxlen + len > s->rxcap) {
     s->rxcap = (s->rxlen + len) * 2;
@@ -278,9 +281,8 @@ static void s_resume(evl_transport *t, void *user) {
   if (s->echo && !evl_transport_is_closing(t))
     CHECK_EQ(evl_transport_resume_reading(t), 0);
 }
-static const evl_protocol side_proto = {s_made,  s_data,   s_eof, s_lost,
-                                        s_pause, s_resume, NULL,  NULL,
-                                        NULL,    NULL};
+static const evl_protocol side_proto = {
+    s_made, s_data, s_eof, s_lost, s_pause, s_resume, NULL, NULL, NULL, NULL};
 
 static void fill(unsigned char *b, size_t n, unsigned seed) {
   size_t i;
@@ -531,7 +533,7 @@ static void down_data(evl_transport *t, const void *data, size_t len,
   }
   evl_transport_write(R.up, data, len);
   if (R.garbage_after && R.c2s_bytes > (size_t)R.garbage_after) {
-    static const unsigned char junk[] = {23, 3, 3, 0, 19, 1, 2, 3, 4,  5, 6, 7,
+    static const unsigned char junk[] = {23, 3, 3, 0, 19, 1, 2, 3, 4, 5, 6, 7,
                                          8,  9, 0, 1, 2,  3, 4, 5, 6, 7, 8, 9};
     evl_transport_write(R.up, junk, sizeof junk);
     R.garbage_after = 0;
@@ -550,13 +552,12 @@ static void down_made(evl_transport *t, void *user) {
   evl_future *f;
   (void)user;
   R.down = t;
-  f = evl_create_connection(evl_transport_loop(t), &up_proto, NULL,
-                            "127.0.0.1", relay_port, NULL);
+  f = evl_create_connection(evl_transport_loop(t), &up_proto, NULL, "127.0.0.1",
+                            relay_port, NULL);
   evl_future_release(f);
 }
-static const evl_protocol down_proto = {down_made, down_data, NULL, down_lost,
-                                        NULL,      NULL,      NULL, NULL,
-                                        NULL,      NULL};
+static const evl_protocol down_proto = {
+    down_made, down_data, NULL, down_lost, NULL, NULL, NULL, NULL, NULL, NULL};
 
 /* A relay to port; returns its own port. */
 static int relay_open(evl_loop *loop, int port, evl_server **out) {
@@ -833,8 +834,8 @@ TEST(tls_server_gets_plain_http) {
   s = tls_server(loop, sc, &srv, &port);
   memset(&PL, 0, sizeof PL);
   {
-    evl_future *f = evl_create_connection(loop, &pl_proto, NULL, "127.0.0.1",
-                                          port, NULL);
+    evl_future *f =
+        evl_create_connection(loop, &pl_proto, NULL, "127.0.0.1", port, NULL);
     CHECK_EQ(wait_fut(loop, f), 0);
     evl_future_release(f);
   }
@@ -1299,10 +1300,12 @@ TEST(tls_client_certificate) {
 
 static int peer_child(int fd, int renegotiate, size_t n) {
   SSL_CTX *c = SSL_CTX_new(TLS_server_method());
-  BIO *cb = BIO_new_mem_buf(P.srv_cert, -1), *kb = BIO_new_mem_buf(P.srv_key, -1);
+  BIO *cb = BIO_new_mem_buf(P.srv_cert, -1),
+      *kb = BIO_new_mem_buf(P.srv_key, -1);
   X509 *x = PEM_read_bio_X509(cb, NULL, NULL, NULL);
   EVP_PKEY *k = PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL);
-  unsigned char *out = (unsigned char *)malloc(n), *in = (unsigned char *)malloc(n);
+  unsigned char *out = (unsigned char *)malloc(n),
+                *in = (unsigned char *)malloc(n);
   size_t off = 0, got = 0;
   SSL *s;
   if (!c || !x || !k || !out || !in)
@@ -1357,7 +1360,8 @@ static void peer_test(int renegotiate) {
   evl_tls_context *cc;
   evl_net_options o;
   evl_future *f;
-  unsigned char *want = (unsigned char *)malloc(n), *mine = (unsigned char *)malloc(n);
+  unsigned char *want = (unsigned char *)malloc(n),
+                *mine = (unsigned char *)malloc(n);
   side cli;
   int sv[2], status = -1;
   pid_t pid;
@@ -1416,7 +1420,9 @@ TEST(tls_peer_key_update) {
     SKIP("this engine has no TLS 1.3 (mbedTLS 2.28), so no key update");
   peer_test(0);
 }
-TEST(tls_peer_renegotiation) { peer_test(1); }
+TEST(tls_peer_renegotiation) {
+  peer_test(1);
+}
 
 /* ---- openssl s_server as the server of evloop.h's client ---- */
 
@@ -1436,8 +1442,8 @@ static int free_port(void) {
   evl_loop *loop = test_loop();
   evl_server *s;
   int port;
-  evl_future *f = evl_create_server(loop, &nop_proto, NULL, "127.0.0.1", 0,
-                                    NULL);
+  evl_future *f =
+      evl_create_server(loop, &nop_proto, NULL, "127.0.0.1", 0, NULL);
   CHECK_EQ(wait_fut(loop, f), 0);
   s = (evl_server *)evl_future_result(f);
   port = evl_server_port(s);
