@@ -7537,9 +7537,23 @@ static int evl__tr_watch_queue(evl_transport *t) {
   return 0;
 }
 
+/* The bytes of iov[0..n) into *total; EVL_EINVAL for a bad vector. */
+static int evl__iov_total(const evl_iovec *iov, size_t n, size_t *total) {
+  size_t i;
+  *total = 0;
+  if (n && !iov)
+    return EVL_EINVAL;
+  for (i = 0; i < n; i++) {
+    if (iov[i].len && !iov[i].base)
+      return EVL_EINVAL;
+    *total += iov[i].len;
+  }
+  return 0;
+}
+
 EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
                                   size_t n) {
-  size_t total = 0, i, sent = 0;
+  size_t total, i, sent = 0;
   int rc;
   EVL__TLS_RET(t, evl__tls_writev(t, iov, n));
   rc = evl__tr_check_writable(t);
@@ -7547,15 +7561,8 @@ EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
     return rc;
   if (t->flags & EVL__T_DGRAM)
     return EVL_ENOTSUP;
-  if (n && !iov)
-    return EVL_EINVAL;
-  for (i = 0; i < n; i++) {
-    if (iov[i].len && !iov[i].base)
-      return EVL_EINVAL;
-    total += iov[i].len;
-  }
-  if (!total)
-    return 0;
+  if ((rc = evl__iov_total(iov, n, &total)) != 0 || !total)
+    return rc;
   /* Nothing queued: send at once, queue only what the kernel did not take
      (and watch for writability only then). */
   if (!t->wlen && !EVL__SF(t) && !EVL__WBUSY(t) &&
@@ -11460,18 +11467,12 @@ static void evl__tls_server_free(void *p) {
 
 static int evl__tls_writev(evl_transport *t, const evl_iovec *iov, size_t n) {
   evl__tls *x = EVL__TLS(t);
-  size_t total = 0, i;
+  size_t total, i;
+  int rc;
   if (t->flags & EVL__T_CLOSING)
     return EVL_ECLOSED;
-  if (n && !iov)
-    return EVL_EINVAL;
-  for (i = 0; i < n; i++) {
-    if (iov[i].len && !iov[i].base)
-      return EVL_EINVAL;
-    total += iov[i].len;
-  }
-  if (!total)
-    return 0;
+  if ((rc = evl__iov_total(iov, n, &total)) != 0 || !total)
+    return rc;
   if (x->plen + x->poff + total > x->pcap) {
     size_t cap = x->pcap ? x->pcap : 4096;
     unsigned char *b;
@@ -11904,11 +11905,17 @@ EVL__DEF int evl_transport_get_tls_info(evl_transport *t, evl_tls_info *out) {
     memset(out, 0, sizeof *out);
   return EVL_ENOTSUP;
 }
+/* A future that fails with EVL_ENOTSUP (NULL on a closed loop). */
+static evl_future *evl__tls_notsup(evl_loop *loop) {
+  evl_future *f = loop && !loop->closing ? evl_future_new(loop) : NULL;
+  if (f)
+    (void)evl_future_set_error(f, EVL_ENOTSUP, "built without a TLS engine");
+  return f;
+}
 static evl_future *evl__tls_connect(evl_loop *loop, const evl_protocol *proto,
                                     void *user, const char *host, int port,
                                     const char *path, evl_fd fd,
                                     const evl_net_options *opts) {
-  evl_future *f = evl_future_new(loop);
   (void)proto;
   (void)user;
   (void)host;
@@ -11916,41 +11923,32 @@ static evl_future *evl__tls_connect(evl_loop *loop, const evl_protocol *proto,
   (void)path;
   (void)fd;
   (void)opts;
-  if (f)
-    (void)evl_future_set_error(f, EVL_ENOTSUP, "built without a TLS engine");
-  return f;
+  return evl__tls_notsup(loop);
 }
 static int evl__tls_server_wrap(evl_server *s, const evl_net_options *opts) {
   (void)s;
   return opts && opts->tls ? EVL_ENOTSUP : 0;
+}
+static void evl__tls_server_free(void *p) {
+  (void)p;
 }
 EVL__DEF evl_future *evl_stream_start_tls(evl_stream *s, evl_tls_context *ctx,
                                           int server_side,
                                           const char *server_hostname,
                                           double handshake_timeout,
                                           double shutdown_timeout) {
-  evl_future *f;
   (void)ctx;
   (void)server_side;
   (void)server_hostname;
   (void)handshake_timeout;
   (void)shutdown_timeout;
-  if (!s || !s->loop || s->loop->closing)
-    return NULL;
-  f = evl_future_new(s->loop);
-  if (f)
-    (void)evl_future_set_error(f, EVL_ENOTSUP, "built without a TLS engine");
-  return f;
-}
-static void evl__tls_server_free(void *p) {
-  (void)p;
+  return s ? evl__tls_notsup(s->loop) : NULL;
 }
 EVL__DEF evl_future *evl_start_tls(evl_transport *t, const evl_protocol *proto,
                                    void *user, evl_tls_context *ctx,
                                    int server_side, const char *server_hostname,
                                    double handshake_timeout,
                                    double shutdown_timeout) {
-  evl_future *f;
   (void)proto;
   (void)user;
   (void)ctx;
@@ -11958,12 +11956,7 @@ EVL__DEF evl_future *evl_start_tls(evl_transport *t, const evl_protocol *proto,
   (void)server_hostname;
   (void)handshake_timeout;
   (void)shutdown_timeout;
-  if (!t || !t->loop || t->loop->closing)
-    return NULL;
-  f = evl_future_new(t->loop);
-  if (f)
-    (void)evl_future_set_error(f, EVL_ENOTSUP, "built without a TLS engine");
-  return f;
+  return t ? evl__tls_notsup(t->loop) : NULL;
 }
 #endif
 
