@@ -11241,9 +11241,10 @@ static void evl__tls_process(evl__tls *x) {
       }
       evl__tls_established(x);
     }
-    while (x->state == EVL__TLS_OPEN &&
-           !(x->app.flags & (EVL__T_PAUSED | EVL__T_READ_EOF)) &&
-           evl__tls_deliver(x))
+    while (
+        x->state == EVL__TLS_OPEN &&
+        !(x->app.flags & (EVL__T_PAUSED | EVL__T_READ_EOF | EVL__T_CLOSING)) &&
+        evl__tls_deliver(x))
       if (evl__tls_out(x)) /* a key update or renegotiation answer */
         break;
     if (x->state == EVL__TLS_OPEN) {
@@ -11361,6 +11362,8 @@ static void evl__tls_lost(evl_transport *raw, int err, void *user) {
     evl__tls_fail(x, err ? err : EVL_ECONNRESET,
                   "the connection ended during the TLS handshake");
   x->state = EVL__TLS_DONE;
+  if ((t->flags & EVL__T_READ_EOF) && x->shut && !x->err)
+    err = 0; /* both sides said close_notify: sending ours may fail */
   if (x->sf)
     evl__tls_sendfile_end(x, x->err ? x->err : err ? err : EVL_ECANCELED);
   if ((t->flags & EVL__T_MADE || x->stream) && !(t->flags & EVL__T_LOST)) {

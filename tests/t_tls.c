@@ -1181,6 +1181,104 @@ TEST(tls_cancel_and_loop_close) {
   free(p.s.rx);
 }
 
+/* A buffered protocol (get_buffer/buffer_updated) over TLS, with a small
+   buffer; and a protocol that closes in data_received gets no more. */
+typedef struct bufp {
+  evl_transport *t;
+  unsigned char buf[100], *all;
+  size_t got, calls;
+  int lost;
+} bufp;
+static void b_made(evl_transport *t, void *user) {
+  ((bufp *)user)->t = t;
+}
+static void *b_get(evl_transport *t, size_t hint, size_t *len, void *user) {
+  (void)t;
+  CHECK(hint > 0);
+  *len = sizeof((bufp *)user)->buf;
+  return ((bufp *)user)->buf;
+}
+static void b_updated(evl_transport *t, size_t n, void *user) {
+  bufp *b = (bufp *)user;
+  (void)t;
+  CHECK(n <= sizeof b->buf);
+  memcpy(b->all + b->got, b->buf, n);
+  b->got += n;
+  b->calls++;
+}
+static void b_lost(evl_transport *t, int err, void *user) {
+  (void)t;
+  CHECK_EQ(err, 0);
+  ((bufp *)user)->lost = 1;
+}
+static const evl_protocol bufp_proto = {b_made, NULL,  NULL,      b_lost, NULL,
+                                        NULL,   b_get, b_updated, NULL,   NULL};
+static void close_on_data(evl_transport *t, const void *data, size_t len,
+                          void *user) {
+  side *s = (side *)user;
+  s_data(t, data, len, user);
+  evl_transport_close(t);
+  CHECK_EQ(evl_transport_is_closing(s->t), 1);
+}
+static const evl_protocol close_proto = {
+    s_made, close_on_data, s_eof, s_lost, NULL, NULL, NULL, NULL, NULL, NULL};
+TEST(tls_buffered_protocol_and_close_in_data) {
+  evl_loop *loop = quiet_loop();
+  evl_tls_context *sc = srv_ctx(), *cc = cli_ctx();
+  evl_net_options so, co;
+  evl_future *fa, *fb;
+  static unsigned char data[50000];
+  bufp b;
+  side a, c;
+  int sv[2];
+  memset(&b, 0, sizeof b);
+  memset(&a, 0, sizeof a);
+  memset(&c, 0, sizeof c);
+  b.all = (unsigned char *)malloc(sizeof data);
+  fill(data, sizeof data, 1);
+  memset(&so, 0, sizeof so);
+  memset(&co, 0, sizeof co);
+  so.tls = sc;
+  co.tls = cc;
+  co.server_hostname = "localhost";
+  CHECK_EQ(test_socketpair(sv), 0);
+  fa = evl_connect_accepted_socket_opts(loop, &bufp_proto, &b, sv[0], &so);
+  fb = evl_connect_accepted_socket_opts(loop, &side_proto, &c, sv[1], &co);
+  CHECK_EQ(wait_fut(loop, fa), 0);
+  CHECK_EQ(wait_fut(loop, fb), 0);
+  evl_future_release(fa);
+  evl_future_release(fb);
+  CHECK_EQ(evl_transport_write(c.t, data, sizeof data), 0);
+  RUN_UNTIL(loop, b.got == sizeof data);
+  CHECK(memcmp(b.all, data, sizeof data) == 0);
+  CHECK(b.calls >= sizeof data / sizeof b.buf);
+  evl_transport_close(c.t);
+  RUN_UNTIL(loop, b.lost && c.lost);
+  /* close inside data_received: the rest of what came is not delivered */
+  memset(&a, 0, sizeof a);
+  memset(&c, 0, sizeof c);
+  CHECK_EQ(test_socketpair(sv), 0);
+  fa = evl_connect_accepted_socket_opts(loop, &close_proto, &a, sv[0], &so);
+  fb = evl_connect_accepted_socket_opts(loop, &side_proto, &c, sv[1], &co);
+  CHECK_EQ(wait_fut(loop, fa), 0);
+  CHECK_EQ(wait_fut(loop, fb), 0);
+  evl_future_release(fa);
+  evl_future_release(fb);
+  CHECK_EQ(evl_transport_write(c.t, data, sizeof data), 0); /* 4 records */
+  RUN_UNTIL(loop, a.lost && c.lost);
+  CHECK(a.rxlen > 0);
+  CHECK(a.rxlen <= 16384); /* one record, then nothing */
+  CHECK_EQ(a.lost_err, 0);
+  CHECK_EQ(c.eofs, 1); /* the close_notify reached the peer */
+  evl_tls_context_release(sc);
+  evl_tls_context_release(cc);
+  CHECK_EQ(g_reports, 0);
+  evl_loop_free(loop);
+  free(b.all);
+  free(a.rx);
+  free(c.rx);
+}
+
 /* sendfile over TLS: read and encrypt. */
 TEST(tls_sendfile) {
   const size_t n = 3u << 20;
@@ -1533,6 +1631,7 @@ T(tls_socketpair_and_unix)
 T(tls_bad_arguments)
 T(tls_cancel_and_loop_close)
 T(tls_sendfile)
+T(tls_buffered_protocol_and_close_in_data)
 T(tls_session_resumption)
 T(tls_client_certificate)
 T(tls_peer_key_update)
