@@ -916,6 +916,46 @@ TEST(tls_ip_address_checked) {
   free(srv.rx);
 }
 
+/* A server limited to TLS 1.2 gets TLS 1.2; TLS 1.3 only is refused by
+   the engine that has no TLS 1.3. */
+TEST(tls_versions) {
+  evl_loop *loop = quiet_loop();
+  evl_tls_context *sc = srv_ctx_with(NULL, EVL_TLS_1_2), *cc = cli_ctx(), *c13;
+  evl_tls_config cfg;
+  evl_tls_info info;
+  evl_server *s;
+  side srv, cli;
+  int port;
+  memset(&srv, 0, sizeof srv);
+  memset(&cli, 0, sizeof cli);
+  s = tls_server(loop, sc, &srv, &port);
+  CHECK_EQ(tls_connect(loop, cc, &cli, "localhost", port, NULL, 0), 0);
+  CHECK_EQ(evl_transport_get_tls_info(cli.t, &info), 0);
+  CHECK(strcmp(info.version, "TLSv1.2") == 0);
+  evl_transport_close(cli.t);
+  RUN_UNTIL(loop, cli.lost && srv.lost);
+  evl_server_close(s);
+  memset(&cfg, 0, sizeof cfg);
+  cfg.ca_pem = P.ca;
+  cfg.min_version = EVL_TLS_1_3;
+  CHECK_EQ(evl_tls_context_new(&c13, &cfg), ENGINE_HAS_TLS13 ? 0 : EVL_ENOTSUP);
+  if (ENGINE_HAS_TLS13) { /* a 1.3-only client and a 1.2-only server */
+    memset(&srv, 0, sizeof srv);
+    memset(&cli, 0, sizeof cli);
+    s = tls_server(loop, sc, &srv, &port);
+    CHECK_EQ(tls_connect(loop, c13, &cli, "localhost", port, NULL, 0),
+             EVL_ETLSALERT); /* protocol_version */
+    evl_server_close(s);
+    evl_tls_context_release(c13);
+  }
+  run_for(loop, 0.05);
+  evl_tls_context_release(sc);
+  evl_tls_context_release(cc);
+  CHECK_EQ(g_reports, 0);
+  evl_loop_free(loop);
+  free(srv.rx);
+}
+
 /* ---- STARTTLS on streams: plain lines, then both sides upgrade ---- */
 
 static evl_stream *g_srv_stream;
@@ -1625,6 +1665,7 @@ T(tls_unknown_ca)
 T(tls_expired_cert)
 T(tls_wrong_host_name)
 T(tls_ip_address_checked)
+T(tls_versions)
 T(tls_starttls_streams)
 T(tls_streams_tcp_and_unix)
 T(tls_socketpair_and_unix)
