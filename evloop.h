@@ -11348,7 +11348,7 @@ static void evl__tr_ovl_done(evl_transport *t, evl__ovl *r, int err) {
 
 EVL__DEF int evl_transport_write_eof(evl_transport *t) {
   int rc;
-  EVL__TLS_RET(t, (t->flags & EVL__T_CLOSING) ? EVL_ECLOSED : EVL_ENOTSUP);
+  EVL__TLS_RET(t, (t->flags & EVL__T_CLOSING) ? EVL_ECLOSING : EVL_ENOTSUP);
   rc = evl__tr_check_writable(t);
   if (rc)
     return rc == EVL_EPIPE ? 0 : rc; /* twice is fine */
@@ -14996,7 +14996,7 @@ static int evl__tls_writev(evl_transport *t, const evl_iovec *iov, size_t n) {
   size_t total, i;
   int rc;
   if (t->flags & EVL__T_CLOSING)
-    return EVL_ECLOSED;
+    return EVL_ECLOSING;
   if ((rc = evl__iov_total(iov, n, &total)) != 0 || !total)
     return rc;
   if (x->plen + x->poff + total > x->pcap) {
@@ -15218,7 +15218,7 @@ static evl_future *evl__tls_sendfile(evl_transport *t, int file_fd,
   if (!op)
     return NULL;
   if (t->flags & EVL__T_CLOSING)
-    rc = EVL_ECLOSED;
+    rc = EVL_ECLOSING;
   else if (x->sf)
     rc = EVL_EBUSY;
   else if (file_fd < 0 || offset < 0)

@@ -657,7 +657,7 @@ TEST(tls_close_notify) {
   CHECK_EQ(evl_transport_write(p.c.t, "bye", 3), 0);
   evl_transport_close(p.c.t);
   CHECK_EQ(evl_transport_is_closing(p.c.t), 1);
-  CHECK_EQ(evl_transport_write(p.c.t, "x", 1), EVL_ECLOSED);
+  CHECK_EQ(evl_transport_write(p.c.t, "x", 1), EVL_ECLOSING);
   RUN_UNTIL(p.loop, p.s.lost == 1 && p.c.lost == 1);
   CHECK_EQ(p.s.rxlen, 3);
   CHECK_EQ(p.s.eofs, 1);
