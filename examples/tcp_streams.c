@@ -7,8 +7,9 @@
    evl_open_connection, sends "Hello World!\n", reads the echo line and
    closes. Then main_task closes the server and waits until it is gone.
 
-   Every await here is EVL_AWAIT_TRY: whatever happens, the task reaches
-   the end where it frees its stream (a C task has no `finally`).
+   Each task frees its stream in its EVL_FINALLY section, which runs
+   however the task ends: done, failed at an await, cancelled, or its loop
+   closed.
 
    Build: cc -std=c99 tcp_streams.c -o tcp_streams -lpthread */
 #define EVLOOP_IMPLEMENTATION
@@ -28,37 +29,28 @@ static void print_line(const char *label, const evl_bytes *b) {
 /* ---- Server side --------------------------------------------------------- */
 typedef struct echo_state {
   evl_stream *stream;
-  int err;
 } echo_state;
 
 static void handle_echo(evl_task *t, void *state) {
   echo_state *e = (echo_state *)state;
   const evl_bytes *line;
+  int err;
 
   EVL_ASYNC_BEGIN(t);
-  EVL_AWAIT_TRY(t, evl_stream_readline(e->stream));
-  if ((e->err = evl_await_error(t)) < 0)
-    goto out;
+  EVL_AWAIT(t, evl_stream_readline(e->stream));
   /* The bytes belong to the awaited future: valid until the next await. */
   line = (const evl_bytes *)evl_await_result(t);
   print_line("Server received: ", line);
   print_line("Server sends: ", line);
-  e->err = evl_stream_write(e->stream, line->data, line->len);
-  if (e->err < 0)
-    goto out;
-  EVL_AWAIT_TRY(t, evl_stream_drain(e->stream));
-  if ((e->err = evl_await_error(t)) < 0)
-    goto out;
+  if ((err = evl_stream_write(e->stream, line->data, line->len)) < 0)
+    EVL_ASYNC_FAIL(t, err, "handle_echo");
+  EVL_AWAIT(t, evl_stream_drain(e->stream));
 
   printf("Server closes the connection\n");
   evl_stream_close(e->stream);
-  EVL_AWAIT_TRY(t, evl_stream_wait_closed(e->stream));
-  e->err = evl_await_error(t);
-
-out:
+  EVL_AWAIT(t, evl_stream_wait_closed(e->stream));
+  EVL_FINALLY(t);
   evl_stream_free(e->stream);
-  if (e->err < 0)
-    EVL_ASYNC_FAIL(t, e->err, "handle_echo");
   EVL_ASYNC_END(t);
 }
 
@@ -72,7 +64,7 @@ typedef struct app {
 /* evl_start_server calls this for each new connection, with the stream. */
 static void client_connected(evl_stream *s, void *arg) {
   app *a = (app *)arg;
-  echo_state e = {NULL, 0};
+  echo_state e = {NULL};
   evl_task *task;
   e.stream = s;
   /* The task keeps its own copy of e. */
@@ -92,7 +84,6 @@ static void client_connected(evl_stream *s, void *arg) {
 typedef struct client_state {
   int port;
   evl_stream *stream;
-  int err;
 } client_state;
 
 static void tcp_echo_client(evl_task *t, void *state) {
@@ -100,33 +91,27 @@ static void tcp_echo_client(evl_task *t, void *state) {
   static const char message[] = "Hello World!\n";
   evl_loop *loop = evl_task_loop(t);
 
+  int err;
+
   EVL_ASYNC_BEGIN(t);
   /* The result is the evl_stream *; a failure ends the task. */
-  EVL_AWAIT(t, evl_open_connection(loop, "127.0.0.1", c->port, 0, NULL));
-  c->stream = (evl_stream *)evl_await_result(t);
+  EVL_AWAIT_AS(t, evl_stream *, c->stream,
+               evl_open_connection(loop, "127.0.0.1", c->port, 0, NULL));
 
   printf("Client sends: 'Hello World!'\n");
-  c->err = evl_stream_write(c->stream, message, sizeof message - 1);
-  if (c->err < 0)
-    goto out;
-  EVL_AWAIT_TRY(t, evl_stream_drain(c->stream));
-  if ((c->err = evl_await_error(t)) < 0)
-    goto out;
+  if ((err = evl_stream_write(c->stream, message, sizeof message - 1)) < 0)
+    EVL_ASYNC_FAIL(t, err, "tcp_echo_client");
+  EVL_AWAIT(t, evl_stream_drain(c->stream));
 
-  EVL_AWAIT_TRY(t, evl_stream_readline(c->stream));
-  if ((c->err = evl_await_error(t)) < 0)
-    goto out;
+  EVL_AWAIT(t, evl_stream_readline(c->stream));
   print_line("Client received: ", (const evl_bytes *)evl_await_result(t));
 
   printf("Client closes the connection\n");
   evl_stream_close(c->stream);
-  EVL_AWAIT_TRY(t, evl_stream_wait_closed(c->stream));
-  c->err = evl_await_error(t);
-
-out:
-  evl_stream_free(c->stream);
-  if (c->err < 0)
-    EVL_ASYNC_FAIL(t, c->err, "tcp_echo_client");
+  EVL_AWAIT(t, evl_stream_wait_closed(c->stream));
+  EVL_FINALLY(t);
+  if (c->stream) /* NULL when the connection failed */
+    evl_stream_free(c->stream);
   EVL_ASYNC_END(t);
 }
 
@@ -134,7 +119,7 @@ out:
 static void main_task(evl_task *t, void *state) {
   app *a = (app *)state; /* passed through: it lives in main() */
   evl_loop *loop = evl_task_loop(t);
-  client_state c = {0, NULL, 0};
+  client_state c = {0, NULL};
 
   EVL_ASYNC_BEGIN(t);
   EVL_AWAIT(
