@@ -580,7 +580,7 @@ static void scenario(int kind, int action, int zoo_iters, int outer_free) {
     evl_future_release(f); /* the handler runs in here */
     CHECK(g_acted);
     CHECK(!g_was_running);
-    CHECK_EQ(g_run_rc, 0); /* evl_run_once from it runs */
+    CHECK(g_run_rc >= 0); /* evl_run_once from it runs (callbacks run) */
     if (action == ACT_CLOSE) {
       CHECK_EQ(g_rc, 0);
       CHECK(evl_loop_is_closed(loop));
