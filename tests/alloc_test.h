@@ -70,6 +70,29 @@ static void quiet(evl_loop *loop, const evl_context *ctx, void *arg) {
   (void)arg;
 }
 
+/* For the tests that drive g_fail by hand: a loop on it, every allocation
+   failing from now on, memory back. */
+static inline evl_loop *alloc_loop(void) {
+  evl_loop_config cfg;
+  evl_loop *loop;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.alloc = stat_alloc;
+  loop = test_loop_with(&cfg);
+  evl_set_exception_handler(loop, quiet, NULL);
+  return loop;
+}
+static inline void memory_runs_out(void) {
+  pthread_mutex_lock(&g_fail_mu);
+  g_fail.fail_at = g_fail.total;
+  g_fail.from = 1;
+  pthread_mutex_unlock(&g_fail_mu);
+}
+static inline void memory_is_back(void) {
+  pthread_mutex_lock(&g_fail_mu);
+  g_fail.fail_at = -1;
+  pthread_mutex_unlock(&g_fail_mu);
+}
+
 /* Which run of a sweep is going on (printed when one fails). */
 static char g_sweep_where[96];
 /* 1 while the allocator fails: the work may then see errors. */
@@ -83,41 +106,70 @@ static inline long sweep_stride(void) {
 }
 
 enum {
-  SWEEP_ONE = 1,     /* each allocation failing alone */
-  SWEEP_FROM = 2,    /* every allocation failing from the nth on */
-  SWEEP_RECOVER = 4, /* after the failing run, memory comes back and the
-                        work runs again on the same loop: it must reach
-                        min_result */
-  SWEEP_CLOSE = 8    /* every allocation from the nth on failing, through
-                        evl_loop_free too (no recovery) */
+  SWEEP_ONE = 1,       /* each allocation failing alone */
+  SWEEP_FROM = 2,      /* every allocation failing from the nth on */
+  SWEEP_RECOVER = 4,   /* after the failing run, memory comes back and the
+                          work runs again on the same loop: it must reach
+                          min_result */
+  SWEEP_CLOSE = 8,     /* every allocation from the nth on failing, through
+                          evl_loop_free too (no recovery) */
+  SWEEP_WARM_ONE = 16, /* as ONE and FROM, on a loop that ran the work once
+                          first (its arrays grown: other paths fail) */
+  SWEEP_WARM_FROM = 32
 };
 
+static const char *sweep_mode_name(int mode) {
+  switch (mode) {
+  case SWEEP_ONE:
+    return "";
+  case SWEEP_FROM:
+    return " and every one after it";
+  case SWEEP_CLOSE:
+    return " and every one after it, through the close";
+  case SWEEP_WARM_ONE:
+    return " (warm loop)";
+  default:
+    return " and every one after it (warm loop)";
+  }
+}
+
 /* One run: a loop allocating through g_fail (allocation k failing as mode
-   says), work on it, then (SWEEP_RECOVER) work again with memory back;
-   every block must come back with the loop. Returns how many allocations
-   the failing part made. */
+   says; k < 0: none), work on it, then (recover) work again with memory
+   back; every block must come back with the loop. Returns how many
+   allocations the failing part made. */
 static inline long sweep_run(int (*work)(evl_loop *, void *), void *arg,
-                             int min_result, long k, int from, int recover,
-                             int close_failing) {
+                             int min_result, long k, int mode, int recover) {
   evl_loop_config cfg;
   evl_loop *loop = NULL;
   long made;
-  int rc;
+  int rc, warm = mode == SWEEP_WARM_ONE || mode == SWEEP_WARM_FROM;
+  int close_failing = mode == SWEEP_CLOSE;
   memset(&cfg, 0, sizeof cfg);
   cfg.alloc = stat_alloc; /* ctx NULL: g_fail */
   cfg.backend = test_backend();
   pthread_mutex_lock(&g_fail_mu);
   g_fail.live = g_fail.total = 0;
-  g_fail.fail_at = k;
-  g_fail.from = from;
+  g_fail.fail_at = warm ? -1 : k;
+  g_fail.from = mode != SWEEP_ONE && mode != SWEEP_WARM_ONE;
   pthread_mutex_unlock(&g_fail_mu);
   snprintf(g_sweep_where, sizeof g_sweep_where, "allocation %ld failing%s", k,
-           from ? " and every one after it" : "");
+           sweep_mode_name(mode));
   if (getenv("EVL_SWEEP_VERBOSE"))
     fprintf(stderr, "  run: %s\n", g_sweep_where);
-  g_sweep_failing = k >= 0;
   rc = evl_loop_new(&loop, &cfg);
-  if (rc != 0) {
+  if (warm) { /* the first run with memory: it must succeed */
+    CHECK_EQ(rc, 0);
+    evl_set_exception_handler(loop, quiet, NULL);
+    CHECK(work(loop, arg) >= min_result);
+    pthread_mutex_lock(&g_fail_mu);
+    g_fail.total = 0;
+    g_fail.fail_at = k;
+    pthread_mutex_unlock(&g_fail_mu);
+  }
+  g_sweep_failing = k >= 0;
+  if (warm) {
+    (void)work(loop, arg);
+  } else if (rc != 0) {
     CHECK_EQ(rc, EVL_ENOMEM);
     CHECK(loop == NULL);
   } else {
@@ -130,7 +182,7 @@ static inline long sweep_run(int (*work)(evl_loop *, void *), void *arg,
     g_fail.fail_at = -1; /* memory is back */
   pthread_mutex_unlock(&g_fail_mu);
   g_sweep_failing = close_failing;
-  if (loop && recover) {
+  if (loop && recover && !close_failing) {
     int got = work(loop, arg);
     if (got < min_result) {
       fprintf(stderr, "  %s: with memory back the work reached %d of %d\n",
@@ -149,28 +201,26 @@ static inline long sweep_run(int (*work)(evl_loop *, void *), void *arg,
 }
 
 /* Runs work once with no failure to count its allocations (it must reach
-   min_result), then for each allocation k (every stride-th): with
-   SWEEP_ONE allocation k alone failing, with SWEEP_FROM every allocation
-   from k on failing, with SWEEP_CLOSE the same through the loop's close,
-   until k is past what a run allocates. Returns the
-   number of failing runs; *allocs (if given) gets the count. */
+   min_result), then for each allocation k (every stride-th), in each of
+   the modes asked (SWEEP_ONE, _FROM, _CLOSE, _WARM_ONE, _WARM_FROM),
+   until k is past what a run allocates. Returns the number of failing
+   runs; *allocs (if given) gets the count. */
 static inline long alloc_sweep(int (*work)(evl_loop *, void *), void *arg,
                                int min_result, int modes, long *allocs) {
   long total, k, runs = 0, stride = sweep_stride(), made;
   int m;
-  total = sweep_run(work, arg, min_result, -1, 0, 1, 0);
+  total = sweep_run(work, arg, min_result, -1, SWEEP_ONE, 1);
   CHECK(total > 0);
   if (allocs)
     *allocs = total;
-  for (m = SWEEP_ONE; m <= SWEEP_CLOSE; m <<= 1) {
+  for (m = SWEEP_ONE; m <= SWEEP_WARM_FROM; m <<= 1) {
     if (!(modes & m) || m == SWEEP_RECOVER)
       continue;
     /* Counts vary a little from run to run (reads, threads): go on until
        a run allocates no more than k, within a bound. */
     for (k = 0; k < 2 * total + 64; k += stride) {
-      made = sweep_run(work, arg, min_result, k, m != SWEEP_ONE,
-                       m != SWEEP_CLOSE && (modes & SWEEP_RECOVER) != 0,
-                       m == SWEEP_CLOSE);
+      made =
+          sweep_run(work, arg, min_result, k, m, (modes & SWEEP_RECOVER) != 0);
       runs++;
       if (made <= k)
         break;

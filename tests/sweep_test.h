@@ -12,6 +12,7 @@
 #define EVL_SWEEP_TEST_H
 
 #ifndef _WIN32
+#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 
@@ -25,7 +26,7 @@ static int sweep_fault_err(int err);
 static int sweep_peer_err(int err) {
   return err == EVL_EINCOMPLETE || err == EVL_ECONNRESET || err == EVL_EPIPE ||
          err == EVL_ECLOSED || err == EVL_ECONNREFUSED ||
-         err == EVL_ECONNABORTED || err == EVL_ECANCELED;
+         err == EVL_ECONNABORTED || err == EVL_ECANCELED || err == EVL_ECLOSING;
 }
 
 static void sweep_fail(const char *what, int err, const char *why) {
@@ -67,12 +68,16 @@ static int sweep_wait(evl_loop *loop, evl_future *f, const char *what,
   return 0;
 }
 /* The same for a call that returns an error code. */
-static int sweep_rc(int rc, const char *what) {
+static int sweep_rc_peer(int rc, const char *what, int peer) {
   if (rc >= 0)
     return 1;
-  if (!g_sweep_failing || !sweep_fault_err(rc))
+  if (!g_sweep_failing ||
+      !(sweep_fault_err(rc) || (peer && sweep_peer_err(rc))))
     sweep_fail(what, rc, "failed");
   return 0;
+}
+static int sweep_rc(int rc, const char *what) {
+  return sweep_rc_peer(rc, what, 0);
 }
 /* Runs the loop until *n reaches want (at most SWEEP_PATIENCE s). */
 static void sweep_until(evl_loop *loop, const int *n, int want,
@@ -114,11 +119,37 @@ static int sweep_value(evl_loop *loop, evl_future *f, intptr_t want,
   return ok;
 }
 
-#define FULL_CORE 9
+/* An executor job that calls back into the loop from its thread. */
+typedef struct sc_ts {
+  evl_loop *loop;
+  int hits;
+} sc_ts;
+static void sc_ts_cb(evl_loop *loop, void *arg) {
+  (void)loop;
+  ((sc_ts *)arg)->hits++;
+}
+static int sc_ts_job(void *arg, void **result) {
+  sc_ts *t = (sc_ts *)arg;
+  *result = NULL;
+  return evl_call_soon_threadsafe(t->loop, sc_ts_cb, t);
+}
+
+#define FULL_CORE 12
 static int sc_core(evl_loop *loop, void *arg) {
   int hits = 0, want = 0, score = 0, i;
   evl_future *kids[2], *g;
+  sc_ts ts;
   (void)arg;
+  ts.loop = loop;
+  ts.hits = 0;
+  if (sweep_wait(loop, evl_run_in_executor(loop, NULL, sc_ts_job, &ts, NULL),
+                 "call_soon_threadsafe", 0)) {
+    sweep_until(loop, &ts.hits, 1, "call_soon_threadsafe's callback");
+    score++;
+  }
+  score +=
+      sweep_value(loop, evl_wait_for(evl_sleep(loop, 0.001, (void *)5), 10.0),
+                  5, "wait_for in time");
   for (i = 0; i < 3; i++)
     if (sweep_rc((int)evl_call_later(loop, 0.001 * i, sc_count, &hits),
                  "call_later"))
@@ -157,6 +188,17 @@ static int sc_core(evl_loop *loop, void *arg) {
       loop,
       evl_getaddrinfo(loop, "localhost", "80", AF_INET, SOCK_STREAM, 0, 0),
       "getaddrinfo", 0);
+  {
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(80);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    score += sweep_wait(
+        loop,
+        evl_getnameinfo(loop, &sa, sizeof sa, NI_NUMERICHOST | NI_NUMERICSERV),
+        "getnameinfo", 0);
+  }
   sweep_until(loop, &hits, want, "timers and call_soon");
   return score + (want == 4 ? 4 : 0);
 }
@@ -197,6 +239,15 @@ static void sc_serve(evl_stream *s, void *arg) {
   }
 }
 
+/* Every server-side stream's read completes and the stream is freed. */
+static void sweep_streams_freed(evl_loop *loop, sc_net *n) {
+  double end = test_now() + SWEEP_PATIENCE;
+  while (n->open > 0 && test_now() < end)
+    (void)evl_run_once(loop, 0.01);
+  if (n->open > 0)
+    sweep_fail("server stream", 0, "its read never completed");
+}
+
 #define FULL_STREAMS 4
 static int sc_streams(evl_loop *loop, void *arg) {
   sc_net *n = (sc_net *)arg;
@@ -225,7 +276,7 @@ static int sc_streams(evl_loop *loop, void *arg) {
     evl_future_release(fc);
   }
   if (c) {
-    score += sweep_rc(evl_stream_write(c, "hello", 5), "stream_write");
+    score += sweep_rc_peer(evl_stream_write(c, "hello", 5), "stream_write", 1);
     fr = evl_stream_readexactly(c, 5);
     if (fr)
       evl_future_ref(fr);
@@ -240,13 +291,7 @@ static int sc_streams(evl_loop *loop, void *arg) {
   }
   if (srv)
     evl_server_free(srv);
-  {
-    double end = test_now() + SWEEP_PATIENCE;
-    while (n->open > 0 && test_now() < end)
-      (void)evl_run_once(loop, 0.01);
-    if (n->open > 0)
-      sweep_fail("server stream", 0, "its read never completed");
-  }
+  sweep_streams_freed(loop, n);
   return score;
 }
 
@@ -391,6 +436,102 @@ static int sc_udp(evl_loop *loop, void *arg) {
     if (n->dg[i])
       evl_transport_close(n->dg[i]);
   sweep_until(loop, &n->dg_lost, ndg, "datagram connection_lost");
+  return score;
+}
+
+/* ---- local: Unix stream server and connection, sock_* futures, pipes -- */
+
+static void sc_pipe_lost(evl_transport *t, int err, void *user) {
+  (void)t;
+  (void)err;
+  ((sc_net *)user)->lost++;
+}
+static const evl_protocol sc_pipe_proto = {
+    sc_made, sc_got, NULL, sc_pipe_lost, NULL, NULL, NULL, NULL, NULL, NULL};
+
+/* A pipe transport over fd; the fd is closed here if it got none. */
+static evl_transport *sc_pipe(evl_loop *loop, sc_net *n, int fd, int write_side,
+                              int *score) {
+  evl_transport *t = (evl_transport *)sweep_object(
+      loop,
+      write_side ? evl_connect_write_pipe(loop, &sc_pipe_proto, n, fd)
+                 : evl_connect_read_pipe(loop, &sc_pipe_proto, n, fd),
+      write_side ? "connect_write_pipe" : "connect_read_pipe", 0, score);
+  if (!t)
+    close(fd);
+  return t;
+}
+
+#define FULL_LOCAL 9
+static int sc_local(evl_loop *loop, void *arg) {
+  sc_net *n = (sc_net *)arg;
+  char path[64], buf[8];
+  evl_server *srv;
+  evl_stream *c = NULL;
+  evl_transport *r = NULL, *w = NULL;
+  int score = 0, sv[2], p[2];
+  memset(n, 0, sizeof *n);
+  g_sc_net = n;
+  snprintf(path, sizeof path, "/tmp/evl-sweep-%d.sock", (int)getpid());
+  srv = (evl_server *)sweep_object(
+      loop, evl_start_unix_server(loop, sc_serve, n, path, 0),
+      "start_unix_server", 0, &score);
+  if (srv)
+    c = (evl_stream *)sweep_object(loop,
+                                   evl_open_unix_connection(loop, path, 0),
+                                   "open_unix_connection", 0, &score);
+  if (c) {
+    evl_future *fr;
+    score += sweep_rc_peer(evl_stream_write(c, "hello", 5), "stream_write", 1);
+    fr = evl_stream_readexactly(c, 5);
+    if (fr)
+      evl_future_ref(fr);
+    if (sweep_wait(loop, fr, "readexactly", 1))
+      score++;
+    evl_future_release(fr);
+    evl_stream_free(c);
+  }
+  if (srv)
+    evl_server_free(srv);
+  /* sock_*: a socket pair the caller owns */
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0) {
+    CHECK(test_set_nonblocking(sv[0]) == 0 && test_set_nonblocking(sv[1]) == 0);
+    if (sweep_wait(loop, evl_sock_sendall(loop, sv[0], "data", 4),
+                   "sock_sendall", 0)) {
+      evl_future *f = evl_sock_recv(loop, sv[1], buf, sizeof buf);
+      if (f)
+        evl_future_ref(f);
+      if (sweep_wait(loop, f, "sock_recv", 0) && evl_future_result_int(f) == 4)
+        score += 2;
+      evl_future_release(f);
+    }
+    close(sv[0]);
+    close(sv[1]);
+  } else if (!g_sweep_failing) {
+    CHECK(0);
+  }
+  /* pipes: three bytes through a write pipe into a read pipe */
+  if (pipe(p) == 0) {
+    r = sc_pipe(loop, n, p[0], 0, &score);
+    w = sc_pipe(loop, n, p[1], 1, &score);
+    if (r && w && sweep_rc(evl_transport_write(w, "abc", 3), "pipe write")) {
+      double end = test_now() + SWEEP_PATIENCE;
+      while (n->got < 3 && n->lost == 0 && test_now() < end)
+        (void)evl_run_once(loop, 0.01);
+      if (n->got == 3)
+        score++;
+      else if (!g_sweep_failing || n->lost == 0)
+        sweep_fail("pipe", 0, "the bytes never came");
+    }
+    if (w)
+      evl_transport_close(w);
+    if (r)
+      evl_transport_close(r);
+    sweep_until(loop, &n->lost, (r != NULL) + (w != NULL), "pipes' lost");
+  } else if (!g_sweep_failing) {
+    CHECK(0);
+  }
+  sweep_streams_freed(loop, n);
   return score;
 }
 

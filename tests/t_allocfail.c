@@ -33,7 +33,8 @@ static void sweep(const char *name, int (*work)(evl_loop *, void *), void *arg,
   long allocs = 0, runs;
   double t0 = test_now();
   runs = alloc_sweep(work, arg, full,
-                     SWEEP_ONE | SWEEP_FROM | SWEEP_RECOVER | SWEEP_CLOSE,
+                     SWEEP_ONE | SWEEP_FROM | SWEEP_RECOVER | SWEEP_CLOSE |
+                         SWEEP_WARM_ONE | SWEEP_WARM_FROM,
                      &allocs);
   printf("  note: %s: %ld allocations, %ld runs (stride %ld), %.1f s\n", name,
          allocs, runs, sweep_stride(), test_now() - t0);
@@ -96,15 +97,12 @@ static void await_it(evl_task *t, void *state) {
   EVL_ASYNC_END(t);
 }
 TEST(completion_with_a_full_ready_ring_still_wakes) {
-  evl_loop_config cfg;
   evl_loop *loop;
   waiter w = {NULL, 0}, *wp = &w;
   evl_task *t;
   int hits = 0, n = 0, i;
   double end;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.alloc = stat_alloc;
-  loop = test_loop_with(&cfg);
+  loop = alloc_loop();
   w.f = evl_future_new(loop);
   t = evl_task_create(loop, await_it, &wp, sizeof wp);
   CHECK(w.f && t);
@@ -115,16 +113,11 @@ TEST(completion_with_a_full_ready_ring_still_wakes) {
     CHECK(evl_call_soon(loop, test_count_cb, &hits) > 0);
     n++;
   }
-  pthread_mutex_lock(&g_fail_mu);
-  g_fail.fail_at = g_fail.total; /* every allocation from now on fails */
-  g_fail.from = 1;
-  pthread_mutex_unlock(&g_fail_mu);
+  memory_runs_out();
   CHECK_EQ(evl_future_set_result(w.f, NULL), 0);
   for (i = 0; i < 3; i++)
     (void)evl_run_once(loop, 0);
-  pthread_mutex_lock(&g_fail_mu);
-  g_fail.fail_at = -1; /* memory is back */
-  pthread_mutex_unlock(&g_fail_mu);
+  memory_is_back();
   end = test_now() + 2.0;
   while (!w.resumed && test_now() < end)
     (void)evl_run_once(loop, 0.01);
@@ -133,6 +126,37 @@ TEST(completion_with_a_full_ready_ring_still_wakes) {
   CHECK(evl_future_done(t) && evl_future_error(t) == 0);
   evl_future_release(t);
   evl_future_release(w.f);
+  evl_loop_free(loop);
+  CHECK_EQ(g_fail.live, 0);
+}
+
+/* A call_soon_threadsafe callback that the drain cannot schedule (no slot
+   left, no memory for more) runs all the same: the call said 0.
+   It used to be dropped (only the exception handler heard of it). */
+TEST(threadsafe_callback_survives_no_memory_for_its_slot) {
+  evl_loop *loop;
+  int hits = 0, ts = 0, n = 0, i;
+  loop = alloc_loop();
+  CHECK(evl_call_soon(loop, test_count_cb, &hits) > 0); /* the ring exists */
+  CHECK_EQ(evl_run_once(loop, 0), 1);
+  hits = 0;
+  /* Every slot taken (the next callback needs the slot array to grow),
+     the ring still with room (so that the backend's poll goes on and the
+     drain runs): the drain is what cannot schedule. */
+  while (loop->free_head != EVL__NONE || loop->nslots < loop->capslots) {
+    CHECK(evl_call_soon(loop, test_count_cb, &hits) > 0);
+    n++;
+  }
+  CHECK(loop->ring_len + 8 < loop->ring_cap);
+  CHECK_EQ(evl_call_soon_threadsafe(loop, test_count_cb, &ts), 0);
+  memory_runs_out();
+  for (i = 0; i < 3; i++)
+    (void)evl_run_once(loop, 0);
+  memory_is_back();
+  for (i = 0; i < 3; i++)
+    (void)evl_run_once(loop, 0);
+  CHECK_EQ(hits, n);
+  CHECK_EQ(ts, 1);
   evl_loop_free(loop);
   CHECK_EQ(g_fail.live, 0);
 }
@@ -147,13 +171,8 @@ static void sleeper_task(evl_task *t, void *state) {
   EVL_ASYNC_END(t);
 }
 TEST(close_with_no_memory_lets_go_of_every_future) {
-  evl_loop_config cfg;
-  evl_loop *loop;
+  evl_loop *loop = alloc_loop();
   int i;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.alloc = stat_alloc;
-  loop = test_loop_with(&cfg);
-  evl_set_exception_handler(loop, quiet, NULL);
   for (i = 0; i < 4; i++) {
     evl_task *t = evl_task_create(loop, sleeper_task, NULL, 0);
     evl_future *w = evl_wait_for(evl_sleep(loop, 30.0, NULL), 20.0);
@@ -162,12 +181,28 @@ TEST(close_with_no_memory_lets_go_of_every_future) {
     evl_future_release(w);
   }
   (void)evl_run_once(loop, 0); /* the tasks await their sleeps */
-  pthread_mutex_lock(&g_fail_mu);
-  g_fail.fail_at = g_fail.total; /* nothing more can be allocated */
-  g_fail.from = 1;
-  pthread_mutex_unlock(&g_fail_mu);
+  memory_runs_out();
   evl_loop_free(loop);
-  g_fail.fail_at = -1;
+  memory_is_back();
+  CHECK_EQ(g_fail.live, 0);
+}
+
+/* More timers than the ready ring holds, the loop closed with no memory:
+   the timers' references to their futures still go (they were dropped
+   when the ring could not take them all). */
+TEST(close_with_no_memory_lets_go_of_every_timer) {
+  evl_loop *loop = alloc_loop();
+  int i;
+  for (i = 0; i < 600; i++) {
+    evl_future *f = evl_sleep(loop, 30.0, NULL);
+    CHECK(f != NULL);
+    evl_future_release(f); /* its timer holds it */
+  }
+  (void)evl_run_once(loop, 0);
+  CHECK(loop->ring_cap < 600);
+  memory_runs_out();
+  evl_loop_free(loop);
+  memory_is_back();
   CHECK_EQ(g_fail.live, 0);
 }
 
@@ -184,6 +219,7 @@ TEST(scenarios_succeed_with_no_fault) {
     CHECK_EQ(sc_streams(loop, &g_net), FULL_STREAMS);
     CHECK_EQ(sc_proto(loop, &g_net), FULL_PROTO);
     CHECK_EQ(sc_udp(loop, &g_net), FULL_UDP);
+    CHECK_EQ(sc_local(loop, &g_net), FULL_LOCAL);
     CHECK_EQ(sc_subprocess(loop, NULL), FULL_SUBPROCESS);
     CHECK_EQ(sc_signals(loop, NULL), FULL_SIGNALS);
   }
@@ -203,6 +239,9 @@ TEST(allocfail_protocols_sendfile) {
 TEST(allocfail_udp) {
   sweep("udp", sc_udp, &g_net, FULL_UDP);
 }
+TEST(allocfail_local) {
+  sweep("unix+sock+pipes", sc_local, &g_net, FULL_LOCAL);
+}
 TEST(allocfail_subprocess) {
   sweep("subprocess", sc_subprocess, NULL, FULL_SUBPROCESS);
 }
@@ -214,12 +253,15 @@ TEST(allocfail_signals) {
 TESTS_BEGIN
 T_POSIX(open_connection_survives_each_failing_allocation, "POSIX sockets")
 T(completion_with_a_full_ready_ring_still_wakes)
+T(threadsafe_callback_survives_no_memory_for_its_slot)
 T(close_with_no_memory_lets_go_of_every_future)
+T(close_with_no_memory_lets_go_of_every_timer)
 T_POSIX(scenarios_succeed_with_no_fault, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_core, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_streams, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_protocols_sendfile, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_udp, "the sweep scenarios are POSIX")
+T_POSIX(allocfail_local, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_subprocess, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_signals, "the sweep scenarios are POSIX")
 TESTS_END

@@ -256,6 +256,9 @@ TEST(fdlimit_protocols_sendfile) {
 TEST(fdlimit_udp) {
   fd_sweep("udp", sc_udp, &g_net, FULL_UDP);
 }
+TEST(fdlimit_local) {
+  fd_sweep("unix+sock+pipes", sc_local, &g_net, FULL_LOCAL);
+}
 TEST(fdlimit_subprocess) {
   fd_sweep("subprocess", sc_subprocess, NULL, FULL_SUBPROCESS);
 }
@@ -268,6 +271,7 @@ T(fdlimit_core)
 T(fdlimit_streams)
 T(fdlimit_protocols_sendfile)
 T(fdlimit_udp)
+T(fdlimit_local)
 T(fdlimit_subprocess)
 T(fdlimit_signals)
 TESTS_END
