@@ -287,9 +287,13 @@
        callbacks of the close, the exception handler), evl_loop_close() is
        a no-op returning 0 and evl_loop_free() takes effect as the close
        returns: the code that called evl_loop_close() must not use the
-       loop after it. A transport closed from a connection_lost of the
-       close gets its own connection_lost(EVL_ECLOSED) once, after the
-       current one returned, never nested in it.
+       loop after it. The tasks a close runs to their end (bodies,
+       finally sections, cleanup functions, and the callbacks that run
+       meanwhile) run with the loop running: evl_loop_close() is
+       EVL_ERUNNING there, evl_loop_free() waits for the close as above.
+       A transport closed from a connection_lost of the close gets its own
+       connection_lost(EVL_ECLOSED) once, after the current one returned,
+       never nested in it.
      - Cancelling a future the library made stops what it stands for and
        leaves nothing of it behind: a cancelled connection (or pipe, or
        datagram endpoint) closes its socket, and a transport whose
