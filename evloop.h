@@ -13671,23 +13671,33 @@ struct evl_subprocess {
 
 static void evl__sub_try_finish(evl_subprocess *p);
 
-static void evl__sub_unlink_free(evl_subprocess *p) {
+/* Out of the loop's list of children. */
+static void evl__sub_unlink(evl_subprocess *p) {
   evl_loop *loop = p->loop;
-#ifdef _WIN32
-  if (p->wait)
-    UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
-  if (p->proc)
-    CloseHandle(p->proc);
-#endif
   if (p->poll_timer)
     (void)evl__cancel_internal(loop, p->poll_timer);
+  p->poll_timer = 0;
   if (p->lprev)
     p->lprev->lnext = p->lnext;
   else
     loop->children = p->lnext;
   if (p->lnext)
     p->lnext->lprev = p->lprev;
+  p->lprev = p->lnext = NULL;
+}
+static void evl__sub_free(evl_loop *loop, void *arg) {
+  evl_subprocess *p = (evl_subprocess *)arg;
+#ifdef _WIN32
+  if (p->wait)
+    UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
+  if (p->proc)
+    CloseHandle(p->proc);
+#endif
   evl__lfree(loop, p);
+}
+static void evl__sub_unlink_free(evl_subprocess *p) {
+  evl__sub_unlink(p);
+  evl__sub_free(p->loop, p);
 }
 
 /* The child is done: its returncode as asyncio reports it. */
@@ -14050,6 +14060,17 @@ static void evl__sub_discard(evl_subprocess *p) {
   }
   if (p->result_is_user) /* evl_create_subprocess_*: its evl_process */
     evl__proc_free_now((evl_process *)p->user);
+#ifdef _WIN32
+  /* Its wait callback may have queued evl__sub_win_exit(p) before the
+     unregistration: free it behind that (the queue is FIFO). */
+  if (!p->loop->closing) {
+    evl__sub_unlink(p);
+    if (evl__ts_push(p->loop, evl__sub_free, p, 1) == 0)
+      return;
+    evl__sub_free(p->loop, p);
+    return;
+  }
+#endif
   evl__sub_unlink_free(p);
 }
 
