@@ -24,6 +24,7 @@
 #define _GNU_SOURCE 1
 #include "test.h"
 
+#ifndef EVLOOP_NO_PROCESS /* (else: see the end) */
 #include "net_test.h"
 #include "proc_test.h"
 
@@ -770,3 +771,14 @@ T_POSIX(close_and_free_from_handler_outside_run, "POSIX fds, fork, kill")
 T_POSIX(proxy_close_inside_connection_lost_at_close, "POSIX socketpair")
 T_POSIX(free_loop_right_after_spawn, "POSIX children")
 TESTS_END
+#else
+TEST(everything) { /* (test.h's helpers are used) */
+  evl_loop *loop = test_loop();
+  CHECK(loop != NULL);
+  evl_loop_free(loop);
+  SKIP("built with EVLOOP_NO_PROCESS: the sweeps spawn children");
+}
+TESTS_BEGIN
+T(everything)
+TESTS_END
+#endif
