@@ -292,9 +292,13 @@
        callbacks of the close, the exception handler), evl_loop_close() is
        a no-op returning 0 and evl_loop_free() takes effect as the close
        returns: the code that called evl_loop_close() must not use the
-       loop after it. A transport closed from a connection_lost of the
-       close gets its own connection_lost(EVL_ECLOSED) once, after the
-       current one returned, never nested in it.
+       loop after it. The tasks a close runs to their end (bodies,
+       finally sections, cleanup functions, and the callbacks that run
+       meanwhile) run with the loop running: evl_loop_close() is
+       EVL_ERUNNING there, evl_loop_free() waits for the close as above.
+       A transport closed from a connection_lost of the close gets its own
+       connection_lost(EVL_ECLOSED) once, after the current one returned,
+       never nested in it.
      - Cancelling a future the library made stops what it stands for and
        leaves nothing of it behind: a cancelled connection (or pipe, or
        datagram endpoint) closes its socket, and a transport whose
@@ -16053,23 +16057,33 @@ struct evl_subprocess {
 
 static void evl__sub_try_finish(evl_subprocess *p);
 
-static void evl__sub_unlink_free(evl_subprocess *p) {
+/* Out of the loop's list of children. */
+static void evl__sub_unlink(evl_subprocess *p) {
   evl_loop *loop = p->loop;
-#ifdef _WIN32
-  if (p->wait)
-    UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
-  if (p->proc)
-    CloseHandle(p->proc);
-#endif
   if (p->poll_timer)
     (void)evl__cancel_internal(loop, p->poll_timer);
+  p->poll_timer = 0;
   if (p->lprev)
     p->lprev->lnext = p->lnext;
   else
     loop->children = p->lnext;
   if (p->lnext)
     p->lnext->lprev = p->lprev;
+  p->lprev = p->lnext = NULL;
+}
+static void evl__sub_free(evl_loop *loop, void *arg) {
+  evl_subprocess *p = (evl_subprocess *)arg;
+#ifdef _WIN32
+  if (p->wait)
+    UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
+  if (p->proc)
+    CloseHandle(p->proc);
+#endif
   evl__lfree(loop, p);
+}
+static void evl__sub_unlink_free(evl_subprocess *p) {
+  evl__sub_unlink(p);
+  evl__sub_free(p->loop, p);
 }
 
 /* The child is done: its returncode as asyncio reports it. */
@@ -16432,6 +16446,17 @@ static void evl__sub_discard(evl_subprocess *p) {
   }
   if (p->result_is_user) /* evl_create_subprocess_*: its evl_process */
     evl__proc_free_now((evl_process *)p->user);
+#ifdef _WIN32
+  /* Its wait callback may have queued evl__sub_win_exit(p) before the
+     unregistration: free it behind that (the queue is FIFO). */
+  if (!p->loop->closing) {
+    evl__sub_unlink(p);
+    if (evl__ts_push(p->loop, evl__sub_free, p, 1) == 0)
+      return;
+    evl__sub_free(p->loop, p);
+    return;
+  }
+#endif
   evl__sub_unlink_free(p);
 }
 

@@ -30,6 +30,7 @@
 #define _GNU_SOURCE 1
 #include "test.h"
 
+#ifndef EVLOOP_NO_PROCESS /* (else: see the end) */
 #include "net_test.h"
 #include "proc_test.h"
 
@@ -980,3 +981,14 @@ T_POSIX(cancelled_sendall_keeps_what_was_sent, "POSIX socketpair")
 T_POSIX(cancelled_sendfile_transport_goes_on, "POSIX socketpair, files")
 T_POSIX(spawn_cancel_without_pidfd, "Linux seccomp")
 TESTS_END
+#else
+TEST(everything) { /* (test.h's helpers are used) */
+  evl_loop *loop = test_loop();
+  CHECK(loop != NULL);
+  evl_loop_free(loop);
+  SKIP("built with EVLOOP_NO_PROCESS: the sweeps spawn children");
+}
+TESTS_BEGIN
+T(everything)
+TESTS_END
+#endif
