@@ -7947,6 +7947,8 @@ static int evl__dg_recv_batch(evl_transport *t, int want) {
   for (i = 0; i < n; i++) {
     void (*take)(evl_transport *, const void *, size_t, const void *, size_t) =
         t->flags & EVL__TR_READ_STOP ? evl__dg_hold : evl__dg_deliver;
+    if (t->flags & (EVL__T_CLOSING | EVL__T_LOST))
+      break; /* closed: the rest is dropped, as asyncio drops it */
     take(t, m->buf[i], m->hdr[i].msg_len, &m->addr[i],
          m->hdr[i].msg_hdr.msg_namelen);
   }
