@@ -176,6 +176,10 @@
                              record the call site for debug mode
      EVLOOP_NO_INOTIFY       Linux: file watches poll with stat() instead of
                              using inotify
+     EVLOOP_RECVMMSG         datagrams one recvmmsg() takes on Linux
+                             (default 8; the loop's buffer for them is that
+                             many times 64 KiB, made when a datagram endpoint
+                             first reads); 0: one recvfrom() each
      EVLOOP_NO_FS            leave out the file operations (evl_fs_*) and
                              file watching
      EVLOOP_NO_PROCESS       leave out signal handlers and subprocesses
@@ -325,8 +329,7 @@
        UDP (AcceptEx, ConnectEx, WSARecv/WSASend, WSARecvFrom/WSASendTo)
        and overlapped named pipes: chapter 4.
      - File watches poll with stat() on Windows (ReadDirectoryChangesW is
-       not used yet). Datagrams are read one recvfrom() each (no recvmmsg
-       yet).
+       not used yet).
      - Networking cannot be compiled out yet (no EVLOOP_NO_NET; files and
        processes can: EVLOOP_NO_FS, EVLOOP_NO_PROCESS).
 
@@ -542,7 +545,9 @@ typedef struct evl_loop_config {
      reads of up to 64 KiB on a stream (which stop early at a short read:
      the socket is drained). 0: 128; 1: one read, as before; < 0: EINVAL.
      A frame loop calling evl_run_once once a frame gets every datagram
-     queued, up to this many per endpoint and frame. */
+     queued, up to this many per endpoint and frame (on Linux through
+     recvmmsg, EVLOOP_RECVMMSG at a time; those a batch brings in after
+     pause_reading wait, in order, for resume_reading). */
   int read_budget;
 } evl_loop_config;
 
@@ -1990,6 +1995,16 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 /* kqueue: asked for by EVLOOP_BACKEND_KQUEUE (elsewhere through a provider
    such as libkqueue), or the default on macOS and the BSDs when no backend
    is forced. poll comes along as the run-time fallback. */
+/* Datagrams one recvmmsg() takes (Linux); 0: one recvfrom() each. The
+   loop's buffer for them is this many times 64 KiB, made on first use. */
+#ifndef EVLOOP_RECVMMSG
+#ifdef __linux__
+#define EVLOOP_RECVMMSG 8
+#else
+#define EVLOOP_RECVMMSG 0
+#endif
+#endif
+
 #if defined(EVLOOP_BACKEND_KQUEUE) ||                                          \
     (!defined(EVLOOP_BACKEND_SELECT) && !defined(EVLOOP_BACKEND_POLL) &&       \
      !defined(EVLOOP_BACKEND_EPOLL) &&                                         \
@@ -2407,6 +2422,7 @@ struct evl_loop {
   int ts_calls;        /* 1 while tsq holds callbacks; read without ts_mu */
   int ts_taking;       /* evl__ts_take is moving callbacks (loop thread only) */
   unsigned char *rbuf; /* the read buffer transports share */
+  struct evl__mmsg *mmsg;    /* recvmmsg's buffers (Linux), made on use */
   evl_transport *transports; /* open transports */
   evl_server *servers;
   evl__resolve_wait *resolving; /* name lookups for connections, servers */
@@ -6078,6 +6094,8 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__lfree(loop, loop->fds);
   evl__lfree(loop, loop->fdsites);
   evl__lfree(loop, loop->rbuf);
+  evl__lfree(loop, loop->mmsg);
+  loop->mmsg = NULL;
   loop->rbuf = NULL;
   evl__reserve_fd_close(loop);
   loop->fdsites = NULL;
@@ -10266,6 +10284,7 @@ struct evl_transport {
   int fd, flags, lost_err;
   evl__dgram *dq_head; /* queued datagrams */
   evl__dg_peer *peer;  /* datagram endpoints made with a remote address */
+  evl__dgram *dg_held; /* received in a batch after a pause, in order */
   /* Before the start, the connection future to complete (EVL__T_WAITER);
      after it, a running sendfile. Kept small: idle connections count. */
   union {
@@ -10330,6 +10349,7 @@ static void evl__tr_on_writable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__dg_on_readable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__dg_on_writable(evl_loop *loop, evl_fd fd, void *arg);
 static int evl__dg_read_some(evl_transport *t, int budget);
+static void evl__dg_held_kick(evl_loop *loop, void *arg);
 /* Reading may go on: no pause, close or EOF came from a callback. */
 #define EVL__TR_READ_STOP                                                      \
   (EVL__T_PAUSED | EVL__T_CLOSING | EVL__T_READ_EOF | EVL__T_LOST)
@@ -10375,6 +10395,11 @@ static void evl__tr_drop_queue(evl_transport *t) {
   while (t->dq_head) {
     evl__dgram *d = t->dq_head;
     t->dq_head = d->next;
+    evl__lfree(loop, d);
+  }
+  while (t->dg_held) {
+    evl__dgram *d = t->dg_held;
+    t->dg_held = d->next;
     evl__lfree(loop, d);
   }
   evl__lfree(loop, t->wbuf);
@@ -11418,6 +11443,8 @@ EVL__DEF int evl_transport_resume_reading(evl_transport *t) {
   t->flags &= ~EVL__T_PAUSED;
   if (!(t->flags & EVL__T_MADE) || (t->flags & EVL__T_READ_EOF))
     return 0; /* evl__tr_start starts reading / nothing more to read */
+  if (t->dg_held && evl__soon_internal(t->loop, evl__dg_held_kick, NULL) < 0)
+    return EVL_ENOMEM;
   return evl__tr_read_on(t);
 }
 EVL__DEF int evl_transport_is_reading(evl_transport *t) {
@@ -11653,24 +11680,114 @@ static void evl__transports_close(evl_loop *loop) {
 
 /* ==== Datagram endpoints ================================================ */
 
-/* Up to budget datagrams, until the socket has none (EAGAIN) or a callback
-   paused or closed the endpoint; returns the number delivered. */
+/* One datagram to the protocol. */
+static void evl__dg_deliver(evl_transport *t, const void *data, size_t len,
+                            const void *addr, size_t alen) {
+  if (t->proto->datagram_received)
+    t->proto->datagram_received(t, data, len, addr, alen, t->user);
+}
+
+#if EVLOOP_RECVMMSG > 0 && defined(__linux__)
+/* Keeps a datagram received in a batch after the protocol paused (or
+   closed: then it is dropped with the queue). */
+static void evl__dg_hold(evl_transport *t, const void *data, size_t len,
+                         const void *addr, size_t alen) {
+  evl__dgram *d = (evl__dgram *)evl__lalloc(t->loop, sizeof *d + len), **at;
+  if (!d) { /* a datagram lost for want of memory: said so */
+    evl_context ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.message = "a datagram received after pause_reading was dropped";
+    ctx.error = EVL_ENOMEM;
+    ctx.object = t;
+    evl_call_exception_handler(t->loop, &ctx);
+    return;
+  }
+  d->next = NULL;
+  d->len = len;
+  d->addrlen = (socklen_t)alen;
+  memcpy(&d->addr, addr, alen);
+  memcpy(d + 1, data, len);
+  for (at = &t->dg_held; *at; at = &(*at)->next) {
+  }
+  *at = d;
+}
+
+typedef struct evl__mmsg {
+  struct mmsghdr hdr[EVLOOP_RECVMMSG];
+  struct iovec iov[EVLOOP_RECVMMSG];
+  struct sockaddr_storage addr[EVLOOP_RECVMMSG];
+  unsigned char buf[EVLOOP_RECVMMSG][EVL__RBUF_SIZE];
+} evl__mmsg;
+
+/* One recvmmsg() of up to want datagrams; what a callback paused before
+   its turn is held. Returns the number taken, or -1 with errno. */
+static int evl__dg_recv_batch(evl_transport *t, int want) {
+  evl_loop *loop = t->loop;
+  evl__mmsg *m = loop->mmsg;
+  int i, n;
+  if (!m && !(m = loop->mmsg = (evl__mmsg *)evl__lalloc(loop, sizeof *m))) {
+    errno = ENOMEM;
+    return -1;
+  }
+  if (want > EVLOOP_RECVMMSG)
+    want = EVLOOP_RECVMMSG;
+  for (i = 0; i < want; i++) {
+    m->iov[i].iov_base = m->buf[i];
+    m->iov[i].iov_len = EVL__RBUF_SIZE;
+    memset(&m->hdr[i], 0, sizeof m->hdr[i]);
+    m->hdr[i].msg_hdr.msg_name = &m->addr[i];
+    m->hdr[i].msg_hdr.msg_namelen = sizeof m->addr[i];
+    m->hdr[i].msg_hdr.msg_iov = &m->iov[i];
+    m->hdr[i].msg_hdr.msg_iovlen = 1;
+  }
+  n = recvmmsg(t->fd, m->hdr, (unsigned)want, MSG_DONTWAIT, NULL);
+  for (i = 0; i < n; i++) {
+    void (*take)(evl_transport *, const void *, size_t, const void *, size_t) =
+        t->flags & EVL__TR_READ_STOP ? evl__dg_hold : evl__dg_deliver;
+    if (t->flags & (EVL__T_CLOSING | EVL__T_LOST))
+      break; /* closed: the rest is dropped, as asyncio drops it */
+    take(t, m->buf[i], m->hdr[i].msg_len, &m->addr[i],
+         m->hdr[i].msg_hdr.msg_namelen);
+  }
+  return n;
+}
+#endif
+
+/* Up to budget datagrams (those held after a pause first), until the
+   socket has none (EAGAIN) or a callback paused or closed the endpoint;
+   returns the number delivered. */
 static int evl__dg_read_some(evl_transport *t, int budget) {
   evl_loop *loop = t->loop;
   unsigned char *buf = evl__rbuf(loop);
   int got = 0;
   if (!buf)
     return 0;
+  while (t->dg_held && got < budget && !(t->flags & EVL__TR_READ_STOP)) {
+    evl__dgram *d = t->dg_held;
+    t->dg_held = d->next;
+    got++;
+    evl__dg_deliver(t, d + 1, d->len, &d->addr, d->addrlen);
+    evl__lfree(loop, d);
+  }
   while (got < budget && !(t->flags & EVL__TR_READ_STOP)) {
     struct sockaddr_storage ss;
     socklen_t alen = sizeof ss;
-    evl__ssize_t n = evl__sys_recvfrom(t->fd, buf, EVL__RBUF_SIZE, 0,
-                                       (struct sockaddr *)&ss, &alen);
+    evl__ssize_t n;
+#if EVLOOP_RECVMMSG > 0 && defined(__linux__)
+    if (budget - got > 1) {
+      int k = evl__dg_recv_batch(t, budget - got);
+      if (k > 0) {
+        got += k;
+        continue;
+      }
+      n = k;
+    } else
+#endif
+      n = evl__sys_recvfrom(t->fd, buf, EVL__RBUF_SIZE, 0,
+                            (struct sockaddr *)&ss, &alen);
     if (n >= 0) {
       got++;
-      if (t->proto->datagram_received)
-        t->proto->datagram_received(t, buf, (size_t)n, &ss, (size_t)alen,
-                                    t->user);
+      evl__dg_deliver(t, buf, (size_t)n, &ss, (size_t)alen);
       continue;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
@@ -11686,6 +11803,17 @@ static int evl__dg_read_some(evl_transport *t, int budget) {
       t->proto->error_received(t, evl__errno(), t->user);
   }
   return got;
+}
+
+/* resume_reading with datagrams held: deliver them now, not when the
+   socket next becomes readable. The loop's transports are searched (a
+   transport may be gone by the time this runs). */
+static void evl__dg_held_kick(evl_loop *loop, void *arg) {
+  evl_transport *t;
+  (void)arg;
+  for (t = loop->transports; t; t = t->lnext)
+    if (t->dg_held && (t->flags & EVL__T_DGRAM))
+      evl__dg_read_some(t, loop->read_budget);
 }
 
 static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {

@@ -305,13 +305,5 @@ T(big_file_and_many_at_once)
 T(bad_input)
 TESTS_END
 #else
-TEST(everything) { /* (test.h's helpers are used) */
-  evl_loop *loop = test_loop();
-  CHECK(loop != NULL);
-  evl_loop_free(loop);
-  SKIP("built with EVLOOP_NO_FS: no file operations");
-}
-TESTS_BEGIN
-T(everything)
-TESTS_END
+TESTS_LEFT_OUT("built with EVLOOP_NO_FS: no file operations")
 #endif

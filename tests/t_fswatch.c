@@ -216,13 +216,5 @@ T(closed_with_the_loop)
 T(bad_input)
 TESTS_END
 #else
-TEST(everything) { /* (test.h's helpers are used) */
-  evl_loop *loop = test_loop();
-  CHECK(loop != NULL);
-  evl_loop_free(loop);
-  SKIP("built with EVLOOP_NO_FS: no file watching");
-}
-TESTS_BEGIN
-T(everything)
-TESTS_END
+TESTS_LEFT_OUT("built with EVLOOP_NO_FS: no file watching")
 #endif

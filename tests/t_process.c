@@ -549,13 +549,5 @@ T(missing_program_fails_the_future)
 T_POSIX(sigchld_path, "exits come through a wait registration, no SIGCHLD")
 TESTS_END
 #else
-TEST(everything) { /* (test.h's helpers are used) */
-  evl_loop *loop = test_loop();
-  CHECK(loop != NULL);
-  evl_loop_free(loop);
-  SKIP("built with EVLOOP_NO_PROCESS: no subprocesses");
-}
-TESTS_BEGIN
-T(everything)
-TESTS_END
+TESTS_LEFT_OUT("built with EVLOOP_NO_PROCESS: no subprocesses")
 #endif

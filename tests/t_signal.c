@@ -339,13 +339,5 @@ T(ctrl_c_from_outside_runs_the_sigint_handlers)
 #endif
 TESTS_END
 #else
-TEST(everything) { /* (test.h's helpers are used) */
-  evl_loop *loop = test_loop();
-  CHECK(loop != NULL);
-  evl_loop_free(loop);
-  SKIP("built with EVLOOP_NO_PROCESS: no signal handlers");
-}
-TESTS_BEGIN
-T(everything)
-TESTS_END
+TESTS_LEFT_OUT("built with EVLOOP_NO_PROCESS: no signal handlers")
 #endif

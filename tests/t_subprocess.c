@@ -1233,13 +1233,5 @@ T_POSIX(sigchld_path_child_reaped_by_other_code, NO_SIGCHLD)
 T_POSIX(sigchld_path_loop_free_with_a_running_child, NO_SIGCHLD)
 TESTS_END
 #else
-TEST(everything) { /* (test.h's helpers are used) */
-  evl_loop *loop = test_loop();
-  CHECK(loop != NULL);
-  evl_loop_free(loop);
-  SKIP("built with EVLOOP_NO_PROCESS: no subprocesses");
-}
-TESTS_BEGIN
-T(everything)
-TESTS_END
+TESTS_LEFT_OUT("built with EVLOOP_NO_PROCESS: no subprocesses")
 #endif

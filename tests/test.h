@@ -79,6 +79,17 @@ typedef struct test_case {
     return test_main(test_cases_, argc, argv);                                 \
   }
 
+/* A test file whose subject the build left out (EVLOOP_NO_FS & co.): one
+   test that says so (and uses test.h's helpers, as a file's tests do). */
+#define TESTS_LEFT_OUT(why)                                                    \
+  TEST(everything) {                                                           \
+    evl_loop *loop = test_loop();                                              \
+    CHECK(loop != NULL);                                                       \
+    evl_loop_free(loop);                                                       \
+    SKIP(why);                                                                 \
+  }                                                                            \
+  TESTS_BEGIN T(everything) TESTS_END
+
 /* Fails the current test: prints where and why, exits the child. */
 #define CHECK(cond)                                                            \
   do {                                                                         \
