@@ -240,16 +240,17 @@ ifneq ($(filter kqueue,$(BACKENDS)),)
 TEST_BINS += $(addprefix $(BUILD)/kqpipe-kqueue/,$(KQPIPE_TESTS))
 endif
 TEST_CHECKS := tests/net_examples.sh tests/install_check.sh tests/version_check.sh \
-               tests/docs_check.sh
+               tests/docs_check.sh tests/tls_check.sh
 test: $(TEST_BINS) examples compile-checks $(BUILD)/evloop.pc
 	@$(if $(SANITIZER_NOTE),echo "note: $(SANITIZER_NOTE)";) \
 	  VARIANTS="$(HAVE_VARIANTS)" SKIPS="$(SKIPS)" STRICT="$(STRICT)" CHECKS="$(TEST_CHECKS)" \
 	  SKIPPED="$(SKIPPED)" SKIP_WHY="$(SKIP_WHY)" KQPIPE_TESTS="$(KQPIPE_TESTS)" SUBSET_TESTS="$(SUBSET_TESTS)" \
+	  TLS_TESTS="$(TLS_TESTS)" TLS_ENGINES_OK="$(TLS_OK)" \
 	  sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "$(THREADED_TESTS)" "$(DEMO_EXAMPLES)" "$(NOTHREAD_TESTS)"
 
 # Quick loop for development: gcc -O2 only.
 test-quick: $(call bins,o2,$(TESTS))
-	@VARIANTS=o2 sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "" ""
+	@VARIANTS=o2 TLS_TESTS="$(TLS_TESTS)" sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "" ""
 
 # The builds without a subsystem, and their tests (also part of make test).
 test-subsets: $(foreach v,$(SUBSET_VARIANTS),$(call bins,$(v),$(SUBSET_TESTS)))
@@ -358,7 +359,7 @@ uninstall:
 .PHONY: install uninstall FORCE
 FORCE:
 
-# ---- TLS (issue 14): self-contained, wired in by the two lines below ----
+# ---- TLS (issue 14) -----------------------------------------------------
 # t_tls is also an ordinary test: built without an engine it tests that
 # every TLS entry point says EVL_ENOTSUP (Windows too). Here it is built
 # once per engine (EVLOOP_TLS_OPENSSL / EVLOOP_TLS_MBEDTLS) in TLS_VARIANTS
@@ -406,8 +407,15 @@ test-tls-quick: $(call tls_bins,o2) tls-examples
 	$(call tls_run,o2)
 tls-examples: $(TLS_EXAMPLE_BINS)
 	@for e in $(TLS_OK); do sh tests/tls_examples.sh $(BUILD)/examples-tls-$$e $$e || exit 1; done
-test: test-tls
-test-quick: test-tls-quick
+# make test runs the TLS builds with the other tests of their variant
+# (run.sh adds TLS_TESTS to o2's and asan's lists) and the examples through
+# tests/tls_check.sh; a missing engine is a named skip.
+TLS_TESTS := $(foreach e,$(TLS_OK),tls-$(e)/t_tls)
+TLS_SKIPS := $(foreach e,$(TLS_MISSING),TLS engine $(e) (apt-get install $(subst and ,,$($(e)_TLS_PKG)));)
+SKIPS += $(TLS_SKIPS)
+$(call strict_check,test,$(TLS_SKIPS))
+test: $(call tls_bins,$(filter $(TLS_VARIANTS),$(HAVE_VARIANTS))) $(TLS_EXAMPLE_BINS)
+test-quick: $(call tls_bins,o2) $(TLS_EXAMPLE_BINS)
 
 demo: examples
 	@for e in $(DEMO_EXAMPLES); do echo "== examples/$$e"; $(BUILD)/examples/$$e || exit 1; done

@@ -172,6 +172,9 @@
                              (default: extern, or static with
                              EVLOOP_STATIC); e.g. a visibility attribute
                              or __declspec(dllexport)
+     EVLOOP_AWAIT_BY_LINE    EVL_AWAIT's resume point is the source line
+                             even where __COUNTER__ exists (then at most
+                             one EVL_AWAIT per line)
      EVLOOP_NO_CALLSITE      do not wrap evl_call_soon & co. in macros that
                              record the call site for debug mode
      EVLOOP_NO_INOTIFY       Linux: file watches poll with stat() instead of

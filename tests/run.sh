@@ -66,6 +66,7 @@ for v in $variants; do
     nofs | noproc | nosub) list=$SUBSET_TESTS ;;
     valgrind) case $b in epoll | kqueue) ;; *) continue ;; esac; list=$tests ;;
     *alt) [ "$b" = epoll ] || continue; list=$tests ;;
+    o2 | asan) list="$tests ${TLS_TESTS:-}" ;; # TLS builds: these two only
     *) list=$tests ;;
     esac
     for t in $list; do
