@@ -59,6 +59,15 @@ tcc_CC     := tcc
 tcc_FLAGS  := -Wall -Werror -g
 nothr_CC   := gcc
 nothr_FLAGS := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_THREADS
+# Subsystems left out: files (EVLOOP_NO_FS), signals and subprocesses
+# (EVLOOP_NO_PROCESS), both (nosub); make test-subsets runs them alone.
+nofs_CC      := gcc
+nofs_FLAGS   := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_FS
+noproc_CC    := gcc
+noproc_FLAGS := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_PROCESS
+nosub_CC     := gcc
+nosub_FLAGS  := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS
+SUBSET_VARIANTS := nofs noproc nosub
 # kqueue only: wake-ups through the self-pipe, as where EVFILT_USER is missing
 kqpipe_CC  := gcc
 kqpipe_FLAGS := -std=c99 $(WARN) -O2 -g -DEVLOOP_HAVE_EVFILT_USER=0
@@ -146,7 +155,7 @@ endif
 # run order.
 HAVE_VARIANTS := o2 $(if $(asan_CC),asan) $(if $(tsan_CC),tsan) \
                  $(if $(call have,$(tcc_CC)),tcc) $(if $(call have,$(musl_CC)),musl) \
-                 nothr kqpipe $(if $(call have,valgrind),valgrind)
+                 nothr kqpipe $(SUBSET_VARIANTS) $(if $(call have,valgrind),valgrind)
 # A note (not a skip) when gcc stands in for clang's sanitizers.
 SANITIZER_NOTE := $(if $(filter gcc,$(asan_CC) $(tsan_CC)),the sanitizer variants use gcc's runtime (clang's: apt-get install $(CLANG_PKG)))
 # make test-cross: the architectures whose cross gcc and qemu-user are here.
@@ -167,7 +176,7 @@ $(call strict_check,test-windows,$(WIN_SKIPS))
 TEST_SRCS := $(sort $(wildcard tests/t_*.c))
 TESTS     := $(basename $(notdir $(TEST_SRCS)))
 # Tests that start threads; they also run under ThreadSanitizer.
-THREADED_TESTS := $(filter t_threadsafe t_conform t_executor t_dns t_close t_config t_netfault t_netapi t_signal t_kqueue t_allocfail t_fdlimit t_cancel t_reenter,$(TESTS))
+THREADED_TESTS := $(filter t_threadsafe t_conform t_crossthread t_executor t_dns t_close t_config t_netfault t_netapi t_signal t_kqueue t_allocfail t_fdlimit t_cancel t_reenter t_budget t_ref,$(TESTS))
 # Built with EVLOOP_NO_THREADS too (t_config brings its own configuration).
 NOTHREAD_TESTS := $(filter-out $(THREADED_TESTS),$(TESTS))
 EXAMPLES  := $(basename $(notdir $(wildcard examples/*.c)))
@@ -178,7 +187,7 @@ SERVER_EXAMPLES := $(filter echo_server http_server echo_client,$(EXAMPLES))
 DEMO_EXAMPLES := $(filter-out $(SERVER_EXAMPLES),$(EXAMPLES))
 BENCHES   := $(basename $(notdir $(wildcard bench/*.c)))
 
-VARIANTS := o2 asan tsan tcc musl nothr kqpipe $(CROSS_VARIANTS)
+VARIANTS := o2 asan tsan tcc musl nothr kqpipe $(SUBSET_VARIANTS) $(CROSS_VARIANTS)
 # Every (variant, backend) pair gets its own implementation object.
 define variant_rules
 $(BUILD)/$(1)-$(2)/impl.o: tests/impl.c evloop.h
@@ -196,7 +205,7 @@ bins = $(foreach b,$(BACKENDS),$(if $(filter $(1),$($(b)_SKIP)),,$(addprefix $(B
 SKIPPED := $(foreach b,$(BACKENDS),$(addsuffix -$(b),$($(b)_SKIP)))
 SKIP_WHY := $(foreach b,$(BACKENDS),$($(b)_SKIP_WHY))
 
-.PHONY: all test test-quick test-cross compile-checks demo bench format format-check clean examples \
+.PHONY: all test test-quick test-subsets test-cross compile-checks demo bench format format-check clean examples \
         test-windows windows fuzz soak
 
 all: examples $(call bins,o2,$(TESTS))
@@ -219,6 +228,10 @@ have_bins = $(if $(filter $(1),$(HAVE_VARIANTS)),$(call bins,$(1),$(2)))
 TEST_BINS := $(call have_bins,o2,$(TESTS)) $(call have_bins,asan,$(TESTS)) \
              $(call have_bins,tsan,$(THREADED_TESTS)) $(call have_bins,tcc,$(TESTS)) \
              $(call have_bins,musl,$(TESTS)) $(call have_bins,nothr,$(NOTHREAD_TESTS))
+# The subset variants: the tests of what they leave out (which then say
+# they skip) and the core's.
+SUBSET_TESTS := $(filter t_fs t_fswatch t_signal t_subprocess t_process t_kqueue t_loop t_timers t_interval t_hooks t_ref t_metrics t_budget t_future t_task t_executor,$(TESTS))
+TEST_BINS += $(foreach v,$(SUBSET_VARIANTS),$(call bins,$(v),$(SUBSET_TESTS)))
 # The kqpipe variant: the threaded tests (t_kqueue among them), on kqueue.
 KQPIPE_TESTS := $(THREADED_TESTS)
 ifneq ($(filter kqueue,$(BACKENDS)),)
@@ -229,12 +242,16 @@ TEST_CHECKS := tests/net_examples.sh tests/install_check.sh tests/version_check.
 test: $(TEST_BINS) examples compile-checks $(BUILD)/evloop.pc
 	@$(if $(SANITIZER_NOTE),echo "note: $(SANITIZER_NOTE)";) \
 	  VARIANTS="$(HAVE_VARIANTS)" SKIPS="$(SKIPS)" STRICT="$(STRICT)" CHECKS="$(TEST_CHECKS)" \
-	  SKIPPED="$(SKIPPED)" SKIP_WHY="$(SKIP_WHY)" KQPIPE_TESTS="$(KQPIPE_TESTS)" \
+	  SKIPPED="$(SKIPPED)" SKIP_WHY="$(SKIP_WHY)" KQPIPE_TESTS="$(KQPIPE_TESTS)" SUBSET_TESTS="$(SUBSET_TESTS)" \
 	  sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "$(THREADED_TESTS)" "$(DEMO_EXAMPLES)" "$(NOTHREAD_TESTS)"
 
 # Quick loop for development: gcc -O2 only.
 test-quick: $(call bins,o2,$(TESTS))
 	@VARIANTS=o2 sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(TESTS)" "" ""
+
+# The builds without a subsystem, and their tests (also part of make test).
+test-subsets: $(foreach v,$(SUBSET_VARIANTS),$(call bins,$(v),$(SUBSET_TESTS)))
+	@VARIANTS="$(SUBSET_VARIANTS)" SUBSET_TESTS="$(SUBSET_TESTS)" sh tests/run.sh "$(BUILD)" "$(BACKENDS)" "$(SUBSET_TESTS)" "" ""
 
 # The suite built by the i686 (32-bit) and s390x (big-endian) cross
 # compilers, run under qemu-user: every backend, and the alt builds.
@@ -263,6 +280,12 @@ $(BUILD)/checks.stamp: evloop.h tests/cpp_compile.cpp tests/win_names.c $(CHECK_
 	  done; \
 	  for b in $(BACKENDS); do \
 	    $$cc -std=$$std $(WARN) -fsyntax-only -DEVLOOP_BACKEND_$$(echo $$b | tr a-z A-Z) $(KQUEUE_CFLAGS) tests/impl.c || exit 1; \
+	    for sub in -DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS "-DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS"; do \
+	      $$cc -std=$$std $(WARN) -fsyntax-only $$sub -DEVLOOP_BACKEND_$$(echo $$b | tr a-z A-Z) $(KQUEUE_CFLAGS) tests/impl.c || exit 1; \
+	    done; \
+	  done; \
+	  for f in $(TEST_SRCS); do \
+	    $$cc -std=$$std $(WARN) -fsyntax-only -DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS $$f || exit 1; \
 	  done; done; done
 	$(if $(call have,g++),g++ -std=c++11 -Wall -Wextra -Werror -c tests/cpp_compile.cpp -o $(BUILD)/cpp_compile.o)
 	if command -v $(WIN_CC) >/dev/null 2>&1; then \
@@ -348,7 +371,7 @@ FUZZ_CC      ?= clang
 FUZZ_TARGETS := stream http addr
 FUZZ_FLAGS   := -std=c11 $(WARN) -g -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c evloop.h examples/http_request.h
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h evloop.h examples/http_request.h
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $< -o $@ $(LIBS)
 fuzz: $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_TARGETS))
@@ -379,10 +402,10 @@ soak: $(BUILD)/soak/soak-asan $(BUILD)/soak/soak-tsan
 	$(BUILD)/soak/soak-tsan --threaded-only $(SOAK_SECONDS)
 
 format:
-	clang-format -i evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c examples/*.c examples/*.h bench/*.c
+	clang-format -i evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c tests/fuzz/*.h examples/*.c examples/*.h bench/*.c
 
 format-check:
-	clang-format --dry-run --Werror evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c examples/*.c examples/*.h bench/*.c
+	clang-format --dry-run --Werror evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c tests/fuzz/*.h examples/*.c examples/*.h bench/*.c
 
 clean:
 	rm -rf $(BUILD)

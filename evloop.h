@@ -174,6 +174,13 @@
                              or __declspec(dllexport)
      EVLOOP_NO_CALLSITE      do not wrap evl_call_soon & co. in macros that
                              record the call site for debug mode
+     EVLOOP_NO_INOTIFY       Linux: file watches poll with stat() instead of
+                             using inotify
+     EVLOOP_NO_FS            leave out the file operations (evl_fs_*) and
+                             file watching
+     EVLOOP_NO_PROCESS       leave out signal handlers and subprocesses
+                             (evl_add_signal_handler, evl_subprocess_*,
+                             evl_process_*)
      (EVLOOP_DEBUG is an environment variable, chapter 5; EVLOOP_VERSION_*
      and EVLOOP_H_INCLUDED are defined by the header.)
 
@@ -227,9 +234,13 @@
 
    6. THREADS
      A loop belongs to the thread that runs it; many loops may run in many
-     threads. Only evl_call_soon_threadsafe() may be called on a loop from
-     another thread. Executors are thread-safe. The run-time allocator of
-     evl_loop_config is only called on the loop's thread.
+     threads. Only evl_call_soon_threadsafe() and evl_run_task_threadsafe()
+     may be called on a loop from another thread (and the evl_threadsafe_*
+     functions on the handle the latter returns). Executors are thread-safe.
+     The run-time allocator of evl_loop_config is only called on the loop's
+     thread. A thread runs one loop at a time: running another loop from a
+     callback is EVL_EOTHERLOOP (as asyncio). call_soon_threadsafe and
+     call_soon feed one FIFO.
 
    7. OWNERSHIP AND LIFETIMES
      - Handles (evl_handle) are generation-checked values: cancelling a
@@ -244,6 +255,23 @@
      - An error stored in a future that nobody retrieved (evl_future_error,
        evl_future_result or an await) is reported to the exception handler
        when the future is freed.
+     - A task's cleanup runs exactly once however it ends: the section
+       after EVL_FINALLY(t) (it may await) and the function given to
+       evl_task_set_cleanup (for state that owns things). Keep what the
+       state owns freed there, not after the last await: an await that
+       fails, a cancel or a timeout ends the body at that await.
+     - evl_loop_close() and evl_loop_free() first cancel every pending task
+       and run the loop until each has ended, finally sections and cleanup
+       functions included (as evl_run and asyncio.run do); the user's
+       callbacks pending at that moment are discarded first, not run. A
+       task that ignores its cancellation keeps close waiting, as in
+       asyncio; tasks started by cleanups are cancelled in turn (16 rounds
+       at most, then what is left is dropped with its cleanup function run).
+     - Locks, events, conditions, semaphores, barriers, queues, task groups
+       and as_completed iterators are the user's: free each with its
+       *_free function (before or after the loop is closed); their pending
+       waits then fail with EVL_ECLOSED. A queue frees the items it still
+       holds only through the item_free it was given.
      - evl_loop_close() discards pending callbacks, cancels queued executor
        jobs, waits for running ones, closes servers, calls connection_lost
        (EVL_ECLOSED) on open transports, fails pending network operations
@@ -270,6 +298,9 @@
        read leaves the data buffered; a cancelled send or sendfile keeps
        what the kernel took (the rest is not sent). Once a future
        completed, what it delivered is yours even if you cancel it then.
+     - The fd of a transport or a server belongs to the loop: add_reader,
+       add_writer and remove_* on it are EVL_EBUSY. Writes to a closing
+       transport are EVL_ECLOSING.
 
    8. DOES NOT DO (yet)
      - TLS.
@@ -283,6 +314,11 @@
        and signals (EVL_ENOTSUP). IOCP does have completion-based TCP and
        UDP (AcceptEx, ConnectEx, WSARecv/WSASend, WSARecvFrom/WSASendTo)
        and overlapped named pipes: chapter 4.
+     - File watches poll with stat() on Windows (ReadDirectoryChangesW is
+       not used yet). Datagrams are read one recvfrom() each (no recvmmsg
+       yet).
+     - Networking cannot be compiled out yet (no EVLOOP_NO_NET; files and
+       processes can: EVLOOP_NO_FS, EVLOOP_NO_PROCESS).
 
    9. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
@@ -354,6 +390,7 @@ extern "C" {
   X(ERANGE, -34, "result out of range")                                        \
   X(ENAMETOOLONG, -36, "name too long")                                        \
   X(ENOSYS, -38, "function not implemented")                                   \
+  X(ENOTEMPTY, -39, "directory not empty")                                     \
   X(ENOTSOCK, -88, "socket operation on non-socket")                           \
   X(EDESTADDRREQ, -89, "destination address required")                         \
   X(EMSGSIZE, -90, "message too long")                                         \
@@ -400,6 +437,10 @@ extern "C" {
   X(EOTHERLOOP, -3110, "another event loop is running on this thread")         \
   X(ECLOSING, -3111, "transport is closing or closed")                         \
   X(EEXITED, -3112, "the child process has exited")                            \
+  X(EQUEUEFULL, -3120, "queue is full")                                        \
+  X(EQUEUEEMPTY, -3121, "queue is empty")                                      \
+  X(ESHUTDOWN, -3122, "queue is shut down")                                    \
+  X(EBROKEN, -3123, "barrier is broken")                                       \
   X(EUNKNOWN, -3199, "unknown error")
 
 #define EVL_ERROR_MAP(X)                                                       \
@@ -430,6 +471,8 @@ typedef void (*evl_callback)(evl_loop *loop, void *arg);
 typedef void (*evl_io_callback)(evl_loop *loop, evl_fd fd, void *arg);
 typedef void (*evl_future_callback)(evl_future *fut, void *arg);
 typedef void (*evl_task_fn)(evl_task *task, void *state);
+/* Runs once when a task ends, however it ends (see evl_task_set_cleanup). */
+typedef void (*evl_task_cleanup_fn)(evl_task *task, void *state);
 /* Work for an executor thread: store a result, return 0 or an EVL_E* code. */
 typedef int (*evl_work_fn)(void *arg, void **result);
 typedef void (*evl_free_fn)(void *ptr);
@@ -475,6 +518,12 @@ typedef struct evl_loop_config {
   /* Where debug-mode messages go (default: a line on stderr). */
   void (*log)(evl_loop *loop, const char *message, void *ctx);
   void *log_ctx;
+  /* Reads one readable socket or pipe gets per iteration: datagrams, or
+     reads of up to 64 KiB on a stream (which stop early at a short read:
+     the socket is drained). 0: 128; 1: one read, as before; < 0: EINVAL.
+     A frame loop calling evl_run_once once a frame gets every datagram
+     queued, up to this many per endpoint and frame. */
+  int read_budget;
 } evl_loop_config;
 
 /* ==== Loop ============================================================= */
@@ -512,9 +561,42 @@ EVLOOP_API int evl_run_once(evl_loop *loop, double max_wait);
 EVLOOP_API int evl_run(evl_task_fn fn, const void *state, size_t state_size,
                        const evl_loop_config *cfg, void **result);
 
+/* Runs while something referenced is left, as libuv's UV_RUN_DEFAULT
+   (evl_run_forever keeps asyncio's semantics and runs until evl_stop).
+   Returns 0 once nothing referenced is left, 1 when evl_stop() ended it
+   with referenced work left, or an error as evl_run_forever. */
+EVLOOP_API int evl_run_alive(evl_loop *loop);
+/* 1 if something keeps the loop alive: a ready callback, a pending timer,
+   an fd watcher, an open transport, a server that is not closed, a signal
+   handler, a subprocess, an executor job or name lookup of the loop, a
+   hook; each of them counts unless it was unreferenced (the *_set_ref
+   functions with ref 0; ref 1 references it again). Futures and tasks
+   count only through what they wait for (a timer, a transport...). */
+EVLOOP_API int evl_loop_alive(evl_loop *loop);
+
 EVLOOP_API double evl_time(evl_loop *loop);     /* monotonic seconds */
 EVLOOP_API int64_t evl_time_ns(evl_loop *loop); /* monotonic nanoseconds */
 EVLOOP_API const char *evl_backend_name(const evl_loop *loop);
+
+/* Loop metrics, always on: counters the loop keeps anyway and two clock
+   readings per iteration (after the wait, which the loop does anyway, and
+   after the callbacks; a third before the wait when evl_run_once is the
+   caller or hooks ran). No clock reading per callback: the longest
+   callback is timed per iteration, so it is exact when an iteration ran
+   one callback and an upper bound otherwise (debug mode times every
+   callback and makes it exact). Times are in nanoseconds of the monotonic
+   clock (also with a manual clock, which does not drive them). */
+typedef struct evl_loop_metrics {
+  uint64_t iterations;
+  uint64_t events;     /* fd events and completions the waits returned */
+  uint64_t callbacks;  /* callbacks, timers, fd callbacks and hooks run */
+  int64_t idle_ns;     /* time in the backend's wait */
+  int64_t callback_ns; /* time from the end of each wait to the end of
+                          its iteration (callbacks, hooks, bookkeeping) */
+  int64_t longest_ns;  /* the longest callback (see above) */
+} evl_loop_metrics;
+/* Copies the counters since the loop was made into *out: 0 or EVL_EINVAL. */
+EVLOOP_API int evl_loop_metrics_get(evl_loop *loop, evl_loop_metrics *out);
 
 /* Embedding in a host's loop: seconds the host may sleep before calling
    evl_run_once(loop, 0) (0: work is ready; -1: nothing is scheduled), and
@@ -529,9 +611,10 @@ EVLOOP_API evl_fd evl_backend_fd(const evl_loop *loop);
    callbacks runs in the next iteration. Timers never fire before their
    deadline (evl_handle_when); equal deadlines fire in the order they were
    scheduled. A negative delay counts as 0; NaN or an infinite delay or time
-   is EVL_EINVAL. A finite delay or time beyond about 73 years (2.3e18 ns,
-   the clock's range with room to add) is clamped to it, and
-   evl_handle_when reports the clamped deadline (asyncio keeps floats).
+   is EVL_EINVAL. A finite delay or time beyond about 73 years (2.3e18 ns)
+   is clamped to it, a deadline past the clock's end (INT64_MAX ns, which
+   a manual clock may near) to that end; evl_handle_when reports the
+   clamped deadline (asyncio keeps floats, so it never clamps).
    A delay counts from the loop's clock reading: the clock is read again at
    every callback boundary, by every evl_time() and after 64 scheduling
    calls (a clock read costs as much as the rest of call_later). A callback
@@ -561,6 +644,55 @@ EVLOOP_API int evl_handle_cancelled(evl_loop *loop, evl_handle h);
 /* A pending timer's deadline in evl_time() seconds; -1.0 for anything else
    (a call_soon handle, a timer that ran or was cancelled, a stale handle). */
 EVLOOP_API double evl_handle_when(evl_loop *loop, evl_handle h);
+
+/* Repeating timers. The callback runs at start + k * interval (k = 1, 2,
+   ...; start is when evl_call_every was called): deadlines do not drift
+   however late a tick runs. The handle stays valid until cancelled
+   (evl_handle_cancel, also from inside the callback); evl_handle_when
+   gives the next deadline. interval must be > 0 and finite (EVL_EINVAL). */
+EVLOOP_API evl_handle evl_call_every(evl_loop *loop, double interval,
+                                     evl_callback cb, void *arg);
+/* What a repeating timer does when a tick runs so late that the next
+   deadline has passed too (tokio's MissedTickBehavior). */
+typedef enum evl_missed_tick {
+  EVL_MISSED_BURST = 0, /* default: every missed tick fires, one an
+                           iteration, until the timer has caught up */
+  EVL_MISSED_DELAY,     /* the schedule restarts: next = now + interval */
+  EVL_MISSED_SKIP       /* missed ticks are dropped: next = the first
+                           start + k * interval after now */
+} evl_missed_tick;
+EVLOOP_API int evl_every_set_missed(evl_loop *loop, evl_handle h,
+                                    evl_missed_tick missed);
+/* A new interval: the next deadline becomes the last one (or the start)
+   plus the new interval (due at once if that has passed), and the ones
+   after follow it. 0, or EVL_EINVAL for a handle that is not a pending
+   repeating timer or a bad interval. */
+EVLOOP_API int evl_every_set_interval(evl_loop *loop, evl_handle h,
+                                      double interval);
+
+/* Loop hooks, with libuv's semantics: each iteration runs the idle hooks,
+   then the prepare hooks, just before it waits for I/O; the check hooks
+   after the callbacks of the iteration (the I/O events the wait found and
+   the timers that came due) have run. While an idle hook is active the
+   loop does not block (it polls I/O with no wait), as libuv's uv_idle.
+   Hooks run in the order they were added and are not counted in
+   evl_run_once's return value. evl_hook_add returns an id > 0 or an
+   EVL_E* code; a hook added from a hook runs from the next round on. */
+typedef enum evl_hook_kind {
+  EVL_HOOK_PREPARE = 0,
+  EVL_HOOK_CHECK,
+  EVL_HOOK_IDLE
+} evl_hook_kind;
+EVLOOP_API int evl_hook_add(evl_loop *loop, evl_hook_kind kind, evl_callback cb,
+                            void *arg);
+/* 1 if removed (also from inside a hook), 0 for an unknown id. */
+EVLOOP_API int evl_hook_remove(evl_loop *loop, int id);
+
+/* A timer (one-shot or repeating) or ready callback that does not keep the
+   loop alive (ref 0) or does again (ref 1): 0, or EVL_EINVAL for a handle
+   that is not pending. */
+EVLOOP_API int evl_handle_set_ref(evl_loop *loop, evl_handle h, int ref);
+EVLOOP_API int evl_hook_set_ref(evl_loop *loop, int id, int ref);
 
 /* Versions that record where the callback was scheduled, for debug mode.
    The macros below call them; the plain functions exist too (take their
@@ -596,6 +728,10 @@ EVLOOP_API int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
 /* 1 if a watcher was removed, 0 if there was none, EVL_EBUSY (above). */
 EVLOOP_API int evl_remove_reader(evl_loop *loop, evl_fd fd);
 EVLOOP_API int evl_remove_writer(evl_loop *loop, evl_fd fd);
+/* The fd's reader and writer keep the loop alive (ref 1, the default) or
+   not (ref 0), for evl_run_alive; EVL_EINVAL if the fd has no watcher
+   added with evl_add_reader/writer. Removing both resets it. */
+EVLOOP_API int evl_fd_set_ref(evl_loop *loop, evl_fd fd, int ref);
 EVLOOP_API int evl_add_reader_at_site(evl_loop *loop, evl_fd fd,
                                       evl_io_callback cb, void *arg,
                                       const char *name, const char *file,
@@ -640,8 +776,8 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
 
 /* ==== Tasks: stackless coroutines ========================================
    A task function is re-entered at its last await, so its C locals do not
-   survive an await: keep such variables in the state struct. At most one
-   EVL_AWAIT per source line.
+   survive an await: keep such variables in the state struct. Where the
+   compiler lacks __COUNTER__, at most one EVL_AWAIT per source line.
    The rule for locals: declare them before EVL_ASYNC_BEGIN (assign them
    after each await that they must outlive, from the state struct), or
    inside a { } block that closes before the next EVL_AWAIT. A local
@@ -665,24 +801,49 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
    Falling off EVL_ASYNC_END finishes with a NULL result. */
 #define EVL_ASYNC_BEGIN(t)                                                     \
   switch (evl_task_resume_point(t)) {                                          \
-  default:                                                                     \
-    evl_task_fail((t), EVL_EINVALSTATE,                                        \
-                  "no resume point: EVL_AWAIT inside a switch of the task?");  \
+  default: /* the finally point of a body without EVL_FINALLY: it ends */      \
+    if (evl_task_resume_point(t) != EVL__FINALLY_POINT)                        \
+      evl_task_fail(                                                           \
+          (t), EVL_EINVALSTATE,                                                \
+          "no resume point: EVL_AWAIT inside a switch of the task?");          \
     return;                                                                    \
   case 0:
 #define EVL__CAT2(a, b) a##b
 #define EVL__CAT(a, b) EVL__CAT2(a, b)
 /* The goto keeps compilers' fall-through warnings quiet. */
-#define EVL_AWAIT_MODE_(t, fut, propagate)                                     \
+#define EVL__AWAIT_AT_(t, fut, propagate, point, id)                           \
   do {                                                                         \
-    if (!evl_task_await((t), (fut), __LINE__, (propagate)))                    \
-      goto EVL__CAT(evl_resume_, __LINE__);                                    \
+    if (!evl_task_await_at((t), (fut), (point), (propagate), __FILE__,         \
+                           __LINE__))                                          \
+      goto EVL__CAT(evl_resume_, id);                                          \
     return;                                                                    \
-  case __LINE__:                                                               \
-    EVL__CAT(evl_resume_, __LINE__) :;                                         \
+  case point:                                                                  \
+    EVL__CAT(evl_resume_, id) :;                                               \
   } while (0)
+/* With __COUNTER__ (gcc, clang, MSVC, tcc) each await gets its own resume
+   point, so several may share a line (or a macro of yours); without it the
+   line number is the resume point. EVLOOP_AWAIT_BY_LINE forces the latter. */
+#if defined(__COUNTER__) && !defined(EVLOOP_AWAIT_BY_LINE)
+/* Counted points start high, clear of the small case values of a switch of
+   the user's (an await inside one is then caught: see EVL_ASYNC_BEGIN). */
+#define EVL__AWAIT_ID_(t, fut, propagate, n)                                   \
+  EVL__AWAIT_AT_(t, fut, propagate, (n) + 1000001, n)
+#define EVL_AWAIT_MODE_(t, fut, propagate)                                     \
+  EVL__AWAIT_ID_(t, fut, propagate, __COUNTER__)
+#else
+#define EVL_AWAIT_MODE_(t, fut, propagate)                                     \
+  EVL__AWAIT_AT_(t, fut, propagate, __LINE__, __LINE__)
+#endif
 #define EVL_AWAIT(t, fut) EVL_AWAIT_MODE_(t, fut, 1)
 #define EVL_AWAIT_TRY(t, fut) EVL_AWAIT_MODE_(t, fut, 0)
+/* Awaits fut and stores its result, cast to type, in lvalue (which must
+   live in the state struct to be read after a later await):
+   EVL_AWAIT_AS(t, evl_stream *, s->conn, evl_open_connection(...)). */
+#define EVL_AWAIT_AS(t, type, lvalue, fut)                                     \
+  do {                                                                         \
+    EVL_AWAIT(t, fut);                                                         \
+    (lvalue) = (type)evl_await_result(t);                                      \
+  } while (0)
 #define EVL_ASYNC_RETURN(t, value)                                             \
   do {                                                                         \
     evl_task_return((t), (void *)(value));                                     \
@@ -694,6 +855,20 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
     return;                                                                    \
   } while (0)
 #define EVL_ASYNC_END(t) }
+/* The cleanup section: what follows EVL_FINALLY(t) up to EVL_ASYNC_END runs
+   once however the body ends (Python's try/finally around the whole body):
+   falling into it, EVL_ASYNC_RETURN, EVL_ASYNC_FAIL, an EVL_AWAIT whose
+   future failed or was cancelled, the task cancelled or timed out, its loop
+   closed. It may await; after it the task ends as the body did, unless the
+   section itself failed or returned (then that outcome wins). A task
+   cancelled before it started never runs its body, so neither this.
+   Deadlines (evl_timeout) set in the body stop at EVL_FINALLY. */
+#define EVL__FINALLY_POINT (-1)
+#define EVL_FINALLY(t)                                                         \
+  goto evl_finally_;                                                           \
+  case EVL__FINALLY_POINT:                                                     \
+  evl_finally_:                                                                \
+    evl_task_finally(t)
 
 /* A new task (a future) that starts at the next iteration. state_size > 0:
    the task keeps its own zero-padded copy of state[0..state_size) and frees
@@ -719,7 +894,20 @@ EVLOOP_API evl_task_factory evl_get_task_factory(evl_loop *loop, void **ctx);
 EVLOOP_API int evl_task_cancel(evl_task *task);
 EVLOOP_API void *evl_task_state(evl_task *task);
 EVLOOP_API evl_loop *evl_task_loop(evl_task *task);
+/* The name given by evl_task_set_name (copied), else the function's name
+   when made by the evl_task_create macro, else "task". */
 EVLOOP_API const char *evl_task_name(evl_task *task);
+EVLOOP_API int evl_task_set_name(evl_task *task, const char *name);
+/* asyncio.current_task: the task whose body runs now, or NULL. */
+EVLOOP_API evl_task *evl_current_task(evl_loop *loop);
+/* asyncio.all_tasks without allocating: the pending task after prev (NULL:
+   the first), NULL at the end. Borrowed; do not end tasks while walking. */
+EVLOOP_API evl_task *evl_task_next(evl_loop *loop, evl_task *prev);
+/* File and line of the task's current (or last) EVL_AWAIT; NULL if none. */
+EVLOOP_API const char *evl_task_await_site(evl_task *task, int *line);
+/* Logs one line per pending task (name, where made, where it waits)
+   through the loop's log; returns how many. Debug mode does it at close. */
+EVLOOP_API int evl_dump_tasks(evl_loop *loop);
 EVLOOP_API int evl_is_task(const evl_future *fut);
 /* How the last await ended, and the future awaited (borrowed, valid until
    the next await or the end of the task). */
@@ -730,8 +918,19 @@ EVLOOP_API evl_future *evl_await_future(evl_task *task);
 EVLOOP_API int evl_task_resume_point(evl_task *task);
 EVLOOP_API int evl_task_await(evl_task *task, evl_future *fut, int point,
                               int propagate);
+EVLOOP_API int evl_task_await_at(evl_task *task, evl_future *fut, int point,
+                                 int propagate, const char *file, int line);
 EVLOOP_API void evl_task_return(evl_task *task, void *result);
 EVLOOP_API void evl_task_fail(evl_task *task, int code, const char *message);
+EVLOOP_API void evl_task_finally(evl_task *task);
+/* In the finally section: the error the body is ending with (0 when it
+   returned or fell through). */
+EVLOOP_API int evl_task_finally_error(evl_task *task);
+/* fn(task, state) runs exactly once when the task ends: returned, failed,
+   cancelled (even before it started), timed out, or its loop closed; after
+   the finally section, before the task's done callbacks. For state that
+   owns something whatever the body did. EVL_EINVALSTATE once done. */
+EVLOOP_API int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn);
 
 /* ==== High-level helpers ================================================= */
 
@@ -749,6 +948,193 @@ EVLOOP_API evl_future *evl_wait_for(evl_future *fut, double timeout);
 #define EVL_GATHER_RETURN_ERRORS 1
 EVLOOP_API evl_future *evl_gather(evl_loop *loop, evl_future *const *futs,
                                   size_t n, int flags);
+
+/* ==== Timeouts (asyncio.timeout, timeout_at) ============================
+   A deadline over a span of a task's awaits. When it passes, the await in
+   progress is cancelled and the task sees EVL_ETIMEDOUT there (a propagating
+   EVL_AWAIT ends the task with it, through its finally section). The scope
+   belongs to the task: evl_timeout_end closes it (EVL_ETIMEDOUT if it had
+   expired, else 0; a cancel it had sent but the task had not yet seen is
+   withdrawn) and the task's end closes what is left. Times are evl_time()
+   seconds; INFINITY means no deadline. NULL: not a pending task, NaN, or
+   no memory. */
+typedef struct evl_timeout evl_timeout;
+EVLOOP_API evl_timeout *evl_timeout_new(evl_task *task, double delay);
+EVLOOP_API evl_timeout *evl_timeout_at(evl_task *task, double when);
+/* Moves the deadline (INFINITY removes it); EVL_EINVALSTATE once expired. */
+EVLOOP_API int evl_timeout_reschedule(evl_timeout *to, double when);
+/* The deadline, or -1.0 when there is none. */
+EVLOOP_API double evl_timeout_when(const evl_timeout *to);
+EVLOOP_API int evl_timeout_expired(const evl_timeout *to);
+EVLOOP_API int evl_timeout_end(evl_timeout *to);
+
+/* ==== Synchronisation primitives (asyncio Lock, Event, Condition,
+   Semaphore, BoundedSemaphore, Barrier) ====================================
+   Small objects of one loop; every wait is a future to EVL_AWAIT (or
+   evl_wait_for). Waiters are served first come, first served. A grant (the
+   lock, a semaphore unit) is handed to the first waiter when it is freed,
+   so the lock stays locked between the release and the waiter's resuming
+   (asyncio shows it unlocked in that moment; nobody can barge in either
+   way). The grant is the waiter's once its result is taken: awaited, or
+   read with evl_future_result/evl_future_error. A waiter cancelled before
+   that (a task cancelled just after the grant, a future released unread)
+   never keeps it: it passes to the next waiter. Freeing a primitive fails
+   its pending waits with EVL_ECLOSED. NULL: NULL object, closed loop, no
+   memory (constructors: also bad arguments). */
+typedef struct evl_lock evl_lock;
+typedef struct evl_event evl_event;
+typedef struct evl_condition evl_condition;
+typedef struct evl_semaphore evl_semaphore;
+typedef struct evl_barrier evl_barrier;
+
+EVLOOP_API evl_lock *evl_lock_new(evl_loop *loop);
+EVLOOP_API void evl_lock_free(evl_lock *lock);
+/* Completes (result: the lock) when the caller holds the lock. */
+EVLOOP_API evl_future *evl_lock_acquire(evl_lock *lock);
+/* EVL_EINVALSTATE if not locked (asyncio's RuntimeError). */
+EVLOOP_API int evl_lock_release(evl_lock *lock);
+EVLOOP_API int evl_lock_locked(const evl_lock *lock);
+
+EVLOOP_API evl_event *evl_event_new(evl_loop *loop);
+EVLOOP_API void evl_event_free(evl_event *ev);
+/* Completes when the event is set (at once if it is). */
+EVLOOP_API evl_future *evl_event_wait(evl_event *ev);
+EVLOOP_API void evl_event_set(evl_event *ev);
+EVLOOP_API void evl_event_clear(evl_event *ev);
+EVLOOP_API int evl_event_is_set(const evl_event *ev);
+
+/* lock NULL: the condition makes (and frees) its own. Wait with the lock
+   held: the future releases it, waits for a notify and completes once the
+   lock is held again - also when the wait is cancelled (the cancel is seen
+   with the lock held, as asyncio), so release it in the finally section.
+   Without the lock held the future fails with EVL_EINVALSTATE. wait_for
+   waits until pred(arg) is true (checked with the lock held). notify
+   returns how many waiters it woke, or EVL_EINVALSTATE if not locked. */
+EVLOOP_API evl_condition *evl_condition_new(evl_loop *loop, evl_lock *lock);
+EVLOOP_API void evl_condition_free(evl_condition *cond);
+EVLOOP_API evl_lock *evl_condition_lock(evl_condition *cond);
+EVLOOP_API evl_future *evl_condition_wait(evl_condition *cond);
+EVLOOP_API evl_future *
+evl_condition_wait_for(evl_condition *cond, int (*pred)(void *arg), void *arg);
+EVLOOP_API int evl_condition_notify(evl_condition *cond, size_t n);
+EVLOOP_API int evl_condition_notify_all(evl_condition *cond);
+
+/* value >= 0; bounded: a release above the initial value is refused with
+   EVL_EINVALSTATE (BoundedSemaphore's ValueError). */
+EVLOOP_API evl_semaphore *evl_semaphore_new(evl_loop *loop, long value,
+                                            int bounded);
+EVLOOP_API void evl_semaphore_free(evl_semaphore *sem);
+EVLOOP_API evl_future *evl_semaphore_acquire(evl_semaphore *sem);
+EVLOOP_API int evl_semaphore_release(evl_semaphore *sem);
+/* 1 if an acquire would wait. */
+EVLOOP_API int evl_semaphore_locked(const evl_semaphore *sem);
+EVLOOP_API long evl_semaphore_value(const evl_semaphore *sem);
+
+/* parties >= 1. wait completes with the arrival index, (void *)(intptr_t)
+   0 .. parties-1, when the last party arrives; it fails with EVL_EBROKEN
+   when the barrier is (or gets) aborted or reset while waiting. A party
+   cancelled while waiting leaves without breaking it (asyncio). */
+EVLOOP_API evl_barrier *evl_barrier_new(evl_loop *loop, size_t parties);
+EVLOOP_API void evl_barrier_free(evl_barrier *b);
+EVLOOP_API evl_future *evl_barrier_wait(evl_barrier *b);
+EVLOOP_API int evl_barrier_reset(evl_barrier *b);
+EVLOOP_API int evl_barrier_abort(evl_barrier *b);
+EVLOOP_API size_t evl_barrier_n_waiting(const evl_barrier *b);
+EVLOOP_API size_t evl_barrier_parties(const evl_barrier *b);
+EVLOOP_API int evl_barrier_broken(const evl_barrier *b);
+
+/* ==== Queues (asyncio Queue, PriorityQueue, LifoQueue) ===================
+   Items are void *: the queue never frees an item unless given item_free
+   (may be NULL), which it calls for the items it drops: left in the queue
+   at evl_queue_free or removed by an immediate shutdown. maxsize 0: no
+   limit. The priority queue gives the lowest priority first, equal ones
+   in arrival order. put completes (result: the item) once the item is in
+   the queue; cancelled before that, the item stays the caller's. get
+   completes with the item; an item handed to a get that is cancelled or
+   released unread goes back to the front. */
+typedef struct evl_queue evl_queue;
+#define EVL_QUEUE_FIFO 0
+#define EVL_QUEUE_LIFO 1
+#define EVL_QUEUE_PRIORITY 2
+EVLOOP_API evl_queue *evl_queue_new(evl_loop *loop, int kind, size_t maxsize,
+                                    evl_free_fn item_free);
+EVLOOP_API void evl_queue_free(evl_queue *q);
+EVLOOP_API evl_future *evl_queue_put(evl_queue *q, void *item);
+EVLOOP_API evl_future *evl_queue_put_prio(evl_queue *q, void *item,
+                                          int64_t prio);
+EVLOOP_API evl_future *evl_queue_get(evl_queue *q);
+/* EVL_EQUEUEFULL / EVL_EQUEUEEMPTY, EVL_ESHUTDOWN after a shutdown (get:
+   once the queue is also empty). */
+EVLOOP_API int evl_queue_put_nowait(evl_queue *q, void *item);
+EVLOOP_API int evl_queue_put_nowait_prio(evl_queue *q, void *item,
+                                         int64_t prio);
+EVLOOP_API int evl_queue_get_nowait(evl_queue *q, void **item);
+EVLOOP_API size_t evl_queue_qsize(const evl_queue *q);
+EVLOOP_API int evl_queue_empty(const evl_queue *q);
+EVLOOP_API int evl_queue_full(const evl_queue *q);
+/* One call per item taken; EVL_EINVALSTATE when more calls than puts. join
+   completes when every item put has been marked done. */
+EVLOOP_API int evl_queue_task_done(evl_queue *q);
+EVLOOP_API evl_future *evl_queue_join(evl_queue *q);
+/* asyncio 3.13: later puts fail with EVL_ESHUTDOWN, waiting putters too;
+   gets drain what is left, then fail. immediate: the items are dropped
+   (given to item_free; they count as done for join) and waiting getters
+   fail at once. */
+EVLOOP_API int evl_queue_shutdown(evl_queue *q, int immediate);
+EVLOOP_API int evl_queue_is_shutdown(const evl_queue *q);
+
+/* ==== Waiting primitives, shield, TaskGroup ==============================
+   evl_wait (asyncio.wait): completes, never failing, when return_when is
+   met or the timeout passes (INFINITY: none), with the number of futures
+   done as (void *)(intptr_t); which are done and which pending is
+   evl_future_done on each. It cancels nothing, neither at the timeout nor
+   when itself is cancelled. FIRST_EXCEPTION: a failure (not a cancel) or
+   all done. n == 0, NULL or another loop's future: fails with EVL_EINVAL.
+   It takes references of its own. */
+#define EVL_FIRST_COMPLETED 1
+#define EVL_FIRST_EXCEPTION 2
+#define EVL_ALL_COMPLETED 3
+EVLOOP_API evl_future *evl_wait(evl_loop *loop, evl_future *const *futs,
+                                size_t n, int return_when, double timeout);
+/* asyncio.as_completed: each evl_as_completed_next gives a future that
+   completes with the next input future to finish (result: that future,
+   borrowed from the iterator), in completion order; once the overall
+   timeout (INFINITY: none) passes, the ones not delivered fail with
+   EVL_ETIMEDOUT. More than n calls: EVL_EINVALSTATE. The inputs are not
+   cancelled. NULL for bad arguments. */
+typedef struct evl_as_completed evl_as_completed;
+EVLOOP_API evl_as_completed *evl_as_completed_new(evl_loop *loop,
+                                                  evl_future *const *futs,
+                                                  size_t n, double timeout);
+EVLOOP_API evl_future *evl_as_completed_next(evl_as_completed *ac);
+EVLOOP_API void evl_as_completed_free(evl_as_completed *ac);
+/* asyncio.shield: completes as fut does; cancelling it does not cancel fut.
+   Takes a reference of its own (the caller keeps its own). */
+EVLOOP_API evl_future *evl_shield(evl_future *fut);
+
+/* TaskGroup (asyncio 3.11). Children are made with evl_task_group_create;
+   evl_task_group_wait (the end of `async with`) completes when every child
+   has ended. The first child to fail cancels the others and, unless it is
+   already awaiting the wait, the parent task (its current await sees
+   EVL_ECANCELED; await the group's wait in its finally section); the wait
+   then fails with that child's error, and evl_task_group_others_failed
+   counts the other children that failed (cancelled ones do not count).
+   Cancelling the wait (or the task awaiting it) cancels the children; it
+   completes, cancelled, once they have ended. A parent whose body failed
+   or was cancelled and that waits from its finally section cancels the
+   children first (asyncio's __aexit__ with an exception). No children
+   after a failure or the end (NULL). evl_task_group_free cancels children still
+   running: none outlives the group. parent may be NULL. */
+typedef struct evl_task_group evl_task_group;
+EVLOOP_API evl_task_group *evl_task_group_new(evl_loop *loop, evl_task *parent);
+EVLOOP_API evl_task *evl_task_group_create(evl_task_group *g, evl_task_fn fn,
+                                           const void *state,
+                                           size_t state_size);
+EVLOOP_API evl_future *evl_task_group_wait(evl_task_group *g);
+/* The first child's error (0 if none), and how many others failed. */
+EVLOOP_API int evl_task_group_error(const evl_task_group *g);
+EVLOOP_API int evl_task_group_others_failed(const evl_task_group *g);
+EVLOOP_API void evl_task_group_free(evl_task_group *g);
 
 /* ==== Executor ==========================================================
    evl_run_in_executor runs fn(arg, &result) on a pool thread (exec NULL: the
@@ -768,6 +1154,33 @@ EVLOOP_API int evl_set_default_executor(evl_loop *loop, evl_executor *exec);
    threads; later evl_run_in_executor(loop, NULL, ...) fails with
    EVL_ECLOSED. */
 EVLOOP_API evl_future *evl_shutdown_default_executor(evl_loop *loop);
+
+/* ==== Tasks from other threads ==========================================
+   evl_run_task_threadsafe (asyncio.run_coroutine_threadsafe) may be called
+   from any thread: the task is made on the loop's thread (state copied now
+   when state_size > 0) and the handle returned is for the calling thread:
+   wait for it with a timeout, read its outcome, cancel it, free it. All
+   the evl_threadsafe_* functions are thread-safe. If the loop closes
+   first, the outcome is EVL_ECLOSED (or the task's cancellation).
+   evl_to_thread (asyncio.to_thread) runs fn on the default executor. */
+typedef struct evl_threadsafe evl_threadsafe;
+EVLOOP_API evl_threadsafe *evl_run_task_threadsafe(evl_loop *loop,
+                                                   evl_task_fn fn,
+                                                   const void *state,
+                                                   size_t state_size);
+/* 0 once done, EVL_ETIMEDOUT if not done within timeout seconds (0: just
+   look; without threads it never blocks). */
+EVLOOP_API int evl_threadsafe_wait(evl_threadsafe *h, double timeout);
+EVLOOP_API int evl_threadsafe_done(evl_threadsafe *h);
+/* The task's error code (0: *result is its result), EVL_EINVALSTATE if
+   not done. */
+EVLOOP_API int evl_threadsafe_result(evl_threadsafe *h, void **result);
+EVLOOP_API const char *evl_threadsafe_error_message(evl_threadsafe *h);
+/* 1 if a cancel was requested, 0 if already done. */
+EVLOOP_API int evl_threadsafe_cancel(evl_threadsafe *h);
+EVLOOP_API void evl_threadsafe_free(evl_threadsafe *h);
+EVLOOP_API evl_future *evl_to_thread(evl_loop *loop, evl_work_fn fn, void *arg,
+                                     evl_free_fn result_free);
 
 /* ==== DNS (on the executor) =============================================
    evl_getaddrinfo: the result is a `struct addrinfo *` the future owns.
@@ -853,6 +1266,8 @@ EVLOOP_API int evl_transport_is_closing(evl_transport *t);
 EVLOOP_API int evl_transport_pause_reading(evl_transport *t);
 EVLOOP_API int evl_transport_resume_reading(evl_transport *t);
 EVLOOP_API int evl_transport_is_reading(evl_transport *t);
+/* ref 0: the transport does not keep the loop alive (evl_run_alive). */
+EVLOOP_API int evl_transport_set_ref(evl_transport *t, int ref);
 /* high 0: 64 KiB; low > high is EVL_EINVAL; low 0 with high given: high/4 */
 EVLOOP_API int evl_transport_set_write_buffer_limits(evl_transport *t,
                                                      size_t high, size_t low);
@@ -939,6 +1354,8 @@ EVLOOP_API evl_future *evl_create_unix_server(evl_loop *loop,
                                               const evl_net_options *opts);
 /* Stops listening (connections go on) and closes the listening sockets. */
 EVLOOP_API void evl_server_close(evl_server *s);
+/* ref 0: the listening server does not keep the loop alive. */
+EVLOOP_API int evl_server_set_ref(evl_server *s, int ref);
 /* Completes once the server is closed and all its connections are gone;
    each call gets its own future (cancelling it affects no other waiter). */
 EVLOOP_API evl_future *evl_server_wait_closed(evl_server *s);
@@ -987,6 +1404,7 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
                                               const evl_protocol *proto,
                                               void *user, evl_fd fd);
 
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Unix signals ======================================================
    cb(loop, signum, arg) runs in the loop, never in signal context. A burst
    of one signal may be delivered as one call. Each loop (in any thread)
@@ -1009,6 +1427,11 @@ EVLOOP_API int evl_add_signal_handler(evl_loop *loop, int signum,
 /* 1 if a handler was removed, 0 if there was none; EVL_EINVAL for a number
    that is no signal (or a NULL loop), as add. */
 EVLOOP_API int evl_remove_signal_handler(evl_loop *loop, int signum);
+/* ref 0: the handler does not keep the loop alive (EVL_EINVAL without a
+   handler for signum). A handler added again starts referenced. */
+EVLOOP_API int evl_signal_set_ref(evl_loop *loop, int signum, int ref);
+
+#endif /* EVLOOP_NO_PROCESS */
 
 /* ==== Sockets as futures ================================================
    For non-blocking sockets the caller owns. Results through
@@ -1090,6 +1513,7 @@ EVLOOP_API evl_loop *evl_stream_loop(evl_stream *s);
 /* Closes if needed; the stream is freed once its transport is gone. */
 EVLOOP_API void evl_stream_free(evl_stream *s);
 
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Subprocesses ======================================================
    asyncio's subprocess_exec / subprocess_shell with SubprocessProtocol and
    SubprocessTransport (evl_subprocess), and the high-level Process API
@@ -1162,7 +1586,8 @@ typedef struct evl_subprocess_protocol {
    argv[0] is looked up in PATH when it has no '/'. opts may be NULL. The
    loop frees the evl_subprocess after connection_lost. Cancelling the
    future before it completed kills and reaps the child and frees it: no
-   callback of proto runs (asyncio leaves such a child running). */
+   callback of proto runs (asyncio closes it too, though its
+   connection_made may have run). */
 EVLOOP_API evl_future *evl_subprocess_exec(evl_loop *loop,
                                            const evl_subprocess_protocol *proto,
                                            void *user, const char *const *argv,
@@ -1172,6 +1597,8 @@ evl_subprocess_shell(evl_loop *loop, const evl_subprocess_protocol *proto,
                      void *user, const char *cmd,
                      const evl_subprocess_options *opts);
 EVLOOP_API int evl_subprocess_get_pid(evl_subprocess *p);
+/* ref 0: the child and its pipes do not keep the loop alive. */
+EVLOOP_API int evl_subprocess_set_ref(evl_subprocess *p, int ref);
 /* 1 and *code set once the child exited, else 0. */
 EVLOOP_API int evl_subprocess_get_returncode(evl_subprocess *p, int *code);
 /* The pipe transport of fd 0, 1 or 2, or NULL if it is not a pipe. */
@@ -1223,6 +1650,117 @@ EVLOOP_API int evl_process_terminate(evl_process *p);
 EVLOOP_API int evl_process_kill(evl_process *p);
 /* Frees the process object (the child goes on, and is reaped). */
 EVLOOP_API void evl_process_free(evl_process *p);
+
+#endif /* EVLOOP_NO_PROCESS */
+
+#ifndef EVLOOP_NO_FS
+/* ==== Files (on the executor) ===========================================
+   libuv's uv_fs_* set as futures: each runs its blocking call on the
+   loop's default executor (inline under EVLOOP_NO_THREADS). Paths are
+   UTF-8 (UTF-16 on Windows, converted) and copied: free them at once if
+   you like. A buffer given to evl_fs_read or evl_fs_write is the caller's
+   again when the future completes. A file is an evl_fd: a POSIX fd, a
+   HANDLE on Windows. Results that are numbers come as
+   (intptr_t)evl_future_result(f); structures the future owns and frees
+   with itself. Errors: the future fails with the EVL_E* code (EVL_ENOENT,
+   EVL_EEXIST, EVL_ENOTEMPTY...); bad arguments with EVL_EINVAL. */
+enum {
+  EVL_FS_READ = 1,   /* open for reading */
+  EVL_FS_WRITE = 2,  /* open for writing */
+  EVL_FS_CREATE = 4, /* create if missing (mode, e.g. 0644, on POSIX) */
+  EVL_FS_TRUNC = 8,  /* truncate to 0 */
+  EVL_FS_APPEND = 16,
+  EVL_FS_EXCL = 32 /* with CREATE: fail if it exists; copyfile: the same */
+};
+typedef enum evl_fs_type {
+  EVL_FS_FILE = 1,
+  EVL_FS_DIR,
+  EVL_FS_LINK,
+  EVL_FS_OTHER
+} evl_fs_type;
+typedef struct evl_stat {
+  uint64_t size, dev, ino, nlink;
+  uint32_t mode; /* POSIX st_mode; on Windows S_IFDIR/S_IFREG and 0444/0644 */
+  evl_fs_type type;
+  int64_t atime_ns, mtime_ns, ctime_ns; /* since 1970 */
+} evl_stat;
+typedef struct evl_dirent {
+  const char *name; /* not "." or ".." */
+  evl_fs_type type; /* EVL_FS_OTHER where the system does not say */
+} evl_dirent;
+typedef struct evl_fs_dir {
+  size_t count;
+  evl_dirent *entries; /* in the order the system lists them */
+} evl_fs_dir;
+typedef struct evl_fs_data {
+  size_t len;
+  unsigned char *data; /* len bytes and a NUL after them */
+} evl_fs_data;
+/* Result: the fd. */
+EVLOOP_API evl_future *evl_fs_open(evl_loop *loop, const char *path, int flags,
+                                   int mode);
+EVLOOP_API evl_future *evl_fs_close(evl_loop *loop, evl_fd fd);
+/* At offset (>= 0), not moving the file position. Result: bytes read (0
+   at the end) / written (all of len, or the future fails). */
+EVLOOP_API evl_future *evl_fs_read(evl_loop *loop, evl_fd fd, void *buf,
+                                   size_t len, int64_t offset);
+EVLOOP_API evl_future *evl_fs_write(evl_loop *loop, evl_fd fd, const void *buf,
+                                    size_t len, int64_t offset);
+/* Result: an evl_stat *. lstat describes a symbolic link itself. */
+EVLOOP_API evl_future *evl_fs_stat(evl_loop *loop, const char *path);
+EVLOOP_API evl_future *evl_fs_lstat(evl_loop *loop, const char *path);
+EVLOOP_API evl_future *evl_fs_fstat(evl_loop *loop, evl_fd fd);
+EVLOOP_API evl_future *evl_fs_fsync(evl_loop *loop, evl_fd fd);
+/* Replaces an existing file at to. */
+EVLOOP_API evl_future *evl_fs_rename(evl_loop *loop, const char *from,
+                                     const char *to);
+EVLOOP_API evl_future *evl_fs_unlink(evl_loop *loop, const char *path);
+EVLOOP_API evl_future *evl_fs_mkdir(evl_loop *loop, const char *path, int mode);
+EVLOOP_API evl_future *evl_fs_rmdir(evl_loop *loop, const char *path);
+/* Result: an evl_fs_dir *. */
+EVLOOP_API evl_future *evl_fs_readdir(evl_loop *loop, const char *path);
+/* Result: the absolute path with links resolved (char *). */
+EVLOOP_API evl_future *evl_fs_realpath(evl_loop *loop, const char *path);
+/* flags: EVL_FS_EXCL fails if to exists. */
+EVLOOP_API evl_future *evl_fs_copyfile(evl_loop *loop, const char *from,
+                                       const char *to, int flags);
+/* The whole file in memory. Result: an evl_fs_data *. */
+EVLOOP_API evl_future *evl_fs_read_file(evl_loop *loop, const char *path);
+
+/* ==== Watching files ======================================================
+   A callback per change of a file or of a directory's entries (libuv's
+   uv_fs_event, and uv_fs_poll where the system has nothing better):
+   EVFILT_VNODE on a kqueue loop, inotify on Linux; elsewhere (Windows:
+   ReadDirectoryChangesW is not used yet) and with EVL_FS_WATCH_POLL, a
+   comparison of stat() results every poll interval. name is the entry of
+   a watched directory that changed, or the watched file's own name.
+   Polling, and kqueue for a directory's entries (it says only that the
+   directory changed; a snapshot comparison finds which), see a rename as
+   DELETED of the old name and CREATED of the new; inotify reports RENAMED
+   for both names. A watch on a file follows its inode (an editor that
+   saves by renaming a new file over it ends the watch's events: watch the
+   directory). A watch keeps the loop alive until it is stopped. */
+enum {
+  EVL_FS_CREATED = 1,
+  EVL_FS_MODIFIED = 2, /* contents or attributes */
+  EVL_FS_DELETED = 4,
+  EVL_FS_RENAMED = 8
+};
+#define EVL_FS_WATCH_POLL 1 /* stat polling even where inotify exists */
+typedef struct evl_fs_watch evl_fs_watch;
+typedef void (*evl_fs_watch_cb)(evl_fs_watch *w, const char *name, int events,
+                                void *arg);
+/* Watches path (a file or a directory; it must exist). poll_interval: in
+   seconds, for polling (<= 0: 0.1 s). 0 and *out, or an EVL_E* code. */
+EVLOOP_API int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
+                                  double poll_interval, evl_fs_watch_cb cb,
+                                  void *arg, evl_fs_watch **out);
+/* Stops and frees the watch (also from inside its callback). */
+EVLOOP_API void evl_fs_watch_stop(evl_fs_watch *w);
+/* "inotify", "kqueue" or "poll". */
+EVLOOP_API const char *evl_fs_watch_method(const evl_fs_watch *w);
+
+#endif /* EVLOOP_NO_FS */
 
 /* ==== Errors, exception handler, debug ================================== */
 
@@ -1363,6 +1901,7 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #include <arpa/inet.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #endif
 #ifdef __linux__
 #include <sys/sendfile.h>
@@ -1432,7 +1971,9 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define EVL__POS_READY (-1) /* in the ready ring */
 #define EVL__POS_FREE (-2)
 #define EVL__SLOT_INTERNAL 0x80000000u /* library callback: runs at close */
-#define EVL__GEN_MASK 0x7fffffffu
+#define EVL__SLOT_REPEAT 0x40000000u   /* evl_call_every: loop->every[slot] */
+#define EVL__SLOT_UNREF 0x20000000u    /* does not keep the loop alive */
+#define EVL__GEN_MASK 0x1fffffffu
 #define EVL__IO_ENTRY (1ull << 63) /* ring entry for an fd event */
 /* An fd event's entry: fd in bits 0-31, events in 32-36, the reader's and
    the writer's generation (13 bits each) in 37-49 and 50-62. */
@@ -1475,7 +2016,8 @@ typedef struct evl__fdw {
   /* Bumped when the reader (writer) goes: an event queued for it is not
      given to a watcher added later on the same fd number. */
   unsigned rgen, wgen;
-  int owned; /* a transport's or server's fd: not the user's to watch */
+  int owned;  /* a transport's or server's fd: not the user's to watch */
+  int uflags; /* EVL__FD_*: the user's watchers (evl_add_reader/writer) */
 #ifdef EVL__HAVE_IOCP
   struct evl__afd_req *afd; /* IOCP: the socket's poll request */
 #endif
@@ -1620,7 +2162,14 @@ struct evl_loop {
   uint32_t ring_cap, ring_head, ring_len;
   evl__hent *heap; /* 4-ary min-heap of timers */
   uint32_t heap_len, heap_cap, timer_seq;
-  uint32_t heap_cancelled; /* cancelled timers still in the heap */
+  uint32_t heap_cancelled;  /* cancelled timers still in the heap */
+  struct evl__every *every; /* per slot, for repeating timers */
+  uint32_t every_cap;
+  uint32_t heap_unref;     /* unreferenced timers in the heap */
+  int fd_refs;             /* fds with a referenced user watcher */
+  uint64_t sig_unref;      /* bit signum - 1: handler unreferenced */
+  struct evl__hook *hooks; /* prepare, check and idle hooks */
+  int nhooks, caphooks, hooks_running, hooks_dirty, idle_active, hook_id;
   /* fd watchers */
   evl__fdw *fds;
   int fds_cap, nwatchers;
@@ -1671,7 +2220,15 @@ struct evl_loop {
   /* state */
   const struct evl__backend_ops *be; /* the backend's functions */
   int running, stopping, closing, closed, user_freed;
-  int free_pending; /* evl_loop_free: 1 when close ends, 2 under way */
+  int free_pending;  /* evl_loop_free: 1 when close ends, 2 under way */
+  int closing_tasks; /* evl_loop_close runs the cancelled tasks to their end */
+  int read_budget;   /* reads per readable socket and iteration */
+  int run_alive;     /* in evl_run_alive */
+  struct evl_fs_watch *fs_watches; /* file watches, closed with the loop */
+  void (*fs_watches_close)(evl_loop *loop);
+  evl_loop_metrics metrics;
+  int64_t m_mark; /* monotonic ns at the end of the last iteration */
+  int m_mark_ok;  /* m_mark is the start of this wait (run_forever) */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
@@ -1692,6 +2249,7 @@ struct evl_loop {
   void *log_ctx;
   evl_task_factory factory;
   void *factory_ctx;
+  evl_task *current_task; /* the task whose body runs now, or NULL */
   /* cross-thread queue, executor jobs */
   evl__mutex ts_mu;
   evl__cond ts_cv;
@@ -1709,7 +2267,7 @@ struct evl_loop {
   evl_server *servers;
   evl__resolve_wait *resolving; /* name lookups for connections, servers */
   void *sig; /* signal handlers (an evl__sigstate), made on first use */
-  evl_subprocess *children;
+  struct evl_subprocess *children;
   int reserve_fd;     /* a spare fd for running out of fds */
   evl__job *jobs;     /* submitted, not yet completed */
   evl__job *tsq_done; /* completed, not yet delivered (newest first) */
@@ -2040,6 +2598,8 @@ static int evl__win_errno(DWORD e) {
     return ENOEXEC;
   case ERROR_DIRECTORY:
     return ENOTDIR;
+  case ERROR_DIR_NOT_EMPTY:
+    return ENOTEMPTY;
   case ERROR_FILE_EXISTS:
   case ERROR_ALREADY_EXISTS:
     return EEXIST;
@@ -2516,11 +3076,21 @@ static evl_handle evl__soon_internal(evl_loop *loop, evl_callback cb,
   EVL__TS_CATCH_UP(loop);
   return evl__schedule(loop, -1, cb, arg, EVL__SLOT_INTERNAL, NULL, NULL, 0);
 }
+/* now + delay, saturated at the clock's end instead of overflowing (a
+   manual clock may start anywhere): what evl_handle_when then reports. */
+static int64_t evl__deadline(evl_loop *loop, int64_t delay_ns) {
+  int64_t now = evl__sched_now(loop), when;
+  if (delay_ns < 0)
+    delay_ns = 0;
+  if (now > 0 && delay_ns > INT64_MAX - now)
+    return INT64_MAX;
+  when = now + delay_ns;
+  return when < 0 ? 0 : when;
+}
 static evl_handle evl__later_internal(evl_loop *loop, int64_t delay_ns,
                                       evl_callback cb, void *arg) {
-  int64_t when = evl__sched_now(loop) + (delay_ns > 0 ? delay_ns : 0);
-  return evl__schedule(loop, when < 0 ? 0 : when, cb, arg, EVL__SLOT_INTERNAL,
-                       NULL, NULL, 0);
+  return evl__schedule(loop, evl__deadline(loop, delay_ns), cb, arg,
+                       EVL__SLOT_INTERNAL, NULL, NULL, 0);
 }
 
 /* Rebuilds the heap without its cancelled timers (asyncio's purge): cancel
@@ -2564,6 +3134,10 @@ static int evl__cancel_slot(evl_loop *loop, uint32_t i) {
   if (!s->fn)
     return 0;
   s->fn = NULL;
+  if (s->pos >= 0 && (s->gen & EVL__SLOT_UNREF)) {
+    s->gen &= ~EVL__SLOT_UNREF; /* counted as cancelled from now on */
+    loop->heap_unref--;
+  }
   if (s->pos >= 0)
     loop->heap_cancelled++;
   return 1;
@@ -2613,15 +3187,15 @@ EVL__DEF evl_handle evl_call_later_at_site(evl_loop *loop, double delay,
                                            evl_callback cb, void *arg,
                                            const char *name, const char *file,
                                            int line) {
-  int64_t ns, when;
+  int64_t ns;
   if (!loop)
     return EVL_EINVAL;
   if (loop->closed)
     return EVL_ECLOSED;
   if (!cb || evl__seconds_to_ns(delay, &ns))
     return EVL_EINVAL;
-  when = evl__sched_now(loop) + (ns > 0 ? ns : 0);
-  return evl__schedule(loop, when < 0 ? 0 : when, cb, arg, 0, name, file, line);
+  return evl__schedule(loop, evl__deadline(loop, ns), cb, arg, 0, name, file,
+                       line);
 }
 EVL__DEF evl_handle evl_call_soon(evl_loop *loop, evl_callback cb, void *arg) {
   return evl_call_soon_at_site(loop, cb, arg, NULL, NULL, 0);
@@ -2660,6 +3234,211 @@ EVL__DEF double evl_handle_when(evl_loop *loop, evl_handle h) {
   if (!s || s->pos < 0 || !s->fn)
     return -1.0;
   return (double)s->when / 1e9;
+}
+
+/* ==== Repeating timers ==================================================
+   A repeating timer is one slot that goes back into the heap, at its last
+   deadline plus the interval, just before its callback runs: deadlines
+   are start + k * interval in integer nanoseconds (no drift), the handle
+   stays the same, and a cancel from inside the callback finds it in the
+   heap like any timer. */
+
+typedef struct evl__every {
+  int64_t interval; /* ns, > 0 */
+  int missed;       /* evl_missed_tick */
+} evl__every;
+
+/* The slot's next deadline after the one that is due now. */
+static int64_t evl__every_next(const evl_loop *loop, const evl__slot *s,
+                               const evl__every *e) {
+  int64_t next = s->when + e->interval;
+  if (next > loop->now || e->missed == EVL_MISSED_BURST)
+    return next; /* on time, or burst: every missed tick fires */
+  if (e->missed == EVL_MISSED_DELAY)
+    return loop->now + e->interval;
+  return next + ((loop->now - next) / e->interval + 1) * e->interval;
+}
+
+/* A ready slot whose callback is about to run: freed, unless it repeats
+   and went back into the heap. */
+static void evl__slot_done(evl_loop *loop, uint32_t i) {
+  evl__slot *s = &loop->slots[i];
+  if (s->gen & EVL__SLOT_REPEAT) {
+    int64_t next = evl__every_next(loop, s, &loop->every[i]);
+    if (evl__heap_push(loop, i, next) == 0) {
+      s->when = next;
+      if (s->gen & EVL__SLOT_UNREF)
+        loop->heap_unref++;
+      return;
+    }
+    {
+      evl_context ctx;
+      memset(&ctx, 0, sizeof ctx);
+      ctx.message = "a repeating timer stopped: no memory to reschedule it";
+      ctx.error = EVL_ENOMEM;
+      evl_call_exception_handler(loop, &ctx);
+    }
+  }
+  evl__slot_free(loop, i);
+}
+
+/* A repeating timer's slot, or NULL for any other handle. */
+static evl__slot *evl__every_slot(evl_loop *loop, evl_handle h, uint32_t *i) {
+  evl__slot *s;
+  if (!loop || loop->closed || !loop->slots)
+    return NULL;
+  s = evl__slot_of(loop, h, i);
+  return s && s->fn && (s->gen & EVL__SLOT_REPEAT) ? s : NULL;
+}
+
+EVL__DEF evl_handle evl_call_every(evl_loop *loop, double interval,
+                                   evl_callback cb, void *arg) {
+  int64_t ns;
+  evl_handle h;
+  uint32_t i;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if (!cb || !(interval > 0) || evl__seconds_to_ns(interval, &ns) || ns < 1)
+    return EVL_EINVAL;
+  h = evl__schedule(loop, evl__sched_now(loop) + ns, cb, arg, EVL__SLOT_REPEAT,
+                    NULL, NULL, 0);
+  if (h < 0)
+    return h;
+  i = (uint32_t)h - 1;
+  if (i >= loop->every_cap) {
+    uint32_t cap = loop->capslots;
+    evl__every *e =
+        (evl__every *)evl__lrealloc(loop, loop->every, cap * sizeof *e);
+    if (!e) {
+      evl__cancel_slot(loop, i);
+      return EVL_ENOMEM;
+    }
+    loop->every = e;
+    loop->every_cap = cap;
+  }
+  loop->every[i].interval = ns;
+  loop->every[i].missed = EVL_MISSED_BURST;
+  return h;
+}
+
+EVL__DEF int evl_every_set_interval(evl_loop *loop, evl_handle h,
+                                    double interval) {
+  uint32_t i;
+  int64_t ns;
+  evl__slot *s = evl__every_slot(loop, h, &i);
+  if (!s || !(interval > 0) || evl__seconds_to_ns(interval, &ns) || ns < 1)
+    return EVL_EINVAL;
+  if (s->pos >= 0) { /* pending: its next deadline moves with the interval */
+    s->when += ns - loop->every[i].interval;
+    evl__heap_remove(loop, (uint32_t)s->pos);
+    loop->every[i].interval = ns;
+    return evl__heap_push(loop, i, s->when); /* the heap has room for it */
+  }
+  loop->every[i].interval = ns; /* due now: from its next deadline on */
+  return 0;
+}
+
+EVL__DEF int evl_every_set_missed(evl_loop *loop, evl_handle h,
+                                  evl_missed_tick missed) {
+  uint32_t i;
+  if (!evl__every_slot(loop, h, &i) || (int)missed < EVL_MISSED_BURST ||
+      (int)missed > EVL_MISSED_SKIP)
+    return EVL_EINVAL;
+  loop->every[i].missed = (int)missed;
+  return 0;
+}
+
+/* ==== Loop hooks ========================================================
+   A small array in the order the hooks were added; removing one marks it
+   (cb = NULL) while hooks run and the array is compacted afterwards, so a
+   hook may remove itself or any other; hooks added while hooks run start
+   with the next round. */
+
+typedef struct evl__hook {
+  evl_callback cb; /* NULL once removed */
+  void *arg;
+  int id, kind, unref;
+} evl__hook;
+
+static void evl__hooks_compact(evl_loop *loop) {
+  int i, j = 0;
+  for (i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].cb)
+      loop->hooks[j++] = loop->hooks[i];
+  loop->nhooks = j;
+  loop->hooks_dirty = 0;
+}
+
+/* Runs the hooks of one kind; returns how many ran. */
+static int evl__hooks_run(evl_loop *loop, int kind) {
+  int i, n = loop->nhooks, ran = 0;
+  loop->hooks_running++;
+  for (i = 0; i < n; i++) {
+    evl__hook *h = &loop->hooks[i];
+    if (h->cb && h->kind == kind) {
+      loop->now_reuse = 0; /* a callback boundary */
+      h->cb(loop, h->arg);
+      ran++;
+    }
+  }
+  if (--loop->hooks_running == 0 && loop->hooks_dirty)
+    evl__hooks_compact(loop);
+  return ran;
+}
+
+static evl__hook *evl__hook_find(evl_loop *loop, int id) {
+  int i;
+  if (!loop || id <= 0)
+    return NULL;
+  for (i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].id == id && loop->hooks[i].cb)
+      return &loop->hooks[i];
+  return NULL;
+}
+
+EVL__DEF int evl_hook_add(evl_loop *loop, evl_hook_kind kind, evl_callback cb,
+                          void *arg) {
+  evl__hook *h;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if (!cb || (int)kind < EVL_HOOK_PREPARE || (int)kind > EVL_HOOK_IDLE)
+    return EVL_EINVAL;
+  if (loop->nhooks == loop->caphooks) {
+    int cap = loop->caphooks ? loop->caphooks * 2 : 4;
+    h = (evl__hook *)evl__lrealloc(loop, loop->hooks, (size_t)cap * sizeof *h);
+    if (!h)
+      return EVL_ENOMEM;
+    loop->hooks = h;
+    loop->caphooks = cap;
+  }
+  h = &loop->hooks[loop->nhooks++];
+  h->cb = cb;
+  h->arg = arg;
+  h->kind = (int)kind;
+  h->unref = 0;
+  if (++loop->hook_id <= 0) /* ids stay positive */
+    loop->hook_id = 1;
+  h->id = loop->hook_id;
+  if (kind == EVL_HOOK_IDLE)
+    loop->idle_active++;
+  return h->id;
+}
+
+EVL__DEF int evl_hook_remove(evl_loop *loop, int id) {
+  evl__hook *h = evl__hook_find(loop, id);
+  if (!h)
+    return 0;
+  if (h->kind == EVL_HOOK_IDLE)
+    loop->idle_active--;
+  h->cb = NULL;
+  loop->hooks_dirty = 1;
+  if (!loop->hooks_running)
+    evl__hooks_compact(loop);
+  return 1;
 }
 
 /* ==== Cross-thread queue ================================================
@@ -3008,13 +3787,43 @@ static void evl__fd_own(evl_loop *loop, evl_fd fd, int owned) {
   if (fd >= 0 && fd < loop->fds_cap)
     loop->fds[fd].owned = owned;
 }
+
+/* The user's watchers of an fd, for evl_loop_alive: EVL__READ and
+   EVL__WRITE as in kmask, and whether they keep the loop alive. */
+#define EVL__FD_UNREF 4
+static int evl__fd_referenced(int uflags) {
+  return (uflags & (EVL__READ | EVL__WRITE)) && !(uflags & EVL__FD_UNREF);
+}
+static void evl__fd_user(evl_loop *loop, evl_fd fd, int which, int on) {
+  evl__fdw *w = &loop->fds[fd];
+  int was = evl__fd_referenced(w->uflags);
+  w->uflags = on ? w->uflags | which : w->uflags & ~which;
+  if (!(w->uflags & (EVL__READ | EVL__WRITE)))
+    w->uflags = 0; /* the next watcher of this fd starts referenced */
+  loop->fd_refs += evl__fd_referenced(w->uflags) - was;
+}
+static int evl__user_watch(evl_loop *loop, evl_fd fd, int which,
+                           evl_io_callback cb, void *arg, const char *name,
+                           const char *file, int line) {
+  int rc = evl__watch(loop, fd, which, cb, arg, name, file, line);
+  if (rc == 0)
+    evl__fd_user(loop, fd, which, 1);
+  return rc;
+}
+static int evl__user_unwatch(evl_loop *loop, evl_fd fd, int which) {
+  int rc = evl__unwatch(loop, fd, which);
+  if (rc)
+    evl__fd_user(loop, fd, which, 0);
+  return rc;
+}
+
 EVL__DEF int evl_add_reader_at_site(evl_loop *loop, evl_fd fd,
                                     evl_io_callback cb, void *arg,
                                     const char *name, const char *file,
                                     int line) {
   if (evl__fd_owned(loop, fd))
     return EVL_EBUSY;
-  return evl__watch(loop, fd, EVL__READ, cb, arg, name, file, line);
+  return evl__user_watch(loop, fd, EVL__READ, cb, arg, name, file, line);
 }
 EVL__DEF int evl_add_writer_at_site(evl_loop *loop, evl_fd fd,
                                     evl_io_callback cb, void *arg,
@@ -3022,7 +3831,7 @@ EVL__DEF int evl_add_writer_at_site(evl_loop *loop, evl_fd fd,
                                     int line) {
   if (evl__fd_owned(loop, fd))
     return EVL_EBUSY;
-  return evl__watch(loop, fd, EVL__WRITE, cb, arg, name, file, line);
+  return evl__user_watch(loop, fd, EVL__WRITE, cb, arg, name, file, line);
 }
 EVL__DEF int evl_add_reader(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                             void *arg) {
@@ -3035,12 +3844,25 @@ EVL__DEF int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
 EVL__DEF int evl_remove_reader(evl_loop *loop, evl_fd fd) {
   if (evl__fd_owned(loop, fd))
     return EVL_EBUSY;
-  return evl__unwatch(loop, fd, EVL__READ);
+  return evl__user_unwatch(loop, fd, EVL__READ);
 }
 EVL__DEF int evl_remove_writer(evl_loop *loop, evl_fd fd) {
   if (evl__fd_owned(loop, fd))
     return EVL_EBUSY;
-  return evl__unwatch(loop, fd, EVL__WRITE);
+  return evl__user_unwatch(loop, fd, EVL__WRITE);
+}
+EVL__DEF int evl_fd_set_ref(evl_loop *loop, evl_fd fd, int ref) {
+  evl__fdw *w;
+  int was;
+  if (!loop || loop->closed || fd < 0 || fd >= loop->fds_cap)
+    return EVL_EINVAL;
+  w = &loop->fds[fd];
+  if (!(w->uflags & (EVL__READ | EVL__WRITE)))
+    return EVL_EINVAL; /* no watcher of the user's */
+  was = evl__fd_referenced(w->uflags);
+  w->uflags = ref ? w->uflags & ~EVL__FD_UNREF : w->uflags | EVL__FD_UNREF;
+  loop->fd_refs += evl__fd_referenced(w->uflags) - was;
+  return 0;
 }
 
 /* A backend found fd ready: queue the event behind the callbacks already
@@ -4096,6 +4918,9 @@ static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
 
 #define EVL__KQ_SIG 4 /* ring entry event bits beside EVL__READ/WRITE */
 #define EVL__KQ_PROC 8
+/* A file watch's EVFILT_VNODE (the bit is EVL__OV_DONE's on IOCP, which
+   never meets kqueue); the EVL_FS_* events ride in bits 40-43. */
+#define EVL__KQ_VNODE 16
 
 struct evl__kqfd {
   int chg[2]; /* pending change for READ, WRITE: changelist index + 1 */
@@ -4103,9 +4928,20 @@ struct evl__kqfd {
                  and so clears SO_ERROR itself) */
 };
 
+#ifndef EVLOOP_NO_FS
+static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events);
+#else
+#define evl__kq_vnode_fire(loop, fd, events) ((void)(fd), (void)(events), 0)
+#endif
+#ifndef EVLOOP_NO_PROCESS
 static int evl__kq_signal_fire(evl_loop *loop, int signum);
 static int evl__kq_child_exit(evl_loop *loop, int pid);
-#ifdef EVFILT_LIBKQUEUE
+#else /* no signals or children: nothing to fire */
+#define evl__kq_signal_fire(loop, signum) ((void)(signum), 0)
+#define evl__kq_child_exit(loop, pid) ((void)(pid), 0)
+#define evl__kq_children_check(loop) ((void)(loop))
+#endif
+#if defined(EVFILT_LIBKQUEUE) && !defined(EVLOOP_NO_PROCESS)
 static void evl__kq_children_check(evl_loop *loop);
 #endif
 
@@ -4412,6 +5248,17 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
                                            << 32 |
                                        (uint64_t)(uint32_t)fd);
       break;
+    case EVFILT_VNODE: {
+      unsigned ff = (unsigned)ev[i].fflags;
+      uint64_t fsev =
+          (ff & (NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB) ? 2u : 0u) |
+          (ff & NOTE_DELETE ? 4u : 0u) | (ff & NOTE_RENAME ? 8u : 0u);
+      if (!full)
+        (void)evl__ring_push(loop, EVL__IO_ENTRY | fsev << 40 |
+                                       (uint64_t)EVL__KQ_VNODE << 32 |
+                                       (uint64_t)(uint32_t)fd);
+      break;
+    }
     default:
       break;
     }
@@ -4535,6 +5382,8 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
     return evl__kq_signal_fire(loop, fd);
   if (events & EVL__KQ_PROC)
     return evl__kq_child_exit(loop, fd);
+  if (events & EVL__KQ_VNODE)
+    return evl__kq_vnode_fire(loop, fd, (int)(entry >> 40) & 15);
 #endif
   if (fd >= loop->fds_cap)
     return 0;
@@ -4579,15 +5428,42 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
 
 static int evl__future_fire_later(evl_loop *loop);
 
+static void evl__metrics_add(evl_loop *loop, int64_t idle, int64_t busy,
+                             int callbacks, uint64_t events) {
+  evl_loop_metrics *m = &loop->metrics;
+  m->iterations++;
+  m->events += events;
+  m->callbacks += (uint64_t)callbacks;
+  m->idle_ns += idle;
+  m->callback_ns += busy;
+  /* one callback: exact; several: the iteration bounds each (debug mode
+     timed them one by one) */
+  if (callbacks > 0 && busy > m->longest_ns && (callbacks == 1 || !loop->debug))
+    m->longest_ns = busy;
+}
+
+EVL__DEF int evl_loop_metrics_get(evl_loop *loop, evl_loop_metrics *out) {
+  if (!loop || !out)
+    return EVL_EINVAL;
+  *out = loop->metrics;
+  return 0;
+}
+
 /* One iteration, as asyncio's _run_once: wait for I/O (not at all if work
    is ready or the loop is stopping), queue fd events and due timers behind
    the callbacks already ready, then run exactly what is queued now. */
 static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
-  int64_t timeout;
+  int64_t timeout, t_wait, t_woke, t_end;
   uint32_t n;
-  int rc, ran = 0;
+  int rc, ran = 0, hooks = 0;
+  uint64_t events = 0;
+  if (loop->nhooks) { /* idle, then prepare: just before the wait */
+    hooks += evl__hooks_run(loop, EVL_HOOK_IDLE);
+    hooks += evl__hooks_run(loop, EVL_HOOK_PREPARE);
+  }
   evl__heap_trim(loop);
-  if (loop->ring_len || loop->stopping || loop->fire_head || loop->ts_carry) {
+  if (loop->ring_len || loop->stopping || loop->fire_head || loop->ts_carry ||
+      loop->idle_active) {
     timeout = 0;
   } else if (loop->heap_len) {
     timeout = loop->heap[0].when - evl__now(loop);
@@ -4598,12 +5474,16 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   }
   if (max_wait_ns >= 0 && (timeout < 0 || timeout > max_wait_ns))
     timeout = max_wait_ns;
+  if (timeout && loop->run_alive && !evl_loop_alive(loop))
+    timeout = 0; /* a hook let go of the last reference: do not block */
+  t_wait = loop->m_mark_ok && !hooks ? loop->m_mark : evl__monotonic_ns();
   rc = evl__be_poll(loop, timeout);
   if (rc < 0)
     return rc;
   if (loop->ts_carry)
     ran += evl__ts_run_carry(loop);
   loop->now = evl__now(loop);
+  t_woke = loop->clock_ns ? evl__monotonic_ns() : loop->now;
   while (loop->heap_len && loop->heap[0].when <= loop->now) {
     uint32_t i = loop->heap[0].slot;
     if (evl__ring_reserve(loop, 1))
@@ -4614,6 +5494,8 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
       evl__slot_free(loop, i);
       continue;
     }
+    if (loop->slots[i].gen & EVL__SLOT_UNREF)
+      loop->heap_unref--;
     loop->slots[i].pos = EVL__POS_READY;
     evl__ring_push(loop, i);
   }
@@ -4628,6 +5510,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     loop->now_reuse = 0; /* a callback boundary: read the clock again */
     if (e & EVL__IO_ENTRY) {
       ran += evl__dispatch_io(loop, e);
+      events++;
       continue;
     }
     s = &loop->slots[(uint32_t)e];
@@ -4643,19 +5526,27 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
       memset(&site, 0, sizeof site);
       if (loop->sites)
         site = loop->sites[(uint32_t)e];
-      evl__slot_free(loop, (uint32_t)e);
+      evl__slot_done(loop, (uint32_t)e);
       t0 = evl__monotonic_ns();
       fn(loop, arg);
       dt = evl__monotonic_ns() - t0;
       if (dt >= loop->slow_ns)
         evl__report_slow(loop, "callback", &site, dt);
+      if (dt > loop->metrics.longest_ns)
+        loop->metrics.longest_ns = dt;
     } else {
-      evl__slot_free(loop, (uint32_t)e);
+      evl__slot_done(loop, (uint32_t)e);
       fn(loop, arg);
     }
     ran++;
   }
+  if (loop->nhooks) /* check: after the iteration's callbacks */
+    hooks += evl__hooks_run(loop, EVL_HOOK_CHECK);
   loop->now_reuse = 0;
+  t_end = evl__monotonic_ns();
+  evl__metrics_add(loop, t_woke - t_wait, t_end - t_woke, ran + hooks, events);
+  loop->m_mark = t_end;
+  loop->m_mark_ok = 1;
   return ran;
 }
 
@@ -4694,6 +5585,8 @@ static void evl__thread_loop_set(evl_loop *l) {
 
 /* 0 and the loop marks itself running on this thread, or why it cannot. */
 static int evl__run_enter(evl_loop *loop) {
+  if (!loop)
+    return EVL_EINVAL;
   if (loop->closing) /* also set once closed: no run from a close's callback */
     return EVL_ECLOSED;
   if (loop->running)
@@ -4701,6 +5594,7 @@ static int evl__run_enter(evl_loop *loop) {
   if (evl__thread_loop_get())
     return EVL_EOTHERLOOP;
   loop->running = 1;
+  loop->m_mark_ok = 0; /* the time since the last run is not the loop's */
   evl__thread_loop_set(loop);
   return 0;
 }
@@ -4711,10 +5605,7 @@ static void evl__run_leave(evl_loop *loop) {
 }
 
 EVL__DEF int evl_run_forever(evl_loop *loop) {
-  int rc = 0;
-  if (!loop)
-    return EVL_EINVAL;
-  rc = evl__run_enter(loop);
+  int rc = evl__run_enter(loop);
   if (rc)
     return rc;
   for (;;) {
@@ -4743,6 +5634,7 @@ EVL__DEF int evl_run_once(evl_loop *loop, double max_wait) {
   if (rc)
     return rc;
   rc = evl__iterate(loop, ns);
+  loop->m_mark_ok = 0;
   evl__run_leave(loop);
   return rc;
 }
@@ -4782,7 +5674,7 @@ EVL__DEF double evl_next_timeout(evl_loop *loop) {
   int64_t d;
   if (!loop || loop->closed)
     return -1.0;
-  if (loop->ring_len || loop->stopping)
+  if (loop->ring_len || loop->stopping || loop->idle_active)
     return 0.0;
   evl__heap_trim(loop);
   if (!loop->heap_len)
@@ -4823,7 +5715,7 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
     cfg = &def;
   }
   if ((int)cfg->backend < EVL_BACKEND_DEFAULT ||
-      (int)cfg->backend > EVL_BACKEND_IOCP)
+      (int)cfg->backend > EVL_BACKEND_IOCP || cfg->read_budget < 0)
     return EVL_EINVAL;
 #ifdef _WIN32
   { /* Winsock, once per process; it stays up (it counts its users). */
@@ -4853,6 +5745,7 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
   loop->free_head = EVL__NONE;
   loop->slow_ns = 100000000; /* 0.1 s, as asyncio */
   loop->exec_threads = cfg->executor_threads > 0 ? cfg->executor_threads : 4;
+  loop->read_budget = cfg->read_budget > 0 ? cfg->read_budget : 128;
   loop->wake_rfd = loop->wake_wfd = -1;
   loop->reserve_fd = -1;
 #ifdef EVL__HAVE_EPOLL
@@ -4909,8 +5802,14 @@ static void evl__executor_close_default(evl_loop *loop);
 static void evl__servers_close(evl_loop *loop);
 static void evl__server_release(evl_server *s);
 static void evl__resolving_close(evl_loop *loop);
+#ifndef EVLOOP_NO_PROCESS
 static void evl__signals_close(evl_loop *loop);
 static void evl__children_close(evl_loop *loop);
+#else /* left out: nothing to close, no handler set */
+#define evl__signals_close(loop) ((void)(loop))
+#define evl__children_close(loop) ((void)(loop))
+#define evl__sig_has(loop, signum) ((void)(signum), 0)
+#endif
 static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
 static void evl__loop_free_now(evl_loop *loop);
@@ -4937,6 +5836,8 @@ static void evl__debug_close_report(evl_loop *loop) {
   evl__log(loop, msg);
 }
 
+static void evl__cancel_all_tasks(evl_loop *loop);
+
 EVL__DEF int evl_loop_close(evl_loop *loop) {
   if (!loop)
     return EVL_EINVAL;
@@ -4944,9 +5845,29 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     return EVL_ERUNNING;
   if (loop->closed || loop->closing)
     return 0;
-  loop->closing = 1; /* first: the log callback may call back */
-  if (loop->debug)
+  if (loop->debug) {
+    loop->closing = 1; /* the log callback may call back */
     evl__debug_close_report(loop);
+    (void)evl_dump_tasks(loop);
+    loop->closing = 0;
+  }
+  /* 0. Pending tasks are cancelled and run to their end (their finally
+     sections and cleanup functions included), as asyncio.run does. The
+     user's pending callbacks are discarded first, as close always did.
+     An evl_loop_free from a task here takes effect as the close returns. */
+  if (evl_task_next(loop, NULL)) {
+    uint32_t i;
+    for (i = 0; i < loop->nslots; i++)
+      if (loop->slots[i].pos != EVL__POS_FREE &&
+          !(loop->slots[i].gen & EVL__SLOT_INTERNAL))
+        (void)evl__cancel_slot(loop, i);
+    loop->closing_tasks = 1;
+    evl__cancel_all_tasks(loop);
+    loop->closing_tasks = 0;
+  }
+  if (loop->running || loop->closed || loop->closing)
+    return loop->running ? EVL_ERUNNING : 0;
+  loop->closing = 1;
   /* 1. No executor thread may touch the loop after this. */
   evl__jobs_close(loop);
   evl__executor_close_default(loop);
@@ -4975,7 +5896,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     if (fn && internal)      /* its references go now (closing mode) */
       fn(loop, arg);
   }
-  loop->heap_cancelled = 0;
+  loop->heap_cancelled = loop->heap_unref = 0;
   while (loop->ring_len) {
     uint64_t e = evl__ring_pop(loop);
     evl__slot *s;
@@ -4995,6 +5916,8 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   (void)evl__future_fire_later(loop); /* in closing mode: references go */
   /* 3. Open transports get connection_lost(EVL_ECLOSED); pending tasks
      and combinators let go of what they wait for. */
+  if (loop->fs_watches_close)
+    loop->fs_watches_close(loop);
   evl__children_close(loop); /* killed, reaped, connection_lost */
   evl__transports_close(loop);
   evl__futures_close(loop);
@@ -5005,6 +5928,12 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__lfree(loop, loop->sites);
   evl__lfree(loop, loop->ring);
   evl__lfree(loop, loop->heap);
+  evl__lfree(loop, loop->every);
+  loop->every = NULL;
+  loop->every_cap = 0;
+  evl__lfree(loop, loop->hooks);
+  loop->hooks = NULL;
+  loop->nhooks = loop->caphooks = loop->idle_active = 0;
   evl__lfree(loop, loop->fds);
   evl__lfree(loop, loop->fdsites);
   evl__lfree(loop, loop->rbuf);
@@ -5019,7 +5948,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   loop->fds = NULL;
   loop->nslots = loop->capslots = loop->ring_cap = loop->ring_len = 0;
   loop->heap_len = loop->heap_cap = 0;
-  loop->fds_cap = loop->nwatchers = 0;
+  loop->fds_cap = loop->nwatchers = loop->fd_refs = 0;
   loop->free_head = EVL__NONE;
   EVLOOP_FREE(NULL, loop->tsq);
   EVLOOP_FREE(NULL, loop->tsq_spare);
@@ -5036,7 +5965,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
 EVL__DEF void evl_loop_free(evl_loop *loop) {
   if (!loop || loop->user_freed || loop->free_pending)
     return;
-  if (loop->closing && !loop->closed) {
+  if ((loop->closing && !loop->closed) || loop->closing_tasks) {
     loop->free_pending = 1;
     return;
   }
@@ -5317,12 +6246,25 @@ typedef struct evl__task {
   evl_future *awaiting; /* held until the next await or the end */
   int await_err, resume;
   uint8_t suspended, must_cancel, started, propagate;
+  /* Cleanup: `switched` once the body went through EVL_ASYNC_BEGIN (so
+     re-entering it at EVL__FINALLY_POINT is safe); `in_step` while fn
+     runs; the outcome staged while the finally section runs. */
+  uint8_t switched, in_step, fin_staged, fin_entered, cleaned, timed_out;
+  int fin_err;
+  char *fin_msg;
+  void *fin_result;
+  evl_task_cleanup_fn cleanup;
+  char *name;            /* a copy, or NULL (then site.name) */
+  evl_timeout *timeouts; /* active timeout scopes, innermost first */
   evl__site site;
+  const char *await_file; /* call site of the current await (debug) */
+  int await_line;
 } evl__task;
 
 static int evl__task_cancel(evl_future *f);
 static void evl__task_close(evl_future *f);
-static const evl__future_vt evl__task_vt = {evl__task_cancel, NULL,
+static void evl__task_destroy(evl_future *f);
+static const evl__future_vt evl__task_vt = {evl__task_cancel, evl__task_destroy,
                                             evl__task_close};
 
 EVL__DEF int evl_is_task(const evl_future *fut) {
@@ -5330,12 +6272,27 @@ EVL__DEF int evl_is_task(const evl_future *fut) {
 }
 #define EVL__TASK(t) ((evl__task *)(void *)(t))
 
+static void evl__timeouts_drop(evl__task *t);
+static void evl__timeouts_disarm(evl__task *t);
+
+/* The task's cleanup function runs once, whatever ended the task. */
+static void evl__task_cleanup(evl__task *t) {
+  if (t->cleanup && !t->cleaned) {
+    t->cleaned = 1;
+    t->cleanup(&t->fut, t->state);
+  }
+}
+
 static void evl__task_finish(evl__task *t, int err, const char *msg,
                              void *result) {
   evl_future *aw = t->awaiting;
   t->awaiting = NULL;
   if (!err && t->must_cancel) /* cancelled right before it returned */
     err = EVL_ECANCELED;
+  t->fut.refs++; /* the cleanup may drop the user's last reference */
+  evl__timeouts_drop(t);
+  evl__task_cleanup(t);
+  t->fin_staged = 0;
   if (err == EVL_ECANCELED)
     (void)evl__future_complete(&t->fut, EVL__CANCELLED, NULL, NULL, err, NULL);
   else if (err)
@@ -5343,7 +6300,31 @@ static void evl__task_finish(evl__task *t, int err, const char *msg,
   else
     (void)evl__future_complete(&t->fut, EVL__DONE, result, NULL, 0, NULL);
   evl_future_release(aw);
+  evl__lfree(t->fut.loop, t->fin_msg); /* msg may have been it: copied */
+  t->fin_msg = NULL;
   evl_future_release(&t->fut); /* the reference a pending task holds */
+  evl_future_release(&t->fut);
+}
+
+/* The task ends with (err, msg, result). A body that declared a finally
+   section and has not entered it yet is re-entered there first: the
+   outcome waits until the section has run (an error inside it replaces
+   the outcome, as in Python). */
+static int evl__task_stage(evl__task *t, int err, const char *msg,
+                           void *result) {
+  if (!t->switched || t->fin_entered || t->fin_staged || !t->started)
+    return 0;
+  t->fin_staged = 1;
+  t->fin_err = err;
+  t->fin_result = result;
+  t->fin_msg = msg ? evl__strdup(t->fut.loop, msg) : NULL;
+  t->resume = EVL__FINALLY_POINT;
+  return 1;
+}
+static void evl__task_end(evl__task *t, int err, const char *msg,
+                          void *result) {
+  if (!t->in_step || !evl__task_stage(t, err, msg, result))
+    evl__task_finish(t, err, msg, result);
 }
 
 static void evl__task_step(evl__task *t) {
@@ -5355,31 +6336,54 @@ static void evl__task_step(evl__task *t) {
   if (t->must_cancel) {
     t->must_cancel = 0;
     err = EVL_ECANCELED;
-    if (aw)
+    if (aw && aw->state != EVL__DONE) /* a result dropped stays unread */
       aw->retrieved = 1;
   } else if (aw) {
     err = aw->err;
     aw->retrieved = 1;
   }
+  if (err == EVL_ECANCELED && t->timed_out) {
+    t->timed_out = 0; /* the cancel came from an expired evl_timeout */
+    err = EVL_ETIMEDOUT;
+  }
   t->await_err = err;
   t->suspended = 0;
-  if (err && (!t->started || t->propagate)) {
+  if (err && (!t->started || t->propagate) &&
+      !evl__task_stage(t, err, aw && aw->err == err ? aw->errmsg : NULL,
+                       NULL)) {
     evl__task_finish(t, err, aw && aw->err == err ? aw->errmsg : NULL, NULL);
     return;
   }
   t->started = 1;
   t->fut.refs++; /* fn may finish the task and drop the last reference */
-  if (loop->debug) {
-    int64_t t0 = evl__monotonic_ns(), dt;
-    t->fn(&t->fut, t->state);
-    dt = evl__monotonic_ns() - t0;
-    if (dt >= loop->slow_ns)
-      evl__report_slow(loop, "task", &t->site, dt);
-  } else {
-    t->fn(&t->fut, t->state);
+  for (;;) {
+    evl_task *outer = loop->current_task;
+    loop->current_task = &t->fut;
+    t->in_step = 1;
+    if (loop->debug) {
+      int64_t t0 = evl__monotonic_ns(), dt;
+      t->fn(&t->fut, t->state);
+      dt = evl__monotonic_ns() - t0;
+      if (dt >= loop->slow_ns)
+        evl__report_slow(loop, "task", &t->site, dt);
+    } else {
+      t->fn(&t->fut, t->state);
+    }
+    t->in_step = 0;
+    loop->current_task = outer;
+    if (t->fut.state != EVL__PENDING || t->suspended)
+      break;
+    if (t->fin_staged && !t->fin_entered) {
+      t->fin_entered = 1; /* once, even without an EVL_FINALLY label */
+      t->resume = EVL__FINALLY_POINT;
+      continue;
+    }
+    if (t->fin_staged)
+      evl__task_finish(t, t->fin_err, t->fin_msg, t->fin_result);
+    else
+      evl__task_finish(t, 0, NULL, NULL);
+    break;
   }
-  if (t->fut.state == EVL__PENDING && !t->suspended)
-    evl__task_finish(t, 0, NULL, NULL);
   evl_future_release(&t->fut);
 }
 
@@ -5418,6 +6422,10 @@ static void evl__task_close(evl_future *f) {
     evl_future_remove_done_callback(aw, evl__task_wakeup, t);
     evl_future_release(aw);
   }
+  evl__timeouts_drop(t);
+  evl__task_cleanup(t);
+  evl__lfree(f->loop, t->fin_msg);
+  t->fin_msg = NULL;
   evl_future_release(f);
 }
 
@@ -5494,7 +6502,69 @@ EVL__DEF evl_loop *evl_task_loop(evl_task *task) {
   return task ? task->loop : NULL;
 }
 EVL__DEF const char *evl_task_name(evl_task *task) {
-  return evl_is_task(task) ? EVL__TASK(task)->site.name : NULL;
+  if (!evl_is_task(task))
+    return NULL;
+  return EVL__TASK(task)->name ? EVL__TASK(task)->name
+                               : EVL__TASK(task)->site.name;
+}
+EVL__DEF int evl_task_set_name(evl_task *task, const char *name) {
+  char *copy = NULL;
+  if (!evl_is_task(task) || !name)
+    return EVL_EINVAL;
+  copy = evl__strdup(task->loop, name);
+  if (!copy)
+    return EVL_ENOMEM;
+  evl__lfree(task->loop, EVL__TASK(task)->name);
+  EVL__TASK(task)->name = copy;
+  return 0;
+}
+static void evl__task_destroy(evl_future *f) {
+  evl__task *t = EVL__TASK(f);
+  evl__lfree(f->loop, t->name);
+  evl__lfree(f->loop, t->fin_msg);
+  t->name = t->fin_msg = NULL;
+}
+EVL__DEF evl_task *evl_current_task(evl_loop *loop) {
+  return loop ? loop->current_task : NULL;
+}
+/* The loop's futures list holds every live task: a walk needs no memory. */
+EVL__DEF evl_task *evl_task_next(evl_loop *loop, evl_task *prev) {
+  evl_future *f;
+  if (!loop || (prev && prev->loop != loop))
+    return NULL;
+  for (f = prev ? prev->lnext : loop->futures; f; f = f->lnext)
+    if (evl_is_task(f) && f->state == EVL__PENDING)
+      return f;
+  return NULL;
+}
+EVL__DEF const char *evl_task_await_site(evl_task *task, int *line) {
+  if (line)
+    *line = 0;
+  if (!evl_is_task(task) || !EVL__TASK(task)->await_file)
+    return NULL;
+  if (line)
+    *line = EVL__TASK(task)->await_line;
+  return EVL__TASK(task)->await_file;
+}
+EVL__DEF int evl_dump_tasks(evl_loop *loop) {
+  char msg[512];
+  evl_task *t;
+  int n = 0;
+  for (t = evl_task_next(loop, NULL); t; t = evl_task_next(loop, t)) {
+    evl__task *k = EVL__TASK(t);
+    const char *name = evl_task_name(t);
+    if (k->await_file)
+      snprintf(msg, sizeof msg, "pending task %s (%s:%d) waiting at %s:%d",
+               name ? name : "task", k->site.file ? k->site.file : "?",
+               k->site.line, k->await_file, k->await_line);
+    else
+      snprintf(msg, sizeof msg, "pending task %s (%s:%d), not started",
+               name ? name : "task", k->site.file ? k->site.file : "?",
+               k->site.line);
+    evl__log(loop, msg);
+    n++;
+  }
+  return n;
 }
 EVL__DEF int evl_await_error(evl_task *task) {
   return evl_is_task(task) ? EVL__TASK(task)->await_err : EVL_EINVAL;
@@ -5509,7 +6579,29 @@ EVL__DEF evl_future *evl_await_future(evl_task *task) {
   return evl_is_task(task) ? EVL__TASK(task)->awaiting : NULL;
 }
 EVL__DEF int evl_task_resume_point(evl_task *task) {
-  return evl_is_task(task) ? EVL__TASK(task)->resume : -1;
+  if (!evl_is_task(task))
+    return -2;
+  EVL__TASK(task)->switched = 1;
+  return EVL__TASK(task)->resume;
+}
+EVL__DEF void evl_task_finally(evl_task *task) {
+  if (evl_is_task(task)) {
+    EVL__TASK(task)->fin_entered = 1;
+    evl__timeouts_disarm(EVL__TASK(task)); /* the body's scopes are left */
+  }
+}
+EVL__DEF int evl_task_finally_error(evl_task *task) {
+  if (!evl_is_task(task))
+    return EVL_EINVAL;
+  return EVL__TASK(task)->fin_staged ? EVL__TASK(task)->fin_err : 0;
+}
+EVL__DEF int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn) {
+  if (!evl_is_task(task))
+    return EVL_EINVAL;
+  if (task->state != EVL__PENDING)
+    return EVL_EINVALSTATE;
+  EVL__TASK(task)->cleanup = fn;
+  return 0;
 }
 
 EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
@@ -5541,7 +6633,7 @@ EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
     fut->retrieved = 1;
     t->await_err = err;
     if (err && propagate) {
-      evl__task_finish(t, err, fut->errmsg, NULL);
+      evl__task_end(t, err, fut->errmsg, NULL);
       return 1;
     }
     return 0;
@@ -5551,7 +6643,7 @@ EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
     t->await_err = err;
     if (!propagate)
       return 0;
-    evl__task_finish(t, err, NULL, NULL);
+    evl__task_end(t, err, NULL, NULL);
     return 1;
   }
   t->suspended = 1;
@@ -5560,14 +6652,21 @@ EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
   return 1;
 }
 
+EVL__DEF int evl_task_await_at(evl_task *task, evl_future *fut, int point,
+                               int propagate, const char *file, int line) {
+  if (evl_is_task(task)) {
+    EVL__TASK(task)->await_file = file;
+    EVL__TASK(task)->await_line = line;
+  }
+  return evl_task_await(task, fut, point, propagate);
+}
 EVL__DEF void evl_task_return(evl_task *task, void *result) {
   if (evl_is_task(task) && task->state == EVL__PENDING)
-    evl__task_finish(EVL__TASK(task), 0, NULL, result);
+    evl__task_end(EVL__TASK(task), 0, NULL, result);
 }
 EVL__DEF void evl_task_fail(evl_task *task, int code, const char *message) {
   if (evl_is_task(task) && task->state == EVL__PENDING)
-    evl__task_finish(EVL__TASK(task), code < 0 ? code : EVL_EINVAL, message,
-                     NULL);
+    evl__task_end(EVL__TASK(task), code < 0 ? code : EVL_EINVAL, message, NULL);
 }
 
 /* Loop closing: every pending future lets go of its loop references. The
@@ -5815,6 +6914,1361 @@ EVL__DEF evl_future *evl_gather(evl_loop *loop, evl_future *const *futs,
     }
   }
   return &g->fut;
+}
+
+/* ==== Tasks that compose: timeouts ======================================
+   A timeout scope belongs to its task: it is freed by evl_timeout_end or
+   when the task ends. Expiry cancels the task's current await; the task
+   sees EVL_ETIMEDOUT there (asyncio.timeout's TimeoutError). */
+
+struct evl_timeout {
+  evl__task *task;
+  struct evl_timeout *next;
+  evl_handle timer;
+  int64_t when; /* ns on the loop clock; INT64_MAX: no deadline */
+  int expired;
+};
+
+static void evl__timeout_fire(evl_loop *loop, void *arg) {
+  evl_timeout *to = (evl_timeout *)arg;
+  to->timer = 0;
+  if (loop->closing || to->task->fut.state != EVL__PENDING)
+    return;
+  to->expired = 1;
+  to->task->timed_out = 1;
+  (void)evl_task_cancel(&to->task->fut);
+}
+
+static int evl__timeout_arm(evl_timeout *to, int64_t when) {
+  evl_loop *loop = to->task->fut.loop;
+  if (to->timer)
+    (void)evl__cancel_internal(loop, to->timer);
+  to->timer = 0;
+  to->when = when;
+  if (when == INT64_MAX || to->expired)
+    return 0;
+  to->timer = evl__schedule(loop, when < 0 ? 0 : when, evl__timeout_fire, to,
+                            EVL__SLOT_INTERNAL, NULL, NULL, 0);
+  if (to->timer < 0) {
+    int rc = (int)to->timer;
+    to->timer = 0;
+    return rc;
+  }
+  return 0;
+}
+
+static int evl__when_ns(evl_loop *loop, double when, int64_t *out) {
+  if (when != when)
+    return EVL_EINVAL;
+  if (when > 9.2e9) /* +inf and beyond the clock: no deadline */
+    *out = INT64_MAX;
+  else if (when < -9.2e9)
+    *out = 0;
+  else
+    *out = (int64_t)(when * 1e9);
+  (void)loop;
+  return 0;
+}
+
+EVL__DEF evl_timeout *evl_timeout_at(evl_task *task, double when) {
+  evl_timeout *to;
+  int64_t ns;
+  if (!evl_is_task(task) || task->state != EVL__PENDING ||
+      evl__when_ns(task->loop, when, &ns))
+    return NULL;
+  to = (evl_timeout *)evl__zalloc(task->loop, sizeof *to);
+  if (!to)
+    return NULL;
+  to->task = EVL__TASK(task);
+  if (evl__timeout_arm(to, ns)) {
+    evl__lfree(task->loop, to);
+    return NULL;
+  }
+  to->next = to->task->timeouts;
+  to->task->timeouts = to;
+  return to;
+}
+EVL__DEF evl_timeout *evl_timeout_new(evl_task *task, double delay) {
+  if (!evl_is_task(task) || delay != delay)
+    return NULL;
+  return evl_timeout_at(task,
+                        delay > 9.2e9 ? delay : evl_time(task->loop) + delay);
+}
+EVL__DEF int evl_timeout_reschedule(evl_timeout *to, double when) {
+  int64_t ns;
+  if (!to || evl__when_ns(to->task->fut.loop, when, &ns))
+    return EVL_EINVAL;
+  if (to->expired)
+    return EVL_EINVALSTATE;
+  return evl__timeout_arm(to, ns);
+}
+EVL__DEF double evl_timeout_when(const evl_timeout *to) {
+  if (!to || to->when == INT64_MAX)
+    return -1.0;
+  return (double)to->when / 1e9;
+}
+EVL__DEF int evl_timeout_expired(const evl_timeout *to) {
+  return to ? to->expired : 0;
+}
+
+static void evl__timeout_unlink(evl_timeout *to) {
+  evl_timeout **pp;
+  for (pp = &to->task->timeouts; *pp; pp = &(*pp)->next)
+    if (*pp == to) {
+      *pp = to->next;
+      break;
+    }
+  if (to->timer)
+    (void)evl__cancel_internal(to->task->fut.loop, to->timer);
+  evl__lfree(to->task->fut.loop, to);
+}
+EVL__DEF int evl_timeout_end(evl_timeout *to) {
+  evl__task *t;
+  int expired;
+  if (!to)
+    return EVL_EINVAL;
+  t = to->task;
+  expired = to->expired;
+  if (expired && t->timed_out) { /* the cancel it sent was not seen: undo */
+    t->timed_out = 0;
+    t->must_cancel = 0;
+  }
+  evl__timeout_unlink(to);
+  return expired ? EVL_ETIMEDOUT : 0;
+}
+static void evl__timeouts_drop(evl__task *t) {
+  while (t->timeouts)
+    evl__timeout_unlink(t->timeouts);
+}
+/* The body ended: its deadlines no longer apply to the finally section
+   (the scopes stay valid for evl_timeout_end there). */
+static void evl__timeouts_disarm(evl__task *t) {
+  evl_timeout *to;
+  for (to = t->timeouts; to; to = to->next)
+    if (to->timer) {
+      (void)evl__cancel_internal(t->fut.loop, to->timer);
+      to->timer = 0;
+    }
+}
+
+/* ==== Tasks that compose: Lock, Event, Condition, Semaphore, Barrier,
+   queues ===================================================================
+   Every wait is a waiter future linked in its primitive's FIFO list while
+   pending. A cancelled waiter leaves the list at once. A grant (a lock, a
+   semaphore unit, a queue item) goes to the first waiter when it is made;
+   the waiter then sits in the primitive's `granted` list until freed, and
+   if it is freed with its result never taken (a task cancelled after the
+   grant, a future dropped unread) the grant goes back (abandon). */
+
+typedef struct evl__waiter evl__waiter;
+typedef struct evl__wlist {
+  evl__waiter *head, *tail;
+  size_t n;
+} evl__wlist;
+
+enum { EVL__W_PLAIN, EVL__W_BARRIER, EVL__W_COND };
+
+struct evl__waiter {
+  evl_future fut;
+  evl__wlist *list; /* the list it is linked in, or NULL */
+  evl__waiter *prev, *next;
+  void *owner;                     /* the primitive; NULL once it is freed */
+  void (*abandon)(evl__waiter *w); /* gives back a grant nobody took */
+  void *item;                      /* queue item; barrier index */
+  int64_t prio;
+  uint64_t seq;
+  int kind, cancel_req;
+  int (*pred)(void *arg); /* condition wait_for */
+  void *pred_arg;
+};
+
+static void evl__wl_push(evl__wlist *l, evl__waiter *w) {
+  w->list = l;
+  w->next = NULL;
+  w->prev = l->tail;
+  if (l->tail)
+    l->tail->next = w;
+  else
+    l->head = w;
+  l->tail = w;
+  l->n++;
+}
+static void evl__wl_remove(evl__waiter *w) {
+  evl__wlist *l = w->list;
+  if (!l)
+    return;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    l->head = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  else
+    l->tail = w->prev;
+  l->n--;
+  w->list = NULL;
+  w->prev = w->next = NULL;
+}
+
+static void evl__barrier_left(void *owner);
+static int evl__cond_cancel(evl__waiter *w);
+
+static int evl__waiter_cancel(evl_future *f) {
+  evl__waiter *w = (evl__waiter *)(void *)f;
+  if (f->state != EVL__PENDING)
+    return 0;
+  if (w->kind == EVL__W_COND && w->owner)
+    return evl__cond_cancel(w);
+  evl__wl_remove(w);
+  if (w->kind == EVL__W_BARRIER && w->owner)
+    evl__barrier_left(w->owner);
+  return evl__future_cancel_base(f);
+}
+static void evl__waiter_destroy(evl_future *f) {
+  evl__waiter *w = (evl__waiter *)(void *)f;
+  int abandoned = f->state == EVL__DONE && !f->retrieved && w->abandon &&
+                  w->owner && !f->loop->closing && !f->loop->closed;
+  evl__wl_remove(w);
+  if (abandoned)
+    w->abandon(w);
+}
+static int evl__cond_relocking(evl__waiter *w);
+static void evl__waiter_close(evl_future *f) {
+  evl__waiter *w = (evl__waiter *)(void *)f;
+  int relocking = w->kind == EVL__W_COND && w->owner && evl__cond_relocking(w);
+  evl__wl_remove(w);
+  w->owner = NULL;
+  if (relocking) /* the lock will never come back: drop its reference */
+    evl_future_release(f);
+}
+static const evl__future_vt evl__waiter_vt = {
+    evl__waiter_cancel, evl__waiter_destroy, evl__waiter_close};
+
+static evl__waiter *evl__waiter_new(evl_loop *loop, void *owner,
+                                    void (*abandon)(evl__waiter *)) {
+  evl__waiter *w = (evl__waiter *)(void *)evl__future_alloc(loop, sizeof *w,
+                                                            &evl__waiter_vt);
+  if (w) {
+    w->owner = owner;
+    w->abandon = abandon;
+  }
+  return w;
+}
+
+/* Completes w with a grant; with an abandon hook it is kept in `granted`
+   so that freeing the primitive can detach it. */
+static void evl__grant(evl__waiter *w, evl__wlist *granted, void *result) {
+  evl__wl_remove(w);
+  if (w->abandon && granted)
+    evl__wl_push(granted, w);
+  (void)evl_future_set_result(&w->fut, result);
+}
+/* Fails every waiter of l with err (ECLOSED: the primitive was freed). */
+static void evl__wl_fail_all(evl__wlist *l, int err, const char *msg) {
+  while (l->head) {
+    evl__waiter *w = l->head;
+    evl__wl_remove(w);
+    w->owner = NULL;
+    (void)evl_future_set_error(&w->fut, err, msg);
+  }
+}
+static void evl__wl_detach_all(evl__wlist *l) {
+  while (l->head) {
+    l->head->owner = NULL;
+    evl__wl_remove(l->head);
+  }
+}
+static evl_future *evl__failed(evl_loop *loop, int err, const char *msg) {
+  evl_future *f = evl_future_new(loop);
+  if (f)
+    (void)evl_future_set_error(f, err, msg);
+  return f;
+}
+static void *evl__prim_alloc(evl_loop *loop, size_t size) {
+  void *p;
+  if (!loop || loop->closed || loop->closing)
+    return NULL;
+  p = evl__zalloc(loop, size);
+  if (p)
+    loop->struct_refs++; /* the loop's memory outlives the primitive */
+  return p;
+}
+static void evl__prim_free(evl_loop *loop, void *p) {
+  evl__lfree(loop, p);
+  evl__loop_unref(loop);
+}
+
+/* A new waiter of owner, granted at once (now) or queued. */
+static evl_future *evl__acquire(evl_loop *loop, void *owner,
+                                void (*abandon)(evl__waiter *), int now,
+                                evl__wlist *waiters, evl__wlist *granted) {
+  evl__waiter *w = evl__waiter_new(loop, owner, abandon);
+  if (!w)
+    return NULL;
+  if (now)
+    evl__grant(w, granted, owner);
+  else
+    evl__wl_push(waiters, w);
+  return &w->fut;
+}
+/* A primitive being freed: its waits fail, its grants are detached. */
+static void evl__prim_close(evl__wlist *waiters, evl__wlist *granted,
+                            const char *msg) {
+  evl__wl_fail_all(waiters, EVL_ECLOSED, msg);
+  if (granted)
+    evl__wl_detach_all(granted);
+}
+
+/* ---- Lock ---- */
+
+struct evl_lock {
+  evl_loop *loop;
+  evl__wlist waiters, granted;
+  int locked;
+};
+
+EVL__DEF evl_lock *evl_lock_new(evl_loop *loop) {
+  evl_lock *l = (evl_lock *)evl__prim_alloc(loop, sizeof *l);
+  if (l)
+    l->loop = loop;
+  return l;
+}
+static void evl__lock_abandon(evl__waiter *w) {
+  (void)evl_lock_release((evl_lock *)w->owner);
+}
+EVL__DEF evl_future *evl_lock_acquire(evl_lock *lock) {
+  evl_future *f;
+  int now;
+  if (!lock)
+    return NULL;
+  now = !lock->locked;
+  f = evl__acquire(lock->loop, lock, evl__lock_abandon, now, &lock->waiters,
+                   &lock->granted);
+  if (f && now)
+    lock->locked = 1;
+  return f;
+}
+EVL__DEF int evl_lock_release(evl_lock *lock) {
+  if (!lock)
+    return EVL_EINVAL;
+  if (!lock->locked)
+    return EVL_EINVALSTATE;
+  if (lock->waiters.head) /* handed over: it stays locked */
+    evl__grant(lock->waiters.head, &lock->granted, lock);
+  else
+    lock->locked = 0;
+  return 0;
+}
+EVL__DEF int evl_lock_locked(const evl_lock *lock) {
+  return lock ? lock->locked : 0;
+}
+EVL__DEF void evl_lock_free(evl_lock *lock) {
+  if (!lock)
+    return;
+  evl__prim_close(&lock->waiters, &lock->granted, "lock freed");
+  evl__prim_free(lock->loop, lock);
+}
+
+/* ---- Semaphore, BoundedSemaphore ---- */
+
+struct evl_semaphore {
+  evl_loop *loop;
+  evl__wlist waiters, granted;
+  long value, bound; /* bound < 0: unbounded */
+};
+
+EVL__DEF evl_semaphore *evl_semaphore_new(evl_loop *loop, long value,
+                                          int bounded) {
+  evl_semaphore *s;
+  if (value < 0)
+    return NULL;
+  s = (evl_semaphore *)evl__prim_alloc(loop, sizeof *s);
+  if (s) {
+    s->loop = loop;
+    s->value = value;
+    s->bound = bounded ? value : -1;
+  }
+  return s;
+}
+static void evl__sem_abandon(evl__waiter *w) {
+  (void)evl_semaphore_release((evl_semaphore *)w->owner);
+}
+EVL__DEF evl_future *evl_semaphore_acquire(evl_semaphore *sem) {
+  evl_future *f;
+  int now;
+  if (!sem)
+    return NULL;
+  now = sem->value > 0 && !sem->waiters.head;
+  f = evl__acquire(sem->loop, sem, evl__sem_abandon, now, &sem->waiters,
+                   &sem->granted);
+  if (f && now)
+    sem->value--;
+  return f;
+}
+EVL__DEF int evl_semaphore_release(evl_semaphore *sem) {
+  if (!sem)
+    return EVL_EINVAL;
+  if (sem->waiters.head) {
+    evl__grant(sem->waiters.head, &sem->granted, sem);
+    return 0;
+  }
+  if (sem->bound >= 0 && sem->value >= sem->bound)
+    return EVL_EINVALSTATE; /* BoundedSemaphore released too many times */
+  sem->value++;
+  return 0;
+}
+EVL__DEF int evl_semaphore_locked(const evl_semaphore *sem) {
+  return sem ? sem->value == 0 || sem->waiters.head != NULL : 0;
+}
+EVL__DEF long evl_semaphore_value(const evl_semaphore *sem) {
+  return sem ? sem->value : 0;
+}
+EVL__DEF void evl_semaphore_free(evl_semaphore *sem) {
+  if (!sem)
+    return;
+  evl__prim_close(&sem->waiters, &sem->granted, "semaphore freed");
+  evl__prim_free(sem->loop, sem);
+}
+
+/* ---- Event ---- */
+
+struct evl_event {
+  evl_loop *loop;
+  evl__wlist waiters;
+  int set;
+};
+
+EVL__DEF evl_event *evl_event_new(evl_loop *loop) {
+  evl_event *e = (evl_event *)evl__prim_alloc(loop, sizeof *e);
+  if (e)
+    e->loop = loop;
+  return e;
+}
+EVL__DEF evl_future *evl_event_wait(evl_event *ev) {
+  return ev ? evl__acquire(ev->loop, ev, NULL, ev->set, &ev->waiters, NULL)
+            : NULL;
+}
+EVL__DEF void evl_event_set(evl_event *ev) {
+  if (!ev || ev->set)
+    return;
+  ev->set = 1;
+  while (ev->waiters.head)
+    evl__grant(ev->waiters.head, NULL, ev);
+}
+EVL__DEF void evl_event_clear(evl_event *ev) {
+  if (ev)
+    ev->set = 0;
+}
+EVL__DEF int evl_event_is_set(const evl_event *ev) {
+  return ev ? ev->set : 0;
+}
+EVL__DEF void evl_event_free(evl_event *ev) {
+  if (!ev)
+    return;
+  evl__prim_close(&ev->waiters, NULL, "event freed");
+  evl__prim_free(ev->loop, ev);
+}
+
+/* ---- Condition ---- */
+
+struct evl_condition {
+  evl_loop *loop;
+  evl__wlist waiters, relocking; /* waiting for notify; for the lock */
+  evl_lock *lock;
+  int own_lock;
+};
+
+EVL__DEF evl_condition *evl_condition_new(evl_loop *loop, evl_lock *lock) {
+  evl_condition *c;
+  if (lock && lock->loop != loop)
+    return NULL;
+  c = (evl_condition *)evl__prim_alloc(loop, sizeof *c);
+  if (!c)
+    return NULL;
+  c->loop = loop;
+  c->lock = lock ? lock : evl_lock_new(loop);
+  c->own_lock = !lock;
+  if (!c->lock) {
+    evl__prim_free(loop, c);
+    return NULL;
+  }
+  return c;
+}
+EVL__DEF evl_lock *evl_condition_lock(evl_condition *cond) {
+  return cond ? cond->lock : NULL;
+}
+
+/* The lock came back to a notified (or cancelled) waiter. */
+static void evl__cond_relocked(evl_future *lf, void *arg) {
+  evl__waiter *w = (evl__waiter *)arg;
+  evl_condition *c = (evl_condition *)w->owner;
+  lf->retrieved = 1; /* the grant is the waiter's now */
+  evl__wl_remove(w);
+  if (lf->state != EVL__DONE) {
+    (void)evl_future_set_error(&w->fut, lf->err, "lock lost while waiting");
+  } else if (w->cancel_req) {
+    (void)evl__future_cancel_base(&w->fut);
+    if (c && w->item) /* notified, then cancelled: pass it on (asyncio) */
+      (void)evl_condition_notify(c, 1);
+  } else if (c && w->pred && !w->pred(w->pred_arg)) {
+    (void)evl_lock_release(c->lock); /* wait_for: not yet, wait again */
+    w->item = NULL;
+    evl__wl_push(&c->waiters, w);
+  } else {
+    (void)evl_future_set_result(&w->fut, c);
+  }
+  evl_future_release(lf);
+  evl_future_release(&w->fut);
+}
+static void evl__cond_reacquire(evl__waiter *w) {
+  evl_condition *c = (evl_condition *)w->owner;
+  evl_future *lf = evl_lock_acquire(c->lock);
+  if (!lf || evl_future_add_done_callback(lf, evl__cond_relocked, w)) {
+    evl_future_release(lf);
+    (void)evl_future_set_error(&w->fut, EVL_ENOMEM, "could not retake lock");
+    return;
+  }
+  w->fut.refs++; /* until the lock is back */
+  evl__wl_push(&c->relocking, w);
+}
+static int evl__cond_relocking(evl__waiter *w) {
+  return w->list == &((evl_condition *)w->owner)->relocking;
+}
+/* asyncio: the lock is taken back before the cancel is seen. */
+static int evl__cond_cancel(evl__waiter *w) {
+  w->cancel_req = 1;
+  if (w->list == &((evl_condition *)w->owner)->waiters) {
+    evl__wl_remove(w);
+    evl__cond_reacquire(w);
+  }
+  return w->fut.state == EVL__PENDING ? 1 : 0;
+}
+static evl_future *evl__condition_wait(evl_condition *cond, int (*pred)(void *),
+                                       void *arg) {
+  evl__waiter *w;
+  if (!cond)
+    return NULL;
+  if (!cond->lock->locked)
+    return evl__failed(cond->loop, EVL_EINVALSTATE, "lock is not acquired");
+  w = evl__waiter_new(cond->loop, cond, NULL);
+  if (!w)
+    return NULL;
+  w->kind = EVL__W_COND;
+  w->pred = pred;
+  w->pred_arg = arg;
+  if (pred && pred(arg)) {
+    (void)evl_future_set_result(&w->fut, cond);
+    return &w->fut;
+  }
+  (void)evl_lock_release(cond->lock);
+  evl__wl_push(&cond->waiters, w);
+  return &w->fut;
+}
+EVL__DEF evl_future *evl_condition_wait(evl_condition *cond) {
+  return evl__condition_wait(cond, NULL, NULL);
+}
+EVL__DEF evl_future *evl_condition_wait_for(evl_condition *cond,
+                                            int (*pred)(void *arg), void *arg) {
+  if (cond && !pred)
+    return evl__failed(cond->loop, EVL_EINVAL, "NULL predicate");
+  return evl__condition_wait(cond, pred, arg);
+}
+EVL__DEF int evl_condition_notify(evl_condition *cond, size_t n) {
+  int woken = 0;
+  if (!cond)
+    return EVL_EINVAL;
+  if (!cond->lock->locked)
+    return EVL_EINVALSTATE;
+  while (n-- > 0 && cond->waiters.head) {
+    evl__waiter *w = cond->waiters.head;
+    evl__wl_remove(w);
+    w->item = cond; /* notified */
+    evl__cond_reacquire(w);
+    woken++;
+  }
+  return woken;
+}
+EVL__DEF int evl_condition_notify_all(evl_condition *cond) {
+  return evl_condition_notify(cond, (size_t)-1);
+}
+EVL__DEF void evl_condition_free(evl_condition *cond) {
+  if (!cond)
+    return;
+  evl__wl_fail_all(&cond->waiters, EVL_ECLOSED, "condition freed");
+  evl__wl_detach_all(&cond->relocking);
+  if (cond->own_lock)
+    evl_lock_free(cond->lock);
+  evl__prim_free(cond->loop, cond);
+}
+
+/* ---- Barrier (asyncio 3.11) ----
+   Parties arrive one by one; the last one releases them all at once, each
+   with its arrival index. A party cancelled while waiting leaves (asyncio:
+   the barrier is not broken by it). */
+
+struct evl_barrier {
+  evl_loop *loop;
+  evl__wlist waiters;
+  size_t parties, count;
+  int broken;
+};
+
+EVL__DEF evl_barrier *evl_barrier_new(evl_loop *loop, size_t parties) {
+  evl_barrier *b;
+  if (parties < 1)
+    return NULL;
+  b = (evl_barrier *)evl__prim_alloc(loop, sizeof *b);
+  if (b) {
+    b->loop = loop;
+    b->parties = parties;
+  }
+  return b;
+}
+static void evl__barrier_left(void *owner) {
+  evl_barrier *b = (evl_barrier *)owner;
+  if (b->count)
+    b->count--;
+}
+EVL__DEF evl_future *evl_barrier_wait(evl_barrier *b) {
+  evl__waiter *w;
+  if (!b)
+    return NULL;
+  if (b->broken)
+    return evl__failed(b->loop, EVL_EBROKEN, NULL);
+  w = evl__waiter_new(b->loop, b, NULL);
+  if (!w)
+    return NULL;
+  w->kind = EVL__W_BARRIER;
+  w->item = (void *)(intptr_t)b->count;
+  if (++b->count < b->parties) {
+    evl__wl_push(&b->waiters, w);
+    return &w->fut;
+  }
+  b->count = 0; /* the last party: everyone passes */
+  while (b->waiters.head)
+    evl__grant(b->waiters.head, NULL, b->waiters.head->item);
+  evl__grant(w, NULL, w->item);
+  return &w->fut;
+}
+EVL__DEF int evl_barrier_reset(evl_barrier *b) {
+  if (!b)
+    return EVL_EINVAL;
+  evl__wl_fail_all(&b->waiters, EVL_EBROKEN, "barrier reset");
+  b->count = 0;
+  b->broken = 0;
+  return 0;
+}
+EVL__DEF int evl_barrier_abort(evl_barrier *b) {
+  if (!b)
+    return EVL_EINVAL;
+  b->broken = 1;
+  evl__wl_fail_all(&b->waiters, EVL_EBROKEN, "barrier aborted");
+  b->count = 0;
+  return 0;
+}
+EVL__DEF size_t evl_barrier_n_waiting(const evl_barrier *b) {
+  return b ? b->count : 0;
+}
+EVL__DEF size_t evl_barrier_parties(const evl_barrier *b) {
+  return b ? b->parties : 0;
+}
+EVL__DEF int evl_barrier_broken(const evl_barrier *b) {
+  return b ? b->broken : 0;
+}
+EVL__DEF void evl_barrier_free(evl_barrier *b) {
+  if (!b)
+    return;
+  evl__wl_fail_all(&b->waiters, EVL_ECLOSED, "barrier freed");
+  evl__prim_free(b->loop, b);
+}
+
+/* ---- Queue, PriorityQueue, LifoQueue ----
+   Items sit in one array: a ring for FIFO, a stack for LIFO, a binary
+   min-heap on (priority, arrival) for the priority queue, so equal
+   priorities come out in arrival order. An item given to a getter that
+   nobody takes goes back to the front. */
+
+typedef struct evl__qent {
+  int64_t prio;
+  uint64_t seq;
+  void *item;
+} evl__qent;
+
+struct evl_queue {
+  evl_loop *loop;
+  evl__wlist getters, putters, joiners, granted;
+  evl__qent *a;
+  size_t cap, head, len, maxsize, unfinished;
+  uint64_t seq;
+  int kind, shutdown;
+  evl_free_fn item_free;
+};
+
+EVL__DEF evl_queue *evl_queue_new(evl_loop *loop, int kind, size_t maxsize,
+                                  evl_free_fn item_free) {
+  evl_queue *q;
+  if (kind != EVL_QUEUE_FIFO && kind != EVL_QUEUE_LIFO &&
+      kind != EVL_QUEUE_PRIORITY)
+    return NULL;
+  q = (evl_queue *)evl__prim_alloc(loop, sizeof *q);
+  if (q) {
+    q->loop = loop;
+    q->kind = kind;
+    q->maxsize = maxsize;
+    q->item_free = item_free;
+  }
+  return q;
+}
+
+static int evl__qent_less(const evl__qent *a, const evl__qent *b) {
+  return a->prio < b->prio || (a->prio == b->prio && a->seq < b->seq);
+}
+static int evl__q_reserve(evl_queue *q) {
+  size_t cap, i;
+  evl__qent *a;
+  if (q->len < q->cap)
+    return 0;
+  cap = q->cap ? q->cap * 2 : 8;
+  a = (evl__qent *)evl__lalloc(q->loop, cap * sizeof *a);
+  if (!a)
+    return EVL_ENOMEM;
+  for (i = 0; i < q->len; i++) /* unwrap the ring */
+    a[i] = q->a[(q->head + i) % (q->cap ? q->cap : 1)];
+  evl__lfree(q->loop, q->a);
+  q->a = a;
+  q->cap = cap;
+  q->head = 0;
+  return 0;
+}
+/* Adds e; front: where the next get takes from (an item given back). */
+static int evl__q_push(evl_queue *q, evl__qent e, int front) {
+  size_t i;
+  if (evl__q_reserve(q))
+    return EVL_ENOMEM;
+  if (q->kind == EVL_QUEUE_PRIORITY) {
+    for (i = q->len++; i > 0; i = (i - 1) / 2) { /* sift up */
+      if (!evl__qent_less(&e, &q->a[(i - 1) / 2]))
+        break;
+      q->a[i] = q->a[(i - 1) / 2];
+    }
+    q->a[i] = e;
+  } else if (q->kind == EVL_QUEUE_LIFO || !front) {
+    q->a[(q->head + q->len++) % q->cap] = e;
+  } else {
+    q->head = (q->head + q->cap - 1) % q->cap;
+    q->a[q->head] = e;
+    q->len++;
+  }
+  return 0;
+}
+static evl__qent evl__q_pop(evl_queue *q) {
+  evl__qent top;
+  size_t i, c, n;
+  if (q->kind == EVL_QUEUE_FIFO) {
+    top = q->a[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+  } else if (q->kind == EVL_QUEUE_LIFO) {
+    top = q->a[--q->len];
+  } else {
+    evl__qent last;
+    top = q->a[0];
+    last = q->a[--q->len];
+    n = q->len;
+    for (i = 0; (c = 2 * i + 1) < n; i = c) { /* sift down */
+      if (c + 1 < n && evl__qent_less(&q->a[c + 1], &q->a[c]))
+        c++;
+      if (!evl__qent_less(&q->a[c], &last))
+        break;
+      q->a[i] = q->a[c];
+    }
+    if (n)
+      q->a[i] = last;
+  }
+  return top;
+}
+
+static void evl__q_abandon(evl__waiter *w);
+/* Items to waiting getters while both exist; then waiting putters into the
+   free room. */
+static void evl__q_settle(evl_queue *q) {
+  for (;;) {
+    if (q->getters.head && q->len) {
+      evl__waiter *g = q->getters.head;
+      evl__qent e = evl__q_pop(q);
+      g->prio = e.prio;
+      g->seq = e.seq;
+      g->item = e.item;
+      evl__grant(g, &q->granted, e.item);
+    } else if (q->putters.head && (!q->maxsize || q->len < q->maxsize)) {
+      evl__waiter *p = q->putters.head;
+      evl__qent e;
+      e.prio = p->prio;
+      e.seq = q->seq++;
+      e.item = p->item;
+      if (evl__q_push(q, e, 0)) {
+        evl__wl_remove(p);
+        (void)evl_future_set_error(&p->fut, EVL_ENOMEM, NULL);
+        continue;
+      }
+      q->unfinished++;
+      evl__grant(p, NULL, p->item);
+    } else {
+      return;
+    }
+  }
+}
+static void evl__q_abandon(evl__waiter *w) {
+  evl_queue *q = (evl_queue *)w->owner;
+  evl__qent e;
+  e.prio = w->prio;
+  e.seq = w->seq;
+  e.item = w->item;
+  if (q->shutdown == 2 || evl__q_push(q, e, 1)) { /* dropped */
+    if (q->item_free && w->item)
+      q->item_free(w->item);
+    return;
+  }
+  evl__q_settle(q);
+}
+static evl_future *evl__q_put(evl_queue *q, void *item, int64_t prio) {
+  evl__waiter *w;
+  if (!q)
+    return NULL;
+  if (q->shutdown)
+    return evl__failed(q->loop, EVL_ESHUTDOWN, NULL);
+  w = evl__waiter_new(q->loop, q, NULL);
+  if (!w)
+    return NULL;
+  w->item = item;
+  w->prio = prio;
+  evl__wl_push(&q->putters, w);
+  evl__q_settle(q);
+  return &w->fut;
+}
+EVL__DEF evl_future *evl_queue_put(evl_queue *q, void *item) {
+  return evl__q_put(q, item, 0);
+}
+EVL__DEF evl_future *evl_queue_put_prio(evl_queue *q, void *item,
+                                        int64_t prio) {
+  return evl__q_put(q, item, prio);
+}
+EVL__DEF int evl_queue_put_nowait_prio(evl_queue *q, void *item, int64_t prio) {
+  evl__qent e;
+  if (!q)
+    return EVL_EINVAL;
+  if (q->shutdown)
+    return EVL_ESHUTDOWN;
+  if (q->maxsize && q->len + q->putters.n >= q->maxsize)
+    return EVL_EQUEUEFULL;
+  e.prio = prio;
+  e.seq = q->seq++;
+  e.item = item;
+  if (evl__q_push(q, e, 0))
+    return EVL_ENOMEM;
+  q->unfinished++;
+  evl__q_settle(q);
+  return 0;
+}
+EVL__DEF int evl_queue_put_nowait(evl_queue *q, void *item) {
+  return evl_queue_put_nowait_prio(q, item, 0);
+}
+EVL__DEF evl_future *evl_queue_get(evl_queue *q) {
+  evl__waiter *w;
+  if (!q)
+    return NULL;
+  if (q->shutdown && !q->len)
+    return evl__failed(q->loop, EVL_ESHUTDOWN, NULL);
+  w = evl__waiter_new(q->loop, q, evl__q_abandon);
+  if (!w)
+    return NULL;
+  evl__wl_push(&q->getters, w);
+  evl__q_settle(q);
+  return &w->fut;
+}
+EVL__DEF int evl_queue_get_nowait(evl_queue *q, void **item) {
+  evl__qent e;
+  if (item)
+    *item = NULL;
+  if (!q || !item)
+    return EVL_EINVAL;
+  if (!q->len)
+    return q->shutdown ? EVL_ESHUTDOWN : EVL_EQUEUEEMPTY;
+  e = evl__q_pop(q);
+  *item = e.item;
+  evl__q_settle(q);
+  return 0;
+}
+EVL__DEF size_t evl_queue_qsize(const evl_queue *q) {
+  return q ? q->len : 0;
+}
+EVL__DEF int evl_queue_empty(const evl_queue *q) {
+  return q ? q->len == 0 : 1;
+}
+EVL__DEF int evl_queue_full(const evl_queue *q) {
+  return q && q->maxsize ? q->len >= q->maxsize : 0;
+}
+EVL__DEF int evl_queue_task_done(evl_queue *q) {
+  if (!q)
+    return EVL_EINVAL;
+  if (!q->unfinished)
+    return EVL_EINVALSTATE; /* asyncio: called too many times */
+  if (--q->unfinished == 0)
+    while (q->joiners.head)
+      evl__grant(q->joiners.head, NULL, q);
+  return 0;
+}
+EVL__DEF evl_future *evl_queue_join(evl_queue *q) {
+  return q ? evl__acquire(q->loop, q, NULL, !q->unfinished, &q->joiners, NULL)
+           : NULL;
+}
+static void evl__q_drop_items(evl_queue *q) {
+  while (q->len) {
+    evl__qent e = evl__q_pop(q);
+    if (q->item_free && e.item)
+      q->item_free(e.item);
+    if (q->unfinished)
+      q->unfinished--;
+  }
+}
+EVL__DEF int evl_queue_shutdown(evl_queue *q, int immediate) {
+  if (!q)
+    return EVL_EINVAL;
+  if (!q->shutdown)
+    q->shutdown = 1;
+  if (immediate) {
+    q->shutdown = 2;
+    evl__q_drop_items(q);
+    if (!q->unfinished)
+      while (q->joiners.head)
+        evl__grant(q->joiners.head, NULL, q);
+  }
+  evl__wl_fail_all(&q->putters, EVL_ESHUTDOWN, NULL);
+  if (!q->len) /* getters wait only on an empty queue */
+    evl__wl_fail_all(&q->getters, EVL_ESHUTDOWN, NULL);
+  return 0;
+}
+EVL__DEF int evl_queue_is_shutdown(const evl_queue *q) {
+  return q ? q->shutdown != 0 : 0;
+}
+EVL__DEF void evl_queue_free(evl_queue *q) {
+  if (!q)
+    return;
+  evl__prim_close(&q->getters, &q->granted, "queue freed");
+  evl__prim_close(&q->putters, NULL, "queue freed");
+  evl__prim_close(&q->joiners, NULL, "queue freed");
+  q->unfinished = 0;
+  evl__q_drop_items(q);
+  evl__lfree(q->loop, q->a);
+  evl__prim_free(q->loop, q);
+}
+
+/* ==== Tasks that compose: wait, as_completed, shield, TaskGroup ========= */
+
+typedef struct evl__multi {
+  evl_future fut;
+  evl_future **kids;
+  size_t n, ndone;
+  evl_handle timer; /* holds a reference to the future while pending */
+  int how;
+} evl__multi;
+
+static void evl__multi_stop_timer(evl__multi *m) {
+  if (m->timer && evl__cancel_internal(m->fut.loop, m->timer)) {
+    m->timer = 0;
+    evl_future_release(&m->fut);
+  }
+}
+static void evl__multi_release_kids(evl__multi *m, evl_future_callback cb) {
+  size_t i;
+  for (i = 0; i < m->n; i++) {
+    evl_future_remove_done_callback(m->kids[i], cb, m);
+    evl_future_release(m->kids[i]);
+  }
+  evl__lfree(m->fut.loop, m->kids);
+  m->kids = NULL;
+  m->n = 0;
+}
+/* Takes references to futs[0..n) and calls cb when each completes. */
+static int evl__multi_init(evl__multi *m, evl_future *const *futs, size_t n,
+                           double timeout, evl_future_callback cb,
+                           evl_callback on_timeout) {
+  size_t i;
+  int64_t ns = 0;
+  if (!n || !futs || timeout != timeout)
+    return EVL_EINVAL;
+  for (i = 0; i < n; i++)
+    if (!futs[i] || futs[i]->loop != m->fut.loop)
+      return EVL_EINVAL;
+  m->kids = (evl_future **)evl__lalloc(m->fut.loop, n * sizeof *m->kids);
+  if (!m->kids)
+    return EVL_ENOMEM;
+  for (i = 0; i < n; i++) {
+    m->kids[i] = evl_future_ref(futs[i]);
+    m->n = i + 1;
+    if (evl_future_add_done_callback(futs[i], cb, m))
+      return EVL_ENOMEM;
+  }
+  if (timeout < 0)
+    timeout = 0;
+  if (timeout <= DBL_MAX && !evl__seconds_to_ns(timeout, &ns)) {
+    m->timer = evl__later_internal(m->fut.loop, ns, on_timeout, m);
+    if (m->timer > 0)
+      m->fut.refs++;
+    else
+      m->timer = 0;
+  }
+  return 0;
+}
+
+/* ---- wait ---- */
+
+/* Completes the wait with the number of futures done at this moment. */
+static void evl__wait_complete(evl__multi *m) {
+  size_t i, done = 0;
+  if (m->fut.state != EVL__PENDING)
+    return;
+  for (i = 0; i < m->n; i++)
+    done += m->kids[i]->state != EVL__PENDING;
+  evl__multi_stop_timer(m);
+  (void)evl_future_set_result(&m->fut, (void *)(intptr_t)done);
+}
+static void evl__wait_kid_done(evl_future *kid, void *arg) {
+  evl__multi *m = (evl__multi *)arg;
+  m->ndone++;
+  if (m->ndone == m->n || m->how == EVL_FIRST_COMPLETED ||
+      (m->how == EVL_FIRST_EXCEPTION && kid->state == EVL__FAILED))
+    evl__wait_complete(m);
+}
+static void evl__wait_timeout(evl_loop *loop, void *arg) {
+  evl__multi *m = (evl__multi *)arg;
+  m->timer = 0;
+  if (!loop->closing)
+    evl__wait_complete(m);
+  evl_future_release(&m->fut);
+}
+static int evl__wait_cancel(evl_future *f) {
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1)
+    evl__multi_stop_timer((evl__multi *)(void *)f); /* the futures go on */
+  return rc;
+}
+static void evl__wait_destroy(evl_future *f) {
+  evl__multi_release_kids((evl__multi *)(void *)f, evl__wait_kid_done);
+}
+static const evl__future_vt evl__wait_vt = {evl__wait_cancel, evl__wait_destroy,
+                                            NULL};
+
+EVL__DEF evl_future *evl_wait(evl_loop *loop, evl_future *const *futs, size_t n,
+                              int return_when, double timeout) {
+  evl__multi *m;
+  int rc;
+  m = (evl__multi *)(void *)evl__future_alloc(loop, sizeof *m, &evl__wait_vt);
+  if (!m)
+    return NULL;
+  m->how = return_when;
+  if (return_when != EVL_FIRST_COMPLETED &&
+      return_when != EVL_FIRST_EXCEPTION && return_when != EVL_ALL_COMPLETED)
+    rc = EVL_EINVAL;
+  else
+    rc = evl__multi_init(m, futs, n, timeout, evl__wait_kid_done,
+                         evl__wait_timeout);
+  if (rc) {
+    evl__multi_stop_timer(m);
+    (void)evl_future_set_error(&m->fut, rc, NULL);
+    return &m->fut;
+  }
+  return &m->fut; /* futures done already report at the next iteration */
+}
+
+/* ---- as_completed ---- */
+
+struct evl_as_completed {
+  evl__multi m;       /* the futures, the overall timer; never awaited itself */
+  evl_future **order; /* in completion order */
+  size_t nready, nhanded, ncalls;
+  evl__wlist waiters;
+  int timed_out;
+};
+
+static void evl__ac_deliver(evl_as_completed *ac) {
+  while (ac->waiters.head && ac->nhanded < ac->nready)
+    evl__grant(ac->waiters.head, NULL, ac->order[ac->nhanded++]);
+  if (ac->timed_out)
+    evl__wl_fail_all(&ac->waiters, EVL_ETIMEDOUT, NULL);
+}
+static void evl__ac_kid_done(evl_future *kid, void *arg) {
+  evl_as_completed *ac = (evl_as_completed *)arg;
+  ac->order[ac->nready++] = kid;
+  if (ac->nready == ac->m.n)
+    evl__multi_stop_timer(&ac->m);
+  evl__ac_deliver(ac);
+}
+static void evl__ac_timeout(evl_loop *loop, void *arg) {
+  evl_as_completed *ac = (evl_as_completed *)arg;
+  ac->m.timer = 0;
+  if (!loop->closing) {
+    ac->timed_out = 1;
+    evl__ac_deliver(ac);
+  }
+  evl_future_release(&ac->m.fut);
+}
+static void evl__ac_destroy(evl_future *f) {
+  evl_as_completed *ac = (evl_as_completed *)(void *)f;
+  evl__wl_fail_all(&ac->waiters, EVL_ECLOSED, NULL);
+  evl__multi_release_kids(&ac->m, evl__ac_kid_done);
+  evl__lfree(f->loop, ac->order);
+}
+static const evl__future_vt evl__ac_vt = {NULL, evl__ac_destroy, NULL};
+
+EVL__DEF evl_as_completed *evl_as_completed_new(evl_loop *loop,
+                                                evl_future *const *futs,
+                                                size_t n, double timeout) {
+  evl_as_completed *ac;
+  ac = (evl_as_completed *)(void *)evl__future_alloc(loop, sizeof *ac,
+                                                     &evl__ac_vt);
+  if (!ac)
+    return NULL;
+  ac->order =
+      n ? (evl_future **)evl__lalloc(loop, n * sizeof *ac->order) : NULL;
+  if (!ac->order || evl__multi_init(&ac->m, futs, n, timeout, evl__ac_kid_done,
+                                    evl__ac_timeout)) {
+    evl__multi_stop_timer(&ac->m);
+    evl_future_release(&ac->m.fut);
+    return NULL;
+  }
+  return ac;
+}
+EVL__DEF evl_future *evl_as_completed_next(evl_as_completed *ac) {
+  evl__waiter *w;
+  if (!ac)
+    return NULL;
+  if (ac->ncalls >= ac->m.n)
+    return evl__failed(ac->m.fut.loop, EVL_EINVALSTATE, "all handed out");
+  w = evl__waiter_new(ac->m.fut.loop, ac, NULL);
+  if (!w)
+    return NULL;
+  ac->ncalls++;
+  evl__wl_push(&ac->waiters, w);
+  evl__ac_deliver(ac);
+  return &w->fut;
+}
+EVL__DEF void evl_as_completed_free(evl_as_completed *ac) {
+  if (ac) {
+    evl__multi_stop_timer(&ac->m);
+    evl_future_release(&ac->m.fut);
+  }
+}
+
+/* ---- shield ---- */
+
+typedef struct evl__shield {
+  evl_future fut;
+  evl_future *inner;
+} evl__shield;
+
+static void evl__shield_inner_done(evl_future *inner, void *arg) {
+  evl__shield *s = (evl__shield *)arg;
+  if (s->fut.state != EVL__PENDING)
+    return;
+  if (inner->state == EVL__DONE) {
+    (void)evl_future_set_result(&s->fut, evl_future_result(inner));
+  } else {
+    inner->retrieved = 1;
+    (void)evl_future_set_error(&s->fut, inner->err, inner->errmsg);
+  }
+}
+static void evl__shield_destroy(evl_future *f) {
+  evl__shield *s = (evl__shield *)(void *)f;
+  if (s->inner) {
+    evl_future_remove_done_callback(s->inner, evl__shield_inner_done, s);
+    evl_future_release(s->inner);
+    s->inner = NULL;
+  }
+}
+static const evl__future_vt evl__shield_vt = {NULL, evl__shield_destroy,
+                                              evl__shield_destroy};
+
+EVL__DEF evl_future *evl_shield(evl_future *fut) {
+  evl__shield *s;
+  if (!fut)
+    return NULL;
+  s = (evl__shield *)(void *)evl__future_alloc(fut->loop, sizeof *s,
+                                               &evl__shield_vt);
+  if (!s)
+    return NULL;
+  s->inner = evl_future_ref(fut);
+  if (evl_future_add_done_callback(fut, evl__shield_inner_done, s)) {
+    evl_future_release(&s->fut);
+    return NULL;
+  }
+  return &s->fut;
+}
+
+/* ---- TaskGroup ---- */
+
+typedef struct evl__tgwait {
+  evl_future fut;
+  evl_task_group *g;
+  int cancel_req;
+} evl__tgwait;
+
+struct evl_task_group {
+  evl_loop *loop;
+  evl_task *parent; /* a reference, or NULL */
+  evl_task **kids;
+  size_t n, cap, pending;
+  evl__tgwait *wait;
+  int err, others, aborting, parent_cancelled;
+  char *msg;
+};
+
+static void evl__tg_abort(evl_task_group *g) {
+  size_t i;
+  g->aborting = 1;
+  for (i = 0; i < g->n; i++)
+    if (g->kids[i]->state == EVL__PENDING)
+      (void)evl_task_cancel(g->kids[i]);
+}
+static void evl__tg_finish(evl_task_group *g) {
+  evl__tgwait *w = g->wait;
+  if (!w || g->pending || w->fut.state != EVL__PENDING)
+    return;
+  if (g->err)
+    (void)evl_future_set_error(&w->fut, g->err, g->msg);
+  else if (w->cancel_req)
+    (void)evl__future_cancel_base(&w->fut);
+  else
+    (void)evl_future_set_result(&w->fut, NULL);
+}
+static void evl__tg_kid_done(evl_future *kid, void *arg) {
+  evl_task_group *g = (evl_task_group *)arg;
+  g->pending--;
+  if (kid->state == EVL__FAILED) {
+    kid->retrieved = 1; /* the group reports it */
+    if (g->err) {
+      g->others++;
+    } else {
+      evl__task *p = g->parent ? EVL__TASK(g->parent) : NULL;
+      g->err = kid->err;
+      g->msg = kid->errmsg ? evl__strdup(g->loop, kid->errmsg) : NULL;
+      evl__tg_abort(g);
+      /* asyncio: the parent is stopped where it is, unless it already
+         waits for the group */
+      if (p && p->fut.state == EVL__PENDING && !g->parent_cancelled &&
+          !(g->wait && p->awaiting == &g->wait->fut)) {
+        g->parent_cancelled = 1;
+        (void)evl_task_cancel(&p->fut);
+      }
+    }
+  }
+  evl__tg_finish(g);
+}
+static int evl__tgwait_cancel(evl_future *f) {
+  evl__tgwait *w = (evl__tgwait *)(void *)f;
+  if (f->state != EVL__PENDING)
+    return 0;
+  if (!w->g)
+    return evl__future_cancel_base(f);
+  w->cancel_req = 1; /* the children are cancelled and waited for */
+  evl__tg_abort(w->g);
+  evl__tg_finish(w->g);
+  return 1;
+}
+static void evl__tgwait_destroy(evl_future *f) {
+  evl__tgwait *w = (evl__tgwait *)(void *)f;
+  if (w->g)
+    w->g->wait = NULL;
+}
+static const evl__future_vt evl__tgwait_vt = {evl__tgwait_cancel,
+                                              evl__tgwait_destroy, NULL};
+
+EVL__DEF evl_task_group *evl_task_group_new(evl_loop *loop, evl_task *parent) {
+  evl_task_group *g;
+  if (parent && (!evl_is_task(parent) || parent->loop != loop))
+    return NULL;
+  g = (evl_task_group *)evl__prim_alloc(loop, sizeof *g);
+  if (g) {
+    g->loop = loop;
+    g->parent = evl_future_ref(parent);
+  }
+  return g;
+}
+EVL__DEF evl_task *evl_task_group_create(evl_task_group *g, evl_task_fn fn,
+                                         const void *state, size_t state_size) {
+  evl_task *t;
+  if (!g || !fn || g->aborting ||
+      (g->wait && g->wait->fut.state != EVL__PENDING))
+    return NULL;
+  if (g->n == g->cap) {
+    size_t cap = g->cap ? g->cap * 2 : 4;
+    evl_task **k =
+        (evl_task **)evl__lrealloc(g->loop, g->kids, cap * sizeof *k);
+    if (!k)
+      return NULL;
+    g->kids = k;
+    g->cap = cap;
+  }
+  t = evl_task_create_at_site(g->loop, fn, state, state_size, NULL, NULL, 0);
+  if (!t)
+    return NULL;
+  if (evl_future_add_done_callback(t, evl__tg_kid_done, g)) {
+    (void)evl_task_cancel(t);
+    evl_future_release(t);
+    return NULL;
+  }
+  g->kids[g->n++] = evl_future_ref(t);
+  g->pending++;
+  return t;
+}
+EVL__DEF evl_future *evl_task_group_wait(evl_task_group *g) {
+  evl__tgwait *w;
+  if (!g)
+    return NULL;
+  if (g->wait)
+    return evl_future_ref(&g->wait->fut);
+  w = (evl__tgwait *)(void *)evl__future_alloc(g->loop, sizeof *w,
+                                               &evl__tgwait_vt);
+  if (!w)
+    return NULL;
+  w->g = g;
+  g->wait = w;
+  /* asyncio: a body that ends with an error (or cancelled) aborts the
+     group before waiting: here, a parent waiting from its finally section
+     with an error staged. */
+  if (g->parent && EVL__TASK(g->parent)->fin_staged &&
+      EVL__TASK(g->parent)->fin_err)
+    evl__tg_abort(g);
+  evl__tg_finish(g);
+  return &w->fut;
+}
+EVL__DEF int evl_task_group_error(const evl_task_group *g) {
+  return g ? g->err : EVL_EINVAL;
+}
+EVL__DEF int evl_task_group_others_failed(const evl_task_group *g) {
+  return g ? g->others : 0;
+}
+EVL__DEF void evl_task_group_free(evl_task_group *g) {
+  size_t i;
+  if (!g)
+    return;
+  for (i = 0; i < g->n; i++) {
+    evl_future_remove_done_callback(g->kids[i], evl__tg_kid_done, g);
+    if (g->kids[i]->state == EVL__PENDING)
+      (void)evl_task_cancel(g->kids[i]); /* no child outlives the group */
+    else if (g->kids[i]->state == EVL__FAILED)
+      g->kids[i]->retrieved = 1;
+    evl_future_release(g->kids[i]);
+  }
+  if (g->wait) {
+    g->wait->g = NULL;
+    if (g->wait->fut.state == EVL__PENDING)
+      (void)evl__future_cancel_base(&g->wait->fut);
+  }
+  evl_future_release(g->parent);
+  evl__lfree(g->loop, g->kids);
+  evl__lfree(g->loop, g->msg);
+  evl__prim_free(g->loop, g);
 }
 
 /* ==== Executor ==========================================================
@@ -6258,6 +8712,228 @@ EVL__DEF int evl_set_default_executor(evl_loop *loop, evl_executor *exec) {
   return 0;
 }
 
+/* ==== Tasks from other threads (run_coroutine_threadsafe, to_thread) ====
+   The handle is shared by the caller's thread and the loop's: its fields
+   after `mu` are read and written under it, and it is freed (with the
+   process allocator: the loop's runs on the loop thread only) when both
+   sides have let go. */
+
+struct evl_threadsafe {
+  evl_loop *loop;    /* set once */
+  evl_task_fn fn;    /* set once */
+  void *state;       /* set once: the copy below, or the caller's */
+  size_t state_size; /* set once */
+  evl_task *task;    /* loop thread only */
+  evl__mutex mu;
+#ifndef EVLOOP_NO_THREADS
+  evl__cond cv;
+#endif
+  int refs, done, err, cancel_req;
+  void *result;
+  char msg[128];
+};
+
+static void evl__ts_unref(evl_threadsafe *h) {
+  int last;
+  evl__lock(&h->mu);
+  last = --h->refs == 0;
+  evl__unlock(&h->mu);
+  if (last) {
+#ifndef EVLOOP_NO_THREADS
+    evl__mutex_destroy(&h->mu);
+    evl__cond_destroy(&h->cv);
+#endif
+    EVLOOP_FREE(NULL, h);
+  }
+}
+static void evl__ts_complete(evl_threadsafe *h, int err, const char *msg,
+                             void *result) {
+  evl__lock(&h->mu);
+  h->done = 1;
+  h->err = err;
+  h->result = result;
+  if (msg)
+    snprintf(h->msg, sizeof h->msg, "%s", msg);
+#ifndef EVLOOP_NO_THREADS
+  evl__cond_broadcast(&h->cv);
+#endif
+  evl__unlock(&h->mu);
+  evl__ts_unref(h); /* the loop side's reference */
+}
+static void evl__ts_task_done(evl_future *task, void *arg) {
+  evl_threadsafe *h = (evl_threadsafe *)arg;
+  int err = evl_future_error(task);
+  h->task = NULL;
+  evl__ts_complete(h, err, err ? evl_future_error_message(task) : NULL,
+                   evl_future_result(task));
+  evl_future_release(task);
+}
+static void evl__ts_start(evl_loop *loop, void *arg) {
+  evl_threadsafe *h = (evl_threadsafe *)arg;
+  evl_task *t;
+  int cancel;
+  if (loop->closing) {
+    evl__ts_complete(h, EVL_ECLOSED, NULL, NULL);
+    return;
+  }
+  t = evl_task_create_at_site(loop, h->fn, h->state, h->state_size,
+                              "threadsafe", NULL, 0);
+  if (!t || evl_future_add_done_callback(t, evl__ts_task_done, h)) {
+    if (t)
+      (void)evl_task_cancel(t);
+    evl_future_release(t);
+    evl__ts_complete(h, EVL_ENOMEM, NULL, NULL);
+    return;
+  }
+  h->task = t;
+  evl__lock(&h->mu);
+  cancel = h->cancel_req;
+  evl__unlock(&h->mu);
+  if (cancel)
+    (void)evl_task_cancel(t);
+}
+static void evl__ts_cancel_cb(evl_loop *loop, void *arg) {
+  evl_threadsafe *h = (evl_threadsafe *)arg;
+  if (!loop->closing && h->task)
+    (void)evl_task_cancel(h->task);
+  evl__ts_unref(h);
+}
+
+EVL__DEF evl_threadsafe *evl_run_task_threadsafe(evl_loop *loop, evl_task_fn fn,
+                                                 const void *state,
+                                                 size_t state_size) {
+  evl_threadsafe *h;
+  size_t head = (sizeof *h + 15) & ~(size_t)15;
+  if (!loop || !fn || state_size > ((size_t)-1) / 2)
+    return NULL;
+  h = (evl_threadsafe *)EVLOOP_MALLOC(NULL, head + state_size);
+  if (!h)
+    return NULL;
+  memset(h, 0, sizeof *h);
+  h->loop = loop;
+  h->fn = fn;
+  h->state_size = state_size;
+  h->state = state_size ? (char *)h + head : (void *)state;
+  if (state_size && state)
+    memcpy(h->state, state, state_size);
+  else if (state_size)
+    memset(h->state, 0, state_size);
+  h->refs = 2; /* the caller and the loop */
+#ifndef EVLOOP_NO_THREADS
+  evl__mutex_init(&h->mu);
+  evl__cond_init(&h->cv);
+#endif
+  if (evl__ts_push(loop, evl__ts_start, h, 1)) {
+#ifndef EVLOOP_NO_THREADS
+    evl__mutex_destroy(&h->mu);
+    evl__cond_destroy(&h->cv);
+#endif
+    EVLOOP_FREE(NULL, h);
+    return NULL;
+  }
+  return h;
+}
+
+EVL__DEF int evl_threadsafe_wait(evl_threadsafe *h, double timeout) {
+  int done;
+  if (!h || timeout != timeout)
+    return EVL_EINVAL;
+  evl__lock(&h->mu);
+#ifndef EVLOOP_NO_THREADS
+  if (!h->done && timeout > 0) {
+#ifdef _WIN32
+    ULONGLONG end =
+        GetTickCount64() +
+        (timeout > 1e9 ? (ULONGLONG)1e12 : (ULONGLONG)(timeout * 1e3));
+    while (!h->done) {
+      ULONGLONG now = GetTickCount64();
+      if (now >= end)
+        break;
+      SleepConditionVariableSRW(
+          &h->cv, &h->mu, (DWORD)(end - now > 86400000 ? 86400000 : end - now),
+          0);
+    }
+#else
+    struct timespec ts;
+    double whole;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (timeout > 1e9)
+      timeout = 1e9;
+    whole = (double)(int64_t)timeout;
+    ts.tv_sec += (time_t)whole;
+    ts.tv_nsec += (long)((timeout - whole) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    while (!h->done)
+      if (pthread_cond_timedwait(&h->cv, &h->mu, &ts) == ETIMEDOUT)
+        break;
+#endif
+  }
+#endif
+  done = h->done;
+  evl__unlock(&h->mu);
+  return done ? 0 : EVL_ETIMEDOUT;
+}
+EVL__DEF int evl_threadsafe_done(evl_threadsafe *h) {
+  int done;
+  if (!h)
+    return 0;
+  evl__lock(&h->mu);
+  done = h->done;
+  evl__unlock(&h->mu);
+  return done;
+}
+EVL__DEF int evl_threadsafe_result(evl_threadsafe *h, void **result) {
+  int rc;
+  if (result)
+    *result = NULL;
+  if (!h)
+    return EVL_EINVAL;
+  evl__lock(&h->mu);
+  rc = h->done ? h->err : EVL_EINVALSTATE;
+  if (h->done && result)
+    *result = h->result;
+  evl__unlock(&h->mu);
+  return rc;
+}
+EVL__DEF const char *evl_threadsafe_error_message(evl_threadsafe *h) {
+  const char *m;
+  if (!h)
+    return NULL;
+  evl__lock(&h->mu);
+  m = h->done && h->err ? (h->msg[0] ? h->msg : evl_strerror(h->err)) : NULL;
+  evl__unlock(&h->mu);
+  return m;
+}
+EVL__DEF int evl_threadsafe_cancel(evl_threadsafe *h) {
+  int post;
+  if (!h)
+    return EVL_EINVAL;
+  evl__lock(&h->mu);
+  post = !h->done && !h->cancel_req;
+  if (!h->done)
+    h->cancel_req = 1;
+  if (post)
+    h->refs++; /* for the callback */
+  evl__unlock(&h->mu);
+  if (!post)
+    return evl_threadsafe_done(h) ? 0 : 1;
+  if (evl__ts_push(h->loop, evl__ts_cancel_cb, h, 1))
+    evl__ts_unref(h); /* the loop is gone: its side completed the handle */
+  return 1;
+}
+EVL__DEF void evl_threadsafe_free(evl_threadsafe *h) {
+  if (h)
+    evl__ts_unref(h);
+}
+
+EVL__DEF evl_future *evl_to_thread(evl_loop *loop, evl_work_fn fn, void *arg,
+                                   evl_free_fn result_free) {
+  return evl_run_in_executor(loop, NULL, fn, arg, result_free);
+}
+
 /* ==== DNS =============================================================== */
 
 typedef struct evl__gai_req {
@@ -6507,7 +9183,8 @@ enum {
   EVL__T_WATCH_HUP = 1 << 12, /* write pipe: readable = the reader left */
   EVL__T_OVL = 1 << 13,       /* IOCP: completion-based I/O */
   EVL__T_SKIP = 1 << 14,      /* IOCP: no completion packet on success */
-  EVL__T_HANDLE = 1 << 15     /* IOCP: a named pipe handle, not a socket */
+  EVL__T_HANDLE = 1 << 15,    /* IOCP: a named pipe handle, not a socket */
+  EVL__T_UNREF = 1 << 16      /* does not keep the loop alive */
 };
 
 typedef struct evl__dgram {
@@ -6573,6 +9250,10 @@ static void evl__tr_on_readable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__tr_on_writable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__dg_on_readable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__dg_on_writable(evl_loop *loop, evl_fd fd, void *arg);
+static int evl__dg_read_some(evl_transport *t, int budget);
+/* Reading may go on: no pause, close or EOF came from a callback. */
+#define EVL__TR_READ_STOP                                                      \
+  (EVL__T_PAUSED | EVL__T_CLOSING | EVL__T_READ_EOF | EVL__T_LOST)
 static void evl__server_conn_gone(evl_server *s);
 static void evl__sendfile_fail(evl_transport *t, int err);
 static int evl__tr_read_on(evl_transport *t);
@@ -6941,34 +9622,37 @@ static void *evl__tr_get_buffer(evl_transport *t, size_t hint, size_t *len) {
   return buf;
 }
 
+/* Reads until the socket is drained (a short read says so, as libuv takes
+   it; EAGAIN otherwise) or the loop's read budget is used up. */
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   const evl_protocol *p = t->proto;
   evl__ssize_t n;
+  int budget = loop->read_budget;
   (void)fdv;
-  if (p->get_buffer) {
-    size_t len;
-    void *buf = evl__tr_get_buffer(t, EVL__RBUF_SIZE, &len);
-    if (!buf)
-      return;
-    n = evl__tr_recv(t, buf, len);
-    if (n > 0) {
-      if (p->buffer_updated)
+  for (;;) {
+    size_t len = EVL__RBUF_SIZE;
+    if (p->get_buffer) {
+      void *buf = evl__tr_get_buffer(t, EVL__RBUF_SIZE, &len);
+      if (!buf)
+        return;
+      n = evl__tr_recv(t, buf, len);
+      if (n > 0 && p->buffer_updated)
         p->buffer_updated(t, (size_t)n, t->user);
-      return;
-    }
-  } else {
-    unsigned char *buf = evl__rbuf(loop);
-    if (!buf) {
-      evl__tr_fatal(t, EVL_ENOMEM);
-      return;
-    }
-    n = evl__tr_recv(t, buf, EVL__RBUF_SIZE);
-    if (n > 0) {
-      if (p->data_received)
+    } else {
+      unsigned char *buf = evl__rbuf(loop);
+      if (!buf) {
+        evl__tr_fatal(t, EVL_ENOMEM);
+        return;
+      }
+      n = evl__tr_recv(t, buf, EVL__RBUF_SIZE);
+      if (n > 0 && p->data_received)
         p->data_received(t, buf, (size_t)n, t->user);
-      return;
     }
+    if (n <= 0)
+      break;
+    if ((size_t)n < len || --budget <= 0 || (t->flags & EVL__TR_READ_STOP))
+      return;
   }
 #ifdef EVL__HAVE_KQUEUE
   if (n == 0 && !(t->flags & EVL__T_PIPE)) { /* a reset libkqueue took */
@@ -7522,6 +10206,8 @@ static void evl__tr_ovl_done(evl_transport *t, evl__ovl *r, int err) {
       if (t->proto->datagram_received)
         t->proto->datagram_received(t, r->buf, n, r->buf + r->cap,
                                     (size_t)r->alen, t->user);
+      /* what else is queued, up to the budget, before posting again */
+      evl__dg_read_some(t, t->loop->read_budget - 1);
       r->delivering = 0;
     } else if (err == EVL_ECONNRESET || err == EVL_ECONNREFUSED ||
                err == EVL_EHOSTUNREACH || err == EVL_ENETUNREACH) {
@@ -7865,33 +10551,44 @@ static void evl__transports_close(evl_loop *loop) {
 
 /* ==== Datagram endpoints ================================================ */
 
-static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
-  evl_transport *t = (evl_transport *)arg;
-  struct sockaddr_storage ss;
-  socklen_t alen = sizeof ss;
+/* Up to budget datagrams, until the socket has none (EAGAIN) or a callback
+   paused or closed the endpoint; returns the number delivered. */
+static int evl__dg_read_some(evl_transport *t, int budget) {
+  evl_loop *loop = t->loop;
   unsigned char *buf = evl__rbuf(loop);
-  evl__ssize_t n;
-  (void)fdv;
+  int got = 0;
   if (!buf)
-    return;
-  n = evl__sys_recvfrom(t->fd, buf, EVL__RBUF_SIZE, 0, (struct sockaddr *)&ss,
-                        &alen);
-  if (n >= 0) {
-    if (t->proto->datagram_received)
-      t->proto->datagram_received(t, buf, (size_t)n, &ss, (size_t)alen,
-                                  t->user);
-    return;
-  }
-  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+    return 0;
+  while (got < budget && !(t->flags & EVL__TR_READ_STOP)) {
+    struct sockaddr_storage ss;
+    socklen_t alen = sizeof ss;
+    evl__ssize_t n = evl__sys_recvfrom(t->fd, buf, EVL__RBUF_SIZE, 0,
+                                       (struct sockaddr *)&ss, &alen);
+    if (n >= 0) {
+      got++;
+      if (t->proto->datagram_received)
+        t->proto->datagram_received(t, buf, (size_t)n, &ss, (size_t)alen,
+                                    t->user);
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
 #ifdef EVL__HAVE_KQUEUE
-    int err = evl__kqueue_take_soerr(loop, t->fd); /* libkqueue took it */
-    if (err && t->proto->error_received)
-      t->proto->error_received(t, evl_translate_sys_error(err), t->user);
+      int err = evl__kqueue_take_soerr(loop, t->fd); /* libkqueue took it */
+      if (err && t->proto->error_received)
+        t->proto->error_received(t, evl_translate_sys_error(err), t->user);
 #endif
-    return;
+      break;
+    }
+    got++; /* e.g. ECONNREFUSED from an ICMP error: reported, counted */
+    if (t->proto->error_received)
+      t->proto->error_received(t, evl__errno(), t->user);
   }
-  if (t->proto->error_received) /* e.g. ECONNREFUSED from an ICMP error */
-    t->proto->error_received(t, evl__errno(), t->user);
+  return got;
+}
+
+static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
+  (void)fdv;
+  evl__dg_read_some((evl_transport *)arg, loop->read_budget);
 }
 
 static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
@@ -8645,6 +11342,7 @@ struct evl_server {
   int *fds;
   size_t nfds, nconns;
   int backlog, serving, closed, user_freed, shed_reported;
+  int unref;            /* does not keep the loop alive */
   evl__waiters waiters; /* wait_closed */
   evl_future *serve_fut;
   char *unix_path; /* the socket file we made, removed at close */
@@ -10453,6 +13151,7 @@ EVL__DEF evl_future *evl_start_unix_server(evl_loop *loop,
                            NULL);
 }
 
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Signals on Windows ================================================
    SIGINT and SIGBREAK come from the console (Ctrl-C, Ctrl-Break) through a
    console control handler, which Windows runs in a thread of its own: it
@@ -10481,6 +13180,11 @@ static int evl__ctrl_installed;
 
 static int evl__sig_index(int signum) {
   return signum == SIGINT ? 0 : signum == EVL__SIGBREAK ? 1 : -1;
+}
+/* A handler for signum is set. */
+static int evl__sig_has(evl_loop *loop, int signum) {
+  int i = evl__sig_index(signum);
+  return loop->sig && i >= 0 && ((evl__sigstate *)loop->sig)->cb[i];
 }
 
 static void evl__sig_deliver(evl_loop *loop, void *arg) {
@@ -10577,6 +13281,7 @@ EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   }
   st->cb[i] = NULL;
   st->arg[i] = NULL;
+  loop->sig_unref &= ~((uint64_t)1 << (signum - 1));
   if (!st->cb[0] && !st->cb[1]) {
     evl__sig_unlink(st);
     loop->sig = NULL;
@@ -10607,6 +13312,11 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
   return EVL_ENOTSUP;
 }
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
+  (void)loop;
+  (void)signum;
+  return 0;
+}
+static int evl__sig_has(evl_loop *loop, int signum) {
   (void)loop;
   (void)signum;
   return 0;
@@ -10855,6 +13565,12 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
   return 0;
 }
 
+/* A handler for signum is set. */
+static int evl__sig_has(evl_loop *loop, int signum) {
+  return loop->sig && signum > 0 && signum < EVL__NSIG &&
+         ((evl__sigstate *)loop->sig)->cb[signum];
+}
+
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   evl__sigstate *st;
   if (!loop || signum <= 0 || signum >= EVL__NSIG)
@@ -10864,6 +13580,8 @@ EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
     return 0;
   st->cb[signum] = NULL;
   st->arg[signum] = NULL;
+  if (signum <= 64)
+    loop->sig_unref &= ~((uint64_t)1 << (signum - 1));
 #ifdef EVL__HAVE_KQUEUE
   if (st->slot < 0)
     (void)evl__kq_signal(loop, signum, 0);
@@ -10947,6 +13665,7 @@ struct evl_subprocess {
   evl_handle poll_timer; /* the last-resort exit watch (POSIX) */
   int poll_ms;
   int pipe_failed; /* a pipe got no transport (no memory): start fails */
+  int unref;       /* does not keep the loop alive */
 };
 
 static void evl__sub_try_finish(evl_subprocess *p);
@@ -12234,6 +14953,140 @@ static void evl__children_close(evl_loop *loop) {
   }
 }
 
+#endif /* EVLOOP_NO_PROCESS */
+
+/* ==== What keeps the loop alive ==========================================
+   libuv's ref/unref: every kind of handle can be told not to keep the
+   loop running. evl_loop_alive asks the cheap counters first and walks
+   the lists of transports, servers and children only when those say no
+   (the walk stops at the first referenced object). */
+
+EVL__DEF int evl_handle_set_ref(evl_loop *loop, evl_handle h, int ref) {
+  uint32_t i;
+  evl__slot *s;
+  if (!loop || loop->closed || !loop->slots)
+    return EVL_EINVAL;
+  s = evl__slot_of(loop, h, &i);
+  if (!s || !s->fn || (s->gen & EVL__SLOT_INTERNAL))
+    return EVL_EINVAL;
+  if (!ref == !!(s->gen & EVL__SLOT_UNREF)) /* already so */
+    return 0;
+  s->gen ^= EVL__SLOT_UNREF;
+  if (s->pos >= 0) /* in the heap (a ready callback is not counted) */
+    loop->heap_unref += ref ? (uint32_t)-1 : 1u;
+  return 0;
+}
+
+EVL__DEF int evl_hook_set_ref(evl_loop *loop, int id, int ref) {
+  evl__hook *h = evl__hook_find(loop, id);
+  if (!h)
+    return EVL_EINVAL;
+  h->unref = !ref;
+  return 0;
+}
+
+EVL__DEF int evl_transport_set_ref(evl_transport *t, int ref) {
+  if (!t)
+    return EVL_EINVAL;
+  t->flags = ref ? t->flags & ~EVL__T_UNREF : t->flags | EVL__T_UNREF;
+  return 0;
+}
+
+EVL__DEF int evl_server_set_ref(evl_server *s, int ref) {
+  if (!s)
+    return EVL_EINVAL;
+  s->unref = !ref;
+  return 0;
+}
+
+#ifndef EVLOOP_NO_PROCESS
+EVL__DEF int evl_signal_set_ref(evl_loop *loop, int signum, int ref) {
+  uint64_t bit;
+  if (!loop || signum <= 0 || signum > 64 || !evl__sig_has(loop, signum))
+    return EVL_EINVAL;
+  bit = (uint64_t)1 << (signum - 1);
+  loop->sig_unref = ref ? loop->sig_unref & ~bit : loop->sig_unref | bit;
+  return 0;
+}
+
+/* A subprocess and its pipe transports. */
+EVL__DEF int evl_subprocess_set_ref(evl_subprocess *p, int ref) {
+  int i;
+  if (!p)
+    return EVL_EINVAL;
+  p->unref = !ref;
+  for (i = 0; i < 3; i++)
+    if (p->pipes[i].t)
+      evl_transport_set_ref(p->pipes[i].t, ref);
+  return 0;
+}
+#endif
+
+EVL__DEF int evl_loop_alive(evl_loop *loop) {
+  evl_transport *t;
+  evl_server *sv;
+  struct evl_subprocess *p;
+  int i;
+  if (!loop || loop->closed)
+    return 0;
+  if (loop->ring_len || loop->fd_refs || loop->resolving || loop->fs_watches ||
+      loop->heap_len - loop->heap_cancelled > loop->heap_unref)
+    return 1;
+  /* executor jobs: running, or done and not delivered yet (the executor's
+     threads move them under the lock) */
+  evl__lock(&loop->ts_mu);
+  i = loop->jobs || loop->tsq_done;
+  evl__unlock(&loop->ts_mu);
+  if (i)
+    return 1;
+  for (i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].cb && !loop->hooks[i].unref)
+      return 1;
+  for (t = loop->transports; t; t = t->lnext)
+    if (!(t->flags & EVL__T_UNREF))
+      return 1;
+  for (sv = loop->servers; sv; sv = sv->lnext)
+    if (!sv->closed && !sv->unref)
+      return 1;
+#ifndef EVLOOP_NO_PROCESS
+  for (p = loop->children; p; p = p->lnext)
+    if (!p->unref)
+      return 1;
+#else
+  (void)p;
+#endif
+  if (loop->sig)
+    for (i = 1; i <= 64; i++)
+      if (evl__sig_has(loop, i) && !(loop->sig_unref >> (i - 1) & 1))
+        return 1;
+  return 0;
+}
+
+EVL__DEF int evl_run_alive(evl_loop *loop) {
+  int rc = 0;
+  if (!loop)
+    return EVL_EINVAL;
+  rc = evl__run_enter(loop);
+  if (rc)
+    return rc;
+  loop->run_alive = 1;
+  loop->m_mark_ok = 0;
+  while (evl_loop_alive(loop)) {
+    rc = evl__iterate(loop, -1);
+    if (rc < 0)
+      break;
+    rc = 0;
+    if (loop->stopping) {
+      rc = evl_loop_alive(loop);
+      break;
+    }
+  }
+  loop->run_alive = 0;
+  evl__run_leave(loop);
+  return rc;
+}
+
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Processes (high level) ============================================
    An evl_subprocess whose protocol feeds streams: stdout and stderr are
    stream readers, stdin a stream writer. */
@@ -12527,19 +15380,1192 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
   return &c->fut;
 }
 
+#endif /* EVLOOP_NO_PROCESS */
+
+#ifndef EVLOOP_NO_FS
+/* ==== Files (on the executor) ===========================================
+   One request type for every operation; its work function runs on an
+   executor thread, so everything it allocates comes from EVLOOP_MALLOC
+   (the loop's allocator is the loop thread's). */
+
+enum {
+  EVL__FS_OPEN,
+  EVL__FS_CLOSE,
+  EVL__FS_READ,
+  EVL__FS_WRITE,
+  EVL__FS_STAT,
+  EVL__FS_LSTAT,
+  EVL__FS_FSTAT,
+  EVL__FS_FSYNC,
+  EVL__FS_RENAME,
+  EVL__FS_UNLINK,
+  EVL__FS_MKDIR,
+  EVL__FS_RMDIR,
+  EVL__FS_READDIR,
+  EVL__FS_REALPATH,
+  EVL__FS_COPYFILE,
+  EVL__FS_READFILE
+};
+
+typedef struct evl__fsreq {
+  int op, flags, mode;
+  evl_fd fd;
+  void *buf;
+  size_t len;
+  int64_t off;
+  char *path, *path2;
+} evl__fsreq;
+
+static void evl__fsreq_free(void *p) {
+  evl__fsreq *r = (evl__fsreq *)p;
+  EVLOOP_FREE(NULL, r->path);
+  EVLOOP_FREE(NULL, r->path2);
+  EVLOOP_FREE(NULL, r);
+}
+
+/* A directory listing in one block: the header, the entries, the names. */
+typedef struct evl__dirent_at {
+  size_t off; /* of the name in names */
+  evl_fs_type type;
+} evl__dirent_at;
+typedef struct evl__dirbuild {
+  evl__dirent_at *ents;
+  char *names;
+  size_t n, cap, nlen, ncap;
+} evl__dirbuild;
+
+static int evl__dir_add(evl__dirbuild *b, const char *name, evl_fs_type t) {
+  size_t len = strlen(name) + 1;
+  if ((name[0] == '.' && !name[1]) ||
+      (name[0] == '.' && name[1] == '.' && !name[2]))
+    return 0;
+  if (b->n == b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 16;
+    evl__dirent_at *e =
+        (evl__dirent_at *)EVLOOP_REALLOC(NULL, b->ents, cap * sizeof *e);
+    if (!e)
+      return EVL_ENOMEM;
+    b->ents = e;
+    b->cap = cap;
+  }
+  if (b->nlen + len > b->ncap) {
+    size_t cap = b->ncap ? b->ncap * 2 : 256;
+    char *nm;
+    while (cap < b->nlen + len)
+      cap *= 2;
+    nm = (char *)EVLOOP_REALLOC(NULL, b->names, cap);
+    if (!nm)
+      return EVL_ENOMEM;
+    b->names = nm;
+    b->ncap = cap;
+  }
+  memcpy(b->names + b->nlen, name, len);
+  b->ents[b->n].off = b->nlen;
+  b->ents[b->n++].type = t;
+  b->nlen += len;
+  return 0;
+}
+
+static int evl__dir_finish(evl__dirbuild *b, void **result) {
+  size_t head = sizeof(evl_fs_dir) + b->n * sizeof(evl_dirent), i;
+  evl_fs_dir *d = (evl_fs_dir *)EVLOOP_MALLOC(NULL, head + b->nlen + 1);
+  char *names;
+  if (!d)
+    return EVL_ENOMEM;
+  d->count = b->n;
+  d->entries = (evl_dirent *)(void *)(d + 1);
+  names = (char *)d + head;
+  if (b->nlen)
+    memcpy(names, b->names, b->nlen);
+  for (i = 0; i < b->n; i++) {
+    d->entries[i].name = names + b->ents[i].off;
+    d->entries[i].type = b->ents[i].type;
+  }
+  *result = d;
+  return 0;
+}
+
+static void evl__dir_drop(evl__dirbuild *b) {
+  EVLOOP_FREE(NULL, b->ents);
+  EVLOOP_FREE(NULL, b->names);
+}
+
+#ifdef _WIN32
+#define EVL__FS_FAIL() evl_translate_sys_error(evl__win_errno(GetLastError()))
+
+static evl_fs_data *evl__fs_data_new(size_t len) {
+  evl_fs_data *d = (evl_fs_data *)EVLOOP_MALLOC(NULL, sizeof *d + len + 1);
+  if (d) {
+    d->len = len;
+    d->data = (unsigned char *)(d + 1);
+    d->data[len] = 0;
+  }
+  return d;
+}
+
+/* UTF-8 -> UTF-16, from EVLOOP_MALLOC; NULL when out of memory or bad. */
+static wchar_t *evl__wpath(const char *s) {
+  int n = MultiByteToWideChar(CP_UTF8, 0, s, -1, NULL, 0);
+  wchar_t *w;
+  if (n <= 0)
+    return NULL;
+  w = (wchar_t *)EVLOOP_MALLOC(NULL, (size_t)n * sizeof *w);
+  if (w && MultiByteToWideChar(CP_UTF8, 0, s, -1, w, n) <= 0) {
+    EVLOOP_FREE(NULL, w);
+    w = NULL;
+  }
+  return w;
+}
+static char *evl__utf8(const wchar_t *w) {
+  int n = WideCharToMultiByte(CP_UTF8, 0, w, -1, NULL, 0, NULL, NULL);
+  char *s;
+  if (n <= 0)
+    return NULL;
+  s = (char *)EVLOOP_MALLOC(NULL, (size_t)n);
+  if (s && WideCharToMultiByte(CP_UTF8, 0, w, -1, s, n, NULL, NULL) <= 0) {
+    EVLOOP_FREE(NULL, s);
+    s = NULL;
+  }
+  return s;
+}
+
+/* Opens path with CreateFileW; INVALID_HANDLE_VALUE and *err on failure. */
+static HANDLE evl__fs_wopen(const char *path, DWORD access, DWORD disp,
+                            DWORD flags, int *err) {
+  wchar_t *w = evl__wpath(path);
+  HANDLE h;
+  if (!w) {
+    *err = EVL_EINVAL;
+    return INVALID_HANDLE_VALUE;
+  }
+  h = CreateFileW(w, access,
+                  FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
+                  disp, flags, NULL);
+  if (h == INVALID_HANDLE_VALUE)
+    *err = EVL__FS_FAIL();
+  EVLOOP_FREE(NULL, w);
+  return h;
+}
+
+static int64_t
+evl__ft_ns(FILETIME ft) { /* 100 ns since 1601 -> ns since 1970 */
+  int64_t t = (int64_t)(((uint64_t)ft.dwHighDateTime << 32) | ft.dwLowDateTime);
+  return (t - 116444736000000000ll) * 100;
+}
+
+static int evl__fs_fstat_h(HANDLE h, void **result) {
+  BY_HANDLE_FILE_INFORMATION fi;
+  evl_stat *st;
+  if (!GetFileInformationByHandle(h, &fi))
+    return EVL__FS_FAIL();
+  st = (evl_stat *)EVLOOP_MALLOC(NULL, sizeof *st);
+  if (!st)
+    return EVL_ENOMEM;
+  memset(st, 0, sizeof *st);
+  st->size = ((uint64_t)fi.nFileSizeHigh << 32) | fi.nFileSizeLow;
+  st->dev = fi.dwVolumeSerialNumber;
+  st->ino = ((uint64_t)fi.nFileIndexHigh << 32) | fi.nFileIndexLow;
+  st->nlink = fi.nNumberOfLinks;
+  st->type = fi.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT ? EVL_FS_LINK
+             : fi.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY   ? EVL_FS_DIR
+                                                                : EVL_FS_FILE;
+  st->mode =
+      (st->type == EVL_FS_DIR ? 0040000u | 0755u : 0100000u) |
+      (st->type != EVL_FS_DIR
+           ? (fi.dwFileAttributes & FILE_ATTRIBUTE_READONLY ? 0444u : 0644u)
+           : 0u);
+  st->atime_ns = evl__ft_ns(fi.ftLastAccessTime);
+  st->mtime_ns = evl__ft_ns(fi.ftLastWriteTime);
+  st->ctime_ns = evl__ft_ns(fi.ftCreationTime);
+  *result = st;
+  return 0;
+}
+
+static int evl__fs_pio(evl__fsreq *r, void **result) {
+  HANDLE h = (HANDLE)r->fd;
+  size_t done = 0;
+  for (;;) {
+    OVERLAPPED ov;
+    DWORD n = 0, want;
+    BOOL ok;
+    uint64_t off = (uint64_t)r->off + done;
+    size_t left = r->len - done;
+    want = left > 0x40000000u ? 0x40000000u : (DWORD)left;
+    memset(&ov, 0, sizeof ov);
+    ov.Offset = (DWORD)off;
+    ov.OffsetHigh = (DWORD)(off >> 32);
+    ok = r->op == EVL__FS_READ
+             ? ReadFile(h, (char *)r->buf + done, want, &n, &ov)
+             : WriteFile(h, (const char *)r->buf + done, want, &n, &ov);
+    if (!ok) {
+      if (r->op == EVL__FS_READ && GetLastError() == ERROR_HANDLE_EOF)
+        break;
+      return EVL__FS_FAIL();
+    }
+    done += n;
+    if (r->op == EVL__FS_READ || done == r->len || n == 0)
+      break;
+  }
+  *result = (void *)(intptr_t)done;
+  return 0;
+}
+
+static int evl__fs_work(void *arg, void **result) {
+  evl__fsreq *r = (evl__fsreq *)arg;
+  int err = 0;
+  HANDLE h;
+  wchar_t *w = NULL, *w2 = NULL;
+  BOOL ok = TRUE;
+  switch (r->op) {
+  case EVL__FS_OPEN: {
+    DWORD access = 0, disp;
+    int f = r->flags;
+    if (f & EVL_FS_READ)
+      access |= GENERIC_READ;
+    if (f & EVL_FS_WRITE)
+      access |= f & EVL_FS_APPEND ? FILE_APPEND_DATA : GENERIC_WRITE;
+    if ((f & (EVL_FS_CREATE | EVL_FS_EXCL)) == (EVL_FS_CREATE | EVL_FS_EXCL))
+      disp = CREATE_NEW;
+    else if (f & EVL_FS_CREATE)
+      disp = f & EVL_FS_TRUNC ? CREATE_ALWAYS : OPEN_ALWAYS;
+    else
+      disp = f & EVL_FS_TRUNC ? TRUNCATE_EXISTING : OPEN_EXISTING;
+    h = evl__fs_wopen(r->path, access, disp, FILE_ATTRIBUTE_NORMAL, &err);
+    if (h == INVALID_HANDLE_VALUE)
+      return err;
+    SetHandleInformation(h, HANDLE_FLAG_INHERIT, 0);
+    *result = (void *)(intptr_t)h;
+    return 0;
+  }
+  case EVL__FS_CLOSE:
+    return CloseHandle((HANDLE)r->fd) ? 0 : EVL__FS_FAIL();
+  case EVL__FS_READ:
+  case EVL__FS_WRITE:
+    return evl__fs_pio(r, result);
+  case EVL__FS_FSTAT:
+    return evl__fs_fstat_h((HANDLE)r->fd, result);
+  case EVL__FS_STAT:
+  case EVL__FS_LSTAT:
+  case EVL__FS_REALPATH:
+    h = evl__fs_wopen(
+        r->path, FILE_READ_ATTRIBUTES, OPEN_EXISTING,
+        FILE_FLAG_BACKUP_SEMANTICS |
+            (r->op == EVL__FS_LSTAT ? FILE_FLAG_OPEN_REPARSE_POINT : 0),
+        &err);
+    if (h == INVALID_HANDLE_VALUE)
+      return err;
+    if (r->op != EVL__FS_REALPATH) {
+      err = evl__fs_fstat_h(h, result);
+    } else {
+      wchar_t buf[32768];
+      DWORD n = GetFinalPathNameByHandleW(h, buf, 32768, 0);
+      char *u = NULL;
+      if (n == 0 || n >= 32768)
+        err = n ? EVL_ENAMETOOLONG : EVL__FS_FAIL();
+      else if (!(u = evl__utf8(wcsncmp(buf, L"\\\\?\\UNC\\", 8) == 0 ? buf + 6
+                               : wcsncmp(buf, L"\\\\?\\", 4) == 0    ? buf + 4
+                                                                     : buf)))
+        err = EVL_ENOMEM;
+      else
+        *result = u;
+    }
+    CloseHandle(h);
+    return err;
+  case EVL__FS_FSYNC:
+    return FlushFileBuffers((HANDLE)r->fd) ? 0 : EVL__FS_FAIL();
+  case EVL__FS_READFILE: {
+    LARGE_INTEGER size;
+    evl_fs_data *d;
+    evl__fsreq rr;
+    void *got;
+    h = evl__fs_wopen(r->path, GENERIC_READ, OPEN_EXISTING,
+                      FILE_ATTRIBUTE_NORMAL, &err);
+    if (h == INVALID_HANDLE_VALUE)
+      return err;
+    if (!GetFileSizeEx(h, &size)) {
+      err = EVL__FS_FAIL();
+    } else if ((uint64_t)size.QuadPart > (uint64_t)0x7fffffff) {
+      err = EVL_EFBIG;
+    } else if (!(d = evl__fs_data_new((size_t)size.QuadPart))) {
+      err = EVL_ENOMEM;
+    } else {
+      memset(&rr, 0, sizeof rr);
+      rr.op = EVL__FS_READ;
+      rr.fd = (evl_fd)(intptr_t)h;
+      rr.buf = d->data;
+      rr.len = d->len;
+      err = evl__fs_pio(&rr, &got);
+      if (err) {
+        EVLOOP_FREE(NULL, d);
+      } else {
+        d->len = (size_t)(intptr_t)got;
+        d->data[d->len] = 0;
+        *result = d;
+      }
+    }
+    CloseHandle(h);
+    return err;
+  }
+  case EVL__FS_READDIR: {
+    WIN32_FIND_DATAW fd;
+    evl__dirbuild b;
+    size_t n = strlen(r->path);
+    char *pat = (char *)EVLOOP_MALLOC(NULL, n + 3);
+    if (!pat)
+      return EVL_ENOMEM;
+    memcpy(pat, r->path, n);
+    memcpy(pat + n,
+           n && (r->path[n - 1] == '\\' || r->path[n - 1] == '/') ? "*" : "\\*",
+           3);
+    w = evl__wpath(pat);
+    EVLOOP_FREE(NULL, pat);
+    if (!w)
+      return EVL_EINVAL;
+    h = FindFirstFileW(w, &fd);
+    EVLOOP_FREE(NULL, w);
+    if (h == INVALID_HANDLE_VALUE)
+      return GetLastError() == ERROR_FILE_NOT_FOUND ? EVL_ENOENT
+                                                    : EVL__FS_FAIL();
+    memset(&b, 0, sizeof b);
+    do {
+      char *u = evl__utf8(fd.cFileName);
+      evl_fs_type t =
+          fd.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT ? EVL_FS_LINK
+          : fd.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY   ? EVL_FS_DIR
+                                                             : EVL_FS_FILE;
+      err = u ? evl__dir_add(&b, u, t) : EVL_ENOMEM;
+      EVLOOP_FREE(NULL, u);
+    } while (!err && FindNextFileW(h, &fd));
+    FindClose(h);
+    if (!err)
+      err = evl__dir_finish(&b, result);
+    evl__dir_drop(&b);
+    return err;
+  }
+  default:
+    break;
+  }
+  /* operations on one or two paths */
+  w = evl__wpath(r->path);
+  if (r->path2)
+    w2 = evl__wpath(r->path2);
+  if (!w || (r->path2 && !w2)) {
+    err = EVL_EINVAL;
+  } else {
+    switch (r->op) {
+    case EVL__FS_RENAME:
+      ok = MoveFileExW(w, w2, MOVEFILE_REPLACE_EXISTING);
+      break;
+    case EVL__FS_UNLINK:
+      ok = DeleteFileW(w);
+      break;
+    case EVL__FS_MKDIR:
+      ok = CreateDirectoryW(w, NULL);
+      break;
+    case EVL__FS_RMDIR:
+      ok = RemoveDirectoryW(w);
+      break;
+    default: /* EVL__FS_COPYFILE */
+      ok = CopyFileW(w, w2, (r->flags & EVL_FS_EXCL) != 0);
+    }
+    if (!ok)
+      err = EVL__FS_FAIL();
+  }
+  EVLOOP_FREE(NULL, w);
+  EVLOOP_FREE(NULL, w2);
+  return err;
+}
+#else /* POSIX */
+
+static int64_t evl__ts_ns(time_t s, long ns) {
+  return (int64_t)s * 1000000000 + ns;
+}
+
+static int evl__fs_statres(const struct stat *sb, void **result) {
+  evl_stat *st = (evl_stat *)EVLOOP_MALLOC(NULL, sizeof *st);
+  if (!st)
+    return EVL_ENOMEM;
+  memset(st, 0, sizeof *st);
+  st->size = (uint64_t)sb->st_size;
+  st->dev = (uint64_t)sb->st_dev;
+  st->ino = (uint64_t)sb->st_ino;
+  st->nlink = (uint64_t)sb->st_nlink;
+  st->mode = (uint32_t)sb->st_mode;
+  st->type = S_ISREG(sb->st_mode) ? EVL_FS_FILE
+             : S_ISDIR(sb->st_mode) ? EVL_FS_DIR
+             : S_ISLNK(sb->st_mode) ? EVL_FS_LINK
+                                    : EVL_FS_OTHER;
+#if defined(__APPLE__)
+  st->atime_ns = evl__ts_ns(sb->st_atimespec.tv_sec, sb->st_atimespec.tv_nsec);
+  st->mtime_ns = evl__ts_ns(sb->st_mtimespec.tv_sec, sb->st_mtimespec.tv_nsec);
+  st->ctime_ns = evl__ts_ns(sb->st_ctimespec.tv_sec, sb->st_ctimespec.tv_nsec);
+#else
+  st->atime_ns = evl__ts_ns(sb->st_atim.tv_sec, sb->st_atim.tv_nsec);
+  st->mtime_ns = evl__ts_ns(sb->st_mtim.tv_sec, sb->st_mtim.tv_nsec);
+  st->ctime_ns = evl__ts_ns(sb->st_ctim.tv_sec, sb->st_ctim.tv_nsec);
+#endif
+  *result = st;
+  return 0;
+}
+
+/* pread/pwrite until done (write) or one read; EINTR is retried. */
+static int evl__fs_pio(int fd, int op, void *buf, size_t len, int64_t off,
+                       size_t *out) {
+  size_t done = 0;
+  while (done < len || len == 0) {
+    ssize_t n = op == EVL__FS_READ
+                    ? pread(fd, (char *)buf + done, len - done,
+                            (off_t)(off + (int64_t)done))
+                    : pwrite(fd, (const char *)buf + done, len - done,
+                             (off_t)(off + (int64_t)done));
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return evl__errno();
+    }
+    done += (size_t)n;
+    if (op == EVL__FS_READ || n == 0)
+      break;
+  }
+  *out = done;
+  return 0;
+}
+
+static int evl__fs_copy(const char *from, const char *to, int flags) {
+  struct stat sb;
+  int in, out, err = 0;
+  char *buf;
+  in = open(from, O_RDONLY | O_CLOEXEC);
+  if (in < 0)
+    return evl__errno();
+  if (fstat(in, &sb) < 0) {
+    err = evl__errno();
+    close(in);
+    return err;
+  }
+  out = open(to,
+             O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+                 (flags & EVL_FS_EXCL ? O_EXCL : 0),
+             sb.st_mode & 07777);
+  if (out < 0) {
+    err = evl__errno();
+    close(in);
+    return err;
+  }
+  buf = (char *)EVLOOP_MALLOC(NULL, 65536);
+  if (!buf)
+    err = EVL_ENOMEM;
+  while (!err) {
+    ssize_t n = read(in, buf, 65536), w = 0;
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      err = n < 0 ? evl__errno() : 0;
+      break;
+    }
+    while (w < n && !err) {
+      ssize_t k = write(out, buf + w, (size_t)(n - w));
+      if (k < 0 && errno != EINTR)
+        err = evl__errno();
+      else if (k > 0)
+        w += k;
+    }
+  }
+  EVLOOP_FREE(NULL, buf);
+  close(in);
+  if (close(out) < 0 && !err)
+    err = evl__errno();
+  if (err)
+    (void)unlink(to);
+  return err;
+}
+
+static int evl__fs_work(void *arg, void **result) {
+  evl__fsreq *r = (evl__fsreq *)arg;
+  struct stat sb;
+  size_t n = 0;
+  int rc, fd, f = r->flags;
+  switch (r->op) {
+  case EVL__FS_OPEN:
+    fd = open(r->path,
+              ((f & EVL_FS_READ) && (f & EVL_FS_WRITE) ? O_RDWR
+               : f & EVL_FS_WRITE ? O_WRONLY
+                                  : O_RDONLY) |
+                  (f & EVL_FS_CREATE ? O_CREAT : 0) |
+                  (f & EVL_FS_TRUNC ? O_TRUNC : 0) |
+                  (f & EVL_FS_APPEND ? O_APPEND : 0) |
+                  (f & EVL_FS_EXCL ? O_EXCL : 0) | O_CLOEXEC,
+              r->mode);
+    if (fd < 0)
+      return evl__errno();
+    *result = (void *)(intptr_t)fd;
+    return 0;
+  case EVL__FS_CLOSE:
+    return close((int)r->fd) < 0 && errno != EINTR ? evl__errno() : 0;
+  case EVL__FS_READ:
+  case EVL__FS_WRITE:
+    rc = evl__fs_pio((int)r->fd, r->op, r->buf, r->len, r->off, &n);
+    if (!rc)
+      *result = (void *)(intptr_t)n;
+    return rc;
+  case EVL__FS_STAT:
+  case EVL__FS_LSTAT:
+  case EVL__FS_FSTAT:
+    rc = r->op == EVL__FS_STAT ? stat(r->path, &sb)
+         : r->op == EVL__FS_LSTAT ? lstat(r->path, &sb)
+                                  : fstat((int)r->fd, &sb);
+    return rc < 0 ? evl__errno() : evl__fs_statres(&sb, result);
+  case EVL__FS_FSYNC:
+    return fsync((int)r->fd) < 0 ? evl__errno() : 0;
+  case EVL__FS_RENAME:
+    return rename(r->path, r->path2) < 0 ? evl__errno() : 0;
+  case EVL__FS_UNLINK:
+    return unlink(r->path) < 0 ? evl__errno() : 0;
+  case EVL__FS_MKDIR:
+    return mkdir(r->path, (mode_t)r->mode) < 0 ? evl__errno() : 0;
+  case EVL__FS_RMDIR:
+    return rmdir(r->path) < 0 ? evl__errno() : 0;
+  case EVL__FS_REALPATH: {
+    char *p = realpath(r->path, NULL), *c;
+    if (!p)
+      return evl__errno();
+    c = evl__gstrdup(p); /* realpath's is malloc's, ours EVLOOP_FREE's */
+    free(p);
+    if (!c)
+      return EVL_ENOMEM;
+    *result = c;
+    return 0;
+  }
+  case EVL__FS_COPYFILE:
+    return evl__fs_copy(r->path, r->path2, r->flags);
+  case EVL__FS_READFILE: {
+    evl_fs_data *d = NULL;
+    size_t cap;
+    fd = open(r->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      return evl__errno();
+    rc = fstat(fd, &sb) < 0 ? evl__errno() : 0;
+    cap = !rc && sb.st_size > 0 ? (size_t)sb.st_size : 4096;
+    n = 0;
+    while (!rc) { /* the size may change (or be 0: /proc): read to EOF */
+      ssize_t k;
+      if (!d || n == cap) {
+        evl_fs_data *g;
+        if (d)
+          cap *= 2;
+        g = (evl_fs_data *)EVLOOP_REALLOC(NULL, d, sizeof *d + cap + 1);
+        if (!g) {
+          rc = EVL_ENOMEM;
+          break;
+        }
+        d = g;
+        d->data = (unsigned char *)(d + 1);
+      }
+      k = read(fd, d->data + n, cap - n);
+      if (k < 0 && errno == EINTR)
+        continue;
+      if (k < 0)
+        rc = evl__errno();
+      else if (k == 0)
+        break;
+      else
+        n += (size_t)k;
+    }
+    close(fd);
+    if (rc) {
+      EVLOOP_FREE(NULL, d);
+      return rc;
+    }
+    d->len = n;
+    d->data[n] = 0;
+    *result = d;
+    return 0;
+  }
+  default: { /* EVL__FS_READDIR */
+    DIR *dir = opendir(r->path);
+    struct dirent *e;
+    evl__dirbuild b;
+    if (!dir)
+      return evl__errno();
+    memset(&b, 0, sizeof b);
+    rc = 0;
+    errno = 0;
+    while (!rc && (e = readdir(dir)) != NULL) {
+      evl_fs_type t = EVL_FS_OTHER;
+#ifdef DT_DIR
+      t = e->d_type == DT_REG ? EVL_FS_FILE
+          : e->d_type == DT_DIR ? EVL_FS_DIR
+          : e->d_type == DT_LNK ? EVL_FS_LINK
+                                : EVL_FS_OTHER;
+#endif
+      rc = evl__dir_add(&b, e->d_name, t);
+    }
+    if (!rc && errno)
+      rc = evl__errno();
+    closedir(dir);
+    if (!rc)
+      rc = evl__dir_finish(&b, result);
+    evl__dir_drop(&b);
+    return rc;
+  }
+  }
+}
+#endif
+
+/* A future that failed with err at once (bad arguments). */
+static evl_future *evl__failed_future(evl_loop *loop, int err) {
+  evl_future *f = evl_future_new(loop);
+  if (f)
+    (void)evl_future_set_error(f, err, NULL);
+  return f;
+}
+
+/* Submits a request; r is freed with the job (or here on failure). */
+static evl_future *evl__fs_submit(evl_loop *loop, evl__fsreq *r) {
+  evl_future *f;
+  if (!r)
+    return NULL;
+  /* results that are numbers (an fd, a count) are not freed */
+  f = evl__submit(loop, NULL, evl__fs_work, r, evl__fsreq_free,
+                  r->op == EVL__FS_OPEN || r->op == EVL__FS_READ ||
+                          r->op == EVL__FS_WRITE
+                      ? NULL
+                      : evl__gfree);
+  return f;
+}
+
+/* A request, or NULL (out of memory); path copies made. */
+static evl__fsreq *evl__fsreq_new(int op, const char *path, const char *path2) {
+  evl__fsreq *r = (evl__fsreq *)EVLOOP_MALLOC(NULL, sizeof *r);
+  if (!r)
+    return NULL;
+  memset(r, 0, sizeof *r);
+  r->op = op;
+  r->path = evl__gstrdup(path);
+  r->path2 = evl__gstrdup(path2);
+  if ((path && !r->path) || (path2 && !r->path2)) {
+    evl__fsreq_free(r);
+    return NULL;
+  }
+  return r;
+}
+
+/* NULL for a NULL/closed loop; a future failed with EVL_EINVAL for bad
+   arguments; else the submitted request. */
+static evl_future *evl__fs_path_op(evl_loop *loop, int op, const char *path,
+                                   const char *path2, int need2, int flags,
+                                   int mode) {
+  evl__fsreq *r;
+  if (!loop || loop->closed)
+    return NULL;
+  if (!path || !*path || (need2 && (!path2 || !*path2)))
+    return evl__failed_future(loop, EVL_EINVAL);
+  r = evl__fsreq_new(op, path, need2 ? path2 : NULL);
+  if (r) {
+    r->flags = flags;
+    r->mode = mode;
+  }
+  return evl__fs_submit(loop, r);
+}
+
+static evl_future *evl__fs_fd_op(evl_loop *loop, int op, evl_fd fd, void *buf,
+                                 size_t len, int64_t off) {
+  evl__fsreq *r;
+  if (!loop || loop->closed)
+    return NULL;
+  if (fd < 0 || off < 0 || (!buf && len) ||
+      ((op == EVL__FS_READ || op == EVL__FS_WRITE) && len > (size_t)INTPTR_MAX))
+    return evl__failed_future(loop, fd < 0 ? EVL_EBADF : EVL_EINVAL);
+  r = evl__fsreq_new(op, NULL, NULL);
+  if (r) {
+    r->fd = fd;
+    r->buf = buf;
+    r->len = len;
+    r->off = off;
+  }
+  return evl__fs_submit(loop, r);
+}
+
+EVL__DEF evl_future *evl_fs_open(evl_loop *loop, const char *path, int flags,
+                                 int mode) {
+  if (loop && !loop->closed &&
+      (!(flags & (EVL_FS_READ | EVL_FS_WRITE)) || (flags & ~63)))
+    return evl__failed_future(loop, EVL_EINVAL);
+  return evl__fs_path_op(loop, EVL__FS_OPEN, path, NULL, 0, flags, mode);
+}
+EVL__DEF evl_future *evl_fs_close(evl_loop *loop, evl_fd fd) {
+  return evl__fs_fd_op(loop, EVL__FS_CLOSE, fd, NULL, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_read(evl_loop *loop, evl_fd fd, void *buf,
+                                 size_t len, int64_t offset) {
+  return evl__fs_fd_op(loop, EVL__FS_READ, fd, buf, len, offset);
+}
+EVL__DEF evl_future *evl_fs_write(evl_loop *loop, evl_fd fd, const void *buf,
+                                  size_t len, int64_t offset) {
+  return evl__fs_fd_op(loop, EVL__FS_WRITE, fd, (void *)(uintptr_t)buf, len,
+                       offset);
+}
+EVL__DEF evl_future *evl_fs_stat(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_STAT, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_lstat(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_LSTAT, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_fstat(evl_loop *loop, evl_fd fd) {
+  return evl__fs_fd_op(loop, EVL__FS_FSTAT, fd, NULL, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_fsync(evl_loop *loop, evl_fd fd) {
+  return evl__fs_fd_op(loop, EVL__FS_FSYNC, fd, NULL, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_rename(evl_loop *loop, const char *from,
+                                   const char *to) {
+  return evl__fs_path_op(loop, EVL__FS_RENAME, from, to, 1, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_unlink(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_UNLINK, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_mkdir(evl_loop *loop, const char *path, int mode) {
+  return evl__fs_path_op(loop, EVL__FS_MKDIR, path, NULL, 0, 0, mode);
+}
+EVL__DEF evl_future *evl_fs_rmdir(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_RMDIR, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_readdir(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_READDIR, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_realpath(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_REALPATH, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_copyfile(evl_loop *loop, const char *from,
+                                     const char *to, int flags) {
+  if (loop && !loop->closed && (flags & ~EVL_FS_EXCL))
+    return evl__failed_future(loop, EVL_EINVAL);
+  return evl__fs_path_op(loop, EVL__FS_COPYFILE, from, to, 1, flags, 0);
+}
+EVL__DEF evl_future *evl_fs_read_file(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_READFILE, path, NULL, 0, 0, 0);
+}
+
+/* ==== Watching files ====================================================
+   A watch holds a snapshot of what it watches (one entry for a file, one
+   per directory entry) for polling; inotify needs none. Stopping from
+   inside the callback marks the watch; it is freed when the callback
+   returns. */
+
+#if defined(__linux__) && !defined(EVLOOP_NO_INOTIFY)
+#include <sys/inotify.h>
+#define EVL__HAVE_INOTIFY 1
+#endif
+
+typedef struct evl__snap {
+  char *name;
+  int64_t mtime;
+  uint64_t size, ino;
+} evl__snap;
+
+struct evl_fs_watch {
+  evl_loop *loop;
+  evl_fs_watch_cb cb;
+  void *arg;
+  char *path;
+  const char *base; /* the last component of path */
+  int is_dir, inotify, kq, fd, exists, in_cb, stopped;
+  evl_handle timer; /* polling */
+  evl__snap *snap;
+  size_t nsnap;
+  evl_fs_watch *lprev, *lnext; /* the loop's watches */
+};
+
+static void evl__snap_drop(evl__snap *s, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    EVLOOP_FREE(NULL, s[i].name);
+  EVLOOP_FREE(NULL, s);
+}
+
+static void evl__fsw_free(evl_fs_watch *w) {
+  evl_loop *loop = w->loop;
+  if (w->lprev)
+    w->lprev->lnext = w->lnext;
+  else
+    loop->fs_watches = w->lnext;
+  if (w->lnext)
+    w->lnext->lprev = w->lprev;
+  if (w->timer > 0)
+    evl_handle_cancel(loop, w->timer);
+#ifdef EVL__HAVE_INOTIFY
+  if (w->fd >= 0 && w->inotify) {
+    evl__unwatch(loop, w->fd, EVL__READ);
+    close(w->fd);
+  }
+#endif
+#ifdef EVL__HAVE_KQUEUE
+  if (w->fd >= 0 && w->kq) {
+    if (!loop->closed)
+      (void)evl__kq_apply(loop, (uintptr_t)w->fd, EVFILT_VNODE, EV_DELETE, 0);
+    close(w->fd);
+  }
+#endif
+  evl__snap_drop(w->snap, w->nsnap);
+  EVLOOP_FREE(NULL, w->path);
+  EVLOOP_FREE(NULL, w);
+}
+
+/* Runs the callback; 1 if the watch was stopped from it (and is freed). */
+static int evl__fsw_emit(evl_fs_watch *w, const char *name, int events) {
+  w->in_cb++;
+  w->cb(w, name, events, w->arg);
+  w->in_cb--;
+  if (w->stopped && !w->in_cb) {
+    evl__fsw_free(w);
+    return 1;
+  }
+  return w->stopped;
+}
+
+/* A stat of path, synchronously through the file operations' worker. */
+static int evl__fsw_stat(const char *path, evl__snap *out) {
+  evl__fsreq r;
+  void *res = NULL;
+  int rc;
+  memset(&r, 0, sizeof r);
+  r.op = EVL__FS_STAT;
+  r.path = (char *)(uintptr_t)path;
+  rc = evl__fs_work(&r, &res);
+  if (rc == 0) {
+    const evl_stat *st = (const evl_stat *)res;
+    out->mtime = st->mtime_ns;
+    out->size = st->size;
+    out->ino = st->ino;
+    EVLOOP_FREE(NULL, res);
+  }
+  return rc;
+}
+
+static int evl__snap_cmp(const void *a, const void *b) {
+  return strcmp(((const evl__snap *)a)->name, ((const evl__snap *)b)->name);
+}
+
+/* The directory's entries, sorted by name, each with its stat. */
+static int evl__fsw_scan_dir(const char *path, evl__snap **out, size_t *n) {
+  evl__fsreq r;
+  void *res = NULL;
+  const evl_fs_dir *d;
+  evl__snap *s;
+  size_t i, k = 0, plen = strlen(path);
+  int rc;
+  memset(&r, 0, sizeof r);
+  r.op = EVL__FS_READDIR;
+  r.path = (char *)(uintptr_t)path;
+  if ((rc = evl__fs_work(&r, &res)) != 0)
+    return rc;
+  d = (const evl_fs_dir *)res;
+  s = (evl__snap *)EVLOOP_MALLOC(NULL, (d->count + 1) * sizeof *s);
+  if (!s) {
+    EVLOOP_FREE(NULL, res);
+    return EVL_ENOMEM;
+  }
+  for (i = 0; i < d->count; i++) {
+    size_t nl = strlen(d->entries[i].name);
+    char *full = (char *)EVLOOP_MALLOC(NULL, plen + nl + 2);
+    if (!full)
+      break;
+    memcpy(full, path, plen);
+    full[plen] = '/';
+    memcpy(full + plen + 1, d->entries[i].name, nl + 1);
+    memset(&s[k], 0, sizeof s[k]);
+    if (evl__fsw_stat(full, &s[k]) == 0) { /* (gone meanwhile: skipped) */
+      s[k].name = evl__gstrdup(d->entries[i].name);
+      if (s[k].name)
+        k++;
+    }
+    EVLOOP_FREE(NULL, full);
+  }
+  EVLOOP_FREE(NULL, res);
+  if (k > 1)
+    qsort(s, k, sizeof *s, evl__snap_cmp);
+  *out = s;
+  *n = k;
+  return 0;
+}
+
+static int evl__snap_changed(const evl__snap *a, const evl__snap *b) {
+  return a->mtime != b->mtime || a->size != b->size || a->ino != b->ino;
+}
+
+/* Polling: compare with the last snapshot and report the differences. */
+static void evl__fsw_poll(evl_loop *loop, void *arg) {
+  evl_fs_watch *w = (evl_fs_watch *)arg;
+  evl__snap *now = NULL, one;
+  size_t n = 0, i = 0, j = 0;
+  (void)loop;
+  if (!w->is_dir) {
+    int exists = evl__fsw_stat(w->path, &one) == 0;
+    int ev = exists && !w->exists                             ? EVL_FS_CREATED
+             : !exists && w->exists                           ? EVL_FS_DELETED
+             : exists && evl__snap_changed(&one, &w->snap[0]) ? EVL_FS_MODIFIED
+                                                              : 0;
+    w->exists = exists;
+    if (exists) {
+      w->snap[0].mtime = one.mtime;
+      w->snap[0].size = one.size;
+      w->snap[0].ino = one.ino;
+    }
+    if (ev)
+      evl__fsw_emit(w, w->base, ev);
+    return;
+  }
+  if (evl__fsw_scan_dir(w->path, &now, &n) != 0) {
+    if (w->exists) { /* the directory itself went away */
+      w->exists = 0;
+      evl__snap_drop(w->snap, w->nsnap);
+      w->snap = NULL;
+      w->nsnap = 0;
+      evl__fsw_emit(w, w->base, EVL_FS_DELETED);
+    }
+    return;
+  }
+  w->exists = 1;
+  w->in_cb++; /* the snapshots stay ours while the callbacks run */
+  while ((i < w->nsnap || j < n) && !w->stopped) {
+    int c = i == w->nsnap ? 1
+            : j == n      ? -1
+                          : strcmp(w->snap[i].name, now[j].name);
+    if (c < 0) {
+      evl__fsw_emit(w, w->snap[i++].name, EVL_FS_DELETED);
+    } else if (c > 0) {
+      evl__fsw_emit(w, now[j++].name, EVL_FS_CREATED);
+    } else {
+      if (evl__snap_changed(&w->snap[i], &now[j]))
+        evl__fsw_emit(w, now[j].name, EVL_FS_MODIFIED);
+      i++;
+      j++;
+    }
+  }
+  w->in_cb--;
+  evl__snap_drop(w->snap, w->nsnap);
+  w->snap = now;
+  w->nsnap = n;
+  if (w->stopped && !w->in_cb)
+    evl__fsw_free(w);
+}
+
+#ifdef EVL__HAVE_INOTIFY
+static void evl__fsw_readable(evl_loop *loop, evl_fd fd, void *arg) {
+  evl_fs_watch *w = (evl_fs_watch *)arg;
+  union {
+    struct inotify_event ev;
+    char buf[4096];
+  } u;
+  (void)loop;
+  for (;;) {
+    ssize_t n = read((int)fd, u.buf, sizeof u.buf), off = 0;
+    if (n <= 0)
+      return;
+    while (off < n) {
+      const struct inotify_event *e =
+          (const struct inotify_event *)(const void *)(u.buf + off);
+      uint32_t m = e->mask;
+      int ev =
+          (m & IN_CREATE ? EVL_FS_CREATED : 0) |
+          (m & (IN_MODIFY | IN_ATTRIB) ? EVL_FS_MODIFIED : 0) |
+          (m & (IN_DELETE | IN_DELETE_SELF) ? EVL_FS_DELETED : 0) |
+          (m & (IN_MOVED_FROM | IN_MOVED_TO | IN_MOVE_SELF) ? EVL_FS_RENAMED
+                                                            : 0);
+      off += (ssize_t)sizeof *e + (ssize_t)e->len;
+      if (ev && evl__fsw_emit(w, e->len ? e->name : w->base, ev))
+        return; /* stopped (and freed) */
+    }
+  }
+}
+#endif
+
+#ifdef EVL__HAVE_KQUEUE
+/* EVFILT_VNODE fired for a watch's fd: a file's change is the event; a
+   directory's (its entries changed) is found by comparing snapshots. */
+static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events) {
+  evl_fs_watch *w;
+  for (w = loop->fs_watches; w; w = w->lnext)
+    if (w->kq && w->fd == fd && !w->stopped)
+      break;
+  if (!w || !events)
+    return 0;
+  if (w->is_dir)
+    evl__fsw_poll(loop, w);
+  else
+    evl__fsw_emit(w, w->base, events);
+  return 1;
+}
+
+/* EVFILT_VNODE on an fd of path, for a loop on kqueue; 0 or an error. */
+static int evl__fsw_kq_start(evl_fs_watch *w) {
+#ifdef O_EVTONLY
+  int fd = open(w->path, O_EVTONLY | O_CLOEXEC);
+#else
+  int fd = open(w->path, O_RDONLY | O_CLOEXEC);
+#endif
+  int rc;
+  if (fd < 0)
+    return evl__errno();
+  rc = evl__kq_apply(w->loop, (uintptr_t)fd, EVFILT_VNODE, EV_ADD | EV_CLEAR,
+                     NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB | NOTE_DELETE |
+                         NOTE_RENAME);
+  if (rc) {
+    close(fd);
+    return rc;
+  }
+  w->fd = fd;
+  w->kq = 1;
+  return 0;
+}
+#endif
+
+static void evl__fs_watches_close(evl_loop *loop) {
+  while (loop->fs_watches) {
+    loop->fs_watches->in_cb = 0;
+    evl__fsw_free(loop->fs_watches);
+  }
+}
+
+EVL__DEF int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
+                                double poll_interval, evl_fs_watch_cb cb,
+                                void *arg, evl_fs_watch **out) {
+  evl_fs_watch *w;
+  evl__snap one;
+  const char *p;
+  int rc;
+  if (out)
+    *out = NULL;
+  if (!loop || !path || !*path || !cb || !out || (flags & ~EVL_FS_WATCH_POLL) ||
+      poll_interval != poll_interval)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if ((rc = evl__fsw_stat(path, &one)) != 0)
+    return rc;
+  w = (evl_fs_watch *)EVLOOP_MALLOC(NULL, sizeof *w);
+  if (!w)
+    return EVL_ENOMEM;
+  memset(w, 0, sizeof *w);
+  w->loop = loop;
+  w->cb = cb;
+  w->arg = arg;
+  w->fd = -1;
+  w->exists = 1;
+  w->path = evl__gstrdup(path);
+  if (!w->path) {
+    EVLOOP_FREE(NULL, w);
+    return EVL_ENOMEM;
+  }
+  for (p = w->base = w->path; *p; p++)
+    if ((*p == '/' || *p == '\\') && p[1])
+      w->base = p + 1;
+  w->lnext = loop->fs_watches;
+  if (w->lnext)
+    w->lnext->lprev = w;
+  loop->fs_watches = w;
+  loop->fs_watches_close = evl__fs_watches_close;
+  {
+    evl__fsreq r;
+    void *res = NULL;
+    memset(&r, 0, sizeof r);
+    r.op = EVL__FS_STAT;
+    r.path = w->path;
+    if (evl__fs_work(&r, &res) == 0) {
+      w->is_dir = ((const evl_stat *)res)->type == EVL_FS_DIR;
+      EVLOOP_FREE(NULL, res);
+    }
+  }
+#ifdef EVL__HAVE_INOTIFY
+  if (!(flags & EVL_FS_WATCH_POLL) && loop->backend != EVL_BACKEND_KQUEUE) {
+    w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (w->fd < 0 ||
+        inotify_add_watch(w->fd, w->path,
+                          IN_CREATE | IN_MODIFY | IN_ATTRIB | IN_DELETE |
+                              IN_DELETE_SELF | IN_MOVED_FROM | IN_MOVED_TO |
+                              IN_MOVE_SELF) < 0 ||
+        (rc = evl__watch(loop, w->fd, EVL__READ, evl__fsw_readable, w, NULL,
+                         NULL, 0)) != 0) {
+      rc = rc ? rc : evl__errno();
+      evl__fsw_free(w);
+      return rc;
+    }
+    w->inotify = 1;
+    *out = w;
+    return 0;
+  }
+#endif
+  if (w->is_dir) {
+    rc = evl__fsw_scan_dir(w->path, &w->snap, &w->nsnap);
+  } else {
+    w->snap = (evl__snap *)EVLOOP_MALLOC(NULL, sizeof *w->snap);
+    rc = w->snap ? 0 : EVL_ENOMEM;
+    if (w->snap) {
+      w->snap[0] = one;
+      w->snap[0].name = NULL;
+      w->nsnap = 1;
+    }
+  }
+#ifdef EVL__HAVE_KQUEUE
+  if (!rc && loop->backend == EVL_BACKEND_KQUEUE &&
+      !(flags & EVL_FS_WATCH_POLL)) { /* events, and the snapshot for dirs */
+    rc = evl__fsw_kq_start(w);
+    if (!rc) {
+      *out = w;
+      return 0;
+    }
+  }
+#endif
+  if (!rc) {
+    w->timer = evl_call_every(loop, poll_interval > 0 ? poll_interval : 0.1,
+                              evl__fsw_poll, w);
+    rc = w->timer < 0 ? (int)w->timer : 0;
+  }
+  if (rc) {
+    w->timer = 0;
+    evl__fsw_free(w);
+    return rc;
+  }
+  *out = w;
+  return 0;
+}
+
+EVL__DEF void evl_fs_watch_stop(evl_fs_watch *w) {
+  if (!w || w->stopped)
+    return;
+  w->stopped = 1;
+  if (!w->in_cb)
+    evl__fsw_free(w);
+}
+
+EVL__DEF const char *evl_fs_watch_method(const evl_fs_watch *w) {
+  return !w ? NULL : w->inotify ? "inotify" : w->kq ? "kqueue" : "poll";
+}
+
+#endif /* EVLOOP_NO_FS */
+
 /* ==== evl_run (asyncio.run) ============================================= */
 
+/* Cancels the pending tasks and runs the loop until they have ended;
+   again for tasks their cleanup started (a bounded number of rounds). */
+static int evl__cancel_tasks_round(evl_loop *loop);
 static void evl__cancel_all_tasks(evl_loop *loop) {
+  int round;
+  for (round = 0; round < 16; round++)
+    if (loop->running || loop->closed || !evl__cancel_tasks_round(loop))
+      break;
+}
+static int evl__cancel_tasks_round(evl_loop *loop) {
   evl_future *f, **tasks, *all;
   size_t n = 0, i;
   for (f = loop->futures; f; f = f->lnext)
     if (evl_is_task(f) && f->state == EVL__PENDING)
       n++;
   if (!n)
-    return;
+    return 0;
   tasks = (evl_future **)evl__lalloc(loop, n * sizeof *tasks);
   if (!tasks)
-    return;
+    return 0;
   for (i = 0, f = loop->futures; f && i < n; f = f->lnext)
     if (evl_is_task(f) && f->state == EVL__PENDING)
       tasks[i++] = evl_future_ref(f);
@@ -12554,7 +16580,7 @@ static void evl__cancel_all_tasks(evl_loop *loop) {
     if (tasks[i]->state == EVL__FAILED) {
       evl_context ctx;
       memset(&ctx, 0, sizeof ctx);
-      ctx.message = "unhandled error during evl_run() shutdown";
+      ctx.message = "unhandled error of a task cancelled at shutdown";
       ctx.error = tasks[i]->err;
       ctx.error_message = tasks[i]->errmsg;
       ctx.future = tasks[i];
@@ -12563,6 +16589,7 @@ static void evl__cancel_all_tasks(evl_loop *loop) {
     evl_future_release(tasks[i]);
   }
   evl__lfree(loop, tasks);
+  return 1;
 }
 
 EVL__DEF int evl_run(evl_task_fn fn, const void *state, size_t state_size,

@@ -454,8 +454,14 @@ TEST(unix_server_on_a_live_path_is_eaddrinuse) {
 #endif
 
 /* ---- sendfile: file position, count 0, socket checks ------------------- */
-#ifndef _WIN32
 #define SF_SIZE 100000
+static long long file_pos(int fd) {
+#ifdef _WIN32
+  return _lseeki64(fd, 0, SEEK_CUR);
+#else
+  return (long long)lseek(fd, 0, SEEK_CUR);
+#endif
+}
 static int sf_file(void) {
   static unsigned char data[SF_SIZE];
   int fd = test_tmpfile_fd(), i;
@@ -463,7 +469,11 @@ static int sf_file(void) {
     data[i] = (unsigned char)(i * 7);
   CHECK(fd >= 0);
   CHECK_EQ(test_fd_write(fd, data, SF_SIZE), SF_SIZE);
+#ifdef _WIN32
+  CHECK_EQ(_lseeki64(fd, 0, SEEK_SET), 0);
+#else
   CHECK_EQ(lseek(fd, 0, SEEK_SET), 0);
+#endif
   return fd;
 }
 
@@ -482,7 +492,7 @@ TEST(transport_sendfile_sets_file_position_and_count_0_is_rest) {
   CHECK_EQ(wait_fut(loop, f), 0);
   CHECK_EQ(evl_future_result_int(f), 500);
   evl_future_release(f);
-  CHECK_EQ(lseek(file, 0, SEEK_CUR), 1500);
+  CHECK_EQ(file_pos(file), 1500);
   /* count 0: the rest of the file, in chunks the reader drains */
   f = evl_sendfile(t, file, 90000, 0);
   {
@@ -501,14 +511,15 @@ TEST(transport_sendfile_sets_file_position_and_count_0_is_rest) {
   CHECK_EQ(evl_future_error(f), 0);
   CHECK_EQ(evl_future_result_int(f), SF_SIZE - 90000);
   evl_future_release(f);
-  CHECK_EQ(lseek(file, 0, SEEK_CUR), SF_SIZE);
+  CHECK_EQ(file_pos(file), SF_SIZE);
   evl_transport_close(t);
   run_for(loop, 0.01);
-  close(sv[1]);
-  close(file);
+  test_closesocket(sv[1]);
+  test_fd_close(file);
   evl_loop_free(loop);
 }
 
+#ifndef _WIN32
 TEST(transport_sendfile_failing_midway_sets_file_position) {
   evl_loop *loop = quiet_loop();
   int sv[2], file = sf_file();
@@ -959,9 +970,11 @@ TEST(await_inside_own_switch_fails_the_task_loudly) {
   evl_loop_free(loop);
 }
 
-/* ---- kqueue: no signal or exit event lost when memory runs out -------- */
-#ifdef EVLOOP_BACKEND_KQUEUE
+/* ---- allocation failures ------------------------------------------------ */
+/* Fails every allocation while g_fail_alloc, or the next one of exactly
+   g_fail_size bytes. */
 static int g_fail_alloc;
+static size_t g_fail_size;
 static void *failing_alloc(void *ctx, void *p, size_t n) {
   (void)ctx;
   if (n == 0) {
@@ -970,8 +983,15 @@ static void *failing_alloc(void *ctx, void *p, size_t n) {
   }
   if (g_fail_alloc)
     return NULL;
+  if (g_fail_size && n == g_fail_size) {
+    g_fail_size = 0;
+    return NULL;
+  }
   return realloc(p, n);
 }
+
+/* ---- kqueue: no signal or exit event lost when memory runs out -------- */
+#ifdef EVLOOP_BACKEND_KQUEUE
 static void nop_cb(evl_loop *loop, void *arg) {
   (void)loop;
   (void)arg;
@@ -1030,19 +1050,6 @@ TEST(kqueue_keeps_signal_and_exit_events_when_memory_runs_out) {
 #endif
 
 /* ---- debug mode: a failed growth of the call-site table ---------------- */
-static size_t g_fail_size;
-static void *fail_once_alloc(void *ctx, void *p, size_t n) {
-  (void)ctx;
-  if (n == 0) {
-    free(p);
-    return NULL;
-  }
-  if (g_fail_size && n == g_fail_size) {
-    g_fail_size = 0;
-    return NULL;
-  }
-  return realloc(p, n);
-}
 static int g_slow_reports, g_bad_reports;
 static void slow_log(evl_loop *loop, const char *msg, void *ctx) {
   (void)loop;
@@ -1061,7 +1068,7 @@ TEST(debug_slow_callback_report_after_site_table_growth_failed) {
   int i, ran = 0;
   size_t site_size = 3 * sizeof(void *); /* name, file, line (padded) */
   memset(&cfg, 0, sizeof cfg);
-  cfg.alloc = fail_once_alloc;
+  cfg.alloc = failing_alloc;
   cfg.debug = 1;
   cfg.log = slow_log;
   loop = test_loop_with(&cfg);
@@ -1076,6 +1083,29 @@ TEST(debug_slow_callback_report_after_site_table_growth_failed) {
   CHECK_EQ(ran, 200);
   CHECK_EQ(g_slow_reports, 200);
   CHECK_EQ(g_bad_reports, 0);
+  evl_loop_free(loop);
+}
+
+/* A manual clock near the end of its range: a long delay saturates at the
+   end (never wraps around into the past and fires at once). */
+static int64_t late_clock(void *ctx) {
+  (void)ctx;
+  return (int64_t)9000000000000000000LL; /* 9e18 ns */
+}
+TEST(delay_past_the_clock_end_saturates_and_does_not_fire) {
+  evl_loop_config cfg;
+  evl_loop *loop;
+  int ran = 0;
+  evl_handle h;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.clock_ns = late_clock;
+  loop = test_loop_with(&cfg);
+  h = evl_call_later(loop, 1e9, test_count_cb, &ran); /* 1e18 ns */
+  CHECK(h > 0);
+  CHECK(evl_handle_when(loop, h) >= 9.2e9); /* INT64_MAX ns */
+  evl_run_once(loop, 0);
+  evl_run_once(loop, 0);
+  CHECK_EQ(ran, 0);
   evl_loop_free(loop);
 }
 
@@ -1095,8 +1125,7 @@ T(datagram_sendto_elsewhere_than_remote_is_einval)
 T(datagram_endpoint_without_any_address_or_family_is_einval)
 T(datagram_allow_broadcast_leaves_socket_unconnected)
 T_POSIX(unix_server_on_a_live_path_is_eaddrinuse, "socket files")
-T_POSIX(transport_sendfile_sets_file_position_and_count_0_is_rest,
-        "lseek on a CRT fd")
+T(transport_sendfile_sets_file_position_and_count_0_is_rest)
 T_POSIX(transport_sendfile_failing_midway_sets_file_position,
         "lseek on a CRT fd")
 T_POSIX(sock_sendfile_position_and_refusals, "blocking mode unknown on Windows")
@@ -1119,4 +1148,5 @@ T_SKIP(kqueue_keeps_signal_and_exit_events_when_memory_runs_out,
        "kqueue backend only (make test BACKEND=kqueue)")
 #endif
 T(debug_slow_callback_report_after_site_table_growth_failed)
+T(delay_past_the_clock_end_saturates_and_does_not_fire)
 TESTS_END

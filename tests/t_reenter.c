@@ -75,6 +75,8 @@ enum {
   K_EOF,
   K_LOST,
   K_DGRAM,
+  K_ERROR_RECEIVED,
+  K_PAUSE_WRITING,
   K_STREAM_SERVER,
   K_SUB_MADE,
   K_SUB_DATA,
@@ -87,6 +89,7 @@ enum {
   KC_LOST,
   KC_SUB_PIPE_LOST,
   KC_SUB_LOST,
+  KC_SUB_EXITED,
   KC_EXCEPTION,
   KC_LOG, /* the debug-mode log callback, reporting what the close finds */
   K_OUTSIDE_EXCEPTION, /* the handler, from a release outside any run */
@@ -104,6 +107,8 @@ static const char *const kind_names[] = {"call_soon",
                                          "eof_received",
                                          "connection_lost",
                                          "datagram_received",
+                                         "error_received",
+                                         "pause_writing",
                                          "start_server cb",
                                          "subprocess connection_made",
                                          "pipe_data_received",
@@ -116,6 +121,7 @@ static const char *const kind_names[] = {"call_soon",
                                          "connection_lost at close",
                                          "pipe_connection_lost at close",
                                          "subprocess connection_lost at close",
+                                         "process_exited at close",
                                          "exception handler at close",
                                          "debug log at close",
                                          "exception handler outside the run"};
@@ -123,6 +129,7 @@ static const char *const kind_names[] = {"call_soon",
 static int g_kind, g_action, g_acted, g_rc, g_was_running, g_run_rc;
 static int g_handler_calls, g_refused; /* exception handler: all, ERUNNING */
 static evl_loop *g_loop;
+static int g_outer; /* the test's own evl_loop_close/free is under way */
 
 static void act(evl_loop *loop, int kind) {
   if (kind != g_kind || g_acted)
@@ -241,8 +248,26 @@ static void p_dgram(evl_transport *t, const void *d, size_t n, const void *a,
   (void)user;
   act(evl_transport_loop(t), K_DGRAM);
 }
-static const evl_protocol proto = {p_made, p_data, p_eof, p_lost,  NULL,
-                                   NULL,   NULL,   NULL,  p_dgram, NULL};
+static void p_error(evl_transport *t, int err, void *user) {
+  (void)err;
+  (void)user;
+  act(evl_transport_loop(t), K_ERROR_RECEIVED);
+}
+static void p_pause(evl_transport *t, void *user) {
+  (void)user;
+  act(evl_transport_loop(t), K_PAUSE_WRITING);
+}
+static const evl_protocol proto = {p_made, p_data, p_eof, p_lost,  p_pause,
+                                   NULL,   NULL,   NULL,  p_dgram, p_error};
+
+/* Writes past the high-water mark from a loop callback: pause_writing. */
+static evl_transport *g_writer;
+static void write_big(evl_loop *loop, void *arg) {
+  static char big[1024 * 1024];
+  (void)loop;
+  (void)arg;
+  (void)evl_transport_write(g_writer, big, sizeof big);
+}
 
 static evl_stream *g_srv_stream;
 static void stream_cb(evl_stream *s, void *arg) {
@@ -274,7 +299,7 @@ static void s_pipe_lost(evl_subprocess *p, int fd, int err, void *user) {
 static void s_exited(evl_subprocess *p, void *user) {
   (void)p;
   (void)user;
-  act(g_loop, K_SUB_EXITED);
+  act(g_loop, g_outer ? KC_SUB_EXITED : K_SUB_EXITED);
 }
 static void s_lost(evl_subprocess *p, int err, void *user) {
   (void)p;
@@ -450,6 +475,24 @@ static void trigger(evl_loop *loop, int kind, int sv[2], evl_future **held) {
     close(u);
     break;
   }
+  case K_ERROR_RECEIVED: { /* a datagram to a port nobody listens on */
+    int port = 0, l = tcp_listener(&port); /* a free port number... */
+    close(l);
+    *held = evl_create_datagram_endpoint(loop, &proto, NULL, NULL, 0,
+                                         "127.0.0.1", port, NULL);
+    CHECK_EQ(evl_run_until_complete(loop, *held), 0);
+    t = (evl_transport *)evl_future_result(*held);
+    CHECK_EQ(evl_transport_sendto(t, &c, 1, NULL, 0), 0);
+    break;
+  }
+  case K_PAUSE_WRITING:
+    CHECK(test_socketpair(sv) == 0);
+    CHECK(test_set_nonblocking(sv[0]) == 0);
+    g_writer = evl_connect_accepted_socket(loop, &proto, NULL, sv[0]);
+    CHECK(g_writer != NULL);
+    CHECK_EQ(evl_transport_set_write_buffer_limits(g_writer, 1024, 0), 0);
+    CHECK(evl_call_soon(loop, write_big, NULL) > 0);
+    break;
   case K_STREAM_SERVER: {
     evl_server *srv;
     evl_future *f =
@@ -470,6 +513,7 @@ static void trigger(evl_loop *loop, int kind, int sv[2], evl_future **held) {
     break;
   case KC_SUB_PIPE_LOST:
   case KC_SUB_LOST:
+  case KC_SUB_EXITED:
     *held = evl_subprocess_exec(loop, &sproto, NULL, sleep_arg, NULL);
     break;
   case K_SIGNAL:
@@ -561,11 +605,13 @@ static void scenario(int kind, int action, int zoo_iters, int outer_free) {
       evl_stream_free(g_srv_stream);
     evl_loop_free(loop);
   } else {
-    if (kind == KC_SUB_PIPE_LOST || kind == KC_SUB_LOST)
+    if (kind == KC_SUB_PIPE_LOST || kind == KC_SUB_LOST ||
+        kind == KC_SUB_EXITED)
       RUN_UNTIL(loop, evl_future_done(held));
     else if (kind != KC_EXCEPTION && kind != KC_LOG) /* (for the close) */
       run_for(loop, 0.02);
     CHECK(!g_acted);
+    g_outer = 1;
     if (outer_free) {
       evl_loop_free(loop); /* the callback's free or close: no effect */
     } else {
@@ -574,6 +620,7 @@ static void scenario(int kind, int action, int zoo_iters, int outer_free) {
         evl_loop_free(loop);
       /* else: the callback's evl_loop_free freed it as the close ended */
     }
+    g_outer = 0;
     CHECK(g_acted);
     CHECK(!g_was_running);
     CHECK_EQ(g_run_rc, EVL_ECLOSED);
@@ -593,7 +640,7 @@ static void scenario(int kind, int action, int zoo_iters, int outer_free) {
   }
   zoo_free(&z);
   if (sv[0] >= 0 && kind != K_MADE && kind != K_DATA && kind != K_EOF &&
-      kind != K_LOST && kind != KC_LOST)
+      kind != K_LOST && kind != KC_LOST && kind != K_PAUSE_WRITING)
     close(sv[0]); /* not given to a transport */
   if (sv[1] >= 0)
     close(sv[1]);
@@ -619,15 +666,18 @@ static void warm_up(void) {
 }
 
 static void sweep(int from, int to) {
-  int kind, action, iters, outer;
+  int kind, action, iters, outer, n = 0;
   warm_up();
   for (kind = from; kind < to; kind++)
     for (action = ACT_CLOSE; action <= ACT_FREE; action++)
       for (iters = 0; iters <= 3; iters += 3)
         for (outer = 0;
              outer <= (kind > K_RUNNING_END && kind != K_OUTSIDE_EXCEPTION);
-             outer++)
+             outer++) {
           scenario(kind, action, iters, outer);
+          n++;
+        }
+  printf("  %d scenarios\n", n);
 }
 
 TEST(close_and_free_from_running_callbacks) {

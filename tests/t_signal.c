@@ -4,6 +4,7 @@
    SIGBREAK only (console Ctrl-C and Ctrl-Break): its own tests at the end. */
 #include "test.h"
 
+#ifndef EVLOOP_NO_PROCESS
 #include <pthread.h>
 #include <signal.h>
 
@@ -337,3 +338,14 @@ T(windows_has_sigint_and_sigbreak_only)
 T(ctrl_c_from_outside_runs_the_sigint_handlers)
 #endif
 TESTS_END
+#else
+TEST(everything) { /* (test.h's helpers are used) */
+  evl_loop *loop = test_loop();
+  CHECK(loop != NULL);
+  evl_loop_free(loop);
+  SKIP("built with EVLOOP_NO_PROCESS: no signal handlers");
+}
+TESTS_BEGIN
+T(everything)
+TESTS_END
+#endif

@@ -110,26 +110,24 @@ static void write_until_gone(evl_loop *loop, conn *c, int vec) {
   CHECK(is_peer_gone(c->lost_err));
 }
 
-TEST(sigpipe_transport_write) {
+/* A transport whose peer is gone, written to through write() or writev(). */
+static void transport_to_gone_peer(int vec) {
   evl_loop *loop;
   conn c;
   default_sigpipe();
   loop = quiet_loop();
   g_quiet = 1;
   orphan_transport(loop, &c);
-  write_until_gone(loop, &c, 0);
+  write_until_gone(loop, &c, vec);
   evl_loop_free(loop);
 }
 
+TEST(sigpipe_transport_write) {
+  transport_to_gone_peer(0);
+}
+
 TEST(sigpipe_transport_writev) {
-  evl_loop *loop;
-  conn c;
-  default_sigpipe();
-  loop = quiet_loop();
-  g_quiet = 1;
-  orphan_transport(loop, &c);
-  write_until_gone(loop, &c, 1);
-  evl_loop_free(loop);
+  transport_to_gone_peer(1);
 }
 
 TEST(sigpipe_pipe_transport) {
@@ -151,6 +149,33 @@ TEST(sigpipe_pipe_transport) {
 }
 
 /* ---- sendfile on a transport: bug 2 of issue 11 ------------------------- */
+
+TEST(sigpipe_sendfile_pipe_transport) {
+  /* sendfile(2) into a pipe whose reader is gone */
+  evl_loop *loop;
+  conn c;
+  int p[2], fd = temp_file(1 << 16), rc;
+  evl_future *f;
+  default_sigpipe();
+  loop = quiet_loop();
+  g_quiet = 1;
+  memset(&c, 0, sizeof c);
+  CHECK_EQ(pipe(p), 0);
+  f = evl_connect_write_pipe(loop, &conn_proto, &c, p[1]);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  evl_future_release(f);
+  close(p[0]);
+  f = evl_sendfile(c.t, fd, 0, 1 << 16);
+  CHECK(f != NULL);
+  rc = wait_fut(loop, f);
+  if (!is_peer_gone(rc))
+    fprintf(stderr, "  sendfile: %s\n", evl_err_name(rc));
+  CHECK(is_peer_gone(rc));
+  evl_future_release(f);
+  RUN_UNTIL(loop, c.lost == 1);
+  close(fd);
+  evl_loop_free(loop);
+}
 
 TEST(sigpipe_sendfile) {
   evl_loop *loop;
@@ -190,45 +215,42 @@ TEST(sigpipe_sock_sendall) {
   evl_loop_free(loop);
 }
 
-TEST(sigpipe_sock_sendfile) {
-  evl_loop *loop;
-  evl_future *f;
-  int sv[2], fd = temp_file(1 << 16);
-  default_sigpipe();
-  loop = quiet_loop();
-  pair(sv);
-  close(sv[1]);
-  f = evl_sock_sendfile(loop, sv[0], fd, 0, 1 << 16);
-  CHECK(f != NULL);
-  CHECK(is_peer_gone(wait_fut(loop, f)));
-  evl_future_release(f);
-  close(sv[0]);
-  close(fd);
-  evl_loop_free(loop);
-}
-
-/* The peer leaves while the send is under way: the first chunks go, the
-   socket buffer fills, the peer closes, the rest fails. */
 static void close_later(evl_loop *loop, void *arg) {
   (void)loop;
   close(*(int *)arg);
 }
 
-TEST(sigpipe_sock_sendfile_peer_leaves_midway) {
-  evl_loop *loop;
+/* evl_sock_sendfile of size bytes to a peer that is gone (closed at once,
+   or after `after` seconds, while the send is under way): the future fails
+   with EPIPE or ECONNRESET, and the process lives. */
+static void sock_sendfile_to_gone_peer(size_t size, double after) {
+  evl_loop *loop = quiet_loop();
   evl_future *f;
-  int sv[2], fd = temp_file(4 << 20);
-  default_sigpipe();
-  loop = quiet_loop();
+  int sv[2], fd = temp_file(size);
   pair(sv);
-  evl_call_later(loop, 0.05, close_later, &sv[1]);
-  f = evl_sock_sendfile(loop, sv[0], fd, 0, 4 << 20);
+  if (after > 0)
+    evl_call_later(loop, after, close_later, &sv[1]);
+  else
+    close(sv[1]);
+  f = evl_sock_sendfile(loop, sv[0], fd, 0, size);
   CHECK(f != NULL);
   CHECK(is_peer_gone(wait_fut(loop, f)));
   evl_future_release(f);
   close(sv[0]);
   close(fd);
   evl_loop_free(loop);
+}
+
+TEST(sigpipe_sock_sendfile) {
+  default_sigpipe();
+  sock_sendfile_to_gone_peer(1 << 16, 0);
+}
+
+TEST(sigpipe_sock_sendfile_peer_leaves_midway) {
+  /* the first chunks go, the socket buffer fills, the peer closes, the
+     rest fails */
+  default_sigpipe();
+  sock_sendfile_to_gone_peer(4 << 20, 0.05);
 }
 
 /* ---- the guard keeps other SIGPIPEs ---------------------------------------
@@ -240,58 +262,38 @@ static int sigpipe_pending(void) {
   return sigismember(&p, SIGPIPE);
 }
 
+static void block_sigpipe(sigset_t *set) {
+  sigemptyset(set);
+  sigaddset(set, SIGPIPE);
+  CHECK_EQ(pthread_sigmask(SIG_BLOCK, set, NULL), 0);
+}
+
 TEST(sigpipe_guard_leaves_none_of_its_own) {
   /* a thread that blocks SIGPIPE itself: after the failed sendfile no
      SIGPIPE is left pending (the guard took back the one it caused), and
      the thread's mask is as it was */
-  evl_loop *loop;
-  evl_future *f;
   sigset_t set, now;
-  int sv[2], fd = temp_file(1 << 16);
   default_sigpipe();
-  sigemptyset(&set);
-  sigaddset(&set, SIGPIPE);
-  CHECK_EQ(pthread_sigmask(SIG_BLOCK, &set, NULL), 0);
-  loop = quiet_loop();
-  pair(sv);
-  close(sv[1]);
-  f = evl_sock_sendfile(loop, sv[0], fd, 0, 1 << 16);
-  CHECK(is_peer_gone(wait_fut(loop, f)));
-  evl_future_release(f);
+  block_sigpipe(&set);
+  sock_sendfile_to_gone_peer(1 << 16, 0);
   CHECK_EQ(sigpipe_pending(), 0);
   CHECK_EQ(pthread_sigmask(SIG_BLOCK, NULL, &now), 0);
   CHECK_EQ(sigismember(&now, SIGPIPE), 1);
-  close(sv[0]);
-  close(fd);
-  evl_loop_free(loop);
 }
 
 TEST(sigpipe_guard_keeps_a_pending_one) {
   /* a SIGPIPE pending before the sendfile is someone else's: it is still
      pending after it */
-  evl_loop *loop;
-  evl_future *f;
   sigset_t set;
   struct timespec zero = {0, 0};
-  int sv[2], fd = temp_file(1 << 16);
   default_sigpipe();
-  sigemptyset(&set);
-  sigaddset(&set, SIGPIPE);
-  CHECK_EQ(pthread_sigmask(SIG_BLOCK, &set, NULL), 0);
+  block_sigpipe(&set);
   CHECK_EQ(raise(SIGPIPE), 0);
   CHECK_EQ(sigpipe_pending(), 1);
-  loop = quiet_loop();
-  pair(sv);
-  close(sv[1]);
-  f = evl_sock_sendfile(loop, sv[0], fd, 0, 1 << 16);
-  CHECK(is_peer_gone(wait_fut(loop, f)));
-  evl_future_release(f);
+  sock_sendfile_to_gone_peer(1 << 16, 0);
   CHECK_EQ(sigpipe_pending(), 1);
   CHECK_EQ(sigtimedwait(&set, NULL, &zero), SIGPIPE);
   CHECK_EQ(sigpipe_pending(), 0);
-  close(sv[0]);
-  close(fd);
-  evl_loop_free(loop);
 }
 
 /* ---- streams --------------------------------------------------------------
@@ -312,12 +314,29 @@ static int raw_listener(int *port) {
   return fd;
 }
 
-TEST(sigpipe_stream_write_drain) {
+/* Writes and drains until the stream fails: with the peer gone. */
+static void stream_write_until_gone(evl_loop *loop, evl_stream *s) {
   static char data[1 << 16];
+  evl_future *f;
+  int i, rc = 0;
+  for (i = 0; i < 100 && rc == 0; i++) {
+    rc = evl_stream_write(s, data, sizeof data);
+    if (rc == 0) {
+      f = evl_stream_drain(s);
+      CHECK(f != NULL);
+      rc = wait_fut(loop, f);
+      evl_future_release(f);
+    }
+  }
+  CHECK(rc != 0);
+  CHECK(is_peer_gone(rc) || rc == EVL_EEXITED || rc == EVL_ECLOSING);
+}
+
+TEST(sigpipe_stream_write_drain) {
   evl_loop *loop;
   evl_future *f;
   evl_stream *s;
-  int port, lfd, afd, i, rc = 0;
+  int port, lfd, afd;
   default_sigpipe();
   loop = quiet_loop();
   g_quiet = 1;
@@ -331,17 +350,7 @@ TEST(sigpipe_stream_write_drain) {
   close(afd);
   close(lfd);
   /* TCP: the first write draws the RST, a later one fails */
-  for (i = 0; i < 100 && rc == 0; i++) {
-    rc = evl_stream_write(s, data, sizeof data);
-    if (rc == 0) {
-      f = evl_stream_drain(s);
-      CHECK(f != NULL);
-      rc = wait_fut(loop, f);
-      evl_future_release(f);
-    }
-  }
-  CHECK(rc != 0);
-  CHECK(is_peer_gone(rc) || rc == EVL_ECLOSED);
+  stream_write_until_gone(loop, s);
   evl_stream_free(s);
   evl_loop_free(loop);
 }
@@ -381,12 +390,10 @@ TEST(sigpipe_communicate_child_ignores_stdin) {
 
 TEST(sigpipe_process_stdin_write) {
   const char *argv[] = {"/bin/sh", "-c", "exec 0<&-; sleep 0.05", NULL};
-  static char data[1 << 16];
   evl_loop *loop;
   evl_future *f;
   evl_process *p;
   evl_stream *in;
-  int i, rc = 0;
   default_sigpipe();
   loop = quiet_loop();
   g_quiet = 1;
@@ -399,17 +406,7 @@ TEST(sigpipe_process_stdin_write) {
   f = evl_process_wait(p);
   CHECK_EQ(wait_fut(loop, f), 0);
   evl_future_release(f);
-  for (i = 0; i < 100 && rc == 0; i++) {
-    rc = evl_stream_write(in, data, sizeof data);
-    if (rc == 0) {
-      f = evl_stream_drain(in);
-      CHECK(f != NULL);
-      rc = wait_fut(loop, f);
-      evl_future_release(f);
-    }
-  }
-  CHECK(rc != 0);
-  CHECK(is_peer_gone(rc) || rc == EVL_EEXITED || rc == EVL_ECLOSING);
+  stream_write_until_gone(loop, in);
   evl_process_free(p);
   evl_loop_free(loop);
 }
@@ -465,6 +462,7 @@ T_POSIX(sigpipe_transport_write, "no SIGPIPE on Windows")
 T_POSIX(sigpipe_transport_writev, "no SIGPIPE on Windows")
 T_POSIX(sigpipe_pipe_transport, "no SIGPIPE on Windows")
 T_POSIX(sigpipe_sendfile, "no SIGPIPE on Windows")
+T_POSIX(sigpipe_sendfile_pipe_transport, "no SIGPIPE on Windows")
 T_POSIX(sigpipe_sock_sendall, "no SIGPIPE on Windows")
 T_POSIX(sigpipe_sock_sendfile, "no SIGPIPE on Windows")
 T_POSIX(sigpipe_sock_sendfile_peer_leaves_midway, "no SIGPIPE on Windows")

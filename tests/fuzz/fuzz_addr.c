@@ -16,20 +16,13 @@
    Build: make fuzz (clang -fsanitize=fuzzer,address,undefined). */
 #define EVLOOP_IMPLEMENTATION
 #include "../../evloop.h"
+#include "fuzz.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define FUZZ_CHECK(c)                                                          \
-  do {                                                                         \
-    if (!(c)) {                                                                \
-      fprintf(stderr, "fuzz_addr: %s:%d: %s\n", __FILE__, __LINE__, #c);       \
-      abort();                                                                 \
-    }                                                                          \
-  } while (0)
 
 static int gai_calls;
 

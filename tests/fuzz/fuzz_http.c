@@ -7,16 +7,9 @@
    response, and each http_input() call answers at most what its bytes could
    complete. Build: make fuzz (clang -fsanitize=fuzzer,address,undefined). */
 #include "../../examples/http_request.h"
+#include "fuzz.h"
 
 #include <stdint.h>
-
-#define FUZZ_CHECK(c)                                                          \
-  do {                                                                         \
-    if (!(c)) {                                                                \
-      fprintf(stderr, "fuzz_http: %s:%d: %s\n", __FILE__, __LINE__, #c);       \
-      abort();                                                                 \
-    }                                                                          \
-  } while (0)
 
 typedef struct sink {
   char *data;

@@ -15,20 +15,13 @@
    Build: make fuzz (clang -fsanitize=fuzzer,address,undefined). */
 #define EVLOOP_IMPLEMENTATION
 #include "../../evloop.h"
+#include "fuzz.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#define FUZZ_CHECK(c)                                                          \
-  do {                                                                         \
-    if (!(c)) {                                                                \
-      fprintf(stderr, "fuzz_stream: %s:%d: %s\n", __FILE__, __LINE__, #c);     \
-      abort();                                                                 \
-    }                                                                          \
-  } while (0)
 
 static evl_loop *loop;
 
