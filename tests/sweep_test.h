@@ -538,6 +538,7 @@ static int sc_local(evl_loop *loop, void *arg) {
   return score;
 }
 
+#ifndef EVLOOP_NO_PROCESS /* (signals and subprocesses left out) */
 /* ---- subprocesses: exec, shell (communicate), the low-level API -------- */
 
 static int sc_communicate(evl_loop *loop, evl_future *fp, const char *in,
@@ -639,5 +640,6 @@ static int sc_signals(evl_loop *loop, void *arg) {
   return score;
 }
 
+#endif /* EVLOOP_NO_PROCESS */
 #endif /* _WIN32 */
 #endif
