@@ -181,6 +181,11 @@
      EVLOOP_NO_PROCESS       leave out signal handlers and subprocesses
                              (evl_add_signal_handler, evl_subprocess_*,
                              evl_process_*)
+     EVLOOP_TLS_OPENSSL      TLS through OpenSSL 1.1.1/3.x (link -lssl
+                             -lcrypto); see "TLS layer" in the declarations
+     EVLOOP_TLS_MBEDTLS      TLS through mbedTLS 2.28 (link -lmbedtls
+                             -lmbedx509 -lmbedcrypto); neither: the TLS
+                             functions give EVL_ENOTSUP
      (EVLOOP_DEBUG is an environment variable, chapter 5; EVLOOP_VERSION_*
      and EVLOOP_H_INCLUDED are defined by the header.)
 
@@ -303,7 +308,8 @@
        transport are EVL_ECLOSING.
 
    8. DOES NOT DO (yet)
-     - TLS.
+     - TLS: TLS 1.3 and renegotiation with mbedTLS (2.28 has neither), TLS
+       over datagrams (DTLS).
      - Windows: Unix signals other than SIGINT and SIGBREAK; replacing a
        stale socket file in evl_create_unix_server; pipe handles on select
        loops (evl_connect_read_pipe/_write_pipe take sockets there, and
@@ -441,6 +447,16 @@ extern "C" {
   X(EQUEUEEMPTY, -3121, "queue is empty")                                      \
   X(ESHUTDOWN, -3122, "queue is shut down")                                    \
   X(EBROKEN, -3123, "barrier is broken")                                       \
+  X(ETLS, -3130, "TLS protocol error")                                         \
+  X(ENOTTLS, -3131, "the peer does not speak TLS")                             \
+  X(ETLSALERT, -3132, "the TLS peer refused the handshake (alert)")            \
+  X(ETLSEOF, -3133, "TLS connection closed without close_notify")              \
+  X(ETLSTRUNC, -3134, "TLS connection closed inside a record")                 \
+  X(ECERTUNKNOWNCA, -3135, "TLS peer certificate from an unknown CA")          \
+  X(ECERTEXPIRED, -3136, "TLS peer certificate expired or not yet valid")      \
+  X(ECERTNAME, -3137, "TLS peer certificate does not match the host name")     \
+  X(ECERTINVALID, -3138, "TLS peer certificate rejected")                      \
+  X(ENOCERT, -3139, "TLS peer sent no certificate")                            \
   X(EUNKNOWN, -3199, "unknown error")
 
 #define EVL_ERROR_MAP(X)                                                       \
@@ -1315,6 +1331,13 @@ typedef struct evl_net_options {
   int no_delay_off;     /* TCP_NODELAY is on by default */
   int no_start_serving; /* create_server: do not accept yet */
   int allow_broadcast;  /* datagram endpoints: SO_BROADCAST */
+  /* TLS (asyncio's ssl=, see "TLS layer" below): connections, servers and
+     streams speak TLS through this context; the connection future
+     completes after the handshake. Without an engine: EVL_ENOTSUP. */
+  struct evl_tls_context *tls;
+  const char *server_hostname;  /* clients: SNI and name check (NULL: host) */
+  double tls_handshake_timeout; /* seconds; 0: 60 */
+  double tls_shutdown_timeout;  /* seconds; 0: 30 */
 } evl_net_options;
 
 /* The future's result is the evl_transport * (connection_made has run, or
@@ -1512,6 +1535,123 @@ EVLOOP_API evl_transport *evl_stream_transport(evl_stream *s);
 EVLOOP_API evl_loop *evl_stream_loop(evl_stream *s);
 /* Closes if needed; the stream is freed once its transport is gone. */
 EVLOOP_API void evl_stream_free(evl_stream *s);
+
+/* ==== TLS layer ==========================================================
+   TLS is a protocol on a stream transport that gives the user's protocol
+   an ordinary evl_transport (asyncio's sslproto): ciphertext moves through
+   memory buffers, so it runs on every backend and over TCP, Unix sockets
+   and pipes alike, and streams work over it unchanged. Build with
+   EVLOOP_TLS_OPENSSL (link -lssl -lcrypto) or EVLOOP_TLS_MBEDTLS (link
+   -lmbedtls -lmbedx509 -lmbedcrypto); with neither, evl_tls_context_new
+   and every TLS entry point give EVL_ENOTSUP and no TLS header is
+   included.
+   The TLS transport: write/writev queue plaintext and encrypt it in full
+   records (small writes made in one callback share records); its write
+   buffer size is the plaintext not yet encrypted plus what waits in the
+   transport below, and pause_writing/resume_writing follow that.
+   pause_reading stops reading below. close() sends close_notify after the
+   queued data, then closes (giving up after tls_shutdown_timeout); abort()
+   sends nothing. The peer's close_notify is eof_received (return 1 to keep
+   writing); a peer that closes without it ends in connection_lost with
+   EVL_ETLSEOF (EVL_ETLSTRUNC inside a record). write_eof is EVL_ENOTSUP
+   and can_write_eof 0 (TLS has no half-close: asyncio's rule).
+   Failures are distinct codes: EVL_ETIMEDOUT (handshake timeout),
+   EVL_ECERTUNKNOWNCA, EVL_ECERTEXPIRED, EVL_ECERTNAME, EVL_ECERTINVALID,
+   EVL_ENOCERT, EVL_ENOTTLS (a plain-text peer), EVL_ETLSALERT (the peer
+   refused us), EVL_ETLS (garbage, bad records), EVL_ECONNRESET (the peer
+   left during the handshake). The future's error message gives the
+   engine's words. sendfile over TLS reads and encrypts (no sendfile(2)). */
+typedef struct evl_tls_context evl_tls_context;
+
+enum { EVL_TLS_DEFAULT = 0, EVL_TLS_1_2 = 0x0303, EVL_TLS_1_3 = 0x0304 };
+
+/* Zero-initialise, then set what you need; zero means default. Strings are
+   copied or read during evl_tls_context_new. */
+typedef struct evl_tls_config {
+  int server; /* 1: a server context (it needs a certificate and key) */
+  /* Our certificate chain and key, PEM: files, or text in memory. */
+  const char *cert_file, *key_file;
+  const char *cert_pem, *key_pem;
+  /* Trusted CAs: a PEM file and/or a hashed directory; with none of
+     ca_file, ca_path, ca_pem, the system's default store. */
+  const char *ca_file, *ca_path, *ca_pem;
+  /* Peer verification. Clients: on by default (chain and host name);
+     no_verify turns it off. Servers: verify_client asks for a client
+     certificate and requires it to verify. */
+  int no_verify, verify_client;
+  /* ALPN protocols in preference order, NULL-terminated (e.g.
+     {"h2", "http/1.1", NULL}); servers pick the first of theirs the client
+     offers. */
+  const char *const *alpn;
+  int min_version, max_version; /* EVL_TLS_1_2, EVL_TLS_1_3 or 0 */
+  /* Clients keep sessions per host name and resume them (on by default). */
+  int no_session_cache;
+} evl_tls_config;
+
+/* A context holds the engine's configuration; it is reference counted and
+   may be used by many connections and loops (in many threads) at once. */
+EVLOOP_API int evl_tls_context_new(evl_tls_context **out,
+                                   const evl_tls_config *cfg);
+EVLOOP_API evl_tls_context *evl_tls_context_ref(evl_tls_context *ctx);
+EVLOOP_API void evl_tls_context_release(evl_tls_context *ctx);
+/* "openssl", "mbedtls" or NULL (no engine built in). */
+EVLOOP_API const char *evl_tls_engine(void);
+
+/* What was negotiated on a TLS transport. */
+typedef struct evl_tls_info {
+  char version[16];       /* "TLSv1.3" */
+  char cipher[64];        /* the engine's name of the cipher suite */
+  char alpn[64];          /* the protocol chosen, or "" */
+  char peer_subject[256]; /* the peer certificate's subject, or "" */
+  int peer_cert;          /* 1 if the peer sent a certificate */
+  int peer_verified;      /* 1 if it was verified (chain and name) */
+  int resumed;            /* 1 if the session was resumed */
+} evl_tls_info;
+/* EVL_EINVAL if t is not a TLS transport (or before its handshake). */
+EVLOOP_API int evl_transport_get_tls_info(evl_transport *t, evl_tls_info *out);
+/* 1 if t is a TLS transport. */
+EVLOOP_API int evl_transport_is_tls(evl_transport *t);
+
+/* STARTTLS: upgrades an open stream transport t in place. proto/user get
+   the new TLS transport (the future's result, after the handshake); t is
+   not the user's any more: never use it again (on failure it is closed).
+   server_hostname: a client's SNI and name to check (NULL: none is
+   checked). Timeouts in seconds, 0: the defaults (60, 30). */
+EVLOOP_API evl_future *evl_start_tls(evl_transport *t,
+                                     const evl_protocol *proto, void *user,
+                                     evl_tls_context *ctx, int server_side,
+                                     const char *server_hostname,
+                                     double handshake_timeout,
+                                     double shutdown_timeout);
+/* The same for a stream (asyncio 3.11's StreamWriter.start_tls): the
+   stream reads and writes through TLS once the future (result: s) is done;
+   bytes it had read but not handed out are taken as TLS input. */
+EVLOOP_API evl_future *evl_stream_start_tls(evl_stream *s, evl_tls_context *ctx,
+                                            int server_side,
+                                            const char *server_hostname,
+                                            double handshake_timeout,
+                                            double shutdown_timeout);
+
+/* The functions that take no evl_net_options, with them (for TLS): the
+   same as evl_create_unix_connection, evl_open_unix_connection,
+   evl_start_unix_server, and evl_connect_accepted_socket as a future
+   (TLS needs its handshake first). opts may be NULL. */
+EVLOOP_API evl_future *
+evl_create_unix_connection_opts(evl_loop *loop, const evl_protocol *proto,
+                                void *user, const char *path,
+                                const evl_net_options *opts);
+EVLOOP_API evl_future *
+evl_open_unix_connection_opts(evl_loop *loop, const char *path, size_t limit,
+                              const evl_net_options *opts);
+EVLOOP_API evl_future *evl_start_unix_server_opts(evl_loop *loop,
+                                                  evl_stream_callback cb,
+                                                  void *arg, const char *path,
+                                                  size_t limit,
+                                                  const evl_net_options *opts);
+EVLOOP_API evl_future *
+evl_connect_accepted_socket_opts(evl_loop *loop, const evl_protocol *proto,
+                                 void *user, evl_fd fd,
+                                 const evl_net_options *opts);
 
 #ifndef EVLOOP_NO_PROCESS
 /* ==== Subprocesses ======================================================
@@ -9163,6 +9303,906 @@ static int evl__unix_addr(const char *path, struct evl__sockaddr_un *su,
   return 0;
 }
 
+/* ==== TLS engine interface ===============================================
+   The TLS layer (below) speaks to its engine through these functions only;
+   each engine is one section, chosen at compile time, that defines them.
+   An engine connection never touches a socket: the layer feeds it the
+   ciphertext that arrived and sends the ciphertext it produced. Codes are
+   EVL_E* (EVL_EAGAIN: more input is needed); *msg of the failing calls is
+   the engine's own description (kept in the connection). */
+#if defined(EVLOOP_TLS_OPENSSL) && defined(EVLOOP_TLS_MBEDTLS)
+#error "evloop.h: define EVLOOP_TLS_OPENSSL or EVLOOP_TLS_MBEDTLS, not both"
+#endif
+#if defined(EVLOOP_TLS_OPENSSL) || defined(EVLOOP_TLS_MBEDTLS)
+#define EVL__HAVE_TLS 1
+
+typedef struct evl__tlse_ctx evl__tlse_ctx; /* an engine's configuration */
+typedef struct evl__tlse evl__tlse;         /* an engine's connection */
+
+/* A serialised session, for the client cache. */
+typedef struct evl__tls_blob {
+  size_t len;
+  unsigned char data[1];
+} evl__tls_blob;
+
+static const char *evl__tlse_engine(void);
+static int evl__tlse_ctx_new(evl__tlse_ctx **out, const evl_tls_config *cfg,
+                             evl_tls_context *owner);
+static void evl__tlse_ctx_free(evl__tlse_ctx *c);
+/* host: SNI and name check (clients, may be NULL); sess: resume this. */
+static int evl__tlse_new(evl__tlse **out, evl__tlse_ctx *c, int server,
+                         const char *host, const evl__tls_blob *sess);
+static void evl__tlse_free(evl__tlse *e);
+/* 0 once the handshake is done, EVL_EAGAIN while it needs input. */
+static int evl__tlse_handshake(evl__tlse *e);
+/* Ciphertext in (all of it is taken, or EVL_ENOMEM). */
+static int evl__tlse_feed(evl__tlse *e, const void *data, size_t len);
+/* Ciphertext out: the bytes waiting to be sent, then drop them. */
+static size_t evl__tlse_out(evl__tlse *e, const unsigned char **p);
+static void evl__tlse_out_done(evl__tlse *e);
+/* Plaintext: read > 0 bytes, 0 at the peer's close_notify, EVL_EAGAIN;
+   write: the bytes taken (> 0), EVL_EAGAIN (renegotiating). */
+static long evl__tlse_read(evl__tlse *e, void *buf, size_t len);
+static long evl__tlse_write(evl__tlse *e, const void *buf, size_t len);
+/* Queues close_notify. */
+static void evl__tlse_shutdown(evl__tlse *e);
+static void evl__tlse_info(evl__tlse *e, evl_tls_info *out);
+static const char *evl__tlse_msg(evl__tlse *e);
+/* The engine gives the layer each resumable session of a client. */
+static void evl__tls_cache_put(evl_tls_context *ctx, const char *host,
+                               const unsigned char *data, size_t len);
+#endif
+
+/* ==== TLS engine: OpenSSL ================================================
+   OpenSSL 1.1.1 or 3.x through two memory BIOs: the layer writes what
+   arrived into rb and sends what OpenSSL left in wb. SSL_MODE_RELEASE_BUFFERS
+   lets an idle connection give its record buffers back. */
+#ifdef EVLOOP_TLS_OPENSSL
+#include <openssl/ssl.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+struct evl__tlse_ctx {
+  SSL_CTX *ctx;
+  unsigned char *alpn; /* wire format: length-prefixed names */
+  unsigned alpn_len;
+  evl_tls_context *owner;
+};
+
+struct evl__tlse {
+  SSL *ssl;
+  BIO *rb, *wb;
+  evl__tlse_ctx *c;
+  char *host; /* clients: the session cache's key */
+  char msg[160];
+};
+
+static const char *evl__tlse_engine(void) {
+  return "openssl";
+}
+
+/* Server: the first of our protocols the client offers. */
+static int evl__ossl_alpn_select(SSL *ssl, const unsigned char **out,
+                                 unsigned char *outlen, const unsigned char *in,
+                                 unsigned int inlen, void *arg) {
+  evl__tlse_ctx *c = (evl__tlse_ctx *)arg;
+  unsigned char *o;
+  (void)ssl;
+  if (SSL_select_next_proto(&o, outlen, c->alpn, c->alpn_len, in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_NOACK;
+  *out = o;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+static int evl__ossl_new_session(SSL *ssl, SSL_SESSION *sess) {
+  evl__tlse *e = (evl__tlse *)SSL_get_app_data(ssl);
+  int len = i2d_SSL_SESSION(sess, NULL);
+  unsigned char *buf, *p;
+  if (!e || !e->host || len <= 0 || !SSL_SESSION_is_resumable(sess))
+    return 0;
+  buf = (unsigned char *)EVLOOP_MALLOC(NULL, (size_t)len);
+  if (!buf)
+    return 0;
+  p = buf;
+  i2d_SSL_SESSION(sess, &p);
+  evl__tls_cache_put(e->c->owner, e->host, buf, (size_t)len);
+  EVLOOP_FREE(NULL, buf);
+  return 0; /* we keep no reference to sess */
+}
+
+/* PEM text in memory: the first certificate is ours, the rest the chain. */
+static int evl__ossl_use_pem(SSL_CTX *c, const char *cert, const char *key) {
+  int ok = 1;
+  if (cert) {
+    BIO *b = BIO_new_mem_buf(cert, -1);
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    ok = x && SSL_CTX_use_certificate(c, x) == 1;
+    X509_free(x);
+    while (ok && b && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
+      if (SSL_CTX_add0_chain_cert(c, x) != 1) {
+        X509_free(x);
+        ok = 0;
+      }
+    ERR_clear_error(); /* the end of the chain */
+    BIO_free(b);
+  }
+  if (ok && key) {
+    BIO *b = BIO_new_mem_buf(key, -1);
+    EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+    ok = k && SSL_CTX_use_PrivateKey(c, k) == 1;
+    EVP_PKEY_free(k);
+    BIO_free(b);
+  }
+  return ok;
+}
+
+static int evl__ossl_add_ca_pem(SSL_CTX *c, const char *pem) {
+  BIO *b = BIO_new_mem_buf(pem, -1);
+  X509_STORE *st = SSL_CTX_get_cert_store(c);
+  X509 *x;
+  int n = 0;
+  if (!b)
+    return 0;
+  while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+    if (X509_STORE_add_cert(st, x) == 1)
+      n++;
+    X509_free(x);
+  }
+  ERR_clear_error();
+  BIO_free(b);
+  return n > 0;
+}
+
+static int evl__tlse_ctx_new(evl__tlse_ctx **out, const evl_tls_config *cfg,
+                             evl_tls_context *owner) {
+  evl__tlse_ctx *c;
+  SSL_CTX *sc;
+  int ok = 1;
+  *out = NULL;
+  c = (evl__tlse_ctx *)EVLOOP_MALLOC(NULL, sizeof *c);
+  if (!c)
+    return EVL_ENOMEM;
+  memset(c, 0, sizeof *c);
+  c->owner = owner;
+  ERR_clear_error();
+  sc = SSL_CTX_new(cfg->server ? TLS_server_method() : TLS_client_method());
+  if (!sc) {
+    EVLOOP_FREE(NULL, c);
+    return EVL_ENOMEM;
+  }
+  c->ctx = sc;
+  SSL_CTX_set_mode(sc, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                           SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                           SSL_MODE_RELEASE_BUFFERS);
+  ok = SSL_CTX_set_min_proto_version(
+           sc, cfg->min_version ? cfg->min_version : TLS1_2_VERSION) == 1 &&
+       (!cfg->max_version ||
+        SSL_CTX_set_max_proto_version(sc, cfg->max_version) == 1);
+  if (ok && cfg->cert_file)
+    ok = SSL_CTX_use_certificate_chain_file(sc, cfg->cert_file) == 1;
+  if (ok && cfg->key_file)
+    ok = SSL_CTX_use_PrivateKey_file(sc, cfg->key_file, SSL_FILETYPE_PEM) == 1;
+  if (ok && (cfg->cert_pem || cfg->key_pem))
+    ok = evl__ossl_use_pem(sc, cfg->cert_pem, cfg->key_pem);
+  if (ok && (cfg->cert_file || cfg->cert_pem || cfg->key_file || cfg->key_pem))
+    ok = SSL_CTX_check_private_key(sc) == 1;
+  if (ok && (cfg->ca_file || cfg->ca_path))
+    ok = SSL_CTX_load_verify_locations(sc, cfg->ca_file, cfg->ca_path) == 1;
+  if (ok && cfg->ca_pem)
+    ok = evl__ossl_add_ca_pem(sc, cfg->ca_pem);
+  if (ok && !cfg->ca_file && !cfg->ca_path && !cfg->ca_pem)
+    ok = SSL_CTX_set_default_verify_paths(sc) == 1;
+  if (cfg->server)
+    SSL_CTX_set_verify(sc,
+                       cfg->verify_client
+                           ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                           : SSL_VERIFY_NONE,
+                       NULL);
+  else
+    SSL_CTX_set_verify(sc, cfg->no_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER,
+                       NULL);
+  if (ok && cfg->alpn) {
+    size_t i, n = 0;
+    for (i = 0; cfg->alpn[i]; i++) {
+      size_t l = strlen(cfg->alpn[i]);
+      if (l == 0 || l > 255)
+        ok = 0;
+      n += l + 1;
+    }
+    c->alpn = ok && n ? (unsigned char *)EVLOOP_MALLOC(NULL, n) : NULL;
+    if (ok && n && !c->alpn)
+      ok = 0;
+    for (i = 0, n = 0; ok && cfg->alpn[i]; i++) {
+      size_t l = strlen(cfg->alpn[i]);
+      c->alpn[n] = (unsigned char)l;
+      memcpy(c->alpn + n + 1, cfg->alpn[i], l);
+      n += l + 1;
+    }
+    c->alpn_len = (unsigned)n;
+    if (ok && cfg->server)
+      SSL_CTX_set_alpn_select_cb(sc, evl__ossl_alpn_select, c);
+    else if (ok && n)
+      ok = SSL_CTX_set_alpn_protos(sc, c->alpn, c->alpn_len) == 0;
+  }
+  if (ok && !cfg->server && !cfg->no_session_cache) {
+    SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_CLIENT |
+                                           SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(sc, evl__ossl_new_session);
+  }
+  ERR_clear_error();
+  if (!ok) {
+    evl__tlse_ctx_free(c);
+    return EVL_EINVAL;
+  }
+  *out = c;
+  return 0;
+}
+
+static void evl__tlse_ctx_free(evl__tlse_ctx *c) {
+  if (!c)
+    return;
+  SSL_CTX_free(c->ctx);
+  EVLOOP_FREE(NULL, c->alpn);
+  EVLOOP_FREE(NULL, c);
+}
+
+/* An IP literal is checked as an address, and sent as no SNI. */
+static int evl__tls_is_ip(const char *host) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, host, buf) == 1 ||
+         inet_pton(AF_INET6, host, buf) == 1;
+}
+
+static int evl__tlse_new(evl__tlse **out, evl__tlse_ctx *c, int server,
+                         const char *host, const evl__tls_blob *sess) {
+  evl__tlse *e = (evl__tlse *)EVLOOP_MALLOC(NULL, sizeof *e);
+  int ok;
+  *out = NULL;
+  if (!e)
+    return EVL_ENOMEM;
+  memset(e, 0, sizeof *e);
+  e->c = c;
+  e->ssl = SSL_new(c->ctx);
+  e->rb = BIO_new(BIO_s_mem());
+  e->wb = BIO_new(BIO_s_mem());
+  if (!e->ssl || !e->rb || !e->wb) {
+    BIO_free(e->rb);
+    BIO_free(e->wb);
+    SSL_free(e->ssl);
+    EVLOOP_FREE(NULL, e);
+    ERR_clear_error();
+    return EVL_ENOMEM;
+  }
+  BIO_set_mem_eof_return(e->rb, -1); /* empty: "retry", not EOF */
+  SSL_set_bio(e->ssl, e->rb, e->wb);
+  SSL_set_app_data(e->ssl, e);
+  ok = 1;
+  if (server) {
+    SSL_set_accept_state(e->ssl);
+  } else {
+    SSL_set_connect_state(e->ssl);
+    if (host && *host) {
+      e->host = evl__gstrdup(host);
+      ok = e->host != NULL;
+      if (ok && evl__tls_is_ip(host))
+        ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(e->ssl), host) == 1;
+      else if (ok)
+        ok = SSL_set_tlsext_host_name(e->ssl, host) == 1 &&
+             SSL_set1_host(e->ssl, host) == 1;
+    }
+    if (ok && sess) {
+      const unsigned char *p = sess->data;
+      SSL_SESSION *s = d2i_SSL_SESSION(NULL, &p, (long)sess->len);
+      if (s) { /* a session that no longer parses is just not resumed */
+        SSL_set_session(e->ssl, s);
+        SSL_SESSION_free(s);
+      }
+    }
+  }
+  ERR_clear_error();
+  if (!ok) {
+    evl__tlse_free(e);
+    return EVL_ENOMEM;
+  }
+  *out = e;
+  return 0;
+}
+
+static void evl__tlse_free(evl__tlse *e) {
+  if (!e)
+    return;
+  SSL_free(e->ssl); /* and its BIOs */
+  EVLOOP_FREE(NULL, e->host);
+  EVLOOP_FREE(NULL, e);
+}
+
+/* What went wrong, as an EVL_E* code, with OpenSSL's words in e->msg. */
+static int evl__ossl_error(evl__tlse *e, int r) {
+  int se = SSL_get_error(e->ssl, r);
+  unsigned long err;
+  long v;
+  if (se == SSL_ERROR_WANT_READ || se == SSL_ERROR_WANT_WRITE)
+    return EVL_EAGAIN;
+  if (se == SSL_ERROR_ZERO_RETURN)
+    return 0;
+  v = SSL_get_verify_result(e->ssl);
+  err = ERR_peek_last_error();
+  if (v != X509_V_OK && SSL_get_verify_mode(e->ssl) != SSL_VERIFY_NONE &&
+      ERR_GET_REASON(err) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+    snprintf(e->msg, sizeof e->msg, "certificate verify failed: %s",
+             X509_verify_cert_error_string(v));
+    ERR_clear_error();
+    switch (v) {
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+      return EVL_ECERTUNKNOWNCA;
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+      return EVL_ECERTEXPIRED;
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+    case X509_V_ERR_IP_ADDRESS_MISMATCH:
+      return EVL_ECERTNAME;
+    default:
+      return EVL_ECERTINVALID;
+    }
+  }
+  if (!err) {
+    snprintf(e->msg, sizeof e->msg, "TLS error (SSL_get_error %d)", se);
+    return EVL_ETLS;
+  }
+  ERR_error_string_n(err, e->msg, sizeof e->msg);
+  ERR_clear_error();
+  if (ERR_GET_LIB(err) != ERR_LIB_SSL)
+    return EVL_ETLS;
+  switch (ERR_GET_REASON(err)) {
+  case SSL_R_WRONG_VERSION_NUMBER:
+  case SSL_R_HTTP_REQUEST:
+  case SSL_R_HTTPS_PROXY_REQUEST:
+  case SSL_R_UNKNOWN_PROTOCOL:
+  case SSL_R_PACKET_LENGTH_TOO_LONG:
+  case SSL_R_RECORD_LENGTH_MISMATCH:
+    return EVL_ENOTTLS;
+  case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+    return EVL_ENOCERT;
+  case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+    return EVL_ETLSEOF;
+  default:
+    return ERR_GET_REASON(err) >= SSL_AD_REASON_OFFSET ? EVL_ETLSALERT
+                                                       : EVL_ETLS;
+  }
+}
+
+static int evl__tlse_handshake(evl__tlse *e) {
+  int r;
+  ERR_clear_error();
+  r = SSL_do_handshake(e->ssl);
+  if (r == 1)
+    return 0;
+  r = evl__ossl_error(e, r);
+  return r ? r : EVL_ETLS;
+}
+
+static int evl__tlse_feed(evl__tlse *e, const void *data, size_t len) {
+  while (len) {
+    int n = BIO_write(e->rb, data, len > INT_MAX ? INT_MAX : (int)len);
+    if (n <= 0)
+      return EVL_ENOMEM;
+    data = (const unsigned char *)data + n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static size_t evl__tlse_out(evl__tlse *e, const unsigned char **p) {
+  char *d = NULL;
+  long n = BIO_get_mem_data(e->wb, &d);
+  *p = (const unsigned char *)d;
+  return n > 0 ? (size_t)n : 0;
+}
+static void evl__tlse_out_done(evl__tlse *e) {
+  (void)BIO_reset(e->wb);
+}
+
+static long evl__tlse_read(evl__tlse *e, void *buf, size_t len) {
+  int r;
+  ERR_clear_error();
+  r = SSL_read(e->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
+  return r > 0 ? r : evl__ossl_error(e, r);
+}
+
+static long evl__tlse_write(evl__tlse *e, const void *buf, size_t len) {
+  int r;
+  ERR_clear_error();
+  r = SSL_write(e->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
+  if (r > 0)
+    return r;
+  r = evl__ossl_error(e, r);
+  return r ? r : EVL_EPIPE;
+}
+
+static void evl__tlse_shutdown(evl__tlse *e) {
+  ERR_clear_error();
+  (void)SSL_shutdown(e->ssl);
+  ERR_clear_error();
+}
+
+static void evl__tlse_info(evl__tlse *e, evl_tls_info *out) {
+  const unsigned char *alpn = NULL;
+  unsigned alen = 0;
+  const SSL_CIPHER *ci = SSL_get_current_cipher(e->ssl);
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+  X509 *peer = SSL_get1_peer_certificate(e->ssl);
+#else
+  X509 *peer = SSL_get_peer_certificate(e->ssl);
+#endif
+  snprintf(out->version, sizeof out->version, "%s", SSL_get_version(e->ssl));
+  snprintf(out->cipher, sizeof out->cipher, "%s",
+           ci ? SSL_CIPHER_get_name(ci) : "");
+  SSL_get0_alpn_selected(e->ssl, &alpn, &alen);
+  if (alen >= sizeof out->alpn)
+    alen = sizeof out->alpn - 1;
+  if (alen)
+    memcpy(out->alpn, alpn, alen);
+  out->alpn[alen] = 0;
+  if (peer) {
+    X509_NAME_oneline(X509_get_subject_name(peer), out->peer_subject,
+                      (int)sizeof out->peer_subject);
+    out->peer_cert = 1;
+    out->peer_verified = SSL_get_verify_mode(e->ssl) != SSL_VERIFY_NONE &&
+                         SSL_get_verify_result(e->ssl) == X509_V_OK;
+    X509_free(peer);
+  }
+  out->resumed = SSL_session_reused(e->ssl) == 1;
+}
+
+static const char *evl__tlse_msg(evl__tlse *e) {
+  return e->msg[0] ? e->msg : NULL;
+}
+#endif /* EVLOOP_TLS_OPENSSL */
+
+/* ==== TLS engine: mbedTLS ================================================
+   mbedTLS 2.28 (TLS 1.2; 1.3 is not in that branch): its bio callbacks read
+   from and write to the connection's own two buffers. Renegotiation is
+   refused both ways (mbedTLS's default: a no_renegotiation alert; an
+   OpenSSL peer then ends the connection). mbedTLS has no system store: with no
+   CA given, the usual bundle files and /etc/ssl/certs are read. An IP address
+   as the host name is checked against the certificate's IP SAN entries here
+   (2.28 checks DNS names only). */
+#ifdef EVLOOP_TLS_MBEDTLS
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_cache.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/x509_crt.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/asn1.h>
+#include <mbedtls/error.h>
+
+struct evl__tlse_ctx {
+  mbedtls_ssl_config conf;
+  mbedtls_entropy_context entropy;
+  mbedtls_ctr_drbg_context drbg;
+  mbedtls_x509_crt cert, ca;
+  mbedtls_pk_context key;
+  mbedtls_ssl_cache_context cache;
+  const char **alpn; /* a copy: mbedTLS keeps the pointer */
+  int authmode;
+  evl_tls_context *owner;
+};
+
+struct evl__tlse {
+  mbedtls_ssl_context ssl;
+  evl__tlse_ctx *c;
+  unsigned char *in, *out; /* ciphertext: arrived, to send */
+  size_t in_len, in_off, in_cap, out_len, out_cap;
+  unsigned char ip[16]; /* the host name as an address, if it is one */
+  size_t ip_len;
+  unsigned char sid[32]; /* the session offered, to tell a resumption */
+  size_t sid_len;
+  char *host;
+  char msg[160];
+};
+
+static const char *evl__tlse_engine(void) {
+  return "mbedtls";
+}
+
+static int evl__mbed_send(void *p, const unsigned char *buf, size_t len) {
+  evl__tlse *e = (evl__tlse *)p;
+  if (e->out_len + len > e->out_cap) {
+    size_t cap = e->out_cap ? e->out_cap * 2 : 16384 + 512;
+    unsigned char *b;
+    while (cap < e->out_len + len)
+      cap *= 2;
+    b = (unsigned char *)EVLOOP_REALLOC(NULL, e->out, cap);
+    if (!b)
+      return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+    e->out = b;
+    e->out_cap = cap;
+  }
+  memcpy(e->out + e->out_len, buf, len);
+  e->out_len += len;
+  return (int)len;
+}
+
+static int evl__mbed_recv(void *p, unsigned char *buf, size_t len) {
+  evl__tlse *e = (evl__tlse *)p;
+  size_t n = e->in_len < len ? e->in_len : len;
+  if (!n)
+    return MBEDTLS_ERR_SSL_WANT_READ;
+  memcpy(buf, e->in + e->in_off, n);
+  e->in_off += n;
+  e->in_len -= n;
+  if (!e->in_len)
+    e->in_off = 0;
+  return (int)n;
+}
+
+/* Is ip among the IP entries of the certificate's subjectAltName? */
+static int evl__mbed_ip_in_san(const mbedtls_x509_crt *crt,
+                               const unsigned char *ip, size_t iplen) {
+  static const unsigned char oid[] = {0x06, 0x03, 0x55, 0x1d, 0x11};
+  const unsigned char *p = crt->raw.p, *end = p + crt->raw.len;
+  for (; p + sizeof oid < end; p++) {
+    const unsigned char *q = p + sizeof oid, *oend;
+    size_t len;
+    if (memcmp(p, oid, sizeof oid))
+      continue;
+    if (q + 3 <= end && q[0] == MBEDTLS_ASN1_BOOLEAN)
+      q += 3; /* critical */
+    if (mbedtls_asn1_get_tag((unsigned char **)&q, end, &len,
+                             MBEDTLS_ASN1_OCTET_STRING))
+      return 0;
+    oend = q + len;
+    if (mbedtls_asn1_get_tag((unsigned char **)&q, oend, &len,
+                             MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE))
+      return 0;
+    while (q < oend) {
+      unsigned char tag = *q++;
+      if (mbedtls_asn1_get_len((unsigned char **)&q, oend, &len))
+        return 0;
+      if (tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && len == iplen &&
+          !memcmp(q, ip, iplen))
+        return 1;
+      q += len;
+    }
+    return 0;
+  }
+  return 0;
+}
+
+static int evl__mbed_verify(void *p, mbedtls_x509_crt *crt, int depth,
+                            uint32_t *flags) {
+  evl__tlse *e = (evl__tlse *)p;
+  if (depth == 0 && e->ip_len && !evl__mbed_ip_in_san(crt, e->ip, e->ip_len))
+    *flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+  return 0;
+}
+
+/* Certificates from a file, a directory or PEM text; 0 if none parsed. */
+static int evl__mbed_load(mbedtls_x509_crt *chain, const char *file,
+                          const char *dir, const char *pem) {
+  int r = -1;
+  if (file)
+    r = mbedtls_x509_crt_parse_file(chain, file);
+  else if (dir)
+    r = mbedtls_x509_crt_parse_path(chain, dir);
+  else if (pem)
+    r = mbedtls_x509_crt_parse(chain, (const unsigned char *)pem,
+                               strlen(pem) + 1);
+  return r >= 0 && chain->raw.len > 0;
+}
+
+static int evl__tlse_ctx_new(evl__tlse_ctx **out, const evl_tls_config *cfg,
+                             evl_tls_context *owner) {
+  static const char *const bundles[] = {"/etc/ssl/certs/ca-certificates.crt",
+                                        "/etc/pki/tls/certs/ca-bundle.crt",
+                                        "/etc/ssl/cert.pem", NULL};
+  evl__tlse_ctx *c;
+  int ok = 1, i;
+  *out = NULL;
+  if (cfg->min_version == EVL_TLS_1_3)
+    return EVL_ENOTSUP; /* mbedTLS 2.28 speaks TLS 1.2 only */
+  c = (evl__tlse_ctx *)EVLOOP_MALLOC(NULL, sizeof *c);
+  if (!c)
+    return EVL_ENOMEM;
+  memset(c, 0, sizeof *c);
+  c->owner = owner;
+  mbedtls_ssl_config_init(&c->conf);
+  mbedtls_entropy_init(&c->entropy);
+  mbedtls_ctr_drbg_init(&c->drbg);
+  mbedtls_x509_crt_init(&c->cert);
+  mbedtls_x509_crt_init(&c->ca);
+  mbedtls_pk_init(&c->key);
+  mbedtls_ssl_cache_init(&c->cache);
+  if (mbedtls_ctr_drbg_seed(&c->drbg, mbedtls_entropy_func, &c->entropy,
+                            (const unsigned char *)"evloop.h", 8) ||
+      mbedtls_ssl_config_defaults(
+          &c->conf, cfg->server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
+          MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT)) {
+    evl__tlse_ctx_free(c);
+    return EVL_ENOMEM;
+  }
+  mbedtls_ssl_conf_rng(&c->conf, mbedtls_ctr_drbg_random, &c->drbg);
+  mbedtls_ssl_conf_min_version(&c->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                               MBEDTLS_SSL_MINOR_VERSION_3);
+  if (cfg->cert_file || cfg->cert_pem)
+    ok = evl__mbed_load(&c->cert, cfg->cert_file, NULL, cfg->cert_pem);
+  if (ok && cfg->key_file)
+    ok = mbedtls_pk_parse_keyfile(&c->key, cfg->key_file, NULL) == 0;
+  else if (ok && cfg->key_pem)
+    ok = mbedtls_pk_parse_key(&c->key, (const unsigned char *)cfg->key_pem,
+                              strlen(cfg->key_pem) + 1, NULL, 0) == 0;
+  if (ok && (cfg->cert_file || cfg->cert_pem || cfg->key_file || cfg->key_pem))
+    ok = mbedtls_pk_check_pair(&c->cert.pk, &c->key) == 0 &&
+         mbedtls_ssl_conf_own_cert(&c->conf, &c->cert, &c->key) == 0;
+  if (ok && (cfg->ca_file || cfg->ca_path || cfg->ca_pem)) {
+    if (cfg->ca_file)
+      ok = evl__mbed_load(&c->ca, cfg->ca_file, NULL, NULL);
+    if (ok && cfg->ca_path)
+      ok = evl__mbed_load(&c->ca, NULL, cfg->ca_path, NULL);
+    if (ok && cfg->ca_pem)
+      ok = evl__mbed_load(&c->ca, NULL, NULL, cfg->ca_pem);
+  } else if (ok) { /* the system's store, where it usually is */
+    for (i = 0; bundles[i] && !c->ca.raw.len; i++)
+      (void)evl__mbed_load(&c->ca, bundles[i], NULL, NULL);
+    if (!c->ca.raw.len)
+      (void)evl__mbed_load(&c->ca, NULL, "/etc/ssl/certs", NULL);
+  }
+  mbedtls_ssl_conf_ca_chain(&c->conf, &c->ca, NULL);
+  c->authmode = cfg->server ? (cfg->verify_client ? MBEDTLS_SSL_VERIFY_REQUIRED
+                                                  : MBEDTLS_SSL_VERIFY_NONE)
+                            : (cfg->no_verify ? MBEDTLS_SSL_VERIFY_NONE
+                                              : MBEDTLS_SSL_VERIFY_REQUIRED);
+  mbedtls_ssl_conf_authmode(&c->conf, c->authmode);
+  if (ok && cfg->alpn) {
+    size_t n = 0, k;
+    while (cfg->alpn[n])
+      n++;
+    c->alpn = (const char **)EVLOOP_MALLOC(NULL, (n + 1) * sizeof *c->alpn);
+    ok = c->alpn != NULL;
+    for (k = 0; ok && k < n; k++) {
+      size_t l = strlen(cfg->alpn[k]);
+      ok = l > 0 && l <= 255 && (c->alpn[k] = evl__gstrdup(cfg->alpn[k]));
+      if (!ok)
+        c->alpn[k] = NULL;
+    }
+    if (ok) {
+      c->alpn[n] = NULL;
+      ok = mbedtls_ssl_conf_alpn_protocols(&c->conf, c->alpn) == 0;
+    }
+  }
+  if (cfg->server)
+    mbedtls_ssl_conf_session_cache(&c->conf, &c->cache, mbedtls_ssl_cache_get,
+                                   mbedtls_ssl_cache_set);
+  if (!ok) {
+    evl__tlse_ctx_free(c);
+    return EVL_EINVAL;
+  }
+  *out = c;
+  return 0;
+}
+
+static void evl__tlse_ctx_free(evl__tlse_ctx *c) {
+  size_t k;
+  if (!c)
+    return;
+  mbedtls_ssl_config_free(&c->conf);
+  mbedtls_ctr_drbg_free(&c->drbg);
+  mbedtls_entropy_free(&c->entropy);
+  mbedtls_x509_crt_free(&c->cert);
+  mbedtls_x509_crt_free(&c->ca);
+  mbedtls_pk_free(&c->key);
+  mbedtls_ssl_cache_free(&c->cache);
+  for (k = 0; c->alpn && c->alpn[k]; k++)
+    EVLOOP_FREE(NULL, (void *)c->alpn[k]);
+  EVLOOP_FREE(NULL, (void *)c->alpn);
+  EVLOOP_FREE(NULL, c);
+}
+
+static int evl__tlse_new(evl__tlse **out, evl__tlse_ctx *c, int server,
+                         const char *host, const evl__tls_blob *sess) {
+  evl__tlse *e = (evl__tlse *)EVLOOP_MALLOC(NULL, sizeof *e);
+  int ok = 1;
+  *out = NULL;
+  if (!e)
+    return EVL_ENOMEM;
+  memset(e, 0, sizeof *e);
+  e->c = c;
+  mbedtls_ssl_init(&e->ssl);
+  if (mbedtls_ssl_setup(&e->ssl, &c->conf)) {
+    evl__tlse_free(e);
+    return EVL_ENOMEM;
+  }
+  mbedtls_ssl_set_bio(&e->ssl, e, evl__mbed_send, evl__mbed_recv, NULL);
+  if (!server && host && *host) {
+    e->host = evl__gstrdup(host);
+    ok = e->host != NULL;
+    if (ok && inet_pton(AF_INET, host, e->ip) == 1)
+      e->ip_len = 4;
+    else if (ok && inet_pton(AF_INET6, host, e->ip) == 1)
+      e->ip_len = 16;
+    else if (ok)
+      ok = mbedtls_ssl_set_hostname(&e->ssl, host) == 0;
+    if (e->ip_len)
+      mbedtls_ssl_set_verify(&e->ssl, evl__mbed_verify, e);
+  }
+  if (ok && sess) {
+    mbedtls_ssl_session s;
+    mbedtls_ssl_session_init(&s);
+    if (mbedtls_ssl_session_load(&s, sess->data, sess->len) == 0 &&
+        mbedtls_ssl_set_session(&e->ssl, &s) == 0 && s.id_len <= 32) {
+      memcpy(e->sid, s.id, s.id_len);
+      e->sid_len = s.id_len;
+    }
+    mbedtls_ssl_session_free(&s);
+  }
+  if (!ok) {
+    evl__tlse_free(e);
+    return EVL_ENOMEM;
+  }
+  *out = e;
+  return 0;
+}
+
+static void evl__tlse_free(evl__tlse *e) {
+  if (!e)
+    return;
+  mbedtls_ssl_free(&e->ssl);
+  EVLOOP_FREE(NULL, e->in);
+  EVLOOP_FREE(NULL, e->out);
+  EVLOOP_FREE(NULL, e->host);
+  EVLOOP_FREE(NULL, e);
+}
+
+/* An mbedTLS error as an EVL_E* code, its words in e->msg. */
+static int evl__mbed_error(evl__tlse *e, int r) {
+  if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE)
+    return EVL_EAGAIN;
+  if (r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY)
+    return 0;
+  if (r == MBEDTLS_ERR_SSL_ALLOC_FAILED)
+    return EVL_ENOMEM;
+  if (r == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+    uint32_t f = mbedtls_ssl_get_verify_result(&e->ssl);
+    char info[128];
+    int n = mbedtls_x509_crt_verify_info(info, sizeof info, "", f);
+    if (n > 0 && info[n - 1] == '\n')
+      info[n - 1] = 0;
+    snprintf(e->msg, sizeof e->msg, "certificate verify failed: %s",
+             n > 0 ? info : "?");
+    if (f & MBEDTLS_X509_BADCERT_NOT_TRUSTED)
+      return EVL_ECERTUNKNOWNCA;
+    if (f & (MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE))
+      return EVL_ECERTEXPIRED;
+    if (f & MBEDTLS_X509_BADCERT_CN_MISMATCH)
+      return EVL_ECERTNAME;
+    return EVL_ECERTINVALID;
+  }
+  mbedtls_strerror(r, e->msg, sizeof e->msg);
+  switch (r) {
+  case MBEDTLS_ERR_SSL_INVALID_RECORD:
+  case MBEDTLS_ERR_SSL_BAD_HS_PROTOCOL_VERSION:
+    return EVL_ENOTTLS;
+  case MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE:
+    return EVL_ETLSALERT;
+  case MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE:
+    return EVL_ENOCERT;
+  default:
+    return EVL_ETLS;
+  }
+}
+
+static int evl__tlse_handshake(evl__tlse *e) {
+  int r = mbedtls_ssl_handshake(&e->ssl);
+  if (r == 0) {
+    if (e->host && e->c->owner) { /* a client: keep the session */
+      mbedtls_ssl_session s;
+      unsigned char buf[2048];
+      size_t n = 0;
+      mbedtls_ssl_session_init(&s);
+      if (mbedtls_ssl_get_session(&e->ssl, &s) == 0 &&
+          mbedtls_ssl_session_save(&s, buf, sizeof buf, &n) == 0)
+        evl__tls_cache_put(e->c->owner, e->host, buf, n);
+      mbedtls_ssl_session_free(&s);
+    }
+    return 0;
+  }
+  if (r != MBEDTLS_ERR_SSL_WANT_READ && r != MBEDTLS_ERR_SSL_WANT_WRITE &&
+      r != MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE) /* tell the peer why */
+    (void)mbedtls_ssl_send_alert_message(
+        &e->ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
+        r == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED
+            ? MBEDTLS_SSL_ALERT_MSG_BAD_CERT
+            : MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE);
+  r = evl__mbed_error(e, r);
+  return r ? r : EVL_ETLS;
+}
+
+static int evl__tlse_feed(evl__tlse *e, const void *data, size_t len) {
+  if (e->in_off + e->in_len + len > e->in_cap) {
+    size_t cap = e->in_cap ? e->in_cap : 16384 + 512;
+    unsigned char *b;
+    if (e->in_off) {
+      memmove(e->in, e->in + e->in_off, e->in_len);
+      e->in_off = 0;
+    }
+    while (cap < e->in_len + len)
+      cap *= 2;
+    if (cap > e->in_cap) {
+      b = (unsigned char *)EVLOOP_REALLOC(NULL, e->in, cap);
+      if (!b)
+        return EVL_ENOMEM;
+      e->in = b;
+      e->in_cap = cap;
+    }
+  }
+  memcpy(e->in + e->in_off + e->in_len, data, len);
+  e->in_len += len;
+  return 0;
+}
+
+static size_t evl__tlse_out(evl__tlse *e, const unsigned char **p) {
+  *p = e->out;
+  return e->out_len;
+}
+static void evl__tlse_out_done(evl__tlse *e) {
+  e->out_len = 0;
+  if (e->out_cap > 65536) { /* an idle connection keeps no big buffer */
+    EVLOOP_FREE(NULL, e->out);
+    e->out = NULL;
+    e->out_cap = 0;
+  }
+}
+
+static long evl__tlse_read(evl__tlse *e, void *buf, size_t len) {
+  int r = mbedtls_ssl_read(&e->ssl, (unsigned char *)buf,
+                           len > 0x7fffffff ? 0x7fffffff : len);
+  return r > 0 ? r : evl__mbed_error(e, r);
+}
+
+static long evl__tlse_write(evl__tlse *e, const void *buf, size_t len) {
+  int r = mbedtls_ssl_write(&e->ssl, (const unsigned char *)buf, len);
+  if (r > 0)
+    return r;
+  r = evl__mbed_error(e, r);
+  return r ? r : EVL_EPIPE;
+}
+
+static void evl__tlse_shutdown(evl__tlse *e) {
+  (void)mbedtls_ssl_close_notify(&e->ssl);
+}
+
+static void evl__tlse_info(evl__tlse *e, evl_tls_info *out) {
+  const char *alpn = mbedtls_ssl_get_alpn_protocol(&e->ssl);
+  const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&e->ssl);
+  snprintf(out->version, sizeof out->version, "%s",
+           mbedtls_ssl_get_version(&e->ssl));
+  snprintf(out->cipher, sizeof out->cipher, "%s",
+           mbedtls_ssl_get_ciphersuite(&e->ssl));
+  snprintf(out->alpn, sizeof out->alpn, "%s", alpn ? alpn : "");
+  if (peer) {
+    if (mbedtls_x509_dn_gets(out->peer_subject, sizeof out->peer_subject,
+                             &peer->subject) < 0)
+      out->peer_subject[0] = 0;
+    out->peer_cert = 1;
+    out->peer_verified = e->c->authmode != MBEDTLS_SSL_VERIFY_NONE &&
+                         mbedtls_ssl_get_verify_result(&e->ssl) == 0;
+  }
+  out->resumed = e->sid_len && e->ssl.session &&
+                 e->ssl.session->id_len == e->sid_len &&
+                 !memcmp(e->ssl.session->id, e->sid, e->sid_len);
+}
+
+static const char *evl__tlse_msg(evl__tlse *e) {
+  return e->msg[0] ? e->msg : NULL;
+}
+#endif /* EVLOOP_TLS_MBEDTLS */
+
 /* ==== Transports ======================================================== */
 
 enum {
@@ -9184,7 +10224,8 @@ enum {
   EVL__T_OVL = 1 << 13,       /* IOCP: completion-based I/O */
   EVL__T_SKIP = 1 << 14,      /* IOCP: no completion packet on success */
   EVL__T_HANDLE = 1 << 15,    /* IOCP: a named pipe handle, not a socket */
-  EVL__T_UNREF = 1 << 16      /* does not keep the loop alive */
+  EVL__T_UNREF = 1 << 16,     /* does not keep the loop alive */
+  EVL__T_TLS = 1 << 17        /* a TLS layer's transport (TLS layer section) */
 };
 
 typedef struct evl__dgram {
@@ -9245,6 +10286,43 @@ struct evl_transport {
 
 /* The running sendfile, if any (u holds the waiter before the start). */
 #define EVL__SF(t) ((t)->flags & EVL__T_WAITER ? NULL : (t)->u.sf)
+
+/* The TLS layer's side of the transport functions: a transport flagged
+   EVL__T_TLS is handed to the TLS layer section. */
+#ifdef EVL__HAVE_TLS
+static int evl__tls_write(evl_transport *t, const void *data, size_t len);
+static int evl__tls_writev(evl_transport *t, const evl_iovec *iov, size_t n);
+static void evl__tls_close(evl_transport *t);
+static void evl__tls_abort(evl_transport *t);
+static void evl__tls_fatal(evl_transport *t, int err);
+static int evl__tls_pause(evl_transport *t, int pause);
+static int evl__tls_set_limits(evl_transport *t, size_t high, size_t low);
+static size_t evl__tls_app_queued(evl_transport *t);
+static evl_transport *evl__tls_raw(evl_transport *t);
+static evl_future *evl__tls_sendfile(evl_transport *t, int file_fd,
+                                     int64_t offset, size_t count);
+#define EVL__TLS_RET(t, call)                                                  \
+  do {                                                                         \
+    if ((t) && ((t)->flags & EVL__T_TLS))                                      \
+      return call;                                                             \
+  } while (0)
+#define EVL__TLS_DO(t, call)                                                   \
+  do {                                                                         \
+    if ((t) && ((t)->flags & EVL__T_TLS)) {                                    \
+      call;                                                                    \
+      return;                                                                  \
+    }                                                                          \
+  } while (0)
+#else
+#define EVL__TLS_RET(t, call) ((void)0)
+#define EVL__TLS_DO(t, call) ((void)0)
+#endif
+static int evl__tls_server_wrap(evl_server *s, const evl_net_options *opts);
+static void evl__tls_server_free(void *p);
+static evl_future *evl__tls_connect(evl_loop *loop, const evl_protocol *proto,
+                                    void *user, const char *host, int port,
+                                    const char *path, evl_fd fd,
+                                    const evl_net_options *opts);
 
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__tr_on_writable(evl_loop *loop, evl_fd fd, void *arg);
@@ -9372,6 +10450,7 @@ static void evl__tr_schedule_lost(evl_transport *t, int err) {
 }
 
 static void evl__tr_fatal(evl_transport *t, int err) {
+  EVL__TLS_DO(t, evl__tls_fatal(t, err));
   evl__tr_drop_queue(t);
   evl__tr_schedule_lost(t, err);
 }
@@ -9742,23 +10821,32 @@ static int evl__tr_watch_queue(evl_transport *t) {
   return 0;
 }
 
-EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
-                                  size_t n) {
-  size_t total = 0, i, sent = 0;
-  int rc = evl__tr_check_writable(t);
-  if (rc)
-    return rc;
-  if (t->flags & EVL__T_DGRAM)
-    return EVL_ENOTSUP;
+/* The bytes of iov[0..n) into *total; EVL_EINVAL for a bad vector. */
+static int evl__iov_total(const evl_iovec *iov, size_t n, size_t *total) {
+  size_t i;
+  *total = 0;
   if (n && !iov)
     return EVL_EINVAL;
   for (i = 0; i < n; i++) {
     if (iov[i].len && !iov[i].base)
       return EVL_EINVAL;
-    total += iov[i].len;
+    *total += iov[i].len;
   }
-  if (!total)
-    return 0;
+  return 0;
+}
+
+EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
+                                  size_t n) {
+  size_t total, i, sent = 0;
+  int rc;
+  EVL__TLS_RET(t, evl__tls_writev(t, iov, n));
+  rc = evl__tr_check_writable(t);
+  if (rc)
+    return rc;
+  if (t->flags & EVL__T_DGRAM)
+    return EVL_ENOTSUP;
+  if ((rc = evl__iov_total(iov, n, &total)) != 0 || !total)
+    return rc;
   /* Nothing queued: send at once, queue only what the kernel did not take
      (and watch for writability only then). */
   if (!t->wlen && !EVL__SF(t) && !EVL__WBUSY(t) &&
@@ -9796,6 +10884,7 @@ EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
 EVL__DEF int evl_transport_write(evl_transport *t, const void *data,
                                  size_t len) {
   evl_iovec v;
+  EVL__TLS_RET(t, evl__tls_write(t, data, len));
   /* The common case, direct: a stream with nothing queued sends at once
      (the echo and HTTP path: one evl__sys_send() per reply, nothing else). */
   if (t && data && len &&
@@ -10261,7 +11350,9 @@ static void evl__tr_ovl_done(evl_transport *t, evl__ovl *r, int err) {
 #endif /* EVL__HAVE_IOCP */
 
 EVL__DEF int evl_transport_write_eof(evl_transport *t) {
-  int rc = evl__tr_check_writable(t);
+  int rc;
+  EVL__TLS_RET(t, (t->flags & EVL__T_CLOSING) ? EVL_ECLOSING : EVL_ENOTSUP);
+  rc = evl__tr_check_writable(t);
   if (rc)
     return rc == EVL_EPIPE ? 0 : rc; /* twice is fine */
   if (t->flags & EVL__T_DGRAM)
@@ -10276,6 +11367,7 @@ EVL__DEF int evl_transport_write_eof(evl_transport *t) {
   return 0;
 }
 EVL__DEF int evl_transport_can_write_eof(evl_transport *t) {
+  EVL__TLS_RET(t, 0); /* TLS has no half-close (asyncio's rule) */
   return t && !(t->flags & EVL__T_DGRAM) &&
          (t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) != EVL__T_PIPE;
 }
@@ -10283,6 +11375,7 @@ EVL__DEF int evl_transport_can_write_eof(evl_transport *t) {
 EVL__DEF void evl_transport_close(evl_transport *t) {
   if (!t || (t->flags & EVL__T_CLOSING))
     return;
+  EVL__TLS_DO(t, evl__tls_close(t));
   t->flags |= EVL__T_CLOSING;
   evl__unwatch(t->loop, t->fd, EVL__READ);
   if (!t->wlen && !t->dq_head && !EVL__SF(t) && !EVL__WBUSY(t))
@@ -10292,6 +11385,7 @@ EVL__DEF void evl_transport_close(evl_transport *t) {
 EVL__DEF void evl_transport_abort(evl_transport *t) {
   if (!t || (t->flags & EVL__T_LOST))
     return;
+  EVL__TLS_DO(t, evl__tls_abort(t));
   evl__tr_drop_queue(t);
   evl__tr_schedule_lost(t, 0);
 }
@@ -10305,6 +11399,7 @@ EVL__DEF int evl_transport_pause_reading(evl_transport *t) {
     return EVL_ENOTSUP;
   if (t->flags & EVL__T_CLOSING)
     return EVL_ECLOSED;
+  EVL__TLS_RET(t, evl__tls_pause(t, 1));
   t->flags |= EVL__T_PAUSED;
   evl__unwatch(t->loop, t->fd, EVL__READ);
   return 0;
@@ -10316,6 +11411,7 @@ EVL__DEF int evl_transport_resume_reading(evl_transport *t) {
     return EVL_ENOTSUP;
   if (t->flags & EVL__T_CLOSING)
     return EVL_ECLOSED;
+  EVL__TLS_RET(t, evl__tls_pause(t, 0));
   if (!(t->flags & EVL__T_PAUSED))
     return 0;
   t->flags &= ~EVL__T_PAUSED;
@@ -10330,6 +11426,7 @@ EVL__DEF int evl_transport_set_write_buffer_limits(evl_transport *t,
                                                    size_t high, size_t low) {
   if (!t)
     return EVL_EINVAL;
+  EVL__TLS_RET(t, evl__tls_set_limits(t, high, low));
   if (!high)
     high = low ? low * 4 : 65536;
   if (!low)
@@ -10343,6 +11440,7 @@ EVL__DEF int evl_transport_set_write_buffer_limits(evl_transport *t,
   return 0;
 }
 EVL__DEF size_t evl_transport_get_write_buffer_size(evl_transport *t) {
+  EVL__TLS_RET(t, evl__tls_app_queued(t));
   return t ? evl__tr_queued(t) : 0;
 }
 static int evl__copy_name(int rc, struct sockaddr_storage *ss, socklen_t len,
@@ -10360,6 +11458,7 @@ EVL__DEF int evl_transport_get_peername(evl_transport *t, void *addr,
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   int rc;
+  EVL__TLS_RET(t, evl_transport_get_peername(evl__tls_raw(t), addr, addrlen));
   if (!t || t->fd < 0)
     return EVL_EINVAL;
   rc = evl__sys_getpeername(t->fd, (struct sockaddr *)&ss, &len);
@@ -10370,12 +11469,14 @@ EVL__DEF int evl_transport_get_sockname(evl_transport *t, void *addr,
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   int rc;
+  EVL__TLS_RET(t, evl_transport_get_sockname(evl__tls_raw(t), addr, addrlen));
   if (!t || t->fd < 0)
     return EVL_EINVAL;
   rc = evl__sys_getsockname(t->fd, (struct sockaddr *)&ss, &len);
   return evl__copy_name(rc, &ss, len, addr, addrlen);
 }
 EVL__DEF evl_fd evl_transport_fd(evl_transport *t) {
+  EVL__TLS_RET(t, evl__tls_raw(t) ? evl__tls_raw(t)->fd : -1);
   return t ? t->fd : -1;
 }
 EVL__DEF evl_loop *evl_transport_loop(evl_transport *t) {
@@ -11238,8 +12339,11 @@ static evl__connect *evl__connect_new(evl_loop *loop, const evl_protocol *proto,
 EVL__DEF evl_future *
 evl_create_connection(evl_loop *loop, const evl_protocol *proto, void *user,
                       const char *host, int port, const evl_net_options *opts) {
-  evl__connect *c = evl__connect_new(loop, proto, user);
+  evl__connect *c;
   int family = opts ? opts->family : 0, rc;
+  if (opts && opts->tls)
+    return evl__tls_connect(loop, proto, user, host, port, NULL, -1, opts);
+  c = evl__connect_new(loop, proto, user);
   if (!c || c->fut.state != EVL__PENDING)
     return c ? &c->fut : NULL;
   c->nodelay = !(opts && opts->no_delay_off);
@@ -11349,6 +12453,7 @@ struct evl_server {
   dev_t unix_dev;
   ino_t unix_ino;
   void *owned_user; /* streams: freed with the server */
+  void *tls;        /* the TLS layer's record (opts->tls), or NULL */
 #ifdef EVL__HAVE_IOCP
   struct evl__ovl **acc; /* AcceptEx requests: EVL__ACCEPTS per socket */
 #endif
@@ -11676,6 +12781,7 @@ static void evl__server_release(evl_server *s) {
   EVLOOP_FREE(NULL, s->fds);
   EVLOOP_FREE(NULL, s->unix_path);
   EVLOOP_FREE(NULL, s->owned_user);
+  evl__tls_server_free(s->tls);
   EVLOOP_FREE(NULL, s);
 }
 
@@ -11852,6 +12958,12 @@ static evl_future *evl__create_server(evl_loop *loop, const evl_protocol *proto,
     (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
     return f;
   }
+  if ((rc = evl__tls_server_wrap(r->s, opts)) != 0) {
+    evl__server_fail(r->s);
+    evl__lfree(loop, r);
+    (void)evl_future_set_error(f, rc, NULL);
+    return f;
+  }
   if (out)
     *out = r->s;
   r->fut = evl_future_ref(f);
@@ -11927,6 +13039,11 @@ EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
   s = evl__server_new(loop, proto, user, opts);
   if (!s) {
     (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
+    return f;
+  }
+  if ((rc = evl__tls_server_wrap(s, opts)) != 0) {
+    evl__server_fail(s);
+    (void)evl_future_set_error(f, rc, NULL);
     return f;
   }
   fd = evl__socket(AF_UNIX, SOCK_STREAM);
@@ -12573,6 +13690,7 @@ EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
   int rc;
   if (!t || t->loop->closing)
     return NULL;
+  EVL__TLS_RET(t, evl__tls_sendfile(t, file_fd, offset, count));
   op = (evl__sendfile_op *)(void *)evl__future_alloc(t->loop, sizeof *op,
                                                      &evl__sendfile_vt);
   if (!op)
@@ -13043,7 +14161,8 @@ static evl_future *evl__open(evl_loop *loop, size_t limit, const char *host,
     (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
     return &o->fut;
   }
-  inner = path ? evl_create_unix_connection(loop, &evl__stream_proto, s, path)
+  inner = path ? evl_create_unix_connection_opts(loop, &evl__stream_proto, s,
+                                                 path, opts)
                : evl_create_connection(loop, &evl__stream_proto, s, host, port,
                                        opts);
   if (!inner) {
@@ -13149,6 +14268,1273 @@ EVL__DEF evl_future *evl_start_unix_server(evl_loop *loop,
                                            const char *path, size_t limit) {
   return evl__start_server(loop, cb, arg, NULL, 0, path ? path : "", limit,
                            NULL);
+}
+
+/* ==== TLS layer ==========================================================
+   An evl__tls is the protocol of the transport below (raw) and owns the
+   transport the user sees (app, its first member, flagged EVL__T_TLS: the
+   public evl_transport_* functions hand such a transport to the
+   functions here). Ciphertext from raw goes into the engine; plaintext
+   the engine gives goes to the user's protocol. The user's writes wait in
+   pend and are encrypted in full records at the end of the callback that
+   wrote them (or at once once a record is full), as long as raw takes
+   them; raw's flow control reaches the user through app's. app is not on
+   the loop's transport list: raw is, and its end is app's end. */
+#ifdef EVL__HAVE_TLS
+
+#define EVL__TLS_RECORD 16384
+#define EVL__TLS_CACHE 16
+
+struct evl_tls_context {
+  evl__mutex mu; /* refs and the session cache */
+  unsigned refs;
+  int server;
+  evl__tlse_ctx *eng;
+  struct {
+    char *host;
+    evl__tls_blob *sess;
+  } cache[EVL__TLS_CACHE];
+  unsigned cache_next;
+};
+
+enum { EVL__TLS_HS, EVL__TLS_OPEN, EVL__TLS_DONE };
+
+typedef struct evl__tls_sf evl__tls_sf;
+
+typedef struct evl__tls {
+  evl_transport app; /* first: the user's transport */
+  evl_transport *raw;
+  evl_tls_context *ctx;
+  evl__tlse *e;
+  evl_future *waiter; /* the connection future, until the handshake */
+  evl_handle timer, flush_h, sf_h;
+  double hs_timeout, sd_timeout;
+  unsigned char *pend; /* plaintext: pend[poff .. poff+plen) */
+  size_t plen, poff, pcap;
+  int state, server, err, busy, again, shut;
+  int stream; /* a stream's upgrade: its end is told even before made */
+  char *host;
+  unsigned char *early; /* ciphertext read before the upgrade (streams) */
+  size_t early_len;
+  evl__tls_sf *sf;
+  size_t rec_left;      /* bytes of the record arriving still to come */
+  unsigned char rec[5]; /* its header, while incomplete */
+  int rec_have;
+  struct evl__tls_cfut *cfut; /* the waiter, when create_connection's */
+} evl__tls;
+
+#define EVL__TLS(t) ((evl__tls *)(void *)(t))
+
+static void evl__tls_cache_put(evl_tls_context *ctx, const char *host,
+                               const unsigned char *data, size_t len) {
+  evl__tls_blob *b =
+      (evl__tls_blob *)EVLOOP_MALLOC(NULL, sizeof(evl__tls_blob) + len);
+  unsigned i, slot;
+  if (!b)
+    return;
+  b->len = len;
+  memcpy(b->data, data, len);
+  evl__lock(&ctx->mu);
+  for (i = 0; i < EVL__TLS_CACHE; i++)
+    if (ctx->cache[i].host && !strcmp(ctx->cache[i].host, host))
+      break;
+  if (i == EVL__TLS_CACHE) { /* a new host takes the oldest slot */
+    slot = ctx->cache_next++ % EVL__TLS_CACHE;
+    EVLOOP_FREE(NULL, ctx->cache[slot].host);
+    ctx->cache[slot].host = evl__gstrdup(host);
+    i = slot;
+  }
+  EVLOOP_FREE(NULL, ctx->cache[i].sess);
+  ctx->cache[i].sess = ctx->cache[i].host ? b : NULL;
+  evl__unlock(&ctx->mu);
+  if (!ctx->cache[i].host)
+    EVLOOP_FREE(NULL, b);
+}
+
+/* A copy of the session kept for host, or NULL. */
+static evl__tls_blob *evl__tls_cache_get(evl_tls_context *ctx,
+                                         const char *host) {
+  evl__tls_blob *b = NULL;
+  unsigned i;
+  if (!host)
+    return NULL;
+  evl__lock(&ctx->mu);
+  for (i = 0; i < EVL__TLS_CACHE; i++)
+    if (ctx->cache[i].host && ctx->cache[i].sess &&
+        !strcmp(ctx->cache[i].host, host)) {
+      size_t n = sizeof(evl__tls_blob) + ctx->cache[i].sess->len;
+      b = (evl__tls_blob *)EVLOOP_MALLOC(NULL, n);
+      if (b)
+        memcpy(b, ctx->cache[i].sess, n);
+      break;
+    }
+  evl__unlock(&ctx->mu);
+  return b;
+}
+
+EVL__DEF int evl_tls_context_new(evl_tls_context **out,
+                                 const evl_tls_config *cfg) {
+  evl_tls_context *c;
+  int rc;
+  if (!out)
+    return EVL_EINVAL;
+  *out = NULL;
+  if (!cfg)
+    return EVL_EINVAL;
+  if (cfg->server && !(cfg->cert_file || cfg->cert_pem))
+    return EVL_EINVAL; /* a server needs a certificate */
+  if ((cfg->min_version && cfg->min_version != EVL_TLS_1_2 &&
+       cfg->min_version != EVL_TLS_1_3) ||
+      (cfg->max_version && cfg->max_version != EVL_TLS_1_2 &&
+       cfg->max_version != EVL_TLS_1_3) ||
+      (cfg->min_version && cfg->max_version &&
+       cfg->min_version > cfg->max_version))
+    return EVL_EINVAL;
+  c = (evl_tls_context *)EVLOOP_MALLOC(NULL, sizeof *c);
+  if (!c)
+    return EVL_ENOMEM;
+  memset(c, 0, sizeof *c);
+  evl__mutex_init(&c->mu);
+  c->refs = 1;
+  c->server = cfg->server != 0;
+  rc = evl__tlse_ctx_new(&c->eng, cfg, c);
+  if (rc) {
+    evl__mutex_destroy(&c->mu);
+    EVLOOP_FREE(NULL, c);
+    return rc;
+  }
+  *out = c;
+  return 0;
+}
+
+EVL__DEF evl_tls_context *evl_tls_context_ref(evl_tls_context *ctx) {
+  if (ctx) {
+    evl__lock(&ctx->mu);
+    ctx->refs++;
+    evl__unlock(&ctx->mu);
+  }
+  return ctx;
+}
+
+EVL__DEF void evl_tls_context_release(evl_tls_context *ctx) {
+  unsigned left, i;
+  if (!ctx)
+    return;
+  evl__lock(&ctx->mu);
+  left = --ctx->refs;
+  evl__unlock(&ctx->mu);
+  if (left)
+    return;
+  for (i = 0; i < EVL__TLS_CACHE; i++) {
+    EVLOOP_FREE(NULL, ctx->cache[i].host);
+    EVLOOP_FREE(NULL, ctx->cache[i].sess);
+  }
+  evl__tlse_ctx_free(ctx->eng);
+  evl__mutex_destroy(&ctx->mu);
+  EVLOOP_FREE(NULL, ctx);
+}
+
+EVL__DEF const char *evl_tls_engine(void) {
+  return evl__tlse_engine();
+}
+
+static int evl__tls_seconds(double v, double dflt, double *out) {
+  if (v != v || v < 0)
+    return EVL_EINVAL;
+  *out = v > 0 ? v : dflt;
+  return 0;
+}
+
+/* A connection's layer, not yet on a transport. */
+static evl__tls *evl__tls_new(evl_loop *loop, evl_tls_context *ctx,
+                              const evl_protocol *proto, void *user, int server,
+                              const char *host, double hs, double sd,
+                              int *err) {
+  evl__tls *x;
+  *err = evl__tls_seconds(hs, 60, &hs);
+  if (!*err)
+    *err = evl__tls_seconds(sd, 30, &sd);
+  if (!*err && (!proto || !ctx))
+    *err = EVL_EINVAL;
+  if (!*err && ctx->server != (server != 0))
+    *err = EVL_EINVAL; /* a client context on a server, or back */
+  if (*err)
+    return NULL;
+  x = (evl__tls *)evl__zalloc(loop, sizeof *x);
+  if (!x || (host && !(x->host = evl__gstrdup(host)))) {
+    evl__lfree(loop, x);
+    *err = EVL_ENOMEM;
+    return NULL;
+  }
+  x->app.loop = loop;
+  x->app.proto = proto;
+  x->app.user = user;
+  x->app.fd = -1;
+  x->app.high = 65536;
+  x->app.low = 16384;
+  x->app.flags = EVL__T_TLS;
+  x->ctx = evl_tls_context_ref(ctx);
+  x->server = server != 0;
+  x->hs_timeout = hs;
+  x->sd_timeout = sd;
+  loop->struct_refs++;
+  return x;
+}
+
+/* The connection future of create_connection & co.: completes after the
+   handshake; cancelling it stops the connect or the handshake. */
+typedef struct evl__tls_cfut {
+  evl_future fut;
+  evl_future *inner; /* the plain connection's future, while pending */
+  evl__tls *x;       /* while x holds this future as its waiter */
+} evl__tls_cfut;
+/* x lets go of its connection future (after completing it). */
+static void evl__tls_drop_waiter(evl__tls *x) {
+  evl_future *w = x->waiter;
+  if (!w)
+    return;
+  x->waiter = NULL;
+  if (x->cfut)
+    x->cfut->x = NULL;
+  x->cfut = NULL;
+  evl_future_release(w);
+}
+
+static void evl__tls_free(evl__tls *x) {
+  evl_loop *loop = x->app.loop;
+  evl__cancel_internal(loop, x->timer);
+  evl__cancel_internal(loop, x->flush_h);
+  evl__cancel_internal(loop, x->sf_h);
+  if (x->waiter)
+    (void)evl_future_set_error(x->waiter, EVL_ECANCELED, NULL);
+  evl__tls_drop_waiter(x);
+  evl__tlse_free(x->e);
+  evl_tls_context_release(x->ctx);
+  EVLOOP_FREE(NULL, x->host);
+  evl__lfree(loop, x->pend);
+  evl__lfree(loop, x->early);
+  evl__lfree(loop, x);
+  evl__loop_unref(loop);
+}
+
+/* Sends what the engine produced; 0, or raw's error (raw is ending). */
+static int evl__tls_out(evl__tls *x) {
+  const unsigned char *p;
+  size_t n;
+  int rc = 0;
+  if (!x->e)
+    return 0;
+  n = evl__tlse_out(x->e, &p);
+  if (n && x->raw && !(x->raw->flags & EVL__T_CLOSING))
+    rc = evl_transport_write(x->raw, p, n);
+  if (n)
+    evl__tlse_out_done(x->e);
+  return rc;
+}
+
+static size_t evl__tls_queued(evl__tls *x) {
+  return x->plen + (x->raw ? evl_transport_get_write_buffer_size(x->raw) : 0);
+}
+
+/* app's flow control: its plaintext plus raw's queue. */
+static void evl__tls_flow(evl__tls *x) {
+  evl_transport *t = &x->app;
+  size_t q = evl__tls_queued(x);
+  if (!(t->flags & EVL__T_MADE) || (t->flags & EVL__T_LOST))
+    return;
+  if (!(t->flags & EVL__T_PROTO_PAUSED) && q > t->high) {
+    t->flags |= EVL__T_PROTO_PAUSED;
+    if (t->proto->pause_writing)
+      t->proto->pause_writing(t, t->user);
+  } else if ((t->flags & EVL__T_PROTO_PAUSED) && q <= t->low) {
+    t->flags &= ~EVL__T_PROTO_PAUSED;
+    if (t->proto->resume_writing)
+      t->proto->resume_writing(t, t->user);
+  }
+}
+
+static void evl__tls_shutdown_timeout(evl_loop *loop, void *arg) {
+  evl__tls *x = (evl__tls *)arg;
+  x->timer = 0;
+  if (loop->closing)
+    return; /* the transports are closed next, with EVL_ECLOSED */
+  if (!x->err)
+    x->err = EVL_ETIMEDOUT;
+  if (x->raw)
+    evl_transport_abort(x->raw);
+}
+
+/* The end: tell the peer (an alert or close_notify is already queued),
+   close raw once that is sent, and give it sd_timeout to happen. */
+static void evl__tls_finish(evl__tls *x) {
+  evl_loop *loop = x->app.loop;
+  if (x->shut)
+    return;
+  x->shut = 1;
+  x->state = EVL__TLS_DONE;
+  (void)evl__tls_out(x);
+  evl__cancel_internal(loop, x->timer);
+  x->timer = 0;
+  if (!x->raw)
+    return;
+  evl_transport_close(x->raw);
+  if (x->raw && !(x->raw->flags & EVL__T_LOST)) {
+    x->timer = evl__later_internal(loop, (int64_t)(x->sd_timeout * 1e9),
+                                   evl__tls_shutdown_timeout, x);
+    if (x->timer < 0)
+      evl_transport_abort(x->raw);
+  }
+}
+
+/* A failure: the connection future or connection_lost gets err. */
+static void evl__tls_fail(evl__tls *x, int err, const char *msg) {
+  if (x->state == EVL__TLS_DONE)
+    return;
+  if (err == EVL_ENOTTLS && x->state == EVL__TLS_OPEN)
+    err = EVL_ETLS; /* plain text after the handshake is garbage */
+  if (!x->err)
+    x->err = err;
+  if (x->state == EVL__TLS_HS && !x->waiter && evl_get_debug(x->app.loop)) {
+    evl_context c; /* an accepted connection: nobody else hears of it */
+    memset(&c, 0, sizeof c);
+    c.message = "TLS handshake failed";
+    c.error = err;
+    c.error_message = msg;
+    c.object = x->raw;
+    evl_call_exception_handler(x->app.loop, &c);
+  }
+  if (x->waiter) {
+    (void)evl_future_set_error(x->waiter, err, msg);
+    evl__tls_drop_waiter(x);
+  }
+  x->plen = 0;
+  evl__tls_finish(x);
+}
+
+static void evl__tls_hs_timeout(evl_loop *loop, void *arg) {
+  evl__tls *x = (evl__tls *)arg;
+  x->timer = 0;
+  if (loop->closing)
+    return;
+  evl__tls_fail(x, EVL_ETIMEDOUT, "TLS handshake timed out");
+  if (x->raw) /* nothing more to say to a peer that said nothing */
+    evl_transport_abort(x->raw);
+}
+
+static void evl__tls_sendfile_pump(evl_loop *loop, void *arg);
+
+/* A sendfile waiting for room reads on once there is. */
+static void evl__tls_sf_kick(evl__tls *x) {
+  if (x->sf && !x->sf_h && x->raw && evl__tls_queued(x) <= x->app.high) {
+    x->sf_h = evl__soon_internal(x->app.loop, evl__tls_sendfile_pump, x);
+    if (x->sf_h < 0)
+      x->sf_h = 0; /* no memory: the next write's kick tries again */
+  }
+}
+
+/* Encrypts pend while raw takes it; at close, then sends close_notify. */
+static void evl__tls_encrypt(evl__tls *x) {
+  while (x->plen && x->state == EVL__TLS_OPEN && x->raw &&
+         evl_transport_get_write_buffer_size(x->raw) <= x->raw->high) {
+    size_t n = x->plen < EVL__TLS_RECORD ? x->plen : EVL__TLS_RECORD;
+    long w = evl__tlse_write(x->e, x->pend + x->poff, n);
+    if (w == EVL_EAGAIN)
+      break; /* renegotiating: input first */
+    if (w < 0) {
+      evl__tls_fail(x, (int)w, evl__tlse_msg(x->e));
+      return;
+    }
+    x->poff += (size_t)w;
+    x->plen -= (size_t)w;
+    if (evl__tls_out(x))
+      return; /* raw is ending */
+  }
+  if (!x->plen)
+    x->poff = 0;
+  if (x->state == EVL__TLS_OPEN && !x->plen &&
+      (x->app.flags & EVL__T_CLOSING)) {
+    evl__tlse_shutdown(x->e);
+    evl__tls_finish(x);
+  }
+  evl__tls_flow(x);
+  evl__tls_sf_kick(x);
+}
+
+static void evl__tls_flush_cb(evl_loop *loop, void *arg) {
+  evl__tls *x = (evl__tls *)arg;
+  x->flush_h = 0;
+  if (!loop->closing)
+    evl__tls_encrypt(x);
+}
+
+static void evl__tls_schedule_flush(evl__tls *x) {
+  if (x->flush_h > 0)
+    return;
+  x->flush_h = evl__soon_internal(x->app.loop, evl__tls_flush_cb, x);
+  if (x->flush_h < 0) {
+    x->flush_h = 0;
+    evl__tls_encrypt(x);
+  }
+}
+
+/* The handshake is done: connection_made, then the future. */
+static void evl__tls_established(evl__tls *x) {
+  evl_transport *t = &x->app;
+  evl_future *w = x->waiter;
+  evl__cancel_internal(t->loop, x->timer);
+  x->timer = 0;
+  x->state = EVL__TLS_OPEN;
+  if (w && w->state != EVL__PENDING) { /* cancelled meanwhile */
+    evl__tls_drop_waiter(x);
+    x->err = EVL_ECANCELED;
+    evl__tls_finish(x);
+    return;
+  }
+  t->flags |= EVL__T_MADE;
+  if (t->proto->connection_made)
+    t->proto->connection_made(t, t->user);
+  if (w) {
+    if (w->state == EVL__PENDING)
+      (void)evl_future_set_result(w, x->stream ? t->user : (void *)t);
+    evl__tls_drop_waiter(x);
+  }
+}
+
+/* Delivers plaintext to the user's protocol (its buffer, if buffered). */
+static int evl__tls_deliver(evl__tls *x) {
+  evl_transport *t = &x->app;
+  const evl_protocol *p = t->proto;
+  long n;
+  if (p->get_buffer) {
+    size_t len = 0;
+    void *buf = p->get_buffer(t, EVL__TLS_RECORD, &len, t->user);
+    if (t->flags & EVL__T_CLOSING)
+      return 0;
+    if (!buf || !len) {
+      evl__tls_fail(x, EVL_ENOBUFS, NULL);
+      return 0;
+    }
+    n = evl__tlse_read(x->e, buf, len);
+    if (n > 0 && p->buffer_updated)
+      p->buffer_updated(t, (size_t)n, t->user);
+  } else {
+    unsigned char *buf = evl__rbuf(t->loop);
+    if (!buf) {
+      evl__tls_fail(x, EVL_ENOMEM, NULL);
+      return 0;
+    }
+    n = evl__tlse_read(x->e, buf, EVL__RBUF_SIZE);
+    if (n > 0 && p->data_received)
+      p->data_received(t, buf, (size_t)n, t->user);
+  }
+  if (n > 0)
+    return 1;
+  if (n == EVL_EAGAIN)
+    return 0;
+  if (n == 0) { /* close_notify */
+    int keep = 0;
+    t->flags |= EVL__T_READ_EOF;
+    if (x->raw)
+      (void)evl_transport_pause_reading(x->raw);
+    if (p->eof_received)
+      keep = p->eof_received(t, t->user);
+    if (!keep)
+      evl_transport_close(t);
+    return 0;
+  }
+  evl__tls_fail(x, (int)n, evl__tlse_msg(x->e));
+  return 0;
+}
+
+/* Runs the engine on what arrived: the handshake, then reading. */
+static void evl__tls_process(evl__tls *x) {
+  if (x->busy) { /* called back from inside: go round once more */
+    x->again = 1;
+    return;
+  }
+  x->busy = 1;
+  do {
+    x->again = 0;
+    if (x->state == EVL__TLS_HS) {
+      int rc = evl__tlse_handshake(x->e);
+      if (evl__tls_out(x))
+        break;
+      if (rc == EVL_EAGAIN)
+        break;
+      if (rc) {
+        evl__tls_fail(x, rc, evl__tlse_msg(x->e));
+        break;
+      }
+      evl__tls_established(x);
+    }
+    while (
+        x->state == EVL__TLS_OPEN &&
+        !(x->app.flags & (EVL__T_PAUSED | EVL__T_READ_EOF | EVL__T_CLOSING)) &&
+        evl__tls_deliver(x))
+      if (evl__tls_out(x)) /* a key update or renegotiation answer */
+        break;
+    if (x->state == EVL__TLS_OPEN) {
+      (void)evl__tls_out(x);
+      evl__tls_encrypt(x);
+    }
+  } while (x->again && x->state != EVL__TLS_DONE);
+  x->busy = 0;
+}
+
+/* raw is open (connection_made, or start_tls): the handshake starts. */
+static void evl__tls_attach(evl__tls *x, evl_transport *raw) {
+  evl__tls_blob *sess = NULL;
+  int rc;
+  x->raw = raw;
+  if (!x->server && x->host)
+    sess = evl__tls_cache_get(x->ctx, x->host);
+  rc = evl__tlse_new(&x->e, x->ctx->eng, x->server, x->host, sess);
+  EVLOOP_FREE(NULL, sess);
+  if (!rc && x->early) {
+    rc = evl__tlse_feed(x->e, x->early, x->early_len);
+    evl__lfree(x->app.loop, x->early);
+    x->early = NULL;
+  }
+  if (rc) {
+    evl__tls_fail(x, rc, NULL);
+    return;
+  }
+  x->timer = evl__later_internal(x->app.loop, (int64_t)(x->hs_timeout * 1e9),
+                                 evl__tls_hs_timeout, x);
+  if (x->timer < 0) {
+    x->timer = 0;
+    evl__tls_fail(x, EVL_ENOMEM, NULL);
+    return;
+  }
+  evl__tls_process(x);
+}
+
+/* ---- the protocol on raw (its user is the evl__tls) ---- */
+
+static void evl__tls_made(evl_transport *raw, void *user) {
+  evl__tls_attach((evl__tls *)user, raw);
+}
+
+/* Follows the record boundaries of what arrives: a peer that does not
+   speak TLS is told at its first bytes, and an end inside a record from
+   one at a boundary. 0, or the error. */
+static int evl__tls_track(evl__tls *x, const unsigned char *d, size_t len) {
+  while (len) {
+    if (x->rec_left) {
+      size_t k = len < x->rec_left ? len : x->rec_left;
+      x->rec_left -= k;
+      d += k;
+      len -= k;
+      continue;
+    }
+    x->rec[x->rec_have++] = *d++;
+    len--;
+    if (x->rec_have == 1 && (x->rec[0] < 20 || x->rec[0] > 24))
+      return x->state == EVL__TLS_HS ? EVL_ENOTTLS : EVL_ETLS;
+    if (x->rec_have == 2 && x->rec[1] != 3)
+      return x->state == EVL__TLS_HS ? EVL_ENOTTLS : EVL_ETLS;
+    if (x->rec_have == 5) {
+      x->rec_left = (size_t)x->rec[3] << 8 | x->rec[4];
+      x->rec_have = 0;
+      if (x->rec_left > 16384 + 2048)
+        return x->state == EVL__TLS_HS ? EVL_ENOTTLS : EVL_ETLS;
+    }
+  }
+  return 0;
+}
+
+static void evl__tls_data(evl_transport *raw, const void *data, size_t len,
+                          void *user) {
+  evl__tls *x = (evl__tls *)user;
+  int rc;
+  (void)raw;
+  if (x->state == EVL__TLS_DONE)
+    return;
+  rc = evl__tls_track(x, (const unsigned char *)data, len);
+  if (rc) {
+    evl__tls_fail(x, rc,
+                  rc == EVL_ENOTTLS ? "the peer's first bytes are no TLS record"
+                                    : "bytes that are no TLS record");
+    return;
+  }
+  rc = evl__tlse_feed(x->e, data, len);
+  if (rc)
+    evl__tls_fail(x, rc, NULL);
+  else
+    evl__tls_process(x);
+}
+
+static int evl__tls_eof(evl_transport *raw, void *user) {
+  evl__tls *x = (evl__tls *)user;
+  (void)raw;
+  if (x->state == EVL__TLS_HS)
+    evl__tls_fail(x, EVL_ECONNRESET,
+                  "the peer closed the connection during the TLS handshake");
+  else if (x->state == EVL__TLS_OPEN && !(x->app.flags & EVL__T_READ_EOF))
+    evl__tls_fail(x, x->rec_left || x->rec_have ? EVL_ETLSTRUNC : EVL_ETLSEOF,
+                  NULL);
+  /* after close_notify: raw stays open while app writes */
+  return x->state == EVL__TLS_OPEN && !(x->app.flags & EVL__T_CLOSING);
+}
+
+static void evl__tls_sendfile_end(evl__tls *x, int err);
+
+static void evl__tls_lost(evl_transport *raw, int err, void *user) {
+  evl__tls *x = (evl__tls *)user;
+  evl_transport *t = &x->app;
+  (void)raw;
+  x->raw = NULL;
+  if (x->state == EVL__TLS_HS)
+    evl__tls_fail(x, err ? err : EVL_ECONNRESET,
+                  "the connection ended during the TLS handshake");
+  x->state = EVL__TLS_DONE;
+  if ((t->flags & EVL__T_READ_EOF) && x->shut && !x->err)
+    err = 0; /* both sides said close_notify: sending ours may fail */
+  if (x->sf)
+    evl__tls_sendfile_end(x, x->err ? x->err : err ? err : EVL_ECANCELED);
+  if ((t->flags & EVL__T_MADE || x->stream) && !(t->flags & EVL__T_LOST)) {
+    t->flags |= EVL__T_LOST | EVL__T_CLOSING;
+    if (t->proto->connection_lost)
+      t->proto->connection_lost(t,
+                                x->err == EVL_ECANCELED ? 0
+                                : x->err                ? x->err
+                                                        : err,
+                                t->user);
+  }
+  evl__tls_free(x);
+}
+
+static void evl__tls_raw_pause(evl_transport *raw, void *user) {
+  (void)raw;
+  evl__tls_flow((evl__tls *)user);
+}
+static void evl__tls_raw_resume(evl_transport *raw, void *user) {
+  (void)raw;
+  evl__tls_encrypt((evl__tls *)user);
+}
+
+static const evl_protocol evl__tls_proto = {evl__tls_made,
+                                            evl__tls_data,
+                                            evl__tls_eof,
+                                            evl__tls_lost,
+                                            evl__tls_raw_pause,
+                                            evl__tls_raw_resume,
+                                            NULL,
+                                            NULL,
+                                            NULL,
+                                            NULL};
+
+/* Servers: raw's user is this until connection_made makes the layer. */
+typedef struct evl__tls_srv {
+  evl_tls_context *ctx;
+  const evl_protocol *proto;
+  void *user;
+  double hs, sd;
+} evl__tls_srv;
+
+static void evl__tls_srv_made(evl_transport *raw, void *user) {
+  evl__tls_srv *s = (evl__tls_srv *)user;
+  int err;
+  evl__tls *x = evl__tls_new(raw->loop, s->ctx, s->proto, s->user, 1, NULL,
+                             s->hs, s->sd, &err);
+  if (!x) {
+    evl_transport_abort(raw);
+    return;
+  }
+  evl_transport_set_user(raw, x);
+  evl__tls_attach(x, raw);
+}
+
+static const evl_protocol evl__tls_srv_proto = {evl__tls_srv_made,
+                                                evl__tls_data,
+                                                evl__tls_eof,
+                                                evl__tls_lost,
+                                                evl__tls_raw_pause,
+                                                evl__tls_raw_resume,
+                                                NULL,
+                                                NULL,
+                                                NULL,
+                                                NULL};
+
+/* A server with opts->tls: accepted connections start with the protocol
+   above. 0 and nothing done without TLS. */
+static int evl__tls_server_wrap(evl_server *s, const evl_net_options *opts) {
+  evl__tls_srv *r;
+  int rc;
+  if (!opts || !opts->tls)
+    return 0;
+  if (!opts->tls->server)
+    return EVL_EINVAL;
+  r = (evl__tls_srv *)EVLOOP_MALLOC(NULL, sizeof *r);
+  if (!r)
+    return EVL_ENOMEM;
+  rc = evl__tls_seconds(opts->tls_handshake_timeout, 60, &r->hs);
+  if (!rc)
+    rc = evl__tls_seconds(opts->tls_shutdown_timeout, 30, &r->sd);
+  if (rc) {
+    EVLOOP_FREE(NULL, r);
+    return rc;
+  }
+  r->ctx = evl_tls_context_ref(opts->tls);
+  r->proto = s->proto;
+  r->user = s->user;
+  s->proto = &evl__tls_srv_proto;
+  s->user = r;
+  s->tls = r;
+  return 0;
+}
+
+static void evl__tls_server_free(void *p) {
+  evl__tls_srv *r = (evl__tls_srv *)p;
+  if (!r)
+    return;
+  evl_tls_context_release(r->ctx);
+  EVLOOP_FREE(NULL, r);
+}
+
+/* ---- the user's transport ---- */
+
+static int evl__tls_writev(evl_transport *t, const evl_iovec *iov, size_t n) {
+  evl__tls *x = EVL__TLS(t);
+  size_t total, i;
+  int rc;
+  if (t->flags & EVL__T_CLOSING)
+    return EVL_ECLOSING;
+  if ((rc = evl__iov_total(iov, n, &total)) != 0 || !total)
+    return rc;
+  if (x->plen + x->poff + total > x->pcap) {
+    size_t cap = x->pcap ? x->pcap : 4096;
+    unsigned char *b;
+    if (x->poff) {
+      memmove(x->pend, x->pend + x->poff, x->plen);
+      x->poff = 0;
+    }
+    while (cap < x->plen + total)
+      cap *= 2;
+    if (cap > x->pcap) {
+      b = (unsigned char *)evl__lrealloc(t->loop, x->pend, cap);
+      if (!b) {
+        evl__tls_fail(x, EVL_ENOMEM, NULL);
+        return EVL_ENOMEM;
+      }
+      x->pend = b;
+      x->pcap = cap;
+    }
+  }
+  for (i = 0; i < n; i++) {
+    if (iov[i].len)
+      memcpy(x->pend + x->poff + x->plen, iov[i].base, iov[i].len);
+    x->plen += iov[i].len;
+  }
+  if (x->plen >= EVL__TLS_RECORD && !x->busy)
+    evl__tls_encrypt(x); /* full records go now, the tail at the end */
+  if (x->plen)
+    evl__tls_schedule_flush(x);
+  evl__tls_flow(x);
+  return 0;
+}
+
+static int evl__tls_write(evl_transport *t, const void *data, size_t len) {
+  evl_iovec v;
+  v.base = data;
+  v.len = len;
+  return evl__tls_writev(t, &v, 1);
+}
+
+static void evl__tls_close(evl_transport *t) {
+  evl__tls *x = EVL__TLS(t);
+  if (t->flags & EVL__T_CLOSING)
+    return;
+  t->flags |= EVL__T_CLOSING;
+  if (x->raw)
+    (void)evl_transport_pause_reading(x->raw);
+  if (x->state != EVL__TLS_OPEN)
+    return;
+  x->timer = evl__later_internal(t->loop, (int64_t)(x->sd_timeout * 1e9),
+                                 evl__tls_shutdown_timeout, x);
+  if (x->timer < 0)
+    x->timer = 0;
+  if (!x->busy)
+    evl__tls_encrypt(x); /* close_notify once pend is out */
+  else
+    evl__tls_schedule_flush(x);
+}
+
+static void evl__tls_abort(evl_transport *t) {
+  evl__tls *x = EVL__TLS(t);
+  t->flags |= EVL__T_CLOSING;
+  x->plen = 0;
+  x->state = EVL__TLS_DONE;
+  if (x->raw)
+    evl_transport_abort(x->raw);
+}
+
+static void evl__tls_fatal(evl_transport *t, int err) {
+  evl__tls *x = EVL__TLS(t);
+  if (!x->err)
+    x->err = err;
+  evl__tls_abort(t);
+}
+
+static int evl__tls_pause(evl_transport *t, int pause) {
+  evl__tls *x = EVL__TLS(t);
+  if (t->flags & EVL__T_CLOSING)
+    return EVL_ECLOSED;
+  if (pause) {
+    t->flags |= EVL__T_PAUSED;
+    return x->raw ? evl_transport_pause_reading(x->raw) : 0;
+  }
+  if (!(t->flags & EVL__T_PAUSED))
+    return 0;
+  t->flags &= ~EVL__T_PAUSED;
+  if (x->raw && !(t->flags & EVL__T_READ_EOF)) {
+    int rc = evl_transport_resume_reading(x->raw);
+    if (rc)
+      return rc;
+    evl__tls_process(x); /* what the engine holds already */
+  }
+  return 0;
+}
+
+static int evl__tls_set_limits(evl_transport *t, size_t high, size_t low) {
+  if (!high)
+    high = low ? low * 4 : 65536;
+  if (!low)
+    low = high / 4;
+  if (low > high || high > 0xffffffffu)
+    return EVL_EINVAL;
+  t->high = (uint32_t)high;
+  t->low = (uint32_t)low;
+  if (EVL__TLS(t)->raw) /* raw pauses as app would: its resume drives us */
+    (void)evl_transport_set_write_buffer_limits(EVL__TLS(t)->raw, high, low);
+  evl__tls_flow(EVL__TLS(t));
+  return 0;
+}
+
+static evl_transport *evl__tls_raw(evl_transport *t) {
+  return EVL__TLS(t)->raw;
+}
+static size_t evl__tls_app_queued(evl_transport *t) {
+  return evl__tls_queued(EVL__TLS(t));
+}
+
+EVL__DEF int evl_transport_is_tls(evl_transport *t) {
+  return t && (t->flags & EVL__T_TLS) != 0;
+}
+
+EVL__DEF int evl_transport_get_tls_info(evl_transport *t, evl_tls_info *out) {
+  evl__tls *x;
+  if (!out)
+    return EVL_EINVAL;
+  memset(out, 0, sizeof *out);
+  if (!t || !(t->flags & EVL__T_TLS))
+    return EVL_EINVAL;
+  x = EVL__TLS(t);
+  if (!x->e || x->state == EVL__TLS_HS)
+    return EVL_EINVAL;
+  evl__tlse_info(x->e, out);
+  return 0;
+}
+
+/* ---- sendfile: read, then write through TLS ---- */
+
+struct evl__tls_sf {
+  evl_future fut;
+  evl__tls *x;
+  int file_fd;
+  int64_t offset;
+  size_t count, done;
+};
+
+static void evl__tls_sendfile_end(evl__tls *x, int err) {
+  evl__tls_sf *op = x->sf;
+  x->sf = NULL;
+  op->x = NULL;
+  if (err)
+    (void)evl_future_set_error(&op->fut, err, NULL);
+  else
+    (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
+  evl_future_release(&op->fut);
+}
+
+/* Reads and writes while the write buffer is below its high mark. */
+static void evl__tls_sendfile_pump(evl_loop *loop, void *arg) {
+  evl__tls *x = (evl__tls *)arg;
+  evl__tls_sf *op = x->sf;
+  unsigned char *buf;
+  x->sf_h = 0;
+  if (!op || loop->closing)
+    return; /* closing: the transport's end fails it */
+  buf = evl__rbuf(loop);
+  while (op->done < op->count && evl__tls_queued(x) <= x->app.high) {
+    size_t want = op->count - op->done;
+    ssize_t r;
+    int rc;
+    if (!buf) {
+      evl__tls_sendfile_end(x, EVL_ENOMEM);
+      return;
+    }
+    if (want > EVL__RBUF_SIZE)
+      want = EVL__RBUF_SIZE;
+#ifdef _WIN32
+    r = evl__file_pread(op->file_fd, buf, want, op->offset + (int64_t)op->done);
+#else
+    r = pread(op->file_fd, buf, want, (off_t)(op->offset + (int64_t)op->done));
+#endif
+    if (r < 0) {
+      evl__tls_sendfile_end(x, evl__errno());
+      return;
+    }
+    if (r == 0)
+      break; /* the file ended: what was sent is the result */
+    rc = evl__tls_write(&x->app, buf, (size_t)r);
+    if (rc) {
+      evl__tls_sendfile_end(x, rc);
+      return;
+    }
+    op->done += (size_t)r;
+  }
+  if (op->done < op->count && evl__tls_queued(x) > x->app.high)
+    return; /* raw's resume_writing goes on */
+  evl__tls_sendfile_end(x, 0);
+}
+
+static int evl__tls_sendfile_cancel(evl_future *f) {
+  evl__tls_sf *op = (evl__tls_sf *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && op->x) {
+    op->x->sf = NULL;
+    op->x = NULL;
+    evl_future_release(f); /* the transport's reference */
+  }
+  return rc;
+}
+static const evl__future_vt evl__tls_sendfile_vt = {evl__tls_sendfile_cancel,
+                                                    NULL, NULL};
+
+static evl_future *evl__tls_sendfile(evl_transport *t, int file_fd,
+                                     int64_t offset, size_t count) {
+  evl__tls *x = EVL__TLS(t);
+  evl__tls_sf *op = (evl__tls_sf *)(void *)evl__future_alloc(
+      t->loop, sizeof *op, &evl__tls_sendfile_vt);
+  int rc = 0;
+  if (!op)
+    return NULL;
+  if (t->flags & EVL__T_CLOSING)
+    rc = EVL_ECLOSING;
+  else if (x->sf)
+    rc = EVL_EBUSY;
+  else if (file_fd < 0 || offset < 0)
+    rc = file_fd < 0 ? EVL_EBADF : EVL_EINVAL;
+  if (rc) {
+    (void)evl_future_set_error(&op->fut, rc, NULL);
+    return &op->fut;
+  }
+  op->x = x;
+  op->file_fd = file_fd;
+  op->offset = offset;
+  op->count = count;
+  op->fut.refs++; /* the transport's reference */
+  x->sf = op;
+  x->sf_h = evl__soon_internal(t->loop, evl__tls_sendfile_pump, x);
+  if (x->sf_h < 0) {
+    x->sf_h = 0;
+    evl__tls_sendfile_end(x, EVL_ENOMEM);
+  }
+  return &op->fut;
+}
+
+/* ---- making TLS connections ---- */
+
+static int evl__tls_connect_cancel(evl_future *f) {
+  evl__tls_cfut *c = (evl__tls_cfut *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && c->inner)
+    (void)evl_future_cancel(c->inner);
+  else if (rc == 1 && c->x && c->x->raw)
+    evl_transport_abort(c->x->raw);
+  return rc;
+}
+static const evl__future_vt evl__tls_connect_vt = {evl__tls_connect_cancel,
+                                                   NULL, NULL};
+
+static void evl__tls_connect_done(evl_future *inner, void *arg) {
+  evl__tls_cfut *c = (evl__tls_cfut *)arg;
+  c->inner = NULL;
+  if (evl_future_error(inner) != 0) {
+    /* raw never started: the layer is ours to free */
+    evl__tls *x = c->x;
+    if (c->fut.state == EVL__PENDING)
+      (void)evl_future_set_error(
+          &c->fut, inner->err ? inner->err : EVL_ECANCELED, inner->errmsg);
+    if (x) {
+      evl__tls_drop_waiter(x);
+      evl__tls_free(x);
+    }
+  }
+  evl_future_release(inner);
+  evl_future_release(&c->fut);
+}
+
+/* create_connection (host) or create_unix_connection (path) with TLS;
+   fd >= 0: connect_accepted_socket. */
+static evl_future *evl__tls_connect(evl_loop *loop, const evl_protocol *proto,
+                                    void *user, const char *host, int port,
+                                    const char *path, evl_fd fd,
+                                    const evl_net_options *opts) {
+  evl__tls_cfut *c;
+  evl_net_options o = *opts;
+  int err = 0, server = fd >= 0 && opts->tls->server;
+  const char *name = opts->server_hostname ? opts->server_hostname : host;
+  evl__tls *x;
+  if (!loop || loop->closing)
+    return NULL;
+  c = (evl__tls_cfut *)(void *)evl__future_alloc(loop, sizeof *c,
+                                                 &evl__tls_connect_vt);
+  if (!c)
+    return NULL;
+  x = evl__tls_new(loop, opts->tls, proto, user, server, server ? NULL : name,
+                   opts->tls_handshake_timeout, opts->tls_shutdown_timeout,
+                   &err);
+  if (!x) {
+    (void)evl_future_set_error(&c->fut, err, NULL);
+    return &c->fut;
+  }
+  x->waiter = evl_future_ref(&c->fut);
+  x->cfut = c;
+  c->x = x;
+  if (fd >= 0) {
+    if (!evl_connect_accepted_socket(loop, &evl__tls_proto, x, fd)) {
+      (void)evl_future_set_error(&c->fut, EVL_EINVAL, NULL);
+      evl__tls_drop_waiter(x);
+      evl__tls_free(x);
+    }
+    return &c->fut;
+  }
+  o.tls = NULL;
+  c->inner =
+      path ? evl_create_unix_connection(loop, &evl__tls_proto, x, path)
+           : evl_create_connection(loop, &evl__tls_proto, x, host, port, &o);
+  if (!c->inner || evl_future_add_done_callback(c->inner, evl__tls_connect_done,
+                                                evl_future_ref(&c->fut))) {
+    if (c->inner) {
+      evl_future_release(&c->fut);
+      (void)evl_future_cancel(c->inner);
+      evl_future_release(c->inner);
+      c->inner = NULL;
+    }
+    (void)evl_future_set_error(&c->fut, EVL_ENOMEM, NULL);
+    if (!c->inner) {
+      evl__tls_drop_waiter(x);
+      evl__tls_free(x);
+    }
+  }
+  return &c->fut;
+}
+
+EVL__DEF evl_future *evl_start_tls(evl_transport *t, const evl_protocol *proto,
+                                   void *user, evl_tls_context *ctx,
+                                   int server_side, const char *server_hostname,
+                                   double handshake_timeout,
+                                   double shutdown_timeout) {
+  evl_future *f;
+  evl__tls *x;
+  int err = 0;
+  if (!t || !t->loop || t->loop->closing)
+    return NULL;
+  f = evl_future_new(t->loop);
+  if (!f)
+    return NULL;
+  if (t->flags & (EVL__T_TLS | EVL__T_DGRAM | EVL__T_WPIPE))
+    err = EVL_ENOTSUP; /* TLS in TLS, datagrams, one-way pipes */
+  else if ((t->flags & EVL__T_PIPE) && !(t->flags & EVL__T_WPIPE) &&
+           !evl_transport_can_write_eof(t))
+    err = EVL_ENOTSUP;
+  else if (t->flags & EVL__T_CLOSING)
+    err = EVL_ECLOSED;
+  else if (!(t->flags & EVL__T_MADE))
+    err = EVL_EINVALSTATE;
+  x = err ? NULL
+          : evl__tls_new(t->loop, ctx, proto, user, server_side,
+                         server_side ? NULL : server_hostname,
+                         handshake_timeout, shutdown_timeout, &err);
+  if (!x) {
+    (void)evl_future_set_error(f, err, NULL);
+    return f;
+  }
+  x->waiter = evl_future_ref(f);
+  t->proto = &evl__tls_proto;
+  t->user = x;
+  (void)evl_transport_resume_reading(t);
+  evl__tls_attach(x, t);
+  return f;
+}
+
+EVL__DEF evl_future *evl_stream_start_tls(evl_stream *s, evl_tls_context *ctx,
+                                          int server_side,
+                                          const char *server_hostname,
+                                          double handshake_timeout,
+                                          double shutdown_timeout) {
+  evl_transport *raw;
+  evl_future *f;
+  if (!s || !s->loop || s->loop->closing)
+    return NULL;
+  raw = s->t;
+  if (!raw || s->lost || (s->read_fut && s->read_fut->state == EVL__PENDING)) {
+    f = evl_future_new(s->loop);
+    if (f)
+      (void)evl_future_set_error(f, raw ? EVL_EBUSY : EVL_ECLOSED, NULL);
+    return f;
+  }
+  f = evl_start_tls(raw, &evl__stream_proto, s, ctx, server_side,
+                    server_hostname, handshake_timeout, shutdown_timeout);
+  if (f && raw->proto == &evl__tls_proto && raw->user) {
+    evl__tls *x = (evl__tls *)raw->user;
+    x->stream = 1;
+    if (s->len && x->e && x->state == EVL__TLS_HS) { /* read ahead */
+      int rc = evl__tlse_feed(x->e, s->buf, s->len);
+      s->len = s->scanned = 0;
+      if (rc)
+        evl__tls_fail(x, rc, NULL);
+      else
+        evl__tls_process(x);
+    }
+  }
+  return f;
+}
+
+#endif /* EVL__HAVE_TLS */
+
+/* ---- TLS entry points (EVL_ENOTSUP without an engine) ---- */
+
+#ifndef EVL__HAVE_TLS
+EVL__DEF int evl_tls_context_new(evl_tls_context **out,
+                                 const evl_tls_config *cfg) {
+  (void)cfg;
+  if (out)
+    *out = NULL;
+  return EVL_ENOTSUP;
+}
+EVL__DEF evl_tls_context *evl_tls_context_ref(evl_tls_context *ctx) {
+  return ctx;
+}
+EVL__DEF void evl_tls_context_release(evl_tls_context *ctx) {
+  (void)ctx;
+}
+EVL__DEF const char *evl_tls_engine(void) {
+  return NULL;
+}
+EVL__DEF int evl_transport_is_tls(evl_transport *t) {
+  (void)t;
+  return 0;
+}
+EVL__DEF int evl_transport_get_tls_info(evl_transport *t, evl_tls_info *out) {
+  (void)t;
+  if (out)
+    memset(out, 0, sizeof *out);
+  return EVL_ENOTSUP;
+}
+/* A future that fails with EVL_ENOTSUP (NULL on a closed loop). */
+static evl_future *evl__tls_notsup(evl_loop *loop) {
+  evl_future *f = loop && !loop->closing ? evl_future_new(loop) : NULL;
+  if (f)
+    (void)evl_future_set_error(f, EVL_ENOTSUP, "built without a TLS engine");
+  return f;
+}
+static evl_future *evl__tls_connect(evl_loop *loop, const evl_protocol *proto,
+                                    void *user, const char *host, int port,
+                                    const char *path, evl_fd fd,
+                                    const evl_net_options *opts) {
+  (void)proto;
+  (void)user;
+  (void)host;
+  (void)port;
+  (void)path;
+  (void)fd;
+  (void)opts;
+  return evl__tls_notsup(loop);
+}
+static int evl__tls_server_wrap(evl_server *s, const evl_net_options *opts) {
+  (void)s;
+  return opts && opts->tls ? EVL_ENOTSUP : 0;
+}
+static void evl__tls_server_free(void *p) {
+  (void)p;
+}
+EVL__DEF evl_future *evl_stream_start_tls(evl_stream *s, evl_tls_context *ctx,
+                                          int server_side,
+                                          const char *server_hostname,
+                                          double handshake_timeout,
+                                          double shutdown_timeout) {
+  (void)ctx;
+  (void)server_side;
+  (void)server_hostname;
+  (void)handshake_timeout;
+  (void)shutdown_timeout;
+  return s ? evl__tls_notsup(s->loop) : NULL;
+}
+EVL__DEF evl_future *evl_start_tls(evl_transport *t, const evl_protocol *proto,
+                                   void *user, evl_tls_context *ctx,
+                                   int server_side, const char *server_hostname,
+                                   double handshake_timeout,
+                                   double shutdown_timeout) {
+  (void)proto;
+  (void)user;
+  (void)ctx;
+  (void)server_side;
+  (void)server_hostname;
+  (void)handshake_timeout;
+  (void)shutdown_timeout;
+  return t ? evl__tls_notsup(t->loop) : NULL;
+}
+#endif
+
+EVL__DEF evl_future *
+evl_open_unix_connection_opts(evl_loop *loop, const char *path, size_t limit,
+                              const evl_net_options *opts) {
+  if (!loop || loop->closing)
+    return NULL;
+  return evl__open(loop, limit, NULL, 0, path ? path : "", opts);
+}
+
+EVL__DEF evl_future *evl_start_unix_server_opts(evl_loop *loop,
+                                                evl_stream_callback cb,
+                                                void *arg, const char *path,
+                                                size_t limit,
+                                                const evl_net_options *opts) {
+  return evl__start_server(loop, cb, arg, NULL, 0, path ? path : "", limit,
+                           opts);
+}
+
+EVL__DEF evl_future *
+evl_create_unix_connection_opts(evl_loop *loop, const evl_protocol *proto,
+                                void *user, const char *path,
+                                const evl_net_options *opts) {
+  if (opts && opts->tls)
+    return evl__tls_connect(loop, proto, user, NULL, 0, path ? path : "", -1,
+                            opts);
+  return evl_create_unix_connection(loop, proto, user, path);
+}
+
+EVL__DEF evl_future *
+evl_connect_accepted_socket_opts(evl_loop *loop, const evl_protocol *proto,
+                                 void *user, evl_fd fd,
+                                 const evl_net_options *opts) {
+  evl_future *f;
+  evl_transport *t;
+  if (opts && opts->tls && fd >= 0)
+    return evl__tls_connect(loop, proto, user, NULL, 0, NULL, fd, opts);
+  if (!loop || loop->closing)
+    return NULL;
+  f = evl_future_new(loop);
+  if (!f)
+    return NULL;
+  t = fd < 0 ? NULL : evl_connect_accepted_socket(loop, proto, user, fd);
+  if (t)
+    (void)evl_future_set_result(f, t);
+  else
+    (void)evl_future_set_error(f, EVL_EINVAL, NULL);
+  return f;
 }
 
 #ifndef EVLOOP_NO_PROCESS

@@ -245,7 +245,22 @@ static void on_signal(evl_loop *loop, int signum, void *arg) {
   }
 }
 
-/* --port N, --request-timeout S, --idle-timeout S (seconds, > 0). */
+/* examples/https_server.c is this file with HTTPS_SERVER defined: it also
+   takes --cert F --key F and serves HTTPS (ALPN http/1.1). */
+#ifdef HTTPS_SERVER
+static const char *cert_file, *key_file;
+#define SERVER_NAME "https_server"
+#define USAGE_TLS " --cert F --key F"
+#else
+#define SERVER_NAME "http_server"
+#define USAGE_TLS ""
+#endif
+#define USAGE                                                                  \
+  "usage: " SERVER_NAME " [--port N] [--request-timeout SECONDS]"              \
+  " [--idle-timeout SECONDS]" USAGE_TLS "\n"
+
+/* --port N, --request-timeout S, --idle-timeout S (seconds, > 0), and for
+   HTTPS --cert F --key F. */
 static int parse_args(int argc, char **argv, int *port, server_state *srv) {
   int i;
   *port = 8080;
@@ -254,6 +269,16 @@ static int parse_args(int argc, char **argv, int *port, server_state *srv) {
   for (i = 1; i + 1 < argc; i += 2) {
     const char *v = argv[i + 1];
     char *end;
+#ifdef HTTPS_SERVER
+    if (strcmp(argv[i], "--cert") == 0) {
+      cert_file = v;
+      continue;
+    }
+    if (strcmp(argv[i], "--key") == 0) {
+      key_file = v;
+      continue;
+    }
+#endif
     if (strcmp(argv[i], "--port") == 0) {
       long p = strtol(v, &end, 10);
       if (*v == '\0' || *end != '\0' || p < 0 || p > 65535)
@@ -278,15 +303,39 @@ int main(int argc, char **argv) {
   server_state srv;
   evl_loop *loop = NULL;
   evl_server *server = NULL;
+  evl_net_options opts;
   evl_future *fut;
   int port, err;
 
   memset(&srv, 0, sizeof srv);
+  memset(&opts, 0, sizeof opts);
   if (parse_args(argc, argv, &port, &srv) < 0) {
-    fprintf(stderr, "usage: http_server [--port N] [--request-timeout SECONDS]"
-                    " [--idle-timeout SECONDS]\n");
+    fprintf(stderr, USAGE);
     return 2;
   }
+#ifdef HTTPS_SERVER
+  {
+    static const char *const alpn[] = {"http/1.1", NULL};
+    evl_tls_config cfg;
+    if (!cert_file || !key_file) {
+      fprintf(stderr, USAGE);
+      return 2;
+    }
+    memset(&cfg, 0, sizeof cfg);
+    cfg.server = 1;
+    cfg.cert_file = cert_file;
+    cfg.key_file = key_file;
+    cfg.alpn = alpn;
+    err = evl_tls_context_new(&opts.tls, &cfg);
+    if (err < 0) {
+      fprintf(stderr, "https_server: %s: %s\n",
+              err == EVL_ENOTSUP ? "built without a TLS engine"
+                                 : "cannot use the certificate and key",
+              evl_strerror(err));
+      return 1;
+    }
+  }
+#endif
   err = evl_loop_new(&loop, NULL);
   if (err < 0) {
     fprintf(stderr, "evl_loop_new: %s\n", evl_strerror(err));
@@ -300,7 +349,7 @@ int main(int argc, char **argv) {
   }
 
   /* Listen; the future's result is the evl_server *. */
-  fut = evl_create_server(loop, &http_protocol, &srv, "127.0.0.1", port, NULL);
+  fut = evl_create_server(loop, &http_protocol, &srv, "127.0.0.1", port, &opts);
   if (!fut) {
     err = EVL_ENOMEM;
     fprintf(stderr, "evl_create_server: %s\n", evl_strerror(err));
@@ -314,7 +363,7 @@ int main(int argc, char **argv) {
     goto done;
   }
   if (err < 0) {
-    fprintf(stderr, "http_server: cannot listen on 127.0.0.1:%d: %s\n", port,
+    fprintf(stderr, SERVER_NAME ": cannot listen on 127.0.0.1:%d: %s\n", port,
             evl_strerror(err));
     goto done;
   }
@@ -351,5 +400,6 @@ done:
   evl_remove_signal_handler(loop, SIGINT);
   evl_remove_signal_handler(loop, SIGTERM);
   evl_loop_free(loop);
+  evl_tls_context_release(opts.tls);
   return err < 0 ? 1 : 0;
 }
