@@ -3751,14 +3751,17 @@ static void evl__ts_drain(evl_loop *loop);
    a drain could not schedule run now, in order, each as a ready callback
    would; then what was queued behind them is drained. A cross-thread call
    that said 0 is never lost for want of memory. */
-static void evl__ts_run_carry(evl_loop *loop) {
+static int evl__ts_run_carry(evl_loop *loop) {
+  int ran = 0;
   while (loop->ts_carry_at < loop->ts_carry_n) {
     evl__tsent e = loop->ts_carry[loop->ts_carry_at++];
     loop->now_reuse = 0;
     e.fn(loop, e.arg);
+    ran++;
   }
   evl__ts_carry_done(loop);
   evl__ts_drain(loop);
+  return ran;
 }
 
 /* Moves the queued callbacks to the ring; with jobs_too (the wake-up fd
@@ -5641,7 +5644,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   if (rc < 0)
     return rc;
   if (loop->ts_carry)
-    evl__ts_run_carry(loop);
+    ran += evl__ts_run_carry(loop);
   loop->now = evl__now(loop);
   t_woke = loop->clock_ns ? evl__monotonic_ns() : loop->now;
   while (loop->heap_len && loop->heap[0].when <= loop->now) {

@@ -220,8 +220,10 @@ TEST(scenarios_succeed_with_no_fault) {
     CHECK_EQ(sc_proto(loop, &g_net), FULL_PROTO);
     CHECK_EQ(sc_udp(loop, &g_net), FULL_UDP);
     CHECK_EQ(sc_local(loop, &g_net), FULL_LOCAL);
+#ifndef EVLOOP_NO_PROCESS
     CHECK_EQ(sc_subprocess(loop, NULL), FULL_SUBPROCESS);
     CHECK_EQ(sc_signals(loop, NULL), FULL_SIGNALS);
+#endif
   }
   evl_loop_free(loop);
   CHECK_EQ(g_fail.live, 0);
@@ -242,12 +244,21 @@ TEST(allocfail_udp) {
 TEST(allocfail_local) {
   sweep("unix+sock+pipes", sc_local, &g_net, FULL_LOCAL);
 }
+#ifndef EVLOOP_NO_PROCESS
 TEST(allocfail_subprocess) {
   sweep("subprocess", sc_subprocess, NULL, FULL_SUBPROCESS);
 }
 TEST(allocfail_signals) {
   sweep("signals", sc_signals, NULL, FULL_SIGNALS);
 }
+#else
+TEST(allocfail_subprocess) {
+  SKIP("built with EVLOOP_NO_PROCESS: no subprocesses");
+}
+TEST(allocfail_signals) {
+  SKIP("built with EVLOOP_NO_PROCESS: no signal handlers");
+}
+#endif
 #endif
 
 TESTS_BEGIN

@@ -64,9 +64,11 @@ static int limit_for(int free) {
 static int g_slot_fds = -1;
 static void warm_signal_slot(void) {
   evl_loop *loop = test_loop();
+#ifndef EVLOOP_NO_PROCESS
   static int hits;
   if (evl_add_signal_handler(loop, SIGUSR2, sc_sig, &hits) == 0)
     (void)evl_remove_signal_handler(loop, SIGUSR2);
+#endif
   evl_loop_free(loop);
 }
 
@@ -192,6 +194,7 @@ static int fd_sweep(const char *name, int (*work)(evl_loop *, void *),
 
 static sc_net g_net;
 
+#ifndef EVLOOP_NO_PROCESS
 /* ---- regression test (issue 11, bug 4) ---------------------------------- */
 
 /* A child spawned while the fd table is full: pidfd_open fails with
@@ -243,6 +246,11 @@ TEST(child_spawned_with_a_full_fd_table_is_reaped) {
   CHECK(gone(pid));
   evl_loop_free(loop);
 }
+#else
+TEST(child_spawned_with_a_full_fd_table_is_reaped) {
+  SKIP("built with EVLOOP_NO_PROCESS: no subprocesses");
+}
+#endif
 
 TEST(fdlimit_core) {
   fd_sweep("core", sc_core, NULL, FULL_CORE);
@@ -259,12 +267,21 @@ TEST(fdlimit_udp) {
 TEST(fdlimit_local) {
   fd_sweep("unix+sock+pipes", sc_local, &g_net, FULL_LOCAL);
 }
+#ifndef EVLOOP_NO_PROCESS
 TEST(fdlimit_subprocess) {
   fd_sweep("subprocess", sc_subprocess, NULL, FULL_SUBPROCESS);
 }
 TEST(fdlimit_signals) {
   fd_sweep("signals", sc_signals, NULL, FULL_SIGNALS);
 }
+#else
+TEST(fdlimit_subprocess) {
+  SKIP("built with EVLOOP_NO_PROCESS: no subprocesses");
+}
+TEST(fdlimit_signals) {
+  SKIP("built with EVLOOP_NO_PROCESS: no signal handlers");
+}
+#endif
 TESTS_BEGIN
 T(child_spawned_with_a_full_fd_table_is_reaped)
 T(fdlimit_core)
