@@ -16380,8 +16380,11 @@ static int evl__sub_watch_exit(evl_loop *loop, evl_subprocess *p) {
     return 0;
 #endif
   rc = evl_add_signal_handler(loop, SIGCHLD, evl__sub_sigchld, NULL);
-  if (rc == 0)
+  if (rc == 0) {
+    /* the children keep the loop alive (unless unreferenced), not this */
+    (void)evl_signal_set_ref(loop, SIGCHLD, 0);
     (void)evl__sub_poll(p); /* it may be gone before the handler */
+  }
   return rc;
 }
 
