@@ -741,6 +741,20 @@ static void kill_and_reap(evl_loop *loop, child_info *ci, int group) {
   CHECK_EQ(ci->code, -SIGKILL);
 }
 
+/* The child's group (sid: its session) once it has settled: qemu-user
+   runs posix_spawn's vfork as a fork, so the spawn may return before the
+   child called setpgid/setsid (on a real kernel it never does). */
+static pid_t settled(pid_t (*get)(pid_t), pid_t pid, pid_t want) {
+  pid_t got = get(pid);
+  int i;
+  for (i = 0; i < 200 && got != want; i++) {
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    got = get(pid);
+  }
+  return got;
+}
+
 TEST(subprocess_start_new_session_and_process_group) {
   evl_loop *loop = quiet_loop();
   const char *argv[] = {"/bin/sleep", "10", NULL};
@@ -750,19 +764,19 @@ TEST(subprocess_start_new_session_and_process_group) {
   memset(&o, 0, sizeof o);
   o.start_new_session = 1;
   spawn_opts(loop, argv, &o, &a, 0);
-  CHECK_EQ(getsid(a.pid), a.pid);
-  CHECK_EQ(getpgid(a.pid), a.pid);
+  CHECK_EQ(settled(getsid, a.pid, a.pid), a.pid);
+  CHECK_EQ(settled(getpgid, a.pid, a.pid), a.pid);
   kill_and_reap(loop, &a, 1); /* one signal to the group */
   /* a new group in our session, then a second child joins it */
   memset(&o, 0, sizeof o);
   o.process_group = EVL_PROCESS_GROUP_NEW;
   spawn_opts(loop, argv, &o, &a, 0);
-  CHECK_EQ(getpgid(a.pid), a.pid);
+  CHECK_EQ(settled(getpgid, a.pid, a.pid), a.pid);
   CHECK_EQ(getsid(a.pid), getsid(0));
   memset(&o, 0, sizeof o);
   o.process_group = a.pid;
   spawn_opts(loop, argv, &o, &b, 0);
-  CHECK_EQ(getpgid(b.pid), a.pid);
+  CHECK_EQ(settled(getpgid, b.pid, a.pid), a.pid);
   CHECK_EQ(kill(-a.pid, SIGKILL), 0); /* both at once */
   RUN_UNTIL(loop, a.exited && b.exited);
   CHECK_EQ(a.code, -SIGKILL);
