@@ -18322,11 +18322,31 @@ static int evl__fs_work(void *arg, void **result) {
 }
 #else /* POSIX */
 
+/* 32-bit glibc without _FILE_OFFSET_BITS=64: stat() and readdir() fail
+   with EOVERFLOW on a large file or a 64-bit inode number; their LFS64
+   forms (declared under _GNU_SOURCE) never do, whatever the user's off_t. */
+#if defined(__GLIBC__) && defined(__USE_LARGEFILE64) &&                        \
+    !defined(__USE_FILE_OFFSET64)
+typedef struct stat64 evl__stat_t;
+typedef struct dirent64 evl__dirent_t;
+#define evl__stat stat64
+#define evl__lstat lstat64
+#define evl__fstat fstat64
+#define evl__readdir readdir64
+#else
+typedef struct stat evl__stat_t;
+typedef struct dirent evl__dirent_t;
+#define evl__stat stat
+#define evl__lstat lstat
+#define evl__fstat fstat
+#define evl__readdir readdir
+#endif
+
 static int64_t evl__ts_ns(time_t s, long ns) {
   return (int64_t)s * 1000000000 + ns;
 }
 
-static int evl__fs_statres(const struct stat *sb, void **result) {
+static int evl__fs_statres(const evl__stat_t *sb, void **result) {
   evl_stat *st = (evl_stat *)EVLOOP_MALLOC(NULL, sizeof *st);
   if (!st)
     return EVL_ENOMEM;
@@ -18377,13 +18397,13 @@ static int evl__fs_pio(int fd, int op, void *buf, size_t len, int64_t off,
 }
 
 static int evl__fs_copy(const char *from, const char *to, int flags) {
-  struct stat sb;
+  evl__stat_t sb;
   int in, out, err = 0;
   char *buf;
   in = open(from, O_RDONLY | O_CLOEXEC);
   if (in < 0)
     return evl__errno();
-  if (fstat(in, &sb) < 0) {
+  if (evl__fstat(in, &sb) < 0) {
     err = evl__errno();
     close(in);
     return err;
@@ -18427,7 +18447,7 @@ static int evl__fs_copy(const char *from, const char *to, int flags) {
 
 static int evl__fs_work(void *arg, void **result) {
   evl__fsreq *r = (evl__fsreq *)arg;
-  struct stat sb;
+  evl__stat_t sb;
   size_t n = 0;
   int rc, fd, f = r->flags;
   switch (r->op) {
@@ -18456,9 +18476,9 @@ static int evl__fs_work(void *arg, void **result) {
   case EVL__FS_STAT:
   case EVL__FS_LSTAT:
   case EVL__FS_FSTAT:
-    rc = r->op == EVL__FS_STAT ? stat(r->path, &sb)
-         : r->op == EVL__FS_LSTAT ? lstat(r->path, &sb)
-                                  : fstat((int)r->fd, &sb);
+    rc = r->op == EVL__FS_STAT ? evl__stat(r->path, &sb)
+         : r->op == EVL__FS_LSTAT ? evl__lstat(r->path, &sb)
+                                  : evl__fstat((int)r->fd, &sb);
     return rc < 0 ? evl__errno() : evl__fs_statres(&sb, result);
   case EVL__FS_FSYNC:
     return fsync((int)r->fd) < 0 ? evl__errno() : 0;
@@ -18489,7 +18509,7 @@ static int evl__fs_work(void *arg, void **result) {
     fd = open(r->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
       return evl__errno();
-    rc = fstat(fd, &sb) < 0 ? evl__errno() : 0;
+    rc = evl__fstat(fd, &sb) < 0 ? evl__errno() : 0;
     cap = !rc && sb.st_size > 0 ? (size_t)sb.st_size : 4096;
     n = 0;
     while (!rc) { /* the size may change (or be 0: /proc): read to EOF */
@@ -18528,14 +18548,14 @@ static int evl__fs_work(void *arg, void **result) {
   }
   default: { /* EVL__FS_READDIR */
     DIR *dir = opendir(r->path);
-    struct dirent *e;
+    evl__dirent_t *e;
     evl__dirbuild b;
     if (!dir)
       return evl__errno();
     memset(&b, 0, sizeof b);
     rc = 0;
     errno = 0;
-    while (!rc && (e = readdir(dir)) != NULL) {
+    while (!rc && (e = evl__readdir(dir)) != NULL) {
       evl_fs_type t = EVL_FS_OTHER;
 #ifdef DT_DIR
       t = e->d_type == DT_REG ? EVL_FS_FILE
