@@ -106,6 +106,7 @@ static void close_pair(evl_loop *loop, rx *r, int sender) {
 
 static void send_seq(int s, uint32_t seq) {
   dgram_msg m;
+  memset(&m, 0, sizeof m); /* no uninitialised padding on the wire */
   m.seq = seq;
   m.sent = test_now();
   CHECK_EQ(test_send(s, &m, sizeof m), (long)sizeof m);
