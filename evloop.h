@@ -174,6 +174,18 @@
                              or __declspec(dllexport)
      EVLOOP_NO_CALLSITE      do not wrap evl_call_soon & co. in macros that
                              record the call site for debug mode
+     EVLOOP_NO_INOTIFY       Linux: file watches poll with stat() instead of
+                             using inotify
+     EVLOOP_NO_FS            leave out the file operations (evl_fs_*) and
+                             file watching
+     EVLOOP_NO_PROCESS       leave out signal handlers and subprocesses
+                             (evl_add_signal_handler, evl_subprocess_*,
+                             evl_process_*)
+     EVLOOP_TLS_OPENSSL      TLS through OpenSSL 1.1.1/3.x (link -lssl
+                             -lcrypto); see "TLS layer" in the declarations
+     EVLOOP_TLS_MBEDTLS      TLS through mbedTLS 2.28 (link -lmbedtls
+                             -lmbedx509 -lmbedcrypto); neither: the TLS
+                             functions give EVL_ENOTSUP
      (EVLOOP_DEBUG is an environment variable, chapter 5; EVLOOP_VERSION_*
      and EVLOOP_H_INCLUDED are defined by the header.)
 
@@ -214,7 +226,12 @@
      that return a future return NULL only when the loop is NULL or closed
      or memory ran out; bad arguments give a future that fails with
      EVL_EINVAL. EVL_AWAIT on NULL fails the task with EVL_EINVAL. No
-     function aborts the process on bad input. The library prints nothing unless
+     function aborts the process on bad input. Out of memory or of fds, an
+     operation fails (EVL_ENOMEM, EVL_EMFILE...) and nothing else: no
+     future is left pending, no callback that was accepted is dropped,
+     nothing leaks, and the loop works again once memory or fds are back
+     (tests/t_allocfail.c and tests/t_fdlimit.c fail each allocation, and
+     each fd, of whole scenarios in turn). The library prints nothing unless
      asked: errors nobody handled go to the loop's exception handler (whose
      default writes one line to stderr), and debug mode (evl_set_debug or
      EVLOOP_DEBUG=1 in the environment) logs slow callbacks through
@@ -222,9 +239,13 @@
 
    6. THREADS
      A loop belongs to the thread that runs it; many loops may run in many
-     threads. Only evl_call_soon_threadsafe() may be called on a loop from
-     another thread. Executors are thread-safe. The run-time allocator of
-     evl_loop_config is only called on the loop's thread.
+     threads. Only evl_call_soon_threadsafe() and evl_run_task_threadsafe()
+     may be called on a loop from another thread (and the evl_threadsafe_*
+     functions on the handle the latter returns). Executors are thread-safe.
+     The run-time allocator of evl_loop_config is only called on the loop's
+     thread. A thread runs one loop at a time: running another loop from a
+     callback is EVL_EOTHERLOOP (as asyncio). call_soon_threadsafe and
+     call_soon feed one FIFO.
 
    7. OWNERSHIP AND LIFETIMES
      - Handles (evl_handle) are generation-checked values: cancelling a
@@ -239,6 +260,23 @@
      - An error stored in a future that nobody retrieved (evl_future_error,
        evl_future_result or an await) is reported to the exception handler
        when the future is freed.
+     - A task's cleanup runs exactly once however it ends: the section
+       after EVL_FINALLY(t) (it may await) and the function given to
+       evl_task_set_cleanup (for state that owns things). Keep what the
+       state owns freed there, not after the last await: an await that
+       fails, a cancel or a timeout ends the body at that await.
+     - evl_loop_close() and evl_loop_free() first cancel every pending task
+       and run the loop until each has ended, finally sections and cleanup
+       functions included (as evl_run and asyncio.run do); the user's
+       callbacks pending at that moment are discarded first, not run. A
+       task that ignores its cancellation keeps close waiting, as in
+       asyncio; tasks started by cleanups are cancelled in turn (16 rounds
+       at most, then what is left is dropped with its cleanup function run).
+     - Locks, events, conditions, semaphores, barriers, queues, task groups
+       and as_completed iterators are the user's: free each with its
+       *_free function (before or after the loop is closed); their pending
+       waits then fail with EVL_ECLOSED. A queue frees the items it still
+       holds only through the item_free it was given.
      - evl_loop_close() discards pending callbacks, cancels queued executor
        jobs, waits for running ones, closes servers, calls connection_lost
        (EVL_ECLOSED) on open transports, fails pending network operations
@@ -246,9 +284,32 @@
        nobody else holds. evl_loop_free() frees the loop; the
        struct itself lives on until the last future of the loop is released,
        so late calls on such futures get EVL_ECLOSED instead of a crash.
+     - Closing or freeing the loop from one of its own callbacks: while it
+       runs (any callback of evl_run_*), evl_loop_close() returns
+       EVL_ERUNNING and evl_loop_free() does nothing but report EVL_ERUNNING
+       to the exception handler; free it once the run returned. Inside
+       evl_loop_close() (connection_lost(EVL_ECLOSED), the subprocess
+       callbacks of the close, the exception handler), evl_loop_close() is
+       a no-op returning 0 and evl_loop_free() takes effect as the close
+       returns: the code that called evl_loop_close() must not use the
+       loop after it. A transport closed from a connection_lost of the
+       close gets its own connection_lost(EVL_ECLOSED) once, after the
+       current one returned, never nested in it.
+     - Cancelling a future the library made stops what it stands for and
+       leaves nothing of it behind: a cancelled connection (or pipe, or
+       datagram endpoint) closes its socket, and a transport whose
+       connection_made had not run never gets it; a cancelled spawn kills
+       and reaps its child and runs none of its callbacks; a cancelled
+       read leaves the data buffered; a cancelled send or sendfile keeps
+       what the kernel took (the rest is not sent). Once a future
+       completed, what it delivered is yours even if you cancel it then.
+     - The fd of a transport or a server belongs to the loop: add_reader,
+       add_writer and remove_* on it are EVL_EBUSY. Writes to a closing
+       transport are EVL_ECLOSING.
 
    8. DOES NOT DO (yet)
-     - TLS.
+     - TLS: TLS 1.3 and renegotiation with mbedTLS (2.28 has neither), TLS
+       over datagrams (DTLS).
      - Windows: Unix signals other than SIGINT and SIGBREAK; replacing a
        stale socket file in evl_create_unix_server; pipe handles on select
        loops (evl_connect_read_pipe/_write_pipe take sockets there, and
@@ -259,6 +320,11 @@
        and signals (EVL_ENOTSUP). IOCP does have completion-based TCP and
        UDP (AcceptEx, ConnectEx, WSARecv/WSASend, WSARecvFrom/WSASendTo)
        and overlapped named pipes: chapter 4.
+     - File watches poll with stat() on Windows (ReadDirectoryChangesW is
+       not used yet). Datagrams are read one recvfrom() each (no recvmmsg
+       yet).
+     - Networking cannot be compiled out yet (no EVLOOP_NO_NET; files and
+       processes can: EVLOOP_NO_FS, EVLOOP_NO_PROCESS).
 
    9. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
@@ -330,6 +396,7 @@ extern "C" {
   X(ERANGE, -34, "result out of range")                                        \
   X(ENAMETOOLONG, -36, "name too long")                                        \
   X(ENOSYS, -38, "function not implemented")                                   \
+  X(ENOTEMPTY, -39, "directory not empty")                                     \
   X(ENOTSOCK, -88, "socket operation on non-socket")                           \
   X(EDESTADDRREQ, -89, "destination address required")                         \
   X(EMSGSIZE, -90, "message too long")                                         \
@@ -373,6 +440,23 @@ extern "C" {
   X(EEOF, -3104, "end of file")                                                \
   X(ELIMIT, -3105, "stream buffer limit exceeded")                             \
   X(EINCOMPLETE, -3106, "stream ended before the expected data")               \
+  X(EOTHERLOOP, -3110, "another event loop is running on this thread")         \
+  X(ECLOSING, -3111, "transport is closing or closed")                         \
+  X(EEXITED, -3112, "the child process has exited")                            \
+  X(EQUEUEFULL, -3120, "queue is full")                                        \
+  X(EQUEUEEMPTY, -3121, "queue is empty")                                      \
+  X(ESHUTDOWN, -3122, "queue is shut down")                                    \
+  X(EBROKEN, -3123, "barrier is broken")                                       \
+  X(ETLS, -3130, "TLS protocol error")                                         \
+  X(ENOTTLS, -3131, "the peer does not speak TLS")                             \
+  X(ETLSALERT, -3132, "the TLS peer refused the handshake (alert)")            \
+  X(ETLSEOF, -3133, "TLS connection closed without close_notify")              \
+  X(ETLSTRUNC, -3134, "TLS connection closed inside a record")                 \
+  X(ECERTUNKNOWNCA, -3135, "TLS peer certificate from an unknown CA")          \
+  X(ECERTEXPIRED, -3136, "TLS peer certificate expired or not yet valid")      \
+  X(ECERTNAME, -3137, "TLS peer certificate does not match the host name")     \
+  X(ECERTINVALID, -3138, "TLS peer certificate rejected")                      \
+  X(ENOCERT, -3139, "TLS peer sent no certificate")                            \
   X(EUNKNOWN, -3199, "unknown error")
 
 #define EVL_ERROR_MAP(X)                                                       \
@@ -403,6 +487,8 @@ typedef void (*evl_callback)(evl_loop *loop, void *arg);
 typedef void (*evl_io_callback)(evl_loop *loop, evl_fd fd, void *arg);
 typedef void (*evl_future_callback)(evl_future *fut, void *arg);
 typedef void (*evl_task_fn)(evl_task *task, void *state);
+/* Runs once when a task ends, however it ends (see evl_task_set_cleanup). */
+typedef void (*evl_task_cleanup_fn)(evl_task *task, void *state);
 /* Work for an executor thread: store a result, return 0 or an EVL_E* code. */
 typedef int (*evl_work_fn)(void *arg, void **result);
 typedef void (*evl_free_fn)(void *ptr);
@@ -448,19 +534,34 @@ typedef struct evl_loop_config {
   /* Where debug-mode messages go (default: a line on stderr). */
   void (*log)(evl_loop *loop, const char *message, void *ctx);
   void *log_ctx;
+  /* Reads one readable socket or pipe gets per iteration: datagrams, or
+     reads of up to 64 KiB on a stream (which stop early at a short read:
+     the socket is drained). 0: 128; 1: one read, as before; < 0: EINVAL.
+     A frame loop calling evl_run_once once a frame gets every datagram
+     queued, up to this many per endpoint and frame. */
+  int read_budget;
 } evl_loop_config;
 
 /* ==== Loop ============================================================= */
 
 EVLOOP_API int evl_loop_new(evl_loop **out, const evl_loop_config *cfg);
-/* Closes the loop (idempotent); EVL_ERUNNING if it is running. */
+/* Closes the loop (idempotent); EVL_ERUNNING if it is running. From a
+   callback of the close itself: 0, nothing more happens. */
 EVLOOP_API int evl_loop_close(evl_loop *loop);
-/* Closes if needed and frees the loop. */
+/* Closes if needed and frees the loop. From a callback while the loop
+   runs: ignored (reported to the exception handler as EVL_ERUNNING); from
+   a callback of evl_loop_close: done as that close returns. See chapter 6
+   of the header. */
 EVLOOP_API void evl_loop_free(evl_loop *loop);
 EVLOOP_API int evl_loop_is_closed(const evl_loop *loop);
 EVLOOP_API int evl_loop_is_running(const evl_loop *loop);
-/* Runs until evl_stop(): 0, or EVL_ECLOSED / EVL_ERUNNING, or the error of
-   a failing backend wait. */
+/* Runs until evl_stop(): 0, or EVL_ECLOSED (also from a callback of
+   evl_loop_close) / EVL_ERUNNING, or the error of a failing backend wait.
+   Every way to run a loop (run_forever, run_until_complete, run_once,
+   evl_run) is EVL_EOTHERLOOP inside a callback of another loop running on
+   the same thread (asyncio: "Cannot run the event loop while another loop
+   is running"): run the other loop on its own thread, or from the host's
+   frame loop between iterations. */
 EVLOOP_API int evl_run_forever(evl_loop *loop);
 /* 0 when fut completed with a result; its error code when it failed or was
    cancelled (EVL_ECANCELED); EVL_ESTOPPED when evl_stop() came first. */
@@ -476,9 +577,42 @@ EVLOOP_API int evl_run_once(evl_loop *loop, double max_wait);
 EVLOOP_API int evl_run(evl_task_fn fn, const void *state, size_t state_size,
                        const evl_loop_config *cfg, void **result);
 
+/* Runs while something referenced is left, as libuv's UV_RUN_DEFAULT
+   (evl_run_forever keeps asyncio's semantics and runs until evl_stop).
+   Returns 0 once nothing referenced is left, 1 when evl_stop() ended it
+   with referenced work left, or an error as evl_run_forever. */
+EVLOOP_API int evl_run_alive(evl_loop *loop);
+/* 1 if something keeps the loop alive: a ready callback, a pending timer,
+   an fd watcher, an open transport, a server that is not closed, a signal
+   handler, a subprocess, an executor job or name lookup of the loop, a
+   hook; each of them counts unless it was unreferenced (the *_set_ref
+   functions with ref 0; ref 1 references it again). Futures and tasks
+   count only through what they wait for (a timer, a transport...). */
+EVLOOP_API int evl_loop_alive(evl_loop *loop);
+
 EVLOOP_API double evl_time(evl_loop *loop);     /* monotonic seconds */
 EVLOOP_API int64_t evl_time_ns(evl_loop *loop); /* monotonic nanoseconds */
 EVLOOP_API const char *evl_backend_name(const evl_loop *loop);
+
+/* Loop metrics, always on: counters the loop keeps anyway and two clock
+   readings per iteration (after the wait, which the loop does anyway, and
+   after the callbacks; a third before the wait when evl_run_once is the
+   caller or hooks ran). No clock reading per callback: the longest
+   callback is timed per iteration, so it is exact when an iteration ran
+   one callback and an upper bound otherwise (debug mode times every
+   callback and makes it exact). Times are in nanoseconds of the monotonic
+   clock (also with a manual clock, which does not drive them). */
+typedef struct evl_loop_metrics {
+  uint64_t iterations;
+  uint64_t events;     /* fd events and completions the waits returned */
+  uint64_t callbacks;  /* callbacks, timers, fd callbacks and hooks run */
+  int64_t idle_ns;     /* time in the backend's wait */
+  int64_t callback_ns; /* time from the end of each wait to the end of
+                          its iteration (callbacks, hooks, bookkeeping) */
+  int64_t longest_ns;  /* the longest callback (see above) */
+} evl_loop_metrics;
+/* Copies the counters since the loop was made into *out: 0 or EVL_EINVAL. */
+EVLOOP_API int evl_loop_metrics_get(evl_loop *loop, evl_loop_metrics *out);
 
 /* Embedding in a host's loop: seconds the host may sleep before calling
    evl_run_once(loop, 0) (0: work is ready; -1: nothing is scheduled), and
@@ -493,7 +627,10 @@ EVLOOP_API evl_fd evl_backend_fd(const evl_loop *loop);
    callbacks runs in the next iteration. Timers never fire before their
    deadline (evl_handle_when); equal deadlines fire in the order they were
    scheduled. A negative delay counts as 0; NaN or an infinite delay or time
-   is EVL_EINVAL.
+   is EVL_EINVAL. A finite delay or time beyond about 73 years (2.3e18 ns)
+   is clamped to it, a deadline past the clock's end (INT64_MAX ns, which
+   a manual clock may near) to that end; evl_handle_when reports the
+   clamped deadline (asyncio keeps floats, so it never clamps).
    A delay counts from the loop's clock reading: the clock is read again at
    every callback boundary, by every evl_time() and after 64 scheduling
    calls (a clock read costs as much as the rest of call_later). A callback
@@ -506,17 +643,72 @@ EVLOOP_API evl_handle evl_call_later(evl_loop *loop, double delay,
 EVLOOP_API evl_handle evl_call_at(evl_loop *loop, double when, evl_callback cb,
                                   void *arg);
 /* The only function that may be called from any thread. Wake-ups are
-   coalesced. Returns 0 or an error code (no handle: it cannot be cancelled). */
+   coalesced. Returns 0 or an error code (no handle: it cannot be cancelled).
+   It feeds the same FIFO as evl_call_soon (asyncio): a callback queued here
+   runs before one that evl_call_soon schedules after it on the loop's
+   thread (this thread's later call, or one that another thread's call
+   happens before, e.g. through a join or a lock). A callback it took (0)
+   runs even if the loop then lacks memory to queue it (it runs at the
+   start of an iteration instead). */
 EVLOOP_API int evl_call_soon_threadsafe(evl_loop *loop, evl_callback cb,
                                         void *arg);
 /* 1 if cancelled now, 0 if it had run, was cancelled or is unknown. */
 EVLOOP_API int evl_handle_cancel(evl_loop *loop, evl_handle h);
-/* 1 from the cancel until the loop discards the callback (its next
-   iteration); 0 otherwise. */
+/* 1 from the cancel until the loop discards the callback (at its next
+   iteration or evl_next_timeout, never earlier); 0 otherwise. */
 EVLOOP_API int evl_handle_cancelled(evl_loop *loop, evl_handle h);
 /* A pending timer's deadline in evl_time() seconds; -1.0 for anything else
    (a call_soon handle, a timer that ran or was cancelled, a stale handle). */
 EVLOOP_API double evl_handle_when(evl_loop *loop, evl_handle h);
+
+/* Repeating timers. The callback runs at start + k * interval (k = 1, 2,
+   ...; start is when evl_call_every was called): deadlines do not drift
+   however late a tick runs. The handle stays valid until cancelled
+   (evl_handle_cancel, also from inside the callback); evl_handle_when
+   gives the next deadline. interval must be > 0 and finite (EVL_EINVAL). */
+EVLOOP_API evl_handle evl_call_every(evl_loop *loop, double interval,
+                                     evl_callback cb, void *arg);
+/* What a repeating timer does when a tick runs so late that the next
+   deadline has passed too (tokio's MissedTickBehavior). */
+typedef enum evl_missed_tick {
+  EVL_MISSED_BURST = 0, /* default: every missed tick fires, one an
+                           iteration, until the timer has caught up */
+  EVL_MISSED_DELAY,     /* the schedule restarts: next = now + interval */
+  EVL_MISSED_SKIP       /* missed ticks are dropped: next = the first
+                           start + k * interval after now */
+} evl_missed_tick;
+EVLOOP_API int evl_every_set_missed(evl_loop *loop, evl_handle h,
+                                    evl_missed_tick missed);
+/* A new interval: the next deadline becomes the last one (or the start)
+   plus the new interval (due at once if that has passed), and the ones
+   after follow it. 0, or EVL_EINVAL for a handle that is not a pending
+   repeating timer or a bad interval. */
+EVLOOP_API int evl_every_set_interval(evl_loop *loop, evl_handle h,
+                                      double interval);
+
+/* Loop hooks, with libuv's semantics: each iteration runs the idle hooks,
+   then the prepare hooks, just before it waits for I/O; the check hooks
+   after the callbacks of the iteration (the I/O events the wait found and
+   the timers that came due) have run. While an idle hook is active the
+   loop does not block (it polls I/O with no wait), as libuv's uv_idle.
+   Hooks run in the order they were added and are not counted in
+   evl_run_once's return value. evl_hook_add returns an id > 0 or an
+   EVL_E* code; a hook added from a hook runs from the next round on. */
+typedef enum evl_hook_kind {
+  EVL_HOOK_PREPARE = 0,
+  EVL_HOOK_CHECK,
+  EVL_HOOK_IDLE
+} evl_hook_kind;
+EVLOOP_API int evl_hook_add(evl_loop *loop, evl_hook_kind kind, evl_callback cb,
+                            void *arg);
+/* 1 if removed (also from inside a hook), 0 for an unknown id. */
+EVLOOP_API int evl_hook_remove(evl_loop *loop, int id);
+
+/* A timer (one-shot or repeating) or ready callback that does not keep the
+   loop alive (ref 0) or does again (ref 1): 0, or EVL_EINVAL for a handle
+   that is not pending. */
+EVLOOP_API int evl_handle_set_ref(evl_loop *loop, evl_handle h, int ref);
+EVLOOP_API int evl_hook_set_ref(evl_loop *loop, int id, int ref);
 
 /* Versions that record where the callback was scheduled, for debug mode.
    The macros below call them; the plain functions exist too (take their
@@ -540,14 +732,22 @@ EVLOOP_API evl_handle evl_call_at_at_site(evl_loop *loop, double when,
    negative or closed fd, EVL_EPERM for a file epoll cannot watch (regular
    files), EVL_ERANGE for fd >= FD_SETSIZE on select, EVL_EINVAL for NULL.
    A regular file is always ready on select and poll, and readable while
-   its offset is before its end on kqueue. */
+   its offset is before its end on kqueue.
+   The fd of a transport or a server is the loop's: adding or removing a
+   watcher on it is EVL_EBUSY (asyncio: "File descriptor is used by
+   transport"). An event polled for a watcher that was removed is never
+   given to a watcher added later on the same (reused) fd number. */
 EVLOOP_API int evl_add_reader(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                               void *arg);
 EVLOOP_API int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                               void *arg);
-/* 1 if a watcher was removed, 0 if there was none. */
+/* 1 if a watcher was removed, 0 if there was none, EVL_EBUSY (above). */
 EVLOOP_API int evl_remove_reader(evl_loop *loop, evl_fd fd);
 EVLOOP_API int evl_remove_writer(evl_loop *loop, evl_fd fd);
+/* The fd's reader and writer keep the loop alive (ref 1, the default) or
+   not (ref 0), for evl_run_alive; EVL_EINVAL if the fd has no watcher
+   added with evl_add_reader/writer. Removing both resets it. */
+EVLOOP_API int evl_fd_set_ref(evl_loop *loop, evl_fd fd, int ref);
 EVLOOP_API int evl_add_reader_at_site(evl_loop *loop, evl_fd fd,
                                       evl_io_callback cb, void *arg,
                                       const char *name, const char *file,
@@ -592,8 +792,18 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
 
 /* ==== Tasks: stackless coroutines ========================================
    A task function is re-entered at its last await, so its C locals do not
-   survive an await: keep such variables in the state struct. At most one
-   EVL_AWAIT per source line.
+   survive an await: keep such variables in the state struct. Where the
+   compiler lacks __COUNTER__, at most one EVL_AWAIT per source line.
+   The rule for locals: declare them before EVL_ASYNC_BEGIN (assign them
+   after each await that they must outlive, from the state struct), or
+   inside a { } block that closes before the next EVL_AWAIT. A local
+   declared with an initializer between two awaits is a hard error in C++
+   (the resume jumps past its initialization), and in C it compiles but
+   holds garbage after the await (at -O0 visibly so).
+   EVL_AWAIT cannot sit inside a switch of your own (its resume label would
+   belong to your switch): such a task fails on resume with
+   EVL_EINVALSTATE ("no resume point") instead of going on or ending
+   silently. Use if/else around awaits. Loops (for, while) are fine.
 
      EVL_AWAIT(t, fut)      wait for fut (consumes the reference). If fut
                             fails or is cancelled, the task ends with the
@@ -607,20 +817,49 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
    Falling off EVL_ASYNC_END finishes with a NULL result. */
 #define EVL_ASYNC_BEGIN(t)                                                     \
   switch (evl_task_resume_point(t)) {                                          \
+  default: /* the finally point of a body without EVL_FINALLY: it ends */      \
+    if (evl_task_resume_point(t) != EVL__FINALLY_POINT)                        \
+      evl_task_fail(                                                           \
+          (t), EVL_EINVALSTATE,                                                \
+          "no resume point: EVL_AWAIT inside a switch of the task?");          \
+    return;                                                                    \
   case 0:
 #define EVL__CAT2(a, b) a##b
 #define EVL__CAT(a, b) EVL__CAT2(a, b)
 /* The goto keeps compilers' fall-through warnings quiet. */
-#define EVL_AWAIT_MODE_(t, fut, propagate)                                     \
+#define EVL__AWAIT_AT_(t, fut, propagate, point, id)                           \
   do {                                                                         \
-    if (!evl_task_await((t), (fut), __LINE__, (propagate)))                    \
-      goto EVL__CAT(evl_resume_, __LINE__);                                    \
+    if (!evl_task_await_at((t), (fut), (point), (propagate), __FILE__,         \
+                           __LINE__))                                          \
+      goto EVL__CAT(evl_resume_, id);                                          \
     return;                                                                    \
-  case __LINE__:                                                               \
-    EVL__CAT(evl_resume_, __LINE__) :;                                         \
+  case point:                                                                  \
+    EVL__CAT(evl_resume_, id) :;                                               \
   } while (0)
+/* With __COUNTER__ (gcc, clang, MSVC, tcc) each await gets its own resume
+   point, so several may share a line (or a macro of yours); without it the
+   line number is the resume point. EVLOOP_AWAIT_BY_LINE forces the latter. */
+#if defined(__COUNTER__) && !defined(EVLOOP_AWAIT_BY_LINE)
+/* Counted points start high, clear of the small case values of a switch of
+   the user's (an await inside one is then caught: see EVL_ASYNC_BEGIN). */
+#define EVL__AWAIT_ID_(t, fut, propagate, n)                                   \
+  EVL__AWAIT_AT_(t, fut, propagate, (n) + 1000001, n)
+#define EVL_AWAIT_MODE_(t, fut, propagate)                                     \
+  EVL__AWAIT_ID_(t, fut, propagate, __COUNTER__)
+#else
+#define EVL_AWAIT_MODE_(t, fut, propagate)                                     \
+  EVL__AWAIT_AT_(t, fut, propagate, __LINE__, __LINE__)
+#endif
 #define EVL_AWAIT(t, fut) EVL_AWAIT_MODE_(t, fut, 1)
 #define EVL_AWAIT_TRY(t, fut) EVL_AWAIT_MODE_(t, fut, 0)
+/* Awaits fut and stores its result, cast to type, in lvalue (which must
+   live in the state struct to be read after a later await):
+   EVL_AWAIT_AS(t, evl_stream *, s->conn, evl_open_connection(...)). */
+#define EVL_AWAIT_AS(t, type, lvalue, fut)                                     \
+  do {                                                                         \
+    EVL_AWAIT(t, fut);                                                         \
+    (lvalue) = (type)evl_await_result(t);                                      \
+  } while (0)
 #define EVL_ASYNC_RETURN(t, value)                                             \
   do {                                                                         \
     evl_task_return((t), (void *)(value));                                     \
@@ -632,6 +871,20 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
     return;                                                                    \
   } while (0)
 #define EVL_ASYNC_END(t) }
+/* The cleanup section: what follows EVL_FINALLY(t) up to EVL_ASYNC_END runs
+   once however the body ends (Python's try/finally around the whole body):
+   falling into it, EVL_ASYNC_RETURN, EVL_ASYNC_FAIL, an EVL_AWAIT whose
+   future failed or was cancelled, the task cancelled or timed out, its loop
+   closed. It may await; after it the task ends as the body did, unless the
+   section itself failed or returned (then that outcome wins). A task
+   cancelled before it started never runs its body, so neither this.
+   Deadlines (evl_timeout) set in the body stop at EVL_FINALLY. */
+#define EVL__FINALLY_POINT (-1)
+#define EVL_FINALLY(t)                                                         \
+  goto evl_finally_;                                                           \
+  case EVL__FINALLY_POINT:                                                     \
+  evl_finally_:                                                                \
+    evl_task_finally(t)
 
 /* A new task (a future) that starts at the next iteration. state_size > 0:
    the task keeps its own zero-padded copy of state[0..state_size) and frees
@@ -657,7 +910,20 @@ EVLOOP_API evl_task_factory evl_get_task_factory(evl_loop *loop, void **ctx);
 EVLOOP_API int evl_task_cancel(evl_task *task);
 EVLOOP_API void *evl_task_state(evl_task *task);
 EVLOOP_API evl_loop *evl_task_loop(evl_task *task);
+/* The name given by evl_task_set_name (copied), else the function's name
+   when made by the evl_task_create macro, else "task". */
 EVLOOP_API const char *evl_task_name(evl_task *task);
+EVLOOP_API int evl_task_set_name(evl_task *task, const char *name);
+/* asyncio.current_task: the task whose body runs now, or NULL. */
+EVLOOP_API evl_task *evl_current_task(evl_loop *loop);
+/* asyncio.all_tasks without allocating: the pending task after prev (NULL:
+   the first), NULL at the end. Borrowed; do not end tasks while walking. */
+EVLOOP_API evl_task *evl_task_next(evl_loop *loop, evl_task *prev);
+/* File and line of the task's current (or last) EVL_AWAIT; NULL if none. */
+EVLOOP_API const char *evl_task_await_site(evl_task *task, int *line);
+/* Logs one line per pending task (name, where made, where it waits)
+   through the loop's log; returns how many. Debug mode does it at close. */
+EVLOOP_API int evl_dump_tasks(evl_loop *loop);
 EVLOOP_API int evl_is_task(const evl_future *fut);
 /* How the last await ended, and the future awaited (borrowed, valid until
    the next await or the end of the task). */
@@ -668,8 +934,19 @@ EVLOOP_API evl_future *evl_await_future(evl_task *task);
 EVLOOP_API int evl_task_resume_point(evl_task *task);
 EVLOOP_API int evl_task_await(evl_task *task, evl_future *fut, int point,
                               int propagate);
+EVLOOP_API int evl_task_await_at(evl_task *task, evl_future *fut, int point,
+                                 int propagate, const char *file, int line);
 EVLOOP_API void evl_task_return(evl_task *task, void *result);
 EVLOOP_API void evl_task_fail(evl_task *task, int code, const char *message);
+EVLOOP_API void evl_task_finally(evl_task *task);
+/* In the finally section: the error the body is ending with (0 when it
+   returned or fell through). */
+EVLOOP_API int evl_task_finally_error(evl_task *task);
+/* fn(task, state) runs exactly once when the task ends: returned, failed,
+   cancelled (even before it started), timed out, or its loop closed; after
+   the finally section, before the task's done callbacks. For state that
+   owns something whatever the body did. EVL_EINVALSTATE once done. */
+EVLOOP_API int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn);
 
 /* ==== High-level helpers ================================================= */
 
@@ -687,6 +964,193 @@ EVLOOP_API evl_future *evl_wait_for(evl_future *fut, double timeout);
 #define EVL_GATHER_RETURN_ERRORS 1
 EVLOOP_API evl_future *evl_gather(evl_loop *loop, evl_future *const *futs,
                                   size_t n, int flags);
+
+/* ==== Timeouts (asyncio.timeout, timeout_at) ============================
+   A deadline over a span of a task's awaits. When it passes, the await in
+   progress is cancelled and the task sees EVL_ETIMEDOUT there (a propagating
+   EVL_AWAIT ends the task with it, through its finally section). The scope
+   belongs to the task: evl_timeout_end closes it (EVL_ETIMEDOUT if it had
+   expired, else 0; a cancel it had sent but the task had not yet seen is
+   withdrawn) and the task's end closes what is left. Times are evl_time()
+   seconds; INFINITY means no deadline. NULL: not a pending task, NaN, or
+   no memory. */
+typedef struct evl_timeout evl_timeout;
+EVLOOP_API evl_timeout *evl_timeout_new(evl_task *task, double delay);
+EVLOOP_API evl_timeout *evl_timeout_at(evl_task *task, double when);
+/* Moves the deadline (INFINITY removes it); EVL_EINVALSTATE once expired. */
+EVLOOP_API int evl_timeout_reschedule(evl_timeout *to, double when);
+/* The deadline, or -1.0 when there is none. */
+EVLOOP_API double evl_timeout_when(const evl_timeout *to);
+EVLOOP_API int evl_timeout_expired(const evl_timeout *to);
+EVLOOP_API int evl_timeout_end(evl_timeout *to);
+
+/* ==== Synchronisation primitives (asyncio Lock, Event, Condition,
+   Semaphore, BoundedSemaphore, Barrier) ====================================
+   Small objects of one loop; every wait is a future to EVL_AWAIT (or
+   evl_wait_for). Waiters are served first come, first served. A grant (the
+   lock, a semaphore unit) is handed to the first waiter when it is freed,
+   so the lock stays locked between the release and the waiter's resuming
+   (asyncio shows it unlocked in that moment; nobody can barge in either
+   way). The grant is the waiter's once its result is taken: awaited, or
+   read with evl_future_result/evl_future_error. A waiter cancelled before
+   that (a task cancelled just after the grant, a future released unread)
+   never keeps it: it passes to the next waiter. Freeing a primitive fails
+   its pending waits with EVL_ECLOSED. NULL: NULL object, closed loop, no
+   memory (constructors: also bad arguments). */
+typedef struct evl_lock evl_lock;
+typedef struct evl_event evl_event;
+typedef struct evl_condition evl_condition;
+typedef struct evl_semaphore evl_semaphore;
+typedef struct evl_barrier evl_barrier;
+
+EVLOOP_API evl_lock *evl_lock_new(evl_loop *loop);
+EVLOOP_API void evl_lock_free(evl_lock *lock);
+/* Completes (result: the lock) when the caller holds the lock. */
+EVLOOP_API evl_future *evl_lock_acquire(evl_lock *lock);
+/* EVL_EINVALSTATE if not locked (asyncio's RuntimeError). */
+EVLOOP_API int evl_lock_release(evl_lock *lock);
+EVLOOP_API int evl_lock_locked(const evl_lock *lock);
+
+EVLOOP_API evl_event *evl_event_new(evl_loop *loop);
+EVLOOP_API void evl_event_free(evl_event *ev);
+/* Completes when the event is set (at once if it is). */
+EVLOOP_API evl_future *evl_event_wait(evl_event *ev);
+EVLOOP_API void evl_event_set(evl_event *ev);
+EVLOOP_API void evl_event_clear(evl_event *ev);
+EVLOOP_API int evl_event_is_set(const evl_event *ev);
+
+/* lock NULL: the condition makes (and frees) its own. Wait with the lock
+   held: the future releases it, waits for a notify and completes once the
+   lock is held again - also when the wait is cancelled (the cancel is seen
+   with the lock held, as asyncio), so release it in the finally section.
+   Without the lock held the future fails with EVL_EINVALSTATE. wait_for
+   waits until pred(arg) is true (checked with the lock held). notify
+   returns how many waiters it woke, or EVL_EINVALSTATE if not locked. */
+EVLOOP_API evl_condition *evl_condition_new(evl_loop *loop, evl_lock *lock);
+EVLOOP_API void evl_condition_free(evl_condition *cond);
+EVLOOP_API evl_lock *evl_condition_lock(evl_condition *cond);
+EVLOOP_API evl_future *evl_condition_wait(evl_condition *cond);
+EVLOOP_API evl_future *
+evl_condition_wait_for(evl_condition *cond, int (*pred)(void *arg), void *arg);
+EVLOOP_API int evl_condition_notify(evl_condition *cond, size_t n);
+EVLOOP_API int evl_condition_notify_all(evl_condition *cond);
+
+/* value >= 0; bounded: a release above the initial value is refused with
+   EVL_EINVALSTATE (BoundedSemaphore's ValueError). */
+EVLOOP_API evl_semaphore *evl_semaphore_new(evl_loop *loop, long value,
+                                            int bounded);
+EVLOOP_API void evl_semaphore_free(evl_semaphore *sem);
+EVLOOP_API evl_future *evl_semaphore_acquire(evl_semaphore *sem);
+EVLOOP_API int evl_semaphore_release(evl_semaphore *sem);
+/* 1 if an acquire would wait. */
+EVLOOP_API int evl_semaphore_locked(const evl_semaphore *sem);
+EVLOOP_API long evl_semaphore_value(const evl_semaphore *sem);
+
+/* parties >= 1. wait completes with the arrival index, (void *)(intptr_t)
+   0 .. parties-1, when the last party arrives; it fails with EVL_EBROKEN
+   when the barrier is (or gets) aborted or reset while waiting. A party
+   cancelled while waiting leaves without breaking it (asyncio). */
+EVLOOP_API evl_barrier *evl_barrier_new(evl_loop *loop, size_t parties);
+EVLOOP_API void evl_barrier_free(evl_barrier *b);
+EVLOOP_API evl_future *evl_barrier_wait(evl_barrier *b);
+EVLOOP_API int evl_barrier_reset(evl_barrier *b);
+EVLOOP_API int evl_barrier_abort(evl_barrier *b);
+EVLOOP_API size_t evl_barrier_n_waiting(const evl_barrier *b);
+EVLOOP_API size_t evl_barrier_parties(const evl_barrier *b);
+EVLOOP_API int evl_barrier_broken(const evl_barrier *b);
+
+/* ==== Queues (asyncio Queue, PriorityQueue, LifoQueue) ===================
+   Items are void *: the queue never frees an item unless given item_free
+   (may be NULL), which it calls for the items it drops: left in the queue
+   at evl_queue_free or removed by an immediate shutdown. maxsize 0: no
+   limit. The priority queue gives the lowest priority first, equal ones
+   in arrival order. put completes (result: the item) once the item is in
+   the queue; cancelled before that, the item stays the caller's. get
+   completes with the item; an item handed to a get that is cancelled or
+   released unread goes back to the front. */
+typedef struct evl_queue evl_queue;
+#define EVL_QUEUE_FIFO 0
+#define EVL_QUEUE_LIFO 1
+#define EVL_QUEUE_PRIORITY 2
+EVLOOP_API evl_queue *evl_queue_new(evl_loop *loop, int kind, size_t maxsize,
+                                    evl_free_fn item_free);
+EVLOOP_API void evl_queue_free(evl_queue *q);
+EVLOOP_API evl_future *evl_queue_put(evl_queue *q, void *item);
+EVLOOP_API evl_future *evl_queue_put_prio(evl_queue *q, void *item,
+                                          int64_t prio);
+EVLOOP_API evl_future *evl_queue_get(evl_queue *q);
+/* EVL_EQUEUEFULL / EVL_EQUEUEEMPTY, EVL_ESHUTDOWN after a shutdown (get:
+   once the queue is also empty). */
+EVLOOP_API int evl_queue_put_nowait(evl_queue *q, void *item);
+EVLOOP_API int evl_queue_put_nowait_prio(evl_queue *q, void *item,
+                                         int64_t prio);
+EVLOOP_API int evl_queue_get_nowait(evl_queue *q, void **item);
+EVLOOP_API size_t evl_queue_qsize(const evl_queue *q);
+EVLOOP_API int evl_queue_empty(const evl_queue *q);
+EVLOOP_API int evl_queue_full(const evl_queue *q);
+/* One call per item taken; EVL_EINVALSTATE when more calls than puts. join
+   completes when every item put has been marked done. */
+EVLOOP_API int evl_queue_task_done(evl_queue *q);
+EVLOOP_API evl_future *evl_queue_join(evl_queue *q);
+/* asyncio 3.13: later puts fail with EVL_ESHUTDOWN, waiting putters too;
+   gets drain what is left, then fail. immediate: the items are dropped
+   (given to item_free; they count as done for join) and waiting getters
+   fail at once. */
+EVLOOP_API int evl_queue_shutdown(evl_queue *q, int immediate);
+EVLOOP_API int evl_queue_is_shutdown(const evl_queue *q);
+
+/* ==== Waiting primitives, shield, TaskGroup ==============================
+   evl_wait (asyncio.wait): completes, never failing, when return_when is
+   met or the timeout passes (INFINITY: none), with the number of futures
+   done as (void *)(intptr_t); which are done and which pending is
+   evl_future_done on each. It cancels nothing, neither at the timeout nor
+   when itself is cancelled. FIRST_EXCEPTION: a failure (not a cancel) or
+   all done. n == 0, NULL or another loop's future: fails with EVL_EINVAL.
+   It takes references of its own. */
+#define EVL_FIRST_COMPLETED 1
+#define EVL_FIRST_EXCEPTION 2
+#define EVL_ALL_COMPLETED 3
+EVLOOP_API evl_future *evl_wait(evl_loop *loop, evl_future *const *futs,
+                                size_t n, int return_when, double timeout);
+/* asyncio.as_completed: each evl_as_completed_next gives a future that
+   completes with the next input future to finish (result: that future,
+   borrowed from the iterator), in completion order; once the overall
+   timeout (INFINITY: none) passes, the ones not delivered fail with
+   EVL_ETIMEDOUT. More than n calls: EVL_EINVALSTATE. The inputs are not
+   cancelled. NULL for bad arguments. */
+typedef struct evl_as_completed evl_as_completed;
+EVLOOP_API evl_as_completed *evl_as_completed_new(evl_loop *loop,
+                                                  evl_future *const *futs,
+                                                  size_t n, double timeout);
+EVLOOP_API evl_future *evl_as_completed_next(evl_as_completed *ac);
+EVLOOP_API void evl_as_completed_free(evl_as_completed *ac);
+/* asyncio.shield: completes as fut does; cancelling it does not cancel fut.
+   Takes a reference of its own (the caller keeps its own). */
+EVLOOP_API evl_future *evl_shield(evl_future *fut);
+
+/* TaskGroup (asyncio 3.11). Children are made with evl_task_group_create;
+   evl_task_group_wait (the end of `async with`) completes when every child
+   has ended. The first child to fail cancels the others and, unless it is
+   already awaiting the wait, the parent task (its current await sees
+   EVL_ECANCELED; await the group's wait in its finally section); the wait
+   then fails with that child's error, and evl_task_group_others_failed
+   counts the other children that failed (cancelled ones do not count).
+   Cancelling the wait (or the task awaiting it) cancels the children; it
+   completes, cancelled, once they have ended. A parent whose body failed
+   or was cancelled and that waits from its finally section cancels the
+   children first (asyncio's __aexit__ with an exception). No children
+   after a failure or the end (NULL). evl_task_group_free cancels children still
+   running: none outlives the group. parent may be NULL. */
+typedef struct evl_task_group evl_task_group;
+EVLOOP_API evl_task_group *evl_task_group_new(evl_loop *loop, evl_task *parent);
+EVLOOP_API evl_task *evl_task_group_create(evl_task_group *g, evl_task_fn fn,
+                                           const void *state,
+                                           size_t state_size);
+EVLOOP_API evl_future *evl_task_group_wait(evl_task_group *g);
+/* The first child's error (0 if none), and how many others failed. */
+EVLOOP_API int evl_task_group_error(const evl_task_group *g);
+EVLOOP_API int evl_task_group_others_failed(const evl_task_group *g);
+EVLOOP_API void evl_task_group_free(evl_task_group *g);
 
 /* ==== Executor ==========================================================
    evl_run_in_executor runs fn(arg, &result) on a pool thread (exec NULL: the
@@ -706,6 +1170,33 @@ EVLOOP_API int evl_set_default_executor(evl_loop *loop, evl_executor *exec);
    threads; later evl_run_in_executor(loop, NULL, ...) fails with
    EVL_ECLOSED. */
 EVLOOP_API evl_future *evl_shutdown_default_executor(evl_loop *loop);
+
+/* ==== Tasks from other threads ==========================================
+   evl_run_task_threadsafe (asyncio.run_coroutine_threadsafe) may be called
+   from any thread: the task is made on the loop's thread (state copied now
+   when state_size > 0) and the handle returned is for the calling thread:
+   wait for it with a timeout, read its outcome, cancel it, free it. All
+   the evl_threadsafe_* functions are thread-safe. If the loop closes
+   first, the outcome is EVL_ECLOSED (or the task's cancellation).
+   evl_to_thread (asyncio.to_thread) runs fn on the default executor. */
+typedef struct evl_threadsafe evl_threadsafe;
+EVLOOP_API evl_threadsafe *evl_run_task_threadsafe(evl_loop *loop,
+                                                   evl_task_fn fn,
+                                                   const void *state,
+                                                   size_t state_size);
+/* 0 once done, EVL_ETIMEDOUT if not done within timeout seconds (0: just
+   look; without threads it never blocks). */
+EVLOOP_API int evl_threadsafe_wait(evl_threadsafe *h, double timeout);
+EVLOOP_API int evl_threadsafe_done(evl_threadsafe *h);
+/* The task's error code (0: *result is its result), EVL_EINVALSTATE if
+   not done. */
+EVLOOP_API int evl_threadsafe_result(evl_threadsafe *h, void **result);
+EVLOOP_API const char *evl_threadsafe_error_message(evl_threadsafe *h);
+/* 1 if a cancel was requested, 0 if already done. */
+EVLOOP_API int evl_threadsafe_cancel(evl_threadsafe *h);
+EVLOOP_API void evl_threadsafe_free(evl_threadsafe *h);
+EVLOOP_API evl_future *evl_to_thread(evl_loop *loop, evl_work_fn fn, void *arg,
+                                     evl_free_fn result_free);
 
 /* ==== DNS (on the executor) =============================================
    evl_getaddrinfo: the result is a `struct addrinfo *` the future owns.
@@ -772,7 +1263,7 @@ typedef struct evl_iovec {
   size_t len;
 } evl_iovec;
 
-/* 0; EVL_ECLOSED once the transport is closing, EVL_EPIPE after write_eof,
+/* 0; EVL_ECLOSING once the transport is closing, EVL_EPIPE after write_eof,
    EVL_ENOTSUP on a datagram endpoint, or the error of the send itself (the
    transport is then closing and connection_lost(err) follows). Data is
    copied if it cannot be sent at once. */
@@ -791,6 +1282,8 @@ EVLOOP_API int evl_transport_is_closing(evl_transport *t);
 EVLOOP_API int evl_transport_pause_reading(evl_transport *t);
 EVLOOP_API int evl_transport_resume_reading(evl_transport *t);
 EVLOOP_API int evl_transport_is_reading(evl_transport *t);
+/* ref 0: the transport does not keep the loop alive (evl_run_alive). */
+EVLOOP_API int evl_transport_set_ref(evl_transport *t, int ref);
 /* high 0: 64 KiB; low > high is EVL_EINVAL; low 0 with high given: high/4 */
 EVLOOP_API int evl_transport_set_write_buffer_limits(evl_transport *t,
                                                      size_t high, size_t low);
@@ -804,16 +1297,26 @@ EVLOOP_API evl_fd evl_transport_fd(evl_transport *t);
 EVLOOP_API evl_loop *evl_transport_loop(evl_transport *t);
 EVLOOP_API void *evl_transport_user(evl_transport *t);
 EVLOOP_API void evl_transport_set_user(evl_transport *t, void *user);
-/* Datagram endpoints: addr NULL sends to the connected remote address. A
-   zero-length datagram is sent as such. */
+/* Datagram endpoints: addr NULL sends to the remote address. On an
+   endpoint made with a remote address, any other addr is EVL_EINVAL and
+   nothing is sent (asyncio). A zero-length datagram is sent as such. */
 EVLOOP_API int evl_transport_sendto(evl_transport *t, const void *data,
                                     size_t len, const void *addr,
                                     size_t addrlen);
 /* Sends count bytes of file_fd from offset (sendfile(2) where the platform
-   has it, read+write otherwise), after what is queued. The future's result
-   is the number of bytes sent (evl_future_result_int). An offset that the
+   has it, read+write otherwise), after what is queued; count 0 sends to
+   the end of the file (asyncio's count=None), and a file that ends early
+   ends the send. The future's result is the number of bytes sent
+   (evl_future_result_int). Afterwards, however it ended (done, failed,
+   cancelled), the file position is offset + bytes sent, as asyncio.
+   Cancelled, it stops: what it sent stays sent, the transport stays open
+   and the next write follows that part of the file. An offset that the
    implementation's off_t cannot hold is EVL_EFBIG (32-bit glibc: compile it
-   with -D_FILE_OFFSET_BITS=64 to send from past 2 GiB). */
+   with -D_FILE_OFFSET_BITS=64 to send from past 2 GiB). A peer that is gone
+   fails it with EVL_EPIPE (or EVL_ECONNRESET), never a SIGPIPE: sendfile(2)
+   runs with SIGPIPE blocked in the calling thread, and the one it raised is
+   taken back (one pending before is left pending). So does
+   evl_sock_sendfile. */
 EVLOOP_API evl_future *evl_sendfile(evl_transport *t, int file_fd,
                                     int64_t offset, size_t count);
 
@@ -828,6 +1331,13 @@ typedef struct evl_net_options {
   int no_delay_off;     /* TCP_NODELAY is on by default */
   int no_start_serving; /* create_server: do not accept yet */
   int allow_broadcast;  /* datagram endpoints: SO_BROADCAST */
+  /* TLS (asyncio's ssl=, see "TLS layer" below): connections, servers and
+     streams speak TLS through this context; the connection future
+     completes after the handshake. Without an engine: EVL_ENOTSUP. */
+  struct evl_tls_context *tls;
+  const char *server_hostname;  /* clients: SNI and name check (NULL: host) */
+  double tls_handshake_timeout; /* seconds; 0: 60 */
+  double tls_shutdown_timeout;  /* seconds; 0: 30 */
 } evl_net_options;
 
 /* The future's result is the evl_transport * (connection_made has run, or
@@ -841,19 +1351,25 @@ evl_create_connection(evl_loop *loop, const evl_protocol *proto, void *user,
 EVLOOP_API evl_future *evl_create_unix_connection(evl_loop *loop,
                                                   const evl_protocol *proto,
                                                   void *user, const char *path);
-/* Wraps a connected stream socket (the loop takes the fd). */
+/* Wraps a connected stream socket (the loop takes the fd). NULL, the fd
+   left alone, for anything else (a datagram socket, a pipe, a bad fd). */
 EVLOOP_API evl_transport *evl_connect_accepted_socket(evl_loop *loop,
                                                       const evl_protocol *proto,
                                                       void *user, evl_fd fd);
 /* Listens on every address of host (NULL or "": all interfaces, IPv4 and
-   IPv6; a comma-separated list: each of them), one socket per address. The
+   IPv6; a comma-separated list: each of them, and an empty element, as in
+   "127.0.0.1,", is EVL_EINVAL), one socket per address (an address that
+   comes twice listens once, as asyncio). The
    future's result is the evl_server *. port 0 picks a free port (see
    evl_server_port). */
 EVLOOP_API evl_future *evl_create_server(evl_loop *loop,
                                          const evl_protocol *proto, void *user,
                                          const char *host, int port,
                                          const evl_net_options *opts);
-/* A stale socket file at path is replaced; any other file is EVL_EEXIST.
+/* A stale socket file at path (nobody accepts on it) is replaced; one a
+   live server listens on is EVL_EADDRINUSE (asyncio would remove it: the
+   check connects once, so the live server sees a connection that ends at
+   once); any other file is EVL_EEXIST.
    "@name" is a Linux abstract socket. */
 EVLOOP_API evl_future *evl_create_unix_server(evl_loop *loop,
                                               const evl_protocol *proto,
@@ -861,6 +1377,8 @@ EVLOOP_API evl_future *evl_create_unix_server(evl_loop *loop,
                                               const evl_net_options *opts);
 /* Stops listening (connections go on) and closes the listening sockets. */
 EVLOOP_API void evl_server_close(evl_server *s);
+/* ref 0: the listening server does not keep the loop alive. */
+EVLOOP_API int evl_server_set_ref(evl_server *s, int ref);
 /* Completes once the server is closed and all its connections are gone;
    each call gets its own future (cancelling it affects no other waiter). */
 EVLOOP_API evl_future *evl_server_wait_closed(evl_server *s);
@@ -880,6 +1398,9 @@ EVLOOP_API void evl_server_free(evl_server *s);
 
 /* local_host/local_port bind, remote_host/remote_port connect (either may
    be NULL; names are resolved on the executor, numeric addresses at once).
+   Neither of them nor opts->family: EVL_EINVAL. With allow_broadcast the
+   socket is not connected (asyncio): sends go to the remote address by
+   name, and datagrams from anyone are received.
    The future's result is the evl_transport *. */
 EVLOOP_API evl_future *
 evl_create_datagram_endpoint(evl_loop *loop, const evl_protocol *proto,
@@ -906,6 +1427,7 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
                                               const evl_protocol *proto,
                                               void *user, evl_fd fd);
 
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Unix signals ======================================================
    cb(loop, signum, arg) runs in the loop, never in signal context. A burst
    of one signal may be delivered as one call. Each loop (in any thread)
@@ -925,14 +1447,22 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
 typedef void (*evl_signal_callback)(evl_loop *loop, int signum, void *arg);
 EVLOOP_API int evl_add_signal_handler(evl_loop *loop, int signum,
                                       evl_signal_callback cb, void *arg);
-/* 1 if a handler was removed, 0 if there was none. */
+/* 1 if a handler was removed, 0 if there was none; EVL_EINVAL for a number
+   that is no signal (or a NULL loop), as add. */
 EVLOOP_API int evl_remove_signal_handler(evl_loop *loop, int signum);
+/* ref 0: the handler does not keep the loop alive (EVL_EINVAL without a
+   handler for signum). A handler added again starts referenced. */
+EVLOOP_API int evl_signal_set_ref(evl_loop *loop, int signum, int ref);
+
+#endif /* EVLOOP_NO_PROCESS */
 
 /* ==== Sockets as futures ================================================
    For non-blocking sockets the caller owns. Results through
    evl_future_result_int: bytes for recv/sendall/sendfile, the new fd for
    accept, 0 for connect. The buffers must stay valid until the future is
-   done; sock_sendall copies nothing, sock_recv reads into buf. */
+   done; sock_sendall copies nothing, sock_recv reads into buf. A cancelled
+   sock_sendall or sock_sendfile has sent an unknown part (the count goes
+   with the future): close the socket rather than go on writing. */
 EVLOOP_API evl_future *evl_sock_recv(evl_loop *loop, evl_fd fd, void *buf,
                                      size_t len);
 EVLOOP_API evl_future *evl_sock_recv_into(evl_loop *loop, evl_fd fd, void *buf,
@@ -942,6 +1472,9 @@ EVLOOP_API evl_future *evl_sock_sendall(evl_loop *loop, evl_fd fd,
 EVLOOP_API evl_future *evl_sock_connect(evl_loop *loop, evl_fd fd,
                                         const void *addr, size_t addrlen);
 EVLOOP_API evl_future *evl_sock_accept(evl_loop *loop, evl_fd fd);
+/* As evl_sendfile (count 0: to the end of the file; the file position
+   afterwards). A blocking socket (POSIX: Windows cannot tell) or one that
+   is not a stream socket is EVL_EINVAL, as asyncio. */
 EVLOOP_API evl_future *evl_sock_sendfile(evl_loop *loop, evl_fd sock,
                                          int file_fd, int64_t offset,
                                          size_t count);
@@ -951,17 +1484,24 @@ EVLOOP_API intptr_t evl_future_result_int(evl_future *fut);
 /* ==== Streams ===========================================================
    asyncio's StreamReader/StreamWriter as one evl_stream. Reads complete
    with an evl_bytes * the future owns (valid while you hold the future;
-   after an EVL_AWAIT, until the task's next await). limit 0 means 64 KiB. A
-   read that would buffer more than `limit` bytes (default 64 KiB) fails
-   with EVL_ELIMIT and keeps the data buffered; readexactly at EOF fails
-   with EVL_EINCOMPLETE (the partial data stays readable with read). */
+   after an EVL_AWAIT, until the task's next await). limit 0 means 64 KiB.
+   The limit bounds what a read must buffer before it can tell where its
+   data ends, as asyncio's: readline and readuntil fail with EVL_ELIMIT
+   (the data stays buffered) when no separator comes within `limit` bytes.
+   read(n), read(-1) and readexactly(n) are not limited: they take what
+   they ask for, however large (read(-1) of 700 KB or readexactly(300000)
+   with a 64 KiB limit both succeed). The limit also sets flow control:
+   reading from the socket pauses while more than twice the limit is
+   buffered and no pending read needs more. readexactly at EOF fails with
+   EVL_EINCOMPLETE (the partial data stays readable with read). */
 typedef struct evl_stream evl_stream;
 typedef struct evl_bytes {
   size_t len;
   unsigned char *data; /* len bytes, plus a 0 byte after them */
 } evl_bytes;
 
-/* The future's result is the evl_stream *, yours to evl_stream_free. */
+/* The future's result is the evl_stream *, yours to evl_stream_free.
+   Cancelling it before it completed stops the connection: no stream. */
 EVLOOP_API evl_future *evl_open_connection(evl_loop *loop, const char *host,
                                            int port, size_t limit,
                                            const evl_net_options *opts);
@@ -976,7 +1516,9 @@ EVLOOP_API evl_future *evl_start_server(evl_loop *loop, evl_stream_callback cb,
 EVLOOP_API evl_future *evl_start_unix_server(evl_loop *loop,
                                              evl_stream_callback cb, void *arg,
                                              const char *path, size_t limit);
-/* n < 0: until EOF. n == 0: an empty result. */
+/* n < 0: until EOF. n == 0: an empty result. A connection that ended with
+   an error (a reset, no memory for its data) fails a read to EOF, and a
+   read with nothing left, with that error (asyncio raises it too). */
 EVLOOP_API evl_future *evl_stream_read(evl_stream *s, long n);
 EVLOOP_API evl_future *evl_stream_readline(evl_stream *s);
 EVLOOP_API evl_future *evl_stream_readexactly(evl_stream *s, size_t n);
@@ -994,6 +1536,124 @@ EVLOOP_API evl_loop *evl_stream_loop(evl_stream *s);
 /* Closes if needed; the stream is freed once its transport is gone. */
 EVLOOP_API void evl_stream_free(evl_stream *s);
 
+/* ==== TLS layer ==========================================================
+   TLS is a protocol on a stream transport that gives the user's protocol
+   an ordinary evl_transport (asyncio's sslproto): ciphertext moves through
+   memory buffers, so it runs on every backend and over TCP, Unix sockets
+   and pipes alike, and streams work over it unchanged. Build with
+   EVLOOP_TLS_OPENSSL (link -lssl -lcrypto) or EVLOOP_TLS_MBEDTLS (link
+   -lmbedtls -lmbedx509 -lmbedcrypto); with neither, evl_tls_context_new
+   and every TLS entry point give EVL_ENOTSUP and no TLS header is
+   included.
+   The TLS transport: write/writev queue plaintext and encrypt it in full
+   records (small writes made in one callback share records); its write
+   buffer size is the plaintext not yet encrypted plus what waits in the
+   transport below, and pause_writing/resume_writing follow that.
+   pause_reading stops reading below. close() sends close_notify after the
+   queued data, then closes (giving up after tls_shutdown_timeout); abort()
+   sends nothing. The peer's close_notify is eof_received (return 1 to keep
+   writing); a peer that closes without it ends in connection_lost with
+   EVL_ETLSEOF (EVL_ETLSTRUNC inside a record). write_eof is EVL_ENOTSUP
+   and can_write_eof 0 (TLS has no half-close: asyncio's rule).
+   Failures are distinct codes: EVL_ETIMEDOUT (handshake timeout),
+   EVL_ECERTUNKNOWNCA, EVL_ECERTEXPIRED, EVL_ECERTNAME, EVL_ECERTINVALID,
+   EVL_ENOCERT, EVL_ENOTTLS (a plain-text peer), EVL_ETLSALERT (the peer
+   refused us), EVL_ETLS (garbage, bad records), EVL_ECONNRESET (the peer
+   left during the handshake). The future's error message gives the
+   engine's words. sendfile over TLS reads and encrypts (no sendfile(2)). */
+typedef struct evl_tls_context evl_tls_context;
+
+enum { EVL_TLS_DEFAULT = 0, EVL_TLS_1_2 = 0x0303, EVL_TLS_1_3 = 0x0304 };
+
+/* Zero-initialise, then set what you need; zero means default. Strings are
+   copied or read during evl_tls_context_new. */
+typedef struct evl_tls_config {
+  int server; /* 1: a server context (it needs a certificate and key) */
+  /* Our certificate chain and key, PEM: files, or text in memory. */
+  const char *cert_file, *key_file;
+  const char *cert_pem, *key_pem;
+  /* Trusted CAs: a PEM file and/or a hashed directory; with none of
+     ca_file, ca_path, ca_pem, the system's default store. */
+  const char *ca_file, *ca_path, *ca_pem;
+  /* Peer verification. Clients: on by default (chain and host name);
+     no_verify turns it off. Servers: verify_client asks for a client
+     certificate and requires it to verify. */
+  int no_verify, verify_client;
+  /* ALPN protocols in preference order, NULL-terminated (e.g.
+     {"h2", "http/1.1", NULL}); servers pick the first of theirs the client
+     offers. */
+  const char *const *alpn;
+  int min_version, max_version; /* EVL_TLS_1_2, EVL_TLS_1_3 or 0 */
+  /* Clients keep sessions per host name and resume them (on by default). */
+  int no_session_cache;
+} evl_tls_config;
+
+/* A context holds the engine's configuration; it is reference counted and
+   may be used by many connections and loops (in many threads) at once. */
+EVLOOP_API int evl_tls_context_new(evl_tls_context **out,
+                                   const evl_tls_config *cfg);
+EVLOOP_API evl_tls_context *evl_tls_context_ref(evl_tls_context *ctx);
+EVLOOP_API void evl_tls_context_release(evl_tls_context *ctx);
+/* "openssl", "mbedtls" or NULL (no engine built in). */
+EVLOOP_API const char *evl_tls_engine(void);
+
+/* What was negotiated on a TLS transport. */
+typedef struct evl_tls_info {
+  char version[16];       /* "TLSv1.3" */
+  char cipher[64];        /* the engine's name of the cipher suite */
+  char alpn[64];          /* the protocol chosen, or "" */
+  char peer_subject[256]; /* the peer certificate's subject, or "" */
+  int peer_cert;          /* 1 if the peer sent a certificate */
+  int peer_verified;      /* 1 if it was verified (chain and name) */
+  int resumed;            /* 1 if the session was resumed */
+} evl_tls_info;
+/* EVL_EINVAL if t is not a TLS transport (or before its handshake). */
+EVLOOP_API int evl_transport_get_tls_info(evl_transport *t, evl_tls_info *out);
+/* 1 if t is a TLS transport. */
+EVLOOP_API int evl_transport_is_tls(evl_transport *t);
+
+/* STARTTLS: upgrades an open stream transport t in place. proto/user get
+   the new TLS transport (the future's result, after the handshake); t is
+   not the user's any more: never use it again (on failure it is closed).
+   server_hostname: a client's SNI and name to check (NULL: none is
+   checked). Timeouts in seconds, 0: the defaults (60, 30). */
+EVLOOP_API evl_future *evl_start_tls(evl_transport *t,
+                                     const evl_protocol *proto, void *user,
+                                     evl_tls_context *ctx, int server_side,
+                                     const char *server_hostname,
+                                     double handshake_timeout,
+                                     double shutdown_timeout);
+/* The same for a stream (asyncio 3.11's StreamWriter.start_tls): the
+   stream reads and writes through TLS once the future (result: s) is done;
+   bytes it had read but not handed out are taken as TLS input. */
+EVLOOP_API evl_future *evl_stream_start_tls(evl_stream *s, evl_tls_context *ctx,
+                                            int server_side,
+                                            const char *server_hostname,
+                                            double handshake_timeout,
+                                            double shutdown_timeout);
+
+/* The functions that take no evl_net_options, with them (for TLS): the
+   same as evl_create_unix_connection, evl_open_unix_connection,
+   evl_start_unix_server, and evl_connect_accepted_socket as a future
+   (TLS needs its handshake first). opts may be NULL. */
+EVLOOP_API evl_future *
+evl_create_unix_connection_opts(evl_loop *loop, const evl_protocol *proto,
+                                void *user, const char *path,
+                                const evl_net_options *opts);
+EVLOOP_API evl_future *
+evl_open_unix_connection_opts(evl_loop *loop, const char *path, size_t limit,
+                              const evl_net_options *opts);
+EVLOOP_API evl_future *evl_start_unix_server_opts(evl_loop *loop,
+                                                  evl_stream_callback cb,
+                                                  void *arg, const char *path,
+                                                  size_t limit,
+                                                  const evl_net_options *opts);
+EVLOOP_API evl_future *
+evl_connect_accepted_socket_opts(evl_loop *loop, const evl_protocol *proto,
+                                 void *user, evl_fd fd,
+                                 const evl_net_options *opts);
+
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Subprocesses ======================================================
    asyncio's subprocess_exec / subprocess_shell with SubprocessProtocol and
    SubprocessTransport (evl_subprocess), and the high-level Process API
@@ -1005,13 +1665,19 @@ EVLOOP_API void evl_stream_free(evl_stream *s);
    fds you pass). A missing program is EVL_ENOENT and a file that cannot be
    executed EVL_EACCES, as errors of the future, not a child exiting 127.
    Exits are watched with EVFILT_PROC on kqueue, a pidfd where Linux has
-   one, else with SIGCHLD; no zombie is left. The returncode is the exit status,
-   or minus the signal number that killed the child (asyncio's convention), or
-   255 for a child that other code reaped first (as asyncio). An fd given with
-   EVL_STDIO_FD stays the caller's.
+   one, else with SIGCHLD; when none of them can be had (no fd free for the
+   pidfd or the SIGCHLD self-pipe), a timer polls the child (1 ms, then
+   less often, up to 100 ms) until one can; no zombie is left. If a pipe
+   gets no transport (no memory) the creation future fails with
+   EVL_ENOMEM and the child is killed and reaped. The returncode is the exit
+   status, or minus the signal number that killed the child (asyncio's
+   convention), or 255 for a child that other code reaped first (as
+   asyncio). An fd given with EVL_STDIO_FD stays the caller's.
    Callback order (asyncio's): connection_made first; for each pipe, all
    its data before its pipe_connection_lost; process_exited; connection_lost
-   last, once the child exited and every pipe closed.
+   last, once the child exited and every pipe closed. Also when the loop
+   closes under a running child (it is killed and reaped, then
+   process_exited and connection_lost(EVL_ECLOSED) run).
    subprocess_shell runs `/bin/sh -c cmd`: quoting cmd is the caller's job. */
 typedef struct evl_subprocess evl_subprocess;
 typedef struct evl_process evl_process;
@@ -1029,7 +1695,23 @@ typedef struct evl_subprocess_options {
   int stdin_fd, stdout_fd, stderr_fd; /* with EVL_STDIO_FD */
   const char *cwd;                    /* NULL: the parent's */
   const char *const *env;             /* NULL: the parent's environment */
+  /* Popen's start_new_session: the child calls setsid(), so a job runner
+     can signal the child and all it starts at once (kill(-pid, sig)).
+     Windows: CREATE_NEW_PROCESS_GROUP (Ctrl+Break goes to the group). */
+  int start_new_session;
+  /* Popen's process_group, with 0 meaning "unchanged" (a C struct's zero
+     default; asyncio's 0 is EVL_PROCESS_GROUP_NEW here): a pgid > 0 to join,
+     or EVL_PROCESS_GROUP_NEW for a group the child leads. With
+     start_new_session: EVL_EINVAL. Windows: NEW as start_new_session, a
+     pgid to join is EVL_ENOTSUP. */
+  int process_group;
+  /* Popen's pass_fds: these fds stay open in the child, at the same
+     numbers (0-2 are the stdio's). A closed one is EVL_EBADF. Windows:
+     EVL_ENOTSUP (handles are not fds; use EVL_STDIO_FD). */
+  const int *pass_fds;
+  size_t npass_fds;
 } evl_subprocess_options;
+#define EVL_PROCESS_GROUP_NEW (-1)
 
 typedef struct evl_subprocess_protocol {
   void (*connection_made)(evl_subprocess *p, void *user);
@@ -1042,7 +1724,10 @@ typedef struct evl_subprocess_protocol {
 
 /* The future's result is the evl_subprocess * (after connection_made).
    argv[0] is looked up in PATH when it has no '/'. opts may be NULL. The
-   loop frees the evl_subprocess after connection_lost. */
+   loop frees the evl_subprocess after connection_lost. Cancelling the
+   future before it completed kills and reaps the child and frees it: no
+   callback of proto runs (asyncio closes it too, though its
+   connection_made may have run). */
 EVLOOP_API evl_future *evl_subprocess_exec(evl_loop *loop,
                                            const evl_subprocess_protocol *proto,
                                            void *user, const char *const *argv,
@@ -1052,6 +1737,8 @@ evl_subprocess_shell(evl_loop *loop, const evl_subprocess_protocol *proto,
                      void *user, const char *cmd,
                      const evl_subprocess_options *opts);
 EVLOOP_API int evl_subprocess_get_pid(evl_subprocess *p);
+/* ref 0: the child and its pipes do not keep the loop alive. */
+EVLOOP_API int evl_subprocess_set_ref(evl_subprocess *p, int ref);
 /* 1 and *code set once the child exited, else 0. */
 EVLOOP_API int evl_subprocess_get_returncode(evl_subprocess *p, int *code);
 /* The pipe transport of fd 0, 1 or 2, or NULL if it is not a pipe. */
@@ -1066,7 +1753,8 @@ EVLOOP_API void evl_subprocess_close(evl_subprocess *p);
 EVLOOP_API void *evl_subprocess_user(evl_subprocess *p);
 
 /* High level: the future's result is an evl_process *, yours to
-   evl_process_free. Its pipes are streams (limit 0: 64 KiB). */
+   evl_process_free. Its pipes are streams (limit 0: 64 KiB). Cancelling
+   the future before it completed kills and reaps the child. */
 EVLOOP_API evl_future *
 evl_create_subprocess_exec(evl_loop *loop, const char *const *argv,
                            const evl_subprocess_options *opts, size_t limit);
@@ -1078,11 +1766,19 @@ EVLOOP_API int evl_process_pid(evl_process *p);
 EVLOOP_API evl_stream *evl_process_stdin(evl_process *p);
 EVLOOP_API evl_stream *evl_process_stdout(evl_process *p);
 EVLOOP_API evl_stream *evl_process_stderr(evl_process *p);
-/* Completes with the returncode (evl_future_result_int) once it exited. */
+/* asyncio's Process.returncode: 1 and *code set once the child exited
+   (what evl_process_wait gives), 0 while it runs, EVL_EINVAL for NULL. */
+EVLOOP_API int evl_process_returncode(evl_process *p, int *code);
+/* Completes with the returncode (evl_future_result_int) once it exited.
+   It can deadlock, as asyncio warns: a child that writes to a stdout or
+   stderr pipe nobody reads blocks once the pipe is full and never exits.
+   Read those pipes meanwhile, or use evl_process_communicate. */
 EVLOOP_API evl_future *evl_process_wait(evl_process *p);
 /* Writes input (copied) to stdin and closes it, reads stdout and stderr to
    their ends while doing so (no deadlock whatever their sizes), waits for
-   the exit. The result is an evl_communicate * the future owns. */
+   the exit. The result is an evl_communicate * the future owns.
+   Cancelling it stops the reads (what they had stays buffered) and the
+   wait; the child goes on, and stdin stays closed. */
 typedef struct evl_communicate {
   evl_bytes *out, *err; /* NULL for a stream that is no pipe */
   int returncode;
@@ -1094,6 +1790,117 @@ EVLOOP_API int evl_process_terminate(evl_process *p);
 EVLOOP_API int evl_process_kill(evl_process *p);
 /* Frees the process object (the child goes on, and is reaped). */
 EVLOOP_API void evl_process_free(evl_process *p);
+
+#endif /* EVLOOP_NO_PROCESS */
+
+#ifndef EVLOOP_NO_FS
+/* ==== Files (on the executor) ===========================================
+   libuv's uv_fs_* set as futures: each runs its blocking call on the
+   loop's default executor (inline under EVLOOP_NO_THREADS). Paths are
+   UTF-8 (UTF-16 on Windows, converted) and copied: free them at once if
+   you like. A buffer given to evl_fs_read or evl_fs_write is the caller's
+   again when the future completes. A file is an evl_fd: a POSIX fd, a
+   HANDLE on Windows. Results that are numbers come as
+   (intptr_t)evl_future_result(f); structures the future owns and frees
+   with itself. Errors: the future fails with the EVL_E* code (EVL_ENOENT,
+   EVL_EEXIST, EVL_ENOTEMPTY...); bad arguments with EVL_EINVAL. */
+enum {
+  EVL_FS_READ = 1,   /* open for reading */
+  EVL_FS_WRITE = 2,  /* open for writing */
+  EVL_FS_CREATE = 4, /* create if missing (mode, e.g. 0644, on POSIX) */
+  EVL_FS_TRUNC = 8,  /* truncate to 0 */
+  EVL_FS_APPEND = 16,
+  EVL_FS_EXCL = 32 /* with CREATE: fail if it exists; copyfile: the same */
+};
+typedef enum evl_fs_type {
+  EVL_FS_FILE = 1,
+  EVL_FS_DIR,
+  EVL_FS_LINK,
+  EVL_FS_OTHER
+} evl_fs_type;
+typedef struct evl_stat {
+  uint64_t size, dev, ino, nlink;
+  uint32_t mode; /* POSIX st_mode; on Windows S_IFDIR/S_IFREG and 0444/0644 */
+  evl_fs_type type;
+  int64_t atime_ns, mtime_ns, ctime_ns; /* since 1970 */
+} evl_stat;
+typedef struct evl_dirent {
+  const char *name; /* not "." or ".." */
+  evl_fs_type type; /* EVL_FS_OTHER where the system does not say */
+} evl_dirent;
+typedef struct evl_fs_dir {
+  size_t count;
+  evl_dirent *entries; /* in the order the system lists them */
+} evl_fs_dir;
+typedef struct evl_fs_data {
+  size_t len;
+  unsigned char *data; /* len bytes and a NUL after them */
+} evl_fs_data;
+/* Result: the fd. */
+EVLOOP_API evl_future *evl_fs_open(evl_loop *loop, const char *path, int flags,
+                                   int mode);
+EVLOOP_API evl_future *evl_fs_close(evl_loop *loop, evl_fd fd);
+/* At offset (>= 0), not moving the file position. Result: bytes read (0
+   at the end) / written (all of len, or the future fails). */
+EVLOOP_API evl_future *evl_fs_read(evl_loop *loop, evl_fd fd, void *buf,
+                                   size_t len, int64_t offset);
+EVLOOP_API evl_future *evl_fs_write(evl_loop *loop, evl_fd fd, const void *buf,
+                                    size_t len, int64_t offset);
+/* Result: an evl_stat *. lstat describes a symbolic link itself. */
+EVLOOP_API evl_future *evl_fs_stat(evl_loop *loop, const char *path);
+EVLOOP_API evl_future *evl_fs_lstat(evl_loop *loop, const char *path);
+EVLOOP_API evl_future *evl_fs_fstat(evl_loop *loop, evl_fd fd);
+EVLOOP_API evl_future *evl_fs_fsync(evl_loop *loop, evl_fd fd);
+/* Replaces an existing file at to. */
+EVLOOP_API evl_future *evl_fs_rename(evl_loop *loop, const char *from,
+                                     const char *to);
+EVLOOP_API evl_future *evl_fs_unlink(evl_loop *loop, const char *path);
+EVLOOP_API evl_future *evl_fs_mkdir(evl_loop *loop, const char *path, int mode);
+EVLOOP_API evl_future *evl_fs_rmdir(evl_loop *loop, const char *path);
+/* Result: an evl_fs_dir *. */
+EVLOOP_API evl_future *evl_fs_readdir(evl_loop *loop, const char *path);
+/* Result: the absolute path with links resolved (char *). */
+EVLOOP_API evl_future *evl_fs_realpath(evl_loop *loop, const char *path);
+/* flags: EVL_FS_EXCL fails if to exists. */
+EVLOOP_API evl_future *evl_fs_copyfile(evl_loop *loop, const char *from,
+                                       const char *to, int flags);
+/* The whole file in memory. Result: an evl_fs_data *. */
+EVLOOP_API evl_future *evl_fs_read_file(evl_loop *loop, const char *path);
+
+/* ==== Watching files ======================================================
+   A callback per change of a file or of a directory's entries (libuv's
+   uv_fs_event, and uv_fs_poll where the system has nothing better):
+   EVFILT_VNODE on a kqueue loop, inotify on Linux; elsewhere (Windows:
+   ReadDirectoryChangesW is not used yet) and with EVL_FS_WATCH_POLL, a
+   comparison of stat() results every poll interval. name is the entry of
+   a watched directory that changed, or the watched file's own name.
+   Polling, and kqueue for a directory's entries (it says only that the
+   directory changed; a snapshot comparison finds which), see a rename as
+   DELETED of the old name and CREATED of the new; inotify reports RENAMED
+   for both names. A watch on a file follows its inode (an editor that
+   saves by renaming a new file over it ends the watch's events: watch the
+   directory). A watch keeps the loop alive until it is stopped. */
+enum {
+  EVL_FS_CREATED = 1,
+  EVL_FS_MODIFIED = 2, /* contents or attributes */
+  EVL_FS_DELETED = 4,
+  EVL_FS_RENAMED = 8
+};
+#define EVL_FS_WATCH_POLL 1 /* stat polling even where inotify exists */
+typedef struct evl_fs_watch evl_fs_watch;
+typedef void (*evl_fs_watch_cb)(evl_fs_watch *w, const char *name, int events,
+                                void *arg);
+/* Watches path (a file or a directory; it must exist). poll_interval: in
+   seconds, for polling (<= 0: 0.1 s). 0 and *out, or an EVL_E* code. */
+EVLOOP_API int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
+                                  double poll_interval, evl_fs_watch_cb cb,
+                                  void *arg, evl_fs_watch **out);
+/* Stops and frees the watch (also from inside its callback). */
+EVLOOP_API void evl_fs_watch_stop(evl_fs_watch *w);
+/* "inotify", "kqueue" or "poll". */
+EVLOOP_API const char *evl_fs_watch_method(const evl_fs_watch *w);
+
+#endif /* EVLOOP_NO_FS */
 
 /* ==== Errors, exception handler, debug ================================== */
 
@@ -1219,8 +2026,9 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #ifdef _MSC_VER
 #pragma comment(lib, "ws2_32.lib")
 #endif
-#ifndef EAI_OVERFLOW
-#define EAI_OVERFLOW (-3009) /* not a Winsock code: never returned there */
+#ifndef EAI_OVERFLOW /* not a Winsock code: never returned there */
+#define EAI_OVERFLOW (-3009)
+#define EVL__OWN_EAI_OVERFLOW /* undefined again after its one use */
 #endif
 #else
 #include <unistd.h>
@@ -1233,6 +2041,7 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #include <arpa/inet.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #endif
 #ifdef __linux__
 #include <sys/sendfile.h>
@@ -1302,8 +2111,15 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define EVL__POS_READY (-1) /* in the ready ring */
 #define EVL__POS_FREE (-2)
 #define EVL__SLOT_INTERNAL 0x80000000u /* library callback: runs at close */
-#define EVL__GEN_MASK 0x7fffffffu
+#define EVL__SLOT_REPEAT 0x40000000u   /* evl_call_every: loop->every[slot] */
+#define EVL__SLOT_UNREF 0x20000000u    /* does not keep the loop alive */
+#define EVL__GEN_MASK 0x1fffffffu
 #define EVL__IO_ENTRY (1ull << 63) /* ring entry for an fd event */
+/* An fd event's entry: fd in bits 0-31, events in 32-36, the reader's and
+   the writer's generation (13 bits each) in 37-49 and 50-62. */
+#define EVL__IO_GEN_MASK 0x1fffu
+#define EVL__IO_RGEN_SHIFT 37
+#define EVL__IO_WGEN_SHIFT 50
 #define EVL__MAX_WAIT_NS (86400ll * 1000000000ll) /* never sleep over 24 h */
 #define EVL__KEY_WAKE 1                           /* IOCP completion keys */
 #define EVL__KEY_AFD 2
@@ -1337,6 +2153,11 @@ typedef struct evl__fdw {
   void *rarg, *warg;
   int kmask; /* interest the backend has */
   int pidx;  /* poll backend: index in the pollfd array */
+  /* Bumped when the reader (writer) goes: an event queued for it is not
+     given to a watcher added later on the same fd number. */
+  unsigned rgen, wgen;
+  int owned;  /* a transport's or server's fd: not the user's to watch */
+  int uflags; /* EVL__FD_*: the user's watchers (evl_add_reader/writer) */
 #ifdef EVL__HAVE_IOCP
   struct evl__afd_req *afd; /* IOCP: the socket's poll request */
 #endif
@@ -1373,7 +2194,20 @@ struct evl_future {
   evl_free_fn result_free;
   evl__fcb *cbs;
   uint32_t ncbs, capcbs;
+  evl_future *fire_next; /* on the loop's fire_later list */
 };
+
+/* A flag another thread sets under a lock and the loop thread reads
+   without it (call_soon's look at the cross-thread queue). Relaxed is
+   enough: the reader only learns that it must take the lock, and the lock
+   orders the data. */
+#if defined(__GNUC__) || defined(__clang__)
+#define EVL__FLAG_LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define EVL__FLAG_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#else
+#define EVL__FLAG_LOAD(p) (*(volatile int *)(p))
+#define EVL__FLAG_STORE(p, v) (*(volatile int *)(p) = (v))
+#endif
 
 /* Threads: pthreads on POSIX, Win32 slim locks and threads on Windows. */
 #if defined(EVLOOP_NO_THREADS)
@@ -1468,7 +2302,14 @@ struct evl_loop {
   uint32_t ring_cap, ring_head, ring_len;
   evl__hent *heap; /* 4-ary min-heap of timers */
   uint32_t heap_len, heap_cap, timer_seq;
-  uint32_t heap_cancelled; /* cancelled timers still in the heap */
+  uint32_t heap_cancelled;  /* cancelled timers still in the heap */
+  struct evl__every *every; /* per slot, for repeating timers */
+  uint32_t every_cap;
+  uint32_t heap_unref;     /* unreferenced timers in the heap */
+  int fd_refs;             /* fds with a referenced user watcher */
+  uint64_t sig_unref;      /* bit signum - 1: handler unreferenced */
+  struct evl__hook *hooks; /* prepare, check and idle hooks */
+  int nhooks, caphooks, hooks_running, hooks_dirty, idle_active, hook_id;
   /* fd watchers */
   evl__fdw *fds;
   int fds_cap, nwatchers;
@@ -1490,6 +2331,10 @@ struct evl_loop {
   int kq_events_cap, kq_nchanges, kq_changes_cap;
   struct evl__kqfd *kq_fds; /* per fd: pending changes, error of an event */
   int kq_fds_cap;
+  /* Signal and exit events that found no room in the ready ring (no
+     memory): kept until there is room (evl__kq_requeue). */
+  uint32_t kq_sig_later[4]; /* signals 1..127, one bit each */
+  int kq_later;             /* something above or a child's kq_exit_later */
 #endif
 #ifdef EVL__HAVE_POLL
   struct pollfd *pfds;
@@ -1515,6 +2360,15 @@ struct evl_loop {
   /* state */
   const struct evl__backend_ops *be; /* the backend's functions */
   int running, stopping, closing, closed, user_freed;
+  int free_pending;  /* evl_loop_free: 1 when close ends, 2 under way */
+  int closing_tasks; /* evl_loop_close runs the cancelled tasks to their end */
+  int read_budget;   /* reads per readable socket and iteration */
+  int run_alive;     /* in evl_run_alive */
+  struct evl_fs_watch *fs_watches; /* file watches, closed with the loop */
+  void (*fs_watches_close)(evl_loop *loop);
+  evl_loop_metrics metrics;
+  int64_t m_mark; /* monotonic ns at the end of the last iteration */
+  int m_mark_ok;  /* m_mark is the start of this wait (run_forever) */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
@@ -1523,6 +2377,9 @@ struct evl_loop {
   void *alloc_ctx;
   size_t struct_refs; /* the user + every live future */
   evl_future *futures;
+  /* Futures whose done callbacks could not be queued (no memory for the
+     ready ring): an intrusive list, so that completing never loses them. */
+  evl_future *fire_head, *fire_tail;
   /* errors and debug */
   evl_exception_handler handler;
   void *handler_arg;
@@ -1532,18 +2389,25 @@ struct evl_loop {
   void *log_ctx;
   evl_task_factory factory;
   void *factory_ctx;
+  evl_task *current_task; /* the task whose body runs now, or NULL */
   /* cross-thread queue, executor jobs */
   evl__mutex ts_mu;
   evl__cond ts_cv;
   evl__tsent *tsq, *tsq_spare;
   size_t ts_len, ts_cap, ts_spare_cap;
+  /* A drained queue whose callbacks could not all be scheduled (no
+     memory): the rest, from ts_carry_at, go first at the next drain. */
+  evl__tsent *ts_carry;
+  size_t ts_carry_at, ts_carry_n, ts_carry_cap;
   int ts_pending, ts_closed, ts_wakers;
-  unsigned char *rbuf;       /* the read buffer transports share */
+  int ts_calls;        /* 1 while tsq holds callbacks; read without ts_mu */
+  int ts_taking;       /* evl__ts_take is moving callbacks (loop thread only) */
+  unsigned char *rbuf; /* the read buffer transports share */
   evl_transport *transports; /* open transports */
   evl_server *servers;
   evl__resolve_wait *resolving; /* name lookups for connections, servers */
   void *sig; /* signal handlers (an evl__sigstate), made on first use */
-  evl_subprocess *children;
+  struct evl_subprocess *children;
   int reserve_fd;     /* a spare fd for running out of fds */
   evl__job *jobs;     /* submitted, not yet completed */
   evl__job *tsq_done; /* completed, not yet delivered (newest first) */
@@ -1669,6 +2533,10 @@ static int evl__gai_error(int rc) {
     return EVL_##name;
     EVL__GAI_ERRORS(EVL__GAI_CASE)
 #undef EVL__GAI_CASE
+#ifdef EVL__OWN_EAI_OVERFLOW
+#undef EAI_OVERFLOW
+#undef EVL__OWN_EAI_OVERFLOW
+#endif
   default:
     return EVL_EAI_FAIL;
   }
@@ -1752,16 +2620,22 @@ static int evl__seconds_to_ns(double s, int64_t *out) {
    with the same shape: an int socket (Windows keeps handle values within
    32 bits so 32- and 64-bit processes can share them), -1 and errno on
    failure. */
+/* The implementation defines no system names in the user's translation
+   unit (ssize_t under MSVC, SIGKILL, sockaddr_un...): its own are evl__. */
+#if defined(_WIN32) && defined(_MSC_VER)
+typedef SSIZE_T evl__ssize_t;
+#else
+typedef ssize_t evl__ssize_t;
+#endif
+#ifdef SIGKILL
+#define EVL__SIGKILL SIGKILL
+#define EVL__SIGTERM SIGTERM
+#else /* Windows: the numbers asyncio uses there too */
+#define EVL__SIGKILL 9
+#define EVL__SIGTERM 15
+#endif
 #ifdef _WIN32
-#ifdef _MSC_VER
-typedef SSIZE_T ssize_t;
-#endif
-#ifndef SHUT_WR
-#define SHUT_WR SD_SEND
-#endif
-#ifndef SIGKILL /* the numbers asyncio uses on Windows too */
-#define SIGKILL 9
-#endif
+#define EVL__SHUT_WR SD_SEND
 
 /* A Win32 or Winsock error code as the matching errno value. */
 static int evl__win_errno(DWORD e) {
@@ -1864,6 +2738,8 @@ static int evl__win_errno(DWORD e) {
     return ENOEXEC;
   case ERROR_DIRECTORY:
     return ENOTDIR;
+  case ERROR_DIR_NOT_EMPTY:
+    return ENOTEMPTY;
   case ERROR_FILE_EXISTS:
   case ERROR_ALREADY_EXISTS:
     return EEXIST;
@@ -1882,24 +2758,26 @@ static int evl__sock_fail(void) {
 static int evl__sock_len(size_t n) {
   return n > INT_MAX ? INT_MAX : (int)n;
 }
-static ssize_t evl__sys_recv(int fd, void *buf, size_t len, int flags) {
+static evl__ssize_t evl__sys_recv(int fd, void *buf, size_t len, int flags) {
   int r = recv(EVL__SOCK(fd), (char *)buf, evl__sock_len(len), flags);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
-static ssize_t evl__sys_send(int fd, const void *buf, size_t len, int flags) {
+static evl__ssize_t evl__sys_send(int fd, const void *buf, size_t len,
+                                  int flags) {
   int r = send(EVL__SOCK(fd), (const char *)buf, evl__sock_len(len), flags);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
-static ssize_t evl__sys_recvfrom(int fd, void *buf, size_t len, int flags,
-                                 struct sockaddr *a, socklen_t *alen) {
+static evl__ssize_t evl__sys_recvfrom(int fd, void *buf, size_t len, int flags,
+                                      struct sockaddr *a, socklen_t *alen) {
   int r =
       recvfrom(EVL__SOCK(fd), (char *)buf, evl__sock_len(len), flags, a, alen);
   if (r == SOCKET_ERROR && WSAGetLastError() == WSAEMSGSIZE)
     return evl__sock_len(len); /* truncated, as POSIX does */
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
-static ssize_t evl__sys_sendto(int fd, const void *buf, size_t len, int flags,
-                               const struct sockaddr *a, socklen_t alen) {
+static evl__ssize_t evl__sys_sendto(int fd, const void *buf, size_t len,
+                                    int flags, const struct sockaddr *a,
+                                    socklen_t alen) {
   int r = sendto(EVL__SOCK(fd), (const char *)buf, evl__sock_len(len), flags, a,
                  alen);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
@@ -1978,9 +2856,11 @@ struct evl__sockaddr_un {
   ADDRESS_FAMILY sun_family;
   char sun_path[108];
 };
-#define sockaddr_un evl__sockaddr_un
-typedef ADDRESS_FAMILY sa_family_t;
+typedef ADDRESS_FAMILY evl__sa_family_t;
 #else
+#define EVL__SHUT_WR SHUT_WR
+#define evl__sockaddr_un sockaddr_un
+typedef sa_family_t evl__sa_family_t;
 #define evl__sys_recv recv
 #define evl__sys_send send
 #define evl__sys_recvfrom recvfrom
@@ -2167,10 +3047,13 @@ static int evl__slot_grow(evl_loop *loop, uint32_t *out) {
       return EVL_ENOMEM;
     loop->slots = s;
     if (loop->sites || loop->debug) { /* call sites, for debug mode */
+      /* After a failed growth the table is gone: a new one starts empty
+         (the slots scheduled meanwhile have no site, not garbage). */
+      uint32_t kept = loop->sites ? loop->capslots : 0;
       evl__site *st =
           (evl__site *)evl__lrealloc(loop, loop->sites, cap * sizeof *st);
       if (st)
-        memset(st + loop->capslots, 0, (cap - loop->capslots) * sizeof *st);
+        memset(st + kept, 0, (cap - kept) * sizeof *st);
       else
         evl__lfree(loop, loop->sites);
       loop->sites = st;
@@ -2318,15 +3201,36 @@ static evl_handle evl__schedule(evl_loop *loop, int64_t when, evl_callback cb,
                       (uint64_t)(i + 1));
 }
 
+/* call_soon and call_soon_threadsafe feed one FIFO: callbacks another
+   thread (or this one) queued before this call_soon go to the ring first.
+   One relaxed load on the hot path; the lock only when something waits. */
+static void evl__ts_take(evl_loop *loop, int jobs_too);
+#define EVL__TS_CATCH_UP(loop)                                                 \
+  do {                                                                         \
+    if (EVL__FLAG_LOAD(&(loop)->ts_calls))                                     \
+      evl__ts_take((loop), 0);                                                 \
+  } while (0)
+
 static evl_handle evl__soon_internal(evl_loop *loop, evl_callback cb,
                                      void *arg) {
+  EVL__TS_CATCH_UP(loop);
   return evl__schedule(loop, -1, cb, arg, EVL__SLOT_INTERNAL, NULL, NULL, 0);
+}
+/* now + delay, saturated at the clock's end instead of overflowing (a
+   manual clock may start anywhere): what evl_handle_when then reports. */
+static int64_t evl__deadline(evl_loop *loop, int64_t delay_ns) {
+  int64_t now = evl__sched_now(loop), when;
+  if (delay_ns < 0)
+    delay_ns = 0;
+  if (now > 0 && delay_ns > INT64_MAX - now)
+    return INT64_MAX;
+  when = now + delay_ns;
+  return when < 0 ? 0 : when;
 }
 static evl_handle evl__later_internal(evl_loop *loop, int64_t delay_ns,
                                       evl_callback cb, void *arg) {
-  int64_t when = evl__sched_now(loop) + (delay_ns > 0 ? delay_ns : 0);
-  return evl__schedule(loop, when < 0 ? 0 : when, cb, arg, EVL__SLOT_INTERNAL,
-                       NULL, NULL, 0);
+  return evl__schedule(loop, evl__deadline(loop, delay_ns), cb, arg,
+                       EVL__SLOT_INTERNAL, NULL, NULL, 0);
 }
 
 /* Rebuilds the heap without its cancelled timers (asyncio's purge): cancel
@@ -2348,8 +3252,12 @@ static void evl__heap_purge(evl_loop *loop) {
     evl__heap_down(loop, i);
 }
 
-/* Drops cancelled timers from the top of the heap. */
+/* Drops cancelled timers from the top of the heap, or all of them when
+   they are more than half of it (at iteration boundaries only, so that
+   evl_handle_cancelled keeps its promise). */
 static void evl__heap_trim(evl_loop *loop) {
+  if (loop->heap_cancelled > 64 && loop->heap_cancelled > loop->heap_len / 2)
+    evl__heap_purge(loop);
   while (loop->heap_len && !loop->slots[loop->heap[0].slot].fn) {
     uint32_t i = loop->heap[0].slot;
     evl__heap_remove(loop, 0);
@@ -2359,16 +3267,19 @@ static void evl__heap_trim(evl_loop *loop) {
 }
 
 /* Cancels a callback. A ready one stays queued and is skipped; a timer
-   stays in the heap until it reaches the top or a purge. Until then
-   evl_handle_cancelled() says 1. */
+   stays in the heap until it reaches the top or a purge (evl__heap_trim).
+   Until then evl_handle_cancelled() says 1. */
 static int evl__cancel_slot(evl_loop *loop, uint32_t i) {
   evl__slot *s = &loop->slots[i];
   if (!s->fn)
     return 0;
   s->fn = NULL;
-  if (s->pos >= 0 && ++loop->heap_cancelled > 64 &&
-      loop->heap_cancelled > loop->heap_len / 2)
-    evl__heap_purge(loop);
+  if (s->pos >= 0 && (s->gen & EVL__SLOT_UNREF)) {
+    s->gen &= ~EVL__SLOT_UNREF; /* counted as cancelled from now on */
+    loop->heap_unref--;
+  }
+  if (s->pos >= 0)
+    loop->heap_cancelled++;
   return 1;
 }
 static int evl__cancel_internal(evl_loop *loop, evl_handle h) {
@@ -2385,6 +3296,7 @@ EVL__DEF evl_handle evl_call_soon_at_site(evl_loop *loop, evl_callback cb,
   evl__slot *s;
   if (!loop || !cb)
     return loop && loop->closed ? EVL_ECLOSED : EVL_EINVAL;
+  EVL__TS_CATCH_UP(loop);
   if (loop->closing || loop->free_head == EVL__NONE || loop->sites ||
       loop->ring_len == loop->ring_cap)
     return evl__schedule(loop, -1, cb, arg, 0, name, file, line);
@@ -2415,15 +3327,15 @@ EVL__DEF evl_handle evl_call_later_at_site(evl_loop *loop, double delay,
                                            evl_callback cb, void *arg,
                                            const char *name, const char *file,
                                            int line) {
-  int64_t ns, when;
+  int64_t ns;
   if (!loop)
     return EVL_EINVAL;
   if (loop->closed)
     return EVL_ECLOSED;
   if (!cb || evl__seconds_to_ns(delay, &ns))
     return EVL_EINVAL;
-  when = evl__sched_now(loop) + (ns > 0 ? ns : 0);
-  return evl__schedule(loop, when < 0 ? 0 : when, cb, arg, 0, name, file, line);
+  return evl__schedule(loop, evl__deadline(loop, ns), cb, arg, 0, name, file,
+                       line);
 }
 EVL__DEF evl_handle evl_call_soon(evl_loop *loop, evl_callback cb, void *arg) {
   return evl_call_soon_at_site(loop, cb, arg, NULL, NULL, 0);
@@ -2464,6 +3376,211 @@ EVL__DEF double evl_handle_when(evl_loop *loop, evl_handle h) {
   return (double)s->when / 1e9;
 }
 
+/* ==== Repeating timers ==================================================
+   A repeating timer is one slot that goes back into the heap, at its last
+   deadline plus the interval, just before its callback runs: deadlines
+   are start + k * interval in integer nanoseconds (no drift), the handle
+   stays the same, and a cancel from inside the callback finds it in the
+   heap like any timer. */
+
+typedef struct evl__every {
+  int64_t interval; /* ns, > 0 */
+  int missed;       /* evl_missed_tick */
+} evl__every;
+
+/* The slot's next deadline after the one that is due now. */
+static int64_t evl__every_next(const evl_loop *loop, const evl__slot *s,
+                               const evl__every *e) {
+  int64_t next = s->when + e->interval;
+  if (next > loop->now || e->missed == EVL_MISSED_BURST)
+    return next; /* on time, or burst: every missed tick fires */
+  if (e->missed == EVL_MISSED_DELAY)
+    return loop->now + e->interval;
+  return next + ((loop->now - next) / e->interval + 1) * e->interval;
+}
+
+/* A ready slot whose callback is about to run: freed, unless it repeats
+   and went back into the heap. */
+static void evl__slot_done(evl_loop *loop, uint32_t i) {
+  evl__slot *s = &loop->slots[i];
+  if (s->gen & EVL__SLOT_REPEAT) {
+    int64_t next = evl__every_next(loop, s, &loop->every[i]);
+    if (evl__heap_push(loop, i, next) == 0) {
+      s->when = next;
+      if (s->gen & EVL__SLOT_UNREF)
+        loop->heap_unref++;
+      return;
+    }
+    {
+      evl_context ctx;
+      memset(&ctx, 0, sizeof ctx);
+      ctx.message = "a repeating timer stopped: no memory to reschedule it";
+      ctx.error = EVL_ENOMEM;
+      evl_call_exception_handler(loop, &ctx);
+    }
+  }
+  evl__slot_free(loop, i);
+}
+
+/* A repeating timer's slot, or NULL for any other handle. */
+static evl__slot *evl__every_slot(evl_loop *loop, evl_handle h, uint32_t *i) {
+  evl__slot *s;
+  if (!loop || loop->closed || !loop->slots)
+    return NULL;
+  s = evl__slot_of(loop, h, i);
+  return s && s->fn && (s->gen & EVL__SLOT_REPEAT) ? s : NULL;
+}
+
+EVL__DEF evl_handle evl_call_every(evl_loop *loop, double interval,
+                                   evl_callback cb, void *arg) {
+  int64_t ns;
+  evl_handle h;
+  uint32_t i;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if (!cb || !(interval > 0) || evl__seconds_to_ns(interval, &ns) || ns < 1)
+    return EVL_EINVAL;
+  h = evl__schedule(loop, evl__sched_now(loop) + ns, cb, arg, EVL__SLOT_REPEAT,
+                    NULL, NULL, 0);
+  if (h < 0)
+    return h;
+  i = (uint32_t)h - 1;
+  if (i >= loop->every_cap) {
+    uint32_t cap = loop->capslots;
+    evl__every *e =
+        (evl__every *)evl__lrealloc(loop, loop->every, cap * sizeof *e);
+    if (!e) {
+      evl__cancel_slot(loop, i);
+      return EVL_ENOMEM;
+    }
+    loop->every = e;
+    loop->every_cap = cap;
+  }
+  loop->every[i].interval = ns;
+  loop->every[i].missed = EVL_MISSED_BURST;
+  return h;
+}
+
+EVL__DEF int evl_every_set_interval(evl_loop *loop, evl_handle h,
+                                    double interval) {
+  uint32_t i;
+  int64_t ns;
+  evl__slot *s = evl__every_slot(loop, h, &i);
+  if (!s || !(interval > 0) || evl__seconds_to_ns(interval, &ns) || ns < 1)
+    return EVL_EINVAL;
+  if (s->pos >= 0) { /* pending: its next deadline moves with the interval */
+    s->when += ns - loop->every[i].interval;
+    evl__heap_remove(loop, (uint32_t)s->pos);
+    loop->every[i].interval = ns;
+    return evl__heap_push(loop, i, s->when); /* the heap has room for it */
+  }
+  loop->every[i].interval = ns; /* due now: from its next deadline on */
+  return 0;
+}
+
+EVL__DEF int evl_every_set_missed(evl_loop *loop, evl_handle h,
+                                  evl_missed_tick missed) {
+  uint32_t i;
+  if (!evl__every_slot(loop, h, &i) || (int)missed < EVL_MISSED_BURST ||
+      (int)missed > EVL_MISSED_SKIP)
+    return EVL_EINVAL;
+  loop->every[i].missed = (int)missed;
+  return 0;
+}
+
+/* ==== Loop hooks ========================================================
+   A small array in the order the hooks were added; removing one marks it
+   (cb = NULL) while hooks run and the array is compacted afterwards, so a
+   hook may remove itself or any other; hooks added while hooks run start
+   with the next round. */
+
+typedef struct evl__hook {
+  evl_callback cb; /* NULL once removed */
+  void *arg;
+  int id, kind, unref;
+} evl__hook;
+
+static void evl__hooks_compact(evl_loop *loop) {
+  int i, j = 0;
+  for (i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].cb)
+      loop->hooks[j++] = loop->hooks[i];
+  loop->nhooks = j;
+  loop->hooks_dirty = 0;
+}
+
+/* Runs the hooks of one kind; returns how many ran. */
+static int evl__hooks_run(evl_loop *loop, int kind) {
+  int i, n = loop->nhooks, ran = 0;
+  loop->hooks_running++;
+  for (i = 0; i < n; i++) {
+    evl__hook *h = &loop->hooks[i];
+    if (h->cb && h->kind == kind) {
+      loop->now_reuse = 0; /* a callback boundary */
+      h->cb(loop, h->arg);
+      ran++;
+    }
+  }
+  if (--loop->hooks_running == 0 && loop->hooks_dirty)
+    evl__hooks_compact(loop);
+  return ran;
+}
+
+static evl__hook *evl__hook_find(evl_loop *loop, int id) {
+  int i;
+  if (!loop || id <= 0)
+    return NULL;
+  for (i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].id == id && loop->hooks[i].cb)
+      return &loop->hooks[i];
+  return NULL;
+}
+
+EVL__DEF int evl_hook_add(evl_loop *loop, evl_hook_kind kind, evl_callback cb,
+                          void *arg) {
+  evl__hook *h;
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if (!cb || (int)kind < EVL_HOOK_PREPARE || (int)kind > EVL_HOOK_IDLE)
+    return EVL_EINVAL;
+  if (loop->nhooks == loop->caphooks) {
+    int cap = loop->caphooks ? loop->caphooks * 2 : 4;
+    h = (evl__hook *)evl__lrealloc(loop, loop->hooks, (size_t)cap * sizeof *h);
+    if (!h)
+      return EVL_ENOMEM;
+    loop->hooks = h;
+    loop->caphooks = cap;
+  }
+  h = &loop->hooks[loop->nhooks++];
+  h->cb = cb;
+  h->arg = arg;
+  h->kind = (int)kind;
+  h->unref = 0;
+  if (++loop->hook_id <= 0) /* ids stay positive */
+    loop->hook_id = 1;
+  h->id = loop->hook_id;
+  if (kind == EVL_HOOK_IDLE)
+    loop->idle_active++;
+  return h->id;
+}
+
+EVL__DEF int evl_hook_remove(evl_loop *loop, int id) {
+  evl__hook *h = evl__hook_find(loop, id);
+  if (!h)
+    return 0;
+  if (h->kind == EVL_HOOK_IDLE)
+    loop->idle_active--;
+  h->cb = NULL;
+  loop->hooks_dirty = 1;
+  if (!loop->hooks_running)
+    evl__hooks_compact(loop);
+  return 1;
+}
+
 /* ==== Cross-thread queue ================================================
    evl_call_soon_threadsafe appends under a mutex and writes to the wake-up
    fd only when the queue was empty, so a burst of calls costs one wake-up.
@@ -2477,7 +3594,7 @@ static void evl__wake(evl_loop *loop) {
 #ifdef EVL__HAVE_EPOLL
   if (loop->backend == EVL_BACKEND_EPOLL) {
     uint64_t one = 1;
-    ssize_t r = write(loop->wake_wfd, &one, sizeof one);
+    evl__ssize_t r = write(loop->wake_wfd, &one, sizeof one);
     (void)r;
     return;
   }
@@ -2497,9 +3614,9 @@ static void evl__wake(evl_loop *loop) {
   {
     char c = 1;
 #ifdef _WIN32
-    ssize_t r = evl__sys_send(loop->wake_wfd, &c, 1, 0);
+    evl__ssize_t r = evl__sys_send(loop->wake_wfd, &c, 1, 0);
 #else
-    ssize_t r = write(loop->wake_wfd, &c, 1);
+    evl__ssize_t r = write(loop->wake_wfd, &c, 1);
 #endif
     (void)r; /* EAGAIN: the pipe is full, so a wake-up is pending anyway */
   }
@@ -2545,6 +3662,7 @@ static int evl__ts_push(evl_loop *loop, evl_callback cb, void *arg,
       loop->tsq[loop->ts_len].arg = arg;
       loop->tsq[loop->ts_len].internal = internal;
       loop->ts_len++;
+      EVL__FLAG_STORE(&loop->ts_calls, 1);
       if (!loop->ts_pending) {
         loop->ts_pending = 1;
         loop->ts_wakers++;
@@ -2570,9 +3688,9 @@ static void evl__drain_wake_fd(evl_loop *loop) {
      at most since writes are coalesced. */
   char buf[64];
 #ifdef _WIN32
-  ssize_t r = evl__sys_recv(loop->wake_rfd, buf, sizeof buf, 0);
+  evl__ssize_t r = evl__sys_recv(loop->wake_rfd, buf, sizeof buf, 0);
 #else
-  ssize_t r = read(loop->wake_rfd, buf, sizeof buf);
+  evl__ssize_t r = read(loop->wake_rfd, buf, sizeof buf);
 #endif
   (void)r;
 }
@@ -2581,37 +3699,88 @@ static void evl__drain_wake_fd(evl_loop *loop) {
    are discarded instead; internal ones run in closing mode. */
 static void evl__job_deliver(evl_loop *loop, evl__job *job);
 
-static void evl__ts_drain(evl_loop *loop) {
-  evl__tsent *q;
-  evl__job *done, *job;
-  size_t n, i, cap;
-  evl__lock(&loop->ts_mu);
-  done = loop->tsq_done;
-  loop->tsq_done = NULL;
-  q = loop->tsq;
-  n = loop->ts_len;
-  cap = loop->ts_cap;
-  loop->tsq = loop->tsq_spare; /* double buffer: no allocation per drain */
-  loop->ts_cap = loop->ts_spare_cap;
-  loop->ts_len = 0;
-  loop->ts_pending = 0;
-  evl__unlock(&loop->ts_mu);
-  for (i = 0; i < n; i++) {
+/* Schedules q[i..n) (at close: runs the internal ones, drops the rest);
+   returns where it stopped: n, or the first that found no memory. */
+static size_t evl__ts_schedule(evl_loop *loop, const evl__tsent *q, size_t i,
+                               size_t n) {
+  for (; i < n; i++) {
     if (loop->closing) {
       if (q[i].internal)
         q[i].fn(loop, q[i].arg);
     } else if (evl__schedule(loop, -1, q[i].fn, q[i].arg,
                              q[i].internal ? EVL__SLOT_INTERNAL : 0, NULL, NULL,
                              0) < 0) {
-      evl_context ctx;
-      memset(&ctx, 0, sizeof ctx);
-      ctx.message = "could not schedule a call_soon_threadsafe callback";
-      ctx.error = EVL_ENOMEM;
-      evl_call_exception_handler(loop, &ctx);
+      break;
     }
   }
-  loop->tsq_spare = q;
-  loop->ts_spare_cap = cap;
+  return i;
+}
+
+static void evl__ts_carry_done(evl_loop *loop) {
+  loop->tsq_spare = loop->ts_carry; /* it took the spare's place */
+  loop->ts_spare_cap = loop->ts_carry_cap;
+  loop->ts_carry = NULL;
+}
+
+static void evl__ts_drain(evl_loop *loop);
+
+/* From the iteration (never from inside a backend's poll): the callbacks
+   a drain could not schedule run now, in order, each as a ready callback
+   would; then what was queued behind them is drained. A cross-thread call
+   that said 0 is never lost for want of memory. */
+static void evl__ts_run_carry(evl_loop *loop) {
+  while (loop->ts_carry_at < loop->ts_carry_n) {
+    evl__tsent e = loop->ts_carry[loop->ts_carry_at++];
+    loop->now_reuse = 0;
+    e.fn(loop, e.arg);
+  }
+  evl__ts_carry_done(loop);
+  evl__ts_drain(loop);
+}
+
+/* Moves the queued callbacks to the ring; with jobs_too (the wake-up fd
+   was read) also delivers completed executor jobs and rearms the wake-up. */
+static void evl__ts_take(evl_loop *loop, int jobs_too) {
+  evl__tsent *q;
+  evl__job *done = NULL, *job;
+  size_t n, i, cap;
+  if (loop->ts_taking) /* a callback queued while we move: it waits */
+    return;
+  if (loop->ts_carry) { /* evl__ts_run_carry runs it first */
+    if (!loop->closing)
+      return;
+    (void)evl__ts_schedule(loop, loop->ts_carry, loop->ts_carry_at,
+                           loop->ts_carry_n);
+    evl__ts_carry_done(loop);
+  }
+  evl__lock(&loop->ts_mu);
+  if (jobs_too) {
+    done = loop->tsq_done;
+    loop->tsq_done = NULL;
+    loop->ts_pending = 0;
+  }
+  q = loop->tsq;
+  n = loop->ts_len;
+  cap = loop->ts_cap;
+  loop->tsq = loop->tsq_spare; /* double buffer: no allocation per drain */
+  loop->ts_cap = loop->ts_spare_cap;
+  loop->ts_len = 0;
+  EVL__FLAG_STORE(&loop->ts_calls, 0);
+  evl__unlock(&loop->ts_mu);
+  loop->ts_taking = 1;
+  i = evl__ts_schedule(loop, q, 0, n);
+  loop->ts_taking = 0;
+  if (i < n) { /* kept, in order, for the next drain */
+    loop->ts_carry = q;
+    loop->ts_carry_at = i;
+    loop->ts_carry_n = n;
+    loop->ts_carry_cap = cap;
+    loop->tsq_spare = NULL; /* it is the queue now */
+    loop->ts_spare_cap = 0;
+  } else {
+    loop->tsq_spare = q;
+    loop->ts_spare_cap = cap;
+  }
   job = NULL;
   while (done) { /* the list is newest first: reverse it */
     evl__job *next = done->next;
@@ -2624,6 +3793,9 @@ static void evl__ts_drain(evl_loop *loop) {
     evl__job_deliver(loop, job);
     job = next;
   }
+}
+static void evl__ts_drain(evl_loop *loop) {
+  evl__ts_take(loop, 1);
 }
 
 /* ==== fd watchers ======================================================= */
@@ -2734,38 +3906,100 @@ static int evl__unwatch(evl_loop *loop, evl_fd fdv, int which) {
   if (which == EVL__READ) {
     w->rfn = NULL;
     w->rarg = NULL;
+    w->rgen++;
   } else {
     w->wfn = NULL;
     w->warg = NULL;
+    w->wgen++;
   }
   return 1;
+}
+
+/* asyncio's "File descriptor is used by transport": the public calls
+   leave a transport's or a server's fd alone. */
+static int evl__fd_owned(evl_loop *loop, evl_fd fd) {
+  return loop && fd >= 0 && fd < loop->fds_cap && loop->fds[fd].owned;
+}
+static void evl__fd_own(evl_loop *loop, evl_fd fd, int owned) {
+  if (fd >= 0 && fd < loop->fds_cap)
+    loop->fds[fd].owned = owned;
+}
+
+/* The user's watchers of an fd, for evl_loop_alive: EVL__READ and
+   EVL__WRITE as in kmask, and whether they keep the loop alive. */
+#define EVL__FD_UNREF 4
+static int evl__fd_referenced(int uflags) {
+  return (uflags & (EVL__READ | EVL__WRITE)) && !(uflags & EVL__FD_UNREF);
+}
+static void evl__fd_user(evl_loop *loop, evl_fd fd, int which, int on) {
+  evl__fdw *w = &loop->fds[fd];
+  int was = evl__fd_referenced(w->uflags);
+  w->uflags = on ? w->uflags | which : w->uflags & ~which;
+  if (!(w->uflags & (EVL__READ | EVL__WRITE)))
+    w->uflags = 0; /* the next watcher of this fd starts referenced */
+  loop->fd_refs += evl__fd_referenced(w->uflags) - was;
+}
+static int evl__user_watch(evl_loop *loop, evl_fd fd, int which,
+                           evl_io_callback cb, void *arg, const char *name,
+                           const char *file, int line) {
+  int rc = evl__watch(loop, fd, which, cb, arg, name, file, line);
+  if (rc == 0)
+    evl__fd_user(loop, fd, which, 1);
+  return rc;
+}
+static int evl__user_unwatch(evl_loop *loop, evl_fd fd, int which) {
+  int rc = evl__unwatch(loop, fd, which);
+  if (rc)
+    evl__fd_user(loop, fd, which, 0);
+  return rc;
 }
 
 EVL__DEF int evl_add_reader_at_site(evl_loop *loop, evl_fd fd,
                                     evl_io_callback cb, void *arg,
                                     const char *name, const char *file,
                                     int line) {
-  return evl__watch(loop, fd, EVL__READ, cb, arg, name, file, line);
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
+  return evl__user_watch(loop, fd, EVL__READ, cb, arg, name, file, line);
 }
 EVL__DEF int evl_add_writer_at_site(evl_loop *loop, evl_fd fd,
                                     evl_io_callback cb, void *arg,
                                     const char *name, const char *file,
                                     int line) {
-  return evl__watch(loop, fd, EVL__WRITE, cb, arg, name, file, line);
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
+  return evl__user_watch(loop, fd, EVL__WRITE, cb, arg, name, file, line);
 }
 EVL__DEF int evl_add_reader(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                             void *arg) {
-  return evl__watch(loop, fd, EVL__READ, cb, arg, NULL, NULL, 0);
+  return evl_add_reader_at_site(loop, fd, cb, arg, NULL, NULL, 0);
 }
 EVL__DEF int evl_add_writer(evl_loop *loop, evl_fd fd, evl_io_callback cb,
                             void *arg) {
-  return evl__watch(loop, fd, EVL__WRITE, cb, arg, NULL, NULL, 0);
+  return evl_add_writer_at_site(loop, fd, cb, arg, NULL, NULL, 0);
 }
 EVL__DEF int evl_remove_reader(evl_loop *loop, evl_fd fd) {
-  return evl__unwatch(loop, fd, EVL__READ);
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
+  return evl__user_unwatch(loop, fd, EVL__READ);
 }
 EVL__DEF int evl_remove_writer(evl_loop *loop, evl_fd fd) {
-  return evl__unwatch(loop, fd, EVL__WRITE);
+  if (evl__fd_owned(loop, fd))
+    return EVL_EBUSY;
+  return evl__user_unwatch(loop, fd, EVL__WRITE);
+}
+EVL__DEF int evl_fd_set_ref(evl_loop *loop, evl_fd fd, int ref) {
+  evl__fdw *w;
+  int was;
+  if (!loop || loop->closed || fd < 0 || fd >= loop->fds_cap)
+    return EVL_EINVAL;
+  w = &loop->fds[fd];
+  if (!(w->uflags & (EVL__READ | EVL__WRITE)))
+    return EVL_EINVAL; /* no watcher of the user's */
+  was = evl__fd_referenced(w->uflags);
+  w->uflags = ref ? w->uflags & ~EVL__FD_UNREF : w->uflags | EVL__FD_UNREF;
+  loop->fd_refs += evl__fd_referenced(w->uflags) - was;
+  return 0;
 }
 
 /* A backend found fd ready: queue the event behind the callbacks already
@@ -2776,7 +4010,13 @@ static void evl__io_event(evl_loop *loop, int fd, int events) {
     evl__ts_drain(loop);
     return;
   }
-  if (evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)events << 32 |
+  uint64_t gens = 0;
+  if (fd >= 0 && fd < loop->fds_cap)
+    gens = (uint64_t)(loop->fds[fd].rgen & EVL__IO_GEN_MASK)
+               << EVL__IO_RGEN_SHIFT |
+           (uint64_t)(loop->fds[fd].wgen & EVL__IO_GEN_MASK)
+               << EVL__IO_WGEN_SHIFT;
+  if (evl__ring_push(loop, EVL__IO_ENTRY | gens | (uint64_t)events << 32 |
                                (uint64_t)(uint32_t)fd))
     return; /* no memory: the fd stays ready and is reported again */
 }
@@ -3815,6 +5055,9 @@ static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
 
 #define EVL__KQ_SIG 4 /* ring entry event bits beside EVL__READ/WRITE */
 #define EVL__KQ_PROC 8
+/* A file watch's EVFILT_VNODE (the bit is EVL__OV_DONE's on IOCP, which
+   never meets kqueue); the EVL_FS_* events ride in bits 40-43. */
+#define EVL__KQ_VNODE 16
 
 struct evl__kqfd {
   int chg[2]; /* pending change for READ, WRITE: changelist index + 1 */
@@ -3822,9 +5065,20 @@ struct evl__kqfd {
                  and so clears SO_ERROR itself) */
 };
 
+#ifndef EVLOOP_NO_FS
+static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events);
+#else
+#define evl__kq_vnode_fire(loop, fd, events) ((void)(fd), (void)(events), 0)
+#endif
+#ifndef EVLOOP_NO_PROCESS
 static int evl__kq_signal_fire(evl_loop *loop, int signum);
 static int evl__kq_child_exit(evl_loop *loop, int pid);
-#ifdef EVFILT_LIBKQUEUE
+#else /* no signals or children: nothing to fire */
+#define evl__kq_signal_fire(loop, signum) ((void)(signum), 0)
+#define evl__kq_child_exit(loop, pid) ((void)(pid), 0)
+#define evl__kq_children_check(loop) ((void)(loop))
+#endif
+#if defined(EVFILT_LIBKQUEUE) && !defined(EVLOOP_NO_PROCESS)
 static void evl__kq_children_check(evl_loop *loop);
 #endif
 
@@ -4023,6 +5277,44 @@ static int evl__kqueue_take_soerr(evl_loop *loop, int fd) {
   return err;
 }
 
+/* The children's side of evl__kq_requeue (in the subprocess section):
+   with push 0, how many children have an exit waiting; with push 1, their
+   ring entries are pushed (room was reserved) and the marks cleared. */
+static uint32_t evl__kq_exits_later(evl_loop *loop, int push);
+static void evl__kq_exit_keep(evl_loop *loop, int pid);
+
+static void evl__kq_keep(evl_loop *loop, const struct kevent *e) {
+  int id = (int)e->ident;
+  if (e->filter == EVFILT_PROC) {
+    evl__kq_exit_keep(loop, id);
+  } else if (id > 0 && id < 128) {
+    loop->kq_sig_later[id / 32] |= 1u << (id % 32);
+    loop->kq_later = 1;
+  }
+}
+
+/* Queues the kept signal and exit events once the ring has room; 1 while
+   some still wait (the next wait must not block on them). */
+static int evl__kq_requeue(evl_loop *loop) {
+  uint32_t need = evl__kq_exits_later(loop, 0), w;
+  int sig;
+  for (w = 0; w < 4; w++) {
+    uint32_t bits = loop->kq_sig_later[w];
+    for (; bits; bits &= bits - 1)
+      need++;
+  }
+  if (need && evl__ring_reserve(loop, need))
+    return 1;
+  for (sig = 1; sig < 128; sig++)
+    if (loop->kq_sig_later[sig / 32] & (1u << (sig % 32)))
+      (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_SIG << 32 |
+                                     (uint64_t)(uint32_t)sig);
+  memset(loop->kq_sig_later, 0, sizeof loop->kq_sig_later);
+  (void)evl__kq_exits_later(loop, 1);
+  loop->kq_later = 0;
+  return 0;
+}
+
 static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
   struct timespec ts, *tsp = NULL;
   struct kevent *ev = loop->kq_events;
@@ -4030,6 +5322,8 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
 #ifdef EVFILT_LIBKQUEUE
   int64_t t0 = loop->children ? evl__monotonic_ns() : 0;
 #endif
+  if (loop->kq_later && evl__kq_requeue(loop))
+    timeout_ns = 0; /* still no room: look again soon, never block */
   if (timeout_ns >= 0) {
     if (timeout_ns > EVL__MAX_WAIT_NS)
       timeout_ns = EVL__MAX_WAIT_NS;
@@ -4078,7 +5372,12 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
       break;
     case EVFILT_SIGNAL:
     case EVFILT_PROC:
-      if (!full)
+      /* Not level-triggered: the kernel will not report these again (a
+         signal's count is taken, NOTE_EXIT is one-shot), so one that
+         finds no room is kept for later, never dropped. */
+      if (full)
+        evl__kq_keep(loop, &ev[i]);
+      else
         (void)evl__ring_push(loop, EVL__IO_ENTRY |
                                        (uint64_t)(ev[i].filter == EVFILT_SIGNAL
                                                       ? EVL__KQ_SIG
@@ -4086,6 +5385,17 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
                                            << 32 |
                                        (uint64_t)(uint32_t)fd);
       break;
+    case EVFILT_VNODE: {
+      unsigned ff = (unsigned)ev[i].fflags;
+      uint64_t fsev =
+          (ff & (NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB) ? 2u : 0u) |
+          (ff & NOTE_DELETE ? 4u : 0u) | (ff & NOTE_RENAME ? 8u : 0u);
+      if (!full)
+        (void)evl__ring_push(loop, EVL__IO_ENTRY | fsev << 40 |
+                                       (uint64_t)EVL__KQ_VNODE << 32 |
+                                       (uint64_t)(uint32_t)fd);
+      break;
+    }
     default:
       break;
     }
@@ -4209,11 +5519,18 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
     return evl__kq_signal_fire(loop, fd);
   if (events & EVL__KQ_PROC)
     return evl__kq_child_exit(loop, fd);
+  if (events & EVL__KQ_VNODE)
+    return evl__kq_vnode_fire(loop, fd, (int)(entry >> 40) & 15);
 #endif
   if (fd >= loop->fds_cap)
     return 0;
   /* Mask with the current interest: an earlier callback may have removed
-     this watcher. Reload after each callback: the table may have grown. */
+     this watcher, or removed it and added another on a reused fd number
+     (the generation tells). Reload after each callback: the table may
+     have grown. */
+  if (((entry >> EVL__IO_RGEN_SHIFT) & EVL__IO_GEN_MASK) !=
+      (loop->fds[fd].rgen & EVL__IO_GEN_MASK))
+    events &= ~EVL__READ;
   if ((events & EVL__READ) && (cb = loop->fds[fd].rfn) != NULL) {
     arg = loop->fds[fd].rarg;
     if (loop->debug)
@@ -4228,6 +5545,8 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
                        evl__monotonic_ns() - t0);
   }
   if ((events & EVL__WRITE) && fd < loop->fds_cap &&
+      ((entry >> EVL__IO_WGEN_SHIFT) & EVL__IO_GEN_MASK) ==
+          (loop->fds[fd].wgen & EVL__IO_GEN_MASK) &&
       (cb = loop->fds[fd].wfn) != NULL) {
     arg = loop->fds[fd].warg;
     if (loop->debug)
@@ -4244,15 +5563,44 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   return ran;
 }
 
+static int evl__future_fire_later(evl_loop *loop);
+
+static void evl__metrics_add(evl_loop *loop, int64_t idle, int64_t busy,
+                             int callbacks, uint64_t events) {
+  evl_loop_metrics *m = &loop->metrics;
+  m->iterations++;
+  m->events += events;
+  m->callbacks += (uint64_t)callbacks;
+  m->idle_ns += idle;
+  m->callback_ns += busy;
+  /* one callback: exact; several: the iteration bounds each (debug mode
+     timed them one by one) */
+  if (callbacks > 0 && busy > m->longest_ns && (callbacks == 1 || !loop->debug))
+    m->longest_ns = busy;
+}
+
+EVL__DEF int evl_loop_metrics_get(evl_loop *loop, evl_loop_metrics *out) {
+  if (!loop || !out)
+    return EVL_EINVAL;
+  *out = loop->metrics;
+  return 0;
+}
+
 /* One iteration, as asyncio's _run_once: wait for I/O (not at all if work
    is ready or the loop is stopping), queue fd events and due timers behind
    the callbacks already ready, then run exactly what is queued now. */
 static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
-  int64_t timeout;
+  int64_t timeout, t_wait, t_woke, t_end;
   uint32_t n;
-  int rc, ran = 0;
+  int rc, ran = 0, hooks = 0;
+  uint64_t events = 0;
+  if (loop->nhooks) { /* idle, then prepare: just before the wait */
+    hooks += evl__hooks_run(loop, EVL_HOOK_IDLE);
+    hooks += evl__hooks_run(loop, EVL_HOOK_PREPARE);
+  }
   evl__heap_trim(loop);
-  if (loop->ring_len || loop->stopping) {
+  if (loop->ring_len || loop->stopping || loop->fire_head || loop->ts_carry ||
+      loop->idle_active) {
     timeout = 0;
   } else if (loop->heap_len) {
     timeout = loop->heap[0].when - evl__now(loop);
@@ -4263,10 +5611,16 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   }
   if (max_wait_ns >= 0 && (timeout < 0 || timeout > max_wait_ns))
     timeout = max_wait_ns;
+  if (timeout && loop->run_alive && !evl_loop_alive(loop))
+    timeout = 0; /* a hook let go of the last reference: do not block */
+  t_wait = loop->m_mark_ok && !hooks ? loop->m_mark : evl__monotonic_ns();
   rc = evl__be_poll(loop, timeout);
   if (rc < 0)
     return rc;
+  if (loop->ts_carry)
+    evl__ts_run_carry(loop);
   loop->now = evl__now(loop);
+  t_woke = loop->clock_ns ? evl__monotonic_ns() : loop->now;
   while (loop->heap_len && loop->heap[0].when <= loop->now) {
     uint32_t i = loop->heap[0].slot;
     if (evl__ring_reserve(loop, 1))
@@ -4277,10 +5631,15 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
       evl__slot_free(loop, i);
       continue;
     }
+    if (loop->slots[i].gen & EVL__SLOT_UNREF)
+      loop->heap_unref--;
     loop->slots[i].pos = EVL__POS_READY;
     evl__ring_push(loop, i);
   }
-  for (n = loop->ring_len; n > 0; n--) {
+  n = loop->ring_len; /* what the fires below queue waits, as call_soon */
+  if (loop->fire_head)
+    ran += evl__future_fire_later(loop);
+  for (; n > 0; n--) {
     uint64_t e = evl__ring_pop(loop);
     evl__slot *s;
     evl_callback fn;
@@ -4288,6 +5647,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     loop->now_reuse = 0; /* a callback boundary: read the clock again */
     if (e & EVL__IO_ENTRY) {
       ran += evl__dispatch_io(loop, e);
+      events++;
       continue;
     }
     s = &loop->slots[(uint32_t)e];
@@ -4303,38 +5663,94 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
       memset(&site, 0, sizeof site);
       if (loop->sites)
         site = loop->sites[(uint32_t)e];
-      evl__slot_free(loop, (uint32_t)e);
+      evl__slot_done(loop, (uint32_t)e);
       t0 = evl__monotonic_ns();
       fn(loop, arg);
       dt = evl__monotonic_ns() - t0;
       if (dt >= loop->slow_ns)
         evl__report_slow(loop, "callback", &site, dt);
+      if (dt > loop->metrics.longest_ns)
+        loop->metrics.longest_ns = dt;
     } else {
-      evl__slot_free(loop, (uint32_t)e);
+      evl__slot_done(loop, (uint32_t)e);
       fn(loop, arg);
     }
     ran++;
   }
+  if (loop->nhooks) /* check: after the iteration's callbacks */
+    hooks += evl__hooks_run(loop, EVL_HOOK_CHECK);
   loop->now_reuse = 0;
+  t_end = evl__monotonic_ns();
+  evl__metrics_add(loop, t_woke - t_wait, t_end - t_woke, ran + hooks, events);
+  loop->m_mark = t_end;
+  loop->m_mark_ok = 1;
   return ran;
 }
 
-EVL__DEF int evl_run_forever(evl_loop *loop) {
-  int rc = 0;
+/* The loop running on this thread, if any: one thread runs one loop at a
+   time (asyncio's rule). A thread-local where the compiler has one, a
+   pthread key for tcc. */
+#if defined(EVLOOP_NO_THREADS)
+static evl_loop *evl__thread_loop;
+#define evl__thread_loop_get() evl__thread_loop
+#define evl__thread_loop_set(l) ((void)(evl__thread_loop = (l)))
+#elif defined(_MSC_VER)
+static __declspec(thread) evl_loop *evl__thread_loop;
+#define evl__thread_loop_get() evl__thread_loop
+#define evl__thread_loop_set(l) ((void)(evl__thread_loop = (l)))
+#elif defined(__GNUC__) || defined(__clang__)
+static __thread evl_loop *evl__thread_loop;
+#define evl__thread_loop_get() evl__thread_loop
+#define evl__thread_loop_set(l) ((void)(evl__thread_loop = (l)))
+#elif !defined(_WIN32)
+static pthread_key_t evl__thread_loop_key;
+static pthread_once_t evl__thread_loop_once = PTHREAD_ONCE_INIT;
+static void evl__thread_loop_init(void) {
+  (void)pthread_key_create(&evl__thread_loop_key, NULL);
+}
+static evl_loop *evl__thread_loop_get(void) {
+  (void)pthread_once(&evl__thread_loop_once, evl__thread_loop_init);
+  return (evl_loop *)pthread_getspecific(evl__thread_loop_key);
+}
+static void evl__thread_loop_set(evl_loop *l) {
+  (void)pthread_once(&evl__thread_loop_once, evl__thread_loop_init);
+  (void)pthread_setspecific(evl__thread_loop_key, l);
+}
+#else
+#error "evloop.h: no thread-local storage with this compiler"
+#endif
+
+/* 0 and the loop marks itself running on this thread, or why it cannot. */
+static int evl__run_enter(evl_loop *loop) {
   if (!loop)
     return EVL_EINVAL;
-  if (loop->closed)
+  if (loop->closing) /* also set once closed: no run from a close's callback */
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
+  if (evl__thread_loop_get())
+    return EVL_EOTHERLOOP;
   loop->running = 1;
+  loop->m_mark_ok = 0; /* the time since the last run is not the loop's */
+  evl__thread_loop_set(loop);
+  return 0;
+}
+static void evl__run_leave(evl_loop *loop) {
+  loop->stopping = 0;
+  loop->running = 0;
+  evl__thread_loop_set(NULL);
+}
+
+EVL__DEF int evl_run_forever(evl_loop *loop) {
+  int rc = evl__run_enter(loop);
+  if (rc)
+    return rc;
   for (;;) {
     rc = evl__iterate(loop, -1);
     if (rc < 0 || loop->stopping)
       break;
   }
-  loop->stopping = 0;
-  loop->running = 0;
+  evl__run_leave(loop);
   return rc < 0 ? rc : 0;
 }
 
@@ -4343,7 +5759,7 @@ EVL__DEF int evl_run_once(evl_loop *loop, double max_wait) {
   int rc;
   if (!loop)
     return EVL_EINVAL;
-  if (loop->closed)
+  if (loop->closing)
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
@@ -4351,10 +5767,12 @@ EVL__DEF int evl_run_once(evl_loop *loop, double max_wait) {
     return EVL_EINVAL;
   if (max_wait != max_wait)
     return EVL_EINVAL;
-  loop->running = 1;
+  rc = evl__run_enter(loop);
+  if (rc)
+    return rc;
   rc = evl__iterate(loop, ns);
-  loop->stopping = 0;
-  loop->running = 0;
+  loop->m_mark_ok = 0;
+  evl__run_leave(loop);
   return rc;
 }
 
@@ -4372,10 +5790,12 @@ EVL__DEF int evl_run_until_complete(evl_loop *loop, evl_future *fut) {
   int rc;
   if (!loop || !fut || fut->loop != loop)
     return EVL_EINVAL;
-  if (loop->closed)
+  if (loop->closing)
     return EVL_ECLOSED;
   if (loop->running)
     return EVL_ERUNNING;
+  if (evl__thread_loop_get())
+    return EVL_EOTHERLOOP;
   evl_future_ref(fut);
   rc = evl_future_add_done_callback(fut, evl__stop_on_done, NULL);
   if (rc == 0)
@@ -4391,7 +5811,7 @@ EVL__DEF double evl_next_timeout(evl_loop *loop) {
   int64_t d;
   if (!loop || loop->closed)
     return -1.0;
-  if (loop->ring_len || loop->stopping)
+  if (loop->ring_len || loop->stopping || loop->idle_active)
     return 0.0;
   evl__heap_trim(loop);
   if (!loop->heap_len)
@@ -4432,7 +5852,7 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
     cfg = &def;
   }
   if ((int)cfg->backend < EVL_BACKEND_DEFAULT ||
-      (int)cfg->backend > EVL_BACKEND_IOCP)
+      (int)cfg->backend > EVL_BACKEND_IOCP || cfg->read_budget < 0)
     return EVL_EINVAL;
 #ifdef _WIN32
   { /* Winsock, once per process; it stays up (it counts its users). */
@@ -4462,6 +5882,7 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
   loop->free_head = EVL__NONE;
   loop->slow_ns = 100000000; /* 0.1 s, as asyncio */
   loop->exec_threads = cfg->executor_threads > 0 ? cfg->executor_threads : 4;
+  loop->read_budget = cfg->read_budget > 0 ? cfg->read_budget : 128;
   loop->wake_rfd = loop->wake_wfd = -1;
   loop->reserve_fd = -1;
 #ifdef EVL__HAVE_EPOLL
@@ -4518,10 +5939,17 @@ static void evl__executor_close_default(evl_loop *loop);
 static void evl__servers_close(evl_loop *loop);
 static void evl__server_release(evl_server *s);
 static void evl__resolving_close(evl_loop *loop);
+#ifndef EVLOOP_NO_PROCESS
 static void evl__signals_close(evl_loop *loop);
 static void evl__children_close(evl_loop *loop);
+#else /* left out: nothing to close, no handler set */
+#define evl__signals_close(loop) ((void)(loop))
+#define evl__children_close(loop) ((void)(loop))
+#define evl__sig_has(loop, signum) ((void)(signum), 0)
+#endif
 static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
+static void evl__loop_free_now(evl_loop *loop);
 
 static void evl__debug_close_report(evl_loop *loop) {
   char msg[256];
@@ -4545,6 +5973,8 @@ static void evl__debug_close_report(evl_loop *loop) {
   evl__log(loop, msg);
 }
 
+static void evl__cancel_all_tasks(evl_loop *loop);
+
 EVL__DEF int evl_loop_close(evl_loop *loop) {
   if (!loop)
     return EVL_EINVAL;
@@ -4552,8 +5982,28 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     return EVL_ERUNNING;
   if (loop->closed || loop->closing)
     return 0;
-  if (loop->debug)
+  if (loop->debug) {
+    loop->closing = 1; /* the log callback may call back */
     evl__debug_close_report(loop);
+    (void)evl_dump_tasks(loop);
+    loop->closing = 0;
+  }
+  /* 0. Pending tasks are cancelled and run to their end (their finally
+     sections and cleanup functions included), as asyncio.run does. The
+     user's pending callbacks are discarded first, as close always did.
+     An evl_loop_free from a task here takes effect as the close returns. */
+  if (evl_task_next(loop, NULL)) {
+    uint32_t i;
+    for (i = 0; i < loop->nslots; i++)
+      if (loop->slots[i].pos != EVL__POS_FREE &&
+          !(loop->slots[i].gen & EVL__SLOT_INTERNAL))
+        (void)evl__cancel_slot(loop, i);
+    loop->closing_tasks = 1;
+    evl__cancel_all_tasks(loop);
+    loop->closing_tasks = 0;
+  }
+  if (loop->running || loop->closed || loop->closing)
+    return loop->running ? EVL_ERUNNING : 0;
   loop->closing = 1;
   /* 1. No executor thread may touch the loop after this. */
   evl__jobs_close(loop);
@@ -4573,11 +6023,17 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__servers_close(loop);   /* stop accepting */
   while (loop->heap_len) {
     uint32_t i = loop->heap[--loop->heap_len].slot;
+    evl_callback fn = loop->slots[i].fn;
+    void *arg = loop->slots[i].arg;
+    int internal = (loop->slots[i].gen & EVL__SLOT_INTERNAL) != 0;
     loop->slots[i].pos = EVL__POS_READY;
-    if (!loop->slots[i].fn || evl__ring_push(loop, i))
-      evl__slot_free(loop, i); /* cancelled (or no memory) */
+    if (fn && !evl__ring_push(loop, i))
+      continue;
+    evl__slot_free(loop, i); /* cancelled, or no memory for the ring: */
+    if (fn && internal)      /* its references go now (closing mode) */
+      fn(loop, arg);
   }
-  loop->heap_cancelled = 0;
+  loop->heap_cancelled = loop->heap_unref = 0;
   while (loop->ring_len) {
     uint64_t e = evl__ring_pop(loop);
     evl__slot *s;
@@ -4594,8 +6050,11 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     if (fn && internal)
       fn(loop, arg);
   }
+  (void)evl__future_fire_later(loop); /* in closing mode: references go */
   /* 3. Open transports get connection_lost(EVL_ECLOSED); pending tasks
      and combinators let go of what they wait for. */
+  if (loop->fs_watches_close)
+    loop->fs_watches_close(loop);
   evl__children_close(loop); /* killed, reaped, connection_lost */
   evl__transports_close(loop);
   evl__futures_close(loop);
@@ -4606,6 +6065,12 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__lfree(loop, loop->sites);
   evl__lfree(loop, loop->ring);
   evl__lfree(loop, loop->heap);
+  evl__lfree(loop, loop->every);
+  loop->every = NULL;
+  loop->every_cap = 0;
+  evl__lfree(loop, loop->hooks);
+  loop->hooks = NULL;
+  loop->nhooks = loop->caphooks = loop->idle_active = 0;
   evl__lfree(loop, loop->fds);
   evl__lfree(loop, loop->fdsites);
   evl__lfree(loop, loop->rbuf);
@@ -4620,18 +6085,41 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   loop->fds = NULL;
   loop->nslots = loop->capslots = loop->ring_cap = loop->ring_len = 0;
   loop->heap_len = loop->heap_cap = 0;
-  loop->fds_cap = loop->nwatchers = 0;
+  loop->fds_cap = loop->nwatchers = loop->fd_refs = 0;
   loop->free_head = EVL__NONE;
   EVLOOP_FREE(NULL, loop->tsq);
   EVLOOP_FREE(NULL, loop->tsq_spare);
   loop->tsq = loop->tsq_spare = NULL;
   loop->ts_cap = loop->ts_spare_cap = 0;
+  if (loop->free_pending == 1) /* evl_loop_free from a callback of ours */
+    evl__loop_free_now(loop);
   return 0;
 }
 
+/* evl_loop_free from a callback: inside evl_loop_close it waits for the
+   close to end (that callback's caller still uses the loop); while the
+   loop runs it is refused, as evl_loop_close is. */
 EVL__DEF void evl_loop_free(evl_loop *loop) {
-  if (!loop || loop->user_freed || evl_loop_close(loop) != 0)
+  if (!loop || loop->user_freed || loop->free_pending)
     return;
+  if ((loop->closing && !loop->closed) || loop->closing_tasks) {
+    loop->free_pending = 1;
+    return;
+  }
+  if (loop->running) {
+    evl_context ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.message = "evl_loop_free() while the loop runs: ignored";
+    ctx.error = EVL_ERUNNING;
+    evl_call_exception_handler(loop, &ctx);
+    return;
+  }
+  loop->free_pending = 2;
+  (void)evl_loop_close(loop);
+  evl__loop_free_now(loop);
+}
+
+static void evl__loop_free_now(evl_loop *loop) {
   loop->user_freed = 1;
   while (loop->servers) /* closed by evl_loop_close; ours to free now */
     evl__server_release(loop->servers);
@@ -4737,13 +6225,39 @@ static void evl__future_fire(evl_loop *loop, void *arg) {
   evl_future_release(f);
 }
 
+/* Queues the done callbacks. Without memory for the ready ring the future
+   goes on the loop's fire_later list (a link in the future: this cannot
+   fail), which the next iteration runs: a wake-up is never lost. */
 static void evl__future_schedule_fire(evl_future *f) {
-  if (!f->ncbs || f->fire_pending)
+  evl_loop *loop = f->loop;
+  if (!f->ncbs || f->fire_pending || loop->closing)
+    return; /* closing: a fire would only drop its reference */
+  f->fire_pending = 1;
+  f->refs++;
+  if (evl__soon_internal(loop, evl__future_fire, f) > 0)
     return;
-  if (evl__soon_internal(f->loop, evl__future_fire, f) > 0) {
-    f->fire_pending = 1;
-    f->refs++;
+  f->fire_next = NULL;
+  if (loop->fire_tail)
+    loop->fire_tail->fire_next = f;
+  else
+    loop->fire_head = f;
+  loop->fire_tail = f;
+}
+
+/* Runs the fires the ring had no room for (those queued before this call:
+   new ones wait for the next iteration, as call_soon's do). */
+static int evl__future_fire_later(evl_loop *loop) {
+  evl_future *f = loop->fire_head;
+  int ran = 0;
+  loop->fire_head = loop->fire_tail = NULL;
+  while (f) {
+    evl_future *next = f->fire_next;
+    f->fire_next = NULL;
+    evl__future_fire(loop, f);
+    ran++;
+    f = next;
   }
+  return ran;
 }
 
 static int evl__future_complete(evl_future *f, int state, void *result,
@@ -4869,12 +6383,25 @@ typedef struct evl__task {
   evl_future *awaiting; /* held until the next await or the end */
   int await_err, resume;
   uint8_t suspended, must_cancel, started, propagate;
+  /* Cleanup: `switched` once the body went through EVL_ASYNC_BEGIN (so
+     re-entering it at EVL__FINALLY_POINT is safe); `in_step` while fn
+     runs; the outcome staged while the finally section runs. */
+  uint8_t switched, in_step, fin_staged, fin_entered, cleaned, timed_out;
+  int fin_err;
+  char *fin_msg;
+  void *fin_result;
+  evl_task_cleanup_fn cleanup;
+  char *name;            /* a copy, or NULL (then site.name) */
+  evl_timeout *timeouts; /* active timeout scopes, innermost first */
   evl__site site;
+  const char *await_file; /* call site of the current await (debug) */
+  int await_line;
 } evl__task;
 
 static int evl__task_cancel(evl_future *f);
 static void evl__task_close(evl_future *f);
-static const evl__future_vt evl__task_vt = {evl__task_cancel, NULL,
+static void evl__task_destroy(evl_future *f);
+static const evl__future_vt evl__task_vt = {evl__task_cancel, evl__task_destroy,
                                             evl__task_close};
 
 EVL__DEF int evl_is_task(const evl_future *fut) {
@@ -4882,12 +6409,27 @@ EVL__DEF int evl_is_task(const evl_future *fut) {
 }
 #define EVL__TASK(t) ((evl__task *)(void *)(t))
 
+static void evl__timeouts_drop(evl__task *t);
+static void evl__timeouts_disarm(evl__task *t);
+
+/* The task's cleanup function runs once, whatever ended the task. */
+static void evl__task_cleanup(evl__task *t) {
+  if (t->cleanup && !t->cleaned) {
+    t->cleaned = 1;
+    t->cleanup(&t->fut, t->state);
+  }
+}
+
 static void evl__task_finish(evl__task *t, int err, const char *msg,
                              void *result) {
   evl_future *aw = t->awaiting;
   t->awaiting = NULL;
   if (!err && t->must_cancel) /* cancelled right before it returned */
     err = EVL_ECANCELED;
+  t->fut.refs++; /* the cleanup may drop the user's last reference */
+  evl__timeouts_drop(t);
+  evl__task_cleanup(t);
+  t->fin_staged = 0;
   if (err == EVL_ECANCELED)
     (void)evl__future_complete(&t->fut, EVL__CANCELLED, NULL, NULL, err, NULL);
   else if (err)
@@ -4895,7 +6437,31 @@ static void evl__task_finish(evl__task *t, int err, const char *msg,
   else
     (void)evl__future_complete(&t->fut, EVL__DONE, result, NULL, 0, NULL);
   evl_future_release(aw);
+  evl__lfree(t->fut.loop, t->fin_msg); /* msg may have been it: copied */
+  t->fin_msg = NULL;
   evl_future_release(&t->fut); /* the reference a pending task holds */
+  evl_future_release(&t->fut);
+}
+
+/* The task ends with (err, msg, result). A body that declared a finally
+   section and has not entered it yet is re-entered there first: the
+   outcome waits until the section has run (an error inside it replaces
+   the outcome, as in Python). */
+static int evl__task_stage(evl__task *t, int err, const char *msg,
+                           void *result) {
+  if (!t->switched || t->fin_entered || t->fin_staged || !t->started)
+    return 0;
+  t->fin_staged = 1;
+  t->fin_err = err;
+  t->fin_result = result;
+  t->fin_msg = msg ? evl__strdup(t->fut.loop, msg) : NULL;
+  t->resume = EVL__FINALLY_POINT;
+  return 1;
+}
+static void evl__task_end(evl__task *t, int err, const char *msg,
+                          void *result) {
+  if (!t->in_step || !evl__task_stage(t, err, msg, result))
+    evl__task_finish(t, err, msg, result);
 }
 
 static void evl__task_step(evl__task *t) {
@@ -4907,31 +6473,54 @@ static void evl__task_step(evl__task *t) {
   if (t->must_cancel) {
     t->must_cancel = 0;
     err = EVL_ECANCELED;
-    if (aw)
+    if (aw && aw->state != EVL__DONE) /* a result dropped stays unread */
       aw->retrieved = 1;
   } else if (aw) {
     err = aw->err;
     aw->retrieved = 1;
   }
+  if (err == EVL_ECANCELED && t->timed_out) {
+    t->timed_out = 0; /* the cancel came from an expired evl_timeout */
+    err = EVL_ETIMEDOUT;
+  }
   t->await_err = err;
   t->suspended = 0;
-  if (err && (!t->started || t->propagate)) {
+  if (err && (!t->started || t->propagate) &&
+      !evl__task_stage(t, err, aw && aw->err == err ? aw->errmsg : NULL,
+                       NULL)) {
     evl__task_finish(t, err, aw && aw->err == err ? aw->errmsg : NULL, NULL);
     return;
   }
   t->started = 1;
   t->fut.refs++; /* fn may finish the task and drop the last reference */
-  if (loop->debug) {
-    int64_t t0 = evl__monotonic_ns(), dt;
-    t->fn(&t->fut, t->state);
-    dt = evl__monotonic_ns() - t0;
-    if (dt >= loop->slow_ns)
-      evl__report_slow(loop, "task", &t->site, dt);
-  } else {
-    t->fn(&t->fut, t->state);
+  for (;;) {
+    evl_task *outer = loop->current_task;
+    loop->current_task = &t->fut;
+    t->in_step = 1;
+    if (loop->debug) {
+      int64_t t0 = evl__monotonic_ns(), dt;
+      t->fn(&t->fut, t->state);
+      dt = evl__monotonic_ns() - t0;
+      if (dt >= loop->slow_ns)
+        evl__report_slow(loop, "task", &t->site, dt);
+    } else {
+      t->fn(&t->fut, t->state);
+    }
+    t->in_step = 0;
+    loop->current_task = outer;
+    if (t->fut.state != EVL__PENDING || t->suspended)
+      break;
+    if (t->fin_staged && !t->fin_entered) {
+      t->fin_entered = 1; /* once, even without an EVL_FINALLY label */
+      t->resume = EVL__FINALLY_POINT;
+      continue;
+    }
+    if (t->fin_staged)
+      evl__task_finish(t, t->fin_err, t->fin_msg, t->fin_result);
+    else
+      evl__task_finish(t, 0, NULL, NULL);
+    break;
   }
-  if (t->fut.state == EVL__PENDING && !t->suspended)
-    evl__task_finish(t, 0, NULL, NULL);
   evl_future_release(&t->fut);
 }
 
@@ -4970,6 +6559,10 @@ static void evl__task_close(evl_future *f) {
     evl_future_remove_done_callback(aw, evl__task_wakeup, t);
     evl_future_release(aw);
   }
+  evl__timeouts_drop(t);
+  evl__task_cleanup(t);
+  evl__lfree(f->loop, t->fin_msg);
+  t->fin_msg = NULL;
   evl_future_release(f);
 }
 
@@ -5046,7 +6639,69 @@ EVL__DEF evl_loop *evl_task_loop(evl_task *task) {
   return task ? task->loop : NULL;
 }
 EVL__DEF const char *evl_task_name(evl_task *task) {
-  return evl_is_task(task) ? EVL__TASK(task)->site.name : NULL;
+  if (!evl_is_task(task))
+    return NULL;
+  return EVL__TASK(task)->name ? EVL__TASK(task)->name
+                               : EVL__TASK(task)->site.name;
+}
+EVL__DEF int evl_task_set_name(evl_task *task, const char *name) {
+  char *copy = NULL;
+  if (!evl_is_task(task) || !name)
+    return EVL_EINVAL;
+  copy = evl__strdup(task->loop, name);
+  if (!copy)
+    return EVL_ENOMEM;
+  evl__lfree(task->loop, EVL__TASK(task)->name);
+  EVL__TASK(task)->name = copy;
+  return 0;
+}
+static void evl__task_destroy(evl_future *f) {
+  evl__task *t = EVL__TASK(f);
+  evl__lfree(f->loop, t->name);
+  evl__lfree(f->loop, t->fin_msg);
+  t->name = t->fin_msg = NULL;
+}
+EVL__DEF evl_task *evl_current_task(evl_loop *loop) {
+  return loop ? loop->current_task : NULL;
+}
+/* The loop's futures list holds every live task: a walk needs no memory. */
+EVL__DEF evl_task *evl_task_next(evl_loop *loop, evl_task *prev) {
+  evl_future *f;
+  if (!loop || (prev && prev->loop != loop))
+    return NULL;
+  for (f = prev ? prev->lnext : loop->futures; f; f = f->lnext)
+    if (evl_is_task(f) && f->state == EVL__PENDING)
+      return f;
+  return NULL;
+}
+EVL__DEF const char *evl_task_await_site(evl_task *task, int *line) {
+  if (line)
+    *line = 0;
+  if (!evl_is_task(task) || !EVL__TASK(task)->await_file)
+    return NULL;
+  if (line)
+    *line = EVL__TASK(task)->await_line;
+  return EVL__TASK(task)->await_file;
+}
+EVL__DEF int evl_dump_tasks(evl_loop *loop) {
+  char msg[512];
+  evl_task *t;
+  int n = 0;
+  for (t = evl_task_next(loop, NULL); t; t = evl_task_next(loop, t)) {
+    evl__task *k = EVL__TASK(t);
+    const char *name = evl_task_name(t);
+    if (k->await_file)
+      snprintf(msg, sizeof msg, "pending task %s (%s:%d) waiting at %s:%d",
+               name ? name : "task", k->site.file ? k->site.file : "?",
+               k->site.line, k->await_file, k->await_line);
+    else
+      snprintf(msg, sizeof msg, "pending task %s (%s:%d), not started",
+               name ? name : "task", k->site.file ? k->site.file : "?",
+               k->site.line);
+    evl__log(loop, msg);
+    n++;
+  }
+  return n;
 }
 EVL__DEF int evl_await_error(evl_task *task) {
   return evl_is_task(task) ? EVL__TASK(task)->await_err : EVL_EINVAL;
@@ -5061,7 +6716,29 @@ EVL__DEF evl_future *evl_await_future(evl_task *task) {
   return evl_is_task(task) ? EVL__TASK(task)->awaiting : NULL;
 }
 EVL__DEF int evl_task_resume_point(evl_task *task) {
-  return evl_is_task(task) ? EVL__TASK(task)->resume : -1;
+  if (!evl_is_task(task))
+    return -2;
+  EVL__TASK(task)->switched = 1;
+  return EVL__TASK(task)->resume;
+}
+EVL__DEF void evl_task_finally(evl_task *task) {
+  if (evl_is_task(task)) {
+    EVL__TASK(task)->fin_entered = 1;
+    evl__timeouts_disarm(EVL__TASK(task)); /* the body's scopes are left */
+  }
+}
+EVL__DEF int evl_task_finally_error(evl_task *task) {
+  if (!evl_is_task(task))
+    return EVL_EINVAL;
+  return EVL__TASK(task)->fin_staged ? EVL__TASK(task)->fin_err : 0;
+}
+EVL__DEF int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn) {
+  if (!evl_is_task(task))
+    return EVL_EINVAL;
+  if (task->state != EVL__PENDING)
+    return EVL_EINVALSTATE;
+  EVL__TASK(task)->cleanup = fn;
+  return 0;
 }
 
 EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
@@ -5093,7 +6770,7 @@ EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
     fut->retrieved = 1;
     t->await_err = err;
     if (err && propagate) {
-      evl__task_finish(t, err, fut->errmsg, NULL);
+      evl__task_end(t, err, fut->errmsg, NULL);
       return 1;
     }
     return 0;
@@ -5103,7 +6780,7 @@ EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
     t->await_err = err;
     if (!propagate)
       return 0;
-    evl__task_finish(t, err, NULL, NULL);
+    evl__task_end(t, err, NULL, NULL);
     return 1;
   }
   t->suspended = 1;
@@ -5112,42 +6789,39 @@ EVL__DEF int evl_task_await(evl_task *task, evl_future *fut, int point,
   return 1;
 }
 
+EVL__DEF int evl_task_await_at(evl_task *task, evl_future *fut, int point,
+                               int propagate, const char *file, int line) {
+  if (evl_is_task(task)) {
+    EVL__TASK(task)->await_file = file;
+    EVL__TASK(task)->await_line = line;
+  }
+  return evl_task_await(task, fut, point, propagate);
+}
 EVL__DEF void evl_task_return(evl_task *task, void *result) {
   if (evl_is_task(task) && task->state == EVL__PENDING)
-    evl__task_finish(EVL__TASK(task), 0, NULL, result);
+    evl__task_end(EVL__TASK(task), 0, NULL, result);
 }
 EVL__DEF void evl_task_fail(evl_task *task, int code, const char *message) {
   if (evl_is_task(task) && task->state == EVL__PENDING)
-    evl__task_finish(EVL__TASK(task), code < 0 ? code : EVL_EINVAL, message,
-                     NULL);
+    evl__task_end(EVL__TASK(task), code < 0 ? code : EVL_EINVAL, message, NULL);
 }
 
 /* Loop closing: every pending future lets go of its loop references. The
    futures are pinned first, since dropping one reference can free others. */
 static void evl__futures_close(evl_loop *loop) {
-  evl_future *f, **all;
-  size_t n = 0, i;
+  evl_future *f, *next;
+  /* No allocation (this runs out of memory too): nothing is freed while
+     every future is pinned, and no future is made while closing, so the
+     list holds still until the last pass. */
   for (f = loop->futures; f; f = f->lnext)
-    n++;
-  if (!n)
-    return;
-  all = (evl_future **)evl__lalloc(loop, n * sizeof *all);
-  if (!all) { /* out of memory: close what we can reach, one at a time */
-    for (f = loop->futures; f; f = f->lnext)
-      if (f->vt && f->vt->close && f->state == EVL__PENDING) {
-        f->vt->close(f);
-        break;
-      }
-    return;
+    f->refs++;
+  for (f = loop->futures; f; f = f->lnext)
+    if (f->vt && f->vt->close)
+      f->vt->close(f);
+  for (f = loop->futures; f; f = next) {
+    next = f->lnext; /* pinned: alive after f goes */
+    evl_future_release(f);
   }
-  for (i = 0, f = loop->futures; f; f = f->lnext)
-    all[i++] = evl_future_ref(f);
-  for (i = 0; i < n; i++)
-    if (all[i]->vt && all[i]->vt->close)
-      all[i]->vt->close(all[i]);
-  for (i = 0; i < n; i++)
-    evl_future_release(all[i]);
-  evl__lfree(loop, all);
 }
 
 /* ==== sleep, wait_for, gather =========================================== */
@@ -5377,6 +7051,1361 @@ EVL__DEF evl_future *evl_gather(evl_loop *loop, evl_future *const *futs,
     }
   }
   return &g->fut;
+}
+
+/* ==== Tasks that compose: timeouts ======================================
+   A timeout scope belongs to its task: it is freed by evl_timeout_end or
+   when the task ends. Expiry cancels the task's current await; the task
+   sees EVL_ETIMEDOUT there (asyncio.timeout's TimeoutError). */
+
+struct evl_timeout {
+  evl__task *task;
+  struct evl_timeout *next;
+  evl_handle timer;
+  int64_t when; /* ns on the loop clock; INT64_MAX: no deadline */
+  int expired;
+};
+
+static void evl__timeout_fire(evl_loop *loop, void *arg) {
+  evl_timeout *to = (evl_timeout *)arg;
+  to->timer = 0;
+  if (loop->closing || to->task->fut.state != EVL__PENDING)
+    return;
+  to->expired = 1;
+  to->task->timed_out = 1;
+  (void)evl_task_cancel(&to->task->fut);
+}
+
+static int evl__timeout_arm(evl_timeout *to, int64_t when) {
+  evl_loop *loop = to->task->fut.loop;
+  if (to->timer)
+    (void)evl__cancel_internal(loop, to->timer);
+  to->timer = 0;
+  to->when = when;
+  if (when == INT64_MAX || to->expired)
+    return 0;
+  to->timer = evl__schedule(loop, when < 0 ? 0 : when, evl__timeout_fire, to,
+                            EVL__SLOT_INTERNAL, NULL, NULL, 0);
+  if (to->timer < 0) {
+    int rc = (int)to->timer;
+    to->timer = 0;
+    return rc;
+  }
+  return 0;
+}
+
+static int evl__when_ns(evl_loop *loop, double when, int64_t *out) {
+  if (when != when)
+    return EVL_EINVAL;
+  if (when > 9.2e9) /* +inf and beyond the clock: no deadline */
+    *out = INT64_MAX;
+  else if (when < -9.2e9)
+    *out = 0;
+  else
+    *out = (int64_t)(when * 1e9);
+  (void)loop;
+  return 0;
+}
+
+EVL__DEF evl_timeout *evl_timeout_at(evl_task *task, double when) {
+  evl_timeout *to;
+  int64_t ns;
+  if (!evl_is_task(task) || task->state != EVL__PENDING ||
+      evl__when_ns(task->loop, when, &ns))
+    return NULL;
+  to = (evl_timeout *)evl__zalloc(task->loop, sizeof *to);
+  if (!to)
+    return NULL;
+  to->task = EVL__TASK(task);
+  if (evl__timeout_arm(to, ns)) {
+    evl__lfree(task->loop, to);
+    return NULL;
+  }
+  to->next = to->task->timeouts;
+  to->task->timeouts = to;
+  return to;
+}
+EVL__DEF evl_timeout *evl_timeout_new(evl_task *task, double delay) {
+  if (!evl_is_task(task) || delay != delay)
+    return NULL;
+  return evl_timeout_at(task,
+                        delay > 9.2e9 ? delay : evl_time(task->loop) + delay);
+}
+EVL__DEF int evl_timeout_reschedule(evl_timeout *to, double when) {
+  int64_t ns;
+  if (!to || evl__when_ns(to->task->fut.loop, when, &ns))
+    return EVL_EINVAL;
+  if (to->expired)
+    return EVL_EINVALSTATE;
+  return evl__timeout_arm(to, ns);
+}
+EVL__DEF double evl_timeout_when(const evl_timeout *to) {
+  if (!to || to->when == INT64_MAX)
+    return -1.0;
+  return (double)to->when / 1e9;
+}
+EVL__DEF int evl_timeout_expired(const evl_timeout *to) {
+  return to ? to->expired : 0;
+}
+
+static void evl__timeout_unlink(evl_timeout *to) {
+  evl_timeout **pp;
+  for (pp = &to->task->timeouts; *pp; pp = &(*pp)->next)
+    if (*pp == to) {
+      *pp = to->next;
+      break;
+    }
+  if (to->timer)
+    (void)evl__cancel_internal(to->task->fut.loop, to->timer);
+  evl__lfree(to->task->fut.loop, to);
+}
+EVL__DEF int evl_timeout_end(evl_timeout *to) {
+  evl__task *t;
+  int expired;
+  if (!to)
+    return EVL_EINVAL;
+  t = to->task;
+  expired = to->expired;
+  if (expired && t->timed_out) { /* the cancel it sent was not seen: undo */
+    t->timed_out = 0;
+    t->must_cancel = 0;
+  }
+  evl__timeout_unlink(to);
+  return expired ? EVL_ETIMEDOUT : 0;
+}
+static void evl__timeouts_drop(evl__task *t) {
+  while (t->timeouts)
+    evl__timeout_unlink(t->timeouts);
+}
+/* The body ended: its deadlines no longer apply to the finally section
+   (the scopes stay valid for evl_timeout_end there). */
+static void evl__timeouts_disarm(evl__task *t) {
+  evl_timeout *to;
+  for (to = t->timeouts; to; to = to->next)
+    if (to->timer) {
+      (void)evl__cancel_internal(t->fut.loop, to->timer);
+      to->timer = 0;
+    }
+}
+
+/* ==== Tasks that compose: Lock, Event, Condition, Semaphore, Barrier,
+   queues ===================================================================
+   Every wait is a waiter future linked in its primitive's FIFO list while
+   pending. A cancelled waiter leaves the list at once. A grant (a lock, a
+   semaphore unit, a queue item) goes to the first waiter when it is made;
+   the waiter then sits in the primitive's `granted` list until freed, and
+   if it is freed with its result never taken (a task cancelled after the
+   grant, a future dropped unread) the grant goes back (abandon). */
+
+typedef struct evl__waiter evl__waiter;
+typedef struct evl__wlist {
+  evl__waiter *head, *tail;
+  size_t n;
+} evl__wlist;
+
+enum { EVL__W_PLAIN, EVL__W_BARRIER, EVL__W_COND };
+
+struct evl__waiter {
+  evl_future fut;
+  evl__wlist *list; /* the list it is linked in, or NULL */
+  evl__waiter *prev, *next;
+  void *owner;                     /* the primitive; NULL once it is freed */
+  void (*abandon)(evl__waiter *w); /* gives back a grant nobody took */
+  void *item;                      /* queue item; barrier index */
+  int64_t prio;
+  uint64_t seq;
+  int kind, cancel_req;
+  int (*pred)(void *arg); /* condition wait_for */
+  void *pred_arg;
+};
+
+static void evl__wl_push(evl__wlist *l, evl__waiter *w) {
+  w->list = l;
+  w->next = NULL;
+  w->prev = l->tail;
+  if (l->tail)
+    l->tail->next = w;
+  else
+    l->head = w;
+  l->tail = w;
+  l->n++;
+}
+static void evl__wl_remove(evl__waiter *w) {
+  evl__wlist *l = w->list;
+  if (!l)
+    return;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    l->head = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  else
+    l->tail = w->prev;
+  l->n--;
+  w->list = NULL;
+  w->prev = w->next = NULL;
+}
+
+static void evl__barrier_left(void *owner);
+static int evl__cond_cancel(evl__waiter *w);
+
+static int evl__waiter_cancel(evl_future *f) {
+  evl__waiter *w = (evl__waiter *)(void *)f;
+  if (f->state != EVL__PENDING)
+    return 0;
+  if (w->kind == EVL__W_COND && w->owner)
+    return evl__cond_cancel(w);
+  evl__wl_remove(w);
+  if (w->kind == EVL__W_BARRIER && w->owner)
+    evl__barrier_left(w->owner);
+  return evl__future_cancel_base(f);
+}
+static void evl__waiter_destroy(evl_future *f) {
+  evl__waiter *w = (evl__waiter *)(void *)f;
+  int abandoned = f->state == EVL__DONE && !f->retrieved && w->abandon &&
+                  w->owner && !f->loop->closing && !f->loop->closed;
+  evl__wl_remove(w);
+  if (abandoned)
+    w->abandon(w);
+}
+static int evl__cond_relocking(evl__waiter *w);
+static void evl__waiter_close(evl_future *f) {
+  evl__waiter *w = (evl__waiter *)(void *)f;
+  int relocking = w->kind == EVL__W_COND && w->owner && evl__cond_relocking(w);
+  evl__wl_remove(w);
+  w->owner = NULL;
+  if (relocking) /* the lock will never come back: drop its reference */
+    evl_future_release(f);
+}
+static const evl__future_vt evl__waiter_vt = {
+    evl__waiter_cancel, evl__waiter_destroy, evl__waiter_close};
+
+static evl__waiter *evl__waiter_new(evl_loop *loop, void *owner,
+                                    void (*abandon)(evl__waiter *)) {
+  evl__waiter *w = (evl__waiter *)(void *)evl__future_alloc(loop, sizeof *w,
+                                                            &evl__waiter_vt);
+  if (w) {
+    w->owner = owner;
+    w->abandon = abandon;
+  }
+  return w;
+}
+
+/* Completes w with a grant; with an abandon hook it is kept in `granted`
+   so that freeing the primitive can detach it. */
+static void evl__grant(evl__waiter *w, evl__wlist *granted, void *result) {
+  evl__wl_remove(w);
+  if (w->abandon && granted)
+    evl__wl_push(granted, w);
+  (void)evl_future_set_result(&w->fut, result);
+}
+/* Fails every waiter of l with err (ECLOSED: the primitive was freed). */
+static void evl__wl_fail_all(evl__wlist *l, int err, const char *msg) {
+  while (l->head) {
+    evl__waiter *w = l->head;
+    evl__wl_remove(w);
+    w->owner = NULL;
+    (void)evl_future_set_error(&w->fut, err, msg);
+  }
+}
+static void evl__wl_detach_all(evl__wlist *l) {
+  while (l->head) {
+    l->head->owner = NULL;
+    evl__wl_remove(l->head);
+  }
+}
+static evl_future *evl__failed(evl_loop *loop, int err, const char *msg) {
+  evl_future *f = evl_future_new(loop);
+  if (f)
+    (void)evl_future_set_error(f, err, msg);
+  return f;
+}
+static void *evl__prim_alloc(evl_loop *loop, size_t size) {
+  void *p;
+  if (!loop || loop->closed || loop->closing)
+    return NULL;
+  p = evl__zalloc(loop, size);
+  if (p)
+    loop->struct_refs++; /* the loop's memory outlives the primitive */
+  return p;
+}
+static void evl__prim_free(evl_loop *loop, void *p) {
+  evl__lfree(loop, p);
+  evl__loop_unref(loop);
+}
+
+/* A new waiter of owner, granted at once (now) or queued. */
+static evl_future *evl__acquire(evl_loop *loop, void *owner,
+                                void (*abandon)(evl__waiter *), int now,
+                                evl__wlist *waiters, evl__wlist *granted) {
+  evl__waiter *w = evl__waiter_new(loop, owner, abandon);
+  if (!w)
+    return NULL;
+  if (now)
+    evl__grant(w, granted, owner);
+  else
+    evl__wl_push(waiters, w);
+  return &w->fut;
+}
+/* A primitive being freed: its waits fail, its grants are detached. */
+static void evl__prim_close(evl__wlist *waiters, evl__wlist *granted,
+                            const char *msg) {
+  evl__wl_fail_all(waiters, EVL_ECLOSED, msg);
+  if (granted)
+    evl__wl_detach_all(granted);
+}
+
+/* ---- Lock ---- */
+
+struct evl_lock {
+  evl_loop *loop;
+  evl__wlist waiters, granted;
+  int locked;
+};
+
+EVL__DEF evl_lock *evl_lock_new(evl_loop *loop) {
+  evl_lock *l = (evl_lock *)evl__prim_alloc(loop, sizeof *l);
+  if (l)
+    l->loop = loop;
+  return l;
+}
+static void evl__lock_abandon(evl__waiter *w) {
+  (void)evl_lock_release((evl_lock *)w->owner);
+}
+EVL__DEF evl_future *evl_lock_acquire(evl_lock *lock) {
+  evl_future *f;
+  int now;
+  if (!lock)
+    return NULL;
+  now = !lock->locked;
+  f = evl__acquire(lock->loop, lock, evl__lock_abandon, now, &lock->waiters,
+                   &lock->granted);
+  if (f && now)
+    lock->locked = 1;
+  return f;
+}
+EVL__DEF int evl_lock_release(evl_lock *lock) {
+  if (!lock)
+    return EVL_EINVAL;
+  if (!lock->locked)
+    return EVL_EINVALSTATE;
+  if (lock->waiters.head) /* handed over: it stays locked */
+    evl__grant(lock->waiters.head, &lock->granted, lock);
+  else
+    lock->locked = 0;
+  return 0;
+}
+EVL__DEF int evl_lock_locked(const evl_lock *lock) {
+  return lock ? lock->locked : 0;
+}
+EVL__DEF void evl_lock_free(evl_lock *lock) {
+  if (!lock)
+    return;
+  evl__prim_close(&lock->waiters, &lock->granted, "lock freed");
+  evl__prim_free(lock->loop, lock);
+}
+
+/* ---- Semaphore, BoundedSemaphore ---- */
+
+struct evl_semaphore {
+  evl_loop *loop;
+  evl__wlist waiters, granted;
+  long value, bound; /* bound < 0: unbounded */
+};
+
+EVL__DEF evl_semaphore *evl_semaphore_new(evl_loop *loop, long value,
+                                          int bounded) {
+  evl_semaphore *s;
+  if (value < 0)
+    return NULL;
+  s = (evl_semaphore *)evl__prim_alloc(loop, sizeof *s);
+  if (s) {
+    s->loop = loop;
+    s->value = value;
+    s->bound = bounded ? value : -1;
+  }
+  return s;
+}
+static void evl__sem_abandon(evl__waiter *w) {
+  (void)evl_semaphore_release((evl_semaphore *)w->owner);
+}
+EVL__DEF evl_future *evl_semaphore_acquire(evl_semaphore *sem) {
+  evl_future *f;
+  int now;
+  if (!sem)
+    return NULL;
+  now = sem->value > 0 && !sem->waiters.head;
+  f = evl__acquire(sem->loop, sem, evl__sem_abandon, now, &sem->waiters,
+                   &sem->granted);
+  if (f && now)
+    sem->value--;
+  return f;
+}
+EVL__DEF int evl_semaphore_release(evl_semaphore *sem) {
+  if (!sem)
+    return EVL_EINVAL;
+  if (sem->waiters.head) {
+    evl__grant(sem->waiters.head, &sem->granted, sem);
+    return 0;
+  }
+  if (sem->bound >= 0 && sem->value >= sem->bound)
+    return EVL_EINVALSTATE; /* BoundedSemaphore released too many times */
+  sem->value++;
+  return 0;
+}
+EVL__DEF int evl_semaphore_locked(const evl_semaphore *sem) {
+  return sem ? sem->value == 0 || sem->waiters.head != NULL : 0;
+}
+EVL__DEF long evl_semaphore_value(const evl_semaphore *sem) {
+  return sem ? sem->value : 0;
+}
+EVL__DEF void evl_semaphore_free(evl_semaphore *sem) {
+  if (!sem)
+    return;
+  evl__prim_close(&sem->waiters, &sem->granted, "semaphore freed");
+  evl__prim_free(sem->loop, sem);
+}
+
+/* ---- Event ---- */
+
+struct evl_event {
+  evl_loop *loop;
+  evl__wlist waiters;
+  int set;
+};
+
+EVL__DEF evl_event *evl_event_new(evl_loop *loop) {
+  evl_event *e = (evl_event *)evl__prim_alloc(loop, sizeof *e);
+  if (e)
+    e->loop = loop;
+  return e;
+}
+EVL__DEF evl_future *evl_event_wait(evl_event *ev) {
+  return ev ? evl__acquire(ev->loop, ev, NULL, ev->set, &ev->waiters, NULL)
+            : NULL;
+}
+EVL__DEF void evl_event_set(evl_event *ev) {
+  if (!ev || ev->set)
+    return;
+  ev->set = 1;
+  while (ev->waiters.head)
+    evl__grant(ev->waiters.head, NULL, ev);
+}
+EVL__DEF void evl_event_clear(evl_event *ev) {
+  if (ev)
+    ev->set = 0;
+}
+EVL__DEF int evl_event_is_set(const evl_event *ev) {
+  return ev ? ev->set : 0;
+}
+EVL__DEF void evl_event_free(evl_event *ev) {
+  if (!ev)
+    return;
+  evl__prim_close(&ev->waiters, NULL, "event freed");
+  evl__prim_free(ev->loop, ev);
+}
+
+/* ---- Condition ---- */
+
+struct evl_condition {
+  evl_loop *loop;
+  evl__wlist waiters, relocking; /* waiting for notify; for the lock */
+  evl_lock *lock;
+  int own_lock;
+};
+
+EVL__DEF evl_condition *evl_condition_new(evl_loop *loop, evl_lock *lock) {
+  evl_condition *c;
+  if (lock && lock->loop != loop)
+    return NULL;
+  c = (evl_condition *)evl__prim_alloc(loop, sizeof *c);
+  if (!c)
+    return NULL;
+  c->loop = loop;
+  c->lock = lock ? lock : evl_lock_new(loop);
+  c->own_lock = !lock;
+  if (!c->lock) {
+    evl__prim_free(loop, c);
+    return NULL;
+  }
+  return c;
+}
+EVL__DEF evl_lock *evl_condition_lock(evl_condition *cond) {
+  return cond ? cond->lock : NULL;
+}
+
+/* The lock came back to a notified (or cancelled) waiter. */
+static void evl__cond_relocked(evl_future *lf, void *arg) {
+  evl__waiter *w = (evl__waiter *)arg;
+  evl_condition *c = (evl_condition *)w->owner;
+  lf->retrieved = 1; /* the grant is the waiter's now */
+  evl__wl_remove(w);
+  if (lf->state != EVL__DONE) {
+    (void)evl_future_set_error(&w->fut, lf->err, "lock lost while waiting");
+  } else if (w->cancel_req) {
+    (void)evl__future_cancel_base(&w->fut);
+    if (c && w->item) /* notified, then cancelled: pass it on (asyncio) */
+      (void)evl_condition_notify(c, 1);
+  } else if (c && w->pred && !w->pred(w->pred_arg)) {
+    (void)evl_lock_release(c->lock); /* wait_for: not yet, wait again */
+    w->item = NULL;
+    evl__wl_push(&c->waiters, w);
+  } else {
+    (void)evl_future_set_result(&w->fut, c);
+  }
+  evl_future_release(lf);
+  evl_future_release(&w->fut);
+}
+static void evl__cond_reacquire(evl__waiter *w) {
+  evl_condition *c = (evl_condition *)w->owner;
+  evl_future *lf = evl_lock_acquire(c->lock);
+  if (!lf || evl_future_add_done_callback(lf, evl__cond_relocked, w)) {
+    evl_future_release(lf);
+    (void)evl_future_set_error(&w->fut, EVL_ENOMEM, "could not retake lock");
+    return;
+  }
+  w->fut.refs++; /* until the lock is back */
+  evl__wl_push(&c->relocking, w);
+}
+static int evl__cond_relocking(evl__waiter *w) {
+  return w->list == &((evl_condition *)w->owner)->relocking;
+}
+/* asyncio: the lock is taken back before the cancel is seen. */
+static int evl__cond_cancel(evl__waiter *w) {
+  w->cancel_req = 1;
+  if (w->list == &((evl_condition *)w->owner)->waiters) {
+    evl__wl_remove(w);
+    evl__cond_reacquire(w);
+  }
+  return w->fut.state == EVL__PENDING ? 1 : 0;
+}
+static evl_future *evl__condition_wait(evl_condition *cond, int (*pred)(void *),
+                                       void *arg) {
+  evl__waiter *w;
+  if (!cond)
+    return NULL;
+  if (!cond->lock->locked)
+    return evl__failed(cond->loop, EVL_EINVALSTATE, "lock is not acquired");
+  w = evl__waiter_new(cond->loop, cond, NULL);
+  if (!w)
+    return NULL;
+  w->kind = EVL__W_COND;
+  w->pred = pred;
+  w->pred_arg = arg;
+  if (pred && pred(arg)) {
+    (void)evl_future_set_result(&w->fut, cond);
+    return &w->fut;
+  }
+  (void)evl_lock_release(cond->lock);
+  evl__wl_push(&cond->waiters, w);
+  return &w->fut;
+}
+EVL__DEF evl_future *evl_condition_wait(evl_condition *cond) {
+  return evl__condition_wait(cond, NULL, NULL);
+}
+EVL__DEF evl_future *evl_condition_wait_for(evl_condition *cond,
+                                            int (*pred)(void *arg), void *arg) {
+  if (cond && !pred)
+    return evl__failed(cond->loop, EVL_EINVAL, "NULL predicate");
+  return evl__condition_wait(cond, pred, arg);
+}
+EVL__DEF int evl_condition_notify(evl_condition *cond, size_t n) {
+  int woken = 0;
+  if (!cond)
+    return EVL_EINVAL;
+  if (!cond->lock->locked)
+    return EVL_EINVALSTATE;
+  while (n-- > 0 && cond->waiters.head) {
+    evl__waiter *w = cond->waiters.head;
+    evl__wl_remove(w);
+    w->item = cond; /* notified */
+    evl__cond_reacquire(w);
+    woken++;
+  }
+  return woken;
+}
+EVL__DEF int evl_condition_notify_all(evl_condition *cond) {
+  return evl_condition_notify(cond, (size_t)-1);
+}
+EVL__DEF void evl_condition_free(evl_condition *cond) {
+  if (!cond)
+    return;
+  evl__wl_fail_all(&cond->waiters, EVL_ECLOSED, "condition freed");
+  evl__wl_detach_all(&cond->relocking);
+  if (cond->own_lock)
+    evl_lock_free(cond->lock);
+  evl__prim_free(cond->loop, cond);
+}
+
+/* ---- Barrier (asyncio 3.11) ----
+   Parties arrive one by one; the last one releases them all at once, each
+   with its arrival index. A party cancelled while waiting leaves (asyncio:
+   the barrier is not broken by it). */
+
+struct evl_barrier {
+  evl_loop *loop;
+  evl__wlist waiters;
+  size_t parties, count;
+  int broken;
+};
+
+EVL__DEF evl_barrier *evl_barrier_new(evl_loop *loop, size_t parties) {
+  evl_barrier *b;
+  if (parties < 1)
+    return NULL;
+  b = (evl_barrier *)evl__prim_alloc(loop, sizeof *b);
+  if (b) {
+    b->loop = loop;
+    b->parties = parties;
+  }
+  return b;
+}
+static void evl__barrier_left(void *owner) {
+  evl_barrier *b = (evl_barrier *)owner;
+  if (b->count)
+    b->count--;
+}
+EVL__DEF evl_future *evl_barrier_wait(evl_barrier *b) {
+  evl__waiter *w;
+  if (!b)
+    return NULL;
+  if (b->broken)
+    return evl__failed(b->loop, EVL_EBROKEN, NULL);
+  w = evl__waiter_new(b->loop, b, NULL);
+  if (!w)
+    return NULL;
+  w->kind = EVL__W_BARRIER;
+  w->item = (void *)(intptr_t)b->count;
+  if (++b->count < b->parties) {
+    evl__wl_push(&b->waiters, w);
+    return &w->fut;
+  }
+  b->count = 0; /* the last party: everyone passes */
+  while (b->waiters.head)
+    evl__grant(b->waiters.head, NULL, b->waiters.head->item);
+  evl__grant(w, NULL, w->item);
+  return &w->fut;
+}
+EVL__DEF int evl_barrier_reset(evl_barrier *b) {
+  if (!b)
+    return EVL_EINVAL;
+  evl__wl_fail_all(&b->waiters, EVL_EBROKEN, "barrier reset");
+  b->count = 0;
+  b->broken = 0;
+  return 0;
+}
+EVL__DEF int evl_barrier_abort(evl_barrier *b) {
+  if (!b)
+    return EVL_EINVAL;
+  b->broken = 1;
+  evl__wl_fail_all(&b->waiters, EVL_EBROKEN, "barrier aborted");
+  b->count = 0;
+  return 0;
+}
+EVL__DEF size_t evl_barrier_n_waiting(const evl_barrier *b) {
+  return b ? b->count : 0;
+}
+EVL__DEF size_t evl_barrier_parties(const evl_barrier *b) {
+  return b ? b->parties : 0;
+}
+EVL__DEF int evl_barrier_broken(const evl_barrier *b) {
+  return b ? b->broken : 0;
+}
+EVL__DEF void evl_barrier_free(evl_barrier *b) {
+  if (!b)
+    return;
+  evl__wl_fail_all(&b->waiters, EVL_ECLOSED, "barrier freed");
+  evl__prim_free(b->loop, b);
+}
+
+/* ---- Queue, PriorityQueue, LifoQueue ----
+   Items sit in one array: a ring for FIFO, a stack for LIFO, a binary
+   min-heap on (priority, arrival) for the priority queue, so equal
+   priorities come out in arrival order. An item given to a getter that
+   nobody takes goes back to the front. */
+
+typedef struct evl__qent {
+  int64_t prio;
+  uint64_t seq;
+  void *item;
+} evl__qent;
+
+struct evl_queue {
+  evl_loop *loop;
+  evl__wlist getters, putters, joiners, granted;
+  evl__qent *a;
+  size_t cap, head, len, maxsize, unfinished;
+  uint64_t seq;
+  int kind, shutdown;
+  evl_free_fn item_free;
+};
+
+EVL__DEF evl_queue *evl_queue_new(evl_loop *loop, int kind, size_t maxsize,
+                                  evl_free_fn item_free) {
+  evl_queue *q;
+  if (kind != EVL_QUEUE_FIFO && kind != EVL_QUEUE_LIFO &&
+      kind != EVL_QUEUE_PRIORITY)
+    return NULL;
+  q = (evl_queue *)evl__prim_alloc(loop, sizeof *q);
+  if (q) {
+    q->loop = loop;
+    q->kind = kind;
+    q->maxsize = maxsize;
+    q->item_free = item_free;
+  }
+  return q;
+}
+
+static int evl__qent_less(const evl__qent *a, const evl__qent *b) {
+  return a->prio < b->prio || (a->prio == b->prio && a->seq < b->seq);
+}
+static int evl__q_reserve(evl_queue *q) {
+  size_t cap, i;
+  evl__qent *a;
+  if (q->len < q->cap)
+    return 0;
+  cap = q->cap ? q->cap * 2 : 8;
+  a = (evl__qent *)evl__lalloc(q->loop, cap * sizeof *a);
+  if (!a)
+    return EVL_ENOMEM;
+  for (i = 0; i < q->len; i++) /* unwrap the ring */
+    a[i] = q->a[(q->head + i) % (q->cap ? q->cap : 1)];
+  evl__lfree(q->loop, q->a);
+  q->a = a;
+  q->cap = cap;
+  q->head = 0;
+  return 0;
+}
+/* Adds e; front: where the next get takes from (an item given back). */
+static int evl__q_push(evl_queue *q, evl__qent e, int front) {
+  size_t i;
+  if (evl__q_reserve(q))
+    return EVL_ENOMEM;
+  if (q->kind == EVL_QUEUE_PRIORITY) {
+    for (i = q->len++; i > 0; i = (i - 1) / 2) { /* sift up */
+      if (!evl__qent_less(&e, &q->a[(i - 1) / 2]))
+        break;
+      q->a[i] = q->a[(i - 1) / 2];
+    }
+    q->a[i] = e;
+  } else if (q->kind == EVL_QUEUE_LIFO || !front) {
+    q->a[(q->head + q->len++) % q->cap] = e;
+  } else {
+    q->head = (q->head + q->cap - 1) % q->cap;
+    q->a[q->head] = e;
+    q->len++;
+  }
+  return 0;
+}
+static evl__qent evl__q_pop(evl_queue *q) {
+  evl__qent top;
+  size_t i, c, n;
+  if (q->kind == EVL_QUEUE_FIFO) {
+    top = q->a[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+  } else if (q->kind == EVL_QUEUE_LIFO) {
+    top = q->a[--q->len];
+  } else {
+    evl__qent last;
+    top = q->a[0];
+    last = q->a[--q->len];
+    n = q->len;
+    for (i = 0; (c = 2 * i + 1) < n; i = c) { /* sift down */
+      if (c + 1 < n && evl__qent_less(&q->a[c + 1], &q->a[c]))
+        c++;
+      if (!evl__qent_less(&q->a[c], &last))
+        break;
+      q->a[i] = q->a[c];
+    }
+    if (n)
+      q->a[i] = last;
+  }
+  return top;
+}
+
+static void evl__q_abandon(evl__waiter *w);
+/* Items to waiting getters while both exist; then waiting putters into the
+   free room. */
+static void evl__q_settle(evl_queue *q) {
+  for (;;) {
+    if (q->getters.head && q->len) {
+      evl__waiter *g = q->getters.head;
+      evl__qent e = evl__q_pop(q);
+      g->prio = e.prio;
+      g->seq = e.seq;
+      g->item = e.item;
+      evl__grant(g, &q->granted, e.item);
+    } else if (q->putters.head && (!q->maxsize || q->len < q->maxsize)) {
+      evl__waiter *p = q->putters.head;
+      evl__qent e;
+      e.prio = p->prio;
+      e.seq = q->seq++;
+      e.item = p->item;
+      if (evl__q_push(q, e, 0)) {
+        evl__wl_remove(p);
+        (void)evl_future_set_error(&p->fut, EVL_ENOMEM, NULL);
+        continue;
+      }
+      q->unfinished++;
+      evl__grant(p, NULL, p->item);
+    } else {
+      return;
+    }
+  }
+}
+static void evl__q_abandon(evl__waiter *w) {
+  evl_queue *q = (evl_queue *)w->owner;
+  evl__qent e;
+  e.prio = w->prio;
+  e.seq = w->seq;
+  e.item = w->item;
+  if (q->shutdown == 2 || evl__q_push(q, e, 1)) { /* dropped */
+    if (q->item_free && w->item)
+      q->item_free(w->item);
+    return;
+  }
+  evl__q_settle(q);
+}
+static evl_future *evl__q_put(evl_queue *q, void *item, int64_t prio) {
+  evl__waiter *w;
+  if (!q)
+    return NULL;
+  if (q->shutdown)
+    return evl__failed(q->loop, EVL_ESHUTDOWN, NULL);
+  w = evl__waiter_new(q->loop, q, NULL);
+  if (!w)
+    return NULL;
+  w->item = item;
+  w->prio = prio;
+  evl__wl_push(&q->putters, w);
+  evl__q_settle(q);
+  return &w->fut;
+}
+EVL__DEF evl_future *evl_queue_put(evl_queue *q, void *item) {
+  return evl__q_put(q, item, 0);
+}
+EVL__DEF evl_future *evl_queue_put_prio(evl_queue *q, void *item,
+                                        int64_t prio) {
+  return evl__q_put(q, item, prio);
+}
+EVL__DEF int evl_queue_put_nowait_prio(evl_queue *q, void *item, int64_t prio) {
+  evl__qent e;
+  if (!q)
+    return EVL_EINVAL;
+  if (q->shutdown)
+    return EVL_ESHUTDOWN;
+  if (q->maxsize && q->len + q->putters.n >= q->maxsize)
+    return EVL_EQUEUEFULL;
+  e.prio = prio;
+  e.seq = q->seq++;
+  e.item = item;
+  if (evl__q_push(q, e, 0))
+    return EVL_ENOMEM;
+  q->unfinished++;
+  evl__q_settle(q);
+  return 0;
+}
+EVL__DEF int evl_queue_put_nowait(evl_queue *q, void *item) {
+  return evl_queue_put_nowait_prio(q, item, 0);
+}
+EVL__DEF evl_future *evl_queue_get(evl_queue *q) {
+  evl__waiter *w;
+  if (!q)
+    return NULL;
+  if (q->shutdown && !q->len)
+    return evl__failed(q->loop, EVL_ESHUTDOWN, NULL);
+  w = evl__waiter_new(q->loop, q, evl__q_abandon);
+  if (!w)
+    return NULL;
+  evl__wl_push(&q->getters, w);
+  evl__q_settle(q);
+  return &w->fut;
+}
+EVL__DEF int evl_queue_get_nowait(evl_queue *q, void **item) {
+  evl__qent e;
+  if (item)
+    *item = NULL;
+  if (!q || !item)
+    return EVL_EINVAL;
+  if (!q->len)
+    return q->shutdown ? EVL_ESHUTDOWN : EVL_EQUEUEEMPTY;
+  e = evl__q_pop(q);
+  *item = e.item;
+  evl__q_settle(q);
+  return 0;
+}
+EVL__DEF size_t evl_queue_qsize(const evl_queue *q) {
+  return q ? q->len : 0;
+}
+EVL__DEF int evl_queue_empty(const evl_queue *q) {
+  return q ? q->len == 0 : 1;
+}
+EVL__DEF int evl_queue_full(const evl_queue *q) {
+  return q && q->maxsize ? q->len >= q->maxsize : 0;
+}
+EVL__DEF int evl_queue_task_done(evl_queue *q) {
+  if (!q)
+    return EVL_EINVAL;
+  if (!q->unfinished)
+    return EVL_EINVALSTATE; /* asyncio: called too many times */
+  if (--q->unfinished == 0)
+    while (q->joiners.head)
+      evl__grant(q->joiners.head, NULL, q);
+  return 0;
+}
+EVL__DEF evl_future *evl_queue_join(evl_queue *q) {
+  return q ? evl__acquire(q->loop, q, NULL, !q->unfinished, &q->joiners, NULL)
+           : NULL;
+}
+static void evl__q_drop_items(evl_queue *q) {
+  while (q->len) {
+    evl__qent e = evl__q_pop(q);
+    if (q->item_free && e.item)
+      q->item_free(e.item);
+    if (q->unfinished)
+      q->unfinished--;
+  }
+}
+EVL__DEF int evl_queue_shutdown(evl_queue *q, int immediate) {
+  if (!q)
+    return EVL_EINVAL;
+  if (!q->shutdown)
+    q->shutdown = 1;
+  if (immediate) {
+    q->shutdown = 2;
+    evl__q_drop_items(q);
+    if (!q->unfinished)
+      while (q->joiners.head)
+        evl__grant(q->joiners.head, NULL, q);
+  }
+  evl__wl_fail_all(&q->putters, EVL_ESHUTDOWN, NULL);
+  if (!q->len) /* getters wait only on an empty queue */
+    evl__wl_fail_all(&q->getters, EVL_ESHUTDOWN, NULL);
+  return 0;
+}
+EVL__DEF int evl_queue_is_shutdown(const evl_queue *q) {
+  return q ? q->shutdown != 0 : 0;
+}
+EVL__DEF void evl_queue_free(evl_queue *q) {
+  if (!q)
+    return;
+  evl__prim_close(&q->getters, &q->granted, "queue freed");
+  evl__prim_close(&q->putters, NULL, "queue freed");
+  evl__prim_close(&q->joiners, NULL, "queue freed");
+  q->unfinished = 0;
+  evl__q_drop_items(q);
+  evl__lfree(q->loop, q->a);
+  evl__prim_free(q->loop, q);
+}
+
+/* ==== Tasks that compose: wait, as_completed, shield, TaskGroup ========= */
+
+typedef struct evl__multi {
+  evl_future fut;
+  evl_future **kids;
+  size_t n, ndone;
+  evl_handle timer; /* holds a reference to the future while pending */
+  int how;
+} evl__multi;
+
+static void evl__multi_stop_timer(evl__multi *m) {
+  if (m->timer && evl__cancel_internal(m->fut.loop, m->timer)) {
+    m->timer = 0;
+    evl_future_release(&m->fut);
+  }
+}
+static void evl__multi_release_kids(evl__multi *m, evl_future_callback cb) {
+  size_t i;
+  for (i = 0; i < m->n; i++) {
+    evl_future_remove_done_callback(m->kids[i], cb, m);
+    evl_future_release(m->kids[i]);
+  }
+  evl__lfree(m->fut.loop, m->kids);
+  m->kids = NULL;
+  m->n = 0;
+}
+/* Takes references to futs[0..n) and calls cb when each completes. */
+static int evl__multi_init(evl__multi *m, evl_future *const *futs, size_t n,
+                           double timeout, evl_future_callback cb,
+                           evl_callback on_timeout) {
+  size_t i;
+  int64_t ns = 0;
+  if (!n || !futs || timeout != timeout)
+    return EVL_EINVAL;
+  for (i = 0; i < n; i++)
+    if (!futs[i] || futs[i]->loop != m->fut.loop)
+      return EVL_EINVAL;
+  m->kids = (evl_future **)evl__lalloc(m->fut.loop, n * sizeof *m->kids);
+  if (!m->kids)
+    return EVL_ENOMEM;
+  for (i = 0; i < n; i++) {
+    m->kids[i] = evl_future_ref(futs[i]);
+    m->n = i + 1;
+    if (evl_future_add_done_callback(futs[i], cb, m))
+      return EVL_ENOMEM;
+  }
+  if (timeout < 0)
+    timeout = 0;
+  if (timeout <= DBL_MAX && !evl__seconds_to_ns(timeout, &ns)) {
+    m->timer = evl__later_internal(m->fut.loop, ns, on_timeout, m);
+    if (m->timer > 0)
+      m->fut.refs++;
+    else
+      m->timer = 0;
+  }
+  return 0;
+}
+
+/* ---- wait ---- */
+
+/* Completes the wait with the number of futures done at this moment. */
+static void evl__wait_complete(evl__multi *m) {
+  size_t i, done = 0;
+  if (m->fut.state != EVL__PENDING)
+    return;
+  for (i = 0; i < m->n; i++)
+    done += m->kids[i]->state != EVL__PENDING;
+  evl__multi_stop_timer(m);
+  (void)evl_future_set_result(&m->fut, (void *)(intptr_t)done);
+}
+static void evl__wait_kid_done(evl_future *kid, void *arg) {
+  evl__multi *m = (evl__multi *)arg;
+  m->ndone++;
+  if (m->ndone == m->n || m->how == EVL_FIRST_COMPLETED ||
+      (m->how == EVL_FIRST_EXCEPTION && kid->state == EVL__FAILED))
+    evl__wait_complete(m);
+}
+static void evl__wait_timeout(evl_loop *loop, void *arg) {
+  evl__multi *m = (evl__multi *)arg;
+  m->timer = 0;
+  if (!loop->closing)
+    evl__wait_complete(m);
+  evl_future_release(&m->fut);
+}
+static int evl__wait_cancel(evl_future *f) {
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1)
+    evl__multi_stop_timer((evl__multi *)(void *)f); /* the futures go on */
+  return rc;
+}
+static void evl__wait_destroy(evl_future *f) {
+  evl__multi_release_kids((evl__multi *)(void *)f, evl__wait_kid_done);
+}
+static const evl__future_vt evl__wait_vt = {evl__wait_cancel, evl__wait_destroy,
+                                            NULL};
+
+EVL__DEF evl_future *evl_wait(evl_loop *loop, evl_future *const *futs, size_t n,
+                              int return_when, double timeout) {
+  evl__multi *m;
+  int rc;
+  m = (evl__multi *)(void *)evl__future_alloc(loop, sizeof *m, &evl__wait_vt);
+  if (!m)
+    return NULL;
+  m->how = return_when;
+  if (return_when != EVL_FIRST_COMPLETED &&
+      return_when != EVL_FIRST_EXCEPTION && return_when != EVL_ALL_COMPLETED)
+    rc = EVL_EINVAL;
+  else
+    rc = evl__multi_init(m, futs, n, timeout, evl__wait_kid_done,
+                         evl__wait_timeout);
+  if (rc) {
+    evl__multi_stop_timer(m);
+    (void)evl_future_set_error(&m->fut, rc, NULL);
+    return &m->fut;
+  }
+  return &m->fut; /* futures done already report at the next iteration */
+}
+
+/* ---- as_completed ---- */
+
+struct evl_as_completed {
+  evl__multi m;       /* the futures, the overall timer; never awaited itself */
+  evl_future **order; /* in completion order */
+  size_t nready, nhanded, ncalls;
+  evl__wlist waiters;
+  int timed_out;
+};
+
+static void evl__ac_deliver(evl_as_completed *ac) {
+  while (ac->waiters.head && ac->nhanded < ac->nready)
+    evl__grant(ac->waiters.head, NULL, ac->order[ac->nhanded++]);
+  if (ac->timed_out)
+    evl__wl_fail_all(&ac->waiters, EVL_ETIMEDOUT, NULL);
+}
+static void evl__ac_kid_done(evl_future *kid, void *arg) {
+  evl_as_completed *ac = (evl_as_completed *)arg;
+  ac->order[ac->nready++] = kid;
+  if (ac->nready == ac->m.n)
+    evl__multi_stop_timer(&ac->m);
+  evl__ac_deliver(ac);
+}
+static void evl__ac_timeout(evl_loop *loop, void *arg) {
+  evl_as_completed *ac = (evl_as_completed *)arg;
+  ac->m.timer = 0;
+  if (!loop->closing) {
+    ac->timed_out = 1;
+    evl__ac_deliver(ac);
+  }
+  evl_future_release(&ac->m.fut);
+}
+static void evl__ac_destroy(evl_future *f) {
+  evl_as_completed *ac = (evl_as_completed *)(void *)f;
+  evl__wl_fail_all(&ac->waiters, EVL_ECLOSED, NULL);
+  evl__multi_release_kids(&ac->m, evl__ac_kid_done);
+  evl__lfree(f->loop, ac->order);
+}
+static const evl__future_vt evl__ac_vt = {NULL, evl__ac_destroy, NULL};
+
+EVL__DEF evl_as_completed *evl_as_completed_new(evl_loop *loop,
+                                                evl_future *const *futs,
+                                                size_t n, double timeout) {
+  evl_as_completed *ac;
+  ac = (evl_as_completed *)(void *)evl__future_alloc(loop, sizeof *ac,
+                                                     &evl__ac_vt);
+  if (!ac)
+    return NULL;
+  ac->order =
+      n ? (evl_future **)evl__lalloc(loop, n * sizeof *ac->order) : NULL;
+  if (!ac->order || evl__multi_init(&ac->m, futs, n, timeout, evl__ac_kid_done,
+                                    evl__ac_timeout)) {
+    evl__multi_stop_timer(&ac->m);
+    evl_future_release(&ac->m.fut);
+    return NULL;
+  }
+  return ac;
+}
+EVL__DEF evl_future *evl_as_completed_next(evl_as_completed *ac) {
+  evl__waiter *w;
+  if (!ac)
+    return NULL;
+  if (ac->ncalls >= ac->m.n)
+    return evl__failed(ac->m.fut.loop, EVL_EINVALSTATE, "all handed out");
+  w = evl__waiter_new(ac->m.fut.loop, ac, NULL);
+  if (!w)
+    return NULL;
+  ac->ncalls++;
+  evl__wl_push(&ac->waiters, w);
+  evl__ac_deliver(ac);
+  return &w->fut;
+}
+EVL__DEF void evl_as_completed_free(evl_as_completed *ac) {
+  if (ac) {
+    evl__multi_stop_timer(&ac->m);
+    evl_future_release(&ac->m.fut);
+  }
+}
+
+/* ---- shield ---- */
+
+typedef struct evl__shield {
+  evl_future fut;
+  evl_future *inner;
+} evl__shield;
+
+static void evl__shield_inner_done(evl_future *inner, void *arg) {
+  evl__shield *s = (evl__shield *)arg;
+  if (s->fut.state != EVL__PENDING)
+    return;
+  if (inner->state == EVL__DONE) {
+    (void)evl_future_set_result(&s->fut, evl_future_result(inner));
+  } else {
+    inner->retrieved = 1;
+    (void)evl_future_set_error(&s->fut, inner->err, inner->errmsg);
+  }
+}
+static void evl__shield_destroy(evl_future *f) {
+  evl__shield *s = (evl__shield *)(void *)f;
+  if (s->inner) {
+    evl_future_remove_done_callback(s->inner, evl__shield_inner_done, s);
+    evl_future_release(s->inner);
+    s->inner = NULL;
+  }
+}
+static const evl__future_vt evl__shield_vt = {NULL, evl__shield_destroy,
+                                              evl__shield_destroy};
+
+EVL__DEF evl_future *evl_shield(evl_future *fut) {
+  evl__shield *s;
+  if (!fut)
+    return NULL;
+  s = (evl__shield *)(void *)evl__future_alloc(fut->loop, sizeof *s,
+                                               &evl__shield_vt);
+  if (!s)
+    return NULL;
+  s->inner = evl_future_ref(fut);
+  if (evl_future_add_done_callback(fut, evl__shield_inner_done, s)) {
+    evl_future_release(&s->fut);
+    return NULL;
+  }
+  return &s->fut;
+}
+
+/* ---- TaskGroup ---- */
+
+typedef struct evl__tgwait {
+  evl_future fut;
+  evl_task_group *g;
+  int cancel_req;
+} evl__tgwait;
+
+struct evl_task_group {
+  evl_loop *loop;
+  evl_task *parent; /* a reference, or NULL */
+  evl_task **kids;
+  size_t n, cap, pending;
+  evl__tgwait *wait;
+  int err, others, aborting, parent_cancelled;
+  char *msg;
+};
+
+static void evl__tg_abort(evl_task_group *g) {
+  size_t i;
+  g->aborting = 1;
+  for (i = 0; i < g->n; i++)
+    if (g->kids[i]->state == EVL__PENDING)
+      (void)evl_task_cancel(g->kids[i]);
+}
+static void evl__tg_finish(evl_task_group *g) {
+  evl__tgwait *w = g->wait;
+  if (!w || g->pending || w->fut.state != EVL__PENDING)
+    return;
+  if (g->err)
+    (void)evl_future_set_error(&w->fut, g->err, g->msg);
+  else if (w->cancel_req)
+    (void)evl__future_cancel_base(&w->fut);
+  else
+    (void)evl_future_set_result(&w->fut, NULL);
+}
+static void evl__tg_kid_done(evl_future *kid, void *arg) {
+  evl_task_group *g = (evl_task_group *)arg;
+  g->pending--;
+  if (kid->state == EVL__FAILED) {
+    kid->retrieved = 1; /* the group reports it */
+    if (g->err) {
+      g->others++;
+    } else {
+      evl__task *p = g->parent ? EVL__TASK(g->parent) : NULL;
+      g->err = kid->err;
+      g->msg = kid->errmsg ? evl__strdup(g->loop, kid->errmsg) : NULL;
+      evl__tg_abort(g);
+      /* asyncio: the parent is stopped where it is, unless it already
+         waits for the group */
+      if (p && p->fut.state == EVL__PENDING && !g->parent_cancelled &&
+          !(g->wait && p->awaiting == &g->wait->fut)) {
+        g->parent_cancelled = 1;
+        (void)evl_task_cancel(&p->fut);
+      }
+    }
+  }
+  evl__tg_finish(g);
+}
+static int evl__tgwait_cancel(evl_future *f) {
+  evl__tgwait *w = (evl__tgwait *)(void *)f;
+  if (f->state != EVL__PENDING)
+    return 0;
+  if (!w->g)
+    return evl__future_cancel_base(f);
+  w->cancel_req = 1; /* the children are cancelled and waited for */
+  evl__tg_abort(w->g);
+  evl__tg_finish(w->g);
+  return 1;
+}
+static void evl__tgwait_destroy(evl_future *f) {
+  evl__tgwait *w = (evl__tgwait *)(void *)f;
+  if (w->g)
+    w->g->wait = NULL;
+}
+static const evl__future_vt evl__tgwait_vt = {evl__tgwait_cancel,
+                                              evl__tgwait_destroy, NULL};
+
+EVL__DEF evl_task_group *evl_task_group_new(evl_loop *loop, evl_task *parent) {
+  evl_task_group *g;
+  if (parent && (!evl_is_task(parent) || parent->loop != loop))
+    return NULL;
+  g = (evl_task_group *)evl__prim_alloc(loop, sizeof *g);
+  if (g) {
+    g->loop = loop;
+    g->parent = evl_future_ref(parent);
+  }
+  return g;
+}
+EVL__DEF evl_task *evl_task_group_create(evl_task_group *g, evl_task_fn fn,
+                                         const void *state, size_t state_size) {
+  evl_task *t;
+  if (!g || !fn || g->aborting ||
+      (g->wait && g->wait->fut.state != EVL__PENDING))
+    return NULL;
+  if (g->n == g->cap) {
+    size_t cap = g->cap ? g->cap * 2 : 4;
+    evl_task **k =
+        (evl_task **)evl__lrealloc(g->loop, g->kids, cap * sizeof *k);
+    if (!k)
+      return NULL;
+    g->kids = k;
+    g->cap = cap;
+  }
+  t = evl_task_create_at_site(g->loop, fn, state, state_size, NULL, NULL, 0);
+  if (!t)
+    return NULL;
+  if (evl_future_add_done_callback(t, evl__tg_kid_done, g)) {
+    (void)evl_task_cancel(t);
+    evl_future_release(t);
+    return NULL;
+  }
+  g->kids[g->n++] = evl_future_ref(t);
+  g->pending++;
+  return t;
+}
+EVL__DEF evl_future *evl_task_group_wait(evl_task_group *g) {
+  evl__tgwait *w;
+  if (!g)
+    return NULL;
+  if (g->wait)
+    return evl_future_ref(&g->wait->fut);
+  w = (evl__tgwait *)(void *)evl__future_alloc(g->loop, sizeof *w,
+                                               &evl__tgwait_vt);
+  if (!w)
+    return NULL;
+  w->g = g;
+  g->wait = w;
+  /* asyncio: a body that ends with an error (or cancelled) aborts the
+     group before waiting: here, a parent waiting from its finally section
+     with an error staged. */
+  if (g->parent && EVL__TASK(g->parent)->fin_staged &&
+      EVL__TASK(g->parent)->fin_err)
+    evl__tg_abort(g);
+  evl__tg_finish(g);
+  return &w->fut;
+}
+EVL__DEF int evl_task_group_error(const evl_task_group *g) {
+  return g ? g->err : EVL_EINVAL;
+}
+EVL__DEF int evl_task_group_others_failed(const evl_task_group *g) {
+  return g ? g->others : 0;
+}
+EVL__DEF void evl_task_group_free(evl_task_group *g) {
+  size_t i;
+  if (!g)
+    return;
+  for (i = 0; i < g->n; i++) {
+    evl_future_remove_done_callback(g->kids[i], evl__tg_kid_done, g);
+    if (g->kids[i]->state == EVL__PENDING)
+      (void)evl_task_cancel(g->kids[i]); /* no child outlives the group */
+    else if (g->kids[i]->state == EVL__FAILED)
+      g->kids[i]->retrieved = 1;
+    evl_future_release(g->kids[i]);
+  }
+  if (g->wait) {
+    g->wait->g = NULL;
+    if (g->wait->fut.state == EVL__PENDING)
+      (void)evl__future_cancel_base(&g->wait->fut);
+  }
+  evl_future_release(g->parent);
+  evl__lfree(g->loop, g->kids);
+  evl__lfree(g->loop, g->msg);
+  evl__prim_free(g->loop, g);
 }
 
 /* ==== Executor ==========================================================
@@ -5820,6 +8849,228 @@ EVL__DEF int evl_set_default_executor(evl_loop *loop, evl_executor *exec) {
   return 0;
 }
 
+/* ==== Tasks from other threads (run_coroutine_threadsafe, to_thread) ====
+   The handle is shared by the caller's thread and the loop's: its fields
+   after `mu` are read and written under it, and it is freed (with the
+   process allocator: the loop's runs on the loop thread only) when both
+   sides have let go. */
+
+struct evl_threadsafe {
+  evl_loop *loop;    /* set once */
+  evl_task_fn fn;    /* set once */
+  void *state;       /* set once: the copy below, or the caller's */
+  size_t state_size; /* set once */
+  evl_task *task;    /* loop thread only */
+  evl__mutex mu;
+#ifndef EVLOOP_NO_THREADS
+  evl__cond cv;
+#endif
+  int refs, done, err, cancel_req;
+  void *result;
+  char msg[128];
+};
+
+static void evl__ts_unref(evl_threadsafe *h) {
+  int last;
+  evl__lock(&h->mu);
+  last = --h->refs == 0;
+  evl__unlock(&h->mu);
+  if (last) {
+#ifndef EVLOOP_NO_THREADS
+    evl__mutex_destroy(&h->mu);
+    evl__cond_destroy(&h->cv);
+#endif
+    EVLOOP_FREE(NULL, h);
+  }
+}
+static void evl__ts_complete(evl_threadsafe *h, int err, const char *msg,
+                             void *result) {
+  evl__lock(&h->mu);
+  h->done = 1;
+  h->err = err;
+  h->result = result;
+  if (msg)
+    snprintf(h->msg, sizeof h->msg, "%s", msg);
+#ifndef EVLOOP_NO_THREADS
+  evl__cond_broadcast(&h->cv);
+#endif
+  evl__unlock(&h->mu);
+  evl__ts_unref(h); /* the loop side's reference */
+}
+static void evl__ts_task_done(evl_future *task, void *arg) {
+  evl_threadsafe *h = (evl_threadsafe *)arg;
+  int err = evl_future_error(task);
+  h->task = NULL;
+  evl__ts_complete(h, err, err ? evl_future_error_message(task) : NULL,
+                   evl_future_result(task));
+  evl_future_release(task);
+}
+static void evl__ts_start(evl_loop *loop, void *arg) {
+  evl_threadsafe *h = (evl_threadsafe *)arg;
+  evl_task *t;
+  int cancel;
+  if (loop->closing) {
+    evl__ts_complete(h, EVL_ECLOSED, NULL, NULL);
+    return;
+  }
+  t = evl_task_create_at_site(loop, h->fn, h->state, h->state_size,
+                              "threadsafe", NULL, 0);
+  if (!t || evl_future_add_done_callback(t, evl__ts_task_done, h)) {
+    if (t)
+      (void)evl_task_cancel(t);
+    evl_future_release(t);
+    evl__ts_complete(h, EVL_ENOMEM, NULL, NULL);
+    return;
+  }
+  h->task = t;
+  evl__lock(&h->mu);
+  cancel = h->cancel_req;
+  evl__unlock(&h->mu);
+  if (cancel)
+    (void)evl_task_cancel(t);
+}
+static void evl__ts_cancel_cb(evl_loop *loop, void *arg) {
+  evl_threadsafe *h = (evl_threadsafe *)arg;
+  if (!loop->closing && h->task)
+    (void)evl_task_cancel(h->task);
+  evl__ts_unref(h);
+}
+
+EVL__DEF evl_threadsafe *evl_run_task_threadsafe(evl_loop *loop, evl_task_fn fn,
+                                                 const void *state,
+                                                 size_t state_size) {
+  evl_threadsafe *h;
+  size_t head = (sizeof *h + 15) & ~(size_t)15;
+  if (!loop || !fn || state_size > ((size_t)-1) / 2)
+    return NULL;
+  h = (evl_threadsafe *)EVLOOP_MALLOC(NULL, head + state_size);
+  if (!h)
+    return NULL;
+  memset(h, 0, sizeof *h);
+  h->loop = loop;
+  h->fn = fn;
+  h->state_size = state_size;
+  h->state = state_size ? (char *)h + head : (void *)state;
+  if (state_size && state)
+    memcpy(h->state, state, state_size);
+  else if (state_size)
+    memset(h->state, 0, state_size);
+  h->refs = 2; /* the caller and the loop */
+#ifndef EVLOOP_NO_THREADS
+  evl__mutex_init(&h->mu);
+  evl__cond_init(&h->cv);
+#endif
+  if (evl__ts_push(loop, evl__ts_start, h, 1)) {
+#ifndef EVLOOP_NO_THREADS
+    evl__mutex_destroy(&h->mu);
+    evl__cond_destroy(&h->cv);
+#endif
+    EVLOOP_FREE(NULL, h);
+    return NULL;
+  }
+  return h;
+}
+
+EVL__DEF int evl_threadsafe_wait(evl_threadsafe *h, double timeout) {
+  int done;
+  if (!h || timeout != timeout)
+    return EVL_EINVAL;
+  evl__lock(&h->mu);
+#ifndef EVLOOP_NO_THREADS
+  if (!h->done && timeout > 0) {
+#ifdef _WIN32
+    ULONGLONG end =
+        GetTickCount64() +
+        (timeout > 1e9 ? (ULONGLONG)1e12 : (ULONGLONG)(timeout * 1e3));
+    while (!h->done) {
+      ULONGLONG now = GetTickCount64();
+      if (now >= end)
+        break;
+      SleepConditionVariableSRW(
+          &h->cv, &h->mu, (DWORD)(end - now > 86400000 ? 86400000 : end - now),
+          0);
+    }
+#else
+    struct timespec ts;
+    double whole;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (timeout > 1e9)
+      timeout = 1e9;
+    whole = (double)(int64_t)timeout;
+    ts.tv_sec += (time_t)whole;
+    ts.tv_nsec += (long)((timeout - whole) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    while (!h->done)
+      if (pthread_cond_timedwait(&h->cv, &h->mu, &ts) == ETIMEDOUT)
+        break;
+#endif
+  }
+#endif
+  done = h->done;
+  evl__unlock(&h->mu);
+  return done ? 0 : EVL_ETIMEDOUT;
+}
+EVL__DEF int evl_threadsafe_done(evl_threadsafe *h) {
+  int done;
+  if (!h)
+    return 0;
+  evl__lock(&h->mu);
+  done = h->done;
+  evl__unlock(&h->mu);
+  return done;
+}
+EVL__DEF int evl_threadsafe_result(evl_threadsafe *h, void **result) {
+  int rc;
+  if (result)
+    *result = NULL;
+  if (!h)
+    return EVL_EINVAL;
+  evl__lock(&h->mu);
+  rc = h->done ? h->err : EVL_EINVALSTATE;
+  if (h->done && result)
+    *result = h->result;
+  evl__unlock(&h->mu);
+  return rc;
+}
+EVL__DEF const char *evl_threadsafe_error_message(evl_threadsafe *h) {
+  const char *m;
+  if (!h)
+    return NULL;
+  evl__lock(&h->mu);
+  m = h->done && h->err ? (h->msg[0] ? h->msg : evl_strerror(h->err)) : NULL;
+  evl__unlock(&h->mu);
+  return m;
+}
+EVL__DEF int evl_threadsafe_cancel(evl_threadsafe *h) {
+  int post;
+  if (!h)
+    return EVL_EINVAL;
+  evl__lock(&h->mu);
+  post = !h->done && !h->cancel_req;
+  if (!h->done)
+    h->cancel_req = 1;
+  if (post)
+    h->refs++; /* for the callback */
+  evl__unlock(&h->mu);
+  if (!post)
+    return evl_threadsafe_done(h) ? 0 : 1;
+  if (evl__ts_push(h->loop, evl__ts_cancel_cb, h, 1))
+    evl__ts_unref(h); /* the loop is gone: its side completed the handle */
+  return 1;
+}
+EVL__DEF void evl_threadsafe_free(evl_threadsafe *h) {
+  if (h)
+    evl__ts_unref(h);
+}
+
+EVL__DEF evl_future *evl_to_thread(evl_loop *loop, evl_work_fn fn, void *arg,
+                                   evl_free_fn result_free) {
+  return evl_run_in_executor(loop, NULL, fn, arg, result_free);
+}
+
 /* ==== DNS =============================================================== */
 
 typedef struct evl__gai_req {
@@ -5911,7 +9162,7 @@ EVL__DEF evl_future *evl_getnameinfo(evl_loop *loop, const void *sockaddr,
   evl__gni_req *r;
   if (!loop || loop->closed)
     return NULL;
-  if (!sockaddr || socklen < sizeof(sa_family_t) ||
+  if (!sockaddr || socklen < sizeof(evl__sa_family_t) ||
       socklen > sizeof(struct sockaddr_storage)) {
     evl_future *f = evl_future_new(loop);
     if (f)
@@ -6025,7 +9276,7 @@ static int evl__numeric_addr(const char *host, int port, int family,
 }
 
 /* "path" or "@abstract" into a sockaddr_un. */
-static int evl__unix_addr(const char *path, struct sockaddr_un *su,
+static int evl__unix_addr(const char *path, struct evl__sockaddr_un *su,
                           socklen_t *len) {
   size_t n;
   if (!path || !*path)
@@ -6036,7 +9287,7 @@ static int evl__unix_addr(const char *path, struct sockaddr_un *su,
   if (n >= sizeof su->sun_path)
     return EVL_ENAMETOOLONG;
   memcpy(su->sun_path, path, n);
-  *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+  *len = (socklen_t)(offsetof(struct evl__sockaddr_un, sun_path) + n);
   if (path[0] == '@') {
 #ifdef __linux__
     su->sun_path[0] = '\0'; /* abstract: no file, no terminating NUL */
@@ -6048,6 +9299,906 @@ static int evl__unix_addr(const char *path, struct sockaddr_un *su,
   }
   return 0;
 }
+
+/* ==== TLS engine interface ===============================================
+   The TLS layer (below) speaks to its engine through these functions only;
+   each engine is one section, chosen at compile time, that defines them.
+   An engine connection never touches a socket: the layer feeds it the
+   ciphertext that arrived and sends the ciphertext it produced. Codes are
+   EVL_E* (EVL_EAGAIN: more input is needed); *msg of the failing calls is
+   the engine's own description (kept in the connection). */
+#if defined(EVLOOP_TLS_OPENSSL) && defined(EVLOOP_TLS_MBEDTLS)
+#error "evloop.h: define EVLOOP_TLS_OPENSSL or EVLOOP_TLS_MBEDTLS, not both"
+#endif
+#if defined(EVLOOP_TLS_OPENSSL) || defined(EVLOOP_TLS_MBEDTLS)
+#define EVL__HAVE_TLS 1
+
+typedef struct evl__tlse_ctx evl__tlse_ctx; /* an engine's configuration */
+typedef struct evl__tlse evl__tlse;         /* an engine's connection */
+
+/* A serialised session, for the client cache. */
+typedef struct evl__tls_blob {
+  size_t len;
+  unsigned char data[1];
+} evl__tls_blob;
+
+static const char *evl__tlse_engine(void);
+static int evl__tlse_ctx_new(evl__tlse_ctx **out, const evl_tls_config *cfg,
+                             evl_tls_context *owner);
+static void evl__tlse_ctx_free(evl__tlse_ctx *c);
+/* host: SNI and name check (clients, may be NULL); sess: resume this. */
+static int evl__tlse_new(evl__tlse **out, evl__tlse_ctx *c, int server,
+                         const char *host, const evl__tls_blob *sess);
+static void evl__tlse_free(evl__tlse *e);
+/* 0 once the handshake is done, EVL_EAGAIN while it needs input. */
+static int evl__tlse_handshake(evl__tlse *e);
+/* Ciphertext in (all of it is taken, or EVL_ENOMEM). */
+static int evl__tlse_feed(evl__tlse *e, const void *data, size_t len);
+/* Ciphertext out: the bytes waiting to be sent, then drop them. */
+static size_t evl__tlse_out(evl__tlse *e, const unsigned char **p);
+static void evl__tlse_out_done(evl__tlse *e);
+/* Plaintext: read > 0 bytes, 0 at the peer's close_notify, EVL_EAGAIN;
+   write: the bytes taken (> 0), EVL_EAGAIN (renegotiating). */
+static long evl__tlse_read(evl__tlse *e, void *buf, size_t len);
+static long evl__tlse_write(evl__tlse *e, const void *buf, size_t len);
+/* Queues close_notify. */
+static void evl__tlse_shutdown(evl__tlse *e);
+static void evl__tlse_info(evl__tlse *e, evl_tls_info *out);
+static const char *evl__tlse_msg(evl__tlse *e);
+/* The engine gives the layer each resumable session of a client. */
+static void evl__tls_cache_put(evl_tls_context *ctx, const char *host,
+                               const unsigned char *data, size_t len);
+#endif
+
+/* ==== TLS engine: OpenSSL ================================================
+   OpenSSL 1.1.1 or 3.x through two memory BIOs: the layer writes what
+   arrived into rb and sends what OpenSSL left in wb. SSL_MODE_RELEASE_BUFFERS
+   lets an idle connection give its record buffers back. */
+#ifdef EVLOOP_TLS_OPENSSL
+#include <openssl/ssl.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+struct evl__tlse_ctx {
+  SSL_CTX *ctx;
+  unsigned char *alpn; /* wire format: length-prefixed names */
+  unsigned alpn_len;
+  evl_tls_context *owner;
+};
+
+struct evl__tlse {
+  SSL *ssl;
+  BIO *rb, *wb;
+  evl__tlse_ctx *c;
+  char *host; /* clients: the session cache's key */
+  char msg[160];
+};
+
+static const char *evl__tlse_engine(void) {
+  return "openssl";
+}
+
+/* Server: the first of our protocols the client offers. */
+static int evl__ossl_alpn_select(SSL *ssl, const unsigned char **out,
+                                 unsigned char *outlen, const unsigned char *in,
+                                 unsigned int inlen, void *arg) {
+  evl__tlse_ctx *c = (evl__tlse_ctx *)arg;
+  unsigned char *o;
+  (void)ssl;
+  if (SSL_select_next_proto(&o, outlen, c->alpn, c->alpn_len, in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_NOACK;
+  *out = o;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+static int evl__ossl_new_session(SSL *ssl, SSL_SESSION *sess) {
+  evl__tlse *e = (evl__tlse *)SSL_get_app_data(ssl);
+  int len = i2d_SSL_SESSION(sess, NULL);
+  unsigned char *buf, *p;
+  if (!e || !e->host || len <= 0 || !SSL_SESSION_is_resumable(sess))
+    return 0;
+  buf = (unsigned char *)EVLOOP_MALLOC(NULL, (size_t)len);
+  if (!buf)
+    return 0;
+  p = buf;
+  i2d_SSL_SESSION(sess, &p);
+  evl__tls_cache_put(e->c->owner, e->host, buf, (size_t)len);
+  EVLOOP_FREE(NULL, buf);
+  return 0; /* we keep no reference to sess */
+}
+
+/* PEM text in memory: the first certificate is ours, the rest the chain. */
+static int evl__ossl_use_pem(SSL_CTX *c, const char *cert, const char *key) {
+  int ok = 1;
+  if (cert) {
+    BIO *b = BIO_new_mem_buf(cert, -1);
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    ok = x && SSL_CTX_use_certificate(c, x) == 1;
+    X509_free(x);
+    while (ok && b && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
+      if (SSL_CTX_add0_chain_cert(c, x) != 1) {
+        X509_free(x);
+        ok = 0;
+      }
+    ERR_clear_error(); /* the end of the chain */
+    BIO_free(b);
+  }
+  if (ok && key) {
+    BIO *b = BIO_new_mem_buf(key, -1);
+    EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+    ok = k && SSL_CTX_use_PrivateKey(c, k) == 1;
+    EVP_PKEY_free(k);
+    BIO_free(b);
+  }
+  return ok;
+}
+
+static int evl__ossl_add_ca_pem(SSL_CTX *c, const char *pem) {
+  BIO *b = BIO_new_mem_buf(pem, -1);
+  X509_STORE *st = SSL_CTX_get_cert_store(c);
+  X509 *x;
+  int n = 0;
+  if (!b)
+    return 0;
+  while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+    if (X509_STORE_add_cert(st, x) == 1)
+      n++;
+    X509_free(x);
+  }
+  ERR_clear_error();
+  BIO_free(b);
+  return n > 0;
+}
+
+static int evl__tlse_ctx_new(evl__tlse_ctx **out, const evl_tls_config *cfg,
+                             evl_tls_context *owner) {
+  evl__tlse_ctx *c;
+  SSL_CTX *sc;
+  int ok = 1;
+  *out = NULL;
+  c = (evl__tlse_ctx *)EVLOOP_MALLOC(NULL, sizeof *c);
+  if (!c)
+    return EVL_ENOMEM;
+  memset(c, 0, sizeof *c);
+  c->owner = owner;
+  ERR_clear_error();
+  sc = SSL_CTX_new(cfg->server ? TLS_server_method() : TLS_client_method());
+  if (!sc) {
+    EVLOOP_FREE(NULL, c);
+    return EVL_ENOMEM;
+  }
+  c->ctx = sc;
+  SSL_CTX_set_mode(sc, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                           SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                           SSL_MODE_RELEASE_BUFFERS);
+  ok = SSL_CTX_set_min_proto_version(
+           sc, cfg->min_version ? cfg->min_version : TLS1_2_VERSION) == 1 &&
+       (!cfg->max_version ||
+        SSL_CTX_set_max_proto_version(sc, cfg->max_version) == 1);
+  if (ok && cfg->cert_file)
+    ok = SSL_CTX_use_certificate_chain_file(sc, cfg->cert_file) == 1;
+  if (ok && cfg->key_file)
+    ok = SSL_CTX_use_PrivateKey_file(sc, cfg->key_file, SSL_FILETYPE_PEM) == 1;
+  if (ok && (cfg->cert_pem || cfg->key_pem))
+    ok = evl__ossl_use_pem(sc, cfg->cert_pem, cfg->key_pem);
+  if (ok && (cfg->cert_file || cfg->cert_pem || cfg->key_file || cfg->key_pem))
+    ok = SSL_CTX_check_private_key(sc) == 1;
+  if (ok && (cfg->ca_file || cfg->ca_path))
+    ok = SSL_CTX_load_verify_locations(sc, cfg->ca_file, cfg->ca_path) == 1;
+  if (ok && cfg->ca_pem)
+    ok = evl__ossl_add_ca_pem(sc, cfg->ca_pem);
+  if (ok && !cfg->ca_file && !cfg->ca_path && !cfg->ca_pem)
+    ok = SSL_CTX_set_default_verify_paths(sc) == 1;
+  if (cfg->server)
+    SSL_CTX_set_verify(sc,
+                       cfg->verify_client
+                           ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                           : SSL_VERIFY_NONE,
+                       NULL);
+  else
+    SSL_CTX_set_verify(sc, cfg->no_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER,
+                       NULL);
+  if (ok && cfg->alpn) {
+    size_t i, n = 0;
+    for (i = 0; cfg->alpn[i]; i++) {
+      size_t l = strlen(cfg->alpn[i]);
+      if (l == 0 || l > 255)
+        ok = 0;
+      n += l + 1;
+    }
+    c->alpn = ok && n ? (unsigned char *)EVLOOP_MALLOC(NULL, n) : NULL;
+    if (ok && n && !c->alpn)
+      ok = 0;
+    for (i = 0, n = 0; ok && cfg->alpn[i]; i++) {
+      size_t l = strlen(cfg->alpn[i]);
+      c->alpn[n] = (unsigned char)l;
+      memcpy(c->alpn + n + 1, cfg->alpn[i], l);
+      n += l + 1;
+    }
+    c->alpn_len = (unsigned)n;
+    if (ok && cfg->server)
+      SSL_CTX_set_alpn_select_cb(sc, evl__ossl_alpn_select, c);
+    else if (ok && n)
+      ok = SSL_CTX_set_alpn_protos(sc, c->alpn, c->alpn_len) == 0;
+  }
+  if (ok && !cfg->server && !cfg->no_session_cache) {
+    SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_CLIENT |
+                                           SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(sc, evl__ossl_new_session);
+  }
+  ERR_clear_error();
+  if (!ok) {
+    evl__tlse_ctx_free(c);
+    return EVL_EINVAL;
+  }
+  *out = c;
+  return 0;
+}
+
+static void evl__tlse_ctx_free(evl__tlse_ctx *c) {
+  if (!c)
+    return;
+  SSL_CTX_free(c->ctx);
+  EVLOOP_FREE(NULL, c->alpn);
+  EVLOOP_FREE(NULL, c);
+}
+
+/* An IP literal is checked as an address, and sent as no SNI. */
+static int evl__tls_is_ip(const char *host) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, host, buf) == 1 ||
+         inet_pton(AF_INET6, host, buf) == 1;
+}
+
+static int evl__tlse_new(evl__tlse **out, evl__tlse_ctx *c, int server,
+                         const char *host, const evl__tls_blob *sess) {
+  evl__tlse *e = (evl__tlse *)EVLOOP_MALLOC(NULL, sizeof *e);
+  int ok;
+  *out = NULL;
+  if (!e)
+    return EVL_ENOMEM;
+  memset(e, 0, sizeof *e);
+  e->c = c;
+  e->ssl = SSL_new(c->ctx);
+  e->rb = BIO_new(BIO_s_mem());
+  e->wb = BIO_new(BIO_s_mem());
+  if (!e->ssl || !e->rb || !e->wb) {
+    BIO_free(e->rb);
+    BIO_free(e->wb);
+    SSL_free(e->ssl);
+    EVLOOP_FREE(NULL, e);
+    ERR_clear_error();
+    return EVL_ENOMEM;
+  }
+  BIO_set_mem_eof_return(e->rb, -1); /* empty: "retry", not EOF */
+  SSL_set_bio(e->ssl, e->rb, e->wb);
+  SSL_set_app_data(e->ssl, e);
+  ok = 1;
+  if (server) {
+    SSL_set_accept_state(e->ssl);
+  } else {
+    SSL_set_connect_state(e->ssl);
+    if (host && *host) {
+      e->host = evl__gstrdup(host);
+      ok = e->host != NULL;
+      if (ok && evl__tls_is_ip(host))
+        ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(e->ssl), host) == 1;
+      else if (ok)
+        ok = SSL_set_tlsext_host_name(e->ssl, host) == 1 &&
+             SSL_set1_host(e->ssl, host) == 1;
+    }
+    if (ok && sess) {
+      const unsigned char *p = sess->data;
+      SSL_SESSION *s = d2i_SSL_SESSION(NULL, &p, (long)sess->len);
+      if (s) { /* a session that no longer parses is just not resumed */
+        SSL_set_session(e->ssl, s);
+        SSL_SESSION_free(s);
+      }
+    }
+  }
+  ERR_clear_error();
+  if (!ok) {
+    evl__tlse_free(e);
+    return EVL_ENOMEM;
+  }
+  *out = e;
+  return 0;
+}
+
+static void evl__tlse_free(evl__tlse *e) {
+  if (!e)
+    return;
+  SSL_free(e->ssl); /* and its BIOs */
+  EVLOOP_FREE(NULL, e->host);
+  EVLOOP_FREE(NULL, e);
+}
+
+/* What went wrong, as an EVL_E* code, with OpenSSL's words in e->msg. */
+static int evl__ossl_error(evl__tlse *e, int r) {
+  int se = SSL_get_error(e->ssl, r);
+  unsigned long err;
+  long v;
+  if (se == SSL_ERROR_WANT_READ || se == SSL_ERROR_WANT_WRITE)
+    return EVL_EAGAIN;
+  if (se == SSL_ERROR_ZERO_RETURN)
+    return 0;
+  v = SSL_get_verify_result(e->ssl);
+  err = ERR_peek_last_error();
+  if (v != X509_V_OK && SSL_get_verify_mode(e->ssl) != SSL_VERIFY_NONE &&
+      ERR_GET_REASON(err) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+    snprintf(e->msg, sizeof e->msg, "certificate verify failed: %s",
+             X509_verify_cert_error_string(v));
+    ERR_clear_error();
+    switch (v) {
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+      return EVL_ECERTUNKNOWNCA;
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+      return EVL_ECERTEXPIRED;
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+    case X509_V_ERR_IP_ADDRESS_MISMATCH:
+      return EVL_ECERTNAME;
+    default:
+      return EVL_ECERTINVALID;
+    }
+  }
+  if (!err) {
+    snprintf(e->msg, sizeof e->msg, "TLS error (SSL_get_error %d)", se);
+    return EVL_ETLS;
+  }
+  ERR_error_string_n(err, e->msg, sizeof e->msg);
+  ERR_clear_error();
+  if (ERR_GET_LIB(err) != ERR_LIB_SSL)
+    return EVL_ETLS;
+  switch (ERR_GET_REASON(err)) {
+  case SSL_R_WRONG_VERSION_NUMBER:
+  case SSL_R_HTTP_REQUEST:
+  case SSL_R_HTTPS_PROXY_REQUEST:
+  case SSL_R_UNKNOWN_PROTOCOL:
+  case SSL_R_PACKET_LENGTH_TOO_LONG:
+  case SSL_R_RECORD_LENGTH_MISMATCH:
+    return EVL_ENOTTLS;
+  case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+    return EVL_ENOCERT;
+  case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+    return EVL_ETLSEOF;
+  default:
+    return ERR_GET_REASON(err) >= SSL_AD_REASON_OFFSET ? EVL_ETLSALERT
+                                                       : EVL_ETLS;
+  }
+}
+
+static int evl__tlse_handshake(evl__tlse *e) {
+  int r;
+  ERR_clear_error();
+  r = SSL_do_handshake(e->ssl);
+  if (r == 1)
+    return 0;
+  r = evl__ossl_error(e, r);
+  return r ? r : EVL_ETLS;
+}
+
+static int evl__tlse_feed(evl__tlse *e, const void *data, size_t len) {
+  while (len) {
+    int n = BIO_write(e->rb, data, len > INT_MAX ? INT_MAX : (int)len);
+    if (n <= 0)
+      return EVL_ENOMEM;
+    data = (const unsigned char *)data + n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static size_t evl__tlse_out(evl__tlse *e, const unsigned char **p) {
+  char *d = NULL;
+  long n = BIO_get_mem_data(e->wb, &d);
+  *p = (const unsigned char *)d;
+  return n > 0 ? (size_t)n : 0;
+}
+static void evl__tlse_out_done(evl__tlse *e) {
+  (void)BIO_reset(e->wb);
+}
+
+static long evl__tlse_read(evl__tlse *e, void *buf, size_t len) {
+  int r;
+  ERR_clear_error();
+  r = SSL_read(e->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
+  return r > 0 ? r : evl__ossl_error(e, r);
+}
+
+static long evl__tlse_write(evl__tlse *e, const void *buf, size_t len) {
+  int r;
+  ERR_clear_error();
+  r = SSL_write(e->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
+  if (r > 0)
+    return r;
+  r = evl__ossl_error(e, r);
+  return r ? r : EVL_EPIPE;
+}
+
+static void evl__tlse_shutdown(evl__tlse *e) {
+  ERR_clear_error();
+  (void)SSL_shutdown(e->ssl);
+  ERR_clear_error();
+}
+
+static void evl__tlse_info(evl__tlse *e, evl_tls_info *out) {
+  const unsigned char *alpn = NULL;
+  unsigned alen = 0;
+  const SSL_CIPHER *ci = SSL_get_current_cipher(e->ssl);
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+  X509 *peer = SSL_get1_peer_certificate(e->ssl);
+#else
+  X509 *peer = SSL_get_peer_certificate(e->ssl);
+#endif
+  snprintf(out->version, sizeof out->version, "%s", SSL_get_version(e->ssl));
+  snprintf(out->cipher, sizeof out->cipher, "%s",
+           ci ? SSL_CIPHER_get_name(ci) : "");
+  SSL_get0_alpn_selected(e->ssl, &alpn, &alen);
+  if (alen >= sizeof out->alpn)
+    alen = sizeof out->alpn - 1;
+  if (alen)
+    memcpy(out->alpn, alpn, alen);
+  out->alpn[alen] = 0;
+  if (peer) {
+    X509_NAME_oneline(X509_get_subject_name(peer), out->peer_subject,
+                      (int)sizeof out->peer_subject);
+    out->peer_cert = 1;
+    out->peer_verified = SSL_get_verify_mode(e->ssl) != SSL_VERIFY_NONE &&
+                         SSL_get_verify_result(e->ssl) == X509_V_OK;
+    X509_free(peer);
+  }
+  out->resumed = SSL_session_reused(e->ssl) == 1;
+}
+
+static const char *evl__tlse_msg(evl__tlse *e) {
+  return e->msg[0] ? e->msg : NULL;
+}
+#endif /* EVLOOP_TLS_OPENSSL */
+
+/* ==== TLS engine: mbedTLS ================================================
+   mbedTLS 2.28 (TLS 1.2; 1.3 is not in that branch): its bio callbacks read
+   from and write to the connection's own two buffers. Renegotiation is
+   refused both ways (mbedTLS's default: a no_renegotiation alert; an
+   OpenSSL peer then ends the connection). mbedTLS has no system store: with no
+   CA given, the usual bundle files and /etc/ssl/certs are read. An IP address
+   as the host name is checked against the certificate's IP SAN entries here
+   (2.28 checks DNS names only). */
+#ifdef EVLOOP_TLS_MBEDTLS
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_cache.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/x509_crt.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/asn1.h>
+#include <mbedtls/error.h>
+
+struct evl__tlse_ctx {
+  mbedtls_ssl_config conf;
+  mbedtls_entropy_context entropy;
+  mbedtls_ctr_drbg_context drbg;
+  mbedtls_x509_crt cert, ca;
+  mbedtls_pk_context key;
+  mbedtls_ssl_cache_context cache;
+  const char **alpn; /* a copy: mbedTLS keeps the pointer */
+  int authmode;
+  evl_tls_context *owner;
+};
+
+struct evl__tlse {
+  mbedtls_ssl_context ssl;
+  evl__tlse_ctx *c;
+  unsigned char *in, *out; /* ciphertext: arrived, to send */
+  size_t in_len, in_off, in_cap, out_len, out_cap;
+  unsigned char ip[16]; /* the host name as an address, if it is one */
+  size_t ip_len;
+  unsigned char sid[32]; /* the session offered, to tell a resumption */
+  size_t sid_len;
+  char *host;
+  char msg[160];
+};
+
+static const char *evl__tlse_engine(void) {
+  return "mbedtls";
+}
+
+static int evl__mbed_send(void *p, const unsigned char *buf, size_t len) {
+  evl__tlse *e = (evl__tlse *)p;
+  if (e->out_len + len > e->out_cap) {
+    size_t cap = e->out_cap ? e->out_cap * 2 : 16384 + 512;
+    unsigned char *b;
+    while (cap < e->out_len + len)
+      cap *= 2;
+    b = (unsigned char *)EVLOOP_REALLOC(NULL, e->out, cap);
+    if (!b)
+      return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+    e->out = b;
+    e->out_cap = cap;
+  }
+  memcpy(e->out + e->out_len, buf, len);
+  e->out_len += len;
+  return (int)len;
+}
+
+static int evl__mbed_recv(void *p, unsigned char *buf, size_t len) {
+  evl__tlse *e = (evl__tlse *)p;
+  size_t n = e->in_len < len ? e->in_len : len;
+  if (!n)
+    return MBEDTLS_ERR_SSL_WANT_READ;
+  memcpy(buf, e->in + e->in_off, n);
+  e->in_off += n;
+  e->in_len -= n;
+  if (!e->in_len)
+    e->in_off = 0;
+  return (int)n;
+}
+
+/* Is ip among the IP entries of the certificate's subjectAltName? */
+static int evl__mbed_ip_in_san(const mbedtls_x509_crt *crt,
+                               const unsigned char *ip, size_t iplen) {
+  static const unsigned char oid[] = {0x06, 0x03, 0x55, 0x1d, 0x11};
+  const unsigned char *p = crt->raw.p, *end = p + crt->raw.len;
+  for (; p + sizeof oid < end; p++) {
+    const unsigned char *q = p + sizeof oid, *oend;
+    size_t len;
+    if (memcmp(p, oid, sizeof oid))
+      continue;
+    if (q + 3 <= end && q[0] == MBEDTLS_ASN1_BOOLEAN)
+      q += 3; /* critical */
+    if (mbedtls_asn1_get_tag((unsigned char **)&q, end, &len,
+                             MBEDTLS_ASN1_OCTET_STRING))
+      return 0;
+    oend = q + len;
+    if (mbedtls_asn1_get_tag((unsigned char **)&q, oend, &len,
+                             MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE))
+      return 0;
+    while (q < oend) {
+      unsigned char tag = *q++;
+      if (mbedtls_asn1_get_len((unsigned char **)&q, oend, &len))
+        return 0;
+      if (tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && len == iplen &&
+          !memcmp(q, ip, iplen))
+        return 1;
+      q += len;
+    }
+    return 0;
+  }
+  return 0;
+}
+
+static int evl__mbed_verify(void *p, mbedtls_x509_crt *crt, int depth,
+                            uint32_t *flags) {
+  evl__tlse *e = (evl__tlse *)p;
+  if (depth == 0 && e->ip_len && !evl__mbed_ip_in_san(crt, e->ip, e->ip_len))
+    *flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+  return 0;
+}
+
+/* Certificates from a file, a directory or PEM text; 0 if none parsed. */
+static int evl__mbed_load(mbedtls_x509_crt *chain, const char *file,
+                          const char *dir, const char *pem) {
+  int r = -1;
+  if (file)
+    r = mbedtls_x509_crt_parse_file(chain, file);
+  else if (dir)
+    r = mbedtls_x509_crt_parse_path(chain, dir);
+  else if (pem)
+    r = mbedtls_x509_crt_parse(chain, (const unsigned char *)pem,
+                               strlen(pem) + 1);
+  return r >= 0 && chain->raw.len > 0;
+}
+
+static int evl__tlse_ctx_new(evl__tlse_ctx **out, const evl_tls_config *cfg,
+                             evl_tls_context *owner) {
+  static const char *const bundles[] = {"/etc/ssl/certs/ca-certificates.crt",
+                                        "/etc/pki/tls/certs/ca-bundle.crt",
+                                        "/etc/ssl/cert.pem", NULL};
+  evl__tlse_ctx *c;
+  int ok = 1, i;
+  *out = NULL;
+  if (cfg->min_version == EVL_TLS_1_3)
+    return EVL_ENOTSUP; /* mbedTLS 2.28 speaks TLS 1.2 only */
+  c = (evl__tlse_ctx *)EVLOOP_MALLOC(NULL, sizeof *c);
+  if (!c)
+    return EVL_ENOMEM;
+  memset(c, 0, sizeof *c);
+  c->owner = owner;
+  mbedtls_ssl_config_init(&c->conf);
+  mbedtls_entropy_init(&c->entropy);
+  mbedtls_ctr_drbg_init(&c->drbg);
+  mbedtls_x509_crt_init(&c->cert);
+  mbedtls_x509_crt_init(&c->ca);
+  mbedtls_pk_init(&c->key);
+  mbedtls_ssl_cache_init(&c->cache);
+  if (mbedtls_ctr_drbg_seed(&c->drbg, mbedtls_entropy_func, &c->entropy,
+                            (const unsigned char *)"evloop.h", 8) ||
+      mbedtls_ssl_config_defaults(
+          &c->conf, cfg->server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
+          MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT)) {
+    evl__tlse_ctx_free(c);
+    return EVL_ENOMEM;
+  }
+  mbedtls_ssl_conf_rng(&c->conf, mbedtls_ctr_drbg_random, &c->drbg);
+  mbedtls_ssl_conf_min_version(&c->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                               MBEDTLS_SSL_MINOR_VERSION_3);
+  if (cfg->cert_file || cfg->cert_pem)
+    ok = evl__mbed_load(&c->cert, cfg->cert_file, NULL, cfg->cert_pem);
+  if (ok && cfg->key_file)
+    ok = mbedtls_pk_parse_keyfile(&c->key, cfg->key_file, NULL) == 0;
+  else if (ok && cfg->key_pem)
+    ok = mbedtls_pk_parse_key(&c->key, (const unsigned char *)cfg->key_pem,
+                              strlen(cfg->key_pem) + 1, NULL, 0) == 0;
+  if (ok && (cfg->cert_file || cfg->cert_pem || cfg->key_file || cfg->key_pem))
+    ok = mbedtls_pk_check_pair(&c->cert.pk, &c->key) == 0 &&
+         mbedtls_ssl_conf_own_cert(&c->conf, &c->cert, &c->key) == 0;
+  if (ok && (cfg->ca_file || cfg->ca_path || cfg->ca_pem)) {
+    if (cfg->ca_file)
+      ok = evl__mbed_load(&c->ca, cfg->ca_file, NULL, NULL);
+    if (ok && cfg->ca_path)
+      ok = evl__mbed_load(&c->ca, NULL, cfg->ca_path, NULL);
+    if (ok && cfg->ca_pem)
+      ok = evl__mbed_load(&c->ca, NULL, NULL, cfg->ca_pem);
+  } else if (ok) { /* the system's store, where it usually is */
+    for (i = 0; bundles[i] && !c->ca.raw.len; i++)
+      (void)evl__mbed_load(&c->ca, bundles[i], NULL, NULL);
+    if (!c->ca.raw.len)
+      (void)evl__mbed_load(&c->ca, NULL, "/etc/ssl/certs", NULL);
+  }
+  mbedtls_ssl_conf_ca_chain(&c->conf, &c->ca, NULL);
+  c->authmode = cfg->server ? (cfg->verify_client ? MBEDTLS_SSL_VERIFY_REQUIRED
+                                                  : MBEDTLS_SSL_VERIFY_NONE)
+                            : (cfg->no_verify ? MBEDTLS_SSL_VERIFY_NONE
+                                              : MBEDTLS_SSL_VERIFY_REQUIRED);
+  mbedtls_ssl_conf_authmode(&c->conf, c->authmode);
+  if (ok && cfg->alpn) {
+    size_t n = 0, k;
+    while (cfg->alpn[n])
+      n++;
+    c->alpn = (const char **)EVLOOP_MALLOC(NULL, (n + 1) * sizeof *c->alpn);
+    ok = c->alpn != NULL;
+    for (k = 0; ok && k < n; k++) {
+      size_t l = strlen(cfg->alpn[k]);
+      ok = l > 0 && l <= 255 && (c->alpn[k] = evl__gstrdup(cfg->alpn[k]));
+      if (!ok)
+        c->alpn[k] = NULL;
+    }
+    if (ok) {
+      c->alpn[n] = NULL;
+      ok = mbedtls_ssl_conf_alpn_protocols(&c->conf, c->alpn) == 0;
+    }
+  }
+  if (cfg->server)
+    mbedtls_ssl_conf_session_cache(&c->conf, &c->cache, mbedtls_ssl_cache_get,
+                                   mbedtls_ssl_cache_set);
+  if (!ok) {
+    evl__tlse_ctx_free(c);
+    return EVL_EINVAL;
+  }
+  *out = c;
+  return 0;
+}
+
+static void evl__tlse_ctx_free(evl__tlse_ctx *c) {
+  size_t k;
+  if (!c)
+    return;
+  mbedtls_ssl_config_free(&c->conf);
+  mbedtls_ctr_drbg_free(&c->drbg);
+  mbedtls_entropy_free(&c->entropy);
+  mbedtls_x509_crt_free(&c->cert);
+  mbedtls_x509_crt_free(&c->ca);
+  mbedtls_pk_free(&c->key);
+  mbedtls_ssl_cache_free(&c->cache);
+  for (k = 0; c->alpn && c->alpn[k]; k++)
+    EVLOOP_FREE(NULL, (void *)c->alpn[k]);
+  EVLOOP_FREE(NULL, (void *)c->alpn);
+  EVLOOP_FREE(NULL, c);
+}
+
+static int evl__tlse_new(evl__tlse **out, evl__tlse_ctx *c, int server,
+                         const char *host, const evl__tls_blob *sess) {
+  evl__tlse *e = (evl__tlse *)EVLOOP_MALLOC(NULL, sizeof *e);
+  int ok = 1;
+  *out = NULL;
+  if (!e)
+    return EVL_ENOMEM;
+  memset(e, 0, sizeof *e);
+  e->c = c;
+  mbedtls_ssl_init(&e->ssl);
+  if (mbedtls_ssl_setup(&e->ssl, &c->conf)) {
+    evl__tlse_free(e);
+    return EVL_ENOMEM;
+  }
+  mbedtls_ssl_set_bio(&e->ssl, e, evl__mbed_send, evl__mbed_recv, NULL);
+  if (!server && host && *host) {
+    e->host = evl__gstrdup(host);
+    ok = e->host != NULL;
+    if (ok && inet_pton(AF_INET, host, e->ip) == 1)
+      e->ip_len = 4;
+    else if (ok && inet_pton(AF_INET6, host, e->ip) == 1)
+      e->ip_len = 16;
+    else if (ok)
+      ok = mbedtls_ssl_set_hostname(&e->ssl, host) == 0;
+    if (e->ip_len)
+      mbedtls_ssl_set_verify(&e->ssl, evl__mbed_verify, e);
+  }
+  if (ok && sess) {
+    mbedtls_ssl_session s;
+    mbedtls_ssl_session_init(&s);
+    if (mbedtls_ssl_session_load(&s, sess->data, sess->len) == 0 &&
+        mbedtls_ssl_set_session(&e->ssl, &s) == 0 && s.id_len <= 32) {
+      memcpy(e->sid, s.id, s.id_len);
+      e->sid_len = s.id_len;
+    }
+    mbedtls_ssl_session_free(&s);
+  }
+  if (!ok) {
+    evl__tlse_free(e);
+    return EVL_ENOMEM;
+  }
+  *out = e;
+  return 0;
+}
+
+static void evl__tlse_free(evl__tlse *e) {
+  if (!e)
+    return;
+  mbedtls_ssl_free(&e->ssl);
+  EVLOOP_FREE(NULL, e->in);
+  EVLOOP_FREE(NULL, e->out);
+  EVLOOP_FREE(NULL, e->host);
+  EVLOOP_FREE(NULL, e);
+}
+
+/* An mbedTLS error as an EVL_E* code, its words in e->msg. */
+static int evl__mbed_error(evl__tlse *e, int r) {
+  if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE)
+    return EVL_EAGAIN;
+  if (r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY)
+    return 0;
+  if (r == MBEDTLS_ERR_SSL_ALLOC_FAILED)
+    return EVL_ENOMEM;
+  if (r == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+    uint32_t f = mbedtls_ssl_get_verify_result(&e->ssl);
+    char info[128];
+    int n = mbedtls_x509_crt_verify_info(info, sizeof info, "", f);
+    if (n > 0 && info[n - 1] == '\n')
+      info[n - 1] = 0;
+    snprintf(e->msg, sizeof e->msg, "certificate verify failed: %s",
+             n > 0 ? info : "?");
+    if (f & MBEDTLS_X509_BADCERT_NOT_TRUSTED)
+      return EVL_ECERTUNKNOWNCA;
+    if (f & (MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE))
+      return EVL_ECERTEXPIRED;
+    if (f & MBEDTLS_X509_BADCERT_CN_MISMATCH)
+      return EVL_ECERTNAME;
+    return EVL_ECERTINVALID;
+  }
+  mbedtls_strerror(r, e->msg, sizeof e->msg);
+  switch (r) {
+  case MBEDTLS_ERR_SSL_INVALID_RECORD:
+  case MBEDTLS_ERR_SSL_BAD_HS_PROTOCOL_VERSION:
+    return EVL_ENOTTLS;
+  case MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE:
+    return EVL_ETLSALERT;
+  case MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE:
+    return EVL_ENOCERT;
+  default:
+    return EVL_ETLS;
+  }
+}
+
+static int evl__tlse_handshake(evl__tlse *e) {
+  int r = mbedtls_ssl_handshake(&e->ssl);
+  if (r == 0) {
+    if (e->host && e->c->owner) { /* a client: keep the session */
+      mbedtls_ssl_session s;
+      unsigned char buf[2048];
+      size_t n = 0;
+      mbedtls_ssl_session_init(&s);
+      if (mbedtls_ssl_get_session(&e->ssl, &s) == 0 &&
+          mbedtls_ssl_session_save(&s, buf, sizeof buf, &n) == 0)
+        evl__tls_cache_put(e->c->owner, e->host, buf, n);
+      mbedtls_ssl_session_free(&s);
+    }
+    return 0;
+  }
+  if (r != MBEDTLS_ERR_SSL_WANT_READ && r != MBEDTLS_ERR_SSL_WANT_WRITE &&
+      r != MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE) /* tell the peer why */
+    (void)mbedtls_ssl_send_alert_message(
+        &e->ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
+        r == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED
+            ? MBEDTLS_SSL_ALERT_MSG_BAD_CERT
+            : MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE);
+  r = evl__mbed_error(e, r);
+  return r ? r : EVL_ETLS;
+}
+
+static int evl__tlse_feed(evl__tlse *e, const void *data, size_t len) {
+  if (e->in_off + e->in_len + len > e->in_cap) {
+    size_t cap = e->in_cap ? e->in_cap : 16384 + 512;
+    unsigned char *b;
+    if (e->in_off) {
+      memmove(e->in, e->in + e->in_off, e->in_len);
+      e->in_off = 0;
+    }
+    while (cap < e->in_len + len)
+      cap *= 2;
+    if (cap > e->in_cap) {
+      b = (unsigned char *)EVLOOP_REALLOC(NULL, e->in, cap);
+      if (!b)
+        return EVL_ENOMEM;
+      e->in = b;
+      e->in_cap = cap;
+    }
+  }
+  memcpy(e->in + e->in_off + e->in_len, data, len);
+  e->in_len += len;
+  return 0;
+}
+
+static size_t evl__tlse_out(evl__tlse *e, const unsigned char **p) {
+  *p = e->out;
+  return e->out_len;
+}
+static void evl__tlse_out_done(evl__tlse *e) {
+  e->out_len = 0;
+  if (e->out_cap > 65536) { /* an idle connection keeps no big buffer */
+    EVLOOP_FREE(NULL, e->out);
+    e->out = NULL;
+    e->out_cap = 0;
+  }
+}
+
+static long evl__tlse_read(evl__tlse *e, void *buf, size_t len) {
+  int r = mbedtls_ssl_read(&e->ssl, (unsigned char *)buf,
+                           len > 0x7fffffff ? 0x7fffffff : len);
+  return r > 0 ? r : evl__mbed_error(e, r);
+}
+
+static long evl__tlse_write(evl__tlse *e, const void *buf, size_t len) {
+  int r = mbedtls_ssl_write(&e->ssl, (const unsigned char *)buf, len);
+  if (r > 0)
+    return r;
+  r = evl__mbed_error(e, r);
+  return r ? r : EVL_EPIPE;
+}
+
+static void evl__tlse_shutdown(evl__tlse *e) {
+  (void)mbedtls_ssl_close_notify(&e->ssl);
+}
+
+static void evl__tlse_info(evl__tlse *e, evl_tls_info *out) {
+  const char *alpn = mbedtls_ssl_get_alpn_protocol(&e->ssl);
+  const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&e->ssl);
+  snprintf(out->version, sizeof out->version, "%s",
+           mbedtls_ssl_get_version(&e->ssl));
+  snprintf(out->cipher, sizeof out->cipher, "%s",
+           mbedtls_ssl_get_ciphersuite(&e->ssl));
+  snprintf(out->alpn, sizeof out->alpn, "%s", alpn ? alpn : "");
+  if (peer) {
+    if (mbedtls_x509_dn_gets(out->peer_subject, sizeof out->peer_subject,
+                             &peer->subject) < 0)
+      out->peer_subject[0] = 0;
+    out->peer_cert = 1;
+    out->peer_verified = e->c->authmode != MBEDTLS_SSL_VERIFY_NONE &&
+                         mbedtls_ssl_get_verify_result(&e->ssl) == 0;
+  }
+  out->resumed = e->sid_len && e->ssl.session &&
+                 e->ssl.session->id_len == e->sid_len &&
+                 !memcmp(e->ssl.session->id, e->sid, e->sid_len);
+}
+
+static const char *evl__tlse_msg(evl__tlse *e) {
+  return e->msg[0] ? e->msg : NULL;
+}
+#endif /* EVLOOP_TLS_MBEDTLS */
 
 /* ==== Transports ======================================================== */
 
@@ -6069,7 +10220,9 @@ enum {
   EVL__T_WATCH_HUP = 1 << 12, /* write pipe: readable = the reader left */
   EVL__T_OVL = 1 << 13,       /* IOCP: completion-based I/O */
   EVL__T_SKIP = 1 << 14,      /* IOCP: no completion packet on success */
-  EVL__T_HANDLE = 1 << 15     /* IOCP: a named pipe handle, not a socket */
+  EVL__T_HANDLE = 1 << 15,    /* IOCP: a named pipe handle, not a socket */
+  EVL__T_UNREF = 1 << 16,     /* does not keep the loop alive */
+  EVL__T_TLS = 1 << 17        /* a TLS layer's transport (TLS layer section) */
 };
 
 typedef struct evl__dgram {
@@ -6091,6 +10244,13 @@ typedef struct evl__sendfile_op {
   size_t before; /* queued bytes still to send ahead of the file */
 } evl__sendfile_op;
 
+/* A datagram endpoint's remote address (create_datagram_endpoint's). */
+typedef struct evl__dg_peer {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  int connected; /* 0 with allow_broadcast: sends name the address */
+} evl__dg_peer;
+
 struct evl_transport {
   evl_loop *loop;
   const evl_protocol *proto;
@@ -6101,6 +10261,7 @@ struct evl_transport {
   uint32_t wlen, woff, wcap, high, low;
   int fd, flags, lost_err;
   evl__dgram *dq_head; /* queued datagrams */
+  evl__dg_peer *peer;  /* datagram endpoints made with a remote address */
   /* Before the start, the connection future to complete (EVL__T_WAITER);
      after it, a running sendfile. Kept small: idle connections count. */
   union {
@@ -6123,10 +10284,51 @@ struct evl_transport {
 /* The running sendfile, if any (u holds the waiter before the start). */
 #define EVL__SF(t) ((t)->flags & EVL__T_WAITER ? NULL : (t)->u.sf)
 
+/* The TLS layer's side of the transport functions: a transport flagged
+   EVL__T_TLS is handed to the TLS layer section. */
+#ifdef EVL__HAVE_TLS
+static int evl__tls_write(evl_transport *t, const void *data, size_t len);
+static int evl__tls_writev(evl_transport *t, const evl_iovec *iov, size_t n);
+static void evl__tls_close(evl_transport *t);
+static void evl__tls_abort(evl_transport *t);
+static void evl__tls_fatal(evl_transport *t, int err);
+static int evl__tls_pause(evl_transport *t, int pause);
+static int evl__tls_set_limits(evl_transport *t, size_t high, size_t low);
+static size_t evl__tls_app_queued(evl_transport *t);
+static evl_transport *evl__tls_raw(evl_transport *t);
+static evl_future *evl__tls_sendfile(evl_transport *t, int file_fd,
+                                     int64_t offset, size_t count);
+#define EVL__TLS_RET(t, call)                                                  \
+  do {                                                                         \
+    if ((t) && ((t)->flags & EVL__T_TLS))                                      \
+      return call;                                                             \
+  } while (0)
+#define EVL__TLS_DO(t, call)                                                   \
+  do {                                                                         \
+    if ((t) && ((t)->flags & EVL__T_TLS)) {                                    \
+      call;                                                                    \
+      return;                                                                  \
+    }                                                                          \
+  } while (0)
+#else
+#define EVL__TLS_RET(t, call) ((void)0)
+#define EVL__TLS_DO(t, call) ((void)0)
+#endif
+static int evl__tls_server_wrap(evl_server *s, const evl_net_options *opts);
+static void evl__tls_server_free(void *p);
+static evl_future *evl__tls_connect(evl_loop *loop, const evl_protocol *proto,
+                                    void *user, const char *host, int port,
+                                    const char *path, evl_fd fd,
+                                    const evl_net_options *opts);
+
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__tr_on_writable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__dg_on_readable(evl_loop *loop, evl_fd fd, void *arg);
 static void evl__dg_on_writable(evl_loop *loop, evl_fd fd, void *arg);
+static int evl__dg_read_some(evl_transport *t, int budget);
+/* Reading may go on: no pause, close or EOF came from a callback. */
+#define EVL__TR_READ_STOP                                                      \
+  (EVL__T_PAUSED | EVL__T_CLOSING | EVL__T_READ_EOF | EVL__T_LOST)
 static void evl__server_conn_gone(evl_server *s);
 static void evl__sendfile_fail(evl_transport *t, int err);
 static int evl__tr_read_on(evl_transport *t);
@@ -6184,6 +10386,7 @@ static void evl__tr_drop_queue(evl_transport *t) {
 static void evl__tr_close_fd(evl_transport *t) {
   evl__unwatch(t->loop, t->fd, EVL__READ);
   evl__unwatch(t->loop, t->fd, EVL__WRITE);
+  evl__fd_own(t->loop, t->fd, 0);
 #ifdef EVL__HAVE_IOCP
   evl__ovl_release(t->loop, t->rreq);
   evl__ovl_release(t->loop, t->wreq);
@@ -6217,6 +10420,7 @@ static void evl__tr_lost(evl_loop *loop, void *arg) {
   if ((t->flags & EVL__T_MADE) && t->proto->connection_lost)
     t->proto->connection_lost(t, t->lost_err, t->user);
   evl__tr_drop_queue(t);
+  evl__lfree(t->loop, t->peer);
   if (t->lprev)
     t->lprev->lnext = t->lnext;
   else
@@ -6236,11 +10440,14 @@ static void evl__tr_schedule_lost(evl_transport *t, int err) {
   t->lost_err = err;
   evl__unwatch(t->loop, t->fd, EVL__READ);
   evl__unwatch(t->loop, t->fd, EVL__WRITE);
+  if (t->loop->closing)
+    return; /* evl__transports_close ends it, not nested in the caller */
   if (evl__soon_internal(t->loop, evl__tr_lost, t) < 0)
-    evl__tr_lost(t->loop, t); /* closing loop or no memory: at once */
+    evl__tr_lost(t->loop, t); /* no memory: at once */
 }
 
 static void evl__tr_fatal(evl_transport *t, int err) {
+  EVL__TLS_DO(t, evl__tls_fatal(t, err));
   evl__tr_drop_queue(t);
   evl__tr_schedule_lost(t, err);
 }
@@ -6293,6 +10500,12 @@ static void evl__tr_start(evl_loop *loop, void *arg) {
     evl__tr_schedule_lost(t, EVL_ECLOSED);
     return;
   }
+  if ((t->flags & EVL__T_WAITER) && t->u.waiter->state != EVL__PENDING) {
+    /* Its future was cancelled: nobody wants it, and the protocol never
+       hears of it (no connection_made, no connection_lost). */
+    evl__tr_schedule_lost(t, EVL_ECANCELED);
+    return;
+  }
   if (t->flags & EVL__T_WAITER) {
     w = t->u.waiter;
     t->u.waiter = NULL;
@@ -6342,6 +10555,7 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
     evl__lfree(loop, t);
     return NULL;
   }
+  evl__fd_own(loop, fd, 1);
   return t;
 }
 
@@ -6353,13 +10567,15 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
 
 #ifdef _WIN32
 /* No pipe transports on Windows (yet): everything is a socket. */
-static ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
+static evl__ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
   return evl__sys_recv(t->fd, buf, len, 0);
 }
-static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
+static evl__ssize_t evl__tr_send(evl_transport *t, const void *data,
+                                 size_t len) {
   return evl__sys_send(t->fd, data, len, 0);
 }
-static ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov, size_t n) {
+static evl__ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov,
+                                  size_t n) {
   WSABUF b[64];
   DWORD sent = 0, i;
   if (n > 64)
@@ -6370,45 +10586,63 @@ static ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov, size_t n) {
   }
   if (WSASend(EVL__SOCK(t->fd), b, (DWORD)n, &sent, 0, NULL, NULL) != 0)
     return evl__sock_fail();
-  return (ssize_t)sent;
+  return (evl__ssize_t)sent;
 }
 #else
-static ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
+static evl__ssize_t evl__tr_recv(evl_transport *t, void *buf, size_t len) {
   return t->flags & EVL__T_PIPE ? read(t->fd, buf, len)
                                 : evl__sys_recv(t->fd, buf, len, 0);
 }
 
-/* A write to a pipe whose reader is gone raises SIGPIPE (evl__sys_send() has
-   MSG_NOSIGNAL, write() has nothing like it): block it in this thread for
-   the write, and take back a SIGPIPE the write caused. */
-static ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
-  sigset_t pipe_set, old, pending;
-  ssize_t r;
-  int err, was_pending;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
+/* SIGPIPE guard for the writes that have no MSG_NOSIGNAL: write() to a pipe,
+   sendfile(2). The signal is blocked in this thread for the call; if the
+   call failed with EPIPE, the SIGPIPE it raised (pending on this thread) is
+   taken back with sigtimedwait, unless one was already pending before the
+   call (another's, which must still be delivered: one pending SIGPIPE
+   cannot be told from two, so ours is left with it). The old mask comes
+   back afterwards, so a thread that blocks SIGPIPE itself keeps it so. */
+typedef struct evl__sigpipe_guard {
+  sigset_t set, old;
+  int was_pending;
+} evl__sigpipe_guard;
+
+static void evl__sigpipe_mask(int how, const sigset_t *set, sigset_t *old) {
 #ifndef EVLOOP_NO_THREADS
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  pthread_sigmask(how, set, old);
 #else
-  sigprocmask(SIG_BLOCK, &pipe_set, &old);
+  sigprocmask(how, set, old);
 #endif
-  was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
-  r = writev(fd, v, n);
-  err = errno;
-  if (r < 0 && err == EPIPE && !was_pending) {
+}
+
+static void evl__sigpipe_block(evl__sigpipe_guard *g) {
+  sigset_t pending;
+  sigemptyset(&g->set);
+  sigaddset(&g->set, SIGPIPE);
+  evl__sigpipe_mask(SIG_BLOCK, &g->set, &g->old);
+  g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+}
+
+/* r and err: the call's result and errno (errno is err again on return). */
+static void evl__sigpipe_unblock(evl__sigpipe_guard *g, ssize_t r, int err) {
+  if (r < 0 && err == EPIPE && !g->was_pending) {
     struct timespec zero = {0, 0};
-    (void)sigtimedwait(&pipe_set, NULL, &zero);
+    (void)sigtimedwait(&g->set, NULL, &zero);
   }
-#ifndef EVLOOP_NO_THREADS
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-#else
-  sigprocmask(SIG_SETMASK, &old, NULL);
-#endif
+  evl__sigpipe_mask(SIG_SETMASK, &g->old, NULL);
   errno = err;
+}
+
+static ssize_t evl__pipe_writev(int fd, const struct iovec *v, int n) {
+  evl__sigpipe_guard g;
+  ssize_t r;
+  evl__sigpipe_block(&g);
+  r = writev(fd, v, n);
+  evl__sigpipe_unblock(&g, r, errno);
   return r;
 }
 
-static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
+static evl__ssize_t evl__tr_send(evl_transport *t, const void *data,
+                                 size_t len) {
   struct iovec v;
   if (!(t->flags & EVL__T_PIPE))
     return evl__sys_send(t->fd, data, len, EVL__SEND_FLAGS);
@@ -6418,7 +10652,8 @@ static ssize_t evl__tr_send(evl_transport *t, const void *data, size_t len) {
 }
 
 /* Up to 64 buffers in one call: writev on pipes, sendmsg on sockets. */
-static ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov, size_t n) {
+static evl__ssize_t evl__tr_sendv(evl_transport *t, const evl_iovec *iov,
+                                  size_t n) {
   struct iovec v[64];
   struct msghdr mh;
   size_t i, k = n < 64 ? n : 64;
@@ -6463,34 +10698,37 @@ static void *evl__tr_get_buffer(evl_transport *t, size_t hint, size_t *len) {
   return buf;
 }
 
+/* Reads until the socket is drained (a short read says so, as libuv takes
+   it; EAGAIN otherwise) or the loop's read budget is used up. */
 static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   const evl_protocol *p = t->proto;
-  ssize_t n;
+  evl__ssize_t n;
+  int budget = loop->read_budget;
   (void)fdv;
-  if (p->get_buffer) {
-    size_t len;
-    void *buf = evl__tr_get_buffer(t, EVL__RBUF_SIZE, &len);
-    if (!buf)
-      return;
-    n = evl__tr_recv(t, buf, len);
-    if (n > 0) {
-      if (p->buffer_updated)
+  for (;;) {
+    size_t len = EVL__RBUF_SIZE;
+    if (p->get_buffer) {
+      void *buf = evl__tr_get_buffer(t, EVL__RBUF_SIZE, &len);
+      if (!buf)
+        return;
+      n = evl__tr_recv(t, buf, len);
+      if (n > 0 && p->buffer_updated)
         p->buffer_updated(t, (size_t)n, t->user);
-      return;
-    }
-  } else {
-    unsigned char *buf = evl__rbuf(loop);
-    if (!buf) {
-      evl__tr_fatal(t, EVL_ENOMEM);
-      return;
-    }
-    n = evl__tr_recv(t, buf, EVL__RBUF_SIZE);
-    if (n > 0) {
-      if (p->data_received)
+    } else {
+      unsigned char *buf = evl__rbuf(loop);
+      if (!buf) {
+        evl__tr_fatal(t, EVL_ENOMEM);
+        return;
+      }
+      n = evl__tr_recv(t, buf, EVL__RBUF_SIZE);
+      if (n > 0 && p->data_received)
         p->data_received(t, buf, (size_t)n, t->user);
-      return;
     }
+    if (n <= 0)
+      break;
+    if ((size_t)n < len || --budget <= 0 || (t->flags & EVL__TR_READ_STOP))
+      return;
   }
 #ifdef EVL__HAVE_KQUEUE
   if (n == 0 && !(t->flags & EVL__T_PIPE)) { /* a reset libkqueue took */
@@ -6550,7 +10788,7 @@ static int evl__tr_check_writable(evl_transport *t) {
   if ((t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) == EVL__T_PIPE)
     return EVL_ENOTSUP; /* a read pipe */
   if (t->flags & EVL__T_CLOSING)
-    return EVL_ECLOSED;
+    return EVL_ECLOSING;
   if (t->flags & (EVL__T_EOF_PENDING | EVL__T_EOF_SENT))
     return EVL_EPIPE;
   return 0;
@@ -6580,28 +10818,37 @@ static int evl__tr_watch_queue(evl_transport *t) {
   return 0;
 }
 
-EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
-                                  size_t n) {
-  size_t total = 0, i, sent = 0;
-  int rc = evl__tr_check_writable(t);
-  if (rc)
-    return rc;
-  if (t->flags & EVL__T_DGRAM)
-    return EVL_ENOTSUP;
+/* The bytes of iov[0..n) into *total; EVL_EINVAL for a bad vector. */
+static int evl__iov_total(const evl_iovec *iov, size_t n, size_t *total) {
+  size_t i;
+  *total = 0;
   if (n && !iov)
     return EVL_EINVAL;
   for (i = 0; i < n; i++) {
     if (iov[i].len && !iov[i].base)
       return EVL_EINVAL;
-    total += iov[i].len;
+    *total += iov[i].len;
   }
-  if (!total)
-    return 0;
+  return 0;
+}
+
+EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
+                                  size_t n) {
+  size_t total, i, sent = 0;
+  int rc;
+  EVL__TLS_RET(t, evl__tls_writev(t, iov, n));
+  rc = evl__tr_check_writable(t);
+  if (rc)
+    return rc;
+  if (t->flags & EVL__T_DGRAM)
+    return EVL_ENOTSUP;
+  if ((rc = evl__iov_total(iov, n, &total)) != 0 || !total)
+    return rc;
   /* Nothing queued: send at once, queue only what the kernel did not take
      (and watch for writability only then). */
   if (!t->wlen && !EVL__SF(t) && !EVL__WBUSY(t) &&
       !(t->flags & EVL__T_HANDLE)) { /* a pipe handle: WriteFile below */
-    ssize_t r;
+    evl__ssize_t r;
     size_t k = n < 64 ? n : 64;
     r = evl__tr_sendv(t, iov, k);
     if (r < 0) {
@@ -6634,6 +10881,7 @@ EVL__DEF int evl_transport_writev(evl_transport *t, const evl_iovec *iov,
 EVL__DEF int evl_transport_write(evl_transport *t, const void *data,
                                  size_t len) {
   evl_iovec v;
+  EVL__TLS_RET(t, evl__tls_write(t, data, len));
   /* The common case, direct: a stream with nothing queued sends at once
      (the echo and HTTP path: one evl__sys_send() per reply, nothing else). */
   if (t && data && len &&
@@ -6641,8 +10889,8 @@ EVL__DEF int evl_transport_write(evl_transport *t, const void *data,
                     EVL__T_DGRAM | EVL__T_WAITER | EVL__T_HANDLE)) &&
       (t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) != EVL__T_PIPE && !t->wlen &&
       !t->u.sf && !EVL__WBUSY(t)) {
-    ssize_t r = evl__tr_send(t, data, len);
-    if (r == (ssize_t)len)
+    evl__ssize_t r = evl__tr_send(t, data, len);
+    if (r == (evl__ssize_t)len)
       return 0;
     if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
       int rc = evl__errno();
@@ -6678,7 +10926,7 @@ static void evl__tr_drained(evl_transport *t) {
   }
   if (t->flags & EVL__T_EOF_PENDING) {
     t->flags = (t->flags & ~EVL__T_EOF_PENDING) | EVL__T_EOF_SENT;
-    (void)evl__sys_shutdown(t->fd, SHUT_WR);
+    (void)evl__sys_shutdown(t->fd, EVL__SHUT_WR);
   }
 }
 
@@ -6688,7 +10936,7 @@ static void evl__tr_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   evl__sendfile_op *sf = EVL__SF(t);
   size_t want = t->wlen;
-  ssize_t n;
+  evl__ssize_t n;
   (void)loop;
   (void)fdv;
   if (sf && sf->before < want)
@@ -7044,6 +11292,8 @@ static void evl__tr_ovl_done(evl_transport *t, evl__ovl *r, int err) {
       if (t->proto->datagram_received)
         t->proto->datagram_received(t, r->buf, n, r->buf + r->cap,
                                     (size_t)r->alen, t->user);
+      /* what else is queued, up to the budget, before posting again */
+      evl__dg_read_some(t, t->loop->read_budget - 1);
       r->delivering = 0;
     } else if (err == EVL_ECONNRESET || err == EVL_ECONNREFUSED ||
                err == EVL_EHOSTUNREACH || err == EVL_ENETUNREACH) {
@@ -7097,7 +11347,9 @@ static void evl__tr_ovl_done(evl_transport *t, evl__ovl *r, int err) {
 #endif /* EVL__HAVE_IOCP */
 
 EVL__DEF int evl_transport_write_eof(evl_transport *t) {
-  int rc = evl__tr_check_writable(t);
+  int rc;
+  EVL__TLS_RET(t, (t->flags & EVL__T_CLOSING) ? EVL_ECLOSING : EVL_ENOTSUP);
+  rc = evl__tr_check_writable(t);
   if (rc)
     return rc == EVL_EPIPE ? 0 : rc; /* twice is fine */
   if (t->flags & EVL__T_DGRAM)
@@ -7112,6 +11364,7 @@ EVL__DEF int evl_transport_write_eof(evl_transport *t) {
   return 0;
 }
 EVL__DEF int evl_transport_can_write_eof(evl_transport *t) {
+  EVL__TLS_RET(t, 0); /* TLS has no half-close (asyncio's rule) */
   return t && !(t->flags & EVL__T_DGRAM) &&
          (t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) != EVL__T_PIPE;
 }
@@ -7119,6 +11372,7 @@ EVL__DEF int evl_transport_can_write_eof(evl_transport *t) {
 EVL__DEF void evl_transport_close(evl_transport *t) {
   if (!t || (t->flags & EVL__T_CLOSING))
     return;
+  EVL__TLS_DO(t, evl__tls_close(t));
   t->flags |= EVL__T_CLOSING;
   evl__unwatch(t->loop, t->fd, EVL__READ);
   if (!t->wlen && !t->dq_head && !EVL__SF(t) && !EVL__WBUSY(t))
@@ -7128,6 +11382,7 @@ EVL__DEF void evl_transport_close(evl_transport *t) {
 EVL__DEF void evl_transport_abort(evl_transport *t) {
   if (!t || (t->flags & EVL__T_LOST))
     return;
+  EVL__TLS_DO(t, evl__tls_abort(t));
   evl__tr_drop_queue(t);
   evl__tr_schedule_lost(t, 0);
 }
@@ -7141,6 +11396,7 @@ EVL__DEF int evl_transport_pause_reading(evl_transport *t) {
     return EVL_ENOTSUP;
   if (t->flags & EVL__T_CLOSING)
     return EVL_ECLOSED;
+  EVL__TLS_RET(t, evl__tls_pause(t, 1));
   t->flags |= EVL__T_PAUSED;
   evl__unwatch(t->loop, t->fd, EVL__READ);
   return 0;
@@ -7152,6 +11408,7 @@ EVL__DEF int evl_transport_resume_reading(evl_transport *t) {
     return EVL_ENOTSUP;
   if (t->flags & EVL__T_CLOSING)
     return EVL_ECLOSED;
+  EVL__TLS_RET(t, evl__tls_pause(t, 0));
   if (!(t->flags & EVL__T_PAUSED))
     return 0;
   t->flags &= ~EVL__T_PAUSED;
@@ -7166,6 +11423,7 @@ EVL__DEF int evl_transport_set_write_buffer_limits(evl_transport *t,
                                                    size_t high, size_t low) {
   if (!t)
     return EVL_EINVAL;
+  EVL__TLS_RET(t, evl__tls_set_limits(t, high, low));
   if (!high)
     high = low ? low * 4 : 65536;
   if (!low)
@@ -7179,6 +11437,7 @@ EVL__DEF int evl_transport_set_write_buffer_limits(evl_transport *t,
   return 0;
 }
 EVL__DEF size_t evl_transport_get_write_buffer_size(evl_transport *t) {
+  EVL__TLS_RET(t, evl__tls_app_queued(t));
   return t ? evl__tr_queued(t) : 0;
 }
 static int evl__copy_name(int rc, struct sockaddr_storage *ss, socklen_t len,
@@ -7196,6 +11455,7 @@ EVL__DEF int evl_transport_get_peername(evl_transport *t, void *addr,
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   int rc;
+  EVL__TLS_RET(t, evl_transport_get_peername(evl__tls_raw(t), addr, addrlen));
   if (!t || t->fd < 0)
     return EVL_EINVAL;
   rc = evl__sys_getpeername(t->fd, (struct sockaddr *)&ss, &len);
@@ -7206,12 +11466,14 @@ EVL__DEF int evl_transport_get_sockname(evl_transport *t, void *addr,
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   int rc;
+  EVL__TLS_RET(t, evl_transport_get_sockname(evl__tls_raw(t), addr, addrlen));
   if (!t || t->fd < 0)
     return EVL_EINVAL;
   rc = evl__sys_getsockname(t->fd, (struct sockaddr *)&ss, &len);
   return evl__copy_name(rc, &ss, len, addr, addrlen);
 }
 EVL__DEF evl_fd evl_transport_fd(evl_transport *t) {
+  EVL__TLS_RET(t, evl__tls_raw(t) ? evl__tls_raw(t)->fd : -1);
   return t ? t->fd : -1;
 }
 EVL__DEF evl_loop *evl_transport_loop(evl_transport *t) {
@@ -7225,11 +11487,22 @@ EVL__DEF void evl_transport_set_user(evl_transport *t, void *user) {
     t->user = user;
 }
 
+/* SOCK_STREAM, SOCK_DGRAM...; -1 if fd is no socket. */
+static int evl__sock_type(int fd) {
+  int type = -1;
+  socklen_t len = (socklen_t)sizeof type;
+  if (evl__sys_getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+    return -1;
+  return type;
+}
+
 EVL__DEF evl_transport *evl_connect_accepted_socket(evl_loop *loop,
                                                     const evl_protocol *proto,
                                                     void *user, evl_fd fd) {
   if (!loop || !proto || fd < 0 || fd > INT_MAX || loop->closing)
     return NULL;
+  if (evl__sock_type((int)fd) != SOCK_STREAM)
+    return NULL; /* asyncio: "A Stream Socket was expected" */
   if (evl__set_nonblocking((int)fd))
     return NULL;
   evl__set_nodelay((int)fd); /* fails harmlessly on non-TCP sockets */
@@ -7376,33 +11649,44 @@ static void evl__transports_close(evl_loop *loop) {
 
 /* ==== Datagram endpoints ================================================ */
 
-static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
-  evl_transport *t = (evl_transport *)arg;
-  struct sockaddr_storage ss;
-  socklen_t alen = sizeof ss;
+/* Up to budget datagrams, until the socket has none (EAGAIN) or a callback
+   paused or closed the endpoint; returns the number delivered. */
+static int evl__dg_read_some(evl_transport *t, int budget) {
+  evl_loop *loop = t->loop;
   unsigned char *buf = evl__rbuf(loop);
-  ssize_t n;
-  (void)fdv;
+  int got = 0;
   if (!buf)
-    return;
-  n = evl__sys_recvfrom(t->fd, buf, EVL__RBUF_SIZE, 0, (struct sockaddr *)&ss,
-                        &alen);
-  if (n >= 0) {
-    if (t->proto->datagram_received)
-      t->proto->datagram_received(t, buf, (size_t)n, &ss, (size_t)alen,
-                                  t->user);
-    return;
-  }
-  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+    return 0;
+  while (got < budget && !(t->flags & EVL__TR_READ_STOP)) {
+    struct sockaddr_storage ss;
+    socklen_t alen = sizeof ss;
+    evl__ssize_t n = evl__sys_recvfrom(t->fd, buf, EVL__RBUF_SIZE, 0,
+                                       (struct sockaddr *)&ss, &alen);
+    if (n >= 0) {
+      got++;
+      if (t->proto->datagram_received)
+        t->proto->datagram_received(t, buf, (size_t)n, &ss, (size_t)alen,
+                                    t->user);
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
 #ifdef EVL__HAVE_KQUEUE
-    int err = evl__kqueue_take_soerr(loop, t->fd); /* libkqueue took it */
-    if (err && t->proto->error_received)
-      t->proto->error_received(t, evl_translate_sys_error(err), t->user);
+      int err = evl__kqueue_take_soerr(loop, t->fd); /* libkqueue took it */
+      if (err && t->proto->error_received)
+        t->proto->error_received(t, evl_translate_sys_error(err), t->user);
 #endif
-    return;
+      break;
+    }
+    got++; /* e.g. ECONNREFUSED from an ICMP error: reported, counted */
+    if (t->proto->error_received)
+      t->proto->error_received(t, evl__errno(), t->user);
   }
-  if (t->proto->error_received) /* e.g. ECONNREFUSED from an ICMP error */
-    t->proto->error_received(t, evl__errno(), t->user);
+  return got;
+}
+
+static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
+  (void)fdv;
+  evl__dg_read_some((evl_transport *)arg, loop->read_budget);
 }
 
 static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
@@ -7410,7 +11694,7 @@ static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   (void)fdv;
   while (t->dq_head) {
     evl__dgram *d = t->dq_head;
-    ssize_t n = evl__sys_sendto(
+    evl__ssize_t n = evl__sys_sendto(
         t->fd, (const unsigned char *)(d + 1), d->len, EVL__SEND_FLAGS,
         d->addrlen ? (const struct sockaddr *)&d->addr : NULL, d->addrlen);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -7428,18 +11712,52 @@ static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
     evl__tr_schedule_lost(t, 0);
 }
 
+/* 1 if two socket addresses name the same endpoint (IPv4 and IPv6 by
+   family, port and address, whatever length the caller gave). */
+static int evl__sockaddr_same(const void *xv, size_t xlen, const void *yv,
+                              size_t ylen) {
+  const struct sockaddr *x = (const struct sockaddr *)xv,
+                        *y = (const struct sockaddr *)yv;
+  if (xlen < sizeof x->sa_family || ylen < sizeof y->sa_family ||
+      x->sa_family != y->sa_family)
+    return 0;
+  if (x->sa_family == AF_INET && xlen >= sizeof(struct sockaddr_in) &&
+      ylen >= sizeof(struct sockaddr_in)) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)xv,
+                             *b = (const struct sockaddr_in *)yv;
+    return a->sin_port == b->sin_port &&
+           !memcmp(&a->sin_addr, &b->sin_addr, sizeof a->sin_addr);
+  }
+  if (x->sa_family == AF_INET6 && xlen >= sizeof(struct sockaddr_in6) &&
+      ylen >= sizeof(struct sockaddr_in6)) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)xv,
+                              *b = (const struct sockaddr_in6 *)yv;
+    return a->sin6_port == b->sin6_port &&
+           a->sin6_scope_id == b->sin6_scope_id &&
+           !memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr);
+  }
+  return xlen == ylen && !memcmp(xv, yv, xlen);
+}
+
 EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
                                   size_t len, const void *addr,
                                   size_t addrlen) {
   evl__dgram *d;
-  ssize_t n;
+  evl__ssize_t n;
   if (!t || (len && !data) ||
       (addr && (!addrlen || addrlen > sizeof(struct sockaddr_storage))))
     return EVL_EINVAL;
   if (!(t->flags & EVL__T_DGRAM))
     return EVL_ENOTSUP;
   if (t->flags & EVL__T_CLOSING)
-    return EVL_ECLOSED;
+    return EVL_ECLOSING;
+  if (t->peer) { /* asyncio: addr must be None or the remote address */
+    if (addr &&
+        !evl__sockaddr_same(addr, addrlen, &t->peer->ss, (size_t)t->peer->len))
+      return EVL_EINVAL;
+    addr = t->peer->connected ? NULL : (const void *)&t->peer->ss;
+    addrlen = t->peer->len;
+  }
   if (!t->dq_head && !EVL__WBUSY(t)) {
     n = evl__sys_sendto(t->fd, data, len, EVL__SEND_FLAGS,
                         (const struct sockaddr *)addr,
@@ -7596,6 +11914,26 @@ static int evl__resolve_work(void *arg, void **result) {
   return rc;
 }
 
+/* 0 when no element of the list is empty: "a,", ",a", "a,,b" and " " are
+   EVL_EINVAL (an empty element would ask getaddrinfo for "", which is no
+   host; ignoring it would hide a mistake). NULL and "" (all interfaces, or
+   localhost to connect to) are no list and pass. */
+static int evl__hosts_check(const char *hosts) {
+  const char *p = hosts;
+  if (!hosts || !*hosts)
+    return 0;
+  for (;;) {
+    while (*p == ' ')
+      p++;
+    if (*p == ',' || *p == '\0')
+      return EVL_EINVAL;
+    p = strchr(p, ',');
+    if (!p)
+      return 0;
+    p++;
+  }
+}
+
 /* True when every host of the list is numeric (no executor needed). */
 static int evl__hosts_numeric(const char *hosts, int family) {
   char buf[256];
@@ -7700,7 +12038,7 @@ static int evl__resolve(evl_loop *loop, const char *hosts, int port, int family,
   evl_future *f;
   evl__addrs *l = NULL;
   int rc;
-  if (port < 0 || port > 65535)
+  if (port < 0 || port > 65535 || evl__hosts_check(hosts))
     return EVL_EINVAL;
   if (evl__hosts_numeric(hosts, family)) {
     rc = (!hosts || !*hosts) && passive
@@ -7998,8 +12336,11 @@ static evl__connect *evl__connect_new(evl_loop *loop, const evl_protocol *proto,
 EVL__DEF evl_future *
 evl_create_connection(evl_loop *loop, const evl_protocol *proto, void *user,
                       const char *host, int port, const evl_net_options *opts) {
-  evl__connect *c = evl__connect_new(loop, proto, user);
+  evl__connect *c;
   int family = opts ? opts->family : 0, rc;
+  if (opts && opts->tls)
+    return evl__tls_connect(loop, proto, user, host, port, NULL, -1, opts);
+  c = evl__connect_new(loop, proto, user);
   if (!c || c->fut.state != EVL__PENDING)
     return c ? &c->fut : NULL;
   c->nodelay = !(opts && opts->no_delay_off);
@@ -8032,7 +12373,7 @@ EVL__DEF evl_future *evl_create_unix_connection(evl_loop *loop,
                                                 const evl_protocol *proto,
                                                 void *user, const char *path) {
   evl__connect *c = evl__connect_new(loop, proto, user);
-  struct sockaddr_un su;
+  struct evl__sockaddr_un su;
   socklen_t len;
   int rc;
   if (!c || c->fut.state != EVL__PENDING)
@@ -8102,12 +12443,14 @@ struct evl_server {
   int *fds;
   size_t nfds, nconns;
   int backlog, serving, closed, user_freed, shed_reported;
+  int unref;            /* does not keep the loop alive */
   evl__waiters waiters; /* wait_closed */
   evl_future *serve_fut;
   char *unix_path; /* the socket file we made, removed at close */
   dev_t unix_dev;
   ino_t unix_ino;
   void *owned_user; /* streams: freed with the server */
+  void *tls;        /* the TLS layer's record (opts->tls), or NULL */
 #ifdef EVL__HAVE_IOCP
   struct evl__ovl **acc; /* AcceptEx requests: EVL__ACCEPTS per socket */
 #endif
@@ -8308,6 +12651,7 @@ static void evl__server_close_fds(evl_server *s) {
 #endif
   for (i = 0; i < s->nfds; i++) {
     evl__unwatch(s->loop, s->fds[i], EVL__READ);
+    evl__fd_own(s->loop, s->fds[i], 0);
     evl__closesocket(s->fds[i]);
   }
   s->nfds = 0;
@@ -8434,6 +12778,7 @@ static void evl__server_release(evl_server *s) {
   EVLOOP_FREE(NULL, s->fds);
   EVLOOP_FREE(NULL, s->unix_path);
   EVLOOP_FREE(NULL, s->owned_user);
+  evl__tls_server_free(s->tls);
   EVLOOP_FREE(NULL, s);
 }
 
@@ -8476,21 +12821,36 @@ static evl_server *evl__server_new(evl_loop *loop, const evl_protocol *proto,
 }
 
 static int evl__server_add_fd(evl_server *s, int fd) {
-  int *f = (int *)EVLOOP_REALLOC(NULL, s->fds, (s->nfds + 1) * sizeof *f);
+  int *f;
+  if (evl__fds_reserve(s->loop, fd))
+    return EVL_ENOMEM;
+  f = (int *)EVLOOP_REALLOC(NULL, s->fds, (s->nfds + 1) * sizeof *f);
   if (!f)
     return EVL_ENOMEM;
   s->fds = f;
   s->fds[s->nfds++] = fd;
+  evl__fd_own(s->loop, fd, 1);
   return 0;
 }
 
-/* One listening socket per address. */
+/* 1 if two resolved addresses are the same socket address. */
+static int evl__addr_same(const evl__addr *x, const evl__addr *y) {
+  return evl__sockaddr_same(&x->ss, (size_t)x->len, &y->ss, (size_t)y->len);
+}
+
+/* One listening socket per address; an address listed twice listens once
+   (asyncio removes duplicates). */
 static int evl__server_bind(evl_server *s, const evl__addrs *l,
                             const evl_net_options *opts) {
-  size_t i;
+  size_t i, j;
   for (i = 0; i < l->n; i++) {
     const evl__addr *a = &l->a[i];
-    int fd = evl__socket(a->ss.ss_family, SOCK_STREAM), one = 1, rc;
+    int fd, one = 1, rc;
+    for (j = 0; j < i && !evl__addr_same(a, &l->a[j]); j++) {
+    }
+    if (j < i)
+      continue;
+    fd = evl__socket(a->ss.ss_family, SOCK_STREAM);
     if (fd < 0)
       return fd;
 #ifdef _WIN32
@@ -8595,6 +12955,12 @@ static evl_future *evl__create_server(evl_loop *loop, const evl_protocol *proto,
     (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
     return f;
   }
+  if ((rc = evl__tls_server_wrap(r->s, opts)) != 0) {
+    evl__server_fail(r->s);
+    evl__lfree(loop, r);
+    (void)evl_future_set_error(f, rc, NULL);
+    return f;
+  }
   if (out)
     *out = r->s;
   r->fut = evl_future_ref(f);
@@ -8622,12 +12988,32 @@ EVL__DEF evl_future *evl_create_server(evl_loop *loop,
   return evl__create_server(loop, proto, user, host, port, opts, NULL);
 }
 
+#ifndef _WIN32
+/* Is someone listening on the socket file? A non-blocking connect tells:
+   refused means stale (0), accepted or a full backlog means live
+   (EVL_EADDRINUSE; the live server sees a connection that ends at once). */
+static int evl__unix_path_live(const struct evl__sockaddr_un *su,
+                               socklen_t len) {
+  int fd = evl__socket(AF_UNIX, SOCK_STREAM), rc;
+  if (fd < 0)
+    return fd;
+  rc = connect(fd, (const struct sockaddr *)su, len) == 0 ? EVL_EADDRINUSE
+                                                          : evl__errno();
+  close(fd);
+  if (rc == EVL_EAGAIN || rc == EVL_EINPROGRESS)
+    rc = EVL_EADDRINUSE;
+  else if (rc == EVL_ECONNREFUSED || rc == EVL_ENOENT)
+    rc = 0;
+  return rc;
+}
+#endif
+
 EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
                                             const evl_protocol *proto,
                                             void *user, const char *path,
                                             const evl_net_options *opts) {
   evl_future *f = evl_future_new(loop);
-  struct sockaddr_un su;
+  struct evl__sockaddr_un su;
   struct stat st;
   socklen_t len;
   evl_server *s;
@@ -8637,10 +13023,10 @@ EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
   rc = proto ? evl__unix_addr(path, &su, &len) : EVL_EINVAL;
 #ifndef _WIN32
   if (rc == 0 && path[0] != '@' && lstat(path, &st) == 0) {
-    if (S_ISSOCK(st.st_mode))
-      (void)unlink(path); /* a stale socket file is replaced */
-    else
+    if (!S_ISSOCK(st.st_mode))
       rc = EVL_EEXIST;
+    else if ((rc = evl__unix_path_live(&su, len)) == 0)
+      (void)unlink(path); /* a stale socket file is replaced */
   }
 #endif
   if (rc) {
@@ -8650,6 +13036,11 @@ EVL__DEF evl_future *evl_create_unix_server(evl_loop *loop,
   s = evl__server_new(loop, proto, user, opts);
   if (!s) {
     (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
+    return f;
+  }
+  if ((rc = evl__tls_server_wrap(s, opts)) != 0) {
+    evl__server_fail(s);
+    (void)evl_future_set_error(f, rc, NULL);
     return f;
   }
   fd = evl__socket(AF_UNIX, SOCK_STREAM);
@@ -8752,6 +13143,8 @@ static void evl__dgram_finish(evl_loop *loop, evl__dgram_req *r) {
                : r->family     ? r->family
                                : AF_INET;
   int fd = evl__socket(family, SOCK_DGRAM), one = 1, rc = fd < 0 ? fd : 0;
+  evl__dg_peer *peer = NULL;
+  evl_transport *t = NULL;
   if (rc == 0 && r->opts.reuse_port) {
 #ifdef SO_REUSEPORT
     if (evl__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
@@ -8766,11 +13159,27 @@ static void evl__dgram_finish(evl_loop *loop, evl__dgram_req *r) {
   if (rc == 0 && r->local_len &&
       evl__sys_bind(fd, (struct sockaddr *)&r->local, r->local_len) < 0)
     rc = evl__errno();
-  if (rc == 0 && r->remote_len &&
+  /* With allow_broadcast the socket stays unconnected (asyncio): sends
+     name the remote address instead. */
+  if (rc == 0 && r->remote_len && !r->opts.allow_broadcast &&
       evl__sys_connect(fd, (struct sockaddr *)&r->remote, r->remote_len) < 0)
     rc = evl__errno();
-  if (rc == 0 && !evl__tr_open(loop, r->proto, r->user, fd, 1, r->fut))
+  if (rc == 0 && r->remote_len) {
+    peer = (evl__dg_peer *)evl__lalloc(loop, sizeof *peer);
+    if (!peer)
+      rc = EVL_ENOMEM;
+    else {
+      memcpy(&peer->ss, &r->remote, sizeof peer->ss);
+      peer->len = r->remote_len;
+      peer->connected = !r->opts.allow_broadcast;
+    }
+  }
+  if (rc == 0 && !(t = evl__tr_open(loop, r->proto, r->user, fd, 1, r->fut)))
     rc = EVL_ENOMEM;
+  if (t)
+    t->peer = peer;
+  else
+    evl__lfree(loop, peer);
   if (rc) {
     if (fd >= 0)
       evl__closesocket(fd);
@@ -8806,6 +13215,8 @@ evl_create_datagram_endpoint(evl_loop *loop, const evl_protocol *proto,
   if (!proto || local_port < 0 || local_port > 65535 || remote_port < 0 ||
       remote_port > 65535)
     rc = EVL_EINVAL;
+  if (!local_host && !local_port && !remote_host && !family)
+    rc = EVL_EINVAL; /* nothing to choose a socket's family by (asyncio) */
   if (rc == 0 && remote_host) {
     r->remote_host = evl__gstrdup(remote_host);
     if (!r->remote_host)
@@ -8861,8 +13272,8 @@ static void evl__sockop_unwatch(evl__sockop *op) {
 #ifdef _WIN32
 /* Up to EVL__RBUF_SIZE bytes of a file at an offset, like pread:
    ReadFile with the offset in the OVERLAPPED. */
-static ssize_t evl__file_pread(int file_fd, void *buf, size_t count,
-                               int64_t offset) {
+static evl__ssize_t evl__file_pread(int file_fd, void *buf, size_t count,
+                                    int64_t offset) {
   OVERLAPPED ov;
   DWORD got = 0;
   HANDLE h = (HANDLE)_get_osfhandle(file_fd);
@@ -8882,13 +13293,24 @@ static ssize_t evl__file_pread(int file_fd, void *buf, size_t count,
     errno = evl__win_errno(e);
     return -1;
   }
-  return (ssize_t)got;
+  return (evl__ssize_t)got;
 }
 #endif
 
-static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
-                                   int64_t *offset, size_t count) {
-  ssize_t n;
+/* After a sendfile, however it ended: the file position is the offset
+   plus the bytes sent (asyncio's promise). */
+static void evl__file_seek(int file_fd, int64_t pos) {
+#ifdef _WIN32
+  (void)_lseeki64(file_fd, pos, SEEK_SET);
+#else
+  if ((int64_t)(off_t)pos == pos)
+    (void)lseek(file_fd, (off_t)pos, SEEK_SET);
+#endif
+}
+
+static evl__ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
+                                        int64_t *offset, size_t count) {
+  evl__ssize_t n;
   unsigned char *buf;
 #ifdef __linux__
   off_t off = (off_t)*offset;
@@ -8902,7 +13324,13 @@ static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
   }
 #endif
 #ifdef __linux__
-  n = sendfile(sock, file_fd, &off, count);
+  {
+    /* sendfile(2) has no MSG_NOSIGNAL: a peer that is gone raises SIGPIPE */
+    evl__sigpipe_guard g;
+    evl__sigpipe_block(&g);
+    n = sendfile(sock, file_fd, &off, count);
+    evl__sigpipe_unblock(&g, n, errno);
+  }
   if (n >= 0) {
     *offset = (int64_t)off;
     return n;
@@ -8923,15 +13351,24 @@ static ssize_t evl__sendfile_chunk(evl_loop *loop, int sock, int file_fd,
 #endif
   if (n <= 0)
     return n;
+#if !defined(MSG_NOSIGNAL) && !defined(_WIN32)
+  { /* no MSG_NOSIGNAL here either: guard the send the same way */
+    evl__sigpipe_guard g;
+    evl__sigpipe_block(&g);
+    n = evl__sys_send(sock, buf, (size_t)n, EVL__SEND_FLAGS);
+    evl__sigpipe_unblock(&g, n, errno);
+  }
+#else
   n = evl__sys_send(sock, buf, (size_t)n, EVL__SEND_FLAGS);
+#endif
   if (n > 0)
     *offset += n;
   return n;
 }
 
 /* Tries the operation; 1 when the future is complete. */
-static int evl__sockop_try(evl__sockop *op) {
-  ssize_t n;
+static int evl__sockop_step(evl__sockop *op) {
+  evl__ssize_t n;
   int err = 0;
   for (;;) {
     switch (op->kind) {
@@ -8998,6 +13435,13 @@ static int evl__sockop_try(evl__sockop *op) {
   }
 }
 
+static int evl__sockop_try(evl__sockop *op) {
+  int done = evl__sockop_step(op);
+  if (done && op->kind == EVL__SOCK_SENDFILE)
+    evl__file_seek(op->file_fd, op->offset);
+  return done;
+}
+
 static void evl__sockop_ready(evl_loop *loop, evl_fd fd, void *arg) {
   evl__sockop *op = (evl__sockop *)arg;
   (void)loop;
@@ -9007,13 +13451,20 @@ static void evl__sockop_ready(evl_loop *loop, evl_fd fd, void *arg) {
 }
 
 static int evl__sockop_cancel(evl_future *f) {
+  evl__sockop *op = (evl__sockop *)(void *)f;
   int rc = evl__future_cancel_base(f);
-  if (rc == 1)
-    evl__sockop_unwatch((evl__sockop *)(void *)f);
+  if (rc == 1) {
+    evl__sockop_unwatch(op);
+    if (op->kind == EVL__SOCK_SENDFILE)
+      evl__file_seek(op->file_fd, op->offset);
+  }
   return rc;
 }
 static void evl__sockop_close(evl_future *f) {
-  evl__sockop_unwatch((evl__sockop *)(void *)f);
+  evl__sockop *op = (evl__sockop *)(void *)f;
+  if (op->kind == EVL__SOCK_SENDFILE && f->state == EVL__PENDING)
+    evl__file_seek(op->file_fd, op->offset);
+  evl__sockop_unwatch(op);
   (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
 }
 static const evl__future_vt evl__sockop_vt = {evl__sockop_cancel, NULL,
@@ -9074,14 +13525,24 @@ EVL__DEF evl_future *evl_sock_accept(evl_loop *loop, evl_fd fd) {
 }
 EVL__DEF evl_future *evl_sock_sendfile(evl_loop *loop, evl_fd sock, int file_fd,
                                        int64_t offset, size_t count) {
-  if (file_fd < 0 || offset < 0) {
+  int rc = file_fd < 0 ? EVL_EBADF : offset < 0 ? EVL_EINVAL : 0;
+  /* asyncio: a non-blocking stream socket only */
+  if (!rc && sock >= 0 && sock <= INT_MAX &&
+      evl__sock_type((int)sock) != SOCK_STREAM)
+    rc = EVL_EINVAL;
+#ifndef _WIN32 /* Windows cannot tell a socket's blocking mode */
+  if (!rc && sock >= 0 && sock <= INT_MAX &&
+      !(fcntl((int)sock, F_GETFL) & O_NONBLOCK))
+    rc = EVL_EINVAL;
+#endif
+  if (rc && loop && !loop->closing) {
     evl_future *f = evl_future_new(loop);
     if (f)
-      (void)evl_future_set_error(f, file_fd < 0 ? EVL_EBADF : EVL_EINVAL, NULL);
+      (void)evl_future_set_error(f, rc, NULL);
     return f;
   }
-  return evl__sockop_start(loop, EVL__SOCK_SENDFILE, sock, NULL, count, file_fd,
-                           offset, 1);
+  return evl__sockop_start(loop, EVL__SOCK_SENDFILE, sock, NULL,
+                           count ? count : (size_t)-1, file_fd, offset, 1);
 }
 EVL__DEF evl_future *evl_sock_connect(evl_loop *loop, evl_fd fd,
                                       const void *addr, size_t addrlen) {
@@ -9137,6 +13598,7 @@ static void evl__sendfile_released(evl_transport *t) {
 
 static void evl__sendfile_finish(evl_transport *t) {
   evl__sendfile_op *op = t->u.sf;
+  evl__file_seek(op->file_fd, op->offset);
   t->u.sf = NULL;
   (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
   op->t = NULL;
@@ -9146,6 +13608,7 @@ static void evl__sendfile_finish(evl_transport *t) {
 
 static void evl__sendfile_fail(evl_transport *t, int err) {
   evl__sendfile_op *op = t->u.sf;
+  evl__file_seek(op->file_fd, op->offset);
   t->u.sf = NULL;
   op->t = NULL;
   (void)evl_future_set_error(&op->fut, err, NULL);
@@ -9160,9 +13623,9 @@ static void evl__sendfile_pump(evl_transport *t) {
     if (op->done < op->count) { /* a buffer of its own: the queue waits */
       unsigned char *buf =
           (unsigned char *)evl__lalloc(t->loop, EVL__RBUF_SIZE);
-      ssize_t n = buf ? evl__file_pread(op->file_fd, buf, op->count - op->done,
-                                        op->offset)
-                      : (errno = ENOMEM, -1);
+      evl__ssize_t n = buf ? evl__file_pread(op->file_fd, buf,
+                                             op->count - op->done, op->offset)
+                           : (errno = ENOMEM, -1);
       int rc;
       if (n <= 0)
         evl__lfree(t->loop, buf);
@@ -9184,8 +13647,8 @@ static void evl__sendfile_pump(evl_transport *t) {
   }
 #endif
   while (op->done < op->count) {
-    ssize_t n = evl__sendfile_chunk(t->loop, t->fd, op->file_fd, &op->offset,
-                                    op->count - op->done);
+    evl__ssize_t n = evl__sendfile_chunk(t->loop, t->fd, op->file_fd,
+                                         &op->offset, op->count - op->done);
     if (n == 0)
       break; /* the file ended early */
     if (n < 0) {
@@ -9206,6 +13669,7 @@ static int evl__sendfile_cancel(evl_future *f) {
   int rc = evl__future_cancel_base(f);
   if (rc == 1 && op->t && op->t->u.sf == op) {
     evl_transport *t = op->t;
+    evl__file_seek(op->file_fd, op->offset);
     t->u.sf = NULL;
     op->t = NULL;
     evl_future_release(f);
@@ -9223,6 +13687,7 @@ EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
   int rc;
   if (!t || t->loop->closing)
     return NULL;
+  EVL__TLS_RET(t, evl__tls_sendfile(t, file_fd, offset, count));
   op = (evl__sendfile_op *)(void *)evl__future_alloc(t->loop, sizeof *op,
                                                      &evl__sendfile_vt);
   if (!op)
@@ -9241,7 +13706,7 @@ EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
   op->t = t;
   op->file_fd = file_fd;
   op->offset = offset;
-  op->count = count;
+  op->count = count ? count : (size_t)-1; /* 0: to the end of the file */
   op->before = t->wlen;
   t->u.sf = op;
   op->fut.refs++; /* the transport's reference */
@@ -9347,7 +13812,11 @@ static void evl__st_try(evl_stream *s) {
     return;
   switch (s->op) {
   case EVL__RD_READ:
-    if (s->n == 0 || (s->n > 0 && s->len) || s->eof)
+    /* An end by error (a reset, no memory for the data) fails a read to
+       EOF, and a read with nothing left: its bytes would be a lie. */
+    if (s->n != 0 && s->eof && s->err && (s->n < 0 || !s->len))
+      evl__st_complete(s, NULL, s->err);
+    else if (s->n == 0 || (s->n > 0 && s->len) || s->eof)
       evl__st_complete(s,
                        evl__st_take(s, s->n < 0 || (size_t)s->n > s->len
                                            ? s->len
@@ -9425,10 +13894,13 @@ static int evl__st_eof(evl_transport *t, void *user) {
 static void evl__st_lost(evl_transport *t, int err, void *user) {
   evl_stream *s = (evl_stream *)user;
   (void)t;
+  if (!s) /* a server's connection that got no stream (no memory) */
+    return;
   s->t = NULL;
   s->lost = 1;
   s->eof = 1;
-  s->err = err;
+  if (err || !s->err) /* keeps EVL_EEXITED (evl__proc_exited) */
+    s->err = err;
   evl__st_try(s);
   if (s->read_fut) /* cannot be satisfied any more */
     evl__st_complete(s, NULL, err ? err : EVL_EINCOMPLETE);
@@ -9549,8 +14021,8 @@ EVL__DEF int evl_stream_at_eof(evl_stream *s) {
 EVL__DEF int evl_stream_write(evl_stream *s, const void *data, size_t len) {
   if (!s)
     return EVL_EINVAL;
-  if (!s->t)
-    return s->err ? s->err : EVL_ECLOSED;
+  if (!s->t || s->err) /* EVL_EEXITED: a child's stdin after its exit */
+    return s->err ? s->err : EVL_ECLOSING;
   return evl_transport_write(s->t, data, len);
 }
 EVL__DEF evl_future *evl_stream_drain(evl_stream *s) {
@@ -9575,7 +14047,7 @@ EVL__DEF evl_future *evl_stream_drain(evl_stream *s) {
 EVL__DEF int evl_stream_write_eof(evl_stream *s) {
   if (!s)
     return EVL_EINVAL;
-  return s->t ? evl_transport_write_eof(s->t) : EVL_ECLOSED;
+  return s->t ? evl_transport_write_eof(s->t) : EVL_ECLOSING;
 }
 EVL__DEF void evl_stream_close(evl_stream *s) {
   if (s && s->t)
@@ -9611,56 +14083,103 @@ EVL__DEF void evl_stream_free(evl_stream *s) {
     evl__st_free(s);
 }
 
-/* ---- opening ---- */
+/* ---- opening ----
+   The stream waits in the future (not in its result, which a cancel
+   clears) until the connection completes; cancelling stops the attempt. */
+
+typedef struct evl__openf {
+  evl_future fut;
+  evl_stream *s;     /* until the connection future completes */
+  evl_future *inner; /* the connection future, until then */
+} evl__openf;
+
+/* A stream nobody will get: closed, freed once its transport is gone. */
+static void evl__open_drop(evl_stream *s) {
+  if (s->t) {
+    evl_stream_free(s);
+  } else { /* never made (its transport will not make it now), or lost */
+    s->user_freed = 1;
+    evl__st_free(s);
+  }
+}
 
 static void evl__open_done(evl_future *inner, void *arg) {
-  evl_future *outer = (evl_future *)arg;
-  evl_stream *s = (evl_stream *)outer->result;
-  outer->result = NULL;
-  if (evl_future_error(inner) == 0 && outer->state == EVL__PENDING) {
-    (void)evl_future_set_result(outer, s);
+  evl__openf *o = (evl__openf *)arg;
+  evl_stream *s = o->s;
+  o->s = NULL;
+  o->inner = NULL;
+  if (evl_future_error(inner) == 0 && o->fut.state == EVL__PENDING) {
+    (void)evl_future_set_result(&o->fut, s);
   } else {
-    if (outer->state == EVL__PENDING)
-      (void)evl_future_set_error(outer, inner->err ? inner->err : EVL_ECANCELED,
-                                 inner->errmsg);
-    if (s->t) { /* connected, but nobody wants it now */
-      evl_stream_free(s);
-    } else {
-      s->user_freed = 1;
-      if (!s->lost)
-        evl__st_free(s);
-    }
+    if (o->fut.state == EVL__PENDING)
+      (void)evl_future_set_error(
+          &o->fut, inner->err ? inner->err : EVL_ECANCELED, inner->errmsg);
+    evl__open_drop(s);
   }
-  evl_future_release(outer);
+  evl_future_release(&o->fut);
   evl_future_release(inner);
 }
+
+static int evl__open_cancel(evl_future *f) {
+  evl__openf *o = (evl__openf *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && o->inner) /* evl__open_done then drops the stream */
+    (void)evl_future_cancel(o->inner);
+  return rc;
+}
+/* Loop closing: no done callback runs any more; let go of both. */
+static void evl__open_close(evl_future *f) {
+  evl__openf *o = (evl__openf *)(void *)f;
+  evl_future *inner = o->inner;
+  if (inner && evl_future_remove_done_callback(inner, evl__open_done, o) == 1) {
+    evl_stream *s = o->s;
+    o->s = NULL;
+    o->inner = NULL;
+    evl__open_drop(s);
+    evl_future_release(inner);
+    evl_future_release(f); /* the callback's reference */
+  }
+  (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
+}
+static const evl__future_vt evl__open_vt = {evl__open_cancel, NULL,
+                                            evl__open_close};
 
 static evl_future *evl__open(evl_loop *loop, size_t limit, const char *host,
                              int port, const char *path,
                              const evl_net_options *opts) {
-  evl_future *outer = evl_future_new(loop), *inner;
+  evl__openf *o =
+      (evl__openf *)(void *)evl__future_alloc(loop, sizeof *o, &evl__open_vt);
+  evl_future *inner;
   evl_stream *s;
-  if (!outer)
+  if (!o)
     return NULL;
   s = evl__st_new(loop, limit);
   if (!s) {
-    (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
-    return outer;
+    (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
+    return &o->fut;
   }
-  inner = path ? evl_create_unix_connection(loop, &evl__stream_proto, s, path)
+  inner = path ? evl_create_unix_connection_opts(loop, &evl__stream_proto, s,
+                                                 path, opts)
                : evl_create_connection(loop, &evl__stream_proto, s, host, port,
                                        opts);
-  /* The stream waits in outer->result (no free function) until then. */
-  outer->result = s;
-  if (!inner || evl_future_add_done_callback(inner, evl__open_done,
-                                             evl_future_ref(outer))) {
-    outer->result = NULL;
-    evl_future_release(inner);
-    evl_future_release(outer);
+  if (!inner) {
     evl__st_free(s);
-    (void)evl_future_set_error(outer, EVL_ENOMEM, NULL);
+    (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
+    return &o->fut;
   }
-  return outer;
+  o->s = s;
+  o->inner = inner;
+  if (evl_future_add_done_callback(inner, evl__open_done, o)) {
+    o->s = NULL;
+    o->inner = NULL;
+    (void)evl_future_cancel(inner); /* stops it: no transport makes s */
+    evl_future_release(inner);
+    evl__open_drop(s);
+    (void)evl_future_set_error(&o->fut, EVL_ENOMEM, NULL);
+    return &o->fut;
+  }
+  o->fut.refs++; /* evl__open_done's */
+  return &o->fut;
 }
 
 EVL__DEF evl_future *evl_open_connection(evl_loop *loop, const char *host,
@@ -9687,7 +14206,8 @@ typedef struct evl__st_server {
 static void evl__st_srv_made(evl_transport *t, void *user) {
   evl__st_server *ss = (evl__st_server *)user;
   evl_stream *s = evl__st_new(t->loop, ss->limit);
-  if (!s) {
+  if (!s) { /* no stream: its connection_lost must not take ss for one */
+    evl_transport_set_user(t, NULL);
     evl_transport_abort(t);
     return;
   }
@@ -9747,14 +14267,1284 @@ EVL__DEF evl_future *evl_start_unix_server(evl_loop *loop,
                            NULL);
 }
 
+/* ==== TLS layer ==========================================================
+   An evl__tls is the protocol of the transport below (raw) and owns the
+   transport the user sees (app, its first member, flagged EVL__T_TLS: the
+   public evl_transport_* functions hand such a transport to the
+   functions here). Ciphertext from raw goes into the engine; plaintext
+   the engine gives goes to the user's protocol. The user's writes wait in
+   pend and are encrypted in full records at the end of the callback that
+   wrote them (or at once once a record is full), as long as raw takes
+   them; raw's flow control reaches the user through app's. app is not on
+   the loop's transport list: raw is, and its end is app's end. */
+#ifdef EVL__HAVE_TLS
+
+#define EVL__TLS_RECORD 16384
+#define EVL__TLS_CACHE 16
+
+struct evl_tls_context {
+  evl__mutex mu; /* refs and the session cache */
+  unsigned refs;
+  int server;
+  evl__tlse_ctx *eng;
+  struct {
+    char *host;
+    evl__tls_blob *sess;
+  } cache[EVL__TLS_CACHE];
+  unsigned cache_next;
+};
+
+enum { EVL__TLS_HS, EVL__TLS_OPEN, EVL__TLS_DONE };
+
+typedef struct evl__tls_sf evl__tls_sf;
+
+typedef struct evl__tls {
+  evl_transport app; /* first: the user's transport */
+  evl_transport *raw;
+  evl_tls_context *ctx;
+  evl__tlse *e;
+  evl_future *waiter; /* the connection future, until the handshake */
+  evl_handle timer, flush_h, sf_h;
+  double hs_timeout, sd_timeout;
+  unsigned char *pend; /* plaintext: pend[poff .. poff+plen) */
+  size_t plen, poff, pcap;
+  int state, server, err, busy, again, shut;
+  int stream; /* a stream's upgrade: its end is told even before made */
+  char *host;
+  unsigned char *early; /* ciphertext read before the upgrade (streams) */
+  size_t early_len;
+  evl__tls_sf *sf;
+  size_t rec_left;      /* bytes of the record arriving still to come */
+  unsigned char rec[5]; /* its header, while incomplete */
+  int rec_have;
+  struct evl__tls_cfut *cfut; /* the waiter, when create_connection's */
+} evl__tls;
+
+#define EVL__TLS(t) ((evl__tls *)(void *)(t))
+
+static void evl__tls_cache_put(evl_tls_context *ctx, const char *host,
+                               const unsigned char *data, size_t len) {
+  evl__tls_blob *b =
+      (evl__tls_blob *)EVLOOP_MALLOC(NULL, sizeof(evl__tls_blob) + len);
+  unsigned i, slot;
+  if (!b)
+    return;
+  b->len = len;
+  memcpy(b->data, data, len);
+  evl__lock(&ctx->mu);
+  for (i = 0; i < EVL__TLS_CACHE; i++)
+    if (ctx->cache[i].host && !strcmp(ctx->cache[i].host, host))
+      break;
+  if (i == EVL__TLS_CACHE) { /* a new host takes the oldest slot */
+    slot = ctx->cache_next++ % EVL__TLS_CACHE;
+    EVLOOP_FREE(NULL, ctx->cache[slot].host);
+    ctx->cache[slot].host = evl__gstrdup(host);
+    i = slot;
+  }
+  EVLOOP_FREE(NULL, ctx->cache[i].sess);
+  ctx->cache[i].sess = ctx->cache[i].host ? b : NULL;
+  evl__unlock(&ctx->mu);
+  if (!ctx->cache[i].host)
+    EVLOOP_FREE(NULL, b);
+}
+
+/* A copy of the session kept for host, or NULL. */
+static evl__tls_blob *evl__tls_cache_get(evl_tls_context *ctx,
+                                         const char *host) {
+  evl__tls_blob *b = NULL;
+  unsigned i;
+  if (!host)
+    return NULL;
+  evl__lock(&ctx->mu);
+  for (i = 0; i < EVL__TLS_CACHE; i++)
+    if (ctx->cache[i].host && ctx->cache[i].sess &&
+        !strcmp(ctx->cache[i].host, host)) {
+      size_t n = sizeof(evl__tls_blob) + ctx->cache[i].sess->len;
+      b = (evl__tls_blob *)EVLOOP_MALLOC(NULL, n);
+      if (b)
+        memcpy(b, ctx->cache[i].sess, n);
+      break;
+    }
+  evl__unlock(&ctx->mu);
+  return b;
+}
+
+EVL__DEF int evl_tls_context_new(evl_tls_context **out,
+                                 const evl_tls_config *cfg) {
+  evl_tls_context *c;
+  int rc;
+  if (!out)
+    return EVL_EINVAL;
+  *out = NULL;
+  if (!cfg)
+    return EVL_EINVAL;
+  if (cfg->server && !(cfg->cert_file || cfg->cert_pem))
+    return EVL_EINVAL; /* a server needs a certificate */
+  if ((cfg->min_version && cfg->min_version != EVL_TLS_1_2 &&
+       cfg->min_version != EVL_TLS_1_3) ||
+      (cfg->max_version && cfg->max_version != EVL_TLS_1_2 &&
+       cfg->max_version != EVL_TLS_1_3) ||
+      (cfg->min_version && cfg->max_version &&
+       cfg->min_version > cfg->max_version))
+    return EVL_EINVAL;
+  c = (evl_tls_context *)EVLOOP_MALLOC(NULL, sizeof *c);
+  if (!c)
+    return EVL_ENOMEM;
+  memset(c, 0, sizeof *c);
+  evl__mutex_init(&c->mu);
+  c->refs = 1;
+  c->server = cfg->server != 0;
+  rc = evl__tlse_ctx_new(&c->eng, cfg, c);
+  if (rc) {
+    evl__mutex_destroy(&c->mu);
+    EVLOOP_FREE(NULL, c);
+    return rc;
+  }
+  *out = c;
+  return 0;
+}
+
+EVL__DEF evl_tls_context *evl_tls_context_ref(evl_tls_context *ctx) {
+  if (ctx) {
+    evl__lock(&ctx->mu);
+    ctx->refs++;
+    evl__unlock(&ctx->mu);
+  }
+  return ctx;
+}
+
+EVL__DEF void evl_tls_context_release(evl_tls_context *ctx) {
+  unsigned left, i;
+  if (!ctx)
+    return;
+  evl__lock(&ctx->mu);
+  left = --ctx->refs;
+  evl__unlock(&ctx->mu);
+  if (left)
+    return;
+  for (i = 0; i < EVL__TLS_CACHE; i++) {
+    EVLOOP_FREE(NULL, ctx->cache[i].host);
+    EVLOOP_FREE(NULL, ctx->cache[i].sess);
+  }
+  evl__tlse_ctx_free(ctx->eng);
+  evl__mutex_destroy(&ctx->mu);
+  EVLOOP_FREE(NULL, ctx);
+}
+
+EVL__DEF const char *evl_tls_engine(void) {
+  return evl__tlse_engine();
+}
+
+static int evl__tls_seconds(double v, double dflt, double *out) {
+  if (v != v || v < 0)
+    return EVL_EINVAL;
+  *out = v > 0 ? v : dflt;
+  return 0;
+}
+
+/* A connection's layer, not yet on a transport. */
+static evl__tls *evl__tls_new(evl_loop *loop, evl_tls_context *ctx,
+                              const evl_protocol *proto, void *user, int server,
+                              const char *host, double hs, double sd,
+                              int *err) {
+  evl__tls *x;
+  *err = evl__tls_seconds(hs, 60, &hs);
+  if (!*err)
+    *err = evl__tls_seconds(sd, 30, &sd);
+  if (!*err && (!proto || !ctx))
+    *err = EVL_EINVAL;
+  if (!*err && ctx->server != (server != 0))
+    *err = EVL_EINVAL; /* a client context on a server, or back */
+  if (*err)
+    return NULL;
+  x = (evl__tls *)evl__zalloc(loop, sizeof *x);
+  if (!x || (host && !(x->host = evl__gstrdup(host)))) {
+    evl__lfree(loop, x);
+    *err = EVL_ENOMEM;
+    return NULL;
+  }
+  x->app.loop = loop;
+  x->app.proto = proto;
+  x->app.user = user;
+  x->app.fd = -1;
+  x->app.high = 65536;
+  x->app.low = 16384;
+  x->app.flags = EVL__T_TLS;
+  x->ctx = evl_tls_context_ref(ctx);
+  x->server = server != 0;
+  x->hs_timeout = hs;
+  x->sd_timeout = sd;
+  loop->struct_refs++;
+  return x;
+}
+
+/* The connection future of create_connection & co.: completes after the
+   handshake; cancelling it stops the connect or the handshake. */
+typedef struct evl__tls_cfut {
+  evl_future fut;
+  evl_future *inner; /* the plain connection's future, while pending */
+  evl__tls *x;       /* while x holds this future as its waiter */
+} evl__tls_cfut;
+/* x lets go of its connection future (after completing it). */
+static void evl__tls_drop_waiter(evl__tls *x) {
+  evl_future *w = x->waiter;
+  if (!w)
+    return;
+  x->waiter = NULL;
+  if (x->cfut)
+    x->cfut->x = NULL;
+  x->cfut = NULL;
+  evl_future_release(w);
+}
+
+static void evl__tls_free(evl__tls *x) {
+  evl_loop *loop = x->app.loop;
+  evl__cancel_internal(loop, x->timer);
+  evl__cancel_internal(loop, x->flush_h);
+  evl__cancel_internal(loop, x->sf_h);
+  if (x->waiter)
+    (void)evl_future_set_error(x->waiter, EVL_ECANCELED, NULL);
+  evl__tls_drop_waiter(x);
+  evl__tlse_free(x->e);
+  evl_tls_context_release(x->ctx);
+  EVLOOP_FREE(NULL, x->host);
+  evl__lfree(loop, x->pend);
+  evl__lfree(loop, x->early);
+  evl__lfree(loop, x);
+  evl__loop_unref(loop);
+}
+
+/* Sends what the engine produced; 0, or raw's error (raw is ending). */
+static int evl__tls_out(evl__tls *x) {
+  const unsigned char *p;
+  size_t n;
+  int rc = 0;
+  if (!x->e)
+    return 0;
+  n = evl__tlse_out(x->e, &p);
+  if (n && x->raw && !(x->raw->flags & EVL__T_CLOSING))
+    rc = evl_transport_write(x->raw, p, n);
+  if (n)
+    evl__tlse_out_done(x->e);
+  return rc;
+}
+
+static size_t evl__tls_queued(evl__tls *x) {
+  return x->plen + (x->raw ? evl_transport_get_write_buffer_size(x->raw) : 0);
+}
+
+/* app's flow control: its plaintext plus raw's queue. */
+static void evl__tls_flow(evl__tls *x) {
+  evl_transport *t = &x->app;
+  size_t q = evl__tls_queued(x);
+  if (!(t->flags & EVL__T_MADE) || (t->flags & EVL__T_LOST))
+    return;
+  if (!(t->flags & EVL__T_PROTO_PAUSED) && q > t->high) {
+    t->flags |= EVL__T_PROTO_PAUSED;
+    if (t->proto->pause_writing)
+      t->proto->pause_writing(t, t->user);
+  } else if ((t->flags & EVL__T_PROTO_PAUSED) && q <= t->low) {
+    t->flags &= ~EVL__T_PROTO_PAUSED;
+    if (t->proto->resume_writing)
+      t->proto->resume_writing(t, t->user);
+  }
+}
+
+static void evl__tls_shutdown_timeout(evl_loop *loop, void *arg) {
+  evl__tls *x = (evl__tls *)arg;
+  x->timer = 0;
+  if (loop->closing)
+    return; /* the transports are closed next, with EVL_ECLOSED */
+  if (!x->err)
+    x->err = EVL_ETIMEDOUT;
+  if (x->raw)
+    evl_transport_abort(x->raw);
+}
+
+/* The end: tell the peer (an alert or close_notify is already queued),
+   close raw once that is sent, and give it sd_timeout to happen. */
+static void evl__tls_finish(evl__tls *x) {
+  evl_loop *loop = x->app.loop;
+  if (x->shut)
+    return;
+  x->shut = 1;
+  x->state = EVL__TLS_DONE;
+  (void)evl__tls_out(x);
+  evl__cancel_internal(loop, x->timer);
+  x->timer = 0;
+  if (!x->raw)
+    return;
+  evl_transport_close(x->raw);
+  if (x->raw && !(x->raw->flags & EVL__T_LOST)) {
+    x->timer = evl__later_internal(loop, (int64_t)(x->sd_timeout * 1e9),
+                                   evl__tls_shutdown_timeout, x);
+    if (x->timer < 0)
+      evl_transport_abort(x->raw);
+  }
+}
+
+/* A failure: the connection future or connection_lost gets err. */
+static void evl__tls_fail(evl__tls *x, int err, const char *msg) {
+  if (x->state == EVL__TLS_DONE)
+    return;
+  if (err == EVL_ENOTTLS && x->state == EVL__TLS_OPEN)
+    err = EVL_ETLS; /* plain text after the handshake is garbage */
+  if (!x->err)
+    x->err = err;
+  if (x->state == EVL__TLS_HS && !x->waiter && evl_get_debug(x->app.loop)) {
+    evl_context c; /* an accepted connection: nobody else hears of it */
+    memset(&c, 0, sizeof c);
+    c.message = "TLS handshake failed";
+    c.error = err;
+    c.error_message = msg;
+    c.object = x->raw;
+    evl_call_exception_handler(x->app.loop, &c);
+  }
+  if (x->waiter) {
+    (void)evl_future_set_error(x->waiter, err, msg);
+    evl__tls_drop_waiter(x);
+  }
+  x->plen = 0;
+  evl__tls_finish(x);
+}
+
+static void evl__tls_hs_timeout(evl_loop *loop, void *arg) {
+  evl__tls *x = (evl__tls *)arg;
+  x->timer = 0;
+  if (loop->closing)
+    return;
+  evl__tls_fail(x, EVL_ETIMEDOUT, "TLS handshake timed out");
+  if (x->raw) /* nothing more to say to a peer that said nothing */
+    evl_transport_abort(x->raw);
+}
+
+static void evl__tls_sendfile_pump(evl_loop *loop, void *arg);
+
+/* A sendfile waiting for room reads on once there is. */
+static void evl__tls_sf_kick(evl__tls *x) {
+  if (x->sf && !x->sf_h && x->raw && evl__tls_queued(x) <= x->app.high) {
+    x->sf_h = evl__soon_internal(x->app.loop, evl__tls_sendfile_pump, x);
+    if (x->sf_h < 0)
+      x->sf_h = 0; /* no memory: the next write's kick tries again */
+  }
+}
+
+/* Encrypts pend while raw takes it; at close, then sends close_notify. */
+static void evl__tls_encrypt(evl__tls *x) {
+  while (x->plen && x->state == EVL__TLS_OPEN && x->raw &&
+         evl_transport_get_write_buffer_size(x->raw) <= x->raw->high) {
+    size_t n = x->plen < EVL__TLS_RECORD ? x->plen : EVL__TLS_RECORD;
+    long w = evl__tlse_write(x->e, x->pend + x->poff, n);
+    if (w == EVL_EAGAIN)
+      break; /* renegotiating: input first */
+    if (w < 0) {
+      evl__tls_fail(x, (int)w, evl__tlse_msg(x->e));
+      return;
+    }
+    x->poff += (size_t)w;
+    x->plen -= (size_t)w;
+    if (evl__tls_out(x))
+      return; /* raw is ending */
+  }
+  if (!x->plen)
+    x->poff = 0;
+  if (x->state == EVL__TLS_OPEN && !x->plen &&
+      (x->app.flags & EVL__T_CLOSING)) {
+    evl__tlse_shutdown(x->e);
+    evl__tls_finish(x);
+  }
+  evl__tls_flow(x);
+  evl__tls_sf_kick(x);
+}
+
+static void evl__tls_flush_cb(evl_loop *loop, void *arg) {
+  evl__tls *x = (evl__tls *)arg;
+  x->flush_h = 0;
+  if (!loop->closing)
+    evl__tls_encrypt(x);
+}
+
+static void evl__tls_schedule_flush(evl__tls *x) {
+  if (x->flush_h > 0)
+    return;
+  x->flush_h = evl__soon_internal(x->app.loop, evl__tls_flush_cb, x);
+  if (x->flush_h < 0) {
+    x->flush_h = 0;
+    evl__tls_encrypt(x);
+  }
+}
+
+/* The handshake is done: connection_made, then the future. */
+static void evl__tls_established(evl__tls *x) {
+  evl_transport *t = &x->app;
+  evl_future *w = x->waiter;
+  evl__cancel_internal(t->loop, x->timer);
+  x->timer = 0;
+  x->state = EVL__TLS_OPEN;
+  if (w && w->state != EVL__PENDING) { /* cancelled meanwhile */
+    evl__tls_drop_waiter(x);
+    x->err = EVL_ECANCELED;
+    evl__tls_finish(x);
+    return;
+  }
+  t->flags |= EVL__T_MADE;
+  if (t->proto->connection_made)
+    t->proto->connection_made(t, t->user);
+  if (w) {
+    if (w->state == EVL__PENDING)
+      (void)evl_future_set_result(w, x->stream ? t->user : (void *)t);
+    evl__tls_drop_waiter(x);
+  }
+}
+
+/* Delivers plaintext to the user's protocol (its buffer, if buffered). */
+static int evl__tls_deliver(evl__tls *x) {
+  evl_transport *t = &x->app;
+  const evl_protocol *p = t->proto;
+  long n;
+  if (p->get_buffer) {
+    size_t len = 0;
+    void *buf = p->get_buffer(t, EVL__TLS_RECORD, &len, t->user);
+    if (t->flags & EVL__T_CLOSING)
+      return 0;
+    if (!buf || !len) {
+      evl__tls_fail(x, EVL_ENOBUFS, NULL);
+      return 0;
+    }
+    n = evl__tlse_read(x->e, buf, len);
+    if (n > 0 && p->buffer_updated)
+      p->buffer_updated(t, (size_t)n, t->user);
+  } else {
+    unsigned char *buf = evl__rbuf(t->loop);
+    if (!buf) {
+      evl__tls_fail(x, EVL_ENOMEM, NULL);
+      return 0;
+    }
+    n = evl__tlse_read(x->e, buf, EVL__RBUF_SIZE);
+    if (n > 0 && p->data_received)
+      p->data_received(t, buf, (size_t)n, t->user);
+  }
+  if (n > 0)
+    return 1;
+  if (n == EVL_EAGAIN)
+    return 0;
+  if (n == 0) { /* close_notify */
+    int keep = 0;
+    t->flags |= EVL__T_READ_EOF;
+    if (x->raw)
+      (void)evl_transport_pause_reading(x->raw);
+    if (p->eof_received)
+      keep = p->eof_received(t, t->user);
+    if (!keep)
+      evl_transport_close(t);
+    return 0;
+  }
+  evl__tls_fail(x, (int)n, evl__tlse_msg(x->e));
+  return 0;
+}
+
+/* Runs the engine on what arrived: the handshake, then reading. */
+static void evl__tls_process(evl__tls *x) {
+  if (x->busy) { /* called back from inside: go round once more */
+    x->again = 1;
+    return;
+  }
+  x->busy = 1;
+  do {
+    x->again = 0;
+    if (x->state == EVL__TLS_HS) {
+      int rc = evl__tlse_handshake(x->e);
+      if (evl__tls_out(x))
+        break;
+      if (rc == EVL_EAGAIN)
+        break;
+      if (rc) {
+        evl__tls_fail(x, rc, evl__tlse_msg(x->e));
+        break;
+      }
+      evl__tls_established(x);
+    }
+    while (
+        x->state == EVL__TLS_OPEN &&
+        !(x->app.flags & (EVL__T_PAUSED | EVL__T_READ_EOF | EVL__T_CLOSING)) &&
+        evl__tls_deliver(x))
+      if (evl__tls_out(x)) /* a key update or renegotiation answer */
+        break;
+    if (x->state == EVL__TLS_OPEN) {
+      (void)evl__tls_out(x);
+      evl__tls_encrypt(x);
+    }
+  } while (x->again && x->state != EVL__TLS_DONE);
+  x->busy = 0;
+}
+
+/* raw is open (connection_made, or start_tls): the handshake starts. */
+static void evl__tls_attach(evl__tls *x, evl_transport *raw) {
+  evl__tls_blob *sess = NULL;
+  int rc;
+  x->raw = raw;
+  if (!x->server && x->host)
+    sess = evl__tls_cache_get(x->ctx, x->host);
+  rc = evl__tlse_new(&x->e, x->ctx->eng, x->server, x->host, sess);
+  EVLOOP_FREE(NULL, sess);
+  if (!rc && x->early) {
+    rc = evl__tlse_feed(x->e, x->early, x->early_len);
+    evl__lfree(x->app.loop, x->early);
+    x->early = NULL;
+  }
+  if (rc) {
+    evl__tls_fail(x, rc, NULL);
+    return;
+  }
+  x->timer = evl__later_internal(x->app.loop, (int64_t)(x->hs_timeout * 1e9),
+                                 evl__tls_hs_timeout, x);
+  if (x->timer < 0) {
+    x->timer = 0;
+    evl__tls_fail(x, EVL_ENOMEM, NULL);
+    return;
+  }
+  evl__tls_process(x);
+}
+
+/* ---- the protocol on raw (its user is the evl__tls) ---- */
+
+static void evl__tls_made(evl_transport *raw, void *user) {
+  evl__tls_attach((evl__tls *)user, raw);
+}
+
+/* Follows the record boundaries of what arrives: a peer that does not
+   speak TLS is told at its first bytes, and an end inside a record from
+   one at a boundary. 0, or the error. */
+static int evl__tls_track(evl__tls *x, const unsigned char *d, size_t len) {
+  while (len) {
+    if (x->rec_left) {
+      size_t k = len < x->rec_left ? len : x->rec_left;
+      x->rec_left -= k;
+      d += k;
+      len -= k;
+      continue;
+    }
+    x->rec[x->rec_have++] = *d++;
+    len--;
+    if (x->rec_have == 1 && (x->rec[0] < 20 || x->rec[0] > 24))
+      return x->state == EVL__TLS_HS ? EVL_ENOTTLS : EVL_ETLS;
+    if (x->rec_have == 2 && x->rec[1] != 3)
+      return x->state == EVL__TLS_HS ? EVL_ENOTTLS : EVL_ETLS;
+    if (x->rec_have == 5) {
+      x->rec_left = (size_t)x->rec[3] << 8 | x->rec[4];
+      x->rec_have = 0;
+      if (x->rec_left > 16384 + 2048)
+        return x->state == EVL__TLS_HS ? EVL_ENOTTLS : EVL_ETLS;
+    }
+  }
+  return 0;
+}
+
+static void evl__tls_data(evl_transport *raw, const void *data, size_t len,
+                          void *user) {
+  evl__tls *x = (evl__tls *)user;
+  int rc;
+  (void)raw;
+  if (x->state == EVL__TLS_DONE)
+    return;
+  rc = evl__tls_track(x, (const unsigned char *)data, len);
+  if (rc) {
+    evl__tls_fail(x, rc,
+                  rc == EVL_ENOTTLS ? "the peer's first bytes are no TLS record"
+                                    : "bytes that are no TLS record");
+    return;
+  }
+  rc = evl__tlse_feed(x->e, data, len);
+  if (rc)
+    evl__tls_fail(x, rc, NULL);
+  else
+    evl__tls_process(x);
+}
+
+static int evl__tls_eof(evl_transport *raw, void *user) {
+  evl__tls *x = (evl__tls *)user;
+  (void)raw;
+  if (x->state == EVL__TLS_HS)
+    evl__tls_fail(x, EVL_ECONNRESET,
+                  "the peer closed the connection during the TLS handshake");
+  else if (x->state == EVL__TLS_OPEN && !(x->app.flags & EVL__T_READ_EOF))
+    evl__tls_fail(x, x->rec_left || x->rec_have ? EVL_ETLSTRUNC : EVL_ETLSEOF,
+                  NULL);
+  /* after close_notify: raw stays open while app writes */
+  return x->state == EVL__TLS_OPEN && !(x->app.flags & EVL__T_CLOSING);
+}
+
+static void evl__tls_sendfile_end(evl__tls *x, int err);
+
+static void evl__tls_lost(evl_transport *raw, int err, void *user) {
+  evl__tls *x = (evl__tls *)user;
+  evl_transport *t = &x->app;
+  (void)raw;
+  x->raw = NULL;
+  if (x->state == EVL__TLS_HS)
+    evl__tls_fail(x, err ? err : EVL_ECONNRESET,
+                  "the connection ended during the TLS handshake");
+  x->state = EVL__TLS_DONE;
+  if ((t->flags & EVL__T_READ_EOF) && x->shut && !x->err)
+    err = 0; /* both sides said close_notify: sending ours may fail */
+  if (x->sf)
+    evl__tls_sendfile_end(x, x->err ? x->err : err ? err : EVL_ECANCELED);
+  if ((t->flags & EVL__T_MADE || x->stream) && !(t->flags & EVL__T_LOST)) {
+    t->flags |= EVL__T_LOST | EVL__T_CLOSING;
+    if (t->proto->connection_lost)
+      t->proto->connection_lost(t,
+                                x->err == EVL_ECANCELED ? 0
+                                : x->err                ? x->err
+                                                        : err,
+                                t->user);
+  }
+  evl__tls_free(x);
+}
+
+static void evl__tls_raw_pause(evl_transport *raw, void *user) {
+  (void)raw;
+  evl__tls_flow((evl__tls *)user);
+}
+static void evl__tls_raw_resume(evl_transport *raw, void *user) {
+  (void)raw;
+  evl__tls_encrypt((evl__tls *)user);
+}
+
+static const evl_protocol evl__tls_proto = {evl__tls_made,
+                                            evl__tls_data,
+                                            evl__tls_eof,
+                                            evl__tls_lost,
+                                            evl__tls_raw_pause,
+                                            evl__tls_raw_resume,
+                                            NULL,
+                                            NULL,
+                                            NULL,
+                                            NULL};
+
+/* Servers: raw's user is this until connection_made makes the layer. */
+typedef struct evl__tls_srv {
+  evl_tls_context *ctx;
+  const evl_protocol *proto;
+  void *user;
+  double hs, sd;
+} evl__tls_srv;
+
+static void evl__tls_srv_made(evl_transport *raw, void *user) {
+  evl__tls_srv *s = (evl__tls_srv *)user;
+  int err;
+  evl__tls *x = evl__tls_new(raw->loop, s->ctx, s->proto, s->user, 1, NULL,
+                             s->hs, s->sd, &err);
+  if (!x) {
+    evl_transport_abort(raw);
+    return;
+  }
+  evl_transport_set_user(raw, x);
+  evl__tls_attach(x, raw);
+}
+
+static const evl_protocol evl__tls_srv_proto = {evl__tls_srv_made,
+                                                evl__tls_data,
+                                                evl__tls_eof,
+                                                evl__tls_lost,
+                                                evl__tls_raw_pause,
+                                                evl__tls_raw_resume,
+                                                NULL,
+                                                NULL,
+                                                NULL,
+                                                NULL};
+
+/* A server with opts->tls: accepted connections start with the protocol
+   above. 0 and nothing done without TLS. */
+static int evl__tls_server_wrap(evl_server *s, const evl_net_options *opts) {
+  evl__tls_srv *r;
+  int rc;
+  if (!opts || !opts->tls)
+    return 0;
+  if (!opts->tls->server)
+    return EVL_EINVAL;
+  r = (evl__tls_srv *)EVLOOP_MALLOC(NULL, sizeof *r);
+  if (!r)
+    return EVL_ENOMEM;
+  rc = evl__tls_seconds(opts->tls_handshake_timeout, 60, &r->hs);
+  if (!rc)
+    rc = evl__tls_seconds(opts->tls_shutdown_timeout, 30, &r->sd);
+  if (rc) {
+    EVLOOP_FREE(NULL, r);
+    return rc;
+  }
+  r->ctx = evl_tls_context_ref(opts->tls);
+  r->proto = s->proto;
+  r->user = s->user;
+  s->proto = &evl__tls_srv_proto;
+  s->user = r;
+  s->tls = r;
+  return 0;
+}
+
+static void evl__tls_server_free(void *p) {
+  evl__tls_srv *r = (evl__tls_srv *)p;
+  if (!r)
+    return;
+  evl_tls_context_release(r->ctx);
+  EVLOOP_FREE(NULL, r);
+}
+
+/* ---- the user's transport ---- */
+
+static int evl__tls_writev(evl_transport *t, const evl_iovec *iov, size_t n) {
+  evl__tls *x = EVL__TLS(t);
+  size_t total, i;
+  int rc;
+  if (t->flags & EVL__T_CLOSING)
+    return EVL_ECLOSING;
+  if ((rc = evl__iov_total(iov, n, &total)) != 0 || !total)
+    return rc;
+  if (x->plen + x->poff + total > x->pcap) {
+    size_t cap = x->pcap ? x->pcap : 4096;
+    unsigned char *b;
+    if (x->poff) {
+      memmove(x->pend, x->pend + x->poff, x->plen);
+      x->poff = 0;
+    }
+    while (cap < x->plen + total)
+      cap *= 2;
+    if (cap > x->pcap) {
+      b = (unsigned char *)evl__lrealloc(t->loop, x->pend, cap);
+      if (!b) {
+        evl__tls_fail(x, EVL_ENOMEM, NULL);
+        return EVL_ENOMEM;
+      }
+      x->pend = b;
+      x->pcap = cap;
+    }
+  }
+  for (i = 0; i < n; i++) {
+    if (iov[i].len)
+      memcpy(x->pend + x->poff + x->plen, iov[i].base, iov[i].len);
+    x->plen += iov[i].len;
+  }
+  if (x->plen >= EVL__TLS_RECORD && !x->busy)
+    evl__tls_encrypt(x); /* full records go now, the tail at the end */
+  if (x->plen)
+    evl__tls_schedule_flush(x);
+  evl__tls_flow(x);
+  return 0;
+}
+
+static int evl__tls_write(evl_transport *t, const void *data, size_t len) {
+  evl_iovec v;
+  v.base = data;
+  v.len = len;
+  return evl__tls_writev(t, &v, 1);
+}
+
+static void evl__tls_close(evl_transport *t) {
+  evl__tls *x = EVL__TLS(t);
+  if (t->flags & EVL__T_CLOSING)
+    return;
+  t->flags |= EVL__T_CLOSING;
+  if (x->raw)
+    (void)evl_transport_pause_reading(x->raw);
+  if (x->state != EVL__TLS_OPEN)
+    return;
+  x->timer = evl__later_internal(t->loop, (int64_t)(x->sd_timeout * 1e9),
+                                 evl__tls_shutdown_timeout, x);
+  if (x->timer < 0)
+    x->timer = 0;
+  if (!x->busy)
+    evl__tls_encrypt(x); /* close_notify once pend is out */
+  else
+    evl__tls_schedule_flush(x);
+}
+
+static void evl__tls_abort(evl_transport *t) {
+  evl__tls *x = EVL__TLS(t);
+  t->flags |= EVL__T_CLOSING;
+  x->plen = 0;
+  x->state = EVL__TLS_DONE;
+  if (x->raw)
+    evl_transport_abort(x->raw);
+}
+
+static void evl__tls_fatal(evl_transport *t, int err) {
+  evl__tls *x = EVL__TLS(t);
+  if (!x->err)
+    x->err = err;
+  evl__tls_abort(t);
+}
+
+static int evl__tls_pause(evl_transport *t, int pause) {
+  evl__tls *x = EVL__TLS(t);
+  if (t->flags & EVL__T_CLOSING)
+    return EVL_ECLOSED;
+  if (pause) {
+    t->flags |= EVL__T_PAUSED;
+    return x->raw ? evl_transport_pause_reading(x->raw) : 0;
+  }
+  if (!(t->flags & EVL__T_PAUSED))
+    return 0;
+  t->flags &= ~EVL__T_PAUSED;
+  if (x->raw && !(t->flags & EVL__T_READ_EOF)) {
+    int rc = evl_transport_resume_reading(x->raw);
+    if (rc)
+      return rc;
+    evl__tls_process(x); /* what the engine holds already */
+  }
+  return 0;
+}
+
+static int evl__tls_set_limits(evl_transport *t, size_t high, size_t low) {
+  if (!high)
+    high = low ? low * 4 : 65536;
+  if (!low)
+    low = high / 4;
+  if (low > high || high > 0xffffffffu)
+    return EVL_EINVAL;
+  t->high = (uint32_t)high;
+  t->low = (uint32_t)low;
+  if (EVL__TLS(t)->raw) /* raw pauses as app would: its resume drives us */
+    (void)evl_transport_set_write_buffer_limits(EVL__TLS(t)->raw, high, low);
+  evl__tls_flow(EVL__TLS(t));
+  return 0;
+}
+
+static evl_transport *evl__tls_raw(evl_transport *t) {
+  return EVL__TLS(t)->raw;
+}
+static size_t evl__tls_app_queued(evl_transport *t) {
+  return evl__tls_queued(EVL__TLS(t));
+}
+
+EVL__DEF int evl_transport_is_tls(evl_transport *t) {
+  return t && (t->flags & EVL__T_TLS) != 0;
+}
+
+EVL__DEF int evl_transport_get_tls_info(evl_transport *t, evl_tls_info *out) {
+  evl__tls *x;
+  if (!out)
+    return EVL_EINVAL;
+  memset(out, 0, sizeof *out);
+  if (!t || !(t->flags & EVL__T_TLS))
+    return EVL_EINVAL;
+  x = EVL__TLS(t);
+  if (!x->e || x->state == EVL__TLS_HS)
+    return EVL_EINVAL;
+  evl__tlse_info(x->e, out);
+  return 0;
+}
+
+/* ---- sendfile: read, then write through TLS ---- */
+
+struct evl__tls_sf {
+  evl_future fut;
+  evl__tls *x;
+  int file_fd;
+  int64_t offset;
+  size_t count, done;
+};
+
+static void evl__tls_sendfile_end(evl__tls *x, int err) {
+  evl__tls_sf *op = x->sf;
+  x->sf = NULL;
+  op->x = NULL;
+  if (err)
+    (void)evl_future_set_error(&op->fut, err, NULL);
+  else
+    (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
+  evl_future_release(&op->fut);
+}
+
+/* Reads and writes while the write buffer is below its high mark. */
+static void evl__tls_sendfile_pump(evl_loop *loop, void *arg) {
+  evl__tls *x = (evl__tls *)arg;
+  evl__tls_sf *op = x->sf;
+  unsigned char *buf;
+  x->sf_h = 0;
+  if (!op || loop->closing)
+    return; /* closing: the transport's end fails it */
+  buf = evl__rbuf(loop);
+  while (op->done < op->count && evl__tls_queued(x) <= x->app.high) {
+    size_t want = op->count - op->done;
+    ssize_t r;
+    int rc;
+    if (!buf) {
+      evl__tls_sendfile_end(x, EVL_ENOMEM);
+      return;
+    }
+    if (want > EVL__RBUF_SIZE)
+      want = EVL__RBUF_SIZE;
+#ifdef _WIN32
+    r = evl__file_pread(op->file_fd, buf, want, op->offset + (int64_t)op->done);
+#else
+    r = pread(op->file_fd, buf, want, (off_t)(op->offset + (int64_t)op->done));
+#endif
+    if (r < 0) {
+      evl__tls_sendfile_end(x, evl__errno());
+      return;
+    }
+    if (r == 0)
+      break; /* the file ended: what was sent is the result */
+    rc = evl__tls_write(&x->app, buf, (size_t)r);
+    if (rc) {
+      evl__tls_sendfile_end(x, rc);
+      return;
+    }
+    op->done += (size_t)r;
+  }
+  if (op->done < op->count && evl__tls_queued(x) > x->app.high)
+    return; /* raw's resume_writing goes on */
+  evl__tls_sendfile_end(x, 0);
+}
+
+static int evl__tls_sendfile_cancel(evl_future *f) {
+  evl__tls_sf *op = (evl__tls_sf *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && op->x) {
+    op->x->sf = NULL;
+    op->x = NULL;
+    evl_future_release(f); /* the transport's reference */
+  }
+  return rc;
+}
+static const evl__future_vt evl__tls_sendfile_vt = {evl__tls_sendfile_cancel,
+                                                    NULL, NULL};
+
+static evl_future *evl__tls_sendfile(evl_transport *t, int file_fd,
+                                     int64_t offset, size_t count) {
+  evl__tls *x = EVL__TLS(t);
+  evl__tls_sf *op = (evl__tls_sf *)(void *)evl__future_alloc(
+      t->loop, sizeof *op, &evl__tls_sendfile_vt);
+  int rc = 0;
+  if (!op)
+    return NULL;
+  if (t->flags & EVL__T_CLOSING)
+    rc = EVL_ECLOSING;
+  else if (x->sf)
+    rc = EVL_EBUSY;
+  else if (file_fd < 0 || offset < 0)
+    rc = file_fd < 0 ? EVL_EBADF : EVL_EINVAL;
+  if (rc) {
+    (void)evl_future_set_error(&op->fut, rc, NULL);
+    return &op->fut;
+  }
+  op->x = x;
+  op->file_fd = file_fd;
+  op->offset = offset;
+  op->count = count;
+  op->fut.refs++; /* the transport's reference */
+  x->sf = op;
+  x->sf_h = evl__soon_internal(t->loop, evl__tls_sendfile_pump, x);
+  if (x->sf_h < 0) {
+    x->sf_h = 0;
+    evl__tls_sendfile_end(x, EVL_ENOMEM);
+  }
+  return &op->fut;
+}
+
+/* ---- making TLS connections ---- */
+
+static int evl__tls_connect_cancel(evl_future *f) {
+  evl__tls_cfut *c = (evl__tls_cfut *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && c->inner)
+    (void)evl_future_cancel(c->inner);
+  else if (rc == 1 && c->x && c->x->raw)
+    evl_transport_abort(c->x->raw);
+  return rc;
+}
+static const evl__future_vt evl__tls_connect_vt = {evl__tls_connect_cancel,
+                                                   NULL, NULL};
+
+static void evl__tls_connect_done(evl_future *inner, void *arg) {
+  evl__tls_cfut *c = (evl__tls_cfut *)arg;
+  c->inner = NULL;
+  if (evl_future_error(inner) != 0) {
+    /* raw never started: the layer is ours to free */
+    evl__tls *x = c->x;
+    if (c->fut.state == EVL__PENDING)
+      (void)evl_future_set_error(
+          &c->fut, inner->err ? inner->err : EVL_ECANCELED, inner->errmsg);
+    if (x) {
+      evl__tls_drop_waiter(x);
+      evl__tls_free(x);
+    }
+  }
+  evl_future_release(inner);
+  evl_future_release(&c->fut);
+}
+
+/* create_connection (host) or create_unix_connection (path) with TLS;
+   fd >= 0: connect_accepted_socket. */
+static evl_future *evl__tls_connect(evl_loop *loop, const evl_protocol *proto,
+                                    void *user, const char *host, int port,
+                                    const char *path, evl_fd fd,
+                                    const evl_net_options *opts) {
+  evl__tls_cfut *c;
+  evl_net_options o = *opts;
+  int err = 0, server = fd >= 0 && opts->tls->server;
+  const char *name = opts->server_hostname ? opts->server_hostname : host;
+  evl__tls *x;
+  if (!loop || loop->closing)
+    return NULL;
+  c = (evl__tls_cfut *)(void *)evl__future_alloc(loop, sizeof *c,
+                                                 &evl__tls_connect_vt);
+  if (!c)
+    return NULL;
+  x = evl__tls_new(loop, opts->tls, proto, user, server, server ? NULL : name,
+                   opts->tls_handshake_timeout, opts->tls_shutdown_timeout,
+                   &err);
+  if (!x) {
+    (void)evl_future_set_error(&c->fut, err, NULL);
+    return &c->fut;
+  }
+  x->waiter = evl_future_ref(&c->fut);
+  x->cfut = c;
+  c->x = x;
+  if (fd >= 0) {
+    if (!evl_connect_accepted_socket(loop, &evl__tls_proto, x, fd)) {
+      (void)evl_future_set_error(&c->fut, EVL_EINVAL, NULL);
+      evl__tls_drop_waiter(x);
+      evl__tls_free(x);
+    }
+    return &c->fut;
+  }
+  o.tls = NULL;
+  c->inner =
+      path ? evl_create_unix_connection(loop, &evl__tls_proto, x, path)
+           : evl_create_connection(loop, &evl__tls_proto, x, host, port, &o);
+  if (!c->inner || evl_future_add_done_callback(c->inner, evl__tls_connect_done,
+                                                evl_future_ref(&c->fut))) {
+    if (c->inner) {
+      evl_future_release(&c->fut);
+      (void)evl_future_cancel(c->inner);
+      evl_future_release(c->inner);
+      c->inner = NULL;
+    }
+    (void)evl_future_set_error(&c->fut, EVL_ENOMEM, NULL);
+    if (!c->inner) {
+      evl__tls_drop_waiter(x);
+      evl__tls_free(x);
+    }
+  }
+  return &c->fut;
+}
+
+EVL__DEF evl_future *evl_start_tls(evl_transport *t, const evl_protocol *proto,
+                                   void *user, evl_tls_context *ctx,
+                                   int server_side, const char *server_hostname,
+                                   double handshake_timeout,
+                                   double shutdown_timeout) {
+  evl_future *f;
+  evl__tls *x;
+  int err = 0;
+  if (!t || !t->loop || t->loop->closing)
+    return NULL;
+  f = evl_future_new(t->loop);
+  if (!f)
+    return NULL;
+  if (t->flags & (EVL__T_TLS | EVL__T_DGRAM | EVL__T_WPIPE))
+    err = EVL_ENOTSUP; /* TLS in TLS, datagrams, one-way pipes */
+  else if ((t->flags & EVL__T_PIPE) && !(t->flags & EVL__T_WPIPE) &&
+           !evl_transport_can_write_eof(t))
+    err = EVL_ENOTSUP;
+  else if (t->flags & EVL__T_CLOSING)
+    err = EVL_ECLOSED;
+  else if (!(t->flags & EVL__T_MADE))
+    err = EVL_EINVALSTATE;
+  x = err ? NULL
+          : evl__tls_new(t->loop, ctx, proto, user, server_side,
+                         server_side ? NULL : server_hostname,
+                         handshake_timeout, shutdown_timeout, &err);
+  if (!x) {
+    (void)evl_future_set_error(f, err, NULL);
+    return f;
+  }
+  x->waiter = evl_future_ref(f);
+  t->proto = &evl__tls_proto;
+  t->user = x;
+  (void)evl_transport_resume_reading(t);
+  evl__tls_attach(x, t);
+  return f;
+}
+
+EVL__DEF evl_future *evl_stream_start_tls(evl_stream *s, evl_tls_context *ctx,
+                                          int server_side,
+                                          const char *server_hostname,
+                                          double handshake_timeout,
+                                          double shutdown_timeout) {
+  evl_transport *raw;
+  evl_future *f;
+  if (!s || !s->loop || s->loop->closing)
+    return NULL;
+  raw = s->t;
+  if (!raw || s->lost || (s->read_fut && s->read_fut->state == EVL__PENDING)) {
+    f = evl_future_new(s->loop);
+    if (f)
+      (void)evl_future_set_error(f, raw ? EVL_EBUSY : EVL_ECLOSED, NULL);
+    return f;
+  }
+  f = evl_start_tls(raw, &evl__stream_proto, s, ctx, server_side,
+                    server_hostname, handshake_timeout, shutdown_timeout);
+  if (f && raw->proto == &evl__tls_proto && raw->user) {
+    evl__tls *x = (evl__tls *)raw->user;
+    x->stream = 1;
+    if (s->len && x->e && x->state == EVL__TLS_HS) { /* read ahead */
+      int rc = evl__tlse_feed(x->e, s->buf, s->len);
+      s->len = s->scanned = 0;
+      if (rc)
+        evl__tls_fail(x, rc, NULL);
+      else
+        evl__tls_process(x);
+    }
+  }
+  return f;
+}
+
+#endif /* EVL__HAVE_TLS */
+
+/* ---- TLS entry points (EVL_ENOTSUP without an engine) ---- */
+
+#ifndef EVL__HAVE_TLS
+EVL__DEF int evl_tls_context_new(evl_tls_context **out,
+                                 const evl_tls_config *cfg) {
+  (void)cfg;
+  if (out)
+    *out = NULL;
+  return EVL_ENOTSUP;
+}
+EVL__DEF evl_tls_context *evl_tls_context_ref(evl_tls_context *ctx) {
+  return ctx;
+}
+EVL__DEF void evl_tls_context_release(evl_tls_context *ctx) {
+  (void)ctx;
+}
+EVL__DEF const char *evl_tls_engine(void) {
+  return NULL;
+}
+EVL__DEF int evl_transport_is_tls(evl_transport *t) {
+  (void)t;
+  return 0;
+}
+EVL__DEF int evl_transport_get_tls_info(evl_transport *t, evl_tls_info *out) {
+  (void)t;
+  if (out)
+    memset(out, 0, sizeof *out);
+  return EVL_ENOTSUP;
+}
+/* A future that fails with EVL_ENOTSUP (NULL on a closed loop). */
+static evl_future *evl__tls_notsup(evl_loop *loop) {
+  evl_future *f = loop && !loop->closing ? evl_future_new(loop) : NULL;
+  if (f)
+    (void)evl_future_set_error(f, EVL_ENOTSUP, "built without a TLS engine");
+  return f;
+}
+static evl_future *evl__tls_connect(evl_loop *loop, const evl_protocol *proto,
+                                    void *user, const char *host, int port,
+                                    const char *path, evl_fd fd,
+                                    const evl_net_options *opts) {
+  (void)proto;
+  (void)user;
+  (void)host;
+  (void)port;
+  (void)path;
+  (void)fd;
+  (void)opts;
+  return evl__tls_notsup(loop);
+}
+static int evl__tls_server_wrap(evl_server *s, const evl_net_options *opts) {
+  (void)s;
+  return opts && opts->tls ? EVL_ENOTSUP : 0;
+}
+static void evl__tls_server_free(void *p) {
+  (void)p;
+}
+EVL__DEF evl_future *evl_stream_start_tls(evl_stream *s, evl_tls_context *ctx,
+                                          int server_side,
+                                          const char *server_hostname,
+                                          double handshake_timeout,
+                                          double shutdown_timeout) {
+  (void)ctx;
+  (void)server_side;
+  (void)server_hostname;
+  (void)handshake_timeout;
+  (void)shutdown_timeout;
+  return s ? evl__tls_notsup(s->loop) : NULL;
+}
+EVL__DEF evl_future *evl_start_tls(evl_transport *t, const evl_protocol *proto,
+                                   void *user, evl_tls_context *ctx,
+                                   int server_side, const char *server_hostname,
+                                   double handshake_timeout,
+                                   double shutdown_timeout) {
+  (void)proto;
+  (void)user;
+  (void)ctx;
+  (void)server_side;
+  (void)server_hostname;
+  (void)handshake_timeout;
+  (void)shutdown_timeout;
+  return t ? evl__tls_notsup(t->loop) : NULL;
+}
+#endif
+
+EVL__DEF evl_future *
+evl_open_unix_connection_opts(evl_loop *loop, const char *path, size_t limit,
+                              const evl_net_options *opts) {
+  if (!loop || loop->closing)
+    return NULL;
+  return evl__open(loop, limit, NULL, 0, path ? path : "", opts);
+}
+
+EVL__DEF evl_future *evl_start_unix_server_opts(evl_loop *loop,
+                                                evl_stream_callback cb,
+                                                void *arg, const char *path,
+                                                size_t limit,
+                                                const evl_net_options *opts) {
+  return evl__start_server(loop, cb, arg, NULL, 0, path ? path : "", limit,
+                           opts);
+}
+
+EVL__DEF evl_future *
+evl_create_unix_connection_opts(evl_loop *loop, const evl_protocol *proto,
+                                void *user, const char *path,
+                                const evl_net_options *opts) {
+  if (opts && opts->tls)
+    return evl__tls_connect(loop, proto, user, NULL, 0, path ? path : "", -1,
+                            opts);
+  return evl_create_unix_connection(loop, proto, user, path);
+}
+
+EVL__DEF evl_future *
+evl_connect_accepted_socket_opts(evl_loop *loop, const evl_protocol *proto,
+                                 void *user, evl_fd fd,
+                                 const evl_net_options *opts) {
+  evl_future *f;
+  evl_transport *t;
+  if (opts && opts->tls && fd >= 0)
+    return evl__tls_connect(loop, proto, user, NULL, 0, NULL, fd, opts);
+  if (!loop || loop->closing)
+    return NULL;
+  f = evl_future_new(loop);
+  if (!f)
+    return NULL;
+  t = fd < 0 ? NULL : evl_connect_accepted_socket(loop, proto, user, fd);
+  if (t)
+    (void)evl_future_set_result(f, t);
+  else
+    (void)evl_future_set_error(f, EVL_EINVAL, NULL);
+  return f;
+}
+
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Signals on Windows ================================================
    SIGINT and SIGBREAK come from the console (Ctrl-C, Ctrl-Break) through a
    console control handler, which Windows runs in a thread of its own: it
    flags the signal and queues a delivery with the thread-safe queue of
    each loop that registered it. Other numbers are EVL_EINVAL. */
 #ifdef _WIN32
-#ifndef SIGBREAK
-#define SIGBREAK 21
+#ifdef SIGBREAK
+#define EVL__SIGBREAK SIGBREAK
+#else
+#define EVL__SIGBREAK 21
 #endif
 
 typedef struct evl__sigstate {
@@ -9772,7 +15562,12 @@ static evl__sigstate *evl__sig_loops; /* loops with handlers */
 static int evl__ctrl_installed;
 
 static int evl__sig_index(int signum) {
-  return signum == SIGINT ? 0 : signum == SIGBREAK ? 1 : -1;
+  return signum == SIGINT ? 0 : signum == EVL__SIGBREAK ? 1 : -1;
+}
+/* A handler for signum is set. */
+static int evl__sig_has(evl_loop *loop, int signum) {
+  int i = evl__sig_index(signum);
+  return loop->sig && i >= 0 && ((evl__sigstate *)loop->sig)->cb[i];
 }
 
 static void evl__sig_deliver(evl_loop *loop, void *arg) {
@@ -9786,7 +15581,7 @@ static void evl__sig_deliver(evl_loop *loop, void *arg) {
     if (!InterlockedExchange(&st->pending[i], 0) || !st->cb[i])
       continue;
     loop->now_reuse = 0;
-    st->cb[i](loop, i == 0 ? SIGINT : SIGBREAK, st->arg[i]);
+    st->cb[i](loop, i == 0 ? SIGINT : EVL__SIGBREAK, st->arg[i]);
     st = (evl__sigstate *)loop->sig;
     if (!st)
       return; /* the callback closed the loop's signal state */
@@ -9857,7 +15652,9 @@ static void evl__sig_unlink(evl__sigstate *st) {
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   evl__sigstate *st;
   int i = evl__sig_index(signum);
-  if (!loop || i < 0 || !loop->sig)
+  if (!loop || i < 0)
+    return EVL_EINVAL; /* as add */
+  if (!loop->sig)
     return 0;
   evl__lock(&evl__sig_mu);
   st = (evl__sigstate *)loop->sig;
@@ -9867,6 +15664,7 @@ EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   }
   st->cb[i] = NULL;
   st->arg[i] = NULL;
+  loop->sig_unref &= ~((uint64_t)1 << (signum - 1));
   if (!st->cb[0] && !st->cb[1]) {
     evl__sig_unlink(st);
     loop->sig = NULL;
@@ -9897,6 +15695,11 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
   return EVL_ENOTSUP;
 }
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
+  (void)loop;
+  (void)signum;
+  return 0;
+}
+static int evl__sig_has(evl_loop *loop, int signum) {
   (void)loop;
   (void)signum;
   return 0;
@@ -10027,7 +15830,7 @@ static void evl__sig_handler(int signum) {
     evl__sigslot *sl = &evl__sigslots[i];
     if (sl->used && sl->wanted[signum]) {
       char c = (char)signum;
-      ssize_t r;
+      evl__ssize_t r;
       sl->pending[signum] = 1;
       r = write(sl->wfd, &c, 1); /* a full pipe: a wake-up is pending */
       (void)r;
@@ -10084,7 +15887,7 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
     return EVL_EINVAL;
   if (loop->closing)
     return EVL_ECLOSED;
-  if (signum <= 0 || signum >= EVL__NSIG || signum == SIGKILL ||
+  if (signum <= 0 || signum >= EVL__NSIG || signum == EVL__SIGKILL ||
       signum == SIGSTOP)
     return EVL_EINVAL;
   st = (evl__sigstate *)loop->sig;
@@ -10145,15 +15948,23 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
   return 0;
 }
 
+/* A handler for signum is set. */
+static int evl__sig_has(evl_loop *loop, int signum) {
+  return loop->sig && signum > 0 && signum < EVL__NSIG &&
+         ((evl__sigstate *)loop->sig)->cb[signum];
+}
+
 EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   evl__sigstate *st;
   if (!loop || signum <= 0 || signum >= EVL__NSIG)
-    return 0;
+    return EVL_EINVAL; /* as add */
   st = (evl__sigstate *)loop->sig;
   if (!st || !st->cb[signum])
     return 0;
   st->cb[signum] = NULL;
   st->arg[signum] = NULL;
+  if (signum <= 64)
+    loop->sig_unref &= ~((uint64_t)1 << (signum - 1));
 #ifdef EVL__HAVE_KQUEUE
   if (st->slot < 0)
     (void)evl__kq_signal(loop, signum, 0);
@@ -10232,7 +16043,12 @@ struct evl_subprocess {
   void (*pause_hook)(evl_subprocess *p, int paused); /* stdin full/drained */
   pid_t pid;
   int pidfd, returncode, exited, made, lost, npipes, result_is_user;
-  int kq_proc; /* an EVFILT_PROC registration is live */
+  int kq_proc;           /* an EVFILT_PROC registration is live */
+  int kq_exit_later;     /* its NOTE_EXIT waits for room in the ring */
+  evl_handle poll_timer; /* the last-resort exit watch (POSIX) */
+  int poll_ms;
+  int pipe_failed; /* a pipe got no transport (no memory): start fails */
+  int unref;       /* does not keep the loop alive */
 };
 
 static void evl__sub_try_finish(evl_subprocess *p);
@@ -10245,6 +16061,8 @@ static void evl__sub_unlink_free(evl_subprocess *p) {
   if (p->proc)
     CloseHandle(p->proc);
 #endif
+  if (p->poll_timer)
+    (void)evl__cancel_internal(loop, p->poll_timer);
   if (p->lprev)
     p->lprev->lnext = p->lnext;
   else
@@ -10272,6 +16090,10 @@ static void evl__sub_exited(evl_subprocess *p, int status, int known) {
     evl__unwatch(p->loop, p->pidfd, EVL__READ);
     close(p->pidfd);
     p->pidfd = -1;
+  }
+  if (p->poll_timer) {
+    (void)evl__cancel_internal(p->loop, p->poll_timer);
+    p->poll_timer = 0;
   }
 #ifdef EVL__HAVE_KQUEUE
   if (p->kq_proc) { /* reaped by another path: the registration goes */
@@ -10337,6 +16159,30 @@ static int evl__kq_child_exit(evl_loop *loop, int pid) {
   return 1;
 }
 
+static void evl__kq_exit_keep(evl_loop *loop, int pid) {
+  evl_subprocess *p;
+  for (p = loop->children; p; p = p->lnext)
+    if ((int)p->pid == pid && !p->exited) {
+      p->kq_exit_later = 1;
+      loop->kq_later = 1;
+    }
+}
+static uint32_t evl__kq_exits_later(evl_loop *loop, int push) {
+  evl_subprocess *p;
+  uint32_t n = 0;
+  for (p = loop->children; p; p = p->lnext) {
+    if (!p->kq_exit_later)
+      continue;
+    n++;
+    if (push) {
+      p->kq_exit_later = 0;
+      (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_PROC << 32 |
+                                     (uint64_t)(uint32_t)p->pid);
+    }
+  }
+  return n;
+}
+
 #ifdef EVFILT_LIBKQUEUE
 /* libkqueue drops the NOTE_EXIT of a child that other code reaped (it
    reads the exit status without reaping, which then fails), and kevent()
@@ -10359,6 +16205,51 @@ static void evl__kq_children_check(evl_loop *loop) {
 }
 #endif
 #endif
+
+static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg);
+
+/* Watches a child's exit: EVFILT_PROC on kqueue (ESRCH: it is gone
+   already, and the paths below reap it), else a pidfd, else SIGCHLD; 0 if
+   one of them watches it, else the error (a full fd table fails the pidfd
+   and the SIGCHLD self-pipe alike). */
+static int evl__sub_watch_exit(evl_loop *loop, evl_subprocess *p) {
+  int rc;
+#ifdef EVL__HAVE_KQUEUE
+  if (loop->backend == EVL_BACKEND_KQUEUE && !p->kq_proc)
+    p->kq_proc = evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC,
+                               EV_ADD | EV_ONESHOT, NOTE_EXIT) == 0;
+#endif
+  if (p->kq_proc)
+    return 0;
+#if EVLOOP_HAVE_PIDFD && defined(SYS_pidfd_open)
+  p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+  if (p->pidfd >= 0 && evl__watch(loop, p->pidfd, EVL__READ,
+                                  evl__sub_pidfd_ready, p, NULL, NULL, 0)) {
+    close(p->pidfd);
+    p->pidfd = -1;
+  }
+  if (p->pidfd >= 0)
+    return 0;
+#endif
+  rc = evl_add_signal_handler(loop, SIGCHLD, evl__sub_sigchld, NULL);
+  if (rc == 0)
+    (void)evl__sub_poll(p); /* it may be gone before the handler */
+  return rc;
+}
+
+/* The last resort: a timer polls the child, less often each time (up to
+   100 ms), until a pidfd or SIGCHLD can watch it. It rearms inside its own
+   callback, taking back the slot and heap room it has just left: that
+   cannot fail for want of memory. */
+static void evl__sub_poll_timer(evl_loop *loop, void *arg) {
+  evl_subprocess *p = (evl_subprocess *)arg;
+  p->poll_timer = 0;
+  if (loop->closing || evl__sub_poll(p) || evl__sub_watch_exit(loop, p) == 0)
+    return; /* p may be gone */
+  p->poll_ms = p->poll_ms < 50 ? p->poll_ms * 2 : 100;
+  p->poll_timer = evl__later_internal(loop, (int64_t)p->poll_ms * 1000000,
+                                      evl__sub_poll_timer, p);
+}
 
 static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg) {
   evl_subprocess *p, *next;
@@ -10402,8 +16293,11 @@ static void evl__sp_data(evl_transport *t, const void *data, size_t len,
 }
 static void evl__sp_lost(evl_transport *t, int err, void *user) {
   evl__subpipe *sp = (evl__subpipe *)user;
-  evl_subprocess *p = sp->p;
+  evl_subprocess *p;
   (void)t;
+  if (!sp) /* detached from its child (evl__sub_drop_pipes) */
+    return;
+  p = sp->p;
   sp->t = NULL;
   if (!sp->open)
     return;
@@ -10429,14 +16323,134 @@ static const evl_protocol evl__subpipe_proto = {
     NULL,           evl__sp_data, NULL, evl__sp_lost, evl__sp_pause,
     evl__sp_resume, NULL,         NULL, NULL,         NULL};
 
+/* A child whose pipes could not all get a transport (no memory): nobody
+   gets it. It is killed, its pipes closed, the creation future fails with
+   EVL_ENOMEM; with no callback of the user's it is reaped and freed as any
+   child (made is set for that). The high-level process is freed too. */
+static const evl_subprocess_protocol evl__sub_quiet_proto = {NULL, NULL, NULL,
+                                                             NULL, NULL};
+static void evl__proc_abandon(evl_subprocess *sub);
+static void evl__sub_abandon(evl_subprocess *p, evl_future *w) {
+  int i;
+  evl__proc_abandon(p);
+  p->proto = &evl__sub_quiet_proto;
+  p->made = 1;
+  if (!p->exited)
+    (void)evl_subprocess_kill(p);
+  for (i = 0; i < 3; i++) { /* not started: no connection_lost comes */
+    evl__subpipe *sp = &p->pipes[i];
+    evl_transport *t = sp->t;
+    if (!t)
+      continue;
+    sp->t = NULL;
+    if (sp->open) {
+      sp->open = 0;
+      p->npipes--;
+    }
+    evl_transport_abort(t);
+  }
+  if (w) {
+    (void)evl_future_set_error(w, EVL_ENOMEM, "no memory for a pipe");
+    evl_future_release(w);
+  }
+  evl__sub_try_finish(p);
+}
+
+/* Kills the child if it still runs and reaps it (SIGKILL ends it at once),
+   calling nothing. */
+static void evl__sub_kill_reap(evl_subprocess *p) {
+#ifndef _WIN32
+  int status = 0;
+  if (!p->exited) {
+    (void)kill(p->pid, SIGKILL);
+    while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    p->exited = 1;
+    p->returncode =
+        WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
+  }
+  if (p->pidfd >= 0) {
+    evl__unwatch(p->loop, p->pidfd, EVL__READ);
+    close(p->pidfd);
+    p->pidfd = -1;
+  }
+#ifdef EVL__HAVE_KQUEUE
+  if (p->kq_proc && !p->loop->closing) {
+    p->kq_proc = 0;
+    (void)evl__kq_apply(p->loop, (uintptr_t)p->pid, EVFILT_PROC, EV_DELETE, 0);
+  }
+#endif
+#else
+  if (p->wait) { /* after this no wait callback runs */
+    UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
+    p->wait = NULL;
+  }
+  if (!p->exited) {
+    DWORD code = 1;
+    TerminateProcess(p->proc, 1);
+    WaitForSingleObject(p->proc, INFINITE);
+    GetExitCodeProcess(p->proc, &code);
+    p->exited = 1;
+    p->returncode = (int)code;
+  }
+#endif
+}
+
+/* Cuts the pipes loose from the child and aborts them: their transports
+   end on their own and call nobody (evl__sp_lost sees no pipe). notify:
+   pipe_connection_lost(EVL_ECLOSED) first for each one still open. */
+static void evl__sub_drop_pipes(evl_subprocess *p, int notify) {
+  int i;
+  for (i = 0; i < 3; i++) {
+    evl__subpipe *sp = &p->pipes[i];
+    evl_transport *t = sp->t;
+    int was_open = sp->open;
+    if (!t)
+      continue;
+    sp->t = NULL;
+    sp->open = 0;
+    t->user = NULL;
+    evl_transport_abort(t);
+    if (notify && was_open && p->proto->pipe_connection_lost)
+      p->proto->pipe_connection_lost(p, i, EVL_ECLOSED, p->user);
+  }
+  p->npipes = 0;
+}
+
+static void evl__proc_free_now(evl_process *pr);
+
+/* A child nobody will get (its creation was cancelled, or the loop closed
+   before it started): killed, reaped and freed, with no callback. */
+static void evl__sub_discard(evl_subprocess *p) {
+  evl_future *w = p->waiter;
+  p->waiter = NULL;
+  evl__sub_kill_reap(p);
+  evl__sub_drop_pipes(p, 0);
+  if (w) {
+    (void)evl_future_set_error(w, EVL_ECLOSED, NULL); /* if pending */
+    evl_future_release(w);
+  }
+  if (p->result_is_user) /* evl_create_subprocess_*: its evl_process */
+    evl__proc_free_now((evl_process *)p->user);
+  evl__sub_unlink_free(p);
+}
+
 /* The start, after the pipes were made: connection_made, then the future;
    the pipes' own starts are queued behind this one. */
 static void evl__sub_start(evl_loop *loop, void *arg) {
   evl_subprocess *p = (evl_subprocess *)arg;
   evl_future *w = p->waiter;
   if (loop->closing)
-    return; /* evl__children_close handles it */
+    return;                            /* evl__children_close handles it */
+  if (w && w->state != EVL__PENDING) { /* the creation was cancelled */
+    evl__sub_discard(p);
+    return;
+  }
   p->waiter = NULL;
+  if (p->pipe_failed) {
+    evl__sub_abandon(p, w);
+    return;
+  }
   p->made = 1;
   if (p->proto->connection_made)
     p->proto->connection_made(p, p->user);
@@ -10461,8 +16475,40 @@ static const char evl__shell_marker[] = "<shell>";
    future (*fut; NULL when the loop is closing or out of memory), the
    arguments (NULL options: all pipes) and the object: NULL when any of it
    failed (the future says why). */
-static const evl_subprocess_options evl__sub_default_opts = {
-    EVL_STDIO_PIPE, EVL_STDIO_PIPE, EVL_STDIO_PIPE, -1, -1, -1, NULL, NULL};
+static const evl_subprocess_options evl__sub_default_opts = {EVL_STDIO_PIPE,
+                                                             EVL_STDIO_PIPE,
+                                                             EVL_STDIO_PIPE,
+                                                             -1,
+                                                             -1,
+                                                             -1,
+                                                             NULL,
+                                                             NULL,
+                                                             0,
+                                                             0,
+                                                             NULL,
+                                                             0};
+/* The session, group and pass_fds options: 0, or the future failed. */
+static int evl__sub_check_opts(evl_future *f, const evl_subprocess_options *o) {
+  size_t i;
+  int rc = 0;
+  if ((o->start_new_session && o->process_group) ||
+      o->process_group < EVL_PROCESS_GROUP_NEW ||
+      (o->npass_fds && !o->pass_fds))
+    rc = EVL_EINVAL;
+  for (i = 0; rc == 0 && i < o->npass_fds; i++)
+    if (o->pass_fds[i] < 0)
+      rc = EVL_EBADF;
+#ifdef _WIN32
+  if (rc == 0 && (o->process_group > 0 || o->npass_fds))
+    rc = EVL_ENOTSUP;
+#endif
+  if (rc)
+    (void)evl_future_set_error(f, rc,
+                               "start_new_session/process_group/"
+                               "pass_fds");
+  return rc;
+}
+
 static evl_subprocess *evl__sub_new(evl_loop *loop, evl_future **fut,
                                     const evl_subprocess_protocol *proto,
                                     void *user, const char *const *argv,
@@ -10483,6 +16529,8 @@ static evl_subprocess *evl__sub_new(evl_loop *loop, evl_future **fut,
     (void)evl_future_set_error(f, EVL_EINVAL, "no protocol or no argv[0]");
     return NULL;
   }
+  if (evl__sub_check_opts(f, opts))
+    return NULL;
   mode[0] = opts->stdin_mode;
   mode[1] = opts->stdout_mode;
   mode[2] = opts->stderr_mode;
@@ -10511,14 +16559,29 @@ static void evl__sub_link(evl_subprocess *p) {
   loop->children = p;
 }
 
-/* connection_made first, then the pipes (their starts queue after it).
-   Errors past the spawn do not undo it: the child runs. */
+/* The start is queued before the spawn (evl__sub_queue_start): once the
+   child runs, nothing can fail for want of memory and leave it unwatched
+   or start it before its pipes exist. *rc: the spawn may go on (0), or
+   the error; returns the handle to cancel if the spawn fails. */
+static evl_handle evl__sub_queue_start(evl_loop *loop, evl_subprocess *p,
+                                       int *rc) {
+  evl_handle h;
+  if (*rc)
+    return 0;
+  h = evl__soon_internal(loop, evl__sub_start, p);
+  if (h > 0)
+    return h;
+  *rc = (int)h;
+  return 0;
+}
+
+/* connection_made first (queued before the spawn), then the pipes (their
+   starts queue after it). Errors past the spawn do not undo it: the child
+   runs. */
 static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
                            const int pfd[3]) {
   int i;
   p->waiter = evl_future_ref(f);
-  if (evl__soon_internal(loop, evl__sub_start, p) < 0)
-    evl__sub_start(loop, p); /* no memory for the queue: start now */
   for (i = 0; i < 3; i++) {
     evl__subpipe *sp = &p->pipes[i];
     sp->p = p;
@@ -10533,6 +16596,7 @@ static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
                                   NULL, &err);
       if (!sp->t) {
         CloseHandle(h);
+        p->pipe_failed = 1;
         continue;
       }
       sp->open = 1;
@@ -10543,6 +16607,7 @@ static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
     sp->t = evl__tr_open(loop, &evl__subpipe_proto, sp, pfd[i], 0, NULL);
     if (!sp->t) {
       evl__closesocket(pfd[i]);
+      p->pipe_failed = 1;
       continue;
     }
     sp->t->flags |=
@@ -10739,6 +16804,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   evl_stdio mode[3];
   int userfd[3], pfd[3] = {-1, -1, -1}, i, rc = 0;
   int named[3] = {0, 0, 0}; /* stdio i is a named pipe, not a socket pair */
+  evl_handle start = 0;
   HANDLE child[3] = {NULL, NULL, NULL}, list[3];
   DWORD nlist = 0;
   char *cmdline = NULL, *envblock = NULL;
@@ -10848,9 +16914,13 @@ static evl_future *evl__subprocess(evl_loop *loop,
                    list, nlist * sizeof(HANDLE), NULL, NULL)) {
       rc = evl_translate_sys_error(evl__win_errno(GetLastError()));
     }
+    start = evl__sub_queue_start(loop, p, &rc);
     if (rc == 0 &&
         !CreateProcessA(NULL, cmdline, NULL, NULL, nlist ? TRUE : FALSE,
-                        EXTENDED_STARTUPINFO_PRESENT | CREATE_NO_WINDOW,
+                        EXTENDED_STARTUPINFO_PRESENT | CREATE_NO_WINDOW |
+                            (opts->start_new_session || opts->process_group
+                                 ? CREATE_NEW_PROCESS_GROUP
+                                 : 0),
                         envblock, opts->cwd, &si.StartupInfo, &pi)) {
       DWORD e = GetLastError();
       rc = evl_translate_sys_error(evl__win_errno(e));
@@ -10872,6 +16942,8 @@ static evl_future *evl__subprocess(evl_loop *loop,
         CloseHandle(child[i]);
     }
   if (rc) {
+    if (start)
+      (void)evl__cancel_internal(loop, start);
     for (i = 0; i < 3; i++)
       if (pfd[i] >= 0 && named[i])
         CloseHandle((HANDLE)(intptr_t)pfd[i]);
@@ -10907,6 +16979,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   (void)out;
   (void)result_is_user;
   (void)evl__sub_start;
+  (void)evl__sub_queue_start;
   (void)evl__subpipe_proto;
   (void)evl__sub_exited;
   if (!loop || loop->closing)
@@ -10926,10 +16999,23 @@ static void evl__shell_argv(const char *argv[4], const char *cmd) {
   argv[3] = NULL;
 }
 
-/* Runs argv with the child's fds 0..2 from cfd (-1: inherit), cwd, env. */
-static int evl__spawn(const char *const *argv, const char *cwd,
-                      const char *const *env, const int cfd[3], pid_t *out) {
-  int i, rc;
+/* 1 if fd is one of the options' pass_fds. */
+static int evl__sub_passed(const evl_subprocess_options *o, int fd) {
+  size_t i;
+  for (i = 0; i < o->npass_fds; i++)
+    if (o->pass_fds[i] == fd)
+      return 1;
+  return 0;
+}
+
+/* Runs argv with the child's fds 0..2 from cfd (-1: inherit), the cwd,
+   env, session, group and pass_fds of o. */
+static int evl__spawn(const char *const *argv, const evl_subprocess_options *o,
+                      const int cfd[3], pid_t *out) {
+  const char *cwd = o->cwd;
+  const char *const *env = o->env;
+  int i, rc, top = 2; /* the highest fd the child keeps */
+  size_t k;
   int path_search = strchr(argv[0], '/') == NULL;
   char *const *av = (char *const *)(void *)argv;
   char *const *ev = env ? (char *const *)(void *)env : environ;
@@ -10938,20 +17024,43 @@ static int evl__spawn(const char *const *argv, const char *cwd,
   posix_spawnattr_t attr;
   sigset_t all, none;
   pid_t pid;
+  short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
+  for (k = 0; k < o->npass_fds; k++) {
+    if (fcntl(o->pass_fds[k], F_GETFD) < 0)
+      return EVL_EBADF;
+    if (o->pass_fds[k] > top)
+      top = o->pass_fds[k];
+  }
+  if (top > 65535)
+    return EVL_EINVAL; /* one close action per fd below it */
   posix_spawn_file_actions_init(&fa);
   posix_spawnattr_init(&attr);
   for (i = 0; i < 3; i++)
     if (cfd[i] >= 0)
       posix_spawn_file_actions_adddup2(&fa, cfd[i], i);
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  /* pass_fds: a dup2 onto itself clears close-on-exec (glibc >= 2.29, as
+     POSIX 2024 asks); every other fd above 2 is closed. */
+  for (i = 3; i <= top; i++) {
+    if (evl__sub_passed(o, i))
+      posix_spawn_file_actions_adddup2(&fa, i, i);
+    else
+      posix_spawn_file_actions_addclose(&fa, i);
+  }
+  posix_spawn_file_actions_addclosefrom_np(&fa, top + 1);
   if (cwd)
     posix_spawn_file_actions_addchdir_np(&fa, cwd);
   sigfillset(&all);
   sigemptyset(&none);
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  if (o->start_new_session)
+    flags |= POSIX_SPAWN_SETSID;
+  if (o->process_group) {
+    flags |= POSIX_SPAWN_SETPGROUP;
+    posix_spawnattr_setpgroup(&attr,
+                              o->process_group > 0 ? o->process_group : 0);
+  }
+  posix_spawnattr_setflags(&attr, flags);
   rc = path_search ? posix_spawnp(&pid, argv[0], &fa, &attr, av, ev)
                    : posix_spawn(&pid, argv[0], &fa, &attr, av, ev);
   posix_spawn_file_actions_destroy(&fa);
@@ -10963,8 +17072,12 @@ static int evl__spawn(const char *const *argv, const char *cwd,
 #else
   /* fork + exec: errno of a failed exec comes back through a pipe. */
   int ep[2], err = 0;
-  ssize_t n;
+  evl__ssize_t n;
   pid_t pid;
+  for (k = 0; k < o->npass_fds; k++)
+    if (fcntl(o->pass_fds[k], F_GETFD) < 0)
+      return EVL_EBADF;
+  (void)top;
   rc = evl__pipe_cloexec_nonblock(ep);
   if (rc)
     return rc;
@@ -10992,11 +17105,19 @@ static int evl__spawn(const char *const *argv, const char *cwd,
     for (i = 0; i < 3; i++) /* kept fds lose close-on-exec */
       if (cfd[i] == i)
         fcntl(i, F_SETFD, 0);
+    for (k = 0; k < o->npass_fds; k++)
+      if (o->pass_fds[k] > 2 && o->pass_fds[k] != ep[1])
+        fcntl(o->pass_fds[k], F_SETFD, 0);
     if (maxfd < 0 || maxfd > 65536)
       maxfd = 65536;
     for (fd = 3; fd < maxfd; fd++)
-      if (fd != ep[1])
+      if (fd != ep[1] && !evl__sub_passed(o, (int)fd))
         close((int)fd);
+    if (o->start_new_session && setsid() < 0)
+      goto fail;
+    if (o->process_group &&
+        setpgid(0, o->process_group > 0 ? o->process_group : 0) < 0)
+      goto fail;
     if (cwd && chdir(cwd) < 0)
       goto fail;
     if (path_search)
@@ -11014,7 +17135,7 @@ static int evl__spawn(const char *const *argv, const char *cwd,
     n = read(ep[0], &err, sizeof err);
   while (n < 0 && errno == EINTR);
   close(ep[0]);
-  if (n == (ssize_t)sizeof err) { /* exec failed: reap the child */
+  if (n == (evl__ssize_t)sizeof err) { /* exec failed: reap the child */
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
     }
     return evl_translate_sys_error(err);
@@ -11034,6 +17155,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   evl_stdio mode[3];
   int userfd[3], cfd[3] = {-1, -1, -1}, pfd[3] = {-1, -1, -1}, i, rc = 0;
   int devnull = -1;
+  evl_handle start = 0;
   p = evl__sub_new(loop, &f, proto, user, argv, &opts, result_is_user, mode,
                    userfd);
   if (!p)
@@ -11074,8 +17196,11 @@ static evl_future *evl__subprocess(evl_loop *loop,
       rc = EVL_EINVAL;
     }
   }
+  start = evl__sub_queue_start(loop, p, &rc);
   if (rc == 0)
-    rc = evl__spawn(argv, opts->cwd, opts->env, cfd, &p->pid);
+    rc = evl__spawn(argv, opts, cfd, &p->pid);
+  if (rc && start)
+    (void)evl__cancel_internal(loop, start);
   for (i = 0; i < 3; i++) /* the child has its ends now */
     if (mode[i] == EVL_STDIO_PIPE && cfd[i] >= 0)
       close(cfd[i]);
@@ -11090,27 +17215,25 @@ static evl_future *evl__subprocess(evl_loop *loop,
     return f;
   }
   evl__sub_link(p);
-  /* Exit watching: EVFILT_PROC on kqueue (ESRCH: it is gone already, and
-     the paths below reap it), else a pidfd, else SIGCHLD. */
-#ifdef EVL__HAVE_KQUEUE
-  if (loop->backend == EVL_BACKEND_KQUEUE)
-    p->kq_proc = evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC,
-                               EV_ADD | EV_ONESHOT, NOTE_EXIT) == 0;
-#endif
-#if EVLOOP_HAVE_PIDFD && defined(SYS_pidfd_open)
-  if (!p->kq_proc)
-    p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-  if (p->pidfd >= 0 && evl__watch(loop, p->pidfd, EVL__READ,
-                                  evl__sub_pidfd_ready, p, NULL, NULL, 0)) {
-    close(p->pidfd);
-    p->pidfd = -1;
+  rc = evl__sub_watch_exit(loop, p);
+  if (rc) { /* no fd, no memory: a timer polls it (rearming cannot fail) */
+    p->poll_ms = 1;
+    p->poll_timer = evl__later_internal(loop, 1000000, evl__sub_poll_timer, p);
+    if (p->poll_timer < 0) { /* nothing could ever reap it: undone */
+      int status;
+      (void)kill(p->pid, SIGKILL);
+      while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      p->poll_timer = 0;
+      (void)evl__cancel_internal(loop, start);
+      for (i = 0; i < 3; i++)
+        if (pfd[i] >= 0)
+          close(pfd[i]);
+      evl__sub_unlink_free(p);
+      (void)evl_future_set_error(f, rc, NULL);
+      return f;
+    }
   }
-#endif
-  if (p->pidfd < 0 && !p->kq_proc) {
-    rc = evl_add_signal_handler(loop, SIGCHLD, evl__sub_sigchld, NULL);
-    (void)evl__sub_poll(p); /* it may be gone before the handler */
-  }
-  (void)rc; /* the child runs: errors past the spawn do not undo it */
   evl__sub_begin(loop, p, f, pfd);
   if (out)
     *out = p;
@@ -11159,7 +17282,7 @@ EVL__DEF int evl_subprocess_send_signal(evl_subprocess *p, int signum) {
     return EVL_ESRCH;
 #ifdef _WIN32
   /* asyncio on Windows: SIGTERM and kill are TerminateProcess(1). */
-  if (signum != SIGTERM && signum != SIGKILL)
+  if (signum != EVL__SIGTERM && signum != EVL__SIGKILL)
     return EVL_EINVAL;
   return TerminateProcess(p->proc, 1)
              ? 0
@@ -11169,10 +17292,10 @@ EVL__DEF int evl_subprocess_send_signal(evl_subprocess *p, int signum) {
 #endif
 }
 EVL__DEF int evl_subprocess_terminate(evl_subprocess *p) {
-  return evl_subprocess_send_signal(p, SIGTERM);
+  return evl_subprocess_send_signal(p, EVL__SIGTERM);
 }
 EVL__DEF int evl_subprocess_kill(evl_subprocess *p) {
-  return evl_subprocess_send_signal(p, SIGKILL);
+  return evl_subprocess_send_signal(p, EVL__SIGKILL);
 }
 EVL__DEF void evl_subprocess_close(evl_subprocess *p) {
   int i;
@@ -11189,55 +17312,164 @@ EVL__DEF void *evl_subprocess_user(evl_subprocess *p) {
 }
 
 /* Loop closing: children still running are killed and reaped (no zombie),
-   their pipes closed, connection_lost(EVL_ECLOSED) runs for each. */
+   their pipes closed (pipe_connection_lost(EVL_ECLOSED) for those still
+   open), then connection_lost(EVL_ECLOSED) for each child that was made.
+   A child not started yet is discarded without callbacks. */
 static void evl__children_close(evl_loop *loop) {
   while (loop->children) {
     evl_subprocess *p = loop->children;
-    int i, status = 0, made = p->made && !p->lost;
+    int made = p->made && !p->lost, report_exit;
+    if (!p->made) {
+      evl__sub_discard(p);
+      continue;
+    }
+    /* process_exited ran already if the child exited after the start */
+    report_exit = made && !p->exited;
     p->lost = 1; /* the pipes' ends below must not finish it early */
-    for (i = 0; i < 3; i++)
-      if (p->pipes[i].t)
-        evl_transport_abort(p->pipes[i].t); /* lost at once: closing */
-#ifndef _WIN32
-    if (!p->exited) {
-      (void)kill(p->pid, SIGKILL);
-      while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
-      }
-      p->exited = 1;
-      p->returncode =
-          WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
-    }
-    if (p->pidfd >= 0) {
-      evl__unwatch(loop, p->pidfd, EVL__READ);
-      close(p->pidfd);
-      p->pidfd = -1;
-    }
-#else
-    (void)status;
-    if (p->wait) { /* after this no wait callback runs */
-      UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
-      p->wait = NULL;
-    }
-    if (!p->exited) {
-      DWORD code = 1;
-      TerminateProcess(p->proc, 1);
-      WaitForSingleObject(p->proc, INFINITE);
-      GetExitCodeProcess(p->proc, &code);
-      p->exited = 1;
-      p->returncode = (int)code;
-    }
-#endif
-    if (p->waiter) {
-      (void)evl_future_set_error(p->waiter, EVL_ECLOSED, NULL);
-      evl_future_release(p->waiter);
-      p->waiter = NULL;
-    }
+    evl__sub_kill_reap(p);
+    evl__sub_drop_pipes(p, made);
+    if (report_exit && p->proto->process_exited) /* the documented order */
+      p->proto->process_exited(p, p->user);
     if (made && p->proto->connection_lost)
       p->proto->connection_lost(p, EVL_ECLOSED, p->user);
     evl__sub_unlink_free(p);
   }
 }
 
+#endif /* EVLOOP_NO_PROCESS */
+
+/* ==== What keeps the loop alive ==========================================
+   libuv's ref/unref: every kind of handle can be told not to keep the
+   loop running. evl_loop_alive asks the cheap counters first and walks
+   the lists of transports, servers and children only when those say no
+   (the walk stops at the first referenced object). */
+
+EVL__DEF int evl_handle_set_ref(evl_loop *loop, evl_handle h, int ref) {
+  uint32_t i;
+  evl__slot *s;
+  if (!loop || loop->closed || !loop->slots)
+    return EVL_EINVAL;
+  s = evl__slot_of(loop, h, &i);
+  if (!s || !s->fn || (s->gen & EVL__SLOT_INTERNAL))
+    return EVL_EINVAL;
+  if (!ref == !!(s->gen & EVL__SLOT_UNREF)) /* already so */
+    return 0;
+  s->gen ^= EVL__SLOT_UNREF;
+  if (s->pos >= 0) /* in the heap (a ready callback is not counted) */
+    loop->heap_unref += ref ? (uint32_t)-1 : 1u;
+  return 0;
+}
+
+EVL__DEF int evl_hook_set_ref(evl_loop *loop, int id, int ref) {
+  evl__hook *h = evl__hook_find(loop, id);
+  if (!h)
+    return EVL_EINVAL;
+  h->unref = !ref;
+  return 0;
+}
+
+EVL__DEF int evl_transport_set_ref(evl_transport *t, int ref) {
+  if (!t)
+    return EVL_EINVAL;
+  t->flags = ref ? t->flags & ~EVL__T_UNREF : t->flags | EVL__T_UNREF;
+  return 0;
+}
+
+EVL__DEF int evl_server_set_ref(evl_server *s, int ref) {
+  if (!s)
+    return EVL_EINVAL;
+  s->unref = !ref;
+  return 0;
+}
+
+#ifndef EVLOOP_NO_PROCESS
+EVL__DEF int evl_signal_set_ref(evl_loop *loop, int signum, int ref) {
+  uint64_t bit;
+  if (!loop || signum <= 0 || signum > 64 || !evl__sig_has(loop, signum))
+    return EVL_EINVAL;
+  bit = (uint64_t)1 << (signum - 1);
+  loop->sig_unref = ref ? loop->sig_unref & ~bit : loop->sig_unref | bit;
+  return 0;
+}
+
+/* A subprocess and its pipe transports. */
+EVL__DEF int evl_subprocess_set_ref(evl_subprocess *p, int ref) {
+  int i;
+  if (!p)
+    return EVL_EINVAL;
+  p->unref = !ref;
+  for (i = 0; i < 3; i++)
+    if (p->pipes[i].t)
+      evl_transport_set_ref(p->pipes[i].t, ref);
+  return 0;
+}
+#endif
+
+EVL__DEF int evl_loop_alive(evl_loop *loop) {
+  evl_transport *t;
+  evl_server *sv;
+  struct evl_subprocess *p;
+  int i;
+  if (!loop || loop->closed)
+    return 0;
+  if (loop->ring_len || loop->fd_refs || loop->resolving || loop->fs_watches ||
+      loop->heap_len - loop->heap_cancelled > loop->heap_unref)
+    return 1;
+  /* executor jobs: running, or done and not delivered yet (the executor's
+     threads move them under the lock) */
+  evl__lock(&loop->ts_mu);
+  i = loop->jobs || loop->tsq_done;
+  evl__unlock(&loop->ts_mu);
+  if (i)
+    return 1;
+  for (i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].cb && !loop->hooks[i].unref)
+      return 1;
+  for (t = loop->transports; t; t = t->lnext)
+    if (!(t->flags & EVL__T_UNREF))
+      return 1;
+  for (sv = loop->servers; sv; sv = sv->lnext)
+    if (!sv->closed && !sv->unref)
+      return 1;
+#ifndef EVLOOP_NO_PROCESS
+  for (p = loop->children; p; p = p->lnext)
+    if (!p->unref)
+      return 1;
+#else
+  (void)p;
+#endif
+  if (loop->sig)
+    for (i = 1; i <= 64; i++)
+      if (evl__sig_has(loop, i) && !(loop->sig_unref >> (i - 1) & 1))
+        return 1;
+  return 0;
+}
+
+EVL__DEF int evl_run_alive(evl_loop *loop) {
+  int rc = 0;
+  if (!loop)
+    return EVL_EINVAL;
+  rc = evl__run_enter(loop);
+  if (rc)
+    return rc;
+  loop->run_alive = 1;
+  loop->m_mark_ok = 0;
+  while (evl_loop_alive(loop)) {
+    rc = evl__iterate(loop, -1);
+    if (rc < 0)
+      break;
+    rc = 0;
+    if (loop->stopping) {
+      rc = evl_loop_alive(loop);
+      break;
+    }
+  }
+  loop->run_alive = 0;
+  evl__run_leave(loop);
+  return rc;
+}
+
+#ifndef EVLOOP_NO_PROCESS
 /* ==== Processes (high level) ============================================
    An evl_subprocess whose protocol feeds streams: stdout and stderr are
    stream readers, stdin a stream writer. */
@@ -11271,21 +17503,19 @@ static void evl__proc_pause(evl_subprocess *sub, int paused) {
   }
 }
 
+/* The streams were made before the spawn (evl__create_process); here they
+   get their pipes (every pipe has its transport: see evl__sub_abandon). */
 static void evl__proc_made(evl_subprocess *sub, void *user) {
   evl_process *pr = (evl_process *)user;
   int i;
   pr->sub = sub;
   pr->pid = (int)sub->pid;
   sub->pause_hook = evl__proc_pause;
-  for (i = 0; i < 3; i++) {
-    evl_transport *t = sub->pipes[i].t;
-    if (!t)
-      continue;
-    pr->io[i] = evl__st_new(pr->loop, pr->limit);
+  for (i = 0; i < 3; i++)
     if (pr->io[i])
-      pr->io[i]->t = t;
-  }
+      pr->io[i]->t = sub->pipes[i].t;
 }
+
 static void evl__proc_data(evl_subprocess *sub, int fd, const void *data,
                            size_t len, void *user) {
   evl_process *pr = (evl_process *)user;
@@ -11308,6 +17538,8 @@ static void evl__proc_exited(evl_subprocess *sub, void *user) {
   evl_process *pr = (evl_process *)user;
   pr->exited = 1;
   pr->returncode = sub->returncode;
+  if (pr->io[0] && !pr->io[0]->err) /* writes to its stdin say why */
+    pr->io[0]->err = EVL_EEXITED;
   evl__waiters_done(&pr->waiters, 1, (void *)(intptr_t)pr->returncode);
 }
 static void evl__proc_lost(evl_subprocess *sub, int err, void *user) {
@@ -11321,6 +17553,11 @@ static void evl__proc_lost(evl_subprocess *sub, int err, void *user) {
 static const evl_subprocess_protocol evl__process_proto = {
     evl__proc_made, evl__proc_data, evl__proc_pipe_lost, evl__proc_exited,
     evl__proc_lost};
+/* A process whose start failed (evl__sub_abandon): nobody got it. */
+static void evl__proc_abandon(evl_subprocess *sub) {
+  if (sub->proto == &evl__process_proto)
+    evl__proc_free_now((evl_process *)sub->user);
+}
 
 static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
                                        const evl_subprocess_options *opts,
@@ -11329,6 +17566,7 @@ static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
   evl_future *f;
   if (!loop || loop->closing)
     return NULL;
+  int i;
   pr = (evl_process *)EVLOOP_MALLOC(NULL, sizeof *pr);
   if (!pr)
     return NULL;
@@ -11336,11 +17574,21 @@ static evl_future *evl__create_process(evl_loop *loop, const char *const *argv,
   pr->loop = loop;
   pr->limit = limit ? limit : 65536;
   loop->struct_refs++;
-  f = evl__subprocess(loop, &evl__process_proto, pr, argv, opts, NULL, 1);
-  if (!f || f->state != EVL__PENDING) { /* not started: nothing refers */
-    evl__loop_unref(loop);
-    EVLOOP_FREE(NULL, pr);
+  /* The streams first: none can fail once the child runs. */
+  for (i = 0; i < 3; i++) {
+    evl_stdio m = !opts    ? EVL_STDIO_PIPE
+                  : i == 0 ? opts->stdin_mode
+                  : i == 1 ? opts->stdout_mode
+                           : opts->stderr_mode;
+    if (m == EVL_STDIO_PIPE &&
+        (pr->io[i] = evl__st_new(loop, pr->limit)) == NULL) {
+      evl__proc_free_now(pr);
+      return NULL;
+    }
   }
+  f = evl__subprocess(loop, &evl__process_proto, pr, argv, opts, NULL, 1);
+  if (!f || f->state != EVL__PENDING) /* not started: nothing refers */
+    evl__proc_free_now(pr);
   return f;
 }
 
@@ -11358,6 +17606,13 @@ evl_create_subprocess_shell(evl_loop *loop, const char *cmd,
 }
 EVL__DEF int evl_process_pid(evl_process *p) {
   return p ? p->pid : EVL_EINVAL;
+}
+EVL__DEF int evl_process_returncode(evl_process *p, int *code) {
+  if (!p)
+    return EVL_EINVAL;
+  if (p->exited && code)
+    *code = p->returncode;
+  return p->exited;
 }
 EVL__DEF evl_stream *evl_process_stdin(evl_process *p) {
   return p ? p->io[0] : NULL;
@@ -11383,10 +17638,10 @@ EVL__DEF int evl_process_send_signal(evl_process *p, int signum) {
   return p->sub ? evl_subprocess_send_signal(p->sub, signum) : EVL_ESRCH;
 }
 EVL__DEF int evl_process_terminate(evl_process *p) {
-  return evl_process_send_signal(p, SIGTERM);
+  return evl_process_send_signal(p, EVL__SIGTERM);
 }
 EVL__DEF int evl_process_kill(evl_process *p) {
-  return evl_process_send_signal(p, SIGKILL);
+  return evl_process_send_signal(p, EVL__SIGKILL);
 }
 EVL__DEF void evl_process_free(evl_process *p) {
   if (!p || p->freed)
@@ -11451,7 +17706,24 @@ static void evl__comm_destroy(evl_future *f) {
   for (i = 0; i < 3; i++)
     evl_future_release(c->parts[i]);
 }
-static const evl__future_vt evl__comm_vt = {NULL, evl__comm_destroy, NULL};
+/* Cancelling stops the reads (their data stays buffered) and the wait;
+   the child goes on. */
+static int evl__comm_cancel(evl_future *f) {
+  evl__comm *c = (evl__comm *)(void *)f;
+  int rc = evl__future_cancel_base(f);
+  if (rc == 1 && c->all)
+    (void)evl_future_cancel(c->all);
+  return rc;
+}
+/* Loop closing: evl__comm_done will not run; drop its reference. */
+static void evl__comm_close(evl_future *f) {
+  evl__comm *c = (evl__comm *)(void *)f;
+  if (c->all && evl_future_remove_done_callback(c->all, evl__comm_done, c))
+    evl_future_release(f);
+  (void)evl_future_set_error(f, EVL_ECLOSED, NULL); /* if still pending */
+}
+static const evl__future_vt evl__comm_vt = {evl__comm_cancel, evl__comm_destroy,
+                                            evl__comm_close};
 
 EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
                                              size_t len) {
@@ -11466,18 +17738,23 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
     return NULL;
   c->p = p;
   if (p->io[0]) {
-    if (input && len)
-      (void)evl_stream_write(p->io[0], input, len); /* queued if need be */
+    int rc = input && len ? evl_stream_write(p->io[0], input, len) : 0;
     evl_stream_close(p->io[0]); /* closes once all is written */
+    /* A child that does not read is no error (asyncio ignores the broken
+       pipe); input that could not be queued is: no result can be right. */
+    if (rc == EVL_ENOMEM) {
+      (void)evl_future_set_error(&c->fut, rc, NULL);
+      return &c->fut;
+    }
   }
   for (i = 1; i < 3; i++)
-    if (p->io[i])
-      c->parts[i - 1] = evl_stream_read(p->io[i], -1);
-  c->parts[2] = evl_process_wait(p);
+    if (p->io[i] && !(c->parts[i - 1] = evl_stream_read(p->io[i], -1)))
+      break;
+  c->parts[2] = i == 3 ? evl_process_wait(p) : NULL;
   for (i = 0; i < 3; i++)
     if (c->parts[i])
       list[n++] = c->parts[i];
-  c->all = evl_gather(p->loop, list, n, 0);
+  c->all = c->parts[2] ? evl_gather(p->loop, list, n, 0) : NULL;
   if (!c->all || evl_future_add_done_callback(c->all, evl__comm_done, c)) {
     (void)evl_future_set_error(&c->fut, EVL_ENOMEM, NULL);
     return &c->fut;
@@ -11486,19 +17763,1192 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
   return &c->fut;
 }
 
+#endif /* EVLOOP_NO_PROCESS */
+
+#ifndef EVLOOP_NO_FS
+/* ==== Files (on the executor) ===========================================
+   One request type for every operation; its work function runs on an
+   executor thread, so everything it allocates comes from EVLOOP_MALLOC
+   (the loop's allocator is the loop thread's). */
+
+enum {
+  EVL__FS_OPEN,
+  EVL__FS_CLOSE,
+  EVL__FS_READ,
+  EVL__FS_WRITE,
+  EVL__FS_STAT,
+  EVL__FS_LSTAT,
+  EVL__FS_FSTAT,
+  EVL__FS_FSYNC,
+  EVL__FS_RENAME,
+  EVL__FS_UNLINK,
+  EVL__FS_MKDIR,
+  EVL__FS_RMDIR,
+  EVL__FS_READDIR,
+  EVL__FS_REALPATH,
+  EVL__FS_COPYFILE,
+  EVL__FS_READFILE
+};
+
+typedef struct evl__fsreq {
+  int op, flags, mode;
+  evl_fd fd;
+  void *buf;
+  size_t len;
+  int64_t off;
+  char *path, *path2;
+} evl__fsreq;
+
+static void evl__fsreq_free(void *p) {
+  evl__fsreq *r = (evl__fsreq *)p;
+  EVLOOP_FREE(NULL, r->path);
+  EVLOOP_FREE(NULL, r->path2);
+  EVLOOP_FREE(NULL, r);
+}
+
+/* A directory listing in one block: the header, the entries, the names. */
+typedef struct evl__dirent_at {
+  size_t off; /* of the name in names */
+  evl_fs_type type;
+} evl__dirent_at;
+typedef struct evl__dirbuild {
+  evl__dirent_at *ents;
+  char *names;
+  size_t n, cap, nlen, ncap;
+} evl__dirbuild;
+
+static int evl__dir_add(evl__dirbuild *b, const char *name, evl_fs_type t) {
+  size_t len = strlen(name) + 1;
+  if ((name[0] == '.' && !name[1]) ||
+      (name[0] == '.' && name[1] == '.' && !name[2]))
+    return 0;
+  if (b->n == b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 16;
+    evl__dirent_at *e =
+        (evl__dirent_at *)EVLOOP_REALLOC(NULL, b->ents, cap * sizeof *e);
+    if (!e)
+      return EVL_ENOMEM;
+    b->ents = e;
+    b->cap = cap;
+  }
+  if (b->nlen + len > b->ncap) {
+    size_t cap = b->ncap ? b->ncap * 2 : 256;
+    char *nm;
+    while (cap < b->nlen + len)
+      cap *= 2;
+    nm = (char *)EVLOOP_REALLOC(NULL, b->names, cap);
+    if (!nm)
+      return EVL_ENOMEM;
+    b->names = nm;
+    b->ncap = cap;
+  }
+  memcpy(b->names + b->nlen, name, len);
+  b->ents[b->n].off = b->nlen;
+  b->ents[b->n++].type = t;
+  b->nlen += len;
+  return 0;
+}
+
+static int evl__dir_finish(evl__dirbuild *b, void **result) {
+  size_t head = sizeof(evl_fs_dir) + b->n * sizeof(evl_dirent), i;
+  evl_fs_dir *d = (evl_fs_dir *)EVLOOP_MALLOC(NULL, head + b->nlen + 1);
+  char *names;
+  if (!d)
+    return EVL_ENOMEM;
+  d->count = b->n;
+  d->entries = (evl_dirent *)(void *)(d + 1);
+  names = (char *)d + head;
+  if (b->nlen)
+    memcpy(names, b->names, b->nlen);
+  for (i = 0; i < b->n; i++) {
+    d->entries[i].name = names + b->ents[i].off;
+    d->entries[i].type = b->ents[i].type;
+  }
+  *result = d;
+  return 0;
+}
+
+static void evl__dir_drop(evl__dirbuild *b) {
+  EVLOOP_FREE(NULL, b->ents);
+  EVLOOP_FREE(NULL, b->names);
+}
+
+#ifdef _WIN32
+#define EVL__FS_FAIL() evl_translate_sys_error(evl__win_errno(GetLastError()))
+
+static evl_fs_data *evl__fs_data_new(size_t len) {
+  evl_fs_data *d = (evl_fs_data *)EVLOOP_MALLOC(NULL, sizeof *d + len + 1);
+  if (d) {
+    d->len = len;
+    d->data = (unsigned char *)(d + 1);
+    d->data[len] = 0;
+  }
+  return d;
+}
+
+/* UTF-8 -> UTF-16, from EVLOOP_MALLOC; NULL when out of memory or bad. */
+static wchar_t *evl__wpath(const char *s) {
+  int n = MultiByteToWideChar(CP_UTF8, 0, s, -1, NULL, 0);
+  wchar_t *w;
+  if (n <= 0)
+    return NULL;
+  w = (wchar_t *)EVLOOP_MALLOC(NULL, (size_t)n * sizeof *w);
+  if (w && MultiByteToWideChar(CP_UTF8, 0, s, -1, w, n) <= 0) {
+    EVLOOP_FREE(NULL, w);
+    w = NULL;
+  }
+  return w;
+}
+static char *evl__utf8(const wchar_t *w) {
+  int n = WideCharToMultiByte(CP_UTF8, 0, w, -1, NULL, 0, NULL, NULL);
+  char *s;
+  if (n <= 0)
+    return NULL;
+  s = (char *)EVLOOP_MALLOC(NULL, (size_t)n);
+  if (s && WideCharToMultiByte(CP_UTF8, 0, w, -1, s, n, NULL, NULL) <= 0) {
+    EVLOOP_FREE(NULL, s);
+    s = NULL;
+  }
+  return s;
+}
+
+/* Opens path with CreateFileW; INVALID_HANDLE_VALUE and *err on failure. */
+static HANDLE evl__fs_wopen(const char *path, DWORD access, DWORD disp,
+                            DWORD flags, int *err) {
+  wchar_t *w = evl__wpath(path);
+  HANDLE h;
+  if (!w) {
+    *err = EVL_EINVAL;
+    return INVALID_HANDLE_VALUE;
+  }
+  h = CreateFileW(w, access,
+                  FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
+                  disp, flags, NULL);
+  if (h == INVALID_HANDLE_VALUE)
+    *err = EVL__FS_FAIL();
+  EVLOOP_FREE(NULL, w);
+  return h;
+}
+
+static int64_t
+evl__ft_ns(FILETIME ft) { /* 100 ns since 1601 -> ns since 1970 */
+  int64_t t = (int64_t)(((uint64_t)ft.dwHighDateTime << 32) | ft.dwLowDateTime);
+  return (t - 116444736000000000ll) * 100;
+}
+
+static int evl__fs_fstat_h(HANDLE h, void **result) {
+  BY_HANDLE_FILE_INFORMATION fi;
+  evl_stat *st;
+  if (!GetFileInformationByHandle(h, &fi))
+    return EVL__FS_FAIL();
+  st = (evl_stat *)EVLOOP_MALLOC(NULL, sizeof *st);
+  if (!st)
+    return EVL_ENOMEM;
+  memset(st, 0, sizeof *st);
+  st->size = ((uint64_t)fi.nFileSizeHigh << 32) | fi.nFileSizeLow;
+  st->dev = fi.dwVolumeSerialNumber;
+  st->ino = ((uint64_t)fi.nFileIndexHigh << 32) | fi.nFileIndexLow;
+  st->nlink = fi.nNumberOfLinks;
+  st->type = fi.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT ? EVL_FS_LINK
+             : fi.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY   ? EVL_FS_DIR
+                                                                : EVL_FS_FILE;
+  st->mode =
+      (st->type == EVL_FS_DIR ? 0040000u | 0755u : 0100000u) |
+      (st->type != EVL_FS_DIR
+           ? (fi.dwFileAttributes & FILE_ATTRIBUTE_READONLY ? 0444u : 0644u)
+           : 0u);
+  st->atime_ns = evl__ft_ns(fi.ftLastAccessTime);
+  st->mtime_ns = evl__ft_ns(fi.ftLastWriteTime);
+  st->ctime_ns = evl__ft_ns(fi.ftCreationTime);
+  *result = st;
+  return 0;
+}
+
+static int evl__fs_pio(evl__fsreq *r, void **result) {
+  HANDLE h = (HANDLE)r->fd;
+  size_t done = 0;
+  for (;;) {
+    OVERLAPPED ov;
+    DWORD n = 0, want;
+    BOOL ok;
+    uint64_t off = (uint64_t)r->off + done;
+    size_t left = r->len - done;
+    want = left > 0x40000000u ? 0x40000000u : (DWORD)left;
+    memset(&ov, 0, sizeof ov);
+    ov.Offset = (DWORD)off;
+    ov.OffsetHigh = (DWORD)(off >> 32);
+    ok = r->op == EVL__FS_READ
+             ? ReadFile(h, (char *)r->buf + done, want, &n, &ov)
+             : WriteFile(h, (const char *)r->buf + done, want, &n, &ov);
+    if (!ok) {
+      if (r->op == EVL__FS_READ && GetLastError() == ERROR_HANDLE_EOF)
+        break;
+      return EVL__FS_FAIL();
+    }
+    done += n;
+    if (r->op == EVL__FS_READ || done == r->len || n == 0)
+      break;
+  }
+  *result = (void *)(intptr_t)done;
+  return 0;
+}
+
+static int evl__fs_work(void *arg, void **result) {
+  evl__fsreq *r = (evl__fsreq *)arg;
+  int err = 0;
+  HANDLE h;
+  wchar_t *w = NULL, *w2 = NULL;
+  BOOL ok = TRUE;
+  switch (r->op) {
+  case EVL__FS_OPEN: {
+    DWORD access = 0, disp;
+    int f = r->flags;
+    if (f & EVL_FS_READ)
+      access |= GENERIC_READ;
+    if (f & EVL_FS_WRITE)
+      access |= f & EVL_FS_APPEND ? FILE_APPEND_DATA : GENERIC_WRITE;
+    if ((f & (EVL_FS_CREATE | EVL_FS_EXCL)) == (EVL_FS_CREATE | EVL_FS_EXCL))
+      disp = CREATE_NEW;
+    else if (f & EVL_FS_CREATE)
+      disp = f & EVL_FS_TRUNC ? CREATE_ALWAYS : OPEN_ALWAYS;
+    else
+      disp = f & EVL_FS_TRUNC ? TRUNCATE_EXISTING : OPEN_EXISTING;
+    h = evl__fs_wopen(r->path, access, disp, FILE_ATTRIBUTE_NORMAL, &err);
+    if (h == INVALID_HANDLE_VALUE)
+      return err;
+    SetHandleInformation(h, HANDLE_FLAG_INHERIT, 0);
+    *result = (void *)(intptr_t)h;
+    return 0;
+  }
+  case EVL__FS_CLOSE:
+    return CloseHandle((HANDLE)r->fd) ? 0 : EVL__FS_FAIL();
+  case EVL__FS_READ:
+  case EVL__FS_WRITE:
+    return evl__fs_pio(r, result);
+  case EVL__FS_FSTAT:
+    return evl__fs_fstat_h((HANDLE)r->fd, result);
+  case EVL__FS_STAT:
+  case EVL__FS_LSTAT:
+  case EVL__FS_REALPATH:
+    h = evl__fs_wopen(
+        r->path, FILE_READ_ATTRIBUTES, OPEN_EXISTING,
+        FILE_FLAG_BACKUP_SEMANTICS |
+            (r->op == EVL__FS_LSTAT ? FILE_FLAG_OPEN_REPARSE_POINT : 0),
+        &err);
+    if (h == INVALID_HANDLE_VALUE)
+      return err;
+    if (r->op != EVL__FS_REALPATH) {
+      err = evl__fs_fstat_h(h, result);
+    } else {
+      wchar_t buf[32768];
+      DWORD n = GetFinalPathNameByHandleW(h, buf, 32768, 0);
+      char *u = NULL;
+      if (n == 0 || n >= 32768)
+        err = n ? EVL_ENAMETOOLONG : EVL__FS_FAIL();
+      else if (!(u = evl__utf8(wcsncmp(buf, L"\\\\?\\UNC\\", 8) == 0 ? buf + 6
+                               : wcsncmp(buf, L"\\\\?\\", 4) == 0    ? buf + 4
+                                                                     : buf)))
+        err = EVL_ENOMEM;
+      else
+        *result = u;
+    }
+    CloseHandle(h);
+    return err;
+  case EVL__FS_FSYNC:
+    return FlushFileBuffers((HANDLE)r->fd) ? 0 : EVL__FS_FAIL();
+  case EVL__FS_READFILE: {
+    LARGE_INTEGER size;
+    evl_fs_data *d;
+    evl__fsreq rr;
+    void *got;
+    h = evl__fs_wopen(r->path, GENERIC_READ, OPEN_EXISTING,
+                      FILE_ATTRIBUTE_NORMAL, &err);
+    if (h == INVALID_HANDLE_VALUE)
+      return err;
+    if (!GetFileSizeEx(h, &size)) {
+      err = EVL__FS_FAIL();
+    } else if ((uint64_t)size.QuadPart > (uint64_t)0x7fffffff) {
+      err = EVL_EFBIG;
+    } else if (!(d = evl__fs_data_new((size_t)size.QuadPart))) {
+      err = EVL_ENOMEM;
+    } else {
+      memset(&rr, 0, sizeof rr);
+      rr.op = EVL__FS_READ;
+      rr.fd = (evl_fd)(intptr_t)h;
+      rr.buf = d->data;
+      rr.len = d->len;
+      err = evl__fs_pio(&rr, &got);
+      if (err) {
+        EVLOOP_FREE(NULL, d);
+      } else {
+        d->len = (size_t)(intptr_t)got;
+        d->data[d->len] = 0;
+        *result = d;
+      }
+    }
+    CloseHandle(h);
+    return err;
+  }
+  case EVL__FS_READDIR: {
+    WIN32_FIND_DATAW fd;
+    evl__dirbuild b;
+    size_t n = strlen(r->path);
+    char *pat = (char *)EVLOOP_MALLOC(NULL, n + 3);
+    if (!pat)
+      return EVL_ENOMEM;
+    memcpy(pat, r->path, n);
+    memcpy(pat + n,
+           n && (r->path[n - 1] == '\\' || r->path[n - 1] == '/') ? "*" : "\\*",
+           3);
+    w = evl__wpath(pat);
+    EVLOOP_FREE(NULL, pat);
+    if (!w)
+      return EVL_EINVAL;
+    h = FindFirstFileW(w, &fd);
+    EVLOOP_FREE(NULL, w);
+    if (h == INVALID_HANDLE_VALUE)
+      return GetLastError() == ERROR_FILE_NOT_FOUND ? EVL_ENOENT
+                                                    : EVL__FS_FAIL();
+    memset(&b, 0, sizeof b);
+    do {
+      char *u = evl__utf8(fd.cFileName);
+      evl_fs_type t =
+          fd.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT ? EVL_FS_LINK
+          : fd.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY   ? EVL_FS_DIR
+                                                             : EVL_FS_FILE;
+      err = u ? evl__dir_add(&b, u, t) : EVL_ENOMEM;
+      EVLOOP_FREE(NULL, u);
+    } while (!err && FindNextFileW(h, &fd));
+    FindClose(h);
+    if (!err)
+      err = evl__dir_finish(&b, result);
+    evl__dir_drop(&b);
+    return err;
+  }
+  default:
+    break;
+  }
+  /* operations on one or two paths */
+  w = evl__wpath(r->path);
+  if (r->path2)
+    w2 = evl__wpath(r->path2);
+  if (!w || (r->path2 && !w2)) {
+    err = EVL_EINVAL;
+  } else {
+    switch (r->op) {
+    case EVL__FS_RENAME:
+      ok = MoveFileExW(w, w2, MOVEFILE_REPLACE_EXISTING);
+      break;
+    case EVL__FS_UNLINK:
+      ok = DeleteFileW(w);
+      break;
+    case EVL__FS_MKDIR:
+      ok = CreateDirectoryW(w, NULL);
+      break;
+    case EVL__FS_RMDIR:
+      ok = RemoveDirectoryW(w);
+      break;
+    default: /* EVL__FS_COPYFILE */
+      ok = CopyFileW(w, w2, (r->flags & EVL_FS_EXCL) != 0);
+    }
+    if (!ok)
+      err = EVL__FS_FAIL();
+  }
+  EVLOOP_FREE(NULL, w);
+  EVLOOP_FREE(NULL, w2);
+  return err;
+}
+#else /* POSIX */
+
+static int64_t evl__ts_ns(time_t s, long ns) {
+  return (int64_t)s * 1000000000 + ns;
+}
+
+static int evl__fs_statres(const struct stat *sb, void **result) {
+  evl_stat *st = (evl_stat *)EVLOOP_MALLOC(NULL, sizeof *st);
+  if (!st)
+    return EVL_ENOMEM;
+  memset(st, 0, sizeof *st);
+  st->size = (uint64_t)sb->st_size;
+  st->dev = (uint64_t)sb->st_dev;
+  st->ino = (uint64_t)sb->st_ino;
+  st->nlink = (uint64_t)sb->st_nlink;
+  st->mode = (uint32_t)sb->st_mode;
+  st->type = S_ISREG(sb->st_mode) ? EVL_FS_FILE
+             : S_ISDIR(sb->st_mode) ? EVL_FS_DIR
+             : S_ISLNK(sb->st_mode) ? EVL_FS_LINK
+                                    : EVL_FS_OTHER;
+#if defined(__APPLE__)
+  st->atime_ns = evl__ts_ns(sb->st_atimespec.tv_sec, sb->st_atimespec.tv_nsec);
+  st->mtime_ns = evl__ts_ns(sb->st_mtimespec.tv_sec, sb->st_mtimespec.tv_nsec);
+  st->ctime_ns = evl__ts_ns(sb->st_ctimespec.tv_sec, sb->st_ctimespec.tv_nsec);
+#else
+  st->atime_ns = evl__ts_ns(sb->st_atim.tv_sec, sb->st_atim.tv_nsec);
+  st->mtime_ns = evl__ts_ns(sb->st_mtim.tv_sec, sb->st_mtim.tv_nsec);
+  st->ctime_ns = evl__ts_ns(sb->st_ctim.tv_sec, sb->st_ctim.tv_nsec);
+#endif
+  *result = st;
+  return 0;
+}
+
+/* pread/pwrite until done (write) or one read; EINTR is retried. */
+static int evl__fs_pio(int fd, int op, void *buf, size_t len, int64_t off,
+                       size_t *out) {
+  size_t done = 0;
+  while (done < len || len == 0) {
+    ssize_t n = op == EVL__FS_READ
+                    ? pread(fd, (char *)buf + done, len - done,
+                            (off_t)(off + (int64_t)done))
+                    : pwrite(fd, (const char *)buf + done, len - done,
+                             (off_t)(off + (int64_t)done));
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return evl__errno();
+    }
+    done += (size_t)n;
+    if (op == EVL__FS_READ || n == 0)
+      break;
+  }
+  *out = done;
+  return 0;
+}
+
+static int evl__fs_copy(const char *from, const char *to, int flags) {
+  struct stat sb;
+  int in, out, err = 0;
+  char *buf;
+  in = open(from, O_RDONLY | O_CLOEXEC);
+  if (in < 0)
+    return evl__errno();
+  if (fstat(in, &sb) < 0) {
+    err = evl__errno();
+    close(in);
+    return err;
+  }
+  out = open(to,
+             O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+                 (flags & EVL_FS_EXCL ? O_EXCL : 0),
+             sb.st_mode & 07777);
+  if (out < 0) {
+    err = evl__errno();
+    close(in);
+    return err;
+  }
+  buf = (char *)EVLOOP_MALLOC(NULL, 65536);
+  if (!buf)
+    err = EVL_ENOMEM;
+  while (!err) {
+    ssize_t n = read(in, buf, 65536), w = 0;
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      err = n < 0 ? evl__errno() : 0;
+      break;
+    }
+    while (w < n && !err) {
+      ssize_t k = write(out, buf + w, (size_t)(n - w));
+      if (k < 0 && errno != EINTR)
+        err = evl__errno();
+      else if (k > 0)
+        w += k;
+    }
+  }
+  EVLOOP_FREE(NULL, buf);
+  close(in);
+  if (close(out) < 0 && !err)
+    err = evl__errno();
+  if (err)
+    (void)unlink(to);
+  return err;
+}
+
+static int evl__fs_work(void *arg, void **result) {
+  evl__fsreq *r = (evl__fsreq *)arg;
+  struct stat sb;
+  size_t n = 0;
+  int rc, fd, f = r->flags;
+  switch (r->op) {
+  case EVL__FS_OPEN:
+    fd = open(r->path,
+              ((f & EVL_FS_READ) && (f & EVL_FS_WRITE) ? O_RDWR
+               : f & EVL_FS_WRITE ? O_WRONLY
+                                  : O_RDONLY) |
+                  (f & EVL_FS_CREATE ? O_CREAT : 0) |
+                  (f & EVL_FS_TRUNC ? O_TRUNC : 0) |
+                  (f & EVL_FS_APPEND ? O_APPEND : 0) |
+                  (f & EVL_FS_EXCL ? O_EXCL : 0) | O_CLOEXEC,
+              r->mode);
+    if (fd < 0)
+      return evl__errno();
+    *result = (void *)(intptr_t)fd;
+    return 0;
+  case EVL__FS_CLOSE:
+    return close((int)r->fd) < 0 && errno != EINTR ? evl__errno() : 0;
+  case EVL__FS_READ:
+  case EVL__FS_WRITE:
+    rc = evl__fs_pio((int)r->fd, r->op, r->buf, r->len, r->off, &n);
+    if (!rc)
+      *result = (void *)(intptr_t)n;
+    return rc;
+  case EVL__FS_STAT:
+  case EVL__FS_LSTAT:
+  case EVL__FS_FSTAT:
+    rc = r->op == EVL__FS_STAT ? stat(r->path, &sb)
+         : r->op == EVL__FS_LSTAT ? lstat(r->path, &sb)
+                                  : fstat((int)r->fd, &sb);
+    return rc < 0 ? evl__errno() : evl__fs_statres(&sb, result);
+  case EVL__FS_FSYNC:
+    return fsync((int)r->fd) < 0 ? evl__errno() : 0;
+  case EVL__FS_RENAME:
+    return rename(r->path, r->path2) < 0 ? evl__errno() : 0;
+  case EVL__FS_UNLINK:
+    return unlink(r->path) < 0 ? evl__errno() : 0;
+  case EVL__FS_MKDIR:
+    return mkdir(r->path, (mode_t)r->mode) < 0 ? evl__errno() : 0;
+  case EVL__FS_RMDIR:
+    return rmdir(r->path) < 0 ? evl__errno() : 0;
+  case EVL__FS_REALPATH: {
+    char *p = realpath(r->path, NULL), *c;
+    if (!p)
+      return evl__errno();
+    c = evl__gstrdup(p); /* realpath's is malloc's, ours EVLOOP_FREE's */
+    free(p);
+    if (!c)
+      return EVL_ENOMEM;
+    *result = c;
+    return 0;
+  }
+  case EVL__FS_COPYFILE:
+    return evl__fs_copy(r->path, r->path2, r->flags);
+  case EVL__FS_READFILE: {
+    evl_fs_data *d = NULL;
+    size_t cap;
+    fd = open(r->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      return evl__errno();
+    rc = fstat(fd, &sb) < 0 ? evl__errno() : 0;
+    cap = !rc && sb.st_size > 0 ? (size_t)sb.st_size : 4096;
+    n = 0;
+    while (!rc) { /* the size may change (or be 0: /proc): read to EOF */
+      ssize_t k;
+      if (!d || n == cap) {
+        evl_fs_data *g;
+        if (d)
+          cap *= 2;
+        g = (evl_fs_data *)EVLOOP_REALLOC(NULL, d, sizeof *d + cap + 1);
+        if (!g) {
+          rc = EVL_ENOMEM;
+          break;
+        }
+        d = g;
+        d->data = (unsigned char *)(d + 1);
+      }
+      k = read(fd, d->data + n, cap - n);
+      if (k < 0 && errno == EINTR)
+        continue;
+      if (k < 0)
+        rc = evl__errno();
+      else if (k == 0)
+        break;
+      else
+        n += (size_t)k;
+    }
+    close(fd);
+    if (rc) {
+      EVLOOP_FREE(NULL, d);
+      return rc;
+    }
+    d->len = n;
+    d->data[n] = 0;
+    *result = d;
+    return 0;
+  }
+  default: { /* EVL__FS_READDIR */
+    DIR *dir = opendir(r->path);
+    struct dirent *e;
+    evl__dirbuild b;
+    if (!dir)
+      return evl__errno();
+    memset(&b, 0, sizeof b);
+    rc = 0;
+    errno = 0;
+    while (!rc && (e = readdir(dir)) != NULL) {
+      evl_fs_type t = EVL_FS_OTHER;
+#ifdef DT_DIR
+      t = e->d_type == DT_REG ? EVL_FS_FILE
+          : e->d_type == DT_DIR ? EVL_FS_DIR
+          : e->d_type == DT_LNK ? EVL_FS_LINK
+                                : EVL_FS_OTHER;
+#endif
+      rc = evl__dir_add(&b, e->d_name, t);
+    }
+    if (!rc && errno)
+      rc = evl__errno();
+    closedir(dir);
+    if (!rc)
+      rc = evl__dir_finish(&b, result);
+    evl__dir_drop(&b);
+    return rc;
+  }
+  }
+}
+#endif
+
+/* A future that failed with err at once (bad arguments). */
+static evl_future *evl__failed_future(evl_loop *loop, int err) {
+  evl_future *f = evl_future_new(loop);
+  if (f)
+    (void)evl_future_set_error(f, err, NULL);
+  return f;
+}
+
+/* Submits a request; r is freed with the job (or here on failure). */
+static evl_future *evl__fs_submit(evl_loop *loop, evl__fsreq *r) {
+  evl_future *f;
+  if (!r)
+    return NULL;
+  /* results that are numbers (an fd, a count) are not freed */
+  f = evl__submit(loop, NULL, evl__fs_work, r, evl__fsreq_free,
+                  r->op == EVL__FS_OPEN || r->op == EVL__FS_READ ||
+                          r->op == EVL__FS_WRITE
+                      ? NULL
+                      : evl__gfree);
+  return f;
+}
+
+/* A request, or NULL (out of memory); path copies made. */
+static evl__fsreq *evl__fsreq_new(int op, const char *path, const char *path2) {
+  evl__fsreq *r = (evl__fsreq *)EVLOOP_MALLOC(NULL, sizeof *r);
+  if (!r)
+    return NULL;
+  memset(r, 0, sizeof *r);
+  r->op = op;
+  r->path = evl__gstrdup(path);
+  r->path2 = evl__gstrdup(path2);
+  if ((path && !r->path) || (path2 && !r->path2)) {
+    evl__fsreq_free(r);
+    return NULL;
+  }
+  return r;
+}
+
+/* NULL for a NULL/closed loop; a future failed with EVL_EINVAL for bad
+   arguments; else the submitted request. */
+static evl_future *evl__fs_path_op(evl_loop *loop, int op, const char *path,
+                                   const char *path2, int need2, int flags,
+                                   int mode) {
+  evl__fsreq *r;
+  if (!loop || loop->closed)
+    return NULL;
+  if (!path || !*path || (need2 && (!path2 || !*path2)))
+    return evl__failed_future(loop, EVL_EINVAL);
+  r = evl__fsreq_new(op, path, need2 ? path2 : NULL);
+  if (r) {
+    r->flags = flags;
+    r->mode = mode;
+  }
+  return evl__fs_submit(loop, r);
+}
+
+static evl_future *evl__fs_fd_op(evl_loop *loop, int op, evl_fd fd, void *buf,
+                                 size_t len, int64_t off) {
+  evl__fsreq *r;
+  if (!loop || loop->closed)
+    return NULL;
+  if (fd < 0 || off < 0 || (!buf && len) ||
+      ((op == EVL__FS_READ || op == EVL__FS_WRITE) && len > (size_t)INTPTR_MAX))
+    return evl__failed_future(loop, fd < 0 ? EVL_EBADF : EVL_EINVAL);
+  r = evl__fsreq_new(op, NULL, NULL);
+  if (r) {
+    r->fd = fd;
+    r->buf = buf;
+    r->len = len;
+    r->off = off;
+  }
+  return evl__fs_submit(loop, r);
+}
+
+EVL__DEF evl_future *evl_fs_open(evl_loop *loop, const char *path, int flags,
+                                 int mode) {
+  if (loop && !loop->closed &&
+      (!(flags & (EVL_FS_READ | EVL_FS_WRITE)) || (flags & ~63)))
+    return evl__failed_future(loop, EVL_EINVAL);
+  return evl__fs_path_op(loop, EVL__FS_OPEN, path, NULL, 0, flags, mode);
+}
+EVL__DEF evl_future *evl_fs_close(evl_loop *loop, evl_fd fd) {
+  return evl__fs_fd_op(loop, EVL__FS_CLOSE, fd, NULL, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_read(evl_loop *loop, evl_fd fd, void *buf,
+                                 size_t len, int64_t offset) {
+  return evl__fs_fd_op(loop, EVL__FS_READ, fd, buf, len, offset);
+}
+EVL__DEF evl_future *evl_fs_write(evl_loop *loop, evl_fd fd, const void *buf,
+                                  size_t len, int64_t offset) {
+  return evl__fs_fd_op(loop, EVL__FS_WRITE, fd, (void *)(uintptr_t)buf, len,
+                       offset);
+}
+EVL__DEF evl_future *evl_fs_stat(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_STAT, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_lstat(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_LSTAT, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_fstat(evl_loop *loop, evl_fd fd) {
+  return evl__fs_fd_op(loop, EVL__FS_FSTAT, fd, NULL, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_fsync(evl_loop *loop, evl_fd fd) {
+  return evl__fs_fd_op(loop, EVL__FS_FSYNC, fd, NULL, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_rename(evl_loop *loop, const char *from,
+                                   const char *to) {
+  return evl__fs_path_op(loop, EVL__FS_RENAME, from, to, 1, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_unlink(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_UNLINK, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_mkdir(evl_loop *loop, const char *path, int mode) {
+  return evl__fs_path_op(loop, EVL__FS_MKDIR, path, NULL, 0, 0, mode);
+}
+EVL__DEF evl_future *evl_fs_rmdir(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_RMDIR, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_readdir(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_READDIR, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_realpath(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_REALPATH, path, NULL, 0, 0, 0);
+}
+EVL__DEF evl_future *evl_fs_copyfile(evl_loop *loop, const char *from,
+                                     const char *to, int flags) {
+  if (loop && !loop->closed && (flags & ~EVL_FS_EXCL))
+    return evl__failed_future(loop, EVL_EINVAL);
+  return evl__fs_path_op(loop, EVL__FS_COPYFILE, from, to, 1, flags, 0);
+}
+EVL__DEF evl_future *evl_fs_read_file(evl_loop *loop, const char *path) {
+  return evl__fs_path_op(loop, EVL__FS_READFILE, path, NULL, 0, 0, 0);
+}
+
+/* ==== Watching files ====================================================
+   A watch holds a snapshot of what it watches (one entry for a file, one
+   per directory entry) for polling; inotify needs none. Stopping from
+   inside the callback marks the watch; it is freed when the callback
+   returns. */
+
+#if defined(__linux__) && !defined(EVLOOP_NO_INOTIFY)
+#include <sys/inotify.h>
+#define EVL__HAVE_INOTIFY 1
+#endif
+
+typedef struct evl__snap {
+  char *name;
+  int64_t mtime;
+  uint64_t size, ino;
+} evl__snap;
+
+struct evl_fs_watch {
+  evl_loop *loop;
+  evl_fs_watch_cb cb;
+  void *arg;
+  char *path;
+  const char *base; /* the last component of path */
+  int is_dir, inotify, kq, fd, exists, in_cb, stopped;
+  evl_handle timer; /* polling */
+  evl__snap *snap;
+  size_t nsnap;
+  evl_fs_watch *lprev, *lnext; /* the loop's watches */
+};
+
+static void evl__snap_drop(evl__snap *s, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    EVLOOP_FREE(NULL, s[i].name);
+  EVLOOP_FREE(NULL, s);
+}
+
+static void evl__fsw_free(evl_fs_watch *w) {
+  evl_loop *loop = w->loop;
+  if (w->lprev)
+    w->lprev->lnext = w->lnext;
+  else
+    loop->fs_watches = w->lnext;
+  if (w->lnext)
+    w->lnext->lprev = w->lprev;
+  if (w->timer > 0)
+    evl_handle_cancel(loop, w->timer);
+#ifdef EVL__HAVE_INOTIFY
+  if (w->fd >= 0 && w->inotify) {
+    evl__unwatch(loop, w->fd, EVL__READ);
+    close(w->fd);
+  }
+#endif
+#ifdef EVL__HAVE_KQUEUE
+  if (w->fd >= 0 && w->kq) {
+    if (!loop->closed)
+      (void)evl__kq_apply(loop, (uintptr_t)w->fd, EVFILT_VNODE, EV_DELETE, 0);
+    close(w->fd);
+  }
+#endif
+  evl__snap_drop(w->snap, w->nsnap);
+  EVLOOP_FREE(NULL, w->path);
+  EVLOOP_FREE(NULL, w);
+}
+
+/* Runs the callback; 1 if the watch was stopped from it (and is freed). */
+static int evl__fsw_emit(evl_fs_watch *w, const char *name, int events) {
+  w->in_cb++;
+  w->cb(w, name, events, w->arg);
+  w->in_cb--;
+  if (w->stopped && !w->in_cb) {
+    evl__fsw_free(w);
+    return 1;
+  }
+  return w->stopped;
+}
+
+/* A stat of path, synchronously through the file operations' worker. */
+static int evl__fsw_stat(const char *path, evl__snap *out) {
+  evl__fsreq r;
+  void *res = NULL;
+  int rc;
+  memset(&r, 0, sizeof r);
+  r.op = EVL__FS_STAT;
+  r.path = (char *)(uintptr_t)path;
+  rc = evl__fs_work(&r, &res);
+  if (rc == 0) {
+    const evl_stat *st = (const evl_stat *)res;
+    out->mtime = st->mtime_ns;
+    out->size = st->size;
+    out->ino = st->ino;
+    EVLOOP_FREE(NULL, res);
+  }
+  return rc;
+}
+
+static int evl__snap_cmp(const void *a, const void *b) {
+  return strcmp(((const evl__snap *)a)->name, ((const evl__snap *)b)->name);
+}
+
+/* The directory's entries, sorted by name, each with its stat. */
+static int evl__fsw_scan_dir(const char *path, evl__snap **out, size_t *n) {
+  evl__fsreq r;
+  void *res = NULL;
+  const evl_fs_dir *d;
+  evl__snap *s;
+  size_t i, k = 0, plen = strlen(path);
+  int rc;
+  memset(&r, 0, sizeof r);
+  r.op = EVL__FS_READDIR;
+  r.path = (char *)(uintptr_t)path;
+  if ((rc = evl__fs_work(&r, &res)) != 0)
+    return rc;
+  d = (const evl_fs_dir *)res;
+  s = (evl__snap *)EVLOOP_MALLOC(NULL, (d->count + 1) * sizeof *s);
+  if (!s) {
+    EVLOOP_FREE(NULL, res);
+    return EVL_ENOMEM;
+  }
+  for (i = 0; i < d->count; i++) {
+    size_t nl = strlen(d->entries[i].name);
+    char *full = (char *)EVLOOP_MALLOC(NULL, plen + nl + 2);
+    if (!full)
+      break;
+    memcpy(full, path, plen);
+    full[plen] = '/';
+    memcpy(full + plen + 1, d->entries[i].name, nl + 1);
+    memset(&s[k], 0, sizeof s[k]);
+    if (evl__fsw_stat(full, &s[k]) == 0) { /* (gone meanwhile: skipped) */
+      s[k].name = evl__gstrdup(d->entries[i].name);
+      if (s[k].name)
+        k++;
+    }
+    EVLOOP_FREE(NULL, full);
+  }
+  EVLOOP_FREE(NULL, res);
+  if (k > 1)
+    qsort(s, k, sizeof *s, evl__snap_cmp);
+  *out = s;
+  *n = k;
+  return 0;
+}
+
+static int evl__snap_changed(const evl__snap *a, const evl__snap *b) {
+  return a->mtime != b->mtime || a->size != b->size || a->ino != b->ino;
+}
+
+/* Polling: compare with the last snapshot and report the differences. */
+static void evl__fsw_poll(evl_loop *loop, void *arg) {
+  evl_fs_watch *w = (evl_fs_watch *)arg;
+  evl__snap *now = NULL, one;
+  size_t n = 0, i = 0, j = 0;
+  (void)loop;
+  if (!w->is_dir) {
+    int exists = evl__fsw_stat(w->path, &one) == 0;
+    int ev = exists && !w->exists                             ? EVL_FS_CREATED
+             : !exists && w->exists                           ? EVL_FS_DELETED
+             : exists && evl__snap_changed(&one, &w->snap[0]) ? EVL_FS_MODIFIED
+                                                              : 0;
+    w->exists = exists;
+    if (exists) {
+      w->snap[0].mtime = one.mtime;
+      w->snap[0].size = one.size;
+      w->snap[0].ino = one.ino;
+    }
+    if (ev)
+      evl__fsw_emit(w, w->base, ev);
+    return;
+  }
+  if (evl__fsw_scan_dir(w->path, &now, &n) != 0) {
+    if (w->exists) { /* the directory itself went away */
+      w->exists = 0;
+      evl__snap_drop(w->snap, w->nsnap);
+      w->snap = NULL;
+      w->nsnap = 0;
+      evl__fsw_emit(w, w->base, EVL_FS_DELETED);
+    }
+    return;
+  }
+  w->exists = 1;
+  w->in_cb++; /* the snapshots stay ours while the callbacks run */
+  while ((i < w->nsnap || j < n) && !w->stopped) {
+    int c = i == w->nsnap ? 1
+            : j == n      ? -1
+                          : strcmp(w->snap[i].name, now[j].name);
+    if (c < 0) {
+      evl__fsw_emit(w, w->snap[i++].name, EVL_FS_DELETED);
+    } else if (c > 0) {
+      evl__fsw_emit(w, now[j++].name, EVL_FS_CREATED);
+    } else {
+      if (evl__snap_changed(&w->snap[i], &now[j]))
+        evl__fsw_emit(w, now[j].name, EVL_FS_MODIFIED);
+      i++;
+      j++;
+    }
+  }
+  w->in_cb--;
+  evl__snap_drop(w->snap, w->nsnap);
+  w->snap = now;
+  w->nsnap = n;
+  if (w->stopped && !w->in_cb)
+    evl__fsw_free(w);
+}
+
+#ifdef EVL__HAVE_INOTIFY
+static void evl__fsw_readable(evl_loop *loop, evl_fd fd, void *arg) {
+  evl_fs_watch *w = (evl_fs_watch *)arg;
+  union {
+    struct inotify_event ev;
+    char buf[4096];
+  } u;
+  (void)loop;
+  for (;;) {
+    ssize_t n = read((int)fd, u.buf, sizeof u.buf), off = 0;
+    if (n <= 0)
+      return;
+    while (off < n) {
+      const struct inotify_event *e =
+          (const struct inotify_event *)(const void *)(u.buf + off);
+      uint32_t m = e->mask;
+      int ev =
+          (m & IN_CREATE ? EVL_FS_CREATED : 0) |
+          (m & (IN_MODIFY | IN_ATTRIB) ? EVL_FS_MODIFIED : 0) |
+          (m & (IN_DELETE | IN_DELETE_SELF) ? EVL_FS_DELETED : 0) |
+          (m & (IN_MOVED_FROM | IN_MOVED_TO | IN_MOVE_SELF) ? EVL_FS_RENAMED
+                                                            : 0);
+      off += (ssize_t)sizeof *e + (ssize_t)e->len;
+      if (ev && evl__fsw_emit(w, e->len ? e->name : w->base, ev))
+        return; /* stopped (and freed) */
+    }
+  }
+}
+#endif
+
+#ifdef EVL__HAVE_KQUEUE
+/* EVFILT_VNODE fired for a watch's fd: a file's change is the event; a
+   directory's (its entries changed) is found by comparing snapshots. */
+static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events) {
+  evl_fs_watch *w;
+  for (w = loop->fs_watches; w; w = w->lnext)
+    if (w->kq && w->fd == fd && !w->stopped)
+      break;
+  if (!w || !events)
+    return 0;
+  if (w->is_dir)
+    evl__fsw_poll(loop, w);
+  else
+    evl__fsw_emit(w, w->base, events);
+  return 1;
+}
+
+/* EVFILT_VNODE on an fd of path, for a loop on kqueue; 0 or an error. */
+static int evl__fsw_kq_start(evl_fs_watch *w) {
+#ifdef O_EVTONLY
+  int fd = open(w->path, O_EVTONLY | O_CLOEXEC);
+#else
+  int fd = open(w->path, O_RDONLY | O_CLOEXEC);
+#endif
+  int rc;
+  if (fd < 0)
+    return evl__errno();
+  rc = evl__kq_apply(w->loop, (uintptr_t)fd, EVFILT_VNODE, EV_ADD | EV_CLEAR,
+                     NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB | NOTE_DELETE |
+                         NOTE_RENAME);
+  if (rc) {
+    close(fd);
+    return rc;
+  }
+  w->fd = fd;
+  w->kq = 1;
+  return 0;
+}
+#endif
+
+static void evl__fs_watches_close(evl_loop *loop) {
+  while (loop->fs_watches) {
+    loop->fs_watches->in_cb = 0;
+    evl__fsw_free(loop->fs_watches);
+  }
+}
+
+EVL__DEF int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
+                                double poll_interval, evl_fs_watch_cb cb,
+                                void *arg, evl_fs_watch **out) {
+  evl_fs_watch *w;
+  evl__snap one;
+  const char *p;
+  int rc;
+  if (out)
+    *out = NULL;
+  if (!loop || !path || !*path || !cb || !out || (flags & ~EVL_FS_WATCH_POLL) ||
+      poll_interval != poll_interval)
+    return EVL_EINVAL;
+  if (loop->closing)
+    return EVL_ECLOSED;
+  if ((rc = evl__fsw_stat(path, &one)) != 0)
+    return rc;
+  w = (evl_fs_watch *)EVLOOP_MALLOC(NULL, sizeof *w);
+  if (!w)
+    return EVL_ENOMEM;
+  memset(w, 0, sizeof *w);
+  w->loop = loop;
+  w->cb = cb;
+  w->arg = arg;
+  w->fd = -1;
+  w->exists = 1;
+  w->path = evl__gstrdup(path);
+  if (!w->path) {
+    EVLOOP_FREE(NULL, w);
+    return EVL_ENOMEM;
+  }
+  for (p = w->base = w->path; *p; p++)
+    if ((*p == '/' || *p == '\\') && p[1])
+      w->base = p + 1;
+  w->lnext = loop->fs_watches;
+  if (w->lnext)
+    w->lnext->lprev = w;
+  loop->fs_watches = w;
+  loop->fs_watches_close = evl__fs_watches_close;
+  {
+    evl__fsreq r;
+    void *res = NULL;
+    memset(&r, 0, sizeof r);
+    r.op = EVL__FS_STAT;
+    r.path = w->path;
+    if (evl__fs_work(&r, &res) == 0) {
+      w->is_dir = ((const evl_stat *)res)->type == EVL_FS_DIR;
+      EVLOOP_FREE(NULL, res);
+    }
+  }
+#ifdef EVL__HAVE_INOTIFY
+  if (!(flags & EVL_FS_WATCH_POLL) && loop->backend != EVL_BACKEND_KQUEUE) {
+    w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (w->fd < 0 ||
+        inotify_add_watch(w->fd, w->path,
+                          IN_CREATE | IN_MODIFY | IN_ATTRIB | IN_DELETE |
+                              IN_DELETE_SELF | IN_MOVED_FROM | IN_MOVED_TO |
+                              IN_MOVE_SELF) < 0 ||
+        (rc = evl__watch(loop, w->fd, EVL__READ, evl__fsw_readable, w, NULL,
+                         NULL, 0)) != 0) {
+      rc = rc ? rc : evl__errno();
+      evl__fsw_free(w);
+      return rc;
+    }
+    w->inotify = 1;
+    *out = w;
+    return 0;
+  }
+#endif
+  if (w->is_dir) {
+    rc = evl__fsw_scan_dir(w->path, &w->snap, &w->nsnap);
+  } else {
+    w->snap = (evl__snap *)EVLOOP_MALLOC(NULL, sizeof *w->snap);
+    rc = w->snap ? 0 : EVL_ENOMEM;
+    if (w->snap) {
+      w->snap[0] = one;
+      w->snap[0].name = NULL;
+      w->nsnap = 1;
+    }
+  }
+#ifdef EVL__HAVE_KQUEUE
+  if (!rc && loop->backend == EVL_BACKEND_KQUEUE &&
+      !(flags & EVL_FS_WATCH_POLL)) { /* events, and the snapshot for dirs */
+    rc = evl__fsw_kq_start(w);
+    if (!rc) {
+      *out = w;
+      return 0;
+    }
+  }
+#endif
+  if (!rc) {
+    w->timer = evl_call_every(loop, poll_interval > 0 ? poll_interval : 0.1,
+                              evl__fsw_poll, w);
+    rc = w->timer < 0 ? (int)w->timer : 0;
+  }
+  if (rc) {
+    w->timer = 0;
+    evl__fsw_free(w);
+    return rc;
+  }
+  *out = w;
+  return 0;
+}
+
+EVL__DEF void evl_fs_watch_stop(evl_fs_watch *w) {
+  if (!w || w->stopped)
+    return;
+  w->stopped = 1;
+  if (!w->in_cb)
+    evl__fsw_free(w);
+}
+
+EVL__DEF const char *evl_fs_watch_method(const evl_fs_watch *w) {
+  return !w ? NULL : w->inotify ? "inotify" : w->kq ? "kqueue" : "poll";
+}
+
+#endif /* EVLOOP_NO_FS */
+
 /* ==== evl_run (asyncio.run) ============================================= */
 
+/* Cancels the pending tasks and runs the loop until they have ended;
+   again for tasks their cleanup started (a bounded number of rounds). */
+static int evl__cancel_tasks_round(evl_loop *loop);
 static void evl__cancel_all_tasks(evl_loop *loop) {
+  int round;
+  for (round = 0; round < 16; round++)
+    if (loop->running || loop->closed || !evl__cancel_tasks_round(loop))
+      break;
+}
+static int evl__cancel_tasks_round(evl_loop *loop) {
   evl_future *f, **tasks, *all;
   size_t n = 0, i;
   for (f = loop->futures; f; f = f->lnext)
     if (evl_is_task(f) && f->state == EVL__PENDING)
       n++;
   if (!n)
-    return;
+    return 0;
   tasks = (evl_future **)evl__lalloc(loop, n * sizeof *tasks);
   if (!tasks)
-    return;
+    return 0;
   for (i = 0, f = loop->futures; f && i < n; f = f->lnext)
     if (evl_is_task(f) && f->state == EVL__PENDING)
       tasks[i++] = evl_future_ref(f);
@@ -11513,7 +18963,7 @@ static void evl__cancel_all_tasks(evl_loop *loop) {
     if (tasks[i]->state == EVL__FAILED) {
       evl_context ctx;
       memset(&ctx, 0, sizeof ctx);
-      ctx.message = "unhandled error during evl_run() shutdown";
+      ctx.message = "unhandled error of a task cancelled at shutdown";
       ctx.error = tasks[i]->err;
       ctx.error_message = tasks[i]->errmsg;
       ctx.future = tasks[i];
@@ -11522,6 +18972,7 @@ static void evl__cancel_all_tasks(evl_loop *loop) {
     evl_future_release(tasks[i]);
   }
   evl__lfree(loop, tasks);
+  return 1;
 }
 
 EVL__DEF int evl_run(evl_task_fn fn, const void *state, size_t state_size,
@@ -11534,6 +18985,8 @@ EVL__DEF int evl_run(evl_task_fn fn, const void *state, size_t state_size,
     *result = NULL;
   if (!fn)
     return EVL_EINVAL;
+  if (evl__thread_loop_get())
+    return EVL_EOTHERLOOP;
   rc = evl_loop_new(&loop, cfg);
   if (rc)
     return rc;

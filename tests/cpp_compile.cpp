@@ -1,12 +1,41 @@
-// The header must compile as C++, implementation included.
+// The header must compile as C++, implementation included, and so must a
+// task written with its macros (awaits, EVL_AWAIT_AS, a finally section).
 #define EVLOOP_IMPLEMENTATION
 #include "../evloop.h"
+
+struct cpp_state {
+  evl_lock *lock;
+  int *value;
+  int held;
+};
+
+static int cpp_value = 3;
+
+static void cpp_task(evl_task *t, void *state) {
+  cpp_state *s = static_cast<cpp_state *>(state);
+  EVL_ASYNC_BEGIN(t);
+  EVL_AWAIT(t, evl_lock_acquire(s->lock));
+  s->held = 1;
+  EVL_AWAIT_AS(t, int *, s->value, evl_sleep(evl_task_loop(t), 0, &cpp_value));
+  EVL_FINALLY(t);
+  if (s->held)
+    evl_lock_release(s->lock);
+  EVL_ASYNC_END(t);
+}
 
 int evl_cpp_check(void);
 int evl_cpp_check(void) {
   evl_loop *loop = 0;
+  cpp_state s = {0, 0, 0};
+  evl_task *t;
+  int rc;
   if (evl_loop_new(&loop, 0) != 0)
     return 1;
+  s.lock = evl_lock_new(loop);
+  t = evl_task_create(loop, cpp_task, &s, 0);
+  rc = evl_run_until_complete(loop, t) != 0 || s.value != &cpp_value;
+  evl_future_release(t);
+  evl_lock_free(s.lock);
   evl_loop_free(loop);
-  return 0;
+  return rc;
 }

@@ -84,11 +84,14 @@ peak_rss() {
 # A port in 20000-29999 derived from our pid; each start takes the next one.
 next_port=$((20000 + $$ % 10000))
 
-# start_server NAME: starts $ex/NAME --port P on a free port and waits (5 s
-# at most per try) for its "listening on" line. Sets srv_pid, srv_port and
-# srv_log; returns 1 if it never listened (10 ports tried).
+# start_server NAME [ARG...]: starts $ex/NAME --port P ARG... on a free
+# port and waits (5 s at most per try) for its "listening on" line; with
+# srv_nofile set, under that fd limit (ulimit -n). Sets srv_pid, srv_port
+# and srv_log; returns 1 if it never listened (10 ports tried).
 start_server() {
-  srv_log=$tmp/$1.log
+  name=$1
+  shift
+  srv_log=$tmp/$name.log
   srv_pid="" srv_port=""
   tries=0
   while [ $tries -lt 10 ]; do
@@ -96,7 +99,11 @@ start_server() {
     port=$next_port
     next_port=$((next_port >= 29999 ? 20000 : next_port + 1))
     : >"$srv_log"
-    "$ex/$1" --port "$port" >"$srv_log" 2>&1 &
+    if [ -n "${srv_nofile:-}" ]; then
+      (ulimit -n "$srv_nofile" && exec "$ex/$name" --port "$port" "$@") >"$srv_log" 2>&1 &
+    else
+      "$ex/$name" --port "$port" "$@" >"$srv_log" 2>&1 &
+    fi
     srv_pid=$!
     pids="$pids $srv_pid"
     i=0
@@ -260,6 +267,23 @@ if need echo_server socat nc; then
       fail "echo_client against echo_server" "$ex/echo_client is not built"
     fi
 
+    # Clients that reset (they close with the echo unread): no line each.
+    if need "echo_server resets print no line each" bash; then
+      timeout 20 bash -c 'for i in $(seq 50); do
+          exec {fd}<>"/dev/tcp/127.0.0.1/$1" || exit 1
+          printf hello >&"$fd"; sleep 0.02; exec {fd}>&-
+        done' sh "$port" >"$tmp/out" 2>&1
+      rc=$?
+      sleep 0.2
+      lines=$(count 'connection lost' "$srv_log")
+      if [ $rc -eq 0 ] && [ "$lines" = 0 ] && alive "$srv_pid"; then
+        ok "echo_server 50 resets print no line each"
+      else
+        fail "echo_server 50 resets print no line each" \
+          "clients status $rc, $lines lines:" "$srv_log" "$tmp/out"
+      fi
+    fi
+
     # SIGTERM with a connection open: the server closes it and exits 0.
     timeout 10 socat -u "TCP:127.0.0.1:$port" - >/dev/null 2>&1 &
     idle=$!
@@ -399,6 +423,44 @@ if need http_server curl socat wrk; then
     else
       fail "http_server SIGTERM -> exit 0" "status $rc (124: still running after 5 s)" "$srv_log"
     fi
+  fi
+fi
+
+# ---- http_server against slow clients --------------------------------------
+# Slowloris: under a 64-fd limit, 100 connections send a partial request
+# head and then one header byte every 0.5 s. The server takes what its fds
+# allow and resets the rest; each one it took gets 408 and is closed 2 s
+# (the request timeout) after it came, not before, however it trickles;
+# curl requests started once they are gone are all answered. (With the
+# timeout out of reach, --request-timeout 1000, none of them is.)
+if need "http_server slowloris" curl bash awk; then
+  if srv_nofile=64 start_server http_server --request-timeout 2 --idle-timeout 3; then
+    timeout 60 bash tests/slowloris.sh "$srv_port" 100 2 >"$tmp/slow" 2>&1
+    rc=$?
+    v() { sed -n "s/^$1 //p" "$tmp/slow"; }
+    first=$(v first_closed)
+    closed=$(v slow_closed) refused=$(v slow_refused)
+    if [ $rc -eq 0 ] && [ "$(v opened)" = 100 ] && [ "$(v early)" = 0 ] &&
+      [ "$(v curl_after)" = 10/10 ] && [ "${closed%/*}" -gt 0 ] &&
+      [ $((${closed%/*} + ${refused%/*})) = 100 ] &&
+      [ "$(awk "BEGIN { print ($first >= 1.9 && $first <= 3.5) }" 2>/dev/null)" = 1 ] &&
+      alive "$srv_pid"; then
+      ok "http_server slowloris (100 slow clients, 64 fds): $(tr '\n' ' ' <"$tmp/slow")"
+    else
+      fail "http_server slowloris (100 slow clients, 64 fds)" "status $rc" "$tmp/slow" "$srv_log"
+    fi
+
+    # A keep-alive connection idle for the idle timeout (3 s) is closed.
+    raw_http 8 'GET / HTTP/1.1\r\nHost: a\r\n\r\n'
+    if [ "$raw_rc" -eq 0 ] && [ "$(count '^HTTP/1.1 200 OK' "$tmp/raw")" = 1 ]; then
+      ok "http_server idle keep-alive connection closed after --idle-timeout"
+    else
+      fail "http_server idle keep-alive connection closed after --idle-timeout" \
+        "socat status $raw_rc (124: the server did not close)" "$tmp/raw"
+    fi
+    stop_server TERM
+  else
+    fail "http_server slowloris" "it did not start" "$srv_log"
   fi
 fi
 

@@ -39,34 +39,7 @@ static void count_free(void *p) {
 #define EVLOOP_FREE(ctx, p) count_free(p)
 #define EVLOOP_STATIC
 #define EVLOOP_IMPLEMENTATION
-#include "test.h"
-
-/* ---- the run-time allocator ------------------------------------------- */
-
-typedef struct alloc_stats {
-  long live, total;
-  long fail_at; /* the allocation number that fails; -1: none */
-} alloc_stats;
-
-static void *stat_alloc(void *ctx, void *ptr, size_t size) {
-  alloc_stats *st = (alloc_stats *)ctx;
-  if (size == 0) {
-    if (ptr) {
-      st->live--;
-      free(ptr);
-    }
-    return NULL;
-  }
-  if (st->total++ == st->fail_at)
-    return NULL; /* this one fails */
-  if (!ptr) {
-    void *p = malloc(size);
-    if (p)
-      st->live++;
-    return p;
-  }
-  return realloc(ptr, size);
-}
+#include "alloc_test.h" /* the failing allocator: stat_alloc, alloc_sweep */
 
 static void reader(evl_loop *loop, evl_fd fd, void *arg) {
   char c;
@@ -142,7 +115,7 @@ static int workload(evl_loop *loop) {
 }
 
 TEST(runtime_allocator_gets_every_byte_back) {
-  alloc_stats st = {0, 0, -1};
+  alloc_stats st = {0, 0, -1, 0};
   evl_loop_config cfg;
   evl_loop *loop;
   memset(&cfg, 0, sizeof cfg);
@@ -155,56 +128,13 @@ TEST(runtime_allocator_gets_every_byte_back) {
   CHECK_EQ(st.live, 0);
 }
 
-/* Failures are reported through the handler: expected here. */
-static void quiet(evl_loop *loop, const evl_context *ctx, void *arg) {
-  (void)loop;
-  (void)ctx;
-  (void)arg;
-}
-
 /* Runs work once to count its allocations (it must reach at least
    min_result), then once per allocation with that one failing: every run
    must give every byte back. Returns the count. */
 static long fail_each_allocation(int (*work)(evl_loop *, void *), void *arg,
                                  int min_result) {
-  long k, total;
-  alloc_stats probe = {0, 0, -1};
-  evl_loop_config cfg;
-  evl_loop *loop;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.alloc = stat_alloc;
-  cfg.alloc_ctx = &probe;
-  loop = test_loop_with(&cfg);
-  evl_set_exception_handler(loop, quiet, NULL);
-  CHECK(work(loop, arg) >= min_result);
-  evl_loop_free(loop);
-  CHECK_EQ(probe.live, 0);
-  total = probe.total;
-  CHECK(total > 5);
-  for (k = 0; k < total; k++) {
-    alloc_stats st = {0, 0, 0};
-    int rc;
-    st.fail_at = k;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.alloc = stat_alloc;
-    cfg.alloc_ctx = &st;
-    cfg.backend = test_backend();
-    loop = NULL;
-    rc = evl_loop_new(&loop, &cfg);
-    if (rc != 0) {
-      CHECK_EQ(rc, EVL_ENOMEM);
-      CHECK(loop == NULL);
-    } else {
-      evl_set_exception_handler(loop, quiet, NULL);
-      (void)work(loop, arg);
-      evl_loop_free(loop);
-    }
-    if (st.live != 0) {
-      fprintf(stderr, "  allocation %ld failing leaked %ld blocks\n", k,
-              st.live);
-      CHECK(0);
-    }
-  }
+  long total = 0;
+  (void)alloc_sweep(work, arg, min_result, SWEEP_ONE, &total);
   return total;
 }
 

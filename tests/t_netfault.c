@@ -265,11 +265,11 @@ static void write_until_lost(evl_loop *loop, peer *cl, size_t chunk) {
     if (!(rc == 0 || rc == EVL_ECLOSED || rc == EVL_EPIPE ||
           rc == EVL_ECONNRESET))
       fprintf(stderr, "  write: %s (lost %d)\n", evl_err_name(rc), cl->lost);
-    CHECK(rc == 0 || rc == EVL_ECLOSED || rc == EVL_EPIPE ||
+    CHECK(rc == 0 || rc == EVL_ECLOSING || rc == EVL_EPIPE ||
           rc == EVL_ECONNRESET);
     if (rc == EVL_EPIPE || rc == EVL_ECONNRESET) {
       CHECK_EQ(evl_transport_is_closing(cl->t), 1);
-      CHECK_EQ(evl_transport_write(cl->t, data, chunk), EVL_ECLOSED);
+      CHECK_EQ(evl_transport_write(cl->t, data, chunk), EVL_ECLOSING);
     }
     run_for(loop, 0.005);
   }

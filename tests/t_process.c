@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
 
+#ifndef EVLOOP_NO_PROCESS
 #include "net_test.h"
 #include "proc_test.h"
 
@@ -547,3 +548,14 @@ T(loop_free_with_a_freed_running_process)
 T(missing_program_fails_the_future)
 T_POSIX(sigchld_path, "exits come through a wait registration, no SIGCHLD")
 TESTS_END
+#else
+TEST(everything) { /* (test.h's helpers are used) */
+  evl_loop *loop = test_loop();
+  CHECK(loop != NULL);
+  evl_loop_free(loop);
+  SKIP("built with EVLOOP_NO_PROCESS: no subprocesses");
+}
+TESTS_BEGIN
+T(everything)
+TESTS_END
+#endif

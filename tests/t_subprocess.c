@@ -7,6 +7,7 @@
 #define _GNU_SOURCE 1 /* realpath, mkdtemp under -std=c99 */
 #include "test.h"
 
+#ifndef EVLOOP_NO_PROCESS
 #include "net_test.h"
 #include "proc_test.h"
 
@@ -1231,3 +1232,14 @@ T_POSIX(sigchld_path_many_children, NO_SIGCHLD)
 T_POSIX(sigchld_path_child_reaped_by_other_code, NO_SIGCHLD)
 T_POSIX(sigchld_path_loop_free_with_a_running_child, NO_SIGCHLD)
 TESTS_END
+#else
+TEST(everything) { /* (test.h's helpers are used) */
+  evl_loop *loop = test_loop();
+  CHECK(loop != NULL);
+  evl_loop_free(loop);
+  SKIP("built with EVLOOP_NO_PROCESS: no subprocesses");
+}
+TESTS_BEGIN
+T(everything)
+TESTS_END
+#endif

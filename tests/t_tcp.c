@@ -381,7 +381,7 @@ TEST(tcp_data_both_ways_and_close) {
   /* The client closes: lost(0) on it; the server sees EOF, then lost(0). */
   evl_transport_close(cl.t);
   CHECK_EQ(evl_transport_is_closing(cl.t), 1);
-  CHECK_EQ(evl_transport_write(cl.t, "x", 1), EVL_ECLOSED);
+  CHECK_EQ(evl_transport_write(cl.t, "x", 1), EVL_ECLOSING);
   CHECK_EQ(cl.lost, 0); /* connection_lost is not called inline */
   RUN_UNTIL(loop, cl.lost == 1 && sp->lost == 1);
   CHECK_EQ(cl.lost_err, 0);
@@ -706,7 +706,7 @@ TEST(tcp_close_inside_data_received) {
   CHECK_EQ(sp->data_calls, 1); /* nothing after close */
   CHECK_EQ(sp->n, sizeof msg);
   CHECK_EQ(sp->closing_after_close, 1);
-  CHECK_EQ(sp->write_after_close_rc, EVL_ECLOSED);
+  CHECK_EQ(sp->write_after_close_rc, EVL_ECLOSING);
   CHECK_EQ(sp->lost_err, 0);
   CHECK_EQ(sp->after_lost, 0);
   CHECK_EQ(cl.n, sp->n); /* the echo written before close arrived */
@@ -1361,7 +1361,7 @@ TEST(tcp_abort_inside_data_received_during_bulk) {
   RUN_UNTIL(loop, cl.lost == 1);
   CHECK_EQ(cl.data_calls, 1);
   CHECK_EQ(cl.lost_err, 0);
-  CHECK_EQ(cl.lost_write_rc, EVL_ECLOSED);
+  CHECK_EQ(cl.lost_write_rc, EVL_ECLOSING);
   CHECK_EQ(cl.after_lost, 0);
   /* the sender finds out: reset or EOF, then connection_lost */
   RUN_UNTIL(loop, sp->lost == 1);

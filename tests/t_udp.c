@@ -326,7 +326,7 @@ TEST(udp_close_connection_lost) {
   CHECK_EQ(evl_transport_is_closing(a.t), 0);
   evl_transport_close(a.t);
   CHECK_EQ(evl_transport_is_closing(a.t), 1);
-  CHECK_EQ(evl_transport_sendto(a.t, "x", 1, NULL, 0), EVL_ECLOSED);
+  CHECK_EQ(evl_transport_sendto(a.t, "x", 1, NULL, 0), EVL_ECLOSING);
   evl_transport_close(a.t); /* idempotent */
   RUN_UNTIL(loop, a.lost == 1);
   CHECK_EQ(a.lost_err, 0);

@@ -169,7 +169,7 @@ static evl_loop *test_loop_with(evl_loop_config *cfg) {
   }
   return loop;
 }
-static evl_loop *test_loop(void) {
+static inline evl_loop *test_loop(void) {
   return test_loop_with(NULL);
 }
 
@@ -203,6 +203,8 @@ static inline int test_count_fds(void) {
    the others to go. A no-op elsewhere. */
 #ifdef EVFILT_LIBKQUEUE
 void libkqueue_drain_pending_close(void); /* libkqueue's, for its tests */
+#endif
+#if defined(EVFILT_LIBKQUEUE) && !defined(EVLOOP_NO_PROCESS)
 static void test_sig_nop(evl_loop *loop, int signum, void *arg) {
   (void)loop;
   (void)signum;
@@ -211,6 +213,7 @@ static void test_sig_nop(evl_loop *loop, int signum, void *arg) {
 #endif
 static inline void test_settle_fds(void) {
 #ifdef EVFILT_LIBKQUEUE
+#ifndef EVLOOP_NO_PROCESS
   static int warm;
   if (!warm) {
     evl_loop *loop = test_loop();
@@ -219,6 +222,7 @@ static inline void test_settle_fds(void) {
       exit(1);
     evl_loop_free(loop);
   }
+#endif
   libkqueue_drain_pending_close();
 #endif
 }
