@@ -174,6 +174,9 @@
                              or __declspec(dllexport)
      EVLOOP_NO_CALLSITE      do not wrap evl_call_soon & co. in macros that
                              record the call site for debug mode
+     EVLOOP_AWAIT_BY_LINE    each EVL_AWAIT's resume point is its line
+                             number even where __COUNTER__ exists (then two
+                             awaits may not share a line)
      EVLOOP_NO_INOTIFY       Linux: file watches poll with stat() instead of
                              using inotify
      EVLOOP_NO_FS            leave out the file operations (evl_fs_*) and
