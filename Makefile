@@ -380,7 +380,7 @@ TLS_MISSING := $(filter-out $(TLS_OK),$(TLS_ENGINES))
 # once, counted in the last line, an error with STRICT=1).
 TLS_SKIPS := $(foreach e,$(TLS_MISSING),TLS engine $(e) (apt-get install $(subst and ,,$($(e)_TLS_PKG)));)
 # The TLS examples meet real peers: curl and the openssl program.
-TLS_PEERS_MISSING := $(foreach t,curl openssl,$(if $(call have,$(t)),,$(t)))
+TLS_PEERS_MISSING := $(strip $(foreach t,curl openssl,$(if $(call have,$(t)),,$(t))))
 TLS_EX_ENGINES := $(if $(TLS_PEERS_MISSING),,$(TLS_OK))
 TLS_SKIPS += $(if $(and $(strip $(TLS_OK)),$(TLS_PEERS_MISSING)),TLS examples against real peers (apt-get install $(TLS_PEERS_MISSING));)
 SKIPS += $(TLS_SKIPS)
