@@ -1,4 +1,4 @@
-/* evloop.h - v0.1.0 - asyncio's event loop for C, in one header.
+/* evloop.h - v0.2.0 - asyncio's event loop for C, in one header.
 
    Do this in *one* C or C++ file, before any other #include:
 
@@ -177,6 +177,9 @@
                              one EVL_AWAIT per line)
      EVLOOP_NO_CALLSITE      do not wrap evl_call_soon & co. in macros that
                              record the call site for debug mode
+     EVLOOP_AWAIT_BY_LINE    each EVL_AWAIT's resume point is its line
+                             number even where __COUNTER__ exists (then two
+                             awaits may not share a line)
      EVLOOP_NO_INOTIFY       Linux: file watches poll with stat() instead of
                              using inotify
      EVLOOP_RECVMMSG         datagrams one recvmmsg() takes on Linux
@@ -357,9 +360,9 @@
 /* The version, in this one place (the first line above, README.md and
    evloop.pc follow it; tests/version_check.sh checks that they agree). */
 #define EVLOOP_VERSION_MAJOR 0
-#define EVLOOP_VERSION_MINOR 1
+#define EVLOOP_VERSION_MINOR 2
 #define EVLOOP_VERSION_PATCH 0
-#define EVLOOP_VERSION_STRING "0.1.0"
+#define EVLOOP_VERSION_STRING "0.2.0"
 
 #ifndef EVLOOP_API
 #ifdef EVLOOP_STATIC
