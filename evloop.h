@@ -2186,6 +2186,13 @@ typedef struct evl__fdw {
 #ifdef EVL__HAVE_IOCP
   struct evl__afd_req *afd; /* IOCP: the socket's poll request */
 #endif
+#ifdef EVL__HAVE_KQUEUE
+  /* kqueue: here, not in a table of its own, so that evl__fds_reserve
+     covers it too (watching a reserved fd needs no memory) */
+  int kq_chg[2]; /* pending change for READ, WRITE: changelist index + 1 */
+  int kq_soerr;  /* socket error an event carried in fflags (libkqueue
+                    reads and so clears SO_ERROR itself) */
+#endif
 } evl__fdw;
 
 typedef struct evl__tsent {
@@ -2354,8 +2361,6 @@ struct evl_loop {
   int kq_user; /* wake-ups through EVFILT_USER (else the self-pipe) */
   struct kevent *kq_events, *kq_changes;
   int kq_events_cap, kq_nchanges, kq_changes_cap;
-  struct evl__kqfd *kq_fds; /* per fd: pending changes, error of an event */
-  int kq_fds_cap;
   /* Signal and exit events that found no room in the ready ring (no
      memory): kept until there is room (evl__kq_requeue). */
   uint32_t kq_sig_later[4]; /* signals 1..127, one bit each */
@@ -5088,12 +5093,6 @@ static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
    never meets kqueue); the EVL_FS_* events ride in bits 40-43. */
 #define EVL__KQ_VNODE 16
 
-struct evl__kqfd {
-  int chg[2]; /* pending change for READ, WRITE: changelist index + 1 */
-  int soerr;  /* socket error an event carried in fflags (libkqueue reads
-                 and so clears SO_ERROR itself) */
-};
-
 #ifndef EVLOOP_NO_FS
 static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events);
 #else
@@ -5149,10 +5148,8 @@ static void evl__kqueue_destroy(evl_loop *loop) {
   evl__selfpipe_destroy(loop);
   evl__lfree(loop, loop->kq_events);
   evl__lfree(loop, loop->kq_changes);
-  evl__lfree(loop, loop->kq_fds);
   loop->kq_events = loop->kq_changes = NULL;
-  loop->kq_fds = NULL;
-  loop->kq_nchanges = loop->kq_changes_cap = loop->kq_fds_cap = 0;
+  loop->kq_nchanges = loop->kq_changes_cap = 0;
 }
 
 static void evl__kqueue_trigger(evl_loop *loop) {
@@ -5165,27 +5162,12 @@ static void evl__kqueue_trigger(evl_loop *loop) {
 #endif
 }
 
-static int evl__kq_fds_reserve(evl_loop *loop, int fd) {
-  int cap = loop->fds_cap > fd ? loop->fds_cap : fd + 1;
-  struct evl__kqfd *k;
-  if (fd < loop->kq_fds_cap)
-    return 0;
-  k = (struct evl__kqfd *)evl__lrealloc(loop, loop->kq_fds,
-                                        (size_t)cap * sizeof *k);
-  if (!k)
-    return EVL_ENOMEM;
-  memset(k + loop->kq_fds_cap, 0, (size_t)(cap - loop->kq_fds_cap) * sizeof *k);
-  loop->kq_fds = k;
-  loop->kq_fds_cap = cap;
-  return 0;
-}
-
 /* The pending changes are about to go to the kernel: forget their places. */
 static void evl__kq_forget(evl_loop *loop) {
   int i;
   for (i = 0; i < loop->kq_nchanges; i++) {
     const struct kevent *c = &loop->kq_changes[i];
-    loop->kq_fds[c->ident].chg[c->filter == EVFILT_WRITE] = 0;
+    loop->fds[c->ident].kq_chg[c->filter == EVFILT_WRITE] = 0;
   }
 }
 
@@ -5247,15 +5229,16 @@ static int evl__kq_flush(evl_loop *loop, int fd) {
 /* Queues EV_ADD or EV_DELETE of one filter of fd, or cancels the pending
    opposite. Without memory for the changelist, the change is made now. */
 static int evl__kq_change(evl_loop *loop, int fd, int dir, int flags) {
-  struct evl__kqfd *k = &loop->kq_fds[fd];
+  evl__fdw *k = &loop->fds[fd];
   struct kevent *c;
-  if (k->chg[dir]) { /* the opposite is pending: neither reaches the kernel */
-    int i = k->chg[dir] - 1, last = --loop->kq_nchanges;
-    k->chg[dir] = 0;
+  if (k->kq_chg[dir]) { /* the opposite is pending: neither reaches the kernel
+                         */
+    int i = k->kq_chg[dir] - 1, last = --loop->kq_nchanges;
+    k->kq_chg[dir] = 0;
     if (i != last) {
       c = &loop->kq_changes[i];
       *c = loop->kq_changes[last];
-      loop->kq_fds[c->ident].chg[c->filter == EVFILT_WRITE] = i + 1;
+      loop->fds[c->ident].kq_chg[c->filter == EVFILT_WRITE] = i + 1;
     }
     return 0;
   }
@@ -5273,15 +5256,13 @@ static int evl__kq_change(evl_loop *loop, int fd, int dir, int flags) {
   }
   c = &loop->kq_changes[loop->kq_nchanges++];
   EV_SET(c, (uintptr_t)fd, dir ? EVFILT_WRITE : EVFILT_READ, flags, 0, 0, 0);
-  k->chg[dir] = loop->kq_nchanges;
+  k->kq_chg[dir] = loop->kq_nchanges;
   return 0;
 }
 
 static int evl__kqueue_modify(evl_loop *loop, int fd, int oldmask,
                               int newmask) {
   int dir, rc;
-  if (evl__kq_fds_reserve(loop, fd))
-    return EVL_ENOMEM;
   for (dir = 0; dir < 2; dir++) {
     int bit = dir ? EVL__WRITE : EVL__READ;
     if (!((oldmask ^ newmask) & bit))
@@ -5292,17 +5273,17 @@ static int evl__kqueue_modify(evl_loop *loop, int fd, int oldmask,
   }
   if (oldmask && newmask)
     return 0;
-  loop->kq_fds[fd].soerr = 0; /* a new or departing fd: no old error */
+  loop->fds[fd].kq_soerr = 0; /* a new or departing fd: no old error */
   return evl__kq_flush(loop, newmask ? fd : -1);
 }
 
 /* The error an event carried for fd (taken once), 0 if none. */
 static int evl__kqueue_take_soerr(evl_loop *loop, int fd) {
   int err;
-  if (loop->backend != EVL_BACKEND_KQUEUE || fd < 0 || fd >= loop->kq_fds_cap)
+  if (loop->backend != EVL_BACKEND_KQUEUE || fd < 0 || fd >= loop->fds_cap)
     return 0;
-  err = loop->kq_fds[fd].soerr;
-  loop->kq_fds[fd].soerr = 0;
+  err = loop->fds[fd].kq_soerr;
+  loop->fds[fd].kq_soerr = 0;
   return err;
 }
 
@@ -5394,8 +5375,8 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
     case EVFILT_WRITE:
       if (full && fd != loop->wake_rfd)
         break; /* no memory: level-triggered, it comes again */
-      if ((ev[i].flags & EV_EOF) && ev[i].fflags && fd < loop->kq_fds_cap)
-        loop->kq_fds[fd].soerr = (int)ev[i].fflags;
+      if ((ev[i].flags & EV_EOF) && ev[i].fflags && fd < loop->fds_cap)
+        loop->fds[fd].kq_soerr = (int)ev[i].fflags;
       evl__io_event(loop, fd,
                     ev[i].filter == EVFILT_READ ? EVL__READ : EVL__WRITE);
       break;
@@ -17903,11 +17884,16 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
     return NULL;
   c->p = p;
   if (p->io[0]) {
+    evl_transport *t = p->io[0]->t;
     int rc = input && len ? evl_stream_write(p->io[0], input, len) : 0;
+    if (rc == EVL_ECLOSING && t && (t->flags & EVL__T_LOST))
+      rc = t->lost_err;         /* a pipe already failing: why */
     evl_stream_close(p->io[0]); /* closes once all is written */
     /* A child that does not read is no error (asyncio ignores the broken
-       pipe); input that could not be queued is: no result can be right. */
-    if (rc == EVL_ENOMEM) {
+       pipe); input that could not be queued, or a pipe that failed for
+       another reason, is: no result can be right. */
+    if (rc && rc != EVL_EPIPE && rc != EVL_ECONNRESET && rc != EVL_EEXITED &&
+        rc != EVL_ECLOSING) {
       (void)evl_future_set_error(&c->fut, rc, NULL);
       return &c->fut;
     }
