@@ -1080,7 +1080,10 @@ EVLOOP_API int evl_barrier_broken(const evl_barrier *b);
    at evl_queue_free or removed by an immediate shutdown. maxsize 0: no
    limit. The priority queue gives the lowest priority first, equal ones
    in arrival order. put completes (result: the item) once the item is in
-   the queue; cancelled before that, the item stays the caller's. get
+   the queue; cancelled before that, the item stays the caller's. A task
+   cancelled after its put completed but before it resumed sees
+   EVL_ECANCELED with the item already in the queue (unlike asyncio, which
+   puts after the wake-up; t_cancel_sync pins it). get
    completes with the item; an item handed to a get that is cancelled or
    released unread goes back to the front. */
 typedef struct evl_queue evl_queue;
