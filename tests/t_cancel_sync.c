@@ -118,7 +118,9 @@ static void one_run(const scase *cs, int flavour, int stage) {
   evl_future *f = NULL;
   evl_task *t = NULL;
   sc *cp = &c;
+#ifndef _WIN32
   int fds = test_count_fds();
+#endif
   snprintf(g_where, sizeof g_where, "%s, %s, %s %d", cs->name,
            flavour == FLAVOUR_TASK       ? "awaited by a task"
            : flavour == FLAVOUR_WAIT_FOR ? "in evl_wait_for"
@@ -185,8 +187,10 @@ static void one_run(const scase *cs, int flavour, int stage) {
   run_for(c.loop, 0.02);
   cs->finish(&c);
   evl_loop_free(c.loop);
+#ifndef _WIN32 /* (Windows: process-wide handles come at first use) */
   test_settle_fds();
   CHECK_EQ(test_count_fds(), fds);
+#endif
 }
 
 static void matrix(const scase *cs) {
@@ -686,7 +690,7 @@ static void ts_run(int stage, double timeout) {
   evl_threadsafe *h;
   void *result = NULL;
   double end;
-  int err;
+  int err, requested = -1;
   g_ts_in = evl_future_new(loop);
   CHECK(evl_call_later(loop, TRIGGER_AT, ts_trigger, NULL) > 0);
   h = evl_run_task_threadsafe(loop, ts_task, &timeout, sizeof timeout);
@@ -698,8 +702,10 @@ static void ts_run(int stage, double timeout) {
     while (!evl_threadsafe_done(h) && test_now() < end)
       (void)evl_run_once(loop, 0.005);
   }
-  if (stage <= 2)
+  if (stage == 0 || stage == 2)
     CHECK_EQ(evl_threadsafe_cancel(h), stage == 2 ? 0 : 1);
+  if (stage == 1) /* 0: done already (a slow loop ran past the trigger) */
+    requested = evl_threadsafe_cancel(h);
   end = test_now() + 5.0;
   while (!evl_threadsafe_done(h) && test_now() < end)
     (void)evl_run_once(loop, 0.005);
@@ -709,6 +715,10 @@ static void ts_run(int stage, double timeout) {
     CHECK_EQ(err, 0);
   } else if (stage == 3) {
     CHECK(err == 0 || err == EVL_ETIMEDOUT);
+  } else if (stage == 1) {
+    /* the cancel reaches the task through the loop: the completion may
+       come first */
+    CHECK(err == EVL_ECANCELED || (err == 0 && requested >= 0));
   } else {
     CHECK_EQ(err, EVL_ECANCELED);
   }
