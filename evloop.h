@@ -191,6 +191,26 @@
      EVLOOP_NO_PROCESS       leave out signal handlers and subprocesses
                              (evl_add_signal_handler, evl_subprocess_*,
                              evl_process_*)
+     EVLOOP_NO_NET           leave out networking: sockets, transports and
+                             protocols, pipes, servers, connections,
+                             datagram endpoints, streams, DNS, TLS, the
+                             evl_sock_* futures and evl_sendfile; implies
+                             EVLOOP_NO_PROCESS (subprocess stdio are pipe
+                             transports)
+     EVLOOP_NO_SYNC          leave out Lock, Event, Condition, Semaphore,
+                             Barrier and the queues (evl_lock_* & co.)
+     EVLOOP_NO_COMPOSE       leave out evl_wait, evl_as_completed,
+                             evl_shield and TaskGroup (evl_gather,
+                             evl_wait_for, evl_sleep and the timeouts stay)
+     EVLOOP_NO_EXECUTOR      leave out the executor (evl_run_in_executor,
+                             evl_executor_*, evl_to_thread) and
+                             evl_run_task_threadsafe; needs EVLOOP_NO_NET
+                             and EVLOOP_NO_FS (DNS and files run on it);
+                             evl_call_soon_threadsafe stays. The core-only
+                             build (loop, timers, futures, tasks, fd
+                             watching) is EVLOOP_NO_NET EVLOOP_NO_FS
+                             EVLOOP_NO_SYNC EVLOOP_NO_COMPOSE
+                             EVLOOP_NO_EXECUTOR.
      EVLOOP_TLS_OPENSSL      TLS through OpenSSL 1.1.1/3.x (link -lssl
                              -lcrypto); see "TLS layer" in the declarations
      EVLOOP_TLS_MBEDTLS      TLS through mbedTLS 2.28 (link -lmbedtls
@@ -336,8 +356,8 @@
        and overlapped named pipes: chapter 4.
      - File watches poll with stat() on Windows (ReadDirectoryChangesW is
        not used yet).
-     - Networking cannot be compiled out yet (no EVLOOP_NO_NET; files and
-       processes can: EVLOOP_NO_FS, EVLOOP_NO_PROCESS).
+     - Subprocesses cannot be kept without networking (EVLOOP_NO_NET
+       implies EVLOOP_NO_PROCESS, signal handlers included).
 
    9. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
@@ -370,6 +390,18 @@
 #else
 #define EVLOOP_API extern
 #endif
+#endif
+
+/* Subprocess stdio are pipe transports: without networking (which
+   brings the transports) there are no subprocesses, and signal handlers
+   go with them. */
+#if defined(EVLOOP_NO_NET) && !defined(EVLOOP_NO_PROCESS)
+#define EVLOOP_NO_PROCESS 1
+#endif
+/* DNS and the file operations run on the executor. */
+#if defined(EVLOOP_NO_EXECUTOR) &&                                             \
+    (!defined(EVLOOP_NO_NET) || !defined(EVLOOP_NO_FS))
+#error "EVLOOP_NO_EXECUTOR needs EVLOOP_NO_NET and EVLOOP_NO_FS"
 #endif
 
 #ifdef __cplusplus
@@ -999,6 +1031,7 @@ EVLOOP_API double evl_timeout_when(const evl_timeout *to);
 EVLOOP_API int evl_timeout_expired(const evl_timeout *to);
 EVLOOP_API int evl_timeout_end(evl_timeout *to);
 
+#ifndef EVLOOP_NO_SYNC
 /* ==== Synchronisation primitives (asyncio Lock, Event, Condition,
    Semaphore, BoundedSemaphore, Barrier) ====================================
    Small objects of one loop; every wait is a future to EVL_AWAIT (or
@@ -1117,6 +1150,9 @@ EVLOOP_API evl_future *evl_queue_join(evl_queue *q);
 EVLOOP_API int evl_queue_shutdown(evl_queue *q, int immediate);
 EVLOOP_API int evl_queue_is_shutdown(const evl_queue *q);
 
+#endif /* EVLOOP_NO_SYNC */
+
+#ifndef EVLOOP_NO_COMPOSE
 /* ==== Waiting primitives, shield, TaskGroup ==============================
    evl_wait (asyncio.wait): completes, never failing, when return_when is
    met or the timeout passes (INFINITY: none), with the number of futures
@@ -1170,6 +1206,9 @@ EVLOOP_API int evl_task_group_error(const evl_task_group *g);
 EVLOOP_API int evl_task_group_others_failed(const evl_task_group *g);
 EVLOOP_API void evl_task_group_free(evl_task_group *g);
 
+#endif /* EVLOOP_NO_COMPOSE */
+
+#ifndef EVLOOP_NO_EXECUTOR
 /* ==== Executor ==========================================================
    evl_run_in_executor runs fn(arg, &result) on a pool thread (exec NULL: the
    loop's default executor, created on first use) and completes the future
@@ -1216,6 +1255,9 @@ EVLOOP_API void evl_threadsafe_free(evl_threadsafe *h);
 EVLOOP_API evl_future *evl_to_thread(evl_loop *loop, evl_work_fn fn, void *arg,
                                      evl_free_fn result_free);
 
+#endif /* EVLOOP_NO_EXECUTOR */
+
+#ifndef EVLOOP_NO_NET
 /* ==== DNS (on the executor) =============================================
    evl_getaddrinfo: the result is a `struct addrinfo *` the future owns.
    evl_getnameinfo: the result is an `evl_nameinfo *` the future owns.
@@ -1445,6 +1487,8 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
                                               const evl_protocol *proto,
                                               void *user, evl_fd fd);
 
+#endif /* EVLOOP_NO_NET */
+
 #ifndef EVLOOP_NO_PROCESS
 /* ==== Unix signals ======================================================
    cb(loop, signum, arg) runs in the loop, never in signal context. A burst
@@ -1474,6 +1518,7 @@ EVLOOP_API int evl_signal_set_ref(evl_loop *loop, int signum, int ref);
 
 #endif /* EVLOOP_NO_PROCESS */
 
+#ifndef EVLOOP_NO_NET
 /* ==== Sockets as futures ================================================
    For non-blocking sockets the caller owns. Results through
    evl_future_result_int: bytes for recv/sendall/sendfile, the new fd for
@@ -1670,6 +1715,8 @@ EVLOOP_API evl_future *
 evl_connect_accepted_socket_opts(evl_loop *loop, const evl_protocol *proto,
                                  void *user, evl_fd fd,
                                  const evl_net_options *opts);
+
+#endif /* EVLOOP_NO_NET */
 
 #ifndef EVLOOP_NO_PROCESS
 /* ==== Subprocesses ======================================================
@@ -2266,6 +2313,7 @@ typedef HANDLE evl__thread;
 #define evl__cond_broadcast(c) WakeAllConditionVariable(c)
 #define EVL__THREAD_FN(name, arg) static unsigned __stdcall name(void *arg)
 #define EVL__THREAD_RETURN return 0
+#ifndef EVLOOP_NO_EXECUTOR
 static int evl__thread_start(evl__thread *t, unsigned(__stdcall *fn)(void *),
                              void *arg) {
   uintptr_t h = _beginthreadex(NULL, 0, fn, arg, 0, NULL);
@@ -2274,6 +2322,7 @@ static int evl__thread_start(evl__thread *t, unsigned(__stdcall *fn)(void *),
   *t = (HANDLE)h;
   return 0;
 }
+#endif
 static void evl__thread_join(evl__thread t) {
   WaitForSingleObject(t, INFINITE);
   CloseHandle(t);
@@ -2297,6 +2346,7 @@ typedef pthread_t evl__thread;
 /* The library's threads take no signals: those go to the application's
    threads (libkqueue's EVFILT_SIGNAL even needs every thread that could
    take a watched signal to block it). */
+#ifndef EVLOOP_NO_EXECUTOR
 static int evl__thread_start(pthread_t *t, void *(*fn)(void *), void *arg) {
   sigset_t all, old;
   int rc;
@@ -2306,6 +2356,7 @@ static int evl__thread_start(pthread_t *t, void *(*fn)(void *), void *arg) {
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   return rc;
 }
+#endif
 #define evl__thread_join(t) ((void)pthread_join((t), NULL))
 #endif
 
@@ -2436,10 +2487,12 @@ struct evl_loop {
   int ts_calls;        /* 1 while tsq holds callbacks; read without ts_mu */
   int ts_taking;       /* evl__ts_take is moving callbacks (loop thread only) */
   unsigned char *rbuf; /* the read buffer transports share */
-  struct evl__mmsg *mmsg;    /* recvmmsg's buffers (Linux), made on use */
+  struct evl__mmsg *mmsg; /* recvmmsg's buffers (Linux), made on use */
+#ifndef EVLOOP_NO_NET
   evl_transport *transports; /* open transports */
   evl_server *servers;
   evl__resolve_wait *resolving; /* name lookups for connections, servers */
+#endif
   void *sig; /* signal handlers (an evl__sigstate), made on first use */
   struct evl_subprocess *children;
   int reserve_fd;     /* a spare fd for running out of fds */
@@ -2488,6 +2541,23 @@ static char *evl__strdup(evl_loop *loop, const char *s) {
     memcpy(d, s, n);
   return d;
 }
+#if !defined(EVLOOP_NO_NET) || !defined(EVLOOP_NO_FS)
+/* The global allocator's, for what executor jobs (DNS, files) own. */
+static char *evl__gstrdup(const char *s) {
+  size_t n;
+  char *d;
+  if (!s)
+    return NULL;
+  n = strlen(s) + 1;
+  d = (char *)EVLOOP_MALLOC(NULL, n);
+  if (d)
+    memcpy(d, s, n);
+  return d;
+}
+static void evl__gfree(void *p) {
+  EVLOOP_FREE(NULL, p);
+}
+#endif
 
 /* ==== Errors ============================================================ */
 
@@ -2544,6 +2614,7 @@ EVL__DEF int evl_translate_sys_error(int sys_errno) {
 }
 #define evl__errno() evl_translate_sys_error(errno)
 
+#ifndef EVLOOP_NO_NET
 static int evl__gai_error(int rc) {
   switch (rc) {
   case 0:
@@ -2575,6 +2646,7 @@ static int evl__gai_error(int rc) {
     return EVL_EAI_FAIL;
   }
 }
+#endif /* EVLOOP_NO_NET */
 
 /* ==== Clock ============================================================= */
 
@@ -2908,6 +2980,7 @@ typedef sa_family_t evl__sa_family_t;
 #define evl__sys_getpeername getpeername
 #define evl__sys_shutdown shutdown
 #define evl__closesocket close
+#ifndef EVLOOP_NO_NET
 static int evl__set_nonblocking(int fd) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
@@ -2928,10 +3001,12 @@ static int evl__sys_accept(int lfd, struct sockaddr *a, socklen_t *alen) {
   return fd;
 #endif
 }
+#endif /* EVLOOP_NO_NET */
 #endif
 
 /* A spare fd, closed to make room when accept runs out of fds (POSIX;
    Windows has no per-process fd limit to shed). */
+#ifndef EVLOOP_NO_NET
 static void evl__reserve_fd_open(evl_loop *loop) {
 #ifndef _WIN32
   if (loop->reserve_fd < 0)
@@ -2940,6 +3015,7 @@ static void evl__reserve_fd_open(evl_loop *loop) {
   (void)loop;
 #endif
 }
+#endif
 static void evl__reserve_fd_close(evl_loop *loop) {
 #ifndef _WIN32
   if (loop->reserve_fd >= 0)
@@ -3731,7 +3807,11 @@ static void evl__drain_wake_fd(evl_loop *loop) {
 
 /* Moves the queued cross-thread callbacks to the ready ring. At close they
    are discarded instead; internal ones run in closing mode. */
+#ifndef EVLOOP_NO_EXECUTOR
 static void evl__job_deliver(evl_loop *loop, evl__job *job);
+#else /* left out: no job ever completes */
+#define evl__job_deliver(loop, job) ((void)(loop), (void)(job))
+#endif
 
 /* Schedules q[i..n) (at close: runs the internal ones, drops the rest);
    returns where it stopped: n, or the first that found no memory. */
@@ -3957,10 +4037,12 @@ static int evl__unwatch(evl_loop *loop, evl_fd fdv, int which) {
 static int evl__fd_owned(evl_loop *loop, evl_fd fd) {
   return loop && fd >= 0 && fd < loop->fds_cap && loop->fds[fd].owned;
 }
+#ifndef EVLOOP_NO_NET
 static void evl__fd_own(evl_loop *loop, evl_fd fd, int owned) {
   if (fd >= 0 && fd < loop->fds_cap)
     loop->fds[fd].owned = owned;
 }
+#endif
 
 /* The user's watchers of an fd, for evl_loop_alive: EVL__READ and
    EVL__WRITE as in kmask, and whether they keep the loop alive. */
@@ -5947,11 +6029,23 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
   return 0;
 }
 
+#ifndef EVLOOP_NO_EXECUTOR
 static void evl__jobs_close(evl_loop *loop);
 static void evl__executor_close_default(evl_loop *loop);
+#else /* left out: nothing to close */
+#define evl__jobs_close(loop) ((void)(loop))
+#define evl__executor_close_default(loop) ((void)(loop))
+#endif
+#ifndef EVLOOP_NO_NET
 static void evl__servers_close(evl_loop *loop);
 static void evl__server_release(evl_server *s);
 static void evl__resolving_close(evl_loop *loop);
+static void evl__transports_close(evl_loop *loop);
+#else /* left out: nothing to close */
+#define evl__servers_close(loop) ((void)(loop))
+#define evl__resolving_close(loop) ((void)(loop))
+#define evl__transports_close(loop) ((void)(loop))
+#endif
 #ifndef EVLOOP_NO_PROCESS
 static void evl__signals_close(evl_loop *loop);
 static void evl__children_close(evl_loop *loop);
@@ -5960,7 +6054,6 @@ static void evl__children_close(evl_loop *loop);
 #define evl__children_close(loop) ((void)(loop))
 #define evl__sig_has(loop, signum) ((void)(signum), 0)
 #endif
-static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
 static void evl__loop_free_now(evl_loop *loop);
 
@@ -6136,8 +6229,10 @@ EVL__DEF void evl_loop_free(evl_loop *loop) {
 
 static void evl__loop_free_now(evl_loop *loop) {
   loop->user_freed = 1;
+#ifndef EVLOOP_NO_NET
   while (loop->servers) /* closed by evl_loop_close; ours to free now */
     evl__server_release(loop->servers);
+#endif
 #ifndef EVLOOP_NO_THREADS
   evl__mutex_destroy(&loop->ts_mu);
   evl__cond_destroy(&loop->ts_cv);
@@ -7203,6 +7298,9 @@ static void evl__timeouts_disarm(evl__task *t) {
     }
 }
 
+/* The waiters below serve both the primitives and wait/as_completed/
+   shield/TaskGroup. */
+#if !defined(EVLOOP_NO_SYNC) || !defined(EVLOOP_NO_COMPOSE)
 /* ==== Tasks that compose: Lock, Event, Condition, Semaphore, Barrier,
    queues ===================================================================
    Every wait is a waiter future linked in its primitive's FIFO list while
@@ -7262,8 +7360,15 @@ static void evl__wl_remove(evl__waiter *w) {
   w->prev = w->next = NULL;
 }
 
+#ifndef EVLOOP_NO_SYNC
 static void evl__barrier_left(void *owner);
 static int evl__cond_cancel(evl__waiter *w);
+static int evl__cond_relocking(evl__waiter *w);
+#else /* left out: every waiter is a plain one */
+#define evl__barrier_left(owner) ((void)(owner))
+#define evl__cond_cancel(w) ((void)(w), 0)
+#define evl__cond_relocking(w) ((void)(w), 0)
+#endif
 
 static int evl__waiter_cancel(evl_future *f) {
   evl__waiter *w = (evl__waiter *)(void *)f;
@@ -7284,7 +7389,6 @@ static void evl__waiter_destroy(evl_future *f) {
   if (abandoned)
     w->abandon(w);
 }
-static int evl__cond_relocking(evl__waiter *w);
 static void evl__waiter_close(evl_future *f) {
   evl__waiter *w = (evl__waiter *)(void *)f;
   int relocking = w->kind == EVL__W_COND && w->owner && evl__cond_relocking(w);
@@ -7324,12 +7428,14 @@ static void evl__wl_fail_all(evl__wlist *l, int err, const char *msg) {
     (void)evl_future_set_error(&w->fut, err, msg);
   }
 }
+#ifndef EVLOOP_NO_SYNC
 static void evl__wl_detach_all(evl__wlist *l) {
   while (l->head) {
     l->head->owner = NULL;
     evl__wl_remove(l->head);
   }
 }
+#endif
 static evl_future *evl__failed(evl_loop *loop, int err, const char *msg) {
   evl_future *f = evl_future_new(loop);
   if (f)
@@ -7350,6 +7456,9 @@ static void evl__prim_free(evl_loop *loop, void *p) {
   evl__loop_unref(loop);
 }
 
+#endif /* !EVLOOP_NO_SYNC || !EVLOOP_NO_COMPOSE */
+
+#ifndef EVLOOP_NO_SYNC
 /* A new waiter of owner, granted at once (now) or queued. */
 static evl_future *evl__acquire(evl_loop *loop, void *owner,
                                 void (*abandon)(evl__waiter *), int now,
@@ -8015,6 +8124,9 @@ EVL__DEF void evl_queue_free(evl_queue *q) {
   evl__prim_free(q->loop, q);
 }
 
+#endif /* EVLOOP_NO_SYNC */
+
+#ifndef EVLOOP_NO_COMPOSE
 /* ==== Tasks that compose: wait, as_completed, shield, TaskGroup ========= */
 
 typedef struct evl__multi {
@@ -8423,6 +8535,9 @@ EVL__DEF void evl_task_group_free(evl_task_group *g) {
   evl__prim_free(g->loop, g);
 }
 
+#endif /* EVLOOP_NO_COMPOSE */
+
+#ifndef EVLOOP_NO_EXECUTOR
 /* ==== Executor ==========================================================
    A pool of threads with one FIFO queue. A job is linked in its loop's
    list (under the loop's ts_mu) from submission until its completion is
@@ -9086,6 +9201,9 @@ EVL__DEF evl_future *evl_to_thread(evl_loop *loop, evl_work_fn fn, void *arg,
   return evl_run_in_executor(loop, NULL, fn, arg, result_free);
 }
 
+#endif /* EVLOOP_NO_EXECUTOR */
+
+#ifndef EVLOOP_NO_NET
 /* ==== DNS =============================================================== */
 
 typedef struct evl__gai_req {
@@ -9111,18 +9229,6 @@ static int evl__gai_work(void *arg, void **result) {
   *result = res;
   return 0;
 }
-static char *evl__gstrdup(const char *s) {
-  size_t n;
-  char *d;
-  if (!s)
-    return NULL;
-  n = strlen(s) + 1;
-  d = (char *)EVLOOP_MALLOC(NULL, n);
-  if (d)
-    memcpy(d, s, n);
-  return d;
-}
-
 EVL__DEF evl_future *evl_getaddrinfo(evl_loop *loop, const char *host,
                                      const char *service, int family,
                                      int socktype, int protocol, int flags) {
@@ -9153,9 +9259,6 @@ typedef struct evl__gni_req {
   int flags;
 } evl__gni_req;
 
-static void evl__gfree(void *p) {
-  EVLOOP_FREE(NULL, p);
-}
 static int evl__gni_work(void *arg, void **result) {
   evl__gni_req *r = (evl__gni_req *)arg;
   evl_nameinfo *ni = (evl_nameinfo *)EVLOOP_MALLOC(NULL, sizeof *ni);
@@ -15659,6 +15762,8 @@ evl_connect_accepted_socket_opts(evl_loop *loop, const evl_protocol *proto,
   return f;
 }
 
+#endif /* EVLOOP_NO_NET */
+
 #ifndef EVLOOP_NO_PROCESS
 /* ==== Signals on Windows ================================================
    SIGINT and SIGBREAK come from the console (Ctrl-C, Ctrl-Break) through a
@@ -17517,6 +17622,7 @@ EVL__DEF int evl_hook_set_ref(evl_loop *loop, int id, int ref) {
   return 0;
 }
 
+#ifndef EVLOOP_NO_NET
 EVL__DEF int evl_transport_set_ref(evl_transport *t, int ref) {
   if (!t)
     return EVL_EINVAL;
@@ -17530,6 +17636,7 @@ EVL__DEF int evl_server_set_ref(evl_server *s, int ref) {
   s->unref = !ref;
   return 0;
 }
+#endif /* EVLOOP_NO_NET */
 
 #ifndef EVLOOP_NO_PROCESS
 EVL__DEF int evl_signal_set_ref(evl_loop *loop, int signum, int ref) {
@@ -17555,13 +17662,15 @@ EVL__DEF int evl_subprocess_set_ref(evl_subprocess *p, int ref) {
 #endif
 
 EVL__DEF int evl_loop_alive(evl_loop *loop) {
+#ifndef EVLOOP_NO_NET
   evl_transport *t;
   evl_server *sv;
+#endif
   struct evl_subprocess *p;
   int i;
   if (!loop || loop->closed)
     return 0;
-  if (loop->ring_len || loop->fd_refs || loop->resolving || loop->fs_watches ||
+  if (loop->ring_len || loop->fd_refs || loop->fs_watches ||
       loop->heap_len - loop->heap_cancelled > loop->heap_unref)
     return 1;
   /* executor jobs: running, or done and not delivered yet (the executor's
@@ -17574,12 +17683,16 @@ EVL__DEF int evl_loop_alive(evl_loop *loop) {
   for (i = 0; i < loop->nhooks; i++)
     if (loop->hooks[i].cb && !loop->hooks[i].unref)
       return 1;
+#ifndef EVLOOP_NO_NET
+  if (loop->resolving)
+    return 1;
   for (t = loop->transports; t; t = t->lnext)
     if (!(t->flags & EVL__T_UNREF))
       return 1;
   for (sv = loop->servers; sv; sv = sv->lnext)
     if (!sv->closed && !sv->unref)
       return 1;
+#endif
 #ifndef EVLOOP_NO_PROCESS
   for (p = loop->children; p; p = p->lnext)
     if (!p->unref)
@@ -19174,11 +19287,15 @@ EVL__DEF int evl_run(evl_task_fn fn, const void *state, size_t state_size,
   if (rc == 0 && result)
     *result = evl_future_result(main_task);
   evl__cancel_all_tasks(loop);
+#ifndef EVLOOP_NO_EXECUTOR
   sd = evl_shutdown_default_executor(loop);
   if (sd) {
     (void)evl_run_until_complete(loop, sd);
     evl_future_release(sd);
   }
+#else
+  (void)sd;
+#endif
   evl_future_release(main_task);
   evl_loop_free(loop);
   return rc;
