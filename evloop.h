@@ -608,7 +608,15 @@ EVLOOP_API int evl_loop_is_running(const evl_loop *loop);
    evl_run) is EVL_EOTHERLOOP inside a callback of another loop running on
    the same thread (asyncio: "Cannot run the event loop while another loop
    is running"): run the other loop on its own thread, or from the host's
-   frame loop between iterations. */
+   frame loop between iterations.
+   Departure from asyncio and libuv (which poll for I/O every iteration,
+   with a zero timeout when callbacks are ready): while callbacks are
+   ready, up to 16 iterations in a row skip that poll, as long as the last
+   one was less than 50 us ago (tokio's scheduler polls its I/O driver
+   every 61 tasks for the same reason: the syscall costs more than a short
+   iteration). Ready I/O waits at most that long; every iteration polls
+   when the loop is stopping, hooks are set or the clock is manual, and so
+   does every evl_run_once. */
 EVLOOP_API int evl_run_forever(evl_loop *loop);
 /* 0 when fut completed with a result; its error code when it failed or was
    cancelled (EVL_ECANCELED); EVL_ESTOPPED when evl_stop() came first. */
@@ -644,7 +652,8 @@ EVLOOP_API const char *evl_backend_name(const evl_loop *loop);
 /* Loop metrics, always on: counters the loop keeps anyway and two clock
    readings per iteration (after the wait, which the loop does anyway, and
    after the callbacks; a third before the wait when evl_run_once is the
-   caller or hooks ran). No clock reading per callback: the longest
+   caller or hooks ran; one, after the callbacks, when the iteration
+   skipped the poll). No clock reading per callback: the longest
    callback is timed per iteration, so it is exact when an iteration ran
    one callback and an upper bound otherwise (debug mode times every
    callback and makes it exact). Times are in nanoseconds of the monotonic
@@ -997,7 +1006,10 @@ EVLOOP_API int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn);
 
 /* ==== High-level helpers ================================================= */
 
-/* Completes with `result` after `delay` seconds (same rules as call_later). */
+/* Completes with `result` after `delay` seconds (same rules as call_later).
+   A delay of 0 or less is asyncio's sleep(0), a bare yield: no timer, and
+   a task awaiting it resumes after the callbacks ready now, in one trip
+   through the ready queue (its done callbacks run in that trip). */
 EVLOOP_API evl_future *evl_sleep(evl_loop *loop, double delay, void *result);
 /* Completes as fut does, or with EVL_ETIMEDOUT after `timeout` seconds, once
    fut has been cancelled. Consumes the reference to fut. A negative timeout
@@ -2453,6 +2465,8 @@ struct evl_loop {
   evl_loop_metrics metrics;
   int64_t m_mark; /* monotonic ns at the end of the last iteration */
   int m_mark_ok;  /* m_mark is the start of this wait (run_forever) */
+  int poll_skips; /* iterations since the last poll (evl__iterate) */
+  int64_t poll_ns; /* monotonic ns of the last poll */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
@@ -5681,13 +5695,29 @@ EVL__DEF int evl_loop_metrics_get(evl_loop *loop, evl_loop_metrics *out) {
   return 0;
 }
 
+/* A departure from asyncio (whose _run_once polls every iteration) and
+   libuv, after tokio (which polls its I/O driver every 61 task polls):
+   while callbacks are ready, inside one evl_run/run_forever call, up to
+   EVL__POLL_SKIP_MAX iterations in a row skip the poll (a syscall costing
+   more than the rest of a short iteration), as long as the last poll was
+   less than EVL__POLL_SKIP_NS ago. Ready I/O waits at most that long;
+   evl_run_once, a stopping loop, hooks and a manual clock always poll. */
+#define EVL__POLL_SKIP_MAX 16
+#define EVL__POLL_SKIP_NS 50000
+static int evl__poll_skippable(evl_loop *loop, int64_t timeout, int hooks) {
+  return timeout == 0 && loop->ring_len && !loop->stopping && !hooks &&
+         !loop->nhooks && !loop->clock_ns && loop->m_mark_ok &&
+         loop->poll_skips < EVL__POLL_SKIP_MAX &&
+         loop->m_mark - loop->poll_ns < EVL__POLL_SKIP_NS;
+}
+
 /* One iteration, as asyncio's _run_once: wait for I/O (not at all if work
    is ready or the loop is stopping), queue fd events and due timers behind
    the callbacks already ready, then run exactly what is queued now. */
 static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   int64_t timeout, t_wait, t_woke, t_end;
   uint32_t n;
-  int rc, ran = 0, hooks = 0;
+  int rc, ran = 0, hooks = 0, skip;
   uint64_t events = 0;
   if (loop->nhooks) { /* idle, then prepare: just before the wait */
     hooks += evl__hooks_run(loop, EVL_HOOK_IDLE);
@@ -5709,13 +5739,26 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   if (timeout && loop->run_alive && !evl_loop_alive(loop))
     timeout = 0; /* a hook let go of the last reference: do not block */
   t_wait = loop->m_mark_ok && !hooks ? loop->m_mark : evl__monotonic_ns();
-  rc = evl__be_poll(loop, timeout);
-  if (rc < 0)
-    return rc;
+  skip = evl__poll_skippable(loop, timeout, hooks);
+  if (!skip) {
+    rc = evl__be_poll(loop, timeout);
+    if (rc < 0)
+      return rc;
+  }
   if (loop->ts_carry)
     ran += evl__ts_run_carry(loop);
-  loop->now = evl__now(loop);
-  t_woke = loop->clock_ns ? evl__monotonic_ns() : loop->now;
+  if (skip && !ran) {
+    loop->now = t_woke = t_wait; /* the previous iteration just ended */
+  } else {
+    loop->now = evl__now(loop);
+    t_woke = loop->clock_ns ? evl__monotonic_ns() : loop->now;
+  }
+  if (skip) {
+    loop->poll_skips++;
+  } else {
+    loop->poll_skips = 0;
+    loop->poll_ns = t_woke;
+  }
   while (loop->heap_len && loop->heap[0].when <= loop->now) {
     uint32_t i = loop->heap[0].slot;
     if (evl__ring_reserve(loop, 1))
@@ -6916,8 +6959,14 @@ EVL__DEF void evl_task_fail(evl_task *task, int code, const char *message) {
     evl__task_end(EVL__TASK(task), code < 0 ? code : EVL_EINVAL, message, NULL);
 }
 
+static void evl__ts_task_done(evl_future *task, void *arg);
+
 /* Loop closing: every pending future lets go of its loop references. The
-   futures are pinned first, since dropping one reference can free others. */
+   futures are pinned first, since dropping one reference can free others.
+   A task's thread-safe handle (evl_run_task_threadsafe) is completed with
+   the task's outcome even though the done callbacks never fire now: the
+   task was dropped pending (cancelled), or ended with its callbacks still
+   queued; the other thread may be waiting on the handle. */
 static void evl__futures_close(evl_loop *loop) {
   evl_future *f, *next;
   /* No allocation (this runs out of memory too): nothing is freed while
@@ -6928,6 +6977,14 @@ static void evl__futures_close(evl_loop *loop) {
   for (f = loop->futures; f; f = f->lnext)
     if (f->vt && f->vt->close)
       f->vt->close(f);
+  for (f = loop->futures; f; f = f->lnext) {
+    uint32_t i;
+    for (i = 0; i < f->ncbs; i++)
+      if (f->cbs[i].cb == evl__ts_task_done) {
+        f->cbs[i].cb = NULL;
+        evl__ts_task_done(f, f->cbs[i].arg);
+      }
+  }
   for (f = loop->futures; f; f = next) {
     next = f->lnext; /* pinned: alive after f goes */
     evl_future_release(f);
@@ -6947,6 +7004,23 @@ static void evl__sleep_fire(evl_loop *loop, void *arg) {
   s->timer = 0;
   if (!loop->closing)
     (void)evl_future_set_result(&s->fut, s->value);
+  evl_future_release(&s->fut);
+}
+/* sleep(0) is asyncio's bare yield: one trip through the ready queue, not
+   a timer plus a second trip for the done callbacks. This callback is that
+   trip, so the done callbacks (the task's wake-up) run here. */
+static void evl__sleep0_fire(evl_loop *loop, void *arg) {
+  evl__sleep *s = (evl__sleep *)arg;
+  s->timer = 0;
+  if (!loop->closing && s->fut.state == EVL__PENDING) {
+    s->fut.state = EVL__DONE;
+    s->fut.result = s->value;
+    if (s->fut.ncbs) {
+      s->fut.fire_pending = 1;
+      s->fut.refs++; /* evl__future_fire's, as a scheduled fire holds */
+      evl__future_fire(loop, &s->fut);
+    }
+  }
   evl_future_release(&s->fut);
 }
 static int evl__sleep_cancel(evl_future *f) {
@@ -6971,7 +7045,8 @@ EVL__DEF evl_future *evl_sleep(evl_loop *loop, double delay, void *result) {
     (void)evl_future_set_error(&s->fut, EVL_EINVAL, "delay is NaN or infinite");
     return &s->fut;
   }
-  s->timer = evl__later_internal(loop, ns, evl__sleep_fire, s);
+  s->timer = ns > 0 ? evl__later_internal(loop, ns, evl__sleep_fire, s)
+                    : evl__soon_internal(loop, evl__sleep0_fire, s);
   if (s->timer < 0) {
     s->timer = 0;
     evl_future_release(&s->fut);
@@ -7194,8 +7269,11 @@ static int evl__timeout_arm(evl_timeout *to, int64_t when) {
   to->when = when;
   if (when == INT64_MAX || to->expired)
     return 0;
-  to->timer = evl__schedule(loop, when < 0 ? 0 : when, evl__timeout_fire, to,
-                            EVL__SLOT_INTERNAL, NULL, NULL, 0);
+  /* a deadline already past expires in one trip through the ready queue,
+     as asyncio's reschedule does (call_soon): ahead of a sleep(0) after */
+  to->timer = evl__schedule(loop, when <= evl__now(loop) ? -1 : when,
+                            evl__timeout_fire, to, EVL__SLOT_INTERNAL, NULL,
+                            NULL, 0);
   if (to->timer < 0) {
     int rc = (int)to->timer;
     to->timer = 0;
