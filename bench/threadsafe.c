@@ -10,6 +10,15 @@
    - libuv: one uv_async_t per direction (uv_async_init on the receiving
      loop), uv_async_send from the sending thread.
    - libev: one ev_async per direction, ev_async_send.
+   - epoll: the floor, hand-written: each loop an epoll fd watching its own
+     eventfd; a message is an 8-byte write to the other loop's eventfd, and
+     the woken loop reads its eventfd back to zero (what any epoll loop must
+     do at least to be woken from another thread).
+
+   Each run is pinned to one core (both threads on it; unpinned when that
+   fails): a round trip is then two thread switches plus what each library
+   does around its wake-up, not the scheduler's cross-core wake-up latency,
+   which varies far more than the libraries do.
 
    Time is wall-clock time from the first send (made by the main thread
    once the second thread is started) to the callback on loop 1 that
@@ -25,6 +34,10 @@
 #endif
 #include "bench.h"
 #include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 
 typedef struct rt {
   long n, count;
@@ -41,6 +54,7 @@ typedef struct rt {
   struct ev_loop *vl1, *vl2;
   ev_async va1, va2;
 #endif
+  int ep1, ep2, efd1, efd2; /* epoll: loop N's epoll fd and eventfd */
 } rt;
 
 /* ---- evloop.h ----------------------------------------------------------- */
@@ -203,15 +217,101 @@ static void run_ev(rt *r) {
 }
 #endif
 
+/* ---- epoll + eventfd (hand-written) -------------------------------------- */
+
+static void ep_send(int efd) {
+  uint64_t one = 1;
+  if (write(efd, &one, sizeof one) != (ssize_t)sizeof one)
+    bench_die("eventfd write");
+}
+
+/* Waits until efd (watched by ep) is readable and reads it back to zero. */
+static void ep_wait(int ep, int efd) {
+  struct epoll_event ev;
+  uint64_t v;
+  int n;
+  while ((n = epoll_wait(ep, &ev, 1, -1)) < 0)
+    if (errno != EINTR)
+      bench_die("epoll_wait");
+  if (read(efd, &v, sizeof v) != (ssize_t)sizeof v)
+    bench_die("eventfd read");
+}
+
+static void *ep_thread(void *arg) { /* loop 2 */
+  rt *r = (rt *)arg;
+  for (;;) {
+    ep_wait(r->ep2, r->efd2);
+    if (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE))
+      return NULL;
+    ep_send(r->efd1);
+  }
+}
+
+static int ep_open(int *ep, int *efd) {
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN;
+  *ep = epoll_create1(EPOLL_CLOEXEC);
+  *efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  return *ep < 0 || *efd < 0 || epoll_ctl(*ep, EPOLL_CTL_ADD, *efd, &ev) != 0;
+}
+
+static void run_ep(rt *r) {
+  if (ep_open(&r->ep1, &r->efd1) || ep_open(&r->ep2, &r->efd2))
+    bench_die("epoll/eventfd");
+  pthread_t th;
+  if (pthread_create(&th, NULL, ep_thread, r) != 0)
+    bench_die("pthread_create");
+  r->t0 = bench_now();
+  ep_send(r->efd2);
+  for (;;) { /* loop 1 */
+    ep_wait(r->ep1, r->efd1);
+    if (++r->count < r->n) {
+      ep_send(r->efd2);
+      continue;
+    }
+    r->t1 = bench_now();
+    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+    ep_send(r->efd2);
+    break;
+  }
+  pthread_join(th, NULL);
+  close(r->ep1), close(r->ep2), close(r->efd1), close(r->efd2);
+}
+
 /* ---- Driver ------------------------------------------------------------- */
 
-enum { NLIBS = 3 };
-static const char *const lib_names[NLIBS] = {"evloop", "libuv", "libev"};
-static const int lib_built[NLIBS] = {HAVE_EVL, HAVE_UV, HAVE_EV};
+enum { NLIBS = 4 };
+static const char *const lib_names[NLIBS] = {"evloop", "libuv", "libev",
+                                             "epoll"};
+static const int lib_built[NLIBS] = {HAVE_EVL, HAVE_UV, HAVE_EV, 1};
+
+/* The first core this process may use, or -1. */
+static int first_cpu(void) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0)
+    return -1;
+  for (int c = 0; c < CPU_SETSIZE; c++)
+    if (CPU_ISSET(c, &set))
+      return c;
+  return -1;
+}
+
+/* Pins this process (and the threads it starts) to cpu; 0 or -1. */
+static int pin_to(int cpu) {
+  cpu_set_t set;
+  if (cpu < 0)
+    return -1;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return sched_setaffinity(0, sizeof set, &set);
+}
 
 static int child(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: %s --run evloop|libuv|libev N\n", argv[0]);
+    fprintf(stderr, "usage: %s --run evloop|libuv|libev|epoll N\n",
+            argv[0]);
     return 2;
   }
   const char *lib = argv[2];
@@ -220,6 +320,9 @@ static int child(int argc, char **argv) {
   if (r.n < 1)
     bench_die("arguments");
   int ran = 0;
+  (void)pin_to(first_cpu());
+  if (strcmp(lib, "epoll") == 0)
+    run_ep(&r), ran = 1;
 #if HAVE_EVL
   if (strcmp(lib, "evloop") == 0)
     run_evl(&r), ran = 1;
@@ -256,6 +359,13 @@ int main(int argc, char **argv) {
          "reproduces this)\n",
          argv[0]);
   bench_print_libs();
+  printf("           epoll + eventfd (hand-written)\n");
+  int cpu = first_cpu();
+  if (pin_to(cpu) == 0)
+    printf("pinning: each run's two threads share core %d\n", cpu);
+  else
+    printf("pinning: SKIPPED (sched_setaffinity failed): the threads share "
+           "the cores\n");
   int reps = bench_reps();
   double rate[NLIBS][BENCH_MAX_REPS];
   for (int r = 0; r < reps; r++)
@@ -270,9 +380,9 @@ int main(int argc, char **argv) {
   printf("\n== %ld round trips between two loops in two threads, one "
          "message in flight\n",
          n);
-  bench_rate_table(reps, "round trips/s", "us/trip", 1e6, lib_names, lib_built,
-                   rate);
-  printf("   one run: %s --run LIB %ld   (LIB: evloop libuv libev)\n", argv[0],
-         n);
+  bench_rate_table_n(NLIBS, reps, "round trips/s", "us/trip", 1e6, lib_names,
+                     lib_built, rate);
+  printf("   one run: %s --run LIB %ld   (LIB: evloop libuv libev epoll)\n",
+         argv[0], n);
   return 0;
 }
