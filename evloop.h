@@ -2303,6 +2303,21 @@ struct evl_future {
 #define EVL__FLAG_STORE(p, v) (*(volatile int *)(p) = (v))
 #endif
 
+/* Skipping the wake-up write while the loop is busy (see the cross-thread
+   queue) needs two sequentially consistent stores and loads, so that a
+   queued call and the loop's "busy" flag cannot both go unseen. Without
+   atomics (or without threads) the loop is never marked busy and every
+   first call writes, as before. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(EVLOOP_NO_THREADS)
+#define EVL__SC_LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define EVL__SC_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define EVL__WAKE_SKIP 1
+#else
+#define EVL__SC_LOAD(p) EVL__FLAG_LOAD(p)
+#define EVL__SC_STORE(p, v) EVL__FLAG_STORE(p, v)
+#define EVL__WAKE_SKIP 0
+#endif
+
 /* Threads: pthreads on POSIX, Win32 slim locks and threads on Windows. */
 #if defined(EVLOOP_NO_THREADS)
 typedef int evl__mutex;
@@ -2463,9 +2478,9 @@ struct evl_loop {
   struct evl_fs_watch *fs_watches; /* file watches, closed with the loop */
   void (*fs_watches_close)(evl_loop *loop);
   evl_loop_metrics metrics;
-  int64_t m_mark; /* monotonic ns at the end of the last iteration */
-  int m_mark_ok;  /* m_mark is the start of this wait (run_forever) */
-  int poll_skips; /* iterations since the last poll (evl__iterate) */
+  int64_t m_mark;  /* monotonic ns at the end of the last iteration */
+  int m_mark_ok;   /* m_mark is the start of this wait (run_forever) */
+  int poll_skips;  /* iterations since the last poll (evl__iterate) */
   int64_t poll_ns; /* monotonic ns of the last poll */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
@@ -2498,9 +2513,10 @@ struct evl_loop {
   evl__tsent *ts_carry;
   size_t ts_carry_at, ts_carry_n, ts_carry_cap;
   int ts_pending, ts_closed, ts_wakers;
-  int ts_calls;        /* 1 while tsq holds callbacks; read without ts_mu */
-  int ts_taking;       /* evl__ts_take is moving callbacks (loop thread only) */
-  unsigned char *rbuf; /* the read buffer transports share */
+  int ts_calls;  /* 1 while tsq holds callbacks; read without ts_mu */
+  int ts_busy;   /* 1 from a wait's end to the iteration's end: no wake-up */
+  int ts_taking; /* evl__ts_take is moving callbacks (loop thread only) */
+  unsigned char *rbuf;    /* the read buffer transports share */
   struct evl__mmsg *mmsg; /* recvmmsg's buffers (Linux), made on use */
 #ifndef EVLOOP_NO_NET
   evl_transport *transports; /* open transports */
@@ -3708,7 +3724,15 @@ EVL__DEF int evl_hook_remove(evl_loop *loop, int id) {
 /* ==== Cross-thread queue ================================================
    evl_call_soon_threadsafe appends under a mutex and writes to the wake-up
    fd only when the queue was empty, so a burst of calls costs one wake-up.
-   The loop drains the queue when the wake-up fd is readable. */
+   The loop drains the queue when the wake-up fd is readable.
+   No write at all while the loop is busy (ts_busy, from the end of its
+   wait to the end of the iteration, libev's pipe_write_wanted turned
+   round): the iteration's end clears the flag, then looks at ts_calls and
+   takes what was queued meanwhile. The caller stores ts_calls then reads
+   ts_busy, the loop stores ts_busy then reads ts_calls, all sequentially
+   consistent: at least one of them sees the other's store, so a call is
+   either seen by the loop or written for. Outside iterations (a host loop
+   polling evl_backend_fd) the flag is 0 and every first call writes. */
 
 #ifdef EVL__HAVE_KQUEUE
 static void evl__kqueue_trigger(evl_loop *loop);
@@ -3786,8 +3810,8 @@ static int evl__ts_push(evl_loop *loop, evl_callback cb, void *arg,
       loop->tsq[loop->ts_len].arg = arg;
       loop->tsq[loop->ts_len].internal = internal;
       loop->ts_len++;
-      EVL__FLAG_STORE(&loop->ts_calls, 1);
-      if (!loop->ts_pending) {
+      EVL__SC_STORE(&loop->ts_calls, 1);
+      if (!loop->ts_pending && !EVL__SC_LOAD(&loop->ts_busy)) {
         loop->ts_pending = 1;
         loop->ts_wakers++;
         wake = 1;
@@ -3927,6 +3951,19 @@ static void evl__ts_take(evl_loop *loop, int jobs_too) {
 }
 static void evl__ts_drain(evl_loop *loop) {
   evl__ts_take(loop, 1);
+}
+
+/* The iteration's end: callers write for their wake-ups again, and what
+   they queued without one while the loop was busy goes to the ring now
+   (so the next wait, or a host loop's evl_next_timeout, does not sleep). */
+static void evl__ts_unbusy(evl_loop *loop) {
+#if EVL__WAKE_SKIP
+  EVL__SC_STORE(&loop->ts_busy, 0);
+  if (EVL__SC_LOAD(&loop->ts_calls) && !loop->closing)
+    evl__ts_take(loop, 0);
+#else
+  (void)loop;
+#endif
 }
 
 /* ==== fd watchers ======================================================= */
@@ -5745,6 +5782,9 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     if (rc < 0)
       return rc;
   }
+#if EVL__WAKE_SKIP
+  EVL__FLAG_STORE(&loop->ts_busy, 1); /* evl__ts_unbusy below */
+#endif
   if (loop->ts_carry)
     ran += evl__ts_run_carry(loop);
   if (skip && !ran) {
@@ -5817,6 +5857,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   }
   if (loop->nhooks) /* check: after the iteration's callbacks */
     hooks += evl__hooks_run(loop, EVL_HOOK_CHECK);
+  evl__ts_unbusy(loop);
   loop->now_reuse = 0;
   t_end = evl__monotonic_ns();
   evl__metrics_add(loop, t_woke - t_wait, t_end - t_woke, ran + hooks, events);
@@ -7271,9 +7312,9 @@ static int evl__timeout_arm(evl_timeout *to, int64_t when) {
     return 0;
   /* a deadline already past expires in one trip through the ready queue,
      as asyncio's reschedule does (call_soon): ahead of a sleep(0) after */
-  to->timer = evl__schedule(loop, when <= evl__now(loop) ? -1 : when,
-                            evl__timeout_fire, to, EVL__SLOT_INTERNAL, NULL,
-                            NULL, 0);
+  to->timer =
+      evl__schedule(loop, when <= evl__now(loop) ? -1 : when, evl__timeout_fire,
+                    to, EVL__SLOT_INTERNAL, NULL, NULL, 0);
   if (to->timer < 0) {
     int rc = (int)to->timer;
     to->timer = 0;
