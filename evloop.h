@@ -17167,28 +17167,14 @@ static int evl__inherit(HANDLE h, HANDLE *out) {
   return 0;
 }
 
-static evl_future *evl__subprocess(evl_loop *loop,
-                                   const evl_subprocess_protocol *proto,
-                                   void *user, const char *const *argv,
-                                   const evl_subprocess_options *opts,
-                                   evl_subprocess **out, int result_is_user) {
-  evl_future *f;
-  evl_subprocess *p;
-  evl_stdio mode[3];
-  int userfd[3], pfd[3] = {-1, -1, -1}, i, rc = 0;
-  int named[3] = {0, 0, 0}; /* stdio i is a named pipe, not a socket pair */
-  evl_handle start = 0;
-  HANDLE child[3] = {NULL, NULL, NULL}, list[3];
-  DWORD nlist = 0;
-  char *cmdline = NULL, *envblock = NULL;
-  STARTUPINFOEXA si;
-  PROCESS_INFORMATION pi;
-  SIZE_T attr_size = 0;
-  p = evl__sub_new(loop, &f, proto, user, argv, &opts, result_is_user, mode,
-                   userfd);
-  if (!p)
-    return f;
-  /* The child's handles, each an inheritable copy of its own. */
+/* The child's handles, each an inheritable copy of its own (child), and
+   our ends of its pipes (pfd; named[i]: a named pipe, else a socket of a
+   loopback pair). On an error, what was made stays for the caller. */
+static int evl__child_stdio(evl_loop *loop, const evl_stdio mode[3],
+                            const int userfd[3], HANDLE child[3], int pfd[3],
+                            int named[3]) {
+  int i, rc = 0;
+  (void)loop;
   for (i = 0; i < 3 && rc == 0; i++) {
     static const DWORD std_ids[3] = {STD_INPUT_HANDLE, STD_OUTPUT_HANDLE,
                                      STD_ERROR_HANDLE};
@@ -17254,11 +17240,23 @@ static evl_future *evl__subprocess(evl_loop *loop,
       rc = EVL_EINVAL;
     }
   }
-  if (rc == 0) {
-    cmdline = evl__cmdline(argv, &rc);
-    if (rc == 0 && opts->env && !(envblock = evl__env_block(opts->env)))
-      rc = EVL_ENOMEM;
-  }
+  return rc;
+}
+
+/* CreateProcess with exactly the child's handles inherited (the handle
+   list), its command line and environment block built from argv and opts. */
+static int evl__spawn(const char *const *argv,
+                      const evl_subprocess_options *opts, const HANDLE child[3],
+                      PROCESS_INFORMATION *pi) {
+  HANDLE list[3];
+  DWORD nlist = 0;
+  char *cmdline, *envblock = NULL;
+  STARTUPINFOEXA si;
+  SIZE_T attr_size = 0;
+  int i, rc = 0;
+  cmdline = evl__cmdline(argv, &rc);
+  if (rc == 0 && opts->env && !(envblock = evl__env_block(opts->env)))
+    rc = EVL_ENOMEM;
   if (rc == 0) {
     memset(&si, 0, sizeof si);
     si.StartupInfo.cb = sizeof si;
@@ -17287,14 +17285,13 @@ static evl_future *evl__subprocess(evl_loop *loop,
                    list, nlist * sizeof(HANDLE), NULL, NULL)) {
       rc = evl_translate_sys_error(evl__win_errno(GetLastError()));
     }
-    start = evl__sub_queue_start(loop, p, &rc);
     if (rc == 0 &&
         !CreateProcessA(NULL, cmdline, NULL, NULL, nlist ? TRUE : FALSE,
                         EXTENDED_STARTUPINFO_PRESENT | CREATE_NO_WINDOW |
                             (opts->start_new_session || opts->process_group
                                  ? CREATE_NEW_PROCESS_GROUP
                                  : 0),
-                        envblock, opts->cwd, &si.StartupInfo, &pi)) {
+                        envblock, opts->cwd, &si.StartupInfo, pi)) {
       DWORD e = GetLastError();
       rc = evl_translate_sys_error(evl__win_errno(e));
       if (e == ERROR_DIRECTORY && opts->cwd)
@@ -17307,6 +17304,39 @@ static evl_future *evl__subprocess(evl_loop *loop,
   }
   EVLOOP_FREE(NULL, cmdline);
   EVLOOP_FREE(NULL, envblock);
+  return rc;
+}
+
+/* Watching the child's exit: a thread-pool wait posts it to the loop. */
+static void evl__sub_watch(evl_loop *loop, evl_subprocess *p) {
+  (void)loop;
+  if (!RegisterWaitForSingleObject(&p->wait, p->proc, evl__sub_win_signalled, p,
+                                   INFINITE, WT_EXECUTEONLYONCE))
+    p->wait = NULL; /* reaped at close; EVL_ENOMEM territory */
+}
+
+/* Windows: the child's stdio, the spawn, the exit watch. */
+static evl_future *evl__subprocess(evl_loop *loop,
+                                   const evl_subprocess_protocol *proto,
+                                   void *user, const char *const *argv,
+                                   const evl_subprocess_options *opts,
+                                   evl_subprocess **out, int result_is_user) {
+  evl_future *f;
+  evl_subprocess *p;
+  evl_stdio mode[3];
+  int userfd[3], pfd[3] = {-1, -1, -1}, i, rc;
+  int named[3] = {0, 0, 0}; /* stdio i is a named pipe, not a socket pair */
+  evl_handle start = 0;
+  HANDLE child[3] = {NULL, NULL, NULL};
+  PROCESS_INFORMATION pi;
+  p = evl__sub_new(loop, &f, proto, user, argv, &opts, result_is_user, mode,
+                   userfd);
+  if (!p)
+    return f;
+  rc = evl__child_stdio(loop, mode, userfd, child, pfd, named);
+  start = evl__sub_queue_start(loop, p, &rc);
+  if (rc == 0)
+    rc = evl__spawn(argv, opts, child, &pi);
   for (i = 0; i < 3; i++) /* the child has its copies now */
     if (child[i]) {
       if (mode[i] == EVL_STDIO_PIPE && !named[i])
@@ -17330,9 +17360,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   p->proc = pi.hProcess;
   p->pid = (pid_t)pi.dwProcessId;
   evl__sub_link(p);
-  if (!RegisterWaitForSingleObject(&p->wait, p->proc, evl__sub_win_signalled, p,
-                                   INFINITE, WT_EXECUTEONLYONCE))
-    p->wait = NULL; /* reaped at close; EVL_ENOMEM territory */
+  evl__sub_watch(loop, p);
   evl__sub_begin(loop, p, f, pfd);
   if (out)
     *out = p;
@@ -17518,22 +17546,12 @@ static int evl__spawn(const char *const *argv, const evl_subprocess_options *o,
 #endif
 }
 
-static evl_future *evl__subprocess(evl_loop *loop,
-                                   const evl_subprocess_protocol *proto,
-                                   void *user, const char *const *argv,
-                                   const evl_subprocess_options *opts,
-                                   evl_subprocess **out, int result_is_user) {
-  evl_future *f;
-  evl_subprocess *p;
-  evl_stdio mode[3];
-  int userfd[3], cfd[3] = {-1, -1, -1}, pfd[3] = {-1, -1, -1}, i, rc = 0;
-  int devnull = -1;
-  evl_handle start = 0;
-  p = evl__sub_new(loop, &f, proto, user, argv, &opts, result_is_user, mode,
-                   userfd);
-  if (!p)
-    return f;
-  /* The child's ends: pipes, /dev/null, inherited or given fds. */
+/* The child's stdio: cfd gets the child's ends (pipes, /dev/null,
+   inherited or given fds), pfd our ends of its pipes. On an error, what
+   was made stays in cfd, pfd and *devnull for the caller to close. */
+static int evl__child_stdio(const evl_stdio mode[3], const int userfd[3],
+                            int cfd[3], int pfd[3], int *devnull) {
+  int i, rc = 0;
   for (i = 0; i < 3 && rc == 0; i++) {
     int pp[2];
     switch (mode[i]) {
@@ -17546,11 +17564,11 @@ static evl_future *evl__subprocess(evl_loop *loop,
       fcntl(cfd[i], F_SETFL, fcntl(cfd[i], F_GETFL) & ~O_NONBLOCK);
       break;
     case EVL_STDIO_DEVNULL:
-      if (devnull < 0)
-        devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-      if (devnull < 0)
+      if (*devnull < 0)
+        *devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+      if (*devnull < 0)
         rc = evl__errno();
-      cfd[i] = devnull;
+      cfd[i] = *devnull;
       break;
     case EVL_STDIO_INHERIT:
       break;
@@ -17569,43 +17587,84 @@ static evl_future *evl__subprocess(evl_loop *loop,
       rc = EVL_EINVAL;
     }
   }
+  return rc;
+}
+
+/* The child has its ends (or there is no child): ours of them go. */
+static void evl__child_stdio_close(const evl_stdio mode[3], const int cfd[3],
+                                   int devnull) {
+  int i;
+  for (i = 0; i < 3; i++)
+    if (mode[i] == EVL_STDIO_PIPE && cfd[i] >= 0)
+      close(cfd[i]);
+  if (devnull >= 0)
+    close(devnull);
+}
+
+static void evl__close3(const int fd[3]) {
+  int i;
+  for (i = 0; i < 3; i++)
+    if (fd[i] >= 0)
+      close(fd[i]);
+}
+
+/* Watching the spawned child's exit: the backend's way, else (no fd, no
+   memory) a timer that polls it (rearming cannot fail). If not even the
+   timer can be had, nothing could ever reap the child: it is killed and
+   reaped here, and the error returned. */
+static int evl__sub_watch(evl_loop *loop, evl_subprocess *p) {
+  int status, rc;
+  rc = evl__sub_watch_exit(loop, p);
+  if (rc == 0)
+    return 0;
+  p->poll_ms = 1;
+  p->poll_timer = evl__later_internal(loop, 1000000, evl__sub_poll_timer, p);
+  if (p->poll_timer >= 0)
+    return 0;
+  (void)kill(p->pid, SIGKILL);
+  while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  p->poll_timer = 0;
+  return rc;
+}
+
+/* POSIX: the child's stdio, the spawn, the exit watch. */
+static evl_future *evl__subprocess(evl_loop *loop,
+                                   const evl_subprocess_protocol *proto,
+                                   void *user, const char *const *argv,
+                                   const evl_subprocess_options *opts,
+                                   evl_subprocess **out, int result_is_user) {
+  evl_future *f;
+  evl_subprocess *p;
+  evl_stdio mode[3];
+  int userfd[3], cfd[3] = {-1, -1, -1}, pfd[3] = {-1, -1, -1}, rc;
+  int devnull = -1;
+  evl_handle start = 0;
+  p = evl__sub_new(loop, &f, proto, user, argv, &opts, result_is_user, mode,
+                   userfd);
+  if (!p)
+    return f;
+  rc = evl__child_stdio(mode, userfd, cfd, pfd, &devnull);
   start = evl__sub_queue_start(loop, p, &rc);
   if (rc == 0)
     rc = evl__spawn(argv, opts, cfd, &p->pid);
   if (rc && start)
     (void)evl__cancel_internal(loop, start);
-  for (i = 0; i < 3; i++) /* the child has its ends now */
-    if (mode[i] == EVL_STDIO_PIPE && cfd[i] >= 0)
-      close(cfd[i]);
-  if (devnull >= 0)
-    close(devnull);
+  evl__child_stdio_close(mode, cfd, devnull);
   if (rc) {
-    for (i = 0; i < 3; i++)
-      if (pfd[i] >= 0)
-        close(pfd[i]);
+    evl__close3(pfd);
     evl__lfree(loop, p);
     (void)evl_future_set_error(f, rc, NULL);
     return f;
   }
   evl__sub_link(p);
-  rc = evl__sub_watch_exit(loop, p);
-  if (rc) { /* no fd, no memory: a timer polls it (rearming cannot fail) */
-    p->poll_ms = 1;
-    p->poll_timer = evl__later_internal(loop, 1000000, evl__sub_poll_timer, p);
-    if (p->poll_timer < 0) { /* nothing could ever reap it: undone */
-      int status;
-      (void)kill(p->pid, SIGKILL);
-      while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
-      }
-      p->poll_timer = 0;
-      (void)evl__cancel_internal(loop, start);
-      for (i = 0; i < 3; i++)
-        if (pfd[i] >= 0)
-          close(pfd[i]);
-      evl__sub_unlink_free(p);
-      (void)evl_future_set_error(f, rc, NULL);
-      return f;
-    }
+  rc = evl__sub_watch(loop, p);
+  if (rc) { /* the child is gone again: undone */
+    (void)evl__cancel_internal(loop, start);
+    evl__close3(pfd);
+    evl__sub_unlink_free(p);
+    (void)evl_future_set_error(f, rc, NULL);
+    return f;
   }
   evl__sub_begin(loop, p, f, pfd);
   if (out)
