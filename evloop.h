@@ -2404,9 +2404,9 @@ struct evl_loop {
   struct evl_fs_watch *fs_watches; /* file watches, closed with the loop */
   void (*fs_watches_close)(evl_loop *loop);
   evl_loop_metrics metrics;
-  int64_t m_mark; /* monotonic ns at the end of the last iteration */
-  int m_mark_ok;  /* m_mark is the start of this wait (run_forever) */
-  int poll_skips; /* iterations since the last poll (evl__iterate) */
+  int64_t m_mark;  /* monotonic ns at the end of the last iteration */
+  int m_mark_ok;   /* m_mark is the start of this wait (run_forever) */
+  int poll_skips;  /* iterations since the last poll (evl__iterate) */
   int64_t poll_ns; /* monotonic ns of the last poll */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
@@ -7192,9 +7192,9 @@ static int evl__timeout_arm(evl_timeout *to, int64_t when) {
     return 0;
   /* a deadline already past expires in one trip through the ready queue,
      as asyncio's reschedule does (call_soon): ahead of a sleep(0) after */
-  to->timer = evl__schedule(loop, when <= evl__now(loop) ? -1 : when,
-                            evl__timeout_fire, to, EVL__SLOT_INTERNAL, NULL,
-                            NULL, 0);
+  to->timer =
+      evl__schedule(loop, when <= evl__now(loop) ? -1 : when, evl__timeout_fire,
+                    to, EVL__SLOT_INTERNAL, NULL, NULL, 0);
   if (to->timer < 0) {
     int rc = (int)to->timer;
     to->timer = 0;

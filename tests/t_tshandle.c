@@ -76,7 +76,8 @@ static void chain_cleanup(evl_task *t, void *state) {
   int next = *(int *)state + 1;
   evl_task *n;
   if (next == 17)
-    g_chain_h = evl_run_task_threadsafe(evl_task_loop(t), forever_task, NULL, 0);
+    g_chain_h =
+        evl_run_task_threadsafe(evl_task_loop(t), forever_task, NULL, 0);
   n = evl_task_create(evl_task_loop(t), forever_task, &next, sizeof next);
   if (n) /* NULL once close is past its rounds */
     (void)evl_task_set_cleanup(n, chain_cleanup);
