@@ -75,7 +75,8 @@
      create_task, coroutines, await
                          evl_task_create(loop, fn, state, size),
                          EVL_ASYNC_BEGIN, EVL_AWAIT, EVL_AWAIT_TRY,
-                         EVL_ASYNC_RETURN, EVL_ASYNC_END, evl_task_cancel,
+                         EVL_ASYNC_RETURN, EVL_ASYNC_END (or EVL_TASK and
+                         EVL_TASK_END around the body), evl_task_cancel,
                          evl_set_task_factory
      sleep, wait_for, gather
                          evl_sleep, evl_wait_for, evl_gather
@@ -927,6 +928,24 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
     return;                                                                    \
   } while (0)
 #define EVL_ASYNC_END(t) }
+/* A task function in two lines instead of five:
+
+       EVL_TASK(worker, t, worker_state, w)   // static void worker(evl_task
+         ...awaits, w->field...               //   *t, void *), w the state
+       EVL_TASK_END(t)                        //   as worker_state *, BEGIN
+
+   It is static; declare it ahead as `static void worker(evl_task *, void
+   *);` if needed. Its locals, if any, go in the state (or in a block that
+   holds no await): the body starts inside the resume switch, where C++
+   forbids initialised declarations and C would skip them on a resume. */
+#define EVL_TASK(name, t, type, s)                                             \
+  static void name(evl_task *t, void *evl_task_state_) {                       \
+    type *s = (type *)evl_task_state_;                                         \
+    (void)s;                                                                   \
+    EVL_ASYNC_BEGIN(t)
+#define EVL_TASK_END(t)                                                        \
+  EVL_ASYNC_END(t)                                                             \
+  }
 /* The cleanup section: what follows EVL_FINALLY(t) up to EVL_ASYNC_END runs
    once however the body ends (Python's try/finally around the whole body):
    falling into it, EVL_ASYNC_RETURN, EVL_ASYNC_FAIL, an EVL_AWAIT whose
