@@ -199,6 +199,26 @@
      EVLOOP_NO_PROCESS       leave out signal handlers and subprocesses
                              (evl_add_signal_handler, evl_subprocess_*,
                              evl_process_*)
+     EVLOOP_NO_NET           leave out networking: sockets, transports and
+                             protocols, pipes, servers, connections,
+                             datagram endpoints, streams, DNS, TLS, the
+                             evl_sock_* futures and evl_sendfile; implies
+                             EVLOOP_NO_PROCESS (subprocess stdio are pipe
+                             transports)
+     EVLOOP_NO_SYNC          leave out Lock, Event, Condition, Semaphore,
+                             Barrier and the queues (evl_lock_* & co.)
+     EVLOOP_NO_COMPOSE       leave out evl_wait, evl_as_completed,
+                             evl_shield and TaskGroup (evl_gather,
+                             evl_wait_for, evl_sleep and the timeouts stay)
+     EVLOOP_NO_EXECUTOR      leave out the executor (evl_run_in_executor,
+                             evl_executor_*, evl_to_thread) and
+                             evl_run_task_threadsafe; needs EVLOOP_NO_NET
+                             and EVLOOP_NO_FS (DNS and files run on it);
+                             evl_call_soon_threadsafe stays. The core-only
+                             build (loop, timers, futures, tasks, fd
+                             watching) is EVLOOP_NO_NET EVLOOP_NO_FS
+                             EVLOOP_NO_SYNC EVLOOP_NO_COMPOSE
+                             EVLOOP_NO_EXECUTOR.
      EVLOOP_TLS_OPENSSL      TLS through OpenSSL 1.1.1/3.x (link -lssl
                              -lcrypto); see "TLS layer" in the declarations
      EVLOOP_TLS_MBEDTLS      TLS through mbedTLS 2.28 (link -lmbedtls
@@ -344,8 +364,8 @@
        and overlapped named pipes: chapter 4.
      - File watches poll with stat() on Windows (ReadDirectoryChangesW is
        not used yet).
-     - Networking cannot be compiled out yet (no EVLOOP_NO_NET; files and
-       processes can: EVLOOP_NO_FS, EVLOOP_NO_PROCESS).
+     - Subprocesses cannot be kept without networking (EVLOOP_NO_NET
+       implies EVLOOP_NO_PROCESS, signal handlers included).
 
    9. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
@@ -378,6 +398,18 @@
 #else
 #define EVLOOP_API extern
 #endif
+#endif
+
+/* Subprocess stdio are pipe transports: without networking (which
+   brings the transports) there are no subprocesses, and signal handlers
+   go with them. */
+#if defined(EVLOOP_NO_NET) && !defined(EVLOOP_NO_PROCESS)
+#define EVLOOP_NO_PROCESS 1
+#endif
+/* DNS and the file operations run on the executor. */
+#if defined(EVLOOP_NO_EXECUTOR) &&                                             \
+    (!defined(EVLOOP_NO_NET) || !defined(EVLOOP_NO_FS))
+#error "EVLOOP_NO_EXECUTOR needs EVLOOP_NO_NET and EVLOOP_NO_FS"
 #endif
 
 #ifdef __cplusplus
@@ -584,7 +616,15 @@ EVLOOP_API int evl_loop_is_running(const evl_loop *loop);
    evl_run) is EVL_EOTHERLOOP inside a callback of another loop running on
    the same thread (asyncio: "Cannot run the event loop while another loop
    is running"): run the other loop on its own thread, or from the host's
-   frame loop between iterations. */
+   frame loop between iterations.
+   Departure from asyncio and libuv (which poll for I/O every iteration,
+   with a zero timeout when callbacks are ready): while callbacks are
+   ready, up to 16 iterations in a row skip that poll, as long as the last
+   one was less than 50 us ago (tokio's scheduler polls its I/O driver
+   every 61 tasks for the same reason: the syscall costs more than a short
+   iteration). Ready I/O waits at most that long; every iteration polls
+   when the loop is stopping, hooks are set or the clock is manual, and so
+   does every evl_run_once. */
 EVLOOP_API int evl_run_forever(evl_loop *loop);
 /* 0 when fut completed with a result; its error code when it failed or was
    cancelled (EVL_ECANCELED); EVL_ESTOPPED when evl_stop() came first. */
@@ -620,7 +660,8 @@ EVLOOP_API const char *evl_backend_name(const evl_loop *loop);
 /* Loop metrics, always on: counters the loop keeps anyway and two clock
    readings per iteration (after the wait, which the loop does anyway, and
    after the callbacks; a third before the wait when evl_run_once is the
-   caller or hooks ran). No clock reading per callback: the longest
+   caller or hooks ran; one, after the callbacks, when the iteration
+   skipped the poll). No clock reading per callback: the longest
    callback is timed per iteration, so it is exact when an iteration ran
    one callback and an upper bound otherwise (debug mode times every
    callback and makes it exact). Times are in nanoseconds of the monotonic
@@ -973,7 +1014,10 @@ EVLOOP_API int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn);
 
 /* ==== High-level helpers ================================================= */
 
-/* Completes with `result` after `delay` seconds (same rules as call_later). */
+/* Completes with `result` after `delay` seconds (same rules as call_later).
+   A delay of 0 or less is asyncio's sleep(0), a bare yield: no timer, and
+   a task awaiting it resumes after the callbacks ready now, in one trip
+   through the ready queue (its done callbacks run in that trip). */
 EVLOOP_API evl_future *evl_sleep(evl_loop *loop, double delay, void *result);
 /* Completes as fut does, or with EVL_ETIMEDOUT after `timeout` seconds, once
    fut has been cancelled. Consumes the reference to fut. A negative timeout
@@ -1007,6 +1051,7 @@ EVLOOP_API double evl_timeout_when(const evl_timeout *to);
 EVLOOP_API int evl_timeout_expired(const evl_timeout *to);
 EVLOOP_API int evl_timeout_end(evl_timeout *to);
 
+#ifndef EVLOOP_NO_SYNC
 /* ==== Synchronisation primitives (asyncio Lock, Event, Condition,
    Semaphore, BoundedSemaphore, Barrier) ====================================
    Small objects of one loop; every wait is a future to EVL_AWAIT (or
@@ -1088,7 +1133,10 @@ EVLOOP_API int evl_barrier_broken(const evl_barrier *b);
    at evl_queue_free or removed by an immediate shutdown. maxsize 0: no
    limit. The priority queue gives the lowest priority first, equal ones
    in arrival order. put completes (result: the item) once the item is in
-   the queue; cancelled before that, the item stays the caller's. get
+   the queue; cancelled before that, the item stays the caller's. A task
+   cancelled after its put completed but before it resumed sees
+   EVL_ECANCELED with the item already in the queue (unlike asyncio, which
+   puts after the wake-up; t_cancel_sync pins it). get
    completes with the item; an item handed to a get that is cancelled or
    released unread goes back to the front. */
 typedef struct evl_queue evl_queue;
@@ -1122,6 +1170,9 @@ EVLOOP_API evl_future *evl_queue_join(evl_queue *q);
 EVLOOP_API int evl_queue_shutdown(evl_queue *q, int immediate);
 EVLOOP_API int evl_queue_is_shutdown(const evl_queue *q);
 
+#endif /* EVLOOP_NO_SYNC */
+
+#ifndef EVLOOP_NO_COMPOSE
 /* ==== Waiting primitives, shield, TaskGroup ==============================
    evl_wait (asyncio.wait): completes, never failing, when return_when is
    met or the timeout passes (INFINITY: none), with the number of futures
@@ -1175,6 +1226,9 @@ EVLOOP_API int evl_task_group_error(const evl_task_group *g);
 EVLOOP_API int evl_task_group_others_failed(const evl_task_group *g);
 EVLOOP_API void evl_task_group_free(evl_task_group *g);
 
+#endif /* EVLOOP_NO_COMPOSE */
+
+#ifndef EVLOOP_NO_EXECUTOR
 /* ==== Executor ==========================================================
    evl_run_in_executor runs fn(arg, &result) on a pool thread (exec NULL: the
    loop's default executor, created on first use) and completes the future
@@ -1221,6 +1275,9 @@ EVLOOP_API void evl_threadsafe_free(evl_threadsafe *h);
 EVLOOP_API evl_future *evl_to_thread(evl_loop *loop, evl_work_fn fn, void *arg,
                                      evl_free_fn result_free);
 
+#endif /* EVLOOP_NO_EXECUTOR */
+
+#ifndef EVLOOP_NO_NET
 /* ==== DNS (on the executor) =============================================
    evl_getaddrinfo: the result is a `struct addrinfo *` the future owns.
    evl_getnameinfo: the result is an `evl_nameinfo *` the future owns.
@@ -1450,6 +1507,8 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
                                               const evl_protocol *proto,
                                               void *user, evl_fd fd);
 
+#endif /* EVLOOP_NO_NET */
+
 #ifndef EVLOOP_NO_PROCESS
 /* ==== Unix signals ======================================================
    cb(loop, signum, arg) runs in the loop, never in signal context. A burst
@@ -1479,6 +1538,7 @@ EVLOOP_API int evl_signal_set_ref(evl_loop *loop, int signum, int ref);
 
 #endif /* EVLOOP_NO_PROCESS */
 
+#ifndef EVLOOP_NO_NET
 /* ==== Sockets as futures ================================================
    For non-blocking sockets the caller owns. Results through
    evl_future_result_int: bytes for recv/sendall/sendfile, the new fd for
@@ -1675,6 +1735,8 @@ EVLOOP_API evl_future *
 evl_connect_accepted_socket_opts(evl_loop *loop, const evl_protocol *proto,
                                  void *user, evl_fd fd,
                                  const evl_net_options *opts);
+
+#endif /* EVLOOP_NO_NET */
 
 #ifndef EVLOOP_NO_PROCESS
 /* ==== Subprocesses ======================================================
@@ -2207,6 +2269,13 @@ typedef struct evl__fdw {
 #ifdef EVL__HAVE_IOCP
   struct evl__afd_req *afd; /* IOCP: the socket's poll request */
 #endif
+#ifdef EVL__HAVE_KQUEUE
+  /* kqueue: here, not in a table of its own, so that evl__fds_reserve
+     covers it too (watching a reserved fd needs no memory) */
+  int kq_chg[2]; /* pending change for READ, WRITE: changelist index + 1 */
+  int kq_soerr;  /* socket error an event carried in fflags (libkqueue
+                    reads and so clears SO_ERROR itself) */
+#endif
 } evl__fdw;
 
 typedef struct evl__tsent {
@@ -2255,6 +2324,21 @@ struct evl_future {
 #define EVL__FLAG_STORE(p, v) (*(volatile int *)(p) = (v))
 #endif
 
+/* Skipping the wake-up write while the loop is busy (see the cross-thread
+   queue) needs two sequentially consistent stores and loads, so that a
+   queued call and the loop's "busy" flag cannot both go unseen. Without
+   atomics (or without threads) the loop is never marked busy and every
+   first call writes, as before. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(EVLOOP_NO_THREADS)
+#define EVL__SC_LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define EVL__SC_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define EVL__WAKE_SKIP 1
+#else
+#define EVL__SC_LOAD(p) EVL__FLAG_LOAD(p)
+#define EVL__SC_STORE(p, v) EVL__FLAG_STORE(p, v)
+#define EVL__WAKE_SKIP 0
+#endif
+
 /* Threads: pthreads on POSIX, Win32 slim locks and threads on Windows. */
 #if defined(EVLOOP_NO_THREADS)
 typedef int evl__mutex;
@@ -2277,6 +2361,7 @@ typedef HANDLE evl__thread;
 #define evl__cond_broadcast(c) WakeAllConditionVariable(c)
 #define EVL__THREAD_FN(name, arg) static unsigned __stdcall name(void *arg)
 #define EVL__THREAD_RETURN return 0
+#ifndef EVLOOP_NO_EXECUTOR
 static int evl__thread_start(evl__thread *t, unsigned(__stdcall *fn)(void *),
                              void *arg) {
   uintptr_t h = _beginthreadex(NULL, 0, fn, arg, 0, NULL);
@@ -2285,6 +2370,7 @@ static int evl__thread_start(evl__thread *t, unsigned(__stdcall *fn)(void *),
   *t = (HANDLE)h;
   return 0;
 }
+#endif
 static void evl__thread_join(evl__thread t) {
   WaitForSingleObject(t, INFINITE);
   CloseHandle(t);
@@ -2308,6 +2394,7 @@ typedef pthread_t evl__thread;
 /* The library's threads take no signals: those go to the application's
    threads (libkqueue's EVFILT_SIGNAL even needs every thread that could
    take a watched signal to block it). */
+#ifndef EVLOOP_NO_EXECUTOR
 static int evl__thread_start(pthread_t *t, void *(*fn)(void *), void *arg) {
   sigset_t all, old;
   int rc;
@@ -2317,6 +2404,7 @@ static int evl__thread_start(pthread_t *t, void *(*fn)(void *), void *arg) {
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   return rc;
 }
+#endif
 #define evl__thread_join(t) ((void)pthread_join((t), NULL))
 #endif
 
@@ -2377,8 +2465,6 @@ struct evl_loop {
   int kq_user; /* wake-ups through EVFILT_USER (else the self-pipe) */
   struct kevent *kq_events, *kq_changes;
   int kq_events_cap, kq_nchanges, kq_changes_cap;
-  struct evl__kqfd *kq_fds; /* per fd: pending changes, error of an event */
-  int kq_fds_cap;
   /* Signal and exit events that found no room in the ready ring (no
      memory): kept until there is room (evl__kq_requeue). */
   uint32_t kq_sig_later[4]; /* signals 1..127, one bit each */
@@ -2415,8 +2501,10 @@ struct evl_loop {
   struct evl_fs_watch *fs_watches; /* file watches, closed with the loop */
   void (*fs_watches_close)(evl_loop *loop);
   evl_loop_metrics metrics;
-  int64_t m_mark; /* monotonic ns at the end of the last iteration */
-  int m_mark_ok;  /* m_mark is the start of this wait (run_forever) */
+  int64_t m_mark;  /* monotonic ns at the end of the last iteration */
+  int m_mark_ok;   /* m_mark is the start of this wait (run_forever) */
+  int poll_skips;  /* iterations since the last poll (evl__iterate) */
+  int64_t poll_ns; /* monotonic ns of the last poll */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
@@ -2448,13 +2536,16 @@ struct evl_loop {
   evl__tsent *ts_carry;
   size_t ts_carry_at, ts_carry_n, ts_carry_cap;
   int ts_pending, ts_closed, ts_wakers;
-  int ts_calls;        /* 1 while tsq holds callbacks; read without ts_mu */
-  int ts_taking;       /* evl__ts_take is moving callbacks (loop thread only) */
-  unsigned char *rbuf; /* the read buffer transports share */
-  struct evl__mmsg *mmsg;    /* recvmmsg's buffers (Linux), made on use */
+  int ts_calls;  /* 1 while tsq holds callbacks; read without ts_mu */
+  int ts_busy;   /* 1 from a wait's end to the iteration's end: no wake-up */
+  int ts_taking; /* evl__ts_take is moving callbacks (loop thread only) */
+  unsigned char *rbuf;    /* the read buffer transports share */
+  struct evl__mmsg *mmsg; /* recvmmsg's buffers (Linux), made on use */
+#ifndef EVLOOP_NO_NET
   evl_transport *transports; /* open transports */
   evl_server *servers;
   evl__resolve_wait *resolving; /* name lookups for connections, servers */
+#endif
   void *sig; /* signal handlers (an evl__sigstate), made on first use */
   struct evl_subprocess *children;
   int reserve_fd;     /* a spare fd for running out of fds */
@@ -2503,6 +2594,23 @@ static char *evl__strdup(evl_loop *loop, const char *s) {
     memcpy(d, s, n);
   return d;
 }
+#if !defined(EVLOOP_NO_NET) || !defined(EVLOOP_NO_FS)
+/* The global allocator's, for what executor jobs (DNS, files) own. */
+static char *evl__gstrdup(const char *s) {
+  size_t n;
+  char *d;
+  if (!s)
+    return NULL;
+  n = strlen(s) + 1;
+  d = (char *)EVLOOP_MALLOC(NULL, n);
+  if (d)
+    memcpy(d, s, n);
+  return d;
+}
+static void evl__gfree(void *p) {
+  EVLOOP_FREE(NULL, p);
+}
+#endif
 
 /* ==== Errors ============================================================ */
 
@@ -2559,6 +2667,7 @@ EVL__DEF int evl_translate_sys_error(int sys_errno) {
 }
 #define evl__errno() evl_translate_sys_error(errno)
 
+#ifndef EVLOOP_NO_NET
 static int evl__gai_error(int rc) {
   switch (rc) {
   case 0:
@@ -2590,6 +2699,7 @@ static int evl__gai_error(int rc) {
     return EVL_EAI_FAIL;
   }
 }
+#endif /* EVLOOP_NO_NET */
 
 /* ==== Clock ============================================================= */
 
@@ -2923,6 +3033,7 @@ typedef sa_family_t evl__sa_family_t;
 #define evl__sys_getpeername getpeername
 #define evl__sys_shutdown shutdown
 #define evl__closesocket close
+#ifndef EVLOOP_NO_NET
 static int evl__set_nonblocking(int fd) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
@@ -2943,10 +3054,12 @@ static int evl__sys_accept(int lfd, struct sockaddr *a, socklen_t *alen) {
   return fd;
 #endif
 }
+#endif /* EVLOOP_NO_NET */
 #endif
 
 /* A spare fd, closed to make room when accept runs out of fds (POSIX;
    Windows has no per-process fd limit to shed). */
+#ifndef EVLOOP_NO_NET
 static void evl__reserve_fd_open(evl_loop *loop) {
 #ifndef _WIN32
   if (loop->reserve_fd < 0)
@@ -2955,6 +3068,7 @@ static void evl__reserve_fd_open(evl_loop *loop) {
   (void)loop;
 #endif
 }
+#endif
 static void evl__reserve_fd_close(evl_loop *loop) {
 #ifndef _WIN32
   if (loop->reserve_fd >= 0)
@@ -3801,7 +3915,15 @@ static void evl__loop_verify(evl_loop *loop) {
 /* ==== Cross-thread queue ================================================
    evl_call_soon_threadsafe appends under a mutex and writes to the wake-up
    fd only when the queue was empty, so a burst of calls costs one wake-up.
-   The loop drains the queue when the wake-up fd is readable. */
+   The loop drains the queue when the wake-up fd is readable.
+   No write at all while the loop is busy (ts_busy, from the end of its
+   wait to the end of the iteration, libev's pipe_write_wanted turned
+   round): the iteration's end clears the flag, then looks at ts_calls and
+   takes what was queued meanwhile. The caller stores ts_calls then reads
+   ts_busy, the loop stores ts_busy then reads ts_calls, all sequentially
+   consistent: at least one of them sees the other's store, so a call is
+   either seen by the loop or written for. Outside iterations (a host loop
+   polling evl_backend_fd) the flag is 0 and every first call writes. */
 
 #ifdef EVL__HAVE_KQUEUE
 static void evl__kqueue_trigger(evl_loop *loop);
@@ -3879,8 +4001,8 @@ static int evl__ts_push(evl_loop *loop, evl_callback cb, void *arg,
       loop->tsq[loop->ts_len].arg = arg;
       loop->tsq[loop->ts_len].internal = internal;
       loop->ts_len++;
-      EVL__FLAG_STORE(&loop->ts_calls, 1);
-      if (!loop->ts_pending) {
+      EVL__SC_STORE(&loop->ts_calls, 1);
+      if (!loop->ts_pending && !EVL__SC_LOAD(&loop->ts_busy)) {
         loop->ts_pending = 1;
         loop->ts_wakers++;
         wake = 1;
@@ -3914,7 +4036,11 @@ static void evl__drain_wake_fd(evl_loop *loop) {
 
 /* Moves the queued cross-thread callbacks to the ready ring. At close they
    are discarded instead; internal ones run in closing mode. */
+#ifndef EVLOOP_NO_EXECUTOR
 static void evl__job_deliver(evl_loop *loop, evl__job *job);
+#else /* left out: no job ever completes */
+#define evl__job_deliver(loop, job) ((void)(loop), (void)(job))
+#endif
 
 /* Schedules q[i..n) (at close: runs the internal ones, drops the rest);
    returns where it stopped: n, or the first that found no memory. */
@@ -4016,6 +4142,19 @@ static void evl__ts_take(evl_loop *loop, int jobs_too) {
 }
 static void evl__ts_drain(evl_loop *loop) {
   evl__ts_take(loop, 1);
+}
+
+/* The iteration's end: callers write for their wake-ups again, and what
+   they queued without one while the loop was busy goes to the ring now
+   (so the next wait, or a host loop's evl_next_timeout, does not sleep). */
+static void evl__ts_unbusy(evl_loop *loop) {
+#if EVL__WAKE_SKIP
+  EVL__SC_STORE(&loop->ts_busy, 0);
+  if (EVL__SC_LOAD(&loop->ts_calls) && !loop->closing)
+    evl__ts_take(loop, 0);
+#else
+  (void)loop;
+#endif
 }
 
 /* ==== fd watchers ======================================================= */
@@ -4140,10 +4279,12 @@ static int evl__unwatch(evl_loop *loop, evl_fd fdv, int which) {
 static int evl__fd_owned(evl_loop *loop, evl_fd fd) {
   return loop && fd >= 0 && fd < loop->fds_cap && loop->fds[fd].owned;
 }
+#ifndef EVLOOP_NO_NET
 static void evl__fd_own(evl_loop *loop, evl_fd fd, int owned) {
   if (fd >= 0 && fd < loop->fds_cap)
     loop->fds[fd].owned = owned;
 }
+#endif
 
 /* The user's watchers of an fd, for evl_loop_alive: EVL__READ and
    EVL__WRITE as in kmask, and whether they keep the loop alive. */
@@ -5279,12 +5420,6 @@ static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
    never meets kqueue); the EVL_FS_* events ride in bits 40-43. */
 #define EVL__KQ_VNODE 16
 
-struct evl__kqfd {
-  int chg[2]; /* pending change for READ, WRITE: changelist index + 1 */
-  int soerr;  /* socket error an event carried in fflags (libkqueue reads
-                 and so clears SO_ERROR itself) */
-};
-
 #ifndef EVLOOP_NO_FS
 static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events);
 #else
@@ -5340,10 +5475,8 @@ static void evl__kqueue_destroy(evl_loop *loop) {
   evl__selfpipe_destroy(loop);
   evl__lfree(loop, loop->kq_events);
   evl__lfree(loop, loop->kq_changes);
-  evl__lfree(loop, loop->kq_fds);
   loop->kq_events = loop->kq_changes = NULL;
-  loop->kq_fds = NULL;
-  loop->kq_nchanges = loop->kq_changes_cap = loop->kq_fds_cap = 0;
+  loop->kq_nchanges = loop->kq_changes_cap = 0;
 }
 
 static void evl__kqueue_trigger(evl_loop *loop) {
@@ -5356,27 +5489,12 @@ static void evl__kqueue_trigger(evl_loop *loop) {
 #endif
 }
 
-static int evl__kq_fds_reserve(evl_loop *loop, int fd) {
-  int cap = loop->fds_cap > fd ? loop->fds_cap : fd + 1;
-  struct evl__kqfd *k;
-  if (fd < loop->kq_fds_cap)
-    return 0;
-  k = (struct evl__kqfd *)evl__lrealloc(loop, loop->kq_fds,
-                                        (size_t)cap * sizeof *k);
-  if (!k)
-    return EVL_ENOMEM;
-  memset(k + loop->kq_fds_cap, 0, (size_t)(cap - loop->kq_fds_cap) * sizeof *k);
-  loop->kq_fds = k;
-  loop->kq_fds_cap = cap;
-  return 0;
-}
-
 /* The pending changes are about to go to the kernel: forget their places. */
 static void evl__kq_forget(evl_loop *loop) {
   int i;
   for (i = 0; i < loop->kq_nchanges; i++) {
     const struct kevent *c = &loop->kq_changes[i];
-    loop->kq_fds[c->ident].chg[c->filter == EVFILT_WRITE] = 0;
+    loop->fds[c->ident].kq_chg[c->filter == EVFILT_WRITE] = 0;
   }
 }
 
@@ -5438,15 +5556,16 @@ static int evl__kq_flush(evl_loop *loop, int fd) {
 /* Queues EV_ADD or EV_DELETE of one filter of fd, or cancels the pending
    opposite. Without memory for the changelist, the change is made now. */
 static int evl__kq_change(evl_loop *loop, int fd, int dir, int flags) {
-  struct evl__kqfd *k = &loop->kq_fds[fd];
+  evl__fdw *k = &loop->fds[fd];
   struct kevent *c;
-  if (k->chg[dir]) { /* the opposite is pending: neither reaches the kernel */
-    int i = k->chg[dir] - 1, last = --loop->kq_nchanges;
-    k->chg[dir] = 0;
+  if (k->kq_chg[dir]) { /* the opposite is pending: neither reaches the kernel
+                         */
+    int i = k->kq_chg[dir] - 1, last = --loop->kq_nchanges;
+    k->kq_chg[dir] = 0;
     if (i != last) {
       c = &loop->kq_changes[i];
       *c = loop->kq_changes[last];
-      loop->kq_fds[c->ident].chg[c->filter == EVFILT_WRITE] = i + 1;
+      loop->fds[c->ident].kq_chg[c->filter == EVFILT_WRITE] = i + 1;
     }
     return 0;
   }
@@ -5464,15 +5583,13 @@ static int evl__kq_change(evl_loop *loop, int fd, int dir, int flags) {
   }
   c = &loop->kq_changes[loop->kq_nchanges++];
   EV_SET(c, (uintptr_t)fd, dir ? EVFILT_WRITE : EVFILT_READ, flags, 0, 0, 0);
-  k->chg[dir] = loop->kq_nchanges;
+  k->kq_chg[dir] = loop->kq_nchanges;
   return 0;
 }
 
 static int evl__kqueue_modify(evl_loop *loop, int fd, int oldmask,
                               int newmask) {
   int dir, rc;
-  if (evl__kq_fds_reserve(loop, fd))
-    return EVL_ENOMEM;
   for (dir = 0; dir < 2; dir++) {
     int bit = dir ? EVL__WRITE : EVL__READ;
     if (!((oldmask ^ newmask) & bit))
@@ -5483,17 +5600,17 @@ static int evl__kqueue_modify(evl_loop *loop, int fd, int oldmask,
   }
   if (oldmask && newmask)
     return 0;
-  loop->kq_fds[fd].soerr = 0; /* a new or departing fd: no old error */
+  loop->fds[fd].kq_soerr = 0; /* a new or departing fd: no old error */
   return evl__kq_flush(loop, newmask ? fd : -1);
 }
 
 /* The error an event carried for fd (taken once), 0 if none. */
 static int evl__kqueue_take_soerr(evl_loop *loop, int fd) {
   int err;
-  if (loop->backend != EVL_BACKEND_KQUEUE || fd < 0 || fd >= loop->kq_fds_cap)
+  if (loop->backend != EVL_BACKEND_KQUEUE || fd < 0 || fd >= loop->fds_cap)
     return 0;
-  err = loop->kq_fds[fd].soerr;
-  loop->kq_fds[fd].soerr = 0;
+  err = loop->fds[fd].kq_soerr;
+  loop->fds[fd].kq_soerr = 0;
   return err;
 }
 
@@ -5585,8 +5702,8 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
     case EVFILT_WRITE:
       if (full && fd != loop->wake_rfd)
         break; /* no memory: level-triggered, it comes again */
-      if ((ev[i].flags & EV_EOF) && ev[i].fflags && fd < loop->kq_fds_cap)
-        loop->kq_fds[fd].soerr = (int)ev[i].fflags;
+      if ((ev[i].flags & EV_EOF) && ev[i].fflags && fd < loop->fds_cap)
+        loop->fds[fd].kq_soerr = (int)ev[i].fflags;
       evl__io_event(loop, fd,
                     ev[i].filter == EVFILT_READ ? EVL__READ : EVL__WRITE);
       break;
@@ -5806,13 +5923,29 @@ EVL__DEF int evl_loop_metrics_get(evl_loop *loop, evl_loop_metrics *out) {
   return 0;
 }
 
+/* A departure from asyncio (whose _run_once polls every iteration) and
+   libuv, after tokio (which polls its I/O driver every 61 task polls):
+   while callbacks are ready, inside one evl_run/run_forever call, up to
+   EVL__POLL_SKIP_MAX iterations in a row skip the poll (a syscall costing
+   more than the rest of a short iteration), as long as the last poll was
+   less than EVL__POLL_SKIP_NS ago. Ready I/O waits at most that long;
+   evl_run_once, a stopping loop, hooks and a manual clock always poll. */
+#define EVL__POLL_SKIP_MAX 16
+#define EVL__POLL_SKIP_NS 50000
+static int evl__poll_skippable(evl_loop *loop, int64_t timeout, int hooks) {
+  return timeout == 0 && loop->ring_len && !loop->stopping && !hooks &&
+         !loop->nhooks && !loop->clock_ns && loop->m_mark_ok &&
+         loop->poll_skips < EVL__POLL_SKIP_MAX &&
+         loop->m_mark - loop->poll_ns < EVL__POLL_SKIP_NS;
+}
+
 /* One iteration, as asyncio's _run_once: wait for I/O (not at all if work
    is ready or the loop is stopping), queue fd events and due timers behind
    the callbacks already ready, then run exactly what is queued now. */
 static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   int64_t timeout, t_wait, t_woke, t_end;
   uint32_t n;
-  int rc, ran = 0, hooks = 0;
+  int rc, ran = 0, hooks = 0, skip;
   uint64_t events = 0;
   if (loop->nhooks) { /* idle, then prepare: just before the wait */
     hooks += evl__hooks_run(loop, EVL_HOOK_IDLE);
@@ -5834,13 +5967,29 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   if (timeout && loop->run_alive && !evl_loop_alive(loop))
     timeout = 0; /* a hook let go of the last reference: do not block */
   t_wait = loop->m_mark_ok && !hooks ? loop->m_mark : evl__monotonic_ns();
-  rc = evl__be_poll(loop, timeout);
-  if (rc < 0)
-    return rc;
+  skip = evl__poll_skippable(loop, timeout, hooks);
+  if (!skip) {
+    rc = evl__be_poll(loop, timeout);
+    if (rc < 0)
+      return rc;
+  }
+#if EVL__WAKE_SKIP
+  EVL__FLAG_STORE(&loop->ts_busy, 1); /* evl__ts_unbusy below */
+#endif
   if (loop->ts_carry)
     ran += evl__ts_run_carry(loop);
-  loop->now = evl__now(loop);
-  t_woke = loop->clock_ns ? evl__monotonic_ns() : loop->now;
+  if (skip && !ran) {
+    loop->now = t_woke = t_wait; /* the previous iteration just ended */
+  } else {
+    loop->now = evl__now(loop);
+    t_woke = loop->clock_ns ? evl__monotonic_ns() : loop->now;
+  }
+  if (skip) {
+    loop->poll_skips++;
+  } else {
+    loop->poll_skips = 0;
+    loop->poll_ns = t_woke;
+  }
   while (loop->heap_len && loop->heap[0].when <= loop->now) {
     uint32_t i = loop->heap[0].slot;
     if (evl__ring_reserve(loop, 1))
@@ -5900,6 +6049,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   }
   if (loop->nhooks) /* check: after the iteration's callbacks */
     hooks += evl__hooks_run(loop, EVL_HOOK_CHECK);
+  evl__ts_unbusy(loop);
   loop->now_reuse = 0;
   t_end = evl__monotonic_ns();
   evl__metrics_add(loop, t_woke - t_wait, t_end - t_woke, ran + hooks, events);
@@ -6156,11 +6306,23 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
   return 0;
 }
 
+#ifndef EVLOOP_NO_EXECUTOR
 static void evl__jobs_close(evl_loop *loop);
 static void evl__executor_close_default(evl_loop *loop);
+#else /* left out: nothing to close */
+#define evl__jobs_close(loop) ((void)(loop))
+#define evl__executor_close_default(loop) ((void)(loop))
+#endif
+#ifndef EVLOOP_NO_NET
 static void evl__servers_close(evl_loop *loop);
 static void evl__server_release(evl_server *s);
 static void evl__resolving_close(evl_loop *loop);
+static void evl__transports_close(evl_loop *loop);
+#else /* left out: nothing to close */
+#define evl__servers_close(loop) ((void)(loop))
+#define evl__resolving_close(loop) ((void)(loop))
+#define evl__transports_close(loop) ((void)(loop))
+#endif
 #ifndef EVLOOP_NO_PROCESS
 static void evl__signals_close(evl_loop *loop);
 static void evl__children_close(evl_loop *loop);
@@ -6169,7 +6331,6 @@ static void evl__children_close(evl_loop *loop);
 #define evl__children_close(loop) ((void)(loop))
 #define evl__sig_has(loop, signum) ((void)(signum), 0)
 #endif
-static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
 static void evl__loop_free_now(evl_loop *loop);
 
@@ -6353,8 +6514,10 @@ EVL__DEF void evl_loop_free(evl_loop *loop) {
 
 static void evl__loop_free_now(evl_loop *loop) {
   loop->user_freed = 1;
+#ifndef EVLOOP_NO_NET
   while (loop->servers) /* closed by evl_loop_close; ours to free now */
     evl__server_release(loop->servers);
+#endif
 #ifndef EVLOOP_NO_THREADS
   evl__mutex_destroy(&loop->ts_mu);
   evl__cond_destroy(&loop->ts_cv);
@@ -7038,8 +7201,14 @@ EVL__DEF void evl_task_fail(evl_task *task, int code, const char *message) {
     evl__task_end(EVL__TASK(task), code < 0 ? code : EVL_EINVAL, message, NULL);
 }
 
+static void evl__ts_task_done(evl_future *task, void *arg);
+
 /* Loop closing: every pending future lets go of its loop references. The
-   futures are pinned first, since dropping one reference can free others. */
+   futures are pinned first, since dropping one reference can free others.
+   A task's thread-safe handle (evl_run_task_threadsafe) is completed with
+   the task's outcome even though the done callbacks never fire now: the
+   task was dropped pending (cancelled), or ended with its callbacks still
+   queued; the other thread may be waiting on the handle. */
 static void evl__futures_close(evl_loop *loop) {
   evl_future *f, *next;
   /* No allocation (this runs out of memory too): nothing is freed while
@@ -7050,6 +7219,14 @@ static void evl__futures_close(evl_loop *loop) {
   for (f = loop->futures; f; f = f->lnext)
     if (f->vt && f->vt->close)
       f->vt->close(f);
+  for (f = loop->futures; f; f = f->lnext) {
+    uint32_t i;
+    for (i = 0; i < f->ncbs; i++)
+      if (f->cbs[i].cb == evl__ts_task_done) {
+        f->cbs[i].cb = NULL;
+        evl__ts_task_done(f, f->cbs[i].arg);
+      }
+  }
   for (f = loop->futures; f; f = next) {
     next = f->lnext; /* pinned: alive after f goes */
     evl_future_release(f);
@@ -7069,6 +7246,23 @@ static void evl__sleep_fire(evl_loop *loop, void *arg) {
   s->timer = 0;
   if (!loop->closing)
     (void)evl_future_set_result(&s->fut, s->value);
+  evl_future_release(&s->fut);
+}
+/* sleep(0) is asyncio's bare yield: one trip through the ready queue, not
+   a timer plus a second trip for the done callbacks. This callback is that
+   trip, so the done callbacks (the task's wake-up) run here. */
+static void evl__sleep0_fire(evl_loop *loop, void *arg) {
+  evl__sleep *s = (evl__sleep *)arg;
+  s->timer = 0;
+  if (!loop->closing && s->fut.state == EVL__PENDING) {
+    s->fut.state = EVL__DONE;
+    s->fut.result = s->value;
+    if (s->fut.ncbs) {
+      s->fut.fire_pending = 1;
+      s->fut.refs++; /* evl__future_fire's, as a scheduled fire holds */
+      evl__future_fire(loop, &s->fut);
+    }
+  }
   evl_future_release(&s->fut);
 }
 static int evl__sleep_cancel(evl_future *f) {
@@ -7093,7 +7287,8 @@ EVL__DEF evl_future *evl_sleep(evl_loop *loop, double delay, void *result) {
     (void)evl_future_set_error(&s->fut, EVL_EINVAL, "delay is NaN or infinite");
     return &s->fut;
   }
-  s->timer = evl__later_internal(loop, ns, evl__sleep_fire, s);
+  s->timer = ns > 0 ? evl__later_internal(loop, ns, evl__sleep_fire, s)
+                    : evl__soon_internal(loop, evl__sleep0_fire, s);
   if (s->timer < 0) {
     s->timer = 0;
     evl_future_release(&s->fut);
@@ -7316,8 +7511,11 @@ static int evl__timeout_arm(evl_timeout *to, int64_t when) {
   to->when = when;
   if (when == INT64_MAX || to->expired)
     return 0;
-  to->timer = evl__schedule(loop, when < 0 ? 0 : when, evl__timeout_fire, to,
-                            EVL__SLOT_INTERNAL, NULL, NULL, 0);
+  /* a deadline already past expires in one trip through the ready queue,
+     as asyncio's reschedule does (call_soon): ahead of a sleep(0) after */
+  to->timer =
+      evl__schedule(loop, when <= evl__now(loop) ? -1 : when, evl__timeout_fire,
+                    to, EVL__SLOT_INTERNAL, NULL, NULL, 0);
   if (to->timer < 0) {
     int rc = (int)to->timer;
     to->timer = 0;
@@ -7420,6 +7618,9 @@ static void evl__timeouts_disarm(evl__task *t) {
     }
 }
 
+/* The waiters below serve both the primitives and wait/as_completed/
+   shield/TaskGroup. */
+#if !defined(EVLOOP_NO_SYNC) || !defined(EVLOOP_NO_COMPOSE)
 /* ==== Tasks that compose: Lock, Event, Condition, Semaphore, Barrier,
    queues ===================================================================
    Every wait is a waiter future linked in its primitive's FIFO list while
@@ -7479,8 +7680,15 @@ static void evl__wl_remove(evl__waiter *w) {
   w->prev = w->next = NULL;
 }
 
+#ifndef EVLOOP_NO_SYNC
 static void evl__barrier_left(void *owner);
 static int evl__cond_cancel(evl__waiter *w);
+static int evl__cond_relocking(evl__waiter *w);
+#else /* left out: every waiter is a plain one */
+#define evl__barrier_left(owner) ((void)(owner))
+#define evl__cond_cancel(w) ((void)(w), 0)
+#define evl__cond_relocking(w) ((void)(w), 0)
+#endif
 
 static int evl__waiter_cancel(evl_future *f) {
   evl__waiter *w = (evl__waiter *)(void *)f;
@@ -7501,7 +7709,6 @@ static void evl__waiter_destroy(evl_future *f) {
   if (abandoned)
     w->abandon(w);
 }
-static int evl__cond_relocking(evl__waiter *w);
 static void evl__waiter_close(evl_future *f) {
   evl__waiter *w = (evl__waiter *)(void *)f;
   int relocking = w->kind == EVL__W_COND && w->owner && evl__cond_relocking(w);
@@ -7541,12 +7748,14 @@ static void evl__wl_fail_all(evl__wlist *l, int err, const char *msg) {
     (void)evl_future_set_error(&w->fut, err, msg);
   }
 }
+#ifndef EVLOOP_NO_SYNC
 static void evl__wl_detach_all(evl__wlist *l) {
   while (l->head) {
     l->head->owner = NULL;
     evl__wl_remove(l->head);
   }
 }
+#endif
 static evl_future *evl__failed(evl_loop *loop, int err, const char *msg) {
   evl_future *f = evl_future_new(loop);
   if (f)
@@ -7567,6 +7776,9 @@ static void evl__prim_free(evl_loop *loop, void *p) {
   evl__loop_unref(loop);
 }
 
+#endif /* !EVLOOP_NO_SYNC || !EVLOOP_NO_COMPOSE */
+
+#ifndef EVLOOP_NO_SYNC
 /* A new waiter of owner, granted at once (now) or queued. */
 static evl_future *evl__acquire(evl_loop *loop, void *owner,
                                 void (*abandon)(evl__waiter *), int now,
@@ -8232,6 +8444,9 @@ EVL__DEF void evl_queue_free(evl_queue *q) {
   evl__prim_free(q->loop, q);
 }
 
+#endif /* EVLOOP_NO_SYNC */
+
+#ifndef EVLOOP_NO_COMPOSE
 /* ==== Tasks that compose: wait, as_completed, shield, TaskGroup ========= */
 
 typedef struct evl__multi {
@@ -8640,6 +8855,9 @@ EVL__DEF void evl_task_group_free(evl_task_group *g) {
   evl__prim_free(g->loop, g);
 }
 
+#endif /* EVLOOP_NO_COMPOSE */
+
+#ifndef EVLOOP_NO_EXECUTOR
 /* ==== Executor ==========================================================
    A pool of threads with one FIFO queue. A job is linked in its loop's
    list (under the loop's ts_mu) from submission until its completion is
@@ -9303,6 +9521,9 @@ EVL__DEF evl_future *evl_to_thread(evl_loop *loop, evl_work_fn fn, void *arg,
   return evl_run_in_executor(loop, NULL, fn, arg, result_free);
 }
 
+#endif /* EVLOOP_NO_EXECUTOR */
+
+#ifndef EVLOOP_NO_NET
 /* ==== DNS =============================================================== */
 
 typedef struct evl__gai_req {
@@ -9328,18 +9549,6 @@ static int evl__gai_work(void *arg, void **result) {
   *result = res;
   return 0;
 }
-static char *evl__gstrdup(const char *s) {
-  size_t n;
-  char *d;
-  if (!s)
-    return NULL;
-  n = strlen(s) + 1;
-  d = (char *)EVLOOP_MALLOC(NULL, n);
-  if (d)
-    memcpy(d, s, n);
-  return d;
-}
-
 EVL__DEF evl_future *evl_getaddrinfo(evl_loop *loop, const char *host,
                                      const char *service, int family,
                                      int socktype, int protocol, int flags) {
@@ -9370,9 +9579,6 @@ typedef struct evl__gni_req {
   int flags;
 } evl__gni_req;
 
-static void evl__gfree(void *p) {
-  EVLOOP_FREE(NULL, p);
-}
 static int evl__gni_work(void *arg, void **result) {
   evl__gni_req *r = (evl__gni_req *)arg;
   evl_nameinfo *ni = (evl_nameinfo *)EVLOOP_MALLOC(NULL, sizeof *ni);
@@ -15876,6 +16082,8 @@ evl_connect_accepted_socket_opts(evl_loop *loop, const evl_protocol *proto,
   return f;
 }
 
+#endif /* EVLOOP_NO_NET */
+
 #ifndef EVLOOP_NO_PROCESS
 /* ==== Signals on Windows ================================================
    SIGINT and SIGBREAK come from the console (Ctrl-C, Ctrl-Break) through a
@@ -17734,6 +17942,7 @@ EVL__DEF int evl_hook_set_ref(evl_loop *loop, int id, int ref) {
   return 0;
 }
 
+#ifndef EVLOOP_NO_NET
 EVL__DEF int evl_transport_set_ref(evl_transport *t, int ref) {
   if (!t)
     return EVL_EINVAL;
@@ -17747,6 +17956,7 @@ EVL__DEF int evl_server_set_ref(evl_server *s, int ref) {
   s->unref = !ref;
   return 0;
 }
+#endif /* EVLOOP_NO_NET */
 
 #ifndef EVLOOP_NO_PROCESS
 EVL__DEF int evl_signal_set_ref(evl_loop *loop, int signum, int ref) {
@@ -17772,13 +17982,15 @@ EVL__DEF int evl_subprocess_set_ref(evl_subprocess *p, int ref) {
 #endif
 
 EVL__DEF int evl_loop_alive(evl_loop *loop) {
+#ifndef EVLOOP_NO_NET
   evl_transport *t;
   evl_server *sv;
+#endif
   struct evl_subprocess *p;
   int i;
   if (!loop || loop->closed)
     return 0;
-  if (loop->ring_len || loop->fd_refs || loop->resolving || loop->fs_watches ||
+  if (loop->ring_len || loop->fd_refs || loop->fs_watches ||
       loop->heap_len - loop->heap_cancelled > loop->heap_unref)
     return 1;
   /* executor jobs: running, or done and not delivered yet (the executor's
@@ -17791,12 +18003,16 @@ EVL__DEF int evl_loop_alive(evl_loop *loop) {
   for (i = 0; i < loop->nhooks; i++)
     if (loop->hooks[i].cb && !loop->hooks[i].unref)
       return 1;
+#ifndef EVLOOP_NO_NET
+  if (loop->resolving)
+    return 1;
   for (t = loop->transports; t; t = t->lnext)
     if (!(t->flags & EVL__T_UNREF))
       return 1;
   for (sv = loop->servers; sv; sv = sv->lnext)
     if (!sv->closed && !sv->unref)
       return 1;
+#endif
 #ifndef EVLOOP_NO_PROCESS
   for (p = loop->children; p; p = p->lnext)
     if (!p->unref)
@@ -18104,11 +18320,16 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
     return NULL;
   c->p = p;
   if (p->io[0]) {
+    evl_transport *t = p->io[0]->t;
     int rc = input && len ? evl_stream_write(p->io[0], input, len) : 0;
+    if (rc == EVL_ECLOSING && t && (t->flags & EVL__T_LOST))
+      rc = t->lost_err;         /* a pipe already failing: why */
     evl_stream_close(p->io[0]); /* closes once all is written */
     /* A child that does not read is no error (asyncio ignores the broken
-       pipe); input that could not be queued is: no result can be right. */
-    if (rc == EVL_ENOMEM) {
+       pipe); input that could not be queued, or a pipe that failed for
+       another reason, is: no result can be right. */
+    if (rc && rc != EVL_EPIPE && rc != EVL_ECONNRESET && rc != EVL_EEXITED &&
+        rc != EVL_ECLOSING) {
       (void)evl_future_set_error(&c->fut, rc, NULL);
       return &c->fut;
     }
@@ -19386,11 +19607,15 @@ EVL__DEF int evl_run(evl_task_fn fn, const void *state, size_t state_size,
   if (rc == 0 && result)
     *result = evl_future_result(main_task);
   evl__cancel_all_tasks(loop);
+#ifndef EVLOOP_NO_EXECUTOR
   sd = evl_shutdown_default_executor(loop);
   if (sd) {
     (void)evl_run_until_complete(loop, sd);
     evl_future_release(sd);
   }
+#else
+  (void)sd;
+#endif
   evl_future_release(main_task);
   evl_loop_free(loop);
   return rc;
