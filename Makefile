@@ -47,6 +47,9 @@ kqueue_LIBS   = $(KQUEUE_LIBS)
 kqueue_TFLAGS = -D$(kqueue_MACRO)
 
 WARN := -Wall -Wextra -Wpedantic -Werror
+# Every test build (not the examples, not the benchmarks) checks the loop's
+# invariants after each iteration and at close (EVLOOP_VERIFY in evloop.h).
+TEST_DEFS := -DEVLOOP_VERIFY
 
 # Build variants of the test suite: compiler and flags.
 o2_CC      := gcc
@@ -202,10 +205,10 @@ VARIANTS := o2 asan tsan tcc musl nothr kqpipe $(SUBSET_VARIANTS) $(CROSS_VARIAN
 define variant_rules
 $(BUILD)/$(1)-$(2)/impl.o: tests/impl.c evloop.h
 	@mkdir -p $$(@D)
-	$$($(1)_CC) $$($(1)_FLAGS) -D$$($(2)_MACRO) $$($(2)_CFLAGS) -c $$< -o $$@
+	$$($(1)_CC) $$($(1)_FLAGS) $(TEST_DEFS) -D$$($(2)_MACRO) $$($(2)_CFLAGS) -c $$< -o $$@
 $(BUILD)/$(1)-$(2)/%: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h evloop.h $(BUILD)/$(1)-$(2)/impl.o
 	@mkdir -p $$(@D)
-	$$($(1)_CC) $$($(1)_FLAGS) $$($(2)_TFLAGS) $$($(2)_CFLAGS) $$< $(BUILD)/$(1)-$(2)/impl.o -o $$@ $$($(2)_LIBS) $(LIBS)
+	$$($(1)_CC) $$($(1)_FLAGS) $(TEST_DEFS) $$($(2)_TFLAGS) $$($(2)_CFLAGS) $$< $(BUILD)/$(1)-$(2)/impl.o -o $$@ $$($(2)_LIBS) $(LIBS)
 endef
 $(foreach v,$(VARIANTS),$(foreach b,$(BACKENDS),$(eval $(call variant_rules,$(v),$(b)))))
 
@@ -333,9 +336,9 @@ WIN_EXES := $(addprefix $(WIN_DIR)/,$(addsuffix .exe,$(TESTS))) \
             $(addprefix $(WIN_DIR)/examples/,$(addsuffix .exe,$(WIN_EXAMPLES_BUILT)))
 $(WIN_DIR)/impl.o: tests/impl.c evloop.h
 	@mkdir -p $(@D)
-	$(WIN_CC) $(WIN_FLAGS) -c $< -o $@
+	$(WIN_CC) $(WIN_FLAGS) $(TEST_DEFS) -c $< -o $@
 $(WIN_DIR)/%.exe: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h evloop.h $(WIN_DIR)/impl.o
-	$(WIN_CC) $(WIN_FLAGS) $< $(WIN_DIR)/impl.o -o $@ $(WIN_LIBS)
+	$(WIN_CC) $(WIN_FLAGS) $(TEST_DEFS) $< $(WIN_DIR)/impl.o -o $@ $(WIN_LIBS)
 $(WIN_DIR)/examples/%.exe: examples/%.c evloop.h
 	@mkdir -p $(@D)
 	$(WIN_CC) $(WIN_FLAGS) $< -o $@ $(WIN_LIBS)
@@ -408,9 +411,9 @@ $(call strict_check,test-tls,$(TLS_SKIPS))
 define tls_rules
 $(BUILD)/$(1)-$(2)/tls-$(3)/impl.o: tests/impl.c evloop.h
 	@mkdir -p $$(@D)
-	$$($(1)_CC) $$($(1)_FLAGS) -D$$($(2)_MACRO) -D$$($(3)_TLS_MACRO) $$($(2)_CFLAGS) -c $$< -o $$@
+	$$($(1)_CC) $$($(1)_FLAGS) $(TEST_DEFS) -D$$($(2)_MACRO) -D$$($(3)_TLS_MACRO) $$($(2)_CFLAGS) -c $$< -o $$@
 $(BUILD)/$(1)-$(2)/tls-$(3)/t_tls: tests/t_tls.c tests/test.h tests/net_test.h evloop.h $(BUILD)/$(1)-$(2)/tls-$(3)/impl.o
-	$$($(1)_CC) $$($(1)_FLAGS) -D$$($(3)_TLS_MACRO) $$($(2)_TFLAGS) $$($(2)_CFLAGS) $$< $(BUILD)/$(1)-$(2)/tls-$(3)/impl.o -o $$@ $$($(3)_TLS_LIBS) $$($(2)_LIBS) $(LIBS)
+	$$($(1)_CC) $$($(1)_FLAGS) $(TEST_DEFS) -D$$($(3)_TLS_MACRO) $$($(2)_TFLAGS) $$($(2)_CFLAGS) $$< $(BUILD)/$(1)-$(2)/tls-$(3)/impl.o -o $$@ $$($(3)_TLS_LIBS) $$($(2)_LIBS) $(LIBS)
 endef
 $(foreach v,$(TLS_VARIANTS),$(foreach b,$(BACKENDS),$(foreach e,$(TLS_ENGINES),$(eval $(call tls_rules,$(v),$(b),$(e))))))
 tls_bins = $(foreach v,$(1),$(foreach b,$(BACKENDS),$(foreach e,$(TLS_OK),$(BUILD)/$(v)-$(b)/tls-$(e)/t_tls)))

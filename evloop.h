@@ -162,6 +162,14 @@
                              a loop may also get a run-time allocator through
                              evl_loop_config.alloc
      EVLOOP_ASSERT(x)        internal consistency checks (default: assert)
+     EVLOOP_VERIFY           check the loop's invariants with EVLOOP_ASSERT
+                             (libev's ev_verify): the timer heap, the ready
+                             ring, the slots and their handles' generations,
+                             the fd watcher table, walked whole after every
+                             iteration and when the loop closes, plus cheap
+                             checks on the hot paths. For tests (the suite
+                             builds with it); without it nothing of this is
+                             compiled
      EVLOOP_NO_THREADS       no threads: evl_run_in_executor and DNS run the
                              work inline and complete the future at once
      EVLOOP_HAVE_PIDFD       0: child exits come through SIGCHLD (kqueue:
@@ -2180,6 +2188,17 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #include <assert.h>
 #define EVLOOP_ASSERT(x) assert(x)
 #endif
+/* Invariant checks: with EVLOOP_VERIFY (the test suite's builds) cheap
+   EVLOOP_ASSERTs on the hot paths (EVL__CHECK) and the whole-loop walk
+   evl__loop_verify after every iteration and at close; without it neither
+   is compiled, so release builds and benchmarks pay nothing. */
+#ifdef EVLOOP_VERIFY
+#define EVL__CHECK(x) EVLOOP_ASSERT(x)
+#define EVL__VERIFY(loop) evl__loop_verify(loop)
+#else
+#define EVL__CHECK(x) ((void)0)
+#define EVL__VERIFY(loop) ((void)0)
+#endif
 
 #if defined(EVLOOP_MALLOC) && defined(EVLOOP_REALLOC) && defined(EVLOOP_FREE)
 #elif !defined(EVLOOP_MALLOC) && !defined(EVLOOP_REALLOC) &&                   \
@@ -2216,6 +2235,7 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define EVL__WRITE 2
 #define EVL__POS_READY (-1) /* in the ready ring */
 #define EVL__POS_FREE (-2)
+#define EVL__POS_CANCELLED (-3)        /* a cancelled timer out of the heap */
 #define EVL__SLOT_INTERNAL 0x80000000u /* library callback: runs at close */
 #define EVL__SLOT_REPEAT 0x40000000u   /* evl_call_every: loop->every[slot] */
 #define EVL__SLOT_UNREF 0x20000000u    /* does not keep the loop alive */
@@ -2236,7 +2256,8 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 typedef struct evl__slot {
   evl_callback fn; /* NULL once cancelled */
   void *arg;
-  int64_t when; /* a timer's deadline (ns); the next free slot when free */
+  int64_t when; /* a timer's deadline (ns); the next slot of the free or
+                   the cancelled list when on one */
   uint32_t gen; /* generation (checked by handles) + EVL__SLOT_INTERNAL */
   int32_t pos;  /* index in the timer heap, or EVL__POS_* */
 } evl__slot;
@@ -2434,7 +2455,9 @@ struct evl_loop {
   uint32_t ring_cap, ring_head, ring_len;
   evl__hent *heap; /* 4-ary min-heap of timers */
   uint32_t heap_len, heap_cap, timer_seq;
-  uint32_t heap_cancelled;  /* cancelled timers still in the heap */
+  uint32_t cancelled_head;  /* cancelled timers: their slots (and heap
+                               entries) go at the next iteration */
+  uint32_t heap_cancelled;  /* of them, those still in the heap */
   struct evl__every *every; /* per slot, for repeating timers */
   uint32_t every_cap;
   uint32_t heap_unref;     /* unreferenced timers in the heap */
@@ -3186,7 +3209,9 @@ static int evl__ring_push(evl_loop *loop, uint64_t v) {
   return 0;
 }
 static uint64_t evl__ring_pop(evl_loop *loop) {
-  uint64_t v = loop->ring[loop->ring_head];
+  uint64_t v;
+  EVL__CHECK(loop->ring_len > 0);
+  v = loop->ring[loop->ring_head];
   loop->ring_head = (loop->ring_head + 1) & (loop->ring_cap - 1);
   loop->ring_len--;
   return v;
@@ -3226,6 +3251,7 @@ static int evl__slot_grow(evl_loop *loop, uint32_t *out) {
 
 static void evl__slot_free(evl_loop *loop, uint32_t i) {
   evl__slot *s = &loop->slots[i];
+  EVL__CHECK(s->pos != EVL__POS_FREE);   /* freed twice */
   s->gen = (s->gen + 1) & EVL__GEN_MASK; /* stale handles stop matching */
   s->fn = NULL;
   s->pos = EVL__POS_FREE;
@@ -3307,7 +3333,9 @@ static int evl__heap_push(evl_loop *loop, uint32_t slot, int64_t when) {
   return 0;
 }
 static void evl__heap_remove(evl_loop *loop, uint32_t at) {
-  evl__hent last = loop->heap[--loop->heap_len];
+  evl__hent last;
+  EVL__CHECK(at < loop->heap_len);
+  last = loop->heap[--loop->heap_len];
   if (at == loop->heap_len)
     return;
   evl__heap_put(loop, at, last);
@@ -3352,6 +3380,7 @@ static evl_handle evl__schedule(evl_loop *loop, int64_t when, evl_callback cb,
   } else {
     s->when = when;
     if (evl__heap_push(loop, i, when)) {
+      s->pos = EVL__POS_CANCELLED; /* taken from the free list, never run */
       evl__slot_free(loop, i);
       return EVL_ENOMEM;
     }
@@ -3392,8 +3421,7 @@ static evl_handle evl__later_internal(evl_loop *loop, int64_t delay_ns,
                        EVL__SLOT_INTERNAL, NULL, NULL, 0);
 }
 
-/* Rebuilds the heap without its cancelled timers (asyncio's purge): cancel
-   stays O(1) and cancelled timers never hold more than half the heap. */
+/* Rebuilds the heap without its cancelled timers (asyncio's purge). */
 static void evl__heap_purge(evl_loop *loop) {
   uint32_t i, j = 0;
   for (i = 0; i < loop->heap_len; i++) {
@@ -3401,7 +3429,7 @@ static void evl__heap_purge(evl_loop *loop) {
     if (loop->slots[e.slot].fn)
       loop->heap[j++] = e;
     else
-      evl__slot_free(loop, e.slot);
+      loop->slots[e.slot].pos = EVL__POS_CANCELLED;
   }
   loop->heap_len = j;
   loop->heap_cancelled = 0;
@@ -3411,34 +3439,46 @@ static void evl__heap_purge(evl_loop *loop) {
     evl__heap_down(loop, i);
 }
 
-/* Drops cancelled timers from the top of the heap, or all of them when
-   they are more than half of it (at iteration boundaries only, so that
-   evl_handle_cancelled keeps its promise). */
-static void evl__heap_trim(evl_loop *loop) {
-  if (loop->heap_cancelled > 64 && loop->heap_cancelled > loop->heap_len / 2)
+/* Removes the timers cancelled since the last call from the heap and
+   frees their slots (at iteration boundaries only, so that
+   evl_handle_cancelled keeps its promise). One by one, libev's way: the
+   entry that fills a removed one's place sifts down a few levels at most
+   (popping it at its deadline, as asyncio does, costs a whole sift from
+   the top); or, when they are over a quarter of the heap, by rebuilding
+   the heap, which then costs less than as many removals. */
+static void evl__cancelled_free(evl_loop *loop) {
+  if (loop->heap_cancelled > 64 && loop->heap_cancelled > loop->heap_len / 4)
     evl__heap_purge(loop);
-  while (loop->heap_len && !loop->slots[loop->heap[0].slot].fn) {
-    uint32_t i = loop->heap[0].slot;
-    evl__heap_remove(loop, 0);
-    loop->heap_cancelled--;
+  while (loop->cancelled_head != EVL__NONE) {
+    uint32_t i = loop->cancelled_head;
+    evl__slot *s = &loop->slots[i];
+    loop->cancelled_head = (uint32_t)s->when;
+    if (s->pos >= 0) {
+      evl__heap_remove(loop, (uint32_t)s->pos);
+      loop->heap_cancelled--;
+    }
     evl__slot_free(loop, i);
   }
 }
 
 /* Cancels a callback. A ready one stays queued and is skipped; a timer
-   stays in the heap until it reaches the top or a purge (evl__heap_trim).
-   Until then evl_handle_cancelled() says 1. */
+   goes on the cancelled list and leaves the heap at the next iteration
+   (evl__cancelled_free). Until then evl_handle_cancelled() says 1. */
 static int evl__cancel_slot(evl_loop *loop, uint32_t i) {
   evl__slot *s = &loop->slots[i];
   if (!s->fn)
     return 0;
   s->fn = NULL;
-  if (s->pos >= 0 && (s->gen & EVL__SLOT_UNREF)) {
-    s->gen &= ~EVL__SLOT_UNREF; /* counted as cancelled from now on */
-    loop->heap_unref--;
-  }
-  if (s->pos >= 0)
+  if (s->pos >= 0) {
+    EVL__CHECK(loop->heap[s->pos].slot == i);
+    if (s->gen & EVL__SLOT_UNREF) {
+      s->gen &= ~EVL__SLOT_UNREF;
+      loop->heap_unref--;
+    }
+    s->when = loop->cancelled_head; /* the heap entry has the deadline */
+    loop->cancelled_head = i;
     loop->heap_cancelled++;
+  }
   return 1;
 }
 static int evl__cancel_internal(evl_loop *loop, evl_handle h) {
@@ -3739,6 +3779,157 @@ EVL__DEF int evl_hook_remove(evl_loop *loop, int id) {
     evl__hooks_compact(loop);
   return 1;
 }
+
+/* ==== Invariant checks (EVLOOP_VERIFY) ===================================
+   libev's ev_verify for this loop: the timer heap, the ready ring, the
+   slots with their free and cancelled lists and the handles that name
+   them, and the fd watcher table, each walked whole with EVLOOP_ASSERT.
+   Runs after every iteration and when the loop closes, in builds that
+   define EVLOOP_VERIFY (the test suite's); O(everything the loop holds). */
+#ifdef EVLOOP_VERIFY
+#define EVL__POS_SEEN (-4) /* evl__verify_ring's mark, undone before return */
+static int evl__fd_referenced(int uflags);
+
+/* Every entry's slot points back at its position, the heap order holds,
+   and the counts of unreferenced and cancelled entries agree. */
+static void evl__verify_heap(evl_loop *loop) {
+  uint32_t i, unref = 0, cancelled = 0;
+  EVLOOP_ASSERT(loop->heap_len <= loop->heap_cap);
+  EVLOOP_ASSERT(!loop->heap_cap || loop->heap);
+  for (i = 0; i < loop->heap_len; i++) {
+    const evl__hent *e = &loop->heap[i];
+    const evl__slot *s;
+    EVLOOP_ASSERT(e->slot < loop->nslots);
+    s = &loop->slots[e->slot];
+    EVLOOP_ASSERT(s->pos == (int32_t)i);
+    EVLOOP_ASSERT(i == 0 || !evl__hless(e, &loop->heap[(i - 1) / 4]));
+    if (s->fn) {
+      EVLOOP_ASSERT(s->when == e->when);
+      unref += (s->gen & EVL__SLOT_UNREF) != 0;
+    } else {
+      cancelled++; /* on the cancelled list until the next iteration */
+    }
+  }
+  EVLOOP_ASSERT(unref == loop->heap_unref);
+  EVLOOP_ASSERT(cancelled == loop->heap_cancelled);
+}
+
+/* head, length and capacity agree; every slot entry names a ready slot,
+   once. mark: the slots it names are marked EVL__POS_SEEN (so that the
+   slot walk can tell a ready slot the ring lost), or back to READY. */
+static void evl__verify_ring(evl_loop *loop, int mark) {
+  uint32_t k;
+  EVLOOP_ASSERT((loop->ring_cap & (loop->ring_cap - 1)) == 0);
+  EVLOOP_ASSERT(loop->ring_len <= loop->ring_cap);
+  EVLOOP_ASSERT(!loop->ring_cap ||
+                (loop->ring && loop->ring_head < loop->ring_cap));
+  for (k = 0; k < loop->ring_len; k++) {
+    uint64_t e = loop->ring[(loop->ring_head + k) & (loop->ring_cap - 1)];
+    evl__slot *s;
+    if (e & EVL__IO_ENTRY)
+      continue;
+    EVLOOP_ASSERT(e < loop->nslots);
+    s = &loop->slots[(uint32_t)e];
+    EVLOOP_ASSERT(s->pos == (mark ? EVL__POS_READY : EVL__POS_SEEN));
+    s->pos = mark ? EVL__POS_SEEN : EVL__POS_READY;
+  }
+}
+
+/* Walks a list of slots linked through `when`; returns its length. */
+static uint32_t evl__verify_list(evl_loop *loop, uint32_t head, int free) {
+  uint32_t i, n = 0;
+  for (i = head; i != EVL__NONE; i = (uint32_t)loop->slots[i].when) {
+    const evl__slot *s;
+    EVLOOP_ASSERT(i < loop->nslots && n < loop->nslots); /* no cycle */
+    s = &loop->slots[i];
+    EVLOOP_ASSERT(!s->fn);
+    EVLOOP_ASSERT(free ? s->pos == EVL__POS_FREE
+                       : s->pos == EVL__POS_CANCELLED || s->pos >= 0);
+    n++;
+  }
+  return n;
+}
+
+/* Each slot is free, cancelled, in the heap or in the ring (marked SEEN);
+   its handle (slot index + generation) finds it while it is live, and
+   neither a free slot's handle nor an older generation's does. */
+static void evl__verify_slots(evl_loop *loop) {
+  uint32_t i, nfree = 0, ncancelled = 0, nheap = 0;
+  EVLOOP_ASSERT(loop->nslots <= loop->capslots);
+  EVLOOP_ASSERT(!loop->capslots || loop->slots);
+  for (i = 0; i < loop->nslots; i++) {
+    const evl__slot *s = &loop->slots[i];
+    uint32_t gen = s->gen & EVL__GEN_MASK;
+    evl_handle h = (evl_handle)((uint64_t)gen << 32 | (uint64_t)(i + 1));
+    evl_handle old = (evl_handle)((uint64_t)((gen - 1) & EVL__GEN_MASK) << 32 |
+                                  (uint64_t)(i + 1));
+    EVLOOP_ASSERT(!evl__slot_of(loop, old, NULL));
+    if (s->pos == EVL__POS_FREE) {
+      nfree++;
+      EVLOOP_ASSERT(!(s->gen & ~EVL__GEN_MASK)); /* no flags */
+      EVLOOP_ASSERT(!evl__slot_of(loop, h, NULL));
+      continue;
+    }
+    EVLOOP_ASSERT(evl__slot_of(loop, h, NULL) == s);
+    if (s->pos == EVL__POS_CANCELLED) {
+      EVLOOP_ASSERT(!s->fn);
+      ncancelled++;
+    } else if (s->pos >= 0) {
+      EVLOOP_ASSERT((uint32_t)s->pos < loop->heap_len &&
+                    loop->heap[s->pos].slot == i);
+      nheap++;
+    } else {
+      EVLOOP_ASSERT(s->pos == EVL__POS_SEEN); /* READY: in the ring */
+    }
+    if (s->fn && (s->gen & EVL__SLOT_REPEAT))
+      EVLOOP_ASSERT(i < loop->every_cap && loop->every[i].interval > 0);
+  }
+  EVLOOP_ASSERT(nheap == loop->heap_len);
+  EVLOOP_ASSERT(evl__verify_list(loop, loop->free_head, 1) == nfree);
+  EVLOOP_ASSERT(evl__verify_list(loop, loop->cancelled_head, 0) ==
+                ncancelled + loop->heap_cancelled);
+}
+
+/* fd -> watcher: the backend's interest matches the callbacks, the user's
+   watchers are among them, the counts agree; the poll array and the
+   table point at each other. */
+static void evl__verify_fds(evl_loop *loop) {
+  int fd, watched = 0, refs = 0;
+  EVLOOP_ASSERT(loop->fds_cap >= 0 && (!loop->fds_cap || loop->fds));
+  for (fd = 0; fd < loop->fds_cap; fd++) {
+    const evl__fdw *w = &loop->fds[fd];
+    EVLOOP_ASSERT(!(w->kmask & ~(EVL__READ | EVL__WRITE)));
+    EVLOOP_ASSERT(!(w->kmask & EVL__READ) == !w->rfn);
+    EVLOOP_ASSERT(!(w->kmask & EVL__WRITE) == !w->wfn);
+    EVLOOP_ASSERT(!(w->uflags & (EVL__READ | EVL__WRITE) & ~w->kmask));
+    EVLOOP_ASSERT(!w->uflags || (w->uflags & (EVL__READ | EVL__WRITE)));
+    EVLOOP_ASSERT(!w->kmask || (fd != loop->wake_rfd && fd != loop->wake_wfd));
+    watched += w->kmask != 0;
+    refs += evl__fd_referenced(w->uflags);
+#ifdef EVL__HAVE_POLL
+    if (w->pidx >= 0)
+      EVLOOP_ASSERT(w->kmask && w->pidx < loop->npfds &&
+                    loop->pfds[w->pidx].fd == fd);
+#endif
+  }
+  EVLOOP_ASSERT(watched == loop->nwatchers);
+  EVLOOP_ASSERT(refs == loop->fd_refs);
+#ifdef EVL__HAVE_POLL
+  for (fd = 1; fd < loop->npfds; fd++) { /* 0 is the wake-up */
+    int f = loop->pfds[fd].fd;
+    EVLOOP_ASSERT(f >= 0 && f < loop->fds_cap && loop->fds[f].pidx == fd);
+  }
+#endif
+}
+
+static void evl__loop_verify(evl_loop *loop) {
+  evl__verify_heap(loop);
+  evl__verify_ring(loop, 1);
+  evl__verify_slots(loop);
+  evl__verify_ring(loop, 0);
+  evl__verify_fds(loop);
+}
+#endif /* EVLOOP_VERIFY */
 
 /* ==== Cross-thread queue ================================================
    evl_call_soon_threadsafe appends under a mutex and writes to the wake-up
@@ -5779,7 +5970,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     hooks += evl__hooks_run(loop, EVL_HOOK_IDLE);
     hooks += evl__hooks_run(loop, EVL_HOOK_PREPARE);
   }
-  evl__heap_trim(loop);
+  evl__cancelled_free(loop);
   if (loop->ring_len || loop->stopping || loop->fire_head || loop->ts_carry ||
       loop->idle_active) {
     timeout = 0;
@@ -5822,10 +6013,11 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
     uint32_t i = loop->heap[0].slot;
     if (evl__ring_reserve(loop, 1))
       break;
+    EVL__CHECK(loop->slots[i].pos == 0);
     evl__heap_remove(loop, 0);
-    if (!loop->slots[i].fn) {
+    if (!loop->slots[i].fn) { /* cancelled by a callback of this wait */
+      loop->slots[i].pos = EVL__POS_CANCELLED;
       loop->heap_cancelled--;
-      evl__slot_free(loop, i);
       continue;
     }
     if (loop->slots[i].gen & EVL__SLOT_UNREF)
@@ -5882,6 +6074,7 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   evl__metrics_add(loop, t_woke - t_wait, t_end - t_woke, ran + hooks, events);
   loop->m_mark = t_end;
   loop->m_mark_ok = 1;
+  EVL__VERIFY(loop);
   return ran;
 }
 
@@ -6011,7 +6204,7 @@ EVL__DEF double evl_next_timeout(evl_loop *loop) {
     return -1.0;
   if (loop->ring_len || loop->stopping || loop->idle_active)
     return 0.0;
-  evl__heap_trim(loop);
+  evl__cancelled_free(loop);
   if (!loop->heap_len)
     return -1.0;
   d = loop->heap[0].when - evl__now(loop);
@@ -6077,7 +6270,7 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
   loop->log = cfg->log;
   loop->log_ctx = cfg->log_ctx;
   loop->struct_refs = 1;
-  loop->free_head = EVL__NONE;
+  loop->free_head = loop->cancelled_head = EVL__NONE;
   loop->slow_ns = 100000000; /* 0.1 s, as asyncio */
   loop->exec_threads = cfg->executor_threads > 0 ? cfg->executor_threads : 4;
   loop->read_budget = cfg->read_budget > 0 ? cfg->read_budget : 128;
@@ -6191,6 +6384,7 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
     return EVL_ERUNNING;
   if (loop->closed || loop->closing)
     return 0;
+  EVL__VERIFY(loop);
   if (loop->debug) {
     loop->closing = 1; /* the log callback may call back */
     evl__debug_close_report(loop);
@@ -6230,19 +6424,25 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__resolving_close(loop); /* lookups still pending fail: ECLOSED */
   evl__signals_close(loop);   /* dispositions as they were before */
   evl__servers_close(loop);   /* stop accepting */
+  evl__cancelled_free(loop);
   while (loop->heap_len) {
     uint32_t i = loop->heap[--loop->heap_len].slot;
     evl_callback fn = loop->slots[i].fn;
     void *arg = loop->slots[i].arg;
     int internal = (loop->slots[i].gen & EVL__SLOT_INTERNAL) != 0;
-    loop->slots[i].pos = EVL__POS_READY;
-    if (fn && !evl__ring_push(loop, i))
+    if (!fn) { /* cancelled by a callback below: on the cancelled list */
+      loop->slots[i].pos = EVL__POS_CANCELLED;
       continue;
-    evl__slot_free(loop, i); /* cancelled, or no memory for the ring: */
-    if (fn && internal)      /* its references go now (closing mode) */
+    }
+    loop->slots[i].pos = EVL__POS_READY;
+    if (!evl__ring_push(loop, i))
+      continue;
+    evl__slot_free(loop, i); /* no memory for the ring: */
+    if (internal)            /* its references go now (closing mode) */
       fn(loop, arg);
   }
   loop->heap_cancelled = loop->heap_unref = 0;
+  evl__cancelled_free(loop);
   while (loop->ring_len) {
     uint64_t e = evl__ring_pop(loop);
     evl__slot *s;
@@ -6297,11 +6497,12 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   loop->nslots = loop->capslots = loop->ring_cap = loop->ring_len = 0;
   loop->heap_len = loop->heap_cap = 0;
   loop->fds_cap = loop->nwatchers = loop->fd_refs = 0;
-  loop->free_head = EVL__NONE;
+  loop->free_head = loop->cancelled_head = EVL__NONE;
   EVLOOP_FREE(NULL, loop->tsq);
   EVLOOP_FREE(NULL, loop->tsq_spare);
   loop->tsq = loop->tsq_spare = NULL;
   loop->ts_cap = loop->ts_spare_cap = 0;
+  EVL__VERIFY(loop);
   if (loop->free_pending == 1) /* evl_loop_free from a callback of ours */
     evl__loop_free_now(loop);
   return 0;
