@@ -2275,16 +2275,22 @@ typedef struct evl__hent {
   uint32_t slot, seq;
 } evl__hent;
 
+/* One per fd number up to the highest watched, so it is kept at 24 bytes
+   (idle connections count): the callbacks are indexes in the loop's table
+   of the few distinct io callbacks, and the reader and the writer share
+   one argument; when they have different ones (a user's reader and
+   writer), arg points to an evl__fdargs holding both. */
 typedef struct evl__fdw {
-  evl_io_callback rfn, wfn;
-  void *rarg, *warg;
-  int kmask; /* interest the backend has */
-  int pidx;  /* poll backend: index in the pollfd array */
+  void *arg;
+  uint16_t rfn, wfn; /* loop->iofns[rfn - 1]; 0: none */
   /* Bumped when the reader (writer) goes: an event queued for it is not
      given to a watcher added later on the same fd number. */
-  unsigned rgen, wgen;
-  int owned;  /* a transport's or server's fd: not the user's to watch */
-  int uflags; /* EVL__FD_*: the user's watchers (evl_add_reader/writer) */
+  uint16_t rgen, wgen;
+  int pidx;             /* poll backend: index in the pollfd array */
+  unsigned char kmask;  /* interest the backend has */
+  unsigned char owned;  /* a transport's or server's fd: not the user's */
+  unsigned char uflags; /* EVL__FD_*: the user's evl_add_reader/writer */
+  unsigned char split;  /* arg is an evl__fdargs */
 #ifdef EVL__HAVE_IOCP
   struct evl__afd_req *afd; /* IOCP: the socket's poll request */
 #endif
@@ -2296,6 +2302,10 @@ typedef struct evl__fdw {
                     reads and so clears SO_ERROR itself) */
 #endif
 } evl__fdw;
+
+typedef struct evl__fdargs {
+  void *rarg, *warg;
+} evl__fdargs;
 
 typedef struct evl__tsent {
   evl_callback fn;
@@ -2468,6 +2478,8 @@ struct evl_loop {
   /* fd watchers */
   evl__fdw *fds;
   int fds_cap, nwatchers;
+  evl_io_callback *iofns; /* the distinct fd callbacks (evl__fdw's rfn) */
+  uint16_t niofns, iofns_cap;
   evl__site *fdsites; /* debug mode: reader and writer sites per fd */
   int fdsites_cap;
   /* backend */
@@ -4212,10 +4224,80 @@ static int evl__fds_reserve(evl_loop *loop, int fd) {
   return 0;
 }
 
+/* cb's index in loop->iofns plus 1 (the table only grows: a program has
+   few distinct fd callbacks), or EVL_ENOMEM. */
+static int evl__iofn_index(evl_loop *loop, evl_io_callback cb) {
+  int i;
+  for (i = 0; i < loop->niofns; i++)
+    if (loop->iofns[i] == cb)
+      return i + 1;
+  if (loop->niofns == loop->iofns_cap) {
+    int cap = loop->iofns_cap ? loop->iofns_cap * 2 : 16;
+    evl_io_callback *t;
+    if (cap > UINT16_MAX)
+      return EVL_ENOMEM;
+    t = (evl_io_callback *)evl__lrealloc(loop, loop->iofns,
+                                         (size_t)cap * sizeof *t);
+    if (!t)
+      return EVL_ENOMEM;
+    loop->iofns = t;
+    loop->iofns_cap = (uint16_t)cap;
+  }
+  loop->iofns[loop->niofns++] = cb;
+  return loop->niofns;
+}
+
+/* The argument of w's reader (which == EVL__READ) or writer. */
+static void *evl__fd_arg(const evl__fdw *w, int which) {
+  if (!w->split)
+    return w->arg;
+  return which == EVL__READ ? ((evl__fdargs *)w->arg)->rarg
+                            : ((evl__fdargs *)w->arg)->warg;
+}
+
+/* Sets the argument of w's reader or writer (its callback set after);
+   0 or EVL_ENOMEM. One shared pointer unless the other side has a
+   different one. */
+static int evl__fd_set_arg(evl_loop *loop, evl__fdw *w, int which, void *arg) {
+  int other = which == EVL__READ ? EVL__WRITE : EVL__READ;
+  void *oarg = evl__fd_arg(w, other);
+  evl__fdargs *a;
+  if (!(other == EVL__READ ? w->rfn : w->wfn) || oarg == arg) {
+    if (w->split)
+      evl__lfree(loop, w->arg);
+    w->arg = arg;
+    w->split = 0;
+    return 0;
+  }
+  a = w->split ? (evl__fdargs *)w->arg
+               : (evl__fdargs *)evl__lalloc(loop, sizeof *a);
+  if (!a)
+    return EVL_ENOMEM;
+  a->rarg = which == EVL__READ ? arg : oarg;
+  a->warg = which == EVL__READ ? oarg : arg;
+  w->arg = a;
+  w->split = 1;
+  return 0;
+}
+
+/* w's reader or writer is gone: its callback and argument. */
+static void evl__fd_clear(evl_loop *loop, evl__fdw *w, int which) {
+  int other = which == EVL__READ ? EVL__WRITE : EVL__READ;
+  void *oarg = evl__fd_arg(w, other);
+  if (which == EVL__READ)
+    w->rfn = 0;
+  else
+    w->wfn = 0;
+  if (w->split)
+    evl__lfree(loop, w->arg);
+  w->split = 0;
+  w->arg = (other == EVL__READ ? w->rfn : w->wfn) ? oarg : NULL;
+}
+
 static int evl__watch(evl_loop *loop, evl_fd fdv, int which, evl_io_callback cb,
                       void *arg, const char *name, const char *file, int line) {
   evl__fdw *w;
-  int fd, rc, oldmask;
+  int fd, rc, oldmask, idx;
   if (!loop)
     return EVL_EINVAL;
   if (loop->closed || loop->closing)
@@ -4232,23 +4314,27 @@ static int evl__watch(evl_loop *loop, evl_fd fdv, int which, evl_io_callback cb,
   rc = evl__fds_reserve(loop, fd);
   if (rc)
     return rc;
+  if ((rc = evl__iofn_index(loop, cb)) < 0)
+    return rc;
+  idx = rc;
   w = &loop->fds[fd];
+  if (evl__fd_set_arg(loop, w, which, arg) != 0)
+    return EVL_ENOMEM;
   oldmask = w->kmask;
   if (!(oldmask & which)) {
     rc = evl__be_modify(loop, fd, oldmask, oldmask | which);
-    if (rc)
+    if (rc) {
+      evl__fd_clear(loop, w, which);
       return rc;
+    }
     if (!oldmask)
       loop->nwatchers++;
-    w->kmask = oldmask | which;
+    w->kmask = (unsigned char)(oldmask | which);
   }
-  if (which == EVL__READ) {
-    w->rfn = cb;
-    w->rarg = arg;
-  } else {
-    w->wfn = cb;
-    w->warg = arg;
-  }
+  if (which == EVL__READ)
+    w->rfn = (uint16_t)idx;
+  else
+    w->wfn = (uint16_t)idx;
   if (loop->debug && loop->fdsites_cap < loop->fds_cap) {
     evl__site *st = (evl__site *)evl__lrealloc(
         loop, loop->fdsites, (size_t)loop->fds_cap * 2 * sizeof *st);
@@ -4278,18 +4364,14 @@ static int evl__unwatch(evl_loop *loop, evl_fd fdv, int which) {
   if (!(w->kmask & which))
     return 0;
   (void)evl__be_modify(loop, fd, w->kmask, w->kmask & ~which);
-  w->kmask &= ~which;
+  w->kmask = (unsigned char)(w->kmask & ~which);
   if (!w->kmask)
     loop->nwatchers--;
-  if (which == EVL__READ) {
-    w->rfn = NULL;
-    w->rarg = NULL;
+  evl__fd_clear(loop, w, which);
+  if (which == EVL__READ)
     w->rgen++;
-  } else {
-    w->wfn = NULL;
-    w->warg = NULL;
+  else
     w->wgen++;
-  }
   return 1;
 }
 
@@ -4301,7 +4383,7 @@ static int evl__fd_owned(evl_loop *loop, evl_fd fd) {
 #ifndef EVLOOP_NO_NET
 static void evl__fd_own(evl_loop *loop, evl_fd fd, int owned) {
   if (fd >= 0 && fd < loop->fds_cap)
-    loop->fds[fd].owned = owned;
+    loop->fds[fd].owned = (unsigned char)(owned != 0);
 }
 #endif
 
@@ -4314,7 +4396,7 @@ static int evl__fd_referenced(int uflags) {
 static void evl__fd_user(evl_loop *loop, evl_fd fd, int which, int on) {
   evl__fdw *w = &loop->fds[fd];
   int was = evl__fd_referenced(w->uflags);
-  w->uflags = on ? w->uflags | which : w->uflags & ~which;
+  w->uflags = (unsigned char)(on ? w->uflags | which : w->uflags & ~which);
   if (!(w->uflags & (EVL__READ | EVL__WRITE)))
     w->uflags = 0; /* the next watcher of this fd starts referenced */
   loop->fd_refs += evl__fd_referenced(w->uflags) - was;
@@ -4377,7 +4459,8 @@ EVL__DEF int evl_fd_set_ref(evl_loop *loop, evl_fd fd, int ref) {
   if (!(w->uflags & (EVL__READ | EVL__WRITE)))
     return EVL_EINVAL; /* no watcher of the user's */
   was = evl__fd_referenced(w->uflags);
-  w->uflags = ref ? w->uflags & ~EVL__FD_UNREF : w->uflags | EVL__FD_UNREF;
+  w->uflags = (unsigned char)(ref ? w->uflags & ~EVL__FD_UNREF
+                                  : w->uflags | EVL__FD_UNREF);
   loop->fd_refs += evl__fd_referenced(w->uflags) - was;
   return 0;
 }
@@ -5887,8 +5970,9 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   if (((entry >> EVL__IO_RGEN_SHIFT) & EVL__IO_GEN_MASK) !=
       (loop->fds[fd].rgen & EVL__IO_GEN_MASK))
     events &= ~EVL__READ;
-  if ((events & EVL__READ) && (cb = loop->fds[fd].rfn) != NULL) {
-    arg = loop->fds[fd].rarg;
+  if ((events & EVL__READ) && loop->fds[fd].rfn) {
+    cb = loop->iofns[loop->fds[fd].rfn - 1];
+    arg = evl__fd_arg(&loop->fds[fd], EVL__READ);
     if (loop->debug)
       t0 = evl__monotonic_ns();
     cb(loop, fd, arg);
@@ -5903,8 +5987,9 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   if ((events & EVL__WRITE) && fd < loop->fds_cap &&
       ((entry >> EVL__IO_WGEN_SHIFT) & EVL__IO_GEN_MASK) ==
           (loop->fds[fd].wgen & EVL__IO_GEN_MASK) &&
-      (cb = loop->fds[fd].wfn) != NULL) {
-    arg = loop->fds[fd].warg;
+      loop->fds[fd].wfn) {
+    cb = loop->iofns[loop->fds[fd].wfn - 1];
+    arg = evl__fd_arg(&loop->fds[fd], EVL__WRITE);
     if (loop->debug)
       t0 = evl__monotonic_ns();
     cb(loop, fd, arg);
@@ -6378,6 +6463,7 @@ static void evl__debug_close_report(evl_loop *loop) {
 static void evl__cancel_all_tasks(evl_loop *loop);
 
 EVL__DEF int evl_loop_close(evl_loop *loop) {
+  int i;
   if (!loop)
     return EVL_EINVAL;
   if (loop->running)
@@ -6480,7 +6566,13 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__lfree(loop, loop->hooks);
   loop->hooks = NULL;
   loop->nhooks = loop->caphooks = loop->idle_active = 0;
+  for (i = 0; i < loop->fds_cap; i++) /* watchers left on: their args */
+    if (loop->fds[i].split)
+      evl__lfree(loop, loop->fds[i].arg);
   evl__lfree(loop, loop->fds);
+  evl__lfree(loop, loop->iofns);
+  loop->iofns = NULL;
+  loop->niofns = loop->iofns_cap = 0;
   evl__lfree(loop, loop->fdsites);
   evl__lfree(loop, loop->rbuf);
   evl__lfree(loop, loop->mmsg);
@@ -10708,6 +10800,24 @@ typedef struct evl__dg_peer {
   int connected; /* 0 with allow_broadcast: sends name the address */
 } evl__dg_peer;
 
+/* What only some transports need, allocated on first need: an idle
+   accepted stream connection has none (idle connections count). */
+typedef struct evl__tr_more {
+  evl__dgram *dq_head; /* queued datagrams */
+  evl__dg_peer *peer;  /* datagram endpoints made with a remote address */
+  evl__dgram *dg_held; /* received in a batch after a pause, in order */
+  /* Before the start, the connection future to complete (EVL__T_WAITER);
+     after it, a running sendfile. */
+  union {
+    evl_future *waiter;
+    evl__sendfile_op *sf;
+  } u;
+  uint32_t high, low; /* set_write_buffer_limits' (else the defaults) */
+} evl__tr_more;
+
+#define EVL__TR_HIGH_DEFAULT 65536u
+#define EVL__TR_LOW_DEFAULT 16384u
+
 struct evl_transport {
   evl_loop *loop;
   const evl_protocol *proto;
@@ -10715,17 +10825,9 @@ struct evl_transport {
   evl_server *server;           /* the server that accepted it, or NULL */
   evl_transport *lprev, *lnext; /* the loop's transports */
   unsigned char *wbuf;          /* queued bytes: wbuf[woff .. woff+wlen) */
-  uint32_t wlen, woff, wcap, high, low;
+  evl__tr_more *more;           /* or NULL: see evl__tr_more */
+  uint32_t wlen, woff, wcap;
   int fd, flags, lost_err;
-  evl__dgram *dq_head; /* queued datagrams */
-  evl__dg_peer *peer;  /* datagram endpoints made with a remote address */
-  evl__dgram *dg_held; /* received in a batch after a pause, in order */
-  /* Before the start, the connection future to complete (EVL__T_WAITER);
-     after it, a running sendfile. Kept small: idle connections count. */
-  union {
-    evl_future *waiter;
-    evl__sendfile_op *sf;
-  } u;
 #ifdef EVL__HAVE_IOCP
   struct evl__ovl *rreq, *wreq; /* completion mode: the read and the write */
   uint32_t wflight;             /* bytes the write in flight holds */
@@ -10740,7 +10842,24 @@ struct evl_transport {
 #endif
 
 /* The running sendfile, if any (u holds the waiter before the start). */
-#define EVL__SF(t) ((t)->flags & EVL__T_WAITER ? NULL : (t)->u.sf)
+#define EVL__SF(t)                                                             \
+  ((t)->flags & EVL__T_WAITER || !(t)->more ? NULL : (t)->more->u.sf)
+/* The write buffer limits, and the queued datagrams (all transports). */
+#define EVL__TR_HIGH(t) ((t)->more ? (t)->more->high : EVL__TR_HIGH_DEFAULT)
+#define EVL__TR_LOW(t) ((t)->more ? (t)->more->low : EVL__TR_LOW_DEFAULT)
+#define EVL__DQ_HEAD(t) ((t)->more ? (t)->more->dq_head : NULL)
+
+/* t's evl__tr_more, made if need be; NULL: no memory. */
+static evl__tr_more *evl__tr_more_get(evl_transport *t) {
+  if (!t->more) {
+    t->more = (evl__tr_more *)evl__zalloc(t->loop, sizeof *t->more);
+    if (!t->more)
+      return NULL;
+    t->more->high = EVL__TR_HIGH_DEFAULT;
+    t->more->low = EVL__TR_LOW_DEFAULT;
+  }
+  return t->more;
+}
 
 /* The TLS layer's side of the transport functions: a transport flagged
    EVL__T_TLS is handed to the TLS layer section. */
@@ -10802,7 +10921,7 @@ static void evl__tr_ovl_writable(evl_transport *t);
 static size_t evl__tr_queued(const evl_transport *t) {
   size_t n = t->wlen;
   const evl__dgram *d;
-  for (d = t->dq_head; d; d = d->next)
+  for (d = EVL__DQ_HEAD(t); d; d = d->next)
     n += d->len;
 #ifdef EVL__HAVE_IOCP
   n += t->wflight;
@@ -10811,14 +10930,15 @@ static size_t evl__tr_queued(const evl_transport *t) {
 }
 
 static void evl__tr_maybe_pause(evl_transport *t) {
-  if (!(t->flags & EVL__T_PROTO_PAUSED) && evl__tr_queued(t) > t->high) {
+  if (!(t->flags & EVL__T_PROTO_PAUSED) &&
+      evl__tr_queued(t) > EVL__TR_HIGH(t)) {
     t->flags |= EVL__T_PROTO_PAUSED;
     if (t->proto->pause_writing)
       t->proto->pause_writing(t, t->user);
   }
 }
 static void evl__tr_maybe_resume(evl_transport *t) {
-  if ((t->flags & EVL__T_PROTO_PAUSED) && evl__tr_queued(t) <= t->low) {
+  if ((t->flags & EVL__T_PROTO_PAUSED) && evl__tr_queued(t) <= EVL__TR_LOW(t)) {
     t->flags &= ~EVL__T_PROTO_PAUSED;
     if (t->proto->resume_writing)
       t->proto->resume_writing(t, t->user);
@@ -10827,14 +10947,14 @@ static void evl__tr_maybe_resume(evl_transport *t) {
 
 static void evl__tr_drop_queue(evl_transport *t) {
   evl_loop *loop = t->loop;
-  while (t->dq_head) {
-    evl__dgram *d = t->dq_head;
-    t->dq_head = d->next;
+  while (t->more && t->more->dq_head) {
+    evl__dgram *d = t->more->dq_head;
+    t->more->dq_head = d->next;
     evl__lfree(loop, d);
   }
-  while (t->dg_held) {
-    evl__dgram *d = t->dg_held;
-    t->dg_held = d->next;
+  while (t->more && t->more->dg_held) {
+    evl__dgram *d = t->more->dg_held;
+    t->more->dg_held = d->next;
     evl__lfree(loop, d);
   }
   evl__lfree(loop, t->wbuf);
@@ -10874,17 +10994,19 @@ static void evl__tr_lost(evl_loop *loop, void *arg) {
   evl__tr_close_fd(t);
   if (t->flags & EVL__T_WAITER) { /* never started: the future fails */
     t->flags &= ~EVL__T_WAITER;
-    (void)evl_future_set_error(t->u.waiter,
+    (void)evl_future_set_error(t->more->u.waiter,
                                t->lost_err ? t->lost_err : EVL_ECANCELED, NULL);
-    evl_future_release(t->u.waiter);
-    t->u.waiter = NULL;
-  } else if (t->u.sf) {
+    evl_future_release(t->more->u.waiter);
+    t->more->u.waiter = NULL;
+  } else if (EVL__SF(t)) {
     evl__sendfile_fail(t, t->lost_err ? t->lost_err : EVL_ECANCELED);
   }
   if ((t->flags & EVL__T_MADE) && t->proto->connection_lost)
     t->proto->connection_lost(t, t->lost_err, t->user);
   evl__tr_drop_queue(t);
-  evl__lfree(t->loop, t->peer);
+  if (t->more)
+    evl__lfree(t->loop, t->more->peer);
+  evl__lfree(t->loop, t->more);
   if (t->lprev)
     t->lprev->lnext = t->lnext;
   else
@@ -10925,8 +11047,10 @@ static evl_transport *evl__tr_new(evl_loop *loop, const evl_protocol *proto,
   t->proto = proto;
   t->user = user;
   t->fd = fd;
-  t->high = 65536;
-  t->low = 16384;
+  if (dgram && !evl__tr_more_get(t)) {
+    evl__lfree(loop, t);
+    return NULL;
+  }
   if (dgram)
     t->flags |= EVL__T_DGRAM;
   t->lnext = loop->transports;
@@ -10964,15 +11088,15 @@ static void evl__tr_start(evl_loop *loop, void *arg) {
     evl__tr_schedule_lost(t, EVL_ECLOSED);
     return;
   }
-  if ((t->flags & EVL__T_WAITER) && t->u.waiter->state != EVL__PENDING) {
+  if ((t->flags & EVL__T_WAITER) && t->more->u.waiter->state != EVL__PENDING) {
     /* Its future was cancelled: nobody wants it, and the protocol never
        hears of it (no connection_made, no connection_lost). */
     evl__tr_schedule_lost(t, EVL_ECANCELED);
     return;
   }
   if (t->flags & EVL__T_WAITER) {
-    w = t->u.waiter;
-    t->u.waiter = NULL;
+    w = t->more->u.waiter;
+    t->more->u.waiter = NULL;
   }
   t->flags = (t->flags & ~EVL__T_WAITER) | EVL__T_MADE;
   if (t->proto->connection_made)
@@ -10990,11 +11114,24 @@ static void evl__tr_start(evl_loop *loop, void *arg) {
   }
 }
 
+/* The transports' fd callbacks in the loop's table (evl__iofn_index), so
+   that watching a reserved fd later cannot fail; 0 or EVL_ENOMEM. */
+static int evl__tr_fns_reserve(evl_loop *loop) {
+  if (evl__iofn_index(loop, evl__tr_on_readable) < 0 ||
+      evl__iofn_index(loop, evl__tr_on_writable) < 0 ||
+      evl__iofn_index(loop, evl__dg_on_readable) < 0 ||
+      evl__iofn_index(loop, evl__dg_on_writable) < 0 ||
+      evl__iofn_index(loop, evl__wpipe_on_readable) < 0)
+    return EVL_ENOMEM;
+  return 0;
+}
+
 static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
                                    void *user, int fd, int dgram,
                                    evl_future *waiter) {
   evl_transport *t;
-  if (evl__fds_reserve(loop, fd)) /* so watching it later cannot fail */
+  if (evl__fds_reserve(loop, fd) || /* so watching it later cannot fail */
+      evl__tr_fns_reserve(loop))
     return NULL;
   t = evl__tr_new(loop, proto, user, fd, dgram);
   if (!t)
@@ -11002,13 +11139,14 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
 #ifdef EVL__HAVE_IOCP
   evl__tr_ovl_adopt(t);
 #endif
-  if (waiter) {
-    t->u.waiter = evl_future_ref(waiter);
+  if (waiter && evl__tr_more_get(t)) {
+    t->more->u.waiter = evl_future_ref(waiter);
     t->flags |= EVL__T_WAITER;
   }
-  if (evl__soon_internal(loop, evl__tr_start, t) < 0) {
-    if (waiter)
+  if ((waiter && !t->more) || evl__soon_internal(loop, evl__tr_start, t) < 0) {
+    if (t->flags & EVL__T_WAITER)
       evl_future_release(waiter);
+    evl__lfree(loop, t->more);
     t->fd = -1; /* the caller keeps the fd */
     if (t->lprev)
       t->lprev->lnext = t->lnext;
@@ -11352,7 +11490,7 @@ EVL__DEF int evl_transport_write(evl_transport *t, const void *data,
       !(t->flags & (EVL__T_CLOSING | EVL__T_EOF_PENDING | EVL__T_EOF_SENT |
                     EVL__T_DGRAM | EVL__T_WAITER | EVL__T_HANDLE)) &&
       (t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) != EVL__T_PIPE && !t->wlen &&
-      !t->u.sf && !EVL__WBUSY(t)) {
+      !EVL__SF(t) && !EVL__WBUSY(t)) {
     evl__ssize_t r = evl__tr_send(t, data, len);
     if (r == (evl__ssize_t)len)
       return 0;
@@ -11622,12 +11760,12 @@ static void evl__tr_ovl_writable(evl_transport *t) {
 
 /* Sends the queued datagrams, one in flight at a time. */
 static void evl__dg_ovl_pump(evl_transport *t) {
-  while (!EVL__WBUSY(t) && t->dq_head && !(t->flags & EVL__T_LOST)) {
-    evl__dgram *d = t->dq_head;
+  while (!EVL__WBUSY(t) && t->more->dq_head && !(t->flags & EVL__T_LOST)) {
+    evl__dgram *d = t->more->dq_head;
     evl__ovl *r = t->wreq;
     WSABUF b;
     int rc = EVL_ENOMEM, ok;
-    t->dq_head = d->next;
+    t->more->dq_head = d->next;
     if (!r && (r = evl__ovl_new(t->loop, t, EVL__OV_SENDTO,
                                 (HANDLE)(intptr_t)t->fd)) != NULL) {
       r->skip = (t->flags & EVL__T_SKIP) != 0;
@@ -11654,7 +11792,7 @@ static void evl__dg_ovl_pump(evl_transport *t) {
         t->proto->error_received(t, rc, t->user);
     }
   }
-  if (!EVL__WBUSY(t) && !t->dq_head && !(t->flags & EVL__T_LOST)) {
+  if (!EVL__WBUSY(t) && !t->more->dq_head && !(t->flags & EVL__T_LOST)) {
     evl__tr_maybe_resume(t);
     if ((t->flags & EVL__T_CLOSING) && !(t->flags & EVL__T_LOST))
       evl__tr_schedule_lost(t, 0);
@@ -11839,7 +11977,7 @@ EVL__DEF void evl_transport_close(evl_transport *t) {
   EVL__TLS_DO(t, evl__tls_close(t));
   t->flags |= EVL__T_CLOSING;
   evl__unwatch(t->loop, t->fd, EVL__READ);
-  if (!t->wlen && !t->dq_head && !EVL__SF(t) && !EVL__WBUSY(t))
+  if (!t->wlen && !EVL__DQ_HEAD(t) && !EVL__SF(t) && !EVL__WBUSY(t))
     evl__tr_schedule_lost(t, 0);
   /* else: the writer callback finishes the close once the queue drained */
 }
@@ -11878,7 +12016,8 @@ EVL__DEF int evl_transport_resume_reading(evl_transport *t) {
   t->flags &= ~EVL__T_PAUSED;
   if (!(t->flags & EVL__T_MADE) || (t->flags & EVL__T_READ_EOF))
     return 0; /* evl__tr_start starts reading / nothing more to read */
-  if (t->dg_held && evl__soon_internal(t->loop, evl__dg_held_kick, NULL) < 0)
+  if (t->more && t->more->dg_held &&
+      evl__soon_internal(t->loop, evl__dg_held_kick, NULL) < 0)
     return EVL_ENOMEM;
   return evl__tr_read_on(t);
 }
@@ -11896,8 +12035,10 @@ EVL__DEF int evl_transport_set_write_buffer_limits(evl_transport *t,
     low = high / 4;
   if (low > high || high > 0xffffffffu)
     return EVL_EINVAL;
-  t->high = (uint32_t)high;
-  t->low = (uint32_t)low;
+  if (!evl__tr_more_get(t))
+    return EVL_ENOMEM;
+  t->more->high = (uint32_t)high;
+  t->more->low = (uint32_t)low;
   evl__tr_maybe_pause(t);
   evl__tr_maybe_resume(t);
   return 0;
@@ -12142,7 +12283,7 @@ static void evl__dg_hold(evl_transport *t, const void *data, size_t len,
   d->addrlen = (socklen_t)alen;
   memcpy(&d->addr, addr, alen);
   memcpy(d + 1, data, len);
-  for (at = &t->dg_held; *at; at = &(*at)->next) {
+  for (at = &t->more->dg_held; *at; at = &(*at)->next) {
   }
   *at = d;
 }
@@ -12197,9 +12338,9 @@ static int evl__dg_read_some(evl_transport *t, int budget) {
   int got = 0;
   if (!buf)
     return 0;
-  while (t->dg_held && got < budget && !(t->flags & EVL__TR_READ_STOP)) {
-    evl__dgram *d = t->dg_held;
-    t->dg_held = d->next;
+  while (t->more->dg_held && got < budget && !(t->flags & EVL__TR_READ_STOP)) {
+    evl__dgram *d = t->more->dg_held;
+    t->more->dg_held = d->next;
     got++;
     evl__dg_deliver(t, d + 1, d->len, &d->addr, d->addrlen);
     evl__lfree(loop, d);
@@ -12247,7 +12388,7 @@ static void evl__dg_held_kick(evl_loop *loop, void *arg) {
   evl_transport *t;
   (void)arg;
   for (t = loop->transports; t; t = t->lnext)
-    if (t->dg_held && (t->flags & EVL__T_DGRAM))
+    if ((t->flags & EVL__T_DGRAM) && t->more->dg_held)
       evl__dg_read_some(t, loop->read_budget);
 }
 
@@ -12259,14 +12400,14 @@ static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
 static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   (void)fdv;
-  while (t->dq_head) {
-    evl__dgram *d = t->dq_head;
+  while (t->more->dq_head) {
+    evl__dgram *d = t->more->dq_head;
     evl__ssize_t n = evl__sys_sendto(
         t->fd, (const unsigned char *)(d + 1), d->len, EVL__SEND_FLAGS,
         d->addrlen ? (const struct sockaddr *)&d->addr : NULL, d->addrlen);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
       return;
-    t->dq_head = d->next;
+    t->more->dq_head = d->next;
     evl__lfree(loop, d);
     if (n < 0 && t->proto->error_received)
       t->proto->error_received(t, evl__errno(), t->user);
@@ -12318,14 +12459,14 @@ EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
     return EVL_ENOTSUP;
   if (t->flags & EVL__T_CLOSING)
     return EVL_ECLOSING;
-  if (t->peer) { /* asyncio: addr must be None or the remote address */
-    if (addr &&
-        !evl__sockaddr_same(addr, addrlen, &t->peer->ss, (size_t)t->peer->len))
+  if (t->more->peer) { /* asyncio: addr must be None or the remote address */
+    if (addr && !evl__sockaddr_same(addr, addrlen, &t->more->peer->ss,
+                                    (size_t)t->more->peer->len))
       return EVL_EINVAL;
-    addr = t->peer->connected ? NULL : (const void *)&t->peer->ss;
-    addrlen = t->peer->len;
+    addr = t->more->peer->connected ? NULL : (const void *)&t->more->peer->ss;
+    addrlen = t->more->peer->len;
   }
-  if (!t->dq_head && !EVL__WBUSY(t)) {
+  if (!t->more->dq_head && !EVL__WBUSY(t)) {
     n = evl__sys_sendto(t->fd, data, len, EVL__SEND_FLAGS,
                         (const struct sockaddr *)addr,
                         addr ? (socklen_t)addrlen : 0);
@@ -12349,7 +12490,7 @@ EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
   if (len)
     memcpy(d + 1, data, len);
   { /* append: datagram queues are short, no tail pointer to keep */
-    evl__dgram **pp = &t->dq_head;
+    evl__dgram **pp = &t->more->dq_head;
     while (*pp)
       pp = &(*pp)->next;
     *pp = d;
@@ -13389,7 +13530,8 @@ static evl_server *evl__server_new(evl_loop *loop, const evl_protocol *proto,
 
 static int evl__server_add_fd(evl_server *s, int fd) {
   int *f;
-  if (evl__fds_reserve(s->loop, fd))
+  if (evl__fds_reserve(s->loop, fd) ||
+      evl__iofn_index(s->loop, evl__server_on_accept) < 0)
     return EVL_ENOMEM;
   f = (int *)EVLOOP_REALLOC(NULL, s->fds, (s->nfds + 1) * sizeof *f);
   if (!f)
@@ -13744,7 +13886,7 @@ static void evl__dgram_finish(evl_loop *loop, evl__dgram_req *r) {
   if (rc == 0 && !(t = evl__tr_open(loop, r->proto, r->user, fd, 1, r->fut)))
     rc = EVL_ENOMEM;
   if (t)
-    t->peer = peer;
+    t->more->peer = peer; /* a datagram transport: it has more */
   else
     evl__lfree(loop, peer);
   if (rc) {
@@ -14164,9 +14306,9 @@ static void evl__sendfile_released(evl_transport *t) {
 }
 
 static void evl__sendfile_finish(evl_transport *t) {
-  evl__sendfile_op *op = t->u.sf;
+  evl__sendfile_op *op = t->more->u.sf;
   evl__file_seek(op->file_fd, op->offset);
-  t->u.sf = NULL;
+  t->more->u.sf = NULL;
   (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
   op->t = NULL;
   evl_future_release(&op->fut);
@@ -14174,9 +14316,9 @@ static void evl__sendfile_finish(evl_transport *t) {
 }
 
 static void evl__sendfile_fail(evl_transport *t, int err) {
-  evl__sendfile_op *op = t->u.sf;
+  evl__sendfile_op *op = t->more->u.sf;
   evl__file_seek(op->file_fd, op->offset);
-  t->u.sf = NULL;
+  t->more->u.sf = NULL;
   op->t = NULL;
   (void)evl_future_set_error(&op->fut, err, NULL);
   evl_future_release(&op->fut);
@@ -14184,7 +14326,7 @@ static void evl__sendfile_fail(evl_transport *t, int err) {
 
 /* Called when the transport is writable and its queue is empty. */
 static void evl__sendfile_pump(evl_transport *t) {
-  evl__sendfile_op *op = t->u.sf;
+  evl__sendfile_op *op = t->more->u.sf;
 #ifdef EVL__HAVE_IOCP
   if (t->flags & EVL__T_OVL) {  /* a chunk at a time through the queue */
     if (op->done < op->count) { /* a buffer of its own: the queue waits */
@@ -14234,10 +14376,10 @@ static void evl__sendfile_pump(evl_transport *t) {
 static int evl__sendfile_cancel(evl_future *f) {
   evl__sendfile_op *op = (evl__sendfile_op *)(void *)f;
   int rc = evl__future_cancel_base(f);
-  if (rc == 1 && op->t && op->t->u.sf == op) {
+  if (rc == 1 && op->t && EVL__SF(op->t) == op) {
     evl_transport *t = op->t;
     evl__file_seek(op->file_fd, op->offset);
-    t->u.sf = NULL;
+    t->more->u.sf = NULL;
     op->t = NULL;
     evl_future_release(f);
     if (!EVL__WBUSY(t))
@@ -14266,6 +14408,8 @@ EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
     rc = EVL_EBUSY;
   if (!rc && (file_fd < 0 || offset < 0))
     rc = file_fd < 0 ? EVL_EBADF : EVL_EINVAL;
+  if (!rc && !evl__tr_more_get(t))
+    rc = EVL_ENOMEM;
   if (rc) {
     (void)evl_future_set_error(&op->fut, rc, NULL);
     return &op->fut;
@@ -14275,7 +14419,7 @@ EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
   op->offset = offset;
   op->count = count ? count : (size_t)-1; /* 0: to the end of the file */
   op->before = t->wlen;
-  t->u.sf = op;
+  t->more->u.sf = op;
   op->fut.refs++; /* the transport's reference */
 #ifdef EVL__HAVE_IOCP
   if (t->flags & EVL__T_OVL) {
@@ -15034,8 +15178,6 @@ static evl__tls *evl__tls_new(evl_loop *loop, evl_tls_context *ctx,
   x->app.proto = proto;
   x->app.user = user;
   x->app.fd = -1;
-  x->app.high = 65536;
-  x->app.low = 16384;
   x->app.flags = EVL__T_TLS;
   x->ctx = evl_tls_context_ref(ctx);
   x->server = server != 0;
@@ -15106,11 +15248,11 @@ static void evl__tls_flow(evl__tls *x) {
   size_t q = evl__tls_queued(x);
   if (!(t->flags & EVL__T_MADE) || (t->flags & EVL__T_LOST))
     return;
-  if (!(t->flags & EVL__T_PROTO_PAUSED) && q > t->high) {
+  if (!(t->flags & EVL__T_PROTO_PAUSED) && q > EVL__TR_HIGH(t)) {
     t->flags |= EVL__T_PROTO_PAUSED;
     if (t->proto->pause_writing)
       t->proto->pause_writing(t, t->user);
-  } else if ((t->flags & EVL__T_PROTO_PAUSED) && q <= t->low) {
+  } else if ((t->flags & EVL__T_PROTO_PAUSED) && q <= EVL__TR_LOW(t)) {
     t->flags &= ~EVL__T_PROTO_PAUSED;
     if (t->proto->resume_writing)
       t->proto->resume_writing(t, t->user);
@@ -15189,7 +15331,8 @@ static void evl__tls_sendfile_pump(evl_loop *loop, void *arg);
 
 /* A sendfile waiting for room reads on once there is. */
 static void evl__tls_sf_kick(evl__tls *x) {
-  if (x->sf && !x->sf_h && x->raw && evl__tls_queued(x) <= x->app.high) {
+  if (x->sf && !x->sf_h && x->raw &&
+      evl__tls_queued(x) <= EVL__TR_HIGH(&x->app)) {
     x->sf_h = evl__soon_internal(x->app.loop, evl__tls_sendfile_pump, x);
     if (x->sf_h < 0)
       x->sf_h = 0; /* no memory: the next write's kick tries again */
@@ -15199,7 +15342,7 @@ static void evl__tls_sf_kick(evl__tls *x) {
 /* Encrypts pend while raw takes it; at close, then sends close_notify. */
 static void evl__tls_encrypt(evl__tls *x) {
   while (x->plen && x->state == EVL__TLS_OPEN && x->raw &&
-         evl_transport_get_write_buffer_size(x->raw) <= x->raw->high) {
+         evl_transport_get_write_buffer_size(x->raw) <= EVL__TR_HIGH(x->raw)) {
     size_t n = x->plen < EVL__TLS_RECORD ? x->plen : EVL__TLS_RECORD;
     long w = evl__tlse_write(x->e, x->pend + x->poff, n);
     if (w == EVL_EAGAIN)
@@ -15667,8 +15810,10 @@ static int evl__tls_set_limits(evl_transport *t, size_t high, size_t low) {
     low = high / 4;
   if (low > high || high > 0xffffffffu)
     return EVL_EINVAL;
-  t->high = (uint32_t)high;
-  t->low = (uint32_t)low;
+  if (!evl__tr_more_get(t))
+    return EVL_ENOMEM;
+  t->more->high = (uint32_t)high;
+  t->more->low = (uint32_t)low;
   if (EVL__TLS(t)->raw) /* raw pauses as app would: its resume drives us */
     (void)evl_transport_set_write_buffer_limits(EVL__TLS(t)->raw, high, low);
   evl__tls_flow(EVL__TLS(t));
@@ -15730,7 +15875,7 @@ static void evl__tls_sendfile_pump(evl_loop *loop, void *arg) {
   if (!op || loop->closing)
     return; /* closing: the transport's end fails it */
   buf = evl__rbuf(loop);
-  while (op->done < op->count && evl__tls_queued(x) <= x->app.high) {
+  while (op->done < op->count && evl__tls_queued(x) <= EVL__TR_HIGH(&x->app)) {
     size_t want = op->count - op->done;
     ssize_t r;
     int rc;
@@ -15758,7 +15903,7 @@ static void evl__tls_sendfile_pump(evl_loop *loop, void *arg) {
     }
     op->done += (size_t)r;
   }
-  if (op->done < op->count && evl__tls_queued(x) > x->app.high)
+  if (op->done < op->count && evl__tls_queued(x) > EVL__TR_HIGH(&x->app))
     return; /* raw's resume_writing goes on */
   evl__tls_sendfile_end(x, 0);
 }
