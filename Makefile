@@ -313,7 +313,10 @@ $(BUILD)/checks.stamp: evloop.h tests/cpp_compile.cpp tests/win_names.c $(CHECK_
 	  done; done; done
 	$(if $(call have,g++),g++ -std=c++11 -Wall -Wextra -Werror -c tests/cpp_compile.cpp -o $(BUILD)/cpp_compile.o)
 	if command -v $(WIN_CC) >/dev/null 2>&1; then \
-	  $(WIN_CC) -std=c99 $(WARN) -fsyntax-only tests/win_names.c || exit 1; fi
+	  $(WIN_CC) -std=c99 $(WARN) -fsyntax-only tests/win_names.c || exit 1; \
+	  for sub in -DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS -DEVLOOP_NO_NET "-DEVLOOP_NO_NET -DEVLOOP_NO_FS" "$(CORE_ONLY)"; do \
+	    $(WIN_CC) -std=c99 $(WARN) -c $$sub tests/impl.c -o $(BUILD)/win_subset.o || exit 1; \
+	  done; fi
 	sh tests/nm_check.sh gcc
 	printf 'int evl__leak(void);\nint evl__leak(void) { return 0; }\n' >$(BUILD)/nm_leak.c
 	if sh tests/nm_check.sh gcc $(BUILD)/nm_leak.c >/dev/null; then \

@@ -363,8 +363,8 @@
        and signals (EVL_ENOTSUP). IOCP does have completion-based TCP and
        UDP (AcceptEx, ConnectEx, WSARecv/WSASend, WSARecvFrom/WSASendTo)
        and overlapped named pipes: chapter 4.
-     - File watches poll with stat() on Windows (ReadDirectoryChangesW is
-       not used yet).
+     - File watches poll with stat() on select loops on Windows
+       (ReadDirectoryChangesW on IOCP loops only).
      - Subprocesses cannot be kept without networking (EVLOOP_NO_NET
        implies EVLOOP_NO_PROCESS, signal handlers included).
 
@@ -1974,16 +1974,20 @@ EVLOOP_API evl_future *evl_fs_read_file(evl_loop *loop, const char *path);
 /* ==== Watching files ======================================================
    A callback per change of a file or of a directory's entries (libuv's
    uv_fs_event, and uv_fs_poll where the system has nothing better):
-   EVFILT_VNODE on a kqueue loop, inotify on Linux; elsewhere (Windows:
-   ReadDirectoryChangesW is not used yet) and with EVL_FS_WATCH_POLL, a
-   comparison of stat() results every poll interval. name is the entry of
-   a watched directory that changed, or the watched file's own name.
-   Polling, and kqueue for a directory's entries (it says only that the
-   directory changed; a snapshot comparison finds which), see a rename as
-   DELETED of the old name and CREATED of the new; inotify reports RENAMED
-   for both names. A watch on a file follows its inode (an editor that
-   saves by renaming a new file over it ends the watch's events: watch the
-   directory). A watch keeps the loop alive until it is stopped. */
+   EVFILT_VNODE on a kqueue loop, inotify on Linux, ReadDirectoryChangesW
+   on an IOCP loop (overlapped, completing on the loop's port; a file's
+   watch watches its directory for that name); elsewhere (select on
+   Windows: select() cannot wait for a directory handle), where the native
+   way fails, and with EVL_FS_WATCH_POLL, a comparison of stat() results
+   every poll interval. name is the entry of a watched directory that
+   changed, or the watched file's own name. Polling, and kqueue for a
+   directory's entries (it says only that the directory changed; a
+   snapshot comparison finds which), see a rename as DELETED of the old
+   name and CREATED of the new; inotify and ReadDirectoryChangesW report
+   RENAMED for both names (ReadDirectoryChangesW: a buffer overflow is one
+   MODIFIED of the watch's own name). A watch on a file follows its inode (an
+   editor that saves by renaming a new file over it ends the watch's events:
+   watch the directory). A watch keeps the loop alive until it is stopped. */
 enum {
   EVL_FS_CREATED = 1,
   EVL_FS_MODIFIED = 2, /* contents or attributes */
@@ -2001,7 +2005,7 @@ EVLOOP_API int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
                                   void *arg, evl_fs_watch **out);
 /* Stops and frees the watch (also from inside its callback). */
 EVLOOP_API void evl_fs_watch_stop(evl_fs_watch *w);
-/* "inotify", "kqueue" or "poll". */
+/* "inotify", "kqueue", "ReadDirectoryChangesW" or "poll". */
 EVLOOP_API const char *evl_fs_watch_method(const evl_fs_watch *w);
 
 #endif /* EVLOOP_NO_FS */
@@ -2399,11 +2403,11 @@ static int evl__thread_start(evl__thread *t, unsigned(__stdcall *fn)(void *),
   *t = (HANDLE)h;
   return 0;
 }
-#endif
 static void evl__thread_join(evl__thread t) {
   WaitForSingleObject(t, INFINITE);
   CloseHandle(t);
 }
+#endif
 #else
 typedef pthread_mutex_t evl__mutex;
 typedef pthread_cond_t evl__cond;
@@ -2957,6 +2961,7 @@ static evl__ssize_t evl__sys_send(int fd, const void *buf, size_t len,
   int r = send(EVL__SOCK(fd), (const char *)buf, evl__sock_len(len), flags);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
+#ifndef EVLOOP_NO_NET
 static evl__ssize_t evl__sys_recvfrom(int fd, void *buf, size_t len, int flags,
                                       struct sockaddr *a, socklen_t *alen) {
   int r =
@@ -2972,6 +2977,7 @@ static evl__ssize_t evl__sys_sendto(int fd, const void *buf, size_t len,
                  alen);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
+#endif
 /* A new socket handle as an int, not inheritable by children. */
 static int evl__own_socket(SOCKET s) {
   if (s == INVALID_SOCKET)
@@ -3002,6 +3008,7 @@ static int evl__sys_bind(int fd, const struct sockaddr *a, socklen_t alen) {
 static int evl__sys_listen(int fd, int backlog) {
   return listen(EVL__SOCK(fd), backlog) == 0 ? 0 : evl__sock_fail();
 }
+#ifndef EVLOOP_NO_NET
 static int evl__sys_getsockopt(int fd, int level, int name, void *v,
                                socklen_t *len) {
   if (getsockopt(EVL__SOCK(fd), level, name, (char *)v, len) != 0)
@@ -3010,6 +3017,7 @@ static int evl__sys_getsockopt(int fd, int level, int name, void *v,
     *(int *)v = evl__win_errno((DWORD) * (int *)v);
   return 0;
 }
+#endif
 static int evl__sys_setsockopt(int fd, int level, int name, const void *v,
                                socklen_t len) {
   return setsockopt(EVL__SOCK(fd), level, name, (const char *)v, len) == 0
@@ -3019,12 +3027,14 @@ static int evl__sys_setsockopt(int fd, int level, int name, const void *v,
 static int evl__sys_getsockname(int fd, struct sockaddr *a, socklen_t *len) {
   return getsockname(EVL__SOCK(fd), a, len) == 0 ? 0 : evl__sock_fail();
 }
+#ifndef EVLOOP_NO_NET
 static int evl__sys_getpeername(int fd, struct sockaddr *a, socklen_t *len) {
   return getpeername(EVL__SOCK(fd), a, len) == 0 ? 0 : evl__sock_fail();
 }
 static int evl__sys_shutdown(int fd, int how) {
   return shutdown(EVL__SOCK(fd), how) == 0 ? 0 : evl__sock_fail();
 }
+#endif
 static int evl__closesocket(int fd) {
   return closesocket(EVL__SOCK(fd)) == 0 ? 0 : evl__sock_fail();
 }
@@ -5049,14 +5059,15 @@ static int evl__afd_open(evl_loop *loop) {
    away first orphans its requests (owner = NULL): the completion frees
    them. Loop close cancels and drains whatever is left. */
 enum {
-  EVL__OV_RECV,     /* a zero-byte WSARecv: the socket is readable */
-  EVL__OV_SEND,     /* WSASend of buf[off .. off+len) */
-  EVL__OV_RECVFROM, /* WSARecvFrom into buf, the sender after the data */
-  EVL__OV_SENDTO,   /* WSASendTo of the datagram dg */
-  EVL__OV_ACCEPT,   /* AcceptEx into the socket sock */
-  EVL__OV_CONNECT,  /* ConnectEx */
-  EVL__OV_READ,     /* ReadFile on a pipe, into buf */
-  EVL__OV_WRITE     /* WriteFile on a pipe of buf[off .. off+len) */
+  EVL__OV_RECV,      /* a zero-byte WSARecv: the socket is readable */
+  EVL__OV_SEND,      /* WSASend of buf[off .. off+len) */
+  EVL__OV_RECVFROM,  /* WSARecvFrom into buf, the sender after the data */
+  EVL__OV_SENDTO,    /* WSASendTo of the datagram dg */
+  EVL__OV_ACCEPT,    /* AcceptEx into the socket sock */
+  EVL__OV_CONNECT,   /* ConnectEx */
+  EVL__OV_READ,      /* ReadFile on a pipe, into buf */
+  EVL__OV_WRITE,     /* WriteFile on a pipe of buf[off .. off+len) */
+  EVL__OV_DIRCHANGES /* ReadDirectoryChangesW into buf (file watching) */
 };
 
 typedef struct evl__ovl {
@@ -5075,6 +5086,7 @@ typedef struct evl__ovl {
   DWORD flags;
 } evl__ovl;
 
+#if !defined(EVLOOP_NO_NET) || !defined(EVLOOP_NO_FS)
 static evl__ovl *evl__ovl_new(evl_loop *loop, void *owner, int kind, HANDLE h) {
   evl__ovl *r = (evl__ovl *)evl__zalloc(loop, sizeof *r);
   if (r) {
@@ -5085,6 +5097,7 @@ static evl__ovl *evl__ovl_new(evl_loop *loop, void *owner, int kind, HANDLE h) {
   }
   return r;
 }
+#endif
 
 static void evl__ovl_free(evl_loop *loop, evl__ovl *r) {
   if (r->sock >= 0)
@@ -5094,6 +5107,7 @@ static void evl__ovl_free(evl_loop *loop, evl__ovl *r) {
   evl__lfree(loop, r);
 }
 
+#if !defined(EVLOOP_NO_NET) || !defined(EVLOOP_NO_FS)
 /* The owner lets go: freed now, or by its completion. */
 static void evl__ovl_release(evl_loop *loop, evl__ovl *r) {
   if (!r)
@@ -5124,7 +5138,9 @@ static int evl__ovl_bind(evl_loop *loop, HANDLE h, int is_socket) {
   }
   return 0;
 }
+#endif
 
+#ifndef EVLOOP_NO_NET
 /* 1 if the handle was opened for synchronous I/O only (no overlapped
    calls: the port would never hear of them), 0 if not or unknown. */
 static int evl__handle_is_sync(HANDLE h) {
@@ -5136,6 +5152,7 @@ static int evl__handle_is_sync(HANDLE h) {
     return 0;
   return (mode & 0x30) != 0; /* FILE_SYNCHRONOUS_IO_(NON)ALERT */
 }
+#endif
 
 /* One ring entry runs the completed requests (if the ring has no room,
    the next poll tries again). */
@@ -5173,6 +5190,7 @@ static void evl__ovl_completed(evl_loop *loop, evl__ovl *r) {
 /* After the call that took r->ov (ok: it returned success): 0 if a
    completion is coming or came, else the call's error (then nothing
    comes, and the request is free to be used again). */
+#if !defined(EVLOOP_NO_NET) || !defined(EVLOOP_NO_FS)
 static int evl__ovl_started(evl_loop *loop, evl__ovl *r, int ok) {
   if (!ok) {
     DWORD e = GetLastError();
@@ -5190,6 +5208,7 @@ static int evl__ovl_started(evl_loop *loop, evl__ovl *r, int ok) {
     evl__ovl_completed(loop, r);
   return 0;
 }
+#endif
 
 /* The outcome of a completed request: 0 or an EVL_E* code. */
 static int evl__ovl_error(evl__ovl *r) {
@@ -5199,7 +5218,8 @@ static int evl__ovl_error(evl__ovl *r) {
     return 0;
   if (st == EVL__STATUS_CANCELLED)
     return EVL_ECANCELED;
-  if (r->kind == EVL__OV_READ || r->kind == EVL__OV_WRITE) {
+  if (r->kind == EVL__OV_READ || r->kind == EVL__OV_WRITE ||
+      r->kind == EVL__OV_DIRCHANGES) {
     if (GetOverlappedResult(r->h, &r->ov, &bytes, FALSE))
       return 0;
     return evl_translate_sys_error(evl__win_errno(GetLastError()));
@@ -5209,6 +5229,7 @@ static int evl__ovl_error(evl__ovl *r) {
   return evl_translate_sys_error(evl__win_errno((DWORD)WSAGetLastError()));
 }
 
+#ifndef EVLOOP_NO_NET
 static void evl__ovl_handle(evl_loop *loop, evl__ovl *r, int err);
 
 /* AcceptEx and ConnectEx, fetched through a socket of the provider. */
@@ -5219,6 +5240,14 @@ static int evl__wsa_ext(int fd, GUID guid, void *fn, DWORD size) {
              ? 0
              : EVL_ENOTSUP;
 }
+#else /* no transports: only file watches make requests */
+#define evl__ovl_handle(loop, r, err) ((void)(loop), (void)(r), (void)(err))
+#endif
+#ifndef EVLOOP_NO_FS
+static void evl__fsw_ovl_done(evl_loop *loop, evl__ovl *r, int err);
+#else
+#define evl__fsw_ovl_done(loop, r, err) ((void)(loop), (void)(r), (void)(err))
+#endif
 
 /* The ring entry: runs the requests that completed before it. */
 static int evl__ovl_run_done(evl_loop *loop) {
@@ -5236,7 +5265,10 @@ static int evl__ovl_run_done(evl_loop *loop) {
     if (!r->owner)
       evl__ovl_free(loop, r);
     else {
-      evl__ovl_handle(loop, r, evl__ovl_error(r));
+      if (r->kind == EVL__OV_DIRCHANGES)
+        evl__fsw_ovl_done(loop, r, evl__ovl_error(r));
+      else
+        evl__ovl_handle(loop, r, evl__ovl_error(r));
       ran++;
     }
     if (is_last)
@@ -19387,6 +19419,9 @@ struct evl_fs_watch {
   evl__snap *snap;
   size_t nsnap;
   evl_fs_watch *lprev, *lnext; /* the loop's watches */
+#ifdef EVL__HAVE_IOCP
+  struct evl__ovl *ov; /* ReadDirectoryChangesW's request (IOCP loops) */
+#endif
 };
 
 static void evl__snap_drop(evl__snap *s, size_t n) {
@@ -19410,6 +19445,14 @@ static void evl__fsw_free(evl_fs_watch *w) {
   if (w->fd >= 0 && w->inotify) {
     evl__unwatch(loop, w->fd, EVL__READ);
     close(w->fd);
+  }
+#endif
+#ifdef EVL__HAVE_IOCP
+  if (w->ov) { /* its completion (cancelled) frees the request */
+    HANDLE h = w->ov->h;
+    (void)CancelIoEx(h, &w->ov->ov);
+    evl__ovl_release(loop, w->ov);
+    CloseHandle(h);
   }
 #endif
 #ifdef EVL__HAVE_KQUEUE
@@ -19633,6 +19676,115 @@ static int evl__fsw_kq_start(evl_fs_watch *w) {
 }
 #endif
 
+#ifdef EVL__HAVE_IOCP
+/* ReadDirectoryChangesW on the directory (a file's watch: its parent's,
+   filtered by name), overlapped, completing on the loop's port. */
+static int evl__fsw_rdcw_arm(evl_fs_watch *w) {
+  evl__ovl *r = w->ov;
+  BOOL ok;
+  memset(&r->ov, 0, sizeof r->ov);
+  ok = ReadDirectoryChangesW(
+      r->h, r->buf, r->cap, FALSE,
+      FILE_NOTIFY_CHANGE_FILE_NAME | FILE_NOTIFY_CHANGE_DIR_NAME |
+          FILE_NOTIFY_CHANGE_ATTRIBUTES | FILE_NOTIFY_CHANGE_SIZE |
+          FILE_NOTIFY_CHANGE_LAST_WRITE | FILE_NOTIFY_CHANGE_CREATION,
+      NULL, &r->ov, NULL);
+  return evl__ovl_started(w->loop, r, ok);
+}
+
+static int evl__fsw_rdcw_start(evl_fs_watch *w) {
+  evl_loop *loop = w->loop;
+  size_t n = (size_t)(w->base - w->path);
+  char *dir = w->is_dir ? w->path : (char *)EVLOOP_MALLOC(NULL, n + 2);
+  HANDLE h;
+  evl__ovl *r;
+  int rc = 0;
+  if (!dir)
+    return EVL_ENOMEM;
+  if (!w->is_dir) { /* the parent: path up to the base, or "." */
+    memcpy(dir, w->path, n);
+    if (n)
+      dir[n] = 0;
+    else
+      memcpy(dir, ".", 2);
+  }
+  h = evl__fs_wopen(dir, FILE_LIST_DIRECTORY, OPEN_EXISTING,
+                    FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OVERLAPPED, &rc);
+  if (dir != w->path)
+    EVLOOP_FREE(NULL, dir);
+  if (h == INVALID_HANDLE_VALUE)
+    return rc;
+  rc = evl__ovl_bind(loop, h, 0);
+  r = rc < 0 ? NULL : evl__ovl_new(loop, w, EVL__OV_DIRCHANGES, h);
+  if (r) {
+    r->cap = 64 * 1024; /* the most a network share takes */
+    r->buf = (unsigned char *)evl__lalloc(loop, r->cap);
+  }
+  if (!r || !r->buf) {
+    if (r)
+      evl__ovl_free(loop, r);
+    CloseHandle(h);
+    return rc < 0 ? rc : EVL_ENOMEM;
+  }
+  w->ov = r;
+  if ((rc = evl__fsw_rdcw_arm(w)) != 0) {
+    w->ov = NULL;
+    evl__ovl_free(loop, r);
+    CloseHandle(h);
+  }
+  return rc;
+}
+
+/* A completed ReadDirectoryChangesW: one callback per entry, then again.
+   No bytes means its buffer overflowed: one "modified" for the watch. */
+static void evl__fsw_ovl_done(evl_loop *loop, evl__ovl *r, int err) {
+  evl_fs_watch *w = (evl_fs_watch *)r->owner;
+  DWORD n = (DWORD)r->ov.InternalHigh, off = 0;
+  (void)loop;
+  if (err == EVL_ECANCELED)
+    return;
+  w->in_cb++; /* the buffer stays ours while the callbacks run */
+  if (err) {  /* the directory went away: no more events */
+    if (w->is_dir)
+      evl__fsw_emit(w, w->base, EVL_FS_DELETED);
+  } else if (n == 0) {
+    evl__fsw_emit(w, w->base, EVL_FS_MODIFIED);
+  }
+  while (!err && n && off + sizeof(FILE_NOTIFY_INFORMATION) <= n &&
+         !w->stopped) {
+    const FILE_NOTIFY_INFORMATION *fi =
+        (const FILE_NOTIFY_INFORMATION *)(const void *)(r->buf + off);
+    char name[1024];
+    int len = WideCharToMultiByte(CP_UTF8, 0, fi->FileName,
+                                  (int)(fi->FileNameLength / sizeof(WCHAR)),
+                                  name, (int)sizeof name - 1, NULL, NULL);
+    DWORD a = fi->Action;
+    int ev =
+        a == FILE_ACTION_ADDED      ? EVL_FS_CREATED
+        : a == FILE_ACTION_REMOVED  ? EVL_FS_DELETED
+        : a == FILE_ACTION_MODIFIED ? EVL_FS_MODIFIED
+        : a == FILE_ACTION_RENAMED_OLD_NAME || a == FILE_ACTION_RENAMED_NEW_NAME
+            ? EVL_FS_RENAMED
+            : 0;
+    if (len > 0 && ev) {
+      name[len] = 0;
+      if (w->is_dir || strcmp(name, w->base) == 0)
+        evl__fsw_emit(w, name, ev);
+    }
+    if (!fi->NextEntryOffset)
+      break;
+    off += fi->NextEntryOffset;
+  }
+  w->in_cb--;
+  if (w->stopped) {
+    if (!w->in_cb)
+      evl__fsw_free(w);
+  } else if (!err) {
+    (void)evl__fsw_rdcw_arm(w); /* (a failure: the watch stays silent) */
+  }
+}
+#endif
+
 static void evl__fs_watches_close(evl_loop *loop) {
   while (loop->fs_watches) {
     loop->fs_watches->in_cb = 0;
@@ -19689,6 +19841,13 @@ EVL__DEF int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
       EVLOOP_FREE(NULL, res);
     }
   }
+#ifdef EVL__HAVE_IOCP
+  if (!(flags & EVL_FS_WATCH_POLL) && loop->backend == EVL_BACKEND_IOCP &&
+      evl__fsw_rdcw_start(w) == 0) { /* (else it polls) */
+    *out = w;
+    return 0;
+  }
+#endif
 #ifdef EVL__HAVE_INOTIFY
   if (!(flags & EVL_FS_WATCH_POLL) && loop->backend != EVL_BACKEND_KQUEUE) {
     w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -19752,6 +19911,10 @@ EVL__DEF void evl_fs_watch_stop(evl_fs_watch *w) {
 }
 
 EVL__DEF const char *evl_fs_watch_method(const evl_fs_watch *w) {
+#ifdef EVL__HAVE_IOCP
+  if (w && w->ov)
+    return "ReadDirectoryChangesW";
+#endif
   return !w ? NULL : w->inotify ? "inotify" : w->kq ? "kqueue" : "poll";
 }
 
