@@ -7344,7 +7344,9 @@ EVL__DEF void evl_task_fail(evl_task *task, int code, const char *message) {
     evl__task_end(EVL__TASK(task), code < 0 ? code : EVL_EINVAL, message, NULL);
 }
 
+#ifndef EVLOOP_NO_EXECUTOR
 static void evl__ts_task_done(evl_future *task, void *arg);
+#endif
 
 /* Loop closing: every pending future lets go of its loop references. The
    futures are pinned first, since dropping one reference can free others.
@@ -7362,6 +7364,7 @@ static void evl__futures_close(evl_loop *loop) {
   for (f = loop->futures; f; f = f->lnext)
     if (f->vt && f->vt->close)
       f->vt->close(f);
+#ifndef EVLOOP_NO_EXECUTOR /* (evl_run_task_threadsafe's handles) */
   for (f = loop->futures; f; f = f->lnext) {
     uint32_t i;
     for (i = 0; i < f->ncbs; i++)
@@ -7370,6 +7373,7 @@ static void evl__futures_close(evl_loop *loop) {
         evl__ts_task_done(f, f->cbs[i].arg);
       }
   }
+#endif
   for (f = loop->futures; f; f = next) {
     next = f->lnext; /* pinned: alive after f goes */
     evl_future_release(f);
