@@ -312,6 +312,8 @@ $(BUILD)/checks.stamp: evloop.h tests/cpp_compile.cpp tests/win_names.c $(CHECK_
 	    $$cc -std=$$std $(WARN) -fsyntax-only $(CORE_ONLY) $$f || exit 1; \
 	  done; done; done
 	$(if $(call have,g++),g++ -std=c++11 -Wall -Wextra -Werror -c tests/cpp_compile.cpp -o $(BUILD)/cpp_compile.o)
+	$(if $(call have,g++),printf '\043define EVLOOP_IMPLEMENTATION\n\043include "evloop.h"\n' | \
+	  g++ -x c++ -std=c++11 -Wall -Wextra -Werror $(CORE_ONLY) -c - -o $(BUILD)/cpp_core.o)
 	if command -v $(WIN_CC) >/dev/null 2>&1; then \
 	  $(WIN_CC) -std=c99 $(WARN) -fsyntax-only tests/win_names.c || exit 1; \
 	  for sub in -DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS -DEVLOOP_NO_NET "-DEVLOOP_NO_NET -DEVLOOP_NO_FS" "$(CORE_ONLY)"; do \

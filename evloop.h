@@ -7365,7 +7365,7 @@ static void evl__futures_close(evl_loop *loop) {
   for (f = loop->futures; f; f = f->lnext)
     if (f->vt && f->vt->close)
       f->vt->close(f);
-#ifndef EVLOOP_NO_EXECUTOR
+#ifndef EVLOOP_NO_EXECUTOR /* (evl_run_task_threadsafe's handles) */
   for (f = loop->futures; f; f = f->lnext) {
     uint32_t i;
     for (i = 0; i < f->ncbs; i++)
