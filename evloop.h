@@ -255,7 +255,9 @@
      The run-time allocator of evl_loop_config is only called on the loop's
      thread. A thread runs one loop at a time: running another loop from a
      callback is EVL_EOTHERLOOP (as asyncio). call_soon_threadsafe and
-     call_soon feed one FIFO.
+     call_soon feed one FIFO. A call from another thread wakes the loop (a
+     write to its wake-up fd) only when the loop may be waiting: while it
+     runs an iteration, the call is taken at the iteration's end instead.
 
    7. OWNERSHIP AND LIFETIMES
      - Handles (evl_handle) are generation-checked values: cancelling a
