@@ -4193,11 +4193,10 @@ static void evl__ts_drain(evl_loop *loop) {
 static void evl__ts_unbusy(evl_loop *loop) {
 #if EVL__WAKE_SKIP
   EVL__SC_STORE(&loop->ts_busy, 0);
+#endif
+  /* (without the skip the call also wrote: taken now all the same) */
   if (EVL__SC_LOAD(&loop->ts_calls) && !loop->closing)
     evl__ts_take(loop, 0);
-#else
-  (void)loop;
-#endif
 }
 
 /* ==== fd watchers ======================================================= */
