@@ -284,7 +284,9 @@
      The run-time allocator of evl_loop_config is only called on the loop's
      thread. A thread runs one loop at a time: running another loop from a
      callback is EVL_EOTHERLOOP (as asyncio). call_soon_threadsafe and
-     call_soon feed one FIFO.
+     call_soon feed one FIFO. A call from another thread wakes the loop (a
+     write to its wake-up fd) only when the loop may be waiting: while it
+     runs an iteration, the call is taken at the iteration's end instead.
 
    7. OWNERSHIP AND LIFETIMES
      - Handles (evl_handle) are generation-checked values: cancelling a
@@ -4192,11 +4194,10 @@ static void evl__ts_drain(evl_loop *loop) {
 static void evl__ts_unbusy(evl_loop *loop) {
 #if EVL__WAKE_SKIP
   EVL__SC_STORE(&loop->ts_busy, 0);
+#endif
+  /* (without the skip the call also wrote: taken now all the same) */
   if (EVL__SC_LOAD(&loop->ts_calls) && !loop->closing)
     evl__ts_take(loop, 0);
-#else
-  (void)loop;
-#endif
 }
 
 /* ==== fd watchers ======================================================= */

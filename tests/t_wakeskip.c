@@ -69,9 +69,12 @@ TEST(call_while_busy_runs_next_iteration) {
   CHECK_EQ(b.ran, 1);
   CHECK(evl_time(loop) - t0 < 2.0);
   /* and the call wrote no wake-up: the loop was busy (epoll only: the
-     other backends have no fd to look at) */
+     other backends have no fd to look at; builds with gcc's or clang's
+     atomics and threads only: the others always write, as evloop.h says) */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(EVLOOP_NO_THREADS)
   if (b.readable >= 0)
     CHECK_EQ(b.readable, 0);
+#endif
   CHECK_EQ(epoll_fd_readable(loop, 0) > 0, 0);
   evl_loop_free(loop);
 }
