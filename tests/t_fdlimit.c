@@ -16,11 +16,11 @@
    limit): what can be checked is that a loop gives its handles back. */
 TEST(loop_gives_its_handles_back) {
   int before;
-  evl_loop *loop = test_loop();
-  evl_loop_free(loop); /* the process-wide set-up (Winsock) stays */
+  evl_loop *loop = test_open();
+  test_close(loop); /* the process-wide set-up (Winsock) stays */
   before = test_count_fds();
-  loop = test_loop();
-  evl_loop_free(loop);
+  loop = test_open();
+  test_close(loop);
   CHECK_EQ(test_count_fds(), before);
 }
 
@@ -66,13 +66,13 @@ static int limit_for(int free) {
    and the count must be what it was plus that pipe (g_slot_fds). */
 static int g_slot_fds = -1;
 static void warm_signal_slot(void) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
 #ifndef EVLOOP_NO_PROCESS
   static int hits;
   if (evl_add_signal_handler(loop, SIGUSR2, sc_sig, &hits) == 0)
     (void)evl_remove_signal_handler(loop, SIGUSR2);
 #endif
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* One run, in this (child) process: the loop and the scenario under a
@@ -112,7 +112,7 @@ static void fd_run(int (*work)(evl_loop *, void *), void *arg, int full,
               g_sweep_where, again, full);
       CHECK(again >= full);
     }
-    evl_loop_free(loop);
+    test_close(loop);
   }
   warm_signal_slot();
   if (test_count_fds() != before + g_slot_fds) {
@@ -209,7 +209,7 @@ TEST(child_spawned_with_a_full_fd_table_is_reaped) {
   static const char *const argv[] = {"sleep", "0.05", NULL};
   evl_subprocess_options opts;
   struct rlimit lim;
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f;
   evl_subprocess *p;
   sc_sub st;
@@ -247,7 +247,7 @@ TEST(child_spawned_with_a_full_fd_table_is_reaped) {
   CHECK_EQ(st.exited, 1);
   CHECK_EQ(st.lost, 1);
   CHECK(gone(pid));
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #else
 TEST(child_spawned_with_a_full_fd_table_is_reaped) {

@@ -27,10 +27,6 @@ static int run_task(evl_loop *loop, evl_task *t) {
   return rc;
 }
 
-static unsigned char pat(size_t i) {
-  return (unsigned char)((i * 131u + (i >> 11) + (i >> 19)) & 0xff);
-}
-
 static void set_nonblock(int fd) {
   CHECK_EQ(test_set_nonblocking(fd), 0);
 }
@@ -113,7 +109,7 @@ static void basic_task(evl_task *t, void *state) {
 }
 
 TEST(sock_connect_accept_sendall_recv) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   basic_state s;
   evl_task *t;
   memset(&s, 0, sizeof s);
@@ -139,7 +135,7 @@ TEST(sock_connect_accept_sendall_recv) {
   test_closesocket(s.afd);
   test_closesocket(s.cfd);
   test_closesocket(s.lfd);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -164,7 +160,7 @@ static void slow_read_cb(evl_loop *loop, void *arg) {
   if (n > 0) {
     long i;
     for (i = 0; i < n; i++)
-      if (buf[i] != pat(s->got + (size_t)i))
+      if (buf[i] != test_pat(s->got + (size_t)i))
         s->bad = 1;
     s->got += (size_t)n;
   } else {
@@ -184,7 +180,7 @@ static void sendall_task(evl_task *t, void *state) {
 }
 
 TEST(sock_sendall_slow_reader) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   slow_state s;
   evl_task *t;
   int sv[2];
@@ -199,7 +195,7 @@ TEST(sock_sendall_slow_reader) {
   s.data = (unsigned char *)malloc(BIG);
   CHECK(s.data != NULL);
   for (i = 0; i < BIG; i++)
-    s.data[i] = pat(i);
+    s.data[i] = test_pat(i);
   s.timer = evl_call_later(loop, 0.002, slow_read_cb, &s);
   t0 = test_now();
   t = evl_task_create(loop, sendall_task, &s, 0);
@@ -215,7 +211,7 @@ TEST(sock_sendall_slow_reader) {
   test_closesocket(sv[0]);
   test_closesocket(sv[1]);
   free(s.data);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -238,7 +234,7 @@ static void refused_task(evl_task *t, void *state) {
 }
 
 TEST(sock_connect_refused) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   refused_state s;
   evl_task *t;
   int lfd;
@@ -252,12 +248,12 @@ TEST(sock_connect_refused) {
   CHECK_EQ(s.err, EVL_ECONNREFUSED);
   evl_future_release(t);
   test_closesocket(s.fd);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(sock_connect_refused_plain_future) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   struct sockaddr_in addr;
   evl_future *f;
   int lfd = listener(&addr), fd, rc;
@@ -270,7 +266,7 @@ TEST(sock_connect_refused_plain_future) {
   CHECK_EQ(evl_future_error(f), EVL_ECONNREFUSED);
   evl_future_release(f);
   test_closesocket(fd);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -285,7 +281,7 @@ static void read_one_cb(evl_loop *loop, evl_fd fd, void *arg) {
 }
 
 TEST(sock_recv_cancel_removes_watcher) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   int sv[2], got = 0;
   char buf[8];
   evl_future *f;
@@ -319,14 +315,14 @@ TEST(sock_recv_cancel_removes_watcher) {
   evl_future_release(f);
   test_closesocket(sv[0]);
   test_closesocket(sv[1]);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(sock_recv_cancel_then_release) {
   /* cancel and release at once, then data arrives: nothing may touch the
      (now gone) future or its buffer */
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   int sv[2];
   char *buf = (char *)malloc(8);
   evl_future *f;
@@ -343,7 +339,7 @@ TEST(sock_recv_cancel_then_release) {
   run_for(loop, 0.03);
   test_closesocket(sv[0]);
   test_closesocket(sv[1]);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -385,7 +381,7 @@ static void recv_all_task(evl_task *t, void *state) {
 }
 
 TEST(sock_sendfile) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   sf_state s;
   evl_task *ts, *tr;
   unsigned char *data = (unsigned char *)malloc(FILE_SIZE);
@@ -394,7 +390,7 @@ TEST(sock_sendfile) {
   memset(&s, 0, sizeof s);
   CHECK(data != NULL);
   for (i = 0; i < FILE_SIZE; i++)
-    data[i] = pat(i);
+    data[i] = test_pat(i);
   s.file = test_tmpfile_fd();
   CHECK(s.file >= 0);
   CHECK_EQ(test_fd_write(s.file, data, FILE_SIZE), (long)FILE_SIZE);
@@ -419,7 +415,7 @@ TEST(sock_sendfile) {
   test_fd_close(s.file);
   free(s.rbuf);
   free(data);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -428,7 +424,7 @@ TEST(sock_sendfile) {
    32 bits: where the implementation's off_t has 32 bits (32-bit glibc
    without _FILE_OFFSET_BITS=64) it is EVL_EFBIG instead. */
 TEST(sock_sendfile_offset_past_4_gib) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const int64_t at = ((int64_t)1 << 32) + 10;
   char name[] = "/tmp/evl-sock-sendfile-big-XXXXXX";
   char got[16];
@@ -441,7 +437,7 @@ TEST(sock_sendfile_offset_past_4_gib) {
     CHECK_EQ(errno, EFBIG);
     printf("  (/tmp cannot hold a 4 GiB sparse file: skipped)\n");
     close(file);
-    evl_loop_free(loop);
+    test_close(loop);
     return;
   }
   CHECK_EQ(pwrite(file, "0123456789abcdefXYZ", 19, (off_t)(at - 10)), 19);
@@ -463,7 +459,7 @@ TEST(sock_sendfile_offset_past_4_gib) {
   close(sv[0]);
   close(sv[1]);
   close(file);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -472,7 +468,7 @@ TEST(sock_sendfile_offset_past_4_gib) {
 #endif
 
 TEST(sock_accept_several) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   struct sockaddr_in addr;
   int lfd = listener(&addr), c[3], i;
   for (i = 0; i < 3; i++) {
@@ -494,7 +490,7 @@ TEST(sock_accept_several) {
   for (i = 0; i < 3; i++)
     test_closesocket(c[i]);
   test_closesocket(lfd);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
