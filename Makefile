@@ -213,7 +213,8 @@ SKIP_WHY := $(foreach b,$(BACKENDS),$($(b)_SKIP_WHY))
 all: examples $(call bins,o2,$(TESTS))
 
 examples: $(addprefix $(BUILD)/examples/,$(EXAMPLES))
-$(BUILD)/examples/http_server: examples/http_request.h
+$(BUILD)/examples/http_server: examples/http_request.h examples/server.h
+$(BUILD)/examples/echo_server: examples/server.h
 $(BUILD)/examples/%: examples/%.c evloop.h
 	@mkdir -p $(@D)
 	$(o2_CC) $(o2_FLAGS) $(EX_FLAGS) $< -o $@ $(EX_LIBS) $(LIBS)
@@ -321,7 +322,7 @@ $(WIN_DIR)/impl.o: tests/impl.c evloop.h
 	$(WIN_CC) $(WIN_FLAGS) -c $< -o $@
 $(WIN_DIR)/%.exe: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h evloop.h $(WIN_DIR)/impl.o
 	$(WIN_CC) $(WIN_FLAGS) $< $(WIN_DIR)/impl.o -o $@ $(WIN_LIBS)
-$(WIN_DIR)/examples/%.exe: examples/%.c evloop.h
+$(WIN_DIR)/examples/%.exe: examples/%.c examples/server.h evloop.h
 	@mkdir -p $(@D)
 	$(WIN_CC) $(WIN_FLAGS) $< -o $@ $(WIN_LIBS)
 windows: $(WIN_EXES)
@@ -407,7 +408,7 @@ tls_run = @VARIANTS="$(1)" LOG=$(BUILD)/test-tls-log.txt STRICT="$(STRICT)" \
 # The TLS examples, per engine, against curl, openssl s_client / s_server.
 TLS_EXAMPLES := https_server tls_client starttls
 define tls_example_rules
-$(BUILD)/examples-tls-$(1)/%: examples/%.c examples/http_server.c evloop.h
+$(BUILD)/examples-tls-$(1)/%: examples/%.c examples/http_server.c examples/server.h evloop.h
 	@mkdir -p $$(@D)
 	$(o2_CC) $(o2_FLAGS) -D$($(1)_TLS_MACRO) $(EX_FLAGS) $$< -o $$@ $($(1)_TLS_LIBS) $(EX_LIBS) $(LIBS)
 endef
