@@ -958,13 +958,5 @@ T_POSIX(cancelled_sendfile_transport_goes_on, "POSIX socketpair, files")
 T_POSIX(spawn_cancel_without_pidfd, "Linux seccomp")
 TESTS_END
 #else
-TEST(everything) { /* (test.h's helpers are used) */
-  evl_loop *loop = test_open();
-  CHECK(loop != NULL);
-  test_close(loop);
-  SKIP("built with EVLOOP_NO_PROCESS: the sweeps spawn children");
-}
-TESTS_BEGIN
-T(everything)
-TESTS_END
+TESTS_LEFT_OUT("built with EVLOOP_NO_PROCESS: the sweeps spawn children")
 #endif

@@ -518,32 +518,7 @@ TEST(backend_fd_is_a_kqueue) {
     defined(__GLIBC__)
 /* libkqueue builds its kqueues on epoll: refusing epoll_create makes
    kqueue() fail, as a sandbox would. */
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <stddef.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#ifndef AUDIT_ARCH_X86_64
-#define AUDIT_ARCH_X86_64 0xC000003Eu
-#endif
-static int refuse_epoll_create(void) {
-  struct sock_filter code[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_epoll_create1, 2, 0),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_epoll_create, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & 0xffff)),
-  };
-  struct sock_fprog prog;
-  prog.len = (unsigned short)(sizeof code / sizeof code[0]);
-  prog.filter = code;
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-    return -1;
-  return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
-}
+#include "seccomp_test.h"
 #define HAVE_REFUSE_KQUEUE 1
 #endif
 

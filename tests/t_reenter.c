@@ -747,13 +747,5 @@ T_POSIX(proxy_close_inside_connection_lost_at_close, "POSIX socketpair")
 T_POSIX(free_loop_right_after_spawn, "POSIX children")
 TESTS_END
 #else
-TEST(everything) { /* (test.h's helpers are used) */
-  evl_loop *loop = test_open();
-  CHECK(loop != NULL);
-  test_close(loop);
-  SKIP("built with EVLOOP_NO_PROCESS: the sweeps spawn children");
-}
-TESTS_BEGIN
-T(everything)
-TESTS_END
+TESTS_LEFT_OUT("built with EVLOOP_NO_PROCESS: the sweeps spawn children")
 #endif

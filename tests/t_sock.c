@@ -16,17 +16,6 @@
 #include <sys/socket.h>
 #endif
 
-/* Runs a task to its end (at most 10 s); returns its error code. */
-static int run_task(evl_loop *loop, evl_task *t) {
-  evl_future *w = evl_wait_for(evl_future_ref(t), 10.0);
-  int rc;
-  CHECK(w != NULL);
-  rc = evl_run_until_complete(loop, w);
-  (void)evl_future_error(w);
-  evl_future_release(w);
-  return rc;
-}
-
 static void set_nonblock(int fd) {
   CHECK_EQ(test_set_nonblocking(fd), 0);
 }
@@ -118,7 +107,7 @@ TEST(sock_connect_accept_sendall_recv) {
   s.cfd = nb_socket();
   t = evl_task_create(loop, basic_task, &s, 0);
   CHECK(t != NULL);
-  CHECK_EQ(run_task(loop, t), 0);
+  CHECK_EQ(wait_fut(loop, t), 0);
   CHECK_EQ(s.step, 5);
   CHECK_EQ(s.connect_res, 0);
   CHECK(s.afd >= 0);
@@ -199,7 +188,7 @@ TEST(sock_sendall_slow_reader) {
   s.timer = evl_call_later(loop, 0.002, slow_read_cb, &s);
   t0 = test_now();
   t = evl_task_create(loop, sendall_task, &s, 0);
-  CHECK_EQ(run_task(loop, t), 0);
+  CHECK_EQ(wait_fut(loop, t), 0);
   CHECK_EQ(s.sendall_done, 1);
   CHECK_EQ(s.sent, (intptr_t)BIG);
   /* it had to wait for the reader: many reads happened meanwhile */
@@ -243,7 +232,7 @@ TEST(sock_connect_refused) {
   test_closesocket(lfd);
   s.fd = nb_socket();
   t = evl_task_create(loop, refused_task, &s, 0);
-  CHECK_EQ(run_task(loop, t), 0);
+  CHECK_EQ(wait_fut(loop, t), 0);
   CHECK_EQ(s.after, 1);
   CHECK_EQ(s.err, EVL_ECONNREFUSED);
   evl_future_release(t);
@@ -403,8 +392,8 @@ TEST(sock_sendfile) {
   set_nonblock(sv[1]);
   ts = evl_task_create(loop, sendfile_task, &s, 0);
   tr = evl_task_create(loop, recv_all_task, &s, 0);
-  CHECK_EQ(run_task(loop, tr), 0);
-  CHECK_EQ(run_task(loop, ts), 0);
+  CHECK_EQ(wait_fut(loop, tr), 0);
+  CHECK_EQ(wait_fut(loop, ts), 0);
   CHECK_EQ(s.sent, (intptr_t)FILE_SIZE);
   CHECK_EQ(s.got, FILE_SIZE);
   CHECK(memcmp(s.rbuf, data, FILE_SIZE) == 0);

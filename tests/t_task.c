@@ -172,6 +172,14 @@ TEST(await_failing_future_fails_task) {
   CHECK_EQ(g_reports, 0); /* awaiting retrieved the inner error */
 }
 
+/* Runs the loop (at most 10 iterations) until the task says it started. */
+static void run_until_started(evl_loop *loop, const int *started) {
+  int i;
+  for (i = 0; i < 10 && !*started; i++)
+    evl_run_once(loop, 0);
+  CHECK_EQ(*started, 1);
+}
+
 typedef struct try_state {
   evl_future *fut;
   int err;
@@ -219,13 +227,10 @@ TEST(cancel_task_cancels_awaited_future) {
   await_state s;
   evl_loop *loop = test_open();
   evl_task *t;
-  int i;
   memset(&s, 0, sizeof s);
   s.fut = evl_future_new(loop);
   t = evl_task_create(loop, await_plain, &s, 0);
-  for (i = 0; i < 10 && !s.started; i++)
-    evl_run_once(loop, 0);
-  CHECK_EQ(s.started, 1);
+  run_until_started(loop, &s.started);
   CHECK_EQ(evl_future_done(t), 0);
   CHECK_EQ(evl_task_cancel(t), 1);
   CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
@@ -244,13 +249,10 @@ TEST(cancel_task_with_future_cancel) {
   await_state s;
   evl_loop *loop = test_open();
   evl_task *t;
-  int i;
   memset(&s, 0, sizeof s);
   s.fut = evl_future_new(loop);
   t = evl_task_create(loop, await_plain, &s, 0);
-  for (i = 0; i < 10 && !s.started; i++)
-    evl_run_once(loop, 0);
-  CHECK_EQ(s.started, 1);
+  run_until_started(loop, &s.started);
   CHECK_EQ(evl_future_cancel(t), 1);
   CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
   CHECK_EQ(evl_future_cancelled(s.fut), 1);
@@ -265,13 +267,10 @@ TEST(cancelled_await_try_can_recover) {
   try_state s;
   evl_loop *loop = test_open();
   evl_task *t;
-  int i;
   memset(&s, 0, sizeof s);
   s.fut = evl_future_new(loop);
   t = evl_task_create(loop, await_try, &s, 0);
-  for (i = 0; i < 10 && !s.started; i++)
-    evl_run_once(loop, 0);
-  CHECK_EQ(s.started, 1);
+  run_until_started(loop, &s.started);
   CHECK_EQ(evl_task_cancel(t), 1);
   CHECK_EQ(evl_run_until_complete(loop, t), 0);
   CHECK_EQ(s.after, 1);
@@ -788,9 +787,7 @@ TEST(gather_cancel_cancels_children) {
   futs[1] = evl_sleep(loop, 30.0, NULL);
   futs[2] = evl_task_create(loop, long_sleeper, &s, 0);
   g = evl_gather(loop, futs, 3, 0);
-  for (i = 0; i < 10 && !s.started; i++)
-    evl_run_once(loop, 0);
-  CHECK_EQ(s.started, 1);
+  run_until_started(loop, &s.started);
   CHECK_EQ(evl_future_cancel(g), 1);
   CHECK_EQ(evl_run_until_complete(loop, g), EVL_ECANCELED);
   CHECK_EQ(evl_future_cancelled(g), 1);
@@ -879,13 +876,10 @@ TEST(cancel_after_awaited_future_done) {
   await_state s;
   evl_loop *loop = test_open();
   evl_task *t;
-  int i;
   memset(&s, 0, sizeof s);
   s.fut = evl_future_new(loop);
   t = evl_task_create(loop, await_plain, &s, 0);
-  for (i = 0; i < 10 && !s.started; i++)
-    evl_run_once(loop, 0);
-  CHECK_EQ(s.started, 1);
+  run_until_started(loop, &s.started);
   CHECK_EQ(evl_future_set_result(s.fut, &g_value_a), 0);
   CHECK_EQ(evl_task_cancel(t), 1);
   CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
