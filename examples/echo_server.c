@@ -42,18 +42,12 @@ typedef struct server_state {
 
 static void connection_made(evl_transport *t, void *user) {
   server_state *srv = (server_state *)user; /* the server's user pointer */
-  conn *c = (conn *)malloc(sizeof *c);
-  if (!c) {
-    /* connection_lost must not mistake the server state for a conn */
-    evl_transport_set_user(t, NULL);
-    evl_transport_abort(t);
+  conn *c = (conn *)conn_new(&srv->base, t, sizeof *c);
+  if (!c)
     return;
-  }
-  c->srv = srv;
-  conn_add(&srv->base, &c->link, t);
-  srv->nconns++;
   /* From now on the callbacks of this connection get c. */
-  evl_transport_set_user(t, c);
+  c->srv = srv;
+  srv->nconns++;
 }
 
 static void data_received(evl_transport *t, const void *data, size_t len,
@@ -67,17 +61,6 @@ static int eof_received(evl_transport *t, void *user) {
   (void)t;
   (void)user;
   return 0; /* close once the queued echo is sent */
-}
-
-/* Flow control: the client does not read as fast as it writes. */
-static void pause_writing(evl_transport *t, void *user) {
-  (void)user;
-  evl_transport_pause_reading(t);
-}
-
-static void resume_writing(evl_transport *t, void *user) {
-  (void)user;
-  evl_transport_resume_reading(t);
 }
 
 static void connection_lost(evl_transport *t, int err, void *user) {

@@ -158,22 +158,16 @@ static void data_received(evl_transport *t, const void *data, size_t len,
 
 static void connection_made(evl_transport *t, void *user) {
   server_state *srv = (server_state *)user; /* the server's user pointer */
-  conn *c = (conn *)malloc(sizeof *c);
-  if (!c) {
-    /* connection_lost must not mistake the server state for a conn */
-    evl_transport_set_user(t, NULL);
-    evl_transport_abort(t);
+  conn *c = (conn *)conn_new(&srv->base, t, sizeof *c);
+  if (!c)
     return;
-  }
-  c->srv = srv;
+  c->srv = srv; /* this connection's callbacks get c */
   c->http.closing = 0;
   c->http.body_left = 0;
   c->http.len = 0;
   c->http.parsed = 0;
   c->timer = -1;
   arm_timer(c, 1); /* the first request must come in time too */
-  conn_add(&srv->base, &c->link, t);
-  evl_transport_set_user(t, c); /* this connection's callbacks get c */
 }
 
 static void connection_lost(evl_transport *t, int err, void *user) {
@@ -185,18 +179,6 @@ static void connection_lost(evl_transport *t, int err, void *user) {
   evl_handle_cancel(c->srv->loop, c->timer);
   conn_remove(&c->srv->base, &c->link);
   free(c);
-}
-
-/* Flow control: the client does not read its answers as fast as it sends
-   requests. */
-static void pause_writing(evl_transport *t, void *user) {
-  (void)user;
-  evl_transport_pause_reading(t);
-}
-
-static void resume_writing(evl_transport *t, void *user) {
-  (void)user;
-  evl_transport_resume_reading(t);
 }
 
 static const evl_protocol http_protocol = {

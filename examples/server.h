@@ -8,6 +8,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 typedef struct conn_link {
   struct conn_link *prev, *next;
@@ -19,14 +20,25 @@ typedef struct server_base {
   int stopping;     /* SIGINT or SIGTERM came */
 } server_base;
 
-/* connection_made: c, the new connection's state, joins the list. */
-static void conn_add(server_base *srv, conn_link *c, evl_transport *t) {
+/* connection_made: a new connection's state of size bytes (beginning with
+   a conn_link), in the list; the connection's callbacks get it from now
+   on. NULL, the connection aborted, if there is no memory for it. */
+static void *conn_new(server_base *srv, evl_transport *t, size_t size) {
+  conn_link *c = (conn_link *)malloc(size);
+  if (!c) {
+    /* connection_lost must not mistake the server state for a conn */
+    evl_transport_set_user(t, NULL);
+    evl_transport_abort(t);
+    return NULL;
+  }
   c->t = t;
   c->prev = NULL;
   c->next = srv->conns;
   if (srv->conns)
     srv->conns->prev = c;
   srv->conns = c;
+  evl_transport_set_user(t, c);
+  return c;
 }
 
 /* connection_lost: c leaves the list (the loop frees the transport after
@@ -38,6 +50,19 @@ static void conn_remove(server_base *srv, conn_link *c) {
     srv->conns = c->next;
   if (c->next)
     c->next->prev = c->prev;
+}
+
+/* Flow control: the client does not read what we send as fast as it
+   writes. Past the transport's high water mark we stop reading from it;
+   once the write buffer has drained to the low mark, we read again. */
+static void pause_writing(evl_transport *t, void *user) {
+  (void)user;
+  evl_transport_pause_reading(t);
+}
+
+static void resume_writing(evl_transport *t, void *user) {
+  (void)user;
+  evl_transport_resume_reading(t);
 }
 
 /* Shutdown: the connections that did not close in time. */
