@@ -206,7 +206,7 @@ define variant_rules
 $(BUILD)/$(1)-$(2)/impl.o: tests/impl.c evloop.h
 	@mkdir -p $$(@D)
 	$$($(1)_CC) $$($(1)_FLAGS) $(TEST_DEFS) -D$$($(2)_MACRO) $$($(2)_CFLAGS) -c $$< -o $$@
-$(BUILD)/$(1)-$(2)/%: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h evloop.h $(BUILD)/$(1)-$(2)/impl.o
+$(BUILD)/$(1)-$(2)/%: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h tests/seccomp_test.h evloop.h $(BUILD)/$(1)-$(2)/impl.o
 	@mkdir -p $$(@D)
 	$$($(1)_CC) $$($(1)_FLAGS) $(TEST_DEFS) $$($(2)_TFLAGS) $$($(2)_CFLAGS) $$< $(BUILD)/$(1)-$(2)/impl.o -o $$@ $$($(2)_LIBS) $(LIBS)
 endef
@@ -224,7 +224,8 @@ SKIP_WHY := $(foreach b,$(BACKENDS),$($(b)_SKIP_WHY))
 all: examples $(call bins,o2,$(TESTS))
 
 examples: $(addprefix $(BUILD)/examples/,$(EXAMPLES))
-$(BUILD)/examples/http_server: examples/http_request.h
+$(BUILD)/examples/http_server: examples/http_request.h examples/server.h
+$(BUILD)/examples/echo_server: examples/server.h
 $(BUILD)/examples/%: examples/%.c evloop.h
 	@mkdir -p $(@D)
 	$(o2_CC) $(o2_FLAGS) $(EX_FLAGS) $< -o $@ $(EX_LIBS) $(LIBS)
@@ -344,7 +345,7 @@ $(WIN_DIR)/impl.o: tests/impl.c evloop.h
 	$(WIN_CC) $(WIN_FLAGS) $(TEST_DEFS) -c $< -o $@
 $(WIN_DIR)/%.exe: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h evloop.h $(WIN_DIR)/impl.o
 	$(WIN_CC) $(WIN_FLAGS) $(TEST_DEFS) $< $(WIN_DIR)/impl.o -o $@ $(WIN_LIBS)
-$(WIN_DIR)/examples/%.exe: examples/%.c evloop.h
+$(WIN_DIR)/examples/%.exe: examples/%.c examples/server.h evloop.h
 	@mkdir -p $(@D)
 	$(WIN_CC) $(WIN_FLAGS) $< -o $@ $(WIN_LIBS)
 windows: $(WIN_EXES)
@@ -430,7 +431,7 @@ tls_run = @VARIANTS="$(1)" LOG=$(BUILD)/test-tls-log.txt STRICT="$(STRICT)" \
 # The TLS examples, per engine, against curl, openssl s_client / s_server.
 TLS_EXAMPLES := https_server tls_client starttls
 define tls_example_rules
-$(BUILD)/examples-tls-$(1)/%: examples/%.c examples/http_server.c evloop.h
+$(BUILD)/examples-tls-$(1)/%: examples/%.c examples/http_server.c examples/server.h evloop.h
 	@mkdir -p $$(@D)
 	$(o2_CC) $(o2_FLAGS) -D$($(1)_TLS_MACRO) $(EX_FLAGS) $$< -o $$@ $($(1)_TLS_LIBS) $(EX_LIBS) $(LIBS)
 endef

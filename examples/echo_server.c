@@ -21,45 +21,33 @@
 #define EVLOOP_IMPLEMENTATION
 #include "../evloop.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "server.h" /* the connection list, signals, serving until one */
+
 /* ---- The echo protocol ---------------------------------------------------
    The server keeps a list of its connections so that it can close them. */
 typedef struct conn {
-  struct conn *prev, *next;
+  conn_link link; /* in the server's list (server.h) */
   struct server_state *srv;
-  evl_transport *t;
 } conn;
 
 typedef struct server_state {
-  conn *conns; /* live connections */
+  server_base base; /* the list and the stop (server.h) */
   size_t nconns;
   unsigned long resets; /* connections the client reset */
-  int stopping;         /* SIGINT or SIGTERM came */
 } server_state;
 
 static void connection_made(evl_transport *t, void *user) {
   server_state *srv = (server_state *)user; /* the server's user pointer */
-  conn *c = (conn *)malloc(sizeof *c);
-  if (!c) {
-    /* connection_lost must not mistake the server state for a conn */
-    evl_transport_set_user(t, NULL);
-    evl_transport_abort(t);
+  conn *c = (conn *)conn_new(&srv->base, t, sizeof *c);
+  if (!c)
     return;
-  }
-  c->srv = srv;
-  c->t = t;
-  c->prev = NULL;
-  c->next = srv->conns;
-  if (srv->conns)
-    srv->conns->prev = c;
-  srv->conns = c;
-  srv->nconns++;
   /* From now on the callbacks of this connection get c. */
-  evl_transport_set_user(t, c);
+  c->srv = srv;
+  srv->nconns++;
 }
 
 static void data_received(evl_transport *t, const void *data, size_t len,
@@ -75,17 +63,6 @@ static int eof_received(evl_transport *t, void *user) {
   return 0; /* close once the queued echo is sent */
 }
 
-/* Flow control: the client does not read as fast as it writes. */
-static void pause_writing(evl_transport *t, void *user) {
-  (void)user;
-  evl_transport_pause_reading(t);
-}
-
-static void resume_writing(evl_transport *t, void *user) {
-  (void)user;
-  evl_transport_resume_reading(t);
-}
-
 static void connection_lost(evl_transport *t, int err, void *user) {
   conn *c = (conn *)user;
   (void)t;
@@ -98,12 +75,7 @@ static void connection_lost(evl_transport *t, int err, void *user) {
   else if (err < 0)
     fprintf(stderr, "echo_server: connection lost: %s\n", evl_strerror(err));
   /* The loop frees the transport after this callback: forget it. */
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    c->srv->conns = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
+  conn_remove(&c->srv->base, &c->link);
   c->srv->nconns--;
   free(c);
 }
@@ -116,29 +88,6 @@ static const evl_protocol echo_protocol = {
     .pause_writing = pause_writing,
     .resume_writing = resume_writing,
 };
-
-/* Shutdown: the connections that did not close in time. */
-static void abort_connections(evl_loop *loop, void *arg) {
-  server_state *srv = (server_state *)arg;
-  conn *c, *next;
-  (void)loop;
-  for (c = srv->conns; c; c = next) {
-    next = c->next; /* connection_lost may free c */
-    evl_transport_abort(c->t);
-  }
-}
-
-/* SIGINT or SIGTERM (run by the loop, not in signal context): the first
-   one stops the loop; the handlers stay until the end, so that a second
-   signal changes nothing while we shut down. */
-static void on_signal(evl_loop *loop, int signum, void *arg) {
-  server_state *srv = (server_state *)arg;
-  (void)signum;
-  if (!srv->stopping) {
-    srv->stopping = 1;
-    evl_stop(loop);
-  }
-}
 
 static int parse_port(int argc, char **argv, int def, int *port) {
   int i;
@@ -157,10 +106,8 @@ static int parse_port(int argc, char **argv, int def, int *port) {
 }
 
 int main(int argc, char **argv) {
-  server_state srv = {NULL, 0, 0, 0};
+  server_state srv = {{NULL, 0}, 0, 0};
   evl_loop *loop = NULL;
-  evl_server *server = NULL;
-  evl_future *fut;
   int port, err;
 
   if (parse_port(argc, argv, 8888, &port) < 0) {
@@ -172,65 +119,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "evl_loop_new: %s\n", evl_strerror(err));
     return 1;
   }
-  if ((err = evl_add_signal_handler(loop, SIGINT, on_signal, &srv)) < 0 ||
-      (err = evl_add_signal_handler(loop, SIGTERM, on_signal, &srv)) < 0) {
-    fprintf(stderr, "evl_add_signal_handler: %s\n", evl_strerror(err));
-    goto done;
-  }
-
-  /* Listen; the future's result is the evl_server *. */
-  fut = evl_create_server(loop, &echo_protocol, &srv, "127.0.0.1", port, NULL);
-  if (!fut) {
-    err = EVL_ENOMEM;
-    fprintf(stderr, "evl_create_server: %s\n", evl_strerror(err));
-    goto done;
-  }
-  err = evl_run_until_complete(loop, fut);
-  server = err == 0 ? (evl_server *)evl_future_result(fut) : NULL;
-  evl_future_release(fut);
-  if (err == EVL_ESTOPPED) { /* a signal came first */
-    err = 0;
-    goto done;
-  }
-  if (err < 0) {
-    fprintf(stderr, "echo_server: cannot listen on 127.0.0.1:%d: %s\n", port,
-            evl_strerror(err));
-    goto done;
-  }
-  printf("listening on 127.0.0.1:%d\n", evl_server_port(server));
-  fflush(stdout);
-
-  /* Serve until a signal stops the loop (unless one came already). */
-  if (!srv.stopping)
-    err = evl_run_forever(loop);
-  if (err < 0)
-    fprintf(stderr, "evl_run_forever: %s\n", evl_strerror(err));
-
-  /* Shut down: stop listening, close the connections (what is queued is
-     sent first) and wait until they are gone. A timer aborts those still
-     there after 2 s (a client that stopped reading). */
-  evl_server_close(server);
-  {
-    conn *c;
-    evl_handle timer;
-    int werr;
-    for (c = srv.conns; c; c = c->next)
-      evl_transport_close(c->t);
-    timer = evl_call_later(loop, 2.0, abort_connections, &srv);
-    fut = evl_server_wait_closed(server);
-    werr = evl_run_until_complete(loop, fut);
-    evl_future_release(fut);
-    evl_handle_cancel(loop, timer);
-    if (werr < 0 && err == 0)
-      err = werr;
-  }
-  evl_server_free(server);
+  err =
+      serve_until_signal(loop, &echo_protocol, &srv, port, NULL, "echo_server");
   if (srv.resets)
     printf("%lu connections reset by their clients\n", srv.resets);
-
-done:
-  evl_remove_signal_handler(loop, SIGINT);
-  evl_remove_signal_handler(loop, SIGTERM);
   evl_loop_free(loop);
   return err < 0 ? 1 : 0;
 }

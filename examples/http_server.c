@@ -42,13 +42,13 @@
 #define EVLOOP_IMPLEMENTATION
 #include "../evloop.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "http_request.h" /* the request parser and the answers */
+#include "server.h"       /* the connection list, signals, serving until one */
 
 #define REQUEST_TIMEOUT 10.0 /* seconds to send a whole request head */
 #define IDLE_TIMEOUT 30.0    /* seconds a keep-alive connection may idle */
@@ -74,17 +74,15 @@ static const char *http_date(void) {
    in (slowloris): else 408 and close. Between requests a keep-alive
    connection may stay idle for the idle timeout, then it is closed. */
 typedef struct conn {
-  struct conn *prev, *next;
+  conn_link link; /* in the server's list (server.h); link.t: transport */
   struct server_state *srv;
-  evl_transport *t;
   evl_handle timer; /* the request or the idle timeout */
   int in_request;   /* the timer is the request timeout */
   http_conn http;   /* the request parser's state */
 } conn;
 
 typedef struct server_state {
-  conn *conns;  /* live connections */
-  int stopping; /* SIGINT or SIGTERM came */
+  server_base base; /* the list and the stop (server.h) */
   double request_timeout, idle_timeout;
   evl_loop *loop;
 } server_state;
@@ -121,17 +119,17 @@ static void on_timeout(evl_loop *loop, void *arg) {
     return;
   c->http.closing = 1;
   /* A client that does not even read its answers: no goodbye. */
-  if (evl_transport_get_write_buffer_size(c->t) > 0) {
-    evl_transport_abort(c->t);
+  if (evl_transport_get_write_buffer_size(c->link.t) > 0) {
+    evl_transport_abort(c->link.t);
     return;
   }
   if (c->in_request && !http_idle(&c->http)) {
     out_buf o;
-    out_init(&o, c->t);
+    out_init(&o, c->link.t);
     respond(&o, "408 Request Timeout", "Request Timeout", 0, "close", NULL);
     out_flush(&o);
   }
-  evl_transport_close(c->t);
+  evl_transport_close(c->link.t);
 }
 
 static void data_received(evl_transport *t, const void *data, size_t len,
@@ -160,27 +158,16 @@ static void data_received(evl_transport *t, const void *data, size_t len,
 
 static void connection_made(evl_transport *t, void *user) {
   server_state *srv = (server_state *)user; /* the server's user pointer */
-  conn *c = (conn *)malloc(sizeof *c);
-  if (!c) {
-    /* connection_lost must not mistake the server state for a conn */
-    evl_transport_set_user(t, NULL);
-    evl_transport_abort(t);
+  conn *c = (conn *)conn_new(&srv->base, t, sizeof *c);
+  if (!c)
     return;
-  }
-  c->srv = srv;
-  c->t = t;
+  c->srv = srv; /* this connection's callbacks get c */
   c->http.closing = 0;
   c->http.body_left = 0;
   c->http.len = 0;
   c->http.parsed = 0;
   c->timer = -1;
   arm_timer(c, 1); /* the first request must come in time too */
-  c->prev = NULL;
-  c->next = srv->conns;
-  if (srv->conns)
-    srv->conns->prev = c;
-  srv->conns = c;
-  evl_transport_set_user(t, c); /* this connection's callbacks get c */
 }
 
 static void connection_lost(evl_transport *t, int err, void *user) {
@@ -190,25 +177,8 @@ static void connection_lost(evl_transport *t, int err, void *user) {
   if (!c)
     return;
   evl_handle_cancel(c->srv->loop, c->timer);
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    c->srv->conns = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
+  conn_remove(&c->srv->base, &c->link);
   free(c);
-}
-
-/* Flow control: the client does not read its answers as fast as it sends
-   requests. */
-static void pause_writing(evl_transport *t, void *user) {
-  (void)user;
-  evl_transport_pause_reading(t);
-}
-
-static void resume_writing(evl_transport *t, void *user) {
-  (void)user;
-  evl_transport_resume_reading(t);
 }
 
 static const evl_protocol http_protocol = {
@@ -222,29 +192,6 @@ static const evl_protocol http_protocol = {
 };
 
 /* ---- main ---------------------------------------------------------------- */
-/* Shutdown: the connections that did not close in time. */
-static void abort_connections(evl_loop *loop, void *arg) {
-  server_state *srv = (server_state *)arg;
-  conn *c, *next;
-  (void)loop;
-  for (c = srv->conns; c; c = next) {
-    next = c->next; /* connection_lost may free c */
-    evl_transport_abort(c->t);
-  }
-}
-
-/* SIGINT or SIGTERM (run by the loop, not in signal context): the first
-   one stops the loop; the handlers stay until the end, so that a second
-   signal changes nothing while we shut down. */
-static void on_signal(evl_loop *loop, int signum, void *arg) {
-  server_state *srv = (server_state *)arg;
-  (void)signum;
-  if (!srv->stopping) {
-    srv->stopping = 1;
-    evl_stop(loop);
-  }
-}
-
 /* examples/https_server.c is this file with HTTPS_SERVER defined: it also
    takes --cert F --key F and serves HTTPS (ALPN http/1.1). */
 #ifdef HTTPS_SERVER
@@ -302,9 +249,7 @@ static int parse_args(int argc, char **argv, int *port, server_state *srv) {
 int main(int argc, char **argv) {
   server_state srv;
   evl_loop *loop = NULL;
-  evl_server *server = NULL;
   evl_net_options opts;
-  evl_future *fut;
   int port, err;
 
   memset(&srv, 0, sizeof srv);
@@ -342,63 +287,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   srv.loop = loop;
-  if ((err = evl_add_signal_handler(loop, SIGINT, on_signal, &srv)) < 0 ||
-      (err = evl_add_signal_handler(loop, SIGTERM, on_signal, &srv)) < 0) {
-    fprintf(stderr, "evl_add_signal_handler: %s\n", evl_strerror(err));
-    goto done;
-  }
-
-  /* Listen; the future's result is the evl_server *. */
-  fut = evl_create_server(loop, &http_protocol, &srv, "127.0.0.1", port, &opts);
-  if (!fut) {
-    err = EVL_ENOMEM;
-    fprintf(stderr, "evl_create_server: %s\n", evl_strerror(err));
-    goto done;
-  }
-  err = evl_run_until_complete(loop, fut);
-  server = err == 0 ? (evl_server *)evl_future_result(fut) : NULL;
-  evl_future_release(fut);
-  if (err == EVL_ESTOPPED) { /* a signal came first */
-    err = 0;
-    goto done;
-  }
-  if (err < 0) {
-    fprintf(stderr, SERVER_NAME ": cannot listen on 127.0.0.1:%d: %s\n", port,
-            evl_strerror(err));
-    goto done;
-  }
-  printf("listening on 127.0.0.1:%d\n", evl_server_port(server));
-  fflush(stdout);
-
-  /* Serve until a signal stops the loop (unless one came already). */
-  if (!srv.stopping)
-    err = evl_run_forever(loop);
-  if (err < 0)
-    fprintf(stderr, "evl_run_forever: %s\n", evl_strerror(err));
-
-  /* Shut down: stop listening, close the connections (what is queued is
-     sent first) and wait until they are gone. A timer aborts those still
-     there after 2 s (a client that stopped reading). */
-  evl_server_close(server);
-  {
-    conn *c;
-    evl_handle timer;
-    int werr;
-    for (c = srv.conns; c; c = c->next)
-      evl_transport_close(c->t);
-    timer = evl_call_later(loop, 2.0, abort_connections, &srv);
-    fut = evl_server_wait_closed(server);
-    werr = evl_run_until_complete(loop, fut);
-    evl_future_release(fut);
-    evl_handle_cancel(loop, timer);
-    if (werr < 0 && err == 0)
-      err = werr;
-  }
-  evl_server_free(server);
-
-done:
-  evl_remove_signal_handler(loop, SIGINT);
-  evl_remove_signal_handler(loop, SIGTERM);
+  err =
+      serve_until_signal(loop, &http_protocol, &srv, port, &opts, SERVER_NAME);
   evl_loop_free(loop);
   evl_tls_context_release(opts.tls);
   return err < 0 ? 1 : 0;

@@ -77,7 +77,7 @@ static inline evl_loop *alloc_loop(void) {
   evl_loop *loop;
   memset(&cfg, 0, sizeof cfg);
   cfg.alloc = stat_alloc;
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   evl_set_exception_handler(loop, quiet, NULL);
   return loop;
 }

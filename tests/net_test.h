@@ -2,25 +2,6 @@
 #ifndef EVL_NET_TEST_H
 #define EVL_NET_TEST_H
 
-/* Exception handler calls are counted (and printed unless g_quiet): the
-   tests expect none unless they say otherwise. */
-static int g_reports, g_quiet;
-static inline void count_handler(evl_loop *loop, const evl_context *ctx,
-                                 void *arg) {
-  (void)loop;
-  (void)arg;
-  if (!g_quiet)
-    fprintf(stderr, "  exception handler: %s (%s)\n", ctx->message,
-            ctx->error ? evl_err_name(ctx->error) : "-");
-  g_reports++;
-}
-static inline evl_loop *quiet_loop(void) {
-  evl_loop *loop = test_loop();
-  g_reports = 0;
-  evl_set_exception_handler(loop, count_handler, NULL);
-  return loop;
-}
-
 /* Runs the loop until cond holds (at most 10 s), then checks it. */
 #define RUN_UNTIL(loop, cond)                                                  \
   do {                                                                         \
@@ -46,6 +27,70 @@ static inline int wait_fut(evl_loop *loop, evl_future *f) {
   evl_future_release(w);
   return rc;
 }
+
+/* Waits (at most 20 s) for f, which must succeed; releases it and
+   returns its result (a server, a transport...). */
+static inline void *wait_result(evl_loop *loop, evl_future *f) {
+  void *r;
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  r = evl_future_result(f);
+  CHECK(r != NULL);
+  evl_future_release(f);
+  return r;
+}
+
+/* Closes a server, waits until it is closed, frees it. */
+static inline void test_server_done(evl_loop *loop, evl_server *srv) {
+  evl_future *w;
+  evl_server_close(srv);
+  w = evl_server_wait_closed(srv);
+  CHECK(w != NULL);
+  CHECK_EQ(wait_fut(loop, w), 0);
+  evl_future_release(w);
+  evl_server_free(srv);
+}
+
+/* ---- A recording protocol ------------------------------------------------
+   rec_proto's callbacks record what a connection hears into the rec_peer
+   given as its user data: made and lost (with the error) counted, the
+   first bytes kept, end of file counted (its return value: eof_keep); with
+   echo set, each chunk is written back. */
+typedef struct rec_peer {
+  evl_transport *t;
+  int made, lost, lost_err, eofs, eof_keep, echo;
+  size_t n;
+  unsigned char buf[256];
+} rec_peer;
+static inline void rec_made(evl_transport *t, void *user) {
+  rec_peer *p = (rec_peer *)user;
+  p->t = t;
+  p->made++;
+}
+static inline void rec_data(evl_transport *t, const void *data, size_t len,
+                            void *user) {
+  rec_peer *p = (rec_peer *)user;
+  if (p->n + len <= sizeof p->buf)
+    memcpy(p->buf + p->n, data, len);
+  p->n += len;
+  if (p->echo)
+    CHECK_EQ(evl_transport_write(t, data, len), 0);
+}
+static inline int rec_eof(evl_transport *t, void *user) {
+  rec_peer *p = (rec_peer *)user;
+  (void)t;
+  p->eofs++;
+  return p->eof_keep;
+}
+static inline void rec_lost(evl_transport *t, int err, void *user) {
+  rec_peer *p = (rec_peer *)user;
+  (void)t;
+  p->lost++;
+  p->lost_err = err;
+  p->t = NULL;
+}
+static const evl_protocol rec_proto = {
+    rec_made, rec_data, rec_eof, rec_lost, NULL, NULL, NULL, NULL, NULL, NULL};
 
 /* Unix stream sockets: Windows has them since Windows 10 1803, wine 8 has
    none (WSAEAFNOSUPPORT): the test is skipped there. */

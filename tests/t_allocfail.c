@@ -126,7 +126,7 @@ TEST(completion_with_a_full_ready_ring_still_wakes) {
   CHECK(evl_future_done(t) && evl_future_error(t) == 0);
   evl_future_release(t);
   evl_future_release(w.f);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_fail.live, 0);
 }
 
@@ -157,7 +157,7 @@ TEST(threadsafe_callback_survives_no_memory_for_its_slot) {
     (void)evl_run_once(loop, 0);
   CHECK_EQ(hits, n);
   CHECK_EQ(ts, 1);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_fail.live, 0);
 }
 
@@ -182,7 +182,7 @@ TEST(close_with_no_memory_lets_go_of_every_future) {
   }
   (void)evl_run_once(loop, 0); /* the tasks await their sleeps */
   memory_runs_out();
-  evl_loop_free(loop);
+  test_close(loop);
   memory_is_back();
   CHECK_EQ(g_fail.live, 0);
 }
@@ -201,7 +201,7 @@ TEST(close_with_no_memory_lets_go_of_every_timer) {
   (void)evl_run_once(loop, 0);
   CHECK(loop->ring_cap < 600);
   memory_runs_out();
-  evl_loop_free(loop);
+  test_close(loop);
   memory_is_back();
   CHECK_EQ(g_fail.live, 0);
 }
@@ -212,7 +212,7 @@ TEST(close_with_no_memory_lets_go_of_every_timer) {
 /* Every scenario succeeds in full on a plain loop, twice over (what the
    sweep's recovery runs rely on), and gives back what it took. */
 TEST(scenarios_succeed_with_no_fault) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int round;
   for (round = 0; round < 2; round++) {
     CHECK_EQ(sc_core(loop, NULL), FULL_CORE);
@@ -225,7 +225,7 @@ TEST(scenarios_succeed_with_no_fault) {
     CHECK_EQ(sc_signals(loop, NULL), FULL_SIGNALS);
 #endif
   }
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_fail.live, 0);
 }
 

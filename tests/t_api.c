@@ -29,7 +29,7 @@ static int never_run(void *arg, void **result) {
 }
 
 TEST(bad_sleep_delay_gives_einval_future) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_sleep(loop, NAN, NULL);
   CHECK(f != NULL);
   CHECK(evl_future_done(f));
@@ -39,11 +39,11 @@ TEST(bad_sleep_delay_gives_einval_future) {
   CHECK(f != NULL);
   CHECK_EQ(evl_future_error(f), EVL_EINVAL);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(gather_of_null_or_foreign_futures_gives_einval_future) {
-  evl_loop *loop = test_loop(), *other = test_loop();
+  evl_loop *loop = test_open(), *other = test_open();
   evl_future *mine = evl_future_new(loop), *theirs = evl_future_new(other);
   evl_future *futs[2], *g;
   futs[0] = mine;
@@ -61,40 +61,40 @@ TEST(gather_of_null_or_foreign_futures_gives_einval_future) {
   evl_future_release(g);
   evl_future_release(mine);
   evl_future_release(theirs);
-  evl_loop_free(other);
-  evl_loop_free(loop);
+  test_close(other);
+  test_close(loop);
 }
 
 TEST(run_in_executor_without_function_gives_einval_future) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_run_in_executor(loop, NULL, NULL, NULL, NULL);
   CHECK(f != NULL);
   CHECK_EQ(evl_future_error(f), EVL_EINVAL);
   evl_future_release(f);
   (void)never_run;
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(future_functions_on_a_closed_loop_return_null) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK(evl_sleep(loop, 1.0, NULL) == NULL);
   CHECK(evl_gather(loop, NULL, 0, 0) == NULL);
   CHECK(evl_run_in_executor(loop, NULL, never_run, NULL, NULL) == NULL);
   CHECK(evl_getaddrinfo(loop, "127.0.0.1", "80", 0, 0, 0, 0) == NULL);
   CHECK(evl_task_create(loop, await_null_task, NULL, 0) == NULL);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(await_null_fails_the_task_with_einval) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_task *t = evl_task_create(loop, await_null_task, NULL, 0);
   CHECK(t != NULL);
   CHECK_EQ(evl_run_until_complete(loop, t), EVL_EINVAL);
   CHECK(evl_future_result(t) == NULL);
   CHECK(evl_future_error_message(t) != NULL);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(release_null_and_queries_on_null_are_harmless) {
@@ -144,7 +144,7 @@ static void stop_when_fired(evl_loop *loop, void *arg) {
 }
 
 TEST(a_new_callback_reads_the_clock_again_for_timers) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   memset(g_probe, 0, sizeof g_probe);
   CHECK(evl_call_soon(loop, slow_first, NULL) > 0);
   CHECK(evl_call_soon(loop, schedules_after, NULL) > 0);
@@ -152,7 +152,7 @@ TEST(a_new_callback_reads_the_clock_again_for_timers) {
   CHECK_EQ(evl_run_forever(loop), 0);
   /* Measured from slow_first's reading it would fire 40 ms early. */
   CHECK(g_probe[0].fire_real >= g_probe[0].sched_real + 0.02 - 1e-6);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static void schedules_around_work(evl_loop *loop, void *arg) {
@@ -165,18 +165,18 @@ static void schedules_around_work(evl_loop *loop, void *arg) {
 }
 
 TEST(evl_time_reads_the_clock_again_for_timers) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   memset(g_probe, 0, sizeof g_probe);
   CHECK(evl_call_soon(loop, schedules_around_work, NULL) > 0);
   CHECK(evl_call_soon(loop, stop_when_fired, NULL) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK(g_probe[0].fire_real >= g_probe[0].sched_real + 0.02 - 1e-6);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Runs on the executor, or inline with EVLOOP_NO_THREADS: same result. */
 TEST(getaddrinfo_numeric_resolves_with_or_without_threads) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f =
       evl_getaddrinfo(loop, "127.0.0.1", "8080", AF_INET, SOCK_STREAM, 0,
                       AI_NUMERICHOST | AI_NUMERICSERV);
@@ -190,39 +190,14 @@ TEST(getaddrinfo_numeric_resolves_with_or_without_threads) {
       ntohs(((const struct sockaddr_in *)(const void *)ai->ai_addr)->sin_port),
       8080);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A sandbox that refuses epoll (seccomp; glibc has the kernel headers we
    need): the default loop falls back to
    poll and says so; asking for epoll explicitly is an error, not a switch. */
 #if defined(__linux__) && defined(__x86_64__) && defined(__GLIBC__)
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <stddef.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#ifndef AUDIT_ARCH_X86_64 /* <linux/audit.h> is not on every libc's path */
-#define AUDIT_ARCH_X86_64 0xC000003Eu
-#endif
-static int refuse_epoll_create(void) {
-  struct sock_filter code[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_epoll_create1, 2, 0),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_epoll_create, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & 0xffff)),
-  };
-  struct sock_fprog prog;
-  prog.len = (unsigned short)(sizeof code / sizeof code[0]);
-  prog.filter = code;
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-    return -1;
-  return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
-}
+#include "seccomp_test.h"
 
 TEST(refused_epoll_falls_back_to_poll) {
   evl_loop_config cfg;
@@ -230,7 +205,7 @@ TEST(refused_epoll_falls_back_to_poll) {
   int ran = 0, epoll_default;
   CHECK_EQ(evl_loop_new(&loop, NULL), 0);
   epoll_default = strcmp(evl_backend_name(loop), "epoll") == 0;
-  evl_loop_free(loop);
+  test_close(loop);
   loop = NULL;
   if (!epoll_default) {
     printf("  (not an epoll build: nothing to fall back from)\n");
@@ -247,7 +222,7 @@ TEST(refused_epoll_falls_back_to_poll) {
   CHECK(evl_call_later(loop, 0.001, test_stop_cb, &ran) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(ran, 1);
-  evl_loop_free(loop);
+  test_close(loop);
   cfg.backend = EVL_BACKEND_EPOLL; /* asked for by name: no silent switch */
   CHECK_EQ(evl_loop_new(&loop, &cfg), EVL_EPERM);
 }

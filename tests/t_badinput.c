@@ -31,7 +31,7 @@ static void check_run_forever_works(evl_loop *loop) {
 }
 
 TEST(null_callbacks_are_einval) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int x = 0;
   CHECK_EQ(evl_call_soon(loop, NULL, &x), EVL_EINVAL);
   check_loop_works(loop);
@@ -45,7 +45,7 @@ TEST(null_callbacks_are_einval) {
   CHECK_EQ((evl_call_at)(loop, evl_time(loop), NULL, &x), EVL_EINVAL);
   CHECK(evl_next_timeout(loop) == -1.0); /* nothing was scheduled */
   check_run_forever_works(loop);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(loop_new_without_out_pointer_is_einval) {
@@ -61,7 +61,7 @@ TEST(loop_new_with_null_config_uses_defaults) {
   CHECK_EQ(evl_loop_new(&loop, NULL), 0);
   CHECK(loop != NULL);
   check_run_forever_works(loop);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static void expect_backend_refused(int backend, int want) {
@@ -99,13 +99,13 @@ TEST(unknown_or_missing_backends_are_refused) {
     loop = NULL;
     CHECK_EQ(evl_loop_new(&loop, &cfg), 0);
     CHECK(strcmp(evl_backend_name(loop), "kqueue") == 0);
-    evl_loop_free(loop);
+    test_close(loop);
   }
 #endif
   /* A good loop can still be made afterwards. */
-  loop = test_loop();
+  loop = test_open();
   check_run_forever_works(loop);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(bogus_handles_are_harmless) {
@@ -119,7 +119,7 @@ TEST(bogus_handles_are_harmless) {
                                      INT64_MAX,
                                      INT64_MIN,
                                      (evl_handle)0x100000000LL};
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int ran = 0;
   size_t i;
   evl_handle real;
@@ -138,11 +138,11 @@ TEST(bogus_handles_are_harmless) {
   CHECK_EQ(ran, 1);
   check_loop_works(loop);
   check_run_forever_works(loop);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(removing_unwatched_fds_is_harmless) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int p[2];
   CHECK_EQ(test_pipe(p), 0);
   CHECK_EQ(evl_remove_reader(loop, p[0]), 0);
@@ -154,13 +154,13 @@ TEST(removing_unwatched_fds_is_harmless) {
   CHECK(evl_remove_writer(loop, 1 << 30) <= 0);
   check_loop_works(loop);
   check_run_forever_works(loop);
-  evl_loop_free(loop);
+  test_close(loop);
   test_pipe_close(p[0]);
   test_pipe_close(p[1]);
 }
 
 TEST(run_until_complete_refuses_null_or_foreign_futures) {
-  evl_loop *loop = test_loop(), *other = test_loop();
+  evl_loop *loop = test_open(), *other = test_open();
   evl_future *foreign = evl_future_new(other);
   CHECK(foreign != NULL);
   CHECK(evl_run_until_complete(loop, NULL) < 0);
@@ -171,12 +171,12 @@ TEST(run_until_complete_refuses_null_or_foreign_futures) {
   check_run_forever_works(loop);
   check_run_forever_works(other);
   evl_future_release(foreign);
-  evl_loop_free(other);
-  evl_loop_free(loop);
+  test_close(other);
+  test_close(loop);
 }
 
 TEST(stop_and_run_once_on_an_idle_loop) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int chain = 0;
   /* Nothing scheduled: run_once(0) returns 0 at once. */
   CHECK_EQ(evl_run_once(loop, 0), 0);
@@ -190,15 +190,15 @@ TEST(stop_and_run_once_on_an_idle_loop) {
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(chain, 3);
   check_loop_works(loop);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(freeing_a_fresh_or_closed_loop_is_fine) {
-  evl_loop *loop = test_loop();
-  evl_loop_free(loop);
-  loop = test_loop();
+  evl_loop *loop = test_open();
+  test_close(loop);
+  loop = test_open();
   CHECK_EQ(evl_loop_close(loop), 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

@@ -102,7 +102,7 @@ static void close_pair(evl_loop *loop, rx *r, int sender) {
   test_closesocket(sender);
   evl_transport_close(r->t);
   evl_run_once(loop, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -125,7 +125,7 @@ static void send_burst(evl_loop *loop, int s, int n) {
 
 /* The datagrams queued before an iteration all arrive in it. */
 TEST(udp_drained_per_iteration) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   rx r;
   int s, frame, i;
   memset(&r, 0, sizeof r);
@@ -154,7 +154,7 @@ TEST(udp_budget_configured) {
   CHECK_EQ(evl_loop_new(&bad, &cfg), EVL_EINVAL);
   CHECK(bad == NULL);
   cfg.read_budget = 10;
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   memset(&r, 0, sizeof r);
   open_pair(loop, &r, &s);
   send_burst(loop, s, 25);
@@ -170,7 +170,7 @@ TEST(udp_budget_configured) {
 /* pause_reading inside datagram_received stops the batch; the rest stays
    queued in the socket until resume_reading. */
 TEST(udp_pause_stops_batch) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   rx r;
   int s;
   memset(&r, 0, sizeof r);
@@ -194,7 +194,7 @@ static void resume_cb(evl_loop *loop, void *arg) {
   CHECK_EQ(evl_transport_resume_reading(((rx *)arg)->t), 0);
 }
 TEST(udp_pause_resume_close_mid_batch) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   rx r;
   int s;
   memset(&r, 0, sizeof r);
@@ -218,7 +218,7 @@ TEST(udp_pause_resume_close_mid_batch) {
 /* A stream transport reads until the socket is drained: everything the
    peer wrote (several 64 KiB reads) arrives in one iteration. */
 TEST(stream_drained_per_iteration) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   static unsigned char chunk[16384];
   rx r;
   int sv[2];
@@ -258,7 +258,7 @@ TEST(stream_drained_per_iteration) {
   test_closesocket(sv[1]);
   evl_transport_close(r.t);
   evl_run_once(loop, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -300,7 +300,7 @@ static int sender(void *arg, void **result) {
    (a loaded machine), the frame after is not judged: the datagrams of
    those frames may exceed one frame's budget. */
 TEST(frame_loop_2000_per_second) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *env = getenv("T_BUDGET_SECS");
   sender_job job;
   evl_future *f;

@@ -97,7 +97,7 @@ static void open_cancel_at(int unix_path, int iterations, int wait_for) {
   int i;
   test_settle_fds();
   fds = test_count_fds();
-  loop = quiet_loop();
+  loop = test_open();
   lfd = unix_path ? unix_listener(path, sizeof path) : listener(&port);
   f = unix_path ? evl_open_unix_connection(loop, path, 0)
                 : evl_open_connection(loop, "127.0.0.1", port, 0, NULL);
@@ -114,7 +114,7 @@ static void open_cancel_at(int unix_path, int iterations, int wait_for) {
     evl_stream_free((evl_stream *)evl_future_result(f));
   evl_future_release(f);
   run_for(loop, 0.02);
-  evl_loop_free(loop);
+  test_close(loop);
   close(lfd);
   if (unix_path)
     unlink(path);
@@ -158,12 +158,12 @@ static const char *const sleep_argv[] = {"sleep", "30", NULL};
 /* Where exits come through SIGCHLD (no pidfd), the signal slot's
    self-pipe stays open once made: make it before counting fds. */
 static void warm_sigchld(void) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   static const char *const argv[] = {"true", NULL};
   evl_future *f = evl_subprocess_exec(loop, &sub_proto, NULL, argv, NULL);
   (void)wait_fut(loop, f);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
   test_settle_fds();
 }
 
@@ -186,7 +186,7 @@ static void spawn_cancel(int kind, int wait_for, int free_loop_at_once) {
   int fds;
   test_settle_fds();
   fds = test_count_fds();
-  loop = quiet_loop();
+  loop = test_open();
   g_made = g_lost = 0;
   f = spawn_kind(loop, kind);
   CHECK(f != NULL);
@@ -205,7 +205,7 @@ static void spawn_cancel(int kind, int wait_for, int free_loop_at_once) {
   CHECK_EQ(g_lost, 0);
   if (!free_loop_at_once)
     check_no_children(); /* killed and reaped before the loop goes */
-  evl_loop_free(loop);
+  test_close(loop);
   check_no_children();
   CHECK_EQ(test_count_fds(), fds);
 }
@@ -221,25 +221,6 @@ TEST(spawn_cancel_kills_and_reaps) {
 }
 
 /* ---- the matrix ---- */
-
-static long g_live; /* the loop's allocations still held */
-static void *count_alloc(void *ctx, void *p, size_t n) {
-  (void)ctx;
-  if (!p) {
-    if (!n)
-      return NULL;
-    p = malloc(n);
-    if (p)
-      g_live++;
-    return p;
-  }
-  if (!n) {
-    g_live--;
-    free(p);
-    return NULL;
-  }
-  return realloc(p, n);
-}
 
 /* Transports made and lost: every connection_made gets its
    connection_lost, and a future that failed (cancelled, timed out) made
@@ -713,7 +694,6 @@ static long g_runs;
    the cancel instead of running on. */
 static void run_one(const op *o, int mode, int iters, double timeout,
                     int free_at_once) {
-  evl_loop_config cfg;
   evl_loop *loop;
   evl_future *f;
   env e;
@@ -721,14 +701,10 @@ static void run_one(const op *o, int mode, int iters, double timeout,
   if (getenv("T_VERBOSE"))
     printf("  %s: mode %d, %d iterations, timeout %g%s\n", o->name, mode, iters,
            timeout, free_at_once ? ", loop freed at once" : "");
-  memset(&cfg, 0, sizeof cfg);
-  cfg.alloc = count_alloc;
-  g_live = 0;
+  g_test_live = 0;
   g_made = g_lost = g_tmade = g_tlost = 0;
-  loop = test_loop_with(&cfg);
-  g_reports = 0;
+  loop = test_open();
   g_quiet = 1;
-  evl_set_exception_handler(loop, count_handler, NULL);
   env_setup(&e, loop, o->needs);
   e.mode = mode;
   f = o->start(&e);
@@ -753,7 +729,7 @@ static void run_one(const op *o, int mode, int iters, double timeout,
     run_for(loop, 0.005);
   }
   env_teardown(&e, o, f);
-  evl_loop_free(loop);
+  test_close_any(loop); /* g_quiet: reports may come */
   err = evl_future_error(f);
   /* Callbacks: in pairs, and none for what the caller never got. */
   CHECK_EQ(g_tmade, g_tlost);
@@ -766,11 +742,11 @@ static void run_one(const op *o, int mode, int iters, double timeout,
       (o->result == R_STREAM || o->result == R_PROC))
     take_result(o, f); /* yours even after the loop (the rest was its) */
   evl_future_release(f);
-  if (getenv("T_LEAKS") && g_live) { /* go on: LeakSanitizer says where */
-    printf("  %ld allocations left\n", g_live);
+  if (getenv("T_LEAKS") && g_test_live) { /* go on: LeakSanitizer says where */
+    printf("  %ld allocations left\n", g_test_live);
     return;
   }
-  CHECK_EQ(g_live, 0);
+  CHECK_EQ(g_test_live, 0);
   check_no_children();
   CHECK_EQ(test_count_fds(), g_base_fds);
   g_runs++;
@@ -849,7 +825,7 @@ static int is_pattern(const unsigned char *b, size_t n) {
 
 /* A cancelled read takes nothing from the buffer: the next read gets it. */
 TEST(cancelled_read_leaves_data_buffered) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   env e;
   evl_future *r;
   evl_bytes *b;
@@ -870,13 +846,13 @@ TEST(cancelled_read_leaves_data_buffered) {
   CHECK(b && b->len == 10 && !memcmp(b->data, "0123456789", 10));
   evl_future_release(r);
   env_teardown(&e, &ops[0], NULL);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A cancelled sock_sendall: what the kernel took stays sent (a prefix of
    the data), nothing more is sent after the cancel. */
 TEST(cancelled_sendall_keeps_what_was_sent) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   size_t len = 4u << 20, got, more;
   unsigned char *data = (unsigned char *)malloc(len);
   unsigned char *in = (unsigned char *)malloc(len);
@@ -901,7 +877,7 @@ TEST(cancelled_sendall_keeps_what_was_sent) {
   printf("  %lu of %lu bytes were sent before the cancel\n", (unsigned long)got,
          (unsigned long)len);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
   close(sv[0]);
   close(sv[1]);
   free(data);
@@ -911,7 +887,7 @@ TEST(cancelled_sendall_keeps_what_was_sent) {
 /* A cancelled evl_sendfile: the transport stays open, the part of the
    file already sent stays, and the next write follows it. */
 TEST(cancelled_sendfile_transport_goes_on) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   size_t len = 4u << 20, got;
   unsigned char *data = (unsigned char *)malloc(len);
   unsigned char *in = (unsigned char *)malloc(len + 16);
@@ -945,7 +921,7 @@ TEST(cancelled_sendfile_transport_goes_on) {
   CHECK(!evl_transport_is_closing(t));
   evl_transport_close(t);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
   close(sv[1]);
   close(file_fd);
   free(data);
@@ -982,13 +958,5 @@ T_POSIX(cancelled_sendfile_transport_goes_on, "POSIX socketpair, files")
 T_POSIX(spawn_cancel_without_pidfd, "Linux seccomp")
 TESTS_END
 #else
-TEST(everything) { /* (test.h's helpers are used) */
-  evl_loop *loop = test_loop();
-  CHECK(loop != NULL);
-  evl_loop_free(loop);
-  SKIP("built with EVLOOP_NO_PROCESS: the sweeps spawn children");
-}
-TESTS_BEGIN
-T(everything)
-TESTS_END
+TESTS_LEFT_OUT("built with EVLOOP_NO_PROCESS: the sweeps spawn children")
 #endif

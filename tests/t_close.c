@@ -62,7 +62,7 @@ static void future_waiter(evl_task *t, void *state) {
 }
 
 TEST(close_discards_callbacks) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int i;
   g_ran = 0;
   for (i = 0; i < 5; i++)
@@ -71,12 +71,12 @@ TEST(close_discards_callbacks) {
   CHECK_EQ(evl_loop_is_closed(loop), 1);
   CHECK_EQ(g_ran, 0);
   CHECK(evl_call_soon(loop, mark_cb, NULL) < 0); /* refused once closed */
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_ran, 0);
 }
 
 TEST(close_discards_timers) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_handle h;
   g_ran = 0;
   CHECK(evl_call_later(loop, 0.0, mark_cb, NULL) > 0);
@@ -88,12 +88,12 @@ TEST(close_discards_timers) {
   CHECK(evl_call_at(loop, evl_time(loop) + 5.0, mark_cb, NULL) > 0);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(g_ran, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_ran, 0);
 }
 
 TEST(close_with_task_awaiting_sleep) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   sleep_state s;
   evl_task *held, *released;
   int after = 0, i;
@@ -108,13 +108,13 @@ TEST(close_with_task_awaiting_sleep) {
   evl_future_release(released); /* fire and forget */
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(after, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(after, 0);
   evl_future_release(held); /* after free: safe */
 }
 
 TEST(close_with_task_awaiting_pending_future) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   wait_state s;
   evl_task *t;
   evl_future *f;
@@ -131,11 +131,11 @@ TEST(close_with_task_awaiting_pending_future) {
   evl_future_release(t); /* only the loop knows them now */
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(after, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(close_with_fire_and_forget_task) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   sleep_state s;
   int after = 0;
   evl_task *t;
@@ -148,12 +148,12 @@ TEST(close_with_fire_and_forget_task) {
   t = evl_task_create(loop, long_sleeper, &s, sizeof s);
   evl_future_release(t);
   CHECK_EQ(evl_loop_close(loop), 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(after, 0);
 }
 
 TEST(close_with_done_callbacks) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *pending = evl_future_new(loop);
   evl_future *scheduled = evl_future_new(loop);
   evl_future *owned = evl_future_new(loop);
@@ -171,7 +171,7 @@ TEST(close_with_done_callbacks) {
   evl_future_release(pending);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(g_ran, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_ran, 0);
   CHECK_EQ(g_freed, 1);
   evl_future_release(scheduled);
@@ -251,7 +251,7 @@ TEST(close_with_executor_jobs) {
   int i;
   memset(&cfg, 0, sizeof cfg);
   cfg.executor_threads = 1;
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   running = evl_run_in_executor(loop, NULL, blocker_job, NULL, locked_free);
   CHECK(running != NULL);
   ts.tv_sec = time(NULL) + 10;
@@ -271,7 +271,7 @@ TEST(close_with_executor_jobs) {
   CHECK_EQ(gate_get(&g_gate.finished), 1);
   CHECK_EQ(gate_get(&g_gate.markers), 0);
   pthread_join(rel, NULL);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(gate_get(&g_gate.markers), 0);
   CHECK_EQ(gate_get(&g_gate.freed), 1); /* the running job's result */
   evl_future_release(running);
@@ -283,7 +283,7 @@ TEST(close_with_executor_jobs) {
  */
 
 TEST(future_held_after_close) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   evl_future *g = evl_future_new(loop);
   int x = 1;
@@ -291,20 +291,20 @@ TEST(future_held_after_close) {
   CHECK_EQ(evl_future_set_result(f, &x), EVL_ECLOSED);
   CHECK_EQ(evl_future_set_error(g, EVL_EIO, "late"), EVL_ECLOSED);
   evl_future_release(g); /* between close and free */
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(evl_future_set_result(f, &x), EVL_ECLOSED);
   CHECK(evl_future_add_done_callback(f, mark_done_cb, NULL) < 0);
   evl_future_release(f); /* after free */
 }
 
 TEST(close_twice) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   g_ran = 0;
   CHECK(evl_call_soon(loop, mark_cb, NULL) > 0);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_loop_is_closed(loop), 1);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_ran, 0);
 }
 
@@ -316,18 +316,18 @@ static void close_from_callback(evl_loop *loop, void *arg) {
 }
 
 TEST(close_while_running_refused) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   g_close_rc = 1;
   CHECK(evl_call_soon(loop, close_from_callback, NULL) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(g_close_rc, EVL_ERUNNING);
   CHECK_EQ(evl_loop_is_closed(loop), 0);
   CHECK_EQ(evl_loop_close(loop), 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(free_without_close) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   sleep_state s;
   int after = 0;
   evl_future *f;
@@ -339,13 +339,13 @@ TEST(free_without_close) {
   evl_future_release(evl_task_create(loop, long_sleeper, &s, sizeof s));
   f = evl_sleep(loop, 5.0, NULL);
   evl_future_release(f);
-  evl_loop_free(loop); /* closes first */
+  test_close(loop); /* closes first */
   CHECK_EQ(g_ran, 0);
   CHECK_EQ(after, 0);
 }
 
 TEST(close_with_combinators) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *kids[3];
   evl_future *w, *g, *w2;
   int i;
@@ -365,7 +365,7 @@ TEST(close_with_combinators) {
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(g_ran, 0);
   evl_future_release(g);
-  evl_loop_free(loop);
+  test_close(loop);
   evl_future_release(w);
   CHECK_EQ(g_ran, 0);
 }

@@ -121,10 +121,10 @@ TEST(runtime_allocator_gets_every_byte_back) {
   memset(&cfg, 0, sizeof cfg);
   cfg.alloc = stat_alloc;
   cfg.alloc_ctx = &st;
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   CHECK(workload(loop) > 1000);
   CHECK(st.total > 5);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(st.live, 0);
 }
 
@@ -309,7 +309,7 @@ TEST(call_sites_are_recorded_after_the_implementation) {
   memset(&cfg, 0, sizeof cfg);
   cfg.debug = 1;
   cfg.log = keep_log;
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   evl_set_slow_callback_duration(loop, 0.01);
   line = __LINE__ + 1;
   CHECK(evl_call_soon(loop, slow_callback_here, NULL) > 0);
@@ -319,7 +319,7 @@ TEST(call_sites_are_recorded_after_the_implementation) {
     fprintf(stderr, "  logged: %s\n", g_logged);
     CHECK(0);
   }
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

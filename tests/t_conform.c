@@ -37,7 +37,7 @@ static void schedule_both_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(threadsafe_then_soon_from_loop_thread_run_in_order) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   g_norder = 0;
   CHECK(evl_call_soon(loop, schedule_both_cb, NULL) > 0);
   evl_run_once(loop, 0);
@@ -45,7 +45,7 @@ TEST(threadsafe_then_soon_from_loop_thread_run_in_order) {
   evl_run_once(loop, 0);
   g_order[g_norder] = 0;
   CHECK(strcmp(g_order, "ABCD") == 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 #ifndef EVLOOP_NO_THREADS
@@ -80,7 +80,7 @@ static void join_then_soon_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(threadsafe_from_other_thread_runs_before_later_soon) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int i;
   g_norder = 0;
   CHECK(evl_call_soon(loop, join_then_soon_cb, NULL) > 0);
@@ -88,7 +88,7 @@ TEST(threadsafe_from_other_thread_runs_before_later_soon) {
     evl_run_once(loop, 0.05);
   g_order[g_norder] = 0;
   CHECK(strcmp(g_order, "AB") == 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #endif
 
@@ -117,7 +117,7 @@ static void reuse_fd_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(fd_event_not_given_to_new_reader_on_reused_fd) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int old[2];
   CHECK_EQ(test_socketpair(old), 0);
   CHECK_EQ(test_socketpair(g_fresh), 0);
@@ -134,7 +134,7 @@ TEST(fd_event_not_given_to_new_reader_on_reused_fd) {
   CHECK_EQ(test_send(g_fresh[1], "y", 1), 1);
   RUN_UNTIL(loop, g_new_reads == 1);
   CHECK_EQ(evl_remove_reader(loop, g_reused_fd), 1);
-  evl_loop_free(loop);
+  test_close(loop);
   close(old[0]);
   close(old[1]);
   close(g_fresh[0]);
@@ -160,7 +160,7 @@ static const evl_protocol count_proto = {NULL, count_data, NULL, NULL, NULL,
                                          NULL, NULL,       NULL, NULL, NULL};
 
 TEST(transport_and_server_fds_refuse_add_and_remove_reader) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_transport *t;
   evl_future *f;
   evl_server *srv;
@@ -189,8 +189,7 @@ TEST(transport_and_server_fds_refuse_add_and_remove_reader) {
   evl_transport_close(t);
   run_for(loop, 0.02);
   test_closesocket(sv[1]);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- one running loop per thread (asyncio) ----------------------------- */
@@ -213,7 +212,7 @@ static void run_other_loop_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(running_a_loop_inside_another_loops_callback_is_refused) {
-  evl_loop *loop = test_loop(), *other = test_loop();
+  evl_loop *loop = test_open(), *other = test_open();
   int ran = 0;
   CHECK(evl_call_soon(loop, run_other_loop_cb, other) > 0);
   CHECK(evl_run_once(loop, 0) >= 1);
@@ -227,13 +226,13 @@ TEST(running_a_loop_inside_another_loops_callback_is_refused) {
   CHECK(evl_run_once(other, 0) >= 1);
   CHECK_EQ(ran, 1);
   evl_loop_close(other);
-  evl_loop_free(other);
-  evl_loop_free(loop);
+  test_close(other);
+  test_close(loop);
 }
 
 /* ---- handle_cancelled and handle_when --------------------------------- */
 TEST(handle_cancelled_holds_until_next_iteration_despite_purge) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_handle h[200];
   int i, ran = 0;
   for (i = 0; i < 200; i++) {
@@ -253,11 +252,11 @@ TEST(handle_cancelled_holds_until_next_iteration_despite_purge) {
   for (i = 150; i < 200; i++)
     CHECK_EQ(evl_handle_cancelled(loop, h[i]), 0); /* still pending */
   CHECK_EQ(ran, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(huge_delay_is_clamped_and_handle_when_says_so) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int ran = 0;
   evl_handle a = evl_call_later(loop, 1e300, test_count_cb, &ran);
   evl_handle b = evl_call_at(loop, 1e300, test_count_cb, &ran);
@@ -271,22 +270,22 @@ TEST(huge_delay_is_clamped_and_handle_when_says_so) {
   evl_run_once(loop, 0);
   CHECK_EQ(ran, 0);
   CHECK_EQ(evl_handle_cancel(loop, a), 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- network ------------------------------------------------------------ */
 TEST(connect_accepted_socket_refuses_a_datagram_socket) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   int u = (int)socket(AF_INET, SOCK_DGRAM, 0);
   CHECK(u >= 0);
   CHECK(evl_connect_accepted_socket(loop, &count_proto, NULL, u) == NULL);
   CHECK(!test_sock_is_closed(u)); /* refused: the fd is still the caller's */
   test_closesocket(u);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(server_host_list_with_the_same_address_twice_listens_once) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *f;
   evl_server *srv;
   evl_fd fds[4];
@@ -310,8 +309,7 @@ TEST(server_host_list_with_the_same_address_twice_listens_once) {
   CHECK_EQ(evl_server_sockets(srv, fds, 4), 1);
   CHECK_EQ(evl_server_port(srv), port);
   evl_server_free(srv);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A UDP socket on 127.0.0.1, non-blocking; its address in *sin. */
@@ -348,7 +346,7 @@ static evl_transport *udp_endpoint(evl_loop *loop, int port,
 }
 
 TEST(datagram_sendto_elsewhere_than_remote_is_einval) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   struct sockaddr_in ra, oa;
   int r = udp_sink(&ra), o = udp_sink(&oa);
   evl_transport *t = udp_endpoint(loop, ntohs(ra.sin_port), NULL);
@@ -361,22 +359,21 @@ TEST(datagram_sendto_elsewhere_than_remote_is_einval) {
   run_for(loop, 0.01);
   test_closesocket(r);
   test_closesocket(o);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(datagram_endpoint_without_any_address_or_family_is_einval) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_create_datagram_endpoint(loop, &count_proto, NULL, NULL,
                                                0, NULL, 0, NULL);
   CHECK(f != NULL);
   CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(datagram_allow_broadcast_leaves_socket_unconnected) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   struct sockaddr_in ra, oa;
   struct sockaddr_storage ss;
   size_t sslen = sizeof ss;
@@ -396,8 +393,7 @@ TEST(datagram_allow_broadcast_leaves_socket_unconnected) {
   run_for(loop, 0.01);
   test_closesocket(r);
   test_closesocket(other);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 #ifndef _WIN32
@@ -414,7 +410,7 @@ static int unix_connect(const char *path) {
 }
 
 TEST(unix_server_on_a_live_path_is_eaddrinuse) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   char dir[80], path[100];
   evl_future *f;
   evl_server *first;
@@ -447,7 +443,7 @@ TEST(unix_server_on_a_live_path_is_eaddrinuse) {
   CHECK_EQ(unix_connect(path), 0);
   evl_server_free(first);
   run_for(loop, 0.01);
-  evl_loop_free(loop);
+  test_close(loop);
   unlink(path);
   CHECK_EQ(test_rmdir(dir), 0);
 }
@@ -478,7 +474,7 @@ static int sf_file(void) {
 }
 
 TEST(transport_sendfile_sets_file_position_and_count_0_is_rest) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   int sv[2], file = sf_file();
   evl_transport *t;
   evl_future *f;
@@ -516,12 +512,12 @@ TEST(transport_sendfile_sets_file_position_and_count_0_is_rest) {
   run_for(loop, 0.01);
   test_closesocket(sv[1]);
   test_fd_close(file);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 #ifndef _WIN32
 TEST(transport_sendfile_failing_midway_sets_file_position) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   int sv[2], file = sf_file();
   evl_transport *t;
   evl_future *f;
@@ -557,11 +553,11 @@ TEST(transport_sendfile_failing_midway_sets_file_position) {
   CHECK_EQ(lseek(file, 0, SEEK_CUR), sent);
   close(sv[1]);
   close(file);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(sock_sendfile_position_and_refusals) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   int sv[2], file = sf_file(), u;
   evl_future *f;
   CHECK_EQ(test_socketpair(sv), 0);
@@ -599,7 +595,7 @@ TEST(sock_sendfile_position_and_refusals) {
   close(sv[0]);
   close(sv[1]);
   close(file);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #endif
 
@@ -639,7 +635,7 @@ static const evl_subprocess_protocol seq_proto = {sp_made, NULL, sp_pipe_lost,
                                                   sp_exited, sp_lost};
 
 TEST(subprocess_callback_order_holds_at_loop_close) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *argv[] = {"/bin/sleep", "10", NULL};
   evl_future *f = evl_subprocess_exec(loop, &seq_proto, NULL, argv, NULL);
   CHECK_EQ(wait_fut(loop, f), 0);
@@ -647,7 +643,7 @@ TEST(subprocess_callback_order_holds_at_loop_close) {
   CHECK(strcmp(g_seq, "m") == 0);
   evl_loop_close(loop); /* the child still runs */
   CHECK(strcmp(g_seq, "mpppxl") == 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #endif
 
@@ -657,18 +653,18 @@ static void sig_nop(evl_loop *loop, int signum, void *arg) {
   (void)arg;
 }
 TEST(remove_signal_handler_with_an_invalid_number_is_einval) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   CHECK_EQ(evl_remove_signal_handler(loop, 0), EVL_EINVAL);
   CHECK_EQ(evl_remove_signal_handler(loop, -1), EVL_EINVAL);
   CHECK_EQ(evl_remove_signal_handler(loop, 100000), EVL_EINVAL);
   CHECK_EQ(evl_remove_signal_handler(NULL, SIGINT), EVL_EINVAL);
   CHECK_EQ(evl_add_signal_handler(loop, 100000, sig_nop, NULL), EVL_EINVAL);
   CHECK_EQ(evl_remove_signal_handler(loop, SIGINT), 0); /* none there */
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(write_to_closing_transport_says_transport_is_closing) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   int sv[2];
   evl_transport *t;
   CHECK_EQ(test_socketpair(sv), 0);
@@ -680,12 +676,12 @@ TEST(write_to_closing_transport_says_transport_is_closing) {
   CHECK(strstr(evl_strerror(EVL_ECLOSING), "transport") != NULL);
   run_for(loop, 0.01);
   test_closesocket(sv[1]);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 #ifndef _WIN32
 TEST(write_to_stdin_of_exited_child_says_it_exited) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *argv[] = {"/bin/sh", "-c", "exit 3", NULL};
   evl_future *f = evl_create_subprocess_exec(loop, argv, NULL, 0), *w;
   evl_process *pr;
@@ -704,7 +700,7 @@ TEST(write_to_stdin_of_exited_child_says_it_exited) {
   CHECK_EQ(evl_stream_write(evl_process_stdin(pr), "x", 1), EVL_EEXITED);
   evl_process_free(pr);
   run_for(loop, 0.01);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #endif
 
@@ -756,7 +752,7 @@ static pid_t settled(pid_t (*get)(pid_t), pid_t pid, pid_t want) {
 }
 
 TEST(subprocess_start_new_session_and_process_group) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *argv[] = {"/bin/sleep", "10", NULL};
   evl_subprocess_options o;
   child_info a, b;
@@ -795,11 +791,11 @@ TEST(subprocess_start_new_session_and_process_group) {
   o.process_group = -5;
   spawn_opts(loop, argv, &o, &a, EVL_EINVAL);
   run_for(loop, 0.02);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(subprocess_pass_fds_keeps_them_open_in_the_child) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_subprocess_options o;
   child_info ci;
   char cmd[64], buf[16];
@@ -835,7 +831,7 @@ TEST(subprocess_pass_fds_keeps_them_open_in_the_child) {
   o.npass_fds = 1;
   spawn_opts(loop, argv, &o, &ci, EVL_EBADF);
   run_for(loop, 0.02);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #endif
 
@@ -843,7 +839,7 @@ TEST(subprocess_pass_fds_keeps_them_open_in_the_child) {
 /* Windows: a new process group is the nearest thing to a session; joining
    a group and pass_fds have no equivalent. */
 TEST(subprocess_group_options_on_windows) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *argv[] = {"cmd.exe", "/c", "exit 0", NULL};
   evl_subprocess_options o;
   evl_future *f;
@@ -871,12 +867,12 @@ TEST(subprocess_group_options_on_windows) {
   CHECK_EQ(wait_fut(loop, f), EVL_ENOTSUP);
   evl_future_release(f);
   run_for(loop, 0.02);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #endif
 
 TEST(process_returncode_getter) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   const char *argv[] = {"cmd.exe", "/c", "exit 7", NULL};
 #else
@@ -893,7 +889,7 @@ TEST(process_returncode_getter) {
   CHECK_EQ(code, 7);
   evl_process_free(pr);
   run_for(loop, 0.01);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- documentation pinned: what the stream limit limits ---------------- */
@@ -932,11 +928,11 @@ static void big_done(evl_loop *loop, evl_server *srv, evl_stream *c) {
   evl_stream_free(g_srv_stream);
   evl_server_free(srv);
   run_for(loop, 0.02);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(stream_limit_bounds_readline_not_read_or_readexactly) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_server *srv;
   evl_stream *c;
   memset(g_big, 'a', sizeof g_big); /* no newline anywhere */
@@ -944,7 +940,7 @@ TEST(stream_limit_bounds_readline_not_read_or_readexactly) {
   CHECK_EQ(read_len(loop, evl_stream_readexactly(c, 300000), 0), 300000);
   CHECK_EQ(read_len(loop, evl_stream_read(c, -1), 0), BIG - 300000);
   big_done(loop, srv, c);
-  loop = quiet_loop();
+  loop = test_open();
   c = big_pair(loop, &srv, 100000);
   CHECK_EQ(read_len(loop, evl_stream_readline(c), EVL_ELIMIT), 0);
   CHECK_EQ(read_len(loop, evl_stream_readuntil(c, "\n", 1), EVL_ELIMIT), 0);
@@ -973,7 +969,7 @@ static void await_in_switch_task(evl_task *t, void *state) {
 }
 
 TEST(await_inside_own_switch_fails_the_task_loudly) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   switch_state st = {1, 0, 0};
   evl_task *t = evl_task_create(loop, await_in_switch_task, &st, 0);
   CHECK(t != NULL);
@@ -981,7 +977,7 @@ TEST(await_inside_own_switch_fails_the_task_loudly) {
   CHECK_EQ(st.before, 1);
   CHECK_EQ(st.after, 0);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- allocation failures ------------------------------------------------ */
@@ -1041,7 +1037,7 @@ TEST(kqueue_keeps_signal_and_exit_events_when_memory_runs_out) {
   int sigs = 0, exits = 0;
   memset(&cfg, 0, sizeof cfg);
   cfg.alloc = failing_alloc;
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, count_sig, &sigs), 0);
   CHECK_EQ(kill(getpid(), SIGUSR1), 0);
   test_sleep_ms(50);
@@ -1058,7 +1054,7 @@ TEST(kqueue_keeps_signal_and_exit_events_when_memory_runs_out) {
   run_once_without_memory(loop);
   RUN_UNTIL(loop, exits == 1);
   CHECK_EQ(evl_remove_signal_handler(loop, SIGUSR1), 1);
-  evl_loop_free(loop);
+  test_close(loop);
   signal(SIGUSR1, SIG_DFL);
 }
 #endif
@@ -1085,7 +1081,7 @@ TEST(debug_slow_callback_report_after_site_table_growth_failed) {
   cfg.alloc = failing_alloc;
   cfg.debug = 1;
   cfg.log = slow_log;
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   evl_set_slow_callback_duration(loop, 0.0); /* every callback is "slow" */
   for (i = 0; i < 64; i++) /* the first 64 slots, with their sites */
     CHECK(evl_call_soon(loop, test_count_cb, &ran) > 0);
@@ -1097,7 +1093,7 @@ TEST(debug_slow_callback_report_after_site_table_growth_failed) {
   CHECK_EQ(ran, 200);
   CHECK_EQ(g_slow_reports, 200);
   CHECK_EQ(g_bad_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A manual clock near the end of its range: a long delay saturates at the
@@ -1113,14 +1109,14 @@ TEST(delay_past_the_clock_end_saturates_and_does_not_fire) {
   evl_handle h;
   memset(&cfg, 0, sizeof cfg);
   cfg.clock_ns = late_clock;
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   h = evl_call_later(loop, 1e9, test_count_cb, &ran); /* 1e18 ns */
   CHECK(h > 0);
   CHECK(evl_handle_when(loop, h) >= 9.2e9); /* INT64_MAX ns */
   evl_run_once(loop, 0);
   evl_run_once(loop, 0);
   CHECK_EQ(ran, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

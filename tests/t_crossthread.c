@@ -63,7 +63,7 @@ static void *client_thread(void *arg) {
 static void run_client(client *c, int mode) {
   pthread_t th;
   memset(c, 0, sizeof *c);
-  c->loop = test_loop();
+  c->loop = test_open();
   c->mode = mode;
   CHECK_EQ(pthread_create(&th, NULL, client_thread, c), 0);
   CHECK_EQ(evl_run_forever(c->loop), 0);
@@ -97,7 +97,7 @@ TEST(threadsafe_task_cancel) {
 /* The loop goes away before running the task: the handle completes with
    EVL_ECLOSED, and a closed loop takes no more. */
 TEST(threadsafe_task_loop_closed) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   slow_state s = {0.01, 0};
   evl_threadsafe *h = evl_run_task_threadsafe(loop, slow_task, &s, sizeof s);
   void *r;
@@ -111,7 +111,7 @@ TEST(threadsafe_task_loop_closed) {
   CHECK(evl_run_task_threadsafe(loop, slow_task, &s, sizeof s) == NULL);
   CHECK(evl_run_task_threadsafe(NULL, slow_task, &s, sizeof s) == NULL);
   CHECK_EQ(evl_threadsafe_wait(NULL, 1.0), EVL_EINVAL);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static int square(void *arg, void **result) {
@@ -121,12 +121,12 @@ static int square(void *arg, void **result) {
 }
 
 TEST(to_thread_runs_on_executor) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_to_thread(loop, square, (void *)(intptr_t)12, NULL);
   CHECK_EQ(evl_run_until_complete(loop, f), 0);
   CHECK_EQ((intptr_t)evl_future_result(f), 144);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

@@ -73,7 +73,7 @@ static evl_loop *loop_with_log(int debug, log_rec *r) {
   cfg.debug = debug;
   cfg.log = rec_log;
   cfg.log_ctx = r;
-  return test_loop_with(&cfg);
+  return test_open_with(&cfg);
 }
 
 static int g_ran;
@@ -121,7 +121,7 @@ TEST(exception_handler_round_trip) {
 }
 
 TEST(call_exception_handler_custom) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   int obj = 0, harg = 0;
   evl_context ctx;
@@ -147,7 +147,7 @@ TEST(call_exception_handler_custom) {
   CHECK_EQ(g_rec.ctx.handle, 42);
   CHECK(g_rec.ctx.object == &obj);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Runs fn(loop, ctx) with stderr sent to a temporary file; returns what was
@@ -204,51 +204,51 @@ TEST(get_set_debug) {
   evl_loop_config cfg;
   evl_loop *loop;
   test_unsetenv("EVLOOP_DEBUG");
-  loop = test_loop();
+  loop = test_open();
   CHECK_EQ(evl_get_debug(loop), 0);
   evl_set_debug(loop, 1);
   CHECK(evl_get_debug(loop) != 0);
   evl_set_debug(loop, 0);
   CHECK_EQ(evl_get_debug(loop), 0);
-  evl_loop_free(loop);
+  test_close(loop);
   memset(&cfg, 0, sizeof cfg);
   cfg.debug = 1;
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   CHECK(evl_get_debug(loop) != 0);
-  evl_loop_free(loop);
+  test_close(loop);
   memset(&cfg, 0, sizeof cfg);
   cfg.debug = -1;
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   CHECK_EQ(evl_get_debug(loop), 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(debug_from_environment) {
   evl_loop_config cfg;
   evl_loop *loop;
   CHECK_EQ(test_setenv("EVLOOP_DEBUG", "1"), 0);
-  loop = test_loop(); /* cfg.debug 0: from the environment */
+  loop = test_open(); /* cfg.debug 0: from the environment */
   CHECK(evl_get_debug(loop) != 0);
-  evl_loop_free(loop);
+  test_close(loop);
   memset(&cfg, 0, sizeof cfg);
   cfg.debug = -1; /* forced off */
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   CHECK_EQ(evl_get_debug(loop), 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(test_unsetenv("EVLOOP_DEBUG"), 0);
-  loop = test_loop();
+  loop = test_open();
   CHECK_EQ(evl_get_debug(loop), 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(slow_callback_duration) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   double d = evl_get_slow_callback_duration(loop);
   CHECK(d > 0.0999999 && d < 0.1000001);
   evl_set_slow_callback_duration(loop, 0.05);
   d = evl_get_slow_callback_duration(loop);
   CHECK(d > 0.0499999 && d < 0.0500001);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- slow callbacks ----------------------------------------------------- */
@@ -272,7 +272,7 @@ TEST(slow_callback_logged) {
   }
   CHECK_EQ(log_count(&r, "slow_busy_callback", where), 1);
   CHECK(r.loop == loop);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(slow_timer_callback_logged) {
@@ -291,7 +291,7 @@ TEST(slow_timer_callback_logged) {
   if (log_count(&r, "slow_busy_callback", where) < 1)
     dump_log(&r);
   CHECK_EQ(log_count(&r, "slow_busy_callback", where), 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(set_debug_at_run_time) {
@@ -304,7 +304,7 @@ TEST(set_debug_at_run_time) {
   evl_run_once(loop, 0);
   CHECK_EQ(g_ran, 1);
   CHECK(log_count(&r, "slow_busy_callback", NULL) >= 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(fast_callback_not_logged) {
@@ -320,7 +320,7 @@ TEST(fast_callback_not_logged) {
   if (log_count(&r, "fast_quiet_callback", NULL) != 0)
     dump_log(&r);
   CHECK_EQ(log_count(&r, "fast_quiet_callback", NULL), 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(debug_off_logs_nothing) {
@@ -337,7 +337,7 @@ TEST(debug_off_logs_nothing) {
   if (r.n != 0)
     dump_log(&r);
   CHECK_EQ(r.n, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(r.n, 0);
 }
 
@@ -365,7 +365,7 @@ TEST(slow_task_step_logged) {
     dump_log(&r);
   CHECK(log_count(&r, "slow_task_fn", where) >= 1);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

@@ -16,17 +16,8 @@ static int is_eai_code(int err) {
   return err <= EVL_EAI_AGAIN && err >= EVL_EAI_OVERFLOW;
 }
 
-/* Counts exception handler calls. */
-static int g_reports;
-static void count_handler(evl_loop *loop, const evl_context *ctx, void *arg) {
-  (void)loop;
-  (void)ctx;
-  (void)arg;
-  g_reports++;
-}
-
 TEST(getaddrinfo_numeric_ipv4) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_getaddrinfo(loop, "127.0.0.1", "80", AF_INET, SOCK_STREAM,
                                   0, AI_NUMERICHOST);
   struct addrinfo *ai;
@@ -44,11 +35,11 @@ TEST(getaddrinfo_numeric_ipv4) {
   CHECK_EQ(ntohs(sin->sin_port), 80);
   CHECK_EQ(ntohl(sin->sin_addr.s_addr), 0x7f000001L);
   evl_future_release(f); /* the future owns the list */
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(getaddrinfo_localhost) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f =
       evl_getaddrinfo(loop, "localhost", "8080", AF_UNSPEC, SOCK_STREAM, 0, 0);
   struct addrinfo *ai;
@@ -72,13 +63,13 @@ TEST(getaddrinfo_localhost) {
   CHECK(n >= 1);
   CHECK_EQ(bad, 0);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(getaddrinfo_numeric_ipv6) {
   static const unsigned char loopback6[16] = {0, 0, 0, 0, 0, 0, 0, 0,
                                               0, 0, 0, 0, 0, 0, 0, 1};
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_getaddrinfo(loop, "::1", "443", AF_INET6, SOCK_STREAM, 0,
                                   AI_NUMERICHOST);
   struct addrinfo *ai;
@@ -93,11 +84,11 @@ TEST(getaddrinfo_numeric_ipv6) {
   CHECK_EQ(ntohs(sin6->sin6_port), 443);
   CHECK(memcmp(&sin6->sin6_addr, loopback6, 16) == 0);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(getaddrinfo_invalid_name) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f;
   int err;
   g_reports = 0;
@@ -112,34 +103,34 @@ TEST(getaddrinfo_invalid_name) {
   CHECK_EQ(evl_future_error(f), err);
   CHECK(evl_future_result(f) == NULL);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(getaddrinfo_numeric_flag_with_name) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_getaddrinfo(loop, "localhost", "80", AF_INET, SOCK_STREAM,
                                   0, AI_NUMERICHOST);
   CHECK(f != NULL);
   CHECK_EQ(evl_run_until_complete(loop, f), EVL_EAI_NONAME);
   CHECK(evl_future_result(f) == NULL);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(getaddrinfo_no_host_no_service) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f =
       evl_getaddrinfo(loop, NULL, NULL, AF_UNSPEC, SOCK_STREAM, 0, 0);
   if (f) { /* or refused at once: NULL */
     CHECK_EQ(evl_run_until_complete(loop, f), EVL_EAI_NONAME);
     evl_future_release(f);
   }
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(getaddrinfo_many_concurrent) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *futs[32];
   evl_future *g;
   char host[32];
@@ -167,12 +158,12 @@ TEST(getaddrinfo_many_concurrent) {
   evl_future_release(g);
   for (i = 0; i < 32; i++)
     evl_future_release(futs[i]);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(getaddrinfo_cancelled) {
   /* Cancelled right away: queued or running, the list must not leak. */
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *futs[8];
   int i;
   for (i = 0; i < 8; i++) {
@@ -188,11 +179,11 @@ TEST(getaddrinfo_cancelled) {
     CHECK_EQ(evl_future_cancelled(futs[i]), 1);
     evl_future_release(futs[i]);
   }
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(getnameinfo_numeric) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   struct sockaddr_in sin;
   evl_future *f;
   const evl_nameinfo *ni;
@@ -209,11 +200,11 @@ TEST(getnameinfo_numeric) {
   CHECK(strcmp(ni->host, "127.0.0.1") == 0);
   CHECK(strcmp(ni->service, "80") == 0);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(getnameinfo_numeric_ipv6) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   struct sockaddr_in6 sin6;
   evl_future *f;
   const evl_nameinfo *ni;
@@ -230,11 +221,11 @@ TEST(getnameinfo_numeric_ipv6) {
   CHECK(strcmp(ni->host, "::1") == 0);
   CHECK(strcmp(ni->service, "8443") == 0);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(getnameinfo_bad_length) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   struct sockaddr_in sin;
   evl_future *f;
   memset(&sin, 0, sizeof sin);
@@ -257,12 +248,12 @@ TEST(getnameinfo_bad_length) {
     CHECK(evl_run_until_complete(loop, f) < 0);
     evl_future_release(f);
   }
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(getaddrinfo_released_early) {
   /* Nobody holds the futures: the lists are freed when they complete. */
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int i;
   for (i = 0; i < 8; i++) {
     evl_future *f = evl_getaddrinfo(loop, "127.0.0.1", "80", AF_INET,
@@ -272,7 +263,7 @@ TEST(getaddrinfo_released_early) {
   }
   for (i = 0; i < 20; i++)
     evl_run_once(loop, 0.01);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

@@ -27,7 +27,7 @@ static int host_wait(evl_fd bfd, int ms) {
 }
 
 TEST(next_timeout_reflects_what_is_scheduled) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int ran = 0, fired = 0;
   double t;
   evl_handle h;
@@ -53,11 +53,11 @@ TEST(next_timeout_reflects_what_is_scheduled) {
   CHECK_EQ(ran, 2);
   CHECK(evl_next_timeout(loop) > 0.0);
   CHECK_EQ(fired, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(next_timeout_is_zero_for_an_expired_timer) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int fired = 0, i;
   CHECK(evl_call_later(loop, 0.02, test_count_cb, &fired) > 0);
   /* Let it expire without running the loop. */
@@ -67,11 +67,11 @@ TEST(next_timeout_is_zero_for_an_expired_timer) {
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(fired, 1);
   CHECK(evl_next_timeout(loop) == -1.0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(run_once_zero_does_not_block) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int fired = 0;
   double t0;
   CHECK(evl_call_later(loop, 10.0, test_count_cb, &fired) > 0);
@@ -80,11 +80,11 @@ TEST(run_once_zero_does_not_block) {
   CHECK_EQ(evl_run_once(loop, 0), 0);
   CHECK(test_now() - t0 < 1.0);
   CHECK_EQ(fired, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(run_once_with_max_wait_waits_when_nothing_is_ready) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int fired = 0;
   double t0, elapsed;
   /* Nothing scheduled at all. */
@@ -101,11 +101,11 @@ TEST(run_once_with_max_wait_waits_when_nothing_is_ready) {
   CHECK(elapsed >= 0.045);
   CHECK(elapsed < 5.0);
   CHECK_EQ(fired, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(run_once_max_wait_is_cut_short_by_a_nearer_timer) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int fired = 0, i;
   double t0 = test_now(), elapsed;
   CHECK(evl_call_later(loop, 0.05, test_count_cb, &fired) > 0);
@@ -116,7 +116,7 @@ TEST(run_once_max_wait_is_cut_short_by_a_nearer_timer) {
   CHECK_EQ(fired, 1);
   CHECK(elapsed >= 0.05 - 1e-6);
   CHECK(elapsed < 2.5);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 typedef struct {
@@ -141,7 +141,7 @@ static void embed_timer(evl_loop *loop, void *arg) {
 }
 
 TEST(loop_driven_from_an_outer_poll) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   const char *name = evl_backend_name(loop);
   evl_fd bfd = evl_backend_fd(loop);
   embed_state s;
@@ -185,14 +185,14 @@ TEST(loop_driven_from_an_outer_poll) {
   CHECK(s.timer_fire - s.timer_sched >= 0.03 - 1e-6);
   /* Nothing left: the host would sleep forever. */
   CHECK(evl_next_timeout(loop) == -1.0);
-  evl_loop_free(loop);
+  test_close(loop);
   test_closesocket(sv[0]);
   test_closesocket(sv[1]);
 }
 
 #ifndef _WIN32
 TEST(backend_fd_becomes_readable_when_io_is_ready) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_fd bfd = evl_backend_fd(loop);
   embed_state s;
   struct pollfd pfd;
@@ -201,12 +201,12 @@ TEST(backend_fd_becomes_readable_when_io_is_ready) {
     printf("note: %s has no backend fd; nothing to check\n",
            evl_backend_name(loop));
     CHECK(bfd == -1);
-    evl_loop_free(loop);
+    test_close(loop);
     return;
   }
 #ifdef EVFILT_LIBKQUEUE
   printf("skipped: libkqueue's kqueue fd cannot be polled\n");
-  evl_loop_free(loop);
+  test_close(loop);
   return;
 #endif
   memset(&s, 0, sizeof s);
@@ -223,25 +223,25 @@ TEST(backend_fd_becomes_readable_when_io_is_ready) {
   CHECK_EQ(s.read_calls, 1);
   pfd.revents = 0;
   CHECK_EQ(poll(&pfd, 1, 0), 0); /* handled: quiet again */
-  evl_loop_free(loop);
+  test_close(loop);
   close(sv[0]);
   close(sv[1]);
 }
 
 TEST(backend_fd_becomes_readable_on_a_threadsafe_call) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_fd bfd = evl_backend_fd(loop);
   struct pollfd pfd;
   int ran = 0;
   if (bfd < 0) {
     printf("note: %s has no backend fd; nothing to check\n",
            evl_backend_name(loop));
-    evl_loop_free(loop);
+    test_close(loop);
     return;
   }
 #ifdef EVFILT_LIBKQUEUE
   printf("skipped: libkqueue's kqueue fd cannot be polled\n");
-  evl_loop_free(loop);
+  test_close(loop);
   return;
 #endif
   pfd.fd = (int)bfd;
@@ -260,21 +260,21 @@ TEST(backend_fd_becomes_readable_on_a_threadsafe_call) {
   CHECK_EQ(ran, 1);
   pfd.revents = 0;
   CHECK_EQ(poll(&pfd, 1, 0), 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #else
 /* Windows: iocp's backend fd is its completion port (a HANDLE that
    GetQueuedCompletionStatus accepts: an empty port times out instead of
    failing with ERROR_INVALID_HANDLE); select has none. */
 TEST(backend_fd_is_the_completion_port_on_iocp) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_fd bfd = evl_backend_fd(loop);
   DWORD bytes = 0;
   ULONG_PTR key = 0;
   OVERLAPPED *ov = NULL;
   if (strcmp(evl_backend_name(loop), "iocp") != 0) {
     CHECK(bfd == -1);
-    evl_loop_free(loop);
+    test_close(loop);
     return;
   }
   CHECK(bfd != -1);
@@ -284,7 +284,7 @@ TEST(backend_fd_is_the_completion_port_on_iocp) {
   CHECK(ov == NULL);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK(evl_backend_fd(loop) == -1); /* closed: no port any more */
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #endif
 

@@ -178,7 +178,7 @@ static void slot_done(evl_future *fut, void *arg) {
 }
 
 TEST(many_jobs_default_executor) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   slot *slots = (slot *)calloc(NJOBS, sizeof *slots);
   evl_future **futs = (evl_future **)calloc(NJOBS, sizeof *futs);
   evl_future *g;
@@ -210,13 +210,13 @@ TEST(many_jobs_default_executor) {
   evl_future_release(g);
   for (i = 0; i < NJOBS; i++)
     evl_future_release(futs[i]);
-  evl_loop_free(loop);
+  test_close(loop);
   free(futs);
   free(slots);
 }
 
 TEST(job_error_fails_future) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_run_in_executor(loop, NULL, failing_job, NULL, NULL);
   CHECK(f != NULL);
   CHECK_EQ(evl_run_until_complete(loop, f), EVL_EIO);
@@ -224,12 +224,12 @@ TEST(job_error_fails_future) {
   CHECK_EQ(evl_future_cancelled(f), 0);
   CHECK(evl_future_result(f) == NULL);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(job_runs_on_other_thread) {
   pthread_t tid;
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f;
   g_main = pthread_self();
   tid = g_main;
@@ -239,12 +239,12 @@ TEST(job_runs_on_other_thread) {
   CHECK(evl_future_result(f) == &tid);
   CHECK(!pthread_equal(tid, g_main));
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(custom_executor) {
   evl_executor *ex = evl_executor_new(2);
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *futs[2];
   evl_future *g;
   int a = 1, b = 2;
@@ -263,13 +263,13 @@ TEST(custom_executor) {
   evl_future_release(g);
   evl_future_release(futs[0]);
   evl_future_release(futs[1]);
-  evl_loop_free(loop);
+  test_close(loop);
   evl_executor_free(ex);
 }
 
 TEST(set_default_executor) {
   evl_executor *ex = evl_executor_new(1);
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_loop *loop2;
   pthread_t t1, t2, t3;
   evl_future *f1, *f2, *f3;
@@ -287,20 +287,20 @@ TEST(set_default_executor) {
   CHECK(pthread_equal(t1, t2));
   evl_future_release(f1);
   evl_future_release(f2);
-  evl_loop_free(loop); /* does not free ex */
-  loop2 = test_loop();
+  test_close(loop); /* does not free ex */
+  loop2 = test_open();
   f3 = evl_run_in_executor(loop2, ex, record_thread_job, &t3, NULL);
   CHECK(f3 != NULL);
   CHECK_EQ(evl_run_until_complete(loop2, f3), 0);
   CHECK(pthread_equal(t3, t1));
   evl_future_release(f3);
-  evl_loop_free(loop2);
+  test_close(loop2);
   evl_executor_free(ex);
 }
 
 TEST(cancel_queued_job) {
   evl_executor *ex = evl_executor_new(1);
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f1, *f2, *f3;
   int x = 1;
   gate_reset();
@@ -322,14 +322,14 @@ TEST(cancel_queued_job) {
   evl_future_release(f1);
   evl_future_release(f2);
   evl_future_release(f3);
-  evl_loop_free(loop);
+  test_close(loop);
   evl_executor_free(ex);
   CHECK_EQ(gate_get(&g_gate.markers), 1);
 }
 
 TEST(result_freed_when_cancelled_while_running) {
   evl_executor *ex = evl_executor_new(1);
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f;
   int i;
   gate_reset();
@@ -346,13 +346,13 @@ TEST(result_freed_when_cancelled_while_running) {
   CHECK_EQ(evl_future_cancelled(f), 1);
   CHECK(evl_future_result(f) == NULL);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
   evl_executor_free(ex);
   CHECK_EQ(gate_get(&g_gate.freed), 1);
 }
 
 TEST(shutdown_default_executor) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *futs[20];
   evl_future *sd, *g, *late;
   int i, x = 1;
@@ -377,11 +377,11 @@ TEST(shutdown_default_executor) {
   evl_future_release(sd);
   for (i = 0; i < 20; i++)
     evl_future_release(futs[i]);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(shutdown_unused_default_executor) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *sd, *late;
   int x = 1;
   gate_reset();
@@ -394,7 +394,7 @@ TEST(shutdown_unused_default_executor) {
   CHECK_EQ(gate_get(&g_gate.markers), 0);
   evl_future_release(late);
   evl_future_release(sd);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(close_with_queued_and_running_jobs) {
@@ -405,7 +405,7 @@ TEST(close_with_queued_and_running_jobs) {
   int i, x = 1;
   memset(&cfg, 0, sizeof cfg);
   cfg.executor_threads = 1;
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   gate_reset();
   running =
       evl_run_in_executor(loop, NULL, blocker_alloc_job, NULL, counting_free);
@@ -425,7 +425,7 @@ TEST(close_with_queued_and_running_jobs) {
   evl_future_release(running);
   for (i = 0; i < 3; i++)
     evl_future_release(queued[i]);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(gate_get(&g_gate.markers), 0);
   CHECK_EQ(gate_get(&g_gate.freed), 1); /* the undelivered result */
 }
@@ -434,7 +434,7 @@ TEST(close_with_jobs_on_custom_executor) {
   /* The loop does not own ex: close must still cancel this loop's queued
      jobs and wait for its running one before it returns. */
   evl_executor *ex = evl_executor_new(1);
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *running, *queued[2];
   pthread_t rel;
   int i, x = 1;
@@ -454,7 +454,7 @@ TEST(close_with_jobs_on_custom_executor) {
   evl_future_release(running);
   for (i = 0; i < 2; i++)
     evl_future_release(queued[i]);
-  evl_loop_free(loop);
+  test_close(loop);
   evl_executor_free(ex); /* would run jobs still queued */
   CHECK_EQ(gate_get(&g_gate.markers), 0);
   CHECK_EQ(gate_get(&g_gate.freed), 1);
@@ -469,7 +469,7 @@ static int alloc_job(void *arg, void **result) {
 TEST(future_released_before_job_ends) {
   /* Fire and forget: the future owns the delivered result and frees it
      with result_free once the job's reference is gone too. */
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f;
   int i;
   gate_reset();
@@ -479,12 +479,12 @@ TEST(future_released_before_job_ends) {
   for (i = 0; i < 500 && gate_get(&g_gate.freed) == 0; i++)
     evl_run_once(loop, 0.01);
   CHECK_EQ(gate_get(&g_gate.freed), 1);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(gate_get(&g_gate.freed), 1);
 }
 
 TEST(delivered_result_freed_with_future) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f;
   gate_reset();
   f = evl_run_in_executor(loop, NULL, alloc_job, NULL, counting_free);
@@ -494,7 +494,7 @@ TEST(delivered_result_freed_with_future) {
   evl_future_release(f);
   evl_run_once(loop, 0);
   CHECK_EQ(gate_get(&g_gate.freed), 1);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(gate_get(&g_gate.freed), 1);
 }
 

@@ -16,11 +16,11 @@
    limit): what can be checked is that a loop gives its handles back. */
 TEST(loop_gives_its_handles_back) {
   int before;
-  evl_loop *loop = test_loop();
-  evl_loop_free(loop); /* the process-wide set-up (Winsock) stays */
+  evl_loop *loop = test_open();
+  test_close(loop); /* the process-wide set-up (Winsock) stays */
   before = test_count_fds();
-  loop = test_loop();
-  evl_loop_free(loop);
+  loop = test_open();
+  test_close(loop);
   CHECK_EQ(test_count_fds(), before);
 }
 
@@ -79,7 +79,7 @@ static void warm_signal_slot(evl_backend backend) {
   if (evl_loop_new(&loop, &cfg) == EVL_ENOTSUP)
     return; /* a backend this build leaves out keeps no slot */
   evl_loop_free(loop);
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
 #ifndef EVLOOP_NO_PROCESS
   {
     static int hits;
@@ -87,7 +87,7 @@ static void warm_signal_slot(evl_backend backend) {
       (void)evl_remove_signal_handler(loop, SIGUSR2);
   }
 #endif
-  evl_loop_free(loop);
+  test_close(loop);
 }
 /* 1 if the loop runs on poll because its backend could not start. */
 static int fell_back(evl_loop *loop) {
@@ -132,7 +132,7 @@ static void fd_run(int (*work)(evl_loop *, void *), void *arg, int full,
               g_sweep_where, again, full);
       CHECK(again >= full);
     }
-    evl_loop_free(loop);
+    test_close(loop);
   }
   warm_signal_slot(test_backend());
   if (fell)
@@ -236,7 +236,7 @@ TEST(child_spawned_with_a_full_fd_table_is_reaped) {
   static const char *const argv[] = {"sleep", "0.05", NULL};
   evl_subprocess_options opts;
   struct rlimit lim;
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f;
   evl_subprocess *p;
   sc_sub st;
@@ -274,7 +274,7 @@ TEST(child_spawned_with_a_full_fd_table_is_reaped) {
   CHECK_EQ(st.exited, 1);
   CHECK_EQ(st.lost, 1);
   CHECK(gone(pid));
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #else
 TEST(child_spawned_with_a_full_fd_table_is_reaped) {

@@ -69,7 +69,7 @@ static void finisher(evl_task *t, void *state) {
 
 /* Runs finisher with `how`; cancels it after 20 ms if cancel. */
 static int run_finisher(int how, int cancel, fin_state *s, void **result) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
   int rc;
   memset(s, 0, sizeof *s);
@@ -90,7 +90,7 @@ static int run_finisher(int how, int cancel, fin_state *s, void **result) {
   CHECK_EQ(evl_task_set_cleanup(t, fin_cleanup), EVL_EINVALSTATE);
   evl_future_release(t);
   evl_future_release(s->gate);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK(s->buf == NULL);
   CHECK_EQ(s->finally_runs, 1);
   CHECK_EQ(s->cleanups, 1);
@@ -116,7 +116,7 @@ TEST(finally_after_falling_through) {
 TEST(finally_after_fail_keeps_message) {
   fin_state s;
   void *r;
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
   memset(&s, 0, sizeof s);
   s.how = BODY_FAIL;
@@ -125,7 +125,7 @@ TEST(finally_after_fail_keeps_message) {
   CHECK(strcmp(evl_future_error_message(t), "peer went away") == 0);
   CHECK_EQ(s.finally_runs, 1);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(run_finisher(BODY_FAIL, 0, &s, &r), EVL_ECONNRESET);
 }
 
@@ -164,7 +164,7 @@ TEST(finally_after_timeout) {
 }
 
 TEST(cancel_before_start_skips_body_runs_cleanup) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   fin_state s;
   evl_task *t;
   memset(&s, 0, sizeof s);
@@ -176,7 +176,7 @@ TEST(cancel_before_start_skips_body_runs_cleanup) {
   CHECK_EQ(s.cleanups, 1);
   CHECK(s.buf == NULL);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Closing or freeing the loop with pending tasks: each is cancelled and
@@ -190,7 +190,7 @@ static void mark_cb(evl_loop *loop, void *arg) {
 }
 
 static void run_free_with_pending(int how, int use_close) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   fin_state s[3];
   int i;
   g_cb_ran = 0;
@@ -210,7 +210,7 @@ static void run_free_with_pending(int how, int use_close) {
     evl_future_release(s[i].gate);
   if (use_close)
     CHECK_EQ(evl_loop_close(loop), 0);
-  evl_loop_free(loop);
+  test_close(loop);
   for (i = 0; i < 3; i++) {
     CHECK_EQ(s[i].finally_runs, 1);
     CHECK_EQ(s[i].cleanups, 1);
@@ -249,14 +249,14 @@ static void spawner(evl_task *t, void *state) {
 }
 
 TEST(loop_free_cancels_tasks_started_by_cleanup) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   spawner_state s;
   int ends = 0;
   s.ends = &ends;
   s.spawn = 1;
   evl_future_release(evl_task_create(loop, spawner, &s, sizeof s));
   evl_run_once(loop, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(ends, 2);
 }
 
@@ -291,7 +291,7 @@ static void rescheduler(evl_task *t, void *state) {
 }
 
 TEST(timeout_moved_and_removed) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   to_state s;
   evl_task *t;
   memset(&s, 0, sizeof s);
@@ -301,7 +301,7 @@ TEST(timeout_moved_and_removed) {
   CHECK_EQ(s.expired, 0);
   CHECK_EQ(s.end_rc, 0);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* The deadline spans several awaits; the one in progress when it passes
@@ -325,7 +325,7 @@ static void spanner(evl_task *t, void *state) {
 }
 
 TEST(timeout_spans_awaits) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   to_state s;
   evl_task *t;
   double t0 = evl_time(loop);
@@ -338,7 +338,7 @@ TEST(timeout_spans_awaits) {
   CHECK_EQ(s.end_rc, EVL_ETIMEDOUT);
   CHECK(evl_time(loop) - t0 < 4.0);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A deadline already past: the first await times out (asyncio). And a
@@ -353,7 +353,7 @@ static void past_deadline(evl_task *t, void *state) {
 }
 
 TEST(timeout_in_the_past_and_bad_input) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   to_state s;
   evl_task *t;
   memset(&s, 0, sizeof s);
@@ -365,7 +365,7 @@ TEST(timeout_in_the_past_and_bad_input) {
   CHECK_EQ(evl_timeout_reschedule(NULL, 1.0), EVL_EINVAL);
   CHECK_EQ(evl_timeout_end(NULL), EVL_EINVAL);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static void outside_cancel(evl_task *t, void *state) {
@@ -380,7 +380,7 @@ static void outside_cancel(evl_task *t, void *state) {
 }
 
 TEST(timeout_outside_cancel_stays_cancel) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   to_state s;
   evl_task *t;
   evl_future *sl;
@@ -394,7 +394,7 @@ TEST(timeout_outside_cancel_stays_cancel) {
   CHECK_EQ(s.err, EVL_ECANCELED);
   CHECK_EQ(s.end_rc, 0);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- introspection ------------------------------------------------------- */
@@ -432,7 +432,7 @@ TEST(current_task_all_tasks_names_dump) {
   memset(&cfg, 0, sizeof cfg);
   cfg.log = count_log;
   cfg.debug = -1;
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   CHECK(evl_current_task(loop) == NULL);
   for (i = 0; i < 3; i++) {
     s[i].gate = evl_future_new(loop);
@@ -473,7 +473,7 @@ TEST(current_task_all_tasks_names_dump) {
     evl_future_release(t[i]);
     evl_future_release(s[i].gate);
   }
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK(g_logged >= 3); /* the summary line and one per pending task */
 }
 
@@ -499,14 +499,14 @@ static void two_awaits(evl_task *t, void *state) {
 }
 
 TEST(awaits_sharing_a_line_and_await_as) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   two_state s = {NULL, 0};
   evl_task *t = evl_task_create(loop, two_awaits, &s, 0);
   CHECK_EQ(evl_run_until_complete(loop, t), 0);
   CHECK_EQ(s.steps, 2);
   CHECK(s.value == &g_value);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* In the finally section the task can tell why it is ending; the body's
@@ -533,7 +533,7 @@ static void why_task(evl_task *t, void *state) {
 }
 
 TEST(finally_knows_why_and_escapes_body_deadline) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   why_state s;
   evl_task *t;
   memset(&s, 0, sizeof s);
@@ -549,7 +549,7 @@ TEST(finally_knows_why_and_escapes_body_deadline) {
   CHECK_EQ(s.why, 0);
   evl_future_release(t);
   CHECK_EQ(evl_task_finally_error(NULL), EVL_EINVAL);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* CPython test_timeouts.py cases, in one task each. */
@@ -600,7 +600,7 @@ static void timeout_cases(evl_task *t, void *state) {
 }
 
 static void run_case(tcase *c, int which) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
   memset(c, 0, sizeof *c);
   c->which = which;
@@ -608,7 +608,7 @@ static void run_case(tcase *c, int which) {
   CHECK_EQ(evl_run_until_complete(loop, t), 0); /* never cancelled */
   CHECK(c->t1 - c->t0 < 1.0);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(timeout_cases_from_cpython) {
@@ -658,7 +658,7 @@ static void timeout_in_finally(evl_task *t, void *state) {
 }
 
 TEST(timeout_inside_finally_section) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   fin_to s;
   int cancel;
   for (cancel = 0; cancel < 2; cancel++) {
@@ -672,7 +672,7 @@ TEST(timeout_inside_finally_section) {
     CHECK_EQ(s.fin_end, EVL_ETIMEDOUT);
     evl_future_release(t);
   }
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

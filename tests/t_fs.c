@@ -29,7 +29,7 @@ static int await_num(evl_loop *loop, evl_future *f, intptr_t *res) {
 }
 
 static evl_loop *fs_loop(void) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   CHECK_EQ(test_mkdtemp(g_dir, sizeof g_dir), 0);
   return loop;
 }
@@ -111,7 +111,7 @@ TEST(open_write_read_stat) {
   CHECK_EQ(await_num(loop, evl_fs_stat(loop, p), NULL), EVL_ENOENT);
   CHECK_EQ(await_num(loop, evl_fs_read_file(loop, p), NULL), EVL_ENOENT);
   CHECK_EQ(test_rmdir(g_dir), 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -160,7 +160,7 @@ TEST(directories) {
   CHECK_EQ(await_num(loop, evl_fs_readdir(loop, sub), NULL), EVL_ENOENT);
   CHECK_EQ(await_num(loop, evl_fs_rmdir(loop, sub), NULL), EVL_ENOENT);
   CHECK_EQ(test_rmdir(g_dir), 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -218,7 +218,7 @@ TEST(rename_copy_realpath) {
 #endif
   CHECK_EQ(await_num(loop, evl_fs_unlink(loop, z), NULL), 0);
   CHECK_EQ(test_rmdir(g_dir), 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -257,12 +257,12 @@ TEST(big_file_and_many_at_once) {
   }
   CHECK_EQ(await_num(loop, evl_fs_unlink(loop, p), NULL), 0);
   CHECK_EQ(test_rmdir(g_dir), 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(bad_input) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   char buf[4];
   CHECK(evl_fs_open(NULL, "x", EVL_FS_READ, 0) == NULL);
   CHECK(evl_fs_stat(NULL, "x") == NULL);
@@ -293,7 +293,7 @@ TEST(bad_input) {
     CHECK_EQ(await_num(loop, evl_fs_close(loop, fds[0]), NULL), EVL_EBADF);
   }
 #endif
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 

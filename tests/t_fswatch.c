@@ -63,7 +63,7 @@ static void put(const char *dir, const char *name, const char *data,
 }
 
 static void dir_case(int flags) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   char dir[512], a[700], b[700];
   seen s;
   int wine_rdcw;
@@ -115,7 +115,7 @@ static void dir_case(int flags) {
   evl_fs_watch_stop(s.w);
   CHECK_EQ(evl_loop_alive(loop), 0);
   CHECK_EQ(test_rmdir(dir), 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(directory_native) {
@@ -126,7 +126,7 @@ TEST(directory_polling) {
 }
 
 static void file_case(int flags) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   char dir[512], f[700];
   seen s;
   memset(&s, 0, sizeof s);
@@ -140,7 +140,7 @@ static void file_case(int flags) {
   wait_for(loop, &s, "conf.txt", EVL_FS_DELETED);
   evl_fs_watch_stop(s.w);
   CHECK_EQ(test_rmdir(dir), 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(file_native) {
@@ -153,7 +153,7 @@ TEST(file_polling) {
 /* Stopped from inside its callback, among several changes at once: no
    callback after that, and the loop closes cleanly. */
 static void stop_case(int flags) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   char dir[512], p[700];
   seen s;
   int i;
@@ -173,7 +173,7 @@ static void stop_case(int flags) {
     CHECK_EQ(test_unlink(p), 0);
   }
   CHECK_EQ(test_rmdir(dir), 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 TEST(stop_inside_callback) {
   stop_case(0);
@@ -182,7 +182,7 @@ TEST(stop_inside_callback) {
 
 /* A watch still running when the loop closes is freed with it. */
 TEST(closed_with_the_loop) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   char dir[512];
   seen s;
   evl_fs_watch *w2;
@@ -193,12 +193,12 @@ TEST(closed_with_the_loop) {
       evl_fs_watch_start(loop, dir, EVL_FS_WATCH_POLL, 0, on_change, &s, &w2),
       0);
   evl_run_once(loop, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(test_rmdir(dir), 0);
 }
 
 TEST(bad_input) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_fs_watch *w = (evl_fs_watch *)&w;
   seen s;
   double zero = 0;
@@ -219,7 +219,7 @@ TEST(bad_input) {
   evl_fs_watch_stop(NULL);
   CHECK(evl_fs_watch_method(NULL) == NULL);
   CHECK_EQ(evl_loop_alive(loop), 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

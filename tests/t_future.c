@@ -65,7 +65,7 @@ static void rec_handler(evl_loop *loop, const evl_context *ctx, void *arg) {
 /* ---- tests ------------------------------------------------------------ */
 
 TEST(new_future_is_pending) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   CHECK(f != NULL);
   CHECK_EQ(evl_future_done(f), 0);
@@ -75,12 +75,12 @@ TEST(new_future_is_pending) {
   CHECK(evl_future_loop(f) == loop);
   CHECK_EQ(evl_is_task(f), 0);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(set_result) {
   int x = 7;
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   CHECK_EQ(evl_future_set_result(f, &x), 0);
   CHECK_EQ(evl_future_done(f), 1);
@@ -89,12 +89,12 @@ TEST(set_result) {
   CHECK_EQ(evl_future_error(f), 0);
   CHECK(evl_future_error_message(f) == NULL);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(set_result_twice) {
   int x = 1, y = 2;
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   CHECK_EQ(evl_future_set_result(f, &x), 0);
   CHECK_EQ(evl_future_set_result(f, &y), EVL_EINVALSTATE);
@@ -102,12 +102,12 @@ TEST(set_result_twice) {
   CHECK(evl_future_result(f) == &x);
   CHECK_EQ(evl_future_error(f), 0);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(set_error_copies_message) {
   char buf[32];
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   const char *msg;
   strcpy(buf, "disk on fire");
@@ -126,11 +126,11 @@ TEST(set_error_copies_message) {
   CHECK_EQ(evl_future_set_error(f, EVL_EPIPE, "other"), EVL_EINVALSTATE);
   CHECK_EQ(evl_future_error(f), EVL_EIO);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(cancel_pending) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   CHECK_EQ(evl_future_cancel(f), 1);
   CHECK_EQ(evl_future_cancelled(f), 1);
@@ -141,12 +141,12 @@ TEST(cancel_pending) {
   CHECK_EQ(evl_future_set_result(f, NULL), EVL_EINVALSTATE);
   CHECK_EQ(evl_future_cancelled(f), 1);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(cancel_done) {
   int x = 3;
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   evl_future *g = evl_future_new(loop);
   CHECK_EQ(evl_future_set_result(f, &x), 0);
@@ -159,12 +159,12 @@ TEST(cancel_done) {
   CHECK_EQ(evl_future_error(g), EVL_EIO);
   evl_future_release(f);
   evl_future_release(g);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(done_callback_not_inline) {
   int n = 0, i;
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   CHECK_EQ(evl_future_add_done_callback(f, count_cb, &n), 0);
   CHECK_EQ(n, 0);
@@ -176,12 +176,12 @@ TEST(done_callback_not_inline) {
     evl_run_once(loop, 0);
   CHECK_EQ(n, 1); /* exactly once */
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(done_callback_on_cancel) {
   int n = 0;
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   CHECK_EQ(evl_future_add_done_callback(f, count_cb, &n), 0);
   CHECK_EQ(evl_future_cancel(f), 1);
@@ -189,11 +189,11 @@ TEST(done_callback_on_cancel) {
   evl_run_once(loop, 0);
   CHECK_EQ(n, 1);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(done_callbacks_in_order) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   int i;
   memset(&g_order, 0, sizeof g_order);
@@ -208,12 +208,12 @@ TEST(done_callbacks_in_order) {
     CHECK(g_order.futs[i] == f); /* the callback receives the future */
   }
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(done_callback_on_done_future_is_scheduled) {
   int n = 0;
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   CHECK_EQ(evl_future_set_result(f, NULL), 0);
   evl_run_once(loop, 0);
@@ -224,12 +224,12 @@ TEST(done_callback_on_done_future_is_scheduled) {
   evl_run_once(loop, 0);
   CHECK_EQ(n, 1);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(remove_done_callback) {
   int a = 0, b = 0;
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   CHECK_EQ(evl_future_add_done_callback(f, count_cb, &a), 0);
   CHECK_EQ(evl_future_add_done_callback(f, count_cb, &b), 0);
@@ -244,11 +244,11 @@ TEST(remove_done_callback) {
   CHECK_EQ(a, 10); /* only count10_cb(&a) was left for a */
   CHECK_EQ(b, 1);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(refcount_keeps_future_alive) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   char *payload = (char *)malloc(16);
   CHECK(payload != NULL);
@@ -269,12 +269,12 @@ TEST(refcount_keeps_future_alive) {
   evl_run_once(loop, 0);
   CHECK_EQ(g_freed, 1);
   CHECK(g_freed_ptr == payload);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_freed, 1);
 }
 
 TEST(set_result_free_called_once) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   int n = 0;
   char *payload = (char *)malloc(32);
@@ -291,13 +291,13 @@ TEST(set_result_free_called_once) {
   CHECK_EQ(g_freed, 1);
   CHECK(g_freed_ptr == payload);
   evl_run_once(loop, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_freed, 1);
 }
 
 TEST(unretrieved_error_is_reported) {
   handler_rec rec;
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   memset(&rec, 0, sizeof rec);
   evl_set_exception_handler(loop, rec_handler, &rec);
@@ -312,13 +312,13 @@ TEST(unretrieved_error_is_reported) {
   CHECK(rec.message[0] != '\0');
   CHECK_EQ(rec.had_future, 1);
   CHECK(rec.loop == loop);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(rec.calls, 1);
 }
 
 TEST(retrieved_error_not_reported) {
   handler_rec rec;
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   evl_future *g = evl_future_new(loop);
   memset(&rec, 0, sizeof rec);
@@ -332,7 +332,7 @@ TEST(retrieved_error_not_reported) {
   evl_run_once(loop, 0);
   evl_run_once(loop, 0);
   CHECK_EQ(rec.calls, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(rec.calls, 0);
 }
 
@@ -352,7 +352,7 @@ static void cancel_cb(evl_loop *loop, void *arg) {
 
 TEST(run_until_complete_returns_error) {
   handler_rec rec;
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   evl_future *g = evl_future_new(loop);
   evl_future *h = evl_future_new(loop);
@@ -377,11 +377,11 @@ TEST(run_until_complete_returns_error) {
   evl_future_release(h);
   evl_run_once(loop, 0);
   CHECK_EQ(rec.calls, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(set_error_needs_negative_code) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   CHECK(evl_future_set_error(f, 0, "not an error") < 0);
   CHECK(evl_future_set_error(f, 5, NULL) < 0);
@@ -389,7 +389,7 @@ TEST(set_error_needs_negative_code) {
   CHECK_EQ(evl_future_set_error(f, EVL_EIO, NULL), 0);
   CHECK_EQ(evl_future_error(f), EVL_EIO);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static evl_future *g_added_in_cb_fut;
@@ -407,7 +407,7 @@ static void adding_cb(evl_future *fut, void *arg) {
 }
 
 TEST(done_callback_added_from_done_callback) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   g_added_count = 0;
   CHECK_EQ(evl_future_add_done_callback(f, adding_cb, NULL), 0);
@@ -420,7 +420,7 @@ TEST(done_callback_added_from_done_callback) {
   evl_run_once(loop, 0);
   CHECK_EQ(g_added_count, 1);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static void release_in_cb(evl_future *fut, void *arg) {
@@ -430,7 +430,7 @@ static void release_in_cb(evl_future *fut, void *arg) {
 }
 
 TEST(last_reference_released_in_done_callback) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   char *payload = (char *)malloc(8);
   g_added_count = 0;
@@ -442,7 +442,7 @@ TEST(last_reference_released_in_done_callback) {
   CHECK_EQ(g_added_count, 2); /* the second callback still ran */
   evl_run_once(loop, 0);
   CHECK_EQ(g_freed, 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

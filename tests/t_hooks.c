@@ -21,7 +21,7 @@ static void reset(void) {
 
 /* One iteration: idle, prepare, the ready callbacks, check. */
 TEST(hooks_order) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   static const char I = 'I', P = 'P', C = 'C', X = 'X', T = 'T';
   reset();
   CHECK(evl_hook_add(loop, EVL_HOOK_CHECK, log_cb, (void *)&C) > 0);
@@ -33,7 +33,7 @@ TEST(hooks_order) {
   CHECK(strcmp(g_log, "IPXTC") == 0);
   CHECK_EQ(evl_run_once(loop, 0), 0);
   CHECK(strcmp(g_log, "IPXTCIPC") == 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* prepare runs before the wait (what it writes is found by the same
@@ -53,7 +53,7 @@ static void on_readable(evl_loop *loop, evl_fd fd, void *arg) {
   logc('R');
 }
 TEST(hooks_around_the_wait) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   static const char C = 'C';
   int id;
   reset();
@@ -69,7 +69,7 @@ TEST(hooks_around_the_wait) {
   CHECK_EQ(evl_remove_reader(loop, g_sv[0]), 1);
   test_closesocket(g_sv[0]);
   test_closesocket(g_sv[1]);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* An active idle hook: the loop polls without blocking, and
@@ -81,7 +81,7 @@ static void idle_count(evl_loop *loop, void *arg) {
   g_idles++;
 }
 TEST(idle_does_not_block) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   double t0;
   int id, i;
   g_idles = 0;
@@ -100,7 +100,7 @@ TEST(idle_does_not_block) {
   evl_run_once(loop, 0.2);
   CHECK(test_now() - t0 >= 0.19);
   CHECK_EQ(g_idles, 100);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A hook removes itself and another; a hook added from a hook runs from
@@ -114,7 +114,7 @@ static void remover(evl_loop *loop, void *arg) {
   CHECK(evl_hook_add(loop, EVL_HOOK_PREPARE, log_cb, (void *)"N") > 0);
 }
 TEST(hooks_change_while_running) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   reset();
   g_self = evl_hook_add(loop, EVL_HOOK_PREPARE, remover, NULL);
   g_other = evl_hook_add(loop, EVL_HOOK_PREPARE, log_cb, (void *)"B");
@@ -124,11 +124,11 @@ TEST(hooks_change_while_running) {
   CHECK(strcmp(g_log, "AC") == 0);
   evl_run_once(loop, 0);
   CHECK(strcmp(g_log, "ACCN") == 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(hooks_bad_input) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   CHECK_EQ(evl_hook_add(NULL, EVL_HOOK_IDLE, idle_count, NULL), EVL_EINVAL);
   CHECK_EQ(evl_hook_add(loop, EVL_HOOK_IDLE, NULL, NULL), EVL_EINVAL);
   CHECK_EQ(evl_hook_add(loop, (evl_hook_kind)9, idle_count, NULL), EVL_EINVAL);
@@ -140,7 +140,7 @@ TEST(hooks_bad_input) {
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_hook_add(loop, EVL_HOOK_CHECK, idle_count, NULL), EVL_ECLOSED);
   CHECK(evl_next_timeout(loop) < 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

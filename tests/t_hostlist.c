@@ -30,7 +30,7 @@ static void fails_einval(evl_loop *loop, evl_future *f, const char *what,
 }
 
 TEST(hostlist_empty_element_is_einval) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   size_t i;
   for (i = 0; i < NBAD; i++) {
     const char *h = bad_lists[i];
@@ -50,7 +50,7 @@ TEST(hostlist_empty_element_is_einval) {
                                               h, 9, NULL),
                  "datagram remote", h);
   }
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -60,19 +60,19 @@ static void on_stream(evl_stream *s, void *arg) {
 }
 
 TEST(hostlist_start_server_empty_element) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   size_t i;
   for (i = 0; i < NBAD; i++)
     fails_einval(
         loop, evl_start_server(loop, on_stream, NULL, bad_lists[i], 0, 0, NULL),
         "start_server", bad_lists[i]);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(hostlist_valid_lists_still_work) {
   /* a leading space is skipped; NULL and "" still mean all interfaces */
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *ok[] = {" 127.0.0.1", "127.0.0.1", NULL, ""};
   size_t i;
   for (i = 0; i < sizeof ok / sizeof ok[0]; i++) {
@@ -85,7 +85,7 @@ TEST(hostlist_valid_lists_still_work) {
     evl_future_release(f);
     evl_server_free(s);
   }
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 

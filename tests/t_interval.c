@@ -13,7 +13,7 @@ static evl_loop *manual_loop(void) {
   memset(&cfg, 0, sizeof cfg);
   cfg.clock_ns = manual_clock;
   g_ns = 0;
-  return test_loop_with(&cfg);
+  return test_open_with(&cfg);
 }
 
 #define MS 1000000ll
@@ -61,7 +61,7 @@ TEST(every_does_not_drift) {
   }
   CHECK_EQ(when_ns(loop, t.h), 10001 * 10 * MS);
   CHECK_EQ(evl_handle_cancel(loop, t.h), 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* The clock jumps from 0 to 5.5 s over a 1 s timer: burst fires the five
@@ -81,7 +81,7 @@ TEST(every_missed_burst) {
   CHECK_EQ(evl_run_once(loop, 0), 0);
   CHECK_EQ(t.ticks, 5);
   CHECK_EQ(when_ns(loop, t.h), 6 * SEC);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Delay: one tick, then the schedule restarts from it. */
@@ -99,7 +99,7 @@ TEST(every_missed_delay) {
   g_ns = 6 * SEC + SEC / 2;
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(when_ns(loop, t.h), 7 * SEC + SEC / 2);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Skip: one tick, then the next deadline of the original schedule. */
@@ -118,7 +118,7 @@ TEST(every_missed_skip) {
   g_ns = 6 * SEC;
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(when_ns(loop, t.h), 7 * SEC);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A cancel from inside the callback ends it: no more ticks, nothing left
@@ -139,7 +139,7 @@ TEST(every_cancel_inside_callback) {
   CHECK_EQ(evl_handle_cancel(loop, t.h), 0);
   CHECK(evl_next_timeout(loop) < 0);
   CHECK_EQ(evl_every_set_interval(loop, t.h, 1.0), EVL_EINVAL);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A new interval counts from the last deadline: from inside the callback
@@ -173,7 +173,7 @@ TEST(every_set_interval) {
   CHECK_EQ(evl_every_set_interval(loop, t.h, 0.5), 0);
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(t.ticks, 5);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Bad input: an error code, nothing scheduled. */
@@ -202,11 +202,11 @@ TEST(every_bad_input) {
   CHECK_EQ(evl_every_set_interval(NULL, t.h, 1.0), EVL_EINVAL);
   CHECK_EQ(evl_every_set_interval(loop, 0, 1.0), EVL_EINVAL);
   CHECK_EQ(when_ns(loop, t.h), SEC);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(evl_call_every(loop = manual_loop(), 1.0, tick_cb, &t) > 0, 1);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_call_every(loop, 1.0, tick_cb, &t), EVL_ECLOSED);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Many repeating timers beside one-shot ones, cancelled in every order:
@@ -230,7 +230,7 @@ TEST(every_many) {
   for (i = 1; i < 40; i++)
     CHECK_EQ(t[i].ticks, 10); /* every (i + 1) ms until 10 * (i + 1) + 1 ms */
   CHECK(evl_next_timeout(loop) < 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Real clock, a callback that works 3 ms of every 5 ms tick: the 200th
@@ -240,7 +240,7 @@ TEST(every_many) {
    are coarse (wine rounds them to ~16 ms) ticks lag behind the deadlines,
    which still do not move. */
 TEST(every_real_clock_under_load) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   ticker t;
   double start, end, first;
   memset(&t, 0, sizeof t);
@@ -262,7 +262,7 @@ TEST(every_real_clock_under_load) {
   /* (how soon the ticks catch up depends on how loaded the machine is:
      not checked; the deadlines above are, and t_interval's manual-clock
      tests pin them exactly) */
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

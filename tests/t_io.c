@@ -110,28 +110,28 @@ static void reader_fires_once(evl_loop *loop, int rfd, int wfd) {
 }
 
 TEST(reader_on_socketpair_fires_with_fd_and_arg) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int sv[2];
   make_socketpair(sv);
   reader_fires_once(loop, sv[0], sv[1]);
-  evl_loop_free(loop);
+  test_close(loop);
   close_pair(sv);
 }
 
 #ifndef _WIN32
 TEST(reader_on_pipe_fires) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int p[2];
   CHECK_EQ(pipe(p), 0);
   reader_fires_once(loop, p[0], p[1]);
-  evl_loop_free(loop);
+  test_close(loop);
   close(p[0]);
   close(p[1]);
 }
 #endif
 
 TEST(reader_removed_inside_its_callback_fires_once) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int sv[2], i;
   io_rec r;
   make_socketpair(sv);
@@ -148,12 +148,12 @@ TEST(reader_removed_inside_its_callback_fires_once) {
     evl_run_once(loop, 0.01);
   CHECK_EQ(r.calls, 1);
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 0);
-  evl_loop_free(loop);
+  test_close(loop);
   close_pair(sv);
 }
 
 TEST(reader_and_writer_on_one_fd_both_fire) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int sv[2], i;
   io_rec r, w;
   make_socketpair(sv);
@@ -179,12 +179,12 @@ TEST(reader_and_writer_on_one_fd_both_fire) {
   CHECK_EQ(r.fd, sv[0]);
   CHECK_EQ(r.remove_rc, 1);
   CHECK_EQ(w.calls, 1);
-  evl_loop_free(loop);
+  test_close(loop);
   close_pair(sv);
 }
 
 TEST(reader_and_writer_fire_in_the_same_iteration) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int sv[2], i, n;
   io_rec r, w;
   make_socketpair(sv);
@@ -201,7 +201,7 @@ TEST(reader_and_writer_fire_in_the_same_iteration) {
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
   CHECK_EQ(evl_remove_writer(loop, sv[0]), 1);
   CHECK_EQ(evl_remove_writer(loop, sv[0]), 0);
-  evl_loop_free(loop);
+  test_close(loop);
   close_pair(sv);
 }
 
@@ -221,7 +221,7 @@ static void remove_other_cb(evl_loop *loop, evl_fd fd, void *arg) {
 }
 
 TEST(reader_removed_by_earlier_callback_in_same_iteration_does_not_run) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int i, n;
   make_socketpair(g_pair_a);
   make_socketpair(g_pair_b);
@@ -240,13 +240,13 @@ TEST(reader_removed_by_earlier_callback_in_same_iteration_does_not_run) {
   CHECK(evl_remove_reader(loop, g_pair_a[0]) +
             evl_remove_reader(loop, g_pair_b[0]) ==
         1);
-  evl_loop_free(loop);
+  test_close(loop);
   close_pair(g_pair_a);
   close_pair(g_pair_b);
 }
 
 TEST(adding_a_reader_again_replaces_the_callback) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int sv[2], i;
   io_rec r1, r2;
   make_socketpair(sv);
@@ -263,12 +263,12 @@ TEST(adding_a_reader_again_replaces_the_callback) {
   CHECK(r2.arg == &r2);
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 0);
-  evl_loop_free(loop);
+  test_close(loop);
   close_pair(sv);
 }
 
 TEST(removed_writer_stops_while_reader_goes_on_level_triggered) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int sv[2], i, wcalls;
   io_rec r, w;
   make_socketpair(sv);
@@ -297,12 +297,12 @@ TEST(removed_writer_stops_while_reader_goes_on_level_triggered) {
   CHECK_EQ(r.calls, 4);
   CHECK_EQ(w.calls, wcalls);
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
-  evl_loop_free(loop);
+  test_close(loop);
   close_pair(sv);
 }
 
 TEST(bad_fds_and_null_callbacks_are_refused) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int p[2], sv[2];
   io_rec r;
   memset(&r, 0, sizeof r);
@@ -358,13 +358,13 @@ TEST(bad_fds_and_null_callbacks_are_refused) {
   CHECK_EQ(r.calls, 0);
   /* The same fd works once given a callback. */
   reader_fires_once(loop, sv[0], sv[1]);
-  evl_loop_free(loop);
+  test_close(loop);
   close_pair(sv);
 }
 
 #ifndef _WIN32
 TEST(regular_file_is_eperm_on_epoll_and_ready_elsewhere) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   char path[] = "/tmp/evloop-t_io-XXXXXX";
   int fd = mkstemp(path), i;
   io_rec r;
@@ -397,12 +397,12 @@ TEST(regular_file_is_eperm_on_epoll_and_ready_elsewhere) {
     CHECK_EQ(evl_remove_reader(loop, fd), 1);
   }
   CHECK_EQ(r.calls == 0, is_backend(loop, "epoll"));
-  evl_loop_free(loop);
+  test_close(loop);
   close(fd);
 }
 
 TEST(fd_above_fd_setsize_is_erange_on_select_only) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   struct rlimit rl;
   int sv[2], high = FD_SETSIZE + 10, i;
   io_rec r;
@@ -411,13 +411,13 @@ TEST(fd_above_fd_setsize_is_erange_on_select_only) {
     rlim_t want = (rlim_t)high + 16;
     if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) {
       printf("note: RLIMIT_NOFILE hard limit too low; skipping\n");
-      evl_loop_free(loop);
+      test_close(loop);
       return;
     }
     rl.rlim_cur = want;
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
       printf("note: cannot raise RLIMIT_NOFILE; skipping\n");
-      evl_loop_free(loop);
+      test_close(loop);
       return;
     }
   }
@@ -455,7 +455,7 @@ TEST(fd_above_fd_setsize_is_erange_on_select_only) {
   }
   /* A low fd still works on every backend. */
   reader_fires_once(loop, sv[0], sv[1]);
-  evl_loop_free(loop);
+  test_close(loop);
   close(high);
   close(FD_SETSIZE);
   close(FD_SETSIZE - 1);
@@ -467,7 +467,7 @@ TEST(fd_above_fd_setsize_is_erange_on_select_only) {
    take nothing else); a pipe or a file handle is a clear EVL_ENOTSUP on
    both backends, a closed handle EVL_EBADF. */
 TEST(non_socket_handles_are_enotsup_on_windows) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   char dir[MAX_PATH], path[MAX_PATH];
   HANDLE file;
   int p[2], sv[2];
@@ -498,7 +498,7 @@ TEST(non_socket_handles_are_enotsup_on_windows) {
   CHECK_EQ(evl_remove_writer(loop, p[1]), 0);
   CHECK_EQ(r.calls, 0);
   reader_fires_once(loop, sv[0], sv[1]);
-  evl_loop_free(loop);
+  test_close(loop);
   CloseHandle(file);
   test_pipe_close(p[0]);
   test_pipe_close(p[1]);
@@ -517,7 +517,7 @@ static void count_io_cb(evl_loop *loop, evl_fd fd, void *arg) {
 TEST(select_refuses_sockets_beyond_fd_setsize_on_windows) {
   enum { N = 1100 };
   static int socks[N];
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int is_select = is_backend(loop, "select"), i, refused = 0, fired = 0;
   int sv[2];
   for (i = 0; i < N; i++) {
@@ -544,7 +544,7 @@ TEST(select_refuses_sockets_beyond_fd_setsize_on_windows) {
   reader_fires_once(loop, sv[0], sv[1]);
   for (i = 1; i < N; i++)
     CHECK_EQ(evl_remove_reader(loop, socks[i]), is_select ? i < 1023 : 1);
-  evl_loop_free(loop);
+  test_close(loop);
   for (i = 0; i < N; i++)
     closesocket((SOCKET)socks[i]);
   close_pair(sv);
@@ -567,7 +567,7 @@ static void pair_reader_cb(evl_loop *loop, evl_fd fd, void *arg) {
 }
 
 TEST(two_hundred_socketpairs_each_reader_fires_once) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int i;
   for (i = 0; i < NPAIRS; i++) {
     make_socketpair(g_pairs[i]);
@@ -597,7 +597,7 @@ TEST(two_hundred_socketpairs_each_reader_fires_once) {
     CHECK_EQ(g_pair_calls[i], i % 2 ? 2 : 1);
   for (i = 1; i < NPAIRS; i += 2)
     CHECK_EQ(evl_remove_reader(loop, g_pairs[i][0]), 1);
-  evl_loop_free(loop);
+  test_close(loop);
   for (i = 0; i < NPAIRS; i++)
     close_pair(g_pairs[i]);
 }

@@ -70,16 +70,14 @@ static evl_loop *counted_loop(mcount *m) {
   memset(&cfg, 0, sizeof cfg);
   cfg.alloc = mc_alloc;
   cfg.alloc_ctx = m;
-  loop = test_loop_with(&cfg);
-  g_reports = 0;
-  evl_set_exception_handler(loop, count_handler, NULL);
+  loop = test_open_with(&cfg);
   CHECK(m->live > 0); /* the loop itself: the counter sees the loop */
   return loop;
 }
 
 /* Frees the loop; every byte it took must be back. */
 static void free_counted_loop(evl_loop *loop, mcount *m) {
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(m->live, 0);
   CHECK_EQ(m->blocks, 0);
 }
@@ -89,19 +87,6 @@ static int is_select(evl_loop *loop) {
 }
 
 /* ---- bytes that show their place ---------------------------------------- */
-
-/* A byte pattern that does not repeat every 256 bytes. */
-static unsigned char pat(size_t i) {
-  return (unsigned char)((i * 131u + (i >> 11) + (i >> 19)) & 0xff);
-}
-static unsigned char *pattern_buf(size_t n, size_t off) {
-  unsigned char *b = (unsigned char *)malloc(n ? n : 1);
-  size_t i;
-  CHECK(b != NULL);
-  for (i = 0; i < n; i++)
-    b[i] = pat(off + i);
-  return b;
-}
 
 /* ---- stream connections ------------------------------------------------- */
 
@@ -116,7 +101,7 @@ typedef struct conn {
   int eof_keep;      /* eof_received's return value */
   int pause_on_made; /* do not read at first */
   int toggle_pause;  /* pause reading in every data_received, resume later */
-  int check_pat;     /* check the bytes against pat(offset) */
+  int check_pat;     /* check the bytes against test_pat(offset) */
   /* events */
   int made, lost, lost_err, eofs, data_calls, after_lost;
   size_t n, n_at_eof; /* bytes received; and when EOF came */
@@ -183,7 +168,7 @@ static void c_data(evl_transport *t, const void *data, size_t len, void *user) {
   c->data_calls++;
   if (c->check_pat && !c->pat_bad)
     for (i = 0; i < len; i++)
-      if (d[i] != pat(c->n + i)) {
+      if (d[i] != test_pat(c->n + i)) {
         c->pat_bad = 1;
         c->pat_bad_at = c->n + i;
         break;
@@ -282,29 +267,15 @@ static evl_server *serve(evl_loop *loop, pool *p, int backlog) {
   memset(&o, 0, sizeof o);
   o.backlog = backlog;
   f = evl_create_server(loop, &pool_proto, p, "127.0.0.1", 0, &o);
-  CHECK(f != NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  s = (evl_server *)evl_future_result(f);
-  CHECK(s != NULL);
-  evl_future_release(f);
+  s = (evl_server *)wait_result(loop, f);
   CHECK(evl_server_port(s) > 0);
   return s;
-}
-
-static void server_done(evl_loop *loop, evl_server *s) {
-  evl_future *w;
-  evl_server_close(s);
-  w = evl_server_wait_closed(s);
-  CHECK(w != NULL);
-  CHECK_EQ(wait_fut(loop, w), 0);
-  evl_future_release(w);
-  evl_server_free(s);
 }
 
 /* The end of a test: the server closed, the loop freed with every byte
    back, the accepted connections' records freed, nothing reported. */
 static void finish(evl_loop *loop, evl_server *s, mcount *m, pool *sp) {
-  server_done(loop, s);
+  test_server_done(loop, s);
   free_counted_loop(loop, m);
   pool_free(sp);
   CHECK_EQ(g_reports, 0);
@@ -424,11 +395,7 @@ static evl_transport *endpoint(evl_loop *loop, dpeer *p, const char *lhost,
   evl_future *f = evl_create_datagram_endpoint(loop, &dgram_proto, p, lhost,
                                                lport, rhost, rport, NULL);
   evl_transport *t;
-  CHECK(f != NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  t = (evl_transport *)evl_future_result(f);
-  CHECK(t != NULL);
-  evl_future_release(f);
+  t = (evl_transport *)wait_result(loop, f);
   RUN_UNTIL(loop, p->made == 1);
   CHECK(p->t == t);
   return t;
@@ -659,7 +626,7 @@ TEST(iocp_idle_connections_hold_little_memory) {
     CHECK_EQ(sp.c[i].eofs, 1);
     CHECK_EQ(sp.c[i].after_lost, 0);
   }
-  server_done(loop, s);
+  test_server_done(loop, s);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK(m.live < base);
   free_counted_loop(loop, &m);
@@ -725,7 +692,7 @@ TEST(iocp_loop_close_with_io_in_flight) {
   for (i = 0; i < 4; i++)
     dial(loop, &cl[i], evl_server_port(s));
   RUN_UNTIL(loop, sp.n == 4);
-  data = pattern_buf(big, 0);
+  data = test_pattern_buf(big, 0);
   for (i = 0; i < 4; i++)
     CHECK_EQ(evl_transport_write(cl[i].t, data, big), 0);
   /* and one the other way: the server writes, the client does not read */
@@ -948,7 +915,7 @@ TEST(iocp_burst_of_200_connections) {
     evl_future_release(futs[i]);
     free(b[i].c.buf);
   }
-  server_done(loop, s);
+  test_server_done(loop, s);
   free_counted_loop(loop, &m);
   free(b);
   free(seen);
@@ -1008,7 +975,7 @@ TEST(iocp_refused_connects_in_parallel) {
   CHECK_EQ(evl_transport_write(cl.t, "ok", 2), 0);
   RUN_UNTIL(loop, cl.n == 2);
   close_both(loop, &cl, &sp.c[0]);
-  server_done(loop, s);
+  test_server_done(loop, s);
   free_counted_loop(loop, &m);
   test_closesocket(held);
   pool_free(&sp);
@@ -1051,7 +1018,7 @@ TEST(iocp_write_16mib_in_pause_resume_cycles) {
   CHECK_EQ(evl_transport_set_write_buffer_limits(cl.t, high, low), 0);
   cl.high = high;
   cl.low = low;
-  data = pattern_buf(total, 0);
+  data = test_pattern_buf(total, 0);
   /* The producer: writes while not paused, waits for resume_writing while
      paused (asyncio's drain), in pieces of many sizes. */
   dl = test_now() + 40;
@@ -1113,7 +1080,7 @@ TEST(iocp_pause_resume_reading_during_4mib) {
   dial(loop, &cl, evl_server_port(s));
   RUN_UNTIL(loop, sp.n == 1);
   sc = &sp.c[0];
-  data = pattern_buf(total, 0);
+  data = test_pattern_buf(total, 0);
   CHECK_EQ(evl_transport_write(cl.t, data, total), 0);
   free(data);
   evl_transport_close(cl.t); /* after the queued data */
@@ -1169,7 +1136,7 @@ static void queued_setup(evl_loop *loop, pool *sp, evl_server **s, conn *cl,
   *s = serve(loop, sp, 0);
   dial(loop, cl, evl_server_port(*s));
   RUN_UNTIL(loop, sp->n == 1);
-  data = pattern_buf(big, 0);
+  data = test_pattern_buf(big, 0);
   CHECK_EQ(evl_transport_write(cl->t, data, big), 0);
   free(data);
   run_for(loop, 0.05);
@@ -1261,7 +1228,7 @@ TEST(iocp_abort_while_writing) {
   dial(loop, &cl, evl_server_port(s));
   RUN_UNTIL(loop, sp.n == 1);
   sc = &sp.c[0];
-  data = pattern_buf(big, 0);
+  data = test_pattern_buf(big, 0);
   CHECK_EQ(evl_transport_write(cl.t, data, big), 0);
   RUN_UNTIL(loop, sc->n >= ((size_t)1 << 20) || sc->lost);
   CHECK(evl_transport_get_write_buffer_size(cl.t) > 0);
@@ -1421,7 +1388,7 @@ TEST(iocp_udp_receives_after_icmp_error) {
 /* ---- 9. sendfile of 5 MiB ----------------------------------------------- */
 
 static int temp_file(size_t n) {
-  unsigned char *data = pattern_buf(n, 3); /* after a 3-byte header */
+  unsigned char *data = test_pattern_buf(n, 3); /* after a 3-byte header */
   int fd = test_tmpfile_fd();
   size_t off = 0;
   CHECK(fd >= 0);
@@ -1455,7 +1422,7 @@ static evl_future *sendfile_setup(evl_loop *loop, pool *sp, evl_server **s,
   return f;
 }
 
-/* The stream the peer got: HDR, the file's bytes (pat(3 + i)) with TRL
+/* The stream the peer got: HDR, the file's bytes (test_pat(3 + i)) with TRL
    inserted at stream offset trl_at. */
 static void check_file_stream(const unsigned char *b, size_t total,
                               size_t trl_at) {
@@ -1466,7 +1433,7 @@ static void check_file_stream(const unsigned char *b, size_t total,
   for (i = 3; i < 3 + total + 3; i++) {
     if (i >= trl_at && i < trl_at + 3)
       continue;
-    if (b[i] != pat(i < trl_at ? i : i - 3))
+    if (b[i] != test_pat(i < trl_at ? i : i - 3))
       test_fail_(__FILE__, __LINE__, "wrong byte at offset %lu of the file",
                  (unsigned long)((i < trl_at ? i : i - 3) - 3));
   }
@@ -1529,7 +1496,7 @@ TEST(iocp_write_during_sendfile_goes_after_the_file) {
   CHECK_EQ(sc->n_at_eof, total + 6);
   /* where TRL arrived: the first byte that is not the file's */
   for (at = 3; at < 3 + total; at++)
-    if (sc->buf[at] != pat(at))
+    if (sc->buf[at] != test_pat(at))
       break;
   if (at < 3 + total)
     printf("  note: TRL arrived at offset %lu, inside the file\n",

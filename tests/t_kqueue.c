@@ -23,9 +23,9 @@ TEST(kqueue_is_refused_on_windows) {
   cfg.backend = EVL_BACKEND_KQUEUE;
   CHECK_EQ(evl_loop_new(&loop, &cfg), EVL_ENOTSUP);
   CHECK(loop == NULL);
-  loop = test_loop();
+  loop = test_open();
   CHECK(strcmp(evl_backend_name(loop), "kqueue") != 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN
@@ -155,7 +155,7 @@ static void run_until(evl_loop *loop, const int *what, int n) {
 /* The watcher goes, the fd is closed, a new socketpair takes the same
    numbers: watching the new one works, and only the new callback runs. */
 TEST(closed_fd_number_is_reused) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   io_rec old_r, new_r;
   int a[2], b[2], round;
   memset(&old_r, 0, sizeof old_r);
@@ -186,7 +186,7 @@ TEST(closed_fd_number_is_reused) {
   CHECK_EQ(evl_remove_reader(loop, a[0]), 1);
   close(a[0]);
   close(a[1]);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A watcher removed right before its fd is closed, while a dup keeps the
@@ -194,7 +194,7 @@ TEST(closed_fd_number_is_reused) {
    (epoll under libkqueue would keep reporting the open file). The idle
    loop then sleeps its whole timeout. */
 TEST(removed_then_closed_while_a_dup_stays_open) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   io_rec r;
   int sv[2], d, i;
   double t0;
@@ -213,7 +213,7 @@ TEST(removed_then_closed_while_a_dup_stays_open) {
     CHECK(test_now() - t0 >= 0.045);
   }
   CHECK_EQ(r.calls, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   close(d);
   close(sv[1]);
 }
@@ -229,7 +229,7 @@ static void tr_lost(evl_transport *t, int err, void *user) {
 TEST(transport_closed_and_its_number_reused) {
   static const evl_protocol proto = {NULL, NULL, NULL, tr_lost, NULL,
                                      NULL, NULL, NULL, NULL,    NULL};
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   io_rec r;
   int sv[2], b[2], fd;
   evl_future *f;
@@ -251,7 +251,7 @@ TEST(transport_closed_and_its_number_reused) {
   CHECK_EQ(evl_remove_reader(loop, b[0]), 1);
   close(b[0]);
   close(b[1]);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- interest changes ----------------------------------------------- */
@@ -259,7 +259,7 @@ TEST(transport_closed_and_its_number_reused) {
 /* Adding a second filter waits for the next wait; a change undone before
    it costs nothing; the first filter and the last removal go at once. */
 TEST(interest_changes_are_batched) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   io_rec r, w;
   int sv[2];
   memset(&r, 0, sizeof r);
@@ -268,7 +268,7 @@ TEST(interest_changes_are_batched) {
   if (!kq_counting(loop)) {
     close(sv[0]);
     close(sv[1]);
-    evl_loop_free(loop);
+    test_close(loop);
     return;
   }
 #ifdef KQ_COUNT
@@ -300,12 +300,12 @@ TEST(interest_changes_are_batched) {
 #endif
   close(sv[0]);
   close(sv[1]);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A bad fd is refused by add_reader itself, as epoll_ctl refuses it. */
 TEST(bad_fd_is_refused_at_once) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   io_rec r;
   int sv[2], fd;
   CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -317,7 +317,7 @@ TEST(bad_fd_is_refused_at_once) {
   CHECK_EQ(evl_remove_reader(loop, fd), 0);
   CHECK(evl_call_soon(loop, test_count_cb, &r.calls) > 0);
   CHECK_EQ(evl_run_once(loop, 0), 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- wake-ups --------------------------------------------------------- */
@@ -325,7 +325,7 @@ TEST(bad_fd_is_refused_at_once) {
 /* A burst of call_soon_threadsafe costs one wake-up, and the wake-up is
    consumed: the next idle iteration sleeps. */
 TEST(wakeups_coalesce) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int ran = 0, i, counting = kq_counting(loop);
   double t0;
   for (i = 0; i < 100; i++)
@@ -356,7 +356,7 @@ TEST(wakeups_coalesce) {
     CHECK(evl_run_once(loop, 5.0) >= 0);
   CHECK_EQ(ran, 110);
   CHECK(test_now() - t0 < 4.0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- child exits ------------------------------------------------------ */
@@ -383,7 +383,7 @@ TEST(child_exit_is_seen_and_reaped) {
                                                 child_lost};
   const char *argv[] = {"/bin/sh", "-c", "exit 3", NULL};
   evl_subprocess_options opts;
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int counting = kq_counting(loop);
   struct sigaction sa;
   evl_future *f;
@@ -417,7 +417,7 @@ TEST(child_exit_is_seen_and_reaped) {
     CHECK_EQ(sigaction(SIGCHLD, NULL, &sa), 0);
     CHECK(sa.sa_handler == SIG_DFL);
   }
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- signals ---------------------------------------------------------- */
@@ -437,7 +437,7 @@ static void on_signal(evl_loop *loop, int signum, void *arg) {
    process's handler; after, the process's handler runs again at once
    (under libkqueue: the signal is unblocked again). */
 TEST(process_handler_works_again_after_the_loop) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int counting = kq_counting(loop), calls = 0;
   struct sigaction mine;
   sigset_t mask;
@@ -462,7 +462,7 @@ TEST(process_handler_works_again_after_the_loop) {
     CHECK_EQ(g_kq.deletes[1], 1);
 #endif
   }
-  evl_loop_free(loop);
+  test_close(loop);
   signal(SIGUSR1, SIG_DFL);
 }
 
@@ -475,7 +475,7 @@ static int work_nothing(void *arg, void **result) {
   return 0;
 }
 TEST(signal_reaches_the_loop_after_executor_threads_started) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int calls = 0, i;
   for (i = 0; i < 8; i++) {
     evl_future *f = evl_run_in_executor(loop, NULL, work_nothing, NULL, NULL);
@@ -489,16 +489,16 @@ TEST(signal_reaches_the_loop_after_executor_threads_started) {
     run_until(loop, &calls, i);
   }
   CHECK_EQ(calls, 5);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- the backend fd and the poll fallback ------------------------------ */
 
 TEST(backend_fd_is_a_kqueue) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   if (!on_kqueue(loop)) {
     printf("  note: not a kqueue loop\n");
-    evl_loop_free(loop);
+    test_close(loop);
     return;
   }
 #ifdef EVLOOP_BACKEND_KQUEUE
@@ -511,39 +511,14 @@ TEST(backend_fd_is_a_kqueue) {
     CHECK(fcntl(kq, F_GETFD) & FD_CLOEXEC);
   }
 #endif
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 #if defined(EVFILT_LIBKQUEUE) && defined(__linux__) && defined(__x86_64__) &&  \
     defined(__GLIBC__)
 /* libkqueue builds its kqueues on epoll: refusing epoll_create makes
    kqueue() fail, as a sandbox would. */
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <stddef.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#ifndef AUDIT_ARCH_X86_64
-#define AUDIT_ARCH_X86_64 0xC000003Eu
-#endif
-static int refuse_epoll_create(void) {
-  struct sock_filter code[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_epoll_create1, 2, 0),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_epoll_create, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & 0xffff)),
-  };
-  struct sock_fprog prog;
-  prog.len = (unsigned short)(sizeof code / sizeof code[0]);
-  prog.filter = code;
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-    return -1;
-  return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
-}
+#include "seccomp_test.h"
 #define HAVE_REFUSE_KQUEUE 1
 #endif
 
@@ -563,7 +538,7 @@ TEST(refused_kqueue_falls_back_to_poll) {
   CHECK(evl_call_later(loop, 0.001, test_stop_cb, &ran) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(ran, 1);
-  evl_loop_free(loop);
+  test_close(loop);
   cfg.backend = EVL_BACKEND_KQUEUE; /* asked for by name: no silent switch */
   CHECK(evl_loop_new(&loop, &cfg) < 0);
 #else

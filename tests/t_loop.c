@@ -56,7 +56,7 @@ static void log_stop_schedule_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(callbacks_run_in_fifo_order) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int i, stops = 0;
   reset_log();
   for (i = 0; i < 100; i++)
@@ -67,11 +67,11 @@ TEST(callbacks_run_in_fifo_order) {
   CHECK_EQ(g_nlog, 100);
   for (i = 0; i < 100; i++)
     CHECK_EQ(g_log[i], i);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(callback_scheduled_during_iteration_runs_next_iteration) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   reset_log();
   CHECK(evl_call_soon(loop, log_and_schedule_cb, &g_ids[1]) > 0);
   CHECK(evl_call_soon(loop, log_and_schedule_cb, &g_ids[2]) > 0);
@@ -85,11 +85,11 @@ TEST(callback_scheduled_during_iteration_runs_next_iteration) {
   CHECK_EQ(g_log[3], 102);
   CHECK_EQ(evl_run_once(loop, 0), 0);
   CHECK_EQ(g_nlog, 4);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(stop_before_run_forever_runs_exactly_one_iteration) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int stops = 0;
   reset_log();
   CHECK(evl_call_soon(loop, log_and_schedule_cb, &g_ids[1]) > 0);
@@ -108,11 +108,11 @@ TEST(stop_before_run_forever_runs_exactly_one_iteration) {
   CHECK_EQ(g_log[2], 101);
   CHECK_EQ(g_log[3], 102);
   check_runs_until_next_stop(loop);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(stop_inside_callback_finishes_the_iteration_then_returns) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int stops = 0;
   reset_log();
   CHECK(evl_call_soon(loop, log_and_schedule_cb, &g_ids[1]) > 0);
@@ -133,7 +133,7 @@ TEST(stop_inside_callback_finishes_the_iteration_then_returns) {
   CHECK_EQ(g_log[4], 102);
   CHECK_EQ(g_log[5], 103);
   check_runs_until_next_stop(loop);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static void never_cb(evl_loop *loop, void *arg) {
@@ -142,7 +142,7 @@ static void never_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(run_until_complete_on_done_future_returns_at_once) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *fut = evl_future_new(loop);
   static int value = 42;
   int fired = 0;
@@ -158,7 +158,7 @@ TEST(run_until_complete_on_done_future_returns_at_once) {
   CHECK(evl_future_result(fut) == &value);
   CHECK(!evl_loop_is_running(loop));
   evl_future_release(fut);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static void complete_later_cb(evl_loop *loop, void *arg) {
@@ -172,39 +172,39 @@ static void fail_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(run_until_complete_waits_for_the_future) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *fut = evl_future_new(loop);
   CHECK(fut != NULL);
   CHECK(evl_call_later(loop, 0.02, complete_later_cb, fut) > 0);
   CHECK_EQ(evl_run_until_complete(loop, fut), 0);
   CHECK(evl_future_done(fut));
   evl_future_release(fut);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(run_until_complete_on_failing_future_returns_its_error) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *fut = evl_future_new(loop);
   CHECK(fut != NULL);
   CHECK(evl_call_soon(loop, fail_cb, fut) > 0);
   CHECK_EQ(evl_run_until_complete(loop, fut), EVL_ECONNRESET);
   CHECK_EQ(evl_future_error(fut), EVL_ECONNRESET);
   evl_future_release(fut);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(run_until_complete_on_cancelled_future_returns_ecanceled) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *fut = evl_future_new(loop);
   CHECK(fut != NULL);
   CHECK_EQ(evl_future_cancel(fut), 1);
   CHECK_EQ(evl_run_until_complete(loop, fut), EVL_ECANCELED);
   evl_future_release(fut);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(run_until_complete_stopped_first_returns_estopped) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *fut = evl_future_new(loop);
   int stops = 0;
   CHECK(fut != NULL);
@@ -218,7 +218,7 @@ TEST(run_until_complete_stopped_first_returns_estopped) {
   CHECK_EQ(evl_run_until_complete(loop, fut), 0);
   check_runs_until_next_stop(loop);
   evl_future_release(fut);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static int g_running_inside = -1;
@@ -229,7 +229,7 @@ static void record_running_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(is_running_is_true_only_inside_the_loop) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   CHECK_EQ(evl_loop_is_running(loop), 0);
   CHECK(evl_call_soon(loop, record_running_cb, loop) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
@@ -242,11 +242,11 @@ TEST(is_running_is_true_only_inside_the_loop) {
   CHECK_EQ(g_running_inside, 1);
   CHECK_EQ(evl_loop_is_running(loop), 0);
   check_runs_until_next_stop(loop);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(close_is_idempotent_and_is_closed_reports_it) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int fired = 0;
   CHECK_EQ(evl_loop_is_closed(loop), 0);
   CHECK(evl_call_soon(loop, never_cb, &fired) > 0);
@@ -256,7 +256,7 @@ TEST(close_is_idempotent_and_is_closed_reports_it) {
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_loop_is_closed(loop), 1);
   CHECK_EQ(fired, 0); /* pending callbacks are discarded, not run */
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static int g_close_rc = 1;
@@ -268,7 +268,7 @@ static void close_while_running_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(close_while_running_returns_erunning) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int stops = 0;
   CHECK(evl_call_soon(loop, close_while_running_cb, NULL) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
@@ -280,7 +280,7 @@ TEST(close_while_running_returns_erunning) {
   CHECK_EQ(stops, 1);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_loop_is_closed(loop), 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static int g_nested_rc = 1;
@@ -300,7 +300,7 @@ static void nested_run_forever_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(run_forever_or_run_once_reentered_return_erunning) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   CHECK(evl_call_soon(loop, nested_run_forever_cb, NULL) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(g_nested_rc, EVL_ERUNNING);
@@ -308,7 +308,7 @@ TEST(run_forever_or_run_once_reentered_return_erunning) {
   CHECK_EQ(g_after_nested, 1);
   CHECK(!evl_loop_is_running(loop));
   check_runs_until_next_stop(loop);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static void nested_run_until_complete_cb(evl_loop *loop, void *arg) {
@@ -322,12 +322,12 @@ static void nested_run_until_complete_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(run_until_complete_reentered_returns_erunning) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   CHECK(evl_call_soon(loop, nested_run_until_complete_cb, NULL) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(g_nested_rc, EVL_ERUNNING);
   CHECK_EQ(g_after_nested, 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static void io_cb(evl_loop *loop, evl_fd fd, void *arg) {
@@ -337,7 +337,7 @@ static void io_cb(evl_loop *loop, evl_fd fd, void *arg) {
 }
 
 TEST(calls_on_a_closed_loop_return_eclosed) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *fut = evl_future_new(loop);
   int fired = 0, p[2];
   CHECK(fut != NULL);
@@ -355,7 +355,7 @@ TEST(calls_on_a_closed_loop_return_eclosed) {
   CHECK_EQ(evl_add_writer(loop, p[1], io_cb, NULL), EVL_ECLOSED);
   CHECK_EQ(fired, 0);
   evl_future_release(fut);
-  evl_loop_free(loop);
+  test_close(loop);
   test_pipe_close(p[0]);
   test_pipe_close(p[1]);
 }
@@ -425,7 +425,7 @@ TEST(backend_name_matches_the_requested_backend) {
                   {EVL_BACKEND_EPOLL, "epoll"},
                   {EVL_BACKEND_KQUEUE, "kqueue"},
                   {EVL_BACKEND_IOCP, "iocp"}};
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   const char *def = evl_backend_name(loop);
   int i, ok = 0, default_seen = 0;
   CHECK(def != NULL);
@@ -433,7 +433,7 @@ TEST(backend_name_matches_the_requested_backend) {
   CHECK(backend_name_is(def, "select") || !strncmp(def, "poll", 4) ||
         backend_name_is(def, "epoll") || backend_name_is(def, "kqueue") ||
         backend_name_is(def, "iocp"));
-  evl_loop_free(loop);
+  test_close(loop);
   for (i = 0; i < (int)(sizeof backends / sizeof backends[0]); i++) {
     evl_loop *l = NULL;
     evl_loop_config cfg;
@@ -459,7 +459,7 @@ TEST(backend_name_matches_the_requested_backend) {
     if (same_backend(name, def))
       default_seen = 1;
     ok++;
-    evl_loop_free(l);
+    test_close(l);
   }
   CHECK(ok >= 1);
   CHECK(default_seen);
@@ -468,7 +468,7 @@ TEST(backend_name_matches_the_requested_backend) {
   CHECK_EQ(evl_loop_new(&loop, NULL), 0);
   if (backend_name_is(evl_backend_name(loop), "select"))
     CHECK_EQ(ok, 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(error_names_messages_and_errno_translation) {

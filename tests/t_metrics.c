@@ -26,7 +26,7 @@ static void stop_cb(evl_loop *loop, void *arg) {
 /* Counts: callbacks, timers, fd callbacks and hooks are callbacks; an fd
    event is an event. */
 TEST(metrics_count) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_loop_metrics m;
   int sv[2];
   CHECK_EQ(evl_loop_metrics_get(loop, &m), 0);
@@ -54,13 +54,13 @@ TEST(metrics_count) {
   evl_remove_reader(loop, sv[0]);
   test_closesocket(sv[0]);
   test_closesocket(sv[1]);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A 100 ms wait is idle time; a 40 ms callback is callback time and the
    longest callback, which two later 5 ms callbacks do not replace. */
 TEST(metrics_times) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_loop_metrics m;
   static const double d40 = 0.040, d5 = 0.005;
   evl_run_once(loop, 0.1);
@@ -84,13 +84,13 @@ TEST(metrics_times) {
     CHECK(m2.longest_ns >= m.longest_ns); /* never shrinks */
     CHECK(m2.callback_ns >= m.callback_ns + 10000000);
   }
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* run_forever: the time between iterations is all counted, once: idle plus
    callback time is about the wall time of the run. */
 TEST(metrics_run_forever) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_loop_metrics m;
   static const double d20 = 0.020;
   double t0, wall;
@@ -111,7 +111,7 @@ TEST(metrics_run_forever) {
   printf("  wall %.3f s: idle %.3f s, callbacks %.3f s, %llu iterations\n",
          wall, (double)m.idle_ns / 1e9, (double)m.callback_ns / 1e9,
          (unsigned long long)m.iterations);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* With a manual clock, the metrics still count real time. */
@@ -127,12 +127,12 @@ TEST(metrics_manual_clock) {
   memset(&cfg, 0, sizeof cfg);
   cfg.clock_ns = manual_clock;
   g_ns = 1000000000000ll;
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   evl_run_once(loop, 0.05);
   CHECK_EQ(evl_loop_metrics_get(loop, &m), 0);
   CHECK(m.idle_ns >= 0 && m.idle_ns < 1000000000);
   CHECK(m.callback_ns >= 0 && m.callback_ns < 1000000000);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

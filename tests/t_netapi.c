@@ -37,7 +37,7 @@ static void run_until(evl_loop *loop, const int *flag, int value) {
 /* Every wait_closed caller gets its own future: one that times out (and is
    cancelled by wait_for) leaves the others waiting. */
 TEST(server_wait_closed_futures_are_per_caller) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   conn_state srv = {NULL, 0, 0}, cli = {NULL, 0, 0};
   evl_future *sf, *cf, *w1, *w2, *w3;
   evl_server *s;
@@ -70,7 +70,7 @@ TEST(server_wait_closed_futures_are_per_caller) {
   evl_future_release(cf);
   evl_future_release(sf);
   evl_server_free(s);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Datagram endpoints resolve names like connections do. */
@@ -88,7 +88,7 @@ static const evl_protocol dgram_proto = {NULL, NULL, NULL, NULL,     NULL,
                                          NULL, NULL, NULL, dgram_in, NULL};
 
 TEST(datagram_endpoint_resolves_names) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *a, *b;
   evl_transport *ta, *tb;
   struct sockaddr_storage ss;
@@ -113,7 +113,7 @@ TEST(datagram_endpoint_resolves_names) {
   evl_transport_close(tb);
   evl_future_release(a);
   evl_future_release(b);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Closing the loop while a connection's name lookup runs on the executor
@@ -122,7 +122,7 @@ TEST(datagram_endpoint_resolves_names) {
 TEST(loop_close_during_name_lookup_leaks_nothing) {
   int round;
   for (round = 0; round < 20; round++) {
-    evl_loop *loop = test_loop();
+    evl_loop *loop = test_open();
     conn_state c = {NULL, 0, 0};
     evl_future *f =
         evl_create_connection(loop, &conn_proto, &c, "localhost", 9, NULL);
@@ -143,7 +143,7 @@ TEST(loop_close_during_name_lookup_leaks_nothing) {
     evl_future_release(f);
     evl_future_release(d);
     evl_future_release(s);
-    evl_loop_free(loop);
+    test_close(loop);
   }
 }
 

@@ -28,10 +28,6 @@ typedef struct pend {
   int bad;
 } pend;
 
-static unsigned char pat(size_t i) {
-  return (unsigned char)((i * 7u + (i >> 9)) & 0xff);
-}
-
 static void p_made(evl_transport *t, void *user) {
   pend *p = (pend *)user;
   p->t = t;
@@ -44,7 +40,7 @@ static void p_data(evl_transport *t, const void *data, size_t len, void *user) {
   (void)t;
   for (i = 0; i < len; i++) {
     if (p->expect_pattern) {
-      if (d[i] != pat(p->n + i))
+      if (d[i] != test_pat(p->n + i))
         p->bad++;
     } else if (p->n + i < sizeof p->buf) {
       p->buf[p->n + i] = d[i];
@@ -118,7 +114,7 @@ static int fd_closed(int fd) {
 #endif
 
 TEST(read_pipe_data_then_eof_closes) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   pend r;
   int fds[2];
   memset(&r, 0, sizeof r);
@@ -136,21 +132,21 @@ TEST(read_pipe_data_then_eof_closes) {
   CHECK_EQ(r.eofs, 1);
   CHECK_EQ(r.lost_err, 0);
   CHECK(fd_closed(fds[0])); /* the transport owned it */
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* 8 MiB through a pipe, both ends transports on one loop: flow control
    pauses the writer once and resumes it once; every byte arrives. */
 TEST(write_pipe_flow_control_and_write_eof) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   pend r, w;
   int fds[2];
   size_t total = 8u << 20, i;
   unsigned char *big = (unsigned char *)malloc(total);
   CHECK(big != NULL);
   for (i = 0; i < total; i++)
-    big[i] = pat(i);
+    big[i] = test_pat(i);
   memset(&r, 0, sizeof r);
   memset(&w, 0, sizeof w);
   r.expect_pattern = total;
@@ -170,13 +166,13 @@ TEST(write_pipe_flow_control_and_write_eof) {
   CHECK_EQ(w.lost_err, 0);
   CHECK_EQ(r.eofs, 1);
   free(big);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* The reader goes away: a write fails with EVL_EPIPE, never SIGPIPE. */
 TEST(write_pipe_reader_gone_no_sigpipe) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   pend w;
   int fds[2], rc;
 #ifdef SIGPIPE
@@ -201,14 +197,14 @@ TEST(write_pipe_reader_gone_no_sigpipe) {
 #else
   CHECK(w.lost_err == EVL_EPIPE || w.lost_err == 0);
 #endif
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* The reader goes away while nothing is queued: the write pipe notices
    (its fd turns readable) and ends with connection_lost(0). */
 TEST(write_pipe_notices_reader_gone_when_idle) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   pend w;
   int fds[2];
   memset(&w, 0, sizeof w);
@@ -218,12 +214,12 @@ TEST(write_pipe_notices_reader_gone_when_idle) {
   RUN_UNTIL(loop, w.lost == 1);
   CHECK_EQ(w.lost_err, 0);
   CHECK(fd_closed(fds[1]));
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 #ifndef _WIN32
 TEST(fifo_read_and_write_pipes) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   char dir[] = "/tmp/evl-fifo-XXXXXX", path[64];
   pend r, w;
   int rfd, wfd;
@@ -245,13 +241,13 @@ TEST(fifo_read_and_write_pipes) {
   RUN_UNTIL(loop, r.lost == 1 && w.lost == 1);
   unlink(path);
   rmdir(dir);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 #endif
 
 TEST(socketpair_as_pipes) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   pend r, w;
   int sv[2];
   memset(&r, 0, sizeof r);
@@ -264,14 +260,14 @@ TEST(socketpair_as_pipes) {
   evl_transport_close(w.t);
   RUN_UNTIL(loop, r.lost == 1 && w.lost == 1);
   CHECK_EQ(r.eofs, 1);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 #ifndef _WIN32
 /* A pty: the master as a read pipe and, on a dup, as a write pipe. */
 TEST(pty_read_and_write_pipes) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   pend r, w;
   struct termios tio;
   struct pollfd pfd;
@@ -283,7 +279,7 @@ TEST(pty_read_and_write_pipes) {
   master = posix_openpt(O_RDWR | O_NOCTTY);
   if (master < 0) {
     printf("  (no pty here: skipped)\n");
-    evl_loop_free(loop);
+    test_close(loop);
     return;
   }
   CHECK_EQ(grantpt(master), 0);
@@ -313,7 +309,7 @@ TEST(pty_read_and_write_pipes) {
   evl_transport_close(r.t);
   RUN_UNTIL(loop, r.lost == 1 && w.lost == 1);
   close(slave);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -322,7 +318,7 @@ TEST(pty_read_and_write_pipes) {
    socket or -1 EVL_EBADF, no protocol EVL_EINVAL; the caller keeps what
    was refused. */
 TEST(regular_files_and_bad_fds_are_refused) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   char dir[MAX_PATH], path[MAX_PATH];
   HANDLE file;
   int hp[2], sv[2];
@@ -363,13 +359,13 @@ TEST(regular_files_and_bad_fds_are_refused) {
   CHECK(!fd_closed(sv[1]));
   test_closesocket(sv[1]);
   CHECK_EQ(p.made, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #endif
 
 #ifndef _WIN32
 TEST(regular_files_and_bad_fds_are_refused) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   char path[] = "/tmp/evl-regular-XXXXXX";
   int fd = mkstemp(path), fds[2];
   pend p;
@@ -404,13 +400,13 @@ TEST(regular_files_and_bad_fds_are_refused) {
   evl_future_release(f);
   close(fds[1]);
   CHECK_EQ(p.made, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #endif
 
 /* Closing the loop with pipe transports open runs their close paths. */
 TEST(loop_close_closes_pipe_transports) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   pend r, w;
   int fds[2];
   memset(&r, 0, sizeof r);
@@ -419,7 +415,7 @@ TEST(loop_close_closes_pipe_transports) {
   open_pipe(loop, &r, fds[0], 0);
   open_pipe(loop, &w, fds[1], 1);
   CHECK_EQ(evl_transport_write(w.t, "pending", 7), 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(r.lost, 1);
   CHECK_EQ(w.lost, 1);
   CHECK_EQ(r.lost_err, EVL_ECLOSED);
@@ -453,7 +449,7 @@ static void named_pipe(HANDLE h[2], DWORD mode) {
    port): 3 MiB through 4 KiB pipe buffers with flow control, EOF when the
    writer closes; on select it is refused. */
 TEST(named_pipes_on_iocp) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   pend r, w;
   HANDLE h[2];
   size_t total = (size_t)3 << 20, i;
@@ -469,7 +465,7 @@ TEST(named_pipes_on_iocp) {
     evl_future_release(f);
     CHECK(CloseHandle(h[0]) && CloseHandle(h[1]));
     free(big);
-    evl_loop_free(loop);
+    test_close(loop);
     return;
   }
   r.expect_pattern = total;
@@ -477,7 +473,7 @@ TEST(named_pipes_on_iocp) {
   open_pipe(loop, &w, (int)HFD(h[1]), 1);
   CHECK(evl_transport_can_write_eof(w.t));
   for (i = 0; i < total; i++)
-    big[i] = pat(i);
+    big[i] = test_pat(i);
   CHECK_EQ(evl_transport_write(w.t, big, total), 0);
   free(big);
   CHECK(w.paused == 1); /* 3 MiB queued: above the high mark */
@@ -491,18 +487,18 @@ TEST(named_pipes_on_iocp) {
   CHECK_EQ(r.eofs, 1); /* EOF, then the read pipe closed */
   CHECK_EQ(r.lost_err, 0);
   CHECK_EQ(r.n, total);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A write pipe on a named pipe learns that the reader left: a duplex end
    while idle (its own read fails), an outbound-only end at its next write
    (EVL_EPIPE). */
 TEST(named_pipe_reader_gone) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   pend w;
   HANDLE h[2];
   if (strcmp(evl_backend_name(loop), "iocp") != 0) {
-    evl_loop_free(loop);
+    test_close(loop);
     return; /* named_pipes_on_iocp checks the refusal */
   }
   memset(&w, 0, sizeof w);
@@ -522,7 +518,7 @@ TEST(named_pipe_reader_gone) {
     (void)evl_transport_write(w.t, "def", 3);
   RUN_UNTIL(loop, w.lost == 1);
   CHECK_EQ(w.lost_err, EVL_EPIPE);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #endif
 

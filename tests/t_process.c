@@ -45,10 +45,6 @@ static const char *const sleep10[] = {"/bin/sleep", "10", NULL};
 #define RC_TERMINATED (-SIGTERM)
 #endif
 
-static unsigned char pat(size_t i) {
-  return (unsigned char)((i * 7u + (i >> 9)) & 0xff);
-}
-
 #ifdef _WIN32
 static int kill_pid(int pid) {
   HANDLE h = OpenProcess(PROCESS_TERMINATE, FALSE, (DWORD)pid);
@@ -69,11 +65,7 @@ static evl_process *spawn(evl_loop *loop, const char *const *argv,
   evl_future *f = shell ? evl_create_subprocess_shell(loop, shell, opts, 0)
                         : evl_create_subprocess_exec(loop, argv, opts, 0);
   evl_process *p;
-  CHECK(f != NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  p = (evl_process *)evl_future_result(f);
-  CHECK(p != NULL);
-  evl_future_release(f);
+  p = (evl_process *)wait_result(loop, f);
   CHECK(evl_process_pid(p) > 0);
   return p;
 }
@@ -107,7 +99,7 @@ static size_t read_line(evl_loop *loop, evl_stream *s, char *line, size_t cap) {
 }
 
 TEST(wait_gives_the_exit_status) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   const char *argv[] = {TEST_CHILD("exit", "5"), NULL};
 #else
@@ -127,13 +119,13 @@ TEST(wait_gives_the_exit_status) {
   evl_future_release(w2);
   CHECK_EQ(evl_process_send_signal(p, SIGTERM), EVL_ESRCH); /* reaped */
   evl_process_free(p);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* Two waiters on one process both get the code. */
 TEST(two_waiters) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   evl_process *p =
       spawn(loop, child_argv("sleep", "0.05", "9", NULL), NULL, NULL);
@@ -149,12 +141,12 @@ TEST(two_waiters) {
   evl_future_release(a);
   evl_future_release(b);
   evl_process_free(p);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(stdout_readline_then_eof) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   evl_process *p = spawn(loop, child_argv("lines", "a", "b", NULL), NULL, NULL);
 #else
@@ -171,14 +163,14 @@ TEST(stdout_readline_then_eof) {
   CHECK(evl_stream_at_eof(out));
   CHECK_EQ(wait_rc(loop, p), 0);
   evl_process_free(p);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* The deadlock test: 64 MiB in through cat's stdin and out of its stdout
    at once. The input buffer is freed right after the call (it is copied). */
 TEST(communicate_64_mib_through_cat) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   /* valgrind is ~50x slower: 4 MiB still fills every pipe many times */
   size_t total = (size_t)(under_valgrind() ? 4 : 64) << 20, i, bad = 0;
   unsigned char *big = (unsigned char *)malloc(total);
@@ -198,7 +190,7 @@ TEST(communicate_64_mib_through_cat) {
 #endif
   CHECK(big != NULL);
   for (i = 0; i < total; i++)
-    big[i] = pat(i);
+    big[i] = test_pat(i);
   p = spawn(loop, cat_argv, NULL, NULL);
   c = evl_process_communicate(p, big, total);
   CHECK(c != NULL);
@@ -212,19 +204,19 @@ TEST(communicate_64_mib_through_cat) {
   CHECK_EQ(r->out->len, total);
   CHECK_EQ(r->err->len, 0);
   for (i = 0; i < total; i++)
-    bad += r->out->data[i] != pat(i);
+    bad += r->out->data[i] != test_pat(i);
   CHECK_EQ(bad, 0);
   CHECK_EQ(r->out->data[total], 0); /* the 0 byte after the data */
   if (dt > 5.0)
     printf("  (communicate took %.1f s)\n", dt);
   evl_future_release(c);
   evl_process_free(p);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(communicate_devnull_stdin_and_stderr_pipe) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   const char *argv[] = {TEST_CHILD("outerr"), NULL};
 #define OUT1 "out\n"
@@ -281,14 +273,14 @@ TEST(communicate_devnull_stdin_and_stderr_pipe) {
   CHECK_EQ(r->returncode, 0);
   evl_future_release(c);
   evl_process_free(p);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* The child exits without reading its input: communicate still completes
    (asyncio ignores the broken pipe), no SIGPIPE. */
 TEST(communicate_child_ignores_its_input) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   size_t big = (size_t)1 << 20;
   char *data = (char *)calloc(1, big);
   evl_process *p;
@@ -311,7 +303,7 @@ TEST(communicate_child_ignores_its_input) {
   CHECK_EQ(r->returncode, 6);
   evl_future_release(c);
   evl_process_free(p);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -356,7 +348,7 @@ static void cat_task(evl_task *t, void *state) {
 }
 
 TEST(task_awaits_readline_and_wait) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   ptask s;
   evl_task *t;
   memset(&s, 0, sizeof s);
@@ -372,12 +364,12 @@ TEST(task_awaits_readline_and_wait) {
   CHECK_EQ(s.rc, 0);
   CHECK(s.p == NULL);
   CHECK(gone(s.pid));
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(kill_terminate_send_signal) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   const char **trap = NULL;
 #else
@@ -419,7 +411,7 @@ TEST(kill_terminate_send_signal) {
   evl_process_free(p);
 #endif
   CHECK(test_now() - t0 < 5.0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -427,7 +419,7 @@ TEST(kill_terminate_send_signal) {
    reaped by the loop; nothing leaks (ASan/valgrind). With unread output
    and a pending readline too. */
 TEST(free_before_the_child_ends) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   evl_process *p =
       spawn(loop, child_argv("say", "lots-more", "0.2", NULL), NULL, NULL);
@@ -459,20 +451,20 @@ TEST(free_before_the_child_ends) {
   RUN_UNTIL(loop, evl_future_done(rl)); /* EOF or an error: it ends */
   (void)evl_future_error(rl);
   evl_future_release(rl);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A process freed with its child still running, then the loop freed: the
    free is prompt and the child does not stay behind (killed, reaped). */
 TEST(loop_free_with_a_freed_running_process) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_process *p = spawn(loop, sleep10, NULL, NULL);
   int pid = evl_process_pid(p);
   double t0;
   run_for(loop, 0.02);
   evl_process_free(p);
   t0 = test_now();
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK(test_now() - t0 < 2.0);
 #ifdef _WIN32
   if (!gone(pid)) {
@@ -492,7 +484,7 @@ TEST(loop_free_with_a_freed_running_process) {
 }
 
 TEST(missing_program_fails_the_future) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   const char *argv[] = {"C:\\nonexistent\\evl-no-such-program.exe", NULL};
 #else
@@ -515,7 +507,7 @@ TEST(missing_program_fails_the_future) {
   CHECK(f != NULL);
   CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 

@@ -18,7 +18,7 @@ static void spin(evl_loop *loop, int n) {
 }
 
 TEST(queue_orders_fifo_lifo_priority) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_queue *f = evl_queue_new(loop, EVL_QUEUE_FIFO, 0, NULL);
   evl_queue *l = evl_queue_new(loop, EVL_QUEUE_LIFO, 0, NULL);
   evl_queue *p = evl_queue_new(loop, EVL_QUEUE_PRIORITY, 0, NULL);
@@ -57,11 +57,11 @@ TEST(queue_orders_fifo_lifo_priority) {
   evl_queue_free(f);
   evl_queue_free(l);
   evl_queue_free(p);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(queue_maxsize_full_empty) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_queue *q = evl_queue_new(loop, EVL_QUEUE_FIFO, 2, NULL);
   evl_future *p1, *p2, *g;
   void *it;
@@ -86,7 +86,7 @@ TEST(queue_maxsize_full_empty) {
   evl_future_release(p2);
   evl_future_release(g);
   evl_queue_free(q);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* getters wait in FIFO order and get items in put order */
@@ -115,7 +115,7 @@ static evl_task *start_getter(evl_loop *loop, getter *g, evl_queue *q, int id) {
 }
 
 TEST(queue_getters_fifo) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_queue *q = evl_queue_new(loop, EVL_QUEUE_FIFO, 0, NULL);
   getter g[3];
   evl_task *t[3];
@@ -133,7 +133,7 @@ TEST(queue_getters_fifo) {
     evl_future_release(t[i]);
   }
   evl_queue_free(q);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* test_cancelled_getters_not_being_held_in_self_getters and
@@ -141,7 +141,7 @@ TEST(queue_getters_fifo) {
    cancelled after an item was handed to it gives the item back to the
    front, and the next getter gets it. */
 TEST(queue_cancelled_getters) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_queue *q = evl_queue_new(loop, EVL_QUEUE_FIFO, 0, NULL);
   getter g[3];
   evl_task *t[3];
@@ -169,13 +169,13 @@ TEST(queue_cancelled_getters) {
   for (i = 0; i < 3; i++)
     evl_future_release(t[i]);
   evl_queue_free(q);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* test_cancelled_puts_not_being_held_in_self_putters / put_cancelled: a
    putter cancelled while waiting does not add its item. */
 TEST(queue_cancelled_putter_adds_nothing) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_queue *q = evl_queue_new(loop, EVL_QUEUE_FIFO, 1, NULL);
   evl_future *p1, *p2;
   void *it;
@@ -192,11 +192,11 @@ TEST(queue_cancelled_putter_adds_nothing) {
   evl_future_release(p1);
   evl_future_release(p2);
   evl_queue_free(q);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(queue_task_done_and_join) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_queue *q = evl_queue_new(loop, EVL_QUEUE_FIFO, 0, NULL);
   evl_future *j;
   void *it;
@@ -216,7 +216,7 @@ TEST(queue_task_done_and_join) {
   CHECK_EQ(evl_queue_task_done(q), EVL_EINVALSTATE);
   evl_future_release(j);
   evl_queue_free(q);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static int g_freed;
@@ -227,7 +227,7 @@ static void count_free(void *p) {
 
 /* asyncio 3.13: shutdown() lets gets drain, then fail; puts fail. */
 TEST(queue_shutdown_draining) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_queue *q = evl_queue_new(loop, EVL_QUEUE_FIFO, 1, count_free);
   evl_future *p, *g;
   void *it;
@@ -251,11 +251,11 @@ TEST(queue_shutdown_draining) {
   evl_future_release(g);
   evl_queue_free(q);
   CHECK_EQ(g_freed, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(queue_shutdown_immediate) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_queue *q = evl_queue_new(loop, EVL_QUEUE_FIFO, 0, count_free);
   evl_queue *q2 = evl_queue_new(loop, EVL_QUEUE_LIFO, 0, NULL);
   evl_future *j, *g;
@@ -274,11 +274,11 @@ TEST(queue_shutdown_immediate) {
   evl_future_release(g);
   evl_queue_free(q);
   evl_queue_free(q2);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(queue_free_gives_items_to_item_free) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_queue *q = evl_queue_new(loop, EVL_QUEUE_PRIORITY, 0, free);
   evl_queue *e = evl_queue_new(loop, EVL_QUEUE_FIFO, 0, NULL);
   evl_future *g = evl_queue_get(e);
@@ -289,7 +289,7 @@ TEST(queue_free_gives_items_to_item_free) {
   evl_queue_free(e);
   CHECK_EQ(evl_future_error(g), EVL_ECLOSED);
   evl_future_release(g);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

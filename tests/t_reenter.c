@@ -36,27 +36,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* ---- the loop's allocations, counted ---- */
-
-static long g_live;
-static void *count_alloc(void *ctx, void *p, size_t n) {
-  (void)ctx;
-  if (!p) {
-    if (!n)
-      return NULL;
-    p = malloc(n);
-    if (p)
-      g_live++;
-    return p;
-  }
-  if (!n) {
-    g_live--;
-    free(p);
-    return NULL;
-  }
-  return realloc(p, n);
-}
-
 /* ---- what the callbacks do ---- */
 
 enum { ACT_CLOSE, ACT_FREE };
@@ -573,15 +552,14 @@ static void scenario(int kind, int action, int zoo_iters, int outer_free) {
     printf("  %s: %s, zoo after %d iterations, outer %s\n", kind_names[kind],
            action == ACT_CLOSE ? "close" : "free", zoo_iters,
            outer_free ? "free" : "close");
-  memset(&cfg, 0, sizeof cfg);
-  cfg.alloc = count_alloc;
+  memset(&cfg, 0, sizeof cfg); /* allocations counted: test_open_with */
   if (kind == KC_LOG) {
     cfg.debug = 1;
     cfg.log = log_cb;
   }
-  g_live = 0;
+  g_test_live = 0;
   g_kind = K_END; /* nothing acts before the trigger */
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   g_loop = loop;
   evl_set_exception_handler(loop, handler, NULL);
   g_kind = kind;
@@ -679,10 +657,10 @@ static void scenario(int kind, int action, int zoo_iters, int outer_free) {
   if (g_pv1 >= 0)
     close(g_pv1);
   g_pv1 = -1;
-  if (g_live != 0)
+  if (g_test_live != 0)
     printf("  %s, %s: %ld allocations of the loop left\n", kind_names[kind],
-           action == ACT_CLOSE ? "close" : "free", g_live);
-  CHECK_EQ(g_live, 0);
+           action == ACT_CLOSE ? "close" : "free", g_test_live);
+  CHECK_EQ(g_test_live, 0);
   check_no_children();
   CHECK_EQ(test_count_fds(), g_base_fds);
 }
@@ -690,9 +668,9 @@ static void scenario(int kind, int action, int zoo_iters, int outer_free) {
 /* The signal slots keep their self-pipe for good once used: use them
    once before counting. */
 static void warm_up(void) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, sig_cb, NULL), 0);
-  evl_loop_free(loop);
+  test_close(loop);
   test_settle_fds();
   g_base_fds = test_count_fds();
 }
@@ -737,14 +715,11 @@ TEST(free_loop_right_after_spawn) {
   warm_up();
   for (kind = 0; kind < 2; kind++)
     for (k = 0; k < 3; k++) {
-      evl_loop_config cfg;
       evl_loop *loop;
       evl_future *f;
       int i;
-      memset(&cfg, 0, sizeof cfg);
-      cfg.alloc = count_alloc;
-      g_live = 0;
-      loop = test_loop_with(&cfg);
+      g_test_live = 0;
+      loop = test_open();
       g_loop = loop;
       g_kind = K_END;
       f = kind ? evl_create_subprocess_exec(loop, argv, NULL, 0)
@@ -756,7 +731,7 @@ TEST(free_loop_right_after_spawn) {
       if (evl_future_error(f) == 0 && kind)
         evl_process_free((evl_process *)evl_future_result(f));
       evl_future_release(f);
-      CHECK_EQ(g_live, 0);
+      CHECK_EQ(g_test_live, 0);
       check_no_children();
       CHECK_EQ(test_count_fds(), g_base_fds);
     }
@@ -772,13 +747,5 @@ T_POSIX(proxy_close_inside_connection_lost_at_close, "POSIX socketpair")
 T_POSIX(free_loop_right_after_spawn, "POSIX children")
 TESTS_END
 #else
-TEST(everything) { /* (test.h's helpers are used) */
-  evl_loop *loop = test_loop();
-  CHECK(loop != NULL);
-  evl_loop_free(loop);
-  SKIP("built with EVLOOP_NO_PROCESS: the sweeps spawn children");
-}
-TESTS_BEGIN
-T(everything)
-TESTS_END
+TESTS_LEFT_OUT("built with EVLOOP_NO_PROCESS: the sweeps spawn children")
 #endif

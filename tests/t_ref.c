@@ -17,20 +17,20 @@ static void stop_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(empty_loop_is_not_alive) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   double t0 = test_now();
   CHECK_EQ(evl_loop_alive(loop), 0);
   CHECK_EQ(evl_run_alive(loop), 0);
   CHECK(test_now() - t0 < 1.0);
   CHECK_EQ(evl_loop_alive(NULL), 0);
   CHECK_EQ(evl_run_alive(NULL), EVL_EINVAL);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A timer keeps the loop alive until it ran; an unreferenced one does not
    (and does not run); ref 1 counts it again. */
 TEST(timers) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_handle h;
   g_count = 0;
   CHECK(evl_call_later(loop, 0.05, count_cb, NULL) > 0);
@@ -55,13 +55,13 @@ TEST(timers) {
   CHECK_EQ(evl_loop_alive(loop), 1);
   CHECK_EQ(evl_handle_set_ref(loop, 12345, 0), EVL_EINVAL);
   CHECK_EQ(evl_handle_set_ref(NULL, h, 0), EVL_EINVAL);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* An unreferenced repeating timer (a heartbeat) runs while something else
    keeps the loop alive, and the loop returns once that is done. */
 TEST(unreferenced_repeating_timer) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_handle tick = evl_call_every(loop, 0.01, count_cb, NULL);
   g_count = 0;
   CHECK(tick > 0);
@@ -71,27 +71,27 @@ TEST(unreferenced_repeating_timer) {
   CHECK(g_count >= 2); /* (wine's IOCP waits are coarse) */
   CHECK_EQ(evl_loop_alive(loop), 0);
   CHECK(evl_handle_when(loop, tick) > 0); /* still scheduled */
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* evl_stop with referenced work left: evl_run_alive returns 1;
    evl_run_forever does not return when nothing is alive (asyncio). */
 TEST(stop_and_run_forever) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_handle h;
   double t0;
   CHECK(evl_call_later(loop, 10.0, count_cb, NULL) > 0);
   CHECK(evl_call_soon(loop, stop_cb, NULL) > 0);
   CHECK_EQ(evl_run_alive(loop), 1);
-  evl_loop_free(loop);
-  loop = test_loop();
+  test_close(loop);
+  loop = test_open();
   h = evl_call_later(loop, 0.1, stop_cb, NULL);
   CHECK_EQ(evl_handle_set_ref(loop, h, 0), 0);
   CHECK_EQ(evl_loop_alive(loop), 0);
   t0 = test_now();
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK(test_now() - t0 >= 0.09);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static void on_readable(evl_loop *loop, evl_fd fd, void *arg) {
@@ -100,7 +100,7 @@ static void on_readable(evl_loop *loop, evl_fd fd, void *arg) {
   (void)arg;
 }
 TEST(fd_watchers) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int sv[2];
   CHECK_EQ(test_socketpair(sv), 0);
   CHECK_EQ(evl_fd_set_ref(loop, sv[0], 0), EVL_EINVAL); /* no watcher */
@@ -124,7 +124,7 @@ TEST(fd_watchers) {
   CHECK_EQ(evl_fd_set_ref(loop, -1, 0), EVL_EINVAL);
   test_closesocket(sv[0]);
   test_closesocket(sv[1]);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 #ifndef EVLOOP_NO_NET
@@ -136,7 +136,7 @@ static const evl_protocol plain_proto = {t_made, NULL, NULL, NULL, NULL,
 
 /* A datagram endpoint and a listening server, each unreferenced. */
 TEST(transports_and_servers) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_transport *t = NULL;
   evl_server *srv;
   evl_future *f;
@@ -163,7 +163,7 @@ TEST(transports_and_servers) {
   CHECK_EQ(evl_run_alive(loop), 0);
   CHECK_EQ(evl_server_set_ref(NULL, 0), EVL_EINVAL);
   evl_transport_close(t);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -178,7 +178,7 @@ static void idle_ten(evl_loop *loop, void *arg) {
     CHECK_EQ(evl_hook_remove(loop, g_hook), 1);
 }
 TEST(hooks) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int id;
   g_count = 0;
   g_hook = evl_hook_add(loop, EVL_HOOK_IDLE, idle_ten, NULL);
@@ -189,7 +189,7 @@ TEST(hooks) {
   CHECK_EQ(evl_hook_set_ref(loop, id, 0), 0);
   CHECK_EQ(evl_loop_alive(loop), 0);
   CHECK_EQ(evl_hook_set_ref(loop, 999, 0), EVL_EINVAL);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 #ifndef EVLOOP_NO_EXECUTOR
@@ -201,7 +201,7 @@ static int slow_job(void *arg, void **result) {
   return 0;
 }
 TEST(executor_job) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_run_in_executor(loop, NULL, slow_job, NULL, NULL);
   CHECK(f != NULL);
 #ifndef EVLOOP_NO_THREADS /* (without threads the job ran inline) */
@@ -210,7 +210,7 @@ TEST(executor_job) {
   CHECK_EQ(evl_run_alive(loop), 0);
   CHECK(evl_future_done(f));
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #endif
 
@@ -221,7 +221,7 @@ static void on_signal(evl_loop *loop, int signum, void *arg) {
   (void)arg;
 }
 TEST(signal_handlers) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   CHECK_EQ(evl_signal_set_ref(loop, SIGUSR1, 0), EVL_EINVAL);
   CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, NULL), 0);
   CHECK_EQ(evl_loop_alive(loop), 1);
@@ -235,7 +235,7 @@ TEST(signal_handlers) {
   CHECK_EQ(evl_remove_signal_handler(loop, SIGUSR1), 1);
   CHECK_EQ(evl_signal_set_ref(loop, 0, 0), EVL_EINVAL);
   CHECK_EQ(evl_signal_set_ref(loop, 200, 0), EVL_EINVAL);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A child with pipes, unreferenced: the loop does not wait for it. */
@@ -245,7 +245,7 @@ static void p_made(evl_subprocess *p, void *user) {
 static const evl_subprocess_protocol sub_proto = {p_made, NULL, NULL, NULL,
                                                   NULL};
 TEST(subprocess) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_subprocess *p = NULL;
   evl_future *f = evl_subprocess_shell(loop, &sub_proto, &p, "sleep 5", NULL);
   double t0;
@@ -264,7 +264,7 @@ TEST(subprocess) {
   CHECK_EQ(evl_subprocess_kill(p), 0);
   evl_subprocess_close(p);
   CHECK_EQ(evl_run_alive(loop), 0); /* until the child is reaped */
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #endif
 

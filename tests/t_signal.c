@@ -43,7 +43,7 @@ static void run_until_calls(evl_loop *loop, const int *calls, int n) {
 }
 
 TEST(handler_runs_in_the_loop) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   sig_count c = {0, 0, 0};
   CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, &c), 0);
   CHECK_EQ(send_self(SIGUSR1), 0);
@@ -54,12 +54,12 @@ TEST(handler_runs_in_the_loop) {
   CHECK_EQ(c.in_loop, 1);
   CHECK_EQ(evl_remove_signal_handler(loop, SIGUSR1), 1);
   CHECK_EQ(evl_remove_signal_handler(loop, SIGUSR1), 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A burst of one signal: at least one call, and the loop goes on. */
 TEST(burst_is_never_lost_or_hung) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   sig_count c = {0, 0, 0};
   int i, before;
   CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, &c), 0);
@@ -72,11 +72,11 @@ TEST(burst_is_never_lost_or_hung) {
   CHECK_EQ(send_self(SIGUSR1), 0);
   run_until_calls(loop, &c.calls, before + 1);
   CHECK(evl_call_soon(loop, test_count_cb, &i) > 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(several_signals_on_one_loop) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   sig_count a = {0, 0, 0}, b = {0, 0, 0};
   CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, &a), 0);
   CHECK_EQ(evl_add_signal_handler(loop, SIGUSR2, on_signal, &b), 0);
@@ -92,7 +92,7 @@ TEST(several_signals_on_one_loop) {
   CHECK_EQ(send_self(SIGUSR1), 0);
   run_until_calls(loop, &b.calls, 2);
   CHECK_EQ(a.calls, 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Several loops in several threads: a process-directed signal reaches the
@@ -108,7 +108,7 @@ typedef struct thread_loop {
 static void *loop_thread(void *p) {
   thread_loop *tl = (thread_loop *)p;
   double end;
-  tl->loop = test_loop();
+  tl->loop = test_open();
   CHECK_EQ(evl_add_signal_handler(tl->loop, SIGUSR1, on_signal, &tl->c), 0);
   pthread_mutex_lock(tl->mu);
   tl->ready = 1;
@@ -188,7 +188,7 @@ static void own_handler(int signum) {
 /* The disposition the process had comes back with the last handler, and
    when the loop closes. */
 TEST(previous_disposition_is_restored) {
-  evl_loop *a = test_loop(), *b = test_loop();
+  evl_loop *a = test_open(), *b = test_open();
   struct sigaction mine, now;
   sig_count ca = {0, 0, 0}, cb = {0, 0, 0};
   memset(&mine, 0, sizeof mine);
@@ -206,17 +206,17 @@ TEST(previous_disposition_is_restored) {
   CHECK_EQ(evl_remove_signal_handler(a, SIGUSR2), 1);
   CHECK_EQ(sigaction(SIGUSR2, NULL, &now), 0);
   CHECK(now.sa_handler != own_handler); /* b still watches it */
-  evl_loop_free(b);                     /* closing removes b's handler */
+  test_close(b);                        /* closing removes b's handler */
   CHECK_EQ(sigaction(SIGUSR2, NULL, &now), 0);
   CHECK(now.sa_handler == own_handler);
   CHECK_EQ(raise(SIGUSR2), 0); /* the process's handler, at once */
   CHECK_EQ(g_own_handler_calls, 1);
-  evl_loop_free(a);
+  test_close(a);
   signal(SIGUSR2, SIG_DFL);
 }
 
 TEST(bad_signals_are_errors) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   sig_count c = {0, 0, 0};
   CHECK_EQ(evl_add_signal_handler(loop, SIGKILL, on_signal, &c), EVL_EINVAL);
   CHECK_EQ(evl_add_signal_handler(loop, SIGSTOP, on_signal, &c), EVL_EINVAL);
@@ -229,7 +229,7 @@ TEST(bad_signals_are_errors) {
   CHECK_EQ(evl_remove_signal_handler(loop, 100000), EVL_EINVAL); /* as add */
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, &c), EVL_ECLOSED);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* The signal's callback may remove its own handler or close the loop's
@@ -240,7 +240,7 @@ static void remove_self(evl_loop *loop, int signum, void *arg) {
 }
 
 TEST(handler_removes_itself) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int calls = 0;
   struct sigaction now;
   CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, remove_self, &calls), 0);
@@ -248,14 +248,14 @@ TEST(handler_removes_itself) {
   run_until_calls(loop, &calls, 1);
   CHECK_EQ(sigaction(SIGUSR1, NULL, &now), 0);
   CHECK(now.sa_handler == SIG_DFL); /* the test process's disposition */
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 #else
 /* Windows: SIGINT and SIGBREAK through a console control handler; any
    other number is EVL_EINVAL. */
 TEST(windows_has_sigint_and_sigbreak_only) {
-  evl_loop *loop = test_loop(), *other = test_loop();
+  evl_loop *loop = test_open(), *other = test_open();
   sig_count c = {0, 0, 0};
   static const int bad[] = {0,       -3,     100000, SIGTERM,         SIGABRT,
                             SIGSEGV, SIGFPE, SIGILL, 9 /* SIGKILL */, 10,
@@ -280,11 +280,11 @@ TEST(windows_has_sigint_and_sigbreak_only) {
   CHECK_EQ(evl_loop_close(other), 0);
   CHECK_EQ(evl_remove_signal_handler(other, SIGINT), 0);
   CHECK_EQ(evl_add_signal_handler(other, SIGINT, on_signal, &c), EVL_ECLOSED);
-  evl_loop_free(other);
+  test_close(other);
   CHECK(evl_call_soon(loop, test_count_cb, &c.calls) > 0);
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(c.calls, 1); /* the count callback, no signal */
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* A Ctrl-C reaches the SIGINT handler of each loop that has one, in the
@@ -301,8 +301,8 @@ TEST(ctrl_c_from_outside_runs_the_sigint_handlers) {
   if (!getenv("EVL_TEST_SIGINT_FROM_OUTSIDE"))
     SKIP("needs a Ctrl-C from outside: tests/run_windows.sh runs it on its "
          "own and sends one (kill -INT to the wine process)");
-  loop = test_loop();
-  other = test_loop();
+  loop = test_open();
+  other = test_open();
   CHECK_EQ(evl_add_signal_handler(loop, SIGINT, on_signal, &c), 0);
   CHECK_EQ(evl_add_signal_handler(loop, SIGBREAK, on_signal, &brk), 0);
   CHECK_EQ(evl_add_signal_handler(other, SIGINT, on_signal, &o), 0);
@@ -319,8 +319,8 @@ TEST(ctrl_c_from_outside_runs_the_sigint_handlers) {
   CHECK_EQ(o.calls, 1);
   CHECK_EQ(o.last_signum, SIGINT);
   CHECK_EQ(brk.calls, 0);
-  evl_loop_free(other);
-  evl_loop_free(loop);
+  test_close(other);
+  test_close(loop);
 }
 #endif
 

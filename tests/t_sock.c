@@ -16,21 +16,6 @@
 #include <sys/socket.h>
 #endif
 
-/* Runs a task to its end (at most 10 s); returns its error code. */
-static int run_task(evl_loop *loop, evl_task *t) {
-  evl_future *w = evl_wait_for(evl_future_ref(t), 10.0);
-  int rc;
-  CHECK(w != NULL);
-  rc = evl_run_until_complete(loop, w);
-  (void)evl_future_error(w);
-  evl_future_release(w);
-  return rc;
-}
-
-static unsigned char pat(size_t i) {
-  return (unsigned char)((i * 131u + (i >> 11) + (i >> 19)) & 0xff);
-}
-
 static void set_nonblock(int fd) {
   CHECK_EQ(test_set_nonblocking(fd), 0);
 }
@@ -113,7 +98,7 @@ static void basic_task(evl_task *t, void *state) {
 }
 
 TEST(sock_connect_accept_sendall_recv) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   basic_state s;
   evl_task *t;
   memset(&s, 0, sizeof s);
@@ -122,7 +107,7 @@ TEST(sock_connect_accept_sendall_recv) {
   s.cfd = nb_socket();
   t = evl_task_create(loop, basic_task, &s, 0);
   CHECK(t != NULL);
-  CHECK_EQ(run_task(loop, t), 0);
+  CHECK_EQ(wait_fut(loop, t), 0);
   CHECK_EQ(s.step, 5);
   CHECK_EQ(s.connect_res, 0);
   CHECK(s.afd >= 0);
@@ -139,7 +124,7 @@ TEST(sock_connect_accept_sendall_recv) {
   test_closesocket(s.afd);
   test_closesocket(s.cfd);
   test_closesocket(s.lfd);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -164,7 +149,7 @@ static void slow_read_cb(evl_loop *loop, void *arg) {
   if (n > 0) {
     long i;
     for (i = 0; i < n; i++)
-      if (buf[i] != pat(s->got + (size_t)i))
+      if (buf[i] != test_pat(s->got + (size_t)i))
         s->bad = 1;
     s->got += (size_t)n;
   } else {
@@ -184,7 +169,7 @@ static void sendall_task(evl_task *t, void *state) {
 }
 
 TEST(sock_sendall_slow_reader) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   slow_state s;
   evl_task *t;
   int sv[2];
@@ -199,11 +184,11 @@ TEST(sock_sendall_slow_reader) {
   s.data = (unsigned char *)malloc(BIG);
   CHECK(s.data != NULL);
   for (i = 0; i < BIG; i++)
-    s.data[i] = pat(i);
+    s.data[i] = test_pat(i);
   s.timer = evl_call_later(loop, 0.002, slow_read_cb, &s);
   t0 = test_now();
   t = evl_task_create(loop, sendall_task, &s, 0);
-  CHECK_EQ(run_task(loop, t), 0);
+  CHECK_EQ(wait_fut(loop, t), 0);
   CHECK_EQ(s.sendall_done, 1);
   CHECK_EQ(s.sent, (intptr_t)BIG);
   /* it had to wait for the reader: many reads happened meanwhile */
@@ -215,7 +200,7 @@ TEST(sock_sendall_slow_reader) {
   test_closesocket(sv[0]);
   test_closesocket(sv[1]);
   free(s.data);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -238,7 +223,7 @@ static void refused_task(evl_task *t, void *state) {
 }
 
 TEST(sock_connect_refused) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   refused_state s;
   evl_task *t;
   int lfd;
@@ -247,17 +232,17 @@ TEST(sock_connect_refused) {
   test_closesocket(lfd);
   s.fd = nb_socket();
   t = evl_task_create(loop, refused_task, &s, 0);
-  CHECK_EQ(run_task(loop, t), 0);
+  CHECK_EQ(wait_fut(loop, t), 0);
   CHECK_EQ(s.after, 1);
   CHECK_EQ(s.err, EVL_ECONNREFUSED);
   evl_future_release(t);
   test_closesocket(s.fd);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(sock_connect_refused_plain_future) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   struct sockaddr_in addr;
   evl_future *f;
   int lfd = listener(&addr), fd, rc;
@@ -270,7 +255,7 @@ TEST(sock_connect_refused_plain_future) {
   CHECK_EQ(evl_future_error(f), EVL_ECONNREFUSED);
   evl_future_release(f);
   test_closesocket(fd);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -285,7 +270,7 @@ static void read_one_cb(evl_loop *loop, evl_fd fd, void *arg) {
 }
 
 TEST(sock_recv_cancel_removes_watcher) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   int sv[2], got = 0;
   char buf[8];
   evl_future *f;
@@ -319,14 +304,14 @@ TEST(sock_recv_cancel_removes_watcher) {
   evl_future_release(f);
   test_closesocket(sv[0]);
   test_closesocket(sv[1]);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(sock_recv_cancel_then_release) {
   /* cancel and release at once, then data arrives: nothing may touch the
      (now gone) future or its buffer */
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   int sv[2];
   char *buf = (char *)malloc(8);
   evl_future *f;
@@ -343,7 +328,7 @@ TEST(sock_recv_cancel_then_release) {
   run_for(loop, 0.03);
   test_closesocket(sv[0]);
   test_closesocket(sv[1]);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -385,7 +370,7 @@ static void recv_all_task(evl_task *t, void *state) {
 }
 
 TEST(sock_sendfile) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   sf_state s;
   evl_task *ts, *tr;
   unsigned char *data = (unsigned char *)malloc(FILE_SIZE);
@@ -394,7 +379,7 @@ TEST(sock_sendfile) {
   memset(&s, 0, sizeof s);
   CHECK(data != NULL);
   for (i = 0; i < FILE_SIZE; i++)
-    data[i] = pat(i);
+    data[i] = test_pat(i);
   s.file = test_tmpfile_fd();
   CHECK(s.file >= 0);
   CHECK_EQ(test_fd_write(s.file, data, FILE_SIZE), (long)FILE_SIZE);
@@ -407,8 +392,8 @@ TEST(sock_sendfile) {
   set_nonblock(sv[1]);
   ts = evl_task_create(loop, sendfile_task, &s, 0);
   tr = evl_task_create(loop, recv_all_task, &s, 0);
-  CHECK_EQ(run_task(loop, tr), 0);
-  CHECK_EQ(run_task(loop, ts), 0);
+  CHECK_EQ(wait_fut(loop, tr), 0);
+  CHECK_EQ(wait_fut(loop, ts), 0);
   CHECK_EQ(s.sent, (intptr_t)FILE_SIZE);
   CHECK_EQ(s.got, FILE_SIZE);
   CHECK(memcmp(s.rbuf, data, FILE_SIZE) == 0);
@@ -419,7 +404,7 @@ TEST(sock_sendfile) {
   test_fd_close(s.file);
   free(s.rbuf);
   free(data);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -428,7 +413,7 @@ TEST(sock_sendfile) {
    32 bits: where the implementation's off_t has 32 bits (32-bit glibc
    without _FILE_OFFSET_BITS=64) it is EVL_EFBIG instead. */
 TEST(sock_sendfile_offset_past_4_gib) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const int64_t at = ((int64_t)1 << 32) + 10;
   char name[] = "/tmp/evl-sock-sendfile-big-XXXXXX";
   char got[16];
@@ -441,7 +426,7 @@ TEST(sock_sendfile_offset_past_4_gib) {
     CHECK_EQ(errno, EFBIG);
     printf("  (/tmp cannot hold a 4 GiB sparse file: skipped)\n");
     close(file);
-    evl_loop_free(loop);
+    test_close(loop);
     return;
   }
   CHECK_EQ(pwrite(file, "0123456789abcdefXYZ", 19, (off_t)(at - 10)), 19);
@@ -463,7 +448,7 @@ TEST(sock_sendfile_offset_past_4_gib) {
   close(sv[0]);
   close(sv[1]);
   close(file);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -472,7 +457,7 @@ TEST(sock_sendfile_offset_past_4_gib) {
 #endif
 
 TEST(sock_accept_several) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   struct sockaddr_in addr;
   int lfd = listener(&addr), c[3], i;
   for (i = 0; i < 3; i++) {
@@ -494,7 +479,7 @@ TEST(sock_accept_several) {
   for (i = 0; i < 3; i++)
     test_closesocket(c[i]);
   test_closesocket(lfd);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 

@@ -10,10 +10,6 @@
 #include <errno.h>
 #include <sys/stat.h>
 
-static unsigned char pat(size_t i) {
-  return (unsigned char)((i * 131u + (i >> 11) + (i >> 19)) & 0xff);
-}
-
 /* The bytes the last await gave, checked against want. */
 static void expect_bytes(evl_task *t, const char *want) {
   evl_bytes *b = (evl_bytes *)evl_await_result(t);
@@ -98,11 +94,7 @@ static evl_server *stream_serve(evl_loop *loop, srv_ctx *c, const char *path) {
       path ? evl_start_unix_server(loop, srv_cb, c, path, 0)
            : evl_start_server(loop, srv_cb, c, "127.0.0.1", 0, 0, NULL);
   evl_server *s;
-  CHECK(f != NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  s = (evl_server *)evl_future_result(f);
-  CHECK(s != NULL);
-  evl_future_release(f);
+  s = (evl_server *)wait_result(loop, f);
   return s;
 }
 
@@ -197,7 +189,7 @@ static void reads_task(evl_task *t, void *state) {
 }
 
 TEST(stream_read_functions) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   srv_ctx sc;
   client_state c;
   evl_server *srv;
@@ -216,7 +208,7 @@ TEST(stream_read_functions) {
   evl_future_release(t);
   evl_stream_free(c.s);
   stream_server_done(loop, srv, &sc);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -242,7 +234,7 @@ static void sink_task(evl_task *t, void *state) {
   CHECK(b != NULL);
   k->got = b->len;
   for (i = 0; i < b->len; i++)
-    if (b->data[i] != pat(i)) {
+    if (b->data[i] != test_pat(i)) {
       k->bad = 1;
       break;
     }
@@ -296,7 +288,7 @@ static void writer_task(evl_task *t, void *state) {
 }
 
 TEST(stream_write_drain_write_eof) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   client_state c;
   evl_future *f;
   evl_server *srv;
@@ -307,7 +299,7 @@ TEST(stream_write_drain_write_eof) {
   c.big = (unsigned char *)malloc(BIG);
   CHECK(c.big != NULL);
   for (i = 0; i < BIG; i++)
-    c.big[i] = pat(i);
+    c.big[i] = test_pat(i);
   f = evl_start_server(loop, sink_cb, NULL, "127.0.0.1", 0, 0, NULL);
   CHECK(f != NULL);
   CHECK_EQ(wait_fut(loop, f), 0);
@@ -332,7 +324,7 @@ TEST(stream_write_drain_write_eof) {
   evl_future_release(f);
   evl_server_free(srv);
   free(c.big);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -358,7 +350,7 @@ static void limit_task(evl_task *t, void *state) {
 }
 
 TEST(stream_limit_keeps_data) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   srv_ctx sc;
   client_state c;
   evl_server *srv;
@@ -379,7 +371,7 @@ TEST(stream_limit_keeps_data) {
   evl_future_release(t);
   evl_stream_free(c.s);
   stream_server_done(loop, srv, &sc);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -406,7 +398,7 @@ static void limit_nosep_task(evl_task *t, void *state) {
 }
 
 TEST(stream_limit_without_separator) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   srv_ctx sc;
   client_state c;
   evl_server *srv;
@@ -426,7 +418,7 @@ TEST(stream_limit_without_separator) {
   evl_future_release(t);
   evl_stream_free(c.s);
   stream_server_done(loop, srv, &sc);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -450,7 +442,7 @@ static void incomplete_task(evl_task *t, void *state) {
 }
 
 TEST(stream_readexactly_past_eof) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   srv_ctx sc;
   client_state c;
   evl_server *srv;
@@ -468,7 +460,7 @@ TEST(stream_readexactly_past_eof) {
   evl_future_release(t);
   evl_stream_free(c.s);
   stream_server_done(loop, srv, &sc);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -510,7 +502,7 @@ static void lines_task(evl_task *t, void *state) {
 }
 
 static void echo_lines_test(const char *path) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   srv_ctx sc;
   client_state c;
   evl_server *srv;
@@ -530,7 +522,7 @@ static void echo_lines_test(const char *path) {
   evl_future_release(t);
   evl_stream_free(c.s);
   stream_server_done(loop, srv, &sc);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -562,7 +554,7 @@ TEST(stream_unix_read_functions) {
   need_af_unix();
   CHECK_EQ(test_mkdtemp(dir, sizeof dir), 0);
   snprintf(path, sizeof path, "%s/s", dir);
-  loop = quiet_loop();
+  loop = test_open();
   memset(&sc, 0, sizeof sc);
   memset(&c, 0, sizeof c);
   sc.script = script1;
@@ -576,7 +568,7 @@ TEST(stream_unix_read_functions) {
   evl_future_release(t);
   evl_stream_free(c.s);
   stream_server_done(loop, srv, &sc);
-  evl_loop_free(loop);
+  test_close(loop);
   test_unlink(path);
   CHECK_EQ(test_rmdir(dir), 0);
   CHECK_EQ(g_reports, 0);
@@ -585,7 +577,7 @@ TEST(stream_unix_read_functions) {
 /* ---- errors -------------------------------------------------------------- */
 
 TEST(stream_open_connection_refused) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   srv_ctx sc;
   evl_server *srv;
   evl_future *f;
@@ -599,13 +591,13 @@ TEST(stream_open_connection_refused) {
   CHECK_EQ(wait_fut(loop, f), EVL_ECONNREFUSED);
   CHECK_EQ(evl_future_error(f), EVL_ECONNREFUSED);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(stream_free_without_close) {
   /* evl_stream_free on an open stream closes it; the peer sees EOF */
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   srv_ctx sc;
   evl_server *srv;
   evl_future *f;
@@ -622,7 +614,7 @@ TEST(stream_free_without_close) {
   evl_stream_free(s);
   RUN_UNTIL(loop, sc.echo_done == 1);
   stream_server_done(loop, srv, &sc);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 

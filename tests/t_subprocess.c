@@ -262,7 +262,7 @@ static void expect_spawn_error(evl_loop *loop, const char *const *argv,
 /* ---- callbacks, returncode ------------------------------------------- */
 
 TEST(echo_hello_callbacks_in_order) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   const char *argv[] = {TEST_CHILD("echo", "hello"), NULL};
 #else
@@ -286,12 +286,12 @@ TEST(echo_hello_callbacks_in_order) {
   CHECK(s.log[0] == 'M' && s.log[s.nlog - 1] == 'L');
   CHECK_EQ(s.signal_after, EVL_ESRCH); /* reaped before connection_lost */
   check_reaped(s.pid);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(exit_status_is_the_returncode) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   const char *a3[] = {TEST_CHILD("exit", "3"), NULL};
   const char *afalse[] = {TEST_CHILD("exit", "1"), NULL};
@@ -308,14 +308,14 @@ TEST(exit_status_is_the_returncode) {
   run_child(loop, &s, afalse, NULL, NULL);
   CHECK_EQ(s.rc, 1);
   check_reaped(s.pid);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* kill -> -9, terminate -> -15 (asyncio: minus the signal number; on
    Windows both are TerminateProcess, exit code 1). */
 TEST(kill_and_terminate_give_minus_the_signal) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   const char *argv[] = {TEST_CHILD("sleep", "10"), NULL};
 #else
@@ -346,7 +346,7 @@ TEST(kill_and_terminate_give_minus_the_signal) {
   CHECK_EQ(s.rc, RC_TERMINATED);
   check_reaped(s.pid);
   CHECK(test_now() - t0 < 5.0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -354,7 +354,7 @@ TEST(kill_and_terminate_give_minus_the_signal) {
    the trap is set ("ready" on stdout). */
 #ifndef _WIN32
 TEST(send_signal_reaches_the_child) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *argv[] = {
       "/bin/sh", "-c",
       "trap 'exit 7' USR1; echo ready; while :; do sleep 0.01; done", NULL};
@@ -369,7 +369,7 @@ TEST(send_signal_reaches_the_child) {
   CHECK_ORDER(s);
   CHECK_EQ(s.rc, 7);
   check_reaped(s.pid);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 #endif
@@ -377,7 +377,7 @@ TEST(send_signal_reaches_the_child) {
 /* ---- stdio ------------------------------------------------------------ */
 
 TEST(stdin_pipe_write_eof_and_close) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   const char *argv[] = {TEST_CHILD("cat"), NULL};
 #else
@@ -410,14 +410,14 @@ TEST(stdin_pipe_write_eof_and_close) {
   CHECK_OUT(s, 1, "def");
   CHECK_EQ(s.rc, 0);
   check_reaped(s.pid);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* The child exits without reading its stdin while 1 MiB is queued: no
    SIGPIPE, the stdin pipe ends (EVL_EPIPE or 0), and the rest follows. */
 TEST(stdin_pipe_child_exits_without_reading) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   const char *argv[] = {TEST_CHILD("sleep", "0.2"), NULL}; /* never reads */
 #else
@@ -444,12 +444,12 @@ TEST(stdin_pipe_child_exits_without_reading) {
   CHECK(s.pipe_err[0] == 0 || s.pipe_err[0] == EVL_EPIPE);
   CHECK_EQ(s.rc, 0);
   check_reaped(s.pid);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(stdout_devnull) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   const char *argv[] = {TEST_CHILD("echo", "x"), NULL};
 #else
@@ -476,12 +476,12 @@ TEST(stdout_devnull) {
   CHECK(!strcmp(s.log, "MXL"));
   CHECK_EQ(s.rc, 0);
   check_reaped(s.pid);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(stderr_to_stdout) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   const char *argv[] = {TEST_CHILD("outerr"), NULL};
 #else
@@ -503,7 +503,7 @@ TEST(stderr_to_stdout) {
   run_child(loop, &s, argv, NULL, NULL);
   CHECK_OUT(s, 1, "out\n");
   CHECK_OUT(s, 2, "err\n");
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -512,7 +512,7 @@ TEST(stderr_to_stdout) {
 #ifdef _WIN32
 /* Windows: the field holds a HANDLE (here a file's); it stays ours. */
 TEST(stdout_to_an_fd) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *argv[] = {TEST_CHILD("outerr"), NULL};
   char dir[MAX_PATH], path[MAX_PATH], got[64];
   evl_subprocess_options o;
@@ -538,12 +538,12 @@ TEST(stdout_to_an_fd) {
   read_file(path, got, sizeof got);
   CHECK(!strcmp(got, "out\n"));
   CHECK(DeleteFileA(path));
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 #else
 TEST(stdout_to_an_fd) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *argv[] = {"/bin/sh", "-c", "echo to-file; echo e >&2", NULL};
   char path[] = "/tmp/evl-sp-out-XXXXXX", got[64];
   evl_subprocess_options o;
@@ -563,7 +563,7 @@ TEST(stdout_to_an_fd) {
   CHECK(!strcmp(got, "to-file\n"));
   CHECK_EQ(close(fd), 0); /* still ours */
   unlink(path);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 #endif
@@ -573,7 +573,7 @@ TEST(stdout_to_an_fd) {
 #ifdef _WIN32
 /* Windows: our standard output handle, pointed at a temp file. */
 TEST(stdout_inherit) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *argv[] = {TEST_CHILD("echo", "inherited"), NULL};
   char dir[MAX_PATH], path[MAX_PATH], got[64];
   evl_subprocess_options o;
@@ -601,12 +601,12 @@ TEST(stdout_inherit) {
   read_file(path, got, sizeof got);
   CHECK(!strcmp(got, "inherited\n"));
   CHECK(DeleteFileA(path));
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 #else
 TEST(stdout_inherit) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *argv[] = {"/bin/echo", "inherited", NULL};
   char path[] = "/tmp/evl-sp-inh-XXXXXX", got[64];
   evl_subprocess_options o;
@@ -633,7 +633,7 @@ TEST(stdout_inherit) {
   CHECK(!strcmp(got, "inherited\n"));
   close(fd);
   unlink(path);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 #endif
@@ -642,7 +642,7 @@ TEST(stdout_inherit) {
 
 #ifdef _WIN32
 TEST(cwd_and_env) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *cwd[] = {TEST_CHILD("cwd"), NULL};
   const char *foo[] = {TEST_CHILD("env", "FOO"), NULL};
   const char *home[] = {TEST_CHILD("env", "EVL_TEST_NOT_PASSED"), NULL};
@@ -679,13 +679,13 @@ TEST(cwd_and_env) {
   memset(&o, 0, sizeof o);
   o.cwd = "C:\\nonexistent\\evl-no-such-dir";
   expect_spawn_error(loop, cwd, &o, EVL_ENOENT, 127);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* %COMSPEC% /c cmd (cmd.exe writes \r\n) */
 TEST(shell_runs_sh_c) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   sp s;
   sp_init(&s);
   run_child(loop, &s, NULL, "echo a b", NULL);
@@ -695,12 +695,12 @@ TEST(shell_runs_sh_c) {
   run_child(loop, &s, NULL, "exit 4", NULL);
   CHECK_EQ(s.rc, 4);
   check_reaped(s.pid);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 #else
 TEST(cwd_and_env) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *pwd[] = {"/bin/pwd", NULL};
   const char *echo[] = {"/bin/sh", "-c", "echo $FOO; echo ${HOME-unset}", NULL};
   const char *env[] = {"FOO=bar", NULL};
@@ -729,12 +729,12 @@ TEST(cwd_and_env) {
   memset(&o, 0, sizeof o);
   o.cwd = "/nonexistent/evl-no-such-dir";
   expect_spawn_error(loop, pwd, &o, EVL_ENOENT, 127);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(shell_runs_sh_c) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   sp s;
   sp_init(&s);
   run_child(loop, &s, NULL, "echo $((1+2))", NULL);
@@ -745,7 +745,7 @@ TEST(shell_runs_sh_c) {
   CHECK_OUT(s, 1, "a b\n");
   CHECK_EQ(s.rc, 4);
   check_reaped(s.pid);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 #endif
@@ -753,7 +753,7 @@ TEST(shell_runs_sh_c) {
 /* ---- spawn errors ----------------------------------------------------- */
 
 TEST(missing_program_is_enoent) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   const char *abs[] = {"C:\\nonexistent\\evl-no-such-program.exe", NULL};
 #else
@@ -765,14 +765,14 @@ TEST(missing_program_is_enoent) {
   before = count_fds(); /* after the first: SIGCHLD pipes are for good */
   expect_spawn_error(loop, rel, NULL, EVL_ENOENT, 127);
   CHECK_EQ(count_fds(), before); /* the pipes were closed */
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 #ifdef _WIN32
 /* A file that is no program: EVL_ENOEXEC (ERROR_BAD_EXE_FORMAT). */
 TEST(non_executable_file_is_eacces) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   char dir[200], path[256];
   const char *argv[] = {path, NULL};
   FILE *f;
@@ -785,12 +785,12 @@ TEST(non_executable_file_is_eacces) {
   expect_spawn_error(loop, argv, NULL, EVL_ENOEXEC, 127);
   CHECK_EQ(test_unlink(path), 0);
   CHECK_EQ(test_rmdir(dir), 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 #else
 TEST(non_executable_file_is_eacces) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   char path[] = "/tmp/evl-sp-noexec-XXXXXX";
   const char *argv[] = {path, NULL};
   int fd = mkstemp(path);
@@ -800,14 +800,14 @@ TEST(non_executable_file_is_eacces) {
   CHECK_EQ(chmod(path, 0644), 0);
   expect_spawn_error(loop, argv, NULL, EVL_EACCES, 127);
   unlink(path);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 #endif
 
 /* Bad arguments: a future that fails with EVL_EINVAL, never a crash. */
 TEST(bad_arguments_fail_the_future) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *empty[] = {NULL};
   const char *ok[] = {"/bin/true", NULL};
   evl_subprocess_options o;
@@ -846,7 +846,7 @@ TEST(bad_arguments_fail_the_future) {
   CHECK(evl_subprocess_send_signal(NULL, SIGTERM) < 0);
   evl_subprocess_close(NULL);
   CHECK(evl_subprocess_user(NULL) == NULL);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -876,7 +876,7 @@ static int child_has_our_semaphore(HANDLE sem) {
 }
 
 TEST(child_inherits_only_stdio) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   SECURITY_ATTRIBUTES sa;
   HANDLE sem, file;
   char num[32], dir[MAX_PATH], path[MAX_PATH];
@@ -908,7 +908,7 @@ TEST(child_inherits_only_stdio) {
   CHECK_EQ(s.rc, 0);
   CloseHandle(file);
   CloseHandle(sem);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 #else
@@ -932,7 +932,7 @@ static void check_fd_list(const char *out) {
 }
 
 TEST(child_inherits_only_stdio) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *argv[] = {"/bin/ls", "/proc/self/fd", NULL};
   char path[] = "/tmp/evl-sp-fds-XXXXXX", got[256];
   evl_subprocess_options o;
@@ -967,7 +967,7 @@ TEST(child_inherits_only_stdio) {
   close(high);
   close(pfd[0]);
   close(pfd[1]);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 #endif
@@ -1001,7 +1001,7 @@ static const char *const sh_exit[7][4] = {
 /* 1,000 short children, at most 200 at a time: /bin/true and sh -c 'exit
    N', half of them with a stdout pipe, the rest all DEVNULL. */
 TEST(a_thousand_children) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   enum { MAXRUN = 200 };
   int N = under_valgrind() ? 300 : 1000; /* valgrind: ~50x slower */
 #ifdef _WIN32
@@ -1060,7 +1060,7 @@ TEST(a_thousand_children) {
   CHECK(peak <= MAXRUN);
   free(s);
   free(f);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -1070,7 +1070,7 @@ TEST(a_thousand_children) {
    hang, no crash, process_exited and connection_lost run. */
 #ifndef _WIN32
 TEST(child_reaped_by_other_code) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *argv[] = {"/bin/sleep", "0.5", NULL};
   sp s;
   int st = -1;
@@ -1094,14 +1094,14 @@ TEST(child_reaped_by_other_code) {
     run_child(loop, &s, a2, NULL, NULL);
     CHECK_EQ(s.rc, 2);
   }
-  evl_loop_free(loop);
+  test_close(loop);
 }
 #endif
 
 /* evl_subprocess_close kills a running child (asyncio's close); the
    callbacks still end with connection_lost, and the child is reaped. */
 TEST(close_kills_a_running_child) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
 #ifdef _WIN32
   const char *argv[] = {TEST_CHILD("sleep", "10"), NULL};
 #else
@@ -1117,7 +1117,7 @@ TEST(close_kills_a_running_child) {
   CHECK_ORDER(s);
   CHECK_EQ(s.rc, RC_KILLED);
   check_reaped(s.pid);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -1133,24 +1133,24 @@ TEST(loop_free_with_a_running_child) {
   const char *echo[] = {"/bin/echo", "warm", NULL};
   const char *argv[] = {"/bin/sleep", "10", NULL};
 #endif
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   double t0;
   int fds;
   sp s;
   sp_init(&s);
   run_child(loop, &s, echo, NULL, NULL);
-  evl_loop_free(loop);
+  test_close(loop);
   test_settle_fds();
   fds = count_fds();
 
-  loop = quiet_loop();
+  loop = test_open();
   sp_init(&s);
   s.relaxed = 1;
   CHECK_EQ(start(loop, &s, argv, NULL, NULL), 0);
   run_for(loop, 0.05);
   CHECK_EQ(s.lost, 0);
   t0 = test_now();
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK(test_now() - t0 < 2.0);
   CHECK_ORDER(s);
   CHECK_EQ(s.lost, 1);

@@ -69,7 +69,7 @@ static void reset_counts(void) {
 }
 
 TEST(lock_fifo_and_exclusive) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_lock *lock = evl_lock_new(loop);
   holder h[5];
   evl_task *t[5];
@@ -93,13 +93,13 @@ TEST(lock_fifo_and_exclusive) {
   CHECK_EQ(evl_lock_release(NULL), EVL_EINVAL);
   CHECK(evl_lock_acquire(NULL) == NULL);
   evl_lock_free(lock);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* test_acquire_cancel: a waiter cancelled while waiting leaves the queue;
    the lock goes to the next one. */
 TEST(lock_cancel_pending_waiter) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_lock *lock = evl_lock_new(loop);
   holder h[3];
   evl_task *t[3];
@@ -119,14 +119,14 @@ TEST(lock_cancel_pending_waiter) {
     evl_future_release(t[i]);
   CHECK_EQ(evl_lock_locked(lock), 0);
   evl_lock_free(lock);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* test_cancel_race / test_cancel_release_race: the lock is handed to a
    waiter and that waiter's task is cancelled before it resumes: it never
    holds the lock, the next waiter gets it. */
 TEST(lock_cancel_after_grant_passes_it_on) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_lock *lock = evl_lock_new(loop);
   evl_future *first;
   holder h[2];
@@ -151,11 +151,11 @@ TEST(lock_cancel_after_grant_passes_it_on) {
   evl_future_release(t[0]);
   evl_future_release(t[1]);
   evl_lock_free(lock);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(lock_grant_released_unread_goes_back) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_lock *lock = evl_lock_new(loop);
   evl_future *a = evl_lock_acquire(lock), *b, *c;
   CHECK_EQ(evl_future_error(a), 0); /* taken: a holds it */
@@ -175,11 +175,11 @@ TEST(lock_grant_released_unread_goes_back) {
   evl_future_release(a);
   evl_future_release(c);
   evl_lock_free(lock);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(lock_free_fails_waiters) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_lock *lock = evl_lock_new(loop);
   evl_future *a = evl_lock_acquire(lock), *b = evl_lock_acquire(lock);
   CHECK_EQ(evl_future_error(a), 0);
@@ -187,7 +187,7 @@ TEST(lock_free_fails_waiters) {
   CHECK_EQ(evl_future_error(b), EVL_ECLOSED);
   evl_future_release(a); /* detached: no use of the freed lock */
   evl_future_release(b);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- Event ---- */
@@ -206,7 +206,7 @@ static void ev_wait_task(evl_task *t, void *state) {
 }
 
 TEST(event_set_clear_wait_cancel) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_event *ev = evl_event_new(loop);
   ev_waiter w[3];
   evl_task *t[3];
@@ -240,7 +240,7 @@ TEST(event_set_clear_wait_cancel) {
   evl_event_free(ev);
   CHECK_EQ(evl_future_error(f), EVL_ECLOSED);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- Condition ---- */
@@ -290,7 +290,7 @@ static evl_future *locked_notify(evl_loop *loop, evl_condition *c, size_t n,
 }
 
 TEST(condition_notify_fifo_and_all) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_condition *c = evl_condition_new(loop, NULL);
   cv_waiter w[4];
   evl_task *t[4];
@@ -323,13 +323,13 @@ TEST(condition_notify_fifo_and_all) {
   CHECK_EQ(evl_future_error(f), EVL_EINVALSTATE);
   evl_future_release(f);
   evl_condition_free(c);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* test_wait_cancel / test_wait_cancel_contested: a cancelled wait ends with
    the lock held again, and only once the lock is free. */
 TEST(condition_cancelled_wait_retakes_lock) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_lock *lock = evl_lock_new(loop);
   evl_condition *c = evl_condition_new(loop, lock);
   cv_waiter w;
@@ -350,11 +350,11 @@ TEST(condition_cancelled_wait_retakes_lock) {
   evl_future_release(t);
   evl_condition_free(c);
   evl_lock_free(lock);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(condition_wait_for_predicate) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_condition *c = evl_condition_new(loop, NULL);
   cv_waiter w;
   evl_task *t;
@@ -381,14 +381,14 @@ TEST(condition_wait_for_predicate) {
   CHECK_EQ(evl_future_error(f), EVL_EINVAL);
   evl_future_release(f);
   evl_condition_free(c);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* test_cancelled_wakeup (asyncio 3.13): a waiter notified and then
    cancelled before it has the lock back passes the notification on; it
    still ends holding the lock. */
 TEST(condition_notified_then_cancelled_passes_it_on) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_condition *c = evl_condition_new(loop, NULL);
   cv_waiter w[3];
   evl_task *t[3];
@@ -420,13 +420,13 @@ TEST(condition_notified_then_cancelled_passes_it_on) {
   evl_condition_free(c);
   for (i = 0; i < 3; i++)
     evl_future_release(t[i]);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- Semaphore ---- */
 
 TEST(semaphore_limits_and_fifo) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_semaphore *sem = evl_semaphore_new(loop, 2, 0);
   holder h[6];
   evl_task *t[6];
@@ -450,11 +450,11 @@ TEST(semaphore_limits_and_fifo) {
   CHECK_EQ(evl_semaphore_value(sem), 3);
   CHECK(evl_semaphore_new(loop, -1, 0) == NULL);
   evl_semaphore_free(sem);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(bounded_semaphore_refuses_extra_release) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_semaphore *sem = evl_semaphore_new(loop, 1, 1);
   evl_future *a = evl_semaphore_acquire(sem);
   CHECK_EQ(evl_future_error(a), 0);
@@ -463,14 +463,14 @@ TEST(bounded_semaphore_refuses_extra_release) {
   CHECK_EQ(evl_semaphore_value(sem), 1);
   evl_future_release(a);
   evl_semaphore_free(sem);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* test_acquire_cancel_before_awoken / test_acquire_hang: a unit handed to
    a waiter whose task is then cancelled goes to the next waiter; the
    value never drifts. */
 TEST(semaphore_cancel_after_grant_and_pending) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_semaphore *sem = evl_semaphore_new(loop, 0, 0);
   holder h[4];
   evl_task *t[4];
@@ -494,7 +494,7 @@ TEST(semaphore_cancel_after_grant_and_pending) {
   for (i = 0; i < 4; i++)
     evl_future_release(t[i]);
   evl_semaphore_free(sem);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- 10,000 tasks on one lock and one semaphore ---- */
@@ -534,7 +534,7 @@ static void contend(evl_task *t, void *state) {
 }
 
 TEST(ten_thousand_tasks_on_lock_and_semaphore) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_lock *lock = evl_lock_new(loop);
   evl_semaphore *sem = evl_semaphore_new(loop, 10, 1);
   long counter = 0, inside = 0, max_inside = 0, done = 0, locked_in = 0;
@@ -566,7 +566,7 @@ TEST(ten_thousand_tasks_on_lock_and_semaphore) {
   free(t);
   evl_lock_free(lock);
   evl_semaphore_free(sem);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- Barrier ---- */
@@ -598,7 +598,7 @@ static evl_task *start_party(evl_loop *loop, bparty *p, evl_barrier *b,
 }
 
 TEST(barrier_passes_in_rounds) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_barrier *b = evl_barrier_new(loop, 3);
   bparty p[3];
   evl_task *t[3];
@@ -616,11 +616,11 @@ TEST(barrier_passes_in_rounds) {
   CHECK_EQ(evl_barrier_parties(b), 3);
   CHECK(evl_barrier_new(loop, 0) == NULL);
   evl_barrier_free(b);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(barrier_abort_reset_and_cancel) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_barrier *b = evl_barrier_new(loop, 3);
   bparty p[3];
   evl_task *t[3];
@@ -660,7 +660,7 @@ TEST(barrier_abort_reset_and_cancel) {
     evl_future_release(t[i]);
   }
   evl_barrier_free(b);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- every allocation failing once in turn -------------------------------
@@ -759,7 +759,7 @@ static void oom_workload(evl_loop *loop) {
 #endif
   for (i = 0; i < 20; i++)
     evl_run_once(loop, 0.001);
-  evl_loop_free(loop); /* tasks still waiting: run to their end */
+  test_close(loop); /* tasks still waiting: run to their end */
   evl_future_release(w);
 #ifndef EVLOOP_NO_COMPOSE
   evl_task_group_free(g);

@@ -8,22 +8,6 @@
 
 static int g_value_a = 1, g_value_b = 2, g_value_c = 3;
 
-/* Counts exception handler calls (unretrieved errors). */
-static int g_reports;
-static void count_handler(evl_loop *loop, const evl_context *ctx, void *arg) {
-  (void)loop;
-  (void)ctx;
-  (void)arg;
-  g_reports++;
-}
-
-static evl_loop *quiet_loop(void) {
-  evl_loop *loop = test_loop();
-  g_reports = 0;
-  evl_set_exception_handler(loop, count_handler, NULL);
-  return loop;
-}
-
 static void set_result_cb(evl_loop *loop, void *arg) {
   (void)loop;
   evl_future_set_result((evl_future *)arg, &g_value_b);
@@ -62,7 +46,7 @@ static void sleeper(evl_task *t, void *state) {
 
 TEST(task_awaits_sleep) {
   sleeper_state s;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
   memset(&s, 0, sizeof s);
   t = evl_task_create(loop, sleeper, &s, 0);
@@ -76,7 +60,7 @@ TEST(task_awaits_sleep) {
   CHECK(evl_future_result(t) == &g_value_a);
   CHECK_EQ(evl_future_error(t), 0);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -106,7 +90,7 @@ static void await_plain(evl_task *t, void *state) {
 
 TEST(task_awaits_future_set_by_callback) {
   await_state s;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
   memset(&s, 0, sizeof s);
   s.fut = evl_future_new(loop);
@@ -121,7 +105,7 @@ TEST(task_awaits_future_set_by_callback) {
   CHECK(evl_future_result(t) == &g_value_b);
   evl_future_release(t);
   evl_future_release(s.fut);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -152,7 +136,7 @@ static void outer_task(evl_task *t, void *state) {
 
 TEST(task_awaits_task) {
   outer_state s;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
   memset(&s, 0, sizeof s);
   t = evl_task_create(loop, outer_task, &s, 0);
@@ -161,7 +145,7 @@ TEST(task_awaits_task) {
   CHECK_EQ(s.inner_err, 0);
   CHECK(evl_future_result(t) == &g_value_c);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -169,7 +153,7 @@ TEST(task_awaits_task) {
 
 TEST(await_failing_future_fails_task) {
   await_state s;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
   memset(&s, 0, sizeof s);
   s.fut = evl_future_new(loop);
@@ -184,8 +168,16 @@ TEST(await_failing_future_fails_task) {
   CHECK(evl_future_result(t) == NULL);
   evl_future_release(t);
   evl_future_release(s.fut);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0); /* awaiting retrieved the inner error */
+}
+
+/* Runs the loop (at most 10 iterations) until the task says it started. */
+static void run_until_started(evl_loop *loop, const int *started) {
+  int i;
+  for (i = 0; i < 10 && !*started; i++)
+    evl_run_once(loop, 0);
+  CHECK_EQ(*started, 1);
 }
 
 typedef struct try_state {
@@ -210,7 +202,7 @@ static void await_try(evl_task *t, void *state) {
 
 TEST(await_try_sees_error_and_continues) {
   try_state s;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
   memset(&s, 0, sizeof s);
   s.fut = evl_future_new(loop);
@@ -225,7 +217,7 @@ TEST(await_try_sees_error_and_continues) {
   CHECK_EQ(evl_future_error(t), 0);
   evl_future_release(t);
   evl_future_release(s.fut);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -233,15 +225,12 @@ TEST(await_try_sees_error_and_continues) {
 
 TEST(cancel_task_cancels_awaited_future) {
   await_state s;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
-  int i;
   memset(&s, 0, sizeof s);
   s.fut = evl_future_new(loop);
   t = evl_task_create(loop, await_plain, &s, 0);
-  for (i = 0; i < 10 && !s.started; i++)
-    evl_run_once(loop, 0);
-  CHECK_EQ(s.started, 1);
+  run_until_started(loop, &s.started);
   CHECK_EQ(evl_future_done(t), 0);
   CHECK_EQ(evl_task_cancel(t), 1);
   CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
@@ -252,21 +241,18 @@ TEST(cancel_task_cancels_awaited_future) {
   CHECK_EQ(evl_task_cancel(t), 0); /* done now */
   evl_future_release(t);
   evl_future_release(s.fut);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(cancel_task_with_future_cancel) {
   /* evl_future_cancel on a task behaves as evl_task_cancel. */
   await_state s;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
-  int i;
   memset(&s, 0, sizeof s);
   s.fut = evl_future_new(loop);
   t = evl_task_create(loop, await_plain, &s, 0);
-  for (i = 0; i < 10 && !s.started; i++)
-    evl_run_once(loop, 0);
-  CHECK_EQ(s.started, 1);
+  run_until_started(loop, &s.started);
   CHECK_EQ(evl_future_cancel(t), 1);
   CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
   CHECK_EQ(evl_future_cancelled(s.fut), 1);
@@ -274,20 +260,17 @@ TEST(cancel_task_with_future_cancel) {
   CHECK_EQ(s.after, 0);
   evl_future_release(t);
   evl_future_release(s.fut);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(cancelled_await_try_can_recover) {
   try_state s;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
-  int i;
   memset(&s, 0, sizeof s);
   s.fut = evl_future_new(loop);
   t = evl_task_create(loop, await_try, &s, 0);
-  for (i = 0; i < 10 && !s.started; i++)
-    evl_run_once(loop, 0);
-  CHECK_EQ(s.started, 1);
+  run_until_started(loop, &s.started);
   CHECK_EQ(evl_task_cancel(t), 1);
   CHECK_EQ(evl_run_until_complete(loop, t), 0);
   CHECK_EQ(s.after, 1);
@@ -298,7 +281,7 @@ TEST(cancelled_await_try_can_recover) {
   CHECK(evl_future_result(t) == &g_value_a);
   evl_future_release(t);
   evl_future_release(s.fut);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 typedef struct ran_state {
@@ -315,7 +298,7 @@ static void mark_ran(evl_task *t, void *state) {
 
 TEST(cancel_before_start) {
   ran_state s = {0};
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t = evl_task_create(loop, mark_ran, &s, 0);
   CHECK(t != NULL);
   CHECK_EQ(evl_task_cancel(t), 1);
@@ -326,7 +309,7 @@ TEST(cancel_before_start) {
   evl_run_once(loop, 0);
   CHECK_EQ(s.ran, 0);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- a task is a future ------------------------------------------------ */
@@ -340,7 +323,7 @@ static void record_fut_cb(evl_future *fut, void *arg) {
 TEST(task_is_a_future) {
   ran_state s = {0};
   int n = 0;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *plain = evl_future_new(loop);
   evl_task *t = evl_task_create(loop, mark_ran, &s, 0);
   g_cb_fut = NULL;
@@ -357,12 +340,12 @@ TEST(task_is_a_future) {
   CHECK(evl_future_result(t) == &g_value_a);
   evl_future_release(plain);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(task_starts_next_iteration) {
   ran_state s = {0};
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t = evl_task_create(loop, mark_ran, &s, 0);
   CHECK_EQ(s.ran, 0); /* not inline */
   CHECK_EQ(evl_future_done(t), 0);
@@ -371,7 +354,7 @@ TEST(task_starts_next_iteration) {
   CHECK_EQ(evl_run_until_complete(loop, t), 0);
   CHECK_EQ(s.ran, 1);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- state: copied or passed through ----------------------------------- */
@@ -395,7 +378,7 @@ static void read_state(evl_task *t, void *state) {
 
 TEST(state_is_copied) {
   copy_state orig;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
   orig.value = 5;
   orig.seen = 0;
@@ -413,12 +396,12 @@ TEST(state_is_copied) {
   CHECK_EQ(orig.seen, 0);
   CHECK(evl_future_result(t) == NULL); /* fell off EVL_ASYNC_END */
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(state_is_passed_through) {
   copy_state orig;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
   orig.value = 5;
   orig.seen = 0;
@@ -430,7 +413,7 @@ TEST(state_is_passed_through) {
   CHECK_EQ(g_seen, 7);
   CHECK_EQ(orig.seen, 1);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- interleaving ------------------------------------------------------ */
@@ -461,7 +444,7 @@ TEST(tasks_interleave) {
      events are 50 ms apart, so a loaded machine's late wake-ups (which
      add up along A's chain) do not reorder them. */
   step_state a, b;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *ta, *tb;
   evl_future *futs[2];
   evl_future *g;
@@ -490,7 +473,7 @@ TEST(tasks_interleave) {
   evl_future_release(g);
   evl_future_release(ta);
   evl_future_release(tb);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- names and the task factory ---------------------------------------- */
@@ -502,7 +485,7 @@ static void my_named_task(evl_task *t, void *state) {
 }
 
 TEST(task_name_is_function_name) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t = evl_task_create(loop, my_named_task, NULL, 0);
   const char *name = evl_task_name(t);
   CHECK(name != NULL);
@@ -510,7 +493,7 @@ TEST(task_name_is_function_name) {
   CHECK_EQ(evl_run_until_complete(loop, t), 0);
   CHECK(strcmp(evl_task_name(t), "my_named_task") == 0);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 typedef struct factory_ctx {
@@ -531,7 +514,7 @@ TEST(task_factory) {
   factory_ctx ctx;
   ran_state s1 = {0}, s2 = {0};
   void *got_ctx = &ctx;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t1, *t2;
   memset(&ctx, 0, sizeof ctx);
   CHECK(evl_get_task_factory(loop, &got_ctx) == NULL);
@@ -559,7 +542,7 @@ TEST(task_factory) {
   CHECK_EQ(s1.ran, 2);
   evl_future_release(t1);
   evl_future_release(t2);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- fire and forget --------------------------------------------------- */
@@ -581,7 +564,7 @@ static void fire_and_forget_task(evl_task *t, void *state) {
 TEST(fire_and_forget) {
   int done = 0;
   ff_state s;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
   memset(&s, 0, sizeof s);
   s.done = &done;
@@ -591,14 +574,14 @@ TEST(fire_and_forget) {
   run_until_flag(loop, &done);
   CHECK_EQ(done, 1);
   evl_run_once(loop, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* ---- evl_wait_for ------------------------------------------------------ */
 
 TEST(wait_for_in_time) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *inner = evl_sleep(loop, 0.01, &g_value_c);
   evl_future *w = evl_wait_for(evl_future_ref(inner), 1.0);
   CHECK(w != NULL);
@@ -608,11 +591,11 @@ TEST(wait_for_in_time) {
   CHECK(evl_future_result(inner) == &g_value_c);
   evl_future_release(w);
   evl_future_release(inner);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(wait_for_inner_error) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *inner = evl_future_new(loop);
   evl_future *w = evl_wait_for(evl_future_ref(inner), 1.0);
   CHECK(evl_call_later(loop, 0.01, set_error_cb, inner) > 0);
@@ -620,12 +603,12 @@ TEST(wait_for_inner_error) {
   CHECK_EQ(evl_future_error(w), EVL_EIO);
   evl_future_release(w);
   evl_future_release(inner);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(wait_for_times_out) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *inner = evl_future_new(loop);
   double t0 = evl_time(loop);
   evl_future *w = evl_wait_for(evl_future_ref(inner), 0.03);
@@ -636,7 +619,7 @@ TEST(wait_for_times_out) {
   CHECK_EQ(evl_future_error(w), EVL_ETIMEDOUT);
   evl_future_release(w);
   evl_future_release(inner);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 typedef struct long_state {
@@ -654,7 +637,7 @@ static void long_sleeper(evl_task *t, void *state) {
 
 TEST(wait_for_task_times_out) {
   long_state s = {0, 0};
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t = evl_task_create(loop, long_sleeper, &s, 0);
   evl_future *w = evl_wait_for(evl_future_ref(t), 0.02);
   CHECK_EQ(evl_run_until_complete(loop, w), EVL_ETIMEDOUT);
@@ -665,11 +648,11 @@ TEST(wait_for_task_times_out) {
   CHECK_EQ(evl_future_error(t), EVL_ECANCELED);
   evl_future_release(w);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(wait_for_negative_timeout) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *inner = evl_future_new(loop);
   double t0 = evl_time(loop);
   evl_future *w = evl_wait_for(evl_future_ref(inner), -1.0);
@@ -679,24 +662,24 @@ TEST(wait_for_negative_timeout) {
   CHECK_EQ(evl_future_cancelled(inner), 1);
   evl_future_release(w);
   evl_future_release(inner);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(wait_for_nan_timeout) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *inner = evl_future_new(loop);
   evl_future *w = evl_wait_for(evl_future_ref(inner), (double)NAN);
   CHECK(w != NULL);
   CHECK_EQ(evl_run_until_complete(loop, w), EVL_EINVAL);
   evl_future_release(w);
   evl_future_release(inner);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- evl_gather -------------------------------------------------------- */
 
 TEST(gather_all_succeed) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *futs[3];
   evl_future *g;
   int i;
@@ -716,12 +699,12 @@ TEST(gather_all_succeed) {
   evl_future_release(g);
   for (i = 0; i < 3; i++)
     evl_future_release(futs[i]);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(gather_takes_own_references) {
   /* Releasing ours at once is fine: gather holds its own. */
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *futs[2];
   evl_future *g;
   futs[0] = evl_sleep(loop, 0.01, &g_value_a);
@@ -731,11 +714,11 @@ TEST(gather_takes_own_references) {
   evl_future_release(futs[1]);
   CHECK_EQ(evl_run_until_complete(loop, g), 0);
   evl_future_release(g);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(gather_one_fails) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *futs[3];
   evl_future *g;
   int i;
@@ -755,12 +738,12 @@ TEST(gather_one_fails) {
   evl_future_release(g);
   for (i = 0; i < 3; i++)
     evl_future_release(futs[i]);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(gather_return_errors) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *futs[3];
   evl_future *g;
   int i;
@@ -778,12 +761,12 @@ TEST(gather_return_errors) {
   evl_future_release(g);
   for (i = 0; i < 3; i++)
     evl_future_release(futs[i]);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(gather_nothing) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *g = evl_gather(loop, NULL, 0, 0);
   CHECK(g != NULL);
   CHECK_EQ(evl_future_done(g), 1);
@@ -791,12 +774,12 @@ TEST(gather_nothing) {
   CHECK(evl_future_result(g) == NULL);
   CHECK_EQ(evl_run_until_complete(loop, g), 0);
   evl_future_release(g);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(gather_cancel_cancels_children) {
   long_state s = {0, 0};
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *futs[3];
   evl_future *g;
   int i;
@@ -804,9 +787,7 @@ TEST(gather_cancel_cancels_children) {
   futs[1] = evl_sleep(loop, 30.0, NULL);
   futs[2] = evl_task_create(loop, long_sleeper, &s, 0);
   g = evl_gather(loop, futs, 3, 0);
-  for (i = 0; i < 10 && !s.started; i++)
-    evl_run_once(loop, 0);
-  CHECK_EQ(s.started, 1);
+  run_until_started(loop, &s.started);
   CHECK_EQ(evl_future_cancel(g), 1);
   CHECK_EQ(evl_run_until_complete(loop, g), EVL_ECANCELED);
   CHECK_EQ(evl_future_cancelled(g), 1);
@@ -817,13 +798,13 @@ TEST(gather_cancel_cancels_children) {
   evl_future_release(g);
   for (i = 0; i < 3; i++)
     evl_future_release(futs[i]);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- evl_sleep and EVL_ASYNC_FAIL ---------------------------------------- */
 
 TEST(sleep_returns_result) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   double t0 = evl_time(loop);
   evl_future *f = evl_sleep(loop, 0.02, &g_value_b);
   CHECK(f != NULL);
@@ -832,11 +813,11 @@ TEST(sleep_returns_result) {
   CHECK(evl_time(loop) - t0 >= 0.0199);
   CHECK(evl_future_result(f) == &g_value_b);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(sleep_zero_next_iteration) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *f = evl_sleep(loop, 0, &g_value_a);
   CHECK(f != NULL);
   CHECK_EQ(evl_future_done(f), 0); /* not inline */
@@ -844,7 +825,7 @@ TEST(sleep_zero_next_iteration) {
   CHECK_EQ(evl_future_done(f), 1);
   CHECK(evl_future_result(f) == &g_value_a);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static void failing_task(evl_task *t, void *state) {
@@ -856,7 +837,7 @@ static void failing_task(evl_task *t, void *state) {
 }
 
 TEST(async_fail) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t = evl_task_create(loop, failing_task, NULL, 0);
   const char *msg;
   CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECONNRESET);
@@ -866,13 +847,13 @@ TEST(async_fail) {
   CHECK(msg != NULL);
   CHECK(strcmp(msg, "peer went away") == 0);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(gather_child_cancelled) {
   /* asyncio: a cancelled child fails the gather, which is not cancelled. */
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_future *futs[2];
   evl_future *g;
   futs[0] = evl_future_new(loop);
@@ -886,22 +867,19 @@ TEST(gather_child_cancelled) {
   evl_future_release(g);
   evl_future_release(futs[0]);
   evl_future_release(futs[1]);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(cancel_after_awaited_future_done) {
   /* The awaited future is done but the task has not resumed yet: the
      cancel still wins, as in asyncio (the task is cancelled). */
   await_state s;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
-  int i;
   memset(&s, 0, sizeof s);
   s.fut = evl_future_new(loop);
   t = evl_task_create(loop, await_plain, &s, 0);
-  for (i = 0; i < 10 && !s.started; i++)
-    evl_run_once(loop, 0);
-  CHECK_EQ(s.started, 1);
+  run_until_started(loop, &s.started);
   CHECK_EQ(evl_future_set_result(s.fut, &g_value_a), 0);
   CHECK_EQ(evl_task_cancel(t), 1);
   CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
@@ -910,7 +888,7 @@ TEST(cancel_after_awaited_future_done) {
   CHECK_EQ(evl_future_cancelled(s.fut), 0);
   evl_future_release(t);
   evl_future_release(s.fut);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static int g_report_error;
@@ -926,7 +904,7 @@ static void record_handler(evl_loop *loop, const evl_context *ctx, void *arg) {
 TEST(failed_task_error_reported) {
   /* A fire-and-forget task that fails: nobody retrieves its error, so it
      goes to the exception handler when the task is freed. */
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_task *t;
   int i;
   g_reports = 0;
@@ -939,8 +917,7 @@ TEST(failed_task_error_reported) {
   CHECK_EQ(g_reports, 1);
   CHECK_EQ(g_report_error, EVL_ECONNRESET);
   CHECK_EQ(g_report_had_future, 1);
-  evl_loop_free(loop);
-  CHECK_EQ(g_reports, 1);
+  test_close_reported(loop, 1);
 }
 
 #define NTASKS 2000
@@ -960,7 +937,7 @@ static void many_task(evl_task *t, void *state) {
 }
 
 TEST(many_tasks) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task **ts = (evl_task **)calloc(NTASKS, sizeof *ts);
   evl_future *g;
   many_state s;
@@ -981,7 +958,7 @@ TEST(many_tasks) {
   for (i = 0; i < NTASKS; i++)
     evl_future_release(ts[i]);
   free(ts);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 typedef struct self_cancel_state {
@@ -1004,7 +981,7 @@ static void self_cancelling(evl_task *t, void *state) {
 TEST(task_cancels_itself) {
   /* The cancel is delivered at the next await: the 30 s sleep is cut. */
   self_cancel_state s = {0, 0, 0};
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   double t0 = evl_time(loop);
   evl_task *t = evl_task_create(loop, self_cancelling, &s, 0);
   CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
@@ -1013,20 +990,20 @@ TEST(task_cancels_itself) {
   CHECK_EQ(evl_future_cancelled(t), 1);
   CHECK(evl_time(loop) - t0 < 10.0);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(task_cancelled_while_running_then_returns) {
   /* asyncio: a task cancelled while it runs that then returns without
      awaiting again ends cancelled (Task.__step: _must_cancel wins). */
   self_cancel_state s = {0, 0, 1};
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_task *t = evl_task_create(loop, self_cancelling, &s, 0);
   CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
   CHECK_EQ(s.err, 1);
   CHECK_EQ(evl_future_cancelled(t), 1);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

@@ -32,7 +32,7 @@ static void release3(evl_future **f) {
 }
 
 TEST(wait_first_completed_reports_done_and_pending) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f[3], *w;
   make3(loop, f);
   w = evl_wait(loop, f, 3, EVL_FIRST_COMPLETED, INFINITY);
@@ -44,11 +44,11 @@ TEST(wait_first_completed_reports_done_and_pending) {
   CHECK_EQ(evl_future_done(f[0]) + evl_future_done(f[2]), 0); /* pending */
   evl_future_release(w);
   release3(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(wait_first_exception_and_all_completed) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f[3], *w, *a;
   make3(loop, f);
   w = evl_wait(loop, f, 3, EVL_FIRST_EXCEPTION, INFINITY);
@@ -66,11 +66,11 @@ TEST(wait_first_exception_and_all_completed) {
   evl_future_release(w);
   evl_future_release(a);
   release3(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(wait_timeout_and_cancel_cancel_nothing) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f[3], *w, *bad;
   make3(loop, f);
   w = evl_wait(loop, f, 3, EVL_ALL_COMPLETED, 0.02);
@@ -92,13 +92,13 @@ TEST(wait_timeout_and_cancel_cancel_nothing) {
   CHECK_EQ(evl_future_error(bad), EVL_EINVAL);
   evl_future_release(bad);
   release3(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- as_completed ---- */
 
 TEST(as_completed_order_and_timeout) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *f[3], *n;
   evl_as_completed *ac;
   make3(loop, f);
@@ -125,13 +125,13 @@ TEST(as_completed_order_and_timeout) {
   evl_as_completed_free(ac);
   CHECK(evl_as_completed_new(loop, f, 0, 1.0) == NULL);
   release3(f);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- shield ---- */
 
 TEST(shield_keeps_inner_running) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_future *inner = evl_future_new(loop), *outer, *o2;
   outer = evl_shield(inner);
   CHECK_EQ(evl_future_cancel(outer), 1);
@@ -144,7 +144,7 @@ TEST(shield_keeps_inner_running) {
   evl_future_release(outer);
   evl_future_release(o2);
   evl_future_release(inner);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* ---- TaskGroup ---- */
@@ -217,7 +217,7 @@ static parent_state *new_parent(int nkids, const double *delays,
 }
 
 TEST(taskgroup_waits_for_all_children) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   static const double d[3] = {0.01, 0.03, 0.02};
   parent_state *p = new_parent(3, d, NULL, 0);
   evl_task *t = evl_task_create(loop, parent, p, 0);
@@ -227,14 +227,14 @@ TEST(taskgroup_waits_for_all_children) {
   CHECK_EQ(p->wait_err, 0);
   evl_future_release(t);
   free(p);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* test_taskgroup_03 / _07: a child fails while the parent awaits something
    else: the other children and the parent are cancelled, the group
    reports the error. */
 TEST(taskgroup_child_failure_cancels_siblings_and_parent) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   static const double d[3] = {0.01, 0.5, 0.5};
   static const int fails[3] = {EVL_ECONNRESET, 0, 0};
   parent_state *p = new_parent(3, d, fails, 1.0);
@@ -249,11 +249,11 @@ TEST(taskgroup_child_failure_cancels_siblings_and_parent) {
   CHECK_EQ(p->others, 0);
   evl_future_release(t);
   free(p);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(taskgroup_counts_other_failures) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   static const double d[3] = {0, 0, 0.3}; /* both fail in one iteration */
   static const int fails[3] = {EVL_EIO, EVL_EPIPE, 0};
   parent_state *p = new_parent(3, d, fails, 0);
@@ -263,13 +263,13 @@ TEST(taskgroup_counts_other_failures) {
   CHECK_EQ(p->cancelled, 1);
   evl_future_release(t);
   free(p);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* test_taskgroup_05/_06: cancelling the task that waits on the group
    cancels the children; the wait ends cancelled once they have ended. */
 TEST(taskgroup_parent_cancel_cancels_children) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   static const double d[2] = {0.5, 0.5};
   parent_state *p = new_parent(2, d, NULL, 0);
   evl_task *t = evl_task_create(loop, parent, p, 0);
@@ -283,11 +283,11 @@ TEST(taskgroup_parent_cancel_cancels_children) {
   CHECK_EQ(p->cancelled, 2);
   evl_future_release(t);
   free(p);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(taskgroup_no_children_after_failure_and_free_cancels) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_task_group *g = evl_task_group_new(loop, NULL);
   kid_state k[2];
   int ended = 0, cancelled = 0, i;
@@ -315,7 +315,7 @@ TEST(taskgroup_no_children_after_failure_and_free_cancels) {
     evl_run_once(loop, 0);
   CHECK_EQ(ended, 1);
   CHECK_EQ(cancelled, 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* asyncio: an error in the body of `async with TaskGroup()` aborts the
@@ -349,7 +349,7 @@ static void failing_body(evl_task *t, void *state) {
 }
 
 TEST(taskgroup_body_error_cancels_children) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   body_fail b;
   evl_task *t;
   double t0 = evl_time(loop);
@@ -361,7 +361,7 @@ TEST(taskgroup_body_error_cancels_children) {
   CHECK_EQ(b.cancelled, 2);
   CHECK_EQ(b.wait_err, 0);
   evl_future_release(t);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

@@ -22,19 +22,6 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-/* A byte pattern that does not repeat every 256 bytes. */
-static unsigned char pat(size_t i) {
-  return (unsigned char)((i * 131u + (i >> 11) + (i >> 19)) & 0xff);
-}
-static unsigned char *pattern_buf(size_t n, size_t off) {
-  unsigned char *b = (unsigned char *)malloc(n ? n : 1);
-  size_t i;
-  CHECK(b != NULL);
-  for (i = 0; i < n; i++)
-    b[i] = pat(off + i);
-  return b;
-}
-
 static int g_seq; /* orders callbacks across transports */
 
 /* One end of a connection and what happened to it. */
@@ -47,7 +34,7 @@ typedef struct peer {
   int echo;          /* write back what arrives */
   int close_in_data; /* close from inside data_received */
   int pause_on_made; /* pause reading in connection_made */
-  int check_pat;     /* check the bytes against pat() */
+  int check_pat;     /* check the bytes against test_pat() */
   int write_after_close_rc, closing_after_close;
   int abort_in_data, close_in_eof, lost_write_rc;
   /* received bytes: counted, the first `cap` kept in buf */
@@ -82,7 +69,7 @@ static void take_bytes(peer *p, const unsigned char *d, size_t len) {
   size_t i;
   if (p->check_pat && !p->pat_bad)
     for (i = 0; i < len; i++)
-      if (d[i] != pat(p->n + i)) {
+      if (d[i] != test_pat(p->n + i)) {
         p->pat_bad = 1;
         p->pat_bad_at = p->n + i;
         break;
@@ -228,11 +215,7 @@ static evl_server *serve_proto(evl_loop *loop, const evl_protocol *proto,
                                const evl_net_options *opts) {
   evl_future *f = evl_create_server(loop, proto, c, host, port, opts);
   evl_server *s;
-  CHECK(f != NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  s = (evl_server *)evl_future_result(f);
-  CHECK(s != NULL);
-  evl_future_release(f);
+  s = (evl_server *)wait_result(loop, f);
   return s;
 }
 static evl_server *serve(evl_loop *loop, server_ctx *c) {
@@ -244,11 +227,7 @@ static evl_transport *dial(evl_loop *loop, peer *p, const char *host,
   evl_future *f =
       evl_create_connection(loop, &client_proto, p, host, port, NULL);
   evl_transport *t;
-  CHECK(f != NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  t = (evl_transport *)evl_future_result(f);
-  CHECK(t != NULL);
-  evl_future_release(f);
+  t = (evl_transport *)wait_result(loop, f);
   RUN_UNTIL(loop, p->made == 1);
   CHECK(p->t == t);
   CHECK(evl_transport_loop(t) == loop);
@@ -279,16 +258,6 @@ static void close_both(evl_loop *loop, peer *a, peer *b) {
   if (b->t)
     evl_transport_close(b->t);
   RUN_UNTIL(loop, a->lost == 1 && b->lost == 1);
-}
-
-static void server_done(evl_loop *loop, evl_server *s) {
-  evl_future *w;
-  evl_server_close(s);
-  w = evl_server_wait_closed(s);
-  CHECK(w != NULL);
-  CHECK_EQ(wait_fut(loop, w), 0);
-  evl_future_release(w);
-  evl_server_free(s);
 }
 
 static int port_of(const struct sockaddr_storage *ss) {
@@ -344,7 +313,7 @@ static void echo_once(evl_loop *loop, server_ctx *c, const char *host,
 /* ---- connection basics -------------------------------------------------- */
 
 TEST(tcp_data_both_ways_and_close) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -393,14 +362,14 @@ TEST(tcp_data_both_ways_and_close) {
   CHECK_EQ(cl.lost, 1);
   CHECK_EQ(sp->lost, 1);
   CHECK_EQ(cl.after_lost + sp->after_lost, 0);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_server_close_gives_client_eof) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -418,14 +387,14 @@ TEST(tcp_server_close_gives_client_eof) {
   CHECK(cl.eof_seq < cl.lost_seq);
   CHECK_EQ(cl.lost_err, 0);
   CHECK_EQ(sp->lost_err, 0);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_half_close_eof_received_keeps_writing) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -460,9 +429,9 @@ TEST(tcp_half_close_eof_received_keeps_writing) {
   RUN_UNTIL(loop, cl.lost == 1 && sp->lost == 1);
   CHECK_EQ(cl.lost_err, 0);
   CHECK_EQ(sp->lost_err, 0);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -470,7 +439,7 @@ TEST(tcp_half_close_eof_received_keeps_writing) {
 
 TEST(tcp_write_64mib_in_one_call) {
   const size_t total = (size_t)64 << 20;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -482,7 +451,7 @@ TEST(tcp_write_64mib_in_one_call) {
   dial(loop, &cl, "127.0.0.1", evl_server_port(s));
   RUN_UNTIL(loop, c.n == 1);
   sp = &c.peers[0];
-  data = pattern_buf(total, 0);
+  data = test_pattern_buf(total, 0);
   CHECK_EQ(evl_transport_write(cl.t, data, total), 0);
   /* the transport copied what it could not send at once */
   memset(data, 0, total);
@@ -494,15 +463,15 @@ TEST(tcp_write_64mib_in_one_call) {
   RUN_UNTIL(loop, evl_transport_get_write_buffer_size(cl.t) == 0);
   close_both(loop, &cl, sp);
   CHECK_EQ(sp->n, total);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_writev) {
   const size_t big = (size_t)3 << 20;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -517,13 +486,13 @@ TEST(tcp_writev) {
   sp = &c.peers[0];
   /* small pieces, an empty one, then two big ones that cannot all go at
      once: the order must hold across what is sent and what is queued */
-  a = pattern_buf(big, 10);
-  b = pattern_buf(big, 10 + big);
+  a = test_pattern_buf(big, 10);
+  b = test_pattern_buf(big, 10 + big);
   {
     unsigned char head[10];
     size_t i;
     for (i = 0; i < 10; i++)
-      head[i] = pat(i);
+      head[i] = test_pat(i);
     iov[0].base = head;
     iov[0].len = 10;
     iov[1].base = "";
@@ -541,9 +510,9 @@ TEST(tcp_writev) {
   CHECK_EQ(sp->pat_bad, 0);
   CHECK_EQ(sp->n, 10 + 2 * big);
   close_both(loop, &cl, sp);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -551,7 +520,7 @@ TEST(tcp_writev) {
 
 TEST(tcp_flow_control_pause_resume_writing) {
   const size_t high = 64 * 1024, low = 16 * 1024, chunk = 8 * 1024;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -569,7 +538,7 @@ TEST(tcp_flow_control_pause_resume_writing) {
   CHECK_EQ(evl_transport_is_reading(sp->t), 0);
   CHECK_EQ(evl_transport_set_write_buffer_limits(cl.t, high, low), 0);
   CHECK_EQ(evl_transport_set_write_buffer_limits(cl.t, 1000, 2000), EVL_EINVAL);
-  data = pattern_buf((size_t)64 << 20, 0);
+  data = test_pattern_buf((size_t)64 << 20, 0);
   /* Write 8 KiB at a time (letting the loop run) until the buffer passes
      the high mark; the kernel's buffers fill first. */
   for (i = 0; i < 32768 && cl.pauses == 0; i++) {
@@ -607,14 +576,14 @@ TEST(tcp_flow_control_pause_resume_writing) {
   close_both(loop, &cl, sp);
   CHECK_EQ(cl.pauses, 1);
   CHECK_EQ(cl.resumes, 1);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_default_write_limits) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -629,7 +598,7 @@ TEST(tcp_default_write_limits) {
   sp = &c.peers[0];
   /* one write far beyond what the kernel holds: pause_writing once,
      at once (asyncio calls it from inside write) */
-  data = pattern_buf(total, 0);
+  data = test_pattern_buf(total, 0);
   CHECK_EQ(evl_transport_write(cl.t, data, total), 0);
   free(data);
   CHECK_EQ(cl.pauses, 1);
@@ -640,14 +609,14 @@ TEST(tcp_default_write_limits) {
   CHECK(cl.size_at_resume <= 16 * 1024);
   CHECK_EQ(cl.pauses, 1);
   close_both(loop, &cl, sp);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_pause_resume_reading) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -677,16 +646,16 @@ TEST(tcp_pause_resume_reading) {
   CHECK_EQ(sp->eofs, 1);
   CHECK_EQ(sp->lost_err, 0);
   close_both(loop, &cl, sp);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* ---- close inside data_received, abort ---------------------------------- */
 
 TEST(tcp_close_inside_data_received) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -712,15 +681,15 @@ TEST(tcp_close_inside_data_received) {
   CHECK_EQ(cl.n, sp->n); /* the echo written before close arrived */
   CHECK_EQ(cl.eofs, 1);
   CHECK_EQ(cl.lost_err, 0);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_abort_drops_queued_data) {
   const size_t total = (size_t)32 << 20;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -733,7 +702,7 @@ TEST(tcp_abort_drops_queued_data) {
   dial(loop, &cl, "127.0.0.1", evl_server_port(s));
   RUN_UNTIL(loop, c.n == 1);
   sp = &c.peers[0];
-  data = pattern_buf(total, 0);
+  data = test_pattern_buf(total, 0);
   CHECK_EQ(evl_transport_write(cl.t, data, total), 0);
   free(data);
   CHECK(evl_transport_get_write_buffer_size(cl.t) > 0);
@@ -749,9 +718,9 @@ TEST(tcp_abort_drops_queued_data) {
   CHECK_EQ(sp->pat_bad, 0);
   CHECK(sp->lost_err == 0 || sp->lost_err == EVL_ECONNRESET);
   CHECK_EQ(cl.after_lost, 0);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -759,7 +728,7 @@ TEST(tcp_abort_drops_queued_data) {
 
 TEST(tcp_buffered_protocol) {
   const size_t total = (size_t)1 << 20;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c, d;
   evl_server *s, *s2;
   peer cl, cl2, *sp, *sp2;
@@ -778,7 +747,7 @@ TEST(tcp_buffered_protocol) {
   RUN_UNTIL(loop, c.n == 1 && d.n == 1);
   sp = &c.peers[0];
   sp2 = &d.peers[0];
-  data = pattern_buf(total, 0);
+  data = test_pattern_buf(total, 0);
   CHECK_EQ(evl_transport_write(cl.t, data, total), 0);
   CHECK_EQ(evl_transport_write(cl2.t, data, total), 0);
   evl_transport_close(cl.t);
@@ -793,18 +762,18 @@ TEST(tcp_buffered_protocol) {
   CHECK(memcmp(sp->buf, sp2->buf, total) == 0);
   CHECK(memcmp(sp->buf, data, total) == 0);
   free(data);
-  server_done(loop, s);
-  server_done(loop, s2);
+  test_server_done(loop, s);
+  test_server_done(loop, s2);
   server_ctx_free(&c);
   server_ctx_free(&d);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* ---- addresses and socket options --------------------------------------- */
 
 TEST(tcp_peername_sockname_nodelay) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -873,14 +842,14 @@ TEST(tcp_peername_sockname_nodelay) {
   CHECK(fcntl((int)evl_transport_fd(sp->t), F_GETFL) & O_NONBLOCK);
 #endif
   close_both(loop, &cl, sp);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_no_delay_off) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl;
@@ -904,16 +873,16 @@ TEST(tcp_no_delay_off) {
            0);
   CHECK_EQ(one, 0);
   close_both(loop, &cl, &c.peers[0]);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* ---- listening addresses ------------------------------------------------- */
 
 TEST(tcp_server_all_interfaces) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   evl_fd fds[8];
@@ -951,22 +920,22 @@ TEST(tcp_server_all_interfaces) {
     CHECK(v6 >= 1);
   else
     printf("  note: no IPv6 loopback; IPv6 part skipped\n");
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_server_empty_host_is_all_interfaces) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   server_ctx_init(&c);
   s = serve_proto(loop, &server_proto, &c, "", 0, NULL);
   CHECK(evl_server_sockets(s, NULL, 0) >= 1);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -980,7 +949,7 @@ TEST(tcp_server_host_list) {
     printf("  note: no IPv6 loopback; skipped\n");
     return;
   }
-  loop = quiet_loop();
+  loop = test_open();
   server_ctx_init(&c);
   s = serve_proto(loop, &server_proto, &c, "127.0.0.1,::1", 0, NULL);
   CHECK_EQ(evl_server_sockets(s, fds, 4), 2);
@@ -991,14 +960,14 @@ TEST(tcp_server_host_list) {
   CHECK(fam1 == AF_INET || fam1 == AF_INET6);
   echo_once(loop, &c, fam0 == AF_INET ? "127.0.0.1" : "::1", p0);
   echo_once(loop, &c, fam1 == AF_INET ? "127.0.0.1" : "::1", p1);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_server_address_in_use_and_reuse_port) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c, d, e, g;
   evl_server *s, *s2, *s3;
   evl_net_options o;
@@ -1015,7 +984,7 @@ TEST(tcp_server_address_in_use_and_reuse_port) {
   CHECK_EQ(wait_fut(loop, f), EVL_EADDRINUSE);
   CHECK_EQ(evl_future_error(f), EVL_EADDRINUSE);
   evl_future_release(f);
-  server_done(loop, s);
+  test_server_done(loop, s);
 
   memset(&o, 0, sizeof o);
   o.reuse_port = 1;
@@ -1033,23 +1002,23 @@ TEST(tcp_server_address_in_use_and_reuse_port) {
   s3 = serve_proto(loop, &server_proto, &e, "127.0.0.1", port, &o);
   CHECK_EQ(evl_server_port(s3), port);
   echo_once(loop, &e, "127.0.0.1", port);
-  server_done(loop, s2);
+  test_server_done(loop, s2);
   /* s3 still listens on the port */
   echo_once(loop, &e, "127.0.0.1", port);
-  server_done(loop, s3);
+  test_server_done(loop, s3);
 #endif
   server_ctx_free(&c);
   server_ctx_free(&d);
   server_ctx_free(&e);
   server_ctx_free(&g);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* ---- serving ------------------------------------------------------------ */
 
 TEST(tcp_no_start_serving) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   evl_net_options o;
@@ -1066,14 +1035,14 @@ TEST(tcp_no_start_serving) {
   CHECK_EQ(evl_server_is_serving(s), 1);
   CHECK_EQ(evl_server_start_serving(s), 0); /* again: no-op */
   echo_once(loop, &c, "127.0.0.1", evl_server_port(s));
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_server_close_keeps_connections) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -1111,12 +1080,12 @@ TEST(tcp_server_close_keeps_connections) {
   evl_future_release(w);
   evl_server_free(s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_wait_closed_waits_for_close) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   evl_future *w;
@@ -1132,12 +1101,12 @@ TEST(tcp_wait_closed_waits_for_close) {
   evl_future_release(w);
   evl_server_free(s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_serve_forever_cancel_closes) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   evl_future *f, *w;
@@ -1166,14 +1135,14 @@ TEST(tcp_serve_forever_cancel_closes) {
   evl_future_release(f);
   evl_server_free(s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* ---- connect_accepted_socket ------------------------------------------- */
 
 TEST(tcp_connect_accepted_socket) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   int sv[2];
   peer a, b;
   unsigned char abuf[16], bbuf[16];
@@ -1208,12 +1177,12 @@ TEST(tcp_connect_accepted_socket) {
   /* the loop closed both fds */
   CHECK(test_sock_is_closed(sv[0]));
   CHECK(test_sock_is_closed(sv[1]));
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_connect_accepted_tcp_socket) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   struct sockaddr_in sin;
   int lfd, cfd, afd, one = 0;
   socklen_t olen = sizeof one;
@@ -1245,14 +1214,14 @@ TEST(tcp_connect_accepted_tcp_socket) {
   CHECK_EQ(evl_transport_write(ta, "echo me", 7), 0);
   RUN_UNTIL(loop, a.n == 7);
   close_both(loop, &a, &b);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* ---- sendfile ------------------------------------------------------------ */
 
 static int temp_file(size_t n) {
-  unsigned char *data = pattern_buf(n, 3);
+  unsigned char *data = test_pattern_buf(n, 3);
   int fd = test_tmpfile_fd();
   size_t off = 0;
   CHECK(fd >= 0);
@@ -1267,7 +1236,7 @@ static int temp_file(size_t n) {
 
 TEST(tcp_sendfile) {
   const size_t total = (size_t)1 << 20;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -1297,19 +1266,19 @@ TEST(tcp_sendfile) {
   CHECK_EQ(sp->n, total + 106);
   CHECK(memcmp(sp->buf, "HDR", 3) == 0);
   for (i = 0; i < total; i++)
-    if (sp->buf[3 + i] != pat(3 + i))
+    if (sp->buf[3 + i] != test_pat(3 + i))
       break;
   CHECK_EQ(i, total);
   for (i = 0; i < 100; i++)
-    CHECK_EQ(sp->buf[3 + total + i], pat(3 + 1000 + i));
+    CHECK_EQ(sp->buf[3 + total + i], test_pat(3 + 1000 + i));
   CHECK(memcmp(sp->buf + 3 + total + 100, "TRL", 3) == 0);
   evl_future_release(f);
   evl_future_release(f2);
   test_fd_close(fd);
   close_both(loop, &cl, sp);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -1318,7 +1287,7 @@ TEST(tcp_sendfile) {
 TEST(tcp_server_freed_in_connection_made) {
   /* a one-shot server: evl_server_free from connection_made; the
      connection goes on, the server is freed once it is gone */
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl;
@@ -1337,13 +1306,13 @@ TEST(tcp_server_freed_in_connection_made) {
   close_both(loop, &cl, &c.peers[0]);
   run_for(loop, 0.02);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_abort_inside_data_received_during_bulk) {
   const size_t total = (size_t)16 << 20;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -1355,7 +1324,7 @@ TEST(tcp_abort_inside_data_received_during_bulk) {
   dial(loop, &cl, "127.0.0.1", evl_server_port(s));
   RUN_UNTIL(loop, c.n == 1);
   sp = &c.peers[0];
-  data = pattern_buf(total, 0);
+  data = test_pattern_buf(total, 0);
   CHECK_EQ(evl_transport_write(sp->t, data, total), 0);
   free(data);
   RUN_UNTIL(loop, cl.lost == 1);
@@ -1365,13 +1334,13 @@ TEST(tcp_abort_inside_data_received_during_bulk) {
   CHECK_EQ(cl.after_lost, 0);
   /* the sender finds out: reset or EOF, then connection_lost */
   RUN_UNTIL(loop, sp->lost == 1);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(tcp_close_inside_eof_received) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -1392,9 +1361,9 @@ TEST(tcp_close_inside_eof_received) {
   CHECK_EQ(cl.eofs, 1);
   CHECK_EQ(cl.lost_err, 0);
   CHECK_EQ(sp->after_lost + cl.after_lost, 0);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -1402,7 +1371,7 @@ TEST(tcp_close_inside_eof_received) {
  */
 
 TEST(tcp_connect_local_host_and_port) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl;
@@ -1421,7 +1390,7 @@ TEST(tcp_connect_local_host_and_port) {
     server_ctx_init(&tmp);
     s2 = serve(loop, &tmp);
     lport = evl_server_port(s2);
-    server_done(loop, s2);
+    test_server_done(loop, s2);
   }
   memset(&o, 0, sizeof o);
   o.local_host = "127.0.0.1";
@@ -1462,14 +1431,14 @@ TEST(tcp_connect_local_host_and_port) {
     CHECK(v != 0);
 #endif
   }
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_server_options_family_and_no_reuse_address) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   evl_net_options o;
@@ -1492,16 +1461,16 @@ TEST(tcp_server_options_family_and_no_reuse_address) {
            0);
   CHECK_EQ(v, 0);
   echo_once(loop, &c, "127.0.0.1", evl_server_port(s));
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_write_limits_low_default) {
   /* high given, low 0: low is high/4 */
   const size_t high = 40000, chunk = 4096;
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
@@ -1516,7 +1485,7 @@ TEST(tcp_write_limits_low_default) {
   RUN_UNTIL(loop, c.n == 1);
   sp = &c.peers[0];
   CHECK_EQ(evl_transport_set_write_buffer_limits(cl.t, high, 0), 0);
-  data = pattern_buf((size_t)32 << 20, 0);
+  data = test_pattern_buf((size_t)32 << 20, 0);
   for (i = 0; i < 8000 && cl.pauses == 0; i++) {
     CHECK(sent + chunk <= ((size_t)32 << 20));
     CHECK(evl_transport_get_write_buffer_size(cl.t) <= high);
@@ -1534,16 +1503,16 @@ TEST(tcp_write_limits_low_default) {
   CHECK(cl.size_at_resume <= high / 4);
   RUN_UNTIL(loop, sp->n == sent);
   close_both(loop, &cl, sp);
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* ---- loop close with a server and connections still open ---------------- */
 
 static void loop_free_with_open_server_and_connections(void) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   peer cl;
@@ -1553,7 +1522,7 @@ static void loop_free_with_open_server_and_connections(void) {
   dial(loop, &cl, "127.0.0.1", evl_server_port(s));
   RUN_UNTIL(loop, c.n == 1);
   CHECK_EQ(evl_transport_write(cl.t, "unsent?", 7), 0);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(cl.lost, 1);
   CHECK_EQ(c.peers[0].lost, 1);
   CHECK_EQ(cl.after_lost + c.peers[0].after_lost, 0);
@@ -1596,7 +1565,7 @@ static int bound_to_a_port(evl_fd fd) {
    evl_connect_accepted_socket on a socket bound elsewhere still works
    (through readiness). */
 TEST(tcp_iocp_completion_io) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   int iocp = strcmp(evl_backend_name(loop), "iocp") == 0, i;
   server_ctx c;
   evl_server *s;
@@ -1640,9 +1609,9 @@ TEST(tcp_iocp_completion_io) {
     test_closesocket(sv[1]);
     CloseHandle(other);
   }
-  server_done(loop, s);
+  test_server_done(loop, s);
   server_ctx_free(&c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 #endif

@@ -58,7 +58,7 @@ static void guard_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(threadsafe_calls_from_four_threads_arrive_once_in_order) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   pthread_t th[NTHREADS];
   producer prod[NTHREADS];
   int i, timed_out = 0;
@@ -86,7 +86,7 @@ TEST(threadsafe_calls_from_four_threads_arrive_once_in_order) {
   CHECK_EQ(evl_run_once(loop, 0.01), 0);
   CHECK_EQ(g_total, (long)NTHREADS * PER_THREAD);
   CHECK_EQ(evl_handle_cancel(loop, guard), 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 typedef struct {
@@ -103,7 +103,7 @@ static void *waker_main(void *arg) {
 }
 
 TEST(threadsafe_call_wakes_a_loop_blocked_on_a_far_timer) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   pthread_t th;
   waker w;
   int far_fired = 0;
@@ -122,11 +122,11 @@ TEST(threadsafe_call_wakes_a_loop_blocked_on_a_far_timer) {
   CHECK_EQ(far_fired, 0);
   CHECK(elapsed >= 0.09);
   CHECK(elapsed < 5.0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(threadsafe_call_wakes_a_loop_with_nothing_scheduled) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   pthread_t th;
   waker w;
   double t0, elapsed;
@@ -141,7 +141,7 @@ TEST(threadsafe_call_wakes_a_loop_with_nothing_scheduled) {
   CHECK_EQ(w.rc, 0);
   CHECK_EQ(w.stopped, 1);
   CHECK(elapsed < 5.0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* The loop runs in its own thread; callbacks must run there. */
@@ -166,7 +166,7 @@ static void *loop_thread_main(void *arg) {
 }
 
 TEST(threadsafe_callbacks_run_on_the_loop_thread) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   pthread_t th;
   thread_check c;
   memset(&c, 0, sizeof c);
@@ -186,11 +186,11 @@ TEST(threadsafe_callbacks_run_on_the_loop_thread) {
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(c.ran, 1);
   CHECK(pthread_equal(c.ran_on, pthread_self()));
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(threadsafe_call_refuses_closed_loop_and_null_callback) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int ran = 0, stops = 0;
   CHECK_EQ(evl_call_soon_threadsafe(loop, NULL, &ran), EVL_EINVAL);
   /* The loop still works after the refused call. */
@@ -202,7 +202,7 @@ TEST(threadsafe_call_refuses_closed_loop_and_null_callback) {
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_call_soon_threadsafe(loop, test_count_cb, &ran), EVL_ECLOSED);
   CHECK_EQ(ran, 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static void soon_threadsafe_from_loop_cb(evl_loop *loop, void *arg) {
@@ -210,12 +210,12 @@ static void soon_threadsafe_from_loop_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(threadsafe_call_from_the_loop_thread_itself_works) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int stops = 0;
   CHECK(evl_call_soon(loop, soon_threadsafe_from_loop_cb, &stops) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(stops, 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

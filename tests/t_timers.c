@@ -27,7 +27,7 @@ static void log_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(timers_fire_in_deadline_order) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   reset_log(3);
   CHECK(evl_call_later(loop, 0.030, log_cb, &g_ids[30]) > 0);
   CHECK(evl_call_later(loop, 0.010, log_cb, &g_ids[10]) > 0);
@@ -37,11 +37,11 @@ TEST(timers_fire_in_deadline_order) {
   CHECK_EQ(g_log[0], 10);
   CHECK_EQ(g_log[1], 20);
   CHECK_EQ(g_log[2], 30);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(equal_deadlines_fire_in_scheduling_order) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   double when = evl_time(loop) + 0.02;
   int i;
   reset_log(50);
@@ -51,7 +51,7 @@ TEST(equal_deadlines_fire_in_scheduling_order) {
   CHECK_EQ(g_nlog, 50);
   for (i = 0; i < 50; i++)
     CHECK_EQ(g_log[i], i);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Timers that record when they were scheduled and when they fired. */
@@ -74,7 +74,7 @@ static void early_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(timers_never_fire_before_their_deadline) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int d;
   g_early_left = 60;
   for (d = 1; d <= 60; d++) {
@@ -96,7 +96,7 @@ TEST(timers_never_fire_before_their_deadline) {
       CHECK(0);
     }
   }
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* 100,000 timers with pseudo-random deadlines. */
@@ -121,7 +121,7 @@ static void many_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(hundred_thousand_random_timers_fire_in_deadline_order) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   uint32_t seed = 12345;
   int i;
   double t0 = evl_time(loop);
@@ -141,7 +141,7 @@ TEST(hundred_thousand_random_timers_fire_in_deadline_order) {
   CHECK_EQ(g_many_fired, MANY_TIMERS);
   CHECK_EQ(g_many_bad_order, 0);
   CHECK_EQ(g_many_early, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Timers cancelled at random, before and while the loop runs: the heap
@@ -174,7 +174,7 @@ static void cancel_some_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(randomly_cancelled_timers_never_fire_and_the_rest_stay_ordered) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   uint32_t seed = 777;
   int i, fired = 0, cancelled = 0;
   for (i = 0; i < CANCEL_TIMERS; i++) {
@@ -205,11 +205,11 @@ TEST(randomly_cancelled_timers_never_fire_and_the_rest_stay_ordered) {
   CHECK(fired > 0);
   CHECK(cancelled > CANCEL_TIMERS / 3);
   CHECK(evl_next_timeout(loop) == -1.0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(huge_delays_are_accepted_and_do_not_fire) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int fired = 0, stops = 0;
   evl_handle a, b, c;
   a = evl_call_later(loop, 1e300, test_count_cb, &fired);
@@ -228,7 +228,7 @@ TEST(huge_delays_are_accepted_and_do_not_fire) {
   CHECK_EQ(evl_run_once(loop, 0.01), 0);
   CHECK_EQ(fired, 0);
   CHECK_EQ(evl_handle_cancel(loop, c), 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static evl_handle g_victim;
@@ -239,7 +239,7 @@ static void cancel_victim_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(callback_cancelled_earlier_in_same_iteration_does_not_run) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int first = 0, second = 0;
   CHECK(evl_call_soon(loop, cancel_victim_cb, &first) > 0);
   g_victim = evl_call_soon(loop, test_count_cb, &second);
@@ -250,11 +250,11 @@ TEST(callback_cancelled_earlier_in_same_iteration_does_not_run) {
   CHECK_EQ(second, 0);
   CHECK_EQ(evl_run_once(loop, 0), 0);
   CHECK_EQ(second, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(timer_cancelled_by_timer_due_in_same_iteration_does_not_run) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int first = 0, second = 0, stops = 0;
   double when = evl_time(loop) + 0.02;
   CHECK(evl_call_at(loop, when, cancel_victim_cb, &first) > 0);
@@ -266,11 +266,11 @@ TEST(timer_cancelled_by_timer_due_in_same_iteration_does_not_run) {
   CHECK_EQ(first, 1);
   CHECK_EQ(g_cancel_rc, 1);
   CHECK_EQ(second, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(handle_when_reports_pending_timer_deadlines_only) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int fired = 0, soon = 0, stops = 0;
   double before = evl_time(loop), after, when;
   evl_handle timer = evl_call_later(loop, 0.05, test_count_cb, &fired);
@@ -290,11 +290,11 @@ TEST(handle_when_reports_pending_timer_deadlines_only) {
   CHECK_EQ(soon, 1);
   CHECK(evl_handle_when(loop, timer) == -1.0);
   CHECK(evl_handle_when(loop, s) == -1.0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(handle_cancel_returns_1_once_then_0) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int ran = 0, ran2 = 0, tfired = 0;
   evl_handle h = evl_call_soon(loop, test_count_cb, &ran), h2, t;
   CHECK(h > 0);
@@ -324,11 +324,11 @@ TEST(handle_cancel_returns_1_once_then_0) {
   CHECK_EQ(evl_run_once(loop, 0.03), 0);
   CHECK_EQ(evl_run_once(loop, 0.03), 0);
   CHECK_EQ(tfired, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(cancelling_a_stale_handle_does_not_cancel_a_newer_callback) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int a = 0, b = 0, ta = 0, tb = 0, i;
   evl_handle ha, hb, hta, htb;
   ha = evl_call_soon(loop, test_count_cb, &a);
@@ -357,11 +357,11 @@ TEST(cancelling_a_stale_handle_does_not_cancel_a_newer_callback) {
   for (i = 0; i < 100 && tb == 0; i++)
     evl_run_once(loop, 0.05);
   CHECK_EQ(tb, 1);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(negative_delay_counts_as_zero) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int i, n;
   reset_log(2);
   CHECK(evl_call_later(loop, 0.010, log_cb, &g_ids[10]) > 0);
@@ -380,11 +380,11 @@ TEST(negative_delay_counts_as_zero) {
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(g_nlog, 1);
   CHECK_EQ(g_log[0], 5);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(nan_and_infinite_delays_are_einval) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int fired = 0, i;
   CHECK_EQ(evl_call_later(loop, NAN, test_count_cb, &fired), EVL_EINVAL);
   CHECK_EQ(evl_call_later(loop, INFINITY, test_count_cb, &fired), EVL_EINVAL);
@@ -401,7 +401,7 @@ TEST(nan_and_infinite_delays_are_einval) {
   for (i = 0; i < 100 && fired < 2; i++)
     evl_run_once(loop, 0.05);
   CHECK_EQ(fired, 2);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static int64_t g_manual_ns;
@@ -421,7 +421,7 @@ TEST(manual_clock_drives_timers) {
   cfg.clock_ctx = &g_manual_ns;
   g_manual_ns = 0;
   g_manual_step = 0;
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   CHECK(evl_time(loop) == 0.0);
   CHECK_EQ(evl_time_ns(loop), 0);
   reset_log(0);
@@ -443,7 +443,7 @@ TEST(manual_clock_drives_timers) {
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(g_nlog, 3);
   CHECK_EQ(g_log[2], 3);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TEST(manual_clock_hour_long_sleep_completes_at_once) {
@@ -457,7 +457,7 @@ TEST(manual_clock_hour_long_sleep_completes_at_once) {
   cfg.clock_ctx = &g_manual_ns;
   g_manual_ns = 0;
   g_manual_step = 1000000000; /* 1 s per reading */
-  loop = test_loop_with(&cfg);
+  loop = test_open_with(&cfg);
   fut = evl_sleep(loop, 3600.0, &token);
   CHECK(fut != NULL);
   t0 = test_now();
@@ -466,7 +466,7 @@ TEST(manual_clock_hour_long_sleep_completes_at_once) {
   CHECK(evl_future_result(fut) == &token);
   CHECK(evl_time(loop) >= 3600.0);
   evl_future_release(fut);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 static int g_rearms;
@@ -477,7 +477,7 @@ static void rearm_cb(evl_loop *loop, void *arg) {
 }
 
 TEST(timer_rearmed_with_zero_delay_does_not_starve_the_loop) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   int i, stops = 0;
   g_rearms = 0;
   CHECK(evl_call_later(loop, 0, rearm_cb, NULL) > 0);
@@ -490,7 +490,7 @@ TEST(timer_rearmed_with_zero_delay_does_not_starve_the_loop) {
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(stops, 1);
   CHECK(g_rearms > 6);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN

@@ -22,7 +22,7 @@ static const evl_protocol nop_proto = {nop_made, NULL, NULL, NULL, NULL,
 
 #ifndef HAVE_TLS
 TEST(tls_notsup) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_tls_context *ctx = (evl_tls_context *)1;
   evl_tls_config cfg;
   evl_net_options o;
@@ -61,8 +61,7 @@ TEST(tls_notsup) {
     evl_transport_close(t);
     test_closesocket(sv[1]);
   }
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 TESTS_BEGIN
@@ -339,7 +338,7 @@ typedef struct pair {
 
 static void pair_open(pair *p) {
   memset(p, 0, sizeof *p);
-  p->loop = quiet_loop();
+  p->loop = test_open();
   p->sctx = srv_ctx();
   p->cctx = cli_ctx();
   p->server = tls_server(p->loop, p->sctx, &p->s, &p->port);
@@ -575,7 +574,7 @@ static int relay_open(evl_loop *loop, int port, evl_server **out) {
 static void relayed_open(pair *p, evl_server **rs) {
   int rport;
   memset(p, 0, sizeof *p);
-  p->loop = quiet_loop();
+  p->loop = test_open();
   p->sctx = srv_ctx();
   p->cctx = cli_ctx();
   p->server = tls_server(p->loop, p->sctx, &p->s, &p->port);
@@ -777,7 +776,7 @@ static int plain_server(evl_loop *loop, int mode, evl_server **out) {
 }
 
 static int connect_to_plain(int mode, double hs_timeout, double *took) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_tls_context *c = cli_ctx();
   evl_server *s;
   side cli;
@@ -793,8 +792,7 @@ static int connect_to_plain(int mode, double hs_timeout, double *took) {
     evl_transport_abort(PL.t);
   RUN_UNTIL(loop, PL.t == NULL);
   evl_tls_context_release(c);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   return rc;
 }
 
@@ -823,7 +821,7 @@ static void last_err_handler(evl_loop *loop, const evl_context *ctx,
   g_reports++;
 }
 TEST(tls_server_gets_plain_http) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_tls_context *sc = srv_ctx();
   evl_server *s;
   side srv;
@@ -848,12 +846,12 @@ TEST(tls_server_gets_plain_http) {
   CHECK_EQ(srv.made, 0);
   evl_server_close(s);
   evl_tls_context_release(sc);
-  evl_loop_free(loop);
+  test_close_reported(loop, 1);
 }
 
 static int connect_with_cert(const char *cert, const char *ca,
                              const char *name) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_tls_context *sc = srv_ctx_with(cert, 0), *cc = cli_ctx_with(ca);
   evl_server *s;
   side srv, cli;
@@ -870,8 +868,7 @@ static int connect_with_cert(const char *cert, const char *ca,
   RUN_UNTIL(loop, !cli.t);
   evl_tls_context_release(sc);
   evl_tls_context_release(cc);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   return rc;
 }
 
@@ -894,7 +891,7 @@ TEST(tls_wrong_host_name) {
   CHECK_EQ(connect_with_cert(P.wrong, P.ca, NULL), EVL_ECERTNAME);
 }
 TEST(tls_ip_address_checked) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_tls_context *sc = srv_ctx(), *cc = cli_ctx();
   side srv, cli;
   int port;
@@ -911,15 +908,14 @@ TEST(tls_ip_address_checked) {
   evl_server_close(s);
   evl_tls_context_release(sc);
   evl_tls_context_release(cc);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   free(srv.rx);
 }
 
 /* A server limited to TLS 1.2 gets TLS 1.2; TLS 1.3 only is refused by
    the engine that has no TLS 1.3. */
 TEST(tls_versions) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_tls_context *sc = srv_ctx_with(NULL, EVL_TLS_1_2), *cc = cli_ctx(), *c13;
   evl_tls_config cfg;
   evl_tls_info info;
@@ -951,8 +947,7 @@ TEST(tls_versions) {
   run_for(loop, 0.05);
   evl_tls_context_release(sc);
   evl_tls_context_release(cc);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   free(srv.rx);
 }
 
@@ -983,7 +978,7 @@ static void expect_line(evl_loop *loop, evl_stream *s, const char *want) {
 }
 
 TEST(tls_starttls_streams) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_tls_context *sc = srv_ctx(), *cc = cli_ctx();
   evl_future *f, *fs, *fc, *both[2], *g;
   evl_server *srv;
@@ -1033,8 +1028,7 @@ TEST(tls_starttls_streams) {
   run_for(loop, 0.05);
   evl_tls_context_release(sc);
   evl_tls_context_release(cc);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Streams with TLS from the start, over TCP and a Unix socket. */
@@ -1049,7 +1043,7 @@ static void stream_roundtrip(evl_loop *loop, evl_stream *cs) {
   evl_stream_free(g_srv_stream);
 }
 TEST(tls_streams_tcp_and_unix) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_tls_context *sc = srv_ctx(), *cc = cli_ctx();
   evl_net_options so, co;
   evl_future *f;
@@ -1087,14 +1081,13 @@ TEST(tls_streams_tcp_and_unix) {
   test_rmdir(dir);
   evl_tls_context_release(sc);
   evl_tls_context_release(cc);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Protocol transports over a socket pair, through connect_accepted_socket
    (both ends) and a Unix server with create_unix_connection_opts. */
 TEST(tls_socketpair_and_unix) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_tls_context *sc = srv_ctx(), *cc = cli_ctx();
   evl_net_options so, co;
   evl_future *fa, *fb;
@@ -1147,14 +1140,13 @@ TEST(tls_socketpair_and_unix) {
   }
   evl_tls_context_release(sc);
   evl_tls_context_release(cc);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   free(a.rx);
 }
 
 /* A client context on a server and the reverse, bad timeouts. */
 TEST(tls_bad_arguments) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_tls_context *sc = srv_ctx(), *cc = cli_ctx();
   evl_net_options o;
   evl_future *f;
@@ -1181,14 +1173,13 @@ TEST(tls_bad_arguments) {
   evl_future_release(f);
   evl_tls_context_release(sc);
   evl_tls_context_release(cc);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
 }
 
 /* Cancelling the connection future mid-handshake, and closing the loop
    with TLS connections open. */
 TEST(tls_cancel_and_loop_close) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_tls_context *cc = cli_ctx();
   evl_server *s;
   evl_net_options o;
@@ -1207,8 +1198,7 @@ TEST(tls_cancel_and_loop_close) {
   evl_future_release(f);
   evl_server_close(s);
   evl_tls_context_release(cc);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   /* loop close */
   pair_open(&p);
   CHECK_EQ(evl_transport_write(p.c.t, "x", 1), 0);
@@ -1263,7 +1253,7 @@ static void close_on_data(evl_transport *t, const void *data, size_t len,
 static const evl_protocol close_proto = {
     s_made, close_on_data, s_eof, s_lost, NULL, NULL, NULL, NULL, NULL, NULL};
 TEST(tls_buffered_protocol_and_close_in_data) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_tls_context *sc = srv_ctx(), *cc = cli_ctx();
   evl_net_options so, co;
   evl_future *fa, *fb;
@@ -1312,8 +1302,7 @@ TEST(tls_buffered_protocol_and_close_in_data) {
   CHECK_EQ(c.eofs, 1); /* the close_notify reached the peer */
   evl_tls_context_release(sc);
   evl_tls_context_release(cc);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   free(b.all);
   free(a.rx);
   free(c.rx);
@@ -1346,7 +1335,7 @@ TEST(tls_sendfile) {
 
 /* The second connection resumes the first one's session. */
 TEST(tls_session_resumption) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_tls_context *sc = srv_ctx(), *cc = cli_ctx();
   evl_server *s;
   evl_tls_info info;
@@ -1371,14 +1360,13 @@ TEST(tls_session_resumption) {
   run_for(loop, 0.05);
   evl_tls_context_release(sc);
   evl_tls_context_release(cc);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   free(srv.rx);
 }
 
 /* A server that asks for client certificates. */
 TEST(tls_client_certificate) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_tls_context *sc, *cc, *cc_nocert = cli_ctx();
   evl_tls_config cfg;
   evl_tls_info info;
@@ -1428,7 +1416,7 @@ TEST(tls_client_certificate) {
   evl_tls_context_release(sc);
   evl_tls_context_release(cc);
   evl_tls_context_release(cc_nocert);
-  evl_loop_free(loop);
+  test_close_reported(loop, 1);
 }
 
 /* ---- an OpenSSL peer in a child process, on one end of a socket pair:
@@ -1514,7 +1502,7 @@ static void peer_test(int renegotiate) {
     _exit(peer_child(sv[1], renegotiate, n));
   }
   close(sv[1]);
-  loop = quiet_loop();
+  loop = test_open();
   cc = cli_ctx();
   memset(&cli, 0, sizeof cli);
   memset(&o, 0, sizeof o);
@@ -1552,8 +1540,7 @@ static void peer_test(int renegotiate) {
     CHECK_EQ(WEXITSTATUS(status), 0);
   }
   evl_tls_context_release(cc);
-  CHECK_EQ(g_reports, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   free(cli.rx);
   free(want);
   free(mine);
@@ -1583,7 +1570,7 @@ static int write_file(const char *dir, const char *name, const char *text,
 }
 
 static int free_port(void) {
-  evl_loop *loop = test_loop();
+  evl_loop *loop = test_open();
   evl_server *s;
   int port;
   evl_future *f =
@@ -1592,7 +1579,7 @@ static int free_port(void) {
   s = (evl_server *)evl_future_result(f);
   port = evl_server_port(s);
   evl_future_release(f);
-  evl_loop_free(loop);
+  test_close(loop);
   return port;
 }
 
@@ -1626,7 +1613,7 @@ TEST(tls_interop_openssl_s_server) {
            "-key", key, "-www", "-naccept", "1", (char *)NULL);
     _exit(127);
   }
-  loop = quiet_loop();
+  loop = test_open();
   memset(&cfg, 0, sizeof cfg);
   cfg.ca_file = ca; /* from a file this time */
   CHECK_EQ(evl_tls_context_new(&cc, &cfg), 0);
@@ -1645,7 +1632,7 @@ TEST(tls_interop_openssl_s_server) {
   CHECK(cli.lost_err == 0 || cli.lost_err == EVL_ETLSEOF);
   CHECK_EQ(waitpid(pid, &status, 0), pid);
   evl_tls_context_release(cc);
-  evl_loop_free(loop);
+  test_close(loop);
   free(cli.rx);
   test_unlink(cert);
   test_unlink(key);

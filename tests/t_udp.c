@@ -73,11 +73,7 @@ static evl_transport *endpoint(evl_loop *loop, dpeer *p, const char *lhost,
   evl_future *f = evl_create_datagram_endpoint(loop, &dgram_proto, p, lhost,
                                                lport, rhost, rport, o);
   evl_transport *t;
-  CHECK(f != NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  t = (evl_transport *)evl_future_result(f);
-  CHECK(t != NULL);
-  evl_future_release(f);
+  t = (evl_transport *)wait_result(loop, f);
   RUN_UNTIL(loop, p->made == 1);
   CHECK(p->t == t);
   return t;
@@ -120,7 +116,7 @@ static void close_wait(evl_loop *loop, dpeer *p) {
 /* ---- tests -------------------------------------------------------------- */
 
 TEST(udp_sendto_connected_and_explicit) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   dpeer a, b, c;
   struct sockaddr_in to;
   int pa, pb, pc;
@@ -180,12 +176,12 @@ TEST(udp_sendto_connected_and_explicit) {
   close_wait(loop, &a);
   close_wait(loop, &b);
   close_wait(loop, &c);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(udp_zero_length_datagram) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   dpeer a, b;
   memset(&a, 0, sizeof a);
   memset(&b, 0, sizeof b);
@@ -201,13 +197,13 @@ TEST(udp_zero_length_datagram) {
   CHECK_EQ(a.dgrams, 2);
   close_wait(loop, &a);
   close_wait(loop, &b);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(udp_connection_refused_error_received) {
 #if defined(__linux__) || defined(_WIN32)
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   dpeer b;
   int fd, port, i;
   struct sockaddr_in sin;
@@ -240,7 +236,7 @@ TEST(udp_connection_refused_error_received) {
   CHECK_EQ(b.lost, 0); /* an error_received does not close the endpoint */
   CHECK_EQ(b.dgrams, 0);
   close_wait(loop, &b);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 #else
   SKIP("ICMP errors on connected UDP sockets are Linux- and Windows-specific");
@@ -248,7 +244,7 @@ TEST(udp_connection_refused_error_received) {
 }
 
 TEST(udp_allow_broadcast) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   dpeer a, b;
   evl_net_options o;
   int v = -1;
@@ -272,12 +268,12 @@ TEST(udp_allow_broadcast) {
   CHECK_EQ(v, 0);
   close_wait(loop, &a);
   close_wait(loop, &b);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(udp_reuse_port) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   dpeer a, b, c, d;
   evl_net_options o;
   int port;
@@ -294,7 +290,7 @@ TEST(udp_reuse_port) {
   (void)b;
   (void)c;
   (void)d;
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
   return;
 #endif
@@ -312,12 +308,12 @@ TEST(udp_reuse_port) {
   close_wait(loop, &a);
   close_wait(loop, &b);
   close_wait(loop, &d);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(udp_close_connection_lost) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   dpeer a, b;
   memset(&a, 0, sizeof a);
   memset(&b, 0, sizeof b);
@@ -337,7 +333,7 @@ TEST(udp_close_connection_lost) {
   run_for(loop, 0.02);
   CHECK_EQ(a.lost, 1);
   CHECK_EQ(b.lost, 1);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -362,7 +358,7 @@ TEST(udp_ipv6) {
     printf("  note: no IPv6 loopback; skipped\n");
     return;
   }
-  loop = quiet_loop();
+  loop = test_open();
   memset(&a, 0, sizeof a);
   memset(&b, 0, sizeof b);
   endpoint(loop, &a, "::1", 0, NULL, 0, NULL);
@@ -379,19 +375,19 @@ TEST(udp_ipv6) {
   RUN_UNTIL(loop, b.dgrams == 1);
   close_wait(loop, &a);
   close_wait(loop, &b);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(udp_bad_ports) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   dpeer a;
   memset(&a, 0, sizeof a);
   CHECK_EQ(endpoint_error(loop, &a, "127.0.0.1", -1, NULL, 0, NULL),
            EVL_EINVAL);
   CHECK_EQ(endpoint_error(loop, &a, NULL, 0, "127.0.0.1", 70000, NULL),
            EVL_EINVAL);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
@@ -406,7 +402,7 @@ static void on_dgram_pause_resume(evl_transport *t, const void *data,
   CHECK_EQ(evl_transport_resume_reading(t), 0);
 }
 TEST(udp_pause_and_resume_reading) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   evl_protocol proto = dgram_proto;
   dpeer a, b;
   int round, i;
@@ -449,7 +445,7 @@ TEST(udp_pause_and_resume_reading) {
   CHECK(b.len[1] == 2 && memcmp(b.data[1], "yz", 2) == 0);
   close_wait(loop, &a);
   close_wait(loop, &b);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 

@@ -30,83 +30,33 @@ static void tmp_done(void) {
   CHECK_EQ(test_rmdir(g_dir), 0);
 }
 
-typedef struct peer {
-  evl_transport *t;
-  int made, lost, lost_err, eofs;
-  int echo;
-  size_t n;
-  unsigned char buf[256];
-} peer;
-
-static void on_made(evl_transport *t, void *user) {
-  peer *p = (peer *)user;
-  p->t = t;
-  p->made++;
-}
-static void on_data(evl_transport *t, const void *data, size_t len,
-                    void *user) {
-  peer *p = (peer *)user;
-  if (p->n + len <= sizeof p->buf)
-    memcpy(p->buf + p->n, data, len);
-  p->n += len;
-  if (p->echo)
-    CHECK_EQ(evl_transport_write(t, data, len), 0);
-}
-static int on_eof(evl_transport *t, void *user) {
-  (void)t;
-  ((peer *)user)->eofs++;
-  return 0;
-}
-static void on_lost(evl_transport *t, int err, void *user) {
-  peer *p = (peer *)user;
-  (void)t;
-  p->lost++;
-  p->lost_err = err;
-  p->t = NULL;
-}
-static const evl_protocol client_proto = {
-    on_made, on_data, on_eof, on_lost, NULL, NULL, NULL, NULL, NULL, NULL};
-
 #define MAX_PEERS 8
 typedef struct server_ctx {
-  peer peers[MAX_PEERS];
+  rec_peer peers[MAX_PEERS];
   int n;
 } server_ctx;
 static void server_made(evl_transport *t, void *user) {
   server_ctx *c = (server_ctx *)user;
-  peer *p;
+  rec_peer *p;
   CHECK(c->n < MAX_PEERS);
   p = &c->peers[c->n++];
   p->echo = 1;
   evl_transport_set_user(t, p);
-  on_made(t, p);
+  rec_made(t, p);
 }
 static const evl_protocol server_proto = {
-    server_made, on_data, on_eof, on_lost, NULL, NULL, NULL, NULL, NULL, NULL};
+    server_made, rec_data, rec_eof, rec_lost, NULL,
+    NULL,        NULL,     NULL,    NULL,     NULL};
 
 static evl_server *unix_serve(evl_loop *loop, server_ctx *c, const char *path) {
   evl_future *f = evl_create_unix_server(loop, &server_proto, c, path, NULL);
   evl_server *s;
-  CHECK(f != NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  s = (evl_server *)evl_future_result(f);
-  CHECK(s != NULL);
-  evl_future_release(f);
+  s = (evl_server *)wait_result(loop, f);
   return s;
 }
 
-static void server_done(evl_loop *loop, evl_server *s) {
-  evl_future *w;
-  evl_server_close(s);
-  w = evl_server_wait_closed(s);
-  CHECK(w != NULL);
-  CHECK_EQ(wait_fut(loop, w), 0);
-  evl_future_release(w);
-  evl_server_free(s);
-}
-
-static int unix_dial_rc(evl_loop *loop, peer *p, const char *path) {
-  evl_future *f = evl_create_unix_connection(loop, &client_proto, p, path);
+static int unix_dial_rc(evl_loop *loop, rec_peer *p, const char *path) {
+  evl_future *f = evl_create_unix_connection(loop, &rec_proto, p, path);
   int rc;
   CHECK(f != NULL);
   rc = wait_fut(loop, f);
@@ -123,7 +73,7 @@ static int unix_dial_rc(evl_loop *loop, peer *p, const char *path) {
 /* Echo round trip through a new connection, then both ends closed. */
 static void echo_once(evl_loop *loop, server_ctx *c, const char *path,
                       const char *msg) {
-  peer cl;
+  rec_peer cl;
   int before = c->n;
   size_t len = strlen(msg);
   memset(&cl, 0, sizeof cl);
@@ -171,11 +121,11 @@ static void make_stale_socket(const char *path) {
 TEST(unix_data_both_ways) {
   evl_loop *loop;
   need_af_unix();
-  loop = quiet_loop();
+  loop = test_open();
   const char *path = tmp_path();
   server_ctx c;
   evl_server *s;
-  peer cl;
+  rec_peer cl;
   struct sockaddr_un sun;
   size_t len;
   memset(&c, 0, sizeof c);
@@ -209,24 +159,24 @@ TEST(unix_data_both_ways) {
   CHECK_EQ(cl.eofs, 1);
   CHECK_EQ(cl.lost_err, 0);
   echo_once(loop, &c, path, "second");
-  server_done(loop, s);
+  test_server_done(loop, s);
   /* after the server is gone a new one can take the path again */
   memset(&c, 0, sizeof c);
   s = unix_serve(loop, &c, path);
   echo_once(loop, &c, path, "third");
-  server_done(loop, s);
-  evl_loop_free(loop);
+  test_server_done(loop, s);
+  test_close(loop);
   tmp_done();
   CHECK_EQ(g_reports, 0);
 }
 
 #ifndef _WIN32
 TEST(unix_stale_socket_file_replaced) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *path = tmp_path();
   server_ctx c;
   evl_server *s;
-  peer cl;
+  rec_peer cl;
   memset(&c, 0, sizeof c);
   memset(&cl, 0, sizeof cl);
   make_stale_socket(path);
@@ -236,8 +186,8 @@ TEST(unix_stale_socket_file_replaced) {
   s = unix_serve(loop, &c, path);
   CHECK(is_socket_file(path));
   echo_once(loop, &c, path, "fresh");
-  server_done(loop, s);
-  evl_loop_free(loop);
+  test_server_done(loop, s);
+  test_close(loop);
   tmp_done();
   CHECK_EQ(g_reports, 0);
 }
@@ -245,7 +195,7 @@ TEST(unix_stale_socket_file_replaced) {
 
 #ifndef _WIN32
 TEST(unix_regular_file_is_eexist) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *path = tmp_path();
   server_ctx c;
   evl_future *f;
@@ -283,7 +233,7 @@ TEST(unix_regular_file_is_eexist) {
   CHECK(S_ISDIR(st.st_mode));
   CHECK_EQ(rmdir(path), 0);
   CHECK_EQ(c.n, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   tmp_done();
   CHECK_EQ(g_reports, 0);
 }
@@ -291,7 +241,7 @@ TEST(unix_regular_file_is_eexist) {
 
 #ifdef __linux__
 TEST(unix_abstract_name) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
   evl_server *s;
   char name[64];
@@ -303,8 +253,8 @@ TEST(unix_abstract_name) {
   echo_once(loop, &c, name, "again");
   /* no file of that name appears in the current directory */
   CHECK(lstat(name, &st) != 0 && errno == ENOENT);
-  server_done(loop, s);
-  evl_loop_free(loop);
+  test_server_done(loop, s);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 #endif
@@ -312,21 +262,21 @@ TEST(unix_abstract_name) {
 TEST(unix_connect_missing_path) {
   evl_loop *loop;
   need_af_unix();
-  loop = quiet_loop();
+  loop = test_open();
   const char *path = tmp_path();
-  peer cl;
+  rec_peer cl;
   memset(&cl, 0, sizeof cl);
   CHECK_EQ(unix_dial_rc(loop, &cl, path), EVL_ENOENT);
   CHECK_EQ(cl.made, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   tmp_done();
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(unix_path_too_long) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   server_ctx c;
-  peer cl;
+  rec_peer cl;
   char path[300];
   evl_future *f;
   int rc;
@@ -343,18 +293,18 @@ TEST(unix_path_too_long) {
   evl_future_release(f);
   rc = unix_dial_rc(loop, &cl, path);
   CHECK(rc == EVL_ENAMETOOLONG || rc == EVL_EINVAL);
-  evl_loop_free(loop);
+  test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(unix_many_clients) {
   evl_loop *loop;
   need_af_unix();
-  loop = quiet_loop();
+  loop = test_open();
   const char *path = tmp_path();
   server_ctx c;
   evl_server *s;
-  peer cl[MAX_PEERS];
+  rec_peer cl[MAX_PEERS];
   int i, all;
   double dl;
   memset(&c, 0, sizeof c);
@@ -391,8 +341,8 @@ TEST(unix_many_clients) {
       evl_run_once(loop, 0.01);
     }
   }
-  server_done(loop, s);
-  evl_loop_free(loop);
+  test_server_done(loop, s);
+  test_close(loop);
   tmp_done();
   CHECK_EQ(g_reports, 0);
 }
@@ -401,20 +351,20 @@ TEST(unix_many_clients) {
 TEST(unix_socket_file_removed_on_close) {
   /* the server removes the socket file it made when it closes (the header
      does not say so yet; the implementation and asyncio 3.13 do) */
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *path = tmp_path();
   server_ctx c;
   evl_server *s;
-  peer cl;
+  rec_peer cl;
   memset(&c, 0, sizeof c);
   memset(&cl, 0, sizeof cl);
   s = unix_serve(loop, &c, path);
   CHECK(is_socket_file(path));
   echo_once(loop, &c, path, "x");
-  server_done(loop, s);
+  test_server_done(loop, s);
   CHECK(!is_socket_file(path));
   CHECK_EQ(unix_dial_rc(loop, &cl, path), EVL_ENOENT);
-  evl_loop_free(loop);
+  test_close(loop);
   tmp_done();
   CHECK_EQ(g_reports, 0);
 }
@@ -422,7 +372,7 @@ TEST(unix_socket_file_removed_on_close) {
 TEST(unix_close_keeps_a_file_that_is_not_its_own) {
   /* the socket file was replaced by another one meanwhile: closing the
      server does not remove the newcomer */
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   const char *path = tmp_path();
   server_ctx c;
   evl_server *s;
@@ -430,9 +380,9 @@ TEST(unix_close_keeps_a_file_that_is_not_its_own) {
   s = unix_serve(loop, &c, path);
   CHECK_EQ(unlink(path), 0);
   make_stale_socket(path);
-  server_done(loop, s);
+  test_server_done(loop, s);
   CHECK(is_socket_file(path));
-  evl_loop_free(loop);
+  test_close(loop);
   tmp_done();
   CHECK_EQ(g_reports, 0);
 }
@@ -442,10 +392,10 @@ TEST(unix_close_keeps_a_file_that_is_not_its_own) {
 /* Where Windows has no AF_UNIX (before Windows 10 1803; wine 8), servers
    and connections fail cleanly with EVL_EAFNOSUPPORT. */
 TEST(unix_without_af_unix_fails_cleanly) {
-  evl_loop *loop = quiet_loop();
+  evl_loop *loop = test_open();
   SOCKET probe = socket(AF_UNIX, SOCK_STREAM, 0);
   server_ctx c;
-  peer cl;
+  rec_peer cl;
   evl_future *f;
   if (probe != INVALID_SOCKET) {
     closesocket(probe);
@@ -460,7 +410,7 @@ TEST(unix_without_af_unix_fails_cleanly) {
   evl_future_release(f);
   CHECK_EQ(unix_dial_rc(loop, &cl, g_path), EVL_EAFNOSUPPORT);
   CHECK_EQ(cl.made + cl.lost, 0);
-  evl_loop_free(loop);
+  test_close(loop);
   tmp_done();
   CHECK_EQ(g_reports, 0);
 }

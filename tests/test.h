@@ -83,9 +83,9 @@ typedef struct test_case {
    test that says so (and uses test.h's helpers, as a file's tests do). */
 #define TESTS_LEFT_OUT(why)                                                    \
   TEST(everything) {                                                           \
-    evl_loop *loop = test_loop();                                              \
+    evl_loop *loop = test_open();                                              \
     CHECK(loop != NULL);                                                       \
-    evl_loop_free(loop);                                                       \
+    test_close(loop);                                                          \
     SKIP(why);                                                                 \
   }                                                                            \
   TESTS_BEGIN T(everything) TESTS_END
@@ -109,7 +109,6 @@ typedef struct test_case {
    TEST_SKIP_STATUS, which the runner counts as skipped. */
 #define TEST_SKIP_STATUS 77
 static const char *test_current_;
-static const char *test_known_bug_; /* see CHECK_EQ_KNOWN_BUG */
 #define SKIP(reason) test_skip_(reason)
 static inline void test_skip_(const char *reason)
 #if defined(__GNUC__)
@@ -117,31 +116,16 @@ static inline void test_skip_(const char *reason)
 #endif
     ;
 static inline void test_skip_(const char *reason) {
-  printf("skip %s: %s%s\n", test_current_ ? test_current_ : "?",
-         test_known_bug_ ? "TODO(evloop bug) " : "", reason);
+  printf("skip %s: %s\n", test_current_ ? test_current_ : "?", reason);
   fflush(stdout);
   exit(TEST_SKIP_STATUS);
 }
 
-/* CHECK_EQ(a, b), except that a == bug_value is a known evloop.h bug,
-   written down in /work/notes/windows-bugs.md: then the test goes on, and
-   ends as skipped with the note ("TODO(evloop bug)", a temporary measure)
-   unless something else fails. Once the bug is fixed the test passes. */
-#define CHECK_EQ_KNOWN_BUG(a, b, bug_value, note)                              \
-  do {                                                                         \
-    long long k_ = (long long)(a);                                             \
-    if (k_ == (long long)(bug_value) && k_ != (long long)(b)) {                \
-      printf("  %s:%d: known bug: %s\n", __FILE__, __LINE__, note);            \
-      test_known_bug_ = note;                                                  \
-    } else {                                                                   \
-      CHECK_EQ(k_, b);                                                         \
-    }                                                                          \
-  } while (0)
-/* After a test function returned: a known bug seen makes it a skip. */
-static inline void test_done_(void) {
-  if (test_known_bug_)
-    SKIP(test_known_bug_);
-}
+static void test_fail_(const char *file, int line, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4), noreturn))
+#endif
+    ;
 
 /* Which backend the tests run on: EVLOOP_TEST_BACKEND=select|poll|epoll|
    kqueue|iocp, default: the build's default. */
@@ -182,6 +166,91 @@ static evl_loop *test_loop_with(evl_loop_config *cfg) {
 }
 static inline evl_loop *test_loop(void) {
   return test_loop_with(NULL);
+}
+
+/* ---- The open/close fixture ---------------------------------------------
+   test_open() gives a loop on the backend under test whose exception
+   handler counts its calls (g_reports; each printed unless g_quiet) and
+   whose allocations are counted; test_close(loop) frees it and fails the
+   test if the handler was called (test_close_reported(loop, n): called n
+   times, the expected reports; test_close_any(loop): any number). When the test
+   function has returned, the runner fails it if any allocation of its fixture
+   loops is still held (futures may outlive their loop: the count is taken at
+   the very end). test_open_with(cfg) keeps cfg's own allocator if it has one.
+ */
+static int g_reports, g_quiet;
+static long g_test_live; /* allocations of the fixture's loops still held */
+static int g_test_opened_;
+static inline void count_handler(evl_loop *loop, const evl_context *ctx,
+                                 void *arg) {
+  (void)loop;
+  (void)arg;
+  if (!g_quiet)
+    fprintf(stderr, "  exception handler: %s (%s)\n", ctx->message,
+            ctx->error ? evl_err_name(ctx->error) : "-");
+  g_reports++;
+}
+/* evl_loop_config.alloc, counting into g_test_live (a loop calls it on its
+   thread; loops of several threads: atomically where the compiler can). */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(__TINYC__)
+#define TEST_LIVE_ADD(d) __atomic_add_fetch(&g_test_live, (d), __ATOMIC_RELAXED)
+#else
+#define TEST_LIVE_ADD(d) (g_test_live += (d))
+#endif
+static void *test_count_alloc(void *ctx, void *p, size_t n) {
+  (void)ctx;
+  if (!n) {
+    if (p)
+      TEST_LIVE_ADD(-1);
+    free(p);
+    return NULL;
+  }
+  if (p)
+    return realloc(p, n);
+  p = malloc(n);
+  if (p)
+    TEST_LIVE_ADD(1);
+  return p;
+}
+static inline evl_loop *test_open_with(evl_loop_config *cfg) {
+  evl_loop_config def;
+  evl_loop *loop;
+  if (!cfg) {
+    memset(&def, 0, sizeof def);
+    cfg = &def;
+  }
+  if (!cfg->alloc)
+    cfg->alloc = test_count_alloc;
+  loop = test_loop_with(cfg);
+  g_test_opened_ = 1;
+  g_reports = 0;
+  evl_set_exception_handler(loop, count_handler, NULL);
+  return loop;
+}
+static inline evl_loop *test_open(void) {
+  return test_open_with(NULL);
+}
+static inline void test_close_(evl_loop *loop, int reports, const char *file,
+                               int line) {
+  evl_loop_free(loop);
+  if (reports >= 0 && g_reports != reports)
+    test_fail_(file, line,
+               "the exception handler was called %d times, "
+               "%d expected",
+               g_reports, reports);
+}
+#define test_close(loop) test_close_((loop), 0, __FILE__, __LINE__)
+#define test_close_reported(loop, n)                                           \
+  test_close_((loop), (n), __FILE__, __LINE__)
+/* Reports may come or not (a race the test cannot steer): not checked. */
+#define test_close_any(loop) test_close_((loop), -1, __FILE__, __LINE__)
+/* After a test function returned: its fixture loops gave everything back. */
+static inline void test_done_(void) {
+  if (g_test_opened_ && g_test_live != 0)
+    test_fail_(__FILE__, __LINE__,
+               "%ld allocations of the test's loops "
+               "left (leak)",
+               g_test_live);
 }
 
 /* Open fds (Linux: /proc/self/fd) or handles, sockets included
@@ -591,6 +660,22 @@ static int test_run_child_(const char *self, const char *name, int *timed_out) {
   return (int)code;
 }
 #endif
+/* Test data that shows a lost, doubled or reordered byte: byte i of a
+   long stream (no short period), and n such bytes from offset off. */
+static inline unsigned char test_pat(size_t i) {
+  return (unsigned char)((i * 131u + (i >> 11) + (i >> 19)) & 0xff);
+}
+static inline unsigned char *test_pattern_buf(size_t n, size_t off) {
+  unsigned char *b = (unsigned char *)malloc(n ? n : 1);
+  size_t i;
+  if (!b)
+    test_fail_(__FILE__, __LINE__, "out of memory for %lu bytes",
+               (unsigned long)n);
+  for (i = 0; i < n; i++)
+    b[i] = test_pat(off + i);
+  return b;
+}
+
 /* Callbacks many tests need: count into an int; count (if given) and stop. */
 static inline void test_count_cb(evl_loop *loop, void *arg) {
   (void)loop;
@@ -601,12 +686,6 @@ static inline void test_stop_cb(evl_loop *loop, void *arg) {
     (*(int *)arg)++;
   evl_stop(loop);
 }
-
-static void test_fail_(const char *file, int line, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4), noreturn))
-#endif
-    ;
 
 #include <stdarg.h>
 static void test_fail_(const char *file, int line, const char *fmt, ...) {
