@@ -2883,6 +2883,43 @@ struct evl__sockaddr_un {
   char sun_path[108];
 };
 typedef ADDRESS_FAMILY evl__sa_family_t;
+/* What evl_connect_read_pipe/_write_pipe take: 0 for a socket (made
+   non-blocking), 1 for a pipe handle (left to the loop's open_handle
+   transport hook), else an error. *hup: whether a write side turns
+   readable when the reader goes. */
+static int evl__pipe_check(int fd, int *hup) {
+  *hup = 1;
+  if (!evl__is_socket(fd)) {
+    HANDLE h = (HANDLE)(intptr_t)fd;
+    DWORD fl;
+    if (!GetHandleInformation(h, &fl))
+      return EVL_EBADF;
+    return GetFileType(h) != FILE_TYPE_PIPE ? EVL_ENOTSUP : 1;
+  }
+  return evl__set_nonblocking(fd);
+}
+/* The message that goes with evl__pipe_check's error rc, or NULL. */
+static const char *evl__pipe_why(int rc) {
+  return rc == EVL_ENOTSUP
+             ? "sockets, or on IOCP named pipes opened for overlapped I/O"
+             : NULL;
+}
+/* A server socket's exclusive use of its port. Windows' SO_REUSEADDR lets
+   another socket take over the port; the exclusive use POSIX servers get
+   is SO_EXCLUSIVEADDRUSE there (and Windows rebinds ports in TIME_WAIT
+   anyway), whatever reuse_address says. */
+static void evl__server_reuse_addr(int fd, int reuse) {
+  int one = 1;
+  (void)reuse;
+  (void)evl__sys_setsockopt(fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, &one,
+                            sizeof one);
+}
+/* Removes a Unix socket file the server made (none on Windows). */
+static void evl__unix_path_remove(const char *path, dev_t dev, ino_t ino) {
+  (void)path;
+  (void)dev;
+  (void)ino;
+}
 #else
 #define EVL__SHUT_WR SHUT_WR
 #define evl__sockaddr_un sockaddr_un
@@ -2919,6 +2956,32 @@ static int evl__sys_accept(int lfd, struct sockaddr *a, socklen_t *alen) {
   }
   return fd;
 #endif
+}
+static int evl__pipe_check(int fd, int *hup) {
+  struct stat st;
+  if (fstat(fd, &st) < 0)
+    return EVL_EBADF;
+  if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode) && !S_ISCHR(st.st_mode))
+    return EVL_EINVAL; /* a regular file is always "ready": no transport */
+  /* asyncio's trick: a pipe's or socket's write end turns readable when
+     the reader goes away (a tty's does not). */
+  *hup = !S_ISCHR(st.st_mode);
+  return evl__set_nonblocking(fd);
+}
+static const char *evl__pipe_why(int rc) {
+  return rc == EVL_EINVAL ? "not a pipe, FIFO, socket or tty" : NULL;
+}
+/* SO_REUSEADDR, unless the caller said no (asyncio's reuse_address). */
+static void evl__server_reuse_addr(int fd, int reuse) {
+  int one = 1;
+  if (reuse)
+    (void)evl__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+}
+/* Removes the socket file if it is still the one we made. */
+static void evl__unix_path_remove(const char *path, dev_t dev, ino_t ino) {
+  struct stat st;
+  if (lstat(path, &st) == 0 && st.st_dev == dev && st.st_ino == ino)
+    unlink(path);
 }
 #endif
 
@@ -4481,8 +4544,8 @@ static int evl__select_poll(evl_loop *loop, int64_t timeout_ns) {
 /* ==== IOCP backend ======================================================
    One completion port per loop. Wake-ups are packets posted to it (the
    cross-thread queue coalesces them). Transports do overlapped I/O on it
-   (the requests below; their owners are in the transport, connection and
-   server sections). Watching a socket uses the AFD poll
+   (the requests below; their owners are in the IOCP transports section,
+   after the shared transport code). Watching a socket uses the AFD poll
    request that wepoll and libuv's uv_poll use: one poll outstanding per
    watched socket, submitted again after each completion (which makes it
    level-triggered like the other backends). Every request lives until its
@@ -11188,60 +11251,24 @@ EVL__DEF evl_transport *evl_connect_accepted_socket(evl_loop *loop,
 static evl_future *evl__connect_pipe(evl_loop *loop, const evl_protocol *proto,
                                      void *user, evl_fd fdv, int write_side) {
   evl_future *f = evl_future_new(loop);
-  struct stat st;
+  const evl__tr_hooks *hooks = evl__transport_hooks_for(loop);
   evl_transport *t;
-  int fd = (int)fdv, rc = 0;
+  int fd = (int)fdv, rc = 0, hup = 0;
   if (!f)
     return NULL;
-#ifdef _WIN32
-  /* Sockets, and on IOCP named pipes opened for overlapped I/O. */
-  (void)st;
   if (!proto)
     rc = EVL_EINVAL;
   else if (fdv < 0 || fdv > INT_MAX)
     rc = EVL_EBADF;
-  else if (!evl__is_socket(fd)) {
-    HANDLE h = (HANDLE)(intptr_t)fd;
-    DWORD fl;
-    if (!GetHandleInformation(h, &fl))
-      rc = EVL_EBADF;
-    else if (GetFileType(h) != FILE_TYPE_PIPE ||
-             !evl__transport_hooks_for(loop)->open_handle)
+  else if ((rc = evl__pipe_check(fd, &hup)) == 1) { /* a pipe handle */
+    if (!hooks->open_handle)
       rc = EVL_ENOTSUP;
-    else if (evl__transport_hooks_for(loop)->open_handle(loop, proto, user, h,
-                                                         write_side, f, &rc))
+    else if (hooks->open_handle(loop, proto, user, (void *)(intptr_t)fd,
+                                write_side, f, &rc))
       return f;
-  } else
-    rc = evl__set_nonblocking(fd);
-  if (rc) {
-    (void)evl_future_set_error(
-        f, rc,
-        rc == EVL_ENOTSUP
-            ? "sockets, or on IOCP named pipes opened for overlapped I/O"
-            : NULL);
-    return f;
   }
-  t = evl__tr_open(loop, proto, user, fd, 0, f);
-  if (!t) {
-    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
-    return f;
-  }
-  t->flags |= EVL__T_PIPE | (write_side ? EVL__T_WPIPE | EVL__T_WATCH_HUP : 0);
-  return f;
-#else
-  if (!proto)
-    rc = EVL_EINVAL;
-  else if (fdv < 0 || fdv > INT_MAX || fstat(fd, &st) < 0)
-    rc = EVL_EBADF;
-  else if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode) &&
-           !S_ISCHR(st.st_mode))
-    rc = EVL_EINVAL; /* a regular file is always "ready": no transport */
-  else
-    rc = evl__set_nonblocking(fd);
   if (rc) {
-    (void)evl_future_set_error(
-        f, rc,
-        rc == EVL_EINVAL && proto ? "not a pipe, FIFO, socket or tty" : NULL);
+    (void)evl_future_set_error(f, rc, proto ? evl__pipe_why(rc) : NULL);
     return f;
   }
   t = evl__tr_open(loop, proto, user, fd, 0, f);
@@ -11250,15 +11277,9 @@ static evl_future *evl__connect_pipe(evl_loop *loop, const evl_protocol *proto,
     return f;
   }
   t->flags |= EVL__T_PIPE;
-  if (write_side) {
-    t->flags |= EVL__T_WPIPE;
-    /* asyncio's trick: a pipe's or socket's write end turns readable when
-       the reader goes away (a tty's does not). */
-    if (!S_ISCHR(st.st_mode))
-      t->flags |= EVL__T_WATCH_HUP;
-  }
+  if (write_side)
+    t->flags |= EVL__T_WPIPE | (hup ? EVL__T_WATCH_HUP : 0);
   return f;
-#endif
 }
 
 EVL__DEF evl_future *evl_connect_read_pipe(evl_loop *loop,
@@ -12216,12 +12237,7 @@ static void evl__server_close_fds(evl_server *s) {
   s->nfds = 0;
   s->serving = 0;
   if (s->unix_path) { /* remove our socket file, if it is still ours */
-#ifndef _WIN32
-    struct stat st;
-    if (lstat(s->unix_path, &st) == 0 && st.st_dev == s->unix_dev &&
-        st.st_ino == s->unix_ino)
-      unlink(s->unix_path);
-#endif
+    evl__unix_path_remove(s->unix_path, s->unix_dev, s->unix_ino);
     EVLOOP_FREE(NULL, s->unix_path);
     s->unix_path = NULL;
   }
@@ -12395,16 +12411,7 @@ static int evl__server_bind(evl_server *s, const evl__addrs *l,
     fd = evl__socket(a->ss.ss_family, SOCK_STREAM);
     if (fd < 0)
       return fd;
-#ifdef _WIN32
-    /* Windows' SO_REUSEADDR lets another socket take over the port; the
-       exclusive use POSIX servers get is SO_EXCLUSIVEADDRUSE there (and
-       Windows rebinds ports in TIME_WAIT anyway). */
-    (void)evl__sys_setsockopt(fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, &one,
-                              sizeof one);
-#else
-    if (!(opts && opts->no_reuse_address))
-      (void)evl__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-#endif
+    evl__server_reuse_addr(fd, !(opts && opts->no_reuse_address));
     if (opts && opts->reuse_port) {
 #ifdef SO_REUSEPORT
       if (evl__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) <
