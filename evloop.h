@@ -3060,6 +3060,43 @@ struct evl__sockaddr_un {
   char sun_path[108];
 };
 typedef ADDRESS_FAMILY evl__sa_family_t;
+/* What evl_connect_read_pipe/_write_pipe take: 0 for a socket (made
+   non-blocking), 1 for a pipe handle (left to the loop's open_handle
+   transport hook), else an error. *hup: whether a write side turns
+   readable when the reader goes. */
+static int evl__pipe_check(int fd, int *hup) {
+  *hup = 1;
+  if (!evl__is_socket(fd)) {
+    HANDLE h = (HANDLE)(intptr_t)fd;
+    DWORD fl;
+    if (!GetHandleInformation(h, &fl))
+      return EVL_EBADF;
+    return GetFileType(h) != FILE_TYPE_PIPE ? EVL_ENOTSUP : 1;
+  }
+  return evl__set_nonblocking(fd);
+}
+/* The message that goes with evl__pipe_check's error rc, or NULL. */
+static const char *evl__pipe_why(int rc) {
+  return rc == EVL_ENOTSUP
+             ? "sockets, or on IOCP named pipes opened for overlapped I/O"
+             : NULL;
+}
+/* A server socket's exclusive use of its port. Windows' SO_REUSEADDR lets
+   another socket take over the port; the exclusive use POSIX servers get
+   is SO_EXCLUSIVEADDRUSE there (and Windows rebinds ports in TIME_WAIT
+   anyway), whatever reuse_address says. */
+static void evl__server_reuse_addr(int fd, int reuse) {
+  int one = 1;
+  (void)reuse;
+  (void)evl__sys_setsockopt(fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, &one,
+                            sizeof one);
+}
+/* Removes a Unix socket file the server made (none on Windows). */
+static void evl__unix_path_remove(const char *path, dev_t dev, ino_t ino) {
+  (void)path;
+  (void)dev;
+  (void)ino;
+}
 #else
 #define EVL__SHUT_WR SHUT_WR
 #define evl__sockaddr_un sockaddr_un
@@ -3097,6 +3134,32 @@ static int evl__sys_accept(int lfd, struct sockaddr *a, socklen_t *alen) {
   }
   return fd;
 #endif
+}
+static int evl__pipe_check(int fd, int *hup) {
+  struct stat st;
+  if (fstat(fd, &st) < 0)
+    return EVL_EBADF;
+  if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode) && !S_ISCHR(st.st_mode))
+    return EVL_EINVAL; /* a regular file is always "ready": no transport */
+  /* asyncio's trick: a pipe's or socket's write end turns readable when
+     the reader goes away (a tty's does not). */
+  *hup = !S_ISCHR(st.st_mode);
+  return evl__set_nonblocking(fd);
+}
+static const char *evl__pipe_why(int rc) {
+  return rc == EVL_EINVAL ? "not a pipe, FIFO, socket or tty" : NULL;
+}
+/* SO_REUSEADDR, unless the caller said no (asyncio's reuse_address). */
+static void evl__server_reuse_addr(int fd, int reuse) {
+  int one = 1;
+  if (reuse)
+    (void)evl__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+}
+/* Removes the socket file if it is still the one we made. */
+static void evl__unix_path_remove(const char *path, dev_t dev, ino_t ino) {
+  struct stat st;
+  if (lstat(path, &st) == 0 && st.st_dev == dev && st.st_ino == ino)
+    unlink(path);
 }
 #endif /* EVLOOP_NO_NET */
 #endif
@@ -4927,8 +4990,8 @@ static int evl__select_poll(evl_loop *loop, int64_t timeout_ns) {
 /* ==== IOCP backend ======================================================
    One completion port per loop. Wake-ups are packets posted to it (the
    cross-thread queue coalesces them). Transports do overlapped I/O on it
-   (the requests below; their owners are in the transport, connection and
-   server sections). Watching a socket uses the AFD poll
+   (the requests below; their owners are in the IOCP transports section,
+   after the shared transport code). Watching a socket uses the AFD poll
    request that wepoll and libuv's uv_poll use: one poll outstanding per
    watched socket, submitted again after each completion (which makes it
    level-triggered like the other backends). Every request lives until its
@@ -10875,8 +10938,13 @@ struct evl_transport {
 #ifdef EVL__HAVE_IOCP
 /* A write (or datagram) is in flight: new bytes queue behind it. */
 #define EVL__WBUSY(t) ((t)->wreq && ((t)->wreq->pending || (t)->wreq->queued))
+/* The bytes it holds, and forgetting them (the kernel's to finish). */
+#define EVL__WFLIGHT(t) ((t)->wflight)
+#define EVL__WFLIGHT_FORGET(t) ((t)->wflight = 0)
 #else
 #define EVL__WBUSY(t) 0
+#define EVL__WFLIGHT(t) 0u
+#define EVL__WFLIGHT_FORGET(t) ((void)0)
 #endif
 
 /* The running sendfile, if any (u holds the waiter before the start). */
@@ -10898,6 +10966,39 @@ static evl__tr_more *evl__tr_more_get(evl_transport *t) {
   }
   return t->more;
 }
+
+/* A transport's platform operations: what the shared transport, connection
+   and server code asks of the way a loop does I/O. The readiness ones
+   (select, poll, epoll, kqueue: the *_ready functions, table in the
+   "Transport hooks" section) are the default; the completion-based ones are
+   in the "IOCP transports" section. evl__transport_hooks_for(loop) is the
+   one place a loop's set is chosen. No hook is on the hot path: reading
+   (a readable socket) and a write that the kernel takes at once call none.
+   A NULL hook has nothing to do. */
+struct evl__connect;
+struct evl__addr;
+typedef struct evl__tr_hooks {
+  void (*adopt)(evl_transport *t);          /* a new transport (or NULL) */
+  int (*read_on)(evl_transport *t);         /* start or resume reading */
+  int (*write_queued)(evl_transport *t);    /* bytes queued: send them later */
+  void (*dg_queued)(evl_transport *t);      /* datagrams queued: the same */
+  void (*close_fd)(evl_transport *t);       /* the watches are gone: close */
+  void (*sendfile_start)(evl_transport *t); /* a sendfile takes over */
+  void (*sendfile_released)(evl_transport *t); /* ... and let go */
+  /* a pipe transport on a (Windows) handle that is not a socket; NULL:
+     refused with EVL_ENOTSUP */
+  evl_transport *(*open_handle)(evl_loop *loop, const evl_protocol *proto,
+                                void *user, void *h, int write_side,
+                                evl_future *waiter, int *err);
+  /* create_connection: starts connecting fd to a (1: under way or done,
+     the state then holds fd; else an error, fd still the caller's) */
+  int (*connect_start)(struct evl__connect *c, int fd,
+                       const struct evl__addr *a);
+  void (*connect_stop)(struct evl__connect *c); /* before closing (or NULL) */
+  int (*listen)(evl_server *s, size_t i);       /* server socket i accepts */
+  void (*server_stop)(evl_server *s);           /* before closing (or NULL) */
+} evl__tr_hooks;
+static const evl__tr_hooks *evl__transport_hooks_for(const evl_loop *loop);
 
 /* The TLS layer's side of the transport functions: a transport flagged
    EVL__T_TLS is handed to the TLS layer section. */
@@ -10948,22 +11049,13 @@ static void evl__dg_held_kick(evl_loop *loop, void *arg);
 static void evl__server_conn_gone(evl_server *s);
 static void evl__sendfile_fail(evl_transport *t, int err);
 static int evl__tr_read_on(evl_transport *t);
-#ifdef EVL__HAVE_IOCP
-static void evl__tr_ovl_adopt(evl_transport *t);
-static int evl__tr_ovl_read(evl_transport *t);
-static int evl__tr_ovl_write(evl_transport *t);
-static void evl__dg_ovl_pump(evl_transport *t);
-static void evl__tr_ovl_writable(evl_transport *t);
-#endif
 
 static size_t evl__tr_queued(const evl_transport *t) {
   size_t n = t->wlen;
   const evl__dgram *d;
   for (d = EVL__DQ_HEAD(t); d; d = d->next)
     n += d->len;
-#ifdef EVL__HAVE_IOCP
-  n += t->wflight;
-#endif
+  n += EVL__WFLIGHT(t);
   return n;
 }
 
@@ -10998,9 +11090,13 @@ static void evl__tr_drop_queue(evl_transport *t) {
   evl__lfree(loop, t->wbuf);
   t->wbuf = NULL;
   t->wlen = t->woff = t->wcap = 0;
-#ifdef EVL__HAVE_IOCP
-  t->wflight = 0; /* the write in flight is the kernel's to finish */
-#endif
+  EVL__WFLIGHT_FORGET(t); /* the write in flight is the kernel's to finish */
+}
+
+/* The socket's close (the close_fd hook). */
+static void evl__tr_close_fd_ready(evl_transport *t) {
+  evl__closesocket(t->fd);
+  t->fd = -1;
 }
 
 /* Closes the socket (or pipe handle); requests in flight are cancelled by
@@ -11009,19 +11105,7 @@ static void evl__tr_close_fd(evl_transport *t) {
   evl__unwatch(t->loop, t->fd, EVL__READ);
   evl__unwatch(t->loop, t->fd, EVL__WRITE);
   evl__fd_own(t->loop, t->fd, 0);
-#ifdef EVL__HAVE_IOCP
-  evl__ovl_release(t->loop, t->rreq);
-  evl__ovl_release(t->loop, t->wreq);
-  t->rreq = t->wreq = NULL;
-  t->wflight = 0;
-  if (t->flags & EVL__T_HANDLE) {
-    CloseHandle((HANDLE)(intptr_t)t->fd);
-    t->fd = -1;
-    return;
-  }
-#endif
-  evl__closesocket(t->fd);
-  t->fd = -1;
+  evl__transport_hooks_for(t->loop)->close_fd(t);
 }
 
 /* The last step: the fd is closed, connection_lost runs, the memory goes. */
@@ -11174,9 +11258,8 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
   t = evl__tr_new(loop, proto, user, fd, dgram);
   if (!t)
     return NULL;
-#ifdef EVL__HAVE_IOCP
-  evl__tr_ovl_adopt(t);
-#endif
+  if (evl__transport_hooks_for(loop)->adopt)
+    evl__transport_hooks_for(loop)->adopt(t);
   if (waiter && evl__tr_more_get(t)) {
     t->more->u.waiter = evl_future_ref(waiter);
     t->flags |= EVL__T_WAITER;
@@ -11388,14 +11471,15 @@ static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl__tr_fatal(t, evl__errno());
 }
 
-/* Reading on: a read watch, or in completion mode a posted read. */
-static int evl__tr_read_on(evl_transport *t) {
-#ifdef EVL__HAVE_IOCP
-  if (t->flags & EVL__T_OVL)
-    return evl__tr_ovl_read(t);
-#endif
+/* Reading on: a read watch (the read_on hook). */
+static int evl__tr_read_on_ready(evl_transport *t) {
   return evl__watch(t->loop, t->fd, EVL__READ, evl__tr_read_callback(t), t,
                     NULL, NULL, 0);
+}
+
+/* Reading on: a read watch, or in completion mode a posted read. */
+static int evl__tr_read_on(evl_transport *t) {
+  return evl__transport_hooks_for(t->loop)->read_on(t);
 }
 
 /* Appends to the write queue; EVL_ENOMEM leaves it as it was. */
@@ -11434,25 +11518,22 @@ static int evl__tr_check_writable(evl_transport *t) {
   return 0;
 }
 
-/* Bytes were queued: watch for writability (unless a sendfile runs, which
-   watches already) and tell the protocol if it passed the high mark. */
+/* Bytes were queued: watch for writability, unless a sendfile runs, which
+   watches already (the write_queued hook). */
+static int evl__tr_write_queued_ready(evl_transport *t) {
+  if (EVL__SF(t))
+    return 0;
+  return evl__watch(t->loop, t->fd, EVL__WRITE, evl__tr_on_writable, t, NULL,
+                    NULL, 0);
+}
+
+/* Bytes were queued: send them when the socket takes them, and tell the
+   protocol if it passed the high mark. */
 static int evl__tr_watch_queue(evl_transport *t) {
-#ifdef EVL__HAVE_IOCP
-  if (t->flags & EVL__T_OVL) { /* send it (behind the write in flight) */
-    int rc = evl__tr_ovl_write(t);
-    if (rc) {
-      evl__tr_fatal(t, rc);
-      return rc;
-    }
-  } else
-#endif
-      if (!EVL__SF(t)) {
-    int rc = evl__watch(t->loop, t->fd, EVL__WRITE, evl__tr_on_writable, t,
-                        NULL, NULL, 0);
-    if (rc) {
-      evl__tr_fatal(t, rc);
-      return rc;
-    }
+  int rc = evl__transport_hooks_for(t->loop)->write_queued(t);
+  if (rc) {
+    evl__tr_fatal(t, rc);
+    return rc;
   }
   evl__tr_maybe_pause(t);
   return 0;
@@ -11603,388 +11684,6 @@ static void evl__tr_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   if (!t->wlen)
     evl__tr_drained(t);
 }
-
-#ifdef EVL__HAVE_IOCP
-/* ---- Completion mode (IOCP) ----
-   A stream socket waits for data with a zero-byte WSARecv, so an idle
-   connection holds no buffer, then reads what came without blocking, as
-   after a readiness event. Queued bytes leave in one overlapped WSASend
-   at a time, which owns them until it completes; writes made meanwhile
-   queue behind it. Datagrams arrive through WSARecvFrom into the
-   endpoint's buffer and leave through WSASendTo. Named pipes read with
-   ReadFile into the transport's buffer and write with WriteFile. A read
-   that completes while reading is paused is held until it resumes. */
-
-/* Completion mode for an IPv4/IPv6 socket on an IOCP loop. Else (other
-   families, a socket made without WSA_FLAG_OVERLAPPED, on which overlapped
-   calls would block, or one bound to another port) it stays on readiness,
-   through AFD. */
-static void evl__tr_ovl_adopt(evl_transport *t) {
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  int rc;
-  if (t->loop->backend != EVL_BACKEND_IOCP ||
-      evl__sys_getsockname(t->fd, (struct sockaddr *)&ss, &len) < 0 ||
-      (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) ||
-      evl__handle_is_sync((HANDLE)(intptr_t)t->fd))
-    return;
-  rc = evl__ovl_bind(t->loop, (HANDLE)(intptr_t)t->fd, 1);
-  if (rc >= 0)
-    t->flags |= EVL__T_OVL | (rc ? EVL__T_SKIP : 0);
-}
-
-static int evl__tr_reading(const evl_transport *t) {
-  return (t->flags & (EVL__T_MADE | EVL__T_PAUSED | EVL__T_CLOSING |
-                      EVL__T_READ_EOF)) == EVL__T_MADE;
-}
-
-/* Posts the read, unless one is in flight or held. */
-static int evl__tr_ovl_read(evl_transport *t) {
-  evl_loop *loop = t->loop;
-  evl__ovl *r = t->rreq;
-  SOCKET sock = EVL__SOCK(t->fd);
-  WSABUF b;
-  int ok;
-  if (!r) {
-    int kind = t->flags & EVL__T_HANDLE  ? EVL__OV_READ
-               : t->flags & EVL__T_DGRAM ? EVL__OV_RECVFROM
-                                         : EVL__OV_RECV;
-    r = evl__ovl_new(loop, t, kind, (HANDLE)(intptr_t)t->fd);
-    if (!r)
-      return EVL_ENOMEM;
-    r->skip = (t->flags & EVL__T_SKIP) != 0;
-    if (kind != EVL__OV_RECV) { /* the data, then the sender's address */
-      r->cap = t->flags & EVL__T_WPIPE ? 16 : EVL__RBUF_SIZE;
-      r->buf = (unsigned char *)evl__lalloc(
-          loop, EVL__RBUF_SIZE + sizeof(struct sockaddr_storage));
-      if (!r->buf) {
-        evl__lfree(loop, r);
-        return EVL_ENOMEM;
-      }
-    }
-    t->rreq = r;
-  }
-  if (r->pending || r->queued || r->delivering)
-    return 0;    /* (after delivering, the completion handler posts again) */
-  if (r->held) { /* what came while paused: run it again */
-    r->held = 0;
-    evl__ovl_push_done(loop, r);
-    return 0;
-  }
-  memset(&r->ov, 0, sizeof r->ov);
-  r->flags = 0;
-  switch (r->kind) {
-  case EVL__OV_RECV:
-    b.buf = NULL;
-    b.len = 0;
-    ok = WSARecv(sock, &b, 1, NULL, &r->flags, &r->ov, NULL) == 0;
-    break;
-  case EVL__OV_RECVFROM:
-    b.buf = (char *)r->buf;
-    b.len = r->cap;
-    r->alen = (int)sizeof(struct sockaddr_storage);
-    ok = WSARecvFrom(sock, &b, 1, NULL, &r->flags,
-                     (struct sockaddr *)(void *)(r->buf + r->cap), &r->alen,
-                     &r->ov, NULL) == 0;
-    break;
-  default:
-    ok = ReadFile(r->h, r->buf, r->cap, NULL, &r->ov) != 0;
-    if (!ok && (GetLastError() == ERROR_BROKEN_PIPE ||
-                GetLastError() == ERROR_HANDLE_EOF)) {
-      /* the other end is gone: run it from the ring like a completion */
-      r->ov.Internal = (ULONG_PTR)EVL__STATUS_PIPE_BROKEN;
-      evl__ovl_push_done(loop, r);
-      return 0;
-    }
-    if (!ok && GetLastError() != ERROR_IO_PENDING && (t->flags & EVL__T_WPIPE))
-      return 0; /* an outbound-only pipe: nothing to watch with */
-  }
-  return evl__ovl_started(loop, r, ok);
-}
-
-/* Sends r->buf[off .. off+len). */
-static int evl__tr_ovl_send(evl_transport *t, evl__ovl *r) {
-  WSABUF b;
-  int ok, rc;
-  memset(&r->ov, 0, sizeof r->ov);
-  if (r->kind == EVL__OV_WRITE) {
-    ok = WriteFile(r->h, r->buf + r->off, r->len, NULL, &r->ov) != 0;
-  } else {
-    b.buf = (char *)(r->buf + r->off);
-    b.len = r->len;
-    ok = WSASend(EVL__SOCK(t->fd), &b, 1, NULL, 0, &r->ov, NULL) == 0;
-  }
-  rc = evl__ovl_started(t->loop, r, ok);
-  if (rc) { /* nothing in flight */
-    evl__lfree(t->loop, r->buf);
-    r->buf = NULL;
-    t->wflight = 0;
-  }
-  return rc;
-}
-
-/* Hands the queued bytes to one overlapped write, unless one is in
-   flight. */
-/* Posts buf[off .. off+len) (the request owns buf from now on). */
-static int evl__tr_ovl_post(evl_transport *t, unsigned char *buf, uint32_t off,
-                            uint32_t len, uint32_t cap) {
-  evl__ovl *r = t->wreq;
-  if (!r) {
-    r = evl__ovl_new(t->loop, t,
-                     t->flags & EVL__T_HANDLE ? EVL__OV_WRITE : EVL__OV_SEND,
-                     (HANDLE)(intptr_t)t->fd);
-    if (!r) {
-      evl__lfree(t->loop, buf);
-      return EVL_ENOMEM;
-    }
-    r->skip = (t->flags & EVL__T_SKIP) != 0;
-    t->wreq = r;
-  }
-  r->buf = buf;
-  r->off = off;
-  r->len = len;
-  r->cap = cap;
-  t->wflight = len;
-  return evl__tr_ovl_send(t, r);
-}
-
-/* Hands the queued bytes to one overlapped write, unless one is in flight;
-   while a sendfile runs, only those queued before it. */
-static int evl__tr_ovl_write(evl_transport *t) {
-  evl__sendfile_op *sf = EVL__SF(t);
-  uint32_t take = t->wlen;
-  unsigned char *buf;
-  if (EVL__WBUSY(t) || !t->wlen)
-    return 0;
-  if (sf) {
-    if (sf->before < take)
-      take = (uint32_t)sf->before;
-    if (!take)
-      return 0;
-    sf->before -= take;
-  }
-  if (take == t->wlen) { /* the whole queue: its buffer goes with it */
-    uint32_t off = t->woff, cap = t->wcap;
-    buf = t->wbuf;
-    t->wbuf = NULL;
-    t->woff = t->wlen = t->wcap = 0;
-    return evl__tr_ovl_post(t, buf, off, take, cap);
-  }
-  buf = (unsigned char *)evl__lalloc(t->loop, take);
-  if (!buf)
-    return EVL_ENOMEM;
-  memcpy(buf, t->wbuf + t->woff, take);
-  t->woff += take;
-  t->wlen -= take;
-  return evl__tr_ovl_post(t, buf, 0, take, take);
-}
-
-/* Nothing in flight: the queue, then a sendfile, then a pending close or
-   write_eof. */
-static void evl__tr_ovl_writable(evl_transport *t) {
-  evl__sendfile_op *sf = EVL__SF(t);
-  if (t->wlen && (!sf || sf->before)) {
-    int rc = evl__tr_ovl_write(t);
-    if (rc)
-      evl__tr_fatal(t, rc);
-    return;
-  }
-  if (sf) {
-    evl__sendfile_pump(t);
-    return;
-  }
-  evl__tr_drained(t);
-}
-
-/* Sends the queued datagrams, one in flight at a time. */
-static void evl__dg_ovl_pump(evl_transport *t) {
-  while (!EVL__WBUSY(t) && t->more->dq_head && !(t->flags & EVL__T_LOST)) {
-    evl__dgram *d = t->more->dq_head;
-    evl__ovl *r = t->wreq;
-    WSABUF b;
-    int rc = EVL_ENOMEM, ok;
-    t->more->dq_head = d->next;
-    if (!r && (r = evl__ovl_new(t->loop, t, EVL__OV_SENDTO,
-                                (HANDLE)(intptr_t)t->fd)) != NULL) {
-      r->skip = (t->flags & EVL__T_SKIP) != 0;
-      t->wreq = r;
-    }
-    if (r) {
-      memset(&r->ov, 0, sizeof r->ov);
-      r->dg = d;
-      t->wflight = (uint32_t)d->len;
-      b.buf = (char *)(d + 1);
-      b.len = (ULONG)d->len;
-      ok = WSASendTo(EVL__SOCK(t->fd), &b, 1, NULL, 0,
-                     d->addrlen ? (const struct sockaddr *)&d->addr : NULL,
-                     (int)d->addrlen, &r->ov, NULL) == 0;
-      rc = evl__ovl_started(t->loop, r, ok);
-      if (rc) {
-        r->dg = NULL;
-        t->wflight = 0;
-      }
-    }
-    if (rc) { /* this one failed at once: reported, the next goes on */
-      evl__lfree(t->loop, d);
-      if (t->proto->error_received)
-        t->proto->error_received(t, rc, t->user);
-    }
-  }
-  if (!EVL__WBUSY(t) && !t->more->dq_head && !(t->flags & EVL__T_LOST)) {
-    evl__tr_maybe_resume(t);
-    if ((t->flags & EVL__T_CLOSING) && !(t->flags & EVL__T_LOST))
-      evl__tr_schedule_lost(t, 0);
-  }
-}
-
-/* Bytes that came through a ReadFile, to data_received or into the
-   protocol's buffers. */
-static void evl__tr_deliver(evl_transport *t, const unsigned char *data,
-                            size_t n) {
-  const evl_protocol *p = t->proto;
-  if (!p->get_buffer) {
-    if (p->data_received)
-      p->data_received(t, data, n, t->user);
-    return;
-  }
-  while (n && !(t->flags & EVL__T_CLOSING)) {
-    size_t len;
-    void *buf = evl__tr_get_buffer(t, n, &len);
-    if (!buf)
-      return;
-    if (len > n)
-      len = n;
-    memcpy(buf, data, len);
-    if (p->buffer_updated)
-      p->buffer_updated(t, len, t->user);
-    data += len;
-    n -= len;
-  }
-}
-
-/* Posts the next read if the transport still reads. */
-static void evl__tr_ovl_rearm(evl_transport *t) {
-  if (evl__tr_reading(t)) {
-    int rc = evl__tr_ovl_read(t);
-    if (rc)
-      evl__tr_fatal(t, rc);
-  }
-}
-
-/* A completed request of a transport. */
-static void evl__tr_ovl_done(evl_transport *t, evl__ovl *r, int err) {
-  uint32_t n = (uint32_t)r->ov.InternalHigh;
-  switch (r->kind) {
-  case EVL__OV_RECV: /* readable (or failed): read as after readiness */
-    if (t->flags & EVL__T_CLOSING)
-      return;
-    if (err) {
-      evl__tr_fatal(t, err);
-      return;
-    }
-    if (!evl__tr_reading(t))
-      return; /* paused: resuming posts a new one */
-    evl__tr_on_readable(t->loop, t->fd, t);
-    evl__tr_ovl_rearm(t);
-    return;
-  case EVL__OV_READ:
-    if (t->flags & EVL__T_CLOSING)
-      return;
-    if (t->flags & EVL__T_WPIPE) { /* the watch for the reader leaving */
-      if (err)
-        evl__wpipe_on_readable(t->loop, t->fd, t);
-      else
-        evl__tr_ovl_rearm(t);
-      return;
-    }
-    if (err == EVL_EPIPE) {
-      evl__tr_read_eof(t);
-      return;
-    }
-    if (err) {
-      evl__tr_fatal(t, err);
-      return;
-    }
-    if (!evl__tr_reading(t)) {
-      r->held = 1;
-      return;
-    }
-    if (n) {
-      r->delivering = 1;
-      evl__tr_deliver(t, r->buf, n);
-      r->delivering = 0;
-    }
-    evl__tr_ovl_rearm(t);
-    return;
-  case EVL__OV_RECVFROM:
-    if (t->flags & EVL__T_CLOSING)
-      return;
-    if (err == EVL_EMSGSIZE) { /* truncated to the buffer, as POSIX does */
-      err = 0;
-      n = r->cap;
-    }
-    if (!evl__tr_reading(t)) {
-      r->held = 1;
-      return;
-    }
-    if (!err) {
-      r->delivering = 1;
-      if (t->proto->datagram_received)
-        t->proto->datagram_received(t, r->buf, n, r->buf + r->cap,
-                                    (size_t)r->alen, t->user);
-      /* what else is queued, up to the budget, before posting again */
-      evl__dg_read_some(t, t->loop->read_budget - 1);
-      r->delivering = 0;
-    } else if (err == EVL_ECONNRESET || err == EVL_ECONNREFUSED ||
-               err == EVL_EHOSTUNREACH || err == EVL_ENETUNREACH) {
-      /* an ICMP error about an earlier datagram: reported, reading goes on */
-      if (t->proto->error_received)
-        t->proto->error_received(t, err, t->user);
-    } else {
-      evl__tr_fatal(t, err);
-      return;
-    }
-    evl__tr_ovl_rearm(t);
-    return;
-  case EVL__OV_SENDTO:
-    evl__lfree(t->loop, r->dg);
-    r->dg = NULL;
-    t->wflight = 0;
-    if (t->flags & EVL__T_LOST)
-      return;
-    if (err && t->proto->error_received)
-      t->proto->error_received(t, err, t->user);
-    evl__dg_ovl_pump(t);
-    return;
-  default: /* EVL__OV_SEND, EVL__OV_WRITE */
-    if (!err && n < r->len && !(t->flags & EVL__T_LOST)) {
-      r->off += n; /* the rest of it */
-      r->len -= n;
-      t->wflight = r->len;
-      if ((err = evl__tr_ovl_send(t, r)) == 0)
-        return;
-    }
-    t->wflight = 0;
-    if (!err && !t->wbuf && r->cap <= 65536) { /* the queue reuses it */
-      t->wbuf = r->buf;
-      t->wcap = r->cap;
-      t->woff = 0;
-    } else {
-      evl__lfree(t->loop, r->buf);
-    }
-    r->buf = NULL;
-    if (t->flags & EVL__T_LOST)
-      return;
-    if (err) {
-      evl__tr_fatal(t, err);
-      return;
-    }
-    evl__tr_maybe_resume(t);
-    if (!(t->flags & EVL__T_LOST))
-      evl__tr_ovl_writable(t);
-  }
-}
-#endif /* EVL__HAVE_IOCP */
 
 EVL__DEF int evl_transport_write_eof(evl_transport *t) {
   int rc;
@@ -12154,97 +11853,27 @@ EVL__DEF evl_transport *evl_connect_accepted_socket(evl_loop *loop,
   return evl__tr_open(loop, proto, user, (int)fd, 0, NULL);
 }
 
-#ifdef EVL__HAVE_IOCP
-/* A pipe transport on a named pipe handle opened for overlapped I/O
-   (IOCP loops only): ReadFile and WriteFile through the port. NULL and
-   *err when refused; the caller keeps the handle then. */
-static evl_transport *evl__tr_open_handle(evl_loop *loop,
-                                          const evl_protocol *proto, void *user,
-                                          HANDLE h, int write_side,
-                                          evl_future *waiter, int *err) {
-  evl_transport *t;
-  int rc;
-  if (loop->backend != EVL_BACKEND_IOCP || evl__handle_is_sync(h)) {
-    *err = EVL_ENOTSUP;
-    return NULL;
-  }
-  if ((rc = evl__ovl_bind(loop, h, 0)) < 0) {
-    *err = rc == EVL_EINVAL ? EVL_ENOTSUP : rc; /* on another port */
-    return NULL;
-  }
-  t = evl__tr_open(loop, proto, user, (int)(intptr_t)h, 0, waiter);
-  if (!t) {
-    *err = EVL_ENOMEM;
-    return NULL;
-  }
-  /* A write side watches for the reader leaving with a read of its own,
-     where the pipe allows one (duplex). */
-  t->flags |= EVL__T_PIPE | EVL__T_HANDLE | EVL__T_OVL |
-              (write_side ? EVL__T_WPIPE | EVL__T_WATCH_HUP : 0);
-  return t;
-}
-#endif
-
 static evl_future *evl__connect_pipe(evl_loop *loop, const evl_protocol *proto,
                                      void *user, evl_fd fdv, int write_side) {
   evl_future *f = evl_future_new(loop);
-  struct stat st;
+  const evl__tr_hooks *hooks = evl__transport_hooks_for(loop);
   evl_transport *t;
-  int fd = (int)fdv, rc = 0;
+  int fd = (int)fdv, rc = 0, hup = 0;
   if (!f)
     return NULL;
-#ifdef _WIN32
-  /* Sockets, and on IOCP named pipes opened for overlapped I/O. */
-  (void)st;
   if (!proto)
     rc = EVL_EINVAL;
   else if (fdv < 0 || fdv > INT_MAX)
     rc = EVL_EBADF;
-  else if (!evl__is_socket(fd)) {
-    HANDLE h = (HANDLE)(intptr_t)fd;
-    DWORD fl;
-    if (!GetHandleInformation(h, &fl))
-      rc = EVL_EBADF;
-    else if (GetFileType(h) != FILE_TYPE_PIPE)
+  else if ((rc = evl__pipe_check(fd, &hup)) == 1) { /* a pipe handle */
+    if (!hooks->open_handle)
       rc = EVL_ENOTSUP;
-#ifdef EVL__HAVE_IOCP
-    else if (evl__tr_open_handle(loop, proto, user, h, write_side, f, &rc))
+    else if (hooks->open_handle(loop, proto, user, (void *)(intptr_t)fd,
+                                write_side, f, &rc))
       return f;
-#else
-    else
-      rc = EVL_ENOTSUP;
-#endif
-  } else
-    rc = evl__set_nonblocking(fd);
-  if (rc) {
-    (void)evl_future_set_error(
-        f, rc,
-        rc == EVL_ENOTSUP
-            ? "sockets, or on IOCP named pipes opened for overlapped I/O"
-            : NULL);
-    return f;
   }
-  t = evl__tr_open(loop, proto, user, fd, 0, f);
-  if (!t) {
-    (void)evl_future_set_error(f, EVL_ENOMEM, NULL);
-    return f;
-  }
-  t->flags |= EVL__T_PIPE | (write_side ? EVL__T_WPIPE | EVL__T_WATCH_HUP : 0);
-  return f;
-#else
-  if (!proto)
-    rc = EVL_EINVAL;
-  else if (fdv < 0 || fdv > INT_MAX || fstat(fd, &st) < 0)
-    rc = EVL_EBADF;
-  else if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode) &&
-           !S_ISCHR(st.st_mode))
-    rc = EVL_EINVAL; /* a regular file is always "ready": no transport */
-  else
-    rc = evl__set_nonblocking(fd);
   if (rc) {
-    (void)evl_future_set_error(
-        f, rc,
-        rc == EVL_EINVAL && proto ? "not a pipe, FIFO, socket or tty" : NULL);
+    (void)evl_future_set_error(f, rc, proto ? evl__pipe_why(rc) : NULL);
     return f;
   }
   t = evl__tr_open(loop, proto, user, fd, 0, f);
@@ -12253,15 +11882,9 @@ static evl_future *evl__connect_pipe(evl_loop *loop, const evl_protocol *proto,
     return f;
   }
   t->flags |= EVL__T_PIPE;
-  if (write_side) {
-    t->flags |= EVL__T_WPIPE;
-    /* asyncio's trick: a pipe's or socket's write end turns readable when
-       the reader goes away (a tty's does not). */
-    if (!S_ISCHR(st.st_mode))
-      t->flags |= EVL__T_WATCH_HUP;
-  }
+  if (write_side)
+    t->flags |= EVL__T_WPIPE | (hup ? EVL__T_WATCH_HUP : 0);
   return f;
-#endif
 }
 
 EVL__DEF evl_future *evl_connect_read_pipe(evl_loop *loop,
@@ -12485,6 +12108,13 @@ static int evl__sockaddr_same(const void *xv, size_t xlen, const void *yv,
   return xlen == ylen && !memcmp(xv, yv, xlen);
 }
 
+/* Datagrams were queued: watch for writability (the dg_queued hook). */
+static void evl__dg_queued_ready(evl_transport *t) {
+  if (evl__watch(t->loop, t->fd, EVL__WRITE, evl__dg_on_writable, t, NULL, NULL,
+                 0) == 0)
+    evl__tr_maybe_pause(t);
+}
+
 EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
                                   size_t len, const void *addr,
                                   size_t addrlen) {
@@ -12533,16 +12163,7 @@ EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
       pp = &(*pp)->next;
     *pp = d;
   }
-#ifdef EVL__HAVE_IOCP
-  if (t->flags & EVL__T_OVL) {
-    evl__tr_maybe_pause(t);
-    evl__dg_ovl_pump(t);
-    return 0;
-  }
-#endif
-  if (evl__watch(t->loop, t->fd, EVL__WRITE, evl__dg_on_writable, t, NULL, NULL,
-                 0) == 0)
-    evl__tr_maybe_pause(t);
+  evl__transport_hooks_for(t->loop)->dg_queued(t);
   return 0;
 }
 
@@ -12857,10 +12478,8 @@ typedef struct evl__connect {
 static void evl__connect_next(evl__connect *c);
 
 static void evl__connect_stop(evl__connect *c) {
-#ifdef EVL__HAVE_IOCP
-  evl__ovl_release(c->fut.loop, c->creq); /* the close cancels it */
-  c->creq = NULL;
-#endif
+  if (evl__transport_hooks_for(c->fut.loop)->connect_stop)
+    evl__transport_hooks_for(c->fut.loop)->connect_stop(c);
   if (c->fd >= 0) {
     evl__unwatch(c->fut.loop, c->fd, EVL__WRITE);
     evl__closesocket(c->fd);
@@ -12872,7 +12491,8 @@ static void evl__connect_stop(evl__connect *c) {
   }
 }
 
-static void evl__connect_established(evl__connect *c) {
+/* Connected: the transport, with tflags (the way its fd does I/O). */
+static void evl__connect_established(evl__connect *c, int tflags) {
   evl_loop *loop = c->fut.loop;
   int fd = c->fd;
   evl_transport *t;
@@ -12885,75 +12505,10 @@ static void evl__connect_established(evl__connect *c) {
   if (!t) {
     evl__closesocket(fd);
     (void)evl_future_set_error(&c->fut, EVL_ENOMEM, NULL);
-  }
-#ifdef EVL__HAVE_IOCP
-  else
-    t->flags |= c->ovl_flags; /* ConnectEx bound it to the port */
-#endif
-}
-
-#ifdef EVL__HAVE_IOCP
-/* ConnectEx on an IOCP loop (IPv4, IPv6): 0 if it is in flight;
-   EVL_ENOTSUP sends the caller to the non-blocking connect. */
-static int evl__connect_ovl(evl__connect *c, int fd, const evl__addr *a) {
-  evl_loop *loop = c->fut.loop;
-  int family = a->ss.ss_family, skip, ok, rc;
-  evl__ovl *r;
-  if (loop->backend != EVL_BACKEND_IOCP ||
-      (family != AF_INET && family != AF_INET6))
-    return EVL_ENOTSUP;
-  if (!loop->connect_ex) {
-    GUID g = WSAID_CONNECTEX;
-    if (evl__wsa_ext(fd, g, &loop->connect_ex, sizeof loop->connect_ex))
-      return EVL_ENOTSUP;
-  }
-  if (!c->local_len) { /* ConnectEx wants a bound socket */
-    struct sockaddr_storage any;
-    memset(&any, 0, sizeof any);
-    any.ss_family = (ADDRESS_FAMILY)family;
-    if (evl__sys_bind(fd, (struct sockaddr *)&any,
-                      family == AF_INET ? sizeof(struct sockaddr_in)
-                                        : sizeof(struct sockaddr_in6)) < 0)
-      return evl__errno();
-  }
-  skip = evl__ovl_bind(loop, (HANDLE)(intptr_t)fd, 1);
-  if (skip < 0)
-    return skip;
-  r = evl__ovl_new(loop, c, EVL__OV_CONNECT, (HANDLE)(intptr_t)fd);
-  if (!r)
-    return EVL_ENOMEM;
-  r->skip = skip;
-  ok = loop->connect_ex(EVL__SOCK(fd), (const struct sockaddr *)&a->ss,
-                        (int)a->len, NULL, 0, NULL, &r->ov) != FALSE;
-  rc = evl__ovl_started(loop, r, ok);
-  if (rc) {
-    evl__lfree(loop, r);
-    return rc;
-  }
-  c->creq = r;
-  c->ovl_flags = EVL__T_OVL | (skip ? EVL__T_SKIP : 0);
-  return 0;
-}
-
-static void evl__connect_ovl_done(evl__connect *c, evl__ovl *r, int err) {
-  evl_loop *loop = c->fut.loop;
-  c->creq = NULL;
-  evl__ovl_free(loop, r);
-  c->waiting = 0;
-  if (!err && setsockopt(EVL__SOCK(c->fd), SOL_SOCKET,
-                         SO_UPDATE_CONNECT_CONTEXT, NULL, 0) != 0)
-    err = evl_translate_sys_error(evl__win_errno((DWORD)WSAGetLastError()));
-  if (!err) {
-    evl__connect_established(c);
   } else {
-    c->err = err;
-    evl__closesocket(c->fd);
-    c->fd = -1;
-    evl__connect_next(c);
+    t->flags |= tflags;
   }
-  evl_future_release(&c->fut); /* the request's reference */
 }
-#endif
 
 static void evl__connect_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl__connect *c = (evl__connect *)arg;
@@ -12961,7 +12516,7 @@ static void evl__connect_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   (void)fdv;
   c->waiting = 0;
   if (soerr == 0) {
-    evl__connect_established(c);
+    evl__connect_established(c, 0);
   } else {
     c->err = evl_translate_sys_error(soerr);
     evl__unwatch(c->fut.loop, c->fd, EVL__WRITE);
@@ -12970,6 +12525,29 @@ static void evl__connect_writable(evl_loop *loop, evl_fd fdv, void *arg) {
     evl__connect_next(c);
   }
   evl_future_release(&c->fut);
+}
+
+/* A non-blocking connect, then writability (the connect_start hook). */
+static int evl__connect_start_ready(evl__connect *c, int fd,
+                                    const evl__addr *a) {
+  int rc;
+  if (evl__sys_connect(fd, (struct sockaddr *)&a->ss, a->len) == 0) {
+    c->fd = fd;
+    evl__connect_established(c, 0);
+    return 1;
+  }
+  if (errno != EINPROGRESS && errno != EAGAIN && errno != EINTR)
+    return evl__errno();
+  c->fd = fd;
+  rc = evl__watch(c->fut.loop, fd, EVL__WRITE, evl__connect_writable, c, NULL,
+                  NULL, 0);
+  if (rc) {
+    c->fd = -1;
+    return rc;
+  }
+  c->waiting = 1;
+  c->fut.refs++;
+  return 1;
 }
 
 static void evl__connect_next(evl__connect *c) {
@@ -12987,42 +12565,11 @@ static void evl__connect_next(evl__connect *c) {
       evl__closesocket(fd);
       continue;
     }
-#ifdef EVL__HAVE_IOCP
-    rc = evl__connect_ovl(c, fd, a);
-    if (rc == 0) {
-      c->fd = fd;
-      c->waiting = 1;
-      c->fut.refs++;
+    rc = evl__transport_hooks_for(loop)->connect_start(c, fd, a);
+    if (rc == 1)
       return;
-    }
-    if (rc != EVL_ENOTSUP) {
-      c->err = rc;
-      evl__closesocket(fd);
-      continue;
-    }
-#endif
-    if (evl__sys_connect(fd, (struct sockaddr *)&a->ss, a->len) == 0) {
-      c->fd = fd;
-      evl__connect_established(c);
-      return;
-    }
-    if (errno != EINPROGRESS && errno != EAGAIN && errno != EINTR) {
-      c->err = evl__errno();
-      evl__closesocket(fd);
-      continue;
-    }
-    c->fd = fd;
-    rc = evl__watch(loop, fd, EVL__WRITE, evl__connect_writable, c, NULL, NULL,
-                    0);
-    if (rc) {
-      c->err = rc;
-      evl__closesocket(fd);
-      c->fd = -1;
-      continue;
-    }
-    c->waiting = 1;
-    c->fut.refs++;
-    return;
+    c->err = rc;
+    evl__closesocket(fd);
   }
   if (c->fut.state == EVL__PENDING)
     (void)evl_future_set_error(&c->fut, c->err ? c->err : EVL_ECONNREFUSED,
@@ -13266,118 +12813,16 @@ static void evl__server_on_accept(evl_loop *loop, evl_fd lfdv, void *arg) {
   }
 }
 
-#ifdef EVL__HAVE_IOCP
-/* On IOCP, IPv4 and IPv6 servers keep EVL__ACCEPTS AcceptEx calls posted
-   per socket; the accepted socket is made beforehand. If posting fails
-   (no memory or sockets), the socket falls back to accept() on
-   readiness, which needs nothing made in advance. */
-#define EVL__ACCEPTS 8
-#define EVL__ACCEPT_ADDR (sizeof(struct sockaddr_storage) + 16)
-
-static int evl__server_post_accept(evl_server *s, evl__ovl *r) {
-  evl_loop *loop = s->loop;
-  DWORD bytes = 0;
-  int fd = evl__socket(r->alen, SOCK_STREAM), ok, rc;
-  if (fd < 0)
-    return fd;
-  r->sock = fd;
-  memset(&r->ov, 0, sizeof r->ov);
-  ok = loop->accept_ex(EVL__SOCK(s->fds[r->index]), EVL__SOCK(fd), r->buf, 0,
-                       EVL__ACCEPT_ADDR, EVL__ACCEPT_ADDR, &bytes,
-                       &r->ov) != FALSE;
-  rc = evl__ovl_started(loop, r, ok);
-  if (rc) {
-    evl__closesocket(fd);
-    r->sock = -1;
-  }
-  return rc;
+/* Socket i of the server accepts on readiness (the listen hook). */
+static int evl__server_listen_ready(evl_server *s, size_t i) {
+  return evl__watch(s->loop, s->fds[i], EVL__READ, evl__server_on_accept, s,
+                    NULL, NULL, 0);
 }
-
-/* 0 if socket i of the server accepts through AcceptEx now. */
-static int evl__server_ovl_listen(evl_server *s, size_t i) {
-  evl_loop *loop = s->loop;
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  int lfd = s->fds[i], skip, k, posted = 0;
-  if (loop->backend != EVL_BACKEND_IOCP ||
-      evl__sys_getsockname(lfd, (struct sockaddr *)&ss, &len) < 0 ||
-      (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
-    return EVL_ENOTSUP;
-  if (!loop->accept_ex) {
-    GUID g = WSAID_ACCEPTEX;
-    if (evl__wsa_ext(lfd, g, &loop->accept_ex, sizeof loop->accept_ex))
-      return EVL_ENOTSUP;
-  }
-  if (!s->acc) {
-    s->acc =
-        (evl__ovl **)evl__zalloc(loop, s->nfds * EVL__ACCEPTS * sizeof *s->acc);
-    if (!s->acc)
-      return EVL_ENOMEM;
-  }
-  skip = evl__ovl_bind(loop, (HANDLE)(intptr_t)lfd, 1);
-  if (skip < 0)
-    return skip;
-  for (k = 0; k < EVL__ACCEPTS; k++) {
-    evl__ovl *r = evl__ovl_new(loop, s, EVL__OV_ACCEPT, (HANDLE)(intptr_t)lfd);
-    if (!r)
-      break;
-    r->skip = skip;
-    r->index = (int)i;
-    r->alen = ss.ss_family;
-    r->buf = (unsigned char *)evl__lalloc(loop, 2 * EVL__ACCEPT_ADDR);
-    s->acc[i * EVL__ACCEPTS + (size_t)k] = r;
-    if (!r->buf || evl__server_post_accept(s, r) != 0)
-      break;
-    posted++;
-  }
-  return posted ? 0 : EVL_ENOMEM;
-}
-
-/* An AcceptEx completed: the connection gets its transport, and the
-   request is posted again. */
-static void evl__server_ovl_accepted(evl_server *s, evl__ovl *r, int err) {
-  evl_loop *loop = s->loop;
-  SOCKET lsock = EVL__SOCK(s->fds[r->index]);
-  int fd = r->sock;
-  r->sock = -1;
-  if (!err && setsockopt(EVL__SOCK(fd), SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
-                         (char *)&lsock, sizeof lsock) != 0)
-    err = evl_translate_sys_error(evl__win_errno((DWORD)WSAGetLastError()));
-  if (err) {
-    evl__closesocket(fd);
-  } else {
-    evl_transport *t;
-    (void)evl__set_nonblocking(fd);
-    evl__set_nodelay(fd);
-    t = evl__tr_open(loop, s->proto, s->user, fd, 0, NULL);
-    if (!t) {
-      evl__closesocket(fd);
-    } else {
-      t->server = s;
-      s->nconns++;
-    }
-  }
-  if (!s->serving)
-    return;
-  /* A connection reset before it was accepted is that connection's end;
-     anything else, or failing to post again, falls back to readiness. */
-  if ((err && err != EVL_ECONNRESET && err != EVL_ECONNABORTED) ||
-      evl__server_post_accept(s, r) != 0)
-    (void)evl__watch(loop, (int)lsock, EVL__READ, evl__server_on_accept, s,
-                     NULL, NULL, 0);
-}
-#endif
 
 static int evl__server_listen(evl_server *s) {
   size_t i;
   for (i = 0; i < s->nfds; i++) {
-    int rc;
-#ifdef EVL__HAVE_IOCP
-    if (evl__server_ovl_listen(s, i) == 0)
-      continue;
-#endif
-    rc = evl__watch(s->loop, s->fds[i], EVL__READ, evl__server_on_accept, s,
-                    NULL, NULL, 0);
+    int rc = evl__transport_hooks_for(s->loop)->listen(s, i);
     if (rc)
       return rc;
   }
@@ -13387,14 +12832,8 @@ static int evl__server_listen(evl_server *s) {
 
 static void evl__server_close_fds(evl_server *s) {
   size_t i;
-#ifdef EVL__HAVE_IOCP
-  if (s->acc) { /* the close cancels them */
-    for (i = 0; i < s->nfds * EVL__ACCEPTS; i++)
-      evl__ovl_release(s->loop, s->acc[i]);
-    evl__lfree(s->loop, s->acc);
-    s->acc = NULL;
-  }
-#endif
+  if (evl__transport_hooks_for(s->loop)->server_stop)
+    evl__transport_hooks_for(s->loop)->server_stop(s);
   for (i = 0; i < s->nfds; i++) {
     evl__unwatch(s->loop, s->fds[i], EVL__READ);
     evl__fd_own(s->loop, s->fds[i], 0);
@@ -13403,33 +12842,11 @@ static void evl__server_close_fds(evl_server *s) {
   s->nfds = 0;
   s->serving = 0;
   if (s->unix_path) { /* remove our socket file, if it is still ours */
-#ifndef _WIN32
-    struct stat st;
-    if (lstat(s->unix_path, &st) == 0 && st.st_dev == s->unix_dev &&
-        st.st_ino == s->unix_ino)
-      unlink(s->unix_path);
-#endif
+    evl__unix_path_remove(s->unix_path, s->unix_dev, s->unix_ino);
     EVLOOP_FREE(NULL, s->unix_path);
     s->unix_path = NULL;
   }
 }
-
-#ifdef EVL__HAVE_IOCP
-/* A completed overlapped request, to its owner. */
-static void evl__ovl_handle(evl_loop *loop, evl__ovl *r, int err) {
-  (void)loop;
-  switch (r->kind) {
-  case EVL__OV_ACCEPT:
-    evl__server_ovl_accepted((evl_server *)r->owner, r, err);
-    break;
-  case EVL__OV_CONNECT:
-    evl__connect_ovl_done((evl__connect *)r->owner, r, err);
-    break;
-  default:
-    evl__tr_ovl_done((evl_transport *)r->owner, r, err);
-  }
-}
-#endif
 
 EVL__DEF void evl_server_close(evl_server *s) {
   if (!s || s->closed)
@@ -13600,16 +13017,7 @@ static int evl__server_bind(evl_server *s, const evl__addrs *l,
     fd = evl__socket(a->ss.ss_family, SOCK_STREAM);
     if (fd < 0)
       return fd;
-#ifdef _WIN32
-    /* Windows' SO_REUSEADDR lets another socket take over the port; the
-       exclusive use POSIX servers get is SO_EXCLUSIVEADDRUSE there (and
-       Windows rebinds ports in TIME_WAIT anyway). */
-    (void)evl__sys_setsockopt(fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, &one,
-                              sizeof one);
-#else
-    if (!(opts && opts->no_reuse_address))
-      (void)evl__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-#endif
+    evl__server_reuse_addr(fd, !(opts && opts->no_reuse_address));
     if (opts && opts->reuse_port) {
 #ifdef SO_REUSEPORT
       if (evl__sys_setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) <
@@ -14332,13 +13740,11 @@ EVL__DEF intptr_t evl_future_result_int(evl_future *fut) {
 static void evl__sendfile_released(evl_transport *t) {
   if (t->flags & EVL__T_LOST)
     return;
-#ifdef EVL__HAVE_IOCP
-  if (t->flags & EVL__T_OVL) {
-    if (!EVL__WBUSY(t))
-      evl__tr_ovl_writable(t);
-    return;
-  }
-#endif
+  evl__transport_hooks_for(t->loop)->sendfile_released(t);
+}
+
+/* The sendfile_released hook: the readiness watch sends the rest. */
+static void evl__sendfile_released_ready(evl_transport *t) {
   if (!t->wlen)
     evl__tr_drained(t);
 }
@@ -14365,34 +13771,6 @@ static void evl__sendfile_fail(evl_transport *t, int err) {
 /* Called when the transport is writable and its queue is empty. */
 static void evl__sendfile_pump(evl_transport *t) {
   evl__sendfile_op *op = t->more->u.sf;
-#ifdef EVL__HAVE_IOCP
-  if (t->flags & EVL__T_OVL) {  /* a chunk at a time through the queue */
-    if (op->done < op->count) { /* a buffer of its own: the queue waits */
-      unsigned char *buf =
-          (unsigned char *)evl__lalloc(t->loop, EVL__RBUF_SIZE);
-      evl__ssize_t n = buf ? evl__file_pread(op->file_fd, buf,
-                                             op->count - op->done, op->offset)
-                           : (errno = ENOMEM, -1);
-      int rc;
-      if (n <= 0)
-        evl__lfree(t->loop, buf);
-      if (n < 0) {
-        evl__tr_fatal(t, evl__errno());
-        return;
-      }
-      if (n > 0) {
-        op->offset += n;
-        op->done += (size_t)n;
-        rc = evl__tr_ovl_post(t, buf, 0, (uint32_t)n, EVL__RBUF_SIZE);
-        if (rc)
-          evl__tr_fatal(t, rc);
-        return;
-      }
-    }
-    evl__sendfile_finish(t);
-    return;
-  }
-#endif
   while (op->done < op->count) {
     evl__ssize_t n = evl__sendfile_chunk(t->loop, t->fd, op->file_fd,
                                          &op->offset, op->count - op->done);
@@ -14459,18 +13837,788 @@ EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
   op->before = t->wlen;
   t->more->u.sf = op;
   op->fut.refs++; /* the transport's reference */
-#ifdef EVL__HAVE_IOCP
-  if (t->flags & EVL__T_OVL) {
-    if (!EVL__WBUSY(t))
-      evl__tr_ovl_writable(t); /* the queue first, then the file */
-    return &op->fut;
-  }
-#endif
-  rc = evl__watch(t->loop, t->fd, EVL__WRITE, evl__tr_on_writable, t, NULL,
-                  NULL, 0);
+  evl__transport_hooks_for(t->loop)->sendfile_start(t);
+  return &op->fut;
+}
+
+/* A sendfile starts: it waits for writability (the sendfile_start hook). */
+static void evl__sendfile_start_ready(evl_transport *t) {
+  int rc = evl__watch(t->loop, t->fd, EVL__WRITE, evl__tr_on_writable, t, NULL,
+                      NULL, 0);
   if (rc)
     evl__tr_fatal(t, rc);
-  return &op->fut;
+}
+
+/* ==== IOCP transports ===================================================
+   The completion-based side of transports, connections and servers on an
+   IOCP loop; the requests they post (evl__ovl) are the IOCP backend's. The
+   shared code reaches it through the transport hooks (evl__tr_iocp_hooks,
+   at the end). A socket that cannot do overlapped I/O stays on readiness
+   through AFD: the hooks hand it to the readiness (*_ready) functions. */
+#ifdef EVL__HAVE_IOCP
+
+/* ---- Completion mode (IOCP) ----
+   A stream socket waits for data with a zero-byte WSARecv, so an idle
+   connection holds no buffer, then reads what came without blocking, as
+   after a readiness event. Queued bytes leave in one overlapped WSASend
+   at a time, which owns them until it completes; writes made meanwhile
+   queue behind it. Datagrams arrive through WSARecvFrom into the
+   endpoint's buffer and leave through WSASendTo. Named pipes read with
+   ReadFile into the transport's buffer and write with WriteFile. A read
+   that completes while reading is paused is held until it resumes. */
+
+/* Completion mode for an IPv4/IPv6 socket on an IOCP loop. Else (other
+   families, a socket made without WSA_FLAG_OVERLAPPED, on which overlapped
+   calls would block, or one bound to another port) it stays on readiness,
+   through AFD. */
+static void evl__tr_ovl_adopt(evl_transport *t) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int rc;
+  if (evl__sys_getsockname(t->fd, (struct sockaddr *)&ss, &len) < 0 ||
+      (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) ||
+      evl__handle_is_sync((HANDLE)(intptr_t)t->fd))
+    return;
+  rc = evl__ovl_bind(t->loop, (HANDLE)(intptr_t)t->fd, 1);
+  if (rc >= 0)
+    t->flags |= EVL__T_OVL | (rc ? EVL__T_SKIP : 0);
+}
+
+static int evl__tr_reading(const evl_transport *t) {
+  return (t->flags & (EVL__T_MADE | EVL__T_PAUSED | EVL__T_CLOSING |
+                      EVL__T_READ_EOF)) == EVL__T_MADE;
+}
+
+/* Posts the read, unless one is in flight or held. */
+static int evl__tr_ovl_read(evl_transport *t) {
+  evl_loop *loop = t->loop;
+  evl__ovl *r = t->rreq;
+  SOCKET sock = EVL__SOCK(t->fd);
+  WSABUF b;
+  int ok;
+  if (!r) {
+    int kind = t->flags & EVL__T_HANDLE  ? EVL__OV_READ
+               : t->flags & EVL__T_DGRAM ? EVL__OV_RECVFROM
+                                         : EVL__OV_RECV;
+    r = evl__ovl_new(loop, t, kind, (HANDLE)(intptr_t)t->fd);
+    if (!r)
+      return EVL_ENOMEM;
+    r->skip = (t->flags & EVL__T_SKIP) != 0;
+    if (kind != EVL__OV_RECV) { /* the data, then the sender's address */
+      r->cap = t->flags & EVL__T_WPIPE ? 16 : EVL__RBUF_SIZE;
+      r->buf = (unsigned char *)evl__lalloc(
+          loop, EVL__RBUF_SIZE + sizeof(struct sockaddr_storage));
+      if (!r->buf) {
+        evl__lfree(loop, r);
+        return EVL_ENOMEM;
+      }
+    }
+    t->rreq = r;
+  }
+  if (r->pending || r->queued || r->delivering)
+    return 0;    /* (after delivering, the completion handler posts again) */
+  if (r->held) { /* what came while paused: run it again */
+    r->held = 0;
+    evl__ovl_push_done(loop, r);
+    return 0;
+  }
+  memset(&r->ov, 0, sizeof r->ov);
+  r->flags = 0;
+  switch (r->kind) {
+  case EVL__OV_RECV:
+    b.buf = NULL;
+    b.len = 0;
+    ok = WSARecv(sock, &b, 1, NULL, &r->flags, &r->ov, NULL) == 0;
+    break;
+  case EVL__OV_RECVFROM:
+    b.buf = (char *)r->buf;
+    b.len = r->cap;
+    r->alen = (int)sizeof(struct sockaddr_storage);
+    ok = WSARecvFrom(sock, &b, 1, NULL, &r->flags,
+                     (struct sockaddr *)(void *)(r->buf + r->cap), &r->alen,
+                     &r->ov, NULL) == 0;
+    break;
+  default:
+    ok = ReadFile(r->h, r->buf, r->cap, NULL, &r->ov) != 0;
+    if (!ok && (GetLastError() == ERROR_BROKEN_PIPE ||
+                GetLastError() == ERROR_HANDLE_EOF)) {
+      /* the other end is gone: run it from the ring like a completion */
+      r->ov.Internal = (ULONG_PTR)EVL__STATUS_PIPE_BROKEN;
+      evl__ovl_push_done(loop, r);
+      return 0;
+    }
+    if (!ok && GetLastError() != ERROR_IO_PENDING && (t->flags & EVL__T_WPIPE))
+      return 0; /* an outbound-only pipe: nothing to watch with */
+  }
+  return evl__ovl_started(loop, r, ok);
+}
+
+/* Sends r->buf[off .. off+len). */
+static int evl__tr_ovl_send(evl_transport *t, evl__ovl *r) {
+  WSABUF b;
+  int ok, rc;
+  memset(&r->ov, 0, sizeof r->ov);
+  if (r->kind == EVL__OV_WRITE) {
+    ok = WriteFile(r->h, r->buf + r->off, r->len, NULL, &r->ov) != 0;
+  } else {
+    b.buf = (char *)(r->buf + r->off);
+    b.len = r->len;
+    ok = WSASend(EVL__SOCK(t->fd), &b, 1, NULL, 0, &r->ov, NULL) == 0;
+  }
+  rc = evl__ovl_started(t->loop, r, ok);
+  if (rc) { /* nothing in flight */
+    evl__lfree(t->loop, r->buf);
+    r->buf = NULL;
+    t->wflight = 0;
+  }
+  return rc;
+}
+
+/* Hands the queued bytes to one overlapped write, unless one is in
+   flight. */
+/* Posts buf[off .. off+len) (the request owns buf from now on). */
+static int evl__tr_ovl_post(evl_transport *t, unsigned char *buf, uint32_t off,
+                            uint32_t len, uint32_t cap) {
+  evl__ovl *r = t->wreq;
+  if (!r) {
+    r = evl__ovl_new(t->loop, t,
+                     t->flags & EVL__T_HANDLE ? EVL__OV_WRITE : EVL__OV_SEND,
+                     (HANDLE)(intptr_t)t->fd);
+    if (!r) {
+      evl__lfree(t->loop, buf);
+      return EVL_ENOMEM;
+    }
+    r->skip = (t->flags & EVL__T_SKIP) != 0;
+    t->wreq = r;
+  }
+  r->buf = buf;
+  r->off = off;
+  r->len = len;
+  r->cap = cap;
+  t->wflight = len;
+  return evl__tr_ovl_send(t, r);
+}
+
+/* Hands the queued bytes to one overlapped write, unless one is in flight;
+   while a sendfile runs, only those queued before it. */
+static int evl__tr_ovl_write(evl_transport *t) {
+  evl__sendfile_op *sf = EVL__SF(t);
+  uint32_t take = t->wlen;
+  unsigned char *buf;
+  if (EVL__WBUSY(t) || !t->wlen)
+    return 0;
+  if (sf) {
+    if (sf->before < take)
+      take = (uint32_t)sf->before;
+    if (!take)
+      return 0;
+    sf->before -= take;
+  }
+  if (take == t->wlen) { /* the whole queue: its buffer goes with it */
+    uint32_t off = t->woff, cap = t->wcap;
+    buf = t->wbuf;
+    t->wbuf = NULL;
+    t->woff = t->wlen = t->wcap = 0;
+    return evl__tr_ovl_post(t, buf, off, take, cap);
+  }
+  buf = (unsigned char *)evl__lalloc(t->loop, take);
+  if (!buf)
+    return EVL_ENOMEM;
+  memcpy(buf, t->wbuf + t->woff, take);
+  t->woff += take;
+  t->wlen -= take;
+  return evl__tr_ovl_post(t, buf, 0, take, take);
+}
+
+/* A sendfile in completion mode: a chunk at a time through the write
+   request, in a buffer of its own (the queue waits). */
+static void evl__sendfile_ovl_pump(evl_transport *t) {
+  evl__sendfile_op *op = t->more->u.sf;
+  if (op->done < op->count) { /* a buffer of its own: the queue waits */
+    unsigned char *buf = (unsigned char *)evl__lalloc(t->loop, EVL__RBUF_SIZE);
+    evl__ssize_t n = buf ? evl__file_pread(op->file_fd, buf,
+                                           op->count - op->done, op->offset)
+                         : (errno = ENOMEM, -1);
+    int rc;
+    if (n <= 0)
+      evl__lfree(t->loop, buf);
+    if (n < 0) {
+      evl__tr_fatal(t, evl__errno());
+      return;
+    }
+    if (n > 0) {
+      op->offset += n;
+      op->done += (size_t)n;
+      rc = evl__tr_ovl_post(t, buf, 0, (uint32_t)n, EVL__RBUF_SIZE);
+      if (rc)
+        evl__tr_fatal(t, rc);
+      return;
+    }
+  }
+  evl__sendfile_finish(t);
+}
+
+/* Nothing in flight: the queue, then a sendfile, then a pending close or
+   write_eof. */
+static void evl__tr_ovl_writable(evl_transport *t) {
+  evl__sendfile_op *sf = EVL__SF(t);
+  if (t->wlen && (!sf || sf->before)) {
+    int rc = evl__tr_ovl_write(t);
+    if (rc)
+      evl__tr_fatal(t, rc);
+    return;
+  }
+  if (sf) {
+    evl__sendfile_ovl_pump(t);
+    return;
+  }
+  evl__tr_drained(t);
+}
+
+/* Sends the queued datagrams, one in flight at a time. */
+static void evl__dg_ovl_pump(evl_transport *t) {
+  while (!EVL__WBUSY(t) && t->more->dq_head && !(t->flags & EVL__T_LOST)) {
+    evl__dgram *d = t->more->dq_head;
+    evl__ovl *r = t->wreq;
+    WSABUF b;
+    int rc = EVL_ENOMEM, ok;
+    t->more->dq_head = d->next;
+    if (!r && (r = evl__ovl_new(t->loop, t, EVL__OV_SENDTO,
+                                (HANDLE)(intptr_t)t->fd)) != NULL) {
+      r->skip = (t->flags & EVL__T_SKIP) != 0;
+      t->wreq = r;
+    }
+    if (r) {
+      memset(&r->ov, 0, sizeof r->ov);
+      r->dg = d;
+      t->wflight = (uint32_t)d->len;
+      b.buf = (char *)(d + 1);
+      b.len = (ULONG)d->len;
+      ok = WSASendTo(EVL__SOCK(t->fd), &b, 1, NULL, 0,
+                     d->addrlen ? (const struct sockaddr *)&d->addr : NULL,
+                     (int)d->addrlen, &r->ov, NULL) == 0;
+      rc = evl__ovl_started(t->loop, r, ok);
+      if (rc) {
+        r->dg = NULL;
+        t->wflight = 0;
+      }
+    }
+    if (rc) { /* this one failed at once: reported, the next goes on */
+      evl__lfree(t->loop, d);
+      if (t->proto->error_received)
+        t->proto->error_received(t, rc, t->user);
+    }
+  }
+  if (!EVL__WBUSY(t) && !t->more->dq_head && !(t->flags & EVL__T_LOST)) {
+    evl__tr_maybe_resume(t);
+    if ((t->flags & EVL__T_CLOSING) && !(t->flags & EVL__T_LOST))
+      evl__tr_schedule_lost(t, 0);
+  }
+}
+
+/* Bytes that came through a ReadFile, to data_received or into the
+   protocol's buffers. */
+static void evl__tr_deliver(evl_transport *t, const unsigned char *data,
+                            size_t n) {
+  const evl_protocol *p = t->proto;
+  if (!p->get_buffer) {
+    if (p->data_received)
+      p->data_received(t, data, n, t->user);
+    return;
+  }
+  while (n && !(t->flags & EVL__T_CLOSING)) {
+    size_t len;
+    void *buf = evl__tr_get_buffer(t, n, &len);
+    if (!buf)
+      return;
+    if (len > n)
+      len = n;
+    memcpy(buf, data, len);
+    if (p->buffer_updated)
+      p->buffer_updated(t, len, t->user);
+    data += len;
+    n -= len;
+  }
+}
+
+/* Posts the next read if the transport still reads. */
+static void evl__tr_ovl_rearm(evl_transport *t) {
+  if (evl__tr_reading(t)) {
+    int rc = evl__tr_ovl_read(t);
+    if (rc)
+      evl__tr_fatal(t, rc);
+  }
+}
+
+/* A zero-byte WSARecv completed: the socket is readable (or failed); it
+   reads as after readiness. */
+static void evl__tr_ovl_readable(evl_transport *t, int err) {
+  if (t->flags & EVL__T_CLOSING)
+    return;
+  if (err) {
+    evl__tr_fatal(t, err);
+    return;
+  }
+  if (!evl__tr_reading(t))
+    return; /* paused: resuming posts a new one */
+  evl__tr_on_readable(t->loop, t->fd, t);
+  evl__tr_ovl_rearm(t);
+}
+
+/* A ReadFile on a pipe handle completed with n bytes (on a write side: the
+   reader left, or not). */
+static void evl__tr_ovl_pipe_read(evl_transport *t, evl__ovl *r, int err,
+                                  uint32_t n) {
+  if (t->flags & EVL__T_CLOSING)
+    return;
+  if (t->flags & EVL__T_WPIPE) { /* the watch for the reader leaving */
+    if (err)
+      evl__wpipe_on_readable(t->loop, t->fd, t);
+    else
+      evl__tr_ovl_rearm(t);
+    return;
+  }
+  if (err == EVL_EPIPE) {
+    evl__tr_read_eof(t);
+    return;
+  }
+  if (err) {
+    evl__tr_fatal(t, err);
+    return;
+  }
+  if (!evl__tr_reading(t)) {
+    r->held = 1;
+    return;
+  }
+  if (n) {
+    r->delivering = 1;
+    evl__tr_deliver(t, r->buf, n);
+    r->delivering = 0;
+  }
+  evl__tr_ovl_rearm(t);
+}
+
+/* A WSARecvFrom completed: a datagram of n bytes, or an error. */
+static void evl__dg_ovl_received(evl_transport *t, evl__ovl *r, int err,
+                                 uint32_t n) {
+  if (t->flags & EVL__T_CLOSING)
+    return;
+  if (err == EVL_EMSGSIZE) { /* truncated to the buffer, as POSIX does */
+    err = 0;
+    n = r->cap;
+  }
+  if (!evl__tr_reading(t)) {
+    r->held = 1;
+    return;
+  }
+  if (!err) {
+    r->delivering = 1;
+    if (t->proto->datagram_received)
+      t->proto->datagram_received(t, r->buf, n, r->buf + r->cap,
+                                  (size_t)r->alen, t->user);
+    /* what else is queued, up to the budget, before posting again */
+    evl__dg_read_some(t, t->loop->read_budget - 1);
+    r->delivering = 0;
+  } else if (err == EVL_ECONNRESET || err == EVL_ECONNREFUSED ||
+             err == EVL_EHOSTUNREACH || err == EVL_ENETUNREACH) {
+    /* an ICMP error about an earlier datagram: reported, reading goes on */
+    if (t->proto->error_received)
+      t->proto->error_received(t, err, t->user);
+  } else {
+    evl__tr_fatal(t, err);
+    return;
+  }
+  evl__tr_ovl_rearm(t);
+}
+
+/* A WSASendTo completed: the datagram goes, the next one is sent. */
+static void evl__dg_ovl_sent(evl_transport *t, evl__ovl *r, int err) {
+  evl__lfree(t->loop, r->dg);
+  r->dg = NULL;
+  t->wflight = 0;
+  if (t->flags & EVL__T_LOST)
+    return;
+  if (err && t->proto->error_received)
+    t->proto->error_received(t, err, t->user);
+  evl__dg_ovl_pump(t);
+}
+
+/* A WSASend or WriteFile completed with n bytes: the rest of it goes, or
+   its buffer back to the queue and the next write. */
+static void evl__tr_ovl_sent(evl_transport *t, evl__ovl *r, int err,
+                             uint32_t n) {
+  if (!err && n < r->len && !(t->flags & EVL__T_LOST)) {
+    r->off += n; /* the rest of it */
+    r->len -= n;
+    t->wflight = r->len;
+    if ((err = evl__tr_ovl_send(t, r)) == 0)
+      return;
+  }
+  t->wflight = 0;
+  if (!err && !t->wbuf && r->cap <= 65536) { /* the queue reuses it */
+    t->wbuf = r->buf;
+    t->wcap = r->cap;
+    t->woff = 0;
+  } else {
+    evl__lfree(t->loop, r->buf);
+  }
+  r->buf = NULL;
+  if (t->flags & EVL__T_LOST)
+    return;
+  if (err) {
+    evl__tr_fatal(t, err);
+    return;
+  }
+  evl__tr_maybe_resume(t);
+  if (!(t->flags & EVL__T_LOST))
+    evl__tr_ovl_writable(t);
+}
+
+/* A completed request of a transport, to the handler for its kind. */
+static void evl__tr_ovl_done(evl_transport *t, evl__ovl *r, int err) {
+  uint32_t n = (uint32_t)r->ov.InternalHigh;
+  switch (r->kind) {
+  case EVL__OV_RECV:
+    evl__tr_ovl_readable(t, err);
+    break;
+  case EVL__OV_READ:
+    evl__tr_ovl_pipe_read(t, r, err, n);
+    break;
+  case EVL__OV_RECVFROM:
+    evl__dg_ovl_received(t, r, err, n);
+    break;
+  case EVL__OV_SENDTO:
+    evl__dg_ovl_sent(t, r, err);
+    break;
+  default: /* EVL__OV_SEND, EVL__OV_WRITE */
+    evl__tr_ovl_sent(t, r, err, n);
+  }
+}
+
+/* A pipe transport on a named pipe handle opened for overlapped I/O
+   (IOCP loops only): ReadFile and WriteFile through the port. NULL and
+   *err when refused; the caller keeps the handle then. */
+static evl_transport *evl__tr_open_handle(evl_loop *loop,
+                                          const evl_protocol *proto, void *user,
+                                          HANDLE h, int write_side,
+                                          evl_future *waiter, int *err) {
+  evl_transport *t;
+  int rc;
+  if (loop->backend != EVL_BACKEND_IOCP || evl__handle_is_sync(h)) {
+    *err = EVL_ENOTSUP;
+    return NULL;
+  }
+  if ((rc = evl__ovl_bind(loop, h, 0)) < 0) {
+    *err = rc == EVL_EINVAL ? EVL_ENOTSUP : rc; /* on another port */
+    return NULL;
+  }
+  t = evl__tr_open(loop, proto, user, (int)(intptr_t)h, 0, waiter);
+  if (!t) {
+    *err = EVL_ENOMEM;
+    return NULL;
+  }
+  /* A write side watches for the reader leaving with a read of its own,
+     where the pipe allows one (duplex). */
+  t->flags |= EVL__T_PIPE | EVL__T_HANDLE | EVL__T_OVL |
+              (write_side ? EVL__T_WPIPE | EVL__T_WATCH_HUP : 0);
+  return t;
+}
+
+/* ConnectEx on an IOCP loop (IPv4, IPv6): 0 if it is in flight;
+   EVL_ENOTSUP sends the caller to the non-blocking connect. */
+static int evl__connect_ovl(evl__connect *c, int fd, const evl__addr *a) {
+  evl_loop *loop = c->fut.loop;
+  int family = a->ss.ss_family, skip, ok, rc;
+  evl__ovl *r;
+  if (family != AF_INET && family != AF_INET6)
+    return EVL_ENOTSUP;
+  if (!loop->connect_ex) {
+    GUID g = WSAID_CONNECTEX;
+    if (evl__wsa_ext(fd, g, &loop->connect_ex, sizeof loop->connect_ex))
+      return EVL_ENOTSUP;
+  }
+  if (!c->local_len) { /* ConnectEx wants a bound socket */
+    struct sockaddr_storage any;
+    memset(&any, 0, sizeof any);
+    any.ss_family = (ADDRESS_FAMILY)family;
+    if (evl__sys_bind(fd, (struct sockaddr *)&any,
+                      family == AF_INET ? sizeof(struct sockaddr_in)
+                                        : sizeof(struct sockaddr_in6)) < 0)
+      return evl__errno();
+  }
+  skip = evl__ovl_bind(loop, (HANDLE)(intptr_t)fd, 1);
+  if (skip < 0)
+    return skip;
+  r = evl__ovl_new(loop, c, EVL__OV_CONNECT, (HANDLE)(intptr_t)fd);
+  if (!r)
+    return EVL_ENOMEM;
+  r->skip = skip;
+  ok = loop->connect_ex(EVL__SOCK(fd), (const struct sockaddr *)&a->ss,
+                        (int)a->len, NULL, 0, NULL, &r->ov) != FALSE;
+  rc = evl__ovl_started(loop, r, ok);
+  if (rc) {
+    evl__lfree(loop, r);
+    return rc;
+  }
+  c->creq = r;
+  c->ovl_flags = EVL__T_OVL | (skip ? EVL__T_SKIP : 0);
+  return 0;
+}
+
+static void evl__connect_ovl_done(evl__connect *c, evl__ovl *r, int err) {
+  evl_loop *loop = c->fut.loop;
+  c->creq = NULL;
+  evl__ovl_free(loop, r);
+  c->waiting = 0;
+  if (!err && setsockopt(EVL__SOCK(c->fd), SOL_SOCKET,
+                         SO_UPDATE_CONNECT_CONTEXT, NULL, 0) != 0)
+    err = evl_translate_sys_error(evl__win_errno((DWORD)WSAGetLastError()));
+  if (!err) {
+    evl__connect_established(c, c->ovl_flags);
+  } else {
+    c->err = err;
+    evl__closesocket(c->fd);
+    c->fd = -1;
+    evl__connect_next(c);
+  }
+  evl_future_release(&c->fut); /* the request's reference */
+}
+
+/* On IOCP, IPv4 and IPv6 servers keep EVL__ACCEPTS AcceptEx calls posted
+   per socket; the accepted socket is made beforehand. If posting fails
+   (no memory or sockets), the socket falls back to accept() on
+   readiness, which needs nothing made in advance. */
+#define EVL__ACCEPTS 8
+#define EVL__ACCEPT_ADDR (sizeof(struct sockaddr_storage) + 16)
+
+static int evl__server_post_accept(evl_server *s, evl__ovl *r) {
+  evl_loop *loop = s->loop;
+  DWORD bytes = 0;
+  int fd = evl__socket(r->alen, SOCK_STREAM), ok, rc;
+  if (fd < 0)
+    return fd;
+  r->sock = fd;
+  memset(&r->ov, 0, sizeof r->ov);
+  ok = loop->accept_ex(EVL__SOCK(s->fds[r->index]), EVL__SOCK(fd), r->buf, 0,
+                       EVL__ACCEPT_ADDR, EVL__ACCEPT_ADDR, &bytes,
+                       &r->ov) != FALSE;
+  rc = evl__ovl_started(loop, r, ok);
+  if (rc) {
+    evl__closesocket(fd);
+    r->sock = -1;
+  }
+  return rc;
+}
+
+/* 0 if socket i of the server accepts through AcceptEx now. */
+static int evl__server_ovl_listen(evl_server *s, size_t i) {
+  evl_loop *loop = s->loop;
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int lfd = s->fds[i], skip, k, posted = 0;
+  if (evl__sys_getsockname(lfd, (struct sockaddr *)&ss, &len) < 0 ||
+      (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+    return EVL_ENOTSUP;
+  if (!loop->accept_ex) {
+    GUID g = WSAID_ACCEPTEX;
+    if (evl__wsa_ext(lfd, g, &loop->accept_ex, sizeof loop->accept_ex))
+      return EVL_ENOTSUP;
+  }
+  if (!s->acc) {
+    s->acc =
+        (evl__ovl **)evl__zalloc(loop, s->nfds * EVL__ACCEPTS * sizeof *s->acc);
+    if (!s->acc)
+      return EVL_ENOMEM;
+  }
+  skip = evl__ovl_bind(loop, (HANDLE)(intptr_t)lfd, 1);
+  if (skip < 0)
+    return skip;
+  for (k = 0; k < EVL__ACCEPTS; k++) {
+    evl__ovl *r = evl__ovl_new(loop, s, EVL__OV_ACCEPT, (HANDLE)(intptr_t)lfd);
+    if (!r)
+      break;
+    r->skip = skip;
+    r->index = (int)i;
+    r->alen = ss.ss_family;
+    r->buf = (unsigned char *)evl__lalloc(loop, 2 * EVL__ACCEPT_ADDR);
+    s->acc[i * EVL__ACCEPTS + (size_t)k] = r;
+    if (!r->buf || evl__server_post_accept(s, r) != 0)
+      break;
+    posted++;
+  }
+  return posted ? 0 : EVL_ENOMEM;
+}
+
+/* An AcceptEx completed: the connection gets its transport, and the
+   request is posted again. */
+static void evl__server_ovl_accepted(evl_server *s, evl__ovl *r, int err) {
+  evl_loop *loop = s->loop;
+  SOCKET lsock = EVL__SOCK(s->fds[r->index]);
+  int fd = r->sock;
+  r->sock = -1;
+  if (!err && setsockopt(EVL__SOCK(fd), SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
+                         (char *)&lsock, sizeof lsock) != 0)
+    err = evl_translate_sys_error(evl__win_errno((DWORD)WSAGetLastError()));
+  if (err) {
+    evl__closesocket(fd);
+  } else {
+    evl_transport *t;
+    (void)evl__set_nonblocking(fd);
+    evl__set_nodelay(fd);
+    t = evl__tr_open(loop, s->proto, s->user, fd, 0, NULL);
+    if (!t) {
+      evl__closesocket(fd);
+    } else {
+      t->server = s;
+      s->nconns++;
+    }
+  }
+  if (!s->serving)
+    return;
+  /* A connection reset before it was accepted is that connection's end;
+     anything else, or failing to post again, falls back to readiness. */
+  if ((err && err != EVL_ECONNRESET && err != EVL_ECONNABORTED) ||
+      evl__server_post_accept(s, r) != 0)
+    (void)evl__watch(loop, (int)lsock, EVL__READ, evl__server_on_accept, s,
+                     NULL, NULL, 0);
+}
+
+/* A completed overlapped request, to its owner. */
+static void evl__ovl_handle(evl_loop *loop, evl__ovl *r, int err) {
+  (void)loop;
+  switch (r->kind) {
+  case EVL__OV_ACCEPT:
+    evl__server_ovl_accepted((evl_server *)r->owner, r, err);
+    break;
+  case EVL__OV_CONNECT:
+    evl__connect_ovl_done((evl__connect *)r->owner, r, err);
+    break;
+  default:
+    evl__tr_ovl_done((evl_transport *)r->owner, r, err);
+  }
+}
+
+/* The hooks: completion mode where the transport has it (EVL__T_OVL), else
+   readiness through AFD. */
+static int evl__tr_ovl_read_on(evl_transport *t) {
+  if (t->flags & EVL__T_OVL)
+    return evl__tr_ovl_read(t);
+  return evl__tr_read_on_ready(t);
+}
+
+static int evl__tr_ovl_write_queued(evl_transport *t) {
+  if (t->flags & EVL__T_OVL) /* send it (behind the write in flight) */
+    return evl__tr_ovl_write(t);
+  return evl__tr_write_queued_ready(t);
+}
+
+static void evl__dg_ovl_queued(evl_transport *t) {
+  if (t->flags & EVL__T_OVL) {
+    evl__tr_maybe_pause(t);
+    evl__dg_ovl_pump(t);
+    return;
+  }
+  evl__dg_queued_ready(t);
+}
+
+static void evl__tr_ovl_close_fd(evl_transport *t) {
+  evl__ovl_release(t->loop, t->rreq);
+  evl__ovl_release(t->loop, t->wreq);
+  t->rreq = t->wreq = NULL;
+  t->wflight = 0;
+  if (t->flags & EVL__T_HANDLE) {
+    CloseHandle((HANDLE)(intptr_t)t->fd);
+    t->fd = -1;
+    return;
+  }
+  evl__tr_close_fd_ready(t);
+}
+
+/* A sendfile started or let go in completion mode: unless a write is in
+   flight (its completion goes on), the queue, then the file. 0 if the
+   transport is on readiness. */
+static int evl__sendfile_ovl_go(evl_transport *t) {
+  if (!(t->flags & EVL__T_OVL))
+    return 0;
+  if (!EVL__WBUSY(t))
+    evl__tr_ovl_writable(t);
+  return 1;
+}
+static void evl__sendfile_ovl_start(evl_transport *t) {
+  if (!evl__sendfile_ovl_go(t))
+    evl__sendfile_start_ready(t);
+}
+static void evl__sendfile_ovl_released(evl_transport *t) {
+  if (!evl__sendfile_ovl_go(t))
+    evl__sendfile_released_ready(t);
+}
+
+/* ConnectEx where it applies, else the non-blocking connect. */
+static int evl__connect_ovl_start(evl__connect *c, int fd, const evl__addr *a) {
+  int rc = evl__connect_ovl(c, fd, a);
+  if (rc == EVL_ENOTSUP)
+    return evl__connect_start_ready(c, fd, a);
+  if (rc)
+    return rc;
+  c->fd = fd;
+  c->waiting = 1;
+  c->fut.refs++;
+  return 1;
+}
+
+static void evl__connect_ovl_stop(evl__connect *c) {
+  evl__ovl_release(c->fut.loop, c->creq); /* the close cancels it */
+  c->creq = NULL;
+}
+
+/* AcceptEx where it applies, else accept() on readiness. */
+static int evl__server_ovl_start(evl_server *s, size_t i) {
+  if (evl__server_ovl_listen(s, i) == 0)
+    return 0;
+  return evl__server_listen_ready(s, i);
+}
+
+static void evl__server_ovl_stop(evl_server *s) {
+  size_t i;
+  if (s->acc) { /* the close cancels them */
+    for (i = 0; i < s->nfds * EVL__ACCEPTS; i++)
+      evl__ovl_release(s->loop, s->acc[i]);
+    evl__lfree(s->loop, s->acc);
+    s->acc = NULL;
+  }
+}
+
+static const evl__tr_hooks evl__tr_iocp_hooks = {
+    evl__tr_ovl_adopt,          evl__tr_ovl_read_on,   evl__tr_ovl_write_queued,
+    evl__dg_ovl_queued,         evl__tr_ovl_close_fd,  evl__sendfile_ovl_start,
+    evl__sendfile_ovl_released, evl__tr_open_handle,   evl__connect_ovl_start,
+    evl__connect_ovl_stop,      evl__server_ovl_start, evl__server_ovl_stop};
+#endif /* EVL__HAVE_IOCP */
+
+/* ==== Transport hooks ===================================================
+   The readiness hooks (the default) and the one place where a loop's set
+   is chosen; evl__tr_hooks (in the transports section) says what each
+   does. */
+static const evl__tr_hooks evl__tr_ready_hooks = {NULL,
+                                                  evl__tr_read_on_ready,
+                                                  evl__tr_write_queued_ready,
+                                                  evl__dg_queued_ready,
+                                                  evl__tr_close_fd_ready,
+                                                  evl__sendfile_start_ready,
+                                                  evl__sendfile_released_ready,
+                                                  NULL, /* no pipe handles */
+                                                  evl__connect_start_ready,
+                                                  NULL,
+                                                  evl__server_listen_ready,
+                                                  NULL};
+
+static const evl__tr_hooks *evl__transport_hooks_for(const evl_loop *loop) {
+#ifdef EVL__HAVE_IOCP
+  if (loop->backend == EVL_BACKEND_IOCP)
+    return &evl__tr_iocp_hooks;
+#endif
+  (void)loop;
+  return &evl__tr_ready_hooks;
 }
 
 /* ==== Streams ===========================================================
