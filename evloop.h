@@ -2240,6 +2240,10 @@ typedef int evl__mutex;
 typedef int evl__cond;
 #define evl__lock(m) ((void)(m))
 #define evl__unlock(m) ((void)(m))
+#define evl__mutex_init(m) ((void)(m))
+#define evl__mutex_destroy(m) ((void)(m))
+#define evl__cond_init(c) ((void)(c))
+#define evl__cond_destroy(c) ((void)(c))
 #elif defined(_WIN32)
 typedef SRWLOCK evl__mutex;
 typedef CONDITION_VARIABLE evl__cond;
@@ -2342,7 +2346,7 @@ struct evl_loop {
   int fdsites_cap;
   /* backend */
   evl_backend backend;
-  int fell_back;
+  const struct evl__backend_ops *fell_back; /* the default that failed */
   int wake_rfd, wake_wfd;
 #ifdef EVL__HAVE_EPOLL
   int epfd;
@@ -2444,6 +2448,47 @@ struct evl_loop {
   int shutdown_thread_live;
 #endif
 };
+
+/* ==== Backend interface =================================================
+   A backend is one section and one table of these functions, defined at
+   the end of its section with every function written out by name; the
+   list in "Backend dispatch" picks the tables this build has. The loop
+   keeps its table in loop->be and no code outside the backend sections
+   asks which backend a loop runs on: what differs goes through the table.
+   A backend that needs memory per loop adds fields to struct evl_loop under
+   its own EVL__HAVE_* macro. Optional members are NULL (or 0) where the
+   shared code's way serves: the self-pipe signal slots, pidfd or SIGCHLD
+   for children, stat polling for files. Ring entries with event bits
+   beyond EVL__READ and EVL__WRITE (bits 2-4) belong to the backend and go
+   back to its dispatch function. */
+typedef struct evl__backend_ops {
+  const char *name;            /* evl_backend_name */
+  evl_backend id;              /* evl_loop_config.backend */
+  evl_backend fallback;        /* when init of the default fails: this one */
+  const char *fallback_name;   /* the fallback's evl_backend_name then */
+  int completion;              /* 1: completion-based (IOCP): transports do
+                                  overlapped I/O, handles are bound to it */
+  int (*init)(evl_loop *loop); /* sets up the wake-up too */
+  void (*destroy)(evl_loop *loop); /* also after a failed init */
+  /* Waits up to timeout_ns (< 0: no limit), reports readiness through
+     evl__io_event; the number of events, or an error. */
+  int (*poll)(evl_loop *loop, int64_t timeout_ns);
+  /* Watches, changes or unwatches fd: EVL__READ | EVL__WRITE masks. */
+  int (*modify)(evl_loop *loop, int fd, int oldmask, int newmask);
+  void (*wake)(evl_loop *loop);                    /* from any thread */
+  evl_fd (*backend_fd)(const evl_loop *loop);      /* NULL: none (-1) */
+  int (*dispatch)(evl_loop *loop, uint64_t entry); /* its own ring entries */
+  int (*take_soerr)(evl_loop *loop, int fd); /* an error an event carried */
+  /* Signal delivery for the loop (on: 1 add, 0 remove); signal_released:
+     the process let go of signum (no loop watches it any more). */
+  int (*watch_signal)(evl_loop *loop, int signum, int on);
+  void (*signal_released)(int signum);
+  /* A child's exit: on 1 watches pid (0: it does), 0 stops watching. */
+  int (*watch_child)(evl_loop *loop, int pid, int on);
+  /* A file's changes: on 1 opens path and watches it (*fd: the fd),
+     0 stops watching *fd and closes it. */
+  int (*watch_file)(evl_loop *loop, const char *path, int *fd, int on);
+} evl__backend_ops;
 
 /* ==== Memory ============================================================ */
 
@@ -3612,40 +3657,8 @@ EVL__DEF int evl_hook_remove(evl_loop *loop, int id) {
    fd only when the queue was empty, so a burst of calls costs one wake-up.
    The loop drains the queue when the wake-up fd is readable. */
 
-#ifdef EVL__HAVE_KQUEUE
-static void evl__kqueue_trigger(evl_loop *loop);
-#endif
-
 static void evl__wake(evl_loop *loop) {
-#ifdef EVL__HAVE_EPOLL
-  if (loop->backend == EVL_BACKEND_EPOLL) {
-    uint64_t one = 1;
-    evl__ssize_t r = write(loop->wake_wfd, &one, sizeof one);
-    (void)r;
-    return;
-  }
-#endif
-#ifdef EVL__HAVE_IOCP
-  if (loop->backend == EVL_BACKEND_IOCP) {
-    PostQueuedCompletionStatus(loop->iocp, 0, EVL__KEY_WAKE, NULL);
-    return;
-  }
-#endif
-#ifdef EVL__HAVE_KQUEUE
-  if (loop->backend == EVL_BACKEND_KQUEUE && loop->kq_user) {
-    evl__kqueue_trigger(loop);
-    return;
-  }
-#endif
-  {
-    char c = 1;
-#ifdef _WIN32
-    evl__ssize_t r = evl__sys_send(loop->wake_wfd, &c, 1, 0);
-#else
-    evl__ssize_t r = write(loop->wake_wfd, &c, 1);
-#endif
-    (void)r; /* EAGAIN: the pipe is full, so a wake-up is pending anyway */
-  }
+  loop->be->wake(loop);
 }
 
 /* The write happens outside the lock, so the woken loop never waits for
@@ -4135,6 +4148,35 @@ static int evl__epoll_poll(evl_loop *loop, int64_t timeout_ns) {
   }
   return n;
 }
+
+static void evl__epoll_wake(evl_loop *loop) {
+  uint64_t one = 1;
+  evl__ssize_t r = write(loop->wake_wfd, &one, sizeof one);
+  (void)r;
+}
+
+static evl_fd evl__epoll_backend_fd(const evl_loop *loop) {
+  return loop->epfd;
+}
+
+/* seccomp or a sandbox without epoll: a default loop falls back to poll */
+static const evl__backend_ops evl__epoll_backend = {"epoll",
+                                                    EVL_BACKEND_EPOLL,
+                                                    EVL_BACKEND_POLL,
+                                                    "poll (epoll unavailable)",
+                                                    0,
+                                                    evl__epoll_init,
+                                                    evl__epoll_destroy,
+                                                    evl__epoll_poll,
+                                                    evl__epoll_modify,
+                                                    evl__epoll_wake,
+                                                    evl__epoll_backend_fd,
+                                                    NULL,
+                                                    NULL,
+                                                    NULL,
+                                                    NULL,
+                                                    NULL,
+                                                    NULL};
 #endif /* EVL__HAVE_EPOLL */
 
 /* ==== Self-pipe (select and poll) =======================================
@@ -4229,6 +4271,15 @@ static void evl__selfpipe_destroy(evl_loop *loop) {
     evl__closesocket(loop->wake_wfd);
   loop->wake_rfd = loop->wake_wfd = -1;
 }
+static void evl__selfpipe_wake(evl_loop *loop) {
+  char c = 1;
+#ifdef _WIN32
+  evl__ssize_t r = evl__sys_send(loop->wake_wfd, &c, 1, 0);
+#else
+  evl__ssize_t r = write(loop->wake_wfd, &c, 1);
+#endif
+  (void)r; /* EAGAIN: the pipe is full, so a wake-up is pending anyway */
+}
 #endif
 
 /* ==== poll backend ====================================================== */
@@ -4310,6 +4361,24 @@ static int evl__poll_poll(evl_loop *loop, int64_t timeout_ns) {
   }
   return n;
 }
+
+static const evl__backend_ops evl__poll_backend = {"poll",
+                                                   EVL_BACKEND_POLL,
+                                                   EVL_BACKEND_DEFAULT,
+                                                   NULL,
+                                                   0,
+                                                   evl__poll_init,
+                                                   evl__poll_destroy,
+                                                   evl__poll_poll,
+                                                   evl__poll_modify,
+                                                   evl__selfpipe_wake,
+                                                   NULL,
+                                                   NULL,
+                                                   NULL,
+                                                   NULL,
+                                                   NULL,
+                                                   NULL,
+                                                   NULL};
 #endif /* EVL__HAVE_POLL */
 
 /* ==== select backend ====================================================
@@ -4476,6 +4545,25 @@ static int evl__select_poll(evl_loop *loop, int64_t timeout_ns) {
   }
   return n;
 }
+#endif
+#ifdef EVL__HAVE_SELECT
+static const evl__backend_ops evl__select_backend = {"select",
+                                                     EVL_BACKEND_SELECT,
+                                                     EVL_BACKEND_DEFAULT,
+                                                     NULL,
+                                                     0,
+                                                     evl__select_init,
+                                                     evl__select_destroy,
+                                                     evl__select_poll,
+                                                     evl__select_modify,
+                                                     evl__selfpipe_wake,
+                                                     NULL,
+                                                     NULL,
+                                                     NULL,
+                                                     NULL,
+                                                     NULL,
+                                                     NULL,
+                                                     NULL};
 #endif /* EVL__HAVE_SELECT */
 
 /* ==== IOCP backend ======================================================
@@ -5058,6 +5146,37 @@ static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
   }
   return (int)n;
 }
+
+static void evl__iocp_wake(evl_loop *loop) {
+  PostQueuedCompletionStatus(loop->iocp, 0, EVL__KEY_WAKE, NULL);
+}
+
+static evl_fd evl__iocp_backend_fd(const evl_loop *loop) {
+  return (evl_fd)(intptr_t)loop->iocp;
+}
+
+/* The ring entry of completed overlapped requests (EVL__OV_DONE). */
+static int evl__iocp_dispatch(evl_loop *loop, uint64_t entry) {
+  return (entry >> 32) & EVL__OV_DONE ? evl__ovl_run_done(loop) : 0;
+}
+
+static const evl__backend_ops evl__iocp_backend = {"iocp",
+                                                   EVL_BACKEND_IOCP,
+                                                   EVL_BACKEND_DEFAULT,
+                                                   NULL,
+                                                   1,
+                                                   evl__iocp_init,
+                                                   evl__iocp_destroy,
+                                                   evl__iocp_poll,
+                                                   evl__iocp_modify,
+                                                   evl__iocp_wake,
+                                                   evl__iocp_backend_fd,
+                                                   evl__iocp_dispatch,
+                                                   NULL,
+                                                   NULL,
+                                                   NULL,
+                                                   NULL,
+                                                   NULL};
 #endif /* EVL__HAVE_IOCP */
 /* ==== kqueue backend ====================================================
    EVFILT_READ and EVFILT_WRITE per fd (ident = the fd). Interest changes
@@ -5299,7 +5418,7 @@ static int evl__kqueue_modify(evl_loop *loop, int fd, int oldmask,
 /* The error an event carried for fd (taken once), 0 if none. */
 static int evl__kqueue_take_soerr(evl_loop *loop, int fd) {
   int err;
-  if (loop->backend != EVL_BACKEND_KQUEUE || fd < 0 || fd >= loop->kq_fds_cap)
+  if (fd < 0 || fd >= loop->kq_fds_cap)
     return 0;
   err = loop->kq_fds[fd].soerr;
   loop->kq_fds[fd].soerr = 0;
@@ -5431,53 +5550,81 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
   }
   return n;
 }
+
+static void evl__kqueue_wake(evl_loop *loop) {
+  if (loop->kq_user)
+    evl__kqueue_trigger(loop);
+  else
+    evl__selfpipe_wake(loop);
+}
+
+static evl_fd evl__kqueue_backend_fd(const evl_loop *loop) {
+  return loop->kqfd;
+}
+
+/* The ring entries of EVFILT_SIGNAL, EVFILT_PROC and EVFILT_VNODE. */
+static int evl__kqueue_dispatch(evl_loop *loop, uint64_t entry) {
+  int id = (int)(uint32_t)entry, events = (int)(entry >> 32);
+  (void)loop; /* unused when the subsystems are left out */
+  if (events & EVL__KQ_SIG)
+    return evl__kq_signal_fire(loop, id);
+  if (events & EVL__KQ_PROC)
+    return evl__kq_child_exit(loop, id);
+  if (events & EVL__KQ_VNODE)
+    return evl__kq_vnode_fire(loop, id, (int)(entry >> 40) & 15);
+  return 0;
+}
+
+/* A sandbox without kqueue(): a default loop falls back to poll. */
+static const evl__backend_ops evl__kqueue_backend = {
+    "kqueue",
+    EVL_BACKEND_KQUEUE,
+    EVL_BACKEND_POLL,
+    "poll (kqueue unavailable)",
+    0,
+    evl__kqueue_init,
+    evl__kqueue_destroy,
+    evl__kqueue_poll,
+    evl__kqueue_modify,
+    evl__kqueue_wake,
+    evl__kqueue_backend_fd,
+    evl__kqueue_dispatch,
+    evl__kqueue_take_soerr,
+    NULL,
+    NULL,
+    NULL,
+    NULL};
 #endif /* EVL__HAVE_KQUEUE */
 
-/* ==== Backend dispatch ================================================== */
-
-/* Each backend is four functions; the loop keeps its backend's table. */
-typedef struct evl__backend_ops {
-  int (*init)(evl_loop *loop);
-  void (*destroy)(evl_loop *loop);
-  int (*modify)(evl_loop *loop, int fd, int oldmask, int newmask);
-  int (*poll)(evl_loop *loop, int64_t timeout_ns);
-} evl__backend_ops;
-
-#define EVL__BACKEND_OPS(name)                                                 \
-  {                                                                            \
-    static const evl__backend_ops ops = {                                      \
-        evl__##name##_init, evl__##name##_destroy, evl__##name##_modify,       \
-        evl__##name##_poll};                                                   \
-    return &ops;                                                               \
-  }
-/* The table of a backend; NULL if this build does not have it. */
-static const evl__backend_ops *evl__backend_ops_of(evl_backend b) {
-  switch (b) {
+/* ==== Backend dispatch ==================================================
+   The backends this build has: adding one is one line here. */
+static const evl__backend_ops *const evl__backends[] = {
 #ifdef EVL__HAVE_IOCP
-  case EVL_BACKEND_IOCP:
-    EVL__BACKEND_OPS(iocp)
+    &evl__iocp_backend,
 #endif
 #ifdef EVL__HAVE_EPOLL
-  case EVL_BACKEND_EPOLL:
-    EVL__BACKEND_OPS(epoll)
+    &evl__epoll_backend,
 #endif
 #ifdef EVL__HAVE_KQUEUE
-  case EVL_BACKEND_KQUEUE:
-    EVL__BACKEND_OPS(kqueue)
+    &evl__kqueue_backend,
 #endif
 #ifdef EVL__HAVE_POLL
-  case EVL_BACKEND_POLL:
-    EVL__BACKEND_OPS(poll)
+    &evl__poll_backend,
 #endif
 #ifdef EVL__HAVE_SELECT
-  case EVL_BACKEND_SELECT:
-    EVL__BACKEND_OPS(select)
+    &evl__select_backend,
 #endif
-  default:
-    return NULL;
-  }
+};
+#define EVL__NBACKENDS (sizeof evl__backends / sizeof evl__backends[0])
+
+/* The table of a backend; NULL if this build does not have it. */
+static const evl__backend_ops *evl__backend_ops_of(evl_backend b) {
+  size_t i;
+  for (i = 0; i < EVL__NBACKENDS; i++)
+    if (evl__backends[i]->id == b)
+      return evl__backends[i];
+  return NULL;
 }
-#undef EVL__BACKEND_OPS
 
 static int evl__be_init(evl_loop *loop) {
   loop->be = evl__backend_ops_of(loop->backend);
@@ -5493,41 +5640,19 @@ static int evl__be_modify(evl_loop *loop, int fd, int oldmask, int newmask) {
 static int evl__be_poll(evl_loop *loop, int64_t timeout_ns) {
   return loop->be->poll(loop, timeout_ns);
 }
+/* An error an event carried for fd (taken once), 0 if none. */
+static int evl__be_take_soerr(evl_loop *loop, int fd) {
+  return loop->be->take_soerr ? loop->be->take_soerr(loop, fd) : 0;
+}
 
 EVL__DEF const char *evl_backend_name(const evl_loop *loop) {
-  if (!loop)
+  if (!loop || !loop->be)
     return "none";
-  switch (loop->backend) {
-  case EVL_BACKEND_IOCP:
-    return "iocp";
-  case EVL_BACKEND_EPOLL:
-    return "epoll";
-  case EVL_BACKEND_KQUEUE:
-    return "kqueue";
-  case EVL_BACKEND_POLL:
-    if (loop->fell_back == EVL_BACKEND_KQUEUE)
-      return "poll (kqueue unavailable)";
-    return loop->fell_back ? "poll (epoll unavailable)" : "poll";
-  case EVL_BACKEND_SELECT:
-    return "select";
-  default:
-    return "none";
-  }
+  return loop->fell_back ? loop->fell_back->fallback_name : loop->be->name;
 }
 EVL__DEF evl_fd evl_backend_fd(const evl_loop *loop) {
-#ifdef EVL__HAVE_IOCP
-  if (loop && !loop->closed && loop->backend == EVL_BACKEND_IOCP)
-    return (evl_fd)(intptr_t)loop->iocp;
-#endif
-#ifdef EVL__HAVE_EPOLL
-  if (loop && !loop->closed && loop->backend == EVL_BACKEND_EPOLL)
-    return loop->epfd;
-#endif
-#ifdef EVL__HAVE_KQUEUE
-  if (loop && !loop->closed && loop->backend == EVL_BACKEND_KQUEUE)
-    return loop->kqfd;
-#endif
-  (void)loop;
+  if (loop && !loop->closed && loop->be && loop->be->backend_fd)
+    return loop->be->backend_fd(loop);
   return -1;
 }
 
@@ -5539,18 +5664,8 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   evl_io_callback cb;
   void *arg;
   int ran = 0;
-#ifdef EVL__HAVE_IOCP
-  if (events & EVL__OV_DONE)
-    return evl__ovl_run_done(loop);
-#endif
-#ifdef EVL__HAVE_KQUEUE
-  if (events & EVL__KQ_SIG)
-    return evl__kq_signal_fire(loop, fd);
-  if (events & EVL__KQ_PROC)
-    return evl__kq_child_exit(loop, fd);
-  if (events & EVL__KQ_VNODE)
-    return evl__kq_vnode_fire(loop, fd, (int)(entry >> 40) & 15);
-#endif
+  if (events & ~(EVL__READ | EVL__WRITE)) /* the backend's own entry */
+    return loop->be->dispatch ? loop->be->dispatch(loop, entry) : 0;
   if (fd >= loop->fds_cap)
     return 0;
   /* Mask with the current interest: an earlier callback may have removed
@@ -5868,38 +5983,34 @@ static void evl__loop_unref(evl_loop *loop) {
   }
 }
 
-EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
-  evl_loop_config def;
+#ifdef _WIN32
+/* Winsock, once per process; it stays up (it counts its users). */
+static int evl__net_startup(void) {
+  static volatile LONG wsa_up;
+  WSADATA wd;
+  if (!wsa_up) {
+    if (WSAStartup(MAKEWORD(2, 2), &wd) != 0)
+      return EVL_ENOSYS;
+    InterlockedExchange(&wsa_up, 1);
+  }
+  return 0;
+}
+#else
+static int evl__net_startup(void) {
+  return 0;
+}
+#endif
+
+/* The loop's memory and settings, before any backend. */
+static evl_loop *evl__loop_alloc(const evl_loop_config *cfg) {
   evl_loop *loop;
   const char *env;
-  int rc;
-  if (!out)
-    return EVL_EINVAL;
-  *out = NULL;
-  if (!cfg) {
-    memset(&def, 0, sizeof def);
-    cfg = &def;
-  }
-  if ((int)cfg->backend < EVL_BACKEND_DEFAULT ||
-      (int)cfg->backend > EVL_BACKEND_IOCP || cfg->read_budget < 0)
-    return EVL_EINVAL;
-#ifdef _WIN32
-  { /* Winsock, once per process; it stays up (it counts its users). */
-    static volatile LONG wsa_up;
-    WSADATA wd;
-    if (!wsa_up) {
-      if (WSAStartup(MAKEWORD(2, 2), &wd) != 0)
-        return EVL_ENOSYS;
-      InterlockedExchange(&wsa_up, 1);
-    }
-  }
-#endif
   if (cfg->alloc)
     loop = (evl_loop *)cfg->alloc(cfg->alloc_ctx, NULL, sizeof *loop);
   else
     loop = (evl_loop *)EVLOOP_MALLOC(NULL, sizeof *loop);
   if (!loop)
-    return EVL_ENOMEM;
+    return NULL;
   memset(loop, 0, sizeof *loop);
   loop->alloc = cfg->alloc;
   loop->alloc_ctx = cfg->alloc_ctx;
@@ -5914,48 +6025,59 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
   loop->read_budget = cfg->read_budget > 0 ? cfg->read_budget : 128;
   loop->wake_rfd = loop->wake_wfd = -1;
   loop->reserve_fd = -1;
-#ifdef EVL__HAVE_EPOLL
-  loop->epfd = -1;
-#endif
-#ifdef EVL__HAVE_KQUEUE
-  loop->kqfd = -1;
-#endif
   env = getenv("EVLOOP_DEBUG");
   loop->debug = cfg->debug > 0 ||
                 (cfg->debug == 0 && env && *env && strcmp(env, "0") != 0);
-  loop->backend = cfg->backend ? cfg->backend : EVL__DEFAULT_BACKEND;
-#ifndef EVLOOP_NO_THREADS
+  return loop;
+}
+
+/* The backend asked for, or the default; a default whose kernel interface
+   is missing (seccomp, sandboxes) gives way to its fallback. The backend
+   sets up the wake-up with it. */
+static int evl__loop_backend(evl_loop *loop, evl_backend asked) {
+  int rc;
+  loop->backend = asked ? asked : EVL__DEFAULT_BACKEND;
+  rc = evl__be_init(loop);
+  if (rc && rc != EVL_ENOTSUP && asked == EVL_BACKEND_DEFAULT &&
+      loop->be->fallback && evl__backend_ops_of(loop->be->fallback)) {
+    const evl__backend_ops *failed = loop->be;
+    evl__be_destroy(loop);
+    loop->backend = failed->fallback;
+    loop->fell_back = failed;
+    rc = evl__be_init(loop);
+  }
+  return rc;
+}
+
+EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
+  evl_loop_config def;
+  evl_loop *loop;
+  int rc;
+  if (!out)
+    return EVL_EINVAL;
+  *out = NULL;
+  if (!cfg) {
+    memset(&def, 0, sizeof def);
+    cfg = &def;
+  }
+  if ((int)cfg->backend < EVL_BACKEND_DEFAULT ||
+      (int)cfg->backend > EVL_BACKEND_IOCP || cfg->read_budget < 0)
+    return EVL_EINVAL;
+  if ((rc = evl__net_startup()) != 0)
+    return rc;
+  loop = evl__loop_alloc(cfg);
+  if (!loop)
+    return EVL_ENOMEM;
   evl__mutex_init(&loop->ts_mu);
   evl__cond_init(&loop->ts_cv);
-#endif
-  rc = evl__be_init(loop);
-#if defined(EVL__HAVE_EPOLL) && defined(EVL__HAVE_POLL)
-  if (rc && rc != EVL_ENOTSUP && loop->backend == EVL_BACKEND_EPOLL &&
-      cfg->backend == EVL_BACKEND_DEFAULT) {
-    evl__be_destroy(loop); /* seccomp or a sandbox: fall back to poll */
-    loop->backend = EVL_BACKEND_POLL;
-    loop->fell_back = 1;
-    rc = evl__be_init(loop);
-  }
-#endif
-#ifdef EVL__HAVE_KQUEUE
-  if (rc && rc != EVL_ENOTSUP && loop->backend == EVL_BACKEND_KQUEUE &&
-      cfg->backend == EVL_BACKEND_DEFAULT) {
-    evl__be_destroy(loop); /* a sandbox without kqueue(): fall back to poll */
-    loop->backend = EVL_BACKEND_POLL;
-    loop->fell_back = EVL_BACKEND_KQUEUE;
-    rc = evl__be_init(loop);
-  }
-#endif
+  rc = evl__loop_backend(loop, cfg->backend);
   if (rc == 0)
     rc = evl__ring_reserve(loop, 256);
   if (rc) {
     evl__be_destroy(loop);
     evl__lfree(loop, loop->ring);
-#ifndef EVLOOP_NO_THREADS
     evl__mutex_destroy(&loop->ts_mu);
     evl__cond_destroy(&loop->ts_cv);
-#endif
     evl__loop_unref(loop);
     return rc;
   }
@@ -6154,10 +6276,8 @@ static void evl__loop_free_now(evl_loop *loop) {
   loop->user_freed = 1;
   while (loop->servers) /* closed by evl_loop_close; ours to free now */
     evl__server_release(loop->servers);
-#ifndef EVLOOP_NO_THREADS
   evl__mutex_destroy(&loop->ts_mu);
   evl__cond_destroy(&loop->ts_cv);
-#endif
   evl__loop_unref(loop);
 }
 
@@ -9224,15 +9344,11 @@ static int evl__sock_error(evl_loop *loop, int fd) {
   socklen_t len = sizeof err;
   if (evl__sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
     err = errno;
-#ifdef EVL__HAVE_KQUEUE
   {
-    int kerr = evl__kqueue_take_soerr(loop, fd);
+    int kerr = evl__be_take_soerr(loop, fd);
     if (!err)
       err = kerr;
   }
-#else
-  (void)loop;
-#endif
   return err;
 }
 
@@ -10768,15 +10884,13 @@ static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
     if ((size_t)n < len || --budget <= 0 || (t->flags & EVL__TR_READ_STOP))
       return;
   }
-#ifdef EVL__HAVE_KQUEUE
   if (n == 0 && !(t->flags & EVL__T_PIPE)) { /* a reset libkqueue took */
-    int err = evl__kqueue_take_soerr(loop, t->fd);
+    int err = evl__be_take_soerr(loop, t->fd);
     if (err) {
       evl__tr_fatal(t, evl_translate_sys_error(err));
       return;
     }
   }
-#endif
   if (n == 0) {
     evl__tr_read_eof(t);
     return;
@@ -11800,11 +11914,9 @@ static int evl__dg_read_some(evl_transport *t, int budget) {
       continue;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-#ifdef EVL__HAVE_KQUEUE
-      int err = evl__kqueue_take_soerr(loop, t->fd); /* libkqueue took it */
+      int err = evl__be_take_soerr(loop, t->fd); /* libkqueue took it */
       if (err && t->proto->error_received)
         t->proto->error_received(t, evl_translate_sys_error(err), t->user);
-#endif
       break;
     }
     got++; /* e.g. ECONNREFUSED from an ICMP error: reported, counted */
