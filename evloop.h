@@ -228,6 +228,19 @@
      Subprocesses: CreateProcess with an explicit list of inherited handles;
      piped stdio is a named pipe on IOCP (a loopback socket pair on select);
      terminate and kill are TerminateProcess(1), as asyncio does.
+     Adding a backend (for contributors): one section of the implementation
+     ending in one table, struct evl__backend_ops (section "Backend
+     interface", before the first backend), with every function by name:
+     init (sets up the wake-up too) and destroy; poll (waits, reports
+     readiness through evl__io_event); modify (watch, change or unwatch an
+     fd); wake (from any thread); backend_fd; dispatch (the backend's own
+     ready-ring entries: IOCP's completed requests, kqueue's signals, child
+     exits and file changes); take_soerr; watch_signal, watch_child and
+     watch_file (NULL: the shared self-pipe signal slots, pidfd or SIGCHLD,
+     stat polling); the fallback of a default backend that cannot start;
+     completion (1: transports do overlapped I/O, as on IOCP). Then one line
+     in evl__backends[]. No code outside the backend sections asks which
+     backend a loop runs on.
 
    5. ERRORS AND LOGGING
      Functions return 0 (or a value >= 0) on success and a negative EVL_E*
@@ -2240,6 +2253,7 @@ typedef int evl__mutex;
 typedef int evl__cond;
 #define evl__lock(m) ((void)(m))
 #define evl__unlock(m) ((void)(m))
+#define EVL__MUTEX_INIT 0
 #define evl__mutex_init(m) ((void)(m))
 #define evl__mutex_destroy(m) ((void)(m))
 #define evl__cond_init(c) ((void)(c))
@@ -2362,8 +2376,10 @@ struct evl_loop {
   int kq_fds_cap;
   /* Signal and exit events that found no room in the ready ring (no
      memory): kept until there is room (evl__kq_requeue). */
-  uint32_t kq_sig_later[4]; /* signals 1..127, one bit each */
-  int kq_later;             /* something above or a child's kq_exit_later */
+  uint32_t kq_sig_later[4];     /* signals 1..127, one bit each */
+  int kq_later;                 /* something above or a kq_procs[].later */
+  struct evl__kqproc *kq_procs; /* children whose exit EVFILT_PROC watches */
+  int kq_nprocs, kq_procs_cap;
 #endif
 #ifdef EVL__HAVE_POLL
   struct pollfd *pfds;
@@ -2489,6 +2505,13 @@ typedef struct evl__backend_ops {
      0 stops watching *fd and closes it. */
   int (*watch_file)(evl_loop *loop, const char *path, int *fd, int on);
 } evl__backend_ops;
+
+/* Shared code that some backends call back into and others do not. */
+#if defined(__GNUC__) || defined(__clang__)
+#define EVL__BE_SHARED static __attribute__((unused))
+#else
+#define EVL__BE_SHARED static
+#endif
 
 /* ==== Memory ============================================================ */
 
@@ -4160,23 +4183,25 @@ static evl_fd evl__epoll_backend_fd(const evl_loop *loop) {
 }
 
 /* seccomp or a sandbox without epoll: a default loop falls back to poll */
-static const evl__backend_ops evl__epoll_backend = {"epoll",
-                                                    EVL_BACKEND_EPOLL,
-                                                    EVL_BACKEND_POLL,
-                                                    "poll (epoll unavailable)",
-                                                    0,
-                                                    evl__epoll_init,
-                                                    evl__epoll_destroy,
-                                                    evl__epoll_poll,
-                                                    evl__epoll_modify,
-                                                    evl__epoll_wake,
-                                                    evl__epoll_backend_fd,
-                                                    NULL,
-                                                    NULL,
-                                                    NULL,
-                                                    NULL,
-                                                    NULL,
-                                                    NULL};
+static const evl__backend_ops evl__epoll_backend = {
+    "epoll",
+    EVL_BACKEND_EPOLL,
+    EVL_BACKEND_POLL,
+    "poll (epoll unavailable)",
+    0,
+    evl__epoll_init,
+    evl__epoll_destroy,
+    evl__epoll_poll,
+    evl__epoll_modify,
+    evl__epoll_wake,
+    evl__epoll_backend_fd,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
 #endif /* EVL__HAVE_EPOLL */
 
 /* ==== Self-pipe (select and poll) =======================================
@@ -4362,23 +4387,25 @@ static int evl__poll_poll(evl_loop *loop, int64_t timeout_ns) {
   return n;
 }
 
-static const evl__backend_ops evl__poll_backend = {"poll",
-                                                   EVL_BACKEND_POLL,
-                                                   EVL_BACKEND_DEFAULT,
-                                                   NULL,
-                                                   0,
-                                                   evl__poll_init,
-                                                   evl__poll_destroy,
-                                                   evl__poll_poll,
-                                                   evl__poll_modify,
-                                                   evl__selfpipe_wake,
-                                                   NULL,
-                                                   NULL,
-                                                   NULL,
-                                                   NULL,
-                                                   NULL,
-                                                   NULL,
-                                                   NULL};
+static const evl__backend_ops evl__poll_backend = {
+    "poll",
+    EVL_BACKEND_POLL,
+    EVL_BACKEND_DEFAULT,
+    NULL,
+    0,
+    evl__poll_init,
+    evl__poll_destroy,
+    evl__poll_poll,
+    evl__poll_modify,
+    evl__selfpipe_wake,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
 #endif /* EVL__HAVE_POLL */
 
 /* ==== select backend ====================================================
@@ -4547,23 +4574,25 @@ static int evl__select_poll(evl_loop *loop, int64_t timeout_ns) {
 }
 #endif
 #ifdef EVL__HAVE_SELECT
-static const evl__backend_ops evl__select_backend = {"select",
-                                                     EVL_BACKEND_SELECT,
-                                                     EVL_BACKEND_DEFAULT,
-                                                     NULL,
-                                                     0,
-                                                     evl__select_init,
-                                                     evl__select_destroy,
-                                                     evl__select_poll,
-                                                     evl__select_modify,
-                                                     evl__selfpipe_wake,
-                                                     NULL,
-                                                     NULL,
-                                                     NULL,
-                                                     NULL,
-                                                     NULL,
-                                                     NULL,
-                                                     NULL};
+static const evl__backend_ops evl__select_backend = {
+    "select",
+    EVL_BACKEND_SELECT,
+    EVL_BACKEND_DEFAULT,
+    NULL,
+    0,
+    evl__select_init,
+    evl__select_destroy,
+    evl__select_poll,
+    evl__select_modify,
+    evl__selfpipe_wake,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
 #endif /* EVL__HAVE_SELECT */
 
 /* ==== IOCP backend ======================================================
@@ -5160,23 +5189,25 @@ static int evl__iocp_dispatch(evl_loop *loop, uint64_t entry) {
   return (entry >> 32) & EVL__OV_DONE ? evl__ovl_run_done(loop) : 0;
 }
 
-static const evl__backend_ops evl__iocp_backend = {"iocp",
-                                                   EVL_BACKEND_IOCP,
-                                                   EVL_BACKEND_DEFAULT,
-                                                   NULL,
-                                                   1,
-                                                   evl__iocp_init,
-                                                   evl__iocp_destroy,
-                                                   evl__iocp_poll,
-                                                   evl__iocp_modify,
-                                                   evl__iocp_wake,
-                                                   evl__iocp_backend_fd,
-                                                   evl__iocp_dispatch,
-                                                   NULL,
-                                                   NULL,
-                                                   NULL,
-                                                   NULL,
-                                                   NULL};
+static const evl__backend_ops evl__iocp_backend = {
+    "iocp",
+    EVL_BACKEND_IOCP,
+    EVL_BACKEND_DEFAULT,
+    NULL,
+    1,
+    evl__iocp_init,
+    evl__iocp_destroy,
+    evl__iocp_poll,
+    evl__iocp_modify,
+    evl__iocp_wake,
+    evl__iocp_backend_fd,
+    evl__iocp_dispatch,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
 #endif /* EVL__HAVE_IOCP */
 /* ==== kqueue backend ====================================================
    EVFILT_READ and EVFILT_WRITE per fd (ident = the fd). Interest changes
@@ -5213,21 +5244,24 @@ struct evl__kqfd {
                  and so clears SO_ERROR itself) */
 };
 
+struct evl__kqproc {
+  int pid;
+  int later; /* its NOTE_EXIT waits for room in the ring */
+};
+
+/* The shared code the events go to (Watching files, Unix signals,
+   Subprocesses), or nothing where it is left out. */
 #ifndef EVLOOP_NO_FS
-static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events);
+static int evl__fs_event(evl_loop *loop, int fd, int events);
 #else
-#define evl__kq_vnode_fire(loop, fd, events) ((void)(fd), (void)(events), 0)
+#define evl__fs_event(loop, fd, events) ((void)(fd), (void)(events), 0)
 #endif
 #ifndef EVLOOP_NO_PROCESS
-static int evl__kq_signal_fire(evl_loop *loop, int signum);
-static int evl__kq_child_exit(evl_loop *loop, int pid);
+static int evl__signal_event(evl_loop *loop, int signum);
+static int evl__child_exit_event(evl_loop *loop, int pid);
 #else /* no signals or children: nothing to fire */
-#define evl__kq_signal_fire(loop, signum) ((void)(signum), 0)
-#define evl__kq_child_exit(loop, pid) ((void)(pid), 0)
-#define evl__kq_children_check(loop) ((void)(loop))
-#endif
-#if defined(EVFILT_LIBKQUEUE) && !defined(EVLOOP_NO_PROCESS)
-static void evl__kq_children_check(evl_loop *loop);
+#define evl__signal_event(loop, signum) ((void)(signum), 0)
+#define evl__child_exit_event(loop, pid) ((void)(pid), 0)
 #endif
 
 /* One change applied now; its error is returned. */
@@ -5269,9 +5303,12 @@ static void evl__kqueue_destroy(evl_loop *loop) {
   evl__lfree(loop, loop->kq_events);
   evl__lfree(loop, loop->kq_changes);
   evl__lfree(loop, loop->kq_fds);
+  evl__lfree(loop, loop->kq_procs);
   loop->kq_events = loop->kq_changes = NULL;
   loop->kq_fds = NULL;
+  loop->kq_procs = NULL;
   loop->kq_nchanges = loop->kq_changes_cap = loop->kq_fds_cap = 0;
+  loop->kq_nprocs = loop->kq_procs_cap = 0;
 }
 
 static void evl__kqueue_trigger(evl_loop *loop) {
@@ -5425,16 +5462,44 @@ static int evl__kqueue_take_soerr(evl_loop *loop, int fd) {
   return err;
 }
 
-/* The children's side of evl__kq_requeue (in the subprocess section):
-   with push 0, how many children have an exit waiting; with push 1, their
+/* The watched child pid: its index in kq_procs, or -1. */
+static int evl__kq_proc_find(evl_loop *loop, int pid) {
+  int i;
+  for (i = 0; i < loop->kq_nprocs; i++)
+    if (loop->kq_procs[i].pid == pid)
+      return i;
+  return -1;
+}
+static void evl__kq_proc_drop(evl_loop *loop, int i) {
+  loop->kq_procs[i] = loop->kq_procs[--loop->kq_nprocs];
+}
+
+/* With push 0, how many children have an exit waiting; with push 1, their
    ring entries are pushed (room was reserved) and the marks cleared. */
-static uint32_t evl__kq_exits_later(evl_loop *loop, int push);
-static void evl__kq_exit_keep(evl_loop *loop, int pid);
+static uint32_t evl__kq_exits_later(evl_loop *loop, int push) {
+  uint32_t n = 0;
+  int i;
+  for (i = 0; i < loop->kq_nprocs; i++) {
+    if (!loop->kq_procs[i].later)
+      continue;
+    n++;
+    if (push) {
+      loop->kq_procs[i].later = 0;
+      (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_PROC << 32 |
+                                     (uint64_t)(uint32_t)loop->kq_procs[i].pid);
+    }
+  }
+  return n;
+}
 
 static void evl__kq_keep(evl_loop *loop, const struct kevent *e) {
   int id = (int)e->ident;
   if (e->filter == EVFILT_PROC) {
-    evl__kq_exit_keep(loop, id);
+    int i = evl__kq_proc_find(loop, id);
+    if (i >= 0) {
+      loop->kq_procs[i].later = 1;
+      loop->kq_later = 1;
+    }
   } else if (id > 0 && id < 128) {
     loop->kq_sig_later[id / 32] |= 1u << (id % 32);
     loop->kq_later = 1;
@@ -5463,12 +5528,35 @@ static int evl__kq_requeue(evl_loop *loop) {
   return 0;
 }
 
+#ifdef EVFILT_LIBKQUEUE
+/* libkqueue drops the NOTE_EXIT of a child that other code reaped (it
+   reads the exit status without reaping, which then fails), and kevent()
+   returns early with nothing for as long as that registration lives. On
+   such a return the loop looks for its reaped children itself: they lose
+   their registration and finish through the ready ring. */
+static void evl__kq_children_check(evl_loop *loop) {
+  int i;
+  for (i = loop->kq_nprocs - 1; i >= 0; i--) {
+    siginfo_t si;
+    int pid = loop->kq_procs[i].pid;
+    if (loop->kq_procs[i].later ||
+        waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 ||
+        errno != ECHILD)
+      continue;
+    evl__kq_proc_drop(loop, i);
+    (void)evl__kq_apply(loop, (uintptr_t)pid, EVFILT_PROC, EV_DELETE, 0);
+    (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_PROC << 32 |
+                                   (uint64_t)(uint32_t)pid);
+  }
+}
+#endif
+
 static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
   struct timespec ts, *tsp = NULL;
   struct kevent *ev = loop->kq_events;
   int n, i, nchanges, full;
 #ifdef EVFILT_LIBKQUEUE
-  int64_t t0 = loop->children ? evl__monotonic_ns() : 0;
+  int64_t t0 = loop->kq_nprocs ? evl__monotonic_ns() : 0;
 #endif
   if (loop->kq_later && evl__kq_requeue(loop))
     timeout_ns = 0; /* still no room: look again soon, never block */
@@ -5491,7 +5579,7 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
   if (n < 0)
     return errno == EINTR ? 0 : evl__errno();
 #ifdef EVFILT_LIBKQUEUE
-  if (n == 0 && loop->children && timeout_ns &&
+  if (n == 0 && loop->kq_nprocs && timeout_ns &&
       (timeout_ns < 0 || evl__monotonic_ns() - t0 < timeout_ns))
     evl__kq_children_check(loop); /* woken early for nothing */
 #endif
@@ -5562,16 +5650,136 @@ static evl_fd evl__kqueue_backend_fd(const evl_loop *loop) {
   return loop->kqfd;
 }
 
+#ifndef EVLOOP_NO_THREADS
+#define evl__kq_sigmask(how, set, old) pthread_sigmask((how), (set), (old))
+#else
+#define evl__kq_sigmask(how, set, old) sigprocmask((how), (set), (old))
+#endif
+
+#ifdef EVFILT_LIBKQUEUE
+/* libkqueue reads signals from a signalfd: it blocks a signal in the
+   thread that adds it, and leaves it blocked after EV_DELETE. The mask
+   comes back with the disposition, so the process's own handler runs
+   again. (Other threads must block the signal themselves, and a signal
+   sent to one thread, as raise() does, is not seen: libkqueue's limits.) */
+static unsigned char evl__kq_sig_unblock[128];
+static evl__mutex evl__kq_sig_mu = EVL__MUTEX_INIT;
+#endif
+
+/* EVFILT_SIGNAL records each delivery of signum for the loop; the C
+   handler stays installed (Unix signals). */
+static int evl__kqueue_watch_signal(evl_loop *loop, int signum, int on) {
+  int rc;
+#ifdef EVFILT_LIBKQUEUE
+  sigset_t before, after;
+  (void)evl__kq_sigmask(SIG_BLOCK, NULL, &before);
+#endif
+  rc = evl__kq_apply(loop, (uintptr_t)signum, EVFILT_SIGNAL,
+                     on ? EV_ADD : EV_DELETE, 0);
+#ifdef EVFILT_LIBKQUEUE
+  (void)evl__kq_sigmask(SIG_BLOCK, NULL, &after);
+  if (on && rc == 0 && signum < 128 && !sigismember(&before, signum) &&
+      sigismember(&after, signum)) {
+    evl__lock(&evl__kq_sig_mu);
+    evl__kq_sig_unblock[signum] = 1;
+    evl__unlock(&evl__kq_sig_mu);
+  }
+#endif
+  return rc;
+}
+
+/* The last loop let go of signum: the mask libkqueue changed comes back. */
+static void evl__kqueue_signal_released(int signum) {
+#ifdef EVFILT_LIBKQUEUE
+  int unblock;
+  evl__lock(&evl__kq_sig_mu);
+  unblock = signum > 0 && signum < 128 && evl__kq_sig_unblock[signum];
+  if (unblock)
+    evl__kq_sig_unblock[signum] = 0;
+  evl__unlock(&evl__kq_sig_mu);
+  if (unblock) {
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, signum);
+    (void)evl__kq_sigmask(SIG_UNBLOCK, &one, NULL);
+  }
+#else
+  (void)signum;
+#endif
+}
+
+/* EVFILT_PROC NOTE_EXIT (one-shot) for a child. ESRCH: it is gone
+   already, and the shared code's other ways reap it. */
+static int evl__kqueue_watch_child(evl_loop *loop, int pid, int on) {
+  int i = evl__kq_proc_find(loop, pid), rc;
+  if (!on) {
+    if (i < 0)
+      return 0;
+    evl__kq_proc_drop(loop, i);
+    return evl__kq_apply(loop, (uintptr_t)pid, EVFILT_PROC, EV_DELETE, 0);
+  }
+  if (i >= 0)
+    return 0;
+  if (loop->kq_nprocs == loop->kq_procs_cap) {
+    int cap = loop->kq_procs_cap ? loop->kq_procs_cap * 2 : 8;
+    struct evl__kqproc *k = (struct evl__kqproc *)evl__lrealloc(
+        loop, loop->kq_procs, (size_t)cap * sizeof *k);
+    if (!k)
+      return EVL_ENOMEM;
+    loop->kq_procs = k;
+    loop->kq_procs_cap = cap;
+  }
+  rc = evl__kq_apply(loop, (uintptr_t)pid, EVFILT_PROC, EV_ADD | EV_ONESHOT,
+                     NOTE_EXIT);
+  if (rc)
+    return rc;
+  loop->kq_procs[loop->kq_nprocs].pid = pid;
+  loop->kq_procs[loop->kq_nprocs++].later = 0;
+  return 0;
+}
+
+/* EVFILT_VNODE on an fd of path; on 0 the fd's registration goes (unless
+   the loop closed it with the kqueue) and the fd is closed. */
+static int evl__kqueue_watch_file(evl_loop *loop, const char *path, int *fd,
+                                  int on) {
+  int rc;
+  if (!on) {
+    if (!loop->closed)
+      (void)evl__kq_apply(loop, (uintptr_t)*fd, EVFILT_VNODE, EV_DELETE, 0);
+    close(*fd);
+    *fd = -1;
+    return 0;
+  }
+#ifdef O_EVTONLY
+  *fd = open(path, O_EVTONLY | O_CLOEXEC);
+#else
+  *fd = open(path, O_RDONLY | O_CLOEXEC);
+#endif
+  if (*fd < 0)
+    return evl__errno();
+  rc = evl__kq_apply(loop, (uintptr_t)*fd, EVFILT_VNODE, EV_ADD | EV_CLEAR,
+                     NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB | NOTE_DELETE |
+                         NOTE_RENAME);
+  if (rc) {
+    close(*fd);
+    *fd = -1;
+  }
+  return rc;
+}
+
 /* The ring entries of EVFILT_SIGNAL, EVFILT_PROC and EVFILT_VNODE. */
 static int evl__kqueue_dispatch(evl_loop *loop, uint64_t entry) {
   int id = (int)(uint32_t)entry, events = (int)(entry >> 32);
-  (void)loop; /* unused when the subsystems are left out */
   if (events & EVL__KQ_SIG)
-    return evl__kq_signal_fire(loop, id);
-  if (events & EVL__KQ_PROC)
-    return evl__kq_child_exit(loop, id);
+    return evl__signal_event(loop, id);
+  if (events & EVL__KQ_PROC) {
+    int i = evl__kq_proc_find(loop, id);
+    if (i >= 0) /* NOTE_EXIT is one-shot: the kernel dropped it */
+      evl__kq_proc_drop(loop, i);
+    return evl__child_exit_event(loop, id);
+  }
   if (events & EVL__KQ_VNODE)
-    return evl__kq_vnode_fire(loop, id, (int)(entry >> 40) & 15);
+    return evl__fs_event(loop, id, (int)(entry >> 40) & 15);
   return 0;
 }
 
@@ -5590,10 +5798,11 @@ static const evl__backend_ops evl__kqueue_backend = {
     evl__kqueue_backend_fd,
     evl__kqueue_dispatch,
     evl__kqueue_take_soerr,
-    NULL,
-    NULL,
-    NULL,
-    NULL};
+    evl__kqueue_watch_signal,
+    evl__kqueue_signal_released,
+    evl__kqueue_watch_child,
+    evl__kqueue_watch_file,
+};
 #endif /* EVL__HAVE_KQUEUE */
 
 /* ==== Backend dispatch ==================================================
@@ -15970,11 +16179,11 @@ static void evl__signals_close(evl_loop *loop) {
    in another thread while a loop lets go of its slot never writes to a
    closed (or reused) fd. The loop reads its slot's pipe like any fd and
    runs the callbacks of the flagged signals.
-   A kqueue loop takes no slot: EVFILT_SIGNAL records each delivery for it
-   while the C handler stays installed, so that a signal whose default
-   action ends the process does not (BSD needs a handler or SIG_IGN, and
-   SIG_IGN would hide SIGCHLD), and the disposition comes back as for the
-   other backends. */
+   A loop whose backend delivers signals (watch_signal: kqueue's
+   EVFILT_SIGNAL) takes no slot; the C handler stays installed for it, so
+   that a signal whose default action ends the process does not (BSD needs
+   a handler or SIG_IGN, and SIG_IGN would hide SIGCHLD), and the
+   disposition comes back as for the other backends. */
 
 #ifdef NSIG
 #define EVL__NSIG NSIG
@@ -16003,74 +16212,31 @@ static evl__mutex evl__sig_mu = EVL__MUTEX_INIT;
 #endif
 
 typedef struct evl__sigstate {
-  int slot; /* -1 on kqueue */
+  int slot; /* -1: the backend delivers them (watch_signal) */
   evl_signal_callback cb[EVL__NSIG];
   void *arg[EVL__NSIG];
 } evl__sigstate;
 
-#ifdef EVL__HAVE_KQUEUE
-#define evl__sig_kq(loop) ((loop)->backend == EVL_BACKEND_KQUEUE)
-#ifndef EVLOOP_NO_THREADS
-#define evl__sigmask(how, set, old) pthread_sigmask((how), (set), (old))
-#else
-#define evl__sigmask(how, set, old) sigprocmask((how), (set), (old))
-#endif
-
-#ifdef EVFILT_LIBKQUEUE
-/* libkqueue reads signals from a signalfd: it blocks a signal in the
-   thread that adds it, and leaves it blocked after EV_DELETE. The mask
-   comes back with the disposition, so the process's own handler runs
-   again. (Other threads must block the signal themselves, and a signal
-   sent to one thread, as raise() does, is not seen: libkqueue's limits.) */
-static unsigned char evl__kq_sig_unblock[EVL__NSIG];
-#endif
-
-static int evl__kq_signal(evl_loop *loop, int signum, int on) {
-  int rc;
-#ifdef EVFILT_LIBKQUEUE
-  sigset_t before, after;
-  (void)evl__sigmask(SIG_BLOCK, NULL, &before);
-#endif
-  rc = evl__kq_apply(loop, (uintptr_t)signum, EVFILT_SIGNAL,
-                     on ? EV_ADD : EV_DELETE, 0);
-#ifdef EVFILT_LIBKQUEUE
-  (void)evl__sigmask(SIG_BLOCK, NULL, &after);
-  if (on && rc == 0 && !sigismember(&before, signum) &&
-      sigismember(&after, signum)) {
-    evl__sig_lock();
-    evl__kq_sig_unblock[signum] = 1;
-    evl__sig_unlock();
-  }
-#endif
-  return rc;
-}
-
-/* An EVFILT_SIGNAL event, from the ready ring. */
-static int evl__kq_signal_fire(evl_loop *loop, int signum) {
+/* A signal the loop's backend delivered (kqueue's EVFILT_SIGNAL), or the
+   self-pipe reported: its callback runs; 1 if there was one. */
+static int evl__signal_event(evl_loop *loop, int signum) {
   evl__sigstate *st = (evl__sigstate *)loop->sig;
   if (!st || signum <= 0 || signum >= EVL__NSIG || !st->cb[signum])
     return 0;
+  loop->now_reuse = 0;
   st->cb[signum](loop, signum, st->arg[signum]);
   return 1;
 }
-#else
-#define evl__sig_kq(loop) 0
-#endif
 
 /* A loop lets signum go; after the last one, the disposition as it was. */
 static void evl__sig_release(int signum) {
   evl__sig_lock();
   if (--evl__sig_refs[signum] == 0) { /* the last loop: as it was before */
+    size_t i;
     (void)sigaction(signum, &evl__sig_saved[signum], NULL);
-#ifdef EVFILT_LIBKQUEUE
-    if (evl__kq_sig_unblock[signum]) {
-      sigset_t one;
-      sigemptyset(&one);
-      sigaddset(&one, signum);
-      evl__kq_sig_unblock[signum] = 0;
-      (void)evl__sigmask(SIG_UNBLOCK, &one, NULL);
-    }
-#endif
+    for (i = 0; i < EVL__NBACKENDS; i++) /* what a backend changed */
+      if (evl__backends[i]->signal_released)
+        evl__backends[i]->signal_released(signum);
   }
   evl__sig_unlock();
 }
@@ -16103,12 +16269,8 @@ static void evl__sig_on_readable(evl_loop *loop, evl_fd fd, void *arg) {
     if (!sl->pending[s])
       continue;
     sl->pending[s] = 0;
-    if (st->cb[s]) {
-      loop->now_reuse = 0;
-      st->cb[s](loop, s, st->arg[s]);
-      if (!loop->sig)
-        return; /* the callback closed the loop's signal state */
-    }
+    if (evl__signal_event(loop, s) && !loop->sig)
+      return; /* the callback closed the loop's signal state */
   }
 }
 
@@ -16150,7 +16312,7 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
       return EVL_ENOMEM;
     st->slot = -1;
   }
-  if (!loop->sig && !evl__sig_kq(loop)) {
+  if (!loop->sig && !loop->be->watch_signal) {
     evl__sig_lock();
     st->slot = evl__sig_slot_take();
     evl__sig_unlock();
@@ -16185,10 +16347,9 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
         evl__sigslots[st->slot].wanted[signum] = 1;
     }
     evl__sig_unlock();
-#ifdef EVL__HAVE_KQUEUE
-    if (rc == 0 && evl__sig_kq(loop) && (rc = evl__kq_signal(loop, signum, 1)))
+    if (rc == 0 && loop->be->watch_signal &&
+        (rc = loop->be->watch_signal(loop, signum, 1)) != 0)
       evl__sig_release(signum);
-#endif
     if (rc) {
       if (!loop->sig)
         evl__lfree(loop, st);
@@ -16218,10 +16379,8 @@ EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   st->arg[signum] = NULL;
   if (signum <= 64)
     loop->sig_unref &= ~((uint64_t)1 << (signum - 1));
-#ifdef EVL__HAVE_KQUEUE
-  if (st->slot < 0)
-    (void)evl__kq_signal(loop, signum, 0);
-#endif
+  if (st->slot < 0 && loop->be->watch_signal)
+    (void)loop->be->watch_signal(loop, signum, 0);
   if (st->slot >= 0) {
     evl__sig_lock();
     evl__sigslots[st->slot].wanted[signum] = 0;
@@ -16296,8 +16455,7 @@ struct evl_subprocess {
   void (*pause_hook)(evl_subprocess *p, int paused); /* stdin full/drained */
   pid_t pid;
   int pidfd, returncode, exited, made, lost, npipes, result_is_user;
-  int kq_proc;           /* an EVFILT_PROC registration is live */
-  int kq_exit_later;     /* its NOTE_EXIT waits for room in the ring */
+  int be_exit;           /* the backend watches its exit (watch_child) */
   evl_handle poll_timer; /* the last-resort exit watch (POSIX) */
   int poll_ms;
   int pipe_failed; /* a pipe got no transport (no memory): start fails */
@@ -16358,12 +16516,10 @@ static void evl__sub_exited(evl_subprocess *p, int status, int known) {
     (void)evl__cancel_internal(p->loop, p->poll_timer);
     p->poll_timer = 0;
   }
-#ifdef EVL__HAVE_KQUEUE
-  if (p->kq_proc) { /* reaped by another path: the registration goes */
-    p->kq_proc = 0;
-    (void)evl__kq_apply(p->loop, (uintptr_t)p->pid, EVFILT_PROC, EV_DELETE, 0);
+  if (p->be_exit) { /* reaped by another path: the backend's watch goes */
+    p->be_exit = 0;
+    (void)p->loop->be->watch_child(p->loop, (int)p->pid, 0);
   }
-#endif
 #endif
   if (p->made && p->proto->process_exited)
     p->proto->process_exited(p, p->user);
@@ -16399,90 +16555,42 @@ static void evl__sub_pidfd_ready(evl_loop *loop, evl_fd fd, void *arg) {
 }
 #endif
 
-#ifdef EVL__HAVE_KQUEUE
-static void evl__kq_child_retry(evl_loop *loop, void *arg) {
-  if (!loop->closing)
-    (void)evl__kq_child_exit(loop, (int)(intptr_t)arg);
-}
+static void evl__child_exit_retry(evl_loop *loop, void *arg);
 
-/* An EVFILT_PROC NOTE_EXIT event, from the ready ring. The pid is looked
-   up: the child may be gone (reaped by another path) by now. */
-static int evl__kq_child_exit(evl_loop *loop, int pid) {
+/* The backend saw pid exit (kqueue's EVFILT_PROC). The pid is looked up:
+   the child may be gone (reaped by another path) by now. */
+EVL__BE_SHARED int evl__child_exit_event(evl_loop *loop, int pid) {
   evl_subprocess *p;
   for (p = loop->children; p; p = p->lnext)
     if ((int)p->pid == pid && !p->exited)
       break;
   if (!p)
     return 0;
-  p->kq_proc = 0; /* EV_ONESHOT: the kernel dropped it */
-  /* NOTE_EXIT can come a moment before the child can be waited for. */
+  p->be_exit = 0; /* the backend's watch is spent */
+  /* The event can come a moment before the child can be waited for. */
   if (!evl__sub_poll(p))
-    (void)evl__later_internal(loop, 1000000, evl__kq_child_retry,
+    (void)evl__later_internal(loop, 1000000, evl__child_exit_retry,
                               (void *)(intptr_t)pid);
   return 1;
 }
 
-static void evl__kq_exit_keep(evl_loop *loop, int pid) {
-  evl_subprocess *p;
-  for (p = loop->children; p; p = p->lnext)
-    if ((int)p->pid == pid && !p->exited) {
-      p->kq_exit_later = 1;
-      loop->kq_later = 1;
-    }
+static void evl__child_exit_retry(evl_loop *loop, void *arg) {
+  if (!loop->closing)
+    (void)evl__child_exit_event(loop, (int)(intptr_t)arg);
 }
-static uint32_t evl__kq_exits_later(evl_loop *loop, int push) {
-  evl_subprocess *p;
-  uint32_t n = 0;
-  for (p = loop->children; p; p = p->lnext) {
-    if (!p->kq_exit_later)
-      continue;
-    n++;
-    if (push) {
-      p->kq_exit_later = 0;
-      (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_PROC << 32 |
-                                     (uint64_t)(uint32_t)p->pid);
-    }
-  }
-  return n;
-}
-
-#ifdef EVFILT_LIBKQUEUE
-/* libkqueue drops the NOTE_EXIT of a child that other code reaped (it
-   reads the exit status without reaping, which then fails), and kevent()
-   returns early with nothing for as long as that registration lives. On
-   such a return the loop looks for its reaped children itself: they lose
-   their registration and finish through the ready ring. */
-static void evl__kq_children_check(evl_loop *loop) {
-  evl_subprocess *p;
-  for (p = loop->children; p; p = p->lnext) {
-    siginfo_t si;
-    if (!p->kq_proc || p->exited ||
-        waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 ||
-        errno != ECHILD)
-      continue;
-    p->kq_proc = 0;
-    (void)evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC, EV_DELETE, 0);
-    (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_PROC << 32 |
-                                   (uint64_t)(uint32_t)p->pid);
-  }
-}
-#endif
-#endif
 
 static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg);
 
-/* Watches a child's exit: EVFILT_PROC on kqueue (ESRCH: it is gone
-   already, and the paths below reap it), else a pidfd, else SIGCHLD; 0 if
+/* Watches a child's exit: the backend's way (kqueue's EVFILT_PROC; an
+   error: it is gone already, and the paths below reap it), else a pidfd,
+   else SIGCHLD; 0 if
    one of them watches it, else the error (a full fd table fails the pidfd
    and the SIGCHLD self-pipe alike). */
 static int evl__sub_watch_exit(evl_loop *loop, evl_subprocess *p) {
   int rc;
-#ifdef EVL__HAVE_KQUEUE
-  if (loop->backend == EVL_BACKEND_KQUEUE && !p->kq_proc)
-    p->kq_proc = evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC,
-                               EV_ADD | EV_ONESHOT, NOTE_EXIT) == 0;
-#endif
-  if (p->kq_proc)
+  if (loop->be->watch_child && !p->be_exit)
+    p->be_exit = loop->be->watch_child(loop, (int)p->pid, 1) == 0;
+  if (p->be_exit)
     return 0;
 #if EVLOOP_HAVE_PIDFD && defined(SYS_pidfd_open)
   p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
@@ -16640,12 +16748,10 @@ static void evl__sub_kill_reap(evl_subprocess *p) {
     close(p->pidfd);
     p->pidfd = -1;
   }
-#ifdef EVL__HAVE_KQUEUE
-  if (p->kq_proc && !p->loop->closing) {
-    p->kq_proc = 0;
-    (void)evl__kq_apply(p->loop, (uintptr_t)p->pid, EVFILT_PROC, EV_DELETE, 0);
+  if (p->be_exit && !p->loop->closing) {
+    p->be_exit = 0;
+    (void)p->loop->be->watch_child(p->loop, (int)p->pid, 0);
   }
-#endif
 #else
   if (p->wait) { /* after this no wait callback runs */
     UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
@@ -16866,7 +16972,7 @@ static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
     if (pfd[i] < 0)
       continue;
 #ifdef EVL__HAVE_IOCP
-    if (loop->backend == EVL_BACKEND_IOCP && !evl__is_socket(pfd[i])) {
+    if (loop->be->completion && !evl__is_socket(pfd[i])) {
       int err = 0;
       HANDLE h = (HANDLE)(intptr_t)pfd[i];
       sp->t = evl__tr_open_handle(loop, &evl__subpipe_proto, sp, h, i == 0,
@@ -17101,7 +17207,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
     switch (mode[i]) {
     case EVL_STDIO_PIPE:
 #ifdef EVL__HAVE_IOCP
-      if (loop->backend == EVL_BACKEND_IOCP) { /* else select: sockets */
+      if (loop->be->completion) { /* else select: sockets */
         HANDLE ours;
         if ((rc = evl__child_pipe(&ours, &h, i != 0)) == 0) {
           pfd[i] = (int)(intptr_t)ours;
@@ -18849,7 +18955,7 @@ struct evl_fs_watch {
   void *arg;
   char *path;
   const char *base; /* the last component of path */
-  int is_dir, inotify, kq, fd, exists, in_cb, stopped;
+  int is_dir, inotify, be_watch, fd, exists, in_cb, stopped;
   evl_handle timer; /* polling */
   evl__snap *snap;
   size_t nsnap;
@@ -18879,13 +18985,8 @@ static void evl__fsw_free(evl_fs_watch *w) {
     close(w->fd);
   }
 #endif
-#ifdef EVL__HAVE_KQUEUE
-  if (w->fd >= 0 && w->kq) {
-    if (!loop->closed)
-      (void)evl__kq_apply(loop, (uintptr_t)w->fd, EVFILT_VNODE, EV_DELETE, 0);
-    close(w->fd);
-  }
-#endif
+  if (w->fd >= 0 && w->be_watch) /* the backend's (kqueue's EVFILT_VNODE) */
+    (void)loop->be->watch_file(loop, NULL, &w->fd, 0);
   evl__snap_drop(w->snap, w->nsnap);
   EVLOOP_FREE(NULL, w->path);
   EVLOOP_FREE(NULL, w);
@@ -19060,13 +19161,13 @@ static void evl__fsw_readable(evl_loop *loop, evl_fd fd, void *arg) {
 }
 #endif
 
-#ifdef EVL__HAVE_KQUEUE
-/* EVFILT_VNODE fired for a watch's fd: a file's change is the event; a
-   directory's (its entries changed) is found by comparing snapshots. */
-static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events) {
+/* The backend saw a watch's fd change (kqueue's EVFILT_VNODE): a file's
+   change is the event; a directory's (its entries changed) is found by
+   comparing snapshots. */
+EVL__BE_SHARED int evl__fs_event(evl_loop *loop, int fd, int events) {
   evl_fs_watch *w;
   for (w = loop->fs_watches; w; w = w->lnext)
-    if (w->kq && w->fd == fd && !w->stopped)
+    if (w->be_watch && w->fd == fd && !w->stopped)
       break;
   if (!w || !events)
     return 0;
@@ -19076,29 +19177,6 @@ static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events) {
     evl__fsw_emit(w, w->base, events);
   return 1;
 }
-
-/* EVFILT_VNODE on an fd of path, for a loop on kqueue; 0 or an error. */
-static int evl__fsw_kq_start(evl_fs_watch *w) {
-#ifdef O_EVTONLY
-  int fd = open(w->path, O_EVTONLY | O_CLOEXEC);
-#else
-  int fd = open(w->path, O_RDONLY | O_CLOEXEC);
-#endif
-  int rc;
-  if (fd < 0)
-    return evl__errno();
-  rc = evl__kq_apply(w->loop, (uintptr_t)fd, EVFILT_VNODE, EV_ADD | EV_CLEAR,
-                     NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB | NOTE_DELETE |
-                         NOTE_RENAME);
-  if (rc) {
-    close(fd);
-    return rc;
-  }
-  w->fd = fd;
-  w->kq = 1;
-  return 0;
-}
-#endif
 
 static void evl__fs_watches_close(evl_loop *loop) {
   while (loop->fs_watches) {
@@ -19157,7 +19235,7 @@ EVL__DEF int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
     }
   }
 #ifdef EVL__HAVE_INOTIFY
-  if (!(flags & EVL_FS_WATCH_POLL) && loop->backend != EVL_BACKEND_KQUEUE) {
+  if (!(flags & EVL_FS_WATCH_POLL) && !loop->be->watch_file) {
     w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (w->fd < 0 ||
         inotify_add_watch(w->fd, w->path,
@@ -19186,16 +19264,15 @@ EVL__DEF int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
       w->nsnap = 1;
     }
   }
-#ifdef EVL__HAVE_KQUEUE
-  if (!rc && loop->backend == EVL_BACKEND_KQUEUE &&
+  if (!rc && loop->be->watch_file &&
       !(flags & EVL_FS_WATCH_POLL)) { /* events, and the snapshot for dirs */
-    rc = evl__fsw_kq_start(w);
+    rc = loop->be->watch_file(loop, w->path, &w->fd, 1);
     if (!rc) {
+      w->be_watch = 1;
       *out = w;
       return 0;
     }
   }
-#endif
   if (!rc) {
     w->timer = evl_call_every(loop, poll_interval > 0 ? poll_interval : 0.1,
                               evl__fsw_poll, w);
@@ -19219,7 +19296,10 @@ EVL__DEF void evl_fs_watch_stop(evl_fs_watch *w) {
 }
 
 EVL__DEF const char *evl_fs_watch_method(const evl_fs_watch *w) {
-  return !w ? NULL : w->inotify ? "inotify" : w->kq ? "kqueue" : "poll";
+  return !w            ? NULL
+         : w->inotify  ? "inotify"
+         : w->be_watch ? w->loop->be->name
+                       : "poll";
 }
 
 #endif /* EVLOOP_NO_FS */
