@@ -47,6 +47,9 @@ kqueue_LIBS   = $(KQUEUE_LIBS)
 kqueue_TFLAGS = -D$(kqueue_MACRO)
 
 WARN := -Wall -Wextra -Wpedantic -Werror
+# Every test build (not the examples, not the benchmarks) checks the loop's
+# invariants after each iteration and at close (EVLOOP_VERIFY in evloop.h).
+TEST_DEFS := -DEVLOOP_VERIFY
 
 # Build variants of the test suite: compiler and flags.
 o2_CC      := gcc
@@ -60,14 +63,22 @@ tcc_FLAGS  := -Wall -Werror -g
 nothr_CC   := gcc
 nothr_FLAGS := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_THREADS
 # Subsystems left out: files (EVLOOP_NO_FS), signals and subprocesses
-# (EVLOOP_NO_PROCESS), both (nosub); make test-subsets runs them alone.
+# (EVLOOP_NO_PROCESS), both (nosub), networking (nonet; it takes the
+# subprocesses with it), and the core-only build (core: loop, timers,
+# futures, tasks, fd watching); make test-subsets runs them alone. The
+# compile checks build every combination (tests/subset_combos.sh).
 nofs_CC      := gcc
 nofs_FLAGS   := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_FS
 noproc_CC    := gcc
 noproc_FLAGS := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_PROCESS
 nosub_CC     := gcc
 nosub_FLAGS  := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS
-SUBSET_VARIANTS := nofs noproc nosub
+nonet_CC     := gcc
+nonet_FLAGS  := -std=c99 $(WARN) -O2 -g -DEVLOOP_NO_NET
+CORE_ONLY    := -DEVLOOP_NO_NET -DEVLOOP_NO_FS -DEVLOOP_NO_SYNC -DEVLOOP_NO_COMPOSE -DEVLOOP_NO_EXECUTOR
+core_CC      := gcc
+core_FLAGS   := -std=c99 $(WARN) -O2 -g $(CORE_ONLY)
+SUBSET_VARIANTS := nofs noproc nosub nonet core
 # kqueue only: wake-ups through the self-pipe, as where EVFILT_USER is missing
 kqpipe_CC  := gcc
 kqpipe_FLAGS := -std=c99 $(WARN) -O2 -g -DEVLOOP_HAVE_EVFILT_USER=0
@@ -176,7 +187,7 @@ $(call strict_check,test-windows,$(WIN_SKIPS))
 TEST_SRCS := $(sort $(wildcard tests/t_*.c))
 TESTS     := $(basename $(notdir $(TEST_SRCS)))
 # Tests that start threads; they also run under ThreadSanitizer.
-THREADED_TESTS := $(filter t_threadsafe t_conform t_crossthread t_executor t_dns t_close t_config t_netfault t_netapi t_signal t_kqueue t_allocfail t_fdlimit t_cancel t_reenter t_budget t_ref,$(TESTS))
+THREADED_TESTS := $(filter t_threadsafe t_conform t_crossthread t_executor t_dns t_close t_config t_netfault t_netapi t_signal t_kqueue t_allocfail t_fdlimit t_cancel t_reenter t_cancel_sync t_budget t_ref t_wakeskip,$(TESTS))
 # Built with EVLOOP_NO_THREADS too (t_config brings its own configuration).
 NOTHREAD_TESTS := $(filter-out $(THREADED_TESTS),$(TESTS))
 EXAMPLES  := $(basename $(notdir $(wildcard examples/*.c)))
@@ -194,10 +205,10 @@ VARIANTS := o2 asan tsan tcc musl nothr kqpipe $(SUBSET_VARIANTS) $(CROSS_VARIAN
 define variant_rules
 $(BUILD)/$(1)-$(2)/impl.o: tests/impl.c evloop.h
 	@mkdir -p $$(@D)
-	$$($(1)_CC) $$($(1)_FLAGS) -D$$($(2)_MACRO) $$($(2)_CFLAGS) -c $$< -o $$@
+	$$($(1)_CC) $$($(1)_FLAGS) $(TEST_DEFS) -D$$($(2)_MACRO) $$($(2)_CFLAGS) -c $$< -o $$@
 $(BUILD)/$(1)-$(2)/%: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h evloop.h $(BUILD)/$(1)-$(2)/impl.o
 	@mkdir -p $$(@D)
-	$$($(1)_CC) $$($(1)_FLAGS) $$($(2)_TFLAGS) $$($(2)_CFLAGS) $$< $(BUILD)/$(1)-$(2)/impl.o -o $$@ $$($(2)_LIBS) $(LIBS)
+	$$($(1)_CC) $$($(1)_FLAGS) $(TEST_DEFS) $$($(2)_TFLAGS) $$($(2)_CFLAGS) $$< $(BUILD)/$(1)-$(2)/impl.o -o $$@ $$($(2)_LIBS) $(LIBS)
 endef
 $(foreach v,$(VARIANTS),$(foreach b,$(BACKENDS),$(eval $(call variant_rules,$(v),$(b)))))
 
@@ -232,7 +243,7 @@ TEST_BINS := $(call have_bins,o2,$(TESTS)) $(call have_bins,asan,$(TESTS)) \
              $(call have_bins,musl,$(TESTS)) $(call have_bins,nothr,$(NOTHREAD_TESTS))
 # The subset variants: the tests of what they leave out (which then say
 # they skip) and the core's.
-SUBSET_TESTS := $(filter t_fs t_fswatch t_signal t_subprocess t_process t_kqueue t_loop t_timers t_interval t_hooks t_ref t_metrics t_budget t_future t_task t_executor,$(TESTS))
+SUBSET_TESTS := $(filter t_fs t_fswatch t_signal t_subprocess t_process t_kqueue t_loop t_timers t_interval t_hooks t_ref t_metrics t_budget t_future t_task t_executor t_sync t_queue t_taskgroup,$(TESTS))
 TEST_BINS += $(foreach v,$(SUBSET_VARIANTS),$(call bins,$(v),$(SUBSET_TESTS)))
 # The kqpipe variant: the threaded tests (t_kqueue among them), on kqueue.
 KQPIPE_TESTS := $(THREADED_TESTS)
@@ -276,9 +287,12 @@ test-cross: $(CROSS_BINS)
 CHECK_SRCS := tests/impl.c tests/include_twice.c $(TEST_SRCS) $(wildcard examples/*.c)
 compile-checks: $(BUILD)/checks.stamp
 # The tests the subset variants run (SUBSET_TESTS) must also compile with
-# both subsystems left out.
+# files and processes left out, and in the core-only build. Every
+# combination of the EVLOOP_NO_* subsystem macros (tests/subset_combos.sh)
+# compiles on the default backend; files, processes, both, and the
+# core-only build on each backend.
 SUBSET_SRCS = $(addprefix tests/,$(addsuffix .c,$(SUBSET_TESTS)))
-$(BUILD)/checks.stamp: evloop.h tests/cpp_compile.cpp tests/win_names.c $(CHECK_SRCS) tests/nm_check.sh
+$(BUILD)/checks.stamp: evloop.h tests/cpp_compile.cpp tests/win_names.c $(CHECK_SRCS) tests/nm_check.sh tests/subset_combos.sh
 	@mkdir -p $(BUILD)
 	for cc in gcc $(if $(HAVE_CLANG),clang); do for std in c99 c11; do \
 	  for f in $(CHECK_SRCS); do \
@@ -286,16 +300,23 @@ $(BUILD)/checks.stamp: evloop.h tests/cpp_compile.cpp tests/win_names.c $(CHECK_
 	  done; \
 	  for b in $(BACKENDS); do \
 	    $$cc -std=$$std $(WARN) -fsyntax-only -DEVLOOP_BACKEND_$$(echo $$b | tr a-z A-Z) $(KQUEUE_CFLAGS) tests/impl.c || exit 1; \
-	    for sub in -DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS "-DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS"; do \
+	    for sub in -DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS "-DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS" "$(CORE_ONLY)"; do \
 	      $$cc -std=$$std $(WARN) -fsyntax-only $$sub -DEVLOOP_BACKEND_$$(echo $$b | tr a-z A-Z) $(KQUEUE_CFLAGS) tests/impl.c || exit 1; \
 	    done; \
 	  done; \
+	  sh tests/subset_combos.sh | while read -r sub; do \
+	    $$cc -std=$$std $(WARN) -fsyntax-only $$sub tests/impl.c || { echo "failed: $$cc -std=$$std $$sub"; exit 1; }; \
+	  done || exit 1; \
 	  for f in $(SUBSET_SRCS); do \
 	    $$cc -std=$$std $(WARN) -fsyntax-only -DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS $$f || exit 1; \
+	    $$cc -std=$$std $(WARN) -fsyntax-only $(CORE_ONLY) $$f || exit 1; \
 	  done; done; done
 	$(if $(call have,g++),g++ -std=c++11 -Wall -Wextra -Werror -c tests/cpp_compile.cpp -o $(BUILD)/cpp_compile.o)
 	if command -v $(WIN_CC) >/dev/null 2>&1; then \
-	  $(WIN_CC) -std=c99 $(WARN) -fsyntax-only tests/win_names.c || exit 1; fi
+	  $(WIN_CC) -std=c99 $(WARN) -fsyntax-only tests/win_names.c || exit 1; \
+	  for sub in -DEVLOOP_NO_FS -DEVLOOP_NO_PROCESS -DEVLOOP_NO_NET "-DEVLOOP_NO_NET -DEVLOOP_NO_FS" "$(CORE_ONLY)"; do \
+	    $(WIN_CC) -std=c99 $(WARN) -c $$sub tests/impl.c -o $(BUILD)/win_subset.o || exit 1; \
+	  done; fi
 	sh tests/nm_check.sh gcc
 	printf 'int evl__leak(void);\nint evl__leak(void) { return 0; }\n' >$(BUILD)/nm_leak.c
 	if sh tests/nm_check.sh gcc $(BUILD)/nm_leak.c >/dev/null; then \
@@ -318,9 +339,9 @@ WIN_EXES := $(addprefix $(WIN_DIR)/,$(addsuffix .exe,$(TESTS))) \
             $(addprefix $(WIN_DIR)/examples/,$(addsuffix .exe,$(WIN_EXAMPLES_BUILT)))
 $(WIN_DIR)/impl.o: tests/impl.c evloop.h
 	@mkdir -p $(@D)
-	$(WIN_CC) $(WIN_FLAGS) -c $< -o $@
+	$(WIN_CC) $(WIN_FLAGS) $(TEST_DEFS) -c $< -o $@
 $(WIN_DIR)/%.exe: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h evloop.h $(WIN_DIR)/impl.o
-	$(WIN_CC) $(WIN_FLAGS) $< $(WIN_DIR)/impl.o -o $@ $(WIN_LIBS)
+	$(WIN_CC) $(WIN_FLAGS) $(TEST_DEFS) $< $(WIN_DIR)/impl.o -o $@ $(WIN_LIBS)
 $(WIN_DIR)/examples/%.exe: examples/%.c evloop.h
 	@mkdir -p $(@D)
 	$(WIN_CC) $(WIN_FLAGS) $< -o $@ $(WIN_LIBS)
@@ -393,9 +414,9 @@ $(call strict_check,test-tls,$(TLS_SKIPS))
 define tls_rules
 $(BUILD)/$(1)-$(2)/tls-$(3)/impl.o: tests/impl.c evloop.h
 	@mkdir -p $$(@D)
-	$$($(1)_CC) $$($(1)_FLAGS) -D$$($(2)_MACRO) -D$$($(3)_TLS_MACRO) $$($(2)_CFLAGS) -c $$< -o $$@
+	$$($(1)_CC) $$($(1)_FLAGS) $(TEST_DEFS) -D$$($(2)_MACRO) -D$$($(3)_TLS_MACRO) $$($(2)_CFLAGS) -c $$< -o $$@
 $(BUILD)/$(1)-$(2)/tls-$(3)/t_tls: tests/t_tls.c tests/test.h tests/net_test.h evloop.h $(BUILD)/$(1)-$(2)/tls-$(3)/impl.o
-	$$($(1)_CC) $$($(1)_FLAGS) -D$$($(3)_TLS_MACRO) $$($(2)_TFLAGS) $$($(2)_CFLAGS) $$< $(BUILD)/$(1)-$(2)/tls-$(3)/impl.o -o $$@ $$($(3)_TLS_LIBS) $$($(2)_LIBS) $(LIBS)
+	$$($(1)_CC) $$($(1)_FLAGS) $(TEST_DEFS) -D$$($(3)_TLS_MACRO) $$($(2)_TFLAGS) $$($(2)_CFLAGS) $$< $(BUILD)/$(1)-$(2)/tls-$(3)/impl.o -o $$@ $$($(3)_TLS_LIBS) $$($(2)_LIBS) $(LIBS)
 endef
 $(foreach v,$(TLS_VARIANTS),$(foreach b,$(BACKENDS),$(foreach e,$(TLS_ENGINES),$(eval $(call tls_rules,$(v),$(b),$(e))))))
 tls_bins = $(foreach v,$(1),$(foreach b,$(BACKENDS),$(foreach e,$(TLS_OK),$(BUILD)/$(v)-$(b)/tls-$(e)/t_tls)))

@@ -75,7 +75,8 @@
      create_task, coroutines, await
                          evl_task_create(loop, fn, state, size),
                          EVL_ASYNC_BEGIN, EVL_AWAIT, EVL_AWAIT_TRY,
-                         EVL_ASYNC_RETURN, EVL_ASYNC_END, evl_task_cancel,
+                         EVL_ASYNC_RETURN, EVL_ASYNC_END (or EVL_TASK and
+                         EVL_TASK_END around the body), evl_task_cancel,
                          evl_set_task_factory
      sleep, wait_for, gather
                          evl_sleep, evl_wait_for, evl_gather
@@ -161,6 +162,14 @@
                              a loop may also get a run-time allocator through
                              evl_loop_config.alloc
      EVLOOP_ASSERT(x)        internal consistency checks (default: assert)
+     EVLOOP_VERIFY           check the loop's invariants with EVLOOP_ASSERT
+                             (libev's ev_verify): the timer heap, the ready
+                             ring, the slots and their handles' generations,
+                             the fd watcher table, walked whole after every
+                             iteration and when the loop closes, plus cheap
+                             checks on the hot paths. For tests (the suite
+                             builds with it); without it nothing of this is
+                             compiled
      EVLOOP_NO_THREADS       no threads: evl_run_in_executor and DNS run the
                              work inline and complete the future at once
      EVLOOP_HAVE_PIDFD       0: child exits come through SIGCHLD (kqueue:
@@ -191,6 +200,26 @@
      EVLOOP_NO_PROCESS       leave out signal handlers and subprocesses
                              (evl_add_signal_handler, evl_subprocess_*,
                              evl_process_*)
+     EVLOOP_NO_NET           leave out networking: sockets, transports and
+                             protocols, pipes, servers, connections,
+                             datagram endpoints, streams, DNS, TLS, the
+                             evl_sock_* futures and evl_sendfile; implies
+                             EVLOOP_NO_PROCESS (subprocess stdio are pipe
+                             transports)
+     EVLOOP_NO_SYNC          leave out Lock, Event, Condition, Semaphore,
+                             Barrier and the queues (evl_lock_* & co.)
+     EVLOOP_NO_COMPOSE       leave out evl_wait, evl_as_completed,
+                             evl_shield and TaskGroup (evl_gather,
+                             evl_wait_for, evl_sleep and the timeouts stay)
+     EVLOOP_NO_EXECUTOR      leave out the executor (evl_run_in_executor,
+                             evl_executor_*, evl_to_thread) and
+                             evl_run_task_threadsafe; needs EVLOOP_NO_NET
+                             and EVLOOP_NO_FS (DNS and files run on it);
+                             evl_call_soon_threadsafe stays. The core-only
+                             build (loop, timers, futures, tasks, fd
+                             watching) is EVLOOP_NO_NET EVLOOP_NO_FS
+                             EVLOOP_NO_SYNC EVLOOP_NO_COMPOSE
+                             EVLOOP_NO_EXECUTOR.
      EVLOOP_TLS_OPENSSL      TLS through OpenSSL 1.1.1/3.x (link -lssl
                              -lcrypto); see "TLS layer" in the declarations
      EVLOOP_TLS_MBEDTLS      TLS through mbedTLS 2.28 (link -lmbedtls
@@ -347,10 +376,10 @@
        and signals (EVL_ENOTSUP). IOCP does have completion-based TCP and
        UDP (AcceptEx, ConnectEx, WSARecv/WSASend, WSARecvFrom/WSASendTo)
        and overlapped named pipes: chapter 4.
-     - File watches poll with stat() on Windows (ReadDirectoryChangesW is
-       not used yet).
-     - Networking cannot be compiled out yet (no EVLOOP_NO_NET; files and
-       processes can: EVLOOP_NO_FS, EVLOOP_NO_PROCESS).
+     - File watches poll with stat() on select loops on Windows
+       (ReadDirectoryChangesW on IOCP loops only).
+     - Subprocesses cannot be kept without networking (EVLOOP_NO_NET
+       implies EVLOOP_NO_PROCESS, signal handlers included).
 
    9. Licence: MIT or public domain (Unlicense), your choice; at the end.
 */
@@ -383,6 +412,18 @@
 #else
 #define EVLOOP_API extern
 #endif
+#endif
+
+/* Subprocess stdio are pipe transports: without networking (which
+   brings the transports) there are no subprocesses, and signal handlers
+   go with them. */
+#if defined(EVLOOP_NO_NET) && !defined(EVLOOP_NO_PROCESS)
+#define EVLOOP_NO_PROCESS 1
+#endif
+/* DNS and the file operations run on the executor. */
+#if defined(EVLOOP_NO_EXECUTOR) &&                                             \
+    (!defined(EVLOOP_NO_NET) || !defined(EVLOOP_NO_FS))
+#error "EVLOOP_NO_EXECUTOR needs EVLOOP_NO_NET and EVLOOP_NO_FS"
 #endif
 
 #ifdef __cplusplus
@@ -589,7 +630,15 @@ EVLOOP_API int evl_loop_is_running(const evl_loop *loop);
    evl_run) is EVL_EOTHERLOOP inside a callback of another loop running on
    the same thread (asyncio: "Cannot run the event loop while another loop
    is running"): run the other loop on its own thread, or from the host's
-   frame loop between iterations. */
+   frame loop between iterations.
+   Departure from asyncio and libuv (which poll for I/O every iteration,
+   with a zero timeout when callbacks are ready): while callbacks are
+   ready, up to 16 iterations in a row skip that poll, as long as the last
+   one was less than 50 us ago (tokio's scheduler polls its I/O driver
+   every 61 tasks for the same reason: the syscall costs more than a short
+   iteration). Ready I/O waits at most that long; every iteration polls
+   when the loop is stopping, hooks are set or the clock is manual, and so
+   does every evl_run_once. */
 EVLOOP_API int evl_run_forever(evl_loop *loop);
 /* 0 when fut completed with a result; its error code when it failed or was
    cancelled (EVL_ECANCELED); EVL_ESTOPPED when evl_stop() came first. */
@@ -625,7 +674,8 @@ EVLOOP_API const char *evl_backend_name(const evl_loop *loop);
 /* Loop metrics, always on: counters the loop keeps anyway and two clock
    readings per iteration (after the wait, which the loop does anyway, and
    after the callbacks; a third before the wait when evl_run_once is the
-   caller or hooks ran). No clock reading per callback: the longest
+   caller or hooks ran; one, after the callbacks, when the iteration
+   skipped the poll). No clock reading per callback: the longest
    callback is timed per iteration, so it is exact when an iteration ran
    one callback and an upper bound otherwise (debug mode times every
    callback and makes it exact). Times are in nanoseconds of the monotonic
@@ -899,6 +949,24 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
     return;                                                                    \
   } while (0)
 #define EVL_ASYNC_END(t) }
+/* A task function in two lines instead of five:
+
+       EVL_TASK(worker, t, worker_state, w)   // static void worker(evl_task
+         ...awaits, w->field...               //   *t, void *), w the state
+       EVL_TASK_END(t)                        //   as worker_state *, BEGIN
+
+   It is static; declare it ahead as `static void worker(evl_task *, void
+   *);` if needed. Its locals, if any, go in the state (or in a block that
+   holds no await): the body starts inside the resume switch, where C++
+   forbids initialised declarations and C would skip them on a resume. */
+#define EVL_TASK(name, t, type, s)                                             \
+  static void name(evl_task *t, void *evl_task_state_) {                       \
+    type *s = (type *)evl_task_state_;                                         \
+    (void)s;                                                                   \
+    EVL_ASYNC_BEGIN(t)
+#define EVL_TASK_END(t)                                                        \
+  EVL_ASYNC_END(t)                                                             \
+  }
 /* The cleanup section: what follows EVL_FINALLY(t) up to EVL_ASYNC_END runs
    once however the body ends (Python's try/finally around the whole body):
    falling into it, EVL_ASYNC_RETURN, EVL_ASYNC_FAIL, an EVL_AWAIT whose
@@ -978,7 +1046,10 @@ EVLOOP_API int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn);
 
 /* ==== High-level helpers ================================================= */
 
-/* Completes with `result` after `delay` seconds (same rules as call_later). */
+/* Completes with `result` after `delay` seconds (same rules as call_later).
+   A delay of 0 or less is asyncio's sleep(0), a bare yield: no timer, and
+   a task awaiting it resumes after the callbacks ready now, in one trip
+   through the ready queue (its done callbacks run in that trip). */
 EVLOOP_API evl_future *evl_sleep(evl_loop *loop, double delay, void *result);
 /* Completes as fut does, or with EVL_ETIMEDOUT after `timeout` seconds, once
    fut has been cancelled. Consumes the reference to fut. A negative timeout
@@ -1012,6 +1083,7 @@ EVLOOP_API double evl_timeout_when(const evl_timeout *to);
 EVLOOP_API int evl_timeout_expired(const evl_timeout *to);
 EVLOOP_API int evl_timeout_end(evl_timeout *to);
 
+#ifndef EVLOOP_NO_SYNC
 /* ==== Synchronisation primitives (asyncio Lock, Event, Condition,
    Semaphore, BoundedSemaphore, Barrier) ====================================
    Small objects of one loop; every wait is a future to EVL_AWAIT (or
@@ -1093,7 +1165,10 @@ EVLOOP_API int evl_barrier_broken(const evl_barrier *b);
    at evl_queue_free or removed by an immediate shutdown. maxsize 0: no
    limit. The priority queue gives the lowest priority first, equal ones
    in arrival order. put completes (result: the item) once the item is in
-   the queue; cancelled before that, the item stays the caller's. get
+   the queue; cancelled before that, the item stays the caller's. A task
+   cancelled after its put completed but before it resumed sees
+   EVL_ECANCELED with the item already in the queue (unlike asyncio, which
+   puts after the wake-up; t_cancel_sync pins it). get
    completes with the item; an item handed to a get that is cancelled or
    released unread goes back to the front. */
 typedef struct evl_queue evl_queue;
@@ -1127,6 +1202,9 @@ EVLOOP_API evl_future *evl_queue_join(evl_queue *q);
 EVLOOP_API int evl_queue_shutdown(evl_queue *q, int immediate);
 EVLOOP_API int evl_queue_is_shutdown(const evl_queue *q);
 
+#endif /* EVLOOP_NO_SYNC */
+
+#ifndef EVLOOP_NO_COMPOSE
 /* ==== Waiting primitives, shield, TaskGroup ==============================
    evl_wait (asyncio.wait): completes, never failing, when return_when is
    met or the timeout passes (INFINITY: none), with the number of futures
@@ -1180,6 +1258,9 @@ EVLOOP_API int evl_task_group_error(const evl_task_group *g);
 EVLOOP_API int evl_task_group_others_failed(const evl_task_group *g);
 EVLOOP_API void evl_task_group_free(evl_task_group *g);
 
+#endif /* EVLOOP_NO_COMPOSE */
+
+#ifndef EVLOOP_NO_EXECUTOR
 /* ==== Executor ==========================================================
    evl_run_in_executor runs fn(arg, &result) on a pool thread (exec NULL: the
    loop's default executor, created on first use) and completes the future
@@ -1226,6 +1307,9 @@ EVLOOP_API void evl_threadsafe_free(evl_threadsafe *h);
 EVLOOP_API evl_future *evl_to_thread(evl_loop *loop, evl_work_fn fn, void *arg,
                                      evl_free_fn result_free);
 
+#endif /* EVLOOP_NO_EXECUTOR */
+
+#ifndef EVLOOP_NO_NET
 /* ==== DNS (on the executor) =============================================
    evl_getaddrinfo: the result is a `struct addrinfo *` the future owns.
    evl_getnameinfo: the result is an `evl_nameinfo *` the future owns.
@@ -1455,6 +1539,8 @@ EVLOOP_API evl_future *evl_connect_write_pipe(evl_loop *loop,
                                               const evl_protocol *proto,
                                               void *user, evl_fd fd);
 
+#endif /* EVLOOP_NO_NET */
+
 #ifndef EVLOOP_NO_PROCESS
 /* ==== Unix signals ======================================================
    cb(loop, signum, arg) runs in the loop, never in signal context. A burst
@@ -1484,6 +1570,7 @@ EVLOOP_API int evl_signal_set_ref(evl_loop *loop, int signum, int ref);
 
 #endif /* EVLOOP_NO_PROCESS */
 
+#ifndef EVLOOP_NO_NET
 /* ==== Sockets as futures ================================================
    For non-blocking sockets the caller owns. Results through
    evl_future_result_int: bytes for recv/sendall/sendfile, the new fd for
@@ -1680,6 +1767,8 @@ EVLOOP_API evl_future *
 evl_connect_accepted_socket_opts(evl_loop *loop, const evl_protocol *proto,
                                  void *user, evl_fd fd,
                                  const evl_net_options *opts);
+
+#endif /* EVLOOP_NO_NET */
 
 #ifndef EVLOOP_NO_PROCESS
 /* ==== Subprocesses ======================================================
@@ -1898,16 +1987,20 @@ EVLOOP_API evl_future *evl_fs_read_file(evl_loop *loop, const char *path);
 /* ==== Watching files ======================================================
    A callback per change of a file or of a directory's entries (libuv's
    uv_fs_event, and uv_fs_poll where the system has nothing better):
-   EVFILT_VNODE on a kqueue loop, inotify on Linux; elsewhere (Windows:
-   ReadDirectoryChangesW is not used yet) and with EVL_FS_WATCH_POLL, a
-   comparison of stat() results every poll interval. name is the entry of
-   a watched directory that changed, or the watched file's own name.
-   Polling, and kqueue for a directory's entries (it says only that the
-   directory changed; a snapshot comparison finds which), see a rename as
-   DELETED of the old name and CREATED of the new; inotify reports RENAMED
-   for both names. A watch on a file follows its inode (an editor that
-   saves by renaming a new file over it ends the watch's events: watch the
-   directory). A watch keeps the loop alive until it is stopped. */
+   EVFILT_VNODE on a kqueue loop, inotify on Linux, ReadDirectoryChangesW
+   on an IOCP loop (overlapped, completing on the loop's port; a file's
+   watch watches its directory for that name); elsewhere (select on
+   Windows: select() cannot wait for a directory handle), where the native
+   way fails, and with EVL_FS_WATCH_POLL, a comparison of stat() results
+   every poll interval. name is the entry of a watched directory that
+   changed, or the watched file's own name. Polling, and kqueue for a
+   directory's entries (it says only that the directory changed; a
+   snapshot comparison finds which), see a rename as DELETED of the old
+   name and CREATED of the new; inotify and ReadDirectoryChangesW report
+   RENAMED for both names (ReadDirectoryChangesW: a buffer overflow is one
+   MODIFIED of the watch's own name). A watch on a file follows its inode (an
+   editor that saves by renaming a new file over it ends the watch's events:
+   watch the directory). A watch keeps the loop alive until it is stopped. */
 enum {
   EVL_FS_CREATED = 1,
   EVL_FS_MODIFIED = 2, /* contents or attributes */
@@ -1925,7 +2018,7 @@ EVLOOP_API int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
                                   void *arg, evl_fs_watch **out);
 /* Stops and frees the watch (also from inside its callback). */
 EVLOOP_API void evl_fs_watch_stop(evl_fs_watch *w);
-/* "inotify", "kqueue" or "poll". */
+/* "inotify", "kqueue", "ReadDirectoryChangesW" or "poll". */
 EVLOOP_API const char *evl_fs_watch_method(const evl_fs_watch *w);
 
 #endif /* EVLOOP_NO_FS */
@@ -2112,6 +2205,17 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #include <assert.h>
 #define EVLOOP_ASSERT(x) assert(x)
 #endif
+/* Invariant checks: with EVLOOP_VERIFY (the test suite's builds) cheap
+   EVLOOP_ASSERTs on the hot paths (EVL__CHECK) and the whole-loop walk
+   evl__loop_verify after every iteration and at close; without it neither
+   is compiled, so release builds and benchmarks pay nothing. */
+#ifdef EVLOOP_VERIFY
+#define EVL__CHECK(x) EVLOOP_ASSERT(x)
+#define EVL__VERIFY(loop) evl__loop_verify(loop)
+#else
+#define EVL__CHECK(x) ((void)0)
+#define EVL__VERIFY(loop) ((void)0)
+#endif
 
 #if defined(EVLOOP_MALLOC) && defined(EVLOOP_REALLOC) && defined(EVLOOP_FREE)
 #elif !defined(EVLOOP_MALLOC) && !defined(EVLOOP_REALLOC) &&                   \
@@ -2148,6 +2252,7 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 #define EVL__WRITE 2
 #define EVL__POS_READY (-1) /* in the ready ring */
 #define EVL__POS_FREE (-2)
+#define EVL__POS_CANCELLED (-3)        /* a cancelled timer out of the heap */
 #define EVL__SLOT_INTERNAL 0x80000000u /* library callback: runs at close */
 #define EVL__SLOT_REPEAT 0x40000000u   /* evl_call_every: loop->every[slot] */
 #define EVL__SLOT_UNREF 0x20000000u    /* does not keep the loop alive */
@@ -2168,7 +2273,8 @@ EVLOOP_API void evl_set_slow_callback_duration(evl_loop *loop, double seconds);
 typedef struct evl__slot {
   evl_callback fn; /* NULL once cancelled */
   void *arg;
-  int64_t when; /* a timer's deadline (ns); the next free slot when free */
+  int64_t when; /* a timer's deadline (ns); the next slot of the free or
+                   the cancelled list when on one */
   uint32_t gen; /* generation (checked by handles) + EVL__SLOT_INTERNAL */
   int32_t pos;  /* index in the timer heap, or EVL__POS_* */
 } evl__slot;
@@ -2186,20 +2292,37 @@ typedef struct evl__hent {
   uint32_t slot, seq;
 } evl__hent;
 
+/* One per fd number up to the highest watched, so it is kept at 24 bytes
+   (idle connections count): the callbacks are indexes in the loop's table
+   of the few distinct io callbacks, and the reader and the writer share
+   one argument; when they have different ones (a user's reader and
+   writer), arg points to an evl__fdargs holding both. */
 typedef struct evl__fdw {
-  evl_io_callback rfn, wfn;
-  void *rarg, *warg;
-  int kmask; /* interest the backend has */
-  int pidx;  /* poll backend: index in the pollfd array */
+  void *arg;
+  uint16_t rfn, wfn; /* loop->iofns[rfn - 1]; 0: none */
   /* Bumped when the reader (writer) goes: an event queued for it is not
      given to a watcher added later on the same fd number. */
-  unsigned rgen, wgen;
-  int owned;  /* a transport's or server's fd: not the user's to watch */
-  int uflags; /* EVL__FD_*: the user's watchers (evl_add_reader/writer) */
+  uint16_t rgen, wgen;
+  int pidx;             /* poll backend: index in the pollfd array */
+  unsigned char kmask;  /* interest the backend has */
+  unsigned char owned;  /* a transport's or server's fd: not the user's */
+  unsigned char uflags; /* EVL__FD_*: the user's evl_add_reader/writer */
+  unsigned char split;  /* arg is an evl__fdargs */
 #ifdef EVL__HAVE_IOCP
   struct evl__afd_req *afd; /* IOCP: the socket's poll request */
 #endif
+#ifdef EVL__HAVE_KQUEUE
+  /* kqueue: here, not in a table of its own, so that evl__fds_reserve
+     covers it too (watching a reserved fd needs no memory) */
+  int kq_chg[2]; /* pending change for READ, WRITE: changelist index + 1 */
+  int kq_soerr;  /* socket error an event carried in fflags (libkqueue
+                    reads and so clears SO_ERROR itself) */
+#endif
 } evl__fdw;
+
+typedef struct evl__fdargs {
+  void *rarg, *warg;
+} evl__fdargs;
 
 typedef struct evl__tsent {
   evl_callback fn;
@@ -2247,6 +2370,21 @@ struct evl_future {
 #define EVL__FLAG_STORE(p, v) (*(volatile int *)(p) = (v))
 #endif
 
+/* Skipping the wake-up write while the loop is busy (see the cross-thread
+   queue) needs two sequentially consistent stores and loads, so that a
+   queued call and the loop's "busy" flag cannot both go unseen. Without
+   atomics (or without threads) the loop is never marked busy and every
+   first call writes, as before. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(EVLOOP_NO_THREADS)
+#define EVL__SC_LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define EVL__SC_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define EVL__WAKE_SKIP 1
+#else
+#define EVL__SC_LOAD(p) EVL__FLAG_LOAD(p)
+#define EVL__SC_STORE(p, v) EVL__FLAG_STORE(p, v)
+#define EVL__WAKE_SKIP 0
+#endif
+
 /* Threads: pthreads on POSIX, Win32 slim locks and threads on Windows. */
 #if defined(EVLOOP_NO_THREADS)
 typedef int evl__mutex;
@@ -2274,6 +2412,7 @@ typedef HANDLE evl__thread;
 #define evl__cond_broadcast(c) WakeAllConditionVariable(c)
 #define EVL__THREAD_FN(name, arg) static unsigned __stdcall name(void *arg)
 #define EVL__THREAD_RETURN return 0
+#ifndef EVLOOP_NO_EXECUTOR
 static int evl__thread_start(evl__thread *t, unsigned(__stdcall *fn)(void *),
                              void *arg) {
   uintptr_t h = _beginthreadex(NULL, 0, fn, arg, 0, NULL);
@@ -2286,6 +2425,7 @@ static void evl__thread_join(evl__thread t) {
   WaitForSingleObject(t, INFINITE);
   CloseHandle(t);
 }
+#endif
 #else
 typedef pthread_mutex_t evl__mutex;
 typedef pthread_cond_t evl__cond;
@@ -2305,6 +2445,7 @@ typedef pthread_t evl__thread;
 /* The library's threads take no signals: those go to the application's
    threads (libkqueue's EVFILT_SIGNAL even needs every thread that could
    take a watched signal to block it). */
+#ifndef EVLOOP_NO_EXECUTOR
 static int evl__thread_start(pthread_t *t, void *(*fn)(void *), void *arg) {
   sigset_t all, old;
   int rc;
@@ -2314,6 +2455,7 @@ static int evl__thread_start(pthread_t *t, void *(*fn)(void *), void *arg) {
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   return rc;
 }
+#endif
 #define evl__thread_join(t) ((void)pthread_join((t), NULL))
 #endif
 
@@ -2345,7 +2487,9 @@ struct evl_loop {
   uint32_t ring_cap, ring_head, ring_len;
   evl__hent *heap; /* 4-ary min-heap of timers */
   uint32_t heap_len, heap_cap, timer_seq;
-  uint32_t heap_cancelled;  /* cancelled timers still in the heap */
+  uint32_t cancelled_head;  /* cancelled timers: their slots (and heap
+                               entries) go at the next iteration */
+  uint32_t heap_cancelled;  /* of them, those still in the heap */
   struct evl__every *every; /* per slot, for repeating timers */
   uint32_t every_cap;
   uint32_t heap_unref;     /* unreferenced timers in the heap */
@@ -2356,6 +2500,8 @@ struct evl_loop {
   /* fd watchers */
   evl__fdw *fds;
   int fds_cap, nwatchers;
+  evl_io_callback *iofns; /* the distinct fd callbacks (evl__fdw's rfn) */
+  uint16_t niofns, iofns_cap;
   evl__site *fdsites; /* debug mode: reader and writer sites per fd */
   int fdsites_cap;
   /* backend */
@@ -2372,8 +2518,6 @@ struct evl_loop {
   int kq_user; /* wake-ups through EVFILT_USER (else the self-pipe) */
   struct kevent *kq_events, *kq_changes;
   int kq_events_cap, kq_nchanges, kq_changes_cap;
-  struct evl__kqfd *kq_fds; /* per fd: pending changes, error of an event */
-  int kq_fds_cap;
   /* Signal and exit events that found no room in the ready ring (no
      memory): kept until there is room (evl__kq_requeue). */
   uint32_t kq_sig_later[4];     /* signals 1..127, one bit each */
@@ -2412,8 +2556,10 @@ struct evl_loop {
   struct evl_fs_watch *fs_watches; /* file watches, closed with the loop */
   void (*fs_watches_close)(evl_loop *loop);
   evl_loop_metrics metrics;
-  int64_t m_mark; /* monotonic ns at the end of the last iteration */
-  int m_mark_ok;  /* m_mark is the start of this wait (run_forever) */
+  int64_t m_mark;  /* monotonic ns at the end of the last iteration */
+  int m_mark_ok;   /* m_mark is the start of this wait (run_forever) */
+  int poll_skips;  /* iterations since the last poll (evl__iterate) */
+  int64_t poll_ns; /* monotonic ns of the last poll */
   int64_t now;
   int now_reuse; /* scheduling calls that may still use `now` */
   int64_t (*clock_ns)(void *ctx);
@@ -2445,13 +2591,16 @@ struct evl_loop {
   evl__tsent *ts_carry;
   size_t ts_carry_at, ts_carry_n, ts_carry_cap;
   int ts_pending, ts_closed, ts_wakers;
-  int ts_calls;        /* 1 while tsq holds callbacks; read without ts_mu */
-  int ts_taking;       /* evl__ts_take is moving callbacks (loop thread only) */
-  unsigned char *rbuf; /* the read buffer transports share */
-  struct evl__mmsg *mmsg;    /* recvmmsg's buffers (Linux), made on use */
+  int ts_calls;  /* 1 while tsq holds callbacks; read without ts_mu */
+  int ts_busy;   /* 1 from a wait's end to the iteration's end: no wake-up */
+  int ts_taking; /* evl__ts_take is moving callbacks (loop thread only) */
+  unsigned char *rbuf;    /* the read buffer transports share */
+  struct evl__mmsg *mmsg; /* recvmmsg's buffers (Linux), made on use */
+#ifndef EVLOOP_NO_NET
   evl_transport *transports; /* open transports */
   evl_server *servers;
   evl__resolve_wait *resolving; /* name lookups for connections, servers */
+#endif
   void *sig; /* signal handlers (an evl__sigstate), made on first use */
   struct evl_subprocess *children;
   int reserve_fd;     /* a spare fd for running out of fds */
@@ -2548,6 +2697,23 @@ static char *evl__strdup(evl_loop *loop, const char *s) {
     memcpy(d, s, n);
   return d;
 }
+#if !defined(EVLOOP_NO_NET) || !defined(EVLOOP_NO_FS)
+/* The global allocator's, for what executor jobs (DNS, files) own. */
+static char *evl__gstrdup(const char *s) {
+  size_t n;
+  char *d;
+  if (!s)
+    return NULL;
+  n = strlen(s) + 1;
+  d = (char *)EVLOOP_MALLOC(NULL, n);
+  if (d)
+    memcpy(d, s, n);
+  return d;
+}
+static void evl__gfree(void *p) {
+  EVLOOP_FREE(NULL, p);
+}
+#endif
 
 /* ==== Errors ============================================================ */
 
@@ -2604,6 +2770,7 @@ EVL__DEF int evl_translate_sys_error(int sys_errno) {
 }
 #define evl__errno() evl_translate_sys_error(errno)
 
+#ifndef EVLOOP_NO_NET
 static int evl__gai_error(int rc) {
   switch (rc) {
   case 0:
@@ -2635,6 +2802,7 @@ static int evl__gai_error(int rc) {
     return EVL_EAI_FAIL;
   }
 }
+#endif /* EVLOOP_NO_NET */
 
 /* ==== Clock ============================================================= */
 
@@ -2861,6 +3029,7 @@ static evl__ssize_t evl__sys_send(int fd, const void *buf, size_t len,
   int r = send(EVL__SOCK(fd), (const char *)buf, evl__sock_len(len), flags);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
+#ifndef EVLOOP_NO_NET
 static evl__ssize_t evl__sys_recvfrom(int fd, void *buf, size_t len, int flags,
                                       struct sockaddr *a, socklen_t *alen) {
   int r =
@@ -2876,6 +3045,7 @@ static evl__ssize_t evl__sys_sendto(int fd, const void *buf, size_t len,
                  alen);
   return r == SOCKET_ERROR ? evl__sock_fail() : r;
 }
+#endif
 /* A new socket handle as an int, not inheritable by children. */
 static int evl__own_socket(SOCKET s) {
   if (s == INVALID_SOCKET)
@@ -2906,6 +3076,7 @@ static int evl__sys_bind(int fd, const struct sockaddr *a, socklen_t alen) {
 static int evl__sys_listen(int fd, int backlog) {
   return listen(EVL__SOCK(fd), backlog) == 0 ? 0 : evl__sock_fail();
 }
+#ifndef EVLOOP_NO_NET
 static int evl__sys_getsockopt(int fd, int level, int name, void *v,
                                socklen_t *len) {
   if (getsockopt(EVL__SOCK(fd), level, name, (char *)v, len) != 0)
@@ -2914,6 +3085,7 @@ static int evl__sys_getsockopt(int fd, int level, int name, void *v,
     *(int *)v = evl__win_errno((DWORD) * (int *)v);
   return 0;
 }
+#endif
 static int evl__sys_setsockopt(int fd, int level, int name, const void *v,
                                socklen_t len) {
   return setsockopt(EVL__SOCK(fd), level, name, (const char *)v, len) == 0
@@ -2923,12 +3095,14 @@ static int evl__sys_setsockopt(int fd, int level, int name, const void *v,
 static int evl__sys_getsockname(int fd, struct sockaddr *a, socklen_t *len) {
   return getsockname(EVL__SOCK(fd), a, len) == 0 ? 0 : evl__sock_fail();
 }
+#ifndef EVLOOP_NO_NET
 static int evl__sys_getpeername(int fd, struct sockaddr *a, socklen_t *len) {
   return getpeername(EVL__SOCK(fd), a, len) == 0 ? 0 : evl__sock_fail();
 }
 static int evl__sys_shutdown(int fd, int how) {
   return shutdown(EVL__SOCK(fd), how) == 0 ? 0 : evl__sock_fail();
 }
+#endif
 static int evl__closesocket(int fd) {
   return closesocket(EVL__SOCK(fd)) == 0 ? 0 : evl__sock_fail();
 }
@@ -2968,6 +3142,7 @@ typedef sa_family_t evl__sa_family_t;
 #define evl__sys_getpeername getpeername
 #define evl__sys_shutdown shutdown
 #define evl__closesocket close
+#ifndef EVLOOP_NO_NET
 static int evl__set_nonblocking(int fd) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
@@ -2988,10 +3163,12 @@ static int evl__sys_accept(int lfd, struct sockaddr *a, socklen_t *alen) {
   return fd;
 #endif
 }
+#endif /* EVLOOP_NO_NET */
 #endif
 
 /* A spare fd, closed to make room when accept runs out of fds (POSIX;
    Windows has no per-process fd limit to shed). */
+#ifndef EVLOOP_NO_NET
 static void evl__reserve_fd_open(evl_loop *loop) {
 #ifndef _WIN32
   if (loop->reserve_fd < 0)
@@ -3000,6 +3177,7 @@ static void evl__reserve_fd_open(evl_loop *loop) {
   (void)loop;
 #endif
 }
+#endif
 static void evl__reserve_fd_close(evl_loop *loop) {
 #ifndef _WIN32
   if (loop->reserve_fd >= 0)
@@ -3121,7 +3299,9 @@ static int evl__ring_push(evl_loop *loop, uint64_t v) {
   return 0;
 }
 static uint64_t evl__ring_pop(evl_loop *loop) {
-  uint64_t v = loop->ring[loop->ring_head];
+  uint64_t v;
+  EVL__CHECK(loop->ring_len > 0);
+  v = loop->ring[loop->ring_head];
   loop->ring_head = (loop->ring_head + 1) & (loop->ring_cap - 1);
   loop->ring_len--;
   return v;
@@ -3161,6 +3341,7 @@ static int evl__slot_grow(evl_loop *loop, uint32_t *out) {
 
 static void evl__slot_free(evl_loop *loop, uint32_t i) {
   evl__slot *s = &loop->slots[i];
+  EVL__CHECK(s->pos != EVL__POS_FREE);   /* freed twice */
   s->gen = (s->gen + 1) & EVL__GEN_MASK; /* stale handles stop matching */
   s->fn = NULL;
   s->pos = EVL__POS_FREE;
@@ -3242,7 +3423,9 @@ static int evl__heap_push(evl_loop *loop, uint32_t slot, int64_t when) {
   return 0;
 }
 static void evl__heap_remove(evl_loop *loop, uint32_t at) {
-  evl__hent last = loop->heap[--loop->heap_len];
+  evl__hent last;
+  EVL__CHECK(at < loop->heap_len);
+  last = loop->heap[--loop->heap_len];
   if (at == loop->heap_len)
     return;
   evl__heap_put(loop, at, last);
@@ -3287,6 +3470,7 @@ static evl_handle evl__schedule(evl_loop *loop, int64_t when, evl_callback cb,
   } else {
     s->when = when;
     if (evl__heap_push(loop, i, when)) {
+      s->pos = EVL__POS_CANCELLED; /* taken from the free list, never run */
       evl__slot_free(loop, i);
       return EVL_ENOMEM;
     }
@@ -3327,8 +3511,7 @@ static evl_handle evl__later_internal(evl_loop *loop, int64_t delay_ns,
                        EVL__SLOT_INTERNAL, NULL, NULL, 0);
 }
 
-/* Rebuilds the heap without its cancelled timers (asyncio's purge): cancel
-   stays O(1) and cancelled timers never hold more than half the heap. */
+/* Rebuilds the heap without its cancelled timers (asyncio's purge). */
 static void evl__heap_purge(evl_loop *loop) {
   uint32_t i, j = 0;
   for (i = 0; i < loop->heap_len; i++) {
@@ -3336,7 +3519,7 @@ static void evl__heap_purge(evl_loop *loop) {
     if (loop->slots[e.slot].fn)
       loop->heap[j++] = e;
     else
-      evl__slot_free(loop, e.slot);
+      loop->slots[e.slot].pos = EVL__POS_CANCELLED;
   }
   loop->heap_len = j;
   loop->heap_cancelled = 0;
@@ -3346,34 +3529,46 @@ static void evl__heap_purge(evl_loop *loop) {
     evl__heap_down(loop, i);
 }
 
-/* Drops cancelled timers from the top of the heap, or all of them when
-   they are more than half of it (at iteration boundaries only, so that
-   evl_handle_cancelled keeps its promise). */
-static void evl__heap_trim(evl_loop *loop) {
-  if (loop->heap_cancelled > 64 && loop->heap_cancelled > loop->heap_len / 2)
+/* Removes the timers cancelled since the last call from the heap and
+   frees their slots (at iteration boundaries only, so that
+   evl_handle_cancelled keeps its promise). One by one, libev's way: the
+   entry that fills a removed one's place sifts down a few levels at most
+   (popping it at its deadline, as asyncio does, costs a whole sift from
+   the top); or, when they are over a quarter of the heap, by rebuilding
+   the heap, which then costs less than as many removals. */
+static void evl__cancelled_free(evl_loop *loop) {
+  if (loop->heap_cancelled > 64 && loop->heap_cancelled > loop->heap_len / 4)
     evl__heap_purge(loop);
-  while (loop->heap_len && !loop->slots[loop->heap[0].slot].fn) {
-    uint32_t i = loop->heap[0].slot;
-    evl__heap_remove(loop, 0);
-    loop->heap_cancelled--;
+  while (loop->cancelled_head != EVL__NONE) {
+    uint32_t i = loop->cancelled_head;
+    evl__slot *s = &loop->slots[i];
+    loop->cancelled_head = (uint32_t)s->when;
+    if (s->pos >= 0) {
+      evl__heap_remove(loop, (uint32_t)s->pos);
+      loop->heap_cancelled--;
+    }
     evl__slot_free(loop, i);
   }
 }
 
 /* Cancels a callback. A ready one stays queued and is skipped; a timer
-   stays in the heap until it reaches the top or a purge (evl__heap_trim).
-   Until then evl_handle_cancelled() says 1. */
+   goes on the cancelled list and leaves the heap at the next iteration
+   (evl__cancelled_free). Until then evl_handle_cancelled() says 1. */
 static int evl__cancel_slot(evl_loop *loop, uint32_t i) {
   evl__slot *s = &loop->slots[i];
   if (!s->fn)
     return 0;
   s->fn = NULL;
-  if (s->pos >= 0 && (s->gen & EVL__SLOT_UNREF)) {
-    s->gen &= ~EVL__SLOT_UNREF; /* counted as cancelled from now on */
-    loop->heap_unref--;
-  }
-  if (s->pos >= 0)
+  if (s->pos >= 0) {
+    EVL__CHECK(loop->heap[s->pos].slot == i);
+    if (s->gen & EVL__SLOT_UNREF) {
+      s->gen &= ~EVL__SLOT_UNREF;
+      loop->heap_unref--;
+    }
+    s->when = loop->cancelled_head; /* the heap entry has the deadline */
+    loop->cancelled_head = i;
     loop->heap_cancelled++;
+  }
   return 1;
 }
 static int evl__cancel_internal(evl_loop *loop, evl_handle h) {
@@ -3675,10 +3870,169 @@ EVL__DEF int evl_hook_remove(evl_loop *loop, int id) {
   return 1;
 }
 
+/* ==== Invariant checks (EVLOOP_VERIFY) ===================================
+   libev's ev_verify for this loop: the timer heap, the ready ring, the
+   slots with their free and cancelled lists and the handles that name
+   them, and the fd watcher table, each walked whole with EVLOOP_ASSERT.
+   Runs after every iteration and when the loop closes, in builds that
+   define EVLOOP_VERIFY (the test suite's); O(everything the loop holds). */
+#ifdef EVLOOP_VERIFY
+#define EVL__POS_SEEN (-4) /* evl__verify_ring's mark, undone before return */
+static int evl__fd_referenced(int uflags);
+
+/* Every entry's slot points back at its position, the heap order holds,
+   and the counts of unreferenced and cancelled entries agree. */
+static void evl__verify_heap(evl_loop *loop) {
+  uint32_t i, unref = 0, cancelled = 0;
+  EVLOOP_ASSERT(loop->heap_len <= loop->heap_cap);
+  EVLOOP_ASSERT(!loop->heap_cap || loop->heap);
+  for (i = 0; i < loop->heap_len; i++) {
+    const evl__hent *e = &loop->heap[i];
+    const evl__slot *s;
+    EVLOOP_ASSERT(e->slot < loop->nslots);
+    s = &loop->slots[e->slot];
+    EVLOOP_ASSERT(s->pos == (int32_t)i);
+    EVLOOP_ASSERT(i == 0 || !evl__hless(e, &loop->heap[(i - 1) / 4]));
+    if (s->fn) {
+      EVLOOP_ASSERT(s->when == e->when);
+      unref += (s->gen & EVL__SLOT_UNREF) != 0;
+    } else {
+      cancelled++; /* on the cancelled list until the next iteration */
+    }
+  }
+  EVLOOP_ASSERT(unref == loop->heap_unref);
+  EVLOOP_ASSERT(cancelled == loop->heap_cancelled);
+}
+
+/* head, length and capacity agree; every slot entry names a ready slot,
+   once. mark: the slots it names are marked EVL__POS_SEEN (so that the
+   slot walk can tell a ready slot the ring lost), or back to READY. */
+static void evl__verify_ring(evl_loop *loop, int mark) {
+  uint32_t k;
+  EVLOOP_ASSERT((loop->ring_cap & (loop->ring_cap - 1)) == 0);
+  EVLOOP_ASSERT(loop->ring_len <= loop->ring_cap);
+  EVLOOP_ASSERT(!loop->ring_cap ||
+                (loop->ring && loop->ring_head < loop->ring_cap));
+  for (k = 0; k < loop->ring_len; k++) {
+    uint64_t e = loop->ring[(loop->ring_head + k) & (loop->ring_cap - 1)];
+    evl__slot *s;
+    if (e & EVL__IO_ENTRY)
+      continue;
+    EVLOOP_ASSERT(e < loop->nslots);
+    s = &loop->slots[(uint32_t)e];
+    EVLOOP_ASSERT(s->pos == (mark ? EVL__POS_READY : EVL__POS_SEEN));
+    s->pos = mark ? EVL__POS_SEEN : EVL__POS_READY;
+  }
+}
+
+/* Walks a list of slots linked through `when`; returns its length. */
+static uint32_t evl__verify_list(evl_loop *loop, uint32_t head, int free) {
+  uint32_t i, n = 0;
+  for (i = head; i != EVL__NONE; i = (uint32_t)loop->slots[i].when) {
+    const evl__slot *s;
+    EVLOOP_ASSERT(i < loop->nslots && n < loop->nslots); /* no cycle */
+    s = &loop->slots[i];
+    EVLOOP_ASSERT(!s->fn);
+    EVLOOP_ASSERT(free ? s->pos == EVL__POS_FREE
+                       : s->pos == EVL__POS_CANCELLED || s->pos >= 0);
+    n++;
+  }
+  return n;
+}
+
+/* Each slot is free, cancelled, in the heap or in the ring (marked SEEN);
+   its handle (slot index + generation) finds it while it is live, and
+   neither a free slot's handle nor an older generation's does. */
+static void evl__verify_slots(evl_loop *loop) {
+  uint32_t i, nfree = 0, ncancelled = 0, nheap = 0;
+  EVLOOP_ASSERT(loop->nslots <= loop->capslots);
+  EVLOOP_ASSERT(!loop->capslots || loop->slots);
+  for (i = 0; i < loop->nslots; i++) {
+    const evl__slot *s = &loop->slots[i];
+    uint32_t gen = s->gen & EVL__GEN_MASK;
+    evl_handle h = (evl_handle)((uint64_t)gen << 32 | (uint64_t)(i + 1));
+    evl_handle old = (evl_handle)((uint64_t)((gen - 1) & EVL__GEN_MASK) << 32 |
+                                  (uint64_t)(i + 1));
+    EVLOOP_ASSERT(!evl__slot_of(loop, old, NULL));
+    if (s->pos == EVL__POS_FREE) {
+      nfree++;
+      EVLOOP_ASSERT(!(s->gen & ~EVL__GEN_MASK)); /* no flags */
+      EVLOOP_ASSERT(!evl__slot_of(loop, h, NULL));
+      continue;
+    }
+    EVLOOP_ASSERT(evl__slot_of(loop, h, NULL) == s);
+    if (s->pos == EVL__POS_CANCELLED) {
+      EVLOOP_ASSERT(!s->fn);
+      ncancelled++;
+    } else if (s->pos >= 0) {
+      EVLOOP_ASSERT((uint32_t)s->pos < loop->heap_len &&
+                    loop->heap[s->pos].slot == i);
+      nheap++;
+    } else {
+      EVLOOP_ASSERT(s->pos == EVL__POS_SEEN); /* READY: in the ring */
+    }
+    if (s->fn && (s->gen & EVL__SLOT_REPEAT))
+      EVLOOP_ASSERT(i < loop->every_cap && loop->every[i].interval > 0);
+  }
+  EVLOOP_ASSERT(nheap == loop->heap_len);
+  EVLOOP_ASSERT(evl__verify_list(loop, loop->free_head, 1) == nfree);
+  EVLOOP_ASSERT(evl__verify_list(loop, loop->cancelled_head, 0) ==
+                ncancelled + loop->heap_cancelled);
+}
+
+/* fd -> watcher: the backend's interest matches the callbacks, the user's
+   watchers are among them, the counts agree; the poll array and the
+   table point at each other. */
+static void evl__verify_fds(evl_loop *loop) {
+  int fd, watched = 0, refs = 0;
+  EVLOOP_ASSERT(loop->fds_cap >= 0 && (!loop->fds_cap || loop->fds));
+  for (fd = 0; fd < loop->fds_cap; fd++) {
+    const evl__fdw *w = &loop->fds[fd];
+    EVLOOP_ASSERT(!(w->kmask & ~(EVL__READ | EVL__WRITE)));
+    EVLOOP_ASSERT(!(w->kmask & EVL__READ) == !w->rfn);
+    EVLOOP_ASSERT(!(w->kmask & EVL__WRITE) == !w->wfn);
+    EVLOOP_ASSERT(!(w->uflags & (EVL__READ | EVL__WRITE) & ~w->kmask));
+    EVLOOP_ASSERT(!w->uflags || (w->uflags & (EVL__READ | EVL__WRITE)));
+    EVLOOP_ASSERT(!w->kmask || (fd != loop->wake_rfd && fd != loop->wake_wfd));
+    watched += w->kmask != 0;
+    refs += evl__fd_referenced(w->uflags);
+#ifdef EVL__HAVE_POLL
+    if (w->pidx >= 0)
+      EVLOOP_ASSERT(w->kmask && w->pidx < loop->npfds &&
+                    loop->pfds[w->pidx].fd == fd);
+#endif
+  }
+  EVLOOP_ASSERT(watched == loop->nwatchers);
+  EVLOOP_ASSERT(refs == loop->fd_refs);
+#ifdef EVL__HAVE_POLL
+  for (fd = 1; fd < loop->npfds; fd++) { /* 0 is the wake-up */
+    int f = loop->pfds[fd].fd;
+    EVLOOP_ASSERT(f >= 0 && f < loop->fds_cap && loop->fds[f].pidx == fd);
+  }
+#endif
+}
+
+static void evl__loop_verify(evl_loop *loop) {
+  evl__verify_heap(loop);
+  evl__verify_ring(loop, 1);
+  evl__verify_slots(loop);
+  evl__verify_ring(loop, 0);
+  evl__verify_fds(loop);
+}
+#endif /* EVLOOP_VERIFY */
+
 /* ==== Cross-thread queue ================================================
    evl_call_soon_threadsafe appends under a mutex and writes to the wake-up
    fd only when the queue was empty, so a burst of calls costs one wake-up.
-   The loop drains the queue when the wake-up fd is readable. */
+   The loop drains the queue when the wake-up fd is readable.
+   No write at all while the loop is busy (ts_busy, from the end of its
+   wait to the end of the iteration, libev's pipe_write_wanted turned
+   round): the iteration's end clears the flag, then looks at ts_calls and
+   takes what was queued meanwhile. The caller stores ts_calls then reads
+   ts_busy, the loop stores ts_busy then reads ts_calls, all sequentially
+   consistent: at least one of them sees the other's store, so a call is
+   either seen by the loop or written for. Outside iterations (a host loop
+   polling evl_backend_fd) the flag is 0 and every first call writes. */
 
 static void evl__wake(evl_loop *loop) {
   loop->be->wake(loop);
@@ -3724,8 +4078,8 @@ static int evl__ts_push(evl_loop *loop, evl_callback cb, void *arg,
       loop->tsq[loop->ts_len].arg = arg;
       loop->tsq[loop->ts_len].internal = internal;
       loop->ts_len++;
-      EVL__FLAG_STORE(&loop->ts_calls, 1);
-      if (!loop->ts_pending) {
+      EVL__SC_STORE(&loop->ts_calls, 1);
+      if (!loop->ts_pending && !EVL__SC_LOAD(&loop->ts_busy)) {
         loop->ts_pending = 1;
         loop->ts_wakers++;
         wake = 1;
@@ -3759,7 +4113,11 @@ static void evl__drain_wake_fd(evl_loop *loop) {
 
 /* Moves the queued cross-thread callbacks to the ready ring. At close they
    are discarded instead; internal ones run in closing mode. */
+#ifndef EVLOOP_NO_EXECUTOR
 static void evl__job_deliver(evl_loop *loop, evl__job *job);
+#else /* left out: no job ever completes */
+#define evl__job_deliver(loop, job) ((void)(loop), (void)(job))
+#endif
 
 /* Schedules q[i..n) (at close: runs the internal ones, drops the rest);
    returns where it stopped: n, or the first that found no memory. */
@@ -3863,6 +4221,19 @@ static void evl__ts_drain(evl_loop *loop) {
   evl__ts_take(loop, 1);
 }
 
+/* The iteration's end: callers write for their wake-ups again, and what
+   they queued without one while the loop was busy goes to the ring now
+   (so the next wait, or a host loop's evl_next_timeout, does not sleep). */
+static void evl__ts_unbusy(evl_loop *loop) {
+#if EVL__WAKE_SKIP
+  EVL__SC_STORE(&loop->ts_busy, 0);
+  if (EVL__SC_LOAD(&loop->ts_calls) && !loop->closing)
+    evl__ts_take(loop, 0);
+#else
+  (void)loop;
+#endif
+}
+
 /* ==== fd watchers ======================================================= */
 
 static int evl__be_modify(evl_loop *loop, int fd, int oldmask, int newmask);
@@ -3899,10 +4270,80 @@ static int evl__fds_reserve(evl_loop *loop, int fd) {
   return 0;
 }
 
+/* cb's index in loop->iofns plus 1 (the table only grows: a program has
+   few distinct fd callbacks), or EVL_ENOMEM. */
+static int evl__iofn_index(evl_loop *loop, evl_io_callback cb) {
+  int i;
+  for (i = 0; i < loop->niofns; i++)
+    if (loop->iofns[i] == cb)
+      return i + 1;
+  if (loop->niofns == loop->iofns_cap) {
+    int cap = loop->iofns_cap ? loop->iofns_cap * 2 : 16;
+    evl_io_callback *t;
+    if (cap > UINT16_MAX)
+      return EVL_ENOMEM;
+    t = (evl_io_callback *)evl__lrealloc(loop, loop->iofns,
+                                         (size_t)cap * sizeof *t);
+    if (!t)
+      return EVL_ENOMEM;
+    loop->iofns = t;
+    loop->iofns_cap = (uint16_t)cap;
+  }
+  loop->iofns[loop->niofns++] = cb;
+  return loop->niofns;
+}
+
+/* The argument of w's reader (which == EVL__READ) or writer. */
+static void *evl__fd_arg(const evl__fdw *w, int which) {
+  if (!w->split)
+    return w->arg;
+  return which == EVL__READ ? ((evl__fdargs *)w->arg)->rarg
+                            : ((evl__fdargs *)w->arg)->warg;
+}
+
+/* Sets the argument of w's reader or writer (its callback set after);
+   0 or EVL_ENOMEM. One shared pointer unless the other side has a
+   different one. */
+static int evl__fd_set_arg(evl_loop *loop, evl__fdw *w, int which, void *arg) {
+  int other = which == EVL__READ ? EVL__WRITE : EVL__READ;
+  void *oarg = evl__fd_arg(w, other);
+  evl__fdargs *a;
+  if (!(other == EVL__READ ? w->rfn : w->wfn) || oarg == arg) {
+    if (w->split)
+      evl__lfree(loop, w->arg);
+    w->arg = arg;
+    w->split = 0;
+    return 0;
+  }
+  a = w->split ? (evl__fdargs *)w->arg
+               : (evl__fdargs *)evl__lalloc(loop, sizeof *a);
+  if (!a)
+    return EVL_ENOMEM;
+  a->rarg = which == EVL__READ ? arg : oarg;
+  a->warg = which == EVL__READ ? oarg : arg;
+  w->arg = a;
+  w->split = 1;
+  return 0;
+}
+
+/* w's reader or writer is gone: its callback and argument. */
+static void evl__fd_clear(evl_loop *loop, evl__fdw *w, int which) {
+  int other = which == EVL__READ ? EVL__WRITE : EVL__READ;
+  void *oarg = evl__fd_arg(w, other);
+  if (which == EVL__READ)
+    w->rfn = 0;
+  else
+    w->wfn = 0;
+  if (w->split)
+    evl__lfree(loop, w->arg);
+  w->split = 0;
+  w->arg = (other == EVL__READ ? w->rfn : w->wfn) ? oarg : NULL;
+}
+
 static int evl__watch(evl_loop *loop, evl_fd fdv, int which, evl_io_callback cb,
                       void *arg, const char *name, const char *file, int line) {
   evl__fdw *w;
-  int fd, rc, oldmask;
+  int fd, rc, oldmask, idx;
   if (!loop)
     return EVL_EINVAL;
   if (loop->closed || loop->closing)
@@ -3919,23 +4360,27 @@ static int evl__watch(evl_loop *loop, evl_fd fdv, int which, evl_io_callback cb,
   rc = evl__fds_reserve(loop, fd);
   if (rc)
     return rc;
+  if ((rc = evl__iofn_index(loop, cb)) < 0)
+    return rc;
+  idx = rc;
   w = &loop->fds[fd];
+  if (evl__fd_set_arg(loop, w, which, arg) != 0)
+    return EVL_ENOMEM;
   oldmask = w->kmask;
   if (!(oldmask & which)) {
     rc = evl__be_modify(loop, fd, oldmask, oldmask | which);
-    if (rc)
+    if (rc) {
+      evl__fd_clear(loop, w, which);
       return rc;
+    }
     if (!oldmask)
       loop->nwatchers++;
-    w->kmask = oldmask | which;
+    w->kmask = (unsigned char)(oldmask | which);
   }
-  if (which == EVL__READ) {
-    w->rfn = cb;
-    w->rarg = arg;
-  } else {
-    w->wfn = cb;
-    w->warg = arg;
-  }
+  if (which == EVL__READ)
+    w->rfn = (uint16_t)idx;
+  else
+    w->wfn = (uint16_t)idx;
   if (loop->debug && loop->fdsites_cap < loop->fds_cap) {
     evl__site *st = (evl__site *)evl__lrealloc(
         loop, loop->fdsites, (size_t)loop->fds_cap * 2 * sizeof *st);
@@ -3965,18 +4410,14 @@ static int evl__unwatch(evl_loop *loop, evl_fd fdv, int which) {
   if (!(w->kmask & which))
     return 0;
   (void)evl__be_modify(loop, fd, w->kmask, w->kmask & ~which);
-  w->kmask &= ~which;
+  w->kmask = (unsigned char)(w->kmask & ~which);
   if (!w->kmask)
     loop->nwatchers--;
-  if (which == EVL__READ) {
-    w->rfn = NULL;
-    w->rarg = NULL;
+  evl__fd_clear(loop, w, which);
+  if (which == EVL__READ)
     w->rgen++;
-  } else {
-    w->wfn = NULL;
-    w->warg = NULL;
+  else
     w->wgen++;
-  }
   return 1;
 }
 
@@ -3985,10 +4426,12 @@ static int evl__unwatch(evl_loop *loop, evl_fd fdv, int which) {
 static int evl__fd_owned(evl_loop *loop, evl_fd fd) {
   return loop && fd >= 0 && fd < loop->fds_cap && loop->fds[fd].owned;
 }
+#ifndef EVLOOP_NO_NET
 static void evl__fd_own(evl_loop *loop, evl_fd fd, int owned) {
   if (fd >= 0 && fd < loop->fds_cap)
-    loop->fds[fd].owned = owned;
+    loop->fds[fd].owned = (unsigned char)(owned != 0);
 }
+#endif
 
 /* The user's watchers of an fd, for evl_loop_alive: EVL__READ and
    EVL__WRITE as in kmask, and whether they keep the loop alive. */
@@ -3999,7 +4442,7 @@ static int evl__fd_referenced(int uflags) {
 static void evl__fd_user(evl_loop *loop, evl_fd fd, int which, int on) {
   evl__fdw *w = &loop->fds[fd];
   int was = evl__fd_referenced(w->uflags);
-  w->uflags = on ? w->uflags | which : w->uflags & ~which;
+  w->uflags = (unsigned char)(on ? w->uflags | which : w->uflags & ~which);
   if (!(w->uflags & (EVL__READ | EVL__WRITE)))
     w->uflags = 0; /* the next watcher of this fd starts referenced */
   loop->fd_refs += evl__fd_referenced(w->uflags) - was;
@@ -4062,7 +4505,8 @@ EVL__DEF int evl_fd_set_ref(evl_loop *loop, evl_fd fd, int ref) {
   if (!(w->uflags & (EVL__READ | EVL__WRITE)))
     return EVL_EINVAL; /* no watcher of the user's */
   was = evl__fd_referenced(w->uflags);
-  w->uflags = ref ? w->uflags & ~EVL__FD_UNREF : w->uflags | EVL__FD_UNREF;
+  w->uflags = (unsigned char)(ref ? w->uflags & ~EVL__FD_UNREF
+                                  : w->uflags | EVL__FD_UNREF);
   loop->fd_refs += evl__fd_referenced(w->uflags) - was;
   return 0;
 }
@@ -4732,14 +5176,15 @@ static int evl__afd_open(evl_loop *loop) {
    away first orphans its requests (owner = NULL): the completion frees
    them. Loop close cancels and drains whatever is left. */
 enum {
-  EVL__OV_RECV,     /* a zero-byte WSARecv: the socket is readable */
-  EVL__OV_SEND,     /* WSASend of buf[off .. off+len) */
-  EVL__OV_RECVFROM, /* WSARecvFrom into buf, the sender after the data */
-  EVL__OV_SENDTO,   /* WSASendTo of the datagram dg */
-  EVL__OV_ACCEPT,   /* AcceptEx into the socket sock */
-  EVL__OV_CONNECT,  /* ConnectEx */
-  EVL__OV_READ,     /* ReadFile on a pipe, into buf */
-  EVL__OV_WRITE     /* WriteFile on a pipe of buf[off .. off+len) */
+  EVL__OV_RECV,      /* a zero-byte WSARecv: the socket is readable */
+  EVL__OV_SEND,      /* WSASend of buf[off .. off+len) */
+  EVL__OV_RECVFROM,  /* WSARecvFrom into buf, the sender after the data */
+  EVL__OV_SENDTO,    /* WSASendTo of the datagram dg */
+  EVL__OV_ACCEPT,    /* AcceptEx into the socket sock */
+  EVL__OV_CONNECT,   /* ConnectEx */
+  EVL__OV_READ,      /* ReadFile on a pipe, into buf */
+  EVL__OV_WRITE,     /* WriteFile on a pipe of buf[off .. off+len) */
+  EVL__OV_DIRCHANGES /* ReadDirectoryChangesW into buf (file watching) */
 };
 
 typedef struct evl__ovl {
@@ -4758,6 +5203,7 @@ typedef struct evl__ovl {
   DWORD flags;
 } evl__ovl;
 
+#if !defined(EVLOOP_NO_NET) || !defined(EVLOOP_NO_FS)
 static evl__ovl *evl__ovl_new(evl_loop *loop, void *owner, int kind, HANDLE h) {
   evl__ovl *r = (evl__ovl *)evl__zalloc(loop, sizeof *r);
   if (r) {
@@ -4768,6 +5214,7 @@ static evl__ovl *evl__ovl_new(evl_loop *loop, void *owner, int kind, HANDLE h) {
   }
   return r;
 }
+#endif
 
 static void evl__ovl_free(evl_loop *loop, evl__ovl *r) {
   if (r->sock >= 0)
@@ -4777,6 +5224,7 @@ static void evl__ovl_free(evl_loop *loop, evl__ovl *r) {
   evl__lfree(loop, r);
 }
 
+#if !defined(EVLOOP_NO_NET) || !defined(EVLOOP_NO_FS)
 /* The owner lets go: freed now, or by its completion. */
 static void evl__ovl_release(evl_loop *loop, evl__ovl *r) {
   if (!r)
@@ -4807,7 +5255,9 @@ static int evl__ovl_bind(evl_loop *loop, HANDLE h, int is_socket) {
   }
   return 0;
 }
+#endif
 
+#ifndef EVLOOP_NO_NET
 /* 1 if the handle was opened for synchronous I/O only (no overlapped
    calls: the port would never hear of them), 0 if not or unknown. */
 static int evl__handle_is_sync(HANDLE h) {
@@ -4819,6 +5269,7 @@ static int evl__handle_is_sync(HANDLE h) {
     return 0;
   return (mode & 0x30) != 0; /* FILE_SYNCHRONOUS_IO_(NON)ALERT */
 }
+#endif
 
 /* One ring entry runs the completed requests (if the ring has no room,
    the next poll tries again). */
@@ -4856,6 +5307,7 @@ static void evl__ovl_completed(evl_loop *loop, evl__ovl *r) {
 /* After the call that took r->ov (ok: it returned success): 0 if a
    completion is coming or came, else the call's error (then nothing
    comes, and the request is free to be used again). */
+#if !defined(EVLOOP_NO_NET) || !defined(EVLOOP_NO_FS)
 static int evl__ovl_started(evl_loop *loop, evl__ovl *r, int ok) {
   if (!ok) {
     DWORD e = GetLastError();
@@ -4873,6 +5325,7 @@ static int evl__ovl_started(evl_loop *loop, evl__ovl *r, int ok) {
     evl__ovl_completed(loop, r);
   return 0;
 }
+#endif
 
 /* The outcome of a completed request: 0 or an EVL_E* code. */
 static int evl__ovl_error(evl__ovl *r) {
@@ -4882,7 +5335,8 @@ static int evl__ovl_error(evl__ovl *r) {
     return 0;
   if (st == EVL__STATUS_CANCELLED)
     return EVL_ECANCELED;
-  if (r->kind == EVL__OV_READ || r->kind == EVL__OV_WRITE) {
+  if (r->kind == EVL__OV_READ || r->kind == EVL__OV_WRITE ||
+      r->kind == EVL__OV_DIRCHANGES) {
     if (GetOverlappedResult(r->h, &r->ov, &bytes, FALSE))
       return 0;
     return evl_translate_sys_error(evl__win_errno(GetLastError()));
@@ -4892,6 +5346,7 @@ static int evl__ovl_error(evl__ovl *r) {
   return evl_translate_sys_error(evl__win_errno((DWORD)WSAGetLastError()));
 }
 
+#ifndef EVLOOP_NO_NET
 static void evl__ovl_handle(evl_loop *loop, evl__ovl *r, int err);
 
 /* AcceptEx and ConnectEx, fetched through a socket of the provider. */
@@ -4902,6 +5357,14 @@ static int evl__wsa_ext(int fd, GUID guid, void *fn, DWORD size) {
              ? 0
              : EVL_ENOTSUP;
 }
+#else /* no transports: only file watches make requests */
+#define evl__ovl_handle(loop, r, err) ((void)(loop), (void)(r), (void)(err))
+#endif
+#ifndef EVLOOP_NO_FS
+static void evl__fsw_ovl_done(evl_loop *loop, evl__ovl *r, int err);
+#else
+#define evl__fsw_ovl_done(loop, r, err) ((void)(loop), (void)(r), (void)(err))
+#endif
 
 /* The ring entry: runs the requests that completed before it. */
 static int evl__ovl_run_done(evl_loop *loop) {
@@ -4919,7 +5382,10 @@ static int evl__ovl_run_done(evl_loop *loop) {
     if (!r->owner)
       evl__ovl_free(loop, r);
     else {
-      evl__ovl_handle(loop, r, evl__ovl_error(r));
+      if (r->kind == EVL__OV_DIRCHANGES)
+        evl__fsw_ovl_done(loop, r, evl__ovl_error(r));
+      else
+        evl__ovl_handle(loop, r, evl__ovl_error(r));
       ran++;
     }
     if (is_last)
@@ -5238,12 +5704,6 @@ static const evl__backend_ops evl__iocp_backend = {
    never meets kqueue); the EVL_FS_* events ride in bits 40-43. */
 #define EVL__KQ_VNODE 16
 
-struct evl__kqfd {
-  int chg[2]; /* pending change for READ, WRITE: changelist index + 1 */
-  int soerr;  /* socket error an event carried in fflags (libkqueue reads
-                 and so clears SO_ERROR itself) */
-};
-
 struct evl__kqproc {
   int pid;
   int later; /* its NOTE_EXIT waits for room in the ring */
@@ -5302,12 +5762,10 @@ static void evl__kqueue_destroy(evl_loop *loop) {
   evl__selfpipe_destroy(loop);
   evl__lfree(loop, loop->kq_events);
   evl__lfree(loop, loop->kq_changes);
-  evl__lfree(loop, loop->kq_fds);
   evl__lfree(loop, loop->kq_procs);
   loop->kq_events = loop->kq_changes = NULL;
-  loop->kq_fds = NULL;
   loop->kq_procs = NULL;
-  loop->kq_nchanges = loop->kq_changes_cap = loop->kq_fds_cap = 0;
+  loop->kq_nchanges = loop->kq_changes_cap = 0;
   loop->kq_nprocs = loop->kq_procs_cap = 0;
 }
 
@@ -5321,27 +5779,12 @@ static void evl__kqueue_trigger(evl_loop *loop) {
 #endif
 }
 
-static int evl__kq_fds_reserve(evl_loop *loop, int fd) {
-  int cap = loop->fds_cap > fd ? loop->fds_cap : fd + 1;
-  struct evl__kqfd *k;
-  if (fd < loop->kq_fds_cap)
-    return 0;
-  k = (struct evl__kqfd *)evl__lrealloc(loop, loop->kq_fds,
-                                        (size_t)cap * sizeof *k);
-  if (!k)
-    return EVL_ENOMEM;
-  memset(k + loop->kq_fds_cap, 0, (size_t)(cap - loop->kq_fds_cap) * sizeof *k);
-  loop->kq_fds = k;
-  loop->kq_fds_cap = cap;
-  return 0;
-}
-
 /* The pending changes are about to go to the kernel: forget their places. */
 static void evl__kq_forget(evl_loop *loop) {
   int i;
   for (i = 0; i < loop->kq_nchanges; i++) {
     const struct kevent *c = &loop->kq_changes[i];
-    loop->kq_fds[c->ident].chg[c->filter == EVFILT_WRITE] = 0;
+    loop->fds[c->ident].kq_chg[c->filter == EVFILT_WRITE] = 0;
   }
 }
 
@@ -5403,15 +5846,16 @@ static int evl__kq_flush(evl_loop *loop, int fd) {
 /* Queues EV_ADD or EV_DELETE of one filter of fd, or cancels the pending
    opposite. Without memory for the changelist, the change is made now. */
 static int evl__kq_change(evl_loop *loop, int fd, int dir, int flags) {
-  struct evl__kqfd *k = &loop->kq_fds[fd];
+  evl__fdw *k = &loop->fds[fd];
   struct kevent *c;
-  if (k->chg[dir]) { /* the opposite is pending: neither reaches the kernel */
-    int i = k->chg[dir] - 1, last = --loop->kq_nchanges;
-    k->chg[dir] = 0;
+  if (k->kq_chg[dir]) { /* the opposite is pending: neither reaches the kernel
+                         */
+    int i = k->kq_chg[dir] - 1, last = --loop->kq_nchanges;
+    k->kq_chg[dir] = 0;
     if (i != last) {
       c = &loop->kq_changes[i];
       *c = loop->kq_changes[last];
-      loop->kq_fds[c->ident].chg[c->filter == EVFILT_WRITE] = i + 1;
+      loop->fds[c->ident].kq_chg[c->filter == EVFILT_WRITE] = i + 1;
     }
     return 0;
   }
@@ -5429,15 +5873,13 @@ static int evl__kq_change(evl_loop *loop, int fd, int dir, int flags) {
   }
   c = &loop->kq_changes[loop->kq_nchanges++];
   EV_SET(c, (uintptr_t)fd, dir ? EVFILT_WRITE : EVFILT_READ, flags, 0, 0, 0);
-  k->chg[dir] = loop->kq_nchanges;
+  k->kq_chg[dir] = loop->kq_nchanges;
   return 0;
 }
 
 static int evl__kqueue_modify(evl_loop *loop, int fd, int oldmask,
                               int newmask) {
   int dir, rc;
-  if (evl__kq_fds_reserve(loop, fd))
-    return EVL_ENOMEM;
   for (dir = 0; dir < 2; dir++) {
     int bit = dir ? EVL__WRITE : EVL__READ;
     if (!((oldmask ^ newmask) & bit))
@@ -5448,17 +5890,17 @@ static int evl__kqueue_modify(evl_loop *loop, int fd, int oldmask,
   }
   if (oldmask && newmask)
     return 0;
-  loop->kq_fds[fd].soerr = 0; /* a new or departing fd: no old error */
+  loop->fds[fd].kq_soerr = 0; /* a new or departing fd: no old error */
   return evl__kq_flush(loop, newmask ? fd : -1);
 }
 
 /* The error an event carried for fd (taken once), 0 if none. */
 static int evl__kqueue_take_soerr(evl_loop *loop, int fd) {
   int err;
-  if (fd < 0 || fd >= loop->kq_fds_cap)
+  if (fd < 0 || fd >= loop->fds_cap)
     return 0;
-  err = loop->kq_fds[fd].soerr;
-  loop->kq_fds[fd].soerr = 0;
+  err = loop->fds[fd].kq_soerr;
+  loop->fds[fd].kq_soerr = 0;
   return err;
 }
 
@@ -5601,8 +6043,8 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
     case EVFILT_WRITE:
       if (full && fd != loop->wake_rfd)
         break; /* no memory: level-triggered, it comes again */
-      if ((ev[i].flags & EV_EOF) && ev[i].fflags && fd < loop->kq_fds_cap)
-        loop->kq_fds[fd].soerr = (int)ev[i].fflags;
+      if ((ev[i].flags & EV_EOF) && ev[i].fflags && fd < loop->fds_cap)
+        loop->fds[fd].kq_soerr = (int)ev[i].fflags;
       evl__io_event(loop, fd,
                     ev[i].filter == EVFILT_READ ? EVL__READ : EVL__WRITE);
       break;
@@ -5884,8 +6326,9 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   if (((entry >> EVL__IO_RGEN_SHIFT) & EVL__IO_GEN_MASK) !=
       (loop->fds[fd].rgen & EVL__IO_GEN_MASK))
     events &= ~EVL__READ;
-  if ((events & EVL__READ) && (cb = loop->fds[fd].rfn) != NULL) {
-    arg = loop->fds[fd].rarg;
+  if ((events & EVL__READ) && loop->fds[fd].rfn) {
+    cb = loop->iofns[loop->fds[fd].rfn - 1];
+    arg = evl__fd_arg(&loop->fds[fd], EVL__READ);
     if (loop->debug)
       t0 = evl__monotonic_ns();
     cb(loop, fd, arg);
@@ -5900,8 +6343,9 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   if ((events & EVL__WRITE) && fd < loop->fds_cap &&
       ((entry >> EVL__IO_WGEN_SHIFT) & EVL__IO_GEN_MASK) ==
           (loop->fds[fd].wgen & EVL__IO_GEN_MASK) &&
-      (cb = loop->fds[fd].wfn) != NULL) {
-    arg = loop->fds[fd].warg;
+      loop->fds[fd].wfn) {
+    cb = loop->iofns[loop->fds[fd].wfn - 1];
+    arg = evl__fd_arg(&loop->fds[fd], EVL__WRITE);
     if (loop->debug)
       t0 = evl__monotonic_ns();
     cb(loop, fd, arg);
@@ -5939,19 +6383,35 @@ EVL__DEF int evl_loop_metrics_get(evl_loop *loop, evl_loop_metrics *out) {
   return 0;
 }
 
+/* A departure from asyncio (whose _run_once polls every iteration) and
+   libuv, after tokio (which polls its I/O driver every 61 task polls):
+   while callbacks are ready, inside one evl_run/run_forever call, up to
+   EVL__POLL_SKIP_MAX iterations in a row skip the poll (a syscall costing
+   more than the rest of a short iteration), as long as the last poll was
+   less than EVL__POLL_SKIP_NS ago. Ready I/O waits at most that long;
+   evl_run_once, a stopping loop, hooks and a manual clock always poll. */
+#define EVL__POLL_SKIP_MAX 16
+#define EVL__POLL_SKIP_NS 50000
+static int evl__poll_skippable(evl_loop *loop, int64_t timeout, int hooks) {
+  return timeout == 0 && loop->ring_len && !loop->stopping && !hooks &&
+         !loop->nhooks && !loop->clock_ns && loop->m_mark_ok &&
+         loop->poll_skips < EVL__POLL_SKIP_MAX &&
+         loop->m_mark - loop->poll_ns < EVL__POLL_SKIP_NS;
+}
+
 /* One iteration, as asyncio's _run_once: wait for I/O (not at all if work
    is ready or the loop is stopping), queue fd events and due timers behind
    the callbacks already ready, then run exactly what is queued now. */
 static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   int64_t timeout, t_wait, t_woke, t_end;
   uint32_t n;
-  int rc, ran = 0, hooks = 0;
+  int rc, ran = 0, hooks = 0, skip;
   uint64_t events = 0;
   if (loop->nhooks) { /* idle, then prepare: just before the wait */
     hooks += evl__hooks_run(loop, EVL_HOOK_IDLE);
     hooks += evl__hooks_run(loop, EVL_HOOK_PREPARE);
   }
-  evl__heap_trim(loop);
+  evl__cancelled_free(loop);
   if (loop->ring_len || loop->stopping || loop->fire_head || loop->ts_carry ||
       loop->idle_active) {
     timeout = 0;
@@ -5967,21 +6427,38 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   if (timeout && loop->run_alive && !evl_loop_alive(loop))
     timeout = 0; /* a hook let go of the last reference: do not block */
   t_wait = loop->m_mark_ok && !hooks ? loop->m_mark : evl__monotonic_ns();
-  rc = evl__be_poll(loop, timeout);
-  if (rc < 0)
-    return rc;
+  skip = evl__poll_skippable(loop, timeout, hooks);
+  if (!skip) {
+    rc = evl__be_poll(loop, timeout);
+    if (rc < 0)
+      return rc;
+  }
+#if EVL__WAKE_SKIP
+  EVL__FLAG_STORE(&loop->ts_busy, 1); /* evl__ts_unbusy below */
+#endif
   if (loop->ts_carry)
     ran += evl__ts_run_carry(loop);
-  loop->now = evl__now(loop);
-  t_woke = loop->clock_ns ? evl__monotonic_ns() : loop->now;
+  if (skip && !ran) {
+    loop->now = t_woke = t_wait; /* the previous iteration just ended */
+  } else {
+    loop->now = evl__now(loop);
+    t_woke = loop->clock_ns ? evl__monotonic_ns() : loop->now;
+  }
+  if (skip) {
+    loop->poll_skips++;
+  } else {
+    loop->poll_skips = 0;
+    loop->poll_ns = t_woke;
+  }
   while (loop->heap_len && loop->heap[0].when <= loop->now) {
     uint32_t i = loop->heap[0].slot;
     if (evl__ring_reserve(loop, 1))
       break;
+    EVL__CHECK(loop->slots[i].pos == 0);
     evl__heap_remove(loop, 0);
-    if (!loop->slots[i].fn) {
+    if (!loop->slots[i].fn) { /* cancelled by a callback of this wait */
+      loop->slots[i].pos = EVL__POS_CANCELLED;
       loop->heap_cancelled--;
-      evl__slot_free(loop, i);
       continue;
     }
     if (loop->slots[i].gen & EVL__SLOT_UNREF)
@@ -6032,11 +6509,13 @@ static int evl__iterate(evl_loop *loop, int64_t max_wait_ns) {
   }
   if (loop->nhooks) /* check: after the iteration's callbacks */
     hooks += evl__hooks_run(loop, EVL_HOOK_CHECK);
+  evl__ts_unbusy(loop);
   loop->now_reuse = 0;
   t_end = evl__monotonic_ns();
   evl__metrics_add(loop, t_woke - t_wait, t_end - t_woke, ran + hooks, events);
   loop->m_mark = t_end;
   loop->m_mark_ok = 1;
+  EVL__VERIFY(loop);
   return ran;
 }
 
@@ -6166,7 +6645,7 @@ EVL__DEF double evl_next_timeout(evl_loop *loop) {
     return -1.0;
   if (loop->ring_len || loop->stopping || loop->idle_active)
     return 0.0;
-  evl__heap_trim(loop);
+  evl__cancelled_free(loop);
   if (!loop->heap_len)
     return -1.0;
   d = loop->heap[0].when - evl__now(loop);
@@ -6228,7 +6707,7 @@ static evl_loop *evl__loop_alloc(const evl_loop_config *cfg) {
   loop->log = cfg->log;
   loop->log_ctx = cfg->log_ctx;
   loop->struct_refs = 1;
-  loop->free_head = EVL__NONE;
+  loop->free_head = loop->cancelled_head = EVL__NONE;
   loop->slow_ns = 100000000; /* 0.1 s, as asyncio */
   loop->exec_threads = cfg->executor_threads > 0 ? cfg->executor_threads : 4;
   loop->read_budget = cfg->read_budget > 0 ? cfg->read_budget : 128;
@@ -6294,11 +6773,23 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
   return 0;
 }
 
+#ifndef EVLOOP_NO_EXECUTOR
 static void evl__jobs_close(evl_loop *loop);
 static void evl__executor_close_default(evl_loop *loop);
+#else /* left out: nothing to close */
+#define evl__jobs_close(loop) ((void)(loop))
+#define evl__executor_close_default(loop) ((void)(loop))
+#endif
+#ifndef EVLOOP_NO_NET
 static void evl__servers_close(evl_loop *loop);
 static void evl__server_release(evl_server *s);
 static void evl__resolving_close(evl_loop *loop);
+static void evl__transports_close(evl_loop *loop);
+#else /* left out: nothing to close */
+#define evl__servers_close(loop) ((void)(loop))
+#define evl__resolving_close(loop) ((void)(loop))
+#define evl__transports_close(loop) ((void)(loop))
+#endif
 #ifndef EVLOOP_NO_PROCESS
 static void evl__signals_close(evl_loop *loop);
 static void evl__children_close(evl_loop *loop);
@@ -6307,7 +6798,6 @@ static void evl__children_close(evl_loop *loop);
 #define evl__children_close(loop) ((void)(loop))
 #define evl__sig_has(loop, signum) ((void)(signum), 0)
 #endif
-static void evl__transports_close(evl_loop *loop);
 static void evl__futures_close(evl_loop *loop);
 static void evl__loop_free_now(evl_loop *loop);
 
@@ -6336,12 +6826,14 @@ static void evl__debug_close_report(evl_loop *loop) {
 static void evl__cancel_all_tasks(evl_loop *loop);
 
 EVL__DEF int evl_loop_close(evl_loop *loop) {
+  int i;
   if (!loop)
     return EVL_EINVAL;
   if (loop->running)
     return EVL_ERUNNING;
   if (loop->closed || loop->closing)
     return 0;
+  EVL__VERIFY(loop);
   if (loop->debug) {
     loop->closing = 1; /* the log callback may call back */
     evl__debug_close_report(loop);
@@ -6381,19 +6873,25 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__resolving_close(loop); /* lookups still pending fail: ECLOSED */
   evl__signals_close(loop);   /* dispositions as they were before */
   evl__servers_close(loop);   /* stop accepting */
+  evl__cancelled_free(loop);
   while (loop->heap_len) {
     uint32_t i = loop->heap[--loop->heap_len].slot;
     evl_callback fn = loop->slots[i].fn;
     void *arg = loop->slots[i].arg;
     int internal = (loop->slots[i].gen & EVL__SLOT_INTERNAL) != 0;
-    loop->slots[i].pos = EVL__POS_READY;
-    if (fn && !evl__ring_push(loop, i))
+    if (!fn) { /* cancelled by a callback below: on the cancelled list */
+      loop->slots[i].pos = EVL__POS_CANCELLED;
       continue;
-    evl__slot_free(loop, i); /* cancelled, or no memory for the ring: */
-    if (fn && internal)      /* its references go now (closing mode) */
+    }
+    loop->slots[i].pos = EVL__POS_READY;
+    if (!evl__ring_push(loop, i))
+      continue;
+    evl__slot_free(loop, i); /* no memory for the ring: */
+    if (internal)            /* its references go now (closing mode) */
       fn(loop, arg);
   }
   loop->heap_cancelled = loop->heap_unref = 0;
+  evl__cancelled_free(loop);
   while (loop->ring_len) {
     uint64_t e = evl__ring_pop(loop);
     evl__slot *s;
@@ -6431,7 +6929,13 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   evl__lfree(loop, loop->hooks);
   loop->hooks = NULL;
   loop->nhooks = loop->caphooks = loop->idle_active = 0;
+  for (i = 0; i < loop->fds_cap; i++) /* watchers left on: their args */
+    if (loop->fds[i].split)
+      evl__lfree(loop, loop->fds[i].arg);
   evl__lfree(loop, loop->fds);
+  evl__lfree(loop, loop->iofns);
+  loop->iofns = NULL;
+  loop->niofns = loop->iofns_cap = 0;
   evl__lfree(loop, loop->fdsites);
   evl__lfree(loop, loop->rbuf);
   evl__lfree(loop, loop->mmsg);
@@ -6448,11 +6952,12 @@ EVL__DEF int evl_loop_close(evl_loop *loop) {
   loop->nslots = loop->capslots = loop->ring_cap = loop->ring_len = 0;
   loop->heap_len = loop->heap_cap = 0;
   loop->fds_cap = loop->nwatchers = loop->fd_refs = 0;
-  loop->free_head = EVL__NONE;
+  loop->free_head = loop->cancelled_head = EVL__NONE;
   EVLOOP_FREE(NULL, loop->tsq);
   EVLOOP_FREE(NULL, loop->tsq_spare);
   loop->tsq = loop->tsq_spare = NULL;
   loop->ts_cap = loop->ts_spare_cap = 0;
+  EVL__VERIFY(loop);
   if (loop->free_pending == 1) /* evl_loop_free from a callback of ours */
     evl__loop_free_now(loop);
   return 0;
@@ -6483,8 +6988,10 @@ EVL__DEF void evl_loop_free(evl_loop *loop) {
 
 static void evl__loop_free_now(evl_loop *loop) {
   loop->user_freed = 1;
+#ifndef EVLOOP_NO_NET
   while (loop->servers) /* closed by evl_loop_close; ours to free now */
     evl__server_release(loop->servers);
+#endif
   evl__mutex_destroy(&loop->ts_mu);
   evl__cond_destroy(&loop->ts_cv);
   evl__loop_unref(loop);
@@ -7166,8 +7673,14 @@ EVL__DEF void evl_task_fail(evl_task *task, int code, const char *message) {
     evl__task_end(EVL__TASK(task), code < 0 ? code : EVL_EINVAL, message, NULL);
 }
 
+static void evl__ts_task_done(evl_future *task, void *arg);
+
 /* Loop closing: every pending future lets go of its loop references. The
-   futures are pinned first, since dropping one reference can free others. */
+   futures are pinned first, since dropping one reference can free others.
+   A task's thread-safe handle (evl_run_task_threadsafe) is completed with
+   the task's outcome even though the done callbacks never fire now: the
+   task was dropped pending (cancelled), or ended with its callbacks still
+   queued; the other thread may be waiting on the handle. */
 static void evl__futures_close(evl_loop *loop) {
   evl_future *f, *next;
   /* No allocation (this runs out of memory too): nothing is freed while
@@ -7178,6 +7691,14 @@ static void evl__futures_close(evl_loop *loop) {
   for (f = loop->futures; f; f = f->lnext)
     if (f->vt && f->vt->close)
       f->vt->close(f);
+  for (f = loop->futures; f; f = f->lnext) {
+    uint32_t i;
+    for (i = 0; i < f->ncbs; i++)
+      if (f->cbs[i].cb == evl__ts_task_done) {
+        f->cbs[i].cb = NULL;
+        evl__ts_task_done(f, f->cbs[i].arg);
+      }
+  }
   for (f = loop->futures; f; f = next) {
     next = f->lnext; /* pinned: alive after f goes */
     evl_future_release(f);
@@ -7197,6 +7718,23 @@ static void evl__sleep_fire(evl_loop *loop, void *arg) {
   s->timer = 0;
   if (!loop->closing)
     (void)evl_future_set_result(&s->fut, s->value);
+  evl_future_release(&s->fut);
+}
+/* sleep(0) is asyncio's bare yield: one trip through the ready queue, not
+   a timer plus a second trip for the done callbacks. This callback is that
+   trip, so the done callbacks (the task's wake-up) run here. */
+static void evl__sleep0_fire(evl_loop *loop, void *arg) {
+  evl__sleep *s = (evl__sleep *)arg;
+  s->timer = 0;
+  if (!loop->closing && s->fut.state == EVL__PENDING) {
+    s->fut.state = EVL__DONE;
+    s->fut.result = s->value;
+    if (s->fut.ncbs) {
+      s->fut.fire_pending = 1;
+      s->fut.refs++; /* evl__future_fire's, as a scheduled fire holds */
+      evl__future_fire(loop, &s->fut);
+    }
+  }
   evl_future_release(&s->fut);
 }
 static int evl__sleep_cancel(evl_future *f) {
@@ -7221,7 +7759,8 @@ EVL__DEF evl_future *evl_sleep(evl_loop *loop, double delay, void *result) {
     (void)evl_future_set_error(&s->fut, EVL_EINVAL, "delay is NaN or infinite");
     return &s->fut;
   }
-  s->timer = evl__later_internal(loop, ns, evl__sleep_fire, s);
+  s->timer = ns > 0 ? evl__later_internal(loop, ns, evl__sleep_fire, s)
+                    : evl__soon_internal(loop, evl__sleep0_fire, s);
   if (s->timer < 0) {
     s->timer = 0;
     evl_future_release(&s->fut);
@@ -7444,8 +7983,11 @@ static int evl__timeout_arm(evl_timeout *to, int64_t when) {
   to->when = when;
   if (when == INT64_MAX || to->expired)
     return 0;
-  to->timer = evl__schedule(loop, when < 0 ? 0 : when, evl__timeout_fire, to,
-                            EVL__SLOT_INTERNAL, NULL, NULL, 0);
+  /* a deadline already past expires in one trip through the ready queue,
+     as asyncio's reschedule does (call_soon): ahead of a sleep(0) after */
+  to->timer =
+      evl__schedule(loop, when <= evl__now(loop) ? -1 : when, evl__timeout_fire,
+                    to, EVL__SLOT_INTERNAL, NULL, NULL, 0);
   if (to->timer < 0) {
     int rc = (int)to->timer;
     to->timer = 0;
@@ -7548,6 +8090,9 @@ static void evl__timeouts_disarm(evl__task *t) {
     }
 }
 
+/* The waiters below serve both the primitives and wait/as_completed/
+   shield/TaskGroup. */
+#if !defined(EVLOOP_NO_SYNC) || !defined(EVLOOP_NO_COMPOSE)
 /* ==== Tasks that compose: Lock, Event, Condition, Semaphore, Barrier,
    queues ===================================================================
    Every wait is a waiter future linked in its primitive's FIFO list while
@@ -7607,8 +8152,15 @@ static void evl__wl_remove(evl__waiter *w) {
   w->prev = w->next = NULL;
 }
 
+#ifndef EVLOOP_NO_SYNC
 static void evl__barrier_left(void *owner);
 static int evl__cond_cancel(evl__waiter *w);
+static int evl__cond_relocking(evl__waiter *w);
+#else /* left out: every waiter is a plain one */
+#define evl__barrier_left(owner) ((void)(owner))
+#define evl__cond_cancel(w) ((void)(w), 0)
+#define evl__cond_relocking(w) ((void)(w), 0)
+#endif
 
 static int evl__waiter_cancel(evl_future *f) {
   evl__waiter *w = (evl__waiter *)(void *)f;
@@ -7629,7 +8181,6 @@ static void evl__waiter_destroy(evl_future *f) {
   if (abandoned)
     w->abandon(w);
 }
-static int evl__cond_relocking(evl__waiter *w);
 static void evl__waiter_close(evl_future *f) {
   evl__waiter *w = (evl__waiter *)(void *)f;
   int relocking = w->kind == EVL__W_COND && w->owner && evl__cond_relocking(w);
@@ -7669,12 +8220,14 @@ static void evl__wl_fail_all(evl__wlist *l, int err, const char *msg) {
     (void)evl_future_set_error(&w->fut, err, msg);
   }
 }
+#ifndef EVLOOP_NO_SYNC
 static void evl__wl_detach_all(evl__wlist *l) {
   while (l->head) {
     l->head->owner = NULL;
     evl__wl_remove(l->head);
   }
 }
+#endif
 static evl_future *evl__failed(evl_loop *loop, int err, const char *msg) {
   evl_future *f = evl_future_new(loop);
   if (f)
@@ -7695,6 +8248,9 @@ static void evl__prim_free(evl_loop *loop, void *p) {
   evl__loop_unref(loop);
 }
 
+#endif /* !EVLOOP_NO_SYNC || !EVLOOP_NO_COMPOSE */
+
+#ifndef EVLOOP_NO_SYNC
 /* A new waiter of owner, granted at once (now) or queued. */
 static evl_future *evl__acquire(evl_loop *loop, void *owner,
                                 void (*abandon)(evl__waiter *), int now,
@@ -8360,6 +8916,9 @@ EVL__DEF void evl_queue_free(evl_queue *q) {
   evl__prim_free(q->loop, q);
 }
 
+#endif /* EVLOOP_NO_SYNC */
+
+#ifndef EVLOOP_NO_COMPOSE
 /* ==== Tasks that compose: wait, as_completed, shield, TaskGroup ========= */
 
 typedef struct evl__multi {
@@ -8768,6 +9327,9 @@ EVL__DEF void evl_task_group_free(evl_task_group *g) {
   evl__prim_free(g->loop, g);
 }
 
+#endif /* EVLOOP_NO_COMPOSE */
+
+#ifndef EVLOOP_NO_EXECUTOR
 /* ==== Executor ==========================================================
    A pool of threads with one FIFO queue. A job is linked in its loop's
    list (under the loop's ts_mu) from submission until its completion is
@@ -9431,6 +9993,9 @@ EVL__DEF evl_future *evl_to_thread(evl_loop *loop, evl_work_fn fn, void *arg,
   return evl_run_in_executor(loop, NULL, fn, arg, result_free);
 }
 
+#endif /* EVLOOP_NO_EXECUTOR */
+
+#ifndef EVLOOP_NO_NET
 /* ==== DNS =============================================================== */
 
 typedef struct evl__gai_req {
@@ -9456,18 +10021,6 @@ static int evl__gai_work(void *arg, void **result) {
   *result = res;
   return 0;
 }
-static char *evl__gstrdup(const char *s) {
-  size_t n;
-  char *d;
-  if (!s)
-    return NULL;
-  n = strlen(s) + 1;
-  d = (char *)EVLOOP_MALLOC(NULL, n);
-  if (d)
-    memcpy(d, s, n);
-  return d;
-}
-
 EVL__DEF evl_future *evl_getaddrinfo(evl_loop *loop, const char *host,
                                      const char *service, int family,
                                      int socktype, int protocol, int flags) {
@@ -9498,9 +10051,6 @@ typedef struct evl__gni_req {
   int flags;
 } evl__gni_req;
 
-static void evl__gfree(void *p) {
-  EVLOOP_FREE(NULL, p);
-}
 static int evl__gni_work(void *arg, void **result) {
   evl__gni_req *r = (evl__gni_req *)arg;
   evl_nameinfo *ni = (evl_nameinfo *)EVLOOP_MALLOC(NULL, sizeof *ni);
@@ -10607,6 +11157,24 @@ typedef struct evl__dg_peer {
   int connected; /* 0 with allow_broadcast: sends name the address */
 } evl__dg_peer;
 
+/* What only some transports need, allocated on first need: an idle
+   accepted stream connection has none (idle connections count). */
+typedef struct evl__tr_more {
+  evl__dgram *dq_head; /* queued datagrams */
+  evl__dg_peer *peer;  /* datagram endpoints made with a remote address */
+  evl__dgram *dg_held; /* received in a batch after a pause, in order */
+  /* Before the start, the connection future to complete (EVL__T_WAITER);
+     after it, a running sendfile. */
+  union {
+    evl_future *waiter;
+    evl__sendfile_op *sf;
+  } u;
+  uint32_t high, low; /* set_write_buffer_limits' (else the defaults) */
+} evl__tr_more;
+
+#define EVL__TR_HIGH_DEFAULT 65536u
+#define EVL__TR_LOW_DEFAULT 16384u
+
 struct evl_transport {
   evl_loop *loop;
   const evl_protocol *proto;
@@ -10614,17 +11182,9 @@ struct evl_transport {
   evl_server *server;           /* the server that accepted it, or NULL */
   evl_transport *lprev, *lnext; /* the loop's transports */
   unsigned char *wbuf;          /* queued bytes: wbuf[woff .. woff+wlen) */
-  uint32_t wlen, woff, wcap, high, low;
+  evl__tr_more *more;           /* or NULL: see evl__tr_more */
+  uint32_t wlen, woff, wcap;
   int fd, flags, lost_err;
-  evl__dgram *dq_head; /* queued datagrams */
-  evl__dg_peer *peer;  /* datagram endpoints made with a remote address */
-  evl__dgram *dg_held; /* received in a batch after a pause, in order */
-  /* Before the start, the connection future to complete (EVL__T_WAITER);
-     after it, a running sendfile. Kept small: idle connections count. */
-  union {
-    evl_future *waiter;
-    evl__sendfile_op *sf;
-  } u;
 #ifdef EVL__HAVE_IOCP
   struct evl__ovl *rreq, *wreq; /* completion mode: the read and the write */
   uint32_t wflight;             /* bytes the write in flight holds */
@@ -10639,7 +11199,24 @@ struct evl_transport {
 #endif
 
 /* The running sendfile, if any (u holds the waiter before the start). */
-#define EVL__SF(t) ((t)->flags & EVL__T_WAITER ? NULL : (t)->u.sf)
+#define EVL__SF(t)                                                             \
+  ((t)->flags & EVL__T_WAITER || !(t)->more ? NULL : (t)->more->u.sf)
+/* The write buffer limits, and the queued datagrams (all transports). */
+#define EVL__TR_HIGH(t) ((t)->more ? (t)->more->high : EVL__TR_HIGH_DEFAULT)
+#define EVL__TR_LOW(t) ((t)->more ? (t)->more->low : EVL__TR_LOW_DEFAULT)
+#define EVL__DQ_HEAD(t) ((t)->more ? (t)->more->dq_head : NULL)
+
+/* t's evl__tr_more, made if need be; NULL: no memory. */
+static evl__tr_more *evl__tr_more_get(evl_transport *t) {
+  if (!t->more) {
+    t->more = (evl__tr_more *)evl__zalloc(t->loop, sizeof *t->more);
+    if (!t->more)
+      return NULL;
+    t->more->high = EVL__TR_HIGH_DEFAULT;
+    t->more->low = EVL__TR_LOW_DEFAULT;
+  }
+  return t->more;
+}
 
 /* The TLS layer's side of the transport functions: a transport flagged
    EVL__T_TLS is handed to the TLS layer section. */
@@ -10701,7 +11278,7 @@ static void evl__tr_ovl_writable(evl_transport *t);
 static size_t evl__tr_queued(const evl_transport *t) {
   size_t n = t->wlen;
   const evl__dgram *d;
-  for (d = t->dq_head; d; d = d->next)
+  for (d = EVL__DQ_HEAD(t); d; d = d->next)
     n += d->len;
 #ifdef EVL__HAVE_IOCP
   n += t->wflight;
@@ -10710,14 +11287,15 @@ static size_t evl__tr_queued(const evl_transport *t) {
 }
 
 static void evl__tr_maybe_pause(evl_transport *t) {
-  if (!(t->flags & EVL__T_PROTO_PAUSED) && evl__tr_queued(t) > t->high) {
+  if (!(t->flags & EVL__T_PROTO_PAUSED) &&
+      evl__tr_queued(t) > EVL__TR_HIGH(t)) {
     t->flags |= EVL__T_PROTO_PAUSED;
     if (t->proto->pause_writing)
       t->proto->pause_writing(t, t->user);
   }
 }
 static void evl__tr_maybe_resume(evl_transport *t) {
-  if ((t->flags & EVL__T_PROTO_PAUSED) && evl__tr_queued(t) <= t->low) {
+  if ((t->flags & EVL__T_PROTO_PAUSED) && evl__tr_queued(t) <= EVL__TR_LOW(t)) {
     t->flags &= ~EVL__T_PROTO_PAUSED;
     if (t->proto->resume_writing)
       t->proto->resume_writing(t, t->user);
@@ -10726,14 +11304,14 @@ static void evl__tr_maybe_resume(evl_transport *t) {
 
 static void evl__tr_drop_queue(evl_transport *t) {
   evl_loop *loop = t->loop;
-  while (t->dq_head) {
-    evl__dgram *d = t->dq_head;
-    t->dq_head = d->next;
+  while (t->more && t->more->dq_head) {
+    evl__dgram *d = t->more->dq_head;
+    t->more->dq_head = d->next;
     evl__lfree(loop, d);
   }
-  while (t->dg_held) {
-    evl__dgram *d = t->dg_held;
-    t->dg_held = d->next;
+  while (t->more && t->more->dg_held) {
+    evl__dgram *d = t->more->dg_held;
+    t->more->dg_held = d->next;
     evl__lfree(loop, d);
   }
   evl__lfree(loop, t->wbuf);
@@ -10773,17 +11351,19 @@ static void evl__tr_lost(evl_loop *loop, void *arg) {
   evl__tr_close_fd(t);
   if (t->flags & EVL__T_WAITER) { /* never started: the future fails */
     t->flags &= ~EVL__T_WAITER;
-    (void)evl_future_set_error(t->u.waiter,
+    (void)evl_future_set_error(t->more->u.waiter,
                                t->lost_err ? t->lost_err : EVL_ECANCELED, NULL);
-    evl_future_release(t->u.waiter);
-    t->u.waiter = NULL;
-  } else if (t->u.sf) {
+    evl_future_release(t->more->u.waiter);
+    t->more->u.waiter = NULL;
+  } else if (EVL__SF(t)) {
     evl__sendfile_fail(t, t->lost_err ? t->lost_err : EVL_ECANCELED);
   }
   if ((t->flags & EVL__T_MADE) && t->proto->connection_lost)
     t->proto->connection_lost(t, t->lost_err, t->user);
   evl__tr_drop_queue(t);
-  evl__lfree(t->loop, t->peer);
+  if (t->more)
+    evl__lfree(t->loop, t->more->peer);
+  evl__lfree(t->loop, t->more);
   if (t->lprev)
     t->lprev->lnext = t->lnext;
   else
@@ -10824,8 +11404,10 @@ static evl_transport *evl__tr_new(evl_loop *loop, const evl_protocol *proto,
   t->proto = proto;
   t->user = user;
   t->fd = fd;
-  t->high = 65536;
-  t->low = 16384;
+  if (dgram && !evl__tr_more_get(t)) {
+    evl__lfree(loop, t);
+    return NULL;
+  }
   if (dgram)
     t->flags |= EVL__T_DGRAM;
   t->lnext = loop->transports;
@@ -10863,15 +11445,15 @@ static void evl__tr_start(evl_loop *loop, void *arg) {
     evl__tr_schedule_lost(t, EVL_ECLOSED);
     return;
   }
-  if ((t->flags & EVL__T_WAITER) && t->u.waiter->state != EVL__PENDING) {
+  if ((t->flags & EVL__T_WAITER) && t->more->u.waiter->state != EVL__PENDING) {
     /* Its future was cancelled: nobody wants it, and the protocol never
        hears of it (no connection_made, no connection_lost). */
     evl__tr_schedule_lost(t, EVL_ECANCELED);
     return;
   }
   if (t->flags & EVL__T_WAITER) {
-    w = t->u.waiter;
-    t->u.waiter = NULL;
+    w = t->more->u.waiter;
+    t->more->u.waiter = NULL;
   }
   t->flags = (t->flags & ~EVL__T_WAITER) | EVL__T_MADE;
   if (t->proto->connection_made)
@@ -10889,11 +11471,24 @@ static void evl__tr_start(evl_loop *loop, void *arg) {
   }
 }
 
+/* The transports' fd callbacks in the loop's table (evl__iofn_index), so
+   that watching a reserved fd later cannot fail; 0 or EVL_ENOMEM. */
+static int evl__tr_fns_reserve(evl_loop *loop) {
+  if (evl__iofn_index(loop, evl__tr_on_readable) < 0 ||
+      evl__iofn_index(loop, evl__tr_on_writable) < 0 ||
+      evl__iofn_index(loop, evl__dg_on_readable) < 0 ||
+      evl__iofn_index(loop, evl__dg_on_writable) < 0 ||
+      evl__iofn_index(loop, evl__wpipe_on_readable) < 0)
+    return EVL_ENOMEM;
+  return 0;
+}
+
 static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
                                    void *user, int fd, int dgram,
                                    evl_future *waiter) {
   evl_transport *t;
-  if (evl__fds_reserve(loop, fd)) /* so watching it later cannot fail */
+  if (evl__fds_reserve(loop, fd) || /* so watching it later cannot fail */
+      evl__tr_fns_reserve(loop))
     return NULL;
   t = evl__tr_new(loop, proto, user, fd, dgram);
   if (!t)
@@ -10901,13 +11496,14 @@ static evl_transport *evl__tr_open(evl_loop *loop, const evl_protocol *proto,
 #ifdef EVL__HAVE_IOCP
   evl__tr_ovl_adopt(t);
 #endif
-  if (waiter) {
-    t->u.waiter = evl_future_ref(waiter);
+  if (waiter && evl__tr_more_get(t)) {
+    t->more->u.waiter = evl_future_ref(waiter);
     t->flags |= EVL__T_WAITER;
   }
-  if (evl__soon_internal(loop, evl__tr_start, t) < 0) {
-    if (waiter)
+  if ((waiter && !t->more) || evl__soon_internal(loop, evl__tr_start, t) < 0) {
+    if (t->flags & EVL__T_WAITER)
       evl_future_release(waiter);
+    evl__lfree(loop, t->more);
     t->fd = -1; /* the caller keeps the fd */
     if (t->lprev)
       t->lprev->lnext = t->lnext;
@@ -11249,7 +11845,7 @@ EVL__DEF int evl_transport_write(evl_transport *t, const void *data,
       !(t->flags & (EVL__T_CLOSING | EVL__T_EOF_PENDING | EVL__T_EOF_SENT |
                     EVL__T_DGRAM | EVL__T_WAITER | EVL__T_HANDLE)) &&
       (t->flags & (EVL__T_PIPE | EVL__T_WPIPE)) != EVL__T_PIPE && !t->wlen &&
-      !t->u.sf && !EVL__WBUSY(t)) {
+      !EVL__SF(t) && !EVL__WBUSY(t)) {
     evl__ssize_t r = evl__tr_send(t, data, len);
     if (r == (evl__ssize_t)len)
       return 0;
@@ -11519,12 +12115,12 @@ static void evl__tr_ovl_writable(evl_transport *t) {
 
 /* Sends the queued datagrams, one in flight at a time. */
 static void evl__dg_ovl_pump(evl_transport *t) {
-  while (!EVL__WBUSY(t) && t->dq_head && !(t->flags & EVL__T_LOST)) {
-    evl__dgram *d = t->dq_head;
+  while (!EVL__WBUSY(t) && t->more->dq_head && !(t->flags & EVL__T_LOST)) {
+    evl__dgram *d = t->more->dq_head;
     evl__ovl *r = t->wreq;
     WSABUF b;
     int rc = EVL_ENOMEM, ok;
-    t->dq_head = d->next;
+    t->more->dq_head = d->next;
     if (!r && (r = evl__ovl_new(t->loop, t, EVL__OV_SENDTO,
                                 (HANDLE)(intptr_t)t->fd)) != NULL) {
       r->skip = (t->flags & EVL__T_SKIP) != 0;
@@ -11551,7 +12147,7 @@ static void evl__dg_ovl_pump(evl_transport *t) {
         t->proto->error_received(t, rc, t->user);
     }
   }
-  if (!EVL__WBUSY(t) && !t->dq_head && !(t->flags & EVL__T_LOST)) {
+  if (!EVL__WBUSY(t) && !t->more->dq_head && !(t->flags & EVL__T_LOST)) {
     evl__tr_maybe_resume(t);
     if ((t->flags & EVL__T_CLOSING) && !(t->flags & EVL__T_LOST))
       evl__tr_schedule_lost(t, 0);
@@ -11736,7 +12332,7 @@ EVL__DEF void evl_transport_close(evl_transport *t) {
   EVL__TLS_DO(t, evl__tls_close(t));
   t->flags |= EVL__T_CLOSING;
   evl__unwatch(t->loop, t->fd, EVL__READ);
-  if (!t->wlen && !t->dq_head && !EVL__SF(t) && !EVL__WBUSY(t))
+  if (!t->wlen && !EVL__DQ_HEAD(t) && !EVL__SF(t) && !EVL__WBUSY(t))
     evl__tr_schedule_lost(t, 0);
   /* else: the writer callback finishes the close once the queue drained */
 }
@@ -11775,7 +12371,8 @@ EVL__DEF int evl_transport_resume_reading(evl_transport *t) {
   t->flags &= ~EVL__T_PAUSED;
   if (!(t->flags & EVL__T_MADE) || (t->flags & EVL__T_READ_EOF))
     return 0; /* evl__tr_start starts reading / nothing more to read */
-  if (t->dg_held && evl__soon_internal(t->loop, evl__dg_held_kick, NULL) < 0)
+  if (t->more && t->more->dg_held &&
+      evl__soon_internal(t->loop, evl__dg_held_kick, NULL) < 0)
     return EVL_ENOMEM;
   return evl__tr_read_on(t);
 }
@@ -11793,8 +12390,10 @@ EVL__DEF int evl_transport_set_write_buffer_limits(evl_transport *t,
     low = high / 4;
   if (low > high || high > 0xffffffffu)
     return EVL_EINVAL;
-  t->high = (uint32_t)high;
-  t->low = (uint32_t)low;
+  if (!evl__tr_more_get(t))
+    return EVL_ENOMEM;
+  t->more->high = (uint32_t)high;
+  t->more->low = (uint32_t)low;
   evl__tr_maybe_pause(t);
   evl__tr_maybe_resume(t);
   return 0;
@@ -12039,7 +12638,7 @@ static void evl__dg_hold(evl_transport *t, const void *data, size_t len,
   d->addrlen = (socklen_t)alen;
   memcpy(&d->addr, addr, alen);
   memcpy(d + 1, data, len);
-  for (at = &t->dg_held; *at; at = &(*at)->next) {
+  for (at = &t->more->dg_held; *at; at = &(*at)->next) {
   }
   *at = d;
 }
@@ -12094,9 +12693,9 @@ static int evl__dg_read_some(evl_transport *t, int budget) {
   int got = 0;
   if (!buf)
     return 0;
-  while (t->dg_held && got < budget && !(t->flags & EVL__TR_READ_STOP)) {
-    evl__dgram *d = t->dg_held;
-    t->dg_held = d->next;
+  while (t->more->dg_held && got < budget && !(t->flags & EVL__TR_READ_STOP)) {
+    evl__dgram *d = t->more->dg_held;
+    t->more->dg_held = d->next;
     got++;
     evl__dg_deliver(t, d + 1, d->len, &d->addr, d->addrlen);
     evl__lfree(loop, d);
@@ -12142,7 +12741,7 @@ static void evl__dg_held_kick(evl_loop *loop, void *arg) {
   evl_transport *t;
   (void)arg;
   for (t = loop->transports; t; t = t->lnext)
-    if (t->dg_held && (t->flags & EVL__T_DGRAM))
+    if ((t->flags & EVL__T_DGRAM) && t->more->dg_held)
       evl__dg_read_some(t, loop->read_budget);
 }
 
@@ -12154,14 +12753,14 @@ static void evl__dg_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
 static void evl__dg_on_writable(evl_loop *loop, evl_fd fdv, void *arg) {
   evl_transport *t = (evl_transport *)arg;
   (void)fdv;
-  while (t->dq_head) {
-    evl__dgram *d = t->dq_head;
+  while (t->more->dq_head) {
+    evl__dgram *d = t->more->dq_head;
     evl__ssize_t n = evl__sys_sendto(
         t->fd, (const unsigned char *)(d + 1), d->len, EVL__SEND_FLAGS,
         d->addrlen ? (const struct sockaddr *)&d->addr : NULL, d->addrlen);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
       return;
-    t->dq_head = d->next;
+    t->more->dq_head = d->next;
     evl__lfree(loop, d);
     if (n < 0 && t->proto->error_received)
       t->proto->error_received(t, evl__errno(), t->user);
@@ -12213,14 +12812,14 @@ EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
     return EVL_ENOTSUP;
   if (t->flags & EVL__T_CLOSING)
     return EVL_ECLOSING;
-  if (t->peer) { /* asyncio: addr must be None or the remote address */
-    if (addr &&
-        !evl__sockaddr_same(addr, addrlen, &t->peer->ss, (size_t)t->peer->len))
+  if (t->more->peer) { /* asyncio: addr must be None or the remote address */
+    if (addr && !evl__sockaddr_same(addr, addrlen, &t->more->peer->ss,
+                                    (size_t)t->more->peer->len))
       return EVL_EINVAL;
-    addr = t->peer->connected ? NULL : (const void *)&t->peer->ss;
-    addrlen = t->peer->len;
+    addr = t->more->peer->connected ? NULL : (const void *)&t->more->peer->ss;
+    addrlen = t->more->peer->len;
   }
-  if (!t->dq_head && !EVL__WBUSY(t)) {
+  if (!t->more->dq_head && !EVL__WBUSY(t)) {
     n = evl__sys_sendto(t->fd, data, len, EVL__SEND_FLAGS,
                         (const struct sockaddr *)addr,
                         addr ? (socklen_t)addrlen : 0);
@@ -12244,7 +12843,7 @@ EVL__DEF int evl_transport_sendto(evl_transport *t, const void *data,
   if (len)
     memcpy(d + 1, data, len);
   { /* append: datagram queues are short, no tail pointer to keep */
-    evl__dgram **pp = &t->dq_head;
+    evl__dgram **pp = &t->more->dq_head;
     while (*pp)
       pp = &(*pp)->next;
     *pp = d;
@@ -13284,7 +13883,8 @@ static evl_server *evl__server_new(evl_loop *loop, const evl_protocol *proto,
 
 static int evl__server_add_fd(evl_server *s, int fd) {
   int *f;
-  if (evl__fds_reserve(s->loop, fd))
+  if (evl__fds_reserve(s->loop, fd) ||
+      evl__iofn_index(s->loop, evl__server_on_accept) < 0)
     return EVL_ENOMEM;
   f = (int *)EVLOOP_REALLOC(NULL, s->fds, (s->nfds + 1) * sizeof *f);
   if (!f)
@@ -13639,7 +14239,7 @@ static void evl__dgram_finish(evl_loop *loop, evl__dgram_req *r) {
   if (rc == 0 && !(t = evl__tr_open(loop, r->proto, r->user, fd, 1, r->fut)))
     rc = EVL_ENOMEM;
   if (t)
-    t->peer = peer;
+    t->more->peer = peer; /* a datagram transport: it has more */
   else
     evl__lfree(loop, peer);
   if (rc) {
@@ -14059,9 +14659,9 @@ static void evl__sendfile_released(evl_transport *t) {
 }
 
 static void evl__sendfile_finish(evl_transport *t) {
-  evl__sendfile_op *op = t->u.sf;
+  evl__sendfile_op *op = t->more->u.sf;
   evl__file_seek(op->file_fd, op->offset);
-  t->u.sf = NULL;
+  t->more->u.sf = NULL;
   (void)evl_future_set_result(&op->fut, (void *)(intptr_t)op->done);
   op->t = NULL;
   evl_future_release(&op->fut);
@@ -14069,9 +14669,9 @@ static void evl__sendfile_finish(evl_transport *t) {
 }
 
 static void evl__sendfile_fail(evl_transport *t, int err) {
-  evl__sendfile_op *op = t->u.sf;
+  evl__sendfile_op *op = t->more->u.sf;
   evl__file_seek(op->file_fd, op->offset);
-  t->u.sf = NULL;
+  t->more->u.sf = NULL;
   op->t = NULL;
   (void)evl_future_set_error(&op->fut, err, NULL);
   evl_future_release(&op->fut);
@@ -14079,7 +14679,7 @@ static void evl__sendfile_fail(evl_transport *t, int err) {
 
 /* Called when the transport is writable and its queue is empty. */
 static void evl__sendfile_pump(evl_transport *t) {
-  evl__sendfile_op *op = t->u.sf;
+  evl__sendfile_op *op = t->more->u.sf;
 #ifdef EVL__HAVE_IOCP
   if (t->flags & EVL__T_OVL) {  /* a chunk at a time through the queue */
     if (op->done < op->count) { /* a buffer of its own: the queue waits */
@@ -14129,10 +14729,10 @@ static void evl__sendfile_pump(evl_transport *t) {
 static int evl__sendfile_cancel(evl_future *f) {
   evl__sendfile_op *op = (evl__sendfile_op *)(void *)f;
   int rc = evl__future_cancel_base(f);
-  if (rc == 1 && op->t && op->t->u.sf == op) {
+  if (rc == 1 && op->t && EVL__SF(op->t) == op) {
     evl_transport *t = op->t;
     evl__file_seek(op->file_fd, op->offset);
-    t->u.sf = NULL;
+    t->more->u.sf = NULL;
     op->t = NULL;
     evl_future_release(f);
     if (!EVL__WBUSY(t))
@@ -14161,6 +14761,8 @@ EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
     rc = EVL_EBUSY;
   if (!rc && (file_fd < 0 || offset < 0))
     rc = file_fd < 0 ? EVL_EBADF : EVL_EINVAL;
+  if (!rc && !evl__tr_more_get(t))
+    rc = EVL_ENOMEM;
   if (rc) {
     (void)evl_future_set_error(&op->fut, rc, NULL);
     return &op->fut;
@@ -14170,7 +14772,7 @@ EVL__DEF evl_future *evl_sendfile(evl_transport *t, int file_fd, int64_t offset,
   op->offset = offset;
   op->count = count ? count : (size_t)-1; /* 0: to the end of the file */
   op->before = t->wlen;
-  t->u.sf = op;
+  t->more->u.sf = op;
   op->fut.refs++; /* the transport's reference */
 #ifdef EVL__HAVE_IOCP
   if (t->flags & EVL__T_OVL) {
@@ -14929,8 +15531,6 @@ static evl__tls *evl__tls_new(evl_loop *loop, evl_tls_context *ctx,
   x->app.proto = proto;
   x->app.user = user;
   x->app.fd = -1;
-  x->app.high = 65536;
-  x->app.low = 16384;
   x->app.flags = EVL__T_TLS;
   x->ctx = evl_tls_context_ref(ctx);
   x->server = server != 0;
@@ -15001,11 +15601,11 @@ static void evl__tls_flow(evl__tls *x) {
   size_t q = evl__tls_queued(x);
   if (!(t->flags & EVL__T_MADE) || (t->flags & EVL__T_LOST))
     return;
-  if (!(t->flags & EVL__T_PROTO_PAUSED) && q > t->high) {
+  if (!(t->flags & EVL__T_PROTO_PAUSED) && q > EVL__TR_HIGH(t)) {
     t->flags |= EVL__T_PROTO_PAUSED;
     if (t->proto->pause_writing)
       t->proto->pause_writing(t, t->user);
-  } else if ((t->flags & EVL__T_PROTO_PAUSED) && q <= t->low) {
+  } else if ((t->flags & EVL__T_PROTO_PAUSED) && q <= EVL__TR_LOW(t)) {
     t->flags &= ~EVL__T_PROTO_PAUSED;
     if (t->proto->resume_writing)
       t->proto->resume_writing(t, t->user);
@@ -15084,7 +15684,8 @@ static void evl__tls_sendfile_pump(evl_loop *loop, void *arg);
 
 /* A sendfile waiting for room reads on once there is. */
 static void evl__tls_sf_kick(evl__tls *x) {
-  if (x->sf && !x->sf_h && x->raw && evl__tls_queued(x) <= x->app.high) {
+  if (x->sf && !x->sf_h && x->raw &&
+      evl__tls_queued(x) <= EVL__TR_HIGH(&x->app)) {
     x->sf_h = evl__soon_internal(x->app.loop, evl__tls_sendfile_pump, x);
     if (x->sf_h < 0)
       x->sf_h = 0; /* no memory: the next write's kick tries again */
@@ -15094,7 +15695,7 @@ static void evl__tls_sf_kick(evl__tls *x) {
 /* Encrypts pend while raw takes it; at close, then sends close_notify. */
 static void evl__tls_encrypt(evl__tls *x) {
   while (x->plen && x->state == EVL__TLS_OPEN && x->raw &&
-         evl_transport_get_write_buffer_size(x->raw) <= x->raw->high) {
+         evl_transport_get_write_buffer_size(x->raw) <= EVL__TR_HIGH(x->raw)) {
     size_t n = x->plen < EVL__TLS_RECORD ? x->plen : EVL__TLS_RECORD;
     long w = evl__tlse_write(x->e, x->pend + x->poff, n);
     if (w == EVL_EAGAIN)
@@ -15562,8 +16163,10 @@ static int evl__tls_set_limits(evl_transport *t, size_t high, size_t low) {
     low = high / 4;
   if (low > high || high > 0xffffffffu)
     return EVL_EINVAL;
-  t->high = (uint32_t)high;
-  t->low = (uint32_t)low;
+  if (!evl__tr_more_get(t))
+    return EVL_ENOMEM;
+  t->more->high = (uint32_t)high;
+  t->more->low = (uint32_t)low;
   if (EVL__TLS(t)->raw) /* raw pauses as app would: its resume drives us */
     (void)evl_transport_set_write_buffer_limits(EVL__TLS(t)->raw, high, low);
   evl__tls_flow(EVL__TLS(t));
@@ -15625,7 +16228,7 @@ static void evl__tls_sendfile_pump(evl_loop *loop, void *arg) {
   if (!op || loop->closing)
     return; /* closing: the transport's end fails it */
   buf = evl__rbuf(loop);
-  while (op->done < op->count && evl__tls_queued(x) <= x->app.high) {
+  while (op->done < op->count && evl__tls_queued(x) <= EVL__TR_HIGH(&x->app)) {
     size_t want = op->count - op->done;
     ssize_t r;
     int rc;
@@ -15653,7 +16256,7 @@ static void evl__tls_sendfile_pump(evl_loop *loop, void *arg) {
     }
     op->done += (size_t)r;
   }
-  if (op->done < op->count && evl__tls_queued(x) > x->app.high)
+  if (op->done < op->count && evl__tls_queued(x) > EVL__TR_HIGH(&x->app))
     return; /* raw's resume_writing goes on */
   evl__tls_sendfile_end(x, 0);
 }
@@ -15995,6 +16598,8 @@ evl_connect_accepted_socket_opts(evl_loop *loop, const evl_protocol *proto,
     (void)evl_future_set_error(f, EVL_EINVAL, NULL);
   return f;
 }
+
+#endif /* EVLOOP_NO_NET */
 
 #ifndef EVLOOP_NO_PROCESS
 /* ==== Signals on Windows ================================================
@@ -17177,28 +17782,14 @@ static int evl__inherit(HANDLE h, HANDLE *out) {
   return 0;
 }
 
-static evl_future *evl__subprocess(evl_loop *loop,
-                                   const evl_subprocess_protocol *proto,
-                                   void *user, const char *const *argv,
-                                   const evl_subprocess_options *opts,
-                                   evl_subprocess **out, int result_is_user) {
-  evl_future *f;
-  evl_subprocess *p;
-  evl_stdio mode[3];
-  int userfd[3], pfd[3] = {-1, -1, -1}, i, rc = 0;
-  int named[3] = {0, 0, 0}; /* stdio i is a named pipe, not a socket pair */
-  evl_handle start = 0;
-  HANDLE child[3] = {NULL, NULL, NULL}, list[3];
-  DWORD nlist = 0;
-  char *cmdline = NULL, *envblock = NULL;
-  STARTUPINFOEXA si;
-  PROCESS_INFORMATION pi;
-  SIZE_T attr_size = 0;
-  p = evl__sub_new(loop, &f, proto, user, argv, &opts, result_is_user, mode,
-                   userfd);
-  if (!p)
-    return f;
-  /* The child's handles, each an inheritable copy of its own. */
+/* The child's handles, each an inheritable copy of its own (child), and
+   our ends of its pipes (pfd; named[i]: a named pipe, else a socket of a
+   loopback pair). On an error, what was made stays for the caller. */
+static int evl__child_stdio(evl_loop *loop, const evl_stdio mode[3],
+                            const int userfd[3], HANDLE child[3], int pfd[3],
+                            int named[3]) {
+  int i, rc = 0;
+  (void)loop;
   for (i = 0; i < 3 && rc == 0; i++) {
     static const DWORD std_ids[3] = {STD_INPUT_HANDLE, STD_OUTPUT_HANDLE,
                                      STD_ERROR_HANDLE};
@@ -17264,11 +17855,23 @@ static evl_future *evl__subprocess(evl_loop *loop,
       rc = EVL_EINVAL;
     }
   }
-  if (rc == 0) {
-    cmdline = evl__cmdline(argv, &rc);
-    if (rc == 0 && opts->env && !(envblock = evl__env_block(opts->env)))
-      rc = EVL_ENOMEM;
-  }
+  return rc;
+}
+
+/* CreateProcess with exactly the child's handles inherited (the handle
+   list), its command line and environment block built from argv and opts. */
+static int evl__spawn(const char *const *argv,
+                      const evl_subprocess_options *opts, const HANDLE child[3],
+                      PROCESS_INFORMATION *pi) {
+  HANDLE list[3];
+  DWORD nlist = 0;
+  char *cmdline, *envblock = NULL;
+  STARTUPINFOEXA si;
+  SIZE_T attr_size = 0;
+  int i, rc = 0;
+  cmdline = evl__cmdline(argv, &rc);
+  if (rc == 0 && opts->env && !(envblock = evl__env_block(opts->env)))
+    rc = EVL_ENOMEM;
   if (rc == 0) {
     memset(&si, 0, sizeof si);
     si.StartupInfo.cb = sizeof si;
@@ -17297,14 +17900,13 @@ static evl_future *evl__subprocess(evl_loop *loop,
                    list, nlist * sizeof(HANDLE), NULL, NULL)) {
       rc = evl_translate_sys_error(evl__win_errno(GetLastError()));
     }
-    start = evl__sub_queue_start(loop, p, &rc);
     if (rc == 0 &&
         !CreateProcessA(NULL, cmdline, NULL, NULL, nlist ? TRUE : FALSE,
                         EXTENDED_STARTUPINFO_PRESENT | CREATE_NO_WINDOW |
                             (opts->start_new_session || opts->process_group
                                  ? CREATE_NEW_PROCESS_GROUP
                                  : 0),
-                        envblock, opts->cwd, &si.StartupInfo, &pi)) {
+                        envblock, opts->cwd, &si.StartupInfo, pi)) {
       DWORD e = GetLastError();
       rc = evl_translate_sys_error(evl__win_errno(e));
       if (e == ERROR_DIRECTORY && opts->cwd)
@@ -17317,6 +17919,39 @@ static evl_future *evl__subprocess(evl_loop *loop,
   }
   EVLOOP_FREE(NULL, cmdline);
   EVLOOP_FREE(NULL, envblock);
+  return rc;
+}
+
+/* Watching the child's exit: a thread-pool wait posts it to the loop. */
+static void evl__sub_watch(evl_loop *loop, evl_subprocess *p) {
+  (void)loop;
+  if (!RegisterWaitForSingleObject(&p->wait, p->proc, evl__sub_win_signalled, p,
+                                   INFINITE, WT_EXECUTEONLYONCE))
+    p->wait = NULL; /* reaped at close; EVL_ENOMEM territory */
+}
+
+/* Windows: the child's stdio, the spawn, the exit watch. */
+static evl_future *evl__subprocess(evl_loop *loop,
+                                   const evl_subprocess_protocol *proto,
+                                   void *user, const char *const *argv,
+                                   const evl_subprocess_options *opts,
+                                   evl_subprocess **out, int result_is_user) {
+  evl_future *f;
+  evl_subprocess *p;
+  evl_stdio mode[3];
+  int userfd[3], pfd[3] = {-1, -1, -1}, i, rc;
+  int named[3] = {0, 0, 0}; /* stdio i is a named pipe, not a socket pair */
+  evl_handle start = 0;
+  HANDLE child[3] = {NULL, NULL, NULL};
+  PROCESS_INFORMATION pi;
+  p = evl__sub_new(loop, &f, proto, user, argv, &opts, result_is_user, mode,
+                   userfd);
+  if (!p)
+    return f;
+  rc = evl__child_stdio(loop, mode, userfd, child, pfd, named);
+  start = evl__sub_queue_start(loop, p, &rc);
+  if (rc == 0)
+    rc = evl__spawn(argv, opts, child, &pi);
   for (i = 0; i < 3; i++) /* the child has its copies now */
     if (child[i]) {
       if (mode[i] == EVL_STDIO_PIPE && !named[i])
@@ -17340,9 +17975,7 @@ static evl_future *evl__subprocess(evl_loop *loop,
   p->proc = pi.hProcess;
   p->pid = (pid_t)pi.dwProcessId;
   evl__sub_link(p);
-  if (!RegisterWaitForSingleObject(&p->wait, p->proc, evl__sub_win_signalled, p,
-                                   INFINITE, WT_EXECUTEONLYONCE))
-    p->wait = NULL; /* reaped at close; EVL_ENOMEM territory */
+  evl__sub_watch(loop, p);
   evl__sub_begin(loop, p, f, pfd);
   if (out)
     *out = p;
@@ -17528,22 +18161,12 @@ static int evl__spawn(const char *const *argv, const evl_subprocess_options *o,
 #endif
 }
 
-static evl_future *evl__subprocess(evl_loop *loop,
-                                   const evl_subprocess_protocol *proto,
-                                   void *user, const char *const *argv,
-                                   const evl_subprocess_options *opts,
-                                   evl_subprocess **out, int result_is_user) {
-  evl_future *f;
-  evl_subprocess *p;
-  evl_stdio mode[3];
-  int userfd[3], cfd[3] = {-1, -1, -1}, pfd[3] = {-1, -1, -1}, i, rc = 0;
-  int devnull = -1;
-  evl_handle start = 0;
-  p = evl__sub_new(loop, &f, proto, user, argv, &opts, result_is_user, mode,
-                   userfd);
-  if (!p)
-    return f;
-  /* The child's ends: pipes, /dev/null, inherited or given fds. */
+/* The child's stdio: cfd gets the child's ends (pipes, /dev/null,
+   inherited or given fds), pfd our ends of its pipes. On an error, what
+   was made stays in cfd, pfd and *devnull for the caller to close. */
+static int evl__child_stdio(const evl_stdio mode[3], const int userfd[3],
+                            int cfd[3], int pfd[3], int *devnull) {
+  int i, rc = 0;
   for (i = 0; i < 3 && rc == 0; i++) {
     int pp[2];
     switch (mode[i]) {
@@ -17556,11 +18179,11 @@ static evl_future *evl__subprocess(evl_loop *loop,
       fcntl(cfd[i], F_SETFL, fcntl(cfd[i], F_GETFL) & ~O_NONBLOCK);
       break;
     case EVL_STDIO_DEVNULL:
-      if (devnull < 0)
-        devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-      if (devnull < 0)
+      if (*devnull < 0)
+        *devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+      if (*devnull < 0)
         rc = evl__errno();
-      cfd[i] = devnull;
+      cfd[i] = *devnull;
       break;
     case EVL_STDIO_INHERIT:
       break;
@@ -17579,43 +18202,84 @@ static evl_future *evl__subprocess(evl_loop *loop,
       rc = EVL_EINVAL;
     }
   }
+  return rc;
+}
+
+/* The child has its ends (or there is no child): ours of them go. */
+static void evl__child_stdio_close(const evl_stdio mode[3], const int cfd[3],
+                                   int devnull) {
+  int i;
+  for (i = 0; i < 3; i++)
+    if (mode[i] == EVL_STDIO_PIPE && cfd[i] >= 0)
+      close(cfd[i]);
+  if (devnull >= 0)
+    close(devnull);
+}
+
+static void evl__close3(const int fd[3]) {
+  int i;
+  for (i = 0; i < 3; i++)
+    if (fd[i] >= 0)
+      close(fd[i]);
+}
+
+/* Watching the spawned child's exit: the backend's way, else (no fd, no
+   memory) a timer that polls it (rearming cannot fail). If not even the
+   timer can be had, nothing could ever reap the child: it is killed and
+   reaped here, and the error returned. */
+static int evl__sub_watch(evl_loop *loop, evl_subprocess *p) {
+  int status, rc;
+  rc = evl__sub_watch_exit(loop, p);
+  if (rc == 0)
+    return 0;
+  p->poll_ms = 1;
+  p->poll_timer = evl__later_internal(loop, 1000000, evl__sub_poll_timer, p);
+  if (p->poll_timer >= 0)
+    return 0;
+  (void)kill(p->pid, SIGKILL);
+  while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  p->poll_timer = 0;
+  return rc;
+}
+
+/* POSIX: the child's stdio, the spawn, the exit watch. */
+static evl_future *evl__subprocess(evl_loop *loop,
+                                   const evl_subprocess_protocol *proto,
+                                   void *user, const char *const *argv,
+                                   const evl_subprocess_options *opts,
+                                   evl_subprocess **out, int result_is_user) {
+  evl_future *f;
+  evl_subprocess *p;
+  evl_stdio mode[3];
+  int userfd[3], cfd[3] = {-1, -1, -1}, pfd[3] = {-1, -1, -1}, rc;
+  int devnull = -1;
+  evl_handle start = 0;
+  p = evl__sub_new(loop, &f, proto, user, argv, &opts, result_is_user, mode,
+                   userfd);
+  if (!p)
+    return f;
+  rc = evl__child_stdio(mode, userfd, cfd, pfd, &devnull);
   start = evl__sub_queue_start(loop, p, &rc);
   if (rc == 0)
     rc = evl__spawn(argv, opts, cfd, &p->pid);
   if (rc && start)
     (void)evl__cancel_internal(loop, start);
-  for (i = 0; i < 3; i++) /* the child has its ends now */
-    if (mode[i] == EVL_STDIO_PIPE && cfd[i] >= 0)
-      close(cfd[i]);
-  if (devnull >= 0)
-    close(devnull);
+  evl__child_stdio_close(mode, cfd, devnull);
   if (rc) {
-    for (i = 0; i < 3; i++)
-      if (pfd[i] >= 0)
-        close(pfd[i]);
+    evl__close3(pfd);
     evl__lfree(loop, p);
     (void)evl_future_set_error(f, rc, NULL);
     return f;
   }
   evl__sub_link(p);
-  rc = evl__sub_watch_exit(loop, p);
-  if (rc) { /* no fd, no memory: a timer polls it (rearming cannot fail) */
-    p->poll_ms = 1;
-    p->poll_timer = evl__later_internal(loop, 1000000, evl__sub_poll_timer, p);
-    if (p->poll_timer < 0) { /* nothing could ever reap it: undone */
-      int status;
-      (void)kill(p->pid, SIGKILL);
-      while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
-      }
-      p->poll_timer = 0;
-      (void)evl__cancel_internal(loop, start);
-      for (i = 0; i < 3; i++)
-        if (pfd[i] >= 0)
-          close(pfd[i]);
-      evl__sub_unlink_free(p);
-      (void)evl_future_set_error(f, rc, NULL);
-      return f;
-    }
+  rc = evl__sub_watch(loop, p);
+  if (rc) { /* the child is gone again: undone */
+    (void)evl__cancel_internal(loop, start);
+    evl__close3(pfd);
+    evl__sub_unlink_free(p);
+    (void)evl_future_set_error(f, rc, NULL);
+    return f;
   }
   evl__sub_begin(loop, p, f, pfd);
   if (out)
@@ -17751,6 +18415,7 @@ EVL__DEF int evl_hook_set_ref(evl_loop *loop, int id, int ref) {
   return 0;
 }
 
+#ifndef EVLOOP_NO_NET
 EVL__DEF int evl_transport_set_ref(evl_transport *t, int ref) {
   if (!t)
     return EVL_EINVAL;
@@ -17764,6 +18429,7 @@ EVL__DEF int evl_server_set_ref(evl_server *s, int ref) {
   s->unref = !ref;
   return 0;
 }
+#endif /* EVLOOP_NO_NET */
 
 #ifndef EVLOOP_NO_PROCESS
 EVL__DEF int evl_signal_set_ref(evl_loop *loop, int signum, int ref) {
@@ -17789,13 +18455,15 @@ EVL__DEF int evl_subprocess_set_ref(evl_subprocess *p, int ref) {
 #endif
 
 EVL__DEF int evl_loop_alive(evl_loop *loop) {
+#ifndef EVLOOP_NO_NET
   evl_transport *t;
   evl_server *sv;
+#endif
   struct evl_subprocess *p;
   int i;
   if (!loop || loop->closed)
     return 0;
-  if (loop->ring_len || loop->fd_refs || loop->resolving || loop->fs_watches ||
+  if (loop->ring_len || loop->fd_refs || loop->fs_watches ||
       loop->heap_len - loop->heap_cancelled > loop->heap_unref)
     return 1;
   /* executor jobs: running, or done and not delivered yet (the executor's
@@ -17808,12 +18476,16 @@ EVL__DEF int evl_loop_alive(evl_loop *loop) {
   for (i = 0; i < loop->nhooks; i++)
     if (loop->hooks[i].cb && !loop->hooks[i].unref)
       return 1;
+#ifndef EVLOOP_NO_NET
+  if (loop->resolving)
+    return 1;
   for (t = loop->transports; t; t = t->lnext)
     if (!(t->flags & EVL__T_UNREF))
       return 1;
   for (sv = loop->servers; sv; sv = sv->lnext)
     if (!sv->closed && !sv->unref)
       return 1;
+#endif
 #ifndef EVLOOP_NO_PROCESS
   for (p = loop->children; p; p = p->lnext)
     if (!p->unref)
@@ -18121,11 +18793,16 @@ EVL__DEF evl_future *evl_process_communicate(evl_process *p, const void *input,
     return NULL;
   c->p = p;
   if (p->io[0]) {
+    evl_transport *t = p->io[0]->t;
     int rc = input && len ? evl_stream_write(p->io[0], input, len) : 0;
+    if (rc == EVL_ECLOSING && t && (t->flags & EVL__T_LOST))
+      rc = t->lost_err;         /* a pipe already failing: why */
     evl_stream_close(p->io[0]); /* closes once all is written */
     /* A child that does not read is no error (asyncio ignores the broken
-       pipe); input that could not be queued is: no result can be right. */
-    if (rc == EVL_ENOMEM) {
+       pipe); input that could not be queued, or a pipe that failed for
+       another reason, is: no result can be right. */
+    if (rc && rc != EVL_EPIPE && rc != EVL_ECONNRESET && rc != EVL_EEXITED &&
+        rc != EVL_ECLOSING) {
       (void)evl_future_set_error(&c->fut, rc, NULL);
       return &c->fut;
     }
@@ -18960,6 +19637,9 @@ struct evl_fs_watch {
   evl__snap *snap;
   size_t nsnap;
   evl_fs_watch *lprev, *lnext; /* the loop's watches */
+#ifdef EVL__HAVE_IOCP
+  struct evl__ovl *ov; /* ReadDirectoryChangesW's request (IOCP loops) */
+#endif
 };
 
 static void evl__snap_drop(evl__snap *s, size_t n) {
@@ -18987,6 +19667,14 @@ static void evl__fsw_free(evl_fs_watch *w) {
 #endif
   if (w->fd >= 0 && w->be_watch) /* the backend's (kqueue's EVFILT_VNODE) */
     (void)loop->be->watch_file(loop, NULL, &w->fd, 0);
+#ifdef EVL__HAVE_IOCP
+  if (w->ov) { /* its completion (cancelled) frees the request */
+    HANDLE h = w->ov->h;
+    (void)CancelIoEx(h, &w->ov->ov);
+    evl__ovl_release(loop, w->ov);
+    CloseHandle(h);
+  }
+#endif
   evl__snap_drop(w->snap, w->nsnap);
   EVLOOP_FREE(NULL, w->path);
   EVLOOP_FREE(NULL, w);
@@ -19178,6 +19866,115 @@ EVL__BE_SHARED int evl__fs_event(evl_loop *loop, int fd, int events) {
   return 1;
 }
 
+#ifdef EVL__HAVE_IOCP
+/* ReadDirectoryChangesW on the directory (a file's watch: its parent's,
+   filtered by name), overlapped, completing on the loop's port. */
+static int evl__fsw_rdcw_arm(evl_fs_watch *w) {
+  evl__ovl *r = w->ov;
+  BOOL ok;
+  memset(&r->ov, 0, sizeof r->ov);
+  ok = ReadDirectoryChangesW(
+      r->h, r->buf, r->cap, FALSE,
+      FILE_NOTIFY_CHANGE_FILE_NAME | FILE_NOTIFY_CHANGE_DIR_NAME |
+          FILE_NOTIFY_CHANGE_ATTRIBUTES | FILE_NOTIFY_CHANGE_SIZE |
+          FILE_NOTIFY_CHANGE_LAST_WRITE | FILE_NOTIFY_CHANGE_CREATION,
+      NULL, &r->ov, NULL);
+  return evl__ovl_started(w->loop, r, ok);
+}
+
+static int evl__fsw_rdcw_start(evl_fs_watch *w) {
+  evl_loop *loop = w->loop;
+  size_t n = (size_t)(w->base - w->path);
+  char *dir = w->is_dir ? w->path : (char *)EVLOOP_MALLOC(NULL, n + 2);
+  HANDLE h;
+  evl__ovl *r;
+  int rc = 0;
+  if (!dir)
+    return EVL_ENOMEM;
+  if (!w->is_dir) { /* the parent: path up to the base, or "." */
+    memcpy(dir, w->path, n);
+    if (n)
+      dir[n] = 0;
+    else
+      memcpy(dir, ".", 2);
+  }
+  h = evl__fs_wopen(dir, FILE_LIST_DIRECTORY, OPEN_EXISTING,
+                    FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OVERLAPPED, &rc);
+  if (dir != w->path)
+    EVLOOP_FREE(NULL, dir);
+  if (h == INVALID_HANDLE_VALUE)
+    return rc;
+  rc = evl__ovl_bind(loop, h, 0);
+  r = rc < 0 ? NULL : evl__ovl_new(loop, w, EVL__OV_DIRCHANGES, h);
+  if (r) {
+    r->cap = 64 * 1024; /* the most a network share takes */
+    r->buf = (unsigned char *)evl__lalloc(loop, r->cap);
+  }
+  if (!r || !r->buf) {
+    if (r)
+      evl__ovl_free(loop, r);
+    CloseHandle(h);
+    return rc < 0 ? rc : EVL_ENOMEM;
+  }
+  w->ov = r;
+  if ((rc = evl__fsw_rdcw_arm(w)) != 0) {
+    w->ov = NULL;
+    evl__ovl_free(loop, r);
+    CloseHandle(h);
+  }
+  return rc;
+}
+
+/* A completed ReadDirectoryChangesW: one callback per entry, then again.
+   No bytes means its buffer overflowed: one "modified" for the watch. */
+static void evl__fsw_ovl_done(evl_loop *loop, evl__ovl *r, int err) {
+  evl_fs_watch *w = (evl_fs_watch *)r->owner;
+  DWORD n = (DWORD)r->ov.InternalHigh, off = 0;
+  (void)loop;
+  if (err == EVL_ECANCELED)
+    return;
+  w->in_cb++; /* the buffer stays ours while the callbacks run */
+  if (err) {  /* the directory went away: no more events */
+    if (w->is_dir)
+      evl__fsw_emit(w, w->base, EVL_FS_DELETED);
+  } else if (n == 0) {
+    evl__fsw_emit(w, w->base, EVL_FS_MODIFIED);
+  }
+  while (!err && n && off + sizeof(FILE_NOTIFY_INFORMATION) <= n &&
+         !w->stopped) {
+    const FILE_NOTIFY_INFORMATION *fi =
+        (const FILE_NOTIFY_INFORMATION *)(const void *)(r->buf + off);
+    char name[1024];
+    int len = WideCharToMultiByte(CP_UTF8, 0, fi->FileName,
+                                  (int)(fi->FileNameLength / sizeof(WCHAR)),
+                                  name, (int)sizeof name - 1, NULL, NULL);
+    DWORD a = fi->Action;
+    int ev =
+        a == FILE_ACTION_ADDED      ? EVL_FS_CREATED
+        : a == FILE_ACTION_REMOVED  ? EVL_FS_DELETED
+        : a == FILE_ACTION_MODIFIED ? EVL_FS_MODIFIED
+        : a == FILE_ACTION_RENAMED_OLD_NAME || a == FILE_ACTION_RENAMED_NEW_NAME
+            ? EVL_FS_RENAMED
+            : 0;
+    if (len > 0 && ev) {
+      name[len] = 0;
+      if (w->is_dir || strcmp(name, w->base) == 0)
+        evl__fsw_emit(w, name, ev);
+    }
+    if (!fi->NextEntryOffset)
+      break;
+    off += fi->NextEntryOffset;
+  }
+  w->in_cb--;
+  if (w->stopped) {
+    if (!w->in_cb)
+      evl__fsw_free(w);
+  } else if (!err) {
+    (void)evl__fsw_rdcw_arm(w); /* (a failure: the watch stays silent) */
+  }
+}
+#endif
+
 static void evl__fs_watches_close(evl_loop *loop) {
   while (loop->fs_watches) {
     loop->fs_watches->in_cb = 0;
@@ -19234,6 +20031,13 @@ EVL__DEF int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
       EVLOOP_FREE(NULL, res);
     }
   }
+#ifdef EVL__HAVE_IOCP
+  if (!(flags & EVL_FS_WATCH_POLL) && loop->be->completion &&
+      evl__fsw_rdcw_start(w) == 0) { /* (else it polls) */
+    *out = w;
+    return 0;
+  }
+#endif
 #ifdef EVL__HAVE_INOTIFY
   if (!(flags & EVL_FS_WATCH_POLL) && !loop->be->watch_file) {
     w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -19296,6 +20100,10 @@ EVL__DEF void evl_fs_watch_stop(evl_fs_watch *w) {
 }
 
 EVL__DEF const char *evl_fs_watch_method(const evl_fs_watch *w) {
+#ifdef EVL__HAVE_IOCP
+  if (w && w->ov)
+    return "ReadDirectoryChangesW";
+#endif
   return !w            ? NULL
          : w->inotify  ? "inotify"
          : w->be_watch ? w->loop->be->name
@@ -19377,11 +20185,15 @@ EVL__DEF int evl_run(evl_task_fn fn, const void *state, size_t state_size,
   if (rc == 0 && result)
     *result = evl_future_result(main_task);
   evl__cancel_all_tasks(loop);
+#ifndef EVLOOP_NO_EXECUTOR
   sd = evl_shutdown_default_executor(loop);
   if (sd) {
     (void)evl_run_until_complete(loop, sd);
     evl_future_release(sd);
   }
+#else
+  (void)sd;
+#endif
   evl_future_release(main_task);
   evl_loop_free(loop);
   return rc;

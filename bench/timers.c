@@ -1,5 +1,6 @@
 /* timers.c - 1,000,000 timers with random deadlines: (a) scheduled and all
-   fired, (b) scheduled and then all cancelled.
+   fired, (b) scheduled and then all cancelled, (c) "half": scheduled, every
+   odd one (in scheduling order) cancelled, the rest fired.
 
    Deadlines are whole milliseconds in [0, SPREAD) (default 1000), drawn from
    the same seeded splitmix64 sequence for every library, and scheduled
@@ -11,7 +12,9 @@
    Each callback only counts. Cancellation goes through the timers in the
    order they were scheduled, then the loop runs one non-blocking iteration
    so that a library that removes cancelled timers lazily (as asyncio does)
-   pays for it inside the measurement.
+   pays for it inside the measurement. The half mode cancels the odd ones
+   the same way, then runs the loop until the even ones have fired: a
+   library that leaves cancelled timers in its heap pays for them there.
 
    Libraries:
    - heap: the lower limit. A hand-written binary min-heap of (deadline,
@@ -19,11 +22,11 @@
      driven by clock_gettime and poll() with a millisecond timeout, as an
      event loop waits. For cancellation it also keeps two uint32_t arrays
      (heap slot -> id, id -> heap slot), so that remove is O(log n) and the
-     id is the handle; only the cancel mode allocates them. It keeps no
-     FIFO order among equal deadlines (evloop must).
+     id is the handle; only the cancel and half modes allocate them. It
+     keeps no FIFO order among equal deadlines (evloop must).
    - evloop: evl_call_later / evl_handle_cancel; the loop stores the
-     callbacks. Only the cancel mode keeps the evl_handle values (8 bytes a
-     timer, in one user array), since only it needs them.
+     callbacks. Only the cancel and half modes keep the evl_handle values
+     (8 bytes a timer, in one user array), since only they need them.
    - libuv / libev: the user owns the watchers; they are allocated as one
      array of uv_timer_t / ev_timer, as a user with 1M timers would do, and
      count towards memory. libuv requires uv_close on every handle before
@@ -49,10 +52,18 @@
 
 #define SEED 0x5eed1234abcdULL
 
+enum { FIRE, CANCEL, HALF };
+
 typedef struct tstate {
   long fired;
   long n;
+  long expect; /* timers that fire: n, 0, or the even ones */
 } tstate;
+
+/* Is timer i (in scheduling order) cancelled in this mode? */
+static int cancelled(int mode, long i) {
+  return mode == CANCEL || (mode == HALF && (i & 1));
+}
 
 typedef struct phases {
   double sched, run, teardown; /* CPU seconds */
@@ -153,11 +164,11 @@ static void heap_timer_cb(void *arg) {
   ((tstate *)arg)->fired++;
 }
 
-static void run_heap(tstate *s, int cancel, long spread, phases *ph) {
+static void run_heap(tstate *s, int mode, long spread, phases *ph) {
   double c0 = bench_cpu();
   pheap h;
   memset(&h, 0, sizeof h);
-  if (cancel) {
+  if (mode != FIRE) {
     h.ids = (uint32_t *)malloc(64 * sizeof *h.ids);
     h.pos = (uint32_t *)malloc(64 * sizeof *h.pos);
   }
@@ -168,19 +179,17 @@ static void run_heap(tstate *s, int cancel, long spread, phases *ph) {
     heap_push(&h, base + d * 1000000, heap_timer_cb, s);
   }
   double c1 = bench_cpu();
-  if (cancel) {
-    for (long i = 0; i < s->n; i++)
+  for (long i = 0; i < s->n; i++)
+    if (cancelled(mode, i))
       heap_remove(&h, (uint32_t)i);
-  } else {
-    while (h.n > 0) {
-      int64_t now = bench_now_ns();
-      while (h.n > 0 && h.a[0].when <= now) {
-        hnode t = heap_pop(&h);
-        t.cb(t.arg);
-      }
-      if (h.n > 0)
-        poll(NULL, 0, (int)((h.a[0].when - now + 999999) / 1000000));
+  while (h.n > 0) {
+    int64_t now = bench_now_ns();
+    while (h.n > 0 && h.a[0].when <= now) {
+      hnode t = heap_pop(&h);
+      t.cb(t.arg);
     }
+    if (h.n > 0)
+      poll(NULL, 0, (int)((h.a[0].when - now + 999999) / 1000000));
   }
   double c2 = bench_cpu();
   free(h.a);
@@ -195,11 +204,11 @@ static void run_heap(tstate *s, int cancel, long spread, phases *ph) {
 #if HAVE_EVL
 static void evl_timer_cb(evl_loop *loop, void *arg) {
   tstate *s = (tstate *)arg;
-  if (++s->fired == s->n)
+  if (++s->fired == s->expect)
     evl_stop(loop);
 }
 
-static void run_evl(tstate *s, int cancel, long spread, phases *ph) {
+static void run_evl(tstate *s, int mode, long spread, phases *ph) {
   double c0 = bench_cpu();
   evl_loop *loop;
   evl_loop_config cfg;
@@ -208,7 +217,7 @@ static void run_evl(tstate *s, int cancel, long spread, phases *ph) {
   if (evl_loop_new(&loop, &cfg) != 0)
     bench_die("evl_loop_new");
   evl_handle *hs = NULL;
-  if (cancel && !(hs = (evl_handle *)malloc((size_t)s->n * sizeof *hs)))
+  if (mode != FIRE && !(hs = (evl_handle *)malloc((size_t)s->n * sizeof *hs)))
     bench_die("malloc");
   uint64_t rng = SEED;
   for (long i = 0; i < s->n; i++) {
@@ -220,10 +229,10 @@ static void run_evl(tstate *s, int cancel, long spread, phases *ph) {
       hs[i] = h;
   }
   double c1 = bench_cpu();
-  if (cancel) {
-    for (long i = 0; i < s->n; i++)
-      if (evl_handle_cancel(loop, hs[i]) != 1)
-        bench_die("evl_handle_cancel");
+  for (long i = 0; i < s->n; i++)
+    if (cancelled(mode, i) && evl_handle_cancel(loop, hs[i]) != 1)
+      bench_die("evl_handle_cancel");
+  if (mode == CANCEL) {
     evl_run_once(loop, 0);
   } else {
     if (evl_run_forever(loop) < 0)
@@ -244,7 +253,7 @@ static void uv_timer_fn(uv_timer_t *t) {
   ((tstate *)t->data)->fired++;
 }
 
-static void run_uv(tstate *s, int cancel, long spread, phases *ph) {
+static void run_uv(tstate *s, int mode, long spread, phases *ph) {
   double c0 = bench_cpu();
   uv_loop_t loop;
   if (uv_loop_init(&loop) != 0)
@@ -262,13 +271,10 @@ static void run_uv(tstate *s, int cancel, long spread, phases *ph) {
       bench_die("uv_timer_start");
   }
   double c1 = bench_cpu();
-  if (cancel) {
-    for (long i = 0; i < s->n; i++)
+  for (long i = 0; i < s->n; i++)
+    if (cancelled(mode, i))
       uv_timer_stop(&t[i]);
-    uv_run(&loop, UV_RUN_NOWAIT);
-  } else {
-    uv_run(&loop, UV_RUN_DEFAULT);
-  }
+  uv_run(&loop, mode == CANCEL ? UV_RUN_NOWAIT : UV_RUN_DEFAULT);
   double c2 = bench_cpu();
   for (long i = 0; i < s->n; i++)
     uv_close((uv_handle_t *)&t[i], NULL);
@@ -289,7 +295,7 @@ static void ev_timer_fn(struct ev_loop *loop, ev_timer *w, int revents) {
   ((tstate *)w->data)->fired++;
 }
 
-static void run_ev(tstate *s, int cancel, long spread, phases *ph) {
+static void run_ev(tstate *s, int mode, long spread, phases *ph) {
   double c0 = bench_cpu();
   struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
   if (!loop)
@@ -306,13 +312,10 @@ static void run_ev(tstate *s, int cancel, long spread, phases *ph) {
     ev_timer_start(loop, &t[i]);
   }
   double c1 = bench_cpu();
-  if (cancel) {
-    for (long i = 0; i < s->n; i++)
+  for (long i = 0; i < s->n; i++)
+    if (cancelled(mode, i))
       ev_timer_stop(loop, &t[i]);
-    ev_run(loop, EVRUN_NOWAIT);
-  } else {
-    ev_run(loop, 0);
-  }
+  ev_run(loop, mode == CANCEL ? EVRUN_NOWAIT : 0);
   double c2 = bench_cpu();
   ev_loop_destroy(loop);
   free(t);
@@ -327,23 +330,27 @@ enum { NLIBS = 4 };
 static const char *const lib_names[NLIBS] = {"heap", "evloop", "libuv",
                                              "libev"};
 static const int lib_built[NLIBS] = {1, HAVE_EVL, HAVE_UV, HAVE_EV};
-typedef void (*run_fn)(tstate *s, int cancel, long spread, phases *ph);
+typedef void (*run_fn)(tstate *s, int mode, long spread, phases *ph);
+static const char *const mode_names[] = {"fire", "cancel", "half"};
 
 static int child(int argc, char **argv) {
   if (argc != 6) {
     fprintf(stderr,
-            "usage: %s --run heap|evloop|libuv|libev fire|cancel N "
+            "usage: %s --run heap|evloop|libuv|libev fire|cancel|half N "
             "SPREAD_MS\n",
             argv[0]);
     return 2;
   }
   const char *lib = argv[2];
-  int cancel = strcmp(argv[3], "cancel") == 0;
-  tstate s = {0, atol(argv[4])};
+  int mode = -1;
+  for (int m = FIRE; m <= HALF; m++)
+    if (strcmp(argv[3], mode_names[m]) == 0)
+      mode = m;
+  tstate s = {0, atol(argv[4]), 0};
   long spread = atol(argv[5]);
-  if ((!cancel && strcmp(argv[3], "fire") != 0) || s.n < 1 || s.n > 100000000 ||
-      spread < 1)
+  if (mode < 0 || s.n < 1 || s.n > 100000000 || spread < 1)
     bench_die("arguments");
+  s.expect = mode == FIRE ? s.n : mode == CANCEL ? 0 : (s.n + 1) / 2;
   run_fn fns[NLIBS] = {run_heap, NULL, NULL, NULL};
 #if HAVE_EVL
   fns[1] = run_evl;
@@ -365,19 +372,19 @@ static int child(int argc, char **argv) {
   long rss0 = bench_maxrss_kb();
   double w0 = bench_now();
   phases ph;
-  fn(&s, cancel, spread, &ph);
+  fn(&s, mode, spread, &ph);
   double wall = bench_now() - w0;
   long rss = bench_maxrss_kb();
-  if (s.fired != (cancel ? 0 : s.n)) {
+  if (s.fired != s.expect) {
     fprintf(stderr, "%s: %ld timers fired, expected %ld\n", lib, s.fired,
-            cancel ? 0 : s.n);
+            s.expect);
     return 1;
   }
   double cpu = ph.sched + ph.run + ph.teardown;
   printf("%s %s: %ld timers: CPU %.1f ms (schedule %.1f, %s %.1f, teardown "
          "%.1f), wall %.1f ms, peak RSS %.1f MiB (%.1f MiB at start)\n",
          lib, argv[3], s.n, cpu * 1e3, ph.sched * 1e3,
-         cancel ? "cancel" : "fire", ph.run * 1e3, ph.teardown * 1e3,
+         mode == FIRE ? "fire" : "cancel+fire", ph.run * 1e3, ph.teardown * 1e3,
          wall * 1e3, (double)rss / 1024, (double)rss0 / 1024);
   printf("RESULT %.6f %.6f %.6f %.6f %ld %ld %.6f\n", cpu, ph.sched, ph.run,
          ph.teardown, rss, rss0, wall);
@@ -416,8 +423,10 @@ static void measure(const char *self, const char *mode, long n, long spread) {
     rss0 = v[l][0][5];
   }
   printf("\n== %ld timers, random deadlines in [0, %ld) ms, %s\n", n, spread,
-         strcmp(mode, "fire") == 0 ? "scheduled and all fired"
-                                   : "scheduled, then all cancelled");
+         strcmp(mode, "fire") == 0     ? "scheduled and all fired"
+         : strcmp(mode, "cancel") == 0 ? "scheduled, then all cancelled"
+                                       : "scheduled, every odd one cancelled, "
+                                         "the rest fired");
   printf("   CPU = user+sys time, median of %d runs, each in a new process "
          "(phases: of\n   the median run); RSS = peak RSS of the process, "
          "median (%.1f MiB of it\n   was there before the benchmark "
@@ -460,5 +469,6 @@ int main(int argc, char **argv) {
   bench_print_libs();
   measure(argv[0], "fire", n, spread);
   measure(argv[0], "cancel", n, spread);
+  measure(argv[0], "half", n, spread);
   return 0;
 }

@@ -17,61 +17,55 @@
 #include <time.h>
 
 typedef struct {
-  char name[16];
+  char name[24];
   evl_queue *queue;
   double *sleep_for;
 } worker_state;
 
-static void worker(evl_task *t, void *state) {
-  worker_state *w = (worker_state *)state;
-  EVL_ASYNC_BEGIN(t);
+EVL_TASK(worker, t, worker_state, w)
   for (;;) {
     EVL_AWAIT_AS(t, double *, w->sleep_for, evl_queue_get(w->queue));
     EVL_AWAIT(t, evl_sleep(evl_task_loop(t), *w->sleep_for, NULL));
     evl_queue_task_done(w->queue);
     printf("%s has slept for %.2f seconds\n", w->name, *w->sleep_for);
   }
-  EVL_ASYNC_END(t);
-}
+EVL_TASK_END(t)
 
 typedef struct {
   evl_queue *queue;
   double timings[20], total_sleep_time, started_at, total_slept_for;
   evl_task *tasks[3];
+  int i;
 } main_state;
 
-static void main_task(evl_task *t, void *state) {
-  main_state *m = (main_state *)state;
-  evl_loop *loop = evl_task_loop(t);
-  int i;
-  EVL_ASYNC_BEGIN(t);
-  m->queue = evl_queue_new(loop, EVL_QUEUE_FIFO, 0, NULL);
-  for (i = 0; i < 20; i++) {
-    m->timings[i] = 0.01 + 0.19 * (double)rand() / RAND_MAX;
-    m->total_sleep_time += m->timings[i];
-    evl_queue_put_nowait(m->queue, &m->timings[i]);
+EVL_TASK(main_task, t, main_state, m)
+  m->queue = evl_queue_new(evl_task_loop(t), EVL_QUEUE_FIFO, 0, NULL);
+  for (m->i = 0; m->i < 20; m->i++) {
+    m->timings[m->i] = 0.01 + 0.19 * (double)rand() / RAND_MAX;
+    m->total_sleep_time += m->timings[m->i];
+    evl_queue_put_nowait(m->queue, &m->timings[m->i]);
   }
-  for (i = 0; i < 3; i++) {
+  for (m->i = 0; m->i < 3; m->i++) {
     worker_state w = {"", NULL, NULL};
-    snprintf(w.name, sizeof w.name, "worker-%d", i);
+    snprintf(w.name, sizeof w.name, "worker-%d", m->i);
     w.queue = m->queue;
-    m->tasks[i] = evl_task_create(loop, worker, &w, sizeof w);
+    m->tasks[m->i] = evl_task_create(evl_task_loop(t), worker, &w, sizeof w);
   }
-  m->started_at = evl_time(loop);
+  m->started_at = evl_time(evl_task_loop(t));
   EVL_AWAIT(t, evl_queue_join(m->queue));
-  m->total_slept_for = evl_time(loop) - m->started_at;
-  for (i = 0; i < 3; i++)
-    evl_task_cancel(m->tasks[i]);
-  EVL_AWAIT(t, evl_gather(loop, m->tasks, 3, EVL_GATHER_RETURN_ERRORS));
+  m->total_slept_for = evl_time(evl_task_loop(t)) - m->started_at;
+  for (m->i = 0; m->i < 3; m->i++)
+    evl_task_cancel(m->tasks[m->i]);
+  EVL_AWAIT(
+      t, evl_gather(evl_task_loop(t), m->tasks, 3, EVL_GATHER_RETURN_ERRORS));
   printf("====\n");
   printf("3 workers slept in parallel for %.2f seconds\n", m->total_slept_for);
   printf("total expected sleep time: %.2f seconds\n", m->total_sleep_time);
   EVL_FINALLY(t); /* however main_task ends: let go of what it holds */
-  for (i = 0; i < 3; i++)
-    evl_future_release(m->tasks[i]);
+  for (m->i = 0; m->i < 3; m->i++)
+    evl_future_release(m->tasks[m->i]);
   evl_queue_free(m->queue);
-  EVL_ASYNC_END(t);
-}
+EVL_TASK_END(t)
 
 int main(void) {
   main_state m = {0};

@@ -24,18 +24,14 @@ typedef struct {
   const char *what;
 } say_after_state;
 
-static void say_after(evl_task *t, void *state) {
-  say_after_state *s = (say_after_state *)state;
-  EVL_ASYNC_BEGIN(t);
+EVL_TASK(say_after, t, say_after_state, s)
   EVL_AWAIT(t, evl_sleep(evl_task_loop(t), s->delay, NULL));
   printf("%s\n", s->what);
-  EVL_ASYNC_END(t);
-}
+EVL_TASK_END(t)
 
-static void main_task(evl_task *t, void *state) {
-  evl_task_group **tg = (evl_task_group **)state;
-  say_after_state hello = {0.3, "hello"}, world = {0.6, "world"};
-  EVL_ASYNC_BEGIN(t);
+static const say_after_state hello = {0.3, "hello"}, world = {0.6, "world"};
+
+EVL_TASK(main_task, t, evl_task_group *, tg)
   *tg = evl_task_group_new(evl_task_loop(t), t);
   evl_future_release(
       evl_task_group_create(*tg, say_after, &hello, sizeof hello));
@@ -48,8 +44,7 @@ static void main_task(evl_task *t, void *state) {
   if (evl_await_error(t))
     EVL_ASYNC_FAIL(t, evl_await_error(t), "a child failed");
   print_time("finished");
-  EVL_ASYNC_END(t);
-}
+EVL_TASK_END(t)
 
 int main(void) {
   evl_task_group *tg = NULL;

@@ -23,6 +23,12 @@ static void cpp_task(evl_task *t, void *state) {
   EVL_ASYNC_END(t);
 }
 
+// The one-line task header and its end (EVL_TASK, EVL_TASK_END).
+EVL_TASK(cpp_short_task, t, cpp_state, s)
+  EVL_AWAIT_AS(t, int *, s->value, evl_sleep(evl_task_loop(t), 0, &cpp_value));
+  EVL_ASYNC_RETURN(t, s->value);
+EVL_TASK_END(t)
+
 int evl_cpp_check(void);
 int evl_cpp_check(void) {
   evl_loop *loop = 0;
@@ -34,6 +40,11 @@ int evl_cpp_check(void) {
   s.lock = evl_lock_new(loop);
   t = evl_task_create(loop, cpp_task, &s, 0);
   rc = evl_run_until_complete(loop, t) != 0 || s.value != &cpp_value;
+  evl_future_release(t);
+  s.value = 0;
+  t = evl_task_create(loop, cpp_short_task, &s, 0);
+  rc |= evl_run_until_complete(loop, t) != 0 ||
+        evl_future_result(t) != &cpp_value;
   evl_future_release(t);
   evl_lock_free(s.lock);
   evl_loop_free(loop);

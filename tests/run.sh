@@ -9,12 +9,13 @@
 # Environment: VARIANTS (build/VARIANT-BACKEND/ dirs to run), LOG (the full
 # output), VARIANT_QEMU (run that variant's binaries under this qemu-user,
 # each for at most CROSS_TIMEOUT s), KQPIPE_TESTS and SUBSET_TESTS (the
-# lists of the kqpipe variant and of nofs, noproc and nosub), SKIPS (what the Makefile found it
-# cannot run, entries ending with ';'), CHECKS (scripts run as
+# lists of the kqpipe variant and of nofs, noproc, nosub, nonet and
+# core), SKIPS (what the Makefile found it cannot run, entries ending
+# with ';'), CHECKS (scripts run as
 # `sh SCRIPT BUILD`, each ending with "N passed, N failed, K skipped"),
 # STRICT=1 (any skip fails the run). A variant named *alt runs on epoll only.
 build=$1 backends=$2 tests=$3 threaded=$4 examples=$5 nothread=$6
-variants=${VARIANTS-"o2 asan tsan tcc musl nothr kqpipe nofs noproc nosub valgrind"}
+variants=${VARIANTS-"o2 asan tsan tcc musl nothr kqpipe nofs noproc nosub nonet core valgrind"}
 passed=0 failed=0 skipped=0
 log=${LOG:-$build/test-log.txt}
 mkdir -p "$(dirname "$log")"
@@ -63,7 +64,7 @@ for v in $variants; do
     tsan) list=$threaded ;;
     nothr) list=$nothread ;;
     kqpipe) [ "$b" = kqueue ] || continue; list=$KQPIPE_TESTS ;;
-    nofs | noproc | nosub) list=$SUBSET_TESTS ;;
+    nofs | noproc | nosub | nonet | core) list=$SUBSET_TESTS ;;
     valgrind) case $b in epoll | kqueue) ;; *) continue ;; esac; list=$tests ;;
     *alt) [ "$b" = epoll ] || continue; list=$tests ;;
     o2 | asan) list="$tests ${TLS_TESTS:-}" ;; # TLS builds: these two only

@@ -4,6 +4,8 @@
    capped at one datagram per frame. */
 #include "test.h"
 
+#ifndef EVLOOP_NO_NET
+
 #include "net_test.h"
 
 #ifndef _WIN32
@@ -372,3 +374,6 @@ T(udp_pause_resume_close_mid_batch)
 T(stream_drained_per_iteration)
 T(frame_loop_2000_per_second)
 TESTS_END
+#else
+TESTS_LEFT_OUT("built with EVLOOP_NO_NET: no transports")
+#endif

@@ -4,6 +4,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
 
+#ifndef EVLOOP_NO_EXECUTOR
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -511,3 +513,6 @@ T(close_with_jobs_on_custom_executor)
 T(future_released_before_job_ends)
 T(delivered_result_freed_with_future)
 TESTS_END
+#else
+TESTS_LEFT_OUT("built with EVLOOP_NO_EXECUTOR: no executor")
+#endif

@@ -66,14 +66,22 @@ static void dir_case(int flags) {
   evl_loop *loop = test_loop();
   char dir[512], a[700], b[700];
   seen s;
+  int wine_rdcw;
   memset(&s, 0, sizeof s);
   CHECK_EQ(test_mkdtemp(dir, sizeof dir), 0);
   CHECK_EQ(evl_fs_watch_start(loop, dir, flags, 0.02, on_change, &s, &s.w), 0);
   printf("  method: %s\n", evl_fs_watch_method(s.w));
+  /* wine 8's ReadDirectoryChangesW: no record for a write to a file, and
+     after a rename neither the new name nor its removal (file_native
+     checks a removal there) */
+  wine_rdcw = test_under_wine() &&
+              strcmp(evl_fs_watch_method(s.w), "ReadDirectoryChangesW") == 0;
   if (flags)
     CHECK(strcmp(evl_fs_watch_method(s.w), "poll") == 0);
   else if (strcmp(evl_backend_name(loop), "kqueue") == 0)
     CHECK(strcmp(evl_fs_watch_method(s.w), "kqueue") == 0);
+  else if (strcmp(evl_backend_name(loop), "iocp") == 0)
+    CHECK(strcmp(evl_fs_watch_method(s.w), "ReadDirectoryChangesW") == 0);
 #ifdef __linux__
   else
     CHECK(strcmp(evl_fs_watch_method(s.w), "inotify") == 0);
@@ -83,19 +91,27 @@ static void dir_case(int flags) {
   wait_for(loop, &s, "a", EVL_FS_CREATED);
   evl_run_once(loop, 0.1); /* let the creation's own writes pass */
   put(dir, "a", " two", "a");
-  wait_for(loop, &s, "a", EVL_FS_MODIFIED);
+  if (wine_rdcw)
+    printf("  note: wine reports no write through ReadDirectoryChangesW\n");
+  else
+    wait_for(loop, &s, "a", EVL_FS_MODIFIED);
   snprintf(a, sizeof a, "%s/a", dir);
   snprintf(b, sizeof b, "%s/b", dir);
   CHECK_EQ(rename(a, b), 0);
-  if (strcmp(evl_fs_watch_method(s.w), "inotify") != 0) {
+  if (strcmp(evl_fs_watch_method(s.w), "poll") == 0 ||
+      strcmp(evl_fs_watch_method(s.w), "kqueue") == 0) {
     wait_for(loop, &s, "a", EVL_FS_DELETED);
     wait_for(loop, &s, "b", EVL_FS_CREATED);
   } else {
     wait_for(loop, &s, "a", EVL_FS_RENAMED);
-    wait_for(loop, &s, "b", EVL_FS_RENAMED);
+    if (!wine_rdcw)
+      wait_for(loop, &s, "b", EVL_FS_RENAMED);
   }
   CHECK_EQ(test_unlink(b), 0);
-  wait_for(loop, &s, "b", EVL_FS_DELETED);
+  if (wine_rdcw)
+    printf("  note: wine reports neither the new name nor its removal\n");
+  else
+    wait_for(loop, &s, "b", EVL_FS_DELETED);
   evl_fs_watch_stop(s.w);
   CHECK_EQ(evl_loop_alive(loop), 0);
   CHECK_EQ(test_rmdir(dir), 0);

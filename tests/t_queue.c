@@ -3,6 +3,8 @@
    cases of CPython's test_queues.py that apply to C. No threads. */
 #include "test.h"
 
+#ifndef EVLOOP_NO_SYNC
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -301,3 +303,6 @@ T(queue_shutdown_draining)
 T(queue_shutdown_immediate)
 T(queue_free_gives_items_to_item_free)
 TESTS_END
+#else
+TESTS_LEFT_OUT("built with EVLOOP_NO_SYNC: no queues")
+#endif

@@ -127,6 +127,7 @@ TEST(fd_watchers) {
   evl_loop_free(loop);
 }
 
+#ifndef EVLOOP_NO_NET
 static void t_made(evl_transport *t, void *user) {
   *(evl_transport **)user = t;
 }
@@ -166,6 +167,8 @@ TEST(transports_and_servers) {
   CHECK_EQ(g_reports, 0);
 }
 
+#endif
+
 /* Hooks: an idle hook keeps the loop alive until it removes itself; an
    unreferenced one does not. */
 static int g_hook;
@@ -189,6 +192,7 @@ TEST(hooks) {
   evl_loop_free(loop);
 }
 
+#ifndef EVLOOP_NO_EXECUTOR
 /* An executor job keeps the loop alive until its result is delivered. */
 static int slow_job(void *arg, void **result) {
   (void)arg;
@@ -208,6 +212,7 @@ TEST(executor_job) {
   evl_future_release(f);
   evl_loop_free(loop);
 }
+#endif
 
 #if !defined(_WIN32) && !defined(EVLOOP_NO_PROCESS)
 static void on_signal(evl_loop *loop, int signum, void *arg) {
@@ -269,9 +274,17 @@ T(timers)
 T(unreferenced_repeating_timer)
 T(stop_and_run_forever)
 T(fd_watchers)
+#ifndef EVLOOP_NO_NET
 T(transports_and_servers)
+#else
+T_SKIP(transports_and_servers, "built with EVLOOP_NO_NET")
+#endif
 T(hooks)
+#ifndef EVLOOP_NO_EXECUTOR
 T(executor_job)
+#else
+T_SKIP(executor_job, "built with EVLOOP_NO_EXECUTOR")
+#endif
 #ifndef EVLOOP_NO_PROCESS
 T_POSIX(signal_handlers, "SIGUSR1")
 T_POSIX(subprocess, "sleep(1) as a child")

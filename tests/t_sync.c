@@ -3,6 +3,8 @@
    apply to C. No threads. */
 #include "test.h"
 
+#ifndef EVLOOP_NO_SYNC
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -733,7 +735,9 @@ static void oom_quiet(evl_loop *loop, const evl_context *ctx, void *arg) {
 
 static void oom_workload(evl_loop *loop) {
   mix m;
+#ifndef EVLOOP_NO_COMPOSE
   evl_task_group *g;
+#endif
   evl_condition *c;
   evl_future *w = NULL;
   int i;
@@ -744,18 +748,22 @@ static void oom_workload(evl_loop *loop) {
   m.e = evl_event_new(loop);
   m.held_l = m.held_s = 0;
   c = evl_condition_new(loop, m.l);
-  g = evl_task_group_new(loop, NULL);
   for (i = 0; i < 2; i++)
     evl_future_release(evl_task_create(loop, mixer, &m, sizeof m));
+#ifndef EVLOOP_NO_COMPOSE
+  g = evl_task_group_new(loop, NULL);
   for (i = 0; i < 2; i++)
     evl_future_release(evl_task_group_create(g, mixer, &m, sizeof m));
   if (g)
     w = evl_task_group_wait(g);
+#endif
   for (i = 0; i < 20; i++)
     evl_run_once(loop, 0.001);
   evl_loop_free(loop); /* tasks still waiting: run to their end */
   evl_future_release(w);
+#ifndef EVLOOP_NO_COMPOSE
   evl_task_group_free(g);
+#endif
   evl_condition_free(c);
   evl_lock_free(m.l);
   evl_semaphore_free(m.s);
@@ -806,3 +814,6 @@ T(barrier_passes_in_rounds)
 T(barrier_abort_reset_and_cancel)
 T(every_allocation_failing_once)
 TESTS_END
+#else
+TESTS_LEFT_OUT("built with EVLOOP_NO_SYNC: no synchronisation primitives")
+#endif

@@ -3,6 +3,8 @@
    C. No threads. */
 #include "test.h"
 
+#ifndef EVLOOP_NO_COMPOSE
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -375,3 +377,7 @@ T(taskgroup_parent_cancel_cancels_children)
 T(taskgroup_no_children_after_failure_and_free_cancels)
 T(taskgroup_body_error_cancels_children)
 TESTS_END
+#else
+TESTS_LEFT_OUT(
+    "built with EVLOOP_NO_COMPOSE: no wait, as_completed, shield, TaskGroup")
+#endif
