@@ -257,6 +257,19 @@
      Subprocesses: CreateProcess with an explicit list of inherited handles;
      piped stdio is a named pipe on IOCP (a loopback socket pair on select);
      terminate and kill are TerminateProcess(1), as asyncio does.
+     Adding a backend (for contributors): one section of the implementation
+     ending in one table, struct evl__backend_ops (section "Backend
+     interface", before the first backend), with every function by name:
+     init (sets up the wake-up too) and destroy; poll (waits, reports
+     readiness through evl__io_event); modify (watch, change or unwatch an
+     fd); wake (from any thread); backend_fd; dispatch (the backend's own
+     ready-ring entries: IOCP's completed requests, kqueue's signals, child
+     exits and file changes); take_soerr; watch_signal, watch_child and
+     watch_file (NULL: the shared self-pipe signal slots, pidfd or SIGCHLD,
+     stat polling); the fallback of a default backend that cannot start;
+     completion (1: transports do overlapped I/O, as on IOCP). Then one line
+     in evl__backends[]. No code outside the backend sections asks which
+     backend a loop runs on.
 
    5. ERRORS AND LOGGING
      Functions return 0 (or a value >= 0) on success and a negative EVL_E*
@@ -2380,6 +2393,11 @@ typedef int evl__mutex;
 typedef int evl__cond;
 #define evl__lock(m) ((void)(m))
 #define evl__unlock(m) ((void)(m))
+#define EVL__MUTEX_INIT 0
+#define evl__mutex_init(m) ((void)(m))
+#define evl__mutex_destroy(m) ((void)(m))
+#define evl__cond_init(c) ((void)(c))
+#define evl__cond_destroy(c) ((void)(c))
 #elif defined(_WIN32)
 typedef SRWLOCK evl__mutex;
 typedef CONDITION_VARIABLE evl__cond;
@@ -2490,7 +2508,7 @@ struct evl_loop {
   int fdsites_cap;
   /* backend */
   evl_backend backend;
-  int fell_back;
+  const struct evl__backend_ops *fell_back; /* the default that failed */
   int wake_rfd, wake_wfd;
 #ifdef EVL__HAVE_EPOLL
   int epfd;
@@ -2504,8 +2522,10 @@ struct evl_loop {
   int kq_events_cap, kq_nchanges, kq_changes_cap;
   /* Signal and exit events that found no room in the ready ring (no
      memory): kept until there is room (evl__kq_requeue). */
-  uint32_t kq_sig_later[4]; /* signals 1..127, one bit each */
-  int kq_later;             /* something above or a child's kq_exit_later */
+  uint32_t kq_sig_later[4];     /* signals 1..127, one bit each */
+  int kq_later;                 /* something above or a kq_procs[].later */
+  struct evl__kqproc *kq_procs; /* children whose exit EVFILT_PROC watches */
+  int kq_nprocs, kq_procs_cap;
 #endif
 #ifdef EVL__HAVE_POLL
   struct pollfd *pfds;
@@ -2595,6 +2615,54 @@ struct evl_loop {
   int shutdown_thread_live;
 #endif
 };
+
+/* ==== Backend interface =================================================
+   A backend is one section and one table of these functions, defined at
+   the end of its section with every function written out by name; the
+   list in "Backend dispatch" picks the tables this build has. The loop
+   keeps its table in loop->be and no code outside the backend sections
+   asks which backend a loop runs on: what differs goes through the table.
+   A backend that needs memory per loop adds fields to struct evl_loop under
+   its own EVL__HAVE_* macro. Optional members are NULL (or 0) where the
+   shared code's way serves: the self-pipe signal slots, pidfd or SIGCHLD
+   for children, stat polling for files. Ring entries with event bits
+   beyond EVL__READ and EVL__WRITE (bits 2-4) belong to the backend and go
+   back to its dispatch function. */
+typedef struct evl__backend_ops {
+  const char *name;            /* evl_backend_name */
+  evl_backend id;              /* evl_loop_config.backend */
+  evl_backend fallback;        /* when init of the default fails: this one */
+  const char *fallback_name;   /* the fallback's evl_backend_name then */
+  int completion;              /* 1: completion-based (IOCP): transports do
+                                  overlapped I/O, handles are bound to it */
+  int (*init)(evl_loop *loop); /* sets up the wake-up too */
+  void (*destroy)(evl_loop *loop); /* also after a failed init */
+  /* Waits up to timeout_ns (< 0: no limit), reports readiness through
+     evl__io_event; the number of events, or an error. */
+  int (*poll)(evl_loop *loop, int64_t timeout_ns);
+  /* Watches, changes or unwatches fd: EVL__READ | EVL__WRITE masks. */
+  int (*modify)(evl_loop *loop, int fd, int oldmask, int newmask);
+  void (*wake)(evl_loop *loop);                    /* from any thread */
+  evl_fd (*backend_fd)(const evl_loop *loop);      /* NULL: none (-1) */
+  int (*dispatch)(evl_loop *loop, uint64_t entry); /* its own ring entries */
+  int (*take_soerr)(evl_loop *loop, int fd); /* an error an event carried */
+  /* Signal delivery for the loop (on: 1 add, 0 remove); signal_released:
+     the process let go of signum (no loop watches it any more). */
+  int (*watch_signal)(evl_loop *loop, int signum, int on);
+  void (*signal_released)(int signum);
+  /* A child's exit: on 1 watches pid (0: it does), 0 stops watching. */
+  int (*watch_child)(evl_loop *loop, int pid, int on);
+  /* A file's changes: on 1 opens path and watches it (*fd: the fd),
+     0 stops watching *fd and closes it. */
+  int (*watch_file)(evl_loop *loop, const char *path, int *fd, int on);
+} evl__backend_ops;
+
+/* Shared code that some backends call back into and others do not. */
+#if defined(__GNUC__) || defined(__clang__)
+#define EVL__BE_SHARED static __attribute__((unused))
+#else
+#define EVL__BE_SHARED static
+#endif
 
 /* ==== Memory ============================================================ */
 
@@ -4032,40 +4100,8 @@ static void evl__loop_verify(evl_loop *loop) {
    either seen by the loop or written for. Outside iterations (a host loop
    polling evl_backend_fd) the flag is 0 and every first call writes. */
 
-#ifdef EVL__HAVE_KQUEUE
-static void evl__kqueue_trigger(evl_loop *loop);
-#endif
-
 static void evl__wake(evl_loop *loop) {
-#ifdef EVL__HAVE_EPOLL
-  if (loop->backend == EVL_BACKEND_EPOLL) {
-    uint64_t one = 1;
-    evl__ssize_t r = write(loop->wake_wfd, &one, sizeof one);
-    (void)r;
-    return;
-  }
-#endif
-#ifdef EVL__HAVE_IOCP
-  if (loop->backend == EVL_BACKEND_IOCP) {
-    PostQueuedCompletionStatus(loop->iocp, 0, EVL__KEY_WAKE, NULL);
-    return;
-  }
-#endif
-#ifdef EVL__HAVE_KQUEUE
-  if (loop->backend == EVL_BACKEND_KQUEUE && loop->kq_user) {
-    evl__kqueue_trigger(loop);
-    return;
-  }
-#endif
-  {
-    char c = 1;
-#ifdef _WIN32
-    evl__ssize_t r = evl__sys_send(loop->wake_wfd, &c, 1, 0);
-#else
-    evl__ssize_t r = write(loop->wake_wfd, &c, 1);
-#endif
-    (void)r; /* EAGAIN: the pipe is full, so a wake-up is pending anyway */
-  }
+  loop->be->wake(loop);
 }
 
 /* The write happens outside the lock, so the woken loop never waits for
@@ -4644,6 +4680,37 @@ static int evl__epoll_poll(evl_loop *loop, int64_t timeout_ns) {
   }
   return n;
 }
+
+static void evl__epoll_wake(evl_loop *loop) {
+  uint64_t one = 1;
+  evl__ssize_t r = write(loop->wake_wfd, &one, sizeof one);
+  (void)r;
+}
+
+static evl_fd evl__epoll_backend_fd(const evl_loop *loop) {
+  return loop->epfd;
+}
+
+/* seccomp or a sandbox without epoll: a default loop falls back to poll */
+static const evl__backend_ops evl__epoll_backend = {
+    "epoll",
+    EVL_BACKEND_EPOLL,
+    EVL_BACKEND_POLL,
+    "poll (epoll unavailable)",
+    0,
+    evl__epoll_init,
+    evl__epoll_destroy,
+    evl__epoll_poll,
+    evl__epoll_modify,
+    evl__epoll_wake,
+    evl__epoll_backend_fd,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
 #endif /* EVL__HAVE_EPOLL */
 
 /* ==== Self-pipe (select and poll) =======================================
@@ -4738,6 +4805,15 @@ static void evl__selfpipe_destroy(evl_loop *loop) {
     evl__closesocket(loop->wake_wfd);
   loop->wake_rfd = loop->wake_wfd = -1;
 }
+static void evl__selfpipe_wake(evl_loop *loop) {
+  char c = 1;
+#ifdef _WIN32
+  evl__ssize_t r = evl__sys_send(loop->wake_wfd, &c, 1, 0);
+#else
+  evl__ssize_t r = write(loop->wake_wfd, &c, 1);
+#endif
+  (void)r; /* EAGAIN: the pipe is full, so a wake-up is pending anyway */
+}
 #endif
 
 /* ==== poll backend ====================================================== */
@@ -4819,6 +4895,26 @@ static int evl__poll_poll(evl_loop *loop, int64_t timeout_ns) {
   }
   return n;
 }
+
+static const evl__backend_ops evl__poll_backend = {
+    "poll",
+    EVL_BACKEND_POLL,
+    EVL_BACKEND_DEFAULT,
+    NULL,
+    0,
+    evl__poll_init,
+    evl__poll_destroy,
+    evl__poll_poll,
+    evl__poll_modify,
+    evl__selfpipe_wake,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
 #endif /* EVL__HAVE_POLL */
 
 /* ==== select backend ====================================================
@@ -4985,6 +5081,27 @@ static int evl__select_poll(evl_loop *loop, int64_t timeout_ns) {
   }
   return n;
 }
+#endif
+#ifdef EVL__HAVE_SELECT
+static const evl__backend_ops evl__select_backend = {
+    "select",
+    EVL_BACKEND_SELECT,
+    EVL_BACKEND_DEFAULT,
+    NULL,
+    0,
+    evl__select_init,
+    evl__select_destroy,
+    evl__select_poll,
+    evl__select_modify,
+    evl__selfpipe_wake,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
 #endif /* EVL__HAVE_SELECT */
 
 /* ==== IOCP backend ======================================================
@@ -5589,6 +5706,39 @@ static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
   }
   return (int)n;
 }
+
+static void evl__iocp_wake(evl_loop *loop) {
+  PostQueuedCompletionStatus(loop->iocp, 0, EVL__KEY_WAKE, NULL);
+}
+
+static evl_fd evl__iocp_backend_fd(const evl_loop *loop) {
+  return (evl_fd)(intptr_t)loop->iocp;
+}
+
+/* The ring entry of completed overlapped requests (EVL__OV_DONE). */
+static int evl__iocp_dispatch(evl_loop *loop, uint64_t entry) {
+  return (entry >> 32) & EVL__OV_DONE ? evl__ovl_run_done(loop) : 0;
+}
+
+static const evl__backend_ops evl__iocp_backend = {
+    "iocp",
+    EVL_BACKEND_IOCP,
+    EVL_BACKEND_DEFAULT,
+    NULL,
+    1,
+    evl__iocp_init,
+    evl__iocp_destroy,
+    evl__iocp_poll,
+    evl__iocp_modify,
+    evl__iocp_wake,
+    evl__iocp_backend_fd,
+    evl__iocp_dispatch,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
 #endif /* EVL__HAVE_IOCP */
 /* ==== kqueue backend ====================================================
    EVFILT_READ and EVFILT_WRITE per fd (ident = the fd). Interest changes
@@ -5619,21 +5769,24 @@ static int evl__iocp_poll(evl_loop *loop, int64_t timeout_ns) {
    never meets kqueue); the EVL_FS_* events ride in bits 40-43. */
 #define EVL__KQ_VNODE 16
 
+struct evl__kqproc {
+  int pid;
+  int later; /* its NOTE_EXIT waits for room in the ring */
+};
+
+/* The shared code the events go to (Watching files, Unix signals,
+   Subprocesses), or nothing where it is left out. */
 #ifndef EVLOOP_NO_FS
-static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events);
+static int evl__fs_event(evl_loop *loop, int fd, int events);
 #else
-#define evl__kq_vnode_fire(loop, fd, events) ((void)(fd), (void)(events), 0)
+#define evl__fs_event(loop, fd, events) ((void)(fd), (void)(events), 0)
 #endif
 #ifndef EVLOOP_NO_PROCESS
-static int evl__kq_signal_fire(evl_loop *loop, int signum);
-static int evl__kq_child_exit(evl_loop *loop, int pid);
+static int evl__signal_event(evl_loop *loop, int signum);
+static int evl__child_exit_event(evl_loop *loop, int pid);
 #else /* no signals or children: nothing to fire */
-#define evl__kq_signal_fire(loop, signum) ((void)(signum), 0)
-#define evl__kq_child_exit(loop, pid) ((void)(pid), 0)
-#define evl__kq_children_check(loop) ((void)(loop))
-#endif
-#if defined(EVFILT_LIBKQUEUE) && !defined(EVLOOP_NO_PROCESS)
-static void evl__kq_children_check(evl_loop *loop);
+#define evl__signal_event(loop, signum) ((void)(signum), 0)
+#define evl__child_exit_event(loop, pid) ((void)(pid), 0)
 #endif
 
 /* One change applied now; its error is returned. */
@@ -5674,8 +5827,11 @@ static void evl__kqueue_destroy(evl_loop *loop) {
   evl__selfpipe_destroy(loop);
   evl__lfree(loop, loop->kq_events);
   evl__lfree(loop, loop->kq_changes);
+  evl__lfree(loop, loop->kq_procs);
   loop->kq_events = loop->kq_changes = NULL;
+  loop->kq_procs = NULL;
   loop->kq_nchanges = loop->kq_changes_cap = 0;
+  loop->kq_nprocs = loop->kq_procs_cap = 0;
 }
 
 static void evl__kqueue_trigger(evl_loop *loop) {
@@ -5806,23 +5962,51 @@ static int evl__kqueue_modify(evl_loop *loop, int fd, int oldmask,
 /* The error an event carried for fd (taken once), 0 if none. */
 static int evl__kqueue_take_soerr(evl_loop *loop, int fd) {
   int err;
-  if (loop->backend != EVL_BACKEND_KQUEUE || fd < 0 || fd >= loop->fds_cap)
+  if (fd < 0 || fd >= loop->fds_cap)
     return 0;
   err = loop->fds[fd].kq_soerr;
   loop->fds[fd].kq_soerr = 0;
   return err;
 }
 
-/* The children's side of evl__kq_requeue (in the subprocess section):
-   with push 0, how many children have an exit waiting; with push 1, their
+/* The watched child pid: its index in kq_procs, or -1. */
+static int evl__kq_proc_find(evl_loop *loop, int pid) {
+  int i;
+  for (i = 0; i < loop->kq_nprocs; i++)
+    if (loop->kq_procs[i].pid == pid)
+      return i;
+  return -1;
+}
+static void evl__kq_proc_drop(evl_loop *loop, int i) {
+  loop->kq_procs[i] = loop->kq_procs[--loop->kq_nprocs];
+}
+
+/* With push 0, how many children have an exit waiting; with push 1, their
    ring entries are pushed (room was reserved) and the marks cleared. */
-static uint32_t evl__kq_exits_later(evl_loop *loop, int push);
-static void evl__kq_exit_keep(evl_loop *loop, int pid);
+static uint32_t evl__kq_exits_later(evl_loop *loop, int push) {
+  uint32_t n = 0;
+  int i;
+  for (i = 0; i < loop->kq_nprocs; i++) {
+    if (!loop->kq_procs[i].later)
+      continue;
+    n++;
+    if (push) {
+      loop->kq_procs[i].later = 0;
+      (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_PROC << 32 |
+                                     (uint64_t)(uint32_t)loop->kq_procs[i].pid);
+    }
+  }
+  return n;
+}
 
 static void evl__kq_keep(evl_loop *loop, const struct kevent *e) {
   int id = (int)e->ident;
   if (e->filter == EVFILT_PROC) {
-    evl__kq_exit_keep(loop, id);
+    int i = evl__kq_proc_find(loop, id);
+    if (i >= 0) {
+      loop->kq_procs[i].later = 1;
+      loop->kq_later = 1;
+    }
   } else if (id > 0 && id < 128) {
     loop->kq_sig_later[id / 32] |= 1u << (id % 32);
     loop->kq_later = 1;
@@ -5851,12 +6035,35 @@ static int evl__kq_requeue(evl_loop *loop) {
   return 0;
 }
 
+#ifdef EVFILT_LIBKQUEUE
+/* libkqueue drops the NOTE_EXIT of a child that other code reaped (it
+   reads the exit status without reaping, which then fails), and kevent()
+   returns early with nothing for as long as that registration lives. On
+   such a return the loop looks for its reaped children itself: they lose
+   their registration and finish through the ready ring. */
+static void evl__kq_children_check(evl_loop *loop) {
+  int i;
+  for (i = loop->kq_nprocs - 1; i >= 0; i--) {
+    siginfo_t si;
+    int pid = loop->kq_procs[i].pid;
+    if (loop->kq_procs[i].later ||
+        waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 ||
+        errno != ECHILD)
+      continue;
+    evl__kq_proc_drop(loop, i);
+    (void)evl__kq_apply(loop, (uintptr_t)pid, EVFILT_PROC, EV_DELETE, 0);
+    (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_PROC << 32 |
+                                   (uint64_t)(uint32_t)pid);
+  }
+}
+#endif
+
 static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
   struct timespec ts, *tsp = NULL;
   struct kevent *ev = loop->kq_events;
   int n, i, nchanges, full;
 #ifdef EVFILT_LIBKQUEUE
-  int64_t t0 = loop->children ? evl__monotonic_ns() : 0;
+  int64_t t0 = loop->kq_nprocs ? evl__monotonic_ns() : 0;
 #endif
   if (loop->kq_later && evl__kq_requeue(loop))
     timeout_ns = 0; /* still no room: look again soon, never block */
@@ -5879,7 +6086,7 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
   if (n < 0)
     return errno == EINTR ? 0 : evl__errno();
 #ifdef EVFILT_LIBKQUEUE
-  if (n == 0 && loop->children && timeout_ns &&
+  if (n == 0 && loop->kq_nprocs && timeout_ns &&
       (timeout_ns < 0 || evl__monotonic_ns() - t0 < timeout_ns))
     evl__kq_children_check(loop); /* woken early for nothing */
 #endif
@@ -5938,53 +6145,202 @@ static int evl__kqueue_poll(evl_loop *loop, int64_t timeout_ns) {
   }
   return n;
 }
+
+static void evl__kqueue_wake(evl_loop *loop) {
+  if (loop->kq_user)
+    evl__kqueue_trigger(loop);
+  else
+    evl__selfpipe_wake(loop);
+}
+
+static evl_fd evl__kqueue_backend_fd(const evl_loop *loop) {
+  return loop->kqfd;
+}
+
+#ifndef EVLOOP_NO_THREADS
+#define evl__kq_sigmask(how, set, old) pthread_sigmask((how), (set), (old))
+#else
+#define evl__kq_sigmask(how, set, old) sigprocmask((how), (set), (old))
+#endif
+
+#ifdef EVFILT_LIBKQUEUE
+/* libkqueue reads signals from a signalfd: it blocks a signal in the
+   thread that adds it, and leaves it blocked after EV_DELETE. The mask
+   comes back with the disposition, so the process's own handler runs
+   again. (Other threads must block the signal themselves, and a signal
+   sent to one thread, as raise() does, is not seen: libkqueue's limits.) */
+static unsigned char evl__kq_sig_unblock[128];
+static evl__mutex evl__kq_sig_mu = EVL__MUTEX_INIT;
+#endif
+
+/* EVFILT_SIGNAL records each delivery of signum for the loop; the C
+   handler stays installed (Unix signals). */
+static int evl__kqueue_watch_signal(evl_loop *loop, int signum, int on) {
+  int rc;
+#ifdef EVFILT_LIBKQUEUE
+  sigset_t before, after;
+  (void)evl__kq_sigmask(SIG_BLOCK, NULL, &before);
+#endif
+  rc = evl__kq_apply(loop, (uintptr_t)signum, EVFILT_SIGNAL,
+                     on ? EV_ADD : EV_DELETE, 0);
+#ifdef EVFILT_LIBKQUEUE
+  (void)evl__kq_sigmask(SIG_BLOCK, NULL, &after);
+  if (on && rc == 0 && signum < 128 && !sigismember(&before, signum) &&
+      sigismember(&after, signum)) {
+    evl__lock(&evl__kq_sig_mu);
+    evl__kq_sig_unblock[signum] = 1;
+    evl__unlock(&evl__kq_sig_mu);
+  }
+#endif
+  return rc;
+}
+
+/* The last loop let go of signum: the mask libkqueue changed comes back. */
+static void evl__kqueue_signal_released(int signum) {
+#ifdef EVFILT_LIBKQUEUE
+  int unblock;
+  evl__lock(&evl__kq_sig_mu);
+  unblock = signum > 0 && signum < 128 && evl__kq_sig_unblock[signum];
+  if (unblock)
+    evl__kq_sig_unblock[signum] = 0;
+  evl__unlock(&evl__kq_sig_mu);
+  if (unblock) {
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, signum);
+    (void)evl__kq_sigmask(SIG_UNBLOCK, &one, NULL);
+  }
+#else
+  (void)signum;
+#endif
+}
+
+/* EVFILT_PROC NOTE_EXIT (one-shot) for a child. ESRCH: it is gone
+   already, and the shared code's other ways reap it. */
+static int evl__kqueue_watch_child(evl_loop *loop, int pid, int on) {
+  int i = evl__kq_proc_find(loop, pid), rc;
+  if (!on) {
+    if (i < 0)
+      return 0;
+    evl__kq_proc_drop(loop, i);
+    return evl__kq_apply(loop, (uintptr_t)pid, EVFILT_PROC, EV_DELETE, 0);
+  }
+  if (i >= 0)
+    return 0;
+  if (loop->kq_nprocs == loop->kq_procs_cap) {
+    int cap = loop->kq_procs_cap ? loop->kq_procs_cap * 2 : 8;
+    struct evl__kqproc *k = (struct evl__kqproc *)evl__lrealloc(
+        loop, loop->kq_procs, (size_t)cap * sizeof *k);
+    if (!k)
+      return EVL_ENOMEM;
+    loop->kq_procs = k;
+    loop->kq_procs_cap = cap;
+  }
+  rc = evl__kq_apply(loop, (uintptr_t)pid, EVFILT_PROC, EV_ADD | EV_ONESHOT,
+                     NOTE_EXIT);
+  if (rc)
+    return rc;
+  loop->kq_procs[loop->kq_nprocs].pid = pid;
+  loop->kq_procs[loop->kq_nprocs++].later = 0;
+  return 0;
+}
+
+/* EVFILT_VNODE on an fd of path; on 0 the fd's registration goes (unless
+   the loop closed it with the kqueue) and the fd is closed. */
+static int evl__kqueue_watch_file(evl_loop *loop, const char *path, int *fd,
+                                  int on) {
+  int rc;
+  if (!on) {
+    if (!loop->closed)
+      (void)evl__kq_apply(loop, (uintptr_t)*fd, EVFILT_VNODE, EV_DELETE, 0);
+    close(*fd);
+    *fd = -1;
+    return 0;
+  }
+#ifdef O_EVTONLY
+  *fd = open(path, O_EVTONLY | O_CLOEXEC);
+#else
+  *fd = open(path, O_RDONLY | O_CLOEXEC);
+#endif
+  if (*fd < 0)
+    return evl__errno();
+  rc = evl__kq_apply(loop, (uintptr_t)*fd, EVFILT_VNODE, EV_ADD | EV_CLEAR,
+                     NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB | NOTE_DELETE |
+                         NOTE_RENAME);
+  if (rc) {
+    close(*fd);
+    *fd = -1;
+  }
+  return rc;
+}
+
+/* The ring entries of EVFILT_SIGNAL, EVFILT_PROC and EVFILT_VNODE. */
+static int evl__kqueue_dispatch(evl_loop *loop, uint64_t entry) {
+  int id = (int)(uint32_t)entry, events = (int)(entry >> 32);
+  if (events & EVL__KQ_SIG)
+    return evl__signal_event(loop, id);
+  if (events & EVL__KQ_PROC) {
+    int i = evl__kq_proc_find(loop, id);
+    if (i >= 0) /* NOTE_EXIT is one-shot: the kernel dropped it */
+      evl__kq_proc_drop(loop, i);
+    return evl__child_exit_event(loop, id);
+  }
+  if (events & EVL__KQ_VNODE)
+    return evl__fs_event(loop, id, (int)(entry >> 40) & 15);
+  return 0;
+}
+
+/* A sandbox without kqueue(): a default loop falls back to poll. */
+static const evl__backend_ops evl__kqueue_backend = {
+    "kqueue",
+    EVL_BACKEND_KQUEUE,
+    EVL_BACKEND_POLL,
+    "poll (kqueue unavailable)",
+    0,
+    evl__kqueue_init,
+    evl__kqueue_destroy,
+    evl__kqueue_poll,
+    evl__kqueue_modify,
+    evl__kqueue_wake,
+    evl__kqueue_backend_fd,
+    evl__kqueue_dispatch,
+    evl__kqueue_take_soerr,
+    evl__kqueue_watch_signal,
+    evl__kqueue_signal_released,
+    evl__kqueue_watch_child,
+    evl__kqueue_watch_file,
+};
 #endif /* EVL__HAVE_KQUEUE */
 
-/* ==== Backend dispatch ================================================== */
-
-/* Each backend is four functions; the loop keeps its backend's table. */
-typedef struct evl__backend_ops {
-  int (*init)(evl_loop *loop);
-  void (*destroy)(evl_loop *loop);
-  int (*modify)(evl_loop *loop, int fd, int oldmask, int newmask);
-  int (*poll)(evl_loop *loop, int64_t timeout_ns);
-} evl__backend_ops;
-
-#define EVL__BACKEND_OPS(name)                                                 \
-  {                                                                            \
-    static const evl__backend_ops ops = {                                      \
-        evl__##name##_init, evl__##name##_destroy, evl__##name##_modify,       \
-        evl__##name##_poll};                                                   \
-    return &ops;                                                               \
-  }
-/* The table of a backend; NULL if this build does not have it. */
-static const evl__backend_ops *evl__backend_ops_of(evl_backend b) {
-  switch (b) {
+/* ==== Backend dispatch ==================================================
+   The backends this build has: adding one is one line here. */
+static const evl__backend_ops *const evl__backends[] = {
 #ifdef EVL__HAVE_IOCP
-  case EVL_BACKEND_IOCP:
-    EVL__BACKEND_OPS(iocp)
+    &evl__iocp_backend,
 #endif
 #ifdef EVL__HAVE_EPOLL
-  case EVL_BACKEND_EPOLL:
-    EVL__BACKEND_OPS(epoll)
+    &evl__epoll_backend,
 #endif
 #ifdef EVL__HAVE_KQUEUE
-  case EVL_BACKEND_KQUEUE:
-    EVL__BACKEND_OPS(kqueue)
+    &evl__kqueue_backend,
 #endif
 #ifdef EVL__HAVE_POLL
-  case EVL_BACKEND_POLL:
-    EVL__BACKEND_OPS(poll)
+    &evl__poll_backend,
 #endif
 #ifdef EVL__HAVE_SELECT
-  case EVL_BACKEND_SELECT:
-    EVL__BACKEND_OPS(select)
+    &evl__select_backend,
 #endif
-  default:
-    return NULL;
-  }
+};
+#define EVL__NBACKENDS (sizeof evl__backends / sizeof evl__backends[0])
+
+/* The table of a backend; NULL if this build does not have it. */
+static const evl__backend_ops *evl__backend_ops_of(evl_backend b) {
+  size_t i;
+  for (i = 0; i < EVL__NBACKENDS; i++)
+    if (evl__backends[i]->id == b)
+      return evl__backends[i];
+  return NULL;
 }
-#undef EVL__BACKEND_OPS
 
 static int evl__be_init(evl_loop *loop) {
   loop->be = evl__backend_ops_of(loop->backend);
@@ -6000,41 +6356,19 @@ static int evl__be_modify(evl_loop *loop, int fd, int oldmask, int newmask) {
 static int evl__be_poll(evl_loop *loop, int64_t timeout_ns) {
   return loop->be->poll(loop, timeout_ns);
 }
+/* An error an event carried for fd (taken once), 0 if none. */
+static int evl__be_take_soerr(evl_loop *loop, int fd) {
+  return loop->be->take_soerr ? loop->be->take_soerr(loop, fd) : 0;
+}
 
 EVL__DEF const char *evl_backend_name(const evl_loop *loop) {
-  if (!loop)
+  if (!loop || !loop->be)
     return "none";
-  switch (loop->backend) {
-  case EVL_BACKEND_IOCP:
-    return "iocp";
-  case EVL_BACKEND_EPOLL:
-    return "epoll";
-  case EVL_BACKEND_KQUEUE:
-    return "kqueue";
-  case EVL_BACKEND_POLL:
-    if (loop->fell_back == EVL_BACKEND_KQUEUE)
-      return "poll (kqueue unavailable)";
-    return loop->fell_back ? "poll (epoll unavailable)" : "poll";
-  case EVL_BACKEND_SELECT:
-    return "select";
-  default:
-    return "none";
-  }
+  return loop->fell_back ? loop->fell_back->fallback_name : loop->be->name;
 }
 EVL__DEF evl_fd evl_backend_fd(const evl_loop *loop) {
-#ifdef EVL__HAVE_IOCP
-  if (loop && !loop->closed && loop->backend == EVL_BACKEND_IOCP)
-    return (evl_fd)(intptr_t)loop->iocp;
-#endif
-#ifdef EVL__HAVE_EPOLL
-  if (loop && !loop->closed && loop->backend == EVL_BACKEND_EPOLL)
-    return loop->epfd;
-#endif
-#ifdef EVL__HAVE_KQUEUE
-  if (loop && !loop->closed && loop->backend == EVL_BACKEND_KQUEUE)
-    return loop->kqfd;
-#endif
-  (void)loop;
+  if (loop && !loop->closed && loop->be && loop->be->backend_fd)
+    return loop->be->backend_fd(loop);
   return -1;
 }
 
@@ -6046,18 +6380,8 @@ static int evl__dispatch_io(evl_loop *loop, uint64_t entry) {
   evl_io_callback cb;
   void *arg;
   int ran = 0;
-#ifdef EVL__HAVE_IOCP
-  if (events & EVL__OV_DONE)
-    return evl__ovl_run_done(loop);
-#endif
-#ifdef EVL__HAVE_KQUEUE
-  if (events & EVL__KQ_SIG)
-    return evl__kq_signal_fire(loop, fd);
-  if (events & EVL__KQ_PROC)
-    return evl__kq_child_exit(loop, fd);
-  if (events & EVL__KQ_VNODE)
-    return evl__kq_vnode_fire(loop, fd, (int)(entry >> 40) & 15);
-#endif
+  if (events & ~(EVL__READ | EVL__WRITE)) /* the backend's own entry */
+    return loop->be->dispatch ? loop->be->dispatch(loop, entry) : 0;
   if (fd >= loop->fds_cap)
     return 0;
   /* Mask with the current interest: an earlier callback may have removed
@@ -6412,38 +6736,34 @@ static void evl__loop_unref(evl_loop *loop) {
   }
 }
 
-EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
-  evl_loop_config def;
+#ifdef _WIN32
+/* Winsock, once per process; it stays up (it counts its users). */
+static int evl__net_startup(void) {
+  static volatile LONG wsa_up;
+  WSADATA wd;
+  if (!wsa_up) {
+    if (WSAStartup(MAKEWORD(2, 2), &wd) != 0)
+      return EVL_ENOSYS;
+    InterlockedExchange(&wsa_up, 1);
+  }
+  return 0;
+}
+#else
+static int evl__net_startup(void) {
+  return 0;
+}
+#endif
+
+/* The loop's memory and settings, before any backend. */
+static evl_loop *evl__loop_alloc(const evl_loop_config *cfg) {
   evl_loop *loop;
   const char *env;
-  int rc;
-  if (!out)
-    return EVL_EINVAL;
-  *out = NULL;
-  if (!cfg) {
-    memset(&def, 0, sizeof def);
-    cfg = &def;
-  }
-  if ((int)cfg->backend < EVL_BACKEND_DEFAULT ||
-      (int)cfg->backend > EVL_BACKEND_IOCP || cfg->read_budget < 0)
-    return EVL_EINVAL;
-#ifdef _WIN32
-  { /* Winsock, once per process; it stays up (it counts its users). */
-    static volatile LONG wsa_up;
-    WSADATA wd;
-    if (!wsa_up) {
-      if (WSAStartup(MAKEWORD(2, 2), &wd) != 0)
-        return EVL_ENOSYS;
-      InterlockedExchange(&wsa_up, 1);
-    }
-  }
-#endif
   if (cfg->alloc)
     loop = (evl_loop *)cfg->alloc(cfg->alloc_ctx, NULL, sizeof *loop);
   else
     loop = (evl_loop *)EVLOOP_MALLOC(NULL, sizeof *loop);
   if (!loop)
-    return EVL_ENOMEM;
+    return NULL;
   memset(loop, 0, sizeof *loop);
   loop->alloc = cfg->alloc;
   loop->alloc_ctx = cfg->alloc_ctx;
@@ -6458,48 +6778,59 @@ EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
   loop->read_budget = cfg->read_budget > 0 ? cfg->read_budget : 128;
   loop->wake_rfd = loop->wake_wfd = -1;
   loop->reserve_fd = -1;
-#ifdef EVL__HAVE_EPOLL
-  loop->epfd = -1;
-#endif
-#ifdef EVL__HAVE_KQUEUE
-  loop->kqfd = -1;
-#endif
   env = getenv("EVLOOP_DEBUG");
   loop->debug = cfg->debug > 0 ||
                 (cfg->debug == 0 && env && *env && strcmp(env, "0") != 0);
-  loop->backend = cfg->backend ? cfg->backend : EVL__DEFAULT_BACKEND;
-#ifndef EVLOOP_NO_THREADS
+  return loop;
+}
+
+/* The backend asked for, or the default; a default whose kernel interface
+   is missing (seccomp, sandboxes) gives way to its fallback. The backend
+   sets up the wake-up with it. */
+static int evl__loop_backend(evl_loop *loop, evl_backend asked) {
+  int rc;
+  loop->backend = asked ? asked : EVL__DEFAULT_BACKEND;
+  rc = evl__be_init(loop);
+  if (rc && rc != EVL_ENOTSUP && asked == EVL_BACKEND_DEFAULT &&
+      loop->be->fallback && evl__backend_ops_of(loop->be->fallback)) {
+    const evl__backend_ops *failed = loop->be;
+    evl__be_destroy(loop);
+    loop->backend = failed->fallback;
+    loop->fell_back = failed;
+    rc = evl__be_init(loop);
+  }
+  return rc;
+}
+
+EVL__DEF int evl_loop_new(evl_loop **out, const evl_loop_config *cfg) {
+  evl_loop_config def;
+  evl_loop *loop;
+  int rc;
+  if (!out)
+    return EVL_EINVAL;
+  *out = NULL;
+  if (!cfg) {
+    memset(&def, 0, sizeof def);
+    cfg = &def;
+  }
+  if ((int)cfg->backend < EVL_BACKEND_DEFAULT ||
+      (int)cfg->backend > EVL_BACKEND_IOCP || cfg->read_budget < 0)
+    return EVL_EINVAL;
+  if ((rc = evl__net_startup()) != 0)
+    return rc;
+  loop = evl__loop_alloc(cfg);
+  if (!loop)
+    return EVL_ENOMEM;
   evl__mutex_init(&loop->ts_mu);
   evl__cond_init(&loop->ts_cv);
-#endif
-  rc = evl__be_init(loop);
-#if defined(EVL__HAVE_EPOLL) && defined(EVL__HAVE_POLL)
-  if (rc && rc != EVL_ENOTSUP && loop->backend == EVL_BACKEND_EPOLL &&
-      cfg->backend == EVL_BACKEND_DEFAULT) {
-    evl__be_destroy(loop); /* seccomp or a sandbox: fall back to poll */
-    loop->backend = EVL_BACKEND_POLL;
-    loop->fell_back = 1;
-    rc = evl__be_init(loop);
-  }
-#endif
-#ifdef EVL__HAVE_KQUEUE
-  if (rc && rc != EVL_ENOTSUP && loop->backend == EVL_BACKEND_KQUEUE &&
-      cfg->backend == EVL_BACKEND_DEFAULT) {
-    evl__be_destroy(loop); /* a sandbox without kqueue(): fall back to poll */
-    loop->backend = EVL_BACKEND_POLL;
-    loop->fell_back = EVL_BACKEND_KQUEUE;
-    rc = evl__be_init(loop);
-  }
-#endif
+  rc = evl__loop_backend(loop, cfg->backend);
   if (rc == 0)
     rc = evl__ring_reserve(loop, 256);
   if (rc) {
     evl__be_destroy(loop);
     evl__lfree(loop, loop->ring);
-#ifndef EVLOOP_NO_THREADS
     evl__mutex_destroy(&loop->ts_mu);
     evl__cond_destroy(&loop->ts_cv);
-#endif
     evl__loop_unref(loop);
     return rc;
   }
@@ -6726,10 +7057,8 @@ static void evl__loop_free_now(evl_loop *loop) {
   while (loop->servers) /* closed by evl_loop_close; ours to free now */
     evl__server_release(loop->servers);
 #endif
-#ifndef EVLOOP_NO_THREADS
   evl__mutex_destroy(&loop->ts_mu);
   evl__cond_destroy(&loop->ts_cv);
-#endif
   evl__loop_unref(loop);
 }
 
@@ -9843,15 +10172,11 @@ static int evl__sock_error(evl_loop *loop, int fd) {
   socklen_t len = sizeof err;
   if (evl__sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
     err = errno;
-#ifdef EVL__HAVE_KQUEUE
   {
-    int kerr = evl__kqueue_take_soerr(loop, fd);
+    int kerr = evl__be_take_soerr(loop, fd);
     if (!err)
       err = kerr;
   }
-#else
-  (void)loop;
-#endif
   return err;
 }
 
@@ -11453,15 +11778,13 @@ static void evl__tr_on_readable(evl_loop *loop, evl_fd fdv, void *arg) {
     if ((size_t)n < len || --budget <= 0 || (t->flags & EVL__TR_READ_STOP))
       return;
   }
-#ifdef EVL__HAVE_KQUEUE
   if (n == 0 && !(t->flags & EVL__T_PIPE)) { /* a reset libkqueue took */
-    int err = evl__kqueue_take_soerr(loop, t->fd);
+    int err = evl__be_take_soerr(loop, t->fd);
     if (err) {
       evl__tr_fatal(t, evl_translate_sys_error(err));
       return;
     }
   }
-#endif
   if (n == 0) {
     evl__tr_read_eof(t);
     return;
@@ -12028,11 +12351,9 @@ static int evl__dg_read_some(evl_transport *t, int budget) {
       continue;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-#ifdef EVL__HAVE_KQUEUE
-      int err = evl__kqueue_take_soerr(loop, t->fd); /* libkqueue took it */
+      int err = evl__be_take_soerr(loop, t->fd); /* libkqueue took it */
       if (err && t->proto->error_received)
         t->proto->error_received(t, evl_translate_sys_error(err), t->user);
-#endif
       break;
     }
     got++; /* e.g. ECONNREFUSED from an ICMP error: reported, counted */
@@ -16617,11 +16938,11 @@ static void evl__signals_close(evl_loop *loop) {
    in another thread while a loop lets go of its slot never writes to a
    closed (or reused) fd. The loop reads its slot's pipe like any fd and
    runs the callbacks of the flagged signals.
-   A kqueue loop takes no slot: EVFILT_SIGNAL records each delivery for it
-   while the C handler stays installed, so that a signal whose default
-   action ends the process does not (BSD needs a handler or SIG_IGN, and
-   SIG_IGN would hide SIGCHLD), and the disposition comes back as for the
-   other backends. */
+   A loop whose backend delivers signals (watch_signal: kqueue's
+   EVFILT_SIGNAL) takes no slot; the C handler stays installed for it, so
+   that a signal whose default action ends the process does not (BSD needs
+   a handler or SIG_IGN, and SIG_IGN would hide SIGCHLD), and the
+   disposition comes back as for the other backends. */
 
 #ifdef NSIG
 #define EVL__NSIG NSIG
@@ -16650,74 +16971,31 @@ static evl__mutex evl__sig_mu = EVL__MUTEX_INIT;
 #endif
 
 typedef struct evl__sigstate {
-  int slot; /* -1 on kqueue */
+  int slot; /* -1: the backend delivers them (watch_signal) */
   evl_signal_callback cb[EVL__NSIG];
   void *arg[EVL__NSIG];
 } evl__sigstate;
 
-#ifdef EVL__HAVE_KQUEUE
-#define evl__sig_kq(loop) ((loop)->backend == EVL_BACKEND_KQUEUE)
-#ifndef EVLOOP_NO_THREADS
-#define evl__sigmask(how, set, old) pthread_sigmask((how), (set), (old))
-#else
-#define evl__sigmask(how, set, old) sigprocmask((how), (set), (old))
-#endif
-
-#ifdef EVFILT_LIBKQUEUE
-/* libkqueue reads signals from a signalfd: it blocks a signal in the
-   thread that adds it, and leaves it blocked after EV_DELETE. The mask
-   comes back with the disposition, so the process's own handler runs
-   again. (Other threads must block the signal themselves, and a signal
-   sent to one thread, as raise() does, is not seen: libkqueue's limits.) */
-static unsigned char evl__kq_sig_unblock[EVL__NSIG];
-#endif
-
-static int evl__kq_signal(evl_loop *loop, int signum, int on) {
-  int rc;
-#ifdef EVFILT_LIBKQUEUE
-  sigset_t before, after;
-  (void)evl__sigmask(SIG_BLOCK, NULL, &before);
-#endif
-  rc = evl__kq_apply(loop, (uintptr_t)signum, EVFILT_SIGNAL,
-                     on ? EV_ADD : EV_DELETE, 0);
-#ifdef EVFILT_LIBKQUEUE
-  (void)evl__sigmask(SIG_BLOCK, NULL, &after);
-  if (on && rc == 0 && !sigismember(&before, signum) &&
-      sigismember(&after, signum)) {
-    evl__sig_lock();
-    evl__kq_sig_unblock[signum] = 1;
-    evl__sig_unlock();
-  }
-#endif
-  return rc;
-}
-
-/* An EVFILT_SIGNAL event, from the ready ring. */
-static int evl__kq_signal_fire(evl_loop *loop, int signum) {
+/* A signal the loop's backend delivered (kqueue's EVFILT_SIGNAL), or the
+   self-pipe reported: its callback runs; 1 if there was one. */
+static int evl__signal_event(evl_loop *loop, int signum) {
   evl__sigstate *st = (evl__sigstate *)loop->sig;
   if (!st || signum <= 0 || signum >= EVL__NSIG || !st->cb[signum])
     return 0;
+  loop->now_reuse = 0;
   st->cb[signum](loop, signum, st->arg[signum]);
   return 1;
 }
-#else
-#define evl__sig_kq(loop) 0
-#endif
 
 /* A loop lets signum go; after the last one, the disposition as it was. */
 static void evl__sig_release(int signum) {
   evl__sig_lock();
   if (--evl__sig_refs[signum] == 0) { /* the last loop: as it was before */
+    size_t i;
     (void)sigaction(signum, &evl__sig_saved[signum], NULL);
-#ifdef EVFILT_LIBKQUEUE
-    if (evl__kq_sig_unblock[signum]) {
-      sigset_t one;
-      sigemptyset(&one);
-      sigaddset(&one, signum);
-      evl__kq_sig_unblock[signum] = 0;
-      (void)evl__sigmask(SIG_UNBLOCK, &one, NULL);
-    }
-#endif
+    for (i = 0; i < EVL__NBACKENDS; i++) /* what a backend changed */
+      if (evl__backends[i]->signal_released)
+        evl__backends[i]->signal_released(signum);
   }
   evl__sig_unlock();
 }
@@ -16750,12 +17028,8 @@ static void evl__sig_on_readable(evl_loop *loop, evl_fd fd, void *arg) {
     if (!sl->pending[s])
       continue;
     sl->pending[s] = 0;
-    if (st->cb[s]) {
-      loop->now_reuse = 0;
-      st->cb[s](loop, s, st->arg[s]);
-      if (!loop->sig)
-        return; /* the callback closed the loop's signal state */
-    }
+    if (evl__signal_event(loop, s) && !loop->sig)
+      return; /* the callback closed the loop's signal state */
   }
 }
 
@@ -16797,7 +17071,7 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
       return EVL_ENOMEM;
     st->slot = -1;
   }
-  if (!loop->sig && !evl__sig_kq(loop)) {
+  if (!loop->sig && !loop->be->watch_signal) {
     evl__sig_lock();
     st->slot = evl__sig_slot_take();
     evl__sig_unlock();
@@ -16832,10 +17106,9 @@ EVL__DEF int evl_add_signal_handler(evl_loop *loop, int signum,
         evl__sigslots[st->slot].wanted[signum] = 1;
     }
     evl__sig_unlock();
-#ifdef EVL__HAVE_KQUEUE
-    if (rc == 0 && evl__sig_kq(loop) && (rc = evl__kq_signal(loop, signum, 1)))
+    if (rc == 0 && loop->be->watch_signal &&
+        (rc = loop->be->watch_signal(loop, signum, 1)) != 0)
       evl__sig_release(signum);
-#endif
     if (rc) {
       if (!loop->sig)
         evl__lfree(loop, st);
@@ -16865,10 +17138,8 @@ EVL__DEF int evl_remove_signal_handler(evl_loop *loop, int signum) {
   st->arg[signum] = NULL;
   if (signum <= 64)
     loop->sig_unref &= ~((uint64_t)1 << (signum - 1));
-#ifdef EVL__HAVE_KQUEUE
-  if (st->slot < 0)
-    (void)evl__kq_signal(loop, signum, 0);
-#endif
+  if (st->slot < 0 && loop->be->watch_signal)
+    (void)loop->be->watch_signal(loop, signum, 0);
   if (st->slot >= 0) {
     evl__sig_lock();
     evl__sigslots[st->slot].wanted[signum] = 0;
@@ -16943,8 +17214,7 @@ struct evl_subprocess {
   void (*pause_hook)(evl_subprocess *p, int paused); /* stdin full/drained */
   pid_t pid;
   int pidfd, returncode, exited, made, lost, npipes, result_is_user;
-  int kq_proc;           /* an EVFILT_PROC registration is live */
-  int kq_exit_later;     /* its NOTE_EXIT waits for room in the ring */
+  int be_exit;           /* the backend watches its exit (watch_child) */
   evl_handle poll_timer; /* the last-resort exit watch (POSIX) */
   int poll_ms;
   int pipe_failed; /* a pipe got no transport (no memory): start fails */
@@ -17005,12 +17275,10 @@ static void evl__sub_exited(evl_subprocess *p, int status, int known) {
     (void)evl__cancel_internal(p->loop, p->poll_timer);
     p->poll_timer = 0;
   }
-#ifdef EVL__HAVE_KQUEUE
-  if (p->kq_proc) { /* reaped by another path: the registration goes */
-    p->kq_proc = 0;
-    (void)evl__kq_apply(p->loop, (uintptr_t)p->pid, EVFILT_PROC, EV_DELETE, 0);
+  if (p->be_exit) { /* reaped by another path: the backend's watch goes */
+    p->be_exit = 0;
+    (void)p->loop->be->watch_child(p->loop, (int)p->pid, 0);
   }
-#endif
 #endif
   if (p->made && p->proto->process_exited)
     p->proto->process_exited(p, p->user);
@@ -17046,90 +17314,42 @@ static void evl__sub_pidfd_ready(evl_loop *loop, evl_fd fd, void *arg) {
 }
 #endif
 
-#ifdef EVL__HAVE_KQUEUE
-static void evl__kq_child_retry(evl_loop *loop, void *arg) {
-  if (!loop->closing)
-    (void)evl__kq_child_exit(loop, (int)(intptr_t)arg);
-}
+static void evl__child_exit_retry(evl_loop *loop, void *arg);
 
-/* An EVFILT_PROC NOTE_EXIT event, from the ready ring. The pid is looked
-   up: the child may be gone (reaped by another path) by now. */
-static int evl__kq_child_exit(evl_loop *loop, int pid) {
+/* The backend saw pid exit (kqueue's EVFILT_PROC). The pid is looked up:
+   the child may be gone (reaped by another path) by now. */
+EVL__BE_SHARED int evl__child_exit_event(evl_loop *loop, int pid) {
   evl_subprocess *p;
   for (p = loop->children; p; p = p->lnext)
     if ((int)p->pid == pid && !p->exited)
       break;
   if (!p)
     return 0;
-  p->kq_proc = 0; /* EV_ONESHOT: the kernel dropped it */
-  /* NOTE_EXIT can come a moment before the child can be waited for. */
+  p->be_exit = 0; /* the backend's watch is spent */
+  /* The event can come a moment before the child can be waited for. */
   if (!evl__sub_poll(p))
-    (void)evl__later_internal(loop, 1000000, evl__kq_child_retry,
+    (void)evl__later_internal(loop, 1000000, evl__child_exit_retry,
                               (void *)(intptr_t)pid);
   return 1;
 }
 
-static void evl__kq_exit_keep(evl_loop *loop, int pid) {
-  evl_subprocess *p;
-  for (p = loop->children; p; p = p->lnext)
-    if ((int)p->pid == pid && !p->exited) {
-      p->kq_exit_later = 1;
-      loop->kq_later = 1;
-    }
+static void evl__child_exit_retry(evl_loop *loop, void *arg) {
+  if (!loop->closing)
+    (void)evl__child_exit_event(loop, (int)(intptr_t)arg);
 }
-static uint32_t evl__kq_exits_later(evl_loop *loop, int push) {
-  evl_subprocess *p;
-  uint32_t n = 0;
-  for (p = loop->children; p; p = p->lnext) {
-    if (!p->kq_exit_later)
-      continue;
-    n++;
-    if (push) {
-      p->kq_exit_later = 0;
-      (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_PROC << 32 |
-                                     (uint64_t)(uint32_t)p->pid);
-    }
-  }
-  return n;
-}
-
-#ifdef EVFILT_LIBKQUEUE
-/* libkqueue drops the NOTE_EXIT of a child that other code reaped (it
-   reads the exit status without reaping, which then fails), and kevent()
-   returns early with nothing for as long as that registration lives. On
-   such a return the loop looks for its reaped children itself: they lose
-   their registration and finish through the ready ring. */
-static void evl__kq_children_check(evl_loop *loop) {
-  evl_subprocess *p;
-  for (p = loop->children; p; p = p->lnext) {
-    siginfo_t si;
-    if (!p->kq_proc || p->exited ||
-        waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 ||
-        errno != ECHILD)
-      continue;
-    p->kq_proc = 0;
-    (void)evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC, EV_DELETE, 0);
-    (void)evl__ring_push(loop, EVL__IO_ENTRY | (uint64_t)EVL__KQ_PROC << 32 |
-                                   (uint64_t)(uint32_t)p->pid);
-  }
-}
-#endif
-#endif
 
 static void evl__sub_sigchld(evl_loop *loop, int signum, void *arg);
 
-/* Watches a child's exit: EVFILT_PROC on kqueue (ESRCH: it is gone
-   already, and the paths below reap it), else a pidfd, else SIGCHLD; 0 if
+/* Watches a child's exit: the backend's way (kqueue's EVFILT_PROC; an
+   error: it is gone already, and the paths below reap it), else a pidfd,
+   else SIGCHLD; 0 if
    one of them watches it, else the error (a full fd table fails the pidfd
    and the SIGCHLD self-pipe alike). */
 static int evl__sub_watch_exit(evl_loop *loop, evl_subprocess *p) {
   int rc;
-#ifdef EVL__HAVE_KQUEUE
-  if (loop->backend == EVL_BACKEND_KQUEUE && !p->kq_proc)
-    p->kq_proc = evl__kq_apply(loop, (uintptr_t)p->pid, EVFILT_PROC,
-                               EV_ADD | EV_ONESHOT, NOTE_EXIT) == 0;
-#endif
-  if (p->kq_proc)
+  if (loop->be->watch_child && !p->be_exit)
+    p->be_exit = loop->be->watch_child(loop, (int)p->pid, 1) == 0;
+  if (p->be_exit)
     return 0;
 #if EVLOOP_HAVE_PIDFD && defined(SYS_pidfd_open)
   p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
@@ -17287,12 +17507,10 @@ static void evl__sub_kill_reap(evl_subprocess *p) {
     close(p->pidfd);
     p->pidfd = -1;
   }
-#ifdef EVL__HAVE_KQUEUE
-  if (p->kq_proc && !p->loop->closing) {
-    p->kq_proc = 0;
-    (void)evl__kq_apply(p->loop, (uintptr_t)p->pid, EVFILT_PROC, EV_DELETE, 0);
+  if (p->be_exit && !p->loop->closing) {
+    p->be_exit = 0;
+    (void)p->loop->be->watch_child(p->loop, (int)p->pid, 0);
   }
-#endif
 #else
   if (p->wait) { /* after this no wait callback runs */
     UnregisterWaitEx(p->wait, INVALID_HANDLE_VALUE);
@@ -17513,7 +17731,7 @@ static void evl__sub_begin(evl_loop *loop, evl_subprocess *p, evl_future *f,
     if (pfd[i] < 0)
       continue;
 #ifdef EVL__HAVE_IOCP
-    if (loop->backend == EVL_BACKEND_IOCP && !evl__is_socket(pfd[i])) {
+    if (loop->be->completion && !evl__is_socket(pfd[i])) {
       int err = 0;
       HANDLE h = (HANDLE)(intptr_t)pfd[i];
       sp->t = evl__tr_open_handle(loop, &evl__subpipe_proto, sp, h, i == 0,
@@ -17734,7 +17952,7 @@ static int evl__child_stdio(evl_loop *loop, const evl_stdio mode[3],
     switch (mode[i]) {
     case EVL_STDIO_PIPE:
 #ifdef EVL__HAVE_IOCP
-      if (loop->backend == EVL_BACKEND_IOCP) { /* else select: sockets */
+      if (loop->be->completion) { /* else select: sockets */
         HANDLE ours;
         if ((rc = evl__child_pipe(&ours, &h, i != 0)) == 0) {
           pfd[i] = (int)(intptr_t)ours;
@@ -19576,7 +19794,7 @@ struct evl_fs_watch {
   void *arg;
   char *path;
   const char *base; /* the last component of path */
-  int is_dir, inotify, kq, fd, exists, in_cb, stopped;
+  int is_dir, inotify, be_watch, fd, exists, in_cb, stopped;
   evl_handle timer; /* polling */
   evl__snap *snap;
   size_t nsnap;
@@ -19609,19 +19827,14 @@ static void evl__fsw_free(evl_fs_watch *w) {
     close(w->fd);
   }
 #endif
+  if (w->fd >= 0 && w->be_watch) /* the backend's (kqueue's EVFILT_VNODE) */
+    (void)loop->be->watch_file(loop, NULL, &w->fd, 0);
 #ifdef EVL__HAVE_IOCP
   if (w->ov) { /* its completion (cancelled) frees the request */
     HANDLE h = w->ov->h;
     (void)CancelIoEx(h, &w->ov->ov);
     evl__ovl_release(loop, w->ov);
     CloseHandle(h);
-  }
-#endif
-#ifdef EVL__HAVE_KQUEUE
-  if (w->fd >= 0 && w->kq) {
-    if (!loop->closed)
-      (void)evl__kq_apply(loop, (uintptr_t)w->fd, EVFILT_VNODE, EV_DELETE, 0);
-    close(w->fd);
   }
 #endif
   evl__snap_drop(w->snap, w->nsnap);
@@ -19798,13 +20011,13 @@ static void evl__fsw_readable(evl_loop *loop, evl_fd fd, void *arg) {
 }
 #endif
 
-#ifdef EVL__HAVE_KQUEUE
-/* EVFILT_VNODE fired for a watch's fd: a file's change is the event; a
-   directory's (its entries changed) is found by comparing snapshots. */
-static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events) {
+/* The backend saw a watch's fd change (kqueue's EVFILT_VNODE): a file's
+   change is the event; a directory's (its entries changed) is found by
+   comparing snapshots. */
+EVL__BE_SHARED int evl__fs_event(evl_loop *loop, int fd, int events) {
   evl_fs_watch *w;
   for (w = loop->fs_watches; w; w = w->lnext)
-    if (w->kq && w->fd == fd && !w->stopped)
+    if (w->be_watch && w->fd == fd && !w->stopped)
       break;
   if (!w || !events)
     return 0;
@@ -19814,29 +20027,6 @@ static int evl__kq_vnode_fire(evl_loop *loop, int fd, int events) {
     evl__fsw_emit(w, w->base, events);
   return 1;
 }
-
-/* EVFILT_VNODE on an fd of path, for a loop on kqueue; 0 or an error. */
-static int evl__fsw_kq_start(evl_fs_watch *w) {
-#ifdef O_EVTONLY
-  int fd = open(w->path, O_EVTONLY | O_CLOEXEC);
-#else
-  int fd = open(w->path, O_RDONLY | O_CLOEXEC);
-#endif
-  int rc;
-  if (fd < 0)
-    return evl__errno();
-  rc = evl__kq_apply(w->loop, (uintptr_t)fd, EVFILT_VNODE, EV_ADD | EV_CLEAR,
-                     NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB | NOTE_DELETE |
-                         NOTE_RENAME);
-  if (rc) {
-    close(fd);
-    return rc;
-  }
-  w->fd = fd;
-  w->kq = 1;
-  return 0;
-}
-#endif
 
 #ifdef EVL__HAVE_IOCP
 /* ReadDirectoryChangesW on the directory (a file's watch: its parent's,
@@ -20004,14 +20194,14 @@ EVL__DEF int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
     }
   }
 #ifdef EVL__HAVE_IOCP
-  if (!(flags & EVL_FS_WATCH_POLL) && loop->backend == EVL_BACKEND_IOCP &&
+  if (!(flags & EVL_FS_WATCH_POLL) && loop->be->completion &&
       evl__fsw_rdcw_start(w) == 0) { /* (else it polls) */
     *out = w;
     return 0;
   }
 #endif
 #ifdef EVL__HAVE_INOTIFY
-  if (!(flags & EVL_FS_WATCH_POLL) && loop->backend != EVL_BACKEND_KQUEUE) {
+  if (!(flags & EVL_FS_WATCH_POLL) && !loop->be->watch_file) {
     w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (w->fd < 0 ||
         inotify_add_watch(w->fd, w->path,
@@ -20040,16 +20230,15 @@ EVL__DEF int evl_fs_watch_start(evl_loop *loop, const char *path, int flags,
       w->nsnap = 1;
     }
   }
-#ifdef EVL__HAVE_KQUEUE
-  if (!rc && loop->backend == EVL_BACKEND_KQUEUE &&
+  if (!rc && loop->be->watch_file &&
       !(flags & EVL_FS_WATCH_POLL)) { /* events, and the snapshot for dirs */
-    rc = evl__fsw_kq_start(w);
+    rc = loop->be->watch_file(loop, w->path, &w->fd, 1);
     if (!rc) {
+      w->be_watch = 1;
       *out = w;
       return 0;
     }
   }
-#endif
   if (!rc) {
     w->timer = evl_call_every(loop, poll_interval > 0 ? poll_interval : 0.1,
                               evl__fsw_poll, w);
@@ -20077,7 +20266,10 @@ EVL__DEF const char *evl_fs_watch_method(const evl_fs_watch *w) {
   if (w && w->ov)
     return "ReadDirectoryChangesW";
 #endif
-  return !w ? NULL : w->inotify ? "inotify" : w->kq ? "kqueue" : "poll";
+  return !w            ? NULL
+         : w->inotify  ? "inotify"
+         : w->be_watch ? w->loop->be->name
+                       : "poll";
 }
 
 #endif /* EVLOOP_NO_FS */
