@@ -3128,6 +3128,7 @@ struct evl__sockaddr_un {
   char sun_path[108];
 };
 typedef ADDRESS_FAMILY evl__sa_family_t;
+#ifndef EVLOOP_NO_NET
 /* What evl_connect_read_pipe/_write_pipe take: 0 for a socket (made
    non-blocking), 1 for a pipe handle (left to the loop's open_handle
    transport hook), else an error. *hup: whether a write side turns
@@ -3165,6 +3166,7 @@ static void evl__unix_path_remove(const char *path, dev_t dev, ino_t ino) {
   (void)dev;
   (void)ino;
 }
+#endif /* EVLOOP_NO_NET */
 #else
 #define EVL__SHUT_WR SHUT_WR
 #define evl__sockaddr_un sockaddr_un
@@ -6356,10 +6358,12 @@ static int evl__be_modify(evl_loop *loop, int fd, int oldmask, int newmask) {
 static int evl__be_poll(evl_loop *loop, int64_t timeout_ns) {
   return loop->be->poll(loop, timeout_ns);
 }
+#ifndef EVLOOP_NO_NET
 /* An error an event carried for fd (taken once), 0 if none. */
 static int evl__be_take_soerr(evl_loop *loop, int fd) {
   return loop->be->take_soerr ? loop->be->take_soerr(loop, fd) : 0;
 }
+#endif
 
 EVL__DEF const char *evl_backend_name(const evl_loop *loop) {
   if (!loop || !loop->be)
@@ -14625,7 +14629,7 @@ static evl_transport *evl__tr_open_handle(evl_loop *loop,
                                           evl_future *waiter, int *err) {
   evl_transport *t;
   int rc;
-  if (loop->backend != EVL_BACKEND_IOCP || evl__handle_is_sync(h)) {
+  if (!loop->be->completion || evl__handle_is_sync(h)) {
     *err = EVL_ENOTSUP;
     return NULL;
   }
@@ -14934,8 +14938,8 @@ static const evl__tr_hooks evl__tr_ready_hooks = {NULL,
                                                   NULL};
 
 static const evl__tr_hooks *evl__transport_hooks_for(const evl_loop *loop) {
-#ifdef EVL__HAVE_IOCP
-  if (loop->backend == EVL_BACKEND_IOCP)
+#ifdef EVL__HAVE_IOCP /* the one completion backend */
+  if (loop->be->completion)
     return &evl__tr_iocp_hooks;
 #endif
   (void)loop;
@@ -17944,6 +17948,7 @@ static int evl__child_stdio(evl_loop *loop, const evl_stdio mode[3],
                             int named[3]) {
   int i, rc = 0;
   (void)loop;
+  (void)named; /* (set on IOCP only) */
   for (i = 0; i < 3 && rc == 0; i++) {
     static const DWORD std_ids[3] = {STD_INPUT_HANDLE, STD_OUTPUT_HANDLE,
                                      STD_ERROR_HANDLE};
