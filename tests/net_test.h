@@ -40,6 +40,7 @@ static inline void *wait_result(evl_loop *loop, evl_future *f) {
   return r;
 }
 
+#ifndef EVLOOP_NO_NET /* (t_ref includes this header in every build) */
 /* Closes a server, waits until it is closed, frees it. */
 static inline void test_server_done(evl_loop *loop, evl_server *srv) {
   evl_future *w;
@@ -102,5 +103,7 @@ static inline void need_af_unix(void) {
   closesocket(s);
 #endif
 }
+
+#endif /* EVLOOP_NO_NET */
 
 #endif
