@@ -3666,17 +3666,25 @@ EVL__DEF evl_handle evl_call_soon_at_site(evl_loop *loop, evl_callback cb,
   loop->ring[(loop->ring_head + loop->ring_len++) & (loop->ring_cap - 1)] = i;
   return (evl_handle)((uint64_t)s->gen << 32 | (uint64_t)(i + 1));
 }
+/* What call_at and call_later refuse before scheduling: 0, or the error. */
+static int evl__timer_args(evl_loop *loop, evl_callback cb, double secs,
+                           int64_t *ns) {
+  if (!loop)
+    return EVL_EINVAL;
+  if (loop->closed)
+    return EVL_ECLOSED;
+  if (!cb || evl__seconds_to_ns(secs, ns))
+    return EVL_EINVAL;
+  return 0;
+}
 EVL__DEF evl_handle evl_call_at_at_site(evl_loop *loop, double when,
                                         evl_callback cb, void *arg,
                                         const char *name, const char *file,
                                         int line) {
   int64_t ns;
-  if (!loop)
-    return EVL_EINVAL;
-  if (loop->closed)
-    return EVL_ECLOSED;
-  if (!cb || evl__seconds_to_ns(when, &ns))
-    return EVL_EINVAL;
+  int rc = evl__timer_args(loop, cb, when, &ns);
+  if (rc)
+    return rc;
   return evl__schedule(loop, ns < 0 ? 0 : ns, cb, arg, 0, name, file, line);
 }
 EVL__DEF evl_handle evl_call_later_at_site(evl_loop *loop, double delay,
@@ -3684,12 +3692,9 @@ EVL__DEF evl_handle evl_call_later_at_site(evl_loop *loop, double delay,
                                            const char *name, const char *file,
                                            int line) {
   int64_t ns;
-  if (!loop)
-    return EVL_EINVAL;
-  if (loop->closed)
-    return EVL_ECLOSED;
-  if (!cb || evl__seconds_to_ns(delay, &ns))
-    return EVL_EINVAL;
+  int rc = evl__timer_args(loop, cb, delay, &ns);
+  if (rc)
+    return rc;
   return evl__schedule(loop, evl__deadline(loop, ns), cb, arg, 0, name, file,
                        line);
 }
@@ -4921,6 +4926,25 @@ static const evl__backend_ops evl__poll_backend = {
 /* ==== select backend ====================================================
    POSIX select indexes fd_sets by fd; Winsock's fd_set is a list of up to
    FD_SETSIZE sockets, and a failed connect shows in the except set. */
+#ifdef EVL__HAVE_SELECT
+#ifdef _WIN32
+typedef SOCKET evl__sel_key;
+#else
+typedef int evl__sel_key;
+#endif
+/* Puts k in the sets newmask asks for and takes it out of the others. */
+static void evl__select_sets(evl_loop *loop, evl__sel_key k, int newmask) {
+  if (newmask & EVL__READ)
+    FD_SET(k, &loop->rset);
+  else
+    FD_CLR(k, &loop->rset);
+  if (newmask & EVL__WRITE)
+    FD_SET(k, &loop->wset);
+  else
+    FD_CLR(k, &loop->wset);
+}
+#endif
+
 #if defined(EVL__HAVE_SELECT) && defined(_WIN32)
 
 static int evl__select_init(evl_loop *loop) {
@@ -4948,14 +4972,7 @@ static int evl__select_modify(evl_loop *loop, int fd, int oldmask,
   if ((newmask & EVL__WRITE) && !FD_ISSET(sk, &loop->wset) &&
       loop->wset.fd_count >= FD_SETSIZE)
     return EVL_ERANGE;
-  if (newmask & EVL__READ)
-    FD_SET(sk, &loop->rset);
-  else
-    FD_CLR(sk, &loop->rset);
-  if (newmask & EVL__WRITE)
-    FD_SET(sk, &loop->wset);
-  else
-    FD_CLR(sk, &loop->wset);
+  evl__select_sets(loop, sk, newmask);
   return 0;
 }
 
@@ -5026,14 +5043,7 @@ static int evl__select_modify(evl_loop *loop, int fd, int oldmask,
     return EVL_ERANGE;
   if (!oldmask && !evl__fd_is_open(fd))
     return EVL_EBADF;
-  if (newmask & EVL__READ)
-    FD_SET(fd, &loop->rset);
-  else
-    FD_CLR(fd, &loop->rset);
-  if (newmask & EVL__WRITE)
-    FD_SET(fd, &loop->wset);
-  else
-    FD_CLR(fd, &loop->wset);
+  evl__select_sets(loop, fd, newmask);
   if (newmask && fd > loop->maxfd)
     loop->maxfd = fd;
   while (loop->maxfd > loop->wake_rfd && !FD_ISSET(loop->maxfd, &loop->rset) &&
@@ -12120,27 +12130,26 @@ static int evl__copy_name(int rc, struct sockaddr_storage *ss, socklen_t len,
     *addrlen = (size_t)len;
   return 0;
 }
-EVL__DEF int evl_transport_get_peername(evl_transport *t, void *addr,
-                                        size_t *addrlen) {
+/* peer != 0: the peer's address, else the local one. */
+static int evl__tr_name(evl_transport *t, void *addr, size_t *addrlen,
+                        int peer) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   int rc;
-  EVL__TLS_RET(t, evl_transport_get_peername(evl__tls_raw(t), addr, addrlen));
+  EVL__TLS_RET(t, evl__tr_name(evl__tls_raw(t), addr, addrlen, peer));
   if (!t || t->fd < 0)
     return EVL_EINVAL;
-  rc = evl__sys_getpeername(t->fd, (struct sockaddr *)&ss, &len);
+  rc = peer ? evl__sys_getpeername(t->fd, (struct sockaddr *)&ss, &len)
+            : evl__sys_getsockname(t->fd, (struct sockaddr *)&ss, &len);
   return evl__copy_name(rc, &ss, len, addr, addrlen);
+}
+EVL__DEF int evl_transport_get_peername(evl_transport *t, void *addr,
+                                        size_t *addrlen) {
+  return evl__tr_name(t, addr, addrlen, 1);
 }
 EVL__DEF int evl_transport_get_sockname(evl_transport *t, void *addr,
                                         size_t *addrlen) {
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  int rc;
-  EVL__TLS_RET(t, evl_transport_get_sockname(evl__tls_raw(t), addr, addrlen));
-  if (!t || t->fd < 0)
-    return EVL_EINVAL;
-  rc = evl__sys_getsockname(t->fd, (struct sockaddr *)&ss, &len);
-  return evl__copy_name(rc, &ss, len, addr, addrlen);
+  return evl__tr_name(t, addr, addrlen, 0);
 }
 EVL__DEF evl_fd evl_transport_fd(evl_transport *t) {
   EVL__TLS_RET(t, evl__tls_raw(t) ? evl__tls_raw(t)->fd : -1);
