@@ -9463,16 +9463,21 @@ static void evl__job_deliver(evl_loop *loop, evl__job *job) {
 }
 
 #ifndef EVLOOP_NO_THREADS
-static void evl__job_finished(evl__job *job) {
-  evl_loop *loop = job->loop;
-  int wake = 0;
-  evl__lock(&loop->ts_mu);
+/* Takes job off the loop's list of jobs; the caller holds ts_mu. */
+static void evl__job_delink(evl_loop *loop, evl__job *job) {
   if (job->lprev)
     job->lprev->lnext = job->lnext;
   else
     loop->jobs = job->lnext;
   if (job->lnext)
     job->lnext->lprev = job->lprev;
+}
+
+static void evl__job_finished(evl__job *job) {
+  evl_loop *loop = job->loop;
+  int wake = 0;
+  evl__lock(&loop->ts_mu);
+  evl__job_delink(loop, job);
   /* (job->state stays RUNNING: it is the executor's, under ex->mu, and
      only "still queued?" is ever asked of it.) The done list reuses the queue
      link: handing over never allocates. */
@@ -9604,12 +9609,7 @@ static int evl__executor_unqueue(evl_executor *ex, evl__job *job) {
 
 static void evl__job_unlink(evl_loop *loop, evl__job *job) {
   evl__lock(&loop->ts_mu);
-  if (job->lprev)
-    job->lprev->lnext = job->lnext;
-  else
-    loop->jobs = job->lnext;
-  if (job->lnext)
-    job->lnext->lprev = job->lprev;
+  evl__job_delink(loop, job);
   job->lprev = job->lnext = NULL;
   evl__unlock(&loop->ts_mu);
 }
@@ -9620,12 +9620,7 @@ static void evl__jobs_close(evl_loop *loop) {
   for (job = loop->jobs; job; job = next) {
     next = job->lnext;
     if (evl__executor_unqueue(job->exec, job)) {
-      if (job->lprev)
-        job->lprev->lnext = job->lnext;
-      else
-        loop->jobs = job->lnext;
-      if (job->lnext)
-        job->lnext->lprev = job->lprev;
+      evl__job_delink(loop, job);
       job->next = cancelled;
       cancelled = job;
     }
@@ -12064,25 +12059,29 @@ EVL__DEF void evl_transport_abort(evl_transport *t) {
 EVL__DEF int evl_transport_is_closing(evl_transport *t) {
   return !t || (t->flags & EVL__T_CLOSING) != 0;
 }
-EVL__DEF int evl_transport_pause_reading(evl_transport *t) {
+/* What pause_reading and resume_reading refuse: 0, or the error. */
+static int evl__tr_pause_check(evl_transport *t) {
   if (!t)
     return EVL_EINVAL;
   if (t->flags & EVL__T_WPIPE)
     return EVL_ENOTSUP;
   if (t->flags & EVL__T_CLOSING)
     return EVL_ECLOSED;
+  return 0;
+}
+EVL__DEF int evl_transport_pause_reading(evl_transport *t) {
+  int rc = evl__tr_pause_check(t);
+  if (rc)
+    return rc;
   EVL__TLS_RET(t, evl__tls_pause(t, 1));
   t->flags |= EVL__T_PAUSED;
   evl__unwatch(t->loop, t->fd, EVL__READ);
   return 0;
 }
 EVL__DEF int evl_transport_resume_reading(evl_transport *t) {
-  if (!t)
-    return EVL_EINVAL;
-  if (t->flags & EVL__T_WPIPE)
-    return EVL_ENOTSUP;
-  if (t->flags & EVL__T_CLOSING)
-    return EVL_ECLOSED;
+  int rc = evl__tr_pause_check(t);
+  if (rc)
+    return rc;
   EVL__TLS_RET(t, evl__tls_pause(t, 0));
   if (!(t->flags & EVL__T_PAUSED))
     return 0;
@@ -12097,11 +12096,8 @@ EVL__DEF int evl_transport_resume_reading(evl_transport *t) {
 EVL__DEF int evl_transport_is_reading(evl_transport *t) {
   return t && !(t->flags & (EVL__T_PAUSED | EVL__T_CLOSING | EVL__T_READ_EOF));
 }
-EVL__DEF int evl_transport_set_write_buffer_limits(evl_transport *t,
-                                                   size_t high, size_t low) {
-  if (!t)
-    return EVL_EINVAL;
-  EVL__TLS_RET(t, evl__tls_set_limits(t, high, low));
+/* Defaults and checks the write-buffer marks and stores them on t. */
+static int evl__tr_store_limits(evl_transport *t, size_t high, size_t low) {
   if (!high)
     high = low ? low * 4 : 65536;
   if (!low)
@@ -12112,6 +12108,17 @@ EVL__DEF int evl_transport_set_write_buffer_limits(evl_transport *t,
     return EVL_ENOMEM;
   t->more->high = (uint32_t)high;
   t->more->low = (uint32_t)low;
+  return 0;
+}
+EVL__DEF int evl_transport_set_write_buffer_limits(evl_transport *t,
+                                                   size_t high, size_t low) {
+  int rc;
+  if (!t)
+    return EVL_EINVAL;
+  EVL__TLS_RET(t, evl__tls_set_limits(t, high, low));
+  rc = evl__tr_store_limits(t, high, low);
+  if (rc)
+    return rc;
   evl__tr_maybe_pause(t);
   evl__tr_maybe_resume(t);
   return 0;
@@ -16323,16 +16330,9 @@ static int evl__tls_pause(evl_transport *t, int pause) {
 }
 
 static int evl__tls_set_limits(evl_transport *t, size_t high, size_t low) {
-  if (!high)
-    high = low ? low * 4 : 65536;
-  if (!low)
-    low = high / 4;
-  if (low > high || high > 0xffffffffu)
-    return EVL_EINVAL;
-  if (!evl__tr_more_get(t))
-    return EVL_ENOMEM;
-  t->more->high = (uint32_t)high;
-  t->more->low = (uint32_t)low;
+  int rc = evl__tr_store_limits(t, high, low);
+  if (rc)
+    return rc;
   if (EVL__TLS(t)->raw) /* raw pauses as app would: its resume drives us */
     (void)evl_transport_set_write_buffer_limits(EVL__TLS(t)->raw, high, low);
   evl__tls_flow(EVL__TLS(t));
