@@ -15745,6 +15745,7 @@ static void evl__tls_free(evl__tls *x) {
   EVLOOP_FREE(NULL, x->host);
   evl__lfree(loop, x->pend);
   evl__lfree(loop, x->early);
+  evl__lfree(loop, x->app.more); /* (write limits set on the app side) */
   evl__lfree(loop, x);
   evl__loop_unref(loop);
 }
