@@ -104,6 +104,27 @@ static inline void need_af_unix(void) {
 #endif
 }
 
+#ifndef _WIN32
+#include <netinet/in.h>
+#include <sys/socket.h>
+/* A plain listening TCP socket on 127.0.0.1 (port out), outside any loop:
+   connects to it complete (the backlog) whether or not anyone accepts. */
+static inline int raw_tcp_listener(int *port, int backlog) {
+  struct sockaddr_in sa;
+  socklen_t len = sizeof sa;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  CHECK(fd >= 0);
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(0x7f000001);
+  CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+  CHECK(listen(fd, backlog) == 0);
+  CHECK(getsockname(fd, (struct sockaddr *)&sa, &len) == 0);
+  *port = ntohs(sa.sin_port);
+  return fd;
+}
+#endif
+
 #endif /* EVLOOP_NO_NET */
 
 #endif
