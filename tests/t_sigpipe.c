@@ -130,20 +130,28 @@ TEST(sigpipe_transport_writev) {
   transport_to_gone_peer(1);
 }
 
-TEST(sigpipe_pipe_transport) {
+/* A quiet loop (default SIGPIPE disposition) with c's write pipe
+   transport on a pipe whose read end is already closed. */
+static evl_loop *pipe_to_gone_reader(conn *c) {
   evl_loop *loop;
-  conn c;
   int p[2];
   evl_future *f;
   default_sigpipe();
   loop = test_open();
   g_quiet = 1;
-  memset(&c, 0, sizeof c);
+  memset(c, 0, sizeof *c);
   CHECK_EQ(pipe(p), 0);
-  f = evl_connect_write_pipe(loop, &conn_proto, &c, p[1]);
+  f = evl_connect_write_pipe(loop, &conn_proto, c, p[1]);
   CHECK_EQ(wait_fut(loop, f), 0);
   evl_future_release(f);
   close(p[0]);
+  return loop;
+}
+
+TEST(sigpipe_pipe_transport) {
+  evl_loop *loop;
+  conn c;
+  loop = pipe_to_gone_reader(&c);
   write_until_gone(loop, &c, 0);
   test_close_any(loop); /* g_quiet: reports may come */
 }
@@ -154,17 +162,9 @@ TEST(sigpipe_sendfile_pipe_transport) {
   /* sendfile(2) into a pipe whose reader is gone */
   evl_loop *loop;
   conn c;
-  int p[2], fd = temp_file(1 << 16), rc;
+  int fd = temp_file(1 << 16), rc;
   evl_future *f;
-  default_sigpipe();
-  loop = test_open();
-  g_quiet = 1;
-  memset(&c, 0, sizeof c);
-  CHECK_EQ(pipe(p), 0);
-  f = evl_connect_write_pipe(loop, &conn_proto, &c, p[1]);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  evl_future_release(f);
-  close(p[0]);
+  loop = pipe_to_gone_reader(&c);
   f = evl_sendfile(c.t, fd, 0, 1 << 16);
   CHECK(f != NULL);
   rc = wait_fut(loop, f);
