@@ -93,6 +93,20 @@ static inline void rec_lost(evl_transport *t, int err, void *user) {
 static const evl_protocol rec_proto = {
     rec_made, rec_data, rec_eof, rec_lost, NULL, NULL, NULL, NULL, NULL, NULL};
 
+/* A connection attempt that must fail: returns its error, after checking
+   that the future carries it and no transport. */
+static inline int test_connect_error(evl_loop *loop, const evl_protocol *proto,
+                                     void *user, const char *host, int port) {
+  evl_future *f = evl_create_connection(loop, proto, user, host, port, NULL);
+  int rc;
+  CHECK(f != NULL);
+  rc = wait_fut(loop, f);
+  CHECK_EQ(evl_future_error(f), rc);
+  CHECK(evl_future_result(f) == NULL);
+  evl_future_release(f);
+  return rc;
+}
+
 /* Unix stream sockets: Windows has them since Windows 10 1803, wine 8 has
    none (WSAEAFNOSUPPORT): the test is skipped there. */
 static inline void need_af_unix(void) {

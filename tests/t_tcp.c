@@ -251,15 +251,9 @@ static evl_transport *dial(evl_loop *loop, peer *p, const char *host,
 /* Connection attempt that must fail; returns the error. */
 static int dial_error(evl_loop *loop, const char *host, int port) {
   peer p;
-  evl_future *f;
   int rc;
   peer_reset(&p);
-  f = evl_create_connection(loop, &client_proto, &p, host, port, NULL);
-  CHECK(f != NULL);
-  rc = wait_fut(loop, f);
-  CHECK_EQ(evl_future_error(f), rc);
-  CHECK(evl_future_result(f) == NULL);
-  evl_future_release(f);
+  rc = test_connect_error(loop, &client_proto, &p, host, port);
   CHECK_EQ(p.made, 0);
   return rc;
 }
