@@ -93,6 +93,20 @@ static inline void rec_lost(evl_transport *t, int err, void *user) {
 static const evl_protocol rec_proto = {
     rec_made, rec_data, rec_eof, rec_lost, NULL, NULL, NULL, NULL, NULL, NULL};
 
+/* A connection attempt that must fail: returns its error, after checking
+   that the future carries it and no transport. */
+static inline int test_connect_error(evl_loop *loop, const evl_protocol *proto,
+                                     void *user, const char *host, int port) {
+  evl_future *f = evl_create_connection(loop, proto, user, host, port, NULL);
+  int rc;
+  CHECK(f != NULL);
+  rc = wait_fut(loop, f);
+  CHECK_EQ(evl_future_error(f), rc);
+  CHECK(evl_future_result(f) == NULL);
+  evl_future_release(f);
+  return rc;
+}
+
 /* Unix stream sockets: Windows has them since Windows 10 1803, wine 8 has
    none (WSAEAFNOSUPPORT): the test is skipped there. */
 static inline void need_af_unix(void) {
@@ -103,6 +117,27 @@ static inline void need_af_unix(void) {
   closesocket(s);
 #endif
 }
+
+#ifndef _WIN32
+#include <netinet/in.h>
+#include <sys/socket.h>
+/* A plain listening TCP socket on 127.0.0.1 (port out), outside any loop:
+   connects to it complete (the backlog) whether or not anyone accepts. */
+static inline int raw_tcp_listener(int *port, int backlog) {
+  struct sockaddr_in sa;
+  socklen_t len = sizeof sa;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  CHECK(fd >= 0);
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(0x7f000001);
+  CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+  CHECK(listen(fd, backlog) == 0);
+  CHECK(getsockname(fd, (struct sockaddr *)&sa, &len) == 0);
+  *port = ntohs(sa.sin_port);
+  return fd;
+}
+#endif
 
 #endif /* EVLOOP_NO_NET */
 

@@ -641,5 +641,44 @@ static int sc_signals(evl_loop *loop, void *arg) {
 }
 
 #endif /* EVLOOP_NO_PROCESS */
+
+/* The sweep tests, one per scenario, for both sweeps: SWEEP_TESTS(P, run)
+   defines P_core, P_streams, P_protocols_sendfile, P_udp, P_local,
+   P_subprocess and P_signals, each calling run(name, scenario, arg, full). */
+#ifndef EVLOOP_NO_PROCESS
+#define SWEEP_PROCESS_TESTS(P, run)                                            \
+  TEST(P##_subprocess) {                                                       \
+    run("subprocess", sc_subprocess, NULL, FULL_SUBPROCESS);                   \
+  }                                                                            \
+  TEST(P##_signals) {                                                          \
+    run("signals", sc_signals, NULL, FULL_SIGNALS);                            \
+  }
+#else
+#define SWEEP_PROCESS_TESTS(P, run)                                            \
+  TEST(P##_subprocess) {                                                       \
+    SKIP("built with EVLOOP_NO_PROCESS: no subprocesses");                     \
+  }                                                                            \
+  TEST(P##_signals) {                                                          \
+    SKIP("built with EVLOOP_NO_PROCESS: no signal handlers");                  \
+  }
+#endif
+#define SWEEP_TESTS(P, run)                                                    \
+  TEST(P##_core) {                                                             \
+    run("core", sc_core, NULL, FULL_CORE);                                     \
+  }                                                                            \
+  TEST(P##_streams) {                                                          \
+    run("streams", sc_streams, &g_net, FULL_STREAMS);                          \
+  }                                                                            \
+  TEST(P##_protocols_sendfile) {                                               \
+    run("protocols+sendfile", sc_proto, &g_net, FULL_PROTO);                   \
+  }                                                                            \
+  TEST(P##_udp) {                                                              \
+    run("udp", sc_udp, &g_net, FULL_UDP);                                      \
+  }                                                                            \
+  TEST(P##_local) {                                                            \
+    run("unix+sock+pipes", sc_local, &g_net, FULL_LOCAL);                      \
+  }                                                                            \
+  SWEEP_PROCESS_TESTS(P, run)
+
 #endif /* _WIN32 */
 #endif

@@ -229,36 +229,7 @@ TEST(scenarios_succeed_with_no_fault) {
   CHECK_EQ(g_fail.live, 0);
 }
 
-TEST(allocfail_core) {
-  sweep("core", sc_core, NULL, FULL_CORE);
-}
-TEST(allocfail_streams) {
-  sweep("streams", sc_streams, &g_net, FULL_STREAMS);
-}
-TEST(allocfail_protocols_sendfile) {
-  sweep("protocols+sendfile", sc_proto, &g_net, FULL_PROTO);
-}
-TEST(allocfail_udp) {
-  sweep("udp", sc_udp, &g_net, FULL_UDP);
-}
-TEST(allocfail_local) {
-  sweep("unix+sock+pipes", sc_local, &g_net, FULL_LOCAL);
-}
-#ifndef EVLOOP_NO_PROCESS
-TEST(allocfail_subprocess) {
-  sweep("subprocess", sc_subprocess, NULL, FULL_SUBPROCESS);
-}
-TEST(allocfail_signals) {
-  sweep("signals", sc_signals, NULL, FULL_SIGNALS);
-}
-#else
-TEST(allocfail_subprocess) {
-  SKIP("built with EVLOOP_NO_PROCESS: no subprocesses");
-}
-TEST(allocfail_signals) {
-  SKIP("built with EVLOOP_NO_PROCESS: no signal handlers");
-}
-#endif
+SWEEP_TESTS(allocfail, sweep)
 #endif
 
 TESTS_BEGIN

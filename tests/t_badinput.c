@@ -3,15 +3,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
 
-/* Runs in 3 iterations in a row, then stops the loop. */
-static void chain_cb(evl_loop *loop, void *arg) {
-  int *n = (int *)arg;
-  if (++*n < 3)
-    CHECK(evl_call_soon(loop, chain_cb, n) > 0);
-  else
-    evl_stop(loop);
-}
-
 /* Proves the loop still works: a call_soon runs in the next iteration. */
 static void check_loop_works(evl_loop *loop) {
   int ran = 0;
@@ -186,7 +177,7 @@ TEST(stop_and_run_once_on_an_idle_loop) {
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK(!evl_loop_is_running(loop));
   /* The stop request was used up: the next run goes on until stopped. */
-  CHECK(evl_call_soon(loop, chain_cb, &chain) > 0);
+  CHECK(evl_call_soon(loop, test_chain_cb, &chain) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(chain, 3);
   check_loop_works(loop);

@@ -45,21 +45,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* A listening TCP socket on 127.0.0.1 (port out) that nobody accepts on:
-   connects still complete (the backlog). */
+/* A listening TCP socket that nobody accepts on. */
 static int listener(int *port) {
-  struct sockaddr_in sa;
-  socklen_t len = sizeof sa;
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  CHECK(fd >= 0);
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(0x7f000001);
-  CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
-  CHECK(listen(fd, 64) == 0);
-  CHECK(getsockname(fd, (struct sockaddr *)&sa, &len) == 0);
-  *port = ntohs(sa.sin_port);
-  return fd;
+  return raw_tcp_listener(port, 64);
 }
 
 static int unix_listener(char *path, size_t n) {

@@ -36,6 +36,11 @@ typedef struct sleep_state {
   char payload[200]; /* copied state: must be freed by close */
 } sleep_state;
 
+static void sleep_state_init(sleep_state *s, int *after) {
+  memset(s, 0, sizeof *s);
+  s->after = after;
+}
+
 static void long_sleeper(evl_task *t, void *state) {
   sleep_state *s = (sleep_state *)state;
   EVL_ASYNC_BEGIN(t);
@@ -97,8 +102,7 @@ TEST(close_with_task_awaiting_sleep) {
   sleep_state s;
   evl_task *held, *released;
   int after = 0, i;
-  memset(&s, 0, sizeof s);
-  s.after = &after;
+  sleep_state_init(&s, &after);
   held = evl_task_create(loop, long_sleeper, &s, sizeof s);
   released = evl_task_create(loop, long_sleeper, &s, sizeof s);
   CHECK(held != NULL && released != NULL);
@@ -139,8 +143,7 @@ TEST(close_with_fire_and_forget_task) {
   sleep_state s;
   int after = 0;
   evl_task *t;
-  memset(&s, 0, sizeof s);
-  s.after = &after;
+  sleep_state_init(&s, &after);
   t = evl_task_create(loop, long_sleeper, &s, sizeof s);
   CHECK(t != NULL);
   evl_future_release(t); /* not even started */
@@ -331,8 +334,7 @@ TEST(free_without_close) {
   sleep_state s;
   int after = 0;
   evl_future *f;
-  memset(&s, 0, sizeof s);
-  s.after = &after;
+  sleep_state_init(&s, &after);
   g_ran = 0;
   CHECK(evl_call_soon(loop, mark_cb, NULL) > 0);
   CHECK(evl_call_later(loop, 1.0, mark_cb, NULL) > 0);

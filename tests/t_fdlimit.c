@@ -282,36 +282,7 @@ TEST(child_spawned_with_a_full_fd_table_is_reaped) {
 }
 #endif
 
-TEST(fdlimit_core) {
-  fd_sweep("core", sc_core, NULL, FULL_CORE);
-}
-TEST(fdlimit_streams) {
-  fd_sweep("streams", sc_streams, &g_net, FULL_STREAMS);
-}
-TEST(fdlimit_protocols_sendfile) {
-  fd_sweep("protocols+sendfile", sc_proto, &g_net, FULL_PROTO);
-}
-TEST(fdlimit_udp) {
-  fd_sweep("udp", sc_udp, &g_net, FULL_UDP);
-}
-TEST(fdlimit_local) {
-  fd_sweep("unix+sock+pipes", sc_local, &g_net, FULL_LOCAL);
-}
-#ifndef EVLOOP_NO_PROCESS
-TEST(fdlimit_subprocess) {
-  fd_sweep("subprocess", sc_subprocess, NULL, FULL_SUBPROCESS);
-}
-TEST(fdlimit_signals) {
-  fd_sweep("signals", sc_signals, NULL, FULL_SIGNALS);
-}
-#else
-TEST(fdlimit_subprocess) {
-  SKIP("built with EVLOOP_NO_PROCESS: no subprocesses");
-}
-TEST(fdlimit_signals) {
-  SKIP("built with EVLOOP_NO_PROCESS: no signal handlers");
-}
-#endif
+SWEEP_TESTS(fdlimit, fd_sweep)
 TESTS_BEGIN
 T(child_spawned_with_a_full_fd_table_is_reaped)
 T(fdlimit_core)

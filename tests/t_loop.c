@@ -24,20 +24,11 @@ static void log_cb(evl_loop *loop, void *arg) {
     g_log[g_nlog++] = *(int *)arg;
 }
 
-/* Runs in 3 iterations in a row, then stops the loop. */
-static void chain_cb(evl_loop *loop, void *arg) {
-  int *n = (int *)arg;
-  if (++*n < 3)
-    CHECK(evl_call_soon(loop, chain_cb, n) > 0);
-  else
-    evl_stop(loop);
-}
-
 /* A run after a stop must go on until the next stop: the stop request was
    used up by the run it ended. */
 static void check_runs_until_next_stop(evl_loop *loop) {
   int n = 0;
-  CHECK(evl_call_soon(loop, chain_cb, &n) > 0);
+  CHECK(evl_call_soon(loop, test_chain_cb, &n) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(n, 3);
 }

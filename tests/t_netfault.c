@@ -75,15 +75,9 @@ static evl_server *echo_server(evl_loop *loop, echo_srv *s,
 
 static int connect_error(evl_loop *loop, const char *host, int port) {
   rec_peer p;
-  evl_future *f;
   int rc;
   memset(&p, 0, sizeof p);
-  f = evl_create_connection(loop, &rec_proto, &p, host, port, NULL);
-  CHECK(f != NULL);
-  rc = wait_fut(loop, f);
-  CHECK_EQ(evl_future_error(f), rc);
-  CHECK(evl_future_result(f) == NULL);
-  evl_future_release(f);
+  rc = test_connect_error(loop, &rec_proto, &p, host, port);
   CHECK_EQ(p.made, 0);
   return rc;
 }
@@ -229,25 +223,35 @@ static void write_until_lost(evl_loop *loop, rec_peer *cl, size_t chunk) {
   CHECK(cl->lost_err == EVL_EPIPE || cl->lost_err == EVL_ECONNRESET);
 }
 
-TEST(netfault_write_after_peer_closed_no_sigpipe) {
+/* A quiet loop (the write error may be reported too) with cl connected
+   to the raw listener lfd, whose accepted end is closed at once; cl stays
+   open for writing after the peer's FIN. SIGPIPE is back to its default
+   (the runner ignores it): a SIGPIPE kills the test. */
+static evl_loop *connect_to_closed_peer(int lfd, int port, rec_peer *cl) {
   evl_loop *loop;
-  int port, lfd = raw_listener(&port), afd;
-  rec_peer cl;
   evl_future *f;
+  int afd;
 #ifdef SIGPIPE
-  signal(SIGPIPE, SIG_DFL); /* the runner ignores it; a SIGPIPE kills us */
+  signal(SIGPIPE, SIG_DFL);
 #endif
   loop = test_open();
-  g_quiet = 1; /* the write error may be reported too */
-  memset(&cl, 0, sizeof cl);
-  cl.eof_keep = 1; /* stay open for writing after the peer's FIN */
-  f = evl_create_connection(loop, &rec_proto, &cl, "127.0.0.1", port, NULL);
+  g_quiet = 1;
+  memset(cl, 0, sizeof *cl);
+  cl->eof_keep = 1;
+  f = evl_create_connection(loop, &rec_proto, cl, "127.0.0.1", port, NULL);
   CHECK_EQ(wait_fut(loop, f), 0);
   evl_future_release(f);
-  RUN_UNTIL(loop, cl.made == 1);
+  RUN_UNTIL(loop, cl->made == 1);
   afd = (int)accept(lfd, NULL, NULL);
   CHECK(afd >= 0);
   test_closesocket(afd);
+  return loop;
+}
+
+TEST(netfault_write_after_peer_closed_no_sigpipe) {
+  int port, lfd = raw_listener(&port);
+  rec_peer cl;
+  evl_loop *loop = connect_to_closed_peer(lfd, port, &cl);
   RUN_UNTIL(loop, cl.eofs == 1);
   CHECK_EQ(cl.lost, 0);
   write_until_lost(loop, &cl, 100);
@@ -256,24 +260,9 @@ TEST(netfault_write_after_peer_closed_no_sigpipe) {
 }
 
 TEST(netfault_big_write_to_closed_peer_no_sigpipe) {
-  evl_loop *loop;
-  int port, lfd = raw_listener(&port), afd;
+  int port, lfd = raw_listener(&port);
   rec_peer cl;
-  evl_future *f;
-#ifdef SIGPIPE
-  signal(SIGPIPE, SIG_DFL);
-#endif
-  loop = test_open();
-  g_quiet = 1;
-  memset(&cl, 0, sizeof cl);
-  cl.eof_keep = 1;
-  f = evl_create_connection(loop, &rec_proto, &cl, "127.0.0.1", port, NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  evl_future_release(f);
-  RUN_UNTIL(loop, cl.made == 1);
-  afd = (int)accept(lfd, NULL, NULL);
-  CHECK(afd >= 0);
-  test_closesocket(afd);
+  evl_loop *loop = connect_to_closed_peer(lfd, port, &cl);
   test_closesocket(lfd);
   /* no waiting for the EOF: big writes, some of them queued */
   write_until_lost(loop, &cl, (size_t)1 << 20);

@@ -315,18 +315,7 @@ typedef struct zoo {
 } zoo;
 
 static int tcp_listener(int *port) {
-  struct sockaddr_in sa;
-  socklen_t len = sizeof sa;
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  CHECK(fd >= 0);
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(0x7f000001);
-  CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
-  CHECK(listen(fd, 16) == 0);
-  CHECK(getsockname(fd, (struct sockaddr *)&sa, &len) == 0);
-  *port = ntohs(sa.sin_port);
-  return fd;
+  return raw_tcp_listener(port, 16);
 }
 
 static int slow_job(void *arg, void **result) {

@@ -130,20 +130,28 @@ TEST(sigpipe_transport_writev) {
   transport_to_gone_peer(1);
 }
 
-TEST(sigpipe_pipe_transport) {
+/* A quiet loop (default SIGPIPE disposition) with c's write pipe
+   transport on a pipe whose read end is already closed. */
+static evl_loop *pipe_to_gone_reader(conn *c) {
   evl_loop *loop;
-  conn c;
   int p[2];
   evl_future *f;
   default_sigpipe();
   loop = test_open();
   g_quiet = 1;
-  memset(&c, 0, sizeof c);
+  memset(c, 0, sizeof *c);
   CHECK_EQ(pipe(p), 0);
-  f = evl_connect_write_pipe(loop, &conn_proto, &c, p[1]);
+  f = evl_connect_write_pipe(loop, &conn_proto, c, p[1]);
   CHECK_EQ(wait_fut(loop, f), 0);
   evl_future_release(f);
   close(p[0]);
+  return loop;
+}
+
+TEST(sigpipe_pipe_transport) {
+  evl_loop *loop;
+  conn c;
+  loop = pipe_to_gone_reader(&c);
   write_until_gone(loop, &c, 0);
   test_close_any(loop); /* g_quiet: reports may come */
 }
@@ -154,17 +162,9 @@ TEST(sigpipe_sendfile_pipe_transport) {
   /* sendfile(2) into a pipe whose reader is gone */
   evl_loop *loop;
   conn c;
-  int p[2], fd = temp_file(1 << 16), rc;
+  int fd = temp_file(1 << 16), rc;
   evl_future *f;
-  default_sigpipe();
-  loop = test_open();
-  g_quiet = 1;
-  memset(&c, 0, sizeof c);
-  CHECK_EQ(pipe(p), 0);
-  f = evl_connect_write_pipe(loop, &conn_proto, &c, p[1]);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  evl_future_release(f);
-  close(p[0]);
+  loop = pipe_to_gone_reader(&c);
   f = evl_sendfile(c.t, fd, 0, 1 << 16);
   CHECK(f != NULL);
   rc = wait_fut(loop, f);
@@ -358,6 +358,21 @@ TEST(sigpipe_stream_write_drain) {
 /* ---- subprocesses ---------------------------------------------------------
  */
 
+/* A quiet loop (default SIGPIPE disposition) running argv as *p. */
+static evl_loop *quiet_loop_with_child(const char *const *argv,
+                                       evl_process **p) {
+  evl_loop *loop;
+  evl_future *f;
+  default_sigpipe();
+  loop = test_open();
+  g_quiet = 1;
+  f = evl_create_subprocess_exec(loop, argv, NULL, 0);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  *p = (evl_process *)evl_future_result(f);
+  evl_future_release(f);
+  return loop;
+}
+
 TEST(sigpipe_communicate_child_ignores_stdin) {
   /* the child exits without reading: writing 1 MiB to its stdin fails, the
      output is still read and the exit code given */
@@ -365,16 +380,10 @@ TEST(sigpipe_communicate_child_ignores_stdin) {
   size_t n = 1 << 20;
   char *input = (char *)calloc(1, n);
   evl_loop *loop;
-  evl_future *f, *c;
+  evl_future *c;
   evl_process *p;
   evl_communicate *r;
-  default_sigpipe();
-  loop = test_open();
-  g_quiet = 1;
-  f = evl_create_subprocess_exec(loop, argv, NULL, 0);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  p = (evl_process *)evl_future_result(f);
-  evl_future_release(f);
+  loop = quiet_loop_with_child(argv, &p);
   c = evl_process_communicate(p, input, n);
   CHECK(c != NULL);
   CHECK_EQ(wait_fut(loop, c), 0);
@@ -394,13 +403,7 @@ TEST(sigpipe_process_stdin_write) {
   evl_future *f;
   evl_process *p;
   evl_stream *in;
-  default_sigpipe();
-  loop = test_open();
-  g_quiet = 1;
-  f = evl_create_subprocess_exec(loop, argv, NULL, 0);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  p = (evl_process *)evl_future_result(f);
-  evl_future_release(f);
+  loop = quiet_loop_with_child(argv, &p);
   in = evl_process_stdin(p);
   CHECK(in != NULL);
   f = evl_process_wait(p);

@@ -18,6 +18,22 @@ static void set_error_cb(evl_loop *loop, void *arg) {
   evl_future_set_error((evl_future *)arg, EVL_EIO, "disk");
 }
 
+/* Releases a and b (b may be NULL), then closes the loop (no report). */
+static void release_and_close(evl_loop *loop, evl_future *a, evl_future *b) {
+  evl_future_release(a);
+  if (b)
+    evl_future_release(b);
+  test_close(loop);
+}
+
+/* Releases the gather g and its n children. */
+static void release_all(evl_future *g, evl_future **futs, int n) {
+  int i;
+  evl_future_release(g);
+  for (i = 0; i < n; i++)
+    evl_future_release(futs[i]);
+}
+
 /* Runs the loop until *flag != 0, at most ~5 s. */
 static void run_until_flag(evl_loop *loop, const int *flag) {
   int i;
@@ -59,9 +75,7 @@ TEST(task_awaits_sleep) {
   CHECK_EQ(evl_future_done(t), 1);
   CHECK(evl_future_result(t) == &g_value_a);
   CHECK_EQ(evl_future_error(t), 0);
-  evl_future_release(t);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  release_and_close(loop, t, NULL);
 }
 
 /* ---- a task awaiting a plain future ------------------------------------ */
@@ -103,10 +117,7 @@ TEST(task_awaits_future_set_by_callback) {
   CHECK_EQ(s.err, 0);
   CHECK(s.awaited == s.fut);
   CHECK(evl_future_result(t) == &g_value_b);
-  evl_future_release(t);
-  evl_future_release(s.fut);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  release_and_close(loop, t, s.fut);
 }
 
 /* ---- a task awaiting another task -------------------------------------- */
@@ -144,9 +155,7 @@ TEST(task_awaits_task) {
   CHECK(s.got == &g_value_c);
   CHECK_EQ(s.inner_err, 0);
   CHECK(evl_future_result(t) == &g_value_c);
-  evl_future_release(t);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  release_and_close(loop, t, NULL);
 }
 
 /* ---- errors propagate through EVL_AWAIT, not through EVL_AWAIT_TRY ----- */
@@ -168,8 +177,7 @@ TEST(await_failing_future_fails_task) {
   CHECK(evl_future_result(t) == NULL);
   evl_future_release(t);
   evl_future_release(s.fut);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0); /* awaiting retrieved the inner error */
+  test_close(loop); /* no report: awaiting retrieved the inner error */
 }
 
 /* Runs the loop (at most 10 iterations) until the task says it started. */
@@ -178,6 +186,16 @@ static void run_until_started(evl_loop *loop, const int *started) {
   for (i = 0; i < 10 && !*started; i++)
     evl_run_once(loop, 0);
   CHECK_EQ(*started, 1);
+}
+
+/* Creates *fut and a task fn(s) that awaits it; runs until it started. */
+static evl_task *start_awaiting(evl_loop *loop, evl_task_fn fn, void *s,
+                                evl_future **fut, int *started) {
+  evl_task *t;
+  *fut = evl_future_new(loop);
+  t = evl_task_create(loop, fn, s, 0);
+  run_until_started(loop, started);
+  return t;
 }
 
 typedef struct try_state {
@@ -215,10 +233,7 @@ TEST(await_try_sees_error_and_continues) {
   CHECK(s.res == NULL);
   CHECK(evl_future_result(t) == &g_value_a);
   CHECK_EQ(evl_future_error(t), 0);
-  evl_future_release(t);
-  evl_future_release(s.fut);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  release_and_close(loop, t, s.fut);
 }
 
 /* ---- cancellation ------------------------------------------------------ */
@@ -228,9 +243,7 @@ TEST(cancel_task_cancels_awaited_future) {
   evl_loop *loop = test_open();
   evl_task *t;
   memset(&s, 0, sizeof s);
-  s.fut = evl_future_new(loop);
-  t = evl_task_create(loop, await_plain, &s, 0);
-  run_until_started(loop, &s.started);
+  t = start_awaiting(loop, await_plain, &s, &s.fut, &s.started);
   CHECK_EQ(evl_future_done(t), 0);
   CHECK_EQ(evl_task_cancel(t), 1);
   CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
@@ -239,9 +252,7 @@ TEST(cancel_task_cancels_awaited_future) {
   CHECK_EQ(evl_future_error(t), EVL_ECANCELED);
   CHECK_EQ(s.after, 0);
   CHECK_EQ(evl_task_cancel(t), 0); /* done now */
-  evl_future_release(t);
-  evl_future_release(s.fut);
-  test_close(loop);
+  release_and_close(loop, t, s.fut);
 }
 
 TEST(cancel_task_with_future_cancel) {
@@ -250,17 +261,13 @@ TEST(cancel_task_with_future_cancel) {
   evl_loop *loop = test_open();
   evl_task *t;
   memset(&s, 0, sizeof s);
-  s.fut = evl_future_new(loop);
-  t = evl_task_create(loop, await_plain, &s, 0);
-  run_until_started(loop, &s.started);
+  t = start_awaiting(loop, await_plain, &s, &s.fut, &s.started);
   CHECK_EQ(evl_future_cancel(t), 1);
   CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
   CHECK_EQ(evl_future_cancelled(s.fut), 1);
   CHECK_EQ(evl_future_cancelled(t), 1);
   CHECK_EQ(s.after, 0);
-  evl_future_release(t);
-  evl_future_release(s.fut);
-  test_close(loop);
+  release_and_close(loop, t, s.fut);
 }
 
 TEST(cancelled_await_try_can_recover) {
@@ -268,9 +275,7 @@ TEST(cancelled_await_try_can_recover) {
   evl_loop *loop = test_open();
   evl_task *t;
   memset(&s, 0, sizeof s);
-  s.fut = evl_future_new(loop);
-  t = evl_task_create(loop, await_try, &s, 0);
-  run_until_started(loop, &s.started);
+  t = start_awaiting(loop, await_try, &s, &s.fut, &s.started);
   CHECK_EQ(evl_task_cancel(t), 1);
   CHECK_EQ(evl_run_until_complete(loop, t), 0);
   CHECK_EQ(s.after, 1);
@@ -279,9 +284,7 @@ TEST(cancelled_await_try_can_recover) {
   CHECK_EQ(evl_future_cancelled(t), 0);
   CHECK_EQ(evl_future_error(t), 0);
   CHECK(evl_future_result(t) == &g_value_a);
-  evl_future_release(t);
-  evl_future_release(s.fut);
-  test_close(loop);
+  release_and_close(loop, t, s.fut);
 }
 
 typedef struct ran_state {
@@ -308,8 +311,7 @@ TEST(cancel_before_start) {
   CHECK_EQ(evl_future_error(t), EVL_ECANCELED);
   evl_run_once(loop, 0);
   CHECK_EQ(s.ran, 0);
-  evl_future_release(t);
-  test_close(loop);
+  release_and_close(loop, t, NULL);
 }
 
 /* ---- a task is a future ------------------------------------------------ */
@@ -338,9 +340,7 @@ TEST(task_is_a_future) {
   CHECK(g_cb_fut == t);
   CHECK_EQ(s.ran, 1);
   CHECK(evl_future_result(t) == &g_value_a);
-  evl_future_release(plain);
-  evl_future_release(t);
-  test_close(loop);
+  release_and_close(loop, plain, t);
 }
 
 TEST(task_starts_next_iteration) {
@@ -353,8 +353,7 @@ TEST(task_starts_next_iteration) {
   CHECK_EQ(s.ran, 1);
   CHECK_EQ(evl_run_until_complete(loop, t), 0);
   CHECK_EQ(s.ran, 1);
-  evl_future_release(t);
-  test_close(loop);
+  release_and_close(loop, t, NULL);
 }
 
 /* ---- state: copied or passed through ----------------------------------- */
@@ -395,8 +394,7 @@ TEST(state_is_copied) {
   CHECK(g_state_ptr == evl_task_state(t));
   CHECK_EQ(orig.seen, 0);
   CHECK(evl_future_result(t) == NULL); /* fell off EVL_ASYNC_END */
-  evl_future_release(t);
-  test_close(loop);
+  release_and_close(loop, t, NULL);
 }
 
 TEST(state_is_passed_through) {
@@ -412,8 +410,7 @@ TEST(state_is_passed_through) {
   CHECK_EQ(evl_run_until_complete(loop, t), 0);
   CHECK_EQ(g_seen, 7);
   CHECK_EQ(orig.seen, 1);
-  evl_future_release(t);
-  test_close(loop);
+  release_and_close(loop, t, NULL);
 }
 
 /* ---- interleaving ------------------------------------------------------ */
@@ -471,9 +468,7 @@ TEST(tasks_interleave) {
     fprintf(stderr, "  order: %s\n", g_log);
   CHECK(strcmp(g_log, "AabBc") == 0);
   evl_future_release(g);
-  evl_future_release(ta);
-  evl_future_release(tb);
-  test_close(loop);
+  release_and_close(loop, ta, tb);
 }
 
 /* ---- names and the task factory ---------------------------------------- */
@@ -492,8 +487,7 @@ TEST(task_name_is_function_name) {
   CHECK(strcmp(name, "my_named_task") == 0);
   CHECK_EQ(evl_run_until_complete(loop, t), 0);
   CHECK(strcmp(evl_task_name(t), "my_named_task") == 0);
-  evl_future_release(t);
-  test_close(loop);
+  release_and_close(loop, t, NULL);
 }
 
 typedef struct factory_ctx {
@@ -540,9 +534,7 @@ TEST(task_factory) {
   CHECK_EQ(ctx.calls, 1);
   CHECK_EQ(evl_run_until_complete(loop, t1), 0);
   CHECK_EQ(s1.ran, 2);
-  evl_future_release(t1);
-  evl_future_release(t2);
-  test_close(loop);
+  release_and_close(loop, t1, t2);
 }
 
 /* ---- fire and forget --------------------------------------------------- */
@@ -575,7 +567,6 @@ TEST(fire_and_forget) {
   CHECK_EQ(done, 1);
   evl_run_once(loop, 0);
   test_close(loop);
-  CHECK_EQ(g_reports, 0);
 }
 
 /* ---- evl_wait_for ------------------------------------------------------ */
@@ -589,9 +580,7 @@ TEST(wait_for_in_time) {
   CHECK(evl_future_result(w) == &g_value_c);
   CHECK_EQ(evl_future_cancelled(inner), 0);
   CHECK(evl_future_result(inner) == &g_value_c);
-  evl_future_release(w);
-  evl_future_release(inner);
-  test_close(loop);
+  release_and_close(loop, w, inner);
 }
 
 TEST(wait_for_inner_error) {
@@ -601,10 +590,7 @@ TEST(wait_for_inner_error) {
   CHECK(evl_call_later(loop, 0.01, set_error_cb, inner) > 0);
   CHECK_EQ(evl_run_until_complete(loop, w), EVL_EIO);
   CHECK_EQ(evl_future_error(w), EVL_EIO);
-  evl_future_release(w);
-  evl_future_release(inner);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  release_and_close(loop, w, inner);
 }
 
 TEST(wait_for_times_out) {
@@ -617,9 +603,7 @@ TEST(wait_for_times_out) {
   CHECK(evl_time(loop) - t0 >= 0.0299);
   CHECK_EQ(evl_future_cancelled(inner), 1);
   CHECK_EQ(evl_future_error(w), EVL_ETIMEDOUT);
-  evl_future_release(w);
-  evl_future_release(inner);
-  test_close(loop);
+  release_and_close(loop, w, inner);
 }
 
 typedef struct long_state {
@@ -646,9 +630,7 @@ TEST(wait_for_task_times_out) {
   CHECK_EQ(evl_future_done(t), 1); /* wait_for waits for the cancel */
   CHECK_EQ(evl_future_cancelled(t), 1);
   CHECK_EQ(evl_future_error(t), EVL_ECANCELED);
-  evl_future_release(w);
-  evl_future_release(t);
-  test_close(loop);
+  release_and_close(loop, w, t);
 }
 
 TEST(wait_for_negative_timeout) {
@@ -660,9 +642,7 @@ TEST(wait_for_negative_timeout) {
   CHECK_EQ(evl_run_until_complete(loop, w), EVL_ETIMEDOUT);
   CHECK(evl_time(loop) - t0 < 1.0);
   CHECK_EQ(evl_future_cancelled(inner), 1);
-  evl_future_release(w);
-  evl_future_release(inner);
-  test_close(loop);
+  release_and_close(loop, w, inner);
 }
 
 TEST(wait_for_nan_timeout) {
@@ -671,9 +651,7 @@ TEST(wait_for_nan_timeout) {
   evl_future *w = evl_wait_for(evl_future_ref(inner), (double)NAN);
   CHECK(w != NULL);
   CHECK_EQ(evl_run_until_complete(loop, w), EVL_EINVAL);
-  evl_future_release(w);
-  evl_future_release(inner);
-  test_close(loop);
+  release_and_close(loop, w, inner);
 }
 
 /* ---- evl_gather -------------------------------------------------------- */
@@ -696,9 +674,7 @@ TEST(gather_all_succeed) {
   CHECK(evl_future_result(futs[0]) == &g_value_a);
   CHECK(evl_future_result(futs[1]) == &g_value_b);
   CHECK(evl_future_result(futs[2]) == &g_value_c);
-  evl_future_release(g);
-  for (i = 0; i < 3; i++)
-    evl_future_release(futs[i]);
+  release_all(g, futs, 3);
   test_close(loop);
 }
 
@@ -713,19 +689,24 @@ TEST(gather_takes_own_references) {
   evl_future_release(futs[0]);
   evl_future_release(futs[1]);
   CHECK_EQ(evl_run_until_complete(loop, g), 0);
-  evl_future_release(g);
-  test_close(loop);
+  release_and_close(loop, g, NULL);
+}
+
+/* futs: a 5 ms sleep giving &g_value_a, a future failing with EVL_EIO
+   at 10 ms, and a sleep of last_delay giving &g_value_c. */
+static void one_fails_in_three(evl_loop *loop, evl_future **futs,
+                               double last_delay) {
+  futs[0] = evl_sleep(loop, 0.005, &g_value_a);
+  futs[1] = evl_future_new(loop);
+  futs[2] = evl_sleep(loop, last_delay, &g_value_c);
+  CHECK(evl_call_later(loop, 0.01, set_error_cb, futs[1]) > 0);
 }
 
 TEST(gather_one_fails) {
   evl_loop *loop = test_open();
   evl_future *futs[3];
   evl_future *g;
-  int i;
-  futs[0] = evl_sleep(loop, 0.005, &g_value_a);
-  futs[1] = evl_future_new(loop);
-  futs[2] = evl_sleep(loop, 0.06, &g_value_c);
-  CHECK(evl_call_later(loop, 0.01, set_error_cb, futs[1]) > 0);
+  one_fails_in_three(loop, futs, 0.06);
   g = evl_gather(loop, futs, 3, 0);
   CHECK_EQ(evl_run_until_complete(loop, g), EVL_EIO);
   CHECK_EQ(evl_future_error(g), EVL_EIO);
@@ -735,11 +716,8 @@ TEST(gather_one_fails) {
   CHECK(evl_future_result(futs[2]) == &g_value_c);
   CHECK(evl_future_result(futs[0]) == &g_value_a);
   CHECK_EQ(evl_future_error(futs[1]), EVL_EIO);
-  evl_future_release(g);
-  for (i = 0; i < 3; i++)
-    evl_future_release(futs[i]);
+  release_all(g, futs, 3);
   test_close(loop);
-  CHECK_EQ(g_reports, 0);
 }
 
 TEST(gather_return_errors) {
@@ -747,10 +725,7 @@ TEST(gather_return_errors) {
   evl_future *futs[3];
   evl_future *g;
   int i;
-  futs[0] = evl_sleep(loop, 0.005, &g_value_a);
-  futs[1] = evl_future_new(loop);
-  futs[2] = evl_sleep(loop, 0.04, &g_value_c);
-  CHECK(evl_call_later(loop, 0.01, set_error_cb, futs[1]) > 0);
+  one_fails_in_three(loop, futs, 0.04);
   g = evl_gather(loop, futs, 3, EVL_GATHER_RETURN_ERRORS);
   CHECK_EQ(evl_run_until_complete(loop, g), 0);
   CHECK(evl_future_result(g) == NULL);
@@ -758,11 +733,8 @@ TEST(gather_return_errors) {
     CHECK_EQ(evl_future_done(futs[i]), 1);
   CHECK_EQ(evl_future_error(futs[1]), EVL_EIO);
   CHECK(evl_future_result(futs[2]) == &g_value_c);
-  evl_future_release(g);
-  for (i = 0; i < 3; i++)
-    evl_future_release(futs[i]);
+  release_all(g, futs, 3);
   test_close(loop);
-  CHECK_EQ(g_reports, 0);
 }
 
 TEST(gather_nothing) {
@@ -773,8 +745,7 @@ TEST(gather_nothing) {
   CHECK_EQ(evl_future_error(g), 0);
   CHECK(evl_future_result(g) == NULL);
   CHECK_EQ(evl_run_until_complete(loop, g), 0);
-  evl_future_release(g);
-  test_close(loop);
+  release_and_close(loop, g, NULL);
 }
 
 TEST(gather_cancel_cancels_children) {
@@ -795,9 +766,7 @@ TEST(gather_cancel_cancels_children) {
   for (i = 0; i < 3; i++)
     CHECK_EQ(evl_future_cancelled(futs[i]), 1);
   CHECK_EQ(s.after, 0);
-  evl_future_release(g);
-  for (i = 0; i < 3; i++)
-    evl_future_release(futs[i]);
+  release_all(g, futs, 3);
   test_close(loop);
 }
 
@@ -812,8 +781,7 @@ TEST(sleep_returns_result) {
   CHECK_EQ(evl_run_until_complete(loop, f), 0);
   CHECK(evl_time(loop) - t0 >= 0.0199);
   CHECK(evl_future_result(f) == &g_value_b);
-  evl_future_release(f);
-  test_close(loop);
+  release_and_close(loop, f, NULL);
 }
 
 TEST(sleep_zero_next_iteration) {
@@ -824,8 +792,7 @@ TEST(sleep_zero_next_iteration) {
   evl_run_once(loop, 0);
   CHECK_EQ(evl_future_done(f), 1);
   CHECK(evl_future_result(f) == &g_value_a);
-  evl_future_release(f);
-  test_close(loop);
+  release_and_close(loop, f, NULL);
 }
 
 static void failing_task(evl_task *t, void *state) {
@@ -846,9 +813,7 @@ TEST(async_fail) {
   msg = evl_future_error_message(t);
   CHECK(msg != NULL);
   CHECK(strcmp(msg, "peer went away") == 0);
-  evl_future_release(t);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  release_and_close(loop, t, NULL);
 }
 
 TEST(gather_child_cancelled) {
@@ -877,18 +842,14 @@ TEST(cancel_after_awaited_future_done) {
   evl_loop *loop = test_open();
   evl_task *t;
   memset(&s, 0, sizeof s);
-  s.fut = evl_future_new(loop);
-  t = evl_task_create(loop, await_plain, &s, 0);
-  run_until_started(loop, &s.started);
+  t = start_awaiting(loop, await_plain, &s, &s.fut, &s.started);
   CHECK_EQ(evl_future_set_result(s.fut, &g_value_a), 0);
   CHECK_EQ(evl_task_cancel(t), 1);
   CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
   CHECK_EQ(s.after, 0);
   CHECK_EQ(evl_future_cancelled(t), 1);
   CHECK_EQ(evl_future_cancelled(s.fut), 0);
-  evl_future_release(t);
-  evl_future_release(s.fut);
-  test_close(loop);
+  release_and_close(loop, t, s.fut);
 }
 
 static int g_report_error;
@@ -954,9 +915,7 @@ TEST(many_tasks) {
   for (i = 0; i < NTASKS; i++)
     bad += evl_future_result(ts[i]) != (void *)(intptr_t)((i + 1) * 3);
   CHECK_EQ(bad, 0);
-  evl_future_release(g);
-  for (i = 0; i < NTASKS; i++)
-    evl_future_release(ts[i]);
+  release_all(g, ts, NTASKS);
   free(ts);
   test_close(loop);
 }
@@ -989,8 +948,7 @@ TEST(task_cancels_itself) {
   CHECK_EQ(s.after, 0);
   CHECK_EQ(evl_future_cancelled(t), 1);
   CHECK(evl_time(loop) - t0 < 10.0);
-  evl_future_release(t);
-  test_close(loop);
+  release_and_close(loop, t, NULL);
 }
 
 TEST(task_cancelled_while_running_then_returns) {
@@ -1002,8 +960,7 @@ TEST(task_cancelled_while_running_then_returns) {
   CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
   CHECK_EQ(s.err, 1);
   CHECK_EQ(evl_future_cancelled(t), 1);
-  evl_future_release(t);
-  test_close(loop);
+  release_and_close(loop, t, NULL);
 }
 
 TESTS_BEGIN

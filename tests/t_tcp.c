@@ -176,6 +176,12 @@ static void server_ctx_init(server_ctx *c) {
   peer_reset(&c->tmpl);
 }
 
+/* The usual pair: a server context and one client peer, both reset. */
+static void server_and_client_init(server_ctx *c, peer *cl) {
+  server_ctx_init(c);
+  peer_reset(cl);
+}
+
 static void server_made(evl_transport *t, void *user) {
   server_ctx *c = (server_ctx *)user;
   peer *p;
@@ -200,6 +206,13 @@ static void server_ctx_free(server_ctx *c) {
   int i;
   for (i = 0; i < c->n; i++)
     free(c->peers[i].buf);
+}
+
+/* Ends a test: closes the server s, frees c's buffers and the loop. */
+static void server_ctx_done(evl_loop *loop, evl_server *s, server_ctx *c) {
+  test_server_done(loop, s);
+  server_ctx_free(c);
+  test_close(loop);
 }
 
 static const evl_protocol server_proto = {
@@ -238,15 +251,9 @@ static evl_transport *dial(evl_loop *loop, peer *p, const char *host,
 /* Connection attempt that must fail; returns the error. */
 static int dial_error(evl_loop *loop, const char *host, int port) {
   peer p;
-  evl_future *f;
   int rc;
   peer_reset(&p);
-  f = evl_create_connection(loop, &client_proto, &p, host, port, NULL);
-  CHECK(f != NULL);
-  rc = wait_fut(loop, f);
-  CHECK_EQ(evl_future_error(f), rc);
-  CHECK(evl_future_result(f) == NULL);
-  evl_future_release(f);
+  rc = test_connect_error(loop, &client_proto, &p, host, port);
   CHECK_EQ(p.made, 0);
   return rc;
 }
@@ -319,8 +326,7 @@ TEST(tcp_data_both_ways_and_close) {
   peer cl, *sp;
   unsigned char cbuf[64], sbuf[64];
   int port;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   cl.buf = cbuf;
   cl.cap = sizeof cbuf;
   c.tmpl.cap = sizeof sbuf;
@@ -362,10 +368,7 @@ TEST(tcp_data_both_ways_and_close) {
   CHECK_EQ(cl.lost, 1);
   CHECK_EQ(sp->lost, 1);
   CHECK_EQ(cl.after_lost + sp->after_lost, 0);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 TEST(tcp_server_close_gives_client_eof) {
@@ -373,8 +376,7 @@ TEST(tcp_server_close_gives_client_eof) {
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   s = serve(loop, &c);
   dial(loop, &cl, "127.0.0.1", evl_server_port(s));
   RUN_UNTIL(loop, c.n == 1);
@@ -387,10 +389,7 @@ TEST(tcp_server_close_gives_client_eof) {
   CHECK(cl.eof_seq < cl.lost_seq);
   CHECK_EQ(cl.lost_err, 0);
   CHECK_EQ(sp->lost_err, 0);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 TEST(tcp_half_close_eof_received_keeps_writing) {
@@ -399,8 +398,7 @@ TEST(tcp_half_close_eof_received_keeps_writing) {
   evl_server *s;
   peer cl, *sp;
   unsigned char cbuf[64], sbuf[64];
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   cl.buf = cbuf;
   cl.cap = sizeof cbuf;
   c.tmpl.cap = sizeof sbuf;
@@ -429,10 +427,7 @@ TEST(tcp_half_close_eof_received_keeps_writing) {
   RUN_UNTIL(loop, cl.lost == 1 && sp->lost == 1);
   CHECK_EQ(cl.lost_err, 0);
   CHECK_EQ(sp->lost_err, 0);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 /* ---- big writes, writev ------------------------------------------------- */
@@ -444,8 +439,7 @@ TEST(tcp_write_64mib_in_one_call) {
   evl_server *s;
   peer cl, *sp;
   unsigned char *data;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   c.tmpl.check_pat = 1;
   s = serve(loop, &c);
   dial(loop, &cl, "127.0.0.1", evl_server_port(s));
@@ -463,10 +457,7 @@ TEST(tcp_write_64mib_in_one_call) {
   RUN_UNTIL(loop, evl_transport_get_write_buffer_size(cl.t) == 0);
   close_both(loop, &cl, sp);
   CHECK_EQ(sp->n, total);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 TEST(tcp_writev) {
@@ -477,8 +468,7 @@ TEST(tcp_writev) {
   peer cl, *sp;
   unsigned char *a, *b;
   evl_iovec iov[4];
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   c.tmpl.check_pat = 1;
   s = serve(loop, &c);
   dial(loop, &cl, "127.0.0.1", evl_server_port(s));
@@ -510,10 +500,7 @@ TEST(tcp_writev) {
   CHECK_EQ(sp->pat_bad, 0);
   CHECK_EQ(sp->n, 10 + 2 * big);
   close_both(loop, &cl, sp);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 /* ---- flow control ------------------------------------------------------- */
@@ -527,8 +514,7 @@ TEST(tcp_flow_control_pause_resume_writing) {
   unsigned char *data;
   size_t sent = 0;
   int i;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   c.tmpl.check_pat = 1;
   c.tmpl.pause_on_made = 1; /* the reader does not read at first */
   s = serve(loop, &c);
@@ -576,10 +562,7 @@ TEST(tcp_flow_control_pause_resume_writing) {
   close_both(loop, &cl, sp);
   CHECK_EQ(cl.pauses, 1);
   CHECK_EQ(cl.resumes, 1);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 TEST(tcp_default_write_limits) {
@@ -589,8 +572,7 @@ TEST(tcp_default_write_limits) {
   peer cl, *sp;
   unsigned char *data;
   const size_t total = (size_t)64 << 20;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   c.tmpl.pause_on_made = 1;
   s = serve(loop, &c);
   dial(loop, &cl, "127.0.0.1", evl_server_port(s));
@@ -609,10 +591,7 @@ TEST(tcp_default_write_limits) {
   CHECK(cl.size_at_resume <= 16 * 1024);
   CHECK_EQ(cl.pauses, 1);
   close_both(loop, &cl, sp);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 TEST(tcp_pause_resume_reading) {
@@ -621,8 +600,7 @@ TEST(tcp_pause_resume_reading) {
   evl_server *s;
   peer cl, *sp;
   unsigned char sbuf[64];
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   c.tmpl.cap = sizeof sbuf;
   s = serve(loop, &c);
   dial(loop, &cl, "127.0.0.1", evl_server_port(s));
@@ -646,10 +624,7 @@ TEST(tcp_pause_resume_reading) {
   CHECK_EQ(sp->eofs, 1);
   CHECK_EQ(sp->lost_err, 0);
   close_both(loop, &cl, sp);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 /* ---- close inside data_received, abort ---------------------------------- */
@@ -660,8 +635,7 @@ TEST(tcp_close_inside_data_received) {
   evl_server *s;
   peer cl, *sp;
   char msg[200];
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   c.tmpl.close_in_data = 1;
   c.tmpl.echo = 1; /* writes, then closes: the echo is still sent */
   s = serve(loop, &c);
@@ -681,10 +655,7 @@ TEST(tcp_close_inside_data_received) {
   CHECK_EQ(cl.n, sp->n); /* the echo written before close arrived */
   CHECK_EQ(cl.eofs, 1);
   CHECK_EQ(cl.lost_err, 0);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 TEST(tcp_abort_drops_queued_data) {
@@ -694,8 +665,7 @@ TEST(tcp_abort_drops_queued_data) {
   evl_server *s;
   peer cl, *sp;
   unsigned char *data;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   c.tmpl.pause_on_made = 1;
   c.tmpl.check_pat = 1;
   s = serve(loop, &c);
@@ -718,10 +688,7 @@ TEST(tcp_abort_drops_queued_data) {
   CHECK_EQ(sp->pat_bad, 0);
   CHECK(sp->lost_err == 0 || sp->lost_err == EVL_ECONNRESET);
   CHECK_EQ(cl.after_lost, 0);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 /* ---- buffered protocol --------------------------------------------------- */
@@ -767,7 +734,6 @@ TEST(tcp_buffered_protocol) {
   server_ctx_free(&c);
   server_ctx_free(&d);
   test_close(loop);
-  CHECK_EQ(g_reports, 0);
 }
 
 /* ---- addresses and socket options --------------------------------------- */
@@ -782,8 +748,7 @@ TEST(tcp_peername_sockname_nodelay) {
   int port, one = 0;
   socklen_t olen;
   evl_fd sfd;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   s = serve(loop, &c);
   port = evl_server_port(s);
   CHECK_EQ(evl_server_sockets(s, &sfd, 1), 1);
@@ -842,10 +807,7 @@ TEST(tcp_peername_sockname_nodelay) {
   CHECK(fcntl((int)evl_transport_fd(sp->t), F_GETFL) & O_NONBLOCK);
 #endif
   close_both(loop, &cl, sp);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 TEST(tcp_no_delay_off) {
@@ -857,8 +819,7 @@ TEST(tcp_no_delay_off) {
   evl_future *f;
   int one = 1;
   socklen_t olen = sizeof one;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   s = serve(loop, &c);
   memset(&o, 0, sizeof o);
   o.no_delay_off = 1;
@@ -873,10 +834,7 @@ TEST(tcp_no_delay_off) {
            0);
   CHECK_EQ(one, 0);
   close_both(loop, &cl, &c.peers[0]);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 /* ---- listening addresses ------------------------------------------------- */
@@ -920,10 +878,7 @@ TEST(tcp_server_all_interfaces) {
     CHECK(v6 >= 1);
   else
     printf("  note: no IPv6 loopback; IPv6 part skipped\n");
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 TEST(tcp_server_empty_host_is_all_interfaces) {
@@ -933,10 +888,7 @@ TEST(tcp_server_empty_host_is_all_interfaces) {
   server_ctx_init(&c);
   s = serve_proto(loop, &server_proto, &c, "", 0, NULL);
   CHECK(evl_server_sockets(s, NULL, 0) >= 1);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 TEST(tcp_server_host_list) {
@@ -960,10 +912,7 @@ TEST(tcp_server_host_list) {
   CHECK(fam1 == AF_INET || fam1 == AF_INET6);
   echo_once(loop, &c, fam0 == AF_INET ? "127.0.0.1" : "::1", p0);
   echo_once(loop, &c, fam1 == AF_INET ? "127.0.0.1" : "::1", p1);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 TEST(tcp_server_address_in_use_and_reuse_port) {
@@ -1012,7 +961,6 @@ TEST(tcp_server_address_in_use_and_reuse_port) {
   server_ctx_free(&e);
   server_ctx_free(&g);
   test_close(loop);
-  CHECK_EQ(g_reports, 0);
 }
 
 /* ---- serving ------------------------------------------------------------ */
@@ -1035,10 +983,7 @@ TEST(tcp_no_start_serving) {
   CHECK_EQ(evl_server_is_serving(s), 1);
   CHECK_EQ(evl_server_start_serving(s), 0); /* again: no-op */
   echo_once(loop, &c, "127.0.0.1", evl_server_port(s));
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 TEST(tcp_server_close_keeps_connections) {
@@ -1049,8 +994,7 @@ TEST(tcp_server_close_keeps_connections) {
   evl_future *w;
   unsigned char cbuf[16];
   int port;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   cl.buf = cbuf;
   cl.cap = sizeof cbuf;
   c.tmpl.echo = 1;
@@ -1081,7 +1025,6 @@ TEST(tcp_server_close_keeps_connections) {
   evl_server_free(s);
   server_ctx_free(&c);
   test_close(loop);
-  CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_wait_closed_waits_for_close) {
@@ -1102,7 +1045,6 @@ TEST(tcp_wait_closed_waits_for_close) {
   evl_server_free(s);
   server_ctx_free(&c);
   test_close(loop);
-  CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_serve_forever_cancel_closes) {
@@ -1136,7 +1078,6 @@ TEST(tcp_serve_forever_cancel_closes) {
   evl_server_free(s);
   server_ctx_free(&c);
   test_close(loop);
-  CHECK_EQ(g_reports, 0);
 }
 
 /* ---- connect_accepted_socket ------------------------------------------- */
@@ -1178,7 +1119,6 @@ TEST(tcp_connect_accepted_socket) {
   CHECK(test_sock_is_closed(sv[0]));
   CHECK(test_sock_is_closed(sv[1]));
   test_close(loop);
-  CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_connect_accepted_tcp_socket) {
@@ -1215,7 +1155,6 @@ TEST(tcp_connect_accepted_tcp_socket) {
   RUN_UNTIL(loop, a.n == 7);
   close_both(loop, &a, &b);
   test_close(loop);
-  CHECK_EQ(g_reports, 0);
 }
 
 /* ---- sendfile ------------------------------------------------------------ */
@@ -1243,8 +1182,7 @@ TEST(tcp_sendfile) {
   evl_future *f, *f2;
   int fd;
   size_t i;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   c.tmpl.cap = total + 4096;
   s = serve(loop, &c);
   dial(loop, &cl, "127.0.0.1", evl_server_port(s));
@@ -1276,10 +1214,7 @@ TEST(tcp_sendfile) {
   evl_future_release(f2);
   test_fd_close(fd);
   close_both(loop, &cl, sp);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 /* ---- re-entrant calls from callbacks ------------------------------------ */
@@ -1292,8 +1227,7 @@ TEST(tcp_server_freed_in_connection_made) {
   evl_server *s;
   peer cl;
   int port;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   c.tmpl.echo = 1;
   s = serve(loop, &c);
   port = evl_server_port(s);
@@ -1307,7 +1241,6 @@ TEST(tcp_server_freed_in_connection_made) {
   run_for(loop, 0.02);
   server_ctx_free(&c);
   test_close(loop);
-  CHECK_EQ(g_reports, 0);
 }
 
 TEST(tcp_abort_inside_data_received_during_bulk) {
@@ -1317,8 +1250,7 @@ TEST(tcp_abort_inside_data_received_during_bulk) {
   evl_server *s;
   peer cl, *sp;
   unsigned char *data;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   cl.abort_in_data = 1;
   s = serve(loop, &c);
   dial(loop, &cl, "127.0.0.1", evl_server_port(s));
@@ -1334,9 +1266,7 @@ TEST(tcp_abort_inside_data_received_during_bulk) {
   CHECK_EQ(cl.after_lost, 0);
   /* the sender finds out: reset or EOF, then connection_lost */
   RUN_UNTIL(loop, sp->lost == 1);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
+  server_ctx_done(loop, s, &c);
 }
 
 TEST(tcp_close_inside_eof_received) {
@@ -1344,8 +1274,7 @@ TEST(tcp_close_inside_eof_received) {
   server_ctx c;
   evl_server *s;
   peer cl, *sp;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   c.tmpl.close_in_eof = 1;
   c.tmpl.eof_keep = 1; /* keep open, but close anyway */
   s = serve(loop, &c);
@@ -1361,10 +1290,7 @@ TEST(tcp_close_inside_eof_received) {
   CHECK_EQ(cl.eofs, 1);
   CHECK_EQ(cl.lost_err, 0);
   CHECK_EQ(sp->after_lost + cl.after_lost, 0);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 /* ---- options --------------------------------------------------------------
@@ -1380,8 +1306,7 @@ TEST(tcp_connect_local_host_and_port) {
   struct sockaddr_storage ss;
   size_t len = sizeof ss;
   int lport;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   s = serve(loop, &c);
   /* a free port to bind the client to: a server's, closed again */
   {
@@ -1431,10 +1356,7 @@ TEST(tcp_connect_local_host_and_port) {
     CHECK(v != 0);
 #endif
   }
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 TEST(tcp_server_options_family_and_no_reuse_address) {
@@ -1461,10 +1383,7 @@ TEST(tcp_server_options_family_and_no_reuse_address) {
            0);
   CHECK_EQ(v, 0);
   echo_once(loop, &c, "127.0.0.1", evl_server_port(s));
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 TEST(tcp_write_limits_low_default) {
@@ -1477,8 +1396,7 @@ TEST(tcp_write_limits_low_default) {
   unsigned char *data;
   size_t sent = 0;
   int i;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   c.tmpl.pause_on_made = 1;
   s = serve(loop, &c);
   dial(loop, &cl, "127.0.0.1", evl_server_port(s));
@@ -1503,10 +1421,7 @@ TEST(tcp_write_limits_low_default) {
   CHECK(cl.size_at_resume <= high / 4);
   RUN_UNTIL(loop, sp->n == sent);
   close_both(loop, &cl, sp);
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 
 /* ---- loop close with a server and connections still open ---------------- */
@@ -1516,8 +1431,7 @@ static void loop_free_with_open_server_and_connections(void) {
   server_ctx c;
   evl_server *s;
   peer cl;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   s = serve(loop, &c);
   dial(loop, &cl, "127.0.0.1", evl_server_port(s));
   RUN_UNTIL(loop, c.n == 1);
@@ -1571,8 +1485,7 @@ TEST(tcp_iocp_completion_io) {
   evl_server *s;
   evl_fd lfd;
   peer cl;
-  server_ctx_init(&c);
-  peer_reset(&cl);
+  server_and_client_init(&c, &cl);
   s = serve(loop, &c);
   CHECK_EQ(evl_server_sockets(s, &lfd, 1), 1);
   CHECK_EQ(bound_to_a_port(lfd), iocp);
@@ -1609,10 +1522,7 @@ TEST(tcp_iocp_completion_io) {
     test_closesocket(sv[1]);
     CloseHandle(other);
   }
-  test_server_done(loop, s);
-  server_ctx_free(&c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  server_ctx_done(loop, s, &c);
 }
 #endif
 

@@ -102,16 +102,15 @@ static void *waker_main(void *arg) {
   return NULL;
 }
 
-TEST(threadsafe_call_wakes_a_loop_blocked_on_a_far_timer) {
-  evl_loop *loop = test_open();
+/* Runs the loop forever until another thread's evl_call_soon_threadsafe
+   (100 ms in) stops it; returns how long that took. */
+static double run_until_woken(evl_loop *loop) {
   pthread_t th;
   waker w;
-  int far_fired = 0;
   double t0, elapsed;
   w.loop = loop;
   w.rc = 1;
   w.stopped = 0;
-  CHECK(evl_call_later(loop, 30.0, test_count_cb, &far_fired) > 0);
   t0 = test_now();
   CHECK_EQ(pthread_create(&th, NULL, waker_main, &w), 0);
   CHECK_EQ(evl_run_forever(loop), 0);
@@ -119,6 +118,15 @@ TEST(threadsafe_call_wakes_a_loop_blocked_on_a_far_timer) {
   CHECK_EQ(pthread_join(th, NULL), 0);
   CHECK_EQ(w.rc, 0);
   CHECK_EQ(w.stopped, 1);
+  return elapsed;
+}
+
+TEST(threadsafe_call_wakes_a_loop_blocked_on_a_far_timer) {
+  evl_loop *loop = test_open();
+  int far_fired = 0;
+  double elapsed;
+  CHECK(evl_call_later(loop, 30.0, test_count_cb, &far_fired) > 0);
+  elapsed = run_until_woken(loop);
   CHECK_EQ(far_fired, 0);
   CHECK(elapsed >= 0.09);
   CHECK(elapsed < 5.0);
@@ -127,19 +135,7 @@ TEST(threadsafe_call_wakes_a_loop_blocked_on_a_far_timer) {
 
 TEST(threadsafe_call_wakes_a_loop_with_nothing_scheduled) {
   evl_loop *loop = test_open();
-  pthread_t th;
-  waker w;
-  double t0, elapsed;
-  w.loop = loop;
-  w.rc = 1;
-  w.stopped = 0;
-  t0 = test_now();
-  CHECK_EQ(pthread_create(&th, NULL, waker_main, &w), 0);
-  CHECK_EQ(evl_run_forever(loop), 0);
-  elapsed = test_now() - t0;
-  CHECK_EQ(pthread_join(th, NULL), 0);
-  CHECK_EQ(w.rc, 0);
-  CHECK_EQ(w.stopped, 1);
+  double elapsed = run_until_woken(loop);
   CHECK(elapsed < 5.0);
   test_close(loop);
 }

@@ -24,18 +24,26 @@ static void forever_task(evl_task *t, void *state) {
   EVL_ASYNC_END(t);
 }
 
-/* The task ends in one iteration; its done callbacks (the handle's among
-   them) would run in the next, but the loop is closed first. */
-TEST(tshandle_completes_when_close_drops_its_done_callbacks) {
-  evl_loop *loop = test_loop();
-  evl_threadsafe *h = evl_run_task_threadsafe(loop, quick_task, NULL, 0);
-  void *r = NULL;
+/* Starts fn as a thread-safe task and runs the loop until it ran; its
+   handle is not done yet (a finished task is reported in the next
+   iteration). */
+static evl_threadsafe *start_threadsafe(evl_loop *loop, evl_task_fn fn) {
+  evl_threadsafe *h = evl_run_task_threadsafe(loop, fn, NULL, 0);
   int i;
   CHECK(h != NULL);
   for (i = 0; i < 100 && !g_ran; i++)
     CHECK(evl_run_once(loop, 0.05) >= 0);
   CHECK(g_ran);
-  CHECK_EQ(evl_threadsafe_done(h), 0); /* reported in the next iteration */
+  CHECK_EQ(evl_threadsafe_done(h), 0);
+  return h;
+}
+
+/* The task ends in one iteration; its done callbacks (the handle's among
+   them) would run in the next, but the loop is closed first. */
+TEST(tshandle_completes_when_close_drops_its_done_callbacks) {
+  evl_loop *loop = test_loop();
+  evl_threadsafe *h = start_threadsafe(loop, quick_task);
+  void *r = NULL;
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_threadsafe_wait(h, 0.5), 0);
   CHECK_EQ(evl_threadsafe_result(h, &r), 0);
@@ -49,14 +57,8 @@ TEST(tshandle_completes_when_close_drops_its_done_callbacks) {
    cancellation. */
 TEST(tshandle_completes_when_close_drops_its_task_out_of_memory) {
   evl_loop *loop = alloc_loop();
-  evl_threadsafe *h = evl_run_task_threadsafe(loop, forever_task, NULL, 0);
+  evl_threadsafe *h = start_threadsafe(loop, forever_task);
   void *r = NULL;
-  int i;
-  CHECK(h != NULL);
-  for (i = 0; i < 100 && !g_ran; i++)
-    CHECK(evl_run_once(loop, 0.05) >= 0);
-  CHECK(g_ran);
-  CHECK_EQ(evl_threadsafe_done(h), 0);
   memory_runs_out();
   CHECK_EQ(evl_loop_close(loop), 0);
   memory_is_back();

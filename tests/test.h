@@ -686,6 +686,14 @@ static inline void test_stop_cb(evl_loop *loop, void *arg) {
     (*(int *)arg)++;
   evl_stop(loop);
 }
+/* Runs in 3 iterations in a row (counting into an int), then stops. */
+static inline void test_chain_cb(evl_loop *loop, void *arg) {
+  int *n = (int *)arg;
+  if (++*n < 3)
+    CHECK(evl_call_soon(loop, test_chain_cb, n) > 0);
+  else
+    evl_stop(loop);
+}
 
 #include <stdarg.h>
 static void test_fail_(const char *file, int line, const char *fmt, ...) {
