@@ -19024,10 +19024,21 @@ typedef struct evl__fsreq {
   size_t len;
   int64_t off;
   char *path, *path2;
+  evl_future *fut; /* open: the future the fd goes to */
+  int opened;      /* open: the job opened fd */
 } evl__fsreq;
 
 static void evl__fsreq_free(void *p) {
   evl__fsreq *r = (evl__fsreq *)p;
+  /* An open whose fd never reached its future (cancelled, loop closed),
+     or whose future only the job still holds (released unread): nobody
+     else can close it. */
+  if (r->opened && r->fut && (r->fut->state != EVL__DONE || r->fut->refs == 1))
+#ifdef _WIN32
+    CloseHandle((HANDLE)r->fd);
+#else
+    close((int)r->fd);
+#endif
   EVLOOP_FREE(NULL, r->path);
   EVLOOP_FREE(NULL, r->path2);
   EVLOOP_FREE(NULL, r);
@@ -19245,6 +19256,8 @@ static int evl__fs_work(void *arg, void **result) {
       return err;
     SetHandleInformation(h, HANDLE_FLAG_INHERIT, 0);
     *result = (void *)(intptr_t)h;
+    r->fd = (evl_fd)h;
+    r->opened = 1;
     return 0;
   }
   case EVL__FS_CLOSE:
@@ -19529,6 +19542,8 @@ static int evl__fs_work(void *arg, void **result) {
     if (fd < 0)
       return evl__errno();
     *result = (void *)(intptr_t)fd;
+    r->fd = fd;
+    r->opened = 1;
     return 0;
   case EVL__FS_CLOSE:
     return close((int)r->fd) < 0 && errno != EINTR ? evl__errno() : 0;
@@ -19661,6 +19676,10 @@ static evl_future *evl__fs_submit(evl_loop *loop, evl__fsreq *r) {
                           r->op == EVL__FS_WRITE
                       ? NULL
                       : evl__gfree);
+  /* the job holds its future until r is freed (inline without threads:
+     already delivered, r->fut stays NULL) */
+  if (f && f->state == EVL__PENDING)
+    r->fut = f;
   return f;
 }
 
