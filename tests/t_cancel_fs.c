@@ -280,12 +280,57 @@ TEST(wait_for_timeout) {
   cleanup();
 }
 
+/* A task awaiting an open (state: the path). */
+static void opener(evl_task *t, void *state) {
+  EVL_ASYNC_BEGIN(t);
+  EVL_AWAIT(t,
+            evl_fs_open(evl_task_loop(t), (const char *)state, EVL_FS_READ, 0));
+  EVL_ASYNC_END(t);
+}
+
+/* Tasks awaiting opens are cancelled: one while its open is queued (it
+   never runs), one after its open ran but before delivery (the fd is
+   closed). Both tasks end cancelled; no fd is left. */
+TEST(task_awaiting_cancelled) {
+  int fds = fd_base();
+  evl_loop *loop = one_thread_loop();
+  evl_future *blk;
+  evl_task *t1, *t2;
+  char a[600];
+  setup_files();
+  path_of(a, sizeof a, "a");
+  GO_SET(0);
+  blk = evl_run_in_executor(loop, NULL, blocker, NULL, NULL);
+  t1 = evl_task_create(loop, opener, a, 0);
+  CHECK(t1 != NULL);
+  run_for(loop, 0.05); /* t1 awaits its queued open */
+  CHECK_EQ(evl_future_cancel(t1), 1);
+  GO_SET(1);
+  CHECK_EQ(wait_fut(loop, blk), 0);
+  CHECK(evl_future_cancelled(t1));
+  t2 = evl_task_create(loop, opener, a, 0);
+  CHECK(t2 != NULL);
+  evl_run_once(loop, 0); /* t2 starts its open */
+  test_sleep_ms(200);    /* the open runs; the loop has not delivered it */
+  CHECK_EQ(evl_future_cancel(t2), 1);
+  run_for(loop, 0.1);
+  CHECK(evl_future_cancelled(t2));
+  evl_future_release(t1);
+  evl_future_release(t2);
+  evl_future_release(blk);
+  test_close(loop);
+  if (fds >= 0)
+    CHECK_EQ(test_count_fds(), fds);
+  cleanup();
+}
+
 TESTS_BEGIN
 T(cancel_queued)
 T(cancel_after_job_ran)
 T(release_unread_pending)
 T(cancel_after_done)
 T(wait_for_timeout)
+T(task_awaiting_cancelled)
 TESTS_END
 #else
 TESTS_LEFT_OUT("built with EVLOOP_NO_FS or EVLOOP_NO_THREADS")
