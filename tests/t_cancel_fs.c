@@ -280,6 +280,65 @@ TEST(wait_for_timeout) {
   cleanup();
 }
 
+/* evl_wait_for timeouts racing a copyfile of 4 MB and a read_file of it
+   (from none to plenty): each ends copied/read in full or timed out with
+   its future cancelled (a copy cancelled while queued never runs; one
+   already running goes on to the end: the one executor thread runs the
+   later stat after it, which sees the copy whole or absent, never
+   partial); nothing leaks either way. */
+TEST(wait_for_races_running_job) {
+  static const double timeouts[] = {0, 0.0005, 0.002, 0.01, 0.05, 5};
+  int fds = fd_base();
+  evl_loop *loop = one_thread_loop();
+  char a[600], c[600];
+  size_t i, size = 4u << 20;
+  char *big = (char *)malloc(size);
+  FILE *fp;
+  CHECK(big != NULL);
+  memset(big, 'x', size);
+  path_of(a, sizeof a, "a");
+  path_of(c, sizeof c, "copy");
+  fp = fopen(a, "wb");
+  CHECK(fp != NULL);
+  CHECK_EQ(fwrite(big, 1, size, fp), size);
+  fclose(fp);
+  free(big);
+  for (i = 0; i < sizeof timeouts / sizeof *timeouts; i++) {
+    evl_future *f = evl_fs_copyfile(loop, a, c, 0);
+    evl_future *r = evl_fs_read_file(loop, a);
+    evl_future *w = evl_wait_for(evl_future_ref(f), timeouts[i]);
+    evl_future *wr = evl_wait_for(evl_future_ref(r), timeouts[i]);
+    int rc = evl_run_until_complete(loop, w);
+    int rr = evl_run_until_complete(loop, wr);
+    CHECK(rc == 0 || rc == EVL_ETIMEDOUT);
+    CHECK(rr == 0 || rr == EVL_ETIMEDOUT);
+    CHECK_EQ(evl_future_cancelled(f), rc == EVL_ETIMEDOUT);
+    CHECK_EQ(evl_future_cancelled(r), rr == EVL_ETIMEDOUT);
+    if (rr == 0)
+      CHECK_EQ(((const evl_fs_data *)evl_future_result(r))->len, size);
+    evl_future_release(w);
+    evl_future_release(wr);
+    evl_future_release(f);
+    evl_future_release(r);
+    /* the jobs finish (a cancelled running one too); then the copy is
+       whole: copyfile's cancel cannot stop it once started */
+    {
+      evl_future *s = evl_fs_stat(loop, c);
+      int st = wait_fut(loop, s);
+      if (rc == 0)
+        CHECK_EQ(st, 0);
+      if (st == 0)
+        CHECK_EQ(((const evl_stat *)evl_future_result(s))->size, size);
+      evl_future_release(s);
+    }
+    (void)test_unlink(c);
+  }
+  test_close(loop);
+  if (fds >= 0)
+    CHECK_EQ(test_count_fds(), fds);
+  cleanup();
+}
+
 /* A task awaiting an open (state: the path). */
 static void opener(evl_task *t, void *state) {
   EVL_ASYNC_BEGIN(t);
@@ -331,6 +390,7 @@ T(release_unread_pending)
 T(cancel_after_done)
 T(wait_for_timeout)
 T(task_awaiting_cancelled)
+T(wait_for_races_running_job)
 TESTS_END
 #else
 TESTS_LEFT_OUT("built with EVLOOP_NO_FS or EVLOOP_NO_THREADS")
