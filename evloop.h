@@ -1922,7 +1922,11 @@ EVLOOP_API void evl_process_free(evl_process *p);
    HANDLE on Windows. Results that are numbers come as
    (intptr_t)evl_future_result(f); structures the future owns and frees
    with itself. Errors: the future fails with the EVL_E* code (EVL_ENOENT,
-   EVL_EEXIST, EVL_ENOTEMPTY...); bad arguments with EVL_EINVAL. */
+   EVL_EEXIST, EVL_ENOTEMPTY...); bad arguments with EVL_EINVAL.
+   Cancelling removes a job not yet started; a running one goes on (as
+   with asyncio's run_in_executor) and what it makes is dropped: an fd
+   opened for a cancelled (or released, unread) open is closed. Beware:
+   such a running read or write still uses its buffer after the cancel. */
 enum {
   EVL_FS_READ = 1,   /* open for reading */
   EVL_FS_WRITE = 2,  /* open for writing */
