@@ -187,7 +187,7 @@ $(call strict_check,test-windows,$(WIN_SKIPS))
 TEST_SRCS := $(sort $(wildcard tests/t_*.c))
 TESTS     := $(basename $(notdir $(TEST_SRCS)))
 # Tests that start threads; they also run under ThreadSanitizer.
-THREADED_TESTS := $(filter t_threadsafe t_conform t_crossthread t_executor t_dns t_close t_config t_netfault t_netapi t_signal t_kqueue t_allocfail t_fdlimit t_cancel t_reenter t_cancel_sync t_budget t_ref t_wakeskip,$(TESTS))
+THREADED_TESTS := $(filter t_threadsafe t_conform t_crossthread t_executor t_dns t_close t_config t_netfault t_netapi t_signal t_kqueue t_allocfail t_fdlimit t_cancel t_reenter t_cancel_sync t_budget t_ref t_wakeskip t_cancel_fs,$(TESTS))
 # Built with EVLOOP_NO_THREADS too (t_config brings its own configuration).
 NOTHREAD_TESTS := $(filter-out $(THREADED_TESTS),$(TESTS))
 EXAMPLES  := $(basename $(notdir $(wildcard examples/*.c)))

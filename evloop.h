@@ -1922,7 +1922,11 @@ EVLOOP_API void evl_process_free(evl_process *p);
    HANDLE on Windows. Results that are numbers come as
    (intptr_t)evl_future_result(f); structures the future owns and frees
    with itself. Errors: the future fails with the EVL_E* code (EVL_ENOENT,
-   EVL_EEXIST, EVL_ENOTEMPTY...); bad arguments with EVL_EINVAL. */
+   EVL_EEXIST, EVL_ENOTEMPTY...); bad arguments with EVL_EINVAL.
+   Cancelling removes a job not yet started; a running one goes on (as
+   with asyncio's run_in_executor) and what it makes is dropped: an fd
+   opened for a cancelled (or released, unread) open is closed. Beware:
+   such a running read or write still uses its buffer after the cancel. */
 enum {
   EVL_FS_READ = 1,   /* open for reading */
   EVL_FS_WRITE = 2,  /* open for writing */
@@ -19033,10 +19037,21 @@ typedef struct evl__fsreq {
   size_t len;
   int64_t off;
   char *path, *path2;
+  evl_future *fut; /* open: the future the fd goes to */
+  int opened;      /* open: the job opened fd */
 } evl__fsreq;
 
 static void evl__fsreq_free(void *p) {
   evl__fsreq *r = (evl__fsreq *)p;
+  /* An open whose fd never reached its future (cancelled, loop closed),
+     or whose future only the job still holds (released unread): nobody
+     else can close it. */
+  if (r->opened && r->fut && (r->fut->state != EVL__DONE || r->fut->refs == 1))
+#ifdef _WIN32
+    CloseHandle((HANDLE)r->fd);
+#else
+    close((int)r->fd);
+#endif
   EVLOOP_FREE(NULL, r->path);
   EVLOOP_FREE(NULL, r->path2);
   EVLOOP_FREE(NULL, r);
@@ -19254,6 +19269,8 @@ static int evl__fs_work(void *arg, void **result) {
       return err;
     SetHandleInformation(h, HANDLE_FLAG_INHERIT, 0);
     *result = (void *)(intptr_t)h;
+    r->fd = (evl_fd)h;
+    r->opened = 1;
     return 0;
   }
   case EVL__FS_CLOSE:
@@ -19538,6 +19555,8 @@ static int evl__fs_work(void *arg, void **result) {
     if (fd < 0)
       return evl__errno();
     *result = (void *)(intptr_t)fd;
+    r->fd = fd;
+    r->opened = 1;
     return 0;
   case EVL__FS_CLOSE:
     return close((int)r->fd) < 0 && errno != EINTR ? evl__errno() : 0;
@@ -19670,6 +19689,10 @@ static evl_future *evl__fs_submit(evl_loop *loop, evl__fsreq *r) {
                           r->op == EVL__FS_WRITE
                       ? NULL
                       : evl__gfree);
+  /* the job holds its future until r is freed (inline without threads:
+     already delivered, r->fut stays NULL) */
+  if (f && f->state == EVL__PENDING)
+    r->fut = f;
   return f;
 }
 
