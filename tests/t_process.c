@@ -437,10 +437,22 @@ TEST(free_before_the_child_ends) {
   RUN_UNTIL(loop, gone(pid));
   CHECK(test_now() - t0 > 0.05); /* it went on: not killed */
 
-  /* the same while a readline is pending on its stdout */
-  p = spawn(loop, sleep10 /* prints nothing */, NULL, NULL);
+  /* the same while a readline is pending on its stdout. The child says
+     "ready" before it sleeps, so that it is surely running when it is
+     killed: wine under load, killing a child it is still starting, could
+     leave the pipe's write end open and the readline waiting for good. */
+#ifdef _WIN32
+  p = spawn(loop, child_argv("say", "ready", "10", NULL), NULL, NULL);
+#else
+  p = spawn(loop, NULL, "echo ready; exec sleep 10", NULL);
+#endif
   pid2 = evl_process_pid(p);
-  rl = evl_stream_readline(evl_process_stdout(p));
+  {
+    char line[16];
+    CHECK_EQ(read_line(loop, evl_process_stdout(p), line, sizeof line), 6);
+    CHECK(!strcmp(line, "ready\n"));
+  }
+  rl = evl_stream_readline(evl_process_stdout(p)); /* nothing more comes */
   CHECK(rl != NULL);
   run_for(loop, 0.02);
   evl_process_free(p);
