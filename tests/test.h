@@ -181,6 +181,19 @@ static inline evl_loop *test_loop(void) {
 static int g_reports, g_quiet;
 static long g_test_live; /* allocations of the fixture's loops still held */
 static int g_test_opened_;
+/* evl_loop_config.alloc, counting into g_test_live (a loop calls it on its
+   thread; loops of several threads: atomically where the compiler can). */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(__TINYC__)
+#define TEST_LIVE_ADD(d) __atomic_add_fetch(&g_test_live, (d), __ATOMIC_RELAXED)
+#define TEST_SET(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#define TEST_GET(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define TEST_INC(x) __atomic_add_fetch(&(x), 1, __ATOMIC_RELAXED)
+#else
+#define TEST_LIVE_ADD(d) (g_test_live += (d))
+#define TEST_SET(x, v) ((x) = (v))
+#define TEST_GET(x) (x)
+#define TEST_INC(x) (++(x))
+#endif
 static inline void count_handler(evl_loop *loop, const evl_context *ctx,
                                  void *arg) {
   (void)loop;
@@ -188,15 +201,8 @@ static inline void count_handler(evl_loop *loop, const evl_context *ctx,
   if (!g_quiet)
     fprintf(stderr, "  exception handler: %s (%s)\n", ctx->message,
             ctx->error ? evl_err_name(ctx->error) : "-");
-  g_reports++;
+  TEST_INC(g_reports);
 }
-/* evl_loop_config.alloc, counting into g_test_live (a loop calls it on its
-   thread; loops of several threads: atomically where the compiler can). */
-#if (defined(__GNUC__) || defined(__clang__)) && !defined(__TINYC__)
-#define TEST_LIVE_ADD(d) __atomic_add_fetch(&g_test_live, (d), __ATOMIC_RELAXED)
-#else
-#define TEST_LIVE_ADD(d) (g_test_live += (d))
-#endif
 static void *test_count_alloc(void *ctx, void *p, size_t n) {
   (void)ctx;
   if (!n) {
@@ -222,8 +228,8 @@ static inline evl_loop *test_open_with(evl_loop_config *cfg) {
   if (!cfg->alloc)
     cfg->alloc = test_count_alloc;
   loop = test_loop_with(cfg);
-  g_test_opened_ = 1;
-  g_reports = 0;
+  TEST_SET(g_test_opened_, 1); /* (loops of several threads too) */
+  TEST_SET(g_reports, 0);
   evl_set_exception_handler(loop, count_handler, NULL);
   return loop;
 }
@@ -232,12 +238,14 @@ static inline evl_loop *test_open(void) {
 }
 static inline void test_close_(evl_loop *loop, int reports, const char *file,
                                int line) {
+  int got;
   evl_loop_free(loop);
-  if (reports >= 0 && g_reports != reports)
+  got = TEST_GET(g_reports);
+  if (reports >= 0 && got != reports)
     test_fail_(file, line,
                "the exception handler was called %d times, "
                "%d expected",
-               g_reports, reports);
+               got, reports);
 }
 #define test_close(loop) test_close_((loop), 0, __FILE__, __LINE__)
 #define test_close_reported(loop, n)                                           \
