@@ -2692,13 +2692,14 @@ static void *evl__zalloc(evl_loop *loop, size_t n) {
     memset(p, 0, n);
   return p;
 }
+/* A copy of s from loop's allocator, or (loop NULL) the global one. */
 static char *evl__strdup(evl_loop *loop, const char *s) {
   size_t n;
   char *d;
   if (!s)
     return NULL;
   n = strlen(s) + 1;
-  d = (char *)evl__lalloc(loop, n);
+  d = (char *)(loop ? evl__lalloc(loop, n) : EVLOOP_MALLOC(NULL, n));
   if (d)
     memcpy(d, s, n);
   return d;
@@ -2706,15 +2707,7 @@ static char *evl__strdup(evl_loop *loop, const char *s) {
 #if !defined(EVLOOP_NO_NET) || !defined(EVLOOP_NO_FS)
 /* The global allocator's, for what executor jobs (DNS, files) own. */
 static char *evl__gstrdup(const char *s) {
-  size_t n;
-  char *d;
-  if (!s)
-    return NULL;
-  n = strlen(s) + 1;
-  d = (char *)EVLOOP_MALLOC(NULL, n);
-  if (d)
-    memcpy(d, s, n);
-  return d;
+  return evl__strdup(NULL, s);
 }
 static void evl__gfree(void *p) {
   EVLOOP_FREE(NULL, p);
