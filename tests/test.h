@@ -188,6 +188,25 @@ static int g_test_opened_;
 #define TEST_SET(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 #define TEST_GET(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define TEST_INC(x) __atomic_add_fetch(&(x), 1, __ATOMIC_RELAXED)
+#elif !defined(_WIN32)
+/* tcc has no __atomic builtins: one mutex around every counter instead. */
+#include <pthread.h>
+static pthread_mutex_t g_test_mu = PTHREAD_MUTEX_INITIALIZER;
+static long test_locked_add_(void *x, long d, int is_long, int set) {
+  long r;
+  pthread_mutex_lock(&g_test_mu);
+  if (is_long)
+    r = set ? (*(long *)x = d) : (*(long *)x += d);
+  else
+    r = set ? (*(int *)x = (int)d) : (*(int *)x += (int)d);
+  pthread_mutex_unlock(&g_test_mu);
+  return r;
+}
+#define TEST_LIVE_ADD(d) test_locked_add_(&g_test_live, (d), 1, 0)
+#define TEST_SET(x, v)                                                         \
+  ((void)test_locked_add_(&(x), (v), sizeof(x) > sizeof(int), 1))
+#define TEST_GET(x) test_locked_add_(&(x), 0, sizeof(x) > sizeof(int), 0)
+#define TEST_INC(x) test_locked_add_(&(x), 1, sizeof(x) > sizeof(int), 0)
 #else
 #define TEST_LIVE_ADD(d) (g_test_live += (d))
 #define TEST_SET(x, v) ((x) = (v))
@@ -254,7 +273,7 @@ static inline void test_close_(evl_loop *loop, int reports, const char *file,
 #define test_close_any(loop) test_close_((loop), -1, __FILE__, __LINE__)
 /* After a test function returned: its fixture loops gave everything back. */
 static inline void test_done_(void) {
-  if (g_test_opened_ && g_test_live != 0)
+  if (TEST_GET(g_test_opened_) && TEST_GET(g_test_live) != 0)
     test_fail_(__FILE__, __LINE__,
                "%ld allocations of the test's loops "
                "left (leak)",
