@@ -107,11 +107,9 @@ static inline int test_connect_error(evl_loop *loop, const evl_protocol *proto,
   return rc;
 }
 
-/* ---- Shared by the stream-socket tests (t_tcp, t_sock, t_sigpipe, ...) ----
- */
+/* ---- Shared by the stream-socket tests (t_tcp, t_sock, t_sigpipe) ---- */
 
-/* ---- Shared by the datagram and completion tests (t_udp, t_iocp, t_tls) ---
- */
+/* ---- Shared by the datagram and completion tests (t_udp, t_iocp) ---- */
 
 /* Unix stream sockets: Windows has them since Windows 10 1803, wine 8 has
    none (WSAEAFNOSUPPORT): the test is skipped there. */
