@@ -111,6 +111,146 @@ static inline int test_connect_error(evl_loop *loop, const evl_protocol *proto,
 
 /* ---- Shared by the datagram and completion tests (t_udp, t_iocp) ---- */
 
+#ifndef _WIN32
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#endif
+
+/* A datagram endpoint's record (dpeer_proto's user data): made and lost
+   (with the error) counted, error_received counted with its last error,
+   calls of data_received (which a datagram endpoint must never make)
+   counted; every datagram counted, the first DPEER_KEEP kept (length,
+   first 64 bytes, sender). Without a `seen` hook each datagram must fit
+   that record; with one, each is shown to it (its number i from 0), which
+   checks longer or more datagrams itself (ctx: its state). */
+#define DPEER_KEEP 16
+typedef struct dpeer {
+  evl_transport *t;
+  int made, lost, lost_err, dgrams, errors, last_error, other_calls;
+  size_t len[DPEER_KEEP];
+  unsigned char data[DPEER_KEEP][64];
+  struct sockaddr_storage from[DPEER_KEEP];
+  size_t fromlen[DPEER_KEEP];
+  void (*seen)(struct dpeer *p, int i, const unsigned char *data, size_t len,
+               const void *addr);
+  void *ctx;
+} dpeer;
+
+static inline void dpeer_made(evl_transport *t, void *user) {
+  dpeer *p = (dpeer *)user;
+  p->t = t;
+  p->made++;
+}
+static inline void dpeer_lost(evl_transport *t, int err, void *user) {
+  dpeer *p = (dpeer *)user;
+  (void)t;
+  p->lost++;
+  p->lost_err = err;
+  p->t = NULL;
+}
+static inline void dpeer_dgram(evl_transport *t, const void *data, size_t len,
+                               const void *addr, size_t addrlen, void *user) {
+  dpeer *p = (dpeer *)user;
+  int i = p->dgrams++;
+  (void)t;
+  CHECK(len == 0 || data != NULL);
+  CHECK(addr != NULL);
+  CHECK(addrlen > 0 && addrlen <= sizeof p->from[0]);
+  if (!p->seen) {
+    CHECK(i < DPEER_KEEP);
+    CHECK(len <= sizeof p->data[0]);
+  }
+  if (i < DPEER_KEEP) {
+    if (len)
+      memcpy(p->data[i], data,
+             len < sizeof p->data[i] ? len : sizeof p->data[i]);
+    p->len[i] = len;
+    memcpy(&p->from[i], addr, addrlen);
+    p->fromlen[i] = addrlen;
+  }
+  if (p->seen)
+    p->seen(p, i, (const unsigned char *)data, len, addr);
+}
+static inline void dpeer_error(evl_transport *t, int err, void *user) {
+  dpeer *p = (dpeer *)user;
+  (void)t;
+  p->errors++;
+  p->last_error = err;
+}
+static inline void dpeer_other(evl_transport *t, const void *data, size_t len,
+                               void *user) {
+  (void)t;
+  (void)data;
+  (void)len;
+  ((dpeer *)user)->other_calls++;
+}
+static const evl_protocol dpeer_proto = {
+    dpeer_made, dpeer_other, NULL, dpeer_lost, NULL,
+    NULL,       NULL,        NULL, dpeer_dgram, dpeer_error};
+
+/* A datagram endpoint recorded in p (local and remote address optional),
+   once connection_made has come. */
+static inline evl_transport *endpoint(evl_loop *loop, dpeer *p,
+                                      const char *lhost, int lport,
+                                      const char *rhost, int rport,
+                                      const evl_net_options *o) {
+  evl_future *f = evl_create_datagram_endpoint(loop, &dpeer_proto, p, lhost,
+                                               lport, rhost, rport, o);
+  evl_transport *t;
+  t = (evl_transport *)wait_result(loop, f);
+  RUN_UNTIL(loop, p->made == 1);
+  CHECK(p->t == t);
+  return t;
+}
+
+/* The port of an IPv4 address (-1 for another family). */
+static inline int addr_port(const void *addr) {
+  const struct sockaddr_storage *ss = (const struct sockaddr_storage *)addr;
+  if (ss->ss_family != AF_INET)
+    return -1;
+  return ntohs(((const struct sockaddr_in *)addr)->sin_port);
+}
+
+/* sin: 127.0.0.1, port. */
+static inline void loopback_addr(struct sockaddr_in *sin, int port) {
+  memset(sin, 0, sizeof *sin);
+  sin->sin_family = AF_INET;
+  sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sin->sin_port = htons((unsigned short)port);
+}
+
+/* The local port of a socket bound to an IPv4 address. */
+static inline int sock_port(int fd) {
+  struct sockaddr_in sin;
+  socklen_t len = sizeof sin;
+  CHECK_EQ(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+  return ntohs(sin.sin_port);
+}
+
+/* A port on 127.0.0.1 that nothing uses (TCP or UDP: type): the one the
+   kernel gave a socket bound there, closed again. */
+static inline int free_port(int type) {
+  struct sockaddr_in sin;
+  int fd = (int)socket(AF_INET, type, 0), port;
+  CHECK(fd >= 0);
+  loopback_addr(&sin, 0);
+  CHECK_EQ(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+  port = sock_port(fd);
+  test_closesocket(fd);
+  return port;
+}
+
+/* The local port of an IPv4 endpoint. */
+static inline int sockname_port(evl_transport *t) {
+  struct sockaddr_storage ss;
+  size_t len = sizeof ss;
+  CHECK_EQ(evl_transport_get_sockname(t, &ss, &len), 0);
+  CHECK_EQ(ss.ss_family, AF_INET);
+  CHECK_EQ(len, sizeof(struct sockaddr_in));
+  return addr_port(&ss);
+}
+
 /* Unix stream sockets: Windows has them since Windows 10 1803, wine 8 has
    none (WSAEAFNOSUPPORT): the test is skipped there. */
 static inline void need_af_unix(void) {

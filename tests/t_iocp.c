@@ -281,6 +281,41 @@ static void finish(evl_loop *loop, evl_server *s, mcount *m, pool *sp) {
   CHECK_EQ(g_reports, 0);
 }
 
+/* What most stream tests start from: a counted loop, a server whose
+   accepted connections go to the pool sp, and one connection to it
+   (cl its client end, sc its server end). */
+typedef struct one_conn {
+  mcount m;
+  evl_loop *loop;
+  pool sp;
+  evl_server *s;
+  conn cl, *sc;
+} one_conn;
+
+static void dial(evl_loop *loop, conn *c, int port);
+
+/* Opens the loop and a pool of cap; the test may set x->sp.tmpl (how
+   accepted connections start) before connect_one. */
+static evl_loop *open_one(one_conn *x, int cap) {
+  memset(&x->cl, 0, sizeof x->cl);
+  x->loop = counted_loop(&x->m);
+  pool_init(&x->sp, cap);
+  return x->loop;
+}
+
+/* Starts the server and makes the connection; returns its server end. */
+static conn *connect_one(one_conn *x) {
+  x->s = serve(x->loop, &x->sp, 0);
+  dial(x->loop, &x->cl, evl_server_port(x->s));
+  RUN_UNTIL(x->loop, x->sp.n == 1);
+  x->sc = &x->sp.c[0];
+  return x->sc;
+}
+
+static void finish_one(one_conn *x) {
+  finish(x->loop, x->s, &x->m, &x->sp);
+}
+
 static void dial(evl_loop *loop, conn *c, int port) {
   evl_future *f =
       evl_create_connection(loop, &conn_proto, c, "127.0.0.1", port, NULL);
@@ -312,19 +347,6 @@ static void close_both(evl_loop *loop, conn *a, conn *b) {
 
 /* ---- datagram endpoints ------------------------------------------------- */
 
-typedef struct dpeer {
-  evl_transport *t;
-  int made, lost, lost_err, errors, last_error, other_calls;
-  int got;       /* datagrams received */
-  int check;     /* check each against dg_size()/dg_byte() */
-  int bad;       /* 1 + the first one that was not the one expected */
-  int want_port; /* the sender's port to expect (0: any) */
-  size_t last_len;
-  unsigned char last[64];
-  struct sockaddr_storage from;
-  size_t fromlen;
-} dpeer;
-
 /* The i-th datagram of a burst: its size (0..1400, 0 first) and bytes. */
 static size_t dg_size(int i) {
   return (size_t)(((long)i * 7919L) % 1401L);
@@ -333,96 +355,29 @@ static unsigned char dg_byte(int i, size_t j) {
   return (unsigned char)((unsigned)i * 31u + (unsigned)j * 7u + (j >> 8));
 }
 
-static void d_made(evl_transport *t, void *user) {
-  dpeer *p = (dpeer *)user;
-  p->t = t;
-  p->made++;
-}
-static void d_lost(evl_transport *t, int err, void *user) {
-  dpeer *p = (dpeer *)user;
-  (void)t;
-  p->lost++;
-  p->lost_err = err;
-  p->t = NULL;
-}
-static int addr_port(const void *addr) {
-  const struct sockaddr_storage *ss = (const struct sockaddr_storage *)addr;
-  if (ss->ss_family != AF_INET)
-    return -1;
-  return ntohs(((const struct sockaddr_in *)addr)->sin_port);
-}
-static void d_dgram(evl_transport *t, const void *data, size_t len,
-                    const void *addr, size_t addrlen, void *user) {
-  dpeer *p = (dpeer *)user;
-  const unsigned char *d = (const unsigned char *)data;
-  (void)t;
-  CHECK(len == 0 || data != NULL);
-  CHECK(addr != NULL && addrlen > 0 && addrlen <= sizeof p->from);
-  memcpy(&p->from, addr, addrlen);
-  p->fromlen = addrlen;
-  if (p->check && !p->bad) {
-    size_t j;
-    int ok = len == dg_size(p->got) &&
-             (!p->want_port || addr_port(addr) == p->want_port);
-    for (j = 0; ok && j < len; j++)
-      ok = d[j] == dg_byte(p->got, j);
-    if (!ok)
-      p->bad = p->got + 1;
+/* A seen hook (net_test.h's dpeer) for a burst: each datagram must be
+   dg_size()/dg_byte()'s, from want_port (0: any); bad is 1 + the number of
+   the first that was not, bad_len its length. */
+typedef struct dg_check {
+  int want_port, bad;
+  size_t bad_len;
+} dg_check;
+
+static void check_burst(dpeer *p, int i, const unsigned char *d, size_t len,
+                        const void *addr) {
+  dg_check *c = (dg_check *)p->ctx;
+  size_t j;
+  int ok = len == dg_size(i) &&
+           (!c->want_port || addr_port(addr) == c->want_port);
+  for (j = 0; ok && j < len; j++)
+    ok = d[j] == dg_byte(i, j);
+  if (!ok && !c->bad) {
+    c->bad = i + 1;
+    c->bad_len = len;
   }
-  p->last_len = len;
-  if (len)
-    memcpy(p->last, d, len < sizeof p->last ? len : sizeof p->last);
-  p->got++;
-}
-static void d_error(evl_transport *t, int err, void *user) {
-  dpeer *p = (dpeer *)user;
-  (void)t;
-  p->errors++;
-  p->last_error = err;
-}
-static void d_other(evl_transport *t, const void *data, size_t len,
-                    void *user) {
-  (void)t;
-  (void)data;
-  (void)len;
-  ((dpeer *)user)->other_calls++;
-}
-static const evl_protocol dgram_proto = {
-    d_made, d_other, NULL, d_lost, NULL, NULL, NULL, NULL, d_dgram, d_error};
-
-static evl_transport *endpoint(evl_loop *loop, dpeer *p, const char *lhost,
-                               int lport, const char *rhost, int rport) {
-  evl_future *f = evl_create_datagram_endpoint(loop, &dgram_proto, p, lhost,
-                                               lport, rhost, rport, NULL);
-  evl_transport *t;
-  t = (evl_transport *)wait_result(loop, f);
-  RUN_UNTIL(loop, p->made == 1);
-  CHECK(p->t == t);
-  return t;
-}
-
-static int endpoint_port(evl_transport *t) {
-  struct sockaddr_storage ss;
-  size_t len = sizeof ss;
-  CHECK_EQ(evl_transport_get_sockname(t, &ss, &len), 0);
-  return addr_port(&ss);
 }
 
 /* ---- raw sockets -------------------------------------------------------- */
-
-static void loopback_addr(struct sockaddr_in *sin, int port) {
-  memset(sin, 0, sizeof *sin);
-  sin->sin_family = AF_INET;
-  sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  sin->sin_port = htons((unsigned short)port);
-}
-
-static int sock_port(int fd) {
-  struct sockaddr_in sin;
-  socklen_t len = sizeof sin;
-  CHECK_EQ(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-  return ntohs(sin.sin_port);
-}
 
 /* A TCP port where connects are refused: a socket bound to it that does
    not listen, kept open (*fd) so that no connect's own socket can get the
@@ -435,18 +390,6 @@ static int refused_port(int *fd) {
   loopback_addr(&sin, 0);
   CHECK_EQ(bind(*fd, (struct sockaddr *)&sin, sizeof sin), 0);
   return sock_port(*fd);
-}
-
-/* A port nothing listens on (TCP or UDP: type). */
-static int free_port(int type) {
-  struct sockaddr_in sin;
-  int fd = (int)socket(AF_INET, type, 0), port;
-  CHECK(fd >= 0);
-  loopback_addr(&sin, 0);
-  CHECK_EQ(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-  port = sock_port(fd);
-  test_closesocket(fd);
-  return port;
 }
 
 /* Waits at most ms for fd to become writable (a connect to finish). */
@@ -653,7 +596,7 @@ static void warm_up_sockets(void) {
   memset(&u, 0, sizeof u);
   s = serve(loop, &sp, 0);
   dial(loop, &cl, evl_server_port(s));
-  endpoint(loop, &u, "127.0.0.1", 0, NULL, 0);
+  endpoint(loop, &u, "127.0.0.1", 0, NULL, 0, NULL);
   RUN_UNTIL(loop, sp.n == 1);
   free_counted_loop(loop, &m);
   pool_free(&sp);
@@ -714,8 +657,8 @@ TEST(iocp_loop_close_with_io_in_flight) {
 
   /* Datagram endpoints: one that receives nothing, one that will have a
      datagram it has not read. */
-  endpoint(loop, &u1, "127.0.0.1", 0, NULL, 0);
-  endpoint(loop, &u2, "127.0.0.1", 0, NULL, 0);
+  endpoint(loop, &u1, "127.0.0.1", 0, NULL, 0, NULL);
+  endpoint(loop, &u2, "127.0.0.1", 0, NULL, 0, NULL);
   run_for(loop, 0.1);
 
   for (i = 0; i < 4; i++) {
@@ -742,7 +685,7 @@ TEST(iocp_loop_close_with_io_in_flight) {
   CHECK_EQ(connect(late_tcp, (struct sockaddr *)&sin, sizeof sin), 0);
   late_udp = (int)socket(AF_INET, SOCK_DGRAM, 0);
   CHECK(late_udp >= 0);
-  loopback_addr(&sin, endpoint_port(u2.t));
+  loopback_addr(&sin, sockname_port(u2.t));
   CHECK_EQ(sendto(late_udp, "late", 4, 0, (struct sockaddr *)&sin, sizeof sin),
            4);
   test_sleep_ms(20); /* let the kernel deliver both */
@@ -769,10 +712,10 @@ TEST(iocp_loop_close_with_io_in_flight) {
   CHECK_EQ(idle.n, 0); /* the late connection never started */
   CHECK_EQ(u1.lost, 1);
   CHECK_EQ(u1.lost_err, EVL_ECLOSED);
-  CHECK_EQ(u1.got, 0);
+  CHECK_EQ(u1.dgrams, 0);
   CHECK_EQ(u2.lost, 1);
   CHECK_EQ(u2.lost_err, EVL_ECLOSED);
-  CHECK_EQ(u2.got, 0); /* nothing is delivered by close */
+  CHECK_EQ(u2.dgrams, 0); /* nothing is delivered by close */
   /* the pending connect failed with EVL_ECLOSED, no transport made */
   CHECK_EQ(evl_future_done(cf), 1);
   if (full)
@@ -954,32 +897,23 @@ static void refused_round(evl_loop *loop, int port, int n) {
 }
 
 TEST(iocp_refused_connects_in_parallel) {
-  mcount m;
-  evl_loop *loop = counted_loop(&m);
+  one_conn x;
+  evl_loop *loop = open_one(&x, 2);
   int held, port = refused_port(&held);
   long long warm;
-  evl_server *s;
-  pool sp;
-  conn cl;
-  pool_init(&sp, 2);
-  memset(&cl, 0, sizeof cl);
   /* once to let the loop's tables grow, then again: nothing stays */
   refused_round(loop, port, 32);
-  warm = m.live;
+  warm = x.m.live;
   refused_round(loop, port, 32);
-  CHECK_EQ(m.live, warm);
+  CHECK_EQ(x.m.live, warm);
   /* the loop still connects afterwards */
-  sp.tmpl.echo = 1;
-  s = serve(loop, &sp, 0);
-  dial(loop, &cl, evl_server_port(s));
-  CHECK_EQ(evl_transport_write(cl.t, "ok", 2), 0);
-  RUN_UNTIL(loop, cl.n == 2);
-  close_both(loop, &cl, &sp.c[0]);
-  test_server_done(loop, s);
-  free_counted_loop(loop, &m);
+  x.sp.tmpl.echo = 1;
+  connect_one(&x);
+  CHECK_EQ(evl_transport_write(x.cl.t, "ok", 2), 0);
+  RUN_UNTIL(loop, x.cl.n == 2);
+  close_both(loop, &x.cl, x.sc);
   test_closesocket(held);
-  pool_free(&sp);
-  CHECK_EQ(g_reports, 0);
+  finish_one(&x);
 }
 
 /* ---- 5. 16 MiB through pause_writing/resume_writing cycles -------------- */
@@ -994,48 +928,41 @@ TEST(iocp_write_16mib_in_pause_resume_cycles) {
   const size_t total = (size_t)16 << 20, high = 128 * 1024, low = 32 * 1024;
   static const size_t sizes[] = {1,    100,   4096,   65536, 7,
                                  1500, 30000, 262144, 16384, 999};
-  mcount m;
-  evl_loop *loop = counted_loop(&m);
-  evl_server *s;
-  pool sp;
-  conn cl, *sc;
+  one_conn x;
+  evl_loop *loop = open_one(&x, 2);
+  conn *sc;
   unsigned char *data;
   size_t sent = 0, sz;
   int i = 0;
   double dl;
-  pool_init(&sp, 2);
-  memset(&cl, 0, sizeof cl);
-  sp.tmpl.check_pat = 1;
-  s = serve(loop, &sp, 0);
-  dial(loop, &cl, evl_server_port(s));
-  RUN_UNTIL(loop, sp.n == 1);
-  sc = &sp.c[0];
+  x.sp.tmpl.check_pat = 1;
+  sc = connect_one(&x);
   /* Small kernel buffers on both ends, so that the queue drains in steps
      (else one send empties it, and resume_writing could come at any size
      without the test seeing it). */
-  set_buf(cl.t, SO_SNDBUF, 32 * 1024);
+  set_buf(x.cl.t, SO_SNDBUF, 32 * 1024);
   set_buf(sc->t, SO_RCVBUF, 32 * 1024);
-  CHECK_EQ(evl_transport_set_write_buffer_limits(cl.t, high, low), 0);
-  cl.high = high;
-  cl.low = low;
+  CHECK_EQ(evl_transport_set_write_buffer_limits(x.cl.t, high, low), 0);
+  x.cl.high = high;
+  x.cl.low = low;
   data = test_pattern_buf(total, 0);
   /* The producer: writes while not paused, waits for resume_writing while
      paused (asyncio's drain), in pieces of many sizes. */
   dl = test_now() + 40;
-  while (sent < total && !cl.lost && !sc->pat_bad && test_now() < dl) {
+  while (sent < total && !x.cl.lost && !sc->pat_bad && test_now() < dl) {
     size_t k;
-    if (cl.pauses > cl.resumes) {
+    if (x.cl.pauses > x.cl.resumes) {
       evl_run_once(loop, 0.01);
       continue;
     }
     k = sizes[i++ % (sizeof sizes / sizeof sizes[0])];
     if (k > total - sent)
       k = total - sent;
-    CHECK_EQ(evl_transport_write(cl.t, data + sent, k), 0);
+    CHECK_EQ(evl_transport_write(x.cl.t, data + sent, k), 0);
     sent += k;
-    sz = evl_transport_get_write_buffer_size(cl.t);
+    sz = evl_transport_get_write_buffer_size(x.cl.t);
     CHECK(sz <= sent); /* a count, never below zero */
-    if (cl.pauses == cl.resumes)
+    if (x.cl.pauses == x.cl.resumes)
       CHECK(sz <= high); /* not paused: at or below the high mark */
     if (i % 8 == 0)
       evl_run_once(loop, 0);
@@ -1046,44 +973,37 @@ TEST(iocp_write_16mib_in_pause_resume_cycles) {
     test_fail_(__FILE__, __LINE__, "wrong byte at offset %lu",
                (unsigned long)sc->pat_bad_at);
   CHECK_EQ(sc->n, total);
-  RUN_UNTIL(loop, evl_transport_get_write_buffer_size(cl.t) == 0);
-  printf("  note: %d pause_writing/resume_writing cycles\n", cl.pauses);
-  CHECK(cl.pauses >= 1);
-  CHECK_EQ(cl.resumes, cl.pauses);
-  CHECK_EQ(cl.flow_bad, 0);
-  CHECK(cl.size_at_pause > high);
-  CHECK(cl.size_at_resume <= low);
+  RUN_UNTIL(loop, evl_transport_get_write_buffer_size(x.cl.t) == 0);
+  printf("  note: %d pause_writing/resume_writing cycles\n", x.cl.pauses);
+  CHECK(x.cl.pauses >= 1);
+  CHECK_EQ(x.cl.resumes, x.cl.pauses);
+  CHECK_EQ(x.cl.flow_bad, 0);
+  CHECK(x.cl.size_at_pause > high);
+  CHECK(x.cl.size_at_resume <= low);
   free(data);
-  close_both(loop, &cl, sc);
-  CHECK_EQ(cl.lost_err, 0);
+  close_both(loop, &x.cl, sc);
+  CHECK_EQ(x.cl.lost_err, 0);
   CHECK_EQ(sc->lost_err, 0);
-  finish(loop, s, &m, &sp);
+  finish_one(&x);
 }
 
 /* ---- 6. pause_reading/resume_reading during 4 MiB ----------------------- */
 
 TEST(iocp_pause_resume_reading_during_4mib) {
   const size_t total = (size_t)4 << 20;
-  mcount m;
-  evl_loop *loop = counted_loop(&m);
-  evl_server *s;
-  pool sp;
-  conn cl, *sc;
+  one_conn x;
+  evl_loop *loop = open_one(&x, 2);
+  conn *sc;
   unsigned char *data;
   int outside = 0;
   double dl;
-  pool_init(&sp, 2);
-  memset(&cl, 0, sizeof cl);
-  sp.tmpl.check_pat = 1;
-  sp.tmpl.toggle_pause = 1; /* pauses in each data_received */
-  s = serve(loop, &sp, 0);
-  dial(loop, &cl, evl_server_port(s));
-  RUN_UNTIL(loop, sp.n == 1);
-  sc = &sp.c[0];
+  x.sp.tmpl.check_pat = 1;
+  x.sp.tmpl.toggle_pause = 1; /* pauses in each data_received */
+  sc = connect_one(&x);
   data = test_pattern_buf(total, 0);
-  CHECK_EQ(evl_transport_write(cl.t, data, total), 0);
+  CHECK_EQ(evl_transport_write(x.cl.t, data, total), 0);
   free(data);
-  evl_transport_close(cl.t); /* after the queued data */
+  evl_transport_close(x.cl.t); /* after the queued data */
   /* Between iterations the test pauses too, and checks that nothing
      arrives while it is paused. */
   dl = test_now() + 40;
@@ -1116,31 +1036,28 @@ TEST(iocp_pause_resume_reading_during_4mib) {
   printf("  note: %d pauses in data_received, %d between iterations\n",
          sc->rd_pauses, outside / 4);
   CHECK(sc->rd_pauses >= 10);
-  RUN_UNTIL(loop, cl.lost == 1);
-  CHECK_EQ(cl.lost_err, 0);
+  RUN_UNTIL(loop, x.cl.lost == 1);
+  CHECK_EQ(x.cl.lost_err, 0);
   run_for(loop, 0.01); /* a resume timer left fires on a lost transport */
-  finish(loop, s, &m, &sp);
+  finish_one(&x);
 }
 
 /* ---- 7. write_eof, close and abort with queued data --------------------- */
 
 /* A connection whose server side does not read yet, with `big` bytes of
    pattern written by the client (most of them queued). */
-static void queued_setup(evl_loop *loop, pool *sp, evl_server **s, conn *cl,
-                         size_t big) {
+static evl_loop *queued_setup(one_conn *x, size_t big) {
+  evl_loop *loop = open_one(x, 2);
   unsigned char *data;
-  pool_init(sp, 2);
-  memset(cl, 0, sizeof *cl);
-  sp->tmpl.pause_on_made = 1;
-  sp->tmpl.check_pat = 1;
-  *s = serve(loop, sp, 0);
-  dial(loop, cl, evl_server_port(*s));
-  RUN_UNTIL(loop, sp->n == 1);
+  x->sp.tmpl.pause_on_made = 1;
+  x->sp.tmpl.check_pat = 1;
+  connect_one(x);
   data = test_pattern_buf(big, 0);
-  CHECK_EQ(evl_transport_write(cl->t, data, big), 0);
+  CHECK_EQ(evl_transport_write(x->cl.t, data, big), 0);
   free(data);
   run_for(loop, 0.05);
-  CHECK(evl_transport_get_write_buffer_size(cl->t) > 0);
+  CHECK(evl_transport_get_write_buffer_size(x->cl.t) > 0);
+  return loop;
 }
 
 static void resume_peer(conn *c) {
@@ -1150,18 +1067,14 @@ static void resume_peer(conn *c) {
 
 TEST(iocp_write_eof_after_queued_data) {
   const size_t big = (size_t)8 << 20;
-  mcount m;
-  evl_loop *loop = counted_loop(&m);
-  evl_server *s;
-  pool sp;
-  conn cl, *sc;
-  queued_setup(loop, &sp, &s, &cl, big);
-  sc = &sp.c[0];
+  one_conn x;
+  evl_loop *loop = queued_setup(&x, big);
+  conn *sc = x.sc;
   sc->eof_keep = 1; /* answers after the EOF */
-  CHECK_EQ(evl_transport_can_write_eof(cl.t), 1);
-  CHECK_EQ(evl_transport_write_eof(cl.t), 0);
-  CHECK(evl_transport_write(cl.t, "x", 1) < 0); /* no writes after EOF */
-  CHECK_EQ(evl_transport_is_closing(cl.t), 0);
+  CHECK_EQ(evl_transport_can_write_eof(x.cl.t), 1);
+  CHECK_EQ(evl_transport_write_eof(x.cl.t), 0);
+  CHECK(evl_transport_write(x.cl.t, "x", 1) < 0); /* no writes after EOF */
+  CHECK_EQ(evl_transport_is_closing(x.cl.t), 0);
   run_for(loop, 0.05);
   CHECK_EQ(sc->eofs, 0); /* not while the data waits */
   resume_peer(sc);
@@ -1169,86 +1082,75 @@ TEST(iocp_write_eof_after_queued_data) {
   CHECK_EQ(sc->pat_bad, 0);
   CHECK_EQ(sc->n_at_eof, big); /* all of it, then the EOF */
   CHECK_EQ(sc->n, big);
-  CHECK_EQ(evl_transport_get_write_buffer_size(cl.t), 0);
+  CHECK_EQ(evl_transport_get_write_buffer_size(x.cl.t), 0);
   /* the client still reads after its write_eof */
   CHECK_EQ(sc->lost, 0);
   CHECK_EQ(evl_transport_write(sc->t, "ack", 3), 0);
   evl_transport_close(sc->t);
-  RUN_UNTIL(loop, cl.lost == 1 && sc->lost == 1);
-  CHECK_EQ(cl.n, 3);
-  CHECK_EQ(cl.eofs, 1);
-  CHECK_EQ(cl.n_at_eof, 3);
-  CHECK_EQ(cl.lost_err, 0);
+  RUN_UNTIL(loop, x.cl.lost == 1 && sc->lost == 1);
+  CHECK_EQ(x.cl.n, 3);
+  CHECK_EQ(x.cl.eofs, 1);
+  CHECK_EQ(x.cl.n_at_eof, 3);
+  CHECK_EQ(x.cl.lost_err, 0);
   CHECK_EQ(sc->lost_err, 0);
-  CHECK_EQ(sc->after_lost + cl.after_lost, 0);
-  finish(loop, s, &m, &sp);
+  CHECK_EQ(sc->after_lost + x.cl.after_lost, 0);
+  finish_one(&x);
 }
 
 TEST(iocp_close_after_queued_data) {
   const size_t big = (size_t)8 << 20;
-  mcount m;
-  evl_loop *loop = counted_loop(&m);
-  evl_server *s;
-  pool sp;
-  conn cl, *sc;
-  queued_setup(loop, &sp, &s, &cl, big);
-  sc = &sp.c[0];
-  evl_transport_close(cl.t);
-  CHECK_EQ(evl_transport_is_closing(cl.t), 1);
-  CHECK(evl_transport_write(cl.t, "x", 1) < 0);
+  one_conn x;
+  evl_loop *loop = queued_setup(&x, big);
+  conn *sc = x.sc;
+  evl_transport_close(x.cl.t);
+  CHECK_EQ(evl_transport_is_closing(x.cl.t), 1);
+  CHECK(evl_transport_write(x.cl.t, "x", 1) < 0);
   run_for(loop, 0.05);
-  CHECK_EQ(cl.lost, 0); /* the queued data goes first */
+  CHECK_EQ(x.cl.lost, 0); /* the queued data goes first */
   CHECK_EQ(sc->eofs, 0);
   resume_peer(sc);
-  RUN_UNTIL_LONG(loop, (cl.lost == 1 && sc->lost == 1) || sc->pat_bad, 40);
+  RUN_UNTIL_LONG(loop, (x.cl.lost == 1 && sc->lost == 1) || sc->pat_bad, 40);
   CHECK_EQ(sc->pat_bad, 0);
   CHECK_EQ(sc->n, big);
   CHECK_EQ(sc->eofs, 1);
   CHECK_EQ(sc->n_at_eof, big);
-  CHECK_EQ(cl.lost_err, 0);
+  CHECK_EQ(x.cl.lost_err, 0);
   CHECK_EQ(sc->lost_err, 0);
-  CHECK_EQ(sc->after_lost + cl.after_lost, 0);
-  finish(loop, s, &m, &sp);
+  CHECK_EQ(sc->after_lost + x.cl.after_lost, 0);
+  finish_one(&x);
 }
 
 TEST(iocp_abort_while_writing) {
   const size_t big = (size_t)16 << 20;
-  mcount m;
-  evl_loop *loop = counted_loop(&m);
-  evl_server *s;
-  pool sp;
-  conn cl, cl2, *sc, *sc2;
+  one_conn x;
+  evl_loop *loop = open_one(&x, 4);
+  conn cl2, *sc, *sc2;
   unsigned char *data;
-  pool_init(&sp, 4);
-  memset(&cl, 0, sizeof cl);
   memset(&cl2, 0, sizeof cl2);
-  sp.tmpl.check_pat = 1;
-  s = serve(loop, &sp, 0);
+  x.sp.tmpl.check_pat = 1;
   /* 1: abort while the peer is reading and data is on its way */
-  dial(loop, &cl, evl_server_port(s));
-  RUN_UNTIL(loop, sp.n == 1);
-  sc = &sp.c[0];
+  sc = connect_one(&x);
   data = test_pattern_buf(big, 0);
-  CHECK_EQ(evl_transport_write(cl.t, data, big), 0);
+  CHECK_EQ(evl_transport_write(x.cl.t, data, big), 0);
   RUN_UNTIL(loop, sc->n >= ((size_t)1 << 20) || sc->lost);
-  CHECK(evl_transport_get_write_buffer_size(cl.t) > 0);
-  evl_transport_abort(cl.t);
-  CHECK_EQ(evl_transport_is_closing(cl.t), 1);
+  CHECK(evl_transport_get_write_buffer_size(x.cl.t) > 0);
+  evl_transport_abort(x.cl.t);
+  CHECK_EQ(evl_transport_is_closing(x.cl.t), 1);
   /* the queue is dropped: nothing counts as buffered any more (asyncio's
      proactor transports say 0 after abort too) */
-  CHECK_EQ(evl_transport_get_write_buffer_size(cl.t), 0);
-  CHECK(evl_transport_write(cl.t, "x", 1) < 0);
-  RUN_UNTIL(loop, cl.lost == 1 && sc->lost == 1);
-  CHECK_EQ(cl.lost_err, 0);
+  CHECK_EQ(evl_transport_get_write_buffer_size(x.cl.t), 0);
+  CHECK(evl_transport_write(x.cl.t, "x", 1) < 0);
+  RUN_UNTIL(loop, x.cl.lost == 1 && sc->lost == 1);
+  CHECK_EQ(x.cl.lost_err, 0);
   CHECK(sc->lost_err == 0 || sc->lost_err == EVL_ECONNRESET);
   CHECK(sc->n < big); /* a prefix, in order */
   CHECK_EQ(sc->pat_bad, 0);
   /* 2: close with data queued for a peer that does not read, then abort:
      connection_lost once */
-  sp.tmpl.pause_on_made = 1;
-  dial(loop, &cl2, evl_server_port(s));
-  RUN_UNTIL(loop, sp.n == 2);
-  sc2 = &sp.c[1];
+  x.sp.tmpl.pause_on_made = 1;
+  dial(loop, &cl2, evl_server_port(x.s));
+  RUN_UNTIL(loop, x.sp.n == 2);
+  sc2 = &x.sp.c[1];
   CHECK_EQ(evl_transport_write(cl2.t, data, big), 0);
   free(data);
   run_for(loop, 0.02);
@@ -1265,10 +1167,10 @@ TEST(iocp_abort_while_writing) {
   CHECK(sc2->n < big);
   CHECK_EQ(sc2->pat_bad, 0);
   run_for(loop, 0.02);
-  CHECK_EQ(cl.lost + cl2.lost, 2);
-  CHECK_EQ(cl.after_lost + cl2.after_lost, 0);
+  CHECK_EQ(x.cl.lost + cl2.lost, 2);
+  CHECK_EQ(x.cl.after_lost + cl2.after_lost, 0);
   CHECK_EQ(sc->after_lost + sc2->after_lost, 0);
-  finish(loop, s, &m, &sp);
+  finish_one(&x);
 }
 
 /* ---- 8. datagrams ---------------------------------------------------------
@@ -1280,26 +1182,29 @@ TEST(iocp_udp_1000_datagrams_in_order) {
   mcount m;
   evl_loop *loop = counted_loop(&m);
   dpeer a, b, c;
+  dg_check chk;
   unsigned char buf[1400];
   struct sockaddr_in to;
   int rcvbuf = 4 << 20, pa, i, k;
   memset(&a, 0, sizeof a);
   memset(&b, 0, sizeof b);
   memset(&c, 0, sizeof c);
-  endpoint(loop, &a, "127.0.0.1", 0, NULL, 0);
-  pa = endpoint_port(a.t);
+  memset(&chk, 0, sizeof chk);
+  endpoint(loop, &a, "127.0.0.1", 0, NULL, 0, NULL);
+  pa = sockname_port(a.t);
   /* room for a batch whatever the platform's default (best effort) */
   (void)setsockopt((int)evl_transport_fd(a.t), SOL_SOCKET, SO_RCVBUF,
                    (const char *)&rcvbuf, sizeof rcvbuf);
-  endpoint(loop, &b, NULL, 0, "127.0.0.1", pa); /* connected */
-  endpoint(loop, &c, "127.0.0.1", 0, NULL, 0);  /* explicit address */
+  endpoint(loop, &b, NULL, 0, "127.0.0.1", pa, NULL); /* connected */
+  endpoint(loop, &c, "127.0.0.1", 0, NULL, 0, NULL);  /* explicit address */
   loopback_addr(&to, pa);
-  a.check = 1;
+  a.seen = check_burst;
+  a.ctx = &chk;
   /* batches from b (no address) and c (sendto with one) in turn, each
      sent at once and then received before the next */
   for (i = 0; i < total; i += batch) {
     int from_c = (i / batch) % 2;
-    a.want_port = endpoint_port(from_c ? c.t : b.t);
+    chk.want_port = sockname_port(from_c ? c.t : b.t);
     for (k = i; k < i + batch; k++) {
       size_t len = dg_size(k), j;
       for (j = 0; j < len; j++)
@@ -1309,20 +1214,20 @@ TEST(iocp_udp_1000_datagrams_in_order) {
       else
         CHECK_EQ(evl_transport_sendto(b.t, buf, len, NULL, 0), 0);
     }
-    RUN_UNTIL(loop, a.got >= i + batch || a.bad);
-    if (a.bad)
+    RUN_UNTIL(loop, a.dgrams >= i + batch || chk.bad);
+    if (chk.bad)
       test_fail_(__FILE__, __LINE__,
                  "datagram %d: not the one expected (%lu bytes arrived)",
-                 a.bad - 1, (unsigned long)a.last_len);
+                 chk.bad - 1, (unsigned long)chk.bad_len);
   }
   run_for(loop, 0.02);
-  CHECK_EQ(a.got, total);
-  CHECK_EQ(a.bad, 0);
+  CHECK_EQ(a.dgrams, total);
+  CHECK_EQ(chk.bad, 0);
   CHECK_EQ(evl_transport_get_write_buffer_size(b.t), 0);
   CHECK_EQ(evl_transport_get_write_buffer_size(c.t), 0);
   CHECK_EQ(a.errors + b.errors + c.errors, 0);
   CHECK_EQ(a.other_calls + b.other_calls + c.other_calls, 0);
-  CHECK_EQ(b.got + c.got, 0);
+  CHECK_EQ(b.dgrams + c.dgrams, 0);
   evl_transport_close(a.t);
   evl_transport_close(b.t);
   evl_transport_close(c.t);
@@ -1350,7 +1255,7 @@ TEST(iocp_udp_receives_after_icmp_error) {
   memset(&a, 0, sizeof a);
   memset(&b, 0, sizeof b);
   port = free_port(SOCK_DGRAM);
-  endpoint(loop, &b, NULL, 0, "127.0.0.1", port);
+  endpoint(loop, &b, NULL, 0, "127.0.0.1", port, NULL);
   for (i = 0; i < 50 && b.errors == 0; i++) {
     int rc = evl_transport_sendto(b.t, "anyone?", 7, NULL, 0);
     CHECK(rc == 0 || rc == EVL_ECONNREFUSED);
@@ -1361,19 +1266,20 @@ TEST(iocp_udp_receives_after_icmp_error) {
   CHECK_EQ(b.lost, 0);
   /* now someone listens there: b's datagrams arrive, and b still
      receives the answers (its receive is armed again after the error) */
-  endpoint(loop, &a, "127.0.0.1", port, NULL, 0);
+  endpoint(loop, &a, "127.0.0.1", port, NULL, 0, NULL);
   run_for(loop, 0.02);
   b.errors = 0;
   CHECK_EQ(evl_transport_sendto(b.t, "again", 5, NULL, 0), 0);
-  RUN_UNTIL(loop, a.got == 1);
-  CHECK_EQ(a.last_len, 5);
-  CHECK(memcmp(a.last, "again", 5) == 0);
-  CHECK_EQ(addr_port(&a.from), endpoint_port(b.t));
+  RUN_UNTIL(loop, a.dgrams == 1);
+  CHECK_EQ(a.len[0], 5);
+  CHECK(memcmp(a.data[0], "again", 5) == 0);
+  CHECK_EQ(addr_port(&a.from[0]), sockname_port(b.t));
   for (i = 0; i < 3; i++)
-    CHECK_EQ(evl_transport_sendto(a.t, "answer", 6, &a.from, a.fromlen), 0);
-  RUN_UNTIL(loop, b.got == 3);
-  CHECK_EQ(b.last_len, 6);
-  CHECK(memcmp(b.last, "answer", 6) == 0);
+    CHECK_EQ(evl_transport_sendto(a.t, "answer", 6, &a.from[0], a.fromlen[0]),
+             0);
+  RUN_UNTIL(loop, b.dgrams == 3);
+  CHECK_EQ(b.len[2], 6);
+  CHECK(memcmp(b.data[2], "answer", 6) == 0);
   CHECK_EQ(b.errors, 0);
   evl_transport_close(a.t);
   evl_transport_close(b.t);
@@ -1404,20 +1310,16 @@ static int temp_file(size_t n) {
 /* A connection whose server side does not read yet and keeps the first
    `cap` bytes it gets, with HDR written and `total` bytes of the file
    being sent. */
-static evl_future *sendfile_setup(evl_loop *loop, pool *sp, evl_server **s,
-                                  conn *cl, int fd, size_t total) {
+static evl_future *sendfile_setup(one_conn *x, int fd, size_t total) {
   evl_future *f;
-  pool_init(sp, 2);
-  memset(cl, 0, sizeof *cl);
-  sp->tmpl.pause_on_made = 1; /* the file cannot go at once */
-  sp->tmpl.cap = total + 16;
-  *s = serve(loop, sp, 0);
-  dial(loop, cl, evl_server_port(*s));
-  RUN_UNTIL(loop, sp->n == 1);
-  CHECK_EQ(evl_transport_write(cl->t, "HDR", 3), 0);
-  f = evl_sendfile(cl->t, fd, 0, total);
+  open_one(x, 2);
+  x->sp.tmpl.pause_on_made = 1; /* the file cannot go at once */
+  x->sp.tmpl.cap = total + 16;
+  connect_one(x);
+  CHECK_EQ(evl_transport_write(x->cl.t, "HDR", 3), 0);
+  f = evl_sendfile(x->cl.t, fd, 0, total);
   CHECK(f != NULL);
-  run_for(loop, 0.05);
+  run_for(x->loop, 0.05);
   CHECK_EQ(evl_future_done(f), 0); /* the peer does not read yet */
   return f;
 }
@@ -1441,56 +1343,48 @@ static void check_file_stream(const unsigned char *b, size_t total,
 
 TEST(iocp_sendfile_5mib) {
   const size_t total = (size_t)5 << 20;
-  mcount m;
-  evl_loop *loop = counted_loop(&m);
-  evl_server *s;
-  pool sp;
-  conn cl, *sc;
-  evl_future *f;
+  one_conn x;
   int fd = temp_file(total);
   /* queued bytes, the file, then (once it is sent) bytes and the close:
      in that order at the peer, then EOF */
-  f = sendfile_setup(loop, &sp, &s, &cl, fd, total);
-  sc = &sp.c[0];
+  evl_future *f = sendfile_setup(&x, fd, total);
+  evl_loop *loop = x.loop;
+  conn *sc = x.sc;
   resume_peer(sc);
   CHECK_EQ(wait_fut(loop, f), 0);
   CHECK_EQ(evl_future_result_int(f), (intptr_t)total);
-  CHECK_EQ(evl_transport_write(cl.t, "TRL", 3), 0);
-  evl_transport_close(cl.t);
-  RUN_UNTIL_LONG(loop, sc->lost == 1 && cl.lost == 1, 40);
+  CHECK_EQ(evl_transport_write(x.cl.t, "TRL", 3), 0);
+  evl_transport_close(x.cl.t);
+  RUN_UNTIL_LONG(loop, sc->lost == 1 && x.cl.lost == 1, 40);
   CHECK_EQ(sc->n, total + 6);
   CHECK_EQ(sc->eofs, 1);
   CHECK_EQ(sc->n_at_eof, total + 6);
   check_file_stream(sc->buf, total, 3 + total);
-  CHECK_EQ(cl.lost_err, 0);
+  CHECK_EQ(x.cl.lost_err, 0);
   CHECK_EQ(sc->lost_err, 0);
   evl_future_release(f);
   test_fd_close(fd);
-  finish(loop, s, &m, &sp);
+  finish_one(&x);
 }
 
 TEST(iocp_write_during_sendfile_goes_after_the_file) {
   /* evl_sendfile: "writes made meanwhile are queued behind it" */
   const size_t total = (size_t)5 << 20;
-  mcount m;
-  evl_loop *loop = counted_loop(&m);
-  evl_server *s;
-  pool sp;
-  conn cl, *sc;
-  evl_future *f;
-  size_t at;
+  one_conn x;
   int fd = temp_file(total);
-  f = sendfile_setup(loop, &sp, &s, &cl, fd, total);
-  sc = &sp.c[0];
+  evl_future *f = sendfile_setup(&x, fd, total);
+  evl_loop *loop = x.loop;
+  conn *sc = x.sc;
+  size_t at;
   /* part of the file may be on its way: TRL and the close go behind it */
-  CHECK_EQ(evl_transport_write(cl.t, "TRL", 3), 0);
-  evl_transport_close(cl.t);
+  CHECK_EQ(evl_transport_write(x.cl.t, "TRL", 3), 0);
+  evl_transport_close(x.cl.t);
   run_for(loop, 0.02);
-  CHECK_EQ(cl.lost, 0);
+  CHECK_EQ(x.cl.lost, 0);
   resume_peer(sc);
   CHECK_EQ(wait_fut(loop, f), 0);
   CHECK_EQ(evl_future_result_int(f), (intptr_t)total);
-  RUN_UNTIL_LONG(loop, sc->lost == 1 && cl.lost == 1, 40);
+  RUN_UNTIL_LONG(loop, sc->lost == 1 && x.cl.lost == 1, 40);
   CHECK_EQ(sc->n, total + 6);
   CHECK_EQ(sc->eofs, 1);
   CHECK_EQ(sc->n_at_eof, total + 6);
@@ -1503,11 +1397,11 @@ TEST(iocp_write_during_sendfile_goes_after_the_file) {
            (unsigned long)(at - 3));
   CHECK_EQ(at, 3 + total);
   check_file_stream(sc->buf, total, at);
-  CHECK_EQ(cl.lost_err, 0);
+  CHECK_EQ(x.cl.lost_err, 0);
   CHECK_EQ(sc->lost_err, 0);
   evl_future_release(f);
   test_fd_close(fd);
-  finish(loop, s, &m, &sp);
+  finish_one(&x);
 }
 
 TESTS_BEGIN

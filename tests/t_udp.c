@@ -12,77 +12,10 @@
 #include <sys/socket.h>
 #endif
 
-#define MAX_DGRAMS 16
-typedef struct dpeer {
-  evl_transport *t;
-  int made, lost, lost_err, dgrams, errors, last_error, other_calls;
-  size_t len[MAX_DGRAMS];
-  unsigned char data[MAX_DGRAMS][64];
-  struct sockaddr_storage from[MAX_DGRAMS];
-  size_t fromlen[MAX_DGRAMS];
-} dpeer;
-
-static void on_made(evl_transport *t, void *user) {
-  dpeer *p = (dpeer *)user;
-  p->t = t;
-  p->made++;
-}
-static void on_lost(evl_transport *t, int err, void *user) {
-  dpeer *p = (dpeer *)user;
-  (void)t;
-  p->lost++;
-  p->lost_err = err;
-  p->t = NULL;
-}
-static void on_dgram(evl_transport *t, const void *data, size_t len,
-                     const void *addr, size_t addrlen, void *user) {
-  dpeer *p = (dpeer *)user;
-  int i = p->dgrams++;
-  (void)t;
-  CHECK(i < MAX_DGRAMS);
-  CHECK(len <= sizeof p->data[i]);
-  CHECK(len == 0 || data != NULL);
-  if (len)
-    memcpy(p->data[i], data, len);
-  p->len[i] = len;
-  CHECK(addr != NULL);
-  CHECK(addrlen > 0 && addrlen <= sizeof p->from[i]);
-  memcpy(&p->from[i], addr, addrlen);
-  p->fromlen[i] = addrlen;
-}
-static void on_error(evl_transport *t, int err, void *user) {
-  dpeer *p = (dpeer *)user;
-  (void)t;
-  p->errors++;
-  p->last_error = err;
-}
-static void on_other(evl_transport *t, const void *data, size_t len,
-                     void *user) {
-  (void)t;
-  (void)data;
-  (void)len;
-  ((dpeer *)user)->other_calls++;
-}
-static const evl_protocol dgram_proto = {on_made,  on_other, NULL, on_lost,
-                                         NULL,     NULL,     NULL, NULL,
-                                         on_dgram, on_error};
-
-static evl_transport *endpoint(evl_loop *loop, dpeer *p, const char *lhost,
-                               int lport, const char *rhost, int rport,
-                               const evl_net_options *o) {
-  evl_future *f = evl_create_datagram_endpoint(loop, &dgram_proto, p, lhost,
-                                               lport, rhost, rport, o);
-  evl_transport *t;
-  t = (evl_transport *)wait_result(loop, f);
-  RUN_UNTIL(loop, p->made == 1);
-  CHECK(p->t == t);
-  return t;
-}
-
 static int endpoint_error(evl_loop *loop, dpeer *p, const char *lhost,
                           int lport, const char *rhost, int rport,
                           const evl_net_options *o) {
-  evl_future *f = evl_create_datagram_endpoint(loop, &dgram_proto, p, lhost,
+  evl_future *f = evl_create_datagram_endpoint(loop, &dpeer_proto, p, lhost,
                                                lport, rhost, rport, o);
   int rc;
   CHECK(f != NULL);
@@ -93,24 +26,43 @@ static int endpoint_error(evl_loop *loop, dpeer *p, const char *lhost,
   return rc;
 }
 
-static int sockname_port(evl_transport *t) {
-  struct sockaddr_storage ss;
-  size_t len = sizeof ss;
-  CHECK_EQ(evl_transport_get_sockname(t, &ss, &len), 0);
-  CHECK_EQ(ss.ss_family, AF_INET);
-  CHECK_EQ(len, sizeof(struct sockaddr_in));
-  return ntohs(((struct sockaddr_in *)(void *)&ss)->sin_port);
-}
-
-static int addr_port(const struct sockaddr_storage *ss) {
-  CHECK_EQ(ss->ss_family, AF_INET);
-  return ntohs(((const struct sockaddr_in *)(const void *)ss)->sin_port);
-}
-
 static void close_wait(evl_loop *loop, dpeer *p) {
   evl_transport_close(p->t);
   RUN_UNTIL(loop, p->lost == 1);
   CHECK_EQ(p->lost_err, 0);
+}
+
+/* a bound to 127.0.0.1 (a port of the kernel's choice), b connected to a. */
+static void bound_and_connected(evl_loop *loop, dpeer *a, dpeer *b) {
+  memset(a, 0, sizeof *a);
+  memset(b, 0, sizeof *b);
+  endpoint(loop, a, "127.0.0.1", 0, NULL, 0, NULL);
+  endpoint(loop, b, NULL, 0, "127.0.0.1", sockname_port(a->t), NULL);
+}
+
+/* The end of a test: the endpoints given (NULL: none) closed, each with
+   connection_lost(0), the loop closed, nothing reported. */
+static void finish(evl_loop *loop, dpeer *a, dpeer *b, dpeer *c) {
+  if (a)
+    close_wait(loop, a);
+  if (b)
+    close_wait(loop, b);
+  if (c)
+    close_wait(loop, c);
+  test_close(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* The socket's SO_BROADCAST (0: off). */
+static int so_broadcast(evl_transport *t) {
+  int v = -1;
+  socklen_t len = sizeof v;
+  CHECK(evl_transport_fd(t) >= 0);
+  CHECK_EQ(getsockopt((int)evl_transport_fd(t), SOL_SOCKET, SO_BROADCAST,
+                      (void *)&v, &len),
+           0);
+  CHECK(v != -1);
+  return v;
 }
 
 /* ---- tests -------------------------------------------------------------- */
@@ -153,10 +105,7 @@ TEST(udp_sendto_connected_and_explicit) {
   /* an unconnected endpoint with an explicit address */
   endpoint(loop, &c, "127.0.0.1", 0, NULL, 0, NULL);
   pc = sockname_port(c.t);
-  memset(&to, 0, sizeof to);
-  to.sin_family = AF_INET;
-  to.sin_port = htons((unsigned short)pa);
-  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  loopback_addr(&to, pa);
   CHECK_EQ(evl_transport_sendto(c.t, "from c", 6, &to, sizeof to), 0);
   RUN_UNTIL(loop, a.dgrams == 2);
   CHECK(memcmp(a.data[1], "from c", 6) == 0);
@@ -173,20 +122,13 @@ TEST(udp_sendto_connected_and_explicit) {
   CHECK_EQ(evl_transport_get_write_buffer_size(b.t), 0);
   CHECK_EQ(a.errors + b.errors + c.errors, 0);
   CHECK_EQ(a.other_calls + b.other_calls + c.other_calls, 0);
-  close_wait(loop, &a);
-  close_wait(loop, &b);
-  close_wait(loop, &c);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, &a, &b, &c);
 }
 
 TEST(udp_zero_length_datagram) {
   evl_loop *loop = test_open();
   dpeer a, b;
-  memset(&a, 0, sizeof a);
-  memset(&b, 0, sizeof b);
-  endpoint(loop, &a, "127.0.0.1", 0, NULL, 0, NULL);
-  endpoint(loop, &b, NULL, 0, "127.0.0.1", sockname_port(a.t), NULL);
+  bound_and_connected(loop, &a, &b);
   CHECK_EQ(evl_transport_sendto(b.t, "", 0, NULL, 0), 0);
   CHECK_EQ(evl_transport_sendto(b.t, "x", 1, NULL, 0), 0);
   RUN_UNTIL(loop, a.dgrams == 2);
@@ -195,35 +137,21 @@ TEST(udp_zero_length_datagram) {
   CHECK_EQ(addr_port(&a.from[0]), sockname_port(b.t));
   run_for(loop, 0.02);
   CHECK_EQ(a.dgrams, 2);
-  close_wait(loop, &a);
-  close_wait(loop, &b);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, &a, &b, NULL);
 }
 
 TEST(udp_connection_refused_error_received) {
 #if defined(__linux__) || defined(_WIN32)
   evl_loop *loop = test_open();
   dpeer b;
-  int fd, port, i;
-  struct sockaddr_in sin;
-  socklen_t len = sizeof sin;
+  int port, i;
 #ifdef _WIN32
   if (strcmp(evl_backend_name(loop), "select") == 0)
     SKIP("wine 8's select shows a UDP socket's ICMP error in exceptfds only, "
          "and recv then says WSAEWOULDBLOCK");
 #endif
   memset(&b, 0, sizeof b);
-  /* a port nobody listens on */
-  fd = (int)socket(AF_INET, SOCK_DGRAM, 0);
-  CHECK(fd >= 0);
-  memset(&sin, 0, sizeof sin);
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CHECK_EQ(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-  CHECK_EQ(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-  port = ntohs(sin.sin_port);
-  test_closesocket(fd);
+  port = free_port(SOCK_DGRAM); /* a port nobody listens on */
   endpoint(loop, &b, NULL, 0, "127.0.0.1", port, NULL);
   /* the ICMP error comes back on a later receive (or send) */
   for (i = 0; i < 50 && b.errors == 0; i++) {
@@ -235,9 +163,7 @@ TEST(udp_connection_refused_error_received) {
   CHECK_EQ(b.last_error, EVL_ECONNREFUSED);
   CHECK_EQ(b.lost, 0); /* an error_received does not close the endpoint */
   CHECK_EQ(b.dgrams, 0);
-  close_wait(loop, &b);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, &b, NULL, NULL);
 #else
   SKIP("ICMP errors on connected UDP sockets are Linux- and Windows-specific");
 #endif
@@ -247,29 +173,15 @@ TEST(udp_allow_broadcast) {
   evl_loop *loop = test_open();
   dpeer a, b;
   evl_net_options o;
-  int v = -1;
-  socklen_t len = sizeof v;
   memset(&a, 0, sizeof a);
   memset(&b, 0, sizeof b);
   memset(&o, 0, sizeof o);
   o.allow_broadcast = 1;
   endpoint(loop, &a, "127.0.0.1", 0, NULL, 0, &o);
-  CHECK(evl_transport_fd(a.t) >= 0);
-  CHECK_EQ(getsockopt((int)evl_transport_fd(a.t), SOL_SOCKET, SO_BROADCAST,
-                      (void *)&v, &len),
-           0);
-  CHECK(v != 0);
+  CHECK(so_broadcast(a.t) != 0);
   endpoint(loop, &b, "127.0.0.1", 0, NULL, 0, NULL);
-  v = -1;
-  len = sizeof v;
-  CHECK_EQ(getsockopt((int)evl_transport_fd(b.t), SOL_SOCKET, SO_BROADCAST,
-                      (void *)&v, &len),
-           0);
-  CHECK_EQ(v, 0);
-  close_wait(loop, &a);
-  close_wait(loop, &b);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  CHECK_EQ(so_broadcast(b.t), 0);
+  finish(loop, &a, &b, NULL);
 }
 
 TEST(udp_reuse_port) {
@@ -290,8 +202,7 @@ TEST(udp_reuse_port) {
   (void)b;
   (void)c;
   (void)d;
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, NULL, NULL, NULL);
   return;
 #endif
   endpoint(loop, &a, "127.0.0.1", 0, NULL, 0, &o);
@@ -305,20 +216,13 @@ TEST(udp_reuse_port) {
   endpoint(loop, &d, NULL, 0, "127.0.0.1", port, NULL);
   CHECK_EQ(evl_transport_sendto(d.t, "hi", 2, NULL, 0), 0);
   RUN_UNTIL(loop, a.dgrams + b.dgrams == 1);
-  close_wait(loop, &a);
-  close_wait(loop, &b);
-  close_wait(loop, &d);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, &a, &b, &d);
 }
 
 TEST(udp_close_connection_lost) {
   evl_loop *loop = test_open();
   dpeer a, b;
-  memset(&a, 0, sizeof a);
-  memset(&b, 0, sizeof b);
-  endpoint(loop, &a, "127.0.0.1", 0, NULL, 0, NULL);
-  endpoint(loop, &b, NULL, 0, "127.0.0.1", sockname_port(a.t), NULL);
+  bound_and_connected(loop, &a, &b);
   CHECK_EQ(evl_transport_is_closing(a.t), 0);
   evl_transport_close(a.t);
   CHECK_EQ(evl_transport_is_closing(a.t), 1);
@@ -333,8 +237,7 @@ TEST(udp_close_connection_lost) {
   run_for(loop, 0.02);
   CHECK_EQ(a.lost, 1);
   CHECK_EQ(b.lost, 1);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, NULL, NULL, NULL);
 }
 
 TEST(udp_ipv6) {
@@ -373,10 +276,7 @@ TEST(udp_ipv6) {
   CHECK_EQ(a.fromlen[0], sizeof(struct sockaddr_in6));
   CHECK_EQ(evl_transport_sendto(a.t, "back", 4, &a.from[0], a.fromlen[0]), 0);
   RUN_UNTIL(loop, b.dgrams == 1);
-  close_wait(loop, &a);
-  close_wait(loop, &b);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, &a, &b, NULL);
 }
 
 TEST(udp_bad_ports) {
@@ -387,8 +287,7 @@ TEST(udp_bad_ports) {
            EVL_EINVAL);
   CHECK_EQ(endpoint_error(loop, &a, NULL, 0, "127.0.0.1", 70000, NULL),
            EVL_EINVAL);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, NULL, NULL, NULL);
 }
 
 /* Paused reading holds datagrams back (on IOCP the one already received
@@ -397,13 +296,13 @@ TEST(udp_bad_ports) {
 static void on_dgram_pause_resume(evl_transport *t, const void *data,
                                   size_t len, const void *addr, size_t addrlen,
                                   void *user) {
-  on_dgram(t, data, len, addr, addrlen, user);
+  dpeer_dgram(t, data, len, addr, addrlen, user);
   CHECK_EQ(evl_transport_pause_reading(t), 0);
   CHECK_EQ(evl_transport_resume_reading(t), 0);
 }
 TEST(udp_pause_and_resume_reading) {
   evl_loop *loop = test_open();
-  evl_protocol proto = dgram_proto;
+  evl_protocol proto = dpeer_proto;
   dpeer a, b;
   int round, i;
   memset(&a, 0, sizeof a);
@@ -443,10 +342,7 @@ TEST(udp_pause_and_resume_reading) {
   RUN_UNTIL(loop, b.dgrams == 2);
   CHECK(b.len[0] == 1 && b.data[0][0] == 'x');
   CHECK(b.len[1] == 2 && memcmp(b.data[1], "yz", 2) == 0);
-  close_wait(loop, &a);
-  close_wait(loop, &b);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  finish(loop, &a, &b, NULL);
 }
 
 TESTS_BEGIN
