@@ -107,6 +107,18 @@ static inline int test_connect_error(evl_loop *loop, const evl_protocol *proto,
   return rc;
 }
 
+/* A server on 127.0.0.1 (a port of the kernel's choice) with options o
+   (NULL: none), serving once this returns. */
+static inline evl_server *serve_loopback(evl_loop *loop,
+                                         const evl_protocol *proto,
+                                         void *user,
+                                         const evl_net_options *o) {
+  evl_future *f = evl_create_server(loop, proto, user, "127.0.0.1", 0, o);
+  evl_server *s = (evl_server *)wait_result(loop, f);
+  CHECK(evl_server_port(s) > 0);
+  return s;
+}
+
 /* ---- Shared by the stream-socket tests (t_tcp, t_sock, t_sigpipe) ---- */
 
 /* ---- Shared by the datagram and completion tests (t_udp, t_iocp) ---- */
@@ -230,7 +242,7 @@ static inline int sock_port(int fd) {
 
 /* A port on 127.0.0.1 that nothing uses (TCP or UDP: type): the one the
    kernel gave a socket bound there, closed again. */
-static inline int free_port(int type) {
+static inline int unused_port(int type) {
   struct sockaddr_in sin;
   int fd = (int)socket(AF_INET, type, 0), port;
   CHECK(fd >= 0);
@@ -239,6 +251,37 @@ static inline int free_port(int type) {
   port = sock_port(fd);
   test_closesocket(fd);
   return port;
+}
+
+/* p, connected to a port nobody listens on, sends there until the ICMP
+   error comes back through error_received (on a later receive or send;
+   at most 50 tries 20 ms apart); the endpoint stays open. */
+static inline void await_refused_error(evl_loop *loop, dpeer *p) {
+  int i;
+  for (i = 0; i < 50 && p->errors == 0; i++) {
+    int rc = evl_transport_sendto(p->t, "anyone?", 7, NULL, 0);
+    CHECK(rc == 0 || rc == EVL_ECONNREFUSED);
+    run_for(loop, 0.02);
+  }
+  CHECK(p->errors >= 1);
+  CHECK_EQ(p->last_error, EVL_ECONNREFUSED);
+  CHECK_EQ(p->lost, 0); /* an error_received does not close the endpoint */
+}
+
+/* A temporary file (its fd) of n bytes of test_pat(3 + i): what follows a
+   3-byte header in the stream of a sendfile test. */
+static inline int pattern_file(size_t n) {
+  unsigned char *data = test_pattern_buf(n, 3);
+  int fd = test_tmpfile_fd();
+  size_t off = 0;
+  CHECK(fd >= 0);
+  while (off < n) {
+    long w = test_fd_write(fd, data + off, n - off);
+    CHECK(w > 0);
+    off += (size_t)w;
+  }
+  free(data);
+  return fd;
 }
 
 /* The local port of an IPv4 endpoint. */

@@ -293,14 +293,10 @@ static void fill(unsigned char *b, size_t n, unsigned seed) {
 static evl_server *tls_server(evl_loop *loop, evl_tls_context *ctx, side *srv,
                               int *port) {
   evl_net_options o;
-  evl_future *f;
   evl_server *s;
   memset(&o, 0, sizeof o);
   o.tls = ctx;
-  f = evl_create_server(loop, &side_proto, srv, "127.0.0.1", 0, &o);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  s = (evl_server *)evl_future_result(f);
-  evl_future_release(f);
+  s = serve_loopback(loop, &side_proto, srv, &o);
   *port = evl_server_port(s);
   return s;
 }
@@ -336,12 +332,17 @@ typedef struct pair {
   int port;
 } pair;
 
-static void pair_open(pair *p) {
+/* The pair's loop, contexts and server; no client yet. */
+static void pair_serve(pair *p) {
   memset(p, 0, sizeof *p);
   p->loop = test_open();
   p->sctx = srv_ctx();
   p->cctx = cli_ctx();
   p->server = tls_server(p->loop, p->sctx, &p->s, &p->port);
+}
+
+static void pair_open(pair *p) {
+  pair_serve(p);
   CHECK_EQ(tls_connect(p->loop, p->cctx, &p->c, "localhost", p->port, NULL, 0),
            0);
   RUN_UNTIL(p->loop, p->s.made == 1);
@@ -491,13 +492,17 @@ static void up_data(evl_transport *t, const void *data, size_t len,
   if (R.down)
     evl_transport_write(R.down, data, len);
 }
+/* One side of the relay is gone (*gone): the other goes too. */
+static void relay_side_lost(evl_transport **gone, evl_transport *other) {
+  *gone = NULL;
+  if (other)
+    evl_transport_close(other);
+}
 static void up_lost(evl_transport *t, int err, void *user) {
   (void)t;
   (void)err;
   (void)user;
-  R.up = NULL;
-  if (R.down)
-    evl_transport_close(R.down);
+  relay_side_lost(&R.up, R.down);
 }
 static void up_made(evl_transport *t, void *user) {
   (void)user;
@@ -542,9 +547,7 @@ static void down_lost(evl_transport *t, int err, void *user) {
   (void)t;
   (void)err;
   (void)user;
-  R.down = NULL;
-  if (R.up)
-    evl_transport_close(R.up);
+  relay_side_lost(&R.down, R.up);
 }
 static int relay_port;
 static void down_made(evl_transport *t, void *user) {
@@ -560,24 +563,16 @@ static const evl_protocol down_proto = {
 
 /* A relay to port; returns its own port. */
 static int relay_open(evl_loop *loop, int port, evl_server **out) {
-  evl_future *f;
   memset(&R, 0, sizeof R);
   relay_port = port;
-  f = evl_create_server(loop, &down_proto, NULL, "127.0.0.1", 0, NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  *out = (evl_server *)evl_future_result(f);
-  evl_future_release(f);
+  *out = serve_loopback(loop, &down_proto, NULL, NULL);
   return evl_server_port(*out);
 }
 
 /* A relayed pair: the client connects through the relay. */
 static void relayed_open(pair *p, evl_server **rs) {
   int rport;
-  memset(p, 0, sizeof *p);
-  p->loop = test_open();
-  p->sctx = srv_ctx();
-  p->cctx = cli_ctx();
-  p->server = tls_server(p->loop, p->sctx, &p->s, &p->port);
+  pair_serve(p);
   rport = relay_open(p->loop, p->port, rs);
   CHECK_EQ(tls_connect(p->loop, p->cctx, &p->c, "localhost", rport, NULL, 0),
            0);
@@ -765,13 +760,9 @@ static const evl_protocol pl_proto = {pl_made, pl_data, NULL, pl_lost, NULL,
                                       NULL,    NULL,    NULL, NULL,    NULL};
 
 static int plain_server(evl_loop *loop, int mode, evl_server **out) {
-  evl_future *f;
   memset(&PL, 0, sizeof PL);
   PL.mode = mode;
-  f = evl_create_server(loop, &pl_proto, NULL, "127.0.0.1", 0, NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  *out = (evl_server *)evl_future_result(f);
-  evl_future_release(f);
+  *out = serve_loopback(loop, &pl_proto, NULL, NULL);
   return evl_server_port(*out);
 }
 
@@ -1084,29 +1075,45 @@ TEST(tls_streams_tcp_and_unix) {
   test_close(loop);
 }
 
+/* Options for TLS: so for a server with context sc, co for a client with
+   cc that checks the name "localhost" (the test certificate's). */
+static void tls_opts(evl_net_options *so, evl_net_options *co,
+                     evl_tls_context *sc, evl_tls_context *cc) {
+  memset(so, 0, sizeof *so);
+  memset(co, 0, sizeof *co);
+  so->tls = sc;
+  co->tls = cc;
+  co->server_hostname = "localhost";
+}
+
+/* Both ends of a new socket pair as TLS transports (through
+   connect_accepted_socket): the server end speaks sproto to su, the client
+   end side_proto to cli; returns once both handshakes are done. */
+static void tls_socketpair(evl_loop *loop, const evl_net_options *so,
+                           const evl_net_options *co,
+                           const evl_protocol *sproto, void *su, side *cli) {
+  evl_future *fs, *fc;
+  int sv[2];
+  CHECK_EQ(test_socketpair(sv), 0);
+  fs = evl_connect_accepted_socket_opts(loop, sproto, su, sv[0], so);
+  fc = evl_connect_accepted_socket_opts(loop, &side_proto, cli, sv[1], co);
+  CHECK_EQ(wait_fut(loop, fs), 0);
+  CHECK_EQ(wait_fut(loop, fc), 0);
+  evl_future_release(fs);
+  evl_future_release(fc);
+}
+
 /* Protocol transports over a socket pair, through connect_accepted_socket
    (both ends) and a Unix server with create_unix_connection_opts. */
 TEST(tls_socketpair_and_unix) {
   evl_loop *loop = test_open();
   evl_tls_context *sc = srv_ctx(), *cc = cli_ctx();
   evl_net_options so, co;
-  evl_future *fa, *fb;
   side a, b;
-  int sv[2];
   memset(&a, 0, sizeof a);
   memset(&b, 0, sizeof b);
-  memset(&so, 0, sizeof so);
-  memset(&co, 0, sizeof co);
-  so.tls = sc;
-  co.tls = cc;
-  co.server_hostname = "localhost";
-  CHECK_EQ(test_socketpair(sv), 0);
-  fa = evl_connect_accepted_socket_opts(loop, &side_proto, &a, sv[0], &so);
-  fb = evl_connect_accepted_socket_opts(loop, &side_proto, &b, sv[1], &co);
-  CHECK_EQ(wait_fut(loop, fb), 0);
-  CHECK_EQ(wait_fut(loop, fa), 0);
-  evl_future_release(fa);
-  evl_future_release(fb);
+  tls_opts(&so, &co, sc, cc);
+  tls_socketpair(loop, &so, &co, &side_proto, &a, &b);
   CHECK_EQ(evl_transport_write(b.t, "over a pair", 11), 0);
   RUN_UNTIL(loop, a.rxlen == 11);
   CHECK(memcmp(a.rx, "over a pair", 11) == 0);
@@ -1256,28 +1263,16 @@ TEST(tls_buffered_protocol_and_close_in_data) {
   evl_loop *loop = test_open();
   evl_tls_context *sc = srv_ctx(), *cc = cli_ctx();
   evl_net_options so, co;
-  evl_future *fa, *fb;
   static unsigned char data[50000];
   bufp b;
   side a, c;
-  int sv[2];
   memset(&b, 0, sizeof b);
   memset(&a, 0, sizeof a);
   memset(&c, 0, sizeof c);
   b.all = (unsigned char *)malloc(sizeof data);
   fill(data, sizeof data, 1);
-  memset(&so, 0, sizeof so);
-  memset(&co, 0, sizeof co);
-  so.tls = sc;
-  co.tls = cc;
-  co.server_hostname = "localhost";
-  CHECK_EQ(test_socketpair(sv), 0);
-  fa = evl_connect_accepted_socket_opts(loop, &bufp_proto, &b, sv[0], &so);
-  fb = evl_connect_accepted_socket_opts(loop, &side_proto, &c, sv[1], &co);
-  CHECK_EQ(wait_fut(loop, fa), 0);
-  CHECK_EQ(wait_fut(loop, fb), 0);
-  evl_future_release(fa);
-  evl_future_release(fb);
+  tls_opts(&so, &co, sc, cc);
+  tls_socketpair(loop, &so, &co, &bufp_proto, &b, &c);
   CHECK_EQ(evl_transport_write(c.t, data, sizeof data), 0);
   RUN_UNTIL(loop, b.got == sizeof data);
   CHECK(memcmp(b.all, data, sizeof data) == 0);
@@ -1287,13 +1282,7 @@ TEST(tls_buffered_protocol_and_close_in_data) {
   /* close inside data_received: the rest of what came is not delivered */
   memset(&a, 0, sizeof a);
   memset(&c, 0, sizeof c);
-  CHECK_EQ(test_socketpair(sv), 0);
-  fa = evl_connect_accepted_socket_opts(loop, &close_proto, &a, sv[0], &so);
-  fb = evl_connect_accepted_socket_opts(loop, &side_proto, &c, sv[1], &co);
-  CHECK_EQ(wait_fut(loop, fa), 0);
-  CHECK_EQ(wait_fut(loop, fb), 0);
-  evl_future_release(fa);
-  evl_future_release(fb);
+  tls_socketpair(loop, &so, &co, &close_proto, &a, &c);
   CHECK_EQ(evl_transport_write(c.t, data, sizeof data), 0); /* 4 records */
   RUN_UNTIL(loop, a.lost && c.lost);
   CHECK(a.rxlen > 0);
@@ -1571,14 +1560,7 @@ static int write_file(const char *dir, const char *name, const char *text,
 
 static int free_port(void) {
   evl_loop *loop = test_open();
-  evl_server *s;
-  int port;
-  evl_future *f =
-      evl_create_server(loop, &nop_proto, NULL, "127.0.0.1", 0, NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  s = (evl_server *)evl_future_result(f);
-  port = evl_server_port(s);
-  evl_future_release(f);
+  int port = evl_server_port(serve_loopback(loop, &nop_proto, NULL, NULL));
   test_close(loop);
   return port;
 }
