@@ -48,11 +48,13 @@ static const evl_protocol server_proto = {
     server_made, rec_data, rec_eof, rec_lost, NULL,
     NULL,        NULL,     NULL,    NULL,     NULL};
 
+/* A server at path whose connections (echoing) are recorded in *c,
+   which starts empty. */
 static evl_server *unix_serve(evl_loop *loop, server_ctx *c, const char *path) {
-  evl_future *f = evl_create_unix_server(loop, &server_proto, c, path, NULL);
-  evl_server *s;
-  s = (evl_server *)wait_result(loop, f);
-  return s;
+  evl_future *f;
+  memset(c, 0, sizeof *c);
+  f = evl_create_unix_server(loop, &server_proto, c, path, NULL);
+  return (evl_server *)wait_result(loop, f);
 }
 
 static int unix_dial_rc(evl_loop *loop, rec_peer *p, const char *path) {
@@ -116,19 +118,49 @@ static void make_stale_socket(const char *path) {
 }
 #endif
 
+/* The start of a test that needs AF_UNIX (else it is skipped): a loop,
+   and in *path a socket path in a new temporary directory. */
+static evl_loop *open_with_path(const char **path) {
+  need_af_unix();
+  *path = tmp_path();
+  return test_open();
+}
+
+/* The end of a test: the loop closed, the temporary directory (and the
+   socket file) removed, nothing reported. */
+static void close_and_clean(evl_loop *loop) {
+  test_close(loop);
+  tmp_done();
+  CHECK_EQ(g_reports, 0);
+}
+
+/* Runs the loop until every client of cl[0..MAX_PEERS) has done: got
+   back its sizeof(int) bytes (lost == 0), or is lost with its server end
+   (lost == 1); at most 10 s. */
+static void run_until_all(evl_loop *loop, const rec_peer *cl,
+                          const server_ctx *c, int lost) {
+  double dl = test_now() + 10;
+  int i = 0;
+  while (i < MAX_PEERS) {
+    if (lost ? cl[i].lost && c->peers[i].lost : cl[i].n >= sizeof(int)) {
+      i++;
+      continue;
+    }
+    CHECK(test_now() < dl);
+    evl_run_once(loop, 0.01);
+  }
+}
+
 /* ---- tests -------------------------------------------------------------- */
 
 TEST(unix_data_both_ways) {
-  evl_loop *loop;
-  need_af_unix();
-  loop = test_open();
-  const char *path = tmp_path();
+  const char *path;
+  evl_loop *loop = open_with_path(&path);
   server_ctx c;
   evl_server *s;
   rec_peer cl;
   struct sockaddr_un sun;
   size_t len;
-  memset(&c, 0, sizeof c);
   memset(&cl, 0, sizeof cl);
   s = unix_serve(loop, &c, path);
   CHECK(is_socket_file(path));
@@ -161,23 +193,19 @@ TEST(unix_data_both_ways) {
   echo_once(loop, &c, path, "second");
   test_server_done(loop, s);
   /* after the server is gone a new one can take the path again */
-  memset(&c, 0, sizeof c);
   s = unix_serve(loop, &c, path);
   echo_once(loop, &c, path, "third");
   test_server_done(loop, s);
-  test_close(loop);
-  tmp_done();
-  CHECK_EQ(g_reports, 0);
+  close_and_clean(loop);
 }
 
 #ifndef _WIN32
 TEST(unix_stale_socket_file_replaced) {
-  evl_loop *loop = test_open();
-  const char *path = tmp_path();
+  const char *path;
+  evl_loop *loop = open_with_path(&path);
   server_ctx c;
   evl_server *s;
   rec_peer cl;
-  memset(&c, 0, sizeof c);
   memset(&cl, 0, sizeof cl);
   make_stale_socket(path);
   /* nobody listens there: connecting is refused */
@@ -187,16 +215,14 @@ TEST(unix_stale_socket_file_replaced) {
   CHECK(is_socket_file(path));
   echo_once(loop, &c, path, "fresh");
   test_server_done(loop, s);
-  test_close(loop);
-  tmp_done();
-  CHECK_EQ(g_reports, 0);
+  close_and_clean(loop);
 }
 #endif
 
 #ifndef _WIN32
 TEST(unix_regular_file_is_eexist) {
-  evl_loop *loop = test_open();
-  const char *path = tmp_path();
+  const char *path;
+  evl_loop *loop = open_with_path(&path);
   server_ctx c;
   evl_future *f;
   char buf[16];
@@ -233,9 +259,7 @@ TEST(unix_regular_file_is_eexist) {
   CHECK(S_ISDIR(st.st_mode));
   CHECK_EQ(rmdir(path), 0);
   CHECK_EQ(c.n, 0);
-  test_close(loop);
-  tmp_done();
-  CHECK_EQ(g_reports, 0);
+  close_and_clean(loop);
 }
 #endif
 
@@ -246,7 +270,6 @@ TEST(unix_abstract_name) {
   evl_server *s;
   char name[64];
   struct stat st;
-  memset(&c, 0, sizeof c);
   snprintf(name, sizeof name, "@evl-test-%ld", (long)getpid());
   s = unix_serve(loop, &c, name);
   echo_once(loop, &c, name, "abstract");
@@ -260,17 +283,13 @@ TEST(unix_abstract_name) {
 #endif
 
 TEST(unix_connect_missing_path) {
-  evl_loop *loop;
-  need_af_unix();
-  loop = test_open();
-  const char *path = tmp_path();
+  const char *path;
+  evl_loop *loop = open_with_path(&path);
   rec_peer cl;
   memset(&cl, 0, sizeof cl);
   CHECK_EQ(unix_dial_rc(loop, &cl, path), EVL_ENOENT);
   CHECK_EQ(cl.made, 0);
-  test_close(loop);
-  tmp_done();
-  CHECK_EQ(g_reports, 0);
+  close_and_clean(loop);
 }
 
 TEST(unix_path_too_long) {
@@ -298,32 +317,19 @@ TEST(unix_path_too_long) {
 }
 
 TEST(unix_many_clients) {
-  evl_loop *loop;
-  need_af_unix();
-  loop = test_open();
-  const char *path = tmp_path();
+  const char *path;
+  evl_loop *loop = open_with_path(&path);
   server_ctx c;
   evl_server *s;
   rec_peer cl[MAX_PEERS];
-  int i, all;
-  double dl;
-  memset(&c, 0, sizeof c);
+  int i;
   memset(cl, 0, sizeof cl);
   s = unix_serve(loop, &c, path);
   for (i = 0; i < MAX_PEERS; i++) {
     CHECK_EQ(unix_dial_rc(loop, &cl[i], path), 0);
     CHECK_EQ(evl_transport_write(cl[i].t, &i, sizeof i), 0);
   }
-  for (all = 0, dl = test_now() + 10; !all;) {
-    all = 1;
-    for (i = 0; i < MAX_PEERS; i++)
-      if (cl[i].n < sizeof i)
-        all = 0;
-    if (!all) {
-      CHECK(test_now() < dl);
-      evl_run_once(loop, 0.01);
-    }
-  }
+  run_until_all(loop, cl, &c, 0);
   for (i = 0; i < MAX_PEERS; i++) {
     int v;
     CHECK_EQ(cl[i].n, sizeof i);
@@ -331,32 +337,20 @@ TEST(unix_many_clients) {
     CHECK_EQ(v, i);
     evl_transport_close(cl[i].t);
   }
-  for (all = 0, dl = test_now() + 10; !all;) {
-    all = 1;
-    for (i = 0; i < MAX_PEERS; i++)
-      if (!cl[i].lost || !c.peers[i].lost)
-        all = 0;
-    if (!all) {
-      CHECK(test_now() < dl);
-      evl_run_once(loop, 0.01);
-    }
-  }
+  run_until_all(loop, cl, &c, 1);
   test_server_done(loop, s);
-  test_close(loop);
-  tmp_done();
-  CHECK_EQ(g_reports, 0);
+  close_and_clean(loop);
 }
 
 #ifndef _WIN32
 TEST(unix_socket_file_removed_on_close) {
   /* the server removes the socket file it made when it closes (the header
      does not say so yet; the implementation and asyncio 3.13 do) */
-  evl_loop *loop = test_open();
-  const char *path = tmp_path();
+  const char *path;
+  evl_loop *loop = open_with_path(&path);
   server_ctx c;
   evl_server *s;
   rec_peer cl;
-  memset(&c, 0, sizeof c);
   memset(&cl, 0, sizeof cl);
   s = unix_serve(loop, &c, path);
   CHECK(is_socket_file(path));
@@ -364,27 +358,22 @@ TEST(unix_socket_file_removed_on_close) {
   test_server_done(loop, s);
   CHECK(!is_socket_file(path));
   CHECK_EQ(unix_dial_rc(loop, &cl, path), EVL_ENOENT);
-  test_close(loop);
-  tmp_done();
-  CHECK_EQ(g_reports, 0);
+  close_and_clean(loop);
 }
 
 TEST(unix_close_keeps_a_file_that_is_not_its_own) {
   /* the socket file was replaced by another one meanwhile: closing the
      server does not remove the newcomer */
-  evl_loop *loop = test_open();
-  const char *path = tmp_path();
+  const char *path;
+  evl_loop *loop = open_with_path(&path);
   server_ctx c;
   evl_server *s;
-  memset(&c, 0, sizeof c);
   s = unix_serve(loop, &c, path);
   CHECK_EQ(unlink(path), 0);
   make_stale_socket(path);
   test_server_done(loop, s);
   CHECK(is_socket_file(path));
-  test_close(loop);
-  tmp_done();
-  CHECK_EQ(g_reports, 0);
+  close_and_clean(loop);
 }
 #endif
 
@@ -410,9 +399,7 @@ TEST(unix_without_af_unix_fails_cleanly) {
   evl_future_release(f);
   CHECK_EQ(unix_dial_rc(loop, &cl, g_path), EVL_EAFNOSUPPORT);
   CHECK_EQ(cl.made + cl.lost, 0);
-  test_close(loop);
-  tmp_done();
-  CHECK_EQ(g_reports, 0);
+  close_and_clean(loop);
 }
 #endif
 
