@@ -323,6 +323,21 @@ static int tls_connect(evl_loop *loop, evl_tls_context *ctx, side *cli,
   return rc;
 }
 
+/* A TLS server (context sc) recorded in srv, and a client (context cc)
+   recorded in cli connected to it through host (the host checked in the
+   certificate, no other name given); both records start empty. */
+static evl_server *tls_connected(evl_loop *loop, evl_tls_context *sc,
+                                 evl_tls_context *cc, side *srv, side *cli,
+                                 const char *host) {
+  int port;
+  evl_server *s;
+  memset(srv, 0, sizeof *srv);
+  memset(cli, 0, sizeof *cli);
+  s = tls_server(loop, sc, srv, &port);
+  CHECK_EQ(tls_connect(loop, cc, cli, host, port, NULL, 0), 0);
+  return s;
+}
+
 /* One client and one server connected over TLS on loop. */
 typedef struct pair {
   evl_loop *loop;
@@ -885,13 +900,8 @@ TEST(tls_ip_address_checked) {
   evl_loop *loop = test_open();
   evl_tls_context *sc = srv_ctx(), *cc = cli_ctx();
   side srv, cli;
-  int port;
-  evl_server *s;
   evl_tls_info info;
-  memset(&srv, 0, sizeof srv);
-  memset(&cli, 0, sizeof cli);
-  s = tls_server(loop, sc, &srv, &port);
-  CHECK_EQ(tls_connect(loop, cc, &cli, "127.0.0.1", port, NULL, 0), 0);
+  evl_server *s = tls_connected(loop, sc, cc, &srv, &cli, "127.0.0.1");
   CHECK_EQ(evl_transport_get_tls_info(cli.t, &info), 0);
   CHECK_EQ(info.peer_verified, 1);
   evl_transport_close(cli.t);
@@ -910,13 +920,9 @@ TEST(tls_versions) {
   evl_tls_context *sc = srv_ctx_with(NULL, EVL_TLS_1_2), *cc = cli_ctx(), *c13;
   evl_tls_config cfg;
   evl_tls_info info;
-  evl_server *s;
   side srv, cli;
   int port;
-  memset(&srv, 0, sizeof srv);
-  memset(&cli, 0, sizeof cli);
-  s = tls_server(loop, sc, &srv, &port);
-  CHECK_EQ(tls_connect(loop, cc, &cli, "localhost", port, NULL, 0), 0);
+  evl_server *s = tls_connected(loop, sc, cc, &srv, &cli, "localhost");
   CHECK_EQ(evl_transport_get_tls_info(cli.t, &info), 0);
   CHECK(strcmp(info.version, "TLSv1.2") == 0);
   evl_transport_close(cli.t);
