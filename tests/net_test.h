@@ -110,8 +110,7 @@ static inline int test_connect_error(evl_loop *loop, const evl_protocol *proto,
 /* A server on 127.0.0.1 (a port of the kernel's choice) with options o
    (NULL: none), serving once this returns. */
 static inline evl_server *serve_loopback(evl_loop *loop,
-                                         const evl_protocol *proto,
-                                         void *user,
+                                         const evl_protocol *proto, void *user,
                                          const evl_net_options *o) {
   evl_future *f = evl_create_server(loop, proto, user, "127.0.0.1", 0, o);
   evl_server *s = (evl_server *)wait_result(loop, f);
@@ -198,7 +197,7 @@ static inline void dpeer_other(evl_transport *t, const void *data, size_t len,
   ((dpeer *)user)->other_calls++;
 }
 static const evl_protocol dpeer_proto = {
-    dpeer_made, dpeer_other, NULL, dpeer_lost, NULL,
+    dpeer_made, dpeer_other, NULL, dpeer_lost,  NULL,
     NULL,       NULL,        NULL, dpeer_dgram, dpeer_error};
 
 /* A datagram endpoint recorded in p (local and remote address optional),

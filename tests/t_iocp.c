@@ -376,8 +376,8 @@ static void check_burst(dpeer *p, int i, const unsigned char *d, size_t len,
                         const void *addr) {
   dg_check *c = (dg_check *)p->ctx;
   size_t j;
-  int ok = len == dg_size(i) &&
-           (!c->want_port || addr_port(addr) == c->want_port);
+  int ok =
+      len == dg_size(i) && (!c->want_port || addr_port(addr) == c->want_port);
   for (j = 0; ok && j < len; j++)
     ok = d[j] == dg_byte(i, j);
   if (!ok && !c->bad) {

@@ -57,9 +57,13 @@ static evl_server *unix_serve(evl_loop *loop, server_ctx *c, const char *path) {
   return (evl_server *)wait_result(loop, f);
 }
 
+/* Connects to path, recorded in *p (which starts empty); returns the
+   connection future's error code. */
 static int unix_dial_rc(evl_loop *loop, rec_peer *p, const char *path) {
-  evl_future *f = evl_create_unix_connection(loop, &rec_proto, p, path);
+  evl_future *f;
   int rc;
+  memset(p, 0, sizeof *p);
+  f = evl_create_unix_connection(loop, &rec_proto, p, path);
   CHECK(f != NULL);
   rc = wait_fut(loop, f);
   CHECK_EQ(evl_future_error(f), rc);
@@ -78,7 +82,6 @@ static void echo_once(evl_loop *loop, server_ctx *c, const char *path,
   rec_peer cl;
   int before = c->n;
   size_t len = strlen(msg);
-  memset(&cl, 0, sizeof cl);
   CHECK_EQ(unix_dial_rc(loop, &cl, path), 0);
   RUN_UNTIL(loop, c->n == before + 1);
   CHECK(evl_transport_fd(cl.t) >= 0);
@@ -161,7 +164,6 @@ TEST(unix_data_both_ways) {
   rec_peer cl;
   struct sockaddr_un sun;
   size_t len;
-  memset(&cl, 0, sizeof cl);
   s = unix_serve(loop, &c, path);
   CHECK(is_socket_file(path));
   CHECK_EQ(evl_server_is_serving(s), 1);
@@ -206,7 +208,6 @@ TEST(unix_stale_socket_file_replaced) {
   server_ctx c;
   evl_server *s;
   rec_peer cl;
-  memset(&cl, 0, sizeof cl);
   make_stale_socket(path);
   /* nobody listens there: connecting is refused */
   CHECK_EQ(unix_dial_rc(loop, &cl, path), EVL_ECONNREFUSED);
@@ -286,7 +287,6 @@ TEST(unix_connect_missing_path) {
   const char *path;
   evl_loop *loop = open_with_path(&path);
   rec_peer cl;
-  memset(&cl, 0, sizeof cl);
   CHECK_EQ(unix_dial_rc(loop, &cl, path), EVL_ENOENT);
   CHECK_EQ(cl.made, 0);
   close_and_clean(loop);
@@ -300,7 +300,6 @@ TEST(unix_path_too_long) {
   evl_future *f;
   int rc;
   memset(&c, 0, sizeof c);
-  memset(&cl, 0, sizeof cl);
   memset(path, 'a', sizeof path - 1);
   path[0] = '/';
   path[sizeof path - 1] = 0;
@@ -323,7 +322,6 @@ TEST(unix_many_clients) {
   evl_server *s;
   rec_peer cl[MAX_PEERS];
   int i;
-  memset(cl, 0, sizeof cl);
   s = unix_serve(loop, &c, path);
   for (i = 0; i < MAX_PEERS; i++) {
     CHECK_EQ(unix_dial_rc(loop, &cl[i], path), 0);
@@ -351,7 +349,6 @@ TEST(unix_socket_file_removed_on_close) {
   server_ctx c;
   evl_server *s;
   rec_peer cl;
-  memset(&cl, 0, sizeof cl);
   s = unix_serve(loop, &c, path);
   CHECK(is_socket_file(path));
   echo_once(loop, &c, path, "x");
@@ -391,7 +388,6 @@ TEST(unix_without_af_unix_fails_cleanly) {
     SKIP("AF_UNIX sockets exist here (the other tests use them)");
   }
   memset(&c, 0, sizeof c);
-  memset(&cl, 0, sizeof cl);
   f = evl_create_unix_server(loop, &server_proto, &c, tmp_path(), NULL);
   CHECK(f != NULL);
   CHECK_EQ(wait_fut(loop, f), EVL_EAFNOSUPPORT);
