@@ -107,6 +107,19 @@ static inline int test_connect_error(evl_loop *loop, const evl_protocol *proto,
   return rc;
 }
 
+/* Checks the bytes d[0..len), found at stream offset `at`, against
+   test_pat, unless a wrong byte was seen before (*bad): the first wrong
+   one sets *bad and its stream offset *bad_at. */
+static inline void pat_check(const unsigned char *d, size_t len, size_t at,
+                             int *bad, size_t *bad_at) {
+  size_t i;
+  for (i = 0; i < len && !*bad; i++)
+    if (d[i] != test_pat(at + i)) {
+      *bad = 1;
+      *bad_at = at + i;
+    }
+}
+
 /* A server on 127.0.0.1 (a port of the kernel's choice) with options o
    (NULL: none), serving once this returns. */
 static inline evl_server *serve_loopback(evl_loop *loop,

@@ -168,18 +168,12 @@ static void c_resume_cb(evl_loop *loop, void *arg) {
 static void c_data(evl_transport *t, const void *data, size_t len, void *user) {
   conn *c = conn_of(user);
   const unsigned char *d = (const unsigned char *)data;
-  size_t i;
   CHECK(len > 0);
   if (c->rd_paused)
     c->data_while_paused++;
   c->data_calls++;
-  if (c->check_pat && !c->pat_bad)
-    for (i = 0; i < len; i++)
-      if (d[i] != test_pat(c->n + i)) {
-        c->pat_bad = 1;
-        c->pat_bad_at = c->n + i;
-        break;
-      }
+  if (c->check_pat)
+    pat_check(d, len, c->n, &c->pat_bad, &c->pat_bad_at);
   if (c->buf && c->n < c->cap)
     memcpy(c->buf + c->n, d, c->cap - c->n < len ? c->cap - c->n : len);
   c->n += len;
