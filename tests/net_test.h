@@ -168,7 +168,7 @@ static inline void dpeer_made(evl_transport *t, void *user) {
 }
 static inline void dpeer_lost(evl_transport *t, int err, void *user) {
   dpeer *p = (dpeer *)user;
-  (void)t;
+  CHECK(p->t == t); /* the transport connection_made gave */
   p->lost++;
   p->lost_err = err;
   p->t = NULL;
