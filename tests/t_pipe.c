@@ -85,6 +85,30 @@ static evl_transport *open_pipe(evl_loop *loop, pend *p, int fd, int write) {
   return t;
 }
 
+/* A read pipe r on fds[0] and a write pipe w on fds[1], both records
+   cleared first. */
+static void open_pipe_pair(evl_loop *loop, pend *r, pend *w, int fds[2]) {
+  memset(r, 0, sizeof *r);
+  memset(w, 0, sizeof *w);
+  open_pipe(loop, r, fds[0], 0);
+  open_pipe(loop, w, fds[1], 1);
+}
+
+/* connect_read_pipe (write 0) or connect_write_pipe on fd fails with want;
+   the protocol's callbacks never run. */
+static void check_refused(evl_loop *loop, const evl_protocol *proto, evl_fd fd,
+                          int write, int want) {
+  pend p;
+  evl_future *f;
+  memset(&p, 0, sizeof p);
+  f = write ? evl_connect_write_pipe(loop, proto, &p, fd)
+            : evl_connect_read_pipe(loop, proto, &p, fd);
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), want);
+  evl_future_release(f);
+  CHECK_EQ(p.made, 0);
+}
+
 #ifdef _WIN32
 static int make_pipe(int fds[2]) { /* fds[0] reads, fds[1] writes */
   return test_socketpair(fds);
@@ -112,6 +136,24 @@ static int fd_closed(int fd) {
   return fcntl(fd, F_GETFD) == -1 && errno == EBADF;
 }
 #endif
+
+/* A new pipe (make_pipe: a socket pair on Windows), both ends as
+   transports through open_pipe_pair. */
+static void new_pipe_pair(evl_loop *loop, pend *r, pend *w, int fds[2]) {
+  CHECK_EQ(make_pipe(fds), 0);
+  open_pipe_pair(loop, r, w, fds);
+}
+
+/* Writes text through w, checks that r got it, closes w: both ends go. */
+static void write_through_then_close(evl_loop *loop, pend *r, pend *w,
+                                     const char *text) {
+  size_t n = strlen(text);
+  CHECK_EQ(evl_transport_write(w->t, text, n), 0);
+  RUN_UNTIL(loop, r->n == n);
+  CHECK(!memcmp(r->buf, text, n));
+  evl_transport_close(w->t);
+  RUN_UNTIL(loop, r->lost == 1 && w->lost == 1);
+}
 
 TEST(read_pipe_data_then_eof_closes) {
   evl_loop *loop = test_open();
@@ -147,12 +189,8 @@ TEST(write_pipe_flow_control_and_write_eof) {
   CHECK(big != NULL);
   for (i = 0; i < total; i++)
     big[i] = test_pat(i);
-  memset(&r, 0, sizeof r);
-  memset(&w, 0, sizeof w);
-  r.expect_pattern = total;
-  CHECK_EQ(make_pipe(fds), 0);
-  open_pipe(loop, &r, fds[0], 0);
-  open_pipe(loop, &w, fds[1], 1);
+  new_pipe_pair(loop, &r, &w, fds);
+  r.expect_pattern = total; /* before any data: nothing was written yet */
   CHECK_EQ(evl_transport_can_write_eof(w.t), 1);
   CHECK_EQ(evl_transport_pause_reading(w.t), EVL_ENOTSUP);
   CHECK_EQ(evl_transport_write(w.t, big, total), 0);
@@ -222,23 +260,16 @@ TEST(fifo_read_and_write_pipes) {
   evl_loop *loop = test_open();
   char dir[] = "/tmp/evl-fifo-XXXXXX", path[64];
   pend r, w;
-  int rfd, wfd;
-  memset(&r, 0, sizeof r);
-  memset(&w, 0, sizeof w);
+  int fds[2];
   CHECK(mkdtemp(dir) != NULL);
   snprintf(path, sizeof path, "%s/f", dir);
   CHECK_EQ(mkfifo(path, 0600), 0);
-  rfd = open(path, O_RDONLY | O_NONBLOCK);
-  CHECK(rfd >= 0);
-  wfd = open(path, O_WRONLY);
-  CHECK(wfd >= 0);
-  open_pipe(loop, &r, rfd, 0);
-  open_pipe(loop, &w, wfd, 1);
-  CHECK_EQ(evl_transport_write(w.t, "through a fifo", 14), 0);
-  RUN_UNTIL(loop, r.n == 14);
-  CHECK(!memcmp(r.buf, "through a fifo", 14));
-  evl_transport_close(w.t);
-  RUN_UNTIL(loop, r.lost == 1 && w.lost == 1);
+  fds[0] = open(path, O_RDONLY | O_NONBLOCK);
+  CHECK(fds[0] >= 0);
+  fds[1] = open(path, O_WRONLY);
+  CHECK(fds[1] >= 0);
+  open_pipe_pair(loop, &r, &w, fds);
+  write_through_then_close(loop, &r, &w, "through a fifo");
   unlink(path);
   rmdir(dir);
   test_close(loop);
@@ -250,15 +281,9 @@ TEST(socketpair_as_pipes) {
   evl_loop *loop = test_open();
   pend r, w;
   int sv[2];
-  memset(&r, 0, sizeof r);
-  memset(&w, 0, sizeof w);
   CHECK_EQ(test_socketpair(sv), 0);
-  open_pipe(loop, &r, sv[0], 0);
-  open_pipe(loop, &w, sv[1], 1);
-  CHECK_EQ(evl_transport_write(w.t, "sock", 4), 0);
-  RUN_UNTIL(loop, r.n == 4);
-  evl_transport_close(w.t);
-  RUN_UNTIL(loop, r.lost == 1 && w.lost == 1);
+  open_pipe_pair(loop, &r, &w, sv);
+  write_through_then_close(loop, &r, &w, "sock");
   CHECK_EQ(r.eofs, 1);
   test_close(loop);
   CHECK_EQ(g_reports, 0);
@@ -272,10 +297,8 @@ TEST(pty_read_and_write_pipes) {
   struct termios tio;
   struct pollfd pfd;
   char got[64];
-  int master, slave, master2;
+  int master, slave, masters[2];
   ssize_t k;
-  memset(&r, 0, sizeof r);
-  memset(&w, 0, sizeof w);
   master = posix_openpt(O_RDWR | O_NOCTTY);
   if (master < 0) {
     printf("  (no pty here: skipped)\n");
@@ -290,10 +313,10 @@ TEST(pty_read_and_write_pipes) {
   tio.c_lflag &= ~(tcflag_t)(ICANON | ECHO); /* raw enough: no echo */
   tio.c_oflag &= ~(tcflag_t)OPOST;
   CHECK_EQ(tcsetattr(slave, TCSANOW, &tio), 0);
-  master2 = dup(master);
-  CHECK(master2 >= 0);
-  open_pipe(loop, &r, master, 0);
-  open_pipe(loop, &w, master2, 1);
+  masters[0] = master;
+  masters[1] = dup(master);
+  CHECK(masters[1] >= 0);
+  open_pipe_pair(loop, &r, &w, masters);
   CHECK_EQ(write(slave, "from the tty", 12), 12);
   RUN_UNTIL(loop, r.n >= 12);
   CHECK(!memcmp(r.buf, "from the tty", 12));
@@ -323,16 +346,9 @@ TEST(regular_files_and_bad_fds_are_refused) {
   HANDLE file;
   int hp[2], sv[2];
   DWORD flags;
-  pend p;
-  evl_future *f;
-  memset(&p, 0, sizeof p);
   CHECK_EQ(test_pipe(hp), 0);
-  f = evl_connect_read_pipe(loop, &pipe_proto, &p, hp[0]);
-  CHECK_EQ(wait_fut(loop, f), EVL_ENOTSUP);
-  evl_future_release(f);
-  f = evl_connect_write_pipe(loop, &pipe_proto, &p, hp[1]);
-  CHECK_EQ(wait_fut(loop, f), EVL_ENOTSUP);
-  evl_future_release(f);
+  check_refused(loop, &pipe_proto, hp[0], 0, EVL_ENOTSUP);
+  check_refused(loop, &pipe_proto, hp[1], 1, EVL_ENOTSUP);
   CHECK(GetHandleInformation((HANDLE)(intptr_t)hp[0], &flags));
   test_pipe_close(hp[0]);
   test_pipe_close(hp[1]);
@@ -341,24 +357,15 @@ TEST(regular_files_and_bad_fds_are_refused) {
   file = CreateFileA(path, GENERIC_READ | GENERIC_WRITE, 0, NULL, CREATE_ALWAYS,
                      FILE_FLAG_DELETE_ON_CLOSE, NULL);
   CHECK(file != INVALID_HANDLE_VALUE);
-  f = evl_connect_read_pipe(loop, &pipe_proto, &p, (evl_fd)(intptr_t)file);
-  CHECK_EQ(wait_fut(loop, f), EVL_ENOTSUP);
-  evl_future_release(f);
+  check_refused(loop, &pipe_proto, (evl_fd)(intptr_t)file, 0, EVL_ENOTSUP);
   CHECK(CloseHandle(file));
-  f = evl_connect_read_pipe(loop, &pipe_proto, &p, -1);
-  CHECK_EQ(wait_fut(loop, f), EVL_EBADF);
-  evl_future_release(f);
+  check_refused(loop, &pipe_proto, -1, 0, EVL_EBADF);
   CHECK_EQ(test_socketpair(sv), 0);
   test_closesocket(sv[0]);
-  f = evl_connect_read_pipe(loop, &pipe_proto, &p, sv[0]); /* closed */
-  CHECK_EQ(wait_fut(loop, f), EVL_EBADF);
-  evl_future_release(f);
-  f = evl_connect_write_pipe(loop, NULL, &p, sv[1]);
-  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
-  evl_future_release(f);
+  check_refused(loop, &pipe_proto, sv[0], 0, EVL_EBADF); /* closed */
+  check_refused(loop, NULL, sv[1], 1, EVL_EINVAL);
   CHECK(!fd_closed(sv[1]));
   test_closesocket(sv[1]);
-  CHECK_EQ(p.made, 0);
   test_close(loop);
 }
 #endif
@@ -368,38 +375,22 @@ TEST(regular_files_and_bad_fds_are_refused) {
   evl_loop *loop = test_open();
   char path[] = "/tmp/evl-regular-XXXXXX";
   int fd = mkstemp(path), fds[2];
-  pend p;
-  evl_future *f;
-  memset(&p, 0, sizeof p);
   CHECK(fd >= 0);
-  f = evl_connect_read_pipe(loop, &pipe_proto, &p, fd);
-  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
-  evl_future_release(f);
-  f = evl_connect_write_pipe(loop, &pipe_proto, &p, fd);
-  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
-  evl_future_release(f);
+  check_refused(loop, &pipe_proto, fd, 0, EVL_EINVAL);
+  check_refused(loop, &pipe_proto, fd, 1, EVL_EINVAL);
   CHECK(!fd_closed(fd)); /* refused: the caller keeps it */
   close(fd);
   unlink(path);
   fd = open("/tmp", O_RDONLY);
   CHECK(fd >= 0);
-  f = evl_connect_read_pipe(loop, &pipe_proto, &p, fd);
-  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL); /* a directory */
-  evl_future_release(f);
+  check_refused(loop, &pipe_proto, fd, 0, EVL_EINVAL); /* a directory */
   close(fd);
-  f = evl_connect_read_pipe(loop, &pipe_proto, &p, -1);
-  CHECK_EQ(wait_fut(loop, f), EVL_EBADF);
-  evl_future_release(f);
+  check_refused(loop, &pipe_proto, -1, 0, EVL_EBADF);
   CHECK_EQ(make_pipe(fds), 0);
   close(fds[0]);
-  f = evl_connect_read_pipe(loop, &pipe_proto, &p, fds[0]); /* closed */
-  CHECK_EQ(wait_fut(loop, f), EVL_EBADF);
-  evl_future_release(f);
-  f = evl_connect_write_pipe(loop, NULL, &p, fds[1]);
-  CHECK_EQ(wait_fut(loop, f), EVL_EINVAL);
-  evl_future_release(f);
+  check_refused(loop, &pipe_proto, fds[0], 0, EVL_EBADF); /* closed */
+  check_refused(loop, NULL, fds[1], 1, EVL_EINVAL);
   close(fds[1]);
-  CHECK_EQ(p.made, 0);
   test_close(loop);
 }
 #endif
@@ -409,11 +400,7 @@ TEST(loop_close_closes_pipe_transports) {
   evl_loop *loop = test_open();
   pend r, w;
   int fds[2];
-  memset(&r, 0, sizeof r);
-  memset(&w, 0, sizeof w);
-  CHECK_EQ(make_pipe(fds), 0);
-  open_pipe(loop, &r, fds[0], 0);
-  open_pipe(loop, &w, fds[1], 1);
+  new_pipe_pair(loop, &r, &w, fds);
   CHECK_EQ(evl_transport_write(w.t, "pending", 7), 0);
   test_close(loop);
   CHECK_EQ(r.lost, 1);
@@ -452,25 +439,22 @@ TEST(named_pipes_on_iocp) {
   evl_loop *loop = test_open();
   pend r, w;
   HANDLE h[2];
+  int fds[2];
   size_t total = (size_t)3 << 20, i;
   unsigned char *big = (unsigned char *)malloc(total);
-  evl_future *f;
-  memset(&r, 0, sizeof r);
-  memset(&w, 0, sizeof w);
   CHECK(big != NULL);
   named_pipe(h, PIPE_ACCESS_INBOUND);
   if (strcmp(evl_backend_name(loop), "iocp") != 0) {
-    f = evl_connect_read_pipe(loop, &pipe_proto, &r, HFD(h[0]));
-    CHECK_EQ(wait_fut(loop, f), EVL_ENOTSUP);
-    evl_future_release(f);
+    check_refused(loop, &pipe_proto, HFD(h[0]), 0, EVL_ENOTSUP);
     CHECK(CloseHandle(h[0]) && CloseHandle(h[1]));
     free(big);
     test_close(loop);
     return;
   }
-  r.expect_pattern = total;
-  open_pipe(loop, &r, (int)HFD(h[0]), 0);
-  open_pipe(loop, &w, (int)HFD(h[1]), 1);
+  fds[0] = (int)HFD(h[0]);
+  fds[1] = (int)HFD(h[1]);
+  open_pipe_pair(loop, &r, &w, fds);
+  r.expect_pattern = total; /* before any data: nothing was written yet */
   CHECK(evl_transport_can_write_eof(w.t));
   for (i = 0; i < total; i++)
     big[i] = test_pat(i);
