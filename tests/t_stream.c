@@ -505,15 +505,13 @@ TEST(stream_free_without_close) {
   evl_loop *loop = test_open();
   srv_ctx sc;
   evl_server *srv;
-  evl_future *f;
   evl_stream *s;
   memset(&sc, 0, sizeof sc);
   sc.conn_task = echo_task;
   srv = stream_serve(loop, &sc, NULL);
-  f = evl_open_connection(loop, "127.0.0.1", evl_server_port(srv), 0, NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  s = (evl_stream *)evl_future_result(f);
-  evl_future_release(f);
+  s = (evl_stream *)wait_result(
+      loop,
+      evl_open_connection(loop, "127.0.0.1", evl_server_port(srv), 0, NULL));
   CHECK_EQ(evl_stream_write(s, "one\n", 4), 0);
   RUN_UNTIL(loop, sc.echo_lines == 1);
   evl_stream_free(s);
