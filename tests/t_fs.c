@@ -44,9 +44,15 @@ static evl_stat stat_of(evl_loop *loop, evl_future *f) {
 /* After path was removed or renamed away: stat, read_file and readdir on
    it fail with EVL_ENOENT. */
 static void check_gone(evl_loop *loop, const char *path) {
-  CHECK_EQ(await_num(loop, evl_fs_stat(loop, path), NULL), EVL_ENOENT);
-  CHECK_EQ(await_num(loop, evl_fs_read_file(loop, path), NULL), EVL_ENOENT);
-  CHECK_EQ(await_num(loop, evl_fs_readdir(loop, path), NULL), EVL_ENOENT);
+  int st = await_num(loop, evl_fs_stat(loop, path), NULL);
+  int rf = await_num(loop, evl_fs_read_file(loop, path), NULL);
+  int rd = await_num(loop, evl_fs_readdir(loop, path), NULL);
+  if (st != EVL_ENOENT || rf != EVL_ENOENT || rd != EVL_ENOENT)
+    fprintf(stderr, "  %s: stat %s, read_file %s, readdir %s\n", path,
+            evl_err_name(st), evl_err_name(rf), evl_err_name(rd));
+  CHECK_EQ(st, EVL_ENOENT);
+  CHECK_EQ(rf, EVL_ENOENT);
+  CHECK_EQ(rd, EVL_ENOENT);
 }
 
 /* A loop and a fresh g_dir; fs_done checks that the test left g_dir

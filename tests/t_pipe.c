@@ -87,11 +87,16 @@ static void check_refused(evl_loop *loop, const evl_protocol *proto, evl_fd fd,
                           int write, int want) {
   pend p;
   evl_future *f;
+  int rc;
   memset(&p, 0, sizeof p);
   f = write ? evl_connect_write_pipe(loop, proto, &p, fd)
             : evl_connect_read_pipe(loop, proto, &p, fd);
   CHECK(f != NULL);
-  CHECK_EQ(wait_fut(loop, f), want);
+  rc = wait_fut(loop, f);
+  if (rc != want) /* which of the caller's refusals this was */
+    fprintf(stderr, "  fd %ld as a %s pipe: %s\n", (long)fd,
+            write ? "write" : "read", evl_err_name(rc));
+  CHECK_EQ(rc, want);
   evl_future_release(f);
   CHECK_EQ(p.rec.made, 0);
 }
