@@ -319,6 +319,17 @@ static void finish_clean(one_conn *x) {
   finish_one(x);
 }
 
+/* Closes both ends of x's connection (those still open), waits for both
+   connection_lost, then finish_clean. */
+static void close_and_finish(one_conn *x) {
+  if (x->cl.t)
+    evl_transport_close(x->cl.t);
+  if (x->sc->t)
+    evl_transport_close(x->sc->t);
+  RUN_UNTIL(x->loop, x->cl.lost == 1 && x->sc->lost == 1);
+  finish_clean(x);
+}
+
 static void dial(evl_loop *loop, conn *c, int port) {
   evl_future *f =
       evl_create_connection(loop, &conn_proto, c, "127.0.0.1", port, NULL);
@@ -329,14 +340,6 @@ static void dial(evl_loop *loop, conn *c, int port) {
   RUN_UNTIL(loop, c->made == 1);
 }
 
-/* Closes both ends (if open) and waits for both connection_lost. */
-static void close_both(evl_loop *loop, conn *a, conn *b) {
-  if (a->t)
-    evl_transport_close(a->t);
-  if (b->t)
-    evl_transport_close(b->t);
-  RUN_UNTIL(loop, a->lost == 1 && b->lost == 1);
-}
 
 /* Runs the loop until cond holds, for at most secs seconds (for transfers
    that valgrind or wine make slow), then checks it. */
@@ -914,9 +917,8 @@ TEST(iocp_refused_connects_in_parallel) {
   connect_one(&x);
   CHECK_EQ(evl_transport_write(x.cl.t, "ok", 2), 0);
   RUN_UNTIL(loop, x.cl.n == 2);
-  close_both(loop, &x.cl, x.sc);
   test_closesocket(held);
-  finish_one(&x);
+  close_and_finish(&x);
 }
 
 /* ---- 5. 16 MiB through pause_writing/resume_writing cycles -------------- */
@@ -984,8 +986,7 @@ TEST(iocp_write_16mib_in_pause_resume_cycles) {
   CHECK(x.cl.size_at_pause > high);
   CHECK(x.cl.size_at_resume <= low);
   free(data);
-  close_both(loop, &x.cl, sc);
-  finish_clean(&x);
+  close_and_finish(&x);
 }
 
 /* ---- 6. pause_reading/resume_reading during 4 MiB ----------------------- */
