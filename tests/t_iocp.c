@@ -340,7 +340,6 @@ static void dial(evl_loop *loop, conn *c, int port) {
   RUN_UNTIL(loop, c->made == 1);
 }
 
-
 /* Runs the loop until cond holds, for at most secs seconds (for transfers
    that valgrind or wine make slow), then checks it. */
 #define RUN_UNTIL_LONG(loop, cond, secs)                                       \
