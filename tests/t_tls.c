@@ -226,21 +226,17 @@ static evl_tls_context *cli_ctx(void) {
 
 /* ---- a recording protocol for both ends ---- */
 
+/* What one end heard: net_test.h's rec_peer (made, EOF answered with
+   eof_keep, lost; echo writes back what arrives, and pausing reads
+   meanwhile), every byte kept in rx, and the flow-control calls. */
 typedef struct side {
-  evl_transport *t;
+  rec_peer rec; /* first: rec_made & co. take a side as a rec_peer */
   unsigned char *rx;
   size_t rxlen, rxcap;
-  int made, eofs, lost, lost_err, pauses, resumes, keep_open;
-  int echo;         /* write back what arrives (pausing reads meanwhile) */
-  int close_on_eof; /* close in eof_received (return 0 anyway) */
+  int pauses, resumes;
   size_t size_at_pause, size_at_resume;
 } side;
 
-static void s_made(evl_transport *t, void *user) {
-  side *s = (side *)user;
-  s->t = t;
-  s->made++;
-}
 static void s_data(evl_transport *t, const void *data, size_t len, void *user) {
   side *s = (side *)user;
   if (s->rxlen + len > s->rxcap) {
@@ -250,38 +246,25 @@ static void s_data(evl_transport *t, const void *data, size_t len, void *user) {
   }
   memcpy(s->rx + s->rxlen, data, len);
   s->rxlen += len;
-  if (s->echo)
-    CHECK_EQ(evl_transport_write(t, data, len), 0);
-}
-static int s_eof(evl_transport *t, void *user) {
-  side *s = (side *)user;
-  (void)t;
-  s->eofs++;
-  return s->keep_open;
-}
-static void s_lost(evl_transport *t, int err, void *user) {
-  side *s = (side *)user;
-  (void)t;
-  s->lost++;
-  s->lost_err = err;
-  s->t = NULL;
+  rec_data(t, data, len, &s->rec);
 }
 static void s_pause(evl_transport *t, void *user) {
   side *s = (side *)user;
   s->pauses++;
   s->size_at_pause = evl_transport_get_write_buffer_size(t);
-  if (s->echo)
+  if (s->rec.echo)
     CHECK_EQ(evl_transport_pause_reading(t), 0);
 }
 static void s_resume(evl_transport *t, void *user) {
   side *s = (side *)user;
   s->resumes++;
   s->size_at_resume = evl_transport_get_write_buffer_size(t);
-  if (s->echo && !evl_transport_is_closing(t))
+  if (s->rec.echo && !evl_transport_is_closing(t))
     CHECK_EQ(evl_transport_resume_reading(t), 0);
 }
-static const evl_protocol side_proto = {
-    s_made, s_data, s_eof, s_lost, s_pause, s_resume, NULL, NULL, NULL, NULL};
+static const evl_protocol side_proto = {rec_made, s_data,   rec_eof, rec_lost,
+                                        s_pause,  s_resume, NULL,    NULL,
+                                        NULL,     NULL};
 
 static void fill(unsigned char *b, size_t n, unsigned seed) {
   size_t i;
@@ -316,9 +299,9 @@ static int tls_connect(evl_loop *loop, evl_tls_context *ctx, side *cli,
   CHECK(f != NULL);
   rc = wait_fut(loop, f);
   if (rc == 0)
-    CHECK(evl_future_result(f) == cli->t);
+    CHECK(evl_future_result(f) == cli->rec.t);
   else
-    CHECK_EQ(cli->made, 0);
+    CHECK_EQ(cli->rec.made, 0);
   evl_future_release(f);
   return rc;
 }
@@ -360,15 +343,15 @@ static void pair_open(pair *p) {
   pair_serve(p);
   CHECK_EQ(tls_connect(p->loop, p->cctx, &p->c, "localhost", p->port, NULL, 0),
            0);
-  RUN_UNTIL(p->loop, p->s.made == 1);
+  RUN_UNTIL(p->loop, p->s.rec.made == 1);
 }
 static void pair_close(pair *p) {
   evl_server_close(p->server);
-  if (p->c.t)
-    evl_transport_abort(p->c.t);
-  if (p->s.t)
-    evl_transport_abort(p->s.t);
-  RUN_UNTIL(p->loop, !p->c.t && !p->s.t);
+  if (p->c.rec.t)
+    evl_transport_abort(p->c.rec.t);
+  if (p->s.rec.t)
+    evl_transport_abort(p->s.rec.t);
+  RUN_UNTIL(p->loop, !p->c.rec.t && !p->s.rec.t);
   evl_tls_context_release(p->sctx);
   evl_tls_context_release(p->cctx);
   CHECK_EQ(g_reports, 0);
@@ -432,10 +415,10 @@ TEST(tls_echo_16mib) {
   CHECK(data != NULL);
   fill(data, n, 7);
   pair_open(&p);
-  p.s.echo = 1;
+  p.s.rec.echo = 1;
   while (off < n) { /* writes of 1 MiB, waiting while paused */
     size_t k = n - off < (1u << 20) ? n - off : (1u << 20);
-    CHECK_EQ(evl_transport_write(p.c.t, data + off, k), 0);
+    CHECK_EQ(evl_transport_write(p.c.rec.t, data + off, k), 0);
     off += k;
     RUN_UNTIL(p.loop, p.c.pauses == p.c.resumes);
   }
@@ -443,8 +426,8 @@ TEST(tls_echo_16mib) {
   CHECK(memcmp(p.c.rx, data, n) == 0);
   CHECK_EQ(p.s.rxlen, n);
   CHECK(p.c.pauses > 0);
-  CHECK_EQ(evl_transport_get_tls_info(p.c.t, &ci), 0);
-  CHECK_EQ(evl_transport_get_tls_info(p.s.t, &si), 0);
+  CHECK_EQ(evl_transport_get_tls_info(p.c.rec.t, &ci), 0);
+  CHECK_EQ(evl_transport_get_tls_info(p.s.rec.t, &si), 0);
   CHECK(strcmp(ci.version, ENGINE_HAS_TLS13 ? "TLSv1.3" : "TLSv1.2") == 0);
   CHECK(strcmp(ci.version, si.version) == 0);
   CHECK(ci.cipher[0] != 0);
@@ -454,12 +437,12 @@ TEST(tls_echo_16mib) {
   CHECK_EQ(ci.peer_cert, 1);
   CHECK_EQ(ci.peer_verified, 1);
   CHECK_EQ(si.peer_cert, 0);
-  CHECK_EQ(evl_transport_is_tls(p.c.t), 1);
-  CHECK(evl_transport_fd(p.c.t) >= 0);
+  CHECK_EQ(evl_transport_is_tls(p.c.rec.t), 1);
+  CHECK(evl_transport_fd(p.c.rec.t) >= 0);
   {
     struct sockaddr_storage ss;
     size_t len = sizeof ss;
-    CHECK_EQ(evl_transport_get_peername(p.c.t, &ss, &len), 0);
+    CHECK_EQ(evl_transport_get_peername(p.c.rec.t, &ss, &len), 0);
     CHECK_EQ(ss.ss_family, AF_INET);
   }
   free(data);
@@ -591,7 +574,7 @@ static void relayed_open(pair *p, evl_server **rs) {
   rport = relay_open(p->loop, p->port, rs);
   CHECK_EQ(tls_connect(p->loop, p->cctx, &p->c, "localhost", rport, NULL, 0),
            0);
-  RUN_UNTIL(p->loop, p->s.made == 1);
+  RUN_UNTIL(p->loop, p->s.rec.made == 1);
   run_for(p->loop, 0.05); /* the handshake's last records pass the relay */
 }
 
@@ -605,20 +588,20 @@ TEST(tls_small_writes_coalesce) {
   relayed_open(&p, &rs);
   before = R.records;
   for (i = 0; i < 1000; i++)
-    CHECK_EQ(evl_transport_write(p.c.t, "x", 1), 0);
+    CHECK_EQ(evl_transport_write(p.c.rec.t, "x", 1), 0);
   for (i = 0; i < 100; i++) {
     bytes[i] = (char)('a' + i % 26);
     iov[i].base = &bytes[i];
     iov[i].len = 1;
   }
-  CHECK_EQ(evl_transport_writev(p.c.t, iov, 100), 0);
+  CHECK_EQ(evl_transport_writev(p.c.rec.t, iov, 100), 0);
   RUN_UNTIL(p.loop, p.s.rxlen == 1100);
   CHECK_EQ(R.records - before, 1); /* 1100 bytes: one record */
   CHECK_EQ(R.small_records, 0);
   /* 40 000 bytes in 1-byte writes: full records (16 KiB) and one tail */
   before = R.records;
   for (i = 0; i < 40000; i++)
-    CHECK_EQ(evl_transport_write(p.c.t, "y", 1), 0);
+    CHECK_EQ(evl_transport_write(p.c.rec.t, "y", 1), 0);
   RUN_UNTIL(p.loop, p.s.rxlen == 41100);
   CHECK_EQ(R.records - before, 3);
   CHECK_EQ(R.small_records, 0);
@@ -636,11 +619,11 @@ TEST(tls_flow_control) {
   CHECK(chunk != NULL);
   fill(chunk, 65536, 3);
   pair_open(&p);
-  CHECK_EQ(evl_transport_pause_reading(p.s.t), 0);
-  CHECK_EQ(evl_transport_is_reading(p.s.t), 0);
-  CHECK_EQ(evl_transport_set_write_buffer_limits(p.c.t, 256 * 1024, 0), 0);
+  CHECK_EQ(evl_transport_pause_reading(p.s.rec.t), 0);
+  CHECK_EQ(evl_transport_is_reading(p.s.rec.t), 0);
+  CHECK_EQ(evl_transport_set_write_buffer_limits(p.c.rec.t, 256 * 1024, 0), 0);
   while (!p.c.pauses && sent < (64u << 20)) {
-    CHECK_EQ(evl_transport_write(p.c.t, chunk, 65536), 0);
+    CHECK_EQ(evl_transport_write(p.c.rec.t, chunk, 65536), 0);
     sent += 65536;
     run_for(p.loop, 0.005);
   }
@@ -648,12 +631,12 @@ TEST(tls_flow_control) {
   CHECK(p.c.size_at_pause > 256 * 1024);
   run_for(p.loop, 0.1);
   CHECK_EQ(p.s.rxlen, 0); /* nothing was read while paused */
-  CHECK(evl_transport_get_write_buffer_size(p.c.t) > 64 * 1024);
-  CHECK_EQ(evl_transport_resume_reading(p.s.t), 0);
+  CHECK(evl_transport_get_write_buffer_size(p.c.rec.t) > 64 * 1024);
+  CHECK_EQ(evl_transport_resume_reading(p.s.rec.t), 0);
   RUN_UNTIL(p.loop, p.s.rxlen == sent);
   CHECK_EQ(p.c.resumes, 1);
   CHECK(p.c.size_at_resume <= 64 * 1024);
-  CHECK_EQ(evl_transport_get_write_buffer_size(p.c.t), 0);
+  CHECK_EQ(evl_transport_get_write_buffer_size(p.c.rec.t), 0);
   free(chunk);
   pair_close(&p);
 }
@@ -663,16 +646,16 @@ TEST(tls_flow_control) {
 TEST(tls_close_notify) {
   pair p;
   pair_open(&p);
-  CHECK_EQ(evl_transport_write(p.c.t, "bye", 3), 0);
-  evl_transport_close(p.c.t);
-  CHECK_EQ(evl_transport_is_closing(p.c.t), 1);
-  CHECK_EQ(evl_transport_write(p.c.t, "x", 1), EVL_ECLOSING);
-  RUN_UNTIL(p.loop, p.s.lost == 1 && p.c.lost == 1);
+  CHECK_EQ(evl_transport_write(p.c.rec.t, "bye", 3), 0);
+  evl_transport_close(p.c.rec.t);
+  CHECK_EQ(evl_transport_is_closing(p.c.rec.t), 1);
+  CHECK_EQ(evl_transport_write(p.c.rec.t, "x", 1), EVL_ECLOSING);
+  RUN_UNTIL(p.loop, p.s.rec.lost == 1 && p.c.rec.lost == 1);
   CHECK_EQ(p.s.rxlen, 3);
-  CHECK_EQ(p.s.eofs, 1);
-  CHECK_EQ(p.s.lost_err, 0);
-  CHECK_EQ(p.c.lost_err, 0);
-  CHECK_EQ(p.c.eofs, 0);
+  CHECK_EQ(p.s.rec.eofs, 1);
+  CHECK_EQ(p.s.rec.lost_err, 0);
+  CHECK_EQ(p.c.rec.lost_err, 0);
+  CHECK_EQ(p.c.rec.eofs, 0);
   pair_close(&p);
 }
 
@@ -680,17 +663,17 @@ TEST(tls_close_notify) {
 TEST(tls_eof_keep_open) {
   pair p;
   pair_open(&p);
-  p.s.keep_open = 1;
-  evl_transport_close(p.c.t);
-  RUN_UNTIL(p.loop, p.s.eofs == 1);
+  p.s.rec.eof_keep = 1;
+  evl_transport_close(p.c.rec.t);
+  RUN_UNTIL(p.loop, p.s.rec.eofs == 1);
   run_for(p.loop, 0.05);
-  CHECK_EQ(p.s.lost, 0);
-  CHECK_EQ(evl_transport_is_reading(p.s.t), 0);
-  CHECK_EQ(evl_transport_write_eof(p.s.t), EVL_ENOTSUP);
-  CHECK_EQ(evl_transport_can_write_eof(p.s.t), 0);
-  evl_transport_close(p.s.t);
-  RUN_UNTIL(p.loop, p.s.lost == 1 && p.c.lost == 1);
-  CHECK_EQ(p.s.lost_err, 0);
+  CHECK_EQ(p.s.rec.lost, 0);
+  CHECK_EQ(evl_transport_is_reading(p.s.rec.t), 0);
+  CHECK_EQ(evl_transport_write_eof(p.s.rec.t), EVL_ENOTSUP);
+  CHECK_EQ(evl_transport_can_write_eof(p.s.rec.t), 0);
+  evl_transport_close(p.s.rec.t);
+  RUN_UNTIL(p.loop, p.s.rec.lost == 1 && p.c.rec.lost == 1);
+  CHECK_EQ(p.s.rec.lost_err, 0);
   pair_close(&p);
 }
 
@@ -698,13 +681,13 @@ TEST(tls_eof_keep_open) {
 TEST(tls_abort_no_close_notify) {
   pair p;
   pair_open(&p);
-  CHECK_EQ(evl_transport_write(p.c.t, "data", 4), 0);
+  CHECK_EQ(evl_transport_write(p.c.rec.t, "data", 4), 0);
   run_for(p.loop, 0.05);
-  evl_transport_abort(p.c.t);
-  RUN_UNTIL(p.loop, p.s.lost == 1 && p.c.lost == 1);
-  CHECK_EQ(p.c.lost_err, 0);
-  CHECK_EQ(p.s.lost_err, EVL_ETLSEOF);
-  CHECK_EQ(p.s.eofs, 0);
+  evl_transport_abort(p.c.rec.t);
+  RUN_UNTIL(p.loop, p.s.rec.lost == 1 && p.c.rec.lost == 1);
+  CHECK_EQ(p.c.rec.lost_err, 0);
+  CHECK_EQ(p.s.rec.lost_err, EVL_ETLSEOF);
+  CHECK_EQ(p.s.rec.eofs, 0);
   CHECK_EQ(p.s.rxlen, 4);
   pair_close(&p);
 }
@@ -716,9 +699,9 @@ TEST(tls_truncated_record) {
   static unsigned char big[10000];
   relayed_open(&p, &rs);
   R.cut_after = (int)R.c2s_bytes + 3000;
-  CHECK_EQ(evl_transport_write(p.c.t, big, sizeof big), 0);
-  RUN_UNTIL(p.loop, p.s.lost == 1);
-  CHECK_EQ(p.s.lost_err, EVL_ETLSTRUNC);
+  CHECK_EQ(evl_transport_write(p.c.rec.t, big, sizeof big), 0);
+  RUN_UNTIL(p.loop, p.s.rec.lost == 1);
+  CHECK_EQ(p.s.rec.lost_err, EVL_ETLSTRUNC);
   CHECK_EQ(p.s.rxlen, 0);
   evl_server_close(rs);
   pair_close(&p);
@@ -730,13 +713,13 @@ TEST(tls_garbage_midstream) {
   pair p;
   relayed_open(&p, &rs);
   R.garbage_after = (int)R.c2s_bytes;
-  CHECK_EQ(evl_transport_write(p.c.t, "hello", 5), 0);
-  RUN_UNTIL(p.loop, p.s.lost == 1);
+  CHECK_EQ(evl_transport_write(p.c.rec.t, "hello", 5), 0);
+  RUN_UNTIL(p.loop, p.s.rec.lost == 1);
   CHECK_EQ(p.s.rxlen, 5);
-  CHECK_EQ(p.s.lost_err, EVL_ETLS);
-  RUN_UNTIL(p.loop, p.c.lost == 1); /* told by an alert, or the close */
-  CHECK(p.c.lost_err == EVL_ETLSALERT || p.c.lost_err == EVL_ETLSEOF ||
-        p.c.lost_err == 0);
+  CHECK_EQ(p.s.rec.lost_err, EVL_ETLS);
+  RUN_UNTIL(p.loop, p.c.rec.lost == 1); /* told by an alert, or the close */
+  CHECK(p.c.rec.lost_err == EVL_ETLSALERT || p.c.rec.lost_err == EVL_ETLSEOF ||
+        p.c.rec.lost_err == 0);
   evl_server_close(rs);
   pair_close(&p);
 }
@@ -849,7 +832,7 @@ TEST(tls_server_gets_plain_http) {
   RUN_UNTIL(loop, PL.t == NULL); /* the server closed it */
   RUN_UNTIL(loop, g_reports == 1);
   CHECK_EQ(g_last_err, EVL_ENOTTLS);
-  CHECK_EQ(srv.made, 0);
+  CHECK_EQ(srv.rec.made, 0);
   evl_server_close(s);
   evl_tls_context_release(sc);
   test_close_reported(loop, 1);
@@ -867,11 +850,11 @@ static int connect_with_cert(const char *cert, const char *ca,
   s = tls_server(loop, sc, &srv, &port);
   rc = tls_connect(loop, cc, &cli, "127.0.0.1", port, name, 0);
   run_for(loop, 0.05);
-  CHECK_EQ(srv.made, 0); /* the server's handshake failed too */
+  CHECK_EQ(srv.rec.made, 0); /* the server's handshake failed too */
   evl_server_close(s);
-  if (cli.t)
-    evl_transport_abort(cli.t);
-  RUN_UNTIL(loop, !cli.t);
+  if (cli.rec.t)
+    evl_transport_abort(cli.rec.t);
+  RUN_UNTIL(loop, !cli.rec.t);
   evl_tls_context_release(sc);
   evl_tls_context_release(cc);
   test_close(loop);
@@ -902,10 +885,10 @@ TEST(tls_ip_address_checked) {
   side srv, cli;
   evl_tls_info info;
   evl_server *s = tls_connected(loop, sc, cc, &srv, &cli, "127.0.0.1");
-  CHECK_EQ(evl_transport_get_tls_info(cli.t, &info), 0);
+  CHECK_EQ(evl_transport_get_tls_info(cli.rec.t, &info), 0);
   CHECK_EQ(info.peer_verified, 1);
-  evl_transport_close(cli.t);
-  RUN_UNTIL(loop, cli.lost && srv.lost);
+  evl_transport_close(cli.rec.t);
+  RUN_UNTIL(loop, cli.rec.lost && srv.rec.lost);
   evl_server_close(s);
   evl_tls_context_release(sc);
   evl_tls_context_release(cc);
@@ -923,10 +906,10 @@ TEST(tls_versions) {
   side srv, cli;
   int port;
   evl_server *s = tls_connected(loop, sc, cc, &srv, &cli, "localhost");
-  CHECK_EQ(evl_transport_get_tls_info(cli.t, &info), 0);
+  CHECK_EQ(evl_transport_get_tls_info(cli.rec.t, &info), 0);
   CHECK(strcmp(info.version, "TLSv1.2") == 0);
-  evl_transport_close(cli.t);
-  RUN_UNTIL(loop, cli.lost && srv.lost);
+  evl_transport_close(cli.rec.t);
+  RUN_UNTIL(loop, cli.rec.lost && srv.rec.lost);
   evl_server_close(s);
   memset(&cfg, 0, sizeof cfg);
   cfg.ca_pem = P.ca;
@@ -1120,12 +1103,12 @@ TEST(tls_socketpair_and_unix) {
   memset(&b, 0, sizeof b);
   tls_opts(&so, &co, sc, cc);
   tls_socketpair(loop, &so, &co, &side_proto, &a, &b);
-  CHECK_EQ(evl_transport_write(b.t, "over a pair", 11), 0);
+  CHECK_EQ(evl_transport_write(b.rec.t, "over a pair", 11), 0);
   RUN_UNTIL(loop, a.rxlen == 11);
   CHECK(memcmp(a.rx, "over a pair", 11) == 0);
-  evl_transport_close(b.t);
-  RUN_UNTIL(loop, a.lost && b.lost);
-  CHECK_EQ(a.eofs, 1);
+  evl_transport_close(b.rec.t);
+  RUN_UNTIL(loop, a.rec.lost && b.rec.lost);
+  CHECK_EQ(a.rec.eofs, 1);
   {
     char dir[64], path[128];
     side s2, c2;
@@ -1142,10 +1125,10 @@ TEST(tls_socketpair_and_unix) {
     f = evl_create_unix_connection_opts(loop, &side_proto, &c2, path, &co);
     CHECK_EQ(wait_fut(loop, f), 0);
     evl_future_release(f);
-    CHECK_EQ(evl_transport_write(c2.t, "unix", 4), 0);
+    CHECK_EQ(evl_transport_write(c2.rec.t, "unix", 4), 0);
     RUN_UNTIL(loop, s2.rxlen == 4);
-    evl_transport_close(c2.t);
-    RUN_UNTIL(loop, s2.lost && c2.lost);
+    evl_transport_close(c2.rec.t);
+    RUN_UNTIL(loop, s2.rec.lost && c2.rec.lost);
     evl_server_close(srv);
     run_for(loop, 0.02);
     test_rmdir(dir);
@@ -1207,18 +1190,18 @@ TEST(tls_cancel_and_loop_close) {
   RUN_UNTIL(loop, PL.got > 0); /* the ClientHello arrived */
   CHECK_EQ(evl_future_cancel(f), 1);
   RUN_UNTIL(loop, PL.t == NULL); /* the connection went */
-  CHECK_EQ(cli.made, 0);
+  CHECK_EQ(cli.rec.made, 0);
   evl_future_release(f);
   evl_server_close(s);
   evl_tls_context_release(cc);
   test_close(loop);
   /* loop close */
   pair_open(&p);
-  CHECK_EQ(evl_transport_write(p.c.t, "x", 1), 0);
+  CHECK_EQ(evl_transport_write(p.c.rec.t, "x", 1), 0);
   evl_loop_free(p.loop);
-  CHECK_EQ(p.c.lost, 1);
-  CHECK_EQ(p.c.lost_err, EVL_ECLOSED);
-  CHECK_EQ(p.s.lost, 1);
+  CHECK_EQ(p.c.rec.lost, 1);
+  CHECK_EQ(p.c.rec.lost_err, EVL_ECLOSED);
+  CHECK_EQ(p.s.rec.lost, 1);
   evl_tls_context_release(p.sctx);
   evl_tls_context_release(p.cctx);
   free(p.s.rx);
@@ -1261,10 +1244,11 @@ static void close_on_data(evl_transport *t, const void *data, size_t len,
   side *s = (side *)user;
   s_data(t, data, len, user);
   evl_transport_close(t);
-  CHECK_EQ(evl_transport_is_closing(s->t), 1);
+  CHECK_EQ(evl_transport_is_closing(s->rec.t), 1);
 }
 static const evl_protocol close_proto = {
-    s_made, close_on_data, s_eof, s_lost, NULL, NULL, NULL, NULL, NULL, NULL};
+    rec_made, close_on_data, rec_eof, rec_lost, NULL,
+    NULL,     NULL,          NULL,    NULL,     NULL};
 TEST(tls_buffered_protocol_and_close_in_data) {
   evl_loop *loop = test_open();
   evl_tls_context *sc = srv_ctx(), *cc = cli_ctx();
@@ -1279,22 +1263,22 @@ TEST(tls_buffered_protocol_and_close_in_data) {
   fill(data, sizeof data, 1);
   tls_opts(&so, &co, sc, cc);
   tls_socketpair(loop, &so, &co, &bufp_proto, &b, &c);
-  CHECK_EQ(evl_transport_write(c.t, data, sizeof data), 0);
+  CHECK_EQ(evl_transport_write(c.rec.t, data, sizeof data), 0);
   RUN_UNTIL(loop, b.got == sizeof data);
   CHECK(memcmp(b.all, data, sizeof data) == 0);
   CHECK(b.calls >= sizeof data / sizeof b.buf);
-  evl_transport_close(c.t);
-  RUN_UNTIL(loop, b.lost && c.lost);
+  evl_transport_close(c.rec.t);
+  RUN_UNTIL(loop, b.lost && c.rec.lost);
   /* close inside data_received: the rest of what came is not delivered */
   memset(&a, 0, sizeof a);
   memset(&c, 0, sizeof c);
   tls_socketpair(loop, &so, &co, &close_proto, &a, &c);
-  CHECK_EQ(evl_transport_write(c.t, data, sizeof data), 0); /* 4 records */
-  RUN_UNTIL(loop, a.lost && c.lost);
+  CHECK_EQ(evl_transport_write(c.rec.t, data, sizeof data), 0); /* 4 records */
+  RUN_UNTIL(loop, a.rec.lost && c.rec.lost);
   CHECK(a.rxlen > 0);
   CHECK(a.rxlen <= 16384); /* one record, then nothing */
-  CHECK_EQ(a.lost_err, 0);
-  CHECK_EQ(c.eofs, 1); /* the close_notify reached the peer */
+  CHECK_EQ(a.rec.lost_err, 0);
+  CHECK_EQ(c.rec.eofs, 1); /* the close_notify reached the peer */
   evl_tls_context_release(sc);
   evl_tls_context_release(cc);
   test_close(loop);
@@ -1314,8 +1298,8 @@ TEST(tls_sendfile) {
   fill(data, n, 11);
   CHECK_EQ(test_fd_write(fd, data, n), (long)n);
   pair_open(&p);
-  CHECK_EQ(evl_transport_write(p.c.t, "head", 4), 0);
-  f = evl_sendfile(p.c.t, fd, 100, n - 100);
+  CHECK_EQ(evl_transport_write(p.c.rec.t, "head", 4), 0);
+  f = evl_sendfile(p.c.rec.t, fd, 100, n - 100);
   CHECK(f != NULL);
   CHECK_EQ(wait_fut(p.loop, f), 0);
   CHECK_EQ(evl_future_result_int(f), (long)(n - 100));
@@ -1337,18 +1321,18 @@ TEST(tls_session_resumption) {
   int port, i;
   side srv;
   memset(&srv, 0, sizeof srv);
-  srv.echo = 1;
+  srv.rec.echo = 1;
   s = tls_server(loop, sc, &srv, &port);
   for (i = 0; i < 2; i++) {
     side cli;
     memset(&cli, 0, sizeof cli);
     CHECK_EQ(tls_connect(loop, cc, &cli, "localhost", port, NULL, 0), 0);
-    CHECK_EQ(evl_transport_write(cli.t, "hi", 2), 0);
+    CHECK_EQ(evl_transport_write(cli.rec.t, "hi", 2), 0);
     RUN_UNTIL(loop, cli.rxlen == 2); /* the session ticket came before */
-    CHECK_EQ(evl_transport_get_tls_info(cli.t, &info), 0);
+    CHECK_EQ(evl_transport_get_tls_info(cli.rec.t, &info), 0);
     CHECK_EQ(info.resumed, i);
-    evl_transport_close(cli.t);
-    RUN_UNTIL(loop, cli.lost);
+    evl_transport_close(cli.rec.t);
+    RUN_UNTIL(loop, cli.rec.lost);
     free(cli.rx);
   }
   evl_server_close(s);
@@ -1384,13 +1368,13 @@ TEST(tls_client_certificate) {
   memset(&cli, 0, sizeof cli);
   s = tls_server(loop, sc, &srv, &port);
   CHECK_EQ(tls_connect(loop, cc, &cli, "localhost", port, NULL, 0), 0);
-  RUN_UNTIL(loop, srv.made == 1);
-  CHECK_EQ(evl_transport_get_tls_info(srv.t, &info), 0);
+  RUN_UNTIL(loop, srv.rec.made == 1);
+  CHECK_EQ(evl_transport_get_tls_info(srv.rec.t, &info), 0);
   CHECK_EQ(info.peer_cert, 1);
   CHECK_EQ(info.peer_verified, 1);
   CHECK(strstr(info.peer_subject, "test client") != NULL);
-  evl_transport_close(cli.t);
-  RUN_UNTIL(loop, srv.lost && cli.lost);
+  evl_transport_close(cli.rec.t);
+  RUN_UNTIL(loop, srv.rec.lost && cli.rec.lost);
   /* without a certificate: the server refuses (debug reports it) */
   memset(&srv, 0, sizeof srv);
   memset(&cli, 0, sizeof cli);
@@ -1400,12 +1384,12 @@ TEST(tls_client_certificate) {
   {
     int rc = tls_connect(loop, cc_nocert, &cli, "localhost", port, NULL, 0);
     if (rc == 0) /* TLS 1.3: the client finished first; then the alert */
-      RUN_UNTIL(loop, cli.lost == 1);
-    CHECK(rc == EVL_ETLSALERT || cli.lost_err == EVL_ETLSALERT);
+      RUN_UNTIL(loop, cli.rec.lost == 1);
+    CHECK(rc == EVL_ETLSALERT || cli.rec.lost_err == EVL_ETLSALERT);
   }
   RUN_UNTIL(loop, g_reports == 1);
   CHECK_EQ(g_last_err, EVL_ENOCERT);
-  CHECK_EQ(srv.made, 0);
+  CHECK_EQ(srv.rec.made, 0);
   evl_server_close(s);
   run_for(loop, 0.05);
   evl_tls_context_release(sc);
@@ -1509,12 +1493,12 @@ static void peer_test(int renegotiate) {
   fill(mine, n, 9);
   /* An engine that refuses the peer's renegotiation may have ended the
      connection already (the peer asks right after the handshake). */
-  rc = cli.t ? evl_transport_write(cli.t, mine, n) : EVL_ECLOSING;
+  rc = cli.rec.t ? evl_transport_write(cli.rec.t, mine, n) : EVL_ECLOSING;
   if (renegotiate && !ENGINE_RENEGOTIATES)
-    CHECK(rc == 0 || cli.lost);
+    CHECK(rc == 0 || cli.rec.lost);
   else
     CHECK_EQ(rc, 0);
-  RUN_UNTIL(loop, cli.eofs == 1 || cli.lost);
+  RUN_UNTIL(loop, cli.rec.eofs == 1 || cli.rec.lost);
   fill(want, n, 5);
   CHECK(cli.rxlen <= n);
   CHECK(memcmp(cli.rx, want, cli.rxlen) == 0); /* nothing lost or mangled */
@@ -1523,15 +1507,15 @@ static void peer_test(int renegotiate) {
   if (renegotiate && !ENGINE_RENEGOTIATES) {
     /* refused (a no_renegotiation alert): OpenSSL then gives up on the
        connection, which ends in an error here, not a hang */
-    RUN_UNTIL(loop, cli.lost == 1);
-    CHECK(cli.lost_err != 0);
+    RUN_UNTIL(loop, cli.rec.lost == 1);
+    CHECK(cli.rec.lost_err != 0);
     CHECK(WEXITSTATUS(status) != 0);
   } else {
-    if (cli.lost)
-      fprintf(stderr, "  lost: %s\n", evl_strerror(cli.lost_err));
+    if (cli.rec.lost)
+      fprintf(stderr, "  lost: %s\n", evl_strerror(cli.rec.lost_err));
     CHECK_EQ(cli.rxlen, n);
-    RUN_UNTIL(loop, cli.lost == 1);
-    CHECK_EQ(cli.lost_err, 0);
+    RUN_UNTIL(loop, cli.rec.lost == 1);
+    CHECK_EQ(cli.rec.lost_err, 0);
     CHECK_EQ(WEXITSTATUS(status), 0);
   }
   evl_tls_context_release(cc);
@@ -1613,11 +1597,11 @@ TEST(tls_interop_openssl_s_server) {
     run_for(loop, 0.05);
   }
   CHECK_EQ(rc, 0);
-  CHECK_EQ(evl_transport_write(cli.t, "GET / HTTP/1.0\r\n\r\n", 18), 0);
-  RUN_UNTIL(loop, cli.lost == 1);
+  CHECK_EQ(evl_transport_write(cli.rec.t, "GET / HTTP/1.0\r\n\r\n", 18), 0);
+  RUN_UNTIL(loop, cli.rec.lost == 1);
   CHECK(cli.rxlen > 20);
   CHECK(memcmp(cli.rx, "HTTP/1.0 200 ok", 15) == 0);
-  CHECK(cli.lost_err == 0 || cli.lost_err == EVL_ETLSEOF);
+  CHECK(cli.rec.lost_err == 0 || cli.rec.lost_err == EVL_ETLSEOF);
   CHECK_EQ(waitpid(pid, &status, 0), pid);
   evl_tls_context_release(cc);
   test_close(loop);
