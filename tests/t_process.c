@@ -45,20 +45,6 @@ static const char *const sleep10[] = {"/bin/sleep", "10", NULL};
 #define RC_TERMINATED (-SIGTERM)
 #endif
 
-#ifdef _WIN32
-static int kill_pid(int pid) {
-  HANDLE h = OpenProcess(PROCESS_TERMINATE, FALSE, (DWORD)pid);
-  int ok = h && TerminateProcess(h, 9);
-  if (h)
-    CloseHandle(h);
-  return ok ? 0 : -1;
-}
-#else
-static int kill_pid(int pid) {
-  return kill(pid, SIGKILL);
-}
-#endif
-
 static evl_process *spawn(evl_loop *loop, const char *const *argv,
                           const char *shell,
                           const evl_subprocess_options *opts) {
@@ -478,21 +464,7 @@ TEST(loop_free_with_a_freed_running_process) {
   t0 = test_now();
   test_close(loop);
   CHECK(test_now() - t0 < 2.0);
-#ifdef _WIN32
-  if (!gone(pid)) {
-    kill_pid(pid);
-    test_fail_(__FILE__, __LINE__, "child %d left after evl_loop_free", pid);
-  }
-#else
-  if (!gone(pid)) {
-    pid_t w = waitpid(pid, NULL, WNOHANG);
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    test_fail_(__FILE__, __LINE__,
-               "child %d left behind after evl_loop_free (%s)", pid,
-               w == 0 ? "still running" : "a zombie");
-  }
-#endif
+  check_no_child_left(pid);
 }
 
 TEST(missing_program_fails_the_future) {

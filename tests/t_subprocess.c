@@ -1091,20 +1091,7 @@ TEST(loop_free_with_a_running_child) {
   CHECK_ORDER(s);
   CHECK_EQ(s.lost, 1);
   CHECK(s.lost_err == 0 || s.lost_err == EVL_ECLOSED);
-#ifdef _WIN32
-  if (!gone(s.pid))
-    test_fail_(__FILE__, __LINE__, "child %d left after evl_loop_free", s.pid);
-#else
-  if (!gone(s.pid)) {
-    int st = 0;
-    pid_t w = waitpid(s.pid, &st, WNOHANG);
-    kill(s.pid, SIGKILL);
-    waitpid(s.pid, NULL, 0);
-    test_fail_(__FILE__, __LINE__,
-               "child %d left behind after evl_loop_free (%s)", s.pid,
-               w == 0 ? "still running" : "a zombie");
-  }
-#endif
+  check_no_child_left(s.pid);
   test_settle_fds();
   CHECK_EQ(count_fds(), fds);
 }
