@@ -7,13 +7,7 @@
 #include "gate_test.h"
 #include <string.h>
 
-static int g_ran;
-
-static void mark_cb(evl_loop *loop, void *arg) {
-  (void)loop;
-  (void)arg;
-  g_ran++;
-}
+static int g_ran; /* test_count_cb's and mark_done_cb's */
 
 static void mark_done_cb(evl_future *fut, void *arg) {
   (void)fut;
@@ -69,11 +63,12 @@ TEST(close_discards_callbacks) {
   int i;
   g_ran = 0;
   for (i = 0; i < 5; i++)
-    CHECK(evl_call_soon(loop, mark_cb, NULL) > 0);
+    CHECK(evl_call_soon(loop, test_count_cb, &g_ran) > 0);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_loop_is_closed(loop), 1);
   CHECK_EQ(g_ran, 0);
-  CHECK(evl_call_soon(loop, mark_cb, NULL) < 0); /* refused once closed */
+  CHECK(evl_call_soon(loop, test_count_cb, &g_ran) <
+        0); /* refused once closed */
   test_close(loop);
   CHECK_EQ(g_ran, 0);
 }
@@ -82,13 +77,13 @@ TEST(close_discards_timers) {
   evl_loop *loop = test_open();
   evl_handle h;
   g_ran = 0;
-  CHECK(evl_call_later(loop, 0.0, mark_cb, NULL) > 0);
-  CHECK(evl_call_later(loop, 0.5, mark_cb, NULL) > 0);
-  CHECK(evl_call_later(loop, 60.0, mark_cb, NULL) > 0);
-  h = evl_call_later(loop, 10.0, mark_cb, NULL);
+  CHECK(evl_call_later(loop, 0.0, test_count_cb, &g_ran) > 0);
+  CHECK(evl_call_later(loop, 0.5, test_count_cb, &g_ran) > 0);
+  CHECK(evl_call_later(loop, 60.0, test_count_cb, &g_ran) > 0);
+  h = evl_call_later(loop, 10.0, test_count_cb, &g_ran);
   CHECK(h > 0);
   CHECK_EQ(evl_handle_cancel(loop, h), 1); /* a cancelled one too */
-  CHECK(evl_call_at(loop, evl_time(loop) + 5.0, mark_cb, NULL) > 0);
+  CHECK(evl_call_at(loop, evl_time(loop) + 5.0, test_count_cb, &g_ran) > 0);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(g_ran, 0);
   test_close(loop);
@@ -222,7 +217,7 @@ TEST(future_held_after_close) {
 TEST(close_twice) {
   evl_loop *loop = test_open();
   g_ran = 0;
-  CHECK(evl_call_soon(loop, mark_cb, NULL) > 0);
+  CHECK(evl_call_soon(loop, test_count_cb, &g_ran) > 0);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_loop_is_closed(loop), 1);
@@ -255,8 +250,8 @@ TEST(free_without_close) {
   evl_future *f;
   sleep_state_init(&s, &after);
   g_ran = 0;
-  CHECK(evl_call_soon(loop, mark_cb, NULL) > 0);
-  CHECK(evl_call_later(loop, 1.0, mark_cb, NULL) > 0);
+  CHECK(evl_call_soon(loop, test_count_cb, &g_ran) > 0);
+  CHECK(evl_call_later(loop, 1.0, test_count_cb, &g_ran) > 0);
   evl_future_release(evl_task_create(loop, long_sleeper, &s, sizeof s));
   f = evl_sleep(loop, 5.0, NULL);
   evl_future_release(f);
