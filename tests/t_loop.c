@@ -3,6 +3,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
 
+#include "core_test.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <time.h>
@@ -320,12 +322,6 @@ TEST(run_until_complete_reentered_returns_erunning) {
   test_close(loop);
 }
 
-static void io_cb(evl_loop *loop, evl_fd fd, void *arg) {
-  (void)loop;
-  (void)fd;
-  (void)arg;
-}
-
 TEST(calls_on_a_closed_loop_return_eclosed) {
   evl_loop *loop = test_open();
   evl_future *fut = evl_future_new(loop);
@@ -341,8 +337,8 @@ TEST(calls_on_a_closed_loop_return_eclosed) {
   CHECK_EQ(evl_run_until_complete(loop, fut), EVL_ECLOSED);
   CHECK_EQ(evl_run_once(loop, 0), EVL_ECLOSED);
   CHECK(evl_future_new(loop) == NULL);
-  CHECK_EQ(evl_add_reader(loop, p[0], io_cb, NULL), EVL_ECLOSED);
-  CHECK_EQ(evl_add_writer(loop, p[1], io_cb, NULL), EVL_ECLOSED);
+  CHECK_EQ(evl_add_reader(loop, p[0], nop_fd_cb, NULL), EVL_ECLOSED);
+  CHECK_EQ(evl_add_writer(loop, p[1], nop_fd_cb, NULL), EVL_ECLOSED);
   CHECK_EQ(fired, 0);
   evl_future_release(fut);
   test_close(loop);

@@ -3,6 +3,7 @@
    keeps asyncio's semantics. */
 #include "test.h"
 
+#include "core_test.h"
 #include "net_test.h"
 
 static int g_count; /* test_count_cb's */
@@ -85,18 +86,13 @@ TEST(stop_and_run_forever) {
   test_close(loop);
 }
 
-static void on_readable(evl_loop *loop, evl_fd fd, void *arg) {
-  (void)loop;
-  (void)fd;
-  (void)arg;
-}
 TEST(fd_watchers) {
   evl_loop *loop = test_open();
   int sv[2];
   CHECK_EQ(test_socketpair(sv), 0);
   CHECK_EQ(evl_fd_set_ref(loop, sv[0], 0), EVL_EINVAL); /* no watcher */
-  CHECK_EQ(evl_add_reader(loop, sv[0], on_readable, NULL), 0);
-  CHECK_EQ(evl_add_writer(loop, sv[0], on_readable, NULL), 0);
+  CHECK_EQ(evl_add_reader(loop, sv[0], nop_fd_cb, NULL), 0);
+  CHECK_EQ(evl_add_writer(loop, sv[0], nop_fd_cb, NULL), 0);
   CHECK_EQ(evl_loop_alive(loop), 1);
   CHECK_EQ(evl_fd_set_ref(loop, sv[0], 0), 0);
   CHECK_EQ(evl_loop_alive(loop), 0);
@@ -108,7 +104,7 @@ TEST(fd_watchers) {
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
   CHECK_EQ(evl_fd_set_ref(loop, sv[0], 1), EVL_EINVAL);
   /* a new watcher starts referenced */
-  CHECK_EQ(evl_add_reader(loop, sv[0], on_readable, NULL), 0);
+  CHECK_EQ(evl_add_reader(loop, sv[0], nop_fd_cb, NULL), 0);
   CHECK_EQ(evl_loop_alive(loop), 1);
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
   CHECK_EQ(evl_loop_alive(loop), 0);
@@ -206,22 +202,17 @@ TEST(executor_job) {
 #endif
 
 #if !defined(_WIN32) && !defined(EVLOOP_NO_PROCESS)
-static void on_signal(evl_loop *loop, int signum, void *arg) {
-  (void)loop;
-  (void)signum;
-  (void)arg;
-}
 TEST(signal_handlers) {
   evl_loop *loop = test_open();
   CHECK_EQ(evl_signal_set_ref(loop, SIGUSR1, 0), EVL_EINVAL);
-  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, NULL), 0);
+  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, nop_signal_cb, NULL), 0);
   CHECK_EQ(evl_loop_alive(loop), 1);
   CHECK_EQ(evl_signal_set_ref(loop, SIGUSR1, 0), 0);
   CHECK_EQ(evl_loop_alive(loop), 0);
   CHECK_EQ(evl_run_alive(loop), 0);
   CHECK_EQ(evl_remove_signal_handler(loop, SIGUSR1), 1);
   CHECK_EQ(evl_signal_set_ref(loop, SIGUSR1, 1), EVL_EINVAL);
-  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, NULL), 0);
+  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, nop_signal_cb, NULL), 0);
   CHECK_EQ(evl_loop_alive(loop), 1); /* added again: referenced */
   CHECK_EQ(evl_remove_signal_handler(loop, SIGUSR1), 1);
   CHECK_EQ(evl_signal_set_ref(loop, 0, 0), EVL_EINVAL);
