@@ -8,6 +8,23 @@
 #ifndef BENCH_H_INCLUDED
 #define BENCH_H_INCLUDED
 
+/* Every program includes this header (or net.h) first: _GNU_SOURCE has to
+   come before any system header, and evloop.h's implementation is compiled
+   into each program (with BENCH_DECLS_ONLY, `make check`, only its
+   declarations). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+#ifndef HAVE_EVL
+#define HAVE_EVL 0
+#endif
+#if HAVE_EVL
+#ifndef BENCH_DECLS_ONLY
+#define EVLOOP_IMPLEMENTATION
+#endif
+#include "../evloop.h"
+#endif
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,9 +36,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef HAVE_EVL
-#define HAVE_EVL 0
-#endif
 #ifndef HAVE_UV
 #define HAVE_UV 0
 #endif

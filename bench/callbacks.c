@@ -31,15 +31,6 @@
    the peer-favourable bound; the rearm rows compare like with like.
    Time is wall-clock time of the run call only (setup and teardown are
    outside it). */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY /* make check: the declarations only */
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "bench.h"
 
 typedef struct counter {

@@ -16,15 +16,6 @@
    read from /proc/PID/schedstat (exact, ns) while the server is idle just
    before and just after the measured phase (both phases end by waiting for
    every outstanding echo). */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY /* make check: the declarations only */
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "net.h"
 
 typedef struct client_conn {

@@ -11,15 +11,6 @@
    so wrk's connection set-up and tear-down are inside) is divided by the
    number of requests the server counted. Needs wrk (Debian: apt-get
    install wrk); without it the benchmark says SKIPPED. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY /* make check: the declarations only */
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "net.h"
 
 /* Runs wrk with its stdout into out (NUL-terminated); returns its exit

@@ -19,15 +19,6 @@
    Both processes need CONNS + some file descriptors: the driver raises
    RLIMIT_NOFILE (soft, and hard when it may) and skips the benchmark with
    a note if it cannot. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY /* make check: the declarations only */
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "net.h"
 
 /* Raises RLIMIT_NOFILE to at least n; 0 or -1. */

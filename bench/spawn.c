@@ -32,15 +32,6 @@
    the loop watches; the latency is that path: kill, the async handler and
    its write, the return to the loop, epoll_wait, the read of the pipe, the
    dispatch. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY /* make check: the declarations only */
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "bench.h"
 
 #include <signal.h>

@@ -10,15 +10,6 @@
           two puts and two gets, awaited).
    The Python side runs the same two programs (python3 -c, written below),
    best of BENCH_REPS runs each, like the C side. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "bench.h"
 
 #define LOCK_N 200000

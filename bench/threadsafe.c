@@ -25,15 +25,6 @@
    receives the Nth reply; CPU is the process's user+system time (both
    threads) over the same span, the figure that stays put on a busy
    machine, where the wall clock also counts other processes' turns. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY /* make check: the declarations only */
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "bench.h"
 #include <pthread.h>
 #include <sched.h>

@@ -37,15 +37,6 @@
    the arrays are freed, split into schedule / run / teardown, and the
    process's peak RSS (ru_maxrss, which includes the ~2 MB the process had
    before starting: the same binary for every library). */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY /* make check: the declarations only */
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "bench.h"
 #include <math.h>
 #include <poll.h>
