@@ -240,6 +240,38 @@ static inline void bench_rate_table(int reps, const char *rate_name,
                      rate);
 }
 
+#if HAVE_EVL
+/* A new evloop.h loop, or exit. Its debug checks are off (debug = -1) even
+   when EVLOOP_DEBUG is set: the figures are those of a production loop. */
+static inline evl_loop *bench_evl_loop(void) {
+  evl_loop *loop;
+  evl_loop_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.debug = -1;
+  if (evl_loop_new(&loop, &cfg) != 0)
+    bench_die("evl_loop_new");
+  return loop;
+}
+#endif
+
+/* A mode's arguments ("--run ...", "--server ..."): when they are wrong
+   (bad), prints "usage: SELF USAGE" and returns 1, else returns 0. */
+static inline int bench_usage(int bad, const char *self, const char *usage) {
+  if (bad)
+    fprintf(stderr, "usage: %s %s\n", self, usage);
+  return bad;
+}
+
+/* main() of every program: "--run ..." does one measurement (run), without
+   it the driver runs the measurements and prints the tables. */
+typedef int bench_mode_fn(int argc, char **argv);
+static inline int bench_main(int argc, char **argv, bench_mode_fn *run,
+                             bench_mode_fn *driver) {
+  if (argc >= 2 && strcmp(argv[1], "--run") == 0)
+    return run(argc, argv);
+  return driver(argc, argv);
+}
+
 /* One line telling which libraries this binary was built with. */
 static inline void bench_print_libs(void) {
 #if HAVE_EVL
