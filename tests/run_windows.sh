@@ -41,6 +41,20 @@ if ! timeout 120 wineboot -i </dev/null >"$out/wineboot.log" 2>&1; then
   failed=$((failed + 1))
 fi
 
+# tally STATUS LABEL WHY FILE: one check that passed (STATUS 0) or failed,
+# counted and printed: "ok   LABEL", or "FAIL LABEL (WHY)" and FILE's
+# contents.
+tally() {
+  if [ "$1" -eq 0 ]; then
+    passed=$((passed + 1))
+    echo "ok   $2"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $2${3:+ ($3)}"
+    sed 's/^/    /' "$4"
+  fi
+}
+
 # run LABEL FILE CMD...: runs one test binary under the timeout, output in
 # FILE (without the \r of the C runtime's text mode); adds its counts.
 run() {
@@ -98,14 +112,8 @@ sigint_test() {
   tr -d '\r' <"$file.raw" >"$file" && rm -f "$file.raw"
   printf '%s\n' "== $b t_signal $name, kill -INT (exit status $rc)" >>"$log"
   cat "$file" >>"$log"
-  if [ "$rc" -eq 0 ] && grep -q "^ok $name" "$file"; then
-    passed=$((passed + 1))
-    echo "ok   $b t_signal $name (kill -INT from outside)"
-  else
-    failed=$((failed + 1))
-    echo "FAIL $b t_signal $name (kill -INT from outside, exit status $rc)"
-    sed 's/^/    /' "$file"
-  fi
+  [ "$rc" -eq 0 ] && grep -q "^ok $name" "$file"
+  tally $? "$b t_signal $name (kill -INT from outside)" "exit status $rc" "$file"
 }
 case " $tests " in
 *" t_signal "*) for b in $backends; do sigint_test "$b"; done ;;
@@ -113,15 +121,9 @@ esac
 
 # The examples that build on Windows and stop by themselves: smoke tests.
 for e in $examples; do
-  if timeout -k 10 60 wine "$win/examples/$e.exe" </dev/null \
-    >"$out/example-$e.txt" 2>&1; then
-    passed=$((passed + 1))
-    echo "ok   example $e"
-  else
-    failed=$((failed + 1))
-    echo "FAIL example $e"
-    sed 's/^/    /' "$out/example-$e.txt"
-  fi
+  timeout -k 10 60 wine "$win/examples/$e.exe" </dev/null \
+    >"$out/example-$e.txt" 2>&1
+  tally $? "example $e" "" "$out/example-$e.txt"
 done
 
 echo "(wine $(wine --version 2>/dev/null), $(($(date +%s) - start)) s;" \
