@@ -447,23 +447,28 @@ if need "http_server slowloris" curl bash awk; then
 fi
 
 # ---- examples that run by themselves --------------------------------------
+# expect_out NAME STATUS PATTERN...: ok NAME when the example's exit STATUS
+# is 0 and its output ($tmp/out) has a line matching each PATTERN.
+expect_out() {
+  name=$1 rc=$2 all=1
+  shift 2
+  for pattern in "$@"; do
+    grep -q "$pattern" "$tmp/out" || all=0
+  done
+  if [ "$rc" -eq 0 ] && [ $all = 1 ]; then
+    ok "$name"
+  else
+    fail "$name" "status $rc" "$tmp/out"
+  fi
+}
+
 timeout 10 "$ex/udp_echo" --port 0 >"$tmp/out" 2>&1
-rc=$?
-if [ $rc -eq 0 ] && grep -q "^Received 'Hello World!' from 127.0.0.1:" "$tmp/out" &&
-  grep -q '^Received: Hello World!$' "$tmp/out"; then
-  ok "udp_echo"
-else
-  fail "udp_echo" "status $rc" "$tmp/out"
-fi
+expect_out udp_echo $? "^Received 'Hello World!' from 127.0.0.1:" \
+  '^Received: Hello World!$'
 
 timeout 10 "$ex/tcp_streams" >"$tmp/out" 2>&1
-rc=$?
-if [ $rc -eq 0 ] && grep -q "^Server received: 'Hello World!'$" "$tmp/out" &&
-  grep -q "^Client received: 'Hello World!'$" "$tmp/out"; then
-  ok "tcp_streams"
-else
-  fail "tcp_streams" "status $rc" "$tmp/out"
-fi
+expect_out tcp_streams $? "^Server received: 'Hello World!'$" \
+  "^Client received: 'Hello World!'$"
 
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -13,7 +13,8 @@ win=$build/win
 out=$win/out
 log=$build/test-windows-log.txt
 per_binary=${WIN_TEST_TIMEOUT:-900}
-passed=0 failed=0 skipped=0
+# check NAME STATUS [FILE|TEXT...] and summary; the counts start at 0.
+. tests/check_lib.sh
 
 command -v wine >/dev/null 2>&1 || {
   echo "wine is not installed (apt-get install wine wine64)"
@@ -40,20 +41,6 @@ if ! timeout 120 wineboot -i </dev/null >"$out/wineboot.log" 2>&1; then
   echo "FAIL wineboot -i (see $out/wineboot.log)"
   failed=$((failed + 1))
 fi
-
-# tally STATUS LABEL WHY FILE: one check that passed (STATUS 0) or failed,
-# counted and printed: "ok   LABEL", or "FAIL LABEL (WHY)" and FILE's
-# contents.
-tally() {
-  if [ "$1" -eq 0 ]; then
-    passed=$((passed + 1))
-    echo "ok   $2"
-  else
-    failed=$((failed + 1))
-    echo "FAIL $2${3:+ ($3)}"
-    sed 's/^/    /' "$4"
-  fi
-}
 
 # run LABEL FILE CMD...: runs one test binary under the timeout, output in
 # FILE (without the \r of the C runtime's text mode); adds its counts.
@@ -113,7 +100,7 @@ sigint_test() {
   printf '%s\n' "== $b t_signal $name, kill -INT (exit status $rc)" >>"$log"
   cat "$file" >>"$log"
   [ "$rc" -eq 0 ] && grep -q "^ok $name" "$file"
-  tally $? "$b t_signal $name (kill -INT from outside)" "exit status $rc" "$file"
+  check "$b t_signal $name (kill -INT from outside)" $? "exit status $rc" "$file"
 }
 case " $tests " in
 *" t_signal "*) for b in $backends; do sigint_test "$b"; done ;;
@@ -123,10 +110,9 @@ esac
 for e in $examples; do
   timeout -k 10 60 wine "$win/examples/$e.exe" </dev/null \
     >"$out/example-$e.txt" 2>&1
-  tally $? "example $e" "" "$out/example-$e.txt"
+  check "example $e" $? "$out/example-$e.txt"
 done
 
 echo "(wine $(wine --version 2>/dev/null), $(($(date +%s) - start)) s;" \
   "full output in $log)"
-echo "$passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+summary
