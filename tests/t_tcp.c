@@ -348,6 +348,35 @@ static void conn_done(tcp_conn *tc) {
   server_ctx_done(tc->loop, tc->s, &tc->c);
 }
 
+/* One write of total bytes of test_pat() to t; the buffer is wiped and
+   freed at once: what could not be sent yet, the transport must have
+   copied. */
+static void write_pattern(evl_transport *t, size_t total) {
+  unsigned char *data = test_pattern_buf(total, 0);
+  CHECK_EQ(evl_transport_write(t, data, total), 0);
+  memset(data, 0, total);
+  free(data);
+}
+
+/* Writes data (room bytes at the most) chunk by chunk from tc's client,
+   letting the loop run now and then, until it is told to pause writing;
+   until then its buffer never holds more than high. Returns the bytes
+   written. */
+static size_t write_until_paused(tcp_conn *tc, const unsigned char *data,
+                                 size_t room, size_t chunk, size_t high) {
+  size_t sent = 0;
+  int i;
+  for (i = 0; tc->cl.pauses == 0; i++) {
+    CHECK(sent + chunk <= room);
+    CHECK(evl_transport_get_write_buffer_size(tc->cl.t) <= high);
+    CHECK_EQ(evl_transport_write(tc->cl.t, data + sent, chunk), 0);
+    sent += chunk;
+    if (i % 16 == 0)
+      evl_run_once(tc->loop, 0);
+  }
+  return sent;
+}
+
 /* ---- connection basics -------------------------------------------------- */
 
 TEST(tcp_data_both_ways_and_close) {
@@ -449,15 +478,10 @@ TEST(tcp_half_close_eof_received_keeps_writing) {
 TEST(tcp_write_64mib_in_one_call) {
   const size_t total = (size_t)64 << 20;
   tcp_conn tc;
-  unsigned char *data;
   conn_init(&tc);
   tc.c.tmpl.check_pat = 1;
   conn_open(&tc);
-  data = test_pattern_buf(total, 0);
-  CHECK_EQ(evl_transport_write(tc.cl.t, data, total), 0);
-  /* the transport copied what it could not send at once */
-  memset(data, 0, total);
-  free(data);
+  write_pattern(tc.cl.t, total);
   CHECK(evl_transport_get_write_buffer_size(tc.cl.t) > 0);
   RUN_UNTIL(tc.loop, tc.sp->n >= total || tc.sp->pat_bad || tc.sp->lost);
   CHECK_EQ(tc.sp->pat_bad, 0);
@@ -509,9 +533,10 @@ TEST(tcp_writev) {
 
 TEST(tcp_flow_control_pause_resume_writing) {
   const size_t high = 64 * 1024, low = 16 * 1024, chunk = 8 * 1024;
+  const size_t size = (size_t)64 << 20;
   tcp_conn tc;
   unsigned char *data;
-  size_t sent = 0;
+  size_t sent;
   int i;
   conn_init(&tc);
   tc.c.tmpl.check_pat = 1;
@@ -521,17 +546,10 @@ TEST(tcp_flow_control_pause_resume_writing) {
   CHECK_EQ(evl_transport_set_write_buffer_limits(tc.cl.t, high, low), 0);
   CHECK_EQ(evl_transport_set_write_buffer_limits(tc.cl.t, 1000, 2000),
            EVL_EINVAL);
-  data = test_pattern_buf((size_t)64 << 20, 0);
-  /* Write 8 KiB at a time (letting the loop run) until the buffer passes
-     the high mark; the kernel's buffers fill first. */
-  for (i = 0; i < 32768 && tc.cl.pauses == 0; i++) {
-    CHECK(sent + 9 * chunk <= ((size_t)64 << 20));
-    CHECK(evl_transport_get_write_buffer_size(tc.cl.t) <= high);
-    CHECK_EQ(evl_transport_write(tc.cl.t, data + sent, chunk), 0);
-    sent += chunk;
-    if (i % 16 == 0)
-      evl_run_once(tc.loop, 0);
-  }
+  data = test_pattern_buf(size, 0);
+  /* Write 8 KiB at a time until the buffer passes the high mark (the
+     kernel's buffers fill first), keeping 8 chunks for after */
+  sent = write_until_paused(&tc, data, size - 8 * chunk, chunk, high);
   CHECK_EQ(tc.cl.pauses, 1);
   CHECK(tc.cl.size_at_pause > high);
   CHECK(evl_transport_get_write_buffer_size(tc.cl.t) > high);
@@ -564,16 +582,13 @@ TEST(tcp_flow_control_pause_resume_writing) {
 
 TEST(tcp_default_write_limits) {
   tcp_conn tc;
-  unsigned char *data;
   const size_t total = (size_t)64 << 20;
   conn_init(&tc);
   tc.c.tmpl.pause_on_made = 1;
   conn_open(&tc);
   /* one write far beyond what the kernel holds: pause_writing once,
      at once (asyncio calls it from inside write) */
-  data = test_pattern_buf(total, 0);
-  CHECK_EQ(evl_transport_write(tc.cl.t, data, total), 0);
-  free(data);
+  write_pattern(tc.cl.t, total);
   CHECK_EQ(tc.cl.pauses, 1);
   CHECK(tc.cl.size_at_pause > 64 * 1024);
   CHECK_EQ(evl_transport_resume_reading(tc.sp->t), 0);
@@ -640,14 +655,11 @@ TEST(tcp_close_inside_data_received) {
 TEST(tcp_abort_drops_queued_data) {
   const size_t total = (size_t)32 << 20;
   tcp_conn tc;
-  unsigned char *data;
   conn_init(&tc);
   tc.c.tmpl.pause_on_made = 1;
   tc.c.tmpl.check_pat = 1;
   conn_open(&tc);
-  data = test_pattern_buf(total, 0);
-  CHECK_EQ(evl_transport_write(tc.cl.t, data, total), 0);
-  free(data);
+  write_pattern(tc.cl.t, total);
   CHECK(evl_transport_get_write_buffer_size(tc.cl.t) > 0);
   evl_transport_abort(tc.cl.t);
   CHECK_EQ(evl_transport_is_closing(tc.cl.t), 1);
@@ -1192,13 +1204,10 @@ TEST(tcp_server_freed_in_connection_made) {
 TEST(tcp_abort_inside_data_received_during_bulk) {
   const size_t total = (size_t)16 << 20;
   tcp_conn tc;
-  unsigned char *data;
   conn_init(&tc);
   tc.cl.abort_in_data = 1;
   conn_open(&tc);
-  data = test_pattern_buf(total, 0);
-  CHECK_EQ(evl_transport_write(tc.sp->t, data, total), 0);
-  free(data);
+  write_pattern(tc.sp->t, total);
   RUN_UNTIL(tc.loop, tc.cl.lost == 1);
   CHECK_EQ(tc.cl.data_calls, 1);
   CHECK_EQ(tc.cl.lost_err, 0);
@@ -1313,24 +1322,16 @@ TEST(tcp_server_options_family_and_no_reuse_address) {
 
 TEST(tcp_write_limits_low_default) {
   /* high given, low 0: low is high/4 */
-  const size_t high = 40000, chunk = 4096;
+  const size_t high = 40000, chunk = 4096, size = (size_t)32 << 20;
   tcp_conn tc;
   unsigned char *data;
-  size_t sent = 0;
-  int i;
+  size_t sent;
   conn_init(&tc);
   tc.c.tmpl.pause_on_made = 1;
   conn_open(&tc);
   CHECK_EQ(evl_transport_set_write_buffer_limits(tc.cl.t, high, 0), 0);
-  data = test_pattern_buf((size_t)32 << 20, 0);
-  for (i = 0; i < 8000 && tc.cl.pauses == 0; i++) {
-    CHECK(sent + chunk <= ((size_t)32 << 20));
-    CHECK(evl_transport_get_write_buffer_size(tc.cl.t) <= high);
-    CHECK_EQ(evl_transport_write(tc.cl.t, data + sent, chunk), 0);
-    sent += chunk;
-    if (i % 16 == 0)
-      evl_run_once(tc.loop, 0);
-  }
+  data = test_pattern_buf(size, 0);
+  sent = write_until_paused(&tc, data, size, chunk, high);
   free(data);
   CHECK_EQ(tc.cl.pauses, 1);
   CHECK(tc.cl.size_at_pause > high);
