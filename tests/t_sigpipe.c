@@ -299,21 +299,6 @@ TEST(sigpipe_guard_keeps_a_pending_one) {
 /* ---- streams --------------------------------------------------------------
  */
 
-static int raw_listener(int *port) {
-  struct sockaddr_in sin;
-  socklen_t len = sizeof sin;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  CHECK(fd >= 0);
-  memset(&sin, 0, sizeof sin);
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CHECK_EQ(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-  CHECK_EQ(listen(fd, 4), 0);
-  CHECK_EQ(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-  *port = ntohs(sin.sin_port);
-  return fd;
-}
-
 /* Writes and drains until the stream fails: with the peer gone. */
 static void stream_write_until_gone(evl_loop *loop, evl_stream *s) {
   static char data[1 << 16];
@@ -340,7 +325,7 @@ TEST(sigpipe_stream_write_drain) {
   default_sigpipe();
   loop = test_open();
   g_quiet = 1;
-  lfd = raw_listener(&port);
+  lfd = loopback_listener(4, &port, NULL);
   f = evl_open_connection(loop, "127.0.0.1", port, 0, NULL);
   CHECK_EQ(wait_fut(loop, f), 0);
   s = (evl_stream *)evl_future_result(f);
@@ -433,7 +418,7 @@ TEST(sigpipe_datagram_sendto) {
   evl_loop *loop;
   evl_future *f;
   evl_transport *t;
-  int port, fd = raw_listener(&port), i, rc = 0;
+  int port, fd = loopback_listener(4, &port, NULL), i, rc = 0;
   default_sigpipe();
   close(fd); /* a TCP port just freed: the UDP one is as free */
   loop = test_open();

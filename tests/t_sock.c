@@ -29,14 +29,8 @@ static int nb_socket(void) {
 
 /* A non-blocking listening socket on 127.0.0.1; *addr gets its address. */
 static int listener(struct sockaddr_in *addr) {
-  socklen_t len = sizeof *addr;
-  int fd = nb_socket();
-  memset(addr, 0, sizeof *addr);
-  addr->sin_family = AF_INET;
-  addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CHECK_EQ(bind(fd, (struct sockaddr *)addr, sizeof *addr), 0);
-  CHECK_EQ(listen(fd, 16), 0);
-  CHECK_EQ(getsockname(fd, (struct sockaddr *)addr, &len), 0);
+  int fd = loopback_listener(16, NULL, addr);
+  set_nonblock(fd);
   return fd;
 }
 

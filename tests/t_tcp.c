@@ -1098,14 +1098,7 @@ TEST(tcp_connect_accepted_tcp_socket) {
   peer_reset(&a);
   peer_reset(&b);
   b.echo = 1;
-  lfd = (int)socket(AF_INET, SOCK_STREAM, 0);
-  CHECK(lfd >= 0);
-  memset(&sin, 0, sizeof sin);
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CHECK_EQ(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
-  CHECK_EQ(listen(lfd, 4), 0);
-  sin.sin_port = htons((unsigned short)fd_port(lfd, NULL));
+  lfd = loopback_listener(4, NULL, &sin);
   cfd = (int)socket(AF_INET, SOCK_STREAM, 0);
   CHECK(cfd >= 0);
   CHECK_EQ(connect(cfd, (struct sockaddr *)&sin, sizeof sin), 0);
