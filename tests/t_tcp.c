@@ -937,15 +937,19 @@ TEST(tcp_server_address_in_use_and_reuse_port) {
 
 /* ---- serving ------------------------------------------------------------ */
 
-TEST(tcp_no_start_serving) {
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
+/* A server on 127.0.0.1 made with no_start_serving: not serving yet. */
+static evl_server *serve_not_started(evl_loop *loop, server_ctx *c) {
   evl_net_options o;
   memset(&o, 0, sizeof o);
   o.no_start_serving = 1;
-  server_ctx_init(&c);
-  s = serve_proto(loop, &server_proto, &c, "127.0.0.1", 0, &o);
+  server_ctx_init(c);
+  return serve_proto(loop, &server_proto, c, "127.0.0.1", 0, &o);
+}
+
+TEST(tcp_no_start_serving) {
+  evl_loop *loop = test_open();
+  server_ctx c;
+  evl_server *s = serve_not_started(loop, &c);
   CHECK_EQ(evl_server_is_serving(s), 0);
   CHECK(evl_server_port(s) > 0);
   CHECK_EQ(evl_server_sockets(s, NULL, 0), 1);
@@ -1019,12 +1023,8 @@ TEST(tcp_serve_forever_cancel_closes) {
   server_ctx c;
   evl_server *s;
   evl_future *f, *w;
-  evl_net_options o;
   int port;
-  memset(&o, 0, sizeof o);
-  o.no_start_serving = 1;
-  server_ctx_init(&c);
-  s = serve_proto(loop, &server_proto, &c, "127.0.0.1", 0, &o);
+  s = serve_not_started(loop, &c);
   port = evl_server_port(s);
   f = evl_server_serve_forever(s);
   CHECK(f != NULL);
