@@ -1395,8 +1395,7 @@ TEST(tcp_iocp_completion_io) {
   tc.s = serve(tc.loop, &tc.c);
   CHECK_EQ(evl_server_sockets(tc.s, &lfd, 1), 1);
   CHECK_EQ(bound_to_a_port(lfd), iocp);
-  dial(tc.loop, &tc.cl, "127.0.0.1", evl_server_port(tc.s));
-  RUN_UNTIL(tc.loop, tc.c.n == 1);
+  conn_dial(&tc, NULL);
   CHECK_EQ(bound_to_a_port(evl_transport_fd(tc.cl.t)), iocp);
   CHECK_EQ(bound_to_a_port(evl_transport_fd(tc.sp->t)), iocp);
   for (i = 0; i < 100; i++) { /* many round trips through the port */
