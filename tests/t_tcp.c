@@ -176,12 +176,6 @@ static void server_ctx_init(server_ctx *c) {
   peer_reset(&c->tmpl);
 }
 
-/* The usual pair: a server context and one client peer, both reset. */
-static void server_and_client_init(server_ctx *c, peer *cl) {
-  server_ctx_init(c);
-  peer_reset(cl);
-}
-
 static void server_made(evl_transport *t, void *user) {
   server_ctx *c = (server_ctx *)user;
   peer *p;
@@ -327,7 +321,8 @@ typedef struct tcp_conn {
 
 static void conn_init(tcp_conn *tc) {
   tc->loop = test_open();
-  server_and_client_init(&tc->c, &tc->cl);
+  server_ctx_init(&tc->c);
+  peer_reset(&tc->cl);
   tc->s = NULL;
   tc->sp = NULL;
 }
@@ -754,8 +749,8 @@ TEST(tcp_peername_sockname_nodelay) {
   CHECK_EQ(blen, sizeof(struct sockaddr_in));
   CHECK_EQ(ntohl(((struct sockaddr_in *)(void *)&b)->sin_addr.s_addr),
            0x7f000001L);
-  CHECK_EQ(sockaddr_port(&a),
-           sockaddr_port(&b)); /* client's port, seen by both */
+  /* the client's port, seen by both */
+  CHECK_EQ(sockaddr_port(&a), sockaddr_port(&b));
   CHECK(sockaddr_port(&a) != port);
   blen = sizeof b;
   CHECK_EQ(evl_transport_get_sockname(tc.sp->t, &b, &blen), 0);
