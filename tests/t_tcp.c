@@ -343,6 +343,13 @@ static void conn_done(tcp_conn *tc) {
   server_ctx_done(tc->loop, tc->s, &tc->c);
 }
 
+/* Waits until both ends of tc's connection are lost, each without error. */
+static void conn_lost_cleanly(tcp_conn *tc) {
+  RUN_UNTIL(tc->loop, tc->cl.lost == 1 && tc->sp->lost == 1);
+  CHECK_EQ(tc->cl.lost_err, 0);
+  CHECK_EQ(tc->sp->lost_err, 0);
+}
+
 /* One write of total bytes of test_pat() to t; the buffer is wiped and
    freed at once: what could not be sent yet, the transport must have
    copied. */
@@ -408,9 +415,7 @@ TEST(tcp_data_both_ways_and_close) {
   CHECK_EQ(evl_transport_is_closing(tc.cl.t), 1);
   CHECK_EQ(evl_transport_write(tc.cl.t, "x", 1), EVL_ECLOSING);
   CHECK_EQ(tc.cl.lost, 0); /* connection_lost is not called inline */
-  RUN_UNTIL(tc.loop, tc.cl.lost == 1 && tc.sp->lost == 1);
-  CHECK_EQ(tc.cl.lost_err, 0);
-  CHECK_EQ(tc.sp->lost_err, 0);
+  conn_lost_cleanly(&tc);
   CHECK_EQ(tc.sp->eofs, 1);
   CHECK(tc.sp->eof_seq < tc.sp->lost_seq);
   CHECK_EQ(tc.cl.eofs, 0);
@@ -427,12 +432,10 @@ TEST(tcp_server_close_gives_client_eof) {
   conn_open(&tc);
   CHECK_EQ(evl_transport_write(tc.sp->t, "bye", 3), 0);
   evl_transport_close(tc.sp->t); /* queued data is sent first */
-  RUN_UNTIL(tc.loop, tc.cl.lost == 1 && tc.sp->lost == 1);
+  conn_lost_cleanly(&tc);
   CHECK_EQ(tc.cl.n, 3);
   CHECK_EQ(tc.cl.eofs, 1);
   CHECK(tc.cl.eof_seq < tc.cl.lost_seq);
-  CHECK_EQ(tc.cl.lost_err, 0);
-  CHECK_EQ(tc.sp->lost_err, 0);
   conn_done(&tc);
 }
 
@@ -462,9 +465,7 @@ TEST(tcp_half_close_eof_received_keeps_writing) {
   CHECK_EQ(tc.cl.lost, 0);
   evl_transport_close(tc.cl.t);
   evl_transport_close(tc.sp->t);
-  RUN_UNTIL(tc.loop, tc.cl.lost == 1 && tc.sp->lost == 1);
-  CHECK_EQ(tc.cl.lost_err, 0);
-  CHECK_EQ(tc.sp->lost_err, 0);
+  conn_lost_cleanly(&tc);
   conn_done(&tc);
 }
 
@@ -634,16 +635,14 @@ TEST(tcp_close_inside_data_received) {
   /* one write, read at once: no unread data turns the close into a reset */
   memset(msg, 'm', sizeof msg);
   CHECK_EQ(evl_transport_write(tc.cl.t, msg, sizeof msg), 0);
-  RUN_UNTIL(tc.loop, tc.sp->lost == 1 && tc.cl.lost == 1);
+  conn_lost_cleanly(&tc);
   CHECK_EQ(tc.sp->data_calls, 1); /* nothing after close */
   CHECK_EQ(tc.sp->n, sizeof msg);
   CHECK_EQ(tc.sp->closing_after_close, 1);
   CHECK_EQ(tc.sp->write_after_close_rc, EVL_ECLOSING);
-  CHECK_EQ(tc.sp->lost_err, 0);
   CHECK_EQ(tc.sp->after_lost, 0);
   CHECK_EQ(tc.cl.n, tc.sp->n); /* the echo written before close arrived */
   CHECK_EQ(tc.cl.eofs, 1);
-  CHECK_EQ(tc.cl.lost_err, 0);
   conn_done(&tc);
 }
 
@@ -1215,11 +1214,9 @@ TEST(tcp_close_inside_eof_received) {
   CHECK_EQ(evl_transport_write_eof(tc.cl.t), 0);
   CHECK_EQ(evl_transport_write_eof(tc.cl.t), 0);   /* twice is harmless */
   CHECK(evl_transport_write(tc.cl.t, "x", 1) < 0); /* no writes after EOF */
-  RUN_UNTIL(tc.loop, tc.sp->lost == 1 && tc.cl.lost == 1);
+  conn_lost_cleanly(&tc);
   CHECK_EQ(tc.sp->eofs, 1);
-  CHECK_EQ(tc.sp->lost_err, 0);
   CHECK_EQ(tc.cl.eofs, 1);
-  CHECK_EQ(tc.cl.lost_err, 0);
   CHECK_EQ(tc.sp->after_lost + tc.cl.after_lost, 0);
   conn_done(&tc);
 }
