@@ -13,7 +13,11 @@
 # core), SKIPS (what the Makefile found it cannot run, entries ending
 # with ';'), CHECKS (scripts run as
 # `sh SCRIPT BUILD`, each ending with "N passed, N failed, K skipped"),
-# STRICT=1 (any skip fails the run). A variant named *alt runs on epoll only.
+# STRICT=1 (any skip fails the run), JOBS (binaries run at once; default:
+# the number of CPUs), SERIAL_TESTS (tests that measure time in a frame
+# loop: run one at a time after the others, so that a loaded machine
+# cannot make them miss a frame). A variant named *alt runs on epoll only.
+# Results are printed in the order the binaries were queued.
 build=$1 backends=$2 tests=$3 threaded=$4 examples=$5 nothread=$6
 variants=${VARIANTS-"o2 asan tsan tcc musl nothr kqpipe nofs noproc nosub nonet core valgrind"}
 passed=0 failed=0 skipped=0
@@ -28,27 +32,75 @@ if [ -n "$skips" ]; then
   skipped=$(printf '%s\n' "$skips" | wc -l)
 fi
 
-# run LABEL CMD...: runs one test binary, adds its counts.
-run() {
-  label=$1
-  shift
-  out=$("$@" 2>&1)
-  rc=$?
-  [ "$rc" -eq 124 ] && out="$out
+# The binaries run in a pool of $JOBS; each job is a script in $work
+# (N.sh) whose output and exit status land in N.out and N.rc.
+jobs=${JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)}
+serial=" ${SERIAL_TESTS-t_budget t_metrics} "
+work=$(mktemp -d "${TMPDIR:-/tmp}/evl-run.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+queued=0 queued_serial=0
+
+# quote ARG: ARG as one sh word.
+quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
+
+# add TEST LABEL [VAR=VALUE ...] CMD...: queues one test binary (in the
+# serial list if TEST is in SERIAL_TESTS).
+add() {
+  t=$1 label=$2
+  shift 2
+  case $serial in
+  *" $t "*) queued_serial=$((queued_serial + 1)) id=s$queued_serial ;;
+  *) queued=$((queued + 1)) id=p$queued ;;
+  esac
+  printf '%s\n' "$label" >"$work/$id.label"
+  {
+    env=1
+    for a in "$@"; do
+      case $env$a in
+      1[A-Z]*=*) printf '%s=' "${a%%=*}"; quote "${a#*=}" ;;
+      *) env=0; quote "$a" ;;
+      esac
+      printf ' '
+    done
+    echo
+  } >"$work/$id.sh"
+}
+
+# pool PREFIX COUNT PARALLEL: runs the queued jobs PREFIX1..PREFIXCOUNT,
+# PARALLEL at a time, in the background.
+pool() {
+  i=1
+  while [ "$i" -le "$2" ]; do echo "$1$i"; i=$((i + 1)); done |
+    xargs -P "$3" -I{} sh -c 'sh "$1/$2.sh" >"$1/$2.out" 2>&1; echo $? >"$1/$2.rc.tmp"; mv "$1/$2.rc.tmp" "$1/$2.rc"' _ "$work" {} &
+}
+
+# collect PREFIX COUNT: waits for each job in queue order, adds its counts.
+collect() {
+  i=1
+  while [ "$i" -le "$2" ]; do
+    id=$1$i
+    while [ ! -f "$work/$id.rc" ]; do sleep 0.2; done
+    label=$(cat "$work/$id.label")
+    out=$(cat "$work/$id.out")
+    rc=$(cat "$work/$id.rc")
+    [ "$rc" -eq 124 ] && out="$out
 (timed out: killed after ${CROSS_TIMEOUT:-300} s)"
-  printf '%s\n' "== $label" "$out" >>"$log"
-  line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
-  p=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) passed.*/\1/')
-  f=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
-  [ -n "$line" ] || { p=0 f=1; }
-  [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
-  passed=$((passed + p)) failed=$((failed + f))
-  if [ "$f" -ne 0 ]; then
-    echo "FAIL $label"
-    printf '%s\n' "$out" | grep -v '^ok ' | sed 's/^/    /'
-  else
-    echo "ok   $label ($p)"
-  fi
+    printf '%s\n' "== $label" "$out" >>"$log"
+    line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
+    p=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) passed.*/\1/')
+    f=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+    [ -n "$line" ] || { p=0 f=1; }
+    [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    passed=$((passed + p)) failed=$((failed + f))
+    if [ "$f" -ne 0 ]; then
+      echo "FAIL $label"
+      printf '%s\n' "$out" | grep -v '^ok ' | sed 's/^/    /'
+    else
+      echo "ok   $label ($p)"
+    fi
+    i=$((i + 1))
+  done
+  wait
 }
 
 for v in $variants; do
@@ -73,26 +125,31 @@ for v in $variants; do
     for t in $list; do
       case $v in
       valgrind)
-        run "valgrind $b $t" valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
+        add "$t" "valgrind $b $t" valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
           --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
           --trace-children=no "$build/o2-$b/$t" ;;
       tsan)
         supp=
         [ "$b" = kqueue ] && supp=" suppressions=tests/tsan-libkqueue.supp"
-        TSAN_OPTIONS="halt_on_error=1 exitcode=66$supp" run "$v $b $t" "$build/$v-$b/$t" ;;
+        add "$t" "$v $b $t" "TSAN_OPTIONS=halt_on_error=1 exitcode=66$supp" "$build/$v-$b/$t" ;;
       *)
         # Cross variants run under qemu-user ($v_QEMU names it), each binary
         # with a time limit so a hang is one failure, not a stuck run.
         eval "qemu=\${${v}_QEMU:-}"
         if [ -n "$qemu" ]; then
-          run "$v $b $t" timeout -k 10 "${CROSS_TIMEOUT:-300}" "$qemu" "$build/$v-$b/$t"
+          add "$t" "$v $b $t" timeout -k 10 "${CROSS_TIMEOUT:-300}" "$qemu" "$build/$v-$b/$t"
         else
-          run "$v $b $t" "$build/$v-$b/$t"
+          add "$t" "$v $b $t" "$build/$v-$b/$t"
         fi ;;
       esac
     done
   done
 done
+
+pool p "$queued" "$jobs"
+collect p "$queued"
+pool s "$queued_serial" 1
+collect s "$queued_serial"
 
 # The examples run as smoke tests (they stop by themselves).
 for e in $examples; do
