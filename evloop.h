@@ -2743,6 +2743,12 @@ EVL__DEF const char *evl_err_name(int err) {
   return r ? r->name : "EUNKNOWN";
 }
 
+/* A row of an error table as a case of a switch over the platform's codes
+   (errno values, getaddrinfo's EAI_*): that code gives its EVL_ name. */
+#define EVL__ERR_CASE(name, value, msg)                                        \
+  case name:                                                                   \
+    return EVL_##name;
+
 EVL__DEF int evl_translate_sys_error(int sys_errno) {
   if (sys_errno < 0)
     sys_errno = -sys_errno;
@@ -2757,11 +2763,7 @@ EVL__DEF int evl_translate_sys_error(int sys_errno) {
   case EOPNOTSUPP:
     return EVL_ENOTSUP;
 #endif
-#define EVL__ERRNO_CASE(name, value, msg)                                      \
-  case name:                                                                   \
-    return EVL_##name;
-    EVL__SYS_ERRORS(EVL__ERRNO_CASE)
-#undef EVL__ERRNO_CASE
+    EVL__SYS_ERRORS(EVL__ERR_CASE)
   default:
     return EVL_EUNKNOWN;
   }
@@ -2787,11 +2789,7 @@ static int evl__gai_error(int rc) {
   case EAI_ADDRFAMILY:
     return EVL_EAI_FAMILY;
 #endif
-#define EVL__GAI_CASE(name, value, msg)                                        \
-  case name:                                                                   \
-    return EVL_##name;
-    EVL__GAI_ERRORS(EVL__GAI_CASE)
-#undef EVL__GAI_CASE
+    EVL__GAI_ERRORS(EVL__ERR_CASE)
 #ifdef EVL__OWN_EAI_OVERFLOW
 #undef EAI_OVERFLOW
 #undef EVL__OWN_EAI_OVERFLOW
@@ -2801,6 +2799,7 @@ static int evl__gai_error(int rc) {
   }
 }
 #endif /* EVLOOP_NO_NET */
+#undef EVL__ERR_CASE
 
 /* ==== Clock ============================================================= */
 

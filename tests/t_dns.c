@@ -16,16 +16,60 @@ static int is_eai_code(int err) {
   return err <= EVL_EAI_AGAIN && err >= EVL_EAI_OVERFLOW;
 }
 
+/* Waits for f, which must succeed; its result (the future owns it). */
+static void *wait_ok(evl_loop *loop, evl_future *f) {
+  void *r;
+  CHECK(f != NULL);
+  CHECK_EQ(evl_run_until_complete(loop, f), 0);
+  r = evl_future_result(f);
+  CHECK(r != NULL);
+  return r;
+}
+
+/* Waits for f, which must fail with want (0: any error) and no result,
+   then releases it. A NULL f, refused at once, passes too. */
+static void check_fails_or_refused(evl_loop *loop, evl_future *f, int want) {
+  int err;
+  if (!f)
+    return;
+  err = evl_run_until_complete(loop, f);
+  if (want)
+    CHECK_EQ(err, want);
+  else
+    CHECK(err < 0);
+  CHECK(evl_future_result(f) == NULL);
+  evl_future_release(f);
+}
+
+/* 127.0.0.1, port 80. */
+static void loopback4_port80(struct sockaddr_in *sin) {
+  memset(sin, 0, sizeof *sin);
+  sin->sin_family = AF_INET;
+  sin->sin_port = htons(80);
+  sin->sin_addr.s_addr = htonl(0x7f000001L);
+}
+
+/* getnameinfo on the len bytes at sa, numeric host and service, gives
+   host and service; the address may change once the call is made (it was
+   copied). */
+static void check_nameinfo(evl_loop *loop, void *sa, size_t len,
+                           const char *host, const char *service) {
+  evl_future *f =
+      evl_getnameinfo(loop, sa, len, NI_NUMERICHOST | NI_NUMERICSERV);
+  const evl_nameinfo *ni;
+  memset(sa, 0xff, len);
+  ni = (const evl_nameinfo *)wait_ok(loop, f);
+  CHECK(strcmp(ni->host, host) == 0);
+  CHECK(strcmp(ni->service, service) == 0);
+  evl_future_release(f);
+}
+
 TEST(getaddrinfo_numeric_ipv4) {
   evl_loop *loop = test_open();
   evl_future *f = evl_getaddrinfo(loop, "127.0.0.1", "80", AF_INET, SOCK_STREAM,
                                   0, AI_NUMERICHOST);
-  struct addrinfo *ai;
+  struct addrinfo *ai = (struct addrinfo *)wait_ok(loop, f);
   const struct sockaddr_in *sin;
-  CHECK(f != NULL);
-  CHECK_EQ(evl_run_until_complete(loop, f), 0);
-  ai = (struct addrinfo *)evl_future_result(f);
-  CHECK(ai != NULL);
   CHECK_EQ(ai->ai_family, AF_INET);
   CHECK_EQ(ai->ai_socktype, SOCK_STREAM);
   CHECK(ai->ai_addr != NULL);
@@ -72,12 +116,8 @@ TEST(getaddrinfo_numeric_ipv6) {
   evl_loop *loop = test_open();
   evl_future *f = evl_getaddrinfo(loop, "::1", "443", AF_INET6, SOCK_STREAM, 0,
                                   AI_NUMERICHOST);
-  struct addrinfo *ai;
+  struct addrinfo *ai = (struct addrinfo *)wait_ok(loop, f);
   const struct sockaddr_in6 *sin6;
-  CHECK(f != NULL);
-  CHECK_EQ(evl_run_until_complete(loop, f), 0);
-  ai = (struct addrinfo *)evl_future_result(f);
-  CHECK(ai != NULL);
   CHECK_EQ(ai->ai_family, AF_INET6);
   sin6 = (const struct sockaddr_in6 *)(const void *)ai->ai_addr;
   CHECK_EQ(sin6->sin6_family, AF_INET6);
@@ -112,9 +152,7 @@ TEST(getaddrinfo_numeric_flag_with_name) {
   evl_future *f = evl_getaddrinfo(loop, "localhost", "80", AF_INET, SOCK_STREAM,
                                   0, AI_NUMERICHOST);
   CHECK(f != NULL);
-  CHECK_EQ(evl_run_until_complete(loop, f), EVL_EAI_NONAME);
-  CHECK(evl_future_result(f) == NULL);
-  evl_future_release(f);
+  check_fails_or_refused(loop, f, EVL_EAI_NONAME);
   test_close(loop);
 }
 
@@ -122,10 +160,7 @@ TEST(getaddrinfo_no_host_no_service) {
   evl_loop *loop = test_open();
   evl_future *f =
       evl_getaddrinfo(loop, NULL, NULL, AF_UNSPEC, SOCK_STREAM, 0, 0);
-  if (f) { /* or refused at once: NULL */
-    CHECK_EQ(evl_run_until_complete(loop, f), EVL_EAI_NONAME);
-    evl_future_release(f);
-  }
+  check_fails_or_refused(loop, f, EVL_EAI_NONAME);
   test_close(loop);
 }
 
@@ -185,69 +220,33 @@ TEST(getaddrinfo_cancelled) {
 TEST(getnameinfo_numeric) {
   evl_loop *loop = test_open();
   struct sockaddr_in sin;
-  evl_future *f;
-  const evl_nameinfo *ni;
-  memset(&sin, 0, sizeof sin);
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(80);
-  sin.sin_addr.s_addr = htonl(0x7f000001L);
-  f = evl_getnameinfo(loop, &sin, sizeof sin, NI_NUMERICHOST | NI_NUMERICSERV);
-  memset(&sin, 0xff, sizeof sin); /* the address was copied */
-  CHECK(f != NULL);
-  CHECK_EQ(evl_run_until_complete(loop, f), 0);
-  ni = (const evl_nameinfo *)evl_future_result(f);
-  CHECK(ni != NULL);
-  CHECK(strcmp(ni->host, "127.0.0.1") == 0);
-  CHECK(strcmp(ni->service, "80") == 0);
-  evl_future_release(f);
+  loopback4_port80(&sin);
+  check_nameinfo(loop, &sin, sizeof sin, "127.0.0.1", "80");
   test_close(loop);
 }
 
 TEST(getnameinfo_numeric_ipv6) {
   evl_loop *loop = test_open();
   struct sockaddr_in6 sin6;
-  evl_future *f;
-  const evl_nameinfo *ni;
   memset(&sin6, 0, sizeof sin6);
   sin6.sin6_family = AF_INET6;
   sin6.sin6_port = htons(8443);
   sin6.sin6_addr.s6_addr[15] = 1;
-  f = evl_getnameinfo(loop, &sin6, sizeof sin6,
-                      NI_NUMERICHOST | NI_NUMERICSERV);
-  CHECK(f != NULL);
-  CHECK_EQ(evl_run_until_complete(loop, f), 0);
-  ni = (const evl_nameinfo *)evl_future_result(f);
-  CHECK(ni != NULL);
-  CHECK(strcmp(ni->host, "::1") == 0);
-  CHECK(strcmp(ni->service, "8443") == 0);
-  evl_future_release(f);
+  check_nameinfo(loop, &sin6, sizeof sin6, "::1", "8443");
   test_close(loop);
 }
 
 TEST(getnameinfo_bad_length) {
+  /* each a future that fails, or NULL */
   evl_loop *loop = test_open();
   struct sockaddr_in sin;
-  evl_future *f;
-  memset(&sin, 0, sizeof sin);
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(80);
-  sin.sin_addr.s_addr = htonl(0x7f000001L);
-  f = evl_getnameinfo(loop, &sin, 3, NI_NUMERICHOST | NI_NUMERICSERV);
-  if (f) { /* a future that fails, or NULL */
-    CHECK(evl_run_until_complete(loop, f) < 0);
-    CHECK(evl_future_result(f) == NULL);
-    evl_future_release(f);
-  }
-  f = evl_getnameinfo(loop, &sin, 0, NI_NUMERICHOST | NI_NUMERICSERV);
-  if (f) {
-    CHECK(evl_run_until_complete(loop, f) < 0);
-    evl_future_release(f);
-  }
-  f = evl_getnameinfo(loop, NULL, sizeof sin, NI_NUMERICHOST);
-  if (f) {
-    CHECK(evl_run_until_complete(loop, f) < 0);
-    evl_future_release(f);
-  }
+  loopback4_port80(&sin);
+  check_fails_or_refused(
+      loop, evl_getnameinfo(loop, &sin, 3, NI_NUMERICHOST | NI_NUMERICSERV), 0);
+  check_fails_or_refused(
+      loop, evl_getnameinfo(loop, &sin, 0, NI_NUMERICHOST | NI_NUMERICSERV), 0);
+  check_fails_or_refused(
+      loop, evl_getnameinfo(loop, NULL, sizeof sin, NI_NUMERICHOST), 0);
   test_close(loop);
 }
 

@@ -17,7 +17,8 @@ static void path_of(char *out, size_t n, const char *name) {
 }
 
 /* Waits for f: its error code; *res gets the result (f is released, so
-   only numbers may be kept; use await_keep for structures). */
+   only numbers may be kept; stat_of copies a stat out, the others read
+   their result before they release f). */
 static int await_num(evl_loop *loop, evl_future *f, intptr_t *res) {
   int rc;
   CHECK(f != NULL);
@@ -28,10 +29,43 @@ static int await_num(evl_loop *loop, evl_future *f, intptr_t *res) {
   return rc;
 }
 
+/* A stat, lstat or fstat future that must succeed: a copy of its
+   result (f is released). */
+static evl_stat stat_of(evl_loop *loop, evl_future *f) {
+  evl_stat st;
+  CHECK(f != NULL);
+  CHECK_EQ(wait_fut(loop, f), 0);
+  CHECK(evl_future_result(f) != NULL);
+  st = *(const evl_stat *)evl_future_result(f);
+  evl_future_release(f);
+  return st;
+}
+
+/* After path was removed or renamed away: stat, read_file and readdir on
+   it fail with EVL_ENOENT. */
+static void check_gone(evl_loop *loop, const char *path) {
+  int st = await_num(loop, evl_fs_stat(loop, path), NULL);
+  int rf = await_num(loop, evl_fs_read_file(loop, path), NULL);
+  int rd = await_num(loop, evl_fs_readdir(loop, path), NULL);
+  if (st != EVL_ENOENT || rf != EVL_ENOENT || rd != EVL_ENOENT)
+    fprintf(stderr, "  %s: stat %s, read_file %s, readdir %s\n", path,
+            evl_err_name(st), evl_err_name(rf), evl_err_name(rd));
+  CHECK_EQ(st, EVL_ENOENT);
+  CHECK_EQ(rf, EVL_ENOENT);
+  CHECK_EQ(rd, EVL_ENOENT);
+}
+
+/* A loop and a fresh g_dir; fs_done checks that the test left g_dir
+   empty, then closes the loop. */
 static evl_loop *fs_loop(void) {
   evl_loop *loop = test_open();
   CHECK_EQ(test_mkdtemp(g_dir, sizeof g_dir), 0);
   return loop;
+}
+static void fs_done(evl_loop *loop) {
+  CHECK_EQ(test_rmdir(g_dir), 0);
+  test_close(loop);
+  CHECK_EQ(g_reports, 0);
 }
 
 /* Writes data into a new file at name; returns the file's size. */
@@ -56,7 +90,7 @@ TEST(open_write_read_stat) {
   char p[600], buf[64];
   intptr_t fd, n;
   evl_future *f;
-  const evl_stat *st;
+  evl_stat st;
   const evl_fs_data *d;
   path_of(p, sizeof p, "a.txt");
   CHECK_EQ(await_num(loop,
@@ -72,13 +106,10 @@ TEST(open_write_read_stat) {
   CHECK_EQ(n, 11);
   CHECK_EQ(await_num(loop, evl_fs_write(loop, fd, "W", 1, 6), &n), 0);
   CHECK_EQ(await_num(loop, evl_fs_fsync(loop, fd), NULL), 0);
-  f = evl_fs_fstat(loop, fd);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  st = (const evl_stat *)evl_future_result(f);
-  CHECK_EQ(st->size, 11);
-  CHECK_EQ(st->type, EVL_FS_FILE);
-  CHECK(st->mtime_ns > 1000000000ll * 1000000000ll); /* after 2001 */
-  evl_future_release(f);
+  st = stat_of(loop, evl_fs_fstat(loop, fd));
+  CHECK_EQ(st.size, 11);
+  CHECK_EQ(st.type, EVL_FS_FILE);
+  CHECK(st.mtime_ns > 1000000000ll * 1000000000ll); /* after 2001 */
   memset(buf, 0, sizeof buf);
   CHECK_EQ(await_num(loop, evl_fs_read(loop, fd, buf, sizeof buf, 0), &n), 0);
   CHECK_EQ(n, 11);
@@ -102,17 +133,10 @@ TEST(open_write_read_stat) {
   CHECK_EQ(d->len, 11);
   CHECK(strcmp((const char *)d->data, "hello World") == 0);
   evl_future_release(f);
-  f = evl_fs_stat(loop, p);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  st = (const evl_stat *)evl_future_result(f);
-  CHECK_EQ(st->size, 11);
-  evl_future_release(f);
+  CHECK_EQ(stat_of(loop, evl_fs_stat(loop, p)).size, 11);
   CHECK_EQ(await_num(loop, evl_fs_unlink(loop, p), NULL), 0);
-  CHECK_EQ(await_num(loop, evl_fs_stat(loop, p), NULL), EVL_ENOENT);
-  CHECK_EQ(await_num(loop, evl_fs_read_file(loop, p), NULL), EVL_ENOENT);
-  CHECK_EQ(test_rmdir(g_dir), 0);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  check_gone(loop, p);
+  fs_done(loop);
 }
 
 TEST(directories) {
@@ -120,17 +144,12 @@ TEST(directories) {
   char sub[600], p[700];
   evl_future *f;
   const evl_fs_dir *dir;
-  const evl_stat *st;
   size_t i;
   int seen = 0;
   path_of(sub, sizeof sub, "sub");
   CHECK_EQ(await_num(loop, evl_fs_mkdir(loop, sub, 0755), NULL), 0);
   CHECK_EQ(await_num(loop, evl_fs_mkdir(loop, sub, 0755), NULL), EVL_EEXIST);
-  f = evl_fs_stat(loop, sub);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  st = (const evl_stat *)evl_future_result(f);
-  CHECK_EQ(st->type, EVL_FS_DIR);
-  evl_future_release(f);
+  CHECK_EQ(stat_of(loop, evl_fs_stat(loop, sub)).type, EVL_FS_DIR);
   put_file(loop, "sub/one", "1");
   put_file(loop, "sub/two", "22");
   f = evl_fs_readdir(loop, sub);
@@ -157,11 +176,9 @@ TEST(directories) {
   CHECK_EQ(((const evl_fs_dir *)evl_future_result(f))->count, 0);
   evl_future_release(f);
   CHECK_EQ(await_num(loop, evl_fs_rmdir(loop, sub), NULL), 0);
-  CHECK_EQ(await_num(loop, evl_fs_readdir(loop, sub), NULL), EVL_ENOENT);
+  check_gone(loop, sub);
   CHECK_EQ(await_num(loop, evl_fs_rmdir(loop, sub), NULL), EVL_ENOENT);
-  CHECK_EQ(test_rmdir(g_dir), 0);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  fs_done(loop);
 }
 
 TEST(rename_copy_realpath) {
@@ -183,7 +200,7 @@ TEST(rename_copy_realpath) {
   CHECK_EQ(await_num(loop, evl_fs_copyfile(loop, x, y, EVL_FS_EXCL), NULL),
            EVL_EEXIST);
   CHECK_EQ(await_num(loop, evl_fs_rename(loop, y, z), NULL), 0);
-  CHECK_EQ(await_num(loop, evl_fs_stat(loop, y), NULL), EVL_ENOENT);
+  check_gone(loop, y);
   CHECK_EQ(await_num(loop, evl_fs_rename(loop, y, z), NULL), EVL_ENOENT);
   /* rename replaces */
   CHECK_EQ(await_num(loop, evl_fs_rename(loop, x, z), NULL), 0);
@@ -199,27 +216,19 @@ TEST(rename_copy_realpath) {
 #ifndef _WIN32
   { /* lstat sees the link, stat the file */
     char l[600];
-    const evl_stat *st;
+    evl_stat st;
     path_of(l, sizeof l, "link");
     CHECK_EQ(symlink(z, l), 0);
-    f = evl_fs_lstat(loop, l);
-    CHECK_EQ(wait_fut(loop, f), 0);
-    st = (const evl_stat *)evl_future_result(f);
-    CHECK_EQ(st->type, EVL_FS_LINK);
-    evl_future_release(f);
-    f = evl_fs_stat(loop, l);
-    CHECK_EQ(wait_fut(loop, f), 0);
-    st = (const evl_stat *)evl_future_result(f);
-    CHECK_EQ(st->type, EVL_FS_FILE);
-    CHECK_EQ(st->size, 7);
-    evl_future_release(f);
+    CHECK_EQ(stat_of(loop, evl_fs_lstat(loop, l)).type, EVL_FS_LINK);
+    st = stat_of(loop, evl_fs_stat(loop, l));
+    CHECK_EQ(st.type, EVL_FS_FILE);
+    CHECK_EQ(st.size, 7);
     CHECK_EQ(await_num(loop, evl_fs_unlink(loop, l), NULL), 0);
   }
 #endif
   CHECK_EQ(await_num(loop, evl_fs_unlink(loop, z), NULL), 0);
-  CHECK_EQ(test_rmdir(g_dir), 0);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  check_gone(loop, z);
+  fs_done(loop);
 }
 
 /* A 3 MiB file read whole; 64 stats at once. */
@@ -256,9 +265,7 @@ TEST(big_file_and_many_at_once) {
     evl_future_release(fs[i]);
   }
   CHECK_EQ(await_num(loop, evl_fs_unlink(loop, p), NULL), 0);
-  CHECK_EQ(test_rmdir(g_dir), 0);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  fs_done(loop);
 }
 
 TEST(bad_input) {

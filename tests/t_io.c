@@ -53,33 +53,58 @@ typedef struct {
   char byte;
 } io_rec;
 
-static void reader_cb(evl_loop *loop, evl_fd fd, void *arg) {
+/* Most tests here watch one end of a socket pair with a reader r and a
+   writer w (either may be NULL): a new loop, the pair, cleared records. */
+static evl_loop *open_loop_and_pair(int sv[2], io_rec *r, io_rec *w) {
+  evl_loop *loop = test_open();
+  make_socketpair(sv);
+  if (r)
+    memset(r, 0, sizeof *r);
+  if (w)
+    memset(w, 0, sizeof *w);
+  return loop;
+}
+static void close_loop_and_pair(evl_loop *loop, int sv[2]) {
+  test_close(loop);
+  close_pair(sv);
+}
+
+/* Records a call of a reader (reading 1) or a writer in the io_rec at
+   arg, then does what its flags ask. */
+static void record_io(evl_loop *loop, evl_fd fd, void *arg, int reading) {
   io_rec *r = (io_rec *)arg;
   r->calls++;
   r->fd = fd;
   r->arg = arg;
-  if (r->read_it)
+  if (reading && r->read_it)
     CHECK_EQ(test_recv((int)fd, &r->byte, 1), 1);
   if (r->remove_it)
-    r->remove_rc = evl_remove_reader(loop, fd);
+    r->remove_rc =
+        reading ? evl_remove_reader(loop, fd) : evl_remove_writer(loop, fd);
   if (r->stop_it)
     evl_stop(loop);
 }
-
+static void reader_cb(evl_loop *loop, evl_fd fd, void *arg) {
+  record_io(loop, fd, arg, 1);
+}
 static void writer_cb(evl_loop *loop, evl_fd fd, void *arg) {
-  io_rec *r = (io_rec *)arg;
-  r->calls++;
-  r->fd = fd;
-  r->arg = arg;
-  if (r->remove_it)
-    r->remove_rc = evl_remove_writer(loop, fd);
-  if (r->stop_it)
-    evl_stop(loop);
+  record_io(loop, fd, arg, 0);
 }
 
 static void timeout_cb(evl_loop *loop, void *arg) {
   (*(int *)arg)++;
   evl_stop(loop);
+}
+
+/* Runs the loop, at most 100 rounds of up to 50 ms each, until *a + *b
+   (b may be NULL) reaches want; returns what the last round ran
+   (evl_run_once counts the callbacks it ran). */
+static int run_until_calls(evl_loop *loop, const int *a, const int *b,
+                           int want) {
+  int i, n = 0;
+  for (i = 0; i < 100 && *a + (b ? *b : 0) < want; i++)
+    n = evl_run_once(loop, 0.05);
+  return n;
 }
 
 /* Waits (bounded) for one reader callback on rfd after writing to wfd. */
@@ -110,12 +135,10 @@ static void reader_fires_once(evl_loop *loop, int rfd, int wfd) {
 }
 
 TEST(reader_on_socketpair_fires_with_fd_and_arg) {
-  evl_loop *loop = test_open();
   int sv[2];
-  make_socketpair(sv);
+  evl_loop *loop = open_loop_and_pair(sv, NULL, NULL);
   reader_fires_once(loop, sv[0], sv[1]);
-  test_close(loop);
-  close_pair(sv);
+  close_loop_and_pair(loop, sv);
 }
 
 #ifndef _WIN32
@@ -131,78 +154,63 @@ TEST(reader_on_pipe_fires) {
 #endif
 
 TEST(reader_removed_inside_its_callback_fires_once) {
-  evl_loop *loop = test_open();
   int sv[2], i;
   io_rec r;
-  make_socketpair(sv);
-  memset(&r, 0, sizeof r);
+  evl_loop *loop = open_loop_and_pair(sv, &r, NULL);
   r.remove_it = 1; /* and does not read: the fd stays readable */
   r.remove_rc = -1;
   CHECK_EQ(evl_add_reader(loop, sv[0], reader_cb, &r), 0);
   write_byte(sv[1]);
-  for (i = 0; i < 100 && r.calls == 0; i++)
-    evl_run_once(loop, 0.05);
+  run_until_calls(loop, &r.calls, NULL, 1);
   CHECK_EQ(r.calls, 1);
   CHECK_EQ(r.remove_rc, 1);
   for (i = 0; i < 5; i++)
     evl_run_once(loop, 0.01);
   CHECK_EQ(r.calls, 1);
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 0);
-  test_close(loop);
-  close_pair(sv);
+  close_loop_and_pair(loop, sv);
 }
 
 TEST(reader_and_writer_on_one_fd_both_fire) {
-  evl_loop *loop = test_open();
-  int sv[2], i;
+  int sv[2];
   io_rec r, w;
-  make_socketpair(sv);
-  memset(&r, 0, sizeof r);
-  memset(&w, 0, sizeof w);
+  evl_loop *loop = open_loop_and_pair(sv, &r, &w);
   r.read_it = 1;
   r.remove_it = 1;
   w.remove_it = 1;
   CHECK_EQ(evl_add_writer(loop, sv[0], writer_cb, &w), 0);
   CHECK_EQ(evl_add_reader(loop, sv[0], reader_cb, &r), 0);
   /* A fresh socket is writable at once; nothing to read yet. */
-  for (i = 0; i < 100 && w.calls == 0; i++)
-    evl_run_once(loop, 0.05);
+  run_until_calls(loop, &w.calls, NULL, 1);
   CHECK_EQ(w.calls, 1);
   CHECK_EQ(w.fd, sv[0]);
   CHECK(w.arg == &w);
   CHECK_EQ(w.remove_rc, 1);
   CHECK_EQ(r.calls, 0);
   write_byte(sv[1]);
-  for (i = 0; i < 100 && r.calls == 0; i++)
-    evl_run_once(loop, 0.05);
+  run_until_calls(loop, &r.calls, NULL, 1);
   CHECK_EQ(r.calls, 1);
   CHECK_EQ(r.fd, sv[0]);
   CHECK_EQ(r.remove_rc, 1);
   CHECK_EQ(w.calls, 1);
-  test_close(loop);
-  close_pair(sv);
+  close_loop_and_pair(loop, sv);
 }
 
 TEST(reader_and_writer_fire_in_the_same_iteration) {
-  evl_loop *loop = test_open();
-  int sv[2], i, n;
+  int sv[2], n;
   io_rec r, w;
-  make_socketpair(sv);
-  memset(&r, 0, sizeof r);
-  memset(&w, 0, sizeof w);
+  evl_loop *loop = open_loop_and_pair(sv, &r, &w);
   write_byte(sv[1]);
   CHECK_EQ(evl_add_reader(loop, sv[0], reader_cb, &r), 0);
   CHECK_EQ(evl_add_writer(loop, sv[0], writer_cb, &w), 0);
-  for (i = 0, n = 0; i < 100 && r.calls + w.calls == 0; i++)
-    n = evl_run_once(loop, 0.05);
+  n = run_until_calls(loop, &r.calls, &w.calls, 1);
   CHECK_EQ(r.calls, 1);
   CHECK_EQ(w.calls, 1);
   CHECK_EQ(n, 2); /* evl_run_once counts the callbacks it ran */
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
   CHECK_EQ(evl_remove_writer(loop, sv[0]), 1);
   CHECK_EQ(evl_remove_writer(loop, sv[0]), 0);
-  test_close(loop);
-  close_pair(sv);
+  close_loop_and_pair(loop, sv);
 }
 
 /* Two ready fds; whichever callback runs first removes the other's
@@ -222,15 +230,14 @@ static void remove_other_cb(evl_loop *loop, evl_fd fd, void *arg) {
 
 TEST(reader_removed_by_earlier_callback_in_same_iteration_does_not_run) {
   evl_loop *loop = test_open();
-  int i, n;
+  int n;
   make_socketpair(g_pair_a);
   make_socketpair(g_pair_b);
   write_byte(g_pair_a[1]);
   write_byte(g_pair_b[1]);
   CHECK_EQ(evl_add_reader(loop, g_pair_a[0], remove_other_cb, NULL), 0);
   CHECK_EQ(evl_add_reader(loop, g_pair_b[0], remove_other_cb, NULL), 0);
-  for (i = 0, n = 0; i < 100 && g_first_calls == 0; i++)
-    n = evl_run_once(loop, 0.05);
+  n = run_until_calls(loop, &g_first_calls, NULL, 1);
   CHECK_EQ(g_first_calls, 1);
   CHECK_EQ(g_other_calls, 0);
   CHECK_EQ(n, 1); /* only one callback ran */
@@ -246,38 +253,29 @@ TEST(reader_removed_by_earlier_callback_in_same_iteration_does_not_run) {
 }
 
 TEST(adding_a_reader_again_replaces_the_callback) {
-  evl_loop *loop = test_open();
-  int sv[2], i;
+  int sv[2];
   io_rec r1, r2;
-  make_socketpair(sv);
-  memset(&r1, 0, sizeof r1);
-  memset(&r2, 0, sizeof r2);
+  evl_loop *loop = open_loop_and_pair(sv, &r1, &r2);
   r1.read_it = r2.read_it = 1;
   CHECK_EQ(evl_add_reader(loop, sv[0], reader_cb, &r1), 0);
   CHECK_EQ(evl_add_reader(loop, sv[0], reader_cb, &r2), 0);
   write_byte(sv[1]);
-  for (i = 0; i < 100 && r1.calls + r2.calls == 0; i++)
-    evl_run_once(loop, 0.05);
+  run_until_calls(loop, &r1.calls, &r2.calls, 1);
   CHECK_EQ(r1.calls, 0);
   CHECK_EQ(r2.calls, 1);
   CHECK(r2.arg == &r2);
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 0);
-  test_close(loop);
-  close_pair(sv);
+  close_loop_and_pair(loop, sv);
 }
 
 TEST(removed_writer_stops_while_reader_goes_on_level_triggered) {
-  evl_loop *loop = test_open();
   int sv[2], i, wcalls;
   io_rec r, w;
-  make_socketpair(sv);
-  memset(&r, 0, sizeof r);
-  memset(&w, 0, sizeof w);
+  evl_loop *loop = open_loop_and_pair(sv, &r, &w);
   CHECK_EQ(evl_add_reader(loop, sv[0], reader_cb, &r), 0);
   CHECK_EQ(evl_add_writer(loop, sv[0], writer_cb, &w), 0);
-  for (i = 0; i < 100 && w.calls == 0; i++)
-    evl_run_once(loop, 0.05);
+  run_until_calls(loop, &w.calls, NULL, 1);
   CHECK(w.calls >= 1);
   CHECK_EQ(r.calls, 0);
   /* Level-triggered: still writable, so it fires again. */
@@ -289,24 +287,21 @@ TEST(removed_writer_stops_while_reader_goes_on_level_triggered) {
   wcalls = w.calls;
   write_byte(sv[1]);
   /* The reader does not read: it fires every iteration. */
-  for (i = 0; i < 100 && r.calls == 0; i++)
-    evl_run_once(loop, 0.05);
+  run_until_calls(loop, &r.calls, NULL, 1);
   CHECK_EQ(r.calls, 1);
   for (i = 0; i < 3; i++)
     CHECK_EQ(evl_run_once(loop, 0.05), 1);
   CHECK_EQ(r.calls, 4);
   CHECK_EQ(w.calls, wcalls);
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
-  test_close(loop);
-  close_pair(sv);
+  close_loop_and_pair(loop, sv);
 }
 
 TEST(bad_fds_and_null_callbacks_are_refused) {
-  evl_loop *loop = test_open();
   int p[2], sv[2];
   io_rec r;
-  memset(&r, 0, sizeof r);
-  make_socketpair(sv); /* before the pipe: its numbers stay closed */
+  /* the pair before the pipe: the pipe's numbers then stay closed */
+  evl_loop *loop = open_loop_and_pair(sv, &r, NULL);
 #ifdef _WIN32
   /* Closed socket handles. Watching once first makes the loop open what
      it needs (the IOCP loop's AFD handle), which could reuse them. */
@@ -358,15 +353,14 @@ TEST(bad_fds_and_null_callbacks_are_refused) {
   CHECK_EQ(r.calls, 0);
   /* The same fd works once given a callback. */
   reader_fires_once(loop, sv[0], sv[1]);
-  test_close(loop);
-  close_pair(sv);
+  close_loop_and_pair(loop, sv);
 }
 
 #ifndef _WIN32
 TEST(regular_file_is_eperm_on_epoll_and_ready_elsewhere) {
   evl_loop *loop = test_open();
   char path[] = "/tmp/evloop-t_io-XXXXXX";
-  int fd = mkstemp(path), i;
+  int fd = mkstemp(path);
   io_rec r;
   CHECK(fd >= 0);
   unlink(path);
@@ -382,16 +376,14 @@ TEST(regular_file_is_eperm_on_epoll_and_ready_elsewhere) {
     CHECK_EQ(lseek(fd, 0, SEEK_SET), 0);
     r.remove_it = 1;
     CHECK_EQ(evl_add_reader(loop, fd, reader_cb, &r), 0);
-    for (i = 0; i < 100 && r.calls == 0; i++)
-      evl_run_once(loop, 0.05);
+    run_until_calls(loop, &r.calls, NULL, 1);
     CHECK_EQ(r.calls, 1);
     CHECK_EQ(r.fd, fd);
     CHECK_EQ(r.remove_rc, 1);
   } else {
     /* select and poll: a regular file is always ready. */
     CHECK_EQ(evl_add_reader(loop, fd, reader_cb, &r), 0);
-    for (i = 0; i < 100 && r.calls == 0; i++)
-      evl_run_once(loop, 0.05);
+    run_until_calls(loop, &r.calls, NULL, 1);
     CHECK_EQ(r.calls, 1);
     CHECK_EQ(r.fd, fd);
     CHECK_EQ(evl_remove_reader(loop, fd), 1);
@@ -404,7 +396,7 @@ TEST(regular_file_is_eperm_on_epoll_and_ready_elsewhere) {
 TEST(fd_above_fd_setsize_is_erange_on_select_only) {
   evl_loop *loop = test_open();
   struct rlimit rl;
-  int sv[2], high = FD_SETSIZE + 10, i;
+  int sv[2], high = FD_SETSIZE + 10;
   io_rec r;
   CHECK_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
   if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur <= (rlim_t)high) {
@@ -438,8 +430,7 @@ TEST(fd_above_fd_setsize_is_erange_on_select_only) {
     /* The last fd select can watch is fine. */
     CHECK_EQ(evl_add_reader(loop, FD_SETSIZE - 1, reader_cb, &r), 0);
     write_byte(sv[1]);
-    for (i = 0; i < 100 && r.calls == 0; i++)
-      evl_run_once(loop, 0.05);
+    run_until_calls(loop, &r.calls, NULL, 1);
     CHECK_EQ(r.calls, 1);
     CHECK_EQ(r.fd, FD_SETSIZE - 1);
     CHECK_EQ(evl_remove_reader(loop, FD_SETSIZE - 1), 1);
@@ -447,8 +438,7 @@ TEST(fd_above_fd_setsize_is_erange_on_select_only) {
     /* poll and epoll have no such limit. */
     CHECK_EQ(evl_add_reader(loop, high, reader_cb, &r), 0);
     write_byte(sv[1]);
-    for (i = 0; i < 100 && r.calls == 0; i++)
-      evl_run_once(loop, 0.05);
+    run_until_calls(loop, &r.calls, NULL, 1);
     CHECK_EQ(r.calls, 1);
     CHECK_EQ(r.fd, high);
     CHECK_EQ(evl_remove_reader(loop, high), 1);
@@ -467,13 +457,11 @@ TEST(fd_above_fd_setsize_is_erange_on_select_only) {
    take nothing else); a pipe or a file handle is a clear EVL_ENOTSUP on
    both backends, a closed handle EVL_EBADF. */
 TEST(non_socket_handles_are_enotsup_on_windows) {
-  evl_loop *loop = test_open();
   char dir[MAX_PATH], path[MAX_PATH];
   HANDLE file;
   int p[2], sv[2];
   io_rec r;
-  memset(&r, 0, sizeof r);
-  make_socketpair(sv);
+  evl_loop *loop = open_loop_and_pair(sv, &r, NULL);
   CHECK_EQ(test_pipe(p), 0);
   CHECK_EQ(evl_add_reader(loop, p[0], reader_cb, &r), EVL_ENOTSUP);
   check_loop_works(loop);
@@ -578,8 +566,7 @@ TEST(two_hundred_socketpairs_each_reader_fires_once) {
   CHECK_EQ(evl_run_once(loop, 0), 0); /* nothing readable yet */
   for (i = 0; i < NPAIRS; i++)
     write_byte(g_pairs[i][1]);
-  for (i = 0; i < 100 && g_pair_total < NPAIRS; i++)
-    evl_run_once(loop, 0.05);
+  run_until_calls(loop, &g_pair_total, NULL, NPAIRS);
   CHECK_EQ(g_pair_total, NPAIRS);
   for (i = 0; i < 3; i++)
     CHECK_EQ(evl_run_once(loop, 0.01), 0);
@@ -590,8 +577,7 @@ TEST(two_hundred_socketpairs_each_reader_fires_once) {
     CHECK_EQ(evl_remove_reader(loop, g_pairs[i][0]), 1);
   for (i = 0; i < NPAIRS; i++)
     write_byte(g_pairs[i][1]);
-  for (i = 0; i < 100 && g_pair_total < NPAIRS + NPAIRS / 2; i++)
-    evl_run_once(loop, 0.05);
+  run_until_calls(loop, &g_pair_total, NULL, NPAIRS + NPAIRS / 2);
   CHECK_EQ(evl_run_once(loop, 0.01), 0);
   for (i = 0; i < NPAIRS; i++)
     CHECK_EQ(g_pair_calls[i], i % 2 ? 2 : 1);

@@ -10,19 +10,23 @@
 #include <errno.h>
 #include <sys/stat.h>
 
-/* The bytes the last await gave, checked against want. */
-static void expect_bytes(evl_task *t, const char *want) {
+/* The bytes the last await gave, checked against the n bytes at want. */
+static void expect_bytes_n(evl_task *t, const char *want, size_t n) {
   evl_bytes *b = (evl_bytes *)evl_await_result(t);
-  size_t n = strlen(want);
   CHECK_EQ(evl_await_error(t), 0);
   CHECK(b != NULL);
   if (b->len != n || memcmp(b->data, want, n) != 0)
-    fprintf(stderr, "  got %lu bytes \"%.*s\", want \"%s\"\n",
+    fprintf(stderr, "  got %lu bytes \"%.*s\", want \"%.*s\"\n",
             (unsigned long)b->len, (int)(b->len > 200 ? 200 : b->len),
-            (const char *)b->data, want);
+            (const char *)b->data, (int)(n > 200 ? 200 : n), want);
   CHECK_EQ(b->len, n);
   CHECK(memcmp(b->data, want, n) == 0);
   CHECK_EQ(b->data[n], 0);
+}
+
+/* The same for a string. */
+static void expect_bytes(evl_task *t, const char *want) {
+  expect_bytes_n(t, want, strlen(want));
 }
 
 /* ---- the server side ---------------------------------------------------- */
@@ -34,19 +38,22 @@ typedef struct srv_ctx {
   int n;
   const char *script; /* written to each new connection */
   size_t script_len;
-  int eof_after_script; /* then write_eof */
-  int echo;             /* run an echo task per connection */
+  int eof_after_script;  /* then write_eof */
+  evl_task_fn conn_task; /* run per connection: echo_task, sink_task */
   int echo_lines, echo_done;
+  size_t sink_got; /* what sink_task read and found */
+  int sink_bad, sink_done;
 } srv_ctx;
 
-typedef struct echo_state {
+/* The state of a conn_task. */
+typedef struct conn_state {
   evl_stream *s;
   srv_ctx *c;
-} echo_state;
+} conn_state;
 
 /* Echoes lines until EOF, draining after each. */
 static void echo_task(evl_task *t, void *state) {
-  echo_state *e = (echo_state *)state;
+  conn_state *e = (conn_state *)state;
   evl_bytes *b;
   EVL_ASYNC_BEGIN(t);
   for (;;) {
@@ -78,29 +85,28 @@ static void srv_cb(evl_stream *s, void *arg) {
     if (c->eof_after_script)
       CHECK_EQ(evl_stream_write_eof(s), 0);
   }
-  if (c->echo) {
-    echo_state e;
+  if (c->conn_task) {
+    conn_state e;
     e.s = s;
     e.c = c;
-    c->tasks[c->n] = evl_task_create(
-        evl_transport_loop(evl_stream_transport(s)), echo_task, &e, sizeof e);
+    c->tasks[c->n] =
+        evl_task_create(evl_transport_loop(evl_stream_transport(s)),
+                        c->conn_task, &e, sizeof e);
     CHECK(c->tasks[c->n] != NULL);
   }
   c->n++;
 }
 
+/* A stream server on a unix socket at path, or on 127.0.0.1 (path NULL). */
 static evl_server *stream_serve(evl_loop *loop, srv_ctx *c, const char *path) {
   evl_future *f =
       path ? evl_start_unix_server(loop, srv_cb, c, path, 0)
            : evl_start_server(loop, srv_cb, c, "127.0.0.1", 0, 0, NULL);
-  evl_server *s;
-  s = (evl_server *)wait_result(loop, f);
-  return s;
+  return (evl_server *)wait_result(loop, f);
 }
 
-/* Waits for the echo tasks, frees the streams, closes the server. */
+/* Waits for the connection tasks, frees the streams, closes the server. */
 static void stream_server_done(evl_loop *loop, evl_server *s, srv_ctx *c) {
-  evl_future *w;
   int i;
   for (i = 0; i < c->n; i++)
     if (c->tasks[i]) {
@@ -109,12 +115,7 @@ static void stream_server_done(evl_loop *loop, evl_server *s, srv_ctx *c) {
     }
   for (i = 0; i < c->n; i++)
     evl_stream_free(c->streams[i]);
-  evl_server_close(s);
-  w = evl_server_wait_closed(s);
-  CHECK(w != NULL);
-  CHECK_EQ(wait_fut(loop, w), 0);
-  evl_future_release(w);
-  evl_server_free(s);
+  test_server_done(loop, s);
 }
 
 /* ---- the read functions -------------------------------------------------- */
@@ -141,6 +142,45 @@ static evl_future *client_open(evl_task *t, client_state *c) {
     return evl_open_unix_connection(evl_task_loop(t), c->path, c->limit);
   return evl_open_connection(evl_task_loop(t), "127.0.0.1", c->port, c->limit,
                              NULL);
+}
+
+/* What every client test here does around its client task: serves sc (on
+   a unix socket at path, or on 127.0.0.1), runs fn on c to its end and
+   checks the step it reached, then frees the client's stream, the
+   connections and the server. */
+static void run_client(srv_ctx *sc, client_state *c, const char *path,
+                       evl_task_fn fn, int want_step) {
+  evl_loop *loop = test_open();
+  evl_server *srv = stream_serve(loop, sc, path);
+  evl_task *t;
+  c->path = path;
+  if (!path)
+    c->port = evl_server_port(srv);
+  t = evl_task_create(loop, fn, c, 0);
+  CHECK_EQ(wait_fut(loop, t), 0);
+  CHECK_EQ(c->step, want_step);
+  evl_future_release(t);
+  evl_stream_free(c->s);
+  stream_server_done(loop, srv, sc);
+  test_close(loop);
+  CHECK_EQ(g_reports, 0);
+}
+
+/* Runs fn against a server that writes script (len bytes) to the client,
+   then EOF if eof_after; the client reads with the given limit. */
+static void run_script_client(const char *script, size_t len, int eof_after,
+                              size_t limit, const char *path, evl_task_fn fn,
+                              int want_step) {
+  srv_ctx sc;
+  client_state c;
+  memset(&sc, 0, sizeof sc);
+  memset(&c, 0, sizeof c);
+  sc.script = script;
+  sc.script_len = len;
+  sc.eof_after_script = eof_after;
+  c.limit = limit;
+  run_client(&sc, &c, path, fn, want_step);
+  CHECK_EQ(sc.n, 1); /* one connection served */
 }
 
 static void reads_task(evl_task *t, void *state) {
@@ -189,42 +229,16 @@ static void reads_task(evl_task *t, void *state) {
 }
 
 TEST(stream_read_functions) {
-  evl_loop *loop = test_open();
-  srv_ctx sc;
-  client_state c;
-  evl_server *srv;
-  evl_task *t;
-  memset(&sc, 0, sizeof sc);
-  memset(&c, 0, sizeof c);
-  sc.script = script1;
-  sc.script_len = sizeof script1 - 1;
-  sc.eof_after_script = 1;
-  srv = stream_serve(loop, &sc, NULL);
-  c.port = evl_server_port(srv);
-  t = evl_task_create(loop, reads_task, &c, 0);
-  CHECK_EQ(wait_fut(loop, t), 0);
-  CHECK_EQ(c.step, 2);
-  CHECK_EQ(sc.n, 1);
-  evl_future_release(t);
-  evl_stream_free(c.s);
-  stream_server_done(loop, srv, &sc);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  run_script_client(script1, sizeof script1 - 1, 1, 0, NULL, reads_task, 2);
 }
 
 /* ---- write, drain, write_eof -------------------------------------------- */
 
 #define BIG ((size_t)4 << 20)
 
-typedef struct sink_state {
-  evl_stream *s;
-  size_t got;
-  int bad, done;
-} sink_state;
-
 /* Server side: reads everything until EOF, then answers with the count. */
 static void sink_task(evl_task *t, void *state) {
-  sink_state *k = (sink_state *)state;
+  conn_state *k = (conn_state *)state;
   evl_bytes *b;
   size_t i;
   char line[32];
@@ -232,28 +246,18 @@ static void sink_task(evl_task *t, void *state) {
   EVL_AWAIT(t, evl_stream_read(k->s, -1));
   b = (evl_bytes *)evl_await_result(t);
   CHECK(b != NULL);
-  k->got = b->len;
+  k->c->sink_got = b->len;
   for (i = 0; i < b->len; i++)
     if (b->data[i] != test_pat(i)) {
-      k->bad = 1;
+      k->c->sink_bad = 1;
       break;
     }
   snprintf(line, sizeof line, "%lu\n", (unsigned long)b->len);
   CHECK_EQ(evl_stream_write(k->s, line, strlen(line)), 0);
   CHECK_EQ(evl_stream_write_eof(k->s), 0);
   EVL_AWAIT(t, evl_stream_drain(k->s));
-  k->done = 1;
+  k->c->sink_done = 1;
   EVL_ASYNC_END(t);
-}
-
-static sink_state g_sink;
-static evl_task *g_sink_task;
-static void sink_cb(evl_stream *s, void *arg) {
-  (void)arg;
-  CHECK(g_sink.s == NULL);
-  g_sink.s = s;
-  g_sink_task = evl_task_create(evl_transport_loop(evl_stream_transport(s)),
-                                sink_task, &g_sink, 0);
 }
 
 static void writer_task(evl_task *t, void *state) {
@@ -288,44 +292,23 @@ static void writer_task(evl_task *t, void *state) {
 }
 
 TEST(stream_write_drain_write_eof) {
-  evl_loop *loop = test_open();
+  srv_ctx sc;
   client_state c;
-  evl_future *f;
-  evl_server *srv;
-  evl_task *t;
   size_t i;
+  memset(&sc, 0, sizeof sc);
   memset(&c, 0, sizeof c);
-  memset(&g_sink, 0, sizeof g_sink);
+  sc.conn_task = sink_task;
   c.big = (unsigned char *)malloc(BIG);
   CHECK(c.big != NULL);
   for (i = 0; i < BIG; i++)
     c.big[i] = test_pat(i);
-  f = evl_start_server(loop, sink_cb, NULL, "127.0.0.1", 0, 0, NULL);
-  CHECK(f != NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  srv = (evl_server *)evl_future_result(f);
-  evl_future_release(f);
-  c.port = evl_server_port(srv);
-  t = evl_task_create(loop, writer_task, &c, 0);
-  CHECK_EQ(wait_fut(loop, t), 0);
-  CHECK_EQ(c.step, 1);
-  CHECK(g_sink_task != NULL);
-  CHECK_EQ(wait_fut(loop, g_sink_task), 0);
-  CHECK_EQ(g_sink.done, 1);
-  CHECK_EQ(g_sink.got, BIG);
-  CHECK_EQ(g_sink.bad, 0);
-  evl_future_release(t);
-  evl_future_release(g_sink_task);
-  evl_stream_free(c.s);
-  evl_stream_free(g_sink.s);
-  evl_server_close(srv);
-  f = evl_server_wait_closed(srv);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  evl_future_release(f);
-  evl_server_free(srv);
+  run_client(&sc, &c, NULL, writer_task, 1);
+  CHECK_EQ(sc.n, 1);
+  CHECK(sc.tasks[0] != NULL);
+  CHECK_EQ(sc.sink_done, 1);
+  CHECK_EQ(sc.sink_got, BIG);
+  CHECK_EQ(sc.sink_bad, 0);
   free(c.big);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
 }
 
 /* ---- limit, incomplete -------------------------------------------------- */
@@ -350,34 +333,14 @@ static void limit_task(evl_task *t, void *state) {
 }
 
 TEST(stream_limit_keeps_data) {
-  evl_loop *loop = test_open();
-  srv_ctx sc;
-  client_state c;
-  evl_server *srv;
-  evl_task *t;
-  memset(&sc, 0, sizeof sc);
-  memset(&c, 0, sizeof c);
   memset(g_long_script, 'a', 150);
   strcpy(g_long_script + 150, "\nnext line\n");
-  sc.script = g_long_script;
-  sc.script_len = strlen(g_long_script);
-  sc.eof_after_script = 1;
-  srv = stream_serve(loop, &sc, NULL);
-  c.port = evl_server_port(srv);
-  c.limit = 100;
-  t = evl_task_create(loop, limit_task, &c, 0);
-  CHECK_EQ(wait_fut(loop, t), 0);
-  CHECK_EQ(c.step, 1);
-  evl_future_release(t);
-  evl_stream_free(c.s);
-  stream_server_done(loop, srv, &sc);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  run_script_client(g_long_script, strlen(g_long_script), 1, 100, NULL,
+                    limit_task, 1);
 }
 
 static void limit_nosep_task(evl_task *t, void *state) {
   client_state *c = (client_state *)state;
-  evl_bytes *b;
   EVL_ASYNC_BEGIN(t);
   EVL_AWAIT(t, client_open(t, c));
   c->s = (evl_stream *)evl_await_result(t);
@@ -386,40 +349,18 @@ static void limit_nosep_task(evl_task *t, void *state) {
   EVL_AWAIT_TRY(t, evl_stream_readuntil(c->s, "|", 1));
   CHECK_EQ(evl_await_error(t), EVL_ELIMIT);
   EVL_AWAIT(t, evl_stream_readexactly(c->s, 50));
-  b = (evl_bytes *)evl_await_result(t);
-  CHECK(b != NULL && b->len == 50);
-  CHECK(memcmp(b->data, g_long_script, 50) == 0);
+  expect_bytes_n(t, g_long_script, 50);
   EVL_AWAIT(t, evl_stream_readexactly(c->s, 250));
-  b = (evl_bytes *)evl_await_result(t);
-  CHECK(b != NULL && b->len == 250);
-  CHECK(memcmp(b->data, g_long_script + 50, 250) == 0);
+  expect_bytes_n(t, g_long_script + 50, 250);
   c->step = 1;
   EVL_ASYNC_END(t);
 }
 
 TEST(stream_limit_without_separator) {
-  evl_loop *loop = test_open();
-  srv_ctx sc;
-  client_state c;
-  evl_server *srv;
-  evl_task *t;
-  memset(&sc, 0, sizeof sc);
-  memset(&c, 0, sizeof c);
   memset(g_long_script, 'b', 300);
   g_long_script[300] = 0;
-  sc.script = g_long_script;
-  sc.script_len = 300;
-  srv = stream_serve(loop, &sc, NULL);
-  c.port = evl_server_port(srv);
-  c.limit = 100;
-  t = evl_task_create(loop, limit_nosep_task, &c, 0);
-  CHECK_EQ(wait_fut(loop, t), 0);
-  CHECK_EQ(c.step, 1);
-  evl_future_release(t);
-  evl_stream_free(c.s);
-  stream_server_done(loop, srv, &sc);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  /* no EOF after it: the connection stays open */
+  run_script_client(g_long_script, 300, 0, 100, NULL, limit_nosep_task, 1);
 }
 
 static void incomplete_task(evl_task *t, void *state) {
@@ -442,31 +383,17 @@ static void incomplete_task(evl_task *t, void *state) {
 }
 
 TEST(stream_readexactly_past_eof) {
-  evl_loop *loop = test_open();
-  srv_ctx sc;
-  client_state c;
-  evl_server *srv;
-  evl_task *t;
-  memset(&sc, 0, sizeof sc);
-  memset(&c, 0, sizeof c);
-  sc.script = "abc";
-  sc.script_len = 3;
-  sc.eof_after_script = 1;
-  srv = stream_serve(loop, &sc, NULL);
-  c.port = evl_server_port(srv);
-  t = evl_task_create(loop, incomplete_task, &c, 0);
-  CHECK_EQ(wait_fut(loop, t), 0);
-  CHECK_EQ(c.step, 1);
-  evl_future_release(t);
-  evl_stream_free(c.s);
-  stream_server_done(loop, srv, &sc);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
+  run_script_client("abc", 3, 1, 0, NULL, incomplete_task, 1);
 }
 
 /* ---- 1000 lines echoed -------------------------------------------------- */
 
 #define NLINES 1000
+
+/* Puts line number c->i into c->line. */
+static void line_i(client_state *c) {
+  snprintf(c->line, sizeof c->line, "line %d of the echo test\n", c->i);
+}
 
 static void lines_task(evl_task *t, void *state) {
   client_state *c = (client_state *)state;
@@ -475,19 +402,19 @@ static void lines_task(evl_task *t, void *state) {
   c->s = (evl_stream *)evl_await_result(t);
   /* half of them one by one, the other half pipelined */
   for (c->i = 0; c->i < NLINES / 2; c->i++) {
-    snprintf(c->line, sizeof c->line, "line %d of the echo test\n", c->i);
+    line_i(c);
     CHECK_EQ(evl_stream_write(c->s, c->line, strlen(c->line)), 0);
     EVL_AWAIT(t, evl_stream_readline(c->s));
     expect_bytes(t, c->line);
   }
   for (c->i = NLINES / 2; c->i < NLINES; c->i++) {
-    snprintf(c->line, sizeof c->line, "line %d of the echo test\n", c->i);
+    line_i(c);
     CHECK_EQ(evl_stream_write(c->s, c->line, strlen(c->line)), 0);
   }
   EVL_AWAIT(t, evl_stream_drain(c->s));
   for (c->i = NLINES / 2; c->i < NLINES; c->i++) {
     EVL_AWAIT(t, evl_stream_readline(c->s));
-    snprintf(c->line, sizeof c->line, "line %d of the echo test\n", c->i);
+    line_i(c);
     expect_bytes(t, c->line);
     c->k++;
   }
@@ -502,28 +429,16 @@ static void lines_task(evl_task *t, void *state) {
 }
 
 static void echo_lines_test(const char *path) {
-  evl_loop *loop = test_open();
   srv_ctx sc;
   client_state c;
-  evl_server *srv;
-  evl_task *t;
   memset(&sc, 0, sizeof sc);
   memset(&c, 0, sizeof c);
-  sc.echo = 1;
-  srv = stream_serve(loop, &sc, path);
-  c.port = path ? 0 : evl_server_port(srv);
-  c.path = path;
-  t = evl_task_create(loop, lines_task, &c, 0);
-  CHECK_EQ(wait_fut(loop, t), 0);
-  CHECK_EQ(c.step, 1);
+  sc.conn_task = echo_task;
+  run_client(&sc, &c, path, lines_task, 1);
   CHECK_EQ(c.k, NLINES / 2);
-  RUN_UNTIL(loop, sc.echo_done == 1);
+  /* stream_server_done waited for the echo task to end */
+  CHECK_EQ(sc.echo_done, 1);
   CHECK_EQ(sc.echo_lines, NLINES);
-  evl_future_release(t);
-  evl_stream_free(c.s);
-  stream_server_done(loop, srv, &sc);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
 }
 
 TEST(stream_tcp_echo_1000_lines) {
@@ -532,46 +447,36 @@ TEST(stream_tcp_echo_1000_lines) {
 
 /* ---- unix variants ------------------------------------------------------- */
 
-TEST(stream_unix_echo_lines) {
+/* A socket path in a fresh temporary directory, removed again by
+   unix_path_done. */
+typedef struct unix_path {
   char dir[200];
   char path[256];
+} unix_path;
+
+static void unix_path_make(unix_path *u) {
   need_af_unix();
-  CHECK_EQ(test_mkdtemp(dir, sizeof dir), 0);
-  snprintf(path, sizeof path, "%s/s", dir);
-  echo_lines_test(path);
-  test_unlink(path);
-  CHECK_EQ(test_rmdir(dir), 0);
+  CHECK_EQ(test_mkdtemp(u->dir, sizeof u->dir), 0);
+  snprintf(u->path, sizeof u->path, "%s/s", u->dir);
+}
+
+static void unix_path_done(unix_path *u) {
+  test_unlink(u->path);
+  CHECK_EQ(test_rmdir(u->dir), 0);
+}
+
+TEST(stream_unix_echo_lines) {
+  unix_path u;
+  unix_path_make(&u);
+  echo_lines_test(u.path);
+  unix_path_done(&u);
 }
 
 TEST(stream_unix_read_functions) {
-  char dir[200];
-  char path[256];
-  evl_loop *loop;
-  srv_ctx sc;
-  client_state c;
-  evl_server *srv;
-  evl_task *t;
-  need_af_unix();
-  CHECK_EQ(test_mkdtemp(dir, sizeof dir), 0);
-  snprintf(path, sizeof path, "%s/s", dir);
-  loop = test_open();
-  memset(&sc, 0, sizeof sc);
-  memset(&c, 0, sizeof c);
-  sc.script = script1;
-  sc.script_len = sizeof script1 - 1;
-  sc.eof_after_script = 1;
-  srv = stream_serve(loop, &sc, path);
-  c.path = path;
-  t = evl_task_create(loop, reads_task, &c, 0);
-  CHECK_EQ(wait_fut(loop, t), 0);
-  CHECK_EQ(c.step, 2);
-  evl_future_release(t);
-  evl_stream_free(c.s);
-  stream_server_done(loop, srv, &sc);
-  test_close(loop);
-  test_unlink(path);
-  CHECK_EQ(test_rmdir(dir), 0);
-  CHECK_EQ(g_reports, 0);
+  unix_path u;
+  unix_path_make(&u);
+  run_script_client(script1, sizeof script1 - 1, 1, 0, u.path, reads_task, 2);
+  unix_path_done(&u);
 }
 
 /* ---- errors -------------------------------------------------------------- */
@@ -600,15 +505,13 @@ TEST(stream_free_without_close) {
   evl_loop *loop = test_open();
   srv_ctx sc;
   evl_server *srv;
-  evl_future *f;
   evl_stream *s;
   memset(&sc, 0, sizeof sc);
-  sc.echo = 1;
+  sc.conn_task = echo_task;
   srv = stream_serve(loop, &sc, NULL);
-  f = evl_open_connection(loop, "127.0.0.1", evl_server_port(srv), 0, NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  s = (evl_stream *)evl_future_result(f);
-  evl_future_release(f);
+  s = (evl_stream *)wait_result(
+      loop,
+      evl_open_connection(loop, "127.0.0.1", evl_server_port(srv), 0, NULL));
   CHECK_EQ(evl_stream_write(s, "one\n", 4), 0);
   RUN_UNTIL(loop, sc.echo_lines == 1);
   evl_stream_free(s);
