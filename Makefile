@@ -206,7 +206,7 @@ define variant_rules
 $(BUILD)/$(1)-$(2)/impl.o: tests/impl.c evloop.h
 	@mkdir -p $$(@D)
 	$$($(1)_CC) $$($(1)_FLAGS) $(TEST_DEFS) -D$$($(2)_MACRO) $$($(2)_CFLAGS) -c $$< -o $$@
-$(BUILD)/$(1)-$(2)/%: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h tests/seccomp_test.h evloop.h $(BUILD)/$(1)-$(2)/impl.o
+$(BUILD)/$(1)-$(2)/%: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h tests/seccomp_test.h tests/gate_test.h tests/core_test.h evloop.h $(BUILD)/$(1)-$(2)/impl.o
 	@mkdir -p $$(@D)
 	$$($(1)_CC) $$($(1)_FLAGS) $(TEST_DEFS) $$($(2)_TFLAGS) $$($(2)_CFLAGS) $$< $(BUILD)/$(1)-$(2)/impl.o -o $$@ $$($(2)_LIBS) $(LIBS)
 endef
@@ -343,7 +343,7 @@ WIN_EXES := $(addprefix $(WIN_DIR)/,$(addsuffix .exe,$(TESTS))) \
 $(WIN_DIR)/impl.o: tests/impl.c evloop.h
 	@mkdir -p $(@D)
 	$(WIN_CC) $(WIN_FLAGS) $(TEST_DEFS) -c $< -o $@
-$(WIN_DIR)/%.exe: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h evloop.h $(WIN_DIR)/impl.o
+$(WIN_DIR)/%.exe: tests/%.c tests/test.h tests/net_test.h tests/proc_test.h tests/alloc_test.h tests/sweep_test.h tests/gate_test.h tests/core_test.h evloop.h $(WIN_DIR)/impl.o
 	$(WIN_CC) $(WIN_FLAGS) $(TEST_DEFS) $< $(WIN_DIR)/impl.o -o $@ $(WIN_LIBS)
 $(WIN_DIR)/examples/%.exe: examples/%.c examples/server.h evloop.h
 	@mkdir -p $(@D)

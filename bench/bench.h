@@ -8,6 +8,23 @@
 #ifndef BENCH_H_INCLUDED
 #define BENCH_H_INCLUDED
 
+/* Every program includes this header (or net.h) first: _GNU_SOURCE has to
+   come before any system header, and evloop.h's implementation is compiled
+   into each program (with BENCH_DECLS_ONLY, `make check`, only its
+   declarations). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+#ifndef HAVE_EVL
+#define HAVE_EVL 0
+#endif
+#if HAVE_EVL
+#ifndef BENCH_DECLS_ONLY
+#define EVLOOP_IMPLEMENTATION
+#endif
+#include "../evloop.h"
+#endif
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,9 +36,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef HAVE_EVL
-#define HAVE_EVL 0
-#endif
 #ifndef HAVE_UV
 #define HAVE_UV 0
 #endif
@@ -224,6 +238,38 @@ static inline void bench_rate_table(int reps, const char *rate_name,
                                     double rate[3][BENCH_MAX_REPS]) {
   bench_rate_table_n(3, reps, rate_name, per_op_name, unit_scale, names, built,
                      rate);
+}
+
+#if HAVE_EVL
+/* A new evloop.h loop, or exit. Its debug checks are off (debug = -1) even
+   when EVLOOP_DEBUG is set: the figures are those of a production loop. */
+static inline evl_loop *bench_evl_loop(void) {
+  evl_loop *loop;
+  evl_loop_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.debug = -1;
+  if (evl_loop_new(&loop, &cfg) != 0)
+    bench_die("evl_loop_new");
+  return loop;
+}
+#endif
+
+/* A mode's arguments ("--run ...", "--server ..."): when they are wrong
+   (bad), prints "usage: SELF USAGE" and returns 1, else returns 0. */
+static inline int bench_usage(int bad, const char *self, const char *usage) {
+  if (bad)
+    fprintf(stderr, "usage: %s %s\n", self, usage);
+  return bad;
+}
+
+/* main() of every program: "--run ..." does one measurement (run), without
+   it the driver runs the measurements and prints the tables. */
+typedef int bench_mode_fn(int argc, char **argv);
+static inline int bench_main(int argc, char **argv, bench_mode_fn *run,
+                             bench_mode_fn *driver) {
+  if (argc >= 2 && strcmp(argv[1], "--run") == 0)
+    return run(argc, argv);
+  return driver(argc, argv);
 }
 
 /* One line telling which libraries this binary was built with. */

@@ -31,15 +31,6 @@
    the peer-favourable bound; the rearm rows compare like with like.
    Time is wall-clock time of the run call only (setup and teardown are
    outside it). */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY /* make check: the declarations only */
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "bench.h"
 
 typedef struct counter {
@@ -59,12 +50,7 @@ static void cb_evl(evl_loop *loop, void *arg) {
 }
 
 static double run_evl(counter *c, long batch) {
-  evl_loop *loop;
-  evl_loop_config cfg;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.debug = -1; /* whatever EVLOOP_DEBUG says */
-  if (evl_loop_new(&loop, &cfg) != 0)
-    bench_die("evl_loop_new");
+  evl_loop *loop = bench_evl_loop();
   for (long i = 0; i < batch; i++)
     if (evl_call_soon(loop, cb_evl, c) < 0)
       bench_die("evl_call_soon");
@@ -149,13 +135,10 @@ static double run_ev(counter *c, long batch) {
 #endif
 
 static int child(int argc, char **argv) {
-  if (argc != 5) {
-    fprintf(stderr,
-            "usage: %s --run evloop|libuv|libev|libuv-rearm|libev-rearm "
-            "BATCH TOTAL\n",
-            argv[0]);
+  if (bench_usage(
+          argc != 5, argv[0],
+          "--run evloop|libuv|libev|libuv-rearm|libev-rearm BATCH TOTAL"))
     return 2;
-  }
   const char *lib = argv[2];
   long batch = atol(argv[3]);
   counter c = {0, atol(argv[4])};
@@ -220,9 +203,7 @@ static void measure(const char *self, long batch, long total) {
          self, batch, total);
 }
 
-int main(int argc, char **argv) {
-  if (argc >= 2 && strcmp(argv[1], "--run") == 0)
-    return child(argc, argv);
+static int driver(int argc, char **argv) {
   long chain = argc >= 2 ? atol(argv[1]) : 10000000;
   long batch = argc >= 3 ? atol(argv[2]) : 100000000;
   printf("# callbacks: call_soon throughput (%s [TOTAL1 [TOTAL1000]] "
@@ -232,4 +213,8 @@ int main(int argc, char **argv) {
   measure(argv[0], 1, chain);
   measure(argv[0], 1000, batch);
   return 0;
+}
+
+int main(int argc, char **argv) {
+  return bench_main(argc, argv, child, driver);
 }

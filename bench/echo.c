@@ -16,15 +16,6 @@
    read from /proc/PID/schedstat (exact, ns) while the server is idle just
    before and just after the measured phase (both phases end by waiting for
    every outstanding echo). */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY /* make check: the declarations only */
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "net.h"
 
 typedef struct client_conn {
@@ -46,6 +37,20 @@ static void send_all(int fd, const char *p, size_t n) {
     }
     p += w;
     n -= (size_t)w;
+  }
+}
+
+/* Connects nconn clients to the server on port, non-blocking, each one
+   watched by ep for its echoes. */
+static void connect_clients(int ep, client_conn *cs, int nconn, int port) {
+  for (int i = 0; i < nconn; i++) {
+    cs[i].fd = net_connect(port);
+    fcntl(cs[i].fd, F_SETFL, O_NONBLOCK);
+    struct epoll_event ev;
+    ev.events = EPOLLIN;
+    ev.data.ptr = &cs[i];
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev) != 0)
+      bench_die("epoll_ctl");
   }
 }
 
@@ -93,10 +98,8 @@ static long ping_pong(int ep, client_conn *cs, int nconn, const char *msg,
 /* --client PORT SIZE SECS CONNS: load on a server started by hand (for
    profiling it: --server LIB echo PORT, then perf record -p). */
 static int client_only(int argc, char **argv) {
-  if (argc != 6) {
-    fprintf(stderr, "usage: %s --client PORT SIZE SECS CONNS\n", argv[0]);
+  if (bench_usage(argc != 6, argv[0], "--client PORT SIZE SECS CONNS"))
     return 2;
-  }
   int port = atoi(argv[2]), nconn = atoi(argv[5]);
   size_t size = (size_t)atol(argv[3]);
   double secs = atof(argv[4]);
@@ -105,15 +108,7 @@ static int client_only(int argc, char **argv) {
   char *msg = (char *)calloc(1, size), *buf = (char *)malloc(size);
   if (ep < 0 || !cs || !msg || !buf || nconn < 1 || size < 1)
     bench_die("client setup");
-  for (int i = 0; i < nconn; i++) {
-    cs[i].fd = net_connect(port);
-    fcntl(cs[i].fd, F_SETFL, O_NONBLOCK);
-    struct epoll_event ev;
-    ev.events = EPOLLIN;
-    ev.data.ptr = &cs[i];
-    if (epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev) != 0)
-      bench_die("epoll_ctl");
-  }
+  connect_clients(ep, cs, nconn, port);
   double t0 = bench_now();
   long msgs = ping_pong(ep, cs, nconn, msg, size, secs, buf);
   double t = bench_now() - t0;
@@ -126,13 +121,9 @@ static int client_only(int argc, char **argv) {
 
 /* --run LIB SIZE SECS CONNS */
 static int child(int argc, char **argv) {
-  if (argc != 6) {
-    fprintf(stderr,
-            "usage: %s --run evloop|libuv|libev|libevent|epoll SIZE SECS "
-            "CONNS\n",
-            argv[0]);
+  if (bench_usage(argc != 6, argv[0],
+                  "--run evloop|libuv|libev|libevent|epoll SIZE SECS CONNS"))
     return 2;
-  }
   size_t size = (size_t)atol(argv[3]);
   double secs = atof(argv[4]);
   int nconn = atoi(argv[5]);
@@ -150,15 +141,7 @@ static int child(int argc, char **argv) {
     bench_die("client setup");
   for (size_t i = 0; i < size; i++)
     msg[i] = (char)('a' + i % 26);
-  for (int i = 0; i < nconn; i++) {
-    cs[i].fd = net_connect(srv.port);
-    fcntl(cs[i].fd, F_SETFL, O_NONBLOCK);
-    struct epoll_event ev;
-    ev.events = EPOLLIN;
-    ev.data.ptr = &cs[i];
-    if (epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev) != 0)
-      bench_die("epoll_ctl");
-  }
+  connect_clients(ep, cs, nconn, srv.port);
   net_wait_conns(&srv, (uint64_t)nconn);
   ping_pong(ep, cs, nconn, msg, size, 0.3, buf); /* warm-up */
   usleep(20000);
@@ -204,13 +187,7 @@ static void measure(const char *self, long size, const char *secs,
          self, size, secs, conns);
 }
 
-int main(int argc, char **argv) {
-  if (argc >= 2 && strcmp(argv[1], "--server") == 0)
-    return net_server_main(argc, argv);
-  if (argc >= 2 && strcmp(argv[1], "--run") == 0)
-    return child(argc, argv);
-  if (argc >= 2 && strcmp(argv[1], "--client") == 0)
-    return client_only(argc, argv);
+static int driver(int argc, char **argv) {
   const char *secs = argc >= 2 ? argv[1] : "1.5";
   const char *conns = argc >= 3 ? argv[2] : "100";
   printf("# echo: TCP echo server, msgs/s and server CPU per message (%s "
@@ -221,4 +198,10 @@ int main(int argc, char **argv) {
   measure(argv[0], 64, secs, conns);
   measure(argv[0], 4096, secs, conns);
   return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--client") == 0)
+    return client_only(argc, argv);
+  return net_main(argc, argv, child, driver);
 }

@@ -11,15 +11,6 @@
    so wrk's connection set-up and tear-down are inside) is divided by the
    number of requests the server counted. Needs wrk (Debian: apt-get
    install wrk); without it the benchmark says SKIPPED. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY /* make check: the declarations only */
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "net.h"
 
 /* Runs wrk with its stdout into out (NUL-terminated); returns its exit
@@ -63,13 +54,9 @@ static int have_wrk(void) {
 
 /* --run LIB SECS CONNS THREADS */
 static int child(int argc, char **argv) {
-  if (argc != 6) {
-    fprintf(stderr,
-            "usage: %s --run evloop|libuv|libev|libevent|epoll SECS CONNS "
-            "THREADS\n",
-            argv[0]);
+  if (bench_usage(argc != 6, argv[0],
+                  "--run evloop|libuv|libev|libevent|epoll SECS CONNS THREADS"))
     return 2;
-  }
   char dur[32], conns[32], threads[32], url[64], out[8192];
   snprintf(dur, sizeof dur, "-d%ss", argv[3]);
   snprintf(conns, sizeof conns, "-c%s", argv[4]);
@@ -111,11 +98,7 @@ static int child(int argc, char **argv) {
 
 static double vals[NET_NLIBS][BENCH_MAX_REPS][8];
 
-int main(int argc, char **argv) {
-  if (argc >= 2 && strcmp(argv[1], "--server") == 0)
-    return net_server_main(argc, argv);
-  if (argc >= 2 && strcmp(argv[1], "--run") == 0)
-    return child(argc, argv);
+static int driver(int argc, char **argv) {
   char *secs = argc >= 2 ? argv[1] : (char *)"3";
   char *conns = argc >= 3 ? argv[2] : (char *)"100";
   char *threads = argc >= 4 ? argv[3] : (char *)"2";
@@ -140,4 +123,8 @@ int main(int argc, char **argv) {
          "libevent epoll)\n",
          argv[0], secs, conns, threads);
   return 0;
+}
+
+int main(int argc, char **argv) {
+  return net_main(argc, argv, child, driver);
 }

@@ -19,15 +19,6 @@
    Both processes need CONNS + some file descriptors: the driver raises
    RLIMIT_NOFILE (soft, and hard when it may) and skips the benchmark with
    a note if it cannot. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY /* make check: the declarations only */
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "net.h"
 
 /* Raises RLIMIT_NOFILE to at least n; 0 or -1. */
@@ -71,11 +62,9 @@ static snapshot take(const net_server *s) {
 
 /* --run LIB CONNS */
 static int child(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: %s --run evloop|libuv|libev|libevent|epoll CONNS\n",
-            argv[0]);
+  if (bench_usage(argc != 4, argv[0],
+                  "--run evloop|libuv|libev|libevent|epoll CONNS"))
     return 2;
-  }
   int nconn = atoi(argv[3]);
   if (nconn < 1)
     bench_die("arguments");
@@ -121,11 +110,7 @@ static int child(int argc, char **argv) {
 
 static double vals[NET_NLIBS][BENCH_MAX_REPS][8];
 
-int main(int argc, char **argv) {
-  if (argc >= 2 && strcmp(argv[1], "--server") == 0)
-    return net_server_main(argc, argv);
-  if (argc >= 2 && strcmp(argv[1], "--run") == 0)
-    return child(argc, argv);
+static int driver(int argc, char **argv) {
   char *conns = argc >= 2 ? argv[1] : (char *)"10000";
   printf("# idle: server memory per idle connection (%s [CONNS] reproduces "
          "this)\n",
@@ -172,4 +157,8 @@ int main(int argc, char **argv) {
          "epoll)\n",
          argv[0], conns);
   return 0;
+}
+
+int main(int argc, char **argv) {
+  return net_main(argc, argv, child, driver);
 }

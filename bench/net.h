@@ -267,12 +267,7 @@ static inline void srv_evl(int port) {
   static evl_protocol proto;
   proto.connection_made = srv_evl_made;
   proto.data_received = net_mode == NET_ECHO ? srv_evl_echo : srv_evl_http;
-  evl_loop *loop;
-  evl_loop_config cfg;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.debug = -1;
-  if (evl_loop_new(&loop, &cfg) != 0)
-    bench_die("evl_loop_new");
+  evl_loop *loop = bench_evl_loop();
   evl_net_options o;
   memset(&o, 0, sizeof o);
   o.backlog = NET_BACKLOG;
@@ -653,13 +648,10 @@ static inline void net_on_sigusr1(int sig) {
 
 /* argv: self --server LIB MODE PORT [STATS_FD] */
 static inline int net_server_main(int argc, char **argv) {
-  if (argc < 5) {
-    fprintf(stderr,
-            "usage: %s --server evloop|libuv|libev|libevent|epoll "
-            "echo|http PORT [STATS_FD]\n",
-            argv[0]);
+  if (bench_usage(argc < 5, argv[0],
+                  "--server evloop|libuv|libev|libevent|epoll echo|http PORT "
+                  "[STATS_FD]"))
     return 2;
-  }
   const char *lib = argv[2];
   net_mode = strcmp(argv[3], "http") == 0 ? NET_HTTP : NET_ECHO;
   int port = atoi(argv[4]);
@@ -699,6 +691,15 @@ static inline int net_server_main(int argc, char **argv) {
     srv_raw(port);
   fprintf(stderr, "%s: not built in (or its loop returned)\n", lib);
   return 2;
+}
+
+/* main() of a networking program: "--server ..." runs the server of this
+   header, the rest is bench_main()'s (a measurement or the driver). */
+static inline int net_main(int argc, char **argv, bench_mode_fn *run,
+                           bench_mode_fn *driver) {
+  if (argc >= 2 && strcmp(argv[1], "--server") == 0)
+    return net_server_main(argc, argv);
+  return bench_main(argc, argv, run, driver);
 }
 
 /* ---- the driver's side ------------------------------------------------- */

@@ -32,15 +32,6 @@
    the loop watches; the latency is that path: kill, the async handler and
    its write, the return to the loop, epoll_wait, the read of the pipe, the
    dispatch. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY /* make check: the declarations only */
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "bench.h"
 
 #include <signal.h>
@@ -77,16 +68,6 @@ static char *make_ballast(long mib) {
 
 /* ---- evloop ------------------------------------------------------------ */
 #if HAVE_EVL
-static evl_loop *new_evl_loop(void) {
-  evl_loop *loop;
-  evl_loop_config cfg;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.debug = -1;
-  if (evl_loop_new(&loop, &cfg) != 0)
-    bench_die("evl_loop_new");
-  return loop;
-}
-
 static void evl_start_one(spawner *s);
 
 static void evl_child_lost(evl_subprocess *p, int err, void *user) {
@@ -122,7 +103,7 @@ static void evl_start_one(spawner *s) {
 }
 
 static double run_evl_spawn(spawner *s, int inflight) {
-  s->loop = new_evl_loop();
+  s->loop = bench_evl_loop();
   double t0 = bench_now();
   for (int i = 0; i < inflight && s->started < s->total; i++)
     evl_start_one(s);
@@ -155,7 +136,7 @@ static void evl_sig_cb(evl_loop *loop, int signum, void *arg) {
 }
 
 static void run_evl_signal(siglat *s) {
-  evl_loop *loop = new_evl_loop();
+  evl_loop *loop = bench_evl_loop();
   if (evl_add_signal_handler(loop, SIGUSR1, evl_sig_cb, s) != 0)
     bench_die("evl_add_signal_handler");
   if (evl_call_soon(loop, evl_sig_send, s) < 0)
@@ -461,9 +442,7 @@ static void measure_signal(const char *self, long m) {
          m);
 }
 
-int main(int argc, char **argv) {
-  if (argc >= 2 && strcmp(argv[1], "--run") == 0)
-    return child(argc, argv);
+static int driver(int argc, char **argv) {
   long n = argc >= 2 ? atol(argv[1]) : 2000;
   int inflight = argc >= 3 ? atoi(argv[2]) : 8;
   long ballast = argc >= 4 ? atol(argv[3]) : 128;
@@ -483,4 +462,8 @@ int main(int argc, char **argv) {
     measure_spawn(argv[0], n / 10 > 0 ? n / 10 : 1, inflight, ballast);
   measure_signal(argv[0], m);
   return 0;
+}
+
+int main(int argc, char **argv) {
+  return bench_main(argc, argv, child, driver);
 }

@@ -10,15 +10,6 @@
           two puts and two gets, awaited).
    The Python side runs the same two programs (python3 -c, written below),
    best of BENCH_REPS runs each, like the C side. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "bench.h"
 
 #define LOCK_N 200000
@@ -72,83 +63,79 @@ static double py_rate(const char *mode, const char *flavour, long n) {
 }
 
 #if HAVE_EVL
-typedef struct lock_user {
-  evl_lock *lock;
+/* The state of the two tasks of either benchmark; each task gets its own
+   copy (i counts its own rounds), the lock and queues are shared. */
+typedef struct duo {
+  evl_lock *lock;     /* lock: both tasks take it */
+  evl_queue *q1, *q2; /* queue: ping -> q1 -> pong -> q2 -> ping */
   long i, n;
-} lock_user;
+} duo;
 
 static void lock_user_task(evl_task *t, void *state) {
-  lock_user *u = (lock_user *)state;
+  duo *d = (duo *)state;
   EVL_ASYNC_BEGIN(t);
-  for (u->i = 0; u->i < u->n; u->i++) {
-    EVL_AWAIT(t, evl_lock_acquire(u->lock));
+  for (d->i = 0; d->i < d->n; d->i++) {
+    EVL_AWAIT(t, evl_lock_acquire(d->lock));
     EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0, NULL));
-    evl_lock_release(u->lock);
+    evl_lock_release(d->lock);
   }
   EVL_ASYNC_END(t);
 }
 
-typedef struct pingpong {
-  evl_queue *q1, *q2;
-  long i, n;
-} pingpong;
-
 static void ping_task(evl_task *t, void *state) {
-  pingpong *p = (pingpong *)state;
+  duo *d = (duo *)state;
   EVL_ASYNC_BEGIN(t);
-  for (p->i = 0; p->i < p->n; p->i++) {
-    EVL_AWAIT(t, evl_queue_put(p->q1, (void *)(intptr_t)(p->i + 1)));
-    EVL_AWAIT(t, evl_queue_get(p->q2));
+  for (d->i = 0; d->i < d->n; d->i++) {
+    EVL_AWAIT(t, evl_queue_put(d->q1, (void *)(intptr_t)(d->i + 1)));
+    EVL_AWAIT(t, evl_queue_get(d->q2));
   }
   EVL_ASYNC_END(t);
 }
 static void pong_task(evl_task *t, void *state) {
-  pingpong *p = (pingpong *)state;
+  duo *d = (duo *)state;
   EVL_ASYNC_BEGIN(t);
-  for (p->i = 0; p->i < p->n; p->i++) {
-    EVL_AWAIT(t, evl_queue_get(p->q1));
-    EVL_AWAIT(t, evl_queue_put(p->q2, evl_await_result(t)));
+  for (d->i = 0; d->i < d->n; d->i++) {
+    EVL_AWAIT(t, evl_queue_get(d->q1));
+    EVL_AWAIT(t, evl_queue_put(d->q2, evl_await_result(t)));
   }
   EVL_ASYNC_END(t);
 }
 
-static double evl_rate(int queue, long n) {
-  evl_loop *loop;
+/* Runs the tasks a and b (each with its copy of d) to their end; returns
+   the wall-clock seconds that took. what names the run if it fails. */
+static double run_duo(evl_loop *loop, evl_task_fn a, evl_task_fn b,
+                      const duo *d, const char *what) {
   evl_future *kids[2], *all;
-  double t0, dt;
-  if (evl_loop_new(&loop, NULL))
-    bench_die("evl_loop_new");
-  if (!queue) {
-    evl_lock *lock = evl_lock_new(loop);
-    lock_user u = {NULL, 0, 0};
-    u.lock = lock;
-    u.n = n;
-    kids[0] = evl_task_create(loop, lock_user_task, &u, sizeof u);
-    kids[1] = evl_task_create(loop, lock_user_task, &u, sizeof u);
-    all = evl_gather(loop, kids, 2, 0);
-    t0 = bench_now();
-    if (evl_run_until_complete(loop, all))
-      bench_die("lock run");
-    dt = bench_now() - t0;
-    evl_lock_free(lock);
-  } else {
-    pingpong p = {NULL, NULL, 0, 0};
-    p.q1 = evl_queue_new(loop, EVL_QUEUE_FIFO, 0, NULL);
-    p.q2 = evl_queue_new(loop, EVL_QUEUE_FIFO, 0, NULL);
-    p.n = n;
-    kids[0] = evl_task_create(loop, ping_task, &p, sizeof p);
-    kids[1] = evl_task_create(loop, pong_task, &p, sizeof p);
-    all = evl_gather(loop, kids, 2, 0);
-    t0 = bench_now();
-    if (evl_run_until_complete(loop, all))
-      bench_die("queue run");
-    dt = bench_now() - t0;
-    evl_queue_free(p.q1);
-    evl_queue_free(p.q2);
-  }
+  kids[0] = evl_task_create(loop, a, d, sizeof *d);
+  kids[1] = evl_task_create(loop, b, d, sizeof *d);
+  all = evl_gather(loop, kids, 2, 0);
+  double t0 = bench_now();
+  if (evl_run_until_complete(loop, all))
+    bench_die(what);
+  double dt = bench_now() - t0;
   evl_future_release(all);
   evl_future_release(kids[0]);
   evl_future_release(kids[1]);
+  return dt;
+}
+
+static double evl_rate(int queue, long n) {
+  evl_loop *loop;
+  duo d = {NULL, NULL, NULL, 0, n};
+  double dt;
+  if (evl_loop_new(&loop, NULL))
+    bench_die("evl_loop_new");
+  if (!queue) {
+    d.lock = evl_lock_new(loop);
+    dt = run_duo(loop, lock_user_task, lock_user_task, &d, "lock run");
+    evl_lock_free(d.lock);
+  } else {
+    d.q1 = evl_queue_new(loop, EVL_QUEUE_FIFO, 0, NULL);
+    d.q2 = evl_queue_new(loop, EVL_QUEUE_FIFO, 0, NULL);
+    dt = run_duo(loop, ping_task, pong_task, &d, "queue run");
+    evl_queue_free(d.q1);
+    evl_queue_free(d.q2);
+  }
   evl_loop_free(loop);
   return (queue ? n : 2 * n) / dt;
 }

@@ -25,15 +25,6 @@
    receives the Nth reply; CPU is the process's user+system time (both
    threads) over the same span, the figure that stays put on a busy
    machine, where the wall clock also counts other processes' turns. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY /* make check: the declarations only */
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "bench.h"
 #include <pthread.h>
 #include <sched.h>
@@ -97,11 +88,8 @@ static void *evl_thread(void *arg) {
 }
 
 static void run_evl(rt *r) {
-  evl_loop_config cfg;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.debug = -1;
-  if (evl_loop_new(&r->el1, &cfg) != 0 || evl_loop_new(&r->el2, &cfg) != 0)
-    bench_die("evl_loop_new");
+  r->el1 = bench_evl_loop();
+  r->el2 = bench_evl_loop();
   pthread_t th;
   if (pthread_create(&th, NULL, evl_thread, r) != 0)
     bench_die("pthread_create");
@@ -320,10 +308,8 @@ static int pin_to(int cpu) {
 }
 
 static int child(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: %s --run evloop|libuv|libev|epoll N\n", argv[0]);
+  if (bench_usage(argc != 4, argv[0], "--run evloop|libuv|libev|epoll N"))
     return 2;
-  }
   const char *lib = argv[2];
   static rt r; /* zeroed */
   r.n = atol(argv[3]);
@@ -360,9 +346,7 @@ static int child(int argc, char **argv) {
   return 0;
 }
 
-int main(int argc, char **argv) {
-  if (argc >= 2 && strcmp(argv[1], "--run") == 0)
-    return child(argc, argv);
+static int driver(int argc, char **argv) {
   long n = argc >= 2 ? atol(argv[1]) : 50000;
   char ns[32];
   snprintf(ns, sizeof ns, "%ld", n);
@@ -413,4 +397,8 @@ int main(int argc, char **argv) {
   printf("   one run: %s --run LIB %ld   (LIB: evloop libuv libev epoll)\n",
          argv[0], n);
   return 0;
+}
+
+int main(int argc, char **argv) {
+  return bench_main(argc, argv, child, driver);
 }

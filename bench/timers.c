@@ -37,15 +37,6 @@
    the arrays are freed, split into schedule / run / teardown, and the
    process's peak RSS (ru_maxrss, which includes the ~2 MB the process had
    before starting: the same binary for every library). */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#if HAVE_EVL
-#ifndef BENCH_DECLS_ONLY /* make check: the declarations only */
-#define EVLOOP_IMPLEMENTATION
-#endif
-#include "../evloop.h"
-#endif
 #include "bench.h"
 #include <math.h>
 #include <poll.h>
@@ -68,6 +59,13 @@ static int cancelled(int mode, long i) {
 typedef struct phases {
   double sched, run, teardown; /* CPU seconds */
 } phases;
+
+/* Called when the teardown is done: c0, c1 and c2 are the CPU times at
+   which scheduling, running and teardown began. */
+static void phases_end(phases *ph, double c0, double c1, double c2) {
+  double c3 = bench_cpu();
+  ph->sched = c1 - c0, ph->run = c2 - c1, ph->teardown = c3 - c2;
+}
 
 /* ---- The plain binary heap ---------------------------------------------- */
 
@@ -195,8 +193,7 @@ static void run_heap(tstate *s, int mode, long spread, phases *ph) {
   free(h.a);
   free(h.ids);
   free(h.pos);
-  double c3 = bench_cpu();
-  ph->sched = c1 - c0, ph->run = c2 - c1, ph->teardown = c3 - c2;
+  phases_end(ph, c0, c1, c2);
 }
 
 /* ---- evloop.h ----------------------------------------------------------- */
@@ -210,12 +207,7 @@ static void evl_timer_cb(evl_loop *loop, void *arg) {
 
 static void run_evl(tstate *s, int mode, long spread, phases *ph) {
   double c0 = bench_cpu();
-  evl_loop *loop;
-  evl_loop_config cfg;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.debug = -1;
-  if (evl_loop_new(&loop, &cfg) != 0)
-    bench_die("evl_loop_new");
+  evl_loop *loop = bench_evl_loop();
   evl_handle *hs = NULL;
   if (mode != FIRE && !(hs = (evl_handle *)malloc((size_t)s->n * sizeof *hs)))
     bench_die("malloc");
@@ -241,8 +233,7 @@ static void run_evl(tstate *s, int mode, long spread, phases *ph) {
   double c2 = bench_cpu();
   evl_loop_free(loop);
   free(hs);
-  double c3 = bench_cpu();
-  ph->sched = c1 - c0, ph->run = c2 - c1, ph->teardown = c3 - c2;
+  phases_end(ph, c0, c1, c2);
 }
 #endif
 
@@ -282,8 +273,7 @@ static void run_uv(tstate *s, int mode, long spread, phases *ph) {
   if (uv_loop_close(&loop) != 0)
     bench_die("uv_loop_close");
   free(t);
-  double c3 = bench_cpu();
-  ph->sched = c1 - c0, ph->run = c2 - c1, ph->teardown = c3 - c2;
+  phases_end(ph, c0, c1, c2);
 }
 #endif
 
@@ -319,8 +309,7 @@ static void run_ev(tstate *s, int mode, long spread, phases *ph) {
   double c2 = bench_cpu();
   ev_loop_destroy(loop);
   free(t);
-  double c3 = bench_cpu();
-  ph->sched = c1 - c0, ph->run = c2 - c1, ph->teardown = c3 - c2;
+  phases_end(ph, c0, c1, c2);
 }
 #endif
 
@@ -334,13 +323,9 @@ typedef void (*run_fn)(tstate *s, int mode, long spread, phases *ph);
 static const char *const mode_names[] = {"fire", "cancel", "half"};
 
 static int child(int argc, char **argv) {
-  if (argc != 6) {
-    fprintf(stderr,
-            "usage: %s --run heap|evloop|libuv|libev fire|cancel|half N "
-            "SPREAD_MS\n",
-            argv[0]);
+  if (bench_usage(argc != 6, argv[0],
+                  "--run heap|evloop|libuv|libev fire|cancel|half N SPREAD_MS"))
     return 2;
-  }
   const char *lib = argv[2];
   int mode = -1;
   for (int m = FIRE; m <= HALF; m++)
@@ -458,9 +443,7 @@ static void measure(const char *self, const char *mode, long n, long spread) {
          self, mode, n, spread);
 }
 
-int main(int argc, char **argv) {
-  if (argc >= 2 && strcmp(argv[1], "--run") == 0)
-    return child(argc, argv);
+static int driver(int argc, char **argv) {
   long n = argc >= 2 ? atol(argv[1]) : 1000000;
   long spread = argc >= 3 ? atol(argv[2]) : 1000;
   printf("# timers: %ld timers, CPU time and peak memory (%s [N [SPREAD_MS]] "
@@ -471,4 +454,8 @@ int main(int argc, char **argv) {
   measure(argv[0], "cancel", n, spread);
   measure(argv[0], "half", n, spread);
   return 0;
+}
+
+int main(int argc, char **argv) {
+  return bench_main(argc, argv, child, driver);
 }

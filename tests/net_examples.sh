@@ -167,6 +167,22 @@ raw_http() {
   exec 9>&-
 }
 
+# expect_raw NAME SECONDS REQUEST RC STATUS: raw_http SECONDS REQUEST, then
+# ok NAME when socat's status is RC (0: the server closed the connection;
+# 124: it kept it open for SECONDS) and the answer is one response (one
+# line starting with STATUS, its first line).
+expect_raw() {
+  raw_http "$2" "$3"
+  if [ "$raw_rc" -eq "$4" ] && head -n 1 "$tmp/raw" | grep -q "^$5" &&
+    [ "$(count "^$5" "$tmp/raw")" = 1 ]; then
+    ok "$1"
+  elif [ "$4" -eq 0 ]; then
+    fail "$1" "socat status $raw_rc (124: the server did not close)" "$tmp/raw"
+  else
+    fail "$1" "socat status $raw_rc (0: the server closed)" "$tmp/raw"
+  fi
+}
+
 # count PATTERN FILE: how many lines match.
 count() {
   grep -c "$1" "$2" 2>/dev/null
@@ -364,46 +380,17 @@ if need http_server curl socat wrk; then
       fail "http_server request split over 4 writes" "socat status $rc" "$tmp/out"
     fi
 
-    raw_http 5 'GARBAGE\r\n\r\n'
-    if [ "$raw_rc" -eq 0 ] && head -n 1 "$tmp/raw" | grep -q '^HTTP/1.1 400 '; then
-      ok "http_server malformed request -> 400 and close"
-    else
-      fail "http_server malformed request -> 400 and close" \
-        "socat status $raw_rc (124: the server did not close)" "$tmp/raw"
-    fi
-
-    raw_http 5 'GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n'
-    if [ "$raw_rc" -eq 0 ] && [ "$(count '^HTTP/1.1 200 OK' "$tmp/raw")" = 1 ]; then
-      ok "http_server Connection: close -> close after the answer"
-    else
-      fail "http_server Connection: close -> close after the answer" \
-        "socat status $raw_rc (124: the server did not close)" "$tmp/raw"
-    fi
-
-    raw_http 5 'GET / HTTP/1.0\r\n\r\n'
-    if [ "$raw_rc" -eq 0 ] && [ "$(count '^HTTP/1.1 200 OK' "$tmp/raw")" = 1 ]; then
-      ok "http_server HTTP/1.0 -> close after the answer"
-    else
-      fail "http_server HTTP/1.0 -> close after the answer" \
-        "socat status $raw_rc (124: the server did not close)" "$tmp/raw"
-    fi
-
-    raw_http 1.5 'GET / HTTP/1.1\r\nHost: a\r\n\r\n'
-    if [ "$raw_rc" -eq 124 ] && [ "$(count '^HTTP/1.1 200 OK' "$tmp/raw")" = 1 ]; then
-      ok "http_server HTTP/1.1 -> the connection stays open"
-    else
-      fail "http_server HTTP/1.1 -> the connection stays open" \
-        "socat status $raw_rc (0: the server closed)" "$tmp/raw"
-    fi
-
+    expect_raw "http_server malformed request -> 400 and close" \
+      5 'GARBAGE\r\n\r\n' 0 'HTTP/1.1 400 '
+    expect_raw "http_server Connection: close -> close after the answer" \
+      5 'GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n' 0 'HTTP/1.1 200 OK'
+    expect_raw "http_server HTTP/1.0 -> close after the answer" \
+      5 'GET / HTTP/1.0\r\n\r\n' 0 'HTTP/1.1 200 OK'
+    expect_raw "http_server HTTP/1.1 -> the connection stays open" \
+      1.5 'GET / HTTP/1.1\r\nHost: a\r\n\r\n' 124 'HTTP/1.1 200 OK'
     big=$(head -c 9000 /dev/zero | tr '\0' a)
-    raw_http 5 "GET / HTTP/1.1\\r\\nHost: a\\r\\nX-Big: $big\\r\\n\\r\\n"
-    if [ "$raw_rc" -eq 0 ] && head -n 1 "$tmp/raw" | grep -q '^HTTP/1.1 431 '; then
-      ok "http_server 9000-byte header -> 431 and close"
-    else
-      fail "http_server 9000-byte header -> 431 and close" \
-        "socat status $raw_rc (124: the server did not close)" "$tmp/raw"
-    fi
+    expect_raw "http_server 9000-byte header -> 431 and close" \
+      5 "GET / HTTP/1.1\\r\\nHost: a\\r\\nX-Big: $big\\r\\n\\r\\n" 0 'HTTP/1.1 431 '
 
     timeout 30 wrk -t2 -c50 -d2s "$url" >"$tmp/wrk" 2>&1
     rc=$?
@@ -451,13 +438,8 @@ if need "http_server slowloris" curl bash awk; then
     fi
 
     # A keep-alive connection idle for the idle timeout (3 s) is closed.
-    raw_http 8 'GET / HTTP/1.1\r\nHost: a\r\n\r\n'
-    if [ "$raw_rc" -eq 0 ] && [ "$(count '^HTTP/1.1 200 OK' "$tmp/raw")" = 1 ]; then
-      ok "http_server idle keep-alive connection closed after --idle-timeout"
-    else
-      fail "http_server idle keep-alive connection closed after --idle-timeout" \
-        "socat status $raw_rc (124: the server did not close)" "$tmp/raw"
-    fi
+    expect_raw "http_server idle keep-alive connection closed after --idle-timeout" \
+      8 'GET / HTTP/1.1\r\nHost: a\r\n\r\n' 0 'HTTP/1.1 200 OK'
     stop_server TERM
   else
     fail "http_server slowloris" "it did not start" "$srv_log"
@@ -465,23 +447,28 @@ if need "http_server slowloris" curl bash awk; then
 fi
 
 # ---- examples that run by themselves --------------------------------------
+# expect_out NAME STATUS PATTERN...: ok NAME when the example's exit STATUS
+# is 0 and its output ($tmp/out) has a line matching each PATTERN.
+expect_out() {
+  name=$1 rc=$2 all=1
+  shift 2
+  for pattern in "$@"; do
+    grep -q "$pattern" "$tmp/out" || all=0
+  done
+  if [ "$rc" -eq 0 ] && [ $all = 1 ]; then
+    ok "$name"
+  else
+    fail "$name" "status $rc" "$tmp/out"
+  fi
+}
+
 timeout 10 "$ex/udp_echo" --port 0 >"$tmp/out" 2>&1
-rc=$?
-if [ $rc -eq 0 ] && grep -q "^Received 'Hello World!' from 127.0.0.1:" "$tmp/out" &&
-  grep -q '^Received: Hello World!$' "$tmp/out"; then
-  ok "udp_echo"
-else
-  fail "udp_echo" "status $rc" "$tmp/out"
-fi
+expect_out udp_echo $? "^Received 'Hello World!' from 127.0.0.1:" \
+  '^Received: Hello World!$'
 
 timeout 10 "$ex/tcp_streams" >"$tmp/out" 2>&1
-rc=$?
-if [ $rc -eq 0 ] && grep -q "^Server received: 'Hello World!'$" "$tmp/out" &&
-  grep -q "^Client received: 'Hello World!'$" "$tmp/out"; then
-  ok "tcp_streams"
-else
-  fail "tcp_streams" "status $rc" "$tmp/out"
-fi
+expect_out tcp_streams $? "^Server received: 'Hello World!'$" \
+  "^Client received: 'Hello World!'$"
 
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -133,6 +133,45 @@ static inline evl_server *serve_loopback(evl_loop *loop,
 
 /* ---- Shared by the stream-socket tests (t_tcp, t_sock, t_sigpipe) ---- */
 
+#ifndef _WIN32
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#endif
+
+/* The port of an IPv4 or IPv6 address (host order); -1 for another
+   family. */
+static inline int sockaddr_port(const struct sockaddr_storage *ss) {
+  if (ss->ss_family == AF_INET)
+    return ntohs(((const struct sockaddr_in *)(const void *)ss)->sin_port);
+  if (ss->ss_family == AF_INET6)
+    return ntohs(((const struct sockaddr_in6 *)(const void *)ss)->sin6_port);
+  return -1;
+}
+
+/* A plain blocking listening TCP socket on 127.0.0.1, on a port of its
+   own, outside any loop (Windows too): connects to it complete (the
+   backlog) whether or not anyone accepts. *port and *addr (either may be
+   NULL) get its port and its address. */
+static inline int loopback_listener(int backlog, int *port,
+                                    struct sockaddr_in *addr) {
+  struct sockaddr_in sa;
+  socklen_t len = sizeof sa;
+  int fd = (int)socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(fd >= 0);
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK_EQ(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  CHECK_EQ(listen(fd, backlog), 0);
+  CHECK_EQ(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+  if (port)
+    *port = ntohs(sa.sin_port);
+  if (addr)
+    *addr = sa;
+  return fd;
+}
+
 /* ---- Shared by the datagram and completion tests (t_udp, t_iocp) ---- */
 
 #ifndef _WIN32

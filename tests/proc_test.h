@@ -82,12 +82,45 @@ static inline int gone(int pid) {
   CloseHandle(h);
   return code != STILL_ACTIVE;
 }
+/* Kills the child (TerminateProcess, exit code 9); 0 on success. */
+static inline int kill_pid(int pid) {
+  HANDLE h = OpenProcess(PROCESS_TERMINATE, FALSE, (DWORD)pid);
+  int ok = h && TerminateProcess(h, 9);
+  if (h)
+    CloseHandle(h);
+  return ok ? 0 : -1;
+}
 #else
 #include <errno.h>
 #include <signal.h>
 static inline int gone(int pid) {
   return pid > 0 && kill(pid, 0) == -1 && errno == ESRCH;
 }
+static inline int kill_pid(int pid) {
+  return kill(pid, SIGKILL);
+}
 #endif
+
+/* After evl_loop_free with a child running: the loop killed and reaped
+   it. If not, the test fails, and the child is killed (and reaped) so
+   that it does not outlive the test. */
+static inline void check_no_child_left(int pid) {
+#ifdef _WIN32
+  if (gone(pid))
+    return;
+  kill_pid(pid);
+  test_fail_(__FILE__, __LINE__, "child %d left after evl_loop_free", pid);
+#else
+  pid_t w;
+  if (gone(pid))
+    return;
+  w = waitpid(pid, NULL, WNOHANG);
+  kill_pid(pid);
+  waitpid(pid, NULL, 0);
+  test_fail_(__FILE__, __LINE__,
+             "child %d left behind after evl_loop_free (%s)", pid,
+             w == 0 ? "still running" : "a zombie");
+#endif
+}
 
 #endif

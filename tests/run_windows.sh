@@ -13,7 +13,8 @@ win=$build/win
 out=$win/out
 log=$build/test-windows-log.txt
 per_binary=${WIN_TEST_TIMEOUT:-900}
-passed=0 failed=0 skipped=0
+# check NAME STATUS [FILE|TEXT...] and summary; the counts start at 0.
+. tests/check_lib.sh
 
 command -v wine >/dev/null 2>&1 || {
   echo "wine is not installed (apt-get install wine wine64)"
@@ -98,14 +99,8 @@ sigint_test() {
   tr -d '\r' <"$file.raw" >"$file" && rm -f "$file.raw"
   printf '%s\n' "== $b t_signal $name, kill -INT (exit status $rc)" >>"$log"
   cat "$file" >>"$log"
-  if [ "$rc" -eq 0 ] && grep -q "^ok $name" "$file"; then
-    passed=$((passed + 1))
-    echo "ok   $b t_signal $name (kill -INT from outside)"
-  else
-    failed=$((failed + 1))
-    echo "FAIL $b t_signal $name (kill -INT from outside, exit status $rc)"
-    sed 's/^/    /' "$file"
-  fi
+  [ "$rc" -eq 0 ] && grep -q "^ok $name" "$file"
+  check "$b t_signal $name (kill -INT from outside)" $? "exit status $rc" "$file"
 }
 case " $tests " in
 *" t_signal "*) for b in $backends; do sigint_test "$b"; done ;;
@@ -113,18 +108,11 @@ esac
 
 # The examples that build on Windows and stop by themselves: smoke tests.
 for e in $examples; do
-  if timeout -k 10 60 wine "$win/examples/$e.exe" </dev/null \
-    >"$out/example-$e.txt" 2>&1; then
-    passed=$((passed + 1))
-    echo "ok   example $e"
-  else
-    failed=$((failed + 1))
-    echo "FAIL example $e"
-    sed 's/^/    /' "$out/example-$e.txt"
-  fi
+  timeout -k 10 60 wine "$win/examples/$e.exe" </dev/null \
+    >"$out/example-$e.txt" 2>&1
+  check "example $e" $? "$out/example-$e.txt"
 done
 
 echo "(wine $(wine --version 2>/dev/null), $(($(date +%s) - start)) s;" \
   "full output in $log)"
-echo "$passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+summary

@@ -34,4 +34,33 @@ static int refuse_epoll_create(void) {
   return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
 }
 
+/* With epoll refused: a default loop falls back to poll and says why in
+   its backend name (fallback_name), and runs; a loop that asks for the
+   refused backend by name fails (no silent switch) with want_err (0: with
+   any error). */
+static void check_refused_backend_falls_back(const char *fallback_name,
+                                             evl_backend asked_by_name,
+                                             int want_err) {
+  evl_loop_config cfg;
+  evl_loop *loop = NULL;
+  int ran = 0, rc;
+  if (refuse_epoll_create() != 0) {
+    printf("  (cannot install a seccomp filter here: skipped)\n");
+    return;
+  }
+  memset(&cfg, 0, sizeof cfg);
+  CHECK_EQ(evl_loop_new(&loop, &cfg), 0);
+  CHECK(strcmp(evl_backend_name(loop), fallback_name) == 0);
+  CHECK_EQ(evl_backend_fd(loop), -1);
+  CHECK(evl_call_later(loop, 0.001, test_stop_cb, &ran) > 0);
+  CHECK_EQ(evl_run_forever(loop), 0);
+  CHECK_EQ(ran, 1);
+  test_close(loop);
+  cfg.backend = asked_by_name;
+  rc = evl_loop_new(&loop, &cfg);
+  CHECK(rc < 0);
+  if (want_err)
+    CHECK_EQ(rc, want_err);
+}
+
 #endif

@@ -248,47 +248,57 @@ static void sweep_streams_freed(evl_loop *loop, sc_net *n) {
     sweep_fail("server stream", 0, "its read never completed");
 }
 
+/* A result that is a transport or server, or NULL. */
+static void *sweep_object(evl_loop *loop, evl_future *f, const char *what,
+                          int peer, int *score) {
+  void *r = NULL;
+  if (f)
+    evl_future_ref(f);
+  if (sweep_wait(loop, f, what, peer)) {
+    r = evl_future_result(f);
+    (*score)++;
+  }
+  evl_future_release(f);
+  return r;
+}
+
+/* "hello" written on c comes back from sc_serve: 2 points, with c freed. */
+static int sweep_hello_round_trip(evl_loop *loop, evl_stream *c) {
+  int score;
+  evl_future *fr;
+  score = sweep_rc_peer(evl_stream_write(c, "hello", 5), "stream_write", 1);
+  fr = evl_stream_readexactly(c, 5);
+  if (fr)
+    evl_future_ref(fr);
+  if (sweep_wait(loop, fr, "readexactly", 1)) {
+    evl_bytes *b = (evl_bytes *)evl_future_result(fr);
+    if (b->len != 5 || memcmp(b->data, "hello", 5) != 0)
+      sweep_fail("readexactly", 0, "wrong bytes");
+    score++;
+  }
+  evl_future_release(fr);
+  evl_stream_free(c);
+  return score;
+}
+
 #define FULL_STREAMS 4
 static int sc_streams(evl_loop *loop, void *arg) {
   sc_net *n = (sc_net *)arg;
-  evl_future *fs, *fc, *fr;
   evl_server *srv = NULL;
   evl_stream *c = NULL;
   int score = 0;
   memset(n, 0, sizeof *n);
   g_sc_net = n;
-  fs = evl_start_server(loop, sc_serve, n, "127.0.0.1", 0, 0, NULL);
-  if (fs)
-    evl_future_ref(fs);
-  if (sweep_wait(loop, fs, "start_server", 0)) {
-    score++;
-    srv = (evl_server *)evl_future_result(fs);
-  }
-  evl_future_release(fs);
-  if (srv) {
-    fc = evl_open_connection(loop, "127.0.0.1", evl_server_port(srv), 0, NULL);
-    if (fc)
-      evl_future_ref(fc);
-    if (sweep_wait(loop, fc, "open_connection", 0)) {
-      score++;
-      c = (evl_stream *)evl_future_result(fc);
-    }
-    evl_future_release(fc);
-  }
-  if (c) {
-    score += sweep_rc_peer(evl_stream_write(c, "hello", 5), "stream_write", 1);
-    fr = evl_stream_readexactly(c, 5);
-    if (fr)
-      evl_future_ref(fr);
-    if (sweep_wait(loop, fr, "readexactly", 1)) {
-      evl_bytes *b = (evl_bytes *)evl_future_result(fr);
-      if (b->len != 5 || memcmp(b->data, "hello", 5) != 0)
-        sweep_fail("readexactly", 0, "wrong bytes");
-      score++;
-    }
-    evl_future_release(fr);
-    evl_stream_free(c);
-  }
+  srv = (evl_server *)sweep_object(
+      loop, evl_start_server(loop, sc_serve, n, "127.0.0.1", 0, 0, NULL),
+      "start_server", 0, &score);
+  if (srv)
+    c = (evl_stream *)sweep_object(
+        loop,
+        evl_open_connection(loop, "127.0.0.1", evl_server_port(srv), 0, NULL),
+        "open_connection", 0, &score);
+  if (c)
+    score += sweep_hello_round_trip(loop, c);
   if (srv)
     evl_server_free(srv);
   sweep_streams_freed(loop, n);
@@ -334,20 +344,6 @@ static const evl_protocol sc_cli_proto = {sc_made, sc_got, NULL, sc_lost, NULL,
                                           NULL,    NULL,   NULL, NULL,    NULL};
 static const evl_protocol sc_dg_proto = {sc_made, NULL, NULL, sc_lost,  NULL,
                                          NULL,    NULL, NULL, sc_dgram, NULL};
-
-/* A result that is a transport or server, or NULL. */
-static void *sweep_object(evl_loop *loop, evl_future *f, const char *what,
-                          int peer, int *score) {
-  void *r = NULL;
-  if (f)
-    evl_future_ref(f);
-  if (sweep_wait(loop, f, what, peer)) {
-    r = evl_future_result(f);
-    (*score)++;
-  }
-  evl_future_release(f);
-  return r;
-}
 
 #define SC_FILE_LEN 3000
 #define FULL_PROTO 4
@@ -480,17 +476,8 @@ static int sc_local(evl_loop *loop, void *arg) {
     c = (evl_stream *)sweep_object(loop,
                                    evl_open_unix_connection(loop, path, 0),
                                    "open_unix_connection", 0, &score);
-  if (c) {
-    evl_future *fr;
-    score += sweep_rc_peer(evl_stream_write(c, "hello", 5), "stream_write", 1);
-    fr = evl_stream_readexactly(c, 5);
-    if (fr)
-      evl_future_ref(fr);
-    if (sweep_wait(loop, fr, "readexactly", 1))
-      score++;
-    evl_future_release(fr);
-    evl_stream_free(c);
-  }
+  if (c)
+    score += sweep_hello_round_trip(loop, c);
   if (srv)
     evl_server_free(srv);
   /* sock_*: a socket pair the caller owns */

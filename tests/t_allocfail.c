@@ -17,6 +17,7 @@ static void *stat_alloc(void *ctx, void *ptr, size_t size);
 #define EVLOOP_STATIC
 #define EVLOOP_IMPLEMENTATION
 #include "alloc_test.h"
+#include "net_test.h"
 #include "proc_test.h"
 #include "sweep_test.h"
 
@@ -62,18 +63,8 @@ static int open_only(evl_loop *loop, void *arg) {
   return ok;
 }
 TEST(open_connection_survives_each_failing_allocation) {
-  struct sockaddr_in sa;
-  socklen_t len = sizeof sa;
-  int l = socket(AF_INET, SOCK_STREAM, 0);
+  int l = loopback_listener(1024, &g_listen_port, NULL);
   long runs, allocs = 0;
-  CHECK(l >= 0);
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CHECK_EQ(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
-  CHECK_EQ(listen(l, 1024), 0);
-  CHECK_EQ(getsockname(l, (struct sockaddr *)&sa, &len), 0);
-  g_listen_port = ntohs(sa.sin_port);
   runs = alloc_sweep(open_only, NULL, 1, SWEEP_ONE | SWEEP_FROM | SWEEP_RECOVER,
                      &allocs);
   printf("  note: %ld allocations, %ld runs\n", allocs, runs);

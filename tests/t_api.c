@@ -200,31 +200,17 @@ TEST(getaddrinfo_numeric_resolves_with_or_without_threads) {
 #include "seccomp_test.h"
 
 TEST(refused_epoll_falls_back_to_poll) {
-  evl_loop_config cfg;
   evl_loop *loop = NULL;
-  int ran = 0, epoll_default;
+  int epoll_default;
   CHECK_EQ(evl_loop_new(&loop, NULL), 0);
   epoll_default = strcmp(evl_backend_name(loop), "epoll") == 0;
   test_close(loop);
-  loop = NULL;
   if (!epoll_default) {
     printf("  (not an epoll build: nothing to fall back from)\n");
     return;
   }
-  if (refuse_epoll_create() != 0) {
-    printf("  (cannot install a seccomp filter here: skipped)\n");
-    return;
-  }
-  memset(&cfg, 0, sizeof cfg);
-  CHECK_EQ(evl_loop_new(&loop, &cfg), 0);
-  CHECK(strcmp(evl_backend_name(loop), "poll (epoll unavailable)") == 0);
-  CHECK_EQ(evl_backend_fd(loop), -1);
-  CHECK(evl_call_later(loop, 0.001, test_stop_cb, &ran) > 0);
-  CHECK_EQ(evl_run_forever(loop), 0);
-  CHECK_EQ(ran, 1);
-  test_close(loop);
-  cfg.backend = EVL_BACKEND_EPOLL; /* asked for by name: no silent switch */
-  CHECK_EQ(evl_loop_new(&loop, &cfg), EVL_EPERM);
+  check_refused_backend_falls_back("poll (epoll unavailable)",
+                                   EVL_BACKEND_EPOLL, EVL_EPERM);
 }
 #endif
 

@@ -167,17 +167,24 @@ TEST(udp_budget_configured) {
   close_pair(loop, &r, s);
 }
 
+/* A pair whose receiver pauses its reading at the pause_at-th datagram,
+   and a burst of n: the iteration delivers pause_at of them. */
+static void open_and_pause_burst(evl_loop *loop, rx *r, int *sender,
+                                 int pause_at, int n) {
+  memset(r, 0, sizeof *r);
+  r->pause_at = pause_at;
+  open_pair(loop, r, sender);
+  send_burst(loop, *sender, n);
+  CHECK_EQ(r->count, pause_at);
+}
+
 /* pause_reading inside datagram_received stops the batch; the rest stays
    queued in the socket until resume_reading. */
 TEST(udp_pause_stops_batch) {
   evl_loop *loop = test_open();
   rx r;
   int s;
-  memset(&r, 0, sizeof r);
-  r.pause_at = 5;
-  open_pair(loop, &r, &s);
-  send_burst(loop, s, 30);
-  CHECK_EQ(r.count, 5);
+  open_and_pause_burst(loop, &r, &s, 5, 30);
   evl_run_once(loop, 0.05);
   CHECK_EQ(r.count, 5);
   CHECK_EQ(evl_transport_resume_reading(r.t), 0);
@@ -197,11 +204,7 @@ TEST(udp_pause_resume_close_mid_batch) {
   evl_loop *loop = test_open();
   rx r;
   int s;
-  memset(&r, 0, sizeof r);
-  r.pause_at = 2;
-  open_pair(loop, &r, &s);
-  send_burst(loop, s, 40);
-  CHECK_EQ(r.count, 2);
+  open_and_pause_burst(loop, &r, &s, 2, 40);
   CHECK(evl_call_soon(loop, resume_cb, &r) > 0);
   r.pause_at = 0;
   RUN_UNTIL(loop, r.count == 40);

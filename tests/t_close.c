@@ -4,18 +4,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
 
-#include <pthread.h>
-#include <stdlib.h>
+#include "gate_test.h"
 #include <string.h>
-#include <time.h>
 
-static int g_ran;
-
-static void mark_cb(evl_loop *loop, void *arg) {
-  (void)loop;
-  (void)arg;
-  g_ran++;
-}
+static int g_ran; /* test_count_cb's and mark_done_cb's */
 
 static void mark_done_cb(evl_future *fut, void *arg) {
   (void)fut;
@@ -71,11 +63,12 @@ TEST(close_discards_callbacks) {
   int i;
   g_ran = 0;
   for (i = 0; i < 5; i++)
-    CHECK(evl_call_soon(loop, mark_cb, NULL) > 0);
+    CHECK(evl_call_soon(loop, test_count_cb, &g_ran) > 0);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_loop_is_closed(loop), 1);
   CHECK_EQ(g_ran, 0);
-  CHECK(evl_call_soon(loop, mark_cb, NULL) < 0); /* refused once closed */
+  CHECK(evl_call_soon(loop, test_count_cb, &g_ran) <
+        0); /* refused once closed */
   test_close(loop);
   CHECK_EQ(g_ran, 0);
 }
@@ -84,13 +77,13 @@ TEST(close_discards_timers) {
   evl_loop *loop = test_open();
   evl_handle h;
   g_ran = 0;
-  CHECK(evl_call_later(loop, 0.0, mark_cb, NULL) > 0);
-  CHECK(evl_call_later(loop, 0.5, mark_cb, NULL) > 0);
-  CHECK(evl_call_later(loop, 60.0, mark_cb, NULL) > 0);
-  h = evl_call_later(loop, 10.0, mark_cb, NULL);
+  CHECK(evl_call_later(loop, 0.0, test_count_cb, &g_ran) > 0);
+  CHECK(evl_call_later(loop, 0.5, test_count_cb, &g_ran) > 0);
+  CHECK(evl_call_later(loop, 60.0, test_count_cb, &g_ran) > 0);
+  h = evl_call_later(loop, 10.0, test_count_cb, &g_ran);
   CHECK(h > 0);
   CHECK_EQ(evl_handle_cancel(loop, h), 1); /* a cancelled one too */
-  CHECK(evl_call_at(loop, evl_time(loop) + 5.0, mark_cb, NULL) > 0);
+  CHECK(evl_call_at(loop, evl_time(loop) + 5.0, test_count_cb, &g_ran) > 0);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(g_ran, 0);
   test_close(loop);
@@ -181,99 +174,20 @@ TEST(close_with_done_callbacks) {
   CHECK_EQ(g_ran, 0);
 }
 
-/* ---- executor jobs at close -----------------------------------------------
+/* ---- executor jobs at close (the gate: gate_test.h) ----------------------
  */
-
-typedef struct gate {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int started, released, finished, markers, freed;
-} gate;
-static gate g_gate = {
-    PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0};
-
-static int gate_get(const int *field) {
-  int v;
-  pthread_mutex_lock(&g_gate.mu);
-  v = *field;
-  pthread_mutex_unlock(&g_gate.mu);
-  return v;
-}
-
-static int blocker_job(void *arg, void **result) {
-  struct timespec ts;
-  (void)arg;
-  ts.tv_sec = time(NULL) + 20;
-  ts.tv_nsec = 0;
-  pthread_mutex_lock(&g_gate.mu);
-  g_gate.started++;
-  pthread_cond_broadcast(&g_gate.cv);
-  while (!g_gate.released && time(NULL) < ts.tv_sec)
-    pthread_cond_timedwait(&g_gate.cv, &g_gate.mu, &ts);
-  g_gate.finished++;
-  pthread_mutex_unlock(&g_gate.mu);
-  *result = malloc(100);
-  return *result ? 0 : EVL_ENOMEM;
-}
-
-static int marker_job(void *arg, void **result) {
-  (void)arg;
-  pthread_mutex_lock(&g_gate.mu);
-  g_gate.markers++;
-  pthread_mutex_unlock(&g_gate.mu);
-  *result = malloc(10);
-  return 0;
-}
-
-static void locked_free(void *p) {
-  pthread_mutex_lock(&g_gate.mu);
-  g_gate.freed++;
-  pthread_mutex_unlock(&g_gate.mu);
-  free(p);
-}
-
-static void *releaser_thread(void *arg) {
-  struct timespec ts;
-  (void)arg;
-  ts.tv_sec = 0;
-  ts.tv_nsec = 50 * 1000 * 1000;
-  nanosleep(&ts, NULL);
-  pthread_mutex_lock(&g_gate.mu);
-  g_gate.released = 1;
-  pthread_cond_broadcast(&g_gate.cv);
-  pthread_mutex_unlock(&g_gate.mu);
-  return NULL;
-}
 
 TEST(close_with_executor_jobs) {
   evl_loop_config cfg;
   evl_loop *loop;
   evl_future *running, *queued[4];
-  pthread_t rel;
-  struct timespec ts;
   int i;
   memset(&cfg, 0, sizeof cfg);
   cfg.executor_threads = 1;
   loop = test_open_with(&cfg);
-  running = evl_run_in_executor(loop, NULL, blocker_job, NULL, locked_free);
-  CHECK(running != NULL);
-  ts.tv_sec = time(NULL) + 10;
-  ts.tv_nsec = 0;
-  pthread_mutex_lock(&g_gate.mu);
-  while (!g_gate.started && time(NULL) < ts.tv_sec)
-    pthread_cond_timedwait(&g_gate.cv, &g_gate.mu, &ts);
-  pthread_mutex_unlock(&g_gate.mu);
-  CHECK_EQ(gate_get(&g_gate.started), 1);
-  for (i = 0; i < 4; i++) {
-    queued[i] = evl_run_in_executor(loop, NULL, marker_job, NULL, locked_free);
-    CHECK(queued[i] != NULL);
-  }
-  evl_future_release(queued[3]); /* one nobody holds */
-  CHECK_EQ(pthread_create(&rel, NULL, releaser_thread, NULL), 0);
-  CHECK_EQ(evl_loop_close(loop), 0); /* returns once the job finished */
-  CHECK_EQ(gate_get(&g_gate.finished), 1);
-  CHECK_EQ(gate_get(&g_gate.markers), 0);
-  pthread_join(rel, NULL);
+  running = gate_run_and_queue(loop, NULL, queued, 4, NULL, gate_free);
+  evl_future_release(queued[3]);   /* one nobody holds */
+  gate_close_while_released(loop); /* returns once the job finished */
   test_close(loop);
   CHECK_EQ(gate_get(&g_gate.markers), 0);
   CHECK_EQ(gate_get(&g_gate.freed), 1); /* the running job's result */
@@ -303,7 +217,7 @@ TEST(future_held_after_close) {
 TEST(close_twice) {
   evl_loop *loop = test_open();
   g_ran = 0;
-  CHECK(evl_call_soon(loop, mark_cb, NULL) > 0);
+  CHECK(evl_call_soon(loop, test_count_cb, &g_ran) > 0);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_loop_is_closed(loop), 1);
@@ -336,8 +250,8 @@ TEST(free_without_close) {
   evl_future *f;
   sleep_state_init(&s, &after);
   g_ran = 0;
-  CHECK(evl_call_soon(loop, mark_cb, NULL) > 0);
-  CHECK(evl_call_later(loop, 1.0, mark_cb, NULL) > 0);
+  CHECK(evl_call_soon(loop, test_count_cb, &g_ran) > 0);
+  CHECK(evl_call_later(loop, 1.0, test_count_cb, &g_ran) > 0);
   evl_future_release(evl_task_create(loop, long_sleeper, &s, sizeof s));
   f = evl_sleep(loop, 5.0, NULL);
   evl_future_release(f);

@@ -2,6 +2,7 @@
    ownership and the places where evloop.h says it departs. */
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
+#include "core_test.h"
 #include "net_test.h"
 
 #ifndef _WIN32
@@ -647,18 +648,14 @@ TEST(subprocess_callback_order_holds_at_loop_close) {
 }
 #endif
 
-static void sig_nop(evl_loop *loop, int signum, void *arg) {
-  (void)loop;
-  (void)signum;
-  (void)arg;
-}
 TEST(remove_signal_handler_with_an_invalid_number_is_einval) {
   evl_loop *loop = test_open();
   CHECK_EQ(evl_remove_signal_handler(loop, 0), EVL_EINVAL);
   CHECK_EQ(evl_remove_signal_handler(loop, -1), EVL_EINVAL);
   CHECK_EQ(evl_remove_signal_handler(loop, 100000), EVL_EINVAL);
   CHECK_EQ(evl_remove_signal_handler(NULL, SIGINT), EVL_EINVAL);
-  CHECK_EQ(evl_add_signal_handler(loop, 100000, sig_nop, NULL), EVL_EINVAL);
+  CHECK_EQ(evl_add_signal_handler(loop, 100000, nop_signal_cb, NULL),
+           EVL_EINVAL);
   CHECK_EQ(evl_remove_signal_handler(loop, SIGINT), 0); /* none there */
   test_close(loop);
 }

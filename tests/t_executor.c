@@ -6,105 +6,12 @@
 
 #ifndef EVLOOP_NO_EXECUTOR
 
-#include <pthread.h>
-#include <stdlib.h>
+#include "gate_test.h"
 #include <string.h>
-#include <time.h>
 
 static pthread_t g_main;
 
-/* ---- a gate: jobs that block until the test releases them -------------- */
-
-typedef struct gate {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int started;  /* blocking jobs that started */
-  int released; /* set by gate_release */
-  int finished; /* blocking jobs that returned */
-  int markers;  /* marker jobs that ran */
-  int freed;    /* results given to counting_free */
-  int arrived;  /* rendezvous jobs that arrived */
-} gate;
-
-static gate g_gate = {
-    PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0};
-
-static void gate_reset(void) {
-  pthread_mutex_lock(&g_gate.mu);
-  g_gate.started = g_gate.released = g_gate.finished = 0;
-  g_gate.markers = g_gate.freed = g_gate.arrived = 0;
-  pthread_mutex_unlock(&g_gate.mu);
-}
-
-/* Waits (at most ~10 s) while *field < n; returns *field. */
-static int gate_wait(const int *field, int n) {
-  struct timespec ts;
-  int v;
-  ts.tv_sec = time(NULL) + 10;
-  ts.tv_nsec = 0;
-  pthread_mutex_lock(&g_gate.mu);
-  while (*field < n && time(NULL) < ts.tv_sec)
-    pthread_cond_timedwait(&g_gate.cv, &g_gate.mu, &ts);
-  v = *field;
-  pthread_mutex_unlock(&g_gate.mu);
-  return v;
-}
-
-static int gate_get(const int *field) {
-  int v;
-  pthread_mutex_lock(&g_gate.mu);
-  v = *field;
-  pthread_mutex_unlock(&g_gate.mu);
-  return v;
-}
-
-static void gate_release(void) {
-  pthread_mutex_lock(&g_gate.mu);
-  g_gate.released = 1;
-  pthread_cond_broadcast(&g_gate.cv);
-  pthread_mutex_unlock(&g_gate.mu);
-}
-
-/* Blocks until released (at most ~20 s), then stores `arg` as its result. */
-static int blocker_job(void *arg, void **result) {
-  gate *g = &g_gate;
-  struct timespec ts;
-  ts.tv_sec = time(NULL) + 20;
-  ts.tv_nsec = 0;
-  pthread_mutex_lock(&g->mu);
-  g->started++;
-  pthread_cond_broadcast(&g->cv);
-  while (!g->released && time(NULL) < ts.tv_sec)
-    pthread_cond_timedwait(&g->cv, &g->mu, &ts);
-  g->finished++;
-  pthread_cond_broadcast(&g->cv);
-  pthread_mutex_unlock(&g->mu);
-  *result = arg;
-  return 0;
-}
-
-/* As blocker_job, but the result is a fresh allocation. */
-static int blocker_alloc_job(void *arg, void **result) {
-  void *ignored = NULL;
-  blocker_job(arg, &ignored);
-  *result = malloc(64);
-  return *result ? 0 : EVL_ENOMEM;
-}
-
-static void counting_free(void *p) {
-  pthread_mutex_lock(&g_gate.mu);
-  g_gate.freed++;
-  pthread_mutex_unlock(&g_gate.mu);
-  free(p);
-}
-
-static int marker_job(void *arg, void **result) {
-  pthread_mutex_lock(&g_gate.mu);
-  g_gate.markers++;
-  pthread_mutex_unlock(&g_gate.mu);
-  *result = arg;
-  return 0;
-}
+/* ---- jobs (the gate's are in gate_test.h) ------------------------------- */
 
 static int failing_job(void *arg, void **result) {
   (void)arg;
@@ -133,17 +40,6 @@ static int rendezvous_job(void *arg, void **result) {
   pthread_mutex_unlock(&g_gate.mu);
   *result = arg;
   return ok ? 0 : EVL_ETIMEDOUT;
-}
-
-/* Releases the gate after ~50 ms, from its own thread. */
-static void *releaser_thread(void *arg) {
-  struct timespec ts;
-  (void)arg;
-  ts.tv_sec = 0;
-  ts.tv_nsec = 50 * 1000 * 1000;
-  nanosleep(&ts, NULL);
-  gate_release();
-  return NULL;
 }
 
 /* ---- 10,000 jobs --------------------------------------------------------- */
@@ -327,22 +223,23 @@ TEST(cancel_queued_job) {
   CHECK_EQ(gate_get(&g_gate.markers), 1);
 }
 
+/* Runs the loop (at most ~5 s) until one result went to gate_free. */
+static void run_until_freed(evl_loop *loop) {
+  int i;
+  for (i = 0; i < 500 && gate_get(&g_gate.freed) == 0; i++)
+    evl_run_once(loop, 0.01);
+  CHECK_EQ(gate_get(&g_gate.freed), 1);
+}
+
 TEST(result_freed_when_cancelled_while_running) {
   evl_executor *ex = evl_executor_new(1);
   evl_loop *loop = test_open();
-  evl_future *f;
-  int i;
-  gate_reset();
-  f = evl_run_in_executor(loop, ex, blocker_alloc_job, NULL, counting_free);
-  CHECK(f != NULL);
-  CHECK_EQ(gate_wait(&g_gate.started, 1), 1);
+  evl_future *f = gate_run_and_queue(loop, ex, NULL, 0, NULL, NULL);
   CHECK_EQ(evl_future_cancel(f), 1); /* the job goes on */
   CHECK_EQ(evl_future_cancelled(f), 1);
   gate_release();
   CHECK_EQ(gate_wait(&g_gate.finished, 1), 1);
-  for (i = 0; i < 500 && gate_get(&g_gate.freed) == 0; i++)
-    evl_run_once(loop, 0.01);
-  CHECK_EQ(gate_get(&g_gate.freed), 1);
+  run_until_freed(loop);
   CHECK_EQ(evl_future_cancelled(f), 1);
   CHECK(evl_future_result(f) == NULL);
   evl_future_release(f);
@@ -401,27 +298,14 @@ TEST(close_with_queued_and_running_jobs) {
   evl_loop_config cfg;
   evl_loop *loop;
   evl_future *running, *queued[3];
-  pthread_t rel;
   int i, x = 1;
   memset(&cfg, 0, sizeof cfg);
   cfg.executor_threads = 1;
   loop = test_open_with(&cfg);
-  gate_reset();
-  running =
-      evl_run_in_executor(loop, NULL, blocker_alloc_job, NULL, counting_free);
-  CHECK(running != NULL);
-  CHECK_EQ(gate_wait(&g_gate.started, 1), 1);
-  for (i = 0; i < 3; i++) {
-    queued[i] = evl_run_in_executor(loop, NULL, marker_job, &x, NULL);
-    CHECK(queued[i] != NULL);
-  }
-  CHECK_EQ(pthread_create(&rel, NULL, releaser_thread, NULL), 0);
-  CHECK_EQ(evl_loop_close(loop), 0);
-  /* close waited for the running job and cancelled the queued ones */
-  CHECK_EQ(gate_get(&g_gate.finished), 1);
-  CHECK_EQ(gate_get(&g_gate.markers), 0);
+  running = gate_run_and_queue(loop, NULL, queued, 3, &x, NULL);
+  /* close waits for the running job and cancels the queued ones */
+  gate_close_while_released(loop);
   CHECK_EQ(evl_loop_is_closed(loop), 1);
-  pthread_join(rel, NULL);
   evl_future_release(running);
   for (i = 0; i < 3; i++)
     evl_future_release(queued[i]);
@@ -436,21 +320,9 @@ TEST(close_with_jobs_on_custom_executor) {
   evl_executor *ex = evl_executor_new(1);
   evl_loop *loop = test_open();
   evl_future *running, *queued[2];
-  pthread_t rel;
   int i, x = 1;
-  gate_reset();
-  running =
-      evl_run_in_executor(loop, ex, blocker_alloc_job, NULL, counting_free);
-  CHECK(running != NULL);
-  CHECK_EQ(gate_wait(&g_gate.started, 1), 1);
-  for (i = 0; i < 2; i++) {
-    queued[i] = evl_run_in_executor(loop, ex, marker_job, &x, NULL);
-    CHECK(queued[i] != NULL);
-  }
-  CHECK_EQ(pthread_create(&rel, NULL, releaser_thread, NULL), 0);
-  CHECK_EQ(evl_loop_close(loop), 0);
-  CHECK_EQ(gate_get(&g_gate.finished), 1);
-  pthread_join(rel, NULL);
+  running = gate_run_and_queue(loop, ex, queued, 2, &x, NULL);
+  gate_close_while_released(loop);
   evl_future_release(running);
   for (i = 0; i < 2; i++)
     evl_future_release(queued[i]);
@@ -471,14 +343,11 @@ TEST(future_released_before_job_ends) {
      with result_free once the job's reference is gone too. */
   evl_loop *loop = test_open();
   evl_future *f;
-  int i;
   gate_reset();
-  f = evl_run_in_executor(loop, NULL, alloc_job, NULL, counting_free);
+  f = evl_run_in_executor(loop, NULL, alloc_job, NULL, gate_free);
   CHECK(f != NULL);
   evl_future_release(f);
-  for (i = 0; i < 500 && gate_get(&g_gate.freed) == 0; i++)
-    evl_run_once(loop, 0.01);
-  CHECK_EQ(gate_get(&g_gate.freed), 1);
+  run_until_freed(loop);
   test_close(loop);
   CHECK_EQ(gate_get(&g_gate.freed), 1);
 }
@@ -487,7 +356,7 @@ TEST(delivered_result_freed_with_future) {
   evl_loop *loop = test_open();
   evl_future *f;
   gate_reset();
-  f = evl_run_in_executor(loop, NULL, alloc_job, NULL, counting_free);
+  f = evl_run_in_executor(loop, NULL, alloc_job, NULL, gate_free);
   CHECK_EQ(evl_run_until_complete(loop, f), 0);
   CHECK(evl_future_result(f) != NULL);
   CHECK_EQ(gate_get(&g_gate.freed), 0); /* still ours to read */

@@ -16,6 +16,8 @@ typedef struct fin_state {
   char *buf; /* owned: freed by the finally section */
   evl_future *gate;
   evl_timeout *to;
+  void *result;     /* run_finisher: the task's result */
+  char message[32]; /* run_finisher: its error message, "" if none */
 } fin_state;
 
 enum {
@@ -67,115 +69,109 @@ static void finisher(evl_task *t, void *state) {
   EVL_ASYNC_END(t);
 }
 
-/* Runs finisher with `how`; cancels it after 20 ms if cancel. */
-static int run_finisher(int how, int cancel, fin_state *s, void **result) {
-  evl_loop *loop = test_open();
+/* Runs the loop for delay seconds, then cancels t (which must not be done
+   yet). */
+static void sleep_then_cancel(evl_loop *loop, evl_task *t, double delay) {
+  evl_future *sl = evl_sleep(loop, delay, NULL);
+  CHECK_EQ(evl_run_until_complete(loop, sl), 0);
+  evl_future_release(sl);
+  CHECK_EQ(evl_task_cancel(t), 1);
+}
+
+/* Zeroes *s and creates a finisher doing how, with fin_cleanup as its
+   cleanup; the caller releases the task and s->gate. */
+static evl_task *fin_task_new(evl_loop *loop, fin_state *s, int how) {
   evl_task *t;
-  int rc;
   memset(s, 0, sizeof *s);
   s->how = how;
   s->gate = evl_future_new(loop);
   t = evl_task_create(loop, finisher, s, 0);
   CHECK(t != NULL);
   CHECK_EQ(evl_task_set_cleanup(t, fin_cleanup), 0);
-  if (cancel) {
-    evl_future *sl = evl_sleep(loop, 0.02, NULL);
-    CHECK_EQ(evl_run_until_complete(loop, sl), 0);
-    evl_future_release(sl);
-    CHECK_EQ(evl_task_cancel(t), 1);
-  }
-  rc = evl_run_until_complete(loop, t);
-  CHECK_EQ(rc, evl_future_error(t));
-  *result = evl_future_result(t);
+  return t;
+}
+
+/* What each body (indexed by how) must give: the task's outcome, its
+   result (&g_value or NULL), whether the body reached its end and the
+   finally section's await completed, and its error message (NULL: not
+   checked). The bodies that wait are cancelled after 20 ms. */
+static const struct finisher_expect {
+  int cancel, rc, returns_value, body_done, after_finally_await;
+  const char *message;
+} finisher_expect[] = {
+    [BODY_RETURN] = {0, 0, 1, 0, 0, NULL}, /* the result survives */
+    [BODY_FALL] = {0, 0, 0, 1, 0, NULL},
+    [BODY_FAIL] = {0, EVL_ECONNRESET, 0, 0, 0, "peer went away"},
+    [BODY_AWAIT_FAIL] = {0, EVL_EIO, 0, 0, 0, NULL},
+    [BODY_WAIT] = {1, EVL_ECANCELED, 0, 0, 0, NULL},
+    [BODY_FINALLY_AWAITS] = {1, EVL_ECANCELED, 0, 0, 1, NULL},
+    /* the section's error replaces the cancel */
+    [BODY_FINALLY_FAILS] = {1, EVL_EPIPE, 0, 0, 0, "cleanup failed"},
+    [BODY_TIMEOUT] = {0, EVL_ETIMEDOUT, 0, 0, 0, NULL},
+};
+
+/* Runs a finisher doing how to its end and checks it against
+   finisher_expect[how]; its finally section and its cleanup ran once
+   each, whatever the body did. */
+static void run_finisher(int how) {
+  const struct finisher_expect *e = &finisher_expect[how];
+  evl_loop *loop = test_open();
+  fin_state s;
+  evl_task *t = fin_task_new(loop, &s, how);
+  if (e->cancel)
+    sleep_then_cancel(loop, t, 0.02);
+  CHECK_EQ(evl_run_until_complete(loop, t), e->rc);
+  CHECK_EQ(evl_future_error(t), e->rc);
+  CHECK(evl_future_result(t) == (e->returns_value ? &g_value : NULL));
+  if (e->message)
+    CHECK(strcmp(evl_future_error_message(t), e->message) == 0);
   CHECK_EQ(evl_task_set_cleanup(t, fin_cleanup), EVL_EINVALSTATE);
   evl_future_release(t);
-  evl_future_release(s->gate);
+  evl_future_release(s.gate);
   test_close(loop);
-  CHECK(s->buf == NULL);
-  CHECK_EQ(s->finally_runs, 1);
-  CHECK_EQ(s->cleanups, 1);
-  return rc;
+  CHECK(s.buf == NULL);
+  CHECK_EQ(s.finally_runs, 1);
+  CHECK_EQ(s.cleanups, 1);
+  CHECK_EQ(s.body_done, e->body_done);
+  CHECK_EQ(s.after_finally_await, e->after_finally_await);
 }
 
 TEST(finally_after_return) {
-  fin_state s;
-  void *r;
-  CHECK_EQ(run_finisher(BODY_RETURN, 0, &s, &r), 0);
-  CHECK(r == &g_value); /* the body's result survives the section */
-  CHECK_EQ(s.body_done, 0);
+  run_finisher(BODY_RETURN);
 }
-
 TEST(finally_after_falling_through) {
-  fin_state s;
-  void *r;
-  CHECK_EQ(run_finisher(BODY_FALL, 0, &s, &r), 0);
-  CHECK(r == NULL);
-  CHECK_EQ(s.body_done, 1);
+  run_finisher(BODY_FALL);
 }
-
 TEST(finally_after_fail_keeps_message) {
-  fin_state s;
-  void *r;
-  evl_loop *loop = test_open();
-  evl_task *t;
-  memset(&s, 0, sizeof s);
-  s.how = BODY_FAIL;
-  t = evl_task_create(loop, finisher, &s, 0);
-  CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECONNRESET);
-  CHECK(strcmp(evl_future_error_message(t), "peer went away") == 0);
-  CHECK_EQ(s.finally_runs, 1);
-  evl_future_release(t);
-  test_close(loop);
-  CHECK_EQ(run_finisher(BODY_FAIL, 0, &s, &r), EVL_ECONNRESET);
+  run_finisher(BODY_FAIL);
 }
-
 TEST(finally_after_failed_await) {
-  fin_state s;
-  void *r;
-  CHECK_EQ(run_finisher(BODY_AWAIT_FAIL, 0, &s, &r), EVL_EIO);
-  CHECK_EQ(s.body_done, 0);
+  run_finisher(BODY_AWAIT_FAIL);
 }
-
 TEST(finally_after_cancel) {
-  fin_state s;
-  void *r;
-  CHECK_EQ(run_finisher(BODY_WAIT, 1, &s, &r), EVL_ECANCELED);
-  CHECK_EQ(s.body_done, 0);
+  run_finisher(BODY_WAIT);
 }
-
 TEST(finally_may_await_after_cancel) {
-  fin_state s;
-  void *r;
-  CHECK_EQ(run_finisher(BODY_FINALLY_AWAITS, 1, &s, &r), EVL_ECANCELED);
-  CHECK_EQ(s.after_finally_await, 1);
+  run_finisher(BODY_FINALLY_AWAITS);
 }
-
 TEST(finally_error_replaces_outcome) {
-  fin_state s;
-  void *r;
-  CHECK_EQ(run_finisher(BODY_FINALLY_FAILS, 1, &s, &r), EVL_EPIPE);
+  run_finisher(BODY_FINALLY_FAILS);
 }
-
 TEST(finally_after_timeout) {
-  fin_state s;
-  void *r;
-  CHECK_EQ(run_finisher(BODY_TIMEOUT, 0, &s, &r), EVL_ETIMEDOUT);
-  CHECK_EQ(s.body_done, 0);
+  run_finisher(BODY_TIMEOUT);
 }
 
 TEST(cancel_before_start_skips_body_runs_cleanup) {
   evl_loop *loop = test_open();
   fin_state s;
-  evl_task *t;
-  memset(&s, 0, sizeof s);
-  t = evl_task_create(loop, finisher, &s, 0);
-  CHECK_EQ(evl_task_set_cleanup(t, fin_cleanup), 0);
+  evl_task *t = fin_task_new(loop, &s, BODY_RETURN);
   CHECK_EQ(evl_task_cancel(t), 1);
   CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
   CHECK_EQ(s.finally_runs, 0); /* asyncio: the coroutine never started */
   CHECK_EQ(s.cleanups, 1);
   CHECK(s.buf == NULL);
   evl_future_release(t);
+  evl_future_release(s.gate);
   test_close(loop);
 }
 
@@ -194,14 +190,8 @@ static void run_free_with_pending(int how, int use_close) {
   fin_state s[3];
   int i;
   g_cb_ran = 0;
-  for (i = 0; i < 3; i++) {
-    memset(&s[i], 0, sizeof s[i]);
-    s[i].how = how;
-    s[i].gate = evl_future_new(loop);
-    evl_task *t = evl_task_create(loop, finisher, &s[i], 0);
-    CHECK_EQ(evl_task_set_cleanup(t, fin_cleanup), 0);
-    evl_future_release(t); /* fire and forget */
-  }
+  for (i = 0; i < 3; i++) /* fire and forget */
+    evl_future_release(fin_task_new(loop, &s[i], how));
   CHECK_EQ(evl_run_once(loop, 0), 3); /* all three start */
   CHECK_EQ(evl_run_once(loop, 0.1) > 0, 1);
   CHECK(evl_call_soon(loop, mark_cb, NULL) > 0);
@@ -262,6 +252,19 @@ TEST(loop_free_cancels_tasks_started_by_cleanup) {
 
 /* ---- timeouts ------------------------------------------------------------ */
 
+/* Runs fn(state) as a task on loop to its end and releases it; a done
+   task takes no new deadline. Returns the task's outcome (0 or its
+   error). */
+static int run_task(evl_loop *loop, evl_task_fn fn, void *state) {
+  evl_task *t = evl_task_create(loop, fn, state, 0);
+  int rc;
+  CHECK(t != NULL);
+  rc = evl_run_until_complete(loop, t);
+  CHECK(evl_timeout_new(t, 1.0) == NULL);
+  evl_future_release(t);
+  return rc;
+}
+
 typedef struct to_state {
   int step, err, expired, end_rc;
   double moved_to;
@@ -292,15 +295,11 @@ static void rescheduler(evl_task *t, void *state) {
 
 TEST(timeout_moved_and_removed) {
   evl_loop *loop = test_open();
-  to_state s;
-  evl_task *t;
-  memset(&s, 0, sizeof s);
-  t = evl_task_create(loop, rescheduler, &s, 0);
-  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  to_state s = {0};
+  CHECK_EQ(run_task(loop, rescheduler, &s), 0);
   CHECK_EQ(s.step, 2);
   CHECK_EQ(s.expired, 0);
   CHECK_EQ(s.end_rc, 0);
-  evl_future_release(t);
   test_close(loop);
 }
 
@@ -326,18 +325,14 @@ static void spanner(evl_task *t, void *state) {
 
 TEST(timeout_spans_awaits) {
   evl_loop *loop = test_open();
-  to_state s;
-  evl_task *t;
+  to_state s = {0};
   double t0 = evl_time(loop);
-  memset(&s, 0, sizeof s);
-  t = evl_task_create(loop, spanner, &s, 0);
-  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  CHECK_EQ(run_task(loop, spanner, &s), 0);
   CHECK_EQ(s.step, 3);
   CHECK_EQ(s.err, EVL_ETIMEDOUT);
   CHECK_EQ(s.expired, 1);
   CHECK_EQ(s.end_rc, EVL_ETIMEDOUT);
   CHECK(evl_time(loop) - t0 < 4.0);
-  evl_future_release(t);
   test_close(loop);
 }
 
@@ -354,17 +349,12 @@ static void past_deadline(evl_task *t, void *state) {
 
 TEST(timeout_in_the_past_and_bad_input) {
   evl_loop *loop = test_open();
-  to_state s;
-  evl_task *t;
-  memset(&s, 0, sizeof s);
-  t = evl_task_create(loop, past_deadline, &s, 0);
-  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  to_state s = {0};
+  CHECK_EQ(run_task(loop, past_deadline, &s), 0); /* checks: task done */
   CHECK_EQ(s.err, EVL_ETIMEDOUT);
-  CHECK(evl_timeout_new(t, 1.0) == NULL); /* task done */
   CHECK(evl_timeout_new(NULL, 1.0) == NULL);
   CHECK_EQ(evl_timeout_reschedule(NULL, 1.0), EVL_EINVAL);
   CHECK_EQ(evl_timeout_end(NULL), EVL_EINVAL);
-  evl_future_release(t);
   test_close(loop);
 }
 
@@ -381,15 +371,9 @@ static void outside_cancel(evl_task *t, void *state) {
 
 TEST(timeout_outside_cancel_stays_cancel) {
   evl_loop *loop = test_open();
-  to_state s;
-  evl_task *t;
-  evl_future *sl;
-  memset(&s, 0, sizeof s);
-  t = evl_task_create(loop, outside_cancel, &s, 0);
-  sl = evl_sleep(loop, 0.01, NULL);
-  evl_run_until_complete(loop, sl);
-  evl_future_release(sl);
-  evl_task_cancel(t);
+  to_state s = {0};
+  evl_task *t = evl_task_create(loop, outside_cancel, &s, 0);
+  sleep_then_cancel(loop, t, 0.01);
   CHECK_EQ(evl_run_until_complete(loop, t), 0);
   CHECK_EQ(s.err, EVL_ECANCELED);
   CHECK_EQ(s.end_rc, 0);
@@ -501,11 +485,9 @@ static void two_awaits(evl_task *t, void *state) {
 TEST(awaits_sharing_a_line_and_await_as) {
   evl_loop *loop = test_open();
   two_state s = {NULL, 0};
-  evl_task *t = evl_task_create(loop, two_awaits, &s, 0);
-  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  CHECK_EQ(run_task(loop, two_awaits, &s), 0);
   CHECK_EQ(s.steps, 2);
   CHECK(s.value == &g_value);
-  evl_future_release(t);
   test_close(loop);
 }
 
@@ -534,20 +516,12 @@ static void why_task(evl_task *t, void *state) {
 
 TEST(finally_knows_why_and_escapes_body_deadline) {
   evl_loop *loop = test_open();
-  why_state s;
-  evl_task *t;
-  memset(&s, 0, sizeof s);
-  s.fail = 1;
-  t = evl_task_create(loop, why_task, &s, 0);
-  CHECK_EQ(evl_run_until_complete(loop, t), EVL_EIO);
-  CHECK_EQ(s.why, EVL_EIO);
-  CHECK_EQ(s.after_sleep, 1);
-  evl_future_release(t);
-  memset(&s, 0, sizeof s);
-  t = evl_task_create(loop, why_task, &s, 0);
-  CHECK_EQ(evl_run_until_complete(loop, t), 0); /* fell through */
-  CHECK_EQ(s.why, 0);
-  evl_future_release(t);
+  why_state failing = {1, 0, 0, NULL}, falling = {0, 0, 0, NULL};
+  CHECK_EQ(run_task(loop, why_task, &failing), EVL_EIO);
+  CHECK_EQ(failing.why, EVL_EIO);
+  CHECK_EQ(failing.after_sleep, 1);
+  CHECK_EQ(run_task(loop, why_task, &falling), 0); /* fell through */
+  CHECK_EQ(falling.why, 0);
   CHECK_EQ(evl_task_finally_error(NULL), EVL_EINVAL);
   test_close(loop);
 }
@@ -601,13 +575,10 @@ static void timeout_cases(evl_task *t, void *state) {
 
 static void run_case(tcase *c, int which) {
   evl_loop *loop = test_open();
-  evl_task *t;
   memset(c, 0, sizeof *c);
   c->which = which;
-  t = evl_task_create(loop, timeout_cases, c, 0);
-  CHECK_EQ(evl_run_until_complete(loop, t), 0); /* never cancelled */
+  CHECK_EQ(run_task(loop, timeout_cases, c), 0); /* never cancelled */
   CHECK(c->t1 - c->t0 < 1.0);
-  evl_future_release(t);
   test_close(loop);
 }
 
@@ -662,15 +633,12 @@ TEST(timeout_inside_finally_section) {
   fin_to s;
   int cancel;
   for (cancel = 0; cancel < 2; cancel++) {
-    evl_task *t;
     memset(&s, 0, sizeof s);
     s.cancel = cancel;
-    t = evl_task_create(loop, timeout_in_finally, &s, 0);
-    CHECK_EQ(evl_run_until_complete(loop, t),
+    CHECK_EQ(run_task(loop, timeout_in_finally, &s),
              cancel ? EVL_ECANCELED : EVL_ETIMEDOUT);
     CHECK_EQ(s.fin_err, EVL_ETIMEDOUT);
     CHECK_EQ(s.fin_end, EVL_ETIMEDOUT);
-    evl_future_release(t);
   }
   test_close(loop);
 }

@@ -62,16 +62,22 @@ static void rec_handler(evl_loop *loop, const evl_context *ctx, void *arg) {
   }
 }
 
+/* f's state as its getters tell it: done, cancelled, error code, result. */
+static void check_state(evl_future *f, int done, int cancelled, int error,
+                        const void *result) {
+  CHECK_EQ(evl_future_done(f), done);
+  CHECK_EQ(evl_future_cancelled(f), cancelled);
+  CHECK_EQ(evl_future_error(f), error);
+  CHECK(evl_future_result(f) == result);
+}
+
 /* ---- tests ------------------------------------------------------------ */
 
 TEST(new_future_is_pending) {
   evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   CHECK(f != NULL);
-  CHECK_EQ(evl_future_done(f), 0);
-  CHECK_EQ(evl_future_cancelled(f), 0);
-  CHECK_EQ(evl_future_error(f), EVL_EINVALSTATE);
-  CHECK(evl_future_result(f) == NULL);
+  check_state(f, 0, 0, EVL_EINVALSTATE, NULL);
   CHECK(evl_future_loop(f) == loop);
   CHECK_EQ(evl_is_task(f), 0);
   evl_future_release(f);
@@ -83,10 +89,7 @@ TEST(set_result) {
   evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   CHECK_EQ(evl_future_set_result(f, &x), 0);
-  CHECK_EQ(evl_future_done(f), 1);
-  CHECK_EQ(evl_future_cancelled(f), 0);
-  CHECK(evl_future_result(f) == &x);
-  CHECK_EQ(evl_future_error(f), 0);
+  check_state(f, 1, 0, 0, &x);
   CHECK(evl_future_error_message(f) == NULL);
   evl_future_release(f);
   test_close(loop);
@@ -114,14 +117,11 @@ TEST(set_error_copies_message) {
   CHECK_EQ(evl_future_set_error(f, EVL_EIO, buf), 0);
   memset(buf, 'X', sizeof buf - 1);
   buf[sizeof buf - 1] = '\0';
-  CHECK_EQ(evl_future_done(f), 1);
-  CHECK_EQ(evl_future_cancelled(f), 0);
-  CHECK_EQ(evl_future_error(f), EVL_EIO);
+  check_state(f, 1, 0, EVL_EIO, NULL);
   msg = evl_future_error_message(f);
   CHECK(msg != NULL);
   CHECK(msg != buf);
   CHECK(strcmp(msg, "disk on fire") == 0);
-  CHECK(evl_future_result(f) == NULL);
   /* A second completion is refused and changes nothing. */
   CHECK_EQ(evl_future_set_error(f, EVL_EPIPE, "other"), EVL_EINVALSTATE);
   CHECK_EQ(evl_future_error(f), EVL_EIO);
@@ -133,10 +133,7 @@ TEST(cancel_pending) {
   evl_loop *loop = test_open();
   evl_future *f = evl_future_new(loop);
   CHECK_EQ(evl_future_cancel(f), 1);
-  CHECK_EQ(evl_future_cancelled(f), 1);
-  CHECK_EQ(evl_future_done(f), 1);
-  CHECK_EQ(evl_future_error(f), EVL_ECANCELED);
-  CHECK(evl_future_result(f) == NULL);
+  check_state(f, 1, 1, EVL_ECANCELED, NULL);
   CHECK_EQ(evl_future_cancel(f), 0); /* already cancelled */
   CHECK_EQ(evl_future_set_result(f, NULL), EVL_EINVALSTATE);
   CHECK_EQ(evl_future_cancelled(f), 1);
@@ -151,12 +148,10 @@ TEST(cancel_done) {
   evl_future *g = evl_future_new(loop);
   CHECK_EQ(evl_future_set_result(f, &x), 0);
   CHECK_EQ(evl_future_cancel(f), 0);
-  CHECK_EQ(evl_future_cancelled(f), 0);
-  CHECK(evl_future_result(f) == &x);
+  check_state(f, 1, 0, 0, &x);
   CHECK_EQ(evl_future_set_error(g, EVL_EIO, NULL), 0);
   CHECK_EQ(evl_future_cancel(g), 0);
-  CHECK_EQ(evl_future_cancelled(g), 0);
-  CHECK_EQ(evl_future_error(g), EVL_EIO);
+  check_state(g, 1, 0, EVL_EIO, NULL);
   evl_future_release(f);
   evl_future_release(g);
   test_close(loop);

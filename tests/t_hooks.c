@@ -74,20 +74,15 @@ TEST(hooks_around_the_wait) {
 
 /* An active idle hook: the loop polls without blocking, and
    evl_next_timeout says 0; without it, the wait blocks. */
-static int g_idles;
-static void idle_count(evl_loop *loop, void *arg) {
-  (void)loop;
-  (void)arg;
-  g_idles++;
-}
+static int g_idles; /* test_count_cb's */
 TEST(idle_does_not_block) {
   evl_loop *loop = test_open();
   double t0;
   int id, i;
   g_idles = 0;
-  CHECK(evl_call_later(loop, 30.0, idle_count, NULL) > 0);
+  CHECK(evl_call_later(loop, 30.0, test_count_cb, &g_idles) > 0);
   CHECK(evl_next_timeout(loop) > 20.0);
-  id = evl_hook_add(loop, EVL_HOOK_IDLE, idle_count, NULL);
+  id = evl_hook_add(loop, EVL_HOOK_IDLE, test_count_cb, &g_idles);
   CHECK(evl_next_timeout(loop) == 0.0);
   t0 = test_now();
   for (i = 0; i < 100; i++)
@@ -129,16 +124,20 @@ TEST(hooks_change_while_running) {
 
 TEST(hooks_bad_input) {
   evl_loop *loop = test_open();
-  CHECK_EQ(evl_hook_add(NULL, EVL_HOOK_IDLE, idle_count, NULL), EVL_EINVAL);
+  CHECK_EQ(evl_hook_add(NULL, EVL_HOOK_IDLE, test_count_cb, &g_idles),
+           EVL_EINVAL);
   CHECK_EQ(evl_hook_add(loop, EVL_HOOK_IDLE, NULL, NULL), EVL_EINVAL);
-  CHECK_EQ(evl_hook_add(loop, (evl_hook_kind)9, idle_count, NULL), EVL_EINVAL);
-  CHECK_EQ(evl_hook_add(loop, (evl_hook_kind)-1, idle_count, NULL), EVL_EINVAL);
+  CHECK_EQ(evl_hook_add(loop, (evl_hook_kind)9, test_count_cb, &g_idles),
+           EVL_EINVAL);
+  CHECK_EQ(evl_hook_add(loop, (evl_hook_kind)-1, test_count_cb, &g_idles),
+           EVL_EINVAL);
   CHECK_EQ(evl_hook_remove(loop, 0), 0);
   CHECK_EQ(evl_hook_remove(loop, 12345), 0);
   CHECK_EQ(evl_hook_remove(NULL, 1), 0);
-  CHECK(evl_hook_add(loop, EVL_HOOK_IDLE, idle_count, NULL) > 0);
+  CHECK(evl_hook_add(loop, EVL_HOOK_IDLE, test_count_cb, &g_idles) > 0);
   CHECK_EQ(evl_loop_close(loop), 0);
-  CHECK_EQ(evl_hook_add(loop, EVL_HOOK_CHECK, idle_count, NULL), EVL_ECLOSED);
+  CHECK_EQ(evl_hook_add(loop, EVL_HOOK_CHECK, test_count_cb, &g_idles),
+           EVL_ECLOSED);
   CHECK(evl_next_timeout(loop) < 0);
   test_close(loop);
 }

@@ -42,6 +42,36 @@ static int64_t when_ns(evl_loop *loop, evl_handle h) {
   return w < 0 ? -1 : (int64_t)(w * 1e9 + 0.5);
 }
 
+/* A 1 s ticker with the given missed-tick policy (set only where it is
+   not the default), then the clock jumps from 0 to 5.5 s: five ticks
+   missed. */
+static void start_late_ticker(evl_loop *loop, ticker *t,
+                              evl_missed_tick policy) {
+  memset(t, 0, sizeof *t);
+  t->h = evl_call_every(loop, 1.0, tick_cb, t);
+  CHECK(t->h > 0);
+  if (policy != EVL_MISSED_BURST)
+    CHECK_EQ(evl_every_set_missed(loop, t->h, policy), 0);
+  g_ns = 5 * SEC + SEC / 2;
+}
+
+/* Delay and skip: one tick for the five missed ones, then the next
+   deadline is `next`; run exactly then, the tick is on time (not missed
+   again) and the one after is a second later. */
+static void check_one_tick_then(evl_missed_tick policy, int64_t next) {
+  evl_loop *loop = manual_loop();
+  ticker t;
+  start_late_ticker(loop, &t, policy);
+  CHECK_EQ(evl_run_once(loop, 0), 1);
+  CHECK_EQ(evl_run_once(loop, 0), 0);
+  CHECK_EQ(t.ticks, 1);
+  CHECK_EQ(when_ns(loop, t.h), next);
+  g_ns = next;
+  CHECK_EQ(evl_run_once(loop, 0), 1);
+  CHECK_EQ(when_ns(loop, t.h), next + SEC);
+  test_close(loop);
+}
+
 /* 10,000 ticks, each run late by a varying amount under the interval:
    every deadline is exactly k * interval. */
 TEST(every_does_not_drift) {
@@ -70,10 +100,7 @@ TEST(every_missed_burst) {
   evl_loop *loop = manual_loop();
   ticker t;
   int i;
-  memset(&t, 0, sizeof t);
-  t.h = evl_call_every(loop, 1.0, tick_cb, &t);
-  CHECK(t.h > 0);
-  g_ns = 5 * SEC + SEC / 2;
+  start_late_ticker(loop, &t, EVL_MISSED_BURST);
   for (i = 1; i <= 5; i++) {
     CHECK_EQ(evl_run_once(loop, 0), 1);
     CHECK_EQ(t.ticks, i);
@@ -84,41 +111,14 @@ TEST(every_missed_burst) {
   test_close(loop);
 }
 
-/* Delay: one tick, then the schedule restarts from it. */
+/* Delay: one tick, then the schedule restarts from it (5.5 s). */
 TEST(every_missed_delay) {
-  evl_loop *loop = manual_loop();
-  ticker t;
-  memset(&t, 0, sizeof t);
-  t.h = evl_call_every(loop, 1.0, tick_cb, &t);
-  CHECK_EQ(evl_every_set_missed(loop, t.h, EVL_MISSED_DELAY), 0);
-  g_ns = 5 * SEC + SEC / 2;
-  CHECK_EQ(evl_run_once(loop, 0), 1);
-  CHECK_EQ(evl_run_once(loop, 0), 0);
-  CHECK_EQ(t.ticks, 1);
-  CHECK_EQ(when_ns(loop, t.h), 6 * SEC + SEC / 2);
-  g_ns = 6 * SEC + SEC / 2;
-  CHECK_EQ(evl_run_once(loop, 0), 1);
-  CHECK_EQ(when_ns(loop, t.h), 7 * SEC + SEC / 2);
-  test_close(loop);
+  check_one_tick_then(EVL_MISSED_DELAY, 6 * SEC + SEC / 2);
 }
 
 /* Skip: one tick, then the next deadline of the original schedule. */
 TEST(every_missed_skip) {
-  evl_loop *loop = manual_loop();
-  ticker t;
-  memset(&t, 0, sizeof t);
-  t.h = evl_call_every(loop, 1.0, tick_cb, &t);
-  CHECK_EQ(evl_every_set_missed(loop, t.h, EVL_MISSED_SKIP), 0);
-  g_ns = 5 * SEC + SEC / 2;
-  CHECK_EQ(evl_run_once(loop, 0), 1);
-  CHECK_EQ(evl_run_once(loop, 0), 0);
-  CHECK_EQ(t.ticks, 1);
-  CHECK_EQ(when_ns(loop, t.h), 6 * SEC);
-  /* exactly on a deadline: on time, not missed */
-  g_ns = 6 * SEC;
-  CHECK_EQ(evl_run_once(loop, 0), 1);
-  CHECK_EQ(when_ns(loop, t.h), 7 * SEC);
-  test_close(loop);
+  check_one_tick_then(EVL_MISSED_SKIP, 6 * SEC);
 }
 
 /* A cancel from inside the callback ends it: no more ticks, nothing left

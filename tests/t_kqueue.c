@@ -524,23 +524,8 @@ TEST(backend_fd_is_a_kqueue) {
 
 TEST(refused_kqueue_falls_back_to_poll) {
 #ifdef HAVE_REFUSE_KQUEUE
-  evl_loop_config cfg;
-  evl_loop *loop = NULL;
-  int ran = 0;
-  if (refuse_epoll_create() != 0) {
-    printf("  (cannot install a seccomp filter here: skipped)\n");
-    return;
-  }
-  memset(&cfg, 0, sizeof cfg);
-  CHECK_EQ(evl_loop_new(&loop, &cfg), 0);
-  CHECK(strcmp(evl_backend_name(loop), "poll (kqueue unavailable)") == 0);
-  CHECK_EQ(evl_backend_fd(loop), -1);
-  CHECK(evl_call_later(loop, 0.001, test_stop_cb, &ran) > 0);
-  CHECK_EQ(evl_run_forever(loop), 0);
-  CHECK_EQ(ran, 1);
-  test_close(loop);
-  cfg.backend = EVL_BACKEND_KQUEUE; /* asked for by name: no silent switch */
-  CHECK(evl_loop_new(&loop, &cfg) < 0);
+  check_refused_backend_falls_back("poll (kqueue unavailable)",
+                                   EVL_BACKEND_KQUEUE, 0);
 #else
   printf("  (needs a libkqueue build on Linux x86-64: kqueue() cannot be "
          "made to fail here)\n");

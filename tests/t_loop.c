@@ -3,7 +3,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
 
+#include "core_test.h"
+
 #include <errno.h>
+#include <stdarg.h>
 #include <time.h>
 
 /* A log of which callbacks ran, in order. */
@@ -22,6 +25,25 @@ static void log_cb(evl_loop *loop, void *arg) {
   (void)loop;
   if (g_nlog < 256)
     g_log[g_nlog++] = *(int *)arg;
+}
+
+/* The log holds exactly the n ids that follow. */
+static void check_log(int n, ...) {
+  va_list ap;
+  int i;
+  CHECK_EQ(g_nlog, n);
+  va_start(ap, n);
+  for (i = 0; i < n; i++)
+    CHECK_EQ(g_log[i], va_arg(ap, int));
+  va_end(ap);
+}
+
+/* evl_run_forever with a stop queued: it runs one iteration and returns. */
+static void run_forever_to_a_stop(evl_loop *loop) {
+  int stops = 0;
+  CHECK(evl_call_soon(loop, test_stop_cb, &stops) > 0);
+  CHECK_EQ(evl_run_forever(loop), 0);
+  CHECK_EQ(stops, 1);
 }
 
 /* A run after a stop must go on until the next stop: the stop request was
@@ -46,15 +68,24 @@ static void log_stop_schedule_cb(evl_loop *loop, void *arg) {
   evl_stop(loop);
 }
 
+/* Resets the log and schedules ids 1..n: each logs its id and schedules
+   id + 100; the one numbered stopper (0: none) also stops the loop. */
+static void schedule_ids(evl_loop *loop, int n, int stopper) {
+  int id;
+  reset_log();
+  for (id = 1; id <= n; id++)
+    CHECK(evl_call_soon(
+              loop, id == stopper ? log_stop_schedule_cb : log_and_schedule_cb,
+              &g_ids[id]) > 0);
+}
+
 TEST(callbacks_run_in_fifo_order) {
   evl_loop *loop = test_open();
-  int i, stops = 0;
+  int i;
   reset_log();
   for (i = 0; i < 100; i++)
     CHECK(evl_call_soon(loop, log_cb, &g_ids[i]) > 0);
-  CHECK(evl_call_soon(loop, test_stop_cb, &stops) > 0);
-  CHECK_EQ(evl_run_forever(loop), 0);
-  CHECK_EQ(stops, 1);
+  run_forever_to_a_stop(loop);
   CHECK_EQ(g_nlog, 100);
   for (i = 0; i < 100; i++)
     CHECK_EQ(g_log[i], i);
@@ -63,17 +94,11 @@ TEST(callbacks_run_in_fifo_order) {
 
 TEST(callback_scheduled_during_iteration_runs_next_iteration) {
   evl_loop *loop = test_open();
-  reset_log();
-  CHECK(evl_call_soon(loop, log_and_schedule_cb, &g_ids[1]) > 0);
-  CHECK(evl_call_soon(loop, log_and_schedule_cb, &g_ids[2]) > 0);
+  schedule_ids(loop, 2, 0);
   CHECK_EQ(evl_run_once(loop, 0), 2);
-  CHECK_EQ(g_nlog, 2);
-  CHECK_EQ(g_log[0], 1);
-  CHECK_EQ(g_log[1], 2);
+  check_log(2, 1, 2);
   CHECK_EQ(evl_run_once(loop, 0), 2);
-  CHECK_EQ(g_nlog, 4);
-  CHECK_EQ(g_log[2], 101);
-  CHECK_EQ(g_log[3], 102);
+  check_log(4, 1, 2, 101, 102);
   CHECK_EQ(evl_run_once(loop, 0), 0);
   CHECK_EQ(g_nlog, 4);
   test_close(loop);
@@ -81,48 +106,27 @@ TEST(callback_scheduled_during_iteration_runs_next_iteration) {
 
 TEST(stop_before_run_forever_runs_exactly_one_iteration) {
   evl_loop *loop = test_open();
-  int stops = 0;
-  reset_log();
-  CHECK(evl_call_soon(loop, log_and_schedule_cb, &g_ids[1]) > 0);
-  CHECK(evl_call_soon(loop, log_and_schedule_cb, &g_ids[2]) > 0);
+  schedule_ids(loop, 2, 0);
   evl_stop(loop);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK(!evl_loop_is_running(loop));
-  CHECK_EQ(g_nlog, 2);
-  CHECK_EQ(g_log[0], 1);
-  CHECK_EQ(g_log[1], 2);
+  check_log(2, 1, 2);
   /* The callbacks they scheduled are still pending and run next time. */
-  CHECK(evl_call_soon(loop, test_stop_cb, &stops) > 0);
-  CHECK_EQ(evl_run_forever(loop), 0);
-  CHECK_EQ(stops, 1);
-  CHECK_EQ(g_nlog, 4);
-  CHECK_EQ(g_log[2], 101);
-  CHECK_EQ(g_log[3], 102);
+  run_forever_to_a_stop(loop);
+  check_log(4, 1, 2, 101, 102);
   check_runs_until_next_stop(loop);
   test_close(loop);
 }
 
 TEST(stop_inside_callback_finishes_the_iteration_then_returns) {
   evl_loop *loop = test_open();
-  int stops = 0;
-  reset_log();
-  CHECK(evl_call_soon(loop, log_and_schedule_cb, &g_ids[1]) > 0);
-  CHECK(evl_call_soon(loop, log_stop_schedule_cb, &g_ids[2]) > 0);
-  CHECK(evl_call_soon(loop, log_and_schedule_cb, &g_ids[3]) > 0);
+  schedule_ids(loop, 3, 2);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK(!evl_loop_is_running(loop));
-  CHECK_EQ(g_nlog, 3);
-  CHECK_EQ(g_log[0], 1);
-  CHECK_EQ(g_log[1], 2);
-  CHECK_EQ(g_log[2], 3);
+  check_log(3, 1, 2, 3);
   /* The loop runs again; what the last iteration scheduled is pending. */
-  CHECK(evl_call_soon(loop, test_stop_cb, &stops) > 0);
-  CHECK_EQ(evl_run_forever(loop), 0);
-  CHECK_EQ(stops, 1);
-  CHECK_EQ(g_nlog, 6);
-  CHECK_EQ(g_log[3], 101);
-  CHECK_EQ(g_log[4], 102);
-  CHECK_EQ(g_log[5], 103);
+  run_forever_to_a_stop(loop);
+  check_log(6, 1, 2, 3, 101, 102, 103);
   check_runs_until_next_stop(loop);
   test_close(loop);
 }
@@ -162,36 +166,36 @@ static void fail_cb(evl_loop *loop, void *arg) {
   CHECK_EQ(evl_future_set_error((evl_future *)arg, EVL_ECONNRESET, "boom"), 0);
 }
 
-TEST(run_until_complete_waits_for_the_future) {
+/* run_until_complete on a future that cb completes (after `later`
+   seconds, 0: call_soon; cb NULL: a future cancelled before) returns its error
+   code `want`, with the future done. */
+static void check_run_until_complete(evl_callback cb, double later, int want) {
   evl_loop *loop = test_open();
   evl_future *fut = evl_future_new(loop);
   CHECK(fut != NULL);
-  CHECK(evl_call_later(loop, 0.02, complete_later_cb, fut) > 0);
-  CHECK_EQ(evl_run_until_complete(loop, fut), 0);
+  if (cb && later > 0)
+    CHECK(evl_call_later(loop, later, cb, fut) > 0);
+  else if (cb)
+    CHECK(evl_call_soon(loop, cb, fut) > 0);
+  else
+    CHECK_EQ(evl_future_cancel(fut), 1);
+  CHECK_EQ(evl_run_until_complete(loop, fut), want);
   CHECK(evl_future_done(fut));
+  CHECK_EQ(evl_future_error(fut), want);
   evl_future_release(fut);
   test_close(loop);
+}
+
+TEST(run_until_complete_waits_for_the_future) {
+  check_run_until_complete(complete_later_cb, 0.02, 0);
 }
 
 TEST(run_until_complete_on_failing_future_returns_its_error) {
-  evl_loop *loop = test_open();
-  evl_future *fut = evl_future_new(loop);
-  CHECK(fut != NULL);
-  CHECK(evl_call_soon(loop, fail_cb, fut) > 0);
-  CHECK_EQ(evl_run_until_complete(loop, fut), EVL_ECONNRESET);
-  CHECK_EQ(evl_future_error(fut), EVL_ECONNRESET);
-  evl_future_release(fut);
-  test_close(loop);
+  check_run_until_complete(fail_cb, 0, EVL_ECONNRESET);
 }
 
 TEST(run_until_complete_on_cancelled_future_returns_ecanceled) {
-  evl_loop *loop = test_open();
-  evl_future *fut = evl_future_new(loop);
-  CHECK(fut != NULL);
-  CHECK_EQ(evl_future_cancel(fut), 1);
-  CHECK_EQ(evl_run_until_complete(loop, fut), EVL_ECANCELED);
-  evl_future_release(fut);
-  test_close(loop);
+  check_run_until_complete(NULL, 0, EVL_ECANCELED);
 }
 
 TEST(run_until_complete_stopped_first_returns_estopped) {
@@ -260,15 +264,12 @@ static void close_while_running_cb(evl_loop *loop, void *arg) {
 
 TEST(close_while_running_returns_erunning) {
   evl_loop *loop = test_open();
-  int stops = 0;
   CHECK(evl_call_soon(loop, close_while_running_cb, NULL) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(g_close_rc, EVL_ERUNNING);
   CHECK_EQ(evl_loop_is_closed(loop), 0);
   /* It still runs after the refused close. */
-  CHECK(evl_call_soon(loop, test_stop_cb, &stops) > 0);
-  CHECK_EQ(evl_run_forever(loop), 0);
-  CHECK_EQ(stops, 1);
+  run_forever_to_a_stop(loop);
   CHECK_EQ(evl_loop_close(loop), 0);
   CHECK_EQ(evl_loop_is_closed(loop), 1);
   test_close(loop);
@@ -290,13 +291,19 @@ static void nested_run_forever_cb(evl_loop *loop, void *arg) {
   CHECK(evl_call_soon(loop, after_nested_cb, NULL) > 0);
 }
 
-TEST(run_forever_or_run_once_reentered_return_erunning) {
-  evl_loop *loop = test_open();
-  CHECK(evl_call_soon(loop, nested_run_forever_cb, NULL) > 0);
+/* Runs the loop until nested_cb has tried to run it again: that nested
+   run returned EVL_ERUNNING, and the loop went on (after_nested_cb). */
+static void check_nested_run_refused(evl_loop *loop, evl_callback nested_cb) {
+  CHECK(evl_call_soon(loop, nested_cb, NULL) > 0);
   CHECK_EQ(evl_run_forever(loop), 0);
   CHECK_EQ(g_nested_rc, EVL_ERUNNING);
-  CHECK_EQ(g_nested_once_rc, EVL_ERUNNING);
   CHECK_EQ(g_after_nested, 1);
+}
+
+TEST(run_forever_or_run_once_reentered_return_erunning) {
+  evl_loop *loop = test_open();
+  check_nested_run_refused(loop, nested_run_forever_cb);
+  CHECK_EQ(g_nested_once_rc, EVL_ERUNNING);
   CHECK(!evl_loop_is_running(loop));
   check_runs_until_next_stop(loop);
   test_close(loop);
@@ -314,17 +321,8 @@ static void nested_run_until_complete_cb(evl_loop *loop, void *arg) {
 
 TEST(run_until_complete_reentered_returns_erunning) {
   evl_loop *loop = test_open();
-  CHECK(evl_call_soon(loop, nested_run_until_complete_cb, NULL) > 0);
-  CHECK_EQ(evl_run_forever(loop), 0);
-  CHECK_EQ(g_nested_rc, EVL_ERUNNING);
-  CHECK_EQ(g_after_nested, 1);
+  check_nested_run_refused(loop, nested_run_until_complete_cb);
   test_close(loop);
-}
-
-static void io_cb(evl_loop *loop, evl_fd fd, void *arg) {
-  (void)loop;
-  (void)fd;
-  (void)arg;
 }
 
 TEST(calls_on_a_closed_loop_return_eclosed) {
@@ -342,8 +340,8 @@ TEST(calls_on_a_closed_loop_return_eclosed) {
   CHECK_EQ(evl_run_until_complete(loop, fut), EVL_ECLOSED);
   CHECK_EQ(evl_run_once(loop, 0), EVL_ECLOSED);
   CHECK(evl_future_new(loop) == NULL);
-  CHECK_EQ(evl_add_reader(loop, p[0], io_cb, NULL), EVL_ECLOSED);
-  CHECK_EQ(evl_add_writer(loop, p[1], io_cb, NULL), EVL_ECLOSED);
+  CHECK_EQ(evl_add_reader(loop, p[0], nop_fd_cb, NULL), EVL_ECLOSED);
+  CHECK_EQ(evl_add_writer(loop, p[1], nop_fd_cb, NULL), EVL_ECLOSED);
   CHECK_EQ(fired, 0);
   evl_future_release(fut);
   test_close(loop);

@@ -1,31 +1,10 @@
 /* Networking API contracts the other network tests do not pin down. */
 #include "test.h"
 
-#ifndef _WIN32
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#endif
+#include "net_test.h"
 
-typedef struct conn_state {
-  evl_transport *t;
-  int made, lost;
-} conn_state;
-
-static void made_cb(evl_transport *t, void *user) {
-  conn_state *c = (conn_state *)user;
-  c->t = t;
-  c->made++;
-}
-static void lost_cb(evl_transport *t, int err, void *user) {
-  conn_state *c = (conn_state *)user;
-  (void)t;
-  (void)err;
-  c->t = NULL;
-  c->lost++;
-}
-static const evl_protocol conn_proto = {made_cb, NULL, NULL, lost_cb, NULL,
-                                        NULL,    NULL, NULL, NULL,    NULL};
+/* Connections record through net_test.h's rec_proto (made and lost
+   counted, the transport kept while open). */
 
 static void run_until(evl_loop *loop, const int *flag, int value) {
   int i;
@@ -38,13 +17,15 @@ static void run_until(evl_loop *loop, const int *flag, int value) {
    cancelled by wait_for) leaves the others waiting. */
 TEST(server_wait_closed_futures_are_per_caller) {
   evl_loop *loop = test_open();
-  conn_state srv = {NULL, 0, 0}, cli = {NULL, 0, 0};
+  rec_peer srv, cli;
   evl_future *sf, *cf, *w1, *w2, *w3;
   evl_server *s;
-  sf = evl_create_server(loop, &conn_proto, &srv, "127.0.0.1", 0, NULL);
+  memset(&srv, 0, sizeof srv);
+  memset(&cli, 0, sizeof cli);
+  sf = evl_create_server(loop, &rec_proto, &srv, "127.0.0.1", 0, NULL);
   CHECK_EQ(evl_run_until_complete(loop, sf), 0);
   s = (evl_server *)evl_future_result(sf);
-  cf = evl_create_connection(loop, &conn_proto, &cli, "127.0.0.1",
+  cf = evl_create_connection(loop, &rec_proto, &cli, "127.0.0.1",
                              evl_server_port(s), NULL);
   CHECK_EQ(evl_run_until_complete(loop, cf), 0);
   run_until(loop, &srv.made, 1);
@@ -99,9 +80,8 @@ TEST(datagram_endpoint_resolves_names) {
   CHECK_EQ(evl_run_until_complete(loop, a), 0);
   ta = (evl_transport *)evl_future_result(a);
   CHECK_EQ(evl_transport_get_sockname(ta, &ss, &len), 0);
-  port = ss.ss_family == AF_INET
-             ? ntohs(((struct sockaddr_in *)(void *)&ss)->sin_port)
-             : ntohs(((struct sockaddr_in6 *)(void *)&ss)->sin6_port);
+  port = sockaddr_port(&ss);
+  CHECK(port > 0);
   b = evl_create_datagram_endpoint(loop, &dgram_proto, NULL, NULL, 0,
                                    "localhost", port, NULL);
   CHECK_EQ(evl_run_until_complete(loop, b), 0);
@@ -123,13 +103,13 @@ TEST(loop_close_during_name_lookup_leaks_nothing) {
   int round;
   for (round = 0; round < 20; round++) {
     evl_loop *loop = test_open();
-    conn_state c = {NULL, 0, 0};
-    evl_future *f =
-        evl_create_connection(loop, &conn_proto, &c, "localhost", 9, NULL);
-    evl_future *d = evl_create_datagram_endpoint(loop, &dgram_proto, NULL, NULL,
-                                                 0, "localhost", 9, NULL);
-    evl_future *s =
-        evl_create_server(loop, &conn_proto, &c, "localhost", 0, NULL);
+    rec_peer c;
+    evl_future *f, *d, *s;
+    memset(&c, 0, sizeof c);
+    f = evl_create_connection(loop, &rec_proto, &c, "localhost", 9, NULL);
+    d = evl_create_datagram_endpoint(loop, &dgram_proto, NULL, NULL, 0,
+                                     "localhost", 9, NULL);
+    s = evl_create_server(loop, &rec_proto, &c, "localhost", 0, NULL);
     CHECK(f != NULL && d != NULL && s != NULL);
     if (round % 2) /* sometimes the lookups get a chance to finish */
       (void)evl_run_once(loop, 0);

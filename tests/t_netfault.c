@@ -32,21 +32,13 @@ typedef struct echo_srv {
   int peer_ports[64]; /* client ports of the first connections */
 } echo_srv;
 
-static int sa_port(const struct sockaddr_storage *ss) {
-  if (ss->ss_family == AF_INET)
-    return ntohs(((const struct sockaddr_in *)(const void *)ss)->sin_port);
-  if (ss->ss_family == AF_INET6)
-    return ntohs(((const struct sockaddr_in6 *)(const void *)ss)->sin6_port);
-  return -1;
-}
-
 static void srv_made(evl_transport *t, void *user) {
   echo_srv *s = (echo_srv *)user;
   if (s->made < 64) {
     struct sockaddr_storage ss;
     size_t len = sizeof ss;
     CHECK_EQ(evl_transport_get_peername(t, &ss, &len), 0);
-    s->peer_ports[s->made] = sa_port(&ss);
+    s->peer_ports[s->made] = sockaddr_port(&ss);
   }
   s->made++;
 }
@@ -82,24 +74,8 @@ static int connect_error(evl_loop *loop, const char *host, int port) {
   return rc;
 }
 
-/* A raw blocking listening socket on 127.0.0.1; returns it, *port set. */
-static int raw_listener(int *port) {
-  struct sockaddr_in sin;
-  socklen_t len = sizeof sin;
-  int fd = (int)socket(AF_INET, SOCK_STREAM, 0);
-  CHECK(fd >= 0);
-  memset(&sin, 0, sizeof sin);
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CHECK_EQ(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-  CHECK_EQ(listen(fd, 64), 0);
-  CHECK_EQ(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-  *port = ntohs(sin.sin_port);
-  return fd;
-}
-
 static int free_port(void) {
-  int port, fd = raw_listener(&port);
+  int port, fd = loopback_listener(64, &port, NULL);
   test_closesocket(fd);
   return port;
 }
@@ -178,7 +154,7 @@ TEST(netfault_peer_reset) {
     SKIP("wine 8 closes a socket with a FIN, never a reset (SO_LINGER 0 "
          "and unread data alike)");
   loop = test_open();
-  lfd = raw_listener(&port);
+  lfd = loopback_listener(64, &port, NULL);
   memset(&cl, 0, sizeof cl);
   f = evl_create_connection(loop, &rec_proto, &cl, "127.0.0.1", port, NULL);
   CHECK_EQ(wait_fut(loop, f), 0);
@@ -249,7 +225,7 @@ static evl_loop *connect_to_closed_peer(int lfd, int port, rec_peer *cl) {
 }
 
 TEST(netfault_write_after_peer_closed_no_sigpipe) {
-  int port, lfd = raw_listener(&port);
+  int port, lfd = loopback_listener(64, &port, NULL);
   rec_peer cl;
   evl_loop *loop = connect_to_closed_peer(lfd, port, &cl);
   RUN_UNTIL(loop, cl.eofs == 1);
@@ -260,7 +236,7 @@ TEST(netfault_write_after_peer_closed_no_sigpipe) {
 }
 
 TEST(netfault_big_write_to_closed_peer_no_sigpipe) {
-  int port, lfd = raw_listener(&port);
+  int port, lfd = loopback_listener(64, &port, NULL);
   rec_peer cl;
   evl_loop *loop = connect_to_closed_peer(lfd, port, &cl);
   test_closesocket(lfd);
@@ -725,7 +701,7 @@ TEST(netfault_no_fd_left) {
     size_t len = sizeof ss;
     CHECK_EQ(evl_transport_get_sockname(u1.t, &ss, &len), 0);
     f = evl_create_datagram_endpoint(loop, &dgram_proto, &u2, NULL, 0,
-                                     "127.0.0.1", sa_port(&ss), NULL);
+                                     "127.0.0.1", sockaddr_port(&ss), NULL);
   }
   CHECK_EQ(wait_fut(loop, f), 0);
   evl_future_release(f);

@@ -45,20 +45,6 @@ static const char *const sleep10[] = {"/bin/sleep", "10", NULL};
 #define RC_TERMINATED (-SIGTERM)
 #endif
 
-#ifdef _WIN32
-static int kill_pid(int pid) {
-  HANDLE h = OpenProcess(PROCESS_TERMINATE, FALSE, (DWORD)pid);
-  int ok = h && TerminateProcess(h, 9);
-  if (h)
-    CloseHandle(h);
-  return ok ? 0 : -1;
-}
-#else
-static int kill_pid(int pid) {
-  return kill(pid, SIGKILL);
-}
-#endif
-
 static evl_process *spawn(evl_loop *loop, const char *const *argv,
                           const char *shell,
                           const evl_subprocess_options *opts) {
@@ -106,17 +92,12 @@ TEST(wait_gives_the_exit_status) {
   const char *argv[] = {"/bin/sh", "-c", "exit 5", NULL};
 #endif
   evl_process *p = spawn(loop, argv, NULL, NULL);
-  evl_future *w2;
   int pid = evl_process_pid(p);
   CHECK(evl_process_stdin(p) && evl_process_stdout(p) && evl_process_stderr(p));
   CHECK_EQ(wait_rc(loop, p), 5);
   CHECK(gone(pid));
-  /* waiting again after the exit completes at once, with the same code */
-  w2 = evl_process_wait(p);
-  CHECK(w2 != NULL);
-  CHECK_EQ(wait_fut(loop, w2), 0);
-  CHECK_EQ(evl_future_result_int(w2), 5);
-  evl_future_release(w2);
+  /* waiting again after the exit completes, with the same code */
+  CHECK_EQ(wait_rc(loop, p), 5);
   CHECK_EQ(evl_process_send_signal(p, SIGTERM), EVL_ESRCH); /* reaped */
   evl_process_free(p);
   test_close(loop);
@@ -478,21 +459,7 @@ TEST(loop_free_with_a_freed_running_process) {
   t0 = test_now();
   test_close(loop);
   CHECK(test_now() - t0 < 2.0);
-#ifdef _WIN32
-  if (!gone(pid)) {
-    kill_pid(pid);
-    test_fail_(__FILE__, __LINE__, "child %d left after evl_loop_free", pid);
-  }
-#else
-  if (!gone(pid)) {
-    pid_t w = waitpid(pid, NULL, WNOHANG);
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    test_fail_(__FILE__, __LINE__,
-               "child %d left behind after evl_loop_free (%s)", pid,
-               w == 0 ? "still running" : "a zombie");
-  }
-#endif
+  check_no_child_left(pid);
 }
 
 TEST(missing_program_fails_the_future) {

@@ -3,18 +3,10 @@
    keeps asyncio's semantics. */
 #include "test.h"
 
+#include "core_test.h"
 #include "net_test.h"
 
-static int g_count;
-static void count_cb(evl_loop *loop, void *arg) {
-  (void)loop;
-  (void)arg;
-  g_count++;
-}
-static void stop_cb(evl_loop *loop, void *arg) {
-  (void)arg;
-  evl_stop(loop);
-}
+static int g_count; /* test_count_cb's */
 
 TEST(empty_loop_is_not_alive) {
   evl_loop *loop = test_open();
@@ -33,11 +25,11 @@ TEST(timers) {
   evl_loop *loop = test_open();
   evl_handle h;
   g_count = 0;
-  CHECK(evl_call_later(loop, 0.05, count_cb, NULL) > 0);
+  CHECK(evl_call_later(loop, 0.05, test_count_cb, &g_count) > 0);
   CHECK_EQ(evl_loop_alive(loop), 1);
   CHECK_EQ(evl_run_alive(loop), 0);
   CHECK_EQ(g_count, 1);
-  h = evl_call_later(loop, 10.0, count_cb, NULL);
+  h = evl_call_later(loop, 10.0, test_count_cb, &g_count);
   CHECK_EQ(evl_loop_alive(loop), 1);
   CHECK_EQ(evl_handle_set_ref(loop, h, 0), 0);
   CHECK_EQ(evl_handle_set_ref(loop, h, 0), 0); /* idempotent */
@@ -51,7 +43,7 @@ TEST(timers) {
   CHECK_EQ(evl_handle_cancel(loop, h), 1);
   CHECK_EQ(evl_loop_alive(loop), 0);
   CHECK_EQ(evl_handle_set_ref(loop, h, 1), EVL_EINVAL);
-  CHECK(evl_call_later(loop, 10.0, count_cb, NULL) > 0);
+  CHECK(evl_call_later(loop, 10.0, test_count_cb, &g_count) > 0);
   CHECK_EQ(evl_loop_alive(loop), 1);
   CHECK_EQ(evl_handle_set_ref(loop, 12345, 0), EVL_EINVAL);
   CHECK_EQ(evl_handle_set_ref(NULL, h, 0), EVL_EINVAL);
@@ -62,11 +54,11 @@ TEST(timers) {
    keeps the loop alive, and the loop returns once that is done. */
 TEST(unreferenced_repeating_timer) {
   evl_loop *loop = test_open();
-  evl_handle tick = evl_call_every(loop, 0.01, count_cb, NULL);
+  evl_handle tick = evl_call_every(loop, 0.01, test_count_cb, &g_count);
   g_count = 0;
   CHECK(tick > 0);
   CHECK_EQ(evl_handle_set_ref(loop, tick, 0), 0);
-  CHECK(evl_call_later(loop, 0.2, stop_cb, NULL) > 0);
+  CHECK(evl_call_later(loop, 0.2, test_stop_cb, NULL) > 0);
   CHECK_EQ(evl_run_alive(loop), 0);
   CHECK(g_count >= 2); /* (wine's IOCP waits are coarse) */
   CHECK_EQ(evl_loop_alive(loop), 0);
@@ -80,12 +72,12 @@ TEST(stop_and_run_forever) {
   evl_loop *loop = test_open();
   evl_handle h;
   double t0;
-  CHECK(evl_call_later(loop, 10.0, count_cb, NULL) > 0);
-  CHECK(evl_call_soon(loop, stop_cb, NULL) > 0);
+  CHECK(evl_call_later(loop, 10.0, test_count_cb, &g_count) > 0);
+  CHECK(evl_call_soon(loop, test_stop_cb, NULL) > 0);
   CHECK_EQ(evl_run_alive(loop), 1);
   test_close(loop);
   loop = test_open();
-  h = evl_call_later(loop, 0.1, stop_cb, NULL);
+  h = evl_call_later(loop, 0.1, test_stop_cb, NULL);
   CHECK_EQ(evl_handle_set_ref(loop, h, 0), 0);
   CHECK_EQ(evl_loop_alive(loop), 0);
   t0 = test_now();
@@ -94,18 +86,13 @@ TEST(stop_and_run_forever) {
   test_close(loop);
 }
 
-static void on_readable(evl_loop *loop, evl_fd fd, void *arg) {
-  (void)loop;
-  (void)fd;
-  (void)arg;
-}
 TEST(fd_watchers) {
   evl_loop *loop = test_open();
   int sv[2];
   CHECK_EQ(test_socketpair(sv), 0);
   CHECK_EQ(evl_fd_set_ref(loop, sv[0], 0), EVL_EINVAL); /* no watcher */
-  CHECK_EQ(evl_add_reader(loop, sv[0], on_readable, NULL), 0);
-  CHECK_EQ(evl_add_writer(loop, sv[0], on_readable, NULL), 0);
+  CHECK_EQ(evl_add_reader(loop, sv[0], nop_fd_cb, NULL), 0);
+  CHECK_EQ(evl_add_writer(loop, sv[0], nop_fd_cb, NULL), 0);
   CHECK_EQ(evl_loop_alive(loop), 1);
   CHECK_EQ(evl_fd_set_ref(loop, sv[0], 0), 0);
   CHECK_EQ(evl_loop_alive(loop), 0);
@@ -117,7 +104,7 @@ TEST(fd_watchers) {
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
   CHECK_EQ(evl_fd_set_ref(loop, sv[0], 1), EVL_EINVAL);
   /* a new watcher starts referenced */
-  CHECK_EQ(evl_add_reader(loop, sv[0], on_readable, NULL), 0);
+  CHECK_EQ(evl_add_reader(loop, sv[0], nop_fd_cb, NULL), 0);
   CHECK_EQ(evl_loop_alive(loop), 1);
   CHECK_EQ(evl_remove_reader(loop, sv[0]), 1);
   CHECK_EQ(evl_loop_alive(loop), 0);
@@ -184,7 +171,7 @@ TEST(hooks) {
   g_hook = evl_hook_add(loop, EVL_HOOK_IDLE, idle_ten, NULL);
   CHECK_EQ(evl_run_alive(loop), 0);
   CHECK_EQ(g_count, 10);
-  id = evl_hook_add(loop, EVL_HOOK_CHECK, count_cb, NULL);
+  id = evl_hook_add(loop, EVL_HOOK_CHECK, test_count_cb, &g_count);
   CHECK_EQ(evl_loop_alive(loop), 1);
   CHECK_EQ(evl_hook_set_ref(loop, id, 0), 0);
   CHECK_EQ(evl_loop_alive(loop), 0);
@@ -215,22 +202,17 @@ TEST(executor_job) {
 #endif
 
 #if !defined(_WIN32) && !defined(EVLOOP_NO_PROCESS)
-static void on_signal(evl_loop *loop, int signum, void *arg) {
-  (void)loop;
-  (void)signum;
-  (void)arg;
-}
 TEST(signal_handlers) {
   evl_loop *loop = test_open();
   CHECK_EQ(evl_signal_set_ref(loop, SIGUSR1, 0), EVL_EINVAL);
-  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, NULL), 0);
+  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, nop_signal_cb, NULL), 0);
   CHECK_EQ(evl_loop_alive(loop), 1);
   CHECK_EQ(evl_signal_set_ref(loop, SIGUSR1, 0), 0);
   CHECK_EQ(evl_loop_alive(loop), 0);
   CHECK_EQ(evl_run_alive(loop), 0);
   CHECK_EQ(evl_remove_signal_handler(loop, SIGUSR1), 1);
   CHECK_EQ(evl_signal_set_ref(loop, SIGUSR1, 1), EVL_EINVAL);
-  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, on_signal, NULL), 0);
+  CHECK_EQ(evl_add_signal_handler(loop, SIGUSR1, nop_signal_cb, NULL), 0);
   CHECK_EQ(evl_loop_alive(loop), 1); /* added again: referenced */
   CHECK_EQ(evl_remove_signal_handler(loop, SIGUSR1), 1);
   CHECK_EQ(evl_signal_set_ref(loop, 0, 0), EVL_EINVAL);

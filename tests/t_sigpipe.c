@@ -22,6 +22,14 @@ static void default_sigpipe(void) {
   signal(SIGPIPE, SIG_DFL); /* the runner ignores it: a SIGPIPE kills us */
 }
 
+/* A loop for a test whose failed writes may be reported (g_quiet), with
+   SIGPIPE at its default disposition. */
+static evl_loop *quiet_loop(void) {
+  default_sigpipe();
+  g_quiet = 1;
+  return test_open();
+}
+
 /* A connected AF_UNIX stream pair, both ends non-blocking: a write to an
    end whose peer is closed fails with EPIPE (and raises SIGPIPE) at once. */
 static void pair(int sv[2]) {
@@ -51,43 +59,25 @@ static int is_peer_gone(int err) {
 }
 
 /* ---- transports -----------------------------------------------------------
- */
+   The transports' protocol is net_test.h's rec_proto: it counts made and
+   lost and keeps the error. */
 
-typedef struct conn {
-  evl_transport *t;
-  int made, lost, lost_err;
-} conn;
-
-static void c_made(evl_transport *t, void *user) {
-  ((conn *)user)->t = t;
-  ((conn *)user)->made++;
-}
-static void c_lost(evl_transport *t, int err, void *user) {
-  conn *c = (conn *)user;
-  (void)t;
-  c->lost++;
-  c->lost_err = err;
-  c->t = NULL;
-}
-static const evl_protocol conn_proto = {c_made, NULL, NULL, c_lost, NULL,
-                                        NULL,   NULL, NULL, NULL,   NULL};
-
-/* A transport on sv[0] whose peer sv[1] is already closed. */
-static evl_transport *orphan_transport(evl_loop *loop, conn *c) {
+/* A quiet loop with c's transport on sv[0] of a pair whose peer sv[1] is
+   already closed. */
+static evl_loop *socket_to_gone_peer(rec_peer *c) {
+  evl_loop *loop = quiet_loop();
   int sv[2];
-  evl_transport *t;
   pair(sv);
   memset(c, 0, sizeof *c);
-  t = evl_connect_accepted_socket(loop, &conn_proto, c, sv[0]);
-  CHECK(t != NULL);
+  CHECK(evl_connect_accepted_socket(loop, &rec_proto, c, sv[0]) != NULL);
   RUN_UNTIL(loop, c->made == 1);
   close(sv[1]);
-  return t;
+  return loop;
 }
 
 /* writes through write() (vec 0) or writev() (vec 1) until the transport
    reports the peer gone; never more than 100 tries. */
-static void write_until_gone(evl_loop *loop, conn *c, int vec) {
+static void write_until_gone(evl_loop *loop, rec_peer *c, int vec) {
   static const char data[1000] = {1};
   int i, rc = 0;
   for (i = 0; i < 100 && c->lost == 0 && rc == 0; i++) {
@@ -112,12 +102,8 @@ static void write_until_gone(evl_loop *loop, conn *c, int vec) {
 
 /* A transport whose peer is gone, written to through write() or writev(). */
 static void transport_to_gone_peer(int vec) {
-  evl_loop *loop;
-  conn c;
-  default_sigpipe();
-  loop = test_open();
-  g_quiet = 1;
-  orphan_transport(loop, &c);
+  rec_peer c;
+  evl_loop *loop = socket_to_gone_peer(&c);
   write_until_gone(loop, &c, vec);
   test_close(loop);
 }
@@ -132,16 +118,14 @@ TEST(sigpipe_transport_writev) {
 
 /* A quiet loop (default SIGPIPE disposition) with c's write pipe
    transport on a pipe whose read end is already closed. */
-static evl_loop *pipe_to_gone_reader(conn *c) {
+static evl_loop *pipe_to_gone_reader(rec_peer *c) {
   evl_loop *loop;
   int p[2];
   evl_future *f;
-  default_sigpipe();
-  loop = test_open();
-  g_quiet = 1;
+  loop = quiet_loop();
   memset(c, 0, sizeof *c);
   CHECK_EQ(pipe(p), 0);
-  f = evl_connect_write_pipe(loop, &conn_proto, c, p[1]);
+  f = evl_connect_write_pipe(loop, &rec_proto, c, p[1]);
   CHECK_EQ(wait_fut(loop, f), 0);
   evl_future_release(f);
   close(p[0]);
@@ -150,7 +134,7 @@ static evl_loop *pipe_to_gone_reader(conn *c) {
 
 TEST(sigpipe_pipe_transport) {
   evl_loop *loop;
-  conn c;
+  rec_peer c;
   loop = pipe_to_gone_reader(&c);
   write_until_gone(loop, &c, 0);
   test_close_any(loop); /* g_quiet: reports may come */
@@ -161,7 +145,7 @@ TEST(sigpipe_pipe_transport) {
 TEST(sigpipe_sendfile_pipe_transport) {
   /* sendfile(2) into a pipe whose reader is gone */
   evl_loop *loop;
-  conn c;
+  rec_peer c;
   int fd = temp_file(1 << 16), rc;
   evl_future *f;
   loop = pipe_to_gone_reader(&c);
@@ -179,13 +163,10 @@ TEST(sigpipe_sendfile_pipe_transport) {
 
 TEST(sigpipe_sendfile) {
   evl_loop *loop;
-  conn c;
+  rec_peer c;
   evl_future *f;
   int fd = temp_file(1 << 16);
-  default_sigpipe();
-  loop = test_open();
-  g_quiet = 1;
-  orphan_transport(loop, &c);
+  loop = socket_to_gone_peer(&c);
   f = evl_sendfile(c.t, fd, 0, 1 << 16);
   CHECK(f != NULL);
   CHECK(is_peer_gone(wait_fut(loop, f)));
@@ -299,21 +280,6 @@ TEST(sigpipe_guard_keeps_a_pending_one) {
 /* ---- streams --------------------------------------------------------------
  */
 
-static int raw_listener(int *port) {
-  struct sockaddr_in sin;
-  socklen_t len = sizeof sin;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  CHECK(fd >= 0);
-  memset(&sin, 0, sizeof sin);
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CHECK_EQ(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-  CHECK_EQ(listen(fd, 4), 0);
-  CHECK_EQ(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-  *port = ntohs(sin.sin_port);
-  return fd;
-}
-
 /* Writes and drains until the stream fails: with the peer gone. */
 static void stream_write_until_gone(evl_loop *loop, evl_stream *s) {
   static char data[1 << 16];
@@ -337,10 +303,8 @@ TEST(sigpipe_stream_write_drain) {
   evl_future *f;
   evl_stream *s;
   int port, lfd, afd;
-  default_sigpipe();
-  loop = test_open();
-  g_quiet = 1;
-  lfd = raw_listener(&port);
+  loop = quiet_loop();
+  lfd = loopback_listener(4, &port, NULL);
   f = evl_open_connection(loop, "127.0.0.1", port, 0, NULL);
   CHECK_EQ(wait_fut(loop, f), 0);
   s = (evl_stream *)evl_future_result(f);
@@ -363,9 +327,7 @@ static evl_loop *quiet_loop_with_child(const char *const *argv,
                                        evl_process **p) {
   evl_loop *loop;
   evl_future *f;
-  default_sigpipe();
-  loop = test_open();
-  g_quiet = 1;
+  loop = quiet_loop();
   f = evl_create_subprocess_exec(loop, argv, NULL, 0);
   CHECK_EQ(wait_fut(loop, f), 0);
   *p = (evl_process *)evl_future_result(f);
@@ -433,11 +395,9 @@ TEST(sigpipe_datagram_sendto) {
   evl_loop *loop;
   evl_future *f;
   evl_transport *t;
-  int port, fd = raw_listener(&port), i, rc = 0;
-  default_sigpipe();
+  int port, fd = loopback_listener(4, &port, NULL), i, rc = 0;
   close(fd); /* a TCP port just freed: the UDP one is as free */
-  loop = test_open();
-  g_quiet = 1;
+  loop = quiet_loop();
   dgram_errors = 0;
   f = evl_create_datagram_endpoint(loop, &dproto, NULL, NULL, 0, "127.0.0.1",
                                    port, NULL);

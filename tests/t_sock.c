@@ -20,6 +20,26 @@ static void set_nonblock(int fd) {
   CHECK_EQ(test_set_nonblocking(fd), 0);
 }
 
+/* A connected pair, both ends non-blocking. */
+static void nb_socketpair(int sv[2]) {
+  CHECK_EQ(test_socketpair(sv), 0);
+  set_nonblock(sv[0]);
+  set_nonblock(sv[1]);
+}
+
+static void close_pair(int sv[2]) {
+  test_closesocket(sv[0]);
+  test_closesocket(sv[1]);
+}
+
+/* Runs fn as a task on state until it ends, which it must without error. */
+static void run_task(evl_loop *loop, evl_task_fn fn, void *state) {
+  evl_task *t = evl_task_create(loop, fn, state, 0);
+  CHECK(t != NULL);
+  CHECK_EQ(wait_fut(loop, t), 0);
+  evl_future_release(t);
+}
+
 static int nb_socket(void) {
   int fd = (int)socket(AF_INET, SOCK_STREAM, 0);
   CHECK(fd >= 0);
@@ -29,14 +49,8 @@ static int nb_socket(void) {
 
 /* A non-blocking listening socket on 127.0.0.1; *addr gets its address. */
 static int listener(struct sockaddr_in *addr) {
-  socklen_t len = sizeof *addr;
-  int fd = nb_socket();
-  memset(addr, 0, sizeof *addr);
-  addr->sin_family = AF_INET;
-  addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CHECK_EQ(bind(fd, (struct sockaddr *)addr, sizeof *addr), 0);
-  CHECK_EQ(listen(fd, 16), 0);
-  CHECK_EQ(getsockname(fd, (struct sockaddr *)addr, &len), 0);
+  int fd = loopback_listener(16, NULL, addr);
+  set_nonblock(fd);
   return fd;
 }
 
@@ -100,14 +114,11 @@ static void basic_task(evl_task *t, void *state) {
 TEST(sock_connect_accept_sendall_recv) {
   evl_loop *loop = test_open();
   basic_state s;
-  evl_task *t;
   memset(&s, 0, sizeof s);
   s.afd = -1;
   s.lfd = listener(&s.addr);
   s.cfd = nb_socket();
-  t = evl_task_create(loop, basic_task, &s, 0);
-  CHECK(t != NULL);
-  CHECK_EQ(wait_fut(loop, t), 0);
+  run_task(loop, basic_task, &s);
   CHECK_EQ(s.step, 5);
   CHECK_EQ(s.connect_res, 0);
   CHECK(s.afd >= 0);
@@ -120,7 +131,6 @@ TEST(sock_connect_accept_sendall_recv) {
   CHECK_EQ(s.got2, 3);
   CHECK(memcmp(s.big, "pong", 4) == 0);
   CHECK_EQ(s.got_eof, 0);
-  evl_future_release(t);
   test_closesocket(s.afd);
   test_closesocket(s.cfd);
   test_closesocket(s.lfd);
@@ -171,24 +181,20 @@ static void sendall_task(evl_task *t, void *state) {
 TEST(sock_sendall_slow_reader) {
   evl_loop *loop = test_open();
   slow_state s;
-  evl_task *t;
   int sv[2];
   size_t i;
   double t0;
   memset(&s, 0, sizeof s);
-  CHECK_EQ(test_socketpair(sv), 0);
+  nb_socketpair(sv);
   s.rfd = sv[0];
   s.wfd = sv[1];
-  set_nonblock(s.rfd);
-  set_nonblock(s.wfd);
   s.data = (unsigned char *)malloc(BIG);
   CHECK(s.data != NULL);
   for (i = 0; i < BIG; i++)
     s.data[i] = test_pat(i);
   s.timer = evl_call_later(loop, 0.002, slow_read_cb, &s);
   t0 = test_now();
-  t = evl_task_create(loop, sendall_task, &s, 0);
-  CHECK_EQ(wait_fut(loop, t), 0);
+  run_task(loop, sendall_task, &s);
   CHECK_EQ(s.sendall_done, 1);
   CHECK_EQ(s.sent, (intptr_t)BIG);
   /* it had to wait for the reader: many reads happened meanwhile */
@@ -196,9 +202,7 @@ TEST(sock_sendall_slow_reader) {
   CHECK(test_now() - t0 > 0.02);
   RUN_UNTIL(loop, s.got == BIG);
   CHECK_EQ(s.bad, 0);
-  evl_future_release(t);
-  test_closesocket(sv[0]);
-  test_closesocket(sv[1]);
+  close_pair(sv);
   free(s.data);
   test_close(loop);
   CHECK_EQ(g_reports, 0);
@@ -225,17 +229,14 @@ static void refused_task(evl_task *t, void *state) {
 TEST(sock_connect_refused) {
   evl_loop *loop = test_open();
   refused_state s;
-  evl_task *t;
   int lfd;
   memset(&s, 0, sizeof s);
   lfd = listener(&s.addr); /* take a free port, then free it */
   test_closesocket(lfd);
   s.fd = nb_socket();
-  t = evl_task_create(loop, refused_task, &s, 0);
-  CHECK_EQ(wait_fut(loop, t), 0);
+  run_task(loop, refused_task, &s);
   CHECK_EQ(s.after, 1);
   CHECK_EQ(s.err, EVL_ECONNREFUSED);
-  evl_future_release(t);
   test_closesocket(s.fd);
   test_close(loop);
   CHECK_EQ(g_reports, 0);
@@ -275,9 +276,7 @@ TEST(sock_recv_cancel_removes_watcher) {
   char buf[8];
   evl_future *f;
   memset(buf, '#', sizeof buf);
-  CHECK_EQ(test_socketpair(sv), 0);
-  set_nonblock(sv[0]);
-  set_nonblock(sv[1]);
+  nb_socketpair(sv);
   f = evl_sock_recv(loop, sv[0], buf, sizeof buf);
   CHECK(f != NULL);
   run_for(loop, 0.02);
@@ -302,8 +301,7 @@ TEST(sock_recv_cancel_removes_watcher) {
   CHECK_EQ(evl_future_result_int(f), 1);
   CHECK_EQ(buf[0], 'Q');
   evl_future_release(f);
-  test_closesocket(sv[0]);
-  test_closesocket(sv[1]);
+  close_pair(sv);
   test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
@@ -326,8 +324,7 @@ TEST(sock_recv_cancel_then_release) {
   free(buf);
   CHECK_EQ(test_send(sv[1], "data", 4), 4);
   run_for(loop, 0.03);
-  test_closesocket(sv[0]);
-  test_closesocket(sv[1]);
+  close_pair(sv);
   test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
@@ -385,11 +382,9 @@ TEST(sock_sendfile) {
   CHECK_EQ(test_fd_write(s.file, data, FILE_SIZE), (long)FILE_SIZE);
   s.rbuf = (unsigned char *)malloc(FILE_SIZE + 16);
   CHECK(s.rbuf != NULL);
-  CHECK_EQ(test_socketpair(sv), 0);
+  nb_socketpair(sv);
   s.wfd = sv[0];
   s.rfd = sv[1];
-  set_nonblock(sv[0]);
-  set_nonblock(sv[1]);
   ts = evl_task_create(loop, sendfile_task, &s, 0);
   tr = evl_task_create(loop, recv_all_task, &s, 0);
   CHECK_EQ(wait_fut(loop, tr), 0);
@@ -399,8 +394,7 @@ TEST(sock_sendfile) {
   CHECK(memcmp(s.rbuf, data, FILE_SIZE) == 0);
   evl_future_release(ts);
   evl_future_release(tr);
-  test_closesocket(sv[0]);
-  test_closesocket(sv[1]);
+  close_pair(sv);
   test_fd_close(s.file);
   free(s.rbuf);
   free(data);

@@ -61,6 +61,28 @@ static void sp_bad(sp *s, const char *what) {
     snprintf(s->why, sizeof s->why, "%s (log so far: \"%s\")", what, s->log);
 }
 
+/* What both pipe callbacks (named cb) check: they run between
+   connection_made and connection_lost, on an fd from lowest to 2 that has
+   a pipe transport, and not after that pipe's pipe_connection_lost. 0:
+   the fd is out of range (not to be used as an index). */
+static int sp_pipe_callback_ok(sp *s, const char *cb, int fd, int lowest) {
+  char what[88];
+  const char *bad = NULL;
+  if (!s->made || s->lost)
+    bad = "outside made..lost";
+  else if (fd < lowest || fd > 2)
+    bad = "on an fd out of range";
+  else if (!s->has_pipe[fd])
+    bad = "on an fd that has no pipe transport";
+  else if (s->pipe_lost[fd])
+    bad = "after that pipe's pipe_connection_lost";
+  if (bad) {
+    snprintf(what, sizeof what, "%.24s %.40s (fd %d)", cb, bad, fd);
+    sp_bad(s, what);
+  }
+  return fd >= lowest && fd <= 2;
+}
+
 static void s_made(evl_subprocess *p, void *user) {
   sp *s = (sp *)user;
   int fd;
@@ -83,16 +105,8 @@ static void s_data(evl_subprocess *p, int fd, const void *data, size_t len,
   size_t i;
   (void)p;
   sp_log(s, (char)('0' + fd));
-  if (!s->made || s->lost)
-    sp_bad(s, "pipe_data_received outside made..lost");
-  if (fd != 1 && fd != 2) {
-    sp_bad(s, "pipe_data_received on an fd that is not 1 or 2");
+  if (!sp_pipe_callback_ok(s, "pipe_data_received", fd, 1))
     return;
-  }
-  if (!s->has_pipe[fd])
-    sp_bad(s, "pipe_data_received on an fd that has no pipe transport");
-  if (s->pipe_lost[fd])
-    sp_bad(s, "pipe_data_received after that pipe's pipe_connection_lost");
   if (len == 0)
     sp_bad(s, "pipe_data_received with 0 bytes");
   for (i = 0; i < len; i++)
@@ -104,16 +118,8 @@ static void s_pipe_lost(evl_subprocess *p, int fd, int err, void *user) {
   sp *s = (sp *)user;
   (void)p;
   sp_log(s, (char)('a' + fd)); /* a, b, c for fds 0, 1, 2 */
-  if (!s->made || s->lost)
-    sp_bad(s, "pipe_connection_lost outside made..lost");
-  if (fd < 0 || fd > 2) {
-    sp_bad(s, "pipe_connection_lost on a bad fd");
+  if (!sp_pipe_callback_ok(s, "pipe_connection_lost", fd, 0))
     return;
-  }
-  if (!s->has_pipe[fd])
-    sp_bad(s, "pipe_connection_lost on an fd that has no pipe transport");
-  if (s->pipe_lost[fd])
-    sp_bad(s, "pipe_connection_lost twice for one fd");
   s->pipe_lost[fd]++;
   s->pipe_err[fd] = err;
 }
@@ -197,6 +203,20 @@ static void run_child(evl_loop *loop, sp *s, const char *const *argv,
   CHECK_EQ(s->rc_at_exit, s->rc);
 }
 
+/* Initializers of the argv of two children: one that writes its word and
+   a newline; one that writes "out\n" to stdout, then "err\n" to stderr. */
+#ifdef _WIN32
+#define ECHO_ARGV(word)                                                        \
+  { TEST_CHILD("echo", word), NULL }
+#define OUTERR_ARGV                                                            \
+  { TEST_CHILD("outerr"), NULL }
+#else
+#define ECHO_ARGV(word)                                                        \
+  { "/bin/echo", word, NULL }
+#define OUTERR_ARGV                                                            \
+  { "/bin/sh", "-c", "echo out; echo err 1>&2", NULL }
+#endif
+
 #ifdef _WIN32
 /* Windows: kill and terminate are TerminateProcess with exit code 1 (as
    asyncio), and only SIGTERM and SIGKILL can be sent. */
@@ -215,6 +235,44 @@ static void read_file(const char *path, char *buf, size_t cap) {
   n = fread(buf, 1, cap - 1, f);
   buf[n] = 0;
   fclose(f);
+}
+
+/* The temp files and directories of the stdio and cwd tests. */
+#define TEMP_PATH_MAX MAX_PATH
+#define FOO_OUT "bar\n" /* --child env FOO */
+/* A new empty temp file open for writing, its path in path: its HANDLE,
+   in an int as EVL_STDIO_FD takes it. */
+static int temp_file(char *path, size_t cap) {
+  char dir[MAX_PATH];
+  HANDLE h;
+  CHECK(cap >= MAX_PATH);
+  CHECK(GetTempPathA(sizeof dir, dir) > 0);
+  CHECK(GetTempFileNameA(dir, "evl", 0, path) != 0);
+  h = CreateFileA(path, GENERIC_WRITE, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
+                  CREATE_ALWAYS, 0, NULL);
+  CHECK(h != INVALID_HANDLE_VALUE);
+  return (int)(intptr_t)h;
+}
+/* Closes temp_file's handle, which must still be open (ours). */
+static void close_temp_file(int fd) {
+  HANDLE h = (HANDLE)(intptr_t)fd;
+  DWORD flags;
+  CHECK(GetHandleInformation(h, &flags));
+  CHECK(CloseHandle(h));
+}
+/* Points our standard output at fd; returns what restore_stdout takes. */
+static intptr_t stdout_to(int fd) {
+  HANDLE saved = GetStdHandle(STD_OUTPUT_HANDLE);
+  fflush(stdout);
+  CHECK(SetStdHandle(STD_OUTPUT_HANDLE, (HANDLE)(intptr_t)fd));
+  return (intptr_t)saved;
+}
+static void restore_stdout(intptr_t saved) {
+  CHECK(SetStdHandle(STD_OUTPUT_HANDLE, (HANDLE)saved));
+}
+/* dir's full path, as the child prints its working directory. */
+static void full_path(const char *dir, char *buf, size_t cap) {
+  CHECK(GetFullPathNameA(dir, (DWORD)cap, buf, NULL) > 0);
 }
 #else
 #define RC_KILLED (-SIGKILL)
@@ -237,6 +295,35 @@ static void read_file(const char *path, char *buf, size_t cap) {
   buf[n] = 0;
   close(fd);
 }
+
+#define TEMP_PATH_MAX PATH_MAX
+#define FOO_OUT "bar\nunset\n" /* echo $FOO; echo ${HOME-unset} */
+static int temp_file(char *path, size_t cap) {
+  int fd;
+  snprintf(path, cap, "/tmp/evl-sp-XXXXXX");
+  fd = mkstemp(path);
+  CHECK(fd >= 0);
+  return fd;
+}
+static void close_temp_file(int fd) {
+  CHECK_EQ(close(fd), 0);
+}
+static intptr_t stdout_to(int fd) {
+  int saved;
+  fflush(stdout);
+  saved = dup(1);
+  CHECK(saved >= 0);
+  CHECK_EQ(dup2(fd, 1), 1);
+  return saved;
+}
+static void restore_stdout(intptr_t saved) {
+  CHECK_EQ(dup2((int)saved, 1), 1);
+  close((int)saved);
+}
+static void full_path(const char *dir, char *buf, size_t cap) {
+  CHECK(cap >= PATH_MAX); /* what realpath may write */
+  CHECK(realpath(dir, buf) != NULL);
+}
 #endif
 
 /* The spawn fails with `want` and no callback runs; under valgrind or
@@ -257,6 +344,39 @@ static void expect_spawn_error(evl_loop *loop, const char *const *argv,
   CHECK_EQ(rc, want);
   run_for(loop, 0.02);
   CHECK_EQ(s.nlog, 0); /* no callback at all */
+}
+
+/* Runs a child to its end (run_child) and checks what it wrote to stdout
+   (NULL: not checked; "": nothing) and its returncode. */
+static void run_expect(evl_loop *loop, sp *s, const char *const *argv,
+                       const char *shell, const evl_subprocess_options *opts,
+                       const char *out, int rc) {
+  sp_init(s);
+  run_child(loop, s, argv, shell, opts);
+  if (out)
+    CHECK_OUT(*s, 1, out);
+  CHECK_EQ(s->rc, rc);
+}
+
+/* Starts a child that would run for 10 s, for the tests that end it. */
+static void start_sleeper(evl_loop *loop, sp *s) {
+#ifdef _WIN32
+  const char *argv[] = {TEST_CHILD("sleep", "10"), NULL};
+#else
+  const char *argv[] = {"/bin/sleep", "10", NULL};
+#endif
+  sp_init(s);
+  CHECK_EQ(start(loop, s, argv, NULL, NULL), 0);
+  CHECK(s->p != NULL);
+}
+
+/* Runs until connection_lost of a started child: the callbacks came in
+   order, the returncode is rc and the child is reaped. */
+static void expect_end(evl_loop *loop, sp *s, int rc) {
+  RUN_UNTIL(loop, s->lost == 1);
+  CHECK_ORDER(*s);
+  CHECK_EQ(s->rc, rc);
+  check_reaped(s->pid);
 }
 
 /* ---- callbacks, returncode ------------------------------------------- */
@@ -300,13 +420,9 @@ TEST(exit_status_is_the_returncode) {
   const char *afalse[] = {"/bin/false", NULL};
 #endif
   sp s;
-  sp_init(&s);
-  run_child(loop, &s, a3, NULL, NULL);
-  CHECK_EQ(s.rc, 3);
+  run_expect(loop, &s, a3, NULL, NULL, NULL, 3);
   check_reaped(s.pid);
-  sp_init(&s);
-  run_child(loop, &s, afalse, NULL, NULL);
-  CHECK_EQ(s.rc, 1);
+  run_expect(loop, &s, afalse, NULL, NULL, NULL, 1);
   check_reaped(s.pid);
   test_close(loop);
   CHECK_EQ(g_reports, 0);
@@ -316,35 +432,21 @@ TEST(exit_status_is_the_returncode) {
    Windows both are TerminateProcess, exit code 1). */
 TEST(kill_and_terminate_give_minus_the_signal) {
   evl_loop *loop = test_open();
-#ifdef _WIN32
-  const char *argv[] = {TEST_CHILD("sleep", "10"), NULL};
-#else
-  const char *argv[] = {"/bin/sleep", "10", NULL};
-#endif
   sp s;
   double t0 = test_now();
-  sp_init(&s);
-  CHECK_EQ(start(loop, &s, argv, NULL, NULL), 0);
-  CHECK(s.p != NULL);
+  start_sleeper(loop, &s);
   CHECK_EQ(evl_subprocess_get_returncode(s.p, &s.rc), 0); /* still runs */
   CHECK_EQ(evl_subprocess_kill(s.p), 0);
-  RUN_UNTIL(loop, s.lost == 1);
-  CHECK_ORDER(s);
-  CHECK_EQ(s.rc, RC_KILLED);
-  check_reaped(s.pid);
+  expect_end(loop, &s, RC_KILLED);
 
-  sp_init(&s);
-  CHECK_EQ(start(loop, &s, argv, NULL, NULL), 0);
+  start_sleeper(loop, &s);
 #ifdef _WIN32 /* other numbers: no such signals there */
   CHECK_EQ(evl_subprocess_send_signal(s.p, SIGINT), EVL_EINVAL);
   CHECK_EQ(evl_subprocess_send_signal(s.p, 10), EVL_EINVAL);
   CHECK_EQ(evl_subprocess_get_returncode(s.p, &s.rc), 0); /* still runs */
 #endif
   CHECK_EQ(evl_subprocess_terminate(s.p), 0);
-  RUN_UNTIL(loop, s.lost == 1);
-  CHECK_ORDER(s);
-  CHECK_EQ(s.rc, RC_TERMINATED);
-  check_reaped(s.pid);
+  expect_end(loop, &s, RC_TERMINATED);
   CHECK(test_now() - t0 < 5.0);
   test_close(loop);
   CHECK_EQ(g_reports, 0);
@@ -365,10 +467,7 @@ TEST(send_signal_reaches_the_child) {
   CHECK_OUT(s, 1, "ready\n");
   CHECK(s.p != NULL);
   CHECK_EQ(evl_subprocess_send_signal(s.p, SIGUSR1), 0);
-  RUN_UNTIL(loop, s.lost == 1);
-  CHECK_ORDER(s);
-  CHECK_EQ(s.rc, 7);
-  check_reaped(s.pid);
+  expect_end(loop, &s, 7);
   test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
@@ -391,12 +490,9 @@ TEST(stdin_pipe_write_eof_and_close) {
   CHECK(in != NULL);
   CHECK_EQ(evl_transport_write(in, "abc", 3), 0);
   CHECK_EQ(evl_transport_write_eof(in), 0);
-  RUN_UNTIL(loop, s.lost == 1);
-  CHECK_ORDER(s);
+  expect_end(loop, &s, 0);
   CHECK_OUT(s, 1, "abc");
-  CHECK_EQ(s.rc, 0);
   CHECK_EQ(s.pipe_err[0], 0);
-  check_reaped(s.pid);
 
   /* The same with transport_close: queued data is sent, then EOF. */
   sp_init(&s);
@@ -405,11 +501,8 @@ TEST(stdin_pipe_write_eof_and_close) {
   CHECK(in != NULL);
   CHECK_EQ(evl_transport_write(in, "def", 3), 0);
   evl_transport_close(in);
-  RUN_UNTIL(loop, s.lost == 1);
-  CHECK_ORDER(s);
+  expect_end(loop, &s, 0);
   CHECK_OUT(s, 1, "def");
-  CHECK_EQ(s.rc, 0);
-  check_reaped(s.pid);
   test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
@@ -439,42 +532,30 @@ TEST(stdin_pipe_child_exits_without_reading) {
   rc = evl_transport_write(in, data, big);
   CHECK(rc == 0 || rc == EVL_EPIPE);
   free(data);
-  RUN_UNTIL(loop, s.lost == 1);
-  CHECK_ORDER(s);
+  expect_end(loop, &s, 0);
   CHECK(s.pipe_err[0] == 0 || s.pipe_err[0] == EVL_EPIPE);
-  CHECK_EQ(s.rc, 0);
-  check_reaped(s.pid);
   test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 TEST(stdout_devnull) {
   evl_loop *loop = test_open();
-#ifdef _WIN32
-  const char *argv[] = {TEST_CHILD("echo", "x"), NULL};
-#else
-  const char *argv[] = {"/bin/echo", "x", NULL};
-#endif
+  const char *argv[] = ECHO_ARGV("x");
   evl_subprocess_options o;
   sp s;
   memset(&o, 0, sizeof o);
   o.stdout_mode = EVL_STDIO_DEVNULL;
-  sp_init(&s);
-  run_child(loop, &s, argv, NULL, &o);
+  run_expect(loop, &s, argv, NULL, &o, "", 0);
   CHECK(s.has_pipe[0] && !s.has_pipe[1] && s.has_pipe[2]);
-  CHECK_EQ(s.n[1], 0);
   CHECK_EQ(s.n[2], 0);
   CHECK_EQ(s.pipe_lost[1], 0);
-  CHECK_EQ(s.rc, 0);
 
   /* all three DEVNULL: no pipe at all, still exited and lost */
   o.stdin_mode = o.stderr_mode = EVL_STDIO_DEVNULL;
-  sp_init(&s);
-  run_child(loop, &s, argv, NULL, &o);
+  run_expect(loop, &s, argv, NULL, &o, NULL, 0);
   CHECK(!s.has_pipe[0] && !s.has_pipe[1] && !s.has_pipe[2]);
   CHECK_EQ(strlen(s.log), 3); /* "MXL" */
   CHECK(!strcmp(s.log, "MXL"));
-  CHECK_EQ(s.rc, 0);
   check_reaped(s.pid);
   test_close(loop);
   CHECK_EQ(g_reports, 0);
@@ -482,273 +563,144 @@ TEST(stdout_devnull) {
 
 TEST(stderr_to_stdout) {
   evl_loop *loop = test_open();
-#ifdef _WIN32
-  const char *argv[] = {TEST_CHILD("outerr"), NULL};
-#else
-  const char *argv[] = {"/bin/sh", "-c", "echo out; echo err 1>&2", NULL};
-#endif
+  const char *argv[] = OUTERR_ARGV;
   evl_subprocess_options o;
   sp s;
   memset(&o, 0, sizeof o);
   o.stderr_mode = EVL_STDIO_STDOUT;
-  sp_init(&s);
-  run_child(loop, &s, argv, NULL, &o);
+  run_expect(loop, &s, argv, NULL, &o, "out\nerr\n", 0);
   CHECK(s.has_pipe[1] && !s.has_pipe[2]);
-  CHECK_OUT(s, 1, "out\nerr\n");
   CHECK_EQ(s.n[2], 0);
-  CHECK_EQ(s.rc, 0);
 
   /* and without the redirection, stderr has its own pipe */
-  sp_init(&s);
-  run_child(loop, &s, argv, NULL, NULL);
-  CHECK_OUT(s, 1, "out\n");
+  run_expect(loop, &s, argv, NULL, NULL, "out\n", 0);
   CHECK_OUT(s, 2, "err\n");
   test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
 /* EVL_STDIO_FD: the child's stdout is a temp file (the caller keeps its
-   fd, as with subprocess.Popen). */
-#ifdef _WIN32
-/* Windows: the field holds a HANDLE (here a file's); it stays ours. */
+   fd, as with subprocess.Popen; on Windows the field holds a HANDLE). */
 TEST(stdout_to_an_fd) {
   evl_loop *loop = test_open();
-  const char *argv[] = {TEST_CHILD("outerr"), NULL};
-  char dir[MAX_PATH], path[MAX_PATH], got[64];
-  evl_subprocess_options o;
-  HANDLE h;
-  DWORD flags;
-  sp s;
-  CHECK(GetTempPathA(sizeof dir, dir) > 0);
-  CHECK(GetTempFileNameA(dir, "evl", 0, path) != 0);
-  h = CreateFileA(path, GENERIC_WRITE, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
-                  CREATE_ALWAYS, 0, NULL);
-  CHECK(h != INVALID_HANDLE_VALUE);
-  memset(&o, 0, sizeof o);
-  o.stdout_mode = EVL_STDIO_FD;
-  o.stdout_fd = (int)(intptr_t)h;
-  sp_init(&s);
-  run_child(loop, &s, argv, NULL, &o);
-  CHECK(!s.has_pipe[1]);
-  CHECK_EQ(s.n[1], 0);
-  CHECK_OUT(s, 2, "err\n");
-  CHECK_EQ(s.rc, 0);
-  CHECK(GetHandleInformation(h, &flags)); /* still ours */
-  CHECK(CloseHandle(h));
-  read_file(path, got, sizeof got);
-  CHECK(!strcmp(got, "out\n"));
-  CHECK(DeleteFileA(path));
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
-}
-#else
-TEST(stdout_to_an_fd) {
-  evl_loop *loop = test_open();
-  const char *argv[] = {"/bin/sh", "-c", "echo to-file; echo e >&2", NULL};
-  char path[] = "/tmp/evl-sp-out-XXXXXX", got[64];
+  const char *argv[] = OUTERR_ARGV;
+  char path[TEMP_PATH_MAX], got[64];
   evl_subprocess_options o;
   sp s;
-  int fd = mkstemp(path);
-  CHECK(fd >= 0);
+  int fd = temp_file(path, sizeof path);
   memset(&o, 0, sizeof o);
   o.stdout_mode = EVL_STDIO_FD;
   o.stdout_fd = fd;
-  sp_init(&s);
-  run_child(loop, &s, argv, NULL, &o);
+  run_expect(loop, &s, argv, NULL, &o, "", 0);
   CHECK(!s.has_pipe[1]);
-  CHECK_EQ(s.n[1], 0);
-  CHECK_OUT(s, 2, "e\n");
-  CHECK_EQ(s.rc, 0);
+  CHECK_OUT(s, 2, "err\n");
+  close_temp_file(fd); /* still ours */
   read_file(path, got, sizeof got);
-  CHECK(!strcmp(got, "to-file\n"));
-  CHECK_EQ(close(fd), 0); /* still ours */
-  unlink(path);
+  CHECK(!strcmp(got, "out\n"));
+  CHECK_EQ(test_unlink(path), 0);
   test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
-#endif
 
-/* INHERIT: the child writes to our own fd 1 (pointed at a temp file for
+/* INHERIT: the child writes to our own stdout (pointed at a temp file for
    the test); there is no pipe transport for it. */
-#ifdef _WIN32
-/* Windows: our standard output handle, pointed at a temp file. */
 TEST(stdout_inherit) {
+  const char *argv[] = ECHO_ARGV("inherited");
   evl_loop *loop = test_open();
-  const char *argv[] = {TEST_CHILD("echo", "inherited"), NULL};
-  char dir[MAX_PATH], path[MAX_PATH], got[64];
+  char path[TEMP_PATH_MAX], got[64];
   evl_subprocess_options o;
-  HANDLE h, saved = GetStdHandle(STD_OUTPUT_HANDLE);
   sp s;
-  CHECK(GetTempPathA(sizeof dir, dir) > 0);
-  CHECK(GetTempFileNameA(dir, "evl", 0, path) != 0);
-  h = CreateFileA(path, GENERIC_WRITE, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
-                  CREATE_ALWAYS, 0, NULL);
-  CHECK(h != INVALID_HANDLE_VALUE);
-  fflush(stdout);
-  CHECK(SetStdHandle(STD_OUTPUT_HANDLE, h));
+  int fd = temp_file(path, sizeof path);
+  intptr_t saved = stdout_to(fd);
   memset(&o, 0, sizeof o);
   o.stdout_mode = EVL_STDIO_INHERIT;
   o.stdin_mode = EVL_STDIO_DEVNULL;
   sp_init(&s);
   CHECK_EQ(start(loop, &s, argv, NULL, &o), 0);
   RUN_UNTIL(loop, s.lost == 1);
-  CHECK(SetStdHandle(STD_OUTPUT_HANDLE, saved));
+  restore_stdout(saved);
   CHECK_ORDER(s);
   CHECK(!s.has_pipe[0] && !s.has_pipe[1] && s.has_pipe[2]);
   CHECK_EQ(s.n[1], 0);
   CHECK_EQ(s.rc, 0);
-  CHECK(CloseHandle(h));
+  close_temp_file(fd);
   read_file(path, got, sizeof got);
   CHECK(!strcmp(got, "inherited\n"));
-  CHECK(DeleteFileA(path));
+  CHECK_EQ(test_unlink(path), 0);
   test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
-#else
-TEST(stdout_inherit) {
-  evl_loop *loop = test_open();
-  const char *argv[] = {"/bin/echo", "inherited", NULL};
-  char path[] = "/tmp/evl-sp-inh-XXXXXX", got[64];
-  evl_subprocess_options o;
-  sp s;
-  int fd = mkstemp(path), saved;
-  CHECK(fd >= 0);
-  fflush(stdout);
-  saved = dup(1);
-  CHECK(saved >= 0);
-  CHECK_EQ(dup2(fd, 1), 1);
-  memset(&o, 0, sizeof o);
-  o.stdout_mode = EVL_STDIO_INHERIT;
-  o.stdin_mode = EVL_STDIO_DEVNULL;
-  sp_init(&s);
-  CHECK_EQ(start(loop, &s, argv, NULL, &o), 0);
-  RUN_UNTIL(loop, s.lost == 1);
-  CHECK_EQ(dup2(saved, 1), 1);
-  close(saved);
-  CHECK_ORDER(s);
-  CHECK(!s.has_pipe[0] && !s.has_pipe[1] && s.has_pipe[2]);
-  CHECK_EQ(s.n[1], 0);
-  CHECK_EQ(s.rc, 0);
-  read_file(path, got, sizeof got);
-  CHECK(!strcmp(got, "inherited\n"));
-  close(fd);
-  unlink(path);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
-}
-#endif
 
 /* ---- cwd, env, shell -------------------------------------------------- */
 
-#ifdef _WIN32
+/* cwd: the child runs there; env: it replaces the environment (a variable
+   of ours is not passed), without it ours is inherited; a cwd that does
+   not exist fails the future, with no child. */
 TEST(cwd_and_env) {
   evl_loop *loop = test_open();
+#ifdef _WIN32
   const char *cwd[] = {TEST_CHILD("cwd"), NULL};
   const char *foo[] = {TEST_CHILD("env", "FOO"), NULL};
-  const char *home[] = {TEST_CHILD("env", "EVL_TEST_NOT_PASSED"), NULL};
+  const char *ours[] = {TEST_CHILD("env", "EVL_TEST_NOT_PASSED"), NULL};
+  const char *no_dir = "C:\\nonexistent\\evl-no-such-dir";
+#else
+  const char *cwd[] = {"/bin/pwd", NULL};
+  const char *foo[] = {"/bin/sh", "-c", "echo $FOO; echo ${HOME-unset}", NULL};
+  const char *ours[] = {"/bin/sh", "-c", "echo ${EVL_TEST_NOT_PASSED-unset}",
+                        NULL};
+  const char *no_dir = "/nonexistent/evl-no-such-dir";
+#endif
   const char *env[] = {"FOO=bar", NULL};
-  char dir[200], want[256], full[MAX_PATH];
+  char dir[200], want[TEMP_PATH_MAX + 2];
   evl_subprocess_options o;
   sp s;
   CHECK_EQ(test_mkdtemp(dir, sizeof dir), 0);
-  CHECK(GetFullPathNameA(dir, sizeof full, full, NULL) > 0);
-  snprintf(want, sizeof want, "%s\n", full);
+  full_path(dir, want, sizeof want - 1);
+  strcat(want, "\n");
   memset(&o, 0, sizeof o);
   o.cwd = dir;
-  sp_init(&s);
-  run_child(loop, &s, cwd, NULL, &o);
-  CHECK_OUT(s, 1, want);
-  CHECK_EQ(s.rc, 0);
+  run_expect(loop, &s, cwd, NULL, &o, want, 0);
   CHECK_EQ(test_rmdir(dir), 0);
 
   CHECK_EQ(test_setenv("EVL_TEST_NOT_PASSED", "ours"), 0);
   memset(&o, 0, sizeof o);
-  o.env = env; /* replaces the environment */
-  sp_init(&s);
-  run_child(loop, &s, foo, NULL, &o);
-  CHECK_OUT(s, 1, "bar\n");
-  CHECK_EQ(s.rc, 0);
-  sp_init(&s);
-  run_child(loop, &s, home, NULL, &o);
-  CHECK_OUT(s, 1, "unset\n");
-  sp_init(&s);
-  run_child(loop, &s, home, NULL, NULL); /* inherited without o.env */
-  CHECK_OUT(s, 1, "ours\n");
+  o.env = env; /* replaces the environment (POSIX: HOME is not there) */
+  run_expect(loop, &s, foo, NULL, &o, FOO_OUT, 0);
+  run_expect(loop, &s, ours, NULL, &o, "unset\n", 0);
+  run_expect(loop, &s, ours, NULL, NULL, "ours\n", 0); /* inherited */
 
-  /* a cwd that does not exist fails the future, no child */
   memset(&o, 0, sizeof o);
-  o.cwd = "C:\\nonexistent\\evl-no-such-dir";
+  o.cwd = no_dir;
   expect_spawn_error(loop, cwd, &o, EVL_ENOENT, 127);
   test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
 
-/* %COMSPEC% /c cmd (cmd.exe writes \r\n) */
+/* evl_subprocess_shell: sh -c (Windows: %COMSPEC% /c, and cmd.exe writes
+   \r\n) runs the command line: what it writes, its exit status. */
 TEST(shell_runs_sh_c) {
-  evl_loop *loop = test_open();
-  sp s;
-  sp_init(&s);
-  run_child(loop, &s, NULL, "echo a b", NULL);
-  CHECK_OUT(s, 1, "a b\r\n");
-  CHECK_EQ(s.rc, 0);
-  sp_init(&s);
-  run_child(loop, &s, NULL, "exit 4", NULL);
-  CHECK_EQ(s.rc, 4);
-  check_reaped(s.pid);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
-}
+  static const struct {
+    const char *cmd, *out;
+    int rc;
+  } cases[] = {
+#ifdef _WIN32
+      {"echo a b", "a b\r\n", 0},
+      {"exit 4", "", 4},
 #else
-TEST(cwd_and_env) {
-  evl_loop *loop = test_open();
-  const char *pwd[] = {"/bin/pwd", NULL};
-  const char *echo[] = {"/bin/sh", "-c", "echo $FOO; echo ${HOME-unset}", NULL};
-  const char *env[] = {"FOO=bar", NULL};
-  char dir[] = "/tmp/evl-sp-cwd-XXXXXX", real[PATH_MAX + 2];
-  evl_subprocess_options o;
-  sp s;
-  CHECK(mkdtemp(dir) != NULL);
-  CHECK(realpath(dir, real) != NULL);
-  strcat(real, "\n");
-  memset(&o, 0, sizeof o);
-  o.cwd = dir;
-  sp_init(&s);
-  run_child(loop, &s, pwd, NULL, &o);
-  CHECK_OUT(s, 1, real);
-  CHECK_EQ(s.rc, 0);
-  rmdir(dir);
-
-  memset(&o, 0, sizeof o);
-  o.env = env; /* replaces the environment: HOME is not there */
-  sp_init(&s);
-  run_child(loop, &s, echo, NULL, &o);
-  CHECK_OUT(s, 1, "bar\nunset\n");
-  CHECK_EQ(s.rc, 0);
-
-  /* a cwd that does not exist fails the future, no child */
-  memset(&o, 0, sizeof o);
-  o.cwd = "/nonexistent/evl-no-such-dir";
-  expect_spawn_error(loop, pwd, &o, EVL_ENOENT, 127);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
-}
-
-TEST(shell_runs_sh_c) {
-  evl_loop *loop = test_open();
-  sp s;
-  sp_init(&s);
-  run_child(loop, &s, NULL, "echo $((1+2))", NULL);
-  CHECK_OUT(s, 1, "3\n");
-  CHECK_EQ(s.rc, 0);
-  sp_init(&s);
-  run_child(loop, &s, NULL, "echo a b | cat; exit 4", NULL);
-  CHECK_OUT(s, 1, "a b\n");
-  CHECK_EQ(s.rc, 4);
-  check_reaped(s.pid);
-  test_close(loop);
-  CHECK_EQ(g_reports, 0);
-}
+      {"echo $((1+2))", "3\n", 0},
+      {"echo a b | cat; exit 4", "a b\n", 4},
 #endif
+  };
+  evl_loop *loop = test_open();
+  sp s;
+  size_t i;
+  for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    run_expect(loop, &s, NULL, cases[i].cmd, NULL, cases[i].out, cases[i].rc);
+    check_reaped(s.pid);
+  }
+  test_close(loop);
+  CHECK_EQ(g_reports, 0);
+}
 
 /* ---- spawn errors ----------------------------------------------------- */
 
@@ -1102,21 +1054,12 @@ TEST(child_reaped_by_other_code) {
    callbacks still end with connection_lost, and the child is reaped. */
 TEST(close_kills_a_running_child) {
   evl_loop *loop = test_open();
-#ifdef _WIN32
-  const char *argv[] = {TEST_CHILD("sleep", "10"), NULL};
-#else
-  const char *argv[] = {"/bin/sleep", "10", NULL};
-#endif
   double t0 = test_now();
   sp s;
-  sp_init(&s);
-  CHECK_EQ(start(loop, &s, argv, NULL, NULL), 0);
+  start_sleeper(loop, &s);
   evl_subprocess_close(s.p);
-  RUN_UNTIL(loop, s.lost == 1);
+  expect_end(loop, &s, RC_KILLED);
   CHECK(test_now() - t0 < 3.0);
-  CHECK_ORDER(s);
-  CHECK_EQ(s.rc, RC_KILLED);
-  check_reaped(s.pid);
   test_close(loop);
   CHECK_EQ(g_reports, 0);
 }
@@ -1126,13 +1069,7 @@ TEST(close_kills_a_running_child) {
    still gets its connection_lost. The first loop warms up whatever the
    process keeps for good (signal self-pipes). */
 TEST(loop_free_with_a_running_child) {
-#ifdef _WIN32
-  const char *echo[] = {TEST_CHILD("echo", "warm"), NULL};
-  const char *argv[] = {TEST_CHILD("sleep", "10"), NULL};
-#else
-  const char *echo[] = {"/bin/echo", "warm", NULL};
-  const char *argv[] = {"/bin/sleep", "10", NULL};
-#endif
+  const char *echo[] = ECHO_ARGV("warm");
   evl_loop *loop = test_open();
   double t0;
   int fds;
@@ -1144,9 +1081,8 @@ TEST(loop_free_with_a_running_child) {
   fds = count_fds();
 
   loop = test_open();
-  sp_init(&s);
-  s.relaxed = 1;
-  CHECK_EQ(start(loop, &s, argv, NULL, NULL), 0);
+  start_sleeper(loop, &s);
+  s.relaxed = 1; /* before the loop's close: its connection_lost */
   run_for(loop, 0.05);
   CHECK_EQ(s.lost, 0);
   t0 = test_now();
@@ -1155,20 +1091,7 @@ TEST(loop_free_with_a_running_child) {
   CHECK_ORDER(s);
   CHECK_EQ(s.lost, 1);
   CHECK(s.lost_err == 0 || s.lost_err == EVL_ECLOSED);
-#ifdef _WIN32
-  if (!gone(s.pid))
-    test_fail_(__FILE__, __LINE__, "child %d left after evl_loop_free", s.pid);
-#else
-  if (!gone(s.pid)) {
-    int st = 0;
-    pid_t w = waitpid(s.pid, &st, WNOHANG);
-    kill(s.pid, SIGKILL);
-    waitpid(s.pid, NULL, 0);
-    test_fail_(__FILE__, __LINE__,
-               "child %d left behind after evl_loop_free (%s)", s.pid,
-               w == 0 ? "still running" : "a zombie");
-  }
-#endif
+  check_no_child_left(s.pid);
   test_settle_fds();
   CHECK_EQ(count_fds(), fds);
 }

@@ -68,26 +68,51 @@ static void reset_counts(void) {
   g_norder = g_inside = g_max_inside = 0;
 }
 
-TEST(lock_fifo_and_exclusive) {
-  evl_loop *loop = test_open();
-  evl_lock *lock = evl_lock_new(loop);
-  holder h[5];
-  evl_task *t[5];
+/* n holders, ids 0..n-1, in t[] (the counts reset first). */
+static void start_holders(evl_loop *loop, holder *h, evl_task **t, int n,
+                          evl_lock *lock, evl_semaphore *sem, double hold) {
   int i;
   reset_counts();
-  CHECK_EQ(evl_lock_locked(lock), 0);
-  for (i = 0; i < 5; i++)
-    t[i] = start_holder(loop, &h[i], i, lock, NULL, 0.005);
-  spin(loop, 2);
-  CHECK_EQ(evl_lock_locked(lock), 1);
-  for (i = 0; i < 5; i++) {
+  for (i = 0; i < n; i++)
+    t[i] = start_holder(loop, &h[i], i, lock, sem, hold);
+}
+
+/* Runs the n holders to their end: each held it, in FIFO order, at most
+   max_inside at a time. */
+static void finish_holders_in_order(evl_loop *loop, evl_task **t, int n,
+                                    int max_inside) {
+  int i;
+  for (i = 0; i < n; i++) {
     CHECK_EQ(evl_run_until_complete(loop, t[i]), 0);
     evl_future_release(t[i]);
   }
-  CHECK_EQ(g_norder, 5);
-  for (i = 0; i < 5; i++)
+  CHECK_EQ(g_norder, n);
+  for (i = 0; i < n; i++)
     CHECK_EQ(g_order[i], i);
-  CHECK_EQ(g_max_inside, 1);
+  CHECK_EQ(g_max_inside, max_inside);
+}
+
+/* n (at most 8) holders of 5 ms on a lock, or a semaphore (lock NULL) of
+   value max_inside: taken while they run (the semaphore's value 0), held
+   in FIFO order, at most max_inside at a time. */
+static void check_holders_fifo(evl_loop *loop, evl_lock *lock,
+                               evl_semaphore *sem, int n, int max_inside) {
+  holder h[8];
+  evl_task *t[8];
+  CHECK(n <= 8);
+  CHECK_EQ(lock ? evl_lock_locked(lock) : evl_semaphore_locked(sem), 0);
+  start_holders(loop, h, t, n, lock, sem, 0.005);
+  spin(loop, 2);
+  CHECK_EQ(lock ? evl_lock_locked(lock) : evl_semaphore_locked(sem), 1);
+  if (sem)
+    CHECK_EQ(evl_semaphore_value(sem), 0);
+  finish_holders_in_order(loop, t, n, max_inside);
+}
+
+TEST(lock_fifo_and_exclusive) {
+  evl_loop *loop = test_open();
+  evl_lock *lock = evl_lock_new(loop);
+  check_holders_fifo(loop, lock, NULL, 5, 1);
   CHECK_EQ(evl_lock_locked(lock), 0);
   CHECK_EQ(evl_lock_release(lock), EVL_EINVALSTATE);
   CHECK_EQ(evl_lock_release(NULL), EVL_EINVAL);
@@ -104,9 +129,7 @@ TEST(lock_cancel_pending_waiter) {
   holder h[3];
   evl_task *t[3];
   int i;
-  reset_counts();
-  for (i = 0; i < 3; i++)
-    t[i] = start_holder(loop, &h[i], i, lock, NULL, 0.03);
+  start_holders(loop, h, t, 3, lock, NULL, 0.03);
   spin(loop, 3);
   CHECK_EQ(evl_task_cancel(t[1]), 1); /* waiting behind 0 */
   CHECK_EQ(evl_run_until_complete(loop, t[1]), EVL_ECANCELED);
@@ -131,12 +154,10 @@ TEST(lock_cancel_after_grant_passes_it_on) {
   evl_future *first;
   holder h[2];
   evl_task *t[2];
-  reset_counts();
   first = evl_lock_acquire(lock);
   CHECK_EQ(evl_future_done(first), 1);
   CHECK(evl_future_result(first) == lock);
-  t[0] = start_holder(loop, &h[0], 0, lock, NULL, 0);
-  t[1] = start_holder(loop, &h[1], 1, lock, NULL, 0);
+  start_holders(loop, h, t, 2, lock, NULL, 0);
   spin(loop, 2);
   CHECK_EQ(evl_lock_release(lock), 0); /* granted to t[0] */
   CHECK_EQ(evl_lock_locked(lock), 1);
@@ -428,23 +449,7 @@ TEST(condition_notified_then_cancelled_passes_it_on) {
 TEST(semaphore_limits_and_fifo) {
   evl_loop *loop = test_open();
   evl_semaphore *sem = evl_semaphore_new(loop, 2, 0);
-  holder h[6];
-  evl_task *t[6];
-  int i;
-  reset_counts();
-  CHECK_EQ(evl_semaphore_locked(sem), 0);
-  for (i = 0; i < 6; i++)
-    t[i] = start_holder(loop, &h[i], i, NULL, sem, 0.005);
-  spin(loop, 2);
-  CHECK_EQ(evl_semaphore_locked(sem), 1);
-  CHECK_EQ(evl_semaphore_value(sem), 0);
-  for (i = 0; i < 6; i++) {
-    CHECK_EQ(evl_run_until_complete(loop, t[i]), 0);
-    evl_future_release(t[i]);
-  }
-  CHECK_EQ(g_max_inside, 2);
-  for (i = 0; i < 6; i++)
-    CHECK_EQ(g_order[i], i);
+  check_holders_fifo(loop, NULL, sem, 6, 2);
   CHECK_EQ(evl_semaphore_value(sem), 2);
   CHECK_EQ(evl_semaphore_release(sem), 0); /* unbounded: fine */
   CHECK_EQ(evl_semaphore_value(sem), 3);
@@ -475,9 +480,7 @@ TEST(semaphore_cancel_after_grant_and_pending) {
   holder h[4];
   evl_task *t[4];
   int i;
-  reset_counts();
-  for (i = 0; i < 4; i++)
-    t[i] = start_holder(loop, &h[i], i, NULL, sem, 0);
+  start_holders(loop, h, t, 4, NULL, sem, 0);
   spin(loop, 2);
   CHECK_EQ(evl_semaphore_release(sem), 0); /* to t[0] */
   CHECK_EQ(evl_task_cancel(t[0]), 1);      /* granted, not resumed */

@@ -26,12 +26,15 @@ static void release_and_close(evl_loop *loop, evl_future *a, evl_future *b) {
   test_close(loop);
 }
 
-/* Releases the gather g and its n children. */
-static void release_all(evl_future *g, evl_future **futs, int n) {
+/* Releases the gather g and its n children, then closes the loop (no
+   report). */
+static void release_all_and_close(evl_loop *loop, evl_future *g,
+                                  evl_future **futs, int n) {
   int i;
   evl_future_release(g);
   for (i = 0; i < n; i++)
     evl_future_release(futs[i]);
+  test_close(loop);
 }
 
 /* Runs the loop until *flag != 0, at most ~5 s. */
@@ -43,35 +46,37 @@ static void run_until_flag(evl_loop *loop, const int *flag) {
 
 /* ---- a task awaiting evl_sleep ----------------------------------------- */
 
+/* A task that sleeps s->delay: started once it runs, after once the sleep
+   is over (a cancel or timeout during the sleep leaves after at 0). */
 typedef struct sleeper_state {
-  int step;
-  double started, ended;
+  double delay;
+  int started, after;
+  double t_started, t_after;
 } sleeper_state;
 
 static void sleeper(evl_task *t, void *state) {
   sleeper_state *s = (sleeper_state *)state;
   EVL_ASYNC_BEGIN(t);
-  s->step = 1;
-  s->started = evl_time(evl_task_loop(t));
-  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.02, NULL));
-  s->ended = evl_time(evl_task_loop(t));
-  s->step = 2;
+  s->started = 1;
+  s->t_started = evl_time(evl_task_loop(t));
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), s->delay, NULL));
+  s->t_after = evl_time(evl_task_loop(t));
+  s->after = 1;
   EVL_ASYNC_RETURN(t, &g_value_a);
   EVL_ASYNC_END(t);
 }
 
 TEST(task_awaits_sleep) {
-  sleeper_state s;
+  sleeper_state s = {0.02, 0, 0, 0, 0};
   evl_loop *loop = test_open();
-  evl_task *t;
-  memset(&s, 0, sizeof s);
-  t = evl_task_create(loop, sleeper, &s, 0);
+  evl_task *t = evl_task_create(loop, sleeper, &s, 0);
   CHECK(t != NULL);
   CHECK_EQ(evl_is_task(t), 1);
   CHECK(evl_task_loop(t) == loop);
   CHECK_EQ(evl_run_until_complete(loop, t), 0);
-  CHECK_EQ(s.step, 2);
-  CHECK(s.ended - s.started >= 0.0199);
+  CHECK_EQ(s.started, 1);
+  CHECK_EQ(s.after, 1);
+  CHECK(s.t_after - s.t_started >= 0.0199);
   CHECK_EQ(evl_future_done(t), 1);
   CHECK(evl_future_result(t) == &g_value_a);
   CHECK_EQ(evl_future_error(t), 0);
@@ -80,44 +85,83 @@ TEST(task_awaits_sleep) {
 
 /* ---- a task awaiting a plain future ------------------------------------ */
 
-typedef struct await_state {
+/* A loop and a task awaiting the future fut, with EVL_AWAIT or (use_try)
+   EVL_AWAIT_TRY; the task records what the await gave it. */
+typedef struct awaiting {
+  evl_loop *loop;
+  evl_task *t;
   evl_future *fut;
-  evl_future *awaited;
-  void *got;
-  int err;
-  int after;
-  int started;
-} await_state;
+  int use_try;
+  int started, after;  /* after: the code after the await ran */
+  void *got;           /* evl_await_result */
+  int err;             /* evl_await_error */
+  evl_future *awaited; /* evl_await_future */
+} awaiting;
 
-static void await_plain(evl_task *t, void *state) {
-  await_state *s = (await_state *)state;
+/* Returns what it got; with EVL_AWAIT_TRY, &g_value_a (a result of its own,
+   so a test sees the task went on to return normally). */
+static void awaiter(evl_task *t, void *state) {
+  awaiting *a = (awaiting *)state;
   EVL_ASYNC_BEGIN(t);
-  s->started = 1;
-  EVL_AWAIT(t, evl_future_ref(s->fut));
-  s->got = evl_await_result(t);
-  s->err = evl_await_error(t);
-  s->awaited = evl_await_future(t);
-  s->after = 1;
-  EVL_ASYNC_RETURN(t, s->got);
+  a->started = 1;
+  if (a->use_try) {
+    EVL_AWAIT_TRY(t, evl_future_ref(a->fut));
+  } else {
+    EVL_AWAIT(t, evl_future_ref(a->fut));
+  }
+  a->got = evl_await_result(t);
+  a->err = evl_await_error(t);
+  a->awaited = evl_await_future(t);
+  a->after = 1;
+  EVL_ASYNC_RETURN(t, a->use_try ? (void *)&g_value_a : a->got);
   EVL_ASYNC_END(t);
 }
 
+/* Opens the loop, makes a->fut, has settle(fut) called at 10 ms (unless
+   NULL) and creates the awaiting task (not started yet). got and err hold
+   sentinels the await must overwrite. */
+static void awaiting_open(awaiting *a, int use_try, evl_callback settle) {
+  memset(a, 0, sizeof *a);
+  a->loop = test_open();
+  a->fut = evl_future_new(a->loop);
+  a->use_try = use_try;
+  a->got = a;
+  a->err = 12345;
+  if (settle)
+    CHECK(evl_call_later(a->loop, 0.01, settle, a->fut) > 0);
+  a->t = evl_task_create(a->loop, awaiter, a, 0);
+  CHECK(a->t != NULL);
+}
+
+/* Runs the loop (at most 10 iterations) until the task says it started. */
+static void run_until_started(evl_loop *loop, const int *started) {
+  int i;
+  for (i = 0; i < 10 && !*started; i++)
+    evl_run_once(loop, 0);
+  CHECK_EQ(*started, 1);
+}
+
+/* awaiting_open with nothing to settle the future, then runs until the
+   task has started awaiting it. */
+static void start_awaiting(awaiting *a, int use_try) {
+  awaiting_open(a, use_try, NULL);
+  run_until_started(a->loop, &a->started);
+}
+
+static void awaiting_close(awaiting *a) {
+  release_and_close(a->loop, a->t, a->fut);
+}
+
 TEST(task_awaits_future_set_by_callback) {
-  await_state s;
-  evl_loop *loop = test_open();
-  evl_task *t;
-  memset(&s, 0, sizeof s);
-  s.fut = evl_future_new(loop);
-  s.err = 12345;
-  CHECK(evl_call_later(loop, 0.01, set_result_cb, s.fut) > 0);
-  t = evl_task_create(loop, await_plain, &s, 0);
-  CHECK_EQ(evl_run_until_complete(loop, t), 0);
-  CHECK_EQ(s.after, 1);
-  CHECK(s.got == &g_value_b);
-  CHECK_EQ(s.err, 0);
-  CHECK(s.awaited == s.fut);
-  CHECK(evl_future_result(t) == &g_value_b);
-  release_and_close(loop, t, s.fut);
+  awaiting a;
+  awaiting_open(&a, 0, set_result_cb);
+  CHECK_EQ(evl_run_until_complete(a.loop, a.t), 0);
+  CHECK_EQ(a.after, 1);
+  CHECK(a.got == &g_value_b);
+  CHECK_EQ(a.err, 0);
+  CHECK(a.awaited == a.fut);
+  CHECK(evl_future_result(a.t) == &g_value_b);
+  awaiting_close(&a);
 }
 
 /* ---- a task awaiting another task -------------------------------------- */
@@ -146,11 +190,9 @@ static void outer_task(evl_task *t, void *state) {
 }
 
 TEST(task_awaits_task) {
-  outer_state s;
+  outer_state s = {NULL, -1};
   evl_loop *loop = test_open();
-  evl_task *t;
-  memset(&s, 0, sizeof s);
-  t = evl_task_create(loop, outer_task, &s, 0);
+  evl_task *t = evl_task_create(loop, outer_task, &s, 0);
   CHECK_EQ(evl_run_until_complete(loop, t), 0);
   CHECK(s.got == &g_value_c);
   CHECK_EQ(s.inner_err, 0);
@@ -161,130 +203,74 @@ TEST(task_awaits_task) {
 /* ---- errors propagate through EVL_AWAIT, not through EVL_AWAIT_TRY ----- */
 
 TEST(await_failing_future_fails_task) {
-  await_state s;
-  evl_loop *loop = test_open();
-  evl_task *t;
-  memset(&s, 0, sizeof s);
-  s.fut = evl_future_new(loop);
-  CHECK(evl_call_later(loop, 0.01, set_error_cb, s.fut) > 0);
-  t = evl_task_create(loop, await_plain, &s, 0);
-  CHECK_EQ(evl_run_until_complete(loop, t), EVL_EIO);
-  CHECK_EQ(s.started, 1);
-  CHECK_EQ(s.after, 0); /* the code after the await never ran */
-  CHECK_EQ(evl_future_done(t), 1);
-  CHECK_EQ(evl_future_cancelled(t), 0);
-  CHECK_EQ(evl_future_error(t), EVL_EIO);
-  CHECK(evl_future_result(t) == NULL);
-  evl_future_release(t);
-  evl_future_release(s.fut);
-  test_close(loop); /* no report: awaiting retrieved the inner error */
-}
-
-/* Runs the loop (at most 10 iterations) until the task says it started. */
-static void run_until_started(evl_loop *loop, const int *started) {
-  int i;
-  for (i = 0; i < 10 && !*started; i++)
-    evl_run_once(loop, 0);
-  CHECK_EQ(*started, 1);
-}
-
-/* Creates *fut and a task fn(s) that awaits it; runs until it started. */
-static evl_task *start_awaiting(evl_loop *loop, evl_task_fn fn, void *s,
-                                evl_future **fut, int *started) {
-  evl_task *t;
-  *fut = evl_future_new(loop);
-  t = evl_task_create(loop, fn, s, 0);
-  run_until_started(loop, started);
-  return t;
-}
-
-typedef struct try_state {
-  evl_future *fut;
-  int err;
-  void *res;
-  int after;
-  int started;
-} try_state;
-
-static void await_try(evl_task *t, void *state) {
-  try_state *s = (try_state *)state;
-  EVL_ASYNC_BEGIN(t);
-  s->started = 1;
-  EVL_AWAIT_TRY(t, evl_future_ref(s->fut));
-  s->err = evl_await_error(t);
-  s->res = evl_await_result(t);
-  s->after = 1;
-  EVL_ASYNC_RETURN(t, &g_value_a);
-  EVL_ASYNC_END(t);
+  awaiting a;
+  awaiting_open(&a, 0, set_error_cb);
+  CHECK_EQ(evl_run_until_complete(a.loop, a.t), EVL_EIO);
+  CHECK_EQ(a.started, 1);
+  CHECK_EQ(a.after, 0); /* the code after the await never ran */
+  CHECK_EQ(evl_future_done(a.t), 1);
+  CHECK_EQ(evl_future_cancelled(a.t), 0);
+  CHECK_EQ(evl_future_error(a.t), EVL_EIO);
+  CHECK(evl_future_result(a.t) == NULL);
+  awaiting_close(&a); /* no report: awaiting retrieved the inner error */
 }
 
 TEST(await_try_sees_error_and_continues) {
-  try_state s;
-  evl_loop *loop = test_open();
-  evl_task *t;
-  memset(&s, 0, sizeof s);
-  s.fut = evl_future_new(loop);
-  s.res = &s;
-  CHECK(evl_call_later(loop, 0.01, set_error_cb, s.fut) > 0);
-  t = evl_task_create(loop, await_try, &s, 0);
-  CHECK_EQ(evl_run_until_complete(loop, t), 0);
-  CHECK_EQ(s.after, 1);
-  CHECK_EQ(s.err, EVL_EIO);
-  CHECK(s.res == NULL);
-  CHECK(evl_future_result(t) == &g_value_a);
-  CHECK_EQ(evl_future_error(t), 0);
-  release_and_close(loop, t, s.fut);
+  awaiting a;
+  awaiting_open(&a, 1, set_error_cb);
+  CHECK_EQ(evl_run_until_complete(a.loop, a.t), 0);
+  CHECK_EQ(a.after, 1);
+  CHECK_EQ(a.err, EVL_EIO);
+  CHECK(a.got == NULL);
+  CHECK(evl_future_result(a.t) == &g_value_a);
+  CHECK_EQ(evl_future_error(a.t), 0);
+  awaiting_close(&a);
 }
 
 /* ---- cancellation ------------------------------------------------------ */
 
+/* After a cancel of the awaiting task (EVL_AWAIT): it ends cancelled, the
+   code after its await never ran, and the awaited future was cancelled
+   with it unless it was already done (fut_cancelled 0). */
+static void check_awaiter_cancelled(awaiting *a, int fut_cancelled) {
+  CHECK_EQ(evl_run_until_complete(a->loop, a->t), EVL_ECANCELED);
+  CHECK_EQ(evl_future_cancelled(a->t), 1);
+  CHECK_EQ(evl_future_error(a->t), EVL_ECANCELED);
+  CHECK_EQ(evl_future_cancelled(a->fut), fut_cancelled);
+  CHECK_EQ(a->after, 0);
+}
+
 TEST(cancel_task_cancels_awaited_future) {
-  await_state s;
-  evl_loop *loop = test_open();
-  evl_task *t;
-  memset(&s, 0, sizeof s);
-  t = start_awaiting(loop, await_plain, &s, &s.fut, &s.started);
-  CHECK_EQ(evl_future_done(t), 0);
-  CHECK_EQ(evl_task_cancel(t), 1);
-  CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
-  CHECK_EQ(evl_future_cancelled(s.fut), 1);
-  CHECK_EQ(evl_future_cancelled(t), 1);
-  CHECK_EQ(evl_future_error(t), EVL_ECANCELED);
-  CHECK_EQ(s.after, 0);
-  CHECK_EQ(evl_task_cancel(t), 0); /* done now */
-  release_and_close(loop, t, s.fut);
+  awaiting a;
+  start_awaiting(&a, 0);
+  CHECK_EQ(evl_future_done(a.t), 0);
+  CHECK_EQ(evl_task_cancel(a.t), 1);
+  check_awaiter_cancelled(&a, 1);
+  CHECK_EQ(evl_task_cancel(a.t), 0); /* done now */
+  awaiting_close(&a);
 }
 
 TEST(cancel_task_with_future_cancel) {
   /* evl_future_cancel on a task behaves as evl_task_cancel. */
-  await_state s;
-  evl_loop *loop = test_open();
-  evl_task *t;
-  memset(&s, 0, sizeof s);
-  t = start_awaiting(loop, await_plain, &s, &s.fut, &s.started);
-  CHECK_EQ(evl_future_cancel(t), 1);
-  CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
-  CHECK_EQ(evl_future_cancelled(s.fut), 1);
-  CHECK_EQ(evl_future_cancelled(t), 1);
-  CHECK_EQ(s.after, 0);
-  release_and_close(loop, t, s.fut);
+  awaiting a;
+  start_awaiting(&a, 0);
+  CHECK_EQ(evl_future_cancel(a.t), 1);
+  check_awaiter_cancelled(&a, 1);
+  awaiting_close(&a);
 }
 
 TEST(cancelled_await_try_can_recover) {
-  try_state s;
-  evl_loop *loop = test_open();
-  evl_task *t;
-  memset(&s, 0, sizeof s);
-  t = start_awaiting(loop, await_try, &s, &s.fut, &s.started);
-  CHECK_EQ(evl_task_cancel(t), 1);
-  CHECK_EQ(evl_run_until_complete(loop, t), 0);
-  CHECK_EQ(s.after, 1);
-  CHECK_EQ(s.err, EVL_ECANCELED);
-  CHECK_EQ(evl_future_cancelled(s.fut), 1);
-  CHECK_EQ(evl_future_cancelled(t), 0);
-  CHECK_EQ(evl_future_error(t), 0);
-  CHECK(evl_future_result(t) == &g_value_a);
-  release_and_close(loop, t, s.fut);
+  awaiting a;
+  start_awaiting(&a, 1);
+  CHECK_EQ(evl_task_cancel(a.t), 1);
+  CHECK_EQ(evl_run_until_complete(a.loop, a.t), 0);
+  CHECK_EQ(a.after, 1);
+  CHECK_EQ(a.err, EVL_ECANCELED);
+  CHECK_EQ(evl_future_cancelled(a.fut), 1);
+  CHECK_EQ(evl_future_cancelled(a.t), 0);
+  CHECK_EQ(evl_future_error(a.t), 0);
+  CHECK(evl_future_result(a.t) == &g_value_a);
+  awaiting_close(&a);
 }
 
 typedef struct ran_state {
@@ -363,6 +349,7 @@ typedef struct copy_state {
   int seen;
 } copy_state;
 
+/* What the task saw (each test is its own process: they start at 0). */
 static int g_seen;
 static void *g_state_ptr;
 
@@ -376,14 +363,9 @@ static void read_state(evl_task *t, void *state) {
 }
 
 TEST(state_is_copied) {
-  copy_state orig;
+  copy_state orig = {5, 0};
   evl_loop *loop = test_open();
-  evl_task *t;
-  orig.value = 5;
-  orig.seen = 0;
-  g_seen = 0;
-  g_state_ptr = NULL;
-  t = evl_task_create(loop, read_state, &orig, sizeof orig);
+  evl_task *t = evl_task_create(loop, read_state, &orig, sizeof orig);
   CHECK(t != NULL);
   CHECK(evl_task_state(t) != NULL);
   CHECK(evl_task_state(t) != (void *)&orig);
@@ -398,13 +380,9 @@ TEST(state_is_copied) {
 }
 
 TEST(state_is_passed_through) {
-  copy_state orig;
+  copy_state orig = {5, 0};
   evl_loop *loop = test_open();
-  evl_task *t;
-  orig.value = 5;
-  orig.seen = 0;
-  g_seen = 0;
-  t = evl_task_create(loop, read_state, &orig, 0);
+  evl_task *t = evl_task_create(loop, read_state, &orig, 0);
   CHECK(evl_task_state(t) == (void *)&orig);
   orig.value = 7; /* the task sees the change */
   CHECK_EQ(evl_run_until_complete(loop, t), 0);
@@ -443,8 +421,7 @@ TEST(tasks_interleave) {
   step_state a, b;
   evl_loop *loop = test_open();
   evl_task *ta, *tb;
-  evl_future *futs[2];
-  evl_future *g;
+  evl_future *futs[2], *g;
   memset(&a, 0, sizeof a);
   memset(&b, 0, sizeof b);
   memset(g_log, 0, sizeof g_log);
@@ -593,36 +570,30 @@ TEST(wait_for_inner_error) {
   release_and_close(loop, w, inner);
 }
 
-TEST(wait_for_times_out) {
+/* evl_wait_for(timeout) on a future nobody completes: it times out and
+   cancels the inner future. Returns how long that took. */
+static double wait_for_never_done(double timeout) {
   evl_loop *loop = test_open();
   evl_future *inner = evl_future_new(loop);
-  double t0 = evl_time(loop);
-  evl_future *w = evl_wait_for(evl_future_ref(inner), 0.03);
+  double t0 = evl_time(loop), took;
+  evl_future *w = evl_wait_for(evl_future_ref(inner), timeout);
   CHECK(w != NULL);
   CHECK_EQ(evl_run_until_complete(loop, w), EVL_ETIMEDOUT);
-  CHECK(evl_time(loop) - t0 >= 0.0299);
+  took = evl_time(loop) - t0;
   CHECK_EQ(evl_future_cancelled(inner), 1);
   CHECK_EQ(evl_future_error(w), EVL_ETIMEDOUT);
   release_and_close(loop, w, inner);
+  return took;
 }
 
-typedef struct long_state {
-  int started, after;
-} long_state;
-
-static void long_sleeper(evl_task *t, void *state) {
-  long_state *s = (long_state *)state;
-  EVL_ASYNC_BEGIN(t);
-  s->started = 1;
-  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 30.0, NULL));
-  s->after = 1;
-  EVL_ASYNC_END(t);
+TEST(wait_for_times_out) {
+  CHECK(wait_for_never_done(0.03) >= 0.0299);
 }
 
 TEST(wait_for_task_times_out) {
-  long_state s = {0, 0};
+  sleeper_state s = {30.0, 0, 0, 0, 0};
   evl_loop *loop = test_open();
-  evl_task *t = evl_task_create(loop, long_sleeper, &s, 0);
+  evl_task *t = evl_task_create(loop, sleeper, &s, 0);
   evl_future *w = evl_wait_for(evl_future_ref(t), 0.02);
   CHECK_EQ(evl_run_until_complete(loop, w), EVL_ETIMEDOUT);
   CHECK_EQ(s.started, 1);
@@ -634,15 +605,7 @@ TEST(wait_for_task_times_out) {
 }
 
 TEST(wait_for_negative_timeout) {
-  evl_loop *loop = test_open();
-  evl_future *inner = evl_future_new(loop);
-  double t0 = evl_time(loop);
-  evl_future *w = evl_wait_for(evl_future_ref(inner), -1.0);
-  CHECK(w != NULL);
-  CHECK_EQ(evl_run_until_complete(loop, w), EVL_ETIMEDOUT);
-  CHECK(evl_time(loop) - t0 < 1.0);
-  CHECK_EQ(evl_future_cancelled(inner), 1);
-  release_and_close(loop, w, inner);
+  CHECK(wait_for_never_done(-1.0) < 1.0);
 }
 
 TEST(wait_for_nan_timeout) {
@@ -658,8 +621,7 @@ TEST(wait_for_nan_timeout) {
 
 TEST(gather_all_succeed) {
   evl_loop *loop = test_open();
-  evl_future *futs[3];
-  evl_future *g;
+  evl_future *futs[3], *g;
   int i;
   futs[0] = evl_sleep(loop, 0.02, &g_value_a);
   futs[1] = evl_sleep(loop, 0.01, &g_value_b);
@@ -674,15 +636,13 @@ TEST(gather_all_succeed) {
   CHECK(evl_future_result(futs[0]) == &g_value_a);
   CHECK(evl_future_result(futs[1]) == &g_value_b);
   CHECK(evl_future_result(futs[2]) == &g_value_c);
-  release_all(g, futs, 3);
-  test_close(loop);
+  release_all_and_close(loop, g, futs, 3);
 }
 
 TEST(gather_takes_own_references) {
   /* Releasing ours at once is fine: gather holds its own. */
   evl_loop *loop = test_open();
-  evl_future *futs[2];
-  evl_future *g;
+  evl_future *futs[2], *g;
   futs[0] = evl_sleep(loop, 0.01, &g_value_a);
   futs[1] = evl_sleep(loop, 0.02, &g_value_b);
   g = evl_gather(loop, futs, 2, 0);
@@ -704,8 +664,7 @@ static void one_fails_in_three(evl_loop *loop, evl_future **futs,
 
 TEST(gather_one_fails) {
   evl_loop *loop = test_open();
-  evl_future *futs[3];
-  evl_future *g;
+  evl_future *futs[3], *g;
   one_fails_in_three(loop, futs, 0.06);
   g = evl_gather(loop, futs, 3, 0);
   CHECK_EQ(evl_run_until_complete(loop, g), EVL_EIO);
@@ -716,14 +675,12 @@ TEST(gather_one_fails) {
   CHECK(evl_future_result(futs[2]) == &g_value_c);
   CHECK(evl_future_result(futs[0]) == &g_value_a);
   CHECK_EQ(evl_future_error(futs[1]), EVL_EIO);
-  release_all(g, futs, 3);
-  test_close(loop);
+  release_all_and_close(loop, g, futs, 3);
 }
 
 TEST(gather_return_errors) {
   evl_loop *loop = test_open();
-  evl_future *futs[3];
-  evl_future *g;
+  evl_future *futs[3], *g;
   int i;
   one_fails_in_three(loop, futs, 0.04);
   g = evl_gather(loop, futs, 3, EVL_GATHER_RETURN_ERRORS);
@@ -733,8 +690,7 @@ TEST(gather_return_errors) {
     CHECK_EQ(evl_future_done(futs[i]), 1);
   CHECK_EQ(evl_future_error(futs[1]), EVL_EIO);
   CHECK(evl_future_result(futs[2]) == &g_value_c);
-  release_all(g, futs, 3);
-  test_close(loop);
+  release_all_and_close(loop, g, futs, 3);
 }
 
 TEST(gather_nothing) {
@@ -749,14 +705,13 @@ TEST(gather_nothing) {
 }
 
 TEST(gather_cancel_cancels_children) {
-  long_state s = {0, 0};
+  sleeper_state s = {30.0, 0, 0, 0, 0};
   evl_loop *loop = test_open();
-  evl_future *futs[3];
-  evl_future *g;
+  evl_future *futs[3], *g;
   int i;
   futs[0] = evl_future_new(loop);
   futs[1] = evl_sleep(loop, 30.0, NULL);
-  futs[2] = evl_task_create(loop, long_sleeper, &s, 0);
+  futs[2] = evl_task_create(loop, sleeper, &s, 0);
   g = evl_gather(loop, futs, 3, 0);
   run_until_started(loop, &s.started);
   CHECK_EQ(evl_future_cancel(g), 1);
@@ -766,8 +721,7 @@ TEST(gather_cancel_cancels_children) {
   for (i = 0; i < 3; i++)
     CHECK_EQ(evl_future_cancelled(futs[i]), 1);
   CHECK_EQ(s.after, 0);
-  release_all(g, futs, 3);
-  test_close(loop);
+  release_all_and_close(loop, g, futs, 3);
 }
 
 /* ---- evl_sleep and EVL_ASYNC_FAIL ---------------------------------------- */
@@ -819,8 +773,7 @@ TEST(async_fail) {
 TEST(gather_child_cancelled) {
   /* asyncio: a cancelled child fails the gather, which is not cancelled. */
   evl_loop *loop = test_open();
-  evl_future *futs[2];
-  evl_future *g;
+  evl_future *futs[2], *g;
   futs[0] = evl_future_new(loop);
   futs[1] = evl_sleep(loop, 0.01, &g_value_a);
   g = evl_gather(loop, futs, 2, 0);
@@ -829,27 +782,18 @@ TEST(gather_child_cancelled) {
   CHECK_EQ(evl_future_cancelled(g), 0);
   CHECK_EQ(evl_future_cancelled(futs[1]), 0);
   CHECK_EQ(evl_run_until_complete(loop, futs[1]), 0);
-  evl_future_release(g);
-  evl_future_release(futs[0]);
-  evl_future_release(futs[1]);
-  test_close(loop);
+  release_all_and_close(loop, g, futs, 2);
 }
 
 TEST(cancel_after_awaited_future_done) {
   /* The awaited future is done but the task has not resumed yet: the
      cancel still wins, as in asyncio (the task is cancelled). */
-  await_state s;
-  evl_loop *loop = test_open();
-  evl_task *t;
-  memset(&s, 0, sizeof s);
-  t = start_awaiting(loop, await_plain, &s, &s.fut, &s.started);
-  CHECK_EQ(evl_future_set_result(s.fut, &g_value_a), 0);
-  CHECK_EQ(evl_task_cancel(t), 1);
-  CHECK_EQ(evl_run_until_complete(loop, t), EVL_ECANCELED);
-  CHECK_EQ(s.after, 0);
-  CHECK_EQ(evl_future_cancelled(t), 1);
-  CHECK_EQ(evl_future_cancelled(s.fut), 0);
-  release_and_close(loop, t, s.fut);
+  awaiting a;
+  start_awaiting(&a, 0);
+  CHECK_EQ(evl_future_set_result(a.fut, &g_value_a), 0);
+  CHECK_EQ(evl_task_cancel(a.t), 1);
+  check_awaiter_cancelled(&a, 0);
+  awaiting_close(&a);
 }
 
 static int g_report_error;
@@ -915,9 +859,8 @@ TEST(many_tasks) {
   for (i = 0; i < NTASKS; i++)
     bad += evl_future_result(ts[i]) != (void *)(intptr_t)((i + 1) * 3);
   CHECK_EQ(bad, 0);
-  release_all(g, ts, NTASKS);
+  release_all_and_close(loop, g, ts, NTASKS);
   free(ts);
-  test_close(loop);
 }
 
 typedef struct self_cancel_state {

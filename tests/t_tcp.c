@@ -176,12 +176,6 @@ static void server_ctx_init(server_ctx *c) {
   peer_reset(&c->tmpl);
 }
 
-/* The usual pair: a server context and one client peer, both reset. */
-static void server_and_client_init(server_ctx *c, peer *cl) {
-  server_ctx_init(c);
-  peer_reset(cl);
-}
-
 static void server_made(evl_transport *t, void *user) {
   server_ctx *c = (server_ctx *)user;
   peer *p;
@@ -235,10 +229,12 @@ static evl_server *serve(evl_loop *loop, server_ctx *c) {
   return serve_proto(loop, &server_proto, c, "127.0.0.1", 0, NULL);
 }
 
-static evl_transport *dial(evl_loop *loop, peer *p, const char *host,
-                           int port) {
+/* Connects p to host:port (opts may be NULL) and waits for
+   connection_made. */
+static evl_transport *dial(evl_loop *loop, peer *p, const char *host, int port,
+                           const evl_net_options *opts) {
   evl_future *f =
-      evl_create_connection(loop, &client_proto, p, host, port, NULL);
+      evl_create_connection(loop, &client_proto, p, host, port, opts);
   evl_transport *t;
   t = (evl_transport *)wait_result(loop, f);
   RUN_UNTIL(loop, p->made == 1);
@@ -267,21 +263,13 @@ static void close_both(evl_loop *loop, peer *a, peer *b) {
   RUN_UNTIL(loop, a->lost == 1 && b->lost == 1);
 }
 
-static int port_of(const struct sockaddr_storage *ss) {
-  if (ss->ss_family == AF_INET)
-    return ntohs(((const struct sockaddr_in *)(const void *)ss)->sin_port);
-  if (ss->ss_family == AF_INET6)
-    return ntohs(((const struct sockaddr_in6 *)(const void *)ss)->sin6_port);
-  return -1;
-}
-
 static int fd_port(int fd, int *family) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   CHECK_EQ(getsockname(fd, (struct sockaddr *)&ss, &len), 0);
   if (family)
     *family = ss.ss_family;
-  return port_of(&ss);
+  return sockaddr_port(&ss);
 }
 
 static int have_ipv6(void) {
@@ -308,7 +296,7 @@ static void echo_once(evl_loop *loop, server_ctx *c, const char *host,
   cl.buf = got;
   cl.cap = sizeof got;
   c->tmpl.echo = 1;
-  dial(loop, &cl, host, port);
+  dial(loop, &cl, host, port, NULL);
   RUN_UNTIL(loop, c->n == before + 1);
   sp = &c->peers[before];
   CHECK_EQ(evl_transport_write(cl.t, "ping", 4), 0);
@@ -317,163 +305,197 @@ static void echo_once(evl_loop *loop, server_ctx *c, const char *host,
   close_both(loop, &cl, sp);
 }
 
+/* ---- the usual fixture: one server, one client connected to it --------- */
+
+/* conn_init opens the loop and resets both sides; the test then sets what
+   the server's ends do (c.tmpl) and what the client does (cl) before
+   conn_open starts the server and connects the client to it. sp is the
+   server's end of that connection. conn_done closes the server, frees the
+   peers' buffers and closes the loop. */
+typedef struct tcp_conn {
+  evl_loop *loop;
+  server_ctx c;
+  evl_server *s;
+  peer cl, *sp;
+} tcp_conn;
+
+static void conn_init(tcp_conn *tc) {
+  tc->loop = test_open();
+  server_ctx_init(&tc->c);
+  peer_reset(&tc->cl);
+  tc->s = NULL;
+  tc->sp = NULL;
+}
+
+/* The client connects (opts may be NULL) to the server tc->s. */
+static void conn_dial(tcp_conn *tc, const evl_net_options *opts) {
+  dial(tc->loop, &tc->cl, "127.0.0.1", evl_server_port(tc->s), opts);
+  RUN_UNTIL(tc->loop, tc->c.n == 1);
+  tc->sp = &tc->c.peers[0];
+}
+
+static void conn_open(tcp_conn *tc) {
+  tc->s = serve(tc->loop, &tc->c);
+  conn_dial(tc, NULL);
+}
+
+static void conn_done(tcp_conn *tc) {
+  server_ctx_done(tc->loop, tc->s, &tc->c);
+}
+
+/* Waits until both ends of tc's connection are lost, each without error. */
+static void conn_lost_cleanly(tcp_conn *tc) {
+  RUN_UNTIL(tc->loop, tc->cl.lost == 1 && tc->sp->lost == 1);
+  CHECK_EQ(tc->cl.lost_err, 0);
+  CHECK_EQ(tc->sp->lost_err, 0);
+}
+
+/* One write of total bytes of test_pat() to t; the buffer is wiped and
+   freed at once: what could not be sent yet, the transport must have
+   copied. */
+static void write_pattern(evl_transport *t, size_t total) {
+  unsigned char *data = test_pattern_buf(total, 0);
+  CHECK_EQ(evl_transport_write(t, data, total), 0);
+  memset(data, 0, total);
+  free(data);
+}
+
+/* Writes data (room bytes at the most) chunk by chunk from tc's client,
+   letting the loop run now and then, until it is told to pause writing;
+   until then its buffer never holds more than high. Returns the bytes
+   written. */
+static size_t write_until_paused(tcp_conn *tc, const unsigned char *data,
+                                 size_t room, size_t chunk, size_t high) {
+  size_t sent = 0;
+  int i;
+  for (i = 0; tc->cl.pauses == 0; i++) {
+    CHECK(sent + chunk <= room);
+    CHECK(evl_transport_get_write_buffer_size(tc->cl.t) <= high);
+    CHECK_EQ(evl_transport_write(tc->cl.t, data + sent, chunk), 0);
+    sent += chunk;
+    if (i % 16 == 0)
+      evl_run_once(tc->loop, 0);
+  }
+  return sent;
+}
+
 /* ---- connection basics -------------------------------------------------- */
 
 TEST(tcp_data_both_ways_and_close) {
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
+  tcp_conn tc;
   unsigned char cbuf[64], sbuf[64];
   int port;
-  server_and_client_init(&c, &cl);
-  cl.buf = cbuf;
-  cl.cap = sizeof cbuf;
-  c.tmpl.cap = sizeof sbuf;
-  s = serve(loop, &c);
-  port = evl_server_port(s);
+  conn_init(&tc);
+  tc.cl.buf = cbuf;
+  tc.cl.cap = sizeof cbuf;
+  tc.c.tmpl.cap = sizeof sbuf;
+  tc.s = serve(tc.loop, &tc.c);
+  port = evl_server_port(tc.s);
   CHECK(port > 0 && port < 65536);
-  CHECK_EQ(evl_server_is_serving(s), 1);
-  dial(loop, &cl, "127.0.0.1", port);
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
-  CHECK_EQ(sp->made, 1);
-  CHECK(sp->t != NULL);
-  CHECK(evl_transport_fd(cl.t) >= 0);
-  CHECK(evl_transport_fd(sp->t) >= 0);
-  CHECK_EQ(evl_transport_is_closing(cl.t), 0);
-  CHECK_EQ(evl_transport_is_reading(cl.t), 1);
-  CHECK_EQ(evl_transport_can_write_eof(cl.t), 1);
+  CHECK_EQ(evl_server_is_serving(tc.s), 1);
+  conn_dial(&tc, NULL);
+  CHECK_EQ(tc.sp->made, 1);
+  CHECK(tc.sp->t != NULL);
+  CHECK(evl_transport_fd(tc.cl.t) >= 0);
+  CHECK(evl_transport_fd(tc.sp->t) >= 0);
+  CHECK_EQ(evl_transport_is_closing(tc.cl.t), 0);
+  CHECK_EQ(evl_transport_is_reading(tc.cl.t), 1);
+  CHECK_EQ(evl_transport_can_write_eof(tc.cl.t), 1);
 
-  CHECK_EQ(evl_transport_write(cl.t, "hello", 5), 0);
-  RUN_UNTIL(loop, sp->n == 5);
-  CHECK(memcmp(sp->buf, "hello", 5) == 0);
-  CHECK_EQ(evl_transport_write(sp->t, "world!", 6), 0);
-  RUN_UNTIL(loop, cl.n == 6);
+  CHECK_EQ(evl_transport_write(tc.cl.t, "hello", 5), 0);
+  RUN_UNTIL(tc.loop, tc.sp->n == 5);
+  CHECK(memcmp(tc.sp->buf, "hello", 5) == 0);
+  CHECK_EQ(evl_transport_write(tc.sp->t, "world!", 6), 0);
+  RUN_UNTIL(tc.loop, tc.cl.n == 6);
   CHECK(memcmp(cbuf, "world!", 6) == 0);
-  CHECK_EQ(evl_transport_get_write_buffer_size(cl.t), 0);
+  CHECK_EQ(evl_transport_get_write_buffer_size(tc.cl.t), 0);
 
   /* The client closes: lost(0) on it; the server sees EOF, then lost(0). */
-  evl_transport_close(cl.t);
-  CHECK_EQ(evl_transport_is_closing(cl.t), 1);
-  CHECK_EQ(evl_transport_write(cl.t, "x", 1), EVL_ECLOSING);
-  CHECK_EQ(cl.lost, 0); /* connection_lost is not called inline */
-  RUN_UNTIL(loop, cl.lost == 1 && sp->lost == 1);
-  CHECK_EQ(cl.lost_err, 0);
-  CHECK_EQ(sp->lost_err, 0);
-  CHECK_EQ(sp->eofs, 1);
-  CHECK(sp->eof_seq < sp->lost_seq);
-  CHECK_EQ(cl.eofs, 0);
-  run_for(loop, 0.03);
-  CHECK_EQ(cl.lost, 1);
-  CHECK_EQ(sp->lost, 1);
-  CHECK_EQ(cl.after_lost + sp->after_lost, 0);
-  server_ctx_done(loop, s, &c);
+  evl_transport_close(tc.cl.t);
+  CHECK_EQ(evl_transport_is_closing(tc.cl.t), 1);
+  CHECK_EQ(evl_transport_write(tc.cl.t, "x", 1), EVL_ECLOSING);
+  CHECK_EQ(tc.cl.lost, 0); /* connection_lost is not called inline */
+  conn_lost_cleanly(&tc);
+  CHECK_EQ(tc.sp->eofs, 1);
+  CHECK(tc.sp->eof_seq < tc.sp->lost_seq);
+  CHECK_EQ(tc.cl.eofs, 0);
+  run_for(tc.loop, 0.03);
+  CHECK_EQ(tc.cl.lost, 1);
+  CHECK_EQ(tc.sp->lost, 1);
+  CHECK_EQ(tc.cl.after_lost + tc.sp->after_lost, 0);
+  conn_done(&tc);
 }
 
 TEST(tcp_server_close_gives_client_eof) {
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
-  server_and_client_init(&c, &cl);
-  s = serve(loop, &c);
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
-  CHECK_EQ(evl_transport_write(sp->t, "bye", 3), 0);
-  evl_transport_close(sp->t); /* queued data is sent first */
-  RUN_UNTIL(loop, cl.lost == 1 && sp->lost == 1);
-  CHECK_EQ(cl.n, 3);
-  CHECK_EQ(cl.eofs, 1);
-  CHECK(cl.eof_seq < cl.lost_seq);
-  CHECK_EQ(cl.lost_err, 0);
-  CHECK_EQ(sp->lost_err, 0);
-  server_ctx_done(loop, s, &c);
+  tcp_conn tc;
+  conn_init(&tc);
+  conn_open(&tc);
+  CHECK_EQ(evl_transport_write(tc.sp->t, "bye", 3), 0);
+  evl_transport_close(tc.sp->t); /* queued data is sent first */
+  conn_lost_cleanly(&tc);
+  CHECK_EQ(tc.cl.n, 3);
+  CHECK_EQ(tc.cl.eofs, 1);
+  CHECK(tc.cl.eof_seq < tc.cl.lost_seq);
+  conn_done(&tc);
 }
 
 TEST(tcp_half_close_eof_received_keeps_writing) {
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
+  tcp_conn tc;
   unsigned char cbuf[64], sbuf[64];
-  server_and_client_init(&c, &cl);
-  cl.buf = cbuf;
-  cl.cap = sizeof cbuf;
-  c.tmpl.cap = sizeof sbuf;
-  c.tmpl.eof_keep = 1;
-  s = serve(loop, &c);
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
-  CHECK_EQ(evl_transport_write(cl.t, "request", 7), 0);
-  CHECK_EQ(evl_transport_write_eof(cl.t), 0);
-  CHECK_EQ(evl_transport_is_closing(cl.t), 0);
-  RUN_UNTIL(loop, sp->eofs == 1);
-  CHECK_EQ(sp->n, 7);
-  CHECK(memcmp(sp->buf, "request", 7) == 0);
-  run_for(loop, 0.03);
+  conn_init(&tc);
+  tc.cl.buf = cbuf;
+  tc.cl.cap = sizeof cbuf;
+  tc.c.tmpl.cap = sizeof sbuf;
+  tc.c.tmpl.eof_keep = 1;
+  conn_open(&tc);
+  CHECK_EQ(evl_transport_write(tc.cl.t, "request", 7), 0);
+  CHECK_EQ(evl_transport_write_eof(tc.cl.t), 0);
+  CHECK_EQ(evl_transport_is_closing(tc.cl.t), 0);
+  RUN_UNTIL(tc.loop, tc.sp->eofs == 1);
+  CHECK_EQ(tc.sp->n, 7);
+  CHECK(memcmp(tc.sp->buf, "request", 7) == 0);
+  run_for(tc.loop, 0.03);
   /* eof_received returned 1: the server side is still open for writing */
-  CHECK_EQ(sp->lost, 0);
-  CHECK(sp->t != NULL);
-  CHECK_EQ(evl_transport_is_closing(sp->t), 0);
-  CHECK_EQ(evl_transport_write(sp->t, "reply after eof", 15), 0);
-  RUN_UNTIL(loop, cl.n == 15);
+  CHECK_EQ(tc.sp->lost, 0);
+  CHECK(tc.sp->t != NULL);
+  CHECK_EQ(evl_transport_is_closing(tc.sp->t), 0);
+  CHECK_EQ(evl_transport_write(tc.sp->t, "reply after eof", 15), 0);
+  RUN_UNTIL(tc.loop, tc.cl.n == 15);
   CHECK(memcmp(cbuf, "reply after eof", 15) == 0);
-  CHECK_EQ(cl.lost, 0);
-  evl_transport_close(cl.t);
-  evl_transport_close(sp->t);
-  RUN_UNTIL(loop, cl.lost == 1 && sp->lost == 1);
-  CHECK_EQ(cl.lost_err, 0);
-  CHECK_EQ(sp->lost_err, 0);
-  server_ctx_done(loop, s, &c);
+  CHECK_EQ(tc.cl.lost, 0);
+  evl_transport_close(tc.cl.t);
+  evl_transport_close(tc.sp->t);
+  conn_lost_cleanly(&tc);
+  conn_done(&tc);
 }
 
 /* ---- big writes, writev ------------------------------------------------- */
 
 TEST(tcp_write_64mib_in_one_call) {
   const size_t total = (size_t)64 << 20;
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
-  unsigned char *data;
-  server_and_client_init(&c, &cl);
-  c.tmpl.check_pat = 1;
-  s = serve(loop, &c);
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
-  data = test_pattern_buf(total, 0);
-  CHECK_EQ(evl_transport_write(cl.t, data, total), 0);
-  /* the transport copied what it could not send at once */
-  memset(data, 0, total);
-  free(data);
-  CHECK(evl_transport_get_write_buffer_size(cl.t) > 0);
-  RUN_UNTIL(loop, sp->n >= total || sp->pat_bad || sp->lost);
-  CHECK_EQ(sp->pat_bad, 0);
-  CHECK_EQ(sp->n, total);
-  RUN_UNTIL(loop, evl_transport_get_write_buffer_size(cl.t) == 0);
-  close_both(loop, &cl, sp);
-  CHECK_EQ(sp->n, total);
-  server_ctx_done(loop, s, &c);
+  tcp_conn tc;
+  conn_init(&tc);
+  tc.c.tmpl.check_pat = 1;
+  conn_open(&tc);
+  write_pattern(tc.cl.t, total);
+  CHECK(evl_transport_get_write_buffer_size(tc.cl.t) > 0);
+  RUN_UNTIL(tc.loop, tc.sp->n >= total || tc.sp->pat_bad || tc.sp->lost);
+  CHECK_EQ(tc.sp->pat_bad, 0);
+  CHECK_EQ(tc.sp->n, total);
+  RUN_UNTIL(tc.loop, evl_transport_get_write_buffer_size(tc.cl.t) == 0);
+  close_both(tc.loop, &tc.cl, tc.sp);
+  CHECK_EQ(tc.sp->n, total);
+  conn_done(&tc);
 }
 
 TEST(tcp_writev) {
   const size_t big = (size_t)3 << 20;
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
+  tcp_conn tc;
   unsigned char *a, *b;
   evl_iovec iov[4];
-  server_and_client_init(&c, &cl);
-  c.tmpl.check_pat = 1;
-  s = serve(loop, &c);
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
+  conn_init(&tc);
+  tc.c.tmpl.check_pat = 1;
+  conn_open(&tc);
   /* small pieces, an empty one, then two big ones that cannot all go at
      once: the order must hold across what is sent and what is queued */
   a = test_pattern_buf(big, 10);
@@ -491,204 +513,161 @@ TEST(tcp_writev) {
     iov[2].len = big;
     iov[3].base = b;
     iov[3].len = big;
-    CHECK_EQ(evl_transport_writev(cl.t, iov, 4), 0);
+    CHECK_EQ(evl_transport_writev(tc.cl.t, iov, 4), 0);
   }
   free(a);
   free(b);
-  CHECK_EQ(evl_transport_writev(cl.t, iov, 0), 0); /* nothing to send */
-  RUN_UNTIL(loop, sp->n >= 10 + 2 * big || sp->pat_bad || sp->lost);
-  CHECK_EQ(sp->pat_bad, 0);
-  CHECK_EQ(sp->n, 10 + 2 * big);
-  close_both(loop, &cl, sp);
-  server_ctx_done(loop, s, &c);
+  CHECK_EQ(evl_transport_writev(tc.cl.t, iov, 0), 0); /* nothing to send */
+  RUN_UNTIL(tc.loop, tc.sp->n >= 10 + 2 * big || tc.sp->pat_bad || tc.sp->lost);
+  CHECK_EQ(tc.sp->pat_bad, 0);
+  CHECK_EQ(tc.sp->n, 10 + 2 * big);
+  close_both(tc.loop, &tc.cl, tc.sp);
+  conn_done(&tc);
 }
 
 /* ---- flow control ------------------------------------------------------- */
 
 TEST(tcp_flow_control_pause_resume_writing) {
   const size_t high = 64 * 1024, low = 16 * 1024, chunk = 8 * 1024;
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
+  const size_t size = (size_t)64 << 20;
+  tcp_conn tc;
   unsigned char *data;
-  size_t sent = 0;
+  size_t sent;
   int i;
-  server_and_client_init(&c, &cl);
-  c.tmpl.check_pat = 1;
-  c.tmpl.pause_on_made = 1; /* the reader does not read at first */
-  s = serve(loop, &c);
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
-  CHECK_EQ(evl_transport_is_reading(sp->t), 0);
-  CHECK_EQ(evl_transport_set_write_buffer_limits(cl.t, high, low), 0);
-  CHECK_EQ(evl_transport_set_write_buffer_limits(cl.t, 1000, 2000), EVL_EINVAL);
-  data = test_pattern_buf((size_t)64 << 20, 0);
-  /* Write 8 KiB at a time (letting the loop run) until the buffer passes
-     the high mark; the kernel's buffers fill first. */
-  for (i = 0; i < 32768 && cl.pauses == 0; i++) {
-    CHECK(sent + 9 * chunk <= ((size_t)64 << 20));
-    CHECK(evl_transport_get_write_buffer_size(cl.t) <= high);
-    CHECK_EQ(evl_transport_write(cl.t, data + sent, chunk), 0);
-    sent += chunk;
-    if (i % 16 == 0)
-      evl_run_once(loop, 0);
-  }
-  CHECK_EQ(cl.pauses, 1);
-  CHECK(cl.size_at_pause > high);
-  CHECK(evl_transport_get_write_buffer_size(cl.t) > high);
+  conn_init(&tc);
+  tc.c.tmpl.check_pat = 1;
+  tc.c.tmpl.pause_on_made = 1; /* the reader does not read at first */
+  conn_open(&tc);
+  CHECK_EQ(evl_transport_is_reading(tc.sp->t), 0);
+  CHECK_EQ(evl_transport_set_write_buffer_limits(tc.cl.t, high, low), 0);
+  CHECK_EQ(evl_transport_set_write_buffer_limits(tc.cl.t, 1000, 2000),
+           EVL_EINVAL);
+  data = test_pattern_buf(size, 0);
+  /* Write 8 KiB at a time until the buffer passes the high mark (the
+     kernel's buffers fill first), keeping 8 chunks for after */
+  sent = write_until_paused(&tc, data, size - 8 * chunk, chunk, high);
+  CHECK_EQ(tc.cl.pauses, 1);
+  CHECK(tc.cl.size_at_pause > high);
+  CHECK(evl_transport_get_write_buffer_size(tc.cl.t) > high);
   /* more writes while paused: no second pause_writing */
   for (i = 0; i < 8; i++) {
-    CHECK_EQ(evl_transport_write(cl.t, data + sent, chunk), 0);
+    CHECK_EQ(evl_transport_write(tc.cl.t, data + sent, chunk), 0);
     sent += chunk;
   }
-  run_for(loop, 0.05);
-  CHECK_EQ(cl.pauses, 1);
-  CHECK_EQ(cl.resumes, 0);
-  CHECK_EQ(sp->n, 0);
-  CHECK_EQ(sp->data_calls, 0);
+  run_for(tc.loop, 0.05);
+  CHECK_EQ(tc.cl.pauses, 1);
+  CHECK_EQ(tc.cl.resumes, 0);
+  CHECK_EQ(tc.sp->n, 0);
+  CHECK_EQ(tc.sp->data_calls, 0);
   /* the reader resumes: the buffer drains, resume_writing once */
-  CHECK_EQ(evl_transport_resume_reading(sp->t), 0);
-  CHECK_EQ(evl_transport_is_reading(sp->t), 1);
-  RUN_UNTIL(loop, sp->n >= sent || sp->pat_bad || sp->lost);
-  CHECK_EQ(sp->pat_bad, 0);
-  CHECK_EQ(sp->n, sent);
-  RUN_UNTIL(loop, evl_transport_get_write_buffer_size(cl.t) == 0);
-  CHECK_EQ(cl.resumes, 1);
-  CHECK(cl.size_at_resume <= low);
-  CHECK_EQ(cl.pauses, 1);
+  CHECK_EQ(evl_transport_resume_reading(tc.sp->t), 0);
+  CHECK_EQ(evl_transport_is_reading(tc.sp->t), 1);
+  RUN_UNTIL(tc.loop, tc.sp->n >= sent || tc.sp->pat_bad || tc.sp->lost);
+  CHECK_EQ(tc.sp->pat_bad, 0);
+  CHECK_EQ(tc.sp->n, sent);
+  RUN_UNTIL(tc.loop, evl_transport_get_write_buffer_size(tc.cl.t) == 0);
+  CHECK_EQ(tc.cl.resumes, 1);
+  CHECK(tc.cl.size_at_resume <= low);
+  CHECK_EQ(tc.cl.pauses, 1);
   free(data);
-  close_both(loop, &cl, sp);
-  CHECK_EQ(cl.pauses, 1);
-  CHECK_EQ(cl.resumes, 1);
-  server_ctx_done(loop, s, &c);
+  close_both(tc.loop, &tc.cl, tc.sp);
+  CHECK_EQ(tc.cl.pauses, 1);
+  CHECK_EQ(tc.cl.resumes, 1);
+  conn_done(&tc);
 }
 
 TEST(tcp_default_write_limits) {
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
-  unsigned char *data;
+  tcp_conn tc;
   const size_t total = (size_t)64 << 20;
-  server_and_client_init(&c, &cl);
-  c.tmpl.pause_on_made = 1;
-  s = serve(loop, &c);
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
+  conn_init(&tc);
+  tc.c.tmpl.pause_on_made = 1;
+  conn_open(&tc);
   /* one write far beyond what the kernel holds: pause_writing once,
      at once (asyncio calls it from inside write) */
-  data = test_pattern_buf(total, 0);
-  CHECK_EQ(evl_transport_write(cl.t, data, total), 0);
-  free(data);
-  CHECK_EQ(cl.pauses, 1);
-  CHECK(cl.size_at_pause > 64 * 1024);
-  CHECK_EQ(evl_transport_resume_reading(sp->t), 0);
-  RUN_UNTIL(loop, sp->n == total);
-  RUN_UNTIL(loop, cl.resumes == 1);
-  CHECK(cl.size_at_resume <= 16 * 1024);
-  CHECK_EQ(cl.pauses, 1);
-  close_both(loop, &cl, sp);
-  server_ctx_done(loop, s, &c);
+  write_pattern(tc.cl.t, total);
+  CHECK_EQ(tc.cl.pauses, 1);
+  CHECK(tc.cl.size_at_pause > 64 * 1024);
+  CHECK_EQ(evl_transport_resume_reading(tc.sp->t), 0);
+  RUN_UNTIL(tc.loop, tc.sp->n == total);
+  RUN_UNTIL(tc.loop, tc.cl.resumes == 1);
+  CHECK(tc.cl.size_at_resume <= 16 * 1024);
+  CHECK_EQ(tc.cl.pauses, 1);
+  close_both(tc.loop, &tc.cl, tc.sp);
+  conn_done(&tc);
 }
 
 TEST(tcp_pause_resume_reading) {
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
+  tcp_conn tc;
   unsigned char sbuf[64];
-  server_and_client_init(&c, &cl);
-  c.tmpl.cap = sizeof sbuf;
-  s = serve(loop, &c);
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
-  CHECK_EQ(evl_transport_is_reading(sp->t), 1);
-  CHECK_EQ(evl_transport_pause_reading(sp->t), 0);
-  CHECK_EQ(evl_transport_is_reading(sp->t), 0);
-  CHECK_EQ(evl_transport_pause_reading(sp->t), 0); /* no-op */
-  CHECK_EQ(evl_transport_write(cl.t, "abc", 3), 0);
-  CHECK_EQ(evl_transport_write_eof(cl.t), 0);
-  run_for(loop, 0.1);
-  CHECK_EQ(sp->data_calls, 0);
-  CHECK_EQ(sp->eofs, 0);
-  CHECK_EQ(sp->lost, 0);
-  CHECK_EQ(evl_transport_resume_reading(sp->t), 0);
-  CHECK_EQ(evl_transport_is_reading(sp->t), 1);
-  CHECK_EQ(evl_transport_resume_reading(sp->t), 0); /* no-op */
-  RUN_UNTIL(loop, sp->n == 3 && sp->lost == 1);
-  CHECK(memcmp(sp->buf, "abc", 3) == 0);
-  CHECK_EQ(sp->eofs, 1);
-  CHECK_EQ(sp->lost_err, 0);
-  close_both(loop, &cl, sp);
-  server_ctx_done(loop, s, &c);
+  conn_init(&tc);
+  tc.c.tmpl.cap = sizeof sbuf;
+  conn_open(&tc);
+  CHECK_EQ(evl_transport_is_reading(tc.sp->t), 1);
+  CHECK_EQ(evl_transport_pause_reading(tc.sp->t), 0);
+  CHECK_EQ(evl_transport_is_reading(tc.sp->t), 0);
+  CHECK_EQ(evl_transport_pause_reading(tc.sp->t), 0); /* no-op */
+  CHECK_EQ(evl_transport_write(tc.cl.t, "abc", 3), 0);
+  CHECK_EQ(evl_transport_write_eof(tc.cl.t), 0);
+  run_for(tc.loop, 0.1);
+  CHECK_EQ(tc.sp->data_calls, 0);
+  CHECK_EQ(tc.sp->eofs, 0);
+  CHECK_EQ(tc.sp->lost, 0);
+  CHECK_EQ(evl_transport_resume_reading(tc.sp->t), 0);
+  CHECK_EQ(evl_transport_is_reading(tc.sp->t), 1);
+  CHECK_EQ(evl_transport_resume_reading(tc.sp->t), 0); /* no-op */
+  RUN_UNTIL(tc.loop, tc.sp->n == 3 && tc.sp->lost == 1);
+  CHECK(memcmp(tc.sp->buf, "abc", 3) == 0);
+  CHECK_EQ(tc.sp->eofs, 1);
+  CHECK_EQ(tc.sp->lost_err, 0);
+  close_both(tc.loop, &tc.cl, tc.sp);
+  conn_done(&tc);
 }
 
 /* ---- close inside data_received, abort ---------------------------------- */
 
 TEST(tcp_close_inside_data_received) {
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
+  tcp_conn tc;
   char msg[200];
-  server_and_client_init(&c, &cl);
-  c.tmpl.close_in_data = 1;
-  c.tmpl.echo = 1; /* writes, then closes: the echo is still sent */
-  s = serve(loop, &c);
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
+  conn_init(&tc);
+  tc.c.tmpl.close_in_data = 1;
+  tc.c.tmpl.echo = 1; /* writes, then closes: the echo is still sent */
+  conn_open(&tc);
   /* one write, read at once: no unread data turns the close into a reset */
   memset(msg, 'm', sizeof msg);
-  CHECK_EQ(evl_transport_write(cl.t, msg, sizeof msg), 0);
-  RUN_UNTIL(loop, sp->lost == 1 && cl.lost == 1);
-  CHECK_EQ(sp->data_calls, 1); /* nothing after close */
-  CHECK_EQ(sp->n, sizeof msg);
-  CHECK_EQ(sp->closing_after_close, 1);
-  CHECK_EQ(sp->write_after_close_rc, EVL_ECLOSING);
-  CHECK_EQ(sp->lost_err, 0);
-  CHECK_EQ(sp->after_lost, 0);
-  CHECK_EQ(cl.n, sp->n); /* the echo written before close arrived */
-  CHECK_EQ(cl.eofs, 1);
-  CHECK_EQ(cl.lost_err, 0);
-  server_ctx_done(loop, s, &c);
+  CHECK_EQ(evl_transport_write(tc.cl.t, msg, sizeof msg), 0);
+  conn_lost_cleanly(&tc);
+  CHECK_EQ(tc.sp->data_calls, 1); /* nothing after close */
+  CHECK_EQ(tc.sp->n, sizeof msg);
+  CHECK_EQ(tc.sp->closing_after_close, 1);
+  CHECK_EQ(tc.sp->write_after_close_rc, EVL_ECLOSING);
+  CHECK_EQ(tc.sp->after_lost, 0);
+  CHECK_EQ(tc.cl.n, tc.sp->n); /* the echo written before close arrived */
+  CHECK_EQ(tc.cl.eofs, 1);
+  conn_done(&tc);
 }
 
 TEST(tcp_abort_drops_queued_data) {
   const size_t total = (size_t)32 << 20;
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
-  unsigned char *data;
-  server_and_client_init(&c, &cl);
-  c.tmpl.pause_on_made = 1;
-  c.tmpl.check_pat = 1;
-  s = serve(loop, &c);
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
-  data = test_pattern_buf(total, 0);
-  CHECK_EQ(evl_transport_write(cl.t, data, total), 0);
-  free(data);
-  CHECK(evl_transport_get_write_buffer_size(cl.t) > 0);
-  evl_transport_abort(cl.t);
-  CHECK_EQ(evl_transport_is_closing(cl.t), 1);
-  CHECK_EQ(cl.lost, 0);
-  RUN_UNTIL(loop, cl.lost == 1);
-  CHECK_EQ(cl.lost_err, 0);
+  tcp_conn tc;
+  conn_init(&tc);
+  tc.c.tmpl.pause_on_made = 1;
+  tc.c.tmpl.check_pat = 1;
+  conn_open(&tc);
+  write_pattern(tc.cl.t, total);
+  CHECK(evl_transport_get_write_buffer_size(tc.cl.t) > 0);
+  evl_transport_abort(tc.cl.t);
+  CHECK_EQ(evl_transport_is_closing(tc.cl.t), 1);
+  CHECK_EQ(tc.cl.lost, 0);
+  RUN_UNTIL(tc.loop, tc.cl.lost == 1);
+  CHECK_EQ(tc.cl.lost_err, 0);
   /* the reader gets less than was written, in order, then the end */
-  CHECK_EQ(evl_transport_resume_reading(sp->t), 0);
-  RUN_UNTIL(loop, sp->lost == 1);
-  CHECK(sp->n < total);
-  CHECK_EQ(sp->pat_bad, 0);
-  CHECK(sp->lost_err == 0 || sp->lost_err == EVL_ECONNRESET);
-  CHECK_EQ(cl.after_lost, 0);
-  server_ctx_done(loop, s, &c);
+  CHECK_EQ(evl_transport_resume_reading(tc.sp->t), 0);
+  RUN_UNTIL(tc.loop, tc.sp->lost == 1);
+  CHECK(tc.sp->n < total);
+  CHECK_EQ(tc.sp->pat_bad, 0);
+  CHECK(tc.sp->lost_err == 0 || tc.sp->lost_err == EVL_ECONNRESET);
+  CHECK_EQ(tc.cl.after_lost, 0);
+  conn_done(&tc);
 }
 
 /* ---- buffered protocol --------------------------------------------------- */
@@ -709,8 +688,8 @@ TEST(tcp_buffered_protocol) {
   d.tmpl.cap = total;
   s = serve_proto(loop, &buffered_server_proto, &c, "127.0.0.1", 0, NULL);
   s2 = serve(loop, &d); /* the same bytes through data_received */
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  dial(loop, &cl2, "127.0.0.1", evl_server_port(s2));
+  dial(loop, &cl, "127.0.0.1", evl_server_port(s), NULL);
+  dial(loop, &cl2, "127.0.0.1", evl_server_port(s2), NULL);
   RUN_UNTIL(loop, c.n == 1 && d.n == 1);
   sp = &c.peers[0];
   sp2 = &d.peers[0];
@@ -739,102 +718,89 @@ TEST(tcp_buffered_protocol) {
 /* ---- addresses and socket options --------------------------------------- */
 
 TEST(tcp_peername_sockname_nodelay) {
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
+  tcp_conn tc;
   struct sockaddr_storage a, b;
   size_t alen, blen;
   int port, one = 0;
   socklen_t olen;
   evl_fd sfd;
-  server_and_client_init(&c, &cl);
-  s = serve(loop, &c);
-  port = evl_server_port(s);
-  CHECK_EQ(evl_server_sockets(s, &sfd, 1), 1);
+  conn_init(&tc);
+  tc.s = serve(tc.loop, &tc.c);
+  port = evl_server_port(tc.s);
+  CHECK_EQ(evl_server_sockets(tc.s, &sfd, 1), 1);
   CHECK(sfd >= 0);
   CHECK_EQ(fd_port((int)sfd, NULL), port);
-  dial(loop, &cl, "127.0.0.1", port);
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
+  conn_dial(&tc, NULL);
 
   alen = sizeof a;
-  CHECK_EQ(evl_transport_get_peername(cl.t, &a, &alen), 0);
+  CHECK_EQ(evl_transport_get_peername(tc.cl.t, &a, &alen), 0);
   CHECK_EQ(alen, sizeof(struct sockaddr_in));
   CHECK_EQ(a.ss_family, AF_INET);
   CHECK_EQ(ntohl(((struct sockaddr_in *)(void *)&a)->sin_addr.s_addr),
            0x7f000001L);
-  CHECK_EQ(port_of(&a), port);
+  CHECK_EQ(sockaddr_port(&a), port);
 
   alen = sizeof a;
-  CHECK_EQ(evl_transport_get_sockname(cl.t, &a, &alen), 0);
+  CHECK_EQ(evl_transport_get_sockname(tc.cl.t, &a, &alen), 0);
   CHECK_EQ(alen, sizeof(struct sockaddr_in));
   blen = sizeof b;
-  CHECK_EQ(evl_transport_get_peername(sp->t, &b, &blen), 0);
+  CHECK_EQ(evl_transport_get_peername(tc.sp->t, &b, &blen), 0);
   CHECK_EQ(blen, sizeof(struct sockaddr_in));
   CHECK_EQ(ntohl(((struct sockaddr_in *)(void *)&b)->sin_addr.s_addr),
            0x7f000001L);
-  CHECK_EQ(port_of(&a), port_of(&b)); /* client's port, seen by both */
-  CHECK(port_of(&a) != port);
+  /* the client's port, seen by both */
+  CHECK_EQ(sockaddr_port(&a), sockaddr_port(&b));
+  CHECK(sockaddr_port(&a) != port);
   blen = sizeof b;
-  CHECK_EQ(evl_transport_get_sockname(sp->t, &b, &blen), 0);
-  CHECK_EQ(port_of(&b), port);
+  CHECK_EQ(evl_transport_get_sockname(tc.sp->t, &b, &blen), 0);
+  CHECK_EQ(sockaddr_port(&b), port);
 
   /* a short buffer: truncated copy, the real length reported */
   alen = 4;
   memset(&a, 0xee, sizeof a);
-  CHECK_EQ(evl_transport_get_peername(cl.t, &a, &alen), 0);
+  CHECK_EQ(evl_transport_get_peername(tc.cl.t, &a, &alen), 0);
   CHECK_EQ(alen, sizeof(struct sockaddr_in));
   CHECK_EQ(((unsigned char *)&a)[4], 0xee);
 
-  CHECK(evl_transport_fd(cl.t) >= 0);
-  CHECK(evl_transport_fd(sp->t) >= 0);
-  CHECK(evl_transport_fd(cl.t) != evl_transport_fd(sp->t));
+  CHECK(evl_transport_fd(tc.cl.t) >= 0);
+  CHECK(evl_transport_fd(tc.sp->t) >= 0);
+  CHECK(evl_transport_fd(tc.cl.t) != evl_transport_fd(tc.sp->t));
   olen = sizeof one;
-  CHECK_EQ(getsockopt((int)evl_transport_fd(cl.t), IPPROTO_TCP, TCP_NODELAY,
+  CHECK_EQ(getsockopt((int)evl_transport_fd(tc.cl.t), IPPROTO_TCP, TCP_NODELAY,
                       (void *)&one, &olen),
            0);
   CHECK(one != 0);
   one = 0;
   olen = sizeof one;
-  CHECK_EQ(getsockopt((int)evl_transport_fd(sp->t), IPPROTO_TCP, TCP_NODELAY,
+  CHECK_EQ(getsockopt((int)evl_transport_fd(tc.sp->t), IPPROTO_TCP, TCP_NODELAY,
                       (void *)&one, &olen),
            0);
   CHECK(one != 0);
 #ifndef _WIN32 /* Winsock cannot tell whether a socket is non-blocking */
   /* the loop's sockets are non-blocking */
-  CHECK(fcntl((int)evl_transport_fd(cl.t), F_GETFL) & O_NONBLOCK);
-  CHECK(fcntl((int)evl_transport_fd(sp->t), F_GETFL) & O_NONBLOCK);
+  CHECK(fcntl((int)evl_transport_fd(tc.cl.t), F_GETFL) & O_NONBLOCK);
+  CHECK(fcntl((int)evl_transport_fd(tc.sp->t), F_GETFL) & O_NONBLOCK);
 #endif
-  close_both(loop, &cl, sp);
-  server_ctx_done(loop, s, &c);
+  close_both(tc.loop, &tc.cl, tc.sp);
+  conn_done(&tc);
 }
 
 TEST(tcp_no_delay_off) {
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl;
+  tcp_conn tc;
   evl_net_options o;
-  evl_future *f;
   int one = 1;
   socklen_t olen = sizeof one;
-  server_and_client_init(&c, &cl);
-  s = serve(loop, &c);
+  conn_init(&tc);
+  tc.s = serve(tc.loop, &tc.c);
   memset(&o, 0, sizeof o);
   o.no_delay_off = 1;
-  f = evl_create_connection(loop, &client_proto, &cl, "127.0.0.1",
-                            evl_server_port(s), &o);
-  CHECK(f != NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  evl_future_release(f);
-  RUN_UNTIL(loop, cl.made == 1 && c.n == 1);
-  CHECK_EQ(getsockopt((int)evl_transport_fd(cl.t), IPPROTO_TCP, TCP_NODELAY,
+  conn_dial(&tc, &o);
+  CHECK_EQ(getsockopt((int)evl_transport_fd(tc.cl.t), IPPROTO_TCP, TCP_NODELAY,
                       (void *)&one, &olen),
            0);
   CHECK_EQ(one, 0);
-  close_both(loop, &cl, &c.peers[0]);
-  server_ctx_done(loop, s, &c);
+  close_both(tc.loop, &tc.cl, tc.sp);
+  conn_done(&tc);
 }
 
 /* ---- listening addresses ------------------------------------------------- */
@@ -965,15 +931,19 @@ TEST(tcp_server_address_in_use_and_reuse_port) {
 
 /* ---- serving ------------------------------------------------------------ */
 
-TEST(tcp_no_start_serving) {
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
+/* A server on 127.0.0.1 made with no_start_serving: not serving yet. */
+static evl_server *serve_not_started(evl_loop *loop, server_ctx *c) {
   evl_net_options o;
   memset(&o, 0, sizeof o);
   o.no_start_serving = 1;
-  server_ctx_init(&c);
-  s = serve_proto(loop, &server_proto, &c, "127.0.0.1", 0, &o);
+  server_ctx_init(c);
+  return serve_proto(loop, &server_proto, c, "127.0.0.1", 0, &o);
+}
+
+TEST(tcp_no_start_serving) {
+  evl_loop *loop = test_open();
+  server_ctx c;
+  evl_server *s = serve_not_started(loop, &c);
   CHECK_EQ(evl_server_is_serving(s), 0);
   CHECK(evl_server_port(s) > 0);
   CHECK_EQ(evl_server_sockets(s, NULL, 0), 1);
@@ -987,44 +957,39 @@ TEST(tcp_no_start_serving) {
 }
 
 TEST(tcp_server_close_keeps_connections) {
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
+  tcp_conn tc;
   evl_future *w;
   unsigned char cbuf[16];
   int port;
-  server_and_client_init(&c, &cl);
-  cl.buf = cbuf;
-  cl.cap = sizeof cbuf;
-  c.tmpl.echo = 1;
-  s = serve(loop, &c);
-  port = evl_server_port(s);
-  dial(loop, &cl, "127.0.0.1", port);
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
-  w = evl_server_wait_closed(s);
+  conn_init(&tc);
+  tc.cl.buf = cbuf;
+  tc.cl.cap = sizeof cbuf;
+  tc.c.tmpl.echo = 1;
+  tc.s = serve(tc.loop, &tc.c);
+  port = evl_server_port(tc.s);
+  conn_dial(&tc, NULL);
+  w = evl_server_wait_closed(tc.s);
   CHECK(w != NULL);
-  run_for(loop, 0.02);
+  run_for(tc.loop, 0.02);
   CHECK_EQ(evl_future_done(w), 0); /* not closed yet */
-  evl_server_close(s);
-  CHECK_EQ(evl_server_is_serving(s), 0);
-  evl_server_close(s); /* idempotent */
-  CHECK_EQ(dial_error(loop, "127.0.0.1", port), EVL_ECONNREFUSED);
+  evl_server_close(tc.s);
+  CHECK_EQ(evl_server_is_serving(tc.s), 0);
+  evl_server_close(tc.s); /* idempotent */
+  CHECK_EQ(dial_error(tc.loop, "127.0.0.1", port), EVL_ECONNREFUSED);
   /* the existing connection still echoes */
-  CHECK_EQ(evl_transport_write(cl.t, "still", 5), 0);
-  RUN_UNTIL(loop, cl.n == 5);
+  CHECK_EQ(evl_transport_write(tc.cl.t, "still", 5), 0);
+  RUN_UNTIL(tc.loop, tc.cl.n == 5);
   CHECK(memcmp(cbuf, "still", 5) == 0);
-  run_for(loop, 0.02);
+  run_for(tc.loop, 0.02);
   CHECK_EQ(evl_future_done(w), 0); /* a connection is still there */
-  evl_transport_close(cl.t);
-  RUN_UNTIL(loop, sp->lost == 1 && cl.lost == 1);
-  RUN_UNTIL(loop, evl_future_done(w));
+  evl_transport_close(tc.cl.t);
+  RUN_UNTIL(tc.loop, tc.sp->lost == 1 && tc.cl.lost == 1);
+  RUN_UNTIL(tc.loop, evl_future_done(w));
   CHECK_EQ(evl_future_error(w), 0);
   evl_future_release(w);
-  evl_server_free(s);
-  server_ctx_free(&c);
-  test_close(loop);
+  evl_server_free(tc.s);
+  server_ctx_free(&tc.c);
+  test_close(tc.loop);
 }
 
 TEST(tcp_wait_closed_waits_for_close) {
@@ -1052,12 +1017,8 @@ TEST(tcp_serve_forever_cancel_closes) {
   server_ctx c;
   evl_server *s;
   evl_future *f, *w;
-  evl_net_options o;
   int port;
-  memset(&o, 0, sizeof o);
-  o.no_start_serving = 1;
-  server_ctx_init(&c);
-  s = serve_proto(loop, &server_proto, &c, "127.0.0.1", 0, &o);
+  s = serve_not_started(loop, &c);
   port = evl_server_port(s);
   f = evl_server_serve_forever(s);
   CHECK(f != NULL);
@@ -1131,14 +1092,7 @@ TEST(tcp_connect_accepted_tcp_socket) {
   peer_reset(&a);
   peer_reset(&b);
   b.echo = 1;
-  lfd = (int)socket(AF_INET, SOCK_STREAM, 0);
-  CHECK(lfd >= 0);
-  memset(&sin, 0, sizeof sin);
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CHECK_EQ(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
-  CHECK_EQ(listen(lfd, 4), 0);
-  sin.sin_port = htons((unsigned short)fd_port(lfd, NULL));
+  lfd = loopback_listener(4, NULL, &sin);
   cfd = (int)socket(AF_INET, SOCK_STREAM, 0);
   CHECK(cfd >= 0);
   CHECK_EQ(connect(cfd, (struct sockaddr *)&sin, sizeof sin), 0);
@@ -1175,46 +1129,40 @@ static int temp_file(size_t n) {
 
 TEST(tcp_sendfile) {
   const size_t total = (size_t)1 << 20;
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
+  tcp_conn tc;
   evl_future *f, *f2;
   int fd;
   size_t i;
-  server_and_client_init(&c, &cl);
-  c.tmpl.cap = total + 4096;
-  s = serve(loop, &c);
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
+  conn_init(&tc);
+  tc.c.tmpl.cap = total + 4096;
+  conn_open(&tc);
   fd = temp_file(total);
   /* queued data first, then the file, then a part of it again */
-  CHECK_EQ(evl_transport_write(cl.t, "HDR", 3), 0);
-  f = evl_sendfile(cl.t, fd, 0, total);
+  CHECK_EQ(evl_transport_write(tc.cl.t, "HDR", 3), 0);
+  f = evl_sendfile(tc.cl.t, fd, 0, total);
   CHECK(f != NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
+  CHECK_EQ(wait_fut(tc.loop, f), 0);
   CHECK_EQ(evl_future_result_int(f), (intptr_t)total);
-  f2 = evl_sendfile(cl.t, fd, 1000, 100);
+  f2 = evl_sendfile(tc.cl.t, fd, 1000, 100);
   CHECK(f2 != NULL);
-  CHECK_EQ(wait_fut(loop, f2), 0);
+  CHECK_EQ(wait_fut(tc.loop, f2), 0);
   CHECK_EQ(evl_future_result_int(f2), 100);
-  CHECK_EQ(evl_transport_write(cl.t, "TRL", 3), 0);
-  RUN_UNTIL(loop, sp->n >= total + 106);
-  CHECK_EQ(sp->n, total + 106);
-  CHECK(memcmp(sp->buf, "HDR", 3) == 0);
+  CHECK_EQ(evl_transport_write(tc.cl.t, "TRL", 3), 0);
+  RUN_UNTIL(tc.loop, tc.sp->n >= total + 106);
+  CHECK_EQ(tc.sp->n, total + 106);
+  CHECK(memcmp(tc.sp->buf, "HDR", 3) == 0);
   for (i = 0; i < total; i++)
-    if (sp->buf[3 + i] != test_pat(3 + i))
+    if (tc.sp->buf[3 + i] != test_pat(3 + i))
       break;
   CHECK_EQ(i, total);
   for (i = 0; i < 100; i++)
-    CHECK_EQ(sp->buf[3 + total + i], test_pat(3 + 1000 + i));
-  CHECK(memcmp(sp->buf + 3 + total + 100, "TRL", 3) == 0);
+    CHECK_EQ(tc.sp->buf[3 + total + i], test_pat(3 + 1000 + i));
+  CHECK(memcmp(tc.sp->buf + 3 + total + 100, "TRL", 3) == 0);
   evl_future_release(f);
   evl_future_release(f2);
   test_fd_close(fd);
-  close_both(loop, &cl, sp);
-  server_ctx_done(loop, s, &c);
+  close_both(tc.loop, &tc.cl, tc.sp);
+  conn_done(&tc);
 }
 
 /* ---- re-entrant calls from callbacks ------------------------------------ */
@@ -1222,116 +1170,87 @@ TEST(tcp_sendfile) {
 TEST(tcp_server_freed_in_connection_made) {
   /* a one-shot server: evl_server_free from connection_made; the
      connection goes on, the server is freed once it is gone */
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl;
+  tcp_conn tc;
   int port;
-  server_and_client_init(&c, &cl);
-  c.tmpl.echo = 1;
-  s = serve(loop, &c);
-  port = evl_server_port(s);
-  c.free_in_made = s;
-  dial(loop, &cl, "127.0.0.1", port);
-  RUN_UNTIL(loop, c.n == 1 && c.free_in_made == NULL);
-  CHECK_EQ(evl_transport_write(cl.t, "after", 5), 0);
-  RUN_UNTIL(loop, cl.n == 5);
-  CHECK_EQ(dial_error(loop, "127.0.0.1", port), EVL_ECONNREFUSED);
-  close_both(loop, &cl, &c.peers[0]);
-  run_for(loop, 0.02);
-  server_ctx_free(&c);
-  test_close(loop);
+  conn_init(&tc);
+  tc.c.tmpl.echo = 1;
+  tc.s = serve(tc.loop, &tc.c);
+  port = evl_server_port(tc.s);
+  tc.c.free_in_made = tc.s;
+  conn_dial(&tc, NULL);
+  RUN_UNTIL(tc.loop, tc.c.free_in_made == NULL);
+  CHECK_EQ(evl_transport_write(tc.cl.t, "after", 5), 0);
+  RUN_UNTIL(tc.loop, tc.cl.n == 5);
+  CHECK_EQ(dial_error(tc.loop, "127.0.0.1", port), EVL_ECONNREFUSED);
+  close_both(tc.loop, &tc.cl, tc.sp);
+  run_for(tc.loop, 0.02);
+  server_ctx_free(&tc.c);
+  test_close(tc.loop);
 }
 
 TEST(tcp_abort_inside_data_received_during_bulk) {
   const size_t total = (size_t)16 << 20;
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
-  unsigned char *data;
-  server_and_client_init(&c, &cl);
-  cl.abort_in_data = 1;
-  s = serve(loop, &c);
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
-  data = test_pattern_buf(total, 0);
-  CHECK_EQ(evl_transport_write(sp->t, data, total), 0);
-  free(data);
-  RUN_UNTIL(loop, cl.lost == 1);
-  CHECK_EQ(cl.data_calls, 1);
-  CHECK_EQ(cl.lost_err, 0);
-  CHECK_EQ(cl.lost_write_rc, EVL_ECLOSING);
-  CHECK_EQ(cl.after_lost, 0);
+  tcp_conn tc;
+  conn_init(&tc);
+  tc.cl.abort_in_data = 1;
+  conn_open(&tc);
+  write_pattern(tc.sp->t, total);
+  RUN_UNTIL(tc.loop, tc.cl.lost == 1);
+  CHECK_EQ(tc.cl.data_calls, 1);
+  CHECK_EQ(tc.cl.lost_err, 0);
+  CHECK_EQ(tc.cl.lost_write_rc, EVL_ECLOSING);
+  CHECK_EQ(tc.cl.after_lost, 0);
   /* the sender finds out: reset or EOF, then connection_lost */
-  RUN_UNTIL(loop, sp->lost == 1);
-  server_ctx_done(loop, s, &c);
+  RUN_UNTIL(tc.loop, tc.sp->lost == 1);
+  conn_done(&tc);
 }
 
 TEST(tcp_close_inside_eof_received) {
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
-  server_and_client_init(&c, &cl);
-  c.tmpl.close_in_eof = 1;
-  c.tmpl.eof_keep = 1; /* keep open, but close anyway */
-  s = serve(loop, &c);
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
-  CHECK_EQ(evl_transport_write_eof(cl.t), 0);
-  CHECK_EQ(evl_transport_write_eof(cl.t), 0);   /* twice is harmless */
-  CHECK(evl_transport_write(cl.t, "x", 1) < 0); /* no writes after EOF */
-  RUN_UNTIL(loop, sp->lost == 1 && cl.lost == 1);
-  CHECK_EQ(sp->eofs, 1);
-  CHECK_EQ(sp->lost_err, 0);
-  CHECK_EQ(cl.eofs, 1);
-  CHECK_EQ(cl.lost_err, 0);
-  CHECK_EQ(sp->after_lost + cl.after_lost, 0);
-  server_ctx_done(loop, s, &c);
+  tcp_conn tc;
+  conn_init(&tc);
+  tc.c.tmpl.close_in_eof = 1;
+  tc.c.tmpl.eof_keep = 1; /* keep open, but close anyway */
+  conn_open(&tc);
+  CHECK_EQ(evl_transport_write_eof(tc.cl.t), 0);
+  CHECK_EQ(evl_transport_write_eof(tc.cl.t), 0);   /* twice is harmless */
+  CHECK(evl_transport_write(tc.cl.t, "x", 1) < 0); /* no writes after EOF */
+  conn_lost_cleanly(&tc);
+  CHECK_EQ(tc.sp->eofs, 1);
+  CHECK_EQ(tc.cl.eofs, 1);
+  CHECK_EQ(tc.sp->after_lost + tc.cl.after_lost, 0);
+  conn_done(&tc);
 }
 
 /* ---- options --------------------------------------------------------------
  */
 
 TEST(tcp_connect_local_host_and_port) {
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl;
+  tcp_conn tc;
   evl_net_options o;
-  evl_future *f;
   struct sockaddr_storage ss;
   size_t len = sizeof ss;
   int lport;
-  server_and_client_init(&c, &cl);
-  s = serve(loop, &c);
+  conn_init(&tc);
+  tc.s = serve(tc.loop, &tc.c);
   /* a free port to bind the client to: a server's, closed again */
   {
     server_ctx tmp;
     evl_server *s2;
     server_ctx_init(&tmp);
-    s2 = serve(loop, &tmp);
+    s2 = serve(tc.loop, &tmp);
     lport = evl_server_port(s2);
-    test_server_done(loop, s2);
+    test_server_done(tc.loop, s2);
   }
   memset(&o, 0, sizeof o);
   o.local_host = "127.0.0.1";
   o.local_port = lport;
-  f = evl_create_connection(loop, &client_proto, &cl, "127.0.0.1",
-                            evl_server_port(s), &o);
-  CHECK(f != NULL);
-  CHECK_EQ(wait_fut(loop, f), 0);
-  evl_future_release(f);
-  RUN_UNTIL(loop, cl.made == 1 && c.n == 1);
-  CHECK_EQ(evl_transport_get_sockname(cl.t, &ss, &len), 0);
-  CHECK_EQ(port_of(&ss), lport);
+  conn_dial(&tc, &o);
+  CHECK_EQ(evl_transport_get_sockname(tc.cl.t, &ss, &len), 0);
+  CHECK_EQ(sockaddr_port(&ss), lport);
   len = sizeof ss;
-  CHECK_EQ(evl_transport_get_peername(c.peers[0].t, &ss, &len), 0);
-  CHECK_EQ(port_of(&ss), lport);
-  close_both(loop, &cl, &c.peers[0]);
+  CHECK_EQ(evl_transport_get_peername(tc.sp->t, &ss, &len), 0);
+  CHECK_EQ(sockaddr_port(&ss), lport);
+  close_both(tc.loop, &tc.cl, tc.sp);
   /* SO_REUSEADDR is on by default on listening sockets; on Windows, where
      it would let another socket take the port, SO_EXCLUSIVEADDRUSE is */
   {
@@ -1339,7 +1258,7 @@ TEST(tcp_connect_local_host_and_port) {
     socklen_t olen = sizeof v;
     evl_fd sfd;
 #ifdef _WIN32
-    CHECK_EQ(evl_server_sockets(s, &sfd, 1), 1);
+    CHECK_EQ(evl_server_sockets(tc.s, &sfd, 1), 1);
     CHECK_EQ(getsockopt((int)sfd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (void *)&v,
                         &olen),
              0);
@@ -1350,13 +1269,13 @@ TEST(tcp_connect_local_host_and_port) {
              0);
     CHECK_EQ(v, 0);
 #else
-    CHECK_EQ(evl_server_sockets(s, &sfd, 1), 1);
+    CHECK_EQ(evl_server_sockets(tc.s, &sfd, 1), 1);
     CHECK_EQ(getsockopt((int)sfd, SOL_SOCKET, SO_REUSEADDR, (void *)&v, &olen),
              0);
     CHECK(v != 0);
 #endif
   }
-  server_ctx_done(loop, s, &c);
+  conn_done(&tc);
 }
 
 TEST(tcp_server_options_family_and_no_reuse_address) {
@@ -1388,59 +1307,40 @@ TEST(tcp_server_options_family_and_no_reuse_address) {
 
 TEST(tcp_write_limits_low_default) {
   /* high given, low 0: low is high/4 */
-  const size_t high = 40000, chunk = 4096;
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl, *sp;
+  const size_t high = 40000, chunk = 4096, size = (size_t)32 << 20;
+  tcp_conn tc;
   unsigned char *data;
-  size_t sent = 0;
-  int i;
-  server_and_client_init(&c, &cl);
-  c.tmpl.pause_on_made = 1;
-  s = serve(loop, &c);
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  RUN_UNTIL(loop, c.n == 1);
-  sp = &c.peers[0];
-  CHECK_EQ(evl_transport_set_write_buffer_limits(cl.t, high, 0), 0);
-  data = test_pattern_buf((size_t)32 << 20, 0);
-  for (i = 0; i < 8000 && cl.pauses == 0; i++) {
-    CHECK(sent + chunk <= ((size_t)32 << 20));
-    CHECK(evl_transport_get_write_buffer_size(cl.t) <= high);
-    CHECK_EQ(evl_transport_write(cl.t, data + sent, chunk), 0);
-    sent += chunk;
-    if (i % 16 == 0)
-      evl_run_once(loop, 0);
-  }
+  size_t sent;
+  conn_init(&tc);
+  tc.c.tmpl.pause_on_made = 1;
+  conn_open(&tc);
+  CHECK_EQ(evl_transport_set_write_buffer_limits(tc.cl.t, high, 0), 0);
+  data = test_pattern_buf(size, 0);
+  sent = write_until_paused(&tc, data, size, chunk, high);
   free(data);
-  CHECK_EQ(cl.pauses, 1);
-  CHECK(cl.size_at_pause > high);
-  CHECK(cl.size_at_pause <= high + chunk);
-  CHECK_EQ(evl_transport_resume_reading(sp->t), 0);
-  RUN_UNTIL(loop, cl.resumes == 1);
-  CHECK(cl.size_at_resume <= high / 4);
-  RUN_UNTIL(loop, sp->n == sent);
-  close_both(loop, &cl, sp);
-  server_ctx_done(loop, s, &c);
+  CHECK_EQ(tc.cl.pauses, 1);
+  CHECK(tc.cl.size_at_pause > high);
+  CHECK(tc.cl.size_at_pause <= high + chunk);
+  CHECK_EQ(evl_transport_resume_reading(tc.sp->t), 0);
+  RUN_UNTIL(tc.loop, tc.cl.resumes == 1);
+  CHECK(tc.cl.size_at_resume <= high / 4);
+  RUN_UNTIL(tc.loop, tc.sp->n == sent);
+  close_both(tc.loop, &tc.cl, tc.sp);
+  conn_done(&tc);
 }
 
 /* ---- loop close with a server and connections still open ---------------- */
 
 static void loop_free_with_open_server_and_connections(void) {
-  evl_loop *loop = test_open();
-  server_ctx c;
-  evl_server *s;
-  peer cl;
-  server_and_client_init(&c, &cl);
-  s = serve(loop, &c);
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  RUN_UNTIL(loop, c.n == 1);
-  CHECK_EQ(evl_transport_write(cl.t, "unsent?", 7), 0);
-  test_close(loop);
-  CHECK_EQ(cl.lost, 1);
-  CHECK_EQ(c.peers[0].lost, 1);
-  CHECK_EQ(cl.after_lost + c.peers[0].after_lost, 0);
-  server_ctx_free(&c);
+  tcp_conn tc;
+  conn_init(&tc);
+  conn_open(&tc);
+  CHECK_EQ(evl_transport_write(tc.cl.t, "unsent?", 7), 0);
+  test_close(tc.loop);
+  CHECK_EQ(tc.cl.lost, 1);
+  CHECK_EQ(tc.sp->lost, 1);
+  CHECK_EQ(tc.cl.after_lost + tc.sp->after_lost, 0);
+  server_ctx_free(&tc.c);
 }
 
 TEST(tcp_loop_free_takes_open_server_and_connections) {
@@ -1479,27 +1379,24 @@ static int bound_to_a_port(evl_fd fd) {
    evl_connect_accepted_socket on a socket bound elsewhere still works
    (through readiness). */
 TEST(tcp_iocp_completion_io) {
-  evl_loop *loop = test_open();
-  int iocp = strcmp(evl_backend_name(loop), "iocp") == 0, i;
-  server_ctx c;
-  evl_server *s;
+  tcp_conn tc;
+  int iocp, i;
   evl_fd lfd;
-  peer cl;
-  server_and_client_init(&c, &cl);
-  s = serve(loop, &c);
-  CHECK_EQ(evl_server_sockets(s, &lfd, 1), 1);
+  conn_init(&tc);
+  iocp = strcmp(evl_backend_name(tc.loop), "iocp") == 0;
+  tc.s = serve(tc.loop, &tc.c);
+  CHECK_EQ(evl_server_sockets(tc.s, &lfd, 1), 1);
   CHECK_EQ(bound_to_a_port(lfd), iocp);
-  dial(loop, &cl, "127.0.0.1", evl_server_port(s));
-  RUN_UNTIL(loop, c.n == 1);
-  CHECK_EQ(bound_to_a_port(evl_transport_fd(cl.t)), iocp);
-  CHECK_EQ(bound_to_a_port(evl_transport_fd(c.peers[0].t)), iocp);
+  conn_dial(&tc, NULL);
+  CHECK_EQ(bound_to_a_port(evl_transport_fd(tc.cl.t)), iocp);
+  CHECK_EQ(bound_to_a_port(evl_transport_fd(tc.sp->t)), iocp);
   for (i = 0; i < 100; i++) { /* many round trips through the port */
-    CHECK_EQ(evl_transport_write(cl.t, "ping", 4), 0);
-    RUN_UNTIL(loop, c.peers[0].n == (size_t)(i + 1) * 4);
-    CHECK_EQ(evl_transport_write(c.peers[0].t, "pong", 4), 0);
-    RUN_UNTIL(loop, cl.n == (size_t)(i + 1) * 4);
+    CHECK_EQ(evl_transport_write(tc.cl.t, "ping", 4), 0);
+    RUN_UNTIL(tc.loop, tc.sp->n == (size_t)(i + 1) * 4);
+    CHECK_EQ(evl_transport_write(tc.sp->t, "pong", 4), 0);
+    RUN_UNTIL(tc.loop, tc.cl.n == (size_t)(i + 1) * 4);
   }
-  close_both(loop, &cl, &c.peers[0]);
+  close_both(tc.loop, &tc.cl, tc.sp);
   { /* a socket bound to another port: readiness (AFD) instead */
     HANDLE other = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, 1);
     char got[3];
@@ -1509,20 +1406,20 @@ TEST(tcp_iocp_completion_io) {
     CHECK(other != NULL);
     CHECK_EQ(test_socketpair(sv), 0);
     CHECK(CreateIoCompletionPort((HANDLE)(intptr_t)sv[0], other, 1, 0));
-    CHECK(evl_connect_accepted_socket(loop, &client_proto, &a, sv[0]));
-    RUN_UNTIL(loop, a.made == 1);
+    CHECK(evl_connect_accepted_socket(tc.loop, &client_proto, &a, sv[0]));
+    RUN_UNTIL(tc.loop, a.made == 1);
     CHECK_EQ(test_send(sv[1], "abc", 3), 3);
-    RUN_UNTIL(loop, a.n == 3);
+    RUN_UNTIL(tc.loop, a.n == 3);
     CHECK_EQ(evl_transport_write(a.t, "xyz", 3), 0);
     CHECK_EQ(test_recv(sv[1], got, 3), 3);
     CHECK(memcmp(got, "xyz", 3) == 0);
     evl_transport_close(a.t);
-    RUN_UNTIL(loop, a.lost == 1);
+    RUN_UNTIL(tc.loop, a.lost == 1);
     CHECK_EQ(a.lost_err, 0);
     test_closesocket(sv[1]);
     CloseHandle(other);
   }
-  server_ctx_done(loop, s, &c);
+  conn_done(&tc);
 }
 #endif
 

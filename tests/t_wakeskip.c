@@ -16,6 +16,13 @@ typedef struct busy {
   int ran, readable;
 } busy;
 
+/* A new loop, and b zeroed for calls to it. */
+static evl_loop *busy_loop(busy *b) {
+  memset(b, 0, sizeof *b);
+  b->loop = test_loop();
+  return b->loop;
+}
+
 static void mark(evl_loop *loop, void *arg) {
   (void)loop;
   ((busy *)arg)->ran++;
@@ -54,11 +61,9 @@ static void call_from_thread_now(evl_loop *loop, void *arg) {
 }
 
 TEST(call_while_busy_runs_next_iteration) {
-  evl_loop *loop = test_loop();
   busy b;
+  evl_loop *loop = busy_loop(&b);
   double t0;
-  memset(&b, 0, sizeof b);
-  b.loop = loop;
   evl_call_soon(loop, call_from_thread_now, &b);
   CHECK_EQ(evl_run_once(loop, 0), 1);
   CHECK_EQ(b.ran, 0);
@@ -82,11 +87,9 @@ TEST(call_while_busy_runs_next_iteration) {
 /* Between iterations the loop is not busy: a host loop polling
    evl_backend_fd sees a call from another thread. */
 TEST(call_between_iterations_wakes_host_poll) {
-  evl_loop *loop = test_loop();
   busy b;
+  evl_loop *loop = busy_loop(&b);
   pthread_t th;
-  memset(&b, 0, sizeof b);
-  b.loop = loop;
   if (epoll_fd_readable(loop, 0) < 0) {
     evl_loop_free(loop);
     SKIP("the backend has no pollable fd (epoll only)");
