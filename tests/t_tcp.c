@@ -1113,20 +1113,6 @@ TEST(tcp_connect_accepted_tcp_socket) {
 
 /* ---- sendfile ------------------------------------------------------------ */
 
-static int temp_file(size_t n) {
-  unsigned char *data = test_pattern_buf(n, 3);
-  int fd = test_tmpfile_fd();
-  size_t off = 0;
-  CHECK(fd >= 0);
-  while (off < n) {
-    long w = test_fd_write(fd, data + off, n - off);
-    CHECK(w > 0);
-    off += (size_t)w;
-  }
-  free(data);
-  return fd;
-}
-
 TEST(tcp_sendfile) {
   const size_t total = (size_t)1 << 20;
   tcp_conn tc;
@@ -1136,7 +1122,7 @@ TEST(tcp_sendfile) {
   conn_init(&tc);
   tc.c.tmpl.cap = total + 4096;
   conn_open(&tc);
-  fd = temp_file(total);
+  fd = pattern_file(total);
   /* queued data first, then the file, then a part of it again */
   CHECK_EQ(evl_transport_write(tc.cl.t, "HDR", 3), 0);
   f = evl_sendfile(tc.cl.t, fd, 0, total);
