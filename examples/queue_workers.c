@@ -8,6 +8,42 @@
    Items are void *: the durations live in main's state and the queue
    holds pointers to them.
 
+   The Python it mirrors (the documentation's, sleeps scaled down), and
+   the line count tests/ergonomics_check.sh makes of both:
+   [python]
+     import asyncio, random, time
+
+     async def worker(name, queue):
+         while True:
+             sleep_for = await queue.get()
+             await asyncio.sleep(sleep_for)
+             queue.task_done()
+             print(f'{name} has slept for {sleep_for:.2f} seconds')
+
+     async def main():
+         queue = asyncio.Queue()
+         total_sleep_time = 0
+         for _ in range(20):
+             sleep_for = random.uniform(0.01, 0.2)
+             total_sleep_time += sleep_for
+             queue.put_nowait(sleep_for)
+         tasks = []
+         for i in range(3):
+             task = asyncio.create_task(worker(f'worker-{i}', queue))
+             tasks.append(task)
+         started_at = time.monotonic()
+         await queue.join()
+         total_slept_for = time.monotonic() - started_at
+         for task in tasks:
+             task.cancel()
+         await asyncio.gather(*tasks, return_exceptions=True)
+         print('====')
+         print(f'3 workers slept in parallel for {total_slept_for:.2f} seconds')
+         print(f'total expected sleep time: {total_sleep_time:.2f} seconds')
+
+     asyncio.run(main())
+   [end]
+
    Build: cc -std=c99 queue_workers.c -o queue_workers -lpthread */
 #define EVLOOP_IMPLEMENTATION
 #include "../evloop.h"

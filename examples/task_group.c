@@ -5,6 +5,33 @@
    cancelled, the other children are cancelled and still waited for, as
    `async with asyncio.TaskGroup()` does.
 
+   The Python it mirrors (the documentation's, delays of 0.3 s and 0.6 s
+   instead of 1 s and 2 s), and the line count tests/ergonomics_check.sh
+   makes of both:
+   [python]
+     import asyncio, time
+
+     async def say_after(delay, what):
+         await asyncio.sleep(delay)
+         print(what)
+
+     async def main():
+         async with asyncio.TaskGroup() as tg:
+             task1 = tg.create_task(
+                 say_after(0.3, 'hello'))
+
+             task2 = tg.create_task(
+                 say_after(0.6, 'world'))
+
+             print(f"started at {time.strftime('%X')}")
+
+         # The await is implicit when the context manager exits.
+
+         print(f"finished at {time.strftime('%X')}")
+
+     asyncio.run(main())
+   [end]
+
    Build: cc -std=c99 task_group.c -o task_group -lpthread */
 #define EVLOOP_IMPLEMENTATION
 #include "../evloop.h"
