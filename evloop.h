@@ -558,6 +558,8 @@ typedef void (*evl_future_callback)(evl_future *fut, void *arg);
 typedef void (*evl_task_fn)(evl_task *task, void *state);
 /* Runs once when a task ends, however it ends (see evl_task_set_cleanup). */
 typedef void (*evl_task_cleanup_fn)(evl_task *task, void *state);
+/* A deferred call of a task (evl_task_defer). */
+typedef void (*evl_defer_fn)(void *arg);
 /* Work for an executor thread: store a result, return 0 or an EVL_E* code. */
 typedef int (*evl_work_fn)(void *arg, void **result);
 typedef void (*evl_free_fn)(void *ptr);
@@ -1045,6 +1047,14 @@ EVLOOP_API int evl_task_finally_error(evl_task *task);
    the finally section, before the task's done callbacks. For state that
    owns something whatever the body did. EVL_EINVALSTATE once done. */
 EVLOOP_API int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn);
+/* Go's defer (Python's ExitStack.callback): fn(arg) runs once when the task
+   ends, however it ends, as the cleanup above; deferred calls run last
+   deferred first, before the cleanup function. 0, EVL_EINVAL (not a task,
+   fn NULL), EVL_EINVALSTATE once done, EVL_ENOMEM (then fn is not run: the
+   caller still owns arg). fn has exactly this type: pass free, or a
+   function of your own, never a cast of another signature (calling
+   through an incompatible pointer type is undefined in C). */
+EVLOOP_API int evl_task_defer(evl_task *task, evl_defer_fn fn, void *arg);
 
 /* ==== High-level helpers ================================================= */
 
@@ -1112,6 +1122,13 @@ EVLOOP_API evl_future *evl_lock_acquire(evl_lock *lock);
 /* EVL_EINVALSTATE if not locked (asyncio's RuntimeError). */
 EVLOOP_API int evl_lock_release(evl_lock *lock);
 EVLOOP_API int evl_lock_locked(const evl_lock *lock);
+/* `async with lock:` up to the end of task: as evl_lock_acquire, and once
+   the lock is granted, the release is deferred to the task's end however it
+   ends (evl_task_defer), so the body does not release it itself. A task
+   cancelled before it resumed with the grant lets it go too. Departure from
+   asyncio: the block is the rest of the task; for a shorter one, acquire
+   and release. NULL: bad lock or task (not pending, other loop), no memory. */
+EVLOOP_API evl_future *evl_lock_hold(evl_lock *lock, evl_task *task);
 
 EVLOOP_API evl_event *evl_event_new(evl_loop *loop);
 EVLOOP_API void evl_event_free(evl_event *ev);
@@ -1147,6 +1164,8 @@ EVLOOP_API int evl_semaphore_release(evl_semaphore *sem);
 /* 1 if an acquire would wait. */
 EVLOOP_API int evl_semaphore_locked(const evl_semaphore *sem);
 EVLOOP_API long evl_semaphore_value(const evl_semaphore *sem);
+/* `async with sem:` up to the end of task, as evl_lock_hold. */
+EVLOOP_API evl_future *evl_semaphore_hold(evl_semaphore *sem, evl_task *task);
 
 /* parties >= 1. wait completes with the arrival index, (void *)(intptr_t)
    0 .. parties-1, when the last party arrives; it fails with EVL_EBROKEN
@@ -1255,10 +1274,42 @@ EVLOOP_API evl_task *evl_task_group_create(evl_task_group *g, evl_task_fn fn,
                                            const void *state,
                                            size_t state_size);
 EVLOOP_API evl_future *evl_task_group_wait(evl_task_group *g);
+/* tg.create_task() for a child nobody awaits: 0, EVL_EINVAL (NULL group or
+   fn, state too large), EVL_EINVALSTATE (the group is failing or has
+   ended: no children then), EVL_ENOMEM. No memory also fails the group
+   as a failing child would (its other children are cancelled and the wait
+   fails with EVL_ENOMEM), so an unchecked spawn is not lost silently. */
+EVLOOP_API int evl_task_group_spawn(evl_task_group *g, evl_task_fn fn,
+                                    const void *state, size_t state_size);
 /* The first child's error (0 if none), and how many others failed. */
 EVLOOP_API int evl_task_group_error(const evl_task_group *g);
 EVLOOP_API int evl_task_group_others_failed(const evl_task_group *g);
 EVLOOP_API void evl_task_group_free(evl_task_group *g);
+/* The end of `async with TaskGroup() as g:` when it closes the task's body:
+
+       EVL_TASK(main_task, t, main_state, m)
+         m->tg = evl_task_group_new(evl_task_loop(t), t);
+         evl_task_group_spawn(m->tg, child, &state, sizeof state);
+         ...
+         EVL_TASK_GROUP_END(t, m->tg); // the finally section begins here
+         ...runs only if the body and every child succeeded
+       EVL_TASK_END(t)
+
+   It is the task's EVL_FINALLY (one per task): however the body ends, it
+   waits for the children (cancelled first if the body failed or was
+   cancelled), frees the group and sets g to NULL. A child's failure
+   becomes the task's error (the first one, as evl_task_group_wait), else
+   a failed body ends with its own; then what follows the macro is
+   skipped. g NULL (evl_task_group_new failed) with a body that did not
+   fail: EVL_ENOMEM. evl_task_group_end is the macro's step after the wait:
+   1 when the task ends there. */
+#define EVL_TASK_GROUP_END(t, g)                                               \
+  EVL_FINALLY(t);                                                              \
+  if (g)                                                                       \
+    EVL_AWAIT_TRY(t, evl_task_group_wait(g));                                  \
+  if (evl_task_group_end((t), &(g)))                                           \
+  return
+EVLOOP_API int evl_task_group_end(evl_task *task, evl_task_group **g);
 
 #endif /* EVLOOP_NO_COMPOSE */
 
@@ -7318,6 +7369,13 @@ EVL__DEF int evl_future_remove_done_callback(evl_future *fut,
 
 /* ==== Tasks ============================================================= */
 
+/* A deferred call (evl_task_defer), newest first. */
+typedef struct evl__defer {
+  struct evl__defer *next;
+  evl_defer_fn fn;
+  void *arg;
+} evl__defer;
+
 typedef struct evl__task {
   evl_future fut;
   evl_task_fn fn;
@@ -7333,6 +7391,7 @@ typedef struct evl__task {
   char *fin_msg;
   void *fin_result;
   evl_task_cleanup_fn cleanup;
+  evl__defer *defers;
   char *name;            /* a copy, or NULL (then site.name) */
   evl_timeout *timeouts; /* active timeout scopes, innermost first */
   evl__site site;
@@ -7354,8 +7413,15 @@ EVL__DEF int evl_is_task(const evl_future *fut) {
 static void evl__timeouts_drop(evl__task *t);
 static void evl__timeouts_disarm(evl__task *t);
 
-/* The task's cleanup function runs once, whatever ended the task. */
+/* The task's deferred calls and cleanup function run once, whatever ended
+   the task. A deferred call may defer more: they run too. */
 static void evl__task_cleanup(evl__task *t) {
+  while (t->defers) {
+    evl__defer *d = t->defers;
+    t->defers = d->next;
+    d->fn(d->arg);
+    evl__lfree(t->fut.loop, d);
+  }
   if (t->cleanup && !t->cleaned) {
     t->cleaned = 1;
     t->cleanup(&t->fut, t->state);
@@ -7673,6 +7739,21 @@ EVL__DEF int evl_task_finally_error(evl_task *task) {
   if (!evl_is_task(task))
     return EVL_EINVAL;
   return EVL__TASK(task)->fin_staged ? EVL__TASK(task)->fin_err : 0;
+}
+EVL__DEF int evl_task_defer(evl_task *task, evl_defer_fn fn, void *arg) {
+  evl__defer *d;
+  if (!evl_is_task(task) || !fn)
+    return EVL_EINVAL;
+  if (task->state != EVL__PENDING)
+    return EVL_EINVALSTATE;
+  d = (evl__defer *)evl__lalloc(task->loop, sizeof *d);
+  if (!d)
+    return EVL_ENOMEM;
+  d->fn = fn;
+  d->arg = arg;
+  d->next = EVL__TASK(task)->defers;
+  EVL__TASK(task)->defers = d;
+  return 0;
 }
 EVL__DEF int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn) {
   if (!evl_is_task(task))
@@ -8391,6 +8472,40 @@ EVL__DEF int evl_lock_release(evl_lock *lock) {
     lock->locked = 0;
   return 0;
 }
+/* The deferred end of a hold: a grant (taken or not: the task may have
+   been cancelled right after it) is given back here, and the waiter
+   forgets its owner so that freeing it (evl__waiter_destroy) does not give
+   it back twice. A freed primitive detached it already (owner NULL). */
+static void evl__hold_end(void *arg) {
+  evl__waiter *w = (evl__waiter *)arg;
+  evl_loop *loop = w->fut.loop;
+  if (w->fut.state == EVL__DONE && w->owner && w->abandon && !loop->closing &&
+      !loop->closed) {
+    w->abandon(w);
+    evl__wl_remove(w); /* off the granted list: nothing left to detach */
+    w->owner = NULL;
+  }
+  evl_future_release(&w->fut);
+}
+/* Ties the acquire fut (a waiter) to task: one reference for the caller,
+   one for the deferred end. */
+static evl_future *evl__hold(evl_future *fut, evl_task *task) {
+  if (!fut)
+    return NULL;
+  if (evl_task_defer(task, evl__hold_end, fut)) {
+    evl_future_release(fut); /* a grant made at once is given back */
+    return NULL;
+  }
+  return evl_future_ref(fut);
+}
+static int evl__hold_ok(evl_loop *loop, evl_task *task) {
+  return evl_is_task(task) && task->loop == loop && task->state == EVL__PENDING;
+}
+EVL__DEF evl_future *evl_lock_hold(evl_lock *lock, evl_task *task) {
+  if (!lock || !evl__hold_ok(lock->loop, task))
+    return NULL;
+  return evl__hold(evl_lock_acquire(lock), task);
+}
 EVL__DEF int evl_lock_locked(const evl_lock *lock) {
   return lock ? lock->locked : 0;
 }
@@ -8448,6 +8563,11 @@ EVL__DEF int evl_semaphore_release(evl_semaphore *sem) {
     return EVL_EINVALSTATE; /* BoundedSemaphore released too many times */
   sem->value++;
   return 0;
+}
+EVL__DEF evl_future *evl_semaphore_hold(evl_semaphore *sem, evl_task *task) {
+  if (!sem || !evl__hold_ok(sem->loop, task))
+    return NULL;
+  return evl__hold(evl_semaphore_acquire(sem), task);
 }
 EVL__DEF int evl_semaphore_locked(const evl_semaphore *sem) {
   return sem ? sem->value == 0 || sem->waiters.head != NULL : 0;
@@ -9355,6 +9475,41 @@ EVL__DEF evl_task *evl_task_group_create(evl_task_group *g, evl_task_fn fn,
   g->kids[g->n++] = evl_future_ref(t);
   g->pending++;
   return t;
+}
+EVL__DEF int evl_task_group_spawn(evl_task_group *g, evl_task_fn fn,
+                                  const void *state, size_t state_size) {
+  evl_task *t;
+  if (!g || !fn || state_size > ((size_t)-1) / 2)
+    return EVL_EINVAL;
+  if (g->aborting || (g->wait && g->wait->fut.state != EVL__PENDING))
+    return EVL_EINVALSTATE;
+  t = evl_task_group_create(g, fn, state, state_size);
+  if (!t) { /* the group fails as if a child had */
+    if (!g->err)
+      g->err = EVL_ENOMEM;
+    evl__tg_abort(g);
+    evl__tg_finish(g);
+    return EVL_ENOMEM;
+  }
+  evl_future_release(t);
+  return 0;
+}
+EVL__DEF int evl_task_group_end(evl_task *task, evl_task_group **gp) {
+  evl_task_group *g = gp ? *gp : NULL;
+  int body = evl_task_finally_error(task), err;
+  if (!evl_is_task(task))
+    return 1;
+  if (!g) {
+    if (!body)
+      evl_task_fail(task, EVL_ENOMEM, "no task group");
+    return 1;
+  }
+  *gp = NULL;
+  err = evl_await_error(task);
+  if (err)
+    evl_task_fail(task, err, err == g->err ? g->msg : NULL);
+  evl_task_group_free(g);
+  return err || body;
 }
 EVL__DEF evl_future *evl_task_group_wait(evl_task_group *g) {
   evl__tgwait *w;
