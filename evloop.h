@@ -942,6 +942,33 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
     EVL_AWAIT(t, fut);                                                         \
     (lvalue) = (type)evl_await_result(t);                                      \
   } while (0)
+/* The same without naming the type: the result goes to lvalue, a pointer
+   (in C++ through a conversion to the lvalue's pointer type), e.g.
+   EVL_AWAIT_SET(t, s->conn, evl_open_connection(...)). For a result that
+   is not a pointer (an integer in a void *), EVL_AWAIT_AS. */
+#ifdef __cplusplus
+extern "C++" {
+struct evl__any_ptr {
+  void *p;
+  template <class T> operator T *() const {
+    return static_cast<T *>(p);
+  }
+};
+static inline evl__any_ptr evl__any_ptr_of(void *p) {
+  evl__any_ptr a;
+  a.p = p;
+  return a;
+}
+}
+#define EVL__ANY_PTR_(p) evl__any_ptr_of(p)
+#else
+#define EVL__ANY_PTR_(p) (p)
+#endif
+#define EVL_AWAIT_SET(t, lvalue, fut)                                          \
+  do {                                                                         \
+    EVL_AWAIT(t, fut);                                                         \
+    (lvalue) = EVL__ANY_PTR_(evl_await_result(t));                             \
+  } while (0)
 #define EVL_ASYNC_RETURN(t, value)                                             \
   do {                                                                         \
     evl_task_return((t), (void *)(value));                                     \
@@ -1164,6 +1191,13 @@ EVLOOP_API int evl_semaphore_release(evl_semaphore *sem);
 /* 1 if an acquire would wait. */
 EVLOOP_API int evl_semaphore_locked(const evl_semaphore *sem);
 EVLOOP_API long evl_semaphore_value(const evl_semaphore *sem);
+/* A semaphore (a lock) of task's loop that the task owns, as a Python
+   local: freed when the task ends however it ends, after its finally
+   section (so after the task group its end waited for). NULL: bad task,
+   value < 0, no memory. */
+EVLOOP_API evl_semaphore *evl_semaphore_new_in(evl_task *task, long value,
+                                               int bounded);
+EVLOOP_API evl_lock *evl_lock_new_in(evl_task *task);
 /* `async with sem:` up to the end of task, as evl_lock_hold. */
 EVLOOP_API evl_future *evl_semaphore_hold(evl_semaphore *sem, evl_task *task);
 
@@ -8568,6 +8602,35 @@ EVL__DEF evl_future *evl_semaphore_hold(evl_semaphore *sem, evl_task *task) {
   if (!sem || !evl__hold_ok(sem->loop, task))
     return NULL;
   return evl__hold(evl_semaphore_acquire(sem), task);
+}
+static void evl__sem_free_deferred(void *sem) {
+  evl_semaphore_free((evl_semaphore *)sem);
+}
+static void evl__lock_free_deferred(void *lock) {
+  evl_lock_free((evl_lock *)lock);
+}
+/* prim, made for task, freed by free_fn at the task's end (NULL if it
+   could not be deferred: then freed now). */
+static void *evl__new_in(evl_task *task, void *prim, evl_defer_fn free_fn) {
+  if (prim && evl_task_defer(task, free_fn, prim)) {
+    free_fn(prim);
+    return NULL;
+  }
+  return prim;
+}
+EVL__DEF evl_semaphore *evl_semaphore_new_in(evl_task *task, long value,
+                                             int bounded) {
+  if (!evl__hold_ok(evl_task_loop(task), task))
+    return NULL;
+  return (evl_semaphore *)evl__new_in(
+      task, evl_semaphore_new(task->loop, value, bounded),
+      evl__sem_free_deferred);
+}
+EVL__DEF evl_lock *evl_lock_new_in(evl_task *task) {
+  if (!evl__hold_ok(evl_task_loop(task), task))
+    return NULL;
+  return (evl_lock *)evl__new_in(task, evl_lock_new(task->loop),
+                                 evl__lock_free_deferred);
 }
 EVL__DEF int evl_semaphore_locked(const evl_semaphore *sem) {
   return sem ? sem->value == 0 || sem->waiters.head != NULL : 0;

@@ -6,7 +6,7 @@
    so that `make demo` stays quick).
 
    Items are void *: the durations live in main's state and the queue
-   holds pointers to them.
+   holds pointers to them. A worker is named by its number.
 
    The Python it mirrors (the documentation's, sleeps scaled down), and
    the line count tests/ergonomics_check.sh makes of both:
@@ -53,7 +53,7 @@
 #include <time.h>
 
 typedef struct {
-  char name[24];
+  int id;
   evl_queue *queue;
   double *sleep_for;
 } worker_state;
@@ -63,7 +63,7 @@ EVL_TASK(worker, t, worker_state, w)
     EVL_AWAIT_AS(t, double *, w->sleep_for, evl_queue_get(w->queue));
     EVL_AWAIT(t, evl_sleep(evl_task_loop(t), *w->sleep_for, NULL));
     evl_queue_task_done(w->queue);
-    printf("%s has slept for %.2f seconds\n", w->name, *w->sleep_for);
+    printf("worker-%d has slept for %.2f seconds\n", w->id, *w->sleep_for);
   }
 EVL_TASK_END(t)
 
@@ -82,9 +82,7 @@ EVL_TASK(main_task, t, main_state, m)
     evl_queue_put_nowait(m->queue, &m->timings[m->i]);
   }
   for (m->i = 0; m->i < 3; m->i++) {
-    worker_state w = {"", NULL, NULL};
-    snprintf(w.name, sizeof w.name, "worker-%d", m->i);
-    w.queue = m->queue;
+    worker_state w = {m->i, m->queue, NULL};
     m->tasks[m->i] = evl_task_create(evl_task_loop(t), worker, &w, sizeof w);
   }
   m->started_at = evl_time(evl_task_loop(t));
@@ -104,7 +102,6 @@ EVL_TASK(main_task, t, main_state, m)
 EVL_TASK_END(t)
 
 int main(void) {
-  main_state m = {0};
   srand((unsigned)time(NULL));
-  return evl_run(main_task, &m, 0, NULL, NULL) == 0 ? 0 : 1;
+  return evl_run(main_task, NULL, sizeof(main_state), NULL, NULL) == 0 ? 0 : 1;
 }

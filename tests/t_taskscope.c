@@ -252,6 +252,58 @@ TEST(hold_refuses_bad_arguments_and_survives_a_freed_lock) {
   test_close(loop);
 }
 
+/* evl_semaphore_new_in / evl_lock_new_in: freed at the task's end (ASan
+   and the fixture's leak count see it), also when the loop closes on it
+   with a waiter queued; EVL_AWAIT_SET stores a result without its type. */
+typedef struct {
+  evl_semaphore *sem;
+  evl_lock *lock;
+  evl_semaphore **got;
+  int waiter_err;
+  double sleep;
+} owner_state;
+EVL_TASK(sem_waiter, t, owner_state, o)
+  EVL_AWAIT_TRY(t, evl_semaphore_acquire(o->sem));
+  o->waiter_err = evl_await_error(t);
+EVL_TASK_END(t)
+EVL_TASK(owner, t, owner_state, o)
+  o->sem = evl_semaphore_new_in(t, 1, 0);
+  o->lock = evl_lock_new_in(t);
+  CHECK(o->sem != NULL && o->lock != NULL);
+  EVL_AWAIT_SET(t, *o->got, evl_sleep(evl_task_loop(t), 0, o->sem));
+  EVL_AWAIT(t, evl_semaphore_acquire(o->sem));
+  EVL_AWAIT(t, evl_lock_acquire(o->lock)); /* freed while held: fine */
+  evl_future_release(evl_task_create(evl_task_loop(t), sem_waiter, o, 0));
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), o->sleep, NULL));
+EVL_TASK_END(t)
+
+TEST(new_in_frees_with_the_task) {
+  evl_loop *loop = test_open();
+  evl_semaphore *got = NULL;
+  owner_state o;
+  evl_task *t;
+  memset(&o, 0, sizeof o);
+  o.got = &got;
+  o.sleep = 0.01;
+  t = evl_task_create(loop, owner, &o, 0);
+  CHECK_EQ(evl_run_until_complete(loop, t), 0);
+  CHECK(got == o.sem);                          /* EVL_AWAIT_SET */
+  CHECK(evl_semaphore_new_in(t, 1, 0) == NULL); /* done */
+  CHECK(evl_lock_new_in(NULL) == NULL);
+  evl_future_release(t);
+  evl_run_once(loop, 0); /* the waiter saw its semaphore freed */
+  CHECK_EQ(o.waiter_err, EVL_ECLOSED);
+  memset(&o, 0, sizeof o); /* the loop closes on the owner and waiter */
+  o.got = &got;
+  o.sleep = 10;
+  t = evl_task_create(loop, owner, &o, 0);
+  evl_run_once(loop, 0);
+  evl_run_once(loop, 0);
+  evl_run_once(loop, 0);
+  evl_future_release(t);
+  test_close(loop);
+}
+
 #endif /* EVLOOP_NO_SYNC */
 
 #ifndef EVLOOP_NO_COMPOSE
@@ -446,6 +498,7 @@ T(task_defer_without_memory_leaves_arg_to_the_caller)
 T(semaphore_hold_gives_back_however_the_task_ends)
 T(lock_hold_gives_back_however_the_task_ends)
 T(hold_refuses_bad_arguments_and_survives_a_freed_lock)
+T(new_in_frees_with_the_task)
 #endif
 #ifndef EVLOOP_NO_COMPOSE
 T(task_group_end_waits_for_spawned_children)
