@@ -59,6 +59,7 @@
                          evl_run_forever, evl_run_until_complete(loop, fut),
                          evl_stop (asyncio's semantics, stop before run too)
      asyncio.run         evl_run(task_fn, state, size, cfg, &result)
+                         (state NULL with a size: a zeroed state)
      (game, GUI loops)   evl_run_once(loop, max_wait), evl_next_timeout,
                          evl_backend_fd
      call_soon, call_soon_threadsafe, call_later, call_at
@@ -77,7 +78,22 @@
                          EVL_ASYNC_BEGIN, EVL_AWAIT, EVL_AWAIT_TRY,
                          EVL_ASYNC_RETURN, EVL_ASYNC_END (or EVL_TASK and
                          EVL_TASK_END around the body), evl_task_cancel,
-                         evl_set_task_factory
+                         evl_set_task_factory; x = await f: EVL_AWAIT_SET
+                         (a pointer) or EVL_AWAIT_AS (a cast)
+     try/finally, ExitStack.callback (Go's defer)
+                         EVL_FINALLY(t), evl_task_defer(t, fn, arg),
+                         evl_task_set_cleanup
+     async with lock / sem (to the task's end)
+                         EVL_AWAIT(t, evl_lock_hold(lock, t)),
+                         evl_semaphore_hold(sem, t); a lock or semaphore
+                         the task owns: evl_lock_new_in(t),
+                         evl_semaphore_new_in(t, value, bounded)
+     async with TaskGroup() as tg: tg.create_task(...)
+                         evl_task_group_new(loop, t),
+                         evl_task_group_spawn(tg, fn, state, size),
+                         EVL_TASK_GROUP_END(t, tg) (waits, frees, carries
+                         a child's failure out); evl_task_group_create,
+                         _wait, _free by hand
      sleep, wait_for, gather
                          evl_sleep, evl_wait_for, evl_gather
      add_reader, add_writer, remove_reader, remove_writer
@@ -315,9 +331,10 @@
        evl_future_result or an await) is reported to the exception handler
        when the future is freed.
      - A task's cleanup runs exactly once however it ends: the section
-       after EVL_FINALLY(t) (it may await) and the function given to
-       evl_task_set_cleanup (for state that owns things). Keep what the
-       state owns freed there, not after the last await: an await that
+       after EVL_FINALLY(t) (it may await), then its deferred calls
+       (evl_task_defer, the holds and the *_new_in objects), then the
+       function given to evl_task_set_cleanup (for state that owns things). Keep
+   what the state owns freed there, not after the last await: an await that
        fails, a cancel or a timeout ends the body at that await.
      - evl_loop_close() and evl_loop_free() first cancel every pending task
        and run the loop until each has ended, finally sections and cleanup
@@ -654,7 +671,10 @@ EVLOOP_API void evl_stop(evl_loop *loop);
 EVLOOP_API int evl_run_once(evl_loop *loop, double max_wait);
 /* asyncio.run(): new loop, run a task to completion, cancel the tasks left,
    shut the default executor down, close. Returns the task's error code;
-   *result (if given) receives its result. cfg may be NULL. */
+   *result (if given) receives its result. cfg may be NULL. state and
+   state_size as evl_task_create: state NULL with a size gives the task a
+   zeroed state of that size (the task's locals, nothing to declare in
+   main). */
 EVLOOP_API int evl_run(evl_task_fn fn, const void *state, size_t state_size,
                        const evl_loop_config *cfg, void **result);
 

@@ -2,10 +2,16 @@
    127.0.0.1 (any free port), so it runs anywhere and stops by itself.
    Each page "/N" lists links to other pages; the crawler fetches "/0",
    then every page it finds, each fetch in a task of one task group, at
-   most 3 connections at a time (the semaphore). It mirrors this Python,
-   and tests/ergonomics_check.sh counts the lines of both; the site
-   (serve_page and the C that serves the pages) is left out of both
-   counts (its lines are printed apart):
+   most 3 connections at a time (the semaphore).
+
+   The count (tests/ergonomics_check.sh, run by make test): the Python's
+   non-blank lines less comments and imports, against this file's
+   non-blank lines less comments and preprocessor lines, its state structs
+   counted apart; the C may not take more than the Python plus the state.
+   The site (serve_page, and the C that serves the pages) is left out of
+   both counts; the script prints its lines apart.
+
+   The Python it mirrors:
    [python, not counted]
      async def serve_page(reader, writer):
          n = int((await reader.readline()).split()[1][1:])
