@@ -85,9 +85,10 @@
                          evl_task_set_cleanup
      async with lock / sem (to the task's end)
                          EVL_AWAIT(t, evl_lock_hold(lock, t)),
-                         evl_semaphore_hold(sem, t); a lock or semaphore
-                         the task owns: evl_lock_new_in(t),
-                         evl_semaphore_new_in(t, value, bounded)
+                         evl_semaphore_hold(sem, t); a lock, semaphore or
+                         queue the task owns: evl_lock_new_in(t),
+                         evl_semaphore_new_in(t, value, bounded),
+                         evl_queue_new_in(t, kind, maxsize, item_free)
      async with TaskGroup() as tg: tg.create_task(...)
                          evl_task_group_new(loop, t),
                          evl_task_group_spawn(tg, fn, state, size),
@@ -1253,6 +1254,10 @@ typedef struct evl_queue evl_queue;
 EVLOOP_API evl_queue *evl_queue_new(evl_loop *loop, int kind, size_t maxsize,
                                     evl_free_fn item_free);
 EVLOOP_API void evl_queue_free(evl_queue *q);
+/* A queue of task's loop that the task owns, as evl_semaphore_new_in: freed
+   when the task ends, however it ends. */
+EVLOOP_API evl_queue *evl_queue_new_in(evl_task *task, int kind, size_t maxsize,
+                                       evl_free_fn item_free);
 EVLOOP_API evl_future *evl_queue_put(evl_queue *q, void *item);
 EVLOOP_API evl_future *evl_queue_put_prio(evl_queue *q, void *item,
                                           int64_t prio);
@@ -9196,6 +9201,17 @@ EVL__DEF void evl_queue_free(evl_queue *q) {
   evl__q_drop_items(q);
   evl__lfree(q->loop, q->a);
   evl__prim_free(q->loop, q);
+}
+static void evl__queue_free_deferred(void *q) {
+  evl_queue_free((evl_queue *)q);
+}
+EVL__DEF evl_queue *evl_queue_new_in(evl_task *task, int kind, size_t maxsize,
+                                     evl_free_fn item_free) {
+  if (!evl__hold_ok(evl_task_loop(task), task))
+    return NULL;
+  return (evl_queue *)evl__new_in(
+      task, evl_queue_new(task->loop, kind, maxsize, item_free),
+      evl__queue_free_deferred);
 }
 
 #endif /* EVLOOP_NO_SYNC */

@@ -79,7 +79,7 @@ typedef struct {
 } main_state;
 
 EVL_TASK(main_task, t, main_state, m)
-  m->queue = evl_queue_new(evl_task_loop(t), EVL_QUEUE_FIFO, 0, NULL);
+  m->queue = evl_queue_new_in(t, EVL_QUEUE_FIFO, 0, NULL); /* freed at end */
   for (m->i = 0; m->i < 20; m->i++) {
     m->timings[m->i] = 0.01 + 0.19 * (double)rand() / RAND_MAX;
     m->total_sleep_time += m->timings[m->i];
@@ -99,10 +99,9 @@ EVL_TASK(main_task, t, main_state, m)
   printf("====\n");
   printf("3 workers slept in parallel for %.2f seconds\n", m->total_slept_for);
   printf("total expected sleep time: %.2f seconds\n", m->total_sleep_time);
-  EVL_FINALLY(t); /* however main_task ends: let go of what it holds */
+  EVL_FINALLY(t); /* however main_task ends: let go of the workers */
   for (m->i = 0; m->i < 3; m->i++)
     evl_future_release(m->tasks[m->i]);
-  evl_queue_free(m->queue);
 EVL_TASK_END(t)
 
 int main(void) {

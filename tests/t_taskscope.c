@@ -252,12 +252,14 @@ TEST(hold_refuses_bad_arguments_and_survives_a_freed_lock) {
   test_close(loop);
 }
 
-/* evl_semaphore_new_in / evl_lock_new_in: freed at the task's end (ASan
-   and the fixture's leak count see it), also when the loop closes on it
-   with a waiter queued; EVL_AWAIT_SET stores a result without its type. */
+/* evl_semaphore_new_in / evl_lock_new_in / evl_queue_new_in: freed at the
+   task's end (ASan and the fixture's leak count see it), also when the loop
+   closes on it with a waiter queued; EVL_AWAIT_SET stores a result without its
+   type. */
 typedef struct {
   evl_semaphore *sem;
   evl_lock *lock;
+  evl_queue *queue;
   evl_semaphore **got;
   int waiter_err;
   double sleep;
@@ -269,7 +271,9 @@ EVL_TASK_END(t)
 EVL_TASK(owner, t, owner_state, o)
   o->sem = evl_semaphore_new_in(t, 1, 0);
   o->lock = evl_lock_new_in(t);
-  CHECK(o->sem != NULL && o->lock != NULL);
+  o->queue = evl_queue_new_in(t, EVL_QUEUE_FIFO, 0, free);
+  CHECK(o->sem != NULL && o->lock != NULL && o->queue != NULL);
+  CHECK_EQ(evl_queue_put_nowait(o->queue, malloc(8)), 0); /* freed with it */
   EVL_AWAIT_SET(t, *o->got, evl_sleep(evl_task_loop(t), 0, o->sem));
   EVL_AWAIT(t, evl_semaphore_acquire(o->sem));
   EVL_AWAIT(t, evl_lock_acquire(o->lock)); /* freed while held: fine */
@@ -290,6 +294,7 @@ TEST(new_in_frees_with_the_task) {
   CHECK(got == o.sem);                          /* EVL_AWAIT_SET */
   CHECK(evl_semaphore_new_in(t, 1, 0) == NULL); /* done */
   CHECK(evl_lock_new_in(NULL) == NULL);
+  CHECK(evl_queue_new_in(t, EVL_QUEUE_FIFO, 0, NULL) == NULL);
   evl_future_release(t);
   evl_run_once(loop, 0); /* the waiter saw its semaphore freed */
   CHECK_EQ(o.waiter_err, EVL_ECLOSED);
