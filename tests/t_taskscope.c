@@ -437,6 +437,42 @@ TEST(task_group_end_cancels_children_when_the_body_fails) {
   test_close(loop);
 }
 
+/* The crawler's pattern: children spawn more children into the group
+   while the parent already waits at its end; the end waits for them all. */
+typedef struct {
+  evl_task_group **tg;
+  int depth, *ended;
+} spawner_state;
+EVL_TASK(spawner, t, spawner_state, p)
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.01, NULL));
+  if (p->depth < 3) {
+    spawner_state next = {p->tg, p->depth + 1, p->ended};
+    CHECK_EQ(evl_task_group_spawn(*p->tg, spawner, &next, sizeof next), 0);
+    CHECK_EQ(evl_task_group_spawn(*p->tg, spawner, &next, sizeof next), 0);
+  }
+  ++*p->ended;
+EVL_TASK_END(t)
+typedef struct {
+  evl_task_group *tg;
+  int ended, after;
+} spawning_state;
+EVL_TASK(spawning, t, spawning_state, s)
+  s->tg = evl_task_group_new(evl_task_loop(t), t);
+  {
+    spawner_state first = {&s->tg, 0, &s->ended};
+    evl_task_group_spawn(s->tg, spawner, &first, sizeof first);
+  }
+  EVL_TASK_GROUP_END(t, s->tg);
+  s->after = s->ended;
+EVL_TASK_END(t)
+
+TEST(task_group_end_waits_for_children_spawned_by_children) {
+  spawning_state s;
+  memset(&s, 0, sizeof s);
+  CHECK_EQ(evl_run(spawning, &s, 0, NULL, NULL), 0);
+  CHECK_EQ(s.after, 1 + 2 + 4 + 8);
+}
+
 TEST(task_group_spawn_refuses_and_reports) {
   evl_loop *loop = alloc_loop();
   evl_task_group *tg = evl_task_group_new(loop, NULL);
@@ -509,6 +545,7 @@ T(new_in_frees_with_the_task)
 T(task_group_end_waits_for_spawned_children)
 T(task_group_end_carries_a_child_failure_out)
 T(task_group_end_cancels_children_when_the_body_fails)
+T(task_group_end_waits_for_children_spawned_by_children)
 T(task_group_spawn_refuses_and_reports)
 #endif
 T(run_with_null_state_gives_a_zeroed_state)
