@@ -334,9 +334,10 @@
      - A task's cleanup runs exactly once however it ends: the section
        after EVL_FINALLY(t) (it may await), then its deferred calls
        (evl_task_defer, the holds and the *_new_in objects), then the
-       function given to evl_task_set_cleanup (for state that owns things). Keep
-   what the state owns freed there, not after the last await: an await that
-       fails, a cancel or a timeout ends the body at that await.
+       function given to evl_task_set_cleanup (for state that owns
+       things). Keep what the state owns freed there, not after the last
+       await: an await that fails, a cancel or a timeout ends the body at
+       that await.
      - evl_loop_close() and evl_loop_free() first cancel every pending task
        and run the loop until each has ended, finally sections and cleanup
        functions included (as evl_run and asyncio.run do); the user's
