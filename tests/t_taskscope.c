@@ -152,8 +152,12 @@ EVL_TASK(holder, t, holder_state, h)
   if (h->fail)
     EVL_ASYNC_FAIL(t, EVL_EIO, "failed while holding");
   EVL_FINALLY(t);
-  if (evl_task_finally_error(t) != EVL_ECANCELED || h->fail)
+  if (evl_task_finally_error(t) != EVL_ECANCELED || h->fail) {
     --*h->active; /* it got in (a cancelled waiter did not) */
+    /* departure from asyncio: the block is the whole task, finally
+       section included */
+    CHECK(h->sem ? evl_semaphore_value(h->sem) < 2 : evl_lock_locked(h->lock));
+  }
   ++*h->ended;
 EVL_TASK_END(t)
 
