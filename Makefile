@@ -252,7 +252,7 @@ ifneq ($(filter kqueue,$(BACKENDS)),)
 TEST_BINS += $(addprefix $(BUILD)/kqpipe-kqueue/,$(KQPIPE_TESTS))
 endif
 TEST_CHECKS := tests/net_examples.sh tests/install_check.sh tests/version_check.sh \
-               tests/docs_check.sh tests/tls_check.sh
+               tests/docs_check.sh tests/tls_check.sh tests/ergonomics_check.sh
 test: $(TEST_BINS) examples compile-checks $(BUILD)/evloop.pc
 	@$(if $(SANITIZER_NOTE),echo "note: $(SANITIZER_NOTE)";) \
 	  VARIANTS="$(HAVE_VARIANTS)" SKIPS="$(SKIPS)" STRICT="$(STRICT)" CHECKS="$(TEST_CHECKS)" \

@@ -59,6 +59,7 @@
                          evl_run_forever, evl_run_until_complete(loop, fut),
                          evl_stop (asyncio's semantics, stop before run too)
      asyncio.run         evl_run(task_fn, state, size, cfg, &result)
+                         (state NULL with a size: a zeroed state)
      (game, GUI loops)   evl_run_once(loop, max_wait), evl_next_timeout,
                          evl_backend_fd
      call_soon, call_soon_threadsafe, call_later, call_at
@@ -77,7 +78,23 @@
                          EVL_ASYNC_BEGIN, EVL_AWAIT, EVL_AWAIT_TRY,
                          EVL_ASYNC_RETURN, EVL_ASYNC_END (or EVL_TASK and
                          EVL_TASK_END around the body), evl_task_cancel,
-                         evl_set_task_factory
+                         evl_set_task_factory; x = await f: EVL_AWAIT_SET
+                         (a pointer) or EVL_AWAIT_AS (a cast)
+     try/finally, ExitStack.callback (Go's defer)
+                         EVL_FINALLY(t), evl_task_defer(t, fn, arg),
+                         evl_task_set_cleanup
+     async with lock / sem (to the task's end)
+                         EVL_AWAIT(t, evl_lock_hold(lock, t)),
+                         evl_semaphore_hold(sem, t); a lock, semaphore or
+                         queue the task owns: evl_lock_new_in(t),
+                         evl_semaphore_new_in(t, value, bounded),
+                         evl_queue_new_in(t, kind, maxsize, item_free)
+     async with TaskGroup() as tg: tg.create_task(...)
+                         evl_task_group_new(loop, t),
+                         evl_task_group_spawn(tg, fn, state, size),
+                         EVL_TASK_GROUP_END(t, tg) (waits, frees, carries
+                         a child's failure out); evl_task_group_create,
+                         _wait, _free by hand
      sleep, wait_for, gather
                          evl_sleep, evl_wait_for, evl_gather
      add_reader, add_writer, remove_reader, remove_writer
@@ -315,10 +332,12 @@
        evl_future_result or an await) is reported to the exception handler
        when the future is freed.
      - A task's cleanup runs exactly once however it ends: the section
-       after EVL_FINALLY(t) (it may await) and the function given to
-       evl_task_set_cleanup (for state that owns things). Keep what the
-       state owns freed there, not after the last await: an await that
-       fails, a cancel or a timeout ends the body at that await.
+       after EVL_FINALLY(t) (it may await), then its deferred calls
+       (evl_task_defer, the holds and the *_new_in objects), then the
+       function given to evl_task_set_cleanup (for state that owns
+       things). Keep what the state owns freed there, not after the last
+       await: an await that fails, a cancel or a timeout ends the body at
+       that await.
      - evl_loop_close() and evl_loop_free() first cancel every pending task
        and run the loop until each has ended, finally sections and cleanup
        functions included (as evl_run and asyncio.run do); the user's
@@ -558,6 +577,8 @@ typedef void (*evl_future_callback)(evl_future *fut, void *arg);
 typedef void (*evl_task_fn)(evl_task *task, void *state);
 /* Runs once when a task ends, however it ends (see evl_task_set_cleanup). */
 typedef void (*evl_task_cleanup_fn)(evl_task *task, void *state);
+/* A deferred call of a task (evl_task_defer). */
+typedef void (*evl_defer_fn)(void *arg);
 /* Work for an executor thread: store a result, return 0 or an EVL_E* code. */
 typedef int (*evl_work_fn)(void *arg, void **result);
 typedef void (*evl_free_fn)(void *ptr);
@@ -652,7 +673,10 @@ EVLOOP_API void evl_stop(evl_loop *loop);
 EVLOOP_API int evl_run_once(evl_loop *loop, double max_wait);
 /* asyncio.run(): new loop, run a task to completion, cancel the tasks left,
    shut the default executor down, close. Returns the task's error code;
-   *result (if given) receives its result. cfg may be NULL. */
+   *result (if given) receives its result. cfg may be NULL. state and
+   state_size as evl_task_create: state NULL with a size gives the task a
+   zeroed state of that size (the task's locals, nothing to declare in
+   main). */
 EVLOOP_API int evl_run(evl_task_fn fn, const void *state, size_t state_size,
                        const evl_loop_config *cfg, void **result);
 
@@ -940,6 +964,33 @@ EVLOOP_API evl_loop *evl_future_loop(const evl_future *fut);
     EVL_AWAIT(t, fut);                                                         \
     (lvalue) = (type)evl_await_result(t);                                      \
   } while (0)
+/* The same without naming the type: the result goes to lvalue, a pointer
+   (in C++ through a conversion to the lvalue's pointer type), e.g.
+   EVL_AWAIT_SET(t, s->conn, evl_open_connection(...)). For a result that
+   is not a pointer (an integer in a void *), EVL_AWAIT_AS. */
+#ifdef __cplusplus
+extern "C++" {
+struct evl__any_ptr {
+  void *p;
+  template <class T> operator T *() const {
+    return static_cast<T *>(p);
+  }
+};
+static inline evl__any_ptr evl__any_ptr_of(void *p) {
+  evl__any_ptr a;
+  a.p = p;
+  return a;
+}
+}
+#define EVL__ANY_PTR_(p) evl__any_ptr_of(p)
+#else
+#define EVL__ANY_PTR_(p) (p)
+#endif
+#define EVL_AWAIT_SET(t, lvalue, fut)                                          \
+  do {                                                                         \
+    EVL_AWAIT(t, fut);                                                         \
+    (lvalue) = EVL__ANY_PTR_(evl_await_result(t));                             \
+  } while (0)
 #define EVL_ASYNC_RETURN(t, value)                                             \
   do {                                                                         \
     evl_task_return((t), (void *)(value));                                     \
@@ -1045,6 +1096,14 @@ EVLOOP_API int evl_task_finally_error(evl_task *task);
    the finally section, before the task's done callbacks. For state that
    owns something whatever the body did. EVL_EINVALSTATE once done. */
 EVLOOP_API int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn);
+/* Go's defer (Python's ExitStack.callback): fn(arg) runs once when the task
+   ends, however it ends, as the cleanup above; deferred calls run last
+   deferred first, before the cleanup function. 0, EVL_EINVAL (not a task,
+   fn NULL), EVL_EINVALSTATE once done, EVL_ENOMEM (then fn is not run: the
+   caller still owns arg). fn has exactly this type: pass free, or a
+   function of your own, never a cast of another signature (calling
+   through an incompatible pointer type is undefined in C). */
+EVLOOP_API int evl_task_defer(evl_task *task, evl_defer_fn fn, void *arg);
 
 /* ==== High-level helpers ================================================= */
 
@@ -1112,6 +1171,13 @@ EVLOOP_API evl_future *evl_lock_acquire(evl_lock *lock);
 /* EVL_EINVALSTATE if not locked (asyncio's RuntimeError). */
 EVLOOP_API int evl_lock_release(evl_lock *lock);
 EVLOOP_API int evl_lock_locked(const evl_lock *lock);
+/* `async with lock:` up to the end of task: as evl_lock_acquire, and once
+   the lock is granted, the release is deferred to the task's end however it
+   ends (evl_task_defer), so the body does not release it itself. A task
+   cancelled before it resumed with the grant lets it go too. Departure from
+   asyncio: the block is the rest of the task; for a shorter one, acquire
+   and release. NULL: bad lock or task (not pending, other loop), no memory. */
+EVLOOP_API evl_future *evl_lock_hold(evl_lock *lock, evl_task *task);
 
 EVLOOP_API evl_event *evl_event_new(evl_loop *loop);
 EVLOOP_API void evl_event_free(evl_event *ev);
@@ -1147,6 +1213,15 @@ EVLOOP_API int evl_semaphore_release(evl_semaphore *sem);
 /* 1 if an acquire would wait. */
 EVLOOP_API int evl_semaphore_locked(const evl_semaphore *sem);
 EVLOOP_API long evl_semaphore_value(const evl_semaphore *sem);
+/* A semaphore (a lock) of task's loop that the task owns, as a Python
+   local: freed when the task ends however it ends, after its finally
+   section (so after the task group its end waited for). NULL: bad task,
+   value < 0, no memory. */
+EVLOOP_API evl_semaphore *evl_semaphore_new_in(evl_task *task, long value,
+                                               int bounded);
+EVLOOP_API evl_lock *evl_lock_new_in(evl_task *task);
+/* `async with sem:` up to the end of task, as evl_lock_hold. */
+EVLOOP_API evl_future *evl_semaphore_hold(evl_semaphore *sem, evl_task *task);
 
 /* parties >= 1. wait completes with the arrival index, (void *)(intptr_t)
    0 .. parties-1, when the last party arrives; it fails with EVL_EBROKEN
@@ -1180,6 +1255,10 @@ typedef struct evl_queue evl_queue;
 EVLOOP_API evl_queue *evl_queue_new(evl_loop *loop, int kind, size_t maxsize,
                                     evl_free_fn item_free);
 EVLOOP_API void evl_queue_free(evl_queue *q);
+/* A queue of task's loop that the task owns, as evl_semaphore_new_in: freed
+   when the task ends, however it ends. */
+EVLOOP_API evl_queue *evl_queue_new_in(evl_task *task, int kind, size_t maxsize,
+                                       evl_free_fn item_free);
 EVLOOP_API evl_future *evl_queue_put(evl_queue *q, void *item);
 EVLOOP_API evl_future *evl_queue_put_prio(evl_queue *q, void *item,
                                           int64_t prio);
@@ -1255,10 +1334,42 @@ EVLOOP_API evl_task *evl_task_group_create(evl_task_group *g, evl_task_fn fn,
                                            const void *state,
                                            size_t state_size);
 EVLOOP_API evl_future *evl_task_group_wait(evl_task_group *g);
+/* tg.create_task() for a child nobody awaits: 0, EVL_EINVAL (NULL group or
+   fn, state too large), EVL_EINVALSTATE (the group is failing or has
+   ended: no children then), EVL_ENOMEM. No memory also fails the group
+   as a failing child would (its other children are cancelled and the wait
+   fails with EVL_ENOMEM), so an unchecked spawn is not lost silently. */
+EVLOOP_API int evl_task_group_spawn(evl_task_group *g, evl_task_fn fn,
+                                    const void *state, size_t state_size);
 /* The first child's error (0 if none), and how many others failed. */
 EVLOOP_API int evl_task_group_error(const evl_task_group *g);
 EVLOOP_API int evl_task_group_others_failed(const evl_task_group *g);
 EVLOOP_API void evl_task_group_free(evl_task_group *g);
+/* The end of `async with TaskGroup() as g:` when it closes the task's body:
+
+       EVL_TASK(main_task, t, main_state, m)
+         m->tg = evl_task_group_new(evl_task_loop(t), t);
+         evl_task_group_spawn(m->tg, child, &state, sizeof state);
+         ...
+         EVL_TASK_GROUP_END(t, m->tg); // the finally section begins here
+         ...runs only if the body and every child succeeded
+       EVL_TASK_END(t)
+
+   It is the task's EVL_FINALLY (one per task): however the body ends, it
+   waits for the children (cancelled first if the body failed or was
+   cancelled), frees the group and sets g to NULL. A child's failure
+   becomes the task's error (the first one, as evl_task_group_wait), else
+   a failed body ends with its own; then what follows the macro is
+   skipped. g NULL (evl_task_group_new failed) with a body that did not
+   fail: EVL_ENOMEM. evl_task_group_end is the macro's step after the wait:
+   1 when the task ends there. */
+#define EVL_TASK_GROUP_END(t, g)                                               \
+  EVL_FINALLY(t);                                                              \
+  if (g)                                                                       \
+    EVL_AWAIT_TRY(t, evl_task_group_wait(g));                                  \
+  if (evl_task_group_end((t), &(g)))                                           \
+  return
+EVLOOP_API int evl_task_group_end(evl_task *task, evl_task_group **g);
 
 #endif /* EVLOOP_NO_COMPOSE */
 
@@ -7317,6 +7428,13 @@ EVL__DEF int evl_future_remove_done_callback(evl_future *fut,
 
 /* ==== Tasks ============================================================= */
 
+/* A deferred call (evl_task_defer), newest first. */
+typedef struct evl__defer {
+  struct evl__defer *next;
+  evl_defer_fn fn;
+  void *arg;
+} evl__defer;
+
 typedef struct evl__task {
   evl_future fut;
   evl_task_fn fn;
@@ -7332,6 +7450,7 @@ typedef struct evl__task {
   char *fin_msg;
   void *fin_result;
   evl_task_cleanup_fn cleanup;
+  evl__defer *defers;
   char *name;            /* a copy, or NULL (then site.name) */
   evl_timeout *timeouts; /* active timeout scopes, innermost first */
   evl__site site;
@@ -7353,8 +7472,15 @@ EVL__DEF int evl_is_task(const evl_future *fut) {
 static void evl__timeouts_drop(evl__task *t);
 static void evl__timeouts_disarm(evl__task *t);
 
-/* The task's cleanup function runs once, whatever ended the task. */
+/* The task's deferred calls and cleanup function run once, whatever ended
+   the task. A deferred call may defer more: they run too. */
 static void evl__task_cleanup(evl__task *t) {
+  while (t->defers) {
+    evl__defer *d = t->defers;
+    t->defers = d->next;
+    d->fn(d->arg);
+    evl__lfree(t->fut.loop, d);
+  }
   if (t->cleanup && !t->cleaned) {
     t->cleaned = 1;
     t->cleanup(&t->fut, t->state);
@@ -7672,6 +7798,21 @@ EVL__DEF int evl_task_finally_error(evl_task *task) {
   if (!evl_is_task(task))
     return EVL_EINVAL;
   return EVL__TASK(task)->fin_staged ? EVL__TASK(task)->fin_err : 0;
+}
+EVL__DEF int evl_task_defer(evl_task *task, evl_defer_fn fn, void *arg) {
+  evl__defer *d;
+  if (!evl_is_task(task) || !fn)
+    return EVL_EINVAL;
+  if (task->state != EVL__PENDING)
+    return EVL_EINVALSTATE;
+  d = (evl__defer *)evl__lalloc(task->loop, sizeof *d);
+  if (!d)
+    return EVL_ENOMEM;
+  d->fn = fn;
+  d->arg = arg;
+  d->next = EVL__TASK(task)->defers;
+  EVL__TASK(task)->defers = d;
+  return 0;
 }
 EVL__DEF int evl_task_set_cleanup(evl_task *task, evl_task_cleanup_fn fn) {
   if (!evl_is_task(task))
@@ -8390,6 +8531,40 @@ EVL__DEF int evl_lock_release(evl_lock *lock) {
     lock->locked = 0;
   return 0;
 }
+/* The deferred end of a hold: a grant (taken or not: the task may have
+   been cancelled right after it) is given back here, and the waiter
+   forgets its owner so that freeing it (evl__waiter_destroy) does not give
+   it back twice. A freed primitive detached it already (owner NULL). */
+static void evl__hold_end(void *arg) {
+  evl__waiter *w = (evl__waiter *)arg;
+  evl_loop *loop = w->fut.loop;
+  if (w->fut.state == EVL__DONE && w->owner && w->abandon && !loop->closing &&
+      !loop->closed) {
+    w->abandon(w);
+    evl__wl_remove(w); /* off the granted list: nothing left to detach */
+    w->owner = NULL;
+  }
+  evl_future_release(&w->fut);
+}
+/* Ties the acquire fut (a waiter) to task: one reference for the caller,
+   one for the deferred end. */
+static evl_future *evl__hold(evl_future *fut, evl_task *task) {
+  if (!fut)
+    return NULL;
+  if (evl_task_defer(task, evl__hold_end, fut)) {
+    evl_future_release(fut); /* a grant made at once is given back */
+    return NULL;
+  }
+  return evl_future_ref(fut);
+}
+static int evl__hold_ok(evl_loop *loop, evl_task *task) {
+  return evl_is_task(task) && task->loop == loop && task->state == EVL__PENDING;
+}
+EVL__DEF evl_future *evl_lock_hold(evl_lock *lock, evl_task *task) {
+  if (!lock || !evl__hold_ok(lock->loop, task))
+    return NULL;
+  return evl__hold(evl_lock_acquire(lock), task);
+}
 EVL__DEF int evl_lock_locked(const evl_lock *lock) {
   return lock ? lock->locked : 0;
 }
@@ -8447,6 +8622,40 @@ EVL__DEF int evl_semaphore_release(evl_semaphore *sem) {
     return EVL_EINVALSTATE; /* BoundedSemaphore released too many times */
   sem->value++;
   return 0;
+}
+EVL__DEF evl_future *evl_semaphore_hold(evl_semaphore *sem, evl_task *task) {
+  if (!sem || !evl__hold_ok(sem->loop, task))
+    return NULL;
+  return evl__hold(evl_semaphore_acquire(sem), task);
+}
+static void evl__sem_free_deferred(void *sem) {
+  evl_semaphore_free((evl_semaphore *)sem);
+}
+static void evl__lock_free_deferred(void *lock) {
+  evl_lock_free((evl_lock *)lock);
+}
+/* prim, made for task, freed by free_fn at the task's end (NULL if it
+   could not be deferred: then freed now). */
+static void *evl__new_in(evl_task *task, void *prim, evl_defer_fn free_fn) {
+  if (prim && evl_task_defer(task, free_fn, prim)) {
+    free_fn(prim);
+    return NULL;
+  }
+  return prim;
+}
+EVL__DEF evl_semaphore *evl_semaphore_new_in(evl_task *task, long value,
+                                             int bounded) {
+  if (!evl__hold_ok(evl_task_loop(task), task))
+    return NULL;
+  return (evl_semaphore *)evl__new_in(
+      task, evl_semaphore_new(task->loop, value, bounded),
+      evl__sem_free_deferred);
+}
+EVL__DEF evl_lock *evl_lock_new_in(evl_task *task) {
+  if (!evl__hold_ok(evl_task_loop(task), task))
+    return NULL;
+  return (evl_lock *)evl__new_in(task, evl_lock_new(task->loop),
+                                 evl__lock_free_deferred);
 }
 EVL__DEF int evl_semaphore_locked(const evl_semaphore *sem) {
   return sem ? sem->value == 0 || sem->waiters.head != NULL : 0;
@@ -8993,6 +9202,17 @@ EVL__DEF void evl_queue_free(evl_queue *q) {
   evl__lfree(q->loop, q->a);
   evl__prim_free(q->loop, q);
 }
+static void evl__queue_free_deferred(void *q) {
+  evl_queue_free((evl_queue *)q);
+}
+EVL__DEF evl_queue *evl_queue_new_in(evl_task *task, int kind, size_t maxsize,
+                                     evl_free_fn item_free) {
+  if (!evl__hold_ok(evl_task_loop(task), task))
+    return NULL;
+  return (evl_queue *)evl__new_in(
+      task, evl_queue_new(task->loop, kind, maxsize, item_free),
+      evl__queue_free_deferred);
+}
 
 #endif /* EVLOOP_NO_SYNC */
 
@@ -9354,6 +9574,41 @@ EVL__DEF evl_task *evl_task_group_create(evl_task_group *g, evl_task_fn fn,
   g->kids[g->n++] = evl_future_ref(t);
   g->pending++;
   return t;
+}
+EVL__DEF int evl_task_group_spawn(evl_task_group *g, evl_task_fn fn,
+                                  const void *state, size_t state_size) {
+  evl_task *t;
+  if (!g || !fn || state_size > ((size_t)-1) / 2)
+    return EVL_EINVAL;
+  if (g->aborting || (g->wait && g->wait->fut.state != EVL__PENDING))
+    return EVL_EINVALSTATE;
+  t = evl_task_group_create(g, fn, state, state_size);
+  if (!t) { /* the group fails as if a child had */
+    if (!g->err)
+      g->err = EVL_ENOMEM;
+    evl__tg_abort(g);
+    evl__tg_finish(g);
+    return EVL_ENOMEM;
+  }
+  evl_future_release(t);
+  return 0;
+}
+EVL__DEF int evl_task_group_end(evl_task *task, evl_task_group **gp) {
+  evl_task_group *g = gp ? *gp : NULL;
+  int body = evl_task_finally_error(task), err;
+  if (!evl_is_task(task))
+    return 1;
+  if (!g) {
+    if (!body)
+      evl_task_fail(task, EVL_ENOMEM, "no task group");
+    return 1;
+  }
+  *gp = NULL;
+  err = evl_await_error(task);
+  if (err)
+    evl_task_fail(task, err, err == g->err ? g->msg : NULL);
+  evl_task_group_free(g);
+  return err || body;
 }
 EVL__DEF evl_future *evl_task_group_wait(evl_task_group *g) {
   evl__tgwait *w;

@@ -29,6 +29,29 @@ EVL_TASK(cpp_short_task, t, cpp_state, s)
   EVL_ASYNC_RETURN(t, s->value);
 EVL_TASK_END(t)
 
+// What a task's end carries (EVL_AWAIT_SET, a hold, a spawned child, a
+// deferred call, an owned semaphore, EVL_TASK_GROUP_END).
+struct cpp_group_state {
+  evl_task_group *tg;
+  evl_semaphore *sem;
+  int *value, ran;
+};
+static void cpp_count(void *arg) {
+  ++*static_cast<int *>(arg);
+}
+EVL_TASK(cpp_child, t, cpp_group_state, s)
+  EVL_AWAIT(t, evl_semaphore_hold(s->sem, t));
+  EVL_AWAIT_SET(t, s->value, evl_sleep(evl_task_loop(t), 0, &cpp_value));
+EVL_TASK_END(t)
+EVL_TASK(cpp_group_task, t, cpp_group_state, s)
+  s->sem = evl_semaphore_new_in(t, 1, 0);
+  evl_task_defer(t, cpp_count, &s->ran);
+  s->tg = evl_task_group_new(evl_task_loop(t), t);
+  evl_task_group_spawn(s->tg, cpp_child, s, sizeof *s);
+  EVL_TASK_GROUP_END(t, s->tg);
+  EVL_ASYNC_RETURN(t, &cpp_value);
+EVL_TASK_END(t)
+
 int evl_cpp_check(void);
 int evl_cpp_check(void) {
   evl_loop *loop = 0;
@@ -48,5 +71,9 @@ int evl_cpp_check(void) {
   evl_future_release(t);
   evl_lock_free(s.lock);
   evl_loop_free(loop);
+  cpp_group_state g = {0, 0, 0, 0};
+  void *res = 0;
+  rc |= evl_run(cpp_group_task, &g, 0, 0, &res) != 0 || res != &cpp_value ||
+        g.ran != 1;
   return rc;
 }
