@@ -30,8 +30,6 @@
 
              print(f"started at {time.strftime('%X')}")
 
-         # The await is implicit when the context manager exits.
-
          print(f"finished at {time.strftime('%X')}")
 
      asyncio.run(main())
