@@ -358,16 +358,23 @@ static void run_expect(evl_loop *loop, sp *s, const char *const *argv,
   CHECK_EQ(s->rc, rc);
 }
 
-/* Starts a child that would run for 10 s, for the tests that end it. */
+/* Starts a child that would run for 10 s, for the tests that end it. On
+   Windows the child says "ready" first and this waits for it: wine under
+   load, killing a child it is still starting, can leave the child's pipes
+   open, and connection_lost then never comes (seen once in a CI run). */
 static void start_sleeper(evl_loop *loop, sp *s) {
 #ifdef _WIN32
-  const char *argv[] = {TEST_CHILD("sleep", "10"), NULL};
+  const char *argv[] = {TEST_CHILD("say", "ready", "10"), NULL};
 #else
   const char *argv[] = {"/bin/sleep", "10", NULL};
 #endif
   sp_init(s);
   CHECK_EQ(start(loop, s, argv, NULL, NULL), 0);
   CHECK(s->p != NULL);
+#ifdef _WIN32
+  RUN_UNTIL(loop, s->n[1] >= 6);
+  CHECK_OUT(*s, 1, "ready\n");
+#endif
 }
 
 /* Runs until connection_lost of a started child: the callbacks came in
