@@ -5356,8 +5356,8 @@ static int evl__afd_open(evl_loop *loop) {
    complete when the call returns. Completed requests run from the ready
    ring in the order they completed, so protocol callbacks run in the
    callback phase, as asyncio's proactor runs them. An owner that goes
-   away first orphans its requests (owner = NULL): the completion frees
-   them. Loop close cancels and drains whatever is left. */
+   away first orphans its requests (owner = NULL) and cancels them: the
+   completion frees them. Loop close cancels and drains whatever is left. */
 enum {
   EVL__OV_RECV,      /* a zero-byte WSARecv: the socket is readable */
   EVL__OV_SEND,      /* WSASend of buf[off .. off+len) */
@@ -5412,9 +5412,13 @@ static void evl__ovl_free(evl_loop *loop, evl__ovl *r) {
 static void evl__ovl_release(evl_loop *loop, evl__ovl *r) {
   if (!r)
     return;
-  if (r->pending || r->queued)
+  if (r->pending || r->queued) {
     r->owner = NULL;
-  else
+    /* Cancelled now, before the handle closes, as asyncio's proactor
+       does: the close would cancel it too, but this does not rely on it. */
+    if (r->pending)
+      (void)CancelIoEx(r->h, &r->ov);
+  } else
     evl__ovl_free(loop, r);
 }
 
@@ -15158,7 +15162,7 @@ static int evl__connect_ovl_start(evl__connect *c, int fd, const evl__addr *a) {
 }
 
 static void evl__connect_ovl_stop(evl__connect *c) {
-  evl__ovl_release(c->fut.loop, c->creq); /* the close cancels it */
+  evl__ovl_release(c->fut.loop, c->creq); /* cancelled, then closed */
   c->creq = NULL;
 }
 

@@ -1116,19 +1116,27 @@ TEST(iocp_close_after_queued_data) {
 }
 
 TEST(iocp_abort_while_writing) {
-  const size_t big = (size_t)16 << 20;
+  const size_t big = (size_t)16 << 20, tail_len = (size_t)1 << 20;
   one_conn x;
   evl_loop *loop = open_one(&x, 4);
   conn cl2, *sc, *sc2;
   unsigned char *data;
   memset(&cl2, 0, sizeof cl2);
   x.sp.tmpl.check_pat = 1;
-  /* 1: abort while the peer is reading and data is on its way */
+  /* 1: abort while the peer is reading and data is on its way. What the
+     system took before the abort may still arrive (under wine a whole
+     16 MiB overlapped send can be in the kernel, its completion not yet
+     seen); what waits behind it in the transport's queue never does. */
   sc = connect_one(&x);
   data = test_pattern_buf(big, 0);
   CHECK_EQ(evl_transport_write(x.cl.t, data, big), 0);
   RUN_UNTIL(loop, sc->n >= ((size_t)1 << 20) || sc->lost);
   CHECK(evl_transport_get_write_buffer_size(x.cl.t) > 0);
+  {
+    unsigned char *tail = test_pattern_buf(tail_len, big);
+    CHECK_EQ(evl_transport_write(x.cl.t, tail, tail_len), 0);
+    free(tail);
+  }
   evl_transport_abort(x.cl.t);
   CHECK_EQ(evl_transport_is_closing(x.cl.t), 1);
   /* the queue is dropped: nothing counts as buffered any more (asyncio's
@@ -1138,7 +1146,7 @@ TEST(iocp_abort_while_writing) {
   RUN_UNTIL(loop, x.cl.lost == 1 && sc->lost == 1);
   CHECK_EQ(x.cl.lost_err, 0);
   CHECK(sc->lost_err == 0 || sc->lost_err == EVL_ECONNRESET);
-  CHECK(sc->n < big); /* a prefix, in order */
+  CHECK(sc->n <= big); /* a prefix, in order, without the queued tail */
   CHECK_EQ(sc->pat_bad, 0);
   /* 2: close with data queued for a peer that does not read, then abort:
      connection_lost once */
