@@ -629,9 +629,332 @@ static int sc_signals(evl_loop *loop, void *arg) {
 
 #endif /* EVLOOP_NO_PROCESS */
 
+#if !defined(EVLOOP_NO_SYNC) && !defined(EVLOOP_NO_COMPOSE)
+/* ---- composition: queues, sync primitives, task groups, wait ---------- */
+
+/* What the scenario's tasks share. Under a fault a task fails (its error
+   checked by sweep_wait); a task that would leave a partner waiting
+   forever tells it first (shutdown of the queue, abort of the barrier). */
+typedef struct sc_cmp {
+  evl_queue *q;        /* FIFO, maxsize 1: both sides wait */
+  evl_lock *lock;      /* held by one task, waited for by another */
+  evl_semaphore *sem;  /* bounded, 1 */
+  evl_event *ev;       /* waited for, set by another task */
+  evl_condition *cond; /* waited on, notified */
+  evl_barrier *bar;    /* two parties */
+  int got, put, ready, deferred, kids, after, dropped;
+} sc_cmp;
+typedef struct sc_cmp_task {
+  sc_cmp *c;
+  int i;
+  evl_task_group *tg;
+  evl_timeout *to;
+  evl_queue *own;
+  evl_lock *lock;
+  evl_semaphore *sem;
+  evl_future *f;
+  int held;
+} sc_cmp_task;
+
+/* The queue's two sides, three items through a queue of one: each waits
+   for the other. The side that fails shuts the queue down (at once) so
+   that the other does not wait forever. */
+static void sc_cmp_shutdown_on_error(evl_task *t, sc_cmp *c) {
+  if (evl_task_finally_error(t) != 0)
+    (void)evl_queue_shutdown(c->q, 1);
+}
+EVL_TASK(sc_producer, t, sc_cmp_task, s)
+  for (s->i = 0; s->i < 3; s->i++)
+    EVL_AWAIT(t, evl_queue_put(s->c->q, (void *)(intptr_t)(s->i + 1)));
+  s->c->put = 3;
+  EVL_FINALLY(t);
+  sc_cmp_shutdown_on_error(t, s->c);
+EVL_TASK_END(t)
+EVL_TASK(sc_consumer, t, sc_cmp_task, s)
+  for (s->i = 0; s->i < 3; s->i++) {
+    EVL_AWAIT(t, evl_queue_get(s->c->q));
+    if ((intptr_t)evl_await_result(t) != s->i + 1)
+      sweep_fail("queue get", 0, "wrong item");
+    CHECK_EQ(evl_queue_task_done(s->c->q), 0);
+    s->c->got++;
+  }
+  EVL_FINALLY(t);
+  sc_cmp_shutdown_on_error(t, s->c);
+EVL_TASK_END(t)
+
+/* A queue the task owns, left with an item for its item_free, and a
+   priority queue filled by awaited puts. */
+static int g_sc_dropped;
+static void sc_drop(void *item) {
+  (void)item;
+  g_sc_dropped++;
+}
+EVL_TASK(sc_own_queue, t, sc_cmp_task, s)
+  s->own = evl_queue_new_in(t, EVL_QUEUE_PRIORITY, 0, sc_drop);
+  if (!s->own)
+    EVL_ASYNC_FAIL(t, EVL_ENOMEM, "queue_new_in");
+  for (s->i = 0; s->i < 3; s->i++)
+    EVL_AWAIT(t, evl_queue_put_prio(s->own, (void *)(intptr_t)(s->i + 1),
+                                    3 - s->i));
+  EVL_AWAIT(t, evl_queue_get(s->own));
+  if ((intptr_t)evl_await_result(t) != 3)
+    sweep_fail("priority queue", 0, "not the lowest priority first");
+EVL_TASK_END(t)
+
+/* Lock and semaphore held to the task's end (evl_*_hold), made in the
+   task (evl_*_new_in), or waited for (acquire while another holds it). */
+static evl_future *sc_take(evl_future **f) {
+  evl_future *r = *f;
+  *f = NULL;
+  return r;
+}
+EVL_TASK(sc_holder, t, sc_cmp_task, s)
+  EVL_AWAIT(t, evl_lock_hold(s->c->lock, t));
+  EVL_AWAIT(t, evl_semaphore_hold(s->c->sem, t));
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.002, NULL));
+EVL_TASK_END(t)
+/* Waits for both at once while the holder has them; then a lock and a
+   bounded semaphore of its own, held to its end. */
+EVL_TASK(sc_acquirer, t, sc_cmp_task, s)
+  s->f = evl_semaphore_acquire(s->c->sem);
+  EVL_AWAIT(t, evl_lock_acquire(s->c->lock));
+  s->held = 1;
+  EVL_AWAIT(t, sc_take(&s->f));
+  s->held |= 2;
+  CHECK_EQ(evl_lock_release(s->c->lock), 0);
+  CHECK_EQ(evl_semaphore_release(s->c->sem), 0);
+  s->held = 0;
+  s->lock = evl_lock_new_in(t);
+  s->sem = s->lock ? evl_semaphore_new_in(t, 1, 1) : NULL;
+  if (!s->sem)
+    EVL_ASYNC_FAIL(t, EVL_ENOMEM, "lock_new_in, semaphore_new_in");
+  EVL_AWAIT(t, evl_lock_hold(s->lock, t));
+  EVL_AWAIT(t, evl_semaphore_hold(s->sem, t));
+  if (evl_semaphore_locked(s->sem) != 1 || evl_lock_locked(s->lock) != 1)
+    sweep_fail("hold", 0, "not held");
+  EVL_FINALLY(t);
+  evl_future_release(s->f); /* unread: its grant passes on */
+  if (s->held & 1)
+    CHECK_EQ(evl_lock_release(s->c->lock), 0);
+  if (s->held & 2)
+    CHECK_EQ(evl_semaphore_release(s->c->sem), 0);
+EVL_TASK_END(t)
+
+/* Event and condition: a waiter that waits, then the one that wakes it. */
+static int sc_ready(void *arg) {
+  return ((sc_cmp *)arg)->ready;
+}
+EVL_TASK(sc_waiter, t, sc_cmp_task, s)
+  EVL_AWAIT(t, evl_event_wait(s->c->ev));
+  EVL_AWAIT(t, evl_lock_acquire(evl_condition_lock(s->c->cond)));
+  EVL_AWAIT_TRY(t, evl_condition_wait_for(s->c->cond, sc_ready, s->c));
+  /* The lock is this task's again unless the wait failed for want of
+     memory to retake it (nobody else holds it across an await here). */
+  if (evl_lock_locked(evl_condition_lock(s->c->cond)))
+    CHECK_EQ(evl_lock_release(evl_condition_lock(s->c->cond)), 0);
+  if (evl_await_error(t))
+    EVL_ASYNC_FAIL(t, evl_await_error(t), "condition wait");
+EVL_TASK_END(t)
+EVL_TASK(sc_waker, t, sc_cmp_task, s)
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.001, NULL));
+  evl_event_set(s->c->ev);
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.001, NULL));
+  EVL_AWAIT(t, evl_lock_acquire(evl_condition_lock(s->c->cond)));
+  s->c->ready = 1;
+  (void)evl_condition_notify_all(s->c->cond);
+  CHECK_EQ(evl_lock_release(evl_condition_lock(s->c->cond)), 0);
+EVL_TASK_END(t)
+
+/* A barrier's party; one that fails breaks the barrier for the other. */
+EVL_TASK(sc_party, t, sc_cmp_task, s)
+  EVL_AWAIT_TRY(t, evl_barrier_wait(s->c->bar));
+  if (evl_await_error(t)) {
+    (void)evl_barrier_abort(s->c->bar);
+    EVL_ASYNC_FAIL(t, evl_await_error(t), "barrier wait");
+  }
+EVL_TASK_END(t)
+
+/* A task group: one child made, one spawned, a deferred call, a deadline
+   that holds and one that passes, the group's end closing the body. */
+static void sc_deferred(void *arg) {
+  ((sc_cmp *)arg)->deferred++;
+}
+EVL_TASK(sc_kid, t, sc_cmp_task, s)
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.001, NULL));
+  s->c->kids++;
+EVL_TASK_END(t)
+EVL_TASK(sc_group, t, sc_cmp_task, s)
+  {
+    sc_cmp_task kid;
+    memset(&kid, 0, sizeof kid);
+    kid.c = s->c;
+    s->tg = evl_task_group_new(evl_task_loop(t), t);
+    evl_future_release(evl_task_group_create(s->tg, sc_kid, &kid, sizeof kid));
+    (void)evl_task_group_spawn(s->tg, sc_kid, &kid, sizeof kid);
+    if (evl_task_defer(t, sc_deferred, s->c) != 0)
+      EVL_ASYNC_FAIL(t, EVL_ENOMEM, "task_defer");
+  }
+  s->to = evl_timeout_new(t, 10.0);
+  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.001, NULL));
+  if (!s->to || evl_timeout_end(s->to) != 0)
+    EVL_ASYNC_FAIL(t, EVL_ENOMEM, "timeout_new");
+  s->to = evl_timeout_new(t, 0.002);
+  if (!s->to)
+    EVL_ASYNC_FAIL(t, EVL_ENOMEM, "timeout_new");
+  EVL_AWAIT_TRY(t, evl_sleep(evl_task_loop(t), 30.0, NULL));
+  if (evl_timeout_end(s->to) != EVL_ETIMEDOUT)
+    EVL_ASYNC_FAIL(t, evl_await_error(t) ? evl_await_error(t) : EVL_EINVAL,
+                   "the deadline did not pass");
+  EVL_TASK_GROUP_END(t, s->tg);
+  s->c->after++;
+EVL_TASK_END(t)
+
+/* Runs the loop until f (if any) is done. */
+static void sweep_until_done(evl_loop *loop, evl_future *f, const char *what) {
+  double end = test_now() + SWEEP_PATIENCE;
+  while (f && !evl_future_done(f) && test_now() < end)
+    (void)evl_run_once(loop, 0.01);
+  if (f && !evl_future_done(f))
+    sweep_fail(what, 0, "pending forever");
+}
+/* What a task fails with when its partner failed first (the queue shut
+   down, the barrier broken, itself cancelled): clean under a fault. */
+static int sc_cmp_partner_err(int err) {
+  return err == EVL_ESHUTDOWN || err == EVL_EBROKEN || err == EVL_ECANCELED;
+}
+/* Starts the tasks fn0 (i = 0) and fn1 (i = 1; none if NULL), state c,
+   and waits for each: a point for each that succeeds. If one could not
+   be made, the other is cancelled: it would wait for its partner. */
+static int sc_cmp_tasks(evl_loop *loop, sc_cmp *c, evl_task_fn fn0,
+                        evl_task_fn fn1, const char *what) {
+  evl_task *t[2] = {NULL, NULL};
+  sc_cmp_task s;
+  int i, n = fn1 ? 2 : 1, score = 0;
+  for (i = 0; i < n; i++) {
+    memset(&s, 0, sizeof s);
+    s.c = c;
+    s.i = i;
+    t[i] = evl_task_create(loop, i ? fn1 : fn0, &s, sizeof s);
+  }
+  for (i = 0; n == 2 && i < 2; i++)
+    if (t[i] && !t[1 - i])
+      (void)evl_task_cancel(t[i]);
+  for (i = 0; i < n; i++) {
+    sweep_until_done(loop, t[i], what);
+    if (t[i] && g_sweep_failing &&
+        sc_cmp_partner_err(evl_future_error(t[i])))
+      evl_future_release(t[i]);
+    else
+      score += sweep_wait(loop, t[i], what, SWEEP_TASK);
+  }
+  return score;
+}
+
+/* The waiting primitives on two sleeps: as_completed, wait, shield. */
+static int sc_cmp_waits(evl_loop *loop) {
+  evl_future *f[2], *w;
+  evl_as_completed *ac;
+  int score = 0, i;
+  f[0] = evl_sleep(loop, 0.002, NULL);
+  f[1] = evl_sleep(loop, 0.001, NULL);
+  ac = f[0] && f[1] ? evl_as_completed_new(loop, f, 2, 10.0) : NULL;
+  if (!ac && !g_sweep_failing)
+    sweep_fail("as_completed_new", 0, "no iterator with no fault");
+  w = f[0] && f[1] ? evl_wait(loop, f, 2, EVL_ALL_COMPLETED, 10.0) : NULL;
+  score += sweep_value(loop, w, 2, "wait");
+  for (i = 0; ac && i < 2; i++)
+    score += sweep_value(loop, evl_as_completed_next(ac), (intptr_t)f[1 - i],
+                         "as_completed_next");
+  evl_as_completed_free(ac);
+  score += sweep_value(loop, f[0] ? evl_shield(f[0]) : NULL, 0, "shield");
+  evl_future_release(f[0]);
+  evl_future_release(f[1]);
+  return score;
+}
+
+/* The queue part: both sides waiting, join, nowait on a LIFO queue, a
+   getter waiting when the queue shuts down, a queue a task owns. */
+static int sc_cmp_queues(evl_loop *loop, sc_cmp *c) {
+  int score = 0, r;
+  void *item;
+  c->q = evl_queue_new(loop, EVL_QUEUE_FIFO, 1, NULL);
+  if (c->q) {
+    evl_queue *lifo = evl_queue_new(loop, EVL_QUEUE_LIFO, 2, NULL);
+    evl_future *g;
+    score += sc_cmp_tasks(loop, c, sc_consumer, sc_producer, "queue side");
+    score += sweep_wait(loop, evl_queue_join(c->q), "queue join", 0);
+    if (lifo) {
+      if (sweep_rc(evl_queue_put_nowait(lifo, (void *)1), "put_nowait") &&
+          sweep_rc(evl_queue_put_nowait(lifo, (void *)2), "put_nowait")) {
+        CHECK_EQ(evl_queue_put_nowait(lifo, (void *)3), EVL_EQUEUEFULL);
+        CHECK(evl_queue_get_nowait(lifo, &item) == 0 && item == (void *)2);
+        CHECK(evl_queue_get_nowait(lifo, &item) == 0 && item == (void *)1);
+        score++;
+      }
+      evl_queue_free(lifo);
+    } else if (!g_sweep_failing)
+      sweep_fail("queue_new", 0, "no queue with no fault");
+    g = evl_queue_get(c->q); /* the queue is empty: it waits */
+    (void)evl_run_once(loop, 0);
+    (void)evl_queue_shutdown(c->q, 0); /* (perhaps done by a failed side) */
+    sweep_until_done(loop, g, "get at shutdown");
+    if (g && evl_future_error(g) == EVL_ESHUTDOWN)
+      score++;
+    else if (g || !g_sweep_failing)
+      if (!g_sweep_failing || !sweep_fault_err(evl_future_error(g)))
+        sweep_fail("get at shutdown", g ? evl_future_error(g) : 0,
+                   "not failed with EVL_ESHUTDOWN");
+    evl_future_release(g);
+    evl_queue_free(c->q);
+  } else if (!g_sweep_failing)
+    sweep_fail("queue_new", 0, "no queue with no fault");
+  g_sc_dropped = 0;
+  r = sc_cmp_tasks(loop, c, sc_own_queue, NULL, "queue_new_in");
+  if (r && g_sc_dropped != 2)
+    sweep_fail("queue_new_in", 0, "the items left were not dropped");
+  return score + r;
+}
+
+#define FULL_COMPOSE 18
+static sc_cmp g_sc_cmp;
+static int sc_compose(evl_loop *loop, void *arg) {
+  sc_cmp *c = (sc_cmp *)arg;
+  int score;
+  memset(c, 0, sizeof *c);
+  score = sc_cmp_queues(loop, c);
+  /* sync primitives, each with a waiter that waits */
+  c->lock = evl_lock_new(loop);
+  c->sem = evl_semaphore_new(loop, 1, 1);
+  c->ev = evl_event_new(loop);
+  c->cond = evl_condition_new(loop, NULL);
+  c->bar = evl_barrier_new(loop, 2);
+  if (!(c->lock && c->sem && c->ev && c->cond && c->bar) && !g_sweep_failing)
+    sweep_fail("sync primitives", 0, "not made with no fault");
+  if (c->lock && c->sem)
+    score += sc_cmp_tasks(loop, c, sc_holder, sc_acquirer, "lock, semaphore");
+  if (c->ev && c->cond)
+    score += sc_cmp_tasks(loop, c, sc_waiter, sc_waker, "event, condition");
+  if (c->bar)
+    score += sc_cmp_tasks(loop, c, sc_party, sc_party, "barrier");
+  evl_lock_free(c->lock);
+  evl_semaphore_free(c->sem);
+  evl_event_free(c->ev);
+  evl_condition_free(c->cond);
+  evl_barrier_free(c->bar);
+  /* a task group closing a task's body, and the waiting primitives */
+  score += sc_cmp_tasks(loop, c, sc_group, NULL, "task group");
+  if (c->kids == 2 && c->deferred == 1 && c->after == 1)
+    score++;
+  else if (!g_sweep_failing)
+    sweep_fail("task group", 0, "children, deferred call or end missing");
+  return score + sc_cmp_waits(loop);
+}
+#endif
+
 /* The sweep tests, one per scenario, for both sweeps: SWEEP_TESTS(P, run)
    defines P_core, P_streams, P_protocols_sendfile, P_udp, P_local,
-   P_subprocess and P_signals, each calling run(name, scenario, arg, full). */
+   P_subprocess, P_signals and P_compose, each calling run(name, scenario,
+   arg, full). */
 #ifndef EVLOOP_NO_PROCESS
 #define SWEEP_PROCESS_TESTS(P, run)                                            \
   TEST(P##_subprocess) {                                                       \
@@ -647,6 +970,17 @@ static int sc_signals(evl_loop *loop, void *arg) {
   }                                                                            \
   TEST(P##_signals) {                                                          \
     SKIP("built with EVLOOP_NO_PROCESS: no signal handlers");                  \
+  }
+#endif
+#if !defined(EVLOOP_NO_SYNC) && !defined(EVLOOP_NO_COMPOSE)
+#define SWEEP_COMPOSE_TESTS(P, run)                                            \
+  TEST(P##_compose) {                                                          \
+    run("compose", sc_compose, &g_sc_cmp, FULL_COMPOSE);                       \
+  }
+#else
+#define SWEEP_COMPOSE_TESTS(P, run)                                            \
+  TEST(P##_compose) {                                                          \
+    SKIP("built with EVLOOP_NO_SYNC or EVLOOP_NO_COMPOSE");                    \
   }
 #endif
 #define SWEEP_TESTS(P, run)                                                    \
@@ -665,7 +999,8 @@ static int sc_signals(evl_loop *loop, void *arg) {
   TEST(P##_local) {                                                            \
     run("unix+sock+pipes", sc_local, &g_net, FULL_LOCAL);                      \
   }                                                                            \
-  SWEEP_PROCESS_TESTS(P, run)
+  SWEEP_PROCESS_TESTS(P, run)                                                  \
+  SWEEP_COMPOSE_TESTS(P, run)
 
 #endif /* _WIN32 */
 #endif

@@ -215,6 +215,9 @@ TEST(scenarios_succeed_with_no_fault) {
     CHECK_EQ(sc_subprocess(loop, NULL), FULL_SUBPROCESS);
     CHECK_EQ(sc_signals(loop, NULL), FULL_SIGNALS);
 #endif
+#if !defined(EVLOOP_NO_SYNC) && !defined(EVLOOP_NO_COMPOSE)
+    CHECK_EQ(sc_compose(loop, &g_sc_cmp), FULL_COMPOSE);
+#endif
   }
   test_close(loop);
   CHECK_EQ(g_fail.live, 0);
@@ -237,4 +240,5 @@ T_POSIX(allocfail_udp, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_local, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_subprocess, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_signals, "the sweep scenarios are POSIX")
+T_POSIX(allocfail_compose, "the sweep scenarios are POSIX")
 TESTS_END

@@ -292,5 +292,6 @@ T(fdlimit_udp)
 T(fdlimit_local)
 T(fdlimit_subprocess)
 T(fdlimit_signals)
+T(fdlimit_compose)
 TESTS_END
 #endif /* _WIN32 */
