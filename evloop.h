@@ -9071,6 +9071,11 @@ static void evl__q_abandon(evl__waiter *w) {
   if (q->shutdown == 2 || evl__q_push(q, e, 1)) { /* dropped */
     if (q->item_free && w->item)
       q->item_free(w->item);
+    /* It counts as done, as the items an immediate shutdown drops: else
+       join would wait for it forever. */
+    if (q->unfinished && --q->unfinished == 0)
+      while (q->joiners.head)
+        evl__grant(q->joiners.head, NULL, q);
     return;
   }
   evl__q_settle(q);

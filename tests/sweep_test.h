@@ -633,8 +633,9 @@ static int sc_signals(evl_loop *loop, void *arg) {
 /* ---- composition: queues, sync primitives, task groups, wait ---------- */
 
 /* What the scenario's tasks share. Under a fault a task fails (its error
-   checked by sweep_wait); a task that would leave a partner waiting
-   forever tells it first (shutdown of the queue, abort of the barrier). */
+   checked by sweep_wait) and its partner, which may wait for it, is
+   cancelled (sc_cmp_tasks); the queue's sides shut the queue down and the
+   barrier's parties break it too, as a program would. */
 typedef struct sc_cmp {
   evl_queue *q;        /* FIFO, maxsize 1: both sides wait */
   evl_lock *lock;      /* held by one task, waited for by another */
@@ -823,22 +824,30 @@ static int sc_cmp_partner_err(int err) {
   return err == EVL_ESHUTDOWN || err == EVL_EBROKEN || err == EVL_ECANCELED;
 }
 /* Starts the tasks fn0 (i = 0) and fn1 (i = 1; none if NULL), state c,
-   and waits for each: a point for each that succeeds. If one could not
-   be made, the other is cancelled: it would wait for its partner. */
+   and waits for them: a point for each that succeeds. If one could not be
+   made or failed, the other is cancelled: it may wait for its partner. */
 static int sc_cmp_tasks(evl_loop *loop, sc_cmp *c, evl_task_fn fn0,
                         evl_task_fn fn1, const char *what) {
   evl_task *t[2] = {NULL, NULL};
   sc_cmp_task s;
-  int i, n = fn1 ? 2 : 1, score = 0;
+  int i, n = fn1 ? 2 : 1, score = 0, cancelled = 0;
+  double end = test_now() + SWEEP_PATIENCE;
   for (i = 0; i < n; i++) {
     memset(&s, 0, sizeof s);
     s.c = c;
     s.i = i;
     t[i] = evl_task_create(loop, i ? fn1 : fn0, &s, sizeof s);
   }
-  for (i = 0; n == 2 && i < 2; i++)
-    if (t[i] && !t[1 - i])
-      (void)evl_task_cancel(t[i]);
+  while (n == 2 && !cancelled && test_now() < end) {
+    for (i = 0; i < 2; i++)
+      if (t[i] && !evl_future_done(t[i]) &&
+          (!t[1 - i] || (evl_future_done(t[1 - i]) &&
+                         evl_future_error(t[1 - i]) != 0)))
+        cancelled = evl_task_cancel(t[i]);
+    if ((!t[0] || evl_future_done(t[0])) && (!t[1] || evl_future_done(t[1])))
+      break;
+    (void)evl_run_once(loop, 0.01);
+  }
   for (i = 0; i < n; i++) {
     sweep_until_done(loop, t[i], what);
     if (t[i] && g_sweep_failing &&

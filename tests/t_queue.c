@@ -277,6 +277,32 @@ TEST(queue_shutdown_immediate) {
   test_close(loop);
 }
 
+/* An item handed to a get released unread after an immediate shutdown is
+   dropped, and counts as done for join as the others dropped: join used
+   to wait for it forever (found by the allocation sweep, allocfail_compose:
+   a consumer cancelled when its producer failed). */
+TEST(queue_item_dropped_after_shutdown_counts_as_done) {
+  evl_loop *loop = test_open();
+  evl_queue *q = evl_queue_new(loop, EVL_QUEUE_FIFO, 0, count_free);
+  evl_future *g, *j;
+  g_freed = 0;
+  CHECK_EQ(evl_queue_put_nowait(q, ITEM(0)), 0);
+  g = evl_queue_get(q); /* handed the item, not read yet */
+  CHECK_EQ(evl_queue_qsize(q), 0);
+  CHECK_EQ(evl_queue_shutdown(q, 1), 0);
+  j = evl_queue_join(q);
+  CHECK_EQ(evl_future_done(j), 0); /* the item is the getter's */
+  evl_future_release(g);           /* unread: it comes back, dropped */
+  CHECK_EQ(g_freed, 1);
+  spin(loop, 2);
+  CHECK_EQ(evl_future_done(j), 1);
+  CHECK_EQ(evl_future_error(j), 0);
+  CHECK_EQ(evl_queue_task_done(q), EVL_EINVALSTATE);
+  evl_future_release(j);
+  evl_queue_free(q);
+  test_close(loop);
+}
+
 TEST(queue_free_gives_items_to_item_free) {
   evl_loop *loop = test_open();
   evl_queue *q = evl_queue_new(loop, EVL_QUEUE_PRIORITY, 0, free);
@@ -301,6 +327,7 @@ T(queue_cancelled_putter_adds_nothing)
 T(queue_task_done_and_join)
 T(queue_shutdown_draining)
 T(queue_shutdown_immediate)
+T(queue_item_dropped_after_shutdown_counts_as_done)
 T(queue_free_gives_items_to_item_free)
 TESTS_END
 #else
