@@ -1191,6 +1191,12 @@ EVLOOP_API int evl_event_is_set(const evl_event *ev);
    held: the future releases it, waits for a notify and completes once the
    lock is held again - also when the wait is cancelled (the cancel is seen
    with the lock held, as asyncio), so release it in the finally section.
+   Departure (no memory): a wait whose future failed with EVL_ENOMEM (no
+   memory to wait for the lock again) does not hold it, nor does one a
+   task could not wait on (its await failed with EVL_ENOMEM, the wait's
+   future still pending); do not release it then. In a task, the wait's
+   own state is evl_await_future(t)'s (the task, if cancelled meanwhile,
+   sees EVL_ECANCELED).
    Without the lock held the future fails with EVL_EINVALSTATE. wait_for
    waits until pred(arg) is true (checked with the lock held). notify
    returns how many waiters it woke, or EVL_EINVALSTATE if not locked. */

@@ -695,8 +695,8 @@ EVL_TASK(sc_own_queue, t, sc_cmp_task, s)
   if (!s->own)
     EVL_ASYNC_FAIL(t, EVL_ENOMEM, "queue_new_in");
   for (s->i = 0; s->i < 3; s->i++)
-    EVL_AWAIT(t, evl_queue_put_prio(s->own, (void *)(intptr_t)(s->i + 1),
-                                    3 - s->i));
+    EVL_AWAIT(
+        t, evl_queue_put_prio(s->own, (void *)(intptr_t)(s->i + 1), 3 - s->i));
   EVL_AWAIT(t, evl_queue_get(s->own));
   if ((intptr_t)evl_await_result(t) != 3)
     sweep_fail("priority queue", 0, "not the lowest priority first");
@@ -749,9 +749,17 @@ EVL_TASK(sc_waiter, t, sc_cmp_task, s)
   EVL_AWAIT(t, evl_event_wait(s->c->ev));
   EVL_AWAIT(t, evl_lock_acquire(evl_condition_lock(s->c->cond)));
   EVL_AWAIT_TRY(t, evl_condition_wait_for(s->c->cond, sc_ready, s->c));
-  /* The lock is this task's again unless the wait failed for want of
-     memory to retake it (nobody else holds it across an await here). */
-  if (evl_lock_locked(evl_condition_lock(s->c->cond)))
+  /* The lock is this task's again (also when the wait could not be made:
+     EVL_EINVAL) unless the wait's own future failed with EVL_ENOMEM (no
+     memory to retake it; a cancelled task sees EVL_ECANCELED) or is not
+     done (no memory for the task to wait on it), as documented. Nobody
+     else holds it across an await here. */
+  s->f = evl_await_future(t);
+  s->held =
+      !s->f || (evl_future_done(s->f) && evl_future_error(s->f) != EVL_ENOMEM);
+  s->f = NULL; /* (borrowed) */
+  CHECK_EQ(evl_lock_locked(evl_condition_lock(s->c->cond)), s->held);
+  if (s->held)
     CHECK_EQ(evl_lock_release(evl_condition_lock(s->c->cond)), 0);
   if (evl_await_error(t))
     EVL_ASYNC_FAIL(t, evl_await_error(t), "condition wait");
@@ -781,7 +789,7 @@ static void sc_deferred(void *arg) {
   ((sc_cmp *)arg)->deferred++;
 }
 EVL_TASK(sc_kid, t, sc_cmp_task, s)
-  EVL_AWAIT(t, evl_sleep(evl_task_loop(t), 0.001, NULL));
+  EVL_AWAIT(t, evl_wait_for(evl_sleep(evl_task_loop(t), 0.001, NULL), 10.0));
   s->c->kids++;
 EVL_TASK_END(t)
 EVL_TASK(sc_group, t, sc_cmp_task, s)
@@ -841,8 +849,8 @@ static int sc_cmp_tasks(evl_loop *loop, sc_cmp *c, evl_task_fn fn0,
   while (n == 2 && !cancelled && test_now() < end) {
     for (i = 0; i < 2; i++)
       if (t[i] && !evl_future_done(t[i]) &&
-          (!t[1 - i] || (evl_future_done(t[1 - i]) &&
-                         evl_future_error(t[1 - i]) != 0)))
+          (!t[1 - i] ||
+           (evl_future_done(t[1 - i]) && evl_future_error(t[1 - i]) != 0)))
         cancelled = evl_task_cancel(t[i]);
     if ((!t[0] || evl_future_done(t[0])) && (!t[1] || evl_future_done(t[1])))
       break;
@@ -850,8 +858,7 @@ static int sc_cmp_tasks(evl_loop *loop, sc_cmp *c, evl_task_fn fn0,
   }
   for (i = 0; i < n; i++) {
     sweep_until_done(loop, t[i], what);
-    if (t[i] && g_sweep_failing &&
-        sc_cmp_partner_err(evl_future_error(t[i])))
+    if (t[i] && g_sweep_failing && sc_cmp_partner_err(evl_future_error(t[i])))
       evl_future_release(t[i]);
     else
       score += sweep_wait(loop, t[i], what, SWEEP_TASK);
@@ -859,11 +866,12 @@ static int sc_cmp_tasks(evl_loop *loop, sc_cmp *c, evl_task_fn fn0,
   return score;
 }
 
-/* The waiting primitives on two sleeps: as_completed, wait, shield. */
+/* The waiting primitives on two sleeps: as_completed, wait, gather,
+   shield. */
 static int sc_cmp_waits(evl_loop *loop) {
   evl_future *f[2], *w;
   evl_as_completed *ac;
-  int score = 0, i;
+  int score = 0, i, got;
   f[0] = evl_sleep(loop, 0.002, NULL);
   f[1] = evl_sleep(loop, 0.001, NULL);
   ac = f[0] && f[1] ? evl_as_completed_new(loop, f, 2, 10.0) : NULL;
@@ -871,9 +879,12 @@ static int sc_cmp_waits(evl_loop *loop) {
     sweep_fail("as_completed_new", 0, "no iterator with no fault");
   w = f[0] && f[1] ? evl_wait(loop, f, 2, EVL_ALL_COMPLETED, 10.0) : NULL;
   score += sweep_value(loop, w, 2, "wait");
-  for (i = 0; ac && i < 2; i++)
-    score += sweep_value(loop, evl_as_completed_next(ac), (intptr_t)f[1 - i],
-                         "as_completed_next");
+  w = f[0] && f[1] ? evl_gather(loop, f, 2, EVL_GATHER_RETURN_ERRORS) : NULL;
+  score += sweep_wait(loop, w, "gather", 0);
+  for (i = 0, got = 0; ac && i < 2; i++) /* a failed call delivers none */
+    got += sweep_value(loop, evl_as_completed_next(ac), (intptr_t)f[1 - got],
+                       "as_completed_next");
+  score += got;
   evl_as_completed_free(ac);
   score += sweep_value(loop, f[0] ? evl_shield(f[0]) : NULL, 0, "shield");
   evl_future_release(f[0]);
@@ -924,7 +935,7 @@ static int sc_cmp_queues(evl_loop *loop, sc_cmp *c) {
   return score + r;
 }
 
-#define FULL_COMPOSE 18
+#define FULL_COMPOSE 19
 static sc_cmp g_sc_cmp;
 static int sc_compose(evl_loop *loop, void *arg) {
   sc_cmp *c = (sc_cmp *)arg;
