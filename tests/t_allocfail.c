@@ -197,6 +197,57 @@ TEST(close_with_no_memory_lets_go_of_every_timer) {
   CHECK_EQ(g_fail.live, 0);
 }
 
+#ifndef EVLOOP_NO_SYNC
+/* A condition wait notified when there is no memory to wait for the lock
+   again fails with EVL_ENOMEM without the lock (documented departure:
+   asyncio always retakes it), so the task must not release it. Found by
+   allocfail_compose. */
+typedef struct cond_waiter {
+  evl_condition *cond;
+  int err, locked, done;
+} cond_waiter;
+static void cond_wait_task(evl_task *t, void *state) {
+  cond_waiter *c = *(cond_waiter **)state;
+  EVL_ASYNC_BEGIN(t);
+  EVL_AWAIT(t, evl_lock_acquire(evl_condition_lock(c->cond)));
+  EVL_AWAIT_TRY(t, evl_condition_wait(c->cond));
+  c->err = evl_await_error(t);
+  c->locked = evl_lock_locked(evl_condition_lock(c->cond));
+  c->done = 1;
+  EVL_ASYNC_END(t);
+}
+TEST(condition_wait_without_memory_to_retake_the_lock) {
+  evl_loop *loop = alloc_loop();
+  cond_waiter c = {NULL, 0, 0, 0}, *cp = &c;
+  evl_task *t;
+  evl_future *f;
+  int i;
+  c.cond = evl_condition_new(loop, NULL);
+  t = evl_task_create(loop, cond_wait_task, &cp, sizeof cp);
+  CHECK(c.cond && t);
+  for (i = 0; i < 3; i++)
+    (void)evl_run_once(loop, 0);
+  CHECK_EQ(evl_lock_locked(evl_condition_lock(c.cond)), 0); /* it waits */
+  f = evl_lock_acquire(evl_condition_lock(c.cond));
+  CHECK(f && evl_future_error(f) == 0); /* taken: the lock is ours */
+  evl_future_release(f);
+  memory_runs_out();
+  CHECK_EQ(evl_condition_notify(c.cond, 1), 1);
+  CHECK_EQ(evl_lock_release(evl_condition_lock(c.cond)), 0);
+  memory_is_back();
+  for (i = 0; i < 10 && !c.done; i++)
+    (void)evl_run_once(loop, 0.01);
+  CHECK_EQ(c.done, 1);
+  CHECK_EQ(c.err, EVL_ENOMEM);
+  CHECK_EQ(c.locked, 0);
+  CHECK(evl_future_done(t) && evl_future_error(t) == 0);
+  evl_future_release(t);
+  evl_condition_free(c.cond);
+  test_close(loop);
+  CHECK_EQ(g_fail.live, 0);
+}
+#endif
+
 #ifndef _WIN32
 /* ---- the sweep ---------------------------------------------------------- */
 
@@ -232,6 +283,9 @@ T(completion_with_a_full_ready_ring_still_wakes)
 T(threadsafe_callback_survives_no_memory_for_its_slot)
 T(close_with_no_memory_lets_go_of_every_future)
 T(close_with_no_memory_lets_go_of_every_timer)
+#ifndef EVLOOP_NO_SYNC
+T(condition_wait_without_memory_to_retake_the_lock)
+#endif
 T_POSIX(scenarios_succeed_with_no_fault, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_core, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_streams, "the sweep scenarios are POSIX")
