@@ -1253,7 +1253,9 @@ EVLOOP_API int evl_barrier_broken(const evl_barrier *b);
    EVL_ECANCELED with the item already in the queue (unlike asyncio, which
    puts after the wake-up; t_cancel_sync pins it). get
    completes with the item; an item handed to a get that is cancelled or
-   released unread goes back to the front. */
+   released unread goes back to the front (dropped after an immediate
+   shutdown or with no memory to take it back: given to item_free, and
+   done for join). */
 typedef struct evl_queue evl_queue;
 #define EVL_QUEUE_FIFO 0
 #define EVL_QUEUE_LIFO 1
