@@ -71,7 +71,7 @@ add() {
 pool() {
   i=1
   while [ "$i" -le "$2" ]; do echo "$1$i"; i=$((i + 1)); done |
-    xargs -P "$3" -I{} sh -c 'sh "$1/$2.sh" >"$1/$2.out" 2>&1; echo $? >"$1/$2.rc.tmp"; mv "$1/$2.rc.tmp" "$1/$2.rc"' _ "$work" {} &
+    xargs -P "$3" -I{} sh -c 's=$(date +%s); sh "$1/$2.sh" >"$1/$2.out" 2>&1; echo $? >"$1/$2.rc.tmp"; echo $(($(date +%s) - s)) >"$1/$2.secs"; mv "$1/$2.rc.tmp" "$1/$2.rc"' _ "$work" {} &
 }
 
 # collect PREFIX COUNT: waits for each job in queue order, adds its counts.
@@ -83,6 +83,7 @@ collect() {
     label=$(cat "$work/$id.label")
     out=$(cat "$work/$id.out")
     rc=$(cat "$work/$id.rc")
+    echo "$(cat "$work/$id.secs") $label" >>"$work/times"
     [ "$rc" -eq 124 ] && out="$out
 (timed out: killed after ${CROSS_TIMEOUT:-300} s)"
     printf '%s\n' "== $label" "$out" >>"$log"
@@ -180,6 +181,13 @@ for c in ${CHECKS:-}; do
   [ "$f" -eq 0 ] || printf '%s\n' "$out" | grep -Ev '^(ok|skipped:) ' | sed 's/^/    /'
 done
 
+# Where the time went: seconds per variant (summed over its binaries,
+# which ran JOBS at a time), and the slowest binaries, in the log.
+if [ -s "$work/times" ]; then
+  printf 'time per variant (s, summed):'
+  awk '{ t[$2] += $1 } END { for (v in t) printf " %s %d", v, t[v]; print "" }' "$work/times"
+  { echo "== the 20 slowest binaries (s)"; sort -rn "$work/times" | head -n 20; } >>"$log"
+fi
 echo "(full output in $log)"
 echo "$passed passed, $failed failed, $skipped skipped"
 if [ "${STRICT:-}" = 1 ] && [ "$skipped" -ne 0 ]; then

@@ -107,7 +107,9 @@ TEST(metrics_run_forever) {
   CHECK(m.callback_ns >= 100000000);
   CHECK(m.idle_ns >= 40000000);
   CHECK((double)(m.idle_ns + m.callback_ns) / 1e9 <= wall + 0.001);
-  CHECK((double)(m.idle_ns + m.callback_ns) / 1e9 >= wall - 0.02);
+  /* (the loop's own work between the two is not counted: a loaded
+     machine can stall there for tens of ms) */
+  CHECK((double)(m.idle_ns + m.callback_ns) / 1e9 >= wall - 0.05);
   printf("  wall %.3f s: idle %.3f s, callbacks %.3f s, %llu iterations\n",
          wall, (double)m.idle_ns / 1e9, (double)m.callback_ns / 1e9,
          (unsigned long long)m.iterations);

@@ -102,7 +102,7 @@ TEST(as_completed_order_and_timeout) {
   evl_future *f[3], *n;
   evl_as_completed *ac;
   make3(loop, f);
-  ac = evl_as_completed_new(loop, f, 3, 0.15);
+  ac = evl_as_completed_new(loop, f, 3, 0.5);
   CHECK(ac != NULL);
   evl_call_later(loop, 0.04, set_result_cb, f[2]);
   evl_call_later(loop, 0.01, set_error_cb, f[1]);
