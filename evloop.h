@@ -1191,12 +1191,10 @@ EVLOOP_API int evl_event_is_set(const evl_event *ev);
    held: the future releases it, waits for a notify and completes once the
    lock is held again - also when the wait is cancelled (the cancel is seen
    with the lock held, as asyncio), so release it in the finally section.
-   Departure (no memory): a wait whose future failed with EVL_ENOMEM (no
-   memory to wait for the lock again) does not hold it, nor does one a
-   task could not wait on (its await failed with EVL_ENOMEM, the wait's
-   future still pending); do not release it then. In a task, the wait's
-   own state is evl_await_future(t)'s (the task, if cancelled meanwhile,
-   sees EVL_ECANCELED).
+   What getting the lock back takes is allocated before the lock is given
+   up, and a task's await on the wait cannot fail for memory either: with
+   no memory the wait is NULL (or wait_for's next round fails with
+   EVL_ENOMEM), the lock still held.
    Without the lock held the future fails with EVL_EINVALSTATE. wait_for
    waits until pred(arg) is true (checked with the lock held). notify
    returns how many waiters it woke, or EVL_EINVALSTATE if not locked. */
@@ -8353,6 +8351,8 @@ struct evl__waiter {
   int kind, cancel_req;
   int (*pred)(void *arg); /* condition wait_for */
   void *pred_arg;
+  evl__waiter *relock; /* a condition wait's own lock waiter, made before
+                          the wait gives the lock up */
 };
 
 static void evl__wl_push(evl__wlist *l, evl__waiter *w) {
@@ -8409,6 +8409,8 @@ static void evl__waiter_destroy(evl_future *f) {
   int abandoned = f->state == EVL__DONE && !f->retrieved && w->abandon &&
                   w->owner && !f->loop->closing && !f->loop->closed;
   evl__wl_remove(w);
+  if (w->relock) /* never used */
+    evl_future_release(&w->relock->fut);
   if (abandoned)
     w->abandon(w);
 }
@@ -8750,6 +8752,7 @@ EVL__DEF evl_lock *evl_condition_lock(evl_condition *cond) {
   return cond ? cond->lock : NULL;
 }
 
+static int evl__cond_reserve(evl__waiter *w);
 /* The lock came back to a notified (or cancelled) waiter. */
 static void evl__cond_relocked(evl_future *lf, void *arg) {
   evl__waiter *w = (evl__waiter *)arg;
@@ -8763,25 +8766,57 @@ static void evl__cond_relocked(evl_future *lf, void *arg) {
     if (c && w->item) /* notified, then cancelled: pass it on (asyncio) */
       (void)evl_condition_notify(c, 1);
   } else if (c && w->pred && !w->pred(w->pred_arg)) {
-    (void)evl_lock_release(c->lock); /* wait_for: not yet, wait again */
-    w->item = NULL;
-    evl__wl_push(&c->waiters, w);
+    /* wait_for: not yet, wait again (with the lock held if it cannot) */
+    if (evl__cond_reserve(w)) {
+      (void)evl_future_set_error(&w->fut, EVL_ENOMEM, "no memory to wait");
+    } else {
+      (void)evl_lock_release(c->lock);
+      w->item = NULL;
+      evl__wl_push(&c->waiters, w);
+    }
   } else {
     (void)evl_future_set_result(&w->fut, c);
   }
   evl_future_release(lf);
   evl_future_release(&w->fut);
 }
+/* What waiting for the lock again takes, made while w still holds it:
+   the lock waiter, with its callback, and room for the task that awaits w
+   (evl_task_await's callback). So a wait that has given the lock up
+   always gets it back, as asyncio's does. 0 or EVL_ENOMEM. */
+static int evl__cond_reserve(evl__waiter *w) {
+  evl_condition *c = (evl_condition *)w->owner;
+  evl__waiter *lw;
+  if (!w->fut.capcbs) {
+    w->fut.cbs =
+        (evl__fcb *)evl__lrealloc(w->fut.loop, NULL, 2 * sizeof *w->fut.cbs);
+    if (!w->fut.cbs)
+      return EVL_ENOMEM;
+    w->fut.capcbs = 2;
+  }
+  lw = evl__waiter_new(c->loop, c->lock, evl__lock_abandon);
+  if (!lw)
+    return EVL_ENOMEM;
+  if (evl_future_add_done_callback(&lw->fut, evl__cond_relocked, w)) {
+    evl_future_release(&lw->fut);
+    return EVL_ENOMEM;
+  }
+  w->relock = lw;
+  return 0;
+}
+/* Waits for the lock again, with the waiter made beforehand. */
 static void evl__cond_reacquire(evl__waiter *w) {
   evl_condition *c = (evl_condition *)w->owner;
-  evl_future *lf = evl_lock_acquire(c->lock);
-  if (!lf || evl_future_add_done_callback(lf, evl__cond_relocked, w)) {
-    evl_future_release(lf);
-    (void)evl_future_set_error(&w->fut, EVL_ENOMEM, "could not retake lock");
-    return;
-  }
+  evl__waiter *lw = w->relock;
+  w->relock = NULL;
   w->fut.refs++; /* until the lock is back */
   evl__wl_push(&c->relocking, w);
+  if (c->lock->locked) {
+    evl__wl_push(&c->lock->waiters, lw);
+  } else {
+    c->lock->locked = 1;
+    evl__grant(lw, &c->lock->granted, c->lock);
+  }
 }
 static int evl__cond_relocking(evl__waiter *w) {
   return w->list == &((evl_condition *)w->owner)->relocking;
@@ -8811,6 +8846,10 @@ static evl_future *evl__condition_wait(evl_condition *cond, int (*pred)(void *),
   if (pred && pred(arg)) {
     (void)evl_future_set_result(&w->fut, cond);
     return &w->fut;
+  }
+  if (evl__cond_reserve(w)) { /* (the lock is still held) */
+    evl_future_release(&w->fut);
+    return NULL;
   }
   (void)evl_lock_release(cond->lock);
   evl__wl_push(&cond->waiters, w);

@@ -749,18 +749,12 @@ EVL_TASK(sc_waiter, t, sc_cmp_task, s)
   EVL_AWAIT(t, evl_event_wait(s->c->ev));
   EVL_AWAIT(t, evl_lock_acquire(evl_condition_lock(s->c->cond)));
   EVL_AWAIT_TRY(t, evl_condition_wait_for(s->c->cond, sc_ready, s->c));
-  /* The lock is this task's again (also when the wait could not be made:
-     EVL_EINVAL) unless the wait's own future failed with EVL_ENOMEM (no
-     memory to retake it; a cancelled task sees EVL_ECANCELED) or is not
-     done (no memory for the task to wait on it), as documented. Nobody
+  /* The lock is this task's again however the wait ended: done, failed,
+     cancelled, or not made at all (NULL: the task's EVL_EINVAL), since
+     what retaking it needs is allocated before it is given up. Nobody
      else holds it across an await here. */
-  s->f = evl_await_future(t);
-  s->held =
-      !s->f || (evl_future_done(s->f) && evl_future_error(s->f) != EVL_ENOMEM);
-  s->f = NULL; /* (borrowed) */
-  CHECK_EQ(evl_lock_locked(evl_condition_lock(s->c->cond)), s->held);
-  if (s->held)
-    CHECK_EQ(evl_lock_release(evl_condition_lock(s->c->cond)), 0);
+  CHECK_EQ(evl_lock_locked(evl_condition_lock(s->c->cond)), 1);
+  CHECK_EQ(evl_lock_release(evl_condition_lock(s->c->cond)), 0);
   if (evl_await_error(t))
     EVL_ASYNC_FAIL(t, evl_await_error(t), "condition wait");
 EVL_TASK_END(t)

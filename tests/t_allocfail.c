@@ -198,10 +198,10 @@ TEST(close_with_no_memory_lets_go_of_every_timer) {
 }
 
 #ifndef EVLOOP_NO_SYNC
-/* A condition wait notified when there is no memory to wait for the lock
-   again fails with EVL_ENOMEM without the lock (documented departure:
-   asyncio always retakes it), so the task must not release it. Found by
-   allocfail_compose. */
+/* A condition wait gets its lock back even when memory runs out after it
+   gave the lock up: notified, or cancelled, it needs no allocation then
+   (asyncio always retakes the lock). It failed with EVL_ENOMEM without the
+   lock before (found by allocfail_compose). */
 typedef struct cond_waiter {
   evl_condition *cond;
   int err, locked, done;
@@ -214,35 +214,71 @@ static void cond_wait_task(evl_task *t, void *state) {
   c->err = evl_await_error(t);
   c->locked = evl_lock_locked(evl_condition_lock(c->cond));
   c->done = 1;
+  if (c->locked)
+    (void)evl_lock_release(evl_condition_lock(c->cond));
   EVL_ASYNC_END(t);
 }
-TEST(condition_wait_without_memory_to_retake_the_lock) {
-  evl_loop *loop = alloc_loop();
-  cond_waiter c = {NULL, 0, 0, 0}, *cp = &c;
+/* Starts cond_wait_task and runs until it waits, the lock given up. */
+static evl_task *cond_waiting(evl_loop *loop, cond_waiter *c,
+                              cond_waiter **cp) {
   evl_task *t;
-  evl_future *f;
   int i;
-  c.cond = evl_condition_new(loop, NULL);
-  t = evl_task_create(loop, cond_wait_task, &cp, sizeof cp);
-  CHECK(c.cond && t);
+  c->cond = evl_condition_new(loop, NULL);
+  t = evl_task_create(loop, cond_wait_task, cp, sizeof *cp);
+  CHECK(c->cond && t);
   for (i = 0; i < 3; i++)
     (void)evl_run_once(loop, 0);
-  CHECK_EQ(evl_lock_locked(evl_condition_lock(c.cond)), 0); /* it waits */
-  f = evl_lock_acquire(evl_condition_lock(c.cond));
+  CHECK_EQ(evl_lock_locked(evl_condition_lock(c->cond)), 0); /* it waits */
+  return t;
+}
+static void cond_finish(evl_loop *loop, cond_waiter *c, evl_task *t, int err) {
+  int i;
+  for (i = 0; i < 10 && !c->done; i++)
+    (void)evl_run_once(loop, 0.01);
+  memory_is_back();
+  CHECK_EQ(c->done, 1);
+  CHECK_EQ(c->err, err);
+  CHECK_EQ(c->locked, 1);
+  CHECK_EQ(evl_lock_locked(evl_condition_lock(c->cond)), 0);
+  CHECK(evl_future_done(t));
+  evl_future_release(t);
+  evl_condition_free(c->cond);
+  test_close(loop);
+  CHECK_EQ(g_fail.live, 0);
+}
+TEST(condition_wait_notified_without_memory_retakes_the_lock) {
+  evl_loop *loop = alloc_loop();
+  cond_waiter c = {NULL, 0, 0, 0}, *cp = &c;
+  evl_task *t = cond_waiting(loop, &c, &cp);
+  evl_future *f = evl_lock_acquire(evl_condition_lock(c.cond));
   CHECK(f && evl_future_error(f) == 0); /* taken: the lock is ours */
   evl_future_release(f);
   memory_runs_out();
   CHECK_EQ(evl_condition_notify(c.cond, 1), 1);
   CHECK_EQ(evl_lock_release(evl_condition_lock(c.cond)), 0);
+  cond_finish(loop, &c, t, 0);
+}
+TEST(condition_wait_cancelled_without_memory_retakes_the_lock) {
+  evl_loop *loop = alloc_loop();
+  cond_waiter c = {NULL, 0, 0, 0}, *cp = &c;
+  evl_task *t = cond_waiting(loop, &c, &cp);
+  memory_runs_out();
+  CHECK_EQ(evl_future_cancel(t), 1);
+  cond_finish(loop, &c, t, EVL_ECANCELED);
+}
+/* With no memory, the wait is not made and the lock stays held. */
+TEST(condition_wait_without_memory_keeps_the_lock) {
+  evl_loop *loop = alloc_loop();
+  evl_condition *cond = evl_condition_new(loop, NULL);
+  evl_future *f = evl_lock_acquire(evl_condition_lock(cond));
+  CHECK(f && evl_future_error(f) == 0);
+  evl_future_release(f);
+  memory_runs_out();
+  CHECK(evl_condition_wait(cond) == NULL);
   memory_is_back();
-  for (i = 0; i < 10 && !c.done; i++)
-    (void)evl_run_once(loop, 0.01);
-  CHECK_EQ(c.done, 1);
-  CHECK_EQ(c.err, EVL_ENOMEM);
-  CHECK_EQ(c.locked, 0);
-  CHECK(evl_future_done(t) && evl_future_error(t) == 0);
-  evl_future_release(t);
-  evl_condition_free(c.cond);
+  CHECK_EQ(evl_lock_locked(evl_condition_lock(cond)), 1);
+  CHECK_EQ(evl_lock_release(evl_condition_lock(cond)), 0);
+  evl_condition_free(cond);
   test_close(loop);
   CHECK_EQ(g_fail.live, 0);
 }
@@ -284,7 +320,9 @@ T(threadsafe_callback_survives_no_memory_for_its_slot)
 T(close_with_no_memory_lets_go_of_every_future)
 T(close_with_no_memory_lets_go_of_every_timer)
 #ifndef EVLOOP_NO_SYNC
-T(condition_wait_without_memory_to_retake_the_lock)
+T(condition_wait_notified_without_memory_retakes_the_lock)
+T(condition_wait_cancelled_without_memory_retakes_the_lock)
+T(condition_wait_without_memory_keeps_the_lock)
 #endif
 T_POSIX(scenarios_succeed_with_no_fault, "the sweep scenarios are POSIX")
 T_POSIX(allocfail_core, "the sweep scenarios are POSIX")
