@@ -472,21 +472,25 @@ FUZZ_FLAGS   := -std=c11 $(WARN) -g -O1 -fno-omit-frame-pointer \
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h evloop.h examples/http_request.h
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $< -o $@ $(LIBS)
+# The targets run at the same time (each for FUZZ_SECONDS), reported in
+# order.
 fuzz: $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_TARGETS))
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p $(BUILD)/fuzz/corpus-$$t; \
-	  echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
-	  $(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	  ( $(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	    -artifact_prefix=$(BUILD)/fuzz/$$t- $(BUILD)/fuzz/corpus-$$t tests/fuzz/corpus/$$t \
-	    >$(BUILD)/fuzz/$$t.log 2>&1; rc=$$?; \
+	    >$(BUILD)/fuzz/$$t.log 2>&1; echo $$? >$(BUILD)/fuzz/$$t.rc ) & \
+	done; wait; \
+	for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
 	  grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|^#[0-9]+.*DONE' $(BUILD)/fuzz/$$t.log; \
-	  if [ $$rc -ne 0 ]; then tail -n 40 $(BUILD)/fuzz/$$t.log; echo "fuzz_$$t FAILED (log: $(BUILD)/fuzz/$$t.log)"; exit 1; fi; \
+	  if [ "$$(cat $(BUILD)/fuzz/$$t.rc)" -ne 0 ]; then tail -n 40 $(BUILD)/fuzz/$$t.log; echo "fuzz_$$t FAILED (log: $(BUILD)/fuzz/$$t.log)"; exit 1; fi; \
 	done
 
 # ---- issue 11: soak (its own target; not part of make test) -------------
 # tests/soak.c: one loop under mixed load for SOAK_SECONDS with ASan+UBSan
 # (echo clients, timers, subprocesses, signals, threadsafe calls, executor
-# jobs; it checks bytes, fds, RSS and zombies and prints its totals), then
+# jobs; it checks bytes, fds, RSS and zombies and prints its totals), and
 # its threaded part (timers, threadsafe calls, executor) under TSan.
 SOAK_SECONDS ?= 60
 $(BUILD)/soak/soak-asan: tests/soak.c evloop.h
@@ -495,9 +499,12 @@ $(BUILD)/soak/soak-asan: tests/soak.c evloop.h
 $(BUILD)/soak/soak-tsan: tests/soak.c evloop.h
 	@mkdir -p $(@D)
 	$(tsan_CC) $(tsan_FLAGS) $< -o $@ $(LIBS)
+# The two run at the same time; the TSan run's output follows.
 soak: $(BUILD)/soak/soak-asan $(BUILD)/soak/soak-tsan
-	$(BUILD)/soak/soak-asan $(SOAK_SECONDS)
-	$(BUILD)/soak/soak-tsan --threaded-only $(SOAK_SECONDS)
+	@$(BUILD)/soak/soak-tsan --threaded-only $(SOAK_SECONDS) >$(BUILD)/soak/tsan.log 2>&1 & \
+	  tsan=$$!; $(BUILD)/soak/soak-asan $(SOAK_SECONDS); asan=$$?; \
+	  wait $$tsan; rc=$$?; echo "== soak-tsan --threaded-only"; cat $(BUILD)/soak/tsan.log; \
+	  [ $$asan -eq 0 ] && [ $$rc -eq 0 ]
 
 format:
 	clang-format -i evloop.h tests/*.c tests/*.h tests/*.cpp tests/fuzz/*.c tests/fuzz/*.h examples/*.c examples/*.h bench/*.c
