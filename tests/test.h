@@ -666,25 +666,35 @@ static int test_run_child_(const char *self, const char *name, int *timed_out) {
   memset(&si, 0, sizeof si);
   si.cb = sizeof si;
   /* Starting the test's process is the runner's job, not the test: wine
-     under load has refused it once in a while, so try again (and say so). */
-  while (
-      !CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi)) {
-    printf("  note: starting %s failed (error %lu)%s\n", name,
-           (unsigned long)GetLastError(), tries < 2 ? ", trying again" : "");
+     under load has refused it once in a while, and once started one that
+     died in its DLL initialisation (STATUS_DLL_INIT_FAILED, before main),
+     so try again (and say so). */
+  for (;;) {
+    if (!CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi)) {
+      printf("  note: starting %s failed (error %lu)%s\n", name,
+             (unsigned long)GetLastError(), tries < 2 ? ", trying again" : "");
+      fflush(stdout);
+      if (++tries == 3)
+        return -1;
+      Sleep(200);
+      continue;
+    }
+    if (WaitForSingleObject(pi.hProcess, 60000) == WAIT_TIMEOUT) {
+      *timed_out = 1;
+      TerminateProcess(pi.hProcess, 124);
+      WaitForSingleObject(pi.hProcess, INFINITE);
+    }
+    GetExitCodeProcess(pi.hProcess, &code);
+    CloseHandle(pi.hProcess);
+    CloseHandle(pi.hThread);
+    if (code != 0xC0000142u || ++tries == 3)
+      return (int)code;
+    printf("  note: %s's process did not start (STATUS_DLL_INIT_FAILED), "
+           "trying again\n",
+           name);
     fflush(stdout);
-    if (++tries == 3)
-      return -1;
     Sleep(200);
   }
-  if (WaitForSingleObject(pi.hProcess, 60000) == WAIT_TIMEOUT) {
-    *timed_out = 1;
-    TerminateProcess(pi.hProcess, 124);
-    WaitForSingleObject(pi.hProcess, INFINITE);
-  }
-  GetExitCodeProcess(pi.hProcess, &code);
-  CloseHandle(pi.hProcess);
-  CloseHandle(pi.hThread);
-  return (int)code;
 }
 #endif
 /* Test data that shows a lost, doubled or reordered byte: byte i of a
