@@ -7393,21 +7393,28 @@ EVL__DEF void *evl_future_result(evl_future *fut) {
   return fut->state == EVL__DONE ? fut->result : NULL;
 }
 
+/* Room for one more done callback: 0 or EVL_ENOMEM. */
+static int evl__future_cb_room(evl_future *fut) {
+  uint32_t cap;
+  evl__fcb *c;
+  if (fut->ncbs < fut->capcbs)
+    return 0;
+  cap = fut->capcbs ? fut->capcbs * 2 : 2;
+  c = (evl__fcb *)evl__lrealloc(fut->loop, fut->cbs, cap * sizeof *c);
+  if (!c)
+    return EVL_ENOMEM;
+  fut->cbs = c;
+  fut->capcbs = cap;
+  return 0;
+}
 EVL__DEF int evl_future_add_done_callback(evl_future *fut,
                                           evl_future_callback cb, void *arg) {
   if (!fut || !cb)
     return EVL_EINVAL;
   if (fut->loop->closed || fut->loop->closing)
     return EVL_ECLOSED;
-  if (fut->ncbs == fut->capcbs) {
-    uint32_t cap = fut->capcbs ? fut->capcbs * 2 : 2;
-    evl__fcb *c =
-        (evl__fcb *)evl__lrealloc(fut->loop, fut->cbs, cap * sizeof *c);
-    if (!c)
-      return EVL_ENOMEM;
-    fut->cbs = c;
-    fut->capcbs = cap;
-  }
+  if (evl__future_cb_room(fut))
+    return EVL_ENOMEM;
   fut->cbs[fut->ncbs].cb = cb;
   fut->cbs[fut->ncbs].arg = arg;
   fut->ncbs++;
@@ -8522,17 +8529,24 @@ EVL__DEF evl_lock *evl_lock_new(evl_loop *loop) {
 static void evl__lock_abandon(evl__waiter *w) {
   (void)evl_lock_release((evl_lock *)w->owner);
 }
+/* w (a waiter of lock) gets the lock now if it is free, else queues. */
+static void evl__lock_take(evl_lock *lock, evl__waiter *w) {
+  if (lock->locked) {
+    evl__wl_push(&lock->waiters, w);
+  } else {
+    lock->locked = 1;
+    evl__grant(w, &lock->granted, lock);
+  }
+}
 EVL__DEF evl_future *evl_lock_acquire(evl_lock *lock) {
-  evl_future *f;
-  int now;
+  evl__waiter *w;
   if (!lock)
     return NULL;
-  now = !lock->locked;
-  f = evl__acquire(lock->loop, lock, evl__lock_abandon, now, &lock->waiters,
-                   &lock->granted);
-  if (f && now)
-    lock->locked = 1;
-  return f;
+  w = evl__waiter_new(lock->loop, lock, evl__lock_abandon);
+  if (!w)
+    return NULL;
+  evl__lock_take(lock, w);
+  return &w->fut;
 }
 EVL__DEF int evl_lock_release(evl_lock *lock) {
   if (!lock)
@@ -8787,13 +8801,8 @@ static void evl__cond_relocked(evl_future *lf, void *arg) {
 static int evl__cond_reserve(evl__waiter *w) {
   evl_condition *c = (evl_condition *)w->owner;
   evl__waiter *lw;
-  if (!w->fut.capcbs) {
-    w->fut.cbs =
-        (evl__fcb *)evl__lrealloc(w->fut.loop, NULL, 2 * sizeof *w->fut.cbs);
-    if (!w->fut.cbs)
-      return EVL_ENOMEM;
-    w->fut.capcbs = 2;
-  }
+  if (evl__future_cb_room(&w->fut))
+    return EVL_ENOMEM;
   lw = evl__waiter_new(c->loop, c->lock, evl__lock_abandon);
   if (!lw)
     return EVL_ENOMEM;
@@ -8811,12 +8820,7 @@ static void evl__cond_reacquire(evl__waiter *w) {
   w->relock = NULL;
   w->fut.refs++; /* until the lock is back */
   evl__wl_push(&c->relocking, w);
-  if (c->lock->locked) {
-    evl__wl_push(&c->lock->waiters, lw);
-  } else {
-    c->lock->locked = 1;
-    evl__grant(lw, &c->lock->granted, c->lock);
-  }
+  evl__lock_take(c->lock, lw);
 }
 static int evl__cond_relocking(evl__waiter *w) {
   return w->list == &((evl_condition *)w->owner)->relocking;
@@ -9120,9 +9124,7 @@ static void evl__q_abandon(evl__waiter *w) {
       q->item_free(w->item);
     /* It counts as done, as the items an immediate shutdown drops: else
        join would wait for it forever. */
-    if (q->unfinished && --q->unfinished == 0)
-      while (q->joiners.head)
-        evl__grant(q->joiners.head, NULL, q);
+    (void)evl_queue_task_done(q);
     return;
   }
   evl__q_settle(q);
